@@ -746,7 +746,7 @@ class Sessions:
         self.store = store
 
     def issue(self, user: dict, lifetime: int) -> tuple[str, dict]:
-        claims = {"id": user["Id"], "username": user["Username"], "role": user["Role"], "iat": now(),
+        claims = {"id": user["Id"], "username": user["Username"], "role": user["Role"], "iat": time.time(),
                   "exp": now() + lifetime, "jti": secrets.token_hex(16)}
         header = b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
         payload = b64url(json.dumps(claims).encode())
@@ -1038,6 +1038,7 @@ DOCKER_API_RULES: list[tuple[frozenset, re.Pattern, str, str | None]] = [
     ]
 ]
 API_VERSION_PREFIX = re.compile(r"^/v\d+\.\d+(?=/)")
+PROXY_PREFIX = re.compile(r"^/api/endpoints/[^/]+/docker")
 
 
 def docker_rule_for(method: str, path: str) -> tuple[str, str | None]:
@@ -1138,13 +1139,14 @@ async def handle_docker_proxy(request: web.Request) -> web.StreamResponse:
     endpoint_id = path_id(request)
     endpoint = endpoint_for_caller(request, endpoint_id)
     caller = caller_of(request)
-    path = "/" + request.match_info["path"]
-    if ".." in path.split("/") or "%2e%2e" in request.raw_path.lower():
-        raise BadRequest("invalid Docker API path", "path segments '..' are not allowed")
+    # The engine gets the path and query exactly as the client encoded them; the rules see them decoded.
+    target = PROXY_PREFIX.sub("", request.raw_path, count=1) or "/"
+    path = urllib.parse.unquote(target.split("?", 1)[0])
+    if ".." in path.split("/") or any(c in path for c in "\r\n\x00"):
+        raise BadRequest("invalid Docker API path", "path segments '..' and control characters are not allowed")
     level, check = docker_rule_for(request.method, path)
     if level == ADMIN and not caller.is_admin:
         raise Forbidden(f"{request.method} {API_VERSION_PREFIX.sub('', path)} is reserved for administrators")
-    target = path + (f"?{request.query_string}" if request.query_string else "")
     headers = shared.forwardable_request_headers(request)
     body, body_length = shared.request_body_for_relay(request)
     if check is not None:
@@ -1369,7 +1371,7 @@ async def handle_user_update(request: web.Request) -> web.Response:
         user["Role"] = role
     if password is not None:
         user["PasswordHash"] = new_hash
-        user["TokenIssueAt"] = now()
+        user["TokenIssueAt"] = time.time()
     await store.commit()
     return json_response(user_view(user))
 
@@ -1388,7 +1390,7 @@ async def handle_user_password(request: web.Request) -> web.Response:
     if not await asyncio.to_thread(verify_password, current, user["PasswordHash"]):
         raise Forbidden("current password is wrong")
     user["PasswordHash"] = await asyncio.to_thread(hash_password, new)
-    user["TokenIssueAt"] = now()
+    user["TokenIssueAt"] = time.time()
     await store.commit()
     return web.Response(status=204)
 
@@ -2146,7 +2148,7 @@ def tls_context(config: argparse.Namespace) -> ssl.SSLContext:
 
 async def serve(config: argparse.Namespace) -> None:
     app = make_app(config)
-    runner_options = {"access_log": None, "shutdown_timeout": 1.0}
+    runner_options = {"access_log": None, "shutdown_timeout": 0.5}
     if "handler_cancellation" in inspect.signature(web.AppRunner.__init__).parameters or \
             "handler_cancellation" in inspect.signature(web.Server.__init__).parameters:
         runner_options["handler_cancellation"] = True  # a client that goes away ends its proxied stream

@@ -1,0 +1,44 @@
+# The two commands a new user types: `make run` and `make test`. Both install what they need first.
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+PYTEST_ARGS ?=
+export DEBIAN_FRONTEND := noninteractive
+
+.PHONY: run test deps test-deps testbed engine bench
+
+run: deps
+	$(PYTHON) portainer.py $(ARGS)
+
+deps:
+	@$(PYTHON) -c "import aiohttp, yaml, cryptography" 2>/dev/null || $(PIP) install -q -r requirements.txt \
+	  || (apt-get update -qq && apt-get install -y -qq python3-aiohttp python3-yaml python3-cryptography)
+
+test-deps:
+	@command -v dockerd >/dev/null && [ -x /bin/busybox ] && command -v chromium >/dev/null \
+	  && command -v iptables >/dev/null && command -v nsenter >/dev/null \
+	  || (apt-get update -qq && apt-get install -y -qq docker.io busybox-static chromium iptables iproute2 util-linux)
+	@$(PYTHON) -c "import aiohttp, yaml, cryptography, docker, pytest, pytest_timeout, playwright" 2>/dev/null \
+	  || $(PIP) install -q -r requirements-test.txt
+
+# A Docker engine on /var/run/docker.sock (started when none answers) and the busybox:local image tests use.
+engine:
+	@if ! curl -sf --unix-socket /var/run/docker.sock http://docker/_ping >/dev/null 2>&1; then \
+	  rm -f /var/run/docker.pid; \
+	  (dockerd --storage-driver=vfs >/tmp/portainer-py-dockerd.log 2>&1 &); \
+	  for i in $$(seq 1 60); do curl -sf --unix-socket /var/run/docker.sock http://docker/_ping >/dev/null 2>&1 && break; sleep 0.5; done; \
+	fi
+	@curl -sf --unix-socket /var/run/docker.sock http://docker/_ping >/dev/null || (cat /tmp/portainer-py-dockerd.log; exit 1)
+	@docker image inspect busybox:local >/dev/null 2>&1 || ( \
+	  rm -rf /tmp/portainer-py-bb && mkdir -p /tmp/portainer-py-bb/root/bin /tmp/portainer-py-bb/root/tmp && \
+	  cp /bin/busybox /tmp/portainer-py-bb/root/bin/ && \
+	  for a in $$(/bin/busybox --list); do [ "$$a" = busybox ] || ln -sf busybox /tmp/portainer-py-bb/root/bin/$$a; done && \
+	  tar -C /tmp/portainer-py-bb/root -cf /tmp/portainer-py-bb/bb.tar . && \
+	  docker import /tmp/portainer-py-bb/bb.tar busybox:local >/dev/null)
+
+testbed: test-deps engine
+
+test: testbed
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+bench: testbed
+	$(PYTHON) bench.py $(ARGS)

@@ -1,0 +1,373 @@
+"""Test fixtures: a real Docker engine, real portainer.py server processes, real clients.
+
+Everything a test creates on an engine carries the label TEST_LABEL so that a run cleans up what an
+earlier, killed run left behind.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import docker
+import pytest
+import requests
+import urllib3
+
+urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DOCKER_SOCKET = "/var/run/docker.sock"
+# Parallel runs on one machine (several checkouts) each set their own slot, so they share no names.
+SLOT = int(os.environ.get("PTPY_TEST_SLOT", "0"))
+TEST_LABEL = "portainer.py.test" + (str(SLOT) if SLOT else "")
+ADMIN_PASSWORD = "correct horse battery staple"
+BUSYBOX = "busybox:local"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float = 20.0, interval: float = 0.1, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {message}")
+        time.sleep(interval)
+
+
+def remove_labelled(client: docker.DockerClient) -> None:
+    for c in client.containers.list(all=True, filters={"label": TEST_LABEL}):
+        c.remove(force=True)
+    for n in client.networks.list(filters={"label": TEST_LABEL}):
+        n.remove()
+    for v in client.volumes.list(filters={"label": TEST_LABEL}):
+        v.remove(force=True)
+
+
+@pytest.fixture(scope="session")
+def engine() -> docker.DockerClient:
+    """The machine's Docker engine (started by `make test`), with busybox:local and nothing left from before."""
+    if not os.path.exists(DOCKER_SOCKET):
+        subprocess.run(["make", "-C", HERE, "engine"], check=True)
+    client = docker.DockerClient(base_url="unix://" + DOCKER_SOCKET)
+    client.ping()
+    try:
+        client.images.get(BUSYBOX)
+    except docker.errors.ImageNotFound:
+        subprocess.run(["make", "-C", HERE, "engine"], check=True)
+    remove_labelled(client)
+    yield client
+    remove_labelled(client)
+    client.close()
+
+
+@dataclass
+class Server:
+    """One running portainer.py process and the ways a test talks to it."""
+
+    process: subprocess.Popen
+    data: str
+    port: int
+    https_port: int
+    log_path: str
+    admin_token: str = ""
+    admin_api_key: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def https_url(self) -> str:
+        return f"https://127.0.0.1:{self.https_port}"
+
+    def api(self, method: str, path: str, token: str | None = None, api_key: str | None = None,
+            **kwargs) -> requests.Response:
+        headers = dict(kwargs.pop("headers", {}) or {})
+        if api_key:
+            headers["X-API-Key"] = api_key
+        elif token is None and self.admin_token:
+            headers["Authorization"] = f"Bearer {self.admin_token}"
+        elif token:
+            headers["Authorization"] = f"Bearer {token}"
+        kwargs.setdefault("timeout", 60)
+        return requests.request(method, self.url + path, headers=headers, **kwargs)
+
+    def login(self, username: str, password: str) -> str:
+        r = requests.post(self.url + "/api/auth", json={"Username": username, "Password": password}, timeout=30)
+        assert r.status_code == 200, r.text
+        return r.json()["jwt"]
+
+    def create_api_key(self, token: str, user_id: int, password: str) -> str:
+        r = self.api("POST", f"/api/users/{user_id}/tokens", token=token,
+                     json={"password": password, "description": "tests"})
+        assert r.status_code == 200, r.text
+        return r.json()["rawAPIKey"]
+
+    def docker_sdk(self, endpoint_id: int = 1, api_key: str | None = None) -> docker.DockerClient:
+        client = docker.DockerClient(base_url=f"tcp://127.0.0.1:{self.port}/api/endpoints/{endpoint_id}/docker",
+                                     version="1.41", timeout=120)
+        client.api.headers["X-API-Key"] = api_key or self.admin_api_key
+        return client
+
+    def docker_cli_env(self, endpoint_id: int = 1, api_key: str | None = None) -> dict:
+        config_dir = os.path.join(self.data, "..", f"cli-{endpoint_id}-{abs(hash(api_key)) % 10**8}")
+        os.makedirs(config_dir, exist_ok=True)
+        with open(os.path.join(config_dir, "config.json"), "w") as f:
+            json.dump({"HttpHeaders": {"X-API-Key": api_key or self.admin_api_key}}, f)
+        env = dict(os.environ)
+        env["DOCKER_HOST"] = f"tcp://127.0.0.1:{self.port}/api/endpoints/{endpoint_id}/docker"
+        env["DOCKER_CONFIG"] = config_dir
+        env["DOCKER_BUILDKIT"] = "0"
+        env.pop("DOCKER_TLS_VERIFY", None)
+        return env
+
+    def docker(self, *args, endpoint_id: int = 1, api_key: str | None = None, input: str | None = None,
+               timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run(["docker", *args], env=self.docker_cli_env(endpoint_id, api_key), input=input,
+                                capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)} failed ({result.returncode}): {result.stderr}")
+        return result
+
+    def log(self) -> str:
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def rss_kb(self) -> int:
+        with open(f"/proc/{self.process.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def start_server(data: str, *args: str, admin_password: str | None = ADMIN_PASSWORD, wait: bool = True,
+                 host: str | None = "unix://" + DOCKER_SOCKET, env: dict | None = None) -> Server:
+    """Start `python portainer.py` on free ports; with admin_password, the admin exists and is logged in."""
+    os.makedirs(data, exist_ok=True)
+    port, https_port = free_port(), free_port()
+    argv = [sys.executable, os.path.join(HERE, "portainer.py"), "--bind", f"127.0.0.1:{port}",
+            "--bind-https", f"127.0.0.1:{https_port}", "--data", data, "--log-level", "DEBUG", *args]
+    if host:
+        argv += ["-H", host]
+    if admin_password:
+        password_file = os.path.join(os.path.dirname(data.rstrip("/")), f"{os.path.basename(data)}-admin-pw")
+        with open(password_file, "w") as f:
+            f.write(admin_password)
+        argv += ["--admin-password-file", password_file]
+    log_path = data.rstrip("/") + ".log"
+    log_file = open(log_path, "ab")
+    process = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, cwd=HERE,
+                               env={**os.environ, **(env or {})})
+    server = Server(process, data, port, https_port, log_path)
+    if wait:
+        def up():
+            if process.poll() is not None:
+                raise AssertionError(f"portainer.py exited {process.returncode}:\n{server.log()}")
+            return requests.get(server.url + "/api/system/status", timeout=2).status_code == 200
+        wait_until(up, timeout=30, message="portainer.py to answer")
+        if admin_password:
+            server.admin_token = server.login("admin", admin_password)
+            server.admin_api_key = server.create_api_key(server.admin_token, 1, admin_password)
+    return server
+
+
+@pytest.fixture(scope="session")
+def workdir():
+    path = tempfile.mkdtemp(prefix="portainer-py-tests-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def server(engine, workdir) -> Server:
+    """One server for the session, managing the machine's engine as environment 1."""
+    srv = start_server(os.path.join(workdir, "main-data"))
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def fresh_server(engine, tmp_path):
+    """A server of its own for a test that changes global state; stopped afterwards."""
+    started = []
+
+    def make(*args, **kwargs) -> Server:
+        srv = start_server(str(tmp_path / f"data{len(started)}"), *args, **kwargs)
+        started.append(srv)
+        return srv
+
+    yield make
+    for srv in started:
+        srv.stop()
+
+
+@pytest.fixture
+def make_user(server):
+    """Create a standard user and return (user id, token, api key)."""
+    counter = [0]
+
+    def make(role: int = 2, endpoint_access: tuple = (1,)):
+        counter[0] += 1
+        name = f"user{counter[0]}-{os.getpid()}-{time.monotonic_ns() % 10**6}"
+        password = "a long enough password"
+        r = server.api("POST", "/api/users", json={"Username": name, "Password": password, "Role": role})
+        assert r.status_code == 200, r.text
+        user_id = r.json()["Id"]
+        for endpoint_id in endpoint_access:
+            endpoint = server.api("GET", f"/api/endpoints/{endpoint_id}").json()
+            policies = endpoint.get("UserAccessPolicies") or {}
+            policies[str(user_id)] = {"RoleId": 0}
+            r = server.api("PUT", f"/api/endpoints/{endpoint_id}", json={"UserAccessPolicies": policies})
+            assert r.status_code == 200, r.text
+        token = server.login(name, password)
+        key = server.create_api_key(token, user_id, password)
+        return user_id, token, key
+
+    return make
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A second host: a network namespace with its own Docker engine (see ../shared/TESTBED.md)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class NamespaceHost:
+    """A 'remote' host: its own network namespace, address and Docker engine, reachable from this machine."""
+
+    name: str
+    address: str
+    host_address: str
+    root: str
+    engine_process: subprocess.Popen | None = None
+
+    @property
+    def netns(self) -> str:
+        return f"/var/run/netns/{self.name}"
+
+    @property
+    def socket(self) -> str:
+        return os.path.join(self.root, "docker.sock")
+
+    def popen(self, argv: list[str], **kwargs) -> subprocess.Popen:
+        """Start a process that lives on this host (its network is the namespace's)."""
+        return subprocess.Popen(["nsenter", f"--net={self.netns}", *argv], **kwargs)
+
+    def sh(self, command: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(["nsenter", f"--net={self.netns}", "sh", "-c", command], capture_output=True,
+                              text=True, check=check)
+
+    def client(self) -> docker.DockerClient:
+        return docker.DockerClient(base_url=f"unix://{self.socket}")
+
+    def start_engine(self) -> None:
+        os.makedirs(os.path.join(self.root, "exec"), exist_ok=True)
+        pidfile = os.path.join(self.root, "docker.pid")
+        kill_pidfile(pidfile)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket)
+        log = open(os.path.join(self.root, "dockerd.log"), "ab")
+        self.engine_process = self.popen(
+            ["dockerd", "--data-root", os.path.join(self.root, "data"), "--exec-root", os.path.join(self.root, "exec"),
+             "-H", f"unix://{self.socket}", "--pidfile", pidfile, "--storage-driver=vfs"],
+            stdout=log, stderr=subprocess.STDOUT)
+        wait_until(lambda: self.client().ping(), timeout=60, interval=0.3, message=f"dockerd on {self.name}")
+
+    def stop_engine(self) -> None:
+        if self.engine_process and self.engine_process.poll() is None:
+            self.engine_process.terminate()
+            try:
+                self.engine_process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.engine_process.kill()
+                self.engine_process.wait()
+        self.engine_process = None
+
+    def load_image(self, engine: docker.DockerClient, image: str = BUSYBOX) -> None:
+        client = self.client()
+        try:
+            client.images.get(image)
+        except docker.errors.ImageNotFound:
+            client.images.load(b"".join(engine.images.get(image).save()))
+
+
+def kill_pidfile(pidfile: str) -> None:
+    try:
+        pid = int(open(pidfile).read().strip())
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(100):
+            os.kill(pid, 0)
+            time.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        pass
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(pidfile)
+
+
+def remove_namespace_host(name: str, veth: str, root: str) -> None:
+    kill_pidfile(os.path.join(root, "docker.pid"))
+    subprocess.run(["ip", "link", "del", veth], capture_output=True)
+    subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def make_namespace_host(index: int) -> NamespaceHost:
+    """Host number `index` (1..9) of this run's slot, at 10.99.N.2 with this machine at 10.99.N.1."""
+    index = SLOT * 10 + index
+    name, veth = f"ptpy-node{index}", f"ptpy-veth{index}"
+    address, host_address = f"10.99.{index}.2", f"10.99.{index}.1"
+    root = f"/tmp/portainer-py-{name}"
+    remove_namespace_host(name, veth, root)  # whatever an earlier, killed run left
+    run = lambda *argv: subprocess.run(argv, check=True, capture_output=True)  # noqa: E731
+    run("ip", "netns", "add", name)
+    run("ip", "link", "add", veth, "type", "veth", "peer", "name", f"{veth}n")
+    run("ip", "link", "set", f"{veth}n", "netns", name)
+    run("ip", "addr", "add", f"{host_address}/24", "dev", veth)
+    run("ip", "link", "set", veth, "up")
+    run("ip", "netns", "exec", name, "sh", "-c",
+        f"ip addr add {address}/24 dev {veth}n; ip link set {veth}n up; ip link set lo up; "
+        f"ip route add default via {host_address}")
+    return NamespaceHost(name, address, host_address, root)
+
+
+@pytest.fixture(scope="session")
+def remote_host(engine):
+    """A second host with its own engine, on a network only this machine can reach."""
+    host = make_namespace_host(1)
+    host.start_engine()
+    host.load_image(engine)
+    yield host
+    host.stop_engine()
+    remove_namespace_host(host.name, host.name.replace("node", "veth"), host.root)
