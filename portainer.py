@@ -33,6 +33,7 @@ import sys
 import time
 import urllib.parse
 import uuid
+import weakref
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
@@ -109,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds between environment snapshots [PORTAINER_SNAPSHOT_INTERVAL] (default 60)")
     p.add_argument("--hsts", action="store_true", default=_env_flag("PORTAINER_HSTS"),
                    help="send Strict-Transport-Security on HTTPS [PORTAINER_HSTS]")
+    p.add_argument("--edge-heartbeat", type=float, default=float(_env("PORTAINER_EDGE_HEARTBEAT", 20)),
+                   help="seconds between pings on each edge tunnel; a tunnel silent for 1.5 times this is closed "
+                        "[PORTAINER_EDGE_HEARTBEAT] (default 20)")
+    p.add_argument("--edge-job-image", default=_env("PORTAINER_EDGE_JOB_IMAGE", "busybox:local"),
+                   help="image edge job scripts run in unless a job names another "
+                        "[PORTAINER_EDGE_JOB_IMAGE] (default busybox:local)")
     return p
 
 
@@ -573,6 +580,55 @@ class SocketConnector(DockerConnector):
 
 
 # ================================================================================================================
+# Edge tunnels: the connected edge agents, and the connector that reaches an engine through one
+# ================================================================================================================
+
+
+class EdgeTunnels:
+    """Live edge tunnels by environment id, in memory only: connecting, heartbeats and disconnecting never
+    write the store. Per tunnel the server keeps the WebSocket, its Tunnel and one last-seen stamp."""
+
+    def __init__(self):
+        self.tunnels: dict[int, shared.Tunnel] = {}
+        self.last_seen: dict[int, int] = {}
+        # The latest Edge ID refused per environment, shown to administrators so they can re-associate.
+        self.refused: dict[int, dict] = {}
+        self.websockets: weakref.WeakSet = weakref.WeakSet()
+        # Called with the environment id whenever its agent connects (edge jobs waiting for it run then).
+        self.on_connect: list[Callable[[int], None]] = []
+        self.tasks: set[asyncio.Task] = set()
+
+    def spawn(self, coroutine: Awaitable) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def is_connected(self, endpoint_id: int) -> bool:
+        return endpoint_id in self.tunnels
+
+    def seen(self, endpoint_id: int) -> int:
+        return now() if endpoint_id in self.tunnels else self.last_seen.get(endpoint_id, 0)
+
+
+class EdgeConnector(DockerConnector):
+    """An edge host's engine, reached through the tunnel its agent opened: one tunnel stream per connection."""
+
+    def __init__(self, endpoint: dict, tunnels: EdgeTunnels):
+        self.tunnels = tunnels
+        super().__init__(endpoint)
+
+    async def open_connection(self) -> shared.HttpConnection:
+        tunnel = self.tunnels.tunnels.get(self.endpoint_id)
+        if tunnel is None:
+            raise shared.DockerUnreachable(f"the edge agent of environment {self.endpoint_id} is not connected")
+        try:
+            stream = await tunnel.open_stream()
+        except (ConnectionError, asyncio.TimeoutError) as exc:
+            raise shared.DockerUnreachable(f"edge tunnel: {exc or 'no answer from the agent'}") from None
+        return shared.HttpConnection(stream, stream)
+
+
+# ================================================================================================================
 # Environments and snapshots
 # ================================================================================================================
 
@@ -602,6 +658,8 @@ class Environments:
         self.connector_kinds: dict[int, Callable[[dict], DockerConnector]] = {
             ENDPOINT_DOCKER: lambda ep: SocketConnector(ep, self.tls_directory(ep["Id"])),
         }
+        # Kinds that show live state beyond status and snapshot add it here: extend(endpoint, view).
+        self.view_extensions: list[Callable[[dict, dict], None]] = []
 
     def tls_directory(self, endpoint_id: int) -> str:
         return os.path.join(self.data_directory, "tls", str(endpoint_id))
@@ -637,6 +695,8 @@ class Environments:
         view["Status"] = self.status.get(endpoint["Id"], STATUS_DOWN)
         snapshot = self.snapshots.get(endpoint["Id"])
         view["Snapshots"] = [snapshot] if snapshot else []
+        for extend in self.view_extensions:
+            extend(endpoint, view)
         return view
 
     async def snapshot(self, endpoint_id: int) -> dict | None:
@@ -1566,7 +1626,10 @@ async def handle_endpoint_create(request: web.Request) -> web.Response:
     await store.commit()
     environments = request.app[ENVIRONMENTS]
     await environments.snapshot(endpoint["Id"])
-    return json_response(environments.public_view(endpoint))
+    view = environments.public_view(endpoint)
+    if creation_type in hooks.answers:
+        hooks.answers[creation_type](request, endpoint, view)
+    return json_response(view)
 
 
 async def create_docker_endpoint(request: web.Request, endpoint: dict, fields: dict, files: dict) -> None:
@@ -1583,6 +1646,8 @@ class EndpointKinds:
         self.creators: dict[int, Callable[[web.Request, dict, dict, dict], Awaitable[None]]] = {
             ENDPOINT_DOCKER: create_docker_endpoint,
         }
+        # What a kind adds to the creation answer only (e.g. an edge key, shown to the administrator who made it).
+        self.answers: dict[int, Callable[[web.Request, dict, dict], None]] = {}
 
 
 def visible_endpoints(request: web.Request) -> list[dict]:
@@ -1704,6 +1769,580 @@ async def handle_endpoints_snapshot(request: web.Request) -> web.Response:
     require_admin(request)
     await request.app[ENVIRONMENTS].snapshot_all()
     return web.Response(status=204)
+
+
+# ================================================================================================================
+# API handlers: edge environments (edge keys, the tunnel endpoint, association)
+# ================================================================================================================
+
+MAX_EDGE_ID = 128
+
+
+def server_certificate_path(config: argparse.Namespace) -> str:
+    return config.sslcert or load_or_create_certificate(os.path.abspath(config.data))[0]
+
+
+def edge_key_for(app: web.Application, endpoint: dict) -> str:
+    """The key is derived, not stored: it always pins the certificate the server presents now."""
+    fingerprint = certificate_fingerprint(server_certificate_path(app[CONFIG]))
+    return shared.EdgeKey(endpoint["URL"], endpoint["Id"], fingerprint, endpoint["_EdgeSecret"]).encode()
+
+
+def edge_agent_command(key: str) -> str:
+    return f"EDGE=1 EDGE_KEY={key} EDGE_ID=$(cat /etc/machine-id) python3 agent.py"
+
+
+def default_edge_server_url(request: web.Request) -> str:
+    """Where agents dial when the administrator names no address: the host they reached us by, HTTPS port."""
+    _, port = split_bind(request.app[CONFIG].bind_https)
+    host = request.url.host or "localhost"
+    return f"https://{'[' + host + ']' if ':' in host else host}:{port}"
+
+
+async def create_edge_endpoint(request: web.Request, endpoint: dict, fields: dict, files: dict) -> None:
+    url = str(fields.get("URL") or default_edge_server_url(request)).strip()
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme != "https" or not parsed.hostname:
+        raise BadRequest("URL must be this server's HTTPS address as edge agents reach it",
+                         "for example https://portainer.example.com:9443")
+    endpoint["URL"] = f"https://{parsed.netloc}"
+    endpoint["EdgeID"] = ""
+    endpoint["_EdgeSecret"] = secrets.token_urlsafe(32)
+
+
+def answer_edge_endpoint(request: web.Request, endpoint: dict, view: dict) -> None:
+    view["EdgeKey"] = edge_key_for(request.app, endpoint)
+    view["EdgeAgentCommand"] = edge_agent_command(view["EdgeKey"])
+
+
+def extend_edge_view(tunnels: EdgeTunnels, endpoint: dict, view: dict) -> None:
+    if endpoint["Type"] == ENDPOINT_EDGE:
+        view["LastCheckInDate"] = tunnels.seen(endpoint["Id"])
+        view["EdgeTunnelConnected"] = tunnels.is_connected(endpoint["Id"])
+        view["EdgeRefused"] = tunnels.refused.get(endpoint["Id"])
+
+
+def edge_endpoint(request: web.Request) -> dict:
+    endpoint = request.app[ENVIRONMENTS].get(path_id(request))
+    if endpoint["Type"] != ENDPOINT_EDGE:
+        raise BadRequest(f"environment {endpoint['Id']} is not an edge environment")
+    return endpoint
+
+
+async def handle_edge_key(request: web.Request) -> web.Response:
+    """An edge environment's key and the command that starts its agent (administrators)."""
+    require_admin(request)
+    endpoint = edge_endpoint(request)
+    key = edge_key_for(request.app, endpoint)
+    return json_response({"EdgeKey": key, "EdgeAgentCommand": edge_agent_command(key)})
+
+
+async def handle_endpoint_association(request: web.Request) -> web.Response:
+    """Re-associate an edge environment: bind {EdgeID}, or with none let the next agent that connects bind."""
+    require_admin(request)
+    endpoint = edge_endpoint(request)
+    body = await read_json_object(request) if request.can_read_body else {}
+    edge_id = field(body, "EdgeID", str, required=False, default="").strip()
+    if len(edge_id) > MAX_EDGE_ID:
+        raise BadRequest(f"EdgeID is longer than {MAX_EDGE_ID} characters")
+    endpoint["EdgeID"] = edge_id
+    await request.app[STORE].commit()
+    tunnels = request.app[EDGE_TUNNELS]
+    tunnels.refused.pop(endpoint["Id"], None)
+    tunnel = tunnels.tunnels.get(endpoint["Id"])
+    if tunnel is not None:
+        await tunnel.ws.close(code=shared.aiohttp.WSCloseCode.POLICY_VIOLATION, message=b"re-associated")
+    log.info("environment %s re-associated to Edge ID %r", endpoint["Id"], edge_id or "(next agent)")
+    return json_response(request.app[ENVIRONMENTS].public_view(endpoint))
+
+
+@public
+async def handle_edge_tunnel(request: web.Request) -> web.StreamResponse:
+    """The edge agent's tunnel: a WebSocket on the HTTPS port; the agent proves itself with its key's secret."""
+    if not request.secure:
+        raise Forbidden("the edge tunnel is served on the HTTPS port only")
+    app = request.app
+    raw_id = request.headers.get(shared.EDGE_ENDPOINT_HEADER, "")
+    secret = request.headers.get(shared.EDGE_SECRET_HEADER, "")
+    edge_id = request.headers.get(shared.EDGE_ID_HEADER, "").strip()
+    endpoint = app[STORE].data["endpoints"].get(raw_id) if raw_id.isdigit() else None
+    if endpoint is None or endpoint["Type"] != ENDPOINT_EDGE or not secret or \
+            not hmac.compare_digest(secret.encode(), endpoint["_EdgeSecret"].encode()):
+        log.warning("edge tunnel refused from %s: unknown environment or wrong secret", client_address(request))
+        raise Unauthorized("invalid edge key")
+    if not edge_id or len(edge_id) > MAX_EDGE_ID:
+        raise BadRequest(f"the {shared.EDGE_ID_HEADER} header must carry the agent's Edge ID")
+    endpoint_id = endpoint["Id"]
+    tunnels, environments = app[EDGE_TUNNELS], app[ENVIRONMENTS]
+    if not endpoint.get("EdgeID"):
+        endpoint["EdgeID"] = edge_id
+        await app[STORE].commit()
+        log.info("environment %s is now associated with Edge ID %s", endpoint_id, edge_id)
+    elif endpoint["EdgeID"] != edge_id:
+        tunnels.refused[endpoint_id] = {"EdgeID": edge_id, "Address": client_address(request), "Time": now()}
+        log.warning("edge tunnel refused for environment %s: Edge ID %r is not the associated one",
+                    endpoint_id, edge_id)
+        raise Forbidden("this edge key is associated with another Edge ID",
+                        "an administrator can re-associate the environment")
+    ws = web.WebSocketResponse(heartbeat=app[CONFIG].edge_heartbeat, max_msg_size=shared.TUNNEL_MAX_MESSAGE,
+                               compress=False, timeout=2.0)
+    await ws.prepare(request)
+    tunnel = shared.Tunnel(ws)
+    previous = tunnels.tunnels.get(endpoint_id)
+    tunnels.tunnels[endpoint_id] = tunnel
+    tunnels.websockets.add(ws)
+    environments.forget(endpoint_id)  # pooled connections ran over the previous tunnel
+    if previous is not None:
+        await previous.ws.close(code=shared.aiohttp.WSCloseCode.GOING_AWAY, message=b"replaced")
+    environments.status[endpoint_id] = STATUS_UP
+    log.info("edge agent of environment %s connected from %s", endpoint_id, client_address(request))
+    for notify in tunnels.on_connect:
+        notify(endpoint_id)
+    try:
+        await tunnel.run()
+    finally:
+        tunnels.last_seen[endpoint_id] = now()
+        if tunnels.tunnels.get(endpoint_id) is tunnel:
+            del tunnels.tunnels[endpoint_id]
+            environments.status[endpoint_id] = STATUS_DOWN
+            environments.forget(endpoint_id)
+        log.info("edge agent of environment %s disconnected", endpoint_id)
+    return ws
+
+
+async def close_edge_tunnels(app: web.Application) -> None:
+    """At shutdown, tell every edge agent the server is going away, so it reconnects at once when it is back."""
+    await asyncio.gather(*(ws.close(code=shared.aiohttp.WSCloseCode.GOING_AWAY, message=b"server shutdown")
+                           for ws in list(app[EDGE_TUNNELS].websockets)), return_exceptions=True)
+
+
+# ================================================================================================================
+# API handlers: edge groups (static lists or tag-based) and edge jobs (scripts run on edge hosts)
+# ================================================================================================================
+
+EDGE_JOB_TIMEOUT = 3600
+EDGE_JOB_OUTPUT_LIMIT = 64 * 1024
+EDGE_JOB_RUNS_KEPT = 5
+EDGE_JOB_LABEL = "io.portainer.edgejob"
+LOGS_IDLE, LOGS_PENDING, LOGS_COLLECTED = 1, 2, 3
+
+
+def edge_environment_ids(store: Store) -> set[int]:
+    return {ep["Id"] for ep in store.data["endpoints"].values() if ep["Type"] == ENDPOINT_EDGE}
+
+
+def edge_group_members(store: Store, group: dict) -> list[int]:
+    """Static groups list their environments; dynamic ones hold the edge environments carrying their tags
+    (all of them, or any with PartialMatch)."""
+    if not group["Dynamic"]:
+        return sorted(set(group["Endpoints"]) & edge_environment_ids(store))
+    wanted = set(group["TagIds"])
+    match = any if group.get("PartialMatch") else all
+    return sorted(ep["Id"] for ep in store.data["endpoints"].values()
+                  if ep["Type"] == ENDPOINT_EDGE and wanted and match(t in (ep.get("TagIds") or []) for t in wanted))
+
+
+def edge_group_view(store: Store, group: dict) -> dict:
+    return {**group, "TrustedEndpoints": edge_group_members(store, group)}
+
+
+def get_edge_group(store: Store, group_id: int) -> dict:
+    group = store.data["edge_groups"].get(str(group_id))
+    if group is None:
+        raise NotFound(f"edge group {group_id} not found")
+    return group
+
+
+def id_list(body: dict, name: str) -> list[int]:
+    values = field(body, name, list, required=False, default=[])
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise BadRequest(f"{name} must be a list of ids")
+    return sorted(set(values))
+
+
+def checked_edge_group(store: Store, body: dict, group_id: int | None) -> dict:
+    name = field(body, "Name", str).strip()
+    if not name:
+        raise BadRequest("Name is required")
+    if any(g["Name"].lower() == name.lower() and g["Id"] != group_id for g in store.data["edge_groups"].values()):
+        raise Conflict(f"an edge group named {name!r} already exists")
+    dynamic = field(body, "Dynamic", bool, required=False, default=False)
+    tag_ids, endpoints = id_list(body, "TagIds"), id_list(body, "Endpoints")
+    if dynamic and not tag_ids:
+        raise BadRequest("a dynamic edge group needs TagIds")
+    not_edge = set(endpoints) - edge_environment_ids(store)
+    if not dynamic and not_edge:
+        raise BadRequest(f"not edge environments: {sorted(not_edge)}")
+    return {"Name": name, "Dynamic": dynamic, "TagIds": tag_ids if dynamic else [],
+            "Endpoints": [] if dynamic else endpoints,
+            "PartialMatch": field(body, "PartialMatch", bool, required=False, default=False)}
+
+
+async def handle_edge_groups_list(request: web.Request) -> web.Response:
+    """Edge groups with the environments each holds now (administrators)."""
+    require_admin(request)
+    store = request.app[STORE]
+    return json_response([edge_group_view(store, g) for g in store.data["edge_groups"].values()])
+
+
+async def handle_edge_group_create(request: web.Request) -> web.Response:
+    """Create an edge group {Name, Dynamic, TagIds, Endpoints, PartialMatch} (administrators)."""
+    require_admin(request)
+    store = request.app[STORE]
+    group = checked_edge_group(store, await read_json_object(request), None)
+    group["Id"] = store.next_id("edge_groups")
+    store.data["edge_groups"][str(group["Id"])] = group
+    await store.commit()
+    return json_response(edge_group_view(store, group))
+
+
+async def handle_edge_group_inspect(request: web.Request) -> web.Response:
+    """One edge group (administrators)."""
+    require_admin(request)
+    store = request.app[STORE]
+    return json_response(edge_group_view(store, get_edge_group(store, path_id(request))))
+
+
+async def handle_edge_group_update(request: web.Request) -> web.Response:
+    """Replace an edge group's name, kind, tags or environments (administrators)."""
+    require_admin(request)
+    store = request.app[STORE]
+    group = get_edge_group(store, path_id(request))
+    group.update(checked_edge_group(store, await read_json_object(request), group["Id"]))
+    await store.commit()
+    return json_response(edge_group_view(store, group))
+
+
+async def handle_edge_group_delete(request: web.Request) -> web.Response:
+    """Delete an edge group no edge job uses (administrators)."""
+    require_admin(request)
+    store = request.app[STORE]
+    group = get_edge_group(store, path_id(request))
+    users = [j["Name"] for j in store.data["edge_jobs"].values() if group["Id"] in j["EdgeGroups"]]
+    if users:
+        raise Conflict(f"edge group {group['Name']!r} is used by edge jobs: {', '.join(users)}")
+    del store.data["edge_groups"][str(group["Id"])]
+    await store.commit()
+    return web.Response(status=204)
+
+
+CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 6))
+
+
+def parse_cron(expression: str) -> list[set[int]]:
+    """Five cron fields (minute hour day month weekday) with *, lists, ranges and steps."""
+    parts = expression.split()
+    if len(parts) != 5:
+        raise BadRequest(f"invalid CronExpression {expression!r}", "five fields: minute hour day month weekday")
+    fields = []
+    for text, (low, high) in zip(parts, CRON_RANGES):
+        values: set[int] = set()
+        for item in text.split(","):
+            base, _, step = item.partition("/")
+            try:
+                every = int(step) if step else 1
+                if base == "*":
+                    start, end = low, high
+                elif "-" in base:
+                    start, end = (int(x) for x in base.split("-", 1))
+                else:
+                    start = int(base)
+                    end = high if step else start
+            except ValueError:
+                raise BadRequest(f"invalid CronExpression {expression!r}", f"cannot read {item!r}") from None
+            if not low <= start <= end <= high or every < 1:
+                raise BadRequest(f"invalid CronExpression {expression!r}", f"{item!r} is outside {low}-{high}")
+            values.update(range(start, end + 1, every))
+        fields.append(values)
+    return fields
+
+
+def cron_matches(fields: list[set[int]], moment: time.struct_time) -> bool:
+    minute, hour, day, month, weekday = fields
+    return (moment.tm_min in minute and moment.tm_hour in hour and moment.tm_mday in day
+            and moment.tm_mon in month and (moment.tm_wday + 1) % 7 in weekday)
+
+
+def demultiplex_docker_log(raw: bytes) -> str:
+    """A container's log stream without the 8-byte frame headers Docker adds when there is no TTY."""
+    parts, offset = [], 0
+    while offset + 8 <= len(raw) and raw[offset] in (0, 1, 2) and raw[offset + 1:offset + 4] == b"\0\0\0":
+        size = int.from_bytes(raw[offset + 4:offset + 8], "big")
+        parts.append(raw[offset + 8:offset + 8 + size])
+        offset += 8 + size
+    text = b"".join(parts) if offset >= len(raw) else raw
+    return text.decode(errors="replace")
+
+
+async def run_script_on_engine(connector: DockerConnector, job: dict, image: str) -> tuple[int, str]:
+    """Run a job's script in a container on an engine, answer its exit code and output, remove the container.
+    In host mode the container is privileged and chroots into the host's root, so the script runs on the host."""
+    script = job["FileContent"]
+    config: dict = {"Image": job.get("Image") or image, "Cmd": ["sh", "-c", script], "Tty": False,
+                    "Labels": {EDGE_JOB_LABEL: str(job["Id"])}, "HostConfig": {}}
+    if job.get("Mode") == "host":
+        config["Cmd"] = ["chroot", "/host", "sh", "-c", script]
+        config["HostConfig"] = {"Privileged": True, "PidMode": "host", "NetworkMode": "host", "Binds": ["/:/host"]}
+    created = await connector.request_json("POST", "/containers/create", config)
+    container = created["Id"]
+    try:
+        await connector.request_json("POST", f"/containers/{container}/start")
+        waited = await connector.request_json("POST", f"/containers/{container}/wait", timeout=EDGE_JOB_TIMEOUT)
+        response = await connector.request("GET", f"/containers/{container}/logs?stdout=1&stderr=1")
+        raw = b""
+        async with response:
+            async for chunk in response.iter_chunks():
+                raw += chunk[:EDGE_JOB_OUTPUT_LIMIT - len(raw)]
+                if len(raw) >= EDGE_JOB_OUTPUT_LIMIT:
+                    break
+        return int((waited or {}).get("StatusCode", -1)), demultiplex_docker_log(raw)
+    finally:
+        with contextlib.suppress(ApiError):
+            await connector.request_json("DELETE", f"/containers/{container}?force=1")
+
+
+class EdgeJobRunner:
+    """Runs edge jobs through the tunnels. A run waits in its job (stored, so a restart loses none) until the
+    host's agent is connected; each finished run's exit code and output are kept per host."""
+
+    def __init__(self, app: web.Application):
+        self.app = app
+        self.running: set[tuple[int, int]] = set()
+        self.tasks: set[asyncio.Task] = set()
+
+    def targets(self, job: dict) -> list[int]:
+        store = self.app[STORE]
+        ids = set(job["Endpoints"]) & edge_environment_ids(store)
+        for group_id in job["EdgeGroups"]:
+            group = store.data["edge_groups"].get(str(group_id))
+            if group is not None:
+                ids.update(edge_group_members(store, group))
+        return sorted(ids)
+
+    async def queue(self, job: dict) -> None:
+        job["_Pending"] = sorted(set(job.get("_Pending", [])) | set(self.targets(job)))
+        await self.app[STORE].commit()
+        self.dispatch()
+
+    def dispatch(self, endpoint_id: int | None = None) -> None:
+        """Start every waiting run whose host is connected (only that host's when one is named)."""
+        tunnels = self.app[EDGE_TUNNELS]
+        for job in self.app[STORE].data["edge_jobs"].values():
+            for target in job.get("_Pending", []):
+                if (endpoint_id in (None, target) and tunnels.is_connected(target)
+                        and (job["Id"], target) not in self.running):
+                    self.running.add((job["Id"], target))
+                    task = asyncio.ensure_future(self.run(job["Id"], target))
+                    self.tasks.add(task)
+                    task.add_done_callback(self.tasks.discard)
+
+    async def run(self, job_id: int, endpoint_id: int) -> None:
+        store = self.app[STORE]
+        try:
+            job = store.data["edge_jobs"].get(str(job_id))
+            if job is None:
+                return
+            started = now()
+            try:
+                connector = self.app[ENVIRONMENTS].connector(endpoint_id)
+                exit_code, output = await run_script_on_engine(connector, job, self.app[CONFIG].edge_job_image)
+                error = ""
+            except (BadGateway, GatewayTimeout) as exc:
+                log.info("edge job %s on environment %s waits for the host: %s", job_id, endpoint_id, exc.details)
+                return
+            except ApiError as exc:
+                exit_code, output, error = -1, "", exc.message
+            job = store.data["edge_jobs"].get(str(job_id))
+            if job is None:
+                return
+            runs = job.setdefault("Results", {}).setdefault(str(endpoint_id), [])
+            runs.append({"Time": started, "Duration": now() - started, "ExitCode": exit_code, "Output": output,
+                         "Error": error})
+            del runs[:-EDGE_JOB_RUNS_KEPT]
+            job["_Pending"] = [e for e in job.get("_Pending", []) if e != endpoint_id]
+            await store.commit()
+            log.info("edge job %s on environment %s exited %s", job_id, endpoint_id, exit_code)
+        finally:
+            self.running.discard((job_id, endpoint_id))
+
+    async def schedule(self) -> None:
+        """Once a minute (never more often), queue the recurring jobs whose cron expression matches."""
+        while True:
+            await asyncio.sleep(60 - time.time() % 60 + 0.5)
+            moment = time.localtime()
+            for job in list(self.app[STORE].data["edge_jobs"].values()):
+                if job["Recurring"] and cron_matches(parse_cron(job["CronExpression"]), moment):
+                    await self.queue(job)
+
+
+def get_edge_job(store: Store, job_id: int) -> dict:
+    job = store.data["edge_jobs"].get(str(job_id))
+    if job is None:
+        raise NotFound(f"edge job {job_id} not found")
+    return job
+
+
+def edge_job_view(app: web.Application, job: dict) -> dict:
+    """Portainer's shape: Endpoints maps each target to the state of its logs."""
+    pending = set(job.get("_Pending", []))
+    results = job.get("Results", {})
+    endpoints = {str(e): {"CollectLogs": False, "LogsStatus": LOGS_PENDING if e in pending else
+                          LOGS_COLLECTED if str(e) in results else LOGS_IDLE}
+                 for e in app[EDGE_JOBS].targets(job)}
+    view = {k: v for k, v in job.items() if not k.startswith("_") and k not in ("FileContent", "Results")}
+    view["Endpoints"] = endpoints
+    return view
+
+
+def checked_edge_job(store: Store, body: dict) -> dict:
+    name = field(body, "Name", str).strip()
+    if not name or not re.fullmatch(r"[\w .-]{1,128}", name):
+        raise BadRequest("Name is required: letters, digits, spaces, '.', '_' or '-'")
+    script = field(body, "FileContent", str)
+    if not script.strip():
+        raise BadRequest("FileContent (the script) is required")
+    recurring = field(body, "Recurring", bool, required=False, default=False)
+    cron = field(body, "CronExpression", str, required=False, default="").strip()
+    if recurring:
+        parse_cron(cron)
+    groups, endpoints = id_list(body, "EdgeGroups"), id_list(body, "Endpoints")
+    missing = [g for g in groups if str(g) not in store.data["edge_groups"]]
+    if missing:
+        raise BadRequest(f"edge groups not found: {missing}")
+    not_edge = set(endpoints) - edge_environment_ids(store)
+    if not_edge:
+        raise BadRequest(f"not edge environments: {sorted(not_edge)}")
+    if not groups and not endpoints:
+        raise BadRequest("choose the hosts: EdgeGroups or Endpoints")
+    mode = field(body, "Mode", str, required=False, default="container")
+    if mode not in ("container", "host"):
+        raise BadRequest("Mode is 'container' (the script runs in a container) or 'host'")
+    return {"Name": name, "FileContent": script, "Recurring": recurring, "CronExpression": cron,
+            "EdgeGroups": groups, "Endpoints": endpoints, "Mode": mode,
+            "Image": field(body, "Image", str, required=False, default="")}
+
+
+async def handle_edge_jobs_list(request: web.Request) -> web.Response:
+    """Edge jobs (administrators)."""
+    require_admin(request)
+    return json_response([edge_job_view(request.app, j) for j in request.app[STORE].data["edge_jobs"].values()])
+
+
+async def handle_edge_job_create(request: web.Request) -> web.Response:
+    """Create an edge job {Name, FileContent, EdgeGroups, Endpoints, Recurring, CronExpression, Image, Mode};
+    a job that is not recurring runs once on each host, as soon as the host is connected (administrators)."""
+    require_admin(request)
+    store = request.app[STORE]
+    job = checked_edge_job(store, await read_json_object(request))
+    job.update({"Id": store.next_id("edge_jobs"), "Created": now(), "Version": 1, "Results": {}, "_Pending": []})
+    store.data["edge_jobs"][str(job["Id"])] = job
+    if job["Recurring"]:
+        await store.commit()
+    else:
+        await request.app[EDGE_JOBS].queue(job)
+    return json_response(edge_job_view(request.app, job))
+
+
+async def handle_edge_job_inspect(request: web.Request) -> web.Response:
+    """One edge job (administrators)."""
+    require_admin(request)
+    return json_response(edge_job_view(request.app, get_edge_job(request.app[STORE], path_id(request))))
+
+
+async def handle_edge_job_update(request: web.Request) -> web.Response:
+    """Replace an edge job's script, hosts or schedule (administrators); past results stay."""
+    require_admin(request)
+    store = request.app[STORE]
+    job = get_edge_job(store, path_id(request))
+    job.update(checked_edge_job(store, await read_json_object(request)))
+    await store.commit()
+    return json_response(edge_job_view(request.app, job))
+
+
+async def handle_edge_job_delete(request: web.Request) -> web.Response:
+    """Delete an edge job and its results (administrators)."""
+    require_admin(request)
+    store = request.app[STORE]
+    job = get_edge_job(store, path_id(request))
+    del store.data["edge_jobs"][str(job["Id"])]
+    await store.commit()
+    return web.Response(status=204)
+
+
+async def handle_edge_job_file(request: web.Request) -> web.Response:
+    """An edge job's script (administrators)."""
+    require_admin(request)
+    return json_response({"FileContent": get_edge_job(request.app[STORE], path_id(request))["FileContent"]})
+
+
+async def handle_edge_job_run(request: web.Request) -> web.Response:
+    """Run an edge job now on all its hosts (each as soon as it is connected) (administrators)."""
+    require_admin(request)
+    job = get_edge_job(request.app[STORE], path_id(request))
+    await request.app[EDGE_JOBS].queue(job)
+    return json_response(edge_job_view(request.app, job))
+
+
+async def handle_edge_job_tasks(request: web.Request) -> web.Response:
+    """One task per host of an edge job: its connection, whether a run waits, and the latest run."""
+    require_admin(request)
+    app = request.app
+    job = get_edge_job(app[STORE], path_id(request))
+    pending = set(job.get("_Pending", []))
+    tasks = []
+    for endpoint_id in app[EDGE_JOBS].targets(job):
+        runs = job.get("Results", {}).get(str(endpoint_id), [])
+        latest = runs[-1] if runs else None
+        tasks.append({"Id": endpoint_id, "EndpointId": endpoint_id,
+                      "EndpointName": app[ENVIRONMENTS].get(endpoint_id)["Name"],
+                      "Connected": app[EDGE_TUNNELS].is_connected(endpoint_id),
+                      "LogsStatus": LOGS_PENDING if endpoint_id in pending else
+                      LOGS_COLLECTED if latest else LOGS_IDLE,
+                      "LastRun": {k: v for k, v in latest.items() if k != "Output"} if latest else None,
+                      "Runs": len(runs)})
+    return json_response(tasks)
+
+
+async def handle_edge_job_task_logs(request: web.Request) -> web.Response:
+    """The output of the latest run of an edge job on one host: {FileContent, ExitCode, Time, Error}."""
+    require_admin(request)
+    job = get_edge_job(request.app[STORE], path_id(request))
+    runs = job.get("Results", {}).get(str(path_id(request, "taskId")), [])
+    if not runs:
+        raise NotFound("this edge job has not run on that host yet")
+    latest = runs[-1]
+    return json_response({"FileContent": latest["Output"], "ExitCode": latest["ExitCode"], "Time": latest["Time"],
+                          "Error": latest["Error"]})
+
+
+async def edge_lifecycle(app: web.Application):
+    """The edge job scheduler runs for the server's lifetime."""
+    runner = app[EDGE_JOBS]
+    scheduler = asyncio.ensure_future(runner.schedule())
+    runner.dispatch()
+    yield
+    pending = [scheduler, *runner.tasks, *app[EDGE_TUNNELS].tasks]
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+
+
+def install_edge(app: web.Application) -> None:
+    """Edge environments: their kind, connector and view, the tunnel registry and the edge job runner."""
+    store = app[STORE]
+    for collection in ("edge_groups", "edge_jobs"):
+        store.data.setdefault(collection, {})
+    tunnels = app[EDGE_TUNNELS] = EdgeTunnels()
+    environments = app[ENVIRONMENTS]
+    environments.connector_kinds[ENDPOINT_EDGE] = lambda endpoint: EdgeConnector(endpoint, tunnels)
+    environments.view_extensions.append(lambda endpoint, view: extend_edge_view(tunnels, endpoint, view))
+    app[ENDPOINT_KINDS].creators[ENDPOINT_EDGE] = create_edge_endpoint
+    app[ENDPOINT_KINDS].answers[ENDPOINT_EDGE] = answer_edge_endpoint
+    runner = app[EDGE_JOBS] = EdgeJobRunner(app)
+    tunnels.on_connect.append(runner.dispatch)
+    tunnels.on_connect.append(lambda endpoint_id: tunnels.spawn(environments.snapshot(endpoint_id)))
+    app.on_shutdown.append(close_edge_tunnels)
+    app.cleanup_ctx.append(edge_lifecycle)
 
 
 # ================================================================================================================
@@ -2005,6 +2644,8 @@ LOGIN_LIMIT = app_key("login_limit", LoginRateLimit)
 API_KEY_INDEX = app_key("api_key_index", dict)
 STARTED_AT = app_key("started_at", float)
 ASSETS = app_key("assets", dict)
+EDGE_TUNNELS = app_key("edge_tunnels", EdgeTunnels)
+EDGE_JOBS = app_key("edge_jobs", EdgeJobRunner)
 CALLER_KEY = "caller"
 DUMMY_HASH = "scrypt$32768$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
 
@@ -2034,6 +2675,24 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("DELETE", "/api/endpoints/{id}", handle_endpoint_delete),
     ("POST", "/api/endpoints/{id}/snapshot", handle_endpoint_snapshot),
     ("*", "/api/endpoints/{id}/docker/{path:.*}", handle_docker_proxy),
+    ("GET", "/api/endpoints/edge/tunnel", handle_edge_tunnel),
+    ("GET", "/api/endpoints/{id}/edge/key", handle_edge_key),
+    ("PUT", "/api/endpoints/{id}/association", handle_endpoint_association),
+    ("GET", "/api/edge_groups", handle_edge_groups_list),
+    ("POST", "/api/edge_groups", handle_edge_group_create),
+    ("GET", "/api/edge_groups/{id}", handle_edge_group_inspect),
+    ("PUT", "/api/edge_groups/{id}", handle_edge_group_update),
+    ("DELETE", "/api/edge_groups/{id}", handle_edge_group_delete),
+    ("GET", "/api/edge_jobs", handle_edge_jobs_list),
+    ("POST", "/api/edge_jobs", handle_edge_job_create),
+    ("POST", "/api/edge_jobs/create/string", handle_edge_job_create),
+    ("GET", "/api/edge_jobs/{id}", handle_edge_job_inspect),
+    ("PUT", "/api/edge_jobs/{id}", handle_edge_job_update),
+    ("DELETE", "/api/edge_jobs/{id}", handle_edge_job_delete),
+    ("GET", "/api/edge_jobs/{id}/file", handle_edge_job_file),
+    ("POST", "/api/edge_jobs/{id}/run", handle_edge_job_run),
+    ("GET", "/api/edge_jobs/{id}/tasks", handle_edge_job_tasks),
+    ("GET", "/api/edge_jobs/{id}/tasks/{taskId}/logs", handle_edge_job_task_logs),
     ("GET", "/api/settings", handle_settings_get),
     ("PUT", "/api/settings", handle_settings_update),
     ("GET", "/api/settings/public", handle_settings_public),
@@ -2050,7 +2709,7 @@ def openapi_document() -> dict:
             continue
         clean = re.sub(r"\{(\w+)(:[^}]*)?\}", r"{\1}", path)
         params = [{"name": name, "in": "path", "required": True,
-                   "schema": {"type": "integer"} if name in ("id", "keyId") else {"type": "string"}}
+                   "schema": {"type": "integer"} if name in ("id", "keyId", "taskId") else {"type": "string"}}
                   for name in re.findall(r"\{(\w+)", clean)]
         methods = ["get", "post", "put", "delete"] if method == "*" else [method.lower()]
         for m in methods:
@@ -2132,6 +2791,7 @@ def make_app(config: argparse.Namespace) -> web.Application:
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
     app.cleanup_ctx.append(server_lifecycle)
+    install_edge(app)
     return app
 
 
