@@ -485,7 +485,7 @@ async def _relay_upgraded(request: web.Request, response: DockerResponse) -> web
 TUNNEL_OPEN, TUNNEL_DATA, TUNNEL_WINDOW, TUNNEL_EOF, TUNNEL_CLOSE = 1, 2, 3, 4, 5
 TUNNEL_FRAME_HEADER = struct.Struct("!BI")
 TUNNEL_MAX_PAYLOAD = 64 * 1024
-TUNNEL_MAX_MESSAGE = TUNNEL_FRAME_HEADER.size + TUNNEL_MAX_PAYLOAD
+TUNNEL_MAX_MESSAGE = 2 * TUNNEL_MAX_PAYLOAD  # the largest frame and headroom: aiohttp refuses one of exactly its limit
 TUNNEL_STREAM_WINDOW = 256 * 1024
 TUNNEL_MAX_STREAMS = 1024
 TUNNEL_OPEN_TIMEOUT = 15.0
@@ -730,6 +730,9 @@ class Tunnel:
     async def run(self) -> None:
         try:
             async for message in self.ws:
+                if message.type == aiohttp.WSMsgType.ERROR:
+                    edge_log.warning("tunnel closed on error: %s", message.data)
+                    break
                 if message.type != aiohttp.WSMsgType.BINARY or len(message.data) < TUNNEL_FRAME_HEADER.size:
                     edge_log.warning("tunnel protocol error: unexpected %s message; closing", message.type)
                     break
