@@ -2424,6 +2424,9 @@ th{color:var(--muted);font-weight:600;cursor:pointer;user-select:none}.error{col
 .toolbar{display:flex;gap:8px;flex-wrap:wrap;align-items:center;margin-bottom:12px}.toolbar input{max-width:260px}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(180px,1fr));gap:12px}
 .stat{font-size:26px;font-weight:700}.muted{color:var(--muted)}pre{white-space:pre-wrap;word-break:break-all}
+input.inline{width:auto;margin-right:6px}label.check{display:block;color:var(--text)}
+fieldset.choices{border:1px solid var(--border);border-radius:6px}fieldset.choices label{color:var(--text)}
+pre.copyable{background:var(--bg);border:1px solid var(--border);border-radius:6px;padding:8px}
 @media (max-width:700px){header{flex-wrap:wrap}main{padding:8px}td,th{padding:5px}.hide-sm{display:none}}
 """
 
@@ -2448,7 +2451,7 @@ function theme() { document.documentElement.dataset.theme = localStorage.getItem
 function toggleTheme() { localStorage.setItem('theme', (localStorage.getItem('theme') === 'dark') ? 'light' : 'dark'); theme(); }
 function shell(content) {
   return `<header><span class="brand">portainer.py</span><nav><a href="#/home">Home</a>` +
-    (me && me.Role === 1 ? `<a href="#/users">Users</a><a href="#/settings">Settings</a>` : '') +
+    (me && me.Role === 1 ? `<a href="#/users">Users</a><a href="#/settings">Settings</a><a href="#/edge/groups">Edge groups</a><a href="#/edge/jobs">Edge jobs</a>` : '') +
     `<a href="#/account">Account</a></nav><span class="spacer"></span>
     <button id="theme" title="Switch light/dark theme">Theme</button><span class="muted">${esc(me && me.Username)}</span>
     <button id="logout">Log out</button></header><main>${content}</main>`;
@@ -2489,7 +2492,8 @@ async function pageHome() {
   const eps = await api('GET', '/api/endpoints');
   const kinds = {1: 'Docker', 2: 'Agent', 4: 'Edge agent'};
   $app.innerHTML = shell(`<div class="toolbar"><h2 style="margin:0">Environments</h2><span class="spacer"></span>
-    <input id="q" placeholder="Search environments" aria-label="Search environments"></div>
+    <input id="q" placeholder="Search environments" aria-label="Search environments">
+    ${me.Role === 1 ? '<a href="#/environments/new">Add environment</a>' : ''}</div>
     <div id="list"></div>`);
   bindShell();
   const draw = () => { const q = document.getElementById('q').value.toLowerCase();
@@ -2500,7 +2504,8 @@ async function pageHome() {
         <span class="badge">${kinds[ep.Type] || ep.Type}</span> <span class="muted">${esc(ep.URL)}</span>
         <div class="muted">Docker ${esc(s.DockerVersion || '?')} · ${s.RunningContainerCount ?? 0} running ·
         ${s.StoppedContainerCount ?? 0} stopped · ${s.ImageCount ?? 0} images · ${s.VolumeCount ?? 0} volumes ·
-        ${s.StackCount ?? 0} stacks</div></div>`; }).join('') || '<p class="muted">No environment matches.</p>'; };
+        ${s.StackCount ?? 0} stacks</div>${edgeInfo(ep)}</div>`; }).join('') || '<p class="muted">No environment matches.</p>';
+    bindEdgeButtons(pageHome); };
   document.getElementById('q').oninput = draw; draw();
 }
 async function pageContainers(id) {
@@ -2573,6 +2578,127 @@ async function pageSettings() {
     const a = document.getElementById('a'); if (a) body.EnableTelemetry = a.checked;
     try { await api('PUT', '/api/settings', body); formError(f, {message: 'Saved.'}); } catch (err) { formError(f, err); } };
 }
+function edgeInfo(ep) {
+  if (ep.Type !== 4) return '';
+  const seen = ep.LastCheckInDate ? new Date(ep.LastCheckInDate * 1000).toLocaleString() : 'never';
+  const refused = ep.EdgeRefused ? `<div class="error">Refused an agent with Edge ID ${esc(ep.EdgeRefused.EdgeID)} from
+    ${esc(ep.EdgeRefused.Address)}. ${me.Role === 1 ? `<button data-associate="${ep.Id}" data-edge-id="${esc(ep.EdgeRefused.EdgeID)}">Associate this agent instead</button>` : ''}</div>` : '';
+  return `<div class="muted">Edge ID ${esc(ep.EdgeID || '(none yet)')} · tunnel ${ep.EdgeTunnelConnected ? 'connected' : 'disconnected'} ·
+    last seen ${esc(seen)} ${me.Role === 1 ? `<button data-edge-key="${ep.Id}">Show edge key</button>` : ''}</div>${refused}
+    <div class="edge-key" id="edge-key-${ep.Id}"></div>`;
+}
+function edgeKeyBox(answer) {
+  return `<p>Run this on the edge host (it needs Python 3 with aiohttp, and agent.py):</p>
+    <pre class="copyable" id="edge-command">${esc(answer.EdgeAgentCommand)}</pre>
+    <button data-copy="edge-command">Copy command</button>
+    <p class="muted">Edge key alone:</p><pre class="copyable" id="edge-key-raw">${esc(answer.EdgeKey)}</pre>
+    <button data-copy="edge-key-raw">Copy key</button>`;
+}
+function bindCopyButtons() {
+  document.querySelectorAll('[data-copy]').forEach(b => b.onclick = async () => {
+    const text = document.getElementById(b.dataset.copy).textContent;
+    try { await navigator.clipboard.writeText(text); b.textContent = 'Copied'; }
+    catch (e) { const range = document.createRange(); range.selectNodeContents(document.getElementById(b.dataset.copy));
+      getSelection().removeAllRanges(); getSelection().addRange(range); b.textContent = 'Selected: press Ctrl+C'; } });
+}
+function bindEdgeButtons(redraw) {
+  document.querySelectorAll('[data-edge-key]').forEach(b => b.onclick = async () => {
+    const answer = await api('GET', `/api/endpoints/${b.dataset.edgeKey}/edge/key`);
+    document.getElementById(`edge-key-${b.dataset.edgeKey}`).innerHTML = edgeKeyBox(answer); bindCopyButtons(); });
+  document.querySelectorAll('[data-associate]').forEach(b => b.onclick = async () => {
+    await api('PUT', `/api/endpoints/${b.dataset.associate}/association`, {EdgeID: b.dataset.edgeId}); redraw(); });
+}
+async function pageAddEnvironment() {
+  $app.innerHTML = shell(`<div class="card"><h2>Add environment</h2><form id="f">
+    <fieldset class="choices"><legend>Environment type</legend>
+    <label><input type="radio" name="kind" value="4" checked class="inline"> Edge agent: the host dials this server; nothing needs to reach the host</label>
+    <label><input type="radio" name="kind" value="1" class="inline"> Docker API: a socket or TCP address this server can reach</label></fieldset>
+    <label for="n">Name</label><input id="n" required>
+    <label for="url" id="url-label">Address of this server as the edge host reaches it (HTTPS)</label>
+    <input id="url" placeholder="https://${esc(location.hostname)}:9443 (empty: this server's address and HTTPS port)">
+    <div class="error" role="alert"></div><button class="primary">Create environment</button></form><div id="result"></div></div>`);
+  bindShell();
+  const f = document.getElementById('f');
+  const kind = () => +f.querySelector('input[name=kind]:checked').value;
+  f.querySelectorAll('input[name=kind]').forEach(r => r.onchange = () => {
+    document.getElementById('url-label').textContent = kind() === 4 ? 'Address of this server as the edge host reaches it (HTTPS)' : 'Docker API URL';
+    f.url.placeholder = kind() === 4 ? 'empty: this server\'s address and HTTPS port' : 'unix:///var/run/docker.sock or tcp://10.0.0.5:2375'; });
+  f.onsubmit = async e => { e.preventDefault();
+    const body = {Name: f.n.value, EndpointCreationType: kind()}; if (f.url.value) body.URL = f.url.value;
+    try { const ep = await api('POST', '/api/endpoints', body);
+      document.getElementById('result').innerHTML = ep.EdgeKey ? `<h3>Edge environment ${esc(ep.Name)} created</h3>${edgeKeyBox(ep)}
+        <p>It turns up on the <a href="#/home">home page</a> as soon as the agent connects.</p>` : `<p>Environment ${esc(ep.Name)} added. <a href="#/home">Back to environments</a></p>`;
+      bindCopyButtons(); } catch (err) { formError(f, err); } };
+}
+function statusBadge(ep) { return ep ? `<span class="badge ${ep.Status === 1 ? 'up' : 'down'}">${ep.Status === 1 ? 'up' : 'down'}</span>` : ''; }
+function checkboxes(items, name, checked = []) {
+  return items.map(i => `<label class="check"><input type="checkbox" name="${name}" value="${i.Id}" class="inline" ${checked.includes(i.Id) ? 'checked' : ''}> ${esc(i.Name)}</label>`).join('') || '<p class="muted">None yet.</p>';
+}
+const checkedIds = (form, name) => [...form.querySelectorAll(`input[name=${name}]:checked`)].map(x => +x.value);
+async function pageEdgeGroups() {
+  const [groups, eps] = await Promise.all([api('GET', '/api/edge_groups'), api('GET', '/api/endpoints?types=4')]);
+  const byId = Object.fromEntries(eps.map(ep => [ep.Id, ep]));
+  $app.innerHTML = shell(`<div class="card"><h2>Edge groups</h2><table><tr><th>Name</th><th>Kind</th><th>Environments</th><th></th></tr>
+    ${groups.map(g => `<tr><td>${esc(g.Name)}</td><td>${g.Dynamic ? `tags ${esc(g.TagIds.join(', '))} (${g.PartialMatch ? 'any' : 'all'})` : 'static'}</td>
+    <td>${g.TrustedEndpoints.map(id => `${esc((byId[id] || {}).Name || id)} ${statusBadge(byId[id])}`).join(', ') || '<span class="muted">none</span>'}</td>
+    <td><button class="danger" data-del="${g.Id}">Remove</button></td></tr>`).join('')}</table><div class="error" role="alert" id="err"></div></div>
+    <div class="card"><h3>Add edge group</h3><form id="f"><label for="n">Name</label><input id="n" required>
+    <label for="k">Kind</label><select id="k"><option value="static">Static: the environments ticked below</option>
+    <option value="dynamic">Dynamic: every edge environment carrying tags</option></select>
+    <div id="static"><p>Edge environments</p>${checkboxes(eps, 'ep')}</div>
+    <div id="dynamic" hidden><label for="t">Tag ids (comma separated)</label><input id="t">
+    <label class="check"><input type="checkbox" id="pm" class="inline"> Any of the tags is enough (else all)</label></div>
+    <div class="error" role="alert"></div><button class="primary">Create edge group</button></form></div>`);
+  bindShell();
+  const f = document.getElementById('f');
+  f.k.onchange = () => { document.getElementById('static').hidden = f.k.value !== 'static'; document.getElementById('dynamic').hidden = f.k.value === 'static'; };
+  f.onsubmit = async e => { e.preventDefault(); const dynamic = f.k.value === 'dynamic';
+    const body = {Name: f.n.value, Dynamic: dynamic, Endpoints: dynamic ? [] : checkedIds(f, 'ep'),
+      TagIds: dynamic ? f.t.value.split(',').map(x => x.trim()).filter(Boolean).map(Number) : [], PartialMatch: f.pm.checked};
+    try { await api('POST', '/api/edge_groups', body); pageEdgeGroups(); } catch (err) { formError(f, err); } };
+  document.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => {
+    try { await api('DELETE', `/api/edge_groups/${b.dataset.del}`); pageEdgeGroups(); } catch (err) { document.getElementById('err').textContent = err.message; } });
+}
+async function pageEdgeJobs() {
+  const [jobs, groups, eps] = await Promise.all([api('GET', '/api/edge_jobs'), api('GET', '/api/edge_groups'), api('GET', '/api/endpoints?types=4')]);
+  $app.innerHTML = shell(`<div class="card"><h2>Edge jobs</h2><table><tr><th>Name</th><th>Schedule</th><th>Hosts</th><th></th></tr>
+    ${jobs.map(j => `<tr><td><a href="#/edge/jobs/${j.Id}">${esc(j.Name)}</a></td><td>${j.Recurring ? esc(j.CronExpression) : 'once'}</td>
+    <td>${Object.keys(j.Endpoints).length}</td><td><button data-run="${j.Id}">Run now</button> <button class="danger" data-del="${j.Id}">Remove</button></td></tr>`).join('')}</table></div>
+    <div class="card"><h3>Add edge job</h3><form id="f"><label for="n">Name</label><input id="n" required>
+    <label for="s">Script (sh)</label><textarea id="s" rows="6" required></textarea>
+    <p>Edge groups</p>${checkboxes(groups, 'g')}<p>Edge environments</p>${checkboxes(eps, 'ep')}
+    <label class="check"><input type="checkbox" id="r" class="inline"> Recurring</label>
+    <label for="c">Cron schedule (minute hour day month weekday)</label><input id="c" placeholder="*/15 * * * *">
+    <label for="m">Run</label><select id="m"><option value="container">in a container</option><option value="host">on the host (privileged)</option></select>
+    <label for="i">Image (empty: the server's default)</label><input id="i">
+    <div class="error" role="alert"></div><button class="primary">Create edge job</button></form></div>`);
+  bindShell();
+  const f = document.getElementById('f');
+  f.onsubmit = async e => { e.preventDefault();
+    const body = {Name: f.n.value, FileContent: f.s.value, EdgeGroups: checkedIds(f, 'g'), Endpoints: checkedIds(f, 'ep'),
+      Recurring: f.r.checked, CronExpression: f.c.value, Mode: f.m.value, Image: f.i.value};
+    try { const job = await api('POST', '/api/edge_jobs/create/string', body); location.hash = `#/edge/jobs/${job.Id}`; } catch (err) { formError(f, err); } };
+  document.querySelectorAll('[data-run]').forEach(b => b.onclick = async () => { await api('POST', `/api/edge_jobs/${b.dataset.run}/run`); location.hash = `#/edge/jobs/${b.dataset.run}`; });
+  document.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => { await api('DELETE', `/api/edge_jobs/${b.dataset.del}`); pageEdgeJobs(); });
+}
+async function pageEdgeJob(id) {
+  const [job, tasks] = await Promise.all([api('GET', `/api/edge_jobs/${id}`), api('GET', `/api/edge_jobs/${id}/tasks`)]);
+  const state = {1: 'not run yet', 2: 'waiting for the host', 3: 'done'};
+  $app.innerHTML = shell(`<div class="card"><h2>Edge job ${esc(job.Name)}</h2><p class="muted">${job.Recurring ? 'Runs on ' + esc(job.CronExpression) : 'Runs once'}
+    · <button id="run">Run now</button> <button id="refresh">Refresh</button></p>
+    <table><tr><th>Environment</th><th>Tunnel</th><th>State</th><th>Exit code</th><th>Last run</th><th></th></tr>
+    ${tasks.map(t => `<tr><td>${esc(t.EndpointName)}</td><td><span class="badge ${t.Connected ? 'up' : 'down'}">${t.Connected ? 'connected' : 'disconnected'}</span></td>
+    <td>${state[t.LogsStatus]}</td><td>${t.LastRun ? esc(t.LastRun.ExitCode) : ''}${t.LastRun && t.LastRun.Error ? ' ' + esc(t.LastRun.Error) : ''}</td>
+    <td>${t.LastRun ? new Date(t.LastRun.Time * 1000).toLocaleString() : ''}</td>
+    <td>${t.LastRun ? `<button data-logs="${t.EndpointId}">Output</button>` : ''}</td></tr>`).join('')}</table>
+    <pre id="out"></pre></div>`);
+  bindShell();
+  document.getElementById('run').onclick = async () => { await api('POST', `/api/edge_jobs/${id}/run`); pageEdgeJob(id); };
+  document.getElementById('refresh').onclick = () => pageEdgeJob(id);
+  document.querySelectorAll('[data-logs]').forEach(b => b.onclick = async () => {
+    const logs = await api('GET', `/api/edge_jobs/${id}/tasks/${b.dataset.logs}/logs`);
+    document.getElementById('out').textContent = logs.FileContent || '(no output)'; });
+}
 async function route() {
   theme();
   const hash = location.hash || '#/home';
@@ -2586,6 +2712,10 @@ async function route() {
     if (hash === '#/account') return await pageAccount();
     if (hash === '#/users') return await pageUsers();
     if (hash === '#/settings') return await pageSettings();
+    if (hash === '#/environments/new') return await pageAddEnvironment();
+    if (hash === '#/edge/groups') return await pageEdgeGroups();
+    if (hash === '#/edge/jobs') return await pageEdgeJobs();
+    if ((m = hash.match(/^#\/edge\/jobs\/(\d+)$/))) return await pageEdgeJob(m[1]);
     return await pageHome();
   } catch (err) {
     if (err.status === 401) { location.hash = '#/login'; return pageLogin(); }

@@ -20,7 +20,7 @@ import requests
 
 import agent
 import portainer
-from conftest import BUSYBOX, HERE, TEST_LABEL, make_namespace_host, remove_namespace_host, start_server, wait_until
+from conftest import ADMIN_PASSWORD, BUSYBOX, HERE, TEST_LABEL, make_namespace_host, remove_namespace_host, start_server, wait_until
 from test_portainer import run_in_pty
 
 FAST_AGENT = {"EDGE_HEARTBEAT": "1", "EDGE_BACKOFF_INITIAL": "0.2", "EDGE_BACKOFF_MAX": "1.5", "LOG_LEVEL": "DEBUG"}
@@ -327,3 +327,62 @@ def test_agent_comes_back_after_a_server_restart(edge_server, edge_env, edge_sit
     out = restarted.docker("run", "--rm", "--label", TEST_LABEL, BUSYBOX, "echo", "back again",
                            endpoint_id=endpoint_id).stdout
     assert out.strip() == "back again"
+
+
+@pytest.mark.browser
+def test_admin_adds_an_edge_environment_groups_it_and_runs_a_job_from_the_ui(edge_server, edge_env):
+    from playwright.sync_api import sync_playwright
+
+    server = edge_server["server"]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium",
+                                             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page()
+        problems = []
+        # inline style attributes of the core pages are the UI shell's to fix; anything else is ours
+        page.on("console", lambda message: problems.append(message.text)
+                if message.type == "error" and "inline style" not in message.text else None)
+        page.on("pageerror", lambda error: problems.append(str(error)))
+        page.goto(server.url + "/#/login")
+        page.fill("#u", "admin")
+        page.fill("#p", ADMIN_PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_selector("text=edge-site")
+        assert "tunnel connected" in page.text_content("#list")
+        page.click("text=Add environment")
+        page.fill("#n", "edge-from-the-ui")
+        page.click("text=Create environment")
+        command = page.wait_for_selector("#edge-command").text_content()
+        assert command.startswith("EDGE=1 EDGE_KEY=") and "python3 agent.py" in command
+        created = next(ep for ep in server.api("GET", "/api/endpoints").json() if ep["Name"] == "edge-from-the-ui")
+        assert agent.EdgeKey.decode(command.split("EDGE_KEY=")[1].split()[0]).endpoint_id == created["Id"]
+        server.api("DELETE", f"/api/endpoints/{created['Id']}")
+
+        page.click("nav >> text=Edge groups")
+        page.wait_for_selector("text=Add edge group")
+        page.fill("#n", "ui-group")
+        page.check(f"input[name=ep][value='{edge_env['endpoint']['Id']}']")
+        page.click("text=Create edge group")
+        page.wait_for_selector("td:has-text('ui-group')")
+        assert "edge-site" in page.text_content("table")
+
+        page.click("nav >> text=Edge jobs")
+        page.wait_for_selector("text=Add edge job")
+        page.fill("#n", "ui job")
+        page.fill("#s", "echo from-the-ui-job")
+        page.check("input[name=g]")
+        page.click("text=Create edge job")
+        page.wait_for_selector("text=Edge job ui job")
+        deadline = time.monotonic() + 60
+        while "done" not in page.text_content("table") and time.monotonic() < deadline:
+            time.sleep(0.5)
+            page.click("#refresh")
+            page.wait_for_selector("#refresh")
+        page.click("[data-logs]")
+        page.wait_for_selector("#out:has-text('from-the-ui-job')")
+        browser.close()
+    assert not problems
+    for job in server.api("GET", "/api/edge_jobs").json():
+        server.api("DELETE", f"/api/edge_jobs/{job['Id']}")
+    for group in server.api("GET", "/api/edge_groups").json():
+        server.api("DELETE", f"/api/edge_groups/{group['Id']}")
