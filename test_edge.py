@@ -5,6 +5,7 @@ agent dials the server's HTTPS port and the server reaches the engine back throu
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import signal
@@ -170,6 +171,28 @@ def test_a_stalled_export_does_not_stall_logs_or_ps_on_the_same_tunnel(edge_serv
         export.kill()
         logs.kill()
         server.docker("rm", "-f", "edge-big", "edge-ticker", endpoint_id=endpoint_id)
+
+
+def test_large_upload_and_a_build_go_through_the_tunnel(edge_server, edge_env, tmp_path):
+    server, endpoint_id = edge_server["server"], edge_env["endpoint"]["Id"]
+    payload = os.urandom(8 * 1024 * 1024)
+    (tmp_path / "upload.bin").write_bytes(payload)
+    server.docker("run", "-d", "--name", "edge-receiver", "--label", TEST_LABEL, BUSYBOX, "sleep", "300",
+                  endpoint_id=endpoint_id)
+    try:
+        server.docker("cp", str(tmp_path / "upload.bin"), "edge-receiver:/upload.bin", endpoint_id=endpoint_id)
+        digest = server.docker("exec", "edge-receiver", "sha256sum", "/upload.bin", endpoint_id=endpoint_id).stdout
+        assert digest.split()[0] == hashlib.sha256(payload).hexdigest()
+    finally:
+        server.docker("rm", "-f", "edge-receiver", endpoint_id=endpoint_id)
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "Dockerfile").write_text(f"FROM {BUSYBOX}\nCOPY hello.txt /hello.txt\nCMD cat /hello.txt\n")
+    (context / "hello.txt").write_text("built at the edge\n")
+    server.docker("build", "-q", "-t", "portainer-py-edge-built:1", str(context), endpoint_id=endpoint_id)
+    out = server.docker("run", "--rm", "--label", TEST_LABEL, "portainer-py-edge-built:1", endpoint_id=endpoint_id)
+    assert out.stdout.strip() == "built at the edge"
+    server.docker("rmi", "portainer-py-edge-built:1", endpoint_id=endpoint_id)
 
 
 def test_many_concurrent_calls_share_one_tunnel(edge_server, edge_env):
