@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import asyncio.sslproto
 import base64
 import contextlib
 import copy
@@ -63,6 +64,8 @@ MAX_JSON_BODY = 4 * 1024 * 1024
 # Query parameters that would carry a credential in a URL, where proxies and logs keep it.
 CREDENTIAL_QUERY_PARAMS = frozenset({"token", "jwt", "api_key", "apikey", "x-api-key", "access_token", "auth"})
 DEFAULT_SOCKET = "/var/run/docker.sock"
+TLS_READ_BUFFER = 16 * 1024  # one TLS record
+EDGE_CONNECT_SNAPSHOTS = 16
 
 
 def _env(name: str, default: Any = None) -> Any:
@@ -597,6 +600,13 @@ class EdgeTunnels:
         # Called with the environment id whenever its agent connects (edge jobs waiting for it run then).
         self.on_connect: list[Callable[[int], None]] = []
         self.tasks: set[asyncio.Task] = set()
+        # A fleet reconnecting after a restart is snapshotted a few at a time, not all at once.
+        self.snapshot_slots = asyncio.Semaphore(EDGE_CONNECT_SNAPSHOTS)
+
+    async def snapshot_when_connected(self, environments: "Environments", endpoint_id: int) -> None:
+        async with self.snapshot_slots:
+            if self.is_connected(endpoint_id):
+                await environments.snapshot(endpoint_id)
 
     def spawn(self, coroutine: Awaitable) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -2340,7 +2350,8 @@ def install_edge(app: web.Application) -> None:
     app[ENDPOINT_KINDS].answers[ENDPOINT_EDGE] = answer_edge_endpoint
     runner = app[EDGE_JOBS] = EdgeJobRunner(app)
     tunnels.on_connect.append(runner.dispatch)
-    tunnels.on_connect.append(lambda endpoint_id: tunnels.spawn(environments.snapshot(endpoint_id)))
+    tunnels.on_connect.append(
+        lambda endpoint_id: tunnels.spawn(tunnels.snapshot_when_connected(environments, endpoint_id)))
     app.on_shutdown.append(close_edge_tunnels)
     app.cleanup_ctx.append(edge_lifecycle)
 
@@ -2937,6 +2948,9 @@ def tls_context(config: argparse.Namespace) -> ssl.SSLContext:
 
 
 async def serve(config: argparse.Namespace) -> None:
+    # asyncio gives every TLS connection a 256 KiB read buffer; TLS records are at most 16 KiB, and 10,000
+    # idle edge tunnels would otherwise hold 2.5 GB in buffers alone.
+    asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
     app = make_app(config)
     runner_options = {"access_log": None, "shutdown_timeout": 0.5}
     if "handler_cancellation" in inspect.signature(web.AppRunner.__init__).parameters or \
