@@ -2148,20 +2148,24 @@ def tls_context(config: argparse.Namespace) -> ssl.SSLContext:
 
 async def serve(config: argparse.Namespace) -> None:
     app = make_app(config)
-    runner_options = {"access_log": None, "shutdown_timeout": 0.5}
-    if "handler_cancellation" in inspect.signature(web.AppRunner.__init__).parameters or \
-            "handler_cancellation" in inspect.signature(web.Server.__init__).parameters:
+    runner_options: dict = {"access_log": None}
+    site_options: dict = {"reuse_address": True}
+    # aiohttp 3.8 (Debian 12) takes the shutdown timeout per site and always cancels handlers of a lost client.
+    if "shutdown_timeout" in inspect.signature(web.AppRunner.__init__).parameters:
+        runner_options["shutdown_timeout"] = 0.5
         runner_options["handler_cancellation"] = True  # a client that goes away ends its proxied stream
+    else:
+        site_options["shutdown_timeout"] = 0.5
     runner = web.AppRunner(app, **runner_options)
     await runner.setup()
     try:
         addresses = []
         if not config.http_disabled:
             host, port = split_bind(config.bind)
-            await web.TCPSite(runner, host, port, reuse_address=True).start()
+            await web.TCPSite(runner, host, port, **site_options).start()
             addresses.append(f"http://{host}:{port}")
         host, port = split_bind(config.bind_https)
-        await web.TCPSite(runner, host, port, ssl_context=tls_context(config), reuse_address=True).start()
+        await web.TCPSite(runner, host, port, ssl_context=tls_context(config), **site_options).start()
         addresses.append(f"https://{host}:{port}")
         log.info("portainer.py %s serving %s (data %s)", VERSION, ", ".join(addresses), app[STORE].directory)
         stop = asyncio.Event()
