@@ -489,6 +489,14 @@ TUNNEL_MAX_MESSAGE = 2 * TUNNEL_MAX_PAYLOAD  # the largest frame and headroom: a
 TUNNEL_STREAM_WINDOW = 256 * 1024
 TUNNEL_MAX_STREAMS = 1024
 TUNNEL_OPEN_TIMEOUT = 15.0
+TUNNEL_CLOSE_TIMEOUT = 2.0
+
+
+def tunnel_receive_timeout(heartbeat: float) -> float:
+    """Silence after which a tunnel is dead: pings go out every `heartbeat` seconds, so a live link is never
+    quiet for longer. (aiohttp 3.8 only closes the transport on a missing pong, which a dead TLS link never
+    finishes; this timeout ends the tunnel on every aiohttp version.)"""
+    return heartbeat * 1.5
 EDGE_TUNNEL_PATH = "/api/endpoints/edge/tunnel"
 EDGE_ENDPOINT_HEADER = "X-PortainerEdge-EndpointID"
 EDGE_SECRET_HEADER = "X-PortainerEdge-Secret"
@@ -738,6 +746,8 @@ class Tunnel:
                     break
                 kind, stream_id = TUNNEL_FRAME_HEADER.unpack_from(message.data)
                 self._dispatch(kind, stream_id, message.data[TUNNEL_FRAME_HEADER.size:])
+        except asyncio.TimeoutError:
+            edge_log.warning("tunnel silent for too long (no data, no pong): the link is dead")
         finally:
             self.closed = True
             for stream in list(self.streams.values()):
@@ -745,7 +755,9 @@ class Tunnel:
             for opened in self._opening.values():
                 if not opened.done():
                     opened.set_exception(ConnectionResetError("the tunnel closed"))
-            await self.ws.close()
+            # on a dead link the closing handshake cannot finish; do not wait for it long
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.ws.close(), TUNNEL_CLOSE_TIMEOUT)
 
     def _dispatch(self, kind: int, stream_id: int, payload: bytes) -> None:
         stream = self.streams.get(stream_id)
@@ -886,7 +898,9 @@ async def run_edge_agent(settings: EdgeSettings) -> None:
         while True:
             try:
                 async with session.ws_connect(url, headers=headers, ssl=pin, heartbeat=settings.heartbeat,
-                                              max_msg_size=TUNNEL_MAX_MESSAGE, compress=0) as ws:
+                                              receive_timeout=tunnel_receive_timeout(settings.heartbeat),
+                                              max_msg_size=TUNNEL_MAX_MESSAGE, compress=0,
+                                              **CLIENT_WS_CLOSE_TIMEOUT) as ws:
                     edge_log.info("edge tunnel to %s is up (environment %s)", settings.key.server_url,
                                   settings.key.endpoint_id)
                     attempt = 0
@@ -903,6 +917,11 @@ async def run_edge_agent(settings: EdgeSettings) -> None:
             delay = reconnect_delay(attempt, settings.backoff_initial, settings.backoff_max)
             attempt += 1
             await asyncio.sleep(delay)
+
+
+# How long closing a client WebSocket may wait for the server's answer (aiohttp 3.8 takes a float, 3.9+ an object).
+CLIENT_WS_CLOSE_TIMEOUT = ({"timeout": aiohttp.ClientWSTimeout(ws_close=TUNNEL_CLOSE_TIMEOUT)}
+                           if hasattr(aiohttp, "ClientWSTimeout") else {"timeout": TUNNEL_CLOSE_TIMEOUT})
 
 
 def edge_main() -> int:

@@ -1822,7 +1822,7 @@ def edge_agent_command(key: str) -> str:
 def default_edge_server_url(request: web.Request) -> str:
     """Where agents dial when the administrator names no address: the host they reached us by, HTTPS port."""
     _, port = split_bind(request.app[CONFIG].bind_https)
-    host = request.url.host or "localhost"
+    host = urllib.parse.urlsplit("//" + request.host).hostname or "localhost"
     return f"https://{'[' + host + ']' if ':' in host else host}:{port}"
 
 
@@ -1911,8 +1911,10 @@ async def handle_edge_tunnel(request: web.Request) -> web.StreamResponse:
                     endpoint_id, edge_id)
         raise Forbidden("this edge key is associated with another Edge ID",
                         "an administrator can re-associate the environment")
-    ws = web.WebSocketResponse(heartbeat=app[CONFIG].edge_heartbeat, max_msg_size=shared.TUNNEL_MAX_MESSAGE,
-                               compress=False, timeout=2.0)
+    heartbeat = app[CONFIG].edge_heartbeat
+    ws = web.WebSocketResponse(heartbeat=heartbeat, receive_timeout=shared.tunnel_receive_timeout(heartbeat),
+                               max_msg_size=shared.TUNNEL_MAX_MESSAGE, compress=False,
+                               timeout=shared.TUNNEL_CLOSE_TIMEOUT)
     await ws.prepare(request)
     tunnel = shared.Tunnel(ws)
     previous = tunnels.tunnels.get(endpoint_id)

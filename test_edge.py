@@ -379,6 +379,7 @@ def test_admin_adds_an_edge_environment_groups_it_and_runs_a_job_from_the_ui(edg
         assert command.startswith("EDGE=1 EDGE_KEY=") and "python3 agent.py" in command
         created = next(ep for ep in server.api("GET", "/api/endpoints").json() if ep["Name"] == "edge-from-the-ui")
         assert agent.EdgeKey.decode(command.split("EDGE_KEY=")[1].split()[0]).endpoint_id == created["Id"]
+        assert created["URL"] == server.https_url  # no address given: the one the browser used, HTTPS port
         server.api("DELETE", f"/api/endpoints/{created['Id']}")
 
         page.click("nav >> text=Edge groups")
