@@ -528,6 +528,7 @@ class TunnelStream:
         self._eof_wanted = False
         self._eof_sent = False
         self._flusher: asyncio.Future | None = None
+        self._closed_event: asyncio.Event | None = None
 
     # -- frames from the other side -----------------------------------------------------------------------------
     def received_data(self, payload: bytes) -> None:
@@ -557,6 +558,8 @@ class TunnelStream:
         self._outbound.clear()
         self._readable.set()
         self._has_credit.set()
+        if self._closed_event is not None:
+            self._closed_event.set()
         self.tunnel.forget(self)
 
     # -- reading (StreamReader-like) ----------------------------------------------------------------------------
@@ -646,7 +649,10 @@ class TunnelStream:
         self.tunnel.send_soon(TUNNEL_CLOSE, self.id, reason.encode()[:200])
 
     async def wait_closed(self) -> None:
-        return None
+        if not self.closed:
+            if self._closed_event is None:
+                self._closed_event = asyncio.Event()
+            await self._closed_event.wait()
 
     def get_extra_info(self, name: str, default=None):
         return default
@@ -872,15 +878,17 @@ async def serve_edge_stream(stream: TunnelStream, docker_url: str) -> None:
         stream.close(str(exc))
         return
     await stream.accept()
-    pipes = [asyncio.ensure_future(_pipe_stream_to_engine(stream, writer)),
-             asyncio.ensure_future(_pipe_engine_to_stream(reader, stream))]
+    upstream = asyncio.ensure_future(_pipe_stream_to_engine(stream, writer))
+    downstream = asyncio.ensure_future(_pipe_engine_to_stream(reader, stream))
+    closed = asyncio.ensure_future(stream.wait_closed())
     try:
-        await asyncio.gather(*pipes)
-    except (ConnectionError, OSError):
-        pass
+        # Done when the engine has said everything, or when the server closed the stream (a pooled keep-alive
+        # connection it let go): the engine would keep that socket open for ever.
+        await asyncio.wait([downstream, closed], return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for pipe in pipes:
-            pipe.cancel()
+        for task in (upstream, downstream, closed):
+            task.cancel()
+        await asyncio.gather(upstream, downstream, closed, return_exceptions=True)
         writer.close()
         stream.close("done")
 

@@ -204,12 +204,19 @@ def test_many_concurrent_calls_share_one_tunnel(edge_server, edge_env):
         r = requests.get(f"{base}/v1.41/version", headers={"X-API-Key": server.admin_api_key}, timeout=30)
         results.append(r.status_code)
 
+    def engine_connections() -> int:
+        fds = os.listdir(f"/proc/{edge_env['agent'].process.pid}/fd")
+        return sum(os.readlink(f"/proc/{edge_env['agent'].process.pid}/fd/{fd}").startswith("socket:") for fd in fds)
+
+    before = engine_connections()
     threads = [threading.Thread(target=call) for _ in range(40)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert results == [200] * 40
+    # the server keeps a few connections for reuse and closes the rest; the agent lets those go too
+    wait_until(lambda: engine_connections() <= before + 16, timeout=10, message="the agent to release connections")
 
 
 def test_agent_refuses_a_server_presenting_another_certificate(edge_server, edge_env, workdir, tmp_path):
