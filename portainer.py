@@ -2105,13 +2105,14 @@ def demultiplex_docker_log(raw: bytes) -> str:
 
 async def run_script_on_engine(connector: DockerConnector, job: dict, image: str) -> tuple[int, str]:
     """Run a job's script in a container on an engine, answer its exit code and output, remove the container.
-    In host mode the container is privileged and chroots into the host's root, so the script runs on the host."""
+    In host mode the container shares the host's PID and network namespaces and chroots into the host's root
+    filesystem, so the script sees and changes the host (with a container's default capabilities)."""
     script = job["FileContent"]
     config: dict = {"Image": job.get("Image") or image, "Cmd": ["sh", "-c", script], "Tty": False,
                     "Labels": {EDGE_JOB_LABEL: str(job["Id"])}, "HostConfig": {}}
     if job.get("Mode") == "host":
         config["Cmd"] = ["chroot", "/host", "sh", "-c", script]
-        config["HostConfig"] = {"Privileged": True, "PidMode": "host", "NetworkMode": "host", "Binds": ["/:/host"]}
+        config["HostConfig"] = {"PidMode": "host", "NetworkMode": "host", "Binds": ["/:/host"]}
     created = await connector.request_json("POST", "/containers/create", config)
     container = created["Id"]
     try:
@@ -2699,7 +2700,7 @@ async function pageEdgeJobs() {
     <p>Edge groups</p>${checkboxes(groups, 'g')}<p>Edge environments</p>${checkboxes(eps, 'ep')}
     <label class="check"><input type="checkbox" id="r" class="inline"> Recurring</label>
     <label for="c">Cron schedule (minute hour day month weekday)</label><input id="c" placeholder="*/15 * * * *">
-    <label for="m">Run</label><select id="m"><option value="container">in a container</option><option value="host">on the host (privileged)</option></select>
+    <label for="m">Run</label><select id="m"><option value="container">in a container</option><option value="host">on the host (its files, processes and network)</option></select>
     <label for="i">Image (empty: the server's default)</label><input id="i">
     <div class="error" role="alert"></div><button class="primary">Create edge job</button></form></div>`);
   bindShell();

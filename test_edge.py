@@ -311,11 +311,18 @@ def test_edge_job_runs_a_script_on_a_group_and_its_output_and_exit_code_come_bac
     logs = wait_for_job(server, job["Id"], endpoint_id)
     assert "job-output-42" in logs["FileContent"] and "to-stderr" in logs["FileContent"]
     assert logs["ExitCode"] == 3
+    on_host = server.api("POST", "/api/edge_jobs", json={"Name": "on the host", "Endpoints": [endpoint_id],
+                                                        "Mode": "host", "FileContent": "cat /etc/os-release"}).json()
+    with open("/etc/os-release") as f:
+        assert wait_for_job(server, on_host["Id"], endpoint_id)["FileContent"] == f.read()
     bad_cron = server.api("POST", "/api/edge_jobs", json={"Name": "bad", "Endpoints": [endpoint_id],
                                                          "FileContent": "true", "Recurring": True,
                                                          "CronExpression": "every minute"})
     assert bad_cron.status_code == 400
-    assert server.api("DELETE", f"/api/edge_jobs/{job['Id']}").status_code == 204
+    in_use = server.api("DELETE", f"/api/edge_groups/{group['Id']}")
+    assert in_use.status_code == 409 and "hello job" in in_use.json()["message"]
+    for finished in (job, on_host):
+        assert server.api("DELETE", f"/api/edge_jobs/{finished['Id']}").status_code == 204
     assert server.api("DELETE", f"/api/edge_groups/{group['Id']}").status_code == 204
 
 
