@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds between environment snapshots [PORTAINER_SNAPSHOT_INTERVAL] (default 60)")
     p.add_argument("--hsts", action="store_true", default=_env_flag("PORTAINER_HSTS"),
                    help="send Strict-Transport-Security on HTTPS [PORTAINER_HSTS]")
+    p.add_argument("--agent-secret", default=_env("AGENT_SECRET", ""),
+                   help="secret proven to every agent that has AGENT_SECRET set; an environment may set its own "
+                        "[AGENT_SECRET]")
     return p
 
 
@@ -413,15 +416,7 @@ class Store:
                 await self._flusher
 
 
-def write_private_file(path: str, data: bytes) -> None:
-    """Write a secret (key, certificate key) readable by the owner only, atomically."""
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+write_private_file = shared.write_private_file
 
 
 # ================================================================================================================
@@ -449,28 +444,8 @@ def load_or_create_certificate(directory: str) -> tuple[str, str]:
     key_path = os.path.join(directory, "certs", "key.pem")
     if os.path.exists(cert_path) and os.path.exists(key_path):
         return cert_path, key_path
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
     os.makedirs(os.path.dirname(cert_path), mode=0o700, exist_ok=True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    hostname = socket.gethostname()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "portainer.py"),
-                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "portainer.py self-signed")])
-    valid_from = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=1)
-    alt_names = [x509.DNSName("localhost"), x509.DNSName(hostname)]
-    import ipaddress
-    alt_names.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(valid_from)
-            .not_valid_after(valid_from + datetime.timedelta(days=3650))
-            .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
-            .sign(key, hashes.SHA256()))
-    write_private_file(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                   serialization.NoEncryption()))
-    write_private_file(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    shared.create_self_signed_certificate(cert_path, key_path, "portainer.py")
     return cert_path, key_path
 
 
@@ -478,7 +453,7 @@ def certificate_fingerprint(cert_path: str) -> str:
     """SHA-256 of the certificate in DER form, hex: what an edge key pins."""
     with open(cert_path, "rb") as f:
         der = ssl.PEM_cert_to_DER_cert(f.read().decode())
-    return hashlib.sha256(der).hexdigest()
+    return shared.der_fingerprint(der)
 
 
 # ================================================================================================================
@@ -503,6 +478,10 @@ class DockerConnector:
 
     def request_headers(self, method: str, target: str) -> list[tuple[str, str]]:
         return []
+
+    async def snapshot_details(self) -> dict:
+        """Fields a kind adds to each snapshot (an agent adds its version)."""
+        return {}
 
     async def request(self, method: str, target: str, headers=(), body=None, body_length=None,
                       timeout: float | None = 30.0) -> shared.DockerResponse:
@@ -570,6 +549,45 @@ class SocketConnector(DockerConnector):
     async def open_connection(self) -> shared.HttpConnection:
         reader, writer = await shared.open_docker_stream(self.url, self.ssl_context)
         return shared.HttpConnection(reader, writer)
+
+
+class AgentConnector(DockerConnector):
+    """An agent.py on another node: TLS pinned to the certificate seen at creation, every request signed."""
+
+    def __init__(self, endpoint: dict, signer: shared.RequestSigner, default_secret: str):
+        super().__init__(endpoint)
+        self.url = endpoint["URL"]
+        self.fingerprint = (endpoint.get("Agent") or {}).get("CertificateFingerprint", "")
+        self.signer = signer
+        self.secret = endpoint.get("_AgentSecret") or default_secret
+
+    async def open_connection(self) -> shared.HttpConnection:
+        reader, writer, fingerprint = await open_agent_stream(self.url)
+        if fingerprint != self.fingerprint:
+            writer.close()
+            raise shared.DockerUnreachable(
+                f"the agent at {self.url} shows a certificate with SHA-256 {fingerprint}, not the {self.fingerprint} "
+                "recorded when the environment was added; if the agent was reinstalled, add the environment again")
+        return shared.HttpConnection(reader, writer)
+
+    def request_headers(self, method: str, target: str) -> list[tuple[str, str]]:
+        return self.signer.headers(method, target, self.secret)
+
+    async def snapshot_details(self) -> dict:
+        async with await self.request("GET", "/ping", timeout=10) as response:
+            return {"AgentVersion": response.headers.get("Portainer-Agent", "")}
+
+
+async def open_agent_stream(url: str):
+    """A TLS stream to an agent and the SHA-256 fingerprint of the certificate it showed."""
+    parsed = urllib.parse.urlsplit(url)
+    context = ssl.create_default_context()
+    # Agents make their own certificates; trust comes from the fingerprint pinned at creation, checked by callers.
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    reader, writer = await shared.open_docker_stream(f"https://{parsed.hostname}:{parsed.port or 9001}", context)
+    der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+    return reader, writer, shared.der_fingerprint(der)
 
 
 # ================================================================================================================
@@ -650,6 +668,7 @@ class Environments:
                 connector.request_json("GET", "/images/json", timeout=10),
                 connector.request_json("GET", "/volumes", timeout=10),
             )
+            details = await connector.snapshot_details()
         except (ApiError, ValueError) as exc:
             if self.status.get(endpoint_id) != STATUS_DOWN:
                 log.warning("environment %s is down: %s", endpoint_id, getattr(exc, "details", exc))
@@ -673,6 +692,7 @@ class Environments:
             "VolumeCount": len((volumes or {}).get("Volumes") or []),
             "StackCount": len(projects),
             "NodeCount": 1,
+            **details,
         }
         if self.status.get(endpoint_id) == STATUS_DOWN:
             log.info("environment %s is up", endpoint_id)
@@ -1035,6 +1055,10 @@ DOCKER_API_RULES: list[tuple[frozenset, re.Pattern, str, str | None]] = [
         ("POST", rf"/(secrets|configs)/{_ID}/update", WRITE, None),
         ("DELETE", rf"/(secrets|configs)/{_ID}", WRITE, None),
         ("GET POST DELETE", r"/plugins(/.*)?", ADMIN, None),
+        ("GET", r"(/v2)?/browse/(ls|get)", ADMIN, None),
+        ("POST PUT", r"(/v2)?/browse/put", ADMIN, None),
+        ("DELETE", r"(/v2)?/browse/delete", ADMIN, None),
+        ("PUT", r"(/v2)?/browse/rename", ADMIN, None),
     ]
 ]
 API_VERSION_PREFIX = re.compile(r"^/v\d+\.\d+(?=/)")
@@ -1576,6 +1600,52 @@ async def create_docker_endpoint(request: web.Request, endpoint: dict, fields: d
     endpoint["URL"] = normalise_docker_url(url, ENDPOINT_DOCKER)
 
 
+async def create_agent_endpoint(request: web.Request, endpoint: dict, fields: dict, files: dict) -> None:
+    """Reach the agent, record the fingerprint of its certificate (trusted from now on) and check it accepts us."""
+    url = fields.get("URL")
+    if not isinstance(url, str) or not url.strip():
+        raise BadRequest("URL is required: the agent's host:port, e.g. 10.0.0.5:9001")
+    endpoint["URL"] = normalise_docker_url(url, ENDPOINT_AGENT)
+    try:
+        reader, writer, fingerprint = await open_agent_stream(endpoint["URL"])
+    except shared.DockerUnreachable as exc:
+        raise BadGateway(f"cannot reach an agent at {endpoint['URL']}", str(exc)) from None
+    connection = shared.HttpConnection(reader, writer)
+    try:
+        await connection.send_head("GET", "/ping", [("Host", "agent"), ("Connection", "close")])
+        status, _, headers = await asyncio.wait_for(connection.read_head(), 10)
+    except (shared.DockerUnreachable, ConnectionError, asyncio.TimeoutError) as exc:
+        raise BadGateway(f"the agent at {endpoint['URL']} did not answer", str(exc)) from None
+    finally:
+        connection.close()
+    if status != 204 or "Portainer-Agent" not in headers:
+        raise BadRequest(f"{endpoint['URL']} is not a Portainer agent", f"GET /ping answered {status}")
+    endpoint["Agent"] = {"Version": headers["Portainer-Agent"], "CertificateFingerprint": fingerprint}
+    secret = fields.get("AgentSecret")
+    if isinstance(secret, str) and secret:
+        endpoint["_AgentSecret"] = secret
+    connector = AgentConnector(endpoint, request.app[AGENT_SIGNER], request.app[CONFIG].agent_secret)
+    try:
+        await connector.request_json("GET", "/version", timeout=15)
+    except ApiError as exc:
+        if exc.status == 403:
+            raise Forbidden(f"the agent refused this server: {exc.message}",
+                            "set the same AGENT_SECRET on both sides, or restart the agent to pair it anew") from None
+        raise
+    finally:
+        connector.close()
+
+
+def register_agent_kind(app: web.Application) -> None:
+    """Agent environments: how they are created and how the server connects to them."""
+    signer = shared.RequestSigner(shared.load_or_create_signing_key(
+        os.path.join(app[STORE].directory, "agent_signature.pem")))
+    app[AGENT_SIGNER] = signer
+    secret = app[CONFIG].agent_secret
+    app[ENVIRONMENTS].connector_kinds[ENDPOINT_AGENT] = lambda ep: AgentConnector(ep, signer, secret)
+    app[ENDPOINT_KINDS].creators[ENDPOINT_AGENT] = create_agent_endpoint
+
+
 class EndpointKinds:
     """What each EndpointCreationType needs at creation; the agent and edge kinds register themselves here."""
 
@@ -2000,6 +2070,7 @@ CONFIG = app_key("config", argparse.Namespace)
 STORE = app_key("store", Store)
 ENVIRONMENTS = app_key("environments", Environments)
 ENDPOINT_KINDS = app_key("endpoint_kinds", EndpointKinds)
+AGENT_SIGNER = app_key("agent_signer", shared.RequestSigner)
 SESSIONS = app_key("sessions", Sessions)
 LOGIN_LIMIT = app_key("login_limit", LoginRateLimit)
 API_KEY_INDEX = app_key("api_key_index", dict)
@@ -2124,6 +2195,7 @@ def make_app(config: argparse.Namespace) -> web.Application:
     app[STORE] = store
     app[ENVIRONMENTS] = Environments(store, store.directory)
     app[ENDPOINT_KINDS] = EndpointKinds()
+    register_agent_kind(app)
     app[SESSIONS] = Sessions(load_or_create_secret(store.directory, "jwt.secret"), store)
     app[LOGIN_LIMIT] = LoginRateLimit()
     app[API_KEY_INDEX] = {}
