@@ -666,6 +666,8 @@ def cluster_headers(secret: str, method: str, target: str) -> list[tuple[str, st
 
 def verify_cluster_headers(secret: str, method: str, target: str, headers) -> None:
     timestamp, nonce = headers.get(TIMESTAMP_HEADER, ""), headers.get(NONCE_HEADER, "")
+    if not (timestamp and nonce and headers.get(SECRET_PROOF_HEADER)):
+        raise AgentAuthError("cluster request does not prove the agent secret")
     if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > SIGNATURE_WINDOW:
         raise AgentAuthError("cluster request timestamp is outside the accepted window")
     message = signed_message(method, target, timestamp, nonce, "cluster")

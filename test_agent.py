@@ -26,6 +26,8 @@ AGENT_PORT = 9001
 # Namespace host numbers of this file (conftest's remote_host uses 1).
 SINGLE_HOST, MANAGER_HOST, WORKER_HOST = 5, 6, 7
 SWARM_SECRET = "cluster secret for the tests"
+# Agents make their own certificates; the tests check fingerprints instead.
+pytestmark = pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 
 
 # ---------------------------------------------------------------------------------------------------------------
