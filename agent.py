@@ -22,6 +22,7 @@ import contextlib
 import datetime
 import hashlib
 import hmac
+import inspect
 import ipaddress
 import json
 import logging
@@ -1130,16 +1131,29 @@ def agent_tls_context(data: str) -> ssl.SSLContext:
     return context
 
 
+def aiohttp_server_options() -> tuple[dict, dict]:
+    """AppRunner and TCPSite options for a quick shutdown, on aiohttp 3.8 (Debian 12) and 3.9+ alike."""
+    runner_options: dict = {"access_log": None}
+    site_options: dict = {"reuse_address": True}
+    # aiohttp 3.8 takes the shutdown timeout per site and always cancels handlers of a lost client.
+    if "shutdown_timeout" in inspect.signature(web.AppRunner.__init__).parameters:
+        runner_options["shutdown_timeout"] = 0.5
+        runner_options["handler_cancellation"] = True  # a client that goes away ends its relayed stream
+    else:
+        site_options["shutdown_timeout"] = 0.5
+    return runner_options, site_options
+
+
 async def serve_agent(config: argparse.Namespace) -> None:
     agent = Agent(config)
     with contextlib.suppress(AgentRequestError):
         await agent.describe_node()
-    runner_options: dict = {"access_log": None, "shutdown_timeout": 0.5, "handler_cancellation": True}
+    runner_options, site_options = aiohttp_server_options()
     runner = web.AppRunner(make_agent_app(agent), **runner_options)
     await runner.setup()
     try:
         await web.TCPSite(runner, config.host, config.port, ssl_context=agent_tls_context(config.data),
-                          reuse_address=True).start()
+                          **site_options).start()
         log.info("agent %s for node %s (%s) serving https://%s:%s, Docker at %s%s", AGENT_VERSION, agent.node_name,
                  agent.node_role, config.host, config.port, config.docker_host,
                  f", cluster {config.cluster_addr}" if config.cluster_addr else "")

@@ -1937,6 +1937,7 @@ async function pageHome() {
   const eps = await api('GET', '/api/endpoints');
   const kinds = {1: 'Docker', 2: 'Agent', 4: 'Edge agent'};
   $app.innerHTML = shell(`<div class="toolbar"><h2 style="margin:0">Environments</h2><span class="spacer"></span>
+    ${me.Role === 1 ? '<a href="#/environments/new">Add environment</a>' : ''}
     <input id="q" placeholder="Search environments" aria-label="Search environments"></div>
     <div id="list"></div>`);
   bindShell();
@@ -1948,7 +1949,10 @@ async function pageHome() {
         <span class="badge">${kinds[ep.Type] || ep.Type}</span> <span class="muted">${esc(ep.URL)}</span>
         <div class="muted">Docker ${esc(s.DockerVersion || '?')} · ${s.RunningContainerCount ?? 0} running ·
         ${s.StoppedContainerCount ?? 0} stopped · ${s.ImageCount ?? 0} images · ${s.VolumeCount ?? 0} volumes ·
-        ${s.StackCount ?? 0} stacks</div></div>`; }).join('') || '<p class="muted">No environment matches.</p>'; };
+        ${s.StackCount ?? 0} stacks${s.AgentVersion ? ` · agent ${esc(s.AgentVersion)}` : ''} ·
+        <a href="#/env/${ep.Id}/volumes">volumes</a></div>
+        ${ep.Agent ? `<div class="muted">TLS certificate SHA-256 <code>${esc(ep.Agent.CertificateFingerprint)}</code></div>` : ''}
+        </div>`; }).join('') || '<p class="muted">No environment matches.</p>'; };
   document.getElementById('q').oninput = draw; draw();
 }
 async function pageContainers(id) {
@@ -1981,6 +1985,73 @@ async function pageContainers(id) {
       else await api('POST', `${base}/containers/${cid}/${b.dataset.act}`); } catch (e) { err.textContent = e.message; } }
     rows = await api('GET', `${base}/containers/json?all=1`); draw(); });
   draw();
+}
+async function pageAddEnvironment() {
+  $app.innerHTML = shell(`<div class="card"><h2>Add environment</h2><form id="f">
+    <label for="kind">Environment type</label><select id="kind"><option value="2">Agent (agent.py on the node, port 9001)</option>
+    <option value="1">Docker API (unix:// or tcp:// URL)</option></select>
+    <label for="n">Name</label><input id="n" required>
+    <label for="url">URL</label><input id="url" placeholder="10.0.0.5:9001" required>
+    <label for="secret">Agent secret (only when the agent runs with AGENT_SECRET)</label><input id="secret" type="password" autocomplete="off">
+    <div class="error" role="alert"></div><button class="primary">Add environment</button></form><div id="added"></div></div>`);
+  bindShell();
+  const f = document.getElementById('f');
+  f.onsubmit = async e => { e.preventDefault();
+    const body = {Name: f.n.value, EndpointCreationType: +f.kind.value, URL: f.url.value};
+    if (f.secret.value) body.AgentSecret = f.secret.value;
+    try { const ep = await api('POST', '/api/endpoints', body); formError(f, {message: ''});
+      document.getElementById('added').innerHTML = `<p>Added <a href="#/env/${ep.Id}/containers">${esc(ep.Name)}</a>.</p>` +
+        (ep.Agent ? `<p>Check that the agent's certificate has this SHA-256 fingerprint; it is trusted from now on:</p><pre>${esc(ep.Agent.CertificateFingerprint)}</pre>` : '');
+    } catch (err) { formError(f, err); } };
+}
+async function agentFetch(method, path, node, body) {
+  const headers = {}; if (node) headers['X-PortainerAgent-Target'] = node;
+  if (csrf && method !== 'GET') headers['X-CSRF-Token'] = csrf;
+  const r = await fetch(path, {method, headers, body, credentials: 'same-origin'});
+  if (!r.ok) { let msg = r.statusText; try { msg = (await r.json()).message || msg; } catch (e) {} const err = new Error(msg); err.status = r.status; throw err; }
+  return r;
+}
+async function pageVolumes(id) {
+  const data = await api('GET', `/api/endpoints/${id}/docker/volumes`);
+  const node = v => (v.Portainer && v.Portainer.Agent && v.Portainer.Agent.NodeName) || '';
+  $app.innerHTML = shell(`<div class="card"><h2>Volumes</h2><table><tr><th>Name</th><th>Driver</th><th>Node</th><th></th></tr>
+    ${(data.Volumes || []).map(v => `<tr><td>${esc(v.Name)}</td><td>${esc(v.Driver)}</td><td>${esc(node(v))}</td>
+    <td><a href="#/env/${id}/volumes/${encodeURIComponent(v.Name)}/browse?node=${encodeURIComponent(node(v))}">browse</a></td></tr>`).join('')}</table>
+    ${(data.Warnings || []).map(w => `<p class="error">${esc(w)}</p>`).join('')}
+    <p class="muted">Browsing works on agent environments.</p></div>`);
+  bindShell();
+}
+async function pageBrowse(id, volume, node, path) {
+  const base = `/api/endpoints/${id}/docker/v2/browse`;
+  const q = p => `volumeID=${encodeURIComponent(volume)}&path=${encodeURIComponent(p)}`;
+  const join = name => (path.endsWith('/') ? path : path + '/') + name;
+  const entries = await (await agentFetch('GET', `${base}/ls?${q(path)}`, node)).json();
+  const parent = path.replace(/\/[^/]*\/?$/, '') || '/';
+  $app.innerHTML = shell(`<div class="card"><h2>Volume ${esc(volume)}: ${esc(path)}</h2>
+    <div class="toolbar">${path !== '/' ? `<button id="up">Up</button>` : ''}<input type="file" id="file" aria-label="File to upload">
+    <button class="primary" id="upload">Upload here</button><div class="error" role="alert" id="err"></div></div>
+    <table><tr><th>Name</th><th>Size</th><th>Modified</th><th></th></tr>${entries.map((e, i) => `<tr>
+    <td>${e.Dir ? `<a href="#" data-open="${i}">${esc(e.Name)}/</a>` : esc(e.Name)}</td><td>${e.Dir ? '' : e.Size}</td>
+    <td>${new Date(e.ModTime * 1000).toLocaleString()}</td><td>${e.Dir ? '' : `<button data-get="${i}">Download</button>`}
+    <button data-ren="${i}">Rename</button> <button class="danger" data-del="${i}">Delete</button></td></tr>`).join('')}</table></div>`);
+  bindShell();
+  const again = p => pageBrowse(id, volume, node, p);
+  const err = document.getElementById('err');
+  const act = fn => async ev => { ev.preventDefault(); try { await fn(entries[ev.target.dataset.open ?? ev.target.dataset.get ?? ev.target.dataset.ren ?? ev.target.dataset.del]); } catch (e) { err.textContent = e.message; } };
+  const up = document.getElementById('up'); if (up) up.onclick = () => again(parent);
+  document.querySelectorAll('[data-open]').forEach(a => a.onclick = act(async e => again(join(e.Name))));
+  document.querySelectorAll('[data-get]').forEach(b => b.onclick = act(async e => {
+    const blob = await (await agentFetch('GET', `${base}/get?${q(join(e.Name))}`, node)).blob();
+    const a = document.createElement('a'); a.href = URL.createObjectURL(blob); a.download = e.Name; a.click(); URL.revokeObjectURL(a.href); }));
+  document.querySelectorAll('[data-del]').forEach(b => b.onclick = act(async e => {
+    if (!confirm(`Delete ${e.Name}?`)) return; await agentFetch('DELETE', `${base}/delete?${q(join(e.Name))}`, node); again(path); }));
+  document.querySelectorAll('[data-ren]').forEach(b => b.onclick = act(async e => {
+    const name = prompt('New name', e.Name); if (!name || name === e.Name) return;
+    await agentFetch('PUT', `${base}/rename?${q(join(e.Name))}&newPath=${encodeURIComponent(join(name))}`, node); again(path); }));
+  document.getElementById('upload').onclick = act(async () => {
+    const file = document.getElementById('file').files[0]; if (!file) return;
+    const form = new FormData(); form.append('file', file, file.name);
+    await agentFetch('POST', `${base}/put?${q(path)}`, node, form); again(path); });
 }
 async function pageAccount() {
   const keys = await api('GET', `/api/users/${me.Id}/tokens`);
@@ -2031,6 +2102,10 @@ async function route() {
     me = await api('GET', '/api/users/me');
     let m;
     if ((m = hash.match(/^#\/env\/(\d+)\/containers/))) return await pageContainers(m[1]);
+    if ((m = hash.match(/^#\/env\/(\d+)\/volumes\/([^/]+)\/browse(?:\?node=(.*))?$/)))
+      return await pageBrowse(m[1], decodeURIComponent(m[2]), decodeURIComponent(m[3] || ''), '/');
+    if ((m = hash.match(/^#\/env\/(\d+)\/volumes/))) return await pageVolumes(m[1]);
+    if (hash === '#/environments/new') return await pageAddEnvironment();
     if (hash === '#/account') return await pageAccount();
     if (hash === '#/users') return await pageUsers();
     if (hash === '#/settings') return await pageSettings();
@@ -2237,14 +2312,7 @@ def tls_context(config: argparse.Namespace) -> ssl.SSLContext:
 
 async def serve(config: argparse.Namespace) -> None:
     app = make_app(config)
-    runner_options: dict = {"access_log": None}
-    site_options: dict = {"reuse_address": True}
-    # aiohttp 3.8 (Debian 12) takes the shutdown timeout per site and always cancels handlers of a lost client.
-    if "shutdown_timeout" in inspect.signature(web.AppRunner.__init__).parameters:
-        runner_options["shutdown_timeout"] = 0.5
-        runner_options["handler_cancellation"] = True  # a client that goes away ends its proxied stream
-    else:
-        site_options["shutdown_timeout"] = 0.5
+    runner_options, site_options = shared.aiohttp_server_options()
     runner = web.AppRunner(app, **runner_options)
     await runner.setup()
     try:

@@ -298,6 +298,40 @@ def test_volume_browser_works_inside_the_volume_and_refuses_escapes(agent_server
         volume.remove(force=True)
 
 
+@pytest.mark.browser
+def test_admin_adds_an_agent_and_browses_a_volume_in_the_web_ui(agent_server, agent_host, agent_env):
+    playwright = pytest.importorskip("playwright.sync_api")
+    from conftest import ADMIN_PASSWORD
+    volume = agent_host.host.client().volumes.create(f"ptpy-ui-browse-{SLOT}", labels={TEST_LABEL: "1"})
+    with open(os.path.join(volume.attrs["Mountpoint"], "seen-in-ui.txt"), "w") as f:
+        f.write("hello")
+    try:
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium",
+                                        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            page = browser.new_page()
+            page.goto(agent_server.url + "/#/login")
+            page.fill("#u", "admin")
+            page.fill("#p", ADMIN_PASSWORD)
+            page.click("button[type=submit]")
+            page.wait_for_selector("text=Add environment")
+            page.click("text=Add environment")
+            page.fill("#n", "agent-from-ui")
+            page.fill("#url", f"{agent_host.host.address}:{AGENT_PORT}")
+            page.click("button.primary")
+            page.wait_for_selector("pre")
+            assert page.inner_text("pre").strip() == agent_host.certificate_fingerprint()
+            new_id = [ep["Id"] for ep in agent_server.api("GET", "/api/endpoints").json()
+                      if ep["Name"] == "agent-from-ui"][0]
+            page.goto(agent_server.url + f"/#/env/{new_id}/volumes")
+            page.click(f"tr:has-text('{volume.name}') a")
+            page.wait_for_selector("text=seen-in-ui.txt")
+            browser.close()
+        agent_server.api("DELETE", f"/api/endpoints/{new_id}")
+    finally:
+        volume.remove(force=True)
+
+
 def test_killed_agent_takes_its_environment_down_and_a_restart_brings_it_back(agent_server, agent_host, agent_env):
     def status():
         return agent_server.api("GET", f"/api/endpoints/{agent_env}").json()["Status"]
