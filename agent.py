@@ -549,9 +549,11 @@ class AgentAuthError(Exception):
     """A request the agent refuses: unsigned, stale, replayed, badly signed, or from a server it is not paired with."""
 
 
-def signed_message(method: str, target: str, timestamp: str, nonce: str, public_key: str) -> bytes:
-    """What is signed: the whole request line plus freshness, bound to the signing key."""
-    return "\n".join(("portainer.py-agent-v1", method.upper(), target, timestamp, nonce, public_key)).encode()
+def signed_message(method: str, target: str, timestamp: str, nonce: str, public_key: str,
+                   target_node: str = "") -> bytes:
+    """What is signed: the request line, freshness, the node it is meant for, bound to the signing key."""
+    return "\n".join(("portainer.py-agent-v1", method.upper(), target, target_node, timestamp, nonce,
+                      public_key)).encode()
 
 
 def secret_proof(secret: str, message: bytes) -> str:
@@ -585,13 +587,13 @@ class RequestSigner:
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo).hex()
 
     def headers(self, method: str, target: str, secret: str = "", timestamp: int | None = None,
-                nonce: str | None = None) -> list[tuple[str, str]]:
+                nonce: str | None = None, target_node: str = "") -> list[tuple[str, str]]:
         from cryptography.hazmat.primitives import hashes
         from cryptography.hazmat.primitives.asymmetric import ec
 
         timestamp_text = str(int(time.time()) if timestamp is None else timestamp)
         nonce = nonce or secrets.token_hex(16)
-        message = signed_message(method, target, timestamp_text, nonce, self.public_key)
+        message = signed_message(method, target, timestamp_text, nonce, self.public_key, target_node)
         signature = self._key.sign(message, ec.ECDSA(hashes.SHA256()))
         headers = [(PUBLIC_KEY_HEADER, self.public_key), (SIGNATURE_HEADER, base64.b64encode(signature).decode()),
                    (TIMESTAMP_HEADER, timestamp_text), (NONCE_HEADER, nonce)]
@@ -634,7 +636,7 @@ class RequestVerifier:
                                  "(stale request, or the clocks of server and agent differ)")
         if nonce in self._seen_nonces:
             raise AgentAuthError("replayed request: this nonce was already used")
-        message = signed_message(method, target, timestamp, nonce, public_key)
+        message = signed_message(method, target, timestamp, nonce, public_key, headers.get(TARGET_HEADER, ""))
         try:
             key = serialization.load_der_public_key(bytes.fromhex(public_key))
             if not isinstance(key, ec.EllipticCurvePublicKey):
@@ -724,6 +726,7 @@ MANAGER_PATHS = re.compile(rf"^{API_VERSION}/(services|tasks|nodes|secrets|confi
 BROWSE_PATH = re.compile(r"^(?:/v2)?/browse/(ls|get|put|delete|rename)$")
 NODE_INFO_PATH = "/agent/node"
 UNREACHABLE_NODES_HEADER = "X-PortainerAgent-Unreachable-Nodes"
+NODE_PROOF_HEADER = "X-PortainerAgent-NodeProof"
 CLUSTER_REFRESH_SECONDS = 10.0
 
 
@@ -756,6 +759,7 @@ class Cluster:
         self.agent = agent
         self.members: dict[str, dict] = {}
         self._clients: dict[str, DockerClient] = {}
+        self._discovery_clients: dict[str, DockerClient] = {}
         self._checked_at = 0.0
         self._lock = asyncio.Lock()
         self._peer_tls = ssl.create_default_context()
@@ -764,25 +768,47 @@ class Cluster:
         self._peer_tls.verify_mode = ssl.CERT_NONE
 
     def client(self, address: str) -> DockerClient:
+        """Connections to a peer; with a secret, only to the certificate the peer proved it holds."""
         if address not in self._clients:
             async def open_peer() -> HttpConnection:
-                return HttpConnection(*await open_docker_stream(f"https://{address}", self._peer_tls, timeout=5))
+                reader, writer = await open_docker_stream(f"https://{address}", self._peer_tls, timeout=5)
+                if self.agent.config.secret:
+                    shown = der_fingerprint(writer.get_extra_info("ssl_object").getpeercert(binary_form=True))
+                    if shown != self.members.get(address, {}).get("CertificateFingerprint"):
+                        writer.close()
+                        self._checked_at = 0.0
+                        raise DockerUnreachable(f"the agent at {address} shows a certificate it has not proven")
+                return HttpConnection(reader, writer)
             self._clients[address] = DockerClient(open_peer)
         return self._clients[address]
 
+    def _discovery_client(self, address: str) -> DockerClient:
+        if address not in self._discovery_clients:
+            async def open_peer() -> HttpConnection:
+                return HttpConnection(*await open_docker_stream(f"https://{address}", self._peer_tls, timeout=5))
+            self._discovery_clients[address] = DockerClient(open_peer)
+        return self._discovery_clients[address]
+
     def close(self) -> None:
-        for client in self._clients.values():
+        for client in [*self._clients.values(), *self._discovery_clients.values()]:
             client.close()
 
     async def ask_node(self, address: str) -> dict | None:
-        headers = cluster_headers(self.agent.config.secret, "GET", NODE_INFO_PATH) if self.agent.config.secret else []
+        """The peer's node name, role and certificate; with a secret, its answer must prove the secret too."""
+        secret = self.agent.config.secret
+        headers = cluster_headers(secret, "GET", NODE_INFO_PATH) if secret else []
         try:
-            response = await self.client(address).request("GET", NODE_INFO_PATH, headers, timeout=5)
+            response = await self._discovery_client(address).request("GET", NODE_INFO_PATH, headers, timeout=5)
             async with response:
                 raw = await asyncio.wait_for(response.read(), 5)
             if response.status != 200:
                 log.warning("agent at %s refused to describe itself: %s", address, raw[:200])
                 return None
+            if secret:
+                expected = secret_proof(secret, dict(headers)[NONCE_HEADER].encode() + b"\n" + raw)
+                if not hmac.compare_digest(response.headers.get(NODE_PROOF_HEADER, ""), expected):
+                    log.warning("agent at %s does not prove the cluster secret; not trusted", address)
+                    return None
             return json.loads(raw)
         except (DockerUnreachable, asyncio.TimeoutError, ValueError) as exc:
             log.debug("agent at %s does not answer: %s", address, exc)
@@ -873,6 +899,7 @@ class Agent:
         pin_path = os.path.join(config.data, "server_key.pub") if config.data else None
         self.verifier = RequestVerifier(config.secret, pin_path)
         self.cluster = Cluster(self) if config.cluster_addr else None
+        self.certificate_fingerprint = ""
 
     async def _open_docker(self) -> HttpConnection:
         return HttpConnection(*await open_docker_stream(self.config.docker_host))
@@ -1069,9 +1096,14 @@ class Agent:
 
     async def handle_node_info(self, request: web.Request) -> web.Response:
         """Who this agent is, for the other agents of its cluster (they prove the secret when one is set)."""
+        node = {**await self.describe_node(), "CertificateFingerprint": self.certificate_fingerprint}
+        body = json.dumps(node).encode()
+        headers = {}
         if self.config.secret:
             verify_cluster_headers(self.config.secret, request.method, request.raw_path, request.headers)
-        return web.json_response(await self.describe_node())
+            headers[NODE_PROOF_HEADER] = secret_proof(self.config.secret,
+                                                      request.headers[NONCE_HEADER].encode() + b"\n" + body)
+        return web.Response(body=body, content_type="application/json", headers=headers)
 
 
 def _docker_message(raw: bytes, status: int) -> str:
@@ -1113,22 +1145,21 @@ def make_agent_app(agent: Agent) -> web.Application:
     return app
 
 
-def agent_tls_context(data: str) -> ssl.SSLContext:
-    """A certificate made at start; kept in the state directory when there is one, so its fingerprint holds."""
+def agent_tls_context(data: str) -> tuple[ssl.SSLContext, str]:
+    """A certificate made at start (kept in the state directory when there is one) and its fingerprint."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if data:
-        os.makedirs(data, mode=0o700, exist_ok=True)
-        cert_path, key_path = os.path.join(data, "agent-cert.pem"), os.path.join(data, "agent-key.pem")
+    with tempfile.TemporaryDirectory() as directory:
+        if data:
+            os.makedirs(data, mode=0o700, exist_ok=True)
+            directory = data
+        cert_path, key_path = os.path.join(directory, "agent-cert.pem"), os.path.join(directory, "agent-key.pem")
         if not (os.path.exists(cert_path) and os.path.exists(key_path)):
             create_self_signed_certificate(cert_path, key_path, "portainer.py agent")
         context.load_cert_chain(cert_path, key_path)
-        return context
-    with tempfile.TemporaryDirectory() as directory:
-        cert_path, key_path = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
-        create_self_signed_certificate(cert_path, key_path, "portainer.py agent")
-        context.load_cert_chain(cert_path, key_path)
-    return context
+        with open(cert_path) as f:
+            fingerprint = der_fingerprint(ssl.PEM_cert_to_DER_cert(f.read()))
+    return context, fingerprint
 
 
 def aiohttp_server_options() -> tuple[dict, dict]:
@@ -1149,11 +1180,11 @@ async def serve_agent(config: argparse.Namespace) -> None:
     with contextlib.suppress(AgentRequestError):
         await agent.describe_node()
     runner_options, site_options = aiohttp_server_options()
+    tls, agent.certificate_fingerprint = agent_tls_context(config.data)
     runner = web.AppRunner(make_agent_app(agent), **runner_options)
     await runner.setup()
     try:
-        await web.TCPSite(runner, config.host, config.port, ssl_context=agent_tls_context(config.data),
-                          **site_options).start()
+        await web.TCPSite(runner, config.host, config.port, ssl_context=tls, **site_options).start()
         log.info("agent %s for node %s (%s) serving https://%s:%s, Docker at %s%s", AGENT_VERSION, agent.node_name,
                  agent.node_role, config.host, config.port, config.docker_host,
                  f", cluster {config.cluster_addr}" if config.cluster_addr else "")

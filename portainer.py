@@ -570,8 +570,13 @@ class AgentConnector(DockerConnector):
                 "recorded when the environment was added; if the agent was reinstalled, add the environment again")
         return shared.HttpConnection(reader, writer)
 
-    def request_headers(self, method: str, target: str) -> list[tuple[str, str]]:
-        return self.signer.headers(method, target, self.secret)
+    async def request(self, method: str, target: str, headers=(), body=None, body_length=None,
+                      timeout: float | None = 30.0) -> shared.DockerResponse:
+        """Signed; the node a request targets is signed too, so it cannot be replayed on another node."""
+        headers = list(headers)
+        node = next((v for k, v in headers if k.lower() == shared.TARGET_HEADER.lower()), "")
+        headers += self.signer.headers(method, target, self.secret, target_node=node)
+        return await super().request(method, target, headers, body, body_length, timeout)
 
     async def snapshot_details(self) -> dict:
         async with await self.request("GET", "/ping", timeout=10) as response:
