@@ -724,7 +724,11 @@ API_VERSION = r"(?:/v\d+(?:\.\d+)?)?"
 FAN_OUT_PATHS = re.compile(rf"^{API_VERSION}/(containers/json|images/json|volumes|networks)$")
 MANAGER_PATHS = re.compile(rf"^{API_VERSION}/(services|tasks|nodes|secrets|configs|swarm)(/|$)")
 BROWSE_PATH = re.compile(r"^(?:/v2)?/browse/(ls|get|put|delete|rename)$")
+# Calls on one container or exec instance, found on whichever node has it when no target node is given.
+LOCATABLE_PATHS = re.compile(rf"^{API_VERSION}/(containers|exec)/([^/]+)(/|$)")
+NOT_AN_OBJECT_ID = frozenset({"json", "create", "prune"})
 NODE_INFO_PATH = "/agent/node"
+LOCATE_PATH = "/agent/locate"
 UNREACHABLE_NODES_HEADER = "X-PortainerAgent-Unreachable-Nodes"
 NODE_PROOF_HEADER = "X-PortainerAgent-NodeProof"
 CLUSTER_REFRESH_SECONDS = 10.0
@@ -830,6 +834,28 @@ class Cluster:
             self.members = members
             self._checked_at = time.monotonic()
 
+    async def locate(self, kind: str, object_id: str) -> str | None:
+        """The peer whose engine has this container or exec instance; None when it is here or nowhere."""
+        if await self.agent.has_object(kind, object_id):
+            return None
+        await self.refresh()
+        target = f"{LOCATE_PATH}?{urllib.parse.urlencode({'kind': kind, 'id': object_id})}"
+        secret = self.agent.config.secret
+
+        async def ask(address: str) -> bool:
+            headers = cluster_headers(secret, "GET", target) if secret else []
+            try:
+                async with await self.client(address).request("GET", target, headers, timeout=5) as response:
+                    return response.status == 200 and json.loads(await response.read()).get("Found") is True
+            except (DockerUnreachable, asyncio.TimeoutError, ValueError):
+                return False
+
+        addresses = [a for a, member in self.members.items() if member.get("Reachable")]
+        for address, found in zip(addresses, await asyncio.gather(*(ask(a) for a in addresses))):
+            if found:
+                return address
+        return None
+
     async def address_of(self, node_name: str) -> str:
         for attempt in range(2):
             await self.refresh(force=attempt > 0)
@@ -915,6 +941,15 @@ class Agent:
             raise AgentRequestError(response.status, _docker_message(raw, response.status))
         return json.loads(raw) if raw.strip() else None
 
+    async def has_object(self, kind: str, object_id: str) -> bool:
+        try:
+            target = f"/{kind}/{urllib.parse.quote(object_id, safe='')}/json"
+            async with await self.docker.request("GET", target, timeout=10) as response:
+                await response.read()
+                return response.status == 200
+        except (DockerUnreachable, asyncio.TimeoutError):
+            return False
+
     async def describe_node(self) -> dict:
         info = await self.docker_json("GET", "/info")
         swarm = info.get("Swarm") or {}
@@ -947,6 +982,10 @@ class Agent:
                 await self.cluster.refresh()
                 if self.node_role != "manager":
                     return await self.forward(request, await self.cluster.manager_address())
+            elif not browse and (located := LOCATABLE_PATHS.match(path)) and located.group(2) not in NOT_AN_OBJECT_ID:
+                address = await self.cluster.locate(located.group(1), located.group(2))
+                if address is not None:
+                    return await self.forward(request, address)
         if browse:
             return await self.browse(request, browse.group(1))
         return await self.relay_to_docker(request)
@@ -1106,6 +1145,16 @@ class Agent:
         return web.Response(body=body, content_type="application/json", headers=headers)
 
 
+    async def handle_locate(self, request: web.Request) -> web.Response:
+        """Whether this node's engine has a container or exec instance (asked by the other agents)."""
+        if self.config.secret:
+            verify_cluster_headers(self.config.secret, request.method, request.raw_path, request.headers)
+        kind = request.query.get("kind", "")
+        if kind not in ("containers", "exec"):
+            raise AgentRequestError(400, "kind is containers or exec")
+        return web.json_response({"Found": await self.has_object(kind, request.query.get("id", ""))})
+
+
 def _docker_message(raw: bytes, status: int) -> str:
     try:
         return json.loads(raw).get("message") or f"status {status}"
@@ -1133,6 +1182,7 @@ def make_agent_app(agent: Agent) -> web.Application:
     app = web.Application(middlewares=[agent_error_middleware])
     app.router.add_route("GET", "/ping", agent.handle_ping)
     app.router.add_route("GET", NODE_INFO_PATH, agent.handle_node_info)
+    app.router.add_route("GET", LOCATE_PATH, agent.handle_locate)
     app.router.add_route("*", "/{path:.*}", agent.handle)
 
     async def lifecycle(app: web.Application):

@@ -344,6 +344,9 @@ def test_killed_agent_takes_its_environment_down_and_a_restart_brings_it_back(ag
     agent_host.start()  # same state directory: same certificate, same paired server
     wait_until(lambda: status() == 1, timeout=8, message="environment up again")
     assert agent_server.api("GET", f"/api/endpoints/{agent_env}/docker/v1.41/version").status_code == 200
+    stranger = shared.RequestSigner(shared.load_or_create_signing_key(os.path.join(agent_server.data, "..",
+                                                                                   f"stranger-{SLOT}.pem")))
+    assert "already paired" in signed_get(agent_host, "/v1.41/version", stranger).json()["message"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -412,6 +415,18 @@ def test_swarm_exec_into_a_worker_container_by_target_node(agent_server, swarm):
     env = cli_env(agent_server, swarm["env"], {"X-PortainerAgent-Target": worker_name})
     seen = run_in_pty(["docker", "exec", "-it", name, "sh"], env, [b"echo on-$((40+2))\r", b"exit\r"], b"on-42")
     assert b"on-42" in seen
+
+
+def test_swarm_cli_reaches_a_worker_container_without_naming_the_node(agent_server, swarm):
+    name = f"ptpy-found-{SLOT}"
+    swarm["worker"].client().containers.run(BUSYBOX, ["sh", "-c", "echo from-the-worker; sleep 300"], name=name,
+                                            detach=True, labels={TEST_LABEL: "1"})
+    env = cli_env(agent_server, swarm["env"])
+    wait_until(lambda: "from-the-worker" in docker_cli(env, "logs", name).stdout, timeout=10, message="logs")
+    seen = run_in_pty(["docker", "exec", "-it", name, "sh"], env, [b"echo found-$((1+1))\r", b"exit\r"], b"found-2")
+    assert b"found-2" in seen
+    docker_cli(env, "rm", "-f", name)
+    assert not swarm["worker"].client().containers.list(all=True, filters={"name": name})
 
 
 def test_swarm_calls_go_to_a_manager_even_through_the_worker_agent(agent_server, swarm):
