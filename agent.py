@@ -341,11 +341,31 @@ async def request_body_stream(request: web.Request) -> AsyncIterator[bytes]:
         yield chunk
 
 
+async def upgrade_body_from_tail(request: web.Request, length: int) -> AsyncIterator[bytes]:
+    """aiohttp 3.8 switches protocols right after the head of an Upgrade request (`docker exec -it` sends a JSON
+    body with it): the body then lands in the protocol's tail, never in `request.content`."""
+    protocol, received = request.protocol, 0
+    deadline = asyncio.get_running_loop().time() + 30
+    while received < length:
+        tail = protocol._message_tail
+        if tail:
+            part = tail[:length - received]
+            protocol._message_tail = tail[len(part):]
+            received += len(part)
+            yield part
+        elif asyncio.get_running_loop().time() > deadline:
+            raise ConnectionResetError("the client did not send the body of its upgrade request")
+        else:
+            await asyncio.sleep(0.005)
+
+
 def request_body_for_relay(request: web.Request) -> tuple[AsyncIterator[bytes] | None, int | None]:
     """The incoming body as a stream plus its length when known (None, None when there is no body)."""
     if request.content_length is not None:
         if request.content_length == 0:
             return None, None
+        if is_upgrade_request(request) and getattr(request.protocol, "_upgrade", False) is True:
+            return upgrade_body_from_tail(request, request.content_length), request.content_length
         return request_body_stream(request), request.content_length
     if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
         return request_body_stream(request), None
