@@ -265,6 +265,22 @@ def test_agent_with_a_secret_accepts_only_servers_that_prove_it(agent_server, fr
         secret_agent.stop()
 
 
+def test_server_refuses_an_agent_whose_certificate_changed(agent_server, agent_host):
+    stateless = AgentProcess(agent_host.host, port=AGENT_PORT + 2).start()
+    try:
+        r = add_agent_environment(agent_server, "stateless", f"{agent_host.host.address}:{AGENT_PORT + 2}")
+        assert r.status_code == 200, r.text
+        env_id = r.json()["Id"]
+        assert agent_server.api("GET", f"/api/endpoints/{env_id}/docker/v1.41/version").status_code == 200
+        stateless.stop()
+        stateless.start()  # no state directory: a new certificate, which the server must not trust
+        r = agent_server.api("GET", f"/api/endpoints/{env_id}/docker/v1.41/version")
+        assert r.status_code == 502 and "certificate" in r.json()["details"]
+        agent_server.api("DELETE", f"/api/endpoints/{env_id}")
+    finally:
+        stateless.stop()
+
+
 def test_volume_browser_works_inside_the_volume_and_refuses_escapes(agent_server, agent_host, agent_env):
     remote = agent_host.host.client()
     volume = remote.volumes.create(f"ptpy-browse-{SLOT}", labels={TEST_LABEL: "1"})
