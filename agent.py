@@ -787,7 +787,7 @@ class Cluster:
         self._checked_at = 0.0
         self._lock = asyncio.Lock()
         self._peer_tls = ssl.create_default_context()
-        # Peers' certificates are made at their start; what authenticates a peer request is its signature.
+        # Peers make their own certificates: with a secret, `client` pins the one each peer proved it holds.
         self._peer_tls.check_hostname = False
         self._peer_tls.verify_mode = ssl.CERT_NONE
 
