@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "[PORTAINER_PROXY_TIMEOUT] (default 60)")
     p.add_argument("--hsts", action="store_true", default=_env_flag("PORTAINER_HSTS"),
                    help="send Strict-Transport-Security on HTTPS [PORTAINER_HSTS]")
+    p.add_argument("--agent-secret", default=_env("AGENT_SECRET", ""),
+                   help="secret proven to every agent that has AGENT_SECRET set; an environment may set its own "
+                        "[AGENT_SECRET]")
     return p
 
 
@@ -425,15 +428,7 @@ class Store:
                 await self._flusher
 
 
-def write_private_file(path: str, data: bytes) -> None:
-    """Write a secret (key, certificate key) readable by the owner only, atomically."""
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+write_private_file = shared.write_private_file
 
 
 # ================================================================================================================
@@ -461,28 +456,8 @@ def load_or_create_certificate(directory: str) -> tuple[str, str]:
     key_path = os.path.join(directory, "certs", "key.pem")
     if os.path.exists(cert_path) and os.path.exists(key_path):
         return cert_path, key_path
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
     os.makedirs(os.path.dirname(cert_path), mode=0o700, exist_ok=True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    hostname = socket.gethostname()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "portainer.py"),
-                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "portainer.py self-signed")])
-    valid_from = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=1)
-    alt_names = [x509.DNSName("localhost"), x509.DNSName(hostname)]
-    import ipaddress
-    alt_names.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(valid_from)
-            .not_valid_after(valid_from + datetime.timedelta(days=3650))
-            .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
-            .sign(key, hashes.SHA256()))
-    write_private_file(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                   serialization.NoEncryption()))
-    write_private_file(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    shared.create_self_signed_certificate(cert_path, key_path, "portainer.py")
     return cert_path, key_path
 
 
@@ -490,7 +465,7 @@ def certificate_fingerprint(cert_path: str) -> str:
     """SHA-256 of the certificate in DER form, hex: what an edge key pins."""
     with open(cert_path, "rb") as f:
         der = ssl.PEM_cert_to_DER_cert(f.read().decode())
-    return hashlib.sha256(der).hexdigest()
+    return shared.der_fingerprint(der)
 
 
 # ================================================================================================================
@@ -515,6 +490,10 @@ class DockerConnector:
 
     def request_headers(self, method: str, target: str) -> list[tuple[str, str]]:
         return []
+
+    async def snapshot_details(self) -> dict:
+        """Fields a kind adds to each snapshot (an agent adds its version)."""
+        return {}
 
     async def request(self, method: str, target: str, headers=(), body=None, body_length=None,
                       timeout: float | None = 30.0) -> shared.DockerResponse:
@@ -582,6 +561,50 @@ class SocketConnector(DockerConnector):
     async def open_connection(self) -> shared.HttpConnection:
         reader, writer = await shared.open_docker_stream(self.url, self.ssl_context)
         return shared.HttpConnection(reader, writer)
+
+
+class AgentConnector(DockerConnector):
+    """An agent.py on another node: TLS pinned to the certificate seen at creation, every request signed."""
+
+    def __init__(self, endpoint: dict, signer: shared.RequestSigner, default_secret: str):
+        super().__init__(endpoint)
+        self.url = endpoint["URL"]
+        self.fingerprint = (endpoint.get("Agent") or {}).get("CertificateFingerprint", "")
+        self.signer = signer
+        self.secret = endpoint.get("_AgentSecret") or default_secret
+
+    async def open_connection(self) -> shared.HttpConnection:
+        reader, writer, fingerprint = await open_agent_stream(self.url)
+        if fingerprint != self.fingerprint:
+            writer.close()
+            raise shared.DockerUnreachable(
+                f"the agent at {self.url} shows a certificate with SHA-256 {fingerprint}, not the {self.fingerprint} "
+                "recorded when the environment was added; if the agent was reinstalled, add the environment again")
+        return shared.HttpConnection(reader, writer)
+
+    async def request(self, method: str, target: str, headers=(), body=None, body_length=None,
+                      timeout: float | None = 30.0) -> shared.DockerResponse:
+        """Signed; the node a request targets is signed too, so it cannot be replayed on another node."""
+        headers = list(headers)
+        node = next((v for k, v in headers if k.lower() == shared.TARGET_HEADER.lower()), "")
+        headers += self.signer.headers(method, target, self.secret, target_node=node)
+        return await super().request(method, target, headers, body, body_length, timeout)
+
+    async def snapshot_details(self) -> dict:
+        async with await self.request("GET", "/ping", timeout=10) as response:
+            return {"AgentVersion": response.headers.get("Portainer-Agent", "")}
+
+
+async def open_agent_stream(url: str):
+    """A TLS stream to an agent and the SHA-256 fingerprint of the certificate it showed."""
+    parsed = urllib.parse.urlsplit(url)
+    context = ssl.create_default_context()
+    # Agents make their own certificates; trust comes from the fingerprint pinned at creation, checked by callers.
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    reader, writer = await shared.open_docker_stream(f"https://{parsed.hostname}:{parsed.port or 9001}", context)
+    der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+    return reader, writer, shared.der_fingerprint(der)
 
 
 # ================================================================================================================
@@ -663,6 +686,7 @@ class Environments:
                 connector.request_json("GET", "/volumes", timeout=10),
                 connector.request_json("GET", "/networks", timeout=10),
             )
+            details = await connector.snapshot_details()
         except (ApiError, ValueError) as exc:
             if self.status.get(endpoint_id) != STATUS_DOWN:
                 log.warning("environment %s is down: %s", endpoint_id, getattr(exc, "details", exc))
@@ -687,6 +711,7 @@ class Environments:
             "NetworkCount": len(networks or []),
             "StackCount": len(projects),
             "NodeCount": 1,
+            **details,
         }
         if self.status.get(endpoint_id) == STATUS_DOWN:
             log.info("environment %s is up", endpoint_id)
@@ -1049,6 +1074,10 @@ DOCKER_API_RULES: list[tuple[frozenset, re.Pattern, str, str | None]] = [
         ("POST", rf"/(secrets|configs)/{_ID}/update", WRITE, None),
         ("DELETE", rf"/(secrets|configs)/{_ID}", WRITE, None),
         ("GET POST DELETE", r"/plugins(/.*)?", ADMIN, None),
+        ("GET", r"(/v2)?/browse/(ls|get)", ADMIN, None),
+        ("POST PUT", r"(/v2)?/browse/put", ADMIN, None),
+        ("DELETE", r"(/v2)?/browse/delete", ADMIN, None),
+        ("PUT", r"(/v2)?/browse/rename", ADMIN, None),
     ]
 ]
 API_VERSION_PREFIX = re.compile(r"^/v\d+\.\d+(?=/)")
@@ -1605,6 +1634,52 @@ async def create_docker_endpoint(request: web.Request, endpoint: dict, fields: d
     endpoint["URL"] = normalise_docker_url(url, ENDPOINT_DOCKER)
 
 
+async def create_agent_endpoint(request: web.Request, endpoint: dict, fields: dict, files: dict) -> None:
+    """Reach the agent, record the fingerprint of its certificate (trusted from now on) and check it accepts us."""
+    url = fields.get("URL")
+    if not isinstance(url, str) or not url.strip():
+        raise BadRequest("URL is required: the agent's host:port, e.g. 10.0.0.5:9001")
+    endpoint["URL"] = normalise_docker_url(url, ENDPOINT_AGENT)
+    try:
+        reader, writer, fingerprint = await open_agent_stream(endpoint["URL"])
+    except shared.DockerUnreachable as exc:
+        raise BadGateway(f"cannot reach an agent at {endpoint['URL']}", str(exc)) from None
+    connection = shared.HttpConnection(reader, writer)
+    try:
+        await connection.send_head("GET", "/ping", [("Host", "agent"), ("Connection", "close")])
+        status, _, headers = await asyncio.wait_for(connection.read_head(), 10)
+    except (shared.DockerUnreachable, ConnectionError, asyncio.TimeoutError) as exc:
+        raise BadGateway(f"the agent at {endpoint['URL']} did not answer", str(exc)) from None
+    finally:
+        connection.close()
+    if status != 204 or "Portainer-Agent" not in headers:
+        raise BadRequest(f"{endpoint['URL']} is not a Portainer agent", f"GET /ping answered {status}")
+    endpoint["Agent"] = {"Version": headers["Portainer-Agent"], "CertificateFingerprint": fingerprint}
+    secret = fields.get("AgentSecret")
+    if isinstance(secret, str) and secret:
+        endpoint["_AgentSecret"] = secret
+    connector = AgentConnector(endpoint, request.app[AGENT_SIGNER], request.app[CONFIG].agent_secret)
+    try:
+        await connector.request_json("GET", "/version", timeout=15)
+    except ApiError as exc:
+        if exc.status == 403:
+            raise Forbidden(f"the agent refused this server: {exc.message}",
+                            "set the same AGENT_SECRET on both sides, or restart the agent to pair it anew") from None
+        raise
+    finally:
+        connector.close()
+
+
+def register_agent_kind(app: web.Application) -> None:
+    """Agent environments: how they are created and how the server connects to them."""
+    signer = shared.RequestSigner(shared.load_or_create_signing_key(
+        os.path.join(app[STORE].directory, "agent_signature.pem")))
+    app[AGENT_SIGNER] = signer
+    secret = app[CONFIG].agent_secret
+    app[ENVIRONMENTS].connector_kinds[ENDPOINT_AGENT] = lambda ep: AgentConnector(ep, signer, secret)
+    app[ENDPOINT_KINDS].creators[ENDPOINT_AGENT] = create_agent_endpoint
+
+
 class EndpointKinds:
     """What each EndpointCreationType needs at creation; the agent and edge kinds register themselves here."""
 
@@ -1878,6 +1953,7 @@ async function pageHome() {
   const eps = await api('GET', '/api/endpoints');
   const kinds = {1: 'Docker', 2: 'Agent', 4: 'Edge agent'};
   $app.innerHTML = shell(`<div class="toolbar"><h2 style="margin:0">Environments</h2><span class="spacer"></span>
+    ${me.Role === 1 ? '<a href="#/environments/new">Add environment</a>' : ''}
     <input id="q" placeholder="Search environments" aria-label="Search environments"></div>
     <div id="list"></div>`);
   bindShell();
@@ -1889,7 +1965,10 @@ async function pageHome() {
         <span class="badge">${kinds[ep.Type] || ep.Type}</span> <span class="muted">${esc(ep.URL)}</span>
         <div class="muted">Docker ${esc(s.DockerVersion || '?')} · ${s.RunningContainerCount ?? 0} running ·
         ${s.StoppedContainerCount ?? 0} stopped · ${s.ImageCount ?? 0} images · ${s.VolumeCount ?? 0} volumes ·
-        ${s.StackCount ?? 0} stacks</div></div>`; }).join('') || '<p class="muted">No environment matches.</p>'; };
+        ${s.StackCount ?? 0} stacks${s.AgentVersion ? ` · agent ${esc(s.AgentVersion)}` : ''} ·
+        <a href="#/env/${ep.Id}/volumes">volumes</a></div>
+        ${ep.Agent ? `<div class="muted">TLS certificate SHA-256 <code>${esc(ep.Agent.CertificateFingerprint)}</code></div>` : ''}
+        </div>`; }).join('') || '<p class="muted">No environment matches.</p>'; };
   document.getElementById('q').oninput = draw; draw();
 }
 async function pageContainers(id) {
@@ -1922,6 +2001,73 @@ async function pageContainers(id) {
       else await api('POST', `${base}/containers/${cid}/${b.dataset.act}`); } catch (e) { err.textContent = e.message; } }
     rows = await api('GET', `${base}/containers/json?all=1`); draw(); });
   draw();
+}
+async function pageAddEnvironment() {
+  $app.innerHTML = shell(`<div class="card"><h2>Add environment</h2><form id="f">
+    <label for="kind">Environment type</label><select id="kind"><option value="2">Agent (agent.py on the node, port 9001)</option>
+    <option value="1">Docker API (unix:// or tcp:// URL)</option></select>
+    <label for="n">Name</label><input id="n" required>
+    <label for="url">URL</label><input id="url" placeholder="10.0.0.5:9001" required>
+    <label for="secret">Agent secret (only when the agent runs with AGENT_SECRET)</label><input id="secret" type="password" autocomplete="off">
+    <div class="error" role="alert"></div><button class="primary">Add environment</button></form><div id="added"></div></div>`);
+  bindShell();
+  const f = document.getElementById('f');
+  f.onsubmit = async e => { e.preventDefault();
+    const body = {Name: f.n.value, EndpointCreationType: +f.kind.value, URL: f.url.value};
+    if (f.secret.value) body.AgentSecret = f.secret.value;
+    try { const ep = await api('POST', '/api/endpoints', body); formError(f, {message: ''});
+      document.getElementById('added').innerHTML = `<p>Added <a href="#/env/${ep.Id}/containers">${esc(ep.Name)}</a>.</p>` +
+        (ep.Agent ? `<p>Check that the agent's certificate has this SHA-256 fingerprint; it is trusted from now on:</p><pre>${esc(ep.Agent.CertificateFingerprint)}</pre>` : '');
+    } catch (err) { formError(f, err); } };
+}
+async function agentFetch(method, path, node, body) {
+  const headers = {}; if (node) headers['X-PortainerAgent-Target'] = node;
+  if (csrf && method !== 'GET') headers['X-CSRF-Token'] = csrf;
+  const r = await fetch(path, {method, headers, body, credentials: 'same-origin'});
+  if (!r.ok) { let msg = r.statusText; try { msg = (await r.json()).message || msg; } catch (e) {} const err = new Error(msg); err.status = r.status; throw err; }
+  return r;
+}
+async function pageVolumes(id) {
+  const data = await api('GET', `/api/endpoints/${id}/docker/volumes`);
+  const node = v => (v.Portainer && v.Portainer.Agent && v.Portainer.Agent.NodeName) || '';
+  $app.innerHTML = shell(`<div class="card"><h2>Volumes</h2><table><tr><th>Name</th><th>Driver</th><th>Node</th><th></th></tr>
+    ${(data.Volumes || []).map(v => `<tr><td>${esc(v.Name)}</td><td>${esc(v.Driver)}</td><td>${esc(node(v))}</td>
+    <td><a href="#/env/${id}/volumes/${encodeURIComponent(v.Name)}/browse?node=${encodeURIComponent(node(v))}">browse</a></td></tr>`).join('')}</table>
+    ${(data.Warnings || []).map(w => `<p class="error">${esc(w)}</p>`).join('')}
+    <p class="muted">Browsing works on agent environments.</p></div>`);
+  bindShell();
+}
+async function pageBrowse(id, volume, node, path) {
+  const base = `/api/endpoints/${id}/docker/v2/browse`;
+  const q = p => `volumeID=${encodeURIComponent(volume)}&path=${encodeURIComponent(p)}`;
+  const join = name => (path.endsWith('/') ? path : path + '/') + name;
+  const entries = await (await agentFetch('GET', `${base}/ls?${q(path)}`, node)).json();
+  const parent = path.replace(/\/[^/]*\/?$/, '') || '/';
+  $app.innerHTML = shell(`<div class="card"><h2>Volume ${esc(volume)}: ${esc(path)}</h2>
+    <div class="toolbar">${path !== '/' ? `<button id="up">Up</button>` : ''}<input type="file" id="file" aria-label="File to upload">
+    <button class="primary" id="upload">Upload here</button><div class="error" role="alert" id="err"></div></div>
+    <table><tr><th>Name</th><th>Size</th><th>Modified</th><th></th></tr>${entries.map((e, i) => `<tr>
+    <td>${e.Dir ? `<a href="#" data-open="${i}">${esc(e.Name)}/</a>` : esc(e.Name)}</td><td>${e.Dir ? '' : e.Size}</td>
+    <td>${new Date(e.ModTime * 1000).toLocaleString()}</td><td>${e.Dir ? '' : `<button data-get="${i}">Download</button>`}
+    <button data-ren="${i}">Rename</button> <button class="danger" data-del="${i}">Delete</button></td></tr>`).join('')}</table></div>`);
+  bindShell();
+  const again = p => pageBrowse(id, volume, node, p);
+  const err = document.getElementById('err');
+  const act = fn => async ev => { ev.preventDefault(); try { await fn(entries[ev.target.dataset.open ?? ev.target.dataset.get ?? ev.target.dataset.ren ?? ev.target.dataset.del]); } catch (e) { err.textContent = e.message; } };
+  const up = document.getElementById('up'); if (up) up.onclick = () => again(parent);
+  document.querySelectorAll('[data-open]').forEach(a => a.onclick = act(async e => again(join(e.Name))));
+  document.querySelectorAll('[data-get]').forEach(b => b.onclick = act(async e => {
+    const blob = await (await agentFetch('GET', `${base}/get?${q(join(e.Name))}`, node)).blob();
+    const a = document.createElement('a'); a.href = URL.createObjectURL(blob); a.download = e.Name; a.click(); URL.revokeObjectURL(a.href); }));
+  document.querySelectorAll('[data-del]').forEach(b => b.onclick = act(async e => {
+    if (!confirm(`Delete ${e.Name}?`)) return; await agentFetch('DELETE', `${base}/delete?${q(join(e.Name))}`, node); again(path); }));
+  document.querySelectorAll('[data-ren]').forEach(b => b.onclick = act(async e => {
+    const name = prompt('New name', e.Name); if (!name || name === e.Name) return;
+    await agentFetch('PUT', `${base}/rename?${q(join(e.Name))}&newPath=${encodeURIComponent(join(name))}`, node); again(path); }));
+  document.getElementById('upload').onclick = act(async () => {
+    const file = document.getElementById('file').files[0]; if (!file) return;
+    const form = new FormData(); form.append('file', file, file.name);
+    await agentFetch('POST', `${base}/put?${q(path)}`, node, form); again(path); });
 }
 async function pageAccount() {
   const keys = await api('GET', `/api/users/${me.Id}/tokens`);
@@ -1972,6 +2118,10 @@ async function route() {
     me = await api('GET', '/api/users/me');
     let m;
     if ((m = hash.match(/^#\/env\/(\d+)\/containers/))) return await pageContainers(m[1]);
+    if ((m = hash.match(/^#\/env\/(\d+)\/volumes\/([^/]+)\/browse(?:\?node=(.*))?$/)))
+      return await pageBrowse(m[1], decodeURIComponent(m[2]), decodeURIComponent(m[3] || ''), '/');
+    if ((m = hash.match(/^#\/env\/(\d+)\/volumes/))) return await pageVolumes(m[1]);
+    if (hash === '#/environments/new') return await pageAddEnvironment();
     if (hash === '#/account') return await pageAccount();
     if (hash === '#/users') return await pageUsers();
     if (hash === '#/settings') return await pageSettings();
@@ -2028,6 +2178,7 @@ CONFIG = app_key("config", argparse.Namespace)
 STORE = app_key("store", Store)
 ENVIRONMENTS = app_key("environments", Environments)
 ENDPOINT_KINDS = app_key("endpoint_kinds", EndpointKinds)
+AGENT_SIGNER = app_key("agent_signer", shared.RequestSigner)
 SESSIONS = app_key("sessions", Sessions)
 LOGIN_LIMIT = app_key("login_limit", LoginRateLimit)
 API_KEY_INDEX = app_key("api_key_index", dict)
@@ -2183,6 +2334,7 @@ def make_app(config: argparse.Namespace) -> web.Application:
     app[STORE] = store
     app[ENVIRONMENTS] = Environments(store, store.directory)
     app[ENDPOINT_KINDS] = EndpointKinds()
+    register_agent_kind(app)
     app[SESSIONS] = Sessions(load_or_create_secret(store.directory, "jwt.secret"), store)
     app[LOGIN_LIMIT] = LoginRateLimit()
     app[API_KEY_INDEX] = {}
@@ -2207,14 +2359,7 @@ def tls_context(config: argparse.Namespace) -> ssl.SSLContext:
 
 async def serve(config: argparse.Namespace) -> None:
     app = make_app(config)
-    runner_options: dict = {"access_log": None}
-    site_options: dict = {"reuse_address": True}
-    # aiohttp 3.8 (Debian 12) takes the shutdown timeout per site and always cancels handlers of a lost client.
-    if "shutdown_timeout" in inspect.signature(web.AppRunner.__init__).parameters:
-        runner_options["shutdown_timeout"] = 0.5
-        runner_options["handler_cancellation"] = True  # a client that goes away ends its proxied stream
-    else:
-        site_options["shutdown_timeout"] = 0.5
+    runner_options, site_options = shared.aiohttp_server_options()
     runner = web.AppRunner(app, **runner_options)
     await runner.setup()
     try:
