@@ -959,13 +959,44 @@ def user_team_ids(store: Store, user_id: int) -> set[int]:
     return {m["TeamID"] for m in store.data["team_memberships"].values() if m["UserID"] == user_id}
 
 
-def can_access_endpoint(store: Store, caller: Caller, endpoint: dict) -> bool:
+# Roles a user or team holds on one environment (Portainer Business Edition's RoleIds). A policy of
+# {"RoleId": 0}, what Portainer CE stores, means a standard user.
+ENV_ROLE_ADMIN, ENV_ROLE_OPERATOR, ENV_ROLE_HELPDESK, ENV_ROLE_STANDARD, ENV_ROLE_READ_ONLY = 1, 2, 3, 4, 5
+ENV_ROLE_NAMES = {ENV_ROLE_ADMIN: "Environment administrator", ENV_ROLE_OPERATOR: "Operator",
+                  ENV_ROLE_HELPDESK: "Helpdesk", ENV_ROLE_STANDARD: "Standard user",
+                  ENV_ROLE_READ_ONLY: "Read-only user"}
+# What a proxied Docker call does, from harmless to host-level; every rule below names one.
+READ, LOGS, OPERATE, CONSOLE, WRITE, ADMIN = "read", "logs", "operate", "console", "write", "admin"
+ROLE_ACTIONS: dict[int, frozenset] = {
+    ENV_ROLE_ADMIN: frozenset({READ, LOGS, OPERATE, CONSOLE, WRITE, ADMIN}),
+    ENV_ROLE_OPERATOR: frozenset({READ, LOGS, OPERATE, CONSOLE}),
+    ENV_ROLE_HELPDESK: frozenset({READ, LOGS}),
+    ENV_ROLE_STANDARD: frozenset({READ, LOGS, OPERATE, CONSOLE, WRITE}),
+    ENV_ROLE_READ_ONLY: frozenset({READ, LOGS}),
+}
+# Roles that see only the resources they or their teams own; the others see the whole environment.
+OWNERSHIP_BOUND_ROLES = frozenset({ENV_ROLE_STANDARD, ENV_ROLE_READ_ONLY})
+
+
+def policy_role(policy: Any) -> int:
+    role = policy.get("RoleId") if isinstance(policy, dict) else None
+    return role if role in ROLE_ACTIONS else ENV_ROLE_STANDARD
+
+
+def endpoint_role(store: Store, caller: Caller, endpoint: dict) -> int | None:
+    """The caller's role on an environment: their own policy first, else the strongest of their teams'."""
     if caller.is_admin:
-        return True
-    if str(caller.id) in (endpoint.get("UserAccessPolicies") or {}):
-        return True
+        return ENV_ROLE_ADMIN
+    own = (endpoint.get("UserAccessPolicies") or {}).get(str(caller.id))
+    if own is not None:
+        return policy_role(own)
     teams = endpoint.get("TeamAccessPolicies") or {}
-    return any(str(team_id) in teams for team_id in user_team_ids(store, caller.id))
+    roles = [policy_role(teams[str(t)]) for t in user_team_ids(store, caller.id) if str(t) in teams]
+    return min(roles) if roles else None
+
+
+def can_access_endpoint(store: Store, caller: Caller, endpoint: dict) -> bool:
+    return endpoint_role(store, caller, endpoint) is not None
 
 
 def endpoint_for_caller(request: web.Request, endpoint_id: int) -> dict:
@@ -976,27 +1007,52 @@ def endpoint_for_caller(request: web.Request, endpoint_id: int) -> dict:
     return endpoint
 
 
-READ, WRITE, ADMIN = "read", "write", "admin"
+def endpoint_security_settings(endpoint: dict) -> dict:
+    return {**DEFAULT_SECURITY_SETTINGS, **(endpoint.get("SecuritySettings") or {})}
+
+
+def bound_by_security_settings(store: Store, caller: Caller, endpoint: dict) -> bool:
+    """Administrators and environment administrators are trusted with the host; everyone else is checked."""
+    return endpoint_role(store, caller, endpoint) != ENV_ROLE_ADMIN
+
+
+def require_stack_management(request: web.Request, endpoint: dict) -> None:
+    """Refuse stack creation or change to a non-administrator unless the environment allows it."""
+    store, caller = request.app[STORE], caller_of(request)
+    role = endpoint_role(store, caller, endpoint)
+    if role is None:
+        raise Forbidden(f"you have no access to environment {endpoint['Id']}")
+    if WRITE not in ROLE_ACTIONS[role]:
+        raise Forbidden(f"your role on this environment ({ENV_ROLE_NAMES[role]}) cannot manage stacks")
+    if role != ENV_ROLE_ADMIN and not endpoint_security_settings(endpoint)["allowStackManagementForRegularUsers"]:
+        raise Forbidden("stack management is disabled for non-administrators on this environment",
+                        "an administrator can allow it in the environment's security settings")
+
+
 _ID = r"[^/]+"
 _NAME = r".+"  # image names and plugin names may hold slashes
-# (methods, path pattern after the /vX.Y prefix, level, body check). Anything not listed here is refused.
+# (methods, path pattern after the /vX.Y prefix, action, body check). Anything not listed here is refused;
+# a role may make a call only when its ROLE_ACTIONS hold the call's action.
 DOCKER_API_RULES: list[tuple[frozenset, re.Pattern, str, str | None]] = [
-    (frozenset(m.split()), re.compile(f"^{pattern}$"), level, check)
-    for m, pattern, level, check in [
+    (frozenset(m.split()), re.compile(f"^{pattern}$"), action, check)
+    for m, pattern, action, check in [
         ("GET HEAD", r"/_ping", READ, None),
         ("GET", r"/(version|info|events|system/df)", READ, None),
         ("GET", r"/containers/json", READ, None),
         ("POST", r"/containers/create", WRITE, "container"),
         ("POST", r"/containers/prune", ADMIN, None),
-        ("GET", rf"/containers/{_ID}/(json|top|logs|changes|export|stats)", READ, None),
+        ("GET", rf"/containers/{_ID}/(json|top|changes|export|stats)", READ, None),
+        ("GET", rf"/containers/{_ID}/logs", LOGS, None),
         ("GET HEAD", rf"/containers/{_ID}/archive", READ, None),
         ("PUT", rf"/containers/{_ID}/archive", WRITE, None),
-        ("POST", rf"/containers/{_ID}/(start|stop|restart|kill|pause|unpause|wait|resize|attach|rename)", WRITE,
-         None),
+        ("POST", rf"/containers/{_ID}/(start|stop|restart|kill|pause|unpause|resize)", OPERATE, None),
+        ("POST", rf"/containers/{_ID}/wait", READ, None),
+        ("POST", rf"/containers/{_ID}/attach", CONSOLE, None),
+        ("POST", rf"/containers/{_ID}/rename", WRITE, None),
         ("POST", rf"/containers/{_ID}/update", WRITE, "container_update"),
-        ("POST", rf"/containers/{_ID}/exec", WRITE, "exec"),
+        ("POST", rf"/containers/{_ID}/exec", CONSOLE, "exec"),
         ("DELETE", rf"/containers/{_ID}", WRITE, None),
-        ("POST", r"/exec/[^/]+/(start|resize)", WRITE, None),
+        ("POST", r"/exec/[^/]+/(start|resize)", CONSOLE, None),
         ("GET", r"/exec/[^/]+/json", READ, None),
         ("GET", r"/images/(json|search|get)", READ, None),
         ("POST", r"/images/(create|load)", WRITE, None),
@@ -1025,7 +1081,7 @@ DOCKER_API_RULES: list[tuple[frozenset, re.Pattern, str, str | None]] = [
         ("POST", r"/swarm/(init|join|leave|update|unlock)", ADMIN, None),
         ("GET", r"/(services|tasks|nodes|secrets|configs)", READ, None),
         ("GET", rf"/(services|tasks|nodes|secrets|configs)/{_ID}", READ, None),
-        ("GET", rf"/(services|tasks)/{_ID}/logs", READ, None),
+        ("GET", rf"/(services|tasks)/{_ID}/logs", LOGS, None),
         ("POST", r"/services/create", WRITE, "service"),
         ("POST", rf"/services/{_ID}/update", WRITE, "service"),
         ("DELETE", rf"/services/{_ID}", WRITE, None),
@@ -1042,11 +1098,11 @@ PROXY_PREFIX = re.compile(r"^/api/endpoints/[^/]+/docker")
 
 
 def docker_rule_for(method: str, path: str) -> tuple[str, str | None]:
-    """The access level and body check of a Docker API call; Forbidden for a call the proxy does not know."""
+    """The action and body check of a Docker API call; Forbidden for a call the proxy does not know."""
     bare = API_VERSION_PREFIX.sub("", path)
-    for methods, pattern, level, check in DOCKER_API_RULES:
+    for methods, pattern, action, check in DOCKER_API_RULES:
         if method in methods and pattern.match(bare):
-            return level, check
+            return action, check
     raise Forbidden(f"the Docker API call {method} {bare} is not allowed through this proxy")
 
 
@@ -1130,6 +1186,87 @@ BODY_CHECKS: dict[str, Callable[[dict, dict], list[str]]] = {
 }
 
 
+# Resource ownership, as Portainer's resource controls: what a non-administrator creates carries these labels,
+# and users bound by ownership see and touch only resources labelled with their id or one of their teams.
+OWNER_USERS_LABEL = "io.portainer.accesscontrol.users"
+OWNER_TEAMS_LABEL = "io.portainer.accesscontrol.teams"
+OWNED_KINDS = ("containers", "volumes", "networks", "services")
+LABELLED_CREATES = {"container": "Labels", "volume": "Labels", "network": "Labels", "service": "Labels"}
+SYSTEM_NETWORKS = frozenset({"bridge", "host", "none", "ingress", "docker_gwbridge"})
+NOT_RESOURCE_IDS = frozenset({"create", "json", "prune"})
+
+
+def ownership_labels(store: Store, caller: Caller) -> dict[str, str]:
+    """The labels that make a resource the caller's and their teams' (stacks use them for their services)."""
+    teams = ",".join(str(t) for t in sorted(user_team_ids(store, caller.id)))
+    labels = {OWNER_USERS_LABEL: str(caller.id)}
+    if teams:
+        labels[OWNER_TEAMS_LABEL] = teams
+    return labels
+
+
+def owns(store: Store, caller: Caller, labels: dict | None) -> bool:
+    labels = labels or {}
+    users = {u.strip() for u in str(labels.get(OWNER_USERS_LABEL, "")).split(",")}
+    teams = {t.strip() for t in str(labels.get(OWNER_TEAMS_LABEL, "")).split(",")}
+    return str(caller.id) in users or bool(teams & {str(t) for t in user_team_ids(store, caller.id)})
+
+
+def resource_labels(kind: str, item: dict) -> dict | None:
+    if kind == "containers":
+        return item.get("Labels") if "Labels" in item else (item.get("Config") or {}).get("Labels")
+    if kind == "services":
+        return (item.get("Spec") or {}).get("Labels")
+    return item.get("Labels")
+
+
+def visible_resource(store: Store, caller: Caller, kind: str, item: dict) -> bool:
+    if kind == "networks" and item.get("Name") in SYSTEM_NETWORKS:
+        return True
+    return owns(store, caller, resource_labels(kind, item))
+
+
+def filter_owned_list(store: Store, caller: Caller, kind: str) -> Callable[[bytes], bytes]:
+    """A rewrite for a list answer that keeps only the caller's resources."""
+    def rewrite(raw: bytes) -> bytes:
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return raw
+        if kind == "volumes" and isinstance(data, dict):
+            data["Volumes"] = [v for v in data.get("Volumes") or [] if visible_resource(store, caller, kind, v)]
+        elif isinstance(data, list):
+            data = [item for item in data if isinstance(item, dict) and visible_resource(store, caller, kind, item)]
+        return json.dumps(data).encode()
+    return rewrite
+
+
+async def require_resource_access(connector: DockerConnector, store: Store, caller: Caller, path: str) -> None:
+    """Refuse a call on one resource that belongs to another user or team (and on unowned ones)."""
+    parts = API_VERSION_PREFIX.sub("", path).strip("/").split("/")
+    if len(parts) < 2 or parts[1] in NOT_RESOURCE_IDS:
+        return
+    kind, resource_id = parts[0], parts[1]
+    if kind == "exec":
+        try:
+            exec_info = await connector.request_json("GET", f"/exec/{urllib.parse.quote(resource_id)}/json")
+        except ApiError:
+            return  # the engine answers the call itself with its own 404
+        kind, resource_id = "containers", exec_info.get("ContainerID", "")
+    if kind not in OWNED_KINDS:
+        return
+    inspect_path = f"/{kind}/{urllib.parse.quote(resource_id)}" + ("/json" if kind == "containers" else "")
+    try:
+        item = await connector.request_json("GET", inspect_path)
+    except ApiError as exc:
+        if exc.status == 404:
+            raise NotFound(f"no such {kind[:-1]}: {resource_id}") from None
+        raise
+    if not isinstance(item, dict) or not visible_resource(store, caller, kind, item):
+        raise Forbidden(f"access denied to {kind[:-1]} {resource_id}",
+                        "it belongs to another user or team; an administrator can share it")
+
+
 # ================================================================================================================
 # Docker proxy: /api/endpoints/{id}/docker/{path}, streamed both ways, upgrades passed through
 # ================================================================================================================
@@ -1138,15 +1275,24 @@ BODY_CHECKS: dict[str, Callable[[dict, dict], list[str]]] = {
 async def handle_docker_proxy(request: web.Request) -> web.StreamResponse:
     endpoint_id = path_id(request)
     endpoint = endpoint_for_caller(request, endpoint_id)
-    caller = caller_of(request)
+    store, caller = request.app[STORE], caller_of(request)
+    role = endpoint_role(store, caller, endpoint)
     # The engine gets the path and query exactly as the client encoded them; the rules see them decoded.
     target = PROXY_PREFIX.sub("", request.raw_path, count=1) or "/"
     path = urllib.parse.unquote(target.split("?", 1)[0])
     if ".." in path.split("/") or any(c in path for c in "\r\n\x00"):
         raise BadRequest("invalid Docker API path", "path segments '..' and control characters are not allowed")
-    level, check = docker_rule_for(request.method, path)
-    if level == ADMIN and not caller.is_admin:
-        raise Forbidden(f"{request.method} {API_VERSION_PREFIX.sub('', path)} is reserved for administrators")
+    action, check = docker_rule_for(request.method, path)
+    bare = API_VERSION_PREFIX.sub("", path)
+    if action not in ROLE_ACTIONS[role]:
+        if action == ADMIN:
+            raise Forbidden(f"{request.method} {bare} is reserved for administrators")
+        raise Forbidden(f"your role on this environment ({ENV_ROLE_NAMES[role]}) does not allow "
+                        f"{request.method} {bare}")
+    connector = request.app[ENVIRONMENTS].connector(endpoint_id)
+    ownership_bound = role in OWNERSHIP_BOUND_ROLES
+    if ownership_bound:
+        await require_resource_access(connector, store, caller, path)
     headers = shared.forwardable_request_headers(request)
     body, body_length = shared.request_body_for_relay(request)
     if check is not None:
@@ -1160,17 +1306,25 @@ async def handle_docker_proxy(request: web.Request) -> web.StreamResponse:
                 raise BadRequest("invalid JSON in request body", str(exc)) from None
             if not isinstance(parsed, dict):
                 raise BadRequest("request body must be a JSON object")
-            settings = {**DEFAULT_SECURITY_SETTINGS, **(endpoint.get("SecuritySettings") or {})}
-            problems = BODY_CHECKS[check](parsed, settings)
-            if problems:
-                raise Forbidden("not allowed for non-administrators on this environment: " + ", ".join(problems),
-                                "an administrator can allow it in the environment's security settings")
+            if bound_by_security_settings(store, caller, endpoint):
+                problems = BODY_CHECKS[check](parsed, endpoint_security_settings(endpoint))
+                if problems:
+                    raise Forbidden("not allowed for non-administrators on this environment: "
+                                    + ", ".join(problems),
+                                    "an administrator can allow it in the environment's security settings")
+            if check in LABELLED_CREATES:
+                labels = parsed.get(LABELLED_CREATES[check])
+                parsed[LABELLED_CREATES[check]] = {**(labels if isinstance(labels, dict) else {}),
+                                                   **ownership_labels(store, caller)}
+                raw = json.dumps(parsed).encode()
         body, body_length = (raw if raw else None), None
-    connector = request.app[ENVIRONMENTS].connector(endpoint_id)
+    rewrite = None
+    if ownership_bound and request.method == "GET" and bare.strip("/") in OWNED_KINDS + ("containers/json",):
+        rewrite = filter_owned_list(store, caller, bare.strip("/").split("/")[0])
     # Streams (logs -f, events, attach) stay open as long as the client wants; only the answer's head is timed.
     response = await connector.request(request.method, target, headers, body, body_length, timeout=300)
     try:
-        return await shared.relay_response(request, response)
+        return await shared.relay_response(request, response, rewrite_body=rewrite if response.status == 200 else None)
     except shared.DockerUnreachable as exc:
         log.info("stream from environment %s ended early: %s", endpoint_id, exc)
         raise ConnectionResetError(str(exc)) from None
@@ -1312,10 +1466,12 @@ def require_self_or_admin(request: web.Request, user_id: int) -> Caller:
 
 
 async def handle_users_list(request: web.Request) -> web.Response:
-    """All users (administrators); a standard user sees only themselves."""
+    """All users (administrators and team leaders); a standard user sees only themselves."""
     caller = caller_of(request)
     users = request.app[STORE].data["users"].values()
-    return json_response([user_view(u) for u in users if caller.is_admin or u["Id"] == caller.id])
+    # a team leader picks new members from everyone
+    everyone = caller.is_admin or is_team_leader(request.app[STORE], caller.id)
+    return json_response([user_view(u) for u in users if everyone or u["Id"] == caller.id])
 
 
 async def handle_user_create(request: web.Request) -> web.Response:
@@ -1470,6 +1626,189 @@ async def handle_token_delete(request: web.Request) -> web.Response:
     del store.data["api_keys"][str(key_id)]
     await store.commit()
     rebuild_api_key_index(request.app)
+    return web.Response(status=204)
+
+
+# ================================================================================================================
+# API handlers: teams and team memberships (a team leader manages their own team's members)
+# ================================================================================================================
+
+TEAM_LEADER, TEAM_MEMBER = 1, 2
+
+
+def get_team(store: Store, team_id: int) -> dict:
+    team = store.data["teams"].get(str(team_id))
+    if team is None:
+        raise NotFound(f"team {team_id} not found")
+    return team
+
+
+def is_team_leader(store: Store, user_id: int, team_id: int | None = None) -> bool:
+    return any(m["UserID"] == user_id and m["Role"] == TEAM_LEADER and team_id in (None, m["TeamID"])
+               for m in store.data["team_memberships"].values())
+
+
+def team_view(team: dict) -> dict:
+    return {"Id": team["Id"], "Name": team["Name"]}
+
+
+def membership_view(membership: dict) -> dict:
+    return {"Id": membership["Id"], "UserID": membership["UserID"], "TeamID": membership["TeamID"],
+            "Role": membership["Role"]}
+
+
+def check_team_name(store: Store, name: Any, team_id: int = 0) -> str:
+    if not isinstance(name, str) or not name.strip() or len(name) > 128:
+        raise BadRequest("Name must be a non-empty string of at most 128 characters")
+    if any(t["Name"].lower() == name.strip().lower() and t["Id"] != team_id for t in store.data["teams"].values()):
+        raise Conflict(f"a team named {name.strip()!r} already exists")
+    return name.strip()
+
+
+def add_membership(store: Store, user_id: int, team_id: int, role: int) -> dict:
+    get_user(store, user_id)
+    get_team(store, team_id)
+    if role not in (TEAM_LEADER, TEAM_MEMBER):
+        raise BadRequest("Role must be 1 (team leader) or 2 (member)")
+    if any(m["UserID"] == user_id and m["TeamID"] == team_id for m in store.data["team_memberships"].values()):
+        raise Conflict(f"user {user_id} is already a member of team {team_id}")
+    membership_id = store.next_id("team_memberships")
+    membership = {"Id": membership_id, "UserID": user_id, "TeamID": team_id, "Role": role}
+    store.data["team_memberships"][str(membership_id)] = membership
+    return membership
+
+
+async def handle_teams_list(request: web.Request) -> web.Response:
+    """All teams (administrators); other users see the teams they belong to."""
+    store, caller = request.app[STORE], caller_of(request)
+    mine = user_team_ids(store, caller.id)
+    return json_response([team_view(t) for t in sorted(store.data["teams"].values(), key=lambda t: t["Id"])
+                          if caller.is_admin or t["Id"] in mine])
+
+
+async def handle_team_create(request: web.Request) -> web.Response:
+    """Create a team {Name, TeamLeaders: [user ids]} (administrators)."""
+    require_admin(request)
+    store = request.app[STORE]
+    body = await read_json_object(request)
+    name = check_team_name(store, body.get("Name"))
+    leaders = field(body, "TeamLeaders", list, required=False, default=[])
+    for user_id in leaders:
+        if not isinstance(user_id, int):
+            raise BadRequest("TeamLeaders must be a list of user ids")
+        get_user(store, user_id)
+    team_id = store.next_id("teams")
+    team = {"Id": team_id, "Name": name}
+    store.data["teams"][str(team_id)] = team
+    for user_id in dict.fromkeys(leaders):
+        add_membership(store, user_id, team_id, TEAM_LEADER)
+    await store.commit()
+    return json_response(team_view(team))
+
+
+async def handle_team_inspect(request: web.Request) -> web.Response:
+    """One team (administrators and its members)."""
+    store, caller = request.app[STORE], caller_of(request)
+    team = get_team(store, path_id(request))
+    if not caller.is_admin and team["Id"] not in user_team_ids(store, caller.id):
+        raise Forbidden("you are not a member of this team")
+    return json_response(team_view(team))
+
+
+async def handle_team_update(request: web.Request) -> web.Response:
+    """Rename a team {Name} (administrators)."""
+    require_admin(request)
+    store = request.app[STORE]
+    team = get_team(store, path_id(request))
+    body = await read_json_object(request)
+    team["Name"] = check_team_name(store, body.get("Name"), team["Id"])
+    await store.commit()
+    return json_response(team_view(team))
+
+
+async def handle_team_delete(request: web.Request) -> web.Response:
+    """Delete a team, its memberships and its access to environments (administrators)."""
+    require_admin(request)
+    store = request.app[STORE]
+    team = get_team(store, path_id(request))
+    del store.data["teams"][str(team["Id"])]
+    for membership_id, membership in list(store.data["team_memberships"].items()):
+        if membership["TeamID"] == team["Id"]:
+            del store.data["team_memberships"][membership_id]
+    for endpoint in store.data["endpoints"].values():
+        (endpoint.get("TeamAccessPolicies") or {}).pop(str(team["Id"]), None)
+    await store.commit()
+    return web.Response(status=204)
+
+
+async def handle_team_memberships_of_team(request: web.Request) -> web.Response:
+    """The memberships of one team (administrators and the team's members)."""
+    store, caller = request.app[STORE], caller_of(request)
+    team = get_team(store, path_id(request))
+    if not caller.is_admin and team["Id"] not in user_team_ids(store, caller.id):
+        raise Forbidden("you are not a member of this team")
+    return json_response([membership_view(m) for m in store.data["team_memberships"].values()
+                          if m["TeamID"] == team["Id"]])
+
+
+def require_team_manager(request: web.Request, team_id: int, role: int) -> None:
+    """Administrators manage every team; a team leader adds and removes plain members of their own team."""
+    store, caller = request.app[STORE], caller_of(request)
+    if caller.is_admin:
+        return
+    if not is_team_leader(store, caller.id, team_id):
+        raise Forbidden("only administrators and the team's leaders manage its members")
+    if role == TEAM_LEADER:
+        raise Forbidden("only administrators make team leaders")
+
+
+async def handle_memberships_list(request: web.Request) -> web.Response:
+    """All team memberships (administrators); a team leader sees those of the teams they lead."""
+    store, caller = request.app[STORE], caller_of(request)
+    return json_response([membership_view(m) for m in store.data["team_memberships"].values()
+                          if caller.is_admin or is_team_leader(store, caller.id, m["TeamID"])])
+
+
+async def handle_membership_create(request: web.Request) -> web.Response:
+    """Add a user to a team {UserID, TeamID, Role: 1 leader | 2 member}."""
+    store = request.app[STORE]
+    body = await read_json_object(request)
+    user_id, team_id = field(body, "UserID", int), field(body, "TeamID", int)
+    role = field(body, "Role", int, required=False, default=TEAM_MEMBER)
+    require_team_manager(request, team_id, role)
+    membership = add_membership(store, user_id, team_id, role)
+    await store.commit()
+    return json_response(membership_view(membership))
+
+
+def get_membership(store: Store, membership_id: int) -> dict:
+    membership = store.data["team_memberships"].get(str(membership_id))
+    if membership is None:
+        raise NotFound(f"team membership {membership_id} not found")
+    return membership
+
+
+async def handle_membership_update(request: web.Request) -> web.Response:
+    """Change a membership's role {Role} (administrators)."""
+    require_admin(request)
+    store = request.app[STORE]
+    membership = get_membership(store, path_id(request))
+    body = await read_json_object(request)
+    role = field(body, "Role", int)
+    if role not in (TEAM_LEADER, TEAM_MEMBER):
+        raise BadRequest("Role must be 1 (team leader) or 2 (member)")
+    membership["Role"] = role
+    await store.commit()
+    return json_response(membership_view(membership))
+
+
+async def handle_membership_delete(request: web.Request) -> web.Response:
+    """Remove a user from a team (administrators, or a leader of that team for plain members)."""
+    store = request.app[STORE]
+    membership = get_membership(store, path_id(request))
+    require_team_manager(request, membership["TeamID"], membership["Role"])
+    del store.data["team_memberships"][str(membership["Id"])]
+    await store.commit()
     return web.Response(status=204)
 
 
@@ -1652,6 +1991,9 @@ async def handle_endpoint_update(request: web.Request) -> web.Response:
             for key, value in changes[policies].items():
                 if not str(key).isdigit() or not isinstance(value, dict):
                     raise BadRequest(f"{policies} must map ids to objects such as {{\"RoleId\": 0}}")
+                if value.get("RoleId", 0) not in (0, *ROLE_ACTIONS):
+                    raise BadRequest(f"RoleId must be one of 1 (environment administrator), 2 (operator), "
+                                     f"3 (helpdesk), 4 (standard user), 5 (read-only user)")
     security = body.get("SecuritySettings")
     if security is not None:
         if not isinstance(security, dict) or any(k not in DEFAULT_SECURITY_SETTINGS or not isinstance(v, bool)
@@ -2026,6 +2368,16 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("GET", "/api/users/{id}/tokens", handle_token_list),
     ("POST", "/api/users/{id}/tokens", handle_token_create),
     ("DELETE", "/api/users/{id}/tokens/{keyId}", handle_token_delete),
+    ("GET", "/api/teams", handle_teams_list),
+    ("POST", "/api/teams", handle_team_create),
+    ("GET", "/api/teams/{id}", handle_team_inspect),
+    ("PUT", "/api/teams/{id}", handle_team_update),
+    ("DELETE", "/api/teams/{id}", handle_team_delete),
+    ("GET", "/api/teams/{id}/memberships", handle_team_memberships_of_team),
+    ("GET", "/api/team_memberships", handle_memberships_list),
+    ("POST", "/api/team_memberships", handle_membership_create),
+    ("PUT", "/api/team_memberships/{id}", handle_membership_update),
+    ("DELETE", "/api/team_memberships/{id}", handle_membership_delete),
     ("GET", "/api/endpoints", handle_endpoints_list),
     ("POST", "/api/endpoints", handle_endpoint_create),
     ("POST", "/api/endpoints/snapshot", handle_endpoints_snapshot),
