@@ -14,6 +14,7 @@ import asyncio
 import base64
 import contextlib
 import copy
+import csv
 import dataclasses
 import datetime
 import fcntl
@@ -21,18 +22,22 @@ import gzip
 import hashlib
 import hmac
 import inspect
+import io
 import json
 import logging
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import ssl
 import sys
+import tarfile
 import time
 import urllib.parse
 import uuid
+import zlib
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
@@ -99,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="disable anonymous analytics entirely and hide the choice [PORTAINER_NO_ANALYTICS]")
     p.add_argument("--analytics-url", default=_env("PORTAINER_ANALYTICS_URL", ""),
                    help="where opted-in anonymous analytics are sent [PORTAINER_ANALYTICS_URL]")
+    p.add_argument("--analytics-interval", type=float,
+                   default=float(_env("PORTAINER_ANALYTICS_INTERVAL", 86400)),
+                   help="seconds between two sends of opted-in analytics [PORTAINER_ANALYTICS_INTERVAL] "
+                        "(default 86400, once a day)")
     p.add_argument("--log-level", default=_env("PORTAINER_LOG_LEVEL", "INFO"),
                    choices=["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"],
                    help="log verbosity [PORTAINER_LOG_LEVEL] (default INFO)")
@@ -263,6 +272,7 @@ DEFAULT_SETTINGS = {
     "LogoURL": "",
     "SnapshotInterval": "60s",
     "EdgeAgentCheckinInterval": 5,
+    "ActivityLogRetentionDays": 90,
 }
 
 
@@ -951,6 +961,175 @@ async def security_headers_middleware(request: web.Request, handler):
 
 
 # ================================================================================================================
+# Activity log: every state-changing request and every login, appended to a JSON-lines file by a background
+# batcher (the request path only appends to a list in memory)
+# ================================================================================================================
+
+
+class ActivityLog:
+    """Append-only log of activity and authentication entries in the data directory.
+
+    `record` queues an entry in memory; `run` (a background task) writes queued entries every second, or
+    sooner when many wait, with one fsync per batch, and drops entries older than the retention now and then.
+    """
+
+    FILE = "activity.jsonl"
+    FLUSH_INTERVAL = 1.0
+    BATCH = 500
+    COMPACT_INTERVAL = 3600.0
+
+    def __init__(self, directory: str, retention_days: Callable[[], int]):
+        self.path = os.path.join(directory, self.FILE)
+        self.retention_days = retention_days
+        self._pending: list[dict] = []
+        self._wake: asyncio.Event | None = None
+        self._lock: asyncio.Lock | None = None
+        self._last_id = 0
+
+    def record(self, entry: dict) -> None:
+        self._last_id = max(self._last_id + 1, time.time_ns() // 1000)
+        self._pending.append({"id": self._last_id, "timestamp": now(), **entry})
+        if len(self._pending) >= self.BATCH and self._wake is not None:
+            self._wake.set()
+
+    async def run(self) -> None:
+        self._wake, self._lock = asyncio.Event(), asyncio.Lock()
+        last_compaction = float("-inf")
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.FLUSH_INTERVAL)
+            self._wake.clear()
+            await self.flush()
+            if time.monotonic() - last_compaction > self.COMPACT_INTERVAL:
+                last_compaction = time.monotonic()
+                await self.compact()
+
+    async def flush(self) -> None:
+        if not self._pending:
+            return
+        async with self._lock or contextlib.nullcontext():
+            entries, self._pending = self._pending, []
+            payload = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries).encode()
+            try:
+                await asyncio.to_thread(self._append, payload)
+            except OSError as exc:
+                log.error("activity log write failed, %d entries lost: %s", len(entries), exc)
+
+    def _append(self, payload: bytes) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, payload)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    async def compact(self) -> None:
+        days = self.retention_days()
+        if days <= 0:
+            return
+        async with self._lock or contextlib.nullcontext():
+            try:
+                dropped = await asyncio.to_thread(self._drop_older_than, now() - days * 86400)
+            except OSError as exc:
+                log.error("activity log compaction failed: %s", exc)
+                return
+        if dropped:
+            log.info("activity log: removed %d entries older than %d days", dropped, days)
+
+    def _drop_older_than(self, cutoff: int) -> int:
+        try:
+            with open(self.path, "rb") as f:
+                lines = f.readlines()
+        except FileNotFoundError:
+            return 0
+        kept = [line for line in lines if self._timestamp(line) >= cutoff]
+        if len(kept) == len(lines):
+            return 0
+        tmp = self.path + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.writelines(kept)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        return len(lines) - len(kept)
+
+    @staticmethod
+    def _timestamp(line: bytes) -> int:
+        try:
+            return int(json.loads(line).get("timestamp", 0))
+        except (ValueError, AttributeError, TypeError):
+            return 0
+
+    async def entries(self, kind: str) -> list[dict]:
+        """Every stored entry of one kind ("activity" or "auth"), newest first, including those still queued."""
+        await self.flush()
+        return await asyncio.to_thread(self._read, kind)
+
+    def _read(self, kind: str) -> list[dict]:
+        found = []
+        try:
+            with open(self.path, "rb") as f:
+                for line in f:
+                    try:
+                        entry = json.loads(line)
+                    except ValueError:
+                        continue
+                    if isinstance(entry, dict) and entry.get("kind") == kind:
+                        found.append(entry)
+        except FileNotFoundError:
+            pass
+        found.reverse()
+        return found
+
+
+ENDPOINT_PATH = re.compile(r"^/api/endpoints/(\d+)(?:/|$)")
+UNLOGGED_PATHS = frozenset({"/api/auth", "/api/auth/logout"})  # these go to the authentication log
+
+
+def record_activity(request: web.Request, status: int) -> None:
+    caller = request.get(CALLER_KEY)
+    store = request.app[STORE]
+    endpoint_id, context = None, "Portainer"
+    match = ENDPOINT_PATH.match(request.path)
+    if match:
+        endpoint_id = int(match.group(1))
+        context = (store.data["endpoints"].get(match.group(1)) or {}).get("Name", f"environment {endpoint_id}")
+    request.app[ACTIVITY].record({
+        "kind": "activity", "userId": caller.id if caller else None,
+        "username": caller.user["Username"] if caller else "", "endpointId": endpoint_id, "context": context,
+        "method": request.method, "path": request.path, "action": f"{request.method} {request.path}",
+        "status": status, "origin": client_address(request)})
+
+
+def record_auth(request: web.Request, username: str, success: bool, kind: str = "login") -> None:
+    request.app[ACTIVITY].record({
+        "kind": "auth", "username": username[:128], "origin": client_address(request), "context": "Portainer",
+        "type": kind, "result": "success" if success else "failure"})
+
+
+@web.middleware
+async def activity_middleware(request: web.Request, handler):
+    """Record every state-changing API request, proxied Docker calls included, with its outcome."""
+    if request.method in ("GET", "HEAD", "OPTIONS") or not request.path.startswith("/api/") \
+            or request.path in UNLOGGED_PATHS:
+        return await handler(request)
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    except (ConnectionResetError, asyncio.CancelledError):
+        status = 499  # the client went away before the answer was complete
+        raise
+    finally:
+        record_activity(request, status)
+
+
+# ================================================================================================================
 # Access rules: who may reach an environment, and which Docker API calls pass the proxy (deny by default)
 # ================================================================================================================
 
@@ -1425,8 +1604,10 @@ async def handle_auth(request: web.Request) -> web.Response:
     if not user or not valid:
         limiter.failed(address)
         log.info("failed login for %r from %s", username[:64], address)
+        record_auth(request, username, False)
         raise Unauthorized("invalid credentials")
     limiter.succeeded(address)
+    record_auth(request, user["Username"], True)
     lifetime = parse_duration(store.data["settings"].get("UserSessionTimeout", "8h"))
     token, claims = request.app[SESSIONS].issue(user, lifetime)
     csrf = request.app[SESSIONS].csrf_token(claims)
@@ -1441,6 +1622,7 @@ async def handle_logout(request: web.Request) -> web.Response:
     caller = caller_of(request)
     if caller.claims:
         await request.app[SESSIONS].revoke(caller.claims)
+    record_auth(request, caller.user["Username"], True, "logout")
     response = web.Response(status=204)
     response.del_cookie(SESSION_COOKIE, path="/")
     return response
@@ -2053,7 +2235,7 @@ async def handle_endpoints_snapshot(request: web.Request) -> web.Response:
 # ================================================================================================================
 
 SETTINGS_TYPES = {"UserSessionTimeout": str, "EnableTelemetry": bool, "LogoURL": str, "SnapshotInterval": str,
-                  "EdgeAgentCheckinInterval": int}
+                  "EdgeAgentCheckinInterval": int, "ActivityLogRetentionDays": int}
 
 
 def current_settings(store: Store) -> dict:
@@ -2086,12 +2268,368 @@ async def handle_settings_update(request: web.Request) -> web.Response:
         field(body, name, kind, required=False)
     if "UserSessionTimeout" in body and not re.fullmatch(r"\d+[smhd]?", body["UserSessionTimeout"]):
         raise BadRequest("UserSessionTimeout must look like 8h, 30m or 3600s")
+    if not 0 <= body.get("ActivityLogRetentionDays", 0) <= 36500:
+        raise BadRequest("ActivityLogRetentionDays must be between 0 (keep forever) and 36500")
     if body.get("EnableTelemetry") and request.app[CONFIG].no_analytics:
         raise BadRequest("analytics are disabled by --no-analytics")
     store = request.app[STORE]
     store.data["settings"].update(body)
     await store.commit()
     return json_response(current_settings(store))
+
+
+# ================================================================================================================
+# API handlers: activity and authentication logs (administrators)
+# ================================================================================================================
+
+ACTIVITY_COLUMNS = {
+    "activity": ("timestamp", "username", "context", "method", "path", "status", "origin"),
+    "auth": ("timestamp", "username", "origin", "context", "type", "result"),
+}
+MAX_LOG_PAGE = 1000
+
+
+def csv_cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    # a spreadsheet would run a cell starting with these as a formula
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def activity_csv(kind: str, entries: list[dict]) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    columns = ACTIVITY_COLUMNS[kind]
+    writer.writerow(columns)
+    for entry in entries:
+        row = dict(entry)
+        row["timestamp"] = datetime.datetime.fromtimestamp(entry.get("timestamp", 0), datetime.timezone.utc) \
+            .strftime("%Y-%m-%dT%H:%M:%SZ")
+        writer.writerow([csv_cell(row.get(c)) for c in columns])
+    return out.getvalue().encode()
+
+
+async def activity_answer(request: web.Request, kind: str, export_csv: bool) -> web.Response:
+    require_admin(request)
+    entries = await request.app[ACTIVITY].entries(kind)
+    keyword = request.query.get("keyword", "").strip().lower()
+    columns = ACTIVITY_COLUMNS[kind]
+    if keyword:
+        entries = [e for e in entries if keyword in " ".join(str(e.get(c, "")) for c in columns).lower()]
+    after, before = query_int(request, "after", 0), query_int(request, "before", 0)
+    if after:
+        entries = [e for e in entries if e.get("timestamp", 0) >= after]
+    if before:
+        entries = [e for e in entries if e.get("timestamp", 0) <= before]
+    if export_csv or request.query.get("export") == "csv":
+        name = "activity-logs" if kind == "activity" else "authentication-logs"
+        return web.Response(body=activity_csv(kind, entries), content_type="text/csv", charset="utf-8",
+                            headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
+    total = len(entries)
+    offset = query_int(request, "offset", 0)
+    limit = min(query_int(request, "limit", 100) or 100, MAX_LOG_PAGE)
+    return json_response({"logs": entries[offset:offset + limit], "totalCount": total},
+                         headers={"X-Total-Count": str(total)})
+
+
+async def handle_activity_logs(request: web.Request) -> web.Response:
+    """Activity log, newest first: ?keyword=&offset=&limit=&after=&before=, ?export=csv for CSV."""
+    return await activity_answer(request, "activity", False)
+
+
+async def handle_activity_logs_csv(request: web.Request) -> web.Response:
+    """Activity log as CSV (same filters)."""
+    return await activity_answer(request, "activity", True)
+
+
+async def handle_auth_logs(request: web.Request) -> web.Response:
+    """Authentication log (logins and logouts, successes and failures, with client address)."""
+    return await activity_answer(request, "auth", False)
+
+
+async def handle_auth_logs_csv(request: web.Request) -> web.Response:
+    """Authentication log as CSV (same filters)."""
+    return await activity_answer(request, "auth", True)
+
+
+# ================================================================================================================
+# API handlers: backup and restore of the data directory (AES-256-GCM with a scrypt key when a password is given)
+# ================================================================================================================
+
+BACKUP_MAGIC = b"PTPYBKUP"
+BACKUP_VERSION = 1
+BACKUP_SALT_SIZE = 16
+BACKUP_NONCE_SIZE = 12
+BACKUP_SCRYPT = {"n": 2 ** 15, "r": 8, "p": 1}
+BACKUP_HEADER_SIZE = len(BACKUP_MAGIC) + 1 + BACKUP_SALT_SIZE + BACKUP_NONCE_SIZE
+MAX_BACKUP_SIZE = 512 * 1024 * 1024
+# Never in a backup: the lock belongs to the running process, temporary files are half-written.
+BACKUP_SKIPPED = re.compile(r"^(portainer\.lock|portainer\.json(\.bak)?|.*\.tmp(\.\d+)?|\.restore-.*)$")
+RESTORE_STAGING = ".restore-staging"
+RESTORE_OLD = ".restore-old"
+
+
+def backup_key(password: str, salt: bytes) -> bytes:
+    return hashlib.scrypt(password.encode(), salt=salt, maxmem=64 * 1024 * 1024, dklen=32, **BACKUP_SCRYPT)
+
+
+def encrypt_backup(archive: bytes, password: str) -> bytes:
+    """magic | version | salt | nonce | AES-256-GCM(archive), the header authenticated as associated data."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    salt, nonce = secrets.token_bytes(BACKUP_SALT_SIZE), secrets.token_bytes(BACKUP_NONCE_SIZE)
+    header = BACKUP_MAGIC + bytes([BACKUP_VERSION]) + salt + nonce
+    return header + AESGCM(backup_key(password, salt)).encrypt(nonce, archive, header)
+
+
+def decrypt_backup(blob: bytes, password: str) -> bytes:
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    if len(blob) < BACKUP_HEADER_SIZE + 16 or blob[len(BACKUP_MAGIC)] != BACKUP_VERSION:
+        raise BadRequest("the backup file is damaged or of an unknown version")
+    header = blob[:BACKUP_HEADER_SIZE]
+    salt = header[len(BACKUP_MAGIC) + 1:len(BACKUP_MAGIC) + 1 + BACKUP_SALT_SIZE]
+    nonce = header[-BACKUP_NONCE_SIZE:]
+    try:
+        return AESGCM(backup_key(password, salt)).decrypt(nonce, blob[BACKUP_HEADER_SIZE:], header)
+    except InvalidTag:
+        raise BadRequest("the backup could not be decrypted: wrong password or a damaged file",
+                         "nothing was changed") from None
+
+
+def build_backup_archive(directory: str, store_document: bytes) -> bytes:
+    """tar.gz of the data directory, with the store as it is in memory instead of the file on disk."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        info = tarfile.TarInfo(Store.FILE)
+        info.size, info.mtime, info.mode = len(store_document), now(), 0o600
+        tar.addfile(info, io.BytesIO(store_document))
+        for root, dirs, files in os.walk(directory):
+            dirs[:] = sorted(d for d in dirs if not BACKUP_SKIPPED.match(d))
+            for name in sorted(files):
+                relative = os.path.relpath(os.path.join(root, name), directory)
+                if BACKUP_SKIPPED.match(name) or os.path.islink(os.path.join(root, name)):
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    tar.add(os.path.join(root, name), arcname=relative, recursive=False)
+    return buffer.getvalue()
+
+
+async def handle_backup(request: web.Request) -> web.Response:
+    """Download a backup of the data directory {password}; with a password it is encrypted (administrators)."""
+    require_admin(request)
+    body = await read_json(request) if request.content_length else {}
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    password = field(body, "password", str, required=False, default="")
+    store = request.app[STORE]
+    await request.app[ACTIVITY].flush()
+    document = json.dumps(store.data, separators=(",", ":")).encode()  # one consistent moment of the store
+    archive = await asyncio.to_thread(build_backup_archive, store.directory, document)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d_%H-%M-%S")
+    name = f"portainer-backup_{stamp}.tar.gz"
+    if password:
+        archive = await asyncio.to_thread(encrypt_backup, archive, password)
+        name += ".enc"
+    return web.Response(body=archive, content_type="application/octet-stream",
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+def validated_backup_members(archive: bytes) -> tuple[dict, dict[str, bytes]]:
+    """The store document and every file of a backup, checked before anything on disk is touched."""
+    files: dict[str, bytes] = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+            for member in tar:
+                name = os.path.normpath(member.name)
+                if member.isdir():
+                    continue
+                if not member.isfile() or name.startswith(("/", "..")) or "/../" in f"/{name}/" \
+                        or BACKUP_SKIPPED.match(os.path.basename(name)) and name != Store.FILE:
+                    raise BadRequest(f"the backup holds an entry that is not allowed: {member.name[:100]!r}")
+                files[name] = tar.extractfile(member).read()
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        raise BadRequest("the file is not a portainer.py backup (not a readable tar.gz)", str(exc)) from None
+    if Store.FILE not in files:
+        raise BadRequest(f"the backup has no {Store.FILE}")
+    try:
+        document = json.loads(files.pop(Store.FILE))
+        if not isinstance(document, dict):
+            raise ValueError("not a JSON object")
+        document = Store.migrate(document)
+    except (ValueError, SystemExit) as exc:
+        raise BadRequest("the backup's store cannot be read", str(exc)) from None
+    for collection in ("users", "endpoints"):
+        if not isinstance(document.get(collection), dict):
+            raise BadRequest(f"the backup's store has no {collection}")
+    return document, files
+
+
+def stage_restore(directory: str, document: dict, files: dict[str, bytes]) -> str:
+    staging = os.path.join(directory, RESTORE_STAGING)
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging, mode=0o700)
+    for name, content in files.items():
+        path = os.path.join(staging, name)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        write_private_file(path, content)
+    write_private_file(os.path.join(staging, Store.FILE), json.dumps(document, separators=(",", ":")).encode())
+    return staging
+
+
+def swap_in_restore(directory: str, staging: str) -> str:
+    """Move the staged top-level entries into place, the replaced ones aside (renames only, no copying)."""
+    old = os.path.join(directory, RESTORE_OLD)
+    shutil.rmtree(old, ignore_errors=True)
+    os.makedirs(old, mode=0o700)
+    for name in os.listdir(staging):
+        target = os.path.join(directory, name)
+        if os.path.lexists(target):
+            os.replace(target, os.path.join(old, name))
+        os.replace(os.path.join(staging, name), target)
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(os.path.join(directory, Store.FILE + ".bak"), os.path.join(old, Store.FILE + ".bak"))
+    os.rmdir(staging)
+    return old
+
+
+@public
+async def handle_restore(request: web.Request) -> web.Response:
+    """Restore a backup (multipart file, password): on a fresh instance within the set-up window, or by an
+    administrator. A wrong password or a damaged file changes nothing."""
+    app, store = request.app, request.app[STORE]
+    if admin_exists(store):
+        request[CALLER_KEY] = authenticate(request)
+        require_admin(request)
+    elif time.monotonic() - app[STARTED_AT] > app[CONFIG].admin_init_window:
+        raise Forbidden("the set-up window has closed; restart portainer.py to restore onto this fresh instance")
+    if not request.content_type.startswith("multipart/"):
+        raise BadRequest("send the backup as multipart/form-data with fields 'file' and 'password'")
+    blob, password = b"", ""
+    reader = await request.multipart()
+    async for part in reader:
+        if part.name == "file":
+            while chunk := await part.read_chunk(1024 * 1024):
+                blob += chunk
+                if len(blob) > MAX_BACKUP_SIZE:
+                    raise PayloadTooLarge(f"a backup may be at most {MAX_BACKUP_SIZE} bytes")
+        elif part.name == "password":
+            password = (await part.read(decode=True)).decode(errors="replace")[:1024]
+    if not blob:
+        raise BadRequest("no backup file was sent (field 'file')")
+    if blob.startswith(BACKUP_MAGIC):
+        if not password:
+            raise BadRequest("this backup is encrypted: give its password")
+        blob = await asyncio.to_thread(decrypt_backup, blob, password)
+    elif password:
+        raise BadRequest("a password was given but this backup is not encrypted")
+    document, files = await asyncio.to_thread(validated_backup_members, blob)
+    staging = await asyncio.to_thread(stage_restore, store.directory, document, files)
+    await store.drain()
+    await app[ACTIVITY].flush()
+    # From here to the reload nothing awaits, so no request sees or writes a half-restored state.
+    old = swap_in_restore(store.directory, staging)
+    store.load()
+    app[SESSIONS].key = load_or_create_secret(store.directory, "jwt.secret")
+    rebuild_api_key_index(app)
+    environments = app[ENVIRONMENTS]
+    environments.close()
+    environments.status.clear()
+    environments.snapshots.clear()
+    await asyncio.to_thread(shutil.rmtree, old, True)
+    asyncio.ensure_future(environments.snapshot_all())
+    log.info("restored a backup: %d users, %d environments", len(store.data["users"]), len(store.data["endpoints"]))
+    return web.Response(status=204)
+
+
+# ================================================================================================================
+# Analytics: off unless an administrator opts in; anonymous counts in buckets, shown before they are sent
+# ================================================================================================================
+
+COUNT_BUCKETS = ((0, "0"), (5, "1-5"), (20, "6-20"), (100, "21-100"))
+ENDPOINT_TYPE_NAMES = {ENDPOINT_DOCKER: "docker", ENDPOINT_AGENT: "agent", ENDPOINT_EDGE: "edge"}
+ANALYTICS_TIMEOUT = 5.0
+
+
+def count_bucket(count: int) -> str:
+    return next((label for limit, label in COUNT_BUCKETS if count <= limit), "100+")
+
+
+def analytics_enabled(app: web.Application) -> bool:
+    config = app[CONFIG]
+    return bool(config.analytics_url) and not config.no_analytics and \
+        bool(current_settings(app[STORE])["EnableTelemetry"])
+
+
+def analytics_payload(app: web.Application) -> dict:
+    """Exactly what is sent: no names, addresses, images or ids of anything but this random instance id."""
+    store, environments = app[STORE], app[ENVIRONMENTS]
+    analytics = store.data.setdefault("analytics", {})
+    analytics.setdefault("InstanceID", str(uuid.uuid4()))  # not the public instance id: it cannot be linked
+    by_type: dict[str, int] = {}
+    for endpoint in store.data["endpoints"].values():
+        kind = ENDPOINT_TYPE_NAMES.get(endpoint["Type"], f"type{endpoint['Type']}")
+        by_type[kind] = by_type.get(kind, 0) + 1
+    snapshots = environments.snapshots.values()
+    return {
+        "instanceId": analytics["InstanceID"],
+        "version": VERSION,
+        "environments": {kind: count_bucket(n) for kind, n in sorted(by_type.items())},
+        "containers": count_bucket(sum(s.get("ContainerCount", 0) for s in snapshots)),
+        "stacks": count_bucket(sum(s.get("StackCount", 0) for s in snapshots)),
+        "users": count_bucket(len(store.data["users"])),
+    }
+
+
+async def send_analytics(app: web.Application) -> bool:
+    """One attempt, short timeout; a failure is one DEBUG line and waits for the next interval."""
+    import aiohttp
+    store = app[STORE]
+    payload = analytics_payload(app)
+    store.data["analytics"]["LastSent"] = now()
+    app[ANALYTICS_STATE]["last_sent"] = time.monotonic()
+    try:
+        timeout = aiohttp.ClientTimeout(total=ANALYTICS_TIMEOUT)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            async with session.post(app[CONFIG].analytics_url, json=payload) as response:
+                ok = response.status < 300
+                if not ok:
+                    log.debug("analytics not accepted: %s answered %s", app[CONFIG].analytics_url, response.status)
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+        log.debug("analytics not sent to %s: %s", app[CONFIG].analytics_url, exc or type(exc).__name__)
+        ok = False
+    await store.commit()
+    return ok
+
+
+async def analytics_loop(app: web.Application) -> None:
+    interval = app[CONFIG].analytics_interval
+    state = app[ANALYTICS_STATE]
+    stored = app[STORE].data.get("analytics", {}).get("LastSent", 0)
+    state.setdefault("last_sent", time.monotonic() - max(0, now() - stored))
+    while True:
+        await asyncio.sleep(min(interval, 60))
+        if analytics_enabled(app) and time.monotonic() - state["last_sent"] >= interval:
+            await send_analytics(app)
+
+
+async def handle_telemetry_preview(request: web.Request) -> web.Response:
+    """What analytics would send, exactly, and whether and where they are sent (administrators)."""
+    require_admin(request)
+    app = request.app
+    return json_response({"Enabled": analytics_enabled(app), "Available": not app[CONFIG].no_analytics,
+                          "URL": app[CONFIG].analytics_url,
+                          "LastSent": app[STORE].data.get("analytics", {}).get("LastSent", 0),
+                          "Payload": analytics_payload(app)})
+
+
+async def handle_telemetry_send(request: web.Request) -> web.Response:
+    """Send analytics now, when opted in (administrators); answers what was sent."""
+    require_admin(request)
+    app = request.app
+    if not analytics_enabled(app):
+        raise Conflict("analytics are off: opt in in the settings (and set --analytics-url)")
+    payload = analytics_payload(app)
+    sent = await send_analytics(app)
+    return json_response({"Sent": sent, "Payload": payload})
 
 
 # ================================================================================================================
@@ -2347,6 +2885,8 @@ LOGIN_LIMIT = app_key("login_limit", LoginRateLimit)
 API_KEY_INDEX = app_key("api_key_index", dict)
 STARTED_AT = app_key("started_at", float)
 ASSETS = app_key("assets", dict)
+ACTIVITY = app_key("activity", ActivityLog)
+ANALYTICS_STATE = app_key("analytics_state", dict)
 CALLER_KEY = "caller"
 DUMMY_HASH = "scrypt$32768$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
 
@@ -2386,6 +2926,14 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("DELETE", "/api/endpoints/{id}", handle_endpoint_delete),
     ("POST", "/api/endpoints/{id}/snapshot", handle_endpoint_snapshot),
     ("*", "/api/endpoints/{id}/docker/{path:.*}", handle_docker_proxy),
+    ("GET", "/api/useractivity/logs", handle_activity_logs),
+    ("GET", "/api/useractivity/logs.csv", handle_activity_logs_csv),
+    ("GET", "/api/useractivity/authlogs", handle_auth_logs),
+    ("GET", "/api/useractivity/authlogs.csv", handle_auth_logs_csv),
+    ("POST", "/api/backup", handle_backup),
+    ("POST", "/api/restore", handle_restore),
+    ("GET", "/api/telemetry/preview", handle_telemetry_preview),
+    ("POST", "/api/telemetry/send", handle_telemetry_send),
     ("GET", "/api/settings", handle_settings_get),
     ("PUT", "/api/settings", handle_settings_update),
     ("GET", "/api/settings/public", handle_settings_public),
@@ -2465,12 +3013,41 @@ async def server_lifecycle(app: web.Application):
     app[STORE].release()
 
 
+def tighten_data_permissions(directory: str) -> None:
+    """The server's own files are the owner's only: 0600 files, 0700 directories, whatever made them."""
+    os.chmod(directory, 0o700)
+    for root, dirs, files in os.walk(directory):
+        for name in dirs:
+            if not os.path.islink(os.path.join(root, name)):
+                os.chmod(os.path.join(root, name), 0o700)
+        for name in files:
+            if not os.path.islink(os.path.join(root, name)):
+                os.chmod(os.path.join(root, name), 0o600)
+
+
+async def audit_and_analytics_lifecycle(app: web.Application):
+    """The activity log writer and the analytics sender run in the background, never on a request's path."""
+    store = app[STORE]
+    await asyncio.to_thread(tighten_data_permissions, store.directory)
+    if "InstanceID" not in store.data.setdefault("analytics", {}):
+        store.data["analytics"]["InstanceID"] = str(uuid.uuid4())
+        await store.commit()
+    tasks = [asyncio.ensure_future(app[ACTIVITY].run()), asyncio.ensure_future(analytics_loop(app))]
+    yield
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await app[ACTIVITY].flush()
+
+
 def make_app(config: argparse.Namespace) -> web.Application:
     """The whole server as an aiohttp application. Takes ownership of the data directory (file lock)."""
     store = Store(config.data)
     store.acquire()
     store.load()
-    app = web.Application(middlewares=[error_middleware, security_headers_middleware, auth_middleware],
+    app = web.Application(middlewares=[activity_middleware, error_middleware, security_headers_middleware,
+                                       auth_middleware],
                           client_max_size=MAX_JSON_BODY)
     app[CONFIG] = config
     app[STORE] = store
@@ -2481,9 +3058,13 @@ def make_app(config: argparse.Namespace) -> web.Application:
     app[API_KEY_INDEX] = {}
     app[STARTED_AT] = time.monotonic()
     app[ASSETS] = {path: StaticAsset.make(text, kind) for path, (text, kind) in UI_ASSETS.items()}
+    app[ACTIVITY] = ActivityLog(store.directory,
+                                lambda: int(current_settings(store)["ActivityLogRetentionDays"]))
+    app[ANALYTICS_STATE] = {}
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
     app.cleanup_ctx.append(server_lifecycle)
+    app.cleanup_ctx.append(audit_and_analytics_lifecycle)
     return app
 
 
