@@ -1089,6 +1089,8 @@ UNLOGGED_PATHS = frozenset({"/api/auth", "/api/auth/logout"})  # these go to the
 
 def record_activity(request: web.Request, status: int) -> None:
     caller = request.get(CALLER_KEY)
+    if caller is None and status == 401:
+        return  # nobody to attribute it to; failed logins are in the authentication log
     store = request.app[STORE]
     endpoint_id, context = None, "Portainer"
     match = ENDPOINT_PATH.match(request.path)
@@ -2416,7 +2418,7 @@ def build_backup_archive(directory: str, store_document: bytes) -> bytes:
 async def handle_backup(request: web.Request) -> web.Response:
     """Download a backup of the data directory {password}; with a password it is encrypted (administrators)."""
     require_admin(request)
-    body = await read_json(request) if request.content_length else {}
+    body = await read_json(request) if request.body_exists else {}
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
     password = field(body, "password", str, required=False, default="")
@@ -2575,7 +2577,6 @@ def analytics_payload(app: web.Application) -> dict:
         "environments": {kind: count_bucket(n) for kind, n in sorted(by_type.items())},
         "containers": count_bucket(sum(s.get("ContainerCount", 0) for s in snapshots)),
         "stacks": count_bucket(sum(s.get("StackCount", 0) for s in snapshots)),
-        "users": count_bucket(len(store.data["users"])),
     }
 
 
@@ -2665,6 +2666,7 @@ th{color:var(--muted);font-weight:600;cursor:pointer;user-select:none}.error{col
 .toolbar{display:flex;gap:8px;flex-wrap:wrap;align-items:center;margin-bottom:12px}.toolbar input{max-width:260px}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(180px,1fr));gap:12px}
 .stat{font-size:26px;font-weight:700}.muted{color:var(--muted)}pre{white-space:pre-wrap;word-break:break-all}
+label.check{display:flex;gap:8px;align-items:center;color:var(--text)}label.check input{width:auto}
 @media (max-width:700px){header{flex-wrap:wrap}main{padding:8px}td,th{padding:5px}.hide-sm{display:none}}
 """
 
@@ -2690,6 +2692,8 @@ function toggleTheme() { localStorage.setItem('theme', (localStorage.getItem('th
 function shell(content) {
   return `<header><span class="brand">portainer.py</span><nav><a href="#/home">Home</a>` +
     (me && me.Role === 1 ? `<a href="#/users">Users</a><a href="#/settings">Settings</a>` : '') +
+    `<a href="#/teams">Teams</a>` +
+    (me && me.Role === 1 ? `<a href="#/activity">Activity</a><a href="#/backup">Backup</a>` : '') +
     `<a href="#/account">Account</a></nav><span class="spacer"></span>
     <button id="theme" title="Switch light/dark theme">Theme</button><span class="muted">${esc(me && me.Username)}</span>
     <button id="logout">Log out</button></header><main>${content}</main>`;
@@ -2707,7 +2711,8 @@ async function pageSetup() {
     <label for="u">Username</label><input id="u" name="Username" value="admin" autocomplete="username" required>
     <label for="p">Password (12 characters or more)</label><input id="p" type="password" name="Password" minlength="12" autocomplete="new-password" required>
     ${pub.AnalyticsAvailable ? `<label><input type="checkbox" id="analytics" style="width:auto"> Send anonymous usage statistics (off unless you tick it)</label>` : ''}
-    <div class="error" role="alert"></div><button class="primary" type="submit">Create user</button></form></div>`;
+    <div class="error" role="alert"></div><button class="primary" type="submit">Create user</button></form>
+    <p><a href="#/restore">Restore from a backup instead</a></p></div>`;
   const f = document.getElementById('f');
   f.onsubmit = async e => { e.preventDefault();
     try { await api('POST', '/api/users/admin/init', {Username: f.u.value, Password: f.p.value});
@@ -2741,7 +2746,8 @@ async function pageHome() {
         <span class="badge">${kinds[ep.Type] || ep.Type}</span> <span class="muted">${esc(ep.URL)}</span>
         <div class="muted">Docker ${esc(s.DockerVersion || '?')} · ${s.RunningContainerCount ?? 0} running ·
         ${s.StoppedContainerCount ?? 0} stopped · ${s.ImageCount ?? 0} images · ${s.VolumeCount ?? 0} volumes ·
-        ${s.StackCount ?? 0} stacks</div></div>`; }).join('') || '<p class="muted">No environment matches.</p>'; };
+        ${s.StackCount ?? 0} stacks</div>${me.Role === 1 ? `<div><a href="#/env/${ep.Id}/access">Access</a> ·
+        <a href="#/env/${ep.Id}/security">Security settings</a></div>` : ''}</div>`; }).join('') || '<p class="muted">No environment matches.</p>'; };
   document.getElementById('q').oninput = draw; draw();
 }
 async function pageContainers(id) {
@@ -2813,17 +2819,194 @@ async function pageSettings() {
   f.onsubmit = async e => { e.preventDefault(); const body = {UserSessionTimeout: f.t.value};
     const a = document.getElementById('a'); if (a) body.EnableTelemetry = a.checked;
     try { await api('PUT', '/api/settings', body); formError(f, {message: 'Saved.'}); } catch (err) { formError(f, err); } };
+  await settingsAuditPanel();
+}
+const ENV_ROLES = {1: 'Environment administrator', 2: 'Operator', 3: 'Helpdesk', 4: 'Standard user', 5: 'Read-only user'};
+const SECURITY_SWITCHES = {
+  allowBindMountsForRegularUsers: 'Allow bind mounts of host paths', allowPrivilegedModeForRegularUsers: 'Allow privileged mode',
+  allowHostNamespaceForRegularUsers: 'Allow host namespaces (PID, network, IPC)', allowDeviceMappingForRegularUsers: 'Allow device mapping',
+  allowContainerCapabilitiesForRegularUsers: 'Allow added capabilities', allowSysctlSettingForRegularUsers: 'Allow sysctl settings',
+  allowStackManagementForRegularUsers: 'Allow stack creation and changes', allowVolumeBrowserForRegularUsers: 'Allow the volume browser',
+  enableHostManagementFeatures: 'Enable host management features'};
+function roleOptions(selected, roles) {
+  return Object.entries(roles).map(([v, n]) => `<option value="${v}" ${+v === +selected ? 'selected' : ''}>${esc(n)}</option>`).join('');
+}
+async function pageTeams() {
+  const [teams, users] = await Promise.all([api('GET', '/api/teams'), api('GET', '/api/users')]);
+  const members = await Promise.all(teams.map(t => api('GET', `/api/teams/${t.Id}/memberships`).catch(() => [])));
+  const userName = id => (users.find(u => u.Id === id) || {}).Username || `user ${id}`;
+  const admin = me.Role === 1;
+  $app.innerHTML = shell(`<div class="card"><h2>Teams</h2><table><tr><th>Team</th><th>Members</th><th></th></tr>
+    ${teams.map((t, i) => `<tr><td><a href="#/teams/${t.Id}">${esc(t.Name)}</a></td>
+      <td>${members[i].map(m => esc(userName(m.UserID)) + (m.Role === 1 ? ' <span class="badge">leader</span>' : '')).join(', ')}</td>
+      <td>${admin ? `<button class="danger" data-del="${t.Id}">Remove</button>` : ''}</td></tr>`).join('') || '<tr><td colspan="3" class="muted">No team yet.</td></tr>'}</table>
+    ${admin ? `<form id="f"><h3>Add team</h3><label for="n">Name</label><input id="n" required>
+      <label for="l">Team leader (optional)</label><select id="l"><option value="">none</option>
+      ${users.map(u => `<option value="${u.Id}">${esc(u.Username)}</option>`).join('')}</select>
+      <div class="error" role="alert"></div><button class="primary">Create team</button></form>` : ''}</div>`);
+  bindShell();
+  const f = document.getElementById('f');
+  if (f) f.onsubmit = async e => { e.preventDefault();
+    try { await api('POST', '/api/teams', {Name: f.n.value, TeamLeaders: f.l.value ? [+f.l.value] : []}); pageTeams(); } catch (err) { formError(f, err); } };
+  document.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => {
+    if (confirm('Remove this team? Its members lose the access given to the team.')) { await api('DELETE', `/api/teams/${b.dataset.del}`); pageTeams(); } });
+}
+async function pageTeam(id) {
+  const [team, memberships, users] = await Promise.all([api('GET', `/api/teams/${id}`), api('GET', `/api/teams/${id}/memberships`), api('GET', '/api/users')]);
+  const admin = me.Role === 1;
+  const leads = memberships.some(m => m.UserID === me.Id && m.Role === 1);
+  const userName = uid => (users.find(u => u.Id === uid) || {}).Username || `user ${uid}`;
+  const outside = users.filter(u => !memberships.some(m => m.UserID === u.Id));
+  $app.innerHTML = shell(`<div class="card"><h2>Team ${esc(team.Name)}</h2><table><tr><th>User</th><th>Role in the team</th><th></th></tr>
+    ${memberships.map(m => `<tr><td>${esc(userName(m.UserID))}</td><td>${admin ? `<select data-role="${m.Id}" aria-label="role of ${esc(userName(m.UserID))}">
+      ${roleOptions(m.Role, {1: 'Team leader', 2: 'Member'})}</select>` : (m.Role === 1 ? 'Team leader' : 'Member')}</td>
+      <td>${admin || (leads && m.Role === 2) ? `<button class="danger" data-del="${m.Id}">Remove from team</button>` : ''}</td></tr>`).join('')}</table>
+    ${admin || leads ? `<form id="f"><h3>Add a member</h3><label for="u">User</label><select id="u" required>
+      ${outside.map(u => `<option value="${u.Id}">${esc(u.Username)}</option>`).join('')}</select>
+      ${admin ? `<label for="r">Role</label><select id="r">${roleOptions(2, {1: 'Team leader', 2: 'Member'})}</select>` : ''}
+      <div class="error" role="alert"></div><button class="primary">Add</button></form>` : ''}
+    <p><a href="#/teams">All teams</a></p></div>`);
+  bindShell();
+  const f = document.getElementById('f');
+  if (f) f.onsubmit = async e => { e.preventDefault(); const r = document.getElementById('r');
+    try { await api('POST', '/api/team_memberships', {UserID: +f.u.value, TeamID: +id, Role: r ? +r.value : 2}); pageTeam(id); } catch (err) { formError(f, err); } };
+  document.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => { await api('DELETE', `/api/team_memberships/${b.dataset.del}`); pageTeam(id); });
+  document.querySelectorAll('[data-role]').forEach(s => s.onchange = async () => { await api('PUT', `/api/team_memberships/${s.dataset.role}`, {Role: +s.value}); pageTeam(id); });
+}
+async function pageEndpointAccess(id) {
+  const [ep, users, teams] = await Promise.all([api('GET', `/api/endpoints/${id}`), api('GET', '/api/users'), api('GET', '/api/teams')]);
+  const policies = {User: ep.UserAccessPolicies || {}, Team: ep.TeamAccessPolicies || {}};
+  const nameOf = (kind, sid) => kind === 'User' ? ((users.find(u => u.Id === +sid) || {}).Username || `user ${sid}`)
+                                               : ((teams.find(t => t.Id === +sid) || {}).Name || `team ${sid}`);
+  const rows = ['User', 'Team'].flatMap(kind => Object.entries(policies[kind]).map(([sid, p]) => ({kind, sid, role: p.RoleId || 4})));
+  $app.innerHTML = shell(`<div class="card"><h2>Access to ${esc(ep.Name)}</h2>
+    <p class="muted">Administrators always have access. Everyone else sees this environment only when listed here, and can do what the role allows.</p>
+    <table><tr><th>User or team</th><th>Role</th><th></th></tr>${rows.map(r => `<tr><td>${r.kind === 'Team' ? 'Team ' : ''}${esc(nameOf(r.kind, r.sid))}</td>
+      <td><select data-kind="${r.kind}" data-sid="${esc(r.sid)}" aria-label="role">${roleOptions(r.role, ENV_ROLES)}</select></td>
+      <td><button class="danger" data-remove="${r.kind}:${esc(r.sid)}">Remove access</button></td></tr>`).join('') || '<tr><td colspan="3" class="muted">Administrators only.</td></tr>'}</table>
+    <form id="f"><h3>Give access</h3><label for="s">User or team</label><select id="s" required>
+      ${users.filter(u => u.Role !== 1).map(u => `<option value="User:${u.Id}">${esc(u.Username)}</option>`).join('')}
+      ${teams.map(t => `<option value="Team:${t.Id}">Team ${esc(t.Name)}</option>`).join('')}</select>
+      <label for="r">Role</label><select id="r">${roleOptions(4, ENV_ROLES)}</select>
+      <div class="error" role="alert"></div><button class="primary">Give access</button></form>
+    <p><a href="#/env/${ep.Id}/security">Security settings of this environment</a></p></div>`);
+  bindShell();
+  const save = async () => { await api('PUT', `/api/endpoints/${id}`, {UserAccessPolicies: policies.User, TeamAccessPolicies: policies.Team}); pageEndpointAccess(id); };
+  const f = document.getElementById('f');
+  f.onsubmit = async e => { e.preventDefault(); const [kind, sid] = f.s.value.split(':');
+    policies[kind][sid] = {RoleId: +f.r.value}; try { await save(); } catch (err) { formError(f, err); } };
+  document.querySelectorAll('select[data-kind]').forEach(s => s.onchange = () => { policies[s.dataset.kind][s.dataset.sid] = {RoleId: +s.value}; save(); });
+  document.querySelectorAll('[data-remove]').forEach(b => b.onclick = () => { const [kind, sid] = b.dataset.remove.split(':'); delete policies[kind][sid]; save(); });
+}
+async function pageEndpointSecurity(id) {
+  const ep = await api('GET', `/api/endpoints/${id}`);
+  const current = ep.SecuritySettings || {};
+  $app.innerHTML = shell(`<div class="card"><h2>Security settings of ${esc(ep.Name)}</h2>
+    <p class="muted">What users who are not administrators of this environment may do. Everything here is off by default: each switch can give root on the host.</p>
+    <form id="f">${Object.entries(SECURITY_SWITCHES).map(([k, label]) => `<label class="check"><input type="checkbox" name="${k}" ${current[k] ? 'checked' : ''}> ${esc(label)}</label>`).join('')}
+    <div class="error" role="alert"></div><button class="primary">Save</button></form>
+    <p><a href="#/env/${ep.Id}/access">Who has access</a></p></div>`);
+  bindShell();
+  const f = document.getElementById('f');
+  f.onsubmit = async e => { e.preventDefault(); const body = {};
+    Object.keys(SECURITY_SWITCHES).forEach(k => { body[k] = f.elements[k].checked; });
+    try { await api('PUT', `/api/endpoints/${id}`, {SecuritySettings: body}); formError(f, {message: 'Saved.'}); } catch (err) { formError(f, err); } };
+}
+async function pageActivity(kind) {
+  const columns = kind === 'authlogs' ? ['timestamp', 'username', 'origin', 'type', 'result']
+                                      : ['timestamp', 'username', 'context', 'method', 'path', 'status'];
+  let keyword = '', offset = 0; const limit = 50;
+  $app.innerHTML = shell(`<div class="card"><div class="toolbar"><h2>${kind === 'authlogs' ? 'Authentication log' : 'Activity log'}</h2>
+    <a href="#/activity">Activity</a><a href="#/activity/auth">Authentication</a>
+    <input id="q" placeholder="Search" aria-label="Search the log"><a id="csv" download>Export CSV</a></div>
+    <table><thead><tr>${columns.map(c => `<th>${esc(c)}</th>`).join('')}</tr></thead><tbody id="tb"></tbody></table>
+    <div class="toolbar"><button id="prev">Previous</button><span id="pos" class="muted"></span><button id="next">Next</button></div></div>`);
+  bindShell();
+  const draw = async () => {
+    const query = `keyword=${encodeURIComponent(keyword)}`;
+    const page = await api('GET', `/api/useractivity/${kind}?${query}&offset=${offset}&limit=${limit}`);
+    document.getElementById('csv').href = `/api/useractivity/${kind}.csv?${query}`;
+    document.getElementById('tb').innerHTML = page.logs.map(e => `<tr>${columns.map(c => `<td>${c === 'timestamp' ? new Date(e[c] * 1000).toLocaleString() : esc(e[c])}</td>`).join('')}</tr>`).join('')
+      || `<tr><td colspan="${columns.length}" class="muted">Nothing recorded${keyword ? ' matches' : ''}.</td></tr>`;
+    document.getElementById('pos').textContent = page.totalCount ? `${offset + 1}–${offset + page.logs.length} of ${page.totalCount}` : '';
+    document.getElementById('prev').disabled = offset === 0;
+    document.getElementById('next').disabled = offset + limit >= page.totalCount;
+  };
+  let timer = null;
+  document.getElementById('q').oninput = e => { clearTimeout(timer); timer = setTimeout(() => { keyword = e.target.value; offset = 0; draw(); }, 250); };
+  document.getElementById('prev').onclick = () => { offset = Math.max(0, offset - limit); draw(); };
+  document.getElementById('next').onclick = () => { offset += limit; draw(); };
+  await draw();
+}
+async function restoreForm(f, after) {
+  const data = new FormData(); data.append('file', f.file.files[0]); data.append('password', f.pw.value);
+  const headers = csrf ? {'X-CSRF-Token': csrf} : {};
+  const r = await fetch('/api/restore', {method: 'POST', body: data, headers, credentials: 'same-origin'});
+  if (!r.ok) { const body = await r.json().catch(() => ({})); throw new Error(body.message || r.statusText); }
+  after();
+}
+function restoreFormHtml() {
+  return `<form id="rf"><h3>Restore</h3><label for="file">Backup file</label><input id="file" name="file" type="file" required>
+    <label for="pw">Its password (if it was given one)</label><input id="pw" type="password" autocomplete="off">
+    <div class="error" role="alert"></div><button class="danger">Restore</button></form>`;
+}
+async function pageBackup() {
+  $app.innerHTML = shell(`<div class="card"><h2>Backup</h2>
+    <p class="muted">A copy of the data directory: users, environments, settings, stack files, keys and certificates. With a password it is encrypted (AES-256-GCM).</p>
+    <form id="bf"><label for="bp">Password (recommended)</label><input id="bp" type="password" autocomplete="new-password">
+    <div class="error" role="alert"></div><button class="primary">Download backup</button></form>
+    ${restoreFormHtml()}</div>`);
+  bindShell();
+  const bf = document.getElementById('bf');
+  bf.onsubmit = async e => { e.preventDefault();
+    const r = await fetch('/api/backup', {method: 'POST', credentials: 'same-origin', body: JSON.stringify({password: bf.bp.value}),
+                                          headers: {'Content-Type': 'application/json', 'X-CSRF-Token': csrf}});
+    if (!r.ok) { const body = await r.json().catch(() => ({})); return formError(bf, {message: body.message || r.statusText}); }
+    const name = (r.headers.get('Content-Disposition') || '').match(/filename="([^"]+)"/);
+    const a = document.createElement('a'); a.href = URL.createObjectURL(await r.blob()); a.download = name ? name[1] : 'portainer-backup.tar.gz';
+    document.body.appendChild(a); a.click(); a.remove(); formError(bf, {message: 'Backup downloaded.'}); };
+  const rf = document.getElementById('rf');
+  rf.onsubmit = async e => { e.preventDefault(); if (!confirm('Replace all of this server\'s data with the backup?')) return;
+    try { await restoreForm(rf, () => formError(rf, {message: 'Restored. Log in again if your session ends.'})); } catch (err) { formError(rf, err); } };
+}
+async function pageRestoreFresh() {
+  $app.innerHTML = `<div class="card auth"><h2>Restore this new server from a backup</h2>${restoreFormHtml()}<p><a href="#/home">Create an administrator instead</a></p></div>`;
+  const rf = document.getElementById('rf');
+  rf.onsubmit = async e => { e.preventDefault();
+    try { await restoreForm(rf, () => { location.hash = '#/login'; route(); }); } catch (err) { formError(rf, err); } };
+}
+async function settingsAuditPanel() {
+  const main = document.querySelector('main'); if (!main) return;
+  const [s, preview] = await Promise.all([api('GET', '/api/settings'), api('GET', '/api/telemetry/preview')]);
+  const card = document.createElement('div'); card.className = 'card';
+  card.innerHTML = `<h2>Activity log and analytics</h2><form id="af"><label for="ret">Keep activity log entries for (days, 0 = forever)</label>
+    <input id="ret" type="number" min="0" max="36500" value="${esc(s.ActivityLogRetentionDays)}">
+    <div class="error" role="alert"></div><button class="primary">Save</button></form>
+    <h3>Anonymous analytics</h3>${preview.Available ? `<p class="muted">${preview.Enabled ? 'On' : 'Off'}${preview.URL ? '' : ' (no --analytics-url is set, so nothing is sent)'}.
+    At most once a day, exactly this is sent${preview.LastSent ? ', last on ' + new Date(preview.LastSent * 1000).toLocaleString() : ''}:</p>
+    <pre id="preview">${esc(JSON.stringify(preview.Payload, null, 2))}</pre>` : '<p class="muted">Disabled by --no-analytics.</p>'}`;
+  main.appendChild(card);
+  const af = card.querySelector('#af');
+  af.onsubmit = async e => { e.preventDefault();
+    try { await api('PUT', '/api/settings', {ActivityLogRetentionDays: +af.ret.value}); formError(af, {message: 'Saved.'}); } catch (err) { formError(af, err); } };
 }
 async function route() {
   theme();
   const hash = location.hash || '#/home';
   try {
     const check = await fetch('/api/users/admin/check');
-    if (check.status === 404) return pageSetup();
+    if (check.status === 404) return hash === '#/restore' ? pageRestoreFresh() : pageSetup();
     if (hash === '#/login') return pageLogin();
     me = await api('GET', '/api/users/me');
     let m;
     if ((m = hash.match(/^#\/env\/(\d+)\/containers/))) return await pageContainers(m[1]);
+    if ((m = hash.match(/^#\/env\/(\d+)\/access/))) return await pageEndpointAccess(m[1]);
+    if ((m = hash.match(/^#\/env\/(\d+)\/security/))) return await pageEndpointSecurity(m[1]);
+    if ((m = hash.match(/^#\/teams\/(\d+)/))) return await pageTeam(m[1]);
+    if (hash === '#/teams') return await pageTeams();
+    if (hash === '#/activity') return await pageActivity('logs');
+    if (hash === '#/activity/auth') return await pageActivity('authlogs');
+    if (hash === '#/backup') return await pageBackup();
     if (hash === '#/account') return await pageAccount();
     if (hash === '#/users') return await pageUsers();
     if (hash === '#/settings') return await pageSettings();
