@@ -1252,7 +1252,7 @@ DOCKER_API_RULES: list[tuple[frozenset, re.Pattern, str, str | None]] = [
         ("GET", rf"/networks/{_ID}", READ, None),
         ("POST", r"/networks/create", WRITE, "network"),
         ("POST", r"/networks/prune", ADMIN, None),
-        ("POST", rf"/networks/{_ID}/(connect|disconnect)", WRITE, None),
+        ("POST", rf"/networks/{_ID}/(connect|disconnect)", WRITE, "network_connect"),
         ("DELETE", rf"/networks/{_ID}", WRITE, None),
         ("GET", r"/volumes", READ, None),
         ("GET", rf"/volumes/{_ID}", READ, None),
@@ -1366,6 +1366,7 @@ BODY_CHECKS: dict[str, Callable[[dict, dict], list[str]]] = {
     "service": service_violations,
     "volume": volume_violations,
     "network": network_violations,
+    "network_connect": lambda body, settings: [],  # only the container it names is checked (ownership)
 }
 
 
@@ -1416,12 +1417,35 @@ def filter_owned_list(store: Store, caller: Caller, kind: str) -> Callable[[byte
             data = json.loads(raw)
         except ValueError:
             return raw
-        if kind == "volumes" and isinstance(data, dict):
+        if kind == "system" and isinstance(data, dict):
+            for key, owned_kind in (("Containers", "containers"), ("Volumes", "volumes")):
+                data[key] = [item for item in data.get(key) or [] if isinstance(item, dict)
+                             and visible_resource(store, caller, owned_kind, item)]
+        elif kind == "volumes" and isinstance(data, dict):
             data["Volumes"] = [v for v in data.get("Volumes") or [] if visible_resource(store, caller, kind, v)]
         elif isinstance(data, list):
             data = [item for item in data if isinstance(item, dict) and visible_resource(store, caller, kind, item)]
         return json.dumps(data).encode()
     return rewrite
+
+
+async def require_owned(connector: DockerConnector, store: Store, caller: Caller, kind: str, resource_id: str,
+                        missing_ok: bool = False) -> dict | None:
+    """The resource, when the caller may use it; Forbidden when it belongs to another user or team (or to
+    nobody, like everything made outside portainer.py), NotFound when it does not exist."""
+    inspect_path = f"/{kind}/{urllib.parse.quote(resource_id, safe='')}" + ("/json" if kind == "containers" else "")
+    try:
+        item = await connector.request_json("GET", inspect_path)
+    except ApiError as exc:
+        if exc.status == 404:
+            if missing_ok:
+                return None
+            raise NotFound(f"no such {kind[:-1]}: {resource_id}") from None
+        raise
+    if not isinstance(item, dict) or not visible_resource(store, caller, kind, item):
+        raise Forbidden(f"access denied to {kind[:-1]} {resource_id}",
+                        "it belongs to another user or team; an administrator can share it")
+    return item
 
 
 async def require_resource_access(connector: DockerConnector, store: Store, caller: Caller, path: str) -> None:
@@ -1436,18 +1460,55 @@ async def require_resource_access(connector: DockerConnector, store: Store, call
         except ApiError:
             return  # the engine answers the call itself with its own 404
         kind, resource_id = "containers", exec_info.get("ContainerID", "")
-    if kind not in OWNED_KINDS:
-        return
-    inspect_path = f"/{kind}/{urllib.parse.quote(resource_id)}" + ("/json" if kind == "containers" else "")
-    try:
-        item = await connector.request_json("GET", inspect_path)
-    except ApiError as exc:
-        if exc.status == 404:
-            raise NotFound(f"no such {kind[:-1]}: {resource_id}") from None
-        raise
-    if not isinstance(item, dict) or not visible_resource(store, caller, kind, item):
-        raise Forbidden(f"access denied to {kind[:-1]} {resource_id}",
-                        "it belongs to another user or team; an administrator can share it")
+    if kind in OWNED_KINDS:
+        await require_owned(connector, store, caller, kind, resource_id)
+
+
+def referenced_resources(check: str, body: dict) -> list[tuple[str, str]]:
+    """Other resources a create or connect would use: named volumes, networks, another container's
+    namespaces or volumes."""
+    refs: list[tuple[str, str]] = []
+    if check == "container":
+        host = body.get("HostConfig") if isinstance(body.get("HostConfig"), dict) else {}
+        for bind in host.get("Binds") or []:
+            source = str(bind).split(":", 1)[0]
+            if source and not _is_host_path(source):
+                refs.append(("volumes", source))
+        for mount in host.get("Mounts") or []:
+            if isinstance(mount, dict) and mount.get("Type", "volume") == "volume" and mount.get("Source"):
+                refs.append(("volumes", str(mount["Source"])))
+        for source in host.get("VolumesFrom") or []:
+            refs.append(("containers", str(source).split(":", 1)[0]))
+        for key in ("NetworkMode", "PidMode", "IpcMode"):
+            value = str(host.get(key) or "")
+            if value.startswith("container:"):
+                refs.append(("containers", value[len("container:"):]))
+            elif key == "NetworkMode" and value not in ("", "default", "host", "none"):
+                refs.append(("networks", value))
+        endpoints = (body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}
+        if isinstance(endpoints, dict):
+            refs += [("networks", str(name)) for name in endpoints if name not in ("default", "host", "none")]
+    elif check == "service":
+        spec = ((body.get("TaskTemplate") or {}).get("ContainerSpec") or {})
+        for mount in spec.get("Mounts") or []:
+            if isinstance(mount, dict) and mount.get("Type", "volume") == "volume" and mount.get("Source"):
+                refs.append(("volumes", str(mount["Source"])))
+        for network in (body.get("TaskTemplate") or {}).get("Networks") or body.get("Networks") or []:
+            if isinstance(network, dict) and network.get("Target"):
+                refs.append(("networks", str(network["Target"])))
+    elif check == "network_connect" and body.get("Container"):
+        refs.append(("containers", str(body["Container"])))
+    return refs
+
+
+async def require_owned_references(connector: DockerConnector, store: Store, caller: Caller, check: str,
+                                   body: dict) -> None:
+    for kind, resource_id in dict.fromkeys(referenced_resources(check, body)):
+        item = await require_owned(connector, store, caller, kind, resource_id, missing_ok=kind == "volumes")
+        if item is None:
+            # made now, labelled, so that the engine does not make it unowned (and hidden from its user)
+            await connector.request_json("POST", "/volumes/create",
+                                         {"Name": resource_id, "Labels": ownership_labels(store, caller)})
 
 
 # ================================================================================================================
@@ -1510,6 +1571,8 @@ async def handle_docker_proxy(request: web.Request) -> web.StreamResponse:
                     raise Forbidden("not allowed for non-administrators on this environment: "
                                     + ", ".join(problems),
                                     "an administrator can allow it in the environment's security settings")
+            if ownership_bound:
+                await require_owned_references(connector, store, caller, check, parsed)
             if check in LABELLED_CREATES:
                 labels = parsed.get(LABELLED_CREATES[check])
                 parsed[LABELLED_CREATES[check]] = {**(labels if isinstance(labels, dict) else {}),
@@ -1517,7 +1580,8 @@ async def handle_docker_proxy(request: web.Request) -> web.StreamResponse:
                 raw = json.dumps(parsed).encode()
         body, body_length = (raw if raw else None), None
     rewrite = None
-    if ownership_bound and request.method == "GET" and bare.strip("/") in OWNED_KINDS + ("containers/json",):
+    if ownership_bound and request.method == "GET" and bare.strip("/") in OWNED_KINDS + ("containers/json",
+                                                                                         "system/df"):
         rewrite = filter_owned_list(store, caller, bare.strip("/").split("/")[0])
     timeout = answer_head_timeout(path, request.query, streamed_body=body is not None and check is None)
     response = await connector.request(request.method, target, headers, body, body_length, timeout=timeout)

@@ -234,6 +234,19 @@ def test_resource_ownership_hides_another_teams_containers_and_volumes(server, e
     bob_container = r.json()["Id"]
     assert engine.containers.get(bob_container).labels["io.portainer.accesscontrol.teams"] == str(team_b)
     assert bob_container not in server.docker("ps", "-a", "--no-trunc", api_key=anna_key).stdout
+    # nor use another team's resources from a container of their own
+    for args in (["-v", f"alice-vol-{cid[:8]}:/data"], ["--network", f"container:{cid}"],
+                 ["--volumes-from", running_container.id]):
+        result = server.docker("create", "--label", TEST_LABEL, *args, BUSYBOX, "true", api_key=bob_key, check=False)
+        assert result.returncode != 0 and ("access denied" in result.stderr
+                                           or "volumes from another container" in result.stderr), args
+    bob_volume = f"bob-vol-{cid[:8]}"
+    made = server.docker("create", "--label", TEST_LABEL, "-v", f"{bob_volume}:/data", BUSYBOX, "true",
+                         api_key=bob_key).stdout.strip()
+    assert bob_volume in server.docker("volume", "ls", api_key=bob_key).stdout
+    assert bob_volume not in server.docker("volume", "ls", api_key=anna_key).stdout
+    server.docker("rm", made, api_key=bob_key)
+    server.docker("volume", "rm", bob_volume, api_key=bob_key)
     admin_ps = server.docker("ps", "-a", "--no-trunc").stdout
     assert cid in admin_ps and bob_container in admin_ps
     server.docker("rm", "-f", cid, api_key=alice_key)
