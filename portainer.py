@@ -1516,6 +1516,40 @@ async def require_owned_references(connector: DockerConnector, store: Store, cal
 # ================================================================================================================
 
 
+def visible_event(store: Store, caller: Caller, line: bytes) -> bool:
+    """An engine event an ownership-bound user may see: their containers' events and image events only."""
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return False
+    if not isinstance(event, dict):
+        return False
+    if event.get("Type") == "image":
+        return True
+    return event.get("Type") == "container" and owns(store, caller, (event.get("Actor") or {}).get("Attributes"))
+
+
+async def relay_owned_events(request: web.Request, response: shared.DockerResponse, store: Store,
+                             caller: Caller) -> web.StreamResponse:
+    """The events stream, line by line, without the events of other users' resources."""
+    try:
+        out = web.StreamResponse(status=response.status, reason=response.reason or None)
+        for name, value in response.headers.items():
+            if name.lower() not in shared.HOP_BY_HOP_HEADERS:
+                out.headers.add(name, value)
+        await out.prepare(request)
+        pending = b""
+        async for chunk in response.iter_chunks():
+            *lines, pending = (pending + chunk).split(b"\n")
+            kept = [line + b"\n" for line in lines if line.strip() and visible_event(store, caller, line)]
+            if kept:
+                await out.write(b"".join(kept))
+        await out.write_eof()
+        return out
+    finally:
+        response.release()
+
+
 PROXY_ANSWER_TIMEOUT = 60.0
 STOP_PATH = re.compile(r"/containers/[^/]+/(stop|restart)$")
 
@@ -1586,6 +1620,8 @@ async def handle_docker_proxy(request: web.Request) -> web.StreamResponse:
     timeout = answer_head_timeout(path, request.query, streamed_body=body is not None and check is None)
     response = await connector.request(request.method, target, headers, body, body_length, timeout=timeout)
     try:
+        if ownership_bound and bare == "/events" and response.status == 200:
+            return await relay_owned_events(request, response, store, caller)
         return await shared.relay_response(request, response, rewrite_body=rewrite if response.status == 200 else None)
     except shared.DockerUnreachable as exc:
         log.info("stream from environment %s ended early: %s", endpoint_id, exc)

@@ -200,6 +200,7 @@ def test_team_leader_manages_members_and_the_team_role_applies_to_them(server, r
 
 
 def test_resource_ownership_hides_another_teams_containers_and_volumes(server, engine, running_container):
+    since = str(int(time.time()) - 1)
     team_a, team_b = make_team(server, "team-a"), make_team(server, "team-b")
     for team in (team_a, team_b):
         grant(server, "Team", team, STANDARD)
@@ -247,6 +248,13 @@ def test_resource_ownership_hides_another_teams_containers_and_volumes(server, e
     assert bob_volume not in server.docker("volume", "ls", api_key=anna_key).stdout
     server.docker("rm", made, api_key=bob_key)
     server.docker("volume", "rm", bob_volume, api_key=bob_key)
+    until = str(int(time.time()) + 1)
+    time.sleep(1.2)
+    events = {name: server.docker("events", "--since", since, "--until", until, "--format", "{{.Actor.ID}}",
+                                  api_key=key, timeout=30).stdout
+              for name, key in (("bob", bob_key), ("anna", anna_key))}
+    assert bob_container in events["bob"] and cid not in events["bob"] and running_container.id not in events["bob"]
+    assert cid in events["anna"] and bob_container not in events["anna"]
     admin_ps = server.docker("ps", "-a", "--no-trunc").stdout
     assert cid in admin_ps and bob_container in admin_ps
     server.docker("rm", "-f", cid, api_key=alice_key)
