@@ -1404,9 +1404,35 @@ def resource_labels(kind: str, item: dict) -> dict | None:
     return item.get("Labels")
 
 
+# Portainer's resource control types for the kinds the proxy guards.
+RESOURCE_CONTROL_TYPES = {"containers": 1, "services": 2, "volumes": 3, "networks": 4}
+
+
+def resource_key(kind: str, item: dict) -> str:
+    return str(item.get("Name") if kind == "volumes" else item.get("Id") or item.get("ID") or "")
+
+
+def resource_control_for(store: Store, kind: str, item: dict) -> dict | None:
+    """An administrator's resource control for this resource, which then decides instead of its labels."""
+    controls = store.data.get("resource_controls") or {}
+    if not controls:
+        return None
+    wanted_type, key = RESOURCE_CONTROL_TYPES.get(kind), resource_key(kind, item)
+    return next((rc for rc in controls.values() if rc["Type"] == wanted_type and rc["ResourceId"] == key), None)
+
+
 def visible_resource(store: Store, caller: Caller, kind: str, item: dict) -> bool:
     if kind == "networks" and item.get("Name") in SYSTEM_NETWORKS:
         return True
+    control = resource_control_for(store, kind, item)
+    if control is not None:
+        if control["Public"]:
+            return True
+        if control["AdministratorsOnly"]:
+            return False
+        teams = user_team_ids(store, caller.id)
+        return any(a["UserId"] == caller.id for a in control["UserAccesses"]) or \
+            any(a["TeamId"] in teams for a in control["TeamAccesses"])
     return owns(store, caller, resource_labels(kind, item))
 
 
@@ -2109,6 +2135,99 @@ async def handle_membership_delete(request: web.Request) -> web.Response:
     membership = get_membership(store, path_id(request))
     require_team_manager(request, membership["TeamID"], membership["Role"])
     del store.data["team_memberships"][str(membership["Id"])]
+    await store.commit()
+    return web.Response(status=204)
+
+
+# ================================================================================================================
+# API handlers: resource controls (an administrator shares a resource, or keeps it to administrators)
+# ================================================================================================================
+
+
+def resource_control_view(control: dict) -> dict:
+    return {k: control[k] for k in ("Id", "ResourceId", "SubResourceIds", "Type", "UserAccesses", "TeamAccesses",
+                                    "Public", "AdministratorsOnly", "System")}
+
+
+def resource_control_fields(store: Store, body: dict, control: dict) -> None:
+    """Users, Teams, Public, AdministratorsOnly from a request body into a resource control, checked."""
+    users = field(body, "Users", list, required=False, default=None)
+    teams = field(body, "Teams", list, required=False, default=None)
+    if users is not None:
+        for user_id in users:
+            if not isinstance(user_id, int):
+                raise BadRequest("Users must be a list of user ids")
+            get_user(store, user_id)
+        control["UserAccesses"] = [{"UserId": u, "AccessLevel": 1} for u in dict.fromkeys(users)]
+    if teams is not None:
+        for team_id in teams:
+            if not isinstance(team_id, int):
+                raise BadRequest("Teams must be a list of team ids")
+            get_team(store, team_id)
+        control["TeamAccesses"] = [{"TeamId": t, "AccessLevel": 1} for t in dict.fromkeys(teams)]
+    for name in ("Public", "AdministratorsOnly"):
+        value = field(body, name, bool, required=False)
+        if value is not None:
+            control[name] = value
+    if control["Public"] and control["AdministratorsOnly"]:
+        raise BadRequest("a resource cannot be both Public and AdministratorsOnly")
+
+
+async def handle_resource_controls_list(request: web.Request) -> web.Response:
+    """Every resource control (administrators)."""
+    require_admin(request)
+    return json_response([resource_control_view(rc)
+                          for rc in (request.app[STORE].data.get("resource_controls") or {}).values()])
+
+
+async def handle_resource_control_create(request: web.Request) -> web.Response:
+    """Share a resource {ResourceID, Type (1 container, 2 service, 3 volume, 4 network), Users, Teams, Public,
+    AdministratorsOnly} (administrators)."""
+    require_admin(request)
+    store = request.app[STORE]
+    body = await read_json_object(request)
+    resource_id = field(body, "ResourceID", str)
+    kind = field(body, "Type", int)
+    if kind not in RESOURCE_CONTROL_TYPES.values():
+        raise BadRequest("Type must be 1 (container), 2 (service), 3 (volume) or 4 (network)")
+    controls = store.data.setdefault("resource_controls", {})
+    if any(rc["Type"] == kind and rc["ResourceId"] == resource_id for rc in controls.values()):
+        raise Conflict(f"a resource control for {resource_id} already exists; change it instead")
+    control = {"Id": 0, "ResourceId": resource_id, "SubResourceIds": [], "Type": kind, "UserAccesses": [],
+               "TeamAccesses": [], "Public": False, "AdministratorsOnly": False, "System": False}
+    resource_control_fields(store, body, control)
+    control["Id"] = store.next_id("resource_controls")
+    controls[str(control["Id"])] = control
+    await store.commit()
+    return json_response(resource_control_view(control))
+
+
+def get_resource_control(store: Store, control_id: int) -> dict:
+    control = (store.data.get("resource_controls") or {}).get(str(control_id))
+    if control is None:
+        raise NotFound(f"resource control {control_id} not found")
+    return control
+
+
+async def handle_resource_control_update(request: web.Request) -> web.Response:
+    """Change who may use a resource {Users, Teams, Public, AdministratorsOnly} (administrators)."""
+    require_admin(request)
+    store = request.app[STORE]
+    control = get_resource_control(store, path_id(request))
+    body = await read_json_object(request)
+    changed = copy.deepcopy(control)
+    resource_control_fields(store, body, changed)
+    control.update(changed)
+    await store.commit()
+    return json_response(resource_control_view(control))
+
+
+async def handle_resource_control_delete(request: web.Request) -> web.Response:
+    """Remove a resource control; the resource's ownership labels decide again (administrators)."""
+    require_admin(request)
+    store = request.app[STORE]
+    control = get_resource_control(store, path_id(request))
+    del store.data["resource_controls"][str(control["Id"])]
     await store.commit()
     return web.Response(status=204)
 
@@ -3218,6 +3337,10 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("POST", "/api/team_memberships", handle_membership_create),
     ("PUT", "/api/team_memberships/{id}", handle_membership_update),
     ("DELETE", "/api/team_memberships/{id}", handle_membership_delete),
+    ("GET", "/api/resource_controls", handle_resource_controls_list),
+    ("POST", "/api/resource_controls", handle_resource_control_create),
+    ("PUT", "/api/resource_controls/{id}", handle_resource_control_update),
+    ("DELETE", "/api/resource_controls/{id}", handle_resource_control_delete),
     ("GET", "/api/endpoints", handle_endpoints_list),
     ("POST", "/api/endpoints", handle_endpoint_create),
     ("POST", "/api/endpoints/snapshot", handle_endpoints_snapshot),

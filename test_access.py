@@ -262,6 +262,26 @@ def test_resource_ownership_hides_another_teams_containers_and_volumes(server, e
     server.docker("volume", "rm", f"alice-vol-{cid[:8]}", api_key=anna_key)
 
 
+def test_administrator_shares_a_container_with_another_team_by_resource_control(server, running_container):
+    team = make_team(server, "shared-with")
+    grant(server, "Team", team, STANDARD)
+    user_id, _, key = new_user(server, "carol")
+    assert add_member(server, team, user_id).status_code == 200
+    cid = running_container.id
+    assert proxy(server, "GET", f"/containers/{cid}/json", key).status_code == 403
+    r = server.api("POST", "/api/resource_controls", json={"ResourceID": cid, "Type": 1, "Teams": [team]})
+    assert r.status_code == 200, r.text
+    control_id = r.json()["Id"]
+    assert proxy(server, "GET", f"/containers/{cid}/json", key).status_code == 200
+    assert cid in server.docker("ps", "--no-trunc", api_key=key).stdout
+    r = server.api("PUT", f"/api/resource_controls/{control_id}", json={"Teams": [], "AdministratorsOnly": True})
+    assert r.status_code == 200 and r.json()["AdministratorsOnly"] is True
+    assert proxy(server, "GET", f"/containers/{cid}/json", key).status_code == 403
+    assert server.api("DELETE", f"/api/resource_controls/{control_id}").status_code == 204
+    assert server.api("POST", "/api/resource_controls", api_key=key,
+                      json={"ResourceID": cid, "Type": 1, "Public": True}).status_code == 403
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Security settings
 # ---------------------------------------------------------------------------------------------------------------
