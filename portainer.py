@@ -2929,7 +2929,7 @@ function shell(content) {
   return `<header><span class="brand">portainer.py</span><nav><a href="#/home">Home</a>` +
     (me && me.Role === 1 ? `<a href="#/users">Users</a><a href="#/settings">Settings</a>` : '') +
     `<a href="#/teams">Teams</a>` +
-    (me && me.Role === 1 ? `<a href="#/activity">Activity</a><a href="#/backup">Backup</a>` : '') +
+    (me && me.Role === 1 ? `<a href="#/resource-controls">Sharing</a><a href="#/activity">Activity</a><a href="#/backup">Backup</a>` : '') +
     `<a href="#/account">Account</a></nav><span class="spacer"></span>
     <button id="theme" title="Switch light/dark theme">Theme</button><span class="muted">${esc(me && me.Username)}</span>
     <button id="logout">Log out</button></header><main>${content}</main>`;
@@ -3226,6 +3226,32 @@ async function settingsAuditPanel() {
   af.onsubmit = async e => { e.preventDefault();
     try { await api('PUT', '/api/settings', {ActivityLogRetentionDays: +af.ret.value}); formError(af, {message: 'Saved.'}); } catch (err) { formError(af, err); } };
 }
+async function pageResourceControls() {
+  const [controls, users, teams] = await Promise.all([api('GET', '/api/resource_controls'), api('GET', '/api/users'), api('GET', '/api/teams')]);
+  const kinds = {1: 'container', 2: 'service', 3: 'volume', 4: 'network'};
+  const who = rc => rc.Public ? 'everyone with access to the environment' : rc.AdministratorsOnly ? 'administrators only' :
+    [...rc.UserAccesses.map(a => (users.find(u => u.Id === a.UserId) || {}).Username || `user ${a.UserId}`),
+     ...rc.TeamAccesses.map(a => 'team ' + ((teams.find(t => t.Id === a.TeamId) || {}).Name || a.TeamId))].join(', ') || 'nobody but administrators';
+  $app.innerHTML = shell(`<div class="card"><h2>Shared resources</h2>
+    <p class="muted">What a user creates is theirs and their teams'. Here an administrator shares a resource with others, makes it public, or keeps it to administrators.</p>
+    <table><tr><th>Resource</th><th>Kind</th><th>Who may use it</th><th></th></tr>${controls.map(rc => `<tr><td>${esc(rc.ResourceId.slice(0, 24))}</td>
+      <td>${esc(kinds[rc.Type] || rc.Type)}</td><td>${esc(who(rc))}</td><td><button class="danger" data-del="${rc.Id}">Remove</button></td></tr>`).join('')
+      || '<tr><td colspan="4" class="muted">Nothing is shared beyond its owners.</td></tr>'}</table>
+    <form id="f"><h3>Share a resource</h3><label for="rid">Full id (the name, for a volume)</label><input id="rid" required>
+      <label for="k">Kind</label><select id="k">${roleOptions(1, kinds)}</select>
+      <label for="w">With</label><select id="w" multiple>${users.filter(u => u.Role !== 1).map(u => `<option value="u${u.Id}">${esc(u.Username)}</option>`).join('')}
+        ${teams.map(t => `<option value="t${t.Id}">team ${esc(t.Name)}</option>`).join('')}</select>
+      <label class="check"><input type="checkbox" id="pub"> Public: everyone with access to the environment</label>
+      <label class="check"><input type="checkbox" id="adm"> Administrators only</label>
+      <div class="error" role="alert"></div><button class="primary">Share</button></form></div>`);
+  bindShell();
+  const f = document.getElementById('f');
+  f.onsubmit = async e => { e.preventDefault(); const chosen = [...f.w.selectedOptions].map(o => o.value);
+    try { await api('POST', '/api/resource_controls', {ResourceID: f.rid.value.trim(), Type: +f.k.value, Public: f.pub.checked, AdministratorsOnly: f.adm.checked,
+      Users: chosen.filter(v => v[0] === 'u').map(v => +v.slice(1)), Teams: chosen.filter(v => v[0] === 't').map(v => +v.slice(1))}); pageResourceControls(); }
+    catch (err) { formError(f, err); } };
+  document.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => { await api('DELETE', `/api/resource_controls/${b.dataset.del}`); pageResourceControls(); });
+}
 async function route() {
   theme();
   const hash = location.hash || '#/home';
@@ -3240,6 +3266,7 @@ async function route() {
     if ((m = hash.match(/^#\/env\/(\d+)\/security/))) return await pageEndpointSecurity(m[1]);
     if ((m = hash.match(/^#\/teams\/(\d+)/))) return await pageTeam(m[1]);
     if (hash === '#/teams') return await pageTeams();
+    if (hash === '#/resource-controls') return await pageResourceControls();
     if (hash === '#/activity') return await pageActivity('logs');
     if (hash === '#/activity/auth') return await pageActivity('authlogs');
     if (hash === '#/backup') return await pageBackup();

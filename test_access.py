@@ -579,3 +579,55 @@ def test_the_ui_has_the_access_audit_backup_and_analytics_pages(server):
     index = requests.get(server.url + "/", timeout=5).text
     scripts = re.findall(r"<script[^>]*src=\"([^\"]+)\"", index)
     assert scripts and all(src.startswith("/assets/") for src in scripts)  # no analytics or other remote script
+
+
+def test_an_administrator_uses_the_access_audit_and_backup_pages_in_a_browser(fresh_server):
+    from playwright.sync_api import sync_playwright
+    srv = fresh_server()
+    bob_id, _, _ = new_user(srv, "bob")
+    team_id = make_team(srv, "ops", leaders=[bob_id])
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium",
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            page = browser.new_page()
+            page.goto(srv.url + "/#/login")
+            page.fill("#u", "admin")
+            page.fill("#p", ADMIN_PASSWORD)
+            page.click("button.primary")
+            page.wait_for_selector("text=Environments")
+            page.goto(srv.url + f"/#/teams/{team_id}")
+            page.wait_for_selector("select[data-role]")
+            assert page.eval_on_selector("select[data-role]", "s => s.value") == "1"  # bob leads it
+            page.goto(srv.url + "/#/env/1/access")
+            page.wait_for_selector("#s")
+            page.select_option("#s", f"User:{bob_id}")
+            page.select_option("#r", "2")
+            page.click("#f button.primary")
+            wait_until(lambda: srv.api("GET", "/api/endpoints/1").json()["UserAccessPolicies"]
+                       == {str(bob_id): {"RoleId": OPERATOR}}, timeout=10, message="access given from the UI")
+            page.goto(srv.url + "/#/env/1/security")
+            page.wait_for_selector("input[name=allowSysctlSettingForRegularUsers]")
+            page.check("input[name=allowSysctlSettingForRegularUsers]")
+            page.click("#f button.primary")
+            page.wait_for_selector("text=Saved.")
+            assert srv.api("GET", "/api/endpoints/1").json()["SecuritySettings"]["allowSysctlSettingForRegularUsers"]
+            page.goto(srv.url + "/#/activity")
+            page.fill("#q", "endpoints/1")
+            wait_until(lambda: "keyword=endpoints%2F1" in page.get_attribute("#csv", "href"), timeout=10,
+                       message="the search to apply")
+            paths = page.eval_on_selector_all("#tb td:nth-child(5)", "cells => cells.map(c => c.textContent)")
+            assert paths and all("endpoints/1" in p for p in paths)
+            page.goto(srv.url + "/#/settings")
+            page.wait_for_selector("#preview")
+            assert '"instanceId"' in page.inner_text("#preview")
+            page.goto(srv.url + "/#/backup")
+            page.fill("#bp", "backup password 1")
+            with page.expect_download() as download:
+                page.click("#bf button.primary")
+            assert download.value.suggested_filename.endswith(".tar.gz.enc")
+            with open(download.value.path(), "rb") as f:
+                assert f.read(8) == b"PTPYBKUP"
+        finally:
+            browser.close()
+
