@@ -1103,6 +1103,8 @@ def record_activity(request: web.Request, status: int) -> None:
         "kind": "activity", "userId": caller.id if caller else None,
         "username": caller.user["Username"] if caller else "", "endpointId": endpoint_id, "context": context,
         "method": request.method, "path": request.path, "action": f"{request.method} {request.path}",
+        "query": urllib.parse.urlencode([(k, v) for k, v in request.query.items()
+                                         if k.lower() not in CREDENTIAL_QUERY_PARAMS])[:1000],
         "status": status, "origin": client_address(request)})
 
 
@@ -1542,6 +1544,25 @@ async def require_owned_references(connector: DockerConnector, store: Store, cal
 # ================================================================================================================
 
 
+async def authorize_docker_call(request: web.Request, endpoint: dict, method: str, path: str) -> str | None:
+    """Everything that decides whether the caller may make one Docker API call on an environment: the rule
+    table, their role there, and ownership of the resource the path names. Routes other than the proxy that
+    act on an engine for a user (a web console, stacks) call this too. Returns the call's body check."""
+    store, caller = request.app[STORE], caller_of(request)
+    role = endpoint_role(store, caller, endpoint)
+    if role is None:
+        raise Forbidden(f"you have no access to environment {endpoint['Id']}")
+    action, check = docker_rule_for(method, path)
+    bare = API_VERSION_PREFIX.sub("", path)
+    if action not in ROLE_ACTIONS[role]:
+        if action == ADMIN:
+            raise Forbidden(f"{method} {bare} is reserved for administrators")
+        raise Forbidden(f"your role on this environment ({ENV_ROLE_NAMES[role]}) does not allow {method} {bare}")
+    if role in OWNERSHIP_BOUND_ROLES:
+        await require_resource_access(request.app[ENVIRONMENTS].connector(endpoint["Id"]), store, caller, path)
+    return check
+
+
 def visible_event(store: Store, caller: Caller, line: bytes) -> bool:
     """An engine event an ownership-bound user may see: their containers' events and image events only."""
     try:
@@ -1601,17 +1622,10 @@ async def handle_docker_proxy(request: web.Request) -> web.StreamResponse:
     path = urllib.parse.unquote(target.split("?", 1)[0])
     if ".." in path.split("/") or any(c in path for c in "\r\n\x00"):
         raise BadRequest("invalid Docker API path", "path segments '..' and control characters are not allowed")
-    action, check = docker_rule_for(request.method, path)
+    check = await authorize_docker_call(request, endpoint, request.method, path)
     bare = API_VERSION_PREFIX.sub("", path)
-    if action not in ROLE_ACTIONS[role]:
-        if action == ADMIN:
-            raise Forbidden(f"{request.method} {bare} is reserved for administrators")
-        raise Forbidden(f"your role on this environment ({ENV_ROLE_NAMES[role]}) does not allow "
-                        f"{request.method} {bare}")
     connector = request.app[ENVIRONMENTS].connector(endpoint_id)
     ownership_bound = role in OWNERSHIP_BOUND_ROLES
-    if ownership_bound:
-        await require_resource_access(connector, store, caller, path)
     headers = shared.forwardable_request_headers(request)
     body, body_length = shared.request_body_for_relay(request)
     if check is not None:
@@ -2674,6 +2688,7 @@ async def handle_backup(request: web.Request) -> web.Response:
 def validated_backup_members(archive: bytes) -> tuple[dict, dict[str, bytes]]:
     """The store document and every file of a backup, checked before anything on disk is touched."""
     files: dict[str, bytes] = {}
+    total = 0
     try:
         with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
             for member in tar:
@@ -2683,6 +2698,9 @@ def validated_backup_members(archive: bytes) -> tuple[dict, dict[str, bytes]]:
                 if not member.isfile() or name.startswith(("/", "..")) or "/../" in f"/{name}/" \
                         or BACKUP_SKIPPED.match(os.path.basename(name)) and name != Store.FILE:
                     raise BadRequest(f"the backup holds an entry that is not allowed: {member.name[:100]!r}")
+                total += member.size
+                if total > MAX_BACKUP_SIZE * 4:
+                    raise BadRequest("the backup unpacks to more than this server accepts")
                 files[name] = tar.extractfile(member).read()
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         raise BadRequest("the file is not a portainer.py backup (not a readable tar.gz)", str(exc)) from None

@@ -306,6 +306,35 @@ def test_security_settings_are_editable_and_unknown_switches_refused(server):
         server.api("PUT", "/api/endpoints/1", json={"SecuritySettings": {"allowSysctlSettingForRegularUsers": False}})
 
 
+def test_stack_management_follows_the_role_and_the_environment_switch(tmp_path):
+    """`require_stack_management` is what the stacks API calls before it deploys for a user."""
+    from aiohttp.test_utils import make_mocked_request
+    store = portainer.Store(str(tmp_path))
+    store.data = portainer.Store.migrate({"schema_version": 0})
+    endpoint = {"Id": 1, "UserAccessPolicies": {"2": {"RoleId": 0}, "3": {"RoleId": OPERATOR}, "4": {"RoleId": 1}},
+                "TeamAccessPolicies": {}, "SecuritySettings": dict(portainer.DEFAULT_SECURITY_SETTINGS)}
+    app = web.Application()
+    app[portainer.STORE] = store
+
+    def attempt(user_id: int, role: int = 2):
+        request = make_mocked_request("POST", "/api/stacks", app=app)
+        request[portainer.CALLER_KEY] = portainer.Caller({"Id": user_id, "Username": f"u{user_id}", "Role": role},
+                                                         "apikey")
+        try:
+            portainer.require_stack_management(request, endpoint)
+            return "allowed"
+        except portainer.Forbidden as exc:
+            return exc.message
+
+    assert "disabled for non-administrators" in attempt(2)
+    assert "Operator" in attempt(3)
+    assert attempt(4) == "allowed"  # an environment administrator
+    assert attempt(1, role=1) == "allowed"  # an administrator
+    assert "no access" in attempt(5)
+    endpoint["SecuritySettings"]["allowStackManagementForRegularUsers"] = True
+    assert attempt(2) == "allowed" and "Operator" in attempt(3)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Activity and authentication logs
 # ---------------------------------------------------------------------------------------------------------------
