@@ -1342,6 +1342,10 @@ def service_violations(body: dict, settings: dict) -> list[str]:
         problems.append("added capabilities")
     if spec.get("Sysctls") and not settings["allowSysctlSettingForRegularUsers"]:
         problems.append("sysctl settings")
+    networks = (body.get("TaskTemplate") or {}).get("Networks") or body.get("Networks") or []
+    if not settings["allowHostNamespaceForRegularUsers"] and any(
+            isinstance(n, dict) and n.get("Target") == "host" for n in networks):
+        problems.append("host namespace (host network)")
     return problems
 
 
@@ -1624,6 +1628,11 @@ async def handle_docker_proxy(request: web.Request) -> web.StreamResponse:
         raise BadRequest("invalid Docker API path", "path segments '..' and control characters are not allowed")
     check = await authorize_docker_call(request, endpoint, request.method, path)
     bare = API_VERSION_PREFIX.sub("", path)
+    if bare == "/build" and request.query.get("networkmode", "").lower() == "host" and \
+            bound_by_security_settings(store, caller, endpoint) and \
+            not endpoint_security_settings(endpoint)["allowHostNamespaceForRegularUsers"]:
+        raise Forbidden("not allowed for non-administrators on this environment: host namespace (build with the "
+                        "host network)", "an administrator can allow it in the environment's security settings")
     connector = request.app[ENVIRONMENTS].connector(endpoint_id)
     ownership_bound = role in OWNERSHIP_BOUND_ROLES
     headers = shared.forwardable_request_headers(request)

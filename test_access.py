@@ -292,6 +292,13 @@ def test_security_settings_are_editable_and_unknown_switches_refused(server):
     r = proxy(server, "POST", "/networks/create", key, json={"Name": "hostish", "Driver": "macvlan",
                                                             "Labels": {TEST_LABEL: "1"}})
     assert r.status_code == 403
+    result = server.docker("build", "--network", "host", "-", api_key=key, input=f"FROM {BUSYBOX}\nRUN true\n",
+                           check=False)
+    assert result.returncode != 0 and "host network" in result.stderr
+    r = proxy(server, "POST", "/services/create", key,
+              json={"Name": "hostnet", "TaskTemplate": {"ContainerSpec": {"Image": BUSYBOX},
+                                                        "Networks": [{"Target": "host"}]}})
+    assert r.status_code == 403 and "host network" in r.json()["message"]
     r = server.api("PUT", "/api/endpoints/1", json={"SecuritySettings": {"allowEverything": True}})
     assert r.status_code == 400
     r = server.api("PUT", "/api/endpoints/1", json={"SecuritySettings": {"allowSysctlSettingForRegularUsers": True}})
