@@ -2101,6 +2101,31 @@ async def handle_team_memberships_of_team(request: web.Request) -> web.Response:
                           if m["TeamID"] == team["Id"]])
 
 
+async def handle_user_memberships(request: web.Request) -> web.Response:
+    """The team memberships of one user (administrators, or the user themselves)."""
+    user_id = path_id(request)
+    require_self_or_admin(request, user_id)
+    store = request.app[STORE]
+    get_user(store, user_id)
+    return json_response([membership_view(m) for m in store.data["team_memberships"].values()
+                          if m["UserID"] == user_id])
+
+
+ROLE_DESCRIPTIONS = {
+    ENV_ROLE_ADMIN: "Full control of the environment, beyond its security settings",
+    ENV_ROLE_OPERATOR: "Operate every resource: start, stop, restart, kill, pause, logs, console; no create or remove",
+    ENV_ROLE_HELPDESK: "Read every resource and its logs; no console, no change",
+    ENV_ROLE_STANDARD: "Create and use resources of their own and their teams, within the security settings",
+    ENV_ROLE_READ_ONLY: "Read resources of their own and their teams and their logs",
+}
+
+
+async def handle_roles_list(request: web.Request) -> web.Response:
+    """The roles a user or team can hold on an environment, strongest first."""
+    return json_response([{"Id": role, "Name": ENV_ROLE_NAMES[role], "Description": ROLE_DESCRIPTIONS[role],
+                           "Priority": role, "Actions": sorted(ROLE_ACTIONS[role])} for role in sorted(ROLE_ACTIONS)])
+
+
 def require_team_manager(request: web.Request, team_id: int, role: int) -> None:
     """Administrators manage every team; a team leader adds and removes plain members of their own team."""
     store, caller = request.app[STORE], caller_of(request)
@@ -2788,8 +2813,9 @@ async def handle_restore(request: web.Request) -> web.Response:
         raise BadRequest("a password was given but this backup is not encrypted")
     document, files = await asyncio.to_thread(validated_backup_members, blob)
     staging = await asyncio.to_thread(stage_restore, store.directory, document, files)
-    await store.drain()
     await app[ACTIVITY].flush()
+    while store._flusher is not None and not store._flusher.done():
+        await store.drain()
     # From here to the reload nothing awaits, so no request sees or writes a half-restored state.
     old = swap_in_restore(store.directory, staging)
     store.load()
@@ -3387,6 +3413,8 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("PUT", "/api/teams/{id}", handle_team_update),
     ("DELETE", "/api/teams/{id}", handle_team_delete),
     ("GET", "/api/teams/{id}/memberships", handle_team_memberships_of_team),
+    ("GET", "/api/users/{id}/memberships", handle_user_memberships),
+    ("GET", "/api/roles", handle_roles_list),
     ("GET", "/api/team_memberships", handle_memberships_list),
     ("POST", "/api/team_memberships", handle_membership_create),
     ("PUT", "/api/team_memberships/{id}", handle_membership_update),

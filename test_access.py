@@ -186,6 +186,11 @@ def test_team_leader_manages_members_and_the_team_role_applies_to_them(server, r
     assert [t["Id"] for t in server.api("GET", "/api/teams", token=member_token).json()] == [team_id]
     assert any(u["Id"] == member_id for u in server.api("GET", "/api/users", token=leader_token).json())
     server.docker("restart", "-t", "0", running_container.id, api_key=member_key)
+    assert [m["TeamID"] for m in server.api("GET", f"/api/users/{member_id}/memberships",
+                                            token=member_token).json()] == [team_id]
+    roles = server.api("GET", "/api/roles", token=member_token).json()
+    assert [(r["Id"], r["Name"]) for r in roles][:3] == [(1, "Environment administrator"), (2, "Operator"),
+                                                          (3, "Helpdesk")]
     memberships = server.api("GET", f"/api/teams/{team_id}/memberships", token=leader_token).json()
     assert {(m["UserID"], m["Role"]) for m in memberships} == {(leader_id, 1), (member_id, 2)}
     assert server.api("DELETE", f"/api/team_memberships/{membership_id}", token=leader_token).status_code == 204
