@@ -418,7 +418,8 @@ class Store:
             os.close(dir_fd)
 
     async def drain(self) -> None:
-        if self._flusher is not None:
+        """Return once no write is pending or in flight (including writes begun while waiting)."""
+        while self._flusher is not None and not self._flusher.done():
             with contextlib.suppress(Exception):
                 await self._flusher
 
@@ -2814,8 +2815,7 @@ async def handle_restore(request: web.Request) -> web.Response:
     document, files = await asyncio.to_thread(validated_backup_members, blob)
     staging = await asyncio.to_thread(stage_restore, store.directory, document, files)
     await app[ACTIVITY].flush()
-    while store._flusher is not None and not store._flusher.done():
-        await store.drain()
+    await store.drain()
     # From here to the reload nothing awaits, so no request sees or writes a half-restored state.
     old = swap_in_restore(store.directory, staging)
     store.load()
