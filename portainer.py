@@ -2461,8 +2461,8 @@ async def handle_endpoint_update(request: web.Request) -> web.Response:
                 if not str(key).isdigit() or not isinstance(value, dict):
                     raise BadRequest(f"{policies} must map ids to objects such as {{\"RoleId\": 0}}")
                 if value.get("RoleId", 0) not in (0, *ROLE_ACTIONS):
-                    raise BadRequest(f"RoleId must be one of 1 (environment administrator), 2 (operator), "
-                                     f"3 (helpdesk), 4 (standard user), 5 (read-only user)")
+                    raise BadRequest("RoleId must be one of 1 (environment administrator), 2 (operator), "
+                                     "3 (helpdesk), 4 (standard user), 5 (read-only user)")
     security = body.get("SecuritySettings")
     if security is not None:
         if not isinstance(security, dict) or any(k not in DEFAULT_SECURITY_SETTINGS or not isinstance(v, bool)
