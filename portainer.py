@@ -2825,6 +2825,8 @@ async def handle_restore(request: web.Request) -> web.Response:
     environments.close()
     environments.status.clear()
     environments.snapshots.clear()
+    for reload_hook in app[AFTER_RESTORE]:
+        reload_hook(app)
     await asyncio.to_thread(shutil.rmtree, old, True)
     asyncio.ensure_future(environments.snapshot_all())
     log.info("restored a backup: %d users, %d environments", len(store.data["users"]), len(store.data["endpoints"]))
@@ -3386,6 +3388,8 @@ STARTED_AT = app_key("started_at", float)
 ASSETS = app_key("assets", dict)
 ACTIVITY = app_key("activity", ActivityLog)
 ANALYTICS_STATE = app_key("analytics_state", dict)
+# Features that keep state from the store or data directory in memory register a reload here: fn(app).
+AFTER_RESTORE = app_key("after_restore", list)
 CALLER_KEY = "caller"
 DUMMY_HASH = "scrypt$32768$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
 
@@ -3566,6 +3570,7 @@ def make_app(config: argparse.Namespace) -> web.Application:
     app[ACTIVITY] = ActivityLog(store.directory,
                                 lambda: int(current_settings(store)["ActivityLogRetentionDays"]))
     app[ANALYTICS_STATE] = {}
+    app[AFTER_RESTORE] = []
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
     app.cleanup_ctx.append(server_lifecycle)
