@@ -1462,6 +1462,22 @@ def filter_owned_list(store: Store, caller: Caller, kind: str) -> Callable[[byte
     return rewrite
 
 
+async def filter_owned_tasks(connector: DockerConnector, store: Store, caller: Caller) -> Callable[[bytes], bytes]:
+    """A rewrite for the task list that keeps the tasks of the caller's services."""
+    services = await connector.request_json("GET", "/services")
+    owned = {s.get("ID") for s in services or [] if isinstance(s, dict) and visible_resource(store, caller,
+                                                                                             "services", s)}
+
+    def rewrite(raw: bytes) -> bytes:
+        try:
+            tasks = json.loads(raw)
+        except ValueError:
+            return raw
+        return json.dumps([t for t in tasks if isinstance(t, dict) and t.get("ServiceID") in owned]
+                          if isinstance(tasks, list) else tasks).encode()
+    return rewrite
+
+
 async def require_owned(connector: DockerConnector, store: Store, caller: Caller, kind: str, resource_id: str,
                         missing_ok: bool = False) -> dict | None:
     """The resource, when the caller may use it; Forbidden when it belongs to another user or team (or to
@@ -1493,6 +1509,9 @@ async def require_resource_access(connector: DockerConnector, store: Store, call
         except ApiError:
             return  # the engine answers the call itself with its own 404
         kind, resource_id = "containers", exec_info.get("ContainerID", "")
+    elif kind == "tasks":
+        task = await connector.request_json("GET", f"/tasks/{urllib.parse.quote(resource_id, safe='')}")
+        kind, resource_id = "services", str((task or {}).get("ServiceID", ""))
     if kind in OWNED_KINDS:
         await require_owned(connector, store, caller, kind, resource_id)
 
@@ -1667,6 +1686,8 @@ async def handle_docker_proxy(request: web.Request) -> web.StreamResponse:
     if ownership_bound and request.method == "GET" and bare.strip("/") in OWNED_KINDS + ("containers/json",
                                                                                          "system/df"):
         rewrite = filter_owned_list(store, caller, bare.strip("/").split("/")[0])
+    if ownership_bound and request.method == "GET" and bare == "/tasks":
+        rewrite = await filter_owned_tasks(connector, store, caller)
     timeout = answer_head_timeout(path, request.query, streamed_body=body is not None and check is None)
     response = await connector.request(request.method, target, headers, body, body_length, timeout=timeout)
     try:

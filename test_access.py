@@ -3,6 +3,7 @@ drive them: the Docker CLI and plain HTTP against real server processes and the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import json
@@ -12,11 +13,13 @@ import socket
 import threading
 import time
 
+import docker
 import pytest
 import requests
 from aiohttp import web
 
-from conftest import ADMIN_PASSWORD, BUSYBOX, TEST_LABEL, free_port, start_server, wait_until
+from conftest import (ADMIN_PASSWORD, BUSYBOX, TEST_LABEL, free_port, make_namespace_host, remove_namespace_host,
+                      start_server, wait_until)
 
 import portainer
 
@@ -234,8 +237,9 @@ def test_resource_ownership_hides_another_teams_containers_and_volumes(server, e
     assert proxy(server, "POST", f"/containers/{running_container.id}/stop", bob_key).status_code == 403
     # a user cannot claim a resource for someone else by writing the labels themselves
     r = proxy(server, "POST", "/containers/create", bob_key,
-              json={"Image": BUSYBOX, "Cmd": ["true"], "Labels": {TEST_LABEL: "1", "io.portainer.accesscontrol.users": "1",
-                                                  "io.portainer.accesscontrol.teams": str(team_a)}})
+              json={"Image": BUSYBOX, "Cmd": ["true"],
+                    "Labels": {TEST_LABEL: "1", "io.portainer.accesscontrol.users": "1",
+                               "io.portainer.accesscontrol.teams": str(team_a)}})
     assert r.status_code == 201, r.text
     bob_container = r.json()["Id"]
     assert engine.containers.get(bob_container).labels["io.portainer.accesscontrol.teams"] == str(team_b)
@@ -265,6 +269,53 @@ def test_resource_ownership_hides_another_teams_containers_and_volumes(server, e
     server.docker("rm", "-f", cid, api_key=alice_key)
     server.docker("rm", "-f", bob_container, api_key=bob_key)
     server.docker("volume", "rm", f"alice-vol-{cid[:8]}", api_key=anna_key)
+
+
+@pytest.fixture(scope="module")
+def swarm_environment(server, engine):
+    """A one-node Swarm on a host of its own (a network namespace), added as an environment."""
+    host = make_namespace_host(3)
+    host.start_engine()
+    host.load_image(engine)
+    client = host.client()
+    with contextlib.suppress(docker.errors.APIError):
+        client.swarm.leave(force=True)
+    client.swarm.init(advertise_addr=host.address)
+    r = server.api("POST", "/api/endpoints", json={"Name": "ownership-swarm", "EndpointCreationType": 1,
+                                                  "URL": f"unix://{host.socket}"})
+    assert r.status_code == 200, r.text
+    endpoint_id = r.json()["Id"]
+    yield endpoint_id
+    server.api("DELETE", f"/api/endpoints/{endpoint_id}")
+    with contextlib.suppress(docker.errors.APIError):
+        client.swarm.leave(force=True)
+    host.stop_engine()
+    remove_namespace_host(host.name, host.name.replace("node", "veth"), host.root)
+
+
+def test_services_and_their_tasks_are_hidden_from_another_team(server, swarm_environment):
+    endpoint_id = swarm_environment
+    keys = {}
+    for name in ("alice", "bob"):
+        team = make_team(server, f"svc-{name}")
+        grant(server, "Team", team, STANDARD, endpoint_id)
+        user_id, _, keys[name] = new_user(server, f"svc-{name}")
+        assert add_member(server, team, user_id).status_code == 200
+    service = f"alice-svc-{time.monotonic_ns() % 10**6}"
+    server.docker("service", "create", "--detach", "--no-resolve-image", "--name", service, "--label", TEST_LABEL,
+                  BUSYBOX, "sleep", "300",
+                  endpoint_id=endpoint_id, api_key=keys["alice"])
+    assert service in server.docker("service", "ls", endpoint_id=endpoint_id, api_key=keys["alice"]).stdout
+    assert service not in server.docker("service", "ls", endpoint_id=endpoint_id, api_key=keys["bob"]).stdout
+    result = server.docker("service", "rm", service, endpoint_id=endpoint_id, api_key=keys["bob"], check=False)
+    assert result.returncode != 0 and "access denied" in result.stderr
+    base = f"{server.url}/api/endpoints/{endpoint_id}/docker/v1.41"
+    tasks = lambda key: requests.get(base + "/tasks", headers={"X-API-Key": key}, timeout=30).json()  # noqa: E731
+    alice_tasks = wait_until(lambda: tasks(keys["alice"]), timeout=30, message="the service's task")
+    assert tasks(keys["bob"]) == []
+    r = requests.get(f"{base}/tasks/{alice_tasks[0]['ID']}", headers={"X-API-Key": keys["bob"]}, timeout=30)
+    assert r.status_code == 403
+    server.docker("service", "rm", service, endpoint_id=endpoint_id, api_key=keys["alice"])
 
 
 def test_administrator_shares_a_container_with_another_team_by_resource_control(server, running_container):
