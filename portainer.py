@@ -1117,8 +1117,10 @@ def record_auth(request: web.Request, username: str, success: bool, kind: str = 
 
 @web.middleware
 async def activity_middleware(request: web.Request, handler):
-    """Record every state-changing API request, proxied Docker calls included, with its outcome."""
-    if request.method in ("GET", "HEAD", "OPTIONS") or not request.path.startswith("/api/") \
+    """Record every state-changing API request, proxied Docker calls and WebSocket consoles included, with its
+    outcome."""
+    opens_console = request.headers.get("Upgrade", "").lower() == "websocket"
+    if request.method in ("GET", "HEAD", "OPTIONS") and not opens_console or not request.path.startswith("/api/") \
             or request.path in UNLOGGED_PATHS:
         return await handler(request)
     status = 500
