@@ -386,9 +386,10 @@ def test_admin_adds_an_edge_environment_groups_it_and_runs_a_job_from_the_ui(edg
         page.click("button[type=submit]")
         page.wait_for_selector("text=edge-site")
         assert "tunnel connected" in page.text_content("#list")
-        page.click("text=Add environment")
+        page.click("main >> a:has-text('Add environment')")
+        page.select_option("#kind", "4")
         page.fill("#n", "edge-from-the-ui")
-        page.click("text=Create environment")
+        page.click("button:has-text('Add environment')")
         command = page.wait_for_selector("#edge-command").text_content()
         assert command.startswith("EDGE=1 EDGE_KEY=") and "python3 agent.py" in command
         created = next(ep for ep in server.api("GET", "/api/endpoints").json() if ep["Name"] == "edge-from-the-ui")
