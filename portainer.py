@@ -1198,7 +1198,8 @@ class ActivityLog:
 
 
 ENDPOINT_PATH = re.compile(r"^/api/endpoints/(\d+)(?:/|$)")
-UNLOGGED_PATHS = frozenset({"/api/auth", "/api/auth/logout"})  # these go to the authentication log
+# Logins go to the authentication log; edge tunnels are machines reconnecting, not people acting.
+UNLOGGED_PATHS = frozenset({"/api/auth", "/api/auth/logout", shared.EDGE_TUNNEL_PATH})
 
 
 def record_activity(request: web.Request, status: int) -> None:
