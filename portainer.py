@@ -2582,6 +2582,8 @@ class EndpointKinds:
         }
         # What a kind adds to the creation answer only (e.g. an edge key, shown to the administrator who made it).
         self.answers: dict[int, Callable[[web.Request, dict, dict], None]] = {}
+        # What a kind lets go of when its environment is removed (e.g. the edge agent's tunnel).
+        self.removers: dict[int, Callable[[web.Application, dict], None]] = {}
 
 
 def visible_endpoints(request: web.Request) -> list[dict]:
@@ -2684,9 +2686,12 @@ async def handle_endpoint_delete(request: web.Request) -> web.Response:
     require_admin(request)
     endpoint_id = path_id(request)
     environments = request.app[ENVIRONMENTS]
-    environments.get(endpoint_id)
+    endpoint = environments.get(endpoint_id)
     del request.app[STORE].data["endpoints"][str(endpoint_id)]
     await request.app[STORE].commit()
+    remove_kind = request.app[ENDPOINT_KINDS].removers.get(endpoint["Type"])
+    if remove_kind is not None:
+        remove_kind(request.app, endpoint)
     environments.forget(endpoint_id)
     environments.status.pop(endpoint_id, None)
     environments.snapshots.pop(endpoint_id, None)
@@ -2750,6 +2755,16 @@ async def create_edge_endpoint(request: web.Request, endpoint: dict, fields: dic
 def answer_edge_endpoint(request: web.Request, endpoint: dict, view: dict) -> None:
     view["EdgeKey"] = edge_key_for(request.app, endpoint)
     view["EdgeAgentCommand"] = edge_agent_command(view["EdgeKey"])
+
+
+def remove_edge_endpoint(app: web.Application, endpoint: dict) -> None:
+    tunnels = app[EDGE_TUNNELS]
+    tunnels.refused.pop(endpoint["Id"], None)
+    tunnels.last_seen.pop(endpoint["Id"], None)
+    tunnel = tunnels.tunnels.get(endpoint["Id"])
+    if tunnel is not None:
+        tunnels.spawn(tunnel.ws.close(code=shared.aiohttp.WSCloseCode.POLICY_VIOLATION,
+                                      message=b"environment removed"))
 
 
 def extend_edge_view(tunnels: EdgeTunnels, endpoint: dict, view: dict) -> None:
@@ -2840,7 +2855,8 @@ async def handle_edge_tunnel(request: web.Request) -> web.StreamResponse:
     try:
         await tunnel.run()
     finally:
-        tunnels.last_seen[endpoint_id] = now()
+        if str(endpoint_id) in app[STORE].data["endpoints"]:
+            tunnels.last_seen[endpoint_id] = now()
         if tunnels.tunnels.get(endpoint_id) is tunnel:
             del tunnels.tunnels[endpoint_id]
             environments.status[endpoint_id] = STATUS_DOWN
@@ -3288,6 +3304,7 @@ def register_edge_kind(app: web.Application) -> None:
     environments.view_extensions.append(lambda endpoint, view: extend_edge_view(tunnels, endpoint, view))
     app[ENDPOINT_KINDS].creators[ENDPOINT_EDGE] = create_edge_endpoint
     app[ENDPOINT_KINDS].answers[ENDPOINT_EDGE] = answer_edge_endpoint
+    app[ENDPOINT_KINDS].removers[ENDPOINT_EDGE] = remove_edge_endpoint
     runner = app[EDGE_JOBS] = EdgeJobRunner(app)
     tunnels.on_connect.append(runner.dispatch)
     tunnels.on_connect.append(

@@ -260,6 +260,9 @@ def test_server_refuses_a_wrong_secret_and_a_second_edge_id_until_the_admin_re_a
         wait_until(lambda: "refused this edge agent (403" in first.log(), timeout=15, message="machine-one refused")
         wait_until(lambda: connected(server, endpoint_id), timeout=15, message="machine-two to connect")
         assert server.docker("ps", "-q", endpoint_id=endpoint_id).returncode == 0
+        # removing the environment lets its agent go: it is refused from then on
+        assert server.api("DELETE", f"/api/endpoints/{endpoint_id}").status_code == 204
+        wait_until(lambda: "refused this edge agent (401" in second.log(), timeout=15, message="machine-two let go")
     finally:
         for process in (guesser, first, second):
             if process:
