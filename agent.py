@@ -1295,6 +1295,7 @@ TUNNEL_STREAM_WINDOW = 256 * 1024
 TUNNEL_MAX_STREAMS = 1024
 TUNNEL_OPEN_TIMEOUT = 15.0
 TUNNEL_CLOSE_TIMEOUT = 2.0
+EDGE_STABLE_TUNNEL = 10.0
 
 
 def tunnel_receive_timeout(heartbeat: float) -> float:
@@ -1716,9 +1717,13 @@ async def run_edge_agent(settings: EdgeSettings) -> None:
                                               **CLIENT_WS_CLOSE_TIMEOUT) as ws:
                     edge_log.info("edge tunnel to %s is up (environment %s)", settings.key.server_url,
                                   settings.key.endpoint_id)
-                    attempt = 0
+                    opened = time.monotonic()
                     await Tunnel(ws, lambda stream: serve_edge_stream(stream, settings.docker_url)).run()
                     edge_log.warning("edge tunnel closed (code %s); reconnecting", ws.close_code)
+                    # Only a tunnel that held resets the backoff: one closed at once (a server replacing it
+                    # again and again) must not become a tight reconnect loop.
+                    if time.monotonic() - opened >= EDGE_STABLE_TUNNEL:
+                        attempt = 0
             except aiohttp.ServerFingerprintMismatch:
                 edge_log.error("refusing the server at %s: its TLS certificate does not match the edge key",
                                settings.key.server_url)
