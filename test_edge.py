@@ -430,3 +430,65 @@ def test_admin_adds_an_edge_environment_groups_it_and_runs_a_job_from_the_ui(edg
         server.api("DELETE", f"/api/edge_jobs/{job['Id']}")
     for group in server.api("GET", "/api/edge_groups").json():
         server.api("DELETE", f"/api/edge_groups/{group['Id']}")
+
+
+def test_tunnel_flow_control_bounds_buffers_and_a_stalled_stream_leaves_others_flowing():
+    """The protocol alone, both ends in this process: a reader that stops stalls only its own stream."""
+    import asyncio
+
+    import aiohttp
+    from aiohttp import web
+
+    async def scenario():
+        served: asyncio.Queue = asyncio.Queue()
+
+        async def serve_stream(stream):  # the far side: remembers its streams, answers on them
+            await stream.accept()
+            await served.put(stream)
+
+        async def handler(request):
+            ws = web.WebSocketResponse(max_msg_size=agent.TUNNEL_MAX_MESSAGE)
+            await ws.prepare(request)
+            await agent.Tunnel(ws, serve_stream).run()
+            return ws
+
+        app = web.Application()
+        app.router.add_get("/tunnel", handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        async with aiohttp.ClientSession() as session:
+            ws = await session.ws_connect(f"http://127.0.0.1:{port}/tunnel", max_msg_size=agent.TUNNEL_MAX_MESSAGE)
+            opener = agent.Tunnel(ws)
+            reading = asyncio.ensure_future(opener.run())
+            stalled, lively = await opener.open_stream(), await opener.open_stream()
+            far_stalled, far_lively = await served.get(), await served.get()
+            big = os.urandom(4 * 1024 * 1024)
+            far_stalled.write(big)
+            writer = asyncio.ensure_future(far_stalled.drain())
+            await asyncio.sleep(0.5)
+            assert not writer.done()  # nobody reads the stalled stream: its sender waits for credit
+            assert len(stalled._inbound) <= agent.TUNNEL_STREAM_WINDOW
+            assert len(far_stalled._outbound) >= len(big) - agent.TUNNEL_STREAM_WINDOW
+            for i in range(50):  # the other stream on the same tunnel still flows both ways
+                lively.write(b"ping %d\n" % i)
+                await lively.drain()
+                assert await far_lively.readline() == b"ping %d\n" % i
+                far_lively.write(b"pong %d\n" % i)
+                await far_lively.drain()
+                assert await lively.readline() == b"pong %d\n" % i
+            received = bytearray()
+            while len(received) < len(big):
+                received += await stalled.read(agent.STREAM_CHUNK)
+            await writer
+            assert bytes(received) == big
+            far_stalled.write_eof()
+            await far_stalled.drain()
+            assert await stalled.read() == b"" and stalled.at_eof()
+            await ws.close()
+            await reading
+        await runner.cleanup()
+
+    asyncio.run(scenario())
