@@ -1262,9 +1262,10 @@ class ComposeFile:
     """
 
     def __init__(self, text: str, env: dict[str, str], project: str, project_dir: str, swarm: bool = False,
-                 file_name: str = COMPOSE_FILE):
+                 file_name: str = COMPOSE_FILE, files: dict[str, bytes] | None = None):
         self.project = project
         self.project_dir = project_dir
+        self.files = files or {}  # the stack's files about to be written, by path relative to project_dir
         self.file_name = file_name
         self.swarm = swarm
         self.env = env
@@ -1466,6 +1467,8 @@ class ComposeFile:
         path = os.path.realpath(os.path.join(base, relative))
         if not path.startswith(base + os.sep):
             raise self.error(parent, key, f"{relative!r} is outside the stack's files")
+        if os.path.relpath(path, base) in self.files:
+            return self.files[os.path.relpath(path, base)]
         try:
             with open(path, "rb") as f:
                 return f.read(1024 * 1024)
@@ -2030,8 +2033,10 @@ class SwarmDeployment:
                 "Options": network["driver_opts"], "Internal": network["internal"],
                 "Attachable": network["attachable"], "Labels": self.labels(network["labels"])}
 
-    def service_body(self, name: str) -> dict:
+    def service_body(self, name: str, object_ids: dict[str, str] | None = None) -> dict:
+        """The service spec; object_ids maps config and secret names to their ids on the engine."""
         service = self.compose.services[name]
+        object_ids = object_ids or {}
         mounts = [{"Type": m["type"], "Source": m["source"], "Target": m["target"], "ReadOnly": m["read_only"]}
                   for m in service["mounts"]]
         for mount in mounts:
@@ -2040,8 +2045,10 @@ class SwarmDeployment:
         spec = {"Image": service["image"], "Labels": self.labels(service["labels"]),
                 **({"StopGracePeriod": service["stop_grace_period"]} if service["stop_grace_period"] else {}),
                 "Env": [f"{k}={v}" for k, v in service["environment"].items()], "Mounts": mounts,
-                "Configs": [self.file_reference(r, self.compose.configs, "Config") for r in service["configs"]],
-                "Secrets": [self.file_reference(r, self.compose.secrets, "Secret") for r in service["secrets"]]}
+                "Configs": [self.file_reference(r, self.compose.configs, "Config", object_ids)
+                            for r in service["configs"]],
+                "Secrets": [self.file_reference(r, self.compose.secrets, "Secret", object_ids)
+                            for r in service["secrets"]]}
         for key, value in (("Command", service["entrypoint"]), ("Args", service["command"]),
                            ("User", service["user"]), ("Dir", service["working_dir"]),
                            ("Hostname", service["hostname"]), ("Healthcheck", service["healthcheck"]),
@@ -2074,10 +2081,11 @@ class SwarmDeployment:
                                             **({"PublishedPort": p["published"]} if p["published"] else {}),
                                             "PublishMode": "ingress"} for p in service["ports"]]}}
 
-    def file_reference(self, reference: dict, declared: dict, kind: str) -> dict:
-        target = reference["target"]
-        return {f"{kind}Name": declared[reference["source"]]["name"],
-                "File": {"Name": target, "UID": "0", "GID": "0", "Mode": 0o444}}
+    @staticmethod
+    def file_reference(reference: dict, declared: dict, kind: str, object_ids: dict[str, str]) -> dict:
+        name = declared[reference["source"]]["name"]
+        return {f"{kind}Name": name, f"{kind}ID": object_ids.get(name, ""),
+                "File": {"Name": reference["target"], "UID": "0", "GID": "0", "Mode": 0o444}}
 
     def check_allowed(self, settings: dict) -> None:
         problems: list[str] = []
@@ -2105,16 +2113,22 @@ class SwarmDeployment:
                 continue
             if any(key in s["networks"] for s in self.compose.services.values()):
                 await self.connector.request_json("POST", "/networks/create", self.network_body(key))
+        object_ids: dict[str, str] = {}
         for kind, objects in (("configs", self.compose.configs), ("secrets", self.compose.secrets)):
-            present = {o["Spec"]["Name"] for o in await self.namespace_objects(kind)}
+            present = {o["Spec"]["Name"]: o["ID"] for o in await self.connector.request_json("GET", f"/{kind}")}
             for item in objects.values():
-                if not item["external"] and item["name"] not in present:
-                    await self.connector.request_json("POST", f"/{kind}/create", {
+                if item["name"] in present:
+                    object_ids[item["name"]] = present[item["name"]]
+                elif item["external"]:
+                    raise BadRequest(f"external {kind[:-1]} {item['name']!r} does not exist")
+                else:
+                    created = await self.connector.request_json("POST", f"/{kind}/create", {
                         "Name": item["name"], "Labels": self.labels(item["labels"]),
                         "Data": base64.b64encode(item["data"]).decode()})
+                    object_ids[item["name"]] = created["ID"]
         services = {s["Spec"]["Name"]: s for s in await self.namespace_objects("services")}
         for name in self.compose.order:
-            body = self.service_body(name)
+            body = self.service_body(name, object_ids)
             current = services.get(body["Name"])
             if current is None:
                 await self.connector.request_json("POST", "/services/create", body)
@@ -2801,16 +2815,21 @@ class Stacks:
             raise NotFound(f"the file of stack {stack['Id']} is missing", str(exc)) from None
 
     @staticmethod
-    def write_files(project_dir: str, content: str, env: list[dict]) -> None:
+    def stack_files(content: str, env: list[dict]) -> dict[str, bytes]:
         # stack.env is what Portainer writes too, so `env_file: stack.env` works the same here.
-        write_stack_file(os.path.join(project_dir, STACK_ENV_FILE),
-                         "".join(f"{e['name']}={e['value']}\n" for e in env).encode())
-        write_stack_file(os.path.join(project_dir, COMPOSE_FILE), content.encode())
+        return {STACK_ENV_FILE: "".join(f"{e['name']}={e['value']}\n" for e in env).encode(),
+                COMPOSE_FILE: content.encode()}
+
+    @staticmethod
+    def write_files(project_dir: str, content: str, env: list[dict]) -> None:
+        for name, data in Stacks.stack_files(content, env).items():
+            write_stack_file(os.path.join(project_dir, name), data)
 
     def deployment(self, stack_type: int, endpoint_id: int, name: str, content: str, env: list[dict],
                    project_dir: str) -> ComposeDeployment | SwarmDeployment:
         swarm = stack_type == STACK_SWARM
-        compose = ComposeFile(content, {e["name"]: e["value"] for e in env}, name, project_dir, swarm=swarm)
+        compose = ComposeFile(content, {e["name"]: e["value"] for e in env}, name, project_dir, swarm=swarm,
+                              files=self.stack_files(content, env))
         connector = self.environments.connector(endpoint_id)
         return SwarmDeployment(connector, compose) if swarm else ComposeDeployment(connector, compose)
 
@@ -2877,8 +2896,6 @@ async def create_stack(request: web.Request, stack_type: int, body: dict, from_t
         if not swarm_id and stack_type == STACK_SWARM:
             swarm_id = ((await deployment.connector.request_json("GET", "/swarm")) or {}).get("ID", "")
         await asyncio.to_thread(Stacks.write_files, project_dir, content, env)
-        # Parsed again from the written files: env_file and configs read what is now on disk.
-        deployment = stacks.deployment(stack_type, endpoint["Id"], name, content, env, project_dir)
         try:
             await deployment.up(pull=bool(body.get("PullImage")))
         except (ApiError, OSError):
@@ -2999,8 +3016,6 @@ async def handle_stack_update(request: web.Request) -> web.Response:
         previous = await asyncio.to_thread(stacks.read_file, stack)
         await asyncio.to_thread(Stacks.write_files, stack["ProjectPath"], content, env)
         try:
-            deployment = stacks.deployment(stack["Type"], endpoint["Id"], stack["Name"], content, env,
-                                           stack["ProjectPath"])
             await deployment.up(pull=bool(body.get("PullImage")), prune=bool(body.get("Prune")))
         except (ApiError, OSError):
             await asyncio.to_thread(Stacks.write_files, stack["ProjectPath"], previous, stack["Env"])

@@ -252,6 +252,8 @@ def swarm_host(engine):
     host.start_engine()
     host.load_image(engine)
     client = host.client()
+    # conftest's load_image saves the image by id, so the name is set here; swarm tasks run it by name
+    client.images.get(engine.images.get(BUSYBOX).id).tag(BUSYBOX)
     client.swarm.init(advertise_addr=host.address)
     yield host
     with_client = host.client()
@@ -299,7 +301,7 @@ def test_swarm_stack_is_seen_by_docker_stack_ls(server, swarm_host):
         stack = r.json()
         assert stack["Type"] == 1 and stack["SwarmId"]
         listing = subprocess.run(["docker", "stack", "ls"], env=env, capture_output=True, text=True).stdout
-        assert name in listing and " 2 " in listing.replace("  ", " ")
+        assert [name, "2"] in [line.split() for line in listing.splitlines()], listing
         client = swarm_host.client()
         api_service = client.services.get(f"{name}_api")
         assert api_service.attrs["Spec"]["Mode"]["Replicated"]["Replicas"] == 2
