@@ -3150,6 +3150,14 @@ class EdgeStacks:
     def project_dir(self, edge_stack_id: int) -> str:
         return os.path.join(self.data_directory, "edge_stacks", str(edge_stack_id))
 
+    def refresh_targets(self, edge_stack: dict) -> None:
+        """Environments that joined one of the stack's groups since get it too."""
+        for group_id in edge_stack["EdgeGroups"]:
+            with contextlib.suppress(ApiError):
+                for endpoint_id in edge_group_endpoint_ids(self.store, group_id):
+                    if str(endpoint_id) not in edge_stack["Status"]:
+                        self.set_status(edge_stack, endpoint_id, EDGE_PENDING)
+
     def schedule(self, edge_stack: dict) -> None:
         for key, status in edge_stack["Status"].items():
             task_key = (edge_stack["Id"], int(key))
@@ -3163,14 +3171,19 @@ class EdgeStacks:
                                                   "Status": EDGE_STATUS_NAMES[kind], "Error": message,
                                                   "Time": now()}
 
-    async def deploy(self, edge_stack: dict, endpoint_id: int) -> None:
+    def read_file(self, edge_stack: dict) -> str:
         with open(os.path.join(edge_stack["ProjectPath"], COMPOSE_FILE), encoding="utf-8") as f:
-            content = f.read()
+            return f.read()
+
+    async def deploy(self, edge_stack: dict, endpoint_id: int) -> None:
+        content = await asyncio.to_thread(self.read_file, edge_stack)
         try:
             connector = self.environments.connector(endpoint_id)
-            await connector.request_json("GET", "/_ping", timeout=10)
-        except ApiError as exc:
-            self.set_status(edge_stack, endpoint_id, EDGE_PENDING, f"environment offline, will retry: {exc.message}")
+            async with await connector.request("GET", "/_ping", timeout=10) as response:
+                await response.read()
+        except (ApiError, shared.DockerUnreachable) as exc:
+            self.set_status(edge_stack, endpoint_id, EDGE_PENDING,
+                            f"environment offline, will retry: {getattr(exc, 'message', exc)}")
             return
         self.set_status(edge_stack, endpoint_id, EDGE_DEPLOYING)
         await self.store.commit()
@@ -3190,6 +3203,7 @@ class EdgeStacks:
         while True:
             await asyncio.sleep(EDGE_RETRY_SECONDS)
             for edge_stack in list(self.records.values()):
+                self.refresh_targets(edge_stack)
                 self.schedule(edge_stack)
 
     async def remove(self, edge_stack: dict) -> None:
@@ -3197,9 +3211,8 @@ class EdgeStacks:
             task = self._running.pop((edge_stack["Id"], int(key)), None)
             if task is not None:
                 task.cancel()
-            compose = ComposeFile(
-                open(os.path.join(edge_stack["ProjectPath"], COMPOSE_FILE), encoding="utf-8").read(), {},
-                edge_stack["Name"], edge_stack["ProjectPath"])
+            compose = ComposeFile(await asyncio.to_thread(self.read_file, edge_stack), {}, edge_stack["Name"],
+                                  edge_stack["ProjectPath"])
             with contextlib.suppress(ApiError):
                 await ComposeDeployment(self.environments.connector(int(key)), compose).down()
 
@@ -3549,6 +3562,11 @@ th{color:var(--muted);font-weight:600;cursor:pointer;user-select:none}.error{col
 .toolbar{display:flex;gap:8px;flex-wrap:wrap;align-items:center;margin-bottom:12px}.toolbar input{max-width:260px}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(180px,1fr));gap:12px}
 .stat{font-size:26px;font-weight:700}.muted{color:var(--muted)}pre{white-space:pre-wrap;word-break:break-all}
+.editor{display:flex;border:1px solid var(--border);border-radius:6px;background:var(--bg)}
+.editor textarea{border:0;border-radius:0 6px 6px 0;font:13px/1.5 monospace;resize:vertical;white-space:pre;overflow:auto}
+.gutter{min-width:3em;padding:8px 6px;text-align:right;color:var(--muted);font:13px/1.5 monospace;overflow:hidden;
+user-select:none;border-right:1px solid var(--border)}.gutter .bad{background:var(--danger);color:#fff}
+.flat{margin:0}.tick{width:auto}
 @media (max-width:700px){header{flex-wrap:wrap}main{padding:8px}td,th{padding:5px}.hide-sm{display:none}}
 """
 
@@ -3574,7 +3592,7 @@ function toggleTheme() { localStorage.setItem('theme', (localStorage.getItem('th
 function shell(content) {
   return `<header><span class="brand">portainer.py</span><nav><a href="#/home">Home</a>` +
     (me && me.Role === 1 ? `<a href="#/users">Users</a><a href="#/settings">Settings</a>` : '') +
-    `<a href="#/account">Account</a></nav><span class="spacer"></span>
+    `<a href="#/stacks">Stacks</a><a href="#/templates">Templates</a><a href="#/account">Account</a></nav><span class="spacer"></span>
     <button id="theme" title="Switch light/dark theme">Theme</button><span class="muted">${esc(me && me.Username)}</span>
     <button id="logout">Log out</button></header><main>${content}</main>`;
 }
@@ -3698,6 +3716,101 @@ async function pageSettings() {
     const a = document.getElementById('a'); if (a) body.EnableTelemetry = a.checked;
     try { await api('PUT', '/api/settings', body); formError(f, {message: 'Saved.'}); } catch (err) { formError(f, err); } };
 }
+async function pageStacks() {
+  const [stacks, eps] = await Promise.all([api('GET', '/api/stacks'), api('GET', '/api/endpoints')]);
+  const epName = id => (eps.find(e => e.Id === id) || {}).Name || id;
+  const outside = [];
+  for (const ep of eps.filter(e => e.Status === 1 && e.Type === 1)) {
+    try { outside.push(...await api('GET', `/api/stacks/outside?endpointId=${ep.Id}`)); } catch (e) { /* no stack rights there */ }
+  }
+  $app.innerHTML = shell(`<div class="toolbar"><h2 class="flat">Stacks</h2><span class="spacer"></span>
+    <a href="#/stacks/new"><button class="primary">Add stack</button></a></div>
+    <div class="card"><table><thead><tr><th>Name</th><th>Type</th><th>Environment</th><th>State</th><th>Created</th></tr></thead><tbody>
+    ${stacks.map(s => `<tr><td><a href="#/stacks/${s.Id}">${esc(s.Name)}</a></td><td>${s.Type === 1 ? 'Swarm' : 'Compose'}</td>
+      <td>${esc(epName(s.EndpointId))}</td><td class="${s.Status === 1 ? 'running' : 'exited'}">${s.Status === 1 ? 'active' : 'inactive'}</td>
+      <td>${new Date(s.CreationDate * 1000).toLocaleString()}</td></tr>`).join('') || '<tr><td colspan="5" class="muted">No stack yet.</td></tr>'}
+    </tbody></table></div>
+    ${outside.length ? `<div class="card"><h3>Made outside portainer.py</h3><table><tr><th>Project</th><th>Environment</th><th>Services</th><th>Running</th><th></th></tr>
+    ${outside.map(p => `<tr><td>${esc(p.Name)}</td><td>${esc(epName(p.EndpointId))}</td><td>${esc(p.Services.join(', '))}</td>
+      <td>${p.Running}/${p.Containers}</td><td>${me.Role === 1 ? `<a href="#/stacks/adopt/${p.EndpointId}/${encodeURIComponent(p.Name)}">Adopt</a>` : ''}</td></tr>`).join('')}</table></div>` : ''}`);
+  bindShell();
+}
+function envText(env) { return (env || []).map(e => `${e.name}=${e.value}`).join('\n'); }
+function envList(text) { return text.split('\n').map(l => l.trim()).filter(l => l && !l.startsWith('#')).map(l => { const i = l.indexOf('='); return i < 0 ? {name: l, value: ''} : {name: l.slice(0, i), value: l.slice(i + 1)}; }); }
+function bindEditor(errorLine) {
+  const text = document.getElementById('content'), gutter = document.getElementById('gutter');
+  const draw = () => { const n = text.value.split('\n').length;
+    gutter.innerHTML = Array.from({length: n}, (_, i) => `<div class="${i + 1 === errorLine() ? 'bad' : ''}">${i + 1}</div>`).join(''); gutter.scrollTop = text.scrollTop; };
+  text.oninput = draw; text.onscroll = () => { gutter.scrollTop = text.scrollTop; }; draw(); return draw;
+}
+async function pageStackEditor(id, adopt) {
+  const eps = await api('GET', '/api/endpoints');
+  let stack = null, content = 'services:\n  web:\n    image: busybox:local\n    command: sleep 3600\n', services = [];
+  if (id) { stack = await api('GET', `/api/stacks/${id}`); content = (await api('GET', `/api/stacks/${id}/file`)).StackFileContent;
+    services = await api('GET', `/api/stacks/${id}/services`).catch(() => []); }
+  let badLine = 0;
+  $app.innerHTML = shell(`<div class="card"><h2>${stack ? 'Stack ' + esc(stack.Name) : adopt ? 'Adopt ' + esc(adopt.name) : 'New stack'}</h2><form id="f">
+    ${stack ? '' : `<label for="n">Name</label><input id="n" required pattern="[a-z0-9][a-z0-9_-]*" value="${esc(adopt ? adopt.name : '')}" ${adopt ? 'readonly' : ''}>
+      <label for="ep">Environment</label><select id="ep">${eps.map(e => `<option value="${e.Id}" ${adopt && +adopt.ep === e.Id ? 'selected' : ''}>${esc(e.Name)}</option>`).join('')}</select>
+      ${adopt ? '' : `<label for="ty">Type</label><select id="ty"><option value="2">Compose (standalone)</option><option value="1">Swarm</option></select>`}`}
+    <label for="content">Compose file</label><div class="editor"><div class="gutter" id="gutter" aria-hidden="true"></div>
+    <textarea id="content" rows="22" spellcheck="false">${esc(content)}</textarea></div>
+    <label for="env">Environment variables (NAME=value, one a line)</label><textarea id="env" rows="4">${esc(envText(stack && stack.Env))}</textarea>
+    ${stack ? `<label><input type="checkbox" id="prune" class="tick"> Remove services no longer in the file</label>
+      <label><input type="checkbox" id="pull" class="tick"> Pull images again</label>` : ''}
+    <div class="error" role="alert" id="err"></div>
+    <div class="toolbar"><button class="primary" type="submit">${stack ? 'Update the stack' : adopt ? 'Adopt' : 'Deploy the stack'}</button>
+    ${stack ? `<button type="button" data-act="${stack.Status === 1 ? 'stop' : 'start'}">${stack.Status === 1 ? 'Stop' : 'Start'}</button>
+      <button type="button" class="danger" data-act="remove">Remove</button>` : ''}</div></form></div>
+    ${stack ? `<div class="card"><h3>Services</h3><table><tr><th>Service</th><th>Image</th><th>Containers</th></tr>
+      ${services.map(s => `<tr><td>${esc(s.Name)}</td><td>${esc(s.Image)}</td><td>${s.Containers.map(c => `<span class="badge ${esc(c.State)}">${esc(c.Name)}: ${esc(c.State)}</span>`).join(' ') || '<span class="muted">none</span>'}</td></tr>`).join('')}</table></div>` : ''}`);
+  bindShell();
+  const redraw = bindEditor(() => badLine);
+  const f = document.getElementById('f'), err = document.getElementById('err');
+  const fail = e => { err.textContent = e.message; const m = /line (\d+)/.exec(e.message); badLine = m ? +m[1] : 0; redraw(); };
+  f.onsubmit = async e => { e.preventDefault(); err.textContent = ''; badLine = 0; redraw();
+    const body = {StackFileContent: f.content.value, Env: envList(f.env.value)};
+    try {
+      if (stack) { body.Prune = f.prune.checked; body.PullImage = f.pull.checked;
+        await api('PUT', `/api/stacks/${stack.Id}?endpointId=${stack.EndpointId}`, body); return pageStackEditor(stack.Id); }
+      body.Name = f.n.value;
+      const ep = f.ep.value;
+      const made = adopt ? await api('POST', `/api/stacks/adopt?endpointId=${ep}`, body)
+        : await api('POST', `/api/stacks/create/${f.ty.value === '1' ? 'swarm' : 'standalone'}/string?endpointId=${ep}`, body);
+      location.hash = `#/stacks/${made.Id}`;
+    } catch (e2) { fail(e2); } };
+  document.querySelectorAll('[data-act]').forEach(b => b.onclick = async () => { err.textContent = '';
+    try { if (b.dataset.act === 'remove') { if (!confirm(`Remove stack ${stack.Name} and everything it created?`)) return;
+        await api('DELETE', `/api/stacks/${stack.Id}?endpointId=${stack.EndpointId}`); location.hash = '#/stacks'; return; }
+      await api('POST', `/api/stacks/${stack.Id}/${b.dataset.act}?endpointId=${stack.EndpointId}`); pageStackEditor(stack.Id);
+    } catch (e2) { fail(e2); } });
+}
+async function pageTemplates() {
+  const [doc, custom, eps] = await Promise.all([api('GET', '/api/templates'), api('GET', '/api/custom_templates'), api('GET', '/api/endpoints')]);
+  const kinds = {1: 'container', 2: 'Swarm stack', 3: 'compose stack'};
+  const card = (t, key) => `<div class="card"><b>${esc(t.title || t.Title)}</b> <span class="badge">${kinds[t.type || t.Type] || ''}</span>
+    <div class="muted">${esc(t.description || t.Description)}</div>
+    <form class="deploy" data-key="${key}"><label>Name</label><input name="name" required value="${esc(t.name || '')}">
+    ${(t.env || []).map(e => `<label>${esc(e.label || e.name)}</label><input name="env-${esc(e.name)}" value="${esc(e.default || '')}">`).join('')}
+    <label>Environment</label><select name="ep">${eps.map(e => `<option value="${e.Id}">${esc(e.Name)}</option>`).join('')}</select>
+    <div class="error" role="alert"></div><button class="primary">Deploy</button>
+    ${key.startsWith('c') ? `<button type="button" class="danger" data-del="${key.slice(1)}">Remove</button>` : ''}</form></div>`;
+  $app.innerHTML = shell(`<h2>App templates</h2><div class="grid">${doc.templates.map(t => card(t, 't' + t.id)).join('')}</div>
+    <h2>Custom templates</h2><div class="grid">${custom.map(t => card(t, 'c' + t.Id)).join('') || '<p class="muted">None yet.</p>'}</div>
+    <div class="card"><h3>New custom template</h3><form id="nt"><label for="tt">Title</label><input id="tt" required>
+    <label for="td">Description</label><input id="td" required><label for="tc">Compose file</label><textarea id="tc" rows="10" spellcheck="false"></textarea>
+    <div class="error" role="alert"></div><button class="primary">Save template</button></form></div>`);
+  bindShell();
+  document.querySelectorAll('form.deploy').forEach(f => f.onsubmit = async e => { e.preventDefault();
+    const env = [...f.querySelectorAll('input[name^="env-"]')].map(i => ({name: i.name.slice(4), value: i.value}));
+    const key = f.dataset.key, path = key.startsWith('t') ? `/api/templates/${key.slice(1)}` : `/api/custom_templates/${key.slice(1)}`;
+    try { const r = await api('POST', `${path}/deploy?endpointId=${f.ep.value}`, {Name: f.name.value, Env: env});
+      location.hash = r.EndpointId ? `#/stacks/${r.Id}` : `#/env/${f.ep.value}/containers`; } catch (err) { formError(f, err); } });
+  document.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => { await api('DELETE', `/api/custom_templates/${b.dataset.del}`); pageTemplates(); });
+  const nt = document.getElementById('nt');
+  nt.onsubmit = async e => { e.preventDefault(); try { await api('POST', '/api/custom_templates/create/string',
+    {Title: nt.tt.value, Description: nt.td.value, Type: 3, FileContent: nt.tc.value}); pageTemplates(); } catch (err) { formError(nt, err); } };
+}
 async function route() {
   theme();
   const hash = location.hash || '#/home';
@@ -3708,6 +3821,11 @@ async function route() {
     me = await api('GET', '/api/users/me');
     let m;
     if ((m = hash.match(/^#\/env\/(\d+)\/containers/))) return await pageContainers(m[1]);
+    if ((m = hash.match(/^#\/stacks\/(\d+)$/))) return await pageStackEditor(m[1]);
+    if ((m = hash.match(/^#\/stacks\/adopt\/(\d+)\/(.+)$/))) return await pageStackEditor(null, {ep: m[1], name: decodeURIComponent(m[2])});
+    if (hash === '#/stacks/new') return await pageStackEditor(null);
+    if (hash === '#/stacks') return await pageStacks();
+    if (hash === '#/templates') return await pageTemplates();
     if (hash === '#/account') return await pageAccount();
     if (hash === '#/users') return await pageUsers();
     if (hash === '#/settings') return await pageSettings();
