@@ -2940,6 +2940,19 @@ async def handle_stack_create_swarm_string(request: web.Request) -> web.Response
     return json_response(stack_view(await create_stack(request, STACK_SWARM, await read_json_object(request))))
 
 
+async def handle_stack_create_legacy(request: web.Request) -> web.Response:
+    """Deploy a stack the pre-2.19 way: ?type=1|2&method=string|file&endpointId=N."""
+    stack_type = query_int(request, "type", STACK_COMPOSE)
+    method = request.query.get("method", "string")
+    if stack_type not in (STACK_SWARM, STACK_COMPOSE) or method not in ("string", "file"):
+        raise BadRequest("type must be 1 (Swarm) or 2 (compose) and method string or file")
+    if method == "file":
+        if stack_type == STACK_SWARM:
+            raise BadRequest("Swarm stacks are created from a string (method=string)")
+        return await handle_stack_create_standalone_file(request)
+    return json_response(stack_view(await create_stack(request, stack_type, await read_json_object(request))))
+
+
 def visible_stacks(request: web.Request) -> list[dict]:
     store, caller = request.app[STORE], caller_of(request)
     endpoints = store.data["endpoints"]
@@ -3735,6 +3748,15 @@ async function pageStacks() {
       <td>${p.Running}/${p.Containers}</td><td>${me.Role === 1 ? `<a href="#/stacks/adopt/${p.EndpointId}/${encodeURIComponent(p.Name)}">Adopt</a>` : ''}</td></tr>`).join('')}</table></div>` : ''}`);
   bindShell();
 }
+function demuxLogs(bytes) {
+  // Docker frames non-TTY logs: 8-byte header (stream, 0, 0, 0, big-endian length), then the payload.
+  const parts = []; let i = 0;
+  while (i + 8 <= bytes.length && bytes[i] <= 2 && bytes[i + 1] === 0 && bytes[i + 2] === 0 && bytes[i + 3] === 0) {
+    const size = (bytes[i + 4] << 24 | bytes[i + 5] << 16 | bytes[i + 6] << 8 | bytes[i + 7]) >>> 0;
+    parts.push(bytes.subarray(i + 8, i + 8 + size)); i += 8 + size; }
+  if (i < bytes.length) parts.push(bytes.subarray(i));
+  const dec = new TextDecoder(); return parts.map(p => dec.decode(p)).join('');
+}
 function envText(env) { return (env || []).map(e => `${e.name}=${e.value}`).join('\n'); }
 function envList(text) { return text.split('\n').map(l => l.trim()).filter(l => l && !l.startsWith('#')).map(l => { const i = l.indexOf('='); return i < 0 ? {name: l, value: ''} : {name: l.slice(0, i), value: l.slice(i + 1)}; }); }
 function bindEditor(errorLine) {
@@ -3763,7 +3785,9 @@ async function pageStackEditor(id, adopt) {
     ${stack ? `<button type="button" data-act="${stack.Status === 1 ? 'stop' : 'start'}">${stack.Status === 1 ? 'Stop' : 'Start'}</button>
       <button type="button" class="danger" data-act="remove">Remove</button>` : ''}</div></form></div>
     ${stack ? `<div class="card"><h3>Services</h3><table><tr><th>Service</th><th>Image</th><th>Containers</th></tr>
-      ${services.map(s => `<tr><td>${esc(s.Name)}</td><td>${esc(s.Image)}</td><td>${s.Containers.map(c => `<span class="badge ${esc(c.State)}">${esc(c.Name)}: ${esc(c.State)}</span>`).join(' ') || '<span class="muted">none</span>'}</td></tr>`).join('')}</table></div>` : ''}`);
+      ${services.map(s => `<tr><td>${esc(s.Name)}</td><td>${esc(s.Image)}</td><td>${s.Containers.map(c => `<span class="badge ${esc(c.State)}">${esc(c.Name)}: ${esc(c.State)}</span>` +
+        (stack.Type === 2 ? ` <button type="button" data-logs="${esc(c.Id)}">logs</button>` : '')).join(' ') || '<span class="muted">none</span>'}</td></tr>`).join('')}</table>
+      <pre id="logs" aria-live="polite"></pre></div>` : ''}`);
   bindShell();
   const redraw = bindEditor(() => badLine);
   const f = document.getElementById('f'), err = document.getElementById('err');
@@ -3779,6 +3803,9 @@ async function pageStackEditor(id, adopt) {
         : await api('POST', `/api/stacks/create/${f.ty.value === '1' ? 'swarm' : 'standalone'}/string?endpointId=${ep}`, body);
       location.hash = `#/stacks/${made.Id}`;
     } catch (e2) { fail(e2); } };
+  document.querySelectorAll('[data-logs]').forEach(b => b.onclick = async () => {
+    const r = await fetch(`/api/endpoints/${stack.EndpointId}/docker/containers/${b.dataset.logs}/logs?stdout=1&stderr=1&tail=200`, {credentials: 'same-origin'});
+    document.getElementById('logs').textContent = r.ok ? demuxLogs(new Uint8Array(await r.arrayBuffer())) : `logs unavailable (${r.status})`; });
   document.querySelectorAll('[data-act]').forEach(b => b.onclick = async () => { err.textContent = '';
     try { if (b.dataset.act === 'remove') { if (!confirm(`Remove stack ${stack.Name} and everything it created?`)) return;
         await api('DELETE', `/api/stacks/${stack.Id}?endpointId=${stack.EndpointId}`); location.hash = '#/stacks'; return; }
@@ -3921,6 +3948,7 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("POST", "/api/stacks/create/standalone/string", handle_stack_create_standalone_string),
     ("POST", "/api/stacks/create/standalone/file", handle_stack_create_standalone_file),
     ("POST", "/api/stacks/create/swarm/string", handle_stack_create_swarm_string),
+    ("POST", "/api/stacks", handle_stack_create_legacy),
     ("GET", "/api/stacks", handle_stacks_list),
     ("GET", "/api/stacks/outside", handle_stacks_outside),
     ("POST", "/api/stacks/adopt", handle_stack_adopt),

@@ -9,7 +9,7 @@ import textwrap
 import docker
 import pytest
 
-from conftest import BUSYBOX, SLOT, TEST_LABEL, make_namespace_host, remove_namespace_host, wait_until
+from conftest import ADMIN_PASSWORD, BUSYBOX, SLOT, TEST_LABEL, make_namespace_host, remove_namespace_host, wait_until
 
 PREFIX = f"ptpy{SLOT}"
 
@@ -318,3 +318,71 @@ def test_swarm_stack_is_seen_by_docker_stack_ls(server, swarm_host):
     finally:
         delete_stacks_named(server, name)
         server.api("DELETE", f"/api/endpoints/{endpoint_id}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The stack editor in a real browser
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_stack_editor_shows_the_error_line_then_deploys_and_removes(server, engine, project):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not os.path.exists("/usr/bin/chromium"):
+        pytest.skip("Debian chromium is not installed (make test-deps)")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium",
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page()
+        page.set_default_timeout(30000)
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("dialog", lambda d: d.accept())
+        page.goto(server.url + "/#/login")
+        page.fill("#u", "admin")
+        page.fill("#p", ADMIN_PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_selector("text=Environments")
+        page.goto(server.url + "/#/stacks/new")
+        page.fill("#n", project)
+        page.fill("#content", f"services:\n  web:\n    image: {BUSYBOX}\n    privileged: true\n")
+        page.click("text=Deploy the stack")
+        page.wait_for_selector("#err:has-text('line 4')")
+        assert page.inner_text(".gutter .bad") == "4"
+        page.fill("#content", f"services:\n  web:\n    image: {BUSYBOX}\n"
+                              f"    command: sh -c 'echo hello-from-web; exec sleep 3600'\n"
+                              f"    stop_grace_period: 1s\n    labels: {{\"{TEST_LABEL}\": \"1\"}}\n")
+        page.click("text=Deploy the stack")
+        page.wait_for_selector(f"text={project}_web_1: running")
+        page.click("button[data-logs]")
+        page.wait_for_selector("#logs:has-text('hello-from-web')")
+        page.click("button[data-act=remove]")
+        page.wait_for_selector("h2:has-text('Stacks')")
+        browser.close()
+    assert not errors
+    assert project_resources(engine, project)[0] == []
+
+
+def test_prune_removes_dropped_services_and_a_failed_update_keeps_the_running_stack(server, engine, project):
+    def service(name: str, image: str = BUSYBOX) -> str:
+        return (f"  {name}:\n    image: {image}\n    command: sleep 3600\n    stop_grace_period: 1s\n"
+                f"    labels: {{\"{TEST_LABEL}\": \"1\"}}\n")
+
+    both = "services:\n" + service("a") + service("b")
+    r = server.api("POST", f"/api/stacks?type=2&method=string&endpointId=1",
+                   json={"Name": project, "StackFileContent": both})
+    assert r.status_code == 200, r.text
+    stack = r.json()
+    a = engine.containers.get(f"{project}_a_1")
+    only_a = "services:\n" + service("a")
+    r = server.api("PUT", f"/api/stacks/{stack['Id']}?endpointId=1", json={"StackFileContent": only_a, "Prune": True})
+    assert r.status_code == 200, r.text
+    assert [c.name for c in project_resources(engine, project)[0]] == [f"{project}_a_1"]
+    assert engine.containers.get(f"{project}_a_1").id == a.id
+
+    # an image the engine lacks is pulled; a pull that fails names the image and changes nothing
+    missing = "127.0.0.1:1/missing:1"
+    r = server.api("PUT", f"/api/stacks/{stack['Id']}?endpointId=1",
+                   json={"StackFileContent": "services:\n" + service("a", missing)})
+    assert r.status_code == 400 and f"pulling image {missing} failed" in r.json()["message"], r.text
+    assert server.api("GET", f"/api/stacks/{stack['Id']}/file").json()["StackFileContent"] == only_a
+    assert engine.containers.get(f"{project}_a_1").id == a.id
