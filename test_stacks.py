@@ -249,6 +249,9 @@ def test_edge_stack_needs_existing_edge_groups(server):
 @pytest.fixture
 def swarm_host(engine):
     host = make_namespace_host(1)
+    # Air-gapped for real: without a default route a registry lookup fails at once instead of timing out, so the
+    # swarm's pull attempt falls back to the local image in a moment.
+    host.sh("ip route del default")
     host.start_engine()
     host.load_image(engine)
     client = host.client()
@@ -275,6 +278,7 @@ def test_swarm_stack_is_seen_by_docker_stack_ls(server, swarm_host):
           api:
             image: {BUSYBOX}
             command: sleep 3600
+            stop_grace_period: 1s
             networks: [mesh]
             configs:
               - source: settings
@@ -286,6 +290,7 @@ def test_swarm_stack_is_seen_by_docker_stack_ls(server, swarm_host):
           worker:
             image: {BUSYBOX}
             command: sleep 3600
+            stop_grace_period: 1s
             networks: [mesh]
         networks:
           mesh: {{}}
@@ -312,6 +317,17 @@ def test_swarm_stack_is_seen_by_docker_stack_ls(server, swarm_host):
                                            "--format", "{{.CurrentState}}"], env=env, capture_output=True,
                                           text=True).stdout.count("Running") == 3, timeout=60, interval=1,
                    message="3 running tasks")
+        head, tail = content.split("  worker:")
+        api_version = api_service.attrs["Version"]["Index"]
+        worker_version = client.services.get(f"{name}_worker").attrs["Version"]["Index"]
+        r = server.api("PUT", f"/api/stacks/{stack['Id']}?endpointId={endpoint_id}",
+                       json={"StackFileContent": head + "  worker:" + tail.replace("sleep 3600", "sleep 3601"),
+                             "Env": [{"name": "LEVEL", "value": "debug"}]})
+        assert r.status_code == 200, r.text
+        assert client.services.get(f"{name}_api").attrs["Version"]["Index"] == api_version
+        worker = client.services.get(f"{name}_worker").attrs
+        assert worker["Version"]["Index"] > worker_version
+        assert worker["Spec"]["TaskTemplate"]["ContainerSpec"]["Args"] == ["sleep", "3601"]
         assert server.api("DELETE", f"/api/stacks/{stack['Id']}?endpointId={endpoint_id}").status_code == 204
         listing = subprocess.run(["docker", "stack", "ls"], env=env, capture_output=True, text=True).stdout
         assert name not in listing and not client.configs.list(filters={"name": f"{name}_settings"})
