@@ -3153,7 +3153,9 @@ def edge_group_endpoint_ids(store: Store, group_id: int) -> list[int]:
     if group is None:
         raise BadRequest(f"edge group {group_id} not found")
     if not group.get("Dynamic"):
-        return [int(i) for i in group.get("Endpoints") or []]
+        endpoints = store.data["endpoints"]
+        return sorted(int(i) for i in group.get("Endpoints") or []
+                      if endpoints.get(str(i), {}).get("Type") == ENDPOINT_EDGE)
     tags = set(group.get("TagIds") or [])
     match = (lambda ep: tags & set(ep.get("TagIds") or [])) if group.get("PartialMatch") else \
         (lambda ep: tags <= set(ep.get("TagIds") or []))

@@ -9,7 +9,8 @@ import textwrap
 import docker
 import pytest
 
-from conftest import ADMIN_PASSWORD, BUSYBOX, SLOT, TEST_LABEL, make_namespace_host, remove_namespace_host, wait_until
+from conftest import (ADMIN_PASSWORD, BUSYBOX, SLOT, TEST_LABEL, make_namespace_host, remove_namespace_host,
+                      start_server, wait_until)
 
 PREFIX = f"ptpy{SLOT}"
 
@@ -384,7 +385,7 @@ def test_prune_removes_dropped_services_and_a_failed_update_keeps_the_running_st
                 f"    labels: {{\"{TEST_LABEL}\": \"1\"}}\n")
 
     both = "services:\n" + service("a") + service("b")
-    r = server.api("POST", f"/api/stacks?type=2&method=string&endpointId=1",
+    r = server.api("POST", "/api/stacks?type=2&method=string&endpointId=1",
                    json={"Name": project, "StackFileContent": both})
     assert r.status_code == 200, r.text
     stack = r.json()
@@ -402,3 +403,51 @@ def test_prune_removes_dropped_services_and_a_failed_update_keeps_the_running_st
     assert r.status_code == 400 and f"pulling image {missing} failed" in r.json()["message"], r.text
     assert server.api("GET", f"/api/stacks/{stack['Id']}/file").json()["StackFileContent"] == only_a
     assert engine.containers.get(f"{project}_a_1").id == a.id
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Edge stacks through the edge tunnel (runs once the edge tunnel and edge groups are in the tree)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def edge_site(engine, workdir):
+    """An edge site that refuses inbound connections, and a server it can reach; skipped without the edge tunnel."""
+    edge = pytest.importorskip("test_edge", reason="the edge tunnel (branch edge) is not merged yet")
+    host = make_namespace_host(2)
+    host.start_engine()
+    host.load_image(engine)
+    host.client().images.get(engine.images.get(BUSYBOX).id).tag(BUSYBOX)
+    subprocess.run(["ip", "netns", "exec", host.name, "iptables", "-A", "INPUT", "-m", "conntrack", "--ctstate",
+                    "NEW", "-j", "DROP"], check=True)
+    srv = start_server(os.path.join(workdir, "edge-stacks-data"), "--edge-heartbeat", "1", bind_host=host.host_address)
+    yield edge, host, srv
+    srv.stop()
+    host.stop_engine()
+    remove_namespace_host(host.name, host.name.replace("node", "veth"), host.root)
+
+
+def test_edge_stack_reaches_an_edge_agent_that_connects_after_the_deploy(edge_site, workdir):
+    edge, host, srv = edge_site
+    endpoint = edge.create_edge_environment(srv, f"edge-stacks-{PREFIX}")
+    r = srv.api("POST", "/api/edge_groups", json={"Name": "sites", "Endpoints": [endpoint["Id"]]})
+    assert r.status_code == 200, r.text
+    name = f"{PREFIX}edge"
+    content = (f"services:\n  web:\n    image: {BUSYBOX}\n    command: sleep 3600\n    stop_grace_period: 1s\n"
+               f"    labels: {{\"{TEST_LABEL}\": \"1\"}}\n")
+    r = srv.api("POST", "/api/edge_stacks", json={"Name": name, "StackFileContent": content,
+                                                   "EdgeGroups": [r.json()["Id"]], "DeploymentType": 0})
+    assert r.status_code == 200, r.text
+    edge_stack = r.json()
+    assert edge_stack["Status"][str(endpoint["Id"])]["Status"] == "pending"
+    site_agent = edge.EdgeAgent(endpoint["EdgeKey"], "edge-stacks-site", f"unix://{host.socket}",
+                                os.path.join(workdir, "edge-stacks-agent.log"), site=host)
+    try:
+        status = lambda: srv.api("GET", f"/api/edge_stacks/{edge_stack['Id']}").json()["Status"][str(endpoint["Id"])]  # noqa: E731
+        wait_until(lambda: status()["Status"] == "running", timeout=60, interval=0.5,
+                   message="the edge stack to run on the site")
+        assert host.client().containers.get(f"{name}_web_1").status == "running"
+        assert srv.api("DELETE", f"/api/edge_stacks/{edge_stack['Id']}").status_code == 204
+        assert not host.client().containers.list(all=True, filters={"label": f"com.docker.compose.project={name}"})
+    finally:
+        site_agent.stop()
