@@ -37,6 +37,7 @@ import urllib.parse
 import uuid
 from typing import Any, Awaitable, Callable
 
+import aiohttp
 import yaml
 from aiohttp import web
 
@@ -2889,7 +2890,8 @@ def stack_view(stack: dict) -> dict:
     return {k: v for k, v in stack.items() if not k.startswith("_")}
 
 
-async def create_stack(request: web.Request, stack_type: int, body: dict, from_template: bool = False) -> dict:
+async def create_stack(request: web.Request, stack_type: int, body: dict, from_template: bool = False,
+                       adopting: bool = False) -> dict:
     """Check the file, write it, deploy it; a failed deploy leaves nothing behind."""
     endpoint = stack_endpoint(request)
     caller = caller_of(request)
@@ -2910,6 +2912,9 @@ async def create_stack(request: web.Request, stack_type: int, body: dict, from_t
         deployment = stacks.deployment(stack_type, endpoint["Id"], name, content, env, project_dir)
         if not caller.is_admin:
             deployment.check_allowed(endpoint_settings(endpoint))
+        if stack_type == STACK_COMPOSE and not adopting and await deployment.project_containers():
+            raise Conflict(f"a compose project named {name!r} made outside portainer.py runs on this environment",
+                           "an administrator can adopt it (POST /api/stacks/adopt) or pick another name")
         if not swarm_id and stack_type == STACK_SWARM:
             swarm_id = ((await deployment.connector.request_json("GET", "/swarm")) or {}).get("ID", "")
         await asyncio.to_thread(Stacks.write_files, project_dir, content, env)
@@ -3133,7 +3138,7 @@ async def handle_stack_adopt(request: web.Request) -> web.Response:
         "GET", f"/containers/json?all=1&filters={label_filter(f'{LABEL_PROJECT}={name}')}")
     if not found:
         raise NotFound(f"no compose project named {name!r} runs on environment {endpoint['Id']}")
-    return json_response(stack_view(await create_stack(request, STACK_COMPOSE, body)))
+    return json_response(stack_view(await create_stack(request, STACK_COMPOSE, body, adopting=True)))
 
 
 # -- edge stacks --------------------------------------------------------------------------------------------------
@@ -3368,7 +3373,6 @@ async def load_templates(app: web.Application) -> dict:
         return BUNDLED_TEMPLATES
     try:
         if source.startswith(("http://", "https://")):
-            import aiohttp
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
                 async with session.get(source) as response:
                     response.raise_for_status()
@@ -3376,9 +3380,7 @@ async def load_templates(app: web.Application) -> dict:
         else:
             path = source[len("file://"):] if source.startswith("file://") else source
             document = json.loads(await asyncio.to_thread(lambda: open(path, "rb").read()))
-    except (OSError, ValueError) as exc:
-        raise BadGateway(f"the templates at {source} could not be read", str(exc)) from None
-    except Exception as exc:  # aiohttp's client errors have no common base outside aiohttp.ClientError
+    except (OSError, ValueError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
         raise BadGateway(f"the templates at {source} could not be read", str(exc)) from None
     if not isinstance(document, dict) or not isinstance(document.get("templates"), list):
         raise BadGateway(f"the templates at {source} are not in the v3 format {{\"version\", \"templates\"}}")
@@ -3403,7 +3405,8 @@ async def deploy_container_template(request: web.Request, template: dict, name: 
     ports = [str(p) if "/" in str(p) else f"{p}/tcp" for p in template.get("ports") or []]
     restart = template.get("restart_policy") or "no"
     body = {"Image": template["image"], "Env": [f"{e['name']}={e['value']}" for e in env],
-            "Labels": {**{l["name"]: l["value"] for l in template.get("labels") or [] if isinstance(l, dict)}},
+            "Labels": {label["name"]: label["value"] for label in template.get("labels") or []
+                       if isinstance(label, dict)},
             "ExposedPorts": {p.split(":")[-1]: {} for p in ports},
             "Volumes": {v["container"]: {} for v in template.get("volumes") or [] if isinstance(v, dict)},
             "HostConfig": {"PortBindings": {p.split(":")[-1]: [{"HostPort": p.split(":")[0] if ":" in p else ""}]

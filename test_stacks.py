@@ -2,6 +2,7 @@
 `docker-compose` (v1) and `docker stack` CLIs; Swarm stacks on a single-node swarm of a namespace engine."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import textwrap
@@ -138,6 +139,16 @@ def test_two_service_stack_deploys_updates_one_service_and_is_removed_cleanly(se
     assert server.api("GET", f"/api/stacks/{stack['Id']}").status_code == 404
 
 
+def test_stack_uploaded_as_a_file_is_deployed(server, engine, project):
+    content = (f"services:\n  one:\n    image: {BUSYBOX}\n    command: sleep 3600\n    stop_grace_period: 1s\n"
+               f"    env_file: stack.env\n    labels: {{\"{TEST_LABEL}\": \"1\"}}\n")
+    r = server.api("POST", "/api/stacks/create/standalone/file?endpointId=1",
+                   data={"Name": project, "Env": json.dumps([{"name": "FROM_FILE", "value": "yes"}])},
+                   files={"file": ("docker-compose.yml", content)})
+    assert r.status_code == 200, r.text
+    assert "FROM_FILE=yes" in engine.containers.get(f"{project}_one_1").attrs["Config"]["Env"]
+
+
 def test_bad_yaml_and_unsupported_keys_are_refused_with_their_line(server, engine, project):
     bad_yaml = "services:\n  web:\n    image: busybox:local\n   command: [oops\n"
     r = server.api("POST", "/api/stacks/create/standalone/string?endpointId=1",
@@ -195,6 +206,9 @@ def test_compose_project_made_outside_is_listed_and_adopted(server, engine, proj
     listed = [p for p in outside if p["Name"] == project]
     assert listed and listed[0]["Services"] == ["app"] and listed[0]["Outside"] is True
 
+    r = server.api("POST", "/api/stacks/create/standalone/string?endpointId=1",
+                   json={"Name": project, "StackFileContent": content})
+    assert r.status_code == 409 and "adopt" in r.json()["details"]
     r = server.api("POST", "/api/stacks/adopt?endpointId=1", json={"Name": project, "StackFileContent": content})
     assert r.status_code == 200, r.text
     stack = r.json()
@@ -207,9 +221,21 @@ def test_compose_project_made_outside_is_listed_and_adopted(server, engine, proj
     assert engine.containers.get(f"{project}_app_1").attrs["Config"]["Cmd"] == ["sleep", "3601"]
 
 
-def test_app_templates_are_bundled_and_deploy_a_container_or_a_stack(server, engine, project):
+def test_app_templates_are_bundled_or_read_from_the_admins_file(server, tmp_path):
     document = server.api("GET", "/api/templates").json()
     assert document["version"] == "3" and {t["type"] for t in document["templates"]} >= {1, 3}
+    own = tmp_path / "templates.json"
+    own.write_text(json.dumps({"version": "3", "templates": [{"id": 1, "type": 1, "title": "ours",
+                                                              "image": BUSYBOX}]}))
+    assert server.api("PUT", "/api/settings", json={"TemplatesURL": str(own)}).status_code == 200
+    try:
+        assert [t["title"] for t in server.api("GET", "/api/templates").json()["templates"]] == ["ours"]
+    finally:
+        server.api("PUT", "/api/settings", json={"TemplatesURL": ""})
+    assert server.api("GET", "/api/templates").json() == document
+
+
+def test_app_templates_deploy_a_container_or_a_stack(server, engine, project):
     name = f"{project}-sandbox"
     try:
         r = server.api("POST", "/api/templates/2/deploy?endpointId=1",
