@@ -3759,7 +3759,7 @@ async function pageStacks() {
     try { outside.push(...await api('GET', `/api/stacks/outside?endpointId=${ep.Id}`)); } catch (e) { /* no stack rights there */ }
   }
   $app.innerHTML = shell(`<div class="toolbar"><h2 class="flat">Stacks</h2><span class="spacer"></span>
-    <a href="#/stacks/new"><button class="primary">Add stack</button></a></div>
+    ${me.Role === 1 ? '<a href="#/edge/stacks">Edge stacks</a>' : ''}<a href="#/stacks/new"><button class="primary">Add stack</button></a></div>
     <div class="card"><table><thead><tr><th>Name</th><th>Type</th><th>Environment</th><th>State</th><th>Created</th></tr></thead><tbody>
     ${stacks.map(s => `<tr><td><a href="#/stacks/${s.Id}">${esc(s.Name)}</a></td><td>${s.Type === 1 ? 'Swarm' : 'Compose'}</td>
       <td>${esc(epName(s.EndpointId))}</td><td class="${s.Status === 1 ? 'running' : 'exited'}">${s.Status === 1 ? 'active' : 'inactive'}</td>
@@ -3860,6 +3860,27 @@ async function pageTemplates() {
   nt.onsubmit = async e => { e.preventDefault(); try { await api('POST', '/api/custom_templates/create/string',
     {Title: nt.tt.value, Description: nt.td.value, Type: 3, FileContent: nt.tc.value}); pageTemplates(); } catch (err) { formError(nt, err); } };
 }
+async function pageEdgeStacks() {
+  const [stacks, groups, eps] = await Promise.all([api('GET', '/api/edge_stacks'), api('GET', '/api/edge_groups').catch(() => []), api('GET', '/api/endpoints')]);
+  const epName = id => (eps.find(e => e.Id === id) || {}).Name || id;
+  $app.innerHTML = shell(`<div class="toolbar"><h2 class="flat">Edge stacks</h2></div>
+    <div class="card"><table><tr><th>Name</th><th>Environments</th><th></th></tr>
+    ${stacks.map(s => `<tr><td>${esc(s.Name)}</td><td>${Object.values(s.Status).map(st => `<span class="badge ${st.Status === 'running' ? 'running' : st.Status === 'error' ? 'exited' : 'paused'}" title="${esc(st.Error)}">${esc(epName(st.EndpointID))}: ${esc(st.Status)}</span> ${st.Error ? `<span class="muted">${esc(st.Error)}</span>` : ''}`).join('<br>') || '<span class="muted">no environment in its groups</span>'}</td>
+      <td><button class="danger" data-del="${s.Id}">Remove</button></td></tr>`).join('') || '<tr><td colspan="3" class="muted">No edge stack yet.</td></tr>'}</table></div>
+    <div class="card"><h3>New edge stack</h3><form id="f"><label for="n">Name</label><input id="n" required pattern="[a-z0-9][a-z0-9_-]*">
+    <label for="g">Edge groups</label><select id="g" multiple>${groups.map(g => `<option value="${g.Id}">${esc(g.Name)}</option>`).join('')}</select>
+    <label for="content">Compose file</label><div class="editor"><div class="gutter" id="gutter" aria-hidden="true"></div>
+    <textarea id="content" rows="14" spellcheck="false">services:\n  web:\n    image: busybox:local\n    command: sleep 3600\n</textarea></div>
+    <div class="error" role="alert" id="err"></div><button class="primary">Deploy to the groups</button></form></div>`);
+  bindShell();
+  let badLine = 0; const redraw = bindEditor(() => badLine);
+  const f = document.getElementById('f');
+  f.onsubmit = async e => { e.preventDefault(); badLine = 0;
+    try { await api('POST', '/api/edge_stacks', {Name: f.n.value, StackFileContent: f.content.value, DeploymentType: 0,
+      EdgeGroups: [...f.g.selectedOptions].map(o => +o.value)}); pageEdgeStacks(); }
+    catch (err) { formError(f, err); const m = /line (\d+)/.exec(err.message); badLine = m ? +m[1] : 0; redraw(); } };
+  document.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => { await api('DELETE', `/api/edge_stacks/${b.dataset.del}`); pageEdgeStacks(); });
+}
 async function route() {
   theme();
   const hash = location.hash || '#/home';
@@ -3875,6 +3896,7 @@ async function route() {
     if (hash === '#/stacks/new') return await pageStackEditor(null);
     if (hash === '#/stacks') return await pageStacks();
     if (hash === '#/templates') return await pageTemplates();
+    if (hash === '#/edge/stacks') return await pageEdgeStacks();
     if (hash === '#/account') return await pageAccount();
     if (hash === '#/users') return await pageUsers();
     if (hash === '#/settings') return await pageSettings();

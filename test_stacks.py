@@ -400,6 +400,10 @@ def test_stack_editor_shows_the_error_line_then_deploys_and_removes(server, engi
         page.wait_for_selector("#logs:has-text('hello-from-web')")
         page.click("button[data-act=remove]")
         page.wait_for_selector("h2:has-text('Stacks')")
+        page.goto(server.url + "/#/templates")
+        page.wait_for_selector("text=Web server and worker")
+        page.goto(server.url + "/#/edge/stacks")
+        page.wait_for_selector("text=New edge stack")
         browser.close()
     assert not errors
     assert project_resources(engine, project)[0] == []
