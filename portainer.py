@@ -1810,11 +1810,12 @@ async def ensure_image(connector: DockerConnector, image: str, pull: bool) -> No
 class ComposeDeployment:
     """One compose project on one standalone engine, brought to what its file says (`docker compose up -d`)."""
 
-    def __init__(self, connector: DockerConnector, compose: ComposeFile):
+    def __init__(self, connector: DockerConnector, compose: ComposeFile | None, project: str = ""):
+        """Without a compose file (project named instead), only `down` and `stop` can be used: they go by labels."""
         self.connector = connector
         self.compose = compose
-        self.project = compose.project
-        self.config_file = os.path.join(compose.project_dir, COMPOSE_FILE)
+        self.project = compose.project if compose else project
+        self.config_file = os.path.join(compose.project_dir, COMPOSE_FILE) if compose else ""
 
     def common_labels(self) -> dict[str, str]:
         return {LABEL_PROJECT: self.project, "com.docker.compose.version": COMPOSE_VERSION}
@@ -2003,7 +2004,7 @@ class ComposeDeployment:
 
     async def stop(self) -> None:
         containers = await self.project_containers()
-        order = {name: i for i, name in enumerate(self.compose.order)}
+        order = {name: i for i, name in enumerate(self.compose.order if self.compose else [])}
         for container in sorted(containers, key=lambda c: -order.get(c["Labels"].get(LABEL_SERVICE), -1)):
             if container["State"] in ("running", "restarting", "paused"):
                 with unless_missing():
@@ -2037,10 +2038,11 @@ class SwarmDeployment:
     """One stack on a Swarm manager, as `docker stack deploy` makes it: services, overlay networks, configs
     and secrets labelled with the stack namespace."""
 
-    def __init__(self, connector: DockerConnector, compose: ComposeFile):
+    def __init__(self, connector: DockerConnector, compose: ComposeFile | None, project: str = ""):
+        """Without a compose file (project named instead), only `down` and `stop` can be used: they go by labels."""
         self.connector = connector
         self.compose = compose
-        self.project = compose.project
+        self.project = compose.project if compose else project
 
     def labels(self, extra: dict | None = None) -> dict:
         return {**(extra or {}), LABEL_NAMESPACE: self.project}
@@ -2843,6 +2845,12 @@ class Stacks:
         for name, data in Stacks.stack_files(content, env).items():
             write_stack_file(os.path.join(project_dir, name), data)
 
+    def remover(self, stack: dict) -> ComposeDeployment | SwarmDeployment:
+        """What removes or stops a stack by its labels, even when its file no longer parses."""
+        connector = self.environments.connector(stack["EndpointId"])
+        kind = SwarmDeployment if stack["Type"] == STACK_SWARM else ComposeDeployment
+        return kind(connector, None, stack["Name"])
+
     def deployment(self, stack_type: int, endpoint_id: int, name: str, content: str, env: list[dict],
                    project_dir: str) -> ComposeDeployment | SwarmDeployment:
         swarm = stack_type == STACK_SWARM
@@ -3064,15 +3072,15 @@ async def change_stack_state(request: web.Request, status: int) -> web.Response:
     stack, endpoint = managed_stack(request)
     stacks: Stacks = request.app[STACKS]
     async with stacks.lock(stack["Id"]):
-        content = await asyncio.to_thread(stacks.read_file, stack)
-        deployment = stacks.deployment(stack["Type"], endpoint["Id"], stack["Name"], content, stack["Env"],
-                                       stack["ProjectPath"])
         if status == STACK_ACTIVE:
+            content = await asyncio.to_thread(stacks.read_file, stack)
+            deployment = stacks.deployment(stack["Type"], endpoint["Id"], stack["Name"], content, stack["Env"],
+                                           stack["ProjectPath"])
             if not caller_of(request).is_admin:
                 deployment.check_allowed(endpoint_settings(endpoint))
             await deployment.start()
         else:
-            await deployment.stop()
+            await stacks.remover(stack).stop()
         stack["Status"] = status
         await request.app[STORE].commit()
     return json_response(stack_view(stack))
@@ -3093,10 +3101,7 @@ async def handle_stack_delete(request: web.Request) -> web.Response:
     stack, endpoint = managed_stack(request)
     stacks: Stacks = request.app[STACKS]
     async with stacks.lock(stack["Id"]):
-        content = await asyncio.to_thread(stacks.read_file, stack)
-        deployment = stacks.deployment(stack["Type"], endpoint["Id"], stack["Name"], content, stack["Env"],
-                                       stack["ProjectPath"])
-        await deployment.down()
+        await stacks.remover(stack).down()
         del stacks.records[str(stack["Id"])]
         await request.app[STORE].commit()
         await asyncio.to_thread(shutil.rmtree, stack["ProjectPath"], True)
@@ -3248,10 +3253,8 @@ class EdgeStacks:
             task = self._running.pop((edge_stack["Id"], int(key)), None)
             if task is not None:
                 task.cancel()
-            compose = ComposeFile(await asyncio.to_thread(self.read_file, edge_stack), {}, edge_stack["Name"],
-                                  edge_stack["ProjectPath"])
             with contextlib.suppress(ApiError):
-                await ComposeDeployment(self.environments.connector(int(key)), compose).down()
+                await ComposeDeployment(self.environments.connector(int(key)), None, edge_stack["Name"]).down()
 
     async def close(self) -> None:
         for task in list(self._running.values()):
