@@ -2810,6 +2810,7 @@ class Stacks:
         self.environments = environments
         self.data_directory = data_directory
         self._locks: dict[int, asyncio.Lock] = {}
+        self.creating: set[tuple[int, str]] = set()  # (environment, name) of stacks being deployed
 
     @property
     def records(self) -> dict:
@@ -2909,28 +2910,34 @@ async def create_stack(request: web.Request, stack_type: int, body: dict, from_t
         raise BadRequest(f"invalid stack name {name!r}",
                          "use lowercase letters, digits, '-' and '_', starting with a letter or digit")
     content, env = stack_content(body), stack_env(body)
-    if any(s["Name"] == name and s["EndpointId"] == endpoint["Id"] for s in stacks.records.values()):
+    key = (endpoint["Id"], name)
+    if key in stacks.creating or any(s["Name"] == name and s["EndpointId"] == endpoint["Id"]
+                                     for s in stacks.records.values()):
         raise Conflict(f"a stack named {name!r} already exists on this environment")
     swarm_id = ""
     if stack_type == STACK_SWARM:
         swarm_id = field(body, "SwarmID", str, required=False, default="")
     stack_id = request.app[STORE].next_id("stacks")
     project_dir = stacks.project_dir(stack_id)
-    async with stacks.lock(stack_id):
+    stacks.creating.add(key)
+    try:
         deployment = stacks.deployment(stack_type, endpoint["Id"], name, content, env, project_dir)
         if not caller.is_admin:
             deployment.check_allowed(endpoint_settings(endpoint))
-        if stack_type == STACK_COMPOSE and not adopting and await deployment.project_containers():
+        if stack_type == STACK_SWARM:
+            if await deployment.namespace_objects("services"):
+                raise Conflict(f"a Swarm stack named {name!r} made outside portainer.py runs on this environment")
+            swarm_id = swarm_id or ((await deployment.connector.request_json("GET", "/swarm")) or {}).get("ID", "")
+        elif not adopting and await deployment.project_containers():
             raise Conflict(f"a compose project named {name!r} made outside portainer.py runs on this environment",
                            "an administrator can adopt it (POST /api/stacks/adopt) or pick another name")
-        if not swarm_id and stack_type == STACK_SWARM:
-            swarm_id = ((await deployment.connector.request_json("GET", "/swarm")) or {}).get("ID", "")
         await asyncio.to_thread(Stacks.write_files, project_dir, content, env)
         try:
             await deployment.up(pull=bool(body.get("PullImage")))
         except (ApiError, OSError):
-            with contextlib.suppress(ApiError, OSError):
-                await deployment.down()
+            if not adopting:  # what an adopted project had stays, whatever went wrong
+                with contextlib.suppress(ApiError, OSError):
+                    await deployment.down()
             await asyncio.to_thread(shutil.rmtree, project_dir, True)
             raise
         stack = {"Id": stack_id, "Name": name, "Type": stack_type, "EndpointId": endpoint["Id"], "SwarmId": swarm_id,
@@ -2940,6 +2947,8 @@ async def create_stack(request: web.Request, stack_type: int, body: dict, from_t
                  "FromAppTemplate": from_template, "Namespace": "", "IsComposeFormat": stack_type == STACK_COMPOSE}
         stacks.records[str(stack_id)] = stack
         await request.app[STORE].commit()
+    finally:
+        stacks.creating.discard(key)
     return stack
 
 
