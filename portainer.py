@@ -1300,6 +1300,8 @@ class ComposeFile:
             raise BadRequest(f"{file_name}, line 1: a compose file is a mapping with a 'services' key")
         document = self.interpolate(document, document.line)
         self.check_keys(document, TOP_LEVEL_KEYS, "")
+        if document.get("name") not in (None, project):
+            raise self.error(document, "name", f"the top-level 'name' must be the stack's name, {project!r}")
         services = document.get("services")
         if not isinstance(services, MarkedMap) or not services:
             raise self.error(document, "services", "'services' must be a mapping with at least one service")
@@ -1545,9 +1547,11 @@ class ComposeFile:
                 target["memory"] = memory
         restart_policy = self.mapping(deploy, "restart_policy", path + "deploy.")
         self.check_keys(restart_policy, RESTART_POLICY_KEYS, path + "deploy.restart_policy.")
-        if restart_policy and not self.swarm:
-            raise self.error(deploy, "restart_policy", f"'{path}deploy.restart_policy' is for Swarm stacks; "
-                                                       f"use 'restart' here")
+        if not self.swarm:
+            for key, hint in (("restart_policy", "use 'restart'"), ("labels", "use 'labels'"),
+                              ("mode", "use deploy.replicas")):
+                if key in deploy:
+                    raise self.error(deploy, key, f"'{path}deploy.{key}' is for Swarm stacks; {hint} here")
         service = {
             "image": image,
             "command": self.command(raw, "command", path),
@@ -1594,6 +1598,7 @@ class ComposeFile:
                 published = item.get("published")
                 protocol = str(item.get("protocol") or "tcp")
                 host_ip = str(item.get("host_ip") or "")
+                mode = str(item.get("mode") or "ingress")
             else:
                 text = str(item)
                 spec, _, protocol = text.partition("/")
@@ -1604,11 +1609,14 @@ class ComposeFile:
                 target = parts[-1]
                 published = parts[-2] if len(parts) >= 2 else None
                 host_ip = parts[0] if len(parts) == 3 else ""
+                mode = "ingress"
             if not str(target).isdigit() or (published not in (None, "") and not str(published).isdigit()) \
-                    or protocol not in ("tcp", "udp", "sctp"):
-                raise self.error(raw, "ports", f"'{path}ports': cannot read {item!r} (port ranges are not supported)")
+                    or protocol not in ("tcp", "udp", "sctp") or mode not in ("ingress", "host") \
+                    or (mode == "host" and not self.swarm):
+                raise self.error(raw, "ports", f"'{path}ports': cannot read {item!r} (port ranges are not "
+                                                 f"supported; mode host only in Swarm stacks)")
             result.append({"target": int(target), "published": int(published) if published not in (None, "") else None,
-                           "protocol": protocol, "host_ip": host_ip})
+                           "protocol": protocol, "host_ip": host_ip, "mode": mode})
         return result
 
     def mounts(self, raw: MarkedMap, path: str) -> list[dict]:
@@ -1717,14 +1725,21 @@ class ComposeFile:
             if isinstance(item, MarkedMap):
                 self.check_keys(item, {"source", "target", "uid", "gid", "mode"}, f"{path}{key}.")
                 source, target = str(item.get("source")), item.get("target")
+                owner = {k: str(item[k]) for k in ("uid", "gid") if item.get(k) is not None}
+                if item.get("mode") is not None:
+                    try:
+                        mode = item["mode"]
+                        owner["mode"] = int(str(mode), 8) if isinstance(mode, str) else int(mode)
+                    except ValueError:
+                        raise self.error(raw, key, f"'{path}{key}': mode must be an octal number") from None
             else:
-                source, target = str(item), None
+                source, target, owner = str(item), None, {}
             if not self.swarm:
                 raise self.error(raw, key, f"'{path}{key}' are only supported in Swarm stacks")
             if source not in declared:
                 raise self.error(raw, key, f"{key[:-1]} {source!r} is not declared under the top-level '{key}'")
             default_target = f"/run/secrets/{source}" if key == "secrets" else f"/{source}"
-            result.append({"source": source, "target": str(target or default_target)})
+            result.append({"source": source, "target": str(target or default_target), **owner})
         return result
 
     def dependency_order(self) -> list[str]:
@@ -2099,13 +2114,14 @@ class SwarmDeployment:
                                        LABEL_HASH: self.compose.config_hash(name)}),
                 "EndpointSpec": {"Ports": [{"Protocol": p["protocol"], "TargetPort": p["target"],
                                             **({"PublishedPort": p["published"]} if p["published"] else {}),
-                                            "PublishMode": "ingress"} for p in service["ports"]]}}
+                                            "PublishMode": p["mode"]} for p in service["ports"]]}}
 
     @staticmethod
     def file_reference(reference: dict, declared: dict, kind: str, object_ids: dict[str, str]) -> dict:
         name = declared[reference["source"]]["name"]
         return {f"{kind}Name": name, f"{kind}ID": object_ids.get(name, ""),
-                "File": {"Name": reference["target"], "UID": "0", "GID": "0", "Mode": 0o444}}
+                "File": {"Name": reference["target"], "UID": reference.get("uid", "0"),
+                         "GID": reference.get("gid", "0"), "Mode": reference.get("mode", 0o444)}}
 
     def check_allowed(self, settings: dict) -> None:
         problems: list[str] = []
@@ -2995,8 +3011,8 @@ async def handle_stack_create_legacy(request: web.Request) -> web.Response:
 def visible_stacks(request: web.Request) -> list[dict]:
     store, caller = request.app[STORE], caller_of(request)
     endpoints = store.data["endpoints"]
-    return [s for s in request.app[STACKS].records.values()
-            if str(s["EndpointId"]) in endpoints and can_access_endpoint(store, caller, endpoints[str(s["EndpointId"])])]
+    return [s for s in request.app[STACKS].records.values() if str(s["EndpointId"]) in endpoints
+            and can_access_endpoint(store, caller, endpoints[str(s["EndpointId"])])]
 
 
 async def handle_stacks_list(request: web.Request) -> web.Response:
