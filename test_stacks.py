@@ -276,14 +276,9 @@ def test_edge_stack_needs_existing_edge_groups(server):
 @pytest.fixture
 def swarm_host(engine):
     host = make_namespace_host(1)
-    # Air-gapped for real: without a default route a registry lookup fails at once instead of timing out, so the
-    # swarm's pull attempt falls back to the local image in a moment.
-    host.sh("ip route del default")
     host.start_engine()
     host.load_image(engine)
     client = host.client()
-    # conftest's load_image saves the image by id, so the name is set here; swarm tasks run it by name
-    client.images.get(engine.images.get(BUSYBOX).id).tag(BUSYBOX)
     client.swarm.init(advertise_addr=host.address)
     yield host
     with_client = host.client()
@@ -447,7 +442,6 @@ def edge_site(engine, workdir):
     host = make_namespace_host(2)
     host.start_engine()
     host.load_image(engine)
-    host.client().images.get(engine.images.get(BUSYBOX).id).tag(BUSYBOX)
     subprocess.run(["ip", "netns", "exec", host.name, "iptables", "-A", "INPUT", "-m", "conntrack", "--ctstate",
                     "NEW", "-j", "DROP"], check=True)
     srv = start_server(os.path.join(workdir, "edge-stacks-data"), "--edge-heartbeat", "1", bind_host=host.host_address)
