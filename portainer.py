@@ -2381,9 +2381,10 @@ class ComposeDeployment:
         self.compose = compose
         self.project = compose.project if compose else project
         self.config_file = os.path.join(compose.project_dir, COMPOSE_FILE) if compose else ""
+        self.owner_labels: dict[str, str] = {}
 
     def common_labels(self) -> dict[str, str]:
-        return {LABEL_PROJECT: self.project, "com.docker.compose.version": COMPOSE_VERSION}
+        return {**self.owner_labels, LABEL_PROJECT: self.project, "com.docker.compose.version": COMPOSE_VERSION}
 
     def network_body(self, key: str) -> dict:
         network = self.compose.networks[key]
@@ -2608,9 +2609,10 @@ class SwarmDeployment:
         self.connector = connector
         self.compose = compose
         self.project = compose.project if compose else project
+        self.owner_labels: dict[str, str] = {}
 
     def labels(self, extra: dict | None = None) -> dict:
-        return {**(extra or {}), LABEL_NAMESPACE: self.project}
+        return {**(extra or {}), **self.owner_labels, LABEL_NAMESPACE: self.project}
 
     def network_body(self, key: str) -> dict:
         network = self.compose.networks[key]
@@ -3802,10 +3804,6 @@ def stack_content(body: dict) -> str:
     return content
 
 
-def endpoint_settings(endpoint: dict) -> dict:
-    return {**DEFAULT_SECURITY_SETTINGS, **(endpoint.get("SecuritySettings") or {})}
-
-
 def stack_endpoint(request: web.Request, endpoint_id: int | None = None) -> dict:
     """The environment a stack call is for, when the caller may manage stacks there."""
     if endpoint_id is None:
@@ -3814,10 +3812,19 @@ def stack_endpoint(request: web.Request, endpoint_id: int | None = None) -> dict
             raise BadRequest("the query parameter endpointId is required")
         endpoint_id = int(raw)
     endpoint = endpoint_for_caller(request, endpoint_id)
-    if not caller_of(request).is_admin and not endpoint_settings(endpoint)["allowStackManagementForRegularUsers"]:
-        raise Forbidden("stack management is reserved for administrators on this environment",
-                        "an administrator can allow it in the environment's security settings")
+    require_stack_management(request, endpoint)
     return endpoint
+
+
+def apply_caller_rules(request: web.Request, endpoint: dict,
+                       deployment: ComposeDeployment | SwarmDeployment) -> None:
+    """What the proxy would require of this caller, applied to what the stack will create: the security settings
+    below environment administrators, and ownership labels so an ownership-bound user manages what they made."""
+    store, caller = request.app[STORE], caller_of(request)
+    if bound_by_security_settings(store, caller, endpoint):
+        deployment.check_allowed(endpoint_security_settings(endpoint))
+    if not caller.is_admin:
+        deployment.owner_labels = ownership_labels(store, caller)
 
 
 def stack_view(stack: dict) -> dict:
@@ -3847,8 +3854,7 @@ async def create_stack(request: web.Request, stack_type: int, body: dict, from_t
     stacks.creating.add(key)
     try:
         deployment = stacks.deployment(stack_type, endpoint["Id"], name, content, env, project_dir)
-        if not caller.is_admin:
-            deployment.check_allowed(endpoint_settings(endpoint))
+        apply_caller_rules(request, endpoint, deployment)
         if stack_type == STACK_SWARM:
             if await deployment.namespace_objects("services"):
                 raise Conflict(f"a Swarm stack named {name!r} made outside portainer.py runs on this environment")
@@ -3988,8 +3994,7 @@ async def handle_stack_update(request: web.Request) -> web.Response:
     async with stacks.lock(stack["Id"]):
         deployment = stacks.deployment(stack["Type"], endpoint["Id"], stack["Name"], content, env,
                                        stack["ProjectPath"])
-        if not caller.is_admin:
-            deployment.check_allowed(endpoint_settings(endpoint))
+        apply_caller_rules(request, endpoint, deployment)
         previous = await asyncio.to_thread(stacks.read_file, stack)
         await asyncio.to_thread(Stacks.write_files, stack["ProjectPath"], content, env)
         try:
@@ -4010,8 +4015,7 @@ async def change_stack_state(request: web.Request, status: int) -> web.Response:
             content = await asyncio.to_thread(stacks.read_file, stack)
             deployment = stacks.deployment(stack["Type"], endpoint["Id"], stack["Name"], content, stack["Env"],
                                            stack["ProjectPath"])
-            if not caller_of(request).is_admin:
-                deployment.check_allowed(endpoint_settings(endpoint))
+            apply_caller_rules(request, endpoint, deployment)
             await deployment.start()
         else:
             await stacks.remover(stack).stop()
@@ -4338,6 +4342,7 @@ def template_env(template_env_spec: list, given: list[dict]) -> list[dict]:
 
 async def deploy_container_template(request: web.Request, template: dict, name: str, env: list[dict]) -> dict:
     endpoint = endpoint_for_caller(request, query_int(request, "endpointId", 0))
+    await authorize_docker_call(request, endpoint, "POST", "/containers/create")
     connector = request.app[ENVIRONMENTS].connector(endpoint["Id"])
     ports = [str(p) if "/" in str(p) else f"{p}/tcp" for p in template.get("ports") or []]
     restart = template.get("restart_policy") or "no"
@@ -4352,10 +4357,13 @@ async def deploy_container_template(request: web.Request, template: dict, name: 
                            "Privileged": bool(template.get("privileged"))}}
     if template.get("command"):
         body["Cmd"] = shlex.split(template["command"])
-    if not caller_of(request).is_admin:
-        problems = container_create_violations(body, endpoint_settings(endpoint))
+    store, caller = request.app[STORE], caller_of(request)
+    if bound_by_security_settings(store, caller, endpoint):
+        problems = container_create_violations(body, endpoint_security_settings(endpoint))
         if problems:
             raise Forbidden("not allowed for non-administrators on this environment: " + ", ".join(problems))
+    if not caller.is_admin:
+        body["Labels"].update(ownership_labels(store, caller))
     await ensure_image(connector, template["image"], False)
     query = urllib.parse.urlencode({"name": name}) if name else ""
     created = await connector.request_json("POST", f"/containers/create?{query}", body)

@@ -169,8 +169,9 @@ def test_bad_yaml_and_unsupported_keys_are_refused_with_their_line(server, engin
     assert all(s["Name"] != project for s in server.api("GET", "/api/stacks").json())
 
 
-def test_standard_user_needs_stack_permission_and_gets_no_bind_mount(server, engine, project, make_user):
-    _, token, _ = make_user()
+def test_standard_user_needs_stack_permission_gets_no_bind_mount_and_owns_the_stack(server, engine, project,
+                                                                                     make_user):
+    user_id, token, key = make_user()
     body = {"Name": project, "StackFileContent": f"services:\n  web:\n    image: {BUSYBOX}\n    command: sleep 60\n"
                                                  f"    volumes:\n      - /etc:/host-etc\n"}
     r = server.api("POST", "/api/stacks/create/standalone/string?endpointId=1", token=token, json=body)
@@ -181,6 +182,13 @@ def test_standard_user_needs_stack_permission_and_gets_no_bind_mount(server, eng
         r = server.api("POST", "/api/stacks/create/standalone/string?endpointId=1", token=token, json=body)
         assert r.status_code == 403 and "bind mount of host path /etc" in r.json()["message"], r.text
         assert project_resources(engine, project)[0] == []
+        body["StackFileContent"] = (f"services:\n  web:\n    image: {BUSYBOX}\n    command: sleep 60\n"
+                                    f"    labels: {{\"{TEST_LABEL}\": \"1\"}}\n")
+        r = server.api("POST", "/api/stacks/create/standalone/string?endpointId=1", token=token, json=body)
+        assert r.status_code == 200, r.text
+        web = engine.containers.get(f"{project}_web_1")
+        assert web.labels["io.portainer.accesscontrol.users"] == str(user_id)
+        assert web.id in server.docker("ps", "-q", "--no-trunc", api_key=key).stdout
     finally:
         server.api("PUT", "/api/endpoints/1", json={"SecuritySettings": {"allowStackManagementForRegularUsers": False}})
 
