@@ -3757,7 +3757,7 @@ class Stacks:
 
     def read_file(self, stack: dict) -> str:
         try:
-            with open(os.path.join(stack["ProjectPath"], stack["EntryPoint"]), encoding="utf-8") as f:
+            with open(os.path.join(self.project_dir(stack["Id"]), stack["EntryPoint"]), encoding="utf-8") as f:
                 return f.read()
         except OSError as exc:
             raise NotFound(f"the file of stack {stack['Id']} is missing", str(exc)) from None
@@ -3970,7 +3970,7 @@ async def handle_stack_services(request: web.Request) -> web.Response:
     stacks: Stacks = request.app[STACKS]
     content = await asyncio.to_thread(stacks.read_file, stack)
     deployment = stacks.deployment(stack["Type"], stack["EndpointId"], stack["Name"], content, stack["Env"],
-                                   stack["ProjectPath"])
+                                   stacks.project_dir(stack["Id"]))
     return json_response(await deployment.service_states())
 
 
@@ -3993,14 +3993,14 @@ async def handle_stack_update(request: web.Request) -> web.Response:
     content, env = stack_content(body), stack_env(body) if "Env" in body else stack["Env"]
     async with stacks.lock(stack["Id"]):
         deployment = stacks.deployment(stack["Type"], endpoint["Id"], stack["Name"], content, env,
-                                       stack["ProjectPath"])
+                                       stacks.project_dir(stack["Id"]))
         apply_caller_rules(request, endpoint, deployment)
         previous = await asyncio.to_thread(stacks.read_file, stack)
-        await asyncio.to_thread(Stacks.write_files, stack["ProjectPath"], content, env)
+        await asyncio.to_thread(Stacks.write_files, stacks.project_dir(stack["Id"]), content, env)
         try:
             await deployment.up(pull=bool(body.get("PullImage")), prune=bool(body.get("Prune")))
         except (ApiError, OSError):
-            await asyncio.to_thread(Stacks.write_files, stack["ProjectPath"], previous, stack["Env"])
+            await asyncio.to_thread(Stacks.write_files, stacks.project_dir(stack["Id"]), previous, stack["Env"])
             raise
         stack.update({"Env": env, "Status": STACK_ACTIVE, "UpdateDate": now(), "UpdatedBy": caller.user["Username"]})
         await request.app[STORE].commit()
@@ -4014,7 +4014,7 @@ async def change_stack_state(request: web.Request, status: int) -> web.Response:
         if status == STACK_ACTIVE:
             content = await asyncio.to_thread(stacks.read_file, stack)
             deployment = stacks.deployment(stack["Type"], endpoint["Id"], stack["Name"], content, stack["Env"],
-                                           stack["ProjectPath"])
+                                           stacks.project_dir(stack["Id"]))
             apply_caller_rules(request, endpoint, deployment)
             await deployment.start()
         else:
@@ -4042,7 +4042,7 @@ async def handle_stack_delete(request: web.Request) -> web.Response:
         await stacks.remover(stack).down()
         del stacks.records[str(stack["Id"])]
         await request.app[STORE].commit()
-        await asyncio.to_thread(shutil.rmtree, stack["ProjectPath"], True)
+        await asyncio.to_thread(shutil.rmtree, stacks.project_dir(stack["Id"]), True)
     return web.Response(status=204)
 
 
@@ -4152,7 +4152,7 @@ class EdgeStacks:
                                                   "Time": now()}
 
     def read_file(self, edge_stack: dict) -> str:
-        with open(os.path.join(edge_stack["ProjectPath"], COMPOSE_FILE), encoding="utf-8") as f:
+        with open(os.path.join(self.project_dir(edge_stack["Id"]), COMPOSE_FILE), encoding="utf-8") as f:
             return f.read()
 
     async def deploy(self, edge_stack: dict, endpoint_id: int) -> None:
@@ -4168,7 +4168,7 @@ class EdgeStacks:
         self.set_status(edge_stack, endpoint_id, EDGE_DEPLOYING)
         await self.store.commit()
         try:
-            compose = ComposeFile(content, {}, edge_stack["Name"], edge_stack["ProjectPath"])
+            compose = ComposeFile(content, {}, edge_stack["Name"], self.project_dir(edge_stack["Id"]))
             await ComposeDeployment(connector, compose).up()
         except (BadGateway, GatewayTimeout, ServiceUnavailable) as exc:
             self.set_status(edge_stack, endpoint_id, EDGE_PENDING, f"environment offline, will retry: {exc.message}")
@@ -4194,9 +4194,14 @@ class EdgeStacks:
             with contextlib.suppress(ApiError):
                 await ComposeDeployment(self.environments.connector(int(key)), None, edge_stack["Name"]).down()
 
-    async def close(self) -> None:
+    def forget_running(self, app: web.Application | None = None) -> None:
+        """Drop deployments in flight (shutdown, or a restored store whose records replace theirs)."""
         for task in list(self._running.values()):
             task.cancel()
+        self._running.clear()
+
+    async def close(self) -> None:
+        self.forget_running()
 
 
 async def handle_edge_stack_create(request: web.Request) -> web.Response:
@@ -4258,7 +4263,7 @@ async def handle_edge_stack_delete(request: web.Request) -> web.Response:
     del edge.records[str(edge_stack["Id"])]
     await request.app[STORE].commit()
     await edge.remove(edge_stack)
-    await asyncio.to_thread(shutil.rmtree, edge_stack["ProjectPath"], True)
+    await asyncio.to_thread(shutil.rmtree, edge.project_dir(edge_stack["Id"]), True)
     return web.Response(status=204)
 
 
@@ -4479,7 +4484,7 @@ async def handle_custom_template_update(request: web.Request) -> web.Response:
     values = check_custom_template(body, partial=True)
     content = field(body, "FileContent", str, required=False)
     if content is not None:
-        ComposeFile(content, {}, "template", template["ProjectPath"],
+        ComposeFile(content, {}, "template", os.path.dirname(custom_template_path(request, template["Id"])),
                     swarm=values.get("Type", template["Type"]) == TEMPLATE_SWARM_STACK)
         await asyncio.to_thread(write_stack_file, custom_template_path(request, template["Id"]), content.encode())
     template.update(values)
@@ -4493,7 +4498,7 @@ async def handle_custom_template_delete(request: web.Request) -> web.Response:
     require_template_owner(request, template)
     del custom_templates(request.app[STORE])[str(template["Id"])]
     await request.app[STORE].commit()
-    await asyncio.to_thread(shutil.rmtree, template["ProjectPath"], True)
+    await asyncio.to_thread(shutil.rmtree, os.path.dirname(custom_template_path(request, template["Id"])), True)
     return web.Response(status=204)
 
 
@@ -5799,7 +5804,7 @@ def make_app(config: argparse.Namespace) -> web.Application:
     app[ACTIVITY] = ActivityLog(store.directory,
                                 lambda: int(current_settings(store)["ActivityLogRetentionDays"]))
     app[ANALYTICS_STATE] = {}
-    app[AFTER_RESTORE] = []
+    app[AFTER_RESTORE] = [app[EDGE_STACKS].forget_running]
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
     app.cleanup_ctx.append(server_lifecycle)
