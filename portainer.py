@@ -2288,8 +2288,8 @@ class ComposeFile:
                 raise self.error(raw, key, f"'{path}{key}' are only supported in Swarm stacks")
             if source not in declared:
                 raise self.error(raw, key, f"{key[:-1]} {source!r} is not declared under the top-level '{key}'")
-            default_target = f"/run/secrets/{source}" if key == "secrets" else f"/{source}"
-            result.append({"source": source, "target": str(target or default_target), **owner})
+            # As `docker stack deploy`: no target means the source's name (under /run/secrets/ or /).
+            result.append({"source": source, "target": str(target or source), **owner})
         return result
 
     def dependency_order(self) -> list[str]:

@@ -85,7 +85,8 @@ def project(server, engine, request):
 
 
 def compose_ps(stack: dict, name: str) -> str:
-    result = subprocess.run(["docker-compose", "-p", name, "-f", os.path.join(stack["ProjectPath"], stack["EntryPoint"]),
+    compose_file = os.path.join(stack["ProjectPath"], stack["EntryPoint"])
+    result = subprocess.run(["docker-compose", "-p", name, "-f", compose_file,
                              "--project-directory", stack["ProjectPath"], "ps", "-q"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
@@ -94,7 +95,8 @@ def compose_ps(stack: dict, name: str) -> str:
 
 def test_two_service_stack_deploys_updates_one_service_and_is_removed_cleanly(server, engine, project):
     r = server.api("POST", "/api/stacks/create/standalone/string?endpointId=1",
-                   json={"Name": project, "StackFileContent": TWO_SERVICES, "Env": [{"name": "GREETING", "value": "hello"}]})
+                   json={"Name": project, "StackFileContent": TWO_SERVICES,
+                         "Env": [{"name": "GREETING", "value": "hello"}]})
     assert r.status_code == 200, r.text
     stack = r.json()
     assert stack["Type"] == 2 and stack["Status"] == 1 and stack["EndpointId"] == 1
@@ -313,6 +315,7 @@ def test_swarm_stack_is_seen_by_docker_stack_ls(server, swarm_host):
             configs:
               - source: settings
                 target: /etc/settings
+            secrets: [token]
             deploy:
               replicas: 2
               resources:
@@ -326,6 +329,9 @@ def test_swarm_stack_is_seen_by_docker_stack_ls(server, swarm_host):
           mesh: {{}}
         configs:
           settings:
+            file: ./stack.env
+        secrets:
+          token:
             file: ./stack.env
         """)
     env = {**os.environ, "DOCKER_HOST": f"unix://{swarm_host.socket}"}
@@ -342,6 +348,11 @@ def test_swarm_stack_is_seen_by_docker_stack_ls(server, swarm_host):
         assert api_service.attrs["Spec"]["Mode"]["Replicated"]["Replicas"] == 2
         config = client.configs.list(filters={"name": f"{name}_settings"})[0]
         assert config.attrs["Spec"]["Labels"]["com.docker.stack.namespace"] == name
+        secret = client.secrets.list(filters={"name": f"{name}_token"})[0]
+        assert secret.attrs["Spec"]["Labels"]["com.docker.stack.namespace"] == name
+        spec = api_service.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]
+        assert spec["Secrets"][0]["File"]["Name"] == "token"
+        assert spec["Configs"][0]["File"]["Name"] == "/etc/settings"
         assert client.networks.get(f"{name}_mesh").attrs["Driver"] == "overlay"
         wait_until(lambda: subprocess.run(["docker", "stack", "ps", name, "--filter", "desired-state=running",
                                            "--format", "{{.CurrentState}}"], env=env, capture_output=True,
@@ -361,6 +372,7 @@ def test_swarm_stack_is_seen_by_docker_stack_ls(server, swarm_host):
         assert server.api("DELETE", f"/api/stacks/{stack['Id']}?endpointId={endpoint_id}").status_code == 204
         listing = subprocess.run(["docker", "stack", "ls"], env=env, capture_output=True, text=True).stdout
         assert name not in listing and not client.configs.list(filters={"name": f"{name}_settings"})
+        assert not client.secrets.list(filters={"name": f"{name}_token"})
     finally:
         delete_stacks_named(server, name)
         server.api("DELETE", f"/api/endpoints/{endpoint_id}")
@@ -475,7 +487,9 @@ def test_edge_stack_reaches_an_edge_agent_that_connects_after_the_deploy(edge_si
     site_agent = edge.EdgeAgent(endpoint["EdgeKey"], "edge-stacks-site", f"unix://{host.socket}",
                                 os.path.join(workdir, "edge-stacks-agent.log"), site=host)
     try:
-        status = lambda: srv.api("GET", f"/api/edge_stacks/{edge_stack['Id']}").json()["Status"][str(endpoint["Id"])]  # noqa: E731
+        def status() -> dict:
+            return srv.api("GET", f"/api/edge_stacks/{edge_stack['Id']}").json()["Status"][str(endpoint["Id"])]
+
         wait_until(lambda: status()["Status"] == "running", timeout=60, interval=0.5,
                    message="the edge stack to run on the site")
         assert host.client().containers.get(f"{name}_web_1").status == "running"
