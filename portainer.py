@@ -262,7 +262,7 @@ def field(body: dict, name: str, kind: type, required: bool = True, default: Any
 
 def path_id(request: web.Request, name: str = "id") -> int:
     raw = request.match_info.get(name, "")
-    if not raw.isdigit() or len(raw) > 12:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
         raise BadRequest(f"invalid {name} {raw[:40]!r}: a positive integer was expected")
     return int(raw)
 
@@ -1762,6 +1762,7 @@ STACK_ENV_FILE = "stack.env"
 COMPOSE_VERSION = "1.29.2"
 STACK_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 HEALTH_WAIT_SECONDS = 120
+MAX_COMPOSE_NODES = 100_000
 LABEL_PROJECT = "com.docker.compose.project"
 LABEL_SERVICE = "com.docker.compose.service"
 LABEL_HASH = "com.docker.compose.config-hash"
@@ -1848,6 +1849,7 @@ class ComposeFile:
             raise BadRequest(f"{file_name}: invalid YAML: {exc}") from None
         if not isinstance(document, MarkedMap):
             raise BadRequest(f"{file_name}, line 1: a compose file is a mapping with a 'services' key")
+        self.budget = MAX_COMPOSE_NODES
         document = self.interpolate(document, document.line)
         self.check_keys(document, TOP_LEVEL_KEYS, "")
         if document.get("name") not in (None, project):
@@ -1962,6 +1964,9 @@ class ComposeFile:
 
     # -- interpolation ----------------------------------------------------------------------------------------
     def interpolate(self, value: Any, line: int) -> Any:
+        self.budget -= 1
+        if self.budget < 0:  # YAML aliases can make a small file expand without end
+            raise BadRequest(f"{self.file_name}: the file expands to more than {MAX_COMPOSE_NODES} values")
         if isinstance(value, MarkedMap):
             result = MarkedMap()
             result.line, result.key_lines = value.line, value.key_lines
@@ -2160,7 +2165,8 @@ class ComposeFile:
                 published = parts[-2] if len(parts) >= 2 else None
                 host_ip = parts[0] if len(parts) == 3 else ""
                 mode = "ingress"
-            if not str(target).isdigit() or (published not in (None, "") and not str(published).isdigit()) \
+            if not re.fullmatch(r"[0-9]{1,5}", str(target)) or \
+                    (published not in (None, "") and not re.fullmatch(r"[0-9]{1,5}", str(published))) \
                     or protocol not in ("tcp", "udp", "sctp") or mode not in ("ingress", "host") \
                     or (mode == "host" and not self.swarm):
                 raise self.error(raw, "ports", f"'{path}ports': cannot read {item!r} (port ranges are not "
@@ -2266,7 +2272,10 @@ class ComposeFile:
             if value is not None:
                 check[name] = value
         if options.get("retries") is not None:
-            check["Retries"] = int(options["retries"])
+            retries = options["retries"]
+            if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+                raise self.error(options, "retries", f"'{path}healthcheck.retries' must be a whole number")
+            check["Retries"] = retries
         return check
 
     def file_references(self, raw: MarkedMap, key: str, path: str, declared: dict) -> list[dict]:
@@ -3579,7 +3588,7 @@ def query_int(request: web.Request, name: str, default: int) -> int:
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         raise BadRequest(f"query parameter {name!r} must be a non-negative integer")
     return int(raw)
 
@@ -3808,7 +3817,7 @@ def stack_endpoint(request: web.Request, endpoint_id: int | None = None) -> dict
     """The environment a stack call is for, when the caller may manage stacks there."""
     if endpoint_id is None:
         raw = request.query.get("endpointId", "")
-        if not raw.isdigit():
+        if not re.fullmatch(r"[0-9]{1,12}", raw):
             raise BadRequest("the query parameter endpointId is required")
         endpoint_id = int(raw)
     endpoint = endpoint_for_caller(request, endpoint_id)
@@ -3892,7 +3901,10 @@ async def handle_stack_create_standalone_file(request: web.Request) -> web.Respo
     """Deploy a compose stack from an uploaded file (multipart: Name, file, Env as JSON)."""
     if not request.content_type.startswith("multipart/"):
         raise BadRequest("send a multipart form with Name, file and Env")
-    post = await request.post()
+    try:
+        post = await request.post()
+    except MALFORMED_FORM_ERRORS as exc:
+        raise BadRequest("malformed multipart body", str(exc) or "a multipart body needs a boundary") from None
     upload = post.get("file")
     if upload is None or not hasattr(upload, "file"):
         raise BadRequest("the form field 'file' (the compose file) is required")
@@ -4330,6 +4342,7 @@ async def load_templates(app: web.Application) -> dict:
         raise BadGateway(f"the templates at {source} could not be read", str(exc)) from None
     if not isinstance(document, dict) or not isinstance(document.get("templates"), list):
         raise BadGateway(f"the templates at {source} are not in the v3 format {{\"version\", \"templates\"}}")
+    document["templates"] = [t for t in document["templates"] if isinstance(t, dict)]
     return document
 
 
