@@ -167,6 +167,11 @@ def test_bad_yaml_and_unsupported_keys_are_refused_with_their_line(server, engin
     r = server.api("POST", "/api/stacks/create/standalone/string?endpointId=1",
                    json={"Name": project, "StackFileContent": undeclared})
     assert r.status_code == 400 and "line 4" in r.json()["message"] and "nowhere" in r.json()["message"]
+    bomb = "x-a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
+        f"x-{i}: &l{i} [{', '.join([f'*l{i - 1}' if i else '*a'] * 10)}]\n" for i in range(8))
+    r = server.api("POST", "/api/stacks/create/standalone/string?endpointId=1",
+                   json={"Name": project, "StackFileContent": bomb + f"services:\n  web:\n    image: {BUSYBOX}\n"})
+    assert r.status_code == 400 and "expands" in r.json()["message"], r.text
     assert project_resources(engine, project) == ([], [], [])
     assert all(s["Name"] != project for s in server.api("GET", "/api/stacks").json())
 
