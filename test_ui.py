@@ -1,0 +1,424 @@
+"""The web UI in a real browser (Debian Chromium driven by Playwright): a user's first hour, clicked through.
+
+Screenshots of the main pages are written to docs/screenshots/ as the tests run; README.md shows them.
+"""
+from __future__ import annotations
+
+import http.server
+import io
+import os
+import re
+import subprocess
+import tarfile
+import threading
+import time
+
+import docker
+import pytest
+import requests
+
+from conftest import ADMIN_PASSWORD, BUSYBOX, HERE, SLOT, TEST_LABEL, free_port, wait_until
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+SCREENSHOTS = os.path.join(HERE, "docs", "screenshots")
+PREFIX = f"ptpy-ui{SLOT}"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("Debian chromium is not installed (make test-deps)")
+    with playwright_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+class BrowserPage:
+    """One browser tab with what went wrong in it: console errors and Content-Security-Policy violations."""
+
+    def __init__(self, context):
+        self.context = context
+        self.page = context.new_page()
+        self.page.set_default_timeout(15000)
+        self.console_errors: list[str] = []
+        self.page.on("console", lambda m: m.type == "error" and self.console_errors.append(m.text))
+        self.page.on("pageerror", lambda e: self.console_errors.append(str(e)))
+        self.page.on("dialog", lambda d: d.accept())
+
+    def shot(self, name: str) -> None:
+        os.makedirs(SCREENSHOTS, exist_ok=True)
+        self.page.wait_for_timeout(150)  # let the last animation frame paint
+        self.page.screenshot(path=os.path.join(SCREENSHOTS, f"{name}.png"))
+
+
+@pytest.fixture
+def open_page(browser):
+    contexts = []
+
+    def make(width: int = 1280, height: int = 800, dark: bool = False) -> BrowserPage:
+        context = browser.new_context(viewport={"width": width, "height": height},
+                                      color_scheme="dark" if dark else "light", accept_downloads=True)
+        contexts.append(context)
+        return BrowserPage(context)
+
+    yield make
+    for context in contexts:
+        context.close()
+
+
+def random_layer_tar(size: int = 3 * 1024 * 1024) -> bytes:
+    """A root file system with data no engine has yet, so pulling it really downloads a layer."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        data = os.urandom(size)
+        info = tarfile.TarInfo("data/random.bin")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+@pytest.fixture
+def local_registry(engine, tmp_path):
+    """A real image registry (Distribution) on 127.0.0.1 holding one image the engine does not have."""
+    port = free_port()
+    (tmp_path / "registry.yml").write_text(
+        f"version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path}/registry\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n")
+    process = subprocess.Popen(["docker-registry", "serve", str(tmp_path / "registry.yml")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    repository = f"127.0.0.1:{port}/{PREFIX}/random"
+    try:
+        wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 200,
+                   message="the registry to answer")
+        engine.api.import_image_from_data(random_layer_tar(), repository=repository, tag="1",
+                                          changes=[f"LABEL {TEST_LABEL}=1"])
+        for line in engine.api.push(repository, tag="1", stream=True, decode=True):
+            assert "error" not in line, line
+        engine.images.remove(f"{repository}:1", force=True)
+        yield f"{repository}:1"
+    finally:
+        for image in engine.images.list(filters={"label": TEST_LABEL}):
+            engine.images.remove(image.id, force=True)
+        process.terminate()
+        process.wait(10)
+
+
+def terminal_text(tab) -> str:
+    return tab.page.locator("#term").inner_text()
+
+
+def type_in_terminal(tab, text: str) -> None:
+    tab.page.locator("#term").click()
+    tab.page.keyboard.type(text, delay=15)
+
+
+def test_a_users_first_hour_clicked_through(fresh_server, engine, open_page, local_registry):
+    srv = fresh_server(admin_password=None)
+    tab = open_page()
+    page = tab.page
+    name = f"{PREFIX}-web"
+
+    # First run: the administrator is created from the browser; analytics stay off unless ticked.
+    page.goto(srv.url)
+    page.get_by_label("Password (12 characters or more)").fill(ADMIN_PASSWORD)
+    analytics = page.locator("#analytics")
+    assert analytics.count() == 1 and not analytics.is_checked()
+    page.get_by_label("Confirm password").fill("something else entirely")
+    page.get_by_role("button", name="Create user").click()
+    page.locator(".field-error", has_text="do not match").wait_for()
+    page.get_by_label("Confirm password").fill(ADMIN_PASSWORD)
+    tab.shot("setup")
+    page.get_by_role("button", name="Create user").click()
+    page.locator("#env-list .env").first.wait_for()
+    assert srv.api("GET", "/api/settings", token=srv.login("admin", ADMIN_PASSWORD)).json()["EnableTelemetry"] is False
+
+    # Log out and in again; a wrong password is reported next to the form.
+    page.get_by_role("button", name="Log out").click()
+    page.get_by_label("Username").fill("admin")
+    page.get_by_label("Password").fill("not the password")
+    page.get_by_role("button", name="Log in").click()
+    page.get_by_role("alert").filter(has_text="invalid credentials").wait_for()
+    tab.shot("login")
+    page.get_by_label("Password").fill(ADMIN_PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+
+    # Home: the local environment, up, with its engine version.
+    card = page.locator("#env-list .env", has_text="local")
+    card.locator(".badge.up").wait_for()
+    assert engine.version()["Version"] in card.inner_text()
+    tab.shot("home")
+    card.get_by_role("link", name="local").click()
+    page.locator(".tile", has_text="Containers").wait_for()
+    tab.shot("dashboard")
+
+    # Run a container from the create form.
+    page.locator("nav.side").get_by_role("link", name="Containers").click()
+    page.get_by_role("link", name="Add container").click()
+    page.get_by_label("Name", exact=True).fill(name)
+    page.get_by_label("Image").fill(BUSYBOX)
+    page.get_by_label("Command").fill('sh -c "trap exit TERM; while true; do echo tick $(date +%s); sleep 1; done"')
+    page.get_by_role("button", name="+ Publish a port").click()
+    host_port = free_port()
+    page.get_by_placeholder("host port, e.g. 8080").fill(str(host_port))
+    page.get_by_placeholder("container port, e.g. 80").fill("80")
+    page.get_by_role("button", name="+ Add label").click()
+    page.get_by_placeholder("label name").fill(TEST_LABEL)
+    page.get_by_placeholder("value").last.fill("1")
+    tab.shot("container-create")
+    page.get_by_role("button", name="Deploy the container").click()
+
+    # Its logs stream in while it runs.
+    page.locator("#c-state", has_text="running").wait_for()
+    container = engine.containers.get(name)
+    assert container.labels.get(TEST_LABEL) == "1"
+    assert container.attrs["HostConfig"]["PortBindings"]["80/tcp"][0]["HostPort"] == str(host_port)
+    page.get_by_role("link", name="Logs").click()
+    page.locator("#logs", has_text="tick").wait_for()
+    first = page.locator("#logs div").count()
+    wait_until(lambda: page.locator("#logs div").count() > first, timeout=10, message="new log lines")
+    page.get_by_placeholder("Search logs").fill("tick")
+    page.locator("#logs mark").first.wait_for()
+    tab.shot("container-logs")
+
+    page.get_by_role("link", name="Stats").click()
+    page.locator("#ch-net .legend", has_text="received").wait_for()
+    page.wait_for_timeout(2500)
+    tab.shot("container-stats")
+
+    # A console: `echo hi` answers hi, and vi edits a file.
+    page.get_by_role("link", name="Console").click()
+    page.get_by_role("button", name="Connect").click()
+    page.locator("#console-status", has_text="connected").wait_for()
+    wait_until(lambda: "#" in terminal_text(tab), timeout=10, message="a shell prompt")
+    type_in_terminal(tab, "echo hi\n")
+    wait_until(lambda: re.search(r"^hi$", terminal_text(tab), re.M), timeout=10, message="hi in the terminal")
+    type_in_terminal(tab, "vi /tmp/note\n")
+    wait_until(lambda: "/tmp/note" in terminal_text(tab), timeout=10, message="vi to open")
+    type_in_terminal(tab, "ihello from vi")
+    page.keyboard.press("Escape")
+    type_in_terminal(tab, ":wq\n")
+    type_in_terminal(tab, "clear; cat /tmp/note\n")
+    wait_until(lambda: re.search(r"^hello from vi$", terminal_text(tab), re.M), timeout=10, message="the saved file")
+    type_in_terminal(tab, "ls --color=always / && printf '\\033[1;32mgreen\\033[0m\\n'\n")
+    page.locator("#term span.fg10", has_text="green").wait_for()
+    tab.shot("container-console")
+
+    # Stop it and remove it from the list, in bulk.
+    page.locator("nav.side").get_by_role("link", name="Containers").click()
+    page.get_by_placeholder("Filter containers").fill(name)
+    row = page.locator("#containers tbody tr", has_text=name)
+    row.locator("input.select").check()
+    tab.shot("containers")
+    page.get_by_role("button", name="Stop", exact=True).click()
+    row.locator("td", has_text="exited").wait_for()
+    row.locator("input.select").check()
+    page.get_by_role("button", name="Remove", exact=True).click()
+    row.wait_for(state="detached")
+    with pytest.raises(docker.errors.NotFound):
+        engine.containers.get(name)
+
+    # Pull an image from a real registry with a progress bar per layer.
+    page.locator("nav.side").get_by_role("link", name="Images").click()
+    page.get_by_label("Image", exact=True).fill(local_registry)
+    page.get_by_role("button", name="Pull").click()
+    page.locator("#pull-progress .layer progress").first.wait_for()
+    page.locator(".toast", has_text="Pulled").wait_for(timeout=60000)
+    layer = page.locator("#pull-progress .layer").first
+    assert "complete" in layer.inner_text().lower()
+    bar = layer.locator("progress")
+    assert bar.get_attribute("value") == bar.get_attribute("max")
+    engine.images.get(local_registry)
+    page.get_by_placeholder("Filter images").fill(local_registry.split("/", 1)[1])
+    tab.shot("images")
+
+    # A user for a colleague, who then logs in.
+    page.locator("nav.side").get_by_role("link", name="Users").click()
+    page.get_by_label("Username").fill("alice")
+    page.get_by_label("Password (12 characters or more)").fill("short")
+    page.get_by_role("button", name="Create user").click()
+    page.locator(".field-error", has_text="12").wait_for()
+    page.get_by_label("Password (12 characters or more)").fill("alice's long password")
+    page.get_by_role("button", name="Create user").click()
+    page.locator("#users tbody tr", has_text="alice").wait_for()
+    tab.shot("users")
+    page.get_by_role("button", name="Log out").click()
+    page.get_by_label("Username").fill("alice")
+    page.get_by_label("Password").fill("alice's long password")
+    page.get_by_role("button", name="Log in").click()
+    page.locator("#env-list", has_text="No environment yet").wait_for()
+    assert page.locator("nav.side").get_by_role("link", name="Users").count() == 0
+    assert not [e for e in tab.console_errors if "Content Security Policy" in e or "Refused" in e], tab.console_errors
+
+
+def test_console_runs_top_and_reports_resizes(fresh_server, engine, open_page):
+    srv = fresh_server()
+    container = engine.containers.run(BUSYBOX, ["sleep", "300"], name=f"{PREFIX}-top", detach=True,
+                                      labels={TEST_LABEL: "1"})
+    try:
+        tab = open_page(1280, 800)
+        page = tab.page
+        page.goto(srv.url + "/#/login")
+        page.get_by_label("Username").fill("admin")
+        page.get_by_label("Password").fill(ADMIN_PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        page.locator("#env-list .env").first.wait_for()
+        page.goto(srv.url + f"/#/env/1/containers/{container.id}/console")
+        page.get_by_role("button", name="Connect").click()
+        page.locator("#console-status", has_text="connected").wait_for()
+        wait_until(lambda: "#" in terminal_text(tab), timeout=10, message="a shell prompt")
+        type_in_terminal(tab, "stty size\n")
+        size = wait_until(lambda: re.search(r"^(\d+) (\d+)$", terminal_text(tab), re.M), timeout=10,
+                          message="stty size")
+        rows, cols = int(size.group(1)), int(size.group(2))
+        assert cols > 80 and rows > 10
+        type_in_terminal(tab, "top\n")
+        wait_until(lambda: "PID" in terminal_text(tab) and "Mem:" in terminal_text(tab), timeout=10,
+                   message="top's screen")
+        page.set_viewport_size({"width": 900, "height": 800})
+        page.wait_for_timeout(500)
+        page.locator("#term").click()
+        page.keyboard.press("Control+C")
+        wait_until(lambda: "PID" not in terminal_text(tab).split("\n")[-3:][0], timeout=10, message="top to end")
+        type_in_terminal(tab, "clear; stty size\n")
+        smaller = wait_until(lambda: re.search(r"^(\d+) (\d+)$", terminal_text(tab), re.M), timeout=10,
+                             message="stty size after resize")
+        assert int(smaller.group(2)) < cols
+        # The socket carried no credential in its URL: the cookie authenticated it.
+        assert "token" not in srv.log().lower().split("console/ws")[-1][:200]
+    finally:
+        container.remove(force=True)
+
+
+def test_console_websocket_refuses_another_origin_and_a_missing_session(fresh_server, engine):
+    srv = fresh_server()
+    container = engine.containers.run(BUSYBOX, ["sleep", "60"], name=f"{PREFIX}-origin", detach=True,
+                                      labels={TEST_LABEL: "1"})
+    try:
+        session = requests.Session()
+        assert session.post(srv.url + "/api/auth", json={"Username": "admin", "Password": ADMIN_PASSWORD}).ok
+        url = srv.url + f"/api/endpoints/1/console/ws?containerId={container.id}&cmd=sh"
+        upgrade = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+                   "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+        foreign = session.get(url, headers={**upgrade, "Origin": "http://evil.example"})
+        assert foreign.status_code == 403 and "origin" in foreign.json()["message"].lower()
+        anonymous = requests.get(url, headers={**upgrade, "Origin": srv.url})
+        assert anonymous.status_code == 401
+        same = session.get(url, headers={**upgrade, "Origin": srv.url}, stream=True)
+        assert same.status_code == 101
+        same.close()
+    finally:
+        container.remove(force=True)
+
+
+class RecordingHandler(http.server.BaseHTTPRequestHandler):
+    requests_seen: list[str] = []
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        RecordingHandler.requests_seen.append(self.path)
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_content_security_policy_blocks_an_injected_request_to_another_origin(fresh_server, open_page):
+    srv = fresh_server()
+    # "Another origin": a web server on 127.0.0.2, which the policy must stop the page from reaching.
+    outside = http.server.HTTPServer(("127.0.0.2", 0), RecordingHandler)
+    threading.Thread(target=outside.serve_forever, daemon=True).start()
+    target = f"http://127.0.0.2:{outside.server_port}"
+    try:
+        tab = open_page()
+        page = tab.page
+        page.goto(srv.url + "/#/login")
+        page.get_by_label("Username").wait_for()
+        violations = page.evaluate("""async target => {
+            const seen = [];
+            document.addEventListener('securitypolicyviolation', e => seen.push(e.violatedDirective + ' ' + e.blockedURI));
+            const img = document.createElement('img'); img.src = target + '/img'; document.body.append(img);
+            const s = document.createElement('script'); s.src = target + '/script.js'; document.body.append(s);
+            const inline = document.createElement('script'); inline.textContent = 'window.injected = 1'; document.body.append(inline);
+            const fetched = await fetch(target + '/fetch').then(() => 'reached', () => 'blocked');
+            await new Promise(r => setTimeout(r, 500));
+            return {seen, fetched, injected: window.injected || 0};
+        }""", target)
+        assert violations["fetched"] == "blocked"
+        assert violations["injected"] == 0
+        directives = " ".join(violations["seen"])
+        assert "connect-src" in directives and "img-src" in directives and "script-src" in directives
+        assert RecordingHandler.requests_seen == []
+    finally:
+        outside.shutdown()
+
+
+def test_ui_assets_are_compressed_cached_and_load_in_one_request(fresh_server):
+    srv = fresh_server()
+    index = requests.get(srv.url + "/")
+    scripts = re.findall(r'src="([^"]+)"', index.text)
+    styles = re.findall(r'href="(/assets/[^"]+)"', index.text)
+    assert scripts == ["/assets/app.js"] and styles == ["/assets/app.css"]
+    assert "style=" not in requests.get(srv.url + "/assets/app.js").text.replace("'style=", "")
+    js = requests.get(srv.url + "/assets/app.js", headers={"Accept-Encoding": "gzip"})
+    assert js.headers["Content-Encoding"] == "gzip" and js.headers["ETag"]
+    again = requests.get(srv.url + "/assets/app.js", headers={"If-None-Match": js.headers["ETag"]})
+    assert again.status_code == 304
+
+
+def test_container_table_filters_and_sorts_a_thousand_rows_quickly(fresh_server, open_page):
+    """The list component alone, fed 1,000 rows shaped like the engine's answer (creating 1,000 real containers
+    takes minutes on vfs); the time is measured in the browser."""
+    srv = fresh_server()
+    tab = open_page()
+    page = tab.page
+    page.goto(srv.url + "/#/login")
+    page.get_by_label("Username").fill("admin")
+    page.get_by_label("Password").fill(ADMIN_PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.locator("#env-list .env").first.wait_for()
+    timings = page.evaluate("""() => {
+        const rows = Array.from({length: 1000}, (_, i) => ({Id: 'c' + i, Names: ['/app-' + i], State: i % 3 ? 'running' : 'exited',
+            Status: 'Up', Image: 'img:' + (i % 7), Created: 1700000000 + i, Labels: {}, Ports: [{PrivatePort: 80, PublicPort: 8000 + i, Type: 'tcp'}]}));
+        const host = document.createElement('div'); document.body.append(host);
+        let t = performance.now();
+        const table = dataTable(host, {id: c => c.Id, selectable: true, rows, columns: [
+            {key: 'name', label: 'Name', value: containerName}, {key: 'state', label: 'State', value: c => c.State},
+            {key: 'image', label: 'Image', value: c => c.Image}, {key: 'ports', label: 'Ports', html: portLinks}]});
+        const first = performance.now() - t;
+        t = performance.now(); host.querySelector('th[data-key=image]').click(); const sort = performance.now() - t;
+        const shown = host.querySelectorAll('tbody tr').length;
+        return {first, sort, shown};
+    }""")
+    assert timings["shown"] == 500
+    assert timings["first"] < 1000 and timings["sort"] < 1000, timings
+    page.locator(".filter").last.fill("app-99")
+    wait_until(lambda: page.locator("div:last-child > .table-wrap tbody tr").count() == 11, timeout=5,
+               message="filtered rows")
+
+
+def test_phone_width_and_dark_theme(fresh_server, engine, open_page):
+    srv = fresh_server()
+    tab = open_page(390, 844, dark=True)
+    page = tab.page
+    page.goto(srv.url + "/#/login")
+    page.get_by_label("Username").fill("admin")
+    page.get_by_label("Password").fill(ADMIN_PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.locator("#env-list .env").first.wait_for()
+    assert page.evaluate("document.documentElement.dataset.theme") == "dark"
+    assert not page.locator("nav.side").is_visible()
+    page.get_by_role("button", name="Menu").click()
+    page.locator("nav.side").get_by_role("link", name="Home").wait_for()
+    page.get_by_role("button", name="Menu").click()
+    page.goto(srv.url + "/#/env/1/containers")
+    page.locator("#containers tbody tr").first.wait_for()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390 + 1
+    tab.shot("phone-dark-containers")
+    page.get_by_role("button", name="Theme").click()
+    assert page.evaluate("document.documentElement.dataset.theme") == "light"
