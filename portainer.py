@@ -1904,7 +1904,7 @@ UI_CSS = r"""
 body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;background:var(--bg);color:var(--text)}
 a{color:var(--accent)}h1,h2,h3{margin:0 0 12px}h2{font-size:20px}h3{font-size:15px;margin-top:8px}
 :focus-visible{outline:2px solid var(--accent);outline-offset:1px}
-.layout{display:grid;grid-template-columns:210px 1fr;min-height:100vh}
+.layout{display:grid;grid-template-columns:210px minmax(0,1fr);min-height:100vh}.layout>div{min-width:0}
 .side{background:var(--side);color:var(--side-text);padding:12px 0;display:flex;flex-direction:column;gap:2px}
 .side .brand{font-weight:700;font-size:16px;padding:4px 16px 12px;color:#fff}
 .side a{color:var(--side-text);text-decoration:none;padding:6px 16px;display:block;border-left:3px solid transparent}
@@ -1913,7 +1913,8 @@ a{color:var(--accent)}h1,h2,h3{margin:0 0 12px}h2{font-size:20px}h3{font-size:15
 .side .envname{padding:2px 16px 4px;color:#fff;font-weight:600;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 .top{display:flex;align-items:center;gap:10px;padding:8px 18px;background:var(--panel);border-bottom:1px solid var(--border)}
 .top .crumbs{flex:1;color:var(--muted);overflow:hidden;white-space:nowrap;text-overflow:ellipsis}
-.top .menu{display:none}
+.menu{display:none}.side .brand{display:flex;justify-content:space-between;align-items:center}
+.side .menu{background:none;border:0;color:#fff;font-size:20px;padding:0 4px}
 main{padding:18px;max-width:1500px;width:100%}
 .card{background:var(--panel);border:1px solid var(--border);border-radius:8px;padding:16px;margin-bottom:16px}
 .auth{max-width:400px;margin:10vh auto}.auth .brand{font-size:22px;font-weight:700;margin-bottom:12px}
@@ -1944,7 +1945,7 @@ td.check,th.check{width:28px}.table-wrap{overflow-x:auto}
 pre{white-space:pre-wrap;word-break:break-all;margin:0}.hidden{display:none!important}
 .env{display:flex;gap:14px;align-items:flex-start}.env .info{flex:1}.env .name{font-size:16px;font-weight:600}
 .row{display:flex;gap:10px;flex-wrap:wrap}.row>*{flex:1;min-width:140px}.row>.narrow{flex:0 0 auto;min-width:0}
-.pairs .pair{display:flex;gap:6px;margin-bottom:6px;align-items:center}.pairs .pair>input,.pairs .pair>select{flex:1}
+.pairs .pair{display:flex;gap:6px;margin-bottom:6px;align-items:center}.pairs .pair>input{flex:1}.pairs .pair>select{flex:0 0 90px}
 fieldset{border:1px solid var(--border);border-radius:8px;margin:12px 0;padding:8px 12px}legend{color:var(--muted);padding:0 6px}
 .tabs{display:flex;gap:2px;border-bottom:1px solid var(--border);margin-bottom:12px;flex-wrap:wrap}
 .tabs a{padding:7px 14px;text-decoration:none;color:var(--muted);border-bottom:2px solid transparent}
@@ -1953,8 +1954,8 @@ fieldset{border:1px solid var(--border);border-radius:8px;margin:12px 0;padding:
 .tree .k{color:var(--accent)}.tree .s{color:var(--ok)}.tree .n{color:var(--warn)}.tree details>summary{cursor:pointer}
 .logs{height:60vh;overflow:auto;background:var(--term-bg);color:var(--term-fg);padding:8px;border-radius:6px;
 font:12px/1.4 ui-monospace,Menlo,Consolas,monospace;white-space:pre-wrap;word-break:break-all}
-.logs .err{color:#ff8a80}.logs mark{background:var(--mark);color:inherit}.logs .ts{color:#7f8ea3}
-.charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(300px,1fr));gap:12px}
+.logs .err{color:#ff8a80}.logs mark{background:#ffd54f;color:#111}.logs .ts{color:#7f8ea3}
+.charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(240px,1fr));gap:12px}
 .chart canvas{width:100%;height:160px;display:block}.chart .legend{font-size:12px;color:var(--muted)}
 .layer{display:grid;grid-template-columns:110px 1fr 160px;gap:8px;align-items:center;font-size:12px;margin:2px 0}
 .layer progress{width:100%;height:10px}
@@ -1973,8 +1974,8 @@ padding:6px;border-radius:6px;height:60vh;overflow:hidden;white-space:pre;outlin
 .kv{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px}.kv dt{color:var(--muted)}.kv dd{margin:0;word-break:break-all}
 .empty{padding:24px;text-align:center;color:var(--muted)}
 .more{margin-top:8px}
-@media (max-width:760px){.layout{grid-template-columns:1fr}.side{display:none}.side.open{display:flex;position:fixed;inset:0 30% 0 0;z-index:10;
-overflow:auto}.top .menu{display:inline-block}main{padding:8px}td,th{padding:5px}.hide-sm{display:none}.layer{grid-template-columns:80px 1fr}
+@media (max-width:760px){.layout{grid-template-columns:minmax(0,1fr)}.top{padding:6px 8px;gap:6px}.top .who{display:none}.side{display:none}.side.open{display:flex;position:fixed;inset:0 30% 0 0;z-index:10;
+overflow:auto}.menu{display:inline-block}main{padding:8px}td,th{padding:5px}.hide-sm{display:none}.layer{grid-template-columns:80px 1fr}
 .layer .detail{display:none}.toolbar input.filter{max-width:none}}
 """
 
@@ -2127,17 +2128,19 @@ function shell(content, crumbs = '') {
   const envLinks = currentEnv ? `<div class="group">Environment</div><div class="envname" title="${esc(currentEnv.Name)}">${esc(currentEnv.Name)}</div>` +
     ENV_NAV.filter(n => (!n.swarm || envIsSwarm(currentEnv)) && (!n.admin || isAdmin()))
       .map(n => link(`#/env/${currentEnv.Id}/${n.path}`, n.label)).join('') : '';
-  return `<div class="layout"><nav class="side" id="side" aria-label="Main"><div class="brand">portainer.py</div>
+  return `<div class="layout"><nav class="side" id="side" aria-label="Main"><div class="brand">portainer.py<button class="menu" id="menu-close" aria-label="Close menu">&times;</button></div>
     ${GLOBAL_NAV.filter(n => !n.admin || isAdmin()).map(n => link(n.href, n.label)).join('')}${envLinks}</nav>
     <div><div class="top"><button class="menu" id="menu" aria-controls="side" aria-label="Menu">&#9776;</button>
     <span class="crumbs">${crumbs}</span>
     <button id="theme" title="Switch between light and dark theme">Theme</button>
-    <span class="muted">${esc(me && me.Username)}</span><button id="logout">Log out</button></div>
+    <span class="muted who">${esc(me && me.Username)}</span><button id="logout">Log out</button></div>
     <main id="main">${content}</main></div></div>`;
 }
 function bindShell() {
   $('#theme').addEventListener('click', toggleTheme);
-  $('#menu').addEventListener('click', () => $('#side').classList.toggle('open'));
+  $('#menu').addEventListener('click', () => { $('#side').classList.add('open'); $('#side a').focus(); });
+  $('#menu-close').addEventListener('click', () => { $('#side').classList.remove('open'); $('#menu').focus(); });
+  $('#side').addEventListener('keydown', e => { if (e.key === 'Escape') $('#menu-close').click(); });
   $('#logout').addEventListener('click', async () => {
     await api('POST', '/api/auth/logout').catch(() => {});
     me = null; csrf = ''; sessionStorage.removeItem('csrf'); location.hash = '#/login';
@@ -2231,7 +2234,7 @@ function progressView(el) {
       if (m.error || m.errorDetail) { error.textContent = m.error || m.errorDetail.message; return; }
       if (m.stream) { log.textContent += m.stream; return; }
       if (m.aux && m.aux.ID) { log.textContent += `Built ${m.aux.ID}\n`; return; }
-      if (!m.id || !m.status) { if (m.status) log.textContent += m.status + '\n'; return; }
+      if (!m.id || !m.status || /^Pulling from/.test(m.status)) { if (m.status) log.textContent += (m.id ? m.id + ': ' : '') + m.status + '\n'; return; }
       let r = rows.get(m.id);
       if (!r) { r = document.createElement('div'); r.className = 'layer'; r.dataset.layer = m.id;
         r.innerHTML = `<span class="mono">${esc(m.id.slice(0, 12))}</span><progress max="1" value="0"></progress><span class="detail muted"></span>`;

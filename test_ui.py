@@ -4,6 +4,7 @@ Screenshots of the main pages are written to docs/screenshots/ as the tests run;
 """
 from __future__ import annotations
 
+import contextlib
 import http.server
 import io
 import os
@@ -50,6 +51,9 @@ class BrowserPage:
         self.page.on("console", lambda m: m.type == "error" and self.console_errors.append(m.text))
         self.page.on("pageerror", lambda e: self.console_errors.append(str(e)))
         self.page.on("dialog", lambda d: d.accept())
+        self.failed_responses: list[str] = []
+        self.page.on("response", lambda r: r.status >= 400 and self.failed_responses.append(
+            f"{r.status} {r.request.method} {r.url}"))
 
     def shot(self, name: str) -> None:
         os.makedirs(SCREENSHOTS, exist_ok=True)
@@ -58,16 +62,25 @@ class BrowserPage:
 
 
 @pytest.fixture
-def open_page(browser):
+def open_page(browser, request):
     contexts = []
+    tabs = []
 
     def make(width: int = 1280, height: int = 800, dark: bool = False) -> BrowserPage:
         context = browser.new_context(viewport={"width": width, "height": height},
                                       color_scheme="dark" if dark else "light", accept_downloads=True)
         contexts.append(context)
-        return BrowserPage(context)
+        tabs.append(BrowserPage(context))
+        return tabs[-1]
 
     yield make
+    # The last state of every tab, for whoever reads a failure (test-artifacts/ is not committed).
+    artifacts = os.path.join(HERE, "test-artifacts")
+    os.makedirs(artifacts, exist_ok=True)
+    for number, tab in enumerate(tabs):
+        print(f"tab {number}: failed responses {tab.failed_responses}, console errors {tab.console_errors}")
+        with contextlib.suppress(Exception):
+            tab.page.screenshot(path=os.path.join(artifacts, f"{request.node.name}-{number}.png"))
     for context in contexts:
         context.close()
 
@@ -140,6 +153,7 @@ def test_a_users_first_hour_clicked_through(fresh_server, engine, open_page, loc
 
     # Log out and in again; a wrong password is reported next to the form.
     page.get_by_role("button", name="Log out").click()
+    page.locator("#login").wait_for()
     page.get_by_label("Username").fill("admin")
     page.get_by_label("Password").fill("not the password")
     page.get_by_role("button", name="Log in").click()
@@ -193,17 +207,18 @@ def test_a_users_first_hour_clicked_through(fresh_server, engine, open_page, loc
 
     # A console: `echo hi` answers hi, and vi edits a file.
     page.get_by_role("link", name="Console").click()
-    page.get_by_role("button", name="Connect").click()
+    page.get_by_role("button", name="Connect", exact=True).click()
     page.locator("#console-status", has_text="connected").wait_for()
     wait_until(lambda: "#" in terminal_text(tab), timeout=10, message="a shell prompt")
     type_in_terminal(tab, "echo hi\n")
     wait_until(lambda: re.search(r"^hi$", terminal_text(tab), re.M), timeout=10, message="hi in the terminal")
-    type_in_terminal(tab, "vi /tmp/note\n")
-    wait_until(lambda: "/tmp/note" in terminal_text(tab), timeout=10, message="vi to open")
+    type_in_terminal(tab, "vi /note.txt\n")
+    wait_until(lambda: "/note.txt" in terminal_text(tab), timeout=10, message="vi to open")
     type_in_terminal(tab, "ihello from vi")
     page.keyboard.press("Escape")
+    page.wait_for_timeout(300)  # vi takes an Escape followed at once by more keys for an escape sequence
     type_in_terminal(tab, ":wq\n")
-    type_in_terminal(tab, "clear; cat /tmp/note\n")
+    type_in_terminal(tab, "clear; cat /note.txt\n")
     wait_until(lambda: re.search(r"^hello from vi$", terminal_text(tab), re.M), timeout=10, message="the saved file")
     type_in_terminal(tab, "ls --color=always / && printf '\\033[1;32mgreen\\033[0m\\n'\n")
     page.locator("#term span.fg10", has_text="green").wait_for()
@@ -239,6 +254,7 @@ def test_a_users_first_hour_clicked_through(fresh_server, engine, open_page, loc
 
     # A user for a colleague, who then logs in.
     page.locator("nav.side").get_by_role("link", name="Users").click()
+    page.locator("#users tbody tr", has_text="admin").wait_for()
     page.get_by_label("Username").fill("alice")
     page.get_by_label("Password (12 characters or more)").fill("short")
     page.get_by_role("button", name="Create user").click()
@@ -248,6 +264,7 @@ def test_a_users_first_hour_clicked_through(fresh_server, engine, open_page, loc
     page.locator("#users tbody tr", has_text="alice").wait_for()
     tab.shot("users")
     page.get_by_role("button", name="Log out").click()
+    page.locator("#login").wait_for()
     page.get_by_label("Username").fill("alice")
     page.get_by_label("Password").fill("alice's long password")
     page.get_by_role("button", name="Log in").click()
@@ -269,7 +286,7 @@ def test_console_runs_top_and_reports_resizes(fresh_server, engine, open_page):
         page.get_by_role("button", name="Log in").click()
         page.locator("#env-list .env").first.wait_for()
         page.goto(srv.url + f"/#/env/1/containers/{container.id}/console")
-        page.get_by_role("button", name="Connect").click()
+        page.get_by_role("button", name="Connect", exact=True).click()
         page.locator("#console-status", has_text="connected").wait_for()
         wait_until(lambda: "#" in terminal_text(tab), timeout=10, message="a shell prompt")
         type_in_terminal(tab, "stty size\n")
@@ -415,7 +432,8 @@ def test_phone_width_and_dark_theme(fresh_server, engine, open_page):
     assert not page.locator("nav.side").is_visible()
     page.get_by_role("button", name="Menu").click()
     page.locator("nav.side").get_by_role("link", name="Home").wait_for()
-    page.get_by_role("button", name="Menu").click()
+    page.keyboard.press("Escape")
+    page.locator("nav.side").wait_for(state="hidden")
     page.goto(srv.url + "/#/env/1/containers")
     page.locator("#containers tbody tr").first.wait_for()
     assert page.evaluate("document.documentElement.scrollWidth") <= 390 + 1
