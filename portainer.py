@@ -1937,7 +1937,7 @@ td.check,th.check{width:28px}.table-wrap{overflow-x:auto}
 .badge{display:inline-block;padding:0 8px;border-radius:10px;font-size:12px;border:1px solid var(--border);margin-right:4px}
 .up,.running,.healthy{color:var(--ok)}.down,.exited,.dead,.unhealthy{color:var(--danger)}.paused,.restarting,.created{color:var(--warn)}
 .toolbar{display:flex;gap:8px;flex-wrap:wrap;align-items:center;margin-bottom:12px}.toolbar input.filter{max-width:260px}
-.toolbar .spacer,.spacer{flex:1}.toolbar h2{margin:0}
+.toolbar .spacer,.spacer{flex:1}.toolbar select,.toolbar input:not([type=checkbox]){width:auto}.toolbar input.filter{min-width:180px}.toolbar h2{margin:0}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(170px,1fr));gap:12px}
 .grid2{display:grid;grid-template-columns:repeat(auto-fit,minmax(320px,1fr));gap:12px}
 .tile{display:block;text-decoration:none;color:var(--text)}.tile:hover{border-color:var(--accent)}
@@ -1957,8 +1957,8 @@ font:12px/1.4 ui-monospace,Menlo,Consolas,monospace;white-space:pre-wrap;word-br
 .logs .err{color:#ff8a80}.logs mark{background:#ffd54f;color:#111}.logs .ts{color:#7f8ea3}
 .charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(240px,1fr));gap:12px}
 .chart canvas{width:100%;height:160px;display:block}.chart .legend{font-size:12px;color:var(--muted)}
-.layer{display:grid;grid-template-columns:110px 1fr 160px;gap:8px;align-items:center;font-size:12px;margin:2px 0}
-.layer progress{width:100%;height:10px}
+.layer{display:grid;grid-template-columns:100px 1fr;gap:2px 8px;align-items:center;font-size:12px;margin:4px 0}
+.layer progress{width:100%;height:12px}.layer .detail{grid-column:2}
 .toasts{position:fixed;right:16px;bottom:16px;display:flex;flex-direction:column;gap:8px;z-index:20}
 .toast{background:var(--panel);border:1px solid var(--border);border-left:4px solid var(--ok);padding:10px 14px;border-radius:6px;
 box-shadow:0 4px 14px rgba(0,0,0,.15);max-width:380px}.toast.bad{border-left-color:var(--danger)}
@@ -1976,7 +1976,7 @@ padding:6px;border-radius:6px;height:60vh;overflow:hidden;white-space:pre;outlin
 .more{margin-top:8px}
 @media (max-width:760px){.layout{grid-template-columns:minmax(0,1fr)}.top{padding:6px 8px;gap:6px}.top .who{display:none}.side{display:none}.side.open{display:flex;position:fixed;inset:0 30% 0 0;z-index:10;
 overflow:auto}.menu{display:inline-block}main{padding:8px}td,th{padding:5px}.hide-sm{display:none}.layer{grid-template-columns:80px 1fr}
-.layer .detail{display:none}.toolbar input.filter{max-width:none}}
+.toolbar input.filter{max-width:none}}
 """
 
 UI_JS = r"""
@@ -2356,7 +2356,8 @@ async function pageEnvironmentForm(envId) {
 // ---- pages: one environment's dashboard ---------------------------------------------------------------------
 async function pageDashboard(envId) {
   const base = dockerBase(envId);
-  const main = render('Dashboard', '<div id="dash"><p class="muted">Loading…</p></div>', envCrumbs(envId, 'Dashboard'));
+  const main = render('Dashboard', `<div class="toolbar"><h2>${esc(currentEnv.Name)}</h2><span class="badge ${currentEnv.Status === 1 ? 'up' : 'down'}">${currentEnv.Status === 1 ? 'up' : 'down'}</span></div>
+    <div id="dash"><p class="muted">Loading…</p></div>`, envCrumbs(envId, 'Dashboard'));
   const draw = async () => {
     const [info, version, containers, images, volumes, networks] = await Promise.all([api('GET', `${base}/info`), api('GET', `${base}/version`),
       api('GET', `${base}/containers/json?all=1`), api('GET', `${base}/images/json`), api('GET', `${base}/volumes`), api('GET', `${base}/networks`)]);
@@ -2403,7 +2404,7 @@ async function pageContainers(envId) {
       {key: 'ip', label: 'IP', value: c => Object.values((c.NetworkSettings || {}).Networks || {}).map(n => n.IPAddress).filter(Boolean).join(' '), cls: 'hide-sm'},
       {key: 'ports', label: 'Published ports', html: portLinks, cls: 'hide-sm'},
       {key: 'node', label: 'Node', value: c => label(c, 'com.docker.swarm.node.id') ? label(c, 'com.docker.swarm.node.id').slice(0, 12) : '', cls: 'hide-sm'},
-    ],
+    ].filter(col => col.key !== 'node' || envIsSwarm(currentEnv)),
     onSelectionChange: sel => $$('[data-action]', main).forEach(b => { b.disabled = sel.size === 0; }),
   });
   const load = async () => table.setRows(await api('GET', `${base}/containers/json?all=1`));

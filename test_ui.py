@@ -277,6 +277,8 @@ def test_console_runs_top_and_reports_resizes(fresh_server, engine, open_page):
     srv = fresh_server()
     container = engine.containers.run(BUSYBOX, ["sleep", "300"], name=f"{PREFIX}-top", detach=True,
                                       labels={TEST_LABEL: "1"})
+    interactive = engine.containers.run(BUSYBOX, ["sh"], name=f"{PREFIX}-it", detach=True, tty=True,
+                                        stdin_open=True, labels={TEST_LABEL: "1"})
     try:
         tab = open_page(1280, 800)
         page = tab.page
@@ -297,6 +299,7 @@ def test_console_runs_top_and_reports_resizes(fresh_server, engine, open_page):
         type_in_terminal(tab, "top\n")
         wait_until(lambda: "PID" in terminal_text(tab) and "Mem:" in terminal_text(tab), timeout=10,
                    message="top's screen")
+        tab.shot("console-top")
         page.set_viewport_size({"width": 900, "height": 800})
         page.wait_for_timeout(500)
         page.locator("#term").click()
@@ -306,10 +309,17 @@ def test_console_runs_top_and_reports_resizes(fresh_server, engine, open_page):
         smaller = wait_until(lambda: re.search(r"^(\d+) (\d+)$", terminal_text(tab), re.M), timeout=10,
                              message="stty size after resize")
         assert int(smaller.group(2)) < cols
-        # The socket carried no credential in its URL: the cookie authenticated it.
-        assert "token" not in srv.log().lower().split("console/ws")[-1][:200]
+
+        # Attach to the main process of a container started with -it.
+        page.goto(srv.url + f"/#/env/1/containers/{interactive.id}/console")
+        page.get_by_role("button", name="Attach").click()
+        page.locator("#console-status", has_text="attached").wait_for()
+        type_in_terminal(tab, "echo attached-$((6*7))\n")
+        wait_until(lambda: re.search(r"^attached-42$", terminal_text(tab), re.M), timeout=10,
+                   message="the attached shell's answer")
     finally:
         container.remove(force=True)
+        interactive.remove(force=True)
 
 
 def test_console_websocket_refuses_another_origin_and_a_missing_session(fresh_server, engine):
@@ -329,6 +339,19 @@ def test_console_websocket_refuses_another_origin_and_a_missing_session(fresh_se
         same = session.get(url, headers={**upgrade, "Origin": srv.url}, stream=True)
         assert same.status_code == 101
         same.close()
+
+        # A standard user needs access to the environment, as through the Docker proxy.
+        password = "a long enough password"
+        user = srv.api("POST", "/api/users", json={"Username": "bob", "Password": password, "Role": 2}).json()
+        bob = requests.Session()
+        assert bob.post(srv.url + "/api/auth", json={"Username": "bob", "Password": password}).ok
+        refused = bob.get(url, headers={**upgrade, "Origin": srv.url})
+        assert refused.status_code == 403
+        assert srv.api("PUT", "/api/endpoints/1",
+                       json={"UserAccessPolicies": {str(user["Id"]): {"RoleId": 0}}}).status_code == 200
+        allowed = bob.get(url, headers={**upgrade, "Origin": srv.url}, stream=True)
+        assert allowed.status_code == 101
+        allowed.close()
     finally:
         container.remove(force=True)
 
