@@ -2164,7 +2164,7 @@ function dataTable(el, {columns, id, rows = [], selectable = false, filterPlaceh
   el.innerHTML = `<div class="toolbar"><input class="filter" type="search" placeholder="${esc(filterPlaceholder)}" aria-label="${esc(filterPlaceholder)}">
     ${actions}<span class="spacer"></span><span class="muted small count"></span></div>
     <div class="table-wrap"><table><thead><tr>${selectable ? '<th class="check"><input type="checkbox" class="select-all" aria-label="Select all"></th>' : ''}
-    ${columns.map(c => `<th class="${c.value ? 'sortable' : ''} ${c.cls || ''}" data-key="${c.key}" ${c.value ? 'tabindex="0"' : ''}>${esc(c.label)}</th>`).join('')}
+    ${columns.map(c => `<th class="${c.value ? 'sortable' : ''} ${(c.cls || '').includes('hide-sm') ? 'hide-sm' : ''}" data-key="${c.key}" ${c.value ? 'tabindex="0"' : ''}>${esc(c.label)}</th>`).join('')}
     </tr></thead><tbody></tbody></table></div><div class="more"></div>`;
   const tbody = $('tbody', el), filter = $('.filter', el), count = $('.count', el), more = $('.more', el);
   // Each row's search text is computed once per data set, not on every key press.
@@ -2217,12 +2217,14 @@ function pairsEditor(el, fields, values = [], addLabel = 'Add') {
     div.innerHTML = fields.map((f, i) => f.options
       ? `<select data-part="${i}" aria-label="${esc(f.placeholder)}">${f.options.map(o => `<option ${o === vals[i] ? 'selected' : ''}>${esc(o)}</option>`).join('')}</select>`
       : `<input data-part="${i}" name="${esc(f.name || '')}" placeholder="${esc(f.placeholder)}" aria-label="${esc(f.placeholder)}" value="${esc(vals[i] ?? '')}">`).join('') +
-      `<button type="button" class="small remove-pair" aria-label="Remove">&times;</button>`;
+      `<button type="button" class="small remove-pair" aria-label="Remove this row">&times;</button>`;
     el.insertBefore(div, el.lastElementChild); };
   el.innerHTML = `<button type="button" class="small add-pair">+ ${esc(addLabel)}</button>`;
   el.addEventListener('click', e => { if (e.target.classList.contains('add-pair')) row(); else if (e.target.classList.contains('remove-pair')) e.target.closest('.pair').remove(); });
   values.forEach(row);
-  return () => $$('.pair', el).map(p => fields.map((f, i) => $(`[data-part="${i}"]`, p).value.trim())).filter(v => v.some(Boolean));
+  const read = () => $$('.pair', el).map(p => fields.map((f, i) => $(`[data-part="${i}"]`, p).value.trim())).filter(v => v.some(Boolean));
+  read.clear = () => $$('.pair', el).forEach(p => p.remove());
+  return read;
 }
 
 // Per-layer progress of a pull, load or push stream; `stream` lines (build output) go to a log under the bars.
@@ -2990,7 +2992,7 @@ async function pageVolumes(envId) {
     table.clearSelection(); await load(); });
   onSubmit($('#volume-create'), async data => {
     const v = await api('POST', `${base}/volumes/create`, {Name: data.get('Name').trim(), Driver: data.get('Driver') || 'local', DriverOpts: Object.fromEntries(getOpts()), Labels: Object.fromEntries(getLabels())});
-    toast(`Volume ${v.Name} created`); $('#volume-create').reset(); await load();
+    toast(`Volume ${v.Name} created`); $('#volume-create').reset(); getOpts.clear(); getLabels.clear(); await load();
   });
   await load(); every(10000, load);
 }

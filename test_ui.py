@@ -463,3 +463,94 @@ def test_phone_width_and_dark_theme(fresh_server, engine, open_page):
     tab.shot("phone-dark-containers")
     page.get_by_role("button", name="Theme").click()
     assert page.evaluate("document.documentElement.dataset.theme") == "light"
+
+
+def tar_of(files: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def log_in(page, srv) -> None:
+    page.goto(srv.url + "/#/login")
+    page.get_by_label("Username").fill("admin")
+    page.get_by_label("Password").fill(ADMIN_PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.locator("#env-list .env").first.wait_for()
+
+
+def test_build_import_export_volumes_and_networks_from_their_pages(fresh_server, engine, open_page, tmp_path):
+    srv = fresh_server()
+    tab = open_page()
+    page = tab.page
+    built, imported = f"{PREFIX}-built:1", f"{PREFIX}-imported:1"
+    volume, network = f"{PREFIX}-volume", f"{PREFIX}-net"
+    context = tmp_path / "context.tar"
+    context.write_bytes(tar_of({"Dockerfile": f"FROM {BUSYBOX}\nLABEL {TEST_LABEL}=1\nRUN echo built > /built.txt\n".encode()}))
+    engine.images.get(BUSYBOX).tag(imported)
+    archive = tmp_path / "image.tar"
+    archive.write_bytes(b"".join(engine.api.get_image(imported)))
+    engine.images.remove(imported)
+    try:
+        log_in(page, srv)
+        page.goto(srv.url + "/#/env/1/images")
+        page.get_by_label("Tag", exact=True).fill(built)
+        page.get_by_label("Build context (.tar or .tar.gz with a Dockerfile)").set_input_files(str(context))
+        page.get_by_role("button", name="Build", exact=True).click()
+        page.locator(".toast", has_text="Build finished").wait_for(timeout=60000)
+        assert "Successfully built" in page.locator("#build-progress .build-log").inner_text()
+        engine.images.get(built)
+
+        page.get_by_label("Image archive (from docker save or Export)").set_input_files(str(archive))
+        page.get_by_role("button", name="Import", exact=True).click()
+        page.locator(".toast", has_text="Images imported").wait_for(timeout=60000)
+        assert imported in page.locator("#import-progress").inner_text()
+        engine.images.get(imported)
+
+        page.get_by_placeholder("Filter images").fill(imported)
+        page.locator("#images tbody tr", has_text=imported).locator("input.select").check()
+        with page.expect_download() as download:
+            page.get_by_role("button", name="Export", exact=True).click()
+        saved = tmp_path / "exported.tar"
+        download.value.save_as(saved)
+        with tarfile.open(saved) as tar:
+            assert "manifest.json" in tar.getnames()
+
+        page.locator("nav.side").get_by_role("link", name="Volumes").click()
+        page.get_by_label("Name", exact=True).fill(volume)
+        page.get_by_role("button", name="+ Add label").click()
+        page.get_by_placeholder("label").fill(TEST_LABEL)
+        page.get_by_placeholder("value").fill("1")
+        page.get_by_role("button", name="Create the volume").click()
+        page.locator("#volumes tbody tr", has_text=volume).locator("input.select").check()
+        page.locator("#volumes").get_by_role("button", name="Remove", exact=True).click()
+        page.locator("#volumes tbody tr", has_text=volume).wait_for(state="detached")
+        assert not engine.volumes.list(filters={"name": volume})
+
+        page.locator("nav.side").get_by_role("link", name="Networks").click()
+        page.get_by_label("Name", exact=True).fill(network)
+        page.get_by_label("Subnet").fill("not-a-subnet")
+        page.get_by_role("button", name="Create the network").click()
+        page.locator("#n-subnet + .field-error").wait_for()
+        page.get_by_label("Subnet").fill(f"10.{200 + SLOT}.77.0/24")
+        page.get_by_role("button", name="Create the network").click()
+        row = page.locator("#networks tbody tr", has_text=network)
+        row.wait_for()
+        assert f"10.{200 + SLOT}.77.0/24" in row.inner_text()
+        tab.shot("networks")
+        row.locator("input.select").check()
+        page.locator("#networks").get_by_role("button", name="Remove", exact=True).click()
+        row.wait_for(state="detached")
+        assert not engine.networks.list(names=[network])
+    finally:
+        for name in (built, imported):
+            with contextlib.suppress(docker.errors.NotFound):
+                engine.images.remove(name, force=True)
+        for leftover in engine.networks.list(names=[network]):
+            leftover.remove()
+        for leftover in engine.volumes.list(filters={"name": volume}):
+            leftover.remove(force=True)
