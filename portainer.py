@@ -2099,6 +2099,12 @@ function showError(form, err, fieldName) {
 }
 // Submit handler with errors shown in the form and the button disabled while it runs.
 function onSubmit(form, fn) {
+  // An error note goes away as soon as the user edits the field it is about.
+  form.addEventListener('input', e => {
+    const field = e.target; if (!field.classList || !field.classList.contains('invalid')) return;
+    field.classList.remove('invalid'); field.removeAttribute('aria-invalid');
+    const note = (field.closest('.pair') || field).nextElementSibling; if (note && note.classList.contains('field-error')) note.remove();
+  });
   form.addEventListener('submit', async e => {
     e.preventDefault(); clearErrors(form); const button = $('button[type=submit], button:not([type])', form);
     if (button) button.disabled = true;

@@ -18,6 +18,7 @@ import docker
 import pytest
 import requests
 
+import conftest
 from conftest import ADMIN_PASSWORD, BUSYBOX, HERE, SLOT, TEST_LABEL, free_port, wait_until
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -554,3 +555,56 @@ def test_build_import_export_volumes_and_networks_from_their_pages(fresh_server,
             leftover.remove()
         for leftover in engine.volumes.list(filters={"name": volume}):
             leftover.remove(force=True)
+
+
+@pytest.fixture
+def swarm_host(engine):
+    """A one-node Swarm on an engine of its own (a network namespace host), with a service, a config and a secret."""
+    host = conftest.make_namespace_host(1)
+    try:
+        host.start_engine()
+        host.load_image(engine)
+        client = host.client()
+        client.swarm.init(advertise_addr=host.address, listen_addr=f"{host.address}:2377")
+        client.services.create(BUSYBOX, ["sleep", "3600"], name=f"{PREFIX}-service", labels={TEST_LABEL: "1"})
+        client.configs.create(name=f"{PREFIX}-config", data=b"setting=1", labels={TEST_LABEL: "1"})
+        client.secrets.create(name=f"{PREFIX}-secret", data=b"hunter2", labels={TEST_LABEL: "1"})
+        yield host
+    finally:
+        with contextlib.suppress(Exception):
+            host.client().swarm.leave(force=True)
+        host.stop_engine()
+        conftest.remove_namespace_host(host.name, host.name.replace("node", "veth"), host.root)
+
+
+def test_add_a_swarm_environment_with_the_wizard_and_read_its_services_nodes_configs_secrets(
+        fresh_server, open_page, swarm_host):
+    srv = fresh_server()
+    tab = open_page()
+    page = tab.page
+    log_in(page, srv)
+    page.get_by_role("link", name="Add environment").click()
+    page.get_by_label("Name").fill("swarm site")
+    page.get_by_label("Docker API URL").fill("ftp://nowhere")
+    page.get_by_role("button", name="Connect").click()
+    page.locator("#env-url + .field-error", has_text="scheme").wait_for()
+    tab.shot("environment-add")
+    page.get_by_label("Docker API URL").fill(f"unix://{swarm_host.socket}")
+    assert page.locator("#env-url + .field-error").count() == 0
+    page.get_by_role("button", name="Connect").click()
+    page.locator(".toolbar h2", has_text="swarm site").wait_for()
+    page.locator(".tile", has_text="Swarm").wait_for()
+    side = page.locator("nav.side")
+    side.get_by_role("link", name="Services").click()
+    row = page.locator("#swarm-list tbody tr", has_text=f"{PREFIX}-service")
+    row.wait_for()
+    assert "replicated 1" in row.inner_text()
+    tab.shot("swarm-services")
+    side.get_by_role("link", name="Nodes").click()
+    page.locator("#swarm-list tbody tr", has_text="manager (leader)").wait_for()
+    side.get_by_role("link", name="Configs").click()
+    page.locator("#swarm-list tbody tr", has_text=f"{PREFIX}-config").wait_for()
+    side.get_by_role("link", name="Secrets").click()
+    page.locator("#swarm-list tbody tr", has_text=f"{PREFIX}-secret").wait_for()
+    page.locator("nav.side").get_by_role("link", name="Home").click()
+    page.locator("#env-list .env", has_text="swarm site").locator(".badge", has_text="Swarm").wait_for()
