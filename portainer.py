@@ -2327,7 +2327,7 @@ async function pageHome() {
         ${s.Swarm ? '<span class="badge">Swarm</span>' : ''}${(ep.TagIds || []).map(t => `<span class="badge">${esc(tagName(t))}</span>`).join('')}
         <span class="muted small mono">${esc(ep.URL)}</span>
         <div class="muted">${s.DockerVersion ? `Docker ${esc(s.DockerVersion)} · ` : ''}${s.RunningContainerCount ?? 0} running · ${s.StoppedContainerCount ?? 0} stopped ·
-        ${s.HealthyContainerCount ?? 0} healthy · ${s.ImageCount ?? 0} images · ${s.VolumeCount ?? 0} volumes · ${s.StackCount ?? 0} stacks ·
+        ${s.HealthyContainerCount ?? 0} healthy · ${s.ImageCount ?? 0} images · ${s.VolumeCount ?? 0} volumes ·${s.NetworkCount !== undefined ? ` ${s.NetworkCount} networks ·` : ''} ${s.StackCount ?? 0} stacks ·
         ${s.TotalCPU ?? '?'} CPU · ${fmtBytes(s.TotalMemory)} RAM${s.Time ? ` · snapshot ${fmtAgo(s.Time)}` : ''}</div></div>
         ${isAdmin() ? `<a class="button" href="#/environments/${ep.Id}/edit">Edit</a>` : ''}</div>`;
     }).join('') || `<p class="empty">${envs.length ? 'No environment matches.' : 'No environment yet.'}</p>`;

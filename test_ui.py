@@ -253,6 +253,17 @@ def test_a_users_first_hour_clicked_through(fresh_server, engine, open_page, loc
     page.get_by_placeholder("Filter images").fill(local_registry.split("/", 1)[1])
     tab.shot("images")
 
+    # An API key for scripts, shown once.
+    page.locator("nav.side").get_by_role("link", name="My account").click()
+    page.get_by_label("Description").fill("backup script")
+    page.get_by_label("Your password").fill(ADMIN_PASSWORD)
+    page.get_by_role("button", name="Add API key").click()
+    raw_key = page.locator("#raw-key").inner_text().strip()
+    assert raw_key.startswith("ptr_")
+    assert srv.api("GET", "/api/users/me", api_key=raw_key).json()["Username"] == "admin"
+    page.locator("#keys tbody tr", has_text="backup script").wait_for()
+    tab.shot("account")
+
     # A user for a colleague, who then logs in.
     page.locator("nav.side").get_by_role("link", name="Users").click()
     page.locator("#users tbody tr", has_text="admin").wait_for()
