@@ -3166,11 +3166,14 @@ async function route() {
   leavePage(); applyTheme();
   const hash = location.hash || '#/home', path = hash.slice(2).split('?')[0];
   try {
-    publicSettings = publicSettings || await api('GET', '/api/settings/public');
-    const check = await fetch('/api/users/admin/check');
-    if (check.status === 404) return await pageSetup();
-    if (path === 'login' || path === 'setup') return await pageLogin();
-    me = await api('GET', '/api/users/me');
+    if (path === 'login' || path === 'setup') me = null;
+    if (!me) { // first load, or after logging in or out: later navigations cost no extra round trip
+      publicSettings = publicSettings || await api('GET', '/api/settings/public');
+      const check = await fetch('/api/users/admin/check');
+      if (check.status === 404) return await pageSetup();
+      if (path === 'login' || path === 'setup') return await pageLogin();
+      me = await api('GET', '/api/users/me');
+    }
     const match = UI_ROUTES.map(([pattern, page]) => [path.match(new RegExp(`^${pattern}$`)), page]).find(([m]) => m);
     if (!match) { location.replace('#/home'); return; }
     const [m, page] = match, args = m.slice(1);
@@ -3179,7 +3182,7 @@ async function route() {
     await page(...args);
   } catch (err) {
     if (err.name === 'AbortError') return;
-    if (err.status === 401) { if (path !== 'login') sessionStorage.setItem('after-login', hash); location.hash = '#/login'; return; }
+    if (err.status === 401) { me = null; if (path !== 'login') sessionStorage.setItem('after-login', hash); location.hash = '#/login'; return; }
     render('Error', `<div class="card"><h2>Something went wrong</h2><p class="error" role="alert">${esc(err.message)}</p>
       ${err.details ? `<p class="muted">${esc(err.details)}</p>` : ''}<p><a href="#/home">Back to the environments</a></p></div>`);
   }

@@ -175,6 +175,7 @@ def test_a_users_first_hour_clicked_through(fresh_server, engine, open_page, loc
     # Run a container from the create form.
     page.locator("nav.side").get_by_role("link", name="Containers").click()
     page.get_by_role("link", name="Add container").click()
+    page.locator("#create").wait_for()
     page.get_by_label("Name", exact=True).fill(name)
     page.get_by_label("Image").fill(BUSYBOX)
     page.get_by_label("Command").fill('sh -c "trap exit TERM; while true; do echo tick $(date +%s); sleep 1; done"')
@@ -241,6 +242,7 @@ def test_a_users_first_hour_clicked_through(fresh_server, engine, open_page, loc
 
     # Pull an image from a real registry with a progress bar per layer.
     page.locator("nav.side").get_by_role("link", name="Images").click()
+    page.locator("#pull").wait_for()
     page.get_by_label("Image", exact=True).fill(local_registry)
     page.get_by_role("button", name="Pull").click()
     page.locator("#pull-progress .layer progress").first.wait_for()
@@ -255,6 +257,7 @@ def test_a_users_first_hour_clicked_through(fresh_server, engine, open_page, loc
 
     # An API key for scripts, shown once.
     page.locator("nav.side").get_by_role("link", name="My account").click()
+    page.locator("#key-create").wait_for()
     page.get_by_label("Description").fill("backup script")
     page.get_by_label("Your password").fill(ADMIN_PASSWORD)
     page.get_by_role("button", name="Add API key").click()
@@ -533,6 +536,7 @@ def test_build_import_export_volumes_and_networks_from_their_pages(fresh_server,
             assert "manifest.json" in tar.getnames()
 
         page.locator("nav.side").get_by_role("link", name="Volumes").click()
+        page.locator("#volume-create").wait_for()
         page.get_by_label("Name", exact=True).fill(volume)
         page.get_by_role("button", name="+ Add label").click()
         page.get_by_placeholder("label").fill(TEST_LABEL)
@@ -544,6 +548,7 @@ def test_build_import_export_volumes_and_networks_from_their_pages(fresh_server,
         assert not engine.volumes.list(filters={"name": volume})
 
         page.locator("nav.side").get_by_role("link", name="Networks").click()
+        page.locator("#network-create").wait_for()
         page.get_by_label("Name", exact=True).fill(network)
         page.get_by_label("Subnet").fill("not-a-subnet")
         page.get_by_role("button", name="Create the network").click()
