@@ -2537,10 +2537,12 @@ async function pageContainer(envId, containerId, tab = 'overview') {
     const action = b.dataset.action;
     try {
       if (action === 'remove') { if (!confirm(`Remove container ${name}?`)) return; await api('DELETE', `${base}/containers/${c.Id}?force=1`); toast(`Container ${name} removed`); location.hash = `#/env/${envId}/containers`; return; }
-      await api('POST', `${base}/containers/${c.Id}/${action}`); toast(`${name}: ${action} done`);
-      const now = await api('GET', `${base}/containers/${c.Id}/json`); $('#c-state').textContent = now.State.Status; $('#c-state').className = `badge ${now.State.Status}`;
+      await api('POST', `${base}/containers/${c.Id}/${action}`); toast(`${name}: ${action} done`); await showState();
     } catch (err) { toast(`${action}: ${err.message}`, true); }
   }));
+  const showState = async () => { const now = await api('GET', `${base}/containers/${c.Id}/json`);
+    $('#c-state').textContent = now.State.Status; $('#c-state').className = `badge ${now.State.Status}`; };
+  every(5000, showState);
   const el = $('#tab');
   const tabs = {overview: containerOverview, logs: containerLogs, stats: containerStats, console: containerConsole,
                 inspect: (el, c) => { el.innerHTML = `<div class="card tree"><ul>${jsonTree(c)}</ul></div>`; }};
@@ -2863,6 +2865,7 @@ class Terminal {
       F1: '\x1bOP', F2: '\x1bOQ', F3: '\x1bOR', F4: '\x1bOS'};
     let out = null;
     if (e.ctrlKey && e.shiftKey && (e.key === 'C' || e.key === 'V')) return; // leave copy and paste to the browser
+    if (e.key === 'Tab' && e.shiftKey) return; // Shift+Tab leaves the terminal, so the page stays keyboard-usable
     if (keys[e.key]) out = keys[e.key];
     else if (e.ctrlKey && !e.altKey && e.key.length === 1) { const c = e.key.toUpperCase().charCodeAt(0); if (c >= 64 && c <= 95) out = String.fromCharCode(c - 64); else if (e.key === ' ') out = '\x00'; }
     else if (e.key.length === 1 && !e.metaKey) out = (e.altKey ? '\x1b' : '') + e.key;

@@ -4,6 +4,7 @@ Screenshots of the main pages are written to docs/screenshots/ as the tests run;
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.server
 import io
@@ -14,6 +15,7 @@ import tarfile
 import threading
 import time
 
+import aiohttp
 import docker
 import pytest
 import requests
@@ -367,6 +369,32 @@ def test_console_websocket_refuses_another_origin_and_a_missing_session(fresh_se
         allowed = bob.get(url, headers={**upgrade, "Origin": srv.url}, stream=True)
         assert allowed.status_code == 101
         allowed.close()
+    finally:
+        container.remove(force=True)
+
+
+def test_attach_to_a_container_without_a_tty_gives_plain_output(fresh_server, engine):
+    """Docker multiplexes stdout/stderr of a non-TTY container; the console must unwrap the frames."""
+    srv = fresh_server()
+    container = engine.containers.run(BUSYBOX, ["sh"], name=f"{PREFIX}-notty", detach=True, stdin_open=True,
+                                      labels={TEST_LABEL: "1"})
+    url = srv.url.replace("http", "ws") + f"/api/endpoints/1/console/ws?containerId={container.id}&mode=attach"
+
+    async def converse() -> bytes:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:
+            login = await client.post(srv.url + "/api/auth", json={"Username": "admin", "Password": ADMIN_PASSWORD})
+            assert login.status == 200
+            async with client.ws_connect(url, origin=srv.url) as ws:
+                await ws.send_bytes(b"echo plain-$((2+3)); echo oops >&2\n")
+                received = b""
+                while b"oops" not in received:
+                    message = await asyncio.wait_for(ws.receive(), 10)
+                    assert message.type == aiohttp.WSMsgType.BINARY, message
+                    received += message.data
+                return received
+
+    try:
+        assert asyncio.run(converse()) == b"plain-5\noops\n"
     finally:
         container.remove(force=True)
 
