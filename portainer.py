@@ -1314,7 +1314,10 @@ async def handle_console_websocket(request: web.Request) -> web.WebSocketRespons
 
     tasks = [asyncio.ensure_future(engine_to_browser()), asyncio.ensure_future(browser_to_engine())]
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task.exception() is not None:  # either side hanging up ends the session
+                log.debug("console session on environment %s ended: %r", endpoint_id, task.exception())
     finally:
         for task in tasks:
             task.cancel()
@@ -2097,6 +2100,7 @@ function showError(form, err, fieldName) {
     (target.closest('.pair') || target).insertAdjacentElement('afterend', note); target.focus();
   } else { const general = $('.error', form); if (general) general.textContent = text; else toast(text, true); }
 }
+const formError = (form, err) => showError(form, err); // the name the first pages used
 // Submit handler with errors shown in the form and the button disabled while it runs.
 function onSubmit(form, fn) {
   // An error note goes away as soon as the user edits the field it is about.
