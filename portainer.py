@@ -1970,7 +1970,7 @@ fieldset{border:1px solid var(--border);border-radius:8px;margin:12px 0;padding:
 .tabs{display:flex;gap:2px;border-bottom:1px solid var(--border);margin-bottom:12px;flex-wrap:wrap}
 .tabs a{padding:7px 14px;text-decoration:none;color:var(--muted);border-bottom:2px solid transparent}
 .tabs a.active{color:var(--text);border-bottom-color:var(--accent)}
-.tree ul{list-style:none;margin:0;padding-left:18px}.tree>ul{padding-left:0}.tree li{margin:1px 0}
+.tree{overflow-wrap:anywhere}.tree ul{list-style:none;margin:0;padding-left:18px}.tree>ul{padding-left:0}.tree li{margin:1px 0}
 .tree .k{color:var(--accent)}.tree .s{color:var(--ok)}.tree .n{color:var(--warn)}.tree details>summary{cursor:pointer}
 .logs{height:60vh;overflow:auto;background:var(--term-bg);color:var(--term-fg);padding:8px;border-radius:6px;
 font:12px/1.4 ui-monospace,Menlo,Consolas,monospace;white-space:pre-wrap;word-break:break-all}

@@ -196,6 +196,11 @@ def test_a_users_first_hour_clicked_through(fresh_server, engine, open_page, loc
     container = engine.containers.get(name)
     assert container.labels.get(TEST_LABEL) == "1"
     assert container.attrs["HostConfig"]["PortBindings"]["80/tcp"][0]["HostPort"] == str(host_port)
+    page.get_by_role("link", name="Inspect").click()
+    page.locator(".tree summary", has_text="{").first.wait_for()
+    page.locator(".tree details summary").filter(has_text=re.compile(r"^Config:")).click()
+    page.locator(".tree .s", has_text=BUSYBOX).first.wait_for()
+    tab.shot("container-inspect")
     page.get_by_role("link", name="Logs").click()
     page.locator("#logs", has_text="tick").wait_for()
     first = page.locator("#logs div").count()
