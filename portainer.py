@@ -2243,7 +2243,7 @@ function pairsEditor(el, fields, values = [], addLabel = 'Add') {
   const row = (vals = []) => { const div = document.createElement('div'); div.className = 'pair';
     div.innerHTML = fields.map((f, i) => f.options
       ? `<select data-part="${i}" aria-label="${esc(f.placeholder)}">${f.options.map(o => `<option ${o === vals[i] ? 'selected' : ''}>${esc(o)}</option>`).join('')}</select>`
-      : `<input data-part="${i}" name="${esc(f.name || '')}" placeholder="${esc(f.placeholder)}" aria-label="${esc(f.placeholder)}" value="${esc(vals[i] ?? '')}">`).join('') +
+      : `<input data-part="${i}" name="${esc(f.name || '')}" placeholder="${esc(f.placeholder)}" aria-label="${esc(f.placeholder)}" value="${esc(vals[i] ?? '')}"${f.hint ? ` data-error-hint="${esc(f.hint)}"` : ''}>`).join('') +
       `<button type="button" class="small remove-pair" aria-label="Remove this row">&times;</button>`;
     el.insertBefore(div, el.lastElementChild); };
   el.innerHTML = `<button type="button" class="small add-pair">+ ${esc(addLabel)}</button>`;
@@ -2351,6 +2351,13 @@ const ENV_WIZARD_KINDS = {
         <div><label for="tls-cert">Client certificate</label><input id="tls-cert" type="file" name="TLSCertFile"></div>
         <div><label for="tls-key">Client key</label><input id="tls-key" type="file" name="TLSKeyFile"></div></div>`}`},
 };
+const SECURITY_SETTINGS = {
+  allowBindMountsForRegularUsers: 'Bind-mount host paths', allowPrivilegedModeForRegularUsers: 'Run privileged containers',
+  allowHostNamespaceForRegularUsers: "Use the host's PID, network, IPC or UTS namespace", allowDeviceMappingForRegularUsers: 'Map host devices',
+  allowContainerCapabilitiesForRegularUsers: 'Add kernel capabilities', allowSysctlSettingForRegularUsers: 'Set sysctls',
+  allowStackManagementForRegularUsers: 'Manage stacks', allowVolumeBrowserForRegularUsers: 'Browse volumes',
+  enableHostManagementFeatures: 'Host management features (administrators)',
+};
 async function pageEnvironmentForm(envId) {
   currentEnv = null;
   const env = envId ? await api('GET', `/api/endpoints/${envId}`) : null;
@@ -2361,13 +2368,16 @@ async function pageEnvironmentForm(envId) {
     <form id="env-form"><label for="env-name">Name</label><input id="env-name" name="Name" required value="${esc(env ? env.Name : '')}">
     ${ENV_WIZARD_KINDS[kind] ? ENV_WIZARD_KINDS[kind].fields(env) : '<p class="error">This kind of environment cannot be edited here.</p>'}
     <label for="env-public">Public URL (used for the links of published ports)</label><input id="env-public" name="PublicURL" value="${esc(env ? env.PublicURL : '')}">
+    ${env ? `<fieldset><legend>What standard users may do on this environment</legend>${Object.entries(SECURITY_SETTINGS).map(([k, label]) =>
+      `<label class="check"><input type="checkbox" name="security.${k}" ${(env.SecuritySettings || {})[k] ? 'checked' : ''}> ${esc(label)}</label>`).join('')}</fieldset>` : ''}
     <div class="error" role="alert"></div><p><button class="primary" type="submit">${env ? 'Save' : 'Connect'}</button>
     ${env ? '<button type="button" class="danger" id="env-delete">Remove environment</button>' : ''} <a href="#/home">Cancel</a></p></form><div id="env-done"></div></div>`,
     `<a href="#/home">Home</a> / ${env ? 'Edit environment' : 'Add environment'}`);
   const form = $('#env-form'); $('#env-name').focus();
   onSubmit(form, async data => {
     if (env) {
-      const body = {Name: data.get('Name'), PublicURL: data.get('PublicURL')};
+      const body = {Name: data.get('Name'), PublicURL: data.get('PublicURL'),
+        SecuritySettings: Object.fromEntries(Object.keys(SECURITY_SETTINGS).map(k => [k, !!data.get('security.' + k)]))};
       if (data.has('URL')) Object.assign(body, {URL: data.get('URL'), TLS: !!data.get('TLS'), TLSSkipVerify: !!data.get('TLSSkipVerify')});
       await api('PUT', `/api/endpoints/${env.Id}`, body); toast('Environment saved'); location.hash = '#/home'; return;
     }
@@ -2476,14 +2486,14 @@ async function pageContainerCreate(envId) {
     <div><label for="c-cpus">CPU limit (cores)</label><input id="c-cpus" name="cpus" type="number" min="0" step="0.1" value="${host.NanoCpus ? host.NanoCpus / 1e9 : ''}" data-error-hint="cpu"></div></div>
     <fieldset><legend>Labels</legend><div id="c-labels"></div></fieldset>
     <div class="row"><label class="check narrow"><input type="checkbox" name="tty" ${cfg.Tty ? 'checked' : ''}> Interactive TTY (-it)</label>
-    <label class="check narrow"><input type="checkbox" name="privileged" ${host.Privileged ? 'checked' : ''}> Privileged</label>
+    <label class="check narrow"><input type="checkbox" name="privileged" data-error-hint="privileged" ${host.Privileged ? 'checked' : ''}> Privileged</label>
     ${source ? '<label class="check narrow"><input type="checkbox" name="replace" checked> Replace the original container</label>' : ''}</div>
     <div class="error" role="alert"></div><p><button class="primary" type="submit">Deploy the container</button> <a href="#/env/${envId}/containers">Cancel</a></p></form></div>`,
     envCrumbs(envId, `<a href="#/env/${envId}/containers">Containers</a>`, 'Create'));
   const volumeNames = (volumes.Volumes || []).map(v => v.Name);
-  const getPorts = pairsEditor($('#c-ports'), [{placeholder: 'host port, e.g. 8080', name: 'hostPort'}, {placeholder: 'container port, e.g. 80', name: 'containerPort'}, {placeholder: 'protocol', options: ['tcp', 'udp']}], ports, 'Publish a port');
+  const getPorts = pairsEditor($('#c-ports'), [{placeholder: 'host port, e.g. 8080', name: 'hostPort', hint: 'port is already allocated|address already in use|host port'}, {placeholder: 'container port, e.g. 80', name: 'containerPort'}, {placeholder: 'protocol', options: ['tcp', 'udp']}], ports, 'Publish a port');
   const getEnv = pairsEditor($('#c-env'), [{placeholder: 'NAME'}, {placeholder: 'value'}], env, 'Add variable');
-  const getVolumes = pairsEditor($('#c-volumes'), [{placeholder: `volume (${volumeNames.slice(0, 3).join(', ') || 'name'}) or /host/path`, name: 'volumeSource'}, {placeholder: '/path/in/container', name: 'volumeTarget'}], mounts, 'Map a volume');
+  const getVolumes = pairsEditor($('#c-volumes'), [{placeholder: `volume (${volumeNames.slice(0, 3).join(', ') || 'name'}) or /host/path`, name: 'volumeSource', hint: 'bind mount|host path|volume'}, {placeholder: '/path/in/container', name: 'volumeTarget'}], mounts, 'Map a volume');
   const getLabels = pairsEditor($('#c-labels'), [{placeholder: 'label name'}, {placeholder: 'value'}], labels, 'Add label');
   const form = $('#create'); $('#c-image').focus();
   onSubmit(form, async data => {

@@ -657,3 +657,41 @@ def test_add_a_swarm_environment_with_the_wizard_and_read_its_services_nodes_con
     page.locator("#swarm-list tbody tr", has_text=f"{PREFIX}-secret").wait_for()
     page.locator("nav.side").get_by_role("link", name="Home").click()
     page.locator("#env-list .env", has_text="swarm site").locator(".badge", has_text="Swarm").wait_for()
+
+
+def test_a_standard_user_sees_why_a_privileged_container_is_refused_and_the_admin_can_allow_it(
+        fresh_server, engine, open_page):
+    srv = fresh_server()
+    password = "carol's long password"
+    user = srv.api("POST", "/api/users", json={"Username": "carol", "Password": password, "Role": 2}).json()
+    assert srv.api("PUT", "/api/endpoints/1",
+                   json={"UserAccessPolicies": {str(user["Id"]): {"RoleId": 0}}}).status_code == 200
+    tab = open_page()
+    page = tab.page
+    page.goto(srv.url + "/#/login")
+    page.get_by_label("Username").fill("carol")
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+    page.locator("#env-list .env", has_text="local").wait_for()
+    assert page.get_by_role("link", name="Add environment").count() == 0
+    page.goto(srv.url + "/#/env/1/containers/new")
+    page.get_by_label("Image").fill(BUSYBOX)
+    page.get_by_label("Name", exact=True).fill(f"{PREFIX}-privileged")
+    page.get_by_role("button", name="+ Add label").click()
+    page.get_by_placeholder("label name").fill(TEST_LABEL)
+    page.get_by_label("Privileged").check()
+    page.get_by_role("button", name="Deploy the container").click()
+    page.locator(".field-error", has_text="privileged mode").wait_for()
+    assert page.locator("input[name=privileged]").get_attribute("aria-invalid") == "true"
+    assert not engine.containers.list(all=True, filters={"name": f"{PREFIX}-privileged"})
+
+    page.get_by_role("button", name="Log out").click()
+    page.locator("#login").wait_for()
+    log_in(page, srv)
+    page.goto(srv.url + "/#/environments/1/edit")
+    page.get_by_label("Run privileged containers").check()
+    page.get_by_role("button", name="Save").click()
+    page.locator(".toast", has_text="Environment saved").wait_for()
+    settings = srv.api("GET", "/api/endpoints/1").json()["SecuritySettings"]
+    assert settings["allowPrivilegedModeForRegularUsers"] is True
+    assert settings["allowBindMountsForRegularUsers"] is False
