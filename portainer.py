@@ -2066,6 +2066,17 @@ function every(ms, fn) {
   onLeave(() => clearInterval(id));
 }
 
+// Live updates: the engine's event stream (kept open while the page is shown) calls onChange, at most every
+// 300 ms; a slow poll stays as the fallback when events cannot be read.
+function watchEngine(envId, types, onChange, fallbackMs = 15000) {
+  let timer = 0;
+  const changed = () => { clearTimeout(timer); timer = setTimeout(() => onChange().catch(() => {}), 300); };
+  const filters = encodeURIComponent(JSON.stringify({type: types}));
+  apiStream('GET', `${dockerBase(envId)}/events?filters=${filters}`, undefined, jsonLines(changed)).catch(() => {});
+  onLeave(() => clearTimeout(timer));
+  every(fallbackMs, onChange);
+}
+
 // ---- formatting ---------------------------------------------------------------------------------------------
 function fmtBytes(n) { if (!n && n !== 0) return ''; const u = ['B', 'KB', 'MB', 'GB', 'TB']; let i = 0;
   while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; } return `${n.toFixed(n < 10 && i ? 1 : 0)} ${u[i]}`; }
@@ -2457,7 +2468,7 @@ async function pageContainers(envId) {
     if (ids.length > failed.length) toast(`${action}: ${ids.length - failed.length} container(s) done`);
     table.clearSelection(); await load();
   }));
-  await load(); every(5000, load);
+  await load(); watchEngine(envId, ['container'], load);
 }
 
 async function pageContainerCreate(envId) {
@@ -2556,7 +2567,7 @@ async function pageContainer(envId, containerId, tab = 'overview') {
   }));
   const showState = async () => { const now = await api('GET', `${base}/containers/${c.Id}/json`);
     $('#c-state').textContent = now.State.Status; $('#c-state').className = `badge ${now.State.Status}`; };
-  every(5000, showState);
+  watchEngine(envId, ['container'], showState);
   const el = $('#tab');
   const tabs = {overview: containerOverview, logs: containerLogs, stats: containerStats, console: containerConsole,
                 inspect: (el, c) => { el.innerHTML = `<div class="card tree"><ul>${jsonTree(c)}</ul></div>`; }};
@@ -3004,7 +3015,7 @@ async function pageImages(envId) {
     await streamInto($('#import'), $('#import-progress'), 'POST', `${base}/images/load?quiet=0`, file, {'Content-Type': 'application/x-tar'});
     toast('Images imported');
   });
-  await load(); every(10000, load);
+  await load(); watchEngine(envId, ['image'], load);
 }
 
 // ---- pages: volumes and networks ----------------------------------------------------------------------------
@@ -3034,7 +3045,7 @@ async function pageVolumes(envId) {
     const v = await api('POST', `${base}/volumes/create`, {Name: data.get('Name').trim(), Driver: data.get('Driver') || 'local', DriverOpts: Object.fromEntries(getOpts()), Labels: Object.fromEntries(getLabels())});
     toast(`Volume ${v.Name} created`); $('#volume-create').reset(); getOpts.clear(); getLabels.clear(); await load();
   });
-  await load(); every(10000, load);
+  await load(); watchEngine(envId, ['volume'], load);
 }
 async function pageNetworks(envId) {
   const base = dockerBase(envId);
@@ -3064,7 +3075,7 @@ async function pageNetworks(envId) {
     await api('POST', `${base}/networks/create`, {Name: data.get('Name').trim(), Driver: data.get('Driver'), Internal: !!data.get('Internal'), Attachable: !!data.get('Attachable'), IPAM: ipam, CheckDuplicate: true});
     toast(`Network ${data.get('Name')} created`); $('#network-create').reset(); await load();
   });
-  await load(); every(10000, load);
+  await load(); watchEngine(envId, ['network'], load);
 }
 
 // ---- pages: Swarm (read views of services, nodes, configs, secrets) ------------------------------------------

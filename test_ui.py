@@ -237,6 +237,11 @@ def test_a_users_first_hour_clicked_through(fresh_server, engine, open_page, loc
     page.locator("nav.side").get_by_role("link", name="Containers").click()
     page.get_by_placeholder("Filter containers").fill(name)
     row = page.locator("#containers tbody tr", has_text=name)
+    # A change made elsewhere (here with the Docker SDK) shows up without reloading, from the event stream.
+    container.pause()
+    row.locator("td", has_text="paused").wait_for(timeout=5000)
+    container.unpause()
+    row.locator("td", has_text="running").wait_for(timeout=5000)
     row.locator("input.select").check()
     tab.shot("containers")
     page.get_by_role("button", name="Stop", exact=True).click()
