@@ -2718,6 +2718,7 @@ async function containerStats(el, c, envId) {
 }
 
 // ---- terminal: a compact VT100/xterm subset (enough for sh, top and vi in busybox) --------------------------
+const MAX_SCROLLBACK = 2000;
 class Terminal {
   constructor(el, send) {
     this.el = el; this.send = send; this.cols = 80; this.rows = 24; this.onResize = () => {};
@@ -2725,6 +2726,7 @@ class Terminal {
     el.tabIndex = 0; el.setAttribute('role', 'textbox'); el.setAttribute('aria-label', 'Terminal'); el.setAttribute('aria-multiline', 'true');
     el.addEventListener('keydown', e => this.key(e));
     el.addEventListener('paste', e => { e.preventDefault(); this.send(e.clipboardData.getData('text').replace(/\r?\n/g, '\r')); });
+    el.addEventListener('wheel', e => { if (this.alt) return; e.preventDefault(); this.scrollView(e.deltaY < 0 ? 3 : -3); }, {passive: false});
   }
   blankLine() { return Array.from({length: this.cols}, () => [' ', this.attrClass()]); }
   reset() {
@@ -2732,8 +2734,10 @@ class Terminal {
     this.main = Array.from({length: this.rows}, () => this.blankLine()); this.alt = null; this.lines = this.main;
     this.x = 0; this.y = 0; this.top = 0; this.bottom = this.rows - 1; this.saved = {x: 0, y: 0};
     this.state = 0; this.params = ''; this.wrapPending = false; this.appCursor = false; this.cursorVisible = true;
-    this.decoder = new TextDecoder(); this.dirty = true;
+    this.decoder = new TextDecoder(); this.dirty = true; this.scrollback = []; this.viewOffset = 0;
   }
+  // Lines that scrolled off the top of the main screen can be read again with the wheel or Shift+PageUp.
+  scrollView(lines) { this.viewOffset = Math.max(0, Math.min(this.scrollback.length, this.viewOffset + lines)); this.schedule(); }
   attrClass() {
     const a = this.attr || {fg: -1, bg: -1}; let fg = a.fg, bg = a.bg; const out = [];
     if (a.inv) { out.push(fg < 0 ? 'bgi' : `bg${fg}`, bg < 0 ? 'fgi' : `fg${bg}`); }
@@ -2756,7 +2760,12 @@ class Terminal {
     this.schedule();
   }
   schedule() { if (!this.frame) this.frame = requestAnimationFrame(() => { this.frame = 0; this.draw(); }); }
-  scrollUp(n = 1) { for (let i = 0; i < n; i++) { this.lines.splice(this.top, 1); this.lines.splice(this.bottom, 0, this.blankLine()); } }
+  scrollUp(n = 1) {
+    for (let i = 0; i < n; i++) {
+      const [gone] = this.lines.splice(this.top, 1); this.lines.splice(this.bottom, 0, this.blankLine());
+      if (!this.alt && this.top === 0) { this.scrollback.push(gone); if (this.scrollback.length > MAX_SCROLLBACK) this.scrollback.shift(); }
+    }
+  }
   scrollDown(n = 1) { for (let i = 0; i < n; i++) { this.lines.splice(this.bottom, 1); this.lines.splice(this.top, 0, this.blankLine()); } }
   lineFeed() { if (this.y === this.bottom) this.scrollUp(); else if (this.y < this.rows - 1) this.y++; }
   put(ch) {
@@ -2870,10 +2879,12 @@ class Terminal {
     }
   }
   draw() {
-    const rows = this.lines.map((line, y) => {
+    let shown = this.lines;
+    if (this.viewOffset && !this.alt) { const all = this.scrollback.concat(this.lines); shown = all.slice(all.length - this.rows - this.viewOffset, all.length - this.viewOffset); }
+    const rows = shown.map((line, y) => {
       let html = '', run = '', cls = null;
       line.forEach(([ch, c], x) => {
-        if (this.cursorVisible && y === this.y && x === this.x && document.activeElement === this.el) c = (c ? c + ' ' : '') + 'cursor';
+        if (this.cursorVisible && !this.viewOffset && y === this.y && x === this.x && document.activeElement === this.el) c = (c ? c + ' ' : '') + 'cursor';
         if (c !== cls) { if (run) html += cls ? `<span class="${cls}">${esc(run)}</span>` : esc(run); run = ''; cls = c; }
         run += ch;
       });
@@ -2891,11 +2902,12 @@ class Terminal {
     let out = null;
     if (e.ctrlKey && e.shiftKey && (e.key === 'C' || e.key === 'V')) return; // leave copy and paste to the browser
     if (e.key === 'Tab' && e.shiftKey) return; // Shift+Tab leaves the terminal, so the page stays keyboard-usable
+    if (e.shiftKey && (e.key === 'PageUp' || e.key === 'PageDown')) { e.preventDefault(); this.scrollView((e.key === 'PageUp' ? 1 : -1) * (this.rows - 1)); return; }
     if (keys[e.key]) out = keys[e.key];
     else if (e.ctrlKey && !e.altKey && e.key.length === 1) { const c = e.key.toUpperCase().charCodeAt(0); if (c >= 64 && c <= 95) out = String.fromCharCode(c - 64); else if (e.key === ' ') out = '\x00'; }
     else if (e.key.length === 1 && !e.metaKey) out = (e.altKey ? '\x1b' : '') + e.key;
     if (out === null) return;
-    e.preventDefault(); this.send(out);
+    e.preventDefault(); if (this.viewOffset) { this.viewOffset = 0; this.schedule(); } this.send(out);
   }
   // Columns and rows that fit the element, from the size of one character.
   fit() {

@@ -323,6 +323,14 @@ def test_console_runs_top_and_reports_resizes(fresh_server, engine, open_page):
                           message="stty size")
         rows, cols = int(size.group(1)), int(size.group(2))
         assert cols > 80 and rows > 10
+        # Output that scrolled away can be read again (Shift+PageUp), and typing returns to the live screen.
+        type_in_terminal(tab, f"seq 1 {rows * 3}\n")
+        wait_until(lambda: re.search(rf"^{rows * 3}$", terminal_text(tab), re.M), timeout=10, message="seq output")
+        page.keyboard.press("Shift+PageUp")
+        page.wait_for_timeout(200)
+        earlier = terminal_text(tab)
+        assert re.search(rf"^{rows * 2}$", earlier, re.M) and not re.search(rf"^{rows * 3}$", earlier, re.M), earlier
+        type_in_terminal(tab, "clear\n")
         type_in_terminal(tab, "top\n")
         wait_until(lambda: "PID" in terminal_text(tab) and "Mem:" in terminal_text(tab), timeout=10,
                    message="top's screen")
