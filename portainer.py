@@ -1972,7 +1972,7 @@ fieldset{border:1px solid var(--border);border-radius:8px;margin:12px 0;padding:
 .tabs a.active{color:var(--text);border-bottom-color:var(--accent)}
 .tree{overflow-wrap:anywhere}.tree ul{list-style:none;margin:0;padding-left:18px}.tree>ul{padding-left:0}.tree li{margin:1px 0}
 .tree .k{color:var(--accent)}.tree .s{color:var(--ok)}.tree .n{color:var(--warn)}.tree details>summary{cursor:pointer}
-.logs{height:60vh;overflow:auto;background:var(--term-bg);color:var(--term-fg);padding:8px;border-radius:6px;
+.logs{height:60vh;overflow:auto;border:1px solid var(--border);background:var(--term-bg);color:var(--term-fg);padding:8px;border-radius:6px;
 font:12px/1.4 ui-monospace,Menlo,Consolas,monospace;white-space:pre-wrap;word-break:break-all}
 .logs .err{color:#ff8a80}.logs mark{background:#ffd54f;color:#111}.logs .ts{color:#7f8ea3}
 .charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(240px,1fr));gap:12px}
@@ -1982,7 +1982,7 @@ font:12px/1.4 ui-monospace,Menlo,Consolas,monospace;white-space:pre-wrap;word-br
 .toasts{position:fixed;right:16px;bottom:16px;display:flex;flex-direction:column;gap:8px;z-index:20}
 .toast{background:var(--panel);border:1px solid var(--border);border-left:4px solid var(--ok);padding:10px 14px;border-radius:6px;
 box-shadow:0 4px 14px rgba(0,0,0,.15);max-width:380px}.toast.bad{border-left-color:var(--danger)}
-.term{background:var(--term-bg);color:var(--term-fg);font:13px/1.25 ui-monospace,Menlo,Consolas,"DejaVu Sans Mono",monospace;
+.term{border:1px solid var(--border);background:var(--term-bg);color:var(--term-fg);font:13px/1.25 ui-monospace,Menlo,Consolas,"DejaVu Sans Mono",monospace;
 padding:6px;border-radius:6px;height:60vh;overflow:hidden;white-space:pre;outline:none;position:relative;cursor:text}
 .term:focus{box-shadow:0 0 0 2px var(--accent)}.term .line{height:1.25em}.term .cursor{background:var(--term-fg);color:var(--term-bg)}
 .term .b{font-weight:700}.term .u{text-decoration:underline}.term .dim{opacity:.6}
@@ -2579,11 +2579,11 @@ function containerOverview(el, c, envId) {
   el.innerHTML = `<div class="grid2"><div class="card"><h3>Status</h3><dl class="kv"><dt>ID</dt><dd class="mono">${esc(c.Id)}</dd>
     <dt>Image</dt><dd>${esc(c.Config.Image)}</dd><dt>Created</dt><dd>${fmtDate(c.Created)}</dd><dt>Started</dt><dd>${fmtDate(c.State.StartedAt)}</dd>
     <dt>Command</dt><dd class="mono">${esc([...(c.Config.Entrypoint || []), ...(c.Config.Cmd || [])].join(' '))}</dd>
-    <dt>Restart policy</dt><dd>${esc((c.HostConfig.RestartPolicy || {}).Name)}</dd><dt>Ports</dt><dd>${esc(ports.join(', ')) || '<span class="muted">none</span>'}</dd>
+    <dt>Restart policy</dt><dd>${esc((c.HostConfig.RestartPolicy || {}).Name || 'no')}</dd><dt>Ports</dt><dd>${esc(ports.join(', ')) || '<span class="muted">none</span>'}</dd>
     <dt>Networks</dt><dd>${net.map(([n, v]) => `${esc(n)} ${esc(v.IPAddress)}`).join('<br>') || '<span class="muted">none</span>'}</dd>
     <dt>Volumes</dt><dd>${(c.Mounts || []).map(m => `${esc(m.Name || m.Source)} → ${esc(m.Destination)}`).join('<br>') || '<span class="muted">none</span>'}</dd></dl></div>
-    <div class="card"><h3>Environment and labels</h3><pre class="small mono">${esc((c.Config.Env || []).join('\n'))}</pre><hr>
-    <pre class="small mono">${esc(Object.entries(c.Config.Labels || {}).map(([k, v]) => `${k}=${v}`).join('\n'))}</pre></div></div>`;
+    <div class="card"><h3>Environment variables</h3><pre class="small mono">${esc((c.Config.Env || []).join('\n')) || '<span class="muted">none</span>'}</pre>
+    <h3>Labels</h3><pre class="small mono">${esc(Object.entries(c.Config.Labels || {}).map(([k, v]) => `${k}=${v}`).join('\n')) || '<span class="muted">none</span>'}</pre></div></div>`;
 }
 
 // Docker's log stream: without a TTY each frame is [stream, 0, 0, 0, size (4 bytes, big endian)] + payload.
