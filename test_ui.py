@@ -5,6 +5,7 @@ Screenshots of the main pages are written to docs/screenshots/ as the tests run;
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import http.server
 import io
@@ -412,7 +413,9 @@ def test_attach_to_a_container_without_a_tty_gives_plain_output(fresh_server, en
                 return received
 
     try:
-        assert asyncio.run(converse()) == b"plain-5\noops\n"
+        # Playwright's sync API keeps an event loop in this thread, so the client gets a thread of its own.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            assert pool.submit(asyncio.run, converse()).result(30) == b"plain-5\noops\n"
     finally:
         container.remove(force=True)
 
