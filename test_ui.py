@@ -649,13 +649,14 @@ def test_add_a_swarm_environment_with_the_wizard_and_read_its_services_nodes_con
     page = tab.page
     log_in(page, srv)
     page.get_by_role("link", name="Add environment").click()
+    page.get_by_role("tab", name="Docker API (socket or TCP)").click()
     page.get_by_label("Name").fill("swarm site")
     page.get_by_label("Docker API URL").fill("ftp://nowhere")
     page.get_by_role("button", name="Connect").click()
-    page.locator("#env-url + .field-error", has_text="scheme").wait_for()
+    page.locator("#url + .field-error", has_text="scheme").wait_for()
     tab.shot("environment-add")
     page.get_by_label("Docker API URL").fill(f"unix://{swarm_host.socket}")
-    assert page.locator("#env-url + .field-error").count() == 0
+    assert page.locator("#url + .field-error").count() == 0
     page.get_by_role("button", name="Connect").click()
     page.locator(".toolbar h2", has_text="swarm site").wait_for()
     page.locator(".tile", has_text="Swarm").wait_for()
@@ -705,9 +706,10 @@ def test_a_standard_user_sees_why_a_privileged_container_is_refused_and_the_admi
     page.locator("#login").wait_for()
     log_in(page, srv)
     page.goto(srv.url + "/#/environments/1/edit")
-    page.get_by_label("Run privileged containers").check()
+    page.get_by_role("link", name="What standard users may do (security settings)").click()
+    page.get_by_label("Allow privileged mode").check()
     page.get_by_role("button", name="Save").click()
-    page.locator(".toast", has_text="Environment saved").wait_for()
+    page.get_by_text("Saved.").wait_for()
     settings = srv.api("GET", "/api/endpoints/1").json()["SecuritySettings"]
     assert settings["allowPrivilegedModeForRegularUsers"] is True
     assert settings["allowBindMountsForRegularUsers"] is False
