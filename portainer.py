@@ -3222,7 +3222,7 @@ td.check,th.check{width:28px}.table-wrap{overflow-x:auto}
 .badge{display:inline-block;padding:0 8px;border-radius:10px;font-size:12px;border:1px solid var(--border);margin-right:4px}
 .up,.running,.healthy{color:var(--ok)}.down,.exited,.dead,.unhealthy{color:var(--danger)}.paused,.restarting,.created{color:var(--warn)}
 .toolbar{display:flex;gap:8px;flex-wrap:wrap;align-items:center;margin-bottom:12px}.toolbar input.filter{max-width:260px}
-.toolbar .spacer,.spacer{flex:1}.toolbar select,.toolbar input:not([type=checkbox]){width:auto}.toolbar input.filter{min-width:180px}.toolbar h2{margin:0}
+.toolbar .spacer,.spacer{flex:1}.toolbar select,.toolbar input:not([type=checkbox]){width:auto}.toolbar input.filter{min-width:180px;width:260px}.toolbar h2{margin:0}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(170px,1fr));gap:12px}
 .grid2{display:grid;grid-template-columns:repeat(auto-fit,minmax(320px,1fr));gap:12px}
 .tile{display:block;text-decoration:none;color:var(--text)}.tile:hover{border-color:var(--accent)}
@@ -3261,7 +3261,7 @@ padding:6px;border-radius:6px;height:60vh;overflow:hidden;white-space:pre;outlin
 .more{margin-top:8px}
 @media (max-width:760px){.layout{grid-template-columns:minmax(0,1fr)}.top{padding:6px 8px;gap:6px}.top .who{display:none}.side{display:none}.side.open{display:flex;position:fixed;inset:0 30% 0 0;z-index:10;
 overflow:auto}.menu{display:inline-block}main{padding:8px}td,th{padding:5px}.hide-sm{display:none}.layer{grid-template-columns:80px 1fr}
-.toolbar input.filter{max-width:none}}
+.toolbar input.filter{max-width:none;width:100%}}
 """
 
 UI_JS = r"""
