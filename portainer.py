@@ -1862,9 +1862,9 @@ async def handle_console_websocket(request: web.Request) -> web.WebSocketRespons
     tasks = [asyncio.ensure_future(engine_to_browser()), asyncio.ensure_future(browser_to_engine())]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            if task.exception() is not None:  # either side hanging up ends the session
-                log.debug("console session on environment %s ended: %r", endpoint_id, task.exception())
+        for task in done:  # either side hanging up ends the session
+            log.debug("console session on environment %s ended by the %s: %r", endpoint_id,
+                      "engine" if task is tasks[0] else "browser", task.exception())
     finally:
         for task in tasks:
             task.cancel()
@@ -3994,13 +3994,23 @@ async function containerStats(el, c, envId) {
 const MAX_SCROLLBACK = 2000;
 class Terminal {
   constructor(el, send) {
-    this.el = el; this.send = send; this.cols = 80; this.rows = 24; this.onResize = () => {};
+    this.el = el; this.output = send; this.cols = 80; this.rows = 24; this.onResize = () => {};
+    this.heldInput = ''; this.holdUntil = 0;
     this.reset();
     el.tabIndex = 0; el.setAttribute('role', 'textbox'); el.setAttribute('aria-label', 'Terminal'); el.setAttribute('aria-multiline', 'true');
     el.addEventListener('keydown', e => this.key(e));
     el.addEventListener('paste', e => { e.preventDefault(); this.send(e.clipboardData.getData('text').replace(/\r?\n/g, '\r')); });
     el.addEventListener('wheel', e => { if (this.alt) return; e.preventDefault(); this.scrollView(e.deltaY < 0 ? 3 : -3); }, {passive: false});
   }
+  send(data) {
+    // busybox ash reads a cursor report and the keys typed right after it in one go, and drops the keys:
+    // keys typed within a moment of a report wait for that moment to pass.
+    const wait = this.holdUntil - performance.now();
+    if (wait <= 0 && !this.heldInput) { this.output(data); return; }
+    this.heldInput += data;
+    if (this.heldInput === data) setTimeout(() => { const held = this.heldInput; this.heldInput = ''; this.output(held); }, Math.max(wait, 0));
+  }
+  report(data) { this.output(data); this.holdUntil = performance.now() + 80; }
   blankLine() { return Array.from({length: this.cols}, () => [' ', this.attrClass()]); }
   reset() {
     this.attr = {fg: -1, bg: -1, b: false, u: false, inv: false, dim: false};
@@ -4116,8 +4126,8 @@ class Terminal {
       case 's': this.saved = {x: this.x, y: this.y}; break;
       case 'u': this.x = this.saved.x; this.y = this.saved.y; break;
       case 'm': this.sgr(raw === '' ? [0] : p.map(v => (isNaN(v) ? 0 : v))); break;
-      case 'n': if (p[0] === 6) this.send(`\x1b[${this.y + 1};${this.x + 1}R`); else if (p[0] === 5) this.send('\x1b[0n'); break;
-      case 'c': if (!raw.startsWith('>')) this.send('\x1b[?1;2c'); break;
+      case 'n': if (p[0] === 6) this.report(`\x1b[${this.y + 1};${this.x + 1}R`); else if (p[0] === 5) this.report('\x1b[0n'); break;
+      case 'c': if (!raw.startsWith('>')) this.report('\x1b[?1;2c'); break;
       case 'h': case 'l': if (priv) this.mode(p, final === 'h'); break;
       default: break;
     }
