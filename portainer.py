@@ -1764,12 +1764,15 @@ def check_same_origin(request: web.Request) -> None:
         raise Forbidden(f"WebSocket from origin {origin} refused", "the console only accepts this server's own pages")
 
 
-async def open_console_stream(connector: DockerConnector, container_id: str, mode: str, command: list[str],
-                              caller: Caller, endpoint: dict) -> tuple[shared.DockerResponse, str, bool]:
-    """Start an exec (or attach); answers the upgraded stream, the resize path and whether output is a TTY."""
+async def open_console_stream(request: web.Request, endpoint: dict, container_id: str, mode: str,
+                              command: list[str]) -> tuple[shared.DockerResponse, str, bool]:
+    """Start an exec (or attach) under the proxy's access rules; answers the upgraded stream, the resize path and
+    whether output is a TTY."""
+    connector = request.app[ENVIRONMENTS].connector(endpoint["Id"])
     quoted = urllib.parse.quote(container_id, safe="")
     upgrade = [("Content-Type", "application/json"), ("Connection", "Upgrade"), ("Upgrade", "tcp")]
     if mode == "attach":
+        await authorize_docker_call(request, endpoint, "POST", f"/containers/{container_id}/attach")
         details = await connector.request_json("GET", f"/containers/{quoted}/json")
         tty = bool((details.get("Config") or {}).get("Tty"))
         target = f"/containers/{quoted}/attach?stream=1&stdin=1&stdout=1&stderr=1"
@@ -1777,8 +1780,9 @@ async def open_console_stream(connector: DockerConnector, container_id: str, mod
     else:
         exec_config = {"AttachStdin": True, "AttachStdout": True, "AttachStderr": True, "Tty": True,
                        "Cmd": command, "Env": ["TERM=xterm"], "Privileged": False}
-        settings = {**DEFAULT_SECURITY_SETTINGS, **(endpoint.get("SecuritySettings") or {})}
-        if not caller.is_admin and BODY_CHECKS["exec"](exec_config, settings):
+        await authorize_docker_call(request, endpoint, "POST", f"/containers/{container_id}/exec")
+        if bound_by_security_settings(request.app[STORE], caller_of(request), endpoint) and \
+                BODY_CHECKS["exec"](exec_config, endpoint_security_settings(endpoint)):
             raise Forbidden("privileged exec is not allowed for non-administrators on this environment")
         created = await connector.request_json("POST", f"/containers/{quoted}/exec", exec_config)
         tty, target = True, f"/exec/{created['Id']}/start"
@@ -1821,9 +1825,8 @@ async def handle_console_websocket(request: web.Request) -> web.WebSocketRespons
         raise BadRequest(f"cannot parse cmd: {exc}") from None
     if not command:
         raise BadRequest("cmd must not be empty")
+    stream, resize_path, tty = await open_console_stream(request, endpoint, container_id, mode, command)
     connector = request.app[ENVIRONMENTS].connector(endpoint_id)
-    stream, resize_path, tty = await open_console_stream(connector, container_id, mode, command,
-                                                         caller_of(request), endpoint)
     ws = web.WebSocketResponse(heartbeat=30, max_msg_size=CONSOLE_MAX_MESSAGE)
     try:
         await ws.prepare(request)

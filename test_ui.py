@@ -376,18 +376,24 @@ def test_console_websocket_refuses_another_origin_and_a_missing_session(fresh_se
         assert same.status_code == 101
         same.close()
 
-        # A standard user needs access to the environment, as through the Docker proxy.
+        # Other users get the Docker proxy's rules: access to the environment, a role that may exec, ownership.
         password = "a long enough password"
         user = srv.api("POST", "/api/users", json={"Username": "bob", "Password": password, "Role": 2}).json()
         bob = requests.Session()
         assert bob.post(srv.url + "/api/auth", json={"Username": "bob", "Password": password}).ok
-        refused = bob.get(url, headers={**upgrade, "Origin": srv.url})
-        assert refused.status_code == 403
-        assert srv.api("PUT", "/api/endpoints/1",
-                       json={"UserAccessPolicies": {str(user["Id"]): {"RoleId": 0}}}).status_code == 200
-        allowed = bob.get(url, headers={**upgrade, "Origin": srv.url}, stream=True)
-        assert allowed.status_code == 101
-        allowed.close()
+
+        def as_bob(role: int | None) -> requests.Response:
+            policies = {str(user["Id"]): {"RoleId": role}} if role else {}
+            assert srv.api("PUT", "/api/endpoints/1", json={"UserAccessPolicies": policies}).status_code == 200
+            return bob.get(url, headers={**upgrade, "Origin": srv.url}, stream=True)
+
+        assert as_bob(None).status_code == 403
+        helpdesk = as_bob(3)
+        assert helpdesk.status_code == 403 and "Helpdesk" in helpdesk.json()["message"]
+        assert as_bob(4).status_code == 403  # a standard user, and the container is not theirs
+        operator = as_bob(2)
+        assert operator.status_code == 101
+        operator.close()
     finally:
         container.remove(force=True)
 
