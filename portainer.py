@@ -4240,7 +4240,7 @@ async function containerConsole(el, c, envId) {
     socket.onopen = () => { status(mode === 'attach' ? 'attached' : `connected: ${cmd}`); $('#console-close').disabled = false; sendSize(term.cols, term.rows); $('#term').focus(); };
     socket.onmessage = m => term.write(typeof m.data === 'string' ? m.data : new Uint8Array(m.data));
     socket.onclose = e => { status(e.code === 1000 || e.code === 1005 ? 'session ended' : `closed (${e.code}${e.reason ? ': ' + e.reason : ''})`); $('#console-close').disabled = true;
-      if (e.code === 1006 && !socket.everOpened) showError($('#console-form'), new Error('The console could not be opened (is the command available in the container?)')); };
+      if (e.code === 1006 && !socket.everOpened) showError($('#console-form'), new Error('The console could not be opened: your role on this environment may not allow it, or the container stopped')); };
     socket.addEventListener('open', () => { socket.everOpened = true; });
   };
   onSubmit($('#console-form'), async () => open('exec'));
