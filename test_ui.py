@@ -208,7 +208,13 @@ def test_a_users_first_hour_clicked_through(fresh_server, engine, open_page, loc
     wait_until(lambda: page.locator("#logs div").count() > first, timeout=10, message="new log lines")
     page.get_by_placeholder("Search logs").fill("tick")
     page.locator("#logs mark").first.wait_for()
+    page.get_by_label("Timestamps").check()
+    page.locator("#logs .ts").first.wait_for()
     tab.shot("container-logs")
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download").click()
+    assert download.value.suggested_filename == f"{name}.log"
+    assert "tick" in open(download.value.path()).read()
 
     page.get_by_role("link", name="Stats").click()
     page.locator("#ch-net .legend", has_text="received").wait_for()
