@@ -32,6 +32,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run"]
 SCREENSHOTS = os.path.join(HERE, "docs", "screenshots")
 PREFIX = f"ptpy-ui{SLOT}"
+SWARM_HOST = 8  # namespace host index; conftest's remote_host is 1, access 3, agent 5-7, stacks 1-2
 
 
 @pytest.fixture(scope="module")
@@ -649,7 +650,7 @@ def test_build_import_export_volumes_and_networks_from_their_pages(fresh_server,
 @pytest.fixture
 def swarm_host(engine):
     """A one-node Swarm on an engine of its own (a network namespace host), with a service, a config and a secret."""
-    host = conftest.make_namespace_host(1)
+    host = conftest.make_namespace_host(SWARM_HOST)
     try:
         host.start_engine()
         host.load_image(engine)
