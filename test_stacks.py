@@ -290,7 +290,7 @@ def test_edge_stack_needs_existing_edge_groups(server):
 
 @pytest.fixture
 def swarm_host(engine):
-    host = make_namespace_host(1)
+    host = make_namespace_host(4)  # host numbers: see conftest.NAMESPACE_HOSTS
     host.start_engine()
     host.load_image(engine)
     client = host.client()
@@ -464,7 +464,7 @@ def test_prune_removes_dropped_services_and_a_failed_update_keeps_the_running_st
 def edge_site(engine, workdir):
     """An edge site that refuses inbound connections, and a server it can reach; skipped without the edge tunnel."""
     edge = pytest.importorskip("test_edge", reason="the edge tunnel (branch edge) is not merged yet")
-    host = make_namespace_host(2)
+    host = make_namespace_host(9)  # host numbers: see conftest.NAMESPACE_HOSTS
     host.start_engine()
     host.load_image(engine)
     subprocess.run(["ip", "netns", "exec", host.name, "iptables", "-A", "INPUT", "-m", "conntrack", "--ctstate",
