@@ -29,6 +29,7 @@ import logging
 import os
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -42,7 +43,9 @@ import weakref
 import zlib
 from typing import Any, Awaitable, Callable
 
-from aiohttp import web
+import aiohttp
+import yaml
+from aiohttp import WSCloseCode, web
 
 import agent as shared
 
@@ -269,7 +272,7 @@ def field(body: dict, name: str, kind: type, required: bool = True, default: Any
 
 def path_id(request: web.Request, name: str = "id") -> int:
     raw = request.match_info.get(name, "")
-    if not raw.isdigit() or len(raw) > 12:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
         raise BadRequest(f"invalid {name} {raw[:40]!r}: a positive integer was expected")
     return int(raw)
 
@@ -301,6 +304,7 @@ DEFAULT_SETTINGS = {
     "LogoURL": "",
     "SnapshotInterval": "60s",
     "EdgeAgentCheckinInterval": 5,
+    "TemplatesURL": "",
     "ActivityLogRetentionDays": 90,
 }
 
@@ -1816,6 +1820,1191 @@ async def handle_docker_proxy(request: web.Request) -> web.StreamResponse:
 
 
 # ================================================================================================================
+# Stacks: a compose engine in Python (parse, check, deploy) that reaches engines only through the connector
+# ================================================================================================================
+
+STACK_SWARM = 1
+STACK_COMPOSE = 2
+STACK_ACTIVE = 1
+STACK_INACTIVE = 2
+COMPOSE_FILE = "docker-compose.yml"
+STACK_ENV_FILE = "stack.env"
+# The Compose v1 release whose labels and names we reproduce, so `docker-compose ps` treats our projects as its own.
+COMPOSE_VERSION = "1.29.2"
+STACK_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+HEALTH_WAIT_SECONDS = 120
+MAX_COMPOSE_NODES = 100_000
+LABEL_PROJECT = "com.docker.compose.project"
+LABEL_SERVICE = "com.docker.compose.service"
+LABEL_HASH = "com.docker.compose.config-hash"
+LABEL_NAMESPACE = "com.docker.stack.namespace"
+
+
+class ComposeLoader(yaml.SafeLoader):
+    """A YAML loader whose mappings remember the line of each key, so every error can name its line."""
+
+
+class MarkedMap(dict):
+    """A YAML mapping with `line` (where it starts) and `key_lines` (where each key is)."""
+
+    line = 0
+
+    def line_of(self, key: str) -> int:
+        return self.key_lines.get(key, self.line)
+
+
+def _construct_marked_map(loader: ComposeLoader, node: yaml.MappingNode) -> MarkedMap:
+    loader.flatten_mapping(node)
+    result = MarkedMap()
+    result.line = node.start_mark.line + 1
+    result.key_lines = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, (str, int, float)):
+            raise yaml.constructor.ConstructorError(None, None, "a key must be a plain value", key_node.start_mark)
+        key = str(key)
+        if key in result:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        result[key] = loader.construct_object(value_node, deep=True)
+        result.key_lines[key] = key_node.start_mark.line + 1
+    return result
+
+
+ComposeLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_marked_map)
+
+INTERPOLATION = re.compile(r"\$(?:(?P<escaped>\$)|(?P<named>[_a-zA-Z][_a-zA-Z0-9]*)|\{(?P<braced>[^}]*)\}|(?P<bad>))")
+BRACED = re.compile(r"^(?P<name>[_a-zA-Z][_a-zA-Z0-9]*)(?:(?P<op>:?[-?])(?P<arg>.*))?$", re.S)
+DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|ms|s|m|h)")
+SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([bkmg]?)b?$", re.I)
+
+SERVICE_KEYS = {"image", "command", "entrypoint", "environment", "env_file", "ports", "volumes", "networks",
+                "depends_on", "restart", "labels", "healthcheck", "user", "working_dir", "hostname", "cap_add",
+                "cap_drop", "logging", "deploy", "container_name", "configs", "secrets", "stop_grace_period"}
+TOP_LEVEL_KEYS = {"version", "services", "networks", "volumes", "configs", "secrets", "name"}
+NETWORK_KEYS = {"driver", "driver_opts", "external", "name", "labels", "internal", "attachable"}
+VOLUME_KEYS = {"driver", "driver_opts", "external", "name", "labels"}
+FILE_OBJECT_KEYS = {"file", "external", "name", "labels"}
+HEALTHCHECK_KEYS = {"test", "interval", "timeout", "retries", "start_period", "disable"}
+DEPLOY_KEYS = {"replicas", "resources", "mode", "labels", "restart_policy"}
+RESOURCE_KEYS = {"limits", "reservations"}
+RESOURCE_VALUE_KEYS = {"cpus", "memory"}
+RESTART_POLICY_KEYS = {"condition", "delay", "max_attempts", "window"}
+PORT_KEYS = {"target", "published", "protocol", "host_ip", "mode"}
+MOUNT_KEYS = {"type", "source", "target", "read_only"}
+SERVICE_NETWORK_KEYS = {"aliases"}
+DEPENDENCY_CONDITIONS = ("service_started", "service_healthy", "service_completed_successfully")
+
+
+class ComposeFile:
+    """A compose file parsed, interpolated from the stack's env and checked, key by key, into plain settings.
+
+    Every key is either understood or refused with the file, line and key: nothing is silently ignored.
+    """
+
+    def __init__(self, text: str, env: dict[str, str], project: str, project_dir: str, swarm: bool = False,
+                 file_name: str = COMPOSE_FILE, files: dict[str, bytes] | None = None):
+        self.project = project
+        self.project_dir = project_dir
+        self.files = files or {}  # the stack's files about to be written, by path relative to project_dir
+        self.file_name = file_name
+        self.swarm = swarm
+        self.env = env
+        try:
+            document = yaml.load(text, Loader=ComposeLoader)  # noqa: S506 (a SafeLoader subclass)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            line = mark.line + 1 if mark else 0
+            raise BadRequest(f"{file_name}, line {line}: invalid YAML: {exc.problem or exc}",
+                             str(exc)) from None
+        except yaml.YAMLError as exc:
+            raise BadRequest(f"{file_name}: invalid YAML: {exc}") from None
+        if not isinstance(document, MarkedMap):
+            raise BadRequest(f"{file_name}, line 1: a compose file is a mapping with a 'services' key")
+        self.budget = MAX_COMPOSE_NODES
+        document = self.interpolate(document, document.line)
+        self.check_keys(document, TOP_LEVEL_KEYS, "")
+        if document.get("name") not in (None, project):
+            raise self.error(document, "name", f"the top-level 'name' must be the stack's name, {project!r}")
+        services = document.get("services")
+        if not isinstance(services, MarkedMap) or not services:
+            raise self.error(document, "services", "'services' must be a mapping with at least one service")
+        self.networks = {name: self.top_level_object(document["networks"], name, NETWORK_KEYS, "networks")
+                         for name in self.mapping(document, "networks", "")}
+        self.volumes = {name: self.top_level_object(document["volumes"], name, VOLUME_KEYS, "volumes")
+                        for name in self.mapping(document, "volumes", "")}
+        self.configs = {name: self.file_object(document["configs"], name, "configs")
+                        for name in self.mapping(document, "configs", "")}
+        self.secrets = {name: self.file_object(document["secrets"], name, "secrets")
+                        for name in self.mapping(document, "secrets", "")}
+        self.services = {name: self.service(services, name) for name in services}
+        self.order = self.dependency_order()
+        if any("default" in s["networks"] for s in self.services.values()) and "default" not in self.networks:
+            self.networks["default"] = {"name": f"{project}_default", "external": False, "driver": None,
+                                        "driver_opts": {}, "labels": {}, "internal": False, "attachable": False}
+
+    # -- errors and generic checks ----------------------------------------------------------------------------
+    def error(self, mapping: MarkedMap, key: str, message: str) -> BadRequest:
+        line = mapping.line_of(key) if isinstance(mapping, MarkedMap) else 0
+        return BadRequest(f"{self.file_name}, line {line}: {message}")
+
+    def check_keys(self, mapping: MarkedMap, allowed: set, path: str) -> None:
+        for key in mapping:
+            if key not in allowed and not key.startswith("x-"):
+                raise self.error(mapping, key, f"unsupported key '{path}{key}'")
+
+    def mapping(self, parent: MarkedMap, key: str, path: str, required: bool = False) -> MarkedMap:
+        value = parent.get(key)
+        if value is None:
+            if required:
+                raise self.error(parent, key, f"'{path}{key}' is required")
+            empty = MarkedMap()
+            empty.line, empty.key_lines = parent.line_of(key), {}
+            return empty
+        if not isinstance(value, MarkedMap):
+            raise self.error(parent, key, f"'{path}{key}' must be a mapping")
+        return value
+
+    def string(self, parent: MarkedMap, key: str, path: str, default: str | None = None) -> str | None:
+        value = parent.get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise self.error(parent, key, f"'{path}{key}' must be a string")
+        return str(value)
+
+    def string_list(self, parent: MarkedMap, key: str, path: str) -> list[str]:
+        value = parent.get(key)
+        if value is None:
+            return []
+        if isinstance(value, str):
+            return [value]
+        if not isinstance(value, list) or any(isinstance(v, (dict, list)) for v in value):
+            raise self.error(parent, key, f"'{path}{key}' must be a list of strings")
+        return [str(v) for v in value]
+
+    def command(self, parent: MarkedMap, key: str, path: str) -> list[str] | None:
+        value = parent.get(key)
+        if value is None:
+            return None
+        if isinstance(value, str):
+            try:
+                return shlex.split(value)
+            except ValueError as exc:
+                raise self.error(parent, key, f"'{path}{key}': {exc}") from None
+        return self.string_list(parent, key, path)
+
+    def key_values(self, parent: MarkedMap, key: str, path: str) -> dict[str, str | None]:
+        """environment/labels/driver_opts: a mapping, or a list of KEY=VALUE (KEY alone: from the stack's env)."""
+        value = parent.get(key)
+        if value is None:
+            return {}
+        if isinstance(value, MarkedMap):
+            return {k: None if v is None else scalar_text(v) for k, v in value.items()}
+        if isinstance(value, list):
+            result: dict[str, str | None] = {}
+            for item in value:
+                if not isinstance(item, str):
+                    raise self.error(parent, key, f"'{path}{key}' items must be KEY=VALUE strings")
+                name, sep, text = item.partition("=")
+                result[name] = text if sep else None
+            return result
+        raise self.error(parent, key, f"'{path}{key}' must be a mapping or a list")
+
+    def duration(self, parent: MarkedMap, key: str, path: str) -> int | None:
+        """A compose duration (1m30s, 500ms) in nanoseconds."""
+        value = parent.get(key)
+        if value is None:
+            return None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return int(value * 1_000_000_000)
+        text = str(value).strip()
+        parts = DURATION_PART.findall(text)
+        if not parts or "".join(n + u for n, u in parts) != text:
+            raise self.error(parent, key, f"'{path}{key}' must be a duration such as 30s or 1m30s")
+        scale = {"ns": 1, "us": 1e3, "ms": 1e6, "s": 1e9, "m": 60e9, "h": 3600e9}
+        return int(sum(float(n) * scale[u] for n, u in parts))
+
+    def size(self, parent: MarkedMap, key: str, path: str) -> int | None:
+        value = parent.get(key)
+        if value is None:
+            return None
+        match = SIZE.match(str(value).strip())
+        if not match:
+            raise self.error(parent, key, f"'{path}{key}' must be a size such as 512m or 1g")
+        return int(float(match.group(1)) * 1024 ** "bkmg".index(match.group(2).lower() or "b"))
+
+    # -- interpolation ----------------------------------------------------------------------------------------
+    def interpolate(self, value: Any, line: int) -> Any:
+        self.budget -= 1
+        if self.budget < 0:  # YAML aliases can make a small file expand without end
+            raise BadRequest(f"{self.file_name}: the file expands to more than {MAX_COMPOSE_NODES} values")
+        if isinstance(value, MarkedMap):
+            result = MarkedMap()
+            result.line, result.key_lines = value.line, value.key_lines
+            for key, item in value.items():
+                result[key] = self.interpolate(item, value.line_of(key))
+            return result
+        if isinstance(value, list):
+            return [self.interpolate(item, line) for item in value]
+        if isinstance(value, str) and "$" in value:
+            return INTERPOLATION.sub(lambda m: self.substitute(m, line), value)
+        return value
+
+    def substitute(self, match: re.Match, line: int) -> str:
+        if match.group("escaped"):
+            return "$"
+        if match.group("named"):
+            return self.env.get(match.group("named"), "")
+        braced = match.group("braced")
+        parsed = BRACED.match(braced) if braced is not None else None
+        if parsed is None:
+            raise BadRequest(f"{self.file_name}, line {line}: invalid interpolation {match.group(0)!r}",
+                             "use $VAR, ${VAR}, ${VAR:-default}, ${VAR:?message}, or $$ for a literal $")
+        name, op, arg = parsed.group("name"), parsed.group("op"), parsed.group("arg")
+        value = self.env.get(name)
+        missing = value is None or (op is not None and op.startswith(":") and value == "")
+        if op in (":-", "-") and missing:
+            return INTERPOLATION.sub(lambda m: self.substitute(m, line), arg)
+        if op in (":?", "?") and missing:
+            raise BadRequest(f"{self.file_name}, line {line}: variable {name} is required: {arg}")
+        return value or ""
+
+    # -- top-level objects ------------------------------------------------------------------------------------
+    def top_level_object(self, parent: MarkedMap, name: str, allowed: set, kind: str) -> dict:
+        raw = parent.get(name)
+        if raw is None:
+            raw = MarkedMap()
+            raw.line, raw.key_lines = parent.line_of(name), {}
+        if not isinstance(raw, MarkedMap):
+            raise self.error(parent, name, f"'{kind}.{name}' must be a mapping")
+        path = f"{kind}.{name}."
+        self.check_keys(raw, allowed, path)
+        external = raw.get("external")
+        if isinstance(external, MarkedMap):
+            external_name = self.string(external, "name", path + "external.")
+            external = True
+        else:
+            external_name = None
+        if external not in (None, True, False):
+            raise self.error(raw, "external", f"'{path}external' must be true or false")
+        given_name = self.string(raw, "name", path) or external_name
+        return {"name": given_name or (name if external else f"{self.project}_{name}"), "external": bool(external),
+                "driver": self.string(raw, "driver", path), "driver_opts": self.key_values(raw, "driver_opts", path),
+                "labels": self.key_values(raw, "labels", path), "internal": bool(raw.get("internal")),
+                "attachable": bool(raw.get("attachable"))}
+
+    def file_object(self, parent: MarkedMap, name: str, kind: str) -> dict:
+        raw = self.mapping(parent, name, f"{kind}.")
+        path = f"{kind}.{name}."
+        self.check_keys(raw, FILE_OBJECT_KEYS, path)
+        if not self.swarm:
+            raise self.error(parent, name, f"'{kind}' are only supported in Swarm stacks")
+        if raw.get("external"):
+            return {"name": self.string(raw, "name", path) or name, "external": True, "data": None}
+        file_path = self.string(raw, "file", path)
+        if not file_path:
+            raise self.error(raw, "file", f"'{path}file' is required (or external: true)")
+        return {"name": self.string(raw, "name", path) or f"{self.project}_{name}", "external": False,
+                "data": self.read_project_file(raw, "file", file_path), "labels": self.key_values(raw, "labels", path)}
+
+    def read_project_file(self, parent: MarkedMap, key: str, relative: str) -> bytes:
+        """A file of the stack's own (its project directory); nothing outside it."""
+        base = os.path.realpath(self.project_dir)
+        path = os.path.realpath(os.path.join(base, relative))
+        if not path.startswith(base + os.sep):
+            raise self.error(parent, key, f"{relative!r} is outside the stack's files")
+        if os.path.relpath(path, base) in self.files:
+            return self.files[os.path.relpath(path, base)]
+        try:
+            with open(path, "rb") as f:
+                return f.read(1024 * 1024)
+        except OSError:
+            raise self.error(parent, key, f"{relative!r} is not one of the stack's files") from None
+
+    # -- services ---------------------------------------------------------------------------------------------
+    def service(self, services: MarkedMap, name: str) -> dict:
+        raw = self.mapping(services, name, "services.", required=True)
+        path = f"services.{name}."
+        self.check_keys(raw, SERVICE_KEYS, path)
+        image = self.string(raw, "image", path)
+        if not image:
+            raise self.error(services, name, f"service {name!r} needs an 'image' (building images is not supported)")
+        environment: dict[str, str] = {}
+        for env_file in self.string_list(raw, "env_file", path):
+            text = self.read_project_file(raw, "env_file", env_file).decode(errors="replace")
+            for line in text.splitlines():
+                line = line.strip()
+                if line and not line.startswith("#") and "=" in line:
+                    key, _, value = line.partition("=")
+                    environment[key.strip()] = value
+        for key, value in self.key_values(raw, "environment", path).items():
+            if value is None:
+                if key in self.env:
+                    environment[key] = self.env[key]
+            else:
+                environment[key] = value
+        restart = raw.get("restart")
+        restart = "no" if restart is False or restart is None else str(restart)
+        if not re.fullmatch(r"no|always|unless-stopped|on-failure(:\d+)?", restart):
+            raise self.error(raw, "restart", f"'{path}restart' must be no, always, unless-stopped or on-failure")
+        logging_options = self.mapping(raw, "logging", path)
+        self.check_keys(logging_options, {"driver", "options"}, path + "logging.")
+        deploy = self.mapping(raw, "deploy", path)
+        self.check_keys(deploy, DEPLOY_KEYS, path + "deploy.")
+        replicas = deploy.get("replicas", 1)
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
+            raise self.error(deploy, "replicas", f"'{path}deploy.replicas' must be a whole number")
+        mode = self.string(deploy, "mode", path + "deploy.", "replicated")
+        if mode not in ("replicated", "global"):
+            raise self.error(deploy, "mode", f"'{path}deploy.mode' must be replicated or global")
+        resources = self.mapping(deploy, "resources", path + "deploy.")
+        self.check_keys(resources, RESOURCE_KEYS, path + "deploy.resources.")
+        limits, reservations = ({}, {})
+        for kind, target in (("limits", limits), ("reservations", reservations)):
+            values = self.mapping(resources, kind, path + "deploy.resources.")
+            self.check_keys(values, RESOURCE_VALUE_KEYS, f"{path}deploy.resources.{kind}.")
+            if values.get("cpus") is not None:
+                try:
+                    target["nano_cpus"] = int(float(values["cpus"]) * 1e9)
+                except ValueError:
+                    raise self.error(values, "cpus", f"'{path}deploy.resources.{kind}.cpus' must be a number") from None
+            memory = self.size(values, "memory", f"{path}deploy.resources.{kind}.")
+            if memory is not None:
+                target["memory"] = memory
+        restart_policy = self.mapping(deploy, "restart_policy", path + "deploy.")
+        self.check_keys(restart_policy, RESTART_POLICY_KEYS, path + "deploy.restart_policy.")
+        if not self.swarm:
+            for key, hint in (("restart_policy", "use 'restart'"), ("labels", "use 'labels'"),
+                              ("mode", "use deploy.replicas")):
+                if key in deploy:
+                    raise self.error(deploy, key, f"'{path}deploy.{key}' is for Swarm stacks; {hint} here")
+        service = {
+            "image": image,
+            "command": self.command(raw, "command", path),
+            "entrypoint": self.command(raw, "entrypoint", path),
+            "environment": environment,
+            "ports": self.ports(raw, path),
+            "mounts": self.mounts(raw, path),
+            "networks": self.service_networks(raw, path),
+            "depends_on": self.depends_on(raw, path, services),
+            "restart": restart,
+            "labels": self.key_values(raw, "labels", path),
+            "healthcheck": self.healthcheck(raw, path),
+            "user": self.string(raw, "user", path),
+            "working_dir": self.string(raw, "working_dir", path),
+            "hostname": self.string(raw, "hostname", path),
+            "cap_add": self.string_list(raw, "cap_add", path),
+            "cap_drop": self.string_list(raw, "cap_drop", path),
+            "logging": {"driver": self.string(logging_options, "driver", path + "logging."),
+                        "options": self.key_values(logging_options, "options", path + "logging.")},
+            "replicas": replicas,
+            "mode": mode,
+            "limits": limits,
+            "reservations": reservations,
+            "deploy_labels": self.key_values(deploy, "labels", path + "deploy."),
+            "restart_policy": {"condition": self.string(restart_policy, "condition", path),
+                               "delay": self.duration(restart_policy, "delay", path),
+                               "max_attempts": restart_policy.get("max_attempts"),
+                               "window": self.duration(restart_policy, "window", path)} if restart_policy else None,
+            "container_name": self.string(raw, "container_name", path),
+            "stop_grace_period": self.duration(raw, "stop_grace_period", path),
+            "configs": self.file_references(raw, "configs", path, self.configs),
+            "secrets": self.file_references(raw, "secrets", path, self.secrets),
+        }
+        if service["container_name"] and replicas > 1:
+            raise self.error(raw, "container_name", f"'{path}container_name' cannot name {replicas} replicas")
+        return service
+
+    def ports(self, raw: MarkedMap, path: str) -> list[dict]:
+        result = []
+        for item in raw.get("ports") or []:
+            if isinstance(item, MarkedMap):
+                self.check_keys(item, PORT_KEYS, path + "ports.")
+                target = item.get("target")
+                published = item.get("published")
+                protocol = str(item.get("protocol") or "tcp")
+                host_ip = str(item.get("host_ip") or "")
+                mode = str(item.get("mode") or "ingress")
+            else:
+                text = str(item)
+                spec, _, protocol = text.partition("/")
+                protocol = protocol or "tcp"
+                parts = spec.rsplit(":", 2) if spec.count(":") <= 2 else None
+                if parts is None:
+                    raise self.error(raw, "ports", f"'{path}ports': cannot read {text!r}")
+                target = parts[-1]
+                published = parts[-2] if len(parts) >= 2 else None
+                host_ip = parts[0] if len(parts) == 3 else ""
+                mode = "ingress"
+            if not re.fullmatch(r"[0-9]{1,5}", str(target)) or \
+                    (published not in (None, "") and not re.fullmatch(r"[0-9]{1,5}", str(published))) \
+                    or protocol not in ("tcp", "udp", "sctp") or mode not in ("ingress", "host") \
+                    or (mode == "host" and not self.swarm):
+                raise self.error(raw, "ports", f"'{path}ports': cannot read {item!r} (port ranges are not "
+                                                 f"supported; mode host only in Swarm stacks)")
+            result.append({"target": int(target), "published": int(published) if published not in (None, "") else None,
+                           "protocol": protocol, "host_ip": host_ip, "mode": mode})
+        return result
+
+    def mounts(self, raw: MarkedMap, path: str) -> list[dict]:
+        result = []
+        for item in raw.get("volumes") or []:
+            if isinstance(item, MarkedMap):
+                self.check_keys(item, MOUNT_KEYS, path + "volumes.")
+                kind = str(item.get("type") or "volume")
+                source = item.get("source")
+                target = item.get("target")
+                read_only = bool(item.get("read_only"))
+            else:
+                parts = str(item).split(":")
+                read_only = len(parts) == 3 and parts[2] == "ro"
+                if len(parts) == 1:
+                    source, target = None, parts[0]
+                elif len(parts) in (2, 3) and (len(parts) == 2 or parts[2] in ("ro", "rw")):
+                    source, target = parts[0], parts[1]
+                else:
+                    raise self.error(raw, "volumes", f"'{path}volumes': cannot read {item!r}")
+                kind = "bind" if source and _is_host_path(source) else "volume"
+            if kind not in ("volume", "bind") or not target or not str(target).startswith("/"):
+                raise self.error(raw, "volumes", f"'{path}volumes': cannot read {item!r} "
+                                                 f"(volume or bind mounts to an absolute path are supported)")
+            if kind == "bind":
+                source = os.path.normpath(os.path.join(self.project_dir, os.path.expanduser(str(source))))
+            elif source is not None:
+                if source not in self.volumes:
+                    raise self.error(raw, "volumes", f"volume {source!r} is used by a service but not declared "
+                                                     f"under the top-level 'volumes'")
+                source = self.volumes[source]["name"]
+            result.append({"type": kind, "source": source, "target": str(target), "read_only": read_only})
+        return result
+
+    def service_networks(self, raw: MarkedMap, path: str) -> dict[str, dict]:
+        value = raw.get("networks")
+        if value is None:
+            return {"default": {"aliases": []}}
+        names = value if isinstance(value, list) else list(value) if isinstance(value, MarkedMap) else None
+        if names is None:
+            raise self.error(raw, "networks", f"'{path}networks' must be a list or a mapping")
+        result = {}
+        for name in names:
+            name = str(name)
+            if name not in self.networks and name != "default":
+                raise self.error(raw, "networks", f"network {name!r} is used by a service but not declared under "
+                                                  f"the top-level 'networks'")
+            options = value.get(name) if isinstance(value, MarkedMap) else None
+            aliases: list[str] = []
+            if options is not None:
+                if not isinstance(options, MarkedMap):
+                    raise self.error(value, name, f"'{path}networks.{name}' must be a mapping")
+                self.check_keys(options, SERVICE_NETWORK_KEYS, f"{path}networks.{name}.")
+                aliases = self.string_list(options, "aliases", f"{path}networks.{name}.")
+            result[name] = {"aliases": aliases}
+        return result
+
+    def depends_on(self, raw: MarkedMap, path: str, services: MarkedMap) -> dict[str, str]:
+        value = raw.get("depends_on")
+        if value is None:
+            return {}
+        if isinstance(value, list):
+            result = {str(name): "service_started" for name in value}
+        elif isinstance(value, MarkedMap):
+            result = {}
+            for name, options in value.items():
+                options = options if isinstance(options, MarkedMap) else MarkedMap()
+                self.check_keys(options, {"condition"}, f"{path}depends_on.{name}.")
+                condition = str(options.get("condition") or "service_started")
+                if condition not in DEPENDENCY_CONDITIONS:
+                    raise self.error(value, name, f"'{path}depends_on.{name}.condition' must be one of "
+                                                  + ", ".join(DEPENDENCY_CONDITIONS))
+                result[name] = condition
+        else:
+            raise self.error(raw, "depends_on", f"'{path}depends_on' must be a list or a mapping")
+        for name in result:
+            if name not in services:
+                raise self.error(raw, "depends_on", f"'{path}depends_on' names {name!r}, which is not a service")
+        return result
+
+    def healthcheck(self, raw: MarkedMap, path: str) -> dict | None:
+        if "healthcheck" not in raw:
+            return None
+        options = self.mapping(raw, "healthcheck", path)
+        self.check_keys(options, HEALTHCHECK_KEYS, path + "healthcheck.")
+        if options.get("disable"):
+            return {"Test": ["NONE"]}
+        test = options.get("test")
+        if isinstance(test, str):
+            test = ["CMD-SHELL", test]
+        elif not isinstance(test, list) or not test or test[0] not in ("CMD", "CMD-SHELL", "NONE"):
+            raise self.error(options, "test", f"'{path}healthcheck.test' must be a string or a list starting "
+                                              f"with CMD, CMD-SHELL or NONE")
+        check = {"Test": [str(t) for t in test]}
+        for key, name in (("interval", "Interval"), ("timeout", "Timeout"), ("start_period", "StartPeriod")):
+            value = self.duration(options, key, path + "healthcheck.")
+            if value is not None:
+                check[name] = value
+        if options.get("retries") is not None:
+            retries = options["retries"]
+            if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+                raise self.error(options, "retries", f"'{path}healthcheck.retries' must be a whole number")
+            check["Retries"] = retries
+        return check
+
+    def file_references(self, raw: MarkedMap, key: str, path: str, declared: dict) -> list[dict]:
+        result = []
+        for item in raw.get(key) or []:
+            if isinstance(item, MarkedMap):
+                self.check_keys(item, {"source", "target", "uid", "gid", "mode"}, f"{path}{key}.")
+                source, target = str(item.get("source")), item.get("target")
+                owner = {k: str(item[k]) for k in ("uid", "gid") if item.get(k) is not None}
+                if item.get("mode") is not None:
+                    try:
+                        mode = item["mode"]
+                        owner["mode"] = int(str(mode), 8) if isinstance(mode, str) else int(mode)
+                    except ValueError:
+                        raise self.error(raw, key, f"'{path}{key}': mode must be an octal number") from None
+            else:
+                source, target, owner = str(item), None, {}
+            if not self.swarm:
+                raise self.error(raw, key, f"'{path}{key}' are only supported in Swarm stacks")
+            if source not in declared:
+                raise self.error(raw, key, f"{key[:-1]} {source!r} is not declared under the top-level '{key}'")
+            # As `docker stack deploy`: no target means the source's name (under /run/secrets/ or /).
+            result.append({"source": source, "target": str(target or source), **owner})
+        return result
+
+    def dependency_order(self) -> list[str]:
+        order: list[str] = []
+        visiting: set[str] = set()
+
+        def visit(name: str, chain: list[str]) -> None:
+            if name in order:
+                return
+            if name in visiting:
+                raise BadRequest(f"{self.file_name}: services depend on each other in a cycle: "
+                                 + " -> ".join(chain + [name]))
+            visiting.add(name)
+            for dependency in self.services[name]["depends_on"]:
+                visit(dependency, chain + [name])
+            visiting.discard(name)
+            order.append(name)
+
+        for name in self.services:
+            visit(name, [])
+        return order
+
+    def config_hash(self, name: str) -> str:
+        return hashlib.sha256(json.dumps(self.services[name], sort_keys=True).encode()).hexdigest()
+
+
+def scalar_text(value: Any) -> str:
+    """A YAML scalar as compose writes it into an environment: booleans as true/false."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+@contextlib.contextmanager
+def unless_missing():
+    """Let an engine's 404 pass: removing what is already gone is done."""
+    try:
+        yield
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+
+
+def label_filter(*labels: str) -> str:
+    return urllib.parse.quote(json.dumps({"label": list(labels)}))
+
+
+def image_reference(image: str) -> tuple[str, str]:
+    """fromImage and tag for POST /images/create."""
+    if "@" in image:
+        name, _, digest = image.partition("@")
+        return name, digest
+    name, sep, tag = image.rpartition(":")
+    if not sep or "/" in tag:
+        return image, "latest"
+    return name, tag
+
+
+async def ensure_image(connector: DockerConnector, image: str, pull: bool) -> None:
+    """Pull an image when the engine lacks it, or always when asked to; a failed pull is a 400 naming it."""
+    if not pull:
+        try:
+            await connector.request_json("GET", f"/images/{urllib.parse.quote(image, safe='/:@')}/json")
+            return
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+    name, tag = image_reference(image)
+    query = urllib.parse.urlencode({"fromImage": name, "tag": tag})
+    response = await connector.request("POST", f"/images/create?{query}", timeout=600)
+    async with response:
+        raw = await response.read()
+    if response.status >= 400:
+        error = engine_error(response.status, raw)
+        raise BadRequest(f"pulling image {image} failed: {error.message}")
+    for line in raw.splitlines():
+        with contextlib.suppress(ValueError):
+            message = json.loads(line).get("error")
+            if message:
+                raise BadRequest(f"pulling image {image} failed: {message}")
+
+
+class ComposeDeployment:
+    """One compose project on one standalone engine, brought to what its file says (`docker compose up -d`)."""
+
+    def __init__(self, connector: DockerConnector, compose: ComposeFile | None, project: str = ""):
+        """Without a compose file (project named instead), only `down` and `stop` can be used: they go by labels."""
+        self.connector = connector
+        self.compose = compose
+        self.project = compose.project if compose else project
+        self.config_file = os.path.join(compose.project_dir, COMPOSE_FILE) if compose else ""
+        self.owner_labels: dict[str, str] = {}
+
+    def common_labels(self) -> dict[str, str]:
+        return {**self.owner_labels, LABEL_PROJECT: self.project, "com.docker.compose.version": COMPOSE_VERSION}
+
+    def network_body(self, key: str) -> dict:
+        network = self.compose.networks[key]
+        return {"Name": network["name"], "Driver": network["driver"] or "bridge", "CheckDuplicate": True,
+                "Options": network["driver_opts"], "Internal": network["internal"], "Attachable": network["attachable"],
+                "Labels": {**network["labels"], **self.common_labels(), "com.docker.compose.network": key}}
+
+    def volume_body(self, key: str) -> dict:
+        volume = self.compose.volumes[key]
+        return {"Name": volume["name"], "Driver": volume["driver"] or "local", "DriverOpts": volume["driver_opts"],
+                "Labels": {**volume["labels"], **self.common_labels(), "com.docker.compose.volume": key}}
+
+    def container_name(self, name: str, number: int) -> str:
+        return self.compose.services[name]["container_name"] or f"{self.project}_{name}_{number}"
+
+    def container_body(self, name: str, number: int) -> dict:
+        service = self.compose.services[name]
+        networks = list(service["networks"])
+        exposed = {f"{p['target']}/{p['protocol']}": {} for p in service["ports"]}
+        bindings: dict[str, list] = {}
+        for p in service["ports"]:
+            bindings.setdefault(f"{p['target']}/{p['protocol']}", []).append(
+                {"HostIp": p["host_ip"], "HostPort": str(p["published"] or "")})
+        restart, _, retries = service["restart"].partition(":")
+        host = {
+            "Binds": [f"{m['source']}:{m['target']}{':ro' if m['read_only'] else ''}"
+                      for m in service["mounts"] if m["type"] == "bind"],
+            "Mounts": [{"Type": "volume", "Source": m["source"], "Target": m["target"], "ReadOnly": m["read_only"]}
+                       for m in service["mounts"] if m["type"] == "volume" and m["source"]],
+            "PortBindings": bindings,
+            "RestartPolicy": {"Name": "" if restart == "no" else restart, "MaximumRetryCount": int(retries or 0)},
+            "CapAdd": service["cap_add"] or None, "CapDrop": service["cap_drop"] or None,
+            "NetworkMode": self.compose.networks[networks[0]]["name"] if networks else "none",
+        }
+        if service["logging"]["driver"]:
+            host["LogConfig"] = {"Type": service["logging"]["driver"], "Config": service["logging"]["options"]}
+        if service["limits"].get("nano_cpus"):
+            host["NanoCpus"] = service["limits"]["nano_cpus"]
+        if service["limits"].get("memory"):
+            host["Memory"] = service["limits"]["memory"]
+        if service["reservations"].get("memory"):
+            host["MemoryReservation"] = service["reservations"]["memory"]
+        anonymous = {m["target"]: {} for m in service["mounts"] if m["type"] == "volume" and not m["source"]}
+        body = {
+            "Image": service["image"], "Cmd": service["command"], "Entrypoint": service["entrypoint"],
+            "Env": [f"{k}={v}" for k, v in service["environment"].items()],
+            "Labels": {**service["labels"], **self.common_labels(), LABEL_SERVICE: name,
+                       "com.docker.compose.container-number": str(number), "com.docker.compose.oneoff": "False",
+                       LABEL_HASH: self.compose.config_hash(name),
+                       "com.docker.compose.project.config_files": self.config_file,
+                       "com.docker.compose.project.working_dir": self.compose.project_dir},
+            "ExposedPorts": exposed, "Volumes": anonymous, "HostConfig": host,
+            "NetworkingConfig": {"EndpointsConfig": {
+                self.compose.networks[networks[0]]["name"]: self.endpoint_config(name, networks[0])} if networks
+                else {}},
+        }
+        for key, value in (("User", service["user"]), ("WorkingDir", service["working_dir"]),
+                           ("Hostname", service["hostname"]), ("Healthcheck", service["healthcheck"])):
+            if value:
+                body[key] = value
+        if service["stop_grace_period"] is not None:
+            body["StopTimeout"] = service["stop_grace_period"] // 1_000_000_000
+        return body
+
+    def endpoint_config(self, service: str, network: str) -> dict:
+        return {"Aliases": [service] + self.compose.services[service]["networks"][network]["aliases"]}
+
+    def check_allowed(self, settings: dict) -> None:
+        """Refuse, for a standard user, whatever the proxy would refuse them: checked on what will be sent."""
+        problems: list[str] = []
+        for name, service in self.compose.services.items():
+            problems += container_create_violations(self.container_body(name, 1), settings)
+        for key, network in self.compose.networks.items():
+            if not network["external"]:
+                problems += network_violations(self.network_body(key), settings)
+        for key, volume in self.compose.volumes.items():
+            if not volume["external"]:
+                problems += volume_violations(self.volume_body(key), settings)
+        if problems:
+            raise Forbidden("not allowed for non-administrators on this environment: "
+                            + ", ".join(sorted(set(problems))),
+                            "an administrator can allow it in the environment's security settings")
+
+    async def project_containers(self) -> list[dict]:
+        return await self.connector.request_json(
+            "GET", f"/containers/json?all=1&filters={label_filter(f'{LABEL_PROJECT}={self.project}')}")
+
+    async def ensure_networks_and_volumes(self) -> None:
+        for key, network in self.compose.networks.items():
+            if not any(key in s["networks"] for s in self.compose.services.values()):
+                continue
+            try:
+                await self.connector.request_json("GET", f"/networks/{urllib.parse.quote(network['name'])}")
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+                if network["external"]:
+                    raise BadRequest(f"external network {network['name']!r} does not exist") from None
+                await self.connector.request_json("POST", "/networks/create", self.network_body(key))
+        for key, volume in self.compose.volumes.items():
+            try:
+                await self.connector.request_json("GET", f"/volumes/{urllib.parse.quote(volume['name'])}")
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+                if volume["external"]:
+                    raise BadRequest(f"external volume {volume['name']!r} does not exist") from None
+                await self.connector.request_json("POST", "/volumes/create", self.volume_body(key))
+
+    async def up(self, pull: bool = False, prune: bool = False) -> None:
+        """Create what is missing, recreate services whose config hash changed, start everything."""
+        for image in {s["image"] for s in self.compose.services.values()}:
+            await ensure_image(self.connector, image, pull)
+        await self.ensure_networks_and_volumes()
+        existing = await self.project_containers()
+        for name in self.compose.order:
+            await self.wait_for_dependencies(name)
+            await self.converge_service(name, [c for c in existing if c["Labels"].get(LABEL_SERVICE) == name])
+        if prune:
+            for container in existing:
+                if container["Labels"].get(LABEL_SERVICE) not in self.compose.services:
+                    await self.remove_container(container["Id"])
+
+    async def converge_service(self, name: str, containers: list[dict]) -> None:
+        wanted = self.compose.services[name]["replicas"]
+        config_hash = self.compose.config_hash(name)
+        by_number = {int(c["Labels"].get("com.docker.compose.container-number", "0") or 0): c for c in containers}
+        for number, container in by_number.items():
+            if number > wanted or number < 1 or container["Labels"].get(LABEL_HASH) != config_hash:
+                await self.remove_container(container["Id"])
+        for number in range(1, wanted + 1):
+            container = by_number.get(number)
+            if container is not None and container["Labels"].get(LABEL_HASH) == config_hash:
+                if container["State"] != "running":
+                    await self.connector.request_json("POST", f"/containers/{container['Id']}/start")
+                continue
+            await self.create_container(name, number)
+
+    async def create_container(self, name: str, number: int) -> str:
+        body = self.container_body(name, number)
+        query = urllib.parse.urlencode({"name": self.container_name(name, number)})
+        created = await self.connector.request_json("POST", f"/containers/create?{query}", body)
+        container_id = created["Id"]
+        for network in list(self.compose.services[name]["networks"])[1:]:
+            await self.connector.request_json(
+                "POST", f"/networks/{urllib.parse.quote(self.compose.networks[network]['name'])}/connect",
+                {"Container": container_id, "EndpointConfig": self.endpoint_config(name, network)})
+        await self.connector.request_json("POST", f"/containers/{container_id}/start")
+        return container_id
+
+    async def remove_container(self, container_id: str) -> None:
+        with unless_missing():
+            await self.connector.request_json("DELETE", f"/containers/{container_id}?force=1&v=0", timeout=60)
+
+    async def wait_for_dependencies(self, name: str) -> None:
+        for dependency, condition in self.compose.services[name]["depends_on"].items():
+            if condition == "service_started":
+                continue
+            deadline = time.monotonic() + HEALTH_WAIT_SECONDS
+            while True:
+                containers = await self.connector.request_json("GET", "/containers/json?all=1&filters=" + label_filter(
+                    f"{LABEL_PROJECT}={self.project}", f"{LABEL_SERVICE}={dependency}"))
+                states = [(await self.connector.request_json("GET", f"/containers/{c['Id']}/json"))["State"]
+                          for c in containers]
+                if condition == "service_healthy":
+                    if any(s.get("Health") is None for s in states):
+                        raise BadRequest(f"service {name!r} waits for {dependency!r} to be healthy, but "
+                                         f"{dependency!r} has no healthcheck")
+                    health = [s["Health"]["Status"] for s in states]
+                    if "unhealthy" in health:
+                        raise BadRequest(f"service {dependency!r} is unhealthy, so {name!r} was not started")
+                    if health and all(h == "healthy" for h in health):
+                        break
+                else:
+                    if any(s["Status"] == "exited" and s["ExitCode"] != 0 for s in states):
+                        raise BadRequest(f"service {dependency!r} failed, so {name!r} was not started")
+                    if states and all(s["Status"] == "exited" for s in states):
+                        break
+                if time.monotonic() > deadline:
+                    raise GatewayTimeout(f"service {dependency!r} did not become ready for {name!r} in "
+                                         f"{HEALTH_WAIT_SECONDS} s")
+                await asyncio.sleep(0.5)
+
+    async def stop(self) -> None:
+        containers = await self.project_containers()
+        order = {name: i for i, name in enumerate(self.compose.order if self.compose else [])}
+        for container in sorted(containers, key=lambda c: -order.get(c["Labels"].get(LABEL_SERVICE), -1)):
+            if container["State"] in ("running", "restarting", "paused"):
+                with unless_missing():
+                    await self.connector.request_json("POST", f"/containers/{container['Id']}/stop", timeout=120)
+
+    async def start(self) -> None:
+        await self.up()
+
+    async def down(self) -> None:
+        """Remove the project's containers, and the networks and volumes it created (not external ones)."""
+        for container in await self.project_containers():
+            await self.remove_container(container["Id"])
+        mine = label_filter(f"{LABEL_PROJECT}={self.project}")
+        for network in await self.connector.request_json("GET", f"/networks?filters={mine}"):
+            with unless_missing():
+                await self.connector.request_json("DELETE", f"/networks/{network['Id']}")
+        volumes = (await self.connector.request_json("GET", f"/volumes?filters={mine}")) or {}
+        for volume in volumes.get("Volumes") or []:
+            with unless_missing():
+                await self.connector.request_json("DELETE", f"/volumes/{urllib.parse.quote(volume['Name'])}")
+
+    async def service_states(self) -> list[dict]:
+        containers = await self.project_containers()
+        return [{"Name": name, "Image": service["image"], "Containers": [
+            {"Id": c["Id"], "Name": c["Names"][0].lstrip("/") if c.get("Names") else "", "State": c["State"],
+             "Status": c["Status"]} for c in containers if c["Labels"].get(LABEL_SERVICE) == name]}
+            for name, service in self.compose.services.items()]
+
+
+class SwarmDeployment:
+    """One stack on a Swarm manager, as `docker stack deploy` makes it: services, overlay networks, configs
+    and secrets labelled with the stack namespace."""
+
+    def __init__(self, connector: DockerConnector, compose: ComposeFile | None, project: str = ""):
+        """Without a compose file (project named instead), only `down` and `stop` can be used: they go by labels."""
+        self.connector = connector
+        self.compose = compose
+        self.project = compose.project if compose else project
+        self.owner_labels: dict[str, str] = {}
+
+    def labels(self, extra: dict | None = None) -> dict:
+        return {**(extra or {}), **self.owner_labels, LABEL_NAMESPACE: self.project}
+
+    def network_body(self, key: str) -> dict:
+        network = self.compose.networks[key]
+        return {"Name": network["name"], "Driver": network["driver"] or "overlay", "CheckDuplicate": True,
+                "Options": network["driver_opts"], "Internal": network["internal"],
+                "Attachable": network["attachable"], "Labels": self.labels(network["labels"])}
+
+    def service_body(self, name: str, object_ids: dict[str, str] | None = None) -> dict:
+        """The service spec; object_ids maps config and secret names to their ids on the engine."""
+        service = self.compose.services[name]
+        object_ids = object_ids or {}
+        mounts = [{"Type": m["type"], "Source": m["source"], "Target": m["target"], "ReadOnly": m["read_only"]}
+                  for m in service["mounts"]]
+        for mount in mounts:
+            if mount["Type"] == "volume" and mount["Source"]:
+                mount["VolumeOptions"] = {"Labels": self.labels()}
+        spec = {"Image": service["image"], "Labels": self.labels(service["labels"]),
+                **({"StopGracePeriod": service["stop_grace_period"]} if service["stop_grace_period"] else {}),
+                "Env": [f"{k}={v}" for k, v in service["environment"].items()], "Mounts": mounts,
+                "Configs": [self.file_reference(r, self.compose.configs, "Config", object_ids)
+                            for r in service["configs"]],
+                "Secrets": [self.file_reference(r, self.compose.secrets, "Secret", object_ids)
+                            for r in service["secrets"]]}
+        for key, value in (("Command", service["entrypoint"]), ("Args", service["command"]),
+                           ("User", service["user"]), ("Dir", service["working_dir"]),
+                           ("Hostname", service["hostname"]), ("Healthcheck", service["healthcheck"]),
+                           ("CapabilityAdd", service["cap_add"]), ("CapabilityDrop", service["cap_drop"])):
+            if value:
+                spec[key] = value
+        template: dict = {"ContainerSpec": spec, "Networks": [
+            {"Target": self.compose.networks[n]["name"], "Aliases": [name] + o["aliases"]}
+            for n, o in service["networks"].items()]}
+        resources = {}
+        for kind, target in (("limits", "Limits"), ("reservations", "Reservations")):
+            values = service[kind]
+            if values:
+                resources[target] = {k: v for k, v in (("NanoCPUs", values.get("nano_cpus")),
+                                                       ("MemoryBytes", values.get("memory"))) if v}
+        if resources:
+            template["Resources"] = resources
+        policy = service["restart_policy"]
+        if policy:
+            template["RestartPolicy"] = {k: v for k, v in (
+                ("Condition", policy["condition"]), ("Delay", policy["delay"]),
+                ("MaxAttempts", policy["max_attempts"]), ("Window", policy["window"])) if v is not None}
+        if service["logging"]["driver"]:
+            template["LogDriver"] = {"Name": service["logging"]["driver"], "Options": service["logging"]["options"]}
+        mode = {"Global": {}} if service["mode"] == "global" else {"Replicated": {"Replicas": service["replicas"]}}
+        return {"Name": f"{self.project}_{name}", "TaskTemplate": template, "Mode": mode,
+                "Labels": self.labels({**service["deploy_labels"], "com.docker.stack.image": service["image"],
+                                       LABEL_HASH: self.compose.config_hash(name)}),
+                "EndpointSpec": {"Ports": [{"Protocol": p["protocol"], "TargetPort": p["target"],
+                                            **({"PublishedPort": p["published"]} if p["published"] else {}),
+                                            "PublishMode": p["mode"]} for p in service["ports"]]}}
+
+    @staticmethod
+    def file_reference(reference: dict, declared: dict, kind: str, object_ids: dict[str, str]) -> dict:
+        name = declared[reference["source"]]["name"]
+        return {f"{kind}Name": name, f"{kind}ID": object_ids.get(name, ""),
+                "File": {"Name": reference["target"], "UID": reference.get("uid", "0"),
+                         "GID": reference.get("gid", "0"), "Mode": reference.get("mode", 0o444)}}
+
+    def check_allowed(self, settings: dict) -> None:
+        problems: list[str] = []
+        for name in self.compose.services:
+            problems += service_violations(self.service_body(name), settings)
+        for key, network in self.compose.networks.items():
+            if not network["external"]:
+                problems += network_violations(self.network_body(key), settings)
+        if problems:
+            raise Forbidden("not allowed for non-administrators on this environment: "
+                            + ", ".join(sorted(set(problems))),
+                            "an administrator can allow it in the environment's security settings")
+
+    async def namespace_objects(self, kind: str) -> list[dict]:
+        return await self.connector.request_json(
+            "GET", f"/{kind}?filters={label_filter(f'{LABEL_NAMESPACE}={self.project}')}") or []
+
+    async def up(self, pull: bool = False, prune: bool = False) -> None:
+        info = await self.connector.request_json("GET", "/info")
+        if not (info.get("Swarm") or {}).get("ControlAvailable"):
+            raise BadRequest("this environment is not a Swarm manager; deploy a compose (standalone) stack instead")
+        networks = {n["Name"] for n in await self.namespace_objects("networks")}
+        for key, network in self.compose.networks.items():
+            if network["external"] or network["name"] in networks:
+                continue
+            if any(key in s["networks"] for s in self.compose.services.values()):
+                await self.connector.request_json("POST", "/networks/create", self.network_body(key))
+        object_ids: dict[str, str] = {}
+        for kind, objects in (("configs", self.compose.configs), ("secrets", self.compose.secrets)):
+            present = {o["Spec"]["Name"]: o["ID"] for o in await self.connector.request_json("GET", f"/{kind}")}
+            for item in objects.values():
+                if item["name"] in present:
+                    object_ids[item["name"]] = present[item["name"]]
+                elif item["external"]:
+                    raise BadRequest(f"external {kind[:-1]} {item['name']!r} does not exist")
+                else:
+                    created = await self.connector.request_json("POST", f"/{kind}/create", {
+                        "Name": item["name"], "Labels": self.labels(item["labels"]),
+                        "Data": base64.b64encode(item["data"]).decode()})
+                    object_ids[item["name"]] = created["ID"]
+        services = {s["Spec"]["Name"]: s for s in await self.namespace_objects("services")}
+        for name in self.compose.order:
+            body = self.service_body(name, object_ids)
+            current = services.get(body["Name"])
+            if current is None:
+                await self.connector.request_json("POST", "/services/create", body)
+            elif current["Spec"].get("Labels", {}).get(LABEL_HASH) != body["Labels"][LABEL_HASH] or pull:
+                version = current["Version"]["Index"]
+                await self.connector.request_json("POST", f"/services/{current['ID']}/update?version={version}", body)
+        if prune:
+            wanted = {f"{self.project}_{name}" for name in self.compose.services}
+            for service_name, service in services.items():
+                if service_name not in wanted:
+                    await self.connector.request_json("DELETE", f"/services/{service['ID']}")
+
+    async def stop(self) -> None:
+        """Portainer stops a Swarm stack by removing it (`docker stack rm`); start deploys it again."""
+        await self.down()
+
+    async def start(self) -> None:
+        await self.up()
+
+    async def down(self) -> None:
+        for service in await self.namespace_objects("services"):
+            with unless_missing():
+                await self.connector.request_json("DELETE", f"/services/{service['ID']}")
+        for kind in ("secrets", "configs"):
+            for item in await self.namespace_objects(kind):
+                with unless_missing():
+                    await self.connector.request_json("DELETE", f"/{kind}/{item['ID']}")
+        # A network stays in use until the removed services' tasks are gone.
+        deadline = time.monotonic() + 30
+        for network in await self.namespace_objects("networks"):
+            while True:
+                try:
+                    await self.connector.request_json("DELETE", f"/networks/{network['Id']}")
+                    break
+                except ApiError as exc:
+                    if exc.status == 404:
+                        break
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.5)
+
+    async def service_states(self) -> list[dict]:
+        services = {s["Spec"]["Name"]: s for s in await self.namespace_objects("services")}
+        tasks = await self.connector.request_json(
+            "GET", f"/tasks?filters={label_filter(f'{LABEL_NAMESPACE}={self.project}')}") or []
+        result = []
+        for name, service in self.compose.services.items():
+            current = services.get(f"{self.project}_{name}")
+            result.append({"Name": name, "Image": service["image"], "Containers": [
+                {"Id": t["ID"], "Name": f"{self.project}_{name}.{t.get('Slot', '')}",
+                 "State": t["Status"]["State"], "Status": t["Status"].get("Message", "")}
+                for t in tasks if current and t.get("ServiceID") == current["ID"]
+                and t.get("DesiredState") == "running"]})
+        return result
+
+
+def write_stack_file(path: str, data: bytes) -> None:
+    """temp file -> fsync -> rename -> fsync the directory: a crash leaves the old file or the new one."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(os.path.dirname(path), os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+# ================================================================================================================
+# Console: exec into (or attach to) a container over a WebSocket, authenticated by the session cookie
+# ================================================================================================================
+
+CONSOLE_MAX_MESSAGE = 1024 * 1024
+
+
+def check_same_origin(request: web.Request) -> None:
+    """A browser always sends Origin on a WebSocket; a foreign one would ride the user's cookie (hijacking)."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        if caller_of(request).via == "cookie":
+            raise Forbidden("a WebSocket authenticated by cookie must send an Origin header")
+        return
+    if urllib.parse.urlsplit(origin).netloc.lower() != request.host.lower():
+        raise Forbidden(f"WebSocket from origin {origin} refused", "the console only accepts this server's own pages")
+
+
+async def open_console_stream(request: web.Request, endpoint: dict, container_id: str, mode: str,
+                              command: list[str]) -> tuple[shared.DockerResponse, str, bool]:
+    """Start an exec (or attach) under the proxy's access rules; answers the upgraded stream, the resize path and
+    whether output is a TTY."""
+    connector = request.app[ENVIRONMENTS].connector(endpoint["Id"])
+    quoted = urllib.parse.quote(container_id, safe="")
+    upgrade = [("Content-Type", "application/json"), ("Connection", "Upgrade"), ("Upgrade", "tcp")]
+    if mode == "attach":
+        await authorize_docker_call(request, endpoint, "POST", f"/containers/{container_id}/attach")
+        details = await connector.request_json("GET", f"/containers/{quoted}/json")
+        tty = bool((details.get("Config") or {}).get("Tty"))
+        target = f"/containers/{quoted}/attach?stream=1&stdin=1&stdout=1&stderr=1"
+        resize, body = f"/containers/{quoted}/resize", None
+    else:
+        exec_config = {"AttachStdin": True, "AttachStdout": True, "AttachStderr": True, "Tty": True,
+                       "Cmd": command, "Env": ["TERM=xterm"], "Privileged": False}
+        await authorize_docker_call(request, endpoint, "POST", f"/containers/{container_id}/exec")
+        if bound_by_security_settings(request.app[STORE], caller_of(request), endpoint) and \
+                BODY_CHECKS["exec"](exec_config, endpoint_security_settings(endpoint)):
+            raise Forbidden("privileged exec is not allowed for non-administrators on this environment")
+        created = await connector.request_json("POST", f"/containers/{quoted}/exec", exec_config)
+        tty, target = True, f"/exec/{created['Id']}/start"
+        resize, body = f"/exec/{created['Id']}/resize", json.dumps({"Detach": False, "Tty": True}).encode()
+    response = await connector.request("POST", target, upgrade, body, timeout=30)
+    if not response.upgraded:
+        async with response:
+            raw = await response.read()
+        raise engine_error(response.status if response.status >= 400 else 502, raw)
+    return response, resize, tty
+
+
+def demultiplex(buffer: bytearray) -> bytes:
+    """Take the complete frames of Docker's stdout/stderr stream format out of buffer; answers their payload."""
+    out = bytearray()
+    while len(buffer) >= 8:
+        size = int.from_bytes(buffer[4:8], "big")
+        if len(buffer) < 8 + size:
+            break
+        out += buffer[8:8 + size]
+        del buffer[:8 + size]
+    return bytes(out)
+
+
+async def handle_console_websocket(request: web.Request) -> web.WebSocketResponse:
+    """Console WebSocket: ?containerId=&cmd=sh (exec) or &mode=attach; binary frames are keystrokes and output,
+    a text frame {"type": "resize", "cols", "rows"} resizes the terminal."""
+    endpoint_id = path_id(request)
+    endpoint = endpoint_for_caller(request, endpoint_id)
+    check_same_origin(request)
+    container_id = request.query.get("containerId", "")
+    if not container_id or "/" in container_id:
+        raise BadRequest("containerId is required")
+    mode = request.query.get("mode", "exec")
+    if mode not in ("exec", "attach"):
+        raise BadRequest("mode must be exec or attach")
+    try:
+        command = shlex.split(request.query.get("cmd", "sh"))
+    except ValueError as exc:
+        raise BadRequest(f"cannot parse cmd: {exc}") from None
+    if not command:
+        raise BadRequest("cmd must not be empty")
+    stream, resize_path, tty = await open_console_stream(request, endpoint, container_id, mode, command)
+    connector = request.app[ENVIRONMENTS].connector(endpoint_id)
+    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=CONSOLE_MAX_MESSAGE)
+    try:
+        await ws.prepare(request)
+    except Exception:
+        stream.release()
+        raise
+    request.app[CONSOLES].add(ws)
+    connection = stream.connection
+
+    async def engine_to_browser():
+        pending = bytearray()
+        while True:
+            data = await connection.reader.read(shared.STREAM_CHUNK)
+            if not data:
+                return
+            if not tty:
+                pending += data
+                data = demultiplex(pending)
+            if data:
+                await ws.send_bytes(data)
+
+    async def resize(cols: Any, rows: Any):
+        if isinstance(cols, int) and isinstance(rows, int) and 0 < cols < 1000 and 0 < rows < 1000:
+            with contextlib.suppress(ApiError):
+                await connector.request_json("POST", f"{resize_path}?h={rows}&w={cols}")
+
+    async def browser_to_engine():
+        async for message in ws:
+            if message.type == web.WSMsgType.BINARY:
+                connection.writer.write(message.data)
+                await connection.writer.drain()
+            elif message.type == web.WSMsgType.TEXT:
+                try:
+                    control = json.loads(message.data)
+                except ValueError:
+                    continue
+                if isinstance(control, dict) and control.get("type") == "resize":
+                    await resize(control.get("cols"), control.get("rows"))
+
+    tasks = [asyncio.ensure_future(engine_to_browser()), asyncio.ensure_future(browser_to_engine())]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:  # either side hanging up ends the session
+            log.debug("console session on environment %s ended by the %s: %r", endpoint_id,
+                      "engine" if task is tasks[0] else "browser", task.exception())
+    finally:
+        for task in tasks:
+            task.cancel()
+        stream.release()
+        connection.close()
+        await ws.close()
+    return ws
+
+
+# ================================================================================================================
 # API handlers: system and docs
 # ================================================================================================================
 
@@ -2612,7 +3801,7 @@ def query_int(request: web.Request, name: str, default: int) -> int:
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         raise BadRequest(f"query parameter {name!r} must be a non-negative integer")
     return int(raw)
 
@@ -2887,19 +4076,8 @@ def edge_environment_ids(store: Store) -> set[int]:
     return {ep["Id"] for ep in store.data["endpoints"].values() if ep["Type"] == ENDPOINT_EDGE}
 
 
-def edge_group_members(store: Store, group: dict) -> list[int]:
-    """Static groups list their environments; dynamic ones hold the edge environments carrying their tags
-    (all of them, or any with PartialMatch)."""
-    if not group["Dynamic"]:
-        return sorted(set(group["Endpoints"]) & edge_environment_ids(store))
-    wanted = set(group["TagIds"])
-    match = any if group.get("PartialMatch") else all
-    return sorted(ep["Id"] for ep in store.data["endpoints"].values()
-                  if ep["Type"] == ENDPOINT_EDGE and wanted and match(t in (ep.get("TagIds") or []) for t in wanted))
-
-
 def edge_group_view(store: Store, group: dict) -> dict:
-    return {**group, "TrustedEndpoints": edge_group_members(store, group)}
+    return {**group, "TrustedEndpoints": edge_group_endpoint_ids(store, group["Id"])}
 
 
 def get_edge_group(store: Store, group_id: int) -> dict:
@@ -3071,9 +4249,8 @@ class EdgeJobRunner:
         store = self.app[STORE]
         ids = set(job["Endpoints"]) & edge_environment_ids(store)
         for group_id in job["EdgeGroups"]:
-            group = store.data["edge_groups"].get(str(group_id))
-            if group is not None:
-                ids.update(edge_group_members(store, group))
+            if str(group_id) in store.data["edge_groups"]:
+                ids.update(edge_group_endpoint_ids(store, group_id))
         return sorted(ids)
 
     async def queue(self, job: dict) -> None:
@@ -3319,7 +4496,7 @@ def register_edge_kind(app: web.Application) -> None:
 # ================================================================================================================
 
 SETTINGS_TYPES = {"UserSessionTimeout": str, "EnableTelemetry": bool, "LogoURL": str, "SnapshotInterval": str,
-                  "EdgeAgentCheckinInterval": int, "ActivityLogRetentionDays": int}
+                  "EdgeAgentCheckinInterval": int, "ActivityLogRetentionDays": int, "TemplatesURL": str}
 
 
 def current_settings(store: Store) -> dict:
@@ -3359,6 +4536,800 @@ async def handle_settings_update(request: web.Request) -> web.Response:
     store.data["settings"].update(changes)
     await store.commit()
     return json_response(current_settings(store))
+
+
+# ================================================================================================================
+# API handlers: stacks (compose and Swarm), outside projects, edge stacks
+# ================================================================================================================
+
+
+class Stacks:
+    """Stack records (in the store), their files (under <data>/compose/<id>/) and one lock per stack."""
+
+    def __init__(self, store: Store, environments: Environments, data_directory: str):
+        self.store = store
+        self.environments = environments
+        self.data_directory = data_directory
+        self._locks: dict[int, asyncio.Lock] = {}
+        self.creating: set[tuple[int, str]] = set()  # (environment, name) of stacks being deployed
+
+    @property
+    def records(self) -> dict:
+        return self.store.data.setdefault("stacks", {})
+
+    def get(self, stack_id: int) -> dict:
+        stack = self.records.get(str(stack_id))
+        if stack is None:
+            raise NotFound(f"stack {stack_id} not found")
+        return stack
+
+    def lock(self, stack_id: int) -> asyncio.Lock:
+        return self._locks.setdefault(stack_id, asyncio.Lock())
+
+    def project_dir(self, stack_id: int) -> str:
+        return os.path.join(self.data_directory, "compose", str(stack_id))
+
+    def read_file(self, stack: dict) -> str:
+        try:
+            with open(os.path.join(self.project_dir(stack["Id"]), stack["EntryPoint"]), encoding="utf-8") as f:
+                return f.read()
+        except OSError as exc:
+            raise NotFound(f"the file of stack {stack['Id']} is missing", str(exc)) from None
+
+    @staticmethod
+    def stack_files(content: str, env: list[dict]) -> dict[str, bytes]:
+        # stack.env is what Portainer writes too, so `env_file: stack.env` works the same here.
+        return {STACK_ENV_FILE: "".join(f"{e['name']}={e['value']}\n" for e in env).encode(),
+                COMPOSE_FILE: content.encode()}
+
+    @staticmethod
+    def write_files(project_dir: str, content: str, env: list[dict]) -> None:
+        for name, data in Stacks.stack_files(content, env).items():
+            write_stack_file(os.path.join(project_dir, name), data)
+
+    def remover(self, stack: dict) -> ComposeDeployment | SwarmDeployment:
+        """What removes or stops a stack by its labels, even when its file no longer parses."""
+        connector = self.environments.connector(stack["EndpointId"])
+        kind = SwarmDeployment if stack["Type"] == STACK_SWARM else ComposeDeployment
+        return kind(connector, None, stack["Name"])
+
+    def deployment(self, stack_type: int, endpoint_id: int, name: str, content: str, env: list[dict],
+                   project_dir: str) -> ComposeDeployment | SwarmDeployment:
+        swarm = stack_type == STACK_SWARM
+        compose = ComposeFile(content, {e["name"]: e["value"] for e in env}, name, project_dir, swarm=swarm,
+                              files=self.stack_files(content, env))
+        connector = self.environments.connector(endpoint_id)
+        return SwarmDeployment(connector, compose) if swarm else ComposeDeployment(connector, compose)
+
+
+def stack_env(body: dict) -> list[dict]:
+    env = body.get("Env") or []
+    if not isinstance(env, list) or any(not isinstance(e, dict) or not isinstance(e.get("name"), str)
+                                        or not re.fullmatch(r"[_a-zA-Z][_a-zA-Z0-9]*", e["name"])
+                                        or not isinstance(e.get("value", ""), (str, int, float)) for e in env):
+        raise BadRequest("Env must be a list of {\"name\": \"VAR\", \"value\": \"...\"} with valid variable names")
+    return [{"name": e["name"], "value": str(e.get("value", ""))} for e in env]
+
+
+def stack_content(body: dict) -> str:
+    content = field(body, "StackFileContent", str)
+    if not content.strip():
+        raise BadRequest("StackFileContent is empty")
+    return content
+
+
+def stack_endpoint(request: web.Request, endpoint_id: int | None = None) -> dict:
+    """The environment a stack call is for, when the caller may manage stacks there."""
+    if endpoint_id is None:
+        raw = request.query.get("endpointId", "")
+        if not re.fullmatch(r"[0-9]{1,12}", raw):
+            raise BadRequest("the query parameter endpointId is required")
+        endpoint_id = int(raw)
+    endpoint = endpoint_for_caller(request, endpoint_id)
+    require_stack_management(request, endpoint)
+    return endpoint
+
+
+def apply_caller_rules(request: web.Request, endpoint: dict,
+                       deployment: ComposeDeployment | SwarmDeployment) -> None:
+    """What the proxy would require of this caller, applied to what the stack will create: the security settings
+    below environment administrators, and ownership labels so an ownership-bound user manages what they made."""
+    store, caller = request.app[STORE], caller_of(request)
+    if bound_by_security_settings(store, caller, endpoint):
+        deployment.check_allowed(endpoint_security_settings(endpoint))
+    if not caller.is_admin:
+        deployment.owner_labels = ownership_labels(store, caller)
+
+
+def stack_view(stack: dict) -> dict:
+    return {k: v for k, v in stack.items() if not k.startswith("_")}
+
+
+async def create_stack(request: web.Request, stack_type: int, body: dict, from_template: bool = False,
+                       adopting: bool = False) -> dict:
+    """Check the file, write it, deploy it; a failed deploy leaves nothing behind."""
+    endpoint = stack_endpoint(request)
+    caller = caller_of(request)
+    stacks: Stacks = request.app[STACKS]
+    name = field(body, "Name", str).strip()
+    if not STACK_NAME.match(name):
+        raise BadRequest(f"invalid stack name {name!r}",
+                         "use lowercase letters, digits, '-' and '_', starting with a letter or digit")
+    content, env = stack_content(body), stack_env(body)
+    key = (endpoint["Id"], name)
+    if key in stacks.creating or any(s["Name"] == name and s["EndpointId"] == endpoint["Id"]
+                                     for s in stacks.records.values()):
+        raise Conflict(f"a stack named {name!r} already exists on this environment")
+    swarm_id = ""
+    if stack_type == STACK_SWARM:
+        swarm_id = field(body, "SwarmID", str, required=False, default="")
+    stack_id = request.app[STORE].next_id("stacks")
+    project_dir = stacks.project_dir(stack_id)
+    stacks.creating.add(key)
+    try:
+        deployment = stacks.deployment(stack_type, endpoint["Id"], name, content, env, project_dir)
+        apply_caller_rules(request, endpoint, deployment)
+        if stack_type == STACK_SWARM:
+            if await deployment.namespace_objects("services"):
+                raise Conflict(f"a Swarm stack named {name!r} made outside portainer.py runs on this environment")
+            swarm_id = swarm_id or ((await deployment.connector.request_json("GET", "/swarm")) or {}).get("ID", "")
+        elif not adopting and await deployment.project_containers():
+            raise Conflict(f"a compose project named {name!r} made outside portainer.py runs on this environment",
+                           "an administrator can adopt it (POST /api/stacks/adopt) or pick another name")
+        await asyncio.to_thread(Stacks.write_files, project_dir, content, env)
+        try:
+            await deployment.up(pull=bool(body.get("PullImage")))
+        except (ApiError, OSError):
+            if not adopting:  # what an adopted project had stays, whatever went wrong
+                with contextlib.suppress(ApiError, OSError):
+                    await deployment.down()
+            await asyncio.to_thread(shutil.rmtree, project_dir, True)
+            raise
+        stack = {"Id": stack_id, "Name": name, "Type": stack_type, "EndpointId": endpoint["Id"], "SwarmId": swarm_id,
+                 "EntryPoint": COMPOSE_FILE, "Env": env, "Status": STACK_ACTIVE, "ProjectPath": project_dir,
+                 "CreationDate": now(), "CreatedBy": caller.user["Username"], "UpdateDate": 0, "UpdatedBy": "",
+                 "ResourceControl": None, "AdditionalFiles": [], "AutoUpdate": None, "GitConfig": None,
+                 "FromAppTemplate": from_template, "Namespace": "", "IsComposeFormat": stack_type == STACK_COMPOSE}
+        stacks.records[str(stack_id)] = stack
+        await request.app[STORE].commit()
+    finally:
+        stacks.creating.discard(key)
+    return stack
+
+
+async def handle_stack_create_standalone_string(request: web.Request) -> web.Response:
+    """Deploy a compose stack from the file's text: {Name, StackFileContent, Env}."""
+    return json_response(stack_view(await create_stack(request, STACK_COMPOSE, await read_json_object(request))))
+
+
+async def handle_stack_create_standalone_file(request: web.Request) -> web.Response:
+    """Deploy a compose stack from an uploaded file (multipart: Name, file, Env as JSON)."""
+    if not request.content_type.startswith("multipart/"):
+        raise BadRequest("send a multipart form with Name, file and Env")
+    try:
+        post = await request.post()
+    except MALFORMED_FORM_ERRORS as exc:
+        raise BadRequest("malformed multipart body", str(exc) or "a multipart body needs a boundary") from None
+    upload = post.get("file")
+    if upload is None or not hasattr(upload, "file"):
+        raise BadRequest("the form field 'file' (the compose file) is required")
+    try:
+        env = json.loads(post.get("Env") or "[]")
+        content = upload.file.read(MAX_JSON_BODY).decode("utf-8")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest("Env must be JSON and the file UTF-8 text", str(exc)) from None
+    body = {"Name": post.get("Name"), "StackFileContent": content, "Env": env}
+    return json_response(stack_view(await create_stack(request, STACK_COMPOSE, body)))
+
+
+async def handle_stack_create_swarm_string(request: web.Request) -> web.Response:
+    """Deploy a Swarm stack from the file's text: {Name, SwarmID, StackFileContent, Env}."""
+    return json_response(stack_view(await create_stack(request, STACK_SWARM, await read_json_object(request))))
+
+
+async def handle_stack_create_legacy(request: web.Request) -> web.Response:
+    """Deploy a stack the pre-2.19 way: ?type=1|2&method=string|file&endpointId=N."""
+    stack_type = query_int(request, "type", STACK_COMPOSE)
+    method = request.query.get("method", "string")
+    if stack_type not in (STACK_SWARM, STACK_COMPOSE) or method not in ("string", "file"):
+        raise BadRequest("type must be 1 (Swarm) or 2 (compose) and method string or file")
+    if method == "file":
+        if stack_type == STACK_SWARM:
+            raise BadRequest("Swarm stacks are created from a string (method=string)")
+        return await handle_stack_create_standalone_file(request)
+    return json_response(stack_view(await create_stack(request, stack_type, await read_json_object(request))))
+
+
+def visible_stacks(request: web.Request) -> list[dict]:
+    store, caller = request.app[STORE], caller_of(request)
+    endpoints = store.data["endpoints"]
+    return [s for s in request.app[STACKS].records.values() if str(s["EndpointId"]) in endpoints
+            and can_access_endpoint(store, caller, endpoints[str(s["EndpointId"])])]
+
+
+async def handle_stacks_list(request: web.Request) -> web.Response:
+    """Stacks on the environments the caller may use; ?filters={"EndpointID": N} narrows to one."""
+    stacks = visible_stacks(request)
+    raw = request.query.get("filters")
+    if raw:
+        try:
+            filters = json.loads(raw)
+        except ValueError:
+            raise BadRequest("filters must be JSON, e.g. {\"EndpointID\": 1}") from None
+        if isinstance(filters, dict) and filters.get("EndpointID"):
+            stacks = [s for s in stacks if s["EndpointId"] == filters["EndpointID"]]
+        if isinstance(filters, dict) and filters.get("SwarmID"):
+            stacks = [s for s in stacks if s["SwarmId"] == filters["SwarmID"]]
+    return json_response([stack_view(s) for s in sorted(stacks, key=lambda s: s["Id"])])
+
+
+def stack_for_caller(request: web.Request) -> dict:
+    stack = request.app[STACKS].get(path_id(request))
+    endpoint_for_caller(request, stack["EndpointId"])
+    return stack
+
+
+async def handle_stack_inspect(request: web.Request) -> web.Response:
+    """One stack."""
+    return json_response(stack_view(stack_for_caller(request)))
+
+
+async def handle_stack_file(request: web.Request) -> web.Response:
+    """A stack's compose file: {StackFileContent}."""
+    stack = stack_for_caller(request)
+    content = await asyncio.to_thread(request.app[STACKS].read_file, stack)
+    return json_response({"StackFileContent": content})
+
+
+async def handle_stack_services(request: web.Request) -> web.Response:
+    """Each service of a stack with its containers (or Swarm tasks) and their state."""
+    stack = stack_for_caller(request)
+    stacks: Stacks = request.app[STACKS]
+    content = await asyncio.to_thread(stacks.read_file, stack)
+    deployment = stacks.deployment(stack["Type"], stack["EndpointId"], stack["Name"], content, stack["Env"],
+                                   stacks.project_dir(stack["Id"]))
+    return json_response(await deployment.service_states())
+
+
+def managed_stack(request: web.Request) -> tuple[dict, dict]:
+    stack = request.app[STACKS].get(path_id(request))
+    endpoint = stack_endpoint(request, stack["EndpointId"])
+    raw = request.query.get("endpointId")
+    if raw is not None and raw != str(stack["EndpointId"]):
+        raise BadRequest(f"stack {stack['Id']} is on environment {stack['EndpointId']}, not {raw}")
+    return stack, endpoint
+
+
+async def handle_stack_update(request: web.Request) -> web.Response:
+    """Change a stack's file or env and redeploy: only services whose config changed are recreated;
+    Prune removes services no longer in the file; PullImage pulls images again."""
+    stack, endpoint = managed_stack(request)
+    body = await read_json_object(request)
+    stacks: Stacks = request.app[STACKS]
+    caller = caller_of(request)
+    content, env = stack_content(body), stack_env(body) if "Env" in body else stack["Env"]
+    async with stacks.lock(stack["Id"]):
+        deployment = stacks.deployment(stack["Type"], endpoint["Id"], stack["Name"], content, env,
+                                       stacks.project_dir(stack["Id"]))
+        apply_caller_rules(request, endpoint, deployment)
+        previous = await asyncio.to_thread(stacks.read_file, stack)
+        await asyncio.to_thread(Stacks.write_files, stacks.project_dir(stack["Id"]), content, env)
+        try:
+            await deployment.up(pull=bool(body.get("PullImage")), prune=bool(body.get("Prune")))
+        except (ApiError, OSError):
+            await asyncio.to_thread(Stacks.write_files, stacks.project_dir(stack["Id"]), previous, stack["Env"])
+            raise
+        stack.update({"Env": env, "Status": STACK_ACTIVE, "UpdateDate": now(), "UpdatedBy": caller.user["Username"]})
+        await request.app[STORE].commit()
+    return json_response(stack_view(stack))
+
+
+async def change_stack_state(request: web.Request, status: int) -> web.Response:
+    stack, endpoint = managed_stack(request)
+    stacks: Stacks = request.app[STACKS]
+    async with stacks.lock(stack["Id"]):
+        if status == STACK_ACTIVE:
+            content = await asyncio.to_thread(stacks.read_file, stack)
+            deployment = stacks.deployment(stack["Type"], endpoint["Id"], stack["Name"], content, stack["Env"],
+                                           stacks.project_dir(stack["Id"]))
+            apply_caller_rules(request, endpoint, deployment)
+            await deployment.start()
+        else:
+            await stacks.remover(stack).stop()
+        stack["Status"] = status
+        await request.app[STORE].commit()
+    return json_response(stack_view(stack))
+
+
+async def handle_stack_start(request: web.Request) -> web.Response:
+    """Start a stopped stack."""
+    return await change_stack_state(request, STACK_ACTIVE)
+
+
+async def handle_stack_stop(request: web.Request) -> web.Response:
+    """Stop a stack (a Swarm stack's services are removed until it is started again)."""
+    return await change_stack_state(request, STACK_INACTIVE)
+
+
+async def handle_stack_delete(request: web.Request) -> web.Response:
+    """Remove a stack: its containers or services, and the networks, volumes, configs and secrets it created."""
+    stack, endpoint = managed_stack(request)
+    stacks: Stacks = request.app[STACKS]
+    async with stacks.lock(stack["Id"]):
+        await stacks.remover(stack).down()
+        del stacks.records[str(stack["Id"])]
+        await request.app[STORE].commit()
+        await asyncio.to_thread(shutil.rmtree, stacks.project_dir(stack["Id"]), True)
+    return web.Response(status=204)
+
+
+async def handle_stacks_outside(request: web.Request) -> web.Response:
+    """Compose projects running on an environment that were not deployed here (?endpointId=N)."""
+    endpoint = stack_endpoint(request)
+    connector = request.app[ENVIRONMENTS].connector(endpoint["Id"])
+    containers = await connector.request_json("GET", f"/containers/json?all=1&filters={label_filter(LABEL_PROJECT)}")
+    managed = {s["Name"] for s in request.app[STACKS].records.values() if s["EndpointId"] == endpoint["Id"]}
+    projects: dict[str, dict] = {}
+    for container in containers:
+        labels = container.get("Labels") or {}
+        name = labels[LABEL_PROJECT]
+        if name in managed:
+            continue
+        project = projects.setdefault(name, {"Name": name, "Type": STACK_COMPOSE, "EndpointId": endpoint["Id"],
+                                             "Outside": True, "Services": [], "Containers": 0, "Running": 0,
+                                             "WorkingDir": labels.get("com.docker.compose.project.working_dir", "")})
+        project["Containers"] += 1
+        project["Running"] += container.get("State") == "running"
+        service = labels.get(LABEL_SERVICE)
+        if service and service not in project["Services"]:
+            project["Services"].append(service)
+    return json_response(sorted(projects.values(), key=lambda p: p["Name"]))
+
+
+async def handle_stack_adopt(request: web.Request) -> web.Response:
+    """Take over a compose project made elsewhere by supplying its file (administrators): from then on it is a
+    full stack. Services whose containers do not match the file are recreated; named volumes are kept."""
+    require_admin(request)
+    body = await read_json_object(request)
+    endpoint = stack_endpoint(request)
+    name = field(body, "Name", str)
+    connector = request.app[ENVIRONMENTS].connector(endpoint["Id"])
+    found = await connector.request_json(
+        "GET", f"/containers/json?all=1&filters={label_filter(f'{LABEL_PROJECT}={name}')}")
+    if not found:
+        raise NotFound(f"no compose project named {name!r} runs on environment {endpoint['Id']}")
+    return json_response(stack_view(await create_stack(request, STACK_COMPOSE, body, adopting=True)))
+
+
+# -- edge stacks --------------------------------------------------------------------------------------------------
+
+EDGE_PENDING = 0
+EDGE_ERROR = 2
+EDGE_RUNNING = 7
+EDGE_DEPLOYING = 8
+EDGE_STATUS_NAMES = {EDGE_PENDING: "pending", EDGE_ERROR: "error", EDGE_RUNNING: "running",
+                     EDGE_DEPLOYING: "deploying"}
+EDGE_RETRY_SECONDS = 5.0
+
+
+def edge_group_endpoint_ids(store: Store, group_id: int) -> list[int]:
+    """The environments of an edge group: its static list, or for a dynamic group those carrying its tags."""
+    group = store.data.get("edge_groups", {}).get(str(group_id))
+    if group is None:
+        raise BadRequest(f"edge group {group_id} not found")
+    if not group.get("Dynamic"):
+        endpoints = store.data["endpoints"]
+        return sorted(int(i) for i in group.get("Endpoints") or []
+                      if endpoints.get(str(i), {}).get("Type") == ENDPOINT_EDGE)
+    tags = set(group.get("TagIds") or [])
+    match = (lambda ep: tags & set(ep.get("TagIds") or [])) if group.get("PartialMatch") else \
+        (lambda ep: tags <= set(ep.get("TagIds") or []))
+    return [ep["Id"] for ep in store.data["endpoints"].values() if ep["Type"] == ENDPOINT_EDGE and tags and match(ep)]
+
+
+class EdgeStacks:
+    """Edge stacks: one compose file sent to every environment of some edge groups, each deployment tracked.
+
+    A deployment that could not reach its environment stays pending and is tried again every few seconds, so an
+    edge agent that connects later still gets the stack.
+    """
+
+    def __init__(self, store: Store, environments: Environments, data_directory: str):
+        self.store = store
+        self.environments = environments
+        self.data_directory = data_directory
+        self._running: dict[tuple[int, int], asyncio.Task] = {}
+
+    @property
+    def records(self) -> dict:
+        return self.store.data.setdefault("edge_stacks", {})
+
+    def project_dir(self, edge_stack_id: int) -> str:
+        return os.path.join(self.data_directory, "edge_stacks", str(edge_stack_id))
+
+    def refresh_targets(self, edge_stack: dict) -> None:
+        """Environments that joined one of the stack's groups since get it too."""
+        for group_id in edge_stack["EdgeGroups"]:
+            with contextlib.suppress(ApiError):
+                for endpoint_id in edge_group_endpoint_ids(self.store, group_id):
+                    if str(endpoint_id) not in edge_stack["Status"]:
+                        self.set_status(edge_stack, endpoint_id, EDGE_PENDING)
+
+    def schedule(self, edge_stack: dict) -> None:
+        for key, status in edge_stack["Status"].items():
+            task_key = (edge_stack["Id"], int(key))
+            if status["Type"] in (EDGE_PENDING,) and task_key not in self._running:
+                task = asyncio.ensure_future(self.deploy(edge_stack, int(key)))
+                self._running[task_key] = task
+                task.add_done_callback(lambda _t, k=task_key: self._running.pop(k, None))
+
+    def set_status(self, edge_stack: dict, endpoint_id: int, kind: int, message: str = "") -> None:
+        edge_stack["Status"][str(endpoint_id)] = {"EndpointID": endpoint_id, "Type": kind,
+                                                  "Status": EDGE_STATUS_NAMES[kind], "Error": message,
+                                                  "Time": now()}
+
+    def read_file(self, edge_stack: dict) -> str:
+        with open(os.path.join(self.project_dir(edge_stack["Id"]), COMPOSE_FILE), encoding="utf-8") as f:
+            return f.read()
+
+    async def deploy(self, edge_stack: dict, endpoint_id: int) -> None:
+        content = await asyncio.to_thread(self.read_file, edge_stack)
+        try:
+            connector = self.environments.connector(endpoint_id)
+            async with await connector.request("GET", "/_ping", timeout=10) as response:
+                await response.read()
+        except (ApiError, shared.DockerUnreachable) as exc:
+            self.set_status(edge_stack, endpoint_id, EDGE_PENDING,
+                            f"environment offline, will retry: {getattr(exc, 'message', exc)}")
+            return
+        self.set_status(edge_stack, endpoint_id, EDGE_DEPLOYING)
+        await self.store.commit()
+        try:
+            compose = ComposeFile(content, {}, edge_stack["Name"], self.project_dir(edge_stack["Id"]))
+            await ComposeDeployment(connector, compose).up()
+        except (BadGateway, GatewayTimeout, ServiceUnavailable) as exc:
+            self.set_status(edge_stack, endpoint_id, EDGE_PENDING, f"environment offline, will retry: {exc.message}")
+        except ApiError as exc:
+            self.set_status(edge_stack, endpoint_id, EDGE_ERROR, exc.message)
+        else:
+            self.set_status(edge_stack, endpoint_id, EDGE_RUNNING)
+        if str(edge_stack["Id"]) in self.records:
+            await self.store.commit()
+
+    async def retry_loop(self) -> None:
+        while True:
+            await asyncio.sleep(EDGE_RETRY_SECONDS)
+            for edge_stack in list(self.records.values()):
+                self.refresh_targets(edge_stack)
+                self.schedule(edge_stack)
+
+    async def remove(self, edge_stack: dict) -> None:
+        for key in list(edge_stack["Status"]):
+            task = self._running.pop((edge_stack["Id"], int(key)), None)
+            if task is not None:
+                task.cancel()
+            with contextlib.suppress(ApiError):
+                await ComposeDeployment(self.environments.connector(int(key)), None, edge_stack["Name"]).down()
+
+    def forget_running(self, app: web.Application | None = None) -> None:
+        """Drop deployments in flight (shutdown, or a restored store whose records replace theirs)."""
+        for task in list(self._running.values()):
+            task.cancel()
+        self._running.clear()
+
+    async def close(self) -> None:
+        self.forget_running()
+
+
+async def handle_edge_stack_create(request: web.Request) -> web.Response:
+    """Deploy a compose file to every environment of some edge groups: {Name, StackFileContent, EdgeGroups,
+    DeploymentType 0}."""
+    require_admin(request)
+    body = await read_json_object(request)
+    store = request.app[STORE]
+    edge: EdgeStacks = request.app[EDGE_STACKS]
+    name = field(body, "Name", str).strip()
+    if not STACK_NAME.match(name):
+        raise BadRequest(f"invalid edge stack name {name!r}", "use lowercase letters, digits, '-' and '_'")
+    if any(s["Name"] == name for s in edge.records.values()):
+        raise Conflict(f"an edge stack named {name!r} already exists")
+    if field(body, "DeploymentType", int, required=False, default=0) != 0:
+        raise BadRequest("only DeploymentType 0 (compose) is supported")
+    groups = field(body, "EdgeGroups", list)
+    if not groups or any(isinstance(g, bool) or not isinstance(g, int) for g in groups):
+        raise BadRequest("EdgeGroups must be a non-empty list of edge group ids")
+    endpoint_ids = sorted({i for g in groups for i in edge_group_endpoint_ids(store, g)})
+    content = stack_content(body)
+    edge_stack_id = store.next_id("edge_stacks")
+    project_dir = edge.project_dir(edge_stack_id)
+    ComposeFile(content, {}, name, project_dir)
+    await asyncio.to_thread(write_stack_file, os.path.join(project_dir, COMPOSE_FILE), content.encode())
+    edge_stack = {"Id": edge_stack_id, "Name": name, "EdgeGroups": groups, "DeploymentType": 0,
+                  "CreationDate": now(), "ProjectPath": project_dir, "EntryPoint": COMPOSE_FILE, "Version": 1,
+                  "Status": {}}
+    for endpoint_id in endpoint_ids:
+        edge.set_status(edge_stack, endpoint_id, EDGE_PENDING)
+    edge.records[str(edge_stack_id)] = edge_stack
+    await store.commit()
+    edge.schedule(edge_stack)
+    return json_response(edge_stack)
+
+
+async def handle_edge_stacks_list(request: web.Request) -> web.Response:
+    """Edge stacks with each environment's deployment status (administrators)."""
+    require_admin(request)
+    return json_response(sorted(request.app[EDGE_STACKS].records.values(), key=lambda s: s["Id"]))
+
+
+async def handle_edge_stack_inspect(request: web.Request) -> web.Response:
+    """One edge stack with each environment's status: pending, deploying, running or error with its message."""
+    require_admin(request)
+    edge_stack = request.app[EDGE_STACKS].records.get(str(path_id(request)))
+    if edge_stack is None:
+        raise NotFound(f"edge stack {path_id(request)} not found")
+    return json_response(edge_stack)
+
+
+async def handle_edge_stack_delete(request: web.Request) -> web.Response:
+    """Remove an edge stack from every environment it was deployed to."""
+    require_admin(request)
+    edge: EdgeStacks = request.app[EDGE_STACKS]
+    edge_stack = edge.records.get(str(path_id(request)))
+    if edge_stack is None:
+        raise NotFound(f"edge stack {path_id(request)} not found")
+    del edge.records[str(edge_stack["Id"])]
+    await request.app[STORE].commit()
+    await edge.remove(edge_stack)
+    await asyncio.to_thread(shutil.rmtree, edge.project_dir(edge_stack["Id"]), True)
+    return web.Response(status=204)
+
+
+async def edge_stack_lifecycle(app: web.Application):
+    """Deployments left pending (server restart, offline environments) are retried in the background."""
+    edge: EdgeStacks = app[EDGE_STACKS]
+    for edge_stack in edge.records.values():
+        for status in edge_stack["Status"].values():
+            if status["Type"] == EDGE_DEPLOYING:
+                status.update(Type=EDGE_PENDING, Status="pending")
+    retry = asyncio.ensure_future(edge.retry_loop())
+    yield
+    retry.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await retry
+    await edge.close()
+
+
+# ================================================================================================================
+# API handlers: app templates (bundled, from the admin's URL or file) and custom templates
+# ================================================================================================================
+
+TEMPLATE_CONTAINER = 1
+TEMPLATE_SWARM_STACK = 2
+TEMPLATE_COMPOSE_STACK = 3
+# Bundled so an air-gapped server has templates: only images made or loaded locally (busybox), no download.
+BUNDLED_TEMPLATES = {"version": "3", "templates": [
+    {"id": 1, "type": TEMPLATE_CONTAINER, "title": "Static web server", "name": "httpd",
+     "description": "busybox httpd serving /www on port 80", "categories": ["webserver"], "platform": "linux",
+     "logo": "", "image": "busybox:local", "command": "httpd -f -p 80 -h /www", "ports": ["80/tcp"],
+     "volumes": [{"container": "/www"}], "restart_policy": "unless-stopped", "env": [], "labels": []},
+    {"id": 2, "type": TEMPLATE_CONTAINER, "title": "Shell sandbox", "name": "sandbox",
+     "description": "A long-running busybox shell to exec into", "categories": ["tools"], "platform": "linux",
+     "logo": "", "image": "busybox:local", "command": "sleep 2147483647", "ports": [], "volumes": [],
+     "restart_policy": "unless-stopped", "env": [{"name": "TZ", "label": "Time zone", "default": "UTC"}],
+     "labels": []},
+    {"id": 3, "type": TEMPLATE_COMPOSE_STACK, "title": "Web server and worker", "name": "web-worker",
+     "description": "httpd in front, a worker behind it, a shared named volume", "categories": ["examples"],
+     "platform": "linux", "logo": "", "env": [{"name": "PORT", "label": "Published port", "default": "8080"}],
+     "repository": {"url": "bundled", "stackfile": "docker-compose.yml"},
+     "stackFileContent": "services:\n  web:\n    image: busybox:local\n    command: httpd -f -p 80 -h /www\n"
+                         "    ports:\n      - \"${PORT:-8080}:80\"\n    volumes:\n      - www:/www\n"
+                         "    depends_on:\n      - worker\n  worker:\n    image: busybox:local\n"
+                         "    command: sh -c 'while true; do date > /www/index.html; sleep 5; done'\n"
+                         "    volumes:\n      - www:/www\nvolumes:\n  www:\n"},
+]}
+
+
+async def load_templates(app: web.Application) -> dict:
+    """Templates from the admin's TemplatesURL (http(s):// or a file path), else the bundled ones."""
+    source = current_settings(app[STORE]).get("TemplatesURL") or ""
+    if not source:
+        return BUNDLED_TEMPLATES
+    try:
+        if source.startswith(("http://", "https://")):
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
+                async with session.get(source) as response:
+                    response.raise_for_status()
+                    document = json.loads(await response.read())
+        else:
+            path = source[len("file://"):] if source.startswith("file://") else source
+            document = json.loads(await asyncio.to_thread(lambda: open(path, "rb").read()))
+    except (OSError, ValueError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        raise BadGateway(f"the templates at {source} could not be read", str(exc)) from None
+    if not isinstance(document, dict) or not isinstance(document.get("templates"), list):
+        raise BadGateway(f"the templates at {source} are not in the v3 format {{\"version\", \"templates\"}}")
+    document["templates"] = [t for t in document["templates"] if isinstance(t, dict)]
+    return document
+
+
+async def handle_templates_list(request: web.Request) -> web.Response:
+    """App templates in Portainer's v3 format: {"version": "3", "templates": [...]}."""
+    return json_response(await load_templates(request.app))
+
+
+def template_env(template_env_spec: list, given: list[dict]) -> list[dict]:
+    values = {e["name"]: e["value"] for e in given}
+    return [{"name": e["name"], "value": values.get(e["name"], str(e.get("default", "")))}
+            for e in template_env_spec if isinstance(e, dict) and e.get("name")] + \
+        [e for e in given if e["name"] not in {t.get("name") for t in template_env_spec if isinstance(t, dict)}]
+
+
+async def deploy_container_template(request: web.Request, template: dict, name: str, env: list[dict]) -> dict:
+    endpoint = endpoint_for_caller(request, query_int(request, "endpointId", 0))
+    await authorize_docker_call(request, endpoint, "POST", "/containers/create")
+    connector = request.app[ENVIRONMENTS].connector(endpoint["Id"])
+    ports = [str(p) if "/" in str(p) else f"{p}/tcp" for p in template.get("ports") or []]
+    restart = template.get("restart_policy") or "no"
+    body = {"Image": template["image"], "Env": [f"{e['name']}={e['value']}" for e in env],
+            "Labels": {label["name"]: label["value"] for label in template.get("labels") or []
+                       if isinstance(label, dict)},
+            "ExposedPorts": {p.split(":")[-1]: {} for p in ports},
+            "Volumes": {v["container"]: {} for v in template.get("volumes") or [] if isinstance(v, dict)},
+            "HostConfig": {"PortBindings": {p.split(":")[-1]: [{"HostPort": p.split(":")[0] if ":" in p else ""}]
+                                            for p in ports},
+                           "RestartPolicy": {"Name": "" if restart == "no" else restart},
+                           "Privileged": bool(template.get("privileged"))}}
+    if template.get("command"):
+        body["Cmd"] = shlex.split(template["command"])
+    store, caller = request.app[STORE], caller_of(request)
+    if bound_by_security_settings(store, caller, endpoint):
+        problems = container_create_violations(body, endpoint_security_settings(endpoint))
+        if problems:
+            raise Forbidden("not allowed for non-administrators on this environment: " + ", ".join(problems))
+    if not caller.is_admin:
+        body["Labels"].update(ownership_labels(store, caller))
+    await ensure_image(connector, template["image"], False)
+    query = urllib.parse.urlencode({"name": name}) if name else ""
+    created = await connector.request_json("POST", f"/containers/create?{query}", body)
+    await connector.request_json("POST", f"/containers/{created['Id']}/start")
+    return {"Id": created["Id"], "Name": name}
+
+
+async def handle_template_deploy(request: web.Request) -> web.Response:
+    """Deploy an app template by its id (?endpointId=N, {Name, Env}): a container or a stack."""
+    template_id = path_id(request)
+    body = await read_json_object(request)
+    templates = (await load_templates(request.app))["templates"]
+    template = next((t for t in templates if t.get("id") == template_id), None)
+    if template is None and 0 < template_id <= len(templates):
+        template = templates[template_id - 1]
+    if template is None:
+        raise NotFound(f"template {template_id} not found")
+    env = template_env(template.get("env") or [], stack_env(body))
+    name = field(body, "Name", str, required=False, default=template.get("name") or "")
+    if template.get("type", TEMPLATE_CONTAINER) == TEMPLATE_CONTAINER:
+        if not template.get("image"):
+            raise BadRequest(f"template {template_id} has no image")
+        return json_response(await deploy_container_template(request, template, name, env))
+    content = template.get("stackFileContent")
+    if not content:
+        raise BadRequest(f"template {template_id} has no bundled stack file",
+                         "stacks from git repositories cannot be fetched by this air-gapped server")
+    stack_type = STACK_SWARM if template["type"] == TEMPLATE_SWARM_STACK else STACK_COMPOSE
+    stack = await create_stack(request, stack_type, {"Name": name, "StackFileContent": content, "Env": env},
+                               from_template=True)
+    return json_response(stack_view(stack))
+
+
+CUSTOM_TEMPLATE_FIELDS = {"Title": str, "Description": str, "Note": str, "Logo": str, "Platform": int, "Type": int,
+                          "Variables": list}
+
+
+def custom_templates(store: Store) -> dict:
+    return store.data.setdefault("custom_templates", {})
+
+
+def custom_template_for_caller(request: web.Request) -> dict:
+    template = custom_templates(request.app[STORE]).get(str(path_id(request)))
+    if template is None:
+        raise NotFound(f"custom template {path_id(request)} not found")
+    return template
+
+
+def require_template_owner(request: web.Request, template: dict) -> None:
+    caller = caller_of(request)
+    if not caller.is_admin and template["CreatedByUserId"] != caller.id:
+        raise Forbidden("only the template's author or an administrator can change it")
+
+
+def custom_template_path(request: web.Request, template_id: int) -> str:
+    return os.path.join(request.app[STORE].directory, "custom_templates", str(template_id), COMPOSE_FILE)
+
+
+def check_custom_template(body: dict, partial: bool) -> dict:
+    values = {}
+    for name, kind in CUSTOM_TEMPLATE_FIELDS.items():
+        value = field(body, name, kind, required=(name in ("Title", "Description")) and not partial)
+        if value is not None:
+            values[name] = value
+    if values.get("Type", TEMPLATE_COMPOSE_STACK) not in (TEMPLATE_SWARM_STACK, TEMPLATE_COMPOSE_STACK):
+        raise BadRequest("Type must be 2 (Swarm stack) or 3 (compose stack)")
+    return values
+
+
+async def handle_custom_template_create(request: web.Request) -> web.Response:
+    """Save a stack file as a custom template: {Title, Description, Note, Logo, Type, FileContent}."""
+    body = await read_json_object(request)
+    values = check_custom_template(body, partial=False)
+    content = field(body, "FileContent", str)
+    ComposeFile(content, {}, "template", os.path.join(request.app[STORE].directory, "custom_templates"),
+                swarm=values.get("Type") == TEMPLATE_SWARM_STACK)
+    store = request.app[STORE]
+    templates = custom_templates(store)
+    template_id = store.next_id("custom_templates")
+    path = custom_template_path(request, template_id)
+    await asyncio.to_thread(write_stack_file, path, content.encode())
+    template = {"Id": template_id, "Title": "", "Description": "", "Note": "", "Logo": "", "Platform": 1,
+                "Type": TEMPLATE_COMPOSE_STACK, "Variables": [], **values, "EntryPoint": COMPOSE_FILE,
+                "ProjectPath": os.path.dirname(path), "CreatedByUserId": caller_of(request).id,
+                "CreationDate": now()}
+    templates[str(template_id)] = template
+    await store.commit()
+    return json_response(template)
+
+
+async def handle_custom_templates_list(request: web.Request) -> web.Response:
+    """Custom templates."""
+    return json_response(sorted(custom_templates(request.app[STORE]).values(), key=lambda t: t["Id"]))
+
+
+async def handle_custom_template_inspect(request: web.Request) -> web.Response:
+    """One custom template."""
+    return json_response(custom_template_for_caller(request))
+
+
+async def handle_custom_template_file(request: web.Request) -> web.Response:
+    """A custom template's stack file: {FileContent}."""
+    template = custom_template_for_caller(request)
+    path = custom_template_path(request, template["Id"])
+    return json_response({"FileContent": await asyncio.to_thread(lambda: open(path, encoding="utf-8").read())})
+
+
+async def handle_custom_template_update(request: web.Request) -> web.Response:
+    """Change a custom template's fields or file (its author or an administrator)."""
+    template = custom_template_for_caller(request)
+    require_template_owner(request, template)
+    body = await read_json_object(request)
+    values = check_custom_template(body, partial=True)
+    content = field(body, "FileContent", str, required=False)
+    if content is not None:
+        ComposeFile(content, {}, "template", os.path.dirname(custom_template_path(request, template["Id"])),
+                    swarm=values.get("Type", template["Type"]) == TEMPLATE_SWARM_STACK)
+        await asyncio.to_thread(write_stack_file, custom_template_path(request, template["Id"]), content.encode())
+    template.update(values)
+    await request.app[STORE].commit()
+    return json_response(template)
+
+
+async def handle_custom_template_delete(request: web.Request) -> web.Response:
+    """Remove a custom template (its author or an administrator)."""
+    template = custom_template_for_caller(request)
+    require_template_owner(request, template)
+    del custom_templates(request.app[STORE])[str(template["Id"])]
+    await request.app[STORE].commit()
+    await asyncio.to_thread(shutil.rmtree, os.path.dirname(custom_template_path(request, template["Id"])), True)
+    return web.Response(status=204)
+
+
+async def handle_custom_template_deploy(request: web.Request) -> web.Response:
+    """Deploy a custom template as a stack (?endpointId=N, {Name, Env})."""
+    template = custom_template_for_caller(request)
+    body = await read_json_object(request)
+    path = custom_template_path(request, template["Id"])
+    content = await asyncio.to_thread(lambda: open(path, encoding="utf-8").read())
+    stack_type = STACK_SWARM if template["Type"] == TEMPLATE_SWARM_STACK else STACK_COMPOSE
+    stack = await create_stack(request, stack_type, {"Name": body.get("Name"), "StackFileContent": content,
+                                                     "Env": body.get("Env") or []}, from_template=True)
+    return json_response(stack_view(stack))
 
 
 # ================================================================================================================
@@ -3734,195 +5705,1318 @@ UI_INDEX_HTML = """<!doctype html>
 </head><body><div id="app" aria-live="polite"></div><script src="/assets/app.js"></script></body></html>
 """
 
-UI_CSS = """
-:root{--bg:#f5f6f8;--panel:#fff;--text:#1d2330;--muted:#5f6b7a;--accent:#1366d6;--danger:#c62828;--ok:#2e7d32;
---border:#dde1e7;--warn:#b26a00}
-[data-theme=dark]{--bg:#12151b;--panel:#1b2029;--text:#e5e9f0;--muted:#9aa4b2;--accent:#5b9bff;--border:#2c3340;
---danger:#ef5350;--ok:#66bb6a;--warn:#ffb74d}
-*{box-sizing:border-box}body{margin:0;font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;
-background:var(--bg);color:var(--text)}a{color:var(--accent)}
-header{display:flex;align-items:center;gap:16px;padding:10px 18px;background:var(--panel);
-border-bottom:1px solid var(--border)}header .brand{font-weight:700}header nav{display:flex;gap:12px;flex-wrap:wrap}
-header .spacer{flex:1}main{padding:18px;max-width:1400px;margin:0 auto}
+UI_CSS = r"""
+:root{--bg:#f4f5f7;--panel:#fff;--text:#1d2330;--muted:#5f6b7a;--accent:#1366d6;--accent-text:#fff;--danger:#c62828;
+--ok:#2e7d32;--warn:#a15c00;--border:#dde1e7;--hover:#eef2f8;--side:#1b2433;--side-text:#cfd6e2;--mark:#ffe08a;
+--term-bg:#11151c;--term-fg:#d8dee9}
+[data-theme=dark]{--bg:#12151b;--panel:#1b2029;--text:#e5e9f0;--muted:#9aa4b2;--accent:#5b9bff;--accent-text:#0b1220;
+--border:#2c3340;--danger:#ef5350;--ok:#66bb6a;--warn:#ffb74d;--hover:#232a36;--side:#0d1117;--side-text:#b7c0ce;
+--mark:#7a5d00}
+*{box-sizing:border-box}html,body{height:100%}
+body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;background:var(--bg);color:var(--text)}
+a{color:var(--accent)}h1,h2,h3{margin:0 0 12px}h2{font-size:20px}h3{font-size:15px;margin-top:8px}
+:focus-visible{outline:2px solid var(--accent);outline-offset:1px}
+.layout{display:grid;grid-template-columns:210px minmax(0,1fr);min-height:100vh}.layout>div{min-width:0}
+.side{background:var(--side);color:var(--side-text);padding:12px 0;display:flex;flex-direction:column;gap:2px}
+.side .brand{font-weight:700;font-size:16px;padding:4px 16px 12px;color:#fff}
+.side a{color:var(--side-text);text-decoration:none;padding:6px 16px;display:block;border-left:3px solid transparent}
+.side a:hover,.side a.active{background:rgba(255,255,255,.07);color:#fff;border-left-color:var(--accent)}
+.side .group{padding:12px 16px 4px;font-size:11px;text-transform:uppercase;letter-spacing:.06em;opacity:.7}
+.side .envname{padding:2px 16px 4px;color:#fff;font-weight:600;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+.top{display:flex;align-items:center;gap:10px;padding:8px 18px;background:var(--panel);border-bottom:1px solid var(--border)}
+.top .crumbs{flex:1;color:var(--muted);overflow:hidden;white-space:nowrap;text-overflow:ellipsis}
+.menu{display:none}.side .brand{display:flex;justify-content:space-between;align-items:center}
+.side .menu{background:none;border:0;color:#fff;font-size:20px;padding:0 4px}
+main{padding:18px;max-width:1500px;width:100%}
 .card{background:var(--panel);border:1px solid var(--border);border-radius:8px;padding:16px;margin-bottom:16px}
-.auth{max-width:380px;margin:8vh auto}label{display:block;margin:10px 0 4px;color:var(--muted)}
-input,select,textarea{width:100%;padding:8px;border:1px solid var(--border);border-radius:6px;background:var(--bg);
-color:var(--text);font:inherit}button{padding:7px 14px;border-radius:6px;border:1px solid var(--border);
-background:var(--panel);color:var(--text);cursor:pointer;font:inherit}button.primary{background:var(--accent);
-border-color:var(--accent);color:#fff}button.danger{color:var(--danger)}button:disabled{opacity:.5}
-table{width:100%;border-collapse:collapse}th,td{text-align:left;padding:7px 8px;border-bottom:1px solid var(--border)}
-th{color:var(--muted);font-weight:600;cursor:pointer;user-select:none}.error{color:var(--danger);margin:8px 0}
-.badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;border:1px solid var(--border)}
-.up,.running{color:var(--ok)}.down,.exited{color:var(--danger)}.paused{color:var(--warn)}
-.toolbar{display:flex;gap:8px;flex-wrap:wrap;align-items:center;margin-bottom:12px}.toolbar input{max-width:260px}
-.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(180px,1fr));gap:12px}
-.stat{font-size:26px;font-weight:700}.muted{color:var(--muted)}pre{white-space:pre-wrap;word-break:break-all}
-label.check{display:flex;gap:8px;align-items:center;color:var(--text)}label.check input{width:auto}
-input.inline{width:auto;margin-right:6px}
+.auth{max-width:400px;margin:10vh auto}.auth .brand{font-size:22px;font-weight:700;margin-bottom:12px}
+label{display:block;margin:10px 0 4px;color:var(--muted)}label.check{display:flex;gap:8px;align-items:center;color:var(--text)}
+input,select,textarea{width:100%;padding:7px 9px;border:1px solid var(--border);border-radius:6px;background:var(--bg);
+color:var(--text);font:inherit}textarea{font-family:ui-monospace,Menlo,Consolas,monospace;min-height:80px}
+input[type=checkbox],input[type=radio]{width:auto;margin:0}input[type=file]{padding:5px}
+input.invalid,select.invalid,textarea.invalid{border-color:var(--danger)}
+.field-error{color:var(--danger);font-size:12px;margin-top:3px}
+button,.button{padding:6px 13px;border-radius:6px;border:1px solid var(--border);background:var(--panel);color:var(--text);
+cursor:pointer;font:inherit;text-decoration:none;display:inline-block;white-space:nowrap}
+button:hover,.button:hover{background:var(--hover)}button.primary,.button.primary{background:var(--accent);border-color:var(--accent);
+color:var(--accent-text)}button.danger{color:var(--danger)}button:disabled{opacity:.45;cursor:default}
+button.small{padding:2px 8px;font-size:12px}button.link{border:0;background:none;color:var(--accent);padding:0}
+table{width:100%;border-collapse:collapse}th,td{text-align:left;padding:6px 8px;border-bottom:1px solid var(--border);
+vertical-align:top}th{color:var(--muted);font-weight:600;user-select:none;white-space:nowrap}th.sortable{cursor:pointer}
+th.sorted-asc::after{content:" \25B2"}th.sorted-desc::after{content:" \25BC"}tbody tr:hover{background:var(--hover)}
+td.check,th.check{width:28px}.table-wrap{overflow-x:auto}
+.error{color:var(--danger);margin:8px 0}.error:empty{display:none}.ok-text{color:var(--ok)}
+.badge{display:inline-block;padding:0 8px;border-radius:10px;font-size:12px;border:1px solid var(--border);margin-right:4px}
+.up,.running,.healthy{color:var(--ok)}.down,.exited,.dead,.unhealthy{color:var(--danger)}.paused,.restarting,.created{color:var(--warn)}
+.toolbar{display:flex;gap:8px;flex-wrap:wrap;align-items:center;margin-bottom:12px}.toolbar input.filter{max-width:260px}
+.toolbar .spacer,.spacer{flex:1}.toolbar select,.toolbar input:not([type=checkbox]){width:auto}.toolbar input.filter{min-width:180px;width:260px}.toolbar h2{margin:0}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(170px,1fr));gap:12px}
+.grid2{display:grid;grid-template-columns:repeat(auto-fit,minmax(320px,1fr));gap:12px}
+.tile{display:block;text-decoration:none;color:var(--text)}.tile:hover{border-color:var(--accent)}
+.stat{font-size:26px;font-weight:700}.muted{color:var(--muted)}.small{font-size:12px}.mono{font-family:ui-monospace,Menlo,Consolas,monospace}
+pre{white-space:pre-wrap;word-break:break-all;margin:0}.hidden{display:none!important}
 pre.copyable{background:var(--bg);border:1px solid var(--border);border-radius:6px;padding:8px}
-@media (max-width:700px){header{flex-wrap:wrap}main{padding:8px}td,th{padding:5px}.hide-sm{display:none}}
+.env{display:flex;gap:14px;align-items:flex-start}.env .info{flex:1}.env .name{font-size:16px;font-weight:600}
+.row{display:flex;gap:10px;flex-wrap:wrap}.row>*{flex:1;min-width:140px}.row>.narrow{flex:0 0 auto;min-width:0}
+.pairs .pair{display:flex;gap:6px;margin-bottom:6px;align-items:center}.pairs .pair>input{flex:1}.pairs .pair>select{flex:0 0 90px}
+fieldset{border:1px solid var(--border);border-radius:8px;margin:12px 0;padding:8px 12px}legend{color:var(--muted);padding:0 6px}
+.tabs{display:flex;gap:2px;border-bottom:1px solid var(--border);margin-bottom:12px;flex-wrap:wrap}
+.tabs a{padding:7px 14px;text-decoration:none;color:var(--muted);border-bottom:2px solid transparent}
+.tabs a.active{color:var(--text);border-bottom-color:var(--accent)}
+.tree{overflow-wrap:anywhere}.tree ul{list-style:none;margin:0;padding-left:18px}.tree>ul{padding-left:0}.tree li{margin:1px 0}
+.tree .k{color:var(--accent)}.tree .s{color:var(--ok)}.tree .n{color:var(--warn)}.tree details>summary{cursor:pointer}
+.logs{height:60vh;overflow:auto;border:1px solid var(--border);background:var(--term-bg);color:var(--term-fg);padding:8px;border-radius:6px;
+font:12px/1.4 ui-monospace,Menlo,Consolas,monospace;white-space:pre-wrap;word-break:break-all}
+.logs .err{color:#ff8a80}.logs mark{background:#ffd54f;color:#111}.logs .ts{color:#7f8ea3}
+.charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(240px,1fr));gap:12px}
+.chart canvas{width:100%;height:160px;display:block}.chart .legend{font-size:12px;color:var(--muted)}
+.layer{display:grid;grid-template-columns:100px 1fr;gap:2px 8px;align-items:center;font-size:12px;margin:4px 0}
+.layer progress{width:100%;height:12px}.layer .detail{grid-column:2}
+.toasts{position:fixed;right:16px;bottom:16px;display:flex;flex-direction:column;gap:8px;z-index:20}
+.toast{background:var(--panel);border:1px solid var(--border);border-left:4px solid var(--ok);padding:10px 14px;border-radius:6px;
+box-shadow:0 4px 14px rgba(0,0,0,.15);max-width:380px}.toast.bad{border-left-color:var(--danger)}
+.term{border:1px solid var(--border);background:var(--term-bg);color:var(--term-fg);font:13px/1.25 ui-monospace,Menlo,Consolas,"DejaVu Sans Mono",monospace;
+padding:6px;border-radius:6px;height:60vh;overflow:hidden;white-space:pre;outline:none;position:relative;cursor:text}
+.term:focus{box-shadow:0 0 0 2px var(--accent)}.term .line{height:1.25em}.term .cursor{background:var(--term-fg);color:var(--term-bg)}
+.term .b{font-weight:700}.term .u{text-decoration:underline}.term .dim{opacity:.6}
+.fg0{color:#2e3440}.fg1{color:#e06c75}.fg2{color:#98c379}.fg3{color:#e5c07b}.fg4{color:#61afef}.fg5{color:#c678dd}.fg6{color:#56b6c2}.fg7{color:#d8dee9}
+.fg8{color:#6b7689}.fg9{color:#ff7b86}.fg10{color:#b5e890}.fg11{color:#ffd68a}.fg12{color:#82c4ff}.fg13{color:#e09cf5}.fg14{color:#7fdbe6}.fg15{color:#fff}
+.bg0{background:#2e3440}.bg1{background:#b5424d}.bg2{background:#5d8a3a}.bg3{background:#a07f2e}.bg4{background:#3568a8}.bg5{background:#8a4a9e}.bg6{background:#2f8391}.bg7{background:#c0c6d0}
+.bg8{background:#4c566a}.bg9{background:#e06c75}.bg10{background:#98c379}.bg11{background:#e5c07b}.bg12{background:#61afef}.bg13{background:#c678dd}.bg14{background:#56b6c2}.bg15{background:#eceff4}
+.fgi{color:var(--term-bg)}.bgi{background:var(--term-fg)}
+.kv{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px}.kv dt{color:var(--muted)}.kv dd{margin:0;word-break:break-all}
+.empty{padding:24px;text-align:center;color:var(--muted)}
+.more{margin-top:8px}
+.editor{display:flex;border:1px solid var(--border);border-radius:6px;background:var(--bg)}
+.editor textarea{border:0;border-radius:0 6px 6px 0;font:13px/1.5 monospace;resize:vertical;white-space:pre;overflow:auto}
+.gutter{min-width:3em;padding:8px 6px;text-align:right;color:var(--muted);font:13px/1.5 monospace;overflow:hidden;
+user-select:none;border-right:1px solid var(--border)}.gutter .bad{background:var(--danger);color:#fff}
+.flat{margin:0}.tick{width:auto}
+@media (max-width:760px){.layout{grid-template-columns:minmax(0,1fr)}.top{padding:6px 8px;gap:6px}.top .who{display:none}.side{display:none}.side.open{display:flex;position:fixed;inset:0 30% 0 0;z-index:10;
+overflow:auto}.menu{display:inline-block}main{padding:8px}td,th{padding:5px}.hide-sm{display:none}.layer{grid-template-columns:80px 1fr}
+.toolbar input.filter{max-width:none;width:100%}}
 """
 
 UI_JS = r"""
 'use strict';
+// ---- core: state, API client, escaping, page lifecycle -------------------------------------------------------
 const $app = document.getElementById('app');
+const $ = (selector, root = document) => root.querySelector(selector);
+const $$ = (selector, root = document) => [...root.querySelectorAll(selector)];
 let csrf = sessionStorage.getItem('csrf') || '';
 let me = null;
-const esc = s => String(s ?? '').replace(/[&<>"']/g, c => ({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;',"'":'&#39;'}[c]));
-async function api(method, path, body) {
-  const headers = {};
-  if (body !== undefined) headers['Content-Type'] = 'application/json';
-  if (csrf && method !== 'GET') headers['X-CSRF-Token'] = csrf;
-  const r = await fetch(path, {method, headers, body: body === undefined ? undefined : JSON.stringify(body),
-                               credentials: 'same-origin'});
-  const t = r.headers.get('X-CSRF-Token'); if (t) { csrf = t; sessionStorage.setItem('csrf', t); }
-  const text = await r.text(); let data = null; try { data = text ? JSON.parse(text) : null; } catch (e) { data = text; }
-  if (!r.ok) { const err = new Error((data && data.message) || r.statusText); err.status = r.status; throw err; }
-  return data;
+let publicSettings = null;
+let currentEnv = null;
+const esc = s => String(s ?? '').replace(/[&<>"']/g, c => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;'}[c]));
+const dockerBase = envId => `/api/endpoints/${envId}/docker`;
+
+class ApiFailure extends Error {
+  constructor(message, status, details) { super(message); this.status = status; this.details = details; }
 }
-function theme() { document.documentElement.dataset.theme = localStorage.getItem('theme') || 'light'; }
-function toggleTheme() { localStorage.setItem('theme', (localStorage.getItem('theme') === 'dark') ? 'light' : 'dark'); theme(); }
-function shell(content) {
-  return `<header><span class="brand">portainer.py</span><nav><a href="#/home">Home</a>` +
-    (me && me.Role === 1 ? `<a href="#/users">Users</a><a href="#/settings">Settings</a>` : '') +
-    `<a href="#/teams">Teams</a>` +
-    (me && me.Role === 1 ? `<a href="#/resource-controls">Sharing</a><a href="#/activity">Activity</a><a href="#/backup">Backup</a><a href="#/edge/groups">Edge groups</a><a href="#/edge/jobs">Edge jobs</a>` : '') +
-    `<a href="#/account">Account</a></nav><span class="spacer"></span>
-    <button id="theme" title="Switch light/dark theme">Theme</button><span class="muted">${esc(me && me.Username)}</span>
-    <button id="logout">Log out</button></header><main>${content}</main>`;
+function requestOptions(method, body, headers = {}) {
+  const isRaw = body instanceof Blob || body instanceof FormData || body instanceof ArrayBuffer;
+  if (body !== undefined && !isRaw) headers['Content-Type'] = 'application/json';
+  if (csrf && method !== 'GET' && method !== 'HEAD') headers['X-CSRF-Token'] = csrf;
+  return {method, headers, credentials: 'same-origin', signal: pageSignal(),
+          body: body === undefined ? undefined : (isRaw ? body : JSON.stringify(body))};
+}
+async function failureOf(response) {
+  const text = await response.text(); let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch (e) { data = {message: text}; }
+  return new ApiFailure((data && data.message) || response.statusText || `HTTP ${response.status}`, response.status, data && data.details);
+}
+function rememberCsrf(response) { const t = response.headers.get('X-CSRF-Token'); if (t) { csrf = t; sessionStorage.setItem('csrf', t); } }
+// JSON in, JSON out; throws ApiFailure with the server's {message, details}.
+async function api(method, path, body, headers) {
+  const r = await fetch(path, requestOptions(method, body, headers));
+  rememberCsrf(r);
+  if (!r.ok) throw await failureOf(r);
+  const text = await r.text();
+  try { return text ? JSON.parse(text) : null; } catch (e) { return text; }
+}
+// A streamed answer: onChunk(Uint8Array) for each piece as it arrives; resolves when the stream ends.
+async function apiStream(method, path, body, onChunk, headers) {
+  const r = await fetch(path, requestOptions(method, body, headers));
+  rememberCsrf(r);
+  if (!r.ok) throw await failureOf(r);
+  const reader = r.body.getReader();
+  for (;;) { const {done, value} = await reader.read(); if (done) return; onChunk(value); }
+}
+// Newline-delimited JSON (pull, build, load, stats progress) as objects.
+function jsonLines(onObject) {
+  const decoder = new TextDecoder(); let rest = '';
+  return chunk => { rest += decoder.decode(chunk, {stream: true}); const lines = rest.split('\n'); rest = lines.pop();
+    for (const line of lines) if (line.trim()) { try { onObject(JSON.parse(line)); } catch (e) { onObject({stream: line + '\n'}); } } };
+}
+
+// Everything a page starts (timers, streams, sockets) ends when the user leaves it.
+let pageCleanups = [], pageController = new AbortController();
+function pageSignal() { return pageController.signal; }
+function onLeave(fn) { pageCleanups.push(fn); }
+function leavePage() {
+  pageController.abort(); pageController = new AbortController();
+  for (const fn of pageCleanups.splice(0)) { try { fn(); } catch (e) { console.error(e); } }
+}
+function every(ms, fn) {
+  let busy = false;
+  const id = setInterval(async () => { if (document.hidden || busy) return; busy = true;
+    try { await fn(); } catch (e) { if (e.name !== 'AbortError') console.warn(e); } finally { busy = false; } }, ms);
+  onLeave(() => clearInterval(id));
+}
+
+// Live updates: the engine's event stream (kept open while the page is shown) calls onChange, at most every
+// 300 ms; a slow poll stays as the fallback when events cannot be read.
+function watchEngine(envId, types, onChange, fallbackMs = 15000) {
+  let timer = 0;
+  const changed = () => { clearTimeout(timer); timer = setTimeout(() => onChange().catch(() => {}), 300); };
+  const filters = encodeURIComponent(JSON.stringify({type: types}));
+  apiStream('GET', `${dockerBase(envId)}/events?filters=${filters}`, undefined, jsonLines(changed)).catch(() => {});
+  onLeave(() => clearTimeout(timer));
+  every(fallbackMs, onChange);
+}
+
+// ---- formatting ---------------------------------------------------------------------------------------------
+function fmtBytes(n) { if (!n && n !== 0) return ''; const u = ['B', 'KB', 'MB', 'GB', 'TB']; let i = 0;
+  while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; } return `${n.toFixed(n < 10 && i ? 1 : 0)} ${u[i]}`; }
+function fmtDate(t) { if (!t) return ''; const d = typeof t === 'number' ? new Date(t * 1000) : new Date(t);
+  return isNaN(d) ? '' : d.toLocaleString(); }
+function fmtAgo(t) { const s = Math.max(0, Date.now() / 1000 - (typeof t === 'number' ? t : Date.parse(t) / 1000));
+  if (s < 60) return `${Math.floor(s)} s ago`; if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ago`; return `${Math.floor(s / 86400)} days ago`; }
+const shortId = id => String(id || '').replace(/^sha256:/, '').slice(0, 12);
+const containerName = c => ((c.Names && c.Names[0]) || c.Name || '').replace(/^\//, '');
+
+// ---- feedback: toasts and errors next to their cause --------------------------------------------------------
+function toast(message, bad = false) {
+  let box = $('.toasts'); if (!box) { box = document.createElement('div'); box.className = 'toasts'; box.setAttribute('role', 'status'); document.body.append(box); }
+  const t = document.createElement('div'); t.className = 'toast' + (bad ? ' bad' : ''); t.textContent = message; box.append(t);
+  setTimeout(() => t.remove(), bad ? 8000 : 4000);
+}
+function clearErrors(form) {
+  $$('.field-error', form).forEach(e => e.remove()); $$('.invalid', form).forEach(e => e.classList.remove('invalid'));
+  const general = $('.error', form); if (general) general.textContent = '';
+}
+// Put the message under the input it is about (the server names the field), else in the form's error line.
+function showError(form, err, fieldName) {
+  clearErrors(form);
+  const text = err.message + (err.details && err.details !== err.message ? ` (${err.details})` : '');
+  const fields = $$('[name]', form).filter(el => el.name && el.type !== 'hidden');
+  const target = fieldName ? form.elements[fieldName]
+    : fields.find(el => new RegExp(`\\b${el.name}\\b`, 'i').test(err.message) || (el.dataset.errorHint && new RegExp(el.dataset.errorHint, 'i').test(err.message)));
+  if (target && target.insertAdjacentElement) {
+    target.classList.add('invalid'); target.setAttribute('aria-invalid', 'true');
+    const note = document.createElement('div'); note.className = 'field-error'; note.setAttribute('role', 'alert'); note.textContent = text;
+    (target.closest('.pair') || target).insertAdjacentElement('afterend', note); target.focus();
+  } else { const general = $('.error', form); if (general) general.textContent = text; else toast(text, true); }
+}
+// The first pages' helper: an error goes next to its field; a plain {message} (such as "Saved.") to the form's line.
+const formError = (form, err) => { if (err instanceof Error) showError(form, err); else { const line = $('.error', form); if (line) line.textContent = err.message; } };
+// Submit handler with errors shown in the form and the button disabled while it runs.
+function onSubmit(form, fn) {
+  // An error note goes away as soon as the user edits the field it is about.
+  form.addEventListener('input', e => {
+    const field = e.target; if (!field.classList || !field.classList.contains('invalid')) return;
+    field.classList.remove('invalid'); field.removeAttribute('aria-invalid');
+    const note = (field.closest('.pair') || field).nextElementSibling; if (note && note.classList.contains('field-error')) note.remove();
+  });
+  form.addEventListener('submit', async e => {
+    e.preventDefault(); clearErrors(form); const button = $('button[type=submit], button:not([type])', form);
+    if (button) button.disabled = true;
+    try { await fn(new FormData(form)); } catch (err) { if (err.name !== 'AbortError') showError(form, err); }
+    finally { if (button) button.disabled = false; }
+  });
+}
+function download(href, filename) { const a = document.createElement('a'); a.href = href; a.download = filename || ''; document.body.append(a); a.click(); a.remove(); }
+
+// ---- shell: navigation, theme, top bar ----------------------------------------------------------------------
+// Feature pages add their links here: GLOBAL_NAV for server-wide pages, ENV_NAV for pages of one environment
+// (`swarm: true` shows a link only on a Swarm manager; `admin: true` only to administrators).
+const GLOBAL_NAV = [
+  {href: '#/home', label: 'Home'},
+  {href: '#/users', label: 'Users', admin: true},
+  {href: '#/teams', label: 'Teams'},
+  {href: '#/resource-controls', label: 'Sharing', admin: true},
+  {href: '#/activity', label: 'Activity', admin: true},
+  {href: '#/backup', label: 'Backup', admin: true},
+  {href: '#/settings', label: 'Settings', admin: true},
+  {href: '#/stacks', label: 'Stacks'},
+  {href: '#/templates', label: 'App templates'},
+  {href: '#/edge/stacks', label: 'Edge stacks', admin: true},
+  {href: '#/edge/groups', label: 'Edge groups', admin: true},
+  {href: '#/edge/jobs', label: 'Edge jobs', admin: true},
+  {href: '#/account', label: 'My account'},
+];
+const ENV_NAV = [
+  {path: 'dashboard', label: 'Dashboard'},
+  {path: 'containers', label: 'Containers'},
+  {path: 'images', label: 'Images'},
+  {path: 'volumes', label: 'Volumes'},
+  {path: 'networks', label: 'Networks'},
+  {path: 'services', label: 'Services', swarm: true},
+  {path: 'nodes', label: 'Nodes', swarm: true},
+  {path: 'configs', label: 'Configs', swarm: true},
+  {path: 'secrets', label: 'Secrets', swarm: true},
+  {path: 'access', label: 'Access', admin: true},
+  {path: 'security', label: 'Security settings', admin: true},
+];
+const ENV_KIND_NAMES = {1: 'Docker', 2: 'Agent', 4: 'Edge agent'};
+const isAdmin = () => me && me.Role === 1;
+const envIsSwarm = env => !!(env && env.Snapshots && env.Snapshots[0] && env.Snapshots[0].Swarm);
+
+function applyTheme() {
+  const saved = localStorage.getItem('theme');
+  const dark = saved ? saved === 'dark' : window.matchMedia && matchMedia('(prefers-color-scheme: dark)').matches;
+  document.documentElement.dataset.theme = dark ? 'dark' : 'light';
+}
+function toggleTheme() { localStorage.setItem('theme', document.documentElement.dataset.theme === 'dark' ? 'light' : 'dark'); applyTheme(); }
+
+function shell(content, crumbs = '') {
+  const hash = location.hash.split('?')[0];
+  const link = (href, label) => `<a href="${href}" class="${hash === href || hash.startsWith(href + '/') ? 'active' : ''}">${esc(label)}</a>`;
+  const envLinks = currentEnv ? `<div class="group">Environment</div><div class="envname" title="${esc(currentEnv.Name)}">${esc(currentEnv.Name)}</div>` +
+    ENV_NAV.filter(n => (!n.swarm || envIsSwarm(currentEnv)) && (!n.admin || isAdmin()))
+      .map(n => link(`#/env/${currentEnv.Id}/${n.path}`, n.label)).join('') : '';
+  return `<div class="layout"><nav class="side" id="side" aria-label="Main"><div class="brand">portainer.py<button class="menu" id="menu-close" aria-label="Close menu">&times;</button></div>
+    ${GLOBAL_NAV.filter(n => !n.admin || isAdmin()).map(n => link(n.href, n.label)).join('')}${envLinks}</nav>
+    <div><div class="top"><button class="menu" id="menu" aria-controls="side" aria-label="Menu">&#9776;</button>
+    <span class="crumbs">${crumbs}</span>
+    <button id="theme" title="Switch between light and dark theme">Theme</button>
+    <span class="muted who">${esc(me && me.Username)}</span><button id="logout">Log out</button></div>
+    <main id="main">${content}</main></div></div>`;
 }
 function bindShell() {
-  document.getElementById('theme').onclick = toggleTheme;
-  document.getElementById('logout').onclick = async () => { await api('POST', '/api/auth/logout').catch(() => {});
-    me = null; sessionStorage.removeItem('csrf'); location.hash = '#/login'; };
+  $('#theme').addEventListener('click', toggleTheme);
+  $('#menu').addEventListener('click', () => { $('#side').classList.add('open'); $('#side a').focus(); });
+  $('#menu-close').addEventListener('click', () => { $('#side').classList.remove('open'); $('#menu').focus(); });
+  $('#side').addEventListener('keydown', e => { if (e.key === 'Escape') $('#menu-close').click(); });
+  $('#logout').addEventListener('click', async () => {
+    await api('POST', '/api/auth/logout').catch(() => {});
+    me = null; csrf = ''; sessionStorage.removeItem('csrf'); location.hash = '#/login';
+  });
 }
-function formError(form, err) { form.querySelector('.error').textContent = err.message; }
+// Render a page inside the shell; answers the <main> element.
+function render(title, content, crumbs) {
+  document.title = `${title} · portainer.py`;
+  $app.innerHTML = shell(content, crumbs ?? esc(title));
+  bindShell();
+  return $('#main');
+}
+const envCrumbs = (envId, ...parts) => [`<a href="#/home">Home</a>`, `<a href="#/env/${envId}/dashboard">${esc(currentEnv ? currentEnv.Name : envId)}</a>`, ...parts].join(' / ');
 
+// ---- data table: client-side filter, sort, selection; fast for thousands of rows ----------------------------
+// columns: [{key, label, value: row => sortable value, html: row => cell HTML, cls}]; id: row => unique id.
+function dataTable(el, {columns, id, rows = [], selectable = false, filterPlaceholder = 'Filter', actions = '', empty = 'Nothing here yet.',
+                       sortKey, limit = 500, onSelectionChange = () => {}}) {
+  let data = rows, sort = {key: sortKey || columns[0].key, asc: true}, shown = limit, filterText = '';
+  const selected = new Set();
+  el.innerHTML = `<div class="toolbar"><input class="filter" type="search" placeholder="${esc(filterPlaceholder)}" aria-label="${esc(filterPlaceholder)}">
+    ${actions}<span class="spacer"></span><span class="muted small count"></span></div>
+    <div class="table-wrap"><table><thead><tr>${selectable ? '<th class="check"><input type="checkbox" class="select-all" aria-label="Select all"></th>' : ''}
+    ${columns.map(c => `<th class="${c.value ? 'sortable' : ''} ${(c.cls || '').includes('hide-sm') ? 'hide-sm' : ''}" data-key="${c.key}" ${c.value ? 'tabindex="0"' : ''}>${esc(c.label)}</th>`).join('')}
+    </tr></thead><tbody></tbody></table></div><div class="more"></div>`;
+  const tbody = $('tbody', el), filter = $('.filter', el), count = $('.count', el), more = $('.more', el);
+  // Each row's search text is computed once per data set, not on every key press.
+  let index = [];
+  const reindex = () => { index = data.map(row => [row, columns.map(c => c.value ? String(c.value(row) ?? '') : '').join(' ').toLowerCase()]); };
+  const visibleRows = () => {
+    const words = filterText.toLowerCase().split(/\s+/).filter(Boolean);
+    const col = columns.find(c => c.key === sort.key); const dir = sort.asc ? 1 : -1;
+    const out = index.filter(([, text]) => words.every(w => text.includes(w))).map(([row]) => row);
+    if (col && col.value) out.sort((a, b) => { const x = col.value(a), y = col.value(b);
+      return (typeof x === 'number' && typeof y === 'number' ? x - y : String(x ?? '').localeCompare(String(y ?? ''), undefined, {numeric: true})) * dir; });
+    return out;
+  };
+  const draw = () => {
+    const rowsNow = visibleRows();
+    const ids = new Set(data.map(id)); for (const s of [...selected]) if (!ids.has(s)) selected.delete(s);
+    tbody.innerHTML = rowsNow.slice(0, shown).map(row => { const rid = String(id(row));
+      return `<tr data-id="${esc(rid)}">${selectable ? `<td class="check"><input type="checkbox" class="select" value="${esc(rid)}" ${selected.has(rid) ? 'checked' : ''} aria-label="Select row"></td>` : ''}${columns.map(c => `<td class="${c.cls || ''}">${c.html ? c.html(row) : esc(c.value(row))}</td>`).join('')}</tr>`; }).join('')
+      || `<tr><td colspan="${columns.length + (selectable ? 1 : 0)}" class="empty">${data.length ? 'No match for this filter.' : esc(empty)}</td></tr>`;
+    count.textContent = `${rowsNow.length} of ${data.length}` + (selected.size ? ` · ${selected.size} selected` : '');
+    more.innerHTML = rowsNow.length > shown ? `<button class="show-more">Show ${rowsNow.length - shown} more</button>` : '';
+    $$('th[data-key]', el).forEach(th => { th.classList.toggle('sorted-asc', th.dataset.key === sort.key && sort.asc); th.classList.toggle('sorted-desc', th.dataset.key === sort.key && !sort.asc); });
+    const all = $('.select-all', el); if (all) all.checked = rowsNow.length > 0 && rowsNow.every(r => selected.has(String(id(r))));
+  };
+  let timer = 0;
+  filter.addEventListener('input', () => { clearTimeout(timer); timer = setTimeout(() => { filterText = filter.value; shown = limit; draw(); }, 60); });
+  const sortBy = th => { if (!th.classList.contains('sortable')) return; sort = {key: th.dataset.key, asc: sort.key === th.dataset.key ? !sort.asc : true}; draw(); };
+  $('thead', el).addEventListener('click', e => { const th = e.target.closest('th[data-key]'); if (th) sortBy(th); });
+  $('thead', el).addEventListener('keydown', e => { const th = e.target.closest('th[data-key]'); if (th && (e.key === 'Enter' || e.key === ' ')) { e.preventDefault(); sortBy(th); } });
+  el.addEventListener('change', e => {
+    if (e.target.classList.contains('select')) { e.target.checked ? selected.add(e.target.value) : selected.delete(e.target.value); }
+    else if (e.target.classList.contains('select-all')) { for (const r of visibleRows()) e.target.checked ? selected.add(String(id(r))) : selected.delete(String(id(r))); $$('.select', tbody).forEach(b => { b.checked = e.target.checked; }); }
+    else return;
+    count.textContent = `${visibleRows().length} of ${data.length}` + (selected.size ? ` · ${selected.size} selected` : ''); onSelectionChange(selected);
+  });
+  more.addEventListener('click', () => { shown = Infinity; draw(); });
+  reindex(); draw();
+  return {
+    setRows(newRows) { data = newRows; reindex(); draw(); onSelectionChange(selected); },
+    selected: () => [...selected],
+    clearSelection() { selected.clear(); draw(); onSelectionChange(selected); },
+    rows: () => data,
+  };
+}
+
+// Rows of inputs the user adds and removes (ports, env, labels, volumes). fields: [{name, placeholder, options}].
+function pairsEditor(el, fields, values = [], addLabel = 'Add') {
+  el.classList.add('pairs');
+  const row = (vals = []) => { const div = document.createElement('div'); div.className = 'pair';
+    div.innerHTML = fields.map((f, i) => f.options
+      ? `<select data-part="${i}" aria-label="${esc(f.placeholder)}">${f.options.map(o => `<option ${o === vals[i] ? 'selected' : ''}>${esc(o)}</option>`).join('')}</select>`
+      : `<input data-part="${i}" name="${esc(f.name || '')}" placeholder="${esc(f.placeholder)}" aria-label="${esc(f.placeholder)}" value="${esc(vals[i] ?? '')}"${f.hint ? ` data-error-hint="${esc(f.hint)}"` : ''}>`).join('') +
+      `<button type="button" class="small remove-pair" aria-label="Remove this row">&times;</button>`;
+    el.insertBefore(div, el.lastElementChild); };
+  el.innerHTML = `<button type="button" class="small add-pair">+ ${esc(addLabel)}</button>`;
+  el.addEventListener('click', e => { if (e.target.classList.contains('add-pair')) row(); else if (e.target.classList.contains('remove-pair')) e.target.closest('.pair').remove(); });
+  values.forEach(row);
+  const read = () => $$('.pair', el).map(p => fields.map((f, i) => $(`[data-part="${i}"]`, p).value.trim())).filter(v => v.some(Boolean));
+  read.clear = () => $$('.pair', el).forEach(p => p.remove());
+  return read;
+}
+
+// Per-layer progress of a pull, load or push stream; `stream` lines (build output) go to a log under the bars.
+function progressView(el) {
+  el.innerHTML = '<div class="layers"></div><pre class="small mono build-log"></pre><div class="error" role="alert"></div>';
+  const layers = $('.layers', el), log = $('.build-log', el), error = $('.error', el); const rows = new Map();
+  return {
+    feed(m) {
+      if (m.error || m.errorDetail) { error.textContent = m.error || m.errorDetail.message; return; }
+      if (m.stream) { log.textContent += m.stream; return; }
+      if (m.aux && m.aux.ID) { log.textContent += `Built ${m.aux.ID}\n`; return; }
+      if (!m.id || !m.status || /^Pulling from/.test(m.status)) { if (m.status) log.textContent += (m.id ? m.id + ': ' : '') + m.status + '\n'; return; }
+      let r = rows.get(m.id);
+      if (!r) { r = document.createElement('div'); r.className = 'layer'; r.dataset.layer = m.id;
+        r.innerHTML = `<span class="mono">${esc(m.id.slice(0, 12))}</span><progress max="1" value="0"></progress><span class="detail muted"></span>`;
+        layers.append(r); rows.set(m.id, r); }
+      const bar = $('progress', r), detail = $('.detail', r), p = m.progressDetail || {};
+      if (p.total) { bar.max = p.total; bar.value = p.current || 0; }
+      if (/complete|already exists|Loaded|Pushed|Layer already/i.test(m.status)) { bar.max = 1; bar.value = 1; }
+      detail.textContent = m.status + (p.total ? ` ${fmtBytes(p.current || 0)} / ${fmtBytes(p.total)}` : '');
+    },
+    failed: () => error.textContent,
+    fail(message) { error.textContent = message; },
+  };
+}
+
+// ---- pages: first administrator, login -----------------------------------------------------------------------
 async function pageSetup() {
-  const pub = await api('GET', '/api/settings/public');
-  $app.innerHTML = `<div class="card auth"><h2>Create the administrator</h2><form id="f">
-    <label for="u">Username</label><input id="u" name="Username" value="admin" autocomplete="username" required>
-    <label for="p">Password (12 characters or more)</label><input id="p" type="password" name="Password" minlength="12" autocomplete="new-password" required>
-    ${pub.AnalyticsAvailable ? `<label><input type="checkbox" id="analytics" style="width:auto"> Send anonymous usage statistics (off unless you tick it)</label>` : ''}
-    <div class="error" role="alert"></div><button class="primary" type="submit">Create user</button></form>
+  const pub = publicSettings || await api('GET', '/api/settings/public');
+  document.title = 'Set up · portainer.py';
+  $app.innerHTML = `<div class="card auth"><div class="brand">portainer.py</div><h2>Create the administrator</h2><form id="setup" novalidate>
+    <label for="setup-user">Username</label><input id="setup-user" name="Username" value="admin" autocomplete="username" required>
+    <label for="setup-password">Password (12 characters or more)</label><input id="setup-password" type="password" name="Password" autocomplete="new-password" required data-error-hint="password">
+    <label for="setup-confirm">Confirm password</label><input id="setup-confirm" type="password" name="Confirm" autocomplete="new-password" required>
+    ${pub.AnalyticsAvailable ? `<label class="check"><input type="checkbox" id="analytics" name="analytics"> Send anonymous usage statistics (off unless you tick it)</label>` : ''}
+    <div class="error" role="alert"></div><p><button class="primary" type="submit">Create user</button></p></form>
     <p><a href="#/restore">Restore from a backup instead</a></p></div>`;
-  const f = document.getElementById('f');
-  f.onsubmit = async e => { e.preventDefault();
-    try { await api('POST', '/api/users/admin/init', {Username: f.u.value, Password: f.p.value});
-      await api('POST', '/api/auth', {Username: f.u.value, Password: f.p.value});
-      const box = document.getElementById('analytics');
-      if (box && box.checked) await api('PUT', '/api/settings', {EnableTelemetry: true});
-      location.hash = '#/home'; route(); } catch (err) { formError(f, err); } };
+  const form = $('#setup'); $('#setup-password').focus();
+  onSubmit(form, async data => {
+    if (data.get('Password') !== data.get('Confirm')) return showError(form, new Error('The passwords do not match'), 'Confirm');
+    const credentials = {Username: data.get('Username'), Password: data.get('Password')};
+    await api('POST', '/api/users/admin/init', credentials);
+    await api('POST', '/api/auth', credentials);
+    if (data.get('analytics')) await api('PUT', '/api/settings', {EnableTelemetry: true});
+    location.hash = '#/home';
+  });
 }
 async function pageLogin() {
-  $app.innerHTML = `<div class="card auth"><h2>Log in to portainer.py</h2><form id="f">
-    <label for="u">Username</label><input id="u" autocomplete="username" required>
-    <label for="p">Password</label><input id="p" type="password" autocomplete="current-password" required>
-    <div class="error" role="alert"></div><button class="primary" type="submit">Log in</button></form></div>`;
-  const f = document.getElementById('f');
-  f.onsubmit = async e => { e.preventDefault();
-    try { await api('POST', '/api/auth', {Username: f.u.value, Password: f.p.value}); location.hash = '#/home'; route(); }
-    catch (err) { formError(f, err); } };
+  document.title = 'Log in · portainer.py';
+  $app.innerHTML = `<div class="card auth"><div class="brand">portainer.py</div><h2>Log in</h2><form id="login">
+    <label for="u">Username</label><input id="u" name="Username" autocomplete="username" required>
+    <label for="p">Password</label><input id="p" name="Password" type="password" autocomplete="current-password" required>
+    <div class="error" role="alert"></div><p><button class="primary" type="submit">Log in</button></p></form></div>`;
+  const form = $('#login'); $('#u').focus();
+  onSubmit(form, async data => {
+    await api('POST', '/api/auth', {Username: data.get('Username'), Password: data.get('Password')});
+    const next = sessionStorage.getItem('after-login') || '#/home'; sessionStorage.removeItem('after-login');
+    location.hash = next === '#/login' ? '#/home' : next;
+  });
 }
+
+// ---- pages: home (every environment) and the add/edit environment wizard -----------------------------------
 async function pageHome() {
-  const eps = await api('GET', '/api/endpoints');
-  const kinds = {1: 'Docker', 2: 'Agent', 4: 'Edge agent'};
-  $app.innerHTML = shell(`<div class="toolbar"><h2 style="margin:0">Environments</h2><span class="spacer"></span>
-    ${me.Role === 1 ? '<a href="#/environments/new">Add environment</a>' : ''}
-    <input id="q" placeholder="Search environments" aria-label="Search environments"></div>
-    <div id="list"></div>`);
-  bindShell();
-  const draw = () => { const q = document.getElementById('q').value.toLowerCase();
-    document.getElementById('list').innerHTML = eps.filter(ep => ep.Name.toLowerCase().includes(q) || ep.URL.toLowerCase().includes(q)).map(ep => {
-      const s = ep.Snapshots[0] || {};
-      return `<div class="card env"><a href="#/env/${ep.Id}/containers"><b>${esc(ep.Name)}</b></a>
-        <span class="badge ${ep.Status === 1 ? 'up' : 'down'}">${ep.Status === 1 ? 'up' : 'down'}</span>
-        <span class="badge">${kinds[ep.Type] || ep.Type}</span> <span class="muted">${esc(ep.URL)}</span>
-        <div class="muted">Docker ${esc(s.DockerVersion || '?')} · ${s.RunningContainerCount ?? 0} running ·
-        ${s.StoppedContainerCount ?? 0} stopped · ${s.ImageCount ?? 0} images · ${s.VolumeCount ?? 0} volumes ·
-        ${s.StackCount ?? 0} stacks${s.AgentVersion ? ` · agent ${esc(s.AgentVersion)}` : ''} ·
-        <a href="#/env/${ep.Id}/volumes">volumes</a></div>
-        ${ep.Agent ? `<div class="muted">TLS certificate SHA-256 <code>${esc(ep.Agent.CertificateFingerprint)}</code></div>` : ''}
-        ${me.Role === 1 ? `<div><a href="#/env/${ep.Id}/access">Access</a> ·
-        <a href="#/env/${ep.Id}/security">Security settings</a></div>` : ''}
-        ${edgeInfo(ep)}</div>`; }).join('') || '<p class="muted">No environment matches.</p>';
-    bindEdgeButtons(pageHome); };
-  document.getElementById('q').oninput = draw; draw();
+  currentEnv = null;
+  const main = render('Home', `<div class="toolbar"><h2>Environments</h2><span class="spacer"></span>
+    <input class="filter" id="env-search" type="search" placeholder="Search by name, URL, type, tag" aria-label="Search environments">
+    ${isAdmin() ? '<a class="button primary" href="#/environments/new">Add environment</a>' : ''}</div><div id="env-list"></div>`);
+  let envs = await api('GET', '/api/endpoints');
+  const tags = await api('GET', '/api/tags').catch(() => []);
+  const tagName = id => (tags.find(t => t.ID === id || t.Id === id) || {}).Name || `tag ${id}`;
+  const draw = () => {
+    const q = $('#env-search').value.toLowerCase();
+    $('#env-list').innerHTML = envs.filter(ep => [ep.Name, ep.URL, ENV_KIND_NAMES[ep.Type], ...(ep.TagIds || []).map(tagName)].join(' ').toLowerCase().includes(q)).map(ep => {
+      const s = ep.Snapshots[0] || {}; const up = ep.Status === 1;
+      return `<div class="card env" data-env="${ep.Id}"><div class="info">
+        <a class="name" href="#/env/${ep.Id}/dashboard">${esc(ep.Name)}</a>
+        <span class="badge ${up ? 'up' : 'down'}">${up ? 'up' : 'down'}</span><span class="badge">${esc(ENV_KIND_NAMES[ep.Type] || 'type ' + ep.Type)}</span>
+        ${s.Swarm ? '<span class="badge">Swarm</span>' : ''}${(ep.TagIds || []).map(t => `<span class="badge">${esc(tagName(t))}</span>`).join('')}
+        <span class="muted small mono">${esc(ep.URL)}</span>
+        <div class="muted">${s.DockerVersion ? `Docker ${esc(s.DockerVersion)} · ` : ''}${s.RunningContainerCount ?? 0} running · ${s.StoppedContainerCount ?? 0} stopped ·
+        ${s.HealthyContainerCount ?? 0} healthy · ${s.ImageCount ?? 0} images · ${s.VolumeCount ?? 0} volumes ·${s.NetworkCount !== undefined ? ` ${s.NetworkCount} networks ·` : ''} ${s.StackCount ?? 0} stacks ·
+        ${s.TotalCPU ?? '?'} CPU · ${fmtBytes(s.TotalMemory)} RAM${s.AgentVersion ? ` · agent ${esc(s.AgentVersion)}` : ''}${s.Time ? ` · snapshot ${fmtAgo(s.Time)}` : ''}</div>
+        ${ep.Agent ? `<div class="muted small">Agent TLS certificate SHA-256 <code>${esc(ep.Agent.CertificateFingerprint)}</code></div>` : ''}
+        ${isAdmin() ? `<div class="small"><a href="#/env/${ep.Id}/access">Access</a> · <a href="#/env/${ep.Id}/security">Security settings</a></div>` : ''}${edgeInfo(ep)}</div>
+        ${isAdmin() ? `<a class="button" href="#/environments/${ep.Id}/edit">Edit</a>` : ''}</div>`;
+    }).join('') || `<p class="empty">${envs.length ? 'No environment matches.' : 'No environment yet.'}</p>`;
+  };
+  $('#env-search').addEventListener('input', draw); draw();
+  const reload = async () => { envs = await api('GET', '/api/endpoints'); draw(); };
+  bindEdgeButtons($('#env-list'), reload);
+  every(10000, reload);
 }
-async function pageContainers(id) {
-  const base = `/api/endpoints/${id}/docker`;
-  let rows = await api('GET', `${base}/containers/json?all=1`);
-  let sortKey = 'name', asc = true;
-  $app.innerHTML = shell(`<div class="toolbar"><h2 style="margin:0">Containers</h2>
-    <input id="q" placeholder="Filter" aria-label="Filter containers">
-    ${['start','stop','restart','kill','pause','unpause','remove'].map(a => `<button data-act="${a}" ${a==='remove'?'class="danger"':''}>${a}</button>`).join('')}
-    <div class="error" role="alert" id="err"></div></div>
-    <table><thead><tr><th><input type="checkbox" id="all" aria-label="Select all" style="width:auto"></th>
-    <th data-k="name">Name</th><th data-k="state">State</th><th data-k="image">Image</th>
-    <th class="hide-sm" data-k="created">Created</th><th class="hide-sm">Ports</th></tr></thead><tbody id="tb"></tbody></table>`);
-  bindShell();
-  const name = c => (c.Names[0] || '').replace(/^\//, '');
-  const key = {name, state: c => c.State, image: c => c.Image, created: c => c.Created};
-  const draw = () => { const q = document.getElementById('q').value.toLowerCase();
-    const list = rows.filter(c => (name(c) + ' ' + c.Image + ' ' + c.State).toLowerCase().includes(q))
-      .sort((a, b) => { const x = key[sortKey](a), y = key[sortKey](b); return (x > y ? 1 : x < y ? -1 : 0) * (asc ? 1 : -1); });
-    document.getElementById('tb').innerHTML = list.map(c => `<tr><td><input type="checkbox" class="sel" value="${esc(c.Id)}" aria-label="select ${esc(name(c))}" style="width:auto"></td>
-      <td>${esc(name(c))}</td><td class="${esc(c.State)}">${esc(c.State)}</td><td>${esc(c.Image)}</td>
-      <td class="hide-sm">${new Date(c.Created * 1000).toLocaleString()}</td>
-      <td class="hide-sm">${(c.Ports || []).filter(p => p.PublicPort).map(p => `<a href="http://${location.hostname}:${p.PublicPort}" target="_blank" rel="noopener">${p.PublicPort}:${p.PrivatePort}</a>`).join(' ')}</td></tr>`).join(''); };
-  document.getElementById('q').oninput = draw;
-  document.querySelectorAll('th[data-k]').forEach(th => th.onclick = () => { asc = sortKey === th.dataset.k ? !asc : true; sortKey = th.dataset.k; draw(); });
-  document.getElementById('all').onchange = e => document.querySelectorAll('.sel').forEach(b => b.checked = e.target.checked);
-  document.querySelectorAll('[data-act]').forEach(b => b.onclick = async () => {
-    const ids = [...document.querySelectorAll('.sel:checked')].map(x => x.value); const err = document.getElementById('err'); err.textContent = '';
-    for (const cid of ids) { try { if (b.dataset.act === 'remove') await api('DELETE', `${base}/containers/${cid}?force=1`);
-      else await api('POST', `${base}/containers/${cid}/${b.dataset.act}`); } catch (e) { err.textContent = e.message; } }
-    rows = await api('GET', `${base}/containers/json?all=1`); draw(); });
-  draw();
+
+// What the wizard asks for each kind of environment. The agent and edge features add their kinds here:
+// ENV_WIZARD_KINDS[2] = {label, fields: html(env), body: (formData) => extra form fields, done: (main, env) => ...}.
+const ENV_WIZARD_KINDS = {
+  1: {label: 'Docker API (socket or TCP)',
+      fields: env => `<label for="url">Docker API URL</label><input id="url" name="URL" required placeholder="unix:///var/run/docker.sock or tcp://10.0.0.5:2376" value="${esc(env ? env.URL : 'unix:///var/run/docker.sock')}">
+        <label class="check"><input type="checkbox" name="TLS" ${env && env.TLSConfig && env.TLSConfig.TLS ? 'checked' : ''}> TLS</label>
+        <label class="check"><input type="checkbox" name="TLSSkipVerify" ${env && env.TLSConfig && env.TLSConfig.TLSSkipVerify ? 'checked' : ''}> Skip server certificate verification</label>
+        ${env ? '' : `<div class="row"><div><label for="tls-ca">CA certificate</label><input id="tls-ca" type="file" name="TLSCACertFile"></div>
+        <div><label for="tls-cert">Client certificate</label><input id="tls-cert" type="file" name="TLSCertFile"></div>
+        <div><label for="tls-key">Client key</label><input id="tls-key" type="file" name="TLSKeyFile"></div></div>`}`},
+  2: {label: 'Agent (agent.py on the node)',
+      fields: env => `<label for="url">Agent address (host:port, port 9001 by default)</label><input id="url" name="URL" required placeholder="10.0.0.5:9001" value="${esc(env ? env.URL : '')}">
+        ${env ? '' : '<label for="secret">Agent secret (only when the agent runs with AGENT_SECRET)</label><input id="secret" name="AgentSecret" type="password" autocomplete="off">'}`,
+      done: (el, env) => { el.innerHTML = `<p>Added <a href="#/env/${env.Id}/dashboard">${esc(env.Name)}</a>.</p>` +
+        (env.Agent ? `<p>Check that the agent's certificate has this SHA-256 fingerprint; it is trusted from now on:</p><pre class="mono">${esc(env.Agent.CertificateFingerprint)}</pre>` : ''); }},
+};
+// The kind the wizard opens with: an agent when that feature is present, as in Portainer.
+const ENV_WIZARD_DEFAULT = () => (ENV_WIZARD_KINDS[2] ? 2 : 1);
+async function pageEnvironmentForm(envId) {
+  currentEnv = null;
+  const env = envId ? await api('GET', `/api/endpoints/${envId}`) : null;
+  const kind = env ? env.Type : Number(new URLSearchParams(location.hash.split('?')[1]).get('type') || ENV_WIZARD_DEFAULT());
+  const kinds = Object.entries(ENV_WIZARD_KINDS);
+  const main = render(env ? 'Edit environment' : 'Add environment', `<div class="card"><h2>${env ? 'Edit environment ' + esc(env.Name) : 'Add an environment'}</h2>
+    ${env ? '' : `<div class="tabs" role="tablist">${kinds.map(([k, d]) => `<a role="tab" href="#/environments/new?type=${k}" class="${+k === kind ? 'active' : ''}">${esc(d.label)}</a>`).join('')}</div>`}
+    <form id="env-form"><label for="n">Name</label><input id="n" name="Name" required value="${esc(env ? env.Name : '')}">
+    ${ENV_WIZARD_KINDS[kind] ? ENV_WIZARD_KINDS[kind].fields(env) : '<p class="error">This kind of environment cannot be edited here.</p>'}
+    <label for="env-public">Public URL (used for the links of published ports)</label><input id="env-public" name="PublicURL" value="${esc(env ? env.PublicURL : '')}">
+    ${env ? `<p><a href="#/env/${env.Id}/access">Who has access</a> · <a href="#/env/${env.Id}/security">What standard users may do (security settings)</a></p>` : ''}
+    <div class="error" role="alert"></div><p><button class="primary" type="submit">${env ? 'Save' : 'Connect'}</button>
+    ${env ? '<button type="button" class="danger" id="env-delete">Remove environment</button>' : ''} <a href="#/home">Cancel</a></p></form><div id="env-done"></div></div>`,
+    `<a href="#/home">Home</a> / ${env ? 'Edit environment' : 'Add environment'}`);
+  const form = $('#env-form'); $('#n').focus();
+  onSubmit(form, async data => {
+    if (env) {
+      const body = {Name: data.get('Name'), PublicURL: data.get('PublicURL')};
+      if (data.has('URL')) Object.assign(body, {URL: data.get('URL'), TLS: !!data.get('TLS'), TLSSkipVerify: !!data.get('TLSSkipVerify')});
+      await api('PUT', `/api/endpoints/${env.Id}`, body); toast('Environment saved'); location.hash = '#/home'; return;
+    }
+    const body = new FormData(); body.set('EndpointCreationType', String(kind));
+    for (const [k, v] of data.entries()) { if (v instanceof File && !v.size) continue; body.set(k, v instanceof File ? v : (v === 'on' ? 'true' : v)); }
+    const created = await api('POST', '/api/endpoints', body);
+    const after = ENV_WIZARD_KINDS[kind].done;
+    if (after) after($('#env-done'), created); else { toast(`Environment ${created.Name} added`); location.hash = `#/env/${created.Id}/dashboard`; }
+  });
+  const del = $('#env-delete');
+  if (del) del.addEventListener('click', async () => { if (!confirm(`Remove environment ${env.Name} from this server? Nothing on the engine is touched.`)) return;
+    try { await api('DELETE', `/api/endpoints/${env.Id}`); toast('Environment removed'); location.hash = '#/home'; } catch (err) { showError(form, err); } });
 }
-async function pageAddEnvironment() {
-  $app.innerHTML = shell(`<div class="card"><h2>Add environment</h2><form id="f">
-    <label for="kind">Environment type</label><select id="kind"><option value="2">Agent (agent.py on the node, port 9001)</option>
-    <option value="1">Docker API (unix:// or tcp:// URL)</option>
-    <option value="4">Edge agent (the node dials this server; nothing needs to reach the node)</option></select>
-    <label for="n">Name</label><input id="n" required>
-    <label for="url" id="url-label">URL</label><input id="url" placeholder="10.0.0.5:9001" required>
-    <div id="secret-field"><label for="secret">Agent secret (only when the agent runs with AGENT_SECRET)</label><input id="secret" type="password" autocomplete="off"></div>
-    <div class="error" role="alert"></div><button class="primary">Add environment</button></form><div id="added"></div></div>`);
-  bindShell();
-  const f = document.getElementById('f');
-  const placeholders = {2: '10.0.0.5:9001', 1: 'unix:///var/run/docker.sock or tcp://10.0.0.5:2375',
-    4: `empty: https://${location.hostname} on this server's HTTPS port`};
-  f.kind.onchange = () => { const edge = f.kind.value === '4';
-    document.getElementById('url-label').textContent = edge ? 'Address of this server as the edge node reaches it (HTTPS)' : 'URL';
-    f.url.placeholder = placeholders[f.kind.value]; f.url.required = !edge; document.getElementById('secret-field').hidden = edge; };
-  f.onsubmit = async e => { e.preventDefault();
-    const body = {Name: f.n.value, EndpointCreationType: +f.kind.value};
-    if (f.url.value) body.URL = f.url.value;
-    if (f.secret.value && f.kind.value !== '4') body.AgentSecret = f.secret.value;
-    try { const ep = await api('POST', '/api/endpoints', body); formError(f, {message: ''});
-      document.getElementById('added').innerHTML = `<p>Added <a href="#/env/${ep.Id}/containers">${esc(ep.Name)}</a>.</p>` +
-        (ep.Agent ? `<p>Check that the agent's certificate has this SHA-256 fingerprint; it is trusted from now on:</p><pre>${esc(ep.Agent.CertificateFingerprint)}</pre>` : '') +
-        (ep.EdgeKey ? edgeKeyBox(ep) + '<p>It shows as up on the <a href="#/home">home page</a> as soon as its agent connects.</p>' : '');
-      bindCopyButtons();
-    } catch (err) { formError(f, err); } };
+
+// ---- pages: one environment's dashboard ---------------------------------------------------------------------
+async function pageDashboard(envId) {
+  const base = dockerBase(envId);
+  const main = render('Dashboard', `<div class="toolbar"><h2>${esc(currentEnv.Name)}</h2><span class="badge ${currentEnv.Status === 1 ? 'up' : 'down'}">${currentEnv.Status === 1 ? 'up' : 'down'}</span></div>
+    <div id="dash"><p class="muted">Loading…</p></div>`, envCrumbs(envId, 'Dashboard'));
+  const draw = async () => {
+    const [info, version, containers, images, volumes, networks] = await Promise.all([api('GET', `${base}/info`), api('GET', `${base}/version`),
+      api('GET', `${base}/containers/json?all=1`), api('GET', `${base}/images/json`), api('GET', `${base}/volumes`), api('GET', `${base}/networks`)]);
+    const running = containers.filter(c => c.State === 'running').length;
+    const stacks = new Set(containers.map(c => (c.Labels || {})['com.docker.compose.project']).filter(Boolean));
+    const tile = (href, n, label, detail = '') => `<a class="card tile" href="${href}"><div class="stat">${n}</div><div>${label}</div><div class="muted small">${detail}</div></a>`;
+    $('#dash').innerHTML = `<div class="grid">
+      ${tile(`#/env/${envId}/containers`, containers.length, 'Containers', `<span class="running">${running} running</span> · <span class="exited">${containers.length - running} stopped</span>`)}
+      ${tile(`#/env/${envId}/images`, images.length, 'Images', fmtBytes(images.reduce((a, i) => a + (i.Size || 0), 0)))}
+      ${tile(`#/env/${envId}/volumes`, (volumes.Volumes || []).length, 'Volumes')}
+      ${tile(`#/env/${envId}/networks`, networks.length, 'Networks')}
+      ${tile(ENV_NAV.some(n => n.path === 'stacks') ? `#/env/${envId}/stacks` : `#/env/${envId}/containers`, stacks.size, 'Stacks', 'compose projects')}
+      ${envIsSwarm(currentEnv) ? tile(`#/env/${envId}/services`, '', 'Swarm', `${info.Swarm.Nodes} nodes · ${info.Swarm.Managers} managers`) : ''}</div>
+      <div class="card"><h3>Engine</h3><dl class="kv"><dt>Name</dt><dd>${esc(info.Name)}</dd><dt>Docker</dt><dd>${esc(version.Version)} (API ${esc(version.ApiVersion)})</dd>
+      <dt>OS</dt><dd>${esc(info.OperatingSystem)} · ${esc(info.KernelVersion)} · ${esc(info.Architecture)}</dd><dt>CPU / memory</dt><dd>${info.NCPU} · ${fmtBytes(info.MemTotal)}</dd>
+      <dt>Storage driver</dt><dd>${esc(info.Driver)}</dd><dt>Root directory</dt><dd class="mono">${esc(info.DockerRootDir)}</dd>
+      <dt>Swarm</dt><dd>${esc((info.Swarm || {}).LocalNodeState || 'inactive')}${info.Swarm && info.Swarm.ControlAvailable ? ' (manager)' : ''}</dd>
+      <dt>URL</dt><dd class="mono">${esc(currentEnv.URL)}</dd></dl></div>`;
+  };
+  await draw(); every(10000, draw);
 }
+
+// ---- pages: containers (list with bulk actions, create/duplicate form) ---------------------------------------
+function portLinks(c) {
+  const host = (currentEnv && currentEnv.PublicURL) || location.hostname;
+  const seen = new Set();
+  return (c.Ports || []).filter(p => p.PublicPort && !seen.has(p.PublicPort + p.Type) && seen.add(p.PublicPort + p.Type))
+    .map(p => p.Type === 'tcp' ? `<a href="http://${esc(host)}:${p.PublicPort}" target="_blank" rel="noopener noreferrer">${p.PublicPort}:${p.PrivatePort}</a>` : `${p.PublicPort}:${p.PrivatePort}/${p.Type}`).join(' ');
+}
+async function pageContainers(envId) {
+  const base = dockerBase(envId);
+  const main = render('Containers', `<div class="toolbar"><h2>Containers</h2><span class="spacer"></span>
+    <a class="button primary" href="#/env/${envId}/containers/new">Add container</a></div><div id="containers"></div>`, envCrumbs(envId, 'Containers'));
+  const actions = ['start', 'stop', 'restart', 'kill', 'pause', 'unpause', 'remove'].map(a => `<button class="${a === 'remove' ? 'danger' : ''}" data-action="${a}" disabled>${a[0].toUpperCase() + a.slice(1)}</button>`).join('');
+  const label = (c, k) => (c.Labels || {})[k] || '';
+  const table = dataTable($('#containers'), {
+    id: c => c.Id, selectable: true, actions, filterPlaceholder: 'Filter containers', empty: 'No containers on this environment.',
+    columns: [
+      {key: 'name', label: 'Name', value: containerName, html: c => `<a href="#/env/${envId}/containers/${esc(c.Id)}">${esc(containerName(c))}</a>`},
+      {key: 'state', label: 'State', value: c => c.State, html: c => `<span class="${esc(c.State)}">${esc(c.State)}</span> <span class="muted small hide-sm">${esc(c.Status)}</span>`},
+      {key: 'stack', label: 'Stack', value: c => label(c, 'com.docker.compose.project') || label(c, 'com.docker.stack.namespace'), cls: 'hide-sm'},
+      {key: 'image', label: 'Image', value: c => c.Image},
+      {key: 'created', label: 'Created', value: c => c.Created, html: c => `<span title="${esc(fmtDate(c.Created))}">${fmtAgo(c.Created)}</span>`, cls: 'hide-sm'},
+      {key: 'ip', label: 'IP', value: c => Object.values((c.NetworkSettings || {}).Networks || {}).map(n => n.IPAddress).filter(Boolean).join(' '), cls: 'hide-sm'},
+      {key: 'ports', label: 'Published ports', html: portLinks, cls: 'hide-sm'},
+      {key: 'node', label: 'Node', value: c => label(c, 'com.docker.swarm.node.id') ? label(c, 'com.docker.swarm.node.id').slice(0, 12) : '', cls: 'hide-sm'},
+    ].filter(col => col.key !== 'node' || envIsSwarm(currentEnv)),
+    onSelectionChange: sel => $$('[data-action]', main).forEach(b => { b.disabled = sel.size === 0; }),
+  });
+  const load = async () => table.setRows(await api('GET', `${base}/containers/json?all=1`));
+  $$('[data-action]', main).forEach(b => b.addEventListener('click', async () => {
+    const ids = table.selected(), action = b.dataset.action;
+    if (action === 'remove' && !confirm(`Remove ${ids.length} container(s)? Their data outside volumes is lost.`)) return;
+    $$('[data-action]', main).forEach(x => { x.disabled = true; });
+    const results = await Promise.allSettled(ids.map(id => action === 'remove' ? api('DELETE', `${base}/containers/${id}?force=1&v=0`) : api('POST', `${base}/containers/${id}/${action}`)));
+    const failed = results.map((r, i) => [r, ids[i]]).filter(([r]) => r.status === 'rejected');
+    failed.forEach(([r, id]) => toast(`${action} ${shortId(id)}: ${r.reason.message}`, true));
+    if (ids.length > failed.length) toast(`${action}: ${ids.length - failed.length} container(s) done`);
+    table.clearSelection(); await load();
+  }));
+  await load(); watchEngine(envId, ['container'], load);
+}
+
+async function pageContainerCreate(envId) {
+  const base = dockerBase(envId);
+  const from = new URLSearchParams(location.hash.split('?')[1] || '').get('from');
+  const [source, networks, volumes] = await Promise.all([from ? api('GET', `${base}/containers/${from}/json`) : null,
+    api('GET', `${base}/networks`), api('GET', `${base}/volumes`)]);
+  const cfg = (source && source.Config) || {}, host = (source && source.HostConfig) || {};
+  const ports = Object.entries(host.PortBindings || {}).flatMap(([cport, binds]) => (binds || []).map(b => [b.HostPort, cport.split('/')[0], cport.split('/')[1] || 'tcp']));
+  const env = (cfg.Env || []).map(e => [e.split('=')[0], e.split('=').slice(1).join('=')]);
+  const labels = Object.entries(cfg.Labels || {}).filter(([k]) => !k.startsWith('com.docker.'));
+  const mounts = (host.Binds || []).map(b => b.split(':'));
+  const netNow = Object.keys(((source && source.NetworkSettings) || {}).Networks || {})[0] || host.NetworkMode || 'bridge';
+  const title = source ? `Duplicate / edit ${esc(containerName(source))}` : 'Create a container';
+  const main = render('Create container', `<div class="card"><h2>${title}</h2><form id="create" novalidate>
+    <div class="row"><div><label for="c-name">Name</label><input id="c-name" name="name" value="${esc(source ? containerName(source) : '')}" placeholder="optional"></div>
+    <div><label for="c-image">Image</label><input id="c-image" name="Image" required value="${esc(cfg.Image || '')}" placeholder="e.g. nginx:latest" data-error-hint="image|No such image|reference"></div></div>
+    <div class="row"><div><label for="c-cmd">Command</label><input id="c-cmd" name="Cmd" value="${esc((cfg.Cmd || []).join(' '))}" placeholder="default of the image"></div>
+    <div><label for="c-entry">Entrypoint</label><input id="c-entry" name="Entrypoint" value="${esc((cfg.Entrypoint || []).join(' '))}" placeholder="default of the image"></div></div>
+    <fieldset><legend>Ports (host → container)</legend><div id="c-ports"></div></fieldset>
+    <fieldset><legend>Environment variables</legend><div id="c-env"></div></fieldset>
+    <fieldset><legend>Volumes (volume name or host path → container path)</legend><div id="c-volumes"></div></fieldset>
+    <div class="row"><div><label for="c-network">Network</label><select id="c-network" name="network">${networks.map(n => `<option ${n.Name === netNow ? 'selected' : ''}>${esc(n.Name)}</option>`).join('')}</select></div>
+    <div><label for="c-restart">Restart policy</label><select id="c-restart" name="restart">${['no', 'always', 'unless-stopped', 'on-failure'].map(p => `<option ${p === ((host.RestartPolicy || {}).Name || 'no') ? 'selected' : ''}>${p}</option>`).join('')}</select></div>
+    <div><label for="c-memory">Memory limit (MB)</label><input id="c-memory" name="memory" type="number" min="0" value="${host.Memory ? Math.round(host.Memory / 1048576) : ''}" data-error-hint="memory"></div>
+    <div><label for="c-cpus">CPU limit (cores)</label><input id="c-cpus" name="cpus" type="number" min="0" step="0.1" value="${host.NanoCpus ? host.NanoCpus / 1e9 : ''}" data-error-hint="cpu"></div></div>
+    <fieldset><legend>Labels</legend><div id="c-labels"></div></fieldset>
+    <div class="row"><label class="check narrow"><input type="checkbox" name="tty" ${cfg.Tty ? 'checked' : ''}> Interactive TTY (-it)</label>
+    <label class="check narrow"><input type="checkbox" name="privileged" data-error-hint="privileged" ${host.Privileged ? 'checked' : ''}> Privileged</label>
+    ${source ? '<label class="check narrow"><input type="checkbox" name="replace" checked> Replace the original container</label>' : ''}</div>
+    <div class="error" role="alert"></div><p><button class="primary" type="submit">Deploy the container</button> <a href="#/env/${envId}/containers">Cancel</a></p></form></div>`,
+    envCrumbs(envId, `<a href="#/env/${envId}/containers">Containers</a>`, 'Create'));
+  const volumeNames = (volumes.Volumes || []).map(v => v.Name);
+  const getPorts = pairsEditor($('#c-ports'), [{placeholder: 'host port, e.g. 8080', name: 'hostPort', hint: 'port is already allocated|address already in use|host port'}, {placeholder: 'container port, e.g. 80', name: 'containerPort'}, {placeholder: 'protocol', options: ['tcp', 'udp']}], ports, 'Publish a port');
+  const getEnv = pairsEditor($('#c-env'), [{placeholder: 'NAME'}, {placeholder: 'value'}], env, 'Add variable');
+  const getVolumes = pairsEditor($('#c-volumes'), [{placeholder: `volume (${volumeNames.slice(0, 3).join(', ') || 'name'}) or /host/path`, name: 'volumeSource', hint: 'bind mount|host path|volume'}, {placeholder: '/path/in/container', name: 'volumeTarget'}], mounts, 'Map a volume');
+  const getLabels = pairsEditor($('#c-labels'), [{placeholder: 'label name'}, {placeholder: 'value'}], labels, 'Add label');
+  const form = $('#create'); $('#c-image').focus();
+  onSubmit(form, async data => {
+    const image = data.get('Image').trim();
+    if (!image) return showError(form, new Error('An image is required'), 'Image');
+    const split = s => s.trim() ? s.trim().match(/(?:[^\s"']+|"[^"]*"|'[^']*')+/g).map(a => a.replace(/^["']|["']$/g, '')) : undefined;
+    const exposed = {}, bindings = {};
+    for (const [hostPort, containerPort, proto] of getPorts()) {
+      if (!/^\d+$/.test(containerPort)) return showError(form, new Error(`Container port "${containerPort}" must be a number`), 'containerPort');
+      const key = `${containerPort}/${proto || 'tcp'}`; exposed[key] = {}; (bindings[key] = bindings[key] || []).push({HostPort: hostPort || ''});
+    }
+    const body = {Image: image, Cmd: split(data.get('Cmd')), Entrypoint: split(data.get('Entrypoint')),
+      Env: getEnv().map(([k, v]) => `${k}=${v}`), Labels: Object.fromEntries(getLabels()), Tty: !!data.get('tty'), OpenStdin: !!data.get('tty'),
+      ExposedPorts: exposed,
+      HostConfig: {PortBindings: bindings, Binds: getVolumes().map(([s, t]) => `${s}:${t}`), NetworkMode: data.get('network'),
+        RestartPolicy: {Name: data.get('restart'), MaximumRetryCount: 0}, Privileged: !!data.get('privileged'),
+        Memory: data.get('memory') ? Math.round(+data.get('memory') * 1048576) : 0, NanoCpus: data.get('cpus') ? Math.round(+data.get('cpus') * 1e9) : 0}};
+    let name = data.get('name').trim();
+    if (source && data.get('replace')) {
+      await api('POST', `${base}/containers/${source.Id}/stop`).catch(() => {});
+      await api('POST', `${base}/containers/${source.Id}/rename?name=${encodeURIComponent(containerName(source) + '-old-' + Date.now())}`);
+    }
+    const created = await api('POST', `${base}/containers/create${name ? '?name=' + encodeURIComponent(name) : ''}`, body);
+    try { await api('POST', `${base}/containers/${created.Id}/start`); }
+    catch (err) { toast(`Created but not started: ${err.message}`, true); }
+    if (source && data.get('replace')) await api('DELETE', `${base}/containers/${source.Id}?force=1`).catch(err => toast(err.message, true));
+    toast(`Container ${name || shortId(created.Id)} deployed`);
+    location.hash = `#/env/${envId}/containers/${created.Id}`;
+  });
+}
+
+// ---- pages: one container (overview and inspect tree, logs, stats, console) ---------------------------------
+function jsonTree(value, key) {
+  const label = key === undefined ? '' : `<span class="k">${esc(key)}</span>: `;
+  if (value && typeof value === 'object') {
+    const entries = Array.isArray(value) ? value.map((v, i) => [i, v]) : Object.entries(value);
+    if (!entries.length) return `<li>${label}<span class="muted">${Array.isArray(value) ? '[]' : '{}'}</span></li>`;
+    return `<li><details ${key === undefined ? 'open' : ''}><summary>${label}<span class="muted">${Array.isArray(value) ? `[${entries.length}]` : `{${entries.length}}`}</span></summary>
+      <ul>${entries.map(([k, v]) => jsonTree(v, k)).join('')}</ul></details></li>`;
+  }
+  const cls = typeof value === 'string' ? 's' : 'n';
+  return `<li>${label}<span class="${cls}">${esc(typeof value === 'string' ? `"${value}"` : String(value))}</span></li>`;
+}
+const CONTAINER_TABS = [['overview', 'Overview'], ['logs', 'Logs'], ['stats', 'Stats'], ['console', 'Console'], ['inspect', 'Inspect']];
+async function pageContainer(envId, containerId, tab = 'overview') {
+  const base = dockerBase(envId);
+  const c = await api('GET', `${base}/containers/${containerId}/json`);
+  const name = containerName(c);
+  const main = render(name, `<div class="toolbar"><h2>${esc(name)}</h2><span class="badge ${esc(c.State.Status)}" id="c-state">${esc(c.State.Status)}</span>
+    <span class="spacer"></span>${['start', 'stop', 'restart', 'kill', 'pause', 'unpause'].map(a => `<button data-action="${a}">${a[0].toUpperCase() + a.slice(1)}</button>`).join('')}
+    <a class="button" href="#/env/${envId}/containers/new?from=${esc(c.Id)}">Duplicate/Edit</a><button class="danger" data-action="remove">Remove</button></div>
+    <nav class="tabs">${CONTAINER_TABS.map(([t, l]) => `<a href="#/env/${envId}/containers/${esc(c.Id)}/${t}" class="${t === tab ? 'active' : ''}">${l}</a>`).join('')}</nav>
+    <div id="tab"></div>`, envCrumbs(envId, `<a href="#/env/${envId}/containers">Containers</a>`, esc(name)));
+  $$('[data-action]', main).forEach(b => b.addEventListener('click', async () => {
+    const action = b.dataset.action;
+    try {
+      if (action === 'remove') { if (!confirm(`Remove container ${name}?`)) return; await api('DELETE', `${base}/containers/${c.Id}?force=1`); toast(`Container ${name} removed`); location.hash = `#/env/${envId}/containers`; return; }
+      await api('POST', `${base}/containers/${c.Id}/${action}`); toast(`${name}: ${action} done`); await showState();
+    } catch (err) { toast(`${action}: ${err.message}`, true); }
+  }));
+  const showState = async () => { const now = await api('GET', `${base}/containers/${c.Id}/json`);
+    $('#c-state').textContent = now.State.Status; $('#c-state').className = `badge ${now.State.Status}`; };
+  watchEngine(envId, ['container'], showState);
+  const el = $('#tab');
+  const tabs = {overview: containerOverview, logs: containerLogs, stats: containerStats, console: containerConsole,
+                inspect: (el, c) => { el.innerHTML = `<div class="card tree"><ul>${jsonTree(c)}</ul></div>`; }};
+  await (tabs[tab] || containerOverview)(el, c, envId);
+}
+function containerOverview(el, c, envId) {
+  const net = Object.entries((c.NetworkSettings || {}).Networks || {});
+  const ports = Object.entries((c.NetworkSettings || {}).Ports || {}).flatMap(([p, b]) => (b || []).map(x => `${x.HostIp}:${x.HostPort} → ${p}`));
+  el.innerHTML = `<div class="grid2"><div class="card"><h3>Status</h3><dl class="kv"><dt>ID</dt><dd class="mono">${esc(c.Id)}</dd>
+    <dt>Image</dt><dd>${esc(c.Config.Image)}</dd><dt>Created</dt><dd>${fmtDate(c.Created)}</dd><dt>Started</dt><dd>${fmtDate(c.State.StartedAt)}</dd>
+    <dt>Command</dt><dd class="mono">${esc([...(c.Config.Entrypoint || []), ...(c.Config.Cmd || [])].join(' '))}</dd>
+    <dt>Restart policy</dt><dd>${esc((c.HostConfig.RestartPolicy || {}).Name || 'no')}</dd><dt>Ports</dt><dd>${esc(ports.join(', ')) || '<span class="muted">none</span>'}</dd>
+    <dt>Networks</dt><dd>${net.map(([n, v]) => `${esc(n)} ${esc(v.IPAddress)}`).join('<br>') || '<span class="muted">none</span>'}</dd>
+    <dt>Volumes</dt><dd>${(c.Mounts || []).map(m => `${esc(m.Name || m.Source)} → ${esc(m.Destination)}`).join('<br>') || '<span class="muted">none</span>'}</dd></dl></div>
+    <div class="card"><h3>Environment variables</h3><pre class="small mono">${esc((c.Config.Env || []).join('\n')) || '<span class="muted">none</span>'}</pre>
+    <h3>Labels</h3><pre class="small mono">${esc(Object.entries(c.Config.Labels || {}).map(([k, v]) => `${k}=${v}`).join('\n')) || '<span class="muted">none</span>'}</pre></div></div>`;
+}
+
+// Docker's log stream: without a TTY each frame is [stream, 0, 0, 0, size (4 bytes, big endian)] + payload.
+function dockerStreamDecoder(tty, onText) {
+  const decoders = {1: new TextDecoder(), 2: new TextDecoder()};
+  let pending = new Uint8Array(0);
+  return chunk => {
+    if (tty) { onText(1, decoders[1].decode(chunk, {stream: true})); return; }
+    const joined = new Uint8Array(pending.length + chunk.length); joined.set(pending); joined.set(chunk, pending.length);
+    let offset = 0;
+    while (joined.length - offset >= 8) {
+      const kind = joined[offset], size = new DataView(joined.buffer, offset + 4, 4).getUint32(0);
+      if (joined.length - offset - 8 < size) break;
+      onText(kind === 2 ? 2 : 1, decoders[kind === 2 ? 2 : 1].decode(joined.subarray(offset + 8, offset + 8 + size), {stream: true}));
+      offset += 8 + size;
+    }
+    pending = joined.slice(offset);
+  };
+}
+const MAX_LOG_LINES = 10000;
+async function containerLogs(el, c, envId) {
+  el.innerHTML = `<div class="toolbar"><input class="filter" id="log-search" type="search" placeholder="Search logs" aria-label="Search logs">
+    <label class="check"><input type="checkbox" id="log-follow" checked> Follow</label>
+    <label class="check"><input type="checkbox" id="log-ts"> Timestamps</label>
+    <label class="check"><input type="checkbox" id="log-only"> Only matching lines</label>
+    <label for="log-tail" class="check">Lines <select id="log-tail"><option>100</option><option selected>1000</option><option value="all">all</option></select></label>
+    <span class="spacer"></span><span class="muted small" id="log-count"></span><button id="log-download">Download</button></div>
+    <div class="logs" id="logs" tabindex="0" aria-label="Container logs" aria-live="off"></div>`;
+  const box = $('#logs'); let lines = [], partial = {1: '', 2: ''}, scheduled = false, controller = null;
+  const draw = () => {
+    scheduled = false;
+    const q = $('#log-search').value, showTs = $('#log-ts').checked, only = $('#log-only').checked;
+    const pattern = q.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'), test = q ? new RegExp(pattern, 'i') : null;
+    const shown = test && only ? lines.filter(l => test.test(l.text)) : lines;
+    const re = test;
+    let matches = 0;
+    box.innerHTML = shown.slice(-3000).map(l => {
+      let text = esc(l.text);
+      if (re) text = text.replace(new RegExp(esc(q).replace(/[.*+?^${}()|[\]\\]/g, '\\$&'), 'gi'), m => { matches++; return `<mark>${m}</mark>`; });
+      return `<div class="${l.stream === 2 ? 'err' : ''}">${showTs && l.ts ? `<span class="ts">${esc(l.ts)} </span>` : ''}${text}</div>`;
+    }).join('');
+    $('#log-count').textContent = `${lines.length} lines` + (re ? ` · ${matches} matches` : '');
+    if ($('#log-follow').checked) box.scrollTop = box.scrollHeight;
+  };
+  const schedule = () => { if (!scheduled) { scheduled = true; requestAnimationFrame(draw); } };
+  const onText = (stream, text) => {
+    const parts = (partial[stream] + text).split('\n'); partial[stream] = parts.pop();
+    for (const raw of parts) { const m = raw.match(/^(\d{4}-\d\d-\d\dT\S+) (.*)$/s); lines.push({stream, ts: m ? m[1] : '', text: (m ? m[2] : raw).replace(/\r$/, '')}); }
+    if (lines.length > MAX_LOG_LINES) lines = lines.slice(-MAX_LOG_LINES);
+    schedule();
+  };
+  const start = () => {
+    if (controller) controller.abort();
+    controller = new AbortController(); lines = []; partial = {1: '', 2: ''};
+    const tail = $('#log-tail').value;
+    const url = `${dockerBase(envId)}/containers/${c.Id}/logs?stdout=1&stderr=1&timestamps=1&follow=1&tail=${tail}`;
+    const decode = dockerStreamDecoder(c.Config.Tty, onText);
+    const signal = controller.signal;
+    fetch(url, {credentials: 'same-origin', signal}).then(async r => {
+      if (!r.ok) throw await failureOf(r);
+      const reader = r.body.getReader();
+      for (;;) { const {done, value} = await reader.read(); if (done) break; decode(value); }
+    }).catch(err => { if (err.name !== 'AbortError') { box.insertAdjacentHTML('beforeend', `<div class="err">${esc(err.message)}</div>`); } });
+    schedule();
+  };
+  onLeave(() => controller && controller.abort());
+  $('#log-search').addEventListener('input', schedule);
+  ['#log-ts', '#log-only'].forEach(s => $(s).addEventListener('change', schedule));
+  $('#log-follow').addEventListener('change', schedule);
+  $('#log-tail').addEventListener('change', start);
+  box.addEventListener('scroll', () => { const atEnd = box.scrollHeight - box.scrollTop - box.clientHeight < 20; if (!atEnd && $('#log-follow').checked && !scheduled) $('#log-follow').checked = false; });
+  $('#log-download').addEventListener('click', () => {
+    const text = lines.map(l => ($('#log-ts').checked && l.ts ? l.ts + ' ' : '') + l.text).join('\n') + '\n';
+    const url = URL.createObjectURL(new Blob([text], {type: 'text/plain'}));
+    download(url, `${containerName(c)}.log`); setTimeout(() => URL.revokeObjectURL(url), 5000);
+  });
+  start();
+}
+
+// Live line chart on a <canvas>: series [{label, color}], push(values) adds one point per series.
+function lineChart(el, title, series, format) {
+  el.className = 'card chart';
+  el.innerHTML = `<h3>${esc(title)}</h3><canvas role="img" aria-label="${esc(title)} chart"></canvas><div class="legend"></div>`;
+  const canvas = $('canvas', el), legend = $('.legend', el), points = series.map(() => []), size = 60;
+  const draw = () => {
+    const ratio = window.devicePixelRatio || 1, w = canvas.clientWidth, h = canvas.clientHeight;
+    if (!w) return;
+    canvas.width = w * ratio; canvas.height = h * ratio;
+    const g = canvas.getContext('2d'); g.scale(ratio, ratio);
+    const styles = getComputedStyle(document.documentElement);
+    const max = Math.max(1e-9, ...points.flat()) * 1.15;
+    g.strokeStyle = styles.getPropertyValue('--border'); g.fillStyle = styles.getPropertyValue('--muted'); g.font = '11px system-ui';
+    for (let i = 0; i <= 4; i++) { const y = 4 + (h - 8) * i / 4; g.beginPath(); g.moveTo(0, y); g.lineTo(w, y); g.stroke();
+      g.fillText(format(max * (4 - i) / 4), 4, Math.max(12, y - 2)); }
+    series.forEach((s, si) => { g.strokeStyle = s.color; g.lineWidth = 2; g.beginPath();
+      points[si].forEach((v, i) => { const x = w - (points[si].length - 1 - i) * (w / (size - 1)), y = h - 4 - (h - 8) * v / max; i ? g.lineTo(x, y) : g.moveTo(x, y); });
+      g.stroke(); });
+    legend.innerHTML = series.map((s, si) => `<span class="badge">${esc(s.label)}: ${esc(format(points[si][points[si].length - 1] || 0))}</span>`).join('');
+  };
+  return {push(values) { values.forEach((v, i) => { points[i].push(v); if (points[i].length > size) points[i].shift(); }); draw(); }};
+}
+async function containerStats(el, c, envId) {
+  if (c.State.Status !== 'running') { el.innerHTML = '<p class="empty">Statistics are available while the container runs.</p>'; return; }
+  el.innerHTML = '<div class="charts"><div id="ch-cpu"></div><div id="ch-mem"></div><div id="ch-net"></div><div id="ch-io"></div></div><div class="error" id="stats-error"></div><div id="top"></div>';
+  const rate = n => `${fmtBytes(n)}/s`;
+  const cpu = lineChart($('#ch-cpu'), 'CPU', [{label: 'CPU %', color: '#1e88e5'}], v => `${v.toFixed(1)} %`);
+  const mem = lineChart($('#ch-mem'), 'Memory', [{label: 'used', color: '#8e24aa'}], fmtBytes);
+  const net = lineChart($('#ch-net'), 'Network', [{label: 'received', color: '#43a047'}, {label: 'sent', color: '#fb8c00'}], rate);
+  const io = lineChart($('#ch-io'), 'Disk I/O', [{label: 'read', color: '#00897b'}, {label: 'written', color: '#e53935'}], rate);
+  let previous = null;
+  const sum = (list, op) => (list || []).filter(e => e.op && e.op.toLowerCase() === op).reduce((a, e) => a + e.value, 0);
+  const onStats = s => {
+    const now = Date.parse(s.read) / 1000;
+    const netRx = Object.values(s.networks || {}).reduce((a, n) => a + n.rx_bytes, 0), netTx = Object.values(s.networks || {}).reduce((a, n) => a + n.tx_bytes, 0);
+    const blk = (s.blkio_stats || {}).io_service_bytes_recursive, rd = sum(blk, 'read'), wr = sum(blk, 'write');
+    const cpuDelta = s.cpu_stats.cpu_usage.total_usage - s.precpu_stats.cpu_usage.total_usage;
+    const sysDelta = (s.cpu_stats.system_cpu_usage || 0) - (s.precpu_stats.system_cpu_usage || 0);
+    const cpus = s.cpu_stats.online_cpus || (s.cpu_stats.cpu_usage.percpu_usage || [1]).length;
+    cpu.push([sysDelta > 0 ? cpuDelta / sysDelta * cpus * 100 : 0]);
+    const cache = (s.memory_stats.stats || {}).inactive_file ?? (s.memory_stats.stats || {}).cache ?? 0;
+    mem.push([Math.max(0, (s.memory_stats.usage || 0) - cache)]);
+    if (previous) { const dt = Math.max(0.1, now - previous.now);
+      net.push([(netRx - previous.netRx) / dt, (netTx - previous.netTx) / dt]); io.push([(rd - previous.rd) / dt, (wr - previous.wr) / dt]); }
+    previous = {now, netRx, netTx, rd, wr};
+  };
+  apiStream('GET', `${dockerBase(envId)}/containers/${c.Id}/stats?stream=1`, undefined, jsonLines(onStats))
+    .catch(err => { if (err.name !== 'AbortError') $('#stats-error').textContent = err.message; });
+  const top = async () => { const t = await api('GET', `${dockerBase(envId)}/containers/${c.Id}/top`);
+    $('#top').innerHTML = `<div class="card"><h3>Processes</h3><div class="table-wrap"><table><thead><tr>${t.Titles.map(x => `<th>${esc(x)}</th>`).join('')}</tr></thead>
+      <tbody>${t.Processes.map(p => `<tr>${p.map(x => `<td class="mono small">${esc(x)}</td>`).join('')}</tr>`).join('')}</tbody></table></div></div>`; };
+  top().catch(() => {}); every(5000, top);
+}
+
+// ---- terminal: a compact VT100/xterm subset (enough for sh, top and vi in busybox) --------------------------
+const MAX_SCROLLBACK = 2000;
+class Terminal {
+  constructor(el, send) {
+    this.el = el; this.output = send; this.cols = 80; this.rows = 24; this.onResize = () => {};
+    this.heldInput = ''; this.holdUntil = 0;
+    this.reset();
+    el.tabIndex = 0; el.setAttribute('role', 'textbox'); el.setAttribute('aria-label', 'Terminal'); el.setAttribute('aria-multiline', 'true');
+    el.addEventListener('keydown', e => this.key(e));
+    el.addEventListener('paste', e => { e.preventDefault(); this.send(e.clipboardData.getData('text').replace(/\r?\n/g, '\r')); });
+    el.addEventListener('wheel', e => { if (this.alt) return; e.preventDefault(); this.scrollView(e.deltaY < 0 ? 3 : -3); }, {passive: false});
+  }
+  send(data) {
+    // busybox ash reads a cursor report and the keys typed right after it in one go, and drops the keys:
+    // keys typed within a moment of a report wait for that moment to pass.
+    const wait = this.holdUntil - performance.now();
+    if (wait <= 0 && !this.heldInput) { this.output(data); return; }
+    this.heldInput += data;
+    if (this.heldInput === data) setTimeout(() => { const held = this.heldInput; this.heldInput = ''; this.output(held); }, Math.max(wait, 0));
+  }
+  report(data) { this.output(data); this.holdUntil = performance.now() + 80; }
+  blankLine() { return Array.from({length: this.cols}, () => [' ', this.attrClass()]); }
+  reset() {
+    this.attr = {fg: -1, bg: -1, b: false, u: false, inv: false, dim: false};
+    this.main = Array.from({length: this.rows}, () => this.blankLine()); this.alt = null; this.lines = this.main;
+    this.x = 0; this.y = 0; this.top = 0; this.bottom = this.rows - 1; this.saved = {x: 0, y: 0};
+    this.state = 0; this.params = ''; this.wrapPending = false; this.appCursor = false; this.cursorVisible = true;
+    this.decoder = new TextDecoder(); this.dirty = true; this.scrollback = []; this.viewOffset = 0;
+  }
+  // Lines that scrolled off the top of the main screen can be read again with the wheel or Shift+PageUp.
+  scrollView(lines) { this.viewOffset = Math.max(0, Math.min(this.scrollback.length, this.viewOffset + lines)); this.schedule(); }
+  attrClass() {
+    const a = this.attr || {fg: -1, bg: -1}; let fg = a.fg, bg = a.bg; const out = [];
+    if (a.inv) { out.push(fg < 0 ? 'bgi' : `bg${fg}`, bg < 0 ? 'fgi' : `fg${bg}`); }
+    else { if (fg >= 0) out.push(`fg${a.b && fg < 8 ? fg + 8 : fg}`); if (bg >= 0) out.push(`bg${bg}`); }
+    if (a.b) out.push('b'); if (a.u) out.push('u'); if (a.dim) out.push('dim');
+    return out.join(' ');
+  }
+  resize(cols, rows) {
+    cols = Math.max(20, Math.min(400, cols)); rows = Math.max(5, Math.min(200, rows));
+    if (cols === this.cols && rows === this.rows) return;
+    const fit = lines => { const out = lines.slice(Math.max(0, lines.length - rows)).map(l => l.slice(0, cols).concat(Array.from({length: Math.max(0, cols - l.length)}, () => [' ', '']))); while (out.length < rows) out.push(Array.from({length: cols}, () => [' ', ''])); return out; };
+    const shift = Math.max(0, this.main.length - rows);
+    this.cols = cols; this.rows = rows; this.main = fit(this.main); if (this.alt) this.alt = fit(this.alt);
+    this.lines = this.alt || this.main; this.y = Math.min(rows - 1, Math.max(0, this.y - shift)); this.x = Math.min(cols - 1, this.x);
+    this.top = 0; this.bottom = rows - 1; this.dirty = true; this.schedule(); this.onResize(cols, rows);
+  }
+  write(data) {
+    const text = typeof data === 'string' ? data : this.decoder.decode(data, {stream: true});
+    for (const ch of text) this.feed(ch);
+    this.schedule();
+  }
+  schedule() { if (!this.frame) this.frame = requestAnimationFrame(() => { this.frame = 0; this.draw(); }); }
+  scrollUp(n = 1) {
+    for (let i = 0; i < n; i++) {
+      const [gone] = this.lines.splice(this.top, 1); this.lines.splice(this.bottom, 0, this.blankLine());
+      if (!this.alt && this.top === 0) { this.scrollback.push(gone); if (this.scrollback.length > MAX_SCROLLBACK) this.scrollback.shift(); }
+    }
+  }
+  scrollDown(n = 1) { for (let i = 0; i < n; i++) { this.lines.splice(this.bottom, 1); this.lines.splice(this.top, 0, this.blankLine()); } }
+  lineFeed() { if (this.y === this.bottom) this.scrollUp(); else if (this.y < this.rows - 1) this.y++; }
+  put(ch) {
+    if (this.wrapPending) { this.x = 0; this.lineFeed(); this.wrapPending = false; }
+    this.lines[this.y][this.x] = [ch, this.attrClass()];
+    if (this.x === this.cols - 1) this.wrapPending = true; else this.x++;
+  }
+  feed(ch) {
+    const code = ch.codePointAt(0);
+    if (this.state === 0) {
+      if (code >= 32 && code !== 127) return this.put(ch);
+      this.wrapPending = code === 27 ? this.wrapPending : false;
+      switch (ch) {
+        case '\x1b': this.state = 1; return;
+        case '\r': this.x = 0; return;
+        case '\n': case '\v': case '\f': this.lineFeed(); return;
+        case '\b': this.x = Math.max(0, this.x - 1); return;
+        case '\t': this.x = Math.min(this.cols - 1, (Math.floor(this.x / 8) + 1) * 8); return;
+        default: return;
+      }
+    }
+    if (this.state === 1) { // after ESC
+      this.state = 0;
+      switch (ch) {
+        case '[': this.state = 2; this.params = ''; return;
+        case ']': this.state = 3; return;
+        case '(': case ')': case '*': case '+': this.state = 4; return;
+        case '7': this.saved = {x: this.x, y: this.y, attr: {...this.attr}}; return;
+        case '8': this.x = this.saved.x; this.y = this.saved.y; if (this.saved.attr) this.attr = {...this.saved.attr}; return;
+        case 'D': this.lineFeed(); return;
+        case 'E': this.x = 0; this.lineFeed(); return;
+        case 'M': if (this.y === this.top) this.scrollDown(); else this.y = Math.max(0, this.y - 1); return;
+        case 'c': this.reset(); return;
+        default: return;
+      }
+    }
+    if (this.state === 3) { if (ch === '\x07') this.state = 0; else if (ch === '\x1b') this.state = 5; return; } // OSC title
+    if (this.state === 5) { this.state = ch === '\\' ? 0 : 3; return; }
+    if (this.state === 4) { this.state = 0; return; } // charset designation: ignored
+    if (code >= 0x20 && code <= 0x3f) { this.params += ch; return; }
+    this.state = 0; this.csi(ch, this.params);
+  }
+  csi(final, raw) {
+    const priv = raw.startsWith('?'), p = raw.replace(/^[?>=]/, '').split(';').map(n => parseInt(n, 10));
+    const n = (i, d = 1) => (isNaN(p[i]) || p[i] === 0 ? d : p[i]);
+    const clamp = () => { this.x = Math.max(0, Math.min(this.cols - 1, this.x)); this.y = Math.max(0, Math.min(this.rows - 1, this.y)); };
+    const blank = () => [' ', this.attrClass()];
+    const line = this.lines[this.y];
+    this.wrapPending = false;
+    switch (final) {
+      case 'A': this.y = Math.max(this.y < this.top ? 0 : this.top, this.y - n(0)); break;
+      case 'B': this.y = Math.min(this.y > this.bottom ? this.rows - 1 : this.bottom, this.y + n(0)); break;
+      case 'C': this.x += n(0); clamp(); break;
+      case 'D': this.x -= n(0); clamp(); break;
+      case 'E': this.x = 0; this.y += n(0); clamp(); break;
+      case 'F': this.x = 0; this.y -= n(0); clamp(); break;
+      case 'G': case '`': this.x = n(0) - 1; clamp(); break;
+      case 'd': this.y = n(0) - 1; clamp(); break;
+      case 'H': case 'f': this.y = n(0) - 1; this.x = n(1) - 1; clamp(); break;
+      case 'J': { const mode = p[0] || 0;
+        if (mode === 0) { for (let x = this.x; x < this.cols; x++) line[x] = blank(); for (let y = this.y + 1; y < this.rows; y++) this.lines[y] = this.blankLine(); }
+        else if (mode === 1) { for (let x = 0; x <= this.x; x++) line[x] = blank(); for (let y = 0; y < this.y; y++) this.lines[y] = this.blankLine(); }
+        else for (let y = 0; y < this.rows; y++) this.lines[y] = this.blankLine();
+        break; }
+      case 'K': { const mode = p[0] || 0, from = mode === 0 ? this.x : 0, to = mode === 1 ? this.x : this.cols - 1;
+        for (let x = from; x <= to; x++) line[x] = blank(); break; }
+      case 'L': if (this.y >= this.top && this.y <= this.bottom) for (let i = 0; i < n(0); i++) { this.lines.splice(this.bottom, 1); this.lines.splice(this.y, 0, this.blankLine()); } break;
+      case 'M': if (this.y >= this.top && this.y <= this.bottom) for (let i = 0; i < n(0); i++) { this.lines.splice(this.y, 1); this.lines.splice(this.bottom, 0, this.blankLine()); } break;
+      case 'P': line.splice(this.x, n(0)); while (line.length < this.cols) line.push(blank()); break;
+      case '@': for (let i = 0; i < n(0); i++) line.splice(this.x, 0, blank()); line.length = this.cols; break;
+      case 'X': for (let i = 0; i < n(0) && this.x + i < this.cols; i++) line[this.x + i] = blank(); break;
+      case 'S': this.scrollUp(n(0)); break;
+      case 'T': this.scrollDown(n(0)); break;
+      case 'r': this.top = n(0) - 1; this.bottom = Math.min(this.rows - 1, n(1, this.rows) - 1); if (this.top >= this.bottom) { this.top = 0; this.bottom = this.rows - 1; } this.x = 0; this.y = 0; break;
+      case 's': this.saved = {x: this.x, y: this.y}; break;
+      case 'u': this.x = this.saved.x; this.y = this.saved.y; break;
+      case 'm': this.sgr(raw === '' ? [0] : p.map(v => (isNaN(v) ? 0 : v))); break;
+      case 'n': if (p[0] === 6) this.report(`\x1b[${this.y + 1};${this.x + 1}R`); else if (p[0] === 5) this.report('\x1b[0n'); break;
+      case 'c': if (!raw.startsWith('>')) this.report('\x1b[?1;2c'); break;
+      case 'h': case 'l': if (priv) this.mode(p, final === 'h'); break;
+      default: break;
+    }
+    this.dirty = true;
+  }
+  mode(list, on) {
+    for (const m of list) {
+      if (m === 1) this.appCursor = on;
+      else if (m === 25) this.cursorVisible = on;
+      else if (m === 47 || m === 1047 || m === 1049) {
+        if (on && !this.alt) { if (m === 1049) this.saved = {x: this.x, y: this.y, attr: {...this.attr}}; this.alt = Array.from({length: this.rows}, () => this.blankLine()); this.lines = this.alt; }
+        else if (!on && this.alt) { this.alt = null; this.lines = this.main; if (m === 1049) { this.x = this.saved.x; this.y = this.saved.y; } }
+        this.top = 0; this.bottom = this.rows - 1;
+      }
+    }
+  }
+  sgr(p) {
+    for (let i = 0; i < p.length; i++) {
+      const v = p[i], a = this.attr;
+      if (v === 0) Object.assign(a, {fg: -1, bg: -1, b: false, u: false, inv: false, dim: false});
+      else if (v === 1) a.b = true; else if (v === 2) a.dim = true; else if (v === 4) a.u = true; else if (v === 7) a.inv = true;
+      else if (v === 22) { a.b = false; a.dim = false; } else if (v === 24) a.u = false; else if (v === 27) a.inv = false;
+      else if (v >= 30 && v <= 37) a.fg = v - 30; else if (v === 39) a.fg = -1;
+      else if (v >= 40 && v <= 47) a.bg = v - 40; else if (v === 49) a.bg = -1;
+      else if (v >= 90 && v <= 97) a.fg = v - 82; else if (v >= 100 && v <= 107) a.bg = v - 92;
+      else if (v === 38 || v === 48) { // 256 colours and true colour, mapped to the nearest of the 16
+        let c = -1;
+        if (p[i + 1] === 5) { const n = p[i + 2]; c = n < 16 ? n : n >= 232 ? (n > 243 ? 15 : 8) : 7; i += 2; }
+        else if (p[i + 1] === 2) { const [r, g, b] = [p[i + 2], p[i + 3], p[i + 4]]; c = (r > 127 ? 1 : 0) | (g > 127 ? 2 : 0) | (b > 127 ? 4 : 0); i += 4; }
+        if (v === 38) a.fg = c; else a.bg = c;
+      }
+    }
+  }
+  draw() {
+    let shown = this.lines;
+    if (this.viewOffset && !this.alt) { const all = this.scrollback.concat(this.lines); shown = all.slice(all.length - this.rows - this.viewOffset, all.length - this.viewOffset); }
+    const rows = shown.map((line, y) => {
+      let html = '', run = '', cls = null;
+      line.forEach(([ch, c], x) => {
+        if (this.cursorVisible && !this.viewOffset && y === this.y && x === this.x && document.activeElement === this.el) c = (c ? c + ' ' : '') + 'cursor';
+        if (c !== cls) { if (run) html += cls ? `<span class="${cls}">${esc(run)}</span>` : esc(run); run = ''; cls = c; }
+        run += ch;
+      });
+      if (run) html += cls ? `<span class="${cls}">${esc(run)}</span>` : esc(run.replace(/\s+$/, ''));
+      return `<div class="line">${html}</div>`;
+    });
+    this.el.innerHTML = rows.join('');
+  }
+  text() { return this.lines.map(l => l.map(c => c[0]).join('').replace(/\s+$/, '')).join('\n'); }
+  key(e) {
+    const cursor = k => (this.appCursor ? '\x1bO' : '\x1b[') + k;
+    const keys = {Enter: '\r', Backspace: '\x7f', Tab: '\t', Escape: '\x1b', ArrowUp: cursor('A'), ArrowDown: cursor('B'), ArrowRight: cursor('C'),
+      ArrowLeft: cursor('D'), Home: '\x1b[H', End: '\x1b[F', PageUp: '\x1b[5~', PageDown: '\x1b[6~', Delete: '\x1b[3~', Insert: '\x1b[2~',
+      F1: '\x1bOP', F2: '\x1bOQ', F3: '\x1bOR', F4: '\x1bOS'};
+    let out = null;
+    if (e.ctrlKey && e.shiftKey && (e.key === 'C' || e.key === 'V')) return; // leave copy and paste to the browser
+    if (e.key === 'Tab' && e.shiftKey) return; // Shift+Tab leaves the terminal, so the page stays keyboard-usable
+    if (e.shiftKey && (e.key === 'PageUp' || e.key === 'PageDown')) { e.preventDefault(); this.scrollView((e.key === 'PageUp' ? 1 : -1) * (this.rows - 1)); return; }
+    if (keys[e.key]) out = keys[e.key];
+    else if (e.ctrlKey && !e.altKey && e.key.length === 1) { const c = e.key.toUpperCase().charCodeAt(0); if (c >= 64 && c <= 95) out = String.fromCharCode(c - 64); else if (e.key === ' ') out = '\x00'; }
+    else if (e.key.length === 1 && !e.metaKey) out = (e.altKey ? '\x1b' : '') + e.key;
+    if (out === null) return;
+    e.preventDefault(); if (this.viewOffset) { this.viewOffset = 0; this.schedule(); } this.send(out);
+  }
+  // Columns and rows that fit the element, from the size of one character.
+  fit() {
+    const probe = document.createElement('span'); probe.textContent = 'M'.repeat(10); this.el.append(probe);
+    const w = probe.getBoundingClientRect().width / 10, h = probe.getBoundingClientRect().height; probe.remove();
+    if (!w || !h) return;
+    const style = getComputedStyle(this.el), padX = parseFloat(style.paddingLeft) + parseFloat(style.paddingRight), padY = parseFloat(style.paddingTop) + parseFloat(style.paddingBottom);
+    this.resize(Math.floor((this.el.clientWidth - padX) / w), Math.floor((this.el.clientHeight - padY) / h));
+  }
+}
+
+async function containerConsole(el, c, envId) {
+  if (c.State.Status !== 'running') { el.innerHTML = '<p class="empty">Start the container to open a console.</p>'; return; }
+  el.innerHTML = `<form class="toolbar" id="console-form"><label for="console-cmd" class="check">Command</label>
+    <select id="console-cmd" name="cmd" class="narrow"><option>sh</option><option>bash</option><option>/bin/sh -l</option><option>ash</option></select>
+    <input id="console-custom" name="custom" class="filter" placeholder="or another command" aria-label="Custom command">
+    <button class="primary" type="submit" id="console-connect">Connect</button><button type="button" id="console-attach">Attach</button>
+    <button type="button" id="console-close" disabled>Disconnect</button><span class="muted small" id="console-status"></span>
+    <div class="error" role="alert"></div></form><div class="term" id="term"></div>`;
+  const term = new Terminal($('#term'), data => { if (socket && socket.readyState === 1) socket.send(new TextEncoder().encode(data)); });
+  let socket = null;
+  const status = t => { $('#console-status').textContent = t; };
+  const sendSize = (cols, rows) => { if (socket && socket.readyState === 1) socket.send(JSON.stringify({type: 'resize', cols, rows})); };
+  term.onResize = sendSize; term.fit(); term.draw();
+  const observer = new ResizeObserver(() => term.fit()); observer.observe($('#term'));
+  const close = () => { if (socket) { socket.onclose = null; socket.close(); socket = null; } $('#console-close').disabled = true; status('disconnected'); };
+  onLeave(() => { close(); observer.disconnect(); });
+  const open = mode => {
+    close(); term.reset(); term.fit(); term.draw();
+    const cmd = $('#console-custom').value.trim() || $('#console-cmd').value;
+    const query = new URLSearchParams({containerId: c.Id, mode, cmd});
+    // The session cookie authenticates the socket: no token in the URL.
+    socket = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/api/endpoints/${envId}/console/ws?${query}`);
+    socket.binaryType = 'arraybuffer';
+    status('connecting…');
+    socket.onopen = () => { status(mode === 'attach' ? 'attached' : `connected: ${cmd}`); $('#console-close').disabled = false; sendSize(term.cols, term.rows); $('#term').focus(); };
+    socket.onmessage = m => term.write(typeof m.data === 'string' ? m.data : new Uint8Array(m.data));
+    socket.onclose = e => { status(e.code === 1000 || e.code === 1005 ? 'session ended' : `closed (${e.code}${e.reason ? ': ' + e.reason : ''})`); $('#console-close').disabled = true;
+      if (e.code === 1006 && !socket.everOpened) showError($('#console-form'), new Error('The console could not be opened: your role on this environment may not allow it, or the container stopped')); };
+    socket.addEventListener('open', () => { socket.everOpened = true; });
+  };
+  onSubmit($('#console-form'), async () => open('exec'));
+  $('#console-attach').addEventListener('click', () => open('attach'));
+  $('#console-close').addEventListener('click', close);
+  $('#term').addEventListener('focus', () => term.draw()); $('#term').addEventListener('blur', () => term.draw());
+}
+
+// ---- pages: images (pull with per-layer progress, build, import/export, tag, remove) -------------------------
+async function pageImages(envId) {
+  const base = dockerBase(envId);
+  const main = render('Images', `<div class="toolbar"><h2>Images</h2></div>
+    <div class="grid2"><form class="card" id="pull"><h3>Pull an image</h3><div class="row"><div><label for="pull-image">Image</label>
+      <input id="pull-image" name="image" required placeholder="e.g. registry:5000/app:1.2" data-error-hint="image|reference|repository|manifest"></div></div>
+      <div class="error" role="alert"></div><p><button class="primary" type="submit">Pull</button></p><div id="pull-progress"></div></form>
+    <form class="card" id="build"><h3>Build from a context</h3><label for="build-tag">Tag</label><input id="build-tag" name="tag" placeholder="myapp:latest">
+      <label for="build-file">Build context (.tar or .tar.gz with a Dockerfile)</label><input id="build-file" type="file" name="context" required accept=".tar,.tgz,.gz,application/x-tar,application/gzip">
+      <label for="build-dockerfile">Dockerfile path in the context</label><input id="build-dockerfile" name="dockerfile" value="Dockerfile">
+      <div class="error" role="alert"></div><p><button class="primary" type="submit">Build</button></p><div id="build-progress"></div></form>
+    <form class="card" id="import"><h3>Import images</h3><label for="import-file">Image archive (from docker save or Export)</label>
+      <input id="import-file" type="file" name="archive" required accept=".tar,application/x-tar">
+      <div class="error" role="alert"></div><p><button class="primary" type="submit">Import</button></p><div id="import-progress"></div></form></div>
+    <div class="card" id="images"></div>`, envCrumbs(envId, 'Images'));
+  const usedBy = new Map();
+  const table = dataTable($('#images'), {
+    id: i => i.Id, selectable: true, filterPlaceholder: 'Filter images', empty: 'No images.',
+    actions: '<button class="danger" data-action="remove" disabled>Remove</button><button data-action="export" disabled>Export</button><input id="tag-name" class="filter" placeholder="new tag, e.g. app:v2" aria-label="New tag"><button data-action="tag" disabled>Tag</button>',
+    columns: [
+      {key: 'id', label: 'Id', value: i => shortId(i.Id), html: i => `<span class="mono">${esc(shortId(i.Id))}</span> ${usedBy.get(i.Id) ? '' : '<span class="badge">unused</span>'}`},
+      {key: 'tags', label: 'Tags', value: i => (i.RepoTags || []).filter(t => t !== '<none>:<none>').join(' ') || '<none>'},
+      {key: 'size', label: 'Size', value: i => i.Size, html: i => fmtBytes(i.Size)},
+      {key: 'created', label: 'Created', value: i => i.Created, html: i => fmtDate(i.Created), cls: 'hide-sm'},
+    ],
+    onSelectionChange: sel => $$('#images [data-action]').forEach(b => { b.disabled = sel.size === 0 || (b.dataset.action === 'tag' && sel.size !== 1); }),
+  });
+  const load = async () => {
+    const [images, containers] = await Promise.all([api('GET', `${base}/images/json`), api('GET', `${base}/containers/json?all=1`)]);
+    usedBy.clear(); containers.forEach(c => usedBy.set(c.ImageID, true)); table.setRows(images);
+  };
+  const imageRef = id => { const i = table.rows().find(x => x.Id === id); const tag = i && (i.RepoTags || []).find(t => t !== '<none>:<none>'); return tag || id; };
+  $('#images').addEventListener('click', async e => {
+    const action = e.target.dataset && e.target.dataset.action; if (!action || e.target.disabled) return;
+    const ids = table.selected();
+    if (action === 'export') { for (const id of ids) download(`${base}/images/${encodeURIComponent(imageRef(id))}/get`, `${imageRef(id).replace(/[/:]/g, '_')}.tar`); return; }
+    if (action === 'tag') {
+      const input = $('#tag-name'), m = input.value.trim().match(/^(.+?)(?::([\w][\w.-]*))?$/);
+      if (!m) { input.classList.add('invalid'); toast('Enter a tag such as app:v2', true); return; }
+      try { await api('POST', `${base}/images/${encodeURIComponent(ids[0])}/tag?repo=${encodeURIComponent(m[1])}&tag=${encodeURIComponent(m[2] || 'latest')}`); toast(`Tagged ${input.value}`); input.value = ''; }
+      catch (err) { toast(`Tag: ${err.message}`, true); }
+    }
+    if (action === 'remove') {
+      if (!confirm(`Remove ${ids.length} image(s)?`)) return;
+      for (const id of ids) { try { await api('DELETE', `${base}/images/${encodeURIComponent(id)}?force=1`); } catch (err) { toast(`Remove ${shortId(id)}: ${err.message}`, true); } }
+    }
+    table.clearSelection(); await load();
+  });
+  const streamInto = async (form, progressEl, method, url, body, headers) => {
+    const view = progressView(progressEl);
+    await apiStream(method, url, body, jsonLines(m => view.feed(m)), headers);
+    if (view.failed()) throw new Error(view.failed());
+    await load();
+  };
+  onSubmit($('#pull'), async data => {
+    const ref = data.get('image').trim(); const m = ref.match(/^(.+?)(?::([\w][\w.-]*))?(@sha256:[0-9a-f]+)?$/);
+    if (!ref || !m) return showError($('#pull'), new Error('Enter an image reference'), 'image');
+    const fromImage = m[3] ? m[1] + m[3] : m[1];
+    await streamInto($('#pull'), $('#pull-progress'), 'POST', `${base}/images/create?fromImage=${encodeURIComponent(fromImage)}${m[3] ? '' : '&tag=' + encodeURIComponent(m[2] || 'latest')}`);
+    toast(`Pulled ${ref}`);
+  });
+  onSubmit($('#build'), async data => {
+    const file = data.get('context'); if (!file || !file.size) return showError($('#build'), new Error('Choose a build context archive'), 'context');
+    const q = new URLSearchParams({dockerfile: data.get('dockerfile') || 'Dockerfile', rm: '1'}); if (data.get('tag')) q.set('t', data.get('tag'));
+    await streamInto($('#build'), $('#build-progress'), 'POST', `${base}/build?${q}`, file, {'Content-Type': 'application/x-tar'});
+    toast('Build finished');
+  });
+  onSubmit($('#import'), async data => {
+    const file = data.get('archive'); if (!file || !file.size) return showError($('#import'), new Error('Choose an image archive'), 'archive');
+    await streamInto($('#import'), $('#import-progress'), 'POST', `${base}/images/load?quiet=0`, file, {'Content-Type': 'application/x-tar'});
+    toast('Images imported');
+  });
+  await load(); watchEngine(envId, ['image'], load);
+}
+
+// ---- pages: volumes and networks ----------------------------------------------------------------------------
+async function pageVolumes(envId) {
+  const base = dockerBase(envId);
+  const main = render('Volumes', `<div class="toolbar"><h2>Volumes</h2></div>
+    <form class="card" id="volume-create"><h3>Create a volume</h3><div class="row"><div><label for="v-name">Name</label><input id="v-name" name="Name" placeholder="generated when empty"></div>
+    <div><label for="v-driver">Driver</label><input id="v-driver" name="Driver" value="local"></div></div>
+    <fieldset><legend>Driver options</legend><div id="v-opts"></div></fieldset><fieldset><legend>Labels</legend><div id="v-labels"></div></fieldset>
+    <div class="error" role="alert"></div><button class="primary" type="submit">Create the volume</button></form><div id="volume-warnings"></div><div class="card" id="volumes"></div>`, envCrumbs(envId, 'Volumes'));
+  const node = v => (v.Portainer && v.Portainer.Agent && v.Portainer.Agent.NodeName) || '';
+  const getOpts = pairsEditor($('#v-opts'), [{placeholder: 'option'}, {placeholder: 'value'}], [], 'Add option');
+  const getLabels = pairsEditor($('#v-labels'), [{placeholder: 'label'}, {placeholder: 'value'}], [], 'Add label');
+  const table = dataTable($('#volumes'), {
+    id: v => v.Name, selectable: true, filterPlaceholder: 'Filter volumes', empty: 'No volumes.',
+    actions: '<button class="danger" data-action="remove" disabled>Remove</button>',
+    columns: [{key: 'name', label: 'Name', value: v => v.Name, html: v => `<span class="mono">${esc(v.Name)}</span>
+        <a class="small" href="#/env/${envId}/volumes/${encodeURIComponent(v.Name)}/browse?node=${encodeURIComponent(node(v))}" title="Browse files (agent environments)">browse</a>`},
+      {key: 'driver', label: 'Driver', value: v => v.Driver}, {key: 'node', label: 'Node', value: node, cls: 'hide-sm'},
+      {key: 'mount', label: 'Mount point', value: v => v.Mountpoint, cls: 'hide-sm mono small'},
+      {key: 'created', label: 'Created', value: v => v.CreatedAt, html: v => fmtDate(v.CreatedAt), cls: 'hide-sm'}],
+    onSelectionChange: sel => { $('#volumes [data-action]').disabled = sel.size === 0; },
+  });
+  const load = async () => { const answer = await api('GET', `${base}/volumes`); table.setRows(answer.Volumes || []);
+    $('#volume-warnings').innerHTML = (answer.Warnings || []).map(w => `<p class="error">${esc(w)}</p>`).join(''); };
+  $('#volumes').addEventListener('click', async e => { if (!e.target.dataset || e.target.dataset.action !== 'remove' || e.target.disabled) return;
+    const names = table.selected(); if (!confirm(`Remove ${names.length} volume(s) and their data?`)) return;
+    for (const n of names) { try { await api('DELETE', `${base}/volumes/${encodeURIComponent(n)}`); } catch (err) { toast(`Remove ${n}: ${err.message}`, true); } }
+    table.clearSelection(); await load(); });
+  onSubmit($('#volume-create'), async data => {
+    const v = await api('POST', `${base}/volumes/create`, {Name: data.get('Name').trim(), Driver: data.get('Driver') || 'local', DriverOpts: Object.fromEntries(getOpts()), Labels: Object.fromEntries(getLabels())});
+    toast(`Volume ${v.Name} created`); $('#volume-create').reset(); getOpts.clear(); getLabels.clear(); await load();
+  });
+  await load(); watchEngine(envId, ['volume'], load);
+}
+async function pageNetworks(envId) {
+  const base = dockerBase(envId);
+  const main = render('Networks', `<div class="toolbar"><h2>Networks</h2></div>
+    <form class="card" id="network-create"><h3>Create a network</h3><div class="row"><div><label for="n-name">Name</label><input id="n-name" name="Name" required></div>
+    <div><label for="n-driver">Driver</label><select id="n-driver" name="Driver"><option>bridge</option><option>overlay</option><option>macvlan</option><option>ipvlan</option></select></div>
+    <div><label for="n-subnet">Subnet</label><input id="n-subnet" name="Subnet" placeholder="e.g. 172.30.0.0/16" data-error-hint="subnet|pool|overlap"></div>
+    <div><label for="n-gateway">Gateway</label><input id="n-gateway" name="Gateway" placeholder="e.g. 172.30.0.1" data-error-hint="gateway"></div></div>
+    <div class="row"><label class="check narrow"><input type="checkbox" name="Internal"> Internal (no outside access)</label><label class="check narrow"><input type="checkbox" name="Attachable"> Attachable</label></div>
+    <div class="error" role="alert"></div><button class="primary" type="submit">Create the network</button></form><div class="card" id="networks"></div>`, envCrumbs(envId, 'Networks'));
+  const builtin = new Set(['bridge', 'host', 'none', 'ingress', 'docker_gwbridge']);
+  const table = dataTable($('#networks'), {
+    id: n => n.Id, selectable: true, filterPlaceholder: 'Filter networks', empty: 'No networks.',
+    actions: '<button class="danger" data-action="remove" disabled>Remove</button>',
+    columns: [{key: 'name', label: 'Name', value: n => n.Name}, {key: 'driver', label: 'Driver', value: n => n.Driver}, {key: 'scope', label: 'Scope', value: n => n.Scope, cls: 'hide-sm'},
+      {key: 'subnet', label: 'Subnet', value: n => ((n.IPAM || {}).Config || []).map(c => c.Subnet).join(' '), cls: 'mono small'},
+      {key: 'gateway', label: 'Gateway', value: n => ((n.IPAM || {}).Config || []).map(c => c.Gateway || '').join(' '), cls: 'hide-sm mono small'},
+      {key: 'flags', label: '', value: n => [n.Internal && 'internal', n.Attachable && 'attachable', builtin.has(n.Name) && 'system'].filter(Boolean).join(' ')}],
+    onSelectionChange: sel => { $('#networks [data-action]').disabled = sel.size === 0; },
+  });
+  const load = async () => table.setRows(await api('GET', `${base}/networks`));
+  $('#networks').addEventListener('click', async e => { if (!e.target.dataset || e.target.dataset.action !== 'remove' || e.target.disabled) return;
+    for (const id of table.selected()) { try { await api('DELETE', `${base}/networks/${id}`); } catch (err) { toast(`Remove: ${err.message}`, true); } }
+    table.clearSelection(); await load(); });
+  onSubmit($('#network-create'), async data => {
+    const ipam = data.get('Subnet') ? {Driver: 'default', Config: [{Subnet: data.get('Subnet'), ...(data.get('Gateway') ? {Gateway: data.get('Gateway')} : {})}]} : undefined;
+    await api('POST', `${base}/networks/create`, {Name: data.get('Name').trim(), Driver: data.get('Driver'), Internal: !!data.get('Internal'), Attachable: !!data.get('Attachable'), IPAM: ipam, CheckDuplicate: true});
+    toast(`Network ${data.get('Name')} created`); $('#network-create').reset(); await load();
+  });
+  await load(); watchEngine(envId, ['network'], load);
+}
+
+// ---- pages: Swarm (read views of services, nodes, configs, secrets) ------------------------------------------
+const SWARM_VIEWS = {
+  services: {title: 'Services', columns: [{key: 'name', label: 'Name', value: s => s.Spec.Name}, {key: 'image', label: 'Image', value: s => ((s.Spec.TaskTemplate.ContainerSpec || {}).Image || '').split('@')[0]},
+    {key: 'mode', label: 'Mode', value: s => s.Spec.Mode.Replicated ? `replicated ${s.Spec.Mode.Replicated.Replicas}` : 'global'},
+    {key: 'running', label: 'Running', value: s => s.ServiceStatus ? `${s.ServiceStatus.RunningTasks} / ${s.ServiceStatus.DesiredTasks}` : ''},
+    {key: 'ports', label: 'Ports', value: s => ((s.Endpoint || {}).Ports || []).map(p => `${p.PublishedPort}:${p.TargetPort}`).join(' ')},
+    {key: 'updated', label: 'Updated', value: s => s.UpdatedAt, html: s => fmtDate(s.UpdatedAt), cls: 'hide-sm'}], path: 'services?status=true'},
+  nodes: {title: 'Nodes', columns: [{key: 'host', label: 'Host name', value: n => n.Description.Hostname}, {key: 'role', label: 'Role', value: n => n.Spec.Role + (n.ManagerStatus && n.ManagerStatus.Leader ? ' (leader)' : '')},
+    {key: 'availability', label: 'Availability', value: n => n.Spec.Availability}, {key: 'status', label: 'Status', value: n => n.Status.State, html: n => `<span class="${n.Status.State === 'ready' ? 'up' : 'down'}">${esc(n.Status.State)}</span>`},
+    {key: 'engine', label: 'Engine', value: n => n.Description.Engine.EngineVersion, cls: 'hide-sm'}, {key: 'addr', label: 'Address', value: n => n.Status.Addr, cls: 'hide-sm'}], path: 'nodes'},
+  configs: {title: 'Configs', columns: [{key: 'name', label: 'Name', value: c => c.Spec.Name}, {key: 'created', label: 'Created', value: c => c.CreatedAt, html: c => fmtDate(c.CreatedAt)},
+    {key: 'updated', label: 'Updated', value: c => c.UpdatedAt, html: c => fmtDate(c.UpdatedAt), cls: 'hide-sm'}], path: 'configs'},
+  secrets: {title: 'Secrets', columns: [{key: 'name', label: 'Name', value: c => c.Spec.Name}, {key: 'created', label: 'Created', value: c => c.CreatedAt, html: c => fmtDate(c.CreatedAt)},
+    {key: 'updated', label: 'Updated', value: c => c.UpdatedAt, html: c => fmtDate(c.UpdatedAt), cls: 'hide-sm'}], path: 'secrets'},
+};
+async function pageSwarm(envId, kind) {
+  const view = SWARM_VIEWS[kind];
+  render(view.title, `<div class="toolbar"><h2>${view.title}</h2></div><div class="card" id="swarm-list"></div>`, envCrumbs(envId, view.title));
+  const table = dataTable($('#swarm-list'), {id: x => x.ID, columns: view.columns, filterPlaceholder: `Filter ${kind}`, empty: `No ${kind}.`});
+  const load = async () => table.setRows(await api('GET', `${dockerBase(envId)}/${view.path}`));
+  await load(); every(10000, load);
+}
+
+// ---- pages: users, settings, my account ---------------------------------------------------------------------
+async function pageUsers() {
+  currentEnv = null;
+  const main = render('Users', `<div class="toolbar"><h2>Users</h2></div><form class="card" id="user-create"><h3>Add a user</h3>
+    <div class="row"><div><label for="u-name">Username</label><input id="u-name" name="Username" required autocomplete="off"></div>
+    <div><label for="u-password">Password (12 characters or more)</label><input id="u-password" name="Password" type="password" required autocomplete="new-password" data-error-hint="password"></div>
+    <div><label for="u-role">Role</label><select id="u-role" name="Role"><option value="2">standard user</option><option value="1">administrator</option></select></div></div>
+    <div class="error" role="alert"></div><p><button class="primary" type="submit">Create user</button></p></form><div class="card" id="users"></div>`);
+  const table = dataTable($('#users'), {id: u => u.Id, selectable: true, filterPlaceholder: 'Filter users', actions: '<button class="danger" data-action="remove" disabled>Remove</button>',
+    columns: [{key: 'name', label: 'Name', value: u => u.Username}, {key: 'role', label: 'Role', value: u => u.Role === 1 ? 'administrator' : 'standard user'},
+      {key: 'created', label: 'Created', value: u => u.CreationDate, html: u => fmtDate(u.CreationDate), cls: 'hide-sm'}],
+    onSelectionChange: sel => { $('#users [data-action]').disabled = sel.size === 0; }});
+  const load = async () => table.setRows(await api('GET', '/api/users'));
+  $('#users').addEventListener('click', async e => { if (!e.target.dataset || e.target.dataset.action !== 'remove' || e.target.disabled) return;
+    if (!confirm('Remove the selected users and their API keys?')) return;
+    for (const id of table.selected()) { try { await api('DELETE', `/api/users/${id}`); } catch (err) { toast(err.message, true); } }
+    table.clearSelection(); await load(); });
+  onSubmit($('#user-create'), async data => {
+    const u = await api('POST', '/api/users', {Username: data.get('Username'), Password: data.get('Password'), Role: +data.get('Role')});
+    toast(`User ${u.Username} created`); $('#user-create').reset(); await load();
+  });
+  await load();
+}
+async function pageSettings() {
+  currentEnv = null;
+  const [s, pub] = await Promise.all([api('GET', '/api/settings'), api('GET', '/api/settings/public')]);
+  const main = render('Settings', `<form class="card" id="settings"><h2>Settings</h2>
+    <label for="s-timeout">Session lifetime (e.g. 8h, 30m)</label><input id="s-timeout" name="UserSessionTimeout" value="${esc(s.UserSessionTimeout)}">
+    <label for="s-snapshot">Snapshot interval</label><input id="s-snapshot" name="SnapshotInterval" value="${esc(s.SnapshotInterval || '')}">
+    <label for="s-logo">Logo URL</label><input id="s-logo" name="LogoURL" value="${esc(s.LogoURL || '')}">
+    ${pub.AnalyticsAvailable ? `<p><label class="check"><input type="checkbox" name="EnableTelemetry" ${s.EnableTelemetry ? 'checked' : ''}> Send anonymous usage statistics</label></p>` : ''}
+    <div class="error" role="alert"></div><p><button class="primary" type="submit">Save settings</button></p></form>`);
+  onSubmit($('#settings'), async data => {
+    const body = {UserSessionTimeout: data.get('UserSessionTimeout'), SnapshotInterval: data.get('SnapshotInterval'), LogoURL: data.get('LogoURL')};
+    if (pub.AnalyticsAvailable) body.EnableTelemetry = !!data.get('EnableTelemetry');
+    await api('PUT', '/api/settings', body); toast('Settings saved');
+  });
+  await settingsAuditPanel();
+}
+async function pageAccount() {
+  currentEnv = null;
+  const main = render('My account', `<div class="grid2"><form class="card" id="password"><h3>Change password</h3>
+    <label for="a-current">Current password</label><input id="a-current" type="password" name="Password" required autocomplete="current-password" data-error-hint="current password">
+    <label for="a-new">New password (12 characters or more)</label><input id="a-new" type="password" name="NewPassword" required autocomplete="new-password" data-error-hint="at least|characters">
+    <div class="error" role="alert"></div><p><button class="primary" type="submit">Change password</button></p></form>
+    <form class="card" id="key-create"><h3>Add an API key</h3><label for="k-desc">Description</label><input id="k-desc" name="description" required>
+    <label for="k-password">Your password</label><input id="k-password" type="password" name="password" required autocomplete="current-password" data-error-hint="password">
+    <div class="error" role="alert"></div><p><button class="primary" type="submit">Add API key</button></p><div id="k-raw"></div></form></div>
+    <div class="card"><h3>API keys of ${esc(me.Username)}</h3><div id="keys"></div></div>`);
+  const table = dataTable($('#keys'), {id: k => k.id, selectable: true, filterPlaceholder: 'Filter keys', empty: 'No API keys.',
+    actions: '<button class="danger" data-action="remove" disabled>Remove</button>',
+    columns: [{key: 'desc', label: 'Description', value: k => k.description}, {key: 'prefix', label: 'Starts with', value: k => k.prefix, html: k => `<span class="mono">${esc(k.prefix)}…</span>`},
+      {key: 'created', label: 'Created', value: k => k.dateCreated, html: k => fmtDate(k.dateCreated)}, {key: 'used', label: 'Last used', value: k => k.lastUsed, html: k => k.lastUsed ? fmtAgo(k.lastUsed) : 'never'}],
+    onSelectionChange: sel => { $('#keys [data-action]').disabled = sel.size === 0; }});
+  const load = async () => table.setRows(await api('GET', `/api/users/${me.Id}/tokens`));
+  $('#keys').addEventListener('click', async e => { if (!e.target.dataset || e.target.dataset.action !== 'remove' || e.target.disabled) return;
+    for (const id of table.selected()) { try { await api('DELETE', `/api/users/${me.Id}/tokens/${id}`); } catch (err) { toast(err.message, true); } }
+    table.clearSelection(); await load(); });
+  onSubmit($('#key-create'), async data => {
+    const r = await api('POST', `/api/users/${me.Id}/tokens`, {description: data.get('description'), password: data.get('password')});
+    $('#k-raw').innerHTML = `<p>Copy this key now, it is shown only once:</p><pre class="mono" id="raw-key">${esc(r.rawAPIKey)}</pre>`;
+    $('#key-create').reset(); await load();
+  });
+  onSubmit($('#password'), async data => {
+    await api('PUT', `/api/users/${me.Id}/passwd`, {Password: data.get('Password'), NewPassword: data.get('NewPassword')});
+    toast('Password changed: log in again'); location.hash = '#/login';
+  });
+  await load();
+}
+
+// ---- pages: volume browser on agent environments (from the agent feature) ----------------------------------
 async function agentFetch(method, path, node, body) {
   const headers = {}; if (node) headers['X-PortainerAgent-Target'] = node;
   if (csrf && method !== 'GET') headers['X-CSRF-Token'] = csrf;
   const r = await fetch(path, {method, headers, body, credentials: 'same-origin'});
   if (!r.ok) { let msg = r.statusText; try { msg = (await r.json()).message || msg; } catch (e) {} const err = new Error(msg); err.status = r.status; throw err; }
   return r;
-}
-async function pageVolumes(id) {
-  const data = await api('GET', `/api/endpoints/${id}/docker/volumes`);
-  const node = v => (v.Portainer && v.Portainer.Agent && v.Portainer.Agent.NodeName) || '';
-  $app.innerHTML = shell(`<div class="card"><h2>Volumes</h2><table><tr><th>Name</th><th>Driver</th><th>Node</th><th></th></tr>
-    ${(data.Volumes || []).map(v => `<tr><td>${esc(v.Name)}</td><td>${esc(v.Driver)}</td><td>${esc(node(v))}</td>
-    <td><a href="#/env/${id}/volumes/${encodeURIComponent(v.Name)}/browse?node=${encodeURIComponent(node(v))}">browse</a></td></tr>`).join('')}</table>
-    ${(data.Warnings || []).map(w => `<p class="error">${esc(w)}</p>`).join('')}
-    <p class="muted">Browsing works on agent environments.</p></div>`);
-  bindShell();
 }
 async function pageBrowse(id, volume, node, path) {
   const base = `/api/endpoints/${id}/docker/v2/browse`;
@@ -3956,46 +7050,7 @@ async function pageBrowse(id, volume, node, path) {
     const form = new FormData(); form.append('file', file, file.name);
     await agentFetch('POST', `${base}/put?${q(path)}`, node, form); again(path); });
 }
-async function pageAccount() {
-  const keys = await api('GET', `/api/users/${me.Id}/tokens`);
-  $app.innerHTML = shell(`<div class="card"><h2>Account: ${esc(me.Username)}</h2><h3>API keys</h3>
-    <table><tr><th>Description</th><th>Prefix</th><th></th></tr>${keys.map(k => `<tr><td>${esc(k.description)}</td>
-    <td>${esc(k.prefix)}…</td><td><button class="danger" data-del="${k.id}">Remove</button></td></tr>`).join('')}</table>
-    <form id="f"><label for="d">Description</label><input id="d" required><label for="p">Your password</label>
-    <input id="p" type="password" required><div class="error" role="alert"></div>
-    <button class="primary">Add API key</button></form><pre id="raw"></pre></div>`);
-  bindShell();
-  const f = document.getElementById('f');
-  f.onsubmit = async e => { e.preventDefault(); try { const r = await api('POST', `/api/users/${me.Id}/tokens`, {description: f.d.value, password: f.p.value});
-    document.getElementById('raw').textContent = 'Copy this key now, it is shown once: ' + r.rawAPIKey; } catch (err) { formError(f, err); } };
-  document.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => { await api('DELETE', `/api/users/${me.Id}/tokens/${b.dataset.del}`); pageAccount(); });
-}
-async function pageUsers() {
-  const users = await api('GET', '/api/users');
-  $app.innerHTML = shell(`<div class="card"><h2>Users</h2><table><tr><th>Name</th><th>Role</th><th></th></tr>
-    ${users.map(u => `<tr><td>${esc(u.Username)}</td><td>${u.Role === 1 ? 'administrator' : 'standard user'}</td>
-    <td>${u.Id !== me.Id ? `<button class="danger" data-del="${u.Id}">Remove</button>` : ''}</td></tr>`).join('')}</table>
-    <form id="f"><h3>Add user</h3><label for="u">Username</label><input id="u" required><label for="p">Password</label>
-    <input id="p" type="password" minlength="12" required><label for="r">Role</label><select id="r"><option value="2">standard user</option>
-    <option value="1">administrator</option></select><div class="error" role="alert"></div><button class="primary">Create user</button></form></div>`);
-  bindShell();
-  const f = document.getElementById('f');
-  f.onsubmit = async e => { e.preventDefault(); try { await api('POST', '/api/users', {Username: f.u.value, Password: f.p.value, Role: +f.r.value}); pageUsers(); } catch (err) { formError(f, err); } };
-  document.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => { await api('DELETE', `/api/users/${b.dataset.del}`); pageUsers(); });
-}
-async function pageSettings() {
-  const s = await api('GET', '/api/settings'); const pub = await api('GET', '/api/settings/public');
-  $app.innerHTML = shell(`<div class="card"><h2>Settings</h2><form id="f"><label for="t">Session lifetime</label>
-    <input id="t" value="${esc(s.UserSessionTimeout)}">
-    ${pub.AnalyticsAvailable ? `<label><input type="checkbox" id="a" style="width:auto" ${s.EnableTelemetry ? 'checked' : ''}> Send anonymous usage statistics</label>` : ''}
-    <div class="error" role="alert"></div><button class="primary">Save</button></form></div>`);
-  bindShell();
-  const f = document.getElementById('f');
-  f.onsubmit = async e => { e.preventDefault(); const body = {UserSessionTimeout: f.t.value};
-    const a = document.getElementById('a'); if (a) body.EnableTelemetry = a.checked;
-    try { await api('PUT', '/api/settings', body); formError(f, {message: 'Saved.'}); } catch (err) { formError(f, err); } };
-  await settingsAuditPanel();
-}
+// ---- pages: teams, environment access and security, activity log, backup, sharing (from the access feature) --
 const ENV_ROLES = {1: 'Environment administrator', 2: 'Operator', 3: 'Helpdesk', 4: 'Standard user', 5: 'Read-only user'};
 const SECURITY_SWITCHES = {
   allowBindMountsForRegularUsers: 'Allow bind mounts of host paths', allowPrivilegedModeForRegularUsers: 'Allow privileged mode',
@@ -4191,140 +7246,315 @@ async function pageResourceControls() {
     catch (err) { formError(f, err); } };
   document.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => { await api('DELETE', `/api/resource_controls/${b.dataset.del}`); pageResourceControls(); });
 }
+async function pageStacks() {
+  const [stacks, eps] = await Promise.all([api('GET', '/api/stacks'), api('GET', '/api/endpoints')]);
+  const epName = id => (eps.find(e => e.Id === id) || {}).Name || id;
+  const outside = [];
+  for (const ep of eps.filter(e => e.Status === 1 && e.Type === 1)) {
+    try { outside.push(...await api('GET', `/api/stacks/outside?endpointId=${ep.Id}`)); } catch (e) { /* no stack rights there */ }
+  }
+  render('Stacks', `<div class="toolbar"><h2 class="flat">Stacks</h2><span class="spacer"></span>
+    ${me.Role === 1 ? '<a href="#/edge/stacks">Edge stacks</a>' : ''}<a href="#/stacks/new"><button class="primary">Add stack</button></a></div>
+    <div class="card"><table><thead><tr><th>Name</th><th>Type</th><th>Environment</th><th>State</th><th>Created</th></tr></thead><tbody>
+    ${stacks.map(s => `<tr><td><a href="#/stacks/${s.Id}">${esc(s.Name)}</a></td><td>${s.Type === 1 ? 'Swarm' : 'Compose'}</td>
+      <td>${esc(epName(s.EndpointId))}</td><td class="${s.Status === 1 ? 'running' : 'exited'}">${s.Status === 1 ? 'active' : 'inactive'}</td>
+      <td>${new Date(s.CreationDate * 1000).toLocaleString()}</td></tr>`).join('') || '<tr><td colspan="5" class="muted">No stack yet.</td></tr>'}
+    </tbody></table></div>
+    ${outside.length ? `<div class="card"><h3>Made outside portainer.py</h3><table><tr><th>Project</th><th>Environment</th><th>Services</th><th>Running</th><th></th></tr>
+    ${outside.map(p => `<tr><td>${esc(p.Name)}</td><td>${esc(epName(p.EndpointId))}</td><td>${esc(p.Services.join(', '))}</td>
+      <td>${p.Running}/${p.Containers}</td><td>${me.Role === 1 ? `<a href="#/stacks/adopt/${p.EndpointId}/${encodeURIComponent(p.Name)}">Adopt</a>` : ''}</td></tr>`).join('')}</table></div>` : ''}`);
+}
+function demuxLogs(bytes) {
+  // Docker frames non-TTY logs: 8-byte header (stream, 0, 0, 0, big-endian length), then the payload.
+  const parts = []; let i = 0;
+  while (i + 8 <= bytes.length && bytes[i] <= 2 && bytes[i + 1] === 0 && bytes[i + 2] === 0 && bytes[i + 3] === 0) {
+    const size = (bytes[i + 4] << 24 | bytes[i + 5] << 16 | bytes[i + 6] << 8 | bytes[i + 7]) >>> 0;
+    parts.push(bytes.subarray(i + 8, i + 8 + size)); i += 8 + size; }
+  if (i < bytes.length) parts.push(bytes.subarray(i));
+  const dec = new TextDecoder(); return parts.map(p => dec.decode(p)).join('');
+}
+function envText(env) { return (env || []).map(e => `${e.name}=${e.value}`).join('\n'); }
+function envList(text) { return text.split('\n').map(l => l.trim()).filter(l => l && !l.startsWith('#')).map(l => { const i = l.indexOf('='); return i < 0 ? {name: l, value: ''} : {name: l.slice(0, i), value: l.slice(i + 1)}; }); }
+function bindEditor(errorLine) {
+  const text = document.getElementById('content'), gutter = document.getElementById('gutter');
+  const draw = () => { const n = text.value.split('\n').length;
+    gutter.innerHTML = Array.from({length: n}, (_, i) => `<div class="${i + 1 === errorLine() ? 'bad' : ''}">${i + 1}</div>`).join(''); gutter.scrollTop = text.scrollTop; };
+  text.oninput = draw; text.onscroll = () => { gutter.scrollTop = text.scrollTop; }; draw(); return draw;
+}
+async function pageStackEditor(id, adopt) {
+  const eps = await api('GET', '/api/endpoints');
+  let stack = null, content = 'services:\n  web:\n    image: busybox:local\n    command: sleep 3600\n', services = [];
+  if (id) { stack = await api('GET', `/api/stacks/${id}`); content = (await api('GET', `/api/stacks/${id}/file`)).StackFileContent;
+    services = await api('GET', `/api/stacks/${id}/services`).catch(() => []); }
+  let badLine = 0;
+  render('Stack', `<div class="card"><h2>${stack ? 'Stack ' + esc(stack.Name) : adopt ? 'Adopt ' + esc(adopt.name) : 'New stack'}</h2><form id="f">
+    ${stack ? '' : `<label for="n">Name</label><input id="n" required pattern="[a-z0-9][a-z0-9_-]*" value="${esc(adopt ? adopt.name : '')}" ${adopt ? 'readonly' : ''}>
+      <label for="ep">Environment</label><select id="ep">${eps.map(e => `<option value="${e.Id}" ${adopt && +adopt.ep === e.Id ? 'selected' : ''}>${esc(e.Name)}</option>`).join('')}</select>
+      ${adopt ? '' : `<label for="ty">Type</label><select id="ty"><option value="2">Compose (standalone)</option><option value="1">Swarm</option></select>`}`}
+    <label for="content">Compose file</label><div class="editor"><div class="gutter" id="gutter" aria-hidden="true"></div>
+    <textarea id="content" rows="22" spellcheck="false">${esc(content)}</textarea></div>
+    <label for="env">Environment variables (NAME=value, one a line)</label><textarea id="env" rows="4">${esc(envText(stack && stack.Env))}</textarea>
+    ${stack ? `<label><input type="checkbox" id="prune" class="tick"> Remove services no longer in the file</label>
+      <label><input type="checkbox" id="pull" class="tick"> Pull images again</label>` : ''}
+    <div class="error" role="alert" id="err"></div>
+    <div class="toolbar"><button class="primary" type="submit">${stack ? 'Update the stack' : adopt ? 'Adopt' : 'Deploy the stack'}</button>
+    ${stack ? `<button type="button" data-act="${stack.Status === 1 ? 'stop' : 'start'}">${stack.Status === 1 ? 'Stop' : 'Start'}</button>
+      <button type="button" class="danger" data-act="remove">Remove</button>` : ''}</div></form></div>
+    ${stack ? `<div class="card"><h3>Services</h3><table><tr><th>Service</th><th>Image</th><th>Containers</th></tr>
+      ${services.map(s => `<tr><td>${esc(s.Name)}</td><td>${esc(s.Image)}</td><td>${s.Containers.map(c => `<span class="badge ${esc(c.State)}">${esc(c.Name)}: ${esc(c.State)}</span>` +
+        (stack.Type === 2 ? ` <button type="button" data-logs="${esc(c.Id)}">logs</button>` : '')).join(' ') || '<span class="muted">none</span>'}</td></tr>`).join('')}</table>
+      <pre id="logs" aria-live="polite"></pre></div>` : ''}`);
+  const redraw = bindEditor(() => badLine);
+  const f = document.getElementById('f'), err = document.getElementById('err');
+  const fail = e => { err.textContent = e.message; const m = /line (\d+)/.exec(e.message); badLine = m ? +m[1] : 0; redraw(); };
+  f.onsubmit = async e => { e.preventDefault(); err.textContent = ''; badLine = 0; redraw();
+    const body = {StackFileContent: f.content.value, Env: envList(f.env.value)};
+    try {
+      if (stack) { body.Prune = f.prune.checked; body.PullImage = f.pull.checked;
+        await api('PUT', `/api/stacks/${stack.Id}?endpointId=${stack.EndpointId}`, body); return pageStackEditor(stack.Id); }
+      body.Name = f.n.value;
+      const ep = f.ep.value;
+      const made = adopt ? await api('POST', `/api/stacks/adopt?endpointId=${ep}`, body)
+        : await api('POST', `/api/stacks/create/${f.ty.value === '1' ? 'swarm' : 'standalone'}/string?endpointId=${ep}`, body);
+      location.hash = `#/stacks/${made.Id}`;
+    } catch (e2) { fail(e2); } };
+  document.querySelectorAll('[data-logs]').forEach(b => b.onclick = async () => {
+    const r = await fetch(`/api/endpoints/${stack.EndpointId}/docker/containers/${b.dataset.logs}/logs?stdout=1&stderr=1&tail=200`, {credentials: 'same-origin'});
+    document.getElementById('logs').textContent = r.ok ? demuxLogs(new Uint8Array(await r.arrayBuffer())) : `logs unavailable (${r.status})`; });
+  document.querySelectorAll('[data-act]').forEach(b => b.onclick = async () => { err.textContent = '';
+    try { if (b.dataset.act === 'remove') { if (!confirm(`Remove stack ${stack.Name} and everything it created?`)) return;
+        await api('DELETE', `/api/stacks/${stack.Id}?endpointId=${stack.EndpointId}`); location.hash = '#/stacks'; return; }
+      await api('POST', `/api/stacks/${stack.Id}/${b.dataset.act}?endpointId=${stack.EndpointId}`); pageStackEditor(stack.Id);
+    } catch (e2) { fail(e2); } });
+}
+async function pageTemplates() {
+  const [doc, custom, eps] = await Promise.all([api('GET', '/api/templates'), api('GET', '/api/custom_templates'), api('GET', '/api/endpoints')]);
+  const kinds = {1: 'container', 2: 'Swarm stack', 3: 'compose stack'};
+  const card = (t, key) => `<div class="card"><b>${esc(t.title || t.Title)}</b> <span class="badge">${kinds[t.type || t.Type] || ''}</span>
+    <div class="muted">${esc(t.description || t.Description)}</div>
+    <form class="deploy" data-key="${key}"><label>Name</label><input name="name" required value="${esc(t.name || '')}">
+    ${(t.env || []).map(e => `<label>${esc(e.label || e.name)}</label><input name="env-${esc(e.name)}" value="${esc(e.default || '')}">`).join('')}
+    <label>Environment</label><select name="ep">${eps.map(e => `<option value="${e.Id}">${esc(e.Name)}</option>`).join('')}</select>
+    <div class="error" role="alert"></div><button class="primary">Deploy</button>
+    ${key.startsWith('c') ? `<button type="button" class="danger" data-del="${key.slice(1)}">Remove</button>` : ''}</form></div>`;
+  render('App templates', `<h2>App templates</h2><div class="grid">${doc.templates.map(t => card(t, 't' + t.id)).join('')}</div>
+    <h2>Custom templates</h2><div class="grid">${custom.map(t => card(t, 'c' + t.Id)).join('') || '<p class="muted">None yet.</p>'}</div>
+    <div class="card"><h3>New custom template</h3><form id="nt"><label for="tt">Title</label><input id="tt" required>
+    <label for="td">Description</label><input id="td" required><label for="tc">Compose file</label><textarea id="tc" rows="10" spellcheck="false"></textarea>
+    <div class="error" role="alert"></div><button class="primary">Save template</button></form></div>`);
+  document.querySelectorAll('form.deploy').forEach(f => f.onsubmit = async e => { e.preventDefault();
+    const env = [...f.querySelectorAll('input[name^="env-"]')].map(i => ({name: i.name.slice(4), value: i.value}));
+    const key = f.dataset.key, path = key.startsWith('t') ? `/api/templates/${key.slice(1)}` : `/api/custom_templates/${key.slice(1)}`;
+    try { const r = await api('POST', `${path}/deploy?endpointId=${f.ep.value}`, {Name: f.name.value, Env: env});
+      location.hash = r.EndpointId ? `#/stacks/${r.Id}` : `#/env/${f.ep.value}/containers`; } catch (err) { formError(f, err); } });
+  document.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => { await api('DELETE', `/api/custom_templates/${b.dataset.del}`); pageTemplates(); });
+  const nt = document.getElementById('nt');
+  nt.onsubmit = async e => { e.preventDefault(); try { await api('POST', '/api/custom_templates/create/string',
+    {Title: nt.tt.value, Description: nt.td.value, Type: 3, FileContent: nt.tc.value}); pageTemplates(); } catch (err) { formError(nt, err); } };
+}
+async function pageEdgeStacks() {
+  const [stacks, groups, eps] = await Promise.all([api('GET', '/api/edge_stacks'), api('GET', '/api/edge_groups').catch(() => []), api('GET', '/api/endpoints')]);
+  const epName = id => (eps.find(e => e.Id === id) || {}).Name || id;
+  render('Edge stacks', `<div class="toolbar"><h2 class="flat">Edge stacks</h2></div>
+    <div class="card"><table><tr><th>Name</th><th>Environments</th><th></th></tr>
+    ${stacks.map(s => `<tr><td>${esc(s.Name)}</td><td>${Object.values(s.Status).map(st => `<span class="badge ${st.Status === 'running' ? 'running' : st.Status === 'error' ? 'exited' : 'paused'}" title="${esc(st.Error)}">${esc(epName(st.EndpointID))}: ${esc(st.Status)}</span> ${st.Error ? `<span class="muted">${esc(st.Error)}</span>` : ''}`).join('<br>') || '<span class="muted">no environment in its groups</span>'}</td>
+      <td><button class="danger" data-del="${s.Id}">Remove</button></td></tr>`).join('') || '<tr><td colspan="3" class="muted">No edge stack yet.</td></tr>'}</table></div>
+    <div class="card"><h3>New edge stack</h3><form id="f"><label for="n">Name</label><input id="n" required pattern="[a-z0-9][a-z0-9_-]*">
+    <label for="g">Edge groups</label><select id="g" multiple>${groups.map(g => `<option value="${g.Id}">${esc(g.Name)}</option>`).join('')}</select>
+    <label for="content">Compose file</label><div class="editor"><div class="gutter" id="gutter" aria-hidden="true"></div>
+    <textarea id="content" rows="14" spellcheck="false">services:\n  web:\n    image: busybox:local\n    command: sleep 3600\n</textarea></div>
+    <div class="error" role="alert" id="err"></div><button class="primary">Deploy to the groups</button></form></div>`);
+  let badLine = 0; const redraw = bindEditor(() => badLine);
+  const f = document.getElementById('f');
+  f.onsubmit = async e => { e.preventDefault(); badLine = 0;
+    try { await api('POST', '/api/edge_stacks', {Name: f.n.value, StackFileContent: f.content.value, DeploymentType: 0,
+      EdgeGroups: [...f.g.selectedOptions].map(o => +o.value)}); pageEdgeStacks(); }
+    catch (err) { formError(f, err); const m = /line (\d+)/.exec(err.message); badLine = m ? +m[1] : 0; redraw(); } };
+  document.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => { await api('DELETE', `/api/edge_stacks/${b.dataset.del}`); pageEdgeStacks(); });
+}
+
+// ---- router: hash route -> page function ---------------------------------------------------------------------
+// Each entry: [pattern after '#/', page function(...captured groups)]. `env/(\d+)/...` routes load the environment
+// first (currentEnv) for the navigation. Feature pages add their routes here.
+// ---- pages: edge agents (wizard kind, key, association), edge groups, edge jobs -------------------------------
+ENV_WIZARD_KINDS[4] = {label: 'Edge agent (the node dials this server)',
+  fields: env => env ? `<p class="muted">The agent dials ${esc(env.URL)}; its Edge ID is ${esc(env.EdgeID || '(none yet)')}.</p>` :
+    `<label for="url">This server's address as the edge node reaches it (HTTPS); empty: https://${esc(location.hostname)} on this server's HTTPS port</label>
+    <input id="url" name="URL" placeholder="https://portainer.example.com:9443">`,
+  done: (el, env) => { el.innerHTML = `<h3>Edge environment ${esc(env.Name)} created</h3>${edgeKeyBox(env)}
+    <p>It shows as up on the <a href="#/home">home page</a> as soon as its agent connects.</p>`; bindEdgeButtons(el); }};
 function edgeInfo(ep) {
   if (ep.Type !== 4) return '';
-  const seen = ep.LastCheckInDate ? new Date(ep.LastCheckInDate * 1000).toLocaleString() : 'never';
-  const refused = ep.EdgeRefused ? `<div class="error">Refused an agent with Edge ID ${esc(ep.EdgeRefused.EdgeID)} from
-    ${esc(ep.EdgeRefused.Address)}. ${me.Role === 1 ? `<button data-associate="${ep.Id}" data-edge-id="${esc(ep.EdgeRefused.EdgeID)}">Associate this agent instead</button>` : ''}</div>` : '';
-  return `<div class="muted">Edge ID ${esc(ep.EdgeID || '(none yet)')} · tunnel ${ep.EdgeTunnelConnected ? 'connected' : 'disconnected'} ·
-    last seen ${esc(seen)} ${me.Role === 1 ? `<button data-edge-key="${ep.Id}">Show edge key</button>` : ''}</div>${refused}
-    <div class="edge-key" id="edge-key-${ep.Id}"></div>`;
+  const refused = ep.EdgeRefused ? `<div class="error">Refused an agent with Edge ID <code>${esc(ep.EdgeRefused.EdgeID)}</code> from
+    ${esc(ep.EdgeRefused.Address)}. ${isAdmin() ? `<button class="small" data-associate="${ep.Id}" data-edge-id="${esc(ep.EdgeRefused.EdgeID)}">Associate this agent instead</button>` : ''}</div>` : '';
+  return `<div class="muted small">Edge ID <code>${esc(ep.EdgeID || '(none yet)')}</code> · tunnel ${ep.EdgeTunnelConnected ? 'connected' : 'disconnected'} ·
+    last seen ${ep.LastCheckInDate ? fmtAgo(ep.LastCheckInDate) : 'never'}
+    ${isAdmin() ? `<button class="small" data-edge-key="${ep.Id}">Show edge key</button>` : ''}</div>${refused}<div id="edge-key-${ep.Id}"></div>`;
 }
 function edgeKeyBox(answer) {
-  return `<p>Run this on the edge host (it needs Python 3 with aiohttp, and agent.py):</p>
-    <pre class="copyable" id="edge-command">${esc(answer.EdgeAgentCommand)}</pre>
-    <button data-copy="edge-command">Copy command</button>
-    <p class="muted">Edge key alone:</p><pre class="copyable" id="edge-key-raw">${esc(answer.EdgeKey)}</pre>
-    <button data-copy="edge-key-raw">Copy key</button>`;
+  return `<p>Run this on the edge node, next to a copy of agent.py (Python 3 with aiohttp):</p>
+    <pre class="copyable mono" id="edge-command">${esc(answer.EdgeAgentCommand)}</pre>
+    <p><button type="button" data-copy="edge-command">Copy command</button></p>
+    <p class="muted">The edge key alone:</p><pre class="copyable mono" id="edge-key-raw">${esc(answer.EdgeKey)}</pre>
+    <p><button type="button" data-copy="edge-key-raw">Copy key</button></p>`;
 }
-function bindCopyButtons() {
-  document.querySelectorAll('[data-copy]').forEach(b => b.onclick = async () => {
-    const text = document.getElementById(b.dataset.copy).textContent;
-    try { await navigator.clipboard.writeText(text); b.textContent = 'Copied'; }
-    catch (e) { const range = document.createRange(); range.selectNodeContents(document.getElementById(b.dataset.copy));
-      getSelection().removeAllRanges(); getSelection().addRange(range); b.textContent = 'Selected: press Ctrl+C'; } });
-}
-function bindEdgeButtons(redraw) {
-  document.querySelectorAll('[data-edge-key]').forEach(b => b.onclick = async () => {
-    const answer = await api('GET', `/api/endpoints/${b.dataset.edgeKey}/edge/key`);
-    document.getElementById(`edge-key-${b.dataset.edgeKey}`).innerHTML = edgeKeyBox(answer); bindCopyButtons(); });
-  document.querySelectorAll('[data-associate]').forEach(b => b.onclick = async () => {
-    await api('PUT', `/api/endpoints/${b.dataset.associate}/association`, {EdgeID: b.dataset.edgeId}); redraw(); });
+// One listener per container, so cards drawn again every few seconds keep working buttons.
+function bindEdgeButtons(container, redraw) {
+  container.addEventListener('click', async e => {
+    const b = e.target.closest('[data-copy], [data-edge-key], [data-associate]');
+    if (!b) return;
+    if (b.dataset.copy) {
+      const text = $(`#${b.dataset.copy}`).textContent;
+      try { await navigator.clipboard.writeText(text); b.textContent = 'Copied'; }
+      catch (err) { const range = document.createRange(); range.selectNodeContents($(`#${b.dataset.copy}`));
+        getSelection().removeAllRanges(); getSelection().addRange(range); b.textContent = 'Selected: press Ctrl+C'; }
+    } else if (b.dataset.edgeKey) {
+      $(`#edge-key-${b.dataset.edgeKey}`).innerHTML = edgeKeyBox(await api('GET', `/api/endpoints/${b.dataset.edgeKey}/edge/key`));
+    } else {
+      await api('PUT', `/api/endpoints/${b.dataset.associate}/association`, {EdgeID: b.dataset.edgeId});
+      toast(`Environment associated with Edge ID ${b.dataset.edgeId}`); if (redraw) await redraw();
+    }
+  });
 }
 function statusBadge(ep) { return ep ? `<span class="badge ${ep.Status === 1 ? 'up' : 'down'}">${ep.Status === 1 ? 'up' : 'down'}</span>` : ''; }
-function checkboxes(items, name, checked = []) {
-  return items.map(i => `<label class="check"><input type="checkbox" name="${name}" value="${i.Id}" class="inline" ${checked.includes(i.Id) ? 'checked' : ''}> ${esc(i.Name)}</label>`).join('') || '<p class="muted">None yet.</p>';
+function checkboxes(items, name) {
+  return items.map(i => `<label class="check"><input type="checkbox" name="${name}" value="${i.Id}"> ${esc(i.Name)}</label>`).join('') || '<p class="muted">None yet.</p>';
 }
-const checkedIds = (form, name) => [...form.querySelectorAll(`input[name=${name}]:checked`)].map(x => +x.value);
+const checkedIds = (form, name) => $$(`input[name=${name}]:checked`, form).map(x => +x.value);
 async function pageEdgeGroups() {
   const [groups, eps] = await Promise.all([api('GET', '/api/edge_groups'), api('GET', '/api/endpoints?types=4')]);
   const byId = Object.fromEntries(eps.map(ep => [ep.Id, ep]));
-  $app.innerHTML = shell(`<div class="card"><h2>Edge groups</h2><table><tr><th>Name</th><th>Kind</th><th>Environments</th><th></th></tr>
+  const main = render('Edge groups', `<div class="card"><h2>Edge groups</h2><table><tr><th>Name</th><th>Kind</th><th>Environments</th><th></th></tr>
     ${groups.map(g => `<tr><td>${esc(g.Name)}</td><td>${g.Dynamic ? `tags ${esc(g.TagIds.join(', '))} (${g.PartialMatch ? 'any' : 'all'})` : 'static'}</td>
     <td>${g.TrustedEndpoints.map(id => `${esc((byId[id] || {}).Name || id)} ${statusBadge(byId[id])}`).join(', ') || '<span class="muted">none</span>'}</td>
-    <td><button class="danger" data-del="${g.Id}">Remove</button></td></tr>`).join('')}</table><div class="error" role="alert" id="err"></div></div>
+    <td><button class="danger small" data-del="${g.Id}">Remove</button></td></tr>`).join('') || '<tr><td colspan="4" class="muted">No edge group yet.</td></tr>'}</table>
+    <div class="error" role="alert" id="err"></div></div>
     <div class="card"><h3>Add edge group</h3><form id="f"><label for="n">Name</label><input id="n" required>
     <label for="k">Kind</label><select id="k"><option value="static">Static: the environments ticked below</option>
     <option value="dynamic">Dynamic: every edge environment carrying tags</option></select>
     <div id="static"><p>Edge environments</p>${checkboxes(eps, 'ep')}</div>
-    <div id="dynamic" hidden><label for="t">Tag ids (comma separated)</label><input id="t">
-    <label class="check"><input type="checkbox" id="pm" class="inline"> Any of the tags is enough (else all)</label></div>
-    <div class="error" role="alert"></div><button class="primary">Create edge group</button></form></div>`);
-  bindShell();
-  const f = document.getElementById('f');
-  f.k.onchange = () => { document.getElementById('static').hidden = f.k.value !== 'static'; document.getElementById('dynamic').hidden = f.k.value === 'static'; };
-  f.onsubmit = async e => { e.preventDefault(); const dynamic = f.k.value === 'dynamic';
+    <div id="dynamic" class="hidden"><label for="t">Tag ids (comma separated)</label><input id="t">
+    <label class="check"><input type="checkbox" id="pm"> Any of the tags is enough (else all)</label></div>
+    <div class="error" role="alert"></div><p><button class="primary">Create edge group</button></p></form></div>`);
+  const f = $('#f');
+  f.k.addEventListener('change', () => { $('#static').classList.toggle('hidden', f.k.value !== 'static'); $('#dynamic').classList.toggle('hidden', f.k.value === 'static'); });
+  f.addEventListener('submit', async e => { e.preventDefault(); const dynamic = f.k.value === 'dynamic';
     const body = {Name: f.n.value, Dynamic: dynamic, Endpoints: dynamic ? [] : checkedIds(f, 'ep'),
       TagIds: dynamic ? f.t.value.split(',').map(x => x.trim()).filter(Boolean).map(Number) : [], PartialMatch: f.pm.checked};
-    try { await api('POST', '/api/edge_groups', body); pageEdgeGroups(); } catch (err) { formError(f, err); } };
-  document.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => {
-    try { await api('DELETE', `/api/edge_groups/${b.dataset.del}`); pageEdgeGroups(); } catch (err) { document.getElementById('err').textContent = err.message; } });
+    try { await api('POST', '/api/edge_groups', body); toast('Edge group created'); await pageEdgeGroups(); } catch (err) { showError(f, err); } });
+  main.addEventListener('click', async e => { const b = e.target.closest('[data-del]'); if (!b) return;
+    try { await api('DELETE', `/api/edge_groups/${b.dataset.del}`); await pageEdgeGroups(); } catch (err) { $('#err').textContent = err.message; } });
 }
 async function pageEdgeJobs() {
   const [jobs, groups, eps] = await Promise.all([api('GET', '/api/edge_jobs'), api('GET', '/api/edge_groups'), api('GET', '/api/endpoints?types=4')]);
-  $app.innerHTML = shell(`<div class="card"><h2>Edge jobs</h2><table><tr><th>Name</th><th>Schedule</th><th>Hosts</th><th></th></tr>
+  const main = render('Edge jobs', `<div class="card"><h2>Edge jobs</h2><table><tr><th>Name</th><th>Schedule</th><th>Hosts</th><th></th></tr>
     ${jobs.map(j => `<tr><td><a href="#/edge/jobs/${j.Id}">${esc(j.Name)}</a></td><td>${j.Recurring ? esc(j.CronExpression) : 'once'}</td>
-    <td>${Object.keys(j.Endpoints).length}</td><td><button data-run="${j.Id}">Run now</button> <button class="danger" data-del="${j.Id}">Remove</button></td></tr>`).join('')}</table></div>
+    <td>${Object.keys(j.Endpoints).length}</td><td><button class="small" data-run="${j.Id}">Run now</button> <button class="danger small" data-del="${j.Id}">Remove</button></td></tr>`).join('')
+    || '<tr><td colspan="4" class="muted">No edge job yet.</td></tr>'}</table></div>
     <div class="card"><h3>Add edge job</h3><form id="f"><label for="n">Name</label><input id="n" required>
     <label for="s">Script (sh)</label><textarea id="s" rows="6" required></textarea>
     <p>Edge groups</p>${checkboxes(groups, 'g')}<p>Edge environments</p>${checkboxes(eps, 'ep')}
-    <label class="check"><input type="checkbox" id="r" class="inline"> Recurring</label>
+    <label class="check"><input type="checkbox" id="r"> Recurring</label>
     <label for="c">Cron schedule (minute hour day month weekday)</label><input id="c" placeholder="*/15 * * * *">
     <label for="m">Run</label><select id="m"><option value="container">in a container</option><option value="host">on the host (its files, processes and network)</option></select>
     <label for="i">Image (empty: the server's default)</label><input id="i">
-    <div class="error" role="alert"></div><button class="primary">Create edge job</button></form></div>`);
-  bindShell();
-  const f = document.getElementById('f');
-  f.onsubmit = async e => { e.preventDefault();
+    <div class="error" role="alert"></div><p><button class="primary">Create edge job</button></p></form></div>`);
+  const f = $('#f');
+  f.addEventListener('submit', async e => { e.preventDefault();
     const body = {Name: f.n.value, FileContent: f.s.value, EdgeGroups: checkedIds(f, 'g'), Endpoints: checkedIds(f, 'ep'),
       Recurring: f.r.checked, CronExpression: f.c.value, Mode: f.m.value, Image: f.i.value};
-    try { const job = await api('POST', '/api/edge_jobs/create/string', body); location.hash = `#/edge/jobs/${job.Id}`; } catch (err) { formError(f, err); } };
-  document.querySelectorAll('[data-run]').forEach(b => b.onclick = async () => { await api('POST', `/api/edge_jobs/${b.dataset.run}/run`); location.hash = `#/edge/jobs/${b.dataset.run}`; });
-  document.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => { await api('DELETE', `/api/edge_jobs/${b.dataset.del}`); pageEdgeJobs(); });
+    try { const job = await api('POST', '/api/edge_jobs/create/string', body); location.hash = `#/edge/jobs/${job.Id}`; } catch (err) { showError(f, err); } });
+  main.addEventListener('click', async e => { const b = e.target.closest('[data-run], [data-del]'); if (!b) return;
+    if (b.dataset.run) { await api('POST', `/api/edge_jobs/${b.dataset.run}/run`); location.hash = `#/edge/jobs/${b.dataset.run}`; }
+    else { await api('DELETE', `/api/edge_jobs/${b.dataset.del}`); await pageEdgeJobs(); } });
 }
 async function pageEdgeJob(id) {
-  const [job, tasks] = await Promise.all([api('GET', `/api/edge_jobs/${id}`), api('GET', `/api/edge_jobs/${id}/tasks`)]);
+  const job = await api('GET', `/api/edge_jobs/${id}`);
   const state = {1: 'not run yet', 2: 'waiting for the host', 3: 'done'};
-  $app.innerHTML = shell(`<div class="card"><h2>Edge job ${esc(job.Name)}</h2><p class="muted">${job.Recurring ? 'Runs on ' + esc(job.CronExpression) : 'Runs once'}
-    · <button id="run">Run now</button> <button id="refresh">Refresh</button></p>
-    <table><tr><th>Environment</th><th>Tunnel</th><th>State</th><th>Exit code</th><th>Last run</th><th></th></tr>
+  const main = render('Edge job', `<div class="card"><h2>Edge job ${esc(job.Name)}</h2><p class="muted">${job.Recurring ? 'Runs on ' + esc(job.CronExpression) : 'Runs once'}
+    · <button id="run" class="small">Run now</button></p><div id="tasks"></div><pre id="out" class="mono"></pre></div>`,
+    `<a href="#/edge/jobs">Edge jobs</a> / ${esc(job.Name)}`);
+  const draw = async () => {
+    const tasks = await api('GET', `/api/edge_jobs/${id}/tasks`);
+    $('#tasks').innerHTML = `<table><tr><th>Environment</th><th>Tunnel</th><th>State</th><th>Exit code</th><th>Last run</th><th></th></tr>
     ${tasks.map(t => `<tr><td>${esc(t.EndpointName)}</td><td><span class="badge ${t.Connected ? 'up' : 'down'}">${t.Connected ? 'connected' : 'disconnected'}</span></td>
     <td>${state[t.LogsStatus]}</td><td>${t.LastRun ? esc(t.LastRun.ExitCode) : ''}${t.LastRun && t.LastRun.Error ? ' ' + esc(t.LastRun.Error) : ''}</td>
-    <td>${t.LastRun ? new Date(t.LastRun.Time * 1000).toLocaleString() : ''}</td>
-    <td>${t.LastRun ? `<button data-logs="${t.EndpointId}">Output</button>` : ''}</td></tr>`).join('')}</table>
-    <pre id="out"></pre></div>`);
-  bindShell();
-  document.getElementById('run').onclick = async () => { await api('POST', `/api/edge_jobs/${id}/run`); pageEdgeJob(id); };
-  document.getElementById('refresh').onclick = () => pageEdgeJob(id);
-  document.querySelectorAll('[data-logs]').forEach(b => b.onclick = async () => {
+    <td>${t.LastRun ? fmtAgo(t.LastRun.Time) : ''}</td>
+    <td>${t.LastRun ? `<button class="small" data-logs="${t.EndpointId}">Output</button>` : ''}</td></tr>`).join('')}</table>`;
+  };
+  $('#run').addEventListener('click', async () => { await api('POST', `/api/edge_jobs/${id}/run`); await draw(); });
+  main.addEventListener('click', async e => { const b = e.target.closest('[data-logs]'); if (!b) return;
     const logs = await api('GET', `/api/edge_jobs/${id}/tasks/${b.dataset.logs}/logs`);
-    document.getElementById('out').textContent = logs.FileContent || '(no output)'; });
+    $('#out').textContent = logs.FileContent || '(no output)'; });
+  await draw(); every(3000, draw);
 }
+const UI_ROUTES = [
+  ['home', pageHome],
+  ['environments/new', () => pageEnvironmentForm(null)],
+  ['environments/(\\d+)/edit', pageEnvironmentForm],
+  ['env/(\\d+)/dashboard', pageDashboard],
+  ['env/(\\d+)/containers', pageContainers],
+  ['env/(\\d+)/containers/new', pageContainerCreate],
+  ['env/(\\d+)/containers/([0-9a-zA-Z_.-]+)', pageContainer],
+  ['env/(\\d+)/containers/([0-9a-zA-Z_.-]+)/(overview|logs|stats|console|inspect)', pageContainer],
+  ['env/(\\d+)/images', pageImages],
+  ['env/(\\d+)/volumes', pageVolumes],
+  ['env/(\\d+)/volumes/([^/]+)/browse', (id, volume) => pageBrowse(id, decodeURIComponent(volume), new URLSearchParams(location.hash.split('?')[1] || '').get('node') || '', '/')],
+  ['env/(\\d+)/access', pageEndpointAccess],
+  ['env/(\\d+)/security', pageEndpointSecurity],
+  ['env/(\\d+)/networks', pageNetworks],
+  ['env/(\\d+)/(services|nodes|configs|secrets)', pageSwarm],
+  ['users', pageUsers],
+  ['teams', pageTeams],
+  ['teams/(\\d+)', pageTeam],
+  ['resource-controls', pageResourceControls],
+  ['activity', () => pageActivity('logs')],
+  ['activity/auth', () => pageActivity('authlogs')],
+  ['backup', pageBackup],
+  ['settings', pageSettings],
+  ['account', pageAccount],
+  ['stacks', pageStacks],
+  ['stacks/new', () => pageStackEditor(null)],
+  ['stacks/(\\d+)', id => pageStackEditor(id)],
+  ['stacks/adopt/(\\d+)/(.+)', (ep, name) => pageStackEditor(null, {ep, name: decodeURIComponent(name)})],
+  ['templates', pageTemplates],
+  ['edge/stacks', pageEdgeStacks],
+  ['edge/groups', pageEdgeGroups],
+  ['edge/jobs', pageEdgeJobs],
+  ['edge/jobs/(\\d+)', pageEdgeJob],
+];
 async function route() {
-  theme();
-  const hash = location.hash || '#/home';
+  leavePage(); applyTheme();
+  const hash = location.hash || '#/home', path = hash.slice(2).split('?')[0];
   try {
-    const check = await fetch('/api/users/admin/check');
-    if (check.status === 404) return hash === '#/restore' ? pageRestoreFresh() : pageSetup();
-    if (hash === '#/login') return pageLogin();
-    me = await api('GET', '/api/users/me');
-    let m;
-    if ((m = hash.match(/^#\/env\/(\d+)\/containers/))) return await pageContainers(m[1]);
-    if ((m = hash.match(/^#\/env\/(\d+)\/volumes\/([^/]+)\/browse(?:\?node=(.*))?$/)))
-      return await pageBrowse(m[1], decodeURIComponent(m[2]), decodeURIComponent(m[3] || ''), '/');
-    if ((m = hash.match(/^#\/env\/(\d+)\/volumes/))) return await pageVolumes(m[1]);
-    if (hash === '#/environments/new') return await pageAddEnvironment();
-    if ((m = hash.match(/^#\/env\/(\d+)\/access/))) return await pageEndpointAccess(m[1]);
-    if ((m = hash.match(/^#\/env\/(\d+)\/security/))) return await pageEndpointSecurity(m[1]);
-    if ((m = hash.match(/^#\/teams\/(\d+)/))) return await pageTeam(m[1]);
-    if (hash === '#/teams') return await pageTeams();
-    if (hash === '#/resource-controls') return await pageResourceControls();
-    if (hash === '#/activity') return await pageActivity('logs');
-    if (hash === '#/activity/auth') return await pageActivity('authlogs');
-    if (hash === '#/backup') return await pageBackup();
-    if (hash === '#/account') return await pageAccount();
-    if (hash === '#/users') return await pageUsers();
-    if (hash === '#/settings') return await pageSettings();
-    if (hash === '#/edge/groups') return await pageEdgeGroups();
-    if (hash === '#/edge/jobs') return await pageEdgeJobs();
-    if ((m = hash.match(/^#\/edge\/jobs\/(\d+)$/))) return await pageEdgeJob(m[1]);
-    return await pageHome();
+    if (path === 'login' || path === 'setup') me = null;
+    if (!me) { // first load, or after logging in or out: later navigations cost no extra round trip
+      publicSettings = publicSettings || await api('GET', '/api/settings/public');
+      const check = await fetch('/api/users/admin/check');
+      if (check.status === 404) return await (path === 'restore' ? pageRestoreFresh() : pageSetup());
+      if (path === 'login' || path === 'setup') return await pageLogin();
+      me = await api('GET', '/api/users/me');
+    }
+    const match = UI_ROUTES.map(([pattern, page]) => [path.match(new RegExp(`^${pattern}$`)), page]).find(([m]) => m);
+    if (!match) { location.replace('#/home'); return; }
+    const [m, page] = match, args = m.slice(1);
+    if (path.startsWith('env/')) { currentEnv = await api('GET', `/api/endpoints/${args[0]}`); }
+    else currentEnv = null;
+    await page(...args);
   } catch (err) {
-    if (err.status === 401) { location.hash = '#/login'; return pageLogin(); }
-    $app.innerHTML = shell(`<div class="card error" role="alert">${esc(err.message)}</div>`); bindShell();
+    if (err.name === 'AbortError') return;
+    if (err.status === 401) { me = null; if (path !== 'login') sessionStorage.setItem('after-login', hash); location.hash = '#/login'; return; }
+    render('Error', `<div class="card"><h2>Something went wrong</h2><p class="error" role="alert">${esc(err.message)}</p>
+      ${err.details ? `<p class="muted">${esc(err.details)}</p>` : ''}<p><a href="#/home">Back to the environments</a></p></div>`);
   }
 }
 window.addEventListener('hashchange', route);
+document.addEventListener('keydown', e => {
+  // "/" focuses the filter of the page, as in most consoles.
+  if (e.key === '/' && !/INPUT|TEXTAREA|SELECT/.test(document.activeElement.tagName) && !document.activeElement.classList.contains('term')) {
+    const filter = $('main input.filter'); if (filter) { e.preventDefault(); filter.focus(); }
+  }
+});
 route();
 """
 
@@ -4379,6 +7609,9 @@ STARTED_AT = app_key("started_at", float)
 ASSETS = app_key("assets", dict)
 EDGE_TUNNELS = app_key("edge_tunnels", EdgeTunnels)
 EDGE_JOBS = app_key("edge_jobs", EdgeJobRunner)
+STACKS = app_key("stacks", Stacks)
+EDGE_STACKS = app_key("edge_stacks", EdgeStacks)
+CONSOLES = app_key("consoles", weakref.WeakSet)
 ACTIVITY = app_key("activity", ActivityLog)
 ANALYTICS_STATE = app_key("analytics_state", dict)
 # Features that keep state from the store or data directory in memory register a reload here: fn(app).
@@ -4446,6 +7679,34 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("POST", "/api/edge_jobs/{id}/run", handle_edge_job_run),
     ("GET", "/api/edge_jobs/{id}/tasks", handle_edge_job_tasks),
     ("GET", "/api/edge_jobs/{id}/tasks/{taskId}/logs", handle_edge_job_task_logs),
+    ("POST", "/api/stacks/create/standalone/string", handle_stack_create_standalone_string),
+    ("POST", "/api/stacks/create/standalone/file", handle_stack_create_standalone_file),
+    ("POST", "/api/stacks/create/swarm/string", handle_stack_create_swarm_string),
+    ("POST", "/api/stacks", handle_stack_create_legacy),
+    ("GET", "/api/stacks", handle_stacks_list),
+    ("GET", "/api/stacks/outside", handle_stacks_outside),
+    ("POST", "/api/stacks/adopt", handle_stack_adopt),
+    ("GET", "/api/stacks/{id}", handle_stack_inspect),
+    ("PUT", "/api/stacks/{id}", handle_stack_update),
+    ("DELETE", "/api/stacks/{id}", handle_stack_delete),
+    ("GET", "/api/stacks/{id}/file", handle_stack_file),
+    ("GET", "/api/stacks/{id}/services", handle_stack_services),
+    ("POST", "/api/stacks/{id}/start", handle_stack_start),
+    ("POST", "/api/stacks/{id}/stop", handle_stack_stop),
+    ("GET", "/api/edge_stacks", handle_edge_stacks_list),
+    ("POST", "/api/edge_stacks", handle_edge_stack_create),
+    ("GET", "/api/edge_stacks/{id}", handle_edge_stack_inspect),
+    ("DELETE", "/api/edge_stacks/{id}", handle_edge_stack_delete),
+    ("GET", "/api/templates", handle_templates_list),
+    ("POST", "/api/templates/{id}/deploy", handle_template_deploy),
+    ("GET", "/api/custom_templates", handle_custom_templates_list),
+    ("POST", "/api/custom_templates/create/string", handle_custom_template_create),
+    ("GET", "/api/custom_templates/{id}", handle_custom_template_inspect),
+    ("PUT", "/api/custom_templates/{id}", handle_custom_template_update),
+    ("DELETE", "/api/custom_templates/{id}", handle_custom_template_delete),
+    ("GET", "/api/custom_templates/{id}/file", handle_custom_template_file),
+    ("POST", "/api/custom_templates/{id}/deploy", handle_custom_template_deploy),
+    ("GET", "/api/endpoints/{id}/console/ws", handle_console_websocket),
     ("GET", "/api/useractivity/logs", handle_activity_logs),
     ("GET", "/api/useractivity/logs.csv", handle_activity_logs_csv),
     ("GET", "/api/useractivity/authlogs", handle_auth_logs),
@@ -4556,6 +7817,8 @@ async def server_lifecycle(app: web.Application):
     rebuild_api_key_index(app)
     snapshots = asyncio.ensure_future(snapshot_loop(app))
     yield
+    for ws in list(app[CONSOLES]):
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
     snapshots.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await snapshots
@@ -4609,15 +7872,19 @@ def make_app(config: argparse.Namespace) -> web.Application:
     app[LOGIN_LIMIT] = LoginRateLimit()
     app[API_KEY_INDEX] = {}
     app[STARTED_AT] = time.monotonic()
+    app[CONSOLES] = weakref.WeakSet()
     app[ASSETS] = {path: StaticAsset.make(text, kind) for path, (text, kind) in UI_ASSETS.items()}
+    app[STACKS] = Stacks(store, app[ENVIRONMENTS], store.directory)
+    app[EDGE_STACKS] = EdgeStacks(store, app[ENVIRONMENTS], store.directory)
     app[ACTIVITY] = ActivityLog(store.directory,
                                 lambda: int(current_settings(store)["ActivityLogRetentionDays"]))
     app[ANALYTICS_STATE] = {}
-    app[AFTER_RESTORE] = []
+    app[AFTER_RESTORE] = [app[EDGE_STACKS].forget_running]
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
     app.cleanup_ctx.append(server_lifecycle)
     app.cleanup_ctx.append(audit_and_analytics_lifecycle)
+    app.cleanup_ctx.append(edge_stack_lifecycle)
     register_edge_kind(app)
     return app
 
