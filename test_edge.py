@@ -30,7 +30,7 @@ FAST_AGENT = {"EDGE_HEARTBEAT": "1", "EDGE_BACKOFF_INITIAL": "0.2", "EDGE_BACKOF
 @pytest.fixture(scope="module")
 def edge_site(engine):
     """A remote site behind NAT: its own engine, reaches this machine, refuses every inbound connection."""
-    host = make_namespace_host(1)
+    host = make_namespace_host(2)  # host numbers: see conftest.NAMESPACE_HOSTS
     host.start_engine()
     host.load_image(engine)
     subprocess.run(["ip", "netns", "exec", host.name, "iptables", "-A", "INPUT", "-m", "conntrack", "--ctstate",
