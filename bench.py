@@ -14,6 +14,8 @@ import asyncio
 import json
 import os
 import platform
+import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -135,12 +137,63 @@ class BenchAgent:
             self.process.kill()
 
 
+class BenchEdgeAgent:
+    """`EDGE=1 python agent.py` on this machine: dials the server's HTTPS port, serves the machine's engine."""
+
+    def __init__(self, workdir: str, key: str, edge_id: str):
+        self.log = open(os.path.join(workdir, f"edge-agent-{edge_id}.log"), "ab")
+        env = {**os.environ, "EDGE": "1", "EDGE_KEY": key, "EDGE_ID": edge_id, "DOCKER_HOST": "unix://" + DOCKER_SOCKET,
+               "EDGE_BACKOFF_INITIAL": "0.2", "EDGE_BACKOFF_MAX": "1", "LOG_LEVEL": "WARNING"}
+        self.process = subprocess.Popen([sys.executable, os.path.join(HERE, "agent.py")], env=env,
+                                        stdout=self.log, stderr=subprocess.STDOUT)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+async def create_edge_environment(session: aiohttp.ClientSession, server: BenchServer, name: str) -> dict:
+    async with session.post(server.url + "/api/endpoints", headers=server.headers,
+                            json={"Name": name, "EndpointCreationType": 4,
+                                  "URL": f"https://127.0.0.1:{server.https_port}"}) as r:
+        body = await r.json()
+        assert r.status == 200, body
+        return body
+
+
+async def edge_connected(session: aiohttp.ClientSession, server: BenchServer, endpoint_id: int) -> bool:
+    async with session.get(f"{server.url}/api/endpoints/{endpoint_id}", headers=server.headers) as r:
+        view = await r.json()
+        return view.get("EdgeTunnelConnected") and view.get("Status") == 1
+
+
+async def wait_edge_connected(session, server: BenchServer, endpoint_id: int, timeout: float = 30) -> None:
+    deadline = time.perf_counter() + timeout
+    while not await edge_connected(session, server, endpoint_id):
+        if time.perf_counter() > deadline:
+            raise RuntimeError(f"edge environment {endpoint_id} did not connect")
+        await asyncio.sleep(0.01)
+
+
+def raise_file_limit() -> None:
+    """Thousands of edge tunnels are thousands of sockets, in the server and in the fleet simulator."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1 << 20, 1 << 20))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def docker_cli(*args: str, check: bool = True) -> str:
     return subprocess.run(["docker", *args], capture_output=True, text=True, check=check).stdout
 
 
-def remove_bench_objects() -> None:
-    ids = docker_cli("ps", "-aq", "--filter", f"label={BENCH_LABEL}").split()
+def remove_bench_objects(purpose: str = "") -> None:
+    label = f"{BENCH_LABEL}={purpose}" if purpose else BENCH_LABEL
+    ids = docker_cli("ps", "-aq", "--filter", f"label={label}").split()
     if ids:
         docker_cli("rm", "-f", *ids, check=False)
 
@@ -207,6 +260,8 @@ class Bench:
         self.workdir = tempfile.mkdtemp(prefix="portainer-py-bench-")
         self.server: BenchServer | None = None
         self.agent: BenchAgent | None = None
+        self.edge_agents: list[BenchEdgeAgent] = []
+        self.big_container = ""
         self.environment_ids: dict[str, int] = {}
 
     def record(self, name: str, value: float, unit: str, goal: str, met: bool | None, note: str = "") -> None:
@@ -237,14 +292,38 @@ class Bench:
                 body = await r.json()
                 assert r.status == 200, body
                 self.environment_ids["agent"] = body["Id"]
+            self.environment_ids["edge"] = await self.start_edge_environment(session, "bench-edge")
         return self.environment_ids
+
+    async def start_edge_environment(self, session: aiohttp.ClientSession, name: str) -> int:
+        """A new edge environment and its edge agent, connected; the environment id."""
+        server = await self.start_server()
+        endpoint = await create_edge_environment(session, server, name)
+        self.edge_agents.append(BenchEdgeAgent(self.workdir, endpoint["EdgeKey"], name))
+        await wait_edge_connected(session, server, endpoint["Id"])
+        return endpoint["Id"]
+
+    def make_big_container(self) -> str:
+        """A created container whose export is 200 MB of random bytes (made once per run)."""
+        if self.big_container:
+            return self.big_container
+        context = os.path.join(self.workdir, "big")
+        os.makedirs(context, exist_ok=True)
+        with open(os.path.join(context, "big.bin"), "wb") as f:
+            for _ in range(200):
+                f.write(os.urandom(1024 * 1024))
+        with open(os.path.join(context, "Dockerfile"), "w") as f:
+            f.write(f"FROM {BUSYBOX}\nCOPY big.bin /big.bin\n")
+        docker_cli("build", "-q", "-t", "portainer-py-bench-big:1", context)
+        self.big_container = docker_cli("create", "--label", BENCH_LABEL, "portainer-py-bench-big:1", "true").strip()
+        return self.big_container
 
     # -- proxy latency ------------------------------------------------------------------------------------------
     async def measure_proxy(self) -> None:
         print("proxy latency: GET /containers/json with 100 containers", flush=True)
-        remove_bench_objects()
+        remove_bench_objects("proxy")
         for i in range(100):
-            docker_cli("create", "--label", BENCH_LABEL, BUSYBOX, "true")
+            docker_cli("create", "--label", f"{BENCH_LABEL}=proxy", BUSYBOX, "true")
         server = await self.start_server()
         count = self.args.requests
         targets = {"direct": ("http://docker/v1.41/containers/json?all=1", {}, direct_session)}
@@ -268,21 +347,12 @@ class Bench:
         direct_rps = self.results["proxy.direct.rps_c32"]["value"]
         local_rps = self.results["proxy.local.rps_c32"]["value"]
         self.record("proxy.local.rps_c32_share", 100 * local_rps / direct_rps, "%", ">= 90", local_rps >= 0.9 * direct_rps)
-        remove_bench_objects()
+        remove_bench_objects("proxy")
 
     # -- stream throughput --------------------------------------------------------------------------------------
     async def measure_stream(self) -> None:
         print("stream throughput: docker export of a 200 MB container", flush=True)
-        remove_bench_objects()
-        context = os.path.join(self.workdir, "big")
-        os.makedirs(context, exist_ok=True)
-        with open(os.path.join(context, "big.bin"), "wb") as f:
-            for _ in range(200):
-                f.write(os.urandom(1024 * 1024))
-        with open(os.path.join(context, "Dockerfile"), "w") as f:
-            f.write(f"FROM {BUSYBOX}\nCOPY big.bin /big.bin\n")
-        docker_cli("build", "-q", "-t", "portainer-py-bench-big:1", context)
-        container = docker_cli("create", "--label", BENCH_LABEL, "portainer-py-bench-big:1", "true").strip()
+        container = self.make_big_container()
         server = await self.start_server()
 
         async def export(session, url, headers, sample_pid=None):
@@ -307,8 +377,139 @@ class Bench:
                     server.headers, server.process.pid)
             self.record(f"stream.{kind}", rate, "MB/s", ">= 70 % of direct", rate >= 0.7 * direct)
             self.record(f"stream.{kind}.rss_growth", peak - before, "MB", "< 20", peak - before < 20)
-        docker_cli("rm", "-f", container)
-        docker_cli("rmi", "-f", "portainer-py-bench-big:1", check=False)
+
+    # -- head-of-line blocking on one tunnel ----------------------------------------------------------------------
+    async def measure_head_of_line(self) -> None:
+        print("head-of-line: docker ps on the edge env while a 200 MB export streams on the same tunnel", flush=True)
+        container = self.make_big_container()
+        server = await self.start_server()
+        base = f"{server.url}/api/endpoints/{(await self.environments())['edge']}/docker/v1.41"
+        count = 200
+        async with tcp_session() as session:
+            await latencies(session, base + "/containers/json", server.headers, 20)
+            idle = await latencies(session, base + "/containers/json", server.headers, count)
+            exports = 0
+
+            async def export_at_full_speed():
+                nonlocal exports
+                while True:
+                    async with session.get(f"{base}/containers/{container}/export", headers=server.headers) as r:
+                        async for _ in r.content.iter_chunked(256 * 1024):
+                            pass
+                    exports += 1
+
+            exporting = asyncio.ensure_future(export_at_full_speed())
+            await asyncio.sleep(0.5)
+            busy = await latencies(session, base + "/containers/json", server.headers, count)
+            still_streaming = not exporting.done()
+            exporting.cancel()
+            await asyncio.gather(exporting, return_exceptions=True)
+        idle_p99, busy_p99 = percentile(idle, 0.99), percentile(busy, 0.99)
+        note = "export read at full speed" + ("" if still_streaming else "; the export failed")
+        self.record("head_of_line.idle_p99", idle_p99, "ms", "", None)
+        self.record("head_of_line.streaming_p99", busy_p99, "ms", "", None, note)
+        self.record("head_of_line.p99_ratio", busy_p99 / idle_p99, "x", "<= 3", busy_p99 <= 3 * idle_p99, note)
+
+    # -- edge first call ----------------------------------------------------------------------------------------
+    async def measure_edge_first_call(self) -> None:
+        print("edge first call: environment opened -> first Docker answer on an idle edge agent", flush=True)
+        server = await self.start_server()
+        async with tcp_session() as session:
+            endpoint_id = await self.start_edge_environment(session, f"bench-first-call-{int(time.time())}")
+            opened = time.perf_counter()
+            async with session.get(f"{server.url}/api/endpoints/{endpoint_id}/docker/v1.41/containers/json",
+                                   headers=server.headers) as r:
+                await r.read()
+                assert r.status == 200, r.status
+            first = time.perf_counter() - opened
+            await asyncio.sleep(10)
+            started = time.perf_counter()
+            async with session.get(f"{server.url}/api/endpoints/{endpoint_id}/docker/v1.41/containers/json",
+                                   headers=server.headers) as r:
+                await r.read()
+            after_idle = time.perf_counter() - started
+        self.record("edge_first_call.after_connect", first, "s", "<= 1", first <= 1,
+                    "from the environment showing up (tunnel connected, status up) to the first answer")
+        self.record("edge_first_call.after_10s_idle", after_idle, "s", "<= 1", after_idle <= 1)
+
+    # -- edge fleet ---------------------------------------------------------------------------------------------
+    async def measure_fleet(self) -> None:
+        for size in self.args.agents or [1000, 5000, 10000]:
+            await self.measure_fleet_of(size)
+
+    async def measure_fleet_of(self, size: int) -> None:
+        print(f"edge fleet: {size} simulated edge agents in a separate process", flush=True)
+        server = BenchServer(tempfile.mkdtemp(dir=self.workdir))
+        simulator = None
+        try:
+            await server.ready()
+            rss_start = rss_mb(server.process.pid)
+            started = time.perf_counter()
+            keys_path = os.path.join(self.workdir, f"fleet-{size}.keys")
+            gate = asyncio.Semaphore(32)
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
+                async def create(i):
+                    async with gate:
+                        return await create_edge_environment(session, server, f"fleet-{i}")
+                created = await asyncio.gather(*(create(i) for i in range(size)))
+            creation = time.perf_counter() - started
+            self.record(f"fleet.{size}.create_rate", size / creation, "env/s", "reported", None,
+                        f"{size} edge environments created through the API, 32 at a time, in {creation:.0f} s")
+            with open(keys_path, "w") as f:
+                f.writelines(f"{e['EdgeKey']} fleet-agent-{e['Id']}\n" for e in created)
+            rss_created = rss_mb(server.process.pid)
+            started = time.perf_counter()
+            simulator = await asyncio.create_subprocess_exec(
+                sys.executable, os.path.abspath(__file__), "--fleet-simulator", keys_path,
+                stdout=asyncio.subprocess.PIPE, stderr=open(os.path.join(self.workdir, "fleet.log"), "ab"))
+            held = 0
+            deadline = time.perf_counter() + max(120, size / 20)
+            while held < size and time.perf_counter() < deadline:
+                line = await asyncio.wait_for(simulator.stdout.readline(), deadline - time.perf_counter())
+                if not line:
+                    break
+                held = int(line.split()[1])
+            connecting = time.perf_counter() - started
+            ids = [e["Id"] for e in created]
+            async with tcp_session() as session:
+                async with session.get(server.url + "/api/endpoints", headers=server.headers) as r:
+                    views = await r.json()
+            up = sum(1 for v in views if v.get("EdgeTunnelConnected") and v.get("Status") == 1)
+            self.record(f"fleet.{size}.held", up, "agents", f"{size}", up == size,
+                        f"all connected {connecting:.0f} s after the simulator started")
+            settle = await self.wait_server_quiet(server)
+            rss = rss_mb(server.process.pid)
+            self.record(f"fleet.{size}.server_rss", rss, "MB", "<= 1024", rss <= 1024)
+            self.record(f"fleet.{size}.rss_per_agent", (rss - rss_created) * 1024 / size, "KB", "reported", None,
+                        f"tunnel only; the environment record adds {(rss_created - rss_start) * 1024 / size:.1f} KB")
+            before, cpu_started = cpu_seconds(server.process.pid), time.perf_counter()
+            await asyncio.sleep(self.args.idle_seconds)
+            cpu = 100 * (cpu_seconds(server.process.pid) - before) / (time.perf_counter() - cpu_started)
+            self.record(f"fleet.{size}.idle_cpu", cpu, "% core", "<= 25", cpu <= 25,
+                        f"over {self.args.idle_seconds:.0f} s, {settle:.0f} s after connecting (snapshots on connect)")
+            values = []
+            async with tcp_session() as session:
+                for endpoint_id in random.sample(ids, min(100, size)):
+                    url = f"{server.url}/api/endpoints/{endpoint_id}/docker/v1.41/containers/json"
+                    values.extend(await latencies(session, url, server.headers, 1))
+            p99 = percentile(values, 0.99)
+            self.record(f"fleet.{size}.call_p99", p99, "ms", "<= 250", p99 <= 250,
+                        "GET /containers/json to 100 random agents, one after another")
+        finally:
+            if simulator is not None and simulator.returncode is None:
+                simulator.terminate()
+                await simulator.wait()
+            server.stop()
+
+    async def wait_server_quiet(self, server: BenchServer, limit: float = 600) -> float:
+        """Seconds until the server's CPU falls under 25 % of a core over 2 s (its on-connect snapshots done)."""
+        started = time.perf_counter()
+        while time.perf_counter() - started < limit:
+            before = cpu_seconds(server.process.pid)
+            await asyncio.sleep(2)
+            if cpu_seconds(server.process.pid) - before < 0.5:
+                break
+        return time.perf_counter() - started
 
     # -- memory at rest -----------------------------------------------------------------------------------------
     async def measure_memory(self) -> None:
@@ -361,15 +562,73 @@ class Bench:
             for name in measures:
                 await getattr(self, f"measure_{name}")()
         finally:
+            for edge_agent in self.edge_agents:
+                edge_agent.stop()
             if self.agent:
                 self.agent.stop()
             if self.server:
                 self.server.stop()
             remove_bench_objects()
+            if self.big_container:
+                docker_cli("rmi", "-f", "portainer-py-bench-big:1", check=False)
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-MEASURES = ["proxy", "stream", "memory", "api_load"]
+# ---------------------------------------------------------------------------------------------------------------
+# Fleet simulator: a separate process holding N edge tunnels that speak agent.py's protocol
+# ---------------------------------------------------------------------------------------------------------------
+
+
+async def simulate_fleet(keys_path: str, heartbeat: float = 20.0, concurrency: int = 64) -> None:
+    """One edge agent per line of `keys_path` ("<edge key> <edge id>"): each keeps its tunnel up like
+    `run_edge_agent` and relays every stream the server opens to the machine's engine with `serve_edge_stream`.
+    Prints "held <count>" whenever the count of open tunnels changed (checked every 0.5 s)."""
+    import agent
+    with open(keys_path) as f:
+        agents = [line.split() for line in f if line.strip()]
+    held = 0
+    handshakes = asyncio.Semaphore(concurrency)
+    docker_url = "unix://" + DOCKER_SOCKET
+    timeout = aiohttp.ClientTimeout(total=None, connect=30, sock_connect=30)
+
+    async def one_agent(session, key_text: str, edge_id: str) -> None:
+        nonlocal held
+        key = agent.EdgeKey.decode(key_text)
+        headers = {agent.EDGE_ENDPOINT_HEADER: str(key.endpoint_id), agent.EDGE_SECRET_HEADER: key.secret,
+                   agent.EDGE_ID_HEADER: edge_id}
+        pin = aiohttp.Fingerprint(bytes.fromhex(key.fingerprint))
+        attempt = 0
+        while True:
+            try:
+                async with handshakes:
+                    ws = await session.ws_connect(key.server_url + agent.EDGE_TUNNEL_PATH, headers=headers, ssl=pin,
+                                                  heartbeat=heartbeat,
+                                                  receive_timeout=agent.tunnel_receive_timeout(heartbeat),
+                                                  max_msg_size=agent.TUNNEL_MAX_MESSAGE, compress=0,
+                                                  **agent.CLIENT_WS_CLOSE_TIMEOUT)
+                held += 1
+                try:
+                    await agent.Tunnel(ws, lambda stream: agent.serve_edge_stream(stream, docker_url)).run()
+                finally:
+                    held -= 1
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+                print(f"{edge_id}: {exc or type(exc).__name__}", file=sys.stderr, flush=True)
+            await asyncio.sleep(agent.reconnect_delay(attempt, 0.5, 5))
+            attempt += 1
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout) as session:
+        tasks = [asyncio.ensure_future(one_agent(session, key, edge_id)) for key, edge_id in agents]
+        reported = -1
+        while True:
+            if held != reported:
+                reported = held
+                print(f"held {held}", flush=True)
+            await asyncio.sleep(0.5)
+            if all(t.done() for t in tasks):
+                break
+
+
+MEASURES = ["proxy", "stream", "head_of_line", "edge_first_call", "memory", "api_load", "ui", "fleet"]
 
 
 def machine_description() -> str:
@@ -391,7 +650,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5, help="length of each throughput run")
     parser.add_argument("--clients", type=int, default=200, help="concurrent clients for api_load")
     parser.add_argument("--load-seconds", type=float, default=60, help="length of the api_load run")
+    parser.add_argument("--agents", type=int, action="append",
+                        help="fleet size (repeatable; default 1000, 5000 and 10000)")
+    parser.add_argument("--idle-seconds", type=float, default=20, help="how long the idle fleet's CPU is measured")
+    parser.add_argument("--fleet-simulator", metavar="KEYS", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    raise_file_limit()
+    if args.fleet_simulator:
+        asyncio.run(simulate_fleet(args.fleet_simulator))
+        return 0
     measures = args.measures or MEASURES
     bench = Bench(args)
     print(f"machine: {machine_description()}")
