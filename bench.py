@@ -250,6 +250,7 @@ def tcp_session(limit: int = 100) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit))
 
 
+FLEET_PER_PROCESS = 4000
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
@@ -456,14 +457,13 @@ class Bench:
             await self.measure_fleet_of(size)
 
     async def measure_fleet_of(self, size: int) -> None:
-        print(f"edge fleet: {size} simulated edge agents in a separate process", flush=True)
+        print(f"edge fleet: {size} simulated edge agents in separate processes", flush=True)
         server = BenchServer(tempfile.mkdtemp(dir=self.workdir))
-        simulator = None
+        simulators = []
         try:
             await server.ready()
             rss_start = rss_mb(server.process.pid)
             started = time.perf_counter()
-            keys_path = os.path.join(self.workdir, f"fleet-{size}.keys")
             gate = asyncio.Semaphore(32)
             async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
                 async def create(i):
@@ -473,20 +473,28 @@ class Bench:
             creation = time.perf_counter() - started
             self.record(f"fleet.{size}.create_rate", size / creation, "env/s", "reported", None,
                         f"{size} edge environments created through the API, 32 at a time, in {creation:.0f} s")
-            with open(keys_path, "w") as f:
-                f.writelines(f"{e['EdgeKey']} fleet-agent-{e['Id']}\n" for e in created)
+            # Several simulator processes when the fleet is large: each holds at most FLEET_PER_PROCESS tunnels and
+            # as many engine sockets, under a per-process file limit that cannot always be raised.
+            shares = [created[i:i + FLEET_PER_PROCESS] for i in range(0, size, FLEET_PER_PROCESS)]
             rss_created = rss_mb(server.process.pid)
             started = time.perf_counter()
-            simulator = await asyncio.create_subprocess_exec(
-                sys.executable, os.path.abspath(__file__), "--fleet-simulator", keys_path,
-                stdout=asyncio.subprocess.PIPE, stderr=open(os.path.join(self.workdir, "fleet.log"), "ab"))
-            held = 0
+            held_by = [0] * len(shares)
+            for number, share in enumerate(shares):
+                keys_path = os.path.join(self.workdir, f"fleet-{size}-{number}.keys")
+                with open(keys_path, "w") as f:
+                    f.writelines(f"{e['EdgeKey']} fleet-agent-{e['Id']}\n" for e in share)
+                simulators.append(await asyncio.create_subprocess_exec(
+                    sys.executable, os.path.abspath(__file__), "--fleet-simulator", keys_path,
+                    stdout=asyncio.subprocess.PIPE, stderr=open(os.path.join(self.workdir, "fleet.log"), "ab")))
+
+            async def follow(number, simulator):
+                while line := await simulator.stdout.readline():
+                    held_by[number] = int(line.split()[1])
+
+            followers = [asyncio.ensure_future(follow(n, p)) for n, p in enumerate(simulators)]
             deadline = time.perf_counter() + max(120, size / 20)
-            while held < size and time.perf_counter() < deadline:
-                line = await asyncio.wait_for(simulator.stdout.readline(), deadline - time.perf_counter())
-                if not line:
-                    break
-                held = int(line.split()[1])
+            while sum(held_by) < size and time.perf_counter() < deadline:
+                await asyncio.sleep(0.2)
             connecting = time.perf_counter() - started
             ids = [e["Id"] for e in created]
             async with tcp_session() as session:
@@ -494,7 +502,7 @@ class Bench:
                     views = await r.json()
             up = sum(1 for v in views if v.get("EdgeTunnelConnected") and v.get("Status") == 1)
             self.record(f"fleet.{size}.held", up, "agents", f"{size}", up == size,
-                        f"all connected {connecting:.0f} s after the simulator started")
+                        f"{sum(held_by)} tunnels held by the simulators {connecting:.0f} s after they started")
             settle = await self.wait_server_quiet(server)
             rss = rss_mb(server.process.pid)
             self.record(f"fleet.{size}.server_rss", rss, "MB", "<= 1024", rss <= 1024)
@@ -514,9 +522,10 @@ class Bench:
             self.record(f"fleet.{size}.call_p99", p99, "ms", "<= 250", p99 <= 250,
                         "GET /containers/json to 100 random agents, one after another")
         finally:
-            if simulator is not None and simulator.returncode is None:
-                simulator.terminate()
-                await simulator.wait()
+            for simulator in simulators:
+                if simulator.returncode is None:
+                    simulator.terminate()
+                    await simulator.wait()
             server.stop()
 
     async def wait_server_quiet(self, server: BenchServer, limit: float = 600) -> float:

@@ -74,6 +74,9 @@ CREDENTIAL_QUERY_PARAMS = frozenset({"token", "jwt", "api_key", "apikey", "x-api
 DEFAULT_SOCKET = "/var/run/docker.sock"
 TLS_READ_BUFFER = 16 * 1024  # one TLS record
 EDGE_CONNECT_SNAPSHOTS = 16
+# Idle tunnel streams kept per edge environment. Opening one is a round trip on a tunnel already up, while each
+# idle one holds memory here and a socket to the engine on the agent: with thousands of agents, keep one.
+EDGE_IDLE_STREAMS = 1
 
 
 def _env(name: str, default: Any = None) -> Any:
@@ -680,6 +683,7 @@ class EdgeConnector(DockerConnector):
     def __init__(self, endpoint: dict, tunnels: EdgeTunnels):
         self.tunnels = tunnels
         super().__init__(endpoint)
+        self.client = shared.DockerClient(self.open_connection, max_idle=EDGE_IDLE_STREAMS)
 
     async def open_connection(self) -> shared.HttpConnection:
         tunnel = self.tunnels.tunnels.get(self.endpoint_id)
