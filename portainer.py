@@ -77,6 +77,9 @@ EDGE_CONNECT_SNAPSHOTS = 16
 # Idle tunnel streams kept per edge environment. Opening one is a round trip on a tunnel already up, while each
 # idle one holds memory here and a socket to the engine on the agent: with thousands of agents, keep one.
 EDGE_IDLE_STREAMS = 1
+# Edge environments a periodic snapshot pass refreshes, stalest first: each is also snapshotted when its agent
+# connects, and a pass over ten thousand tunnels (six engine calls each) would keep the server busy for ever.
+EDGE_SNAPSHOTS_PER_PASS = 200
 
 
 def _env(name: str, default: Any = None) -> Any:
@@ -728,6 +731,9 @@ class Environments:
         }
         # Kinds that show live state beyond status and snapshot add it here: extend(endpoint, view).
         self.view_extensions: list[Callable[[dict, dict], None]] = []
+        # Kinds with many environments cap how many of them one periodic pass refreshes: {Type: count}.
+        self.periodic_snapshot_caps: dict[int, int] = {}
+        self.snapshot_attempted: dict[int, float] = {}  # monotonic time of each environment's latest attempt
 
     def tls_directory(self, endpoint_id: int) -> str:
         return os.path.join(self.data_directory, "tls", str(endpoint_id))
@@ -769,6 +775,7 @@ class Environments:
 
     async def snapshot(self, endpoint_id: int) -> dict | None:
         """Ask the engine for its state; up on an answer, down on none. Never raises for an engine fault."""
+        self.snapshot_attempted[endpoint_id] = time.monotonic()
         try:
             connector = self.connector(endpoint_id)
             info, version, containers, images, volumes, networks = await asyncio.gather(
@@ -816,12 +823,26 @@ class Environments:
         ids = [ep["Id"] for ep in self.store.data["endpoints"].values() if ep["Type"] in self.connector_kinds]
         await asyncio.gather(*(self.snapshot(i) for i in ids))
 
+    async def snapshot_due(self) -> None:
+        """One periodic pass: every environment, except that a capped kind refreshes only the ones it tried
+        longest ago (so every one gets its turn, and none that cannot answer takes another's turn for ever)."""
+        ids, capped = [], {kind: [] for kind in self.periodic_snapshot_caps}
+        for endpoint in self.store.data["endpoints"].values():
+            if endpoint["Type"] in capped:
+                capped[endpoint["Type"]].append(endpoint["Id"])
+            elif endpoint["Type"] in self.connector_kinds:
+                ids.append(endpoint["Id"])
+        for kind, kind_ids in capped.items():
+            kind_ids.sort(key=lambda i: self.snapshot_attempted.get(i, 0))
+            ids += kind_ids[:self.periodic_snapshot_caps[kind]]
+        await asyncio.gather(*(self.snapshot(i) for i in ids))
+
 
 async def snapshot_loop(app: web.Application) -> None:
     environments = app[ENVIRONMENTS]
     interval = app[CONFIG].snapshot_interval
     while True:
-        await environments.snapshot_all()
+        await environments.snapshot_due()
         await asyncio.sleep(interval)
 
 
@@ -3888,6 +3909,7 @@ async def handle_endpoint_delete(request: web.Request) -> web.Response:
     environments.forget(endpoint_id)
     environments.status.pop(endpoint_id, None)
     environments.snapshots.pop(endpoint_id, None)
+    environments.snapshot_attempted.pop(endpoint_id, None)
     return web.Response(status=204)
 
 
@@ -4482,6 +4504,7 @@ def register_edge_kind(app: web.Application) -> None:
     tunnels = app[EDGE_TUNNELS] = EdgeTunnels()
     environments = app[ENVIRONMENTS]
     environments.connector_kinds[ENDPOINT_EDGE] = lambda endpoint: EdgeConnector(endpoint, tunnels)
+    environments.periodic_snapshot_caps[ENDPOINT_EDGE] = EDGE_SNAPSHOTS_PER_PASS
     environments.view_extensions.append(lambda endpoint, view: extend_edge_view(tunnels, endpoint, view))
     app[ENDPOINT_KINDS].creators[ENDPOINT_EDGE] = create_edge_endpoint
     app[ENDPOINT_KINDS].answers[ENDPOINT_EDGE] = answer_edge_endpoint
