@@ -109,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds between environment snapshots [PORTAINER_SNAPSHOT_INTERVAL] (default 60)")
     p.add_argument("--hsts", action="store_true", default=_env_flag("PORTAINER_HSTS"),
                    help="send Strict-Transport-Security on HTTPS [PORTAINER_HSTS]")
+    p.add_argument("--image-check-interval", type=float,
+                   default=float(_env("PORTAINER_IMAGE_CHECK_INTERVAL", 3600)),
+                   help="seconds between checks of running containers' images for newer versions in their "
+                        "registries, and auto-updates of containers labelled for it; 0 turns the schedule off "
+                        "[PORTAINER_IMAGE_CHECK_INTERVAL] (default 3600)")
     return p
 
 
@@ -1131,6 +1136,593 @@ BODY_CHECKS: dict[str, Callable[[dict, dict], list[str]]] = {
 
 
 # ================================================================================================================
+# Registries: sealed credentials, per-environment access, and the registry HTTP API v2 (catalog, tags, digests)
+# ================================================================================================================
+
+REGISTRY_TYPES = {1: "Quay.io", 2: "Azure", 3: "Custom", 4: "GitLab", 5: "ProGet", 6: "DockerHub", 7: "ECR",
+                  8: "GitHub"}
+REGISTRY_CUSTOM = 3
+REGISTRY_DOCKERHUB = 6
+DOCKER_HUB_DOMAIN = "docker.io"
+DOCKER_HUB_API = "https://registry-1.docker.io"
+DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"})
+# What a HEAD of a manifest accepts, so the digest is the one `docker pull` records (list first, then single).
+MANIFEST_MEDIA_TYPES = ", ".join((
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+))
+REGISTRY_TIMEOUT = 5.0
+REGISTRY_AUTH_PATHS = re.compile(r"^/(images/create|images/.+/push|build)$")
+
+
+class RegistryProblem(BadGateway):
+    """A registry could not be reached or refused us; the message says which and what to do."""
+
+
+class RegistryPasswords:
+    """Registry passwords sealed with AES-GCM under a key kept in the data directory (0600)."""
+
+    AAD = b"portainer.py registry password"
+
+    def __init__(self, key: bytes):
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        self._cipher = AESGCM(key[:32])
+
+    def seal(self, password: str) -> str:
+        nonce = secrets.token_bytes(12)
+        return "v1:" + base64.b64encode(nonce + self._cipher.encrypt(nonce, password.encode(), self.AAD)).decode()
+
+    def open(self, sealed: str) -> str:
+        if not sealed:
+            return ""
+        raw = base64.b64decode(sealed.split(":", 1)[1])
+        return self._cipher.decrypt(raw[:12], raw[12:], self.AAD).decode()
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageReference:
+    """An image name as the engine normalises it: registry domain, repository path, tag or digest."""
+
+    domain: str
+    repository: str
+    tag: str
+    digest: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> "ImageReference":
+        name, _, digest = text.partition("@")
+        tag = ""
+        head, slash, last = name.rpartition("/")
+        if ":" in last:
+            last, tag = last.split(":", 1)
+        name = head + slash + last
+        first, _, rest = name.partition("/")
+        if rest and ("." in first or ":" in first or first == "localhost"):
+            domain, path = first, rest
+        else:
+            domain, path = DOCKER_HUB_DOMAIN, name
+        if domain in DOCKER_HUB_ALIASES:
+            domain = DOCKER_HUB_DOMAIN
+            if "/" not in path:
+                path = "library/" + path
+        return cls(domain, path, tag or ("" if digest else "latest"), digest)
+
+    @property
+    def name(self) -> str:
+        """The name without tag or digest, as `fromImage` wants it."""
+        return f"{self.domain}/{self.repository}"
+
+
+def registry_host(url: str) -> str:
+    """The host[:port] part of a registry URL ('https://reg.example.com/org' -> 'reg.example.com')."""
+    bare = url.split("://", 1)[-1]
+    host = bare.split("/", 1)[0].lower()
+    return DOCKER_HUB_DOMAIN if host in DOCKER_HUB_ALIASES else host
+
+
+def is_loopback_host(host: str) -> bool:
+    hostname = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    hostname = hostname.strip("[]")
+    return hostname == "localhost" or hostname.startswith("127.") or hostname == "::1"
+
+
+def registry_api_base(url: str) -> str:
+    """Where a registry's HTTP API v2 lives: HTTP for loopback test registries (as the engine allows), else HTTPS."""
+    if "://" in url:
+        parsed = urllib.parse.urlsplit(url)
+        return f"{parsed.scheme}://{parsed.netloc}"
+    host = registry_host(url)
+    if host == DOCKER_HUB_DOMAIN:
+        return DOCKER_HUB_API
+    return ("http://" if is_loopback_host(host) else "https://") + host
+
+
+def decode_registry_header(value: str) -> Any:
+    """X-Registry-Auth is base64 JSON, URL-safe in Docker clients and standard in browsers: accept both."""
+    try:
+        text = value.strip().replace("+", "-").replace("/", "_")
+        return json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def encode_registry_header(data: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode()
+
+
+def registry_id_in(data: Any) -> int | None:
+    """The registry a Portainer client names with {"registryId": N}; None for real credentials or nothing."""
+    if not isinstance(data, dict) or "registryId" not in data:
+        return None
+    value = data["registryId"]
+    if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.isdigit())):
+        raise BadRequest("registryId in X-Registry-Auth must be a registry id")
+    return int(value)
+
+
+class Registries:
+    """The registries in the store, who may use them where, their credentials, and calls to their API v2."""
+
+    def __init__(self, store: Store, key: bytes):
+        self.store = store
+        self.passwords = RegistryPasswords(key)
+        self._session = None
+        store.data.setdefault("registries", {})
+
+    def get(self, registry_id: int) -> dict:
+        registry = self.store.data["registries"].get(str(registry_id))
+        if registry is None:
+            raise NotFound(f"registry {registry_id} not found")
+        return registry
+
+    def password(self, registry: dict) -> str:
+        return self.passwords.open(registry.get("_SealedPassword", ""))
+
+    def may_use(self, caller: Caller | None, registry: dict, endpoint_id: int | None = None) -> bool:
+        """Administrators and the server itself use every registry; others where the registry's access lists them
+        for that environment (for any environment when endpoint_id is None)."""
+        if caller is None or caller.is_admin:
+            return True
+        teams = {str(t) for t in user_team_ids(self.store, caller.id)}
+        for key, access in (registry.get("RegistryAccesses") or {}).items():
+            if endpoint_id is not None and key != str(endpoint_id):
+                continue
+            endpoint = self.store.data["endpoints"].get(key)
+            if endpoint is None or not can_access_endpoint(self.store, caller, endpoint):
+                continue
+            if str(caller.id) in (access.get("UserAccessPolicies") or {}):
+                return True
+            if teams & set(access.get("TeamAccessPolicies") or {}):
+                return True
+        return False
+
+    def usable(self, caller: Caller | None, registry_id: int, endpoint_id: int | None) -> dict:
+        registry = self.get(registry_id)
+        if not self.may_use(caller, registry, endpoint_id):
+            where = f" on environment {endpoint_id}" if endpoint_id is not None else ""
+            raise Forbidden(f"you have no access to registry {registry_id}{where}")
+        return registry
+
+    def for_domain(self, domain: str, caller: Caller | None, endpoint_id: int | None) -> dict | None:
+        """The registry holding credentials for images from `domain`, if the caller may use one."""
+        for registry in sorted(self.store.data["registries"].values(), key=lambda r: r["Id"]):
+            if registry_host(registry["URL"]) == domain and self.may_use(caller, registry, endpoint_id):
+                return registry
+        return None
+
+    def auth_config(self, registry: dict) -> dict:
+        """The engine's auth JSON for this registry (what `docker login` would send)."""
+        config = {"serveraddress": registry_host(registry["URL"])}
+        if registry.get("Authentication"):
+            config.update(username=registry.get("Username", ""), password=self.password(registry))
+        return config
+
+    def proxy_headers(self, caller: Caller, endpoint_id: int, path: str,
+                      headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Replace {"registryId": N} in X-Registry-Auth (pull, push) or X-Registry-Config (build) with the
+        registry's real credentials, once the caller's access to it on this environment is checked."""
+        if not REGISTRY_AUTH_PATHS.match(path):
+            return headers
+        result = []
+        for name, value in headers:
+            if name.lower() in ("x-registry-auth", "x-registry-config"):
+                registry_id = registry_id_in(decode_registry_header(value))
+                if registry_id is not None:
+                    config = self.auth_config(self.usable(caller, registry_id, endpoint_id))
+                    if name.lower() == "x-registry-config":
+                        config = {config["serveraddress"]: config}
+                    value = encode_registry_header(config)
+            result.append((name, value))
+        return result
+
+    # -- the registry's HTTP API v2 -----------------------------------------------------------------------------
+    def session(self):
+        import aiohttp
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REGISTRY_TIMEOUT, connect=3))
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def call(self, registry: dict | None, base: str, method: str, path: str, accept: str = "application/json",
+                   scope: str = "") -> tuple[int, Any, bytes]:
+        """One API v2 request, answering basic or bearer-token challenges with the registry's credentials."""
+        import aiohttp
+        label = registry["Name"] if registry else base.split("://", 1)[-1]
+        credentials = None
+        if registry and registry.get("Authentication"):
+            credentials = aiohttp.BasicAuth(registry.get("Username", ""), self.password(registry))
+        tls = False if registry and registry.get("TLSSkipVerify") else None
+        headers = {"Accept": accept}
+        try:
+            for attempt in range(2):
+                async with self.session().request(method, base + path, headers=headers, ssl=tls,
+                                                  allow_redirects=True) as response:
+                    body = await response.read() if method != "HEAD" else b""
+                    if response.status != 401 or attempt == 1:
+                        break
+                    challenge = response.headers.get("WWW-Authenticate", "")
+                if challenge.lower().startswith("basic") and credentials is not None:
+                    headers["Authorization"] = credentials.encode()
+                elif challenge.lower().startswith("bearer"):
+                    token = await self.bearer_token(challenge, credentials, scope, tls)
+                    headers["Authorization"] = f"Bearer {token}"
+                else:
+                    break
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+            raise RegistryProblem(f"registry {label} is unreachable",
+                                  f"{method} {base}{path.split('?')[0]}: {exc or type(exc).__name__}") from None
+        if response.status == 401:
+            if credentials is None:
+                raise RegistryProblem(f"registry {label} requires credentials",
+                                      "add it under Registries with authentication, a username and a password")
+            raise RegistryProblem(f"registry {label} refused the credentials of user "
+                                  f"{registry.get('Username', '')!r}",
+                                  "check the registry's username and password under Registries")
+        if response.status == 403:
+            raise RegistryProblem(f"registry {label} denied access to {path.split('?')[0]}")
+        return response.status, response.headers, body
+
+    async def bearer_token(self, challenge: str, credentials, scope: str, tls) -> str:
+        params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
+        realm = params.pop("realm", "")
+        if not realm.startswith(("http://", "https://")):
+            raise ValueError(f"unusable token realm {realm!r}")
+        if scope and "scope" not in params:
+            params["scope"] = scope
+        async with self.session().get(realm, params=params, auth=credentials, ssl=tls) as response:
+            if response.status == 401:
+                return ""
+            data = await response.json(content_type=None)
+        return data.get("token") or data.get("access_token") or ""
+
+    async def catalog(self, registry: dict) -> list[str]:
+        status, _, body = await self.call(registry, registry_api_base(registry["URL"]), "GET",
+                                          "/v2/_catalog?n=1000", scope="registry:catalog:*")
+        if status != 200:
+            raise RegistryProblem(f"registry {registry['Name']} answered {status} to the catalog request",
+                                  body.decode(errors="replace")[:300])
+        return json.loads(body).get("repositories") or []
+
+    async def tags(self, registry: dict, repository: str) -> list[str]:
+        status, _, body = await self.call(registry, registry_api_base(registry["URL"]), "GET",
+                                          f"/v2/{repository}/tags/list", scope=f"repository:{repository}:pull")
+        if status == 404:
+            raise NotFound(f"repository {repository} not found in registry {registry['Name']}")
+        if status != 200:
+            raise RegistryProblem(f"registry {registry['Name']} answered {status} listing tags of {repository}")
+        return json.loads(body).get("tags") or []
+
+    async def manifest_digest(self, registry: dict | None, reference: ImageReference) -> str:
+        """The digest the registry holds now for the reference's tag (HEAD of the manifest)."""
+        base = registry_api_base(registry["URL"]) if registry else registry_api_base(reference.domain)
+        path = f"/v2/{reference.repository}/manifests/{reference.tag}"
+        scope = f"repository:{reference.repository}:pull"
+        status, headers, _ = await self.call(registry, base, "HEAD", path, MANIFEST_MEDIA_TYPES, scope)
+        if status == 404:
+            raise RegistryProblem(f"{reference.repository}:{reference.tag} is no longer in its registry")
+        if status != 200:
+            raise RegistryProblem(f"registry answered {status} for {reference.repository}:{reference.tag}")
+        digest = headers.get("Docker-Content-Digest", "")
+        if not digest:
+            _, _, body = await self.call(registry, base, "GET", path, MANIFEST_MEDIA_TYPES, scope)
+            digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        return digest
+
+
+# ================================================================================================================
+# Image updates: is a newer image behind a running container's tag, and recreating the container with it
+# ================================================================================================================
+
+UPDATE_OUTDATED = "outdated"
+UPDATE_CURRENT = "updated"
+UPDATE_SKIPPED = "skipped"
+UPDATE_UNKNOWN = "unknown"
+AUTO_UPDATE_LABEL = "io.portainer.py.auto-update"
+REMOTE_DIGEST_TTL = 60.0
+UNREACHABLE_TTL = 60.0
+MAX_CACHED_RESULTS = 20000
+IMAGE_ID = re.compile(r"(sha256:)?[0-9a-f]{12,64}")
+
+
+def image_status(status: str, message: str = "", **extra) -> dict:
+    return {"Status": status, "Message": message, "CheckedAt": now(), **extra}
+
+
+def creation_body(container: dict, image: dict) -> dict:
+    """A /containers/create body that rebuilds `container` from its image reference: its own settings kept,
+    the old image's defaults left out so that the new image's defaults apply."""
+    config = copy.deepcopy(container["Config"])
+    defaults = (image or {}).get("Config") or {}
+    config["Image"] = container["Config"]["Image"]
+    if config.get("Hostname") == container["Id"][:12]:
+        config.pop("Hostname")
+    for key in ("Cmd", "Entrypoint", "WorkingDir", "User", "StopSignal", "Healthcheck"):
+        if key in config and config[key] == defaults.get(key):
+            config.pop(key)
+    image_env = set(defaults.get("Env") or [])
+    config["Env"] = [e for e in config.get("Env") or [] if e not in image_env]
+    image_labels = defaults.get("Labels") or {}
+    config["Labels"] = {k: v for k, v in (config.get("Labels") or {}).items() if image_labels.get(k) != v}
+    for key in ("ExposedPorts", "Volumes"):
+        kept = {k: v for k, v in (config.get(key) or {}).items() if k not in (defaults.get(key) or {})}
+        config[key] = kept or None
+    host = copy.deepcopy(container["HostConfig"])
+    host["Links"] = [f"{link.split(':')[0].lstrip('/')}:{link.split(':')[1].rsplit('/', 1)[-1]}"
+                     for link in host.get("Links") or [] if ":" in link] or None
+    # Anonymous volumes (image VOLUME, `-v /data`) are named by the engine; mount them by name so data stays.
+    covered = {bind.split(":")[1] for bind in host.get("Binds") or [] if bind.count(":") >= 1}
+    covered |= {m.get("Target") for m in host.get("Mounts") or []}
+    for mount in container.get("Mounts") or []:
+        if mount.get("Type") == "volume" and mount.get("Destination") not in covered:
+            suffix = "" if mount.get("RW", True) else ":ro"
+            host["Binds"] = (host.get("Binds") or []) + [f"{mount['Name']}:{mount['Destination']}{suffix}"]
+    networks = (container.get("NetworkSettings") or {}).get("Networks") or {}
+    mode = host.get("NetworkMode") or "default"
+    body = {**config, "HostConfig": host}
+    if mode in networks and mode not in ("default", "bridge", "host", "none"):
+        body["NetworkingConfig"] = {"EndpointsConfig": {mode: network_endpoint_config(networks[mode], container)}}
+    return body
+
+
+def network_endpoint_config(network: dict, container: dict) -> dict:
+    aliases = [a for a in network.get("Aliases") or [] if a != container["Id"][:12]]
+    return {"IPAMConfig": network.get("IPAMConfig"), "Links": network.get("Links"), "Aliases": aliases or None,
+            "DriverOpts": network.get("DriverOpts")}
+
+
+def pull_failure(reference: str, message: str) -> ApiError:
+    if "unauthorized" in message or "no basic auth credentials" in message or "denied" in message:
+        return RegistryProblem(f"the registry refused to serve {reference}: {message}",
+                               "check the registry's username and password under Registries, and your access "
+                               "to that registry on this environment")
+    return RegistryProblem(f"pulling {reference} failed: {message}")
+
+
+class ImageUpdates:
+    """Update status of running containers, kept in memory only; checks on demand and on a schedule."""
+
+    def __init__(self, environments: Environments, registries: Registries):
+        self.environments = environments
+        self.registries = registries
+        self.results: dict[tuple[int, str], dict] = {}
+        self._digests: dict[tuple[str, str, str], tuple[float, str]] = {}
+        self._unreachable: dict[str, tuple[float, str]] = {}
+        self._recreating: set[tuple[int, str]] = set()
+        self._registry_calls = asyncio.Semaphore(4)
+
+    def cached(self, endpoint_id: int, container_id: str) -> dict | None:
+        return self.results.get((endpoint_id, container_id))
+
+    async def check(self, endpoint_id: int, container_id: str, fresh: bool = False) -> dict:
+        """Compare the digest the container's image was pulled with to the one its tag has now."""
+        connector = self.environments.connector(endpoint_id)
+        container = await connector.request_json("GET", f"/containers/{urllib.parse.quote(container_id)}/json")
+        image = await connector.request_json("GET", f"/images/{container['Image']}/json")
+        result = await self.compare(container["Config"]["Image"], image.get("RepoDigests") or [], fresh)
+        result.update(ContainerId=container["Id"], Image=container["Config"]["Image"])
+        if len(self.results) >= MAX_CACHED_RESULTS:
+            self.results.pop(next(iter(self.results)))
+        self.results[(endpoint_id, container["Id"])] = result
+        if container["Id"] != container_id:
+            self.results[(endpoint_id, container_id)] = result
+        return result
+
+    async def compare(self, image_name: str, repo_digests: list[str], fresh: bool) -> dict:
+        if IMAGE_ID.fullmatch(image_name):
+            return image_status(UPDATE_SKIPPED, "the container was made from an image id, not a name")
+        reference = ImageReference.parse(image_name)
+        if reference.digest:
+            return image_status(UPDATE_SKIPPED, "the image is pinned by digest")
+        local = {d.split("@", 1)[1] for d in repo_digests if "@" in d
+                 and ImageReference.parse(d).name == reference.name}
+        if not local:
+            return image_status(UPDATE_SKIPPED, "the image was built or loaded here, not pulled from a registry")
+        try:
+            remote = await self.remote_digest(reference, fresh)
+        except RegistryProblem as exc:
+            return image_status(UPDATE_UNKNOWN, exc.message)
+        if remote in local:
+            return image_status(UPDATE_CURRENT, "", RemoteDigest=remote)
+        return image_status(UPDATE_OUTDATED, f"{reference.domain}/{reference.repository}:{reference.tag} "
+                                             f"has a newer image", RemoteDigest=remote)
+
+    async def remote_digest(self, reference: ImageReference, fresh: bool) -> str:
+        key = (reference.domain, reference.repository, reference.tag)
+        clock = time.monotonic()
+        if not fresh:
+            cached = self._digests.get(key)
+            if cached and clock - cached[0] < REMOTE_DIGEST_TTL:
+                return cached[1]
+            down = self._unreachable.get(reference.domain)
+            if down and clock - down[0] < UNREACHABLE_TTL:
+                raise RegistryProblem(down[1])
+        registry = self.registries.for_domain(reference.domain, None, None)
+        try:
+            async with self._registry_calls:
+                digest = await self.registries.manifest_digest(registry, reference)
+        except RegistryProblem as exc:
+            if "unreachable" in exc.message:
+                # An air-gapped host: remember it a while, quietly, instead of asking again for every container.
+                self._unreachable[reference.domain] = (clock, exc.message)
+                log.debug("image check: %s (%s)", exc.message, exc.details)
+            raise
+        self._unreachable.pop(reference.domain, None)
+        self._digests[key] = (clock, digest)
+        return digest
+
+    async def check_environment(self, endpoint_id: int, container_ids: list[str] | None = None,
+                                fresh: bool = False) -> dict[str, dict]:
+        """Status of the given containers (all running ones when None): cached answers unless `fresh`."""
+        if container_ids is None:
+            connector = self.environments.connector(endpoint_id)
+            running = await connector.request_json("GET", "/containers/json")
+            container_ids = [c["Id"] for c in running]
+        answers: dict[str, dict] = {}
+
+        async def one(container_id: str) -> None:
+            result = None if fresh else self.cached(endpoint_id, container_id)
+            if result is None:
+                try:
+                    result = await self.check(endpoint_id, container_id, fresh)
+                except ApiError as exc:
+                    result = image_status(UPDATE_UNKNOWN, exc.message)
+            answers[container_id] = result
+
+        await asyncio.gather(*(one(c) for c in container_ids))
+        return answers
+
+    def forget_missing(self, endpoint_id: int, present: set[str]) -> None:
+        for key in [k for k in self.results if k[0] == endpoint_id and k[1] not in present]:
+            del self.results[key]
+
+    # -- recreate ---------------------------------------------------------------------------------------------
+    async def pull(self, connector: DockerConnector, reference: ImageReference, image_name: str,
+                   caller: Caller | None, endpoint_id: int) -> None:
+        headers = []
+        registry = self.registries.for_domain(reference.domain, caller, endpoint_id)
+        if registry is not None:
+            headers.append(("X-Registry-Auth", encode_registry_header(self.registries.auth_config(registry))))
+        name = reference.name if reference.domain != DOCKER_HUB_DOMAIN else reference.repository
+        query = urllib.parse.urlencode({"fromImage": name, "tag": reference.tag})
+        response = await connector.request("POST", f"/images/create?{query}", headers, timeout=600)
+        async with response:
+            raw = await response.read()
+        if response.status >= 400:
+            raise pull_failure(image_name, engine_error(response.status, raw).message)
+        for line in raw.splitlines():
+            with contextlib.suppress(ValueError):
+                progress = json.loads(line)
+                if isinstance(progress, dict) and progress.get("error"):
+                    raise pull_failure(image_name, progress["error"])
+
+    async def recreate(self, endpoint_id: int, container_id: str, pull: bool, caller: Caller | None,
+                       endpoint: dict | None = None) -> dict:
+        """Pull (optionally), then replace the container by one made from the same settings, keeping its name,
+        networks and volumes; the old one is restored if anything fails on the way."""
+        connector = self.environments.connector(endpoint_id)
+        container = await connector.request_json("GET", f"/containers/{urllib.parse.quote(container_id)}/json")
+        old_id, name = container["Id"], container["Name"].lstrip("/")
+        if (container.get("HostConfig") or {}).get("AutoRemove"):
+            raise BadRequest(f"container {name} was started with --rm (AutoRemove) and cannot be recreated")
+        image_name = container["Config"]["Image"]
+        reference = ImageReference.parse(image_name)
+        if (endpoint_id, name) in self._recreating:
+            raise Conflict(f"container {name} is already being recreated")
+        self._recreating.add((endpoint_id, name))
+        try:
+            if pull and not reference.digest and not IMAGE_ID.fullmatch(image_name):
+                await self.pull(connector, reference, image_name, caller, endpoint_id)
+            old_image = await connector.request_json("GET", f"/images/{container['Image']}/json")
+            body = creation_body(container, old_image)
+            if caller is not None and not caller.is_admin and endpoint is not None:
+                settings = {**DEFAULT_SECURITY_SETTINGS, **(endpoint.get("SecuritySettings") or {})}
+                problems = container_create_violations(body, settings)
+                if problems:
+                    raise Forbidden("not allowed for non-administrators on this environment: " + ", ".join(problems))
+            new = await self.replace(connector, container, name, body)
+        finally:
+            self._recreating.discard((endpoint_id, name))
+        self.results.pop((endpoint_id, old_id), None)
+        self.results.pop((endpoint_id, container_id), None)
+        return new
+
+    async def replace(self, connector: DockerConnector, container: dict, name: str, body: dict) -> dict:
+        old_id = container["Id"]
+        was_running = bool((container.get("State") or {}).get("Running"))
+        parked = f"{name}-old-{old_id[:12]}"
+        quoted = urllib.parse.quote
+        if was_running:
+            await connector.request_json("POST", f"/containers/{old_id}/stop?t=10", timeout=60)
+        await connector.request_json("POST", f"/containers/{old_id}/rename?name={quoted(parked)}")
+        new_id = None
+        try:
+            created = await connector.request_json("POST", f"/containers/create?name={quoted(name)}", body)
+            new_id = created["Id"]
+            networks = (container.get("NetworkSettings") or {}).get("Networks") or {}
+            primary = (container.get("HostConfig") or {}).get("NetworkMode") or "default"
+            for network_name, network in networks.items():
+                if network_name != primary and not (primary == "default" and network_name == "bridge"):
+                    await connector.request_json("POST", f"/networks/{quoted(network_name)}/connect", {
+                        "Container": new_id, "EndpointConfig": network_endpoint_config(network, container)})
+            if was_running:
+                await connector.request_json("POST", f"/containers/{new_id}/start", timeout=60)
+        except ApiError:
+            if new_id is not None:
+                with contextlib.suppress(ApiError):
+                    await connector.request_json("DELETE", f"/containers/{new_id}?force=1")
+            with contextlib.suppress(ApiError):
+                await connector.request_json("POST", f"/containers/{old_id}/rename?name={quoted(name)}")
+                if was_running:
+                    await connector.request_json("POST", f"/containers/{old_id}/start", timeout=60)
+            raise
+        await connector.request_json("DELETE", f"/containers/{old_id}?force=1")
+        return await connector.request_json("GET", f"/containers/{new_id}/json")
+
+
+async def image_update_loop(app: web.Application) -> None:
+    """Check every running container on a schedule, then recreate those labelled for auto-update."""
+    interval = app[CONFIG].image_check_interval
+    if interval <= 0:
+        return
+    updates, environments = app[IMAGE_UPDATES], app[ENVIRONMENTS]
+    while True:
+        await asyncio.sleep(interval)
+        for endpoint in list(app[STORE].data["endpoints"].values()):
+            if environments.status.get(endpoint["Id"]) != STATUS_UP:
+                continue
+            try:
+                await check_and_auto_update(updates, endpoint["Id"])
+            except ApiError as exc:
+                log.debug("image check of environment %s skipped: %s", endpoint["Id"], exc.message)
+
+
+async def check_and_auto_update(updates: ImageUpdates, endpoint_id: int) -> None:
+    connector = updates.environments.connector(endpoint_id)
+    running = await connector.request_json("GET", "/containers/json")
+    answers = await updates.check_environment(endpoint_id, [c["Id"] for c in running], fresh=True)
+    updates.forget_missing(endpoint_id, {c["Id"] for c in running})
+    for container in running:
+        labels = container.get("Labels") or {}
+        if labels.get(AUTO_UPDATE_LABEL, "").lower() != "true":
+            continue
+        if answers.get(container["Id"], {}).get("Status") != UPDATE_OUTDATED:
+            continue
+        name = (container.get("Names") or ["/?"])[0].lstrip("/")
+        try:
+            new = await updates.recreate(endpoint_id, container["Id"], pull=True, caller=None)
+        except ApiError as exc:
+            log.warning("auto-update of container %s on environment %s failed: %s", name, endpoint_id, exc.message)
+            continue
+        log.info("auto-update: recreated container %s on environment %s with the new image %s (%s)", name,
+                 endpoint_id, container.get("Image"), new["Image"][:19])
+
+
+# ================================================================================================================
 # Docker proxy: /api/endpoints/{id}/docker/{path}, streamed both ways, upgrades passed through
 # ================================================================================================================
 
@@ -1148,6 +1740,7 @@ async def handle_docker_proxy(request: web.Request) -> web.StreamResponse:
     if level == ADMIN and not caller.is_admin:
         raise Forbidden(f"{request.method} {API_VERSION_PREFIX.sub('', path)} is reserved for administrators")
     headers = shared.forwardable_request_headers(request)
+    headers = request.app[REGISTRIES].proxy_headers(caller, endpoint_id, API_VERSION_PREFIX.sub("", path), headers)
     body, body_length = shared.request_body_for_relay(request)
     if check is not None:
         raw = await request.content.read(MAX_JSON_BODY + 1) if body is not None else b""
@@ -1753,6 +2346,193 @@ async def handle_settings_update(request: web.Request) -> web.Response:
 
 
 # ================================================================================================================
+# API handlers: registries, their access per environment, and browsing their repositories
+# ================================================================================================================
+
+
+def registry_view(registry: dict) -> dict:
+    """A registry as the API shows it: never its password."""
+    view = {k: v for k, v in registry.items() if not k.startswith("_")}
+    view["Password"] = ""
+    return view
+
+
+async def registry_fields(request: web.Request, registry: dict, body: dict, creating: bool) -> None:
+    """Check and apply the editable fields of a registry; the password is sealed before it is kept."""
+    store = request.app[STORE]
+    name = field(body, "Name", str, required=creating)
+    url = field(body, "URL", str, required=creating)
+    kind = field(body, "Type", int, required=False)
+    if name is not None:
+        if not name.strip():
+            raise BadRequest("Name cannot be empty")
+        if any(r["Name"].lower() == name.strip().lower() and r["Id"] != registry.get("Id")
+               for r in store.data["registries"].values()):
+            raise Conflict(f"a registry named {name.strip()!r} already exists")
+        registry["Name"] = name.strip()
+    if url is not None:
+        url = url.strip().rstrip("/")
+        if not url or any(c.isspace() for c in url) or not registry_host(url):
+            raise BadRequest("URL must be a registry address such as registry.example.com:5000")
+        registry["URL"] = url
+    if kind is not None:
+        if kind not in REGISTRY_TYPES:
+            raise BadRequest("Type must be one of " + ", ".join(f"{k} ({v})" for k, v in REGISTRY_TYPES.items()))
+        registry["Type"] = kind
+    for name_in_body in ("BaseURL", "Username"):
+        value = field(body, name_in_body, str, required=False)
+        if value is not None:
+            registry[name_in_body] = value.strip()
+    for switch in ("Authentication", "TLSSkipVerify"):
+        value = field(body, switch, bool, required=False)
+        if value is not None:
+            registry[switch] = value
+    password = field(body, "Password", str, required=False)
+    if password:
+        registry["_SealedPassword"] = request.app[REGISTRIES].passwords.seal(password)
+    if not registry.get("Authentication"):
+        registry["Username"] = ""
+        registry.pop("_SealedPassword", None)
+    elif not registry.get("Username"):
+        raise BadRequest("Username is required when Authentication is on")
+
+
+async def handle_registries_list(request: web.Request) -> web.Response:
+    """Registries: all for administrators, those you may use somewhere for others (passwords never shown)."""
+    caller, registries = caller_of(request), request.app[REGISTRIES]
+    listed = sorted(request.app[STORE].data["registries"].values(), key=lambda r: r["Id"])
+    return json_response([registry_view(r) for r in listed if registries.may_use(caller, r)])
+
+
+async def handle_registry_create(request: web.Request) -> web.Response:
+    """Add a registry {Name, Type, URL, Authentication, Username, Password} (administrators)."""
+    require_admin(request)
+    body = await read_json_object(request)
+    store = request.app[STORE]
+    registry = {"Id": 0, "Name": "", "Type": REGISTRY_CUSTOM, "URL": "", "BaseURL": "", "Authentication": False,
+                "Username": "", "TLSSkipVerify": False, "RegistryAccesses": {}}
+    await registry_fields(request, registry, body, creating=True)
+    registry["Id"] = store.next_id("registries")
+    store.data["registries"][str(registry["Id"])] = registry
+    await store.commit()
+    return json_response(registry_view(registry))
+
+
+async def handle_registry_inspect(request: web.Request) -> web.Response:
+    """One registry (its password never shown)."""
+    registry = request.app[REGISTRIES].usable(caller_of(request), path_id(request), None)
+    return json_response(registry_view(registry))
+
+
+async def handle_registry_update(request: web.Request) -> web.Response:
+    """Change a registry (administrators); an empty or absent Password keeps the current one."""
+    require_admin(request)
+    registry = request.app[REGISTRIES].get(path_id(request))
+    body = await read_json_object(request)
+    changed = copy.deepcopy(registry)
+    await registry_fields(request, changed, body, creating=False)
+    registry.clear()
+    registry.update(changed)
+    await request.app[STORE].commit()
+    return json_response(registry_view(registry))
+
+
+async def handle_registry_delete(request: web.Request) -> web.Response:
+    """Remove a registry and its credentials (administrators)."""
+    require_admin(request)
+    registry_id = path_id(request)
+    request.app[REGISTRIES].get(registry_id)
+    del request.app[STORE].data["registries"][str(registry_id)]
+    await request.app[STORE].commit()
+    return web.Response(status=204)
+
+
+async def handle_endpoint_registries(request: web.Request) -> web.Response:
+    """The registries you may use on one environment."""
+    endpoint = endpoint_for_caller(request, path_id(request))
+    caller, registries = caller_of(request), request.app[REGISTRIES]
+    listed = sorted(request.app[STORE].data["registries"].values(), key=lambda r: r["Id"])
+    return json_response([registry_view(r) for r in listed if registries.may_use(caller, r, endpoint["Id"])])
+
+
+async def handle_endpoint_registry_access(request: web.Request) -> web.Response:
+    """Who may use a registry on one environment: {UserAccessPolicies, TeamAccessPolicies} (administrators)."""
+    require_admin(request)
+    endpoint_id = path_id(request)
+    request.app[ENVIRONMENTS].get(endpoint_id)
+    registry = request.app[REGISTRIES].get(path_id(request, "registryId"))
+    body = await read_json_object(request)
+    access = {"UserAccessPolicies": {}, "TeamAccessPolicies": {}, "Namespaces": []}
+    for policies in ("UserAccessPolicies", "TeamAccessPolicies"):
+        value = field(body, policies, dict, required=False, default={})
+        for key, policy in value.items():
+            if not str(key).isdigit() or not isinstance(policy, dict):
+                raise BadRequest(f"{policies} must map ids to objects such as {{\"RoleId\": 0}}")
+        access[policies] = {str(k): v for k, v in value.items()}
+    access["Namespaces"] = field(body, "Namespaces", list, required=False, default=[])
+    accesses = registry.setdefault("RegistryAccesses", {})
+    if access["UserAccessPolicies"] or access["TeamAccessPolicies"]:
+        accesses[str(endpoint_id)] = access
+    else:
+        accesses.pop(str(endpoint_id), None)
+    await request.app[STORE].commit()
+    return web.Response(status=204)
+
+
+async def handle_registry_catalog(request: web.Request) -> web.Response:
+    """The repositories of a registry (its HTTP API v2 _catalog)."""
+    registries = request.app[REGISTRIES]
+    registry = registries.usable(caller_of(request), path_id(request), None)
+    return json_response({"repositories": await registries.catalog(registry)})
+
+
+async def handle_registry_tags(request: web.Request) -> web.Response:
+    """The tags of one repository of a registry (its HTTP API v2 tags/list)."""
+    registries = request.app[REGISTRIES]
+    registry = registries.usable(caller_of(request), path_id(request), None)
+    repository = request.match_info["repository"]
+    if not re.fullmatch(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*", repository) or ".." in repository:
+        raise BadRequest(f"invalid repository name {repository[:100]!r}")
+    return json_response({"name": repository, "tags": await registries.tags(registry, repository)})
+
+
+# ================================================================================================================
+# API handlers: image updates and recreating containers with a new image
+# ================================================================================================================
+
+
+async def handle_container_image_status(request: web.Request) -> web.Response:
+    """Whether a newer image is behind a container's tag: Status outdated, updated, skipped or unknown."""
+    endpoint = endpoint_for_caller(request, path_id(request))
+    fresh = request.query.get("refresh", "").lower() in ("1", "true")
+    updates = request.app[IMAGE_UPDATES]
+    container_id = request.match_info["containerId"]
+    result = None if fresh else updates.cached(endpoint["Id"], container_id)
+    return json_response(result or await updates.check(endpoint["Id"], container_id, fresh))
+
+
+async def handle_endpoint_image_status(request: web.Request) -> web.Response:
+    """Update status of many containers at once: ?containerIds=a,b (running ones when absent), ?refresh=true."""
+    endpoint = endpoint_for_caller(request, path_id(request))
+    fresh = request.query.get("refresh", "").lower() in ("1", "true")
+    raw_ids = request.query.get("containerIds", "")
+    ids = [i for i in raw_ids.split(",") if i] if raw_ids else None
+    if ids is not None and (len(ids) > 500 or any(not re.fullmatch(r"[\w.-]{1,128}", i) for i in ids)):
+        raise BadRequest("containerIds must be at most 500 container ids or names, separated by commas")
+    return json_response(await request.app[IMAGE_UPDATES].check_environment(endpoint["Id"], ids, fresh))
+
+
+async def handle_container_recreate(request: web.Request) -> web.Response:
+    """Recreate a container {PullImage}: pull its image's tag, then replace it keeping settings and data."""
+    endpoint = endpoint_for_caller(request, path_id(request))
+    body = await read_json_object(request) if request.can_read_body else {}
+    pull = field(body, "PullImage", bool, required=False, default=False)
+    new = await request.app[IMAGE_UPDATES].recreate(endpoint["Id"], request.match_info["containerId"], pull,
+                                                    caller_of(request), endpoint)
+    return json_response(new)
+
+
+# ================================================================================================================
 # UI assets: the embedded web interface (no CDN, no build step), served compressed with ETag
 # ================================================================================================================
 
@@ -2005,6 +2785,8 @@ LOGIN_LIMIT = app_key("login_limit", LoginRateLimit)
 API_KEY_INDEX = app_key("api_key_index", dict)
 STARTED_AT = app_key("started_at", float)
 ASSETS = app_key("assets", dict)
+REGISTRIES = app_key("registries", Registries)
+IMAGE_UPDATES = app_key("image_updates", ImageUpdates)
 CALLER_KEY = "caller"
 DUMMY_HASH = "scrypt$32768$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
 
@@ -2034,6 +2816,18 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("DELETE", "/api/endpoints/{id}", handle_endpoint_delete),
     ("POST", "/api/endpoints/{id}/snapshot", handle_endpoint_snapshot),
     ("*", "/api/endpoints/{id}/docker/{path:.*}", handle_docker_proxy),
+    ("GET", "/api/registries", handle_registries_list),
+    ("POST", "/api/registries", handle_registry_create),
+    ("GET", "/api/registries/{id}", handle_registry_inspect),
+    ("PUT", "/api/registries/{id}", handle_registry_update),
+    ("DELETE", "/api/registries/{id}", handle_registry_delete),
+    ("GET", "/api/registries/{id}/v2/_catalog", handle_registry_catalog),
+    ("GET", "/api/registries/{id}/v2/{repository:.+}/tags/list", handle_registry_tags),
+    ("GET", "/api/endpoints/{id}/registries", handle_endpoint_registries),
+    ("PUT", "/api/endpoints/{id}/registries/{registryId}", handle_endpoint_registry_access),
+    ("GET", "/api/endpoints/{id}/image_status", handle_endpoint_image_status),
+    ("GET", "/api/docker/{id}/containers/{containerId}/image_status", handle_container_image_status),
+    ("POST", "/api/docker/{id}/containers/{containerId}/recreate", handle_container_recreate),
     ("GET", "/api/settings", handle_settings_get),
     ("PUT", "/api/settings", handle_settings_update),
     ("GET", "/api/settings/public", handle_settings_public),
@@ -2050,7 +2844,7 @@ def openapi_document() -> dict:
             continue
         clean = re.sub(r"\{(\w+)(:[^}]*)?\}", r"{\1}", path)
         params = [{"name": name, "in": "path", "required": True,
-                   "schema": {"type": "integer"} if name in ("id", "keyId") else {"type": "string"}}
+                   "schema": {"type": "integer"} if name in ("id", "keyId", "registryId") else {"type": "string"}}
                   for name in re.findall(r"\{(\w+)", clean)]
         methods = ["get", "post", "put", "delete"] if method == "*" else [method.lower()]
         for m in methods:
@@ -2104,10 +2898,13 @@ async def server_lifecycle(app: web.Application):
     await create_first_admin_and_environment(app)
     rebuild_api_key_index(app)
     snapshots = asyncio.ensure_future(snapshot_loop(app))
+    image_checks = asyncio.ensure_future(image_update_loop(app))
     yield
-    snapshots.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await snapshots
+    for task in (snapshots, image_checks):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await app[REGISTRIES].close()
     app[ENVIRONMENTS].close()
     await app[STORE].drain()
     app[STORE].release()
@@ -2129,6 +2926,8 @@ def make_app(config: argparse.Namespace) -> web.Application:
     app[API_KEY_INDEX] = {}
     app[STARTED_AT] = time.monotonic()
     app[ASSETS] = {path: StaticAsset.make(text, kind) for path, (text, kind) in UI_ASSETS.items()}
+    app[REGISTRIES] = Registries(store, load_or_create_secret(store.directory, "registry.key"))
+    app[IMAGE_UPDATES] = ImageUpdates(app[ENVIRONMENTS], app[REGISTRIES])
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
     app.cleanup_ctx.append(server_lifecycle)
