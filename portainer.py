@@ -1355,19 +1355,21 @@ class Registries:
         label = registry["Name"] if registry else base.split("://", 1)[-1]
         credentials = None
         if registry and registry.get("Authentication"):
-            credentials = aiohttp.BasicAuth(registry.get("Username", ""), self.password(registry))
-        tls = False if registry and registry.get("TLSSkipVerify") else None
+            pair = f"{registry.get('Username', '')}:{self.password(registry)}".encode()
+            credentials = "Basic " + base64.b64encode(pair).decode()
+        tls = not (registry and registry.get("TLSSkipVerify"))
         headers = {"Accept": accept}
         try:
             for attempt in range(2):
+                # No redirects: credentials go to the registry's own address only.
                 async with self.session().request(method, base + path, headers=headers, ssl=tls,
-                                                  allow_redirects=True) as response:
+                                                  allow_redirects=False) as response:
                     body = await response.read() if method != "HEAD" else b""
                     if response.status != 401 or attempt == 1:
                         break
                     challenge = response.headers.get("WWW-Authenticate", "")
                 if challenge.lower().startswith("basic") and credentials is not None:
-                    headers["Authorization"] = credentials.encode()
+                    headers["Authorization"] = credentials
                 elif challenge.lower().startswith("bearer"):
                     token = await self.bearer_token(challenge, credentials, scope, tls)
                     headers["Authorization"] = f"Bearer {token}"
@@ -1387,14 +1389,15 @@ class Registries:
             raise RegistryProblem(f"registry {label} denied access to {path.split('?')[0]}")
         return response.status, response.headers, body
 
-    async def bearer_token(self, challenge: str, credentials, scope: str, tls) -> str:
+    async def bearer_token(self, challenge: str, credentials: str | None, scope: str, tls: bool) -> str:
         params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
         realm = params.pop("realm", "")
         if not realm.startswith(("http://", "https://")):
             raise ValueError(f"unusable token realm {realm!r}")
         if scope and "scope" not in params:
             params["scope"] = scope
-        async with self.session().get(realm, params=params, auth=credentials, ssl=tls) as response:
+        headers = {"Authorization": credentials} if credentials else {}
+        async with self.session().get(realm, params=params, headers=headers, ssl=tls) as response:
             if response.status == 401:
                 return ""
             data = await response.json(content_type=None)
@@ -1657,7 +1660,8 @@ class ImageUpdates:
         parked = f"{name}-old-{old_id[:12]}"
         quoted = urllib.parse.quote
         if was_running:
-            await connector.request_json("POST", f"/containers/{old_id}/stop?t=10", timeout=60)
+            grace = (container.get("Config") or {}).get("StopTimeout") or 10
+            await connector.request_json("POST", f"/containers/{old_id}/stop", timeout=grace + 30)
         await connector.request_json("POST", f"/containers/{old_id}/rename?name={quoted(parked)}")
         new_id = None
         try:
@@ -1718,8 +1722,8 @@ async def check_and_auto_update(updates: ImageUpdates, endpoint_id: int) -> None
         except ApiError as exc:
             log.warning("auto-update of container %s on environment %s failed: %s", name, endpoint_id, exc.message)
             continue
-        log.info("auto-update: recreated container %s on environment %s with the new image %s (%s)", name,
-                 endpoint_id, container.get("Image"), new["Image"][:19])
+        log.info("auto-update: recreated container %s on environment %s with the new image of %s (%s)", name,
+                 endpoint_id, new["Config"]["Image"], answers[container["Id"]].get("RemoteDigest", ""))
 
 
 # ================================================================================================================
@@ -2562,6 +2566,8 @@ table{width:100%;border-collapse:collapse}th,td{text-align:left;padding:7px 8px;
 th{color:var(--muted);font-weight:600;cursor:pointer;user-select:none}.error{color:var(--danger);margin:8px 0}
 .badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;border:1px solid var(--border)}
 .up,.running{color:var(--ok)}.down,.exited{color:var(--danger)}.paused{color:var(--warn)}
+.badge.outdated{color:var(--warn);border-color:var(--warn)}.badge.updated{color:var(--ok)}input.inline{width:auto}
+fieldset{border:1px solid var(--border);border-radius:6px;margin:10px 0}
 .toolbar{display:flex;gap:8px;flex-wrap:wrap;align-items:center;margin-bottom:12px}.toolbar input{max-width:260px}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(180px,1fr));gap:12px}
 .stat{font-size:26px;font-weight:700}.muted{color:var(--muted)}pre{white-space:pre-wrap;word-break:break-all}
@@ -2590,7 +2596,7 @@ function toggleTheme() { localStorage.setItem('theme', (localStorage.getItem('th
 function shell(content) {
   return `<header><span class="brand">portainer.py</span><nav><a href="#/home">Home</a>` +
     (me && me.Role === 1 ? `<a href="#/users">Users</a><a href="#/settings">Settings</a>` : '') +
-    `<a href="#/account">Account</a></nav><span class="spacer"></span>
+    `<a href="#/registries">Registries</a><a href="#/account">Account</a></nav><span class="spacer"></span>
     <button id="theme" title="Switch light/dark theme">Theme</button><span class="muted">${esc(me && me.Username)}</span>
     <button id="logout">Log out</button></header><main>${content}</main>`;
 }
@@ -2648,13 +2654,14 @@ async function pageContainers(id) {
   const base = `/api/endpoints/${id}/docker`;
   let rows = await api('GET', `${base}/containers/json?all=1`);
   let sortKey = 'name', asc = true;
+  const updates = imageUpdates(id, () => draw(), async () => { rows = await api('GET', `${base}/containers/json?all=1`); draw(); });
   $app.innerHTML = shell(`<div class="toolbar"><h2 style="margin:0">Containers</h2>
     <input id="q" placeholder="Filter" aria-label="Filter containers">
     ${['start','stop','restart','kill','pause','unpause','remove'].map(a => `<button data-act="${a}" ${a==='remove'?'class="danger"':''}>${a}</button>`).join('')}
-    <div class="error" role="alert" id="err"></div></div>
+    <button id="check-updates">Check for image updates</button><div class="error" role="alert" id="err"></div></div>
     <table><thead><tr><th><input type="checkbox" id="all" aria-label="Select all" style="width:auto"></th>
     <th data-k="name">Name</th><th data-k="state">State</th><th data-k="image">Image</th>
-    <th class="hide-sm" data-k="created">Created</th><th class="hide-sm">Ports</th></tr></thead><tbody id="tb"></tbody></table>`);
+    <th class="hide-sm" data-k="created">Created</th><th class="hide-sm">Ports</th><th>Image update</th></tr></thead><tbody id="tb"></tbody></table>`);
   bindShell();
   const name = c => (c.Names[0] || '').replace(/^\//, '');
   const key = {name, state: c => c.State, image: c => c.Image, created: c => c.Created};
@@ -2664,7 +2671,8 @@ async function pageContainers(id) {
     document.getElementById('tb').innerHTML = list.map(c => `<tr><td><input type="checkbox" class="sel" value="${esc(c.Id)}" aria-label="select ${esc(name(c))}" style="width:auto"></td>
       <td>${esc(name(c))}</td><td class="${esc(c.State)}">${esc(c.State)}</td><td>${esc(c.Image)}</td>
       <td class="hide-sm">${new Date(c.Created * 1000).toLocaleString()}</td>
-      <td class="hide-sm">${(c.Ports || []).filter(p => p.PublicPort).map(p => `<a href="http://${location.hostname}:${p.PublicPort}" target="_blank" rel="noopener">${p.PublicPort}:${p.PrivatePort}</a>`).join(' ')}</td></tr>`).join(''); };
+      <td class="hide-sm">${(c.Ports || []).filter(p => p.PublicPort).map(p => `<a href="http://${location.hostname}:${p.PublicPort}" target="_blank" rel="noopener">${p.PublicPort}:${p.PrivatePort}</a>`).join(' ')}</td>
+      <td>${updates.cell(c)}</td></tr>`).join(''); updates.bind(); };
   document.getElementById('q').oninput = draw;
   document.querySelectorAll('th[data-k]').forEach(th => th.onclick = () => { asc = sortKey === th.dataset.k ? !asc : true; sortKey = th.dataset.k; draw(); });
   document.getElementById('all').onchange = e => document.querySelectorAll('.sel').forEach(b => b.checked = e.target.checked);
@@ -2673,7 +2681,8 @@ async function pageContainers(id) {
     for (const cid of ids) { try { if (b.dataset.act === 'remove') await api('DELETE', `${base}/containers/${cid}?force=1`);
       else await api('POST', `${base}/containers/${cid}/${b.dataset.act}`); } catch (e) { err.textContent = e.message; } }
     rows = await api('GET', `${base}/containers/json?all=1`); draw(); });
-  draw();
+  document.getElementById('check-updates').onclick = () => updates.load(true);
+  draw(); updates.load(false);
 }
 async function pageAccount() {
   const keys = await api('GET', `/api/users/${me.Id}/tokens`);
@@ -2714,6 +2723,111 @@ async function pageSettings() {
     const a = document.getElementById('a'); if (a) body.EnableTelemetry = a.checked;
     try { await api('PUT', '/api/settings', body); formError(f, {message: 'Saved.'}); } catch (err) { formError(f, err); } };
 }
+const REGISTRY_TYPES = {1: 'Quay.io', 2: 'Azure', 3: 'Custom', 4: 'GitLab', 5: 'ProGet', 6: 'DockerHub', 7: 'ECR', 8: 'GitHub'};
+async function pageRegistries(editId) {
+  const regs = await api('GET', '/api/registries');
+  const admin = me.Role === 1;
+  const editing = regs.find(r => String(r.Id) === String(editId));
+  const r0 = editing || {Name: '', URL: '', Type: 3, Authentication: false, Username: '', TLSSkipVerify: false};
+  $app.innerHTML = shell(`<div class="card"><h2>Registries</h2><table><thead><tr><th>Name</th><th>URL</th>
+    <th class="hide-sm">Type</th><th>Credentials</th><th></th></tr></thead><tbody>
+    ${regs.map(r => `<tr><td>${esc(r.Name)}</td><td>${esc(r.URL)}</td><td class="hide-sm">${esc(REGISTRY_TYPES[r.Type] || r.Type)}</td>
+      <td>${r.Authentication ? esc(r.Username) : '<span class="muted">anonymous</span>'}</td>
+      <td><a href="#/registries/${r.Id}">Browse</a> ${admin ? `<button data-edit="${r.Id}">Edit</button>
+      <button data-access="${r.Id}">Access</button> <button class="danger" data-del="${r.Id}">Remove</button>` : ''}</td></tr>`).join('')
+      || '<tr><td colspan="5" class="muted">No registry yet.</td></tr>'}</tbody></table></div>
+    ${admin ? `<div class="card"><h3>${editing ? 'Edit registry ' + esc(editing.Name) : 'Add registry'}</h3><form id="rf">
+      <label for="rn">Name</label><input id="rn" required value="${esc(r0.Name)}">
+      <label for="ru">URL (host:port, e.g. registry.example.com or 127.0.0.1:5000)</label><input id="ru" required value="${esc(r0.URL)}">
+      <label for="rt">Type</label><select id="rt">${Object.entries(REGISTRY_TYPES).map(([k, v]) => `<option value="${k}" ${+k === r0.Type ? 'selected' : ''}>${v}</option>`).join('')}</select>
+      <label><input type="checkbox" id="ra" class="inline" ${r0.Authentication ? 'checked' : ''}> Authentication</label>
+      <label for="rus">Username</label><input id="rus" autocomplete="off" value="${esc(r0.Username)}">
+      <label for="rp">Password${editing ? ' (leave empty to keep the current one)' : ''}</label><input id="rp" type="password" autocomplete="new-password">
+      <label><input type="checkbox" id="rk" class="inline" ${r0.TLSSkipVerify ? 'checked' : ''}> Skip TLS certificate verification</label>
+      <div class="error" role="alert"></div><button class="primary">${editing ? 'Save' : 'Add registry'}</button>
+      ${editing ? '<a href="#/registries">Cancel</a>' : ''}</form></div><div id="access"></div>` : ''}`);
+  bindShell();
+  if (!admin) return;
+  const f = document.getElementById('rf');
+  f.onsubmit = async e => { e.preventDefault();
+    const body = {Name: f.rn.value, URL: f.ru.value, Type: +f.rt.value, Authentication: f.ra.checked,
+                  Username: f.rus.value, TLSSkipVerify: f.rk.checked};
+    if (f.rp.value) body.Password = f.rp.value;
+    try { if (editing) await api('PUT', `/api/registries/${editing.Id}`, body); else await api('POST', '/api/registries', body);
+      location.hash = '#/registries'; pageRegistries(); } catch (err) { formError(f, err); } };
+  document.querySelectorAll('[data-edit]').forEach(b => b.onclick = () => pageRegistries(b.dataset.edit));
+  document.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => {
+    if (confirm('Remove this registry and its credentials?')) { await api('DELETE', `/api/registries/${b.dataset.del}`); pageRegistries(); } });
+  document.querySelectorAll('[data-access]').forEach(b => b.onclick = () => registryAccessForm(regs.find(r => String(r.Id) === b.dataset.access)));
+}
+async function registryAccessForm(reg) {
+  const [eps, users, teams] = await Promise.all([api('GET', '/api/endpoints'), api('GET', '/api/users'),
+    api('GET', '/api/teams').catch(() => [])]);
+  const box = document.getElementById('access');
+  const draw = envId => { const acc = (reg.RegistryAccesses || {})[envId] || {};
+    const users_ = acc.UserAccessPolicies || {}, teams_ = acc.TeamAccessPolicies || {};
+    box.innerHTML = `<div class="card"><h3>Who may use ${esc(reg.Name)}</h3><form id="af"><label for="ae">Environment</label>
+      <select id="ae">${eps.map(ep => `<option value="${ep.Id}" ${String(ep.Id) === String(envId) ? 'selected' : ''}>${esc(ep.Name)}</option>`).join('')}</select>
+      <fieldset><legend>Users</legend>${users.filter(u => u.Role !== 1).map(u => `<label><input type="checkbox" class="inline" name="u" value="${u.Id}" ${users_[u.Id] ? 'checked' : ''}> ${esc(u.Username)}</label>`).join('') || '<span class="muted">no standard users</span>'}</fieldset>
+      ${teams.length ? `<fieldset><legend>Teams</legend>${teams.map(t => `<label><input type="checkbox" class="inline" name="t" value="${t.Id}" ${teams_[t.Id] ? 'checked' : ''}> ${esc(t.Name)}</label>`).join('')}</fieldset>` : ''}
+      <div class="error" role="alert"></div><button class="primary">Save access</button></form></div>`;
+    const f = document.getElementById('af');
+    f.ae.onchange = () => draw(f.ae.value);
+    f.onsubmit = async e => { e.preventDefault();
+      const pick = n => Object.fromEntries([...f.querySelectorAll(`input[name=${n}]:checked`)].map(x => [x.value, {RoleId: 0}]));
+      const body = {UserAccessPolicies: pick('u'), TeamAccessPolicies: pick('t')};
+      try { await api('PUT', `/api/endpoints/${f.ae.value}/registries/${reg.Id}`, body);
+        reg.RegistryAccesses = reg.RegistryAccesses || {}; reg.RegistryAccesses[f.ae.value] = body; formError(f, {message: 'Saved.'}); }
+      catch (err) { formError(f, err); } }; };
+  draw(eps.length ? eps[0].Id : '');
+}
+async function pageRegistryBrowse(id) {
+  const [reg, eps] = await Promise.all([api('GET', `/api/registries/${id}`), api('GET', '/api/endpoints')]);
+  $app.innerHTML = shell(`<div class="card"><h2>${esc(reg.Name)} <span class="muted">${esc(reg.URL)}</span></h2>
+    <div class="error" role="alert" id="err"></div><div class="grid"><div><h3>Repositories</h3><div id="repos" class="muted">Loading…</div></div>
+    <div><h3>Tags</h3><div id="tags" class="muted">Choose a repository.</div></div></div>
+    <label for="env">Pull to environment</label><select id="env">${eps.map(ep => `<option value="${ep.Id}">${esc(ep.Name)}</option>`).join('')}</select>
+    <pre id="pulled"></pre></div>`);
+  bindShell();
+  const err = document.getElementById('err');
+  let repos = [];
+  try { repos = (await api('GET', `/api/registries/${id}/v2/_catalog`)).repositories; } catch (e) { err.textContent = e.message; }
+  document.getElementById('repos').innerHTML = repos.map(r => `<div><a href="#/registries/${id}" data-repo="${esc(r)}">${esc(r)}</a></div>`).join('') || 'No repository.';
+  document.querySelectorAll('[data-repo]').forEach(a => a.onclick = async e => { e.preventDefault(); err.textContent = '';
+    const repo = a.dataset.repo; const box = document.getElementById('tags');
+    try { const t = await api('GET', `/api/registries/${id}/v2/${repo.split('/').map(encodeURIComponent).join('/')}/tags/list`);
+      box.innerHTML = (t.tags || []).map(tag => `<div>${esc(repo)}:<b>${esc(tag)}</b> <button data-pull="${esc(tag)}">Pull</button></div>`).join('') || 'No tag.';
+      box.querySelectorAll('[data-pull]').forEach(b => b.onclick = () => pullWithRegistry(reg, repo, b.dataset.pull));
+    } catch (e2) { err.textContent = e2.message; } });
+}
+async function pullWithRegistry(reg, repo, tag) {
+  const out = document.getElementById('pulled'), env = document.getElementById('env').value;
+  const image = `${reg.URL.replace(/^\w+:\/\//, '').split('/')[0]}/${repo}`;
+  out.textContent = `Pulling ${image}:${tag}…`;
+  const r = await fetch(`/api/endpoints/${env}/docker/images/create?fromImage=${encodeURIComponent(image)}&tag=${encodeURIComponent(tag)}`,
+    {method: 'POST', credentials: 'same-origin', headers: {'X-CSRF-Token': csrf, 'X-Registry-Auth': btoa(JSON.stringify({registryId: reg.Id}))}});
+  const text = await r.text(); const lines = text.trim().split('\n').map(l => { try { return JSON.parse(l); } catch (e) { return {}; } });
+  const failed = !r.ok ? (lines[0].message || r.statusText) : (lines.find(l => l.error) || {}).error;
+  out.textContent = failed ? `Pull failed: ${failed}` : `Pulled ${image}:${tag}. ${(lines[lines.length - 1] || {}).status || ''}`;
+}
+function imageUpdates(endpointId, redraw, reload) {
+  const labels = {outdated: 'update available', updated: 'up to date', skipped: 'unknown', unknown: 'unknown'};
+  const state = {statuses: {}, error: ''};
+  state.cell = c => { if (c.State !== 'running') return '';
+    const s = state.statuses[c.Id]; if (!s) return '<span class="muted">checking…</span>';
+    return `<span class="badge ${esc(s.Status)}" title="${esc(s.Message)}">${labels[s.Status] || 'unknown'}</span>` +
+      (s.Status === 'outdated' ? ` <button data-recreate="${esc(c.Id)}">Recreate with new image</button>` : ''); };
+  state.load = async refresh => {
+    try { state.statuses = await api('GET', `/api/endpoints/${endpointId}/image_status${refresh ? '?refresh=true' : ''}`); }
+    catch (e) { state.statuses = {}; document.getElementById('err').textContent = e.message; }
+    redraw(); };
+  state.bind = () => document.querySelectorAll('[data-recreate]').forEach(b => b.onclick = async () => {
+    const err = document.getElementById('err'); b.disabled = true; b.textContent = 'Recreating…'; err.textContent = '';
+    try { await api('POST', `/api/docker/${endpointId}/containers/${b.dataset.recreate}/recreate`, {PullImage: true}); }
+    catch (e) { err.textContent = e.message; }
+    await reload(); state.load(false); });
+  return state;
+}
 async function route() {
   theme();
   const hash = location.hash || '#/home';
@@ -2727,6 +2841,8 @@ async function route() {
     if (hash === '#/account') return await pageAccount();
     if (hash === '#/users') return await pageUsers();
     if (hash === '#/settings') return await pageSettings();
+    if (hash === '#/registries') return await pageRegistries();
+    if ((m = hash.match(/^#\/registries\/(\d+)$/))) return await pageRegistryBrowse(m[1]);
     return await pageHome();
   } catch (err) {
     if (err.status === 401) { location.hash = '#/login'; return pageLogin(); }

@@ -19,12 +19,13 @@ import docker
 import pytest
 import requests
 
-from conftest import BUSYBOX, SLOT, TEST_LABEL, free_port, start_server, wait_until
+from conftest import ADMIN_PASSWORD, BUSYBOX, SLOT, TEST_LABEL, free_port, start_server, wait_until
 
 REGISTRY_USER = "alice"
 REGISTRY_PASSWORD = "Reg1stry-pa55word-never-shown"
 NAME = f"ptpy{SLOT}reg"  # prefix of everything this file makes on the engine
 LABELS = {TEST_LABEL: "1"}
+FAST_STOP = {"stop_signal": "SIGKILL"}  # `sleep` as PID 1 ignores SIGTERM; recreating stops the container
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -293,7 +294,7 @@ def test_update_available_then_recreate_keeps_name_network_and_volume_data(srv, 
     container = client.containers.run(
         f"{image}:stable", ["sh", "-c", "test -f /data/file || echo precious > /data/file; exec sleep 600"],
         name=f"{NAME}-app", detach=True, labels=LABELS, volumes={volume: {"bind": "/data", "mode": "rw"}},
-        network=network)
+        network=network, **FAST_STOP)
     wait_until(lambda: engine.containers.get(container.id).exec_run("cat /data/file").output == b"precious\n",
                message="the container to write its data")
 
@@ -368,7 +369,7 @@ def test_a_container_labelled_for_auto_update_is_recreated_on_schedule(srv, engi
     for leftover in engine.containers.list(all=True, filters={"name": name}):
         leftover.remove(force=True)
     container = engine.containers.run(f"{image}:stable", "sleep 600", name=name, detach=True,
-                                      labels={**LABELS, "io.portainer.py.auto-update": "true"})
+                                      labels={**LABELS, "io.portainer.py.auto-update": "true"}, **FAST_STOP)
     try:
         second = new_version(engine, "auto-v2")
         push(engine, second, image, "stable", engine_auth())
@@ -386,3 +387,59 @@ def test_the_registry_password_never_appears_in_the_server_log(srv, registry_id)
     assert "recreated container" in log
     assert REGISTRY_PASSWORD not in log
     assert base64.b64encode(REGISTRY_PASSWORD.encode()).decode() not in log
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The web UI
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.browser
+def test_web_ui_adds_a_registry_browses_it_and_recreates_an_outdated_container(srv, engine, registry):
+    from playwright.sync_api import expect, sync_playwright
+
+    image = f"{registry.address}/{NAME}/web"
+    push(engine, BUSYBOX, image, "stable", engine_auth())
+    name = f"{NAME}-web"
+    for leftover in engine.containers.list(all=True, filters={"name": name}):
+        leftover.remove(force=True)
+    container = engine.containers.run(f"{image}:stable", "sleep 600", name=name, detach=True, labels=LABELS,
+                                      **FAST_STOP)
+    push(engine, new_version(engine, "web-v2"), image, "stable", engine_auth())
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium",
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            page = browser.new_page()
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(srv.url + "/#/login")
+            page.fill("#u", "admin")
+            page.fill("#p", ADMIN_PASSWORD)
+            page.click("button.primary")
+            page.wait_for_selector("text=Environments")
+            page.click("text=Registries")
+            page.fill("#rn", f"{NAME}-from-ui")
+            page.fill("#ru", registry.address)
+            page.check("#ra")
+            page.fill("#rus", REGISTRY_USER)
+            page.fill("#rp", REGISTRY_PASSWORD)
+            page.click("text=Add registry >> nth=-1")
+            row = page.locator("tr", has_text=f"{NAME}-from-ui")
+            expect(row).to_be_visible()
+            assert REGISTRY_PASSWORD not in page.content()
+            row.locator("text=Browse").click()
+            page.click(f"[data-repo='{NAME}/web']")
+            expect(page.locator("#tags")).to_contain_text("stable")
+            page.goto(srv.url + "/#/env/1/containers")
+            web_row = page.locator("tr", has_text=name)
+            expect(web_row.locator(".badge.outdated")).to_have_text("update available", timeout=20000)
+            web_row.locator("text=Recreate with new image").click()
+            expect(page.locator("tr", has_text=name).locator(".badge.updated")).to_have_text("up to date",
+                                                                                           timeout=30000)
+            assert errors == []
+        finally:
+            browser.close()
+    assert engine.containers.get(name).id != container.id
+    assert engine.containers.get(name).exec_run("cat /version").output == b"web-v2"
+    engine.containers.get(name).remove(force=True)
