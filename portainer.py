@@ -1515,18 +1515,22 @@ class ImageUpdates:
         self.results: dict[tuple[int, str], dict] = {}
         self._digests: dict[tuple[str, str, str], tuple[float, str]] = {}
         self._unreachable: dict[str, tuple[float, str]] = {}
+        self._pending: dict[tuple[str, str, str], tuple[float, asyncio.Future]] = {}
         self._recreating: set[tuple[int, str]] = set()
         self._registry_calls = asyncio.Semaphore(4)
+        self._engine_calls = asyncio.Semaphore(8)
 
     def cached(self, endpoint_id: int, container_id: str) -> dict | None:
         return self.results.get((endpoint_id, container_id))
 
-    async def check(self, endpoint_id: int, container_id: str, fresh: bool = False) -> dict:
-        """Compare the digest the container's image was pulled with to the one its tag has now."""
+    async def check(self, endpoint_id: int, container_id: str, fresh_since: float | None = None) -> dict:
+        """Compare the digest the container's image was pulled with to the one its tag has now; the registry is
+        asked again unless it answered since `fresh_since` (within a minute when None)."""
         connector = self.environments.connector(endpoint_id)
-        container = await connector.request_json("GET", f"/containers/{urllib.parse.quote(container_id)}/json")
-        image = await connector.request_json("GET", f"/images/{container['Image']}/json")
-        result = await self.compare(container["Config"]["Image"], image.get("RepoDigests") or [], fresh)
+        async with self._engine_calls:
+            container = await connector.request_json("GET", f"/containers/{urllib.parse.quote(container_id)}/json")
+            image = await connector.request_json("GET", f"/images/{container['Image']}/json")
+        result = await self.compare(container["Config"]["Image"], image.get("RepoDigests") or [], fresh_since)
         result.update(ContainerId=container["Id"], Image=container["Config"]["Image"])
         if len(self.results) >= MAX_CACHED_RESULTS:
             self.results.pop(next(iter(self.results)))
@@ -1535,7 +1539,7 @@ class ImageUpdates:
             self.results[(endpoint_id, container_id)] = result
         return result
 
-    async def compare(self, image_name: str, repo_digests: list[str], fresh: bool) -> dict:
+    async def compare(self, image_name: str, repo_digests: list[str], fresh_since: float | None) -> dict:
         if IMAGE_ID.fullmatch(image_name):
             return image_status(UPDATE_SKIPPED, "the container was made from an image id, not a name")
         reference = ImageReference.parse(image_name)
@@ -1546,7 +1550,7 @@ class ImageUpdates:
         if not local:
             return image_status(UPDATE_SKIPPED, "the image was built or loaded here, not pulled from a registry")
         try:
-            remote = await self.remote_digest(reference, fresh)
+            remote = await self.remote_digest(reference, fresh_since)
         except RegistryProblem as exc:
             return image_status(UPDATE_UNKNOWN, exc.message)
         if remote in local:
@@ -1554,16 +1558,31 @@ class ImageUpdates:
         return image_status(UPDATE_OUTDATED, f"{reference.domain}/{reference.repository}:{reference.tag} "
                                              f"has a newer image", RemoteDigest=remote)
 
-    async def remote_digest(self, reference: ImageReference, fresh: bool) -> str:
+    async def remote_digest(self, reference: ImageReference, fresh_since: float | None) -> str:
+        """The tag's digest in its registry; one request serves every container of a check that runs the tag."""
         key = (reference.domain, reference.repository, reference.tag)
         clock = time.monotonic()
-        if not fresh:
-            cached = self._digests.get(key)
-            if cached and clock - cached[0] < REMOTE_DIGEST_TTL:
-                return cached[1]
-            down = self._unreachable.get(reference.domain)
-            if down and clock - down[0] < UNREACHABLE_TTL:
-                raise RegistryProblem(down[1])
+        cached = self._digests.get(key)
+        if cached and cached[0] >= (clock - REMOTE_DIGEST_TTL if fresh_since is None else fresh_since):
+            return cached[1]
+        down = self._unreachable.get(reference.domain)
+        if down and down[0] >= (clock - UNREACHABLE_TTL if fresh_since is None else fresh_since):
+            raise RegistryProblem(down[1])
+        started, pending = self._pending.get(key, (0.0, None))
+        if pending is None or (fresh_since is not None and started < fresh_since):
+            pending = asyncio.ensure_future(self.fetch_digest(reference))
+            self._pending[key] = (clock, pending)
+            pending.add_done_callback(lambda task: self.fetch_done(key, task))
+        return await asyncio.shield(pending)
+
+    def fetch_done(self, key: tuple[str, str, str], task: asyncio.Future) -> None:
+        if self._pending.get(key, (0.0, None))[1] is task:
+            del self._pending[key]
+        if not task.cancelled():
+            task.exception()  # retrieved here too, so a fetch nobody waits for any more is not reported
+
+    async def fetch_digest(self, reference: ImageReference) -> str:
+        started = time.monotonic()
         registry = self.registries.for_domain(reference.domain, None, None)
         try:
             async with self._registry_calls:
@@ -1571,11 +1590,11 @@ class ImageUpdates:
         except RegistryProblem as exc:
             if "unreachable" in exc.message:
                 # An air-gapped host: remember it a while, quietly, instead of asking again for every container.
-                self._unreachable[reference.domain] = (clock, exc.message)
+                self._unreachable[reference.domain] = (started, exc.message)
                 log.debug("image check: %s (%s)", exc.message, exc.details)
             raise
         self._unreachable.pop(reference.domain, None)
-        self._digests[key] = (clock, digest)
+        self._digests[(reference.domain, reference.repository, reference.tag)] = (started, digest)
         return digest
 
     async def check_environment(self, endpoint_id: int, container_ids: list[str] | None = None,
@@ -1586,12 +1605,13 @@ class ImageUpdates:
             running = await connector.request_json("GET", "/containers/json")
             container_ids = [c["Id"] for c in running]
         answers: dict[str, dict] = {}
+        fresh_since = time.monotonic() if fresh else None
 
         async def one(container_id: str) -> None:
             result = None if fresh else self.cached(endpoint_id, container_id)
             if result is None:
                 try:
-                    result = await self.check(endpoint_id, container_id, fresh)
+                    result = await self.check(endpoint_id, container_id, fresh_since)
                 except ApiError as exc:
                     result = image_status(UPDATE_UNKNOWN, exc.message)
             answers[container_id] = result
@@ -2512,7 +2532,8 @@ async def handle_container_image_status(request: web.Request) -> web.Response:
     updates = request.app[IMAGE_UPDATES]
     container_id = request.match_info["containerId"]
     result = None if fresh else updates.cached(endpoint["Id"], container_id)
-    return json_response(result or await updates.check(endpoint["Id"], container_id, fresh))
+    return json_response(result or await updates.check(endpoint["Id"], container_id,
+                                                       time.monotonic() if fresh else None))
 
 
 async def handle_endpoint_image_status(request: web.Request) -> web.Response:
