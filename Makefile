@@ -4,7 +4,7 @@ PIP ?= $(PYTHON) -m pip
 PYTEST_ARGS ?=
 export DEBIAN_FRONTEND := noninteractive
 
-.PHONY: run test deps test-deps testbed engine bench
+.PHONY: run test deps test-deps testbed engine bench base-image image
 
 run: deps
 	$(PYTHON) portainer.py $(ARGS)
@@ -15,8 +15,8 @@ deps:
 
 test-deps:
 	@command -v dockerd >/dev/null && [ -x /bin/busybox ] && command -v chromium >/dev/null \
-	  && command -v iptables >/dev/null && command -v nsenter >/dev/null \
-	  || (apt-get update -qq && apt-get install -y -qq docker.io busybox-static chromium iptables iproute2 util-linux)
+	  && command -v iptables >/dev/null && command -v nsenter >/dev/null && command -v debootstrap >/dev/null \
+	  || (apt-get update -qq && apt-get install -y -qq docker.io busybox-static chromium iptables iproute2 util-linux curl debootstrap)
 	@$(PYTHON) -c "import aiohttp, yaml, cryptography, docker, pytest, pytest_timeout, playwright" 2>/dev/null \
 	  || $(PIP) install -q -r requirements-test.txt
 
@@ -42,3 +42,16 @@ test: testbed
 
 bench: testbed
 	$(PYTHON) bench.py $(ARGS)
+
+# A local base image for the Dockerfile (no registry can be reached): Debian with python3 and the runtime packages.
+BASE_IMAGE ?= local/python-base:bookworm
+base-image:
+	@docker image inspect $(BASE_IMAGE) >/dev/null 2>&1 || ( \
+	  command -v debootstrap >/dev/null || apt-get install -y -qq debootstrap; \
+	  rm -rf /tmp/portainer-py-rootfs && \
+	  debootstrap --variant=minbase --include=python3,python3-aiohttp,python3-yaml,python3-cffi-backend,python3-cryptography \
+	    bookworm /tmp/portainer-py-rootfs "$$(awk '/^URIs:/{print $$2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || echo http://deb.debian.org/debian)" >/tmp/portainer-py-debootstrap.log 2>&1 && \
+	  tar -C /tmp/portainer-py-rootfs -c . | docker import - $(BASE_IMAGE) >/dev/null && rm -rf /tmp/portainer-py-rootfs)
+
+image: base-image
+	docker build --build-arg BASE=$(BASE_IMAGE) -t portainer-py:latest .

@@ -648,12 +648,13 @@ class Environments:
         """Ask the engine for its state; up on an answer, down on none. Never raises for an engine fault."""
         try:
             connector = self.connector(endpoint_id)
-            info, version, containers, images, volumes = await asyncio.gather(
+            info, version, containers, images, volumes, networks = await asyncio.gather(
                 connector.request_json("GET", "/info", timeout=10),
                 connector.request_json("GET", "/version", timeout=10),
                 connector.request_json("GET", "/containers/json?all=1", timeout=10),
                 connector.request_json("GET", "/images/json", timeout=10),
                 connector.request_json("GET", "/volumes", timeout=10),
+                connector.request_json("GET", "/networks", timeout=10),
             )
         except (ApiError, ValueError) as exc:
             if self.status.get(endpoint_id) != STATUS_DOWN:
@@ -676,6 +677,7 @@ class Environments:
             "UnhealthyContainerCount": sum(1 for s in statuses if "(unhealthy)" in s),
             "ImageCount": len(images),
             "VolumeCount": len((volumes or {}).get("Volumes") or []),
+            "NetworkCount": len(networks or []),
             "StackCount": len(projects),
             "NodeCount": 1,
         }
@@ -1751,6 +1753,21 @@ async def check_and_auto_update(updates: ImageUpdates, endpoint_id: int) -> None
 # ================================================================================================================
 
 
+PROXY_ANSWER_TIMEOUT = 60.0
+STOP_PATH = re.compile(r"/containers/[^/]+/(stop|restart)$")
+
+
+def answer_head_timeout(path: str, query, streamed_body: bool) -> float:
+    """How long the engine may take to start answering; streams (logs -f, events, attach) then stay open as long
+    as the client wants. An upload is answered only once the engine has read it all, so it gets longer."""
+    if streamed_body:
+        return 30 * PROXY_ANSWER_TIMEOUT
+    if STOP_PATH.search(path):
+        grace = query.get("t", "10")
+        return PROXY_ANSWER_TIMEOUT + (int(grace) if grace.isdigit() else 10)
+    return PROXY_ANSWER_TIMEOUT
+
+
 async def handle_docker_proxy(request: web.Request) -> web.StreamResponse:
     endpoint_id = path_id(request)
     endpoint = endpoint_for_caller(request, endpoint_id)
@@ -1784,8 +1801,8 @@ async def handle_docker_proxy(request: web.Request) -> web.StreamResponse:
                                 "an administrator can allow it in the environment's security settings")
         body, body_length = (raw if raw else None), None
     connector = request.app[ENVIRONMENTS].connector(endpoint_id)
-    # Streams (logs -f, events, attach) stay open as long as the client wants; only the answer's head is timed.
-    response = await connector.request(request.method, target, headers, body, body_length, timeout=300)
+    timeout = answer_head_timeout(path, request.query, streamed_body=body is not None and check is None)
+    response = await connector.request(request.method, target, headers, body, body_length, timeout=timeout)
     try:
         return await shared.relay_response(request, response)
     except shared.DockerUnreachable as exc:
@@ -3084,20 +3101,24 @@ def tls_context(config: argparse.Namespace) -> ssl.SSLContext:
 
 async def serve(config: argparse.Namespace) -> None:
     app = make_app(config)
-    runner_options = {"access_log": None, "shutdown_timeout": 0.5}
-    if "handler_cancellation" in inspect.signature(web.AppRunner.__init__).parameters or \
-            "handler_cancellation" in inspect.signature(web.Server.__init__).parameters:
+    runner_options: dict = {"access_log": None}
+    site_options: dict = {"reuse_address": True}
+    # aiohttp 3.8 (Debian 12) takes the shutdown timeout per site and always cancels handlers of a lost client.
+    if "shutdown_timeout" in inspect.signature(web.AppRunner.__init__).parameters:
+        runner_options["shutdown_timeout"] = 0.5
         runner_options["handler_cancellation"] = True  # a client that goes away ends its proxied stream
+    else:
+        site_options["shutdown_timeout"] = 0.5
     runner = web.AppRunner(app, **runner_options)
     await runner.setup()
     try:
         addresses = []
         if not config.http_disabled:
             host, port = split_bind(config.bind)
-            await web.TCPSite(runner, host, port, reuse_address=True).start()
+            await web.TCPSite(runner, host, port, **site_options).start()
             addresses.append(f"http://{host}:{port}")
         host, port = split_bind(config.bind_https)
-        await web.TCPSite(runner, host, port, ssl_context=tls_context(config), reuse_address=True).start()
+        await web.TCPSite(runner, host, port, ssl_context=tls_context(config), **site_options).start()
         addresses.append(f"https://{host}:{port}")
         log.info("portainer.py %s serving %s (data %s)", VERSION, ", ".join(addresses), app[STORE].directory)
         stop = asyncio.Event()

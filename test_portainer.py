@@ -696,3 +696,39 @@ def test_ui_is_served_compressed_with_etag_and_a_strict_csp(server):
     assert r.headers["X-Content-Type-Options"] == "nosniff"
     again = requests.get(server.url + "/", headers={"If-None-Match": r.headers["ETag"]})
     assert again.status_code == 304
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Container image
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_dockerfile_builds_runs_as_non_root_and_is_managed_through_the_api(engine, tmp_path):
+    subprocess.run(["make", "-C", HERE, "base-image"], check=True, timeout=600)
+    image, _ = engine.images.build(path=HERE, tag="portainer-py-test-image:latest", rm=True,
+                                   buildargs={"BASE": "local/python-base:bookworm"})
+    password_file = tmp_path / "pw"
+    password_file.write_text(ADMIN_PASSWORD)
+    port = __import__("conftest").free_port()
+    container = engine.containers.run(
+        image.id, ["--admin-password-file", "/run/pw"], detach=True, labels={TEST_LABEL: "1"},
+        ports={"9000/tcp": ("127.0.0.1", port)},
+        volumes={"/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"},
+                 str(password_file): {"bind": "/run/pw", "mode": "ro"}})
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: requests.get(url + "/api/status", timeout=2).ok, timeout=60, message="the image to serve")
+        top = container.top()
+        assert top["Titles"][0] == "UID" and all(p[0] != "root" for p in top["Processes"]), top
+        jwt = requests.post(url + "/api/auth", json={"Username": "admin", "Password": ADMIN_PASSWORD}).json()["jwt"]
+        headers = {"Authorization": f"Bearer {jwt}"}
+        endpoints = requests.get(url + "/api/endpoints", headers=headers).json()
+        assert endpoints[0]["Status"] == 1
+        listed = requests.get(url + "/api/endpoints/1/docker/containers/json", headers=headers).json()
+        assert container.id in [c["Id"] for c in listed]
+        wait_until(lambda: engine.api.inspect_container(container.id)["State"]["Health"]["Status"] == "healthy",
+                   timeout=90, interval=1, message="the image's healthcheck")
+    finally:
+        container.remove(force=True)
+        engine.images.remove(image.id, force=True)
