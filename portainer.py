@@ -1144,7 +1144,6 @@ BODY_CHECKS: dict[str, Callable[[dict, dict], list[str]]] = {
 REGISTRY_TYPES = {1: "Quay.io", 2: "Azure", 3: "Custom", 4: "GitLab", 5: "ProGet", 6: "DockerHub", 7: "ECR",
                   8: "GitHub"}
 REGISTRY_CUSTOM = 3
-REGISTRY_DOCKERHUB = 6
 DOCKER_HUB_DOMAIN = "docker.io"
 DOCKER_HUB_API = "https://registry-1.docker.io"
 DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"})
@@ -1225,9 +1224,22 @@ def registry_host(url: str) -> str:
 
 
 def is_loopback_host(host: str) -> bool:
-    hostname = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    hostname = hostname.strip("[]")
+    if host.startswith("["):
+        hostname = host[1:host.find("]")]
+    else:
+        hostname = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
     return hostname == "localhost" or hostname.startswith("127.") or hostname == "::1"
+
+
+def registry_json(body: bytes, label: str) -> dict:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        data = None
+    if not isinstance(data, dict):
+        raise RegistryProblem(f"registry {label} answered with something that is not a registry API answer",
+                              body[:200].decode(errors="replace"))
+    return data
 
 
 def registry_api_base(url: str) -> str:
@@ -1403,6 +1415,8 @@ class Registries:
             if response.status == 401:
                 return ""
             data = await response.json(content_type=None)
+        if not isinstance(data, dict):
+            raise ValueError("the token service answered with something that is not a token")
         return data.get("token") or data.get("access_token") or ""
 
     async def catalog(self, registry: dict) -> list[str]:
@@ -1411,7 +1425,7 @@ class Registries:
         if status != 200:
             raise RegistryProblem(f"registry {registry['Name']} answered {status} to the catalog request",
                                   body.decode(errors="replace")[:300])
-        return json.loads(body).get("repositories") or []
+        return registry_json(body, registry["Name"]).get("repositories") or []
 
     async def tags(self, registry: dict, repository: str) -> list[str]:
         status, _, body = await self.call(registry, registry_api_base(registry["URL"]), "GET",
@@ -1420,7 +1434,7 @@ class Registries:
             raise NotFound(f"repository {repository} not found in registry {registry['Name']}")
         if status != 200:
             raise RegistryProblem(f"registry {registry['Name']} answered {status} listing tags of {repository}")
-        return json.loads(body).get("tags") or []
+        return registry_json(body, registry["Name"]).get("tags") or []
 
     async def manifest_digest(self, registry: dict | None, reference: ImageReference) -> str:
         """The digest the registry holds now for the reference's tag (HEAD of the manifest)."""

@@ -161,6 +161,20 @@ def image_status(srv, container_id: str, api_key: str | None = None) -> dict:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("name, domain, repository, tag", [
+    ("busybox", "docker.io", "library/busybox", "latest"),
+    ("user/app:1.2", "docker.io", "user/app", "1.2"),
+    ("127.0.0.1:5000/team/app:v1", "127.0.0.1:5000", "team/app", "v1"),
+    ("localhost/app", "localhost", "app", "latest"),
+    ("registry.example.com/app@sha256:" + "a" * 64, "registry.example.com", "app", ""),
+])
+def test_image_names_are_read_as_the_engine_reads_them(name, domain, repository, tag):
+    import portainer
+
+    reference = portainer.ImageReference.parse(name)
+    assert (reference.domain, reference.repository, reference.tag) == (domain, repository, tag)
+
+
 def test_registry_password_is_sealed_at_rest_and_never_returned(srv, registry, registry_id):
     listed = srv.api("GET", "/api/registries")
     assert listed.status_code == 200
@@ -232,6 +246,9 @@ def test_pull_through_the_proxy_uses_the_registry_named_in_x_registry_auth(srv, 
         client.api.pull(image, "v1")  # no credentials: the registry refuses
     client.api.pull(image, "v1", auth_config={"registryId": registry_id})
     assert engine.images.get(f"{image}:v1").attrs["RepoDigests"]
+    engine.images.get(BUSYBOX).tag(image, "pushed-through-proxy")
+    pushed = client.api.push(image, "pushed-through-proxy", auth_config={"registryId": registry_id})
+    assert "error" not in pushed and "Digest" in pushed, pushed
     missing = requests.post(f"{srv.url}/api/endpoints/1/docker/images/create?fromImage={image}&tag=v1",
                             headers={"X-API-Key": srv.admin_api_key, "X-Registry-Auth": registry_auth_header(9999)},
                             timeout=30)
