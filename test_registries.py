@@ -94,9 +94,9 @@ def new_version(engine: docker.DockerClient, content: str) -> str:
     return image.id
 
 
-def remove_image_quietly(engine: docker.DockerClient, name: str) -> None:
+def remove_image_quietly(engine: docker.DockerClient, name: str, force: bool = True) -> None:
     try:
-        engine.images.remove(name, force=True)
+        engine.images.remove(name, force=force)
     except docker.errors.APIError:
         pass
 
@@ -110,10 +110,15 @@ def registry(engine, tmp_path_factory):
     reg = Registry(str(tmp_path_factory.mktemp("registry")))
     yield reg
     reg.stop()
+    forget_registry_images(engine, reg.address)
+
+
+def forget_registry_images(engine: docker.DockerClient, address: str) -> None:
+    """Remove the tags and the digest references (kept on busybox:local too) that pushes to `address` made."""
     for image in engine.images.list():
-        for tag in image.tags:
-            if tag.startswith(reg.address + "/"):
-                remove_image_quietly(engine, tag)
+        for name in image.tags + (image.attrs.get("RepoDigests") or []):
+            if name.startswith(address + "/"):
+                remove_image_quietly(engine, name, force=False)
 
 
 @pytest.fixture(scope="module")
@@ -376,7 +381,7 @@ def test_a_container_from_an_unreachable_registry_shows_unknown_quietly(srv, eng
     assert noisy == []
     container.remove(force=True)
     local.remove(force=True)
-    remove_image_quietly(engine, f"{image}:v1")
+    forget_registry_images(engine, open_registry.address)
 
 
 def test_a_container_labelled_for_auto_update_is_recreated_on_schedule(srv, engine, registry, registry_id):
