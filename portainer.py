@@ -2412,6 +2412,19 @@ def registry_view(registry: dict) -> dict:
     return view
 
 
+def registry_access(body: dict) -> dict:
+    """One environment's access to a registry, {UserAccessPolicies, TeamAccessPolicies, Namespaces}, checked."""
+    access = {"UserAccessPolicies": {}, "TeamAccessPolicies": {}, "Namespaces": []}
+    for policies in ("UserAccessPolicies", "TeamAccessPolicies"):
+        value = field(body, policies, dict, required=False, default={})
+        for key, policy in value.items():
+            if not str(key).isdigit() or not isinstance(policy, dict):
+                raise BadRequest(f"{policies} must map ids to objects such as {{\"RoleId\": 0}}")
+        access[policies] = {str(k): v for k, v in value.items()}
+    access["Namespaces"] = field(body, "Namespaces", list, required=False, default=[])
+    return access
+
+
 async def registry_fields(request: web.Request, registry: dict, body: dict, creating: bool) -> None:
     """Check and apply the editable fields of a registry; the password is sealed before it is kept."""
     store = request.app[STORE]
@@ -2442,6 +2455,11 @@ async def registry_fields(request: web.Request, registry: dict, body: dict, crea
         value = field(body, switch, bool, required=False)
         if value is not None:
             registry[switch] = value
+    accesses = field(body, "RegistryAccesses", dict, required=False)
+    if accesses is not None:
+        if any(not str(k).isdigit() or not isinstance(v, dict) for k, v in accesses.items()):
+            raise BadRequest("RegistryAccesses must map environment ids to {UserAccessPolicies, TeamAccessPolicies}")
+        registry["RegistryAccesses"] = {str(k): registry_access(v) for k, v in accesses.items()}
     password = field(body, "Password", str, required=False)
     if password:
         registry["_SealedPassword"] = request.app[REGISTRIES].passwords.seal(password)
@@ -2516,15 +2534,7 @@ async def handle_endpoint_registry_access(request: web.Request) -> web.Response:
     endpoint_id = path_id(request)
     request.app[ENVIRONMENTS].get(endpoint_id)
     registry = request.app[REGISTRIES].get(path_id(request, "registryId"))
-    body = await read_json_object(request)
-    access = {"UserAccessPolicies": {}, "TeamAccessPolicies": {}, "Namespaces": []}
-    for policies in ("UserAccessPolicies", "TeamAccessPolicies"):
-        value = field(body, policies, dict, required=False, default={})
-        for key, policy in value.items():
-            if not str(key).isdigit() or not isinstance(policy, dict):
-                raise BadRequest(f"{policies} must map ids to objects such as {{\"RoleId\": 0}}")
-        access[policies] = {str(k): v for k, v in value.items()}
-    access["Namespaces"] = field(body, "Namespaces", list, required=False, default=[])
+    access = registry_access(await read_json_object(request))
     accesses = registry.setdefault("RegistryAccesses", {})
     if access["UserAccessPolicies"] or access["TeamAccessPolicies"]:
         accesses[str(endpoint_id)] = access

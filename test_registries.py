@@ -280,6 +280,8 @@ def test_a_standard_user_pulls_with_a_registry_only_where_given_access(srv, engi
     allowed = pull()
     assert allowed.status_code == 200 and "error" not in allowed.text, allowed.text
     assert engine.images.get(f"{image}:v1")
+    assert srv.api("PUT", f"/api/registries/{registry_id}", json={"RegistryAccesses": {}}).status_code == 200
+    assert pull().status_code == 403
 
 
 # ---------------------------------------------------------------------------------------------------------------
