@@ -1155,7 +1155,9 @@ MANIFEST_MEDIA_TYPES = ", ".join((
     "application/vnd.oci.image.manifest.v1+json",
 ))
 REGISTRY_TIMEOUT = 5.0
-REGISTRY_AUTH_PATHS = re.compile(r"^/(images/create|images/.+/push|build)$")
+# Docker API calls that carry registry credentials in X-Registry-Auth (X-Registry-Config for builds).
+REGISTRY_AUTH_PATHS = re.compile(r"^/(images/create|images/.+/push|build|services/create|services/[^/]+/update|"
+                                 r"distribution/.+/json)$")
 
 
 class RegistryProblem(BadGateway):
@@ -1335,15 +1337,17 @@ class Registries:
 
     def proxy_headers(self, caller: Caller, endpoint_id: int, path: str,
                       headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        """Replace {"registryId": N} in X-Registry-Auth (pull, push) or X-Registry-Config (build) with the
-        registry's real credentials, once the caller's access to it on this environment is checked."""
+        """Replace {"registryId": N} in X-Registry-Auth (pull, push, services) or X-Registry-Config (build) with
+        the registry's real credentials, once the caller's access to it on this environment is checked."""
         if not REGISTRY_AUTH_PATHS.match(path):
             return headers
         result = []
         for name, value in headers:
             if name.lower() in ("x-registry-auth", "x-registry-config"):
                 registry_id = registry_id_in(decode_registry_header(value))
-                if registry_id is not None:
+                if registry_id == 0:  # Portainer's "no registry": pull anonymously
+                    value = encode_registry_header({})
+                elif registry_id is not None:
                     config = self.auth_config(self.usable(caller, registry_id, endpoint_id))
                     if name.lower() == "x-registry-config":
                         config = {config["serveraddress"]: config}
