@@ -260,6 +260,27 @@ def test_pull_through_the_proxy_uses_the_registry_named_in_x_registry_auth(srv, 
     assert missing.status_code == 404 and "registry 9999" in missing.json()["message"]
 
 
+def test_a_build_through_the_proxy_pulls_its_base_image_with_the_registry_named_in_x_registry_config(
+        srv, engine, registry, registry_id):
+    base = f"{registry.address}/{NAME}/base"
+    push(engine, BUSYBOX, base, "v1", engine_auth())
+    remove_image_quietly(engine, f"{base}:v1")
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        dockerfile = f"FROM {base}:v1\nLABEL {TEST_LABEL}=1\n".encode()
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile)
+        tar.addfile(info, io.BytesIO(dockerfile))
+    build = lambda headers: requests.post(  # noqa: E731
+        f"{srv.url}/api/endpoints/1/docker/build?t={NAME}-built:v1&rm=1", data=context.getvalue(), timeout=120,
+        headers={"X-API-Key": srv.admin_api_key, "Content-Type": "application/x-tar", **headers})
+    assert "errorDetail" in build({}).text  # without credentials the registry refuses the base image
+    built = build({"X-Registry-Config": registry_auth_header(registry_id)})
+    assert built.status_code == 200 and "errorDetail" not in built.text, built.text
+    assert engine.images.get(f"{NAME}-built:v1").labels[TEST_LABEL] == "1"
+    remove_image_quietly(engine, f"{NAME}-built:v1")
+
+
 def test_a_standard_user_pulls_with_a_registry_only_where_given_access(srv, engine, registry, registry_id):
     user_id, key = standard_user(srv, f"{NAME}-puller")
     image = f"{registry.address}/{NAME}/shared"
