@@ -1155,6 +1155,8 @@ MANIFEST_MEDIA_TYPES = ", ".join((
     "application/vnd.oci.image.manifest.v1+json",
 ))
 REGISTRY_TIMEOUT = 5.0
+# A repository path as the distribution spec defines it: lowercase components joined by '/'.
+REPOSITORY_NAME = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*")
 # Docker API calls that carry registry credentials in X-Registry-Auth (X-Registry-Config for builds).
 REGISTRY_AUTH_PATHS = re.compile(r"^/(images/create|images/.+/push|build|services/create|services/[^/]+/update|"
                                  r"distribution/.+/json)$")
@@ -1294,7 +1296,12 @@ class Registries:
         return registry
 
     def password(self, registry: dict) -> str:
-        return self.passwords.open(registry.get("_SealedPassword", ""))
+        from cryptography.exceptions import InvalidTag
+        try:
+            return self.passwords.open(registry.get("_SealedPassword", ""))
+        except (InvalidTag, ValueError, IndexError):
+            raise Conflict(f"the password of registry {registry['Name']} cannot be unsealed",
+                           "registry.key in the data directory changed; enter the registry's password again") from None
 
     def may_use(self, caller: Caller | None, registry: dict, endpoint_id: int | None = None) -> bool:
         """Administrators and the server itself use every registry; others where the registry's access lists them
@@ -2560,7 +2567,7 @@ async def handle_registry_tags(request: web.Request) -> web.Response:
     registries = request.app[REGISTRIES]
     registry = registries.usable(caller_of(request), path_id(request), None)
     repository = request.match_info["repository"]
-    if not re.fullmatch(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*", repository) or ".." in repository:
+    if not REPOSITORY_NAME.fullmatch(repository):
         raise BadRequest(f"invalid repository name {repository[:100]!r}")
     return json_response({"name": repository, "tags": await registries.tags(registry, repository)})
 

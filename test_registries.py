@@ -180,6 +180,17 @@ def test_image_names_are_read_as_the_engine_reads_them(name, domain, repository,
     assert (reference.domain, reference.repository, reference.tag) == (domain, repository, tag)
 
 
+def test_a_sealed_password_opens_only_with_its_key():
+    import portainer
+    from cryptography.exceptions import InvalidTag
+
+    sealed = portainer.RegistryPasswords(b"k" * 32).seal(REGISTRY_PASSWORD)
+    assert REGISTRY_PASSWORD not in sealed and sealed != portainer.RegistryPasswords(b"k" * 32).seal(REGISTRY_PASSWORD)
+    assert portainer.RegistryPasswords(b"k" * 32).open(sealed) == REGISTRY_PASSWORD
+    with pytest.raises(InvalidTag):
+        portainer.RegistryPasswords(b"x" * 32).open(sealed)
+
+
 def test_registry_password_is_sealed_at_rest_and_never_returned(srv, registry, registry_id):
     listed = srv.api("GET", "/api/registries")
     assert listed.status_code == 200
