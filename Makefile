@@ -21,6 +21,7 @@ test-deps:
 	       docker-registry apache2-utils)
 	@$(PYTHON) -c "import aiohttp, yaml, cryptography, docker, pytest, pytest_timeout, playwright" 2>/dev/null \
 	  || $(PIP) install -q -r requirements-test.txt
+	@command -v st >/dev/null || $(PIP) install -q schemathesis
 
 # A Docker engine on /var/run/docker.sock (started when none answers) and the busybox:local image tests use.
 engine:

@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "refused until restart [PORTAINER_ADMIN_INIT_WINDOW] (default 300)")
     p.add_argument("--snapshot-interval", type=float, default=float(_env("PORTAINER_SNAPSHOT_INTERVAL", 60)),
                    help="seconds between environment snapshots [PORTAINER_SNAPSHOT_INTERVAL] (default 60)")
+    p.add_argument("--proxy-timeout", type=float, default=float(_env("PORTAINER_PROXY_TIMEOUT", 60)),
+                   help="seconds an engine may take to start answering a proxied call before the caller gets a 504 "
+                        "[PORTAINER_PROXY_TIMEOUT] (default 60)")
     p.add_argument("--hsts", action="store_true", default=_env_flag("PORTAINER_HSTS"),
                    help="send Strict-Transport-Security on HTTPS [PORTAINER_HSTS]")
     p.add_argument("--image-check-interval", type=float,
@@ -201,12 +204,21 @@ class InsufficientStorage(ApiError):
     status = 507
 
 
-async def read_json(request: web.Request, limit: int = MAX_JSON_BODY) -> Any:
+async def read_body(request: web.Request, limit: int = MAX_JSON_BODY) -> bytes:
+    """The whole request body, refused with 413 past `limit` bytes."""
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"request body is larger than {limit} bytes")
-    raw = await request.content.read(limit + 1)
-    if len(raw) > limit:
-        raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+    parts, size = [], 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+async def read_json(request: web.Request, limit: int = MAX_JSON_BODY) -> Any:
+    raw = await read_body(request, limit)
     if not raw.strip():
         raise BadRequest("request body is empty", "a JSON object was expected")
     try:
@@ -739,7 +751,7 @@ def b64url_decode(text: str) -> bytes:
 
 
 def parse_duration(text: str, default: int = 8 * 3600) -> int:
-    match = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", str(text))
+    match = re.fullmatch(r"\s*([0-9]{1,7})\s*([smhd]?)\s*", str(text))
     if not match:
         return default
     return int(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
@@ -1778,19 +1790,18 @@ async def check_and_auto_update(updates: ImageUpdates, endpoint_id: int) -> None
 # ================================================================================================================
 
 
-PROXY_ANSWER_TIMEOUT = 60.0
 STOP_PATH = re.compile(r"/containers/[^/]+/(stop|restart)$")
 
 
-def answer_head_timeout(path: str, query, streamed_body: bool) -> float:
+def answer_head_timeout(base: float, path: str, query, streamed_body: bool) -> float:
     """How long the engine may take to start answering; streams (logs -f, events, attach) then stay open as long
     as the client wants. An upload is answered only once the engine has read it all, so it gets longer."""
     if streamed_body:
-        return 30 * PROXY_ANSWER_TIMEOUT
+        return 30 * base
     if STOP_PATH.search(path):
         grace = query.get("t", "10")
-        return PROXY_ANSWER_TIMEOUT + (int(grace) if grace.isdigit() else 10)
-    return PROXY_ANSWER_TIMEOUT
+        return base + (int(grace) if grace.isdigit() else 10)
+    return base
 
 
 async def handle_docker_proxy(request: web.Request) -> web.StreamResponse:
@@ -1809,9 +1820,7 @@ async def handle_docker_proxy(request: web.Request) -> web.StreamResponse:
     headers = request.app[REGISTRIES].proxy_headers(caller, endpoint_id, API_VERSION_PREFIX.sub("", path), headers)
     body, body_length = shared.request_body_for_relay(request)
     if check is not None:
-        raw = await request.content.read(MAX_JSON_BODY + 1) if body is not None else b""
-        if len(raw) > MAX_JSON_BODY:
-            raise PayloadTooLarge(f"request body is larger than {MAX_JSON_BODY} bytes")
+        raw = await read_body(request) if body is not None else b""
         if not caller.is_admin:
             try:
                 parsed = json.loads(raw) if raw.strip() else {}
@@ -1826,7 +1835,7 @@ async def handle_docker_proxy(request: web.Request) -> web.StreamResponse:
                                 "an administrator can allow it in the environment's security settings")
         body, body_length = (raw if raw else None), None
     connector = request.app[ENVIRONMENTS].connector(endpoint_id)
-    timeout = answer_head_timeout(path, request.query, streamed_body=body is not None and check is None)
+    timeout = answer_head_timeout(request.app[CONFIG].proxy_timeout, path, request.query, streamed_body=body is not None and check is None)
     response = await connector.request(request.method, target, headers, body, body_length, timeout=timeout)
     try:
         return await shared.relay_response(request, response)
@@ -2165,7 +2174,10 @@ async def read_endpoint_form(request: web.Request) -> tuple[dict, dict[str, byte
     if request.content_type.startswith("multipart/") or request.content_type == "application/x-www-form-urlencoded":
         fields: dict = {}
         files: dict[str, bytes] = {}
-        post = await request.post()
+        try:
+            post = await request.post()
+        except (ValueError, AssertionError, KeyError) as exc:
+            raise BadRequest("malformed form body", str(exc) or "a multipart body needs a boundary") from None
         for name, value in post.items():
             if hasattr(value, "file"):
                 files[name] = value.file.read(1024 * 1024)
@@ -2399,14 +2411,13 @@ async def handle_settings_update(request: web.Request) -> web.Response:
     unknown = sorted(set(body) - set(SETTINGS_TYPES))
     if unknown:
         raise BadRequest(f"unknown settings: {', '.join(unknown)}")
-    for name, kind in SETTINGS_TYPES.items():
-        field(body, name, kind, required=False)
-    if "UserSessionTimeout" in body and not re.fullmatch(r"\d+[smhd]?", body["UserSessionTimeout"]):
+    changes = {name: field(body, name, kind) for name, kind in SETTINGS_TYPES.items() if name in body}
+    if "UserSessionTimeout" in changes and not re.fullmatch(r"[0-9]{1,7}[smhd]?", changes["UserSessionTimeout"]):
         raise BadRequest("UserSessionTimeout must look like 8h, 30m or 3600s")
-    if body.get("EnableTelemetry") and request.app[CONFIG].no_analytics:
+    if changes.get("EnableTelemetry") and request.app[CONFIG].no_analytics:
         raise BadRequest("analytics are disabled by --no-analytics")
     store = request.app[STORE]
-    store.data["settings"].update(body)
+    store.data["settings"].update(changes)
     await store.commit()
     return json_response(current_settings(store))
 
@@ -3026,6 +3037,34 @@ ROUTES: list[tuple[str, str, Callable]] = [
 ]
 
 
+_STRING = {"type": "string"}
+_CREDENTIALS = {"type": "object", "required": ["Username", "Password"],
+                "properties": {"Username": _STRING, "Password": _STRING}}
+# Request bodies of the routes that take one, so clients and fuzzers know what to send.
+REQUEST_SCHEMAS: dict[str, dict] = {
+    "handle_admin_init": _CREDENTIALS,
+    "handle_auth": _CREDENTIALS,
+    "handle_user_create": {"type": "object", "required": ["Username", "Password"],
+                           "properties": {"Username": _STRING, "Password": _STRING,
+                                          "Role": {"type": "integer", "enum": [1, 2]}}},
+    "handle_user_update": {"type": "object", "properties": {"Username": _STRING, "Password": _STRING,
+                                                            "Role": {"type": "integer", "enum": [1, 2]}}},
+    "handle_user_password": {"type": "object", "required": ["Password", "NewPassword"],
+                             "properties": {"Password": _STRING, "NewPassword": _STRING}},
+    "handle_token_create": {"type": "object", "required": ["password"],
+                            "properties": {"password": _STRING, "description": _STRING}},
+    "handle_endpoint_create": {"type": "object", "required": ["Name"],
+                               "properties": {"Name": _STRING, "EndpointCreationType": {"type": "integer"},
+                                              "URL": _STRING, "TLS": {"type": "boolean"}}},
+    "handle_endpoint_update": {"type": "object", "properties": {
+        "Name": _STRING, "URL": _STRING, "PublicURL": _STRING, "TagIds": {"type": "array"},
+        "UserAccessPolicies": {"type": "object"}, "TeamAccessPolicies": {"type": "object"},
+        "SecuritySettings": {"type": "object"}}},
+    "handle_settings_update": {"type": "object", "properties": {
+        "UserSessionTimeout": _STRING, "EnableTelemetry": {"type": "boolean"}, "LogoURL": _STRING}},
+}
+
+
 def openapi_document() -> dict:
     paths: dict = {}
     for method, path, handler in ROUTES:
@@ -3045,6 +3084,9 @@ def openapi_document() -> dict:
             }
             if not getattr(handler, "public", False):
                 operation["security"] = [{"jwt": []}, {"apiKey": []}]
+            if handler.__name__ in REQUEST_SCHEMAS and m in ("post", "put"):
+                operation["requestBody"] = {"content": {"application/json": {
+                    "schema": REQUEST_SCHEMAS[handler.__name__]}}}
             paths.setdefault(clean, {})[m] = operation
     return {
         "openapi": "3.0.3",

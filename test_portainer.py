@@ -140,43 +140,6 @@ def test_store_falls_back_to_the_previous_version_when_the_main_file_is_damaged(
     assert again.data["settings"]["marker"] == "first"
 
 
-STORE_WRITER = r"""
-import asyncio, sys
-sys.path.insert(0, sys.argv[2])
-import portainer
-async def main():
-    store = portainer.Store(sys.argv[1]); store.acquire(); store.load()
-    n = store.data["settings"].get("counter", 0)
-    while True:
-        n += 1
-        store.data["settings"]["counter"] = n
-        store.data["settings"]["padding"] = "x" * (n % 5000)
-        await store.commit()
-        print(n, flush=True)
-asyncio.run(main())
-"""
-
-
-@pytest.mark.slow
-def test_store_always_loads_and_keeps_acknowledged_writes_when_killed_mid_write(tmp_path):
-    directory = str(tmp_path / "store")
-    rounds = int(os.environ.get("PORTAINER_TEST_KILLS", "30"))
-    for _ in range(rounds):
-        writer = subprocess.Popen([sys.executable, "-c", STORE_WRITER, directory, HERE], stdout=subprocess.PIPE,
-                                  text=True)
-        acknowledged = 0
-        deadline = time.monotonic() + 0.05 + (os.getpid() + _) % 7 * 0.02
-        while time.monotonic() < deadline or acknowledged == 0:
-            line = writer.stdout.readline()
-            if line:
-                acknowledged = int(line)
-        writer.kill()
-        writer.wait()
-        store = portainer.Store(directory)
-        store.load()
-        assert store.data["settings"]["counter"] >= acknowledged
-
-
 def test_a_failed_store_write_leaves_the_last_good_document_and_reports_it(tmp_path, monkeypatch):
     import asyncio
 
