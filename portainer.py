@@ -3060,6 +3060,10 @@ REQUEST_SCHEMAS: dict[str, dict] = {
         "Name": _STRING, "URL": _STRING, "PublicURL": _STRING, "TagIds": {"type": "array"},
         "UserAccessPolicies": {"type": "object"}, "TeamAccessPolicies": {"type": "object"},
         "SecuritySettings": {"type": "object"}}},
+    "handle_endpoint_registry_access": {"type": "object", "properties": {
+        "UserAccessPolicies": {"type": "object"}, "TeamAccessPolicies": {"type": "object"},
+        "Namespaces": {"type": "array", "items": _STRING}}},
+    "handle_container_recreate": {"type": "object", "properties": {"PullImage": {"type": "boolean"}}},
     "handle_settings_update": {"type": "object", "properties": {
         "UserSessionTimeout": _STRING, "EnableTelemetry": {"type": "boolean"}, "LogoURL": _STRING}},
 }
