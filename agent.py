@@ -6,19 +6,45 @@ the HTTP/1.1 client that speaks to a Docker API over any byte stream (unix socke
 stream) and the relay that streams a request from an aiohttp server to that API and back, upgrades
 (`docker exec -it`, `docker attach`) included. `portainer.py` imports it.
 
+It also holds the request signatures both sides speak (the server signs, the agent verifies) and the
+self-signed certificate maker both use.
+
 Sections, in the order a request flows:
-    constants -> Docker HTTP client -> relay (aiohttp request -> Docker API -> aiohttp response)
+    constants -> Docker HTTP client -> relay (aiohttp request -> Docker API -> aiohttp response) ->
+    files and certificates -> request signatures -> agent: config, cluster, volume browser, routes, main
 """
 from __future__ import annotations
 
+import argparse
 import asyncio
+import base64
 import contextlib
+import datetime
+import hashlib
+import hmac
+import inspect
+import ipaddress
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
 import ssl
+import stat
+import sys
+import tempfile
+import time
 import urllib.parse
-from typing import AsyncIterator, Awaitable, Callable, Iterable
+import uuid
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 
 from aiohttp import web
 from multidict import CIMultiDict
+
+log = logging.getLogger("portainer.agent")
 
 # ----------------------------------------------------------------------------------------------------------------
 # Constants
@@ -293,7 +319,8 @@ class DockerClient:
 PRIVATE_REQUEST_HEADERS = frozenset(
     h.lower() for h in ("Authorization", "X-API-Key", "Cookie", "X-CSRF-Token", "X-PortainerAgent-Signature",
                         "X-PortainerAgent-PublicKey", "X-PortainerAgent-Timestamp", "X-PortainerAgent-Nonce",
-                        "X-PortainerAgent-Target", "X-Registry-Auth-Portainer")
+                        "X-PortainerAgent-SecretProof", "X-PortainerAgent-Forwarded",
+                        "X-Registry-Auth-Portainer")
 )
 
 
@@ -314,11 +341,31 @@ async def request_body_stream(request: web.Request) -> AsyncIterator[bytes]:
         yield chunk
 
 
+async def upgrade_body_from_tail(request: web.Request, length: int) -> AsyncIterator[bytes]:
+    """aiohttp 3.8 switches protocols right after the head of an Upgrade request (`docker exec -it` sends a JSON
+    body with it): the body then lands in the protocol's tail, never in `request.content`."""
+    protocol, received = request.protocol, 0
+    deadline = asyncio.get_running_loop().time() + 30
+    while received < length:
+        tail = protocol._message_tail
+        if tail:
+            part = tail[:length - received]
+            protocol._message_tail = tail[len(part):]
+            received += len(part)
+            yield part
+        elif asyncio.get_running_loop().time() > deadline:
+            raise ConnectionResetError("the client did not send the body of its upgrade request")
+        else:
+            await asyncio.sleep(0.005)
+
+
 def request_body_for_relay(request: web.Request) -> tuple[AsyncIterator[bytes] | None, int | None]:
     """The incoming body as a stream plus its length when known (None, None when there is no body)."""
     if request.content_length is not None:
         if request.content_length == 0:
             return None, None
+        if is_upgrade_request(request) and getattr(request.protocol, "_upgrade", False) is True:
+            return upgrade_body_from_tail(request, request.content_length), request.content_length
         return request_body_stream(request), request.content_length
     if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
         return request_body_stream(request), None
@@ -456,3 +503,780 @@ async def _relay_upgraded(request: web.Request, response: DockerResponse) -> web
         request.protocol.force_close()
         transport.close()
     return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Files and certificates: private files written atomically, a self-signed certificate for HTTPS
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def write_private_file(path: str, data: bytes) -> None:
+    """Write a secret (key, certificate key) readable by the owner only, atomically."""
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def create_self_signed_certificate(cert_path: str, key_path: str, common_name: str) -> None:
+    """An ECDSA P-256 certificate for this host's name, localhost and 127.0.0.1, valid ten years."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "portainer.py self-signed")])
+    valid_from = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=1)
+    alt_names = [x509.DNSName("localhost"), x509.DNSName(socket.gethostname()),
+                 x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(valid_from)
+            .not_valid_after(valid_from + datetime.timedelta(days=3650))
+            .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+            .sign(key, hashes.SHA256()))
+    write_private_file(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                   serialization.NoEncryption()))
+    write_private_file(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+
+
+def der_fingerprint(der: bytes) -> str:
+    """How a certificate is pinned: SHA-256 of its DER form, hex."""
+    return hashlib.sha256(der).hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Request signatures: the server signs every request to an agent; the agent checks freshness, replay and pairing
+# ----------------------------------------------------------------------------------------------------------------
+
+PUBLIC_KEY_HEADER = "X-PortainerAgent-PublicKey"
+SIGNATURE_HEADER = "X-PortainerAgent-Signature"
+TIMESTAMP_HEADER = "X-PortainerAgent-Timestamp"
+NONCE_HEADER = "X-PortainerAgent-Nonce"
+SECRET_PROOF_HEADER = "X-PortainerAgent-SecretProof"
+TARGET_HEADER = "X-PortainerAgent-Target"
+FORWARDED_HEADER = "X-PortainerAgent-Forwarded"
+SIGNED_HEADERS = (PUBLIC_KEY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, NONCE_HEADER, SECRET_PROOF_HEADER)
+# A signed request is accepted this many seconds either side of the agent's clock, and its nonce is kept as long.
+SIGNATURE_WINDOW = 30
+
+
+class AgentAuthError(Exception):
+    """A request the agent refuses: unsigned, stale, replayed, badly signed, or from a server it is not paired with."""
+
+
+def signed_message(method: str, target: str, timestamp: str, nonce: str, public_key: str,
+                   target_node: str = "") -> bytes:
+    """What is signed: the request line, freshness, the node it is meant for, bound to the signing key."""
+    return "\n".join(("portainer.py-agent-v1", method.upper(), target, target_node, timestamp, nonce,
+                      public_key)).encode()
+
+
+def secret_proof(secret: str, message: bytes) -> str:
+    return hmac.new(hashlib.sha256(b"portainer.py agent secret\0" + secret.encode()).digest(), message,
+                    hashlib.sha256).hexdigest()
+
+
+def load_or_create_signing_key(path: str):
+    """The server's ECDSA P-256 key pair, made once and kept owner-readable only."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    try:
+        with open(path, "rb") as f:
+            return serialization.load_pem_private_key(f.read(), password=None)
+    except FileNotFoundError:
+        key = ec.generate_private_key(ec.SECP256R1())
+        write_private_file(path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                   serialization.NoEncryption()))
+        return key
+
+
+class RequestSigner:
+    """Signs requests with the server's private key (and proves the agent secret when one is set)."""
+
+    def __init__(self, private_key):
+        from cryptography.hazmat.primitives import serialization
+
+        self._key = private_key
+        self.public_key = private_key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo).hex()
+
+    def headers(self, method: str, target: str, secret: str = "", timestamp: int | None = None,
+                nonce: str | None = None, target_node: str = "") -> list[tuple[str, str]]:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        timestamp_text = str(int(time.time()) if timestamp is None else timestamp)
+        nonce = nonce or secrets.token_hex(16)
+        message = signed_message(method, target, timestamp_text, nonce, self.public_key, target_node)
+        signature = self._key.sign(message, ec.ECDSA(hashes.SHA256()))
+        headers = [(PUBLIC_KEY_HEADER, self.public_key), (SIGNATURE_HEADER, base64.b64encode(signature).decode()),
+                   (TIMESTAMP_HEADER, timestamp_text), (NONCE_HEADER, nonce)]
+        if secret:
+            headers.append((SECRET_PROOF_HEADER, secret_proof(secret, message)))
+        return headers
+
+
+class RequestVerifier:
+    """The agent's side: a valid, fresh, never-seen signature from the paired server (or one proving the secret)."""
+
+    def __init__(self, secret: str = "", pin_path: str | None = None):
+        self.secret = secret
+        self.pin_path = pin_path
+        self.pinned: str | None = None
+        if pin_path and os.path.exists(pin_path):
+            with open(pin_path) as f:
+                self.pinned = f.read().strip() or None
+        self._seen_nonces: dict[str, float] = {}
+
+    def _remember_nonce(self, nonce: str, moment: float) -> None:
+        if len(self._seen_nonces) > 1000:
+            horizon = moment - 2 * SIGNATURE_WINDOW
+            self._seen_nonces = {n: t for n, t in self._seen_nonces.items() if t > horizon}
+        self._seen_nonces[nonce] = moment
+
+    def verify(self, method: str, target: str, headers) -> str:
+        """The public key of the server that signed this request; AgentAuthError when it must be refused."""
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        public_key, signature = headers.get(PUBLIC_KEY_HEADER, ""), headers.get(SIGNATURE_HEADER, "")
+        timestamp, nonce = headers.get(TIMESTAMP_HEADER, ""), headers.get(NONCE_HEADER, "")
+        if not (public_key and signature and timestamp and nonce):
+            raise AgentAuthError("unsigned request: this agent answers only requests signed by its Portainer server")
+        moment = time.time()
+        if not timestamp.isdigit() or abs(moment - int(timestamp)) > SIGNATURE_WINDOW:
+            raise AgentAuthError(f"request timestamp is outside the accepted window of {SIGNATURE_WINDOW} s "
+                                 "(stale request, or the clocks of server and agent differ)")
+        if nonce in self._seen_nonces:
+            raise AgentAuthError("replayed request: this nonce was already used")
+        message = signed_message(method, target, timestamp, nonce, public_key, headers.get(TARGET_HEADER, ""))
+        try:
+            key = serialization.load_der_public_key(bytes.fromhex(public_key))
+            if not isinstance(key, ec.EllipticCurvePublicKey):
+                raise ValueError("not an ECDSA key")
+            key.verify(base64.b64decode(signature, validate=True), message, ec.ECDSA(hashes.SHA256()))
+        except (ValueError, TypeError, InvalidSignature, base64.binascii.Error):
+            raise AgentAuthError("invalid request signature") from None
+        if self.secret:
+            proof = headers.get(SECRET_PROOF_HEADER, "")
+            if not hmac.compare_digest(proof, secret_proof(self.secret, message)):
+                raise AgentAuthError("the server did not prove the agent secret (AGENT_SECRET differs or is unset "
+                                     "on the server)")
+        elif self.pinned is None:
+            self.pinned = public_key
+            if self.pin_path:
+                write_private_file(self.pin_path, public_key.encode())
+            log.info("paired with the Portainer server whose key is %s...", public_key[-16:])
+        elif not hmac.compare_digest(self.pinned, public_key):
+            raise AgentAuthError("agent already paired with another Portainer server")
+        self._remember_nonce(nonce, moment)
+        return public_key
+
+
+def cluster_headers(secret: str, method: str, target: str) -> list[tuple[str, str]]:
+    """What one agent sends another when it asks on its own behalf: a proof of the shared secret."""
+    timestamp, nonce = str(int(time.time())), secrets.token_hex(16)
+    message = signed_message(method, target, timestamp, nonce, "cluster")
+    return [(TIMESTAMP_HEADER, timestamp), (NONCE_HEADER, nonce), (SECRET_PROOF_HEADER, secret_proof(secret, message))]
+
+
+def verify_cluster_headers(secret: str, method: str, target: str, headers) -> None:
+    timestamp, nonce = headers.get(TIMESTAMP_HEADER, ""), headers.get(NONCE_HEADER, "")
+    if not (timestamp and nonce and headers.get(SECRET_PROOF_HEADER)):
+        raise AgentAuthError("cluster request does not prove the agent secret")
+    if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > SIGNATURE_WINDOW:
+        raise AgentAuthError("cluster request timestamp is outside the accepted window")
+    message = signed_message(method, target, timestamp, nonce, "cluster")
+    if not hmac.compare_digest(headers.get(SECRET_PROOF_HEADER, ""), secret_proof(secret, message)):
+        raise AgentAuthError("cluster request does not prove the agent secret")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Agent: config
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def build_agent_parser() -> argparse.ArgumentParser:
+    """Portainer agent's settings; every flag falls back to the environment variable Portainer uses."""
+    env = os.environ.get
+    p = argparse.ArgumentParser(
+        prog="agent.py", description="Serve this node's Docker engine to a portainer.py server over signed HTTPS.",
+        epilog="Every flag can also be set by the environment variable shown in brackets.")
+    p.add_argument("--port", type=int, default=int(env("AGENT_PORT", 9001)), help="HTTPS port [AGENT_PORT] (9001)")
+    p.add_argument("--host", default=env("AGENT_HOST", "0.0.0.0"), help="address to bind [AGENT_HOST] (0.0.0.0)")
+    p.add_argument("--secret", default=env("AGENT_SECRET", ""),
+                   help="shared secret; only a server proving it is accepted, and agents of a cluster prove it to "
+                        "each other [AGENT_SECRET]; without it the first server is pinned")
+    p.add_argument("--cluster-addr", default=env("AGENT_CLUSTER_ADDR", ""),
+                   help="the other agents of a Swarm: a DNS name resolving to all of them (tasks.agent) or a "
+                        "comma-separated list of host[:port] [AGENT_CLUSTER_ADDR]")
+    p.add_argument("--docker-host", default=env("DOCKER_HOST", "unix:///var/run/docker.sock"),
+                   help="this node's Docker API [DOCKER_HOST] (unix:///var/run/docker.sock)")
+    p.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"), type=str.upper,
+                   choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log verbosity [LOG_LEVEL] (INFO)")
+    p.add_argument("--data", default=env("AGENT_DATA", ""),
+                   help="state directory: keeps the certificate and the paired server's key across restarts "
+                        "[AGENT_DATA]; without it nothing is written to disk")
+    return p
+
+
+class AgentRequestError(Exception):
+    """An answer the agent gives itself, rendered as Portainer's {"message": ...} with this status."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Agent: cluster (Swarm peers, their node names and roles, routing, fan-out)
+# ----------------------------------------------------------------------------------------------------------------
+
+API_VERSION = r"(?:/v\d+(?:\.\d+)?)?"
+FAN_OUT_PATHS = re.compile(rf"^{API_VERSION}/(containers/json|images/json|volumes|networks)$")
+MANAGER_PATHS = re.compile(rf"^{API_VERSION}/(services|tasks|nodes|secrets|configs|swarm)(/|$)")
+BROWSE_PATH = re.compile(r"^(?:/v2)?/browse/(ls|get|put|delete|rename)$")
+# Calls on one container or exec instance, found on whichever node has it when no target node is given.
+LOCATABLE_PATHS = re.compile(rf"^{API_VERSION}/(containers|exec)/([^/]+)(/|$)")
+NOT_AN_OBJECT_ID = frozenset({"json", "create", "prune"})
+NODE_INFO_PATH = "/agent/node"
+LOCATE_PATH = "/agent/locate"
+UNREACHABLE_NODES_HEADER = "X-PortainerAgent-Unreachable-Nodes"
+NODE_PROOF_HEADER = "X-PortainerAgent-NodeProof"
+CLUSTER_REFRESH_SECONDS = 10.0
+
+
+async def resolve_cluster_addresses(spec: str, default_port: int) -> list[str]:
+    """host:port of every agent named by AGENT_CLUSTER_ADDR; a DNS name stands for all its addresses."""
+    loop = asyncio.get_running_loop()
+    addresses: list[str] = []
+    for item in (part.strip() for part in spec.split(",")):
+        if not item:
+            continue
+        parsed = urllib.parse.urlsplit("//" + item)
+        host, port = parsed.hostname, parsed.port or default_port
+        try:
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            log.warning("cannot resolve cluster address %s: %s", host, exc)
+            continue
+        for info in infos:
+            ip = info[4][0]
+            address = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+            if address not in addresses:
+                addresses.append(address)
+    return addresses
+
+
+class Cluster:
+    """What this agent knows of the other agents of its Swarm: address -> node name, role, reachability."""
+
+    def __init__(self, agent: "Agent"):
+        self.agent = agent
+        self.members: dict[str, dict] = {}
+        self._clients: dict[str, DockerClient] = {}
+        self._discovery_clients: dict[str, DockerClient] = {}
+        self._checked_at = 0.0
+        self._lock = asyncio.Lock()
+        self._peer_tls = ssl.create_default_context()
+        # Peers make their own certificates: with a secret, `client` pins the one each peer proved it holds.
+        self._peer_tls.check_hostname = False
+        self._peer_tls.verify_mode = ssl.CERT_NONE
+
+    def client(self, address: str) -> DockerClient:
+        """Connections to a peer; with a secret, only to the certificate the peer proved it holds."""
+        if address not in self._clients:
+            async def open_peer() -> HttpConnection:
+                reader, writer = await open_docker_stream(f"https://{address}", self._peer_tls, timeout=5)
+                if self.agent.config.secret:
+                    shown = der_fingerprint(writer.get_extra_info("ssl_object").getpeercert(binary_form=True))
+                    if shown != self.members.get(address, {}).get("CertificateFingerprint"):
+                        writer.close()
+                        self._checked_at = 0.0
+                        raise DockerUnreachable(f"the agent at {address} shows a certificate it has not proven")
+                return HttpConnection(reader, writer)
+            self._clients[address] = DockerClient(open_peer)
+        return self._clients[address]
+
+    def _discovery_client(self, address: str) -> DockerClient:
+        if address not in self._discovery_clients:
+            async def open_peer() -> HttpConnection:
+                return HttpConnection(*await open_docker_stream(f"https://{address}", self._peer_tls, timeout=5))
+            self._discovery_clients[address] = DockerClient(open_peer)
+        return self._discovery_clients[address]
+
+    def close(self) -> None:
+        for client in [*self._clients.values(), *self._discovery_clients.values()]:
+            client.close()
+
+    async def ask_node(self, address: str) -> dict | None:
+        """The peer's node name, role and certificate; with a secret, its answer must prove the secret too."""
+        secret = self.agent.config.secret
+        headers = cluster_headers(secret, "GET", NODE_INFO_PATH) if secret else []
+        try:
+            response = await self._discovery_client(address).request("GET", NODE_INFO_PATH, headers, timeout=5)
+            async with response:
+                raw = await asyncio.wait_for(response.read(), 5)
+            if response.status != 200:
+                log.warning("agent at %s refused to describe itself: %s", address, raw[:200])
+                return None
+            if secret:
+                expected = secret_proof(secret, dict(headers)[NONCE_HEADER].encode() + b"\n" + raw)
+                if not hmac.compare_digest(response.headers.get(NODE_PROOF_HEADER, ""), expected):
+                    log.warning("agent at %s does not prove the cluster secret; not trusted", address)
+                    return None
+            return json.loads(raw)
+        except (DockerUnreachable, asyncio.TimeoutError, ValueError) as exc:
+            log.debug("agent at %s does not answer: %s", address, exc)
+            return None
+
+    async def refresh(self, force: bool = False) -> None:
+        async with self._lock:
+            if not force and time.monotonic() - self._checked_at < CLUSTER_REFRESH_SECONDS:
+                return
+            await self.agent.describe_node()
+            addresses = await resolve_cluster_addresses(self.agent.config.cluster_addr, self.agent.config.port)
+            answers = await asyncio.gather(*(self.ask_node(a) for a in addresses))
+            members = {}
+            for address, answer in zip(addresses, answers):
+                if answer and answer.get("AgentId") == self.agent.agent_id:
+                    continue
+                known = self.members.get(address, {"NodeName": address, "NodeRole": "unknown"})
+                members[address] = {**known, **(answer or {}), "Reachable": answer is not None}
+            self.members = members
+            self._checked_at = time.monotonic()
+
+    async def locate(self, kind: str, object_id: str) -> str | None:
+        """The peer whose engine has this container or exec instance; None when it is here or nowhere."""
+        if await self.agent.has_object(kind, object_id):
+            return None
+        await self.refresh()
+        target = f"{LOCATE_PATH}?{urllib.parse.urlencode({'kind': kind, 'id': object_id})}"
+        secret = self.agent.config.secret
+
+        async def ask(address: str) -> bool:
+            headers = cluster_headers(secret, "GET", target) if secret else []
+            try:
+                async with await self.client(address).request("GET", target, headers, timeout=5) as response:
+                    return response.status == 200 and json.loads(await response.read()).get("Found") is True
+            except (DockerUnreachable, asyncio.TimeoutError, ValueError):
+                return False
+
+        addresses = [a for a, member in self.members.items() if member.get("Reachable")]
+        for address, found in zip(addresses, await asyncio.gather(*(ask(a) for a in addresses))):
+            if found:
+                return address
+        return None
+
+    async def address_of(self, node_name: str) -> str:
+        for attempt in range(2):
+            await self.refresh(force=attempt > 0)
+            for address, member in self.members.items():
+                if member.get("NodeName") == node_name:
+                    return address
+        raise AgentRequestError(404, f"no agent in this cluster runs on node {node_name!r}")
+
+    async def manager_address(self) -> str:
+        for attempt in range(2):
+            await self.refresh(force=attempt > 0)
+            for address, member in self.members.items():
+                if member.get("NodeRole") == "manager" and member.get("Reachable"):
+                    return address
+        raise AgentRequestError(503, "no Swarm manager's agent can be reached from this node")
+
+
+def forwarded_headers(request: web.Request) -> list[tuple[str, str]]:
+    """The request's headers for the next agent, the server's signature intact (the peer checks it itself)."""
+    signature = [(name, request.headers[name]) for name in SIGNED_HEADERS if name in request.headers]
+    return forwardable_request_headers(request) + signature + [(FORWARDED_HEADER, "1")]
+
+
+def tag_with_node(item: Any, node_name: str) -> Any:
+    if isinstance(item, dict):
+        item.setdefault("Portainer", {})["Agent"] = {"NodeName": node_name}
+    return item
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Agent: volume browser, confined to the volume's directory
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def confined_path(root: str, path: str) -> str:
+    """`path` inside the volume at `root`, symlinks resolved; refused when it would leave the volume."""
+    parts = [part for part in path.replace("\\", "/").split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise AgentRequestError(400, "path may not contain '..'")
+    if any("\x00" in part for part in parts):
+        raise AgentRequestError(400, "path may not contain NUL")
+    real = os.path.realpath(os.path.join(root, *parts))
+    if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
+        raise AgentRequestError(403, "path leaves the volume (through a symbolic link)")
+    return real
+
+
+def entry_view(directory: str, name: str) -> dict:
+    info = os.lstat(os.path.join(directory, name))
+    return {"Name": name, "Size": info.st_size, "Dir": stat.S_ISDIR(info.st_mode), "ModTime": int(info.st_mtime)}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Agent: the process (node identity, request dispatch, routes, main)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class Agent:
+    """One node's agent: checks every request's signature, then serves it here or routes it across the cluster."""
+
+    def __init__(self, config: argparse.Namespace):
+        self.config = config
+        self.agent_id = uuid.uuid4().hex
+        self.node_name = socket.gethostname()
+        self.node_role = "standalone"
+        self.docker = DockerClient(self._open_docker)
+        pin_path = os.path.join(config.data, "server_key.pub") if config.data else None
+        self.verifier = RequestVerifier(config.secret, pin_path)
+        self.cluster = Cluster(self) if config.cluster_addr else None
+        self.certificate_fingerprint = ""
+
+    async def _open_docker(self) -> HttpConnection:
+        return HttpConnection(*await open_docker_stream(self.config.docker_host))
+
+    async def docker_json(self, method: str, target: str) -> Any:
+        try:
+            response = await self.docker.request(method, target, timeout=30)
+            async with response:
+                raw = await response.read()
+        except (DockerUnreachable, asyncio.TimeoutError) as exc:
+            raise AgentRequestError(502, f"the node's Docker engine is unreachable: {exc}") from None
+        if response.status >= 400:
+            raise AgentRequestError(response.status, _docker_message(raw, response.status))
+        return json.loads(raw) if raw.strip() else None
+
+    async def has_object(self, kind: str, object_id: str) -> bool:
+        try:
+            target = f"/{kind}/{urllib.parse.quote(object_id, safe='')}/json"
+            async with await self.docker.request("GET", target, timeout=10) as response:
+                await response.read()
+                return response.status == 200
+        except (DockerUnreachable, asyncio.TimeoutError):
+            return False
+
+    async def describe_node(self) -> dict:
+        info = await self.docker_json("GET", "/info")
+        swarm = info.get("Swarm") or {}
+        self.node_name = info.get("Name") or self.node_name
+        if swarm.get("ControlAvailable"):
+            self.node_role = "manager"
+        elif swarm.get("LocalNodeState") == "active":
+            self.node_role = "worker"
+        else:
+            self.node_role = "standalone"
+        return {"NodeName": self.node_name, "NodeRole": self.node_role, "AgentId": self.agent_id,
+                "Version": AGENT_VERSION}
+
+    # -- dispatch ------------------------------------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        target = request.raw_path
+        self.verifier.verify(request.method, target, request.headers)
+        path = urllib.parse.unquote(target.split("?", 1)[0])
+        browse = BROWSE_PATH.match(path)
+        if self.cluster is not None and FORWARDED_HEADER not in request.headers:
+            node = request.headers.get(TARGET_HEADER, "")
+            if node:
+                await self.cluster.refresh()
+                if node != self.node_name:
+                    return await self.forward(request, await self.cluster.address_of(node))
+            elif not browse and request.method == "GET" and FAN_OUT_PATHS.match(path):
+                return await self.fan_out(request)
+            elif not browse and MANAGER_PATHS.match(path):
+                await self.cluster.refresh()
+                if self.node_role != "manager":
+                    return await self.forward(request, await self.cluster.manager_address())
+            elif not browse and (located := LOCATABLE_PATHS.match(path)) and located.group(2) not in NOT_AN_OBJECT_ID:
+                address = await self.cluster.locate(located.group(1), located.group(2))
+                if address is not None:
+                    return await self.forward(request, address)
+        if browse:
+            return await self.browse(request, browse.group(1))
+        return await self.relay_to_docker(request)
+
+    async def relay_to_docker(self, request: web.Request) -> web.StreamResponse:
+        headers = [(k, v) for k, v in forwardable_request_headers(request) if k.lower() != TARGET_HEADER.lower()]
+        body, body_length = request_body_for_relay(request)
+        try:
+            response = await self.docker.request(request.method, request.raw_path, headers, body, body_length,
+                                                 timeout=300)
+        except (DockerUnreachable, asyncio.TimeoutError) as exc:
+            raise AgentRequestError(502, f"the node's Docker engine is unreachable: {exc}") from None
+        return await relay_response(request, response)
+
+    async def forward(self, request: web.Request, address: str) -> web.StreamResponse:
+        body, body_length = request_body_for_relay(request)
+        try:
+            response = await self.cluster.client(address).request(
+                request.method, request.raw_path, forwarded_headers(request), body, body_length, timeout=300)
+        except (DockerUnreachable, asyncio.TimeoutError) as exc:
+            raise AgentRequestError(502, f"the agent at {address} is unreachable: {exc}") from None
+        return await relay_response(request, response)
+
+    async def fan_out(self, request: web.Request) -> web.Response:
+        """A list from every node at once, merged, each item tagged with its node; a down node is reported."""
+        await self.cluster.refresh()
+        target = request.raw_path
+        local_headers = [(k, v) for k, v in forwardable_request_headers(request) if k.lower() != TARGET_HEADER.lower()]
+
+        async def ask(client: DockerClient, headers) -> tuple[int, bytes]:
+            response = await client.request("GET", target, headers, timeout=30)
+            async with response:
+                return response.status, await asyncio.wait_for(response.read(), 30)
+
+        addresses = list(self.cluster.members)
+        answers = await asyncio.gather(
+            ask(self.docker, local_headers),
+            *(ask(self.cluster.client(a), forwarded_headers(request)) for a in addresses), return_exceptions=True)
+        local = answers[0]
+        if isinstance(local, BaseException):
+            raise AgentRequestError(502, f"the node's Docker engine is unreachable: {local}")
+        if local[0] != 200:
+            return web.Response(status=local[0], body=local[1], content_type="application/json")
+        sources = [(self.node_name, local)] + [
+            (self.cluster.members[a].get("NodeName", a), answer) for a, answer in zip(addresses, answers[1:])]
+        merged_items, warnings, unreachable = [], [], []
+        is_volumes = False
+        for node_name, answer in sources:
+            if isinstance(answer, BaseException) or answer[0] != 200:
+                reason = answer if isinstance(answer, BaseException) else _docker_message(answer[1], answer[0])
+                unreachable.append(node_name)
+                warnings.append(f"node {node_name} is unreachable: {reason}")
+                continue
+            data = json.loads(answer[1]) if answer[1].strip() else []
+            if isinstance(data, dict):
+                is_volumes = True
+                warnings += data.get("Warnings") or []
+                data = data.get("Volumes") or []
+            merged_items += [tag_with_node(item, node_name) for item in data]
+        if warnings:
+            log.warning("fan-out %s: %s", request.path, "; ".join(warnings))
+        merged: Any = {"Volumes": merged_items, "Warnings": warnings or None} if is_volumes else merged_items
+        headers = {UNREACHABLE_NODES_HEADER: ",".join(unreachable)} if unreachable else {}
+        return web.json_response(merged, headers=headers)
+
+    # -- volume browser ------------------------------------------------------------------------------------------
+
+    async def volume_root(self, request: web.Request) -> str:
+        volume_id = request.query.get("volumeID", "")
+        if not volume_id:
+            raise AgentRequestError(400, "volumeID is required")
+        volume = await self.docker_json("GET", f"/volumes/{urllib.parse.quote(volume_id, safe='')}")
+        mountpoint = volume.get("Mountpoint") or ""
+        if not os.path.isdir(mountpoint):
+            raise AgentRequestError(409, f"volume {volume_id!r} has no local directory this agent can reach")
+        return os.path.realpath(mountpoint)
+
+    async def browse(self, request: web.Request, operation: str) -> web.StreamResponse:
+        allowed = {"ls": "GET", "get": "GET", "put": ("POST", "PUT"), "delete": "DELETE", "rename": "PUT"}[operation]
+        if request.method not in (allowed if isinstance(allowed, tuple) else (allowed,)):
+            raise AgentRequestError(405, f"browse/{operation} takes {allowed}")
+        root = await self.volume_root(request)
+        path = confined_path(root, request.query.get("path", "/"))
+        if operation == "ls":
+            if not os.path.isdir(path):
+                raise AgentRequestError(404, "not a directory")
+            return web.json_response([entry_view(path, name) for name in sorted(os.listdir(path))])
+        if operation == "get":
+            if not os.path.isfile(path):
+                raise AgentRequestError(404, "not a file")
+            return web.FileResponse(path, headers={
+                "Content-Disposition": f"attachment; filename=\"{os.path.basename(path)}\""})
+        if operation == "put":
+            return await self.browse_put(request, root, path)
+        if path == root:
+            raise AgentRequestError(400, "the volume's root cannot be deleted or renamed")
+        if operation == "delete":
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            elif os.path.lexists(path):
+                os.unlink(path)
+            else:
+                raise AgentRequestError(404, "no such file")
+            return web.Response(status=204)
+        new_name = request.query.get("newPath", "")
+        if not new_name and request.can_read_body:
+            body = await request.json()
+            new_name = body.get("NewFilePath", "") if isinstance(body, dict) else ""
+        if not new_name:
+            raise AgentRequestError(400, "newPath is required")
+        destination = confined_path(root, new_name)
+        if not os.path.lexists(path):
+            raise AgentRequestError(404, "no such file")
+        os.rename(path, destination)
+        return web.Response(status=204)
+
+    async def browse_put(self, request: web.Request, root: str, path: str) -> web.Response:
+        """Multipart `file` into the directory `path` (Portainer's form), or a raw body into the file `path`."""
+        if request.content_type.startswith("multipart/"):
+            reader = await request.multipart()
+            async for part in reader:
+                if part.name == "file" and part.filename:
+                    await self._write_stream(confined_path(root, os.path.relpath(path, root) + "/" +
+                                                           os.path.basename(part.filename)), part.read_chunk)
+                    return web.Response(status=204)
+            raise AgentRequestError(400, "the form holds no 'file'")
+        if path == root or os.path.isdir(path):
+            raise AgentRequestError(400, "path must name a file")
+        await self._write_stream(path, lambda: request.content.read(STREAM_CHUNK))
+        return web.Response(status=204)
+
+    @staticmethod
+    async def _write_stream(path: str, read_chunk: Callable[[], Awaitable[bytes]]) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "wb") as f:
+            while True:
+                chunk = await read_chunk()
+                if not chunk:
+                    break
+                f.write(chunk)
+
+    # -- routes --------------------------------------------------------------------------------------------------
+
+    async def handle_ping(self, request: web.Request) -> web.Response:
+        return web.Response(status=204, headers={"Portainer-Agent": AGENT_VERSION,
+                                                 "Portainer-Agent-API-Version": AGENT_API_VERSION})
+
+    async def handle_node_info(self, request: web.Request) -> web.Response:
+        """Who this agent is, for the other agents of its cluster (they prove the secret when one is set)."""
+        node = {**await self.describe_node(), "CertificateFingerprint": self.certificate_fingerprint}
+        body = json.dumps(node).encode()
+        headers = {}
+        if self.config.secret:
+            verify_cluster_headers(self.config.secret, request.method, request.raw_path, request.headers)
+            headers[NODE_PROOF_HEADER] = secret_proof(self.config.secret,
+                                                      request.headers[NONCE_HEADER].encode() + b"\n" + body)
+        return web.Response(body=body, content_type="application/json", headers=headers)
+
+
+    async def handle_locate(self, request: web.Request) -> web.Response:
+        """Whether this node's engine has a container or exec instance (asked by the other agents)."""
+        if self.config.secret:
+            verify_cluster_headers(self.config.secret, request.method, request.raw_path, request.headers)
+        kind = request.query.get("kind", "")
+        if kind not in ("containers", "exec"):
+            raise AgentRequestError(400, "kind is containers or exec")
+        return web.json_response({"Found": await self.has_object(kind, request.query.get("id", ""))})
+
+
+def _docker_message(raw: bytes, status: int) -> str:
+    try:
+        return json.loads(raw).get("message") or f"status {status}"
+    except (ValueError, AttributeError):
+        return raw.decode(errors="replace")[:300] or f"status {status}"
+
+
+@web.middleware
+async def agent_error_middleware(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except AgentAuthError as exc:
+        log.warning("refused %s %s from %s: %s", request.method, request.path, request.remote, exc)
+        return web.json_response({"message": str(exc), "details": "request refused by the agent"}, status=403)
+    except AgentRequestError as exc:
+        return web.json_response({"message": exc.message, "details": ""}, status=exc.status)
+    except OSError as exc:
+        if isinstance(exc, ConnectionError):
+            raise
+        return web.json_response({"message": f"file operation failed: {exc.strerror or exc}", "details": ""},
+                                 status=400)
+
+
+def make_agent_app(agent: Agent) -> web.Application:
+    app = web.Application(middlewares=[agent_error_middleware])
+    app.router.add_route("GET", "/ping", agent.handle_ping)
+    app.router.add_route("GET", NODE_INFO_PATH, agent.handle_node_info)
+    app.router.add_route("GET", LOCATE_PATH, agent.handle_locate)
+    app.router.add_route("*", "/{path:.*}", agent.handle)
+
+    async def lifecycle(app: web.Application):
+        yield
+        agent.docker.close()
+        if agent.cluster is not None:
+            agent.cluster.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+def agent_tls_context(data: str) -> tuple[ssl.SSLContext, str]:
+    """A certificate made at start (kept in the state directory when there is one) and its fingerprint."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    with tempfile.TemporaryDirectory() as directory:
+        if data:
+            os.makedirs(data, mode=0o700, exist_ok=True)
+            directory = data
+        cert_path, key_path = os.path.join(directory, "agent-cert.pem"), os.path.join(directory, "agent-key.pem")
+        if not (os.path.exists(cert_path) and os.path.exists(key_path)):
+            create_self_signed_certificate(cert_path, key_path, "portainer.py agent")
+        context.load_cert_chain(cert_path, key_path)
+        with open(cert_path) as f:
+            fingerprint = der_fingerprint(ssl.PEM_cert_to_DER_cert(f.read()))
+    return context, fingerprint
+
+
+def aiohttp_server_options() -> tuple[dict, dict]:
+    """AppRunner and TCPSite options for a quick shutdown, on aiohttp 3.8 (Debian 12) and 3.9+ alike."""
+    runner_options: dict = {"access_log": None}
+    site_options: dict = {"reuse_address": True}
+    # aiohttp 3.8 takes the shutdown timeout per site and always cancels handlers of a lost client.
+    if "shutdown_timeout" in inspect.signature(web.AppRunner.__init__).parameters:
+        runner_options["shutdown_timeout"] = 0.5
+        runner_options["handler_cancellation"] = True  # a client that goes away ends its relayed stream
+    else:
+        site_options["shutdown_timeout"] = 0.5
+    return runner_options, site_options
+
+
+async def serve_agent(config: argparse.Namespace) -> None:
+    agent = Agent(config)
+    with contextlib.suppress(AgentRequestError):
+        await agent.describe_node()
+    runner_options, site_options = aiohttp_server_options()
+    tls, agent.certificate_fingerprint = agent_tls_context(config.data)
+    runner = web.AppRunner(make_agent_app(agent), **runner_options)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, config.host, config.port, ssl_context=tls, **site_options).start()
+        log.info("agent %s for node %s (%s) serving https://%s:%s, Docker at %s%s", AGENT_VERSION, agent.node_name,
+                 agent.node_role, config.host, config.port, config.docker_host,
+                 f", cluster {config.cluster_addr}" if config.cluster_addr else "")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = build_agent_parser().parse_args(argv)
+    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(serve_agent(config))
+    except OSError as exc:
+        print(f"agent.py: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

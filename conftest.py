@@ -320,7 +320,7 @@ class NamespaceHost:
         try:
             client.images.get(image)
         except docker.errors.ImageNotFound:
-            client.images.load(b"".join(engine.images.get(image).save(named=True)))
+            client.images.load(b"".join(engine.images.get(image).save(named=image)))
 
 
 def kill_pidfile(pidfile: str) -> None:

@@ -14,6 +14,7 @@ import asyncio
 import base64
 import contextlib
 import copy
+import csv
 import dataclasses
 import datetime
 import fcntl
@@ -21,18 +22,22 @@ import gzip
 import hashlib
 import hmac
 import inspect
+import io
 import json
 import logging
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import ssl
 import sys
+import tarfile
 import time
 import urllib.parse
 import uuid
+import zlib
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
@@ -99,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="disable anonymous analytics entirely and hide the choice [PORTAINER_NO_ANALYTICS]")
     p.add_argument("--analytics-url", default=_env("PORTAINER_ANALYTICS_URL", ""),
                    help="where opted-in anonymous analytics are sent [PORTAINER_ANALYTICS_URL]")
+    p.add_argument("--analytics-interval", type=float,
+                   default=float(_env("PORTAINER_ANALYTICS_INTERVAL", 86400)),
+                   help="seconds between two sends of opted-in analytics [PORTAINER_ANALYTICS_INTERVAL] "
+                        "(default 86400, once a day)")
     p.add_argument("--log-level", default=_env("PORTAINER_LOG_LEVEL", "INFO"),
                    choices=["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"],
                    help="log verbosity [PORTAINER_LOG_LEVEL] (default INFO)")
@@ -117,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds between checks of running containers' images for newer versions in their "
                         "registries, and auto-updates of containers labelled for it; 0 turns the schedule off "
                         "[PORTAINER_IMAGE_CHECK_INTERVAL] (default 3600)")
+    p.add_argument("--agent-secret", default=_env("AGENT_SECRET", ""),
+                   help="secret proven to every agent that has AGENT_SECRET set; an environment may set its own "
+                        "[AGENT_SECRET]")
     return p
 
 
@@ -280,6 +292,7 @@ DEFAULT_SETTINGS = {
     "LogoURL": "",
     "SnapshotInterval": "60s",
     "EdgeAgentCheckinInterval": 5,
+    "ActivityLogRetentionDays": 90,
 }
 
 
@@ -425,20 +438,13 @@ class Store:
             os.close(dir_fd)
 
     async def drain(self) -> None:
-        if self._flusher is not None:
+        """Return once no write is pending or in flight (including writes begun while waiting)."""
+        while self._flusher is not None and not self._flusher.done():
             with contextlib.suppress(Exception):
                 await self._flusher
 
 
-def write_private_file(path: str, data: bytes) -> None:
-    """Write a secret (key, certificate key) readable by the owner only, atomically."""
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+write_private_file = shared.write_private_file
 
 
 # ================================================================================================================
@@ -466,28 +472,8 @@ def load_or_create_certificate(directory: str) -> tuple[str, str]:
     key_path = os.path.join(directory, "certs", "key.pem")
     if os.path.exists(cert_path) and os.path.exists(key_path):
         return cert_path, key_path
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
     os.makedirs(os.path.dirname(cert_path), mode=0o700, exist_ok=True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    hostname = socket.gethostname()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "portainer.py"),
-                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "portainer.py self-signed")])
-    valid_from = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=1)
-    alt_names = [x509.DNSName("localhost"), x509.DNSName(hostname)]
-    import ipaddress
-    alt_names.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(valid_from)
-            .not_valid_after(valid_from + datetime.timedelta(days=3650))
-            .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
-            .sign(key, hashes.SHA256()))
-    write_private_file(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                   serialization.NoEncryption()))
-    write_private_file(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    shared.create_self_signed_certificate(cert_path, key_path, "portainer.py")
     return cert_path, key_path
 
 
@@ -495,7 +481,7 @@ def certificate_fingerprint(cert_path: str) -> str:
     """SHA-256 of the certificate in DER form, hex: what an edge key pins."""
     with open(cert_path, "rb") as f:
         der = ssl.PEM_cert_to_DER_cert(f.read().decode())
-    return hashlib.sha256(der).hexdigest()
+    return shared.der_fingerprint(der)
 
 
 # ================================================================================================================
@@ -520,6 +506,10 @@ class DockerConnector:
 
     def request_headers(self, method: str, target: str) -> list[tuple[str, str]]:
         return []
+
+    async def snapshot_details(self) -> dict:
+        """Fields a kind adds to each snapshot (an agent adds its version)."""
+        return {}
 
     async def request(self, method: str, target: str, headers=(), body=None, body_length=None,
                       timeout: float | None = 30.0) -> shared.DockerResponse:
@@ -587,6 +577,50 @@ class SocketConnector(DockerConnector):
     async def open_connection(self) -> shared.HttpConnection:
         reader, writer = await shared.open_docker_stream(self.url, self.ssl_context)
         return shared.HttpConnection(reader, writer)
+
+
+class AgentConnector(DockerConnector):
+    """An agent.py on another node: TLS pinned to the certificate seen at creation, every request signed."""
+
+    def __init__(self, endpoint: dict, signer: shared.RequestSigner, default_secret: str):
+        super().__init__(endpoint)
+        self.url = endpoint["URL"]
+        self.fingerprint = (endpoint.get("Agent") or {}).get("CertificateFingerprint", "")
+        self.signer = signer
+        self.secret = endpoint.get("_AgentSecret") or default_secret
+
+    async def open_connection(self) -> shared.HttpConnection:
+        reader, writer, fingerprint = await open_agent_stream(self.url)
+        if fingerprint != self.fingerprint:
+            writer.close()
+            raise shared.DockerUnreachable(
+                f"the agent at {self.url} shows a certificate with SHA-256 {fingerprint}, not the {self.fingerprint} "
+                "recorded when the environment was added; if the agent was reinstalled, add the environment again")
+        return shared.HttpConnection(reader, writer)
+
+    async def request(self, method: str, target: str, headers=(), body=None, body_length=None,
+                      timeout: float | None = 30.0) -> shared.DockerResponse:
+        """Signed; the node a request targets is signed too, so it cannot be replayed on another node."""
+        headers = list(headers)
+        node = next((v for k, v in headers if k.lower() == shared.TARGET_HEADER.lower()), "")
+        headers += self.signer.headers(method, target, self.secret, target_node=node)
+        return await super().request(method, target, headers, body, body_length, timeout)
+
+    async def snapshot_details(self) -> dict:
+        async with await self.request("GET", "/ping", timeout=10) as response:
+            return {"AgentVersion": response.headers.get("Portainer-Agent", "")}
+
+
+async def open_agent_stream(url: str):
+    """A TLS stream to an agent and the SHA-256 fingerprint of the certificate it showed."""
+    parsed = urllib.parse.urlsplit(url)
+    context = ssl.create_default_context()
+    # Agents make their own certificates; trust comes from the fingerprint pinned at creation, checked by callers.
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    reader, writer = await shared.open_docker_stream(f"https://{parsed.hostname}:{parsed.port or 9001}", context)
+    der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+    return reader, writer, shared.der_fingerprint(der)
 
 
 # ================================================================================================================
@@ -668,6 +702,7 @@ class Environments:
                 connector.request_json("GET", "/volumes", timeout=10),
                 connector.request_json("GET", "/networks", timeout=10),
             )
+            details = await connector.snapshot_details()
         except (ApiError, ValueError) as exc:
             if self.status.get(endpoint_id) != STATUS_DOWN:
                 log.warning("environment %s is down: %s", endpoint_id, getattr(exc, "details", exc))
@@ -692,6 +727,7 @@ class Environments:
             "NetworkCount": len(networks or []),
             "StackCount": len(projects),
             "NodeCount": 1,
+            **details,
         }
         if self.status.get(endpoint_id) == STATUS_DOWN:
             log.info("environment %s is up", endpoint_id)
@@ -970,6 +1006,181 @@ async def security_headers_middleware(request: web.Request, handler):
 
 
 # ================================================================================================================
+# Activity log: every state-changing request and every login, appended to a JSON-lines file by a background
+# batcher (the request path only appends to a list in memory)
+# ================================================================================================================
+
+
+class ActivityLog:
+    """Append-only log of activity and authentication entries in the data directory.
+
+    `record` queues an entry in memory; `run` (a background task) writes queued entries every second, or
+    sooner when many wait, with one fsync per batch, and drops entries older than the retention now and then.
+    """
+
+    FILE = "activity.jsonl"
+    FLUSH_INTERVAL = 1.0
+    BATCH = 500
+    COMPACT_INTERVAL = 3600.0
+
+    def __init__(self, directory: str, retention_days: Callable[[], int]):
+        self.path = os.path.join(directory, self.FILE)
+        self.retention_days = retention_days
+        self._pending: list[dict] = []
+        self._wake: asyncio.Event | None = None
+        self._lock: asyncio.Lock | None = None
+        self._last_id = 0
+
+    def record(self, entry: dict) -> None:
+        self._last_id = max(self._last_id + 1, time.time_ns() // 1000)
+        self._pending.append({"id": self._last_id, "timestamp": now(), **entry})
+        if len(self._pending) >= self.BATCH and self._wake is not None:
+            self._wake.set()
+
+    async def run(self) -> None:
+        self._wake, self._lock = asyncio.Event(), asyncio.Lock()
+        last_compaction = float("-inf")
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.FLUSH_INTERVAL)
+            self._wake.clear()
+            await self.flush()
+            if time.monotonic() - last_compaction > self.COMPACT_INTERVAL:
+                last_compaction = time.monotonic()
+                await self.compact()
+
+    async def flush(self) -> None:
+        if not self._pending:
+            return
+        async with self._lock or contextlib.nullcontext():
+            entries, self._pending = self._pending, []
+            payload = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries).encode()
+            try:
+                await asyncio.to_thread(self._append, payload)
+            except OSError as exc:
+                log.error("activity log write failed, %d entries lost: %s", len(entries), exc)
+
+    def _append(self, payload: bytes) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, payload)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    async def compact(self) -> None:
+        days = self.retention_days()
+        if days <= 0:
+            return
+        async with self._lock or contextlib.nullcontext():
+            try:
+                dropped = await asyncio.to_thread(self._drop_older_than, now() - days * 86400)
+            except OSError as exc:
+                log.error("activity log compaction failed: %s", exc)
+                return
+        if dropped:
+            log.info("activity log: removed %d entries older than %d days", dropped, days)
+
+    def _drop_older_than(self, cutoff: int) -> int:
+        try:
+            with open(self.path, "rb") as f:
+                lines = f.readlines()
+        except FileNotFoundError:
+            return 0
+        kept = [line for line in lines if self._timestamp(line) >= cutoff]
+        if len(kept) == len(lines):
+            return 0
+        tmp = self.path + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.writelines(kept)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        return len(lines) - len(kept)
+
+    @staticmethod
+    def _timestamp(line: bytes) -> int:
+        try:
+            return int(json.loads(line).get("timestamp", 0))
+        except (ValueError, AttributeError, TypeError):
+            return 0
+
+    async def entries(self, kind: str) -> list[dict]:
+        """Every stored entry of one kind ("activity" or "auth"), newest first, including those still queued."""
+        await self.flush()
+        return await asyncio.to_thread(self._read, kind)
+
+    def _read(self, kind: str) -> list[dict]:
+        found = []
+        try:
+            with open(self.path, "rb") as f:
+                for line in f:
+                    try:
+                        entry = json.loads(line)
+                    except ValueError:
+                        continue
+                    if isinstance(entry, dict) and entry.get("kind") == kind:
+                        found.append(entry)
+        except FileNotFoundError:
+            pass
+        found.reverse()
+        return found
+
+
+ENDPOINT_PATH = re.compile(r"^/api/(?:endpoints|docker)/(\d+)(?:/|$)")
+UNLOGGED_PATHS = frozenset({"/api/auth", "/api/auth/logout"})  # these go to the authentication log
+
+
+def record_activity(request: web.Request, status: int) -> None:
+    caller = request.get(CALLER_KEY)
+    if caller is None and status == 401:
+        return  # nobody to attribute it to; failed logins are in the authentication log
+    store = request.app[STORE]
+    endpoint_id, context = None, "Portainer"
+    match = ENDPOINT_PATH.match(request.path)
+    if match:
+        endpoint_id = int(match.group(1))
+        context = (store.data["endpoints"].get(match.group(1)) or {}).get("Name", f"environment {endpoint_id}")
+    request.app[ACTIVITY].record({
+        "kind": "activity", "userId": caller.id if caller else None,
+        "username": caller.user["Username"] if caller else "", "endpointId": endpoint_id, "context": context,
+        "method": request.method, "path": request.path, "action": f"{request.method} {request.path}",
+        "query": urllib.parse.urlencode([(k, v) for k, v in request.query.items()
+                                         if k.lower() not in CREDENTIAL_QUERY_PARAMS])[:1000],
+        "status": status, "origin": client_address(request)})
+
+
+def record_auth(request: web.Request, username: str, success: bool, kind: str = "login") -> None:
+    request.app[ACTIVITY].record({
+        "kind": "auth", "username": username[:128], "origin": client_address(request), "context": "Portainer",
+        "type": kind, "result": "success" if success else "failure"})
+
+
+@web.middleware
+async def activity_middleware(request: web.Request, handler):
+    """Record every state-changing API request, proxied Docker calls and WebSocket consoles included, with its
+    outcome."""
+    opens_console = request.headers.get("Upgrade", "").lower() == "websocket"
+    if request.method in ("GET", "HEAD", "OPTIONS") and not opens_console or not request.path.startswith("/api/") \
+            or request.path in UNLOGGED_PATHS:
+        return await handler(request)
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    except (ConnectionResetError, asyncio.CancelledError):
+        status = 499  # the client went away before the answer was complete
+        raise
+    finally:
+        record_activity(request, status)
+
+
+# ================================================================================================================
 # Access rules: who may reach an environment, and which Docker API calls pass the proxy (deny by default)
 # ================================================================================================================
 
@@ -978,13 +1189,44 @@ def user_team_ids(store: Store, user_id: int) -> set[int]:
     return {m["TeamID"] for m in store.data["team_memberships"].values() if m["UserID"] == user_id}
 
 
-def can_access_endpoint(store: Store, caller: Caller, endpoint: dict) -> bool:
+# Roles a user or team holds on one environment (Portainer Business Edition's RoleIds). A policy of
+# {"RoleId": 0}, what Portainer CE stores, means a standard user.
+ENV_ROLE_ADMIN, ENV_ROLE_OPERATOR, ENV_ROLE_HELPDESK, ENV_ROLE_STANDARD, ENV_ROLE_READ_ONLY = 1, 2, 3, 4, 5
+ENV_ROLE_NAMES = {ENV_ROLE_ADMIN: "Environment administrator", ENV_ROLE_OPERATOR: "Operator",
+                  ENV_ROLE_HELPDESK: "Helpdesk", ENV_ROLE_STANDARD: "Standard user",
+                  ENV_ROLE_READ_ONLY: "Read-only user"}
+# What a proxied Docker call does, from harmless to host-level; every rule below names one.
+READ, LOGS, OPERATE, CONSOLE, WRITE, ADMIN = "read", "logs", "operate", "console", "write", "admin"
+ROLE_ACTIONS: dict[int, frozenset] = {
+    ENV_ROLE_ADMIN: frozenset({READ, LOGS, OPERATE, CONSOLE, WRITE, ADMIN}),
+    ENV_ROLE_OPERATOR: frozenset({READ, LOGS, OPERATE, CONSOLE}),
+    ENV_ROLE_HELPDESK: frozenset({READ, LOGS}),
+    ENV_ROLE_STANDARD: frozenset({READ, LOGS, OPERATE, CONSOLE, WRITE}),
+    ENV_ROLE_READ_ONLY: frozenset({READ, LOGS}),
+}
+# Roles that see only the resources they or their teams own; the others see the whole environment.
+OWNERSHIP_BOUND_ROLES = frozenset({ENV_ROLE_STANDARD, ENV_ROLE_READ_ONLY})
+
+
+def policy_role(policy: Any) -> int:
+    role = policy.get("RoleId") if isinstance(policy, dict) else None
+    return role if role in ROLE_ACTIONS else ENV_ROLE_STANDARD
+
+
+def endpoint_role(store: Store, caller: Caller, endpoint: dict) -> int | None:
+    """The caller's role on an environment: their own policy first, else the strongest of their teams'."""
     if caller.is_admin:
-        return True
-    if str(caller.id) in (endpoint.get("UserAccessPolicies") or {}):
-        return True
+        return ENV_ROLE_ADMIN
+    own = (endpoint.get("UserAccessPolicies") or {}).get(str(caller.id))
+    if own is not None:
+        return policy_role(own)
     teams = endpoint.get("TeamAccessPolicies") or {}
-    return any(str(team_id) in teams for team_id in user_team_ids(store, caller.id))
+    roles = [policy_role(teams[str(t)]) for t in user_team_ids(store, caller.id) if str(t) in teams]
+    return min(roles) if roles else None
+
+
+def can_access_endpoint(store: Store, caller: Caller, endpoint: dict) -> bool:
+    return endpoint_role(store, caller, endpoint) is not None
 
 
 def endpoint_for_caller(request: web.Request, endpoint_id: int) -> dict:
@@ -995,27 +1237,52 @@ def endpoint_for_caller(request: web.Request, endpoint_id: int) -> dict:
     return endpoint
 
 
-READ, WRITE, ADMIN = "read", "write", "admin"
+def endpoint_security_settings(endpoint: dict) -> dict:
+    return {**DEFAULT_SECURITY_SETTINGS, **(endpoint.get("SecuritySettings") or {})}
+
+
+def bound_by_security_settings(store: Store, caller: Caller, endpoint: dict) -> bool:
+    """Administrators and environment administrators are trusted with the host; everyone else is checked."""
+    return endpoint_role(store, caller, endpoint) != ENV_ROLE_ADMIN
+
+
+def require_stack_management(request: web.Request, endpoint: dict) -> None:
+    """Refuse stack creation or change to a non-administrator unless the environment allows it."""
+    store, caller = request.app[STORE], caller_of(request)
+    role = endpoint_role(store, caller, endpoint)
+    if role is None:
+        raise Forbidden(f"you have no access to environment {endpoint['Id']}")
+    if WRITE not in ROLE_ACTIONS[role]:
+        raise Forbidden(f"your role on this environment ({ENV_ROLE_NAMES[role]}) cannot manage stacks")
+    if role != ENV_ROLE_ADMIN and not endpoint_security_settings(endpoint)["allowStackManagementForRegularUsers"]:
+        raise Forbidden("stack management is disabled for non-administrators on this environment",
+                        "an administrator can allow it in the environment's security settings")
+
+
 _ID = r"[^/]+"
 _NAME = r".+"  # image names and plugin names may hold slashes
-# (methods, path pattern after the /vX.Y prefix, level, body check). Anything not listed here is refused.
+# (methods, path pattern after the /vX.Y prefix, action, body check). Anything not listed here is refused;
+# a role may make a call only when its ROLE_ACTIONS hold the call's action.
 DOCKER_API_RULES: list[tuple[frozenset, re.Pattern, str, str | None]] = [
-    (frozenset(m.split()), re.compile(f"^{pattern}$"), level, check)
-    for m, pattern, level, check in [
+    (frozenset(m.split()), re.compile(f"^{pattern}$"), action, check)
+    for m, pattern, action, check in [
         ("GET HEAD", r"/_ping", READ, None),
         ("GET", r"/(version|info|events|system/df)", READ, None),
         ("GET", r"/containers/json", READ, None),
         ("POST", r"/containers/create", WRITE, "container"),
         ("POST", r"/containers/prune", ADMIN, None),
-        ("GET", rf"/containers/{_ID}/(json|top|logs|changes|export|stats)", READ, None),
+        ("GET", rf"/containers/{_ID}/(json|top|changes|export|stats)", READ, None),
+        ("GET", rf"/containers/{_ID}/logs", LOGS, None),
         ("GET HEAD", rf"/containers/{_ID}/archive", READ, None),
         ("PUT", rf"/containers/{_ID}/archive", WRITE, None),
-        ("POST", rf"/containers/{_ID}/(start|stop|restart|kill|pause|unpause|wait|resize|attach|rename)", WRITE,
-         None),
+        ("POST", rf"/containers/{_ID}/(start|stop|restart|kill|pause|unpause|resize)", OPERATE, None),
+        ("POST", rf"/containers/{_ID}/wait", READ, None),
+        ("POST", rf"/containers/{_ID}/attach", CONSOLE, None),
+        ("POST", rf"/containers/{_ID}/rename", WRITE, None),
         ("POST", rf"/containers/{_ID}/update", WRITE, "container_update"),
-        ("POST", rf"/containers/{_ID}/exec", WRITE, "exec"),
+        ("POST", rf"/containers/{_ID}/exec", CONSOLE, "exec"),
         ("DELETE", rf"/containers/{_ID}", WRITE, None),
-        ("POST", r"/exec/[^/]+/(start|resize)", WRITE, None),
+        ("POST", r"/exec/[^/]+/(start|resize)", CONSOLE, None),
         ("GET", r"/exec/[^/]+/json", READ, None),
         ("GET", r"/images/(json|search|get)", READ, None),
         ("POST", r"/images/(create|load)", WRITE, None),
@@ -1032,7 +1299,7 @@ DOCKER_API_RULES: list[tuple[frozenset, re.Pattern, str, str | None]] = [
         ("GET", rf"/networks/{_ID}", READ, None),
         ("POST", r"/networks/create", WRITE, "network"),
         ("POST", r"/networks/prune", ADMIN, None),
-        ("POST", rf"/networks/{_ID}/(connect|disconnect)", WRITE, None),
+        ("POST", rf"/networks/{_ID}/(connect|disconnect)", WRITE, "network_connect"),
         ("DELETE", rf"/networks/{_ID}", WRITE, None),
         ("GET", r"/volumes", READ, None),
         ("GET", rf"/volumes/{_ID}", READ, None),
@@ -1044,7 +1311,7 @@ DOCKER_API_RULES: list[tuple[frozenset, re.Pattern, str, str | None]] = [
         ("POST", r"/swarm/(init|join|leave|update|unlock)", ADMIN, None),
         ("GET", r"/(services|tasks|nodes|secrets|configs)", READ, None),
         ("GET", rf"/(services|tasks|nodes|secrets|configs)/{_ID}", READ, None),
-        ("GET", rf"/(services|tasks)/{_ID}/logs", READ, None),
+        ("GET", rf"/(services|tasks)/{_ID}/logs", LOGS, None),
         ("POST", r"/services/create", WRITE, "service"),
         ("POST", rf"/services/{_ID}/update", WRITE, "service"),
         ("DELETE", rf"/services/{_ID}", WRITE, None),
@@ -1054,6 +1321,10 @@ DOCKER_API_RULES: list[tuple[frozenset, re.Pattern, str, str | None]] = [
         ("POST", rf"/(secrets|configs)/{_ID}/update", WRITE, None),
         ("DELETE", rf"/(secrets|configs)/{_ID}", WRITE, None),
         ("GET POST DELETE", r"/plugins(/.*)?", ADMIN, None),
+        ("GET", r"(/v2)?/browse/(ls|get)", ADMIN, None),
+        ("POST PUT", r"(/v2)?/browse/put", ADMIN, None),
+        ("DELETE", r"(/v2)?/browse/delete", ADMIN, None),
+        ("PUT", r"(/v2)?/browse/rename", ADMIN, None),
     ]
 ]
 API_VERSION_PREFIX = re.compile(r"^/v\d+\.\d+(?=/)")
@@ -1061,11 +1332,11 @@ PROXY_PREFIX = re.compile(r"^/api/endpoints/[^/]+/docker")
 
 
 def docker_rule_for(method: str, path: str) -> tuple[str, str | None]:
-    """The access level and body check of a Docker API call; Forbidden for a call the proxy does not know."""
+    """The action and body check of a Docker API call; Forbidden for a call the proxy does not know."""
     bare = API_VERSION_PREFIX.sub("", path)
-    for methods, pattern, level, check in DOCKER_API_RULES:
+    for methods, pattern, action, check in DOCKER_API_RULES:
         if method in methods and pattern.match(bare):
-            return level, check
+            return action, check
     raise Forbidden(f"the Docker API call {method} {bare} is not allowed through this proxy")
 
 
@@ -1120,6 +1391,10 @@ def service_violations(body: dict, settings: dict) -> list[str]:
         problems.append("added capabilities")
     if spec.get("Sysctls") and not settings["allowSysctlSettingForRegularUsers"]:
         problems.append("sysctl settings")
+    networks = (body.get("TaskTemplate") or {}).get("Networks") or body.get("Networks") or []
+    if not settings["allowHostNamespaceForRegularUsers"] and any(
+            isinstance(n, dict) and n.get("Target") == "host" for n in networks):
+        problems.append("host namespace (host network)")
     return problems
 
 
@@ -1146,7 +1421,194 @@ BODY_CHECKS: dict[str, Callable[[dict, dict], list[str]]] = {
     "service": service_violations,
     "volume": volume_violations,
     "network": network_violations,
+    "network_connect": lambda body, settings: [],  # only the container it names is checked (ownership)
 }
+
+
+# Resource ownership, as Portainer's resource controls: what a non-administrator creates carries these labels,
+# and users bound by ownership see and touch only resources labelled with their id or one of their teams.
+OWNER_USERS_LABEL = "io.portainer.accesscontrol.users"
+OWNER_TEAMS_LABEL = "io.portainer.accesscontrol.teams"
+OWNED_KINDS = ("containers", "volumes", "networks", "services")
+LABELLED_CREATES = {"container": "Labels", "volume": "Labels", "network": "Labels", "service": "Labels"}
+SYSTEM_NETWORKS = frozenset({"bridge", "host", "none", "ingress", "docker_gwbridge"})
+NOT_RESOURCE_IDS = frozenset({"create", "json", "prune"})
+
+
+def ownership_labels(store: Store, caller: Caller) -> dict[str, str]:
+    """The labels that make a resource the caller's and their teams' (stacks use them for their services)."""
+    teams = ",".join(str(t) for t in sorted(user_team_ids(store, caller.id)))
+    labels = {OWNER_USERS_LABEL: str(caller.id)}
+    if teams:
+        labels[OWNER_TEAMS_LABEL] = teams
+    return labels
+
+
+def owns(store: Store, caller: Caller, labels: dict | None) -> bool:
+    labels = labels or {}
+    users = {u.strip() for u in str(labels.get(OWNER_USERS_LABEL, "")).split(",")}
+    teams = {t.strip() for t in str(labels.get(OWNER_TEAMS_LABEL, "")).split(",")}
+    return str(caller.id) in users or bool(teams & {str(t) for t in user_team_ids(store, caller.id)})
+
+
+def resource_labels(kind: str, item: dict) -> dict | None:
+    if kind == "containers":
+        return item.get("Labels") if "Labels" in item else (item.get("Config") or {}).get("Labels")
+    if kind == "services":
+        return (item.get("Spec") or {}).get("Labels")
+    return item.get("Labels")
+
+
+# Portainer's resource control types for the kinds the proxy guards.
+RESOURCE_CONTROL_TYPES = {"containers": 1, "services": 2, "volumes": 3, "networks": 4}
+
+
+def resource_key(kind: str, item: dict) -> str:
+    return str(item.get("Name") if kind == "volumes" else item.get("Id") or item.get("ID") or "")
+
+
+def resource_control_for(store: Store, kind: str, item: dict) -> dict | None:
+    """An administrator's resource control for this resource, which then decides instead of its labels."""
+    controls = store.data.get("resource_controls") or {}
+    if not controls:
+        return None
+    wanted_type, key = RESOURCE_CONTROL_TYPES.get(kind), resource_key(kind, item)
+    return next((rc for rc in controls.values() if rc["Type"] == wanted_type and rc["ResourceId"] == key), None)
+
+
+def visible_resource(store: Store, caller: Caller, kind: str, item: dict) -> bool:
+    if kind == "networks" and item.get("Name") in SYSTEM_NETWORKS:
+        return True
+    control = resource_control_for(store, kind, item)
+    if control is not None:
+        if control["Public"]:
+            return True
+        if control["AdministratorsOnly"]:
+            return False
+        teams = user_team_ids(store, caller.id)
+        return any(a["UserId"] == caller.id for a in control["UserAccesses"]) or \
+            any(a["TeamId"] in teams for a in control["TeamAccesses"])
+    return owns(store, caller, resource_labels(kind, item))
+
+
+def filter_owned_list(store: Store, caller: Caller, kind: str) -> Callable[[bytes], bytes]:
+    """A rewrite for a list answer that keeps only the caller's resources."""
+    def rewrite(raw: bytes) -> bytes:
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return raw
+        if kind == "system" and isinstance(data, dict):
+            for key, owned_kind in (("Containers", "containers"), ("Volumes", "volumes")):
+                data[key] = [item for item in data.get(key) or [] if isinstance(item, dict)
+                             and visible_resource(store, caller, owned_kind, item)]
+        elif kind == "volumes" and isinstance(data, dict):
+            data["Volumes"] = [v for v in data.get("Volumes") or [] if visible_resource(store, caller, kind, v)]
+        elif isinstance(data, list):
+            data = [item for item in data if isinstance(item, dict) and visible_resource(store, caller, kind, item)]
+        return json.dumps(data).encode()
+    return rewrite
+
+
+async def filter_owned_tasks(connector: DockerConnector, store: Store, caller: Caller) -> Callable[[bytes], bytes]:
+    """A rewrite for the task list that keeps the tasks of the caller's services."""
+    services = await connector.request_json("GET", "/services")
+    owned = {s.get("ID") for s in services or [] if isinstance(s, dict) and visible_resource(store, caller,
+                                                                                             "services", s)}
+
+    def rewrite(raw: bytes) -> bytes:
+        try:
+            tasks = json.loads(raw)
+        except ValueError:
+            return raw
+        return json.dumps([t for t in tasks if isinstance(t, dict) and t.get("ServiceID") in owned]
+                          if isinstance(tasks, list) else tasks).encode()
+    return rewrite
+
+
+async def require_owned(connector: DockerConnector, store: Store, caller: Caller, kind: str, resource_id: str,
+                        missing_ok: bool = False) -> dict | None:
+    """The resource, when the caller may use it; Forbidden when it belongs to another user or team (or to
+    nobody, like everything made outside portainer.py), NotFound when it does not exist."""
+    inspect_path = f"/{kind}/{urllib.parse.quote(resource_id, safe='')}" + ("/json" if kind == "containers" else "")
+    try:
+        item = await connector.request_json("GET", inspect_path)
+    except ApiError as exc:
+        if exc.status == 404:
+            if missing_ok:
+                return None
+            raise NotFound(f"no such {kind[:-1]}: {resource_id}") from None
+        raise
+    if not isinstance(item, dict) or not visible_resource(store, caller, kind, item):
+        raise Forbidden(f"access denied to {kind[:-1]} {resource_id}",
+                        "it belongs to another user or team; an administrator can share it")
+    return item
+
+
+async def require_resource_access(connector: DockerConnector, store: Store, caller: Caller, path: str) -> None:
+    """Refuse a call on one resource that belongs to another user or team (and on unowned ones)."""
+    parts = API_VERSION_PREFIX.sub("", path).strip("/").split("/")
+    if len(parts) < 2 or parts[1] in NOT_RESOURCE_IDS:
+        return
+    kind, resource_id = parts[0], parts[1]
+    if kind == "exec":
+        try:
+            exec_info = await connector.request_json("GET", f"/exec/{urllib.parse.quote(resource_id)}/json")
+        except ApiError:
+            return  # the engine answers the call itself with its own 404
+        kind, resource_id = "containers", exec_info.get("ContainerID", "")
+    elif kind == "tasks":
+        task = await connector.request_json("GET", f"/tasks/{urllib.parse.quote(resource_id, safe='')}")
+        kind, resource_id = "services", str((task or {}).get("ServiceID", ""))
+    if kind in OWNED_KINDS:
+        await require_owned(connector, store, caller, kind, resource_id)
+
+
+def referenced_resources(check: str, body: dict) -> list[tuple[str, str]]:
+    """Other resources a create or connect would use: named volumes, networks, another container's
+    namespaces or volumes."""
+    refs: list[tuple[str, str]] = []
+    if check == "container":
+        host = body.get("HostConfig") if isinstance(body.get("HostConfig"), dict) else {}
+        for bind in host.get("Binds") or []:
+            source = str(bind).split(":", 1)[0]
+            if source and not _is_host_path(source):
+                refs.append(("volumes", source))
+        for mount in host.get("Mounts") or []:
+            if isinstance(mount, dict) and mount.get("Type", "volume") == "volume" and mount.get("Source"):
+                refs.append(("volumes", str(mount["Source"])))
+        for source in host.get("VolumesFrom") or []:
+            refs.append(("containers", str(source).split(":", 1)[0]))
+        for key in ("NetworkMode", "PidMode", "IpcMode"):
+            value = str(host.get(key) or "")
+            if value.startswith("container:"):
+                refs.append(("containers", value[len("container:"):]))
+            elif key == "NetworkMode" and value not in ("", "default", "host", "none"):
+                refs.append(("networks", value))
+        endpoints = (body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}
+        if isinstance(endpoints, dict):
+            refs += [("networks", str(name)) for name in endpoints if name not in ("default", "host", "none")]
+    elif check == "service":
+        spec = ((body.get("TaskTemplate") or {}).get("ContainerSpec") or {})
+        for mount in spec.get("Mounts") or []:
+            if isinstance(mount, dict) and mount.get("Type", "volume") == "volume" and mount.get("Source"):
+                refs.append(("volumes", str(mount["Source"])))
+        for network in (body.get("TaskTemplate") or {}).get("Networks") or body.get("Networks") or []:
+            if isinstance(network, dict) and network.get("Target"):
+                refs.append(("networks", str(network["Target"])))
+    elif check == "network_connect" and body.get("Container"):
+        refs.append(("containers", str(body["Container"])))
+    return refs
+
+
+async def require_owned_references(connector: DockerConnector, store: Store, caller: Caller, check: str,
+                                   body: dict) -> None:
+    for kind, resource_id in dict.fromkeys(referenced_resources(check, body)):
+        item = await require_owned(connector, store, caller, kind, resource_id, missing_ok=kind == "volumes")
+        if item is None:
+            # made now, labelled, so that the engine does not make it unowned (and hidden from its user)
+            await connector.request_json("POST", "/volumes/create",
+                                         {"Name": resource_id, "Labels": ownership_labels(store, caller)})
 
 
 # ================================================================================================================
@@ -1300,6 +1762,11 @@ class Registries:
         self.passwords = RegistryPasswords(key)
         self._session = None
         store.data.setdefault("registries", {})
+
+    def reload(self) -> None:
+        """After a restore: the restored data directory's key and registries."""
+        self.passwords = RegistryPasswords(load_or_create_secret(self.store.directory, "registry.key"))
+        self.store.data.setdefault("registries", {})
 
     def get(self, registry_id: int) -> dict:
         registry = self.store.data["registries"].get(str(registry_id))
@@ -1559,6 +2026,11 @@ class ImageUpdates:
         self._registry_calls = asyncio.Semaphore(4)
         self._engine_calls = asyncio.Semaphore(8)
 
+    def forget(self) -> None:
+        self.results.clear()
+        self._digests.clear()
+        self._unreachable.clear()
+
     def cached(self, endpoint_id: int, container_id: str) -> dict | None:
         return self.results.get((endpoint_id, container_id))
 
@@ -1683,9 +2155,10 @@ class ImageUpdates:
                     raise pull_failure(image_name, progress["error"])
 
     async def recreate(self, endpoint_id: int, container_id: str, pull: bool, caller: Caller | None,
-                       endpoint: dict | None = None) -> dict:
+                       vet: Callable[[dict], Awaitable[None]] | None = None) -> tuple[str, dict]:
         """Pull (optionally), then replace the container by one made from the same settings, keeping its name,
-        networks and volumes; the old one is restored if anything fails on the way."""
+        networks and volumes; the old one is restored if anything fails on the way. `vet` may refuse the
+        creation body before anything changes. Answers the old container's id and the new one's inspect."""
         connector = self.environments.connector(endpoint_id)
         container = await connector.request_json("GET", f"/containers/{urllib.parse.quote(container_id)}/json")
         old_id, name = container["Id"], container["Name"].lstrip("/")
@@ -1701,17 +2174,14 @@ class ImageUpdates:
                 await self.pull(connector, reference, image_name, caller, endpoint_id)
             old_image = await connector.request_json("GET", f"/images/{container['Image']}/json")
             body = creation_body(container, old_image)
-            if caller is not None and not caller.is_admin and endpoint is not None:
-                settings = {**DEFAULT_SECURITY_SETTINGS, **(endpoint.get("SecuritySettings") or {})}
-                problems = container_create_violations(body, settings)
-                if problems:
-                    raise Forbidden("not allowed for non-administrators on this environment: " + ", ".join(problems))
+            if vet is not None:
+                await vet(body)
             new = await self.replace(connector, container, name, body)
         finally:
             self._recreating.discard((endpoint_id, name))
         self.results.pop((endpoint_id, old_id), None)
         self.results.pop((endpoint_id, container_id), None)
-        return new
+        return old_id, new
 
     async def replace(self, connector: DockerConnector, container: dict, name: str, body: dict) -> dict:
         old_id = container["Id"]
@@ -1752,19 +2222,31 @@ async def image_update_loop(app: web.Application) -> None:
     interval = app[CONFIG].image_check_interval
     if interval <= 0:
         return
-    updates, environments = app[IMAGE_UPDATES], app[ENVIRONMENTS]
+    environments = app[ENVIRONMENTS]
     while True:
         await asyncio.sleep(interval)
         for endpoint in list(app[STORE].data["endpoints"].values()):
             if environments.status.get(endpoint["Id"]) != STATUS_UP:
                 continue
             try:
-                await check_and_auto_update(updates, endpoint["Id"])
+                await check_and_auto_update(app, endpoint)
             except ApiError as exc:
                 log.debug("image check of environment %s skipped: %s", endpoint["Id"], exc.message)
 
 
-async def check_and_auto_update(updates: ImageUpdates, endpoint_id: int) -> None:
+async def move_resource_control(store: Store, old_id: str, new_id: str) -> None:
+    """An administrator's sharing of a container stays with it when it is recreated under a new id."""
+    moved = False
+    for control in (store.data.get("resource_controls") or {}).values():
+        if control.get("Type") == RESOURCE_CONTROL_TYPES["containers"] and control.get("ResourceId") == old_id:
+            control["ResourceId"] = new_id
+            moved = True
+    if moved:
+        await store.commit()
+
+
+async def check_and_auto_update(app: web.Application, endpoint: dict) -> None:
+    updates, endpoint_id = app[IMAGE_UPDATES], endpoint["Id"]
     connector = updates.environments.connector(endpoint_id)
     running = await connector.request_json("GET", "/containers/json")
     answers = await updates.check_environment(endpoint_id, [c["Id"] for c in running], fresh=True)
@@ -1776,11 +2258,19 @@ async def check_and_auto_update(updates: ImageUpdates, endpoint_id: int) -> None
         if answers.get(container["Id"], {}).get("Status") != UPDATE_OUTDATED:
             continue
         name = (container.get("Names") or ["/?"])[0].lstrip("/")
+        entry = {"kind": "activity", "userId": None, "username": "auto-update", "endpointId": endpoint_id,
+                 "context": endpoint.get("Name", ""), "method": "POST", "origin": "schedule",
+                 "path": f"/api/docker/{endpoint_id}/containers/{container['Id']}/recreate"}
         try:
-            new = await updates.recreate(endpoint_id, container["Id"], pull=True, caller=None)
+            _, new = await updates.recreate(endpoint_id, container["Id"], pull=True, caller=None)
         except ApiError as exc:
+            app[ACTIVITY].record({**entry, "action": f"auto-update of container {name} failed: {exc.message}",
+                                  "status": exc.status})
             log.warning("auto-update of container %s on environment %s failed: %s", name, endpoint_id, exc.message)
             continue
+        await move_resource_control(app[STORE], container["Id"], new["Id"])
+        app[ACTIVITY].record({**entry, "action": f"auto-update: recreated container {name} with the new image "
+                                                 f"of {new['Config']['Image']}", "status": 200})
         log.info("auto-update: recreated container %s on environment %s with the new image of %s (%s)", name,
                  endpoint_id, new["Config"]["Image"], answers[container["Id"]].get("RemoteDigest", ""))
 
@@ -1788,6 +2278,59 @@ async def check_and_auto_update(updates: ImageUpdates, endpoint_id: int) -> None
 # ================================================================================================================
 # Docker proxy: /api/endpoints/{id}/docker/{path}, streamed both ways, upgrades passed through
 # ================================================================================================================
+
+
+async def authorize_docker_call(request: web.Request, endpoint: dict, method: str, path: str) -> str | None:
+    """Everything that decides whether the caller may make one Docker API call on an environment: the rule
+    table, their role there, and ownership of the resource the path names. Routes other than the proxy that
+    act on an engine for a user (a web console, stacks) call this too. Returns the call's body check."""
+    store, caller = request.app[STORE], caller_of(request)
+    role = endpoint_role(store, caller, endpoint)
+    if role is None:
+        raise Forbidden(f"you have no access to environment {endpoint['Id']}")
+    action, check = docker_rule_for(method, path)
+    bare = API_VERSION_PREFIX.sub("", path)
+    if action not in ROLE_ACTIONS[role]:
+        if action == ADMIN:
+            raise Forbidden(f"{method} {bare} is reserved for administrators")
+        raise Forbidden(f"your role on this environment ({ENV_ROLE_NAMES[role]}) does not allow {method} {bare}")
+    if role in OWNERSHIP_BOUND_ROLES:
+        await require_resource_access(request.app[ENVIRONMENTS].connector(endpoint["Id"]), store, caller, path)
+    return check
+
+
+def visible_event(store: Store, caller: Caller, line: bytes) -> bool:
+    """An engine event an ownership-bound user may see: their containers' events and image events only."""
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return False
+    if not isinstance(event, dict):
+        return False
+    if event.get("Type") == "image":
+        return True
+    return event.get("Type") == "container" and owns(store, caller, (event.get("Actor") or {}).get("Attributes"))
+
+
+async def relay_owned_events(request: web.Request, response: shared.DockerResponse, store: Store,
+                             caller: Caller) -> web.StreamResponse:
+    """The events stream, line by line, without the events of other users' resources."""
+    try:
+        out = web.StreamResponse(status=response.status, reason=response.reason or None)
+        for name, value in response.headers.items():
+            if name.lower() not in shared.HOP_BY_HOP_HEADERS:
+                out.headers.add(name, value)
+        await out.prepare(request)
+        pending = b""
+        async for chunk in response.iter_chunks():
+            *lines, pending = (pending + chunk).split(b"\n")
+            kept = [line + b"\n" for line in lines if line.strip() and visible_event(store, caller, line)]
+            if kept:
+                await out.write(b"".join(kept))
+        await out.write_eof()
+        return out
+    finally:
+        response.release()
 
 
 STOP_PATH = re.compile(r"/containers/[^/]+/(stop|restart)$")
@@ -1807,15 +2350,22 @@ def answer_head_timeout(base: float, path: str, query, streamed_body: bool) -> f
 async def handle_docker_proxy(request: web.Request) -> web.StreamResponse:
     endpoint_id = path_id(request)
     endpoint = endpoint_for_caller(request, endpoint_id)
-    caller = caller_of(request)
+    store, caller = request.app[STORE], caller_of(request)
+    role = endpoint_role(store, caller, endpoint)
     # The engine gets the path and query exactly as the client encoded them; the rules see them decoded.
     target = PROXY_PREFIX.sub("", request.raw_path, count=1) or "/"
     path = urllib.parse.unquote(target.split("?", 1)[0])
     if ".." in path.split("/") or any(c in path for c in "\r\n\x00"):
         raise BadRequest("invalid Docker API path", "path segments '..' and control characters are not allowed")
-    level, check = docker_rule_for(request.method, path)
-    if level == ADMIN and not caller.is_admin:
-        raise Forbidden(f"{request.method} {API_VERSION_PREFIX.sub('', path)} is reserved for administrators")
+    check = await authorize_docker_call(request, endpoint, request.method, path)
+    bare = API_VERSION_PREFIX.sub("", path)
+    if bare == "/build" and request.query.get("networkmode", "").lower() == "host" and \
+            bound_by_security_settings(store, caller, endpoint) and \
+            not endpoint_security_settings(endpoint)["allowHostNamespaceForRegularUsers"]:
+        raise Forbidden("not allowed for non-administrators on this environment: host namespace (build with the "
+                        "host network)", "an administrator can allow it in the environment's security settings")
+    connector = request.app[ENVIRONMENTS].connector(endpoint_id)
+    ownership_bound = role in OWNERSHIP_BOUND_ROLES
     headers = shared.forwardable_request_headers(request)
     headers = request.app[REGISTRIES].proxy_headers(caller, endpoint_id, API_VERSION_PREFIX.sub("", path), headers)
     body, body_length = shared.request_body_for_relay(request)
@@ -1828,17 +2378,33 @@ async def handle_docker_proxy(request: web.Request) -> web.StreamResponse:
                 raise BadRequest("invalid JSON in request body", str(exc)) from None
             if not isinstance(parsed, dict):
                 raise BadRequest("request body must be a JSON object")
-            settings = {**DEFAULT_SECURITY_SETTINGS, **(endpoint.get("SecuritySettings") or {})}
-            problems = BODY_CHECKS[check](parsed, settings)
-            if problems:
-                raise Forbidden("not allowed for non-administrators on this environment: " + ", ".join(problems),
-                                "an administrator can allow it in the environment's security settings")
+            if bound_by_security_settings(store, caller, endpoint):
+                problems = BODY_CHECKS[check](parsed, endpoint_security_settings(endpoint))
+                if problems:
+                    raise Forbidden("not allowed for non-administrators on this environment: "
+                                    + ", ".join(problems),
+                                    "an administrator can allow it in the environment's security settings")
+            if ownership_bound:
+                await require_owned_references(connector, store, caller, check, parsed)
+            if check in LABELLED_CREATES:
+                labels = parsed.get(LABELLED_CREATES[check])
+                parsed[LABELLED_CREATES[check]] = {**(labels if isinstance(labels, dict) else {}),
+                                                   **ownership_labels(store, caller)}
+                raw = json.dumps(parsed).encode()
         body, body_length = (raw if raw else None), None
-    connector = request.app[ENVIRONMENTS].connector(endpoint_id)
-    timeout = answer_head_timeout(request.app[CONFIG].proxy_timeout, path, request.query, streamed_body=body is not None and check is None)
+    rewrite = None
+    if ownership_bound and request.method == "GET" and bare.strip("/") in OWNED_KINDS + ("containers/json",
+                                                                                         "system/df"):
+        rewrite = filter_owned_list(store, caller, bare.strip("/").split("/")[0])
+    if ownership_bound and request.method == "GET" and bare == "/tasks":
+        rewrite = await filter_owned_tasks(connector, store, caller)
+    timeout = answer_head_timeout(request.app[CONFIG].proxy_timeout, path, request.query,
+                                  streamed_body=body is not None and check is None)
     response = await connector.request(request.method, target, headers, body, body_length, timeout=timeout)
     try:
-        return await shared.relay_response(request, response)
+        if ownership_bound and bare == "/events" and response.status == 200:
+            return await relay_owned_events(request, response, store, caller)
+        return await shared.relay_response(request, response, rewrite_body=rewrite if response.status == 200 else None)
     except shared.DockerUnreachable as exc:
         log.info("stream from environment %s ended early: %s", endpoint_id, exc)
         raise ConnectionResetError(str(exc)) from None
@@ -1939,8 +2505,10 @@ async def handle_auth(request: web.Request) -> web.Response:
     if not user or not valid:
         limiter.failed(address)
         log.info("failed login for %r from %s", username[:64], address)
+        record_auth(request, username, False)
         raise Unauthorized("invalid credentials")
     limiter.succeeded(address)
+    record_auth(request, user["Username"], True)
     lifetime = parse_duration(store.data["settings"].get("UserSessionTimeout", "8h"))
     token, claims = request.app[SESSIONS].issue(user, lifetime)
     csrf = request.app[SESSIONS].csrf_token(claims)
@@ -1955,6 +2523,7 @@ async def handle_logout(request: web.Request) -> web.Response:
     caller = caller_of(request)
     if caller.claims:
         await request.app[SESSIONS].revoke(caller.claims)
+    record_auth(request, caller.user["Username"], True, "logout")
     response = web.Response(status=204)
     response.del_cookie(SESSION_COOKIE, path="/")
     return response
@@ -1980,10 +2549,12 @@ def require_self_or_admin(request: web.Request, user_id: int) -> Caller:
 
 
 async def handle_users_list(request: web.Request) -> web.Response:
-    """All users (administrators); a standard user sees only themselves."""
+    """All users (administrators and team leaders); a standard user sees only themselves."""
     caller = caller_of(request)
     users = request.app[STORE].data["users"].values()
-    return json_response([user_view(u) for u in users if caller.is_admin or u["Id"] == caller.id])
+    # a team leader picks new members from everyone
+    everyone = caller.is_admin or is_team_leader(request.app[STORE], caller.id)
+    return json_response([user_view(u) for u in users if everyone or u["Id"] == caller.id])
 
 
 async def handle_user_create(request: web.Request) -> web.Response:
@@ -2142,6 +2713,307 @@ async def handle_token_delete(request: web.Request) -> web.Response:
 
 
 # ================================================================================================================
+# API handlers: teams and team memberships (a team leader manages their own team's members)
+# ================================================================================================================
+
+TEAM_LEADER, TEAM_MEMBER = 1, 2
+
+
+def get_team(store: Store, team_id: int) -> dict:
+    team = store.data["teams"].get(str(team_id))
+    if team is None:
+        raise NotFound(f"team {team_id} not found")
+    return team
+
+
+def is_team_leader(store: Store, user_id: int, team_id: int | None = None) -> bool:
+    return any(m["UserID"] == user_id and m["Role"] == TEAM_LEADER and team_id in (None, m["TeamID"])
+               for m in store.data["team_memberships"].values())
+
+
+def team_view(team: dict) -> dict:
+    return {"Id": team["Id"], "Name": team["Name"]}
+
+
+def membership_view(membership: dict) -> dict:
+    return {"Id": membership["Id"], "UserID": membership["UserID"], "TeamID": membership["TeamID"],
+            "Role": membership["Role"]}
+
+
+def check_team_name(store: Store, name: Any, team_id: int = 0) -> str:
+    if not isinstance(name, str) or not name.strip() or len(name) > 128:
+        raise BadRequest("Name must be a non-empty string of at most 128 characters")
+    if any(t["Name"].lower() == name.strip().lower() and t["Id"] != team_id for t in store.data["teams"].values()):
+        raise Conflict(f"a team named {name.strip()!r} already exists")
+    return name.strip()
+
+
+def add_membership(store: Store, user_id: int, team_id: int, role: int) -> dict:
+    get_user(store, user_id)
+    get_team(store, team_id)
+    if role not in (TEAM_LEADER, TEAM_MEMBER):
+        raise BadRequest("Role must be 1 (team leader) or 2 (member)")
+    if any(m["UserID"] == user_id and m["TeamID"] == team_id for m in store.data["team_memberships"].values()):
+        raise Conflict(f"user {user_id} is already a member of team {team_id}")
+    membership_id = store.next_id("team_memberships")
+    membership = {"Id": membership_id, "UserID": user_id, "TeamID": team_id, "Role": role}
+    store.data["team_memberships"][str(membership_id)] = membership
+    return membership
+
+
+async def handle_teams_list(request: web.Request) -> web.Response:
+    """All teams (administrators); other users see the teams they belong to."""
+    store, caller = request.app[STORE], caller_of(request)
+    mine = user_team_ids(store, caller.id)
+    return json_response([team_view(t) for t in sorted(store.data["teams"].values(), key=lambda t: t["Id"])
+                          if caller.is_admin or t["Id"] in mine])
+
+
+async def handle_team_create(request: web.Request) -> web.Response:
+    """Create a team {Name, TeamLeaders: [user ids]} (administrators)."""
+    require_admin(request)
+    store = request.app[STORE]
+    body = await read_json_object(request)
+    name = check_team_name(store, body.get("Name"))
+    leaders = field(body, "TeamLeaders", list, required=False, default=[])
+    for user_id in leaders:
+        if not isinstance(user_id, int):
+            raise BadRequest("TeamLeaders must be a list of user ids")
+        get_user(store, user_id)
+    team_id = store.next_id("teams")
+    team = {"Id": team_id, "Name": name}
+    store.data["teams"][str(team_id)] = team
+    for user_id in dict.fromkeys(leaders):
+        add_membership(store, user_id, team_id, TEAM_LEADER)
+    await store.commit()
+    return json_response(team_view(team))
+
+
+async def handle_team_inspect(request: web.Request) -> web.Response:
+    """One team (administrators and its members)."""
+    store, caller = request.app[STORE], caller_of(request)
+    team = get_team(store, path_id(request))
+    if not caller.is_admin and team["Id"] not in user_team_ids(store, caller.id):
+        raise Forbidden("you are not a member of this team")
+    return json_response(team_view(team))
+
+
+async def handle_team_update(request: web.Request) -> web.Response:
+    """Rename a team {Name} (administrators)."""
+    require_admin(request)
+    store = request.app[STORE]
+    team = get_team(store, path_id(request))
+    body = await read_json_object(request)
+    team["Name"] = check_team_name(store, body.get("Name"), team["Id"])
+    await store.commit()
+    return json_response(team_view(team))
+
+
+async def handle_team_delete(request: web.Request) -> web.Response:
+    """Delete a team, its memberships and its access to environments (administrators)."""
+    require_admin(request)
+    store = request.app[STORE]
+    team = get_team(store, path_id(request))
+    del store.data["teams"][str(team["Id"])]
+    for membership_id, membership in list(store.data["team_memberships"].items()):
+        if membership["TeamID"] == team["Id"]:
+            del store.data["team_memberships"][membership_id]
+    for endpoint in store.data["endpoints"].values():
+        (endpoint.get("TeamAccessPolicies") or {}).pop(str(team["Id"]), None)
+    await store.commit()
+    return web.Response(status=204)
+
+
+async def handle_team_memberships_of_team(request: web.Request) -> web.Response:
+    """The memberships of one team (administrators and the team's members)."""
+    store, caller = request.app[STORE], caller_of(request)
+    team = get_team(store, path_id(request))
+    if not caller.is_admin and team["Id"] not in user_team_ids(store, caller.id):
+        raise Forbidden("you are not a member of this team")
+    return json_response([membership_view(m) for m in store.data["team_memberships"].values()
+                          if m["TeamID"] == team["Id"]])
+
+
+async def handle_user_memberships(request: web.Request) -> web.Response:
+    """The team memberships of one user (administrators, or the user themselves)."""
+    user_id = path_id(request)
+    require_self_or_admin(request, user_id)
+    store = request.app[STORE]
+    get_user(store, user_id)
+    return json_response([membership_view(m) for m in store.data["team_memberships"].values()
+                          if m["UserID"] == user_id])
+
+
+ROLE_DESCRIPTIONS = {
+    ENV_ROLE_ADMIN: "Full control of the environment, beyond its security settings",
+    ENV_ROLE_OPERATOR: "Operate every resource: start, stop, restart, kill, pause, logs, console; no create or remove",
+    ENV_ROLE_HELPDESK: "Read every resource and its logs; no console, no change",
+    ENV_ROLE_STANDARD: "Create and use resources of their own and their teams, within the security settings",
+    ENV_ROLE_READ_ONLY: "Read resources of their own and their teams and their logs",
+}
+
+
+async def handle_roles_list(request: web.Request) -> web.Response:
+    """The roles a user or team can hold on an environment, strongest first."""
+    return json_response([{"Id": role, "Name": ENV_ROLE_NAMES[role], "Description": ROLE_DESCRIPTIONS[role],
+                           "Priority": role, "Actions": sorted(ROLE_ACTIONS[role])} for role in sorted(ROLE_ACTIONS)])
+
+
+def require_team_manager(request: web.Request, team_id: int, role: int) -> None:
+    """Administrators manage every team; a team leader adds and removes plain members of their own team."""
+    store, caller = request.app[STORE], caller_of(request)
+    if caller.is_admin:
+        return
+    if not is_team_leader(store, caller.id, team_id):
+        raise Forbidden("only administrators and the team's leaders manage its members")
+    if role == TEAM_LEADER:
+        raise Forbidden("only administrators make team leaders")
+
+
+async def handle_memberships_list(request: web.Request) -> web.Response:
+    """All team memberships (administrators); a team leader sees those of the teams they lead."""
+    store, caller = request.app[STORE], caller_of(request)
+    return json_response([membership_view(m) for m in store.data["team_memberships"].values()
+                          if caller.is_admin or is_team_leader(store, caller.id, m["TeamID"])])
+
+
+async def handle_membership_create(request: web.Request) -> web.Response:
+    """Add a user to a team {UserID, TeamID, Role: 1 leader | 2 member}."""
+    store = request.app[STORE]
+    body = await read_json_object(request)
+    user_id, team_id = field(body, "UserID", int), field(body, "TeamID", int)
+    role = field(body, "Role", int, required=False, default=TEAM_MEMBER)
+    require_team_manager(request, team_id, role)
+    membership = add_membership(store, user_id, team_id, role)
+    await store.commit()
+    return json_response(membership_view(membership))
+
+
+def get_membership(store: Store, membership_id: int) -> dict:
+    membership = store.data["team_memberships"].get(str(membership_id))
+    if membership is None:
+        raise NotFound(f"team membership {membership_id} not found")
+    return membership
+
+
+async def handle_membership_update(request: web.Request) -> web.Response:
+    """Change a membership's role {Role} (administrators)."""
+    require_admin(request)
+    store = request.app[STORE]
+    membership = get_membership(store, path_id(request))
+    body = await read_json_object(request)
+    role = field(body, "Role", int)
+    if role not in (TEAM_LEADER, TEAM_MEMBER):
+        raise BadRequest("Role must be 1 (team leader) or 2 (member)")
+    membership["Role"] = role
+    await store.commit()
+    return json_response(membership_view(membership))
+
+
+async def handle_membership_delete(request: web.Request) -> web.Response:
+    """Remove a user from a team (administrators, or a leader of that team for plain members)."""
+    store = request.app[STORE]
+    membership = get_membership(store, path_id(request))
+    require_team_manager(request, membership["TeamID"], membership["Role"])
+    del store.data["team_memberships"][str(membership["Id"])]
+    await store.commit()
+    return web.Response(status=204)
+
+
+# ================================================================================================================
+# API handlers: resource controls (an administrator shares a resource, or keeps it to administrators)
+# ================================================================================================================
+
+
+def resource_control_view(control: dict) -> dict:
+    return {k: control[k] for k in ("Id", "ResourceId", "SubResourceIds", "Type", "UserAccesses", "TeamAccesses",
+                                    "Public", "AdministratorsOnly", "System")}
+
+
+def resource_control_fields(store: Store, body: dict, control: dict) -> None:
+    """Users, Teams, Public, AdministratorsOnly from a request body into a resource control, checked."""
+    users = field(body, "Users", list, required=False, default=None)
+    teams = field(body, "Teams", list, required=False, default=None)
+    if users is not None:
+        for user_id in users:
+            if not isinstance(user_id, int):
+                raise BadRequest("Users must be a list of user ids")
+            get_user(store, user_id)
+        control["UserAccesses"] = [{"UserId": u, "AccessLevel": 1} for u in dict.fromkeys(users)]
+    if teams is not None:
+        for team_id in teams:
+            if not isinstance(team_id, int):
+                raise BadRequest("Teams must be a list of team ids")
+            get_team(store, team_id)
+        control["TeamAccesses"] = [{"TeamId": t, "AccessLevel": 1} for t in dict.fromkeys(teams)]
+    for name in ("Public", "AdministratorsOnly"):
+        value = field(body, name, bool, required=False)
+        if value is not None:
+            control[name] = value
+    if control["Public"] and control["AdministratorsOnly"]:
+        raise BadRequest("a resource cannot be both Public and AdministratorsOnly")
+
+
+async def handle_resource_controls_list(request: web.Request) -> web.Response:
+    """Every resource control (administrators)."""
+    require_admin(request)
+    return json_response([resource_control_view(rc)
+                          for rc in (request.app[STORE].data.get("resource_controls") or {}).values()])
+
+
+async def handle_resource_control_create(request: web.Request) -> web.Response:
+    """Share a resource {ResourceID, Type (1 container, 2 service, 3 volume, 4 network), Users, Teams, Public,
+    AdministratorsOnly} (administrators)."""
+    require_admin(request)
+    store = request.app[STORE]
+    body = await read_json_object(request)
+    resource_id = field(body, "ResourceID", str)
+    kind = field(body, "Type", int)
+    if kind not in RESOURCE_CONTROL_TYPES.values():
+        raise BadRequest("Type must be 1 (container), 2 (service), 3 (volume) or 4 (network)")
+    controls = store.data.setdefault("resource_controls", {})
+    if any(rc["Type"] == kind and rc["ResourceId"] == resource_id for rc in controls.values()):
+        raise Conflict(f"a resource control for {resource_id} already exists; change it instead")
+    control = {"Id": 0, "ResourceId": resource_id, "SubResourceIds": [], "Type": kind, "UserAccesses": [],
+               "TeamAccesses": [], "Public": False, "AdministratorsOnly": False, "System": False}
+    resource_control_fields(store, body, control)
+    control["Id"] = store.next_id("resource_controls")
+    controls[str(control["Id"])] = control
+    await store.commit()
+    return json_response(resource_control_view(control))
+
+
+def get_resource_control(store: Store, control_id: int) -> dict:
+    control = (store.data.get("resource_controls") or {}).get(str(control_id))
+    if control is None:
+        raise NotFound(f"resource control {control_id} not found")
+    return control
+
+
+async def handle_resource_control_update(request: web.Request) -> web.Response:
+    """Change who may use a resource {Users, Teams, Public, AdministratorsOnly} (administrators)."""
+    require_admin(request)
+    store = request.app[STORE]
+    control = get_resource_control(store, path_id(request))
+    body = await read_json_object(request)
+    changed = copy.deepcopy(control)
+    resource_control_fields(store, body, changed)
+    control.update(changed)
+    await store.commit()
+    return json_response(resource_control_view(control))
+
+
+async def handle_resource_control_delete(request: web.Request) -> web.Response:
+    """Remove a resource control; the resource's ownership labels decide again (administrators)."""
+    require_admin(request)
+    store = request.app[STORE]
+    control = get_resource_control(store, path_id(request))
+    del store.data["resource_controls"][str(control["Id"])]
+    await store.commit()
+    return web.Response(status=204)
+
+
+# ================================================================================================================
 # API handlers: environments (endpoints)
 # ================================================================================================================
 
@@ -2247,6 +3119,52 @@ async def create_docker_endpoint(request: web.Request, endpoint: dict, fields: d
     endpoint["URL"] = normalise_docker_url(url, ENDPOINT_DOCKER)
 
 
+async def create_agent_endpoint(request: web.Request, endpoint: dict, fields: dict, files: dict) -> None:
+    """Reach the agent, record the fingerprint of its certificate (trusted from now on) and check it accepts us."""
+    url = fields.get("URL")
+    if not isinstance(url, str) or not url.strip():
+        raise BadRequest("URL is required: the agent's host:port, e.g. 10.0.0.5:9001")
+    endpoint["URL"] = normalise_docker_url(url, ENDPOINT_AGENT)
+    try:
+        reader, writer, fingerprint = await open_agent_stream(endpoint["URL"])
+    except shared.DockerUnreachable as exc:
+        raise BadGateway(f"cannot reach an agent at {endpoint['URL']}", str(exc)) from None
+    connection = shared.HttpConnection(reader, writer)
+    try:
+        await connection.send_head("GET", "/ping", [("Host", "agent"), ("Connection", "close")])
+        status, _, headers = await asyncio.wait_for(connection.read_head(), 10)
+    except (shared.DockerUnreachable, ConnectionError, asyncio.TimeoutError) as exc:
+        raise BadGateway(f"the agent at {endpoint['URL']} did not answer", str(exc)) from None
+    finally:
+        connection.close()
+    if status != 204 or "Portainer-Agent" not in headers:
+        raise BadRequest(f"{endpoint['URL']} is not a Portainer agent", f"GET /ping answered {status}")
+    endpoint["Agent"] = {"Version": headers["Portainer-Agent"], "CertificateFingerprint": fingerprint}
+    secret = fields.get("AgentSecret")
+    if isinstance(secret, str) and secret:
+        endpoint["_AgentSecret"] = secret
+    connector = AgentConnector(endpoint, request.app[AGENT_SIGNER], request.app[CONFIG].agent_secret)
+    try:
+        await connector.request_json("GET", "/version", timeout=15)
+    except ApiError as exc:
+        if exc.status == 403:
+            raise Forbidden(f"the agent refused this server: {exc.message}",
+                            "set the same AGENT_SECRET on both sides, or restart the agent to pair it anew") from None
+        raise
+    finally:
+        connector.close()
+
+
+def register_agent_kind(app: web.Application) -> None:
+    """Agent environments: how they are created and how the server connects to them."""
+    signer = shared.RequestSigner(shared.load_or_create_signing_key(
+        os.path.join(app[STORE].directory, "agent_signature.pem")))
+    app[AGENT_SIGNER] = signer
+    secret = app[CONFIG].agent_secret
+    app[ENVIRONMENTS].connector_kinds[ENDPOINT_AGENT] = lambda ep: AgentConnector(ep, signer, secret)
+    app[ENDPOINT_KINDS].creators[ENDPOINT_AGENT] = create_agent_endpoint
+
+
 class EndpointKinds:
     """What each EndpointCreationType needs at creation; the agent and edge kinds register themselves here."""
 
@@ -2323,6 +3241,9 @@ async def handle_endpoint_update(request: web.Request) -> web.Response:
             for key, value in changes[policies].items():
                 if not str(key).isdigit() or not isinstance(value, dict):
                     raise BadRequest(f"{policies} must map ids to objects such as {{\"RoleId\": 0}}")
+                if value.get("RoleId", 0) not in (0, *ROLE_ACTIONS):
+                    raise BadRequest("RoleId must be one of 1 (environment administrator), 2 (operator), "
+                                     "3 (helpdesk), 4 (standard user), 5 (read-only user)")
     security = body.get("SecuritySettings")
     if security is not None:
         if not isinstance(security, dict) or any(k not in DEFAULT_SECURITY_SETTINGS or not isinstance(v, bool)
@@ -2382,7 +3303,7 @@ async def handle_endpoints_snapshot(request: web.Request) -> web.Response:
 # ================================================================================================================
 
 SETTINGS_TYPES = {"UserSessionTimeout": str, "EnableTelemetry": bool, "LogoURL": str, "SnapshotInterval": str,
-                  "EdgeAgentCheckinInterval": int}
+                  "EdgeAgentCheckinInterval": int, "ActivityLogRetentionDays": int}
 
 
 def current_settings(store: Store) -> dict:
@@ -2414,6 +3335,8 @@ async def handle_settings_update(request: web.Request) -> web.Response:
     changes = {name: field(body, name, kind) for name, kind in SETTINGS_TYPES.items() if name in body}
     if "UserSessionTimeout" in changes and not re.fullmatch(r"[0-9]{1,7}[smhd]?", changes["UserSessionTimeout"]):
         raise BadRequest("UserSessionTimeout must look like 8h, 30m or 3600s")
+    if not 0 <= changes.get("ActivityLogRetentionDays", 0) <= 36500:
+        raise BadRequest("ActivityLogRetentionDays must be between 0 (keep forever) and 36500")
     if changes.get("EnableTelemetry") and request.app[CONFIG].no_analytics:
         raise BadRequest("analytics are disabled by --no-analytics")
     store = request.app[STORE]
@@ -2594,6 +3517,7 @@ async def handle_container_image_status(request: web.Request) -> web.Response:
     fresh = request.query.get("refresh", "").lower() in ("1", "true")
     updates = request.app[IMAGE_UPDATES]
     container_id = request.match_info["containerId"]
+    await authorize_docker_call(request, endpoint, "GET", f"/containers/{container_id}/json")
     result = None if fresh else updates.cached(endpoint["Id"], container_id)
     return json_response(result or await updates.check(endpoint["Id"], container_id,
                                                        time.monotonic() if fresh else None))
@@ -2607,6 +3531,11 @@ async def handle_endpoint_image_status(request: web.Request) -> web.Response:
     ids = [i for i in raw_ids.split(",") if i] if raw_ids else None
     if ids is not None and (len(ids) > 500 or any(not re.fullmatch(r"[\w.-]{1,128}", i) for i in ids)):
         raise BadRequest("containerIds must be at most 500 container ids or names, separated by commas")
+    store, caller = request.app[STORE], caller_of(request)
+    if endpoint_role(store, caller, endpoint) in OWNERSHIP_BOUND_ROLES:
+        running = await request.app[ENVIRONMENTS].connector(endpoint["Id"]).request_json("GET", "/containers/json")
+        owned = [c["Id"] for c in running if visible_resource(store, caller, "containers", c)]
+        ids = owned if ids is None else [i for i in ids if any(o.startswith(i) for o in owned) and len(i) >= 12]
     return json_response(await request.app[IMAGE_UPDATES].check_environment(endpoint["Id"], ids, fresh))
 
 
@@ -2615,9 +3544,387 @@ async def handle_container_recreate(request: web.Request) -> web.Response:
     endpoint = endpoint_for_caller(request, path_id(request))
     body = await read_json_object(request) if request.can_read_body else {}
     pull = field(body, "PullImage", bool, required=False, default=False)
-    new = await request.app[IMAGE_UPDATES].recreate(endpoint["Id"], request.match_info["containerId"], pull,
-                                                    caller_of(request), endpoint)
+    container_id = request.match_info["containerId"]
+    store, caller = request.app[STORE], caller_of(request)
+    # The caller must be allowed each engine call a recreate makes, as through the proxy.
+    for method, call in (("GET", f"/containers/{container_id}/json"), ("POST", f"/containers/{container_id}/stop"),
+                         ("POST", f"/containers/{container_id}/rename"), ("DELETE", f"/containers/{container_id}"),
+                         ("POST", "/containers/create")) + ((("POST", "/images/create"),) if pull else ()):
+        await authorize_docker_call(request, endpoint, method, call)
+
+    async def vet(creation: dict) -> None:
+        if bound_by_security_settings(store, caller, endpoint):
+            problems = BODY_CHECKS["container"](creation, endpoint_security_settings(endpoint))
+            if problems:
+                raise Forbidden("not allowed for non-administrators on this environment: " + ", ".join(problems),
+                                "an administrator can allow it in the environment's security settings")
+        if endpoint_role(store, caller, endpoint) in OWNERSHIP_BOUND_ROLES:
+            connector = request.app[ENVIRONMENTS].connector(endpoint["Id"])
+            await require_owned_references(connector, store, caller, "container", creation)
+
+    updates = request.app[IMAGE_UPDATES]
+    old_id, new = await updates.recreate(endpoint["Id"], container_id, pull, caller, vet)
+    await move_resource_control(store, old_id, new["Id"])
     return json_response(new)
+
+
+# ================================================================================================================
+# API handlers: activity and authentication logs (administrators)
+# ================================================================================================================
+
+ACTIVITY_COLUMNS = {
+    "activity": ("timestamp", "username", "context", "method", "path", "status", "origin"),
+    "auth": ("timestamp", "username", "origin", "context", "type", "result"),
+}
+MAX_LOG_PAGE = 1000
+
+
+def csv_cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    # a spreadsheet would run a cell starting with these as a formula
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def activity_csv(kind: str, entries: list[dict]) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    columns = ACTIVITY_COLUMNS[kind]
+    writer.writerow(columns)
+    for entry in entries:
+        row = dict(entry)
+        row["timestamp"] = datetime.datetime.fromtimestamp(entry.get("timestamp", 0), datetime.timezone.utc) \
+            .strftime("%Y-%m-%dT%H:%M:%SZ")
+        writer.writerow([csv_cell(row.get(c)) for c in columns])
+    return out.getvalue().encode()
+
+
+async def activity_answer(request: web.Request, kind: str, export_csv: bool) -> web.Response:
+    require_admin(request)
+    entries = await request.app[ACTIVITY].entries(kind)
+    keyword = request.query.get("keyword", "").strip().lower()
+    columns = ACTIVITY_COLUMNS[kind]
+    if keyword:
+        entries = [e for e in entries if keyword in " ".join(str(e.get(c, "")) for c in columns).lower()]
+    after, before = query_int(request, "after", 0), query_int(request, "before", 0)
+    if after:
+        entries = [e for e in entries if e.get("timestamp", 0) >= after]
+    if before:
+        entries = [e for e in entries if e.get("timestamp", 0) <= before]
+    if export_csv or request.query.get("export") == "csv":
+        name = "activity-logs" if kind == "activity" else "authentication-logs"
+        return web.Response(body=activity_csv(kind, entries), content_type="text/csv", charset="utf-8",
+                            headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
+    total = len(entries)
+    offset = query_int(request, "offset", 0)
+    limit = min(query_int(request, "limit", 100) or 100, MAX_LOG_PAGE)
+    return json_response({"logs": entries[offset:offset + limit], "totalCount": total},
+                         headers={"X-Total-Count": str(total)})
+
+
+async def handle_activity_logs(request: web.Request) -> web.Response:
+    """Activity log, newest first: ?keyword=&offset=&limit=&after=&before=, ?export=csv for CSV."""
+    return await activity_answer(request, "activity", False)
+
+
+async def handle_activity_logs_csv(request: web.Request) -> web.Response:
+    """Activity log as CSV (same filters)."""
+    return await activity_answer(request, "activity", True)
+
+
+async def handle_auth_logs(request: web.Request) -> web.Response:
+    """Authentication log (logins and logouts, successes and failures, with client address)."""
+    return await activity_answer(request, "auth", False)
+
+
+async def handle_auth_logs_csv(request: web.Request) -> web.Response:
+    """Authentication log as CSV (same filters)."""
+    return await activity_answer(request, "auth", True)
+
+
+# ================================================================================================================
+# API handlers: backup and restore of the data directory (AES-256-GCM with a scrypt key when a password is given)
+# ================================================================================================================
+
+BACKUP_MAGIC = b"PTPYBKUP"
+BACKUP_VERSION = 1
+BACKUP_SALT_SIZE = 16
+BACKUP_NONCE_SIZE = 12
+BACKUP_SCRYPT = {"n": 2 ** 15, "r": 8, "p": 1}
+BACKUP_HEADER_SIZE = len(BACKUP_MAGIC) + 1 + BACKUP_SALT_SIZE + BACKUP_NONCE_SIZE
+MAX_BACKUP_SIZE = 512 * 1024 * 1024
+# Never in a backup: the lock belongs to the running process, temporary files are half-written.
+BACKUP_SKIPPED = re.compile(r"^(portainer\.lock|portainer\.json(\.bak)?|.*\.tmp(\.\d+)?|\.restore-.*)$")
+RESTORE_STAGING = ".restore-staging"
+RESTORE_OLD = ".restore-old"
+
+
+def backup_key(password: str, salt: bytes) -> bytes:
+    return hashlib.scrypt(password.encode(), salt=salt, maxmem=64 * 1024 * 1024, dklen=32, **BACKUP_SCRYPT)
+
+
+def encrypt_backup(archive: bytes, password: str) -> bytes:
+    """magic | version | salt | nonce | AES-256-GCM(archive), the header authenticated as associated data."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    salt, nonce = secrets.token_bytes(BACKUP_SALT_SIZE), secrets.token_bytes(BACKUP_NONCE_SIZE)
+    header = BACKUP_MAGIC + bytes([BACKUP_VERSION]) + salt + nonce
+    return header + AESGCM(backup_key(password, salt)).encrypt(nonce, archive, header)
+
+
+def decrypt_backup(blob: bytes, password: str) -> bytes:
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    if len(blob) < BACKUP_HEADER_SIZE + 16 or blob[len(BACKUP_MAGIC)] != BACKUP_VERSION:
+        raise BadRequest("the backup file is damaged or of an unknown version")
+    header = blob[:BACKUP_HEADER_SIZE]
+    salt = header[len(BACKUP_MAGIC) + 1:len(BACKUP_MAGIC) + 1 + BACKUP_SALT_SIZE]
+    nonce = header[-BACKUP_NONCE_SIZE:]
+    try:
+        return AESGCM(backup_key(password, salt)).decrypt(nonce, blob[BACKUP_HEADER_SIZE:], header)
+    except InvalidTag:
+        raise BadRequest("the backup could not be decrypted: wrong password or a damaged file",
+                         "nothing was changed") from None
+
+
+def build_backup_archive(directory: str, store_document: bytes) -> bytes:
+    """tar.gz of the data directory, with the store as it is in memory instead of the file on disk."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        info = tarfile.TarInfo(Store.FILE)
+        info.size, info.mtime, info.mode = len(store_document), now(), 0o600
+        tar.addfile(info, io.BytesIO(store_document))
+        for root, dirs, files in os.walk(directory):
+            dirs[:] = sorted(d for d in dirs if not BACKUP_SKIPPED.match(d))
+            for name in sorted(files):
+                relative = os.path.relpath(os.path.join(root, name), directory)
+                if BACKUP_SKIPPED.match(name) or os.path.islink(os.path.join(root, name)):
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    tar.add(os.path.join(root, name), arcname=relative, recursive=False)
+    return buffer.getvalue()
+
+
+async def handle_backup(request: web.Request) -> web.Response:
+    """Download a backup of the data directory {password}; with a password it is encrypted (administrators)."""
+    require_admin(request)
+    body = await read_json(request) if request.body_exists else {}
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    password = field(body, "password", str, required=False, default="")
+    store = request.app[STORE]
+    await request.app[ACTIVITY].flush()
+    document = json.dumps(store.data, separators=(",", ":")).encode()  # one consistent moment of the store
+    archive = await asyncio.to_thread(build_backup_archive, store.directory, document)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d_%H-%M-%S")
+    name = f"portainer-backup_{stamp}.tar.gz"
+    if password:
+        archive = await asyncio.to_thread(encrypt_backup, archive, password)
+        name += ".enc"
+    return web.Response(body=archive, content_type="application/octet-stream",
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+def validated_backup_members(archive: bytes) -> tuple[dict, dict[str, bytes]]:
+    """The store document and every file of a backup, checked before anything on disk is touched."""
+    files: dict[str, bytes] = {}
+    total = 0
+    try:
+        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+            for member in tar:
+                name = os.path.normpath(member.name)
+                if member.isdir():
+                    continue
+                if not member.isfile() or name.startswith(("/", "..")) or "/../" in f"/{name}/" \
+                        or BACKUP_SKIPPED.match(os.path.basename(name)) and name != Store.FILE:
+                    raise BadRequest(f"the backup holds an entry that is not allowed: {member.name[:100]!r}")
+                total += member.size
+                if total > MAX_BACKUP_SIZE * 4:
+                    raise BadRequest("the backup unpacks to more than this server accepts")
+                files[name] = tar.extractfile(member).read()
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        raise BadRequest("the file is not a portainer.py backup (not a readable tar.gz)", str(exc)) from None
+    if Store.FILE not in files:
+        raise BadRequest(f"the backup has no {Store.FILE}")
+    try:
+        document = json.loads(files.pop(Store.FILE))
+        if not isinstance(document, dict):
+            raise ValueError("not a JSON object")
+        document = Store.migrate(document)
+    except (ValueError, SystemExit) as exc:
+        raise BadRequest("the backup's store cannot be read", str(exc)) from None
+    for collection in ("users", "endpoints"):
+        if not isinstance(document.get(collection), dict):
+            raise BadRequest(f"the backup's store has no {collection}")
+    return document, files
+
+
+def stage_restore(directory: str, document: dict, files: dict[str, bytes]) -> str:
+    staging = os.path.join(directory, RESTORE_STAGING)
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging, mode=0o700)
+    for name, content in files.items():
+        path = os.path.join(staging, name)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        write_private_file(path, content)
+    write_private_file(os.path.join(staging, Store.FILE), json.dumps(document, separators=(",", ":")).encode())
+    return staging
+
+
+def swap_in_restore(directory: str, staging: str) -> str:
+    """Move the staged top-level entries into place, the replaced ones aside (renames only, no copying)."""
+    old = os.path.join(directory, RESTORE_OLD)
+    shutil.rmtree(old, ignore_errors=True)
+    os.makedirs(old, mode=0o700)
+    for name in os.listdir(staging):
+        target = os.path.join(directory, name)
+        if os.path.lexists(target):
+            os.replace(target, os.path.join(old, name))
+        os.replace(os.path.join(staging, name), target)
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(os.path.join(directory, Store.FILE + ".bak"), os.path.join(old, Store.FILE + ".bak"))
+    os.rmdir(staging)
+    return old
+
+
+@public
+async def handle_restore(request: web.Request) -> web.Response:
+    """Restore a backup (multipart file, password): on a fresh instance within the set-up window, or by an
+    administrator. A wrong password or a damaged file changes nothing."""
+    app, store = request.app, request.app[STORE]
+    if admin_exists(store):
+        request[CALLER_KEY] = authenticate(request)
+        require_admin(request)
+    elif time.monotonic() - app[STARTED_AT] > app[CONFIG].admin_init_window:
+        raise Forbidden("the set-up window has closed; restart portainer.py to restore onto this fresh instance")
+    if not request.content_type.startswith("multipart/"):
+        raise BadRequest("send the backup as multipart/form-data with fields 'file' and 'password'")
+    blob, password = b"", ""
+    reader = await request.multipart()
+    async for part in reader:
+        if part.name == "file":
+            while chunk := await part.read_chunk(1024 * 1024):
+                blob += chunk
+                if len(blob) > MAX_BACKUP_SIZE:
+                    raise PayloadTooLarge(f"a backup may be at most {MAX_BACKUP_SIZE} bytes")
+        elif part.name == "password":
+            password = (await part.read(decode=True)).decode(errors="replace")[:1024]
+    if not blob:
+        raise BadRequest("no backup file was sent (field 'file')")
+    if blob.startswith(BACKUP_MAGIC):
+        if not password:
+            raise BadRequest("this backup is encrypted: give its password")
+        blob = await asyncio.to_thread(decrypt_backup, blob, password)
+    elif password:
+        raise BadRequest("a password was given but this backup is not encrypted")
+    document, files = await asyncio.to_thread(validated_backup_members, blob)
+    staging = await asyncio.to_thread(stage_restore, store.directory, document, files)
+    await app[ACTIVITY].flush()
+    await store.drain()
+    # From here to the reload nothing awaits, so no request sees or writes a half-restored state.
+    old = swap_in_restore(store.directory, staging)
+    store.load()
+    app[SESSIONS].key = load_or_create_secret(store.directory, "jwt.secret")
+    rebuild_api_key_index(app)
+    environments = app[ENVIRONMENTS]
+    environments.close()
+    environments.status.clear()
+    environments.snapshots.clear()
+    for reload_hook in app[AFTER_RESTORE]:
+        reload_hook(app)
+    await asyncio.to_thread(shutil.rmtree, old, True)
+    asyncio.ensure_future(environments.snapshot_all())
+    log.info("restored a backup: %d users, %d environments", len(store.data["users"]), len(store.data["endpoints"]))
+    return web.Response(status=204)
+
+
+# ================================================================================================================
+# Analytics: off unless an administrator opts in; anonymous counts in buckets, shown before they are sent
+# ================================================================================================================
+
+COUNT_BUCKETS = ((0, "0"), (5, "1-5"), (20, "6-20"), (100, "21-100"))
+ENDPOINT_TYPE_NAMES = {ENDPOINT_DOCKER: "docker", ENDPOINT_AGENT: "agent", ENDPOINT_EDGE: "edge"}
+ANALYTICS_TIMEOUT = 5.0
+
+
+def count_bucket(count: int) -> str:
+    return next((label for limit, label in COUNT_BUCKETS if count <= limit), "100+")
+
+
+def analytics_enabled(app: web.Application) -> bool:
+    config = app[CONFIG]
+    return bool(config.analytics_url) and not config.no_analytics and \
+        bool(current_settings(app[STORE])["EnableTelemetry"])
+
+
+def analytics_payload(app: web.Application) -> dict:
+    """Exactly what is sent: no names, addresses, images or ids of anything but this random instance id."""
+    store, environments = app[STORE], app[ENVIRONMENTS]
+    analytics = store.data.setdefault("analytics", {})
+    analytics.setdefault("InstanceID", str(uuid.uuid4()))  # not the public instance id: it cannot be linked
+    by_type: dict[str, int] = {}
+    for endpoint in store.data["endpoints"].values():
+        kind = ENDPOINT_TYPE_NAMES.get(endpoint["Type"], f"type{endpoint['Type']}")
+        by_type[kind] = by_type.get(kind, 0) + 1
+    snapshots = environments.snapshots.values()
+    return {
+        "instanceId": analytics["InstanceID"],
+        "version": VERSION,
+        "environments": {kind: count_bucket(n) for kind, n in sorted(by_type.items())},
+        "containers": count_bucket(sum(s.get("ContainerCount", 0) for s in snapshots)),
+        "stacks": count_bucket(sum(s.get("StackCount", 0) for s in snapshots)),
+    }
+
+
+async def send_analytics(app: web.Application) -> bool:
+    """One attempt, short timeout; a failure is one DEBUG line and waits for the next interval."""
+    import aiohttp
+    store = app[STORE]
+    payload = analytics_payload(app)
+    store.data["analytics"]["LastSent"] = now()
+    app[ANALYTICS_STATE]["last_sent"] = time.monotonic()
+    try:
+        timeout = aiohttp.ClientTimeout(total=ANALYTICS_TIMEOUT)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            async with session.post(app[CONFIG].analytics_url, json=payload) as response:
+                ok = response.status < 300
+                if not ok:
+                    log.debug("analytics not accepted: %s answered %s", app[CONFIG].analytics_url, response.status)
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+        log.debug("analytics not sent to %s: %s", app[CONFIG].analytics_url, exc or type(exc).__name__)
+        ok = False
+    await store.commit()
+    return ok
+
+
+async def analytics_loop(app: web.Application) -> None:
+    interval = app[CONFIG].analytics_interval
+    state = app[ANALYTICS_STATE]
+    stored = app[STORE].data.get("analytics", {}).get("LastSent", 0)
+    state.setdefault("last_sent", time.monotonic() - max(0, now() - stored))
+    while True:
+        await asyncio.sleep(min(interval, 60))
+        if analytics_enabled(app) and time.monotonic() - state["last_sent"] >= interval:
+            await send_analytics(app)
+
+
+async def handle_telemetry_preview(request: web.Request) -> web.Response:
+    """What analytics would send, exactly, and whether and where they are sent (administrators)."""
+    require_admin(request)
+    app = request.app
+    return json_response({"Enabled": analytics_enabled(app), "Available": not app[CONFIG].no_analytics,
+                          "URL": app[CONFIG].analytics_url,
+                          "LastSent": app[STORE].data.get("analytics", {}).get("LastSent", 0),
+                          "Payload": analytics_payload(app)})
+
+
+async def handle_telemetry_send(request: web.Request) -> web.Response:
+    """Send analytics now, when opted in (administrators); answers what was sent."""
+    require_admin(request)
+    app = request.app
+    if not analytics_enabled(app):
+        raise Conflict("analytics are off: opt in in the settings (and set --analytics-url)")
+    payload = analytics_payload(app)
+    sent = await send_analytics(app)
+    return json_response({"Sent": sent, "Payload": payload})
 
 
 # ================================================================================================================
@@ -2655,6 +3962,7 @@ fieldset{border:1px solid var(--border);border-radius:6px;margin:10px 0}
 .toolbar{display:flex;gap:8px;flex-wrap:wrap;align-items:center;margin-bottom:12px}.toolbar input{max-width:260px}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(180px,1fr));gap:12px}
 .stat{font-size:26px;font-weight:700}.muted{color:var(--muted)}pre{white-space:pre-wrap;word-break:break-all}
+label.check{display:flex;gap:8px;align-items:center;color:var(--text)}label.check input{width:auto}
 @media (max-width:700px){header{flex-wrap:wrap}main{padding:8px}td,th{padding:5px}.hide-sm{display:none}}
 """
 
@@ -2680,6 +3988,8 @@ function toggleTheme() { localStorage.setItem('theme', (localStorage.getItem('th
 function shell(content) {
   return `<header><span class="brand">portainer.py</span><nav><a href="#/home">Home</a>` +
     (me && me.Role === 1 ? `<a href="#/users">Users</a><a href="#/settings">Settings</a>` : '') +
+    `<a href="#/teams">Teams</a>` +
+    (me && me.Role === 1 ? `<a href="#/resource-controls">Sharing</a><a href="#/activity">Activity</a><a href="#/backup">Backup</a>` : '') +
     `<a href="#/registries">Registries</a><a href="#/account">Account</a></nav><span class="spacer"></span>
     <button id="theme" title="Switch light/dark theme">Theme</button><span class="muted">${esc(me && me.Username)}</span>
     <button id="logout">Log out</button></header><main>${content}</main>`;
@@ -2697,7 +4007,8 @@ async function pageSetup() {
     <label for="u">Username</label><input id="u" name="Username" value="admin" autocomplete="username" required>
     <label for="p">Password (12 characters or more)</label><input id="p" type="password" name="Password" minlength="12" autocomplete="new-password" required>
     ${pub.AnalyticsAvailable ? `<label><input type="checkbox" id="analytics" style="width:auto"> Send anonymous usage statistics (off unless you tick it)</label>` : ''}
-    <div class="error" role="alert"></div><button class="primary" type="submit">Create user</button></form></div>`;
+    <div class="error" role="alert"></div><button class="primary" type="submit">Create user</button></form>
+    <p><a href="#/restore">Restore from a backup instead</a></p></div>`;
   const f = document.getElementById('f');
   f.onsubmit = async e => { e.preventDefault();
     try { await api('POST', '/api/users/admin/init', {Username: f.u.value, Password: f.p.value});
@@ -2720,6 +4031,7 @@ async function pageHome() {
   const eps = await api('GET', '/api/endpoints');
   const kinds = {1: 'Docker', 2: 'Agent', 4: 'Edge agent'};
   $app.innerHTML = shell(`<div class="toolbar"><h2 style="margin:0">Environments</h2><span class="spacer"></span>
+    ${me.Role === 1 ? '<a href="#/environments/new">Add environment</a>' : ''}
     <input id="q" placeholder="Search environments" aria-label="Search environments"></div>
     <div id="list"></div>`);
   bindShell();
@@ -2731,7 +4043,12 @@ async function pageHome() {
         <span class="badge">${kinds[ep.Type] || ep.Type}</span> <span class="muted">${esc(ep.URL)}</span>
         <div class="muted">Docker ${esc(s.DockerVersion || '?')} · ${s.RunningContainerCount ?? 0} running ·
         ${s.StoppedContainerCount ?? 0} stopped · ${s.ImageCount ?? 0} images · ${s.VolumeCount ?? 0} volumes ·
-        ${s.StackCount ?? 0} stacks</div></div>`; }).join('') || '<p class="muted">No environment matches.</p>'; };
+        ${s.StackCount ?? 0} stacks${s.AgentVersion ? ` · agent ${esc(s.AgentVersion)}` : ''} ·
+        <a href="#/env/${ep.Id}/volumes">volumes</a></div>
+        ${ep.Agent ? `<div class="muted">TLS certificate SHA-256 <code>${esc(ep.Agent.CertificateFingerprint)}</code></div>` : ''}
+        ${me.Role === 1 ? `<div><a href="#/env/${ep.Id}/access">Access</a> ·
+        <a href="#/env/${ep.Id}/security">Security settings</a></div>` : ''}
+        </div>`; }).join('') || '<p class="muted">No environment matches.</p>'; };
   document.getElementById('q').oninput = draw; draw();
 }
 async function pageContainers(id) {
@@ -2767,6 +4084,73 @@ async function pageContainers(id) {
     rows = await api('GET', `${base}/containers/json?all=1`); draw(); });
   document.getElementById('check-updates').onclick = () => updates.load(true);
   draw(); updates.load(false);
+}
+async function pageAddEnvironment() {
+  $app.innerHTML = shell(`<div class="card"><h2>Add environment</h2><form id="f">
+    <label for="kind">Environment type</label><select id="kind"><option value="2">Agent (agent.py on the node, port 9001)</option>
+    <option value="1">Docker API (unix:// or tcp:// URL)</option></select>
+    <label for="n">Name</label><input id="n" required>
+    <label for="url">URL</label><input id="url" placeholder="10.0.0.5:9001" required>
+    <label for="secret">Agent secret (only when the agent runs with AGENT_SECRET)</label><input id="secret" type="password" autocomplete="off">
+    <div class="error" role="alert"></div><button class="primary">Add environment</button></form><div id="added"></div></div>`);
+  bindShell();
+  const f = document.getElementById('f');
+  f.onsubmit = async e => { e.preventDefault();
+    const body = {Name: f.n.value, EndpointCreationType: +f.kind.value, URL: f.url.value};
+    if (f.secret.value) body.AgentSecret = f.secret.value;
+    try { const ep = await api('POST', '/api/endpoints', body); formError(f, {message: ''});
+      document.getElementById('added').innerHTML = `<p>Added <a href="#/env/${ep.Id}/containers">${esc(ep.Name)}</a>.</p>` +
+        (ep.Agent ? `<p>Check that the agent's certificate has this SHA-256 fingerprint; it is trusted from now on:</p><pre>${esc(ep.Agent.CertificateFingerprint)}</pre>` : '');
+    } catch (err) { formError(f, err); } };
+}
+async function agentFetch(method, path, node, body) {
+  const headers = {}; if (node) headers['X-PortainerAgent-Target'] = node;
+  if (csrf && method !== 'GET') headers['X-CSRF-Token'] = csrf;
+  const r = await fetch(path, {method, headers, body, credentials: 'same-origin'});
+  if (!r.ok) { let msg = r.statusText; try { msg = (await r.json()).message || msg; } catch (e) {} const err = new Error(msg); err.status = r.status; throw err; }
+  return r;
+}
+async function pageVolumes(id) {
+  const data = await api('GET', `/api/endpoints/${id}/docker/volumes`);
+  const node = v => (v.Portainer && v.Portainer.Agent && v.Portainer.Agent.NodeName) || '';
+  $app.innerHTML = shell(`<div class="card"><h2>Volumes</h2><table><tr><th>Name</th><th>Driver</th><th>Node</th><th></th></tr>
+    ${(data.Volumes || []).map(v => `<tr><td>${esc(v.Name)}</td><td>${esc(v.Driver)}</td><td>${esc(node(v))}</td>
+    <td><a href="#/env/${id}/volumes/${encodeURIComponent(v.Name)}/browse?node=${encodeURIComponent(node(v))}">browse</a></td></tr>`).join('')}</table>
+    ${(data.Warnings || []).map(w => `<p class="error">${esc(w)}</p>`).join('')}
+    <p class="muted">Browsing works on agent environments.</p></div>`);
+  bindShell();
+}
+async function pageBrowse(id, volume, node, path) {
+  const base = `/api/endpoints/${id}/docker/v2/browse`;
+  const q = p => `volumeID=${encodeURIComponent(volume)}&path=${encodeURIComponent(p)}`;
+  const join = name => (path.endsWith('/') ? path : path + '/') + name;
+  const entries = await (await agentFetch('GET', `${base}/ls?${q(path)}`, node)).json();
+  const parent = path.replace(/\/[^/]*\/?$/, '') || '/';
+  $app.innerHTML = shell(`<div class="card"><h2>Volume ${esc(volume)}: ${esc(path)}</h2>
+    <div class="toolbar">${path !== '/' ? `<button id="up">Up</button>` : ''}<input type="file" id="file" aria-label="File to upload">
+    <button class="primary" id="upload">Upload here</button><div class="error" role="alert" id="err"></div></div>
+    <table><tr><th>Name</th><th>Size</th><th>Modified</th><th></th></tr>${entries.map((e, i) => `<tr>
+    <td>${e.Dir ? `<a href="#" data-open="${i}">${esc(e.Name)}/</a>` : esc(e.Name)}</td><td>${e.Dir ? '' : e.Size}</td>
+    <td>${new Date(e.ModTime * 1000).toLocaleString()}</td><td>${e.Dir ? '' : `<button data-get="${i}">Download</button>`}
+    <button data-ren="${i}">Rename</button> <button class="danger" data-del="${i}">Delete</button></td></tr>`).join('')}</table></div>`);
+  bindShell();
+  const again = p => pageBrowse(id, volume, node, p);
+  const err = document.getElementById('err');
+  const act = fn => async ev => { ev.preventDefault(); try { await fn(entries[ev.target.dataset.open ?? ev.target.dataset.get ?? ev.target.dataset.ren ?? ev.target.dataset.del]); } catch (e) { err.textContent = e.message; } };
+  const up = document.getElementById('up'); if (up) up.onclick = () => again(parent);
+  document.querySelectorAll('[data-open]').forEach(a => a.onclick = act(async e => again(join(e.Name))));
+  document.querySelectorAll('[data-get]').forEach(b => b.onclick = act(async e => {
+    const blob = await (await agentFetch('GET', `${base}/get?${q(join(e.Name))}`, node)).blob();
+    const a = document.createElement('a'); a.href = URL.createObjectURL(blob); a.download = e.Name; a.click(); URL.revokeObjectURL(a.href); }));
+  document.querySelectorAll('[data-del]').forEach(b => b.onclick = act(async e => {
+    if (!confirm(`Delete ${e.Name}?`)) return; await agentFetch('DELETE', `${base}/delete?${q(join(e.Name))}`, node); again(path); }));
+  document.querySelectorAll('[data-ren]').forEach(b => b.onclick = act(async e => {
+    const name = prompt('New name', e.Name); if (!name || name === e.Name) return;
+    await agentFetch('PUT', `${base}/rename?${q(join(e.Name))}&newPath=${encodeURIComponent(join(name))}`, node); again(path); }));
+  document.getElementById('upload').onclick = act(async () => {
+    const file = document.getElementById('file').files[0]; if (!file) return;
+    const form = new FormData(); form.append('file', file, file.name);
+    await agentFetch('POST', `${base}/put?${q(path)}`, node, form); again(path); });
 }
 async function pageAccount() {
   const keys = await api('GET', `/api/users/${me.Id}/tokens`);
@@ -2806,6 +4190,202 @@ async function pageSettings() {
   f.onsubmit = async e => { e.preventDefault(); const body = {UserSessionTimeout: f.t.value};
     const a = document.getElementById('a'); if (a) body.EnableTelemetry = a.checked;
     try { await api('PUT', '/api/settings', body); formError(f, {message: 'Saved.'}); } catch (err) { formError(f, err); } };
+  await settingsAuditPanel();
+}
+const ENV_ROLES = {1: 'Environment administrator', 2: 'Operator', 3: 'Helpdesk', 4: 'Standard user', 5: 'Read-only user'};
+const SECURITY_SWITCHES = {
+  allowBindMountsForRegularUsers: 'Allow bind mounts of host paths', allowPrivilegedModeForRegularUsers: 'Allow privileged mode',
+  allowHostNamespaceForRegularUsers: 'Allow host namespaces (PID, network, IPC)', allowDeviceMappingForRegularUsers: 'Allow device mapping',
+  allowContainerCapabilitiesForRegularUsers: 'Allow added capabilities', allowSysctlSettingForRegularUsers: 'Allow sysctl settings',
+  allowStackManagementForRegularUsers: 'Allow stack creation and changes', allowVolumeBrowserForRegularUsers: 'Allow the volume browser',
+  enableHostManagementFeatures: 'Enable host management features'};
+function roleOptions(selected, roles) {
+  return Object.entries(roles).map(([v, n]) => `<option value="${v}" ${+v === +selected ? 'selected' : ''}>${esc(n)}</option>`).join('');
+}
+async function pageTeams() {
+  const [teams, users] = await Promise.all([api('GET', '/api/teams'), api('GET', '/api/users')]);
+  const members = await Promise.all(teams.map(t => api('GET', `/api/teams/${t.Id}/memberships`).catch(() => [])));
+  const userName = id => (users.find(u => u.Id === id) || {}).Username || `user ${id}`;
+  const admin = me.Role === 1;
+  $app.innerHTML = shell(`<div class="card"><h2>Teams</h2><table><tr><th>Team</th><th>Members</th><th></th></tr>
+    ${teams.map((t, i) => `<tr><td><a href="#/teams/${t.Id}">${esc(t.Name)}</a></td>
+      <td>${members[i].map(m => esc(userName(m.UserID)) + (m.Role === 1 ? ' <span class="badge">leader</span>' : '')).join(', ')}</td>
+      <td>${admin ? `<button class="danger" data-del="${t.Id}">Remove</button>` : ''}</td></tr>`).join('') || '<tr><td colspan="3" class="muted">No team yet.</td></tr>'}</table>
+    ${admin ? `<form id="f"><h3>Add team</h3><label for="n">Name</label><input id="n" required>
+      <label for="l">Team leader (optional)</label><select id="l"><option value="">none</option>
+      ${users.map(u => `<option value="${u.Id}">${esc(u.Username)}</option>`).join('')}</select>
+      <div class="error" role="alert"></div><button class="primary">Create team</button></form>` : ''}</div>`);
+  bindShell();
+  const f = document.getElementById('f');
+  if (f) f.onsubmit = async e => { e.preventDefault();
+    try { await api('POST', '/api/teams', {Name: f.n.value, TeamLeaders: f.l.value ? [+f.l.value] : []}); pageTeams(); } catch (err) { formError(f, err); } };
+  document.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => {
+    if (confirm('Remove this team? Its members lose the access given to the team.')) { await api('DELETE', `/api/teams/${b.dataset.del}`); pageTeams(); } });
+}
+async function pageTeam(id) {
+  const [team, memberships, users] = await Promise.all([api('GET', `/api/teams/${id}`), api('GET', `/api/teams/${id}/memberships`), api('GET', '/api/users')]);
+  const admin = me.Role === 1;
+  const leads = memberships.some(m => m.UserID === me.Id && m.Role === 1);
+  const userName = uid => (users.find(u => u.Id === uid) || {}).Username || `user ${uid}`;
+  const outside = users.filter(u => !memberships.some(m => m.UserID === u.Id));
+  $app.innerHTML = shell(`<div class="card"><h2>Team ${esc(team.Name)}</h2><table><tr><th>User</th><th>Role in the team</th><th></th></tr>
+    ${memberships.map(m => `<tr><td>${esc(userName(m.UserID))}</td><td>${admin ? `<select data-role="${m.Id}" aria-label="role of ${esc(userName(m.UserID))}">
+      ${roleOptions(m.Role, {1: 'Team leader', 2: 'Member'})}</select>` : (m.Role === 1 ? 'Team leader' : 'Member')}</td>
+      <td>${admin || (leads && m.Role === 2) ? `<button class="danger" data-del="${m.Id}">Remove from team</button>` : ''}</td></tr>`).join('')}</table>
+    ${admin || leads ? `<form id="f"><h3>Add a member</h3><label for="u">User</label><select id="u" required>
+      ${outside.map(u => `<option value="${u.Id}">${esc(u.Username)}</option>`).join('')}</select>
+      ${admin ? `<label for="r">Role</label><select id="r">${roleOptions(2, {1: 'Team leader', 2: 'Member'})}</select>` : ''}
+      <div class="error" role="alert"></div><button class="primary">Add</button></form>` : ''}
+    <p><a href="#/teams">All teams</a></p></div>`);
+  bindShell();
+  const f = document.getElementById('f');
+  if (f) f.onsubmit = async e => { e.preventDefault(); const r = document.getElementById('r');
+    try { await api('POST', '/api/team_memberships', {UserID: +f.u.value, TeamID: +id, Role: r ? +r.value : 2}); pageTeam(id); } catch (err) { formError(f, err); } };
+  document.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => { await api('DELETE', `/api/team_memberships/${b.dataset.del}`); pageTeam(id); });
+  document.querySelectorAll('[data-role]').forEach(s => s.onchange = async () => { await api('PUT', `/api/team_memberships/${s.dataset.role}`, {Role: +s.value}); pageTeam(id); });
+}
+async function pageEndpointAccess(id) {
+  const [ep, users, teams] = await Promise.all([api('GET', `/api/endpoints/${id}`), api('GET', '/api/users'), api('GET', '/api/teams')]);
+  const policies = {User: ep.UserAccessPolicies || {}, Team: ep.TeamAccessPolicies || {}};
+  const nameOf = (kind, sid) => kind === 'User' ? ((users.find(u => u.Id === +sid) || {}).Username || `user ${sid}`)
+                                               : ((teams.find(t => t.Id === +sid) || {}).Name || `team ${sid}`);
+  const rows = ['User', 'Team'].flatMap(kind => Object.entries(policies[kind]).map(([sid, p]) => ({kind, sid, role: p.RoleId || 4})));
+  $app.innerHTML = shell(`<div class="card"><h2>Access to ${esc(ep.Name)}</h2>
+    <p class="muted">Administrators always have access. Everyone else sees this environment only when listed here, and can do what the role allows.</p>
+    <table><tr><th>User or team</th><th>Role</th><th></th></tr>${rows.map(r => `<tr><td>${r.kind === 'Team' ? 'Team ' : ''}${esc(nameOf(r.kind, r.sid))}</td>
+      <td><select data-kind="${r.kind}" data-sid="${esc(r.sid)}" aria-label="role">${roleOptions(r.role, ENV_ROLES)}</select></td>
+      <td><button class="danger" data-remove="${r.kind}:${esc(r.sid)}">Remove access</button></td></tr>`).join('') || '<tr><td colspan="3" class="muted">Administrators only.</td></tr>'}</table>
+    <form id="f"><h3>Give access</h3><label for="s">User or team</label><select id="s" required>
+      ${users.filter(u => u.Role !== 1).map(u => `<option value="User:${u.Id}">${esc(u.Username)}</option>`).join('')}
+      ${teams.map(t => `<option value="Team:${t.Id}">Team ${esc(t.Name)}</option>`).join('')}</select>
+      <label for="r">Role</label><select id="r">${roleOptions(4, ENV_ROLES)}</select>
+      <div class="error" role="alert"></div><button class="primary">Give access</button></form>
+    <p><a href="#/env/${ep.Id}/security">Security settings of this environment</a></p></div>`);
+  bindShell();
+  const save = async () => { await api('PUT', `/api/endpoints/${id}`, {UserAccessPolicies: policies.User, TeamAccessPolicies: policies.Team}); pageEndpointAccess(id); };
+  const f = document.getElementById('f');
+  f.onsubmit = async e => { e.preventDefault(); const [kind, sid] = f.s.value.split(':');
+    policies[kind][sid] = {RoleId: +f.r.value}; try { await save(); } catch (err) { formError(f, err); } };
+  document.querySelectorAll('select[data-kind]').forEach(s => s.onchange = () => { policies[s.dataset.kind][s.dataset.sid] = {RoleId: +s.value}; save(); });
+  document.querySelectorAll('[data-remove]').forEach(b => b.onclick = () => { const [kind, sid] = b.dataset.remove.split(':'); delete policies[kind][sid]; save(); });
+}
+async function pageEndpointSecurity(id) {
+  const ep = await api('GET', `/api/endpoints/${id}`);
+  const current = ep.SecuritySettings || {};
+  $app.innerHTML = shell(`<div class="card"><h2>Security settings of ${esc(ep.Name)}</h2>
+    <p class="muted">What users who are not administrators of this environment may do. Everything here is off by default: each switch can give root on the host.</p>
+    <form id="f">${Object.entries(SECURITY_SWITCHES).map(([k, label]) => `<label class="check"><input type="checkbox" name="${k}" ${current[k] ? 'checked' : ''}> ${esc(label)}</label>`).join('')}
+    <div class="error" role="alert"></div><button class="primary">Save</button></form>
+    <p><a href="#/env/${ep.Id}/access">Who has access</a></p></div>`);
+  bindShell();
+  const f = document.getElementById('f');
+  f.onsubmit = async e => { e.preventDefault(); const body = {};
+    Object.keys(SECURITY_SWITCHES).forEach(k => { body[k] = f.elements[k].checked; });
+    try { await api('PUT', `/api/endpoints/${id}`, {SecuritySettings: body}); formError(f, {message: 'Saved.'}); } catch (err) { formError(f, err); } };
+}
+async function pageActivity(kind) {
+  const columns = kind === 'authlogs' ? ['timestamp', 'username', 'origin', 'type', 'result']
+                                      : ['timestamp', 'username', 'context', 'method', 'path', 'status'];
+  let keyword = '', offset = 0; const limit = 50;
+  $app.innerHTML = shell(`<div class="card"><div class="toolbar"><h2>${kind === 'authlogs' ? 'Authentication log' : 'Activity log'}</h2>
+    <a href="#/activity">Activity</a><a href="#/activity/auth">Authentication</a>
+    <input id="q" placeholder="Search" aria-label="Search the log"><a id="csv" download>Export CSV</a></div>
+    <table><thead><tr>${columns.map(c => `<th>${esc(c)}</th>`).join('')}</tr></thead><tbody id="tb"></tbody></table>
+    <div class="toolbar"><button id="prev">Previous</button><span id="pos" class="muted"></span><button id="next">Next</button></div></div>`);
+  bindShell();
+  const draw = async () => {
+    const query = `keyword=${encodeURIComponent(keyword)}`;
+    const page = await api('GET', `/api/useractivity/${kind}?${query}&offset=${offset}&limit=${limit}`);
+    document.getElementById('csv').href = `/api/useractivity/${kind}.csv?${query}`;
+    document.getElementById('tb').innerHTML = page.logs.map(e => `<tr>${columns.map(c => `<td>${c === 'timestamp' ? new Date(e[c] * 1000).toLocaleString() : esc(e[c])}</td>`).join('')}</tr>`).join('')
+      || `<tr><td colspan="${columns.length}" class="muted">Nothing recorded${keyword ? ' matches' : ''}.</td></tr>`;
+    document.getElementById('pos').textContent = page.totalCount ? `${offset + 1}–${offset + page.logs.length} of ${page.totalCount}` : '';
+    document.getElementById('prev').disabled = offset === 0;
+    document.getElementById('next').disabled = offset + limit >= page.totalCount;
+  };
+  let timer = null;
+  document.getElementById('q').oninput = e => { clearTimeout(timer); timer = setTimeout(() => { keyword = e.target.value; offset = 0; draw(); }, 250); };
+  document.getElementById('prev').onclick = () => { offset = Math.max(0, offset - limit); draw(); };
+  document.getElementById('next').onclick = () => { offset += limit; draw(); };
+  await draw();
+}
+async function restoreForm(f, after) {
+  const data = new FormData(); data.append('file', f.file.files[0]); data.append('password', f.pw.value);
+  const headers = csrf ? {'X-CSRF-Token': csrf} : {};
+  const r = await fetch('/api/restore', {method: 'POST', body: data, headers, credentials: 'same-origin'});
+  if (!r.ok) { const body = await r.json().catch(() => ({})); throw new Error(body.message || r.statusText); }
+  after();
+}
+function restoreFormHtml() {
+  return `<form id="rf"><h3>Restore</h3><label for="file">Backup file</label><input id="file" name="file" type="file" required>
+    <label for="pw">Its password (if it was given one)</label><input id="pw" type="password" autocomplete="off">
+    <div class="error" role="alert"></div><button class="danger">Restore</button></form>`;
+}
+async function pageBackup() {
+  $app.innerHTML = shell(`<div class="card"><h2>Backup</h2>
+    <p class="muted">A copy of the data directory: users, environments, settings, stack files, keys and certificates. With a password it is encrypted (AES-256-GCM).</p>
+    <form id="bf"><label for="bp">Password (recommended)</label><input id="bp" type="password" autocomplete="new-password">
+    <div class="error" role="alert"></div><button class="primary">Download backup</button></form>
+    ${restoreFormHtml()}</div>`);
+  bindShell();
+  const bf = document.getElementById('bf');
+  bf.onsubmit = async e => { e.preventDefault();
+    const r = await fetch('/api/backup', {method: 'POST', credentials: 'same-origin', body: JSON.stringify({password: bf.bp.value}),
+                                          headers: {'Content-Type': 'application/json', 'X-CSRF-Token': csrf}});
+    if (!r.ok) { const body = await r.json().catch(() => ({})); return formError(bf, {message: body.message || r.statusText}); }
+    const name = (r.headers.get('Content-Disposition') || '').match(/filename="([^"]+)"/);
+    const a = document.createElement('a'); a.href = URL.createObjectURL(await r.blob()); a.download = name ? name[1] : 'portainer-backup.tar.gz';
+    document.body.appendChild(a); a.click(); a.remove(); formError(bf, {message: 'Backup downloaded.'}); };
+  const rf = document.getElementById('rf');
+  rf.onsubmit = async e => { e.preventDefault(); if (!confirm('Replace all of this server\'s data with the backup?')) return;
+    try { await restoreForm(rf, () => formError(rf, {message: 'Restored. Log in again if your session ends.'})); } catch (err) { formError(rf, err); } };
+}
+async function pageRestoreFresh() {
+  $app.innerHTML = `<div class="card auth"><h2>Restore this new server from a backup</h2>${restoreFormHtml()}<p><a href="#/home">Create an administrator instead</a></p></div>`;
+  const rf = document.getElementById('rf');
+  rf.onsubmit = async e => { e.preventDefault();
+    try { await restoreForm(rf, () => { location.hash = '#/login'; route(); }); } catch (err) { formError(rf, err); } };
+}
+async function settingsAuditPanel() {
+  const main = document.querySelector('main'); if (!main) return;
+  const [s, preview] = await Promise.all([api('GET', '/api/settings'), api('GET', '/api/telemetry/preview')]);
+  const card = document.createElement('div'); card.className = 'card';
+  card.innerHTML = `<h2>Activity log and analytics</h2><form id="af"><label for="ret">Keep activity log entries for (days, 0 = forever)</label>
+    <input id="ret" type="number" min="0" max="36500" value="${esc(s.ActivityLogRetentionDays)}">
+    <div class="error" role="alert"></div><button class="primary">Save</button></form>
+    <h3>Anonymous analytics</h3>${preview.Available ? `<p class="muted">${preview.Enabled ? 'On' : 'Off'}${preview.URL ? '' : ' (no --analytics-url is set, so nothing is sent)'}.
+    At most once a day, exactly this is sent${preview.LastSent ? ', last on ' + new Date(preview.LastSent * 1000).toLocaleString() : ''}:</p>
+    <pre id="preview">${esc(JSON.stringify(preview.Payload, null, 2))}</pre>` : '<p class="muted">Disabled by --no-analytics.</p>'}`;
+  main.appendChild(card);
+  const af = card.querySelector('#af');
+  af.onsubmit = async e => { e.preventDefault();
+    try { await api('PUT', '/api/settings', {ActivityLogRetentionDays: +af.ret.value}); formError(af, {message: 'Saved.'}); } catch (err) { formError(af, err); } };
+}
+async function pageResourceControls() {
+  const [controls, users, teams] = await Promise.all([api('GET', '/api/resource_controls'), api('GET', '/api/users'), api('GET', '/api/teams')]);
+  const kinds = {1: 'container', 2: 'service', 3: 'volume', 4: 'network'};
+  const who = rc => rc.Public ? 'everyone with access to the environment' : rc.AdministratorsOnly ? 'administrators only' :
+    [...rc.UserAccesses.map(a => (users.find(u => u.Id === a.UserId) || {}).Username || `user ${a.UserId}`),
+     ...rc.TeamAccesses.map(a => 'team ' + ((teams.find(t => t.Id === a.TeamId) || {}).Name || a.TeamId))].join(', ') || 'nobody but administrators';
+  $app.innerHTML = shell(`<div class="card"><h2>Shared resources</h2>
+    <p class="muted">What a user creates is theirs and their teams'. Here an administrator shares a resource with others, makes it public, or keeps it to administrators.</p>
+    <table><tr><th>Resource</th><th>Kind</th><th>Who may use it</th><th></th></tr>${controls.map(rc => `<tr><td>${esc(rc.ResourceId.slice(0, 24))}</td>
+      <td>${esc(kinds[rc.Type] || rc.Type)}</td><td>${esc(who(rc))}</td><td><button class="danger" data-del="${rc.Id}">Remove</button></td></tr>`).join('')
+      || '<tr><td colspan="4" class="muted">Nothing is shared beyond its owners.</td></tr>'}</table>
+    <form id="f"><h3>Share a resource</h3><label for="rid">Full id (the name, for a volume)</label><input id="rid" required>
+      <label for="k">Kind</label><select id="k">${roleOptions(1, kinds)}</select>
+      <label for="w">With</label><select id="w" multiple>${users.filter(u => u.Role !== 1).map(u => `<option value="u${u.Id}">${esc(u.Username)}</option>`).join('')}
+        ${teams.map(t => `<option value="t${t.Id}">team ${esc(t.Name)}</option>`).join('')}</select>
+      <label class="check"><input type="checkbox" id="pub"> Public: everyone with access to the environment</label>
+      <label class="check"><input type="checkbox" id="adm"> Administrators only</label>
+      <div class="error" role="alert"></div><button class="primary">Share</button></form></div>`);
+  bindShell();
+  const f = document.getElementById('f');
+  f.onsubmit = async e => { e.preventDefault(); const chosen = [...f.w.selectedOptions].map(o => o.value);
+    try { await api('POST', '/api/resource_controls', {ResourceID: f.rid.value.trim(), Type: +f.k.value, Public: f.pub.checked, AdministratorsOnly: f.adm.checked,
+      Users: chosen.filter(v => v[0] === 'u').map(v => +v.slice(1)), Teams: chosen.filter(v => v[0] === 't').map(v => +v.slice(1))}); pageResourceControls(); }
+    catch (err) { formError(f, err); } };
+  document.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => { await api('DELETE', `/api/resource_controls/${b.dataset.del}`); pageResourceControls(); });
 }
 const REGISTRY_TYPES = {1: 'Quay.io', 2: 'Azure', 3: 'Custom', 4: 'GitLab', 5: 'ProGet', 6: 'DockerHub', 7: 'ECR', 8: 'GitHub'};
 async function pageRegistries(editId) {
@@ -2917,11 +4497,23 @@ async function route() {
   const hash = location.hash || '#/home';
   try {
     const check = await fetch('/api/users/admin/check');
-    if (check.status === 404) return pageSetup();
+    if (check.status === 404) return hash === '#/restore' ? pageRestoreFresh() : pageSetup();
     if (hash === '#/login') return pageLogin();
     me = await api('GET', '/api/users/me');
     let m;
     if ((m = hash.match(/^#\/env\/(\d+)\/containers/))) return await pageContainers(m[1]);
+    if ((m = hash.match(/^#\/env\/(\d+)\/volumes\/([^/]+)\/browse(?:\?node=(.*))?$/)))
+      return await pageBrowse(m[1], decodeURIComponent(m[2]), decodeURIComponent(m[3] || ''), '/');
+    if ((m = hash.match(/^#\/env\/(\d+)\/volumes/))) return await pageVolumes(m[1]);
+    if (hash === '#/environments/new') return await pageAddEnvironment();
+    if ((m = hash.match(/^#\/env\/(\d+)\/access/))) return await pageEndpointAccess(m[1]);
+    if ((m = hash.match(/^#\/env\/(\d+)\/security/))) return await pageEndpointSecurity(m[1]);
+    if ((m = hash.match(/^#\/teams\/(\d+)/))) return await pageTeam(m[1]);
+    if (hash === '#/teams') return await pageTeams();
+    if (hash === '#/resource-controls') return await pageResourceControls();
+    if (hash === '#/activity') return await pageActivity('logs');
+    if (hash === '#/activity/auth') return await pageActivity('authlogs');
+    if (hash === '#/backup') return await pageBackup();
     if (hash === '#/account') return await pageAccount();
     if (hash === '#/users') return await pageUsers();
     if (hash === '#/settings') return await pageSettings();
@@ -2980,6 +4572,7 @@ CONFIG = app_key("config", argparse.Namespace)
 STORE = app_key("store", Store)
 ENVIRONMENTS = app_key("environments", Environments)
 ENDPOINT_KINDS = app_key("endpoint_kinds", EndpointKinds)
+AGENT_SIGNER = app_key("agent_signer", shared.RequestSigner)
 SESSIONS = app_key("sessions", Sessions)
 LOGIN_LIMIT = app_key("login_limit", LoginRateLimit)
 API_KEY_INDEX = app_key("api_key_index", dict)
@@ -2987,6 +4580,10 @@ STARTED_AT = app_key("started_at", float)
 ASSETS = app_key("assets", dict)
 REGISTRIES = app_key("registries", Registries)
 IMAGE_UPDATES = app_key("image_updates", ImageUpdates)
+ACTIVITY = app_key("activity", ActivityLog)
+ANALYTICS_STATE = app_key("analytics_state", dict)
+# Features that keep state from the store or data directory in memory register a reload here: fn(app).
+AFTER_RESTORE = app_key("after_restore", list)
 CALLER_KEY = "caller"
 DUMMY_HASH = "scrypt$32768$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
 
@@ -3008,6 +4605,22 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("GET", "/api/users/{id}/tokens", handle_token_list),
     ("POST", "/api/users/{id}/tokens", handle_token_create),
     ("DELETE", "/api/users/{id}/tokens/{keyId}", handle_token_delete),
+    ("GET", "/api/teams", handle_teams_list),
+    ("POST", "/api/teams", handle_team_create),
+    ("GET", "/api/teams/{id}", handle_team_inspect),
+    ("PUT", "/api/teams/{id}", handle_team_update),
+    ("DELETE", "/api/teams/{id}", handle_team_delete),
+    ("GET", "/api/teams/{id}/memberships", handle_team_memberships_of_team),
+    ("GET", "/api/users/{id}/memberships", handle_user_memberships),
+    ("GET", "/api/roles", handle_roles_list),
+    ("GET", "/api/team_memberships", handle_memberships_list),
+    ("POST", "/api/team_memberships", handle_membership_create),
+    ("PUT", "/api/team_memberships/{id}", handle_membership_update),
+    ("DELETE", "/api/team_memberships/{id}", handle_membership_delete),
+    ("GET", "/api/resource_controls", handle_resource_controls_list),
+    ("POST", "/api/resource_controls", handle_resource_control_create),
+    ("PUT", "/api/resource_controls/{id}", handle_resource_control_update),
+    ("DELETE", "/api/resource_controls/{id}", handle_resource_control_delete),
     ("GET", "/api/endpoints", handle_endpoints_list),
     ("POST", "/api/endpoints", handle_endpoint_create),
     ("POST", "/api/endpoints/snapshot", handle_endpoints_snapshot),
@@ -3028,6 +4641,14 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("GET", "/api/endpoints/{id}/image_status", handle_endpoint_image_status),
     ("GET", "/api/docker/{id}/containers/{containerId}/image_status", handle_container_image_status),
     ("POST", "/api/docker/{id}/containers/{containerId}/recreate", handle_container_recreate),
+    ("GET", "/api/useractivity/logs", handle_activity_logs),
+    ("GET", "/api/useractivity/logs.csv", handle_activity_logs_csv),
+    ("GET", "/api/useractivity/authlogs", handle_auth_logs),
+    ("GET", "/api/useractivity/authlogs.csv", handle_auth_logs_csv),
+    ("POST", "/api/backup", handle_backup),
+    ("POST", "/api/restore", handle_restore),
+    ("GET", "/api/telemetry/preview", handle_telemetry_preview),
+    ("POST", "/api/telemetry/send", handle_telemetry_send),
     ("GET", "/api/settings", handle_settings_get),
     ("PUT", "/api/settings", handle_settings_update),
     ("GET", "/api/settings/public", handle_settings_public),
@@ -3145,17 +4766,47 @@ async def server_lifecycle(app: web.Application):
     app[STORE].release()
 
 
+def tighten_data_permissions(directory: str) -> None:
+    """The server's own files are the owner's only: 0600 files, 0700 directories, whatever made them."""
+    os.chmod(directory, 0o700)
+    for root, dirs, files in os.walk(directory):
+        for name in dirs:
+            if not os.path.islink(os.path.join(root, name)):
+                os.chmod(os.path.join(root, name), 0o700)
+        for name in files:
+            if not os.path.islink(os.path.join(root, name)):
+                os.chmod(os.path.join(root, name), 0o600)
+
+
+async def audit_and_analytics_lifecycle(app: web.Application):
+    """The activity log writer and the analytics sender run in the background, never on a request's path."""
+    store = app[STORE]
+    await asyncio.to_thread(tighten_data_permissions, store.directory)
+    if "InstanceID" not in store.data.setdefault("analytics", {}):
+        store.data["analytics"]["InstanceID"] = str(uuid.uuid4())
+        await store.commit()
+    tasks = [asyncio.ensure_future(app[ACTIVITY].run()), asyncio.ensure_future(analytics_loop(app))]
+    yield
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await app[ACTIVITY].flush()
+
+
 def make_app(config: argparse.Namespace) -> web.Application:
     """The whole server as an aiohttp application. Takes ownership of the data directory (file lock)."""
     store = Store(config.data)
     store.acquire()
     store.load()
-    app = web.Application(middlewares=[error_middleware, security_headers_middleware, auth_middleware],
+    app = web.Application(middlewares=[activity_middleware, error_middleware, security_headers_middleware,
+                                       auth_middleware],
                           client_max_size=MAX_JSON_BODY)
     app[CONFIG] = config
     app[STORE] = store
     app[ENVIRONMENTS] = Environments(store, store.directory)
     app[ENDPOINT_KINDS] = EndpointKinds()
+    register_agent_kind(app)
     app[SESSIONS] = Sessions(load_or_create_secret(store.directory, "jwt.secret"), store)
     app[LOGIN_LIMIT] = LoginRateLimit()
     app[API_KEY_INDEX] = {}
@@ -3163,9 +4814,15 @@ def make_app(config: argparse.Namespace) -> web.Application:
     app[ASSETS] = {path: StaticAsset.make(text, kind) for path, (text, kind) in UI_ASSETS.items()}
     app[REGISTRIES] = Registries(store, load_or_create_secret(store.directory, "registry.key"))
     app[IMAGE_UPDATES] = ImageUpdates(app[ENVIRONMENTS], app[REGISTRIES])
+    app[ACTIVITY] = ActivityLog(store.directory,
+                                lambda: int(current_settings(store)["ActivityLogRetentionDays"]))
+    app[ANALYTICS_STATE] = {}
+    app[AFTER_RESTORE] = [lambda restored: restored[REGISTRIES].reload(),
+                          lambda restored: restored[IMAGE_UPDATES].forget()]
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
     app.cleanup_ctx.append(server_lifecycle)
+    app.cleanup_ctx.append(audit_and_analytics_lifecycle)
     return app
 
 
@@ -3182,14 +4839,7 @@ def tls_context(config: argparse.Namespace) -> ssl.SSLContext:
 
 async def serve(config: argparse.Namespace) -> None:
     app = make_app(config)
-    runner_options: dict = {"access_log": None}
-    site_options: dict = {"reuse_address": True}
-    # aiohttp 3.8 (Debian 12) takes the shutdown timeout per site and always cancels handlers of a lost client.
-    if "shutdown_timeout" in inspect.signature(web.AppRunner.__init__).parameters:
-        runner_options["shutdown_timeout"] = 0.5
-        runner_options["handler_cancellation"] = True  # a client that goes away ends its proxied stream
-    else:
-        site_options["shutdown_timeout"] = 0.5
+    runner_options, site_options = shared.aiohttp_server_options()
     runner = web.AppRunner(app, **runner_options)
     await runner.setup()
     try:

@@ -304,13 +304,15 @@ def test_every_api_route_requires_auth_unless_marked_public(server):
     assert public == {("GET", "/api/system/status"), ("GET", "/api/status"), ("GET", "/api/docs/openapi.json"),
                       ("GET", "/api/users/admin/check"), ("POST", "/api/users/admin/init"), ("POST", "/api/auth"),
                       ("GET", "/api/settings/public"), ("GET", "/"), ("GET", "/assets/app.css"),
-                      ("GET", "/assets/app.js")}
+                      ("GET", "/assets/app.js"), ("POST", "/api/restore")}
     for method, path, handler in portainer.ROUTES:
         if (method, path) in public:
             continue
         concrete = re.sub(r"\{[^}]+\}", "1", path)
         r = requests.request("GET" if method == "*" else method, server.url + concrete, timeout=10)
         assert r.status_code == 401, (method, path, r.status_code)
+    # restore is public only on a fresh instance; once an administrator exists it needs one
+    assert requests.post(server.url + "/api/restore", timeout=10).status_code == 401
 
 
 def test_password_change_invalidates_older_sessions(server, make_user):
