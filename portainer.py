@@ -1962,9 +1962,9 @@ def image_status(status: str, message: str = "", **extra) -> dict:
     return {"Status": status, "Message": message, "CheckedAt": now(), **extra}
 
 
-def creation_body(container: dict, image: dict) -> dict:
+def creation_body(container: dict, image: dict, engine_info: dict) -> dict:
     """A /containers/create body that rebuilds `container` from its image reference: its own settings kept,
-    the old image's defaults left out so that the new image's defaults apply."""
+    the old image's and the engine's defaults left out so that the new image's (and the engine's) apply."""
     config = copy.deepcopy(container["Config"])
     defaults = (image or {}).get("Config") or {}
     config["Image"] = container["Config"]["Image"]
@@ -1981,6 +1981,9 @@ def creation_body(container: dict, image: dict) -> dict:
         kept = {k: v for k, v in (config.get(key) or {}).items() if k not in (defaults.get(key) or {})}
         config[key] = kept or None
     host = copy.deepcopy(container["HostConfig"])
+    # Inspect shows the engine's default cgroup namespace mode as if it had been asked for.
+    if host.get("CgroupnsMode") == ("private" if str(engine_info.get("CgroupVersion")) == "2" else "host"):
+        host.pop("CgroupnsMode")
     host["Links"] = [f"{link.split(':')[0].lstrip('/')}:{link.split(':')[1].rsplit('/', 1)[-1]}"
                      for link in host.get("Links") or [] if ":" in link] or None
     # Anonymous volumes (image VOLUME, `-v /data`) are named by the engine; mount them by name so data stays.
@@ -2173,7 +2176,7 @@ class ImageUpdates:
             if pull and not reference.digest and not IMAGE_ID.fullmatch(image_name):
                 await self.pull(connector, reference, image_name, caller, endpoint_id)
             old_image = await connector.request_json("GET", f"/images/{container['Image']}/json")
-            body = creation_body(container, old_image)
+            body = creation_body(container, old_image, await connector.request_json("GET", "/info"))
             if vet is not None:
                 await vet(body)
             new = await self.replace(connector, container, name, body)

@@ -433,15 +433,40 @@ def test_a_container_labelled_for_auto_update_is_recreated_on_schedule(srv, engi
                    message="the scheduled auto-update")
         assert engine.containers.get(name).exec_run("cat /version").output == b"auto-v2"
         assert "auto-update: recreated container " + name in srv.log()
+        logged = srv.api("GET", "/api/useractivity/logs?keyword=auto-update").json()["logs"]
+        assert any(e["path"].endswith(f"/containers/{container.id}/recreate") and e["status"] == 200
+                   and name in e["action"] for e in logged), logged
     finally:
         for leftover in engine.containers.list(all=True, filters={"name": name}):
             leftover.remove(force=True)
+
+
+def test_a_standard_user_recreates_and_checks_only_containers_they_own(srv, engine):
+    _, key = standard_user(srv, f"{NAME}-owner")
+    theirs = engine.containers.run(BUSYBOX, "sleep 600", detach=True, labels=LABELS, **FAST_STOP)
+    mine = srv.docker_sdk(api_key=key).containers.run(BUSYBOX, "sleep 600", detach=True, labels=LABELS,
+                                                      **FAST_STOP)
+    try:
+        for method, path in (("POST", f"/api/docker/1/containers/{theirs.id}/recreate"),
+                             ("GET", f"/api/docker/1/containers/{theirs.id}/image_status")):
+            assert srv.api(method, path, api_key=key, json={}).status_code == 403
+        listed = srv.api("GET", "/api/endpoints/1/image_status", api_key=key).json()
+        assert list(listed) == [mine.id]
+        r = srv.api("POST", f"/api/docker/1/containers/{mine.id}/recreate", api_key=key, json={"PullImage": False})
+        assert r.status_code == 200, r.text
+        assert r.json()["Config"]["Labels"]["io.portainer.accesscontrol.users"]
+    finally:
+        for container in engine.containers.list(all=True, filters={"label": TEST_LABEL, "ancestor": BUSYBOX}):
+            if container.id == theirs.id or container.name == mine.name:
+                container.remove(force=True)
 
 
 def test_the_registry_password_never_appears_in_the_server_log(srv, registry_id):
     log = srv.log()  # the whole story of this file, logged at DEBUG level
     assert "recreated container" in log
     assert REGISTRY_PASSWORD not in log
+    with open(os.path.join(srv.data, "activity.jsonl")) as f:
+        assert REGISTRY_PASSWORD not in f.read()
     assert base64.b64encode(REGISTRY_PASSWORD.encode()).decode() not in log
 
 
