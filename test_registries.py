@@ -236,6 +236,23 @@ def test_repositories_and_tags_of_a_registry_can_be_browsed(srv, engine, registr
     assert srv.api("GET", f"/api/registries/{registry_id}/v2/{NAME}/nothing/tags/list").status_code == 404
 
 
+def test_a_restored_backup_keeps_the_registry_credentials_usable(srv, registry, registry_id, tmp_path):
+    backup = srv.api("POST", "/api/backup", json={"password": "backup secret 123"})
+    assert backup.status_code == 200
+    target = start_server(str(tmp_path / "restored"), admin_password=None)
+    try:
+        assert os.path.exists(os.path.join(target.data, "registry.key"))  # its own key, until the restore
+        restored = requests.post(target.url + "/api/restore", files={"file": ("backup", backup.content)},
+                                 data={"password": "backup secret 123"}, timeout=60)
+        assert restored.status_code == 204, restored.text
+        token = target.login("admin", ADMIN_PASSWORD)
+        catalog = target.api("GET", f"/api/registries/{registry_id}/v2/_catalog", token=token)
+        assert catalog.status_code == 200, catalog.text
+        assert_no_password(target.api("GET", "/api/registries", token=token))
+    finally:
+        target.stop()
+
+
 def test_wrong_credentials_give_a_clear_message(srv, engine, registry):
     r = srv.api("POST", "/api/registries", json={
         "Name": f"{NAME}-wrong", "URL": registry.address, "Authentication": True, "Username": REGISTRY_USER,
