@@ -104,6 +104,37 @@ class BenchServer:
             self.process.kill()
 
 
+class BenchAgent:
+    """`python agent.py` on this machine, serving the machine's engine on 127.0.0.1."""
+
+    def __init__(self, workdir: str):
+        self.port = free_port()
+        self.log = open(os.path.join(workdir, "agent.log"), "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, os.path.join(HERE, "agent.py"), "--host", "127.0.0.1", "--port", str(self.port),
+             "--docker-host", "unix://" + DOCKER_SOCKET, "--log-level", "WARNING"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+
+    async def ready(self) -> None:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(300):
+                try:
+                    async with session.get(f"https://127.0.0.1:{self.port}/ping", ssl=False) as r:
+                        if r.status == 204:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise RuntimeError("agent.py did not start")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
 def docker_cli(*args: str, check: bool = True) -> str:
     return subprocess.run(["docker", *args], capture_output=True, text=True, check=check).stdout
 
@@ -166,12 +197,17 @@ def tcp_session(limit: int = 100) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit))
 
 
+PROXY_RATIO_GOALS = {"local": 1.2, "agent": 1.5, "edge": 1.6}
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.results: dict[str, dict] = {}
         self.workdir = tempfile.mkdtemp(prefix="portainer-py-bench-")
         self.server: BenchServer | None = None
+        self.agent: BenchAgent | None = None
+        self.environment_ids: dict[str, int] = {}
 
     def record(self, name: str, value: float, unit: str, goal: str, met: bool | None, note: str = "") -> None:
         self.results[name] = {"value": round(value, 3), "unit": unit, "goal": goal, "met": met}
@@ -186,6 +222,23 @@ class Bench:
             await self.server.ready()
         return self.server
 
+    async def environments(self) -> dict[str, int]:
+        """Environment ids by kind, each reaching the machine's engine: local socket, agent, edge agent."""
+        if self.environment_ids:
+            return self.environment_ids
+        server = await self.start_server()
+        self.environment_ids["local"] = 1
+        self.agent = BenchAgent(self.workdir)
+        await self.agent.ready()
+        async with aiohttp.ClientSession() as session:
+            async with session.post(server.url + "/api/endpoints", headers=server.headers,
+                                    json={"Name": "bench-agent", "EndpointCreationType": 2,
+                                          "URL": f"127.0.0.1:{self.agent.port}"}) as r:
+                body = await r.json()
+                assert r.status == 200, body
+                self.environment_ids["agent"] = body["Id"]
+        return self.environment_ids
+
     # -- proxy latency ------------------------------------------------------------------------------------------
     async def measure_proxy(self) -> None:
         print("proxy latency: GET /containers/json with 100 containers", flush=True)
@@ -194,9 +247,10 @@ class Bench:
             docker_cli("create", "--label", BENCH_LABEL, BUSYBOX, "true")
         server = await self.start_server()
         count = self.args.requests
-        targets = {"direct": ("http://docker/v1.41/containers/json?all=1", {}, direct_session),
-                   "local": (f"{server.url}/api/endpoints/1/docker/v1.41/containers/json?all=1", server.headers,
-                             tcp_session)}
+        targets = {"direct": ("http://docker/v1.41/containers/json?all=1", {}, direct_session)}
+        for kind, endpoint_id in (await self.environments()).items():
+            targets[kind] = (f"{server.url}/api/endpoints/{endpoint_id}/docker/v1.41/containers/json?all=1",
+                             server.headers, tcp_session)
         p50 = {}
         for name, (url, headers, make_session) in targets.items():
             async with make_session() as session:
@@ -207,8 +261,10 @@ class Bench:
             self.record(f"proxy.{name}.p99", percentile(values, 0.99), "ms", "", None)
             rate, errors = await throughput(make_session, url, headers, 32, self.args.seconds)
             self.record(f"proxy.{name}.rps_c32", rate, "req/s", "", None if errors == 0 else False)
-        ratio = p50["local"] / p50["direct"]
-        self.record("proxy.local.p50_ratio", ratio, "x", "<= 1.2", ratio <= 1.2)
+        for kind, goal in PROXY_RATIO_GOALS.items():
+            if kind in p50:
+                ratio = p50[kind] / p50["direct"]
+                self.record(f"proxy.{kind}.p50_ratio", ratio, "x", f"<= {goal}", ratio <= goal)
         direct_rps = self.results["proxy.direct.rps_c32"]["value"]
         local_rps = self.results["proxy.local.rps_c32"]["value"]
         self.record("proxy.local.rps_c32_share", 100 * local_rps / direct_rps, "%", ">= 90", local_rps >= 0.9 * direct_rps)
@@ -243,12 +299,14 @@ class Bench:
         async with direct_session() as session:
             direct, _ = await export(session, f"http://docker/v1.41/containers/{container}/export", {})
         self.record("stream.direct", direct, "MB/s", "", None)
-        before = rss_mb(server.process.pid)
-        async with tcp_session() as session:
-            local, peak = await export(session, f"{server.url}/api/endpoints/1/docker/v1.41/containers/{container}/export",
-                                       server.headers, server.process.pid)
-        self.record("stream.local", local, "MB/s", ">= 70 % of direct", local >= 0.7 * direct)
-        self.record("stream.local.rss_growth", peak - before, "MB", "< 20", peak - before < 20)
+        for kind, endpoint_id in (await self.environments()).items():
+            before = rss_mb(server.process.pid)
+            async with tcp_session() as session:
+                rate, peak = await export(
+                    session, f"{server.url}/api/endpoints/{endpoint_id}/docker/v1.41/containers/{container}/export",
+                    server.headers, server.process.pid)
+            self.record(f"stream.{kind}", rate, "MB/s", ">= 70 % of direct", rate >= 0.7 * direct)
+            self.record(f"stream.{kind}.rss_growth", peak - before, "MB", "< 20", peak - before < 20)
         docker_cli("rm", "-f", container)
         docker_cli("rmi", "-f", "portainer-py-bench-big:1", check=False)
 
@@ -261,6 +319,11 @@ class Bench:
         self.record("memory.server_idle_rss", rss_mb(server.process.pid), "MB", "<= 60",
                     rss_mb(server.process.pid) <= 60)
         server.stop()
+        agent = BenchAgent(tempfile.mkdtemp(dir=self.workdir))
+        await agent.ready()
+        await asyncio.sleep(2)
+        self.record("memory.agent_idle_rss", rss_mb(agent.process.pid), "MB", "<= 40", rss_mb(agent.process.pid) <= 40)
+        agent.stop()
 
     # -- API under load -----------------------------------------------------------------------------------------
     async def measure_api_load(self) -> None:
@@ -298,6 +361,8 @@ class Bench:
             for name in measures:
                 await getattr(self, f"measure_{name}")()
         finally:
+            if self.agent:
+                self.agent.stop()
             if self.server:
                 self.server.stop()
             remove_bench_objects()

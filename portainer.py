@@ -239,6 +239,10 @@ async def read_json(request: web.Request, limit: int = MAX_JSON_BODY) -> Any:
         raise BadRequest("invalid JSON in request body", str(exc)) from exc
 
 
+# What aiohttp raises for a form or multipart body it cannot parse (a missing boundary, a broken part header).
+MALFORMED_FORM_ERRORS = (ValueError, AssertionError, LookupError)
+
+
 async def read_json_object(request: web.Request) -> dict:
     body = await read_json(request)
     if not isinstance(body, dict):
@@ -3051,7 +3055,7 @@ async def read_endpoint_form(request: web.Request) -> tuple[dict, dict[str, byte
         files: dict[str, bytes] = {}
         try:
             post = await request.post()
-        except (ValueError, AssertionError, KeyError) as exc:
+        except MALFORMED_FORM_ERRORS as exc:
             raise BadRequest("malformed form body", str(exc) or "a multipart body needs a boundary") from None
         for name, value in post.items():
             if hasattr(value, "file"):
@@ -3800,16 +3804,20 @@ async def handle_restore(request: web.Request) -> web.Response:
         raise Forbidden("the set-up window has closed; restart portainer.py to restore onto this fresh instance")
     if not request.content_type.startswith("multipart/"):
         raise BadRequest("send the backup as multipart/form-data with fields 'file' and 'password'")
-    blob, password = b"", ""
-    reader = await request.multipart()
-    async for part in reader:
-        if part.name == "file":
-            while chunk := await part.read_chunk(1024 * 1024):
-                blob += chunk
-                if len(blob) > MAX_BACKUP_SIZE:
-                    raise PayloadTooLarge(f"a backup may be at most {MAX_BACKUP_SIZE} bytes")
-        elif part.name == "password":
-            password = (await part.read(decode=True)).decode(errors="replace")[:1024]
+    received, password = bytearray(), ""
+    try:
+        reader = await request.multipart()
+        async for part in reader:
+            if part.name == "file":
+                while chunk := await part.read_chunk(1024 * 1024):
+                    received += chunk
+                    if len(received) > MAX_BACKUP_SIZE:
+                        raise PayloadTooLarge(f"a backup may be at most {MAX_BACKUP_SIZE} bytes")
+            elif part.name == "password":
+                password = (await part.read(decode=True)).decode(errors="replace")[:1024]
+    except MALFORMED_FORM_ERRORS as exc:
+        raise BadRequest("malformed multipart body", str(exc) or "a multipart body needs a boundary") from None
+    blob = bytes(received)
     if not blob:
         raise BadRequest("no backup file was sent (field 'file')")
     if blob.startswith(BACKUP_MAGIC):
