@@ -28,6 +28,7 @@ import logging
 import os
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -37,10 +38,11 @@ import tarfile
 import time
 import urllib.parse
 import uuid
+import weakref
 import zlib
 from typing import Any, Awaitable, Callable
 
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 
 import agent as shared
 
@@ -2418,6 +2420,141 @@ async def handle_docker_proxy(request: web.Request) -> web.StreamResponse:
 
 
 # ================================================================================================================
+# Console: exec into (or attach to) a container over a WebSocket, authenticated by the session cookie
+# ================================================================================================================
+
+CONSOLE_MAX_MESSAGE = 1024 * 1024
+
+
+def check_same_origin(request: web.Request) -> None:
+    """A browser always sends Origin on a WebSocket; a foreign one would ride the user's cookie (hijacking)."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        if caller_of(request).via == "cookie":
+            raise Forbidden("a WebSocket authenticated by cookie must send an Origin header")
+        return
+    if urllib.parse.urlsplit(origin).netloc.lower() != request.host.lower():
+        raise Forbidden(f"WebSocket from origin {origin} refused", "the console only accepts this server's own pages")
+
+
+async def open_console_stream(request: web.Request, endpoint: dict, container_id: str, mode: str,
+                              command: list[str]) -> tuple[shared.DockerResponse, str, bool]:
+    """Start an exec (or attach) under the proxy's access rules; answers the upgraded stream, the resize path and
+    whether output is a TTY."""
+    connector = request.app[ENVIRONMENTS].connector(endpoint["Id"])
+    quoted = urllib.parse.quote(container_id, safe="")
+    upgrade = [("Content-Type", "application/json"), ("Connection", "Upgrade"), ("Upgrade", "tcp")]
+    if mode == "attach":
+        await authorize_docker_call(request, endpoint, "POST", f"/containers/{container_id}/attach")
+        details = await connector.request_json("GET", f"/containers/{quoted}/json")
+        tty = bool((details.get("Config") or {}).get("Tty"))
+        target = f"/containers/{quoted}/attach?stream=1&stdin=1&stdout=1&stderr=1"
+        resize, body = f"/containers/{quoted}/resize", None
+    else:
+        exec_config = {"AttachStdin": True, "AttachStdout": True, "AttachStderr": True, "Tty": True,
+                       "Cmd": command, "Env": ["TERM=xterm"], "Privileged": False}
+        await authorize_docker_call(request, endpoint, "POST", f"/containers/{container_id}/exec")
+        if bound_by_security_settings(request.app[STORE], caller_of(request), endpoint) and \
+                BODY_CHECKS["exec"](exec_config, endpoint_security_settings(endpoint)):
+            raise Forbidden("privileged exec is not allowed for non-administrators on this environment")
+        created = await connector.request_json("POST", f"/containers/{quoted}/exec", exec_config)
+        tty, target = True, f"/exec/{created['Id']}/start"
+        resize, body = f"/exec/{created['Id']}/resize", json.dumps({"Detach": False, "Tty": True}).encode()
+    response = await connector.request("POST", target, upgrade, body, timeout=30)
+    if not response.upgraded:
+        async with response:
+            raw = await response.read()
+        raise engine_error(response.status if response.status >= 400 else 502, raw)
+    return response, resize, tty
+
+
+def demultiplex(buffer: bytearray) -> bytes:
+    """Take the complete frames of Docker's stdout/stderr stream format out of buffer; answers their payload."""
+    out = bytearray()
+    while len(buffer) >= 8:
+        size = int.from_bytes(buffer[4:8], "big")
+        if len(buffer) < 8 + size:
+            break
+        out += buffer[8:8 + size]
+        del buffer[:8 + size]
+    return bytes(out)
+
+
+async def handle_console_websocket(request: web.Request) -> web.WebSocketResponse:
+    """Console WebSocket: ?containerId=&cmd=sh (exec) or &mode=attach; binary frames are keystrokes and output,
+    a text frame {"type": "resize", "cols", "rows"} resizes the terminal."""
+    endpoint_id = path_id(request)
+    endpoint = endpoint_for_caller(request, endpoint_id)
+    check_same_origin(request)
+    container_id = request.query.get("containerId", "")
+    if not container_id or "/" in container_id:
+        raise BadRequest("containerId is required")
+    mode = request.query.get("mode", "exec")
+    if mode not in ("exec", "attach"):
+        raise BadRequest("mode must be exec or attach")
+    try:
+        command = shlex.split(request.query.get("cmd", "sh"))
+    except ValueError as exc:
+        raise BadRequest(f"cannot parse cmd: {exc}") from None
+    if not command:
+        raise BadRequest("cmd must not be empty")
+    stream, resize_path, tty = await open_console_stream(request, endpoint, container_id, mode, command)
+    connector = request.app[ENVIRONMENTS].connector(endpoint_id)
+    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=CONSOLE_MAX_MESSAGE)
+    try:
+        await ws.prepare(request)
+    except Exception:
+        stream.release()
+        raise
+    request.app[CONSOLES].add(ws)
+    connection = stream.connection
+
+    async def engine_to_browser():
+        pending = bytearray()
+        while True:
+            data = await connection.reader.read(shared.STREAM_CHUNK)
+            if not data:
+                return
+            if not tty:
+                pending += data
+                data = demultiplex(pending)
+            if data:
+                await ws.send_bytes(data)
+
+    async def resize(cols: Any, rows: Any):
+        if isinstance(cols, int) and isinstance(rows, int) and 0 < cols < 1000 and 0 < rows < 1000:
+            with contextlib.suppress(ApiError):
+                await connector.request_json("POST", f"{resize_path}?h={rows}&w={cols}")
+
+    async def browser_to_engine():
+        async for message in ws:
+            if message.type == web.WSMsgType.BINARY:
+                connection.writer.write(message.data)
+                await connection.writer.drain()
+            elif message.type == web.WSMsgType.TEXT:
+                try:
+                    control = json.loads(message.data)
+                except ValueError:
+                    continue
+                if isinstance(control, dict) and control.get("type") == "resize":
+                    await resize(control.get("cols"), control.get("rows"))
+
+    tasks = [asyncio.ensure_future(engine_to_browser()), asyncio.ensure_future(browser_to_engine())]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:  # either side hanging up ends the session
+            log.debug("console session on environment %s ended by the %s: %r", endpoint_id,
+                      "engine" if task is tasks[0] else "browser", task.exception())
+    finally:
+        for task in tasks:
+            task.cancel()
+        stream.release()
+        connection.close()
+        await ws.close()
+    return ws
+
+
+# ================================================================================================================
 # API handlers: system and docs
 # ================================================================================================================
 
@@ -3948,188 +4085,1316 @@ UI_INDEX_HTML = """<!doctype html>
 </head><body><div id="app" aria-live="polite"></div><script src="/assets/app.js"></script></body></html>
 """
 
-UI_CSS = """
-:root{--bg:#f5f6f8;--panel:#fff;--text:#1d2330;--muted:#5f6b7a;--accent:#1366d6;--danger:#c62828;--ok:#2e7d32;
---border:#dde1e7;--warn:#b26a00}
-[data-theme=dark]{--bg:#12151b;--panel:#1b2029;--text:#e5e9f0;--muted:#9aa4b2;--accent:#5b9bff;--border:#2c3340;
---danger:#ef5350;--ok:#66bb6a;--warn:#ffb74d}
-*{box-sizing:border-box}body{margin:0;font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;
-background:var(--bg);color:var(--text)}a{color:var(--accent)}
-header{display:flex;align-items:center;gap:16px;padding:10px 18px;background:var(--panel);
-border-bottom:1px solid var(--border)}header .brand{font-weight:700}header nav{display:flex;gap:12px;flex-wrap:wrap}
-header .spacer{flex:1}main{padding:18px;max-width:1400px;margin:0 auto}
+UI_CSS = r"""
+:root{--bg:#f4f5f7;--panel:#fff;--text:#1d2330;--muted:#5f6b7a;--accent:#1366d6;--accent-text:#fff;--danger:#c62828;
+--ok:#2e7d32;--warn:#a15c00;--border:#dde1e7;--hover:#eef2f8;--side:#1b2433;--side-text:#cfd6e2;--mark:#ffe08a;
+--term-bg:#11151c;--term-fg:#d8dee9}
+[data-theme=dark]{--bg:#12151b;--panel:#1b2029;--text:#e5e9f0;--muted:#9aa4b2;--accent:#5b9bff;--accent-text:#0b1220;
+--border:#2c3340;--danger:#ef5350;--ok:#66bb6a;--warn:#ffb74d;--hover:#232a36;--side:#0d1117;--side-text:#b7c0ce;
+--mark:#7a5d00}
+*{box-sizing:border-box}html,body{height:100%}
+body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;background:var(--bg);color:var(--text)}
+a{color:var(--accent)}h1,h2,h3{margin:0 0 12px}h2{font-size:20px}h3{font-size:15px;margin-top:8px}
+:focus-visible{outline:2px solid var(--accent);outline-offset:1px}
+.layout{display:grid;grid-template-columns:210px minmax(0,1fr);min-height:100vh}.layout>div{min-width:0}
+.side{background:var(--side);color:var(--side-text);padding:12px 0;display:flex;flex-direction:column;gap:2px}
+.side .brand{font-weight:700;font-size:16px;padding:4px 16px 12px;color:#fff}
+.side a{color:var(--side-text);text-decoration:none;padding:6px 16px;display:block;border-left:3px solid transparent}
+.side a:hover,.side a.active{background:rgba(255,255,255,.07);color:#fff;border-left-color:var(--accent)}
+.side .group{padding:12px 16px 4px;font-size:11px;text-transform:uppercase;letter-spacing:.06em;opacity:.7}
+.side .envname{padding:2px 16px 4px;color:#fff;font-weight:600;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+.top{display:flex;align-items:center;gap:10px;padding:8px 18px;background:var(--panel);border-bottom:1px solid var(--border)}
+.top .crumbs{flex:1;color:var(--muted);overflow:hidden;white-space:nowrap;text-overflow:ellipsis}
+.menu{display:none}.side .brand{display:flex;justify-content:space-between;align-items:center}
+.side .menu{background:none;border:0;color:#fff;font-size:20px;padding:0 4px}
+main{padding:18px;max-width:1500px;width:100%}
 .card{background:var(--panel);border:1px solid var(--border);border-radius:8px;padding:16px;margin-bottom:16px}
-.auth{max-width:380px;margin:8vh auto}label{display:block;margin:10px 0 4px;color:var(--muted)}
-input,select,textarea{width:100%;padding:8px;border:1px solid var(--border);border-radius:6px;background:var(--bg);
-color:var(--text);font:inherit}button{padding:7px 14px;border-radius:6px;border:1px solid var(--border);
-background:var(--panel);color:var(--text);cursor:pointer;font:inherit}button.primary{background:var(--accent);
-border-color:var(--accent);color:#fff}button.danger{color:var(--danger)}button:disabled{opacity:.5}
-table{width:100%;border-collapse:collapse}th,td{text-align:left;padding:7px 8px;border-bottom:1px solid var(--border)}
-th{color:var(--muted);font-weight:600;cursor:pointer;user-select:none}.error{color:var(--danger);margin:8px 0}
-.badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;border:1px solid var(--border)}
-.up,.running{color:var(--ok)}.down,.exited{color:var(--danger)}.paused{color:var(--warn)}
-.badge.outdated{color:var(--warn);border-color:var(--warn)}.badge.updated{color:var(--ok)}input.inline{width:auto}
-fieldset{border:1px solid var(--border);border-radius:6px;margin:10px 0}
-.toolbar{display:flex;gap:8px;flex-wrap:wrap;align-items:center;margin-bottom:12px}.toolbar input{max-width:260px}
-.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(180px,1fr));gap:12px}
-.stat{font-size:26px;font-weight:700}.muted{color:var(--muted)}pre{white-space:pre-wrap;word-break:break-all}
-label.check{display:flex;gap:8px;align-items:center;color:var(--text)}label.check input{width:auto}
-@media (max-width:700px){header{flex-wrap:wrap}main{padding:8px}td,th{padding:5px}.hide-sm{display:none}}
+.auth{max-width:400px;margin:10vh auto}.auth .brand{font-size:22px;font-weight:700;margin-bottom:12px}
+label{display:block;margin:10px 0 4px;color:var(--muted)}label.check{display:flex;gap:8px;align-items:center;color:var(--text)}
+input,select,textarea{width:100%;padding:7px 9px;border:1px solid var(--border);border-radius:6px;background:var(--bg);
+color:var(--text);font:inherit}textarea{font-family:ui-monospace,Menlo,Consolas,monospace;min-height:80px}
+input[type=checkbox],input[type=radio]{width:auto;margin:0}input[type=file]{padding:5px}
+input.invalid,select.invalid,textarea.invalid{border-color:var(--danger)}
+.field-error{color:var(--danger);font-size:12px;margin-top:3px}
+button,.button{padding:6px 13px;border-radius:6px;border:1px solid var(--border);background:var(--panel);color:var(--text);
+cursor:pointer;font:inherit;text-decoration:none;display:inline-block;white-space:nowrap}
+button:hover,.button:hover{background:var(--hover)}button.primary,.button.primary{background:var(--accent);border-color:var(--accent);
+color:var(--accent-text)}button.danger{color:var(--danger)}button:disabled{opacity:.45;cursor:default}
+button.small{padding:2px 8px;font-size:12px}button.link{border:0;background:none;color:var(--accent);padding:0}
+table{width:100%;border-collapse:collapse}th,td{text-align:left;padding:6px 8px;border-bottom:1px solid var(--border);
+vertical-align:top}th{color:var(--muted);font-weight:600;user-select:none;white-space:nowrap}th.sortable{cursor:pointer}
+th.sorted-asc::after{content:" \25B2"}th.sorted-desc::after{content:" \25BC"}tbody tr:hover{background:var(--hover)}
+td.check,th.check{width:28px}.table-wrap{overflow-x:auto}
+.error{color:var(--danger);margin:8px 0}.error:empty{display:none}.ok-text{color:var(--ok)}
+.badge{display:inline-block;padding:0 8px;border-radius:10px;font-size:12px;border:1px solid var(--border);margin-right:4px}
+.badge.outdated{color:var(--warn);border-color:var(--warn)}.badge.updated{color:var(--ok)}
+.up,.running,.healthy{color:var(--ok)}.down,.exited,.dead,.unhealthy{color:var(--danger)}.paused,.restarting,.created{color:var(--warn)}
+.toolbar{display:flex;gap:8px;flex-wrap:wrap;align-items:center;margin-bottom:12px}.toolbar input.filter{max-width:260px}
+.toolbar .spacer,.spacer{flex:1}.toolbar select,.toolbar input:not([type=checkbox]){width:auto}.toolbar input.filter{min-width:180px;width:260px}.toolbar h2{margin:0}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(170px,1fr));gap:12px}
+.grid2{display:grid;grid-template-columns:repeat(auto-fit,minmax(320px,1fr));gap:12px}
+.tile{display:block;text-decoration:none;color:var(--text)}.tile:hover{border-color:var(--accent)}
+.stat{font-size:26px;font-weight:700}.muted{color:var(--muted)}.small{font-size:12px}.mono{font-family:ui-monospace,Menlo,Consolas,monospace}
+pre{white-space:pre-wrap;word-break:break-all;margin:0}.hidden{display:none!important}
+.env{display:flex;gap:14px;align-items:flex-start}.env .info{flex:1}.env .name{font-size:16px;font-weight:600}
+.row{display:flex;gap:10px;flex-wrap:wrap}.row>*{flex:1;min-width:140px}.row>.narrow{flex:0 0 auto;min-width:0}
+.pairs .pair{display:flex;gap:6px;margin-bottom:6px;align-items:center}.pairs .pair>input{flex:1}.pairs .pair>select{flex:0 0 90px}
+fieldset{border:1px solid var(--border);border-radius:8px;margin:12px 0;padding:8px 12px}legend{color:var(--muted);padding:0 6px}
+.tabs{display:flex;gap:2px;border-bottom:1px solid var(--border);margin-bottom:12px;flex-wrap:wrap}
+.tabs a{padding:7px 14px;text-decoration:none;color:var(--muted);border-bottom:2px solid transparent}
+.tabs a.active{color:var(--text);border-bottom-color:var(--accent)}
+.tree{overflow-wrap:anywhere}.tree ul{list-style:none;margin:0;padding-left:18px}.tree>ul{padding-left:0}.tree li{margin:1px 0}
+.tree .k{color:var(--accent)}.tree .s{color:var(--ok)}.tree .n{color:var(--warn)}.tree details>summary{cursor:pointer}
+.logs{height:60vh;overflow:auto;border:1px solid var(--border);background:var(--term-bg);color:var(--term-fg);padding:8px;border-radius:6px;
+font:12px/1.4 ui-monospace,Menlo,Consolas,monospace;white-space:pre-wrap;word-break:break-all}
+.logs .err{color:#ff8a80}.logs mark{background:#ffd54f;color:#111}.logs .ts{color:#7f8ea3}
+.charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(240px,1fr));gap:12px}
+.chart canvas{width:100%;height:160px;display:block}.chart .legend{font-size:12px;color:var(--muted)}
+.layer{display:grid;grid-template-columns:100px 1fr;gap:2px 8px;align-items:center;font-size:12px;margin:4px 0}
+.layer progress{width:100%;height:12px}.layer .detail{grid-column:2}
+.toasts{position:fixed;right:16px;bottom:16px;display:flex;flex-direction:column;gap:8px;z-index:20}
+.toast{background:var(--panel);border:1px solid var(--border);border-left:4px solid var(--ok);padding:10px 14px;border-radius:6px;
+box-shadow:0 4px 14px rgba(0,0,0,.15);max-width:380px}.toast.bad{border-left-color:var(--danger)}
+.term{border:1px solid var(--border);background:var(--term-bg);color:var(--term-fg);font:13px/1.25 ui-monospace,Menlo,Consolas,"DejaVu Sans Mono",monospace;
+padding:6px;border-radius:6px;height:60vh;overflow:hidden;white-space:pre;outline:none;position:relative;cursor:text}
+.term:focus{box-shadow:0 0 0 2px var(--accent)}.term .line{height:1.25em}.term .cursor{background:var(--term-fg);color:var(--term-bg)}
+.term .b{font-weight:700}.term .u{text-decoration:underline}.term .dim{opacity:.6}
+.fg0{color:#2e3440}.fg1{color:#e06c75}.fg2{color:#98c379}.fg3{color:#e5c07b}.fg4{color:#61afef}.fg5{color:#c678dd}.fg6{color:#56b6c2}.fg7{color:#d8dee9}
+.fg8{color:#6b7689}.fg9{color:#ff7b86}.fg10{color:#b5e890}.fg11{color:#ffd68a}.fg12{color:#82c4ff}.fg13{color:#e09cf5}.fg14{color:#7fdbe6}.fg15{color:#fff}
+.bg0{background:#2e3440}.bg1{background:#b5424d}.bg2{background:#5d8a3a}.bg3{background:#a07f2e}.bg4{background:#3568a8}.bg5{background:#8a4a9e}.bg6{background:#2f8391}.bg7{background:#c0c6d0}
+.bg8{background:#4c566a}.bg9{background:#e06c75}.bg10{background:#98c379}.bg11{background:#e5c07b}.bg12{background:#61afef}.bg13{background:#c678dd}.bg14{background:#56b6c2}.bg15{background:#eceff4}
+.fgi{color:var(--term-bg)}.bgi{background:var(--term-fg)}
+.kv{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px}.kv dt{color:var(--muted)}.kv dd{margin:0;word-break:break-all}
+.empty{padding:24px;text-align:center;color:var(--muted)}
+.more{margin-top:8px}
+@media (max-width:760px){.layout{grid-template-columns:minmax(0,1fr)}.top{padding:6px 8px;gap:6px}.top .who{display:none}.side{display:none}.side.open{display:flex;position:fixed;inset:0 30% 0 0;z-index:10;
+overflow:auto}.menu{display:inline-block}main{padding:8px}td,th{padding:5px}.hide-sm{display:none}.layer{grid-template-columns:80px 1fr}
+.toolbar input.filter{max-width:none;width:100%}}
 """
 
 UI_JS = r"""
 'use strict';
+// ---- core: state, API client, escaping, page lifecycle -------------------------------------------------------
 const $app = document.getElementById('app');
+const $ = (selector, root = document) => root.querySelector(selector);
+const $$ = (selector, root = document) => [...root.querySelectorAll(selector)];
 let csrf = sessionStorage.getItem('csrf') || '';
 let me = null;
-const esc = s => String(s ?? '').replace(/[&<>"']/g, c => ({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;',"'":'&#39;'}[c]));
-async function api(method, path, body) {
-  const headers = {};
-  if (body !== undefined) headers['Content-Type'] = 'application/json';
-  if (csrf && method !== 'GET') headers['X-CSRF-Token'] = csrf;
-  const r = await fetch(path, {method, headers, body: body === undefined ? undefined : JSON.stringify(body),
-                               credentials: 'same-origin'});
-  const t = r.headers.get('X-CSRF-Token'); if (t) { csrf = t; sessionStorage.setItem('csrf', t); }
-  const text = await r.text(); let data = null; try { data = text ? JSON.parse(text) : null; } catch (e) { data = text; }
-  if (!r.ok) { const err = new Error((data && data.message) || r.statusText); err.status = r.status; throw err; }
-  return data;
+let publicSettings = null;
+let currentEnv = null;
+const esc = s => String(s ?? '').replace(/[&<>"']/g, c => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;'}[c]));
+const dockerBase = envId => `/api/endpoints/${envId}/docker`;
+
+class ApiFailure extends Error {
+  constructor(message, status, details) { super(message); this.status = status; this.details = details; }
 }
-function theme() { document.documentElement.dataset.theme = localStorage.getItem('theme') || 'light'; }
-function toggleTheme() { localStorage.setItem('theme', (localStorage.getItem('theme') === 'dark') ? 'light' : 'dark'); theme(); }
-function shell(content) {
-  return `<header><span class="brand">portainer.py</span><nav><a href="#/home">Home</a>` +
-    (me && me.Role === 1 ? `<a href="#/users">Users</a><a href="#/settings">Settings</a>` : '') +
-    `<a href="#/teams">Teams</a>` +
-    (me && me.Role === 1 ? `<a href="#/resource-controls">Sharing</a><a href="#/activity">Activity</a><a href="#/backup">Backup</a>` : '') +
-    `<a href="#/registries">Registries</a><a href="#/account">Account</a></nav><span class="spacer"></span>
-    <button id="theme" title="Switch light/dark theme">Theme</button><span class="muted">${esc(me && me.Username)}</span>
-    <button id="logout">Log out</button></header><main>${content}</main>`;
+function requestOptions(method, body, headers = {}) {
+  const isRaw = body instanceof Blob || body instanceof FormData || body instanceof ArrayBuffer;
+  if (body !== undefined && !isRaw) headers['Content-Type'] = 'application/json';
+  if (csrf && method !== 'GET' && method !== 'HEAD') headers['X-CSRF-Token'] = csrf;
+  return {method, headers, credentials: 'same-origin', signal: pageSignal(),
+          body: body === undefined ? undefined : (isRaw ? body : JSON.stringify(body))};
+}
+async function failureOf(response) {
+  const text = await response.text(); let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch (e) { data = {message: text}; }
+  return new ApiFailure((data && data.message) || response.statusText || `HTTP ${response.status}`, response.status, data && data.details);
+}
+function rememberCsrf(response) { const t = response.headers.get('X-CSRF-Token'); if (t) { csrf = t; sessionStorage.setItem('csrf', t); } }
+// JSON in, JSON out; throws ApiFailure with the server's {message, details}.
+async function api(method, path, body, headers) {
+  const r = await fetch(path, requestOptions(method, body, headers));
+  rememberCsrf(r);
+  if (!r.ok) throw await failureOf(r);
+  const text = await r.text();
+  try { return text ? JSON.parse(text) : null; } catch (e) { return text; }
+}
+// A streamed answer: onChunk(Uint8Array) for each piece as it arrives; resolves when the stream ends.
+async function apiStream(method, path, body, onChunk, headers) {
+  const r = await fetch(path, requestOptions(method, body, headers));
+  rememberCsrf(r);
+  if (!r.ok) throw await failureOf(r);
+  const reader = r.body.getReader();
+  for (;;) { const {done, value} = await reader.read(); if (done) return; onChunk(value); }
+}
+// Newline-delimited JSON (pull, build, load, stats progress) as objects.
+function jsonLines(onObject) {
+  const decoder = new TextDecoder(); let rest = '';
+  return chunk => { rest += decoder.decode(chunk, {stream: true}); const lines = rest.split('\n'); rest = lines.pop();
+    for (const line of lines) if (line.trim()) { try { onObject(JSON.parse(line)); } catch (e) { onObject({stream: line + '\n'}); } } };
+}
+
+// Everything a page starts (timers, streams, sockets) ends when the user leaves it.
+let pageCleanups = [], pageController = new AbortController();
+function pageSignal() { return pageController.signal; }
+function onLeave(fn) { pageCleanups.push(fn); }
+function leavePage() {
+  pageController.abort(); pageController = new AbortController();
+  for (const fn of pageCleanups.splice(0)) { try { fn(); } catch (e) { console.error(e); } }
+}
+function every(ms, fn) {
+  let busy = false;
+  const id = setInterval(async () => { if (document.hidden || busy) return; busy = true;
+    try { await fn(); } catch (e) { if (e.name !== 'AbortError') console.warn(e); } finally { busy = false; } }, ms);
+  onLeave(() => clearInterval(id));
+}
+
+// Live updates: the engine's event stream (kept open while the page is shown) calls onChange, at most every
+// 300 ms; a slow poll stays as the fallback when events cannot be read.
+function watchEngine(envId, types, onChange, fallbackMs = 15000) {
+  let timer = 0;
+  const changed = () => { clearTimeout(timer); timer = setTimeout(() => onChange().catch(() => {}), 300); };
+  const filters = encodeURIComponent(JSON.stringify({type: types}));
+  apiStream('GET', `${dockerBase(envId)}/events?filters=${filters}`, undefined, jsonLines(changed)).catch(() => {});
+  onLeave(() => clearTimeout(timer));
+  every(fallbackMs, onChange);
+}
+
+// ---- formatting ---------------------------------------------------------------------------------------------
+function fmtBytes(n) { if (!n && n !== 0) return ''; const u = ['B', 'KB', 'MB', 'GB', 'TB']; let i = 0;
+  while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; } return `${n.toFixed(n < 10 && i ? 1 : 0)} ${u[i]}`; }
+function fmtDate(t) { if (!t) return ''; const d = typeof t === 'number' ? new Date(t * 1000) : new Date(t);
+  return isNaN(d) ? '' : d.toLocaleString(); }
+function fmtAgo(t) { const s = Math.max(0, Date.now() / 1000 - (typeof t === 'number' ? t : Date.parse(t) / 1000));
+  if (s < 60) return `${Math.floor(s)} s ago`; if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ago`; return `${Math.floor(s / 86400)} days ago`; }
+const shortId = id => String(id || '').replace(/^sha256:/, '').slice(0, 12);
+const containerName = c => ((c.Names && c.Names[0]) || c.Name || '').replace(/^\//, '');
+
+// ---- feedback: toasts and errors next to their cause --------------------------------------------------------
+function toast(message, bad = false) {
+  let box = $('.toasts'); if (!box) { box = document.createElement('div'); box.className = 'toasts'; box.setAttribute('role', 'status'); document.body.append(box); }
+  const t = document.createElement('div'); t.className = 'toast' + (bad ? ' bad' : ''); t.textContent = message; box.append(t);
+  setTimeout(() => t.remove(), bad ? 8000 : 4000);
+}
+function clearErrors(form) {
+  $$('.field-error', form).forEach(e => e.remove()); $$('.invalid', form).forEach(e => e.classList.remove('invalid'));
+  const general = $('.error', form); if (general) general.textContent = '';
+}
+// Put the message under the input it is about (the server names the field), else in the form's error line.
+function showError(form, err, fieldName) {
+  clearErrors(form);
+  const text = err.message + (err.details && err.details !== err.message ? ` (${err.details})` : '');
+  const fields = $$('[name]', form).filter(el => el.name && el.type !== 'hidden');
+  const target = fieldName ? form.elements[fieldName]
+    : fields.find(el => new RegExp(`\\b${el.name}\\b`, 'i').test(err.message) || (el.dataset.errorHint && new RegExp(el.dataset.errorHint, 'i').test(err.message)));
+  if (target && target.insertAdjacentElement) {
+    target.classList.add('invalid'); target.setAttribute('aria-invalid', 'true');
+    const note = document.createElement('div'); note.className = 'field-error'; note.setAttribute('role', 'alert'); note.textContent = text;
+    (target.closest('.pair') || target).insertAdjacentElement('afterend', note); target.focus();
+  } else { const general = $('.error', form); if (general) general.textContent = text; else toast(text, true); }
+}
+// The first pages' helper: an error goes next to its field; a plain {message} (such as "Saved.") to the form's line.
+const formError = (form, err) => { if (err instanceof Error) showError(form, err); else { const line = $('.error', form); if (line) line.textContent = err.message; } };
+// Submit handler with errors shown in the form and the button disabled while it runs.
+function onSubmit(form, fn) {
+  // An error note goes away as soon as the user edits the field it is about.
+  form.addEventListener('input', e => {
+    const field = e.target; if (!field.classList || !field.classList.contains('invalid')) return;
+    field.classList.remove('invalid'); field.removeAttribute('aria-invalid');
+    const note = (field.closest('.pair') || field).nextElementSibling; if (note && note.classList.contains('field-error')) note.remove();
+  });
+  form.addEventListener('submit', async e => {
+    e.preventDefault(); clearErrors(form); const button = $('button[type=submit], button:not([type])', form);
+    if (button) button.disabled = true;
+    try { await fn(new FormData(form)); } catch (err) { if (err.name !== 'AbortError') showError(form, err); }
+    finally { if (button) button.disabled = false; }
+  });
+}
+function download(href, filename) { const a = document.createElement('a'); a.href = href; a.download = filename || ''; document.body.append(a); a.click(); a.remove(); }
+
+// ---- shell: navigation, theme, top bar ----------------------------------------------------------------------
+// Feature pages add their links here: GLOBAL_NAV for server-wide pages, ENV_NAV for pages of one environment
+// (`swarm: true` shows a link only on a Swarm manager; `admin: true` only to administrators).
+const GLOBAL_NAV = [
+  {href: '#/home', label: 'Home'},
+  {href: '#/users', label: 'Users', admin: true},
+  {href: '#/teams', label: 'Teams'},
+  {href: '#/resource-controls', label: 'Sharing', admin: true},
+  {href: '#/activity', label: 'Activity', admin: true},
+  {href: '#/backup', label: 'Backup', admin: true},
+  {href: '#/settings', label: 'Settings', admin: true},
+  {href: '#/registries', label: 'Registries'},
+  {href: '#/account', label: 'My account'},
+];
+const ENV_NAV = [
+  {path: 'dashboard', label: 'Dashboard'},
+  {path: 'containers', label: 'Containers'},
+  {path: 'images', label: 'Images'},
+  {path: 'volumes', label: 'Volumes'},
+  {path: 'networks', label: 'Networks'},
+  {path: 'services', label: 'Services', swarm: true},
+  {path: 'nodes', label: 'Nodes', swarm: true},
+  {path: 'configs', label: 'Configs', swarm: true},
+  {path: 'secrets', label: 'Secrets', swarm: true},
+  {path: 'access', label: 'Access', admin: true},
+  {path: 'security', label: 'Security settings', admin: true},
+];
+const ENV_KIND_NAMES = {1: 'Docker', 2: 'Agent', 4: 'Edge agent'};
+const isAdmin = () => me && me.Role === 1;
+const envIsSwarm = env => !!(env && env.Snapshots && env.Snapshots[0] && env.Snapshots[0].Swarm);
+
+function applyTheme() {
+  const saved = localStorage.getItem('theme');
+  const dark = saved ? saved === 'dark' : window.matchMedia && matchMedia('(prefers-color-scheme: dark)').matches;
+  document.documentElement.dataset.theme = dark ? 'dark' : 'light';
+}
+function toggleTheme() { localStorage.setItem('theme', document.documentElement.dataset.theme === 'dark' ? 'light' : 'dark'); applyTheme(); }
+
+function shell(content, crumbs = '') {
+  const hash = location.hash.split('?')[0];
+  const link = (href, label) => `<a href="${href}" class="${hash === href || hash.startsWith(href + '/') ? 'active' : ''}">${esc(label)}</a>`;
+  const envLinks = currentEnv ? `<div class="group">Environment</div><div class="envname" title="${esc(currentEnv.Name)}">${esc(currentEnv.Name)}</div>` +
+    ENV_NAV.filter(n => (!n.swarm || envIsSwarm(currentEnv)) && (!n.admin || isAdmin()))
+      .map(n => link(`#/env/${currentEnv.Id}/${n.path}`, n.label)).join('') : '';
+  return `<div class="layout"><nav class="side" id="side" aria-label="Main"><div class="brand">portainer.py<button class="menu" id="menu-close" aria-label="Close menu">&times;</button></div>
+    ${GLOBAL_NAV.filter(n => !n.admin || isAdmin()).map(n => link(n.href, n.label)).join('')}${envLinks}</nav>
+    <div><div class="top"><button class="menu" id="menu" aria-controls="side" aria-label="Menu">&#9776;</button>
+    <span class="crumbs">${crumbs}</span>
+    <button id="theme" title="Switch between light and dark theme">Theme</button>
+    <span class="muted who">${esc(me && me.Username)}</span><button id="logout">Log out</button></div>
+    <main id="main">${content}</main></div></div>`;
 }
 function bindShell() {
-  document.getElementById('theme').onclick = toggleTheme;
-  document.getElementById('logout').onclick = async () => { await api('POST', '/api/auth/logout').catch(() => {});
-    me = null; sessionStorage.removeItem('csrf'); location.hash = '#/login'; };
+  $('#theme').addEventListener('click', toggleTheme);
+  $('#menu').addEventListener('click', () => { $('#side').classList.add('open'); $('#side a').focus(); });
+  $('#menu-close').addEventListener('click', () => { $('#side').classList.remove('open'); $('#menu').focus(); });
+  $('#side').addEventListener('keydown', e => { if (e.key === 'Escape') $('#menu-close').click(); });
+  $('#logout').addEventListener('click', async () => {
+    await api('POST', '/api/auth/logout').catch(() => {});
+    me = null; csrf = ''; sessionStorage.removeItem('csrf'); location.hash = '#/login';
+  });
 }
-function formError(form, err) { form.querySelector('.error').textContent = err.message; }
+// Render a page inside the shell; answers the <main> element.
+function render(title, content, crumbs) {
+  document.title = `${title} · portainer.py`;
+  $app.innerHTML = shell(content, crumbs ?? esc(title));
+  bindShell();
+  return $('#main');
+}
+const envCrumbs = (envId, ...parts) => [`<a href="#/home">Home</a>`, `<a href="#/env/${envId}/dashboard">${esc(currentEnv ? currentEnv.Name : envId)}</a>`, ...parts].join(' / ');
 
+// ---- data table: client-side filter, sort, selection; fast for thousands of rows ----------------------------
+// columns: [{key, label, value: row => sortable value, html: row => cell HTML, cls}]; id: row => unique id.
+function dataTable(el, {columns, id, rows = [], selectable = false, filterPlaceholder = 'Filter', actions = '', empty = 'Nothing here yet.',
+                       sortKey, limit = 500, onSelectionChange = () => {}}) {
+  let data = rows, sort = {key: sortKey || columns[0].key, asc: true}, shown = limit, filterText = '';
+  const selected = new Set();
+  el.innerHTML = `<div class="toolbar"><input class="filter" type="search" placeholder="${esc(filterPlaceholder)}" aria-label="${esc(filterPlaceholder)}">
+    ${actions}<span class="spacer"></span><span class="muted small count"></span></div>
+    <div class="table-wrap"><table><thead><tr>${selectable ? '<th class="check"><input type="checkbox" class="select-all" aria-label="Select all"></th>' : ''}
+    ${columns.map(c => `<th class="${c.value ? 'sortable' : ''} ${(c.cls || '').includes('hide-sm') ? 'hide-sm' : ''}" data-key="${c.key}" ${c.value ? 'tabindex="0"' : ''}>${esc(c.label)}</th>`).join('')}
+    </tr></thead><tbody></tbody></table></div><div class="more"></div>`;
+  const tbody = $('tbody', el), filter = $('.filter', el), count = $('.count', el), more = $('.more', el);
+  // Each row's search text is computed once per data set, not on every key press.
+  let index = [];
+  const reindex = () => { index = data.map(row => [row, columns.map(c => c.value ? String(c.value(row) ?? '') : '').join(' ').toLowerCase()]); };
+  const visibleRows = () => {
+    const words = filterText.toLowerCase().split(/\s+/).filter(Boolean);
+    const col = columns.find(c => c.key === sort.key); const dir = sort.asc ? 1 : -1;
+    const out = index.filter(([, text]) => words.every(w => text.includes(w))).map(([row]) => row);
+    if (col && col.value) out.sort((a, b) => { const x = col.value(a), y = col.value(b);
+      return (typeof x === 'number' && typeof y === 'number' ? x - y : String(x ?? '').localeCompare(String(y ?? ''), undefined, {numeric: true})) * dir; });
+    return out;
+  };
+  const draw = () => {
+    const rowsNow = visibleRows();
+    const ids = new Set(data.map(id)); for (const s of [...selected]) if (!ids.has(s)) selected.delete(s);
+    tbody.innerHTML = rowsNow.slice(0, shown).map(row => { const rid = String(id(row));
+      return `<tr data-id="${esc(rid)}">${selectable ? `<td class="check"><input type="checkbox" class="select" value="${esc(rid)}" ${selected.has(rid) ? 'checked' : ''} aria-label="Select row"></td>` : ''}${columns.map(c => `<td class="${c.cls || ''}">${c.html ? c.html(row) : esc(c.value(row))}</td>`).join('')}</tr>`; }).join('')
+      || `<tr><td colspan="${columns.length + (selectable ? 1 : 0)}" class="empty">${data.length ? 'No match for this filter.' : esc(empty)}</td></tr>`;
+    count.textContent = `${rowsNow.length} of ${data.length}` + (selected.size ? ` · ${selected.size} selected` : '');
+    more.innerHTML = rowsNow.length > shown ? `<button class="show-more">Show ${rowsNow.length - shown} more</button>` : '';
+    $$('th[data-key]', el).forEach(th => { th.classList.toggle('sorted-asc', th.dataset.key === sort.key && sort.asc); th.classList.toggle('sorted-desc', th.dataset.key === sort.key && !sort.asc); });
+    const all = $('.select-all', el); if (all) all.checked = rowsNow.length > 0 && rowsNow.every(r => selected.has(String(id(r))));
+  };
+  let timer = 0;
+  filter.addEventListener('input', () => { clearTimeout(timer); timer = setTimeout(() => { filterText = filter.value; shown = limit; draw(); }, 60); });
+  const sortBy = th => { if (!th.classList.contains('sortable')) return; sort = {key: th.dataset.key, asc: sort.key === th.dataset.key ? !sort.asc : true}; draw(); };
+  $('thead', el).addEventListener('click', e => { const th = e.target.closest('th[data-key]'); if (th) sortBy(th); });
+  $('thead', el).addEventListener('keydown', e => { const th = e.target.closest('th[data-key]'); if (th && (e.key === 'Enter' || e.key === ' ')) { e.preventDefault(); sortBy(th); } });
+  el.addEventListener('change', e => {
+    if (e.target.classList.contains('select')) { e.target.checked ? selected.add(e.target.value) : selected.delete(e.target.value); }
+    else if (e.target.classList.contains('select-all')) { for (const r of visibleRows()) e.target.checked ? selected.add(String(id(r))) : selected.delete(String(id(r))); $$('.select', tbody).forEach(b => { b.checked = e.target.checked; }); }
+    else return;
+    count.textContent = `${visibleRows().length} of ${data.length}` + (selected.size ? ` · ${selected.size} selected` : ''); onSelectionChange(selected);
+  });
+  more.addEventListener('click', () => { shown = Infinity; draw(); });
+  reindex(); draw();
+  return {
+    setRows(newRows) { data = newRows; reindex(); draw(); onSelectionChange(selected); },
+    selected: () => [...selected],
+    clearSelection() { selected.clear(); draw(); onSelectionChange(selected); },
+    rows: () => data,
+  };
+}
+
+// Rows of inputs the user adds and removes (ports, env, labels, volumes). fields: [{name, placeholder, options}].
+function pairsEditor(el, fields, values = [], addLabel = 'Add') {
+  el.classList.add('pairs');
+  const row = (vals = []) => { const div = document.createElement('div'); div.className = 'pair';
+    div.innerHTML = fields.map((f, i) => f.options
+      ? `<select data-part="${i}" aria-label="${esc(f.placeholder)}">${f.options.map(o => `<option ${o === vals[i] ? 'selected' : ''}>${esc(o)}</option>`).join('')}</select>`
+      : `<input data-part="${i}" name="${esc(f.name || '')}" placeholder="${esc(f.placeholder)}" aria-label="${esc(f.placeholder)}" value="${esc(vals[i] ?? '')}"${f.hint ? ` data-error-hint="${esc(f.hint)}"` : ''}>`).join('') +
+      `<button type="button" class="small remove-pair" aria-label="Remove this row">&times;</button>`;
+    el.insertBefore(div, el.lastElementChild); };
+  el.innerHTML = `<button type="button" class="small add-pair">+ ${esc(addLabel)}</button>`;
+  el.addEventListener('click', e => { if (e.target.classList.contains('add-pair')) row(); else if (e.target.classList.contains('remove-pair')) e.target.closest('.pair').remove(); });
+  values.forEach(row);
+  const read = () => $$('.pair', el).map(p => fields.map((f, i) => $(`[data-part="${i}"]`, p).value.trim())).filter(v => v.some(Boolean));
+  read.clear = () => $$('.pair', el).forEach(p => p.remove());
+  return read;
+}
+
+// Per-layer progress of a pull, load or push stream; `stream` lines (build output) go to a log under the bars.
+function progressView(el) {
+  el.innerHTML = '<div class="layers"></div><pre class="small mono build-log"></pre><div class="error" role="alert"></div>';
+  const layers = $('.layers', el), log = $('.build-log', el), error = $('.error', el); const rows = new Map();
+  return {
+    feed(m) {
+      if (m.error || m.errorDetail) { error.textContent = m.error || m.errorDetail.message; return; }
+      if (m.stream) { log.textContent += m.stream; return; }
+      if (m.aux && m.aux.ID) { log.textContent += `Built ${m.aux.ID}\n`; return; }
+      if (!m.id || !m.status || /^Pulling from/.test(m.status)) { if (m.status) log.textContent += (m.id ? m.id + ': ' : '') + m.status + '\n'; return; }
+      let r = rows.get(m.id);
+      if (!r) { r = document.createElement('div'); r.className = 'layer'; r.dataset.layer = m.id;
+        r.innerHTML = `<span class="mono">${esc(m.id.slice(0, 12))}</span><progress max="1" value="0"></progress><span class="detail muted"></span>`;
+        layers.append(r); rows.set(m.id, r); }
+      const bar = $('progress', r), detail = $('.detail', r), p = m.progressDetail || {};
+      if (p.total) { bar.max = p.total; bar.value = p.current || 0; }
+      if (/complete|already exists|Loaded|Pushed|Layer already/i.test(m.status)) { bar.max = 1; bar.value = 1; }
+      detail.textContent = m.status + (p.total ? ` ${fmtBytes(p.current || 0)} / ${fmtBytes(p.total)}` : '');
+    },
+    failed: () => error.textContent,
+    fail(message) { error.textContent = message; },
+  };
+}
+
+// ---- pages: first administrator, login -----------------------------------------------------------------------
 async function pageSetup() {
-  const pub = await api('GET', '/api/settings/public');
-  $app.innerHTML = `<div class="card auth"><h2>Create the administrator</h2><form id="f">
-    <label for="u">Username</label><input id="u" name="Username" value="admin" autocomplete="username" required>
-    <label for="p">Password (12 characters or more)</label><input id="p" type="password" name="Password" minlength="12" autocomplete="new-password" required>
-    ${pub.AnalyticsAvailable ? `<label><input type="checkbox" id="analytics" style="width:auto"> Send anonymous usage statistics (off unless you tick it)</label>` : ''}
-    <div class="error" role="alert"></div><button class="primary" type="submit">Create user</button></form>
+  const pub = publicSettings || await api('GET', '/api/settings/public');
+  document.title = 'Set up · portainer.py';
+  $app.innerHTML = `<div class="card auth"><div class="brand">portainer.py</div><h2>Create the administrator</h2><form id="setup" novalidate>
+    <label for="setup-user">Username</label><input id="setup-user" name="Username" value="admin" autocomplete="username" required>
+    <label for="setup-password">Password (12 characters or more)</label><input id="setup-password" type="password" name="Password" autocomplete="new-password" required data-error-hint="password">
+    <label for="setup-confirm">Confirm password</label><input id="setup-confirm" type="password" name="Confirm" autocomplete="new-password" required>
+    ${pub.AnalyticsAvailable ? `<label class="check"><input type="checkbox" id="analytics" name="analytics"> Send anonymous usage statistics (off unless you tick it)</label>` : ''}
+    <div class="error" role="alert"></div><p><button class="primary" type="submit">Create user</button></p></form>
     <p><a href="#/restore">Restore from a backup instead</a></p></div>`;
-  const f = document.getElementById('f');
-  f.onsubmit = async e => { e.preventDefault();
-    try { await api('POST', '/api/users/admin/init', {Username: f.u.value, Password: f.p.value});
-      await api('POST', '/api/auth', {Username: f.u.value, Password: f.p.value});
-      const box = document.getElementById('analytics');
-      if (box && box.checked) await api('PUT', '/api/settings', {EnableTelemetry: true});
-      location.hash = '#/home'; route(); } catch (err) { formError(f, err); } };
+  const form = $('#setup'); $('#setup-password').focus();
+  onSubmit(form, async data => {
+    if (data.get('Password') !== data.get('Confirm')) return showError(form, new Error('The passwords do not match'), 'Confirm');
+    const credentials = {Username: data.get('Username'), Password: data.get('Password')};
+    await api('POST', '/api/users/admin/init', credentials);
+    await api('POST', '/api/auth', credentials);
+    if (data.get('analytics')) await api('PUT', '/api/settings', {EnableTelemetry: true});
+    location.hash = '#/home';
+  });
 }
 async function pageLogin() {
-  $app.innerHTML = `<div class="card auth"><h2>Log in to portainer.py</h2><form id="f">
-    <label for="u">Username</label><input id="u" autocomplete="username" required>
-    <label for="p">Password</label><input id="p" type="password" autocomplete="current-password" required>
-    <div class="error" role="alert"></div><button class="primary" type="submit">Log in</button></form></div>`;
-  const f = document.getElementById('f');
-  f.onsubmit = async e => { e.preventDefault();
-    try { await api('POST', '/api/auth', {Username: f.u.value, Password: f.p.value}); location.hash = '#/home'; route(); }
-    catch (err) { formError(f, err); } };
+  document.title = 'Log in · portainer.py';
+  $app.innerHTML = `<div class="card auth"><div class="brand">portainer.py</div><h2>Log in</h2><form id="login">
+    <label for="u">Username</label><input id="u" name="Username" autocomplete="username" required>
+    <label for="p">Password</label><input id="p" name="Password" type="password" autocomplete="current-password" required>
+    <div class="error" role="alert"></div><p><button class="primary" type="submit">Log in</button></p></form></div>`;
+  const form = $('#login'); $('#u').focus();
+  onSubmit(form, async data => {
+    await api('POST', '/api/auth', {Username: data.get('Username'), Password: data.get('Password')});
+    const next = sessionStorage.getItem('after-login') || '#/home'; sessionStorage.removeItem('after-login');
+    location.hash = next === '#/login' ? '#/home' : next;
+  });
 }
+
+// ---- pages: home (every environment) and the add/edit environment wizard -----------------------------------
 async function pageHome() {
-  const eps = await api('GET', '/api/endpoints');
-  const kinds = {1: 'Docker', 2: 'Agent', 4: 'Edge agent'};
-  $app.innerHTML = shell(`<div class="toolbar"><h2 style="margin:0">Environments</h2><span class="spacer"></span>
-    ${me.Role === 1 ? '<a href="#/environments/new">Add environment</a>' : ''}
-    <input id="q" placeholder="Search environments" aria-label="Search environments"></div>
-    <div id="list"></div>`);
-  bindShell();
-  const draw = () => { const q = document.getElementById('q').value.toLowerCase();
-    document.getElementById('list').innerHTML = eps.filter(ep => ep.Name.toLowerCase().includes(q) || ep.URL.toLowerCase().includes(q)).map(ep => {
-      const s = ep.Snapshots[0] || {};
-      return `<div class="card env"><a href="#/env/${ep.Id}/containers"><b>${esc(ep.Name)}</b></a>
-        <span class="badge ${ep.Status === 1 ? 'up' : 'down'}">${ep.Status === 1 ? 'up' : 'down'}</span>
-        <span class="badge">${kinds[ep.Type] || ep.Type}</span> <span class="muted">${esc(ep.URL)}</span>
-        <div class="muted">Docker ${esc(s.DockerVersion || '?')} · ${s.RunningContainerCount ?? 0} running ·
-        ${s.StoppedContainerCount ?? 0} stopped · ${s.ImageCount ?? 0} images · ${s.VolumeCount ?? 0} volumes ·
-        ${s.StackCount ?? 0} stacks${s.AgentVersion ? ` · agent ${esc(s.AgentVersion)}` : ''} ·
-        <a href="#/env/${ep.Id}/volumes">volumes</a></div>
-        ${ep.Agent ? `<div class="muted">TLS certificate SHA-256 <code>${esc(ep.Agent.CertificateFingerprint)}</code></div>` : ''}
-        ${me.Role === 1 ? `<div><a href="#/env/${ep.Id}/access">Access</a> ·
-        <a href="#/env/${ep.Id}/security">Security settings</a></div>` : ''}
-        </div>`; }).join('') || '<p class="muted">No environment matches.</p>'; };
-  document.getElementById('q').oninput = draw; draw();
+  currentEnv = null;
+  const main = render('Home', `<div class="toolbar"><h2>Environments</h2><span class="spacer"></span>
+    <input class="filter" id="env-search" type="search" placeholder="Search by name, URL, type, tag" aria-label="Search environments">
+    ${isAdmin() ? '<a class="button primary" href="#/environments/new">Add environment</a>' : ''}</div><div id="env-list"></div>`);
+  let envs = await api('GET', '/api/endpoints');
+  const tags = await api('GET', '/api/tags').catch(() => []);
+  const tagName = id => (tags.find(t => t.ID === id || t.Id === id) || {}).Name || `tag ${id}`;
+  const draw = () => {
+    const q = $('#env-search').value.toLowerCase();
+    $('#env-list').innerHTML = envs.filter(ep => [ep.Name, ep.URL, ENV_KIND_NAMES[ep.Type], ...(ep.TagIds || []).map(tagName)].join(' ').toLowerCase().includes(q)).map(ep => {
+      const s = ep.Snapshots[0] || {}; const up = ep.Status === 1;
+      return `<div class="card env" data-env="${ep.Id}"><div class="info">
+        <a class="name" href="#/env/${ep.Id}/dashboard">${esc(ep.Name)}</a>
+        <span class="badge ${up ? 'up' : 'down'}">${up ? 'up' : 'down'}</span><span class="badge">${esc(ENV_KIND_NAMES[ep.Type] || 'type ' + ep.Type)}</span>
+        ${s.Swarm ? '<span class="badge">Swarm</span>' : ''}${(ep.TagIds || []).map(t => `<span class="badge">${esc(tagName(t))}</span>`).join('')}
+        <span class="muted small mono">${esc(ep.URL)}</span>
+        <div class="muted">${s.DockerVersion ? `Docker ${esc(s.DockerVersion)} · ` : ''}${s.RunningContainerCount ?? 0} running · ${s.StoppedContainerCount ?? 0} stopped ·
+        ${s.HealthyContainerCount ?? 0} healthy · ${s.ImageCount ?? 0} images · ${s.VolumeCount ?? 0} volumes ·${s.NetworkCount !== undefined ? ` ${s.NetworkCount} networks ·` : ''} ${s.StackCount ?? 0} stacks ·
+        ${s.TotalCPU ?? '?'} CPU · ${fmtBytes(s.TotalMemory)} RAM${s.AgentVersion ? ` · agent ${esc(s.AgentVersion)}` : ''}${s.Time ? ` · snapshot ${fmtAgo(s.Time)}` : ''}</div>
+        ${ep.Agent ? `<div class="muted small">Agent TLS certificate SHA-256 <code>${esc(ep.Agent.CertificateFingerprint)}</code></div>` : ''}
+        ${isAdmin() ? `<div class="small"><a href="#/env/${ep.Id}/access">Access</a> · <a href="#/env/${ep.Id}/security">Security settings</a></div>` : ''}</div>
+        ${isAdmin() ? `<a class="button" href="#/environments/${ep.Id}/edit">Edit</a>` : ''}</div>`;
+    }).join('') || `<p class="empty">${envs.length ? 'No environment matches.' : 'No environment yet.'}</p>`;
+  };
+  $('#env-search').addEventListener('input', draw); draw();
+  every(10000, async () => { envs = await api('GET', '/api/endpoints'); draw(); });
 }
-async function pageContainers(id) {
-  const base = `/api/endpoints/${id}/docker`;
-  let rows = await api('GET', `${base}/containers/json?all=1`);
-  let sortKey = 'name', asc = true;
-  const updates = imageUpdates(id, () => draw(), async () => { rows = await api('GET', `${base}/containers/json?all=1`); draw(); });
-  $app.innerHTML = shell(`<div class="toolbar"><h2 style="margin:0">Containers</h2>
-    <input id="q" placeholder="Filter" aria-label="Filter containers">
-    ${['start','stop','restart','kill','pause','unpause','remove'].map(a => `<button data-act="${a}" ${a==='remove'?'class="danger"':''}>${a}</button>`).join('')}
-    <button id="check-updates">Check for image updates</button><div class="error" role="alert" id="err"></div></div>
-    <table><thead><tr><th><input type="checkbox" id="all" aria-label="Select all" style="width:auto"></th>
-    <th data-k="name">Name</th><th data-k="state">State</th><th data-k="image">Image</th>
-    <th class="hide-sm" data-k="created">Created</th><th class="hide-sm">Ports</th><th>Image update</th></tr></thead><tbody id="tb"></tbody></table>`);
-  bindShell();
-  const name = c => (c.Names[0] || '').replace(/^\//, '');
-  const key = {name, state: c => c.State, image: c => c.Image, created: c => c.Created};
-  const draw = () => { const q = document.getElementById('q').value.toLowerCase();
-    const list = rows.filter(c => (name(c) + ' ' + c.Image + ' ' + c.State).toLowerCase().includes(q))
-      .sort((a, b) => { const x = key[sortKey](a), y = key[sortKey](b); return (x > y ? 1 : x < y ? -1 : 0) * (asc ? 1 : -1); });
-    document.getElementById('tb').innerHTML = list.map(c => `<tr><td><input type="checkbox" class="sel" value="${esc(c.Id)}" aria-label="select ${esc(name(c))}" style="width:auto"></td>
-      <td>${esc(name(c))}</td><td class="${esc(c.State)}">${esc(c.State)}</td><td>${esc(c.Image)}</td>
-      <td class="hide-sm">${new Date(c.Created * 1000).toLocaleString()}</td>
-      <td class="hide-sm">${(c.Ports || []).filter(p => p.PublicPort).map(p => `<a href="http://${location.hostname}:${p.PublicPort}" target="_blank" rel="noopener">${p.PublicPort}:${p.PrivatePort}</a>`).join(' ')}</td>
-      <td>${updates.cell(c)}</td></tr>`).join(''); updates.bind(); };
-  document.getElementById('q').oninput = draw;
-  document.querySelectorAll('th[data-k]').forEach(th => th.onclick = () => { asc = sortKey === th.dataset.k ? !asc : true; sortKey = th.dataset.k; draw(); });
-  document.getElementById('all').onchange = e => document.querySelectorAll('.sel').forEach(b => b.checked = e.target.checked);
-  document.querySelectorAll('[data-act]').forEach(b => b.onclick = async () => {
-    const ids = [...document.querySelectorAll('.sel:checked')].map(x => x.value); const err = document.getElementById('err'); err.textContent = '';
-    for (const cid of ids) { try { if (b.dataset.act === 'remove') await api('DELETE', `${base}/containers/${cid}?force=1`);
-      else await api('POST', `${base}/containers/${cid}/${b.dataset.act}`); } catch (e) { err.textContent = e.message; } }
-    rows = await api('GET', `${base}/containers/json?all=1`); draw(); });
-  document.getElementById('check-updates').onclick = () => updates.load(true);
-  draw(); updates.load(false);
+
+// What the wizard asks for each kind of environment. The agent and edge features add their kinds here:
+// ENV_WIZARD_KINDS[2] = {label, fields: html(env), body: (formData) => extra form fields, done: (main, env) => ...}.
+const ENV_WIZARD_KINDS = {
+  1: {label: 'Docker API (socket or TCP)',
+      fields: env => `<label for="url">Docker API URL</label><input id="url" name="URL" required placeholder="unix:///var/run/docker.sock or tcp://10.0.0.5:2376" value="${esc(env ? env.URL : 'unix:///var/run/docker.sock')}">
+        <label class="check"><input type="checkbox" name="TLS" ${env && env.TLSConfig && env.TLSConfig.TLS ? 'checked' : ''}> TLS</label>
+        <label class="check"><input type="checkbox" name="TLSSkipVerify" ${env && env.TLSConfig && env.TLSConfig.TLSSkipVerify ? 'checked' : ''}> Skip server certificate verification</label>
+        ${env ? '' : `<div class="row"><div><label for="tls-ca">CA certificate</label><input id="tls-ca" type="file" name="TLSCACertFile"></div>
+        <div><label for="tls-cert">Client certificate</label><input id="tls-cert" type="file" name="TLSCertFile"></div>
+        <div><label for="tls-key">Client key</label><input id="tls-key" type="file" name="TLSKeyFile"></div></div>`}`},
+  2: {label: 'Agent (agent.py on the node)',
+      fields: env => `<label for="url">Agent address (host:port, port 9001 by default)</label><input id="url" name="URL" required placeholder="10.0.0.5:9001" value="${esc(env ? env.URL : '')}">
+        ${env ? '' : '<label for="secret">Agent secret (only when the agent runs with AGENT_SECRET)</label><input id="secret" name="AgentSecret" type="password" autocomplete="off">'}`,
+      done: (el, env) => { el.innerHTML = `<p>Added <a href="#/env/${env.Id}/dashboard">${esc(env.Name)}</a>.</p>` +
+        (env.Agent ? `<p>Check that the agent's certificate has this SHA-256 fingerprint; it is trusted from now on:</p><pre class="mono">${esc(env.Agent.CertificateFingerprint)}</pre>` : ''); }},
+};
+// The kind the wizard opens with: an agent when that feature is present, as in Portainer.
+const ENV_WIZARD_DEFAULT = () => (ENV_WIZARD_KINDS[2] ? 2 : 1);
+async function pageEnvironmentForm(envId) {
+  currentEnv = null;
+  const env = envId ? await api('GET', `/api/endpoints/${envId}`) : null;
+  const kind = env ? env.Type : Number(new URLSearchParams(location.hash.split('?')[1]).get('type') || ENV_WIZARD_DEFAULT());
+  const kinds = Object.entries(ENV_WIZARD_KINDS);
+  const main = render(env ? 'Edit environment' : 'Add environment', `<div class="card"><h2>${env ? 'Edit environment ' + esc(env.Name) : 'Add an environment'}</h2>
+    ${env ? '' : `<div class="tabs" role="tablist">${kinds.map(([k, d]) => `<a role="tab" href="#/environments/new?type=${k}" class="${+k === kind ? 'active' : ''}">${esc(d.label)}</a>`).join('')}</div>`}
+    <form id="env-form"><label for="n">Name</label><input id="n" name="Name" required value="${esc(env ? env.Name : '')}">
+    ${ENV_WIZARD_KINDS[kind] ? ENV_WIZARD_KINDS[kind].fields(env) : '<p class="error">This kind of environment cannot be edited here.</p>'}
+    <label for="env-public">Public URL (used for the links of published ports)</label><input id="env-public" name="PublicURL" value="${esc(env ? env.PublicURL : '')}">
+    ${env ? `<p><a href="#/env/${env.Id}/access">Who has access</a> · <a href="#/env/${env.Id}/security">What standard users may do (security settings)</a></p>` : ''}
+    <div class="error" role="alert"></div><p><button class="primary" type="submit">${env ? 'Save' : 'Connect'}</button>
+    ${env ? '<button type="button" class="danger" id="env-delete">Remove environment</button>' : ''} <a href="#/home">Cancel</a></p></form><div id="env-done"></div></div>`,
+    `<a href="#/home">Home</a> / ${env ? 'Edit environment' : 'Add environment'}`);
+  const form = $('#env-form'); $('#n').focus();
+  onSubmit(form, async data => {
+    if (env) {
+      const body = {Name: data.get('Name'), PublicURL: data.get('PublicURL')};
+      if (data.has('URL')) Object.assign(body, {URL: data.get('URL'), TLS: !!data.get('TLS'), TLSSkipVerify: !!data.get('TLSSkipVerify')});
+      await api('PUT', `/api/endpoints/${env.Id}`, body); toast('Environment saved'); location.hash = '#/home'; return;
+    }
+    const body = new FormData(); body.set('EndpointCreationType', String(kind));
+    for (const [k, v] of data.entries()) { if (v instanceof File && !v.size) continue; body.set(k, v instanceof File ? v : (v === 'on' ? 'true' : v)); }
+    const created = await api('POST', '/api/endpoints', body);
+    const after = ENV_WIZARD_KINDS[kind].done;
+    if (after) after($('#env-done'), created); else { toast(`Environment ${created.Name} added`); location.hash = `#/env/${created.Id}/dashboard`; }
+  });
+  const del = $('#env-delete');
+  if (del) del.addEventListener('click', async () => { if (!confirm(`Remove environment ${env.Name} from this server? Nothing on the engine is touched.`)) return;
+    try { await api('DELETE', `/api/endpoints/${env.Id}`); toast('Environment removed'); location.hash = '#/home'; } catch (err) { showError(form, err); } });
 }
-async function pageAddEnvironment() {
-  $app.innerHTML = shell(`<div class="card"><h2>Add environment</h2><form id="f">
-    <label for="kind">Environment type</label><select id="kind"><option value="2">Agent (agent.py on the node, port 9001)</option>
-    <option value="1">Docker API (unix:// or tcp:// URL)</option></select>
-    <label for="n">Name</label><input id="n" required>
-    <label for="url">URL</label><input id="url" placeholder="10.0.0.5:9001" required>
-    <label for="secret">Agent secret (only when the agent runs with AGENT_SECRET)</label><input id="secret" type="password" autocomplete="off">
-    <div class="error" role="alert"></div><button class="primary">Add environment</button></form><div id="added"></div></div>`);
-  bindShell();
-  const f = document.getElementById('f');
-  f.onsubmit = async e => { e.preventDefault();
-    const body = {Name: f.n.value, EndpointCreationType: +f.kind.value, URL: f.url.value};
-    if (f.secret.value) body.AgentSecret = f.secret.value;
-    try { const ep = await api('POST', '/api/endpoints', body); formError(f, {message: ''});
-      document.getElementById('added').innerHTML = `<p>Added <a href="#/env/${ep.Id}/containers">${esc(ep.Name)}</a>.</p>` +
-        (ep.Agent ? `<p>Check that the agent's certificate has this SHA-256 fingerprint; it is trusted from now on:</p><pre>${esc(ep.Agent.CertificateFingerprint)}</pre>` : '');
-    } catch (err) { formError(f, err); } };
+
+// ---- pages: one environment's dashboard ---------------------------------------------------------------------
+async function pageDashboard(envId) {
+  const base = dockerBase(envId);
+  const main = render('Dashboard', `<div class="toolbar"><h2>${esc(currentEnv.Name)}</h2><span class="badge ${currentEnv.Status === 1 ? 'up' : 'down'}">${currentEnv.Status === 1 ? 'up' : 'down'}</span></div>
+    <div id="dash"><p class="muted">Loading…</p></div>`, envCrumbs(envId, 'Dashboard'));
+  const draw = async () => {
+    const [info, version, containers, images, volumes, networks] = await Promise.all([api('GET', `${base}/info`), api('GET', `${base}/version`),
+      api('GET', `${base}/containers/json?all=1`), api('GET', `${base}/images/json`), api('GET', `${base}/volumes`), api('GET', `${base}/networks`)]);
+    const running = containers.filter(c => c.State === 'running').length;
+    const stacks = new Set(containers.map(c => (c.Labels || {})['com.docker.compose.project']).filter(Boolean));
+    const tile = (href, n, label, detail = '') => `<a class="card tile" href="${href}"><div class="stat">${n}</div><div>${label}</div><div class="muted small">${detail}</div></a>`;
+    $('#dash').innerHTML = `<div class="grid">
+      ${tile(`#/env/${envId}/containers`, containers.length, 'Containers', `<span class="running">${running} running</span> · <span class="exited">${containers.length - running} stopped</span>`)}
+      ${tile(`#/env/${envId}/images`, images.length, 'Images', fmtBytes(images.reduce((a, i) => a + (i.Size || 0), 0)))}
+      ${tile(`#/env/${envId}/volumes`, (volumes.Volumes || []).length, 'Volumes')}
+      ${tile(`#/env/${envId}/networks`, networks.length, 'Networks')}
+      ${tile(ENV_NAV.some(n => n.path === 'stacks') ? `#/env/${envId}/stacks` : `#/env/${envId}/containers`, stacks.size, 'Stacks', 'compose projects')}
+      ${envIsSwarm(currentEnv) ? tile(`#/env/${envId}/services`, '', 'Swarm', `${info.Swarm.Nodes} nodes · ${info.Swarm.Managers} managers`) : ''}</div>
+      <div class="card"><h3>Engine</h3><dl class="kv"><dt>Name</dt><dd>${esc(info.Name)}</dd><dt>Docker</dt><dd>${esc(version.Version)} (API ${esc(version.ApiVersion)})</dd>
+      <dt>OS</dt><dd>${esc(info.OperatingSystem)} · ${esc(info.KernelVersion)} · ${esc(info.Architecture)}</dd><dt>CPU / memory</dt><dd>${info.NCPU} · ${fmtBytes(info.MemTotal)}</dd>
+      <dt>Storage driver</dt><dd>${esc(info.Driver)}</dd><dt>Root directory</dt><dd class="mono">${esc(info.DockerRootDir)}</dd>
+      <dt>Swarm</dt><dd>${esc((info.Swarm || {}).LocalNodeState || 'inactive')}${info.Swarm && info.Swarm.ControlAvailable ? ' (manager)' : ''}</dd>
+      <dt>URL</dt><dd class="mono">${esc(currentEnv.URL)}</dd></dl></div>`;
+  };
+  await draw(); every(10000, draw);
 }
+
+// ---- pages: containers (list with bulk actions, create/duplicate form) ---------------------------------------
+function portLinks(c) {
+  const host = (currentEnv && currentEnv.PublicURL) || location.hostname;
+  const seen = new Set();
+  return (c.Ports || []).filter(p => p.PublicPort && !seen.has(p.PublicPort + p.Type) && seen.add(p.PublicPort + p.Type))
+    .map(p => p.Type === 'tcp' ? `<a href="http://${esc(host)}:${p.PublicPort}" target="_blank" rel="noopener noreferrer">${p.PublicPort}:${p.PrivatePort}</a>` : `${p.PublicPort}:${p.PrivatePort}/${p.Type}`).join(' ');
+}
+async function pageContainers(envId) {
+  const base = dockerBase(envId);
+  const main = render('Containers', `<div class="toolbar"><h2>Containers</h2><span class="spacer"></span>
+    <button id="check-updates">Check for image updates</button>
+    <a class="button primary" href="#/env/${envId}/containers/new">Add container</a></div><div id="containers"></div>`, envCrumbs(envId, 'Containers'));
+  const updates = imageUpdates(envId, () => table.setRows(table.rows()), () => load());
+  const actions = ['start', 'stop', 'restart', 'kill', 'pause', 'unpause', 'remove'].map(a => `<button class="${a === 'remove' ? 'danger' : ''}" data-action="${a}" disabled>${a[0].toUpperCase() + a.slice(1)}</button>`).join('');
+  const label = (c, k) => (c.Labels || {})[k] || '';
+  const table = dataTable($('#containers'), {
+    id: c => c.Id, selectable: true, actions, filterPlaceholder: 'Filter containers', empty: 'No containers on this environment.',
+    columns: [
+      {key: 'name', label: 'Name', value: containerName, html: c => `<a href="#/env/${envId}/containers/${esc(c.Id)}">${esc(containerName(c))}</a>`},
+      {key: 'state', label: 'State', value: c => c.State, html: c => `<span class="${esc(c.State)}">${esc(c.State)}</span> <span class="muted small hide-sm">${esc(c.Status)}</span>`},
+      {key: 'stack', label: 'Stack', value: c => label(c, 'com.docker.compose.project') || label(c, 'com.docker.stack.namespace'), cls: 'hide-sm'},
+      {key: 'image', label: 'Image', value: c => c.Image},
+      {key: 'created', label: 'Created', value: c => c.Created, html: c => `<span title="${esc(fmtDate(c.Created))}">${fmtAgo(c.Created)}</span>`, cls: 'hide-sm'},
+      {key: 'ip', label: 'IP', value: c => Object.values((c.NetworkSettings || {}).Networks || {}).map(n => n.IPAddress).filter(Boolean).join(' '), cls: 'hide-sm'},
+      {key: 'ports', label: 'Published ports', html: portLinks, cls: 'hide-sm'},
+      {key: 'update', label: 'Image update', value: updates.value, html: updates.cell},
+      {key: 'node', label: 'Node', value: c => label(c, 'com.docker.swarm.node.id') ? label(c, 'com.docker.swarm.node.id').slice(0, 12) : '', cls: 'hide-sm'},
+    ].filter(col => col.key !== 'node' || envIsSwarm(currentEnv)),
+    onSelectionChange: sel => $$('[data-action]', main).forEach(b => { b.disabled = sel.size === 0; }),
+  });
+  const load = async () => { table.setRows(await api('GET', `${base}/containers/json?all=1`));
+    if (updates.missing(table.rows())) updates.load(false); };
+  updates.bind(main);
+  $('#check-updates').addEventListener('click', () => updates.load(true));
+  $$('[data-action]', main).forEach(b => b.addEventListener('click', async () => {
+    const ids = table.selected(), action = b.dataset.action;
+    if (action === 'remove' && !confirm(`Remove ${ids.length} container(s)? Their data outside volumes is lost.`)) return;
+    $$('[data-action]', main).forEach(x => { x.disabled = true; });
+    const results = await Promise.allSettled(ids.map(id => action === 'remove' ? api('DELETE', `${base}/containers/${id}?force=1&v=0`) : api('POST', `${base}/containers/${id}/${action}`)));
+    const failed = results.map((r, i) => [r, ids[i]]).filter(([r]) => r.status === 'rejected');
+    failed.forEach(([r, id]) => toast(`${action} ${shortId(id)}: ${r.reason.message}`, true));
+    if (ids.length > failed.length) toast(`${action}: ${ids.length - failed.length} container(s) done`);
+    table.clearSelection(); await load();
+  }));
+  await load(); watchEngine(envId, ['container'], load);
+}
+
+async function pageContainerCreate(envId) {
+  const base = dockerBase(envId);
+  const from = new URLSearchParams(location.hash.split('?')[1] || '').get('from');
+  const [source, networks, volumes] = await Promise.all([from ? api('GET', `${base}/containers/${from}/json`) : null,
+    api('GET', `${base}/networks`), api('GET', `${base}/volumes`)]);
+  const cfg = (source && source.Config) || {}, host = (source && source.HostConfig) || {};
+  const ports = Object.entries(host.PortBindings || {}).flatMap(([cport, binds]) => (binds || []).map(b => [b.HostPort, cport.split('/')[0], cport.split('/')[1] || 'tcp']));
+  const env = (cfg.Env || []).map(e => [e.split('=')[0], e.split('=').slice(1).join('=')]);
+  const labels = Object.entries(cfg.Labels || {}).filter(([k]) => !k.startsWith('com.docker.'));
+  const mounts = (host.Binds || []).map(b => b.split(':'));
+  const netNow = Object.keys(((source && source.NetworkSettings) || {}).Networks || {})[0] || host.NetworkMode || 'bridge';
+  const title = source ? `Duplicate / edit ${esc(containerName(source))}` : 'Create a container';
+  const main = render('Create container', `<div class="card"><h2>${title}</h2><form id="create" novalidate>
+    <div class="row"><div><label for="c-name">Name</label><input id="c-name" name="name" value="${esc(source ? containerName(source) : '')}" placeholder="optional"></div>
+    <div><label for="c-image">Image</label><input id="c-image" name="Image" required value="${esc(cfg.Image || '')}" placeholder="e.g. nginx:latest" data-error-hint="image|No such image|reference"></div></div>
+    <div class="row"><div><label for="c-cmd">Command</label><input id="c-cmd" name="Cmd" value="${esc((cfg.Cmd || []).join(' '))}" placeholder="default of the image"></div>
+    <div><label for="c-entry">Entrypoint</label><input id="c-entry" name="Entrypoint" value="${esc((cfg.Entrypoint || []).join(' '))}" placeholder="default of the image"></div></div>
+    <fieldset><legend>Ports (host → container)</legend><div id="c-ports"></div></fieldset>
+    <fieldset><legend>Environment variables</legend><div id="c-env"></div></fieldset>
+    <fieldset><legend>Volumes (volume name or host path → container path)</legend><div id="c-volumes"></div></fieldset>
+    <div class="row"><div><label for="c-network">Network</label><select id="c-network" name="network">${networks.map(n => `<option ${n.Name === netNow ? 'selected' : ''}>${esc(n.Name)}</option>`).join('')}</select></div>
+    <div><label for="c-restart">Restart policy</label><select id="c-restart" name="restart">${['no', 'always', 'unless-stopped', 'on-failure'].map(p => `<option ${p === ((host.RestartPolicy || {}).Name || 'no') ? 'selected' : ''}>${p}</option>`).join('')}</select></div>
+    <div><label for="c-memory">Memory limit (MB)</label><input id="c-memory" name="memory" type="number" min="0" value="${host.Memory ? Math.round(host.Memory / 1048576) : ''}" data-error-hint="memory"></div>
+    <div><label for="c-cpus">CPU limit (cores)</label><input id="c-cpus" name="cpus" type="number" min="0" step="0.1" value="${host.NanoCpus ? host.NanoCpus / 1e9 : ''}" data-error-hint="cpu"></div></div>
+    <fieldset><legend>Labels</legend><div id="c-labels"></div></fieldset>
+    <div class="row"><label class="check narrow"><input type="checkbox" name="tty" ${cfg.Tty ? 'checked' : ''}> Interactive TTY (-it)</label>
+    <label class="check narrow"><input type="checkbox" name="privileged" data-error-hint="privileged" ${host.Privileged ? 'checked' : ''}> Privileged</label>
+    ${source ? '<label class="check narrow"><input type="checkbox" name="replace" checked> Replace the original container</label>' : ''}</div>
+    <div class="error" role="alert"></div><p><button class="primary" type="submit">Deploy the container</button> <a href="#/env/${envId}/containers">Cancel</a></p></form></div>`,
+    envCrumbs(envId, `<a href="#/env/${envId}/containers">Containers</a>`, 'Create'));
+  const volumeNames = (volumes.Volumes || []).map(v => v.Name);
+  const getPorts = pairsEditor($('#c-ports'), [{placeholder: 'host port, e.g. 8080', name: 'hostPort', hint: 'port is already allocated|address already in use|host port'}, {placeholder: 'container port, e.g. 80', name: 'containerPort'}, {placeholder: 'protocol', options: ['tcp', 'udp']}], ports, 'Publish a port');
+  const getEnv = pairsEditor($('#c-env'), [{placeholder: 'NAME'}, {placeholder: 'value'}], env, 'Add variable');
+  const getVolumes = pairsEditor($('#c-volumes'), [{placeholder: `volume (${volumeNames.slice(0, 3).join(', ') || 'name'}) or /host/path`, name: 'volumeSource', hint: 'bind mount|host path|volume'}, {placeholder: '/path/in/container', name: 'volumeTarget'}], mounts, 'Map a volume');
+  const getLabels = pairsEditor($('#c-labels'), [{placeholder: 'label name'}, {placeholder: 'value'}], labels, 'Add label');
+  const form = $('#create'); $('#c-image').focus();
+  onSubmit(form, async data => {
+    const image = data.get('Image').trim();
+    if (!image) return showError(form, new Error('An image is required'), 'Image');
+    const split = s => s.trim() ? s.trim().match(/(?:[^\s"']+|"[^"]*"|'[^']*')+/g).map(a => a.replace(/^["']|["']$/g, '')) : undefined;
+    const exposed = {}, bindings = {};
+    for (const [hostPort, containerPort, proto] of getPorts()) {
+      if (!/^\d+$/.test(containerPort)) return showError(form, new Error(`Container port "${containerPort}" must be a number`), 'containerPort');
+      const key = `${containerPort}/${proto || 'tcp'}`; exposed[key] = {}; (bindings[key] = bindings[key] || []).push({HostPort: hostPort || ''});
+    }
+    const body = {Image: image, Cmd: split(data.get('Cmd')), Entrypoint: split(data.get('Entrypoint')),
+      Env: getEnv().map(([k, v]) => `${k}=${v}`), Labels: Object.fromEntries(getLabels()), Tty: !!data.get('tty'), OpenStdin: !!data.get('tty'),
+      ExposedPorts: exposed,
+      HostConfig: {PortBindings: bindings, Binds: getVolumes().map(([s, t]) => `${s}:${t}`), NetworkMode: data.get('network'),
+        RestartPolicy: {Name: data.get('restart'), MaximumRetryCount: 0}, Privileged: !!data.get('privileged'),
+        Memory: data.get('memory') ? Math.round(+data.get('memory') * 1048576) : 0, NanoCpus: data.get('cpus') ? Math.round(+data.get('cpus') * 1e9) : 0}};
+    let name = data.get('name').trim();
+    if (source && data.get('replace')) {
+      await api('POST', `${base}/containers/${source.Id}/stop`).catch(() => {});
+      await api('POST', `${base}/containers/${source.Id}/rename?name=${encodeURIComponent(containerName(source) + '-old-' + Date.now())}`);
+    }
+    const created = await api('POST', `${base}/containers/create${name ? '?name=' + encodeURIComponent(name) : ''}`, body);
+    try { await api('POST', `${base}/containers/${created.Id}/start`); }
+    catch (err) { toast(`Created but not started: ${err.message}`, true); }
+    if (source && data.get('replace')) await api('DELETE', `${base}/containers/${source.Id}?force=1`).catch(err => toast(err.message, true));
+    toast(`Container ${name || shortId(created.Id)} deployed`);
+    location.hash = `#/env/${envId}/containers/${created.Id}`;
+  });
+}
+
+// ---- pages: one container (overview and inspect tree, logs, stats, console) ---------------------------------
+function jsonTree(value, key) {
+  const label = key === undefined ? '' : `<span class="k">${esc(key)}</span>: `;
+  if (value && typeof value === 'object') {
+    const entries = Array.isArray(value) ? value.map((v, i) => [i, v]) : Object.entries(value);
+    if (!entries.length) return `<li>${label}<span class="muted">${Array.isArray(value) ? '[]' : '{}'}</span></li>`;
+    return `<li><details ${key === undefined ? 'open' : ''}><summary>${label}<span class="muted">${Array.isArray(value) ? `[${entries.length}]` : `{${entries.length}}`}</span></summary>
+      <ul>${entries.map(([k, v]) => jsonTree(v, k)).join('')}</ul></details></li>`;
+  }
+  const cls = typeof value === 'string' ? 's' : 'n';
+  return `<li>${label}<span class="${cls}">${esc(typeof value === 'string' ? `"${value}"` : String(value))}</span></li>`;
+}
+const CONTAINER_TABS = [['overview', 'Overview'], ['logs', 'Logs'], ['stats', 'Stats'], ['console', 'Console'], ['inspect', 'Inspect']];
+async function pageContainer(envId, containerId, tab = 'overview') {
+  const base = dockerBase(envId);
+  const c = await api('GET', `${base}/containers/${containerId}/json`);
+  const name = containerName(c);
+  const main = render(name, `<div class="toolbar"><h2>${esc(name)}</h2><span class="badge ${esc(c.State.Status)}" id="c-state">${esc(c.State.Status)}</span>
+    <span class="spacer"></span>${['start', 'stop', 'restart', 'kill', 'pause', 'unpause'].map(a => `<button data-action="${a}">${a[0].toUpperCase() + a.slice(1)}</button>`).join('')}
+    <a class="button" href="#/env/${envId}/containers/new?from=${esc(c.Id)}">Duplicate/Edit</a><button class="danger" data-action="remove">Remove</button></div>
+    <nav class="tabs">${CONTAINER_TABS.map(([t, l]) => `<a href="#/env/${envId}/containers/${esc(c.Id)}/${t}" class="${t === tab ? 'active' : ''}">${l}</a>`).join('')}</nav>
+    <div id="tab"></div>`, envCrumbs(envId, `<a href="#/env/${envId}/containers">Containers</a>`, esc(name)));
+  $$('[data-action]', main).forEach(b => b.addEventListener('click', async () => {
+    const action = b.dataset.action;
+    try {
+      if (action === 'remove') { if (!confirm(`Remove container ${name}?`)) return; await api('DELETE', `${base}/containers/${c.Id}?force=1`); toast(`Container ${name} removed`); location.hash = `#/env/${envId}/containers`; return; }
+      await api('POST', `${base}/containers/${c.Id}/${action}`); toast(`${name}: ${action} done`); await showState();
+    } catch (err) { toast(`${action}: ${err.message}`, true); }
+  }));
+  const showState = async () => { const now = await api('GET', `${base}/containers/${c.Id}/json`);
+    $('#c-state').textContent = now.State.Status; $('#c-state').className = `badge ${now.State.Status}`; };
+  watchEngine(envId, ['container'], showState);
+  const el = $('#tab');
+  const tabs = {overview: containerOverview, logs: containerLogs, stats: containerStats, console: containerConsole,
+                inspect: (el, c) => { el.innerHTML = `<div class="card tree"><ul>${jsonTree(c)}</ul></div>`; }};
+  await (tabs[tab] || containerOverview)(el, c, envId);
+}
+function containerOverview(el, c, envId) {
+  const net = Object.entries((c.NetworkSettings || {}).Networks || {});
+  const ports = Object.entries((c.NetworkSettings || {}).Ports || {}).flatMap(([p, b]) => (b || []).map(x => `${x.HostIp}:${x.HostPort} → ${p}`));
+  el.innerHTML = `<div class="grid2"><div class="card"><h3>Status</h3><dl class="kv"><dt>ID</dt><dd class="mono">${esc(c.Id)}</dd>
+    <dt>Image</dt><dd>${esc(c.Config.Image)}</dd><dt>Created</dt><dd>${fmtDate(c.Created)}</dd><dt>Started</dt><dd>${fmtDate(c.State.StartedAt)}</dd>
+    <dt>Command</dt><dd class="mono">${esc([...(c.Config.Entrypoint || []), ...(c.Config.Cmd || [])].join(' '))}</dd>
+    <dt>Restart policy</dt><dd>${esc((c.HostConfig.RestartPolicy || {}).Name || 'no')}</dd><dt>Ports</dt><dd>${esc(ports.join(', ')) || '<span class="muted">none</span>'}</dd>
+    <dt>Networks</dt><dd>${net.map(([n, v]) => `${esc(n)} ${esc(v.IPAddress)}`).join('<br>') || '<span class="muted">none</span>'}</dd>
+    <dt>Volumes</dt><dd>${(c.Mounts || []).map(m => `${esc(m.Name || m.Source)} → ${esc(m.Destination)}`).join('<br>') || '<span class="muted">none</span>'}</dd></dl></div>
+    <div class="card"><h3>Environment variables</h3><pre class="small mono">${esc((c.Config.Env || []).join('\n')) || '<span class="muted">none</span>'}</pre>
+    <h3>Labels</h3><pre class="small mono">${esc(Object.entries(c.Config.Labels || {}).map(([k, v]) => `${k}=${v}`).join('\n')) || '<span class="muted">none</span>'}</pre></div></div>`;
+}
+
+// Docker's log stream: without a TTY each frame is [stream, 0, 0, 0, size (4 bytes, big endian)] + payload.
+function dockerStreamDecoder(tty, onText) {
+  const decoders = {1: new TextDecoder(), 2: new TextDecoder()};
+  let pending = new Uint8Array(0);
+  return chunk => {
+    if (tty) { onText(1, decoders[1].decode(chunk, {stream: true})); return; }
+    const joined = new Uint8Array(pending.length + chunk.length); joined.set(pending); joined.set(chunk, pending.length);
+    let offset = 0;
+    while (joined.length - offset >= 8) {
+      const kind = joined[offset], size = new DataView(joined.buffer, offset + 4, 4).getUint32(0);
+      if (joined.length - offset - 8 < size) break;
+      onText(kind === 2 ? 2 : 1, decoders[kind === 2 ? 2 : 1].decode(joined.subarray(offset + 8, offset + 8 + size), {stream: true}));
+      offset += 8 + size;
+    }
+    pending = joined.slice(offset);
+  };
+}
+const MAX_LOG_LINES = 10000;
+async function containerLogs(el, c, envId) {
+  el.innerHTML = `<div class="toolbar"><input class="filter" id="log-search" type="search" placeholder="Search logs" aria-label="Search logs">
+    <label class="check"><input type="checkbox" id="log-follow" checked> Follow</label>
+    <label class="check"><input type="checkbox" id="log-ts"> Timestamps</label>
+    <label class="check"><input type="checkbox" id="log-only"> Only matching lines</label>
+    <label for="log-tail" class="check">Lines <select id="log-tail"><option>100</option><option selected>1000</option><option value="all">all</option></select></label>
+    <span class="spacer"></span><span class="muted small" id="log-count"></span><button id="log-download">Download</button></div>
+    <div class="logs" id="logs" tabindex="0" aria-label="Container logs" aria-live="off"></div>`;
+  const box = $('#logs'); let lines = [], partial = {1: '', 2: ''}, scheduled = false, controller = null;
+  const draw = () => {
+    scheduled = false;
+    const q = $('#log-search').value, showTs = $('#log-ts').checked, only = $('#log-only').checked;
+    const pattern = q.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'), test = q ? new RegExp(pattern, 'i') : null;
+    const shown = test && only ? lines.filter(l => test.test(l.text)) : lines;
+    const re = test;
+    let matches = 0;
+    box.innerHTML = shown.slice(-3000).map(l => {
+      let text = esc(l.text);
+      if (re) text = text.replace(new RegExp(esc(q).replace(/[.*+?^${}()|[\]\\]/g, '\\$&'), 'gi'), m => { matches++; return `<mark>${m}</mark>`; });
+      return `<div class="${l.stream === 2 ? 'err' : ''}">${showTs && l.ts ? `<span class="ts">${esc(l.ts)} </span>` : ''}${text}</div>`;
+    }).join('');
+    $('#log-count').textContent = `${lines.length} lines` + (re ? ` · ${matches} matches` : '');
+    if ($('#log-follow').checked) box.scrollTop = box.scrollHeight;
+  };
+  const schedule = () => { if (!scheduled) { scheduled = true; requestAnimationFrame(draw); } };
+  const onText = (stream, text) => {
+    const parts = (partial[stream] + text).split('\n'); partial[stream] = parts.pop();
+    for (const raw of parts) { const m = raw.match(/^(\d{4}-\d\d-\d\dT\S+) (.*)$/s); lines.push({stream, ts: m ? m[1] : '', text: (m ? m[2] : raw).replace(/\r$/, '')}); }
+    if (lines.length > MAX_LOG_LINES) lines = lines.slice(-MAX_LOG_LINES);
+    schedule();
+  };
+  const start = () => {
+    if (controller) controller.abort();
+    controller = new AbortController(); lines = []; partial = {1: '', 2: ''};
+    const tail = $('#log-tail').value;
+    const url = `${dockerBase(envId)}/containers/${c.Id}/logs?stdout=1&stderr=1&timestamps=1&follow=1&tail=${tail}`;
+    const decode = dockerStreamDecoder(c.Config.Tty, onText);
+    const signal = controller.signal;
+    fetch(url, {credentials: 'same-origin', signal}).then(async r => {
+      if (!r.ok) throw await failureOf(r);
+      const reader = r.body.getReader();
+      for (;;) { const {done, value} = await reader.read(); if (done) break; decode(value); }
+    }).catch(err => { if (err.name !== 'AbortError') { box.insertAdjacentHTML('beforeend', `<div class="err">${esc(err.message)}</div>`); } });
+    schedule();
+  };
+  onLeave(() => controller && controller.abort());
+  $('#log-search').addEventListener('input', schedule);
+  ['#log-ts', '#log-only'].forEach(s => $(s).addEventListener('change', schedule));
+  $('#log-follow').addEventListener('change', schedule);
+  $('#log-tail').addEventListener('change', start);
+  box.addEventListener('scroll', () => { const atEnd = box.scrollHeight - box.scrollTop - box.clientHeight < 20; if (!atEnd && $('#log-follow').checked && !scheduled) $('#log-follow').checked = false; });
+  $('#log-download').addEventListener('click', () => {
+    const text = lines.map(l => ($('#log-ts').checked && l.ts ? l.ts + ' ' : '') + l.text).join('\n') + '\n';
+    const url = URL.createObjectURL(new Blob([text], {type: 'text/plain'}));
+    download(url, `${containerName(c)}.log`); setTimeout(() => URL.revokeObjectURL(url), 5000);
+  });
+  start();
+}
+
+// Live line chart on a <canvas>: series [{label, color}], push(values) adds one point per series.
+function lineChart(el, title, series, format) {
+  el.className = 'card chart';
+  el.innerHTML = `<h3>${esc(title)}</h3><canvas role="img" aria-label="${esc(title)} chart"></canvas><div class="legend"></div>`;
+  const canvas = $('canvas', el), legend = $('.legend', el), points = series.map(() => []), size = 60;
+  const draw = () => {
+    const ratio = window.devicePixelRatio || 1, w = canvas.clientWidth, h = canvas.clientHeight;
+    if (!w) return;
+    canvas.width = w * ratio; canvas.height = h * ratio;
+    const g = canvas.getContext('2d'); g.scale(ratio, ratio);
+    const styles = getComputedStyle(document.documentElement);
+    const max = Math.max(1e-9, ...points.flat()) * 1.15;
+    g.strokeStyle = styles.getPropertyValue('--border'); g.fillStyle = styles.getPropertyValue('--muted'); g.font = '11px system-ui';
+    for (let i = 0; i <= 4; i++) { const y = 4 + (h - 8) * i / 4; g.beginPath(); g.moveTo(0, y); g.lineTo(w, y); g.stroke();
+      g.fillText(format(max * (4 - i) / 4), 4, Math.max(12, y - 2)); }
+    series.forEach((s, si) => { g.strokeStyle = s.color; g.lineWidth = 2; g.beginPath();
+      points[si].forEach((v, i) => { const x = w - (points[si].length - 1 - i) * (w / (size - 1)), y = h - 4 - (h - 8) * v / max; i ? g.lineTo(x, y) : g.moveTo(x, y); });
+      g.stroke(); });
+    legend.innerHTML = series.map((s, si) => `<span class="badge">${esc(s.label)}: ${esc(format(points[si][points[si].length - 1] || 0))}</span>`).join('');
+  };
+  return {push(values) { values.forEach((v, i) => { points[i].push(v); if (points[i].length > size) points[i].shift(); }); draw(); }};
+}
+async function containerStats(el, c, envId) {
+  if (c.State.Status !== 'running') { el.innerHTML = '<p class="empty">Statistics are available while the container runs.</p>'; return; }
+  el.innerHTML = '<div class="charts"><div id="ch-cpu"></div><div id="ch-mem"></div><div id="ch-net"></div><div id="ch-io"></div></div><div class="error" id="stats-error"></div><div id="top"></div>';
+  const rate = n => `${fmtBytes(n)}/s`;
+  const cpu = lineChart($('#ch-cpu'), 'CPU', [{label: 'CPU %', color: '#1e88e5'}], v => `${v.toFixed(1)} %`);
+  const mem = lineChart($('#ch-mem'), 'Memory', [{label: 'used', color: '#8e24aa'}], fmtBytes);
+  const net = lineChart($('#ch-net'), 'Network', [{label: 'received', color: '#43a047'}, {label: 'sent', color: '#fb8c00'}], rate);
+  const io = lineChart($('#ch-io'), 'Disk I/O', [{label: 'read', color: '#00897b'}, {label: 'written', color: '#e53935'}], rate);
+  let previous = null;
+  const sum = (list, op) => (list || []).filter(e => e.op && e.op.toLowerCase() === op).reduce((a, e) => a + e.value, 0);
+  const onStats = s => {
+    const now = Date.parse(s.read) / 1000;
+    const netRx = Object.values(s.networks || {}).reduce((a, n) => a + n.rx_bytes, 0), netTx = Object.values(s.networks || {}).reduce((a, n) => a + n.tx_bytes, 0);
+    const blk = (s.blkio_stats || {}).io_service_bytes_recursive, rd = sum(blk, 'read'), wr = sum(blk, 'write');
+    const cpuDelta = s.cpu_stats.cpu_usage.total_usage - s.precpu_stats.cpu_usage.total_usage;
+    const sysDelta = (s.cpu_stats.system_cpu_usage || 0) - (s.precpu_stats.system_cpu_usage || 0);
+    const cpus = s.cpu_stats.online_cpus || (s.cpu_stats.cpu_usage.percpu_usage || [1]).length;
+    cpu.push([sysDelta > 0 ? cpuDelta / sysDelta * cpus * 100 : 0]);
+    const cache = (s.memory_stats.stats || {}).inactive_file ?? (s.memory_stats.stats || {}).cache ?? 0;
+    mem.push([Math.max(0, (s.memory_stats.usage || 0) - cache)]);
+    if (previous) { const dt = Math.max(0.1, now - previous.now);
+      net.push([(netRx - previous.netRx) / dt, (netTx - previous.netTx) / dt]); io.push([(rd - previous.rd) / dt, (wr - previous.wr) / dt]); }
+    previous = {now, netRx, netTx, rd, wr};
+  };
+  apiStream('GET', `${dockerBase(envId)}/containers/${c.Id}/stats?stream=1`, undefined, jsonLines(onStats))
+    .catch(err => { if (err.name !== 'AbortError') $('#stats-error').textContent = err.message; });
+  const top = async () => { const t = await api('GET', `${dockerBase(envId)}/containers/${c.Id}/top`);
+    $('#top').innerHTML = `<div class="card"><h3>Processes</h3><div class="table-wrap"><table><thead><tr>${t.Titles.map(x => `<th>${esc(x)}</th>`).join('')}</tr></thead>
+      <tbody>${t.Processes.map(p => `<tr>${p.map(x => `<td class="mono small">${esc(x)}</td>`).join('')}</tr>`).join('')}</tbody></table></div></div>`; };
+  top().catch(() => {}); every(5000, top);
+}
+
+// ---- terminal: a compact VT100/xterm subset (enough for sh, top and vi in busybox) --------------------------
+const MAX_SCROLLBACK = 2000;
+class Terminal {
+  constructor(el, send) {
+    this.el = el; this.output = send; this.cols = 80; this.rows = 24; this.onResize = () => {};
+    this.heldInput = ''; this.holdUntil = 0;
+    this.reset();
+    el.tabIndex = 0; el.setAttribute('role', 'textbox'); el.setAttribute('aria-label', 'Terminal'); el.setAttribute('aria-multiline', 'true');
+    el.addEventListener('keydown', e => this.key(e));
+    el.addEventListener('paste', e => { e.preventDefault(); this.send(e.clipboardData.getData('text').replace(/\r?\n/g, '\r')); });
+    el.addEventListener('wheel', e => { if (this.alt) return; e.preventDefault(); this.scrollView(e.deltaY < 0 ? 3 : -3); }, {passive: false});
+  }
+  send(data) {
+    // busybox ash reads a cursor report and the keys typed right after it in one go, and drops the keys:
+    // keys typed within a moment of a report wait for that moment to pass.
+    const wait = this.holdUntil - performance.now();
+    if (wait <= 0 && !this.heldInput) { this.output(data); return; }
+    this.heldInput += data;
+    if (this.heldInput === data) setTimeout(() => { const held = this.heldInput; this.heldInput = ''; this.output(held); }, Math.max(wait, 0));
+  }
+  report(data) { this.output(data); this.holdUntil = performance.now() + 80; }
+  blankLine() { return Array.from({length: this.cols}, () => [' ', this.attrClass()]); }
+  reset() {
+    this.attr = {fg: -1, bg: -1, b: false, u: false, inv: false, dim: false};
+    this.main = Array.from({length: this.rows}, () => this.blankLine()); this.alt = null; this.lines = this.main;
+    this.x = 0; this.y = 0; this.top = 0; this.bottom = this.rows - 1; this.saved = {x: 0, y: 0};
+    this.state = 0; this.params = ''; this.wrapPending = false; this.appCursor = false; this.cursorVisible = true;
+    this.decoder = new TextDecoder(); this.dirty = true; this.scrollback = []; this.viewOffset = 0;
+  }
+  // Lines that scrolled off the top of the main screen can be read again with the wheel or Shift+PageUp.
+  scrollView(lines) { this.viewOffset = Math.max(0, Math.min(this.scrollback.length, this.viewOffset + lines)); this.schedule(); }
+  attrClass() {
+    const a = this.attr || {fg: -1, bg: -1}; let fg = a.fg, bg = a.bg; const out = [];
+    if (a.inv) { out.push(fg < 0 ? 'bgi' : `bg${fg}`, bg < 0 ? 'fgi' : `fg${bg}`); }
+    else { if (fg >= 0) out.push(`fg${a.b && fg < 8 ? fg + 8 : fg}`); if (bg >= 0) out.push(`bg${bg}`); }
+    if (a.b) out.push('b'); if (a.u) out.push('u'); if (a.dim) out.push('dim');
+    return out.join(' ');
+  }
+  resize(cols, rows) {
+    cols = Math.max(20, Math.min(400, cols)); rows = Math.max(5, Math.min(200, rows));
+    if (cols === this.cols && rows === this.rows) return;
+    const fit = lines => { const out = lines.slice(Math.max(0, lines.length - rows)).map(l => l.slice(0, cols).concat(Array.from({length: Math.max(0, cols - l.length)}, () => [' ', '']))); while (out.length < rows) out.push(Array.from({length: cols}, () => [' ', ''])); return out; };
+    const shift = Math.max(0, this.main.length - rows);
+    this.cols = cols; this.rows = rows; this.main = fit(this.main); if (this.alt) this.alt = fit(this.alt);
+    this.lines = this.alt || this.main; this.y = Math.min(rows - 1, Math.max(0, this.y - shift)); this.x = Math.min(cols - 1, this.x);
+    this.top = 0; this.bottom = rows - 1; this.dirty = true; this.schedule(); this.onResize(cols, rows);
+  }
+  write(data) {
+    const text = typeof data === 'string' ? data : this.decoder.decode(data, {stream: true});
+    for (const ch of text) this.feed(ch);
+    this.schedule();
+  }
+  schedule() { if (!this.frame) this.frame = requestAnimationFrame(() => { this.frame = 0; this.draw(); }); }
+  scrollUp(n = 1) {
+    for (let i = 0; i < n; i++) {
+      const [gone] = this.lines.splice(this.top, 1); this.lines.splice(this.bottom, 0, this.blankLine());
+      if (!this.alt && this.top === 0) { this.scrollback.push(gone); if (this.scrollback.length > MAX_SCROLLBACK) this.scrollback.shift(); }
+    }
+  }
+  scrollDown(n = 1) { for (let i = 0; i < n; i++) { this.lines.splice(this.bottom, 1); this.lines.splice(this.top, 0, this.blankLine()); } }
+  lineFeed() { if (this.y === this.bottom) this.scrollUp(); else if (this.y < this.rows - 1) this.y++; }
+  put(ch) {
+    if (this.wrapPending) { this.x = 0; this.lineFeed(); this.wrapPending = false; }
+    this.lines[this.y][this.x] = [ch, this.attrClass()];
+    if (this.x === this.cols - 1) this.wrapPending = true; else this.x++;
+  }
+  feed(ch) {
+    const code = ch.codePointAt(0);
+    if (this.state === 0) {
+      if (code >= 32 && code !== 127) return this.put(ch);
+      this.wrapPending = code === 27 ? this.wrapPending : false;
+      switch (ch) {
+        case '\x1b': this.state = 1; return;
+        case '\r': this.x = 0; return;
+        case '\n': case '\v': case '\f': this.lineFeed(); return;
+        case '\b': this.x = Math.max(0, this.x - 1); return;
+        case '\t': this.x = Math.min(this.cols - 1, (Math.floor(this.x / 8) + 1) * 8); return;
+        default: return;
+      }
+    }
+    if (this.state === 1) { // after ESC
+      this.state = 0;
+      switch (ch) {
+        case '[': this.state = 2; this.params = ''; return;
+        case ']': this.state = 3; return;
+        case '(': case ')': case '*': case '+': this.state = 4; return;
+        case '7': this.saved = {x: this.x, y: this.y, attr: {...this.attr}}; return;
+        case '8': this.x = this.saved.x; this.y = this.saved.y; if (this.saved.attr) this.attr = {...this.saved.attr}; return;
+        case 'D': this.lineFeed(); return;
+        case 'E': this.x = 0; this.lineFeed(); return;
+        case 'M': if (this.y === this.top) this.scrollDown(); else this.y = Math.max(0, this.y - 1); return;
+        case 'c': this.reset(); return;
+        default: return;
+      }
+    }
+    if (this.state === 3) { if (ch === '\x07') this.state = 0; else if (ch === '\x1b') this.state = 5; return; } // OSC title
+    if (this.state === 5) { this.state = ch === '\\' ? 0 : 3; return; }
+    if (this.state === 4) { this.state = 0; return; } // charset designation: ignored
+    if (code >= 0x20 && code <= 0x3f) { this.params += ch; return; }
+    this.state = 0; this.csi(ch, this.params);
+  }
+  csi(final, raw) {
+    const priv = raw.startsWith('?'), p = raw.replace(/^[?>=]/, '').split(';').map(n => parseInt(n, 10));
+    const n = (i, d = 1) => (isNaN(p[i]) || p[i] === 0 ? d : p[i]);
+    const clamp = () => { this.x = Math.max(0, Math.min(this.cols - 1, this.x)); this.y = Math.max(0, Math.min(this.rows - 1, this.y)); };
+    const blank = () => [' ', this.attrClass()];
+    const line = this.lines[this.y];
+    this.wrapPending = false;
+    switch (final) {
+      case 'A': this.y = Math.max(this.y < this.top ? 0 : this.top, this.y - n(0)); break;
+      case 'B': this.y = Math.min(this.y > this.bottom ? this.rows - 1 : this.bottom, this.y + n(0)); break;
+      case 'C': this.x += n(0); clamp(); break;
+      case 'D': this.x -= n(0); clamp(); break;
+      case 'E': this.x = 0; this.y += n(0); clamp(); break;
+      case 'F': this.x = 0; this.y -= n(0); clamp(); break;
+      case 'G': case '`': this.x = n(0) - 1; clamp(); break;
+      case 'd': this.y = n(0) - 1; clamp(); break;
+      case 'H': case 'f': this.y = n(0) - 1; this.x = n(1) - 1; clamp(); break;
+      case 'J': { const mode = p[0] || 0;
+        if (mode === 0) { for (let x = this.x; x < this.cols; x++) line[x] = blank(); for (let y = this.y + 1; y < this.rows; y++) this.lines[y] = this.blankLine(); }
+        else if (mode === 1) { for (let x = 0; x <= this.x; x++) line[x] = blank(); for (let y = 0; y < this.y; y++) this.lines[y] = this.blankLine(); }
+        else for (let y = 0; y < this.rows; y++) this.lines[y] = this.blankLine();
+        break; }
+      case 'K': { const mode = p[0] || 0, from = mode === 0 ? this.x : 0, to = mode === 1 ? this.x : this.cols - 1;
+        for (let x = from; x <= to; x++) line[x] = blank(); break; }
+      case 'L': if (this.y >= this.top && this.y <= this.bottom) for (let i = 0; i < n(0); i++) { this.lines.splice(this.bottom, 1); this.lines.splice(this.y, 0, this.blankLine()); } break;
+      case 'M': if (this.y >= this.top && this.y <= this.bottom) for (let i = 0; i < n(0); i++) { this.lines.splice(this.y, 1); this.lines.splice(this.bottom, 0, this.blankLine()); } break;
+      case 'P': line.splice(this.x, n(0)); while (line.length < this.cols) line.push(blank()); break;
+      case '@': for (let i = 0; i < n(0); i++) line.splice(this.x, 0, blank()); line.length = this.cols; break;
+      case 'X': for (let i = 0; i < n(0) && this.x + i < this.cols; i++) line[this.x + i] = blank(); break;
+      case 'S': this.scrollUp(n(0)); break;
+      case 'T': this.scrollDown(n(0)); break;
+      case 'r': this.top = n(0) - 1; this.bottom = Math.min(this.rows - 1, n(1, this.rows) - 1); if (this.top >= this.bottom) { this.top = 0; this.bottom = this.rows - 1; } this.x = 0; this.y = 0; break;
+      case 's': this.saved = {x: this.x, y: this.y}; break;
+      case 'u': this.x = this.saved.x; this.y = this.saved.y; break;
+      case 'm': this.sgr(raw === '' ? [0] : p.map(v => (isNaN(v) ? 0 : v))); break;
+      case 'n': if (p[0] === 6) this.report(`\x1b[${this.y + 1};${this.x + 1}R`); else if (p[0] === 5) this.report('\x1b[0n'); break;
+      case 'c': if (!raw.startsWith('>')) this.report('\x1b[?1;2c'); break;
+      case 'h': case 'l': if (priv) this.mode(p, final === 'h'); break;
+      default: break;
+    }
+    this.dirty = true;
+  }
+  mode(list, on) {
+    for (const m of list) {
+      if (m === 1) this.appCursor = on;
+      else if (m === 25) this.cursorVisible = on;
+      else if (m === 47 || m === 1047 || m === 1049) {
+        if (on && !this.alt) { if (m === 1049) this.saved = {x: this.x, y: this.y, attr: {...this.attr}}; this.alt = Array.from({length: this.rows}, () => this.blankLine()); this.lines = this.alt; }
+        else if (!on && this.alt) { this.alt = null; this.lines = this.main; if (m === 1049) { this.x = this.saved.x; this.y = this.saved.y; } }
+        this.top = 0; this.bottom = this.rows - 1;
+      }
+    }
+  }
+  sgr(p) {
+    for (let i = 0; i < p.length; i++) {
+      const v = p[i], a = this.attr;
+      if (v === 0) Object.assign(a, {fg: -1, bg: -1, b: false, u: false, inv: false, dim: false});
+      else if (v === 1) a.b = true; else if (v === 2) a.dim = true; else if (v === 4) a.u = true; else if (v === 7) a.inv = true;
+      else if (v === 22) { a.b = false; a.dim = false; } else if (v === 24) a.u = false; else if (v === 27) a.inv = false;
+      else if (v >= 30 && v <= 37) a.fg = v - 30; else if (v === 39) a.fg = -1;
+      else if (v >= 40 && v <= 47) a.bg = v - 40; else if (v === 49) a.bg = -1;
+      else if (v >= 90 && v <= 97) a.fg = v - 82; else if (v >= 100 && v <= 107) a.bg = v - 92;
+      else if (v === 38 || v === 48) { // 256 colours and true colour, mapped to the nearest of the 16
+        let c = -1;
+        if (p[i + 1] === 5) { const n = p[i + 2]; c = n < 16 ? n : n >= 232 ? (n > 243 ? 15 : 8) : 7; i += 2; }
+        else if (p[i + 1] === 2) { const [r, g, b] = [p[i + 2], p[i + 3], p[i + 4]]; c = (r > 127 ? 1 : 0) | (g > 127 ? 2 : 0) | (b > 127 ? 4 : 0); i += 4; }
+        if (v === 38) a.fg = c; else a.bg = c;
+      }
+    }
+  }
+  draw() {
+    let shown = this.lines;
+    if (this.viewOffset && !this.alt) { const all = this.scrollback.concat(this.lines); shown = all.slice(all.length - this.rows - this.viewOffset, all.length - this.viewOffset); }
+    const rows = shown.map((line, y) => {
+      let html = '', run = '', cls = null;
+      line.forEach(([ch, c], x) => {
+        if (this.cursorVisible && !this.viewOffset && y === this.y && x === this.x && document.activeElement === this.el) c = (c ? c + ' ' : '') + 'cursor';
+        if (c !== cls) { if (run) html += cls ? `<span class="${cls}">${esc(run)}</span>` : esc(run); run = ''; cls = c; }
+        run += ch;
+      });
+      if (run) html += cls ? `<span class="${cls}">${esc(run)}</span>` : esc(run.replace(/\s+$/, ''));
+      return `<div class="line">${html}</div>`;
+    });
+    this.el.innerHTML = rows.join('');
+  }
+  text() { return this.lines.map(l => l.map(c => c[0]).join('').replace(/\s+$/, '')).join('\n'); }
+  key(e) {
+    const cursor = k => (this.appCursor ? '\x1bO' : '\x1b[') + k;
+    const keys = {Enter: '\r', Backspace: '\x7f', Tab: '\t', Escape: '\x1b', ArrowUp: cursor('A'), ArrowDown: cursor('B'), ArrowRight: cursor('C'),
+      ArrowLeft: cursor('D'), Home: '\x1b[H', End: '\x1b[F', PageUp: '\x1b[5~', PageDown: '\x1b[6~', Delete: '\x1b[3~', Insert: '\x1b[2~',
+      F1: '\x1bOP', F2: '\x1bOQ', F3: '\x1bOR', F4: '\x1bOS'};
+    let out = null;
+    if (e.ctrlKey && e.shiftKey && (e.key === 'C' || e.key === 'V')) return; // leave copy and paste to the browser
+    if (e.key === 'Tab' && e.shiftKey) return; // Shift+Tab leaves the terminal, so the page stays keyboard-usable
+    if (e.shiftKey && (e.key === 'PageUp' || e.key === 'PageDown')) { e.preventDefault(); this.scrollView((e.key === 'PageUp' ? 1 : -1) * (this.rows - 1)); return; }
+    if (keys[e.key]) out = keys[e.key];
+    else if (e.ctrlKey && !e.altKey && e.key.length === 1) { const c = e.key.toUpperCase().charCodeAt(0); if (c >= 64 && c <= 95) out = String.fromCharCode(c - 64); else if (e.key === ' ') out = '\x00'; }
+    else if (e.key.length === 1 && !e.metaKey) out = (e.altKey ? '\x1b' : '') + e.key;
+    if (out === null) return;
+    e.preventDefault(); if (this.viewOffset) { this.viewOffset = 0; this.schedule(); } this.send(out);
+  }
+  // Columns and rows that fit the element, from the size of one character.
+  fit() {
+    const probe = document.createElement('span'); probe.textContent = 'M'.repeat(10); this.el.append(probe);
+    const w = probe.getBoundingClientRect().width / 10, h = probe.getBoundingClientRect().height; probe.remove();
+    if (!w || !h) return;
+    const style = getComputedStyle(this.el), padX = parseFloat(style.paddingLeft) + parseFloat(style.paddingRight), padY = parseFloat(style.paddingTop) + parseFloat(style.paddingBottom);
+    this.resize(Math.floor((this.el.clientWidth - padX) / w), Math.floor((this.el.clientHeight - padY) / h));
+  }
+}
+
+async function containerConsole(el, c, envId) {
+  if (c.State.Status !== 'running') { el.innerHTML = '<p class="empty">Start the container to open a console.</p>'; return; }
+  el.innerHTML = `<form class="toolbar" id="console-form"><label for="console-cmd" class="check">Command</label>
+    <select id="console-cmd" name="cmd" class="narrow"><option>sh</option><option>bash</option><option>/bin/sh -l</option><option>ash</option></select>
+    <input id="console-custom" name="custom" class="filter" placeholder="or another command" aria-label="Custom command">
+    <button class="primary" type="submit" id="console-connect">Connect</button><button type="button" id="console-attach">Attach</button>
+    <button type="button" id="console-close" disabled>Disconnect</button><span class="muted small" id="console-status"></span>
+    <div class="error" role="alert"></div></form><div class="term" id="term"></div>`;
+  const term = new Terminal($('#term'), data => { if (socket && socket.readyState === 1) socket.send(new TextEncoder().encode(data)); });
+  let socket = null;
+  const status = t => { $('#console-status').textContent = t; };
+  const sendSize = (cols, rows) => { if (socket && socket.readyState === 1) socket.send(JSON.stringify({type: 'resize', cols, rows})); };
+  term.onResize = sendSize; term.fit(); term.draw();
+  const observer = new ResizeObserver(() => term.fit()); observer.observe($('#term'));
+  const close = () => { if (socket) { socket.onclose = null; socket.close(); socket = null; } $('#console-close').disabled = true; status('disconnected'); };
+  onLeave(() => { close(); observer.disconnect(); });
+  const open = mode => {
+    close(); term.reset(); term.fit(); term.draw();
+    const cmd = $('#console-custom').value.trim() || $('#console-cmd').value;
+    const query = new URLSearchParams({containerId: c.Id, mode, cmd});
+    // The session cookie authenticates the socket: no token in the URL.
+    socket = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/api/endpoints/${envId}/console/ws?${query}`);
+    socket.binaryType = 'arraybuffer';
+    status('connecting…');
+    socket.onopen = () => { status(mode === 'attach' ? 'attached' : `connected: ${cmd}`); $('#console-close').disabled = false; sendSize(term.cols, term.rows); $('#term').focus(); };
+    socket.onmessage = m => term.write(typeof m.data === 'string' ? m.data : new Uint8Array(m.data));
+    socket.onclose = e => { status(e.code === 1000 || e.code === 1005 ? 'session ended' : `closed (${e.code}${e.reason ? ': ' + e.reason : ''})`); $('#console-close').disabled = true;
+      if (e.code === 1006 && !socket.everOpened) showError($('#console-form'), new Error('The console could not be opened: your role on this environment may not allow it, or the container stopped')); };
+    socket.addEventListener('open', () => { socket.everOpened = true; });
+  };
+  onSubmit($('#console-form'), async () => open('exec'));
+  $('#console-attach').addEventListener('click', () => open('attach'));
+  $('#console-close').addEventListener('click', close);
+  $('#term').addEventListener('focus', () => term.draw()); $('#term').addEventListener('blur', () => term.draw());
+}
+
+// ---- pages: images (pull with per-layer progress, build, import/export, tag, remove) -------------------------
+async function pageImages(envId) {
+  const base = dockerBase(envId);
+  const main = render('Images', `<div class="toolbar"><h2>Images</h2></div>
+    <div class="grid2"><form class="card" id="pull"><h3>Pull an image</h3><div class="row"><div><label for="pull-image">Image</label>
+      <input id="pull-image" name="image" required placeholder="e.g. registry:5000/app:1.2" data-error-hint="image|reference|repository|manifest"></div>
+      <div><label for="pull-registry">Registry</label><select id="pull-registry" name="registry"><option value="">none (public, or the engine's login)</option></select></div></div>
+      <div class="error" role="alert"></div><p><button class="primary" type="submit">Pull</button></p><div id="pull-progress"></div></form>
+    <form class="card" id="build"><h3>Build from a context</h3><label for="build-tag">Tag</label><input id="build-tag" name="tag" placeholder="myapp:latest">
+      <label for="build-file">Build context (.tar or .tar.gz with a Dockerfile)</label><input id="build-file" type="file" name="context" required accept=".tar,.tgz,.gz,application/x-tar,application/gzip">
+      <label for="build-dockerfile">Dockerfile path in the context</label><input id="build-dockerfile" name="dockerfile" value="Dockerfile">
+      <div class="error" role="alert"></div><p><button class="primary" type="submit">Build</button></p><div id="build-progress"></div></form>
+    <form class="card" id="import"><h3>Import images</h3><label for="import-file">Image archive (from docker save or Export)</label>
+      <input id="import-file" type="file" name="archive" required accept=".tar,application/x-tar">
+      <div class="error" role="alert"></div><p><button class="primary" type="submit">Import</button></p><div id="import-progress"></div></form></div>
+    <div class="card" id="images"></div>`, envCrumbs(envId, 'Images'));
+  const usedBy = new Map();
+  const table = dataTable($('#images'), {
+    id: i => i.Id, selectable: true, filterPlaceholder: 'Filter images', empty: 'No images.',
+    actions: '<button class="danger" data-action="remove" disabled>Remove</button><button data-action="export" disabled>Export</button><input id="tag-name" class="filter" placeholder="new tag, e.g. app:v2" aria-label="New tag"><button data-action="tag" disabled>Tag</button>',
+    columns: [
+      {key: 'id', label: 'Id', value: i => shortId(i.Id), html: i => `<span class="mono">${esc(shortId(i.Id))}</span> ${usedBy.get(i.Id) ? '' : '<span class="badge">unused</span>'}`},
+      {key: 'tags', label: 'Tags', value: i => (i.RepoTags || []).filter(t => t !== '<none>:<none>').join(' ') || '<none>'},
+      {key: 'size', label: 'Size', value: i => i.Size, html: i => fmtBytes(i.Size)},
+      {key: 'created', label: 'Created', value: i => i.Created, html: i => fmtDate(i.Created), cls: 'hide-sm'},
+    ],
+    onSelectionChange: sel => $$('#images [data-action]').forEach(b => { b.disabled = sel.size === 0 || (b.dataset.action === 'tag' && sel.size !== 1); }),
+  });
+  const load = async () => {
+    const [images, containers] = await Promise.all([api('GET', `${base}/images/json`), api('GET', `${base}/containers/json?all=1`)]);
+    usedBy.clear(); containers.forEach(c => usedBy.set(c.ImageID, true)); table.setRows(images);
+  };
+  const imageRef = id => { const i = table.rows().find(x => x.Id === id); const tag = i && (i.RepoTags || []).find(t => t !== '<none>:<none>'); return tag || id; };
+  $('#images').addEventListener('click', async e => {
+    const action = e.target.dataset && e.target.dataset.action; if (!action || e.target.disabled) return;
+    const ids = table.selected();
+    if (action === 'export') { for (const id of ids) download(`${base}/images/${encodeURIComponent(imageRef(id))}/get`, `${imageRef(id).replace(/[/:]/g, '_')}.tar`); return; }
+    if (action === 'tag') {
+      const input = $('#tag-name'), m = input.value.trim().match(/^(.+?)(?::([\w][\w.-]*))?$/);
+      if (!m) { input.classList.add('invalid'); toast('Enter a tag such as app:v2', true); return; }
+      try { await api('POST', `${base}/images/${encodeURIComponent(ids[0])}/tag?repo=${encodeURIComponent(m[1])}&tag=${encodeURIComponent(m[2] || 'latest')}`); toast(`Tagged ${input.value}`); input.value = ''; }
+      catch (err) { toast(`Tag: ${err.message}`, true); }
+    }
+    if (action === 'remove') {
+      if (!confirm(`Remove ${ids.length} image(s)?`)) return;
+      for (const id of ids) { try { await api('DELETE', `${base}/images/${encodeURIComponent(id)}?force=1`); } catch (err) { toast(`Remove ${shortId(id)}: ${err.message}`, true); } }
+    }
+    table.clearSelection(); await load();
+  });
+  const streamInto = async (form, progressEl, method, url, body, headers) => {
+    const view = progressView(progressEl);
+    await apiStream(method, url, body, jsonLines(m => view.feed(m)), headers);
+    if (view.failed()) throw new Error(view.failed());
+    await load();
+  };
+  const registries = await registryChoice(envId, $('#pull-registry'));
+  onSubmit($('#pull'), async data => {
+    const ref = registries.qualify(data.get('registry'), data.get('image').trim()); const m = ref.match(/^(.+?)(?::([\w][\w.-]*))?(@sha256:[0-9a-f]+)?$/);
+    if (!ref || !m) return showError($('#pull'), new Error('Enter an image reference'), 'image');
+    const fromImage = m[3] ? m[1] + m[3] : m[1];
+    await streamInto($('#pull'), $('#pull-progress'), 'POST', `${base}/images/create?fromImage=${encodeURIComponent(fromImage)}${m[3] ? '' : '&tag=' + encodeURIComponent(m[2] || 'latest')}`,
+      undefined, registries.headers(data.get('registry')));
+    toast(`Pulled ${ref}`);
+  });
+  onSubmit($('#build'), async data => {
+    const file = data.get('context'); if (!file || !file.size) return showError($('#build'), new Error('Choose a build context archive'), 'context');
+    const q = new URLSearchParams({dockerfile: data.get('dockerfile') || 'Dockerfile', rm: '1'}); if (data.get('tag')) q.set('t', data.get('tag'));
+    await streamInto($('#build'), $('#build-progress'), 'POST', `${base}/build?${q}`, file, {'Content-Type': 'application/x-tar'});
+    toast('Build finished');
+  });
+  onSubmit($('#import'), async data => {
+    const file = data.get('archive'); if (!file || !file.size) return showError($('#import'), new Error('Choose an image archive'), 'archive');
+    await streamInto($('#import'), $('#import-progress'), 'POST', `${base}/images/load?quiet=0`, file, {'Content-Type': 'application/x-tar'});
+    toast('Images imported');
+  });
+  await load(); watchEngine(envId, ['image'], load);
+}
+
+// ---- pages: volumes and networks ----------------------------------------------------------------------------
+async function pageVolumes(envId) {
+  const base = dockerBase(envId);
+  const main = render('Volumes', `<div class="toolbar"><h2>Volumes</h2></div>
+    <form class="card" id="volume-create"><h3>Create a volume</h3><div class="row"><div><label for="v-name">Name</label><input id="v-name" name="Name" placeholder="generated when empty"></div>
+    <div><label for="v-driver">Driver</label><input id="v-driver" name="Driver" value="local"></div></div>
+    <fieldset><legend>Driver options</legend><div id="v-opts"></div></fieldset><fieldset><legend>Labels</legend><div id="v-labels"></div></fieldset>
+    <div class="error" role="alert"></div><button class="primary" type="submit">Create the volume</button></form><div id="volume-warnings"></div><div class="card" id="volumes"></div>`, envCrumbs(envId, 'Volumes'));
+  const node = v => (v.Portainer && v.Portainer.Agent && v.Portainer.Agent.NodeName) || '';
+  const getOpts = pairsEditor($('#v-opts'), [{placeholder: 'option'}, {placeholder: 'value'}], [], 'Add option');
+  const getLabels = pairsEditor($('#v-labels'), [{placeholder: 'label'}, {placeholder: 'value'}], [], 'Add label');
+  const table = dataTable($('#volumes'), {
+    id: v => v.Name, selectable: true, filterPlaceholder: 'Filter volumes', empty: 'No volumes.',
+    actions: '<button class="danger" data-action="remove" disabled>Remove</button>',
+    columns: [{key: 'name', label: 'Name', value: v => v.Name, html: v => `<span class="mono">${esc(v.Name)}</span>
+        <a class="small" href="#/env/${envId}/volumes/${encodeURIComponent(v.Name)}/browse?node=${encodeURIComponent(node(v))}" title="Browse files (agent environments)">browse</a>`},
+      {key: 'driver', label: 'Driver', value: v => v.Driver}, {key: 'node', label: 'Node', value: node, cls: 'hide-sm'},
+      {key: 'mount', label: 'Mount point', value: v => v.Mountpoint, cls: 'hide-sm mono small'},
+      {key: 'created', label: 'Created', value: v => v.CreatedAt, html: v => fmtDate(v.CreatedAt), cls: 'hide-sm'}],
+    onSelectionChange: sel => { $('#volumes [data-action]').disabled = sel.size === 0; },
+  });
+  const load = async () => { const answer = await api('GET', `${base}/volumes`); table.setRows(answer.Volumes || []);
+    $('#volume-warnings').innerHTML = (answer.Warnings || []).map(w => `<p class="error">${esc(w)}</p>`).join(''); };
+  $('#volumes').addEventListener('click', async e => { if (!e.target.dataset || e.target.dataset.action !== 'remove' || e.target.disabled) return;
+    const names = table.selected(); if (!confirm(`Remove ${names.length} volume(s) and their data?`)) return;
+    for (const n of names) { try { await api('DELETE', `${base}/volumes/${encodeURIComponent(n)}`); } catch (err) { toast(`Remove ${n}: ${err.message}`, true); } }
+    table.clearSelection(); await load(); });
+  onSubmit($('#volume-create'), async data => {
+    const v = await api('POST', `${base}/volumes/create`, {Name: data.get('Name').trim(), Driver: data.get('Driver') || 'local', DriverOpts: Object.fromEntries(getOpts()), Labels: Object.fromEntries(getLabels())});
+    toast(`Volume ${v.Name} created`); $('#volume-create').reset(); getOpts.clear(); getLabels.clear(); await load();
+  });
+  await load(); watchEngine(envId, ['volume'], load);
+}
+async function pageNetworks(envId) {
+  const base = dockerBase(envId);
+  const main = render('Networks', `<div class="toolbar"><h2>Networks</h2></div>
+    <form class="card" id="network-create"><h3>Create a network</h3><div class="row"><div><label for="n-name">Name</label><input id="n-name" name="Name" required></div>
+    <div><label for="n-driver">Driver</label><select id="n-driver" name="Driver"><option>bridge</option><option>overlay</option><option>macvlan</option><option>ipvlan</option></select></div>
+    <div><label for="n-subnet">Subnet</label><input id="n-subnet" name="Subnet" placeholder="e.g. 172.30.0.0/16" data-error-hint="subnet|pool|overlap"></div>
+    <div><label for="n-gateway">Gateway</label><input id="n-gateway" name="Gateway" placeholder="e.g. 172.30.0.1" data-error-hint="gateway"></div></div>
+    <div class="row"><label class="check narrow"><input type="checkbox" name="Internal"> Internal (no outside access)</label><label class="check narrow"><input type="checkbox" name="Attachable"> Attachable</label></div>
+    <div class="error" role="alert"></div><button class="primary" type="submit">Create the network</button></form><div class="card" id="networks"></div>`, envCrumbs(envId, 'Networks'));
+  const builtin = new Set(['bridge', 'host', 'none', 'ingress', 'docker_gwbridge']);
+  const table = dataTable($('#networks'), {
+    id: n => n.Id, selectable: true, filterPlaceholder: 'Filter networks', empty: 'No networks.',
+    actions: '<button class="danger" data-action="remove" disabled>Remove</button>',
+    columns: [{key: 'name', label: 'Name', value: n => n.Name}, {key: 'driver', label: 'Driver', value: n => n.Driver}, {key: 'scope', label: 'Scope', value: n => n.Scope, cls: 'hide-sm'},
+      {key: 'subnet', label: 'Subnet', value: n => ((n.IPAM || {}).Config || []).map(c => c.Subnet).join(' '), cls: 'mono small'},
+      {key: 'gateway', label: 'Gateway', value: n => ((n.IPAM || {}).Config || []).map(c => c.Gateway || '').join(' '), cls: 'hide-sm mono small'},
+      {key: 'flags', label: '', value: n => [n.Internal && 'internal', n.Attachable && 'attachable', builtin.has(n.Name) && 'system'].filter(Boolean).join(' ')}],
+    onSelectionChange: sel => { $('#networks [data-action]').disabled = sel.size === 0; },
+  });
+  const load = async () => table.setRows(await api('GET', `${base}/networks`));
+  $('#networks').addEventListener('click', async e => { if (!e.target.dataset || e.target.dataset.action !== 'remove' || e.target.disabled) return;
+    for (const id of table.selected()) { try { await api('DELETE', `${base}/networks/${id}`); } catch (err) { toast(`Remove: ${err.message}`, true); } }
+    table.clearSelection(); await load(); });
+  onSubmit($('#network-create'), async data => {
+    const ipam = data.get('Subnet') ? {Driver: 'default', Config: [{Subnet: data.get('Subnet'), ...(data.get('Gateway') ? {Gateway: data.get('Gateway')} : {})}]} : undefined;
+    await api('POST', `${base}/networks/create`, {Name: data.get('Name').trim(), Driver: data.get('Driver'), Internal: !!data.get('Internal'), Attachable: !!data.get('Attachable'), IPAM: ipam, CheckDuplicate: true});
+    toast(`Network ${data.get('Name')} created`); $('#network-create').reset(); await load();
+  });
+  await load(); watchEngine(envId, ['network'], load);
+}
+
+// ---- pages: Swarm (read views of services, nodes, configs, secrets) ------------------------------------------
+const SWARM_VIEWS = {
+  services: {title: 'Services', columns: [{key: 'name', label: 'Name', value: s => s.Spec.Name}, {key: 'image', label: 'Image', value: s => ((s.Spec.TaskTemplate.ContainerSpec || {}).Image || '').split('@')[0]},
+    {key: 'mode', label: 'Mode', value: s => s.Spec.Mode.Replicated ? `replicated ${s.Spec.Mode.Replicated.Replicas}` : 'global'},
+    {key: 'running', label: 'Running', value: s => s.ServiceStatus ? `${s.ServiceStatus.RunningTasks} / ${s.ServiceStatus.DesiredTasks}` : ''},
+    {key: 'ports', label: 'Ports', value: s => ((s.Endpoint || {}).Ports || []).map(p => `${p.PublishedPort}:${p.TargetPort}`).join(' ')},
+    {key: 'updated', label: 'Updated', value: s => s.UpdatedAt, html: s => fmtDate(s.UpdatedAt), cls: 'hide-sm'}], path: 'services?status=true'},
+  nodes: {title: 'Nodes', columns: [{key: 'host', label: 'Host name', value: n => n.Description.Hostname}, {key: 'role', label: 'Role', value: n => n.Spec.Role + (n.ManagerStatus && n.ManagerStatus.Leader ? ' (leader)' : '')},
+    {key: 'availability', label: 'Availability', value: n => n.Spec.Availability}, {key: 'status', label: 'Status', value: n => n.Status.State, html: n => `<span class="${n.Status.State === 'ready' ? 'up' : 'down'}">${esc(n.Status.State)}</span>`},
+    {key: 'engine', label: 'Engine', value: n => n.Description.Engine.EngineVersion, cls: 'hide-sm'}, {key: 'addr', label: 'Address', value: n => n.Status.Addr, cls: 'hide-sm'}], path: 'nodes'},
+  configs: {title: 'Configs', columns: [{key: 'name', label: 'Name', value: c => c.Spec.Name}, {key: 'created', label: 'Created', value: c => c.CreatedAt, html: c => fmtDate(c.CreatedAt)},
+    {key: 'updated', label: 'Updated', value: c => c.UpdatedAt, html: c => fmtDate(c.UpdatedAt), cls: 'hide-sm'}], path: 'configs'},
+  secrets: {title: 'Secrets', columns: [{key: 'name', label: 'Name', value: c => c.Spec.Name}, {key: 'created', label: 'Created', value: c => c.CreatedAt, html: c => fmtDate(c.CreatedAt)},
+    {key: 'updated', label: 'Updated', value: c => c.UpdatedAt, html: c => fmtDate(c.UpdatedAt), cls: 'hide-sm'}], path: 'secrets'},
+};
+async function pageSwarm(envId, kind) {
+  const view = SWARM_VIEWS[kind];
+  render(view.title, `<div class="toolbar"><h2>${view.title}</h2></div><div class="card" id="swarm-list"></div>`, envCrumbs(envId, view.title));
+  const table = dataTable($('#swarm-list'), {id: x => x.ID, columns: view.columns, filterPlaceholder: `Filter ${kind}`, empty: `No ${kind}.`});
+  const load = async () => table.setRows(await api('GET', `${dockerBase(envId)}/${view.path}`));
+  await load(); every(10000, load);
+}
+
+// ---- pages: users, settings, my account ---------------------------------------------------------------------
+async function pageUsers() {
+  currentEnv = null;
+  const main = render('Users', `<div class="toolbar"><h2>Users</h2></div><form class="card" id="user-create"><h3>Add a user</h3>
+    <div class="row"><div><label for="u-name">Username</label><input id="u-name" name="Username" required autocomplete="off"></div>
+    <div><label for="u-password">Password (12 characters or more)</label><input id="u-password" name="Password" type="password" required autocomplete="new-password" data-error-hint="password"></div>
+    <div><label for="u-role">Role</label><select id="u-role" name="Role"><option value="2">standard user</option><option value="1">administrator</option></select></div></div>
+    <div class="error" role="alert"></div><p><button class="primary" type="submit">Create user</button></p></form><div class="card" id="users"></div>`);
+  const table = dataTable($('#users'), {id: u => u.Id, selectable: true, filterPlaceholder: 'Filter users', actions: '<button class="danger" data-action="remove" disabled>Remove</button>',
+    columns: [{key: 'name', label: 'Name', value: u => u.Username}, {key: 'role', label: 'Role', value: u => u.Role === 1 ? 'administrator' : 'standard user'},
+      {key: 'created', label: 'Created', value: u => u.CreationDate, html: u => fmtDate(u.CreationDate), cls: 'hide-sm'}],
+    onSelectionChange: sel => { $('#users [data-action]').disabled = sel.size === 0; }});
+  const load = async () => table.setRows(await api('GET', '/api/users'));
+  $('#users').addEventListener('click', async e => { if (!e.target.dataset || e.target.dataset.action !== 'remove' || e.target.disabled) return;
+    if (!confirm('Remove the selected users and their API keys?')) return;
+    for (const id of table.selected()) { try { await api('DELETE', `/api/users/${id}`); } catch (err) { toast(err.message, true); } }
+    table.clearSelection(); await load(); });
+  onSubmit($('#user-create'), async data => {
+    const u = await api('POST', '/api/users', {Username: data.get('Username'), Password: data.get('Password'), Role: +data.get('Role')});
+    toast(`User ${u.Username} created`); $('#user-create').reset(); await load();
+  });
+  await load();
+}
+async function pageSettings() {
+  currentEnv = null;
+  const [s, pub] = await Promise.all([api('GET', '/api/settings'), api('GET', '/api/settings/public')]);
+  const main = render('Settings', `<form class="card" id="settings"><h2>Settings</h2>
+    <label for="s-timeout">Session lifetime (e.g. 8h, 30m)</label><input id="s-timeout" name="UserSessionTimeout" value="${esc(s.UserSessionTimeout)}">
+    <label for="s-snapshot">Snapshot interval</label><input id="s-snapshot" name="SnapshotInterval" value="${esc(s.SnapshotInterval || '')}">
+    <label for="s-logo">Logo URL</label><input id="s-logo" name="LogoURL" value="${esc(s.LogoURL || '')}">
+    ${pub.AnalyticsAvailable ? `<p><label class="check"><input type="checkbox" name="EnableTelemetry" ${s.EnableTelemetry ? 'checked' : ''}> Send anonymous usage statistics</label></p>` : ''}
+    <div class="error" role="alert"></div><p><button class="primary" type="submit">Save settings</button></p></form>`);
+  onSubmit($('#settings'), async data => {
+    const body = {UserSessionTimeout: data.get('UserSessionTimeout'), SnapshotInterval: data.get('SnapshotInterval'), LogoURL: data.get('LogoURL')};
+    if (pub.AnalyticsAvailable) body.EnableTelemetry = !!data.get('EnableTelemetry');
+    await api('PUT', '/api/settings', body); toast('Settings saved');
+  });
+  await settingsAuditPanel();
+}
+async function pageAccount() {
+  currentEnv = null;
+  const main = render('My account', `<div class="grid2"><form class="card" id="password"><h3>Change password</h3>
+    <label for="a-current">Current password</label><input id="a-current" type="password" name="Password" required autocomplete="current-password" data-error-hint="current password">
+    <label for="a-new">New password (12 characters or more)</label><input id="a-new" type="password" name="NewPassword" required autocomplete="new-password" data-error-hint="at least|characters">
+    <div class="error" role="alert"></div><p><button class="primary" type="submit">Change password</button></p></form>
+    <form class="card" id="key-create"><h3>Add an API key</h3><label for="k-desc">Description</label><input id="k-desc" name="description" required>
+    <label for="k-password">Your password</label><input id="k-password" type="password" name="password" required autocomplete="current-password" data-error-hint="password">
+    <div class="error" role="alert"></div><p><button class="primary" type="submit">Add API key</button></p><div id="k-raw"></div></form></div>
+    <div class="card"><h3>API keys of ${esc(me.Username)}</h3><div id="keys"></div></div>`);
+  const table = dataTable($('#keys'), {id: k => k.id, selectable: true, filterPlaceholder: 'Filter keys', empty: 'No API keys.',
+    actions: '<button class="danger" data-action="remove" disabled>Remove</button>',
+    columns: [{key: 'desc', label: 'Description', value: k => k.description}, {key: 'prefix', label: 'Starts with', value: k => k.prefix, html: k => `<span class="mono">${esc(k.prefix)}…</span>`},
+      {key: 'created', label: 'Created', value: k => k.dateCreated, html: k => fmtDate(k.dateCreated)}, {key: 'used', label: 'Last used', value: k => k.lastUsed, html: k => k.lastUsed ? fmtAgo(k.lastUsed) : 'never'}],
+    onSelectionChange: sel => { $('#keys [data-action]').disabled = sel.size === 0; }});
+  const load = async () => table.setRows(await api('GET', `/api/users/${me.Id}/tokens`));
+  $('#keys').addEventListener('click', async e => { if (!e.target.dataset || e.target.dataset.action !== 'remove' || e.target.disabled) return;
+    for (const id of table.selected()) { try { await api('DELETE', `/api/users/${me.Id}/tokens/${id}`); } catch (err) { toast(err.message, true); } }
+    table.clearSelection(); await load(); });
+  onSubmit($('#key-create'), async data => {
+    const r = await api('POST', `/api/users/${me.Id}/tokens`, {description: data.get('description'), password: data.get('password')});
+    $('#k-raw').innerHTML = `<p>Copy this key now, it is shown only once:</p><pre class="mono" id="raw-key">${esc(r.rawAPIKey)}</pre>`;
+    $('#key-create').reset(); await load();
+  });
+  onSubmit($('#password'), async data => {
+    await api('PUT', `/api/users/${me.Id}/passwd`, {Password: data.get('Password'), NewPassword: data.get('NewPassword')});
+    toast('Password changed: log in again'); location.hash = '#/login';
+  });
+  await load();
+}
+
+// ---- pages: volume browser on agent environments (from the agent feature) ----------------------------------
 async function agentFetch(method, path, node, body) {
   const headers = {}; if (node) headers['X-PortainerAgent-Target'] = node;
   if (csrf && method !== 'GET') headers['X-CSRF-Token'] = csrf;
   const r = await fetch(path, {method, headers, body, credentials: 'same-origin'});
   if (!r.ok) { let msg = r.statusText; try { msg = (await r.json()).message || msg; } catch (e) {} const err = new Error(msg); err.status = r.status; throw err; }
   return r;
-}
-async function pageVolumes(id) {
-  const data = await api('GET', `/api/endpoints/${id}/docker/volumes`);
-  const node = v => (v.Portainer && v.Portainer.Agent && v.Portainer.Agent.NodeName) || '';
-  $app.innerHTML = shell(`<div class="card"><h2>Volumes</h2><table><tr><th>Name</th><th>Driver</th><th>Node</th><th></th></tr>
-    ${(data.Volumes || []).map(v => `<tr><td>${esc(v.Name)}</td><td>${esc(v.Driver)}</td><td>${esc(node(v))}</td>
-    <td><a href="#/env/${id}/volumes/${encodeURIComponent(v.Name)}/browse?node=${encodeURIComponent(node(v))}">browse</a></td></tr>`).join('')}</table>
-    ${(data.Warnings || []).map(w => `<p class="error">${esc(w)}</p>`).join('')}
-    <p class="muted">Browsing works on agent environments.</p></div>`);
-  bindShell();
 }
 async function pageBrowse(id, volume, node, path) {
   const base = `/api/endpoints/${id}/docker/v2/browse`;
@@ -4163,46 +5428,7 @@ async function pageBrowse(id, volume, node, path) {
     const form = new FormData(); form.append('file', file, file.name);
     await agentFetch('POST', `${base}/put?${q(path)}`, node, form); again(path); });
 }
-async function pageAccount() {
-  const keys = await api('GET', `/api/users/${me.Id}/tokens`);
-  $app.innerHTML = shell(`<div class="card"><h2>Account: ${esc(me.Username)}</h2><h3>API keys</h3>
-    <table><tr><th>Description</th><th>Prefix</th><th></th></tr>${keys.map(k => `<tr><td>${esc(k.description)}</td>
-    <td>${esc(k.prefix)}…</td><td><button class="danger" data-del="${k.id}">Remove</button></td></tr>`).join('')}</table>
-    <form id="f"><label for="d">Description</label><input id="d" required><label for="p">Your password</label>
-    <input id="p" type="password" required><div class="error" role="alert"></div>
-    <button class="primary">Add API key</button></form><pre id="raw"></pre></div>`);
-  bindShell();
-  const f = document.getElementById('f');
-  f.onsubmit = async e => { e.preventDefault(); try { const r = await api('POST', `/api/users/${me.Id}/tokens`, {description: f.d.value, password: f.p.value});
-    document.getElementById('raw').textContent = 'Copy this key now, it is shown once: ' + r.rawAPIKey; } catch (err) { formError(f, err); } };
-  document.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => { await api('DELETE', `/api/users/${me.Id}/tokens/${b.dataset.del}`); pageAccount(); });
-}
-async function pageUsers() {
-  const users = await api('GET', '/api/users');
-  $app.innerHTML = shell(`<div class="card"><h2>Users</h2><table><tr><th>Name</th><th>Role</th><th></th></tr>
-    ${users.map(u => `<tr><td>${esc(u.Username)}</td><td>${u.Role === 1 ? 'administrator' : 'standard user'}</td>
-    <td>${u.Id !== me.Id ? `<button class="danger" data-del="${u.Id}">Remove</button>` : ''}</td></tr>`).join('')}</table>
-    <form id="f"><h3>Add user</h3><label for="u">Username</label><input id="u" required><label for="p">Password</label>
-    <input id="p" type="password" minlength="12" required><label for="r">Role</label><select id="r"><option value="2">standard user</option>
-    <option value="1">administrator</option></select><div class="error" role="alert"></div><button class="primary">Create user</button></form></div>`);
-  bindShell();
-  const f = document.getElementById('f');
-  f.onsubmit = async e => { e.preventDefault(); try { await api('POST', '/api/users', {Username: f.u.value, Password: f.p.value, Role: +f.r.value}); pageUsers(); } catch (err) { formError(f, err); } };
-  document.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => { await api('DELETE', `/api/users/${b.dataset.del}`); pageUsers(); });
-}
-async function pageSettings() {
-  const s = await api('GET', '/api/settings'); const pub = await api('GET', '/api/settings/public');
-  $app.innerHTML = shell(`<div class="card"><h2>Settings</h2><form id="f"><label for="t">Session lifetime</label>
-    <input id="t" value="${esc(s.UserSessionTimeout)}">
-    ${pub.AnalyticsAvailable ? `<label><input type="checkbox" id="a" style="width:auto" ${s.EnableTelemetry ? 'checked' : ''}> Send anonymous usage statistics</label>` : ''}
-    <div class="error" role="alert"></div><button class="primary">Save</button></form></div>`);
-  bindShell();
-  const f = document.getElementById('f');
-  f.onsubmit = async e => { e.preventDefault(); const body = {UserSessionTimeout: f.t.value};
-    const a = document.getElementById('a'); if (a) body.EnableTelemetry = a.checked;
-    try { await api('PUT', '/api/settings', body); formError(f, {message: 'Saved.'}); } catch (err) { formError(f, err); } };
-  await settingsAuditPanel();
-}
+// ---- pages: teams, environment access and security, activity log, backup, sharing (from the access feature) --
 const ENV_ROLES = {1: 'Environment administrator', 2: 'Operator', 3: 'Helpdesk', 4: 'Standard user', 5: 'Read-only user'};
 const SECURITY_SWITCHES = {
   allowBindMountsForRegularUsers: 'Allow bind mounts of host paths', allowPrivilegedModeForRegularUsers: 'Allow privileged mode',
@@ -4398,145 +5624,189 @@ async function pageResourceControls() {
     catch (err) { formError(f, err); } };
   document.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => { await api('DELETE', `/api/resource_controls/${b.dataset.del}`); pageResourceControls(); });
 }
+// ---- registries and image updates ---------------------------------------------------------------------------
 const REGISTRY_TYPES = {1: 'Quay.io', 2: 'Azure', 3: 'Custom', 4: 'GitLab', 5: 'ProGet', 6: 'DockerHub', 7: 'ECR', 8: 'GitHub'};
 async function pageRegistries(editId) {
   const regs = await api('GET', '/api/registries');
-  const admin = me.Role === 1;
   const editing = regs.find(r => String(r.Id) === String(editId));
   const r0 = editing || {Name: '', URL: '', Type: 3, Authentication: false, Username: '', TLSSkipVerify: false};
-  $app.innerHTML = shell(`<div class="card"><h2>Registries</h2><table><thead><tr><th>Name</th><th>URL</th>
+  render('Registries', `<div class="card"><h2>Registries</h2><table><thead><tr><th>Name</th><th>URL</th>
     <th class="hide-sm">Type</th><th>Credentials</th><th></th></tr></thead><tbody>
     ${regs.map(r => `<tr><td>${esc(r.Name)}</td><td>${esc(r.URL)}</td><td class="hide-sm">${esc(REGISTRY_TYPES[r.Type] || r.Type)}</td>
       <td>${r.Authentication ? esc(r.Username) : '<span class="muted">anonymous</span>'}</td>
-      <td><a href="#/registries/${r.Id}">Browse</a> ${admin ? `<button data-edit="${r.Id}">Edit</button>
-      <button data-access="${r.Id}">Access</button> <button class="danger" data-del="${r.Id}">Remove</button>` : ''}</td></tr>`).join('')
+      <td><a href="#/registries/${r.Id}">Browse</a> ${isAdmin() ? `<button class="small" data-edit="${r.Id}">Edit</button>
+      <button class="small" data-access="${r.Id}">Access</button> <button class="small danger" data-del="${r.Id}">Remove</button>` : ''}</td></tr>`).join('')
       || '<tr><td colspan="5" class="muted">No registry yet.</td></tr>'}</tbody></table></div>
-    ${admin ? `<div class="card"><h3>${editing ? 'Edit registry ' + esc(editing.Name) : 'Add registry'}</h3><form id="rf">
+    ${isAdmin() ? `<div class="card"><h3>${editing ? 'Edit registry ' + esc(editing.Name) : 'Add registry'}</h3><form id="rf">
       <label for="rn">Name</label><input id="rn" required value="${esc(r0.Name)}">
       <label for="ru">URL (host:port, e.g. registry.example.com or 127.0.0.1:5000)</label><input id="ru" required value="${esc(r0.URL)}">
       <label for="rt">Type</label><select id="rt">${Object.entries(REGISTRY_TYPES).map(([k, v]) => `<option value="${k}" ${+k === r0.Type ? 'selected' : ''}>${v}</option>`).join('')}</select>
-      <label><input type="checkbox" id="ra" class="inline" ${r0.Authentication ? 'checked' : ''}> Authentication</label>
+      <label class="check"><input type="checkbox" id="ra" ${r0.Authentication ? 'checked' : ''}> Authentication</label>
       <label for="rus">Username</label><input id="rus" autocomplete="off" value="${esc(r0.Username)}">
       <label for="rp">Password${editing ? ' (leave empty to keep the current one)' : ''}</label><input id="rp" type="password" autocomplete="new-password">
-      <label><input type="checkbox" id="rk" class="inline" ${r0.TLSSkipVerify ? 'checked' : ''}> Skip TLS certificate verification</label>
+      <label class="check"><input type="checkbox" id="rk" ${r0.TLSSkipVerify ? 'checked' : ''}> Skip TLS certificate verification</label>
       <div class="error" role="alert"></div><button class="primary">${editing ? 'Save' : 'Add registry'}</button>
       ${editing ? '<a href="#/registries">Cancel</a>' : ''}</form></div><div id="access"></div>` : ''}`);
-  bindShell();
-  if (!admin) return;
-  const f = document.getElementById('rf');
+  if (!isAdmin()) return;
+  const f = $('#rf');
   f.onsubmit = async e => { e.preventDefault();
     const body = {Name: f.rn.value, URL: f.ru.value, Type: +f.rt.value, Authentication: f.ra.checked,
                   Username: f.rus.value, TLSSkipVerify: f.rk.checked};
     if (f.rp.value) body.Password = f.rp.value;
     try { if (editing) await api('PUT', `/api/registries/${editing.Id}`, body); else await api('POST', '/api/registries', body);
-      location.hash = '#/registries'; pageRegistries(); } catch (err) { formError(f, err); } };
-  document.querySelectorAll('[data-edit]').forEach(b => b.onclick = () => pageRegistries(b.dataset.edit));
-  document.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => {
-    if (confirm('Remove this registry and its credentials?')) { await api('DELETE', `/api/registries/${b.dataset.del}`); pageRegistries(); } });
-  document.querySelectorAll('[data-access]').forEach(b => b.onclick = () => registryAccessForm(regs.find(r => String(r.Id) === b.dataset.access)));
+      toast(editing ? 'Registry saved' : 'Registry added'); location.hash = '#/registries'; pageRegistries(); } catch (err) { formError(f, err); } };
+  $$('[data-edit]').forEach(b => b.onclick = () => pageRegistries(b.dataset.edit));
+  $$('[data-del]').forEach(b => b.onclick = async () => {
+    if (!confirm('Remove this registry and its credentials?')) return;
+    try { await api('DELETE', `/api/registries/${b.dataset.del}`); pageRegistries(); } catch (err) { toast(err.message, true); } });
+  $$('[data-access]').forEach(b => b.onclick = () => registryAccessForm(regs.find(r => String(r.Id) === b.dataset.access)));
 }
 async function registryAccessForm(reg) {
   const [eps, users, teams] = await Promise.all([api('GET', '/api/endpoints'), api('GET', '/api/users'),
     api('GET', '/api/teams').catch(() => [])]);
-  const box = document.getElementById('access');
+  const box = $('#access');
   const draw = envId => { const acc = (reg.RegistryAccesses || {})[envId] || {};
     const users_ = acc.UserAccessPolicies || {}, teams_ = acc.TeamAccessPolicies || {};
     box.innerHTML = `<div class="card"><h3>Who may use ${esc(reg.Name)}</h3><form id="af"><label for="ae">Environment</label>
       <select id="ae">${eps.map(ep => `<option value="${ep.Id}" ${String(ep.Id) === String(envId) ? 'selected' : ''}>${esc(ep.Name)}</option>`).join('')}</select>
-      <fieldset><legend>Users</legend>${users.filter(u => u.Role !== 1).map(u => `<label><input type="checkbox" class="inline" name="u" value="${u.Id}" ${users_[u.Id] ? 'checked' : ''}> ${esc(u.Username)}</label>`).join('') || '<span class="muted">no standard users</span>'}</fieldset>
-      ${teams.length ? `<fieldset><legend>Teams</legend>${teams.map(t => `<label><input type="checkbox" class="inline" name="t" value="${t.Id}" ${teams_[t.Id] ? 'checked' : ''}> ${esc(t.Name)}</label>`).join('')}</fieldset>` : ''}
+      <fieldset><legend>Users</legend>${users.filter(u => u.Role !== 1).map(u => `<label class="check"><input type="checkbox" name="u" value="${u.Id}" ${users_[u.Id] ? 'checked' : ''}> ${esc(u.Username)}</label>`).join('') || '<span class="muted">no standard users</span>'}</fieldset>
+      ${teams.length ? `<fieldset><legend>Teams</legend>${teams.map(t => `<label class="check"><input type="checkbox" name="t" value="${t.Id}" ${teams_[t.Id] ? 'checked' : ''}> ${esc(t.Name)}</label>`).join('')}</fieldset>` : ''}
       <div class="error" role="alert"></div><button class="primary">Save access</button></form></div>`;
-    const f = document.getElementById('af');
+    const f = $('#af');
     f.ae.onchange = () => draw(f.ae.value);
     f.onsubmit = async e => { e.preventDefault();
-      const pick = n => Object.fromEntries([...f.querySelectorAll(`input[name=${n}]:checked`)].map(x => [x.value, {RoleId: 0}]));
+      const pick = n => Object.fromEntries($$(`input[name=${n}]:checked`, f).map(x => [x.value, {RoleId: 0}]));
       const body = {UserAccessPolicies: pick('u'), TeamAccessPolicies: pick('t')};
       try { await api('PUT', `/api/endpoints/${f.ae.value}/registries/${reg.Id}`, body);
-        reg.RegistryAccesses = reg.RegistryAccesses || {}; reg.RegistryAccesses[f.ae.value] = body; formError(f, {message: 'Saved.'}); }
+        reg.RegistryAccesses = reg.RegistryAccesses || {}; reg.RegistryAccesses[f.ae.value] = body; toast('Access saved'); }
       catch (err) { formError(f, err); } }; };
   draw(eps.length ? eps[0].Id : '');
 }
 async function pageRegistryBrowse(id) {
   const [reg, eps] = await Promise.all([api('GET', `/api/registries/${id}`), api('GET', '/api/endpoints')]);
-  $app.innerHTML = shell(`<div class="card"><h2>${esc(reg.Name)} <span class="muted">${esc(reg.URL)}</span></h2>
-    <div class="error" role="alert" id="err"></div><div class="grid"><div><h3>Repositories</h3><div id="repos" class="muted">Loading…</div></div>
+  render(reg.Name, `<div class="card"><h2>${esc(reg.Name)} <span class="muted">${esc(reg.URL)}</span></h2>
+    <div class="error" role="alert" id="reg-err"></div><div class="grid"><div><h3>Repositories</h3><div id="repos" class="muted">Loading…</div></div>
     <div><h3>Tags</h3><div id="tags" class="muted">Choose a repository.</div></div></div>
-    <label for="env">Pull to environment</label><select id="env">${eps.map(ep => `<option value="${ep.Id}">${esc(ep.Name)}</option>`).join('')}</select>
-    <pre id="pulled"></pre></div>`);
-  bindShell();
-  const err = document.getElementById('err');
+    <label for="pull-env">Pull to environment</label><select id="pull-env">${eps.map(ep => `<option value="${ep.Id}">${esc(ep.Name)}</option>`).join('')}</select>
+    <div id="pulled"></div></div>`, `<a href="#/registries">Registries</a> / ${esc(reg.Name)}`);
+  const err = $('#reg-err');
   let repos = [];
   try { repos = (await api('GET', `/api/registries/${id}/v2/_catalog`)).repositories; } catch (e) { err.textContent = e.message; }
-  document.getElementById('repos').innerHTML = repos.map(r => `<div><a href="#/registries/${id}" data-repo="${esc(r)}">${esc(r)}</a></div>`).join('') || 'No repository.';
-  document.querySelectorAll('[data-repo]').forEach(a => a.onclick = async e => { e.preventDefault(); err.textContent = '';
-    const repo = a.dataset.repo; const box = document.getElementById('tags');
+  $('#repos').innerHTML = repos.map(r => `<div><a href="#/registries/${id}" data-repo="${esc(r)}">${esc(r)}</a></div>`).join('') || 'No repository.';
+  $$('[data-repo]').forEach(a => a.onclick = async e => { e.preventDefault(); err.textContent = '';
+    const repo = a.dataset.repo, box = $('#tags');
     try { const t = await api('GET', `/api/registries/${id}/v2/${repo.split('/').map(encodeURIComponent).join('/')}/tags/list`);
-      box.innerHTML = (t.tags || []).map(tag => `<div>${esc(repo)}:<b>${esc(tag)}</b> <button data-pull="${esc(tag)}">Pull</button></div>`).join('') || 'No tag.';
-      box.querySelectorAll('[data-pull]').forEach(b => b.onclick = () => pullWithRegistry(reg, repo, b.dataset.pull));
+      box.innerHTML = (t.tags || []).map(tag => `<div>${esc(repo)}:<b>${esc(tag)}</b> <button class="small" data-pull="${esc(tag)}">Pull</button></div>`).join('') || 'No tag.';
+      $$('[data-pull]', box).forEach(b => b.onclick = () => pullWithRegistry(reg, repo, b.dataset.pull));
     } catch (e2) { err.textContent = e2.message; } });
 }
+// A pull through the proxy that names the registry, as Portainer's UI does: the server adds its credentials.
 async function pullWithRegistry(reg, repo, tag) {
-  const out = document.getElementById('pulled'), env = document.getElementById('env').value;
-  const image = `${reg.URL.replace(/^\w+:\/\//, '').split('/')[0]}/${repo}`;
-  out.textContent = `Pulling ${image}:${tag}…`;
-  const r = await fetch(`/api/endpoints/${env}/docker/images/create?fromImage=${encodeURIComponent(image)}&tag=${encodeURIComponent(tag)}`,
-    {method: 'POST', credentials: 'same-origin', headers: {'X-CSRF-Token': csrf, 'X-Registry-Auth': btoa(JSON.stringify({registryId: reg.Id}))}});
-  const text = await r.text(); const lines = text.trim().split('\n').map(l => { try { return JSON.parse(l); } catch (e) { return {}; } });
-  const failed = !r.ok ? (lines[0].message || r.statusText) : (lines.find(l => l.error) || {}).error;
-  out.textContent = failed ? `Pull failed: ${failed}` : `Pulled ${image}:${tag}. ${(lines[lines.length - 1] || {}).status || ''}`;
+  const env = $('#pull-env').value, image = `${reg.URL.replace(/^\w+:\/\//, '').split('/')[0]}/${repo}`;
+  const view = progressView($('#pulled'));
+  try {
+    await apiStream('POST', `${dockerBase(env)}/images/create?fromImage=${encodeURIComponent(image)}&tag=${encodeURIComponent(tag)}`,
+      undefined, jsonLines(m => view.feed(m)), {'X-Registry-Auth': btoa(JSON.stringify({registryId: reg.Id}))});
+    if (view.failed()) throw new Error(view.failed());
+    toast(`Pulled ${image}:${tag}`);
+  } catch (err) { toast(`Pull of ${image}:${tag} failed: ${err.message}`, true); }
 }
-function imageUpdates(endpointId, redraw, reload) {
+// A registry picker for pulls: the registries the user may use here; the server adds the chosen one's credentials.
+async function registryChoice(envId, select) {
+  const regs = await api('GET', `/api/endpoints/${envId}/registries`).catch(() => []);
+  select.insertAdjacentHTML('beforeend', regs.map(r => `<option value="${r.Id}">${esc(r.Name)} (${esc(r.URL)})</option>`).join(''));
+  const host = id => { const r = regs.find(x => String(x.Id) === String(id)); return r ? r.URL.replace(/^\w+:\/\//, '').split('/')[0] : ''; };
+  return {
+    headers: id => (id ? {'X-Registry-Auth': btoa(JSON.stringify({registryId: +id}))} : {}),
+    qualify: (id, ref) => (id && host(id) && !ref.startsWith(host(id) + '/') ? `${host(id)}/${ref}` : ref),
+  };
+}
+// The "Image update" column of a containers table: a badge per running container, and a recreate button.
+function imageUpdates(envId, redraw, reload) {
   const labels = {outdated: 'update available', updated: 'up to date', skipped: 'unknown', unknown: 'unknown'};
-  const state = {statuses: {}, error: ''};
+  const state = {statuses: {}};
+  state.value = c => (state.statuses[c.Id] || {}).Status || '';
   state.cell = c => { if (c.State !== 'running') return '';
-    const s = state.statuses[c.Id]; if (!s) return '<span class="muted">checking…</span>';
+    const s = state.statuses[c.Id]; if (!s) return '<span class="muted small">checking…</span>';
     return `<span class="badge ${esc(s.Status)}" title="${esc(s.Message)}">${labels[s.Status] || 'unknown'}</span>` +
-      (s.Status === 'outdated' ? ` <button data-recreate="${esc(c.Id)}">Recreate with new image</button>` : ''); };
+      (s.Status === 'outdated' ? ` <button class="small" data-recreate="${esc(c.Id)}">Recreate with new image</button>` : ''); };
   state.load = async refresh => {
-    try { state.statuses = await api('GET', `/api/endpoints/${endpointId}/image_status${refresh ? '?refresh=true' : ''}`); }
-    catch (e) { state.statuses = {}; document.getElementById('err').textContent = e.message; }
+    try { state.statuses = await api('GET', `/api/endpoints/${envId}/image_status${refresh ? '?refresh=true' : ''}`); }
+    catch (e) { toast(e.message, true); }
     redraw(); };
-  state.bind = () => document.querySelectorAll('[data-recreate]').forEach(b => b.onclick = async () => {
-    const err = document.getElementById('err'); b.disabled = true; b.textContent = 'Recreating…'; err.textContent = '';
-    try { await api('POST', `/api/docker/${endpointId}/containers/${b.dataset.recreate}/recreate`, {PullImage: true}); }
-    catch (e) { err.textContent = e.message; }
-    await reload(); state.load(false); });
+  state.missing = rows => rows.some(c => c.State === 'running' && !state.statuses[c.Id]);
+  state.bind = el => el.addEventListener('click', async e => {
+    const b = e.target.closest('[data-recreate]'); if (!b) return;
+    b.disabled = true; b.textContent = 'Recreating…';
+    try { await api('POST', `/api/docker/${envId}/containers/${b.dataset.recreate}/recreate`, {PullImage: true}); toast('Recreated with the new image'); }
+    catch (err) { toast(err.message, true); }
+    await reload(); });
   return state;
 }
+
+// ---- router: hash route -> page function ---------------------------------------------------------------------
+// Each entry: [pattern after '#/', page function(...captured groups)]. `env/(\d+)/...` routes load the environment
+// first (currentEnv) for the navigation. Feature pages add their routes here.
+const UI_ROUTES = [
+  ['home', pageHome],
+  ['environments/new', () => pageEnvironmentForm(null)],
+  ['environments/(\\d+)/edit', pageEnvironmentForm],
+  ['env/(\\d+)/dashboard', pageDashboard],
+  ['env/(\\d+)/containers', pageContainers],
+  ['env/(\\d+)/containers/new', pageContainerCreate],
+  ['env/(\\d+)/containers/([0-9a-zA-Z_.-]+)', pageContainer],
+  ['env/(\\d+)/containers/([0-9a-zA-Z_.-]+)/(overview|logs|stats|console|inspect)', pageContainer],
+  ['env/(\\d+)/images', pageImages],
+  ['env/(\\d+)/volumes', pageVolumes],
+  ['env/(\\d+)/volumes/([^/]+)/browse', (id, volume) => pageBrowse(id, decodeURIComponent(volume), new URLSearchParams(location.hash.split('?')[1] || '').get('node') || '', '/')],
+  ['env/(\\d+)/access', pageEndpointAccess],
+  ['env/(\\d+)/security', pageEndpointSecurity],
+  ['env/(\\d+)/networks', pageNetworks],
+  ['env/(\\d+)/(services|nodes|configs|secrets)', pageSwarm],
+  ['users', pageUsers],
+  ['teams', pageTeams],
+  ['teams/(\\d+)', pageTeam],
+  ['resource-controls', pageResourceControls],
+  ['activity', () => pageActivity('logs')],
+  ['activity/auth', () => pageActivity('authlogs')],
+  ['backup', pageBackup],
+  ['settings', pageSettings],
+  ['registries', () => pageRegistries()],
+  ['registries/(\\d+)', pageRegistryBrowse],
+  ['account', pageAccount],
+];
 async function route() {
-  theme();
-  const hash = location.hash || '#/home';
+  leavePage(); applyTheme();
+  const hash = location.hash || '#/home', path = hash.slice(2).split('?')[0];
   try {
-    const check = await fetch('/api/users/admin/check');
-    if (check.status === 404) return hash === '#/restore' ? pageRestoreFresh() : pageSetup();
-    if (hash === '#/login') return pageLogin();
-    me = await api('GET', '/api/users/me');
-    let m;
-    if ((m = hash.match(/^#\/env\/(\d+)\/containers/))) return await pageContainers(m[1]);
-    if ((m = hash.match(/^#\/env\/(\d+)\/volumes\/([^/]+)\/browse(?:\?node=(.*))?$/)))
-      return await pageBrowse(m[1], decodeURIComponent(m[2]), decodeURIComponent(m[3] || ''), '/');
-    if ((m = hash.match(/^#\/env\/(\d+)\/volumes/))) return await pageVolumes(m[1]);
-    if (hash === '#/environments/new') return await pageAddEnvironment();
-    if ((m = hash.match(/^#\/env\/(\d+)\/access/))) return await pageEndpointAccess(m[1]);
-    if ((m = hash.match(/^#\/env\/(\d+)\/security/))) return await pageEndpointSecurity(m[1]);
-    if ((m = hash.match(/^#\/teams\/(\d+)/))) return await pageTeam(m[1]);
-    if (hash === '#/teams') return await pageTeams();
-    if (hash === '#/resource-controls') return await pageResourceControls();
-    if (hash === '#/activity') return await pageActivity('logs');
-    if (hash === '#/activity/auth') return await pageActivity('authlogs');
-    if (hash === '#/backup') return await pageBackup();
-    if (hash === '#/account') return await pageAccount();
-    if (hash === '#/users') return await pageUsers();
-    if (hash === '#/settings') return await pageSettings();
-    if (hash === '#/registries') return await pageRegistries();
-    if ((m = hash.match(/^#\/registries\/(\d+)$/))) return await pageRegistryBrowse(m[1]);
-    return await pageHome();
+    if (path === 'login' || path === 'setup') me = null;
+    if (!me) { // first load, or after logging in or out: later navigations cost no extra round trip
+      publicSettings = publicSettings || await api('GET', '/api/settings/public');
+      const check = await fetch('/api/users/admin/check');
+      if (check.status === 404) return await (path === 'restore' ? pageRestoreFresh() : pageSetup());
+      if (path === 'login' || path === 'setup') return await pageLogin();
+      me = await api('GET', '/api/users/me');
+    }
+    const match = UI_ROUTES.map(([pattern, page]) => [path.match(new RegExp(`^${pattern}$`)), page]).find(([m]) => m);
+    if (!match) { location.replace('#/home'); return; }
+    const [m, page] = match, args = m.slice(1);
+    if (path.startsWith('env/')) { currentEnv = await api('GET', `/api/endpoints/${args[0]}`); }
+    else currentEnv = null;
+    await page(...args);
   } catch (err) {
-    if (err.status === 401) { location.hash = '#/login'; return pageLogin(); }
-    $app.innerHTML = shell(`<div class="card error" role="alert">${esc(err.message)}</div>`); bindShell();
+    if (err.name === 'AbortError') return;
+    if (err.status === 401) { me = null; if (path !== 'login') sessionStorage.setItem('after-login', hash); location.hash = '#/login'; return; }
+    render('Error', `<div class="card"><h2>Something went wrong</h2><p class="error" role="alert">${esc(err.message)}</p>
+      ${err.details ? `<p class="muted">${esc(err.details)}</p>` : ''}<p><a href="#/home">Back to the environments</a></p></div>`);
   }
 }
 window.addEventListener('hashchange', route);
+document.addEventListener('keydown', e => {
+  // "/" focuses the filter of the page, as in most consoles.
+  if (e.key === '/' && !/INPUT|TEXTAREA|SELECT/.test(document.activeElement.tagName) && !document.activeElement.classList.contains('term')) {
+    const filter = $('main input.filter'); if (filter) { e.preventDefault(); filter.focus(); }
+  }
+});
 route();
 """
 
@@ -4591,6 +5861,7 @@ STARTED_AT = app_key("started_at", float)
 ASSETS = app_key("assets", dict)
 REGISTRIES = app_key("registries", Registries)
 IMAGE_UPDATES = app_key("image_updates", ImageUpdates)
+CONSOLES = app_key("consoles", weakref.WeakSet)
 ACTIVITY = app_key("activity", ActivityLog)
 ANALYTICS_STATE = app_key("analytics_state", dict)
 # Features that keep state from the store or data directory in memory register a reload here: fn(app).
@@ -4652,6 +5923,7 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("GET", "/api/endpoints/{id}/image_status", handle_endpoint_image_status),
     ("GET", "/api/docker/{id}/containers/{containerId}/image_status", handle_container_image_status),
     ("POST", "/api/docker/{id}/containers/{containerId}/recreate", handle_container_recreate),
+    ("GET", "/api/endpoints/{id}/console/ws", handle_console_websocket),
     ("GET", "/api/useractivity/logs", handle_activity_logs),
     ("GET", "/api/useractivity/logs.csv", handle_activity_logs_csv),
     ("GET", "/api/useractivity/authlogs", handle_auth_logs),
@@ -4767,6 +6039,8 @@ async def server_lifecycle(app: web.Application):
     snapshots = asyncio.ensure_future(snapshot_loop(app))
     image_checks = asyncio.ensure_future(image_update_loop(app))
     yield
+    for ws in list(app[CONSOLES]):
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
     for task in (snapshots, image_checks):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -4822,6 +6096,7 @@ def make_app(config: argparse.Namespace) -> web.Application:
     app[LOGIN_LIMIT] = LoginRateLimit()
     app[API_KEY_INDEX] = {}
     app[STARTED_AT] = time.monotonic()
+    app[CONSOLES] = weakref.WeakSet()
     app[ASSETS] = {path: StaticAsset.make(text, kind) for path, (text, kind) in UI_ASSETS.items()}
     app[REGISTRIES] = Registries(store, load_or_create_secret(store.directory, "registry.key"))
     app[IMAGE_UPDATES] = ImageUpdates(app[ENVIRONMENTS], app[REGISTRIES])

@@ -493,11 +493,13 @@ def test_the_registry_password_never_appears_in_the_server_log(srv, registry_id)
 
 
 @pytest.mark.browser
-def test_web_ui_adds_a_registry_browses_it_and_recreates_an_outdated_container(srv, engine, registry):
+def test_web_ui_adds_a_registry_browses_it_pulls_with_it_and_recreates_an_outdated_container(srv, engine, registry):
     from playwright.sync_api import expect, sync_playwright
 
     image = f"{registry.address}/{NAME}/web"
     push(engine, BUSYBOX, image, "stable", engine_auth())
+    push(engine, BUSYBOX, f"{registry.address}/{NAME}/pulled-in-ui", "v1", engine_auth())
+    remove_image_quietly(engine, f"{registry.address}/{NAME}/pulled-in-ui:v1")
     name = f"{NAME}-web"
     for leftover in engine.containers.list(all=True, filters={"name": name}):
         leftover.remove(force=True)
@@ -508,31 +510,36 @@ def test_web_ui_adds_a_registry_browses_it_and_recreates_an_outdated_container(s
         browser = p.chromium.launch(executable_path="/usr/bin/chromium",
                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
         try:
-            page = browser.new_page()
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
             errors = []
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(srv.url + "/#/login")
-            page.fill("#u", "admin")
-            page.fill("#p", ADMIN_PASSWORD)
-            page.click("button.primary")
-            page.wait_for_selector("text=Environments")
-            page.click("text=Registries")
-            page.fill("#rn", f"{NAME}-from-ui")
-            page.fill("#ru", registry.address)
-            page.check("#ra")
-            page.fill("#rus", REGISTRY_USER)
-            page.fill("#rp", REGISTRY_PASSWORD)
-            page.click("text=Add registry >> nth=-1")
+            page.get_by_label("Username").fill("admin")
+            page.get_by_label("Password").fill(ADMIN_PASSWORD)
+            page.get_by_role("button", name="Log in").click()
+            page.locator("nav.side").get_by_role("link", name="Registries").click()
+            page.get_by_label("Name", exact=True).fill(f"{NAME}-from-ui")
+            page.get_by_label("URL").fill(registry.address)
+            page.get_by_label("Authentication").check()
+            page.get_by_label("Username").fill(REGISTRY_USER)
+            page.get_by_label("Password", exact=True).fill(REGISTRY_PASSWORD)
+            page.get_by_role("button", name="Add registry").click()
             row = page.locator("tr", has_text=f"{NAME}-from-ui")
             expect(row).to_be_visible()
             assert REGISTRY_PASSWORD not in page.content()
-            row.locator("text=Browse").click()
-            page.click(f"[data-repo='{NAME}/web']")
-            expect(page.locator("#tags")).to_contain_text("stable")
+
+            # Browse, and pull a tag with the registry's credentials.
+            row.get_by_role("link", name="Browse").click()
+            page.click(f"[data-repo='{NAME}/pulled-in-ui']")
+            page.locator("#tags [data-pull]").click()
+            page.locator(".toast", has_text="Pulled").wait_for(timeout=60000)
+            engine.images.get(f"{registry.address}/{NAME}/pulled-in-ui:v1")
+
+            # The containers list shows the update and recreates the container with it.
             page.goto(srv.url + "/#/env/1/containers")
             web_row = page.locator("tr", has_text=name)
             expect(web_row.locator(".badge.outdated")).to_have_text("update available", timeout=20000)
-            web_row.locator("text=Recreate with new image").click()
+            web_row.get_by_role("button", name="Recreate with new image").click()
             expect(page.locator("tr", has_text=name).locator(".badge.updated")).to_have_text("up to date",
                                                                                            timeout=30000)
             assert errors == []
