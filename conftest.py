@@ -343,6 +343,12 @@ def remove_namespace_host(name: str, veth: str, root: str) -> None:
     subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
+# Which suite uses which host number, so that one pytest run never hands the same namespace to two fixtures.
+NAMESPACE_HOSTS = {1: "remote_host (session)", 2: "test_edge", 3: "test_access", 4: "test_stacks swarm",
+                   5: "test_agent", 6: "test_agent swarm manager", 7: "test_agent swarm worker",
+                   8: "test_ui swarm", 9: "test_stacks edge site"}
+
+
 def make_namespace_host(index: int) -> NamespaceHost:
     """Host number `index` (1..9) of this run's slot, at 10.99.N.2 with this machine at 10.99.N.1."""
     index = SLOT * 10 + index

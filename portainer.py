@@ -42,6 +42,8 @@ import weakref
 import zlib
 from typing import Any, Awaitable, Callable
 
+import aiohttp
+import yaml
 from aiohttp import WSCloseCode, web
 
 import agent as shared
@@ -266,7 +268,7 @@ def field(body: dict, name: str, kind: type, required: bool = True, default: Any
 
 def path_id(request: web.Request, name: str = "id") -> int:
     raw = request.match_info.get(name, "")
-    if not raw.isdigit() or len(raw) > 12:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
         raise BadRequest(f"invalid {name} {raw[:40]!r}: a positive integer was expected")
     return int(raw)
 
@@ -298,6 +300,7 @@ DEFAULT_SETTINGS = {
     "LogoURL": "",
     "SnapshotInterval": "60s",
     "EdgeAgentCheckinInterval": 5,
+    "TemplatesURL": "",
     "ActivityLogRetentionDays": 90,
 }
 
@@ -2420,6 +2423,1056 @@ async def handle_docker_proxy(request: web.Request) -> web.StreamResponse:
 
 
 # ================================================================================================================
+# Stacks: a compose engine in Python (parse, check, deploy) that reaches engines only through the connector
+# ================================================================================================================
+
+STACK_SWARM = 1
+STACK_COMPOSE = 2
+STACK_ACTIVE = 1
+STACK_INACTIVE = 2
+COMPOSE_FILE = "docker-compose.yml"
+STACK_ENV_FILE = "stack.env"
+# The Compose v1 release whose labels and names we reproduce, so `docker-compose ps` treats our projects as its own.
+COMPOSE_VERSION = "1.29.2"
+STACK_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+HEALTH_WAIT_SECONDS = 120
+MAX_COMPOSE_NODES = 100_000
+LABEL_PROJECT = "com.docker.compose.project"
+LABEL_SERVICE = "com.docker.compose.service"
+LABEL_HASH = "com.docker.compose.config-hash"
+LABEL_NAMESPACE = "com.docker.stack.namespace"
+
+
+class ComposeLoader(yaml.SafeLoader):
+    """A YAML loader whose mappings remember the line of each key, so every error can name its line."""
+
+
+class MarkedMap(dict):
+    """A YAML mapping with `line` (where it starts) and `key_lines` (where each key is)."""
+
+    line = 0
+
+    def line_of(self, key: str) -> int:
+        return self.key_lines.get(key, self.line)
+
+
+def _construct_marked_map(loader: ComposeLoader, node: yaml.MappingNode) -> MarkedMap:
+    loader.flatten_mapping(node)
+    result = MarkedMap()
+    result.line = node.start_mark.line + 1
+    result.key_lines = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, (str, int, float)):
+            raise yaml.constructor.ConstructorError(None, None, "a key must be a plain value", key_node.start_mark)
+        key = str(key)
+        if key in result:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        result[key] = loader.construct_object(value_node, deep=True)
+        result.key_lines[key] = key_node.start_mark.line + 1
+    return result
+
+
+ComposeLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_marked_map)
+
+INTERPOLATION = re.compile(r"\$(?:(?P<escaped>\$)|(?P<named>[_a-zA-Z][_a-zA-Z0-9]*)|\{(?P<braced>[^}]*)\}|(?P<bad>))")
+BRACED = re.compile(r"^(?P<name>[_a-zA-Z][_a-zA-Z0-9]*)(?:(?P<op>:?[-?])(?P<arg>.*))?$", re.S)
+DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|ms|s|m|h)")
+SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([bkmg]?)b?$", re.I)
+
+SERVICE_KEYS = {"image", "command", "entrypoint", "environment", "env_file", "ports", "volumes", "networks",
+                "depends_on", "restart", "labels", "healthcheck", "user", "working_dir", "hostname", "cap_add",
+                "cap_drop", "logging", "deploy", "container_name", "configs", "secrets", "stop_grace_period"}
+TOP_LEVEL_KEYS = {"version", "services", "networks", "volumes", "configs", "secrets", "name"}
+NETWORK_KEYS = {"driver", "driver_opts", "external", "name", "labels", "internal", "attachable"}
+VOLUME_KEYS = {"driver", "driver_opts", "external", "name", "labels"}
+FILE_OBJECT_KEYS = {"file", "external", "name", "labels"}
+HEALTHCHECK_KEYS = {"test", "interval", "timeout", "retries", "start_period", "disable"}
+DEPLOY_KEYS = {"replicas", "resources", "mode", "labels", "restart_policy"}
+RESOURCE_KEYS = {"limits", "reservations"}
+RESOURCE_VALUE_KEYS = {"cpus", "memory"}
+RESTART_POLICY_KEYS = {"condition", "delay", "max_attempts", "window"}
+PORT_KEYS = {"target", "published", "protocol", "host_ip", "mode"}
+MOUNT_KEYS = {"type", "source", "target", "read_only"}
+SERVICE_NETWORK_KEYS = {"aliases"}
+DEPENDENCY_CONDITIONS = ("service_started", "service_healthy", "service_completed_successfully")
+
+
+class ComposeFile:
+    """A compose file parsed, interpolated from the stack's env and checked, key by key, into plain settings.
+
+    Every key is either understood or refused with the file, line and key: nothing is silently ignored.
+    """
+
+    def __init__(self, text: str, env: dict[str, str], project: str, project_dir: str, swarm: bool = False,
+                 file_name: str = COMPOSE_FILE, files: dict[str, bytes] | None = None):
+        self.project = project
+        self.project_dir = project_dir
+        self.files = files or {}  # the stack's files about to be written, by path relative to project_dir
+        self.file_name = file_name
+        self.swarm = swarm
+        self.env = env
+        try:
+            document = yaml.load(text, Loader=ComposeLoader)  # noqa: S506 (a SafeLoader subclass)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            line = mark.line + 1 if mark else 0
+            raise BadRequest(f"{file_name}, line {line}: invalid YAML: {exc.problem or exc}",
+                             str(exc)) from None
+        except yaml.YAMLError as exc:
+            raise BadRequest(f"{file_name}: invalid YAML: {exc}") from None
+        if not isinstance(document, MarkedMap):
+            raise BadRequest(f"{file_name}, line 1: a compose file is a mapping with a 'services' key")
+        self.budget = MAX_COMPOSE_NODES
+        document = self.interpolate(document, document.line)
+        self.check_keys(document, TOP_LEVEL_KEYS, "")
+        if document.get("name") not in (None, project):
+            raise self.error(document, "name", f"the top-level 'name' must be the stack's name, {project!r}")
+        services = document.get("services")
+        if not isinstance(services, MarkedMap) or not services:
+            raise self.error(document, "services", "'services' must be a mapping with at least one service")
+        self.networks = {name: self.top_level_object(document["networks"], name, NETWORK_KEYS, "networks")
+                         for name in self.mapping(document, "networks", "")}
+        self.volumes = {name: self.top_level_object(document["volumes"], name, VOLUME_KEYS, "volumes")
+                        for name in self.mapping(document, "volumes", "")}
+        self.configs = {name: self.file_object(document["configs"], name, "configs")
+                        for name in self.mapping(document, "configs", "")}
+        self.secrets = {name: self.file_object(document["secrets"], name, "secrets")
+                        for name in self.mapping(document, "secrets", "")}
+        self.services = {name: self.service(services, name) for name in services}
+        self.order = self.dependency_order()
+        if any("default" in s["networks"] for s in self.services.values()) and "default" not in self.networks:
+            self.networks["default"] = {"name": f"{project}_default", "external": False, "driver": None,
+                                        "driver_opts": {}, "labels": {}, "internal": False, "attachable": False}
+
+    # -- errors and generic checks ----------------------------------------------------------------------------
+    def error(self, mapping: MarkedMap, key: str, message: str) -> BadRequest:
+        line = mapping.line_of(key) if isinstance(mapping, MarkedMap) else 0
+        return BadRequest(f"{self.file_name}, line {line}: {message}")
+
+    def check_keys(self, mapping: MarkedMap, allowed: set, path: str) -> None:
+        for key in mapping:
+            if key not in allowed and not key.startswith("x-"):
+                raise self.error(mapping, key, f"unsupported key '{path}{key}'")
+
+    def mapping(self, parent: MarkedMap, key: str, path: str, required: bool = False) -> MarkedMap:
+        value = parent.get(key)
+        if value is None:
+            if required:
+                raise self.error(parent, key, f"'{path}{key}' is required")
+            empty = MarkedMap()
+            empty.line, empty.key_lines = parent.line_of(key), {}
+            return empty
+        if not isinstance(value, MarkedMap):
+            raise self.error(parent, key, f"'{path}{key}' must be a mapping")
+        return value
+
+    def string(self, parent: MarkedMap, key: str, path: str, default: str | None = None) -> str | None:
+        value = parent.get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise self.error(parent, key, f"'{path}{key}' must be a string")
+        return str(value)
+
+    def string_list(self, parent: MarkedMap, key: str, path: str) -> list[str]:
+        value = parent.get(key)
+        if value is None:
+            return []
+        if isinstance(value, str):
+            return [value]
+        if not isinstance(value, list) or any(isinstance(v, (dict, list)) for v in value):
+            raise self.error(parent, key, f"'{path}{key}' must be a list of strings")
+        return [str(v) for v in value]
+
+    def command(self, parent: MarkedMap, key: str, path: str) -> list[str] | None:
+        value = parent.get(key)
+        if value is None:
+            return None
+        if isinstance(value, str):
+            try:
+                return shlex.split(value)
+            except ValueError as exc:
+                raise self.error(parent, key, f"'{path}{key}': {exc}") from None
+        return self.string_list(parent, key, path)
+
+    def key_values(self, parent: MarkedMap, key: str, path: str) -> dict[str, str | None]:
+        """environment/labels/driver_opts: a mapping, or a list of KEY=VALUE (KEY alone: from the stack's env)."""
+        value = parent.get(key)
+        if value is None:
+            return {}
+        if isinstance(value, MarkedMap):
+            return {k: None if v is None else scalar_text(v) for k, v in value.items()}
+        if isinstance(value, list):
+            result: dict[str, str | None] = {}
+            for item in value:
+                if not isinstance(item, str):
+                    raise self.error(parent, key, f"'{path}{key}' items must be KEY=VALUE strings")
+                name, sep, text = item.partition("=")
+                result[name] = text if sep else None
+            return result
+        raise self.error(parent, key, f"'{path}{key}' must be a mapping or a list")
+
+    def duration(self, parent: MarkedMap, key: str, path: str) -> int | None:
+        """A compose duration (1m30s, 500ms) in nanoseconds."""
+        value = parent.get(key)
+        if value is None:
+            return None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return int(value * 1_000_000_000)
+        text = str(value).strip()
+        parts = DURATION_PART.findall(text)
+        if not parts or "".join(n + u for n, u in parts) != text:
+            raise self.error(parent, key, f"'{path}{key}' must be a duration such as 30s or 1m30s")
+        scale = {"ns": 1, "us": 1e3, "ms": 1e6, "s": 1e9, "m": 60e9, "h": 3600e9}
+        return int(sum(float(n) * scale[u] for n, u in parts))
+
+    def size(self, parent: MarkedMap, key: str, path: str) -> int | None:
+        value = parent.get(key)
+        if value is None:
+            return None
+        match = SIZE.match(str(value).strip())
+        if not match:
+            raise self.error(parent, key, f"'{path}{key}' must be a size such as 512m or 1g")
+        return int(float(match.group(1)) * 1024 ** "bkmg".index(match.group(2).lower() or "b"))
+
+    # -- interpolation ----------------------------------------------------------------------------------------
+    def interpolate(self, value: Any, line: int) -> Any:
+        self.budget -= 1
+        if self.budget < 0:  # YAML aliases can make a small file expand without end
+            raise BadRequest(f"{self.file_name}: the file expands to more than {MAX_COMPOSE_NODES} values")
+        if isinstance(value, MarkedMap):
+            result = MarkedMap()
+            result.line, result.key_lines = value.line, value.key_lines
+            for key, item in value.items():
+                result[key] = self.interpolate(item, value.line_of(key))
+            return result
+        if isinstance(value, list):
+            return [self.interpolate(item, line) for item in value]
+        if isinstance(value, str) and "$" in value:
+            return INTERPOLATION.sub(lambda m: self.substitute(m, line), value)
+        return value
+
+    def substitute(self, match: re.Match, line: int) -> str:
+        if match.group("escaped"):
+            return "$"
+        if match.group("named"):
+            return self.env.get(match.group("named"), "")
+        braced = match.group("braced")
+        parsed = BRACED.match(braced) if braced is not None else None
+        if parsed is None:
+            raise BadRequest(f"{self.file_name}, line {line}: invalid interpolation {match.group(0)!r}",
+                             "use $VAR, ${VAR}, ${VAR:-default}, ${VAR:?message}, or $$ for a literal $")
+        name, op, arg = parsed.group("name"), parsed.group("op"), parsed.group("arg")
+        value = self.env.get(name)
+        missing = value is None or (op is not None and op.startswith(":") and value == "")
+        if op in (":-", "-") and missing:
+            return INTERPOLATION.sub(lambda m: self.substitute(m, line), arg)
+        if op in (":?", "?") and missing:
+            raise BadRequest(f"{self.file_name}, line {line}: variable {name} is required: {arg}")
+        return value or ""
+
+    # -- top-level objects ------------------------------------------------------------------------------------
+    def top_level_object(self, parent: MarkedMap, name: str, allowed: set, kind: str) -> dict:
+        raw = parent.get(name)
+        if raw is None:
+            raw = MarkedMap()
+            raw.line, raw.key_lines = parent.line_of(name), {}
+        if not isinstance(raw, MarkedMap):
+            raise self.error(parent, name, f"'{kind}.{name}' must be a mapping")
+        path = f"{kind}.{name}."
+        self.check_keys(raw, allowed, path)
+        external = raw.get("external")
+        if isinstance(external, MarkedMap):
+            external_name = self.string(external, "name", path + "external.")
+            external = True
+        else:
+            external_name = None
+        if external not in (None, True, False):
+            raise self.error(raw, "external", f"'{path}external' must be true or false")
+        given_name = self.string(raw, "name", path) or external_name
+        return {"name": given_name or (name if external else f"{self.project}_{name}"), "external": bool(external),
+                "driver": self.string(raw, "driver", path), "driver_opts": self.key_values(raw, "driver_opts", path),
+                "labels": self.key_values(raw, "labels", path), "internal": bool(raw.get("internal")),
+                "attachable": bool(raw.get("attachable"))}
+
+    def file_object(self, parent: MarkedMap, name: str, kind: str) -> dict:
+        raw = self.mapping(parent, name, f"{kind}.")
+        path = f"{kind}.{name}."
+        self.check_keys(raw, FILE_OBJECT_KEYS, path)
+        if not self.swarm:
+            raise self.error(parent, name, f"'{kind}' are only supported in Swarm stacks")
+        if raw.get("external"):
+            return {"name": self.string(raw, "name", path) or name, "external": True, "data": None}
+        file_path = self.string(raw, "file", path)
+        if not file_path:
+            raise self.error(raw, "file", f"'{path}file' is required (or external: true)")
+        return {"name": self.string(raw, "name", path) or f"{self.project}_{name}", "external": False,
+                "data": self.read_project_file(raw, "file", file_path), "labels": self.key_values(raw, "labels", path)}
+
+    def read_project_file(self, parent: MarkedMap, key: str, relative: str) -> bytes:
+        """A file of the stack's own (its project directory); nothing outside it."""
+        base = os.path.realpath(self.project_dir)
+        path = os.path.realpath(os.path.join(base, relative))
+        if not path.startswith(base + os.sep):
+            raise self.error(parent, key, f"{relative!r} is outside the stack's files")
+        if os.path.relpath(path, base) in self.files:
+            return self.files[os.path.relpath(path, base)]
+        try:
+            with open(path, "rb") as f:
+                return f.read(1024 * 1024)
+        except OSError:
+            raise self.error(parent, key, f"{relative!r} is not one of the stack's files") from None
+
+    # -- services ---------------------------------------------------------------------------------------------
+    def service(self, services: MarkedMap, name: str) -> dict:
+        raw = self.mapping(services, name, "services.", required=True)
+        path = f"services.{name}."
+        self.check_keys(raw, SERVICE_KEYS, path)
+        image = self.string(raw, "image", path)
+        if not image:
+            raise self.error(services, name, f"service {name!r} needs an 'image' (building images is not supported)")
+        environment: dict[str, str] = {}
+        for env_file in self.string_list(raw, "env_file", path):
+            text = self.read_project_file(raw, "env_file", env_file).decode(errors="replace")
+            for line in text.splitlines():
+                line = line.strip()
+                if line and not line.startswith("#") and "=" in line:
+                    key, _, value = line.partition("=")
+                    environment[key.strip()] = value
+        for key, value in self.key_values(raw, "environment", path).items():
+            if value is None:
+                if key in self.env:
+                    environment[key] = self.env[key]
+            else:
+                environment[key] = value
+        restart = raw.get("restart")
+        restart = "no" if restart is False or restart is None else str(restart)
+        if not re.fullmatch(r"no|always|unless-stopped|on-failure(:\d+)?", restart):
+            raise self.error(raw, "restart", f"'{path}restart' must be no, always, unless-stopped or on-failure")
+        logging_options = self.mapping(raw, "logging", path)
+        self.check_keys(logging_options, {"driver", "options"}, path + "logging.")
+        deploy = self.mapping(raw, "deploy", path)
+        self.check_keys(deploy, DEPLOY_KEYS, path + "deploy.")
+        replicas = deploy.get("replicas", 1)
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
+            raise self.error(deploy, "replicas", f"'{path}deploy.replicas' must be a whole number")
+        mode = self.string(deploy, "mode", path + "deploy.", "replicated")
+        if mode not in ("replicated", "global"):
+            raise self.error(deploy, "mode", f"'{path}deploy.mode' must be replicated or global")
+        resources = self.mapping(deploy, "resources", path + "deploy.")
+        self.check_keys(resources, RESOURCE_KEYS, path + "deploy.resources.")
+        limits, reservations = ({}, {})
+        for kind, target in (("limits", limits), ("reservations", reservations)):
+            values = self.mapping(resources, kind, path + "deploy.resources.")
+            self.check_keys(values, RESOURCE_VALUE_KEYS, f"{path}deploy.resources.{kind}.")
+            if values.get("cpus") is not None:
+                try:
+                    target["nano_cpus"] = int(float(values["cpus"]) * 1e9)
+                except ValueError:
+                    raise self.error(values, "cpus", f"'{path}deploy.resources.{kind}.cpus' must be a number") from None
+            memory = self.size(values, "memory", f"{path}deploy.resources.{kind}.")
+            if memory is not None:
+                target["memory"] = memory
+        restart_policy = self.mapping(deploy, "restart_policy", path + "deploy.")
+        self.check_keys(restart_policy, RESTART_POLICY_KEYS, path + "deploy.restart_policy.")
+        if not self.swarm:
+            for key, hint in (("restart_policy", "use 'restart'"), ("labels", "use 'labels'"),
+                              ("mode", "use deploy.replicas")):
+                if key in deploy:
+                    raise self.error(deploy, key, f"'{path}deploy.{key}' is for Swarm stacks; {hint} here")
+        service = {
+            "image": image,
+            "command": self.command(raw, "command", path),
+            "entrypoint": self.command(raw, "entrypoint", path),
+            "environment": environment,
+            "ports": self.ports(raw, path),
+            "mounts": self.mounts(raw, path),
+            "networks": self.service_networks(raw, path),
+            "depends_on": self.depends_on(raw, path, services),
+            "restart": restart,
+            "labels": self.key_values(raw, "labels", path),
+            "healthcheck": self.healthcheck(raw, path),
+            "user": self.string(raw, "user", path),
+            "working_dir": self.string(raw, "working_dir", path),
+            "hostname": self.string(raw, "hostname", path),
+            "cap_add": self.string_list(raw, "cap_add", path),
+            "cap_drop": self.string_list(raw, "cap_drop", path),
+            "logging": {"driver": self.string(logging_options, "driver", path + "logging."),
+                        "options": self.key_values(logging_options, "options", path + "logging.")},
+            "replicas": replicas,
+            "mode": mode,
+            "limits": limits,
+            "reservations": reservations,
+            "deploy_labels": self.key_values(deploy, "labels", path + "deploy."),
+            "restart_policy": {"condition": self.string(restart_policy, "condition", path),
+                               "delay": self.duration(restart_policy, "delay", path),
+                               "max_attempts": restart_policy.get("max_attempts"),
+                               "window": self.duration(restart_policy, "window", path)} if restart_policy else None,
+            "container_name": self.string(raw, "container_name", path),
+            "stop_grace_period": self.duration(raw, "stop_grace_period", path),
+            "configs": self.file_references(raw, "configs", path, self.configs),
+            "secrets": self.file_references(raw, "secrets", path, self.secrets),
+        }
+        if service["container_name"] and replicas > 1:
+            raise self.error(raw, "container_name", f"'{path}container_name' cannot name {replicas} replicas")
+        return service
+
+    def ports(self, raw: MarkedMap, path: str) -> list[dict]:
+        result = []
+        for item in raw.get("ports") or []:
+            if isinstance(item, MarkedMap):
+                self.check_keys(item, PORT_KEYS, path + "ports.")
+                target = item.get("target")
+                published = item.get("published")
+                protocol = str(item.get("protocol") or "tcp")
+                host_ip = str(item.get("host_ip") or "")
+                mode = str(item.get("mode") or "ingress")
+            else:
+                text = str(item)
+                spec, _, protocol = text.partition("/")
+                protocol = protocol or "tcp"
+                parts = spec.rsplit(":", 2) if spec.count(":") <= 2 else None
+                if parts is None:
+                    raise self.error(raw, "ports", f"'{path}ports': cannot read {text!r}")
+                target = parts[-1]
+                published = parts[-2] if len(parts) >= 2 else None
+                host_ip = parts[0] if len(parts) == 3 else ""
+                mode = "ingress"
+            if not re.fullmatch(r"[0-9]{1,5}", str(target)) or \
+                    (published not in (None, "") and not re.fullmatch(r"[0-9]{1,5}", str(published))) \
+                    or protocol not in ("tcp", "udp", "sctp") or mode not in ("ingress", "host") \
+                    or (mode == "host" and not self.swarm):
+                raise self.error(raw, "ports", f"'{path}ports': cannot read {item!r} (port ranges are not "
+                                                 f"supported; mode host only in Swarm stacks)")
+            result.append({"target": int(target), "published": int(published) if published not in (None, "") else None,
+                           "protocol": protocol, "host_ip": host_ip, "mode": mode})
+        return result
+
+    def mounts(self, raw: MarkedMap, path: str) -> list[dict]:
+        result = []
+        for item in raw.get("volumes") or []:
+            if isinstance(item, MarkedMap):
+                self.check_keys(item, MOUNT_KEYS, path + "volumes.")
+                kind = str(item.get("type") or "volume")
+                source = item.get("source")
+                target = item.get("target")
+                read_only = bool(item.get("read_only"))
+            else:
+                parts = str(item).split(":")
+                read_only = len(parts) == 3 and parts[2] == "ro"
+                if len(parts) == 1:
+                    source, target = None, parts[0]
+                elif len(parts) in (2, 3) and (len(parts) == 2 or parts[2] in ("ro", "rw")):
+                    source, target = parts[0], parts[1]
+                else:
+                    raise self.error(raw, "volumes", f"'{path}volumes': cannot read {item!r}")
+                kind = "bind" if source and _is_host_path(source) else "volume"
+            if kind not in ("volume", "bind") or not target or not str(target).startswith("/"):
+                raise self.error(raw, "volumes", f"'{path}volumes': cannot read {item!r} "
+                                                 f"(volume or bind mounts to an absolute path are supported)")
+            if kind == "bind":
+                source = os.path.normpath(os.path.join(self.project_dir, os.path.expanduser(str(source))))
+            elif source is not None:
+                if source not in self.volumes:
+                    raise self.error(raw, "volumes", f"volume {source!r} is used by a service but not declared "
+                                                     f"under the top-level 'volumes'")
+                source = self.volumes[source]["name"]
+            result.append({"type": kind, "source": source, "target": str(target), "read_only": read_only})
+        return result
+
+    def service_networks(self, raw: MarkedMap, path: str) -> dict[str, dict]:
+        value = raw.get("networks")
+        if value is None:
+            return {"default": {"aliases": []}}
+        names = value if isinstance(value, list) else list(value) if isinstance(value, MarkedMap) else None
+        if names is None:
+            raise self.error(raw, "networks", f"'{path}networks' must be a list or a mapping")
+        result = {}
+        for name in names:
+            name = str(name)
+            if name not in self.networks and name != "default":
+                raise self.error(raw, "networks", f"network {name!r} is used by a service but not declared under "
+                                                  f"the top-level 'networks'")
+            options = value.get(name) if isinstance(value, MarkedMap) else None
+            aliases: list[str] = []
+            if options is not None:
+                if not isinstance(options, MarkedMap):
+                    raise self.error(value, name, f"'{path}networks.{name}' must be a mapping")
+                self.check_keys(options, SERVICE_NETWORK_KEYS, f"{path}networks.{name}.")
+                aliases = self.string_list(options, "aliases", f"{path}networks.{name}.")
+            result[name] = {"aliases": aliases}
+        return result
+
+    def depends_on(self, raw: MarkedMap, path: str, services: MarkedMap) -> dict[str, str]:
+        value = raw.get("depends_on")
+        if value is None:
+            return {}
+        if isinstance(value, list):
+            result = {str(name): "service_started" for name in value}
+        elif isinstance(value, MarkedMap):
+            result = {}
+            for name, options in value.items():
+                options = options if isinstance(options, MarkedMap) else MarkedMap()
+                self.check_keys(options, {"condition"}, f"{path}depends_on.{name}.")
+                condition = str(options.get("condition") or "service_started")
+                if condition not in DEPENDENCY_CONDITIONS:
+                    raise self.error(value, name, f"'{path}depends_on.{name}.condition' must be one of "
+                                                  + ", ".join(DEPENDENCY_CONDITIONS))
+                result[name] = condition
+        else:
+            raise self.error(raw, "depends_on", f"'{path}depends_on' must be a list or a mapping")
+        for name in result:
+            if name not in services:
+                raise self.error(raw, "depends_on", f"'{path}depends_on' names {name!r}, which is not a service")
+        return result
+
+    def healthcheck(self, raw: MarkedMap, path: str) -> dict | None:
+        if "healthcheck" not in raw:
+            return None
+        options = self.mapping(raw, "healthcheck", path)
+        self.check_keys(options, HEALTHCHECK_KEYS, path + "healthcheck.")
+        if options.get("disable"):
+            return {"Test": ["NONE"]}
+        test = options.get("test")
+        if isinstance(test, str):
+            test = ["CMD-SHELL", test]
+        elif not isinstance(test, list) or not test or test[0] not in ("CMD", "CMD-SHELL", "NONE"):
+            raise self.error(options, "test", f"'{path}healthcheck.test' must be a string or a list starting "
+                                              f"with CMD, CMD-SHELL or NONE")
+        check = {"Test": [str(t) for t in test]}
+        for key, name in (("interval", "Interval"), ("timeout", "Timeout"), ("start_period", "StartPeriod")):
+            value = self.duration(options, key, path + "healthcheck.")
+            if value is not None:
+                check[name] = value
+        if options.get("retries") is not None:
+            retries = options["retries"]
+            if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+                raise self.error(options, "retries", f"'{path}healthcheck.retries' must be a whole number")
+            check["Retries"] = retries
+        return check
+
+    def file_references(self, raw: MarkedMap, key: str, path: str, declared: dict) -> list[dict]:
+        result = []
+        for item in raw.get(key) or []:
+            if isinstance(item, MarkedMap):
+                self.check_keys(item, {"source", "target", "uid", "gid", "mode"}, f"{path}{key}.")
+                source, target = str(item.get("source")), item.get("target")
+                owner = {k: str(item[k]) for k in ("uid", "gid") if item.get(k) is not None}
+                if item.get("mode") is not None:
+                    try:
+                        mode = item["mode"]
+                        owner["mode"] = int(str(mode), 8) if isinstance(mode, str) else int(mode)
+                    except ValueError:
+                        raise self.error(raw, key, f"'{path}{key}': mode must be an octal number") from None
+            else:
+                source, target, owner = str(item), None, {}
+            if not self.swarm:
+                raise self.error(raw, key, f"'{path}{key}' are only supported in Swarm stacks")
+            if source not in declared:
+                raise self.error(raw, key, f"{key[:-1]} {source!r} is not declared under the top-level '{key}'")
+            # As `docker stack deploy`: no target means the source's name (under /run/secrets/ or /).
+            result.append({"source": source, "target": str(target or source), **owner})
+        return result
+
+    def dependency_order(self) -> list[str]:
+        order: list[str] = []
+        visiting: set[str] = set()
+
+        def visit(name: str, chain: list[str]) -> None:
+            if name in order:
+                return
+            if name in visiting:
+                raise BadRequest(f"{self.file_name}: services depend on each other in a cycle: "
+                                 + " -> ".join(chain + [name]))
+            visiting.add(name)
+            for dependency in self.services[name]["depends_on"]:
+                visit(dependency, chain + [name])
+            visiting.discard(name)
+            order.append(name)
+
+        for name in self.services:
+            visit(name, [])
+        return order
+
+    def config_hash(self, name: str) -> str:
+        return hashlib.sha256(json.dumps(self.services[name], sort_keys=True).encode()).hexdigest()
+
+
+def scalar_text(value: Any) -> str:
+    """A YAML scalar as compose writes it into an environment: booleans as true/false."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+@contextlib.contextmanager
+def unless_missing():
+    """Let an engine's 404 pass: removing what is already gone is done."""
+    try:
+        yield
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+
+
+def label_filter(*labels: str) -> str:
+    return urllib.parse.quote(json.dumps({"label": list(labels)}))
+
+
+def image_reference(image: str) -> tuple[str, str]:
+    """fromImage and tag for POST /images/create."""
+    if "@" in image:
+        name, _, digest = image.partition("@")
+        return name, digest
+    name, sep, tag = image.rpartition(":")
+    if not sep or "/" in tag:
+        return image, "latest"
+    return name, tag
+
+
+async def ensure_image(connector: DockerConnector, image: str, pull: bool) -> None:
+    """Pull an image when the engine lacks it, or always when asked to; a failed pull is a 400 naming it."""
+    if not pull:
+        try:
+            await connector.request_json("GET", f"/images/{urllib.parse.quote(image, safe='/:@')}/json")
+            return
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+    name, tag = image_reference(image)
+    query = urllib.parse.urlencode({"fromImage": name, "tag": tag})
+    response = await connector.request("POST", f"/images/create?{query}", timeout=600)
+    async with response:
+        raw = await response.read()
+    if response.status >= 400:
+        error = engine_error(response.status, raw)
+        raise BadRequest(f"pulling image {image} failed: {error.message}")
+    for line in raw.splitlines():
+        with contextlib.suppress(ValueError):
+            message = json.loads(line).get("error")
+            if message:
+                raise BadRequest(f"pulling image {image} failed: {message}")
+
+
+class ComposeDeployment:
+    """One compose project on one standalone engine, brought to what its file says (`docker compose up -d`)."""
+
+    def __init__(self, connector: DockerConnector, compose: ComposeFile | None, project: str = ""):
+        """Without a compose file (project named instead), only `down` and `stop` can be used: they go by labels."""
+        self.connector = connector
+        self.compose = compose
+        self.project = compose.project if compose else project
+        self.config_file = os.path.join(compose.project_dir, COMPOSE_FILE) if compose else ""
+        self.owner_labels: dict[str, str] = {}
+
+    def common_labels(self) -> dict[str, str]:
+        return {**self.owner_labels, LABEL_PROJECT: self.project, "com.docker.compose.version": COMPOSE_VERSION}
+
+    def network_body(self, key: str) -> dict:
+        network = self.compose.networks[key]
+        return {"Name": network["name"], "Driver": network["driver"] or "bridge", "CheckDuplicate": True,
+                "Options": network["driver_opts"], "Internal": network["internal"], "Attachable": network["attachable"],
+                "Labels": {**network["labels"], **self.common_labels(), "com.docker.compose.network": key}}
+
+    def volume_body(self, key: str) -> dict:
+        volume = self.compose.volumes[key]
+        return {"Name": volume["name"], "Driver": volume["driver"] or "local", "DriverOpts": volume["driver_opts"],
+                "Labels": {**volume["labels"], **self.common_labels(), "com.docker.compose.volume": key}}
+
+    def container_name(self, name: str, number: int) -> str:
+        return self.compose.services[name]["container_name"] or f"{self.project}_{name}_{number}"
+
+    def container_body(self, name: str, number: int) -> dict:
+        service = self.compose.services[name]
+        networks = list(service["networks"])
+        exposed = {f"{p['target']}/{p['protocol']}": {} for p in service["ports"]}
+        bindings: dict[str, list] = {}
+        for p in service["ports"]:
+            bindings.setdefault(f"{p['target']}/{p['protocol']}", []).append(
+                {"HostIp": p["host_ip"], "HostPort": str(p["published"] or "")})
+        restart, _, retries = service["restart"].partition(":")
+        host = {
+            "Binds": [f"{m['source']}:{m['target']}{':ro' if m['read_only'] else ''}"
+                      for m in service["mounts"] if m["type"] == "bind"],
+            "Mounts": [{"Type": "volume", "Source": m["source"], "Target": m["target"], "ReadOnly": m["read_only"]}
+                       for m in service["mounts"] if m["type"] == "volume" and m["source"]],
+            "PortBindings": bindings,
+            "RestartPolicy": {"Name": "" if restart == "no" else restart, "MaximumRetryCount": int(retries or 0)},
+            "CapAdd": service["cap_add"] or None, "CapDrop": service["cap_drop"] or None,
+            "NetworkMode": self.compose.networks[networks[0]]["name"] if networks else "none",
+        }
+        if service["logging"]["driver"]:
+            host["LogConfig"] = {"Type": service["logging"]["driver"], "Config": service["logging"]["options"]}
+        if service["limits"].get("nano_cpus"):
+            host["NanoCpus"] = service["limits"]["nano_cpus"]
+        if service["limits"].get("memory"):
+            host["Memory"] = service["limits"]["memory"]
+        if service["reservations"].get("memory"):
+            host["MemoryReservation"] = service["reservations"]["memory"]
+        anonymous = {m["target"]: {} for m in service["mounts"] if m["type"] == "volume" and not m["source"]}
+        body = {
+            "Image": service["image"], "Cmd": service["command"], "Entrypoint": service["entrypoint"],
+            "Env": [f"{k}={v}" for k, v in service["environment"].items()],
+            "Labels": {**service["labels"], **self.common_labels(), LABEL_SERVICE: name,
+                       "com.docker.compose.container-number": str(number), "com.docker.compose.oneoff": "False",
+                       LABEL_HASH: self.compose.config_hash(name),
+                       "com.docker.compose.project.config_files": self.config_file,
+                       "com.docker.compose.project.working_dir": self.compose.project_dir},
+            "ExposedPorts": exposed, "Volumes": anonymous, "HostConfig": host,
+            "NetworkingConfig": {"EndpointsConfig": {
+                self.compose.networks[networks[0]]["name"]: self.endpoint_config(name, networks[0])} if networks
+                else {}},
+        }
+        for key, value in (("User", service["user"]), ("WorkingDir", service["working_dir"]),
+                           ("Hostname", service["hostname"]), ("Healthcheck", service["healthcheck"])):
+            if value:
+                body[key] = value
+        if service["stop_grace_period"] is not None:
+            body["StopTimeout"] = service["stop_grace_period"] // 1_000_000_000
+        return body
+
+    def endpoint_config(self, service: str, network: str) -> dict:
+        return {"Aliases": [service] + self.compose.services[service]["networks"][network]["aliases"]}
+
+    def check_allowed(self, settings: dict) -> None:
+        """Refuse, for a standard user, whatever the proxy would refuse them: checked on what will be sent."""
+        problems: list[str] = []
+        for name, service in self.compose.services.items():
+            problems += container_create_violations(self.container_body(name, 1), settings)
+        for key, network in self.compose.networks.items():
+            if not network["external"]:
+                problems += network_violations(self.network_body(key), settings)
+        for key, volume in self.compose.volumes.items():
+            if not volume["external"]:
+                problems += volume_violations(self.volume_body(key), settings)
+        if problems:
+            raise Forbidden("not allowed for non-administrators on this environment: "
+                            + ", ".join(sorted(set(problems))),
+                            "an administrator can allow it in the environment's security settings")
+
+    async def project_containers(self) -> list[dict]:
+        return await self.connector.request_json(
+            "GET", f"/containers/json?all=1&filters={label_filter(f'{LABEL_PROJECT}={self.project}')}")
+
+    async def ensure_networks_and_volumes(self) -> None:
+        for key, network in self.compose.networks.items():
+            if not any(key in s["networks"] for s in self.compose.services.values()):
+                continue
+            try:
+                await self.connector.request_json("GET", f"/networks/{urllib.parse.quote(network['name'])}")
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+                if network["external"]:
+                    raise BadRequest(f"external network {network['name']!r} does not exist") from None
+                await self.connector.request_json("POST", "/networks/create", self.network_body(key))
+        for key, volume in self.compose.volumes.items():
+            try:
+                await self.connector.request_json("GET", f"/volumes/{urllib.parse.quote(volume['name'])}")
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+                if volume["external"]:
+                    raise BadRequest(f"external volume {volume['name']!r} does not exist") from None
+                await self.connector.request_json("POST", "/volumes/create", self.volume_body(key))
+
+    async def up(self, pull: bool = False, prune: bool = False) -> None:
+        """Create what is missing, recreate services whose config hash changed, start everything."""
+        for image in {s["image"] for s in self.compose.services.values()}:
+            await ensure_image(self.connector, image, pull)
+        await self.ensure_networks_and_volumes()
+        existing = await self.project_containers()
+        for name in self.compose.order:
+            await self.wait_for_dependencies(name)
+            await self.converge_service(name, [c for c in existing if c["Labels"].get(LABEL_SERVICE) == name])
+        if prune:
+            for container in existing:
+                if container["Labels"].get(LABEL_SERVICE) not in self.compose.services:
+                    await self.remove_container(container["Id"])
+
+    async def converge_service(self, name: str, containers: list[dict]) -> None:
+        wanted = self.compose.services[name]["replicas"]
+        config_hash = self.compose.config_hash(name)
+        by_number = {int(c["Labels"].get("com.docker.compose.container-number", "0") or 0): c for c in containers}
+        for number, container in by_number.items():
+            if number > wanted or number < 1 or container["Labels"].get(LABEL_HASH) != config_hash:
+                await self.remove_container(container["Id"])
+        for number in range(1, wanted + 1):
+            container = by_number.get(number)
+            if container is not None and container["Labels"].get(LABEL_HASH) == config_hash:
+                if container["State"] != "running":
+                    await self.connector.request_json("POST", f"/containers/{container['Id']}/start")
+                continue
+            await self.create_container(name, number)
+
+    async def create_container(self, name: str, number: int) -> str:
+        body = self.container_body(name, number)
+        query = urllib.parse.urlencode({"name": self.container_name(name, number)})
+        created = await self.connector.request_json("POST", f"/containers/create?{query}", body)
+        container_id = created["Id"]
+        for network in list(self.compose.services[name]["networks"])[1:]:
+            await self.connector.request_json(
+                "POST", f"/networks/{urllib.parse.quote(self.compose.networks[network]['name'])}/connect",
+                {"Container": container_id, "EndpointConfig": self.endpoint_config(name, network)})
+        await self.connector.request_json("POST", f"/containers/{container_id}/start")
+        return container_id
+
+    async def remove_container(self, container_id: str) -> None:
+        with unless_missing():
+            await self.connector.request_json("DELETE", f"/containers/{container_id}?force=1&v=0", timeout=60)
+
+    async def wait_for_dependencies(self, name: str) -> None:
+        for dependency, condition in self.compose.services[name]["depends_on"].items():
+            if condition == "service_started":
+                continue
+            deadline = time.monotonic() + HEALTH_WAIT_SECONDS
+            while True:
+                containers = await self.connector.request_json("GET", "/containers/json?all=1&filters=" + label_filter(
+                    f"{LABEL_PROJECT}={self.project}", f"{LABEL_SERVICE}={dependency}"))
+                states = [(await self.connector.request_json("GET", f"/containers/{c['Id']}/json"))["State"]
+                          for c in containers]
+                if condition == "service_healthy":
+                    if any(s.get("Health") is None for s in states):
+                        raise BadRequest(f"service {name!r} waits for {dependency!r} to be healthy, but "
+                                         f"{dependency!r} has no healthcheck")
+                    health = [s["Health"]["Status"] for s in states]
+                    if "unhealthy" in health:
+                        raise BadRequest(f"service {dependency!r} is unhealthy, so {name!r} was not started")
+                    if health and all(h == "healthy" for h in health):
+                        break
+                else:
+                    if any(s["Status"] == "exited" and s["ExitCode"] != 0 for s in states):
+                        raise BadRequest(f"service {dependency!r} failed, so {name!r} was not started")
+                    if states and all(s["Status"] == "exited" for s in states):
+                        break
+                if time.monotonic() > deadline:
+                    raise GatewayTimeout(f"service {dependency!r} did not become ready for {name!r} in "
+                                         f"{HEALTH_WAIT_SECONDS} s")
+                await asyncio.sleep(0.5)
+
+    async def stop(self) -> None:
+        containers = await self.project_containers()
+        order = {name: i for i, name in enumerate(self.compose.order if self.compose else [])}
+        for container in sorted(containers, key=lambda c: -order.get(c["Labels"].get(LABEL_SERVICE), -1)):
+            if container["State"] in ("running", "restarting", "paused"):
+                with unless_missing():
+                    await self.connector.request_json("POST", f"/containers/{container['Id']}/stop", timeout=120)
+
+    async def start(self) -> None:
+        await self.up()
+
+    async def down(self) -> None:
+        """Remove the project's containers, and the networks and volumes it created (not external ones)."""
+        for container in await self.project_containers():
+            await self.remove_container(container["Id"])
+        mine = label_filter(f"{LABEL_PROJECT}={self.project}")
+        for network in await self.connector.request_json("GET", f"/networks?filters={mine}"):
+            with unless_missing():
+                await self.connector.request_json("DELETE", f"/networks/{network['Id']}")
+        volumes = (await self.connector.request_json("GET", f"/volumes?filters={mine}")) or {}
+        for volume in volumes.get("Volumes") or []:
+            with unless_missing():
+                await self.connector.request_json("DELETE", f"/volumes/{urllib.parse.quote(volume['Name'])}")
+
+    async def service_states(self) -> list[dict]:
+        containers = await self.project_containers()
+        return [{"Name": name, "Image": service["image"], "Containers": [
+            {"Id": c["Id"], "Name": c["Names"][0].lstrip("/") if c.get("Names") else "", "State": c["State"],
+             "Status": c["Status"]} for c in containers if c["Labels"].get(LABEL_SERVICE) == name]}
+            for name, service in self.compose.services.items()]
+
+
+class SwarmDeployment:
+    """One stack on a Swarm manager, as `docker stack deploy` makes it: services, overlay networks, configs
+    and secrets labelled with the stack namespace."""
+
+    def __init__(self, connector: DockerConnector, compose: ComposeFile | None, project: str = ""):
+        """Without a compose file (project named instead), only `down` and `stop` can be used: they go by labels."""
+        self.connector = connector
+        self.compose = compose
+        self.project = compose.project if compose else project
+        self.owner_labels: dict[str, str] = {}
+
+    def labels(self, extra: dict | None = None) -> dict:
+        return {**(extra or {}), **self.owner_labels, LABEL_NAMESPACE: self.project}
+
+    def network_body(self, key: str) -> dict:
+        network = self.compose.networks[key]
+        return {"Name": network["name"], "Driver": network["driver"] or "overlay", "CheckDuplicate": True,
+                "Options": network["driver_opts"], "Internal": network["internal"],
+                "Attachable": network["attachable"], "Labels": self.labels(network["labels"])}
+
+    def service_body(self, name: str, object_ids: dict[str, str] | None = None) -> dict:
+        """The service spec; object_ids maps config and secret names to their ids on the engine."""
+        service = self.compose.services[name]
+        object_ids = object_ids or {}
+        mounts = [{"Type": m["type"], "Source": m["source"], "Target": m["target"], "ReadOnly": m["read_only"]}
+                  for m in service["mounts"]]
+        for mount in mounts:
+            if mount["Type"] == "volume" and mount["Source"]:
+                mount["VolumeOptions"] = {"Labels": self.labels()}
+        spec = {"Image": service["image"], "Labels": self.labels(service["labels"]),
+                **({"StopGracePeriod": service["stop_grace_period"]} if service["stop_grace_period"] else {}),
+                "Env": [f"{k}={v}" for k, v in service["environment"].items()], "Mounts": mounts,
+                "Configs": [self.file_reference(r, self.compose.configs, "Config", object_ids)
+                            for r in service["configs"]],
+                "Secrets": [self.file_reference(r, self.compose.secrets, "Secret", object_ids)
+                            for r in service["secrets"]]}
+        for key, value in (("Command", service["entrypoint"]), ("Args", service["command"]),
+                           ("User", service["user"]), ("Dir", service["working_dir"]),
+                           ("Hostname", service["hostname"]), ("Healthcheck", service["healthcheck"]),
+                           ("CapabilityAdd", service["cap_add"]), ("CapabilityDrop", service["cap_drop"])):
+            if value:
+                spec[key] = value
+        template: dict = {"ContainerSpec": spec, "Networks": [
+            {"Target": self.compose.networks[n]["name"], "Aliases": [name] + o["aliases"]}
+            for n, o in service["networks"].items()]}
+        resources = {}
+        for kind, target in (("limits", "Limits"), ("reservations", "Reservations")):
+            values = service[kind]
+            if values:
+                resources[target] = {k: v for k, v in (("NanoCPUs", values.get("nano_cpus")),
+                                                       ("MemoryBytes", values.get("memory"))) if v}
+        if resources:
+            template["Resources"] = resources
+        policy = service["restart_policy"]
+        if policy:
+            template["RestartPolicy"] = {k: v for k, v in (
+                ("Condition", policy["condition"]), ("Delay", policy["delay"]),
+                ("MaxAttempts", policy["max_attempts"]), ("Window", policy["window"])) if v is not None}
+        if service["logging"]["driver"]:
+            template["LogDriver"] = {"Name": service["logging"]["driver"], "Options": service["logging"]["options"]}
+        mode = {"Global": {}} if service["mode"] == "global" else {"Replicated": {"Replicas": service["replicas"]}}
+        return {"Name": f"{self.project}_{name}", "TaskTemplate": template, "Mode": mode,
+                "Labels": self.labels({**service["deploy_labels"], "com.docker.stack.image": service["image"],
+                                       LABEL_HASH: self.compose.config_hash(name)}),
+                "EndpointSpec": {"Ports": [{"Protocol": p["protocol"], "TargetPort": p["target"],
+                                            **({"PublishedPort": p["published"]} if p["published"] else {}),
+                                            "PublishMode": p["mode"]} for p in service["ports"]]}}
+
+    @staticmethod
+    def file_reference(reference: dict, declared: dict, kind: str, object_ids: dict[str, str]) -> dict:
+        name = declared[reference["source"]]["name"]
+        return {f"{kind}Name": name, f"{kind}ID": object_ids.get(name, ""),
+                "File": {"Name": reference["target"], "UID": reference.get("uid", "0"),
+                         "GID": reference.get("gid", "0"), "Mode": reference.get("mode", 0o444)}}
+
+    def check_allowed(self, settings: dict) -> None:
+        problems: list[str] = []
+        for name in self.compose.services:
+            problems += service_violations(self.service_body(name), settings)
+        for key, network in self.compose.networks.items():
+            if not network["external"]:
+                problems += network_violations(self.network_body(key), settings)
+        if problems:
+            raise Forbidden("not allowed for non-administrators on this environment: "
+                            + ", ".join(sorted(set(problems))),
+                            "an administrator can allow it in the environment's security settings")
+
+    async def namespace_objects(self, kind: str) -> list[dict]:
+        return await self.connector.request_json(
+            "GET", f"/{kind}?filters={label_filter(f'{LABEL_NAMESPACE}={self.project}')}") or []
+
+    async def up(self, pull: bool = False, prune: bool = False) -> None:
+        info = await self.connector.request_json("GET", "/info")
+        if not (info.get("Swarm") or {}).get("ControlAvailable"):
+            raise BadRequest("this environment is not a Swarm manager; deploy a compose (standalone) stack instead")
+        networks = {n["Name"] for n in await self.namespace_objects("networks")}
+        for key, network in self.compose.networks.items():
+            if network["external"] or network["name"] in networks:
+                continue
+            if any(key in s["networks"] for s in self.compose.services.values()):
+                await self.connector.request_json("POST", "/networks/create", self.network_body(key))
+        object_ids: dict[str, str] = {}
+        for kind, objects in (("configs", self.compose.configs), ("secrets", self.compose.secrets)):
+            present = {o["Spec"]["Name"]: o["ID"] for o in await self.connector.request_json("GET", f"/{kind}")}
+            for item in objects.values():
+                if item["name"] in present:
+                    object_ids[item["name"]] = present[item["name"]]
+                elif item["external"]:
+                    raise BadRequest(f"external {kind[:-1]} {item['name']!r} does not exist")
+                else:
+                    created = await self.connector.request_json("POST", f"/{kind}/create", {
+                        "Name": item["name"], "Labels": self.labels(item["labels"]),
+                        "Data": base64.b64encode(item["data"]).decode()})
+                    object_ids[item["name"]] = created["ID"]
+        services = {s["Spec"]["Name"]: s for s in await self.namespace_objects("services")}
+        for name in self.compose.order:
+            body = self.service_body(name, object_ids)
+            current = services.get(body["Name"])
+            if current is None:
+                await self.connector.request_json("POST", "/services/create", body)
+            elif current["Spec"].get("Labels", {}).get(LABEL_HASH) != body["Labels"][LABEL_HASH] or pull:
+                version = current["Version"]["Index"]
+                await self.connector.request_json("POST", f"/services/{current['ID']}/update?version={version}", body)
+        if prune:
+            wanted = {f"{self.project}_{name}" for name in self.compose.services}
+            for service_name, service in services.items():
+                if service_name not in wanted:
+                    await self.connector.request_json("DELETE", f"/services/{service['ID']}")
+
+    async def stop(self) -> None:
+        """Portainer stops a Swarm stack by removing it (`docker stack rm`); start deploys it again."""
+        await self.down()
+
+    async def start(self) -> None:
+        await self.up()
+
+    async def down(self) -> None:
+        for service in await self.namespace_objects("services"):
+            with unless_missing():
+                await self.connector.request_json("DELETE", f"/services/{service['ID']}")
+        for kind in ("secrets", "configs"):
+            for item in await self.namespace_objects(kind):
+                with unless_missing():
+                    await self.connector.request_json("DELETE", f"/{kind}/{item['ID']}")
+        # A network stays in use until the removed services' tasks are gone.
+        deadline = time.monotonic() + 30
+        for network in await self.namespace_objects("networks"):
+            while True:
+                try:
+                    await self.connector.request_json("DELETE", f"/networks/{network['Id']}")
+                    break
+                except ApiError as exc:
+                    if exc.status == 404:
+                        break
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.5)
+
+    async def service_states(self) -> list[dict]:
+        services = {s["Spec"]["Name"]: s for s in await self.namespace_objects("services")}
+        tasks = await self.connector.request_json(
+            "GET", f"/tasks?filters={label_filter(f'{LABEL_NAMESPACE}={self.project}')}") or []
+        result = []
+        for name, service in self.compose.services.items():
+            current = services.get(f"{self.project}_{name}")
+            result.append({"Name": name, "Image": service["image"], "Containers": [
+                {"Id": t["ID"], "Name": f"{self.project}_{name}.{t.get('Slot', '')}",
+                 "State": t["Status"]["State"], "Status": t["Status"].get("Message", "")}
+                for t in tasks if current and t.get("ServiceID") == current["ID"]
+                and t.get("DesiredState") == "running"]})
+        return result
+
+
+def write_stack_file(path: str, data: bytes) -> None:
+    """temp file -> fsync -> rename -> fsync the directory: a crash leaves the old file or the new one."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(os.path.dirname(path), os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+# ================================================================================================================
 # Console: exec into (or attach to) a container over a WebSocket, authenticated by the session cookie
 # ================================================================================================================
 
@@ -3344,7 +4397,7 @@ def query_int(request: web.Request, name: str, default: int) -> int:
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         raise BadRequest(f"query parameter {name!r} must be a non-negative integer")
     return int(raw)
 
@@ -3447,7 +4500,7 @@ async def handle_endpoints_snapshot(request: web.Request) -> web.Response:
 # ================================================================================================================
 
 SETTINGS_TYPES = {"UserSessionTimeout": str, "EnableTelemetry": bool, "LogoURL": str, "SnapshotInterval": str,
-                  "EdgeAgentCheckinInterval": int, "ActivityLogRetentionDays": int}
+                  "EdgeAgentCheckinInterval": int, "ActivityLogRetentionDays": int, "TemplatesURL": str}
 
 
 def current_settings(store: Store) -> dict:
@@ -3710,6 +4763,820 @@ async def handle_container_recreate(request: web.Request) -> web.Response:
     old_id, new = await updates.recreate(endpoint["Id"], container_id, pull, caller, vet)
     await move_resource_control(store, old_id, new["Id"])
     return json_response(new)
+
+
+async def handle_stack_images_status(request: web.Request) -> web.Response:
+    """Whether a stack's running containers have newer images: the stack's Status and each container's."""
+    stack = stack_for_caller(request)
+    endpoint = endpoint_for_caller(request, stack["EndpointId"])
+    fresh = request.query.get("refresh", "").lower() in ("1", "true")
+    label = LABEL_PROJECT if stack["Type"] == STACK_COMPOSE else LABEL_NAMESPACE
+    connector = request.app[ENVIRONMENTS].connector(endpoint["Id"])
+    filters = urllib.parse.quote(json.dumps({"label": [f"{label}={stack['Name']}"]}))
+    running = await connector.request_json("GET", f"/containers/json?filters={filters}")
+    store, caller = request.app[STORE], caller_of(request)
+    if endpoint_role(store, caller, endpoint) in OWNERSHIP_BOUND_ROLES:
+        running = [c for c in running if visible_resource(store, caller, "containers", c)]
+    answers = await request.app[IMAGE_UPDATES].check_environment(endpoint["Id"], [c["Id"] for c in running], fresh)
+    for container in running:
+        answers[container["Id"]]["Name"] = (container.get("Names") or ["/"])[0].lstrip("/")
+    statuses = {a["Status"] for a in answers.values()}
+    status = next((s for s in (UPDATE_OUTDATED, UPDATE_UNKNOWN, UPDATE_CURRENT) if s in statuses), UPDATE_SKIPPED)
+    return json_response({"Status": status, "Message": "", "Containers": answers})
+
+
+# ================================================================================================================
+# API handlers: stacks (compose and Swarm), outside projects, edge stacks
+# ================================================================================================================
+
+
+class Stacks:
+    """Stack records (in the store), their files (under <data>/compose/<id>/) and one lock per stack."""
+
+    def __init__(self, store: Store, environments: Environments, data_directory: str):
+        self.store = store
+        self.environments = environments
+        self.data_directory = data_directory
+        self._locks: dict[int, asyncio.Lock] = {}
+        self.creating: set[tuple[int, str]] = set()  # (environment, name) of stacks being deployed
+
+    @property
+    def records(self) -> dict:
+        return self.store.data.setdefault("stacks", {})
+
+    def get(self, stack_id: int) -> dict:
+        stack = self.records.get(str(stack_id))
+        if stack is None:
+            raise NotFound(f"stack {stack_id} not found")
+        return stack
+
+    def lock(self, stack_id: int) -> asyncio.Lock:
+        return self._locks.setdefault(stack_id, asyncio.Lock())
+
+    def project_dir(self, stack_id: int) -> str:
+        return os.path.join(self.data_directory, "compose", str(stack_id))
+
+    def read_file(self, stack: dict) -> str:
+        try:
+            with open(os.path.join(self.project_dir(stack["Id"]), stack["EntryPoint"]), encoding="utf-8") as f:
+                return f.read()
+        except OSError as exc:
+            raise NotFound(f"the file of stack {stack['Id']} is missing", str(exc)) from None
+
+    @staticmethod
+    def stack_files(content: str, env: list[dict]) -> dict[str, bytes]:
+        # stack.env is what Portainer writes too, so `env_file: stack.env` works the same here.
+        return {STACK_ENV_FILE: "".join(f"{e['name']}={e['value']}\n" for e in env).encode(),
+                COMPOSE_FILE: content.encode()}
+
+    @staticmethod
+    def write_files(project_dir: str, content: str, env: list[dict]) -> None:
+        for name, data in Stacks.stack_files(content, env).items():
+            write_stack_file(os.path.join(project_dir, name), data)
+
+    def remover(self, stack: dict) -> ComposeDeployment | SwarmDeployment:
+        """What removes or stops a stack by its labels, even when its file no longer parses."""
+        connector = self.environments.connector(stack["EndpointId"])
+        kind = SwarmDeployment if stack["Type"] == STACK_SWARM else ComposeDeployment
+        return kind(connector, None, stack["Name"])
+
+    def deployment(self, stack_type: int, endpoint_id: int, name: str, content: str, env: list[dict],
+                   project_dir: str) -> ComposeDeployment | SwarmDeployment:
+        swarm = stack_type == STACK_SWARM
+        compose = ComposeFile(content, {e["name"]: e["value"] for e in env}, name, project_dir, swarm=swarm,
+                              files=self.stack_files(content, env))
+        connector = self.environments.connector(endpoint_id)
+        return SwarmDeployment(connector, compose) if swarm else ComposeDeployment(connector, compose)
+
+
+def stack_env(body: dict) -> list[dict]:
+    env = body.get("Env") or []
+    if not isinstance(env, list) or any(not isinstance(e, dict) or not isinstance(e.get("name"), str)
+                                        or not re.fullmatch(r"[_a-zA-Z][_a-zA-Z0-9]*", e["name"])
+                                        or not isinstance(e.get("value", ""), (str, int, float)) for e in env):
+        raise BadRequest("Env must be a list of {\"name\": \"VAR\", \"value\": \"...\"} with valid variable names")
+    return [{"name": e["name"], "value": str(e.get("value", ""))} for e in env]
+
+
+def stack_content(body: dict) -> str:
+    content = field(body, "StackFileContent", str)
+    if not content.strip():
+        raise BadRequest("StackFileContent is empty")
+    return content
+
+
+def stack_endpoint(request: web.Request, endpoint_id: int | None = None) -> dict:
+    """The environment a stack call is for, when the caller may manage stacks there."""
+    if endpoint_id is None:
+        raw = request.query.get("endpointId", "")
+        if not re.fullmatch(r"[0-9]{1,12}", raw):
+            raise BadRequest("the query parameter endpointId is required")
+        endpoint_id = int(raw)
+    endpoint = endpoint_for_caller(request, endpoint_id)
+    require_stack_management(request, endpoint)
+    return endpoint
+
+
+def apply_caller_rules(request: web.Request, endpoint: dict,
+                       deployment: ComposeDeployment | SwarmDeployment) -> None:
+    """What the proxy would require of this caller, applied to what the stack will create: the security settings
+    below environment administrators, and ownership labels so an ownership-bound user manages what they made."""
+    store, caller = request.app[STORE], caller_of(request)
+    if bound_by_security_settings(store, caller, endpoint):
+        deployment.check_allowed(endpoint_security_settings(endpoint))
+    if not caller.is_admin:
+        deployment.owner_labels = ownership_labels(store, caller)
+
+
+def stack_view(stack: dict) -> dict:
+    return {k: v for k, v in stack.items() if not k.startswith("_")}
+
+
+async def create_stack(request: web.Request, stack_type: int, body: dict, from_template: bool = False,
+                       adopting: bool = False) -> dict:
+    """Check the file, write it, deploy it; a failed deploy leaves nothing behind."""
+    endpoint = stack_endpoint(request)
+    caller = caller_of(request)
+    stacks: Stacks = request.app[STACKS]
+    name = field(body, "Name", str).strip()
+    if not STACK_NAME.match(name):
+        raise BadRequest(f"invalid stack name {name!r}",
+                         "use lowercase letters, digits, '-' and '_', starting with a letter or digit")
+    content, env = stack_content(body), stack_env(body)
+    key = (endpoint["Id"], name)
+    if key in stacks.creating or any(s["Name"] == name and s["EndpointId"] == endpoint["Id"]
+                                     for s in stacks.records.values()):
+        raise Conflict(f"a stack named {name!r} already exists on this environment")
+    swarm_id = ""
+    if stack_type == STACK_SWARM:
+        swarm_id = field(body, "SwarmID", str, required=False, default="")
+    stack_id = request.app[STORE].next_id("stacks")
+    project_dir = stacks.project_dir(stack_id)
+    stacks.creating.add(key)
+    try:
+        deployment = stacks.deployment(stack_type, endpoint["Id"], name, content, env, project_dir)
+        apply_caller_rules(request, endpoint, deployment)
+        if stack_type == STACK_SWARM:
+            if await deployment.namespace_objects("services"):
+                raise Conflict(f"a Swarm stack named {name!r} made outside portainer.py runs on this environment")
+            swarm_id = swarm_id or ((await deployment.connector.request_json("GET", "/swarm")) or {}).get("ID", "")
+        elif not adopting and await deployment.project_containers():
+            raise Conflict(f"a compose project named {name!r} made outside portainer.py runs on this environment",
+                           "an administrator can adopt it (POST /api/stacks/adopt) or pick another name")
+        await asyncio.to_thread(Stacks.write_files, project_dir, content, env)
+        try:
+            await deployment.up(pull=bool(body.get("PullImage")))
+        except (ApiError, OSError):
+            if not adopting:  # what an adopted project had stays, whatever went wrong
+                with contextlib.suppress(ApiError, OSError):
+                    await deployment.down()
+            await asyncio.to_thread(shutil.rmtree, project_dir, True)
+            raise
+        stack = {"Id": stack_id, "Name": name, "Type": stack_type, "EndpointId": endpoint["Id"], "SwarmId": swarm_id,
+                 "EntryPoint": COMPOSE_FILE, "Env": env, "Status": STACK_ACTIVE, "ProjectPath": project_dir,
+                 "CreationDate": now(), "CreatedBy": caller.user["Username"], "UpdateDate": 0, "UpdatedBy": "",
+                 "ResourceControl": None, "AdditionalFiles": [], "AutoUpdate": None, "GitConfig": None,
+                 "FromAppTemplate": from_template, "Namespace": "", "IsComposeFormat": stack_type == STACK_COMPOSE}
+        stacks.records[str(stack_id)] = stack
+        await request.app[STORE].commit()
+    finally:
+        stacks.creating.discard(key)
+    return stack
+
+
+async def handle_stack_create_standalone_string(request: web.Request) -> web.Response:
+    """Deploy a compose stack from the file's text: {Name, StackFileContent, Env}."""
+    return json_response(stack_view(await create_stack(request, STACK_COMPOSE, await read_json_object(request))))
+
+
+async def handle_stack_create_standalone_file(request: web.Request) -> web.Response:
+    """Deploy a compose stack from an uploaded file (multipart: Name, file, Env as JSON)."""
+    if not request.content_type.startswith("multipart/"):
+        raise BadRequest("send a multipart form with Name, file and Env")
+    try:
+        post = await request.post()
+    except MALFORMED_FORM_ERRORS as exc:
+        raise BadRequest("malformed multipart body", str(exc) or "a multipart body needs a boundary") from None
+    upload = post.get("file")
+    if upload is None or not hasattr(upload, "file"):
+        raise BadRequest("the form field 'file' (the compose file) is required")
+    try:
+        env = json.loads(post.get("Env") or "[]")
+        content = upload.file.read(MAX_JSON_BODY).decode("utf-8")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest("Env must be JSON and the file UTF-8 text", str(exc)) from None
+    body = {"Name": post.get("Name"), "StackFileContent": content, "Env": env}
+    return json_response(stack_view(await create_stack(request, STACK_COMPOSE, body)))
+
+
+async def handle_stack_create_swarm_string(request: web.Request) -> web.Response:
+    """Deploy a Swarm stack from the file's text: {Name, SwarmID, StackFileContent, Env}."""
+    return json_response(stack_view(await create_stack(request, STACK_SWARM, await read_json_object(request))))
+
+
+async def handle_stack_create_legacy(request: web.Request) -> web.Response:
+    """Deploy a stack the pre-2.19 way: ?type=1|2&method=string|file&endpointId=N."""
+    stack_type = query_int(request, "type", STACK_COMPOSE)
+    method = request.query.get("method", "string")
+    if stack_type not in (STACK_SWARM, STACK_COMPOSE) or method not in ("string", "file"):
+        raise BadRequest("type must be 1 (Swarm) or 2 (compose) and method string or file")
+    if method == "file":
+        if stack_type == STACK_SWARM:
+            raise BadRequest("Swarm stacks are created from a string (method=string)")
+        return await handle_stack_create_standalone_file(request)
+    return json_response(stack_view(await create_stack(request, stack_type, await read_json_object(request))))
+
+
+def visible_stacks(request: web.Request) -> list[dict]:
+    store, caller = request.app[STORE], caller_of(request)
+    endpoints = store.data["endpoints"]
+    return [s for s in request.app[STACKS].records.values() if str(s["EndpointId"]) in endpoints
+            and can_access_endpoint(store, caller, endpoints[str(s["EndpointId"])])]
+
+
+async def handle_stacks_list(request: web.Request) -> web.Response:
+    """Stacks on the environments the caller may use; ?filters={"EndpointID": N} narrows to one."""
+    stacks = visible_stacks(request)
+    raw = request.query.get("filters")
+    if raw:
+        try:
+            filters = json.loads(raw)
+        except ValueError:
+            raise BadRequest("filters must be JSON, e.g. {\"EndpointID\": 1}") from None
+        if isinstance(filters, dict) and filters.get("EndpointID"):
+            stacks = [s for s in stacks if s["EndpointId"] == filters["EndpointID"]]
+        if isinstance(filters, dict) and filters.get("SwarmID"):
+            stacks = [s for s in stacks if s["SwarmId"] == filters["SwarmID"]]
+    return json_response([stack_view(s) for s in sorted(stacks, key=lambda s: s["Id"])])
+
+
+def stack_for_caller(request: web.Request) -> dict:
+    stack = request.app[STACKS].get(path_id(request))
+    endpoint_for_caller(request, stack["EndpointId"])
+    return stack
+
+
+async def handle_stack_inspect(request: web.Request) -> web.Response:
+    """One stack."""
+    return json_response(stack_view(stack_for_caller(request)))
+
+
+async def handle_stack_file(request: web.Request) -> web.Response:
+    """A stack's compose file: {StackFileContent}."""
+    stack = stack_for_caller(request)
+    content = await asyncio.to_thread(request.app[STACKS].read_file, stack)
+    return json_response({"StackFileContent": content})
+
+
+async def handle_stack_services(request: web.Request) -> web.Response:
+    """Each service of a stack with its containers (or Swarm tasks) and their state."""
+    stack = stack_for_caller(request)
+    stacks: Stacks = request.app[STACKS]
+    content = await asyncio.to_thread(stacks.read_file, stack)
+    deployment = stacks.deployment(stack["Type"], stack["EndpointId"], stack["Name"], content, stack["Env"],
+                                   stacks.project_dir(stack["Id"]))
+    return json_response(await deployment.service_states())
+
+
+def managed_stack(request: web.Request) -> tuple[dict, dict]:
+    stack = request.app[STACKS].get(path_id(request))
+    endpoint = stack_endpoint(request, stack["EndpointId"])
+    raw = request.query.get("endpointId")
+    if raw is not None and raw != str(stack["EndpointId"]):
+        raise BadRequest(f"stack {stack['Id']} is on environment {stack['EndpointId']}, not {raw}")
+    return stack, endpoint
+
+
+async def handle_stack_update(request: web.Request) -> web.Response:
+    """Change a stack's file or env and redeploy: only services whose config changed are recreated;
+    Prune removes services no longer in the file; PullImage pulls images again."""
+    stack, endpoint = managed_stack(request)
+    body = await read_json_object(request)
+    stacks: Stacks = request.app[STACKS]
+    caller = caller_of(request)
+    content, env = stack_content(body), stack_env(body) if "Env" in body else stack["Env"]
+    async with stacks.lock(stack["Id"]):
+        deployment = stacks.deployment(stack["Type"], endpoint["Id"], stack["Name"], content, env,
+                                       stacks.project_dir(stack["Id"]))
+        apply_caller_rules(request, endpoint, deployment)
+        previous = await asyncio.to_thread(stacks.read_file, stack)
+        await asyncio.to_thread(Stacks.write_files, stacks.project_dir(stack["Id"]), content, env)
+        try:
+            await deployment.up(pull=bool(body.get("PullImage")), prune=bool(body.get("Prune")))
+        except (ApiError, OSError):
+            await asyncio.to_thread(Stacks.write_files, stacks.project_dir(stack["Id"]), previous, stack["Env"])
+            raise
+        stack.update({"Env": env, "Status": STACK_ACTIVE, "UpdateDate": now(), "UpdatedBy": caller.user["Username"]})
+        await request.app[STORE].commit()
+    return json_response(stack_view(stack))
+
+
+async def change_stack_state(request: web.Request, status: int) -> web.Response:
+    stack, endpoint = managed_stack(request)
+    stacks: Stacks = request.app[STACKS]
+    async with stacks.lock(stack["Id"]):
+        if status == STACK_ACTIVE:
+            content = await asyncio.to_thread(stacks.read_file, stack)
+            deployment = stacks.deployment(stack["Type"], endpoint["Id"], stack["Name"], content, stack["Env"],
+                                           stacks.project_dir(stack["Id"]))
+            apply_caller_rules(request, endpoint, deployment)
+            await deployment.start()
+        else:
+            await stacks.remover(stack).stop()
+        stack["Status"] = status
+        await request.app[STORE].commit()
+    return json_response(stack_view(stack))
+
+
+async def handle_stack_start(request: web.Request) -> web.Response:
+    """Start a stopped stack."""
+    return await change_stack_state(request, STACK_ACTIVE)
+
+
+async def handle_stack_stop(request: web.Request) -> web.Response:
+    """Stop a stack (a Swarm stack's services are removed until it is started again)."""
+    return await change_stack_state(request, STACK_INACTIVE)
+
+
+async def handle_stack_delete(request: web.Request) -> web.Response:
+    """Remove a stack: its containers or services, and the networks, volumes, configs and secrets it created."""
+    stack, endpoint = managed_stack(request)
+    stacks: Stacks = request.app[STACKS]
+    async with stacks.lock(stack["Id"]):
+        await stacks.remover(stack).down()
+        del stacks.records[str(stack["Id"])]
+        await request.app[STORE].commit()
+        await asyncio.to_thread(shutil.rmtree, stacks.project_dir(stack["Id"]), True)
+    return web.Response(status=204)
+
+
+async def handle_stacks_outside(request: web.Request) -> web.Response:
+    """Compose projects running on an environment that were not deployed here (?endpointId=N)."""
+    endpoint = stack_endpoint(request)
+    connector = request.app[ENVIRONMENTS].connector(endpoint["Id"])
+    containers = await connector.request_json("GET", f"/containers/json?all=1&filters={label_filter(LABEL_PROJECT)}")
+    managed = {s["Name"] for s in request.app[STACKS].records.values() if s["EndpointId"] == endpoint["Id"]}
+    projects: dict[str, dict] = {}
+    for container in containers:
+        labels = container.get("Labels") or {}
+        name = labels[LABEL_PROJECT]
+        if name in managed:
+            continue
+        project = projects.setdefault(name, {"Name": name, "Type": STACK_COMPOSE, "EndpointId": endpoint["Id"],
+                                             "Outside": True, "Services": [], "Containers": 0, "Running": 0,
+                                             "WorkingDir": labels.get("com.docker.compose.project.working_dir", "")})
+        project["Containers"] += 1
+        project["Running"] += container.get("State") == "running"
+        service = labels.get(LABEL_SERVICE)
+        if service and service not in project["Services"]:
+            project["Services"].append(service)
+    return json_response(sorted(projects.values(), key=lambda p: p["Name"]))
+
+
+async def handle_stack_adopt(request: web.Request) -> web.Response:
+    """Take over a compose project made elsewhere by supplying its file (administrators): from then on it is a
+    full stack. Services whose containers do not match the file are recreated; named volumes are kept."""
+    require_admin(request)
+    body = await read_json_object(request)
+    endpoint = stack_endpoint(request)
+    name = field(body, "Name", str)
+    connector = request.app[ENVIRONMENTS].connector(endpoint["Id"])
+    found = await connector.request_json(
+        "GET", f"/containers/json?all=1&filters={label_filter(f'{LABEL_PROJECT}={name}')}")
+    if not found:
+        raise NotFound(f"no compose project named {name!r} runs on environment {endpoint['Id']}")
+    return json_response(stack_view(await create_stack(request, STACK_COMPOSE, body, adopting=True)))
+
+
+# -- edge stacks --------------------------------------------------------------------------------------------------
+
+EDGE_PENDING = 0
+EDGE_ERROR = 2
+EDGE_RUNNING = 7
+EDGE_DEPLOYING = 8
+EDGE_STATUS_NAMES = {EDGE_PENDING: "pending", EDGE_ERROR: "error", EDGE_RUNNING: "running",
+                     EDGE_DEPLOYING: "deploying"}
+EDGE_RETRY_SECONDS = 5.0
+
+
+def edge_group_endpoint_ids(store: Store, group_id: int) -> list[int]:
+    """The environments of an edge group: its static list, or for a dynamic group those carrying its tags."""
+    group = store.data.get("edge_groups", {}).get(str(group_id))
+    if group is None:
+        raise BadRequest(f"edge group {group_id} not found")
+    if not group.get("Dynamic"):
+        endpoints = store.data["endpoints"]
+        return sorted(int(i) for i in group.get("Endpoints") or []
+                      if endpoints.get(str(i), {}).get("Type") == ENDPOINT_EDGE)
+    tags = set(group.get("TagIds") or [])
+    match = (lambda ep: tags & set(ep.get("TagIds") or [])) if group.get("PartialMatch") else \
+        (lambda ep: tags <= set(ep.get("TagIds") or []))
+    return [ep["Id"] for ep in store.data["endpoints"].values() if ep["Type"] == ENDPOINT_EDGE and tags and match(ep)]
+
+
+class EdgeStacks:
+    """Edge stacks: one compose file sent to every environment of some edge groups, each deployment tracked.
+
+    A deployment that could not reach its environment stays pending and is tried again every few seconds, so an
+    edge agent that connects later still gets the stack.
+    """
+
+    def __init__(self, store: Store, environments: Environments, data_directory: str):
+        self.store = store
+        self.environments = environments
+        self.data_directory = data_directory
+        self._running: dict[tuple[int, int], asyncio.Task] = {}
+
+    @property
+    def records(self) -> dict:
+        return self.store.data.setdefault("edge_stacks", {})
+
+    def project_dir(self, edge_stack_id: int) -> str:
+        return os.path.join(self.data_directory, "edge_stacks", str(edge_stack_id))
+
+    def refresh_targets(self, edge_stack: dict) -> None:
+        """Environments that joined one of the stack's groups since get it too."""
+        for group_id in edge_stack["EdgeGroups"]:
+            with contextlib.suppress(ApiError):
+                for endpoint_id in edge_group_endpoint_ids(self.store, group_id):
+                    if str(endpoint_id) not in edge_stack["Status"]:
+                        self.set_status(edge_stack, endpoint_id, EDGE_PENDING)
+
+    def schedule(self, edge_stack: dict) -> None:
+        for key, status in edge_stack["Status"].items():
+            task_key = (edge_stack["Id"], int(key))
+            if status["Type"] in (EDGE_PENDING,) and task_key not in self._running:
+                task = asyncio.ensure_future(self.deploy(edge_stack, int(key)))
+                self._running[task_key] = task
+                task.add_done_callback(lambda _t, k=task_key: self._running.pop(k, None))
+
+    def set_status(self, edge_stack: dict, endpoint_id: int, kind: int, message: str = "") -> None:
+        edge_stack["Status"][str(endpoint_id)] = {"EndpointID": endpoint_id, "Type": kind,
+                                                  "Status": EDGE_STATUS_NAMES[kind], "Error": message,
+                                                  "Time": now()}
+
+    def read_file(self, edge_stack: dict) -> str:
+        with open(os.path.join(self.project_dir(edge_stack["Id"]), COMPOSE_FILE), encoding="utf-8") as f:
+            return f.read()
+
+    async def deploy(self, edge_stack: dict, endpoint_id: int) -> None:
+        content = await asyncio.to_thread(self.read_file, edge_stack)
+        try:
+            connector = self.environments.connector(endpoint_id)
+            async with await connector.request("GET", "/_ping", timeout=10) as response:
+                await response.read()
+        except (ApiError, shared.DockerUnreachable) as exc:
+            self.set_status(edge_stack, endpoint_id, EDGE_PENDING,
+                            f"environment offline, will retry: {getattr(exc, 'message', exc)}")
+            return
+        self.set_status(edge_stack, endpoint_id, EDGE_DEPLOYING)
+        await self.store.commit()
+        try:
+            compose = ComposeFile(content, {}, edge_stack["Name"], self.project_dir(edge_stack["Id"]))
+            await ComposeDeployment(connector, compose).up()
+        except (BadGateway, GatewayTimeout, ServiceUnavailable) as exc:
+            self.set_status(edge_stack, endpoint_id, EDGE_PENDING, f"environment offline, will retry: {exc.message}")
+        except ApiError as exc:
+            self.set_status(edge_stack, endpoint_id, EDGE_ERROR, exc.message)
+        else:
+            self.set_status(edge_stack, endpoint_id, EDGE_RUNNING)
+        if str(edge_stack["Id"]) in self.records:
+            await self.store.commit()
+
+    async def retry_loop(self) -> None:
+        while True:
+            await asyncio.sleep(EDGE_RETRY_SECONDS)
+            for edge_stack in list(self.records.values()):
+                self.refresh_targets(edge_stack)
+                self.schedule(edge_stack)
+
+    async def remove(self, edge_stack: dict) -> None:
+        for key in list(edge_stack["Status"]):
+            task = self._running.pop((edge_stack["Id"], int(key)), None)
+            if task is not None:
+                task.cancel()
+            with contextlib.suppress(ApiError):
+                await ComposeDeployment(self.environments.connector(int(key)), None, edge_stack["Name"]).down()
+
+    def forget_running(self, app: web.Application | None = None) -> None:
+        """Drop deployments in flight (shutdown, or a restored store whose records replace theirs)."""
+        for task in list(self._running.values()):
+            task.cancel()
+        self._running.clear()
+
+    async def close(self) -> None:
+        self.forget_running()
+
+
+async def handle_edge_stack_create(request: web.Request) -> web.Response:
+    """Deploy a compose file to every environment of some edge groups: {Name, StackFileContent, EdgeGroups,
+    DeploymentType 0}."""
+    require_admin(request)
+    body = await read_json_object(request)
+    store = request.app[STORE]
+    edge: EdgeStacks = request.app[EDGE_STACKS]
+    name = field(body, "Name", str).strip()
+    if not STACK_NAME.match(name):
+        raise BadRequest(f"invalid edge stack name {name!r}", "use lowercase letters, digits, '-' and '_'")
+    if any(s["Name"] == name for s in edge.records.values()):
+        raise Conflict(f"an edge stack named {name!r} already exists")
+    if field(body, "DeploymentType", int, required=False, default=0) != 0:
+        raise BadRequest("only DeploymentType 0 (compose) is supported")
+    groups = field(body, "EdgeGroups", list)
+    if not groups or any(isinstance(g, bool) or not isinstance(g, int) for g in groups):
+        raise BadRequest("EdgeGroups must be a non-empty list of edge group ids")
+    endpoint_ids = sorted({i for g in groups for i in edge_group_endpoint_ids(store, g)})
+    content = stack_content(body)
+    edge_stack_id = store.next_id("edge_stacks")
+    project_dir = edge.project_dir(edge_stack_id)
+    ComposeFile(content, {}, name, project_dir)
+    await asyncio.to_thread(write_stack_file, os.path.join(project_dir, COMPOSE_FILE), content.encode())
+    edge_stack = {"Id": edge_stack_id, "Name": name, "EdgeGroups": groups, "DeploymentType": 0,
+                  "CreationDate": now(), "ProjectPath": project_dir, "EntryPoint": COMPOSE_FILE, "Version": 1,
+                  "Status": {}}
+    for endpoint_id in endpoint_ids:
+        edge.set_status(edge_stack, endpoint_id, EDGE_PENDING)
+    edge.records[str(edge_stack_id)] = edge_stack
+    await store.commit()
+    edge.schedule(edge_stack)
+    return json_response(edge_stack)
+
+
+async def handle_edge_stacks_list(request: web.Request) -> web.Response:
+    """Edge stacks with each environment's deployment status (administrators)."""
+    require_admin(request)
+    return json_response(sorted(request.app[EDGE_STACKS].records.values(), key=lambda s: s["Id"]))
+
+
+async def handle_edge_stack_inspect(request: web.Request) -> web.Response:
+    """One edge stack with each environment's status: pending, deploying, running or error with its message."""
+    require_admin(request)
+    edge_stack = request.app[EDGE_STACKS].records.get(str(path_id(request)))
+    if edge_stack is None:
+        raise NotFound(f"edge stack {path_id(request)} not found")
+    return json_response(edge_stack)
+
+
+async def handle_edge_stack_delete(request: web.Request) -> web.Response:
+    """Remove an edge stack from every environment it was deployed to."""
+    require_admin(request)
+    edge: EdgeStacks = request.app[EDGE_STACKS]
+    edge_stack = edge.records.get(str(path_id(request)))
+    if edge_stack is None:
+        raise NotFound(f"edge stack {path_id(request)} not found")
+    del edge.records[str(edge_stack["Id"])]
+    await request.app[STORE].commit()
+    await edge.remove(edge_stack)
+    await asyncio.to_thread(shutil.rmtree, edge.project_dir(edge_stack["Id"]), True)
+    return web.Response(status=204)
+
+
+async def edge_stack_lifecycle(app: web.Application):
+    """Deployments left pending (server restart, offline environments) are retried in the background."""
+    edge: EdgeStacks = app[EDGE_STACKS]
+    for edge_stack in edge.records.values():
+        for status in edge_stack["Status"].values():
+            if status["Type"] == EDGE_DEPLOYING:
+                status.update(Type=EDGE_PENDING, Status="pending")
+    retry = asyncio.ensure_future(edge.retry_loop())
+    yield
+    retry.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await retry
+    await edge.close()
+
+
+# ================================================================================================================
+# API handlers: app templates (bundled, from the admin's URL or file) and custom templates
+# ================================================================================================================
+
+TEMPLATE_CONTAINER = 1
+TEMPLATE_SWARM_STACK = 2
+TEMPLATE_COMPOSE_STACK = 3
+# Bundled so an air-gapped server has templates: only images made or loaded locally (busybox), no download.
+BUNDLED_TEMPLATES = {"version": "3", "templates": [
+    {"id": 1, "type": TEMPLATE_CONTAINER, "title": "Static web server", "name": "httpd",
+     "description": "busybox httpd serving /www on port 80", "categories": ["webserver"], "platform": "linux",
+     "logo": "", "image": "busybox:local", "command": "httpd -f -p 80 -h /www", "ports": ["80/tcp"],
+     "volumes": [{"container": "/www"}], "restart_policy": "unless-stopped", "env": [], "labels": []},
+    {"id": 2, "type": TEMPLATE_CONTAINER, "title": "Shell sandbox", "name": "sandbox",
+     "description": "A long-running busybox shell to exec into", "categories": ["tools"], "platform": "linux",
+     "logo": "", "image": "busybox:local", "command": "sleep 2147483647", "ports": [], "volumes": [],
+     "restart_policy": "unless-stopped", "env": [{"name": "TZ", "label": "Time zone", "default": "UTC"}],
+     "labels": []},
+    {"id": 3, "type": TEMPLATE_COMPOSE_STACK, "title": "Web server and worker", "name": "web-worker",
+     "description": "httpd in front, a worker behind it, a shared named volume", "categories": ["examples"],
+     "platform": "linux", "logo": "", "env": [{"name": "PORT", "label": "Published port", "default": "8080"}],
+     "repository": {"url": "bundled", "stackfile": "docker-compose.yml"},
+     "stackFileContent": "services:\n  web:\n    image: busybox:local\n    command: httpd -f -p 80 -h /www\n"
+                         "    ports:\n      - \"${PORT:-8080}:80\"\n    volumes:\n      - www:/www\n"
+                         "    depends_on:\n      - worker\n  worker:\n    image: busybox:local\n"
+                         "    command: sh -c 'while true; do date > /www/index.html; sleep 5; done'\n"
+                         "    volumes:\n      - www:/www\nvolumes:\n  www:\n"},
+]}
+
+
+async def load_templates(app: web.Application) -> dict:
+    """Templates from the admin's TemplatesURL (http(s):// or a file path), else the bundled ones."""
+    source = current_settings(app[STORE]).get("TemplatesURL") or ""
+    if not source:
+        return BUNDLED_TEMPLATES
+    try:
+        if source.startswith(("http://", "https://")):
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
+                async with session.get(source) as response:
+                    response.raise_for_status()
+                    document = json.loads(await response.read())
+        else:
+            path = source[len("file://"):] if source.startswith("file://") else source
+            document = json.loads(await asyncio.to_thread(lambda: open(path, "rb").read()))
+    except (OSError, ValueError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        raise BadGateway(f"the templates at {source} could not be read", str(exc)) from None
+    if not isinstance(document, dict) or not isinstance(document.get("templates"), list):
+        raise BadGateway(f"the templates at {source} are not in the v3 format {{\"version\", \"templates\"}}")
+    document["templates"] = [t for t in document["templates"] if isinstance(t, dict)]
+    return document
+
+
+async def handle_templates_list(request: web.Request) -> web.Response:
+    """App templates in Portainer's v3 format: {"version": "3", "templates": [...]}."""
+    return json_response(await load_templates(request.app))
+
+
+def template_env(template_env_spec: list, given: list[dict]) -> list[dict]:
+    values = {e["name"]: e["value"] for e in given}
+    return [{"name": e["name"], "value": values.get(e["name"], str(e.get("default", "")))}
+            for e in template_env_spec if isinstance(e, dict) and e.get("name")] + \
+        [e for e in given if e["name"] not in {t.get("name") for t in template_env_spec if isinstance(t, dict)}]
+
+
+async def deploy_container_template(request: web.Request, template: dict, name: str, env: list[dict]) -> dict:
+    endpoint = endpoint_for_caller(request, query_int(request, "endpointId", 0))
+    await authorize_docker_call(request, endpoint, "POST", "/containers/create")
+    connector = request.app[ENVIRONMENTS].connector(endpoint["Id"])
+    ports = [str(p) if "/" in str(p) else f"{p}/tcp" for p in template.get("ports") or []]
+    restart = template.get("restart_policy") or "no"
+    body = {"Image": template["image"], "Env": [f"{e['name']}={e['value']}" for e in env],
+            "Labels": {label["name"]: label["value"] for label in template.get("labels") or []
+                       if isinstance(label, dict)},
+            "ExposedPorts": {p.split(":")[-1]: {} for p in ports},
+            "Volumes": {v["container"]: {} for v in template.get("volumes") or [] if isinstance(v, dict)},
+            "HostConfig": {"PortBindings": {p.split(":")[-1]: [{"HostPort": p.split(":")[0] if ":" in p else ""}]
+                                            for p in ports},
+                           "RestartPolicy": {"Name": "" if restart == "no" else restart},
+                           "Privileged": bool(template.get("privileged"))}}
+    if template.get("command"):
+        body["Cmd"] = shlex.split(template["command"])
+    store, caller = request.app[STORE], caller_of(request)
+    if bound_by_security_settings(store, caller, endpoint):
+        problems = container_create_violations(body, endpoint_security_settings(endpoint))
+        if problems:
+            raise Forbidden("not allowed for non-administrators on this environment: " + ", ".join(problems))
+    if not caller.is_admin:
+        body["Labels"].update(ownership_labels(store, caller))
+    await ensure_image(connector, template["image"], False)
+    query = urllib.parse.urlencode({"name": name}) if name else ""
+    created = await connector.request_json("POST", f"/containers/create?{query}", body)
+    await connector.request_json("POST", f"/containers/{created['Id']}/start")
+    return {"Id": created["Id"], "Name": name}
+
+
+async def handle_template_deploy(request: web.Request) -> web.Response:
+    """Deploy an app template by its id (?endpointId=N, {Name, Env}): a container or a stack."""
+    template_id = path_id(request)
+    body = await read_json_object(request)
+    templates = (await load_templates(request.app))["templates"]
+    template = next((t for t in templates if t.get("id") == template_id), None)
+    if template is None and 0 < template_id <= len(templates):
+        template = templates[template_id - 1]
+    if template is None:
+        raise NotFound(f"template {template_id} not found")
+    env = template_env(template.get("env") or [], stack_env(body))
+    name = field(body, "Name", str, required=False, default=template.get("name") or "")
+    if template.get("type", TEMPLATE_CONTAINER) == TEMPLATE_CONTAINER:
+        if not template.get("image"):
+            raise BadRequest(f"template {template_id} has no image")
+        return json_response(await deploy_container_template(request, template, name, env))
+    content = template.get("stackFileContent")
+    if not content:
+        raise BadRequest(f"template {template_id} has no bundled stack file",
+                         "stacks from git repositories cannot be fetched by this air-gapped server")
+    stack_type = STACK_SWARM if template["type"] == TEMPLATE_SWARM_STACK else STACK_COMPOSE
+    stack = await create_stack(request, stack_type, {"Name": name, "StackFileContent": content, "Env": env},
+                               from_template=True)
+    return json_response(stack_view(stack))
+
+
+CUSTOM_TEMPLATE_FIELDS = {"Title": str, "Description": str, "Note": str, "Logo": str, "Platform": int, "Type": int,
+                          "Variables": list}
+
+
+def custom_templates(store: Store) -> dict:
+    return store.data.setdefault("custom_templates", {})
+
+
+def custom_template_for_caller(request: web.Request) -> dict:
+    template = custom_templates(request.app[STORE]).get(str(path_id(request)))
+    if template is None:
+        raise NotFound(f"custom template {path_id(request)} not found")
+    return template
+
+
+def require_template_owner(request: web.Request, template: dict) -> None:
+    caller = caller_of(request)
+    if not caller.is_admin and template["CreatedByUserId"] != caller.id:
+        raise Forbidden("only the template's author or an administrator can change it")
+
+
+def custom_template_path(request: web.Request, template_id: int) -> str:
+    return os.path.join(request.app[STORE].directory, "custom_templates", str(template_id), COMPOSE_FILE)
+
+
+def check_custom_template(body: dict, partial: bool) -> dict:
+    values = {}
+    for name, kind in CUSTOM_TEMPLATE_FIELDS.items():
+        value = field(body, name, kind, required=(name in ("Title", "Description")) and not partial)
+        if value is not None:
+            values[name] = value
+    if values.get("Type", TEMPLATE_COMPOSE_STACK) not in (TEMPLATE_SWARM_STACK, TEMPLATE_COMPOSE_STACK):
+        raise BadRequest("Type must be 2 (Swarm stack) or 3 (compose stack)")
+    return values
+
+
+async def handle_custom_template_create(request: web.Request) -> web.Response:
+    """Save a stack file as a custom template: {Title, Description, Note, Logo, Type, FileContent}."""
+    body = await read_json_object(request)
+    values = check_custom_template(body, partial=False)
+    content = field(body, "FileContent", str)
+    ComposeFile(content, {}, "template", os.path.join(request.app[STORE].directory, "custom_templates"),
+                swarm=values.get("Type") == TEMPLATE_SWARM_STACK)
+    store = request.app[STORE]
+    templates = custom_templates(store)
+    template_id = store.next_id("custom_templates")
+    path = custom_template_path(request, template_id)
+    await asyncio.to_thread(write_stack_file, path, content.encode())
+    template = {"Id": template_id, "Title": "", "Description": "", "Note": "", "Logo": "", "Platform": 1,
+                "Type": TEMPLATE_COMPOSE_STACK, "Variables": [], **values, "EntryPoint": COMPOSE_FILE,
+                "ProjectPath": os.path.dirname(path), "CreatedByUserId": caller_of(request).id,
+                "CreationDate": now()}
+    templates[str(template_id)] = template
+    await store.commit()
+    return json_response(template)
+
+
+async def handle_custom_templates_list(request: web.Request) -> web.Response:
+    """Custom templates."""
+    return json_response(sorted(custom_templates(request.app[STORE]).values(), key=lambda t: t["Id"]))
+
+
+async def handle_custom_template_inspect(request: web.Request) -> web.Response:
+    """One custom template."""
+    return json_response(custom_template_for_caller(request))
+
+
+async def handle_custom_template_file(request: web.Request) -> web.Response:
+    """A custom template's stack file: {FileContent}."""
+    template = custom_template_for_caller(request)
+    path = custom_template_path(request, template["Id"])
+    return json_response({"FileContent": await asyncio.to_thread(lambda: open(path, encoding="utf-8").read())})
+
+
+async def handle_custom_template_update(request: web.Request) -> web.Response:
+    """Change a custom template's fields or file (its author or an administrator)."""
+    template = custom_template_for_caller(request)
+    require_template_owner(request, template)
+    body = await read_json_object(request)
+    values = check_custom_template(body, partial=True)
+    content = field(body, "FileContent", str, required=False)
+    if content is not None:
+        ComposeFile(content, {}, "template", os.path.dirname(custom_template_path(request, template["Id"])),
+                    swarm=values.get("Type", template["Type"]) == TEMPLATE_SWARM_STACK)
+        await asyncio.to_thread(write_stack_file, custom_template_path(request, template["Id"]), content.encode())
+    template.update(values)
+    await request.app[STORE].commit()
+    return json_response(template)
+
+
+async def handle_custom_template_delete(request: web.Request) -> web.Response:
+    """Remove a custom template (its author or an administrator)."""
+    template = custom_template_for_caller(request)
+    require_template_owner(request, template)
+    del custom_templates(request.app[STORE])[str(template["Id"])]
+    await request.app[STORE].commit()
+    await asyncio.to_thread(shutil.rmtree, os.path.dirname(custom_template_path(request, template["Id"])), True)
+    return web.Response(status=204)
+
+
+async def handle_custom_template_deploy(request: web.Request) -> web.Response:
+    """Deploy a custom template as a stack (?endpointId=N, {Name, Env})."""
+    template = custom_template_for_caller(request)
+    body = await read_json_object(request)
+    path = custom_template_path(request, template["Id"])
+    content = await asyncio.to_thread(lambda: open(path, encoding="utf-8").read())
+    stack_type = STACK_SWARM if template["Type"] == TEMPLATE_SWARM_STACK else STACK_COMPOSE
+    stack = await create_stack(request, stack_type, {"Name": body.get("Name"), "StackFileContent": content,
+                                                     "Env": body.get("Env") or []}, from_template=True)
+    return json_response(stack_view(stack))
 
 
 # ================================================================================================================
@@ -4167,6 +6034,11 @@ padding:6px;border-radius:6px;height:60vh;overflow:hidden;white-space:pre;outlin
 .kv{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px}.kv dt{color:var(--muted)}.kv dd{margin:0;word-break:break-all}
 .empty{padding:24px;text-align:center;color:var(--muted)}
 .more{margin-top:8px}
+.editor{display:flex;border:1px solid var(--border);border-radius:6px;background:var(--bg)}
+.editor textarea{border:0;border-radius:0 6px 6px 0;font:13px/1.5 monospace;resize:vertical;white-space:pre;overflow:auto}
+.gutter{min-width:3em;padding:8px 6px;text-align:right;color:var(--muted);font:13px/1.5 monospace;overflow:hidden;
+user-select:none;border-right:1px solid var(--border)}.gutter .bad{background:var(--danger);color:#fff}
+.flat{margin:0}.tick{width:auto}
 @media (max-width:760px){.layout{grid-template-columns:minmax(0,1fr)}.top{padding:6px 8px;gap:6px}.top .who{display:none}.side{display:none}.side.open{display:flex;position:fixed;inset:0 30% 0 0;z-index:10;
 overflow:auto}.menu{display:inline-block}main{padding:8px}td,th{padding:5px}.hide-sm{display:none}.layer{grid-template-columns:80px 1fr}
 .toolbar input.filter{max-width:none;width:100%}}
@@ -4315,6 +6187,9 @@ const GLOBAL_NAV = [
   {href: '#/backup', label: 'Backup', admin: true},
   {href: '#/settings', label: 'Settings', admin: true},
   {href: '#/registries', label: 'Registries'},
+  {href: '#/stacks', label: 'Stacks'},
+  {href: '#/templates', label: 'App templates'},
+  {href: '#/edge/stacks', label: 'Edge stacks', admin: true},
   {href: '#/account', label: 'My account'},
 ];
 const ENV_NAV = [
@@ -5721,6 +7596,20 @@ async function registryChoice(envId, select) {
     qualify: (id, ref) => (id && host(id) && !ref.startsWith(host(id) + '/') ? `${host(id)}/${ref}` : ref),
   };
 }
+// The stack view's image updates: a badge per running container, recreate buttons for the outdated ones.
+async function stackImageUpdates(stack, reload) {
+  const box = $('#stack-updates'); if (!box) return;
+  const labels = {outdated: 'update available', updated: 'up to date', skipped: 'unknown', unknown: 'unknown'};
+  let answer;
+  try { answer = await api('GET', `/api/stacks/${stack.Id}/images_status`); } catch (e) { box.textContent = e.message; return; }
+  const entries = Object.entries(answer.Containers);
+  box.innerHTML = entries.length ? `<p>Images: <span class="badge ${esc(answer.Status)}">${labels[answer.Status]}</span> ` +
+    entries.map(([id, s]) => `<span class="badge ${esc(s.Status)}" title="${esc(s.Message)}">${esc(s.Name)}: ${labels[s.Status] || 'unknown'}</span>` +
+      (s.Status === 'outdated' ? `<button type="button" class="small" data-recreate="${esc(id)}">Recreate with new image</button> ` : '')).join('') + '</p>' : '';
+  $$('[data-recreate]', box).forEach(b => b.onclick = async () => { b.disabled = true; b.textContent = 'Recreating…';
+    try { await api('POST', `/api/docker/${stack.EndpointId}/containers/${b.dataset.recreate}/recreate`, {PullImage: true}); toast('Recreated with the new image'); reload(); }
+    catch (err) { toast(err.message, true); b.disabled = false; b.textContent = 'Recreate with new image'; } });
+}
 // The "Image update" column of a containers table: a badge per running container, and a recreate button.
 function imageUpdates(envId, redraw, reload) {
   const labels = {outdated: 'update available', updated: 'up to date', skipped: 'unknown', unknown: 'unknown'};
@@ -5742,6 +7631,133 @@ function imageUpdates(envId, redraw, reload) {
     catch (err) { toast(err.message, true); }
     await reload(); });
   return state;
+}
+async function pageStacks() {
+  const [stacks, eps] = await Promise.all([api('GET', '/api/stacks'), api('GET', '/api/endpoints')]);
+  const epName = id => (eps.find(e => e.Id === id) || {}).Name || id;
+  const outside = [];
+  for (const ep of eps.filter(e => e.Status === 1 && e.Type === 1)) {
+    try { outside.push(...await api('GET', `/api/stacks/outside?endpointId=${ep.Id}`)); } catch (e) { /* no stack rights there */ }
+  }
+  render('Stacks', `<div class="toolbar"><h2 class="flat">Stacks</h2><span class="spacer"></span>
+    ${me.Role === 1 ? '<a href="#/edge/stacks">Edge stacks</a>' : ''}<a href="#/stacks/new"><button class="primary">Add stack</button></a></div>
+    <div class="card"><table><thead><tr><th>Name</th><th>Type</th><th>Environment</th><th>State</th><th>Created</th></tr></thead><tbody>
+    ${stacks.map(s => `<tr><td><a href="#/stacks/${s.Id}">${esc(s.Name)}</a></td><td>${s.Type === 1 ? 'Swarm' : 'Compose'}</td>
+      <td>${esc(epName(s.EndpointId))}</td><td class="${s.Status === 1 ? 'running' : 'exited'}">${s.Status === 1 ? 'active' : 'inactive'}</td>
+      <td>${new Date(s.CreationDate * 1000).toLocaleString()}</td></tr>`).join('') || '<tr><td colspan="5" class="muted">No stack yet.</td></tr>'}
+    </tbody></table></div>
+    ${outside.length ? `<div class="card"><h3>Made outside portainer.py</h3><table><tr><th>Project</th><th>Environment</th><th>Services</th><th>Running</th><th></th></tr>
+    ${outside.map(p => `<tr><td>${esc(p.Name)}</td><td>${esc(epName(p.EndpointId))}</td><td>${esc(p.Services.join(', '))}</td>
+      <td>${p.Running}/${p.Containers}</td><td>${me.Role === 1 ? `<a href="#/stacks/adopt/${p.EndpointId}/${encodeURIComponent(p.Name)}">Adopt</a>` : ''}</td></tr>`).join('')}</table></div>` : ''}`);
+}
+function demuxLogs(bytes) {
+  // Docker frames non-TTY logs: 8-byte header (stream, 0, 0, 0, big-endian length), then the payload.
+  const parts = []; let i = 0;
+  while (i + 8 <= bytes.length && bytes[i] <= 2 && bytes[i + 1] === 0 && bytes[i + 2] === 0 && bytes[i + 3] === 0) {
+    const size = (bytes[i + 4] << 24 | bytes[i + 5] << 16 | bytes[i + 6] << 8 | bytes[i + 7]) >>> 0;
+    parts.push(bytes.subarray(i + 8, i + 8 + size)); i += 8 + size; }
+  if (i < bytes.length) parts.push(bytes.subarray(i));
+  const dec = new TextDecoder(); return parts.map(p => dec.decode(p)).join('');
+}
+function envText(env) { return (env || []).map(e => `${e.name}=${e.value}`).join('\n'); }
+function envList(text) { return text.split('\n').map(l => l.trim()).filter(l => l && !l.startsWith('#')).map(l => { const i = l.indexOf('='); return i < 0 ? {name: l, value: ''} : {name: l.slice(0, i), value: l.slice(i + 1)}; }); }
+function bindEditor(errorLine) {
+  const text = document.getElementById('content'), gutter = document.getElementById('gutter');
+  const draw = () => { const n = text.value.split('\n').length;
+    gutter.innerHTML = Array.from({length: n}, (_, i) => `<div class="${i + 1 === errorLine() ? 'bad' : ''}">${i + 1}</div>`).join(''); gutter.scrollTop = text.scrollTop; };
+  text.oninput = draw; text.onscroll = () => { gutter.scrollTop = text.scrollTop; }; draw(); return draw;
+}
+async function pageStackEditor(id, adopt) {
+  const eps = await api('GET', '/api/endpoints');
+  let stack = null, content = 'services:\n  web:\n    image: busybox:local\n    command: sleep 3600\n', services = [];
+  if (id) { stack = await api('GET', `/api/stacks/${id}`); content = (await api('GET', `/api/stacks/${id}/file`)).StackFileContent;
+    services = await api('GET', `/api/stacks/${id}/services`).catch(() => []); }
+  let badLine = 0;
+  render('Stack', `<div class="card"><h2>${stack ? 'Stack ' + esc(stack.Name) : adopt ? 'Adopt ' + esc(adopt.name) : 'New stack'}</h2><form id="f">
+    ${stack ? '' : `<label for="n">Name</label><input id="n" required pattern="[a-z0-9][a-z0-9_-]*" value="${esc(adopt ? adopt.name : '')}" ${adopt ? 'readonly' : ''}>
+      <label for="ep">Environment</label><select id="ep">${eps.map(e => `<option value="${e.Id}" ${adopt && +adopt.ep === e.Id ? 'selected' : ''}>${esc(e.Name)}</option>`).join('')}</select>
+      ${adopt ? '' : `<label for="ty">Type</label><select id="ty"><option value="2">Compose (standalone)</option><option value="1">Swarm</option></select>`}`}
+    <label for="content">Compose file</label><div class="editor"><div class="gutter" id="gutter" aria-hidden="true"></div>
+    <textarea id="content" rows="22" spellcheck="false">${esc(content)}</textarea></div>
+    <label for="env">Environment variables (NAME=value, one a line)</label><textarea id="env" rows="4">${esc(envText(stack && stack.Env))}</textarea>
+    ${stack ? `<label><input type="checkbox" id="prune" class="tick"> Remove services no longer in the file</label>
+      <label><input type="checkbox" id="pull" class="tick"> Pull images again</label>` : ''}
+    <div class="error" role="alert" id="err"></div>
+    <div class="toolbar"><button class="primary" type="submit">${stack ? 'Update the stack' : adopt ? 'Adopt' : 'Deploy the stack'}</button>
+    ${stack ? `<button type="button" data-act="${stack.Status === 1 ? 'stop' : 'start'}">${stack.Status === 1 ? 'Stop' : 'Start'}</button>
+      <button type="button" class="danger" data-act="remove">Remove</button>` : ''}</div></form></div>
+    ${stack ? `<div class="card"><h3>Services</h3><div id="stack-updates"></div><table><tr><th>Service</th><th>Image</th><th>Containers</th></tr>
+      ${services.map(s => `<tr><td>${esc(s.Name)}</td><td>${esc(s.Image)}</td><td>${s.Containers.map(c => `<span class="badge ${esc(c.State)}">${esc(c.Name)}: ${esc(c.State)}</span>` +
+        (stack.Type === 2 ? ` <button type="button" data-logs="${esc(c.Id)}">logs</button>` : '')).join(' ') || '<span class="muted">none</span>'}</td></tr>`).join('')}</table>
+      <pre id="logs" aria-live="polite"></pre></div>` : ''}`);
+  const redraw = bindEditor(() => badLine);
+  if (stack) stackImageUpdates(stack, () => pageStackEditor(stack.Id));
+  const f = document.getElementById('f'), err = document.getElementById('err');
+  const fail = e => { err.textContent = e.message; const m = /line (\d+)/.exec(e.message); badLine = m ? +m[1] : 0; redraw(); };
+  f.onsubmit = async e => { e.preventDefault(); err.textContent = ''; badLine = 0; redraw();
+    const body = {StackFileContent: f.content.value, Env: envList(f.env.value)};
+    try {
+      if (stack) { body.Prune = f.prune.checked; body.PullImage = f.pull.checked;
+        await api('PUT', `/api/stacks/${stack.Id}?endpointId=${stack.EndpointId}`, body); return pageStackEditor(stack.Id); }
+      body.Name = f.n.value;
+      const ep = f.ep.value;
+      const made = adopt ? await api('POST', `/api/stacks/adopt?endpointId=${ep}`, body)
+        : await api('POST', `/api/stacks/create/${f.ty.value === '1' ? 'swarm' : 'standalone'}/string?endpointId=${ep}`, body);
+      location.hash = `#/stacks/${made.Id}`;
+    } catch (e2) { fail(e2); } };
+  document.querySelectorAll('[data-logs]').forEach(b => b.onclick = async () => {
+    const r = await fetch(`/api/endpoints/${stack.EndpointId}/docker/containers/${b.dataset.logs}/logs?stdout=1&stderr=1&tail=200`, {credentials: 'same-origin'});
+    document.getElementById('logs').textContent = r.ok ? demuxLogs(new Uint8Array(await r.arrayBuffer())) : `logs unavailable (${r.status})`; });
+  document.querySelectorAll('[data-act]').forEach(b => b.onclick = async () => { err.textContent = '';
+    try { if (b.dataset.act === 'remove') { if (!confirm(`Remove stack ${stack.Name} and everything it created?`)) return;
+        await api('DELETE', `/api/stacks/${stack.Id}?endpointId=${stack.EndpointId}`); location.hash = '#/stacks'; return; }
+      await api('POST', `/api/stacks/${stack.Id}/${b.dataset.act}?endpointId=${stack.EndpointId}`); pageStackEditor(stack.Id);
+    } catch (e2) { fail(e2); } });
+}
+async function pageTemplates() {
+  const [doc, custom, eps] = await Promise.all([api('GET', '/api/templates'), api('GET', '/api/custom_templates'), api('GET', '/api/endpoints')]);
+  const kinds = {1: 'container', 2: 'Swarm stack', 3: 'compose stack'};
+  const card = (t, key) => `<div class="card"><b>${esc(t.title || t.Title)}</b> <span class="badge">${kinds[t.type || t.Type] || ''}</span>
+    <div class="muted">${esc(t.description || t.Description)}</div>
+    <form class="deploy" data-key="${key}"><label>Name</label><input name="name" required value="${esc(t.name || '')}">
+    ${(t.env || []).map(e => `<label>${esc(e.label || e.name)}</label><input name="env-${esc(e.name)}" value="${esc(e.default || '')}">`).join('')}
+    <label>Environment</label><select name="ep">${eps.map(e => `<option value="${e.Id}">${esc(e.Name)}</option>`).join('')}</select>
+    <div class="error" role="alert"></div><button class="primary">Deploy</button>
+    ${key.startsWith('c') ? `<button type="button" class="danger" data-del="${key.slice(1)}">Remove</button>` : ''}</form></div>`;
+  render('App templates', `<h2>App templates</h2><div class="grid">${doc.templates.map(t => card(t, 't' + t.id)).join('')}</div>
+    <h2>Custom templates</h2><div class="grid">${custom.map(t => card(t, 'c' + t.Id)).join('') || '<p class="muted">None yet.</p>'}</div>
+    <div class="card"><h3>New custom template</h3><form id="nt"><label for="tt">Title</label><input id="tt" required>
+    <label for="td">Description</label><input id="td" required><label for="tc">Compose file</label><textarea id="tc" rows="10" spellcheck="false"></textarea>
+    <div class="error" role="alert"></div><button class="primary">Save template</button></form></div>`);
+  document.querySelectorAll('form.deploy').forEach(f => f.onsubmit = async e => { e.preventDefault();
+    const env = [...f.querySelectorAll('input[name^="env-"]')].map(i => ({name: i.name.slice(4), value: i.value}));
+    const key = f.dataset.key, path = key.startsWith('t') ? `/api/templates/${key.slice(1)}` : `/api/custom_templates/${key.slice(1)}`;
+    try { const r = await api('POST', `${path}/deploy?endpointId=${f.ep.value}`, {Name: f.name.value, Env: env});
+      location.hash = r.EndpointId ? `#/stacks/${r.Id}` : `#/env/${f.ep.value}/containers`; } catch (err) { formError(f, err); } });
+  document.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => { await api('DELETE', `/api/custom_templates/${b.dataset.del}`); pageTemplates(); });
+  const nt = document.getElementById('nt');
+  nt.onsubmit = async e => { e.preventDefault(); try { await api('POST', '/api/custom_templates/create/string',
+    {Title: nt.tt.value, Description: nt.td.value, Type: 3, FileContent: nt.tc.value}); pageTemplates(); } catch (err) { formError(nt, err); } };
+}
+async function pageEdgeStacks() {
+  const [stacks, groups, eps] = await Promise.all([api('GET', '/api/edge_stacks'), api('GET', '/api/edge_groups').catch(() => []), api('GET', '/api/endpoints')]);
+  const epName = id => (eps.find(e => e.Id === id) || {}).Name || id;
+  render('Edge stacks', `<div class="toolbar"><h2 class="flat">Edge stacks</h2></div>
+    <div class="card"><table><tr><th>Name</th><th>Environments</th><th></th></tr>
+    ${stacks.map(s => `<tr><td>${esc(s.Name)}</td><td>${Object.values(s.Status).map(st => `<span class="badge ${st.Status === 'running' ? 'running' : st.Status === 'error' ? 'exited' : 'paused'}" title="${esc(st.Error)}">${esc(epName(st.EndpointID))}: ${esc(st.Status)}</span> ${st.Error ? `<span class="muted">${esc(st.Error)}</span>` : ''}`).join('<br>') || '<span class="muted">no environment in its groups</span>'}</td>
+      <td><button class="danger" data-del="${s.Id}">Remove</button></td></tr>`).join('') || '<tr><td colspan="3" class="muted">No edge stack yet.</td></tr>'}</table></div>
+    <div class="card"><h3>New edge stack</h3><form id="f"><label for="n">Name</label><input id="n" required pattern="[a-z0-9][a-z0-9_-]*">
+    <label for="g">Edge groups</label><select id="g" multiple>${groups.map(g => `<option value="${g.Id}">${esc(g.Name)}</option>`).join('')}</select>
+    <label for="content">Compose file</label><div class="editor"><div class="gutter" id="gutter" aria-hidden="true"></div>
+    <textarea id="content" rows="14" spellcheck="false">services:\n  web:\n    image: busybox:local\n    command: sleep 3600\n</textarea></div>
+    <div class="error" role="alert" id="err"></div><button class="primary">Deploy to the groups</button></form></div>`);
+  let badLine = 0; const redraw = bindEditor(() => badLine);
+  const f = document.getElementById('f');
+  f.onsubmit = async e => { e.preventDefault(); badLine = 0;
+    try { await api('POST', '/api/edge_stacks', {Name: f.n.value, StackFileContent: f.content.value, DeploymentType: 0,
+      EdgeGroups: [...f.g.selectedOptions].map(o => +o.value)}); pageEdgeStacks(); }
+    catch (err) { formError(f, err); const m = /line (\d+)/.exec(err.message); badLine = m ? +m[1] : 0; redraw(); } };
+  document.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => { await api('DELETE', `/api/edge_stacks/${b.dataset.del}`); pageEdgeStacks(); });
 }
 
 // ---- router: hash route -> page function ---------------------------------------------------------------------
@@ -5774,6 +7790,12 @@ const UI_ROUTES = [
   ['registries', () => pageRegistries()],
   ['registries/(\\d+)', pageRegistryBrowse],
   ['account', pageAccount],
+  ['stacks', pageStacks],
+  ['stacks/new', () => pageStackEditor(null)],
+  ['stacks/(\\d+)', id => pageStackEditor(id)],
+  ['stacks/adopt/(\\d+)/(.+)', (ep, name) => pageStackEditor(null, {ep, name: decodeURIComponent(name)})],
+  ['templates', pageTemplates],
+  ['edge/stacks', pageEdgeStacks],
 ];
 async function route() {
   leavePage(); applyTheme();
@@ -5861,6 +7883,8 @@ STARTED_AT = app_key("started_at", float)
 ASSETS = app_key("assets", dict)
 REGISTRIES = app_key("registries", Registries)
 IMAGE_UPDATES = app_key("image_updates", ImageUpdates)
+STACKS = app_key("stacks", Stacks)
+EDGE_STACKS = app_key("edge_stacks", EdgeStacks)
 CONSOLES = app_key("consoles", weakref.WeakSet)
 ACTIVITY = app_key("activity", ActivityLog)
 ANALYTICS_STATE = app_key("analytics_state", dict)
@@ -5923,6 +7947,34 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("GET", "/api/endpoints/{id}/image_status", handle_endpoint_image_status),
     ("GET", "/api/docker/{id}/containers/{containerId}/image_status", handle_container_image_status),
     ("POST", "/api/docker/{id}/containers/{containerId}/recreate", handle_container_recreate),
+    ("GET", "/api/stacks/{id}/images_status", handle_stack_images_status),
+    ("POST", "/api/stacks/create/standalone/string", handle_stack_create_standalone_string),
+    ("POST", "/api/stacks/create/standalone/file", handle_stack_create_standalone_file),
+    ("POST", "/api/stacks/create/swarm/string", handle_stack_create_swarm_string),
+    ("POST", "/api/stacks", handle_stack_create_legacy),
+    ("GET", "/api/stacks", handle_stacks_list),
+    ("GET", "/api/stacks/outside", handle_stacks_outside),
+    ("POST", "/api/stacks/adopt", handle_stack_adopt),
+    ("GET", "/api/stacks/{id}", handle_stack_inspect),
+    ("PUT", "/api/stacks/{id}", handle_stack_update),
+    ("DELETE", "/api/stacks/{id}", handle_stack_delete),
+    ("GET", "/api/stacks/{id}/file", handle_stack_file),
+    ("GET", "/api/stacks/{id}/services", handle_stack_services),
+    ("POST", "/api/stacks/{id}/start", handle_stack_start),
+    ("POST", "/api/stacks/{id}/stop", handle_stack_stop),
+    ("GET", "/api/edge_stacks", handle_edge_stacks_list),
+    ("POST", "/api/edge_stacks", handle_edge_stack_create),
+    ("GET", "/api/edge_stacks/{id}", handle_edge_stack_inspect),
+    ("DELETE", "/api/edge_stacks/{id}", handle_edge_stack_delete),
+    ("GET", "/api/templates", handle_templates_list),
+    ("POST", "/api/templates/{id}/deploy", handle_template_deploy),
+    ("GET", "/api/custom_templates", handle_custom_templates_list),
+    ("POST", "/api/custom_templates/create/string", handle_custom_template_create),
+    ("GET", "/api/custom_templates/{id}", handle_custom_template_inspect),
+    ("PUT", "/api/custom_templates/{id}", handle_custom_template_update),
+    ("DELETE", "/api/custom_templates/{id}", handle_custom_template_delete),
+    ("GET", "/api/custom_templates/{id}/file", handle_custom_template_file),
+    ("POST", "/api/custom_templates/{id}/deploy", handle_custom_template_deploy),
     ("GET", "/api/endpoints/{id}/console/ws", handle_console_websocket),
     ("GET", "/api/useractivity/logs", handle_activity_logs),
     ("GET", "/api/useractivity/logs.csv", handle_activity_logs_csv),
@@ -6100,15 +8152,18 @@ def make_app(config: argparse.Namespace) -> web.Application:
     app[ASSETS] = {path: StaticAsset.make(text, kind) for path, (text, kind) in UI_ASSETS.items()}
     app[REGISTRIES] = Registries(store, load_or_create_secret(store.directory, "registry.key"))
     app[IMAGE_UPDATES] = ImageUpdates(app[ENVIRONMENTS], app[REGISTRIES])
+    app[STACKS] = Stacks(store, app[ENVIRONMENTS], store.directory)
+    app[EDGE_STACKS] = EdgeStacks(store, app[ENVIRONMENTS], store.directory)
     app[ACTIVITY] = ActivityLog(store.directory,
                                 lambda: int(current_settings(store)["ActivityLogRetentionDays"]))
     app[ANALYTICS_STATE] = {}
-    app[AFTER_RESTORE] = [lambda restored: restored[REGISTRIES].reload(),
+    app[AFTER_RESTORE] = [app[EDGE_STACKS].forget_running, lambda restored: restored[REGISTRIES].reload(),
                           lambda restored: restored[IMAGE_UPDATES].forget()]
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
     app.cleanup_ctx.append(server_lifecycle)
     app.cleanup_ctx.append(audit_and_analytics_lifecycle)
+    app.cleanup_ctx.append(edge_stack_lifecycle)
     return app
 
 

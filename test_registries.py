@@ -435,6 +435,34 @@ def test_a_container_from_an_unreachable_registry_shows_unknown_quietly(srv, eng
     forget_registry_images(engine, open_registry.address)
 
 
+def test_the_stack_view_shows_an_update_and_a_recreated_container_stays_in_its_stack(srv, engine, registry,
+                                                                                   registry_id):
+    image = f"{registry.address}/{NAME}/stacked"
+    push(engine, BUSYBOX, image, "stable", engine_auth())
+    stack_name = f"{NAME}-stack"
+    compose = (f"services:\n  app:\n    image: {image}:stable\n"
+               f"    command: [\"sh\", \"-c\", \"trap 'exit 0' TERM; while sleep 1; do :; done\"]\n"
+               f"    labels:\n      {TEST_LABEL}: \"1\"\n")
+    r = srv.api("POST", "/api/stacks/create/standalone/string?endpointId=1",
+                json={"Name": stack_name, "StackFileContent": compose})
+    assert r.status_code == 200, r.text
+    stack_id = r.json()["Id"]
+    try:
+        status = srv.api("GET", f"/api/stacks/{stack_id}/images_status?refresh=true").json()
+        assert status["Status"] == "updated" and len(status["Containers"]) == 1, status
+        push(engine, new_version(engine, "stack-v2"), image, "stable", engine_auth())
+        status = srv.api("GET", f"/api/stacks/{stack_id}/images_status?refresh=true").json()
+        assert status["Status"] == "outdated"
+        (container_id, _), = status["Containers"].items()
+        r = srv.api("POST", f"/api/docker/1/containers/{container_id}/recreate", json={"PullImage": True})
+        assert r.status_code == 200, r.text
+        assert srv.api("GET", f"/api/stacks/{stack_id}/images_status?refresh=true").json()["Status"] == "updated"
+        services = srv.api("GET", f"/api/stacks/{stack_id}/services").json()
+        assert [c["Id"] for s in services for c in s["Containers"]] == [r.json()["Id"]]
+    finally:
+        assert srv.api("DELETE", f"/api/stacks/{stack_id}?endpointId=1").status_code in (200, 204)
+
+
 def test_a_container_labelled_for_auto_update_is_recreated_on_schedule(srv, engine, registry, registry_id):
     image = f"{registry.address}/{NAME}/auto"
     push(engine, BUSYBOX, image, "stable", engine_auth())
