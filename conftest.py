@@ -92,14 +92,15 @@ class Server:
     admin_token: str = ""
     admin_api_key: str = ""
     extra: dict = field(default_factory=dict)
+    address: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.address}:{self.port}"
 
     @property
     def https_url(self) -> str:
-        return f"https://127.0.0.1:{self.https_port}"
+        return f"https://{self.address}:{self.https_port}"
 
     def api(self, method: str, path: str, token: str | None = None, api_key: str | None = None,
             **kwargs) -> requests.Response:
@@ -125,7 +126,7 @@ class Server:
         return r.json()["rawAPIKey"]
 
     def docker_sdk(self, endpoint_id: int = 1, api_key: str | None = None) -> docker.DockerClient:
-        client = docker.DockerClient(base_url=f"tcp://127.0.0.1:{self.port}/api/endpoints/{endpoint_id}/docker",
+        client = docker.DockerClient(base_url=f"tcp://{self.address}:{self.port}/api/endpoints/{endpoint_id}/docker",
                                      version="1.41", timeout=120)
         client.api.headers["X-API-Key"] = api_key or self.admin_api_key
         return client
@@ -136,7 +137,7 @@ class Server:
         with open(os.path.join(config_dir, "config.json"), "w") as f:
             json.dump({"HttpHeaders": {"X-API-Key": api_key or self.admin_api_key}}, f)
         env = dict(os.environ)
-        env["DOCKER_HOST"] = f"tcp://127.0.0.1:{self.port}/api/endpoints/{endpoint_id}/docker"
+        env["DOCKER_HOST"] = f"tcp://{self.address}:{self.port}/api/endpoints/{endpoint_id}/docker"
         env["DOCKER_CONFIG"] = config_dir
         env["DOCKER_BUILDKIT"] = "0"
         env.pop("DOCKER_TLS_VERIFY", None)
@@ -173,12 +174,15 @@ class Server:
 
 
 def start_server(data: str, *args: str, admin_password: str | None = ADMIN_PASSWORD, wait: bool = True,
-                 host: str | None = "unix://" + DOCKER_SOCKET, env: dict | None = None) -> Server:
-    """Start `python portainer.py` on free ports; with admin_password, the admin exists and is logged in."""
+                 host: str | None = "unix://" + DOCKER_SOCKET, env: dict | None = None, bind_host: str = "127.0.0.1",
+                 ports: tuple[int, int] | None = None) -> Server:
+    """Start `python portainer.py` on free ports (or the given (http, https) ports, to restart a server where
+    it was); with admin_password, the admin exists and is logged in. `bind_host` is the address it listens on,
+    e.g. a namespace host's `host_address` so that processes on that host can reach it."""
     os.makedirs(data, exist_ok=True)
-    port, https_port = free_port(), free_port()
-    argv = [sys.executable, os.path.join(HERE, "portainer.py"), "--bind", f"127.0.0.1:{port}",
-            "--bind-https", f"127.0.0.1:{https_port}", "--data", data, "--log-level", "DEBUG", *args]
+    port, https_port = ports or (free_port(), free_port())
+    argv = [sys.executable, os.path.join(HERE, "portainer.py"), "--bind", f"{bind_host}:{port}",
+            "--bind-https", f"{bind_host}:{https_port}", "--data", data, "--log-level", "DEBUG", *args]
     if host:
         argv += ["-H", host]
     if admin_password:
@@ -190,7 +194,7 @@ def start_server(data: str, *args: str, admin_password: str | None = ADMIN_PASSW
     log_file = open(log_path, "ab")
     process = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, cwd=HERE,
                                env={**os.environ, **(env or {})})
-    server = Server(process, data, port, https_port, log_path)
+    server = Server(process, data, port, https_port, log_path, address=bind_host)
     if wait:
         def up():
             if process.poll() is not None:
