@@ -32,7 +32,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import ssl
 import sys
 import tarfile
