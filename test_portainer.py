@@ -12,7 +12,6 @@ import sys
 import threading
 import time
 
-import docker
 import pytest
 import requests
 

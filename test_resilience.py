@@ -4,8 +4,6 @@ Counts scale with PORTAINER_TEST_SCALE (default 1, as CI runs them) for longer l
 """
 from __future__ import annotations
 
-import asyncio
-import base64
 import hashlib
 import hmac
 import json
