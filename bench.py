@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """bench.py: measure portainer.py's speed, memory and scale against the engine itself.
 
-    python bench.py                 # every measure, side by side in one run
-    python bench.py proxy stream    # only these; other entries of bench-results.json are kept
+    python bench.py                          # every measure, side by side in one run
+    python bench.py proxy stream             # only these; other entries of bench-results.json are kept
+    python bench.py fleet --agents 10000     # one fleet size (default 1,000, 5,000 and 10,000)
+    python bench.py --table                  # bench-results.json as the README's Markdown table
 
-Starts what it needs (a server, and where a measure needs them an agent or edge agent) on this machine,
-prints a table and writes bench-results.json. Goals are checked here, never in timed tests.
+Measures: proxy, stream, head_of_line, edge_first_call, memory, api_load, ui, fleet. Starts what it needs (a
+server, an agent, an edge agent, fleet simulator processes) on this machine, prints a table and writes
+bench-results.json. Goals are checked here, never in timed tests.
 """
 from __future__ import annotations
 
@@ -459,7 +462,7 @@ class Bench:
     async def measure_fleet_of(self, size: int) -> None:
         print(f"edge fleet: {size} simulated edge agents in separate processes", flush=True)
         server = BenchServer(tempfile.mkdtemp(dir=self.workdir))
-        simulators = []
+        simulators, followers = [], []
         try:
             await server.ready()
             rss_start = rss_mb(server.process.pid)
@@ -491,7 +494,7 @@ class Bench:
                 while line := await simulator.stdout.readline():
                     held_by[number] = int(line.split()[1])
 
-            followers = [asyncio.ensure_future(follow(n, p)) for n, p in enumerate(simulators)]
+            followers += [asyncio.ensure_future(follow(n, p)) for n, p in enumerate(simulators)]
             deadline = time.perf_counter() + max(120, size / 20)
             while sum(held_by) < size and time.perf_counter() < deadline:
                 await asyncio.sleep(0.2)
@@ -534,6 +537,7 @@ class Bench:
                 if simulator.returncode is None:
                     simulator.terminate()
                     await simulator.wait()
+            await asyncio.gather(*followers, return_exceptions=True)
             server.stop()
 
     async def wait_server_quiet(self, server: BenchServer, limit: float = 600) -> float:
