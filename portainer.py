@@ -4601,6 +4601,52 @@ async def handle_endpoints_snapshot(request: web.Request) -> web.Response:
 
 
 # ================================================================================================================
+# API handlers: tags (labels for environments; dynamic edge groups select environments by them)
+# ================================================================================================================
+
+
+def tag_view(tag: dict, store: Store) -> dict:
+    endpoints = {str(ep["Id"]): True for ep in store.data["endpoints"].values() if tag["ID"] in ep.get("TagIds", [])}
+    return {"ID": tag["ID"], "Name": tag["Name"], "Endpoints": endpoints}
+
+
+async def handle_tags_list(request: web.Request) -> web.Response:
+    """Every tag, with the environments that carry it."""
+    store = request.app[STORE]
+    return json_response([tag_view(t, store) for t in sorted(store.data["tags"].values(), key=lambda t: t["ID"])])
+
+
+async def handle_tag_create(request: web.Request) -> web.Response:
+    """Create a tag {Name} (administrators)."""
+    require_admin(request)
+    name = field(await read_json_object(request), "Name", str).strip()
+    if not name or len(name) > 128:
+        raise BadRequest("Name must be 1 to 128 characters")
+    store = request.app[STORE]
+    if any(t["Name"].lower() == name.lower() for t in store.data["tags"].values()):
+        raise Conflict(f"a tag named {name!r} already exists")
+    tag_id = store.next_id("tags")
+    tag = store.data["tags"][str(tag_id)] = {"ID": tag_id, "Name": name}
+    await store.commit()
+    return json_response(tag_view(tag, store))
+
+
+async def handle_tag_delete(request: web.Request) -> web.Response:
+    """Delete a tag and take it off every environment and edge group (administrators)."""
+    require_admin(request)
+    tag_id = path_id(request)
+    store = request.app[STORE]
+    if str(tag_id) not in store.data["tags"]:
+        raise NotFound(f"tag {tag_id} not found")
+    del store.data["tags"][str(tag_id)]
+    for holder in list(store.data["endpoints"].values()) + list(store.data.get("edge_groups", {}).values()):
+        if tag_id in (holder.get("TagIds") or []):
+            holder["TagIds"] = [t for t in holder["TagIds"] if t != tag_id]
+    await store.commit()
+    return web.Response(status=204)
+
+
+# ================================================================================================================
 # API handlers: edge environments (edge keys, the tunnel endpoint, association)
 # ================================================================================================================
 
@@ -6738,6 +6784,8 @@ user-select:none;border-right:1px solid var(--border)}.gutter .bad{background:va
 @media (max-width:760px){.layout{grid-template-columns:minmax(0,1fr)}.top{padding:6px 8px;gap:6px}.top .who{display:none}.side{display:none}.side.open{display:flex;position:fixed;inset:0 30% 0 0;z-index:10;
 overflow:auto}.menu{display:inline-block}main{padding:8px}td,th{padding:5px}.hide-sm{display:none}.layer{grid-template-columns:80px 1fr}
 .toolbar input.filter{max-width:none;width:100%}}
+label.inline{display:inline-flex;align-items:center;gap:4px;margin:0 12px 0 0}
+label.inline input{width:auto}
 """
 
 UI_JS = r"""
@@ -6882,6 +6930,7 @@ const GLOBAL_NAV = [
   {href: '#/activity', label: 'Activity', admin: true},
   {href: '#/backup', label: 'Backup', admin: true},
   {href: '#/settings', label: 'Settings', admin: true},
+  {href: '#/tags', label: 'Tags', admin: true},
   {href: '#/registries', label: 'Registries'},
   {href: '#/stacks', label: 'Stacks'},
   {href: '#/templates', label: 'App templates'},
@@ -7896,6 +7945,25 @@ async function pageSwarm(envId, kind) {
 }
 
 // ---- pages: users, settings, my account ---------------------------------------------------------------------
+async function pageTags() {
+  const [tags, envs] = await Promise.all([api('GET', '/api/tags'), api('GET', '/api/endpoints')]);
+  const main = render('Tags', `<div class="card"><h2>Tags</h2>
+    <p class="muted">Tags label environments; dynamic edge groups pick their environments by tag.</p>
+    <table><thead><tr><th>Tag</th><th>Environments</th><th></th></tr></thead><tbody>
+    ${tags.map(t => `<tr><td><span class="badge">${esc(t.Name)}</span></td><td>${envs.map(ep => `<label class="inline">
+      <input type="checkbox" data-tag="${t.ID}" data-env="${ep.Id}" ${(ep.TagIds || []).includes(t.ID) ? 'checked' : ''}> ${esc(ep.Name)}</label>`).join(' ')}</td>
+      <td><button class="danger" data-del="${t.ID}">Remove</button></td></tr>`).join('') || '<tr><td colspan="3" class="muted">No tags yet.</td></tr>'}
+    </tbody></table><form id="f"><label for="tag-name">New tag</label><input id="tag-name" required maxlength="128">
+    <div class="error" role="alert"></div><button class="primary">Add tag</button></form></div>`);
+  const f = main.querySelector('#f');
+  f.onsubmit = async e => { e.preventDefault();
+    try { await api('POST', '/api/tags', {Name: f.querySelector('#tag-name').value}); pageTags(); } catch (err) { formError(f, err); } };
+  main.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => { await api('DELETE', `/api/tags/${b.dataset.del}`); pageTags(); });
+  main.querySelectorAll('[data-tag]').forEach(box => box.onchange = async () => {
+    const ep = envs.find(x => x.Id === +box.dataset.env), tag = +box.dataset.tag;
+    ep.TagIds = box.checked ? [...new Set([...(ep.TagIds || []), tag])] : (ep.TagIds || []).filter(x => x !== tag);
+    try { await api('PUT', `/api/endpoints/${ep.Id}`, {TagIds: ep.TagIds}); toast('Saved'); } catch (err) { toast(err.message); box.checked = !box.checked; } });
+}
 async function pageUsers() {
   currentEnv = null;
   const main = render('Users', `<div class="toolbar"><h2>Users</h2></div><form class="card" id="user-create"><h3>Add a user</h3>
@@ -8579,6 +8647,7 @@ async function pageEdgeJob(id) {
 }
 const UI_ROUTES = [
   ['home', pageHome],
+  ['tags', pageTags],
   ['environments/new', () => pageEnvironmentForm(null)],
   ['environments/(\\d+)/edit', pageEnvironmentForm],
   ['env/(\\d+)/dashboard', pageDashboard],
@@ -8821,6 +8890,9 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("POST", "/api/restore", handle_restore),
     ("GET", "/api/telemetry/preview", handle_telemetry_preview),
     ("POST", "/api/telemetry/send", handle_telemetry_send),
+    ("GET", "/api/tags", handle_tags_list),
+    ("POST", "/api/tags", handle_tag_create),
+    ("DELETE", "/api/tags/{id}", handle_tag_delete),
     ("GET", "/api/settings", handle_settings_get),
     ("PUT", "/api/settings", handle_settings_update),
     ("GET", "/api/settings/public", handle_settings_public),

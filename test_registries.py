@@ -477,10 +477,15 @@ def test_a_container_labelled_for_auto_update_is_recreated_on_schedule(srv, engi
         wait_until(lambda: engine.containers.get(name).id != container.id, timeout=30,
                    message="the scheduled auto-update")
         assert engine.containers.get(name).exec_run("cat /version").output == b"auto-v2"
-        assert "auto-update: recreated container " + name in srv.log()
-        logged = srv.api("GET", "/api/useractivity/logs?keyword=auto-update").json()["logs"]
-        assert any(e["path"].endswith(f"/containers/{container.id}/recreate") and e["status"] == 200
-                   and name in e["action"] for e in logged), logged
+        # the new container runs before the recreate finishes and is logged: wait for the log, not just the id
+        wait_until(lambda: "auto-update: recreated container " + name in srv.log(), timeout=30,
+                   message="the auto-update in the server log")
+
+        def recorded():
+            logged = srv.api("GET", "/api/useractivity/logs?keyword=auto-update").json()["logs"]
+            return any(e["path"].endswith(f"/containers/{container.id}/recreate") and e["status"] == 200
+                       and name in e["action"] for e in logged)
+        wait_until(recorded, timeout=30, message="the auto-update in the activity log")
     finally:
         for leftover in engine.containers.list(all=True, filters={"name": name}):
             leftover.remove(force=True)
