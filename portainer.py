@@ -668,7 +668,9 @@ class EdgeTunnels:
         task.add_done_callback(self.tasks.discard)
 
     def is_connected(self, endpoint_id: int) -> bool:
-        return endpoint_id in self.tunnels
+        # a dead tunnel stays listed while its closing handshake times out; it carries nothing any more
+        tunnel = self.tunnels.get(endpoint_id)
+        return tunnel is not None and not tunnel.closed
 
     def seen(self, endpoint_id: int) -> int:
         return now() if endpoint_id in self.tunnels else self.last_seen.get(endpoint_id, 0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -20,7 +21,8 @@ import time
 import pytest
 import requests
 
-from conftest import ADMIN_PASSWORD, BUSYBOX, HERE, TEST_LABEL, start_server, wait_until
+from conftest import (ADMIN_PASSWORD, BUSYBOX, HERE, SLOT, TEST_LABEL, make_namespace_host, remove_namespace_host,
+                      start_server, wait_until)
 
 import portainer
 
@@ -270,3 +272,231 @@ def test_brute_force_hits_the_rate_limit_and_a_correct_password_does_not_get_thr
     assert codes.count(401) <= 5 and codes.count(429) >= attempts - 5
     r = requests.post(server.url + "/api/auth", json={"Username": "admin", "Password": ADMIN_PASSWORD})
     assert r.status_code == 429
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Agent and edge faults
+# ---------------------------------------------------------------------------------------------------------------
+
+# Namespace host numbers of this file: see conftest.NAMESPACE_HOSTS.
+AGENT_HOST, EDGE_HOST, EDGE_STACK_HOSTS = 10, 11, (12, 13)
+TICKER = ["sh", "-c", "i=0; while true; do echo tick$i; i=$((i+1)); sleep 0.1; done"]
+
+
+def remove_host(host) -> None:
+    host.stop_engine()
+    remove_namespace_host(host.name, host.name.replace("node", "veth"), host.root)
+
+
+def endpoint_status(server, endpoint_id: int) -> int:
+    return server.api("GET", f"/api/endpoints/{endpoint_id}").json()["Status"]
+
+
+def test_an_agent_killed_mid_stream_ends_the_stream_and_its_environment_comes_back(engine, tmp_path):
+    from test_agent import AGENT_PORT, AgentProcess, add_agent_environment
+
+    host = make_namespace_host(AGENT_HOST)
+    server = agent = None
+    try:
+        host.start_engine()
+        host.load_image(engine)
+        agent = AgentProcess(host, data=os.path.join(host.root, "agent-state")).start()
+        server = start_server(str(tmp_path / "data"), "--snapshot-interval", "1")
+        r = add_agent_environment(server, "killed-agent", f"{host.address}:{AGENT_PORT}")
+        assert r.status_code == 200, r.text
+        endpoint_id = r.json()["Id"]
+        container = host.client().containers.run(BUSYBOX, TICKER, detach=True, labels={TEST_LABEL: "1"})
+        stream = server.api("GET", f"/api/endpoints/{endpoint_id}/docker/containers/{container.id}/logs"
+                                   "?follow=1&stdout=1", stream=True, timeout=60)
+        chunks = stream.iter_content(64)
+        assert b"tick" in next(chunks)
+        agent.process.kill()  # SIGKILL: no goodbye, the connection just drops
+        agent.process.wait()
+        started = time.monotonic()
+        with contextlib.suppress(requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError):
+            for _ in chunks:
+                pass
+        assert time.monotonic() - started < 30, "the stream outlived its agent"
+        assert server.api("GET", "/api/endpoints/1/docker/_ping").status_code == 200
+        r = server.api("GET", f"/api/endpoints/{endpoint_id}/docker/containers/json")
+        assert 500 <= r.status_code < 600 and r.json()["message"], r.text  # a clear gateway error
+        wait_until(lambda: endpoint_status(server, endpoint_id) == 2, timeout=20, message="the environment down")
+        agent.start()
+        wait_until(lambda: endpoint_status(server, endpoint_id) == 1, timeout=30, message="the environment up")
+        names = [c["Id"] for c in server.api("GET", f"/api/endpoints/{endpoint_id}/docker/containers/json").json()]
+        assert container.id in names
+        print("agent faults injected: 1 kill mid-stream, recovered")
+    finally:
+        if agent:
+            agent.stop()
+        if server:
+            server.stop()
+        with contextlib.suppress(Exception):
+            for c in host.client().containers.list(all=True):
+                c.remove(force=True)
+        remove_host(host)
+
+
+@pytest.fixture(scope="module")
+def edge_link(engine, workdir):
+    """An edge site behind NAT, its server (1 s heartbeats) and a connected agent."""
+    from test_edge import EdgeAgent, connected, create_edge_environment
+
+    host = make_namespace_host(EDGE_HOST)
+    host.start_engine()
+    host.load_image(engine)
+    subprocess.run(["ip", "netns", "exec", host.name, "iptables", "-A", "INPUT", "-m", "conntrack", "--ctstate",
+                    "NEW", "-j", "DROP"], check=True)
+    server = start_server(os.path.join(workdir, f"resilience-edge-{os.getpid()}"), "--edge-heartbeat", "1",
+                          bind_host=host.host_address)
+    endpoint = create_edge_environment(server, "cut-site")
+    site_agent = EdgeAgent(endpoint["EdgeKey"], "cut-site", f"unix://{host.socket}",
+                           os.path.join(workdir, "resilience-edge-agent.log"), site=host)
+    wait_until(lambda: connected(server, endpoint["Id"]), timeout=30, message="the edge agent to connect")
+    yield {"server": server, "host": host, "endpoint_id": endpoint["Id"], "connected": connected}
+    site_agent.stop()
+    server.stop()
+    with contextlib.suppress(Exception):
+        for c in host.client().containers.list(all=True):
+            c.remove(force=True)
+    remove_host(host)
+
+
+@contextlib.contextmanager
+def cut_link(host):
+    """Take the site's link down; bring it back up when the block ends."""
+    veth = host.name.replace("node", "veth")
+    subprocess.run(["ip", "link", "set", veth, "down"], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["ip", "link", "set", veth, "up"], check=True)
+
+
+def test_a_cut_edge_link_ends_an_exec_session_and_a_log_stream_and_the_site_recovers(edge_link):
+    server, host, endpoint_id = edge_link["server"], edge_link["host"], edge_link["endpoint_id"]
+    name = f"ptpy-cut-{SLOT}"
+    server.docker("run", "-d", "--name", name, "--label", TEST_LABEL, *[BUSYBOX, *TICKER], endpoint_id=endpoint_id)
+    env = server.docker_cli_env(endpoint_id)
+    session = subprocess.Popen(["docker", "exec", "-i", name, "sh"], env=env, stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    logs = subprocess.Popen(["docker", "logs", "-f", name], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        session.stdin.write(b"echo exec-$((40+2))\n")
+        session.stdin.flush()
+        assert session.stdout.readline() == b"exec-42\n"
+        assert logs.stdout.readline().startswith(b"tick")
+        with cut_link(host):
+            started = time.monotonic()
+            logs.wait(timeout=30)  # the dead link is seen after a few missed heartbeats
+            with contextlib.suppress(BrokenPipeError):
+                session.stdin.write(b"echo still-there\n")
+                session.stdin.flush()
+            session.wait(timeout=30)
+            print(f"exec session and log stream ended {time.monotonic() - started:.1f} s after the cut")
+            assert server.api("GET", "/api/status").status_code == 200
+        wait_until(lambda: edge_link["connected"](server, endpoint_id), timeout=30, message="the agent to reconnect")
+        r = server.docker("exec", name, "echo", "usable-again", endpoint_id=endpoint_id, check=False)
+        out = r.stdout
+        assert out.strip() == "usable-again"
+        assert server.docker("logs", "--tail", "1", name, endpoint_id=endpoint_id).stdout.startswith("tick")
+    finally:
+        session.kill()
+        logs.kill()
+        server.docker("rm", "-f", name, endpoint_id=endpoint_id, check=False)
+
+
+def test_a_restarted_server_gets_all_its_edge_agents_back(engine, tmp_path):
+    from test_edge import EdgeAgent, create_edge_environment
+
+    count = max(2, int(100 * SCALE))
+    server = start_server(str(tmp_path / "data"), "--edge-heartbeat", "5")
+    agents = []
+    try:
+        endpoints = [create_edge_environment(server, f"fleet-{i}") for i in range(count)]
+        for i, endpoint in enumerate(endpoints):
+            agents.append(EdgeAgent(endpoint["EdgeKey"], f"fleet-machine-{i}", "unix:///var/run/docker.sock",
+                                    str(tmp_path / f"agent-{i}.log")))
+
+        def all_connected(srv) -> int:
+            views = srv.api("GET", "/api/endpoints?limit=0").json()
+            return sum(1 for v in views if v.get("EdgeTunnelConnected")) == count
+
+        wait_until(lambda: all_connected(server), timeout=180, interval=1, message=f"{count} edge agents to connect")
+        print(f"memory with {count} edge agents: server {server.rss_kb() // 1024} MB")
+        assert server.stop() == 0
+        server = start_server(server.data, "--edge-heartbeat", "5", ports=(server.port, server.https_port))
+        wait_until(lambda: all_connected(server), timeout=120, interval=1, message=f"{count} agents to come back")
+        assert all(a.process.poll() is None for a in agents)
+        sample = endpoints[:: max(1, count // 5)]
+        for endpoint in sample:
+            r = server.api("GET", f"/api/endpoints/{endpoint['Id']}/docker/_ping")
+            assert r.status_code == 200, r.text
+        print(f"edge agents reconnected after a server restart: {count}")
+    finally:
+        for a in agents:
+            a.process.terminate()
+        for a in agents:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                a.process.wait(10)
+        server.stop()
+
+
+def test_an_edge_stack_deployed_while_sites_were_offline_reaches_every_site(engine, tmp_path):
+    from test_edge import EdgeAgent, connected
+
+    hosts = [make_namespace_host(i) for i in EDGE_STACK_HOSTS]
+    server = None
+    agents = {}
+    name = f"ptpy{SLOT}fleet"
+    try:
+        for host in hosts:
+            host.start_engine()
+            host.load_image(engine)
+        # listening on every address of this machine, so that each site reaches it on its own link
+        server = start_server(str(tmp_path / "data"), "--edge-heartbeat", "1", bind_host="0.0.0.0")
+        endpoints = []
+        for i, host in enumerate(hosts):
+            r = server.api("POST", "/api/endpoints", json={"Name": f"site-{i}", "EndpointCreationType": 4,
+                                                            "URL": f"https://{host.host_address}:{server.https_port}"})
+            assert r.status_code == 200, r.text
+            endpoints.append(r.json())
+
+        def start_agent(i):
+            agents[i] = EdgeAgent(endpoints[i]["EdgeKey"], f"site-{i}", f"unix://{hosts[i].socket}",
+                                  str(tmp_path / f"site-{i}.log"), site=hosts[i])
+
+        start_agent(0)  # the first site is online; the second has never connected yet
+        wait_until(lambda: connected(server, endpoints[0]["Id"]), timeout=30, message="site 0 to connect")
+        group = server.api("POST", "/api/edge_groups", json={"Name": "fleet",
+                                                             "Endpoints": [e["Id"] for e in endpoints]}).json()
+        content = (f"services:\n  web:\n    image: {BUSYBOX}\n    command: sleep 3600\n    stop_grace_period: 1s\n"
+                   f"    labels: {{\"{TEST_LABEL}\": \"1\"}}\n")
+        with cut_link(hosts[0]):  # and the first one drops off just as the stack is deployed
+            wait_until(lambda: not connected(server, endpoints[0]["Id"]), timeout=15, message="site 0 to drop")
+            r = server.api("POST", "/api/edge_stacks", json={"Name": name, "StackFileContent": content,
+                                                           "EdgeGroups": [group["Id"]], "DeploymentType": 0})
+            assert r.status_code == 200, r.text
+            edge_stack = r.json()
+            time.sleep(2)
+        start_agent(1)
+
+        def running_everywhere() -> bool:
+            status = server.api("GET", f"/api/edge_stacks/{edge_stack['Id']}").json()["Status"]
+            return all(status[str(e["Id"])]["Status"] == "running" for e in endpoints)
+
+        wait_until(running_everywhere, timeout=90, interval=0.5, message="the edge stack on every site")
+        for host in hosts:
+            assert host.client().containers.get(f"{name}_web_1").status == "running"
+        print(f"edge stack reached {len(hosts)} sites that were offline at deploy time")
+        assert server.api("DELETE", f"/api/edge_stacks/{edge_stack['Id']}").status_code == 204
+    finally:
+        for a in agents.values():
+            a.stop()
+        if server:
+            server.stop()
+        for host in hosts:
+            with contextlib.suppress(Exception):
+                for c in host.client().containers.list(all=True):
+                    c.remove(force=True)
+            remove_host(host)
