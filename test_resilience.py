@@ -500,3 +500,112 @@ def test_an_edge_stack_deployed_while_sites_were_offline_reaches_every_site(engi
                 for c in host.client().containers.list(all=True):
                     c.remove(force=True)
             remove_host(host)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Load
+# ---------------------------------------------------------------------------------------------------------------
+
+
+async def run_clients(server, clients: int, seconds: float, tag: str) -> dict:
+    """`clients` API clients in parallel for `seconds`: reads, and writes each client reads back at once."""
+    import aiohttp
+
+    headers = {"Authorization": f"Bearer {server.admin_token}"}
+    counts = {"requests": 0, "errors": [], "teams": {}, "users": {}}
+    deadline = time.monotonic() + seconds
+
+    async def client(number: int, session) -> None:
+        i = 0
+        while time.monotonic() < deadline:
+            i += 1
+            try:
+                for path in ("/api/status", "/api/endpoints", "/api/users/me", "/api/settings/public"):
+                    async with session.get(server.url + path) as r:
+                        await r.read()
+                        counts["requests"] += 1
+                        if r.status != 200:
+                            counts["errors"].append((path, r.status))
+                kind = "users" if i % 8 == 0 else "teams"  # users less often: their password hash is slow
+                name = f"{tag}-{number}-{i}"
+                body = {"Username": name, "Password": "a long enough password", "Role": 2} if kind == "users" \
+                    else {"Name": name}
+                async with session.post(f"{server.url}/api/{kind}", json=body) as r:
+                    counts["requests"] += 1
+                    if r.status != 200:
+                        counts["errors"].append((kind, r.status, await r.text()))
+                        continue
+                    created = await r.json()
+                counts[kind][created["Id"]] = name
+                async with session.get(f"{server.url}/api/{kind}/{created['Id']}") as r:
+                    counts["requests"] += 1
+                    back = await r.json()
+                    if r.status != 200 or back.get("Name", back.get("Username")) != name:
+                        counts["errors"].append(("read back", kind, r.status))
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                counts["errors"].append(("connection", repr(exc)))
+
+    timeout = aiohttp.ClientTimeout(total=120)
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(headers=headers, timeout=timeout, connector=connector) as session:
+        await asyncio.gather(*(client(n, session) for n in range(clients)))
+    return counts
+
+
+def check_no_write_lost(server, counts: dict) -> None:
+    teams = {t["Id"]: t["Name"] for t in server.api("GET", "/api/teams").json()}
+    users = {u["Id"]: u["Username"] for u in server.api("GET", "/api/users").json()}
+    assert all(teams.get(i) == name for i, name in counts["teams"].items())
+    assert all(users.get(i) == name for i, name in counts["users"].items())
+
+
+def test_two_hundred_clients_and_a_stack_deploy_lose_nothing_and_leak_no_memory(fresh_server, engine):
+    server = fresh_server()
+    clients = max(2, int(200 * SCALE))
+    stack_name = f"ptpy{SLOT}load"
+    content = (f"services:\n  web:\n    image: {BUSYBOX}\n    command: sleep 3600\n    stop_grace_period: 1s\n"
+               f"    labels: {{\"{TEST_LABEL}\": \"1\"}}\n")
+    deployed = {}
+
+    def deploy():
+        time.sleep(5)
+        deployed["response"] = server.api("POST", "/api/stacks/create/standalone/string?endpointId=1",
+                                          json={"Name": stack_name, "StackFileContent": content}, timeout=120)
+
+    import threading
+    deployer = threading.Thread(target=deploy)
+    deployer.start()
+    counts = asyncio.run(run_clients(server, clients, 60 * SCALE, "main"))
+    deployer.join()
+    try:
+        r = deployed["response"]
+        assert r.status_code == 200, r.text
+        assert engine.containers.get(f"{stack_name}_web_1").status == "running"
+        assert counts["errors"] == [], counts["errors"][:10]
+        check_no_write_lost(server, counts)
+        total = counts["requests"]
+        # memory: after a first short round (caches, pools, allocator arenas), rounds must not keep growing it
+        rss = []
+        for round_number in range(10):
+            more = asyncio.run(run_clients(server, clients, 3 * SCALE, f"round{round_number}"))
+            assert more["errors"] == [], more["errors"][:10]
+            check_no_write_lost(server, more)
+            total += more["requests"]
+            for kind, path in (("teams", "/api/teams/"), ("users", "/api/users/")):
+                for i in more[kind]:
+                    assert server.api("DELETE", f"{path}{i}").status_code == 204
+            time.sleep(0.5)
+            rss.append(server.rss_kb())
+        print(f"load: {clients} clients, {total} requests, server memory by round (MB): "
+              f"{[kb // 1024 for kb in rss]}")
+        assert max(rss[5:]) <= rss[1] * 1.15 + 10 * 1024, rss
+        # every acknowledged write is also on disk
+        server.stop()
+        restarted = start_server(server.data)
+        check_no_write_lost(restarted, counts)
+        restarted.stop()
+    finally:
+        for stack in server.api("GET", "/api/stacks").json() if server.process.poll() is None else []:
+            server.api("DELETE", f"/api/stacks/{stack['Id']}?endpointId=1")
+        for c in engine.containers.list(all=True, filters={"label": f"com.docker.compose.project={stack_name}"}):
+            c.remove(force=True)
