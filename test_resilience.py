@@ -609,3 +609,122 @@ def test_two_hundred_clients_and_a_stack_deploy_lose_nothing_and_leak_no_memory(
             server.api("DELETE", f"/api/stacks/{stack['Id']}?endpointId=1")
         for c in engine.containers.list(all=True, filters={"label": f"com.docker.compose.project={stack_name}"}):
             c.remove(force=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bad bodies, bad compose files, header injection
+# ---------------------------------------------------------------------------------------------------------------
+
+JSON_ROUTES = [(m, p) for m, p, h in portainer.ROUTES
+               if m in ("POST", "PUT", "PATCH") and "read_json" in __import__("inspect").getsource(h)]
+DEEP = 100000  # nesting far past Python's recursion limit
+BAD_BODIES = {
+    "truncated JSON": b'{"Name": "x", ',
+    "not JSON": b"\xff\xfe<xml/>",
+    "a JSON array": b"[1, 2, 3]",
+    "a JSON string": b'"just a string"',
+    "deeply nested JSON": b"[" * DEEP + b"]" * DEEP,
+    "oversized": b'{"Name": "' + b"x" * portainer.MAX_JSON_BODY + b'"}',
+}
+# fields of the wrong type: a route whose fields are all optional may accept it, none may fail on it
+WRONG_TYPES = b'{"Name": 1, "Username": [], "Password": {}, "Role": "admin", "Endpoints": "all", "Id": 1.5}'
+
+
+def test_every_json_route_answers_malformed_and_oversized_bodies_with_a_4xx_and_a_message(fresh_server):
+    server = fresh_server()  # of its own: a route that accepted a bad body would change what others rely on
+    assert len(JSON_ROUTES) > 20
+    fuzzed = 0
+    for method, path in JSON_ROUTES:
+        concrete = path.replace("{id}", "1").replace("{keyId}", "1").replace("{path:.*}", "x")
+        for name, body in BAD_BODIES.items():
+            r = server.api(method, concrete, data=body, headers={"Content-Type": "application/json"})
+            fuzzed += 1
+            assert 400 <= r.status_code < 500, (method, concrete, name, r.status_code, r.text[:200])
+            assert r.json()["message"], (method, concrete, name)
+        r = server.api(method, concrete, data=WRONG_TYPES, headers={"Content-Type": "application/json"})
+        fuzzed += 1
+        assert r.status_code < 500, (method, concrete, r.status_code, r.text[:200])
+    assert server.api("GET", "/api/status").status_code == 200
+    print(f"bad bodies: {fuzzed} requests on {len(JSON_ROUTES)} JSON routes, all 4xx")
+
+
+BAD_COMPOSE_FILES = {
+    "a list at the top": "- services\n- web\n",
+    "a tab indent": "services:\n\tweb:\n\t\timage: busybox:local\n",
+    "deep nesting": "services: " + "[" * DEEP + "]" * DEEP + "\n",
+    "deep block nesting": "services:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, 2000)),
+    "a service that is a string": "services:\n  web: busybox:local\n",
+    "no services": "version: '3'\n",
+    "an unknown tag": "services: !!python/object:os.system {}\n",
+    "binary junk": "\x00\x01\x02services",
+    "a duplicate key": "services:\n  web:\n    image: a\n  web:\n    image: b\n",
+}
+
+
+def test_bad_compose_files_are_refused_with_a_message_and_deploy_nothing(server, engine):
+    name = f"ptpy{SLOT}badcompose"
+    for label, content in BAD_COMPOSE_FILES.items():
+        for route in ("/api/stacks/create/standalone/string?endpointId=1", "/api/edge_stacks"):
+            body = {"Name": name, "StackFileContent": content, "EdgeGroups": [1], "DeploymentType": 0}
+            r = server.api("POST", route, json=body)
+            assert 400 <= r.status_code < 500 and r.json()["message"], (label, route, r.status_code, r.text[:200])
+    assert not engine.containers.list(all=True, filters={"label": f"com.docker.compose.project={name}"})
+    assert all(s["Name"] != name for s in server.api("GET", "/api/stacks").json())
+
+
+def raw_request(server, raw: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(raw)  # the write side stays open: a half-closed client gets no answer from aiohttp
+        answer = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return answer
+            answer += chunk
+
+
+def test_header_injection_is_refused_and_echoed_values_cannot_add_headers(server):
+    auth = f"Authorization: Bearer {server.admin_token}\r\n".encode()
+    for raw_value in (b"abc\rInjected: yes", b"abc\nInjected: yes", b"abc\x00def", b"abc\r\n Injected: yes"):
+        answer = raw_request(server, b"GET /api/endpoints/1/docker/images/json HTTP/1.1\r\nHost: x\r\n" + auth +
+                             b"X-Registry-Auth: " + raw_value + b"\r\nConnection: close\r\n\r\n")
+        head, _, message = answer.partition(b"\r\n\r\n")  # refused by the HTTP parser, before any handler
+        assert head.split(b" ")[1] == b"400" and message, (raw_value, answer[:200])
+        assert b"\r\nInjected:" not in answer.split(b"\r\n\r\n", 1)[0]
+    # values a server might echo into its own headers: paths, queries, the registry credentials it passes on
+    registry_auth = base64.urlsafe_b64encode(json.dumps({"username": "u\r\nInjected: yes",
+                                                         "serveraddress": "x\r\nInjected: yes"}).encode()).decode()
+    echoed = [
+        ("GET", "/api/x%0d%0aInjected:%20yes", {}),
+        ("GET", "/api/endpoints/1/docker/containers/x%0d%0aInjected:%20yes/json", {}),
+        ("GET", "/api/endpoints/1/docker/containers/json?filters=%0d%0aInjected:%20yes", {}),
+        ("POST", "/api/endpoints/1/docker/images/create?fromImage=ptpy-none%0d%0aInjected:%20yes&tag=x",
+         {"X-Registry-Auth": registry_auth}),
+        ("GET", "/api/useractivity/logs?export=csv&keyword=%0d%0aInjected:%20yes", {}),
+        ("POST", "/api/backup", {"Content-Type": "application/json"}),
+    ]
+    for method, path, headers in echoed:
+        r = server.api(method, path, headers=headers, data=b"{}" if method == "POST" else None, timeout=60)
+        if "/docker/" not in path:  # through the proxy the status is the engine's own
+            assert r.status_code < 500, (path, r.status_code, r.text[:200])
+        assert "Injected" not in r.headers and all("\r" not in v and "\n" not in v for v in r.headers.values()), path
+        disposition = r.headers.get("Content-Disposition", "")
+        assert not disposition or '"' not in disposition.split('filename="', 1)[1][:-1], disposition
+    print(f"header injection: {4 + len(echoed)} attempts refused or neutral")
+
+
+def test_json_nested_past_the_recursion_limit_is_a_4xx_wherever_it_is_read(server, make_user):
+    nested = "[" * 3000 + "]" * 3000
+    _, _, key = make_user()
+    token = portainer.b64url(nested.encode()) + "." + portainer.b64url(b"{}") + ".x"
+    assert server.api("GET", "/api/users/me", token=token).status_code == 401
+    r = server.api("GET", "/api/stacks", params={"filters": nested})
+    assert r.status_code == 400 and r.json()["message"], r.text[:200]
+    r = server.api("POST", "/api/stacks/create/standalone/file?endpointId=1",
+                   files={"file": ("docker-compose.yml", b"services: {}\n")}, data={"Name": "x", "Env": nested})
+    assert r.status_code == 400 and r.json()["message"], r.text[:200]
+    # a standard user's container body is read by the proxy's access rules before it goes to the engine
+    r = server.api("POST", "/api/endpoints/1/docker/containers/create", api_key=key, data=nested,
+                   headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and r.json()["message"], r.text[:200]
+    assert server.api("GET", "/api/status").status_code == 200
