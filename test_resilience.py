@@ -300,7 +300,7 @@ def test_an_agent_killed_mid_stream_ends_the_stream_and_its_environment_comes_ba
     try:
         host.start_engine()
         host.load_image(engine)
-        agent = AgentProcess(host, data=os.path.join(host.root, "agent-state")).start()
+        agent = AgentProcess(host, data=str(tmp_path / "agent-state")).start()  # pairs with this test's server
         server = start_server(str(tmp_path / "data"), "--snapshot-interval", "1")
         r = add_agent_environment(server, "killed-agent", f"{host.address}:{AGENT_PORT}")
         assert r.status_code == 200, r.text
@@ -507,8 +507,9 @@ def test_an_edge_stack_deployed_while_sites_were_offline_reaches_every_site(engi
 # ---------------------------------------------------------------------------------------------------------------
 
 
-async def run_clients(server, clients: int, seconds: float, tag: str) -> dict:
-    """`clients` API clients in parallel for `seconds`: reads, and writes each client reads back at once."""
+async def run_clients(server, clients: int, seconds: float, tag: str, remove: bool = False) -> dict:
+    """`clients` API clients in parallel for `seconds`: reads, and writes each client reads back at once (and
+    then removes, with `remove`)."""
     import aiohttp
 
     headers = {"Authorization": f"Bearer {server.admin_token}"}
@@ -542,6 +543,12 @@ async def run_clients(server, clients: int, seconds: float, tag: str) -> dict:
                     back = await r.json()
                     if r.status != 200 or back.get("Name", back.get("Username")) != name:
                         counts["errors"].append(("read back", kind, r.status))
+                if remove:
+                    async with session.delete(f"{server.url}/api/{kind}/{created['Id']}") as r:
+                        counts["requests"] += 1
+                        if r.status != 204:
+                            counts["errors"].append(("remove", kind, r.status))
+                    del counts[kind][created["Id"]]
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 counts["errors"].append(("connection", repr(exc)))
 
@@ -587,13 +594,9 @@ def test_two_hundred_clients_and_a_stack_deploy_lose_nothing_and_leak_no_memory(
         # memory: after a first short round (caches, pools, allocator arenas), rounds must not keep growing it
         rss = []
         for round_number in range(10):
-            more = asyncio.run(run_clients(server, clients, 3 * SCALE, f"round{round_number}"))
+            more = asyncio.run(run_clients(server, clients, 3 * SCALE, f"round{round_number}", remove=True))
             assert more["errors"] == [], more["errors"][:10]
-            check_no_write_lost(server, more)
             total += more["requests"]
-            for kind, path in (("teams", "/api/teams/"), ("users", "/api/users/")):
-                for i in more[kind]:
-                    assert server.api("DELETE", f"{path}{i}").status_code == 204
             time.sleep(0.5)
             rss.append(server.rss_kb())
         print(f"load: {clients} clients, {total} requests, server memory by round (MB): "
@@ -714,11 +717,11 @@ def test_header_injection_is_refused_and_echoed_values_cannot_add_headers(server
 
 
 def test_json_nested_past_the_recursion_limit_is_a_4xx_wherever_it_is_read(server, make_user):
-    nested = "[" * 3000 + "]" * 3000
+    nested = "[" * 1200 + "]" * 1200  # past the recursion limit, within aiohttp's 8 KiB request line
     _, _, key = make_user()
     token = portainer.b64url(nested.encode()) + "." + portainer.b64url(b"{}") + ".x"
     assert server.api("GET", "/api/users/me", token=token).status_code == 401
-    r = server.api("GET", "/api/stacks", params={"filters": nested})
+    r = server.api("GET", "/api/stacks?filters=" + nested)
     assert r.status_code == 400 and r.json()["message"], r.text[:200]
     r = server.api("POST", "/api/stacks/create/standalone/file?endpointId=1",
                    files={"file": ("docker-compose.yml", b"services: {}\n")}, data={"Name": "x", "Env": nested})
