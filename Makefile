@@ -16,9 +16,9 @@ deps:
 test-deps:
 	@command -v dockerd >/dev/null && [ -x /bin/busybox ] && command -v chromium >/dev/null \
 	  && command -v iptables >/dev/null && command -v nsenter >/dev/null && command -v debootstrap >/dev/null \
-	  && command -v docker-compose >/dev/null && command -v docker-registry >/dev/null \
+	  && command -v docker-compose >/dev/null && command -v docker-registry >/dev/null && command -v htpasswd >/dev/null \
 	  || (apt-get update -qq && apt-get install -y -qq docker.io busybox-static chromium iptables iproute2 util-linux curl \
-	      debootstrap docker-compose docker-registry)
+	      debootstrap docker-compose docker-registry apache2-utils)
 	@$(PYTHON) -c "import aiohttp, yaml, cryptography, docker, pytest, pytest_timeout, playwright" 2>/dev/null \
 	  || $(PIP) install -q -r requirements-test.txt
 	@command -v st >/dev/null || $(PIP) install -q schemathesis

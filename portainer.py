@@ -32,7 +32,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import ssl
 import sys
 import tarfile
@@ -128,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "[PORTAINER_PROXY_TIMEOUT] (default 60)")
     p.add_argument("--hsts", action="store_true", default=_env_flag("PORTAINER_HSTS"),
                    help="send Strict-Transport-Security on HTTPS [PORTAINER_HSTS]")
+    p.add_argument("--image-check-interval", type=float,
+                   default=float(_env("PORTAINER_IMAGE_CHECK_INTERVAL", 3600)),
+                   help="seconds between checks of running containers' images for newer versions in their "
+                        "registries, and auto-updates of containers labelled for it; 0 turns the schedule off "
+                        "[PORTAINER_IMAGE_CHECK_INTERVAL] (default 3600)")
     p.add_argument("--edge-heartbeat", type=float, default=float(_env("PORTAINER_EDGE_HEARTBEAT", 20)),
                    help="seconds between pings on each edge tunnel; a tunnel silent for 1.5 times this is closed "
                         "[PORTAINER_EDGE_HEARTBEAT] (default 20)")
@@ -1203,7 +1207,7 @@ class ActivityLog:
         return found
 
 
-ENDPOINT_PATH = re.compile(r"^/api/endpoints/(\d+)(?:/|$)")
+ENDPOINT_PATH = re.compile(r"^/api/(?:endpoints|docker)/(\d+)(?:/|$)")
 # Logins go to the authentication log; edge tunnels are machines reconnecting, not people acting.
 UNLOGGED_PATHS = frozenset({"/api/auth", "/api/auth/logout", shared.EDGE_TUNNEL_PATH})
 
@@ -1688,6 +1692,673 @@ async def require_owned_references(connector: DockerConnector, store: Store, cal
 
 
 # ================================================================================================================
+# Registries: sealed credentials, per-environment access, and the registry HTTP API v2 (catalog, tags, digests)
+# ================================================================================================================
+
+REGISTRY_TYPES = {1: "Quay.io", 2: "Azure", 3: "Custom", 4: "GitLab", 5: "ProGet", 6: "DockerHub", 7: "ECR",
+                  8: "GitHub"}
+REGISTRY_CUSTOM = 3
+DOCKER_HUB_DOMAIN = "docker.io"
+DOCKER_HUB_API = "https://registry-1.docker.io"
+DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"})
+# What a HEAD of a manifest accepts, so the digest is the one `docker pull` records (list first, then single).
+MANIFEST_MEDIA_TYPES = ", ".join((
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+))
+REGISTRY_TIMEOUT = 5.0
+# A repository path as the distribution spec defines it: lowercase components joined by '/'.
+REPOSITORY_NAME = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*")
+# Docker API calls that carry registry credentials in X-Registry-Auth (X-Registry-Config for builds).
+REGISTRY_AUTH_PATHS = re.compile(r"^/(images/create|images/.+/push|build|services/create|services/[^/]+/update|"
+                                 r"distribution/.+/json)$")
+
+
+class RegistryProblem(BadGateway):
+    """A registry could not be reached or refused us; the message says which and what to do."""
+
+
+class RegistryPasswords:
+    """Registry passwords sealed with AES-GCM under a key kept in the data directory (0600)."""
+
+    AAD = b"portainer.py registry password"
+
+    def __init__(self, key: bytes):
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        self._cipher = AESGCM(key[:32])
+
+    def seal(self, password: str) -> str:
+        nonce = secrets.token_bytes(12)
+        return "v1:" + base64.b64encode(nonce + self._cipher.encrypt(nonce, password.encode(), self.AAD)).decode()
+
+    def open(self, sealed: str) -> str:
+        if not sealed:
+            return ""
+        raw = base64.b64decode(sealed.split(":", 1)[1])
+        return self._cipher.decrypt(raw[:12], raw[12:], self.AAD).decode()
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageReference:
+    """An image name as the engine normalises it: registry domain, repository path, tag or digest."""
+
+    domain: str
+    repository: str
+    tag: str
+    digest: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> "ImageReference":
+        name, _, digest = text.partition("@")
+        tag = ""
+        head, slash, last = name.rpartition("/")
+        if ":" in last:
+            last, tag = last.split(":", 1)
+        name = head + slash + last
+        first, _, rest = name.partition("/")
+        if rest and ("." in first or ":" in first or first == "localhost"):
+            domain, path = first, rest
+        else:
+            domain, path = DOCKER_HUB_DOMAIN, name
+        if domain in DOCKER_HUB_ALIASES:
+            domain = DOCKER_HUB_DOMAIN
+            if "/" not in path:
+                path = "library/" + path
+        return cls(domain, path, tag or ("" if digest else "latest"), digest)
+
+    @property
+    def name(self) -> str:
+        """The name without tag or digest, as `fromImage` wants it."""
+        return f"{self.domain}/{self.repository}"
+
+
+def registry_host(url: str) -> str:
+    """The host[:port] part of a registry URL ('https://reg.example.com/org' -> 'reg.example.com')."""
+    bare = url.split("://", 1)[-1]
+    host = bare.split("/", 1)[0].lower()
+    return DOCKER_HUB_DOMAIN if host in DOCKER_HUB_ALIASES else host
+
+
+def is_loopback_host(host: str) -> bool:
+    if host.startswith("["):
+        hostname = host[1:host.find("]")]
+    else:
+        hostname = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return hostname == "localhost" or hostname.startswith("127.") or hostname == "::1"
+
+
+def registry_json(body: bytes, label: str) -> dict:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        data = None
+    if not isinstance(data, dict):
+        raise RegistryProblem(f"registry {label} answered with something that is not a registry API answer",
+                              body[:200].decode(errors="replace"))
+    return data
+
+
+def registry_api_base(url: str) -> str:
+    """Where a registry's HTTP API v2 lives: HTTP for loopback test registries (as the engine allows), else HTTPS."""
+    if "://" in url:
+        parsed = urllib.parse.urlsplit(url)
+        return f"{parsed.scheme}://{parsed.netloc}"
+    host = registry_host(url)
+    if host == DOCKER_HUB_DOMAIN:
+        return DOCKER_HUB_API
+    return ("http://" if is_loopback_host(host) else "https://") + host
+
+
+def decode_registry_header(value: str) -> Any:
+    """X-Registry-Auth is base64 JSON, URL-safe in Docker clients and standard in browsers: accept both."""
+    try:
+        text = value.strip().replace("+", "-").replace("/", "_")
+        return json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def encode_registry_header(data: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode()
+
+
+def registry_id_in(data: Any) -> int | None:
+    """The registry a Portainer client names with {"registryId": N}; None for real credentials or nothing."""
+    if not isinstance(data, dict) or "registryId" not in data:
+        return None
+    value = data["registryId"]
+    if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.isdigit())):
+        raise BadRequest("registryId in X-Registry-Auth must be a registry id")
+    return int(value)
+
+
+class Registries:
+    """The registries in the store, who may use them where, their credentials, and calls to their API v2."""
+
+    def __init__(self, store: Store, key: bytes):
+        self.store = store
+        self.passwords = RegistryPasswords(key)
+        self._session = None
+        store.data.setdefault("registries", {})
+
+    def reload(self) -> None:
+        """After a restore: the restored data directory's key and registries."""
+        self.passwords = RegistryPasswords(load_or_create_secret(self.store.directory, "registry.key"))
+        self.store.data.setdefault("registries", {})
+
+    def get(self, registry_id: int) -> dict:
+        registry = self.store.data["registries"].get(str(registry_id))
+        if registry is None:
+            raise NotFound(f"registry {registry_id} not found")
+        return registry
+
+    def password(self, registry: dict) -> str:
+        from cryptography.exceptions import InvalidTag
+        try:
+            return self.passwords.open(registry.get("_SealedPassword", ""))
+        except (InvalidTag, ValueError, IndexError):
+            raise Conflict(f"the password of registry {registry['Name']} cannot be unsealed",
+                           "registry.key in the data directory changed; enter the registry's password again") from None
+
+    def may_use(self, caller: Caller | None, registry: dict, endpoint_id: int | None = None) -> bool:
+        """Administrators and the server itself use every registry; others where the registry's access lists them
+        for that environment (for any environment when endpoint_id is None)."""
+        if caller is None or caller.is_admin:
+            return True
+        teams = {str(t) for t in user_team_ids(self.store, caller.id)}
+        for key, access in (registry.get("RegistryAccesses") or {}).items():
+            if endpoint_id is not None and key != str(endpoint_id):
+                continue
+            endpoint = self.store.data["endpoints"].get(key)
+            if endpoint is None or not can_access_endpoint(self.store, caller, endpoint):
+                continue
+            if str(caller.id) in (access.get("UserAccessPolicies") or {}):
+                return True
+            if teams & set(access.get("TeamAccessPolicies") or {}):
+                return True
+        return False
+
+    def usable(self, caller: Caller | None, registry_id: int, endpoint_id: int | None) -> dict:
+        registry = self.get(registry_id)
+        if not self.may_use(caller, registry, endpoint_id):
+            where = f" on environment {endpoint_id}" if endpoint_id is not None else ""
+            raise Forbidden(f"you have no access to registry {registry_id}{where}")
+        return registry
+
+    def for_domain(self, domain: str, caller: Caller | None, endpoint_id: int | None) -> dict | None:
+        """The registry holding credentials for images from `domain`, if the caller may use one."""
+        for registry in sorted(self.store.data["registries"].values(), key=lambda r: r["Id"]):
+            if registry_host(registry["URL"]) == domain and self.may_use(caller, registry, endpoint_id):
+                return registry
+        return None
+
+    def auth_config(self, registry: dict) -> dict:
+        """The engine's auth JSON for this registry (what `docker login` would send)."""
+        config = {"serveraddress": registry_host(registry["URL"])}
+        if registry.get("Authentication"):
+            config.update(username=registry.get("Username", ""), password=self.password(registry))
+        return config
+
+    def proxy_headers(self, caller: Caller, endpoint_id: int, path: str,
+                      headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Replace {"registryId": N} in X-Registry-Auth (pull, push, services) or X-Registry-Config (build) with
+        the registry's real credentials, once the caller's access to it on this environment is checked."""
+        if not REGISTRY_AUTH_PATHS.match(path):
+            return headers
+        result = []
+        for name, value in headers:
+            if name.lower() in ("x-registry-auth", "x-registry-config"):
+                registry_id = registry_id_in(decode_registry_header(value))
+                if registry_id == 0:  # Portainer's "no registry": pull anonymously
+                    value = encode_registry_header({})
+                elif registry_id is not None:
+                    config = self.auth_config(self.usable(caller, registry_id, endpoint_id))
+                    if name.lower() == "x-registry-config":
+                        config = {config["serveraddress"]: config}
+                    value = encode_registry_header(config)
+            result.append((name, value))
+        return result
+
+    # -- the registry's HTTP API v2 -----------------------------------------------------------------------------
+    def session(self):
+        import aiohttp
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REGISTRY_TIMEOUT, connect=3))
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def call(self, registry: dict | None, base: str, method: str, path: str, accept: str = "application/json",
+                   scope: str = "") -> tuple[int, Any, bytes]:
+        """One API v2 request, answering basic or bearer-token challenges with the registry's credentials."""
+        import aiohttp
+        label = registry["Name"] if registry else base.split("://", 1)[-1]
+        credentials = None
+        if registry and registry.get("Authentication"):
+            pair = f"{registry.get('Username', '')}:{self.password(registry)}".encode()
+            credentials = "Basic " + base64.b64encode(pair).decode()
+        tls = not (registry and registry.get("TLSSkipVerify"))
+        headers = {"Accept": accept}
+        try:
+            for attempt in range(2):
+                # No redirects: credentials go to the registry's own address only.
+                async with self.session().request(method, base + path, headers=headers, ssl=tls,
+                                                  allow_redirects=False) as response:
+                    body = await response.read() if method != "HEAD" else b""
+                    if response.status != 401 or attempt == 1:
+                        break
+                    challenge = response.headers.get("WWW-Authenticate", "")
+                if challenge.lower().startswith("basic") and credentials is not None:
+                    headers["Authorization"] = credentials
+                elif challenge.lower().startswith("bearer"):
+                    token = await self.bearer_token(challenge, credentials, scope, tls)
+                    headers["Authorization"] = f"Bearer {token}"
+                else:
+                    break
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+            raise RegistryProblem(f"registry {label} is unreachable",
+                                  f"{method} {base}{path.split('?')[0]}: {exc or type(exc).__name__}") from None
+        if response.status == 401:
+            if credentials is None:
+                raise RegistryProblem(f"registry {label} requires credentials",
+                                      "add it under Registries with authentication, a username and a password")
+            raise RegistryProblem(f"registry {label} refused the credentials of user "
+                                  f"{registry.get('Username', '')!r}",
+                                  "check the registry's username and password under Registries")
+        if response.status == 403:
+            raise RegistryProblem(f"registry {label} denied access to {path.split('?')[0]}")
+        return response.status, response.headers, body
+
+    async def bearer_token(self, challenge: str, credentials: str | None, scope: str, tls: bool) -> str:
+        params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
+        realm = params.pop("realm", "")
+        if not realm.startswith(("http://", "https://")):
+            raise ValueError(f"unusable token realm {realm!r}")
+        if scope and "scope" not in params:
+            params["scope"] = scope
+        headers = {"Authorization": credentials} if credentials else {}
+        async with self.session().get(realm, params=params, headers=headers, ssl=tls) as response:
+            if response.status == 401:
+                return ""
+            data = await response.json(content_type=None)
+        if not isinstance(data, dict):
+            raise ValueError("the token service answered with something that is not a token")
+        return data.get("token") or data.get("access_token") or ""
+
+    async def catalog(self, registry: dict) -> list[str]:
+        status, _, body = await self.call(registry, registry_api_base(registry["URL"]), "GET",
+                                          "/v2/_catalog?n=1000", scope="registry:catalog:*")
+        if status != 200:
+            raise RegistryProblem(f"registry {registry['Name']} answered {status} to the catalog request",
+                                  body.decode(errors="replace")[:300])
+        return registry_json(body, registry["Name"]).get("repositories") or []
+
+    async def tags(self, registry: dict, repository: str) -> list[str]:
+        status, _, body = await self.call(registry, registry_api_base(registry["URL"]), "GET",
+                                          f"/v2/{repository}/tags/list", scope=f"repository:{repository}:pull")
+        if status == 404:
+            raise NotFound(f"repository {repository} not found in registry {registry['Name']}")
+        if status != 200:
+            raise RegistryProblem(f"registry {registry['Name']} answered {status} listing tags of {repository}")
+        return registry_json(body, registry["Name"]).get("tags") or []
+
+    async def manifest_digest(self, registry: dict | None, reference: ImageReference) -> str:
+        """The digest the registry holds now for the reference's tag (HEAD of the manifest)."""
+        base = registry_api_base(registry["URL"]) if registry else registry_api_base(reference.domain)
+        path = f"/v2/{reference.repository}/manifests/{reference.tag}"
+        scope = f"repository:{reference.repository}:pull"
+        status, headers, _ = await self.call(registry, base, "HEAD", path, MANIFEST_MEDIA_TYPES, scope)
+        if status == 404:
+            raise RegistryProblem(f"{reference.repository}:{reference.tag} is no longer in its registry")
+        if status != 200:
+            raise RegistryProblem(f"registry answered {status} for {reference.repository}:{reference.tag}")
+        digest = headers.get("Docker-Content-Digest", "")
+        if not digest:
+            _, _, body = await self.call(registry, base, "GET", path, MANIFEST_MEDIA_TYPES, scope)
+            digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        return digest
+
+
+# ================================================================================================================
+# Image updates: is a newer image behind a running container's tag, and recreating the container with it
+# ================================================================================================================
+
+UPDATE_OUTDATED = "outdated"
+UPDATE_CURRENT = "updated"
+UPDATE_SKIPPED = "skipped"
+UPDATE_UNKNOWN = "unknown"
+AUTO_UPDATE_LABEL = "io.portainer.py.auto-update"
+REMOTE_DIGEST_TTL = 60.0
+UNREACHABLE_TTL = 60.0
+MAX_CACHED_RESULTS = 20000
+IMAGE_ID = re.compile(r"(sha256:)?[0-9a-f]{12,64}")
+
+
+def image_status(status: str, message: str = "", **extra) -> dict:
+    return {"Status": status, "Message": message, "CheckedAt": now(), **extra}
+
+
+def creation_body(container: dict, image: dict, engine_info: dict) -> dict:
+    """A /containers/create body that rebuilds `container` from its image reference: its own settings kept,
+    the old image's and the engine's defaults left out so that the new image's (and the engine's) apply."""
+    config = copy.deepcopy(container["Config"])
+    defaults = (image or {}).get("Config") or {}
+    config["Image"] = container["Config"]["Image"]
+    if config.get("Hostname") == container["Id"][:12]:
+        config.pop("Hostname")
+    for key in ("Cmd", "Entrypoint", "WorkingDir", "User", "StopSignal", "Healthcheck"):
+        if key in config and config[key] == defaults.get(key):
+            config.pop(key)
+    image_env = set(defaults.get("Env") or [])
+    config["Env"] = [e for e in config.get("Env") or [] if e not in image_env]
+    image_labels = defaults.get("Labels") or {}
+    config["Labels"] = {k: v for k, v in (config.get("Labels") or {}).items() if image_labels.get(k) != v}
+    for key in ("ExposedPorts", "Volumes"):
+        kept = {k: v for k, v in (config.get(key) or {}).items() if k not in (defaults.get(key) or {})}
+        config[key] = kept or None
+    host = copy.deepcopy(container["HostConfig"])
+    # Inspect shows the engine's default cgroup namespace mode as if it had been asked for.
+    if host.get("CgroupnsMode") == ("private" if str(engine_info.get("CgroupVersion")) == "2" else "host"):
+        host.pop("CgroupnsMode")
+    host["Links"] = [f"{link.split(':')[0].lstrip('/')}:{link.split(':')[1].rsplit('/', 1)[-1]}"
+                     for link in host.get("Links") or [] if ":" in link] or None
+    # Anonymous volumes (image VOLUME, `-v /data`) are named by the engine; mount them by name so data stays.
+    covered = {bind.split(":")[1] for bind in host.get("Binds") or [] if bind.count(":") >= 1}
+    covered |= {m.get("Target") for m in host.get("Mounts") or []}
+    for mount in container.get("Mounts") or []:
+        if mount.get("Type") == "volume" and mount.get("Destination") not in covered:
+            suffix = "" if mount.get("RW", True) else ":ro"
+            host["Binds"] = (host.get("Binds") or []) + [f"{mount['Name']}:{mount['Destination']}{suffix}"]
+    networks = (container.get("NetworkSettings") or {}).get("Networks") or {}
+    mode = host.get("NetworkMode") or "default"
+    body = {**config, "HostConfig": host}
+    if mode in networks and mode not in ("default", "bridge", "host", "none"):
+        body["NetworkingConfig"] = {"EndpointsConfig": {mode: network_endpoint_config(networks[mode], container)}}
+    return body
+
+
+def network_endpoint_config(network: dict, container: dict) -> dict:
+    aliases = [a for a in network.get("Aliases") or [] if a != container["Id"][:12]]
+    return {"IPAMConfig": network.get("IPAMConfig"), "Links": network.get("Links"), "Aliases": aliases or None,
+            "DriverOpts": network.get("DriverOpts")}
+
+
+def pull_failure(reference: str, message: str) -> ApiError:
+    if "unauthorized" in message or "no basic auth credentials" in message or "denied" in message:
+        return RegistryProblem(f"the registry refused to serve {reference}: {message}",
+                               "check the registry's username and password under Registries, and your access "
+                               "to that registry on this environment")
+    return RegistryProblem(f"pulling {reference} failed: {message}")
+
+
+class ImageUpdates:
+    """Update status of running containers, kept in memory only; checks on demand and on a schedule."""
+
+    def __init__(self, environments: Environments, registries: Registries):
+        self.environments = environments
+        self.registries = registries
+        self.results: dict[tuple[int, str], dict] = {}
+        self._digests: dict[tuple[str, str, str], tuple[float, str]] = {}
+        self._unreachable: dict[str, tuple[float, str]] = {}
+        self._pending: dict[tuple[str, str, str], tuple[float, asyncio.Future]] = {}
+        self._recreating: set[tuple[int, str]] = set()
+        self._registry_calls = asyncio.Semaphore(4)
+        self._engine_calls = asyncio.Semaphore(8)
+
+    def forget(self) -> None:
+        self.results.clear()
+        self._digests.clear()
+        self._unreachable.clear()
+
+    def cached(self, endpoint_id: int, container_id: str) -> dict | None:
+        return self.results.get((endpoint_id, container_id))
+
+    async def check(self, endpoint_id: int, container_id: str, fresh_since: float | None = None) -> dict:
+        """Compare the digest the container's image was pulled with to the one its tag has now; the registry is
+        asked again unless it answered since `fresh_since` (within a minute when None)."""
+        connector = self.environments.connector(endpoint_id)
+        async with self._engine_calls:
+            container = await connector.request_json("GET", f"/containers/{urllib.parse.quote(container_id)}/json")
+            image = await connector.request_json("GET", f"/images/{container['Image']}/json")
+        result = await self.compare(container["Config"]["Image"], image.get("RepoDigests") or [], fresh_since)
+        result.update(ContainerId=container["Id"], Image=container["Config"]["Image"])
+        if len(self.results) >= MAX_CACHED_RESULTS:
+            self.results.pop(next(iter(self.results)))
+        self.results[(endpoint_id, container["Id"])] = result
+        if container["Id"] != container_id:
+            self.results[(endpoint_id, container_id)] = result
+        return result
+
+    async def compare(self, image_name: str, repo_digests: list[str], fresh_since: float | None) -> dict:
+        if IMAGE_ID.fullmatch(image_name):
+            return image_status(UPDATE_SKIPPED, "the container was made from an image id, not a name")
+        reference = ImageReference.parse(image_name)
+        if reference.digest:
+            return image_status(UPDATE_SKIPPED, "the image is pinned by digest")
+        local = {d.split("@", 1)[1] for d in repo_digests if "@" in d
+                 and ImageReference.parse(d).name == reference.name}
+        if not local:
+            return image_status(UPDATE_SKIPPED, "the image was built or loaded here, not pulled from a registry")
+        try:
+            remote = await self.remote_digest(reference, fresh_since)
+        except RegistryProblem as exc:
+            return image_status(UPDATE_UNKNOWN, exc.message)
+        if remote in local:
+            return image_status(UPDATE_CURRENT, "", RemoteDigest=remote)
+        return image_status(UPDATE_OUTDATED, f"{reference.domain}/{reference.repository}:{reference.tag} "
+                                             f"has a newer image", RemoteDigest=remote)
+
+    async def remote_digest(self, reference: ImageReference, fresh_since: float | None) -> str:
+        """The tag's digest in its registry; one request serves every container of a check that runs the tag."""
+        key = (reference.domain, reference.repository, reference.tag)
+        clock = time.monotonic()
+        cached = self._digests.get(key)
+        if cached and cached[0] >= (clock - REMOTE_DIGEST_TTL if fresh_since is None else fresh_since):
+            return cached[1]
+        down = self._unreachable.get(reference.domain)
+        if down and down[0] >= (clock - UNREACHABLE_TTL if fresh_since is None else fresh_since):
+            raise RegistryProblem(down[1])
+        started, pending = self._pending.get(key, (0.0, None))
+        if pending is None or (fresh_since is not None and started < fresh_since):
+            pending = asyncio.ensure_future(self.fetch_digest(reference))
+            self._pending[key] = (clock, pending)
+            pending.add_done_callback(lambda task: self.fetch_done(key, task))
+        return await asyncio.shield(pending)
+
+    def fetch_done(self, key: tuple[str, str, str], task: asyncio.Future) -> None:
+        if self._pending.get(key, (0.0, None))[1] is task:
+            del self._pending[key]
+        if not task.cancelled():
+            task.exception()  # retrieved here too, so a fetch nobody waits for any more is not reported
+
+    async def fetch_digest(self, reference: ImageReference) -> str:
+        started = time.monotonic()
+        registry = self.registries.for_domain(reference.domain, None, None)
+        try:
+            async with self._registry_calls:
+                digest = await self.registries.manifest_digest(registry, reference)
+        except RegistryProblem as exc:
+            if "unreachable" in exc.message:
+                # An air-gapped host: remember it a while, quietly, instead of asking again for every container.
+                self._unreachable[reference.domain] = (started, exc.message)
+                log.debug("image check: %s (%s)", exc.message, exc.details)
+            raise
+        self._unreachable.pop(reference.domain, None)
+        self._digests[(reference.domain, reference.repository, reference.tag)] = (started, digest)
+        return digest
+
+    async def check_environment(self, endpoint_id: int, container_ids: list[str] | None = None,
+                                fresh: bool = False) -> dict[str, dict]:
+        """Status of the given containers (all running ones when None): cached answers unless `fresh`."""
+        if container_ids is None:
+            connector = self.environments.connector(endpoint_id)
+            running = await connector.request_json("GET", "/containers/json")
+            container_ids = [c["Id"] for c in running]
+        answers: dict[str, dict] = {}
+        fresh_since = time.monotonic() if fresh else None
+
+        async def one(container_id: str) -> None:
+            result = None if fresh else self.cached(endpoint_id, container_id)
+            if result is None:
+                try:
+                    result = await self.check(endpoint_id, container_id, fresh_since)
+                except ApiError as exc:
+                    result = image_status(UPDATE_UNKNOWN, exc.message)
+            answers[container_id] = result
+
+        await asyncio.gather(*(one(c) for c in container_ids))
+        return answers
+
+    def forget_missing(self, endpoint_id: int, present: set[str]) -> None:
+        for key in [k for k in self.results if k[0] == endpoint_id and k[1] not in present]:
+            del self.results[key]
+
+    # -- recreate ---------------------------------------------------------------------------------------------
+    async def pull(self, connector: DockerConnector, reference: ImageReference, image_name: str,
+                   caller: Caller | None, endpoint_id: int) -> None:
+        headers = []
+        registry = self.registries.for_domain(reference.domain, caller, endpoint_id)
+        if registry is not None:
+            headers.append(("X-Registry-Auth", encode_registry_header(self.registries.auth_config(registry))))
+        name = reference.name if reference.domain != DOCKER_HUB_DOMAIN else reference.repository
+        query = urllib.parse.urlencode({"fromImage": name, "tag": reference.tag})
+        response = await connector.request("POST", f"/images/create?{query}", headers, timeout=600)
+        async with response:
+            raw = await response.read()
+        if response.status >= 400:
+            raise pull_failure(image_name, engine_error(response.status, raw).message)
+        for line in raw.splitlines():
+            with contextlib.suppress(ValueError):
+                progress = json.loads(line)
+                if isinstance(progress, dict) and progress.get("error"):
+                    raise pull_failure(image_name, progress["error"])
+
+    async def recreate(self, endpoint_id: int, container_id: str, pull: bool, caller: Caller | None,
+                       vet: Callable[[dict], Awaitable[None]] | None = None) -> tuple[str, dict]:
+        """Pull (optionally), then replace the container by one made from the same settings, keeping its name,
+        networks and volumes; the old one is restored if anything fails on the way. `vet` may refuse the
+        creation body before anything changes. Answers the old container's id and the new one's inspect."""
+        connector = self.environments.connector(endpoint_id)
+        container = await connector.request_json("GET", f"/containers/{urllib.parse.quote(container_id)}/json")
+        old_id, name = container["Id"], container["Name"].lstrip("/")
+        if (container.get("HostConfig") or {}).get("AutoRemove"):
+            raise BadRequest(f"container {name} was started with --rm (AutoRemove) and cannot be recreated")
+        image_name = container["Config"]["Image"]
+        reference = ImageReference.parse(image_name)
+        if (endpoint_id, name) in self._recreating:
+            raise Conflict(f"container {name} is already being recreated")
+        self._recreating.add((endpoint_id, name))
+        try:
+            if pull and not reference.digest and not IMAGE_ID.fullmatch(image_name):
+                await self.pull(connector, reference, image_name, caller, endpoint_id)
+            old_image = await connector.request_json("GET", f"/images/{container['Image']}/json")
+            body = creation_body(container, old_image, await connector.request_json("GET", "/info"))
+            if vet is not None:
+                await vet(body)
+            new = await self.replace(connector, container, name, body)
+        finally:
+            self._recreating.discard((endpoint_id, name))
+        self.results.pop((endpoint_id, old_id), None)
+        self.results.pop((endpoint_id, container_id), None)
+        return old_id, new
+
+    async def replace(self, connector: DockerConnector, container: dict, name: str, body: dict) -> dict:
+        old_id = container["Id"]
+        was_running = bool((container.get("State") or {}).get("Running"))
+        parked = f"{name}-old-{old_id[:12]}"
+        quoted = urllib.parse.quote
+        if was_running:
+            grace = (container.get("Config") or {}).get("StopTimeout") or 10
+            await connector.request_json("POST", f"/containers/{old_id}/stop", timeout=grace + 30)
+        await connector.request_json("POST", f"/containers/{old_id}/rename?name={quoted(parked)}")
+        new_id = None
+        try:
+            created = await connector.request_json("POST", f"/containers/create?name={quoted(name)}", body)
+            new_id = created["Id"]
+            networks = (container.get("NetworkSettings") or {}).get("Networks") or {}
+            primary = (container.get("HostConfig") or {}).get("NetworkMode") or "default"
+            for network_name, network in networks.items():
+                if network_name != primary and not (primary == "default" and network_name == "bridge"):
+                    await connector.request_json("POST", f"/networks/{quoted(network_name)}/connect", {
+                        "Container": new_id, "EndpointConfig": network_endpoint_config(network, container)})
+            if was_running:
+                await connector.request_json("POST", f"/containers/{new_id}/start", timeout=60)
+        except ApiError:
+            if new_id is not None:
+                with contextlib.suppress(ApiError):
+                    await connector.request_json("DELETE", f"/containers/{new_id}?force=1")
+            with contextlib.suppress(ApiError):
+                await connector.request_json("POST", f"/containers/{old_id}/rename?name={quoted(name)}")
+                if was_running:
+                    await connector.request_json("POST", f"/containers/{old_id}/start", timeout=60)
+            raise
+        await connector.request_json("DELETE", f"/containers/{old_id}?force=1")
+        return await connector.request_json("GET", f"/containers/{new_id}/json")
+
+
+async def image_update_loop(app: web.Application) -> None:
+    """Check every running container on a schedule, then recreate those labelled for auto-update."""
+    interval = app[CONFIG].image_check_interval
+    if interval <= 0:
+        return
+    environments = app[ENVIRONMENTS]
+    while True:
+        await asyncio.sleep(interval)
+        for endpoint in list(app[STORE].data["endpoints"].values()):
+            if environments.status.get(endpoint["Id"]) != STATUS_UP:
+                continue
+            try:
+                await check_and_auto_update(app, endpoint)
+            except ApiError as exc:
+                log.debug("image check of environment %s skipped: %s", endpoint["Id"], exc.message)
+
+
+async def move_resource_control(store: Store, old_id: str, new_id: str) -> None:
+    """An administrator's sharing of a container stays with it when it is recreated under a new id."""
+    moved = False
+    for control in (store.data.get("resource_controls") or {}).values():
+        if control.get("Type") == RESOURCE_CONTROL_TYPES["containers"] and control.get("ResourceId") == old_id:
+            control["ResourceId"] = new_id
+            moved = True
+    if moved:
+        await store.commit()
+
+
+async def check_and_auto_update(app: web.Application, endpoint: dict) -> None:
+    updates, endpoint_id = app[IMAGE_UPDATES], endpoint["Id"]
+    connector = updates.environments.connector(endpoint_id)
+    running = await connector.request_json("GET", "/containers/json")
+    answers = await updates.check_environment(endpoint_id, [c["Id"] for c in running], fresh=True)
+    updates.forget_missing(endpoint_id, {c["Id"] for c in running})
+    for container in running:
+        labels = container.get("Labels") or {}
+        if labels.get(AUTO_UPDATE_LABEL, "").lower() != "true":
+            continue
+        if answers.get(container["Id"], {}).get("Status") != UPDATE_OUTDATED:
+            continue
+        name = (container.get("Names") or ["/?"])[0].lstrip("/")
+        entry = {"kind": "activity", "userId": None, "username": "auto-update", "endpointId": endpoint_id,
+                 "context": endpoint.get("Name", ""), "method": "POST", "origin": "schedule",
+                 "path": f"/api/docker/{endpoint_id}/containers/{container['Id']}/recreate"}
+        try:
+            _, new = await updates.recreate(endpoint_id, container["Id"], pull=True, caller=None)
+        except ApiError as exc:
+            app[ACTIVITY].record({**entry, "action": f"auto-update of container {name} failed: {exc.message}",
+                                  "status": exc.status})
+            log.warning("auto-update of container %s on environment %s failed: %s", name, endpoint_id, exc.message)
+            continue
+        await move_resource_control(app[STORE], container["Id"], new["Id"])
+        app[ACTIVITY].record({**entry, "action": f"auto-update: recreated container {name} with the new image "
+                                                 f"of {new['Config']['Image']}", "status": 200})
+        log.info("auto-update: recreated container %s on environment %s with the new image of %s (%s)", name,
+                 endpoint_id, new["Config"]["Image"], answers[container["Id"]].get("RemoteDigest", ""))
+
+
+# ================================================================================================================
 # Docker proxy: /api/endpoints/{id}/docker/{path}, streamed both ways, upgrades passed through
 # ================================================================================================================
 
@@ -1779,6 +2450,7 @@ async def handle_docker_proxy(request: web.Request) -> web.StreamResponse:
     connector = request.app[ENVIRONMENTS].connector(endpoint_id)
     ownership_bound = role in OWNERSHIP_BOUND_ROLES
     headers = shared.forwardable_request_headers(request)
+    headers = request.app[REGISTRIES].proxy_headers(caller, endpoint_id, API_VERSION_PREFIX.sub("", path), headers)
     body, body_length = shared.request_body_for_relay(request)
     if check is not None:
         raw = await read_body(request) if body is not None else b""
@@ -3907,6 +4579,52 @@ async def handle_endpoints_snapshot(request: web.Request) -> web.Response:
 
 
 # ================================================================================================================
+# API handlers: tags (labels for environments; dynamic edge groups select environments by them)
+# ================================================================================================================
+
+
+def tag_view(tag: dict, store: Store) -> dict:
+    endpoints = {str(ep["Id"]): True for ep in store.data["endpoints"].values() if tag["ID"] in ep.get("TagIds", [])}
+    return {"ID": tag["ID"], "Name": tag["Name"], "Endpoints": endpoints}
+
+
+async def handle_tags_list(request: web.Request) -> web.Response:
+    """Every tag, with the environments that carry it."""
+    store = request.app[STORE]
+    return json_response([tag_view(t, store) for t in sorted(store.data["tags"].values(), key=lambda t: t["ID"])])
+
+
+async def handle_tag_create(request: web.Request) -> web.Response:
+    """Create a tag {Name} (administrators)."""
+    require_admin(request)
+    name = field(await read_json_object(request), "Name", str).strip()
+    if not name or len(name) > 128:
+        raise BadRequest("Name must be 1 to 128 characters")
+    store = request.app[STORE]
+    if any(t["Name"].lower() == name.lower() for t in store.data["tags"].values()):
+        raise Conflict(f"a tag named {name!r} already exists")
+    tag_id = store.next_id("tags")
+    tag = store.data["tags"][str(tag_id)] = {"ID": tag_id, "Name": name}
+    await store.commit()
+    return json_response(tag_view(tag, store))
+
+
+async def handle_tag_delete(request: web.Request) -> web.Response:
+    """Delete a tag and take it off every environment and edge group (administrators)."""
+    require_admin(request)
+    tag_id = path_id(request)
+    store = request.app[STORE]
+    if str(tag_id) not in store.data["tags"]:
+        raise NotFound(f"tag {tag_id} not found")
+    del store.data["tags"][str(tag_id)]
+    for holder in list(store.data["endpoints"].values()) + list(store.data.get("edge_groups", {}).values()):
+        if tag_id in (holder.get("TagIds") or []):
+            holder["TagIds"] = [t for t in holder["TagIds"] if t != tag_id]
+    await store.commit()
+    return web.Response(status=204)
+
+
+# ================================================================================================================
 # API handlers: edge environments (edge keys, the tunnel endpoint, association)
 # ================================================================================================================
 
@@ -4540,6 +5258,249 @@ async def handle_settings_update(request: web.Request) -> web.Response:
     store.data["settings"].update(changes)
     await store.commit()
     return json_response(current_settings(store))
+
+
+# ================================================================================================================
+# API handlers: registries, their access per environment, and browsing their repositories
+# ================================================================================================================
+
+
+def registry_view(registry: dict) -> dict:
+    """A registry as the API shows it: never its password."""
+    view = {k: v for k, v in registry.items() if not k.startswith("_")}
+    view["Password"] = ""
+    return view
+
+
+def registry_access(body: dict) -> dict:
+    """One environment's access to a registry, {UserAccessPolicies, TeamAccessPolicies, Namespaces}, checked."""
+    access = {"UserAccessPolicies": {}, "TeamAccessPolicies": {}, "Namespaces": []}
+    for policies in ("UserAccessPolicies", "TeamAccessPolicies"):
+        value = field(body, policies, dict, required=False, default={})
+        for key, policy in value.items():
+            if not str(key).isdigit() or not isinstance(policy, dict):
+                raise BadRequest(f"{policies} must map ids to objects such as {{\"RoleId\": 0}}")
+        access[policies] = {str(k): v for k, v in value.items()}
+    access["Namespaces"] = field(body, "Namespaces", list, required=False, default=[])
+    return access
+
+
+async def registry_fields(request: web.Request, registry: dict, body: dict, creating: bool) -> None:
+    """Check and apply the editable fields of a registry; the password is sealed before it is kept."""
+    store = request.app[STORE]
+    name = field(body, "Name", str, required=creating)
+    url = field(body, "URL", str, required=creating)
+    kind = field(body, "Type", int, required=False)
+    if name is not None:
+        if not name.strip():
+            raise BadRequest("Name cannot be empty")
+        if any(r["Name"].lower() == name.strip().lower() and r["Id"] != registry.get("Id")
+               for r in store.data["registries"].values()):
+            raise Conflict(f"a registry named {name.strip()!r} already exists")
+        registry["Name"] = name.strip()
+    if url is not None:
+        url = url.strip().rstrip("/")
+        if not url or any(c.isspace() for c in url) or not registry_host(url):
+            raise BadRequest("URL must be a registry address such as registry.example.com:5000")
+        registry["URL"] = url
+    if kind is not None:
+        if kind not in REGISTRY_TYPES:
+            raise BadRequest("Type must be one of " + ", ".join(f"{k} ({v})" for k, v in REGISTRY_TYPES.items()))
+        registry["Type"] = kind
+    for name_in_body in ("BaseURL", "Username"):
+        value = field(body, name_in_body, str, required=False)
+        if value is not None:
+            registry[name_in_body] = value.strip()
+    for switch in ("Authentication", "TLSSkipVerify"):
+        value = field(body, switch, bool, required=False)
+        if value is not None:
+            registry[switch] = value
+    accesses = field(body, "RegistryAccesses", dict, required=False)
+    if accesses is not None:
+        if any(not str(k).isdigit() or not isinstance(v, dict) for k, v in accesses.items()):
+            raise BadRequest("RegistryAccesses must map environment ids to {UserAccessPolicies, TeamAccessPolicies}")
+        registry["RegistryAccesses"] = {str(k): registry_access(v) for k, v in accesses.items()}
+    password = field(body, "Password", str, required=False)
+    if password:
+        registry["_SealedPassword"] = request.app[REGISTRIES].passwords.seal(password)
+    if not registry.get("Authentication"):
+        registry["Username"] = ""
+        registry.pop("_SealedPassword", None)
+    elif not registry.get("Username"):
+        raise BadRequest("Username is required when Authentication is on")
+
+
+async def handle_registries_list(request: web.Request) -> web.Response:
+    """Registries: all for administrators, those you may use somewhere for others (passwords never shown)."""
+    caller, registries = caller_of(request), request.app[REGISTRIES]
+    listed = sorted(request.app[STORE].data["registries"].values(), key=lambda r: r["Id"])
+    return json_response([registry_view(r) for r in listed if registries.may_use(caller, r)])
+
+
+async def handle_registry_create(request: web.Request) -> web.Response:
+    """Add a registry {Name, Type, URL, Authentication, Username, Password} (administrators)."""
+    require_admin(request)
+    body = await read_json_object(request)
+    store = request.app[STORE]
+    registry = {"Id": 0, "Name": "", "Type": REGISTRY_CUSTOM, "URL": "", "BaseURL": "", "Authentication": False,
+                "Username": "", "TLSSkipVerify": False, "RegistryAccesses": {}}
+    await registry_fields(request, registry, body, creating=True)
+    registry["Id"] = store.next_id("registries")
+    store.data["registries"][str(registry["Id"])] = registry
+    await store.commit()
+    return json_response(registry_view(registry))
+
+
+async def handle_registry_inspect(request: web.Request) -> web.Response:
+    """One registry (its password never shown)."""
+    registry = request.app[REGISTRIES].usable(caller_of(request), path_id(request), None)
+    return json_response(registry_view(registry))
+
+
+async def handle_registry_update(request: web.Request) -> web.Response:
+    """Change a registry (administrators); an empty or absent Password keeps the current one."""
+    require_admin(request)
+    registry = request.app[REGISTRIES].get(path_id(request))
+    body = await read_json_object(request)
+    changed = copy.deepcopy(registry)
+    await registry_fields(request, changed, body, creating=False)
+    registry.clear()
+    registry.update(changed)
+    await request.app[STORE].commit()
+    return json_response(registry_view(registry))
+
+
+async def handle_registry_delete(request: web.Request) -> web.Response:
+    """Remove a registry and its credentials (administrators)."""
+    require_admin(request)
+    registry_id = path_id(request)
+    request.app[REGISTRIES].get(registry_id)
+    del request.app[STORE].data["registries"][str(registry_id)]
+    await request.app[STORE].commit()
+    return web.Response(status=204)
+
+
+async def handle_endpoint_registries(request: web.Request) -> web.Response:
+    """The registries you may use on one environment."""
+    endpoint = endpoint_for_caller(request, path_id(request))
+    caller, registries = caller_of(request), request.app[REGISTRIES]
+    listed = sorted(request.app[STORE].data["registries"].values(), key=lambda r: r["Id"])
+    return json_response([registry_view(r) for r in listed if registries.may_use(caller, r, endpoint["Id"])])
+
+
+async def handle_endpoint_registry_access(request: web.Request) -> web.Response:
+    """Who may use a registry on one environment: {UserAccessPolicies, TeamAccessPolicies} (administrators)."""
+    require_admin(request)
+    endpoint_id = path_id(request)
+    request.app[ENVIRONMENTS].get(endpoint_id)
+    registry = request.app[REGISTRIES].get(path_id(request, "registryId"))
+    access = registry_access(await read_json_object(request))
+    accesses = registry.setdefault("RegistryAccesses", {})
+    if access["UserAccessPolicies"] or access["TeamAccessPolicies"]:
+        accesses[str(endpoint_id)] = access
+    else:
+        accesses.pop(str(endpoint_id), None)
+    await request.app[STORE].commit()
+    return web.Response(status=204)
+
+
+async def handle_registry_catalog(request: web.Request) -> web.Response:
+    """The repositories of a registry (its HTTP API v2 _catalog)."""
+    registries = request.app[REGISTRIES]
+    registry = registries.usable(caller_of(request), path_id(request), None)
+    return json_response({"repositories": await registries.catalog(registry)})
+
+
+async def handle_registry_tags(request: web.Request) -> web.Response:
+    """The tags of one repository of a registry (its HTTP API v2 tags/list)."""
+    registries = request.app[REGISTRIES]
+    registry = registries.usable(caller_of(request), path_id(request), None)
+    repository = request.match_info["repository"]
+    if not REPOSITORY_NAME.fullmatch(repository):
+        raise BadRequest(f"invalid repository name {repository[:100]!r}")
+    return json_response({"name": repository, "tags": await registries.tags(registry, repository)})
+
+
+# ================================================================================================================
+# API handlers: image updates and recreating containers with a new image
+# ================================================================================================================
+
+
+async def handle_container_image_status(request: web.Request) -> web.Response:
+    """Whether a newer image is behind a container's tag: Status outdated, updated, skipped or unknown."""
+    endpoint = endpoint_for_caller(request, path_id(request))
+    fresh = request.query.get("refresh", "").lower() in ("1", "true")
+    updates = request.app[IMAGE_UPDATES]
+    container_id = request.match_info["containerId"]
+    await authorize_docker_call(request, endpoint, "GET", f"/containers/{container_id}/json")
+    result = None if fresh else updates.cached(endpoint["Id"], container_id)
+    return json_response(result or await updates.check(endpoint["Id"], container_id,
+                                                       time.monotonic() if fresh else None))
+
+
+async def handle_endpoint_image_status(request: web.Request) -> web.Response:
+    """Update status of many containers at once: ?containerIds=a,b (running ones when absent), ?refresh=true."""
+    endpoint = endpoint_for_caller(request, path_id(request))
+    fresh = request.query.get("refresh", "").lower() in ("1", "true")
+    raw_ids = request.query.get("containerIds", "")
+    ids = [i for i in raw_ids.split(",") if i] if raw_ids else None
+    if ids is not None and (len(ids) > 500 or any(not re.fullmatch(r"[\w.-]{1,128}", i) for i in ids)):
+        raise BadRequest("containerIds must be at most 500 container ids or names, separated by commas")
+    store, caller = request.app[STORE], caller_of(request)
+    if endpoint_role(store, caller, endpoint) in OWNERSHIP_BOUND_ROLES:
+        running = await request.app[ENVIRONMENTS].connector(endpoint["Id"]).request_json("GET", "/containers/json")
+        owned = [c["Id"] for c in running if visible_resource(store, caller, "containers", c)]
+        ids = owned if ids is None else [i for i in ids if any(o.startswith(i) for o in owned) and len(i) >= 12]
+    return json_response(await request.app[IMAGE_UPDATES].check_environment(endpoint["Id"], ids, fresh))
+
+
+async def handle_container_recreate(request: web.Request) -> web.Response:
+    """Recreate a container {PullImage}: pull its image's tag, then replace it keeping settings and data."""
+    endpoint = endpoint_for_caller(request, path_id(request))
+    body = await read_json_object(request) if request.can_read_body else {}
+    pull = field(body, "PullImage", bool, required=False, default=False)
+    container_id = request.match_info["containerId"]
+    store, caller = request.app[STORE], caller_of(request)
+    # The caller must be allowed each engine call a recreate makes, as through the proxy.
+    for method, call in (("GET", f"/containers/{container_id}/json"), ("POST", f"/containers/{container_id}/stop"),
+                         ("POST", f"/containers/{container_id}/rename"), ("DELETE", f"/containers/{container_id}"),
+                         ("POST", "/containers/create")) + ((("POST", "/images/create"),) if pull else ()):
+        await authorize_docker_call(request, endpoint, method, call)
+
+    async def vet(creation: dict) -> None:
+        if bound_by_security_settings(store, caller, endpoint):
+            problems = BODY_CHECKS["container"](creation, endpoint_security_settings(endpoint))
+            if problems:
+                raise Forbidden("not allowed for non-administrators on this environment: " + ", ".join(problems),
+                                "an administrator can allow it in the environment's security settings")
+        if endpoint_role(store, caller, endpoint) in OWNERSHIP_BOUND_ROLES:
+            connector = request.app[ENVIRONMENTS].connector(endpoint["Id"])
+            await require_owned_references(connector, store, caller, "container", creation)
+
+    updates = request.app[IMAGE_UPDATES]
+    old_id, new = await updates.recreate(endpoint["Id"], container_id, pull, caller, vet)
+    await move_resource_control(store, old_id, new["Id"])
+    return json_response(new)
+
+
+async def handle_stack_images_status(request: web.Request) -> web.Response:
+    """Whether a stack's running containers have newer images: the stack's Status and each container's."""
+    stack = stack_for_caller(request)
+    endpoint = endpoint_for_caller(request, stack["EndpointId"])
+    fresh = request.query.get("refresh", "").lower() in ("1", "true")
+    label = LABEL_PROJECT if stack["Type"] == STACK_COMPOSE else LABEL_NAMESPACE
+    connector = request.app[ENVIRONMENTS].connector(endpoint["Id"])
+    filters = urllib.parse.quote(json.dumps({"label": [f"{label}={stack['Name']}"]}))
+    running = await connector.request_json("GET", f"/containers/json?filters={filters}")
+    store, caller = request.app[STORE], caller_of(request)
+    if endpoint_role(store, caller, endpoint) in OWNERSHIP_BOUND_ROLES:
+        running = [c for c in running if visible_resource(store, caller, "containers", c)]
+    answers = await request.app[IMAGE_UPDATES].check_environment(endpoint["Id"], [c["Id"] for c in running], fresh)
+    for container in running:
+        answers[container["Id"]]["Name"] = (container.get("Names") or ["/"])[0].lstrip("/")
+    statuses = {a["Status"] for a in answers.values()}
+    status = next((s for s in (UPDATE_OUTDATED, UPDATE_UNKNOWN, UPDATE_CURRENT) if s in statuses), UPDATE_SKIPPED)
+    return json_response({"Status": status, "Message": "", "Containers": answers})
 
 
 # ================================================================================================================
@@ -5751,6 +6712,7 @@ th.sorted-asc::after{content:" \25B2"}th.sorted-desc::after{content:" \25BC"}tbo
 td.check,th.check{width:28px}.table-wrap{overflow-x:auto}
 .error{color:var(--danger);margin:8px 0}.error:empty{display:none}.ok-text{color:var(--ok)}
 .badge{display:inline-block;padding:0 8px;border-radius:10px;font-size:12px;border:1px solid var(--border);margin-right:4px}
+.badge.outdated{color:var(--warn);border-color:var(--warn)}.badge.updated{color:var(--ok)}
 .up,.running,.healthy{color:var(--ok)}.down,.exited,.dead,.unhealthy{color:var(--danger)}.paused,.restarting,.created{color:var(--warn)}
 .toolbar{display:flex;gap:8px;flex-wrap:wrap;align-items:center;margin-bottom:12px}.toolbar input.filter{max-width:260px}
 .toolbar .spacer,.spacer{flex:1}.toolbar select,.toolbar input:not([type=checkbox]){width:auto}.toolbar input.filter{min-width:180px;width:260px}.toolbar h2{margin:0}
@@ -5799,6 +6761,8 @@ user-select:none;border-right:1px solid var(--border)}.gutter .bad{background:va
 @media (max-width:760px){.layout{grid-template-columns:minmax(0,1fr)}.top{padding:6px 8px;gap:6px}.top .who{display:none}.side{display:none}.side.open{display:flex;position:fixed;inset:0 30% 0 0;z-index:10;
 overflow:auto}.menu{display:inline-block}main{padding:8px}td,th{padding:5px}.hide-sm{display:none}.layer{grid-template-columns:80px 1fr}
 .toolbar input.filter{max-width:none;width:100%}}
+label.inline{display:inline-flex;align-items:center;gap:4px;margin:0 12px 0 0}
+label.inline input{width:auto}
 """
 
 UI_JS = r"""
@@ -5943,6 +6907,8 @@ const GLOBAL_NAV = [
   {href: '#/activity', label: 'Activity', admin: true},
   {href: '#/backup', label: 'Backup', admin: true},
   {href: '#/settings', label: 'Settings', admin: true},
+  {href: '#/tags', label: 'Tags', admin: true},
+  {href: '#/registries', label: 'Registries'},
   {href: '#/stacks', label: 'Stacks'},
   {href: '#/templates', label: 'App templates'},
   {href: '#/edge/stacks', label: 'Edge stacks', admin: true},
@@ -6257,7 +7223,9 @@ function portLinks(c) {
 async function pageContainers(envId) {
   const base = dockerBase(envId);
   const main = render('Containers', `<div class="toolbar"><h2>Containers</h2><span class="spacer"></span>
+    <button id="check-updates">Check for image updates</button>
     <a class="button primary" href="#/env/${envId}/containers/new">Add container</a></div><div id="containers"></div>`, envCrumbs(envId, 'Containers'));
+  const updates = imageUpdates(envId, () => table.setRows(table.rows()), () => load());
   const actions = ['start', 'stop', 'restart', 'kill', 'pause', 'unpause', 'remove'].map(a => `<button class="${a === 'remove' ? 'danger' : ''}" data-action="${a}" disabled>${a[0].toUpperCase() + a.slice(1)}</button>`).join('');
   const label = (c, k) => (c.Labels || {})[k] || '';
   const table = dataTable($('#containers'), {
@@ -6266,7 +7234,8 @@ async function pageContainers(envId) {
       {key: 'name', label: 'Name', value: containerName, html: c => `<a href="#/env/${envId}/containers/${esc(c.Id)}">${esc(containerName(c))}</a>`},
       {key: 'state', label: 'State', value: c => c.State, html: c => `<span class="${esc(c.State)}">${esc(c.State)}</span> <span class="muted small hide-sm">${esc(c.Status)}</span>`},
       {key: 'stack', label: 'Stack', value: c => label(c, 'com.docker.compose.project') || label(c, 'com.docker.stack.namespace'), cls: 'hide-sm'},
-      {key: 'image', label: 'Image', value: c => c.Image},
+      {key: 'image', label: 'Image', value: c => c.Image, html: c => (c.Image.startsWith('sha256:') ? `<span class="mono" title="${esc(c.Image)}">${esc(shortId(c.Image))}</span>` : esc(c.Image))},
+      {key: 'update', label: 'Image update', value: updates.value, html: updates.cell},
       {key: 'created', label: 'Created', value: c => c.Created, html: c => `<span title="${esc(fmtDate(c.Created))}">${fmtAgo(c.Created)}</span>`, cls: 'hide-sm'},
       {key: 'ip', label: 'IP', value: c => Object.values((c.NetworkSettings || {}).Networks || {}).map(n => n.IPAddress).filter(Boolean).join(' '), cls: 'hide-sm'},
       {key: 'ports', label: 'Published ports', html: portLinks, cls: 'hide-sm'},
@@ -6274,7 +7243,10 @@ async function pageContainers(envId) {
     ].filter(col => col.key !== 'node' || envIsSwarm(currentEnv)),
     onSelectionChange: sel => $$('[data-action]', main).forEach(b => { b.disabled = sel.size === 0; }),
   });
-  const load = async () => table.setRows(await api('GET', `${base}/containers/json?all=1`));
+  const load = async () => { table.setRows(await api('GET', `${base}/containers/json?all=1`));
+    if (updates.missing(table.rows())) updates.load(false); };
+  updates.bind(main);
+  $('#check-updates').addEventListener('click', () => updates.load(true));
   $$('[data-action]', main).forEach(b => b.addEventListener('click', async () => {
     const ids = table.selected(), action = b.dataset.action;
     if (action === 'remove' && !confirm(`Remove ${ids.length} container(s)? Their data outside volumes is lost.`)) return;
@@ -6787,7 +7759,8 @@ async function pageImages(envId) {
   const base = dockerBase(envId);
   const main = render('Images', `<div class="toolbar"><h2>Images</h2></div>
     <div class="grid2"><form class="card" id="pull"><h3>Pull an image</h3><div class="row"><div><label for="pull-image">Image</label>
-      <input id="pull-image" name="image" required placeholder="e.g. registry:5000/app:1.2" data-error-hint="image|reference|repository|manifest"></div></div>
+      <input id="pull-image" name="image" required placeholder="e.g. registry:5000/app:1.2" data-error-hint="image|reference|repository|manifest"></div>
+      <div><label for="pull-registry">Registry</label><select id="pull-registry" name="registry"><option value="">none (public, or the engine's login)</option></select></div></div>
       <div class="error" role="alert"></div><p><button class="primary" type="submit">Pull</button></p><div id="pull-progress"></div></form>
     <form class="card" id="build"><h3>Build from a context</h3><label for="build-tag">Tag</label><input id="build-tag" name="tag" placeholder="myapp:latest">
       <label for="build-file">Build context (.tar or .tar.gz with a Dockerfile)</label><input id="build-file" type="file" name="context" required accept=".tar,.tgz,.gz,application/x-tar,application/gzip">
@@ -6836,11 +7809,13 @@ async function pageImages(envId) {
     if (view.failed()) throw new Error(view.failed());
     await load();
   };
+  const registries = await registryChoice(envId, $('#pull-registry'));
   onSubmit($('#pull'), async data => {
-    const ref = data.get('image').trim(); const m = ref.match(/^(.+?)(?::([\w][\w.-]*))?(@sha256:[0-9a-f]+)?$/);
+    const ref = registries.qualify(data.get('registry'), data.get('image').trim()); const m = ref.match(/^(.+?)(?::([\w][\w.-]*))?(@sha256:[0-9a-f]+)?$/);
     if (!ref || !m) return showError($('#pull'), new Error('Enter an image reference'), 'image');
     const fromImage = m[3] ? m[1] + m[3] : m[1];
-    await streamInto($('#pull'), $('#pull-progress'), 'POST', `${base}/images/create?fromImage=${encodeURIComponent(fromImage)}${m[3] ? '' : '&tag=' + encodeURIComponent(m[2] || 'latest')}`);
+    await streamInto($('#pull'), $('#pull-progress'), 'POST', `${base}/images/create?fromImage=${encodeURIComponent(fromImage)}${m[3] ? '' : '&tag=' + encodeURIComponent(m[2] || 'latest')}`,
+      undefined, registries.headers(data.get('registry')));
     toast(`Pulled ${ref}`);
   });
   onSubmit($('#build'), async data => {
@@ -6945,6 +7920,25 @@ async function pageSwarm(envId, kind) {
 }
 
 // ---- pages: users, settings, my account ---------------------------------------------------------------------
+async function pageTags() {
+  const [tags, envs] = await Promise.all([api('GET', '/api/tags'), api('GET', '/api/endpoints')]);
+  const main = render('Tags', `<div class="card"><h2>Tags</h2>
+    <p class="muted">Tags label environments; dynamic edge groups pick their environments by tag.</p>
+    <table><thead><tr><th>Tag</th><th>Environments</th><th></th></tr></thead><tbody>
+    ${tags.map(t => `<tr><td><span class="badge">${esc(t.Name)}</span></td><td>${envs.map(ep => `<label class="inline">
+      <input type="checkbox" data-tag="${t.ID}" data-env="${ep.Id}" ${(ep.TagIds || []).includes(t.ID) ? 'checked' : ''}> ${esc(ep.Name)}</label>`).join(' ')}</td>
+      <td><button class="danger" data-del="${t.ID}">Remove</button></td></tr>`).join('') || '<tr><td colspan="3" class="muted">No tags yet.</td></tr>'}
+    </tbody></table><form id="f"><label for="tag-name">New tag</label><input id="tag-name" required maxlength="128">
+    <div class="error" role="alert"></div><button class="primary">Add tag</button></form></div>`);
+  const f = main.querySelector('#f');
+  f.onsubmit = async e => { e.preventDefault();
+    try { await api('POST', '/api/tags', {Name: f.querySelector('#tag-name').value}); pageTags(); } catch (err) { formError(f, err); } };
+  main.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => { await api('DELETE', `/api/tags/${b.dataset.del}`); pageTags(); });
+  main.querySelectorAll('[data-tag]').forEach(box => box.onchange = async () => {
+    const ep = envs.find(x => x.Id === +box.dataset.env), tag = +box.dataset.tag;
+    ep.TagIds = box.checked ? [...new Set([...(ep.TagIds || []), tag])] : (ep.TagIds || []).filter(x => x !== tag);
+    try { await api('PUT', `/api/endpoints/${ep.Id}`, {TagIds: ep.TagIds}); toast('Saved'); } catch (err) { toast(err.message); box.checked = !box.checked; } });
+}
 async function pageUsers() {
   currentEnv = null;
   const main = render('Users', `<div class="toolbar"><h2>Users</h2></div><form class="card" id="user-create"><h3>Add a user</h3>
@@ -7250,6 +8244,139 @@ async function pageResourceControls() {
     catch (err) { formError(f, err); } };
   document.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => { await api('DELETE', `/api/resource_controls/${b.dataset.del}`); pageResourceControls(); });
 }
+// ---- registries and image updates ---------------------------------------------------------------------------
+const REGISTRY_TYPES = {1: 'Quay.io', 2: 'Azure', 3: 'Custom', 4: 'GitLab', 5: 'ProGet', 6: 'DockerHub', 7: 'ECR', 8: 'GitHub'};
+async function pageRegistries(editId) {
+  const regs = await api('GET', '/api/registries');
+  const editing = regs.find(r => String(r.Id) === String(editId));
+  const r0 = editing || {Name: '', URL: '', Type: 3, Authentication: false, Username: '', TLSSkipVerify: false};
+  render('Registries', `<div class="card"><h2>Registries</h2><table><thead><tr><th>Name</th><th>URL</th>
+    <th class="hide-sm">Type</th><th>Credentials</th><th></th></tr></thead><tbody>
+    ${regs.map(r => `<tr><td>${esc(r.Name)}</td><td>${esc(r.URL)}</td><td class="hide-sm">${esc(REGISTRY_TYPES[r.Type] || r.Type)}</td>
+      <td>${r.Authentication ? esc(r.Username) : '<span class="muted">anonymous</span>'}</td>
+      <td><a href="#/registries/${r.Id}">Browse</a> ${isAdmin() ? `<button class="small" data-edit="${r.Id}">Edit</button>
+      <button class="small" data-access="${r.Id}">Access</button> <button class="small danger" data-del="${r.Id}">Remove</button>` : ''}</td></tr>`).join('')
+      || '<tr><td colspan="5" class="muted">No registry yet.</td></tr>'}</tbody></table></div>
+    ${isAdmin() ? `<div class="card"><h3>${editing ? 'Edit registry ' + esc(editing.Name) : 'Add registry'}</h3><form id="rf">
+      <label for="rn">Name</label><input id="rn" required value="${esc(r0.Name)}">
+      <label for="ru">URL (host:port, e.g. registry.example.com or 127.0.0.1:5000)</label><input id="ru" required value="${esc(r0.URL)}">
+      <label for="rt">Type</label><select id="rt">${Object.entries(REGISTRY_TYPES).map(([k, v]) => `<option value="${k}" ${+k === r0.Type ? 'selected' : ''}>${v}</option>`).join('')}</select>
+      <label class="check"><input type="checkbox" id="ra" ${r0.Authentication ? 'checked' : ''}> Authentication</label>
+      <label for="rus">Username</label><input id="rus" autocomplete="off" value="${esc(r0.Username)}">
+      <label for="rp">Password${editing ? ' (leave empty to keep the current one)' : ''}</label><input id="rp" type="password" autocomplete="new-password">
+      <label class="check"><input type="checkbox" id="rk" ${r0.TLSSkipVerify ? 'checked' : ''}> Skip TLS certificate verification</label>
+      <div class="error" role="alert"></div><button class="primary">${editing ? 'Save' : 'Add registry'}</button>
+      ${editing ? '<a href="#/registries">Cancel</a>' : ''}</form></div><div id="access"></div>` : ''}`);
+  if (!isAdmin()) return;
+  const f = $('#rf');
+  f.onsubmit = async e => { e.preventDefault();
+    const body = {Name: f.rn.value, URL: f.ru.value, Type: +f.rt.value, Authentication: f.ra.checked,
+                  Username: f.rus.value, TLSSkipVerify: f.rk.checked};
+    if (f.rp.value) body.Password = f.rp.value;
+    try { if (editing) await api('PUT', `/api/registries/${editing.Id}`, body); else await api('POST', '/api/registries', body);
+      toast(editing ? 'Registry saved' : 'Registry added'); location.hash = '#/registries'; pageRegistries(); } catch (err) { formError(f, err); } };
+  $$('[data-edit]').forEach(b => b.onclick = () => pageRegistries(b.dataset.edit));
+  $$('[data-del]').forEach(b => b.onclick = async () => {
+    if (!confirm('Remove this registry and its credentials?')) return;
+    try { await api('DELETE', `/api/registries/${b.dataset.del}`); pageRegistries(); } catch (err) { toast(err.message, true); } });
+  $$('[data-access]').forEach(b => b.onclick = () => registryAccessForm(regs.find(r => String(r.Id) === b.dataset.access)));
+}
+async function registryAccessForm(reg) {
+  const [eps, users, teams] = await Promise.all([api('GET', '/api/endpoints'), api('GET', '/api/users'),
+    api('GET', '/api/teams').catch(() => [])]);
+  const box = $('#access');
+  const draw = envId => { const acc = (reg.RegistryAccesses || {})[envId] || {};
+    const users_ = acc.UserAccessPolicies || {}, teams_ = acc.TeamAccessPolicies || {};
+    box.innerHTML = `<div class="card"><h3>Who may use ${esc(reg.Name)}</h3><form id="af"><label for="ae">Environment</label>
+      <select id="ae">${eps.map(ep => `<option value="${ep.Id}" ${String(ep.Id) === String(envId) ? 'selected' : ''}>${esc(ep.Name)}</option>`).join('')}</select>
+      <fieldset><legend>Users</legend>${users.filter(u => u.Role !== 1).map(u => `<label class="check"><input type="checkbox" name="u" value="${u.Id}" ${users_[u.Id] ? 'checked' : ''}> ${esc(u.Username)}</label>`).join('') || '<span class="muted">no standard users</span>'}</fieldset>
+      ${teams.length ? `<fieldset><legend>Teams</legend>${teams.map(t => `<label class="check"><input type="checkbox" name="t" value="${t.Id}" ${teams_[t.Id] ? 'checked' : ''}> ${esc(t.Name)}</label>`).join('')}</fieldset>` : ''}
+      <div class="error" role="alert"></div><button class="primary">Save access</button></form></div>`;
+    const f = $('#af');
+    f.ae.onchange = () => draw(f.ae.value);
+    f.onsubmit = async e => { e.preventDefault();
+      const pick = n => Object.fromEntries($$(`input[name=${n}]:checked`, f).map(x => [x.value, {RoleId: 0}]));
+      const body = {UserAccessPolicies: pick('u'), TeamAccessPolicies: pick('t')};
+      try { await api('PUT', `/api/endpoints/${f.ae.value}/registries/${reg.Id}`, body);
+        reg.RegistryAccesses = reg.RegistryAccesses || {}; reg.RegistryAccesses[f.ae.value] = body; toast('Access saved'); }
+      catch (err) { formError(f, err); } }; };
+  draw(eps.length ? eps[0].Id : '');
+}
+async function pageRegistryBrowse(id) {
+  const [reg, eps] = await Promise.all([api('GET', `/api/registries/${id}`), api('GET', '/api/endpoints')]);
+  render(reg.Name, `<div class="card"><h2>${esc(reg.Name)} <span class="muted">${esc(reg.URL)}</span></h2>
+    <div class="error" role="alert" id="reg-err"></div><div class="grid"><div><h3>Repositories</h3><div id="repos" class="muted">Loading…</div></div>
+    <div><h3>Tags</h3><div id="tags" class="muted">Choose a repository.</div></div></div>
+    <label for="pull-env">Pull to environment</label><select id="pull-env">${eps.map(ep => `<option value="${ep.Id}">${esc(ep.Name)}</option>`).join('')}</select>
+    <div id="pulled"></div></div>`, `<a href="#/registries">Registries</a> / ${esc(reg.Name)}`);
+  const err = $('#reg-err');
+  let repos = [];
+  try { repos = (await api('GET', `/api/registries/${id}/v2/_catalog`)).repositories; } catch (e) { err.textContent = e.message; }
+  $('#repos').innerHTML = repos.map(r => `<div><a href="#/registries/${id}" data-repo="${esc(r)}">${esc(r)}</a></div>`).join('') || 'No repository.';
+  $$('[data-repo]').forEach(a => a.onclick = async e => { e.preventDefault(); err.textContent = '';
+    const repo = a.dataset.repo, box = $('#tags');
+    try { const t = await api('GET', `/api/registries/${id}/v2/${repo.split('/').map(encodeURIComponent).join('/')}/tags/list`);
+      box.innerHTML = (t.tags || []).map(tag => `<div>${esc(repo)}:<b>${esc(tag)}</b> <button class="small" data-pull="${esc(tag)}">Pull</button></div>`).join('') || 'No tag.';
+      $$('[data-pull]', box).forEach(b => b.onclick = () => pullWithRegistry(reg, repo, b.dataset.pull));
+    } catch (e2) { err.textContent = e2.message; } });
+}
+// A pull through the proxy that names the registry, as Portainer's UI does: the server adds its credentials.
+async function pullWithRegistry(reg, repo, tag) {
+  const env = $('#pull-env').value, image = `${reg.URL.replace(/^\w+:\/\//, '').split('/')[0]}/${repo}`;
+  const view = progressView($('#pulled'));
+  try {
+    await apiStream('POST', `${dockerBase(env)}/images/create?fromImage=${encodeURIComponent(image)}&tag=${encodeURIComponent(tag)}`,
+      undefined, jsonLines(m => view.feed(m)), {'X-Registry-Auth': btoa(JSON.stringify({registryId: reg.Id}))});
+    if (view.failed()) throw new Error(view.failed());
+    toast(`Pulled ${image}:${tag}`);
+  } catch (err) { toast(`Pull of ${image}:${tag} failed: ${err.message}`, true); }
+}
+// A registry picker for pulls: the registries the user may use here; the server adds the chosen one's credentials.
+async function registryChoice(envId, select) {
+  const regs = await api('GET', `/api/endpoints/${envId}/registries`).catch(() => []);
+  select.insertAdjacentHTML('beforeend', regs.map(r => `<option value="${r.Id}">${esc(r.Name)} (${esc(r.URL)})</option>`).join(''));
+  const host = id => { const r = regs.find(x => String(x.Id) === String(id)); return r ? r.URL.replace(/^\w+:\/\//, '').split('/')[0] : ''; };
+  return {
+    headers: id => (id ? {'X-Registry-Auth': btoa(JSON.stringify({registryId: +id}))} : {}),
+    qualify: (id, ref) => (id && host(id) && !ref.startsWith(host(id) + '/') ? `${host(id)}/${ref}` : ref),
+  };
+}
+// The stack view's image updates: a badge per running container, recreate buttons for the outdated ones.
+async function stackImageUpdates(stack, reload) {
+  const box = $('#stack-updates'); if (!box) return;
+  const labels = {outdated: 'update available', updated: 'up to date', skipped: 'unknown', unknown: 'unknown'};
+  let answer;
+  try { answer = await api('GET', `/api/stacks/${stack.Id}/images_status`); } catch (e) { box.textContent = e.message; return; }
+  const entries = Object.entries(answer.Containers);
+  box.innerHTML = entries.length ? `<p>Images: <span class="badge ${esc(answer.Status)}">${labels[answer.Status]}</span> ` +
+    entries.map(([id, s]) => `<span class="badge ${esc(s.Status)}" title="${esc(s.Message)}">${esc(s.Name)}: ${labels[s.Status] || 'unknown'}</span>` +
+      (s.Status === 'outdated' ? `<button type="button" class="small" data-recreate="${esc(id)}">Recreate with new image</button> ` : '')).join('') + '</p>' : '';
+  $$('[data-recreate]', box).forEach(b => b.onclick = async () => { b.disabled = true; b.textContent = 'Recreating…';
+    try { await api('POST', `/api/docker/${stack.EndpointId}/containers/${b.dataset.recreate}/recreate`, {PullImage: true}); toast('Recreated with the new image'); reload(); }
+    catch (err) { toast(err.message, true); b.disabled = false; b.textContent = 'Recreate with new image'; } });
+}
+// The "Image update" column of a containers table: a badge per running container, and a recreate button.
+function imageUpdates(envId, redraw, reload) {
+  const labels = {outdated: 'update available', updated: 'up to date', skipped: 'unknown', unknown: 'unknown'};
+  const state = {statuses: {}};
+  state.value = c => (state.statuses[c.Id] || {}).Status || '';
+  state.cell = c => { if (c.State !== 'running') return '';
+    const s = state.statuses[c.Id]; if (!s) return '<span class="muted small">checking…</span>';
+    return `<span class="badge ${esc(s.Status)}" title="${esc(s.Message)}">${labels[s.Status] || 'unknown'}</span>` +
+      (s.Status === 'outdated' ? ` <button class="small" data-recreate="${esc(c.Id)}">Recreate with new image</button>` : ''); };
+  state.load = async refresh => {
+    try { state.statuses = await api('GET', `/api/endpoints/${envId}/image_status${refresh ? '?refresh=true' : ''}`); }
+    catch (e) { toast(e.message, true); }
+    redraw(); };
+  state.missing = rows => rows.some(c => c.State === 'running' && !state.statuses[c.Id]);
+  state.bind = el => el.addEventListener('click', async e => {
+    const b = e.target.closest('[data-recreate]'); if (!b) return;
+    b.disabled = true; b.textContent = 'Recreating…';
+    try { await api('POST', `/api/docker/${envId}/containers/${b.dataset.recreate}/recreate`, {PullImage: true}); toast('Recreated with the new image'); }
+    catch (err) { toast(err.message, true); }
+    await reload(); });
+  return state;
+}
 async function pageStacks() {
   const [stacks, eps] = await Promise.all([api('GET', '/api/stacks'), api('GET', '/api/endpoints')]);
   const epName = id => (eps.find(e => e.Id === id) || {}).Name || id;
@@ -7304,11 +8431,12 @@ async function pageStackEditor(id, adopt) {
     <div class="toolbar"><button class="primary" type="submit">${stack ? 'Update the stack' : adopt ? 'Adopt' : 'Deploy the stack'}</button>
     ${stack ? `<button type="button" data-act="${stack.Status === 1 ? 'stop' : 'start'}">${stack.Status === 1 ? 'Stop' : 'Start'}</button>
       <button type="button" class="danger" data-act="remove">Remove</button>` : ''}</div></form></div>
-    ${stack ? `<div class="card"><h3>Services</h3><table><tr><th>Service</th><th>Image</th><th>Containers</th></tr>
+    ${stack ? `<div class="card"><h3>Services</h3><div id="stack-updates"></div><table><tr><th>Service</th><th>Image</th><th>Containers</th></tr>
       ${services.map(s => `<tr><td>${esc(s.Name)}</td><td>${esc(s.Image)}</td><td>${s.Containers.map(c => `<span class="badge ${esc(c.State)}">${esc(c.Name)}: ${esc(c.State)}</span>` +
         (stack.Type === 2 ? ` <button type="button" data-logs="${esc(c.Id)}">logs</button>` : '')).join(' ') || '<span class="muted">none</span>'}</td></tr>`).join('')}</table>
       <pre id="logs" aria-live="polite"></pre></div>` : ''}`);
   const redraw = bindEditor(() => badLine);
+  if (stack) stackImageUpdates(stack, () => pageStackEditor(stack.Id));
   const f = document.getElementById('f'), err = document.getElementById('err');
   const fail = e => { err.textContent = e.message; const m = /line (\d+)/.exec(e.message); badLine = m ? +m[1] : 0; redraw(); };
   f.onsubmit = async e => { e.preventDefault(); err.textContent = ''; badLine = 0; redraw();
@@ -7494,6 +8622,7 @@ async function pageEdgeJob(id) {
 }
 const UI_ROUTES = [
   ['home', pageHome],
+  ['tags', pageTags],
   ['environments/new', () => pageEnvironmentForm(null)],
   ['environments/(\\d+)/edit', pageEnvironmentForm],
   ['env/(\\d+)/dashboard', pageDashboard],
@@ -7516,6 +8645,8 @@ const UI_ROUTES = [
   ['activity/auth', () => pageActivity('authlogs')],
   ['backup', pageBackup],
   ['settings', pageSettings],
+  ['registries', () => pageRegistries()],
+  ['registries/(\\d+)', pageRegistryBrowse],
   ['account', pageAccount],
   ['stacks', pageStacks],
   ['stacks/new', () => pageStackEditor(null)],
@@ -7611,6 +8742,8 @@ LOGIN_LIMIT = app_key("login_limit", LoginRateLimit)
 API_KEY_INDEX = app_key("api_key_index", dict)
 STARTED_AT = app_key("started_at", float)
 ASSETS = app_key("assets", dict)
+REGISTRIES = app_key("registries", Registries)
+IMAGE_UPDATES = app_key("image_updates", ImageUpdates)
 EDGE_TUNNELS = app_key("edge_tunnels", EdgeTunnels)
 EDGE_JOBS = app_key("edge_jobs", EdgeJobRunner)
 STACKS = app_key("stacks", Stacks)
@@ -7665,6 +8798,19 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("DELETE", "/api/endpoints/{id}", handle_endpoint_delete),
     ("POST", "/api/endpoints/{id}/snapshot", handle_endpoint_snapshot),
     ("*", "/api/endpoints/{id}/docker/{path:.*}", handle_docker_proxy),
+    ("GET", "/api/registries", handle_registries_list),
+    ("POST", "/api/registries", handle_registry_create),
+    ("GET", "/api/registries/{id}", handle_registry_inspect),
+    ("PUT", "/api/registries/{id}", handle_registry_update),
+    ("DELETE", "/api/registries/{id}", handle_registry_delete),
+    ("GET", "/api/registries/{id}/v2/_catalog", handle_registry_catalog),
+    ("GET", "/api/registries/{id}/v2/{repository:.+}/tags/list", handle_registry_tags),
+    ("GET", "/api/endpoints/{id}/registries", handle_endpoint_registries),
+    ("PUT", "/api/endpoints/{id}/registries/{registryId}", handle_endpoint_registry_access),
+    ("GET", "/api/endpoints/{id}/image_status", handle_endpoint_image_status),
+    ("GET", "/api/docker/{id}/containers/{containerId}/image_status", handle_container_image_status),
+    ("POST", "/api/docker/{id}/containers/{containerId}/recreate", handle_container_recreate),
+    ("GET", "/api/stacks/{id}/images_status", handle_stack_images_status),
     ("GET", "/api/endpoints/edge/tunnel", handle_edge_tunnel),
     ("GET", "/api/endpoints/{id}/edge/key", handle_edge_key),
     ("PUT", "/api/endpoints/{id}/association", handle_endpoint_association),
@@ -7719,6 +8865,9 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("POST", "/api/restore", handle_restore),
     ("GET", "/api/telemetry/preview", handle_telemetry_preview),
     ("POST", "/api/telemetry/send", handle_telemetry_send),
+    ("GET", "/api/tags", handle_tags_list),
+    ("POST", "/api/tags", handle_tag_create),
+    ("DELETE", "/api/tags/{id}", handle_tag_delete),
     ("GET", "/api/settings", handle_settings_get),
     ("PUT", "/api/settings", handle_settings_update),
     ("GET", "/api/settings/public", handle_settings_public),
@@ -7751,6 +8900,10 @@ REQUEST_SCHEMAS: dict[str, dict] = {
         "Name": _STRING, "URL": _STRING, "PublicURL": _STRING, "TagIds": {"type": "array"},
         "UserAccessPolicies": {"type": "object"}, "TeamAccessPolicies": {"type": "object"},
         "SecuritySettings": {"type": "object"}}},
+    "handle_endpoint_registry_access": {"type": "object", "properties": {
+        "UserAccessPolicies": {"type": "object"}, "TeamAccessPolicies": {"type": "object"},
+        "Namespaces": {"type": "array", "items": _STRING}}},
+    "handle_container_recreate": {"type": "object", "properties": {"PullImage": {"type": "boolean"}}},
     "handle_settings_update": {"type": "object", "properties": {
         "UserSessionTimeout": _STRING, "EnableTelemetry": {"type": "boolean"}, "LogoURL": _STRING}},
 }
@@ -7762,8 +8915,9 @@ def openapi_document() -> dict:
         if not path.startswith("/api/"):
             continue
         clean = re.sub(r"\{(\w+)(:[^}]*)?\}", r"{\1}", path)
+        integer_params = ("id", "keyId", "registryId", "taskId")
         params = [{"name": name, "in": "path", "required": True,
-                   "schema": {"type": "integer"} if name in ("id", "keyId", "taskId") else {"type": "string"}}
+                   "schema": {"type": "integer"} if name in integer_params else {"type": "string"}}
                   for name in re.findall(r"\{(\w+)", clean)]
         methods = ["get", "post", "put", "delete"] if method == "*" else [method.lower()]
         for m in methods:
@@ -7820,12 +8974,15 @@ async def server_lifecycle(app: web.Application):
     await create_first_admin_and_environment(app)
     rebuild_api_key_index(app)
     snapshots = asyncio.ensure_future(snapshot_loop(app))
+    image_checks = asyncio.ensure_future(image_update_loop(app))
     yield
     for ws in list(app[CONSOLES]):
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
-    snapshots.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await snapshots
+    for task in (snapshots, image_checks):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await app[REGISTRIES].close()
     app[ENVIRONMENTS].close()
     await app[STORE].drain()
     app[STORE].release()
@@ -7878,12 +9035,15 @@ def make_app(config: argparse.Namespace) -> web.Application:
     app[STARTED_AT] = time.monotonic()
     app[CONSOLES] = weakref.WeakSet()
     app[ASSETS] = {path: StaticAsset.make(text, kind) for path, (text, kind) in UI_ASSETS.items()}
+    app[REGISTRIES] = Registries(store, load_or_create_secret(store.directory, "registry.key"))
+    app[IMAGE_UPDATES] = ImageUpdates(app[ENVIRONMENTS], app[REGISTRIES])
     app[STACKS] = Stacks(store, app[ENVIRONMENTS], store.directory)
     app[EDGE_STACKS] = EdgeStacks(store, app[ENVIRONMENTS], store.directory)
     app[ACTIVITY] = ActivityLog(store.directory,
                                 lambda: int(current_settings(store)["ActivityLogRetentionDays"]))
     app[ANALYTICS_STATE] = {}
-    app[AFTER_RESTORE] = [app[EDGE_STACKS].forget_running]
+    app[AFTER_RESTORE] = [app[EDGE_STACKS].forget_running, lambda restored: restored[REGISTRIES].reload(),
+                          lambda restored: restored[IMAGE_UPDATES].forget()]
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
     app.cleanup_ctx.append(server_lifecycle)

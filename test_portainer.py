@@ -12,7 +12,6 @@ import sys
 import threading
 import time
 
-import docker
 import pytest
 import requests
 
@@ -698,3 +697,18 @@ def test_the_dockerfile_builds_runs_as_non_root_and_is_managed_through_the_api(e
     finally:
         container.remove(force=True)
         engine.images.remove(image.id, force=True)
+
+
+def test_tags_label_environments_and_leave_them_when_deleted(server, make_user):
+    r = server.api("POST", "/api/tags", json={"Name": "factory-floor"})
+    assert r.status_code == 200, r.text
+    tag_id = r.json()["ID"]
+    assert server.api("POST", "/api/tags", json={"Name": "FACTORY-FLOOR"}).status_code == 409
+    _, token, _ = make_user()
+    assert server.api("POST", "/api/tags", token=token, json={"Name": "x"}).status_code == 403
+    assert server.api("PUT", "/api/endpoints/1", json={"TagIds": [tag_id]}).status_code == 200
+    listed = {t["ID"]: t for t in server.api("GET", "/api/tags").json()}
+    assert listed[tag_id]["Endpoints"] == {"1": True}
+    assert server.api("DELETE", f"/api/tags/{tag_id}").status_code == 204
+    assert server.api("GET", "/api/endpoints/1").json()["TagIds"] == []
+    assert server.api("DELETE", f"/api/tags/{tag_id}").status_code == 404

@@ -355,6 +355,8 @@ def test_console_runs_top_and_reports_resizes(fresh_server, engine, open_page):
 
         # Attach to the main process of a container started with -it.
         page.goto(srv.url + f"/#/env/1/containers/{interactive.id}/console")
+        # the route renders asynchronously: wait for this container's page, not the previous one's Attach button
+        page.wait_for_function("name => document.title.startsWith(name)", arg=interactive.name)
         page.get_by_role("button", name="Attach").click()
         page.locator("#console-status", has_text="attached").wait_for()
         type_in_terminal(tab, "echo attached-$((6*7))\n")
@@ -738,3 +740,21 @@ def test_a_standard_user_sees_why_a_privileged_container_is_refused_and_the_admi
     settings = srv.api("GET", "/api/endpoints/1").json()["SecuritySettings"]
     assert settings["allowPrivilegedModeForRegularUsers"] is True
     assert settings["allowBindMountsForRegularUsers"] is False
+
+
+def test_an_admin_tags_an_environment_and_sees_the_tag_on_home(fresh_server, open_page):
+    srv = fresh_server()
+    tab = open_page()
+    page = tab.page
+    page.goto(srv.url + "/#/login")
+    page.get_by_label("Username").fill("admin")
+    page.get_by_label("Password").fill(ADMIN_PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.locator("#env-list .env").first.wait_for()
+    page.goto(srv.url + "/#/tags")
+    page.get_by_label("New tag").fill("factory-floor")
+    page.get_by_role("button", name="Add tag").click()
+    page.get_by_label("local").check()
+    wait_until(lambda: srv.api("GET", "/api/endpoints/1").json()["TagIds"] != [], message="the tag to be saved")
+    page.goto(srv.url + "/#/home")
+    page.locator("#env-list .env .badge", has_text="factory-floor").wait_for()
