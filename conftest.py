@@ -350,14 +350,24 @@ def remove_namespace_host(name: str, veth: str, root: str) -> None:
 # Which suite uses which host number, so that one pytest run never hands the same namespace to two fixtures.
 NAMESPACE_HOSTS = {1: "remote_host (session)", 2: "test_edge", 3: "test_access", 4: "test_stacks swarm",
                    5: "test_agent", 6: "test_agent swarm manager", 7: "test_agent swarm worker",
-                   8: "test_ui swarm", 9: "test_stacks edge site"}
+                   8: "test_ui swarm", 9: "test_stacks edge site", 10: "test_resilience agent",
+                   11: "test_resilience edge site", 12: "test_resilience edge stack site 1",
+                   13: "test_resilience edge stack site 2"}
+# Hosts 10..34 live in 10.97.0.0/16 (10.99 holds ten hosts per slot), numbered past the first scheme's names.
+EXTRA_HOSTS_PER_SLOT = 25
 
 
 def make_namespace_host(index: int) -> NamespaceHost:
-    """Host number `index` (1..9) of this run's slot, at 10.99.N.2 with this machine at 10.99.N.1."""
-    index = SLOT * 10 + index
-    name, veth = f"ptpy-node{index}", f"ptpy-veth{index}"
-    address, host_address = f"10.99.{index}.2", f"10.99.{index}.1"
+    """Host number `index` of this run's slot: 1..9 at 10.99.N.2, 10..34 at 10.97.N.2 (this machine at .1)."""
+    if index < 10:
+        number = SLOT * 10 + index
+        subnet = f"10.99.{number}"
+    else:
+        assert index < 10 + EXTRA_HOSTS_PER_SLOT, f"no namespace host number {index}"
+        number = 1000 + SLOT * EXTRA_HOSTS_PER_SLOT + index - 10
+        subnet = f"10.97.{number - 1000}"
+    name, veth = f"ptpy-node{number}", f"ptpy-veth{number}"  # interface names stay within 15 characters
+    address, host_address = f"{subnet}.2", f"{subnet}.1"
     root = f"/tmp/portainer-py-{name}"
     remove_namespace_host(name, veth, root)  # whatever an earlier, killed run left
     run = lambda *argv: subprocess.run(argv, check=True, capture_output=True)  # noqa: E731

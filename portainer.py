@@ -253,7 +253,7 @@ async def read_json(request: web.Request, limit: int = MAX_JSON_BODY) -> Any:
         raise BadRequest("request body is empty", "a JSON object was expected")
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise BadRequest("invalid JSON in request body", str(exc)) from exc
 
 
@@ -678,7 +678,9 @@ class EdgeTunnels:
         task.add_done_callback(self.tasks.discard)
 
     def is_connected(self, endpoint_id: int) -> bool:
-        return endpoint_id in self.tunnels
+        # a dead tunnel stays listed while its closing handshake times out; it carries nothing any more
+        tunnel = self.tunnels.get(endpoint_id)
+        return tunnel is not None and not tunnel.closed
 
     def seen(self, endpoint_id: int) -> int:
         return now() if endpoint_id in self.tunnels else self.last_seen.get(endpoint_id, 0)
@@ -916,7 +918,7 @@ class Sessions:
             header = json.loads(b64url_decode(header_b64))
             claims = json.loads(b64url_decode(payload_b64))
             signature = b64url_decode(signature_b64)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, RecursionError):
             raise Unauthorized("invalid session token") from None
         if not isinstance(header, dict) or header.get("alg") != "HS256" or not isinstance(claims, dict):
             raise Unauthorized("invalid session token", "only HS256 tokens issued by this server are accepted")
@@ -2480,7 +2482,7 @@ async def handle_docker_proxy(request: web.Request) -> web.StreamResponse:
         if not caller.is_admin:
             try:
                 parsed = json.loads(raw) if raw.strip() else {}
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 raise BadRequest("invalid JSON in request body", str(exc)) from None
             if not isinstance(parsed, dict):
                 raise BadRequest("request body must be a JSON object")
@@ -2615,6 +2617,8 @@ class ComposeFile:
                              str(exc)) from None
         except yaml.YAMLError as exc:
             raise BadRequest(f"{file_name}: invalid YAML: {exc}") from None
+        except RecursionError:
+            raise BadRequest(f"{file_name}: invalid YAML: nested too deeply") from None
         if not isinstance(document, MarkedMap):
             raise BadRequest(f"{file_name}, line 1: a compose file is a mapping with a 'services' key")
         self.budget = MAX_COMPOSE_NODES
@@ -3681,7 +3685,7 @@ async def handle_console_websocket(request: web.Request) -> web.WebSocketRespons
             elif message.type == web.WSMsgType.TEXT:
                 try:
                     control = json.loads(message.data)
-                except ValueError:
+                except (ValueError, RecursionError):
                     continue
                 if isinstance(control, dict) and control.get("type") == "resize":
                     await resize(control.get("cols"), control.get("rows"))
@@ -5704,7 +5708,7 @@ async def handle_stack_create_standalone_file(request: web.Request) -> web.Respo
     try:
         env = json.loads(post.get("Env") or "[]")
         content = upload.file.read(MAX_JSON_BODY).decode("utf-8")
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise BadRequest("Env must be JSON and the file UTF-8 text", str(exc)) from None
     body = {"Name": post.get("Name"), "StackFileContent": content, "Env": env}
     return json_response(stack_view(await create_stack(request, STACK_COMPOSE, body)))
@@ -5742,7 +5746,7 @@ async def handle_stacks_list(request: web.Request) -> web.Response:
     if raw:
         try:
             filters = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise BadRequest("filters must be JSON, e.g. {\"EndpointID\": 1}") from None
         if isinstance(filters, dict) and filters.get("EndpointID"):
             stacks = [s for s in stacks if s["EndpointId"] == filters["EndpointID"]]
