@@ -62,6 +62,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def stop_process(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
 class BenchServer:
     """A portainer.py process with an admin and an API key, managing the machine's engine as environment 1."""
 
@@ -102,11 +110,7 @@ class BenchServer:
         return {"X-API-Key": self.api_key}
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        stop_process(self.process)
 
 
 class BenchAgent:
@@ -133,11 +137,7 @@ class BenchAgent:
         raise RuntimeError("agent.py did not start")
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        stop_process(self.process)
 
 
 class BenchEdgeAgent:
@@ -151,11 +151,7 @@ class BenchEdgeAgent:
                                         stdout=self.log, stderr=subprocess.STDOUT)
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        stop_process(self.process)
 
 
 async def create_edge_environment(session: aiohttp.ClientSession, server: BenchServer, name: str) -> dict:

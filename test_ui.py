@@ -14,7 +14,6 @@ import re
 import subprocess
 import tarfile
 import threading
-import time
 
 import aiohttp
 import docker
@@ -317,11 +316,7 @@ def test_console_runs_top_and_reports_resizes(fresh_server, engine, open_page):
     try:
         tab = open_page(1280, 800)
         page = tab.page
-        page.goto(srv.url + "/#/login")
-        page.get_by_label("Username").fill("admin")
-        page.get_by_label("Password").fill(ADMIN_PASSWORD)
-        page.get_by_role("button", name="Log in").click()
-        page.locator("#env-list .env").first.wait_for()
+        log_in(page, srv)
         page.goto(srv.url + f"/#/env/1/containers/{container.id}/console")
         page.get_by_role("button", name="Connect", exact=True).click()
         page.locator("#console-status", has_text="connected").wait_for()
@@ -508,11 +503,7 @@ def test_container_table_filters_and_sorts_a_thousand_rows_quickly(fresh_server,
     srv = fresh_server()
     tab = open_page()
     page = tab.page
-    page.goto(srv.url + "/#/login")
-    page.get_by_label("Username").fill("admin")
-    page.get_by_label("Password").fill(ADMIN_PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.locator("#env-list .env").first.wait_for()
+    log_in(page, srv)
     timings = page.evaluate("""() => {
         const rows = Array.from({length: 1000}, (_, i) => ({Id: 'c' + i, Names: ['/app-' + i], State: i % 3 ? 'running' : 'exited',
             Status: 'Up', Image: 'img:' + (i % 7), Created: 1700000000 + i, Labels: {}, Ports: [{PrivatePort: 80, PublicPort: 8000 + i, Type: 'tcp'}]}));
@@ -537,11 +528,7 @@ def test_phone_width_and_dark_theme(fresh_server, engine, open_page):
     srv = fresh_server()
     tab = open_page(390, 844, dark=True)
     page = tab.page
-    page.goto(srv.url + "/#/login")
-    page.get_by_label("Username").fill("admin")
-    page.get_by_label("Password").fill(ADMIN_PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.locator("#env-list .env").first.wait_for()
+    log_in(page, srv)
     assert page.evaluate("document.documentElement.dataset.theme") == "dark"
     assert not page.locator("nav.side").is_visible()
     page.get_by_role("button", name="Menu").click()
@@ -746,11 +733,7 @@ def test_an_admin_tags_an_environment_and_sees_the_tag_on_home(fresh_server, ope
     srv = fresh_server()
     tab = open_page()
     page = tab.page
-    page.goto(srv.url + "/#/login")
-    page.get_by_label("Username").fill("admin")
-    page.get_by_label("Password").fill(ADMIN_PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.locator("#env-list .env").first.wait_for()
+    log_in(page, srv)
     page.goto(srv.url + "/#/tags")
     page.get_by_label("New tag").fill("factory-floor")
     page.get_by_role("button", name="Add tag").click()
