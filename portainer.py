@@ -234,6 +234,64 @@ class InsufficientStorage(ApiError):
     status = 507
 
 
+# JSON read the way Docker and Portainer (Go servers) read it: Go's encoding/json matches an object key to a struct
+# field case-insensitively, with Unicode simple folding (so "hoſtconfig", with U+017F, fills HostConfig), and
+# merges two keys that fold alike. We fold the same way, refuse such duplicates, and forward what we checked.
+
+# The only non-ASCII letters that fold onto ASCII ones: long s, Kelvin sign, dotted capital I, dotless small i.
+_GO_FOLDS_TO_ASCII = {"\u017f": "S", "\u212a": "K", "\u0130": "I", "\u0131": "I"}
+
+
+def go_fold(name: str) -> str:
+    """Go's foldName: a key and a field name match when their folds are equal."""
+    out = []
+    for char in name:
+        if char.isascii():
+            out.append(char.upper())
+        elif char in _GO_FOLDS_TO_ASCII:
+            out.append(_GO_FOLDS_TO_ASCII[char])
+        else:
+            lower = char.lower()
+            upper = lower.upper() if len(lower) == 1 else char
+            out.append(upper if len(upper) == 1 else lower)
+    return "".join(out)
+
+
+class DuplicateKey(ValueError):
+    pass
+
+
+def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        key = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise DuplicateKey(f"the key {key!r} appears twice in one object")
+    return obj
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def decode_json(raw: bytes | str) -> Any:
+    """Strict JSON: a key twice in one object, NaN or Infinity are errors (Go would merge or refuse them)."""
+    return json.loads(raw, object_pairs_hook=_object_without_duplicates, parse_constant=_refuse_constant)
+
+
+def folded_key(body: dict, name: str) -> str | None:
+    """The key of `body` that Go would decode into the field `name`: an exact match, else the one folding alike.
+    Two keys folding onto one field are a 400: Go would merge them, and we could check one and forward both."""
+    if not isinstance(body, dict):
+        return None
+    target = go_fold(name)
+    matches = [key for key in body if key == name or go_fold(key) == target]
+    if len(matches) > 1:
+        raise BadRequest(f"the fields {', '.join(map(repr, matches))} name the same field {name!r}",
+                         "keys are matched case-insensitively; send each field once")
+    return matches[0] if matches else None
+
+
 async def read_body(request: web.Request, limit: int = MAX_JSON_BODY) -> bytes:
     """The whole request body, refused with 413 past `limit` bytes."""
     if request.content_length is not None and request.content_length > limit:
@@ -252,7 +310,7 @@ async def read_json(request: web.Request, limit: int = MAX_JSON_BODY) -> Any:
     if not raw.strip():
         raise BadRequest("request body is empty", "a JSON object was expected")
     try:
-        return json.loads(raw)
+        return decode_json(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise BadRequest("invalid JSON in request body", str(exc)) from exc
 
@@ -269,12 +327,14 @@ async def read_json_object(request: web.Request) -> dict:
 
 
 def field(body: dict, name: str, kind: type, required: bool = True, default: Any = None) -> Any:
-    """One field of a JSON body, type-checked, with a clear message when it is missing or wrong."""
-    if name not in body or body[name] is None:
+    """One field of a JSON body, matched as Portainer (Go) matches it, type-checked, with a clear message when it
+    is missing or wrong."""
+    key = folded_key(body, name)
+    if key is None or body[key] is None:
         if required:
             raise BadRequest(f"missing field {name!r}")
         return default
-    value = body[name]
+    value = body[key]
     if kind is int and isinstance(value, bool) or not isinstance(value, kind):
         raise BadRequest(f"field {name!r} must be {kind.__name__}")
     return value
@@ -546,9 +606,10 @@ class DockerConnector:
         except shared.DockerUnreachable as exc:
             raise BadGateway(f"environment {self.endpoint_id} is unreachable", str(exc)) from None
 
-    async def request_json(self, method: str, target: str, body: Any = None, timeout: float = 30.0) -> Any:
+    async def request_json(self, method: str, target: str, body: Any = None, timeout: float = 30.0,
+                           headers=()) -> Any:
         data = json.dumps(body).encode() if body is not None else None
-        headers = [("Content-Type", "application/json")] if data is not None else []
+        headers = list(headers) + ([("Content-Type", "application/json")] if data is not None else [])
         response = await self.request(method, target, headers, data, timeout=timeout)
         async with response:
             try:
@@ -1346,11 +1407,6 @@ def endpoint_security_settings(endpoint: dict) -> dict:
     return {**DEFAULT_SECURITY_SETTINGS, **(endpoint.get("SecuritySettings") or {})}
 
 
-def bound_by_security_settings(store: Store, caller: Caller, endpoint: dict) -> bool:
-    """Administrators and environment administrators are trusted with the host; everyone else is checked."""
-    return endpoint_role(store, caller, endpoint) != ENV_ROLE_ADMIN
-
-
 def require_stack_management(request: web.Request, endpoint: dict) -> None:
     """Refuse stack creation or change to a non-administrator unless the environment allows it."""
     store, caller = request.app[STORE], caller_of(request)
@@ -1364,13 +1420,14 @@ def require_stack_management(request: web.Request, endpoint: dict) -> None:
                         "an administrator can allow it in the environment's security settings")
 
 
-_ID = r"[^/]+"
+_ID = r"(?P<id>[^/]+)"
 _NAME = r".+"  # image names and plugin names may hold slashes
-# (methods, path pattern after the /vX.Y prefix, action, body check). Anything not listed here is refused;
-# a role may make a call only when its ROLE_ACTIONS hold the call's action.
+# (methods, path pattern after the /vX.Y prefix, action, body kind). Anything not listed here is refused; a role
+# may make a call only when its ROLE_ACTIONS hold the call's action. A pattern's `id` group names the resource the
+# call acts on: an ownership-bound caller must own it, and the engine gets its full id instead of what was sent.
 DOCKER_API_RULES: list[tuple[frozenset, re.Pattern, str, str | None]] = [
-    (frozenset(m.split()), re.compile(f"^{pattern}$"), action, check)
-    for m, pattern, action, check in [
+    (frozenset(m.split()), re.compile(f"^{pattern}$"), action, body_kind)
+    for m, pattern, action, body_kind in [
         ("GET HEAD", r"/_ping", READ, None),
         ("GET", r"/(version|info|events|system/df)", READ, None),
         ("GET", r"/containers/json", READ, None),
@@ -1387,8 +1444,8 @@ DOCKER_API_RULES: list[tuple[frozenset, re.Pattern, str, str | None]] = [
         ("POST", rf"/containers/{_ID}/update", WRITE, "container_update"),
         ("POST", rf"/containers/{_ID}/exec", CONSOLE, "exec"),
         ("DELETE", rf"/containers/{_ID}", WRITE, None),
-        ("POST", r"/exec/[^/]+/(start|resize)", CONSOLE, None),
-        ("GET", r"/exec/[^/]+/json", READ, None),
+        ("POST", rf"/exec/{_ID}/(start|resize)", CONSOLE, None),
+        ("GET", rf"/exec/{_ID}/json", READ, None),
         ("GET", r"/images/(json|search|get)", READ, None),
         ("POST", r"/images/(create|load)", WRITE, None),
         ("POST", r"/images/prune", ADMIN, None),
@@ -1404,7 +1461,8 @@ DOCKER_API_RULES: list[tuple[frozenset, re.Pattern, str, str | None]] = [
         ("GET", rf"/networks/{_ID}", READ, None),
         ("POST", r"/networks/create", WRITE, "network"),
         ("POST", r"/networks/prune", ADMIN, None),
-        ("POST", rf"/networks/{_ID}/(connect|disconnect)", WRITE, "network_connect"),
+        ("POST", rf"/networks/{_ID}/connect", WRITE, "network_connect"),
+        ("POST", rf"/networks/{_ID}/disconnect", WRITE, "network_disconnect"),
         ("DELETE", rf"/networks/{_ID}", WRITE, None),
         ("GET", r"/volumes", READ, None),
         ("GET", rf"/volumes/{_ID}", READ, None),
@@ -1415,15 +1473,18 @@ DOCKER_API_RULES: list[tuple[frozenset, re.Pattern, str, str | None]] = [
         ("GET", r"/swarm/unlockkey", ADMIN, None),
         ("POST", r"/swarm/(init|join|leave|update|unlock)", ADMIN, None),
         ("GET", r"/(services|tasks|nodes|secrets|configs)", READ, None),
-        ("GET", rf"/(services|tasks|nodes|secrets|configs)/{_ID}", READ, None),
+        ("GET", rf"/(services|tasks|secrets|configs)/{_ID}", READ, None),
+        ("GET", r"/nodes/[^/]+", READ, None),
         ("GET", rf"/(services|tasks)/{_ID}/logs", LOGS, None),
         ("POST", r"/services/create", WRITE, "service"),
         ("POST", rf"/services/{_ID}/update", WRITE, "service"),
         ("DELETE", rf"/services/{_ID}", WRITE, None),
-        ("POST", rf"/nodes/{_ID}/update", ADMIN, None),
-        ("DELETE", rf"/nodes/{_ID}", ADMIN, None),
-        ("POST", r"/(secrets|configs)/create", WRITE, None),
-        ("POST", rf"/(secrets|configs)/{_ID}/update", WRITE, None),
+        ("POST", r"/nodes/[^/]+/update", ADMIN, None),
+        ("DELETE", r"/nodes/[^/]+", ADMIN, None),
+        ("POST", r"/secrets/create", WRITE, "secret"),
+        ("POST", r"/configs/create", WRITE, "config"),
+        ("POST", rf"/secrets/{_ID}/update", WRITE, "secret"),
+        ("POST", rf"/configs/{_ID}/update", WRITE, "config"),
         ("DELETE", rf"/(secrets|configs)/{_ID}", WRITE, None),
         ("GET POST DELETE", r"/plugins(/.*)?", ADMIN, None),
         ("GET", r"(/v2)?/browse/(ls|get)", ADMIN, None),
@@ -1436,108 +1497,582 @@ API_VERSION_PREFIX = re.compile(r"^/v\d+\.\d+(?=/)")
 PROXY_PREFIX = re.compile(r"^/api/endpoints/[^/]+/docker")
 
 
-def docker_rule_for(method: str, path: str) -> tuple[str, str | None]:
-    """The action and body check of a Docker API call; Forbidden for a call the proxy does not know."""
+def docker_rule_for(method: str, path: str) -> tuple[str, str | None, str | None]:
+    """The action, body kind and named resource of a Docker API call; Forbidden for a call the proxy does not
+    know."""
     bare = API_VERSION_PREFIX.sub("", path)
-    for methods, pattern, action, check in DOCKER_API_RULES:
-        if method in methods and pattern.match(bare):
-            return action, check
+    for methods, pattern, action, body_kind in DOCKER_API_RULES:
+        if method in methods and (found := pattern.match(bare)):
+            return action, body_kind, found.groupdict().get("id")
     raise Forbidden(f"the Docker API call {method} {bare} is not allowed through this proxy")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Body rules: every field of every body a non-administrator may send, allowed, bound to a security setting,
+# reserved for administrators, or checked by a function. A field the tables do not know is refused.
+# ----------------------------------------------------------------------------------------------------------------
 
 
 def _is_host_path(source: str) -> bool:
     return source.startswith("/") or source.startswith(".") or source.startswith("~")
 
 
-def container_create_violations(body: dict, settings: dict) -> list[str]:
-    """What in a container's settings would give a standard user root on the host, given the environment's
-    security settings."""
-    host = body.get("HostConfig") or {}
-    if not isinstance(host, dict):
-        return ["HostConfig must be an object"]
-    problems = []
-    if host.get("Privileged") and not settings["allowPrivilegedModeForRegularUsers"]:
-        problems.append("privileged mode")
-    if not settings["allowHostNamespaceForRegularUsers"]:
-        for key in ("PidMode", "NetworkMode", "IpcMode", "UTSMode", "UsernsMode", "CgroupnsMode"):
-            if str(host.get(key) or "").lower() == "host":
-                problems.append(f"host namespace ({key}=host)")
-    if not settings["allowBindMountsForRegularUsers"]:
-        for bind in host.get("Binds") or []:
-            if isinstance(bind, str) and _is_host_path(bind.split(":", 1)[0]):
-                problems.append(f"bind mount of host path {bind.split(':', 1)[0]}")
-        for mount in host.get("Mounts") or []:
-            if isinstance(mount, dict) and (mount.get("Type") == "bind" or
-                                            (mount.get("VolumeOptions") or {}).get("DriverConfig")):
-                problems.append(f"bind mount of host path {mount.get('Source', '')}")
-        if host.get("VolumesFrom"):
-            problems.append("volumes from another container")
-    if not settings["allowDeviceMappingForRegularUsers"]:
-        if host.get("Devices") or host.get("DeviceRequests") or host.get("DeviceCgroupRules"):
-            problems.append("device mapping")
-    if host.get("CapAdd") and not settings["allowContainerCapabilitiesForRegularUsers"]:
-        problems.append("added capabilities")
-    if host.get("Sysctls") and not settings["allowSysctlSettingForRegularUsers"]:
-        problems.append("sysctl settings")
-    for option in host.get("SecurityOpt") or []:
-        if isinstance(option, str) and "unconfined" in option and not settings["allowPrivilegedModeForRegularUsers"]:
-            problems.append(f"security option {option}")
-    return problems
+def is_unset(value: Any) -> bool:
+    """A zero, empty or null value changes nothing: what the Docker CLI and SDK send for every flag not given."""
+    return value is None or value is False or value == 0 and not isinstance(value, bool) or value in ("", [], {})
 
 
-def service_violations(body: dict, settings: dict) -> list[str]:
-    spec = ((body.get("TaskTemplate") or {}).get("ContainerSpec") or {})
-    problems = []
-    if not settings["allowBindMountsForRegularUsers"]:
-        for mount in spec.get("Mounts") or []:
-            if isinstance(mount, dict) and mount.get("Type") == "bind":
-                problems.append(f"bind mount of host path {mount.get('Source', '')}")
-    if spec.get("CapabilityAdd") and not settings["allowContainerCapabilitiesForRegularUsers"]:
-        problems.append("added capabilities")
-    if spec.get("Sysctls") and not settings["allowSysctlSettingForRegularUsers"]:
-        problems.append("sysctl settings")
-    networks = (body.get("TaskTemplate") or {}).get("Networks") or body.get("Networks") or []
-    if not settings["allowHostNamespaceForRegularUsers"] and any(
-            isinstance(n, dict) and n.get("Target") == "host" for n in networks):
-        problems.append("host namespace (host network)")
-    return problems
+@dataclasses.dataclass
+class Reference:
+    """A resource a body names (a volume, a network, another container): checked like a direct call on it, then
+    named by the id it resolved to."""
+    kind: str
+    name: str
+    use_id: Callable[[str], None]
+    create_missing: bool = False  # a named volume that does not exist yet is made now, owned by the caller
 
 
-def volume_violations(body: dict, settings: dict) -> list[str]:
-    options = body.get("DriverOpts") or {}
-    if not settings["allowBindMountsForRegularUsers"] and isinstance(options, dict) and (
-            "device" in options or "bind" in str(options.get("o", ""))):
-        return ["a volume backed by a host path"]
-    return []
+class Vetting:
+    """What checking one body found: the fields refused, and the resources it names."""
+
+    def __init__(self, settings: dict | None):
+        self.settings = settings  # None: the caller is trusted with the host (an environment administrator)
+        self.problems: list[str] = []
+        self.references: list[Reference] = []
+
+    def require(self, setting: str, what: str) -> None:
+        if self.settings is not None and not self.settings[setting]:
+            self.problems.append(what)
+
+    def refuse(self, what: str) -> None:
+        if self.settings is not None:
+            self.problems.append(what)
+
+    def refer(self, kind: str, name: str, use_id: Callable[[str], None], create_missing: bool = False) -> None:
+        self.references.append(Reference(kind, name, use_id, create_missing))
 
 
-def network_violations(body: dict, settings: dict) -> list[str]:
-    if not settings["allowHostNamespaceForRegularUsers"] and body.get("Driver") in ("host", "macvlan", "ipvlan"):
-        return [f"a {body.get('Driver')} network"]
-    return []
+class Rule:
+    """How one field is checked; `vet` answers the value to forward."""
+
+    def vet(self, value: Any, where: str, vetting: Vetting) -> Any:
+        return value
 
 
-BODY_CHECKS: dict[str, Callable[[dict, dict], list[str]]] = {
-    "container": container_create_violations,
-    "container_update": lambda body, settings: (["device mapping"] if body.get("Devices") and not
-                                                settings["allowDeviceMappingForRegularUsers"] else []),
-    "exec": lambda body, settings: (["privileged exec"] if body.get("Privileged") and not
-                                    settings["allowPrivilegedModeForRegularUsers"] else []),
-    "service": service_violations,
-    "volume": volume_violations,
-    "network": network_violations,
-    "network_connect": lambda body, settings: [],  # only the container it names is checked (ownership)
+ALLOWED = Rule()
+
+
+class Setting(Rule):
+    """Allowed only when an environment security setting allows it (or the value is unset)."""
+
+    def __init__(self, setting: str, what: str, unset: Callable[[Any], bool] = is_unset):
+        self.setting, self.what, self.unset = setting, what, unset
+
+    def vet(self, value, where, vetting):
+        if not self.unset(value):
+            vetting.require(self.setting, f"{self.what} ({where})")
+        return value
+
+
+class AdminOnly(Rule):
+    def __init__(self, unless: Callable[[Any], bool] = is_unset):
+        self.unless = unless
+
+    def vet(self, value, where, vetting):
+        if not self.unless(value):
+            vetting.refuse(f"{where} (reserved for administrators)")
+        return value
+
+
+class Check(Rule):
+    """A field whose value decides: `check(value, where, vetting)` answers the value to forward."""
+
+    def __init__(self, check: Callable[[Any, str, Vetting], Any]):
+        self.check = check
+
+    def vet(self, value, where, vetting):
+        return value if value is None else self.check(value, where, vetting)
+
+
+class Struct(Rule):
+    """A Go struct: keys matched as Go matches them, forwarded under the field's own name."""
+
+    def __init__(self, fields: dict[str, Rule]):
+        self.fields = fields
+        self.by_fold = {go_fold(name): name for name in fields}
+
+    def vet(self, value, where, vetting):
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise BadRequest(f"{where or 'the body'} must be a JSON object")
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            name = key if key in self.fields else self.by_fold.get(go_fold(key))
+            path = f"{where}.{name or key}" if where else (name or key)
+            if name is None:
+                vetting.refuse(f"{path} (a field this server does not know)")
+                out[key] = item
+                continue
+            if name in out:
+                raise BadRequest(f"the fields of {where or 'the body'} name {name!r} twice",
+                                 "keys are matched case-insensitively; send each field once")
+            out[name] = self.fields[name].vet(item, path, vetting)
+        return out
+
+
+class ListOf(Rule):
+    def __init__(self, item: Rule):
+        self.item = item
+
+    def vet(self, value, where, vetting):
+        if value is None:
+            return None
+        if not isinstance(value, list):
+            raise BadRequest(f"{where} must be a JSON array")
+        return [self.item.vet(item, f"{where}[{index}]", vetting) for index, item in enumerate(value)]
+
+
+class MapOf(Rule):
+    """A map with free keys (network names, for instance) whose values follow one rule."""
+
+    def __init__(self, item: Rule):
+        self.item = item
+
+    def vet(self, value, where, vetting):
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise BadRequest(f"{where} must be a JSON object")
+        return {key: self.item.vet(item, f"{where}[{key!r}]", vetting) for key, item in value.items()}
+
+
+BIND = "allowBindMountsForRegularUsers"
+PRIVILEGED = "allowPrivilegedModeForRegularUsers"
+HOST_NAMESPACE = "allowHostNamespaceForRegularUsers"
+DEVICES = "allowDeviceMappingForRegularUsers"
+CAPABILITIES = "allowContainerCapabilitiesForRegularUsers"
+SYSCTLS = "allowSysctlSettingForRegularUsers"
+SYSTEM_NETWORKS = frozenset({"bridge", "host", "none", "ingress", "docker_gwbridge", "default"})
+
+
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise BadRequest(f"{where} must be a string")
+    return value
+
+
+def _list_items(value: Any, where: str) -> list:
+    if not isinstance(value, list):
+        raise BadRequest(f"{where} must be a JSON array")
+    return value
+
+
+def check_binds(value, where, vetting):
+    binds = _list_items(value, where)
+    for bind in binds:
+        source = _text(bind, where).split(":", 1)[0]
+        if _is_host_path(source):
+            vetting.require(BIND, f"bind mount of host path {source}")
+        elif source:
+            vetting.refer("volumes", source, lambda _id: None, create_missing=True)
+    return binds
+
+
+def check_mount(value, where, vetting):
+    mount = MOUNT.vet(value, where, vetting)
+    kind = mount.get("Type")
+    if kind == "bind":
+        vetting.require(BIND, f"bind mount of host path {mount.get('Source', '')}")
+    elif kind == "volume" or kind is None:
+        if mount.get("Source"):
+            vetting.refer("volumes", _text(mount["Source"], f"{where}.Source"), lambda _id: None,
+                          create_missing=True)
+    elif kind != "tmpfs":
+        vetting.refuse(f"{where}.Type {kind!r} (reserved for administrators)")
+    for option, allowed in (("BindOptions", "bind"), ("TmpfsOptions", "tmpfs")):
+        if not is_unset(mount.get(option)) and kind != allowed:
+            raise BadRequest(f"{where}.{option} goes only with Type {allowed!r}")
+    return mount
+
+
+def check_namespace_mode(key: str, allowed: tuple[str, ...], container_allowed: bool):
+    """PidMode, IpcMode, UTSMode...: 'host' is the host's namespace; 'container:x' shares another container's."""
+    def check(value, where, vetting):
+        mode = _text(value, where)
+        if mode == "host":
+            vetting.require(HOST_NAMESPACE, f"host namespace ({key}=host)")
+        elif container_allowed and mode.startswith("container:"):
+            holder = {"mode": mode}
+            vetting.refer("containers", mode[len("container:"):],
+                          lambda full_id: holder.update(mode=f"container:{full_id}"))
+            return _Deferred(holder, "mode")
+        elif mode not in allowed:
+            vetting.refuse(f"{where} {mode!r} (reserved for administrators)")
+        return mode
+    return Check(check)
+
+
+class _Deferred:
+    """A value to forward that a reference's resolution may still change (a name becomes a full id)."""
+
+    def __init__(self, holder: dict, key: str):
+        self.holder, self.key = holder, key
+
+    @property
+    def value(self):
+        return self.holder[self.key]
+
+
+def check_network_mode(value, where, vetting):
+    mode = _text(value, where)
+    if mode == "host":
+        vetting.require(HOST_NAMESPACE, "host namespace (NetworkMode=host)")
+        return mode
+    if mode.startswith("container:"):
+        holder = {"mode": mode}
+        vetting.refer("containers", mode[len("container:"):],
+                      lambda full_id: holder.update(mode=f"container:{full_id}"))
+        return _Deferred(holder, "mode")
+    if mode in SYSTEM_NETWORKS or not mode:
+        return mode
+    holder = {"mode": mode}
+    vetting.refer("networks", mode, lambda full_id: holder.update(mode=full_id))
+    return _Deferred(holder, "mode")
+
+
+def check_links(value, where, vetting):
+    """Links name other containers (their env shows up in this one): 'name' or 'name:alias'."""
+    links = []
+    for index, link in enumerate(_list_items(value, where)):
+        name, _, alias = _text(link, where).partition(":")
+        name = name.lstrip("/")
+        holder = {"link": link}
+        vetting.refer("containers", name, lambda full_id, holder=holder, name=name, alias=alias:
+                      holder.update(link=f"{full_id}:{alias.rsplit('/', 1)[-1] or name}"))
+        links.append(_Deferred(holder, "link"))
+    return links
+
+
+def check_volumes_from(value, where, vetting):
+    entries = []
+    for entry in _list_items(value, where):
+        name, _, mode = _text(entry, where).partition(":")
+        vetting.require(BIND, "volumes from another container")
+        holder = {"entry": entry}
+        vetting.refer("containers", name, lambda full_id, holder=holder, mode=mode:
+                      holder.update(entry=full_id + (f":{mode}" if mode else "")))
+        entries.append(_Deferred(holder, "entry"))
+    return entries
+
+
+def check_security_options(value, where, vetting):
+    options = _list_items(value, where)
+    for option in options:
+        text = _text(option, where)
+        if text.replace("=", ":") not in ("no-new-privileges", "no-new-privileges:true"):
+            vetting.require(PRIVILEGED, f"security option {text[:60]}")
+    return options
+
+
+def check_one_of(*allowed: str, what: str = "reserved for administrators"):
+    def check(value, where, vetting):
+        if value not in allowed:
+            vetting.refuse(f"{where} {str(value)[:60]!r} ({what})")
+        return value
+    return Check(check)
+
+
+def check_endpoints(value, where, vetting):
+    """NetworkingConfig.EndpointsConfig: network name -> settings; each network is a reference."""
+    if not isinstance(value, dict):
+        raise BadRequest(f"{where} must be a JSON object")
+    holder: dict[str, Any] = {}
+    for network, settings in value.items():
+        holder[network] = ENDPOINT_SETTINGS.vet(settings, f"{where}[{network!r}]", vetting)
+        if network not in SYSTEM_NETWORKS:
+            vetting.refer("networks", network, lambda full_id, network=network:
+                          holder.__setitem__(full_id, holder.pop(network)) if full_id != network else None)
+    return _DeferredMap(holder)
+
+
+class _DeferredMap:
+    def __init__(self, holder: dict):
+        self.holder = holder
+
+    @property
+    def value(self):
+        return self.holder
+
+
+def check_container_key(value, where, vetting):
+    holder = {"id": _text(value, where)}
+    vetting.refer("containers", value, lambda full_id: holder.update(id=full_id))
+    return _Deferred(holder, "id")
+
+
+def check_named_reference(kind: str):
+    def check(value, where, vetting):
+        holder = {"id": _text(value, where)}
+        if value:
+            vetting.refer(kind, value, lambda full_id: holder.update(id=full_id))
+        return _Deferred(holder, "id")
+    return Check(check)
+
+
+def settle(value: Any) -> Any:
+    """The value to forward, once references are resolved."""
+    if isinstance(value, (_Deferred, _DeferredMap)):
+        return settle(value.value)
+    if isinstance(value, dict):
+        return {k: settle(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [settle(v) for v in value]
+    return value
+
+
+# The engine's own masked and read-only paths (moby's oci/defaults.go), which inspect shows for every container.
+ENGINE_MASKED_PATHS = frozenset({"/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                                 "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+                                 "/sys/firmware"})
+ENGINE_READONLY_PATHS = frozenset({"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"})
+
+
+def keeps_paths(defaults: frozenset) -> Callable[[Any], bool]:
+    return lambda value: value is None or isinstance(value, list) and defaults <= set(value)
+
+
+LOCAL_DRIVER = check_one_of("", "local", what="a volume driver plugin is reserved for administrators")
+DEVICE = Setting(DEVICES, "device mapping")
+HEALTHCHECK = ALLOWED
+MOUNT = Struct({
+    "Type": ALLOWED, "Source": ALLOWED, "Target": ALLOWED, "ReadOnly": ALLOWED, "Consistency": ALLOWED,
+    "BindOptions": Struct({"Propagation": ALLOWED, "NonRecursive": ALLOWED, "CreateMountpoint": ALLOWED,
+                           "ReadOnlyNonRecursive": ALLOWED, "ReadOnlyForceRecursive": ALLOWED}),
+    "VolumeOptions": Struct({"NoCopy": ALLOWED, "Labels": ALLOWED, "Subpath": ALLOWED,
+                             "DriverConfig": Struct({"Name": LOCAL_DRIVER,
+                                                     "Options": Setting(BIND, "a volume backed by a host path")})}),
+    "TmpfsOptions": Struct({"SizeBytes": ALLOWED, "Mode": ALLOWED, "Options": ALLOWED}),
+})
+ENDPOINT_SETTINGS = Struct({
+    "IPAMConfig": Struct({"IPv4Address": ALLOWED, "IPv6Address": ALLOWED, "LinkLocalIPs": ALLOWED}),
+    "Links": Check(check_links), "Aliases": ALLOWED, "MacAddress": ALLOWED, "DriverOpts": AdminOnly(),
+    "NetworkID": ALLOWED, "EndpointID": ALLOWED, "Gateway": ALLOWED, "IPAddress": ALLOWED, "IPPrefixLen": ALLOWED,
+    "IPv6Gateway": ALLOWED, "GlobalIPv6Address": ALLOWED, "GlobalIPv6PrefixLen": ALLOWED, "DNSNames": ALLOWED,
+    "GwPriority": ALLOWED,
+})
+# container.Resources: what `docker update` changes, and part of HostConfig.
+RESOURCES = {
+    **{name: ALLOWED for name in (
+        "CpuShares", "Memory", "NanoCpus", "BlkioWeight", "CpuPeriod", "CpuQuota", "CpuRealtimePeriod",
+        "CpuRealtimeRuntime", "CpusetCpus", "CpusetMems", "KernelMemory", "KernelMemoryTCP", "MemoryReservation",
+        "MemorySwap", "MemorySwappiness", "OomKillDisable", "PidsLimit", "Ulimits", "CpuCount", "CpuPercent",
+        "IOMaximumIOps", "IOMaximumBandwidth")},
+    "CgroupParent": AdminOnly(),
+    **{name: DEVICE for name in (
+        "BlkioWeightDevice", "BlkioDeviceReadBps", "BlkioDeviceWriteBps", "BlkioDeviceReadIOps",
+        "BlkioDeviceWriteIOps", "Devices", "DeviceCgroupRules", "DeviceRequests")},
+    "DeviceCgroupPermissions": AdminOnly(),
 }
+HOST_CONFIG = Struct({
+    **RESOURCES,
+    "Binds": Check(check_binds), "ContainerIDFile": ALLOWED, "LogConfig": Struct({"Type": ALLOWED, "Config": ALLOWED}),
+    "NetworkMode": Check(check_network_mode), "PortBindings": ALLOWED, "RestartPolicy": ALLOWED,
+    "AutoRemove": ALLOWED, "VolumeDriver": LOCAL_DRIVER, "VolumesFrom": Check(check_volumes_from),
+    "CapAdd": Setting(CAPABILITIES, "added capabilities"), "CapDrop": ALLOWED,
+    "Capabilities": Setting(CAPABILITIES, "a capability set"),
+    "CgroupnsMode": check_namespace_mode("CgroupnsMode", ("", "private"), False),
+    "Dns": ALLOWED, "DnsOptions": ALLOWED, "DnsSearch": ALLOWED, "ExtraHosts": ALLOWED, "GroupAdd": ALLOWED,
+    "IpcMode": check_namespace_mode("IpcMode", ("", "private", "shareable", "none"), True),
+    "Cgroup": check_namespace_mode("Cgroup", ("",), True),
+    "Links": Check(check_links), "OomScoreAdj": ALLOWED,
+    "PidMode": check_namespace_mode("PidMode", ("",), True),
+    "Privileged": Setting(PRIVILEGED, "privileged mode"), "PublishAllPorts": ALLOWED, "ReadonlyRootfs": ALLOWED,
+    "SecurityOpt": Check(check_security_options), "StorageOpt": ALLOWED, "Tmpfs": ALLOWED,
+    "UTSMode": check_namespace_mode("UTSMode", ("",), False),
+    "UsernsMode": check_namespace_mode("UsernsMode", ("",), False),
+    "ShmSize": ALLOWED, "Sysctls": Setting(SYSCTLS, "sysctl settings"),
+    "Runtime": check_one_of(None, "", "runc"), "ConsoleSize": ALLOWED,
+    "Isolation": check_one_of("", "default"), "Mounts": ListOf(Check(check_mount)),
+    # A list replaces the engine's defaults (an empty one unmasks /proc and /sys); one that keeps them is harmless.
+    "MaskedPaths": Setting(PRIVILEGED, "unmasked kernel paths", unset=keeps_paths(ENGINE_MASKED_PATHS)),
+    "ReadonlyPaths": Setting(PRIVILEGED, "writable kernel paths", unset=keeps_paths(ENGINE_READONLY_PATHS)),
+    "Init": ALLOWED, "Annotations": AdminOnly(),
+})
+CONTAINER_CONFIG = {name: ALLOWED for name in (
+    "Hostname", "Domainname", "User", "AttachStdin", "AttachStdout", "AttachStderr", "ExposedPorts", "Tty",
+    "OpenStdin", "StdinOnce", "Env", "Cmd", "Healthcheck", "ArgsEscaped", "Image", "Volumes", "WorkingDir",
+    "Entrypoint", "NetworkDisabled", "MacAddress", "OnBuild", "Labels", "StopSignal", "StopTimeout", "Shell")}
+CONTAINER_CREATE = Struct({
+    **CONTAINER_CONFIG, "HostConfig": HOST_CONFIG,
+    "NetworkingConfig": Struct({"EndpointsConfig": Check(check_endpoints)}),
+})
+CONTAINER_UPDATE = Struct({**RESOURCES, "RestartPolicy": ALLOWED})
+EXEC_CREATE = Struct({
+    **{name: ALLOWED for name in ("User", "Tty", "ConsoleSize", "AttachStdin", "AttachStderr", "AttachStdout",
+                                  "Detach", "DetachKeys", "Env", "WorkingDir", "Cmd",
+                                  "Container")},  # docker-py sends the container again; the engine ignores it
+    "Privileged": Setting(PRIVILEGED, "privileged exec"),
+})
+
+
+def check_volume_options(value, where, vetting):
+    """The local driver's options mount what `device` names: only a tmpfs is not a host path."""
+    if not isinstance(value, dict):
+        raise BadRequest(f"{where} must be a JSON object")
+    if not (value.get("type") == "tmpfs" and value.get("device", "tmpfs") == "tmpfs"
+            and set(value) <= {"type", "device", "o"} and "bind" not in str(value.get("o", ""))):
+        if value:
+            vetting.require(BIND, "a volume backed by a host path")
+    return value
+
+
+VOLUME_CREATE = Struct({"Name": ALLOWED, "Driver": LOCAL_DRIVER, "DriverOpts": Check(check_volume_options),
+                        "Labels": ALLOWED, "ClusterVolumeSpec": AdminOnly()})
+
+
+def check_network_driver(value, where, vetting):
+    if value in ("host", "macvlan", "ipvlan"):
+        vetting.require(HOST_NAMESPACE, f"a {value} network")
+    elif value not in ("", "bridge", "overlay"):
+        vetting.refuse(f"{where} {str(value)[:60]!r} (a network driver plugin is reserved for administrators)")
+    return value
+
+
+def check_network_options(value, where, vetting):
+    if not isinstance(value, dict):
+        raise BadRequest(f"{where} must be a JSON object")
+    harmless = {"com.docker.network.driver.mtu", "com.docker.network.bridge.enable_icc"}
+    for key in value:
+        if key not in harmless:
+            vetting.refuse(f"{where}[{key!r}] (reserved for administrators)")
+    return value
+
+
+NETWORK_CREATE = Struct({
+    "Name": ALLOWED, "CheckDuplicate": ALLOWED, "Driver": Check(check_network_driver), "Scope": ALLOWED,
+    "EnableIPv6": ALLOWED, "EnableIPv4": ALLOWED, "Internal": ALLOWED, "Attachable": ALLOWED,
+    "Ingress": AdminOnly(), "ConfigOnly": ALLOWED,
+    "ConfigFrom": Struct({"Network": check_named_reference("networks")}),
+    "IPAM": Struct({"Driver": check_one_of(None, "", "default"), "Options": AdminOnly(),
+                    "Config": ListOf(Struct({"Subnet": ALLOWED, "IPRange": ALLOWED, "Gateway": ALLOWED,
+                                             "AuxiliaryAddresses": ALLOWED}))}),
+    "Options": Check(check_network_options), "Labels": ALLOWED,
+})
+NETWORK_CONNECT = Struct({"Container": Check(check_container_key), "EndpointConfig": ENDPOINT_SETTINGS})
+NETWORK_DISCONNECT = Struct({"Container": Check(check_container_key), "Force": ALLOWED})
+
+
+def check_service_mount(value, where, vetting):
+    return check_mount(value, where, vetting)
+
+
+def file_reference(kind: str):
+    id_field, name_field = ("SecretID", "SecretName") if kind == "secrets" else ("ConfigID", "ConfigName")
+
+    def check(value, where, vetting):
+        reference = Struct({"File": ALLOWED, "Runtime": ALLOWED, id_field: ALLOWED, name_field: ALLOWED}).vet(
+            value, where, vetting)
+        name = reference.get(id_field) or reference.get(name_field)
+        if name:
+            holder = {"reference": reference}
+            vetting.refer(kind, _text(name, where), lambda full_id: holder.update(
+                reference={**reference, id_field: full_id}))
+            return _Deferred(holder, "reference")
+        return reference
+    return Check(check)
+
+
+def check_service_network(value, where, vetting):
+    attachment = Struct({"Target": ALLOWED, "Aliases": ALLOWED, "DriverOpts": AdminOnly()}).vet(
+        value, where, vetting)
+    target = attachment.get("Target")
+    if target == "host":
+        vetting.require(HOST_NAMESPACE, "host namespace (host network)")
+    elif target and target not in SYSTEM_NETWORKS:
+        holder = {"attachment": attachment}
+        vetting.refer("networks", _text(target, where), lambda full_id: holder.update(
+            attachment={**attachment, "Target": full_id}))
+        return _Deferred(holder, "attachment")
+    return attachment
+
+
+CONTAINER_SPEC = Struct({
+    **{name: ALLOWED for name in (
+        "Image", "Labels", "Command", "Args", "Hostname", "Env", "Dir", "User", "Groups", "Init", "StopSignal",
+        "TTY", "OpenStdin", "ReadOnly", "StopGracePeriod", "Healthcheck", "Hosts", "DNSConfig", "CapabilityDrop",
+        "Ulimits", "OomScoreAdj")},
+    "Privileges": AdminOnly(), "Mounts": ListOf(Check(check_service_mount)),
+    "Secrets": ListOf(file_reference("secrets")), "Configs": ListOf(file_reference("configs")),
+    "Isolation": check_one_of(None, "", "default"), "Sysctls": Setting(SYSCTLS, "sysctl settings"),
+    "CapabilityAdd": Setting(CAPABILITIES, "added capabilities"),
+})
+SERVICE_NETWORKS = ListOf(Check(check_service_network))
+SERVICE_SPEC = Struct({
+    "Name": ALLOWED, "Labels": ALLOWED, "Mode": ALLOWED, "UpdateConfig": ALLOWED, "RollbackConfig": ALLOWED,
+    "EndpointSpec": ALLOWED, "Networks": SERVICE_NETWORKS,
+    "TaskTemplate": Struct({
+        "ContainerSpec": CONTAINER_SPEC, "PluginSpec": AdminOnly(), "NetworkAttachmentSpec": AdminOnly(),
+        "Resources": ALLOWED, "RestartPolicy": ALLOWED, "Placement": ALLOWED, "Networks": SERVICE_NETWORKS,
+        "LogDriver": ALLOWED, "ForceUpdate": ALLOWED, "Runtime": check_one_of(None, "", "container"),
+    }),
+})
+SECRET_CREATE = Struct({"Name": ALLOWED, "Labels": ALLOWED, "Data": ALLOWED, "Driver": AdminOnly(),
+                        "Templating": AdminOnly()})
+CONFIG_CREATE = Struct({"Name": ALLOWED, "Labels": ALLOWED, "Data": ALLOWED, "Templating": AdminOnly()})
+BODY_RULES: dict[str, Struct] = {
+    "container": CONTAINER_CREATE, "container_update": CONTAINER_UPDATE, "exec": EXEC_CREATE,
+    "volume": VOLUME_CREATE, "network": NETWORK_CREATE, "network_connect": NETWORK_CONNECT,
+    "network_disconnect": NETWORK_DISCONNECT, "service": SERVICE_SPEC, "secret": SECRET_CREATE,
+    "config": CONFIG_CREATE,
+}
+
+
+def vet_body(body_kind: str, body: Any, settings: dict | None) -> tuple[dict, Vetting]:
+    """A body read as the engine reads it, checked field by field: the canonical body to forward (references still
+    to resolve) and what was found. `settings` None: the caller is trusted with the host."""
+    vetting = Vetting(settings)
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    return BODY_RULES[body_kind].vet(body, "", vetting), vetting
+
+
+def refusal(problems: list[str]) -> Forbidden:
+    return Forbidden("not allowed for non-administrators on this environment: " + ", ".join(dict.fromkeys(problems)),
+                     "an administrator can allow it in the environment's security settings")
+
+
+# Query parameters the engine reads as references or host settings; every other one is harmless.
+def vet_query(bare: str, query: list[tuple[str, str]], vetting: Vetting) -> list[list[str]]:
+    """The query of a call, checked; answers [key, value] pairs whose values a reference may still change."""
+    pairs = [[key, value] for key, value in query]
+    if bare == "/commit":
+        for pair in pairs:
+            if pair[0] == "container":
+                vetting.refer("containers", pair[1], lambda full_id, pair=pair: pair.__setitem__(1, full_id))
+    elif bare == "/build":
+        for pair in pairs:
+            if pair[0] == "cgroupparent" and pair[1]:
+                vetting.refuse("cgroupparent (reserved for administrators)")
+            elif pair[0] == "networkmode":
+                mode = pair[1]
+                if mode == "host":
+                    vetting.require(HOST_NAMESPACE, "host namespace (build with the host network)")
+                elif mode.startswith("container:"):
+                    vetting.refer("containers", mode[len("container:"):],
+                                  lambda full_id, pair=pair: pair.__setitem__(1, f"container:{full_id}"))
+                elif mode and mode not in SYSTEM_NETWORKS:
+                    vetting.refer("networks", mode, lambda full_id, pair=pair: pair.__setitem__(1, full_id))
+    return pairs
 
 
 # Resource ownership, as Portainer's resource controls: what a non-administrator creates carries these labels,
 # and users bound by ownership see and touch only resources labelled with their id or one of their teams.
 OWNER_USERS_LABEL = "io.portainer.accesscontrol.users"
 OWNER_TEAMS_LABEL = "io.portainer.accesscontrol.teams"
-OWNED_KINDS = ("containers", "volumes", "networks", "services")
-LABELLED_CREATES = {"container": "Labels", "volume": "Labels", "network": "Labels", "service": "Labels"}
-SYSTEM_NETWORKS = frozenset({"bridge", "host", "none", "ingress", "docker_gwbridge"})
-NOT_RESOURCE_IDS = frozenset({"create", "json", "prune"})
+OWNED_KINDS = ("containers", "volumes", "networks", "services", "secrets", "configs")
+LABELLED_CREATES = {"container": "Labels", "volume": "Labels", "network": "Labels", "service": "Labels",
+                    "secret": "Labels", "config": "Labels"}
 
 
 def ownership_labels(store: Store, caller: Caller) -> dict[str, str]:
@@ -1550,22 +2085,27 @@ def ownership_labels(store: Store, caller: Caller) -> dict[str, str]:
 
 
 def owns(store: Store, caller: Caller, labels: dict | None) -> bool:
-    labels = labels or {}
+    labels = as_dict(labels)
     users = {u.strip() for u in str(labels.get(OWNER_USERS_LABEL, "")).split(",")}
     teams = {t.strip() for t in str(labels.get(OWNER_TEAMS_LABEL, "")).split(",")}
     return str(caller.id) in users or bool(teams & {str(t) for t in user_team_ids(store, caller.id)})
 
 
-def resource_labels(kind: str, item: dict) -> dict | None:
+def as_dict(value: Any) -> dict:
+    """An engine answer's object field, or {} when it is null, missing or of another type."""
+    return value if isinstance(value, dict) else {}
+
+
+def resource_labels(kind: str, item: dict) -> dict:
     if kind == "containers":
-        return item.get("Labels") if "Labels" in item else (item.get("Config") or {}).get("Labels")
-    if kind == "services":
-        return (item.get("Spec") or {}).get("Labels")
-    return item.get("Labels")
+        return as_dict(item.get("Labels") if "Labels" in item else as_dict(item.get("Config")).get("Labels"))
+    if kind in ("services", "secrets", "configs"):
+        return as_dict(as_dict(item.get("Spec")).get("Labels"))
+    return as_dict(item.get("Labels"))
 
 
 # Portainer's resource control types for the kinds the proxy guards.
-RESOURCE_CONTROL_TYPES = {"containers": 1, "services": 2, "volumes": 3, "networks": 4}
+RESOURCE_CONTROL_TYPES = {"containers": 1, "services": 2, "volumes": 3, "networks": 4, "secrets": 5, "configs": 7}
 
 
 def resource_key(kind: str, item: dict) -> str:
@@ -1608,9 +2148,11 @@ def filter_owned_list(store: Store, caller: Caller, kind: str) -> Callable[[byte
                 data[key] = [item for item in data.get(key) or [] if isinstance(item, dict)
                              and visible_resource(store, caller, owned_kind, item)]
         elif kind == "volumes" and isinstance(data, dict):
-            data["Volumes"] = [v for v in data.get("Volumes") or [] if visible_resource(store, caller, kind, v)]
-        elif isinstance(data, list):
-            data = [item for item in data if isinstance(item, dict) and visible_resource(store, caller, kind, item)]
+            data["Volumes"] = [v for v in data.get("Volumes") or [] if isinstance(v, dict)
+                               and visible_resource(store, caller, kind, v)]
+        else:
+            data = [item for item in data if isinstance(item, dict) and visible_resource(store, caller, kind, item)
+                    ] if isinstance(data, list) else []
         return json.dumps(data).encode()
     return rewrite
 
@@ -1632,12 +2174,15 @@ async def filter_owned_tasks(connector: DockerConnector, store: Store, caller: C
 
 
 async def require_owned(connector: DockerConnector, store: Store, caller: Caller, kind: str, resource_id: str,
-                        missing_ok: bool = False) -> dict | None:
+                        missing_ok: bool = False, headers=()) -> dict | None:
     """The resource, when the caller may use it; Forbidden when it belongs to another user or team (or to
-    nobody, like everything made outside portainer.py), NotFound when it does not exist."""
+    nobody, like everything made outside portainer.py), NotFound when it does not exist. `headers` name the agent
+    node the call is for, so the check sees what the call will reach."""
+    if not resource_id:
+        raise BadRequest(f"an empty {kind[:-1]} name")
     inspect_path = f"/{kind}/{urllib.parse.quote(resource_id, safe='')}" + ("/json" if kind == "containers" else "")
     try:
-        item = await connector.request_json("GET", inspect_path)
+        item = await connector.request_json("GET", inspect_path, headers=headers)
     except ApiError as exc:
         if exc.status == 404:
             if missing_ok:
@@ -1648,72 +2193,6 @@ async def require_owned(connector: DockerConnector, store: Store, caller: Caller
         raise Forbidden(f"access denied to {kind[:-1]} {resource_id}",
                         "it belongs to another user or team; an administrator can share it")
     return item
-
-
-async def require_resource_access(connector: DockerConnector, store: Store, caller: Caller, path: str) -> None:
-    """Refuse a call on one resource that belongs to another user or team (and on unowned ones)."""
-    parts = API_VERSION_PREFIX.sub("", path).strip("/").split("/")
-    if len(parts) < 2 or parts[1] in NOT_RESOURCE_IDS:
-        return
-    kind, resource_id = parts[0], parts[1]
-    if kind == "exec":
-        try:
-            exec_info = await connector.request_json("GET", f"/exec/{urllib.parse.quote(resource_id)}/json")
-        except ApiError:
-            return  # the engine answers the call itself with its own 404
-        kind, resource_id = "containers", exec_info.get("ContainerID", "")
-    elif kind == "tasks":
-        task = await connector.request_json("GET", f"/tasks/{urllib.parse.quote(resource_id, safe='')}")
-        kind, resource_id = "services", str((task or {}).get("ServiceID", ""))
-    if kind in OWNED_KINDS:
-        await require_owned(connector, store, caller, kind, resource_id)
-
-
-def referenced_resources(check: str, body: dict) -> list[tuple[str, str]]:
-    """Other resources a create or connect would use: named volumes, networks, another container's
-    namespaces or volumes."""
-    refs: list[tuple[str, str]] = []
-    if check == "container":
-        host = body.get("HostConfig") if isinstance(body.get("HostConfig"), dict) else {}
-        for bind in host.get("Binds") or []:
-            source = str(bind).split(":", 1)[0]
-            if source and not _is_host_path(source):
-                refs.append(("volumes", source))
-        for mount in host.get("Mounts") or []:
-            if isinstance(mount, dict) and mount.get("Type", "volume") == "volume" and mount.get("Source"):
-                refs.append(("volumes", str(mount["Source"])))
-        for source in host.get("VolumesFrom") or []:
-            refs.append(("containers", str(source).split(":", 1)[0]))
-        for key in ("NetworkMode", "PidMode", "IpcMode"):
-            value = str(host.get(key) or "")
-            if value.startswith("container:"):
-                refs.append(("containers", value[len("container:"):]))
-            elif key == "NetworkMode" and value not in ("", "default", "host", "none"):
-                refs.append(("networks", value))
-        endpoints = (body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}
-        if isinstance(endpoints, dict):
-            refs += [("networks", str(name)) for name in endpoints if name not in ("default", "host", "none")]
-    elif check == "service":
-        spec = ((body.get("TaskTemplate") or {}).get("ContainerSpec") or {})
-        for mount in spec.get("Mounts") or []:
-            if isinstance(mount, dict) and mount.get("Type", "volume") == "volume" and mount.get("Source"):
-                refs.append(("volumes", str(mount["Source"])))
-        for network in (body.get("TaskTemplate") or {}).get("Networks") or body.get("Networks") or []:
-            if isinstance(network, dict) and network.get("Target"):
-                refs.append(("networks", str(network["Target"])))
-    elif check == "network_connect" and body.get("Container"):
-        refs.append(("containers", str(body["Container"])))
-    return refs
-
-
-async def require_owned_references(connector: DockerConnector, store: Store, caller: Caller, check: str,
-                                   body: dict) -> None:
-    for kind, resource_id in dict.fromkeys(referenced_resources(check, body)):
-        item = await require_owned(connector, store, caller, kind, resource_id, missing_ok=kind == "volumes")
-        if item is None:
-            # made now, labelled, so that the engine does not make it unowned (and hidden from its user)
-            await connector.request_json("POST", "/volumes/create",
-                                         {"Name": resource_id, "Labels": ownership_labels(store, caller)})
 
 
 # ================================================================================================================
@@ -2263,10 +2742,11 @@ class ImageUpdates:
                     raise pull_failure(image_name, progress["error"])
 
     async def recreate(self, endpoint_id: int, container_id: str, pull: bool, caller: Caller | None,
-                       vet: Callable[[dict], Awaitable[None]] | None = None) -> tuple[str, dict]:
+                       vet: Callable[[dict], Awaitable[dict]] | None = None) -> tuple[str, dict]:
         """Pull (optionally), then replace the container by one made from the same settings, keeping its name,
         networks and volumes; the old one is restored if anything fails on the way. `vet` may refuse the
-        creation body before anything changes. Answers the old container's id and the new one's inspect."""
+        creation body before anything changes, and answers the body to send. Answers the old container's id and
+        the new one's inspect."""
         connector = self.environments.connector(endpoint_id)
         container = await connector.request_json("GET", f"/containers/{urllib.parse.quote(container_id)}/json")
         old_id, name = container["Id"], container["Name"].lstrip("/")
@@ -2283,7 +2763,7 @@ class ImageUpdates:
             old_image = await connector.request_json("GET", f"/images/{container['Image']}/json")
             body = creation_body(container, old_image, await connector.request_json("GET", "/info"))
             if vet is not None:
-                await vet(body)
+                body = await vet(body)
             new = await self.replace(connector, container, name, body)
         finally:
             self._recreating.discard((endpoint_id, name))
@@ -2388,23 +2868,151 @@ async def check_and_auto_update(app: web.Application, endpoint: dict) -> None:
 # ================================================================================================================
 
 
-async def authorize_docker_call(request: web.Request, endpoint: dict, method: str, path: str) -> str | None:
-    """Everything that decides whether the caller may make one Docker API call on an environment: the rule
-    table, their role there, and ownership of the resource the path names. Routes other than the proxy that
-    act on an engine for a user (a web console, stacks) call this too. Returns the call's body check."""
+@dataclasses.dataclass
+class DockerGrant:
+    """One caller's permission for one Docker call on one environment, decided by authorize_docker_call. Its
+    `vet` checks a body the call sends; `target` is what to forward (names resolved to the full ids checked)."""
+
+    store: Store
+    caller: Caller
+    endpoint: dict
+    connector: DockerConnector
+    role: int
+    action: str
+    body_kind: str | None
+    target: str
+    node_headers: list[tuple[str, str]]  # the agent node the call is for; every check asks that node
+    resource: str | None = None  # what the path names: its full id once an ownership check resolved it
+
+    @property
+    def trusted_with_host(self) -> bool:
+        """Administrators and environment administrators; everyone else is held to the security settings."""
+        return self.role == ENV_ROLE_ADMIN
+
+    @property
+    def ownership_bound(self) -> bool:
+        return self.role in OWNERSHIP_BOUND_ROLES
+
+    @property
+    def settings(self) -> dict | None:
+        return None if self.trusted_with_host else endpoint_security_settings(self.endpoint)
+
+    def check_fields(self, body_kind: str, body: dict) -> None:
+        """Refuse what a body would do that the security settings forbid (its references are not resolved:
+        stacks check bodies for resources they are about to make)."""
+        _, vetting = vet_body(body_kind, body, self.settings)
+        if vetting.problems:
+            raise refusal(vetting.problems)
+
+    async def vet(self, body: Any, body_kind: str | None = None) -> dict:
+        """The body to forward: read as the engine reads it, every field allowed, every resource it names owned
+        and named by its full id, and, for a non-administrator's creation, their ownership labels."""
+        body_kind = body_kind or self.body_kind
+        canonical, vetting = vet_body(body_kind, body, self.settings)
+        if vetting.problems:
+            raise refusal(vetting.problems)
+        await self.resolve(vetting.references)
+        canonical = settle(canonical)
+        if not self.caller.is_admin and body_kind in LABELLED_CREATES:
+            field_name = LABELLED_CREATES[body_kind]
+            labels = {k: v for k, v in as_dict(canonical.get(field_name)).items()
+                      if k not in (OWNER_USERS_LABEL, OWNER_TEAMS_LABEL)}
+            canonical[field_name] = {**labels, **ownership_labels(self.store, self.caller)}
+        return canonical
+
+    async def resolve(self, references: list[Reference]) -> None:
+        """Each resource a body or query names passes the check a direct call on it would; the engine then gets
+        the full id the name resolved to, so a rename between check and use changes nothing."""
+        if not self.ownership_bound:
+            return
+        for reference in references:
+            item = await require_owned(self.connector, self.store, self.caller, reference.kind, reference.name,
+                                       missing_ok=reference.create_missing, headers=self.node_headers)
+            if item is None:
+                # made now, labelled, so that the engine does not make it unowned (and hidden from its user)
+                await self.connector.request_json(
+                    "POST", "/volumes/create", {"Name": reference.name,
+                                                "Labels": ownership_labels(self.store, self.caller)},
+                    headers=self.node_headers)
+                continue
+            reference.use_id(resource_key(reference.kind, item))
+
+    async def resolve_path(self, path: str, resource: str) -> None:
+        """The resource the path names must be the caller's; the engine gets its full id."""
+        version = (API_VERSION_PREFIX.match(path) or [""])[0]
+        parts = API_VERSION_PREFIX.sub("", path).strip("/").split("/")
+        kind, rest = parts[0], parts[2:]
+        if kind == "exec":
+            try:
+                exec_info = await self.connector.request_json("GET", f"/exec/{urllib.parse.quote(resource)}/json",
+                                                              headers=self.node_headers)
+            except ApiError as exc:
+                if exc.status == 404:
+                    return  # the engine answers the call itself with its own 404
+                raise
+            await require_owned(self.connector, self.store, self.caller, "containers",
+                                str(as_dict(exec_info).get("ContainerID") or ""), headers=self.node_headers)
+            return
+        if kind == "tasks":
+            task = as_dict(await self.connector.request_json(
+                "GET", f"/tasks/{urllib.parse.quote(resource, safe='')}", headers=self.node_headers))
+            await require_owned(self.connector, self.store, self.caller, "services", str(task.get("ServiceID") or ""),
+                                headers=self.node_headers)
+            full_id = str(task.get("ID") or resource)
+        else:
+            full_id = resource_key(kind, await require_owned(self.connector, self.store, self.caller, kind, resource,
+                                                             headers=self.node_headers))
+        query = self.target.split("?", 1)[1] if "?" in self.target else ""
+        self.resource = full_id
+        self.target = f"{version}/{kind}/{urllib.parse.quote(full_id, safe='')}" + "".join(
+            "/" + urllib.parse.quote(part, safe="") for part in rest) + (f"?{query}" if query else "")
+
+    async def vet_query(self, path: str) -> None:
+        """Query parameters that name another resource or a host setting (commit, build) pass the same checks."""
+        bare = API_VERSION_PREFIX.sub("", path)
+        if bare not in ("/commit", "/build") or self.caller.is_admin:
+            return
+        base, _, raw_query = self.target.partition("?")
+        vetting = Vetting(self.settings)
+        pairs = vet_query(bare, urllib.parse.parse_qsl(raw_query, keep_blank_values=True), vetting)
+        if vetting.problems:
+            raise refusal(vetting.problems)
+        if vetting.references:
+            await self.resolve(vetting.references)
+            self.target = base + "?" + urllib.parse.urlencode(pairs)
+
+
+def docker_grant(request: web.Request, endpoint: dict, method: str, path: str,
+                 target: str | None = None) -> DockerGrant:
+    """The rule table and the caller's role decide whether a call may be made at all (see authorize_docker_call)."""
     store, caller = request.app[STORE], caller_of(request)
     role = endpoint_role(store, caller, endpoint)
     if role is None:
         raise Forbidden(f"you have no access to environment {endpoint['Id']}")
-    action, check = docker_rule_for(method, path)
+    action, body_kind, resource = docker_rule_for(method, path)
     bare = API_VERSION_PREFIX.sub("", path)
     if action not in ROLE_ACTIONS[role]:
         if action == ADMIN:
             raise Forbidden(f"{method} {bare} is reserved for administrators")
         raise Forbidden(f"your role on this environment ({ENV_ROLE_NAMES[role]}) does not allow {method} {bare}")
-    if role in OWNERSHIP_BOUND_ROLES:
-        await require_resource_access(request.app[ENVIRONMENTS].connector(endpoint["Id"]), store, caller, path)
-    return check
+    node = request.headers.get(shared.TARGET_HEADER, "")
+    grant = DockerGrant(store, caller, endpoint, request.app[ENVIRONMENTS].connector(endpoint["Id"]), role, action,
+                        body_kind, target or path, [(shared.TARGET_HEADER, node)] if node else [])
+    grant.resource = resource
+    return grant
+
+
+async def authorize_docker_call(request: web.Request, endpoint: dict, method: str, path: str,
+                                target: str | None = None) -> DockerGrant:
+    """The one decision for every Docker API call made for a user (the proxy, a web console, stacks, templates,
+    recreate): the rule table, their role there, and ownership of the resource the path names and of those its
+    query names. `target` is the raw path and query to forward (the decoded `path` when not given)."""
+    grant = docker_grant(request, endpoint, method, path, target)
+    resource = grant.resource
+    if grant.ownership_bound and resource is not None:
+        await grant.resolve_path(path, resource)
+    await grant.vet_query(path)
+    return grant
 
 
 def visible_event(store: Store, caller: Caller, line: bytes) -> bool:
@@ -2455,63 +3063,60 @@ def answer_head_timeout(base: float, path: str, query, streamed_body: bool) -> f
     return base
 
 
+def answer_rewrite(grant: DockerGrant, method: str, bare: str) -> Callable[[bytes], bytes] | None:
+    """What a caller may not read in an answer: other users' resources in lists, and the swarm's join tokens
+    (root on every node) below environment administrators."""
+    if method != "GET":
+        return None
+    listed = bare.strip("/")
+    if grant.ownership_bound and listed in OWNED_KINDS + ("containers/json", "system/df"):
+        return filter_owned_list(grant.store, grant.caller, listed.split("/")[0])
+    if bare == "/swarm" and not grant.trusted_with_host:
+        def without_join_tokens(raw: bytes) -> bytes:
+            try:
+                swarm = json.loads(raw)
+            except ValueError:
+                return b"{}"
+            return json.dumps({k: v for k, v in as_dict(swarm).items() if go_fold(k) != "JOINTOKENS"}).encode()
+        return without_join_tokens
+    return None
+
+
 async def handle_docker_proxy(request: web.Request) -> web.StreamResponse:
     endpoint_id = path_id(request)
     endpoint = endpoint_for_caller(request, endpoint_id)
-    store, caller = request.app[STORE], caller_of(request)
-    role = endpoint_role(store, caller, endpoint)
-    # The engine gets the path and query exactly as the client encoded them; the rules see them decoded.
-    target = PROXY_PREFIX.sub("", request.raw_path, count=1) or "/"
-    path = urllib.parse.unquote(target.split("?", 1)[0])
+    caller = caller_of(request)
+    # The rules see the path decoded; the engine gets it as the client encoded it, unless a name was resolved.
+    raw_target = PROXY_PREFIX.sub("", request.raw_path, count=1) or "/"
+    path = urllib.parse.unquote(raw_target.split("?", 1)[0])
     if ".." in path.split("/") or any(c in path for c in "\r\n\x00"):
         raise BadRequest("invalid Docker API path", "path segments '..' and control characters are not allowed")
-    check = await authorize_docker_call(request, endpoint, request.method, path)
+    grant = await authorize_docker_call(request, endpoint, request.method, path, raw_target)
     bare = API_VERSION_PREFIX.sub("", path)
-    if bare == "/build" and request.query.get("networkmode", "").lower() == "host" and \
-            bound_by_security_settings(store, caller, endpoint) and \
-            not endpoint_security_settings(endpoint)["allowHostNamespaceForRegularUsers"]:
-        raise Forbidden("not allowed for non-administrators on this environment: host namespace (build with the "
-                        "host network)", "an administrator can allow it in the environment's security settings")
-    connector = request.app[ENVIRONMENTS].connector(endpoint_id)
-    ownership_bound = role in OWNERSHIP_BOUND_ROLES
-    headers = shared.forwardable_request_headers(request)
-    headers = request.app[REGISTRIES].proxy_headers(caller, endpoint_id, API_VERSION_PREFIX.sub("", path), headers)
+    connector = grant.connector
+    headers = [(k, v) for k, v in shared.forwardable_request_headers(request) if k.lower() != "expect"]
+    headers = request.app[REGISTRIES].proxy_headers(caller, endpoint_id, bare, headers)
     body, body_length = shared.request_body_for_relay(request)
-    if check is not None:
+    if grant.body_kind is not None:
         raw = await read_body(request) if body is not None else b""
         if not caller.is_admin:
             try:
-                parsed = json.loads(raw) if raw.strip() else {}
-            except (ValueError, RecursionError) as exc:
+                parsed = decode_json(raw) if raw.strip() else {}
+            except (ValueError, UnicodeDecodeError, RecursionError) as exc:
                 raise BadRequest("invalid JSON in request body", str(exc)) from None
-            if not isinstance(parsed, dict):
-                raise BadRequest("request body must be a JSON object")
-            if bound_by_security_settings(store, caller, endpoint):
-                problems = BODY_CHECKS[check](parsed, endpoint_security_settings(endpoint))
-                if problems:
-                    raise Forbidden("not allowed for non-administrators on this environment: "
-                                    + ", ".join(problems),
-                                    "an administrator can allow it in the environment's security settings")
-            if ownership_bound:
-                await require_owned_references(connector, store, caller, check, parsed)
-            if check in LABELLED_CREATES:
-                labels = parsed.get(LABELLED_CREATES[check])
-                parsed[LABELLED_CREATES[check]] = {**(labels if isinstance(labels, dict) else {}),
-                                                   **ownership_labels(store, caller)}
-                raw = json.dumps(parsed).encode()
+            raw = json.dumps(await grant.vet(parsed)).encode()
+            headers = [(k, v) for k, v in headers if k.lower() != "content-type"] + [
+                ("Content-Type", "application/json")]
         body, body_length = (raw if raw else None), None
-    rewrite = None
-    if ownership_bound and request.method == "GET" and bare.strip("/") in OWNED_KINDS + ("containers/json",
-                                                                                         "system/df"):
-        rewrite = filter_owned_list(store, caller, bare.strip("/").split("/")[0])
-    if ownership_bound and request.method == "GET" and bare == "/tasks":
-        rewrite = await filter_owned_tasks(connector, store, caller)
+    rewrite = answer_rewrite(grant, request.method, bare)
+    if grant.ownership_bound and request.method == "GET" and bare == "/tasks":
+        rewrite = await filter_owned_tasks(connector, grant.store, caller)
     timeout = answer_head_timeout(request.app[CONFIG].proxy_timeout, path, request.query,
-                                  streamed_body=body is not None and check is None)
-    response = await connector.request(request.method, target, headers, body, body_length, timeout=timeout)
+                                  streamed_body=body is not None and grant.body_kind is None)
+    response = await connector.request(request.method, grant.target, headers, body, body_length, timeout=timeout)
     try:
-        if ownership_bound and bare == "/events" and response.status == 200:
-            return await relay_owned_events(request, response, store, caller)
+        if grant.ownership_bound and bare == "/events" and response.status == 200:
+            return await relay_owned_events(request, response, grant.store, caller)
         return await shared.relay_response(request, response, rewrite_body=rewrite if response.status == 200 else None)
     except shared.DockerUnreachable as exc:
         log.info("stream from environment %s ended early: %s", endpoint_id, exc)
@@ -3233,21 +3838,16 @@ class ComposeDeployment:
     def endpoint_config(self, service: str, network: str) -> dict:
         return {"Aliases": [service] + self.compose.services[service]["networks"][network]["aliases"]}
 
-    def check_allowed(self, settings: dict) -> None:
+    def check_allowed(self, grant: DockerGrant) -> None:
         """Refuse, for a standard user, whatever the proxy would refuse them: checked on what will be sent."""
-        problems: list[str] = []
-        for name, service in self.compose.services.items():
-            problems += container_create_violations(self.container_body(name, 1), settings)
+        for name in self.compose.services:
+            grant.check_fields("container", self.container_body(name, 1))
         for key, network in self.compose.networks.items():
             if not network["external"]:
-                problems += network_violations(self.network_body(key), settings)
+                grant.check_fields("network", self.network_body(key))
         for key, volume in self.compose.volumes.items():
             if not volume["external"]:
-                problems += volume_violations(self.volume_body(key), settings)
-        if problems:
-            raise Forbidden("not allowed for non-administrators on this environment: "
-                            + ", ".join(sorted(set(problems))),
-                            "an administrator can allow it in the environment's security settings")
+                grant.check_fields("volume", self.volume_body(key))
 
     async def project_containers(self) -> list[dict]:
         return await self.connector.request_json(
@@ -3456,17 +4056,12 @@ class SwarmDeployment:
                 "File": {"Name": reference["target"], "UID": reference.get("uid", "0"),
                          "GID": reference.get("gid", "0"), "Mode": reference.get("mode", 0o444)}}
 
-    def check_allowed(self, settings: dict) -> None:
-        problems: list[str] = []
+    def check_allowed(self, grant: DockerGrant) -> None:
         for name in self.compose.services:
-            problems += service_violations(self.service_body(name), settings)
+            grant.check_fields("service", self.service_body(name))
         for key, network in self.compose.networks.items():
             if not network["external"]:
-                problems += network_violations(self.network_body(key), settings)
-        if problems:
-            raise Forbidden("not allowed for non-administrators on this environment: "
-                            + ", ".join(sorted(set(problems))),
-                            "an administrator can allow it in the environment's security settings")
+                grant.check_fields("network", self.network_body(key))
 
     async def namespace_objects(self, kind: str) -> list[dict]:
         return await self.connector.request_json(
@@ -3593,22 +4188,20 @@ async def open_console_stream(request: web.Request, endpoint: dict, container_id
     """Start an exec (or attach) under the proxy's access rules; answers the upgraded stream, the resize path and
     whether output is a TTY."""
     connector = request.app[ENVIRONMENTS].connector(endpoint["Id"])
-    quoted = urllib.parse.quote(container_id, safe="")
     upgrade = [("Content-Type", "application/json"), ("Connection", "Upgrade"), ("Upgrade", "tcp")]
     if mode == "attach":
-        await authorize_docker_call(request, endpoint, "POST", f"/containers/{container_id}/attach")
+        grant = await authorize_docker_call(request, endpoint, "POST", f"/containers/{container_id}/attach")
+        quoted = urllib.parse.quote(grant.resource, safe="")
         details = await connector.request_json("GET", f"/containers/{quoted}/json")
-        tty = bool((details.get("Config") or {}).get("Tty"))
+        tty = bool(as_dict(as_dict(details).get("Config")).get("Tty"))
         target = f"/containers/{quoted}/attach?stream=1&stdin=1&stdout=1&stderr=1"
         resize, body = f"/containers/{quoted}/resize", None
     else:
         exec_config = {"AttachStdin": True, "AttachStdout": True, "AttachStderr": True, "Tty": True,
                        "Cmd": command, "Env": ["TERM=xterm"], "Privileged": False}
-        await authorize_docker_call(request, endpoint, "POST", f"/containers/{container_id}/exec")
-        if bound_by_security_settings(request.app[STORE], caller_of(request), endpoint) and \
-                BODY_CHECKS["exec"](exec_config, endpoint_security_settings(endpoint)):
-            raise Forbidden("privileged exec is not allowed for non-administrators on this environment")
-        created = await connector.request_json("POST", f"/containers/{quoted}/exec", exec_config)
+        grant = await authorize_docker_call(request, endpoint, "POST", f"/containers/{container_id}/exec")
+        quoted = urllib.parse.quote(grant.resource, safe="")
+        created = await connector.request_json("POST", f"/containers/{quoted}/exec", await grant.vet(exec_config))
         tty, target = True, f"/exec/{created['Id']}/start"
         resize, body = f"/exec/{created['Id']}/resize", json.dumps({"Detach": False, "Tty": True}).encode()
     response = await connector.request("POST", target, upgrade, body, timeout=30)
@@ -5488,24 +6081,15 @@ async def handle_container_recreate(request: web.Request) -> web.Response:
     pull = field(body, "PullImage", bool, required=False, default=False)
     container_id = request.match_info["containerId"]
     store, caller = request.app[STORE], caller_of(request)
-    # The caller must be allowed each engine call a recreate makes, as through the proxy.
-    for method, call in (("GET", f"/containers/{container_id}/json"), ("POST", f"/containers/{container_id}/stop"),
-                         ("POST", f"/containers/{container_id}/rename"), ("DELETE", f"/containers/{container_id}"),
-                         ("POST", "/containers/create")) + ((("POST", "/images/create"),) if pull else ()):
+    # The caller must be allowed each engine call a recreate makes, as through the proxy, on the container checked.
+    container_id = (await authorize_docker_call(request, endpoint, "GET", f"/containers/{container_id}/json")).resource
+    for method, call in (("POST", f"/containers/{container_id}/stop"), ("POST", f"/containers/{container_id}/rename"),
+                         ("DELETE", f"/containers/{container_id}")) + ((("POST", "/images/create"),) if pull else ()):
         await authorize_docker_call(request, endpoint, method, call)
-
-    async def vet(creation: dict) -> None:
-        if bound_by_security_settings(store, caller, endpoint):
-            problems = BODY_CHECKS["container"](creation, endpoint_security_settings(endpoint))
-            if problems:
-                raise Forbidden("not allowed for non-administrators on this environment: " + ", ".join(problems),
-                                "an administrator can allow it in the environment's security settings")
-        if endpoint_role(store, caller, endpoint) in OWNERSHIP_BOUND_ROLES:
-            connector = request.app[ENVIRONMENTS].connector(endpoint["Id"])
-            await require_owned_references(connector, store, caller, "container", creation)
-
+    creating = await authorize_docker_call(request, endpoint, "POST", "/containers/create")
     updates = request.app[IMAGE_UPDATES]
-    old_id, new = await updates.recreate(endpoint["Id"], container_id, pull, caller, vet)
+    old_id, new = await updates.recreate(endpoint["Id"], container_id, pull, caller,
+                                         creating.vet if not caller.is_admin else None)
     await move_resource_control(store, old_id, new["Id"])
     return json_response(new)
 
@@ -5627,8 +6211,8 @@ def apply_caller_rules(request: web.Request, endpoint: dict,
     """What the proxy would require of this caller, applied to what the stack will create: the security settings
     below environment administrators, and ownership labels so an ownership-bound user manages what they made."""
     store, caller = request.app[STORE], caller_of(request)
-    if bound_by_security_settings(store, caller, endpoint):
-        deployment.check_allowed(endpoint_security_settings(endpoint))
+    creation = "/services/create" if isinstance(deployment, SwarmDeployment) else "/containers/create"
+    deployment.check_allowed(docker_grant(request, endpoint, "POST", creation))
     if not caller.is_admin:
         deployment.owner_labels = ownership_labels(store, caller)
 
@@ -6157,8 +6741,8 @@ def template_env(template_env_spec: list, given: list[dict]) -> list[dict]:
 
 async def deploy_container_template(request: web.Request, template: dict, name: str, env: list[dict]) -> dict:
     endpoint = endpoint_for_caller(request, query_int(request, "endpointId", 0))
-    await authorize_docker_call(request, endpoint, "POST", "/containers/create")
-    connector = request.app[ENVIRONMENTS].connector(endpoint["Id"])
+    grant = await authorize_docker_call(request, endpoint, "POST", "/containers/create")
+    connector = grant.connector
     ports = [str(p) if "/" in str(p) else f"{p}/tcp" for p in template.get("ports") or []]
     restart = template.get("restart_policy") or "no"
     body = {"Image": template["image"], "Env": [f"{e['name']}={e['value']}" for e in env],
@@ -6172,13 +6756,7 @@ async def deploy_container_template(request: web.Request, template: dict, name: 
                            "Privileged": bool(template.get("privileged"))}}
     if template.get("command"):
         body["Cmd"] = shlex.split(template["command"])
-    store, caller = request.app[STORE], caller_of(request)
-    if bound_by_security_settings(store, caller, endpoint):
-        problems = container_create_violations(body, endpoint_security_settings(endpoint))
-        if problems:
-            raise Forbidden("not allowed for non-administrators on this environment: " + ", ".join(problems))
-    if not caller.is_admin:
-        body["Labels"].update(ownership_labels(store, caller))
+    body = await grant.vet(body)
     await ensure_image(connector, template["image"], False)
     query = urllib.parse.urlencode({"name": name}) if name else ""
     created = await connector.request_json("POST", f"/containers/create?{query}", body)

@@ -1,0 +1,433 @@
+"""Proxy trust: a standard user stays a standard user. Every Docker call is checked on exactly what the engine
+will read (Go folds JSON keys case-insensitively), every field is allowed, bound to a security setting or refused,
+and every resource a call names is checked on the full id the engine will get.
+
+Driven as users drive it: raw HTTP, the Docker CLI and SDK through a real server, against the real engine. The
+property tests at the end run the same rule table in-process on generated spellings of the same bodies."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import BUSYBOX, TEST_LABEL, wait_until
+
+import portainer
+
+
+def proxy(server, method: str, path: str, key: str, **kwargs) -> requests.Response:
+    return requests.request(method, f"{server.url}/api/endpoints/1/docker/v1.41{path}",
+                            headers={"X-API-Key": key, **kwargs.pop("headers", {})}, timeout=60, **kwargs)
+
+
+def create(server, key: str, body: dict, name: str | None = None) -> requests.Response:
+    labelled = {**body, "Labels": {**body.get("Labels", {}), TEST_LABEL: "1"}}
+    return proxy(server, "POST", "/containers/create" + (f"?name={name}" if name else ""), key,
+                 data=json.dumps(labelled), headers={"Content-Type": "application/json"})
+
+
+@pytest.fixture
+def victim(engine):
+    """Another user's container (made on the engine directly: nobody owns it through portainer.py), with a
+    secret in its environment."""
+    container = engine.containers.run(BUSYBOX, "sleep 300", detach=True, environment={"VICTIM_SECRET": "s3cr3t"},
+                                      labels={TEST_LABEL: "1"})
+    yield container
+    container.remove(force=True)
+
+
+@pytest.fixture
+def standard_key(make_user):
+    return make_user()[2]
+
+
+# Bodies a standard user must never get past the proxy on an environment with the default security settings.
+# (body kind, body). The property tests below reuse them in every spelling Go accepts.
+REFUSED_BODIES = [
+    ("container", {"Image": BUSYBOX, "Cmd": ["ls", "/host"], "HostConfig": {"Binds": ["/:/host"]}}),
+    ("container", {"Image": BUSYBOX, "HostConfig": {"Privileged": True}}),
+    ("container", {"Image": BUSYBOX, "HostConfig": {"PidMode": "host"}}),
+    ("container", {"Image": BUSYBOX, "HostConfig": {"NetworkMode": "host"}}),
+    ("container", {"Image": BUSYBOX, "HostConfig": {"Mounts": [{"Type": "bind", "Source": "/", "Target": "/h"}]}}),
+    ("container", {"Image": BUSYBOX, "HostConfig": {"MaskedPaths": [], "ReadonlyPaths": []}}),
+    ("container", {"Image": BUSYBOX, "HostConfig": {"SecurityOpt": ['seccomp={"defaultAction":"SCMP_ACT_ALLOW"}']}}),
+    ("container", {"Image": BUSYBOX, "HostConfig": {"CgroupParent": "/"}}),
+    ("container", {"Image": BUSYBOX, "HostConfig": {"CapAdd": ["SYS_ADMIN"]}}),
+    ("container", {"Image": BUSYBOX, "HostConfig": {"Devices": [{"PathOnHost": "/dev/sda", "PathInContainer": "/d",
+                                                                  "CgroupPermissions": "rwm"}]}}),
+    ("container", {"Image": BUSYBOX, "HostConfig": {"Sysctls": {"net.ipv4.ip_forward": "1"}}}),
+    ("container", {"Image": BUSYBOX, "HostConfig": {"Runtime": "some-other-runtime"}}),
+    ("container", {"Image": BUSYBOX, "HostConfig": {"NotADockerField": True}}),
+    ("container", {"Image": BUSYBOX, "HostConfig": {"Mounts": [{"Type": "volume", "Source": "v", "Target": "/v",
+                                                                 "VolumeOptions": {"DriverConfig": {
+                                                                     "Name": "local", "Options": {
+                                                                         "type": "none", "o": "bind",
+                                                                         "device": "/"}}}}]}}),
+    ("volume", {"Name": "hostroot", "DriverOpts": {"type": "none", "o": "bind", "device": "/"}}),
+    ("exec", {"Cmd": ["id"], "Privileged": True}),
+    ("network", {"Name": "hostnet", "Driver": "macvlan"}),
+    ("network", {"Name": "onbridge", "Options": {"com.docker.network.bridge.name": "docker0"}}),
+    ("service", {"Name": "s", "TaskTemplate": {"ContainerSpec": {
+        "Image": BUSYBOX, "Mounts": [{"Type": "volume", "Source": "v", "Target": "/v", "VolumeOptions": {
+            "DriverConfig": {"Name": "local", "Options": {"type": "none", "o": "bind", "device": "/"}}}}]}}}),
+    ("service", {"Name": "s", "TaskTemplate": {"ContainerSpec": {
+        "Image": BUSYBOX, "Privileges": {"SELinuxContext": {"Disable": True}}}}}),
+    ("service", {"Name": "s", "TaskTemplate": {"PluginSpec": {"Name": "evil"}}}),
+    ("secret", {"Name": "s", "Data": "eA==", "Driver": {"Name": "plugin"}}),
+]
+
+# What a standard user does every day, as the Docker CLI and SDK send it: none of it may be refused.
+HARMLESS_BODIES = [
+    ("container", {"Hostname": "", "Domainname": "", "User": "", "AttachStdin": True, "AttachStdout": True,
+                   "AttachStderr": True, "ExposedPorts": {"80/tcp": {}}, "Tty": True, "OpenStdin": True,
+                   "StdinOnce": True, "Env": ["A=1"], "Cmd": ["sh"], "Image": BUSYBOX, "Volumes": {},
+                   "WorkingDir": "", "Entrypoint": None, "OnBuild": None, "Labels": {},
+                   "HostConfig": {"Binds": ["data:/data"], "ContainerIDFile": "",
+                                  "LogConfig": {"Type": "", "Config": {}}, "NetworkMode": "default",
+                                  "PortBindings": {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}]},
+                                  "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0}, "AutoRemove": False,
+                                  "VolumeDriver": "", "VolumesFrom": None, "CapAdd": None, "CapDrop": None,
+                                  "CgroupnsMode": "", "Dns": [], "DnsOptions": [], "DnsSearch": [],
+                                  "ExtraHosts": None, "GroupAdd": None, "IpcMode": "", "Cgroup": "", "Links": None,
+                                  "OomScoreAdj": 0, "PidMode": "", "Privileged": False, "PublishAllPorts": False,
+                                  "ReadonlyRootfs": False, "SecurityOpt": None, "UTSMode": "", "UsernsMode": "",
+                                  "ShmSize": 0, "ConsoleSize": [0, 0], "Isolation": "", "CpuShares": 0,
+                                  "Memory": 67108864, "NanoCpus": 0, "CgroupParent": "", "BlkioWeight": 0,
+                                  "BlkioWeightDevice": [], "BlkioDeviceReadBps": None,
+                                  "BlkioDeviceWriteBps": None, "BlkioDeviceReadIOps": None,
+                                  "BlkioDeviceWriteIOps": None, "CpuPeriod": 0, "CpuQuota": 0,
+                                  "CpuRealtimePeriod": 0, "CpuRealtimeRuntime": 0, "CpusetCpus": "",
+                                  "CpusetMems": "", "Devices": [], "DeviceCgroupRules": None,
+                                  "DeviceRequests": None, "KernelMemory": 0, "KernelMemoryTCP": 0,
+                                  "MemoryReservation": 0, "MemorySwap": 0, "MemorySwappiness": None,
+                                  "OomKillDisable": False, "PidsLimit": None, "Ulimits": None, "CpuCount": 0,
+                                  "CpuPercent": 0, "IOMaximumIOps": 0, "IOMaximumBandwidth": 0,
+                                  "MaskedPaths": None, "ReadonlyPaths": None},
+                   "NetworkingConfig": {"EndpointsConfig": {}}}),
+    ("container", {"Image": BUSYBOX, "HostConfig": {"SecurityOpt": ["no-new-privileges:true"], "Init": True,
+                                                    "Tmpfs": {"/run": "size=1m"}, "CapDrop": ["ALL"],
+                                                    "Mounts": [{"Type": "tmpfs", "Target": "/scratch"},
+                                                               {"Type": "volume", "Target": "/anon"}]}}),
+    ("exec", {"User": "", "Privileged": False, "Tty": True, "AttachStdin": True, "AttachStderr": True,
+              "AttachStdout": True, "Detach": False, "DetachKeys": "", "Env": None, "WorkingDir": "",
+              "Cmd": ["sh"]}),
+    ("volume", {"Name": "data", "Driver": "local", "DriverOpts": {}, "Labels": {"a": "b"}}),
+    ("volume", {"Name": "scratch", "DriverOpts": {"type": "tmpfs", "device": "tmpfs", "o": "size=10m"}}),
+    ("network", {"Name": "mynet", "CheckDuplicate": True, "Driver": "bridge", "Internal": False,
+                 "Attachable": False, "Ingress": False, "IPAM": {"Driver": "default", "Options": {}, "Config": []},
+                 "EnableIPv6": False, "Options": {}, "Labels": {}}),
+    ("service", {"Name": "web", "Labels": {}, "TaskTemplate": {
+        "ContainerSpec": {"Image": BUSYBOX, "Args": ["sleep", "300"], "Init": False, "TTY": False,
+                          "Mounts": [{"Type": "volume", "Target": "/data"}]},
+        "Resources": {"Limits": {}, "Reservations": {}}, "RestartPolicy": {"Condition": "any"},
+        "Placement": {}, "ForceUpdate": 0, "Runtime": "container"},
+        "Mode": {"Replicated": {"Replicas": 1}}, "EndpointSpec": {"Mode": "vip", "Ports": [
+            {"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 8080, "PublishMode": "ingress"}]}}),
+]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One canonical body: keys as Go reads them
+# ---------------------------------------------------------------------------------------------------------------
+
+FOLDED_ESCAPES = [
+    {"Image": BUSYBOX, "Cmd": ["ls", "/host"], "hostconfig": {"Binds": ["/:/host"]}},
+    {"Image": BUSYBOX, "Cmd": ["ls", "/host"], "hostConfig": {"binds": ["/:/host"]}},
+    {"Image": BUSYBOX, "Cmd": ["ls", "/host"], "Ho\u017ftconfig": {"Binds": ["/:/host"]}},
+    {"Image": BUSYBOX, "HostConfig": {"privileged": True}},
+    {"Image": BUSYBOX, "HostConfig": {"pidmode": "host"}},
+    {"Image": BUSYBOX, "HostConfig": {"mounts": [{"type": "bind", "source": "/", "target": "/host"}]}},
+    {"Image": BUSYBOX, "HostConfig": {"\u212aernelMemory": 0, "Privileged": True}},
+]
+
+
+@pytest.mark.parametrize("body", FOLDED_ESCAPES, ids=range(len(FOLDED_ESCAPES)))
+def test_standard_user_cannot_mount_the_host_with_folded_keys(server, standard_key, body):
+    r = create(server, standard_key, body)
+    assert r.status_code == 403, r.text
+    assert "not allowed for non-administrators" in r.json()["message"]
+
+
+def test_two_keys_folding_to_one_field_are_refused_not_merged(server, standard_key):
+    raw = ('{"Image": "%s", "HostConfig": {"Privileged": false}, "hostConfig": {"Binds": ["/:/host"]}}' % BUSYBOX)
+    r = proxy(server, "POST", "/containers/create", standard_key, data=raw,
+              headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and "twice" in r.json()["message"], r.text
+    raw = '{"Image": "%s", "Labels": {"a": "1"}, "Labels": {"b": "2"}}' % BUSYBOX
+    r = proxy(server, "POST", "/containers/create", standard_key, data=raw,
+              headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and "'Labels' appears twice" in r.json()["details"], r.text
+
+
+def test_standard_user_cannot_make_a_host_path_volume_or_privileged_exec_with_folded_keys(server, standard_key):
+    r = proxy(server, "POST", "/volumes/create", standard_key,
+              json={"Name": f"hostroot-{time.monotonic_ns()}", "driveropts": {"type": "none", "o": "bind",
+                                                                               "device": "/"}})
+    assert r.status_code == 403, r.text
+    name = f"trust-own-{time.monotonic_ns()}"
+    assert create(server, standard_key, {"Image": BUSYBOX, "Cmd": ["sleep", "300"]}, name).status_code == 201
+    try:
+        assert proxy(server, "POST", f"/containers/{name}/start", standard_key).status_code == 204
+        r = proxy(server, "POST", f"/containers/{name}/exec", standard_key, json={"Cmd": ["id"], "privileged": True})
+        assert r.status_code == 403 and "privileged exec" in r.json()["message"], r.text
+        r = proxy(server, "POST", f"/containers/{name}/exec", standard_key, json={"Cmd": ["id"]})
+        assert r.status_code == 201, r.text
+    finally:
+        proxy(server, "DELETE", f"/containers/{name}?force=1", standard_key)
+
+
+def test_a_field_the_server_does_not_know_is_refused_and_named(server, standard_key):
+    r = create(server, standard_key, {"Image": BUSYBOX, "HostConfig": {"Annotations": {"x": "y"}}})
+    assert r.status_code == 403 and "HostConfig.Annotations" in r.json()["message"], r.text
+    r = create(server, standard_key, {"Image": BUSYBOX, "HostConfig": {"FutureEscape": {"x": "y"}}})
+    assert r.status_code == 403 and "HostConfig.FutureEscape" in r.json()["message"], r.text
+
+
+def test_the_engine_gets_the_canonical_body_that_was_checked(server, standard_key, engine):
+    """Lower-case keys a standard user sends are forwarded under Docker's own names, with their labels."""
+    name = f"trust-canonical-{time.monotonic_ns()}"
+    r = proxy(server, "POST", f"/containers/create?name={name}", standard_key,
+              json={"image": BUSYBOX, "cmd": ["sleep", "300"], "hostconfig": {"memory": 67108864},
+                    "labels": {"mine": "yes", TEST_LABEL: "1"}})
+    assert r.status_code == 201, r.text
+    try:
+        attrs = engine.containers.get(name).attrs
+        assert attrs["HostConfig"]["Memory"] == 67108864
+        assert attrs["Config"]["Labels"]["mine"] == "yes"
+        assert attrs["Config"]["Labels"][portainer.OWNER_USERS_LABEL]
+    finally:
+        engine.containers.get(name).remove(force=True)
+
+
+@pytest.mark.parametrize("body", [
+    {"Image": BUSYBOX, "HostConfig": {"MaskedPaths": [], "ReadonlyPaths": []}},
+    {"Image": BUSYBOX, "HostConfig": {"SecurityOpt": ['seccomp={"defaultAction":"SCMP_ACT_ALLOW"}']}},
+    {"Image": BUSYBOX, "HostConfig": {"SecurityOpt": ["apparmor=unconfined"]}},
+    {"Image": BUSYBOX, "HostConfig": {"CgroupParent": "/"}},
+    {"Image": BUSYBOX, "HostConfig": {"UsernsMode": "host"}},
+    {"Image": BUSYBOX, "HostConfig": {"VolumeDriver": "some-plugin"}},
+], ids=["unmasked-proc", "inline-seccomp", "apparmor", "cgroup-parent", "userns-host", "volume-driver"])
+def test_standard_user_cannot_use_escape_settings(server, standard_key, body):
+    r = create(server, standard_key, body)
+    assert r.status_code == 403, r.text
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Every reference is an ownership check, on the full id the engine gets
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_links_and_shared_namespaces_to_another_users_container_are_refused(server, standard_key, victim):
+    for host_config in ({"Links": [f"{victim.name}:alias"]}, {"NetworkMode": f"container:{victim.name}"},
+                        {"PidMode": f"container:{victim.id}"}, {"IpcMode": f"container:{victim.id[:12]}"}):
+        r = create(server, standard_key, {"Image": BUSYBOX, "Cmd": ["env"], "HostConfig": host_config})
+        assert r.status_code == 403 and "access denied" in r.json()["message"], (host_config, r.text)
+
+
+def test_own_links_are_forwarded_by_full_id(server, standard_key, engine):
+    own = f"trust-linked-{time.monotonic_ns()}"
+    assert create(server, standard_key, {"Image": BUSYBOX, "Cmd": ["sleep", "300"]}, own).status_code == 201
+    try:
+        r = create(server, standard_key, {"Image": BUSYBOX, "Cmd": ["env"], "HostConfig": {"Links": [f"{own}:db"]}},
+                   own + "-app")
+        assert r.status_code == 201, r.text
+        links = engine.containers.get(own + "-app").attrs["HostConfig"]["Links"]
+        assert links == [f"/{own}:/{own}-app/db"]
+    finally:
+        for name in (own + "-app", own):
+            proxy(server, "DELETE", f"/containers/{name}?force=1", standard_key)
+
+
+def test_standard_user_cannot_commit_or_build_on_another_users_container(server, standard_key, victim):
+    r = proxy(server, "POST", f"/commit?container={victim.id[:12]}&repo=stolen", standard_key)
+    assert r.status_code == 403, r.text
+    r = proxy(server, "POST", f"/build?networkmode=container:{victim.name}", standard_key, data=b"",
+              headers={"Content-Type": "application/x-tar"})
+    assert r.status_code == 403, r.text
+    r = proxy(server, "POST", "/build?cgroupparent=/", standard_key, data=b"",
+              headers={"Content-Type": "application/x-tar"})
+    assert r.status_code == 403, r.text
+
+
+def test_container_named_like_a_route_is_still_checked(server, standard_key, engine):
+    container = engine.containers.create(BUSYBOX, "true", name="json", labels={TEST_LABEL: "1"},
+                                         environment={"VICTIM_SECRET": "s3cr3t"})
+    try:
+        r = proxy(server, "GET", "/containers/json/json", standard_key)
+        assert r.status_code == 403 and "s3cr3t" not in r.text, r.text
+    finally:
+        container.remove(force=True)
+
+
+def test_a_rename_between_check_and_use_never_reaches_another_container(server, standard_key, victim):
+    """The user renames their own container in a loop to a prefix of the victim's id: the check resolves the
+    name to their container, and the engine is then sent that container's full id, never the name."""
+    prefix = victim.id[:8]
+    spare = f"trust-spare-{time.monotonic_ns()}"
+    assert create(server, standard_key, {"Image": BUSYBOX, "Cmd": ["sleep", "300"]}, prefix).status_code == 201
+    stop = threading.Event()
+
+    def rename_back_and_forth():
+        names = [prefix, spare]
+        while not stop.is_set():
+            proxy(server, "POST", f"/containers/{names[0]}/rename?name={names[1]}", standard_key)
+            names.reverse()
+
+    renamer = threading.Thread(target=rename_back_and_forth)
+    renamer.start()
+    try:
+        seen = set()
+        for _ in range(150):
+            r = proxy(server, "GET", f"/containers/{prefix}/json", standard_key)
+            if r.status_code == 200:
+                seen.add(r.json()["Id"])
+            assert "s3cr3t" not in r.text
+        assert victim.id not in seen
+    finally:
+        stop.set()
+        renamer.join()
+        for name in (prefix, spare):
+            proxy(server, "DELETE", f"/containers/{name}?force=1", standard_key)
+
+
+def test_network_connect_names_only_own_containers(server, standard_key, victim):
+    name = f"trust-net-{time.monotonic_ns()}"
+    r = proxy(server, "POST", "/networks/create", standard_key, json={"Name": name, "Labels": {TEST_LABEL: "1"}})
+    assert r.status_code == 201, r.text
+    try:
+        r = proxy(server, "POST", f"/networks/{name}/connect", standard_key, json={"container": victim.id})
+        assert r.status_code == 403, r.text
+    finally:
+        proxy(server, "DELETE", f"/networks/{name}", standard_key)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What a standard user does every day still works, through the real CLI and SDK
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_standard_user_runs_everyday_docker_commands_unchanged(server, standard_key):
+    suffix = time.monotonic_ns() % 10**9
+    network, volume = f"trust-daily-net-{suffix}", f"trust-daily-vol-{suffix}"
+    server.docker("network", "create", "--label", TEST_LABEL, network, api_key=standard_key)
+    try:
+        name = f"trust-daily-{suffix}"
+        server.docker("run", "-d", "--name", name, "--label", TEST_LABEL, "-p", "127.0.0.1::80", "-v",
+                      f"{volume}:/data", "-e", "GREETING=hello", "--memory", "64m", "--network", network,
+                      "--security-opt", "no-new-privileges", BUSYBOX, "sh", "-c", "echo $GREETING; sleep 300",
+                      api_key=standard_key)
+        wait_until(lambda: "hello" in server.docker("logs", name, api_key=standard_key).stdout)
+        assert server.docker("exec", name, "cat", "/proc/1/cmdline", api_key=standard_key).returncode == 0
+        client = server.docker_sdk(api_key=standard_key)
+        container = client.containers.get(name)
+        assert container.attrs["HostConfig"]["Memory"] == 64 * 1024 * 1024
+        assert network in container.attrs["NetworkSettings"]["Networks"]
+        assert container.exec_run("echo sdk").output.strip() == b"sdk"
+        server.docker("rm", "-f", name, api_key=standard_key)
+        server.docker("volume", "rm", volume, api_key=standard_key)
+    finally:
+        server.docker("network", "rm", network, api_key=standard_key, check=False)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Property tests: the same content in every spelling Go accepts is decided alike
+# ---------------------------------------------------------------------------------------------------------------
+
+SETTINGS = dict(portainer.DEFAULT_SECURITY_SETTINGS)
+# Fields whose values are maps: their keys are data (label names, network names), not fields.
+MAP_FIELDS = frozenset({"Labels", "DriverOpts", "Options", "Sysctls", "Tmpfs", "ExposedPorts", "Volumes",
+                        "PortBindings", "EndpointsConfig", "Config", "StorageOpt"})
+FOLD_VARIANTS = {"s": "sS\u017f", "k": "kK\u212a", "i": "iI"}
+
+
+@st.composite
+def go_spelling(draw, key: str) -> str:
+    """A spelling of `key` that Go's decoder matches to the same field."""
+    return "".join(draw(st.sampled_from(FOLD_VARIANTS.get(c.lower(), c.lower() + c.upper()))) for c in key)
+
+
+@st.composite
+def respelled(draw, value, free_keys: bool = False):
+    """The same content with every struct key re-spelled and every object's keys in another order. Keys of maps
+    (labels, network names, driver options) are data, not fields, and keep their spelling."""
+    if isinstance(value, dict):
+        items = list(value.items())
+        draw(st.randoms(use_true_random=False)).shuffle(items)
+        out = {}
+        for key, item in items:
+            is_map = key in MAP_FIELDS
+            spelled = key if free_keys else draw(go_spelling(key))
+            out[spelled] = draw(respelled(item, free_keys=is_map and not free_keys))
+        return out
+    if isinstance(value, list):
+        return [draw(respelled(item)) for item in value]
+    return value
+
+
+@st.composite
+def nested_in_harmless(draw, kind: str, body: dict) -> dict:
+    """The refused content inside a harmless body of the same kind: the harmless fields cannot hide it."""
+    harmless = [b for k, b in HARMLESS_BODIES if k == kind]
+    if not harmless:
+        return body
+    merged = json.loads(json.dumps(draw(st.sampled_from(harmless))))
+
+    def merge(into: dict, extra: dict) -> None:
+        for key, value in extra.items():
+            if isinstance(value, dict) and isinstance(into.get(key), dict):
+                merge(into[key], value)
+            else:
+                into[key] = value
+    merge(merged, body)
+    return merged
+
+
+def decided(kind: str, body: dict) -> list[str]:
+    try:
+        _, vetting = portainer.vet_body(kind, body, SETTINGS)
+    except portainer.BadRequest as exc:
+        return [exc.message]
+    return vetting.problems
+
+
+@pytest.mark.parametrize("kind,body", REFUSED_BODIES, ids=[f"{k}-{i}" for i, (k, _) in enumerate(REFUSED_BODIES)])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_every_spelling_of_a_refused_body_is_refused(kind, body, data):
+    assert decided(kind, body), "the corpus body itself must be refused"
+    spelled = data.draw(respelled(data.draw(nested_in_harmless(kind, body))))
+    assert decided(kind, spelled), spelled
+
+
+@pytest.mark.parametrize("kind,body", HARMLESS_BODIES, ids=[f"{k}-{i}" for i, (k, _) in enumerate(HARMLESS_BODIES)])
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_no_spelling_of_a_harmless_body_is_refused(kind, body, data):
+    spelled = data.draw(respelled(body))
+    assert decided(kind, spelled) == [], spelled
+
+
+def lower_case_fields(value, free_keys: bool = False):
+    """The Docker SDK's and CLI's own field names, all in lower case (as a hand-written script may send them)."""
+    if isinstance(value, dict):
+        return {(key if free_keys else key.lower()): lower_case_fields(item, key in MAP_FIELDS and not free_keys)
+                for key, item in value.items()}
+    if isinstance(value, list):
+        return [lower_case_fields(item) for item in value]
+    return value
+
+
+def test_refused_bodies_are_refused_by_the_real_proxy_too(server, standard_key):
+    """The corpus the property tests use, sent for real as written and with lower-case keys."""
+    paths = {"container": "/containers/create", "volume": "/volumes/create", "network": "/networks/create"}
+    for kind, body in REFUSED_BODIES:
+        if kind in paths:
+            for spelled in (body, lower_case_fields(body)):
+                r = proxy(server, "POST", paths[kind], standard_key, data=json.dumps(spelled),
+                          headers={"Content-Type": "application/json"})
+                assert r.status_code == 403, (spelled, r.text)
