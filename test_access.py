@@ -318,6 +318,57 @@ def test_services_and_their_tasks_are_hidden_from_another_team(server, swarm_env
     server.docker("service", "rm", service, endpoint_id=endpoint_id, api_key=keys["alice"])
 
 
+def test_standard_user_never_sees_the_swarm_join_tokens(server, swarm_environment):
+    user_id, _, key = new_user(server, "tokens")
+    grant(server, "User", user_id, STANDARD, swarm_environment)
+    base = f"{server.url}/api/endpoints/{swarm_environment}/docker/v1.41"
+    r = requests.get(base + "/swarm", headers={"X-API-Key": key}, timeout=30)
+    assert r.status_code == 200 and "ID" in r.json(), r.text
+    assert "JoinTokens" not in r.json() and "SWMTKN" not in r.text
+    admin = requests.get(base + "/swarm", headers={"X-API-Key": server.admin_api_key}, timeout=30).json()
+    assert admin["JoinTokens"]["Worker"].startswith("SWMTKN")
+
+
+def test_secrets_and_configs_belong_to_who_made_them(server, swarm_environment):
+    endpoint_id = swarm_environment
+    keys = {}
+    for name in ("alice", "bob"):
+        user_id, _, keys[name] = new_user(server, f"secret-{name}")
+        grant(server, "User", user_id, STANDARD, endpoint_id)
+    base = f"{server.url}/api/endpoints/{endpoint_id}/docker/v1.41"
+    call = lambda method, path, who, **kw: requests.request(  # noqa: E731
+        method, base + path, headers={"X-API-Key": keys[who]}, timeout=30, **kw)
+    suffix = time.monotonic_ns() % 10**6
+    r = call("POST", "/secrets/create", "alice", json={"Name": f"alice-pw-{suffix}", "Data": "czNjcjN0",
+                                                      "Labels": {TEST_LABEL: "1"}})
+    assert r.status_code == 201, r.text
+    secret_id = r.json()["ID"]
+    r = call("POST", "/configs/create", "alice", json={"Name": f"alice-cfg-{suffix}", "Data": "eA=="})
+    assert r.status_code == 201, r.text
+    config_id = r.json()["ID"]
+    try:
+        assert [s["ID"] for s in call("GET", "/secrets", "alice").json()] == [secret_id]
+        assert call("GET", "/secrets", "bob").json() == [] and call("GET", "/configs", "bob").json() == []
+        assert call("GET", f"/secrets/{secret_id}", "bob").status_code == 403
+        assert call("DELETE", f"/configs/{config_id}", "bob").status_code == 403
+        service = {"Name": f"bob-steals-{suffix}", "Labels": {TEST_LABEL: "1"}, "TaskTemplate": {"ContainerSpec": {
+            "Image": BUSYBOX, "Args": ["sleep", "300"], "Secrets": [{"SecretID": secret_id[:10],
+                                                                    "SecretName": f"alice-pw-{suffix}",
+                                                                    "File": {"Name": "pw", "UID": "0", "GID": "0",
+                                                                             "Mode": 292}}]}}}
+        r = call("POST", "/services/create", "bob", json=service)
+        assert r.status_code == 403 and "access denied" in r.json()["message"], r.text
+        service["Name"] = f"alice-uses-{suffix}"
+        r = call("POST", "/services/create", "alice", json=service)
+        assert r.status_code == 201, r.text
+        spec = call("GET", f"/services/{r.json()['ID']}", "alice").json()["Spec"]
+        assert spec["TaskTemplate"]["ContainerSpec"]["Secrets"][0]["SecretID"] == secret_id
+        assert call("DELETE", f"/services/{r.json()['ID']}", "alice").status_code == 200
+    finally:
+        server.api("DELETE", f"/api/endpoints/{endpoint_id}/docker/v1.41/secrets/{secret_id}")
+        server.api("DELETE", f"/api/endpoints/{endpoint_id}/docker/v1.41/configs/{config_id}")
+
+
 def test_administrator_shares_a_container_with_another_team_by_resource_control(server, running_container):
     team = make_team(server, "shared-with")
     grant(server, "Team", team, STANDARD)

@@ -476,3 +476,35 @@ def test_peer_agents_refuse_requests_without_the_servers_signature(swarm):
     assert r.status_code == 403
     r = requests.get(worker_agent.url + shared.NODE_INFO_PATH, verify=False, timeout=5)
     assert r.status_code == 403 and "secret" in r.json()["message"]
+
+
+def test_the_node_a_call_targets_is_the_node_whose_container_was_checked(agent_server, swarm):
+    """A standard user's own container on the manager and another one of the same name on the worker: naming the
+    worker in X-PortainerAgent-Target reaches the worker's, so the ownership check must look there too."""
+    manager_name, worker_name = swarm["names"]
+    user = f"agent-target-{time.monotonic_ns() % 10**6}"
+    r = agent_server.api("POST", "/api/users", json={"Username": user, "Password": "a long enough password",
+                                                     "Role": 2})
+    assert r.status_code == 200, r.text
+    user_id = r.json()["Id"]
+    r = agent_server.api("PUT", f"/api/endpoints/{swarm['env']}",
+                         json={"UserAccessPolicies": {str(user_id): {"RoleId": 0}}})
+    assert r.status_code == 200, r.text
+    token = agent_server.login(user, "a long enough password")
+    key = agent_server.create_api_key(token, user_id, "a long enough password")
+    name = f"ptpy-same-name-{SLOT}"
+    base = f"{agent_server.url}/api/endpoints/{swarm['env']}/docker/v1.41"
+    on_node = lambda node: {"X-API-Key": key, "X-PortainerAgent-Target": node}  # noqa: E731
+    r = requests.post(f"{base}/containers/create?name={name}", headers=on_node(manager_name), timeout=30,
+                      json={"Image": BUSYBOX, "Cmd": ["sleep", "300"], "Labels": {TEST_LABEL: "1"}})
+    assert r.status_code == 201, r.text
+    swarm["worker"].client().containers.create(BUSYBOX, "sleep 300", name=name, labels={TEST_LABEL: "1"},
+                                               environment=["WORKER_SECRET=s3cr3t"])
+    try:
+        assert requests.get(f"{base}/containers/{name}/json", headers=on_node(manager_name),
+                            timeout=30).status_code == 200
+        r = requests.get(f"{base}/containers/{name}/json", headers=on_node(worker_name), timeout=30)
+        assert r.status_code == 403 and "s3cr3t" not in r.text, r.text
+    finally:
+        for host in (swarm["manager"], swarm["worker"]):
+            host.client().containers.get(name).remove(force=True)
