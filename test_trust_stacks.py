@@ -5,6 +5,7 @@ manage it, and cannot reach another user's volume or network through `external: 
 Driven as users drive it: two standard users and an administrator over HTTP, against the real engine."""
 from __future__ import annotations
 
+import contextlib
 import textwrap
 import time
 
@@ -12,7 +13,7 @@ import docker
 import pytest
 import requests
 
-from conftest import BUSYBOX, SLOT, TEST_LABEL
+from conftest import BUSYBOX, SLOT, TEST_LABEL, make_namespace_host, remove_namespace_host
 
 PREFIX = f"ptpy{SLOT}tr"
 STACK_RESOURCE_CONTROL = 6
@@ -264,3 +265,68 @@ def test_a_stack_an_administrator_deploys_is_for_administrators_only(server, two
     assert r.json()["ResourceControl"]["AdministratorsOnly"] is True
     assert f"{prefix}adm" not in listed_names(server, a_token)
     assert server.api("GET", f"/api/stacks/{r.json()['Id']}/file", token=a_token).status_code == 403
+
+
+@pytest.fixture
+def swarm_environment(server, engine):
+    """A single-node swarm on a namespace host, as environment N of the session's server."""
+    host = make_namespace_host(14)  # host numbers: see conftest.NAMESPACE_HOSTS
+    try:
+        host.start_engine()
+        host.load_image(engine)
+        host.client().swarm.init(advertise_addr=host.address)
+        r = server.api("POST", "/api/endpoints", json={"Name": f"{PREFIX}-swarm", "EndpointCreationType": 1,
+                                                       "URL": f"unix://{host.socket}"})
+        assert r.status_code == 200, r.text
+        endpoint_id = r.json()["Id"]
+        r = server.api("PUT", f"/api/endpoints/{endpoint_id}",
+                       json={"SecuritySettings": {"allowStackManagementForRegularUsers": True}})
+        assert r.status_code == 200, r.text
+        yield host, endpoint_id
+        server.api("DELETE", f"/api/endpoints/{endpoint_id}")
+    finally:
+        with contextlib.suppress(docker.errors.DockerException):
+            host.client().swarm.leave(force=True)
+        host.stop_engine()
+        remove_namespace_host(host.name, host.name.replace("node", "veth"), host.root)
+
+
+def test_swarm_stacks_have_owners_and_cannot_take_another_users_network(server, swarm_environment, make_user):
+    host, endpoint_id = swarm_environment
+    (a_id, a_token, a_key), (_, b_token, _) = make_user(endpoint_access=(endpoint_id,)), \
+        make_user(endpoint_access=(endpoint_id,))
+    a_network = f"{PREFIX}-a-mesh"
+    r = requests.post(f"{server.url}/api/endpoints/{endpoint_id}/docker/v1.41/networks/create",
+                      headers={"X-API-Key": a_key}, timeout=60,
+                      json={"Name": a_network, "Driver": "overlay", "Attachable": True})
+    assert r.status_code == 201, r.text
+    content = textwrap.dedent(f"""\
+        services:
+          api:
+            image: {BUSYBOX}
+            command: sleep 3600
+            environment:
+              PASSWORD: ${{PASSWORD}}
+            stop_grace_period: 1s
+        """)
+    r = server.api("POST", f"/api/stacks/create/swarm/string?endpointId={endpoint_id}", token=a_token,
+                   json={"Name": f"{PREFIX}swarma", "StackFileContent": content,
+                         "Env": [{"name": "PASSWORD", "value": "a-swarm-secret"}]})
+    assert r.status_code == 200, r.text
+    stack = r.json()
+    assert stack["ResourceControl"]["ResourceId"] == f"{endpoint_id}_{PREFIX}swarma"
+    assert [a["UserId"] for a in stack["ResourceControl"]["UserAccesses"]] == [a_id]
+    assert f"{PREFIX}swarma" not in listed_names(server, b_token)
+    assert server.api("GET", f"/api/stacks/{stack['Id']}", token=b_token).status_code == 403
+    r = server.api("DELETE", f"/api/stacks/{stack['Id']}?endpointId={endpoint_id}", token=b_token)
+    assert r.status_code == 403
+    assert host.client().services.get(f"{PREFIX}swarma_api")
+
+    stolen = content + f"    networks: [mesh]\nnetworks:\n  mesh: {{external: true, name: {a_network}}}\n"
+    r = server.api("POST", f"/api/stacks/create/swarm/string?endpointId={endpoint_id}", token=b_token,
+                   json={"Name": f"{PREFIX}swarmb", "StackFileContent": stolen, "Env": [{"name": "PASSWORD",
+                                                                                        "value": "b"}]})
+    assert r.status_code == 403 and a_network in r.json()["message"], r.text
+    assert not host.client().services.list(filters={"name": f"{PREFIX}swarmb"})
+    r = server.api("DELETE", f"/api/stacks/{stack['Id']}?endpointId={endpoint_id}", token=a_token)
+    assert r.status_code == 204
