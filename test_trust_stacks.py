@@ -6,6 +6,7 @@ Driven as users drive it: two standard users and an administrator over HTTP, aga
 from __future__ import annotations
 
 import contextlib
+import os
 import textwrap
 import time
 
@@ -13,7 +14,7 @@ import docker
 import pytest
 import requests
 
-from conftest import BUSYBOX, SLOT, TEST_LABEL, make_namespace_host, remove_namespace_host
+from conftest import ADMIN_PASSWORD, BUSYBOX, SLOT, TEST_LABEL, make_namespace_host, remove_namespace_host
 
 PREFIX = f"ptpy{SLOT}tr"
 STACK_RESOURCE_CONTROL = 6
@@ -330,3 +331,36 @@ def test_swarm_stacks_have_owners_and_cannot_take_another_users_network(server, 
     assert not host.client().services.list(filters={"name": f"{PREFIX}swarmb"})
     r = server.api("DELETE", f"/api/stacks/{stack['Id']}?endpointId={endpoint_id}", token=a_token)
     assert r.status_code == 204
+
+
+def test_stack_pages_show_the_owner_and_an_administrator_shares_the_stack_with_a_team(server, stack_of_a):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not os.path.exists("/usr/bin/chromium"):
+        pytest.skip("Debian chromium is not installed (make test-deps)")
+    stack, (a_id, _, _), (b_id, b_token, _) = stack_of_a
+    a_name = server.api("GET", f"/api/users/{a_id}").json()["Username"]
+    team_b = make_team_of(server, b_id)
+    team_name = server.api("GET", f"/api/teams/{team_b}").json()["Name"]
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium",
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page()
+        page.set_default_timeout(30000)
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(server.url + "/#/login")
+        page.get_by_label("Username").fill("admin")
+        page.get_by_label("Password").fill(ADMIN_PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        page.locator("#env-list .env").first.wait_for()
+        page.goto(server.url + "/#/stacks")
+        row = page.locator("tr", has=page.locator(f"a:text-is('{stack['Name']}')"))
+        assert row.locator("td.access").inner_text() == a_name
+        page.goto(server.url + f"/#/stacks/{stack['Id']}")
+        page.wait_for_selector(f"#stack-access:text-is('{a_name}')")
+        page.select_option("#acl #w", [f"u{a_id}", f"t{team_b}"])
+        page.click("#acl button.primary")
+        page.wait_for_selector(f"#stack-access:text-is('{a_name}, team {team_name}')")
+        browser.close()
+    assert not errors
+    assert stack["Name"] in listed_names(server, b_token)
