@@ -5980,6 +5980,9 @@ async def handle_stacks_outside(request: web.Request) -> web.Response:
     connector = request.app[ENVIRONMENTS].connector(endpoint["Id"])
     containers = await connector.request_json("GET", f"/containers/json?all=1&filters={label_filter(LABEL_PROJECT)}")
     managed = {s["Name"] for s in request.app[STACKS].records.values() if s["EndpointId"] == endpoint["Id"]}
+    store, caller = request.app[STORE], caller_of(request)
+    if endpoint_role(store, caller, endpoint) in OWNERSHIP_BOUND_ROLES:  # other users' projects stay unseen
+        containers = [c for c in containers if visible_resource(store, caller, "containers", c)]
     projects: dict[str, dict] = {}
     for container in containers:
         labels = container.get("Labels") or {}

@@ -364,3 +364,21 @@ def test_stack_pages_show_the_owner_and_an_administrator_shares_the_stack_with_a
         browser.close()
     assert not errors
     assert stack["Name"] in listed_names(server, b_token)
+
+
+def test_compose_projects_another_user_ran_outside_portainer_stay_unseen(server, two_users):
+    prefix, (_, a_token, a_key), (_, b_token, _) = two_users
+    project = f"{prefix}out"
+    r = proxy(server, "POST", f"/containers/create?name={project}_web_1", a_key,
+              json={"Image": BUSYBOX, "Cmd": ["sleep", "60"],
+                    "Labels": {"com.docker.compose.project": project, "com.docker.compose.service": "web",
+                               TEST_LABEL: "1"}})
+    assert r.status_code == 201, r.text
+
+    def outside(token):
+        r = server.api("GET", "/api/stacks/outside?endpointId=1", token=token)
+        assert r.status_code == 200, r.text
+        return {p["Name"] for p in r.json()}
+
+    assert project in outside(a_token) and project in outside(None)
+    assert project not in outside(b_token)
