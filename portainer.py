@@ -5688,16 +5688,17 @@ async def add_stack_resource_control(store: Store, caller: Caller, stack: dict) 
 
 
 def stack_owner_labels(store: Store, caller: Caller, stack: dict | None) -> dict[str, str]:
-    """The ownership labels of what a deploy creates: an existing stack's go to the users and teams its resource
-    control names (a user it was shared with does not take it over), a new one's to the caller."""
+    """The ownership labels of what a deploy creates. A new stack's are the caller's (and their teams'); an existing
+    one's go to the users its resource control names and their teams, and to the teams it names, so a user it was
+    shared with does not take over what its owner made."""
     control = stack_resource_control(store, stack) if stack else None
     if control is None or not (control["UserAccesses"] or control["TeamAccesses"]):
         return ownership_labels(store, caller)
-    labels = {}
-    for label, accesses, key in ((OWNER_USERS_LABEL, control["UserAccesses"], "UserId"),
-                                 (OWNER_TEAMS_LABEL, control["TeamAccesses"], "TeamId")):
-        if accesses:
-            labels[label] = ",".join(str(a[key]) for a in accesses)
+    users = [a["UserId"] for a in control["UserAccesses"]]
+    teams = {a["TeamId"] for a in control["TeamAccesses"]}.union(*(user_team_ids(store, u) for u in users))
+    labels = {OWNER_USERS_LABEL: ",".join(str(u) for u in users)} if users else {}
+    if teams:
+        labels[OWNER_TEAMS_LABEL] = ",".join(str(t) for t in sorted(teams))
     return labels
 
 

@@ -202,7 +202,7 @@ def test_administrator_sees_every_stack_and_shares_one_with_a_team(server, engin
     assert listed[stack["Name"]]["Env"] == [{"name": "PASSWORD", "value": "a-secret"}]
     assert server.api("GET", f"/api/stacks/{stack['Id']}/file").status_code == 200
 
-    team_b = make_team_of(server, b_id)
+    team_a, team_b = make_team_of(server, a_id), make_team_of(server, b_id)
     control_id = stack["ResourceControl"]["Id"]
     r = server.api("PUT", f"/api/resource_controls/{control_id}", json={"Teams": [team_b]})
     assert r.status_code == 200, r.text
@@ -211,13 +211,13 @@ def test_administrator_sees_every_stack_and_shares_one_with_a_team(server, engin
     assert r.status_code == 200 and [t["TeamId"] for t in r.json()["ResourceControl"]["TeamAccesses"]] == [team_b]
     assert r.json()["Env"] == [{"name": "PASSWORD", "value": "a-secret"}]  # B's team may now manage it
 
-    # B redeploys the shared stack: what it makes stays A's and B's team's, not B's alone.
+    # B redeploys the shared stack: what it makes stays A's (and A's team's) and B's team's, not B's alone.
     r = server.api("PUT", f"/api/stacks/{stack['Id']}?endpointId=1", token=b_token,
                    json={"StackFileContent": app_stack(), "Env": [{"name": "PASSWORD", "value": "shared"}]})
     assert r.status_code == 200, r.text
     labels = engine.containers.get(f"{stack['Name']}_app_1").labels
     assert labels["io.portainer.accesscontrol.users"] == str(a_id)
-    assert labels["io.portainer.accesscontrol.teams"] == str(team_b)
+    assert labels["io.portainer.accesscontrol.teams"] == ",".join(str(t) for t in sorted({team_a, team_b}))
     assert stack["Name"] in listed_names(server, a_token)
 
     r = server.api("PUT", f"/api/resource_controls/{control_id}", json={"Teams": [], "Public": True})
