@@ -4850,15 +4850,15 @@ async def handle_resource_controls_list(request: web.Request) -> web.Response:
 
 
 async def handle_resource_control_create(request: web.Request) -> web.Response:
-    """Share a resource {ResourceID, Type (1 container, 2 service, 3 volume, 4 network), Users, Teams, Public,
-    AdministratorsOnly} (administrators)."""
+    """Share a resource {ResourceID, Type (1 container, 2 service, 3 volume, 4 network, 6 stack: ResourceID
+    "<environment id>_<stack name>"), Users, Teams, Public, AdministratorsOnly} (administrators)."""
     require_admin(request)
     store = request.app[STORE]
     body = await read_json_object(request)
     resource_id = field(body, "ResourceID", str)
     kind = field(body, "Type", int)
-    if kind not in RESOURCE_CONTROL_TYPES.values():
-        raise BadRequest("Type must be 1 (container), 2 (service), 3 (volume) or 4 (network)")
+    if kind not in (*RESOURCE_CONTROL_TYPES.values(), STACK_RESOURCE_CONTROL):
+        raise BadRequest("Type must be 1 (container), 2 (service), 3 (volume), 4 (network) or 6 (stack)")
     controls = store.data.setdefault("resource_controls", {})
     if any(rc["Type"] == kind and rc["ResourceId"] == resource_id for rc in controls.values()):
         raise Conflict(f"a resource control for {resource_id} already exists; change it instead")
@@ -6206,19 +6206,130 @@ def stack_endpoint(request: web.Request, endpoint_id: int | None = None) -> dict
     return endpoint
 
 
-def apply_caller_rules(request: web.Request, endpoint: dict,
-                       deployment: ComposeDeployment | SwarmDeployment) -> None:
+# Portainer's resource control type for stacks; its ResourceId is "<environment id>_<stack name>".
+STACK_RESOURCE_CONTROL = 6
+
+
+def stack_resource_id(stack: dict) -> str:
+    return f"{stack['EndpointId']}_{stack['Name']}"
+
+
+def stack_resource_control(store: Store, stack: dict) -> dict | None:
+    """Who may use a stack besides administrators; a stack without one is for administrators only."""
+    resource_id = stack_resource_id(stack)
+    return next((rc for rc in (store.data.get("resource_controls") or {}).values()
+                 if rc["Type"] == STACK_RESOURCE_CONTROL and rc["ResourceId"] == resource_id), None)
+
+
+def can_access_stack(store: Store, caller: Caller, stack: dict) -> bool:
+    """Administrators, environment administrators and roles that see the whole environment see every stack there;
+    ownership-bound users see those their resource control gives them (theirs, their teams', public ones)."""
+    endpoint = store.data["endpoints"].get(str(stack["EndpointId"]))
+    if endpoint is None:
+        return caller.is_admin
+    role = endpoint_role(store, caller, endpoint)
+    if role is None:
+        return False
+    if role not in OWNERSHIP_BOUND_ROLES:
+        return True
+    control = stack_resource_control(store, stack)
+    if control is None or control["AdministratorsOnly"]:
+        return False
+    teams = user_team_ids(store, caller.id)
+    return control["Public"] or any(a["UserId"] == caller.id for a in control["UserAccesses"]) or \
+        any(a["TeamId"] in teams for a in control["TeamAccesses"])
+
+
+def can_manage_stack(store: Store, caller: Caller, stack: dict) -> bool:
+    """May change (and so read the env of) this stack: access to it and the right to manage stacks there."""
+    if not can_access_stack(store, caller, stack):
+        return False
+    endpoint = store.data["endpoints"].get(str(stack["EndpointId"]))
+    if endpoint is None:
+        return caller.is_admin
+    role = endpoint_role(store, caller, endpoint)
+    return WRITE in ROLE_ACTIONS[role] and (
+        role == ENV_ROLE_ADMIN or endpoint_security_settings(endpoint)["allowStackManagementForRegularUsers"])
+
+
+def require_stack_access(request: web.Request, stack: dict) -> None:
+    if not can_access_stack(request.app[STORE], caller_of(request), stack):
+        raise Forbidden(f"access denied to stack {stack['Id']}",
+                        "it belongs to another user or team; an administrator can share it")
+
+
+async def add_stack_resource_control(store: Store, caller: Caller, stack: dict) -> None:
+    """As Portainer: a new stack is its creator's, or administrators' only when an administrator made it."""
+    controls = store.data.setdefault("resource_controls", {})
+    stale = stack_resource_control(store, stack)  # left by a stack of that name removed outside portainer.py
+    if stale is not None:
+        del controls[str(stale["Id"])]
+    control = {"Id": store.next_id("resource_controls"), "ResourceId": stack_resource_id(stack),
+               "SubResourceIds": [], "Type": STACK_RESOURCE_CONTROL,
+               "UserAccesses": [] if caller.is_admin else [{"UserId": caller.id, "AccessLevel": 1}],
+               "TeamAccesses": [], "Public": False, "AdministratorsOnly": caller.is_admin, "System": False}
+    controls[str(control["Id"])] = control
+
+
+def stack_owner_labels(store: Store, caller: Caller, stack: dict | None) -> dict[str, str]:
+    """The ownership labels of what a deploy creates. A new stack's are the caller's (and their teams'); an existing
+    one's go to the users its resource control names and their teams, and to the teams it names, so a user it was
+    shared with does not take over what its owner made."""
+    control = stack_resource_control(store, stack) if stack else None
+    if control is None or not (control["UserAccesses"] or control["TeamAccesses"]):
+        return ownership_labels(store, caller)
+    users = [a["UserId"] for a in control["UserAccesses"]]
+    teams = {a["TeamId"] for a in control["TeamAccesses"]}.union(*(user_team_ids(store, u) for u in users))
+    labels = {OWNER_USERS_LABEL: ",".join(str(u) for u in users)} if users else {}
+    if teams:
+        labels[OWNER_TEAMS_LABEL] = ",".join(str(t) for t in sorted(teams))
+    return labels
+
+
+async def require_owned_stack_references(store: Store, caller: Caller, deployment: ComposeDeployment |
+                                         SwarmDeployment, existing_stack: bool) -> None:
+    """Volumes and networks a stack uses that it does not make (external ones, or any of that name already on the
+    engine) must be the caller's, as a direct `docker run -v` would require; a stack's own are, on update."""
+    project_label = LABEL_NAMESPACE if isinstance(deployment, SwarmDeployment) else LABEL_PROJECT
+    connector = deployment.connector
+    for kind, objects in (("volumes", deployment.compose.volumes), ("networks", deployment.compose.networks)):
+        for item in objects.values():
+            if not item["external"]:
+                try:
+                    found = await connector.request_json("GET", f"/{kind}/{urllib.parse.quote(item['name'], safe='')}")
+                except ApiError as exc:
+                    if exc.status == 404:
+                        continue  # the stack makes it, labelled as the caller's
+                    raise
+                labels = (found.get("Labels") if isinstance(found, dict) else None) or {}
+                if existing_stack and labels.get(project_label) == deployment.project:
+                    continue
+            await require_owned(connector, store, caller, kind, item["name"], missing_ok=True)
+
+
+async def apply_caller_rules(request: web.Request, endpoint: dict, deployment: ComposeDeployment | SwarmDeployment,
+                             stack: dict | None = None) -> None:
     """What the proxy would require of this caller, applied to what the stack will create: the security settings
-    below environment administrators, and ownership labels so an ownership-bound user manages what they made."""
+    below environment administrators, ownership labels so an ownership-bound user manages what they made, and
+    ownership of the volumes and networks it uses without making them."""
     store, caller = request.app[STORE], caller_of(request)
     creation = "/services/create" if isinstance(deployment, SwarmDeployment) else "/containers/create"
     deployment.check_allowed(docker_grant(request, endpoint, "POST", creation))
     if not caller.is_admin:
-        deployment.owner_labels = ownership_labels(store, caller)
+        deployment.owner_labels = stack_owner_labels(store, caller, stack)
+    if endpoint_role(store, caller, endpoint) in OWNERSHIP_BOUND_ROLES:
+        await require_owned_stack_references(store, caller, deployment, existing_stack=stack is not None)
 
 
-def stack_view(stack: dict) -> dict:
-    return {k: v for k, v in stack.items() if not k.startswith("_")}
+def stack_view(request: web.Request, stack: dict) -> dict:
+    """A stack as Portainer answers it: with its resource control, and its env only for who may manage it."""
+    store, caller = request.app[STORE], caller_of(request)
+    view = {k: v for k, v in stack.items() if not k.startswith("_")}
+    control = stack_resource_control(store, stack)
+    view["ResourceControl"] = resource_control_view(control) if control else None
+    if not can_manage_stack(store, caller, stack):
+        view["Env"] = None
+    return view
 
 
 async def create_stack(request: web.Request, stack_type: int, body: dict, from_template: bool = False,
@@ -6244,7 +6355,7 @@ async def create_stack(request: web.Request, stack_type: int, body: dict, from_t
     stacks.creating.add(key)
     try:
         deployment = stacks.deployment(stack_type, endpoint["Id"], name, content, env, project_dir)
-        apply_caller_rules(request, endpoint, deployment)
+        await apply_caller_rules(request, endpoint, deployment)
         if stack_type == STACK_SWARM:
             if await deployment.namespace_objects("services"):
                 raise Conflict(f"a Swarm stack named {name!r} made outside portainer.py runs on this environment")
@@ -6267,6 +6378,7 @@ async def create_stack(request: web.Request, stack_type: int, body: dict, from_t
                  "ResourceControl": None, "AdditionalFiles": [], "AutoUpdate": None, "GitConfig": None,
                  "FromAppTemplate": from_template, "Namespace": "", "IsComposeFormat": stack_type == STACK_COMPOSE}
         stacks.records[str(stack_id)] = stack
+        await add_stack_resource_control(request.app[STORE], caller, stack)
         await request.app[STORE].commit()
     finally:
         stacks.creating.discard(key)
@@ -6275,7 +6387,8 @@ async def create_stack(request: web.Request, stack_type: int, body: dict, from_t
 
 async def handle_stack_create_standalone_string(request: web.Request) -> web.Response:
     """Deploy a compose stack from the file's text: {Name, StackFileContent, Env}."""
-    return json_response(stack_view(await create_stack(request, STACK_COMPOSE, await read_json_object(request))))
+    stack = await create_stack(request, STACK_COMPOSE, await read_json_object(request))
+    return json_response(stack_view(request, stack))
 
 
 async def handle_stack_create_standalone_file(request: web.Request) -> web.Response:
@@ -6295,12 +6408,13 @@ async def handle_stack_create_standalone_file(request: web.Request) -> web.Respo
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise BadRequest("Env must be JSON and the file UTF-8 text", str(exc)) from None
     body = {"Name": post.get("Name"), "StackFileContent": content, "Env": env}
-    return json_response(stack_view(await create_stack(request, STACK_COMPOSE, body)))
+    return json_response(stack_view(request, await create_stack(request, STACK_COMPOSE, body)))
 
 
 async def handle_stack_create_swarm_string(request: web.Request) -> web.Response:
     """Deploy a Swarm stack from the file's text: {Name, SwarmID, StackFileContent, Env}."""
-    return json_response(stack_view(await create_stack(request, STACK_SWARM, await read_json_object(request))))
+    stack = await create_stack(request, STACK_SWARM, await read_json_object(request))
+    return json_response(stack_view(request, stack))
 
 
 async def handle_stack_create_legacy(request: web.Request) -> web.Response:
@@ -6313,14 +6427,13 @@ async def handle_stack_create_legacy(request: web.Request) -> web.Response:
         if stack_type == STACK_SWARM:
             raise BadRequest("Swarm stacks are created from a string (method=string)")
         return await handle_stack_create_standalone_file(request)
-    return json_response(stack_view(await create_stack(request, stack_type, await read_json_object(request))))
+    stack = await create_stack(request, stack_type, await read_json_object(request))
+    return json_response(stack_view(request, stack))
 
 
 def visible_stacks(request: web.Request) -> list[dict]:
     store, caller = request.app[STORE], caller_of(request)
-    endpoints = store.data["endpoints"]
-    return [s for s in request.app[STACKS].records.values() if str(s["EndpointId"]) in endpoints
-            and can_access_endpoint(store, caller, endpoints[str(s["EndpointId"])])]
+    return [s for s in request.app[STACKS].records.values() if can_access_stack(store, caller, s)]
 
 
 async def handle_stacks_list(request: web.Request) -> web.Response:
@@ -6336,18 +6449,20 @@ async def handle_stacks_list(request: web.Request) -> web.Response:
             stacks = [s for s in stacks if s["EndpointId"] == filters["EndpointID"]]
         if isinstance(filters, dict) and filters.get("SwarmID"):
             stacks = [s for s in stacks if s["SwarmId"] == filters["SwarmID"]]
-    return json_response([stack_view(s) for s in sorted(stacks, key=lambda s: s["Id"])])
+    return json_response([stack_view(request, s) for s in sorted(stacks, key=lambda s: s["Id"])])
 
 
 def stack_for_caller(request: web.Request) -> dict:
+    """The stack, when the caller may see it: 403 as Portainer answers for another user's stack."""
     stack = request.app[STACKS].get(path_id(request))
     endpoint_for_caller(request, stack["EndpointId"])
+    require_stack_access(request, stack)
     return stack
 
 
 async def handle_stack_inspect(request: web.Request) -> web.Response:
     """One stack."""
-    return json_response(stack_view(stack_for_caller(request)))
+    return json_response(stack_view(request, stack_for_caller(request)))
 
 
 async def handle_stack_file(request: web.Request) -> web.Response:
@@ -6368,8 +6483,10 @@ async def handle_stack_services(request: web.Request) -> web.Response:
 
 
 def managed_stack(request: web.Request) -> tuple[dict, dict]:
+    """The stack and its environment, when the caller may change it."""
     stack = request.app[STACKS].get(path_id(request))
     endpoint = stack_endpoint(request, stack["EndpointId"])
+    require_stack_access(request, stack)
     raw = request.query.get("endpointId")
     if raw is not None and raw != str(stack["EndpointId"]):
         raise BadRequest(f"stack {stack['Id']} is on environment {stack['EndpointId']}, not {raw}")
@@ -6387,7 +6504,7 @@ async def handle_stack_update(request: web.Request) -> web.Response:
     async with stacks.lock(stack["Id"]):
         deployment = stacks.deployment(stack["Type"], endpoint["Id"], stack["Name"], content, env,
                                        stacks.project_dir(stack["Id"]))
-        apply_caller_rules(request, endpoint, deployment)
+        await apply_caller_rules(request, endpoint, deployment, stack)
         previous = await asyncio.to_thread(stacks.read_file, stack)
         await asyncio.to_thread(Stacks.write_files, stacks.project_dir(stack["Id"]), content, env)
         try:
@@ -6397,7 +6514,7 @@ async def handle_stack_update(request: web.Request) -> web.Response:
             raise
         stack.update({"Env": env, "Status": STACK_ACTIVE, "UpdateDate": now(), "UpdatedBy": caller.user["Username"]})
         await request.app[STORE].commit()
-    return json_response(stack_view(stack))
+    return json_response(stack_view(request, stack))
 
 
 async def change_stack_state(request: web.Request, status: int) -> web.Response:
@@ -6408,13 +6525,13 @@ async def change_stack_state(request: web.Request, status: int) -> web.Response:
             content = await asyncio.to_thread(stacks.read_file, stack)
             deployment = stacks.deployment(stack["Type"], endpoint["Id"], stack["Name"], content, stack["Env"],
                                            stacks.project_dir(stack["Id"]))
-            apply_caller_rules(request, endpoint, deployment)
+            await apply_caller_rules(request, endpoint, deployment, stack)
             await deployment.start()
         else:
             await stacks.remover(stack).stop()
         stack["Status"] = status
         await request.app[STORE].commit()
-    return json_response(stack_view(stack))
+    return json_response(stack_view(request, stack))
 
 
 async def handle_stack_start(request: web.Request) -> web.Response:
@@ -6434,6 +6551,9 @@ async def handle_stack_delete(request: web.Request) -> web.Response:
     async with stacks.lock(stack["Id"]):
         await stacks.remover(stack).down()
         del stacks.records[str(stack["Id"])]
+        control = stack_resource_control(request.app[STORE], stack)
+        if control is not None:
+            del request.app[STORE].data["resource_controls"][str(control["Id"])]
         await request.app[STORE].commit()
         await asyncio.to_thread(shutil.rmtree, stacks.project_dir(stack["Id"]), True)
     return web.Response(status=204)
@@ -6445,6 +6565,9 @@ async def handle_stacks_outside(request: web.Request) -> web.Response:
     connector = request.app[ENVIRONMENTS].connector(endpoint["Id"])
     containers = await connector.request_json("GET", f"/containers/json?all=1&filters={label_filter(LABEL_PROJECT)}")
     managed = {s["Name"] for s in request.app[STACKS].records.values() if s["EndpointId"] == endpoint["Id"]}
+    store, caller = request.app[STORE], caller_of(request)
+    if endpoint_role(store, caller, endpoint) in OWNERSHIP_BOUND_ROLES:  # other users' projects stay unseen
+        containers = [c for c in containers if visible_resource(store, caller, "containers", c)]
     projects: dict[str, dict] = {}
     for container in containers:
         labels = container.get("Labels") or {}
@@ -6474,7 +6597,7 @@ async def handle_stack_adopt(request: web.Request) -> web.Response:
         "GET", f"/containers/json?all=1&filters={label_filter(f'{LABEL_PROJECT}={name}')}")
     if not found:
         raise NotFound(f"no compose project named {name!r} runs on environment {endpoint['Id']}")
-    return json_response(stack_view(await create_stack(request, STACK_COMPOSE, body, adopting=True)))
+    return json_response(stack_view(request, await create_stack(request, STACK_COMPOSE, body, adopting=True)))
 
 
 # -- edge stacks --------------------------------------------------------------------------------------------------
@@ -6787,7 +6910,7 @@ async def handle_template_deploy(request: web.Request) -> web.Response:
     stack_type = STACK_SWARM if template["type"] == TEMPLATE_SWARM_STACK else STACK_COMPOSE
     stack = await create_stack(request, stack_type, {"Name": name, "StackFileContent": content, "Env": env},
                                from_template=True)
-    return json_response(stack_view(stack))
+    return json_response(stack_view(request, stack))
 
 
 CUSTOM_TEMPLATE_FIELDS = {"Title": str, "Description": str, "Note": str, "Logo": str, "Platform": int, "Type": int,
@@ -6899,7 +7022,7 @@ async def handle_custom_template_deploy(request: web.Request) -> web.Response:
     stack_type = STACK_SWARM if template["Type"] == TEMPLATE_SWARM_STACK else STACK_COMPOSE
     stack = await create_stack(request, stack_type, {"Name": body.get("Name"), "StackFileContent": content,
                                                      "Env": body.get("Env") or []}, from_template=True)
-    return json_response(stack_view(stack))
+    return json_response(stack_view(request, stack))
 
 
 # ================================================================================================================
@@ -8827,7 +8950,7 @@ async function settingsAuditPanel() {
 }
 async function pageResourceControls() {
   const [controls, users, teams] = await Promise.all([api('GET', '/api/resource_controls'), api('GET', '/api/users'), api('GET', '/api/teams')]);
-  const kinds = {1: 'container', 2: 'service', 3: 'volume', 4: 'network'};
+  const kinds = {1: 'container', 2: 'service', 3: 'volume', 4: 'network', 6: 'stack'};
   const who = rc => rc.Public ? 'everyone with access to the environment' : rc.AdministratorsOnly ? 'administrators only' :
     [...rc.UserAccesses.map(a => (users.find(u => u.Id === a.UserId) || {}).Username || `user ${a.UserId}`),
      ...rc.TeamAccesses.map(a => 'team ' + ((teams.find(t => t.Id === a.TeamId) || {}).Name || a.TeamId))].join(', ') || 'nobody but administrators';
@@ -8984,8 +9107,16 @@ function imageUpdates(envId, redraw, reload) {
     await reload(); });
   return state;
 }
+// Who may use a stack, from its resource control: a stack without one is for administrators only.
+function stackAccess(rc, users, teams) {
+  if (!rc || rc.AdministratorsOnly) return 'administrators';
+  if (rc.Public) return 'public';
+  return [...rc.UserAccesses.map(a => a.UserId === me.Id ? 'you' : (users.find(u => u.Id === a.UserId) || {}).Username || `user ${a.UserId}`),
+    ...rc.TeamAccesses.map(a => 'team ' + ((teams.find(t => t.Id === a.TeamId) || {}).Name || a.TeamId))].join(', ') || 'administrators';
+}
 async function pageStacks() {
-  const [stacks, eps] = await Promise.all([api('GET', '/api/stacks'), api('GET', '/api/endpoints')]);
+  const [stacks, eps, users, teams] = await Promise.all([api('GET', '/api/stacks'), api('GET', '/api/endpoints'),
+    api('GET', '/api/users').catch(() => []), api('GET', '/api/teams').catch(() => [])]);
   const epName = id => (eps.find(e => e.Id === id) || {}).Name || id;
   const outside = [];
   for (const ep of eps.filter(e => e.Status === 1 && e.Type === 1)) {
@@ -8993,10 +9124,11 @@ async function pageStacks() {
   }
   render('Stacks', `<div class="toolbar"><h2 class="flat">Stacks</h2><span class="spacer"></span>
     ${me.Role === 1 ? '<a href="#/edge/stacks">Edge stacks</a>' : ''}<a href="#/stacks/new"><button class="primary">Add stack</button></a></div>
-    <div class="card"><table><thead><tr><th>Name</th><th>Type</th><th>Environment</th><th>State</th><th>Created</th></tr></thead><tbody>
+    <div class="card"><table><thead><tr><th>Name</th><th>Type</th><th>Environment</th><th>State</th><th>Owner/Access</th><th>Created</th></tr></thead><tbody>
     ${stacks.map(s => `<tr><td><a href="#/stacks/${s.Id}">${esc(s.Name)}</a></td><td>${s.Type === 1 ? 'Swarm' : 'Compose'}</td>
       <td>${esc(epName(s.EndpointId))}</td><td class="${s.Status === 1 ? 'running' : 'exited'}">${s.Status === 1 ? 'active' : 'inactive'}</td>
-      <td>${new Date(s.CreationDate * 1000).toLocaleString()}</td></tr>`).join('') || '<tr><td colspan="5" class="muted">No stack yet.</td></tr>'}
+      <td class="access">${esc(stackAccess(s.ResourceControl, users, teams))}</td>
+      <td>${new Date(s.CreationDate * 1000).toLocaleString()}</td></tr>`).join('') || '<tr><td colspan="6" class="muted">No stack yet.</td></tr>'}
     </tbody></table></div>
     ${outside.length ? `<div class="card"><h3>Made outside portainer.py</h3><table><tr><th>Project</th><th>Environment</th><th>Services</th><th>Running</th><th></th></tr>
     ${outside.map(p => `<tr><td>${esc(p.Name)}</td><td>${esc(epName(p.EndpointId))}</td><td>${esc(p.Services.join(', '))}</td>
@@ -9022,8 +9154,11 @@ function bindEditor(errorLine) {
 async function pageStackEditor(id, adopt) {
   const eps = await api('GET', '/api/endpoints');
   let stack = null, content = 'services:\n  web:\n    image: busybox:local\n    command: sleep 3600\n', services = [];
+  let users = [], teams = [];
   if (id) { stack = await api('GET', `/api/stacks/${id}`); content = (await api('GET', `/api/stacks/${id}/file`)).StackFileContent;
-    services = await api('GET', `/api/stacks/${id}/services`).catch(() => []); }
+    services = await api('GET', `/api/stacks/${id}/services`).catch(() => []);
+    [users, teams] = await Promise.all([api('GET', '/api/users').catch(() => []), api('GET', '/api/teams').catch(() => [])]); }
+  const rc = stack && stack.ResourceControl;
   let badLine = 0;
   render('Stack', `<div class="card"><h2>${stack ? 'Stack ' + esc(stack.Name) : adopt ? 'Adopt ' + esc(adopt.name) : 'New stack'}</h2><form id="f">
     ${stack ? '' : `<label for="n">Name</label><input id="n" required pattern="[a-z0-9][a-z0-9_-]*" value="${esc(adopt ? adopt.name : '')}" ${adopt ? 'readonly' : ''}>
@@ -9031,7 +9166,9 @@ async function pageStackEditor(id, adopt) {
       ${adopt ? '' : `<label for="ty">Type</label><select id="ty"><option value="2">Compose (standalone)</option><option value="1">Swarm</option></select>`}`}
     <label for="content">Compose file</label><div class="editor"><div class="gutter" id="gutter" aria-hidden="true"></div>
     <textarea id="content" rows="22" spellcheck="false">${esc(content)}</textarea></div>
-    <label for="env">Environment variables (NAME=value, one a line)</label><textarea id="env" rows="4">${esc(envText(stack && stack.Env))}</textarea>
+    ${stack ? `<p>Owner/Access: <b id="stack-access">${esc(stackAccess(rc, users, teams))}</b></p>` : ''}
+    ${stack && stack.Env === null ? '<p class="muted">Its environment variables are shown only to those who may manage this stack.</p>' :
+    `<label for="env">Environment variables (NAME=value, one a line)</label><textarea id="env" rows="4">${esc(envText(stack && stack.Env))}</textarea>`}
     ${stack ? `<label><input type="checkbox" id="prune" class="tick"> Remove services no longer in the file</label>
       <label><input type="checkbox" id="pull" class="tick"> Pull images again</label>` : ''}
     <div class="error" role="alert" id="err"></div>
@@ -9041,13 +9178,26 @@ async function pageStackEditor(id, adopt) {
     ${stack ? `<div class="card"><h3>Services</h3><div id="stack-updates"></div><table><tr><th>Service</th><th>Image</th><th>Containers</th></tr>
       ${services.map(s => `<tr><td>${esc(s.Name)}</td><td>${esc(s.Image)}</td><td>${s.Containers.map(c => `<span class="badge ${esc(c.State)}">${esc(c.Name)}: ${esc(c.State)}</span>` +
         (stack.Type === 2 ? ` <button type="button" data-logs="${esc(c.Id)}">logs</button>` : '')).join(' ') || '<span class="muted">none</span>'}</td></tr>`).join('')}</table>
-      <pre id="logs" aria-live="polite"></pre></div>` : ''}`);
+      <pre id="logs" aria-live="polite"></pre></div>` : ''}
+    ${stack && isAdmin() ? `<div class="card"><form id="acl"><h3>Access</h3>
+      <label for="w">Shared with</label><select id="w" multiple>${users.filter(u => u.Role !== 1).map(u => `<option value="u${u.Id}" ${rc && rc.UserAccesses.some(a => a.UserId === u.Id) ? 'selected' : ''}>${esc(u.Username)}</option>`).join('')}
+        ${teams.map(t => `<option value="t${t.Id}" ${rc && rc.TeamAccesses.some(a => a.TeamId === t.Id) ? 'selected' : ''}>team ${esc(t.Name)}</option>`).join('')}</select>
+      <label class="check"><input type="checkbox" id="pub" ${rc && rc.Public ? 'checked' : ''}> Public: everyone with access to the environment</label>
+      <label class="check"><input type="checkbox" id="adm" ${!rc || rc.AdministratorsOnly ? 'checked' : ''}> Administrators only</label>
+      <div class="error" role="alert"></div><button class="primary">Save access</button></form></div>` : ''}`);
+  const acl = document.getElementById('acl');
+  if (acl) acl.onsubmit = async e => { e.preventDefault(); const chosen = [...acl.w.selectedOptions].map(o => o.value);
+    const body = {Public: acl.pub.checked, AdministratorsOnly: acl.adm.checked,
+      Users: chosen.filter(v => v[0] === 'u').map(v => +v.slice(1)), Teams: chosen.filter(v => v[0] === 't').map(v => +v.slice(1))};
+    try { if (rc) await api('PUT', `/api/resource_controls/${rc.Id}`, body);
+      else await api('POST', '/api/resource_controls', {...body, ResourceID: `${stack.EndpointId}_${stack.Name}`, Type: 6});
+      toast('Access saved'); pageStackEditor(stack.Id); } catch (err) { formError(acl, err); } };
   const redraw = bindEditor(() => badLine);
   if (stack) stackImageUpdates(stack, () => pageStackEditor(stack.Id));
   const f = document.getElementById('f'), err = document.getElementById('err');
   const fail = e => { err.textContent = e.message; const m = /line (\d+)/.exec(e.message); badLine = m ? +m[1] : 0; redraw(); };
   f.onsubmit = async e => { e.preventDefault(); err.textContent = ''; badLine = 0; redraw();
-    const body = {StackFileContent: f.content.value, Env: envList(f.env.value)};
+    const body = {StackFileContent: f.content.value, ...(f.env ? {Env: envList(f.env.value)} : {})};
     try {
       if (stack) { body.Prune = f.prune.checked; body.PullImage = f.pull.checked;
         await api('PUT', `/api/stacks/${stack.Id}?endpointId=${stack.EndpointId}`, body); return pageStackEditor(stack.Id); }
