@@ -6288,11 +6288,15 @@ def stack_owner_labels(store: Store, caller: Caller, stack: dict | None) -> dict
 
 async def require_owned_stack_references(store: Store, caller: Caller, deployment: ComposeDeployment |
                                          SwarmDeployment, existing_stack: bool) -> None:
-    """Volumes and networks a stack uses that it does not make (external ones, or any of that name already on the
-    engine) must be the caller's, as a direct `docker run -v` would require; a stack's own are, on update."""
+    """Volumes, networks, secrets and configs a stack uses that it does not make (external ones, or any of that
+    name already on the engine) must be the caller's, as a direct `docker run -v` would require; a stack's own
+    are, on update."""
     project_label = LABEL_NAMESPACE if isinstance(deployment, SwarmDeployment) else LABEL_PROJECT
-    connector = deployment.connector
-    for kind, objects in (("volumes", deployment.compose.volumes), ("networks", deployment.compose.networks)):
+    connector, compose = deployment.connector, deployment.compose
+    used = [("volumes", compose.volumes), ("networks", compose.networks)]
+    if isinstance(deployment, SwarmDeployment):
+        used += [("secrets", compose.secrets), ("configs", compose.configs)]
+    for kind, objects in used:
         for item in objects.values():
             if not item["external"]:
                 try:
@@ -6301,7 +6305,7 @@ async def require_owned_stack_references(store: Store, caller: Caller, deploymen
                     if exc.status == 404:
                         continue  # the stack makes it, labelled as the caller's
                     raise
-                labels = (found.get("Labels") if isinstance(found, dict) else None) or {}
+                labels = resource_labels(kind, as_dict(found))
                 if existing_stack and labels.get(project_label) == deployment.project:
                     continue
             await require_owned(connector, store, caller, kind, item["name"], missing_ok=True)
