@@ -104,7 +104,8 @@ def test_a_certificate_without_its_key_or_a_key_without_its_certificate_is_refus
 
 
 @pytest.mark.parametrize("address, expected", [
-    (":9000", ("0.0.0.0", 9000)), ("9000", ("0.0.0.0", 9000)), ("127.0.0.1:9443", ("127.0.0.1", 9443)), ("[::1]:9000", ("::1", 9000)),
+    (":9000", ("0.0.0.0", 9000)), ("9000", ("0.0.0.0", 9000)), ("127.0.0.1:9443", ("127.0.0.1", 9443)),
+    ("[::1]:9000", ("::1", 9000)),
 ])
 def test_a_bind_address_is_host_and_port_with_all_addresses_by_default(address, expected):
     assert portainer.split_bind(address) == expected
