@@ -1,10 +1,13 @@
 # The two commands a new user types: `make run` and `make test`. Both install what they need first.
+# `make test-fast` is the loop for working on the code: unit tests of the pure logic, no root, Docker or browser.
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 PYTEST_ARGS ?=
+# What `make test-fast` imports (conftest.py imports docker and requests; its fixtures start nothing until used).
+FAST_TEST_MODULES := aiohttp, yaml, cryptography, docker, requests, pytest, pytest_timeout, hypothesis
 export DEBIAN_FRONTEND := noninteractive
 
-.PHONY: run test deps test-deps testbed engine bench base-image image
+.PHONY: run test test-fast deps test-deps test-fast-deps testbed engine bench base-image image
 
 run: deps
 	$(PYTHON) portainer.py $(ARGS)
@@ -19,9 +22,12 @@ test-deps:
 	  && command -v docker-compose >/dev/null && command -v docker-registry >/dev/null && command -v htpasswd >/dev/null \
 	  || (apt-get update -qq && apt-get install -y -qq docker.io busybox-static chromium iptables iproute2 util-linux curl \
 	      debootstrap docker-compose docker-registry apache2-utils)
-	@$(PYTHON) -c "import aiohttp, yaml, cryptography, docker, pytest, pytest_timeout, playwright" 2>/dev/null \
-	  || $(PIP) install -q -r requirements-test.txt
+	@$(PYTHON) -c "import $(FAST_TEST_MODULES), playwright" 2>/dev/null || $(PIP) install -q -r requirements-test.txt
 	@command -v st >/dev/null || $(PIP) install -q schemathesis
+
+# Python packages only, no apt: what `make test-fast` needs.
+test-fast-deps:
+	@$(PYTHON) -c "import $(FAST_TEST_MODULES)" 2>/dev/null || $(PIP) install -q -r requirements-test.txt
 
 # A Docker engine on /var/run/docker.sock (started when none answers) and the busybox:local image tests use.
 engine:
@@ -40,7 +46,13 @@ engine:
 
 testbed: test-deps engine
 
-test: testbed
+# Seconds, in-process: compose, cron, backup crypto, signatures, tunnel frames, config, paths (test_fast_*.py).
+# Only the plugins these tests use are loaded: the others installed (schemathesis...) cost seconds at start.
+test-fast: test-fast-deps
+	PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 $(PYTHON) -m pytest -q -p pytest_timeout -p _hypothesis_pytestplugin test_fast_*.py
+
+# The fast loop first, so a broken unit fails in seconds; then everything (the fast tests again: seconds).
+test: test-fast testbed
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 bench: testbed

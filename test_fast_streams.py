@@ -1,0 +1,101 @@
+"""What comes back from an engine: its stdout/stderr stream format, and how long a proxied call may take to answer.
+
+Fast unit tests (`make test-fast`): the real demultiplex (console), demultiplex_docker_log (edge job output) and
+answer_head_timeout (Docker proxy).
+"""
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import portainer
+
+STDOUT, STDERR = 1, 2
+
+
+def docker_frame(stream: int, payload: bytes) -> bytes:
+    """One frame of Docker's multiplexed stream: stream type, three zero bytes, big-endian size, payload."""
+    return bytes([stream, 0, 0, 0]) + len(payload).to_bytes(4, "big") + payload
+
+
+# ---- the console: frames arrive in whatever pieces the socket gives ----------------------------------------------
+
+def test_the_console_shows_stdout_and_stderr_in_the_order_they_were_written():
+    buffer = bytearray(docker_frame(STDOUT, b"$ ls\n") + docker_frame(STDERR, b"ls: denied\n")
+                       + docker_frame(STDOUT, b"done\n"))
+    assert portainer.demultiplex(buffer) == b"$ ls\nls: denied\ndone\n"
+    assert buffer == bytearray()
+
+
+def test_a_frame_split_across_reads_is_shown_once_it_is_complete():
+    whole = docker_frame(STDOUT, b"hello world")
+    buffer = bytearray(whole[:5])
+    assert portainer.demultiplex(buffer) == b"" and buffer == whole[:5]
+    buffer += whole[5:12]
+    assert portainer.demultiplex(buffer) == b""
+    buffer += whole[12:] + docker_frame(STDERR, b"!")[:3]
+    assert portainer.demultiplex(buffer) == b"hello world"
+    assert buffer == docker_frame(STDERR, b"!")[:3]
+
+
+def test_an_empty_frame_is_skipped():
+    buffer = bytearray(docker_frame(STDOUT, b"") + docker_frame(STDOUT, b"x"))
+    assert portainer.demultiplex(buffer) == b"x"
+
+
+@settings(deadline=None)  # a shared 2-core machine: a slow example is not a failure
+@given(payloads=st.lists(st.binary(max_size=300), max_size=8), cuts=st.lists(st.integers(0, 3000), max_size=10))
+def test_however_the_stream_is_cut_the_console_shows_exactly_what_was_written(payloads, cuts):
+    stream = b"".join(docker_frame(STDOUT if i % 2 else STDERR, p) for i, p in enumerate(payloads))
+    points = sorted({min(c, len(stream)) for c in cuts} | {len(stream)})
+    buffer, shown, start = bytearray(), b"", 0
+    for point in points:
+        buffer += stream[start:point]
+        start = point
+        shown += portainer.demultiplex(buffer)
+    assert shown == b"".join(payloads) and buffer == bytearray()
+
+
+# ---- edge job output: a whole log, framed when the container had no TTY ----------------------------------------
+
+def test_an_edge_job_log_is_shown_without_frame_headers():
+    raw = docker_frame(STDOUT, b"backup started\n") + docker_frame(STDERR, "écrit\n".encode())
+    assert portainer.demultiplex_docker_log(raw) == "backup started\nécrit\n"
+
+
+def test_an_edge_job_log_from_a_tty_is_shown_as_it_is():
+    assert portainer.demultiplex_docker_log(b"plain output\r\n") == "plain output\r\n"
+    assert portainer.demultiplex_docker_log(b"") == ""
+
+
+def test_an_edge_job_log_that_only_looks_framed_at_first_is_shown_as_it_is():
+    raw = docker_frame(STDOUT, b"ok\n") + b"trailing text that is no frame"
+    assert portainer.demultiplex_docker_log(raw) == raw.decode()
+
+
+def test_invalid_utf8_in_an_edge_job_log_is_replaced_not_fatal():
+    assert portainer.demultiplex_docker_log(docker_frame(STDOUT, b"bad \xff byte")) == "bad \ufffd byte"
+
+
+# ---- how long the engine may take to start answering a proxied call ---------------------------------------------
+
+def test_an_ordinary_call_gets_the_configured_proxy_timeout():
+    for path in ("/containers/json", "/containers/abc/kill", "/images/create", "/containers/abc/logs"):
+        assert portainer.answer_head_timeout(60, path, {}, streamed_body=False) == 60
+
+
+def test_stopping_a_container_waits_its_grace_period_on_top():
+    assert portainer.answer_head_timeout(60, "/containers/abc/stop", {"t": "30"}, False) == 90
+    assert portainer.answer_head_timeout(60, "/v1.41/containers/abc/restart", {}, False) == 70
+    assert portainer.answer_head_timeout(5, "/containers/abc/stop", {"t": "soon"}, False) == 15
+
+
+def test_an_upload_gets_longer_because_the_engine_answers_once_it_has_read_it_all():
+    assert portainer.answer_head_timeout(60, "/build", {}, streamed_body=True) == 1800
+    assert portainer.answer_head_timeout(2, "/images/load", {}, streamed_body=True) == 60
+
+
+@pytest.mark.parametrize("path", ["/containers/stop", "/containers/abc/stop/x", "/containers/abc/stopped"])
+def test_only_a_container_stop_or_restart_gets_the_grace_period(path):
+    assert portainer.answer_head_timeout(60, path, {"t": "100"}, False) == 60
