@@ -947,7 +947,7 @@ class Sessions:
 class LoginRateLimit:
     """Failed logins per client address and per username: a burst, then one more every `refill` seconds; a clear
     429. An attempt takes its token before the password is checked (parallel guesses cannot all pass); a success
-    clears the address's count. An address the user logged in from before counts against its own address only,
+    gives it back. An address the user logged in from before counts against its own address only,
     so others guessing a username cannot lock its user out."""
 
     MAX_BUCKETS = 10000
@@ -995,9 +995,13 @@ class LoginRateLimit:
             self._buckets.pop(next(iter(self._buckets)))
 
     def succeeded(self, address: str, username: str) -> None:
+        """The attempt was the user's: the address starts afresh and the username gets its token back (its
+        other counts stay: they are others' guesses)."""
         by_address, by_user = self._keys(address, username)
-        self._buckets.pop(by_address, None)  # the username's count stays: it is others' guesses too
-        self._known.pop((by_user, address), None)
+        self._buckets.pop(by_address, None)
+        seen = self._known.pop((by_user, address), None)
+        if (seen is None or time.monotonic() - seen >= self.KNOWN_ADDRESS_SECONDS) and by_user in self._buckets:
+            self._buckets[by_user] = (self._tokens(by_user) + 1, time.monotonic())
         self._known[(by_user, address)] = time.monotonic()
         while len(self._known) > self.MAX_BUCKETS:
             self._known.pop(next(iter(self._known)))
