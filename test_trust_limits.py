@@ -58,10 +58,11 @@ class LoggingRegistry:
                    timeout=20, message="the registry to answer")
 
     def calls_by_a_server(self) -> list[str]:
-        """Requests the registry completed for this file's registry user from a portainer.py server (the
-        engine's own pushes and pulls say `docker/...` as their user agent)."""
+        """Requests a portainer.py server made with this file's registry credentials (the engine's own pushes
+        and pulls say `docker/...` as their user agent; servers of other runs on this machine do not know the
+        credentials, so their calls are never authorized)."""
         with open(self.log_path, errors="replace") as f:
-            return [line for line in f if f"auth.user.name={REGISTRY_USER}" in line and "aiohttp" in line]
+            return [line for line in f if 'msg="authorized request"' in line and "aiohttp" in line]
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -362,3 +363,64 @@ def test_guesses_of_one_username_from_many_addresses_hit_its_limit_but_not_its_u
     assert login_from(server, "127.0.0.50", "target", password) == 429  # a new address waits for the window
     assert login_from(server, "127.0.0.20", "target", password) == 200  # the user's own address is not locked out
     assert login_from(server, "127.0.0.51", "someone-else", "guess") == 401  # other usernames are not affected
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The image update check leaves the host only once an administrator turns it on for the environment
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def checked_container(engine, registry):
+    image = f"{registry.address}/{NAME}/checked"
+    push(engine, BUSYBOX, image, "v1")
+    container = engine.containers.run(f"{image}:v1", "sleep 600", detach=True, labels=LABELS, **FAST_STOP)
+    yield container
+    container.remove(force=True)
+
+
+def container_status(srv, container_id: str) -> dict:
+    r = srv.api("GET", f"/api/docker/1/containers/{container_id}/image_status?refresh=true")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_with_the_image_check_off_no_registry_hears_of_the_images_running_here(srv, registry, registry_id,
+                                                                                checked_container):
+    assert srv.api("GET", "/api/endpoints/1").json()["EnableImageNotification"] is False  # off by default
+    before = len(registry.calls_by_a_server())
+    status = container_status(srv, checked_container.id)
+    assert status["Status"] == "skipped" and "off for this environment" in status["Message"]
+    listed = srv.api("GET", "/api/endpoints/1/image_status?refresh=true").json()
+    assert listed[checked_container.id]["Status"] == "skipped"
+    time.sleep(2.5)  # the periodic check runs every second on this server
+    assert len(registry.calls_by_a_server()) == before
+
+    setting = srv.api("GET", "/api/endpoints/1/image_notification").json()
+    assert setting["EnableImageNotification"] is False and registry.address in setting["Registries"]
+
+    turned_on = srv.api("PUT", "/api/endpoints/1", json={"EnableImageNotification": True})
+    assert turned_on.status_code == 200, turned_on.text
+    assert turned_on.json()["EnableImageNotification"] is True
+    assert registry.address in turned_on.json()["ImageNotificationRegistries"]
+    assert container_status(srv, checked_container.id)["Status"] == "updated"
+    assert len(registry.calls_by_a_server()) > before
+
+    assert srv.api("PUT", "/api/endpoints/1", json={"EnableImageNotification": False}).status_code == 200
+    time.sleep(1.5)  # a periodic pass already under way when it was turned off may still finish
+    after = len(registry.calls_by_a_server())
+    assert container_status(srv, checked_container.id)["Status"] == "skipped"
+    time.sleep(2.5)
+    assert len(registry.calls_by_a_server()) == after
+
+
+def test_only_administrators_turn_the_image_check_on(srv):
+    password = "a long enough password"
+    r = srv.api("POST", "/api/users", json={"Username": f"{NAME}-std", "Password": password, "Role": 2})
+    assert r.status_code == 200, r.text
+    token = srv.login(f"{NAME}-std", password)
+    assert srv.api("PUT", "/api/endpoints/1", token=token, json={"EnableImageNotification": True}).status_code == 403
+    assert srv.api("GET", "/api/endpoints/1/image_notification", token=token).status_code == 403
+    bad = srv.api("PUT", "/api/endpoints/1", json={"EnableImageNotification": "yes"})
+    assert bad.status_code == 400 and "EnableImageNotification" in bad.json()["message"]
+    assert srv.api("GET", "/api/endpoints/1").json()["EnableImageNotification"] is False
