@@ -424,3 +424,39 @@ def test_only_administrators_turn_the_image_check_on(srv):
     bad = srv.api("PUT", "/api/endpoints/1", json={"EnableImageNotification": "yes"})
     assert bad.status_code == 400 and "EnableImageNotification" in bad.json()["message"]
     assert srv.api("GET", "/api/endpoints/1").json()["EnableImageNotification"] is False
+
+
+@pytest.mark.browser
+def test_web_ui_shows_the_registries_the_check_will_contact_and_turns_it_on(srv, registry, registry_id,
+                                                                          checked_container):
+    from playwright.sync_api import expect, sync_playwright
+
+    from conftest import ADMIN_PASSWORD
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium",
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(srv.url + "/#/login")
+            page.get_by_label("Username").fill("admin")
+            page.get_by_label("Password").fill(ADMIN_PASSWORD)
+            page.get_by_role("button", name="Log in").click()
+            page.locator("#env-list .env").first.wait_for()
+            page.goto(srv.url + "/#/environments/1/edit")
+            expect(page.locator("#env-image-registries")).to_contain_text(registry.address)
+            checkbox = page.get_by_label("Check for image updates")
+            expect(checkbox).not_to_be_checked()
+            checkbox.check()
+            page.get_by_role("button", name="Save").click()
+            page.locator(".toast", has_text="Environment saved").wait_for()
+            assert errors == []
+        finally:
+            browser.close()
+    try:
+        assert srv.api("GET", "/api/endpoints/1").json()["EnableImageNotification"] is True
+        assert container_status(srv, checked_container.id)["Status"] == "updated"
+    finally:
+        assert srv.api("PUT", "/api/endpoints/1", json={"EnableImageNotification": False}).status_code == 200
