@@ -834,6 +834,7 @@ class Environments:
     def public_view(self, endpoint: dict) -> dict:
         view = {k: v for k, v in endpoint.items() if not k.startswith("_")}
         view["Status"] = self.status.get(endpoint["Id"], STATUS_DOWN)
+        view.setdefault(IMAGE_CHECK_SETTING, False)
         snapshot = self.snapshots.get(endpoint["Id"])
         view["Snapshots"] = [snapshot] if snapshot else []
         for extend in self.view_extensions:
@@ -1005,31 +1006,66 @@ class Sessions:
 
 
 class LoginRateLimit:
-    """Per client address: a burst of failed logins, then one more every `refill` seconds; a clear 429."""
+    """Failed logins per client address and per username: a burst, then one more every `refill` seconds; a clear
+    429. An attempt takes its token before the password is checked (parallel guesses cannot all pass); a success
+    gives it back. An address the user logged in from before counts against its own address only,
+    so others guessing a username cannot lock its user out."""
+
+    MAX_BUCKETS = 10000
+    KNOWN_ADDRESS_SECONDS = 30 * 24 * 3600
 
     def __init__(self, burst: int = 5, refill: float = 6.0):
         self.burst = burst
         self.refill = refill
         self._buckets: dict[str, tuple[float, float]] = {}
+        self._known: dict[tuple[str, str], float] = {}  # (username, address) of a success -> when
 
-    def _tokens(self, address: str) -> float:
-        tokens, stamp = self._buckets.get(address, (self.burst, time.monotonic()))
+    def _tokens(self, key: str) -> float:
+        tokens, stamp = self._buckets.get(key, (self.burst, time.monotonic()))
         return min(self.burst, tokens + (time.monotonic() - stamp) / self.refill)
 
-    def check(self, address: str) -> None:
-        if self._tokens(address) < 1:
-            retry = int(self.refill) + 1
-            error = TooManyRequests(f"too many failed logins from {address}; try again in {retry} s")
-            error.retry_after = retry
-            raise error
+    def _refuse(self, whom: str) -> TooManyRequests:
+        retry = int(self.refill) + 1
+        error = TooManyRequests(f"too many failed logins {whom}; try again in {retry} s")
+        error.retry_after = retry
+        return error
 
-    def failed(self, address: str) -> None:
-        self._buckets[address] = (self._tokens(address) - 1, time.monotonic())
-        if len(self._buckets) > 10000:
+    @staticmethod
+    def _keys(address: str, username: str) -> tuple[str, str]:
+        return "address " + address, "user " + username.lower()[:256]
+
+    def check(self, address: str) -> None:
+        """Refuse early, before the body is read, an address that has no attempt left."""
+        if self._tokens(self._keys(address, "")[0]) < 1:
+            raise self._refuse(f"from {address}")
+
+    def reserve(self, address: str, username: str) -> None:
+        """Take one attempt from the address and from the username, or refuse; nothing awaits in between."""
+        by_address, by_user = self._keys(address, username)
+        seen = self._known.get((by_user, address))
+        known = seen is not None and time.monotonic() - seen < self.KNOWN_ADDRESS_SECONDS
+        keys = (by_address,) if known else (by_address, by_user)
+        if self._tokens(by_address) < 1:
+            raise self._refuse(f"from {address}")
+        if not known and self._tokens(by_user) < 1:
+            raise self._refuse("for this username")
+        stamp = time.monotonic()
+        for key in keys:
+            self._buckets[key] = (self._tokens(key) - 1, stamp)
+        while len(self._buckets) > self.MAX_BUCKETS:
             self._buckets.pop(next(iter(self._buckets)))
 
-    def succeeded(self, address: str) -> None:
-        self._buckets.pop(address, None)
+    def succeeded(self, address: str, username: str) -> None:
+        """The attempt was the user's: the address starts afresh and the username gets its token back (its
+        other counts stay: they are others' guesses)."""
+        by_address, by_user = self._keys(address, username)
+        self._buckets.pop(by_address, None)
+        seen = self._known.pop((by_user, address), None)
+        if (seen is None or time.monotonic() - seen >= self.KNOWN_ADDRESS_SECONDS) and by_user in self._buckets:
+            self._buckets[by_user] = (self._tokens(by_user) + 1, time.monotonic())
+        self._known[(by_user, address)] = time.monotonic()
+        while len(self._known) > self.MAX_BUCKETS:
+            self._known.pop(next(iter(self._known)))
 
 
 def api_key_digest(raw_key: str) -> str:
@@ -2262,7 +2298,8 @@ class ImageReference:
             last, tag = last.split(":", 1)
         name = head + slash + last
         first, _, rest = name.partition("/")
-        if rest and ("." in first or ":" in first or first == "localhost"):
+        # Docker's rule; newer engines also read a first component with capitals as a registry host.
+        if rest and ("." in first or ":" in first or first == "localhost" or first != first.lower()):
             domain, path = first, rest
         else:
             domain, path = DOCKER_HUB_DOMAIN, name
@@ -2326,6 +2363,38 @@ def decode_registry_header(value: str) -> Any:
 
 def encode_registry_header(data: dict) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).decode()
+
+
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+SERVICE_SPEC_CALL = re.compile(r"^/services/(create|[^/]+/update)$")
+NAMED_IMAGE_CALL = re.compile(r"^/(?:images/(?P<pushed>.+)/push|distribution/(?P<inspected>.+)/json)$")
+
+
+def image_named_by_call(path: str, query: str, headers: list[tuple[str, str]], body: bytes | None) -> str | None:
+    """The image a pull, push, distribution or service call makes the engine fetch, read as the engine reads
+    it (query and path decoded, a service's TaskTemplate.ContainerSpec.Image); None when the call names none."""
+    if path == "/images/create":
+        # Go's ParseForm reads a form-encoded body before the query, and refuses a query with ';'.
+        if any(n.lower() == "content-type" and v.split(";")[0].strip().lower() == FORM_CONTENT_TYPE
+               for n, v in headers):
+            raise BadRequest("a pull with registry credentials takes its parameters in the query, not a form body")
+        if ";" in query:
+            raise BadRequest("the query of a pull must not contain ';'")
+        named = [v for k, v in urllib.parse.parse_qsl(query, keep_blank_values=True) if k == "fromImage"]
+        return named[0] if named and named[0] else None
+    match = NAMED_IMAGE_CALL.match(path)
+    if match:
+        return match.group("pushed") or match.group("inspected")
+    if SERVICE_SPEC_CALL.match(path):
+        try:
+            image = decode_json(body or b"null")
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise BadRequest("invalid JSON in request body", str(exc)) from None
+        for name in ("TaskTemplate", "ContainerSpec", "Image"):
+            key = folded_key(image, name)
+            image = image[key] if key is not None else None
+        return image if isinstance(image, str) and image else None
+    return None
 
 
 def registry_id_in(data: Any) -> int | None:
@@ -2405,25 +2474,43 @@ class Registries:
             config.update(username=registry.get("Username", ""), password=self.password(registry))
         return config
 
-    def proxy_headers(self, caller: Caller, endpoint_id: int, path: str,
-                      headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    def proxy_headers(self, caller: Caller, endpoint_id: int, path: str, query: str,
+                      headers: list[tuple[str, str]], body: bytes | None) -> list[tuple[str, str]]:
         """Replace {"registryId": N} in X-Registry-Auth (pull, push, services) or X-Registry-Config (build) with
-        the registry's real credentials, once the caller's access to it on this environment is checked."""
+        the registry's real credentials, once the caller's access to it on this environment is checked and the
+        image the call names is on that registry's host (credentials never go to another address)."""
         if not REGISTRY_AUTH_PATHS.match(path):
             return headers
         result = []
         for name, value in headers:
-            if name.lower() in ("x-registry-auth", "x-registry-config"):
+            header = name.lower()
+            if header in ("x-registry-auth", "x-registry-config"):
                 registry_id = registry_id_in(decode_registry_header(value))
-                if registry_id == 0:  # Portainer's "no registry": pull anonymously
-                    value = encode_registry_header({})
+                if registry_id == 0 or (registry_id is not None and path == "/build" and header == "x-registry-auth"):
+                    value = encode_registry_header({})  # "no registry"; a build reads X-Registry-Config only
                 elif registry_id is not None:
-                    config = self.auth_config(self.usable(caller, registry_id, endpoint_id))
-                    if name.lower() == "x-registry-config":
-                        config = {config["serveraddress"]: config}
-                    value = encode_registry_header(config)
+                    registry = self.usable(caller, registry_id, endpoint_id)
+                    if header == "x-registry-config":
+                        # A build picks credentials by each base image's registry host: key them by this host.
+                        config = self.auth_config(registry)
+                        value = encode_registry_header({config["serveraddress"]: config})
+                    else:
+                        self.require_image_host(registry, image_named_by_call(path, query, headers, body))
+                        value = encode_registry_header(self.auth_config(registry))
             result.append((name, value))
         return result
+
+    @staticmethod
+    def require_image_host(registry: dict, image: str | None) -> None:
+        """Refuse to hand a registry's credentials to a call whose image lives on another registry host."""
+        if image is None:
+            raise BadRequest(f"registry {registry['Id']} was named in X-Registry-Auth, but the call names no image")
+        domain = ImageReference.parse(image).domain.lower()
+        host = registry_host(registry["URL"])
+        if domain != host:
+            raise BadRequest(f"the image's registry is not registry {registry['Id']}: image {image} is on "
+                             f"{domain}, registry {registry['Id']} ({registry['Name']}) is {host}",
+                             "name the registry that holds the image, or the image with that registry's host")
 
     # -- the registry's HTTP API v2 -----------------------------------------------------------------------------
     def session(self):
@@ -2540,6 +2627,10 @@ REMOTE_DIGEST_TTL = 60.0
 UNREACHABLE_TTL = 60.0
 MAX_CACHED_RESULTS = 20000
 IMAGE_ID = re.compile(r"(sha256:)?[0-9a-f]{12,64}")
+# The environment's opt-in (Portainer BE's name): off, nothing is asked of any registry for its containers.
+IMAGE_CHECK_SETTING = "EnableImageNotification"
+IMAGE_CHECK_OFF = (f"image update checks are off for this environment: no registry is asked; an administrator "
+                   f"can turn them on ({IMAGE_CHECK_SETTING}) in the environment's settings")
 
 
 def image_status(status: str, message: str = "", **extra) -> dict:
@@ -2618,12 +2709,23 @@ class ImageUpdates:
         self._digests.clear()
         self._unreachable.clear()
 
+    def enabled(self, endpoint_id: int) -> bool:
+        """Whether an administrator turned image update checks on for this environment (off by default)."""
+        return self.environments.get(endpoint_id).get(IMAGE_CHECK_SETTING) is True
+
+    def forget_environment(self, endpoint_id: int) -> None:
+        for key in [k for k in self.results if k[0] == endpoint_id]:
+            del self.results[key]
+
     def cached(self, endpoint_id: int, container_id: str) -> dict | None:
-        return self.results.get((endpoint_id, container_id))
+        return self.results.get((endpoint_id, container_id)) if self.enabled(endpoint_id) else None
 
     async def check(self, endpoint_id: int, container_id: str, fresh_since: float | None = None) -> dict:
         """Compare the digest the container's image was pulled with to the one its tag has now; the registry is
-        asked again unless it answered since `fresh_since` (within a minute when None)."""
+        asked again unless it answered since `fresh_since` (within a minute when None). Skipped, asking
+        nothing, where the environment's checks are off."""
+        if not self.enabled(endpoint_id):
+            return image_status(UPDATE_SKIPPED, IMAGE_CHECK_OFF, ContainerId=container_id)
         connector = self.environments.connector(endpoint_id)
         async with self._engine_calls:
             container = await connector.request_json("GET", f"/containers/{urllib.parse.quote(container_id)}/json")
@@ -2637,16 +2739,40 @@ class ImageUpdates:
             self.results[(endpoint_id, container_id)] = result
         return result
 
-    async def compare(self, image_name: str, repo_digests: list[str], fresh_since: float | None) -> dict:
-        if IMAGE_ID.fullmatch(image_name):
-            return image_status(UPDATE_SKIPPED, "the container was made from an image id, not a name")
+    @staticmethod
+    def checkable(image_name: str, repo_digests: list[str]) -> tuple[ImageReference | None, set[str], str]:
+        """The reference a check asks its registry about and the digests it was pulled with, or None and why
+        no registry is asked for it."""
+        if not isinstance(image_name, str) or IMAGE_ID.fullmatch(image_name):
+            return None, set(), "the container was made from an image id, not a name"
         reference = ImageReference.parse(image_name)
         if reference.digest:
-            return image_status(UPDATE_SKIPPED, "the image is pinned by digest")
-        local = {d.split("@", 1)[1] for d in repo_digests if "@" in d
+            return None, set(), "the image is pinned by digest"
+        local = {d.split("@", 1)[1] for d in repo_digests if isinstance(d, str) and "@" in d
                  and ImageReference.parse(d).name == reference.name}
         if not local:
-            return image_status(UPDATE_SKIPPED, "the image was built or loaded here, not pulled from a registry")
+            return None, set(), "the image was built or loaded here, not pulled from a registry"
+        return reference, local, ""
+
+    async def registries_to_contact(self, endpoint_id: int) -> list[str]:
+        """The registry hosts a check of this environment's running containers asks (whether checks are on)."""
+        connector = self.environments.connector(endpoint_id)
+        running = await connector.request_json("GET", "/containers/json")
+        images = await connector.request_json("GET", "/images/json")
+        digests = {i.get("Id"): i.get("RepoDigests") or [] for i in images if isinstance(i, dict)}
+        hosts = set()
+        for container in running if isinstance(running, list) else []:
+            if not isinstance(container, dict):
+                continue
+            reference, _, _ = self.checkable(container.get("Image"), digests.get(container.get("ImageID"), []))
+            if reference is not None:
+                hosts.add(reference.domain)
+        return sorted(hosts)
+
+    async def compare(self, image_name: str, repo_digests: list[str], fresh_since: float | None) -> dict:
+        reference, local, why_not = self.checkable(image_name, repo_digests)
+        if reference is None:
+            return image_status(UPDATE_SKIPPED, why_not)
         try:
             remote = await self.remote_digest(reference, fresh_since)
         except RegistryProblem as exc:
@@ -2814,7 +2940,7 @@ async def image_update_loop(app: web.Application) -> None:
     while True:
         await asyncio.sleep(interval)
         for endpoint in list(app[STORE].data["endpoints"].values()):
-            if environments.status.get(endpoint["Id"]) != STATUS_UP:
+            if environments.status.get(endpoint["Id"]) != STATUS_UP or endpoint.get(IMAGE_CHECK_SETTING) is not True:
                 continue
             try:
                 await check_and_auto_update(app, endpoint)
@@ -2835,6 +2961,8 @@ async def move_resource_control(store: Store, old_id: str, new_id: str) -> None:
 
 async def check_and_auto_update(app: web.Application, endpoint: dict) -> None:
     updates, endpoint_id = app[IMAGE_UPDATES], endpoint["Id"]
+    if not updates.enabled(endpoint_id):
+        return
     connector = updates.environments.connector(endpoint_id)
     running = await connector.request_json("GET", "/containers/json")
     answers = await updates.check_environment(endpoint_id, [c["Id"] for c in running], fresh=True)
@@ -3095,7 +3223,6 @@ async def handle_docker_proxy(request: web.Request) -> web.StreamResponse:
     bare = API_VERSION_PREFIX.sub("", path)
     connector = grant.connector
     headers = [(k, v) for k, v in shared.forwardable_request_headers(request) if k.lower() != "expect"]
-    headers = request.app[REGISTRIES].proxy_headers(caller, endpoint_id, bare, headers)
     body, body_length = shared.request_body_for_relay(request)
     if grant.body_kind is not None:
         raw = await read_body(request) if body is not None else b""
@@ -3108,6 +3235,9 @@ async def handle_docker_proxy(request: web.Request) -> web.StreamResponse:
             headers = [(k, v) for k, v in headers if k.lower() != "content-type"] + [
                 ("Content-Type", "application/json")]
         body, body_length = (raw if raw else None), None
+    # After the body is read: a service's image, which decides whose credentials may go with it, is in the body.
+    headers = request.app[REGISTRIES].proxy_headers(caller, endpoint_id, bare, raw_target.partition("?")[2], headers,
+                                                    body if isinstance(body, bytes) else None)
     rewrite = answer_rewrite(grant, request.method, bare)
     if grant.ownership_bound and request.method == "GET" and bare == "/tasks":
         rewrite = await filter_owned_tasks(connector, grant.store, caller)
@@ -3157,12 +3287,26 @@ class MarkedMap(dict):
         return self.key_lines.get(key, self.line)
 
 
+YAML_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
 def _construct_marked_map(loader: ComposeLoader, node: yaml.MappingNode) -> MarkedMap:
-    loader.flatten_mapping(node)
+    """A mapping; merge keys (`<<: *a`, `<<: [*a, *b]`) add the keys the mapping does not set itself, the first
+    merged mapping winning (YAML's merge rule). Merged mappings are built once and read, never copied into
+    the node graph (PyYAML's flatten_mapping doubles it at each nested merge)."""
     result = MarkedMap()
     result.line = node.start_mark.line + 1
     result.key_lines = {}
+    merged: list[MarkedMap] = []
     for key_node, value_node in node.value:
+        if key_node.tag == YAML_MERGE_TAG:
+            sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            for source in sources:
+                if not isinstance(source, yaml.MappingNode):
+                    raise yaml.constructor.ConstructorError(None, None, "a merge key (<<) takes a mapping or a "
+                                                            "list of mappings", source.start_mark)
+                merged.append(loader.construct_object(source, deep=True))
+            continue
         key = loader.construct_object(key_node, deep=True)
         if not isinstance(key, (str, int, float)):
             raise yaml.constructor.ConstructorError(None, None, "a key must be a plain value", key_node.start_mark)
@@ -3171,10 +3315,70 @@ def _construct_marked_map(loader: ComposeLoader, node: yaml.MappingNode) -> Mark
             raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
         result[key] = loader.construct_object(value_node, deep=True)
         result.key_lines[key] = key_node.start_mark.line + 1
+    for source in merged:
+        for key, value in source.items():
+            if key not in result:
+                result[key] = value
+                result.key_lines[key] = source.line_of(key)
     return result
 
 
 ComposeLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_marked_map)
+
+
+def expanded_yaml_size(root: yaml.Node, budget: int, file_name: str) -> int:
+    """How many values the document has once every alias and merge key is expanded, counted on the node graph
+    (each node once, remembered), so a small file that expands without end is refused before it is built."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if id(node) in open_nodes:
+            raise BadRequest(f"{file_name}, line {node.start_mark.line + 1}: an alias refers to a value that "
+                             f"contains it")
+        open_nodes.add(id(node))
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        else:
+            children = []
+        for child in children:
+            total += size(child)
+            if total > budget:
+                raise BadRequest(f"{file_name}: the file expands to more than {budget} values",
+                                 "YAML aliases and merge keys (<<) count once for each place they are used")
+        open_nodes.discard(id(node))
+        sizes[id(node)] = total
+        return total
+
+    return size(root)
+
+
+def load_yaml(text: str, file_name: str, budget: int = MAX_COMPOSE_NODES) -> Any:
+    """The one way this server reads YAML: safe tags only, keys with their lines, and a budget on the expanded
+    document (aliases and merge keys included) that answers 400 before anything large is built."""
+    loader = ComposeLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None
+        expanded_yaml_size(root, budget, file_name)
+        return loader.construct_document(root)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 0
+        raise BadRequest(f"{file_name}, line {line}: invalid YAML: {exc.problem or exc}", str(exc)) from None
+    except yaml.YAMLError as exc:
+        raise BadRequest(f"{file_name}: invalid YAML: {exc}") from None
+    except RecursionError:
+        raise BadRequest(f"{file_name}: invalid YAML: nested too deeply") from None
+    finally:
+        loader.dispose()
+
 
 INTERPOLATION = re.compile(r"\$(?:(?P<escaped>\$)|(?P<named>[_a-zA-Z][_a-zA-Z0-9]*)|\{(?P<braced>[^}]*)\}|(?P<bad>))")
 BRACED = re.compile(r"^(?P<name>[_a-zA-Z][_a-zA-Z0-9]*)(?:(?P<op>:?[-?])(?P<arg>.*))?$", re.S)
@@ -3213,17 +3417,7 @@ class ComposeFile:
         self.file_name = file_name
         self.swarm = swarm
         self.env = env
-        try:
-            document = yaml.load(text, Loader=ComposeLoader)  # noqa: S506 (a SafeLoader subclass)
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            line = mark.line + 1 if mark else 0
-            raise BadRequest(f"{file_name}, line {line}: invalid YAML: {exc.problem or exc}",
-                             str(exc)) from None
-        except yaml.YAMLError as exc:
-            raise BadRequest(f"{file_name}: invalid YAML: {exc}") from None
-        except RecursionError:
-            raise BadRequest(f"{file_name}: invalid YAML: nested too deeply") from None
+        document = load_yaml(text, file_name)
         if not isinstance(document, MarkedMap):
             raise BadRequest(f"{file_name}, line 1: a compose file is a mapping with a 'services' key")
         self.budget = MAX_COMPOSE_NODES
@@ -4387,15 +4581,15 @@ async def handle_auth(request: web.Request) -> web.Response:
     username, password = body.get("Username"), body.get("Password")
     if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
         raise BadRequest("Username and Password are required")
+    limiter.reserve(address, username)
     store = request.app[STORE]
     user = find_user_by_name(store, username)
     valid = await asyncio.to_thread(verify_password, password, user["PasswordHash"] if user else DUMMY_HASH)
     if not user or not valid:
-        limiter.failed(address)
         log.info("failed login for %r from %s", username[:64], address)
         record_auth(request, username, False)
         raise Unauthorized("invalid credentials")
-    limiter.succeeded(address)
+    limiter.succeeded(address, username)
     record_auth(request, user["Username"], True)
     lifetime = parse_duration(store.data["settings"].get("UserSessionTimeout", "8h"))
     token, claims = request.app[SESSIONS].issue(user, lifetime)
@@ -5107,7 +5301,8 @@ async def handle_endpoint_inspect(request: web.Request) -> web.Response:
 
 
 ENDPOINT_EDITABLE = {"Name": str, "PublicURL": str, "GroupID": int, "TagIds": list, "UserAccessPolicies": dict,
-                     "TeamAccessPolicies": dict, "URL": str, "TLS": bool, "TLSSkipVerify": bool}
+                     "TeamAccessPolicies": dict, "URL": str, "TLS": bool, "TLSSkipVerify": bool,
+                     IMAGE_CHECK_SETTING: bool}
 
 
 async def handle_endpoint_update(request: web.Request) -> web.Response:
@@ -5159,9 +5354,15 @@ async def handle_endpoint_update(request: web.Request) -> web.Response:
     if security is not None:
         endpoint["SecuritySettings"] = {**DEFAULT_SECURITY_SETTINGS, **endpoint.get("SecuritySettings", {}),
                                         **security}
+    if IMAGE_CHECK_SETTING in changes:
+        endpoint[IMAGE_CHECK_SETTING] = changes[IMAGE_CHECK_SETTING]
+        request.app[IMAGE_UPDATES].forget_environment(endpoint_id)
     await request.app[STORE].commit()
     environments.forget(endpoint_id)
-    return json_response(environments.public_view(endpoint))
+    view = environments.public_view(endpoint)
+    if IMAGE_CHECK_SETTING in changes:
+        view["ImageNotificationRegistries"] = await image_check_registries(request.app, endpoint_id)
+    return json_response(view)
 
 
 async def handle_endpoint_delete(request: web.Request) -> web.Response:
@@ -6056,6 +6257,23 @@ async def handle_container_image_status(request: web.Request) -> web.Response:
     result = None if fresh else updates.cached(endpoint["Id"], container_id)
     return json_response(result or await updates.check(endpoint["Id"], container_id,
                                                        time.monotonic() if fresh else None))
+
+
+async def image_check_registries(app: web.Application, endpoint_id: int) -> list[str] | None:
+    """The registry hosts the environment's image update check contacts; None when its engine cannot say."""
+    try:
+        return await app[IMAGE_UPDATES].registries_to_contact(endpoint_id)
+    except ApiError as exc:
+        log.info("registries of environment %s unknown: %s", endpoint_id, exc.message)
+        return None
+
+
+async def handle_endpoint_image_notification(request: web.Request) -> web.Response:
+    """The image update check setting of an environment and the registry hosts it contacts (administrators)."""
+    require_admin(request)
+    endpoint = request.app[ENVIRONMENTS].get(path_id(request))
+    return json_response({IMAGE_CHECK_SETTING: endpoint.get(IMAGE_CHECK_SETTING) is True,
+                          "Registries": await image_check_registries(request.app, endpoint["Id"])})
 
 
 async def handle_endpoint_image_status(request: web.Request) -> web.Response:
@@ -7898,14 +8116,18 @@ async function pageEnvironmentForm(envId) {
     <form id="env-form"><label for="n">Name</label><input id="n" name="Name" required value="${esc(env ? env.Name : '')}">
     ${ENV_WIZARD_KINDS[kind] ? ENV_WIZARD_KINDS[kind].fields(env) : '<p class="error">This kind of environment cannot be edited here.</p>'}
     <label for="env-public">Public URL (used for the links of published ports)</label><input id="env-public" name="PublicURL" value="${esc(env ? env.PublicURL : '')}">
+    ${env ? `<label class="check"><input type="checkbox" name="EnableImageNotification" ${env.EnableImageNotification ? 'checked' : ''}> Check for image updates (asks each running image's registry for its tag's digest)</label>
+      <p class="muted small" id="env-image-registries">Registries it will contact: …</p>` : ''}
     ${env ? `<p><a href="#/env/${env.Id}/access">Who has access</a> · <a href="#/env/${env.Id}/security">What standard users may do (security settings)</a></p>` : ''}
     <div class="error" role="alert"></div><p><button class="primary" type="submit">${env ? 'Save' : 'Connect'}</button>
     ${env ? '<button type="button" class="danger" id="env-delete">Remove environment</button>' : ''} <a href="#/home">Cancel</a></p></form><div id="env-done"></div></div>`,
     `<a href="#/home">Home</a> / ${env ? 'Edit environment' : 'Add environment'}`);
   const form = $('#env-form'); $('#n').focus();
+  if (env) api('GET', `/api/endpoints/${env.Id}/image_notification`).then(s => { $('#env-image-registries').textContent = s.Registries === null
+    ? 'Registries it will contact: unknown (the engine did not answer).' : `Registries it will contact: ${s.Registries.join(', ') || 'none (no running container was pulled from a registry)'}`; }).catch(() => {});
   onSubmit(form, async data => {
     if (env) {
-      const body = {Name: data.get('Name'), PublicURL: data.get('PublicURL')};
+      const body = {Name: data.get('Name'), PublicURL: data.get('PublicURL'), EnableImageNotification: !!data.get('EnableImageNotification')};
       if (data.has('URL')) Object.assign(body, {URL: data.get('URL'), TLS: !!data.get('TLS'), TLSSkipVerify: !!data.get('TLSSkipVerify')});
       await api('PUT', `/api/endpoints/${env.Id}`, body); toast('Environment saved'); location.hash = '#/home'; return;
     }
@@ -9569,6 +9791,7 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("GET", "/api/endpoints/{id}/registries", handle_endpoint_registries),
     ("PUT", "/api/endpoints/{id}/registries/{registryId}", handle_endpoint_registry_access),
     ("GET", "/api/endpoints/{id}/image_status", handle_endpoint_image_status),
+    ("GET", "/api/endpoints/{id}/image_notification", handle_endpoint_image_notification),
     ("GET", "/api/docker/{id}/containers/{containerId}/image_status", handle_container_image_status),
     ("POST", "/api/docker/{id}/containers/{containerId}/recreate", handle_container_recreate),
     ("GET", "/api/stacks/{id}/images_status", handle_stack_images_status),
@@ -9660,7 +9883,7 @@ REQUEST_SCHEMAS: dict[str, dict] = {
     "handle_endpoint_update": {"type": "object", "properties": {
         "Name": _STRING, "URL": _STRING, "PublicURL": _STRING, "TagIds": {"type": "array"},
         "UserAccessPolicies": {"type": "object"}, "TeamAccessPolicies": {"type": "object"},
-        "SecuritySettings": {"type": "object"}}},
+        "SecuritySettings": {"type": "object"}, "EnableImageNotification": {"type": "boolean"}}},
     "handle_endpoint_registry_access": {"type": "object", "properties": {
         "UserAccessPolicies": {"type": "object"}, "TeamAccessPolicies": {"type": "object"},
         "Namespaces": {"type": "array", "items": _STRING}}},

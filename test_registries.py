@@ -123,8 +123,11 @@ def forget_registry_images(engine: docker.DockerClient, address: str) -> None:
 
 @pytest.fixture(scope="module")
 def srv(engine, tmp_path_factory):
-    """A server of this file's own, checking images every 2 seconds so auto-updates can be seen quickly."""
+    """A server of this file's own, checking images every 2 seconds so auto-updates can be seen quickly (the
+    checks are an opt-in of each environment: turned on here)."""
     server = start_server(str(tmp_path_factory.mktemp("server") / "data"), "--image-check-interval", "2")
+    r = server.api("PUT", "/api/endpoints/1", json={"EnableImageNotification": True})
+    assert r.status_code == 200 and r.json()["EnableImageNotification"] is True, r.text
     yield server
     server.stop()
 
