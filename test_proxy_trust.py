@@ -12,10 +12,8 @@ import time
 
 import pytest
 import requests
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from conftest import BUSYBOX, TEST_LABEL, wait_until
+from test_fast_rules import MAP_FIELDS, REFUSED_BODIES
 
 import portainer
 
@@ -44,91 +42,6 @@ def victim(engine):
 @pytest.fixture
 def standard_key(make_user):
     return make_user()[2]
-
-
-# Bodies a standard user must never get past the proxy on an environment with the default security settings.
-# (body kind, body). The property tests below reuse them in every spelling Go accepts.
-REFUSED_BODIES = [
-    ("container", {"Image": BUSYBOX, "Cmd": ["ls", "/host"], "HostConfig": {"Binds": ["/:/host"]}}),
-    ("container", {"Image": BUSYBOX, "HostConfig": {"Privileged": True}}),
-    ("container", {"Image": BUSYBOX, "HostConfig": {"PidMode": "host"}}),
-    ("container", {"Image": BUSYBOX, "HostConfig": {"NetworkMode": "host"}}),
-    ("container", {"Image": BUSYBOX, "HostConfig": {"Mounts": [{"Type": "bind", "Source": "/", "Target": "/h"}]}}),
-    ("container", {"Image": BUSYBOX, "HostConfig": {"MaskedPaths": [], "ReadonlyPaths": []}}),
-    ("container", {"Image": BUSYBOX, "HostConfig": {"SecurityOpt": ['seccomp={"defaultAction":"SCMP_ACT_ALLOW"}']}}),
-    ("container", {"Image": BUSYBOX, "HostConfig": {"CgroupParent": "/"}}),
-    ("container", {"Image": BUSYBOX, "HostConfig": {"CapAdd": ["SYS_ADMIN"]}}),
-    ("container", {"Image": BUSYBOX, "HostConfig": {"Devices": [{"PathOnHost": "/dev/sda", "PathInContainer": "/d",
-                                                                  "CgroupPermissions": "rwm"}]}}),
-    ("container", {"Image": BUSYBOX, "HostConfig": {"Sysctls": {"net.ipv4.ip_forward": "1"}}}),
-    ("container", {"Image": BUSYBOX, "HostConfig": {"Runtime": "some-other-runtime"}}),
-    ("container", {"Image": BUSYBOX, "HostConfig": {"NotADockerField": True}}),
-    ("container", {"Image": BUSYBOX, "HostConfig": {"Mounts": [{"Type": "volume", "Source": "v", "Target": "/v",
-                                                                 "VolumeOptions": {"DriverConfig": {
-                                                                     "Name": "local", "Options": {
-                                                                         "type": "none", "o": "bind",
-                                                                         "device": "/"}}}}]}}),
-    ("volume", {"Name": "hostroot", "DriverOpts": {"type": "none", "o": "bind", "device": "/"}}),
-    ("exec", {"Cmd": ["id"], "Privileged": True}),
-    ("network", {"Name": "hostnet", "Driver": "macvlan"}),
-    ("network", {"Name": "onbridge", "Options": {"com.docker.network.bridge.name": "docker0"}}),
-    ("service", {"Name": "s", "TaskTemplate": {"ContainerSpec": {
-        "Image": BUSYBOX, "Mounts": [{"Type": "volume", "Source": "v", "Target": "/v", "VolumeOptions": {
-            "DriverConfig": {"Name": "local", "Options": {"type": "none", "o": "bind", "device": "/"}}}}]}}}),
-    ("service", {"Name": "s", "TaskTemplate": {"ContainerSpec": {
-        "Image": BUSYBOX, "Privileges": {"SELinuxContext": {"Disable": True}}}}}),
-    ("service", {"Name": "s", "TaskTemplate": {"PluginSpec": {"Name": "evil"}}}),
-    ("secret", {"Name": "s", "Data": "eA==", "Driver": {"Name": "plugin"}}),
-]
-
-# What a standard user does every day, as the Docker CLI and SDK send it: none of it may be refused.
-HARMLESS_BODIES = [
-    ("container", {"Hostname": "", "Domainname": "", "User": "", "AttachStdin": True, "AttachStdout": True,
-                   "AttachStderr": True, "ExposedPorts": {"80/tcp": {}}, "Tty": True, "OpenStdin": True,
-                   "StdinOnce": True, "Env": ["A=1"], "Cmd": ["sh"], "Image": BUSYBOX, "Volumes": {},
-                   "WorkingDir": "", "Entrypoint": None, "OnBuild": None, "Labels": {},
-                   "HostConfig": {"Binds": ["data:/data"], "ContainerIDFile": "",
-                                  "LogConfig": {"Type": "", "Config": {}}, "NetworkMode": "default",
-                                  "PortBindings": {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}]},
-                                  "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0}, "AutoRemove": False,
-                                  "VolumeDriver": "", "VolumesFrom": None, "CapAdd": None, "CapDrop": None,
-                                  "CgroupnsMode": "", "Dns": [], "DnsOptions": [], "DnsSearch": [],
-                                  "ExtraHosts": None, "GroupAdd": None, "IpcMode": "", "Cgroup": "", "Links": None,
-                                  "OomScoreAdj": 0, "PidMode": "", "Privileged": False, "PublishAllPorts": False,
-                                  "ReadonlyRootfs": False, "SecurityOpt": None, "UTSMode": "", "UsernsMode": "",
-                                  "ShmSize": 0, "ConsoleSize": [0, 0], "Isolation": "", "CpuShares": 0,
-                                  "Memory": 67108864, "NanoCpus": 0, "CgroupParent": "", "BlkioWeight": 0,
-                                  "BlkioWeightDevice": [], "BlkioDeviceReadBps": None,
-                                  "BlkioDeviceWriteBps": None, "BlkioDeviceReadIOps": None,
-                                  "BlkioDeviceWriteIOps": None, "CpuPeriod": 0, "CpuQuota": 0,
-                                  "CpuRealtimePeriod": 0, "CpuRealtimeRuntime": 0, "CpusetCpus": "",
-                                  "CpusetMems": "", "Devices": [], "DeviceCgroupRules": None,
-                                  "DeviceRequests": None, "KernelMemory": 0, "KernelMemoryTCP": 0,
-                                  "MemoryReservation": 0, "MemorySwap": 0, "MemorySwappiness": None,
-                                  "OomKillDisable": False, "PidsLimit": None, "Ulimits": None, "CpuCount": 0,
-                                  "CpuPercent": 0, "IOMaximumIOps": 0, "IOMaximumBandwidth": 0,
-                                  "MaskedPaths": None, "ReadonlyPaths": None},
-                   "NetworkingConfig": {"EndpointsConfig": {}}}),
-    ("container", {"Image": BUSYBOX, "HostConfig": {"SecurityOpt": ["no-new-privileges:true"], "Init": True,
-                                                    "Tmpfs": {"/run": "size=1m"}, "CapDrop": ["ALL"],
-                                                    "Mounts": [{"Type": "tmpfs", "Target": "/scratch"},
-                                                               {"Type": "volume", "Target": "/anon"}]}}),
-    ("exec", {"User": "", "Privileged": False, "Tty": True, "AttachStdin": True, "AttachStderr": True,
-              "AttachStdout": True, "Detach": False, "DetachKeys": "", "Env": None, "WorkingDir": "",
-              "Cmd": ["sh"]}),
-    ("volume", {"Name": "data", "Driver": "local", "DriverOpts": {}, "Labels": {"a": "b"}}),
-    ("volume", {"Name": "scratch", "DriverOpts": {"type": "tmpfs", "device": "tmpfs", "o": "size=10m"}}),
-    ("network", {"Name": "mynet", "CheckDuplicate": True, "Driver": "bridge", "Internal": False,
-                 "Attachable": False, "Ingress": False, "IPAM": {"Driver": "default", "Options": {}, "Config": []},
-                 "EnableIPv6": False, "Options": {}, "Labels": {}}),
-    ("service", {"Name": "web", "Labels": {}, "TaskTemplate": {
-        "ContainerSpec": {"Image": BUSYBOX, "Args": ["sleep", "300"], "Init": False, "TTY": False,
-                          "Mounts": [{"Type": "volume", "Target": "/data"}]},
-        "Resources": {"Limits": {}, "Reservations": {}}, "RestartPolicy": {"Condition": "any"},
-        "Placement": {}, "ForceUpdate": 0, "Runtime": "container"},
-        "Mode": {"Replicated": {"Replicas": 1}}, "EndpointSpec": {"Mode": "vip", "Ports": [
-            {"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 8080, "PublishMode": "ingress"}]}}),
-]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -332,84 +245,6 @@ def test_standard_user_runs_everyday_docker_commands_unchanged(server, standard_
         server.docker("volume", "rm", volume, api_key=standard_key)
     finally:
         server.docker("network", "rm", network, api_key=standard_key, check=False)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Property tests: the same content in every spelling Go accepts is decided alike
-# ---------------------------------------------------------------------------------------------------------------
-
-SETTINGS = dict(portainer.DEFAULT_SECURITY_SETTINGS)
-# Fields whose values are maps: their keys are data (label names, network names), not fields.
-MAP_FIELDS = frozenset({"Labels", "DriverOpts", "Options", "Sysctls", "Tmpfs", "ExposedPorts", "Volumes",
-                        "PortBindings", "EndpointsConfig", "Config", "StorageOpt"})
-FOLD_VARIANTS = {"s": "sS\u017f", "k": "kK\u212a", "i": "iI"}
-
-
-@st.composite
-def go_spelling(draw, key: str) -> str:
-    """A spelling of `key` that Go's decoder matches to the same field."""
-    return "".join(draw(st.sampled_from(FOLD_VARIANTS.get(c.lower(), c.lower() + c.upper()))) for c in key)
-
-
-@st.composite
-def respelled(draw, value, free_keys: bool = False):
-    """The same content with every struct key re-spelled and every object's keys in another order. Keys of maps
-    (labels, network names, driver options) are data, not fields, and keep their spelling."""
-    if isinstance(value, dict):
-        items = list(value.items())
-        draw(st.randoms(use_true_random=False)).shuffle(items)
-        out = {}
-        for key, item in items:
-            is_map = key in MAP_FIELDS
-            spelled = key if free_keys else draw(go_spelling(key))
-            out[spelled] = draw(respelled(item, free_keys=is_map and not free_keys))
-        return out
-    if isinstance(value, list):
-        return [draw(respelled(item)) for item in value]
-    return value
-
-
-@st.composite
-def nested_in_harmless(draw, kind: str, body: dict) -> dict:
-    """The refused content inside a harmless body of the same kind: the harmless fields cannot hide it."""
-    harmless = [b for k, b in HARMLESS_BODIES if k == kind]
-    if not harmless:
-        return body
-    merged = json.loads(json.dumps(draw(st.sampled_from(harmless))))
-
-    def merge(into: dict, extra: dict) -> None:
-        for key, value in extra.items():
-            if isinstance(value, dict) and isinstance(into.get(key), dict):
-                merge(into[key], value)
-            else:
-                into[key] = value
-    merge(merged, body)
-    return merged
-
-
-def decided(kind: str, body: dict) -> list[str]:
-    try:
-        _, vetting = portainer.vet_body(kind, body, SETTINGS)
-    except portainer.BadRequest as exc:
-        return [exc.message]
-    return vetting.problems
-
-
-@pytest.mark.parametrize("kind,body", REFUSED_BODIES, ids=[f"{k}-{i}" for i, (k, _) in enumerate(REFUSED_BODIES)])
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.data())
-def test_every_spelling_of_a_refused_body_is_refused(kind, body, data):
-    assert decided(kind, body), "the corpus body itself must be refused"
-    spelled = data.draw(respelled(data.draw(nested_in_harmless(kind, body))))
-    assert decided(kind, spelled), spelled
-
-
-@pytest.mark.parametrize("kind,body", HARMLESS_BODIES, ids=[f"{k}-{i}" for i, (k, _) in enumerate(HARMLESS_BODIES)])
-@settings(max_examples=60, deadline=None)
-@given(data=st.data())
-def test_no_spelling_of_a_harmless_body_is_refused(kind, body, data):
-    spelled = data.draw(respelled(body))
-    assert decided(kind, spelled) == [], spelled
 
 
 def lower_case_fields(value, free_keys: bool = False):
