@@ -22,6 +22,7 @@ import pytest
 import requests
 
 from conftest import BUSYBOX, SLOT, TEST_LABEL, free_port, start_server, wait_until
+from test_registries import forget_registry_images
 
 NAME = f"ptpy{SLOT}trust"  # prefix of everything this file makes on the engine
 LABELS = {TEST_LABEL: "1"}
@@ -117,22 +118,12 @@ def push(engine: docker.DockerClient, image: str, repository: str, tag: str) -> 
         assert "error" not in line, line
 
 
-def forget_images_of(engine: docker.DockerClient, address: str) -> None:
-    for image in engine.images.list():
-        for name in image.tags + (image.attrs.get("RepoDigests") or []):
-            if name.startswith(address + "/"):
-                try:
-                    engine.images.remove(name, force=False)
-                except docker.errors.APIError:
-                    pass
-
-
 @pytest.fixture(scope="module")
 def registry(engine, tmp_path_factory):
     reg = LoggingRegistry(str(tmp_path_factory.mktemp("trust-registry")))
     yield reg
     reg.stop()
-    forget_images_of(engine, reg.address)
+    forget_registry_images(engine, reg.address)
 
 
 @pytest.fixture
