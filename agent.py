@@ -69,6 +69,11 @@ HOP_BY_HOP_HEADERS = frozenset(
 )
 
 
+# Headers between a client and the first server only: aiohttp answers `Expect: 100-continue` itself, and an
+# engine's interim 100 must never be taken for the answer to a pooled connection's request.
+CLIENT_ONLY_REQUEST_HEADERS = frozenset({"expect"})
+
+
 class DockerUnreachable(Exception):
     """The Docker API could not be reached or answered with something that is not HTTP."""
 
@@ -142,6 +147,14 @@ class HttpConnection:
             await self.writer.drain()
 
     async def read_head(self) -> tuple[int, str, CIMultiDict]:
+        """The head of the final answer: interim 1xx answers (100 Continue, 102, 103) are read and skipped, so
+        the answer handed on is the one to the request; 101 is final (the connection is now the upgrade's)."""
+        while True:
+            status, reason, headers = await self._read_one_head()
+            if not (100 <= status < 200) or status == 101:
+                return status, reason, headers
+
+    async def _read_one_head(self) -> tuple[int, str, CIMultiDict]:
         try:
             raw = await self.reader.readuntil(b"\r\n\r\n")
         except asyncio.IncompleteReadError as exc:
@@ -165,8 +178,11 @@ class DockerResponse:
     """A Docker API response whose body is read as a stream. Release it (or use `async with`) when done."""
 
     def __init__(self, connection: HttpConnection, method: str, status: int, reason: str, headers: CIMultiDict,
-                 on_release: Callable[[HttpConnection, bool], None]):
+                 on_release: Callable[[HttpConnection, bool], None], request_sent: bool = True):
         self.connection = connection
+        # Whether the whole request body reached the engine: a connection with part of a request still owed,
+        # or an unread answer, is closed on release, never handed to the next caller.
+        self.request_sent = request_sent
         self.status = status
         self.reason = reason
         self.headers = headers
@@ -178,10 +194,11 @@ class DockerResponse:
         self._chunked = "chunked" in te
         length = headers.get("Content-Length")
         self._remaining = int(length) if (length and length.isdigit() and not self._chunked) else None
-        no_body = method == "HEAD" or status in (204, 304) or 100 <= status < 200
+        interim = 100 <= status < 200
+        no_body = method == "HEAD" or status in (204, 304) or interim
         if no_body or self._remaining == 0:
             self._finished = True
-        self._keep_alive = "close" not in headers.get("Connection", "").lower() and (
+        self._keep_alive = not interim and "close" not in headers.get("Connection", "").lower() and (
             self._chunked or self._remaining is not None or no_body)
 
     async def __aenter__(self) -> "DockerResponse":
@@ -239,7 +256,8 @@ class DockerResponse:
         if self._released:
             return
         self._released = True
-        reusable = self._finished and self._keep_alive and not self.upgraded and not self.connection.is_closing
+        reusable = (self.request_sent and self._finished and self._keep_alive and not self.upgraded
+                    and not self.connection.is_closing)
         self._on_release(self.connection, reusable)
 
 
@@ -269,7 +287,9 @@ class DockerClient:
         A streamed body is sent with Content-Length when `body_length` is given, else chunked. An idle
         connection that turns out to be closed is retried once on a new one when the body can be resent.
         """
-        header_list = [("Host", "docker")] + list(headers)
+        # The body is sent at once, never after an interim 100 Continue: a caller's Expect is not passed on.
+        header_list = [("Host", "docker")] + [(name, value) for name, value in headers
+                                              if name.lower() not in CLIENT_ONLY_REQUEST_HEADERS]
         chunked = False
         if isinstance(body, (bytes, bytearray)):
             header_list.append(("Content-Length", str(len(body))))
@@ -304,16 +324,19 @@ class DockerClient:
         except BaseException:
             sender.cancel()
             raise
-        if status == 101 or not sender.done():
-            # The engine may answer before the whole body is sent (an upgrade, or an early error): let it finish.
-            if status != 101:
-                try:
-                    await sender
-                except (ConnectionError, DockerUnreachable):
-                    pass
+        request_sent = True
+        if status == 101:
+            pass  # the upgrade's body (if any) keeps flowing; the connection is never pooled again
+        elif not sender.done():
+            # The engine may answer before the whole body is sent (an early error): let it finish. A body that
+            # could not be sent in full leaves the connection mid-request, so it is closed after this answer.
+            try:
+                await sender
+            except (ConnectionError, DockerUnreachable):
+                request_sent = False
         else:
             sender.result()
-        return DockerResponse(connection, method, status, reason, headers, self._release)
+        return DockerResponse(connection, method, status, reason, headers, self._release, request_sent)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -331,7 +354,8 @@ PRIVATE_REQUEST_HEADERS = frozenset(
 
 def forwardable_request_headers(request: web.Request) -> list[tuple[str, str]]:
     headers = [(k, v) for k, v in request.headers.items()
-               if k.lower() not in HOP_BY_HOP_HEADERS and k.lower() not in PRIVATE_REQUEST_HEADERS]
+               if k.lower() not in HOP_BY_HOP_HEADERS and k.lower() not in PRIVATE_REQUEST_HEADERS
+               and k.lower() not in CLIENT_ONLY_REQUEST_HEADERS]
     if is_upgrade_request(request):
         headers += [("Connection", "Upgrade"), ("Upgrade", request.headers.get("Upgrade", "tcp"))]
     return headers
