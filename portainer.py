@@ -1095,17 +1095,16 @@ def content_security_policy() -> str:
             "frame-ancestors 'none'")
 
 
-@web.middleware
-async def security_headers_middleware(request: web.Request, handler):
-    response = await handler(request)
-    if not response.prepared:
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        response.headers.setdefault("Content-Security-Policy", content_security_policy())
-        if request.secure and request.app[CONFIG].hsts:
-            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
-    return response
+async def set_security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Headers every answer needs: an `on_response_prepare` signal, so that streamed and proxied answers (engine
+    answers relayed, logs, events, errors) get them as well as the ones a handler builds. Set, not defaulted:
+    an engine's answer is input, and a header it sent must not weaken these."""
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Content-Security-Policy"] = content_security_policy()
+    if request.secure and request.app[CONFIG].hsts:
+        response.headers["Strict-Transport-Security"] = "max-age=31536000"
 
 
 
@@ -9050,9 +9049,9 @@ def make_app(config: argparse.Namespace) -> web.Application:
     store = Store(config.data)
     store.acquire()
     store.load()
-    app = web.Application(middlewares=[activity_middleware, error_middleware, security_headers_middleware,
-                                       auth_middleware],
+    app = web.Application(middlewares=[activity_middleware, error_middleware, auth_middleware],
                           client_max_size=MAX_JSON_BODY)
+    app.on_response_prepare.append(set_security_headers)
     app[CONFIG] = config
     app[STORE] = store
     app[ENVIRONMENTS] = Environments(store, store.directory)

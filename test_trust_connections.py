@@ -229,3 +229,53 @@ def test_the_shared_client_skips_the_engines_interim_100_continue_for_the_real_a
             connection.close()
             client.close()
     asyncio.run(story())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Security headers on every answer
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def assert_security_headers(response: requests.Response) -> None:
+    headers = response.headers
+    assert headers.get("X-Content-Type-Options") == "nosniff", dict(headers)
+    assert headers.get("X-Frame-Options") == "DENY", dict(headers)
+    assert headers.get("Referrer-Policy") == "no-referrer", dict(headers)
+    assert "frame-ancestors 'none'" in headers.get("Content-Security-Policy", ""), dict(headers)
+
+
+@pytest.fixture
+def talking_container(engine):
+    container = engine.containers.run(BUSYBOX, "sh -c 'while true; do echo tick; sleep 0.2; done'", detach=True,
+                                      labels={TEST_LABEL: "1"})
+    yield container
+    container.remove(force=True)
+
+
+def test_proxied_and_streamed_answers_carry_the_security_headers(server, talking_container):
+    base = server.url + "/api/endpoints/1/docker"
+    headers = {"X-API-Key": server.admin_api_key}
+    listed = requests.get(base + "/containers/json", headers=headers, timeout=20)
+    assert listed.status_code == 200 and any(c["Id"] == talking_container.id for c in listed.json())
+    assert_security_headers(listed)
+    with requests.get(f"{base}/v1.41/containers/{talking_container.id}/logs?follow=1&stdout=1", headers=headers,
+                      stream=True, timeout=20) as logs:
+        assert logs.status_code == 200
+        assert b"tick" in next(logs.iter_content(64))
+        assert_security_headers(logs)
+    with requests.get(f"{base}/v1.41/events?since=0", headers=headers, stream=True, timeout=20) as events:
+        assert events.status_code == 200
+        assert_security_headers(events)
+    missing = requests.get(f"{base}/v1.41/containers/no-such-container-here/json", headers=headers, timeout=20)
+    assert missing.status_code == 404
+    assert_security_headers(missing)
+    # An ownership-bound user's streams are relayed by their own filter: they carry the headers too.
+    _, _, user_key = user_with_role(server, STANDARD, "headers")
+    with requests.get(f"{base}/v1.41/events?since=0", headers={"X-API-Key": user_key}, stream=True,
+                      timeout=20) as events:
+        assert events.status_code == 200
+        assert_security_headers(events)
+    for answer in (requests.get(server.url + "/api/no/such/route", timeout=20),
+                   requests.get(server.url + "/api/endpoints", timeout=20),
+                   requests.get(server.url + "/", timeout=20)):
+        assert_security_headers(answer)
