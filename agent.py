@@ -862,8 +862,12 @@ class Cluster:
                 if not hmac.compare_digest(response.headers.get(NODE_PROOF_HEADER, ""), expected):
                     log.warning("agent at %s does not prove the cluster secret; not trusted", address)
                     return None
-            return json.loads(raw)
-        except (DockerUnreachable, asyncio.TimeoutError, ValueError) as exc:
+            answer = json.loads(raw)
+            if not isinstance(answer, dict):
+                log.warning("agent at %s described itself with something that is not a JSON object", address)
+                return None
+            return answer
+        except (DockerUnreachable, asyncio.TimeoutError, ValueError, RecursionError) as exc:
             log.debug("agent at %s does not answer: %s", address, exc)
             return None
 
@@ -895,8 +899,9 @@ class Cluster:
             headers = cluster_headers(secret, "GET", target) if secret else []
             try:
                 async with await self.client(address).request("GET", target, headers, timeout=5) as response:
-                    return response.status == 200 and json.loads(await response.read()).get("Found") is True
-            except (DockerUnreachable, asyncio.TimeoutError, ValueError):
+                    answer = json.loads(await response.read())
+                    return response.status == 200 and isinstance(answer, dict) and answer.get("Found") is True
+            except (DockerUnreachable, asyncio.TimeoutError, ValueError, RecursionError):
                 return False
 
         addresses = [a for a, member in self.members.items() if member.get("Reachable")]
@@ -988,7 +993,11 @@ class Agent:
             raise AgentRequestError(502, f"the node's Docker engine is unreachable: {exc}") from None
         if response.status >= 400:
             raise AgentRequestError(response.status, _docker_message(raw, response.status))
-        return json.loads(raw) if raw.strip() else None
+        try:
+            return json.loads(raw) if raw.strip() else None
+        except (ValueError, RecursionError):
+            raise AgentRequestError(502, f"the node's Docker engine answered {target.split('?')[0]} with something "
+                                         "that is not JSON") from None
 
     async def has_object(self, kind: str, object_id: str) -> bool:
         try:
@@ -1001,8 +1010,9 @@ class Agent:
 
     async def describe_node(self) -> dict:
         info = await self.docker_json("GET", "/info")
-        swarm = info.get("Swarm") or {}
-        self.node_name = info.get("Name") or self.node_name
+        info = info if isinstance(info, dict) else {}  # an engine's answer is input: any field may be null
+        swarm = info.get("Swarm") if isinstance(info.get("Swarm"), dict) else {}
+        self.node_name = info.get("Name") if isinstance(info.get("Name"), str) and info["Name"] else self.node_name
         if swarm.get("ControlAvailable"):
             self.node_role = "manager"
         elif swarm.get("LocalNodeState") == "active":
@@ -1088,12 +1098,18 @@ class Agent:
                 unreachable.append(node_name)
                 warnings.append(f"node {node_name} is unreachable: {reason}")
                 continue
-            data = json.loads(answer[1]) if answer[1].strip() else []
+            try:
+                data = json.loads(answer[1]) if answer[1].strip() else []
+            except (ValueError, RecursionError):
+                unreachable.append(node_name)
+                warnings.append(f"node {node_name} answered something that is not JSON")
+                continue
             if isinstance(data, dict):
                 is_volumes = True
-                warnings += data.get("Warnings") or []
-                data = data.get("Volumes") or []
-            merged_items += [tag_with_node(item, node_name) for item in data]
+                node_warnings = data.get("Warnings")
+                warnings += [w for w in node_warnings if isinstance(w, str)] if isinstance(node_warnings, list) else []
+                data = data.get("Volumes")
+            merged_items += [tag_with_node(item, node_name) for item in (data if isinstance(data, list) else [])]
         if warnings:
             log.warning("fan-out %s: %s", request.path, "; ".join(warnings))
         merged: Any = {"Volumes": merged_items, "Warnings": warnings or None} if is_volumes else merged_items
@@ -1107,8 +1123,8 @@ class Agent:
         if not volume_id:
             raise AgentRequestError(400, "volumeID is required")
         volume = await self.docker_json("GET", f"/volumes/{urllib.parse.quote(volume_id, safe='')}")
-        mountpoint = volume.get("Mountpoint") or ""
-        if not os.path.isdir(mountpoint):
+        mountpoint = volume.get("Mountpoint") if isinstance(volume, dict) else None
+        if not isinstance(mountpoint, str) or not mountpoint or not os.path.isdir(mountpoint):
             raise AgentRequestError(409, f"volume {volume_id!r} has no local directory this agent can reach")
         return os.path.realpath(mountpoint)
 
@@ -1206,8 +1222,9 @@ class Agent:
 
 def _docker_message(raw: bytes, status: int) -> str:
     try:
-        return json.loads(raw).get("message") or f"status {status}"
-    except (ValueError, AttributeError):
+        message = json.loads(raw).get("message")
+        return message if isinstance(message, str) and message else f"status {status}"
+    except (ValueError, AttributeError, RecursionError):
         return raw.decode(errors="replace")[:300] or f"status {status}"
 
 

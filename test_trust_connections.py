@@ -4,6 +4,7 @@ processes and the real engine."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
 import os
@@ -16,7 +17,7 @@ import docker
 import pytest
 import requests
 
-from conftest import BUSYBOX, DOCKER_SOCKET, HERE, TEST_LABEL, free_port, wait_until
+from conftest import BUSYBOX, DOCKER_SOCKET, HERE, SLOT, TEST_LABEL, free_port, wait_until
 from test_access import STANDARD, grant, new_user, user_with_role
 
 import agent
@@ -279,3 +280,140 @@ def test_proxied_and_streamed_answers_carry_the_security_headers(server, talking
                    requests.get(server.url + "/api/endpoints", timeout=20),
                    requests.get(server.url + "/", timeout=20)):
         assert_security_headers(answer)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Engine answers are input too
+# ---------------------------------------------------------------------------------------------------------------
+
+ORPHAN_IMAGE = f"ptpy-orphaned-image-{SLOT}:1"
+UNLABELLED_VOLUME = f"ptpy-unlabelled-volume-{SLOT}"
+
+
+def engine_call(method: str, path: str, body: dict | None = None) -> tuple[int, object]:
+    """One call straight to the engine's socket (no SDK defaults in between, so `null` is sent as null)."""
+    async def call():
+        client = engine_client()
+        try:
+            data = json.dumps(body).encode() if body is not None else None
+            headers = [("Content-Type", "application/json")] if data is not None else []
+            async with await client.request(method, path, headers, data, timeout=60) as response:
+                raw = await response.read()
+                return response.status, (json.loads(raw) if raw.strip() else None)
+        finally:
+            client.close()
+    return asyncio.run(call())
+
+
+@pytest.fixture
+def engine_with_odd_answers(engine):
+    """An engine holding what real engines hold and answer with nulls and missing parts: a container whose image
+    was removed (`docker rmi -f`), a volume and an image without labels (`"Labels": null`), a container created
+    with `"Labels": null` and null fields."""
+    subprocess.run(["docker", "rmi", "-f", ORPHAN_IMAGE], capture_output=True)
+    with contextlib.suppress(docker.errors.NotFound):
+        engine.volumes.get(UNLABELLED_VOLUME).remove(force=True)
+    builder = engine.containers.run(BUSYBOX, "sh -c 'echo built > /marker'", detach=True, labels={TEST_LABEL: "1"})
+    builder.wait()
+    builder.commit(*ORPHAN_IMAGE.split(":"))
+    builder.remove()
+    orphan = engine.containers.create(ORPHAN_IMAGE, "true", labels={TEST_LABEL: "1", "com.docker.compose.project":
+                                                                  f"ptpy-orphans-{SLOT}"})
+    subprocess.run(["docker", "rmi", "-f", ORPHAN_IMAGE], check=True, capture_output=True)
+    status, created = engine_call("POST", "/v1.41/containers/create", {
+        "Image": BUSYBOX, "Cmd": ["true"], "Labels": None, "Env": None, "HostConfig": None, "ExposedPorts": None})
+    assert status == 201, created
+    nulls = engine.containers.get(created["Id"])
+    status, volume = engine_call("POST", "/v1.41/volumes/create", {"Name": UNLABELLED_VOLUME, "Labels": None})
+    assert status == 201 and volume["Labels"] is None, volume
+    status, images = engine_call("GET", "/v1.41/images/json")
+    assert any(i["Labels"] is None for i in images)  # busybox:local, imported, has none
+    yield {"orphan": orphan, "nulls": nulls}
+    for container in (orphan, nulls):
+        with contextlib.suppress(docker.errors.NotFound):
+            container.remove(force=True)
+    with contextlib.suppress(docker.errors.NotFound):
+        engine.volumes.get(UNLABELLED_VOLUME).remove(force=True)
+
+
+def test_an_engine_with_orphaned_and_unlabelled_resources_is_added_snapshotted_and_browsed(server,
+                                                                                          engine_with_odd_answers):
+    orphan = engine_with_odd_answers["orphan"]
+    r = server.api("POST", "/api/endpoints", json={"Name": f"odd-answers-{time.monotonic_ns()}",
+                                                   "EndpointCreationType": 1, "URL": "unix://" + DOCKER_SOCKET})
+    assert r.status_code == 200, r.text
+    endpoint_id = r.json()["Id"]
+    try:
+        assert r.json()["Status"] == 1
+        snapshot = r.json()["Snapshots"][0]
+        assert snapshot["ContainerCount"] >= 2 and snapshot["VolumeCount"] >= 1 and snapshot["ImageCount"] >= 1
+        assert server.api("POST", f"/api/endpoints/{endpoint_id}/snapshot").status_code in (200, 204)
+        endpoints = server.api("GET", "/api/endpoints").json()
+        assert any(ep["Id"] == endpoint_id and ep["Status"] == 1 for ep in endpoints)
+
+        # What the containers, images and volumes pages ask, for an administrator and for a standard user.
+        user_id, _, user_key = new_user(server, "odd-answers")
+        grant(server, "User", user_id, STANDARD, endpoint_id)
+        base = f"/api/endpoints/{endpoint_id}/docker/v1.41"
+        for key in (server.admin_api_key, user_key):
+            for path in ("/containers/json?all=1", "/images/json", "/volumes", "/networks", "/info", "/version"):
+                answer = server.api("GET", base + path, api_key=key)
+                assert answer.status_code == 200, (path, answer.text)
+        listed = server.api("GET", base + "/containers/json?all=1", api_key=server.admin_api_key).json()
+        assert orphan.id in {c["Id"] for c in listed}
+        assert UNLABELLED_VOLUME not in {v["Name"] for v in server.api(
+            "GET", base + "/volumes", api_key=user_key).json()["Volumes"]}  # nobody's: hidden, not a 500
+
+        status = server.api("GET", f"/api/docker/{endpoint_id}/containers/{orphan.id}/image_status")
+        assert status.status_code == 200 and status.json()["Status"] == "skipped", status.text
+        statuses = server.api("GET", f"/api/endpoints/{endpoint_id}/image_status?containerIds={orphan.id}")
+        assert statuses.status_code == 200 and statuses.json()[orphan.id]["Status"] == "skipped", statuses.text
+        assert server.api("GET", f"/api/endpoints/{endpoint_id}/image_status").status_code == 200
+        outside = server.api("GET", f"/api/stacks/outside?endpointId={endpoint_id}")
+        assert outside.status_code == 200 and f"ptpy-orphans-{SLOT}" in {p["Name"] for p in outside.json()}
+        recreate = server.api("POST", f"/api/docker/{endpoint_id}/containers/{orphan.id}/recreate", json={})
+        assert 400 <= recreate.status_code < 500, recreate.text  # its image is gone: refused, not a 500
+    finally:
+        server.api("DELETE", f"/api/endpoints/{endpoint_id}")
+
+
+def test_snapshots_and_filters_read_null_missing_and_wrong_typed_fields_without_failing(tmp_path):
+    """Older engines, agents and proxies answer what a current engine never does (`"Labels": null` on a
+    container, a list where an object belongs): what the server computes from them stays well-formed."""
+    containers = [
+        {"Id": "a" * 64, "Labels": None, "Names": None, "State": None, "Status": None},
+        {"Id": "b" * 64, "Labels": ["not", "a", "map"], "Names": ["/web"], "State": "running",
+         "Status": "Up 2 minutes (healthy)"},
+        {"Id": "c" * 64, "Labels": {"com.docker.compose.project": "shop", "broken": 7}, "State": 3},
+        {"Id": None}, {"Id": "../../escape"}, "not an object", None, 42,
+    ]
+    snapshot = portainer.snapshot_of(None, ["wrong"], containers, None, {"Volumes": None}, "x")
+    assert snapshot["ContainerCount"] == 3 and snapshot["RunningContainerCount"] == 1
+    assert snapshot["HealthyContainerCount"] == 1 and snapshot["StackCount"] == 1
+    assert (snapshot["ImageCount"], snapshot["VolumeCount"], snapshot["NetworkCount"]) == (0, 0, 0)
+    assert (snapshot["DockerVersion"], snapshot["TotalCPU"], snapshot["Swarm"]) == ("", 0, False)
+    snapshot = portainer.snapshot_of({"NCPU": "4", "MemTotal": True, "Swarm": None}, {"Version": 20}, None,
+                                     [{"Labels": None}], [], [{"Name": "bridge"}])
+    assert (snapshot["TotalCPU"], snapshot["TotalMemory"], snapshot["ContainerCount"]) == (0, 0, 0)
+    assert (snapshot["ImageCount"], snapshot["NetworkCount"]) == (1, 1)
+
+    summaries = portainer.container_summaries(containers)
+    assert [c["Labels"] for c in summaries] == [{}, {}, {"com.docker.compose.project": "shop"}]
+    assert [portainer.container_name(c) for c in summaries] == ["", "web", ""]
+
+    body = portainer.creation_body({"Id": None, "Config": {"Image": "busybox:local", "Labels": None, "Env": None},
+                                    "HostConfig": None, "Mounts": [None, {"Type": "volume"}],
+                                    "NetworkSettings": {"Networks": []}}, None, None)
+    assert body["Image"] == "busybox:local" and body["Labels"] == {} and body["Env"] == []
+
+    store = portainer.Store(str(tmp_path))
+    store.load()
+    caller = portainer.Caller({"Id": 7, "Username": "u", "Role": 2}, "apikey", {})
+    assert not portainer.visible_event(store, caller, b'{"Type": "container", "Actor": null}')
+    assert not portainer.visible_event(store, caller, b'{"Type": "container", "Actor": {"Attributes": [1]}}')
+    rewrite = portainer.filter_owned_list(store, caller, "volumes")
+    assert json.loads(rewrite(b'{"Volumes": [null, {"Name": "v", "Labels": null}, 3], "Warnings": null}')) == {
+        "Volumes": [], "Warnings": None}
+    rewrite = portainer.filter_owned_list(store, caller, "networks")
+    assert json.loads(rewrite(b'[{"Name": ["x"], "Labels": null}, {"Name": "bridge", "Labels": null}]')) == [
+        {"Name": "bridge", "Labels": None}]
