@@ -72,6 +72,8 @@ HOP_BY_HOP_HEADERS = frozenset(
 # Headers between a client and the first server only: aiohttp answers `Expect: 100-continue` itself, and an
 # engine's interim 100 must never be taken for the answer to a pooled connection's request.
 CLIENT_ONLY_REQUEST_HEADERS = frozenset({"expect"})
+# How many interim (1xx) answers may come before the answer itself.
+MAX_INTERIM_ANSWERS = 16
 
 
 class DockerUnreachable(Exception):
@@ -149,10 +151,11 @@ class HttpConnection:
     async def read_head(self) -> tuple[int, str, CIMultiDict]:
         """The head of the final answer: interim 1xx answers (100 Continue, 102, 103) are read and skipped, so
         the answer handed on is the one to the request; 101 is final (the connection is now the upgrade's)."""
-        while True:
+        for _ in range(MAX_INTERIM_ANSWERS):
             status, reason, headers = await self._read_one_head()
             if not (100 <= status < 200) or status == 101:
                 return status, reason, headers
+        raise DockerUnreachable(f"the Docker API sent more than {MAX_INTERIM_ANSWERS} interim answers")
 
     async def _read_one_head(self) -> tuple[int, str, CIMultiDict]:
         try:
