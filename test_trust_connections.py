@@ -19,6 +19,7 @@ import requests
 
 from conftest import BUSYBOX, DOCKER_SOCKET, HERE, SLOT, TEST_LABEL, free_port, wait_until
 from test_access import STANDARD, grant, new_user, user_with_role
+from test_edge import EdgeAgent, connected, create_edge_environment
 
 import agent
 import portainer
@@ -141,6 +142,27 @@ def test_an_answer_never_reaches_another_caller_through_an_agent_after_expect_co
             assert direct.status_code == 200 and "ApiVersion" in direct.json(), direct.text
     finally:
         server.api("DELETE", f"/api/endpoints/{endpoint_id}")
+
+
+def test_an_answer_never_reaches_another_caller_through_an_edge_tunnel_after_expect_continue(server, tmp_path):
+    endpoint = create_edge_environment(server, f"expect-edge-{time.monotonic_ns()}")
+    edge_agent = EdgeAgent(endpoint["EdgeKey"], f"expect-edge-{SLOT}", "unix://" + DOCKER_SOCKET,
+                           str(tmp_path / "edge-agent.log"))
+    try:
+        wait_until(lambda: connected(server, endpoint["Id"]), timeout=30, message="the edge agent to connect")
+        user_id, _, user_key = new_user(server, "expecting-on-edge")
+        grant(server, "User", user_id, STANDARD, endpoint["Id"])
+        base = f"/api/endpoints/{endpoint['Id']}/docker/v1.41"
+        for attempt in range(3):
+            status, raw = raw_call(server, "POST", base + "/containers/create", user_key,
+                                   {"Image": BUSYBOX, "Cmd": ["true"], "Labels": {TEST_LABEL: "1"}},
+                                   expect_continue=True)
+            assert status == 201 and set(json.loads(raw)) == {"Id", "Warnings"}, raw
+            status, raw = raw_call(server, "GET", base + "/version", server.admin_api_key)
+            assert status == 200 and "ApiVersion" in json.loads(raw), f"attempt {attempt}: {raw[:200]!r}"
+    finally:
+        edge_agent.stop()
+        server.api("DELETE", f"/api/endpoints/{endpoint['Id']}")
 
 
 def engine_client() -> agent.DockerClient:
