@@ -310,6 +310,8 @@ def test_proxied_and_streamed_answers_carry_the_security_headers(server, talking
 
 ORPHAN_IMAGE = f"ptpy-orphaned-image-{SLOT}:1"
 UNLABELLED_VOLUME = f"ptpy-unlabelled-volume-{SLOT}"
+# Made with `"Labels": null`, so it carries no test label: found by this name to clean up after a killed run.
+NULL_FIELDS_CONTAINER = f"ptpy-null-fields-{SLOT}"
 
 
 def engine_call(method: str, path: str, body: dict | None = None) -> tuple[int, object]:
@@ -335,6 +337,8 @@ def engine_with_odd_answers(engine):
     subprocess.run(["docker", "rmi", "-f", ORPHAN_IMAGE], capture_output=True)
     with contextlib.suppress(docker.errors.NotFound):
         engine.volumes.get(UNLABELLED_VOLUME).remove(force=True)
+    with contextlib.suppress(docker.errors.NotFound):
+        engine.containers.get(NULL_FIELDS_CONTAINER).remove(force=True)
     builder = engine.containers.run(BUSYBOX, "sh -c 'echo built > /marker'", detach=True, labels={TEST_LABEL: "1"})
     builder.wait()
     builder.commit(*ORPHAN_IMAGE.split(":"))
@@ -342,7 +346,7 @@ def engine_with_odd_answers(engine):
     orphan = engine.containers.create(ORPHAN_IMAGE, "true", labels={TEST_LABEL: "1", "com.docker.compose.project":
                                                                   f"ptpy-orphans-{SLOT}"})
     subprocess.run(["docker", "rmi", "-f", ORPHAN_IMAGE], check=True, capture_output=True)
-    status, created = engine_call("POST", "/v1.41/containers/create", {
+    status, created = engine_call("POST", f"/v1.41/containers/create?name={NULL_FIELDS_CONTAINER}", {
         "Image": BUSYBOX, "Cmd": ["true"], "Labels": None, "Env": None, "HostConfig": None, "ExposedPorts": None})
     assert status == 201, created
     nulls = engine.containers.get(created["Id"])
