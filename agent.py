@@ -69,6 +69,13 @@ HOP_BY_HOP_HEADERS = frozenset(
 )
 
 
+# Headers between a client and the first server only: aiohttp answers `Expect: 100-continue` itself, and an
+# engine's interim 100 must never be taken for the answer to a pooled connection's request.
+CLIENT_ONLY_REQUEST_HEADERS = frozenset({"expect"})
+# How many interim (1xx) answers may come before the answer itself.
+MAX_INTERIM_ANSWERS = 16
+
+
 class DockerUnreachable(Exception):
     """The Docker API could not be reached or answered with something that is not HTTP."""
 
@@ -142,6 +149,15 @@ class HttpConnection:
             await self.writer.drain()
 
     async def read_head(self) -> tuple[int, str, CIMultiDict]:
+        """The head of the final answer: interim 1xx answers (100 Continue, 102, 103) are read and skipped, so
+        the answer handed on is the one to the request; 101 is final (the connection is now the upgrade's)."""
+        for _ in range(MAX_INTERIM_ANSWERS):
+            status, reason, headers = await self._read_one_head()
+            if not (100 <= status < 200) or status == 101:
+                return status, reason, headers
+        raise DockerUnreachable(f"the Docker API sent more than {MAX_INTERIM_ANSWERS} interim answers")
+
+    async def _read_one_head(self) -> tuple[int, str, CIMultiDict]:
         try:
             raw = await self.reader.readuntil(b"\r\n\r\n")
         except asyncio.IncompleteReadError as exc:
@@ -165,8 +181,11 @@ class DockerResponse:
     """A Docker API response whose body is read as a stream. Release it (or use `async with`) when done."""
 
     def __init__(self, connection: HttpConnection, method: str, status: int, reason: str, headers: CIMultiDict,
-                 on_release: Callable[[HttpConnection, bool], None]):
+                 on_release: Callable[[HttpConnection, bool], None], request_sent: bool = True):
         self.connection = connection
+        # Whether the whole request body reached the engine: a connection with part of a request still owed,
+        # or an unread answer, is closed on release, never handed to the next caller.
+        self.request_sent = request_sent
         self.status = status
         self.reason = reason
         self.headers = headers
@@ -178,10 +197,11 @@ class DockerResponse:
         self._chunked = "chunked" in te
         length = headers.get("Content-Length")
         self._remaining = int(length) if (length and length.isdigit() and not self._chunked) else None
-        no_body = method == "HEAD" or status in (204, 304) or 100 <= status < 200
+        interim = 100 <= status < 200
+        no_body = method == "HEAD" or status in (204, 304) or interim
         if no_body or self._remaining == 0:
             self._finished = True
-        self._keep_alive = "close" not in headers.get("Connection", "").lower() and (
+        self._keep_alive = not interim and "close" not in headers.get("Connection", "").lower() and (
             self._chunked or self._remaining is not None or no_body)
 
     async def __aenter__(self) -> "DockerResponse":
@@ -239,7 +259,8 @@ class DockerResponse:
         if self._released:
             return
         self._released = True
-        reusable = self._finished and self._keep_alive and not self.upgraded and not self.connection.is_closing
+        reusable = (self.request_sent and self._finished and self._keep_alive and not self.upgraded
+                    and not self.connection.is_closing)
         self._on_release(self.connection, reusable)
 
 
@@ -269,7 +290,9 @@ class DockerClient:
         A streamed body is sent with Content-Length when `body_length` is given, else chunked. An idle
         connection that turns out to be closed is retried once on a new one when the body can be resent.
         """
-        header_list = [("Host", "docker")] + list(headers)
+        # The body is sent at once, never after an interim 100 Continue: a caller's Expect is not passed on.
+        header_list = [("Host", "docker")] + [(name, value) for name, value in headers
+                                              if name.lower() not in CLIENT_ONLY_REQUEST_HEADERS]
         chunked = False
         if isinstance(body, (bytes, bytearray)):
             header_list.append(("Content-Length", str(len(body))))
@@ -304,16 +327,19 @@ class DockerClient:
         except BaseException:
             sender.cancel()
             raise
-        if status == 101 or not sender.done():
-            # The engine may answer before the whole body is sent (an upgrade, or an early error): let it finish.
-            if status != 101:
-                try:
-                    await sender
-                except (ConnectionError, DockerUnreachable):
-                    pass
+        request_sent = True
+        if status == 101:
+            pass  # the upgrade's body (if any) keeps flowing; the connection is never pooled again
+        elif not sender.done():
+            # The engine may answer before the whole body is sent (an early error): let it finish. A body that
+            # could not be sent in full leaves the connection mid-request, so it is closed after this answer.
+            try:
+                await sender
+            except (ConnectionError, DockerUnreachable):
+                request_sent = False
         else:
             sender.result()
-        return DockerResponse(connection, method, status, reason, headers, self._release)
+        return DockerResponse(connection, method, status, reason, headers, self._release, request_sent)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -331,7 +357,8 @@ PRIVATE_REQUEST_HEADERS = frozenset(
 
 def forwardable_request_headers(request: web.Request) -> list[tuple[str, str]]:
     headers = [(k, v) for k, v in request.headers.items()
-               if k.lower() not in HOP_BY_HOP_HEADERS and k.lower() not in PRIVATE_REQUEST_HEADERS]
+               if k.lower() not in HOP_BY_HOP_HEADERS and k.lower() not in PRIVATE_REQUEST_HEADERS
+               and k.lower() not in CLIENT_ONLY_REQUEST_HEADERS]
     if is_upgrade_request(request):
         headers += [("Connection", "Upgrade"), ("Upgrade", request.headers.get("Upgrade", "tcp"))]
     return headers
@@ -838,8 +865,12 @@ class Cluster:
                 if not hmac.compare_digest(response.headers.get(NODE_PROOF_HEADER, ""), expected):
                     log.warning("agent at %s does not prove the cluster secret; not trusted", address)
                     return None
-            return json.loads(raw)
-        except (DockerUnreachable, asyncio.TimeoutError, ValueError) as exc:
+            answer = json.loads(raw)
+            if not isinstance(answer, dict):
+                log.warning("agent at %s described itself with something that is not a JSON object", address)
+                return None
+            return answer
+        except (DockerUnreachable, asyncio.TimeoutError, ValueError, RecursionError) as exc:
             log.debug("agent at %s does not answer: %s", address, exc)
             return None
 
@@ -871,8 +902,9 @@ class Cluster:
             headers = cluster_headers(secret, "GET", target) if secret else []
             try:
                 async with await self.client(address).request("GET", target, headers, timeout=5) as response:
-                    return response.status == 200 and json.loads(await response.read()).get("Found") is True
-            except (DockerUnreachable, asyncio.TimeoutError, ValueError):
+                    answer = json.loads(await response.read())
+                    return response.status == 200 and isinstance(answer, dict) and answer.get("Found") is True
+            except (DockerUnreachable, asyncio.TimeoutError, ValueError, RecursionError):
                 return False
 
         addresses = [a for a, member in self.members.items() if member.get("Reachable")]
@@ -964,7 +996,11 @@ class Agent:
             raise AgentRequestError(502, f"the node's Docker engine is unreachable: {exc}") from None
         if response.status >= 400:
             raise AgentRequestError(response.status, _docker_message(raw, response.status))
-        return json.loads(raw) if raw.strip() else None
+        try:
+            return json.loads(raw) if raw.strip() else None
+        except (ValueError, RecursionError):
+            raise AgentRequestError(502, f"the node's Docker engine answered {target.split('?')[0]} with something "
+                                         "that is not JSON") from None
 
     async def has_object(self, kind: str, object_id: str) -> bool:
         try:
@@ -977,8 +1013,9 @@ class Agent:
 
     async def describe_node(self) -> dict:
         info = await self.docker_json("GET", "/info")
-        swarm = info.get("Swarm") or {}
-        self.node_name = info.get("Name") or self.node_name
+        info = info if isinstance(info, dict) else {}  # an engine's answer is input: any field may be null
+        swarm = info.get("Swarm") if isinstance(info.get("Swarm"), dict) else {}
+        self.node_name = info.get("Name") if isinstance(info.get("Name"), str) and info["Name"] else self.node_name
         if swarm.get("ControlAvailable"):
             self.node_role = "manager"
         elif swarm.get("LocalNodeState") == "active":
@@ -1064,12 +1101,18 @@ class Agent:
                 unreachable.append(node_name)
                 warnings.append(f"node {node_name} is unreachable: {reason}")
                 continue
-            data = json.loads(answer[1]) if answer[1].strip() else []
+            try:
+                data = json.loads(answer[1]) if answer[1].strip() else []
+            except (ValueError, RecursionError):
+                unreachable.append(node_name)
+                warnings.append(f"node {node_name} answered something that is not JSON")
+                continue
             if isinstance(data, dict):
                 is_volumes = True
-                warnings += data.get("Warnings") or []
-                data = data.get("Volumes") or []
-            merged_items += [tag_with_node(item, node_name) for item in data]
+                node_warnings = data.get("Warnings")
+                warnings += [w for w in node_warnings if isinstance(w, str)] if isinstance(node_warnings, list) else []
+                data = data.get("Volumes")
+            merged_items += [tag_with_node(item, node_name) for item in (data if isinstance(data, list) else [])]
         if warnings:
             log.warning("fan-out %s: %s", request.path, "; ".join(warnings))
         merged: Any = {"Volumes": merged_items, "Warnings": warnings or None} if is_volumes else merged_items
@@ -1083,8 +1126,8 @@ class Agent:
         if not volume_id:
             raise AgentRequestError(400, "volumeID is required")
         volume = await self.docker_json("GET", f"/volumes/{urllib.parse.quote(volume_id, safe='')}")
-        mountpoint = volume.get("Mountpoint") or ""
-        if not os.path.isdir(mountpoint):
+        mountpoint = volume.get("Mountpoint") if isinstance(volume, dict) else None
+        if not isinstance(mountpoint, str) or not mountpoint or not os.path.isdir(mountpoint):
             raise AgentRequestError(409, f"volume {volume_id!r} has no local directory this agent can reach")
         return os.path.realpath(mountpoint)
 
@@ -1182,8 +1225,9 @@ class Agent:
 
 def _docker_message(raw: bytes, status: int) -> str:
     try:
-        return json.loads(raw).get("message") or f"status {status}"
-    except (ValueError, AttributeError):
+        message = json.loads(raw).get("message")
+        return message if isinstance(message, str) and message else f"status {status}"
+    except (ValueError, AttributeError, RecursionError):
         return raw.decode(errors="replace")[:300] or f"status {status}"
 
 

@@ -620,7 +620,11 @@ class DockerConnector:
                 raise BadGateway(f"environment {self.endpoint_id} is unreachable", str(exc)) from None
         if response.status >= 400:
             raise engine_error(response.status, raw)
-        return json.loads(raw) if raw.strip() else None
+        try:
+            return json.loads(raw) if raw.strip() else None
+        except (ValueError, RecursionError):
+            raise BadGateway(f"environment {self.endpoint_id} answered {method} {target.split('?')[0]} with "
+                             "something that is not JSON", raw[:200].decode(errors="replace")) from None
 
     def close(self) -> None:
         self.client.close()
@@ -629,12 +633,101 @@ class DockerConnector:
 def engine_error(status: int, raw: bytes) -> ApiError:
     """An engine's error answer, as our error with the engine's status and message."""
     try:
-        message = json.loads(raw).get("message", "")
-    except (ValueError, AttributeError):
+        message = as_text(as_dict(json.loads(raw)).get("message"))
+    except (ValueError, RecursionError):
         message = raw.decode(errors="replace")[:500]
     error = ApiError(message or f"the Docker engine answered {status}")
     error.status = status if 400 <= status < 600 else 502
     return error
+
+
+# -- reading engine answers --------------------------------------------------------------------------------------
+# An engine's answer is input like a request: a field may be null (images and volumes without labels), missing
+# (older engines, containers whose image was removed) or of another type (a proxy or an agent in between). Every
+# field this server reads from one goes through these, so that no answer makes a snapshot, a page or a stack
+# operation fail with a 500.
+
+# An id an engine gave that is safe to put back into a path (container, image, service, network ids, names).
+ENGINE_ID = re.compile(r"[\w][\w.:-]{0,127}")
+
+
+def as_dict(value: Any) -> dict:
+    """`value` when it is a JSON object, else an empty one."""
+    return value if isinstance(value, dict) else {}
+
+
+def as_list(value: Any) -> list:
+    """`value` when it is a JSON array, else an empty one."""
+    return value if isinstance(value, list) else []
+
+
+def dicts_in(value: Any) -> list[dict]:
+    """The JSON objects of an array (a list answer, a list field); anything else in it is skipped."""
+    return [item for item in as_list(value) if isinstance(item, dict)]
+
+
+def texts_in(value: Any) -> list[str]:
+    """The strings of an array; anything else in it is skipped."""
+    return [item for item in as_list(value) if isinstance(item, str)]
+
+
+def as_text(value: Any) -> str:
+    """`value` when it is a string, else ""."""
+    return value if isinstance(value, str) else ""
+
+
+def as_count(value: Any) -> int:
+    """`value` when it is a whole number (not a boolean), else 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def as_labels(value: Any) -> dict[str, str]:
+    """A labels map: only its text-to-text entries (null labels are none)."""
+    return {k: v for k, v in as_dict(value).items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def field_at(value: Any, *keys: str) -> Any:
+    """The field at a path of nested objects (`field_at(service, "Spec", "Name")`); None where one is missing."""
+    for key in keys:
+        value = as_dict(value).get(key)
+    return value
+
+
+def engine_id(value: Any) -> str:
+    """An id or name from an engine answer when it is safe to put into a path, else ""."""
+    return value if isinstance(value, str) and ENGINE_ID.fullmatch(value) else ""
+
+
+def object_id(item: dict) -> str:
+    """The path-safe id of an object from an engine answer (Swarm objects say ID, the others Id); "" if none."""
+    return engine_id(item.get("ID")) or engine_id(item.get("Id"))
+
+
+def answered_id(answer: Any, key: str = "Id") -> str:
+    """The id an engine answered a create with; BadGateway when the answer carries none."""
+    created = engine_id(as_dict(answer).get(key))
+    if not created:
+        raise BadGateway("the Docker engine answered a create without a usable id", str(answer)[:200])
+    return created
+
+
+def container_summaries(answer: Any) -> list[dict]:
+    """A GET /containers/json answer, each item with the fields this server reads made safe to read: Id (path
+    safe), Names (strings), Image, State, Status (text), Labels (text to text). Items without an id are left out."""
+    containers = []
+    for item in dicts_in(answer):
+        container_id = engine_id(item.get("Id"))
+        if container_id:
+            containers.append({**item, "Id": container_id, "Names": texts_in(item.get("Names")),
+                               "Image": as_text(item.get("Image")), "State": as_text(item.get("State")),
+                               "Status": as_text(item.get("Status")), "Labels": as_labels(item.get("Labels"))})
+    return containers
+
+
+def container_name(container: dict) -> str:
+    """The name a container list item shows (its first name, without the slash)."""
+    names = texts_in(container.get("Names"))
+    return names[0].lstrip("/") if names else ""
 
 
 class SocketConnector(DockerConnector):
@@ -860,27 +953,7 @@ class Environments:
                 log.warning("environment %s is down: %s", endpoint_id, getattr(exc, "details", exc))
             self.status[endpoint_id] = STATUS_DOWN
             return None
-        running = sum(1 for c in containers if c.get("State") == "running")
-        statuses = [c.get("Status", "") for c in containers]
-        projects = {c.get("Labels", {}).get("com.docker.compose.project") for c in containers} - {None}
-        snapshot = {
-            "Time": now(),
-            "DockerVersion": version.get("Version", ""),
-            "Swarm": bool((info.get("Swarm") or {}).get("ControlAvailable")),
-            "TotalCPU": info.get("NCPU", 0),
-            "TotalMemory": info.get("MemTotal", 0),
-            "ContainerCount": len(containers),
-            "RunningContainerCount": running,
-            "StoppedContainerCount": len(containers) - running,
-            "HealthyContainerCount": sum(1 for s in statuses if "(healthy)" in s),
-            "UnhealthyContainerCount": sum(1 for s in statuses if "(unhealthy)" in s),
-            "ImageCount": len(images),
-            "VolumeCount": len((volumes or {}).get("Volumes") or []),
-            "NetworkCount": len(networks or []),
-            "StackCount": len(projects),
-            "NodeCount": 1,
-            **details,
-        }
+        snapshot = {**snapshot_of(info, version, containers, images, volumes, networks), **details}
         if self.status.get(endpoint_id) == STATUS_DOWN:
             log.info("environment %s is up", endpoint_id)
         self.status[endpoint_id] = STATUS_UP
@@ -904,6 +977,31 @@ class Environments:
             kind_ids.sort(key=lambda i: self.snapshot_attempted.get(i, 0))
             ids += kind_ids[:self.periodic_snapshot_caps[kind]]
         await asyncio.gather(*(self.snapshot(i) for i in ids))
+
+
+def snapshot_of(info: Any, version: Any, containers: Any, images: Any, volumes: Any, networks: Any) -> dict:
+    """What an environment's list page shows, from the engine's answers (whatever their fields hold)."""
+    info, containers = as_dict(info), container_summaries(containers)
+    running = sum(1 for c in containers if c["State"] == "running")
+    statuses = [c["Status"] for c in containers]
+    projects = {c["Labels"].get(LABEL_PROJECT) for c in containers} - {None}
+    return {
+        "Time": now(),
+        "DockerVersion": as_text(as_dict(version).get("Version")),
+        "Swarm": field_at(info, "Swarm", "ControlAvailable") is True,
+        "TotalCPU": as_count(info.get("NCPU")),
+        "TotalMemory": as_count(info.get("MemTotal")),
+        "ContainerCount": len(containers),
+        "RunningContainerCount": running,
+        "StoppedContainerCount": len(containers) - running,
+        "HealthyContainerCount": sum(1 for s in statuses if "(healthy)" in s),
+        "UnhealthyContainerCount": sum(1 for s in statuses if "(unhealthy)" in s),
+        "ImageCount": len(dicts_in(images)),
+        "VolumeCount": len(dicts_in(as_dict(volumes).get("Volumes"))),
+        "NetworkCount": len(dicts_in(networks)),
+        "StackCount": len(projects),
+        "NodeCount": 1,
+    }
 
 
 async def snapshot_loop(app: web.Application) -> None:
@@ -1192,17 +1290,16 @@ def content_security_policy() -> str:
             "frame-ancestors 'none'")
 
 
-@web.middleware
-async def security_headers_middleware(request: web.Request, handler):
-    response = await handler(request)
-    if not response.prepared:
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        response.headers.setdefault("Content-Security-Policy", content_security_policy())
-        if request.secure and request.app[CONFIG].hsts:
-            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
-    return response
+async def set_security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Headers every answer needs: an `on_response_prepare` signal, so that streamed and proxied answers (engine
+    answers relayed, logs, events, errors) get them as well as the ones a handler builds. Set, not defaulted:
+    an engine's answer is input, and a header it sent must not weaken these."""
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Content-Security-Policy"] = content_security_policy()
+    if request.secure and request.app[CONFIG].hsts:
+        response.headers["Strict-Transport-Security"] = "max-age=31536000"
 
 
 
@@ -2121,23 +2218,18 @@ def ownership_labels(store: Store, caller: Caller) -> dict[str, str]:
 
 
 def owns(store: Store, caller: Caller, labels: dict | None) -> bool:
-    labels = as_dict(labels)
+    labels = as_labels(labels)
     users = {u.strip() for u in str(labels.get(OWNER_USERS_LABEL, "")).split(",")}
     teams = {t.strip() for t in str(labels.get(OWNER_TEAMS_LABEL, "")).split(",")}
     return str(caller.id) in users or bool(teams & {str(t) for t in user_team_ids(store, caller.id)})
 
 
-def as_dict(value: Any) -> dict:
-    """An engine answer's object field, or {} when it is null, missing or of another type."""
-    return value if isinstance(value, dict) else {}
-
-
 def resource_labels(kind: str, item: dict) -> dict:
     if kind == "containers":
-        return as_dict(item.get("Labels") if "Labels" in item else as_dict(item.get("Config")).get("Labels"))
+        return as_labels(item.get("Labels") if "Labels" in item else field_at(item, "Config", "Labels"))
     if kind in ("services", "secrets", "configs"):
-        return as_dict(as_dict(item.get("Spec")).get("Labels"))
-    return as_dict(item.get("Labels"))
+        return as_labels(field_at(item, "Spec", "Labels"))
+    return as_labels(item.get("Labels"))
 
 
 # Portainer's resource control types for the kinds the proxy guards.
@@ -2145,7 +2237,7 @@ RESOURCE_CONTROL_TYPES = {"containers": 1, "services": 2, "volumes": 3, "network
 
 
 def resource_key(kind: str, item: dict) -> str:
-    return str(item.get("Name") if kind == "volumes" else item.get("Id") or item.get("ID") or "")
+    return as_text(item.get("Name") if kind == "volumes" else item.get("Id") or item.get("ID"))
 
 
 def resource_control_for(store: Store, kind: str, item: dict) -> dict | None:
@@ -2158,7 +2250,7 @@ def resource_control_for(store: Store, kind: str, item: dict) -> dict | None:
 
 
 def visible_resource(store: Store, caller: Caller, kind: str, item: dict) -> bool:
-    if kind == "networks" and item.get("Name") in SYSTEM_NETWORKS:
+    if kind == "networks" and as_text(item.get("Name")) in SYSTEM_NETWORKS:
         return True
     control = resource_control_for(store, kind, item)
     if control is not None:
@@ -2184,11 +2276,9 @@ def filter_owned_list(store: Store, caller: Caller, kind: str) -> Callable[[byte
                 data[key] = [item for item in data.get(key) or [] if isinstance(item, dict)
                              and visible_resource(store, caller, owned_kind, item)]
         elif kind == "volumes" and isinstance(data, dict):
-            data["Volumes"] = [v for v in data.get("Volumes") or [] if isinstance(v, dict)
-                               and visible_resource(store, caller, kind, v)]
+            data["Volumes"] = [v for v in dicts_in(data.get("Volumes")) if visible_resource(store, caller, kind, v)]
         else:
-            data = [item for item in data if isinstance(item, dict) and visible_resource(store, caller, kind, item)
-                    ] if isinstance(data, list) else []
+            data = [item for item in dicts_in(data) if visible_resource(store, caller, kind, item)]
         return json.dumps(data).encode()
     return rewrite
 
@@ -2196,16 +2286,15 @@ def filter_owned_list(store: Store, caller: Caller, kind: str) -> Callable[[byte
 async def filter_owned_tasks(connector: DockerConnector, store: Store, caller: Caller) -> Callable[[bytes], bytes]:
     """A rewrite for the task list that keeps the tasks of the caller's services."""
     services = await connector.request_json("GET", "/services")
-    owned = {s.get("ID") for s in services or [] if isinstance(s, dict) and visible_resource(store, caller,
-                                                                                             "services", s)}
+    owned = {as_text(s.get("ID")) for s in dicts_in(services) if visible_resource(store, caller, "services", s)}
+    owned.discard("")
 
     def rewrite(raw: bytes) -> bytes:
         try:
             tasks = json.loads(raw)
         except ValueError:
             return raw
-        return json.dumps([t for t in tasks if isinstance(t, dict) and t.get("ServiceID") in owned]
-                          if isinstance(tasks, list) else tasks).encode()
+        return json.dumps([t for t in dicts_in(tasks) if as_text(t.get("ServiceID")) in owned]).encode()
     return rewrite
 
 
@@ -2640,44 +2729,46 @@ def image_status(status: str, message: str = "", **extra) -> dict:
 def creation_body(container: dict, image: dict, engine_info: dict) -> dict:
     """A /containers/create body that rebuilds `container` from its image reference: its own settings kept,
     the old image's and the engine's defaults left out so that the new image's (and the engine's) apply."""
-    config = copy.deepcopy(container["Config"])
-    defaults = (image or {}).get("Config") or {}
-    config["Image"] = container["Config"]["Image"]
-    if config.get("Hostname") == container["Id"][:12]:
+    config = copy.deepcopy(as_dict(container.get("Config")))
+    defaults = as_dict(as_dict(image).get("Config"))
+    config["Image"] = as_text(config.get("Image"))
+    if config.get("Hostname") == as_text(container.get("Id"))[:12]:
         config.pop("Hostname")
     for key in ("Cmd", "Entrypoint", "WorkingDir", "User", "StopSignal", "Healthcheck"):
         if key in config and config[key] == defaults.get(key):
             config.pop(key)
-    image_env = set(defaults.get("Env") or [])
-    config["Env"] = [e for e in config.get("Env") or [] if e not in image_env]
-    image_labels = defaults.get("Labels") or {}
-    config["Labels"] = {k: v for k, v in (config.get("Labels") or {}).items() if image_labels.get(k) != v}
+    image_env = set(texts_in(defaults.get("Env")))
+    config["Env"] = [e for e in texts_in(config.get("Env")) if e not in image_env]
+    image_labels = as_labels(defaults.get("Labels"))
+    config["Labels"] = {k: v for k, v in as_labels(config.get("Labels")).items() if image_labels.get(k) != v}
     for key in ("ExposedPorts", "Volumes"):
-        kept = {k: v for k, v in (config.get(key) or {}).items() if k not in (defaults.get(key) or {})}
+        kept = {k: v for k, v in as_dict(config.get(key)).items() if k not in as_dict(defaults.get(key))}
         config[key] = kept or None
-    host = copy.deepcopy(container["HostConfig"])
+    host = copy.deepcopy(as_dict(container.get("HostConfig")))
     # Inspect shows the engine's default cgroup namespace mode as if it had been asked for.
-    if host.get("CgroupnsMode") == ("private" if str(engine_info.get("CgroupVersion")) == "2" else "host"):
+    if host.get("CgroupnsMode") == ("private" if str(as_dict(engine_info).get("CgroupVersion")) == "2" else "host"):
         host.pop("CgroupnsMode")
     host["Links"] = [f"{link.split(':')[0].lstrip('/')}:{link.split(':')[1].rsplit('/', 1)[-1]}"
-                     for link in host.get("Links") or [] if ":" in link] or None
+                     for link in texts_in(host.get("Links")) if ":" in link] or None
     # Anonymous volumes (image VOLUME, `-v /data`) are named by the engine; mount them by name so data stays.
-    covered = {bind.split(":")[1] for bind in host.get("Binds") or [] if bind.count(":") >= 1}
-    covered |= {m.get("Target") for m in host.get("Mounts") or []}
-    for mount in container.get("Mounts") or []:
-        if mount.get("Type") == "volume" and mount.get("Destination") not in covered:
+    covered = {bind.split(":")[1] for bind in texts_in(host.get("Binds")) if bind.count(":") >= 1}
+    covered |= {as_text(m.get("Target")) for m in dicts_in(host.get("Mounts"))}
+    for mount in dicts_in(container.get("Mounts")):
+        name, destination = as_text(mount.get("Name")), as_text(mount.get("Destination"))
+        if mount.get("Type") == "volume" and name and destination and destination not in covered:
             suffix = "" if mount.get("RW", True) else ":ro"
-            host["Binds"] = (host.get("Binds") or []) + [f"{mount['Name']}:{mount['Destination']}{suffix}"]
-    networks = (container.get("NetworkSettings") or {}).get("Networks") or {}
-    mode = host.get("NetworkMode") or "default"
+            host["Binds"] = texts_in(host.get("Binds")) + [f"{name}:{destination}{suffix}"]
+    networks = as_dict(field_at(container, "NetworkSettings", "Networks"))
+    mode = as_text(host.get("NetworkMode")) or "default"
     body = {**config, "HostConfig": host}
     if mode in networks and mode not in ("default", "bridge", "host", "none"):
         body["NetworkingConfig"] = {"EndpointsConfig": {mode: network_endpoint_config(networks[mode], container)}}
     return body
 
 
-def network_endpoint_config(network: dict, container: dict) -> dict:
-    aliases = [a for a in network.get("Aliases") or [] if a != container["Id"][:12]]
+def network_endpoint_config(network: Any, container: dict) -> dict:
+    network = as_dict(network)
+    aliases = [a for a in texts_in(network.get("Aliases")) if a != as_text(container.get("Id"))[:12]]
     return {"IPAMConfig": network.get("IPAMConfig"), "Links": network.get("Links"), "Aliases": aliases or None,
             "DriverOpts": network.get("DriverOpts")}
 
@@ -2728,16 +2819,37 @@ class ImageUpdates:
             return image_status(UPDATE_SKIPPED, IMAGE_CHECK_OFF, ContainerId=container_id)
         connector = self.environments.connector(endpoint_id)
         async with self._engine_calls:
-            container = await connector.request_json("GET", f"/containers/{urllib.parse.quote(container_id)}/json")
-            image = await connector.request_json("GET", f"/images/{container['Image']}/json")
-        result = await self.compare(container["Config"]["Image"], image.get("RepoDigests") or [], fresh_since)
-        result.update(ContainerId=container["Id"], Image=container["Config"]["Image"])
+            container = as_dict(await connector.request_json(
+                "GET", f"/containers/{urllib.parse.quote(container_id, safe='')}/json"))
+            image = await self.image_of(connector, container)
+        image_name = as_text(field_at(container, "Config", "Image"))
+        if image is None:
+            result = image_status(UPDATE_SKIPPED, "the container's image is no longer on the engine")
+        elif not image_name:
+            result = image_status(UPDATE_SKIPPED, "the container was made without an image name")
+        else:
+            result = await self.compare(image_name, texts_in(image.get("RepoDigests")), fresh_since)
+        inspected_id = engine_id(container.get("Id")) or container_id
+        result.update(ContainerId=inspected_id, Image=image_name)
         if len(self.results) >= MAX_CACHED_RESULTS:
             self.results.pop(next(iter(self.results)))
-        self.results[(endpoint_id, container["Id"])] = result
-        if container["Id"] != container_id:
+        self.results[(endpoint_id, inspected_id)] = result
+        if inspected_id != container_id:
             self.results[(endpoint_id, container_id)] = result
         return result
+
+    @staticmethod
+    async def image_of(connector: DockerConnector, container: dict) -> dict | None:
+        """The inspect of the image a container runs; None when that image was removed (or never named)."""
+        image_id = engine_id(container.get("Image"))
+        if not image_id:
+            return None
+        try:
+            return as_dict(await connector.request_json("GET", f"/images/{image_id}/json"))
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
 
     @staticmethod
     def checkable(image_name: str, repo_digests: list[str]) -> tuple[ImageReference | None, set[str], str]:
@@ -2826,7 +2938,7 @@ class ImageUpdates:
         """Status of the given containers (all running ones when None): cached answers unless `fresh`."""
         if container_ids is None:
             connector = self.environments.connector(endpoint_id)
-            running = await connector.request_json("GET", "/containers/json")
+            running = container_summaries(await connector.request_json("GET", "/containers/json"))
             container_ids = [c["Id"] for c in running]
         answers: dict[str, dict] = {}
         fresh_since = time.monotonic() if fresh else None
@@ -2874,11 +2986,15 @@ class ImageUpdates:
         creation body before anything changes, and answers the body to send. Answers the old container's id and
         the new one's inspect."""
         connector = self.environments.connector(endpoint_id)
-        container = await connector.request_json("GET", f"/containers/{urllib.parse.quote(container_id)}/json")
-        old_id, name = container["Id"], container["Name"].lstrip("/")
-        if (container.get("HostConfig") or {}).get("AutoRemove"):
+        container = as_dict(await connector.request_json(
+            "GET", f"/containers/{urllib.parse.quote(container_id, safe='')}/json"))
+        old_id, name = engine_id(container.get("Id")), as_text(container.get("Name")).lstrip("/")
+        image_name = as_text(field_at(container, "Config", "Image"))
+        if not (old_id and name and image_name):
+            raise BadGateway(f"environment {endpoint_id} described container {container_id} without its id, name "
+                             "or image name", "a container cannot be recreated without them")
+        if field_at(container, "HostConfig", "AutoRemove"):
             raise BadRequest(f"container {name} was started with --rm (AutoRemove) and cannot be recreated")
-        image_name = container["Config"]["Image"]
         reference = ImageReference.parse(image_name)
         if (endpoint_id, name) in self._recreating:
             raise Conflict(f"container {name} is already being recreated")
@@ -2886,7 +3002,7 @@ class ImageUpdates:
         try:
             if pull and not reference.digest and not IMAGE_ID.fullmatch(image_name):
                 await self.pull(connector, reference, image_name, caller, endpoint_id)
-            old_image = await connector.request_json("GET", f"/images/{container['Image']}/json")
+            old_image = await self.image_of(connector, container)
             body = creation_body(container, old_image, await connector.request_json("GET", "/info"))
             if vet is not None:
                 body = await vet(body)
@@ -2898,20 +3014,20 @@ class ImageUpdates:
         return old_id, new
 
     async def replace(self, connector: DockerConnector, container: dict, name: str, body: dict) -> dict:
-        old_id = container["Id"]
-        was_running = bool((container.get("State") or {}).get("Running"))
+        old_id = engine_id(container.get("Id"))
+        was_running = field_at(container, "State", "Running") is True
         parked = f"{name}-old-{old_id[:12]}"
         quoted = urllib.parse.quote
         if was_running:
-            grace = (container.get("Config") or {}).get("StopTimeout") or 10
+            grace = as_count(field_at(container, "Config", "StopTimeout")) or 10
             await connector.request_json("POST", f"/containers/{old_id}/stop", timeout=grace + 30)
         await connector.request_json("POST", f"/containers/{old_id}/rename?name={quoted(parked)}")
         new_id = None
         try:
             created = await connector.request_json("POST", f"/containers/create?name={quoted(name)}", body)
-            new_id = created["Id"]
-            networks = (container.get("NetworkSettings") or {}).get("Networks") or {}
-            primary = (container.get("HostConfig") or {}).get("NetworkMode") or "default"
+            new_id = answered_id(created)
+            networks = as_dict(field_at(container, "NetworkSettings", "Networks"))
+            primary = as_text(field_at(container, "HostConfig", "NetworkMode")) or "default"
             for network_name, network in networks.items():
                 if network_name != primary and not (primary == "default" and network_name == "bridge"):
                     await connector.request_json("POST", f"/networks/{quoted(network_name)}/connect", {
@@ -2928,7 +3044,7 @@ class ImageUpdates:
                     await connector.request_json("POST", f"/containers/{old_id}/start", timeout=60)
             raise
         await connector.request_json("DELETE", f"/containers/{old_id}?force=1")
-        return await connector.request_json("GET", f"/containers/{new_id}/json")
+        return as_dict(await connector.request_json("GET", f"/containers/{new_id}/json"))
 
 
 async def image_update_loop(app: web.Application) -> None:
@@ -2964,16 +3080,15 @@ async def check_and_auto_update(app: web.Application, endpoint: dict) -> None:
     if not updates.enabled(endpoint_id):
         return
     connector = updates.environments.connector(endpoint_id)
-    running = await connector.request_json("GET", "/containers/json")
+    running = container_summaries(await connector.request_json("GET", "/containers/json"))
     answers = await updates.check_environment(endpoint_id, [c["Id"] for c in running], fresh=True)
     updates.forget_missing(endpoint_id, {c["Id"] for c in running})
     for container in running:
-        labels = container.get("Labels") or {}
-        if labels.get(AUTO_UPDATE_LABEL, "").lower() != "true":
+        if container["Labels"].get(AUTO_UPDATE_LABEL, "").lower() != "true":
             continue
         if answers.get(container["Id"], {}).get("Status") != UPDATE_OUTDATED:
             continue
-        name = (container.get("Names") or ["/?"])[0].lstrip("/")
+        name = container_name(container) or "?"
         entry = {"kind": "activity", "userId": None, "username": "auto-update", "endpointId": endpoint_id,
                  "context": endpoint.get("Name", ""), "method": "POST", "origin": "schedule",
                  "path": f"/api/docker/{endpoint_id}/containers/{container['Id']}/recreate"}
@@ -2984,11 +3099,12 @@ async def check_and_auto_update(app: web.Application, endpoint: dict) -> None:
                                   "status": exc.status})
             log.warning("auto-update of container %s on environment %s failed: %s", name, endpoint_id, exc.message)
             continue
-        await move_resource_control(app[STORE], container["Id"], new["Id"])
+        new_id, new_image = as_text(new.get("Id")), as_text(field_at(new, "Config", "Image"))
+        await move_resource_control(app[STORE], container["Id"], new_id)
         app[ACTIVITY].record({**entry, "action": f"auto-update: recreated container {name} with the new image "
-                                                 f"of {new['Config']['Image']}", "status": 200})
+                                                 f"of {new_image}", "status": 200})
         log.info("auto-update: recreated container %s on environment %s with the new image of %s (%s)", name,
-                 endpoint_id, new["Config"]["Image"], answers[container["Id"]].get("RemoteDigest", ""))
+                 endpoint_id, new_image, answers[container["Id"]].get("RemoteDigest", ""))
 
 
 # ================================================================================================================
@@ -3153,7 +3269,7 @@ def visible_event(store: Store, caller: Caller, line: bytes) -> bool:
         return False
     if event.get("Type") == "image":
         return True
-    return event.get("Type") == "container" and owns(store, caller, (event.get("Actor") or {}).get("Attributes"))
+    return event.get("Type") == "container" and owns(store, caller, field_at(event, "Actor", "Attributes"))
 
 
 async def relay_owned_events(request: web.Request, response: shared.DockerResponse, store: Store,
@@ -3222,7 +3338,7 @@ async def handle_docker_proxy(request: web.Request) -> web.StreamResponse:
     grant = await authorize_docker_call(request, endpoint, request.method, path, raw_target)
     bare = API_VERSION_PREFIX.sub("", path)
     connector = grant.connector
-    headers = [(k, v) for k, v in shared.forwardable_request_headers(request) if k.lower() != "expect"]
+    headers = shared.forwardable_request_headers(request)
     body, body_length = shared.request_body_for_relay(request)
     if grant.body_kind is not None:
         raw = await read_body(request) if body is not None else b""
@@ -3913,6 +4029,12 @@ def unless_missing():
             raise
 
 
+def container_number(container: dict) -> int:
+    """A compose container's replica number (its container-number label); 0 when it has none that is a number."""
+    number = container["Labels"].get("com.docker.compose.container-number", "")
+    return int(number) if number.isdigit() and len(number) < 10 else 0
+
+
 def label_filter(*labels: str) -> str:
     return urllib.parse.quote(json.dumps({"label": list(labels)}))
 
@@ -3947,7 +4069,7 @@ async def ensure_image(connector: DockerConnector, image: str, pull: bool) -> No
         raise BadRequest(f"pulling image {image} failed: {error.message}")
     for line in raw.splitlines():
         with contextlib.suppress(ValueError):
-            message = json.loads(line).get("error")
+            message = as_dict(json.loads(line)).get("error")
             if message:
                 raise BadRequest(f"pulling image {image} failed: {message}")
 
@@ -4044,8 +4166,8 @@ class ComposeDeployment:
                 grant.check_fields("volume", self.volume_body(key))
 
     async def project_containers(self) -> list[dict]:
-        return await self.connector.request_json(
-            "GET", f"/containers/json?all=1&filters={label_filter(f'{LABEL_PROJECT}={self.project}')}")
+        return container_summaries(await self.connector.request_json(
+            "GET", f"/containers/json?all=1&filters={label_filter(f'{LABEL_PROJECT}={self.project}')}"))
 
     async def ensure_networks_and_volumes(self) -> None:
         for key, network in self.compose.networks.items():
@@ -4086,7 +4208,7 @@ class ComposeDeployment:
     async def converge_service(self, name: str, containers: list[dict]) -> None:
         wanted = self.compose.services[name]["replicas"]
         config_hash = self.compose.config_hash(name)
-        by_number = {int(c["Labels"].get("com.docker.compose.container-number", "0") or 0): c for c in containers}
+        by_number = {container_number(c): c for c in containers}
         for number, container in by_number.items():
             if number > wanted or number < 1 or container["Labels"].get(LABEL_HASH) != config_hash:
                 await self.remove_container(container["Id"])
@@ -4102,7 +4224,7 @@ class ComposeDeployment:
         body = self.container_body(name, number)
         query = urllib.parse.urlencode({"name": self.container_name(name, number)})
         created = await self.connector.request_json("POST", f"/containers/create?{query}", body)
-        container_id = created["Id"]
+        container_id = answered_id(created)
         for network in list(self.compose.services[name]["networks"])[1:]:
             await self.connector.request_json(
                 "POST", f"/networks/{urllib.parse.quote(self.compose.networks[network]['name'])}/connect",
@@ -4120,23 +4242,24 @@ class ComposeDeployment:
                 continue
             deadline = time.monotonic() + HEALTH_WAIT_SECONDS
             while True:
-                containers = await self.connector.request_json("GET", "/containers/json?all=1&filters=" + label_filter(
-                    f"{LABEL_PROJECT}={self.project}", f"{LABEL_SERVICE}={dependency}"))
-                states = [(await self.connector.request_json("GET", f"/containers/{c['Id']}/json"))["State"]
-                          for c in containers]
+                containers = container_summaries(await self.connector.request_json(
+                    "GET", "/containers/json?all=1&filters=" + label_filter(
+                        f"{LABEL_PROJECT}={self.project}", f"{LABEL_SERVICE}={dependency}")))
+                states = [as_dict(field_at(await self.connector.request_json("GET", f"/containers/{c['Id']}/json"),
+                                           "State")) for c in containers]
                 if condition == "service_healthy":
-                    if any(s.get("Health") is None for s in states):
+                    if any(not isinstance(s.get("Health"), dict) for s in states):
                         raise BadRequest(f"service {name!r} waits for {dependency!r} to be healthy, but "
                                          f"{dependency!r} has no healthcheck")
-                    health = [s["Health"]["Status"] for s in states]
+                    health = [as_text(field_at(s, "Health", "Status")) for s in states]
                     if "unhealthy" in health:
                         raise BadRequest(f"service {dependency!r} is unhealthy, so {name!r} was not started")
                     if health and all(h == "healthy" for h in health):
                         break
                 else:
-                    if any(s["Status"] == "exited" and s["ExitCode"] != 0 for s in states):
+                    if any(s.get("Status") == "exited" and s.get("ExitCode") != 0 for s in states):
                         raise BadRequest(f"service {dependency!r} failed, so {name!r} was not started")
-                    if states and all(s["Status"] == "exited" for s in states):
+                    if states and all(s.get("Status") == "exited" for s in states):
                         break
                 if time.monotonic() > deadline:
                     raise GatewayTimeout(f"service {dependency!r} did not become ready for {name!r} in "
@@ -4159,18 +4282,20 @@ class ComposeDeployment:
         for container in await self.project_containers():
             await self.remove_container(container["Id"])
         mine = label_filter(f"{LABEL_PROJECT}={self.project}")
-        for network in await self.connector.request_json("GET", f"/networks?filters={mine}"):
-            with unless_missing():
-                await self.connector.request_json("DELETE", f"/networks/{network['Id']}")
-        volumes = (await self.connector.request_json("GET", f"/volumes?filters={mine}")) or {}
-        for volume in volumes.get("Volumes") or []:
-            with unless_missing():
-                await self.connector.request_json("DELETE", f"/volumes/{urllib.parse.quote(volume['Name'])}")
+        for network in dicts_in(await self.connector.request_json("GET", f"/networks?filters={mine}")):
+            if engine_id(network.get("Id")):
+                with unless_missing():
+                    await self.connector.request_json("DELETE", f"/networks/{network['Id']}")
+        volumes = as_dict(await self.connector.request_json("GET", f"/volumes?filters={mine}"))
+        for volume in dicts_in(volumes.get("Volumes")):
+            if engine_id(volume.get("Name")):
+                with unless_missing():
+                    await self.connector.request_json("DELETE", f"/volumes/{volume['Name']}")
 
     async def service_states(self) -> list[dict]:
         containers = await self.project_containers()
         return [{"Name": name, "Image": service["image"], "Containers": [
-            {"Id": c["Id"], "Name": c["Names"][0].lstrip("/") if c.get("Names") else "", "State": c["State"],
+            {"Id": c["Id"], "Name": container_name(c), "State": c["State"],
              "Status": c["Status"]} for c in containers if c["Labels"].get(LABEL_SERVICE) == name]}
             for name, service in self.compose.services.items()]
 
@@ -4258,14 +4383,16 @@ class SwarmDeployment:
                 grant.check_fields("network", self.network_body(key))
 
     async def namespace_objects(self, kind: str) -> list[dict]:
-        return await self.connector.request_json(
-            "GET", f"/{kind}?filters={label_filter(f'{LABEL_NAMESPACE}={self.project}')}") or []
+        """The stack's services, networks, secrets or configs: those with an id safe to use in a path."""
+        return [item for item in dicts_in(await self.connector.request_json(
+            "GET", f"/{kind}?filters={label_filter(f'{LABEL_NAMESPACE}={self.project}')}"))
+            if object_id(item)]
 
     async def up(self, pull: bool = False, prune: bool = False) -> None:
         info = await self.connector.request_json("GET", "/info")
-        if not (info.get("Swarm") or {}).get("ControlAvailable"):
+        if field_at(info, "Swarm", "ControlAvailable") is not True:
             raise BadRequest("this environment is not a Swarm manager; deploy a compose (standalone) stack instead")
-        networks = {n["Name"] for n in await self.namespace_objects("networks")}
+        networks = {as_text(n.get("Name")) for n in await self.namespace_objects("networks")}
         for key, network in self.compose.networks.items():
             if network["external"] or network["name"] in networks:
                 continue
@@ -4273,7 +4400,9 @@ class SwarmDeployment:
                 await self.connector.request_json("POST", "/networks/create", self.network_body(key))
         object_ids: dict[str, str] = {}
         for kind, objects in (("configs", self.compose.configs), ("secrets", self.compose.secrets)):
-            present = {o["Spec"]["Name"]: o["ID"] for o in await self.connector.request_json("GET", f"/{kind}")}
+            present = {as_text(field_at(o, "Spec", "Name")): engine_id(o.get("ID"))
+                       for o in dicts_in(await self.connector.request_json("GET", f"/{kind}"))
+                       if engine_id(o.get("ID"))}
             for item in objects.values():
                 if item["name"] in present:
                     object_ids[item["name"]] = present[item["name"]]
@@ -4283,21 +4412,22 @@ class SwarmDeployment:
                     created = await self.connector.request_json("POST", f"/{kind}/create", {
                         "Name": item["name"], "Labels": self.labels(item["labels"]),
                         "Data": base64.b64encode(item["data"]).decode()})
-                    object_ids[item["name"]] = created["ID"]
-        services = {s["Spec"]["Name"]: s for s in await self.namespace_objects("services")}
+                    object_ids[item["name"]] = answered_id(created, "ID")
+        services = {as_text(field_at(s, "Spec", "Name")): s for s in await self.namespace_objects("services")}
         for name in self.compose.order:
             body = self.service_body(name, object_ids)
             current = services.get(body["Name"])
             if current is None:
                 await self.connector.request_json("POST", "/services/create", body)
-            elif current["Spec"].get("Labels", {}).get(LABEL_HASH) != body["Labels"][LABEL_HASH] or pull:
-                version = current["Version"]["Index"]
-                await self.connector.request_json("POST", f"/services/{current['ID']}/update?version={version}", body)
+            elif as_labels(field_at(current, "Spec", "Labels")).get(LABEL_HASH) != body["Labels"][LABEL_HASH] or pull:
+                version = as_count(field_at(current, "Version", "Index"))
+                await self.connector.request_json("POST", f"/services/{object_id(current)}/update?version={version}",
+                                                  body)
         if prune:
             wanted = {f"{self.project}_{name}" for name in self.compose.services}
             for service_name, service in services.items():
                 if service_name not in wanted:
-                    await self.connector.request_json("DELETE", f"/services/{service['ID']}")
+                    await self.connector.request_json("DELETE", f"/services/{object_id(service)}")
 
     async def stop(self) -> None:
         """Portainer stops a Swarm stack by removing it (`docker stack rm`); start deploys it again."""
@@ -4309,17 +4439,17 @@ class SwarmDeployment:
     async def down(self) -> None:
         for service in await self.namespace_objects("services"):
             with unless_missing():
-                await self.connector.request_json("DELETE", f"/services/{service['ID']}")
+                await self.connector.request_json("DELETE", f"/services/{object_id(service)}")
         for kind in ("secrets", "configs"):
             for item in await self.namespace_objects(kind):
                 with unless_missing():
-                    await self.connector.request_json("DELETE", f"/{kind}/{item['ID']}")
+                    await self.connector.request_json("DELETE", f"/{kind}/{object_id(item)}")
         # A network stays in use until the removed services' tasks are gone.
         deadline = time.monotonic() + 30
         for network in await self.namespace_objects("networks"):
             while True:
                 try:
-                    await self.connector.request_json("DELETE", f"/networks/{network['Id']}")
+                    await self.connector.request_json("DELETE", f"/networks/{object_id(network)}")
                     break
                 except ApiError as exc:
                     if exc.status == 404:
@@ -4329,16 +4459,17 @@ class SwarmDeployment:
                     await asyncio.sleep(0.5)
 
     async def service_states(self) -> list[dict]:
-        services = {s["Spec"]["Name"]: s for s in await self.namespace_objects("services")}
-        tasks = await self.connector.request_json(
-            "GET", f"/tasks?filters={label_filter(f'{LABEL_NAMESPACE}={self.project}')}") or []
+        services = {as_text(field_at(s, "Spec", "Name")): s for s in await self.namespace_objects("services")}
+        tasks = dicts_in(await self.connector.request_json(
+            "GET", f"/tasks?filters={label_filter(f'{LABEL_NAMESPACE}={self.project}')}"))
         result = []
         for name, service in self.compose.services.items():
             current = services.get(f"{self.project}_{name}")
             result.append({"Name": name, "Image": service["image"], "Containers": [
-                {"Id": t["ID"], "Name": f"{self.project}_{name}.{t.get('Slot', '')}",
-                 "State": t["Status"]["State"], "Status": t["Status"].get("Message", "")}
-                for t in tasks if current and t.get("ServiceID") == current["ID"]
+                {"Id": as_text(t.get("ID")), "Name": f"{self.project}_{name}.{as_count(t.get('Slot')) or ''}",
+                 "State": as_text(field_at(t, "Status", "State")),
+                 "Status": as_text(field_at(t, "Status", "Message"))}
+                for t in tasks if current and t.get("ServiceID") == object_id(current)
                 and t.get("DesiredState") == "running"]})
         return result
 
@@ -4387,7 +4518,7 @@ async def open_console_stream(request: web.Request, endpoint: dict, container_id
         grant = await authorize_docker_call(request, endpoint, "POST", f"/containers/{container_id}/attach")
         quoted = urllib.parse.quote(grant.resource, safe="")
         details = await connector.request_json("GET", f"/containers/{quoted}/json")
-        tty = bool(as_dict(as_dict(details).get("Config")).get("Tty"))
+        tty = field_at(details, "Config", "Tty") is True
         target = f"/containers/{quoted}/attach?stream=1&stdin=1&stdout=1&stderr=1"
         resize, body = f"/containers/{quoted}/resize", None
     else:
@@ -4395,9 +4526,10 @@ async def open_console_stream(request: web.Request, endpoint: dict, container_id
                        "Cmd": command, "Env": ["TERM=xterm"], "Privileged": False}
         grant = await authorize_docker_call(request, endpoint, "POST", f"/containers/{container_id}/exec")
         quoted = urllib.parse.quote(grant.resource, safe="")
-        created = await connector.request_json("POST", f"/containers/{quoted}/exec", await grant.vet(exec_config))
-        tty, target = True, f"/exec/{created['Id']}/start"
-        resize, body = f"/exec/{created['Id']}/resize", json.dumps({"Detach": False, "Tty": True}).encode()
+        exec_id = answered_id(await connector.request_json("POST", f"/containers/{quoted}/exec",
+                                                           await grant.vet(exec_config)))
+        tty, target = True, f"/exec/{exec_id}/start"
+        resize, body = f"/exec/{exec_id}/resize", json.dumps({"Detach": False, "Tty": True}).encode()
     response = await connector.request("POST", target, upgrade, body, timeout=30)
     if not response.upgraded:
         async with response:
@@ -5760,8 +5892,7 @@ async def run_script_on_engine(connector: DockerConnector, job: dict, image: str
     if job.get("Mode") == "host":
         config["Cmd"] = ["chroot", "/host", "sh", "-c", script]
         config["HostConfig"] = {"PidMode": "host", "NetworkMode": "host", "Binds": ["/:/host"]}
-    created = await connector.request_json("POST", "/containers/create", config)
-    container = created["Id"]
+    container = answered_id(await connector.request_json("POST", "/containers/create", config))
     try:
         await connector.request_json("POST", f"/containers/{container}/start")
         waited = await connector.request_json("POST", f"/containers/{container}/wait", timeout=EDGE_JOB_TIMEOUT)
@@ -5772,7 +5903,9 @@ async def run_script_on_engine(connector: DockerConnector, job: dict, image: str
                 raw += chunk[:EDGE_JOB_OUTPUT_LIMIT - len(raw)]
                 if len(raw) >= EDGE_JOB_OUTPUT_LIMIT:
                     break
-        return int((waited or {}).get("StatusCode", -1)), demultiplex_docker_log(raw)
+        exit_code = as_dict(waited).get("StatusCode")
+        return (exit_code if isinstance(exit_code, int) and not isinstance(exit_code, bool) else -1,
+                demultiplex_docker_log(raw))
     finally:
         with contextlib.suppress(ApiError):
             await connector.request_json("DELETE", f"/containers/{container}?force=1")
@@ -6286,7 +6419,8 @@ async def handle_endpoint_image_status(request: web.Request) -> web.Response:
         raise BadRequest("containerIds must be at most 500 container ids or names, separated by commas")
     store, caller = request.app[STORE], caller_of(request)
     if endpoint_role(store, caller, endpoint) in OWNERSHIP_BOUND_ROLES:
-        running = await request.app[ENVIRONMENTS].connector(endpoint["Id"]).request_json("GET", "/containers/json")
+        running = container_summaries(
+            await request.app[ENVIRONMENTS].connector(endpoint["Id"]).request_json("GET", "/containers/json"))
         owned = [c["Id"] for c in running if visible_resource(store, caller, "containers", c)]
         ids = owned if ids is None else [i for i in ids if any(o.startswith(i) for o in owned) and len(i) >= 12]
     return json_response(await request.app[IMAGE_UPDATES].check_environment(endpoint["Id"], ids, fresh))
@@ -6308,7 +6442,7 @@ async def handle_container_recreate(request: web.Request) -> web.Response:
     updates = request.app[IMAGE_UPDATES]
     old_id, new = await updates.recreate(endpoint["Id"], container_id, pull, caller,
                                          creating.vet if not caller.is_admin else None)
-    await move_resource_control(store, old_id, new["Id"])
+    await move_resource_control(store, old_id, as_text(new.get("Id")))
     return json_response(new)
 
 
@@ -6320,13 +6454,13 @@ async def handle_stack_images_status(request: web.Request) -> web.Response:
     label = LABEL_PROJECT if stack["Type"] == STACK_COMPOSE else LABEL_NAMESPACE
     connector = request.app[ENVIRONMENTS].connector(endpoint["Id"])
     filters = urllib.parse.quote(json.dumps({"label": [f"{label}={stack['Name']}"]}))
-    running = await connector.request_json("GET", f"/containers/json?filters={filters}")
+    running = container_summaries(await connector.request_json("GET", f"/containers/json?filters={filters}"))
     store, caller = request.app[STORE], caller_of(request)
     if endpoint_role(store, caller, endpoint) in OWNERSHIP_BOUND_ROLES:
         running = [c for c in running if visible_resource(store, caller, "containers", c)]
     answers = await request.app[IMAGE_UPDATES].check_environment(endpoint["Id"], [c["Id"] for c in running], fresh)
     for container in running:
-        answers[container["Id"]]["Name"] = (container.get("Names") or ["/"])[0].lstrip("/")
+        answers[container["Id"]]["Name"] = container_name(container)
     statuses = {a["Status"] for a in answers.values()}
     status = next((s for s in (UPDATE_OUTDATED, UPDATE_UNKNOWN, UPDATE_CURRENT) if s in statuses), UPDATE_SKIPPED)
     return json_response({"Status": status, "Message": "", "Containers": answers})
@@ -6581,7 +6715,7 @@ async def create_stack(request: web.Request, stack_type: int, body: dict, from_t
         if stack_type == STACK_SWARM:
             if await deployment.namespace_objects("services"):
                 raise Conflict(f"a Swarm stack named {name!r} made outside portainer.py runs on this environment")
-            swarm_id = swarm_id or ((await deployment.connector.request_json("GET", "/swarm")) or {}).get("ID", "")
+            swarm_id = swarm_id or as_text(as_dict(await deployment.connector.request_json("GET", "/swarm")).get("ID"))
         elif not adopting and await deployment.project_containers():
             raise Conflict(f"a compose project named {name!r} made outside portainer.py runs on this environment",
                            "an administrator can adopt it (POST /api/stacks/adopt) or pick another name")
@@ -6785,22 +6919,23 @@ async def handle_stacks_outside(request: web.Request) -> web.Response:
     """Compose projects running on an environment that were not deployed here (?endpointId=N)."""
     endpoint = stack_endpoint(request)
     connector = request.app[ENVIRONMENTS].connector(endpoint["Id"])
-    containers = await connector.request_json("GET", f"/containers/json?all=1&filters={label_filter(LABEL_PROJECT)}")
+    containers = container_summaries(
+        await connector.request_json("GET", f"/containers/json?all=1&filters={label_filter(LABEL_PROJECT)}"))
     managed = {s["Name"] for s in request.app[STACKS].records.values() if s["EndpointId"] == endpoint["Id"]}
     store, caller = request.app[STORE], caller_of(request)
     if endpoint_role(store, caller, endpoint) in OWNERSHIP_BOUND_ROLES:  # other users' projects stay unseen
         containers = [c for c in containers if visible_resource(store, caller, "containers", c)]
     projects: dict[str, dict] = {}
     for container in containers:
-        labels = container.get("Labels") or {}
-        name = labels[LABEL_PROJECT]
-        if name in managed:
+        labels = container["Labels"]
+        name = labels.get(LABEL_PROJECT)
+        if not name or name in managed:
             continue
         project = projects.setdefault(name, {"Name": name, "Type": STACK_COMPOSE, "EndpointId": endpoint["Id"],
                                              "Outside": True, "Services": [], "Containers": 0, "Running": 0,
                                              "WorkingDir": labels.get("com.docker.compose.project.working_dir", "")})
         project["Containers"] += 1
-        project["Running"] += container.get("State") == "running"
+        project["Running"] += container["State"] == "running"
         service = labels.get(LABEL_SERVICE)
         if service and service not in project["Services"]:
             project["Services"].append(service)
@@ -6815,8 +6950,8 @@ async def handle_stack_adopt(request: web.Request) -> web.Response:
     endpoint = stack_endpoint(request)
     name = field(body, "Name", str)
     connector = request.app[ENVIRONMENTS].connector(endpoint["Id"])
-    found = await connector.request_json(
-        "GET", f"/containers/json?all=1&filters={label_filter(f'{LABEL_PROJECT}={name}')}")
+    found = container_summaries(await connector.request_json(
+        "GET", f"/containers/json?all=1&filters={label_filter(f'{LABEL_PROJECT}={name}')}"))
     if not found:
         raise NotFound(f"no compose project named {name!r} runs on environment {endpoint['Id']}")
     return json_response(stack_view(request, await create_stack(request, STACK_COMPOSE, body, adopting=True)))
@@ -7104,9 +7239,9 @@ async def deploy_container_template(request: web.Request, template: dict, name: 
     body = await grant.vet(body)
     await ensure_image(connector, template["image"], False)
     query = urllib.parse.urlencode({"name": name}) if name else ""
-    created = await connector.request_json("POST", f"/containers/create?{query}", body)
-    await connector.request_json("POST", f"/containers/{created['Id']}/start")
-    return {"Id": created["Id"], "Name": name}
+    container_id = answered_id(await connector.request_json("POST", f"/containers/create?{query}", body))
+    await connector.request_json("POST", f"/containers/{container_id}/start")
+    return {"Id": container_id, "Name": name}
 
 
 async def handle_template_deploy(request: web.Request) -> web.Response:
@@ -10005,9 +10140,9 @@ def make_app(config: argparse.Namespace) -> web.Application:
     store = Store(config.data)
     store.acquire()
     store.load()
-    app = web.Application(middlewares=[activity_middleware, error_middleware, security_headers_middleware,
-                                       auth_middleware],
+    app = web.Application(middlewares=[activity_middleware, error_middleware, auth_middleware],
                           client_max_size=MAX_JSON_BODY)
+    app.on_response_prepare.append(set_security_headers)
     app[CONFIG] = config
     app[STORE] = store
     app[ENVIRONMENTS] = Environments(store, store.directory)
