@@ -3477,7 +3477,10 @@ def expanded_yaml_size(root: yaml.Node, budget: int, file_name: str) -> int:
 def load_yaml(text: str, file_name: str, budget: int = MAX_COMPOSE_NODES) -> Any:
     """The one way this server reads YAML: safe tags only, keys with their lines, and a budget on the expanded
     document (aliases and merge keys included) that answers 400 before anything large is built."""
-    loader = ComposeLoader(text)
+    try:
+        loader = ComposeLoader(text)  # the reader refuses control characters here already
+    except yaml.YAMLError as exc:
+        raise BadRequest(f"{file_name}: invalid YAML: {exc}") from None
     try:
         root = loader.get_single_node()
         if root is None:
