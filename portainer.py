@@ -7861,8 +7861,7 @@ export function watchEngine(envId, types, onChange, fallbackMs = 15000) {
   every(fallbackMs, onChange);
 }
 """,
-    'dom.js': r"""// The page's root element and the two query shortcuts every page uses.
-export const $app = document.getElementById('app');
+    'dom.js': r"""// The two query shortcuts every page uses.
 export const $ = (selector, root = document) => root.querySelector(selector);
 export const $$ = (selector, root = document) => [...root.querySelectorAll(selector)];
 """,
@@ -7988,10 +7987,9 @@ export function every(ms, fn) {
 """,
     'pages/access.js': r"""import {api} from '../api.js';
 import {constants} from '../constants.js';
-import {$app} from '../dom.js';
 import {formError} from '../feedback.js';
 import {esc} from '../format.js';
-import {bindShell, shell} from '../shell.js';
+import {$app, bindShell, shell} from '../shell.js';
 import {roleOptions} from '../widgets.js';
 
 export async function pageEndpointAccess(id) {
@@ -8061,9 +8059,8 @@ export async function pageResourceControls() {
 }
 """,
     'pages/activity.js': r"""import {api} from '../api.js';
-import {$app} from '../dom.js';
 import {esc} from '../format.js';
-import {bindShell, shell} from '../shell.js';
+import {$app, bindShell, shell} from '../shell.js';
 
 export async function pageActivity(kind) {
   const columns = kind === 'authlogs' ? ['timestamp', 'username', 'origin', 'type', 'result']
@@ -8093,9 +8090,10 @@ export async function pageActivity(kind) {
 }
 """,
     'pages/auth.js': r"""import {api} from '../api.js';
-import {$, $app} from '../dom.js';
+import {$} from '../dom.js';
 import {onSubmit, showError} from '../feedback.js';
 import {session} from '../session.js';
+import {$app} from '../shell.js';
 
 export async function pageSetup() {
   const pub = session.publicSettings || await api('GET', '/api/settings/public');
@@ -8132,10 +8130,9 @@ export async function pageLogin() {
 }
 """,
     'pages/backup.js': r"""import {request} from '../api.js';
-import {$app} from '../dom.js';
 import {formError} from '../feedback.js';
 import {route} from '../router.js';
-import {bindShell, shell} from '../shell.js';
+import {$app, bindShell, shell} from '../shell.js';
 
 export async function restoreForm(f, after) {
   const data = new FormData(); data.append('file', f.file.files[0]); data.append('password', f.pw.value);
@@ -9121,11 +9118,10 @@ export async function pageSwarm(envId, kind) {
 """,
     'pages/teams.js': r"""import {api} from '../api.js';
 import {constants} from '../constants.js';
-import {$app} from '../dom.js';
 import {formError} from '../feedback.js';
 import {esc} from '../format.js';
 import {isAdmin, session} from '../session.js';
-import {bindShell, shell} from '../shell.js';
+import {$app, bindShell, shell} from '../shell.js';
 import {roleOptions} from '../widgets.js';
 
 export async function pageTeams() {
@@ -9298,10 +9294,10 @@ export async function settingsAuditPanel() {
 """,
     'pages/volumes.js': r"""import {api, request} from '../api.js';
 import {dockerBase, watchEngine} from '../docker.js';
-import {$, $app} from '../dom.js';
+import {$} from '../dom.js';
 import {onSubmit, toast} from '../feedback.js';
 import {esc, fmtDate} from '../format.js';
-import {bindShell, envCrumbs, render, shell} from '../shell.js';
+import {$app, bindShell, envCrumbs, render, shell} from '../shell.js';
 import {dataTable} from '../table.js';
 import {pairsEditor} from '../widgets.js';
 
@@ -9482,10 +9478,12 @@ export const envIsSwarm = env => !!(env && env.Snapshots && env.Snapshots[0] && 
 """,
     'shell.js': r"""// The shell around every page: navigation, theme, top bar.
 import {api, forgetCsrf} from './api.js';
-import {$, $app} from './dom.js';
+import {$} from './dom.js';
 import {esc} from './format.js';
 import {envIsSwarm, isAdmin, session} from './session.js';
 
+// The element every page draws into.
+export const $app = document.getElementById('app');
 // Feature pages add their links here: GLOBAL_NAV for server-wide pages, ENV_NAV for pages of one environment
 // (`swarm: true` shows a link only on a Swarm manager; `admin: true` only to administrators).
 export const GLOBAL_NAV = [

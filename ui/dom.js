@@ -1,4 +1,3 @@
-// The page's root element and the two query shortcuts every page uses.
-export const $app = document.getElementById('app');
+// The two query shortcuts every page uses.
 export const $ = (selector, root = document) => root.querySelector(selector);
 export const $$ = (selector, root = document) => [...root.querySelectorAll(selector)];

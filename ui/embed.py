@@ -3,8 +3,8 @@
 agent.py stays the whole install. `make ui` runs it; test_fast_ui.py fails when the embedded copy differs.
 
 Each file becomes one entry of the dict UI_FILES between the BEGIN and END marker lines: a raw string when it
-round-trips exactly as one (no triple quote, no carriage return, no trailing backslash), else gzip+base64.
-Running it twice changes nothing. Standard library only.
+round-trips exactly as one (no triple quote, no carriage return, no backslash or quote at the end), else
+gzip+base64. Running it twice changes nothing. Standard library only.
 """
 
 import base64
@@ -32,7 +32,7 @@ def ui_files(ui_dir: pathlib.Path = UI_DIR) -> dict[str, str]:
 
 def literal(text: str) -> str:
     """A Python expression that evaluates to exactly `text`."""
-    if '"""' not in text and "\r" not in text and not text.endswith("\\") and "\x00" not in text:
+    if '"""' not in text and "\r" not in text and "\x00" not in text and not text.endswith(("\\", '"')):
         return 'r"""' + text + '"""'
     packed = base64.b64encode(gzip.compress(text.encode("utf-8"), 9, mtime=0)).decode("ascii")
     lines = [packed[i:i + 100] for i in range(0, len(packed), 100)]

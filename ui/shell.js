@@ -1,9 +1,11 @@
 // The shell around every page: navigation, theme, top bar.
 import {api, forgetCsrf} from './api.js';
-import {$, $app} from './dom.js';
+import {$} from './dom.js';
 import {esc} from './format.js';
 import {envIsSwarm, isAdmin, session} from './session.js';
 
+// The element every page draws into.
+export const $app = document.getElementById('app');
 // Feature pages add their links here: GLOBAL_NAV for server-wide pages, ENV_NAV for pages of one environment
 // (`swarm: true` shows a link only on a Swarm manager; `admin: true` only to administrators).
 export const GLOBAL_NAV = [

@@ -1,9 +1,8 @@
 import {api} from '../api.js';
 import {constants} from '../constants.js';
-import {$app} from '../dom.js';
 import {formError} from '../feedback.js';
 import {esc} from '../format.js';
-import {bindShell, shell} from '../shell.js';
+import {$app, bindShell, shell} from '../shell.js';
 import {roleOptions} from '../widgets.js';
 
 export async function pageEndpointAccess(id) {

@@ -1,7 +1,6 @@
 import {api} from '../api.js';
-import {$app} from '../dom.js';
 import {esc} from '../format.js';
-import {bindShell, shell} from '../shell.js';
+import {$app, bindShell, shell} from '../shell.js';
 
 export async function pageActivity(kind) {
   const columns = kind === 'authlogs' ? ['timestamp', 'username', 'origin', 'type', 'result']

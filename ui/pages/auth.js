@@ -1,7 +1,8 @@
 import {api} from '../api.js';
-import {$, $app} from '../dom.js';
+import {$} from '../dom.js';
 import {onSubmit, showError} from '../feedback.js';
 import {session} from '../session.js';
+import {$app} from '../shell.js';
 
 export async function pageSetup() {
   const pub = session.publicSettings || await api('GET', '/api/settings/public');

@@ -1,8 +1,7 @@
 import {request} from '../api.js';
-import {$app} from '../dom.js';
 import {formError} from '../feedback.js';
 import {route} from '../router.js';
-import {bindShell, shell} from '../shell.js';
+import {$app, bindShell, shell} from '../shell.js';
 
 export async function restoreForm(f, after) {
   const data = new FormData(); data.append('file', f.file.files[0]); data.append('password', f.pw.value);

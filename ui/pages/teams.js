@@ -1,10 +1,9 @@
 import {api} from '../api.js';
 import {constants} from '../constants.js';
-import {$app} from '../dom.js';
 import {formError} from '../feedback.js';
 import {esc} from '../format.js';
 import {isAdmin, session} from '../session.js';
-import {bindShell, shell} from '../shell.js';
+import {$app, bindShell, shell} from '../shell.js';
 import {roleOptions} from '../widgets.js';
 
 export async function pageTeams() {

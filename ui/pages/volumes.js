@@ -1,9 +1,9 @@
 import {api, request} from '../api.js';
 import {dockerBase, watchEngine} from '../docker.js';
-import {$, $app} from '../dom.js';
+import {$} from '../dom.js';
 import {onSubmit, toast} from '../feedback.js';
 import {esc, fmtDate} from '../format.js';
-import {bindShell, envCrumbs, render, shell} from '../shell.js';
+import {$app, bindShell, envCrumbs, render, shell} from '../shell.js';
 import {dataTable} from '../table.js';
 import {pairsEditor} from '../widgets.js';
 
