@@ -7648,7 +7648,8 @@ def ui_constants() -> dict:
         "TeamRoles": {"Leader": TEAM_LEADER, "Member": TEAM_MEMBER},
         "TeamRoleNames": names({TEAM_LEADER: "Team leader", TEAM_MEMBER: "Member"}),
         "EnvironmentTypes": {"Docker": ENDPOINT_DOCKER, "Agent": ENDPOINT_AGENT, "Edge": ENDPOINT_EDGE},
-        "EnvironmentTypeNames": names({ENDPOINT_DOCKER: "Docker", ENDPOINT_AGENT: "Agent", ENDPOINT_EDGE: "Edge agent"}),
+        "EnvironmentTypeNames": names({ENDPOINT_DOCKER: "Docker", ENDPOINT_AGENT: "Agent",
+                                       ENDPOINT_EDGE: "Edge agent"}),
         "EnvironmentStatus": {"Up": STATUS_UP, "Down": STATUS_DOWN},
         "EnvironmentRoles": {"Administrator": ENV_ROLE_ADMIN, "Operator": ENV_ROLE_OPERATOR,
                              "Helpdesk": ENV_ROLE_HELPDESK, "Standard": ENV_ROLE_STANDARD,
@@ -7722,7 +7723,7 @@ export async function apiStream(method, path, body, onChunk, headers, signal) {
   const reader = r.body.getReader();
   for (;;) { const {done, value} = await reader.read(); if (done) return; onChunk(value); }
 }
-""",
+""",  # noqa: E501
     'app.css': r"""
 :root{--bg:#f4f5f7;--panel:#fff;--text:#1d2330;--muted:#5f6b7a;--accent:#1366d6;--accent-text:#fff;--danger:#c62828;
 --ok:#2e7d32;--warn:#a15c00;--border:#dde1e7;--hover:#eef2f8;--side:#1b2433;--side-text:#cfd6e2;--mark:#ffe08a;
@@ -7816,7 +7817,7 @@ overflow:auto}.menu{display:inline-block}main{padding:8px}td,th{padding:5px}.hid
 .toolbar input.filter{max-width:none;width:100%}}
 label.inline{display:inline-flex;align-items:center;gap:4px;margin:0 12px 0 0}
 label.inline input{width:auto}
-""",
+""",  # noqa: E501
     'app.js': r"""// The web UI's entry module (index.html loads it; the browser loads the imports). No framework, no build step.
 import {$} from './dom.js';
 import {portLinks} from './pages/containers.js';
@@ -7834,7 +7835,7 @@ document.addEventListener('keydown', e => {
 // The list component, reachable from the browser console (and from the browser test that feeds it 1,000 rows).
 Object.assign(window, {dataTable, containerName, portLinks});
 route();
-""",
+""",  # noqa: E501
     'constants.js': r"""// Numbers and names the server defines once in Python (roles, environment and registry types, security
 // switches...), from GET /api/ui/constants. Read once, after logging in: the login and setup pages need none.
 import {api} from './api.js';
@@ -7843,7 +7844,7 @@ export const constants = {};
 export async function loadConstants() {
   if (!Object.keys(constants).length) Object.assign(constants, await api('GET', '/api/ui/constants'));
 }
-""",
+""",  # noqa: E501
     'docker.js': r"""// The Docker engine of one environment, reached through the server's proxy.
 import {apiStream} from './api.js';
 import {every, onLeave} from './lifecycle.js';
@@ -7908,7 +7909,7 @@ export function onSubmit(form, fn) {
   });
 }
 export function download(href, filename) { const a = document.createElement('a'); a.href = href; a.download = filename || ''; document.body.append(a); a.click(); a.remove(); }
-""",
+""",  # noqa: E501
     'format.js': r"""// Text for the page: HTML escaping, sizes, dates, ids. Pure functions (unit-tested in ui/tests/).
 export const esc = s => String(s ?? '').replace(/[&<>"']/g, c => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;'}[c]));
 export function fmtBytes(n) { if (!n && n !== 0) return ''; const u = ['B', 'KB', 'MB', 'GB', 'TB']; let i = 0;
@@ -7920,7 +7921,7 @@ export function fmtAgo(t) { const s = Math.max(0, Date.now() / 1000 - (typeof t 
   if (s < 86400) return `${Math.floor(s / 3600)} h ago`; return `${Math.floor(s / 86400)} days ago`; }
 export const shortId = id => String(id || '').replace(/^sha256:/, '').slice(0, 12);
 export const containerName = c => ((c.Names && c.Names[0]) || c.Name || '').replace(/^\//, '');
-""",
+""",  # noqa: E501
     'image-updates.js': r"""// Image updates: badges that tell whether a running container's image has a newer version, and recreate.
 import {api} from './api.js';
 import {$, $$} from './dom.js';
@@ -7963,7 +7964,7 @@ export function imageUpdates(envId, redraw, reload) {
     await reload(); });
   return state;
 }
-""",
+""",  # noqa: E501
     'index.html': r"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>portainer.py</title><link rel="stylesheet" href="/assets/app.css"><link rel="icon" href="data:,">
@@ -8057,7 +8058,7 @@ export async function pageResourceControls() {
     catch (err) { formError(f, err); } };
   document.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => { await api('DELETE', `/api/resource_controls/${b.dataset.del}`); pageResourceControls(); });
 }
-""",
+""",  # noqa: E501
     'pages/activity.js': r"""import {api} from '../api.js';
 import {esc} from '../format.js';
 import {$app, bindShell, shell} from '../shell.js';
@@ -8088,7 +8089,7 @@ export async function pageActivity(kind) {
   document.getElementById('next').onclick = () => { offset += limit; draw(); };
   await draw();
 }
-""",
+""",  # noqa: E501
     'pages/auth.js': r"""import {api} from '../api.js';
 import {$} from '../dom.js';
 import {onSubmit, showError} from '../feedback.js';
@@ -8128,7 +8129,7 @@ export async function pageLogin() {
     location.hash = next === '#/login' ? '#/home' : next;
   });
 }
-""",
+""",  # noqa: E501
     'pages/backup.js': r"""import {request} from '../api.js';
 import {formError} from '../feedback.js';
 import {route} from '../router.js';
@@ -8168,7 +8169,7 @@ export async function pageRestoreFresh() {
   rf.onsubmit = async e => { e.preventDefault();
     try { await restoreForm(rf, () => { location.hash = '#/login'; route(); }); } catch (err) { formError(rf, err); } };
 }
-""",
+""",  # noqa: E501
     'pages/container.js': r"""import {api, apiStream} from '../api.js';
 import {dockerBase, watchEngine} from '../docker.js';
 import {$, $$} from '../dom.js';
@@ -8339,7 +8340,7 @@ export async function containerConsole(el, c, envId) {
   $('#console-close').addEventListener('click', close);
   $('#term').addEventListener('focus', () => term.draw()); $('#term').addEventListener('blur', () => term.draw());
 }
-""",
+""",  # noqa: E501
     'pages/containers.js': r"""import {api} from '../api.js';
 import {dockerBase, watchEngine} from '../docker.js';
 import {$, $$} from '../dom.js';
@@ -8460,7 +8461,7 @@ export async function pageContainerCreate(envId) {
     location.hash = `#/env/${envId}/containers/${created.Id}`;
   });
 }
-""",
+""",  # noqa: E501
     'pages/dashboard.js': r"""import {api} from '../api.js';
 import {constants} from '../constants.js';
 import {dockerBase} from '../docker.js';
@@ -8495,7 +8496,7 @@ export async function pageDashboard(envId) {
   };
   await draw(); every(10000, draw);
 }
-""",
+""",  # noqa: E501
     'pages/edge.js': r"""import {api} from '../api.js';
 import {$} from '../dom.js';
 import {formError, showError, toast} from '../feedback.js';
@@ -8633,7 +8634,7 @@ export async function pageEdgeJob(id) {
     $('#out').textContent = logs.FileContent || '(no output)'; });
   await draw(); every(3000, draw);
 }
-""",
+""",  # noqa: E501
     'pages/environments.js': r"""import {api} from '../api.js';
 import {constants} from '../constants.js';
 import {$} from '../dom.js';
@@ -8746,7 +8747,7 @@ export async function pageTags() {
     ep.TagIds = box.checked ? [...new Set([...(ep.TagIds || []), tag])] : (ep.TagIds || []).filter(x => x !== tag);
     try { await api('PUT', `/api/endpoints/${ep.Id}`, {TagIds: ep.TagIds}); toast('Saved'); } catch (err) { toast(err.message); box.checked = !box.checked; } });
 }
-""",
+""",  # noqa: E501
     'pages/images.js': r"""import {api, apiStream} from '../api.js';
 import {dockerBase, watchEngine} from '../docker.js';
 import {$, $$} from '../dom.js';
@@ -8834,7 +8835,7 @@ export async function pageImages(envId) {
   });
   await load(); watchEngine(envId, ['image'], load);
 }
-""",
+""",  # noqa: E501
     'pages/networks.js': r"""import {api} from '../api.js';
 import {dockerBase, watchEngine} from '../docker.js';
 import {$} from '../dom.js';
@@ -8872,7 +8873,7 @@ export async function pageNetworks(envId) {
   });
   await load(); watchEngine(envId, ['network'], load);
 }
-""",
+""",  # noqa: E501
     'pages/registries.js': r"""import {api, apiStream} from '../api.js';
 import {constants} from '../constants.js';
 import {dockerBase} from '../docker.js';
@@ -8979,7 +8980,7 @@ export async function registryChoice(envId, select) {
     qualify: (id, ref) => (id && host(id) && !ref.startsWith(host(id) + '/') ? `${host(id)}/${ref}` : ref),
   };
 }
-""",
+""",  # noqa: E501
     'pages/stacks.js': r"""import {api, request} from '../api.js';
 import {constants} from '../constants.js';
 import {formError, toast} from '../feedback.js';
@@ -9085,7 +9086,7 @@ export async function pageStackEditor(id, adopt) {
       await api('POST', `/api/stacks/${stack.Id}/${b.dataset.act}?endpointId=${stack.EndpointId}`); pageStackEditor(stack.Id);
     } catch (e2) { fail(e2); } });
 }
-""",
+""",  # noqa: E501
     'pages/swarm.js': r"""import {api} from '../api.js';
 import {dockerBase} from '../docker.js';
 import {$} from '../dom.js';
@@ -9115,7 +9116,7 @@ export async function pageSwarm(envId, kind) {
   const load = async () => table.setRows(await api('GET', `${dockerBase(envId)}/${view.path}`));
   await load(); every(10000, load);
 }
-""",
+""",  # noqa: E501
     'pages/teams.js': r"""import {api} from '../api.js';
 import {constants} from '../constants.js';
 import {formError} from '../feedback.js';
@@ -9166,7 +9167,7 @@ export async function pageTeam(id) {
   document.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => { await api('DELETE', `/api/team_memberships/${b.dataset.del}`); pageTeam(id); });
   document.querySelectorAll('[data-role]').forEach(s => s.onchange = async () => { await api('PUT', `/api/team_memberships/${s.dataset.role}`, {Role: +s.value}); pageTeam(id); });
 }
-""",
+""",  # noqa: E501
     'pages/templates.js': r"""import {api} from '../api.js';
 import {constants} from '../constants.js';
 import {formError} from '../feedback.js';
@@ -9198,7 +9199,7 @@ export async function pageTemplates() {
   nt.onsubmit = async e => { e.preventDefault(); try { await api('POST', '/api/custom_templates/create/string',
     {Title: nt.tt.value, Description: nt.td.value, Type: constants.TemplateTypes.ComposeStack, FileContent: nt.tc.value}); pageTemplates(); } catch (err) { formError(nt, err); } };
 }
-""",
+""",  # noqa: E501
     'pages/users.js': r"""import {api} from '../api.js';
 import {constants} from '../constants.js';
 import {$} from '../dom.js';
@@ -9291,7 +9292,7 @@ export async function settingsAuditPanel() {
   af.onsubmit = async e => { e.preventDefault();
     try { await api('PUT', '/api/settings', {ActivityLogRetentionDays: +af.ret.value}); formError(af, {message: 'Saved.'}); } catch (err) { formError(af, err); } };
 }
-""",
+""",  # noqa: E501
     'pages/volumes.js': r"""import {api, request} from '../api.js';
 import {dockerBase, watchEngine} from '../docker.js';
 import {$} from '../dom.js';
@@ -9369,7 +9370,7 @@ export async function pageBrowse(id, volume, node, path) {
     const form = new FormData(); form.append('file', file, file.name);
     await agentFetch('POST', `${base}/put?${q(path)}`, node, form); again(path); });
 }
-""",
+""",  # noqa: E501
     'router.js': r"""// The router: which page a hash route (#/env/1/containers) shows, and the login or setup page before any.
 import {api, ApiFailure, request} from './api.js';
 import {loadConstants} from './constants.js';
@@ -9464,7 +9465,7 @@ export async function route() {
       ${err.details ? `<p class="muted">${esc(err.details)}</p>` : ''}<p><a href="#/home">Back to the environments</a></p></div>`);
   }
 }
-""",
+""",  # noqa: E501
     'session.js': r"""// Who is logged in and where they are: the state every page reads. The router fills it.
 import {constants} from './constants.js';
 
@@ -9554,7 +9555,7 @@ export function render(title, content, crumbs) {
   return $('#main');
 }
 export const envCrumbs = (envId, ...parts) => [`<a href="#/home">Home</a>`, `<a href="#/env/${envId}/dashboard">${esc(session.currentEnv ? session.currentEnv.Name : envId)}</a>`, ...parts].join(' / ');
-""",
+""",  # noqa: E501
     'streams.js': r"""// Decoders of the engine's streamed answers. Pure functions (unit-tested in ui/tests/).
 // Newline-delimited JSON (pull, build, load, stats progress) as objects.
 export function jsonLines(onObject) {
@@ -9589,7 +9590,7 @@ export function demuxLogs(bytes) {
   if (i < bytes.length) parts.push(bytes.subarray(i));
   const dec = new TextDecoder(); return parts.map(p => dec.decode(p)).join('');
 }
-""",
+""",  # noqa: E501
     'table.js': r"""// Data table: client-side filter, sort, selection; fast for thousands of rows. The filter and sort are pure
 // functions (searchIndex, visibleRows: unit-tested in ui/tests/); dataTable draws them and keeps the selection.
 import {$, $$} from './dom.js';
@@ -9659,7 +9660,7 @@ export function dataTable(el, {columns, id, rows = [], selectable = false, filte
   };
 }
 
-""",
+""",  # noqa: E501
     'terminal.js': r"""// Terminal: a compact VT100/xterm subset (enough for sh, top and vi in busybox).
 import {esc} from './format.js';
 
@@ -9885,7 +9886,7 @@ export class Terminal extends Screen {
     this.resize(Math.floor((this.el.clientWidth - padX) / w), Math.floor((this.el.clientHeight - padY) / h));
   }
 }
-""",
+""",  # noqa: E501
     'widgets.js': r"""// Form and display components the pages share: rows of inputs, pull progress, JSON tree, charts, editor.
 import {constants} from './constants.js';
 import {$, $$} from './dom.js';
@@ -9978,7 +9979,7 @@ export function checkboxes(items, name) {
   return items.map(i => `<label class="check"><input type="checkbox" name="${name}" value="${i.Id}"> ${esc(i.Name)}</label>`).join('') || '<p class="muted">None yet.</p>';
 }
 export const checkedIds = (form, name) => $$(`input[name=${name}]:checked`, form).map(x => +x.value);
-""",
+""",  # noqa: E501
 }
 # ---- END GENERATED UI FILES ----
 
