@@ -7874,7 +7874,7 @@ export function toast(message, bad = false) {
   const t = document.createElement('div'); t.className = 'toast' + (bad ? ' bad' : ''); t.textContent = message; box.append(t);
   setTimeout(() => t.remove(), bad ? 8000 : 4000);
 }
-export function clearErrors(form) {
+function clearErrors(form) {
   $$('.field-error', form).forEach(e => e.remove()); $$('.invalid', form).forEach(e => e.classList.remove('invalid'));
   const general = $('.error', form); if (general) general.textContent = '';
 }
@@ -7986,7 +7986,9 @@ export function every(ms, fn) {
   onLeave(() => clearInterval(id));
 }
 """,
-    'pages/access.js': r"""import {api} from '../api.js';
+    'pages/access.js': r"""// Pages: who has access to an environment (roles), what standard users may do there (security settings),
+// and resources shared beyond their owners (resource controls).
+import {api} from '../api.js';
 import {constants} from '../constants.js';
 import {formError} from '../feedback.js';
 import {esc} from '../format.js';
@@ -8059,7 +8061,8 @@ export async function pageResourceControls() {
   document.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => { await api('DELETE', `/api/resource_controls/${b.dataset.del}`); pageResourceControls(); });
 }
 """,  # noqa: E501
-    'pages/activity.js': r"""import {api} from '../api.js';
+    'pages/activity.js': r"""// Page: the activity and authentication logs, searchable, exported as CSV.
+import {api} from '../api.js';
 import {esc} from '../format.js';
 import {$app, bindShell, shell} from '../shell.js';
 
@@ -8090,7 +8093,8 @@ export async function pageActivity(kind) {
   await draw();
 }
 """,  # noqa: E501
-    'pages/auth.js': r"""import {api} from '../api.js';
+    'pages/auth.js': r"""// Pages: the first administrator (a fresh server) and the login.
+import {api} from '../api.js';
 import {$} from '../dom.js';
 import {onSubmit, showError} from '../feedback.js';
 import {session} from '../session.js';
@@ -8130,17 +8134,18 @@ export async function pageLogin() {
   });
 }
 """,  # noqa: E501
-    'pages/backup.js': r"""import {request} from '../api.js';
+    'pages/backup.js': r"""// Pages: backup and restore of the data directory, and restore onto a fresh server.
+import {request} from '../api.js';
 import {formError} from '../feedback.js';
 import {route} from '../router.js';
 import {$app, bindShell, shell} from '../shell.js';
 
-export async function restoreForm(f, after) {
+async function restoreForm(f, after) {
   const data = new FormData(); data.append('file', f.file.files[0]); data.append('password', f.pw.value);
   await request('POST', '/api/restore', {body: data});
   after();
 }
-export function restoreFormHtml() {
+function restoreFormHtml() {
   return `<form id="rf"><h3>Restore</h3><label for="file">Backup file</label><input id="file" name="file" type="file" required>
     <label for="pw">Its password (if it was given one)</label><input id="pw" type="password" autocomplete="off">
     <div class="error" role="alert"></div><button class="danger">Restore</button></form>`;
@@ -8170,7 +8175,8 @@ export async function pageRestoreFresh() {
     try { await restoreForm(rf, () => { location.hash = '#/login'; route(); }); } catch (err) { formError(rf, err); } };
 }
 """,  # noqa: E501
-    'pages/container.js': r"""import {api, apiStream} from '../api.js';
+    'pages/container.js': r"""// Page: one container, with its tabs: overview, logs, stats, console (the terminal) and inspect.
+import {api, apiStream} from '../api.js';
 import {dockerBase, watchEngine} from '../docker.js';
 import {$, $$} from '../dom.js';
 import {download, onSubmit, showError, toast} from '../feedback.js';
@@ -8181,7 +8187,7 @@ import {dockerStreamDecoder, jsonLines} from '../streams.js';
 import {Terminal} from '../terminal.js';
 import {jsonTree, lineChart} from '../widgets.js';
 
-export const CONTAINER_TABS = [['overview', 'Overview'], ['logs', 'Logs'], ['stats', 'Stats'], ['console', 'Console'], ['inspect', 'Inspect']];
+const CONTAINER_TABS = [['overview', 'Overview'], ['logs', 'Logs'], ['stats', 'Stats'], ['console', 'Console'], ['inspect', 'Inspect']];
 export async function pageContainer(envId, containerId, tab = 'overview') {
   const base = dockerBase(envId);
   const c = await api('GET', `${base}/containers/${containerId}/json`);
@@ -8206,7 +8212,7 @@ export async function pageContainer(envId, containerId, tab = 'overview') {
                 inspect: (el, c) => { el.innerHTML = `<div class="card tree"><ul>${jsonTree(c)}</ul></div>`; }};
   await (tabs[tab] || containerOverview)(el, c, envId);
 }
-export function containerOverview(el, c, envId) {
+function containerOverview(el, c, envId) {
   const net = Object.entries((c.NetworkSettings || {}).Networks || {});
   const ports = Object.entries((c.NetworkSettings || {}).Ports || {}).flatMap(([p, b]) => (b || []).map(x => `${x.HostIp}:${x.HostPort} → ${p}`));
   el.innerHTML = `<div class="grid2"><div class="card"><h3>Status</h3><dl class="kv"><dt>ID</dt><dd class="mono">${esc(c.Id)}</dd>
@@ -8219,8 +8225,8 @@ export function containerOverview(el, c, envId) {
     <h3>Labels</h3><pre class="small mono">${esc(Object.entries(c.Config.Labels || {}).map(([k, v]) => `${k}=${v}`).join('\n')) || '<span class="muted">none</span>'}</pre></div></div>`;
 }
 
-export const MAX_LOG_LINES = 10000;
-export async function containerLogs(el, c, envId) {
+const MAX_LOG_LINES = 10000;
+async function containerLogs(el, c, envId) {
   el.innerHTML = `<div class="toolbar"><input class="filter" id="log-search" type="search" placeholder="Search logs" aria-label="Search logs">
     <label class="check"><input type="checkbox" id="log-follow" checked> Follow</label>
     <label class="check"><input type="checkbox" id="log-ts"> Timestamps</label>
@@ -8274,7 +8280,7 @@ export async function containerLogs(el, c, envId) {
   start();
 }
 
-export async function containerStats(el, c, envId) {
+async function containerStats(el, c, envId) {
   if (c.State.Status !== 'running') { el.innerHTML = '<p class="empty">Statistics are available while the container runs.</p>'; return; }
   el.innerHTML = '<div class="charts"><div id="ch-cpu"></div><div id="ch-mem"></div><div id="ch-net"></div><div id="ch-io"></div></div><div class="error" id="stats-error"></div><div id="top"></div>';
   const rate = n => `${fmtBytes(n)}/s`;
@@ -8305,7 +8311,7 @@ export async function containerStats(el, c, envId) {
       <tbody>${t.Processes.map(p => `<tr>${p.map(x => `<td class="mono small">${esc(x)}</td>`).join('')}</tr>`).join('')}</tbody></table></div></div>`; };
   top().catch(() => {}); every(5000, top);
 }
-export async function containerConsole(el, c, envId) {
+async function containerConsole(el, c, envId) {
   if (c.State.Status !== 'running') { el.innerHTML = '<p class="empty">Start the container to open a console.</p>'; return; }
   el.innerHTML = `<form class="toolbar" id="console-form"><label for="console-cmd" class="check">Command</label>
     <select id="console-cmd" name="cmd" class="narrow"><option>sh</option><option>bash</option><option>/bin/sh -l</option><option>ash</option></select>
@@ -8341,7 +8347,8 @@ export async function containerConsole(el, c, envId) {
   $('#term').addEventListener('focus', () => term.draw()); $('#term').addEventListener('blur', () => term.draw());
 }
 """,  # noqa: E501
-    'pages/containers.js': r"""import {api} from '../api.js';
+    'pages/containers.js': r"""// Pages: the containers of an environment (list with bulk actions) and the create/duplicate form.
+import {api} from '../api.js';
 import {dockerBase, watchEngine} from '../docker.js';
 import {$, $$} from '../dom.js';
 import {onSubmit, showError, toast} from '../feedback.js';
@@ -8462,7 +8469,8 @@ export async function pageContainerCreate(envId) {
   });
 }
 """,  # noqa: E501
-    'pages/dashboard.js': r"""import {api} from '../api.js';
+    'pages/dashboard.js': r"""// Page: one environment's dashboard.
+import {api} from '../api.js';
 import {constants} from '../constants.js';
 import {dockerBase} from '../docker.js';
 import {$} from '../dom.js';
@@ -8497,7 +8505,9 @@ export async function pageDashboard(envId) {
   await draw(); every(10000, draw);
 }
 """,  # noqa: E501
-    'pages/edge.js': r"""import {api} from '../api.js';
+    'pages/edge.js': r"""// Pages and parts of the edge feature: the edge kind of the environment wizard, edge keys and association on
+// the home page, edge groups, edge jobs and edge stacks.
+import {api} from '../api.js';
 import {$} from '../dom.js';
 import {formError, showError, toast} from '../feedback.js';
 import {esc, fmtAgo} from '../format.js';
@@ -8542,7 +8552,7 @@ export function edgeInfo(ep) {
     last seen ${ep.LastCheckInDate ? fmtAgo(ep.LastCheckInDate) : 'never'}
     ${isAdmin() ? `<button class="small" data-edge-key="${ep.Id}">Show edge key</button>` : ''}</div>${refused}<div id="edge-key-${ep.Id}"></div>`;
 }
-export function edgeKeyBox(answer) {
+function edgeKeyBox(answer) {
   return `<p>Run this on the edge node, next to a copy of agent.py (Python 3 with aiohttp):</p>
     <pre class="copyable mono" id="edge-command">${esc(answer.EdgeAgentCommand)}</pre>
     <p><button type="button" data-copy="edge-command">Copy command</button></p>
@@ -8635,7 +8645,8 @@ export async function pageEdgeJob(id) {
   await draw(); every(3000, draw);
 }
 """,  # noqa: E501
-    'pages/environments.js': r"""import {api} from '../api.js';
+    'pages/environments.js': r"""// Pages: home (every environment), the add/edit environment wizard, and tags.
+import {api} from '../api.js';
 import {constants} from '../constants.js';
 import {$} from '../dom.js';
 import {formError, onSubmit, showError, toast} from '../feedback.js';
@@ -8748,7 +8759,8 @@ export async function pageTags() {
     try { await api('PUT', `/api/endpoints/${ep.Id}`, {TagIds: ep.TagIds}); toast('Saved'); } catch (err) { toast(err.message); box.checked = !box.checked; } });
 }
 """,  # noqa: E501
-    'pages/images.js': r"""import {api, apiStream} from '../api.js';
+    'pages/images.js': r"""// Page: images (pull with per-layer progress, build, import/export, tag, remove).
+import {api, apiStream} from '../api.js';
 import {dockerBase, watchEngine} from '../docker.js';
 import {$, $$} from '../dom.js';
 import {download, onSubmit, showError, toast} from '../feedback.js';
@@ -8836,7 +8848,8 @@ export async function pageImages(envId) {
   await load(); watchEngine(envId, ['image'], load);
 }
 """,  # noqa: E501
-    'pages/networks.js': r"""import {api} from '../api.js';
+    'pages/networks.js': r"""// Page: the networks of an environment.
+import {api} from '../api.js';
 import {dockerBase, watchEngine} from '../docker.js';
 import {$} from '../dom.js';
 import {onSubmit, toast} from '../feedback.js';
@@ -8874,7 +8887,8 @@ export async function pageNetworks(envId) {
   await load(); watchEngine(envId, ['network'], load);
 }
 """,  # noqa: E501
-    'pages/registries.js': r"""import {api, apiStream} from '../api.js';
+    'pages/registries.js': r"""// Pages: registries (add, edit, who may use them), browsing one, and the registry picker of pulls.
+import {api, apiStream} from '../api.js';
 import {constants} from '../constants.js';
 import {dockerBase} from '../docker.js';
 import {$, $$} from '../dom.js';
@@ -8920,7 +8934,7 @@ export async function pageRegistries(editId) {
     try { await api('DELETE', `/api/registries/${b.dataset.del}`); pageRegistries(); } catch (err) { toast(err.message, true); } });
   $$('[data-access]').forEach(b => b.onclick = () => registryAccessForm(regs.find(r => String(r.Id) === b.dataset.access)));
 }
-export async function registryAccessForm(reg) {
+async function registryAccessForm(reg) {
   const [eps, users, teams] = await Promise.all([api('GET', '/api/endpoints'), api('GET', '/api/users'),
     api('GET', '/api/teams').catch(() => [])]);
   const box = $('#access');
@@ -8960,7 +8974,7 @@ export async function pageRegistryBrowse(id) {
     } catch (e2) { err.textContent = e2.message; } });
 }
 // A pull through the proxy that names the registry, as Portainer's UI does: the server adds its credentials.
-export async function pullWithRegistry(reg, repo, tag) {
+async function pullWithRegistry(reg, repo, tag) {
   const env = $('#pull-env').value, image = `${reg.URL.replace(/^\w+:\/\//, '').split('/')[0]}/${repo}`;
   const view = progressView($('#pulled'));
   try {
@@ -8981,7 +8995,8 @@ export async function registryChoice(envId, select) {
   };
 }
 """,  # noqa: E501
-    'pages/stacks.js': r"""import {api, request} from '../api.js';
+    'pages/stacks.js': r"""// Pages: stacks (list, ones made outside portainer.py to adopt) and the stack editor.
+import {api, request} from '../api.js';
 import {constants} from '../constants.js';
 import {formError, toast} from '../feedback.js';
 import {esc} from '../format.js';
@@ -8992,7 +9007,7 @@ import {demuxLogs} from '../streams.js';
 import {bindEditor} from '../widgets.js';
 
 // Who may use a stack, from its resource control: a stack without one is for administrators only.
-export function stackAccess(rc, users, teams) {
+function stackAccess(rc, users, teams) {
   if (!rc || rc.AdministratorsOnly) return 'administrators';
   if (rc.Public) return 'public';
   return [...rc.UserAccesses.map(a => a.UserId === session.me.Id ? 'you' : (users.find(u => u.Id === a.UserId) || {}).Username || `user ${a.UserId}`),
@@ -9018,8 +9033,8 @@ export async function pageStacks() {
     ${outside.map(p => `<tr><td>${esc(p.Name)}</td><td>${esc(epName(p.EndpointId))}</td><td>${esc(p.Services.join(', '))}</td>
       <td>${p.Running}/${p.Containers}</td><td>${isAdmin() ? `<a href="#/stacks/adopt/${p.EndpointId}/${encodeURIComponent(p.Name)}">Adopt</a>` : ''}</td></tr>`).join('')}</table></div>` : ''}`);
 }
-export function envText(env) { return (env || []).map(e => `${e.name}=${e.value}`).join('\n'); }
-export function envList(text) { return text.split('\n').map(l => l.trim()).filter(l => l && !l.startsWith('#')).map(l => { const i = l.indexOf('='); return i < 0 ? {name: l, value: ''} : {name: l.slice(0, i), value: l.slice(i + 1)}; }); }
+function envText(env) { return (env || []).map(e => `${e.name}=${e.value}`).join('\n'); }
+function envList(text) { return text.split('\n').map(l => l.trim()).filter(l => l && !l.startsWith('#')).map(l => { const i = l.indexOf('='); return i < 0 ? {name: l, value: ''} : {name: l.slice(0, i), value: l.slice(i + 1)}; }); }
 export async function pageStackEditor(id, adopt) {
   const eps = await api('GET', '/api/endpoints');
   let stack = null, content = 'services:\n  web:\n    image: busybox:local\n    command: sleep 3600\n', services = [];
@@ -9087,7 +9102,8 @@ export async function pageStackEditor(id, adopt) {
     } catch (e2) { fail(e2); } });
 }
 """,  # noqa: E501
-    'pages/swarm.js': r"""import {api} from '../api.js';
+    'pages/swarm.js': r"""// Pages: read views of a Swarm's services, nodes, configs and secrets.
+import {api} from '../api.js';
 import {dockerBase} from '../docker.js';
 import {$} from '../dom.js';
 import {esc, fmtDate} from '../format.js';
@@ -9095,7 +9111,7 @@ import {every} from '../lifecycle.js';
 import {envCrumbs, render} from '../shell.js';
 import {dataTable} from '../table.js';
 
-export const SWARM_VIEWS = {
+const SWARM_VIEWS = {
   services: {title: 'Services', columns: [{key: 'name', label: 'Name', value: s => s.Spec.Name}, {key: 'image', label: 'Image', value: s => ((s.Spec.TaskTemplate.ContainerSpec || {}).Image || '').split('@')[0]},
     {key: 'mode', label: 'Mode', value: s => s.Spec.Mode.Replicated ? `replicated ${s.Spec.Mode.Replicated.Replicas}` : 'global'},
     {key: 'running', label: 'Running', value: s => s.ServiceStatus ? `${s.ServiceStatus.RunningTasks} / ${s.ServiceStatus.DesiredTasks}` : ''},
@@ -9117,7 +9133,8 @@ export async function pageSwarm(envId, kind) {
   await load(); every(10000, load);
 }
 """,  # noqa: E501
-    'pages/teams.js': r"""import {api} from '../api.js';
+    'pages/teams.js': r"""// Pages: teams and one team's members.
+import {api} from '../api.js';
 import {constants} from '../constants.js';
 import {formError} from '../feedback.js';
 import {esc} from '../format.js';
@@ -9168,7 +9185,8 @@ export async function pageTeam(id) {
   document.querySelectorAll('[data-role]').forEach(s => s.onchange = async () => { await api('PUT', `/api/team_memberships/${s.dataset.role}`, {Role: +s.value}); pageTeam(id); });
 }
 """,  # noqa: E501
-    'pages/templates.js': r"""import {api} from '../api.js';
+    'pages/templates.js': r"""// Page: app templates and custom templates, deployed to an environment.
+import {api} from '../api.js';
 import {constants} from '../constants.js';
 import {formError} from '../feedback.js';
 import {esc} from '../format.js';
@@ -9200,7 +9218,8 @@ export async function pageTemplates() {
     {Title: nt.tt.value, Description: nt.td.value, Type: constants.TemplateTypes.ComposeStack, FileContent: nt.tc.value}); pageTemplates(); } catch (err) { formError(nt, err); } };
 }
 """,  # noqa: E501
-    'pages/users.js': r"""import {api} from '../api.js';
+    'pages/users.js': r"""// Pages: users, settings (with the activity log retention and analytics), my account and API keys.
+import {api} from '../api.js';
 import {constants} from '../constants.js';
 import {$} from '../dom.js';
 import {formError, onSubmit, toast} from '../feedback.js';
@@ -9277,7 +9296,7 @@ export async function pageAccount() {
   });
   await load();
 }
-export async function settingsAuditPanel() {
+async function settingsAuditPanel() {
   const main = document.querySelector('main'); if (!main) return;
   const [s, preview] = await Promise.all([api('GET', '/api/settings'), api('GET', '/api/telemetry/preview')]);
   const card = document.createElement('div'); card.className = 'card';
@@ -9293,7 +9312,8 @@ export async function settingsAuditPanel() {
     try { await api('PUT', '/api/settings', {ActivityLogRetentionDays: +af.ret.value}); formError(af, {message: 'Saved.'}); } catch (err) { formError(af, err); } };
 }
 """,  # noqa: E501
-    'pages/volumes.js': r"""import {api, request} from '../api.js';
+    'pages/volumes.js': r"""// Pages: the volumes of an environment, and the volume browser of agent environments.
+import {api, request} from '../api.js';
 import {dockerBase, watchEngine} from '../docker.js';
 import {$} from '../dom.js';
 import {onSubmit, toast} from '../feedback.js';
@@ -9400,7 +9420,7 @@ import {applyTheme, render} from './shell.js';
 // ---- router: hash route -> page function ---------------------------------------------------------------------
 // Each entry: [pattern after '#/', page function(...captured groups)]. `env/(\d+)/...` routes load the environment
 // first (session.currentEnv) for the navigation. A new page adds its route here.
-export const UI_ROUTES = [
+const UI_ROUTES = [
   ['home', pageHome],
   ['tags', pageTags],
   ['environments/new', () => pageEnvironmentForm(null)],
@@ -9487,7 +9507,7 @@ import {envIsSwarm, isAdmin, session} from './session.js';
 export const $app = document.getElementById('app');
 // Feature pages add their links here: GLOBAL_NAV for server-wide pages, ENV_NAV for pages of one environment
 // (`swarm: true` shows a link only on a Swarm manager; `admin: true` only to administrators).
-export const GLOBAL_NAV = [
+const GLOBAL_NAV = [
   {href: '#/home', label: 'Home'},
   {href: '#/users', label: 'Users', admin: true},
   {href: '#/teams', label: 'Teams'},
@@ -9522,7 +9542,7 @@ export function applyTheme() {
   const dark = saved ? saved === 'dark' : window.matchMedia && matchMedia('(prefers-color-scheme: dark)').matches;
   document.documentElement.dataset.theme = dark ? 'dark' : 'light';
 }
-export function toggleTheme() { localStorage.setItem('theme', document.documentElement.dataset.theme === 'dark' ? 'light' : 'dark'); applyTheme(); }
+function toggleTheme() { localStorage.setItem('theme', document.documentElement.dataset.theme === 'dark' ? 'light' : 'dark'); applyTheme(); }
 export function shell(content, crumbs = '') {
   const hash = location.hash.split('?')[0];
   const link = (href, label) => `<a href="${href}" class="${hash === href || hash.startsWith(href + '/') ? 'active' : ''}">${esc(label)}</a>`;
@@ -9664,7 +9684,7 @@ export function dataTable(el, {columns, id, rows = [], selectable = false, filte
     'terminal.js': r"""// Terminal: a compact VT100/xterm subset (enough for sh, top and vi in busybox).
 import {esc} from './format.js';
 
-export const MAX_SCROLLBACK = 2000;
+const MAX_SCROLLBACK = 2000;
 // The screen model: parses what the program writes (text, escape sequences) into lines of [character, CSS
 // classes] and answers its queries (cursor position) through send. No DOM: unit-tested in ui/tests/.
 export class Screen {

@@ -6,7 +6,7 @@ export function toast(message, bad = false) {
   const t = document.createElement('div'); t.className = 'toast' + (bad ? ' bad' : ''); t.textContent = message; box.append(t);
   setTimeout(() => t.remove(), bad ? 8000 : 4000);
 }
-export function clearErrors(form) {
+function clearErrors(form) {
   $$('.field-error', form).forEach(e => e.remove()); $$('.invalid', form).forEach(e => e.classList.remove('invalid'));
   const general = $('.error', form); if (general) general.textContent = '';
 }

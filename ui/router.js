@@ -27,7 +27,7 @@ import {applyTheme, render} from './shell.js';
 // ---- router: hash route -> page function ---------------------------------------------------------------------
 // Each entry: [pattern after '#/', page function(...captured groups)]. `env/(\d+)/...` routes load the environment
 // first (session.currentEnv) for the navigation. A new page adds its route here.
-export const UI_ROUTES = [
+const UI_ROUTES = [
   ['home', pageHome],
   ['tags', pageTags],
   ['environments/new', () => pageEnvironmentForm(null)],

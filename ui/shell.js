@@ -8,7 +8,7 @@ import {envIsSwarm, isAdmin, session} from './session.js';
 export const $app = document.getElementById('app');
 // Feature pages add their links here: GLOBAL_NAV for server-wide pages, ENV_NAV for pages of one environment
 // (`swarm: true` shows a link only on a Swarm manager; `admin: true` only to administrators).
-export const GLOBAL_NAV = [
+const GLOBAL_NAV = [
   {href: '#/home', label: 'Home'},
   {href: '#/users', label: 'Users', admin: true},
   {href: '#/teams', label: 'Teams'},
@@ -43,7 +43,7 @@ export function applyTheme() {
   const dark = saved ? saved === 'dark' : window.matchMedia && matchMedia('(prefers-color-scheme: dark)').matches;
   document.documentElement.dataset.theme = dark ? 'dark' : 'light';
 }
-export function toggleTheme() { localStorage.setItem('theme', document.documentElement.dataset.theme === 'dark' ? 'light' : 'dark'); applyTheme(); }
+function toggleTheme() { localStorage.setItem('theme', document.documentElement.dataset.theme === 'dark' ? 'light' : 'dark'); applyTheme(); }
 export function shell(content, crumbs = '') {
   const hash = location.hash.split('?')[0];
   const link = (href, label) => `<a href="${href}" class="${hash === href || hash.startsWith(href + '/') ? 'active' : ''}">${esc(label)}</a>`;

@@ -1,7 +1,7 @@
 // Terminal: a compact VT100/xterm subset (enough for sh, top and vi in busybox).
 import {esc} from './format.js';
 
-export const MAX_SCROLLBACK = 2000;
+const MAX_SCROLLBACK = 2000;
 // The screen model: parses what the program writes (text, escape sequences) into lines of [character, CSS
 // classes] and answers its queries (cursor position) through send. No DOM: unit-tested in ui/tests/.
 export class Screen {

@@ -1,3 +1,5 @@
+// Pages: who has access to an environment (roles), what standard users may do there (security settings),
+// and resources shared beyond their owners (resource controls).
 import {api} from '../api.js';
 import {constants} from '../constants.js';
 import {formError} from '../feedback.js';

@@ -1,3 +1,4 @@
+// Page: the activity and authentication logs, searchable, exported as CSV.
 import {api} from '../api.js';
 import {esc} from '../format.js';
 import {$app, bindShell, shell} from '../shell.js';

@@ -1,3 +1,4 @@
+// Pages: the first administrator (a fresh server) and the login.
 import {api} from '../api.js';
 import {$} from '../dom.js';
 import {onSubmit, showError} from '../feedback.js';

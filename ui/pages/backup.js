@@ -1,14 +1,15 @@
+// Pages: backup and restore of the data directory, and restore onto a fresh server.
 import {request} from '../api.js';
 import {formError} from '../feedback.js';
 import {route} from '../router.js';
 import {$app, bindShell, shell} from '../shell.js';
 
-export async function restoreForm(f, after) {
+async function restoreForm(f, after) {
   const data = new FormData(); data.append('file', f.file.files[0]); data.append('password', f.pw.value);
   await request('POST', '/api/restore', {body: data});
   after();
 }
-export function restoreFormHtml() {
+function restoreFormHtml() {
   return `<form id="rf"><h3>Restore</h3><label for="file">Backup file</label><input id="file" name="file" type="file" required>
     <label for="pw">Its password (if it was given one)</label><input id="pw" type="password" autocomplete="off">
     <div class="error" role="alert"></div><button class="danger">Restore</button></form>`;

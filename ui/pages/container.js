@@ -1,3 +1,4 @@
+// Page: one container, with its tabs: overview, logs, stats, console (the terminal) and inspect.
 import {api, apiStream} from '../api.js';
 import {dockerBase, watchEngine} from '../docker.js';
 import {$, $$} from '../dom.js';
@@ -9,7 +10,7 @@ import {dockerStreamDecoder, jsonLines} from '../streams.js';
 import {Terminal} from '../terminal.js';
 import {jsonTree, lineChart} from '../widgets.js';
 
-export const CONTAINER_TABS = [['overview', 'Overview'], ['logs', 'Logs'], ['stats', 'Stats'], ['console', 'Console'], ['inspect', 'Inspect']];
+const CONTAINER_TABS = [['overview', 'Overview'], ['logs', 'Logs'], ['stats', 'Stats'], ['console', 'Console'], ['inspect', 'Inspect']];
 export async function pageContainer(envId, containerId, tab = 'overview') {
   const base = dockerBase(envId);
   const c = await api('GET', `${base}/containers/${containerId}/json`);
@@ -34,7 +35,7 @@ export async function pageContainer(envId, containerId, tab = 'overview') {
                 inspect: (el, c) => { el.innerHTML = `<div class="card tree"><ul>${jsonTree(c)}</ul></div>`; }};
   await (tabs[tab] || containerOverview)(el, c, envId);
 }
-export function containerOverview(el, c, envId) {
+function containerOverview(el, c, envId) {
   const net = Object.entries((c.NetworkSettings || {}).Networks || {});
   const ports = Object.entries((c.NetworkSettings || {}).Ports || {}).flatMap(([p, b]) => (b || []).map(x => `${x.HostIp}:${x.HostPort} → ${p}`));
   el.innerHTML = `<div class="grid2"><div class="card"><h3>Status</h3><dl class="kv"><dt>ID</dt><dd class="mono">${esc(c.Id)}</dd>
@@ -47,8 +48,8 @@ export function containerOverview(el, c, envId) {
     <h3>Labels</h3><pre class="small mono">${esc(Object.entries(c.Config.Labels || {}).map(([k, v]) => `${k}=${v}`).join('\n')) || '<span class="muted">none</span>'}</pre></div></div>`;
 }
 
-export const MAX_LOG_LINES = 10000;
-export async function containerLogs(el, c, envId) {
+const MAX_LOG_LINES = 10000;
+async function containerLogs(el, c, envId) {
   el.innerHTML = `<div class="toolbar"><input class="filter" id="log-search" type="search" placeholder="Search logs" aria-label="Search logs">
     <label class="check"><input type="checkbox" id="log-follow" checked> Follow</label>
     <label class="check"><input type="checkbox" id="log-ts"> Timestamps</label>
@@ -102,7 +103,7 @@ export async function containerLogs(el, c, envId) {
   start();
 }
 
-export async function containerStats(el, c, envId) {
+async function containerStats(el, c, envId) {
   if (c.State.Status !== 'running') { el.innerHTML = '<p class="empty">Statistics are available while the container runs.</p>'; return; }
   el.innerHTML = '<div class="charts"><div id="ch-cpu"></div><div id="ch-mem"></div><div id="ch-net"></div><div id="ch-io"></div></div><div class="error" id="stats-error"></div><div id="top"></div>';
   const rate = n => `${fmtBytes(n)}/s`;
@@ -133,7 +134,7 @@ export async function containerStats(el, c, envId) {
       <tbody>${t.Processes.map(p => `<tr>${p.map(x => `<td class="mono small">${esc(x)}</td>`).join('')}</tr>`).join('')}</tbody></table></div></div>`; };
   top().catch(() => {}); every(5000, top);
 }
-export async function containerConsole(el, c, envId) {
+async function containerConsole(el, c, envId) {
   if (c.State.Status !== 'running') { el.innerHTML = '<p class="empty">Start the container to open a console.</p>'; return; }
   el.innerHTML = `<form class="toolbar" id="console-form"><label for="console-cmd" class="check">Command</label>
     <select id="console-cmd" name="cmd" class="narrow"><option>sh</option><option>bash</option><option>/bin/sh -l</option><option>ash</option></select>

@@ -1,3 +1,4 @@
+// Pages: the containers of an environment (list with bulk actions) and the create/duplicate form.
 import {api} from '../api.js';
 import {dockerBase, watchEngine} from '../docker.js';
 import {$, $$} from '../dom.js';

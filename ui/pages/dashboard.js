@@ -1,3 +1,4 @@
+// Page: one environment's dashboard.
 import {api} from '../api.js';
 import {constants} from '../constants.js';
 import {dockerBase} from '../docker.js';

@@ -1,3 +1,5 @@
+// Pages and parts of the edge feature: the edge kind of the environment wizard, edge keys and association on
+// the home page, edge groups, edge jobs and edge stacks.
 import {api} from '../api.js';
 import {$} from '../dom.js';
 import {formError, showError, toast} from '../feedback.js';
@@ -43,7 +45,7 @@ export function edgeInfo(ep) {
     last seen ${ep.LastCheckInDate ? fmtAgo(ep.LastCheckInDate) : 'never'}
     ${isAdmin() ? `<button class="small" data-edge-key="${ep.Id}">Show edge key</button>` : ''}</div>${refused}<div id="edge-key-${ep.Id}"></div>`;
 }
-export function edgeKeyBox(answer) {
+function edgeKeyBox(answer) {
   return `<p>Run this on the edge node, next to a copy of agent.py (Python 3 with aiohttp):</p>
     <pre class="copyable mono" id="edge-command">${esc(answer.EdgeAgentCommand)}</pre>
     <p><button type="button" data-copy="edge-command">Copy command</button></p>

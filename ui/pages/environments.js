@@ -1,3 +1,4 @@
+// Pages: home (every environment), the add/edit environment wizard, and tags.
 import {api} from '../api.js';
 import {constants} from '../constants.js';
 import {$} from '../dom.js';

@@ -1,3 +1,4 @@
+// Page: images (pull with per-layer progress, build, import/export, tag, remove).
 import {api, apiStream} from '../api.js';
 import {dockerBase, watchEngine} from '../docker.js';
 import {$, $$} from '../dom.js';

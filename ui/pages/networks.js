@@ -1,3 +1,4 @@
+// Page: the networks of an environment.
 import {api} from '../api.js';
 import {dockerBase, watchEngine} from '../docker.js';
 import {$} from '../dom.js';

@@ -1,3 +1,4 @@
+// Pages: registries (add, edit, who may use them), browsing one, and the registry picker of pulls.
 import {api, apiStream} from '../api.js';
 import {constants} from '../constants.js';
 import {dockerBase} from '../docker.js';
@@ -44,7 +45,7 @@ export async function pageRegistries(editId) {
     try { await api('DELETE', `/api/registries/${b.dataset.del}`); pageRegistries(); } catch (err) { toast(err.message, true); } });
   $$('[data-access]').forEach(b => b.onclick = () => registryAccessForm(regs.find(r => String(r.Id) === b.dataset.access)));
 }
-export async function registryAccessForm(reg) {
+async function registryAccessForm(reg) {
   const [eps, users, teams] = await Promise.all([api('GET', '/api/endpoints'), api('GET', '/api/users'),
     api('GET', '/api/teams').catch(() => [])]);
   const box = $('#access');
@@ -84,7 +85,7 @@ export async function pageRegistryBrowse(id) {
     } catch (e2) { err.textContent = e2.message; } });
 }
 // A pull through the proxy that names the registry, as Portainer's UI does: the server adds its credentials.
-export async function pullWithRegistry(reg, repo, tag) {
+async function pullWithRegistry(reg, repo, tag) {
   const env = $('#pull-env').value, image = `${reg.URL.replace(/^\w+:\/\//, '').split('/')[0]}/${repo}`;
   const view = progressView($('#pulled'));
   try {

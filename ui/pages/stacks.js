@@ -1,3 +1,4 @@
+// Pages: stacks (list, ones made outside portainer.py to adopt) and the stack editor.
 import {api, request} from '../api.js';
 import {constants} from '../constants.js';
 import {formError, toast} from '../feedback.js';
@@ -9,7 +10,7 @@ import {demuxLogs} from '../streams.js';
 import {bindEditor} from '../widgets.js';
 
 // Who may use a stack, from its resource control: a stack without one is for administrators only.
-export function stackAccess(rc, users, teams) {
+function stackAccess(rc, users, teams) {
   if (!rc || rc.AdministratorsOnly) return 'administrators';
   if (rc.Public) return 'public';
   return [...rc.UserAccesses.map(a => a.UserId === session.me.Id ? 'you' : (users.find(u => u.Id === a.UserId) || {}).Username || `user ${a.UserId}`),
@@ -35,8 +36,8 @@ export async function pageStacks() {
     ${outside.map(p => `<tr><td>${esc(p.Name)}</td><td>${esc(epName(p.EndpointId))}</td><td>${esc(p.Services.join(', '))}</td>
       <td>${p.Running}/${p.Containers}</td><td>${isAdmin() ? `<a href="#/stacks/adopt/${p.EndpointId}/${encodeURIComponent(p.Name)}">Adopt</a>` : ''}</td></tr>`).join('')}</table></div>` : ''}`);
 }
-export function envText(env) { return (env || []).map(e => `${e.name}=${e.value}`).join('\n'); }
-export function envList(text) { return text.split('\n').map(l => l.trim()).filter(l => l && !l.startsWith('#')).map(l => { const i = l.indexOf('='); return i < 0 ? {name: l, value: ''} : {name: l.slice(0, i), value: l.slice(i + 1)}; }); }
+function envText(env) { return (env || []).map(e => `${e.name}=${e.value}`).join('\n'); }
+function envList(text) { return text.split('\n').map(l => l.trim()).filter(l => l && !l.startsWith('#')).map(l => { const i = l.indexOf('='); return i < 0 ? {name: l, value: ''} : {name: l.slice(0, i), value: l.slice(i + 1)}; }); }
 export async function pageStackEditor(id, adopt) {
   const eps = await api('GET', '/api/endpoints');
   let stack = null, content = 'services:\n  web:\n    image: busybox:local\n    command: sleep 3600\n', services = [];

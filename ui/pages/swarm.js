@@ -1,3 +1,4 @@
+// Pages: read views of a Swarm's services, nodes, configs and secrets.
 import {api} from '../api.js';
 import {dockerBase} from '../docker.js';
 import {$} from '../dom.js';
@@ -6,7 +7,7 @@ import {every} from '../lifecycle.js';
 import {envCrumbs, render} from '../shell.js';
 import {dataTable} from '../table.js';
 
-export const SWARM_VIEWS = {
+const SWARM_VIEWS = {
   services: {title: 'Services', columns: [{key: 'name', label: 'Name', value: s => s.Spec.Name}, {key: 'image', label: 'Image', value: s => ((s.Spec.TaskTemplate.ContainerSpec || {}).Image || '').split('@')[0]},
     {key: 'mode', label: 'Mode', value: s => s.Spec.Mode.Replicated ? `replicated ${s.Spec.Mode.Replicated.Replicas}` : 'global'},
     {key: 'running', label: 'Running', value: s => s.ServiceStatus ? `${s.ServiceStatus.RunningTasks} / ${s.ServiceStatus.DesiredTasks}` : ''},

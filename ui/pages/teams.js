@@ -1,3 +1,4 @@
+// Pages: teams and one team's members.
 import {api} from '../api.js';
 import {constants} from '../constants.js';
 import {formError} from '../feedback.js';

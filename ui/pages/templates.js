@@ -1,3 +1,4 @@
+// Page: app templates and custom templates, deployed to an environment.
 import {api} from '../api.js';
 import {constants} from '../constants.js';
 import {formError} from '../feedback.js';

@@ -1,3 +1,4 @@
+// Pages: users, settings (with the activity log retention and analytics), my account and API keys.
 import {api} from '../api.js';
 import {constants} from '../constants.js';
 import {$} from '../dom.js';
@@ -75,7 +76,7 @@ export async function pageAccount() {
   });
   await load();
 }
-export async function settingsAuditPanel() {
+async function settingsAuditPanel() {
   const main = document.querySelector('main'); if (!main) return;
   const [s, preview] = await Promise.all([api('GET', '/api/settings'), api('GET', '/api/telemetry/preview')]);
   const card = document.createElement('div'); card.className = 'card';

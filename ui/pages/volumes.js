@@ -1,3 +1,4 @@
+// Pages: the volumes of an environment, and the volume browser of agent environments.
 import {api, request} from '../api.js';
 import {dockerBase, watchEngine} from '../docker.js';
 import {$} from '../dom.js';
