@@ -118,3 +118,8 @@ def test_the_ui_dir_flag_serves_each_file_as_it_is_on_disk_now(tmp_path):
     for url in ("/assets/tests/home.test.js", "/assets/notes.txt", "/assets/../portainer.py", "/assets/index.html",
                 "/assets/pages/../pages/home.js"):
         assert portainer.ui_asset_from_disk(config.ui_dir, url) is None, url
+
+
+def test_no_module_sets_an_inline_style_the_content_security_policy_would_block():
+    assert [name for name, text in portainer.UI_FILES.items()
+            if name.endswith(".js") and "style=" in text.replace("'style=", "")] == []
