@@ -7669,6 +7669,11 @@ def ui_constants() -> dict:
                                     TEMPLATE_COMPOSE_STACK: "compose stack"}),
         "EdgeJobLogStateNames": names({LOGS_IDLE: "not run yet", LOGS_PENDING: "waiting for the host",
                                        LOGS_COLLECTED: "done"}),
+        "EdgeStackStatus": {name.capitalize(): name for name in EDGE_STATUS_NAMES.values()},
+        "ImageUpdateStatus": {"Outdated": UPDATE_OUTDATED, "Current": UPDATE_CURRENT, "Skipped": UPDATE_SKIPPED,
+                              "Unknown": UPDATE_UNKNOWN},
+        "ImageUpdateStatusNames": {UPDATE_OUTDATED: "update available", UPDATE_CURRENT: "up to date",
+                                   UPDATE_SKIPPED: "unknown", UPDATE_UNKNOWN: "unknown"},
     }
 
 
@@ -7924,6 +7929,7 @@ export const containerName = c => ((c.Names && c.Names[0]) || c.Name || '').repl
 """,  # noqa: E501
     'image-updates.js': r"""// Image updates: badges that tell whether a running container's image has a newer version, and recreate.
 import {api} from './api.js';
+import {constants} from './constants.js';
 import {$, $$} from './dom.js';
 import {toast} from './feedback.js';
 import {esc} from './format.js';
@@ -7931,26 +7937,26 @@ import {esc} from './format.js';
 // The stack view's image updates: a badge per running container, recreate buttons for the outdated ones.
 export async function stackImageUpdates(stack, reload) {
   const box = $('#stack-updates'); if (!box) return;
-  const labels = {outdated: 'update available', updated: 'up to date', skipped: 'unknown', unknown: 'unknown'};
+  const labels = constants.ImageUpdateStatusNames;
   let answer;
   try { answer = await api('GET', `/api/stacks/${stack.Id}/images_status`); } catch (e) { box.textContent = e.message; return; }
   const entries = Object.entries(answer.Containers);
   box.innerHTML = entries.length ? `<p>Images: <span class="badge ${esc(answer.Status)}">${labels[answer.Status]}</span> ` +
     entries.map(([id, s]) => `<span class="badge ${esc(s.Status)}" title="${esc(s.Message)}">${esc(s.Name)}: ${labels[s.Status] || 'unknown'}</span>` +
-      (s.Status === 'outdated' ? `<button type="button" class="small" data-recreate="${esc(id)}">Recreate with new image</button> ` : '')).join('') + '</p>' : '';
+      (s.Status === constants.ImageUpdateStatus.Outdated ? `<button type="button" class="small" data-recreate="${esc(id)}">Recreate with new image</button> ` : '')).join('') + '</p>' : '';
   $$('[data-recreate]', box).forEach(b => b.onclick = async () => { b.disabled = true; b.textContent = 'Recreating…';
     try { await api('POST', `/api/docker/${stack.EndpointId}/containers/${b.dataset.recreate}/recreate`, {PullImage: true}); toast('Recreated with the new image'); reload(); }
     catch (err) { toast(err.message, true); b.disabled = false; b.textContent = 'Recreate with new image'; } });
 }
 // The "Image update" column of a containers table: a badge per running container, and a recreate button.
 export function imageUpdates(envId, redraw, reload) {
-  const labels = {outdated: 'update available', updated: 'up to date', skipped: 'unknown', unknown: 'unknown'};
+  const labels = constants.ImageUpdateStatusNames;
   const state = {statuses: {}};
   state.value = c => (state.statuses[c.Id] || {}).Status || '';
   state.cell = c => { if (c.State !== 'running') return '';
     const s = state.statuses[c.Id]; if (!s) return '<span class="muted small">checking…</span>';
     return `<span class="badge ${esc(s.Status)}" title="${esc(s.Message)}">${labels[s.Status] || 'unknown'}</span>` +
-      (s.Status === 'outdated' ? ` <button class="small" data-recreate="${esc(c.Id)}">Recreate with new image</button>` : ''); };
+      (s.Status === constants.ImageUpdateStatus.Outdated ? ` <button class="small" data-recreate="${esc(c.Id)}">Recreate with new image</button>` : ''); };
   state.load = async refresh => {
     try { state.statuses = await api('GET', `/api/endpoints/${envId}/image_status${refresh ? '?refresh=true' : ''}`); }
     catch (e) { toast(e.message, true); }
@@ -8522,7 +8528,7 @@ export async function pageEdgeStacks() {
   const epName = id => (eps.find(e => e.Id === id) || {}).Name || id;
   render('Edge stacks', `<div class="toolbar"><h2 class="flat">Edge stacks</h2></div>
     <div class="card"><table><tr><th>Name</th><th>Environments</th><th></th></tr>
-    ${stacks.map(s => `<tr><td>${esc(s.Name)}</td><td>${Object.values(s.Status).map(st => `<span class="badge ${st.Status === 'running' ? 'running' : st.Status === 'error' ? 'exited' : 'paused'}" title="${esc(st.Error)}">${esc(epName(st.EndpointID))}: ${esc(st.Status)}</span> ${st.Error ? `<span class="muted">${esc(st.Error)}</span>` : ''}`).join('<br>') || '<span class="muted">no environment in its groups</span>'}</td>
+    ${stacks.map(s => `<tr><td>${esc(s.Name)}</td><td>${Object.values(s.Status).map(st => `<span class="badge ${st.Status === constants.EdgeStackStatus.Running ? 'running' : st.Status === constants.EdgeStackStatus.Error ? 'exited' : 'paused'}" title="${esc(st.Error)}">${esc(epName(st.EndpointID))}: ${esc(st.Status)}</span> ${st.Error ? `<span class="muted">${esc(st.Error)}</span>` : ''}`).join('<br>') || '<span class="muted">no environment in its groups</span>'}</td>
       <td><button class="danger" data-del="${s.Id}">Remove</button></td></tr>`).join('') || '<tr><td colspan="3" class="muted">No edge stack yet.</td></tr>'}</table></div>
     <div class="card"><h3>New edge stack</h3><form id="f"><label for="n">Name</label><input id="n" required pattern="[a-z0-9][a-z0-9_-]*">
     <label for="g">Edge groups</label><select id="g" multiple>${groups.map(g => `<option value="${g.Id}">${esc(g.Name)}</option>`).join('')}</select>
@@ -9494,9 +9500,10 @@ export const session = {
   publicSettings: null,   // GET /api/settings/public, read once
   currentEnv: null,       // the environment of an env/<id>/... page, for the navigation
 };
-export const isAdmin = () => !!session.me && session.me.Role === constants.UserRoles.Administrator;
+// Before the constants are read (an error page), nobody is shown administrator links.
+export const isAdmin = () => !!session.me && !!constants.UserRoles && session.me.Role === constants.UserRoles.Administrator;
 export const envIsSwarm = env => !!(env && env.Snapshots && env.Snapshots[0] && env.Snapshots[0].Swarm);
-""",
+""",  # noqa: E501
     'shell.js': r"""// The shell around every page: navigation, theme, top bar.
 import {api, forgetCsrf} from './api.js';
 import {$} from './dom.js';

@@ -89,7 +89,7 @@ def test_every_security_switch_has_a_label_and_every_label_a_switch():
 
 
 @pytest.mark.parametrize("copy", ["Quay.io", "Environment administrator", "allowBindMountsForRegularUsers",
-                                  "'Edge agent'", "Team leader'"])
+                                  "'Edge agent'", "Team leader'", "update available", "=== 'outdated'"])
 def test_the_javascript_keeps_no_second_copy_of_a_server_constant(copy):
     assert [name for name, text in portainer.UI_FILES.items() if copy in text] == []
 

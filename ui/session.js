@@ -6,5 +6,6 @@ export const session = {
   publicSettings: null,   // GET /api/settings/public, read once
   currentEnv: null,       // the environment of an env/<id>/... page, for the navigation
 };
-export const isAdmin = () => !!session.me && session.me.Role === constants.UserRoles.Administrator;
+// Before the constants are read (an error page), nobody is shown administrator links.
+export const isAdmin = () => !!session.me && !!constants.UserRoles && session.me.Role === constants.UserRoles.Administrator;
 export const envIsSwarm = env => !!(env && env.Snapshots && env.Snapshots[0] && env.Snapshots[0].Swarm);

@@ -15,7 +15,7 @@ export async function pageEdgeStacks() {
   const epName = id => (eps.find(e => e.Id === id) || {}).Name || id;
   render('Edge stacks', `<div class="toolbar"><h2 class="flat">Edge stacks</h2></div>
     <div class="card"><table><tr><th>Name</th><th>Environments</th><th></th></tr>
-    ${stacks.map(s => `<tr><td>${esc(s.Name)}</td><td>${Object.values(s.Status).map(st => `<span class="badge ${st.Status === 'running' ? 'running' : st.Status === 'error' ? 'exited' : 'paused'}" title="${esc(st.Error)}">${esc(epName(st.EndpointID))}: ${esc(st.Status)}</span> ${st.Error ? `<span class="muted">${esc(st.Error)}</span>` : ''}`).join('<br>') || '<span class="muted">no environment in its groups</span>'}</td>
+    ${stacks.map(s => `<tr><td>${esc(s.Name)}</td><td>${Object.values(s.Status).map(st => `<span class="badge ${st.Status === constants.EdgeStackStatus.Running ? 'running' : st.Status === constants.EdgeStackStatus.Error ? 'exited' : 'paused'}" title="${esc(st.Error)}">${esc(epName(st.EndpointID))}: ${esc(st.Status)}</span> ${st.Error ? `<span class="muted">${esc(st.Error)}</span>` : ''}`).join('<br>') || '<span class="muted">no environment in its groups</span>'}</td>
       <td><button class="danger" data-del="${s.Id}">Remove</button></td></tr>`).join('') || '<tr><td colspan="3" class="muted">No edge stack yet.</td></tr>'}</table></div>
     <div class="card"><h3>New edge stack</h3><form id="f"><label for="n">Name</label><input id="n" required pattern="[a-z0-9][a-z0-9_-]*">
     <label for="g">Edge groups</label><select id="g" multiple>${groups.map(g => `<option value="${g.Id}">${esc(g.Name)}</option>`).join('')}</select>
