@@ -1,5 +1,6 @@
 # The two commands a new user types: `make run` and `make test`. Both install what they need first.
 # `make test-fast` is the loop for working on the code: unit tests of the pure logic, no root, Docker or browser.
+# `make ui` embeds ui/ (the web UI's sources) into portainer.py; `make lint` runs ruff and ESLint.
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 PYTEST_ARGS ?=
@@ -7,7 +8,7 @@ PYTEST_ARGS ?=
 FAST_TEST_MODULES := aiohttp, yaml, cryptography, docker, requests, pytest, pytest_timeout, hypothesis
 export DEBIAN_FRONTEND := noninteractive
 
-.PHONY: run test test-fast deps test-deps test-fast-deps testbed engine bench base-image image
+.PHONY: run test test-fast deps test-deps test-fast-deps testbed engine bench base-image image ui lint lint-deps
 
 run: deps
 	$(PYTHON) portainer.py $(ARGS)
@@ -48,8 +49,23 @@ testbed: test-deps engine
 
 # Seconds, in-process: compose, cron, backup crypto, signatures, tunnel frames, config, paths (test_fast_*.py).
 # Only the plugins these tests use are loaded: the others installed (schemathesis...) cost seconds at start.
+# The UI's JavaScript unit tests (ui/tests/) run with node's own test runner: no npm package needed.
 test-fast: test-fast-deps
 	PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 $(PYTHON) -m pytest -q -p pytest_timeout -p _hypothesis_pytestplugin test_fast_*.py
+	node --test ui/tests/
+
+# Write ui/ into portainer.py's generated section (test_fast_ui.py fails until this is run after a UI change).
+ui:
+	$(PYTHON) ui/embed.py
+
+# ruff (ruff.toml) on the Python files, ESLint (eslint.config.js, pinned in package-lock.json) on ui/.
+lint: lint-deps
+	$(PYTHON) -m ruff check .
+	npx --no-install eslint ui eslint.config.js
+
+lint-deps:
+	@$(PYTHON) -m ruff --version >/dev/null 2>&1 || $(PIP) install -q ruff
+	@[ -d node_modules/eslint ] || npm ci --no-audit --no-fund
 
 # The fast loop first, so a broken unit fails in seconds; then everything (the fast tests again: seconds).
 test: test-fast testbed

@@ -147,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agent-secret", default=_env("AGENT_SECRET", ""),
                    help="secret proven to every agent that has AGENT_SECRET set; an environment may set its own "
                         "[AGENT_SECRET]")
+    p.add_argument("--ui-dir", default=_env("PORTAINER_UI_DIR"),
+                   help="serve the web UI from this directory (a checkout's ui/), read at each request, instead of "
+                        "the copy embedded in portainer.py: for editing the UI without `make ui` [PORTAINER_UI_DIR]")
     return p
 
 
@@ -7753,16 +7756,122 @@ async def handle_telemetry_send(request: web.Request) -> web.Response:
 
 
 # ================================================================================================================
-# UI assets: the embedded web interface (no CDN, no build step), served compressed with ETag
+# UI assets: the web interface (no CDN, no build step), served compressed with ETag
 # ================================================================================================================
+# The sources are the files of ui/ (ES modules the browser loads itself: index.html loads /assets/app.js, which
+# imports the rest). ui/embed.py (`make ui`) copies them into the generated section below, so portainer.py alone
+# serves them; --ui-dir serves a ui/ directory from disk instead, read at each request, for editing without
+# regenerating. test_fast_ui.py fails when the copy below differs from ui/.
 
-UI_INDEX_HTML = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>portainer.py</title><link rel="stylesheet" href="/assets/app.css"><link rel="icon" href="data:,">
-</head><body><div id="app" aria-live="polite"></div><script src="/assets/app.js"></script></body></html>
-"""
+# The labels of the security switches (DEFAULT_SECURITY_SETTINGS), as the environment's security page shows them.
+UI_SECURITY_SWITCH_LABELS = {
+    "allowBindMountsForRegularUsers": "Allow bind mounts of host paths",
+    "allowPrivilegedModeForRegularUsers": "Allow privileged mode",
+    "allowHostNamespaceForRegularUsers": "Allow host namespaces (PID, network, IPC)",
+    "allowDeviceMappingForRegularUsers": "Allow device mapping",
+    "allowContainerCapabilitiesForRegularUsers": "Allow added capabilities",
+    "allowSysctlSettingForRegularUsers": "Allow sysctl settings",
+    "allowStackManagementForRegularUsers": "Allow stack creation and changes",
+    "allowVolumeBrowserForRegularUsers": "Allow the volume browser",
+    "enableHostManagementFeatures": "Enable host management features",
+}
 
-UI_CSS = r"""
+
+def ui_constants() -> dict:
+    """The numbers the API uses and the names the UI shows for them, built from this file's constants: the UI
+    keeps no copy (ui/constants.js reads this once). `...Names` maps a number to its label."""
+    def names(labels: dict) -> dict:
+        return {str(number): label for number, label in labels.items()}
+    resource_control_types = {**{kind[:-1].capitalize(): number for kind, number in RESOURCE_CONTROL_TYPES.items()},
+                              "Stack": STACK_RESOURCE_CONTROL}
+    return {
+        "UserRoles": {"Administrator": ROLE_ADMIN, "Standard": ROLE_STANDARD},
+        "UserRoleNames": names({ROLE_ADMIN: "administrator", ROLE_STANDARD: "standard user"}),
+        "TeamRoles": {"Leader": TEAM_LEADER, "Member": TEAM_MEMBER},
+        "TeamRoleNames": names({TEAM_LEADER: "Team leader", TEAM_MEMBER: "Member"}),
+        "EnvironmentTypes": {"Docker": ENDPOINT_DOCKER, "Agent": ENDPOINT_AGENT, "Edge": ENDPOINT_EDGE},
+        "EnvironmentTypeNames": names({ENDPOINT_DOCKER: "Docker", ENDPOINT_AGENT: "Agent",
+                                       ENDPOINT_EDGE: "Edge agent"}),
+        "EnvironmentStatus": {"Up": STATUS_UP, "Down": STATUS_DOWN},
+        "EnvironmentRoles": {"Administrator": ENV_ROLE_ADMIN, "Operator": ENV_ROLE_OPERATOR,
+                             "Helpdesk": ENV_ROLE_HELPDESK, "Standard": ENV_ROLE_STANDARD,
+                             "ReadOnly": ENV_ROLE_READ_ONLY},
+        "EnvironmentRoleNames": names(ENV_ROLE_NAMES),
+        "SecuritySwitches": {name: UI_SECURITY_SWITCH_LABELS[name] for name in DEFAULT_SECURITY_SETTINGS},
+        "RegistryTypes": {"Custom": REGISTRY_CUSTOM},
+        "RegistryTypeNames": names(REGISTRY_TYPES),
+        "ResourceControlTypes": resource_control_types,
+        "ResourceControlTypeNames": names({number: kind.lower() for kind, number in resource_control_types.items()}),
+        "StackTypes": {"Swarm": STACK_SWARM, "Compose": STACK_COMPOSE},
+        "StackTypeNames": names({STACK_SWARM: "Swarm", STACK_COMPOSE: "Compose"}),
+        "StackStatus": {"Active": STACK_ACTIVE, "Inactive": STACK_INACTIVE},
+        "TemplateTypes": {"Container": TEMPLATE_CONTAINER, "SwarmStack": TEMPLATE_SWARM_STACK,
+                          "ComposeStack": TEMPLATE_COMPOSE_STACK},
+        "TemplateTypeNames": names({TEMPLATE_CONTAINER: "container", TEMPLATE_SWARM_STACK: "Swarm stack",
+                                    TEMPLATE_COMPOSE_STACK: "compose stack"}),
+        "EdgeJobLogStateNames": names({LOGS_IDLE: "not run yet", LOGS_PENDING: "waiting for the host",
+                                       LOGS_COLLECTED: "done"}),
+        "EdgeStackStatus": {name.capitalize(): name for name in EDGE_STATUS_NAMES.values()},
+        "ImageUpdateStatus": {"Outdated": UPDATE_OUTDATED, "Current": UPDATE_CURRENT, "Skipped": UPDATE_SKIPPED,
+                              "Unknown": UPDATE_UNKNOWN},
+        "ImageUpdateStatusNames": {UPDATE_OUTDATED: "update available", UPDATE_CURRENT: "up to date",
+                                   UPDATE_SKIPPED: "unknown", UPDATE_UNKNOWN: "unknown"},
+    }
+
+
+async def handle_ui_constants(request: web.Request) -> web.Response:
+    """The numbers and names the web UI shows (roles, environment, registry and stack types, security switches)."""
+    return json_response(ui_constants())
+
+
+# ---- BEGIN GENERATED UI FILES: written by ui/embed.py (`make ui`) from ui/; do not edit by hand ----
+UI_FILES = {
+    'api.js': r"""// The one way the UI talks to the server: every request goes through `request`, which sends the CSRF token
+// on changes, keeps the token the server hands back, ends with the page (its abort signal) and turns an
+// error answer into an ApiFailure carrying the server's {message, details} and the HTTP status.
+import {pageSignal} from './lifecycle.js';
+
+const CSRF_HEADER = 'X-CSRF-Token';
+let csrf = sessionStorage.getItem('csrf') || '';
+
+export class ApiFailure extends Error {
+  constructor(message, status, details) { super(message); this.status = status; this.details = details; }
+}
+async function failureOf(response) {
+  const text = await response.text(); let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch (e) { data = {message: text}; }
+  return new ApiFailure((data && data.message) || response.statusText || `HTTP ${response.status}`, response.status, data && data.details);
+}
+function rememberCsrf(response) { const t = response.headers.get(CSRF_HEADER); if (t) { csrf = t; sessionStorage.setItem('csrf', t); } }
+// After logging out: the next session gets its own token.
+export function forgetCsrf() { csrf = ''; sessionStorage.removeItem('csrf'); }
+
+// The fetch primitive: body is JSON unless it is a Blob, FormData or ArrayBuffer (sent as is); `signal`
+// replaces the page's own (a stream the page restarts). Resolves with the Response when it is a success.
+export async function request(method, path, {body, headers = {}, signal} = {}) {
+  const isRaw = body instanceof Blob || body instanceof FormData || body instanceof ArrayBuffer;
+  if (body !== undefined && !isRaw) headers['Content-Type'] = 'application/json';
+  if (csrf && method !== 'GET' && method !== 'HEAD') headers[CSRF_HEADER] = csrf;
+  const r = await fetch(path, {method, headers, credentials: 'same-origin', signal: signal || pageSignal(),
+                               body: body === undefined ? undefined : (isRaw ? body : JSON.stringify(body))});
+  rememberCsrf(r);
+  if (!r.ok) throw await failureOf(r);
+  return r;
+}
+// JSON in, JSON out; throws ApiFailure with the server's {message, details}.
+export async function api(method, path, body, headers) {
+  const r = await request(method, path, {body, headers});
+  const text = await r.text();
+  try { return text ? JSON.parse(text) : null; } catch (e) { return text; }
+}
+// A streamed answer: onChunk(Uint8Array) for each piece as it arrives; resolves when the stream ends.
+export async function apiStream(method, path, body, onChunk, headers, signal) {
+  const r = await request(method, path, {body, headers, signal});
+  const reader = r.body.getReader();
+  for (;;) { const {done, value} = await reader.read(); if (done) return; onChunk(value); }
+}
+""",  # noqa: E501
+    'app.css': r"""
 :root{--bg:#f4f5f7;--panel:#fff;--text:#1d2330;--muted:#5f6b7a;--accent:#1366d6;--accent-text:#fff;--danger:#c62828;
 --ok:#2e7d32;--warn:#a15c00;--border:#dde1e7;--hover:#eef2f8;--side:#1b2433;--side-text:#cfd6e2;--mark:#ffe08a;
 --term-bg:#11151c;--term-fg:#d8dee9}
@@ -7855,78 +7964,43 @@ overflow:auto}.menu{display:inline-block}main{padding:8px}td,th{padding:5px}.hid
 .toolbar input.filter{max-width:none;width:100%}}
 label.inline{display:inline-flex;align-items:center;gap:4px;margin:0 12px 0 0}
 label.inline input{width:auto}
-"""
+""",  # noqa: E501
+    'app.js': r"""// The web UI's entry module (index.html loads it; the browser loads the imports). No framework, no build step.
+import {$} from './dom.js';
+import {portLinks} from './pages/containers.js';
+import {containerName} from './format.js';
+import {route} from './router.js';
+import {dataTable} from './table.js';
 
-UI_JS = r"""
-'use strict';
-// ---- core: state, API client, escaping, page lifecycle -------------------------------------------------------
-const $app = document.getElementById('app');
-const $ = (selector, root = document) => root.querySelector(selector);
-const $$ = (selector, root = document) => [...root.querySelectorAll(selector)];
-let csrf = sessionStorage.getItem('csrf') || '';
-let me = null;
-let publicSettings = null;
-let currentEnv = null;
-const esc = s => String(s ?? '').replace(/[&<>"']/g, c => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;'}[c]));
-const dockerBase = envId => `/api/endpoints/${envId}/docker`;
+window.addEventListener('hashchange', route);
+document.addEventListener('keydown', e => {
+  // "/" focuses the filter of the page, as in most consoles.
+  if (e.key === '/' && !/INPUT|TEXTAREA|SELECT/.test(document.activeElement.tagName) && !document.activeElement.classList.contains('term')) {
+    const filter = $('main input.filter'); if (filter) { e.preventDefault(); filter.focus(); }
+  }
+});
+// The list component, reachable from the browser console (and from the browser test that feeds it 1,000 rows).
+Object.assign(window, {dataTable, containerName, portLinks});
+route();
+""",  # noqa: E501
+    'constants.js': r"""// Numbers and names the server defines once in Python (roles, environment and registry types, security
+// switches...), from GET /api/ui/constants. Read once, after logging in: the login and setup pages need none.
+import {api} from './api.js';
 
-class ApiFailure extends Error {
-  constructor(message, status, details) { super(message); this.status = status; this.details = details; }
+export const constants = {};
+export async function loadConstants() {
+  if (!Object.keys(constants).length) Object.assign(constants, await api('GET', '/api/ui/constants'));
 }
-function requestOptions(method, body, headers = {}) {
-  const isRaw = body instanceof Blob || body instanceof FormData || body instanceof ArrayBuffer;
-  if (body !== undefined && !isRaw) headers['Content-Type'] = 'application/json';
-  if (csrf && method !== 'GET' && method !== 'HEAD') headers['X-CSRF-Token'] = csrf;
-  return {method, headers, credentials: 'same-origin', signal: pageSignal(),
-          body: body === undefined ? undefined : (isRaw ? body : JSON.stringify(body))};
-}
-async function failureOf(response) {
-  const text = await response.text(); let data = null;
-  try { data = text ? JSON.parse(text) : null; } catch (e) { data = {message: text}; }
-  return new ApiFailure((data && data.message) || response.statusText || `HTTP ${response.status}`, response.status, data && data.details);
-}
-function rememberCsrf(response) { const t = response.headers.get('X-CSRF-Token'); if (t) { csrf = t; sessionStorage.setItem('csrf', t); } }
-// JSON in, JSON out; throws ApiFailure with the server's {message, details}.
-async function api(method, path, body, headers) {
-  const r = await fetch(path, requestOptions(method, body, headers));
-  rememberCsrf(r);
-  if (!r.ok) throw await failureOf(r);
-  const text = await r.text();
-  try { return text ? JSON.parse(text) : null; } catch (e) { return text; }
-}
-// A streamed answer: onChunk(Uint8Array) for each piece as it arrives; resolves when the stream ends.
-async function apiStream(method, path, body, onChunk, headers) {
-  const r = await fetch(path, requestOptions(method, body, headers));
-  rememberCsrf(r);
-  if (!r.ok) throw await failureOf(r);
-  const reader = r.body.getReader();
-  for (;;) { const {done, value} = await reader.read(); if (done) return; onChunk(value); }
-}
-// Newline-delimited JSON (pull, build, load, stats progress) as objects.
-function jsonLines(onObject) {
-  const decoder = new TextDecoder(); let rest = '';
-  return chunk => { rest += decoder.decode(chunk, {stream: true}); const lines = rest.split('\n'); rest = lines.pop();
-    for (const line of lines) if (line.trim()) { try { onObject(JSON.parse(line)); } catch (e) { onObject({stream: line + '\n'}); } } };
-}
+""",  # noqa: E501
+    'docker.js': r"""// The Docker engine of one environment, reached through the server's proxy.
+import {apiStream} from './api.js';
+import {every, onLeave} from './lifecycle.js';
+import {jsonLines} from './streams.js';
 
-// Everything a page starts (timers, streams, sockets) ends when the user leaves it.
-let pageCleanups = [], pageController = new AbortController();
-function pageSignal() { return pageController.signal; }
-function onLeave(fn) { pageCleanups.push(fn); }
-function leavePage() {
-  pageController.abort(); pageController = new AbortController();
-  for (const fn of pageCleanups.splice(0)) { try { fn(); } catch (e) { console.error(e); } }
-}
-function every(ms, fn) {
-  let busy = false;
-  const id = setInterval(async () => { if (document.hidden || busy) return; busy = true;
-    try { await fn(); } catch (e) { if (e.name !== 'AbortError') console.warn(e); } finally { busy = false; } }, ms);
-  onLeave(() => clearInterval(id));
-}
-
+export const dockerBase = envId => `/api/endpoints/${envId}/docker`;
 // Live updates: the engine's event stream (kept open while the page is shown) calls onChange, at most every
 // 300 ms; a slow poll stays as the fallback when events cannot be read.
-function watchEngine(envId, types, onChange, fallbackMs = 15000) {
+export function watchEngine(envId, types, onChange, fallbackMs = 15000) {
   let timer = 0;
   const changed = () => { clearTimeout(timer); timer = setTimeout(() => onChange().catch(() => {}), 300); };
   const filters = encodeURIComponent(JSON.stringify({type: types}));
@@ -7934,20 +8008,15 @@ function watchEngine(envId, types, onChange, fallbackMs = 15000) {
   onLeave(() => clearTimeout(timer));
   every(fallbackMs, onChange);
 }
+""",
+    'dom.js': r"""// The two query shortcuts every page uses.
+export const $ = (selector, root = document) => root.querySelector(selector);
+export const $$ = (selector, root = document) => [...root.querySelectorAll(selector)];
+""",
+    'feedback.js': r"""// Feedback: toasts, and errors next to their cause.
+import {$, $$} from './dom.js';
 
-// ---- formatting ---------------------------------------------------------------------------------------------
-function fmtBytes(n) { if (!n && n !== 0) return ''; const u = ['B', 'KB', 'MB', 'GB', 'TB']; let i = 0;
-  while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; } return `${n.toFixed(n < 10 && i ? 1 : 0)} ${u[i]}`; }
-function fmtDate(t) { if (!t) return ''; const d = typeof t === 'number' ? new Date(t * 1000) : new Date(t);
-  return isNaN(d) ? '' : d.toLocaleString(); }
-function fmtAgo(t) { const s = Math.max(0, Date.now() / 1000 - (typeof t === 'number' ? t : Date.parse(t) / 1000));
-  if (s < 60) return `${Math.floor(s)} s ago`; if (s < 3600) return `${Math.floor(s / 60)} min ago`;
-  if (s < 86400) return `${Math.floor(s / 3600)} h ago`; return `${Math.floor(s / 86400)} days ago`; }
-const shortId = id => String(id || '').replace(/^sha256:/, '').slice(0, 12);
-const containerName = c => ((c.Names && c.Names[0]) || c.Name || '').replace(/^\//, '');
-
-// ---- feedback: toasts and errors next to their cause --------------------------------------------------------
-function toast(message, bad = false) {
+export function toast(message, bad = false) {
   let box = $('.toasts'); if (!box) { box = document.createElement('div'); box.className = 'toasts'; box.setAttribute('role', 'status'); document.body.append(box); }
   const t = document.createElement('div'); t.className = 'toast' + (bad ? ' bad' : ''); t.textContent = message; box.append(t);
   setTimeout(() => t.remove(), bad ? 8000 : 4000);
@@ -7957,7 +8026,7 @@ function clearErrors(form) {
   const general = $('.error', form); if (general) general.textContent = '';
 }
 // Put the message under the input it is about (the server names the field), else in the form's error line.
-function showError(form, err, fieldName) {
+export function showError(form, err, fieldName) {
   clearErrors(form);
   const text = err.message + (err.details && err.details !== err.message ? ` (${err.details})` : '');
   const fields = $$('[name]', form).filter(el => el.name && el.type !== 'hidden');
@@ -7970,9 +8039,9 @@ function showError(form, err, fieldName) {
   } else { const general = $('.error', form); if (general) general.textContent = text; else toast(text, true); }
 }
 // The first pages' helper: an error goes next to its field; a plain {message} (such as "Saved.") to the form's line.
-const formError = (form, err) => { if (err instanceof Error) showError(form, err); else { const line = $('.error', form); if (line) line.textContent = err.message; } };
+export const formError = (form, err) => { if (err instanceof Error) showError(form, err); else { const line = $('.error', form); if (line) line.textContent = err.message; } };
 // Submit handler with errors shown in the form and the button disabled while it runs.
-function onSubmit(form, fn) {
+export function onSubmit(form, fn) {
   // An error note goes away as soon as the user edits the field it is about.
   form.addEventListener('input', e => {
     const field = e.target; if (!field.classList || !field.classList.contains('invalid')) return;
@@ -7986,186 +8055,201 @@ function onSubmit(form, fn) {
     finally { if (button) button.disabled = false; }
   });
 }
-function download(href, filename) { const a = document.createElement('a'); a.href = href; a.download = filename || ''; document.body.append(a); a.click(); a.remove(); }
+export function download(href, filename) { const a = document.createElement('a'); a.href = href; a.download = filename || ''; document.body.append(a); a.click(); a.remove(); }
+""",  # noqa: E501
+    'format.js': r"""// Text for the page: HTML escaping, sizes, dates, ids. Pure functions (unit-tested in ui/tests/).
+export const esc = s => String(s ?? '').replace(/[&<>"']/g, c => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;'}[c]));
+export function fmtBytes(n) { if (!n && n !== 0) return ''; const u = ['B', 'KB', 'MB', 'GB', 'TB']; let i = 0;
+  while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; } return `${n.toFixed(n < 10 && i ? 1 : 0)} ${u[i]}`; }
+export function fmtDate(t) { if (!t) return ''; const d = typeof t === 'number' ? new Date(t * 1000) : new Date(t);
+  return isNaN(d) ? '' : d.toLocaleString(); }
+export function fmtAgo(t) { const s = Math.max(0, Date.now() / 1000 - (typeof t === 'number' ? t : Date.parse(t) / 1000));
+  if (s < 60) return `${Math.floor(s)} s ago`; if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ago`; return `${Math.floor(s / 86400)} days ago`; }
+export const shortId = id => String(id || '').replace(/^sha256:/, '').slice(0, 12);
+export const containerName = c => ((c.Names && c.Names[0]) || c.Name || '').replace(/^\//, '');
+""",  # noqa: E501
+    'image-updates.js': r"""// Image updates: badges that tell whether a running container's image has a newer version, and recreate.
+import {api} from './api.js';
+import {constants} from './constants.js';
+import {$, $$} from './dom.js';
+import {toast} from './feedback.js';
+import {esc} from './format.js';
 
-// ---- shell: navigation, theme, top bar ----------------------------------------------------------------------
-// Feature pages add their links here: GLOBAL_NAV for server-wide pages, ENV_NAV for pages of one environment
-// (`swarm: true` shows a link only on a Swarm manager; `admin: true` only to administrators).
-const GLOBAL_NAV = [
-  {href: '#/home', label: 'Home'},
-  {href: '#/users', label: 'Users', admin: true},
-  {href: '#/teams', label: 'Teams'},
-  {href: '#/resource-controls', label: 'Sharing', admin: true},
-  {href: '#/activity', label: 'Activity', admin: true},
-  {href: '#/backup', label: 'Backup', admin: true},
-  {href: '#/settings', label: 'Settings', admin: true},
-  {href: '#/tags', label: 'Tags', admin: true},
-  {href: '#/registries', label: 'Registries'},
-  {href: '#/stacks', label: 'Stacks'},
-  {href: '#/templates', label: 'App templates'},
-  {href: '#/edge/stacks', label: 'Edge stacks', admin: true},
-  {href: '#/edge/groups', label: 'Edge groups', admin: true},
-  {href: '#/edge/jobs', label: 'Edge jobs', admin: true},
-  {href: '#/account', label: 'My account'},
-];
-const ENV_NAV = [
-  {path: 'dashboard', label: 'Dashboard'},
-  {path: 'containers', label: 'Containers'},
-  {path: 'images', label: 'Images'},
-  {path: 'volumes', label: 'Volumes'},
-  {path: 'networks', label: 'Networks'},
-  {path: 'services', label: 'Services', swarm: true},
-  {path: 'nodes', label: 'Nodes', swarm: true},
-  {path: 'configs', label: 'Configs', swarm: true},
-  {path: 'secrets', label: 'Secrets', swarm: true},
-  {path: 'access', label: 'Access', admin: true},
-  {path: 'security', label: 'Security settings', admin: true},
-];
-const ENV_KIND_NAMES = {1: 'Docker', 2: 'Agent', 4: 'Edge agent'};
-const isAdmin = () => me && me.Role === 1;
-const envIsSwarm = env => !!(env && env.Snapshots && env.Snapshots[0] && env.Snapshots[0].Swarm);
+// The stack view's image updates: a badge per running container, recreate buttons for the outdated ones.
+export async function stackImageUpdates(stack, reload) {
+  const box = $('#stack-updates'); if (!box) return;
+  const labels = constants.ImageUpdateStatusNames;
+  let answer;
+  try { answer = await api('GET', `/api/stacks/${stack.Id}/images_status`); } catch (e) { box.textContent = e.message; return; }
+  const entries = Object.entries(answer.Containers);
+  box.innerHTML = entries.length ? `<p>Images: <span class="badge ${esc(answer.Status)}">${labels[answer.Status]}</span> ` +
+    entries.map(([id, s]) => `<span class="badge ${esc(s.Status)}" title="${esc(s.Message)}">${esc(s.Name)}: ${labels[s.Status] || 'unknown'}</span>` +
+      (s.Status === constants.ImageUpdateStatus.Outdated ? `<button type="button" class="small" data-recreate="${esc(id)}">Recreate with new image</button> ` : '')).join('') + '</p>' : '';
+  $$('[data-recreate]', box).forEach(b => b.onclick = async () => { b.disabled = true; b.textContent = 'Recreating…';
+    try { await api('POST', `/api/docker/${stack.EndpointId}/containers/${b.dataset.recreate}/recreate`, {PullImage: true}); toast('Recreated with the new image'); reload(); }
+    catch (err) { toast(err.message, true); b.disabled = false; b.textContent = 'Recreate with new image'; } });
+}
+// The "Image update" column of a containers table: a badge per running container, and a recreate button.
+export function imageUpdates(envId, redraw, reload) {
+  const labels = constants.ImageUpdateStatusNames;
+  const state = {statuses: {}};
+  state.value = c => (state.statuses[c.Id] || {}).Status || '';
+  state.cell = c => { if (c.State !== 'running') return '';
+    const s = state.statuses[c.Id]; if (!s) return '<span class="muted small">checking…</span>';
+    return `<span class="badge ${esc(s.Status)}" title="${esc(s.Message)}">${labels[s.Status] || 'unknown'}</span>` +
+      (s.Status === constants.ImageUpdateStatus.Outdated ? ` <button class="small" data-recreate="${esc(c.Id)}">Recreate with new image</button>` : ''); };
+  state.load = async refresh => {
+    try { state.statuses = await api('GET', `/api/endpoints/${envId}/image_status${refresh ? '?refresh=true' : ''}`); }
+    catch (e) { toast(e.message, true); }
+    redraw(); };
+  state.missing = rows => rows.some(c => c.State === 'running' && !state.statuses[c.Id]);
+  state.bind = el => el.addEventListener('click', async e => {
+    const b = e.target.closest('[data-recreate]'); if (!b) return;
+    b.disabled = true; b.textContent = 'Recreating…';
+    try { await api('POST', `/api/docker/${envId}/containers/${b.dataset.recreate}/recreate`, {PullImage: true}); toast('Recreated with the new image'); }
+    catch (err) { toast(err.message, true); }
+    await reload(); });
+  return state;
+}
+""",  # noqa: E501
+    'index.html': r"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>portainer.py</title><link rel="stylesheet" href="/assets/app.css"><link rel="icon" href="data:,">
+</head><body><div id="app" aria-live="polite"></div><script type="module" src="/assets/app.js"></script></body></html>
+""",
+    'lifecycle.js': r"""// Everything a page starts (timers, streams, sockets) ends when the user leaves it.
+const pageCleanups = [];
+let pageController = new AbortController();
+export function pageSignal() { return pageController.signal; }
+export function onLeave(fn) { pageCleanups.push(fn); }
+export function leavePage() {
+  pageController.abort(); pageController = new AbortController();
+  for (const fn of pageCleanups.splice(0)) { try { fn(); } catch (e) { console.error(e); } }
+}
+export function every(ms, fn) {
+  let busy = false;
+  const id = setInterval(async () => { if (document.hidden || busy) return; busy = true;
+    try { await fn(); } catch (e) { if (e.name !== 'AbortError') console.warn(e); } finally { busy = false; } }, ms);
+  onLeave(() => clearInterval(id));
+}
+""",
+    'pages/access.js': r"""// Pages: who has access to an environment (roles), what standard users may do there (security settings),
+// and resources shared beyond their owners (resource controls).
+import {api} from '../api.js';
+import {constants} from '../constants.js';
+import {formError} from '../feedback.js';
+import {esc} from '../format.js';
+import {$app, bindShell, shell} from '../shell.js';
+import {roleOptions} from '../widgets.js';
 
-function applyTheme() {
-  const saved = localStorage.getItem('theme');
-  const dark = saved ? saved === 'dark' : window.matchMedia && matchMedia('(prefers-color-scheme: dark)').matches;
-  document.documentElement.dataset.theme = dark ? 'dark' : 'light';
-}
-function toggleTheme() { localStorage.setItem('theme', document.documentElement.dataset.theme === 'dark' ? 'light' : 'dark'); applyTheme(); }
-
-function shell(content, crumbs = '') {
-  const hash = location.hash.split('?')[0];
-  const link = (href, label) => `<a href="${href}" class="${hash === href || hash.startsWith(href + '/') ? 'active' : ''}">${esc(label)}</a>`;
-  const envLinks = currentEnv ? `<div class="group">Environment</div><div class="envname" title="${esc(currentEnv.Name)}">${esc(currentEnv.Name)}</div>` +
-    ENV_NAV.filter(n => (!n.swarm || envIsSwarm(currentEnv)) && (!n.admin || isAdmin()))
-      .map(n => link(`#/env/${currentEnv.Id}/${n.path}`, n.label)).join('') : '';
-  return `<div class="layout"><nav class="side" id="side" aria-label="Main"><div class="brand">portainer.py<button class="menu" id="menu-close" aria-label="Close menu">&times;</button></div>
-    ${GLOBAL_NAV.filter(n => !n.admin || isAdmin()).map(n => link(n.href, n.label)).join('')}${envLinks}</nav>
-    <div><div class="top"><button class="menu" id="menu" aria-controls="side" aria-label="Menu">&#9776;</button>
-    <span class="crumbs">${crumbs}</span>
-    <button id="theme" title="Switch between light and dark theme">Theme</button>
-    <span class="muted who">${esc(me && me.Username)}</span><button id="logout">Log out</button></div>
-    <main id="main">${content}</main></div></div>`;
-}
-function bindShell() {
-  $('#theme').addEventListener('click', toggleTheme);
-  $('#menu').addEventListener('click', () => { $('#side').classList.add('open'); $('#side a').focus(); });
-  $('#menu-close').addEventListener('click', () => { $('#side').classList.remove('open'); $('#menu').focus(); });
-  $('#side').addEventListener('keydown', e => { if (e.key === 'Escape') $('#menu-close').click(); });
-  $('#logout').addEventListener('click', async () => {
-    await api('POST', '/api/auth/logout').catch(() => {});
-    me = null; csrf = ''; sessionStorage.removeItem('csrf'); location.hash = '#/login';
-  });
-}
-// Render a page inside the shell; answers the <main> element.
-function render(title, content, crumbs) {
-  document.title = `${title} · portainer.py`;
-  $app.innerHTML = shell(content, crumbs ?? esc(title));
+export async function pageEndpointAccess(id) {
+  const [ep, users, teams] = await Promise.all([api('GET', `/api/endpoints/${id}`), api('GET', '/api/users'), api('GET', '/api/teams')]);
+  const policies = {User: ep.UserAccessPolicies || {}, Team: ep.TeamAccessPolicies || {}};
+  const nameOf = (kind, sid) => kind === 'User' ? ((users.find(u => u.Id === +sid) || {}).Username || `user ${sid}`)
+                                               : ((teams.find(t => t.Id === +sid) || {}).Name || `team ${sid}`);
+  const rows = ['User', 'Team'].flatMap(kind => Object.entries(policies[kind]).map(([sid, p]) => ({kind, sid, role: p.RoleId || constants.EnvironmentRoles.Standard})));
+  $app.innerHTML = shell(`<div class="card"><h2>Access to ${esc(ep.Name)}</h2>
+    <p class="muted">Administrators always have access. Everyone else sees this environment only when listed here, and can do what the role allows.</p>
+    <table><tr><th>User or team</th><th>Role</th><th></th></tr>${rows.map(r => `<tr><td>${r.kind === 'Team' ? 'Team ' : ''}${esc(nameOf(r.kind, r.sid))}</td>
+      <td><select data-kind="${r.kind}" data-sid="${esc(r.sid)}" aria-label="role">${roleOptions(r.role, constants.EnvironmentRoleNames)}</select></td>
+      <td><button class="danger" data-remove="${r.kind}:${esc(r.sid)}">Remove access</button></td></tr>`).join('') || '<tr><td colspan="3" class="muted">Administrators only.</td></tr>'}</table>
+    <form id="f"><h3>Give access</h3><label for="s">User or team</label><select id="s" required>
+      ${users.filter(u => u.Role !== constants.UserRoles.Administrator).map(u => `<option value="User:${u.Id}">${esc(u.Username)}</option>`).join('')}
+      ${teams.map(t => `<option value="Team:${t.Id}">Team ${esc(t.Name)}</option>`).join('')}</select>
+      <label for="r">Role</label><select id="r">${roleOptions(constants.EnvironmentRoles.Standard, constants.EnvironmentRoleNames)}</select>
+      <div class="error" role="alert"></div><button class="primary">Give access</button></form>
+    <p><a href="#/env/${ep.Id}/security">Security settings of this environment</a></p></div>`);
   bindShell();
-  return $('#main');
+  const save = async () => { await api('PUT', `/api/endpoints/${id}`, {UserAccessPolicies: policies.User, TeamAccessPolicies: policies.Team}); pageEndpointAccess(id); };
+  const f = document.getElementById('f');
+  f.onsubmit = async e => { e.preventDefault(); const [kind, sid] = f.s.value.split(':');
+    policies[kind][sid] = {RoleId: +f.r.value}; try { await save(); } catch (err) { formError(f, err); } };
+  document.querySelectorAll('select[data-kind]').forEach(s => s.onchange = () => { policies[s.dataset.kind][s.dataset.sid] = {RoleId: +s.value}; save(); });
+  document.querySelectorAll('[data-remove]').forEach(b => b.onclick = () => { const [kind, sid] = b.dataset.remove.split(':'); delete policies[kind][sid]; save(); });
 }
-const envCrumbs = (envId, ...parts) => [`<a href="#/home">Home</a>`, `<a href="#/env/${envId}/dashboard">${esc(currentEnv ? currentEnv.Name : envId)}</a>`, ...parts].join(' / ');
-
-// ---- data table: client-side filter, sort, selection; fast for thousands of rows ----------------------------
-// columns: [{key, label, value: row => sortable value, html: row => cell HTML, cls}]; id: row => unique id.
-// One collator for every sort: localeCompare with options builds a new one per comparison, seconds for big tables.
-const collator = new Intl.Collator(undefined, {numeric: true});
-function dataTable(el, {columns, id, rows = [], selectable = false, filterPlaceholder = 'Filter', actions = '', empty = 'Nothing here yet.',
-                       sortKey, limit = 500, onSelectionChange = () => {}}) {
-  let data = rows, sort = {key: sortKey || columns[0].key, asc: true}, shown = limit, filterText = '';
-  const selected = new Set();
-  el.innerHTML = `<div class="toolbar"><input class="filter" type="search" placeholder="${esc(filterPlaceholder)}" aria-label="${esc(filterPlaceholder)}">
-    ${actions}<span class="spacer"></span><span class="muted small count"></span></div>
-    <div class="table-wrap"><table><thead><tr>${selectable ? '<th class="check"><input type="checkbox" class="select-all" aria-label="Select all"></th>' : ''}
-    ${columns.map(c => `<th class="${c.value ? 'sortable' : ''} ${(c.cls || '').includes('hide-sm') ? 'hide-sm' : ''}" data-key="${c.key}" ${c.value ? 'tabindex="0"' : ''}>${esc(c.label)}</th>`).join('')}
-    </tr></thead><tbody></tbody></table></div><div class="more"></div>`;
-  const tbody = $('tbody', el), filter = $('.filter', el), count = $('.count', el), more = $('.more', el);
-  // Each row's search text is computed once per data set, not on every key press.
-  let index = [];
-  const reindex = () => { index = data.map(row => [row, columns.map(c => c.value ? String(c.value(row) ?? '') : '').join(' ').toLowerCase()]); };
-  const visibleRows = () => {
-    const words = filterText.toLowerCase().split(/\s+/).filter(Boolean);
-    const col = columns.find(c => c.key === sort.key); const dir = sort.asc ? 1 : -1;
-    const out = index.filter(([, text]) => words.every(w => text.includes(w))).map(([row]) => row);
-    if (col && col.value) out.sort((a, b) => { const x = col.value(a), y = col.value(b);
-      return (typeof x === 'number' && typeof y === 'number' ? x - y : collator.compare(String(x ?? ''), String(y ?? ''))) * dir; });
-    return out;
-  };
-  const draw = () => {
-    const rowsNow = visibleRows();
-    const ids = new Set(data.map(id)); for (const s of [...selected]) if (!ids.has(s)) selected.delete(s);
-    tbody.innerHTML = rowsNow.slice(0, shown).map(row => { const rid = String(id(row));
-      return `<tr data-id="${esc(rid)}">${selectable ? `<td class="check"><input type="checkbox" class="select" value="${esc(rid)}" ${selected.has(rid) ? 'checked' : ''} aria-label="Select row"></td>` : ''}${columns.map(c => `<td class="${c.cls || ''}">${c.html ? c.html(row) : esc(c.value(row))}</td>`).join('')}</tr>`; }).join('')
-      || `<tr><td colspan="${columns.length + (selectable ? 1 : 0)}" class="empty">${data.length ? 'No match for this filter.' : esc(empty)}</td></tr>`;
-    count.textContent = `${rowsNow.length} of ${data.length}` + (selected.size ? ` · ${selected.size} selected` : '');
-    more.innerHTML = rowsNow.length > shown ? `<button class="show-more">Show ${rowsNow.length - shown} more</button>` : '';
-    $$('th[data-key]', el).forEach(th => { th.classList.toggle('sorted-asc', th.dataset.key === sort.key && sort.asc); th.classList.toggle('sorted-desc', th.dataset.key === sort.key && !sort.asc); });
-    const all = $('.select-all', el); if (all) all.checked = rowsNow.length > 0 && rowsNow.every(r => selected.has(String(id(r))));
-  };
-  let timer = 0;
-  filter.addEventListener('input', () => { clearTimeout(timer); timer = setTimeout(() => { filterText = filter.value; shown = limit; draw(); }, 60); });
-  const sortBy = th => { if (!th.classList.contains('sortable')) return; sort = {key: th.dataset.key, asc: sort.key === th.dataset.key ? !sort.asc : true}; draw(); };
-  $('thead', el).addEventListener('click', e => { const th = e.target.closest('th[data-key]'); if (th) sortBy(th); });
-  $('thead', el).addEventListener('keydown', e => { const th = e.target.closest('th[data-key]'); if (th && (e.key === 'Enter' || e.key === ' ')) { e.preventDefault(); sortBy(th); } });
-  el.addEventListener('change', e => {
-    if (e.target.classList.contains('select')) { e.target.checked ? selected.add(e.target.value) : selected.delete(e.target.value); }
-    else if (e.target.classList.contains('select-all')) { for (const r of visibleRows()) e.target.checked ? selected.add(String(id(r))) : selected.delete(String(id(r))); $$('.select', tbody).forEach(b => { b.checked = e.target.checked; }); }
-    else return;
-    count.textContent = `${visibleRows().length} of ${data.length}` + (selected.size ? ` · ${selected.size} selected` : ''); onSelectionChange(selected);
-  });
-  more.addEventListener('click', () => { shown = Infinity; draw(); });
-  reindex(); draw();
-  return {
-    setRows(newRows) { data = newRows; reindex(); draw(); onSelectionChange(selected); },
-    selected: () => [...selected],
-    clearSelection() { selected.clear(); draw(); onSelectionChange(selected); },
-    rows: () => data,
-  };
+export async function pageEndpointSecurity(id) {
+  const ep = await api('GET', `/api/endpoints/${id}`);
+  const current = ep.SecuritySettings || {};
+  $app.innerHTML = shell(`<div class="card"><h2>Security settings of ${esc(ep.Name)}</h2>
+    <p class="muted">What users who are not administrators of this environment may do. Everything here is off by default: each switch can give root on the host.</p>
+    <form id="f">${Object.entries(constants.SecuritySwitches).map(([k, label]) => `<label class="check"><input type="checkbox" name="${k}" ${current[k] ? 'checked' : ''}> ${esc(label)}</label>`).join('')}
+    <div class="error" role="alert"></div><button class="primary">Save</button></form>
+    <p><a href="#/env/${ep.Id}/access">Who has access</a></p></div>`);
+  bindShell();
+  const f = document.getElementById('f');
+  f.onsubmit = async e => { e.preventDefault(); const body = {};
+    Object.keys(constants.SecuritySwitches).forEach(k => { body[k] = f.elements[k].checked; });
+    try { await api('PUT', `/api/endpoints/${id}`, {SecuritySettings: body}); formError(f, {message: 'Saved.'}); } catch (err) { formError(f, err); } };
 }
-
-// Rows of inputs the user adds and removes (ports, env, labels, volumes). fields: [{name, placeholder, options}].
-function pairsEditor(el, fields, values = [], addLabel = 'Add') {
-  el.classList.add('pairs');
-  const row = (vals = []) => { const div = document.createElement('div'); div.className = 'pair';
-    div.innerHTML = fields.map((f, i) => f.options
-      ? `<select data-part="${i}" aria-label="${esc(f.placeholder)}">${f.options.map(o => `<option ${o === vals[i] ? 'selected' : ''}>${esc(o)}</option>`).join('')}</select>`
-      : `<input data-part="${i}" name="${esc(f.name || '')}" placeholder="${esc(f.placeholder)}" aria-label="${esc(f.placeholder)}" value="${esc(vals[i] ?? '')}"${f.hint ? ` data-error-hint="${esc(f.hint)}"` : ''}>`).join('') +
-      `<button type="button" class="small remove-pair" aria-label="Remove this row">&times;</button>`;
-    el.insertBefore(div, el.lastElementChild); };
-  el.innerHTML = `<button type="button" class="small add-pair">+ ${esc(addLabel)}</button>`;
-  el.addEventListener('click', e => { if (e.target.classList.contains('add-pair')) row(); else if (e.target.classList.contains('remove-pair')) e.target.closest('.pair').remove(); });
-  values.forEach(row);
-  const read = () => $$('.pair', el).map(p => fields.map((f, i) => $(`[data-part="${i}"]`, p).value.trim())).filter(v => v.some(Boolean));
-  read.clear = () => $$('.pair', el).forEach(p => p.remove());
-  return read;
+export async function pageResourceControls() {
+  const [controls, users, teams] = await Promise.all([api('GET', '/api/resource_controls'), api('GET', '/api/users'), api('GET', '/api/teams')]);
+  const kinds = constants.ResourceControlTypeNames;
+  const who = rc => rc.Public ? 'everyone with access to the environment' : rc.AdministratorsOnly ? 'administrators only' :
+    [...rc.UserAccesses.map(a => (users.find(u => u.Id === a.UserId) || {}).Username || `user ${a.UserId}`),
+     ...rc.TeamAccesses.map(a => 'team ' + ((teams.find(t => t.Id === a.TeamId) || {}).Name || a.TeamId))].join(', ') || 'nobody but administrators';
+  $app.innerHTML = shell(`<div class="card"><h2>Shared resources</h2>
+    <p class="muted">What a user creates is theirs and their teams'. Here an administrator shares a resource with others, makes it public, or keeps it to administrators.</p>
+    <table><tr><th>Resource</th><th>Kind</th><th>Who may use it</th><th></th></tr>${controls.map(rc => `<tr><td>${esc(rc.ResourceId.slice(0, 24))}</td>
+      <td>${esc(kinds[rc.Type] || rc.Type)}</td><td>${esc(who(rc))}</td><td><button class="danger" data-del="${rc.Id}">Remove</button></td></tr>`).join('')
+      || '<tr><td colspan="4" class="muted">Nothing is shared beyond its owners.</td></tr>'}</table>
+    <form id="f"><h3>Share a resource</h3><label for="rid">Full id (the name, for a volume)</label><input id="rid" required>
+      <label for="k">Kind</label><select id="k">${roleOptions(constants.ResourceControlTypes.Container, kinds)}</select>
+      <label for="w">With</label><select id="w" multiple>${users.filter(u => u.Role !== constants.UserRoles.Administrator).map(u => `<option value="u${u.Id}">${esc(u.Username)}</option>`).join('')}
+        ${teams.map(t => `<option value="t${t.Id}">team ${esc(t.Name)}</option>`).join('')}</select>
+      <label class="check"><input type="checkbox" id="pub"> Public: everyone with access to the environment</label>
+      <label class="check"><input type="checkbox" id="adm"> Administrators only</label>
+      <div class="error" role="alert"></div><button class="primary">Share</button></form></div>`);
+  bindShell();
+  const f = document.getElementById('f');
+  f.onsubmit = async e => { e.preventDefault(); const chosen = [...f.w.selectedOptions].map(o => o.value);
+    try { await api('POST', '/api/resource_controls', {ResourceID: f.rid.value.trim(), Type: +f.k.value, Public: f.pub.checked, AdministratorsOnly: f.adm.checked,
+      Users: chosen.filter(v => v[0] === 'u').map(v => +v.slice(1)), Teams: chosen.filter(v => v[0] === 't').map(v => +v.slice(1))}); pageResourceControls(); }
+    catch (err) { formError(f, err); } };
+  document.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => { await api('DELETE', `/api/resource_controls/${b.dataset.del}`); pageResourceControls(); });
 }
+""",  # noqa: E501
+    'pages/activity.js': r"""// Page: the activity and authentication logs, searchable, exported as CSV.
+import {api} from '../api.js';
+import {esc} from '../format.js';
+import {$app, bindShell, shell} from '../shell.js';
 
-// Per-layer progress of a pull, load or push stream; `stream` lines (build output) go to a log under the bars.
-function progressView(el) {
-  el.innerHTML = '<div class="layers"></div><pre class="small mono build-log"></pre><div class="error" role="alert"></div>';
-  const layers = $('.layers', el), log = $('.build-log', el), error = $('.error', el); const rows = new Map();
-  return {
-    feed(m) {
-      if (m.error || m.errorDetail) { error.textContent = m.error || m.errorDetail.message; return; }
-      if (m.stream) { log.textContent += m.stream; return; }
-      if (m.aux && m.aux.ID) { log.textContent += `Built ${m.aux.ID}\n`; return; }
-      if (!m.id || !m.status || /^Pulling from/.test(m.status)) { if (m.status) log.textContent += (m.id ? m.id + ': ' : '') + m.status + '\n'; return; }
-      let r = rows.get(m.id);
-      if (!r) { r = document.createElement('div'); r.className = 'layer'; r.dataset.layer = m.id;
-        r.innerHTML = `<span class="mono">${esc(m.id.slice(0, 12))}</span><progress max="1" value="0"></progress><span class="detail muted"></span>`;
-        layers.append(r); rows.set(m.id, r); }
-      const bar = $('progress', r), detail = $('.detail', r), p = m.progressDetail || {};
-      if (p.total) { bar.max = p.total; bar.value = p.current || 0; }
-      if (/complete|already exists|Loaded|Pushed|Layer already/i.test(m.status)) { bar.max = 1; bar.value = 1; }
-      detail.textContent = m.status + (p.total ? ` ${fmtBytes(p.current || 0)} / ${fmtBytes(p.total)}` : '');
-    },
-    failed: () => error.textContent,
-    fail(message) { error.textContent = message; },
+export async function pageActivity(kind) {
+  const columns = kind === 'authlogs' ? ['timestamp', 'username', 'origin', 'type', 'result']
+                                      : ['timestamp', 'username', 'context', 'method', 'path', 'status'];
+  let keyword = '', offset = 0; const limit = 50;
+  $app.innerHTML = shell(`<div class="card"><div class="toolbar"><h2>${kind === 'authlogs' ? 'Authentication log' : 'Activity log'}</h2>
+    <a href="#/activity">Activity</a><a href="#/activity/auth">Authentication</a>
+    <input id="q" placeholder="Search" aria-label="Search the log"><a id="csv" download>Export CSV</a></div>
+    <table><thead><tr>${columns.map(c => `<th>${esc(c)}</th>`).join('')}</tr></thead><tbody id="tb"></tbody></table>
+    <div class="toolbar"><button id="prev">Previous</button><span id="pos" class="muted"></span><button id="next">Next</button></div></div>`);
+  bindShell();
+  const draw = async () => {
+    const query = `keyword=${encodeURIComponent(keyword)}`;
+    const page = await api('GET', `/api/useractivity/${kind}?${query}&offset=${offset}&limit=${limit}`);
+    document.getElementById('csv').href = `/api/useractivity/${kind}.csv?${query}`;
+    document.getElementById('tb').innerHTML = page.logs.map(e => `<tr>${columns.map(c => `<td>${c === 'timestamp' ? new Date(e[c] * 1000).toLocaleString() : esc(e[c])}</td>`).join('')}</tr>`).join('')
+      || `<tr><td colspan="${columns.length}" class="muted">Nothing recorded${keyword ? ' matches' : ''}.</td></tr>`;
+    document.getElementById('pos').textContent = page.totalCount ? `${offset + 1}–${offset + page.logs.length} of ${page.totalCount}` : '';
+    document.getElementById('prev').disabled = offset === 0;
+    document.getElementById('next').disabled = offset + limit >= page.totalCount;
   };
+  let timer = null;
+  document.getElementById('q').oninput = e => { clearTimeout(timer); timer = setTimeout(() => { keyword = e.target.value; offset = 0; draw(); }, 250); };
+  document.getElementById('prev').onclick = () => { offset = Math.max(0, offset - limit); draw(); };
+  document.getElementById('next').onclick = () => { offset += limit; draw(); };
+  await draw();
 }
+""",  # noqa: E501
+    'pages/auth.js': r"""// Pages: the first administrator (a fresh server) and the login.
+import {api} from '../api.js';
+import {$} from '../dom.js';
+import {onSubmit, showError} from '../feedback.js';
+import {session} from '../session.js';
+import {$app} from '../shell.js';
 
-// ---- pages: first administrator, login -----------------------------------------------------------------------
-async function pageSetup() {
-  const pub = publicSettings || await api('GET', '/api/settings/public');
+export async function pageSetup() {
+  const pub = session.publicSettings || await api('GET', '/api/settings/public');
   document.title = 'Set up · portainer.py';
   $app.innerHTML = `<div class="card auth"><div class="brand">portainer.py</div><h2>Create the administrator</h2><form id="setup" novalidate>
     <label for="setup-user">Username</label><input id="setup-user" name="Username" value="admin" autocomplete="username" required>
@@ -8184,7 +8268,7 @@ async function pageSetup() {
     location.hash = '#/home';
   });
 }
-async function pageLogin() {
+export async function pageLogin() {
   document.title = 'Log in · portainer.py';
   $app.innerHTML = `<div class="card auth"><div class="brand">portainer.py</div><h2>Log in</h2><form id="login">
     <label for="u">Username</label><input id="u" name="Username" autocomplete="username" required>
@@ -8197,246 +8281,62 @@ async function pageLogin() {
     location.hash = next === '#/login' ? '#/home' : next;
   });
 }
+""",  # noqa: E501
+    'pages/backup.js': r"""// Pages: backup and restore of the data directory, and restore onto a fresh server.
+import {request} from '../api.js';
+import {formError} from '../feedback.js';
+import {route} from '../router.js';
+import {$app, bindShell, shell} from '../shell.js';
 
-// ---- pages: home (every environment) and the add/edit environment wizard -----------------------------------
-async function pageHome() {
-  currentEnv = null;
-  const main = render('Home', `<div class="toolbar"><h2>Environments</h2><span class="spacer"></span>
-    <input class="filter" id="env-search" type="search" placeholder="Search by name, URL, type, tag" aria-label="Search environments">
-    ${isAdmin() ? '<a class="button primary" href="#/environments/new">Add environment</a>' : ''}</div><div id="env-list"></div>`);
-  let envs = await api('GET', '/api/endpoints');
-  const tags = await api('GET', '/api/tags').catch(() => []);
-  const tagName = id => (tags.find(t => t.ID === id || t.Id === id) || {}).Name || `tag ${id}`;
-  const draw = () => {
-    const q = $('#env-search').value.toLowerCase();
-    $('#env-list').innerHTML = envs.filter(ep => [ep.Name, ep.URL, ENV_KIND_NAMES[ep.Type], ...(ep.TagIds || []).map(tagName)].join(' ').toLowerCase().includes(q)).map(ep => {
-      const s = ep.Snapshots[0] || {}; const up = ep.Status === 1;
-      return `<div class="card env" data-env="${ep.Id}"><div class="info">
-        <a class="name" href="#/env/${ep.Id}/dashboard">${esc(ep.Name)}</a>
-        <span class="badge ${up ? 'up' : 'down'}">${up ? 'up' : 'down'}</span><span class="badge">${esc(ENV_KIND_NAMES[ep.Type] || 'type ' + ep.Type)}</span>
-        ${s.Swarm ? '<span class="badge">Swarm</span>' : ''}${(ep.TagIds || []).map(t => `<span class="badge">${esc(tagName(t))}</span>`).join('')}
-        <span class="muted small mono">${esc(ep.URL)}</span>
-        <div class="muted">${s.DockerVersion ? `Docker ${esc(s.DockerVersion)} · ` : ''}${s.RunningContainerCount ?? 0} running · ${s.StoppedContainerCount ?? 0} stopped ·
-        ${s.HealthyContainerCount ?? 0} healthy · ${s.ImageCount ?? 0} images · ${s.VolumeCount ?? 0} volumes ·${s.NetworkCount !== undefined ? ` ${s.NetworkCount} networks ·` : ''} ${s.StackCount ?? 0} stacks ·
-        ${s.TotalCPU ?? '?'} CPU · ${fmtBytes(s.TotalMemory)} RAM${s.AgentVersion ? ` · agent ${esc(s.AgentVersion)}` : ''}${s.Time ? ` · snapshot ${fmtAgo(s.Time)}` : ''}</div>
-        ${ep.Agent ? `<div class="muted small">Agent TLS certificate SHA-256 <code>${esc(ep.Agent.CertificateFingerprint)}</code></div>` : ''}
-        ${isAdmin() ? `<div class="small"><a href="#/env/${ep.Id}/access">Access</a> · <a href="#/env/${ep.Id}/security">Security settings</a></div>` : ''}${edgeInfo(ep)}</div>
-        ${isAdmin() ? `<a class="button" href="#/environments/${ep.Id}/edit">Edit</a>` : ''}</div>`;
-    }).join('') || `<p class="empty">${envs.length ? 'No environment matches.' : 'No environment yet.'}</p>`;
-  };
-  $('#env-search').addEventListener('input', draw); draw();
-  const reload = async () => { envs = await api('GET', '/api/endpoints'); draw(); };
-  bindEdgeButtons($('#env-list'), reload);
-  every(10000, reload);
+async function restoreForm(f, after) {
+  const data = new FormData(); data.append('file', f.file.files[0]); data.append('password', f.pw.value);
+  await request('POST', '/api/restore', {body: data});
+  after();
 }
+function restoreFormHtml() {
+  return `<form id="rf"><h3>Restore</h3><label for="file">Backup file</label><input id="file" name="file" type="file" required>
+    <label for="pw">Its password (if it was given one)</label><input id="pw" type="password" autocomplete="off">
+    <div class="error" role="alert"></div><button class="danger">Restore</button></form>`;
+}
+export async function pageBackup() {
+  $app.innerHTML = shell(`<div class="card"><h2>Backup</h2>
+    <p class="muted">A copy of the data directory: users, environments, settings, stack files, keys and certificates. With a password it is encrypted (AES-256-GCM).</p>
+    <form id="bf"><label for="bp">Password (recommended)</label><input id="bp" type="password" autocomplete="new-password">
+    <div class="error" role="alert"></div><button class="primary">Download backup</button></form>
+    ${restoreFormHtml()}</div>`);
+  bindShell();
+  const bf = document.getElementById('bf');
+  bf.onsubmit = async e => { e.preventDefault();
+    let r;
+    try { r = await request('POST', '/api/backup', {body: {password: bf.bp.value}}); } catch (err) { return formError(bf, {message: err.message}); }
+    const name = (r.headers.get('Content-Disposition') || '').match(/filename="([^"]+)"/);
+    const a = document.createElement('a'); a.href = URL.createObjectURL(await r.blob()); a.download = name ? name[1] : 'portainer-backup.tar.gz';
+    document.body.appendChild(a); a.click(); a.remove(); formError(bf, {message: 'Backup downloaded.'}); };
+  const rf = document.getElementById('rf');
+  rf.onsubmit = async e => { e.preventDefault(); if (!confirm('Replace all of this server\'s data with the backup?')) return;
+    try { await restoreForm(rf, () => formError(rf, {message: 'Restored. Log in again if your session ends.'})); } catch (err) { formError(rf, err); } };
+}
+export async function pageRestoreFresh() {
+  $app.innerHTML = `<div class="card auth"><h2>Restore this new server from a backup</h2>${restoreFormHtml()}<p><a href="#/home">Create an administrator instead</a></p></div>`;
+  const rf = document.getElementById('rf');
+  rf.onsubmit = async e => { e.preventDefault();
+    try { await restoreForm(rf, () => { location.hash = '#/login'; route(); }); } catch (err) { formError(rf, err); } };
+}
+""",  # noqa: E501
+    'pages/container.js': r"""// Page: one container, with its tabs: overview, logs, stats, console (the terminal) and inspect.
+import {api, apiStream} from '../api.js';
+import {dockerBase, watchEngine} from '../docker.js';
+import {$, $$} from '../dom.js';
+import {download, onSubmit, showError, toast} from '../feedback.js';
+import {containerName, esc, fmtBytes, fmtDate} from '../format.js';
+import {every, onLeave} from '../lifecycle.js';
+import {envCrumbs, render} from '../shell.js';
+import {dockerStreamDecoder, jsonLines} from '../streams.js';
+import {Terminal} from '../terminal.js';
+import {jsonTree, lineChart} from '../widgets.js';
 
-// What the wizard asks for each kind of environment. The agent and edge features add their kinds here:
-// ENV_WIZARD_KINDS[2] = {label, fields: html(env), body: (formData) => extra form fields, done: (main, env) => ...}.
-const ENV_WIZARD_KINDS = {
-  1: {label: 'Docker API (socket or TCP)',
-      fields: env => `<label for="url">Docker API URL</label><input id="url" name="URL" required placeholder="unix:///var/run/docker.sock or tcp://10.0.0.5:2376" value="${esc(env ? env.URL : 'unix:///var/run/docker.sock')}">
-        <label class="check"><input type="checkbox" name="TLS" ${env && env.TLSConfig && env.TLSConfig.TLS ? 'checked' : ''}> TLS</label>
-        <label class="check"><input type="checkbox" name="TLSSkipVerify" ${env && env.TLSConfig && env.TLSConfig.TLSSkipVerify ? 'checked' : ''}> Skip server certificate verification</label>
-        ${env ? '' : `<div class="row"><div><label for="tls-ca">CA certificate</label><input id="tls-ca" type="file" name="TLSCACertFile"></div>
-        <div><label for="tls-cert">Client certificate</label><input id="tls-cert" type="file" name="TLSCertFile"></div>
-        <div><label for="tls-key">Client key</label><input id="tls-key" type="file" name="TLSKeyFile"></div></div>`}`},
-  2: {label: 'Agent (agent.py on the node)',
-      fields: env => `<label for="url">Agent address (host:port, port 9001 by default)</label><input id="url" name="URL" required placeholder="10.0.0.5:9001" value="${esc(env ? env.URL : '')}">
-        ${env ? '' : '<label for="secret">Agent secret (only when the agent runs with AGENT_SECRET)</label><input id="secret" name="AgentSecret" type="password" autocomplete="off">'}`,
-      done: (el, env) => { el.innerHTML = `<p>Added <a href="#/env/${env.Id}/dashboard">${esc(env.Name)}</a>.</p>` +
-        (env.Agent ? `<p>Check that the agent's certificate has this SHA-256 fingerprint; it is trusted from now on:</p><pre class="mono">${esc(env.Agent.CertificateFingerprint)}</pre>` : ''); }},
-};
-// The kind the wizard opens with: an agent when that feature is present, as in Portainer.
-const ENV_WIZARD_DEFAULT = () => (ENV_WIZARD_KINDS[2] ? 2 : 1);
-async function pageEnvironmentForm(envId) {
-  currentEnv = null;
-  const env = envId ? await api('GET', `/api/endpoints/${envId}`) : null;
-  const kind = env ? env.Type : Number(new URLSearchParams(location.hash.split('?')[1]).get('type') || ENV_WIZARD_DEFAULT());
-  const kinds = Object.entries(ENV_WIZARD_KINDS);
-  const main = render(env ? 'Edit environment' : 'Add environment', `<div class="card"><h2>${env ? 'Edit environment ' + esc(env.Name) : 'Add an environment'}</h2>
-    ${env ? '' : `<div class="tabs" role="tablist">${kinds.map(([k, d]) => `<a role="tab" href="#/environments/new?type=${k}" class="${+k === kind ? 'active' : ''}">${esc(d.label)}</a>`).join('')}</div>`}
-    <form id="env-form"><label for="n">Name</label><input id="n" name="Name" required value="${esc(env ? env.Name : '')}">
-    ${ENV_WIZARD_KINDS[kind] ? ENV_WIZARD_KINDS[kind].fields(env) : '<p class="error">This kind of environment cannot be edited here.</p>'}
-    <label for="env-public">Public URL (used for the links of published ports)</label><input id="env-public" name="PublicURL" value="${esc(env ? env.PublicURL : '')}">
-    ${env ? `<label class="check"><input type="checkbox" name="EnableImageNotification" ${env.EnableImageNotification ? 'checked' : ''}> Check for image updates (asks each running image's registry for its tag's digest)</label>
-      <p class="muted small" id="env-image-registries">Registries it will contact: …</p>` : ''}
-    ${env ? `<p><a href="#/env/${env.Id}/access">Who has access</a> · <a href="#/env/${env.Id}/security">What standard users may do (security settings)</a></p>` : ''}
-    <div class="error" role="alert"></div><p><button class="primary" type="submit">${env ? 'Save' : 'Connect'}</button>
-    ${env ? '<button type="button" class="danger" id="env-delete">Remove environment</button>' : ''} <a href="#/home">Cancel</a></p></form><div id="env-done"></div></div>`,
-    `<a href="#/home">Home</a> / ${env ? 'Edit environment' : 'Add environment'}`);
-  const form = $('#env-form'); $('#n').focus();
-  if (env) api('GET', `/api/endpoints/${env.Id}/image_notification`).then(s => { $('#env-image-registries').textContent = s.Registries === null
-    ? 'Registries it will contact: unknown (the engine did not answer).' : `Registries it will contact: ${s.Registries.join(', ') || 'none (no running container was pulled from a registry)'}`; }).catch(() => {});
-  onSubmit(form, async data => {
-    if (env) {
-      const body = {Name: data.get('Name'), PublicURL: data.get('PublicURL'), EnableImageNotification: !!data.get('EnableImageNotification')};
-      if (data.has('URL')) Object.assign(body, {URL: data.get('URL'), TLS: !!data.get('TLS'), TLSSkipVerify: !!data.get('TLSSkipVerify')});
-      await api('PUT', `/api/endpoints/${env.Id}`, body); toast('Environment saved'); location.hash = '#/home'; return;
-    }
-    const body = new FormData(); body.set('EndpointCreationType', String(kind));
-    for (const [k, v] of data.entries()) { if (v instanceof File && !v.size) continue; body.set(k, v instanceof File ? v : (v === 'on' ? 'true' : v)); }
-    const created = await api('POST', '/api/endpoints', body);
-    const after = ENV_WIZARD_KINDS[kind].done;
-    if (after) after($('#env-done'), created); else { toast(`Environment ${created.Name} added`); location.hash = `#/env/${created.Id}/dashboard`; }
-  });
-  const del = $('#env-delete');
-  if (del) del.addEventListener('click', async () => { if (!confirm(`Remove environment ${env.Name} from this server? Nothing on the engine is touched.`)) return;
-    try { await api('DELETE', `/api/endpoints/${env.Id}`); toast('Environment removed'); location.hash = '#/home'; } catch (err) { showError(form, err); } });
-}
-
-// ---- pages: one environment's dashboard ---------------------------------------------------------------------
-async function pageDashboard(envId) {
-  const base = dockerBase(envId);
-  const main = render('Dashboard', `<div class="toolbar"><h2>${esc(currentEnv.Name)}</h2><span class="badge ${currentEnv.Status === 1 ? 'up' : 'down'}">${currentEnv.Status === 1 ? 'up' : 'down'}</span></div>
-    <div id="dash"><p class="muted">Loading…</p></div>`, envCrumbs(envId, 'Dashboard'));
-  const draw = async () => {
-    const [info, version, containers, images, volumes, networks] = await Promise.all([api('GET', `${base}/info`), api('GET', `${base}/version`),
-      api('GET', `${base}/containers/json?all=1`), api('GET', `${base}/images/json`), api('GET', `${base}/volumes`), api('GET', `${base}/networks`)]);
-    const running = containers.filter(c => c.State === 'running').length;
-    const stacks = new Set(containers.map(c => (c.Labels || {})['com.docker.compose.project']).filter(Boolean));
-    const tile = (href, n, label, detail = '') => `<a class="card tile" href="${href}"><div class="stat">${n}</div><div>${label}</div><div class="muted small">${detail}</div></a>`;
-    $('#dash').innerHTML = `<div class="grid">
-      ${tile(`#/env/${envId}/containers`, containers.length, 'Containers', `<span class="running">${running} running</span> · <span class="exited">${containers.length - running} stopped</span>`)}
-      ${tile(`#/env/${envId}/images`, images.length, 'Images', fmtBytes(images.reduce((a, i) => a + (i.Size || 0), 0)))}
-      ${tile(`#/env/${envId}/volumes`, (volumes.Volumes || []).length, 'Volumes')}
-      ${tile(`#/env/${envId}/networks`, networks.length, 'Networks')}
-      ${tile(ENV_NAV.some(n => n.path === 'stacks') ? `#/env/${envId}/stacks` : `#/env/${envId}/containers`, stacks.size, 'Stacks', 'compose projects')}
-      ${envIsSwarm(currentEnv) ? tile(`#/env/${envId}/services`, '', 'Swarm', `${info.Swarm.Nodes} nodes · ${info.Swarm.Managers} managers`) : ''}</div>
-      <div class="card"><h3>Engine</h3><dl class="kv"><dt>Name</dt><dd>${esc(info.Name)}</dd><dt>Docker</dt><dd>${esc(version.Version)} (API ${esc(version.ApiVersion)})</dd>
-      <dt>OS</dt><dd>${esc(info.OperatingSystem)} · ${esc(info.KernelVersion)} · ${esc(info.Architecture)}</dd><dt>CPU / memory</dt><dd>${info.NCPU} · ${fmtBytes(info.MemTotal)}</dd>
-      <dt>Storage driver</dt><dd>${esc(info.Driver)}</dd><dt>Root directory</dt><dd class="mono">${esc(info.DockerRootDir)}</dd>
-      <dt>Swarm</dt><dd>${esc((info.Swarm || {}).LocalNodeState || 'inactive')}${info.Swarm && info.Swarm.ControlAvailable ? ' (manager)' : ''}</dd>
-      <dt>URL</dt><dd class="mono">${esc(currentEnv.URL)}</dd></dl></div>`;
-  };
-  await draw(); every(10000, draw);
-}
-
-// ---- pages: containers (list with bulk actions, create/duplicate form) ---------------------------------------
-function portLinks(c) {
-  const host = (currentEnv && currentEnv.PublicURL) || location.hostname;
-  const seen = new Set();
-  return (c.Ports || []).filter(p => p.PublicPort && !seen.has(p.PublicPort + p.Type) && seen.add(p.PublicPort + p.Type))
-    .map(p => p.Type === 'tcp' ? `<a href="http://${esc(host)}:${p.PublicPort}" target="_blank" rel="noopener noreferrer">${p.PublicPort}:${p.PrivatePort}</a>` : `${p.PublicPort}:${p.PrivatePort}/${p.Type}`).join(' ');
-}
-async function pageContainers(envId) {
-  const base = dockerBase(envId);
-  const main = render('Containers', `<div class="toolbar"><h2>Containers</h2><span class="spacer"></span>
-    <button id="check-updates">Check for image updates</button>
-    <a class="button primary" href="#/env/${envId}/containers/new">Add container</a></div><div id="containers"></div>`, envCrumbs(envId, 'Containers'));
-  const updates = imageUpdates(envId, () => table.setRows(table.rows()), () => load());
-  const actions = ['start', 'stop', 'restart', 'kill', 'pause', 'unpause', 'remove'].map(a => `<button class="${a === 'remove' ? 'danger' : ''}" data-action="${a}" disabled>${a[0].toUpperCase() + a.slice(1)}</button>`).join('');
-  const label = (c, k) => (c.Labels || {})[k] || '';
-  const table = dataTable($('#containers'), {
-    id: c => c.Id, selectable: true, actions, filterPlaceholder: 'Filter containers', empty: 'No containers on this environment.',
-    columns: [
-      {key: 'name', label: 'Name', value: containerName, html: c => `<a href="#/env/${envId}/containers/${esc(c.Id)}">${esc(containerName(c))}</a>`},
-      {key: 'state', label: 'State', value: c => c.State, html: c => `<span class="${esc(c.State)}">${esc(c.State)}</span> <span class="muted small hide-sm">${esc(c.Status)}</span>`},
-      {key: 'stack', label: 'Stack', value: c => label(c, 'com.docker.compose.project') || label(c, 'com.docker.stack.namespace'), cls: 'hide-sm'},
-      {key: 'image', label: 'Image', value: c => c.Image, html: c => (c.Image.startsWith('sha256:') ? `<span class="mono" title="${esc(c.Image)}">${esc(shortId(c.Image))}</span>` : esc(c.Image))},
-      {key: 'update', label: 'Image update', value: updates.value, html: updates.cell},
-      {key: 'created', label: 'Created', value: c => c.Created, html: c => `<span title="${esc(fmtDate(c.Created))}">${fmtAgo(c.Created)}</span>`, cls: 'hide-sm'},
-      {key: 'ip', label: 'IP', value: c => Object.values((c.NetworkSettings || {}).Networks || {}).map(n => n.IPAddress).filter(Boolean).join(' '), cls: 'hide-sm'},
-      {key: 'ports', label: 'Published ports', html: portLinks, cls: 'hide-sm'},
-      {key: 'node', label: 'Node', value: c => label(c, 'com.docker.swarm.node.id') ? label(c, 'com.docker.swarm.node.id').slice(0, 12) : '', cls: 'hide-sm'},
-    ].filter(col => col.key !== 'node' || envIsSwarm(currentEnv)),
-    onSelectionChange: sel => $$('[data-action]', main).forEach(b => { b.disabled = sel.size === 0; }),
-  });
-  const load = async () => { table.setRows(await api('GET', `${base}/containers/json?all=1`));
-    if (updates.missing(table.rows())) updates.load(false); };
-  updates.bind(main);
-  $('#check-updates').addEventListener('click', () => updates.load(true));
-  $$('[data-action]', main).forEach(b => b.addEventListener('click', async () => {
-    const ids = table.selected(), action = b.dataset.action;
-    if (action === 'remove' && !confirm(`Remove ${ids.length} container(s)? Their data outside volumes is lost.`)) return;
-    $$('[data-action]', main).forEach(x => { x.disabled = true; });
-    const results = await Promise.allSettled(ids.map(id => action === 'remove' ? api('DELETE', `${base}/containers/${id}?force=1&v=0`) : api('POST', `${base}/containers/${id}/${action}`)));
-    const failed = results.map((r, i) => [r, ids[i]]).filter(([r]) => r.status === 'rejected');
-    failed.forEach(([r, id]) => toast(`${action} ${shortId(id)}: ${r.reason.message}`, true));
-    if (ids.length > failed.length) toast(`${action}: ${ids.length - failed.length} container(s) done`);
-    table.clearSelection(); await load();
-  }));
-  await load(); watchEngine(envId, ['container'], load);
-}
-
-async function pageContainerCreate(envId) {
-  const base = dockerBase(envId);
-  const from = new URLSearchParams(location.hash.split('?')[1] || '').get('from');
-  const [source, networks, volumes] = await Promise.all([from ? api('GET', `${base}/containers/${from}/json`) : null,
-    api('GET', `${base}/networks`), api('GET', `${base}/volumes`)]);
-  const cfg = (source && source.Config) || {}, host = (source && source.HostConfig) || {};
-  const ports = Object.entries(host.PortBindings || {}).flatMap(([cport, binds]) => (binds || []).map(b => [b.HostPort, cport.split('/')[0], cport.split('/')[1] || 'tcp']));
-  const env = (cfg.Env || []).map(e => [e.split('=')[0], e.split('=').slice(1).join('=')]);
-  const labels = Object.entries(cfg.Labels || {}).filter(([k]) => !k.startsWith('com.docker.'));
-  const mounts = (host.Binds || []).map(b => b.split(':'));
-  const netNow = Object.keys(((source && source.NetworkSettings) || {}).Networks || {})[0] || host.NetworkMode || 'bridge';
-  const title = source ? `Duplicate / edit ${esc(containerName(source))}` : 'Create a container';
-  const main = render('Create container', `<div class="card"><h2>${title}</h2><form id="create" novalidate>
-    <div class="row"><div><label for="c-name">Name</label><input id="c-name" name="name" value="${esc(source ? containerName(source) : '')}" placeholder="optional"></div>
-    <div><label for="c-image">Image</label><input id="c-image" name="Image" required value="${esc(cfg.Image || '')}" placeholder="e.g. nginx:latest" data-error-hint="image|No such image|reference"></div></div>
-    <div class="row"><div><label for="c-cmd">Command</label><input id="c-cmd" name="Cmd" value="${esc((cfg.Cmd || []).join(' '))}" placeholder="default of the image"></div>
-    <div><label for="c-entry">Entrypoint</label><input id="c-entry" name="Entrypoint" value="${esc((cfg.Entrypoint || []).join(' '))}" placeholder="default of the image"></div></div>
-    <fieldset><legend>Ports (host → container)</legend><div id="c-ports"></div></fieldset>
-    <fieldset><legend>Environment variables</legend><div id="c-env"></div></fieldset>
-    <fieldset><legend>Volumes (volume name or host path → container path)</legend><div id="c-volumes"></div></fieldset>
-    <div class="row"><div><label for="c-network">Network</label><select id="c-network" name="network">${networks.map(n => `<option ${n.Name === netNow ? 'selected' : ''}>${esc(n.Name)}</option>`).join('')}</select></div>
-    <div><label for="c-restart">Restart policy</label><select id="c-restart" name="restart">${['no', 'always', 'unless-stopped', 'on-failure'].map(p => `<option ${p === ((host.RestartPolicy || {}).Name || 'no') ? 'selected' : ''}>${p}</option>`).join('')}</select></div>
-    <div><label for="c-memory">Memory limit (MB)</label><input id="c-memory" name="memory" type="number" min="0" value="${host.Memory ? Math.round(host.Memory / 1048576) : ''}" data-error-hint="memory"></div>
-    <div><label for="c-cpus">CPU limit (cores)</label><input id="c-cpus" name="cpus" type="number" min="0" step="0.1" value="${host.NanoCpus ? host.NanoCpus / 1e9 : ''}" data-error-hint="cpu"></div></div>
-    <fieldset><legend>Labels</legend><div id="c-labels"></div></fieldset>
-    <div class="row"><label class="check narrow"><input type="checkbox" name="tty" ${cfg.Tty ? 'checked' : ''}> Interactive TTY (-it)</label>
-    <label class="check narrow"><input type="checkbox" name="privileged" data-error-hint="privileged" ${host.Privileged ? 'checked' : ''}> Privileged</label>
-    ${source ? '<label class="check narrow"><input type="checkbox" name="replace" checked> Replace the original container</label>' : ''}</div>
-    <div class="error" role="alert"></div><p><button class="primary" type="submit">Deploy the container</button> <a href="#/env/${envId}/containers">Cancel</a></p></form></div>`,
-    envCrumbs(envId, `<a href="#/env/${envId}/containers">Containers</a>`, 'Create'));
-  const volumeNames = (volumes.Volumes || []).map(v => v.Name);
-  const getPorts = pairsEditor($('#c-ports'), [{placeholder: 'host port, e.g. 8080', name: 'hostPort', hint: 'port is already allocated|address already in use|host port'}, {placeholder: 'container port, e.g. 80', name: 'containerPort'}, {placeholder: 'protocol', options: ['tcp', 'udp']}], ports, 'Publish a port');
-  const getEnv = pairsEditor($('#c-env'), [{placeholder: 'NAME'}, {placeholder: 'value'}], env, 'Add variable');
-  const getVolumes = pairsEditor($('#c-volumes'), [{placeholder: `volume (${volumeNames.slice(0, 3).join(', ') || 'name'}) or /host/path`, name: 'volumeSource', hint: 'bind mount|host path|volume'}, {placeholder: '/path/in/container', name: 'volumeTarget'}], mounts, 'Map a volume');
-  const getLabels = pairsEditor($('#c-labels'), [{placeholder: 'label name'}, {placeholder: 'value'}], labels, 'Add label');
-  const form = $('#create'); $('#c-image').focus();
-  onSubmit(form, async data => {
-    const image = data.get('Image').trim();
-    if (!image) return showError(form, new Error('An image is required'), 'Image');
-    const split = s => s.trim() ? s.trim().match(/(?:[^\s"']+|"[^"]*"|'[^']*')+/g).map(a => a.replace(/^["']|["']$/g, '')) : undefined;
-    const exposed = {}, bindings = {};
-    for (const [hostPort, containerPort, proto] of getPorts()) {
-      if (!/^\d+$/.test(containerPort)) return showError(form, new Error(`Container port "${containerPort}" must be a number`), 'containerPort');
-      const key = `${containerPort}/${proto || 'tcp'}`; exposed[key] = {}; (bindings[key] = bindings[key] || []).push({HostPort: hostPort || ''});
-    }
-    const body = {Image: image, Cmd: split(data.get('Cmd')), Entrypoint: split(data.get('Entrypoint')),
-      Env: getEnv().map(([k, v]) => `${k}=${v}`), Labels: Object.fromEntries(getLabels()), Tty: !!data.get('tty'), OpenStdin: !!data.get('tty'),
-      ExposedPorts: exposed,
-      HostConfig: {PortBindings: bindings, Binds: getVolumes().map(([s, t]) => `${s}:${t}`), NetworkMode: data.get('network'),
-        RestartPolicy: {Name: data.get('restart'), MaximumRetryCount: 0}, Privileged: !!data.get('privileged'),
-        Memory: data.get('memory') ? Math.round(+data.get('memory') * 1048576) : 0, NanoCpus: data.get('cpus') ? Math.round(+data.get('cpus') * 1e9) : 0}};
-    let name = data.get('name').trim();
-    if (source && data.get('replace')) {
-      await api('POST', `${base}/containers/${source.Id}/stop`).catch(() => {});
-      await api('POST', `${base}/containers/${source.Id}/rename?name=${encodeURIComponent(containerName(source) + '-old-' + Date.now())}`);
-    }
-    const created = await api('POST', `${base}/containers/create${name ? '?name=' + encodeURIComponent(name) : ''}`, body);
-    try { await api('POST', `${base}/containers/${created.Id}/start`); }
-    catch (err) { toast(`Created but not started: ${err.message}`, true); }
-    if (source && data.get('replace')) await api('DELETE', `${base}/containers/${source.Id}?force=1`).catch(err => toast(err.message, true));
-    toast(`Container ${name || shortId(created.Id)} deployed`);
-    location.hash = `#/env/${envId}/containers/${created.Id}`;
-  });
-}
-
-// ---- pages: one container (overview and inspect tree, logs, stats, console) ---------------------------------
-function jsonTree(value, key) {
-  const label = key === undefined ? '' : `<span class="k">${esc(key)}</span>: `;
-  if (value && typeof value === 'object') {
-    const entries = Array.isArray(value) ? value.map((v, i) => [i, v]) : Object.entries(value);
-    if (!entries.length) return `<li>${label}<span class="muted">${Array.isArray(value) ? '[]' : '{}'}</span></li>`;
-    return `<li><details ${key === undefined ? 'open' : ''}><summary>${label}<span class="muted">${Array.isArray(value) ? `[${entries.length}]` : `{${entries.length}}`}</span></summary>
-      <ul>${entries.map(([k, v]) => jsonTree(v, k)).join('')}</ul></details></li>`;
-  }
-  const cls = typeof value === 'string' ? 's' : 'n';
-  return `<li>${label}<span class="${cls}">${esc(typeof value === 'string' ? `"${value}"` : String(value))}</span></li>`;
-}
 const CONTAINER_TABS = [['overview', 'Overview'], ['logs', 'Logs'], ['stats', 'Stats'], ['console', 'Console'], ['inspect', 'Inspect']];
-async function pageContainer(envId, containerId, tab = 'overview') {
+export async function pageContainer(envId, containerId, tab = 'overview') {
   const base = dockerBase(envId);
   const c = await api('GET', `${base}/containers/${containerId}/json`);
   const name = containerName(c);
@@ -8473,23 +8373,6 @@ function containerOverview(el, c, envId) {
     <h3>Labels</h3><pre class="small mono">${esc(Object.entries(c.Config.Labels || {}).map(([k, v]) => `${k}=${v}`).join('\n')) || '<span class="muted">none</span>'}</pre></div></div>`;
 }
 
-// Docker's log stream: without a TTY each frame is [stream, 0, 0, 0, size (4 bytes, big endian)] + payload.
-function dockerStreamDecoder(tty, onText) {
-  const decoders = {1: new TextDecoder(), 2: new TextDecoder()};
-  let pending = new Uint8Array(0);
-  return chunk => {
-    if (tty) { onText(1, decoders[1].decode(chunk, {stream: true})); return; }
-    const joined = new Uint8Array(pending.length + chunk.length); joined.set(pending); joined.set(chunk, pending.length);
-    let offset = 0;
-    while (joined.length - offset >= 8) {
-      const kind = joined[offset], size = new DataView(joined.buffer, offset + 4, 4).getUint32(0);
-      if (joined.length - offset - 8 < size) break;
-      onText(kind === 2 ? 2 : 1, decoders[kind === 2 ? 2 : 1].decode(joined.subarray(offset + 8, offset + 8 + size), {stream: true}));
-      offset += 8 + size;
-    }
-    pending = joined.slice(offset);
-  };
-}
 const MAX_LOG_LINES = 10000;
 async function containerLogs(el, c, envId) {
   el.innerHTML = `<div class="toolbar"><input class="filter" id="log-search" type="search" placeholder="Search logs" aria-label="Search logs">
@@ -8528,12 +8411,7 @@ async function containerLogs(el, c, envId) {
     const tail = $('#log-tail').value;
     const url = `${dockerBase(envId)}/containers/${c.Id}/logs?stdout=1&stderr=1&timestamps=1&follow=1&tail=${tail}`;
     const decode = dockerStreamDecoder(c.Config.Tty, onText);
-    const signal = controller.signal;
-    fetch(url, {credentials: 'same-origin', signal}).then(async r => {
-      if (!r.ok) throw await failureOf(r);
-      const reader = r.body.getReader();
-      for (;;) { const {done, value} = await reader.read(); if (done) break; decode(value); }
-    }).catch(err => { if (err.name !== 'AbortError') { box.insertAdjacentHTML('beforeend', `<div class="err">${esc(err.message)}</div>`); } });
+    apiStream('GET', url, undefined, decode, undefined, controller.signal).catch(err => { if (err.name !== 'AbortError') { box.insertAdjacentHTML('beforeend', `<div class="err">${esc(err.message)}</div>`); } });
     schedule();
   };
   onLeave(() => controller && controller.abort());
@@ -8550,28 +8428,6 @@ async function containerLogs(el, c, envId) {
   start();
 }
 
-// Live line chart on a <canvas>: series [{label, color}], push(values) adds one point per series.
-function lineChart(el, title, series, format) {
-  el.className = 'card chart';
-  el.innerHTML = `<h3>${esc(title)}</h3><canvas role="img" aria-label="${esc(title)} chart"></canvas><div class="legend"></div>`;
-  const canvas = $('canvas', el), legend = $('.legend', el), points = series.map(() => []), size = 60;
-  const draw = () => {
-    const ratio = window.devicePixelRatio || 1, w = canvas.clientWidth, h = canvas.clientHeight;
-    if (!w) return;
-    canvas.width = w * ratio; canvas.height = h * ratio;
-    const g = canvas.getContext('2d'); g.scale(ratio, ratio);
-    const styles = getComputedStyle(document.documentElement);
-    const max = Math.max(1e-9, ...points.flat()) * 1.15;
-    g.strokeStyle = styles.getPropertyValue('--border'); g.fillStyle = styles.getPropertyValue('--muted'); g.font = '11px system-ui';
-    for (let i = 0; i <= 4; i++) { const y = 4 + (h - 8) * i / 4; g.beginPath(); g.moveTo(0, y); g.lineTo(w, y); g.stroke();
-      g.fillText(format(max * (4 - i) / 4), 4, Math.max(12, y - 2)); }
-    series.forEach((s, si) => { g.strokeStyle = s.color; g.lineWidth = 2; g.beginPath();
-      points[si].forEach((v, i) => { const x = w - (points[si].length - 1 - i) * (w / (size - 1)), y = h - 4 - (h - 8) * v / max; i ? g.lineTo(x, y) : g.moveTo(x, y); });
-      g.stroke(); });
-    legend.innerHTML = series.map((s, si) => `<span class="badge">${esc(s.label)}: ${esc(format(points[si][points[si].length - 1] || 0))}</span>`).join('');
-  };
-  return {push(values) { values.forEach((v, i) => { points[i].push(v); if (points[i].length > size) points[i].shift(); }); draw(); }};
-}
 async function containerStats(el, c, envId) {
   if (c.State.Status !== 'running') { el.innerHTML = '<p class="empty">Statistics are available while the container runs.</p>'; return; }
   el.innerHTML = '<div class="charts"><div id="ch-cpu"></div><div id="ch-mem"></div><div id="ch-net"></div><div id="ch-io"></div></div><div class="error" id="stats-error"></div><div id="top"></div>';
@@ -8603,18 +8459,1388 @@ async function containerStats(el, c, envId) {
       <tbody>${t.Processes.map(p => `<tr>${p.map(x => `<td class="mono small">${esc(x)}</td>`).join('')}</tr>`).join('')}</tbody></table></div></div>`; };
   top().catch(() => {}); every(5000, top);
 }
+async function containerConsole(el, c, envId) {
+  if (c.State.Status !== 'running') { el.innerHTML = '<p class="empty">Start the container to open a console.</p>'; return; }
+  el.innerHTML = `<form class="toolbar" id="console-form"><label for="console-cmd" class="check">Command</label>
+    <select id="console-cmd" name="cmd" class="narrow"><option>sh</option><option>bash</option><option>/bin/sh -l</option><option>ash</option></select>
+    <input id="console-custom" name="custom" class="filter" placeholder="or another command" aria-label="Custom command">
+    <button class="primary" type="submit" id="console-connect">Connect</button><button type="button" id="console-attach">Attach</button>
+    <button type="button" id="console-close" disabled>Disconnect</button><span class="muted small" id="console-status"></span>
+    <div class="error" role="alert"></div></form><div class="term" id="term"></div>`;
+  const term = new Terminal($('#term'), data => { if (socket && socket.readyState === 1) socket.send(new TextEncoder().encode(data)); });
+  let socket = null;
+  const status = t => { $('#console-status').textContent = t; };
+  const sendSize = (cols, rows) => { if (socket && socket.readyState === 1) socket.send(JSON.stringify({type: 'resize', cols, rows})); };
+  term.onResize = sendSize; term.fit(); term.draw();
+  const observer = new ResizeObserver(() => term.fit()); observer.observe($('#term'));
+  const close = () => { if (socket) { socket.onclose = null; socket.close(); socket = null; } $('#console-close').disabled = true; status('disconnected'); };
+  onLeave(() => { close(); observer.disconnect(); });
+  const open = mode => {
+    close(); term.reset(); term.fit(); term.draw();
+    const cmd = $('#console-custom').value.trim() || $('#console-cmd').value;
+    const query = new URLSearchParams({containerId: c.Id, mode, cmd});
+    // The session cookie authenticates the socket: no token in the URL.
+    socket = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/api/endpoints/${envId}/console/ws?${query}`);
+    socket.binaryType = 'arraybuffer';
+    status('connecting…');
+    socket.onopen = () => { status(mode === 'attach' ? 'attached' : `connected: ${cmd}`); $('#console-close').disabled = false; sendSize(term.cols, term.rows); $('#term').focus(); };
+    socket.onmessage = m => term.write(typeof m.data === 'string' ? m.data : new Uint8Array(m.data));
+    socket.onclose = e => { status(e.code === 1000 || e.code === 1005 ? 'session ended' : `closed (${e.code}${e.reason ? ': ' + e.reason : ''})`); $('#console-close').disabled = true;
+      if (e.code === 1006 && !socket.everOpened) showError($('#console-form'), new Error('The console could not be opened: your role on this environment may not allow it, or the container stopped')); };
+    socket.addEventListener('open', () => { socket.everOpened = true; });
+  };
+  onSubmit($('#console-form'), async () => open('exec'));
+  $('#console-attach').addEventListener('click', () => open('attach'));
+  $('#console-close').addEventListener('click', close);
+  $('#term').addEventListener('focus', () => term.draw()); $('#term').addEventListener('blur', () => term.draw());
+}
+""",  # noqa: E501
+    'pages/containers.js': r"""// Pages: the containers of an environment (list with bulk actions) and the create/duplicate form.
+import {api} from '../api.js';
+import {dockerBase, watchEngine} from '../docker.js';
+import {$, $$} from '../dom.js';
+import {onSubmit, showError, toast} from '../feedback.js';
+import {containerName, esc, fmtAgo, fmtDate, shortId} from '../format.js';
+import {imageUpdates} from '../image-updates.js';
+import {envIsSwarm, session} from '../session.js';
+import {envCrumbs, render} from '../shell.js';
+import {dataTable} from '../table.js';
+import {pairsEditor} from '../widgets.js';
 
-// ---- terminal: a compact VT100/xterm subset (enough for sh, top and vi in busybox) --------------------------
+export function portLinks(c) {
+  const host = (session.currentEnv && session.currentEnv.PublicURL) || location.hostname;
+  const seen = new Set();
+  return (c.Ports || []).filter(p => p.PublicPort && !seen.has(p.PublicPort + p.Type) && seen.add(p.PublicPort + p.Type))
+    .map(p => p.Type === 'tcp' ? `<a href="http://${esc(host)}:${p.PublicPort}" target="_blank" rel="noopener noreferrer">${p.PublicPort}:${p.PrivatePort}</a>` : `${p.PublicPort}:${p.PrivatePort}/${p.Type}`).join(' ');
+}
+export async function pageContainers(envId) {
+  const base = dockerBase(envId);
+  const main = render('Containers', `<div class="toolbar"><h2>Containers</h2><span class="spacer"></span>
+    <button id="check-updates">Check for image updates</button>
+    <a class="button primary" href="#/env/${envId}/containers/new">Add container</a></div><div id="containers"></div>`, envCrumbs(envId, 'Containers'));
+  const updates = imageUpdates(envId, () => table.setRows(table.rows()), () => load());
+  const actions = ['start', 'stop', 'restart', 'kill', 'pause', 'unpause', 'remove'].map(a => `<button class="${a === 'remove' ? 'danger' : ''}" data-action="${a}" disabled>${a[0].toUpperCase() + a.slice(1)}</button>`).join('');
+  const label = (c, k) => (c.Labels || {})[k] || '';
+  const table = dataTable($('#containers'), {
+    id: c => c.Id, selectable: true, actions, filterPlaceholder: 'Filter containers', empty: 'No containers on this environment.',
+    columns: [
+      {key: 'name', label: 'Name', value: containerName, html: c => `<a href="#/env/${envId}/containers/${esc(c.Id)}">${esc(containerName(c))}</a>`},
+      {key: 'state', label: 'State', value: c => c.State, html: c => `<span class="${esc(c.State)}">${esc(c.State)}</span> <span class="muted small hide-sm">${esc(c.Status)}</span>`},
+      {key: 'stack', label: 'Stack', value: c => label(c, 'com.docker.compose.project') || label(c, 'com.docker.stack.namespace'), cls: 'hide-sm'},
+      {key: 'image', label: 'Image', value: c => c.Image, html: c => (c.Image.startsWith('sha256:') ? `<span class="mono" title="${esc(c.Image)}">${esc(shortId(c.Image))}</span>` : esc(c.Image))},
+      {key: 'update', label: 'Image update', value: updates.value, html: updates.cell},
+      {key: 'created', label: 'Created', value: c => c.Created, html: c => `<span title="${esc(fmtDate(c.Created))}">${fmtAgo(c.Created)}</span>`, cls: 'hide-sm'},
+      {key: 'ip', label: 'IP', value: c => Object.values((c.NetworkSettings || {}).Networks || {}).map(n => n.IPAddress).filter(Boolean).join(' '), cls: 'hide-sm'},
+      {key: 'ports', label: 'Published ports', html: portLinks, cls: 'hide-sm'},
+      {key: 'node', label: 'Node', value: c => label(c, 'com.docker.swarm.node.id') ? label(c, 'com.docker.swarm.node.id').slice(0, 12) : '', cls: 'hide-sm'},
+    ].filter(col => col.key !== 'node' || envIsSwarm(session.currentEnv)),
+    onSelectionChange: sel => $$('[data-action]', main).forEach(b => { b.disabled = sel.size === 0; }),
+  });
+  const load = async () => { table.setRows(await api('GET', `${base}/containers/json?all=1`));
+    if (updates.missing(table.rows())) updates.load(false); };
+  updates.bind(main);
+  $('#check-updates').addEventListener('click', () => updates.load(true));
+  $$('[data-action]', main).forEach(b => b.addEventListener('click', async () => {
+    const ids = table.selected(), action = b.dataset.action;
+    if (action === 'remove' && !confirm(`Remove ${ids.length} container(s)? Their data outside volumes is lost.`)) return;
+    $$('[data-action]', main).forEach(x => { x.disabled = true; });
+    const results = await Promise.allSettled(ids.map(id => action === 'remove' ? api('DELETE', `${base}/containers/${id}?force=1&v=0`) : api('POST', `${base}/containers/${id}/${action}`)));
+    const failed = results.map((r, i) => [r, ids[i]]).filter(([r]) => r.status === 'rejected');
+    failed.forEach(([r, id]) => toast(`${action} ${shortId(id)}: ${r.reason.message}`, true));
+    if (ids.length > failed.length) toast(`${action}: ${ids.length - failed.length} container(s) done`);
+    table.clearSelection(); await load();
+  }));
+  await load(); watchEngine(envId, ['container'], load);
+}
+export async function pageContainerCreate(envId) {
+  const base = dockerBase(envId);
+  const from = new URLSearchParams(location.hash.split('?')[1] || '').get('from');
+  const [source, networks, volumes] = await Promise.all([from ? api('GET', `${base}/containers/${from}/json`) : null,
+    api('GET', `${base}/networks`), api('GET', `${base}/volumes`)]);
+  const cfg = (source && source.Config) || {}, host = (source && source.HostConfig) || {};
+  const ports = Object.entries(host.PortBindings || {}).flatMap(([cport, binds]) => (binds || []).map(b => [b.HostPort, cport.split('/')[0], cport.split('/')[1] || 'tcp']));
+  const env = (cfg.Env || []).map(e => [e.split('=')[0], e.split('=').slice(1).join('=')]);
+  const labels = Object.entries(cfg.Labels || {}).filter(([k]) => !k.startsWith('com.docker.'));
+  const mounts = (host.Binds || []).map(b => b.split(':'));
+  const netNow = Object.keys(((source && source.NetworkSettings) || {}).Networks || {})[0] || host.NetworkMode || 'bridge';
+  const title = source ? `Duplicate / edit ${esc(containerName(source))}` : 'Create a container';
+  render('Create container', `<div class="card"><h2>${title}</h2><form id="create" novalidate>
+    <div class="row"><div><label for="c-name">Name</label><input id="c-name" name="name" value="${esc(source ? containerName(source) : '')}" placeholder="optional"></div>
+    <div><label for="c-image">Image</label><input id="c-image" name="Image" required value="${esc(cfg.Image || '')}" placeholder="e.g. nginx:latest" data-error-hint="image|No such image|reference"></div></div>
+    <div class="row"><div><label for="c-cmd">Command</label><input id="c-cmd" name="Cmd" value="${esc((cfg.Cmd || []).join(' '))}" placeholder="default of the image"></div>
+    <div><label for="c-entry">Entrypoint</label><input id="c-entry" name="Entrypoint" value="${esc((cfg.Entrypoint || []).join(' '))}" placeholder="default of the image"></div></div>
+    <fieldset><legend>Ports (host → container)</legend><div id="c-ports"></div></fieldset>
+    <fieldset><legend>Environment variables</legend><div id="c-env"></div></fieldset>
+    <fieldset><legend>Volumes (volume name or host path → container path)</legend><div id="c-volumes"></div></fieldset>
+    <div class="row"><div><label for="c-network">Network</label><select id="c-network" name="network">${networks.map(n => `<option ${n.Name === netNow ? 'selected' : ''}>${esc(n.Name)}</option>`).join('')}</select></div>
+    <div><label for="c-restart">Restart policy</label><select id="c-restart" name="restart">${['no', 'always', 'unless-stopped', 'on-failure'].map(p => `<option ${p === ((host.RestartPolicy || {}).Name || 'no') ? 'selected' : ''}>${p}</option>`).join('')}</select></div>
+    <div><label for="c-memory">Memory limit (MB)</label><input id="c-memory" name="memory" type="number" min="0" value="${host.Memory ? Math.round(host.Memory / 1048576) : ''}" data-error-hint="memory"></div>
+    <div><label for="c-cpus">CPU limit (cores)</label><input id="c-cpus" name="cpus" type="number" min="0" step="0.1" value="${host.NanoCpus ? host.NanoCpus / 1e9 : ''}" data-error-hint="cpu"></div></div>
+    <fieldset><legend>Labels</legend><div id="c-labels"></div></fieldset>
+    <div class="row"><label class="check narrow"><input type="checkbox" name="tty" ${cfg.Tty ? 'checked' : ''}> Interactive TTY (-it)</label>
+    <label class="check narrow"><input type="checkbox" name="privileged" data-error-hint="privileged" ${host.Privileged ? 'checked' : ''}> Privileged</label>
+    ${source ? '<label class="check narrow"><input type="checkbox" name="replace" checked> Replace the original container</label>' : ''}</div>
+    <div class="error" role="alert"></div><p><button class="primary" type="submit">Deploy the container</button> <a href="#/env/${envId}/containers">Cancel</a></p></form></div>`,
+    envCrumbs(envId, `<a href="#/env/${envId}/containers">Containers</a>`, 'Create'));
+  const volumeNames = (volumes.Volumes || []).map(v => v.Name);
+  const getPorts = pairsEditor($('#c-ports'), [{placeholder: 'host port, e.g. 8080', name: 'hostPort', hint: 'port is already allocated|address already in use|host port'}, {placeholder: 'container port, e.g. 80', name: 'containerPort'}, {placeholder: 'protocol', options: ['tcp', 'udp']}], ports, 'Publish a port');
+  const getEnv = pairsEditor($('#c-env'), [{placeholder: 'NAME'}, {placeholder: 'value'}], env, 'Add variable');
+  const getVolumes = pairsEditor($('#c-volumes'), [{placeholder: `volume (${volumeNames.slice(0, 3).join(', ') || 'name'}) or /host/path`, name: 'volumeSource', hint: 'bind mount|host path|volume'}, {placeholder: '/path/in/container', name: 'volumeTarget'}], mounts, 'Map a volume');
+  const getLabels = pairsEditor($('#c-labels'), [{placeholder: 'label name'}, {placeholder: 'value'}], labels, 'Add label');
+  const form = $('#create'); $('#c-image').focus();
+  onSubmit(form, async data => {
+    const image = data.get('Image').trim();
+    if (!image) return showError(form, new Error('An image is required'), 'Image');
+    const split = s => s.trim() ? s.trim().match(/(?:[^\s"']+|"[^"]*"|'[^']*')+/g).map(a => a.replace(/^["']|["']$/g, '')) : undefined;
+    const exposed = {}, bindings = {};
+    for (const [hostPort, containerPort, proto] of getPorts()) {
+      if (!/^\d+$/.test(containerPort)) return showError(form, new Error(`Container port "${containerPort}" must be a number`), 'containerPort');
+      const key = `${containerPort}/${proto || 'tcp'}`; exposed[key] = {}; (bindings[key] = bindings[key] || []).push({HostPort: hostPort || ''});
+    }
+    const body = {Image: image, Cmd: split(data.get('Cmd')), Entrypoint: split(data.get('Entrypoint')),
+      Env: getEnv().map(([k, v]) => `${k}=${v}`), Labels: Object.fromEntries(getLabels()), Tty: !!data.get('tty'), OpenStdin: !!data.get('tty'),
+      ExposedPorts: exposed,
+      HostConfig: {PortBindings: bindings, Binds: getVolumes().map(([s, t]) => `${s}:${t}`), NetworkMode: data.get('network'),
+        RestartPolicy: {Name: data.get('restart'), MaximumRetryCount: 0}, Privileged: !!data.get('privileged'),
+        Memory: data.get('memory') ? Math.round(+data.get('memory') * 1048576) : 0, NanoCpus: data.get('cpus') ? Math.round(+data.get('cpus') * 1e9) : 0}};
+    const name = data.get('name').trim();
+    if (source && data.get('replace')) {
+      await api('POST', `${base}/containers/${source.Id}/stop`).catch(() => {});
+      await api('POST', `${base}/containers/${source.Id}/rename?name=${encodeURIComponent(containerName(source) + '-old-' + Date.now())}`);
+    }
+    const created = await api('POST', `${base}/containers/create${name ? '?name=' + encodeURIComponent(name) : ''}`, body);
+    try { await api('POST', `${base}/containers/${created.Id}/start`); }
+    catch (err) { toast(`Created but not started: ${err.message}`, true); }
+    if (source && data.get('replace')) await api('DELETE', `${base}/containers/${source.Id}?force=1`).catch(err => toast(err.message, true));
+    toast(`Container ${name || shortId(created.Id)} deployed`);
+    location.hash = `#/env/${envId}/containers/${created.Id}`;
+  });
+}
+""",  # noqa: E501
+    'pages/dashboard.js': r"""// Page: one environment's dashboard.
+import {api} from '../api.js';
+import {constants} from '../constants.js';
+import {dockerBase} from '../docker.js';
+import {$} from '../dom.js';
+import {esc, fmtBytes} from '../format.js';
+import {every} from '../lifecycle.js';
+import {envIsSwarm, session} from '../session.js';
+import {ENV_NAV, envCrumbs, render} from '../shell.js';
+
+export async function pageDashboard(envId) {
+  const base = dockerBase(envId);
+  render('Dashboard', `<div class="toolbar"><h2>${esc(session.currentEnv.Name)}</h2><span class="badge ${session.currentEnv.Status === constants.EnvironmentStatus.Up ? 'up' : 'down'}">${session.currentEnv.Status === constants.EnvironmentStatus.Up ? 'up' : 'down'}</span></div>
+    <div id="dash"><p class="muted">Loading…</p></div>`, envCrumbs(envId, 'Dashboard'));
+  const draw = async () => {
+    const [info, version, containers, images, volumes, networks] = await Promise.all([api('GET', `${base}/info`), api('GET', `${base}/version`),
+      api('GET', `${base}/containers/json?all=1`), api('GET', `${base}/images/json`), api('GET', `${base}/volumes`), api('GET', `${base}/networks`)]);
+    const running = containers.filter(c => c.State === 'running').length;
+    const stacks = new Set(containers.map(c => (c.Labels || {})['com.docker.compose.project']).filter(Boolean));
+    const tile = (href, n, label, detail = '') => `<a class="card tile" href="${href}"><div class="stat">${n}</div><div>${label}</div><div class="muted small">${detail}</div></a>`;
+    $('#dash').innerHTML = `<div class="grid">
+      ${tile(`#/env/${envId}/containers`, containers.length, 'Containers', `<span class="running">${running} running</span> · <span class="exited">${containers.length - running} stopped</span>`)}
+      ${tile(`#/env/${envId}/images`, images.length, 'Images', fmtBytes(images.reduce((a, i) => a + (i.Size || 0), 0)))}
+      ${tile(`#/env/${envId}/volumes`, (volumes.Volumes || []).length, 'Volumes')}
+      ${tile(`#/env/${envId}/networks`, networks.length, 'Networks')}
+      ${tile(ENV_NAV.some(n => n.path === 'stacks') ? `#/env/${envId}/stacks` : `#/env/${envId}/containers`, stacks.size, 'Stacks', 'compose projects')}
+      ${envIsSwarm(session.currentEnv) ? tile(`#/env/${envId}/services`, '', 'Swarm', `${info.Swarm.Nodes} nodes · ${info.Swarm.Managers} managers`) : ''}</div>
+      <div class="card"><h3>Engine</h3><dl class="kv"><dt>Name</dt><dd>${esc(info.Name)}</dd><dt>Docker</dt><dd>${esc(version.Version)} (API ${esc(version.ApiVersion)})</dd>
+      <dt>OS</dt><dd>${esc(info.OperatingSystem)} · ${esc(info.KernelVersion)} · ${esc(info.Architecture)}</dd><dt>CPU / memory</dt><dd>${info.NCPU} · ${fmtBytes(info.MemTotal)}</dd>
+      <dt>Storage driver</dt><dd>${esc(info.Driver)}</dd><dt>Root directory</dt><dd class="mono">${esc(info.DockerRootDir)}</dd>
+      <dt>Swarm</dt><dd>${esc((info.Swarm || {}).LocalNodeState || 'inactive')}${info.Swarm && info.Swarm.ControlAvailable ? ' (manager)' : ''}</dd>
+      <dt>URL</dt><dd class="mono">${esc(session.currentEnv.URL)}</dd></dl></div>`;
+  };
+  await draw(); every(10000, draw);
+}
+""",  # noqa: E501
+    'pages/edge.js': r"""// Pages and parts of the edge feature: the edge kind of the environment wizard, edge keys and association on
+// the home page, edge groups, edge jobs and edge stacks.
+import {api} from '../api.js';
+import {$} from '../dom.js';
+import {formError, showError, toast} from '../feedback.js';
+import {esc, fmtAgo} from '../format.js';
+import {every} from '../lifecycle.js';
+import {constants} from '../constants.js';
+import {isAdmin} from '../session.js';
+import {render} from '../shell.js';
+import {bindEditor, checkboxes, checkedIds, statusBadge} from '../widgets.js';
+
+export async function pageEdgeStacks() {
+  const [stacks, groups, eps] = await Promise.all([api('GET', '/api/edge_stacks'), api('GET', '/api/edge_groups').catch(() => []), api('GET', '/api/endpoints')]);
+  const epName = id => (eps.find(e => e.Id === id) || {}).Name || id;
+  render('Edge stacks', `<div class="toolbar"><h2 class="flat">Edge stacks</h2></div>
+    <div class="card"><table><tr><th>Name</th><th>Environments</th><th></th></tr>
+    ${stacks.map(s => `<tr><td>${esc(s.Name)}</td><td>${Object.values(s.Status).map(st => `<span class="badge ${st.Status === constants.EdgeStackStatus.Running ? 'running' : st.Status === constants.EdgeStackStatus.Error ? 'exited' : 'paused'}" title="${esc(st.Error)}">${esc(epName(st.EndpointID))}: ${esc(st.Status)}</span> ${st.Error ? `<span class="muted">${esc(st.Error)}</span>` : ''}`).join('<br>') || '<span class="muted">no environment in its groups</span>'}</td>
+      <td><button class="danger" data-del="${s.Id}">Remove</button></td></tr>`).join('') || '<tr><td colspan="3" class="muted">No edge stack yet.</td></tr>'}</table></div>
+    <div class="card"><h3>New edge stack</h3><form id="f"><label for="n">Name</label><input id="n" required pattern="[a-z0-9][a-z0-9_-]*">
+    <label for="g">Edge groups</label><select id="g" multiple>${groups.map(g => `<option value="${g.Id}">${esc(g.Name)}</option>`).join('')}</select>
+    <label for="content">Compose file</label><div class="editor"><div class="gutter" id="gutter" aria-hidden="true"></div>
+    <textarea id="content" rows="14" spellcheck="false">services:\n  web:\n    image: busybox:local\n    command: sleep 3600\n</textarea></div>
+    <div class="error" role="alert" id="err"></div><button class="primary">Deploy to the groups</button></form></div>`);
+  let badLine = 0; const redraw = bindEditor(() => badLine);
+  const f = document.getElementById('f');
+  f.onsubmit = async e => { e.preventDefault(); badLine = 0;
+    try { await api('POST', '/api/edge_stacks', {Name: f.n.value, StackFileContent: f.content.value, DeploymentType: 0,
+      EdgeGroups: [...f.g.selectedOptions].map(o => +o.value)}); pageEdgeStacks(); }
+    catch (err) { formError(f, err); const m = /line (\d+)/.exec(err.message); badLine = m ? +m[1] : 0; redraw(); } };
+  document.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => { await api('DELETE', `/api/edge_stacks/${b.dataset.del}`); pageEdgeStacks(); });
+}
+// The edge kind of the add-environment wizard.
+export const EDGE_WIZARD_KIND = {label: 'Edge agent (the node dials this server)',
+  fields: env => env ? `<p class="muted">The agent dials ${esc(env.URL)}; its Edge ID is ${esc(env.EdgeID || '(none yet)')}.</p>` :
+    `<label for="url">This server's address as the edge node reaches it (HTTPS); empty: https://${esc(location.hostname)} on this server's HTTPS port</label>
+    <input id="url" name="URL" placeholder="https://portainer.example.com:9443">`,
+  done: (el, env) => { el.innerHTML = `<h3>Edge environment ${esc(env.Name)} created</h3>${edgeKeyBox(env)}
+    <p>It shows as up on the <a href="#/home">home page</a> as soon as its agent connects.</p>`; bindEdgeButtons(el); }};
+export function edgeInfo(ep) {
+  if (ep.Type !== constants.EnvironmentTypes.Edge) return '';
+  const refused = ep.EdgeRefused ? `<div class="error">Refused an agent with Edge ID <code>${esc(ep.EdgeRefused.EdgeID)}</code> from
+    ${esc(ep.EdgeRefused.Address)}. ${isAdmin() ? `<button class="small" data-associate="${ep.Id}" data-edge-id="${esc(ep.EdgeRefused.EdgeID)}">Associate this agent instead</button>` : ''}</div>` : '';
+  return `<div class="muted small">Edge ID <code>${esc(ep.EdgeID || '(none yet)')}</code> · tunnel ${ep.EdgeTunnelConnected ? 'connected' : 'disconnected'} ·
+    last seen ${ep.LastCheckInDate ? fmtAgo(ep.LastCheckInDate) : 'never'}
+    ${isAdmin() ? `<button class="small" data-edge-key="${ep.Id}">Show edge key</button>` : ''}</div>${refused}<div id="edge-key-${ep.Id}"></div>`;
+}
+function edgeKeyBox(answer) {
+  return `<p>Run this on the edge node, next to a copy of agent.py (Python 3 with aiohttp):</p>
+    <pre class="copyable mono" id="edge-command">${esc(answer.EdgeAgentCommand)}</pre>
+    <p><button type="button" data-copy="edge-command">Copy command</button></p>
+    <p class="muted">The edge key alone:</p><pre class="copyable mono" id="edge-key-raw">${esc(answer.EdgeKey)}</pre>
+    <p><button type="button" data-copy="edge-key-raw">Copy key</button></p>`;
+}
+// One listener per container, so cards drawn again every few seconds keep working buttons.
+export function bindEdgeButtons(container, redraw) {
+  container.addEventListener('click', async e => {
+    const b = e.target.closest('[data-copy], [data-edge-key], [data-associate]');
+    if (!b) return;
+    if (b.dataset.copy) {
+      const text = $(`#${b.dataset.copy}`).textContent;
+      try { await navigator.clipboard.writeText(text); b.textContent = 'Copied'; }
+      catch (err) { const range = document.createRange(); range.selectNodeContents($(`#${b.dataset.copy}`));
+        getSelection().removeAllRanges(); getSelection().addRange(range); b.textContent = 'Selected: press Ctrl+C'; }
+    } else if (b.dataset.edgeKey) {
+      $(`#edge-key-${b.dataset.edgeKey}`).innerHTML = edgeKeyBox(await api('GET', `/api/endpoints/${b.dataset.edgeKey}/edge/key`));
+    } else {
+      await api('PUT', `/api/endpoints/${b.dataset.associate}/association`, {EdgeID: b.dataset.edgeId});
+      toast(`Environment associated with Edge ID ${b.dataset.edgeId}`); if (redraw) await redraw();
+    }
+  });
+}
+export async function pageEdgeGroups() {
+  const [groups, eps] = await Promise.all([api('GET', '/api/edge_groups'), api('GET', `/api/endpoints?types=${constants.EnvironmentTypes.Edge}`)]);
+  const byId = Object.fromEntries(eps.map(ep => [ep.Id, ep]));
+  const main = render('Edge groups', `<div class="card"><h2>Edge groups</h2><table><tr><th>Name</th><th>Kind</th><th>Environments</th><th></th></tr>
+    ${groups.map(g => `<tr><td>${esc(g.Name)}</td><td>${g.Dynamic ? `tags ${esc(g.TagIds.join(', '))} (${g.PartialMatch ? 'any' : 'all'})` : 'static'}</td>
+    <td>${g.TrustedEndpoints.map(id => `${esc((byId[id] || {}).Name || id)} ${statusBadge(byId[id])}`).join(', ') || '<span class="muted">none</span>'}</td>
+    <td><button class="danger small" data-del="${g.Id}">Remove</button></td></tr>`).join('') || '<tr><td colspan="4" class="muted">No edge group yet.</td></tr>'}</table>
+    <div class="error" role="alert" id="err"></div></div>
+    <div class="card"><h3>Add edge group</h3><form id="f"><label for="n">Name</label><input id="n" required>
+    <label for="k">Kind</label><select id="k"><option value="static">Static: the environments ticked below</option>
+    <option value="dynamic">Dynamic: every edge environment carrying tags</option></select>
+    <div id="static"><p>Edge environments</p>${checkboxes(eps, 'ep')}</div>
+    <div id="dynamic" class="hidden"><label for="t">Tag ids (comma separated)</label><input id="t">
+    <label class="check"><input type="checkbox" id="pm"> Any of the tags is enough (else all)</label></div>
+    <div class="error" role="alert"></div><p><button class="primary">Create edge group</button></p></form></div>`);
+  const f = $('#f');
+  f.k.addEventListener('change', () => { $('#static').classList.toggle('hidden', f.k.value !== 'static'); $('#dynamic').classList.toggle('hidden', f.k.value === 'static'); });
+  f.addEventListener('submit', async e => { e.preventDefault(); const dynamic = f.k.value === 'dynamic';
+    const body = {Name: f.n.value, Dynamic: dynamic, Endpoints: dynamic ? [] : checkedIds(f, 'ep'),
+      TagIds: dynamic ? f.t.value.split(',').map(x => x.trim()).filter(Boolean).map(Number) : [], PartialMatch: f.pm.checked};
+    try { await api('POST', '/api/edge_groups', body); toast('Edge group created'); await pageEdgeGroups(); } catch (err) { showError(f, err); } });
+  main.addEventListener('click', async e => { const b = e.target.closest('[data-del]'); if (!b) return;
+    try { await api('DELETE', `/api/edge_groups/${b.dataset.del}`); await pageEdgeGroups(); } catch (err) { $('#err').textContent = err.message; } });
+}
+export async function pageEdgeJobs() {
+  const [jobs, groups, eps] = await Promise.all([api('GET', '/api/edge_jobs'), api('GET', '/api/edge_groups'), api('GET', `/api/endpoints?types=${constants.EnvironmentTypes.Edge}`)]);
+  const main = render('Edge jobs', `<div class="card"><h2>Edge jobs</h2><table><tr><th>Name</th><th>Schedule</th><th>Hosts</th><th></th></tr>
+    ${jobs.map(j => `<tr><td><a href="#/edge/jobs/${j.Id}">${esc(j.Name)}</a></td><td>${j.Recurring ? esc(j.CronExpression) : 'once'}</td>
+    <td>${Object.keys(j.Endpoints).length}</td><td><button class="small" data-run="${j.Id}">Run now</button> <button class="danger small" data-del="${j.Id}">Remove</button></td></tr>`).join('')
+    || '<tr><td colspan="4" class="muted">No edge job yet.</td></tr>'}</table></div>
+    <div class="card"><h3>Add edge job</h3><form id="f"><label for="n">Name</label><input id="n" required>
+    <label for="s">Script (sh)</label><textarea id="s" rows="6" required></textarea>
+    <p>Edge groups</p>${checkboxes(groups, 'g')}<p>Edge environments</p>${checkboxes(eps, 'ep')}
+    <label class="check"><input type="checkbox" id="r"> Recurring</label>
+    <label for="c">Cron schedule (minute hour day month weekday)</label><input id="c" placeholder="*/15 * * * *">
+    <label for="m">Run</label><select id="m"><option value="container">in a container</option><option value="host">on the host (its files, processes and network)</option></select>
+    <label for="i">Image (empty: the server's default)</label><input id="i">
+    <div class="error" role="alert"></div><p><button class="primary">Create edge job</button></p></form></div>`);
+  const f = $('#f');
+  f.addEventListener('submit', async e => { e.preventDefault();
+    const body = {Name: f.n.value, FileContent: f.s.value, EdgeGroups: checkedIds(f, 'g'), Endpoints: checkedIds(f, 'ep'),
+      Recurring: f.r.checked, CronExpression: f.c.value, Mode: f.m.value, Image: f.i.value};
+    try { const job = await api('POST', '/api/edge_jobs/create/string', body); location.hash = `#/edge/jobs/${job.Id}`; } catch (err) { showError(f, err); } });
+  main.addEventListener('click', async e => { const b = e.target.closest('[data-run], [data-del]'); if (!b) return;
+    if (b.dataset.run) { await api('POST', `/api/edge_jobs/${b.dataset.run}/run`); location.hash = `#/edge/jobs/${b.dataset.run}`; }
+    else { await api('DELETE', `/api/edge_jobs/${b.dataset.del}`); await pageEdgeJobs(); } });
+}
+export async function pageEdgeJob(id) {
+  const job = await api('GET', `/api/edge_jobs/${id}`);
+  const state = constants.EdgeJobLogStateNames;
+  const main = render('Edge job', `<div class="card"><h2>Edge job ${esc(job.Name)}</h2><p class="muted">${job.Recurring ? 'Runs on ' + esc(job.CronExpression) : 'Runs once'}
+    · <button id="run" class="small">Run now</button></p><div id="tasks"></div><pre id="out" class="mono"></pre></div>`,
+    `<a href="#/edge/jobs">Edge jobs</a> / ${esc(job.Name)}`);
+  const draw = async () => {
+    const tasks = await api('GET', `/api/edge_jobs/${id}/tasks`);
+    $('#tasks').innerHTML = `<table><tr><th>Environment</th><th>Tunnel</th><th>State</th><th>Exit code</th><th>Last run</th><th></th></tr>
+    ${tasks.map(t => `<tr><td>${esc(t.EndpointName)}</td><td><span class="badge ${t.Connected ? 'up' : 'down'}">${t.Connected ? 'connected' : 'disconnected'}</span></td>
+    <td>${state[t.LogsStatus]}</td><td>${t.LastRun ? esc(t.LastRun.ExitCode) : ''}${t.LastRun && t.LastRun.Error ? ' ' + esc(t.LastRun.Error) : ''}</td>
+    <td>${t.LastRun ? fmtAgo(t.LastRun.Time) : ''}</td>
+    <td>${t.LastRun ? `<button class="small" data-logs="${t.EndpointId}">Output</button>` : ''}</td></tr>`).join('')}</table>`;
+  };
+  $('#run').addEventListener('click', async () => { await api('POST', `/api/edge_jobs/${id}/run`); await draw(); });
+  main.addEventListener('click', async e => { const b = e.target.closest('[data-logs]'); if (!b) return;
+    const logs = await api('GET', `/api/edge_jobs/${id}/tasks/${b.dataset.logs}/logs`);
+    $('#out').textContent = logs.FileContent || '(no output)'; });
+  await draw(); every(3000, draw);
+}
+""",  # noqa: E501
+    'pages/environments.js': r"""// Pages: home (every environment), the add/edit environment wizard, and tags.
+import {api} from '../api.js';
+import {constants} from '../constants.js';
+import {$} from '../dom.js';
+import {formError, onSubmit, showError, toast} from '../feedback.js';
+import {esc, fmtAgo, fmtBytes} from '../format.js';
+import {every} from '../lifecycle.js';
+import {bindEdgeButtons, EDGE_WIZARD_KIND, edgeInfo} from './edge.js';
+import {isAdmin, session} from '../session.js';
+import {render} from '../shell.js';
+
+export async function pageHome() {
+  session.currentEnv = null;
+  render('Home', `<div class="toolbar"><h2>Environments</h2><span class="spacer"></span>
+    <input class="filter" id="env-search" type="search" placeholder="Search by name, URL, type, tag" aria-label="Search environments">
+    ${isAdmin() ? '<a class="button primary" href="#/environments/new">Add environment</a>' : ''}</div><div id="env-list"></div>`);
+  let envs = await api('GET', '/api/endpoints');
+  const tags = await api('GET', '/api/tags').catch(() => []);
+  const tagName = id => (tags.find(t => t.ID === id || t.Id === id) || {}).Name || `tag ${id}`;
+  const draw = () => {
+    const q = $('#env-search').value.toLowerCase();
+    $('#env-list').innerHTML = envs.filter(ep => [ep.Name, ep.URL, constants.EnvironmentTypeNames[ep.Type], ...(ep.TagIds || []).map(tagName)].join(' ').toLowerCase().includes(q)).map(ep => {
+      const s = ep.Snapshots[0] || {}; const up = ep.Status === constants.EnvironmentStatus.Up;
+      return `<div class="card env" data-env="${ep.Id}"><div class="info">
+        <a class="name" href="#/env/${ep.Id}/dashboard">${esc(ep.Name)}</a>
+        <span class="badge ${up ? 'up' : 'down'}">${up ? 'up' : 'down'}</span><span class="badge">${esc(constants.EnvironmentTypeNames[ep.Type] || 'type ' + ep.Type)}</span>
+        ${s.Swarm ? '<span class="badge">Swarm</span>' : ''}${(ep.TagIds || []).map(t => `<span class="badge">${esc(tagName(t))}</span>`).join('')}
+        <span class="muted small mono">${esc(ep.URL)}</span>
+        <div class="muted">${s.DockerVersion ? `Docker ${esc(s.DockerVersion)} · ` : ''}${s.RunningContainerCount ?? 0} running · ${s.StoppedContainerCount ?? 0} stopped ·
+        ${s.HealthyContainerCount ?? 0} healthy · ${s.ImageCount ?? 0} images · ${s.VolumeCount ?? 0} volumes ·${s.NetworkCount !== undefined ? ` ${s.NetworkCount} networks ·` : ''} ${s.StackCount ?? 0} stacks ·
+        ${s.TotalCPU ?? '?'} CPU · ${fmtBytes(s.TotalMemory)} RAM${s.AgentVersion ? ` · agent ${esc(s.AgentVersion)}` : ''}${s.Time ? ` · snapshot ${fmtAgo(s.Time)}` : ''}</div>
+        ${ep.Agent ? `<div class="muted small">Agent TLS certificate SHA-256 <code>${esc(ep.Agent.CertificateFingerprint)}</code></div>` : ''}
+        ${isAdmin() ? `<div class="small"><a href="#/env/${ep.Id}/access">Access</a> · <a href="#/env/${ep.Id}/security">Security settings</a></div>` : ''}${edgeInfo(ep)}</div>
+        ${isAdmin() ? `<a class="button" href="#/environments/${ep.Id}/edit">Edit</a>` : ''}</div>`;
+    }).join('') || `<p class="empty">${envs.length ? 'No environment matches.' : 'No environment yet.'}</p>`;
+  };
+  $('#env-search').addEventListener('input', draw); draw();
+  const reload = async () => { envs = await api('GET', '/api/endpoints'); draw(); };
+  bindEdgeButtons($('#env-list'), reload);
+  every(10000, reload);
+}
+
+// What the wizard asks for each kind of environment: {label, fields: html(env), done: (element, env) => ...}.
+const DOCKER_WIZARD_KIND = {label: 'Docker API (socket or TCP)',
+      fields: env => `<label for="url">Docker API URL</label><input id="url" name="URL" required placeholder="unix:///var/run/docker.sock or tcp://10.0.0.5:2376" value="${esc(env ? env.URL : 'unix:///var/run/docker.sock')}">
+        <label class="check"><input type="checkbox" name="TLS" ${env && env.TLSConfig && env.TLSConfig.TLS ? 'checked' : ''}> TLS</label>
+        <label class="check"><input type="checkbox" name="TLSSkipVerify" ${env && env.TLSConfig && env.TLSConfig.TLSSkipVerify ? 'checked' : ''}> Skip server certificate verification</label>
+        ${env ? '' : `<div class="row"><div><label for="tls-ca">CA certificate</label><input id="tls-ca" type="file" name="TLSCACertFile"></div>
+        <div><label for="tls-cert">Client certificate</label><input id="tls-cert" type="file" name="TLSCertFile"></div>
+        <div><label for="tls-key">Client key</label><input id="tls-key" type="file" name="TLSKeyFile"></div></div>`}`};
+const AGENT_WIZARD_KIND = {label: 'Agent (agent.py on the node)',
+      fields: env => `<label for="url">Agent address (host:port, port 9001 by default)</label><input id="url" name="URL" required placeholder="10.0.0.5:9001" value="${esc(env ? env.URL : '')}">
+        ${env ? '' : '<label for="secret">Agent secret (only when the agent runs with AGENT_SECRET)</label><input id="secret" name="AgentSecret" type="password" autocomplete="off">'}`,
+      done: (el, env) => { el.innerHTML = `<p>Added <a href="#/env/${env.Id}/dashboard">${esc(env.Name)}</a>.</p>` +
+        (env.Agent ? `<p>Check that the agent's certificate has this SHA-256 fingerprint; it is trusted from now on:</p><pre class="mono">${esc(env.Agent.CertificateFingerprint)}</pre>` : ''); }};
+// The wizard's tabs by environment type (the server's numbers, known once the constants are read).
+const wizardKinds = () => { const types = constants.EnvironmentTypes;
+  return {[types.Docker]: DOCKER_WIZARD_KIND, [types.Agent]: AGENT_WIZARD_KIND, [types.Edge]: EDGE_WIZARD_KIND}; };
+export async function pageEnvironmentForm(envId) {
+  session.currentEnv = null;
+  const env = envId ? await api('GET', `/api/endpoints/${envId}`) : null;
+  // The kind the wizard opens with: an agent, as in Portainer.
+  const kind = env ? env.Type : Number(new URLSearchParams(location.hash.split('?')[1]).get('type') || constants.EnvironmentTypes.Agent);
+  const wizard = wizardKinds(), kinds = Object.entries(wizard);
+  render(env ? 'Edit environment' : 'Add environment', `<div class="card"><h2>${env ? 'Edit environment ' + esc(env.Name) : 'Add an environment'}</h2>
+    ${env ? '' : `<div class="tabs" role="tablist">${kinds.map(([k, d]) => `<a role="tab" href="#/environments/new?type=${k}" class="${+k === kind ? 'active' : ''}">${esc(d.label)}</a>`).join('')}</div>`}
+    <form id="env-form"><label for="n">Name</label><input id="n" name="Name" required value="${esc(env ? env.Name : '')}">
+    ${wizard[kind] ? wizard[kind].fields(env) : '<p class="error">This kind of environment cannot be edited here.</p>'}
+    <label for="env-public">Public URL (used for the links of published ports)</label><input id="env-public" name="PublicURL" value="${esc(env ? env.PublicURL : '')}">
+    ${env ? `<label class="check"><input type="checkbox" name="EnableImageNotification" ${env.EnableImageNotification ? 'checked' : ''}> Check for image updates (asks each running image's registry for its tag's digest)</label>
+      <p class="muted small" id="env-image-registries">Registries it will contact: …</p>` : ''}
+    ${env ? `<p><a href="#/env/${env.Id}/access">Who has access</a> · <a href="#/env/${env.Id}/security">What standard users may do (security settings)</a></p>` : ''}
+    <div class="error" role="alert"></div><p><button class="primary" type="submit">${env ? 'Save' : 'Connect'}</button>
+    ${env ? '<button type="button" class="danger" id="env-delete">Remove environment</button>' : ''} <a href="#/home">Cancel</a></p></form><div id="env-done"></div></div>`,
+    `<a href="#/home">Home</a> / ${env ? 'Edit environment' : 'Add environment'}`);
+  const form = $('#env-form'); $('#n').focus();
+  if (env) api('GET', `/api/endpoints/${env.Id}/image_notification`).then(s => { $('#env-image-registries').textContent = s.Registries === null
+    ? 'Registries it will contact: unknown (the engine did not answer).' : `Registries it will contact: ${s.Registries.join(', ') || 'none (no running container was pulled from a registry)'}`; }).catch(() => {});
+  onSubmit(form, async data => {
+    if (env) {
+      const body = {Name: data.get('Name'), PublicURL: data.get('PublicURL'), EnableImageNotification: !!data.get('EnableImageNotification')};
+      if (data.has('URL')) Object.assign(body, {URL: data.get('URL'), TLS: !!data.get('TLS'), TLSSkipVerify: !!data.get('TLSSkipVerify')});
+      await api('PUT', `/api/endpoints/${env.Id}`, body); toast('Environment saved'); location.hash = '#/home'; return;
+    }
+    const body = new FormData(); body.set('EndpointCreationType', String(kind));
+    for (const [k, v] of data.entries()) { if (v instanceof File && !v.size) continue; body.set(k, v instanceof File ? v : (v === 'on' ? 'true' : v)); }
+    const created = await api('POST', '/api/endpoints', body);
+    const after = wizard[kind].done;
+    if (after) after($('#env-done'), created); else { toast(`Environment ${created.Name} added`); location.hash = `#/env/${created.Id}/dashboard`; }
+  });
+  const del = $('#env-delete');
+  if (del) del.addEventListener('click', async () => { if (!confirm(`Remove environment ${env.Name} from this server? Nothing on the engine is touched.`)) return;
+    try { await api('DELETE', `/api/endpoints/${env.Id}`); toast('Environment removed'); location.hash = '#/home'; } catch (err) { showError(form, err); } });
+}
+export async function pageTags() {
+  const [tags, envs] = await Promise.all([api('GET', '/api/tags'), api('GET', '/api/endpoints')]);
+  const main = render('Tags', `<div class="card"><h2>Tags</h2>
+    <p class="muted">Tags label environments; dynamic edge groups pick their environments by tag.</p>
+    <table><thead><tr><th>Tag</th><th>Environments</th><th></th></tr></thead><tbody>
+    ${tags.map(t => `<tr><td><span class="badge">${esc(t.Name)}</span></td><td>${envs.map(ep => `<label class="inline">
+      <input type="checkbox" data-tag="${t.ID}" data-env="${ep.Id}" ${(ep.TagIds || []).includes(t.ID) ? 'checked' : ''}> ${esc(ep.Name)}</label>`).join(' ')}</td>
+      <td><button class="danger" data-del="${t.ID}">Remove</button></td></tr>`).join('') || '<tr><td colspan="3" class="muted">No tags yet.</td></tr>'}
+    </tbody></table><form id="f"><label for="tag-name">New tag</label><input id="tag-name" required maxlength="128">
+    <div class="error" role="alert"></div><button class="primary">Add tag</button></form></div>`);
+  const f = main.querySelector('#f');
+  f.onsubmit = async e => { e.preventDefault();
+    try { await api('POST', '/api/tags', {Name: f.querySelector('#tag-name').value}); pageTags(); } catch (err) { formError(f, err); } };
+  main.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => { await api('DELETE', `/api/tags/${b.dataset.del}`); pageTags(); });
+  main.querySelectorAll('[data-tag]').forEach(box => box.onchange = async () => {
+    const ep = envs.find(x => x.Id === +box.dataset.env), tag = +box.dataset.tag;
+    ep.TagIds = box.checked ? [...new Set([...(ep.TagIds || []), tag])] : (ep.TagIds || []).filter(x => x !== tag);
+    try { await api('PUT', `/api/endpoints/${ep.Id}`, {TagIds: ep.TagIds}); toast('Saved'); } catch (err) { toast(err.message); box.checked = !box.checked; } });
+}
+""",  # noqa: E501
+    'pages/images.js': r"""// Page: images (pull with per-layer progress, build, import/export, tag, remove).
+import {api, apiStream} from '../api.js';
+import {dockerBase, watchEngine} from '../docker.js';
+import {$, $$} from '../dom.js';
+import {download, onSubmit, showError, toast} from '../feedback.js';
+import {esc, fmtBytes, fmtDate, shortId} from '../format.js';
+import {registryChoice} from './registries.js';
+import {envCrumbs, render} from '../shell.js';
+import {jsonLines} from '../streams.js';
+import {dataTable} from '../table.js';
+import {progressView} from '../widgets.js';
+
+export async function pageImages(envId) {
+  const base = dockerBase(envId);
+  render('Images', `<div class="toolbar"><h2>Images</h2></div>
+    <div class="grid2"><form class="card" id="pull"><h3>Pull an image</h3><div class="row"><div><label for="pull-image">Image</label>
+      <input id="pull-image" name="image" required placeholder="e.g. registry:5000/app:1.2" data-error-hint="image|reference|repository|manifest"></div>
+      <div><label for="pull-registry">Registry</label><select id="pull-registry" name="registry"><option value="">none (public, or the engine's login)</option></select></div></div>
+      <div class="error" role="alert"></div><p><button class="primary" type="submit">Pull</button></p><div id="pull-progress"></div></form>
+    <form class="card" id="build"><h3>Build from a context</h3><label for="build-tag">Tag</label><input id="build-tag" name="tag" placeholder="myapp:latest">
+      <label for="build-file">Build context (.tar or .tar.gz with a Dockerfile)</label><input id="build-file" type="file" name="context" required accept=".tar,.tgz,.gz,application/x-tar,application/gzip">
+      <label for="build-dockerfile">Dockerfile path in the context</label><input id="build-dockerfile" name="dockerfile" value="Dockerfile">
+      <div class="error" role="alert"></div><p><button class="primary" type="submit">Build</button></p><div id="build-progress"></div></form>
+    <form class="card" id="import"><h3>Import images</h3><label for="import-file">Image archive (from docker save or Export)</label>
+      <input id="import-file" type="file" name="archive" required accept=".tar,application/x-tar">
+      <div class="error" role="alert"></div><p><button class="primary" type="submit">Import</button></p><div id="import-progress"></div></form></div>
+    <div class="card" id="images"></div>`, envCrumbs(envId, 'Images'));
+  const usedBy = new Map();
+  const table = dataTable($('#images'), {
+    id: i => i.Id, selectable: true, filterPlaceholder: 'Filter images', empty: 'No images.',
+    actions: '<button class="danger" data-action="remove" disabled>Remove</button><button data-action="export" disabled>Export</button><input id="tag-name" class="filter" placeholder="new tag, e.g. app:v2" aria-label="New tag"><button data-action="tag" disabled>Tag</button>',
+    columns: [
+      {key: 'id', label: 'Id', value: i => shortId(i.Id), html: i => `<span class="mono">${esc(shortId(i.Id))}</span> ${usedBy.get(i.Id) ? '' : '<span class="badge">unused</span>'}`},
+      {key: 'tags', label: 'Tags', value: i => (i.RepoTags || []).filter(t => t !== '<none>:<none>').join(' ') || '<none>'},
+      {key: 'size', label: 'Size', value: i => i.Size, html: i => fmtBytes(i.Size)},
+      {key: 'created', label: 'Created', value: i => i.Created, html: i => fmtDate(i.Created), cls: 'hide-sm'},
+    ],
+    onSelectionChange: sel => $$('#images [data-action]').forEach(b => { b.disabled = sel.size === 0 || (b.dataset.action === 'tag' && sel.size !== 1); }),
+  });
+  const load = async () => {
+    const [images, containers] = await Promise.all([api('GET', `${base}/images/json`), api('GET', `${base}/containers/json?all=1`)]);
+    usedBy.clear(); containers.forEach(c => usedBy.set(c.ImageID, true)); table.setRows(images);
+  };
+  const imageRef = id => { const i = table.rows().find(x => x.Id === id); const tag = i && (i.RepoTags || []).find(t => t !== '<none>:<none>'); return tag || id; };
+  $('#images').addEventListener('click', async e => {
+    const action = e.target.dataset && e.target.dataset.action; if (!action || e.target.disabled) return;
+    const ids = table.selected();
+    if (action === 'export') { for (const id of ids) download(`${base}/images/${encodeURIComponent(imageRef(id))}/get`, `${imageRef(id).replace(/[/:]/g, '_')}.tar`); return; }
+    if (action === 'tag') {
+      const input = $('#tag-name'), m = input.value.trim().match(/^(.+?)(?::([\w][\w.-]*))?$/);
+      if (!m) { input.classList.add('invalid'); toast('Enter a tag such as app:v2', true); return; }
+      try { await api('POST', `${base}/images/${encodeURIComponent(ids[0])}/tag?repo=${encodeURIComponent(m[1])}&tag=${encodeURIComponent(m[2] || 'latest')}`); toast(`Tagged ${input.value}`); input.value = ''; }
+      catch (err) { toast(`Tag: ${err.message}`, true); }
+    }
+    if (action === 'remove') {
+      if (!confirm(`Remove ${ids.length} image(s)?`)) return;
+      for (const id of ids) { try { await api('DELETE', `${base}/images/${encodeURIComponent(id)}?force=1`); } catch (err) { toast(`Remove ${shortId(id)}: ${err.message}`, true); } }
+    }
+    table.clearSelection(); await load();
+  });
+  const streamInto = async (form, progressEl, method, url, body, headers) => {
+    const view = progressView(progressEl);
+    await apiStream(method, url, body, jsonLines(m => view.feed(m)), headers);
+    if (view.failed()) throw new Error(view.failed());
+    await load();
+  };
+  const registries = await registryChoice(envId, $('#pull-registry'));
+  onSubmit($('#pull'), async data => {
+    const ref = registries.qualify(data.get('registry'), data.get('image').trim()); const m = ref.match(/^(.+?)(?::([\w][\w.-]*))?(@sha256:[0-9a-f]+)?$/);
+    if (!ref || !m) return showError($('#pull'), new Error('Enter an image reference'), 'image');
+    const fromImage = m[3] ? m[1] + m[3] : m[1];
+    await streamInto($('#pull'), $('#pull-progress'), 'POST', `${base}/images/create?fromImage=${encodeURIComponent(fromImage)}${m[3] ? '' : '&tag=' + encodeURIComponent(m[2] || 'latest')}`,
+      undefined, registries.headers(data.get('registry')));
+    toast(`Pulled ${ref}`);
+  });
+  onSubmit($('#build'), async data => {
+    const file = data.get('context'); if (!file || !file.size) return showError($('#build'), new Error('Choose a build context archive'), 'context');
+    const q = new URLSearchParams({dockerfile: data.get('dockerfile') || 'Dockerfile', rm: '1'}); if (data.get('tag')) q.set('t', data.get('tag'));
+    await streamInto($('#build'), $('#build-progress'), 'POST', `${base}/build?${q}`, file, {'Content-Type': 'application/x-tar'});
+    toast('Build finished');
+  });
+  onSubmit($('#import'), async data => {
+    const file = data.get('archive'); if (!file || !file.size) return showError($('#import'), new Error('Choose an image archive'), 'archive');
+    await streamInto($('#import'), $('#import-progress'), 'POST', `${base}/images/load?quiet=0`, file, {'Content-Type': 'application/x-tar'});
+    toast('Images imported');
+  });
+  await load(); watchEngine(envId, ['image'], load);
+}
+""",  # noqa: E501
+    'pages/networks.js': r"""// Page: the networks of an environment.
+import {api} from '../api.js';
+import {dockerBase, watchEngine} from '../docker.js';
+import {$} from '../dom.js';
+import {onSubmit, toast} from '../feedback.js';
+import {envCrumbs, render} from '../shell.js';
+import {dataTable} from '../table.js';
+
+export async function pageNetworks(envId) {
+  const base = dockerBase(envId);
+  render('Networks', `<div class="toolbar"><h2>Networks</h2></div>
+    <form class="card" id="network-create"><h3>Create a network</h3><div class="row"><div><label for="n-name">Name</label><input id="n-name" name="Name" required></div>
+    <div><label for="n-driver">Driver</label><select id="n-driver" name="Driver"><option>bridge</option><option>overlay</option><option>macvlan</option><option>ipvlan</option></select></div>
+    <div><label for="n-subnet">Subnet</label><input id="n-subnet" name="Subnet" placeholder="e.g. 172.30.0.0/16" data-error-hint="subnet|pool|overlap"></div>
+    <div><label for="n-gateway">Gateway</label><input id="n-gateway" name="Gateway" placeholder="e.g. 172.30.0.1" data-error-hint="gateway"></div></div>
+    <div class="row"><label class="check narrow"><input type="checkbox" name="Internal"> Internal (no outside access)</label><label class="check narrow"><input type="checkbox" name="Attachable"> Attachable</label></div>
+    <div class="error" role="alert"></div><button class="primary" type="submit">Create the network</button></form><div class="card" id="networks"></div>`, envCrumbs(envId, 'Networks'));
+  const builtin = new Set(['bridge', 'host', 'none', 'ingress', 'docker_gwbridge']);
+  const table = dataTable($('#networks'), {
+    id: n => n.Id, selectable: true, filterPlaceholder: 'Filter networks', empty: 'No networks.',
+    actions: '<button class="danger" data-action="remove" disabled>Remove</button>',
+    columns: [{key: 'name', label: 'Name', value: n => n.Name}, {key: 'driver', label: 'Driver', value: n => n.Driver}, {key: 'scope', label: 'Scope', value: n => n.Scope, cls: 'hide-sm'},
+      {key: 'subnet', label: 'Subnet', value: n => ((n.IPAM || {}).Config || []).map(c => c.Subnet).join(' '), cls: 'mono small'},
+      {key: 'gateway', label: 'Gateway', value: n => ((n.IPAM || {}).Config || []).map(c => c.Gateway || '').join(' '), cls: 'hide-sm mono small'},
+      {key: 'flags', label: '', value: n => [n.Internal && 'internal', n.Attachable && 'attachable', builtin.has(n.Name) && 'system'].filter(Boolean).join(' ')}],
+    onSelectionChange: sel => { $('#networks [data-action]').disabled = sel.size === 0; },
+  });
+  const load = async () => table.setRows(await api('GET', `${base}/networks`));
+  $('#networks').addEventListener('click', async e => { if (!e.target.dataset || e.target.dataset.action !== 'remove' || e.target.disabled) return;
+    for (const id of table.selected()) { try { await api('DELETE', `${base}/networks/${id}`); } catch (err) { toast(`Remove: ${err.message}`, true); } }
+    table.clearSelection(); await load(); });
+  onSubmit($('#network-create'), async data => {
+    const ipam = data.get('Subnet') ? {Driver: 'default', Config: [{Subnet: data.get('Subnet'), ...(data.get('Gateway') ? {Gateway: data.get('Gateway')} : {})}]} : undefined;
+    await api('POST', `${base}/networks/create`, {Name: data.get('Name').trim(), Driver: data.get('Driver'), Internal: !!data.get('Internal'), Attachable: !!data.get('Attachable'), IPAM: ipam, CheckDuplicate: true});
+    toast(`Network ${data.get('Name')} created`); $('#network-create').reset(); await load();
+  });
+  await load(); watchEngine(envId, ['network'], load);
+}
+""",  # noqa: E501
+    'pages/registries.js': r"""// Pages: registries (add, edit, who may use them), browsing one, and the registry picker of pulls.
+import {api, apiStream} from '../api.js';
+import {constants} from '../constants.js';
+import {dockerBase} from '../docker.js';
+import {$, $$} from '../dom.js';
+import {formError, toast} from '../feedback.js';
+import {esc} from '../format.js';
+import {isAdmin} from '../session.js';
+import {render} from '../shell.js';
+import {jsonLines} from '../streams.js';
+import {progressView} from '../widgets.js';
+
+export async function pageRegistries(editId) {
+  const regs = await api('GET', '/api/registries');
+  const editing = regs.find(r => String(r.Id) === String(editId));
+  const r0 = editing || {Name: '', URL: '', Type: constants.RegistryTypes.Custom, Authentication: false, Username: '', TLSSkipVerify: false};
+  render('Registries', `<div class="card"><h2>Registries</h2><table><thead><tr><th>Name</th><th>URL</th>
+    <th class="hide-sm">Type</th><th>Credentials</th><th></th></tr></thead><tbody>
+    ${regs.map(r => `<tr><td>${esc(r.Name)}</td><td>${esc(r.URL)}</td><td class="hide-sm">${esc(constants.RegistryTypeNames[r.Type] || r.Type)}</td>
+      <td>${r.Authentication ? esc(r.Username) : '<span class="muted">anonymous</span>'}</td>
+      <td><a href="#/registries/${r.Id}">Browse</a> ${isAdmin() ? `<button class="small" data-edit="${r.Id}">Edit</button>
+      <button class="small" data-access="${r.Id}">Access</button> <button class="small danger" data-del="${r.Id}">Remove</button>` : ''}</td></tr>`).join('')
+      || '<tr><td colspan="5" class="muted">No registry yet.</td></tr>'}</tbody></table></div>
+    ${isAdmin() ? `<div class="card"><h3>${editing ? 'Edit registry ' + esc(editing.Name) : 'Add registry'}</h3><form id="rf">
+      <label for="rn">Name</label><input id="rn" required value="${esc(r0.Name)}">
+      <label for="ru">URL (host:port, e.g. registry.example.com or 127.0.0.1:5000)</label><input id="ru" required value="${esc(r0.URL)}">
+      <label for="rt">Type</label><select id="rt">${Object.entries(constants.RegistryTypeNames).map(([k, v]) => `<option value="${k}" ${+k === r0.Type ? 'selected' : ''}>${v}</option>`).join('')}</select>
+      <label class="check"><input type="checkbox" id="ra" ${r0.Authentication ? 'checked' : ''}> Authentication</label>
+      <label for="rus">Username</label><input id="rus" autocomplete="off" value="${esc(r0.Username)}">
+      <label for="rp">Password${editing ? ' (leave empty to keep the current one)' : ''}</label><input id="rp" type="password" autocomplete="new-password">
+      <label class="check"><input type="checkbox" id="rk" ${r0.TLSSkipVerify ? 'checked' : ''}> Skip TLS certificate verification</label>
+      <div class="error" role="alert"></div><button class="primary">${editing ? 'Save' : 'Add registry'}</button>
+      ${editing ? '<a href="#/registries">Cancel</a>' : ''}</form></div><div id="access"></div>` : ''}`);
+  if (!isAdmin()) return;
+  const f = $('#rf');
+  f.onsubmit = async e => { e.preventDefault();
+    const body = {Name: f.rn.value, URL: f.ru.value, Type: +f.rt.value, Authentication: f.ra.checked,
+                  Username: f.rus.value, TLSSkipVerify: f.rk.checked};
+    if (f.rp.value) body.Password = f.rp.value;
+    try { if (editing) await api('PUT', `/api/registries/${editing.Id}`, body); else await api('POST', '/api/registries', body);
+      toast(editing ? 'Registry saved' : 'Registry added'); location.hash = '#/registries'; pageRegistries(); } catch (err) { formError(f, err); } };
+  $$('[data-edit]').forEach(b => b.onclick = () => pageRegistries(b.dataset.edit));
+  $$('[data-del]').forEach(b => b.onclick = async () => {
+    if (!confirm('Remove this registry and its credentials?')) return;
+    try { await api('DELETE', `/api/registries/${b.dataset.del}`); pageRegistries(); } catch (err) { toast(err.message, true); } });
+  $$('[data-access]').forEach(b => b.onclick = () => registryAccessForm(regs.find(r => String(r.Id) === b.dataset.access)));
+}
+async function registryAccessForm(reg) {
+  const [eps, users, teams] = await Promise.all([api('GET', '/api/endpoints'), api('GET', '/api/users'),
+    api('GET', '/api/teams').catch(() => [])]);
+  const box = $('#access');
+  const draw = envId => { const acc = (reg.RegistryAccesses || {})[envId] || {};
+    const users_ = acc.UserAccessPolicies || {}, teams_ = acc.TeamAccessPolicies || {};
+    box.innerHTML = `<div class="card"><h3>Who may use ${esc(reg.Name)}</h3><form id="af"><label for="ae">Environment</label>
+      <select id="ae">${eps.map(ep => `<option value="${ep.Id}" ${String(ep.Id) === String(envId) ? 'selected' : ''}>${esc(ep.Name)}</option>`).join('')}</select>
+      <fieldset><legend>Users</legend>${users.filter(u => u.Role !== constants.UserRoles.Administrator).map(u => `<label class="check"><input type="checkbox" name="u" value="${u.Id}" ${users_[u.Id] ? 'checked' : ''}> ${esc(u.Username)}</label>`).join('') || '<span class="muted">no standard users</span>'}</fieldset>
+      ${teams.length ? `<fieldset><legend>Teams</legend>${teams.map(t => `<label class="check"><input type="checkbox" name="t" value="${t.Id}" ${teams_[t.Id] ? 'checked' : ''}> ${esc(t.Name)}</label>`).join('')}</fieldset>` : ''}
+      <div class="error" role="alert"></div><button class="primary">Save access</button></form></div>`;
+    const f = $('#af');
+    f.ae.onchange = () => draw(f.ae.value);
+    f.onsubmit = async e => { e.preventDefault();
+      const pick = n => Object.fromEntries($$(`input[name=${n}]:checked`, f).map(x => [x.value, {RoleId: 0}]));
+      const body = {UserAccessPolicies: pick('u'), TeamAccessPolicies: pick('t')};
+      try { await api('PUT', `/api/endpoints/${f.ae.value}/registries/${reg.Id}`, body);
+        reg.RegistryAccesses = reg.RegistryAccesses || {}; reg.RegistryAccesses[f.ae.value] = body; toast('Access saved'); }
+      catch (err) { formError(f, err); } }; };
+  draw(eps.length ? eps[0].Id : '');
+}
+export async function pageRegistryBrowse(id) {
+  const [reg, eps] = await Promise.all([api('GET', `/api/registries/${id}`), api('GET', '/api/endpoints')]);
+  render(reg.Name, `<div class="card"><h2>${esc(reg.Name)} <span class="muted">${esc(reg.URL)}</span></h2>
+    <div class="error" role="alert" id="reg-err"></div><div class="grid"><div><h3>Repositories</h3><div id="repos" class="muted">Loading…</div></div>
+    <div><h3>Tags</h3><div id="tags" class="muted">Choose a repository.</div></div></div>
+    <label for="pull-env">Pull to environment</label><select id="pull-env">${eps.map(ep => `<option value="${ep.Id}">${esc(ep.Name)}</option>`).join('')}</select>
+    <div id="pulled"></div></div>`, `<a href="#/registries">Registries</a> / ${esc(reg.Name)}`);
+  const err = $('#reg-err');
+  let repos = [];
+  try { repos = (await api('GET', `/api/registries/${id}/v2/_catalog`)).repositories; } catch (e) { err.textContent = e.message; }
+  $('#repos').innerHTML = repos.map(r => `<div><a href="#/registries/${id}" data-repo="${esc(r)}">${esc(r)}</a></div>`).join('') || 'No repository.';
+  $$('[data-repo]').forEach(a => a.onclick = async e => { e.preventDefault(); err.textContent = '';
+    const repo = a.dataset.repo, box = $('#tags');
+    try { const t = await api('GET', `/api/registries/${id}/v2/${repo.split('/').map(encodeURIComponent).join('/')}/tags/list`);
+      box.innerHTML = (t.tags || []).map(tag => `<div>${esc(repo)}:<b>${esc(tag)}</b> <button class="small" data-pull="${esc(tag)}">Pull</button></div>`).join('') || 'No tag.';
+      $$('[data-pull]', box).forEach(b => b.onclick = () => pullWithRegistry(reg, repo, b.dataset.pull));
+    } catch (e2) { err.textContent = e2.message; } });
+}
+// A pull through the proxy that names the registry, as Portainer's UI does: the server adds its credentials.
+async function pullWithRegistry(reg, repo, tag) {
+  const env = $('#pull-env').value, image = `${reg.URL.replace(/^\w+:\/\//, '').split('/')[0]}/${repo}`;
+  const view = progressView($('#pulled'));
+  try {
+    await apiStream('POST', `${dockerBase(env)}/images/create?fromImage=${encodeURIComponent(image)}&tag=${encodeURIComponent(tag)}`,
+      undefined, jsonLines(m => view.feed(m)), {'X-Registry-Auth': btoa(JSON.stringify({registryId: reg.Id}))});
+    if (view.failed()) throw new Error(view.failed());
+    toast(`Pulled ${image}:${tag}`);
+  } catch (err) { toast(`Pull of ${image}:${tag} failed: ${err.message}`, true); }
+}
+// A registry picker for pulls: the registries the user may use here; the server adds the chosen one's credentials.
+export async function registryChoice(envId, select) {
+  const regs = await api('GET', `/api/endpoints/${envId}/registries`).catch(() => []);
+  select.insertAdjacentHTML('beforeend', regs.map(r => `<option value="${r.Id}">${esc(r.Name)} (${esc(r.URL)})</option>`).join(''));
+  const host = id => { const r = regs.find(x => String(x.Id) === String(id)); return r ? r.URL.replace(/^\w+:\/\//, '').split('/')[0] : ''; };
+  return {
+    headers: id => (id ? {'X-Registry-Auth': btoa(JSON.stringify({registryId: +id}))} : {}),
+    qualify: (id, ref) => (id && host(id) && !ref.startsWith(host(id) + '/') ? `${host(id)}/${ref}` : ref),
+  };
+}
+""",  # noqa: E501
+    'pages/stacks.js': r"""// Pages: stacks (list, ones made outside portainer.py to adopt) and the stack editor.
+import {api, request} from '../api.js';
+import {constants} from '../constants.js';
+import {formError, toast} from '../feedback.js';
+import {esc} from '../format.js';
+import {stackImageUpdates} from '../image-updates.js';
+import {isAdmin, session} from '../session.js';
+import {render} from '../shell.js';
+import {demuxLogs} from '../streams.js';
+import {bindEditor} from '../widgets.js';
+
+// Who may use a stack, from its resource control: a stack without one is for administrators only.
+function stackAccess(rc, users, teams) {
+  if (!rc || rc.AdministratorsOnly) return 'administrators';
+  if (rc.Public) return 'public';
+  return [...rc.UserAccesses.map(a => a.UserId === session.me.Id ? 'you' : (users.find(u => u.Id === a.UserId) || {}).Username || `user ${a.UserId}`),
+    ...rc.TeamAccesses.map(a => 'team ' + ((teams.find(t => t.Id === a.TeamId) || {}).Name || a.TeamId))].join(', ') || 'administrators';
+}
+export async function pageStacks() {
+  const [stacks, eps, users, teams] = await Promise.all([api('GET', '/api/stacks'), api('GET', '/api/endpoints'),
+    api('GET', '/api/users').catch(() => []), api('GET', '/api/teams').catch(() => [])]);
+  const epName = id => (eps.find(e => e.Id === id) || {}).Name || id;
+  const outside = [];
+  for (const ep of eps.filter(e => e.Status === constants.EnvironmentStatus.Up && e.Type === constants.EnvironmentTypes.Docker)) {
+    try { outside.push(...await api('GET', `/api/stacks/outside?endpointId=${ep.Id}`)); } catch (e) { /* no stack rights there */ }
+  }
+  render('Stacks', `<div class="toolbar"><h2 class="flat">Stacks</h2><span class="spacer"></span>
+    ${isAdmin() ? '<a href="#/edge/stacks">Edge stacks</a>' : ''}<a href="#/stacks/new"><button class="primary">Add stack</button></a></div>
+    <div class="card"><table><thead><tr><th>Name</th><th>Type</th><th>Environment</th><th>State</th><th>Owner/Access</th><th>Created</th></tr></thead><tbody>
+    ${stacks.map(s => `<tr><td><a href="#/stacks/${s.Id}">${esc(s.Name)}</a></td><td>${esc(constants.StackTypeNames[s.Type])}</td>
+      <td>${esc(epName(s.EndpointId))}</td><td class="${s.Status === constants.StackStatus.Active ? 'running' : 'exited'}">${s.Status === constants.StackStatus.Active ? 'active' : 'inactive'}</td>
+      <td class="access">${esc(stackAccess(s.ResourceControl, users, teams))}</td>
+      <td>${new Date(s.CreationDate * 1000).toLocaleString()}</td></tr>`).join('') || '<tr><td colspan="6" class="muted">No stack yet.</td></tr>'}
+    </tbody></table></div>
+    ${outside.length ? `<div class="card"><h3>Made outside portainer.py</h3><table><tr><th>Project</th><th>Environment</th><th>Services</th><th>Running</th><th></th></tr>
+    ${outside.map(p => `<tr><td>${esc(p.Name)}</td><td>${esc(epName(p.EndpointId))}</td><td>${esc(p.Services.join(', '))}</td>
+      <td>${p.Running}/${p.Containers}</td><td>${isAdmin() ? `<a href="#/stacks/adopt/${p.EndpointId}/${encodeURIComponent(p.Name)}">Adopt</a>` : ''}</td></tr>`).join('')}</table></div>` : ''}`);
+}
+function envText(env) { return (env || []).map(e => `${e.name}=${e.value}`).join('\n'); }
+function envList(text) { return text.split('\n').map(l => l.trim()).filter(l => l && !l.startsWith('#')).map(l => { const i = l.indexOf('='); return i < 0 ? {name: l, value: ''} : {name: l.slice(0, i), value: l.slice(i + 1)}; }); }
+export async function pageStackEditor(id, adopt) {
+  const eps = await api('GET', '/api/endpoints');
+  let stack = null, content = 'services:\n  web:\n    image: busybox:local\n    command: sleep 3600\n', services = [];
+  let users = [], teams = [];
+  if (id) { stack = await api('GET', `/api/stacks/${id}`); content = (await api('GET', `/api/stacks/${id}/file`)).StackFileContent;
+    services = await api('GET', `/api/stacks/${id}/services`).catch(() => []);
+    [users, teams] = await Promise.all([api('GET', '/api/users').catch(() => []), api('GET', '/api/teams').catch(() => [])]); }
+  const rc = stack && stack.ResourceControl;
+  let badLine = 0;
+  render('Stack', `<div class="card"><h2>${stack ? 'Stack ' + esc(stack.Name) : adopt ? 'Adopt ' + esc(adopt.name) : 'New stack'}</h2><form id="f">
+    ${stack ? '' : `<label for="n">Name</label><input id="n" required pattern="[a-z0-9][a-z0-9_-]*" value="${esc(adopt ? adopt.name : '')}" ${adopt ? 'readonly' : ''}>
+      <label for="ep">Environment</label><select id="ep">${eps.map(e => `<option value="${e.Id}" ${adopt && +adopt.ep === e.Id ? 'selected' : ''}>${esc(e.Name)}</option>`).join('')}</select>
+      ${adopt ? '' : `<label for="ty">Type</label><select id="ty"><option value="${constants.StackTypes.Compose}">Compose (standalone)</option><option value="${constants.StackTypes.Swarm}">Swarm</option></select>`}`}
+    <label for="content">Compose file</label><div class="editor"><div class="gutter" id="gutter" aria-hidden="true"></div>
+    <textarea id="content" rows="22" spellcheck="false">${esc(content)}</textarea></div>
+    ${stack ? `<p>Owner/Access: <b id="stack-access">${esc(stackAccess(rc, users, teams))}</b></p>` : ''}
+    ${stack && stack.Env === null ? '<p class="muted">Its environment variables are shown only to those who may manage this stack.</p>' :
+    `<label for="env">Environment variables (NAME=value, one a line)</label><textarea id="env" rows="4">${esc(envText(stack && stack.Env))}</textarea>`}
+    ${stack ? `<label><input type="checkbox" id="prune" class="tick"> Remove services no longer in the file</label>
+      <label><input type="checkbox" id="pull" class="tick"> Pull images again</label>` : ''}
+    <div class="error" role="alert" id="err"></div>
+    <div class="toolbar"><button class="primary" type="submit">${stack ? 'Update the stack' : adopt ? 'Adopt' : 'Deploy the stack'}</button>
+    ${stack ? `<button type="button" data-act="${stack.Status === constants.StackStatus.Active ? 'stop' : 'start'}">${stack.Status === constants.StackStatus.Active ? 'Stop' : 'Start'}</button>
+      <button type="button" class="danger" data-act="remove">Remove</button>` : ''}</div></form></div>
+    ${stack ? `<div class="card"><h3>Services</h3><div id="stack-updates"></div><table><tr><th>Service</th><th>Image</th><th>Containers</th></tr>
+      ${services.map(s => `<tr><td>${esc(s.Name)}</td><td>${esc(s.Image)}</td><td>${s.Containers.map(c => `<span class="badge ${esc(c.State)}">${esc(c.Name)}: ${esc(c.State)}</span>` +
+        (stack.Type === constants.StackTypes.Compose ? ` <button type="button" data-logs="${esc(c.Id)}">logs</button>` : '')).join(' ') || '<span class="muted">none</span>'}</td></tr>`).join('')}</table>
+      <pre id="logs" aria-live="polite"></pre></div>` : ''}
+    ${stack && isAdmin() ? `<div class="card"><form id="acl"><h3>Access</h3>
+      <label for="w">Shared with</label><select id="w" multiple>${users.filter(u => u.Role !== constants.UserRoles.Administrator).map(u => `<option value="u${u.Id}" ${rc && rc.UserAccesses.some(a => a.UserId === u.Id) ? 'selected' : ''}>${esc(u.Username)}</option>`).join('')}
+        ${teams.map(t => `<option value="t${t.Id}" ${rc && rc.TeamAccesses.some(a => a.TeamId === t.Id) ? 'selected' : ''}>team ${esc(t.Name)}</option>`).join('')}</select>
+      <label class="check"><input type="checkbox" id="pub" ${rc && rc.Public ? 'checked' : ''}> Public: everyone with access to the environment</label>
+      <label class="check"><input type="checkbox" id="adm" ${!rc || rc.AdministratorsOnly ? 'checked' : ''}> Administrators only</label>
+      <div class="error" role="alert"></div><button class="primary">Save access</button></form></div>` : ''}`);
+  const acl = document.getElementById('acl');
+  if (acl) acl.onsubmit = async e => { e.preventDefault(); const chosen = [...acl.w.selectedOptions].map(o => o.value);
+    const body = {Public: acl.pub.checked, AdministratorsOnly: acl.adm.checked,
+      Users: chosen.filter(v => v[0] === 'u').map(v => +v.slice(1)), Teams: chosen.filter(v => v[0] === 't').map(v => +v.slice(1))};
+    try { if (rc) await api('PUT', `/api/resource_controls/${rc.Id}`, body);
+      else await api('POST', '/api/resource_controls', {...body, ResourceID: `${stack.EndpointId}_${stack.Name}`, Type: constants.ResourceControlTypes.Stack});
+      toast('Access saved'); pageStackEditor(stack.Id); } catch (err) { formError(acl, err); } };
+  const redraw = bindEditor(() => badLine);
+  if (stack) stackImageUpdates(stack, () => pageStackEditor(stack.Id));
+  const f = document.getElementById('f'), err = document.getElementById('err');
+  const fail = e => { err.textContent = e.message; const m = /line (\d+)/.exec(e.message); badLine = m ? +m[1] : 0; redraw(); };
+  f.onsubmit = async e => { e.preventDefault(); err.textContent = ''; badLine = 0; redraw();
+    const body = {StackFileContent: f.content.value, ...(f.env ? {Env: envList(f.env.value)} : {})};
+    try {
+      if (stack) { body.Prune = f.prune.checked; body.PullImage = f.pull.checked;
+        await api('PUT', `/api/stacks/${stack.Id}?endpointId=${stack.EndpointId}`, body); return pageStackEditor(stack.Id); }
+      body.Name = f.n.value;
+      const ep = f.ep.value;
+      const made = adopt ? await api('POST', `/api/stacks/adopt?endpointId=${ep}`, body)
+        : await api('POST', `/api/stacks/create/${+f.ty.value === constants.StackTypes.Swarm ? 'swarm' : 'standalone'}/string?endpointId=${ep}`, body);
+      location.hash = `#/stacks/${made.Id}`;
+    } catch (e2) { fail(e2); } };
+  document.querySelectorAll('[data-logs]').forEach(b => b.onclick = async () => {
+    const path = `/api/endpoints/${stack.EndpointId}/docker/containers/${b.dataset.logs}/logs?stdout=1&stderr=1&tail=200`;
+    document.getElementById('logs').textContent = await request('GET', path).then(async r => demuxLogs(new Uint8Array(await r.arrayBuffer())),
+      err => `logs unavailable (${err.status})`); });
+  document.querySelectorAll('[data-act]').forEach(b => b.onclick = async () => { err.textContent = '';
+    try { if (b.dataset.act === 'remove') { if (!confirm(`Remove stack ${stack.Name} and everything it created?`)) return;
+        await api('DELETE', `/api/stacks/${stack.Id}?endpointId=${stack.EndpointId}`); location.hash = '#/stacks'; return; }
+      await api('POST', `/api/stacks/${stack.Id}/${b.dataset.act}?endpointId=${stack.EndpointId}`); pageStackEditor(stack.Id);
+    } catch (e2) { fail(e2); } });
+}
+""",  # noqa: E501
+    'pages/swarm.js': r"""// Pages: read views of a Swarm's services, nodes, configs and secrets.
+import {api} from '../api.js';
+import {dockerBase} from '../docker.js';
+import {$} from '../dom.js';
+import {esc, fmtDate} from '../format.js';
+import {every} from '../lifecycle.js';
+import {envCrumbs, render} from '../shell.js';
+import {dataTable} from '../table.js';
+
+const SWARM_VIEWS = {
+  services: {title: 'Services', columns: [{key: 'name', label: 'Name', value: s => s.Spec.Name}, {key: 'image', label: 'Image', value: s => ((s.Spec.TaskTemplate.ContainerSpec || {}).Image || '').split('@')[0]},
+    {key: 'mode', label: 'Mode', value: s => s.Spec.Mode.Replicated ? `replicated ${s.Spec.Mode.Replicated.Replicas}` : 'global'},
+    {key: 'running', label: 'Running', value: s => s.ServiceStatus ? `${s.ServiceStatus.RunningTasks} / ${s.ServiceStatus.DesiredTasks}` : ''},
+    {key: 'ports', label: 'Ports', value: s => ((s.Endpoint || {}).Ports || []).map(p => `${p.PublishedPort}:${p.TargetPort}`).join(' ')},
+    {key: 'updated', label: 'Updated', value: s => s.UpdatedAt, html: s => fmtDate(s.UpdatedAt), cls: 'hide-sm'}], path: 'services?status=true'},
+  nodes: {title: 'Nodes', columns: [{key: 'host', label: 'Host name', value: n => n.Description.Hostname}, {key: 'role', label: 'Role', value: n => n.Spec.Role + (n.ManagerStatus && n.ManagerStatus.Leader ? ' (leader)' : '')},
+    {key: 'availability', label: 'Availability', value: n => n.Spec.Availability}, {key: 'status', label: 'Status', value: n => n.Status.State, html: n => `<span class="${n.Status.State === 'ready' ? 'up' : 'down'}">${esc(n.Status.State)}</span>`},
+    {key: 'engine', label: 'Engine', value: n => n.Description.Engine.EngineVersion, cls: 'hide-sm'}, {key: 'addr', label: 'Address', value: n => n.Status.Addr, cls: 'hide-sm'}], path: 'nodes'},
+  configs: {title: 'Configs', columns: [{key: 'name', label: 'Name', value: c => c.Spec.Name}, {key: 'created', label: 'Created', value: c => c.CreatedAt, html: c => fmtDate(c.CreatedAt)},
+    {key: 'updated', label: 'Updated', value: c => c.UpdatedAt, html: c => fmtDate(c.UpdatedAt), cls: 'hide-sm'}], path: 'configs'},
+  secrets: {title: 'Secrets', columns: [{key: 'name', label: 'Name', value: c => c.Spec.Name}, {key: 'created', label: 'Created', value: c => c.CreatedAt, html: c => fmtDate(c.CreatedAt)},
+    {key: 'updated', label: 'Updated', value: c => c.UpdatedAt, html: c => fmtDate(c.UpdatedAt), cls: 'hide-sm'}], path: 'secrets'},
+};
+export async function pageSwarm(envId, kind) {
+  const view = SWARM_VIEWS[kind];
+  render(view.title, `<div class="toolbar"><h2>${view.title}</h2></div><div class="card" id="swarm-list"></div>`, envCrumbs(envId, view.title));
+  const table = dataTable($('#swarm-list'), {id: x => x.ID, columns: view.columns, filterPlaceholder: `Filter ${kind}`, empty: `No ${kind}.`});
+  const load = async () => table.setRows(await api('GET', `${dockerBase(envId)}/${view.path}`));
+  await load(); every(10000, load);
+}
+""",  # noqa: E501
+    'pages/teams.js': r"""// Pages: teams and one team's members.
+import {api} from '../api.js';
+import {constants} from '../constants.js';
+import {formError} from '../feedback.js';
+import {esc} from '../format.js';
+import {isAdmin, session} from '../session.js';
+import {$app, bindShell, shell} from '../shell.js';
+import {roleOptions} from '../widgets.js';
+
+export async function pageTeams() {
+  const [teams, users] = await Promise.all([api('GET', '/api/teams'), api('GET', '/api/users')]);
+  const members = await Promise.all(teams.map(t => api('GET', `/api/teams/${t.Id}/memberships`).catch(() => [])));
+  const userName = id => (users.find(u => u.Id === id) || {}).Username || `user ${id}`;
+  const admin = isAdmin();
+  $app.innerHTML = shell(`<div class="card"><h2>Teams</h2><table><tr><th>Team</th><th>Members</th><th></th></tr>
+    ${teams.map((t, i) => `<tr><td><a href="#/teams/${t.Id}">${esc(t.Name)}</a></td>
+      <td>${members[i].map(m => esc(userName(m.UserID)) + (m.Role === constants.TeamRoles.Leader ? ' <span class="badge">leader</span>' : '')).join(', ')}</td>
+      <td>${admin ? `<button class="danger" data-del="${t.Id}">Remove</button>` : ''}</td></tr>`).join('') || '<tr><td colspan="3" class="muted">No team yet.</td></tr>'}</table>
+    ${admin ? `<form id="f"><h3>Add team</h3><label for="n">Name</label><input id="n" required>
+      <label for="l">Team leader (optional)</label><select id="l"><option value="">none</option>
+      ${users.map(u => `<option value="${u.Id}">${esc(u.Username)}</option>`).join('')}</select>
+      <div class="error" role="alert"></div><button class="primary">Create team</button></form>` : ''}</div>`);
+  bindShell();
+  const f = document.getElementById('f');
+  if (f) f.onsubmit = async e => { e.preventDefault();
+    try { await api('POST', '/api/teams', {Name: f.n.value, TeamLeaders: f.l.value ? [+f.l.value] : []}); pageTeams(); } catch (err) { formError(f, err); } };
+  document.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => {
+    if (confirm('Remove this team? Its members lose the access given to the team.')) { await api('DELETE', `/api/teams/${b.dataset.del}`); pageTeams(); } });
+}
+export async function pageTeam(id) {
+  const [team, memberships, users] = await Promise.all([api('GET', `/api/teams/${id}`), api('GET', `/api/teams/${id}/memberships`), api('GET', '/api/users')]);
+  const admin = isAdmin();
+  const leads = memberships.some(m => m.UserID === session.me.Id && m.Role === constants.TeamRoles.Leader);
+  const userName = uid => (users.find(u => u.Id === uid) || {}).Username || `user ${uid}`;
+  const outside = users.filter(u => !memberships.some(m => m.UserID === u.Id));
+  $app.innerHTML = shell(`<div class="card"><h2>Team ${esc(team.Name)}</h2><table><tr><th>User</th><th>Role in the team</th><th></th></tr>
+    ${memberships.map(m => `<tr><td>${esc(userName(m.UserID))}</td><td>${admin ? `<select data-role="${m.Id}" aria-label="role of ${esc(userName(m.UserID))}">
+      ${roleOptions(m.Role, constants.TeamRoleNames)}</select>` : esc(constants.TeamRoleNames[m.Role])}</td>
+      <td>${admin || (leads && m.Role === constants.TeamRoles.Member) ? `<button class="danger" data-del="${m.Id}">Remove from team</button>` : ''}</td></tr>`).join('')}</table>
+    ${admin || leads ? `<form id="f"><h3>Add a member</h3><label for="u">User</label><select id="u" required>
+      ${outside.map(u => `<option value="${u.Id}">${esc(u.Username)}</option>`).join('')}</select>
+      ${admin ? `<label for="r">Role</label><select id="r">${roleOptions(constants.TeamRoles.Member, constants.TeamRoleNames)}</select>` : ''}
+      <div class="error" role="alert"></div><button class="primary">Add</button></form>` : ''}
+    <p><a href="#/teams">All teams</a></p></div>`);
+  bindShell();
+  const f = document.getElementById('f');
+  if (f) f.onsubmit = async e => { e.preventDefault(); const r = document.getElementById('r');
+    try { await api('POST', '/api/team_memberships', {UserID: +f.u.value, TeamID: +id, Role: r ? +r.value : constants.TeamRoles.Member}); pageTeam(id); } catch (err) { formError(f, err); } };
+  document.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => { await api('DELETE', `/api/team_memberships/${b.dataset.del}`); pageTeam(id); });
+  document.querySelectorAll('[data-role]').forEach(s => s.onchange = async () => { await api('PUT', `/api/team_memberships/${s.dataset.role}`, {Role: +s.value}); pageTeam(id); });
+}
+""",  # noqa: E501
+    'pages/templates.js': r"""// Page: app templates and custom templates, deployed to an environment.
+import {api} from '../api.js';
+import {constants} from '../constants.js';
+import {formError} from '../feedback.js';
+import {esc} from '../format.js';
+import {render} from '../shell.js';
+
+export async function pageTemplates() {
+  const [doc, custom, eps] = await Promise.all([api('GET', '/api/templates'), api('GET', '/api/custom_templates'), api('GET', '/api/endpoints')]);
+  const kinds = constants.TemplateTypeNames;
+  const card = (t, key) => `<div class="card"><b>${esc(t.title || t.Title)}</b> <span class="badge">${kinds[t.type || t.Type] || ''}</span>
+    <div class="muted">${esc(t.description || t.Description)}</div>
+    <form class="deploy" data-key="${key}"><label>Name</label><input name="name" required value="${esc(t.name || '')}">
+    ${(t.env || []).map(e => `<label>${esc(e.label || e.name)}</label><input name="env-${esc(e.name)}" value="${esc(e.default || '')}">`).join('')}
+    <label>Environment</label><select name="ep">${eps.map(e => `<option value="${e.Id}">${esc(e.Name)}</option>`).join('')}</select>
+    <div class="error" role="alert"></div><button class="primary">Deploy</button>
+    ${key.startsWith('c') ? `<button type="button" class="danger" data-del="${key.slice(1)}">Remove</button>` : ''}</form></div>`;
+  render('App templates', `<h2>App templates</h2><div class="grid">${doc.templates.map(t => card(t, 't' + t.id)).join('')}</div>
+    <h2>Custom templates</h2><div class="grid">${custom.map(t => card(t, 'c' + t.Id)).join('') || '<p class="muted">None yet.</p>'}</div>
+    <div class="card"><h3>New custom template</h3><form id="nt"><label for="tt">Title</label><input id="tt" required>
+    <label for="td">Description</label><input id="td" required><label for="tc">Compose file</label><textarea id="tc" rows="10" spellcheck="false"></textarea>
+    <div class="error" role="alert"></div><button class="primary">Save template</button></form></div>`);
+  document.querySelectorAll('form.deploy').forEach(f => f.onsubmit = async e => { e.preventDefault();
+    const env = [...f.querySelectorAll('input[name^="env-"]')].map(i => ({name: i.name.slice(4), value: i.value}));
+    const key = f.dataset.key, path = key.startsWith('t') ? `/api/templates/${key.slice(1)}` : `/api/custom_templates/${key.slice(1)}`;
+    try { const r = await api('POST', `${path}/deploy?endpointId=${f.ep.value}`, {Name: f.name.value, Env: env});
+      location.hash = r.EndpointId ? `#/stacks/${r.Id}` : `#/env/${f.ep.value}/containers`; } catch (err) { formError(f, err); } });
+  document.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => { await api('DELETE', `/api/custom_templates/${b.dataset.del}`); pageTemplates(); });
+  const nt = document.getElementById('nt');
+  nt.onsubmit = async e => { e.preventDefault(); try { await api('POST', '/api/custom_templates/create/string',
+    {Title: nt.tt.value, Description: nt.td.value, Type: constants.TemplateTypes.ComposeStack, FileContent: nt.tc.value}); pageTemplates(); } catch (err) { formError(nt, err); } };
+}
+""",  # noqa: E501
+    'pages/users.js': r"""// Pages: users, settings (with the activity log retention and analytics), my account and API keys.
+import {api} from '../api.js';
+import {constants} from '../constants.js';
+import {$} from '../dom.js';
+import {formError, onSubmit, toast} from '../feedback.js';
+import {esc, fmtAgo, fmtDate} from '../format.js';
+import {session} from '../session.js';
+import {render} from '../shell.js';
+import {dataTable} from '../table.js';
+
+export async function pageUsers() {
+  session.currentEnv = null;
+  render('Users', `<div class="toolbar"><h2>Users</h2></div><form class="card" id="user-create"><h3>Add a user</h3>
+    <div class="row"><div><label for="u-name">Username</label><input id="u-name" name="Username" required autocomplete="off"></div>
+    <div><label for="u-password">Password (12 characters or more)</label><input id="u-password" name="Password" type="password" required autocomplete="new-password" data-error-hint="password"></div>
+    <div><label for="u-role">Role</label><select id="u-role" name="Role">${[constants.UserRoles.Standard, constants.UserRoles.Administrator].map(role => `<option value="${role}">${esc(constants.UserRoleNames[role])}</option>`).join('')}</select></div></div>
+    <div class="error" role="alert"></div><p><button class="primary" type="submit">Create user</button></p></form><div class="card" id="users"></div>`);
+  const table = dataTable($('#users'), {id: u => u.Id, selectable: true, filterPlaceholder: 'Filter users', actions: '<button class="danger" data-action="remove" disabled>Remove</button>',
+    columns: [{key: 'name', label: 'Name', value: u => u.Username}, {key: 'role', label: 'Role', value: u => constants.UserRoleNames[u.Role]},
+      {key: 'created', label: 'Created', value: u => u.CreationDate, html: u => fmtDate(u.CreationDate), cls: 'hide-sm'}],
+    onSelectionChange: sel => { $('#users [data-action]').disabled = sel.size === 0; }});
+  const load = async () => table.setRows(await api('GET', '/api/users'));
+  $('#users').addEventListener('click', async e => { if (!e.target.dataset || e.target.dataset.action !== 'remove' || e.target.disabled) return;
+    if (!confirm('Remove the selected users and their API keys?')) return;
+    for (const id of table.selected()) { try { await api('DELETE', `/api/users/${id}`); } catch (err) { toast(err.message, true); } }
+    table.clearSelection(); await load(); });
+  onSubmit($('#user-create'), async data => {
+    const u = await api('POST', '/api/users', {Username: data.get('Username'), Password: data.get('Password'), Role: +data.get('Role')});
+    toast(`User ${u.Username} created`); $('#user-create').reset(); await load();
+  });
+  await load();
+}
+export async function pageSettings() {
+  session.currentEnv = null;
+  const [s, pub] = await Promise.all([api('GET', '/api/settings'), api('GET', '/api/settings/public')]);
+  render('Settings', `<form class="card" id="settings"><h2>Settings</h2>
+    <label for="s-timeout">Session lifetime (e.g. 8h, 30m)</label><input id="s-timeout" name="UserSessionTimeout" value="${esc(s.UserSessionTimeout)}">
+    <label for="s-snapshot">Snapshot interval</label><input id="s-snapshot" name="SnapshotInterval" value="${esc(s.SnapshotInterval || '')}">
+    <label for="s-logo">Logo URL</label><input id="s-logo" name="LogoURL" value="${esc(s.LogoURL || '')}">
+    ${pub.AnalyticsAvailable ? `<p><label class="check"><input type="checkbox" name="EnableTelemetry" ${s.EnableTelemetry ? 'checked' : ''}> Send anonymous usage statistics</label></p>` : ''}
+    <div class="error" role="alert"></div><p><button class="primary" type="submit">Save settings</button></p></form>`);
+  onSubmit($('#settings'), async data => {
+    const body = {UserSessionTimeout: data.get('UserSessionTimeout'), SnapshotInterval: data.get('SnapshotInterval'), LogoURL: data.get('LogoURL')};
+    if (pub.AnalyticsAvailable) body.EnableTelemetry = !!data.get('EnableTelemetry');
+    await api('PUT', '/api/settings', body); toast('Settings saved');
+  });
+  await settingsAuditPanel();
+}
+export async function pageAccount() {
+  session.currentEnv = null;
+  render('My account', `<div class="grid2"><form class="card" id="password"><h3>Change password</h3>
+    <label for="a-current">Current password</label><input id="a-current" type="password" name="Password" required autocomplete="current-password" data-error-hint="current password">
+    <label for="a-new">New password (12 characters or more)</label><input id="a-new" type="password" name="NewPassword" required autocomplete="new-password" data-error-hint="at least|characters">
+    <div class="error" role="alert"></div><p><button class="primary" type="submit">Change password</button></p></form>
+    <form class="card" id="key-create"><h3>Add an API key</h3><label for="k-desc">Description</label><input id="k-desc" name="description" required>
+    <label for="k-password">Your password</label><input id="k-password" type="password" name="password" required autocomplete="current-password" data-error-hint="password">
+    <div class="error" role="alert"></div><p><button class="primary" type="submit">Add API key</button></p><div id="k-raw"></div></form></div>
+    <div class="card"><h3>API keys of ${esc(session.me.Username)}</h3><div id="keys"></div></div>`);
+  const table = dataTable($('#keys'), {id: k => k.id, selectable: true, filterPlaceholder: 'Filter keys', empty: 'No API keys.',
+    actions: '<button class="danger" data-action="remove" disabled>Remove</button>',
+    columns: [{key: 'desc', label: 'Description', value: k => k.description}, {key: 'prefix', label: 'Starts with', value: k => k.prefix, html: k => `<span class="mono">${esc(k.prefix)}…</span>`},
+      {key: 'created', label: 'Created', value: k => k.dateCreated, html: k => fmtDate(k.dateCreated)}, {key: 'used', label: 'Last used', value: k => k.lastUsed, html: k => k.lastUsed ? fmtAgo(k.lastUsed) : 'never'}],
+    onSelectionChange: sel => { $('#keys [data-action]').disabled = sel.size === 0; }});
+  const load = async () => table.setRows(await api('GET', `/api/users/${session.me.Id}/tokens`));
+  $('#keys').addEventListener('click', async e => { if (!e.target.dataset || e.target.dataset.action !== 'remove' || e.target.disabled) return;
+    for (const id of table.selected()) { try { await api('DELETE', `/api/users/${session.me.Id}/tokens/${id}`); } catch (err) { toast(err.message, true); } }
+    table.clearSelection(); await load(); });
+  onSubmit($('#key-create'), async data => {
+    const r = await api('POST', `/api/users/${session.me.Id}/tokens`, {description: data.get('description'), password: data.get('password')});
+    $('#k-raw').innerHTML = `<p>Copy this key now, it is shown only once:</p><pre class="mono" id="raw-key">${esc(r.rawAPIKey)}</pre>`;
+    $('#key-create').reset(); await load();
+  });
+  onSubmit($('#password'), async data => {
+    await api('PUT', `/api/users/${session.me.Id}/passwd`, {Password: data.get('Password'), NewPassword: data.get('NewPassword')});
+    toast('Password changed: log in again'); location.hash = '#/login';
+  });
+  await load();
+}
+async function settingsAuditPanel() {
+  const main = document.querySelector('main'); if (!main) return;
+  const [s, preview] = await Promise.all([api('GET', '/api/settings'), api('GET', '/api/telemetry/preview')]);
+  const card = document.createElement('div'); card.className = 'card';
+  card.innerHTML = `<h2>Activity log and analytics</h2><form id="af"><label for="ret">Keep activity log entries for (days, 0 = forever)</label>
+    <input id="ret" type="number" min="0" max="36500" value="${esc(s.ActivityLogRetentionDays)}">
+    <div class="error" role="alert"></div><button class="primary">Save</button></form>
+    <h3>Anonymous analytics</h3>${preview.Available ? `<p class="muted">${preview.Enabled ? 'On' : 'Off'}${preview.URL ? '' : ' (no --analytics-url is set, so nothing is sent)'}.
+    At most once a day, exactly this is sent${preview.LastSent ? ', last on ' + new Date(preview.LastSent * 1000).toLocaleString() : ''}:</p>
+    <pre id="preview">${esc(JSON.stringify(preview.Payload, null, 2))}</pre>` : '<p class="muted">Disabled by --no-analytics.</p>'}`;
+  main.appendChild(card);
+  const af = card.querySelector('#af');
+  af.onsubmit = async e => { e.preventDefault();
+    try { await api('PUT', '/api/settings', {ActivityLogRetentionDays: +af.ret.value}); formError(af, {message: 'Saved.'}); } catch (err) { formError(af, err); } };
+}
+""",  # noqa: E501
+    'pages/volumes.js': r"""// Pages: the volumes of an environment, and the volume browser of agent environments.
+import {api, request} from '../api.js';
+import {dockerBase, watchEngine} from '../docker.js';
+import {$} from '../dom.js';
+import {onSubmit, toast} from '../feedback.js';
+import {esc, fmtDate} from '../format.js';
+import {$app, bindShell, envCrumbs, render, shell} from '../shell.js';
+import {dataTable} from '../table.js';
+import {pairsEditor} from '../widgets.js';
+
+export async function pageVolumes(envId) {
+  const base = dockerBase(envId);
+  render('Volumes', `<div class="toolbar"><h2>Volumes</h2></div>
+    <form class="card" id="volume-create"><h3>Create a volume</h3><div class="row"><div><label for="v-name">Name</label><input id="v-name" name="Name" placeholder="generated when empty"></div>
+    <div><label for="v-driver">Driver</label><input id="v-driver" name="Driver" value="local"></div></div>
+    <fieldset><legend>Driver options</legend><div id="v-opts"></div></fieldset><fieldset><legend>Labels</legend><div id="v-labels"></div></fieldset>
+    <div class="error" role="alert"></div><button class="primary" type="submit">Create the volume</button></form><div id="volume-warnings"></div><div class="card" id="volumes"></div>`, envCrumbs(envId, 'Volumes'));
+  const node = v => (v.Portainer && v.Portainer.Agent && v.Portainer.Agent.NodeName) || '';
+  const getOpts = pairsEditor($('#v-opts'), [{placeholder: 'option'}, {placeholder: 'value'}], [], 'Add option');
+  const getLabels = pairsEditor($('#v-labels'), [{placeholder: 'label'}, {placeholder: 'value'}], [], 'Add label');
+  const table = dataTable($('#volumes'), {
+    id: v => v.Name, selectable: true, filterPlaceholder: 'Filter volumes', empty: 'No volumes.',
+    actions: '<button class="danger" data-action="remove" disabled>Remove</button>',
+    columns: [{key: 'name', label: 'Name', value: v => v.Name, html: v => `<span class="mono">${esc(v.Name)}</span>
+        <a class="small" href="#/env/${envId}/volumes/${encodeURIComponent(v.Name)}/browse?node=${encodeURIComponent(node(v))}" title="Browse files (agent environments)">browse</a>`},
+      {key: 'driver', label: 'Driver', value: v => v.Driver}, {key: 'node', label: 'Node', value: node, cls: 'hide-sm'},
+      {key: 'mount', label: 'Mount point', value: v => v.Mountpoint, cls: 'hide-sm mono small'},
+      {key: 'created', label: 'Created', value: v => v.CreatedAt, html: v => fmtDate(v.CreatedAt), cls: 'hide-sm'}],
+    onSelectionChange: sel => { $('#volumes [data-action]').disabled = sel.size === 0; },
+  });
+  const load = async () => { const answer = await api('GET', `${base}/volumes`); table.setRows(answer.Volumes || []);
+    $('#volume-warnings').innerHTML = (answer.Warnings || []).map(w => `<p class="error">${esc(w)}</p>`).join(''); };
+  $('#volumes').addEventListener('click', async e => { if (!e.target.dataset || e.target.dataset.action !== 'remove' || e.target.disabled) return;
+    const names = table.selected(); if (!confirm(`Remove ${names.length} volume(s) and their data?`)) return;
+    for (const n of names) { try { await api('DELETE', `${base}/volumes/${encodeURIComponent(n)}`); } catch (err) { toast(`Remove ${n}: ${err.message}`, true); } }
+    table.clearSelection(); await load(); });
+  onSubmit($('#volume-create'), async data => {
+    const v = await api('POST', `${base}/volumes/create`, {Name: data.get('Name').trim(), Driver: data.get('Driver') || 'local', DriverOpts: Object.fromEntries(getOpts()), Labels: Object.fromEntries(getLabels())});
+    toast(`Volume ${v.Name} created`); $('#volume-create').reset(); getOpts.clear(); getLabels.clear(); await load();
+  });
+  await load(); watchEngine(envId, ['volume'], load);
+}
+// The agent's file API on one node of the environment (the agent routes on X-PortainerAgent-Target).
+function agentFetch(method, path, node, body) {
+  return request(method, path, {body, headers: node ? {'X-PortainerAgent-Target': node} : {}});
+}
+export async function pageBrowse(id, volume, node, path) {
+  const base = `/api/endpoints/${id}/docker/v2/browse`;
+  const q = p => `volumeID=${encodeURIComponent(volume)}&path=${encodeURIComponent(p)}`;
+  const join = name => (path.endsWith('/') ? path : path + '/') + name;
+  const entries = await (await agentFetch('GET', `${base}/ls?${q(path)}`, node)).json();
+  const parent = path.replace(/\/[^/]*\/?$/, '') || '/';
+  $app.innerHTML = shell(`<div class="card"><h2>Volume ${esc(volume)}: ${esc(path)}</h2>
+    <div class="toolbar">${path !== '/' ? `<button id="up">Up</button>` : ''}<input type="file" id="file" aria-label="File to upload">
+    <button class="primary" id="upload">Upload here</button><div class="error" role="alert" id="err"></div></div>
+    <table><tr><th>Name</th><th>Size</th><th>Modified</th><th></th></tr>${entries.map((e, i) => `<tr>
+    <td>${e.Dir ? `<a href="#" data-open="${i}">${esc(e.Name)}/</a>` : esc(e.Name)}</td><td>${e.Dir ? '' : e.Size}</td>
+    <td>${new Date(e.ModTime * 1000).toLocaleString()}</td><td>${e.Dir ? '' : `<button data-get="${i}">Download</button>`}
+    <button data-ren="${i}">Rename</button> <button class="danger" data-del="${i}">Delete</button></td></tr>`).join('')}</table></div>`);
+  bindShell();
+  const again = p => pageBrowse(id, volume, node, p);
+  const err = document.getElementById('err');
+  const act = fn => async ev => { ev.preventDefault(); try { await fn(entries[ev.target.dataset.open ?? ev.target.dataset.get ?? ev.target.dataset.ren ?? ev.target.dataset.del]); } catch (e) { err.textContent = e.message; } };
+  const up = document.getElementById('up'); if (up) up.onclick = () => again(parent);
+  document.querySelectorAll('[data-open]').forEach(a => a.onclick = act(async e => again(join(e.Name))));
+  document.querySelectorAll('[data-get]').forEach(b => b.onclick = act(async e => {
+    const blob = await (await agentFetch('GET', `${base}/get?${q(join(e.Name))}`, node)).blob();
+    const a = document.createElement('a'); a.href = URL.createObjectURL(blob); a.download = e.Name; a.click(); URL.revokeObjectURL(a.href); }));
+  document.querySelectorAll('[data-del]').forEach(b => b.onclick = act(async e => {
+    if (!confirm(`Delete ${e.Name}?`)) return; await agentFetch('DELETE', `${base}/delete?${q(join(e.Name))}`, node); again(path); }));
+  document.querySelectorAll('[data-ren]').forEach(b => b.onclick = act(async e => {
+    const name = prompt('New name', e.Name); if (!name || name === e.Name) return;
+    await agentFetch('PUT', `${base}/rename?${q(join(e.Name))}&newPath=${encodeURIComponent(join(name))}`, node); again(path); }));
+  document.getElementById('upload').onclick = act(async () => {
+    const file = document.getElementById('file').files[0]; if (!file) return;
+    const form = new FormData(); form.append('file', file, file.name);
+    await agentFetch('POST', `${base}/put?${q(path)}`, node, form); again(path); });
+}
+""",  # noqa: E501
+    'router.js': r"""// The router: which page a hash route (#/env/1/containers) shows, and the login or setup page before any.
+import {api, ApiFailure, request} from './api.js';
+import {loadConstants} from './constants.js';
+import {esc} from './format.js';
+import {leavePage} from './lifecycle.js';
+import {pageEndpointAccess, pageEndpointSecurity, pageResourceControls} from './pages/access.js';
+import {pageActivity} from './pages/activity.js';
+import {pageLogin, pageSetup} from './pages/auth.js';
+import {pageBackup, pageRestoreFresh} from './pages/backup.js';
+import {pageContainer} from './pages/container.js';
+import {pageContainerCreate, pageContainers} from './pages/containers.js';
+import {pageDashboard} from './pages/dashboard.js';
+import {pageEdgeGroups, pageEdgeJob, pageEdgeJobs, pageEdgeStacks} from './pages/edge.js';
+import {pageEnvironmentForm, pageHome, pageTags} from './pages/environments.js';
+import {pageImages} from './pages/images.js';
+import {pageNetworks} from './pages/networks.js';
+import {pageRegistries, pageRegistryBrowse} from './pages/registries.js';
+import {pageStackEditor, pageStacks} from './pages/stacks.js';
+import {pageSwarm} from './pages/swarm.js';
+import {pageTeam, pageTeams} from './pages/teams.js';
+import {pageTemplates} from './pages/templates.js';
+import {pageAccount, pageSettings, pageUsers} from './pages/users.js';
+import {pageBrowse, pageVolumes} from './pages/volumes.js';
+import {session} from './session.js';
+import {applyTheme, render} from './shell.js';
+
+// ---- router: hash route -> page function ---------------------------------------------------------------------
+// Each entry: [pattern after '#/', page function(...captured groups)]. `env/(\d+)/...` routes load the environment
+// first (session.currentEnv) for the navigation. A new page adds its route here.
+const UI_ROUTES = [
+  ['home', pageHome],
+  ['tags', pageTags],
+  ['environments/new', () => pageEnvironmentForm(null)],
+  ['environments/(\\d+)/edit', pageEnvironmentForm],
+  ['env/(\\d+)/dashboard', pageDashboard],
+  ['env/(\\d+)/containers', pageContainers],
+  ['env/(\\d+)/containers/new', pageContainerCreate],
+  ['env/(\\d+)/containers/([0-9a-zA-Z_.-]+)', pageContainer],
+  ['env/(\\d+)/containers/([0-9a-zA-Z_.-]+)/(overview|logs|stats|console|inspect)', pageContainer],
+  ['env/(\\d+)/images', pageImages],
+  ['env/(\\d+)/volumes', pageVolumes],
+  ['env/(\\d+)/volumes/([^/]+)/browse', (id, volume) => pageBrowse(id, decodeURIComponent(volume), new URLSearchParams(location.hash.split('?')[1] || '').get('node') || '', '/')],
+  ['env/(\\d+)/access', pageEndpointAccess],
+  ['env/(\\d+)/security', pageEndpointSecurity],
+  ['env/(\\d+)/networks', pageNetworks],
+  ['env/(\\d+)/(services|nodes|configs|secrets)', pageSwarm],
+  ['users', pageUsers],
+  ['teams', pageTeams],
+  ['teams/(\\d+)', pageTeam],
+  ['resource-controls', pageResourceControls],
+  ['activity', () => pageActivity('logs')],
+  ['activity/auth', () => pageActivity('authlogs')],
+  ['backup', pageBackup],
+  ['settings', pageSettings],
+  ['registries', () => pageRegistries()],
+  ['registries/(\\d+)', pageRegistryBrowse],
+  ['account', pageAccount],
+  ['stacks', pageStacks],
+  ['stacks/new', () => pageStackEditor(null)],
+  ['stacks/(\\d+)', id => pageStackEditor(id)],
+  ['stacks/adopt/(\\d+)/(.+)', (ep, name) => pageStackEditor(null, {ep, name: decodeURIComponent(name)})],
+  ['templates', pageTemplates],
+  ['edge/stacks', pageEdgeStacks],
+  ['edge/groups', pageEdgeGroups],
+  ['edge/jobs', pageEdgeJobs],
+  ['edge/jobs/(\\d+)', pageEdgeJob],
+];
+export async function route() {
+  leavePage(); applyTheme();
+  const hash = location.hash || '#/home', path = hash.slice(2).split('?')[0];
+  try {
+    if (path === 'login' || path === 'setup') session.me = null;
+    if (!session.me) { // first load, or after logging in or out: later navigations cost no extra round trip
+      session.publicSettings = session.publicSettings || await api('GET', '/api/settings/public');
+      const adminExists = await request('GET', '/api/users/admin/check').then(() => true,
+        err => { if (!(err instanceof ApiFailure)) throw err; return err.status !== 404; });
+      if (!adminExists) return await (path === 'restore' ? pageRestoreFresh() : pageSetup());
+      if (path === 'login' || path === 'setup') return await pageLogin();
+      session.me = await api('GET', '/api/users/me');
+      await loadConstants();
+    }
+    const match = UI_ROUTES.map(([pattern, page]) => [path.match(new RegExp(`^${pattern}$`)), page]).find(([m]) => m);
+    if (!match) { location.replace('#/home'); return; }
+    const [m, page] = match, args = m.slice(1);
+    if (path.startsWith('env/')) { session.currentEnv = await api('GET', `/api/endpoints/${args[0]}`); }
+    else session.currentEnv = null;
+    await page(...args);
+  } catch (err) {
+    if (err.name === 'AbortError') return;
+    if (err.status === 401) { session.me = null; if (path !== 'login') sessionStorage.setItem('after-login', hash); location.hash = '#/login'; return; }
+    render('Error', `<div class="card"><h2>Something went wrong</h2><p class="error" role="alert">${esc(err.message)}</p>
+      ${err.details ? `<p class="muted">${esc(err.details)}</p>` : ''}<p><a href="#/home">Back to the environments</a></p></div>`);
+  }
+}
+""",  # noqa: E501
+    'session.js': r"""// Who is logged in and where they are: the state every page reads. The router fills it.
+import {constants} from './constants.js';
+
+export const session = {
+  me: null,               // GET /api/users/me, null until logged in
+  publicSettings: null,   // GET /api/settings/public, read once
+  currentEnv: null,       // the environment of an env/<id>/... page, for the navigation
+};
+// Before the constants are read (an error page), nobody is shown administrator links.
+export const isAdmin = () => !!session.me && !!constants.UserRoles && session.me.Role === constants.UserRoles.Administrator;
+export const envIsSwarm = env => !!(env && env.Snapshots && env.Snapshots[0] && env.Snapshots[0].Swarm);
+""",  # noqa: E501
+    'shell.js': r"""// The shell around every page: navigation, theme, top bar.
+import {api, forgetCsrf} from './api.js';
+import {$} from './dom.js';
+import {esc} from './format.js';
+import {envIsSwarm, isAdmin, session} from './session.js';
+
+// The element every page draws into.
+export const $app = document.getElementById('app');
+// Feature pages add their links here: GLOBAL_NAV for server-wide pages, ENV_NAV for pages of one environment
+// (`swarm: true` shows a link only on a Swarm manager; `admin: true` only to administrators).
+const GLOBAL_NAV = [
+  {href: '#/home', label: 'Home'},
+  {href: '#/users', label: 'Users', admin: true},
+  {href: '#/teams', label: 'Teams'},
+  {href: '#/resource-controls', label: 'Sharing', admin: true},
+  {href: '#/activity', label: 'Activity', admin: true},
+  {href: '#/backup', label: 'Backup', admin: true},
+  {href: '#/settings', label: 'Settings', admin: true},
+  {href: '#/tags', label: 'Tags', admin: true},
+  {href: '#/registries', label: 'Registries'},
+  {href: '#/stacks', label: 'Stacks'},
+  {href: '#/templates', label: 'App templates'},
+  {href: '#/edge/stacks', label: 'Edge stacks', admin: true},
+  {href: '#/edge/groups', label: 'Edge groups', admin: true},
+  {href: '#/edge/jobs', label: 'Edge jobs', admin: true},
+  {href: '#/account', label: 'My account'},
+];
+export const ENV_NAV = [
+  {path: 'dashboard', label: 'Dashboard'},
+  {path: 'containers', label: 'Containers'},
+  {path: 'images', label: 'Images'},
+  {path: 'volumes', label: 'Volumes'},
+  {path: 'networks', label: 'Networks'},
+  {path: 'services', label: 'Services', swarm: true},
+  {path: 'nodes', label: 'Nodes', swarm: true},
+  {path: 'configs', label: 'Configs', swarm: true},
+  {path: 'secrets', label: 'Secrets', swarm: true},
+  {path: 'access', label: 'Access', admin: true},
+  {path: 'security', label: 'Security settings', admin: true},
+];
+export function applyTheme() {
+  const saved = localStorage.getItem('theme');
+  const dark = saved ? saved === 'dark' : window.matchMedia && matchMedia('(prefers-color-scheme: dark)').matches;
+  document.documentElement.dataset.theme = dark ? 'dark' : 'light';
+}
+function toggleTheme() { localStorage.setItem('theme', document.documentElement.dataset.theme === 'dark' ? 'light' : 'dark'); applyTheme(); }
+export function shell(content, crumbs = '') {
+  const hash = location.hash.split('?')[0];
+  const link = (href, label) => `<a href="${href}" class="${hash === href || hash.startsWith(href + '/') ? 'active' : ''}">${esc(label)}</a>`;
+  const envLinks = session.currentEnv ? `<div class="group">Environment</div><div class="envname" title="${esc(session.currentEnv.Name)}">${esc(session.currentEnv.Name)}</div>` +
+    ENV_NAV.filter(n => (!n.swarm || envIsSwarm(session.currentEnv)) && (!n.admin || isAdmin()))
+      .map(n => link(`#/env/${session.currentEnv.Id}/${n.path}`, n.label)).join('') : '';
+  return `<div class="layout"><nav class="side" id="side" aria-label="Main"><div class="brand">portainer.py<button class="menu" id="menu-close" aria-label="Close menu">&times;</button></div>
+    ${GLOBAL_NAV.filter(n => !n.admin || isAdmin()).map(n => link(n.href, n.label)).join('')}${envLinks}</nav>
+    <div><div class="top"><button class="menu" id="menu" aria-controls="side" aria-label="Menu">&#9776;</button>
+    <span class="crumbs">${crumbs}</span>
+    <button id="theme" title="Switch between light and dark theme">Theme</button>
+    <span class="muted who">${esc(session.me && session.me.Username)}</span><button id="logout">Log out</button></div>
+    <main id="main">${content}</main></div></div>`;
+}
+export function bindShell() {
+  $('#theme').addEventListener('click', toggleTheme);
+  $('#menu').addEventListener('click', () => { $('#side').classList.add('open'); $('#side a').focus(); });
+  $('#menu-close').addEventListener('click', () => { $('#side').classList.remove('open'); $('#menu').focus(); });
+  $('#side').addEventListener('keydown', e => { if (e.key === 'Escape') $('#menu-close').click(); });
+  $('#logout').addEventListener('click', async () => {
+    await api('POST', '/api/auth/logout').catch(() => {});
+    session.me = null; forgetCsrf(); location.hash = '#/login';
+  });
+}
+// Render a page inside the shell; answers the <main> element.
+export function render(title, content, crumbs) {
+  document.title = `${title} · portainer.py`;
+  $app.innerHTML = shell(content, crumbs ?? esc(title));
+  bindShell();
+  return $('#main');
+}
+export const envCrumbs = (envId, ...parts) => [`<a href="#/home">Home</a>`, `<a href="#/env/${envId}/dashboard">${esc(session.currentEnv ? session.currentEnv.Name : envId)}</a>`, ...parts].join(' / ');
+""",  # noqa: E501
+    'streams.js': r"""// Decoders of the engine's streamed answers. Pure functions (unit-tested in ui/tests/).
+// Newline-delimited JSON (pull, build, load, stats progress) as objects.
+export function jsonLines(onObject) {
+  const decoder = new TextDecoder(); let rest = '';
+  return chunk => { rest += decoder.decode(chunk, {stream: true}); const lines = rest.split('\n'); rest = lines.pop();
+    for (const line of lines) if (line.trim()) { try { onObject(JSON.parse(line)); } catch (e) { onObject({stream: line + '\n'}); } } };
+}
+
+// Docker's log stream: without a TTY each frame is [stream, 0, 0, 0, size (4 bytes, big endian)] + payload.
+export function dockerStreamDecoder(tty, onText) {
+  const decoders = {1: new TextDecoder(), 2: new TextDecoder()};
+  let pending = new Uint8Array(0);
+  return chunk => {
+    if (tty) { onText(1, decoders[1].decode(chunk, {stream: true})); return; }
+    const joined = new Uint8Array(pending.length + chunk.length); joined.set(pending); joined.set(chunk, pending.length);
+    let offset = 0;
+    while (joined.length - offset >= 8) {
+      const kind = joined[offset], size = new DataView(joined.buffer, offset + 4, 4).getUint32(0);
+      if (joined.length - offset - 8 < size) break;
+      onText(kind === 2 ? 2 : 1, decoders[kind === 2 ? 2 : 1].decode(joined.subarray(offset + 8, offset + 8 + size), {stream: true}));
+      offset += 8 + size;
+    }
+    pending = joined.slice(offset);
+  };
+}
+export function demuxLogs(bytes) {
+  // Docker frames non-TTY logs: 8-byte header (stream, 0, 0, 0, big-endian length), then the payload.
+  const parts = []; let i = 0;
+  while (i + 8 <= bytes.length && bytes[i] <= 2 && bytes[i + 1] === 0 && bytes[i + 2] === 0 && bytes[i + 3] === 0) {
+    const size = (bytes[i + 4] << 24 | bytes[i + 5] << 16 | bytes[i + 6] << 8 | bytes[i + 7]) >>> 0;
+    parts.push(bytes.subarray(i + 8, i + 8 + size)); i += 8 + size; }
+  if (i < bytes.length) parts.push(bytes.subarray(i));
+  const dec = new TextDecoder(); return parts.map(p => dec.decode(p)).join('');
+}
+""",  # noqa: E501
+    'table.js': r"""// Data table: client-side filter, sort, selection; fast for thousands of rows. The filter and sort are pure
+// functions (searchIndex, visibleRows: unit-tested in ui/tests/); dataTable draws them and keeps the selection.
+import {$, $$} from './dom.js';
+import {esc} from './format.js';
+
+// One collator for every sort: localeCompare with options builds a new one per comparison, seconds for big tables.
+const collator = new Intl.Collator(undefined, {numeric: true});
+
+// Each row's search text, computed once per data set, not on every key press: [[row, text], ...].
+export function searchIndex(rows, columns) {
+  return rows.map(row => [row, columns.map(c => c.value ? String(c.value(row) ?? '') : '').join(' ').toLowerCase()]);
+}
+// The rows whose text holds every word of the filter, sorted by the column sort.key (numbers as numbers, text
+// in natural order: "app-2" before "app-10").
+export function visibleRows(index, columns, filterText, sort) {
+  const words = filterText.toLowerCase().split(/\s+/).filter(Boolean);
+  const col = columns.find(c => c.key === sort.key); const dir = sort.asc ? 1 : -1;
+  const out = index.filter(([, text]) => words.every(w => text.includes(w))).map(([row]) => row);
+  if (col && col.value) out.sort((a, b) => { const x = col.value(a), y = col.value(b);
+    return (typeof x === 'number' && typeof y === 'number' ? x - y : collator.compare(String(x ?? ''), String(y ?? ''))) * dir; });
+  return out;
+}
+
+// columns: [{key, label, value: row => sortable value, html: row => cell HTML, cls}]; id: row => unique id.
+export function dataTable(el, {columns, id, rows = [], selectable = false, filterPlaceholder = 'Filter', actions = '', empty = 'Nothing here yet.',
+                       sortKey, limit = 500, onSelectionChange = () => {}}) {
+  let data = rows, sort = {key: sortKey || columns[0].key, asc: true}, shown = limit, filterText = '';
+  const selected = new Set();
+  el.innerHTML = `<div class="toolbar"><input class="filter" type="search" placeholder="${esc(filterPlaceholder)}" aria-label="${esc(filterPlaceholder)}">
+    ${actions}<span class="spacer"></span><span class="muted small count"></span></div>
+    <div class="table-wrap"><table><thead><tr>${selectable ? '<th class="check"><input type="checkbox" class="select-all" aria-label="Select all"></th>' : ''}
+    ${columns.map(c => `<th class="${c.value ? 'sortable' : ''} ${(c.cls || '').includes('hide-sm') ? 'hide-sm' : ''}" data-key="${c.key}" ${c.value ? 'tabindex="0"' : ''}>${esc(c.label)}</th>`).join('')}
+    </tr></thead><tbody></tbody></table></div><div class="more"></div>`;
+  const tbody = $('tbody', el), filter = $('.filter', el), count = $('.count', el), more = $('.more', el);
+  let index = [];
+  const reindex = () => { index = searchIndex(data, columns); };
+  const shownRows = () => visibleRows(index, columns, filterText, sort);
+  const draw = () => {
+    const rowsNow = shownRows();
+    const ids = new Set(data.map(id)); for (const s of [...selected]) if (!ids.has(s)) selected.delete(s);
+    tbody.innerHTML = rowsNow.slice(0, shown).map(row => { const rid = String(id(row));
+      return `<tr data-id="${esc(rid)}">${selectable ? `<td class="check"><input type="checkbox" class="select" value="${esc(rid)}" ${selected.has(rid) ? 'checked' : ''} aria-label="Select row"></td>` : ''}${columns.map(c => `<td class="${c.cls || ''}">${c.html ? c.html(row) : esc(c.value(row))}</td>`).join('')}</tr>`; }).join('')
+      || `<tr><td colspan="${columns.length + (selectable ? 1 : 0)}" class="empty">${data.length ? 'No match for this filter.' : esc(empty)}</td></tr>`;
+    count.textContent = `${rowsNow.length} of ${data.length}` + (selected.size ? ` · ${selected.size} selected` : '');
+    more.innerHTML = rowsNow.length > shown ? `<button class="show-more">Show ${rowsNow.length - shown} more</button>` : '';
+    $$('th[data-key]', el).forEach(th => { th.classList.toggle('sorted-asc', th.dataset.key === sort.key && sort.asc); th.classList.toggle('sorted-desc', th.dataset.key === sort.key && !sort.asc); });
+    const all = $('.select-all', el); if (all) all.checked = rowsNow.length > 0 && rowsNow.every(r => selected.has(String(id(r))));
+  };
+  let timer = 0;
+  filter.addEventListener('input', () => { clearTimeout(timer); timer = setTimeout(() => { filterText = filter.value; shown = limit; draw(); }, 60); });
+  const sortBy = th => { if (!th.classList.contains('sortable')) return; sort = {key: th.dataset.key, asc: sort.key === th.dataset.key ? !sort.asc : true}; draw(); };
+  $('thead', el).addEventListener('click', e => { const th = e.target.closest('th[data-key]'); if (th) sortBy(th); });
+  $('thead', el).addEventListener('keydown', e => { const th = e.target.closest('th[data-key]'); if (th && (e.key === 'Enter' || e.key === ' ')) { e.preventDefault(); sortBy(th); } });
+  el.addEventListener('change', e => {
+    if (e.target.classList.contains('select')) { e.target.checked ? selected.add(e.target.value) : selected.delete(e.target.value); }
+    else if (e.target.classList.contains('select-all')) { for (const r of shownRows()) e.target.checked ? selected.add(String(id(r))) : selected.delete(String(id(r))); $$('.select', tbody).forEach(b => { b.checked = e.target.checked; }); }
+    else return;
+    count.textContent = `${shownRows().length} of ${data.length}` + (selected.size ? ` · ${selected.size} selected` : ''); onSelectionChange(selected);
+  });
+  more.addEventListener('click', () => { shown = Infinity; draw(); });
+  reindex(); draw();
+  return {
+    setRows(newRows) { data = newRows; reindex(); draw(); onSelectionChange(selected); },
+    selected: () => [...selected],
+    clearSelection() { selected.clear(); draw(); onSelectionChange(selected); },
+    rows: () => data,
+  };
+}
+
+""",  # noqa: E501
+    'terminal.js': r"""// Terminal: a compact VT100/xterm subset (enough for sh, top and vi in busybox).
+import {esc} from './format.js';
+
 const MAX_SCROLLBACK = 2000;
-class Terminal {
-  constructor(el, send) {
-    this.el = el; this.output = send; this.cols = 80; this.rows = 24; this.onResize = () => {};
+// The screen model: parses what the program writes (text, escape sequences) into lines of [character, CSS
+// classes] and answers its queries (cursor position) through send. No DOM: unit-tested in ui/tests/.
+export class Screen {
+  constructor(send) {
+    this.output = send; this.cols = 80; this.rows = 24; this.onResize = () => {};
     this.heldInput = ''; this.holdUntil = 0;
     this.reset();
-    el.tabIndex = 0; el.setAttribute('role', 'textbox'); el.setAttribute('aria-label', 'Terminal'); el.setAttribute('aria-multiline', 'true');
-    el.addEventListener('keydown', e => this.key(e));
-    el.addEventListener('paste', e => { e.preventDefault(); this.send(e.clipboardData.getData('text').replace(/\r?\n/g, '\r')); });
-    el.addEventListener('wheel', e => { if (this.alt) return; e.preventDefault(); this.scrollView(e.deltaY < 0 ? 3 : -3); }, {passive: false});
   }
   send(data) {
     // busybox ash reads a cursor report and the keys typed right after it in one go, and drops the keys:
@@ -8636,7 +9862,7 @@ class Terminal {
   // Lines that scrolled off the top of the main screen can be read again with the wheel or Shift+PageUp.
   scrollView(lines) { this.viewOffset = Math.max(0, Math.min(this.scrollback.length, this.viewOffset + lines)); this.schedule(); }
   attrClass() {
-    const a = this.attr || {fg: -1, bg: -1}; let fg = a.fg, bg = a.bg; const out = [];
+    const a = this.attr || {fg: -1, bg: -1}; const fg = a.fg, bg = a.bg; const out = [];
     if (a.inv) { out.push(fg < 0 ? 'bgi' : `bg${fg}`, bg < 0 ? 'fgi' : `fg${bg}`); }
     else { if (fg >= 0) out.push(`fg${a.b && fg < 8 ? fg + 8 : fg}`); if (bg >= 0) out.push(`bg${bg}`); }
     if (a.b) out.push('b'); if (a.u) out.push('u'); if (a.dim) out.push('dim');
@@ -8656,7 +9882,8 @@ class Terminal {
     for (const ch of text) this.feed(ch);
     this.schedule();
   }
-  schedule() { if (!this.frame) this.frame = requestAnimationFrame(() => { this.frame = 0; this.draw(); }); }
+  // Drawing is for the view (Terminal): a bare screen draws nothing.
+  schedule() {}
   scrollUp(n = 1) {
     for (let i = 0; i < n; i++) {
       const [gone] = this.lines.splice(this.top, 1); this.lines.splice(this.bottom, 0, this.blankLine());
@@ -8775,6 +10002,20 @@ class Terminal {
       }
     }
   }
+  text() { return this.lines.map(l => l.map(c => c[0]).join('').replace(/\s+$/, '')).join('\n'); }
+}
+
+// The screen drawn in an element, with the keyboard, paste and wheel of the browser.
+export class Terminal extends Screen {
+  constructor(el, send) {
+    super(send);
+    this.el = el;
+    el.tabIndex = 0; el.setAttribute('role', 'textbox'); el.setAttribute('aria-label', 'Terminal'); el.setAttribute('aria-multiline', 'true');
+    el.addEventListener('keydown', e => this.key(e));
+    el.addEventListener('paste', e => { e.preventDefault(); this.send(e.clipboardData.getData('text').replace(/\r?\n/g, '\r')); });
+    el.addEventListener('wheel', e => { if (this.alt) return; e.preventDefault(); this.scrollView(e.deltaY < 0 ? 3 : -3); }, {passive: false});
+  }
+  schedule() { if (!this.frame) this.frame = requestAnimationFrame(() => { this.frame = 0; this.draw(); }); }
   draw() {
     let shown = this.lines;
     if (this.viewOffset && !this.alt) { const all = this.scrollback.concat(this.lines); shown = all.slice(all.length - this.rows - this.viewOffset, all.length - this.viewOffset); }
@@ -8790,7 +10031,6 @@ class Terminal {
     });
     this.el.innerHTML = rows.join('');
   }
-  text() { return this.lines.map(l => l.map(c => c[0]).join('').replace(/\s+$/, '')).join('\n'); }
   key(e) {
     const cursor = k => (this.appCursor ? '\x1bO' : '\x1b[') + k;
     const keys = {Enter: '\r', Backspace: '\x7f', Tab: '\t', Escape: '\x1b', ArrowUp: cursor('A'), ArrowDown: cursor('B'), ArrowRight: cursor('C'),
@@ -8815,1008 +10055,102 @@ class Terminal {
     this.resize(Math.floor((this.el.clientWidth - padX) / w), Math.floor((this.el.clientHeight - padY) / h));
   }
 }
+""",  # noqa: E501
+    'widgets.js': r"""// Form and display components the pages share: rows of inputs, pull progress, JSON tree, charts, editor.
+import {constants} from './constants.js';
+import {$, $$} from './dom.js';
+import {esc, fmtBytes} from './format.js';
 
-async function containerConsole(el, c, envId) {
-  if (c.State.Status !== 'running') { el.innerHTML = '<p class="empty">Start the container to open a console.</p>'; return; }
-  el.innerHTML = `<form class="toolbar" id="console-form"><label for="console-cmd" class="check">Command</label>
-    <select id="console-cmd" name="cmd" class="narrow"><option>sh</option><option>bash</option><option>/bin/sh -l</option><option>ash</option></select>
-    <input id="console-custom" name="custom" class="filter" placeholder="or another command" aria-label="Custom command">
-    <button class="primary" type="submit" id="console-connect">Connect</button><button type="button" id="console-attach">Attach</button>
-    <button type="button" id="console-close" disabled>Disconnect</button><span class="muted small" id="console-status"></span>
-    <div class="error" role="alert"></div></form><div class="term" id="term"></div>`;
-  const term = new Terminal($('#term'), data => { if (socket && socket.readyState === 1) socket.send(new TextEncoder().encode(data)); });
-  let socket = null;
-  const status = t => { $('#console-status').textContent = t; };
-  const sendSize = (cols, rows) => { if (socket && socket.readyState === 1) socket.send(JSON.stringify({type: 'resize', cols, rows})); };
-  term.onResize = sendSize; term.fit(); term.draw();
-  const observer = new ResizeObserver(() => term.fit()); observer.observe($('#term'));
-  const close = () => { if (socket) { socket.onclose = null; socket.close(); socket = null; } $('#console-close').disabled = true; status('disconnected'); };
-  onLeave(() => { close(); observer.disconnect(); });
-  const open = mode => {
-    close(); term.reset(); term.fit(); term.draw();
-    const cmd = $('#console-custom').value.trim() || $('#console-cmd').value;
-    const query = new URLSearchParams({containerId: c.Id, mode, cmd});
-    // The session cookie authenticates the socket: no token in the URL.
-    socket = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/api/endpoints/${envId}/console/ws?${query}`);
-    socket.binaryType = 'arraybuffer';
-    status('connecting…');
-    socket.onopen = () => { status(mode === 'attach' ? 'attached' : `connected: ${cmd}`); $('#console-close').disabled = false; sendSize(term.cols, term.rows); $('#term').focus(); };
-    socket.onmessage = m => term.write(typeof m.data === 'string' ? m.data : new Uint8Array(m.data));
-    socket.onclose = e => { status(e.code === 1000 || e.code === 1005 ? 'session ended' : `closed (${e.code}${e.reason ? ': ' + e.reason : ''})`); $('#console-close').disabled = true;
-      if (e.code === 1006 && !socket.everOpened) showError($('#console-form'), new Error('The console could not be opened: your role on this environment may not allow it, or the container stopped')); };
-    socket.addEventListener('open', () => { socket.everOpened = true; });
+// Rows of inputs the user adds and removes (ports, env, labels, volumes). fields: [{name, placeholder, options}].
+export function pairsEditor(el, fields, values = [], addLabel = 'Add') {
+  el.classList.add('pairs');
+  const row = (vals = []) => { const div = document.createElement('div'); div.className = 'pair';
+    div.innerHTML = fields.map((f, i) => f.options
+      ? `<select data-part="${i}" aria-label="${esc(f.placeholder)}">${f.options.map(o => `<option ${o === vals[i] ? 'selected' : ''}>${esc(o)}</option>`).join('')}</select>`
+      : `<input data-part="${i}" name="${esc(f.name || '')}" placeholder="${esc(f.placeholder)}" aria-label="${esc(f.placeholder)}" value="${esc(vals[i] ?? '')}"${f.hint ? ` data-error-hint="${esc(f.hint)}"` : ''}>`).join('') +
+      `<button type="button" class="small remove-pair" aria-label="Remove this row">&times;</button>`;
+    el.insertBefore(div, el.lastElementChild); };
+  el.innerHTML = `<button type="button" class="small add-pair">+ ${esc(addLabel)}</button>`;
+  el.addEventListener('click', e => { if (e.target.classList.contains('add-pair')) row(); else if (e.target.classList.contains('remove-pair')) e.target.closest('.pair').remove(); });
+  values.forEach(row);
+  const read = () => $$('.pair', el).map(p => fields.map((f, i) => $(`[data-part="${i}"]`, p).value.trim())).filter(v => v.some(Boolean));
+  read.clear = () => $$('.pair', el).forEach(p => p.remove());
+  return read;
+}
+
+// Per-layer progress of a pull, load or push stream; `stream` lines (build output) go to a log under the bars.
+export function progressView(el) {
+  el.innerHTML = '<div class="layers"></div><pre class="small mono build-log"></pre><div class="error" role="alert"></div>';
+  const layers = $('.layers', el), log = $('.build-log', el), error = $('.error', el); const rows = new Map();
+  return {
+    feed(m) {
+      if (m.error || m.errorDetail) { error.textContent = m.error || m.errorDetail.message; return; }
+      if (m.stream) { log.textContent += m.stream; return; }
+      if (m.aux && m.aux.ID) { log.textContent += `Built ${m.aux.ID}\n`; return; }
+      if (!m.id || !m.status || /^Pulling from/.test(m.status)) { if (m.status) log.textContent += (m.id ? m.id + ': ' : '') + m.status + '\n'; return; }
+      let r = rows.get(m.id);
+      if (!r) { r = document.createElement('div'); r.className = 'layer'; r.dataset.layer = m.id;
+        r.innerHTML = `<span class="mono">${esc(m.id.slice(0, 12))}</span><progress max="1" value="0"></progress><span class="detail muted"></span>`;
+        layers.append(r); rows.set(m.id, r); }
+      const bar = $('progress', r), detail = $('.detail', r), p = m.progressDetail || {};
+      if (p.total) { bar.max = p.total; bar.value = p.current || 0; }
+      if (/complete|already exists|Loaded|Pushed|Layer already/i.test(m.status)) { bar.max = 1; bar.value = 1; }
+      detail.textContent = m.status + (p.total ? ` ${fmtBytes(p.current || 0)} / ${fmtBytes(p.total)}` : '');
+    },
+    failed: () => error.textContent,
+    fail(message) { error.textContent = message; },
   };
-  onSubmit($('#console-form'), async () => open('exec'));
-  $('#console-attach').addEventListener('click', () => open('attach'));
-  $('#console-close').addEventListener('click', close);
-  $('#term').addEventListener('focus', () => term.draw()); $('#term').addEventListener('blur', () => term.draw());
 }
-
-// ---- pages: images (pull with per-layer progress, build, import/export, tag, remove) -------------------------
-async function pageImages(envId) {
-  const base = dockerBase(envId);
-  const main = render('Images', `<div class="toolbar"><h2>Images</h2></div>
-    <div class="grid2"><form class="card" id="pull"><h3>Pull an image</h3><div class="row"><div><label for="pull-image">Image</label>
-      <input id="pull-image" name="image" required placeholder="e.g. registry:5000/app:1.2" data-error-hint="image|reference|repository|manifest"></div>
-      <div><label for="pull-registry">Registry</label><select id="pull-registry" name="registry"><option value="">none (public, or the engine's login)</option></select></div></div>
-      <div class="error" role="alert"></div><p><button class="primary" type="submit">Pull</button></p><div id="pull-progress"></div></form>
-    <form class="card" id="build"><h3>Build from a context</h3><label for="build-tag">Tag</label><input id="build-tag" name="tag" placeholder="myapp:latest">
-      <label for="build-file">Build context (.tar or .tar.gz with a Dockerfile)</label><input id="build-file" type="file" name="context" required accept=".tar,.tgz,.gz,application/x-tar,application/gzip">
-      <label for="build-dockerfile">Dockerfile path in the context</label><input id="build-dockerfile" name="dockerfile" value="Dockerfile">
-      <div class="error" role="alert"></div><p><button class="primary" type="submit">Build</button></p><div id="build-progress"></div></form>
-    <form class="card" id="import"><h3>Import images</h3><label for="import-file">Image archive (from docker save or Export)</label>
-      <input id="import-file" type="file" name="archive" required accept=".tar,application/x-tar">
-      <div class="error" role="alert"></div><p><button class="primary" type="submit">Import</button></p><div id="import-progress"></div></form></div>
-    <div class="card" id="images"></div>`, envCrumbs(envId, 'Images'));
-  const usedBy = new Map();
-  const table = dataTable($('#images'), {
-    id: i => i.Id, selectable: true, filterPlaceholder: 'Filter images', empty: 'No images.',
-    actions: '<button class="danger" data-action="remove" disabled>Remove</button><button data-action="export" disabled>Export</button><input id="tag-name" class="filter" placeholder="new tag, e.g. app:v2" aria-label="New tag"><button data-action="tag" disabled>Tag</button>',
-    columns: [
-      {key: 'id', label: 'Id', value: i => shortId(i.Id), html: i => `<span class="mono">${esc(shortId(i.Id))}</span> ${usedBy.get(i.Id) ? '' : '<span class="badge">unused</span>'}`},
-      {key: 'tags', label: 'Tags', value: i => (i.RepoTags || []).filter(t => t !== '<none>:<none>').join(' ') || '<none>'},
-      {key: 'size', label: 'Size', value: i => i.Size, html: i => fmtBytes(i.Size)},
-      {key: 'created', label: 'Created', value: i => i.Created, html: i => fmtDate(i.Created), cls: 'hide-sm'},
-    ],
-    onSelectionChange: sel => $$('#images [data-action]').forEach(b => { b.disabled = sel.size === 0 || (b.dataset.action === 'tag' && sel.size !== 1); }),
-  });
-  const load = async () => {
-    const [images, containers] = await Promise.all([api('GET', `${base}/images/json`), api('GET', `${base}/containers/json?all=1`)]);
-    usedBy.clear(); containers.forEach(c => usedBy.set(c.ImageID, true)); table.setRows(images);
+export function jsonTree(value, key) {
+  const label = key === undefined ? '' : `<span class="k">${esc(key)}</span>: `;
+  if (value && typeof value === 'object') {
+    const entries = Array.isArray(value) ? value.map((v, i) => [i, v]) : Object.entries(value);
+    if (!entries.length) return `<li>${label}<span class="muted">${Array.isArray(value) ? '[]' : '{}'}</span></li>`;
+    return `<li><details ${key === undefined ? 'open' : ''}><summary>${label}<span class="muted">${Array.isArray(value) ? `[${entries.length}]` : `{${entries.length}}`}</span></summary>
+      <ul>${entries.map(([k, v]) => jsonTree(v, k)).join('')}</ul></details></li>`;
+  }
+  const cls = typeof value === 'string' ? 's' : 'n';
+  return `<li>${label}<span class="${cls}">${esc(typeof value === 'string' ? `"${value}"` : String(value))}</span></li>`;
+}
+// Live line chart on a <canvas>: series [{label, color}], push(values) adds one point per series.
+export function lineChart(el, title, series, format) {
+  el.className = 'card chart';
+  el.innerHTML = `<h3>${esc(title)}</h3><canvas role="img" aria-label="${esc(title)} chart"></canvas><div class="legend"></div>`;
+  const canvas = $('canvas', el), legend = $('.legend', el), points = series.map(() => []), size = 60;
+  const draw = () => {
+    const ratio = window.devicePixelRatio || 1, w = canvas.clientWidth, h = canvas.clientHeight;
+    if (!w) return;
+    canvas.width = w * ratio; canvas.height = h * ratio;
+    const g = canvas.getContext('2d'); g.scale(ratio, ratio);
+    const styles = getComputedStyle(document.documentElement);
+    const max = Math.max(1e-9, ...points.flat()) * 1.15;
+    g.strokeStyle = styles.getPropertyValue('--border'); g.fillStyle = styles.getPropertyValue('--muted'); g.font = '11px system-ui';
+    for (let i = 0; i <= 4; i++) { const y = 4 + (h - 8) * i / 4; g.beginPath(); g.moveTo(0, y); g.lineTo(w, y); g.stroke();
+      g.fillText(format(max * (4 - i) / 4), 4, Math.max(12, y - 2)); }
+    series.forEach((s, si) => { g.strokeStyle = s.color; g.lineWidth = 2; g.beginPath();
+      points[si].forEach((v, i) => { const x = w - (points[si].length - 1 - i) * (w / (size - 1)), y = h - 4 - (h - 8) * v / max; i ? g.lineTo(x, y) : g.moveTo(x, y); });
+      g.stroke(); });
+    legend.innerHTML = series.map((s, si) => `<span class="badge">${esc(s.label)}: ${esc(format(points[si][points[si].length - 1] || 0))}</span>`).join('');
   };
-  const imageRef = id => { const i = table.rows().find(x => x.Id === id); const tag = i && (i.RepoTags || []).find(t => t !== '<none>:<none>'); return tag || id; };
-  $('#images').addEventListener('click', async e => {
-    const action = e.target.dataset && e.target.dataset.action; if (!action || e.target.disabled) return;
-    const ids = table.selected();
-    if (action === 'export') { for (const id of ids) download(`${base}/images/${encodeURIComponent(imageRef(id))}/get`, `${imageRef(id).replace(/[/:]/g, '_')}.tar`); return; }
-    if (action === 'tag') {
-      const input = $('#tag-name'), m = input.value.trim().match(/^(.+?)(?::([\w][\w.-]*))?$/);
-      if (!m) { input.classList.add('invalid'); toast('Enter a tag such as app:v2', true); return; }
-      try { await api('POST', `${base}/images/${encodeURIComponent(ids[0])}/tag?repo=${encodeURIComponent(m[1])}&tag=${encodeURIComponent(m[2] || 'latest')}`); toast(`Tagged ${input.value}`); input.value = ''; }
-      catch (err) { toast(`Tag: ${err.message}`, true); }
-    }
-    if (action === 'remove') {
-      if (!confirm(`Remove ${ids.length} image(s)?`)) return;
-      for (const id of ids) { try { await api('DELETE', `${base}/images/${encodeURIComponent(id)}?force=1`); } catch (err) { toast(`Remove ${shortId(id)}: ${err.message}`, true); } }
-    }
-    table.clearSelection(); await load();
-  });
-  const streamInto = async (form, progressEl, method, url, body, headers) => {
-    const view = progressView(progressEl);
-    await apiStream(method, url, body, jsonLines(m => view.feed(m)), headers);
-    if (view.failed()) throw new Error(view.failed());
-    await load();
-  };
-  const registries = await registryChoice(envId, $('#pull-registry'));
-  onSubmit($('#pull'), async data => {
-    const ref = registries.qualify(data.get('registry'), data.get('image').trim()); const m = ref.match(/^(.+?)(?::([\w][\w.-]*))?(@sha256:[0-9a-f]+)?$/);
-    if (!ref || !m) return showError($('#pull'), new Error('Enter an image reference'), 'image');
-    const fromImage = m[3] ? m[1] + m[3] : m[1];
-    await streamInto($('#pull'), $('#pull-progress'), 'POST', `${base}/images/create?fromImage=${encodeURIComponent(fromImage)}${m[3] ? '' : '&tag=' + encodeURIComponent(m[2] || 'latest')}`,
-      undefined, registries.headers(data.get('registry')));
-    toast(`Pulled ${ref}`);
-  });
-  onSubmit($('#build'), async data => {
-    const file = data.get('context'); if (!file || !file.size) return showError($('#build'), new Error('Choose a build context archive'), 'context');
-    const q = new URLSearchParams({dockerfile: data.get('dockerfile') || 'Dockerfile', rm: '1'}); if (data.get('tag')) q.set('t', data.get('tag'));
-    await streamInto($('#build'), $('#build-progress'), 'POST', `${base}/build?${q}`, file, {'Content-Type': 'application/x-tar'});
-    toast('Build finished');
-  });
-  onSubmit($('#import'), async data => {
-    const file = data.get('archive'); if (!file || !file.size) return showError($('#import'), new Error('Choose an image archive'), 'archive');
-    await streamInto($('#import'), $('#import-progress'), 'POST', `${base}/images/load?quiet=0`, file, {'Content-Type': 'application/x-tar'});
-    toast('Images imported');
-  });
-  await load(); watchEngine(envId, ['image'], load);
+  return {push(values) { values.forEach((v, i) => { points[i].push(v); if (points[i].length > size) points[i].shift(); }); draw(); }};
 }
-
-// ---- pages: volumes and networks ----------------------------------------------------------------------------
-async function pageVolumes(envId) {
-  const base = dockerBase(envId);
-  const main = render('Volumes', `<div class="toolbar"><h2>Volumes</h2></div>
-    <form class="card" id="volume-create"><h3>Create a volume</h3><div class="row"><div><label for="v-name">Name</label><input id="v-name" name="Name" placeholder="generated when empty"></div>
-    <div><label for="v-driver">Driver</label><input id="v-driver" name="Driver" value="local"></div></div>
-    <fieldset><legend>Driver options</legend><div id="v-opts"></div></fieldset><fieldset><legend>Labels</legend><div id="v-labels"></div></fieldset>
-    <div class="error" role="alert"></div><button class="primary" type="submit">Create the volume</button></form><div id="volume-warnings"></div><div class="card" id="volumes"></div>`, envCrumbs(envId, 'Volumes'));
-  const node = v => (v.Portainer && v.Portainer.Agent && v.Portainer.Agent.NodeName) || '';
-  const getOpts = pairsEditor($('#v-opts'), [{placeholder: 'option'}, {placeholder: 'value'}], [], 'Add option');
-  const getLabels = pairsEditor($('#v-labels'), [{placeholder: 'label'}, {placeholder: 'value'}], [], 'Add label');
-  const table = dataTable($('#volumes'), {
-    id: v => v.Name, selectable: true, filterPlaceholder: 'Filter volumes', empty: 'No volumes.',
-    actions: '<button class="danger" data-action="remove" disabled>Remove</button>',
-    columns: [{key: 'name', label: 'Name', value: v => v.Name, html: v => `<span class="mono">${esc(v.Name)}</span>
-        <a class="small" href="#/env/${envId}/volumes/${encodeURIComponent(v.Name)}/browse?node=${encodeURIComponent(node(v))}" title="Browse files (agent environments)">browse</a>`},
-      {key: 'driver', label: 'Driver', value: v => v.Driver}, {key: 'node', label: 'Node', value: node, cls: 'hide-sm'},
-      {key: 'mount', label: 'Mount point', value: v => v.Mountpoint, cls: 'hide-sm mono small'},
-      {key: 'created', label: 'Created', value: v => v.CreatedAt, html: v => fmtDate(v.CreatedAt), cls: 'hide-sm'}],
-    onSelectionChange: sel => { $('#volumes [data-action]').disabled = sel.size === 0; },
-  });
-  const load = async () => { const answer = await api('GET', `${base}/volumes`); table.setRows(answer.Volumes || []);
-    $('#volume-warnings').innerHTML = (answer.Warnings || []).map(w => `<p class="error">${esc(w)}</p>`).join(''); };
-  $('#volumes').addEventListener('click', async e => { if (!e.target.dataset || e.target.dataset.action !== 'remove' || e.target.disabled) return;
-    const names = table.selected(); if (!confirm(`Remove ${names.length} volume(s) and their data?`)) return;
-    for (const n of names) { try { await api('DELETE', `${base}/volumes/${encodeURIComponent(n)}`); } catch (err) { toast(`Remove ${n}: ${err.message}`, true); } }
-    table.clearSelection(); await load(); });
-  onSubmit($('#volume-create'), async data => {
-    const v = await api('POST', `${base}/volumes/create`, {Name: data.get('Name').trim(), Driver: data.get('Driver') || 'local', DriverOpts: Object.fromEntries(getOpts()), Labels: Object.fromEntries(getLabels())});
-    toast(`Volume ${v.Name} created`); $('#volume-create').reset(); getOpts.clear(); getLabels.clear(); await load();
-  });
-  await load(); watchEngine(envId, ['volume'], load);
-}
-async function pageNetworks(envId) {
-  const base = dockerBase(envId);
-  const main = render('Networks', `<div class="toolbar"><h2>Networks</h2></div>
-    <form class="card" id="network-create"><h3>Create a network</h3><div class="row"><div><label for="n-name">Name</label><input id="n-name" name="Name" required></div>
-    <div><label for="n-driver">Driver</label><select id="n-driver" name="Driver"><option>bridge</option><option>overlay</option><option>macvlan</option><option>ipvlan</option></select></div>
-    <div><label for="n-subnet">Subnet</label><input id="n-subnet" name="Subnet" placeholder="e.g. 172.30.0.0/16" data-error-hint="subnet|pool|overlap"></div>
-    <div><label for="n-gateway">Gateway</label><input id="n-gateway" name="Gateway" placeholder="e.g. 172.30.0.1" data-error-hint="gateway"></div></div>
-    <div class="row"><label class="check narrow"><input type="checkbox" name="Internal"> Internal (no outside access)</label><label class="check narrow"><input type="checkbox" name="Attachable"> Attachable</label></div>
-    <div class="error" role="alert"></div><button class="primary" type="submit">Create the network</button></form><div class="card" id="networks"></div>`, envCrumbs(envId, 'Networks'));
-  const builtin = new Set(['bridge', 'host', 'none', 'ingress', 'docker_gwbridge']);
-  const table = dataTable($('#networks'), {
-    id: n => n.Id, selectable: true, filterPlaceholder: 'Filter networks', empty: 'No networks.',
-    actions: '<button class="danger" data-action="remove" disabled>Remove</button>',
-    columns: [{key: 'name', label: 'Name', value: n => n.Name}, {key: 'driver', label: 'Driver', value: n => n.Driver}, {key: 'scope', label: 'Scope', value: n => n.Scope, cls: 'hide-sm'},
-      {key: 'subnet', label: 'Subnet', value: n => ((n.IPAM || {}).Config || []).map(c => c.Subnet).join(' '), cls: 'mono small'},
-      {key: 'gateway', label: 'Gateway', value: n => ((n.IPAM || {}).Config || []).map(c => c.Gateway || '').join(' '), cls: 'hide-sm mono small'},
-      {key: 'flags', label: '', value: n => [n.Internal && 'internal', n.Attachable && 'attachable', builtin.has(n.Name) && 'system'].filter(Boolean).join(' ')}],
-    onSelectionChange: sel => { $('#networks [data-action]').disabled = sel.size === 0; },
-  });
-  const load = async () => table.setRows(await api('GET', `${base}/networks`));
-  $('#networks').addEventListener('click', async e => { if (!e.target.dataset || e.target.dataset.action !== 'remove' || e.target.disabled) return;
-    for (const id of table.selected()) { try { await api('DELETE', `${base}/networks/${id}`); } catch (err) { toast(`Remove: ${err.message}`, true); } }
-    table.clearSelection(); await load(); });
-  onSubmit($('#network-create'), async data => {
-    const ipam = data.get('Subnet') ? {Driver: 'default', Config: [{Subnet: data.get('Subnet'), ...(data.get('Gateway') ? {Gateway: data.get('Gateway')} : {})}]} : undefined;
-    await api('POST', `${base}/networks/create`, {Name: data.get('Name').trim(), Driver: data.get('Driver'), Internal: !!data.get('Internal'), Attachable: !!data.get('Attachable'), IPAM: ipam, CheckDuplicate: true});
-    toast(`Network ${data.get('Name')} created`); $('#network-create').reset(); await load();
-  });
-  await load(); watchEngine(envId, ['network'], load);
-}
-
-// ---- pages: Swarm (read views of services, nodes, configs, secrets) ------------------------------------------
-const SWARM_VIEWS = {
-  services: {title: 'Services', columns: [{key: 'name', label: 'Name', value: s => s.Spec.Name}, {key: 'image', label: 'Image', value: s => ((s.Spec.TaskTemplate.ContainerSpec || {}).Image || '').split('@')[0]},
-    {key: 'mode', label: 'Mode', value: s => s.Spec.Mode.Replicated ? `replicated ${s.Spec.Mode.Replicated.Replicas}` : 'global'},
-    {key: 'running', label: 'Running', value: s => s.ServiceStatus ? `${s.ServiceStatus.RunningTasks} / ${s.ServiceStatus.DesiredTasks}` : ''},
-    {key: 'ports', label: 'Ports', value: s => ((s.Endpoint || {}).Ports || []).map(p => `${p.PublishedPort}:${p.TargetPort}`).join(' ')},
-    {key: 'updated', label: 'Updated', value: s => s.UpdatedAt, html: s => fmtDate(s.UpdatedAt), cls: 'hide-sm'}], path: 'services?status=true'},
-  nodes: {title: 'Nodes', columns: [{key: 'host', label: 'Host name', value: n => n.Description.Hostname}, {key: 'role', label: 'Role', value: n => n.Spec.Role + (n.ManagerStatus && n.ManagerStatus.Leader ? ' (leader)' : '')},
-    {key: 'availability', label: 'Availability', value: n => n.Spec.Availability}, {key: 'status', label: 'Status', value: n => n.Status.State, html: n => `<span class="${n.Status.State === 'ready' ? 'up' : 'down'}">${esc(n.Status.State)}</span>`},
-    {key: 'engine', label: 'Engine', value: n => n.Description.Engine.EngineVersion, cls: 'hide-sm'}, {key: 'addr', label: 'Address', value: n => n.Status.Addr, cls: 'hide-sm'}], path: 'nodes'},
-  configs: {title: 'Configs', columns: [{key: 'name', label: 'Name', value: c => c.Spec.Name}, {key: 'created', label: 'Created', value: c => c.CreatedAt, html: c => fmtDate(c.CreatedAt)},
-    {key: 'updated', label: 'Updated', value: c => c.UpdatedAt, html: c => fmtDate(c.UpdatedAt), cls: 'hide-sm'}], path: 'configs'},
-  secrets: {title: 'Secrets', columns: [{key: 'name', label: 'Name', value: c => c.Spec.Name}, {key: 'created', label: 'Created', value: c => c.CreatedAt, html: c => fmtDate(c.CreatedAt)},
-    {key: 'updated', label: 'Updated', value: c => c.UpdatedAt, html: c => fmtDate(c.UpdatedAt), cls: 'hide-sm'}], path: 'secrets'},
-};
-async function pageSwarm(envId, kind) {
-  const view = SWARM_VIEWS[kind];
-  render(view.title, `<div class="toolbar"><h2>${view.title}</h2></div><div class="card" id="swarm-list"></div>`, envCrumbs(envId, view.title));
-  const table = dataTable($('#swarm-list'), {id: x => x.ID, columns: view.columns, filterPlaceholder: `Filter ${kind}`, empty: `No ${kind}.`});
-  const load = async () => table.setRows(await api('GET', `${dockerBase(envId)}/${view.path}`));
-  await load(); every(10000, load);
-}
-
-// ---- pages: users, settings, my account ---------------------------------------------------------------------
-async function pageTags() {
-  const [tags, envs] = await Promise.all([api('GET', '/api/tags'), api('GET', '/api/endpoints')]);
-  const main = render('Tags', `<div class="card"><h2>Tags</h2>
-    <p class="muted">Tags label environments; dynamic edge groups pick their environments by tag.</p>
-    <table><thead><tr><th>Tag</th><th>Environments</th><th></th></tr></thead><tbody>
-    ${tags.map(t => `<tr><td><span class="badge">${esc(t.Name)}</span></td><td>${envs.map(ep => `<label class="inline">
-      <input type="checkbox" data-tag="${t.ID}" data-env="${ep.Id}" ${(ep.TagIds || []).includes(t.ID) ? 'checked' : ''}> ${esc(ep.Name)}</label>`).join(' ')}</td>
-      <td><button class="danger" data-del="${t.ID}">Remove</button></td></tr>`).join('') || '<tr><td colspan="3" class="muted">No tags yet.</td></tr>'}
-    </tbody></table><form id="f"><label for="tag-name">New tag</label><input id="tag-name" required maxlength="128">
-    <div class="error" role="alert"></div><button class="primary">Add tag</button></form></div>`);
-  const f = main.querySelector('#f');
-  f.onsubmit = async e => { e.preventDefault();
-    try { await api('POST', '/api/tags', {Name: f.querySelector('#tag-name').value}); pageTags(); } catch (err) { formError(f, err); } };
-  main.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => { await api('DELETE', `/api/tags/${b.dataset.del}`); pageTags(); });
-  main.querySelectorAll('[data-tag]').forEach(box => box.onchange = async () => {
-    const ep = envs.find(x => x.Id === +box.dataset.env), tag = +box.dataset.tag;
-    ep.TagIds = box.checked ? [...new Set([...(ep.TagIds || []), tag])] : (ep.TagIds || []).filter(x => x !== tag);
-    try { await api('PUT', `/api/endpoints/${ep.Id}`, {TagIds: ep.TagIds}); toast('Saved'); } catch (err) { toast(err.message); box.checked = !box.checked; } });
-}
-async function pageUsers() {
-  currentEnv = null;
-  const main = render('Users', `<div class="toolbar"><h2>Users</h2></div><form class="card" id="user-create"><h3>Add a user</h3>
-    <div class="row"><div><label for="u-name">Username</label><input id="u-name" name="Username" required autocomplete="off"></div>
-    <div><label for="u-password">Password (12 characters or more)</label><input id="u-password" name="Password" type="password" required autocomplete="new-password" data-error-hint="password"></div>
-    <div><label for="u-role">Role</label><select id="u-role" name="Role"><option value="2">standard user</option><option value="1">administrator</option></select></div></div>
-    <div class="error" role="alert"></div><p><button class="primary" type="submit">Create user</button></p></form><div class="card" id="users"></div>`);
-  const table = dataTable($('#users'), {id: u => u.Id, selectable: true, filterPlaceholder: 'Filter users', actions: '<button class="danger" data-action="remove" disabled>Remove</button>',
-    columns: [{key: 'name', label: 'Name', value: u => u.Username}, {key: 'role', label: 'Role', value: u => u.Role === 1 ? 'administrator' : 'standard user'},
-      {key: 'created', label: 'Created', value: u => u.CreationDate, html: u => fmtDate(u.CreationDate), cls: 'hide-sm'}],
-    onSelectionChange: sel => { $('#users [data-action]').disabled = sel.size === 0; }});
-  const load = async () => table.setRows(await api('GET', '/api/users'));
-  $('#users').addEventListener('click', async e => { if (!e.target.dataset || e.target.dataset.action !== 'remove' || e.target.disabled) return;
-    if (!confirm('Remove the selected users and their API keys?')) return;
-    for (const id of table.selected()) { try { await api('DELETE', `/api/users/${id}`); } catch (err) { toast(err.message, true); } }
-    table.clearSelection(); await load(); });
-  onSubmit($('#user-create'), async data => {
-    const u = await api('POST', '/api/users', {Username: data.get('Username'), Password: data.get('Password'), Role: +data.get('Role')});
-    toast(`User ${u.Username} created`); $('#user-create').reset(); await load();
-  });
-  await load();
-}
-async function pageSettings() {
-  currentEnv = null;
-  const [s, pub] = await Promise.all([api('GET', '/api/settings'), api('GET', '/api/settings/public')]);
-  const main = render('Settings', `<form class="card" id="settings"><h2>Settings</h2>
-    <label for="s-timeout">Session lifetime (e.g. 8h, 30m)</label><input id="s-timeout" name="UserSessionTimeout" value="${esc(s.UserSessionTimeout)}">
-    <label for="s-snapshot">Snapshot interval</label><input id="s-snapshot" name="SnapshotInterval" value="${esc(s.SnapshotInterval || '')}">
-    <label for="s-logo">Logo URL</label><input id="s-logo" name="LogoURL" value="${esc(s.LogoURL || '')}">
-    ${pub.AnalyticsAvailable ? `<p><label class="check"><input type="checkbox" name="EnableTelemetry" ${s.EnableTelemetry ? 'checked' : ''}> Send anonymous usage statistics</label></p>` : ''}
-    <div class="error" role="alert"></div><p><button class="primary" type="submit">Save settings</button></p></form>`);
-  onSubmit($('#settings'), async data => {
-    const body = {UserSessionTimeout: data.get('UserSessionTimeout'), SnapshotInterval: data.get('SnapshotInterval'), LogoURL: data.get('LogoURL')};
-    if (pub.AnalyticsAvailable) body.EnableTelemetry = !!data.get('EnableTelemetry');
-    await api('PUT', '/api/settings', body); toast('Settings saved');
-  });
-  await settingsAuditPanel();
-}
-async function pageAccount() {
-  currentEnv = null;
-  const main = render('My account', `<div class="grid2"><form class="card" id="password"><h3>Change password</h3>
-    <label for="a-current">Current password</label><input id="a-current" type="password" name="Password" required autocomplete="current-password" data-error-hint="current password">
-    <label for="a-new">New password (12 characters or more)</label><input id="a-new" type="password" name="NewPassword" required autocomplete="new-password" data-error-hint="at least|characters">
-    <div class="error" role="alert"></div><p><button class="primary" type="submit">Change password</button></p></form>
-    <form class="card" id="key-create"><h3>Add an API key</h3><label for="k-desc">Description</label><input id="k-desc" name="description" required>
-    <label for="k-password">Your password</label><input id="k-password" type="password" name="password" required autocomplete="current-password" data-error-hint="password">
-    <div class="error" role="alert"></div><p><button class="primary" type="submit">Add API key</button></p><div id="k-raw"></div></form></div>
-    <div class="card"><h3>API keys of ${esc(me.Username)}</h3><div id="keys"></div></div>`);
-  const table = dataTable($('#keys'), {id: k => k.id, selectable: true, filterPlaceholder: 'Filter keys', empty: 'No API keys.',
-    actions: '<button class="danger" data-action="remove" disabled>Remove</button>',
-    columns: [{key: 'desc', label: 'Description', value: k => k.description}, {key: 'prefix', label: 'Starts with', value: k => k.prefix, html: k => `<span class="mono">${esc(k.prefix)}…</span>`},
-      {key: 'created', label: 'Created', value: k => k.dateCreated, html: k => fmtDate(k.dateCreated)}, {key: 'used', label: 'Last used', value: k => k.lastUsed, html: k => k.lastUsed ? fmtAgo(k.lastUsed) : 'never'}],
-    onSelectionChange: sel => { $('#keys [data-action]').disabled = sel.size === 0; }});
-  const load = async () => table.setRows(await api('GET', `/api/users/${me.Id}/tokens`));
-  $('#keys').addEventListener('click', async e => { if (!e.target.dataset || e.target.dataset.action !== 'remove' || e.target.disabled) return;
-    for (const id of table.selected()) { try { await api('DELETE', `/api/users/${me.Id}/tokens/${id}`); } catch (err) { toast(err.message, true); } }
-    table.clearSelection(); await load(); });
-  onSubmit($('#key-create'), async data => {
-    const r = await api('POST', `/api/users/${me.Id}/tokens`, {description: data.get('description'), password: data.get('password')});
-    $('#k-raw').innerHTML = `<p>Copy this key now, it is shown only once:</p><pre class="mono" id="raw-key">${esc(r.rawAPIKey)}</pre>`;
-    $('#key-create').reset(); await load();
-  });
-  onSubmit($('#password'), async data => {
-    await api('PUT', `/api/users/${me.Id}/passwd`, {Password: data.get('Password'), NewPassword: data.get('NewPassword')});
-    toast('Password changed: log in again'); location.hash = '#/login';
-  });
-  await load();
-}
-
-// ---- pages: volume browser on agent environments (from the agent feature) ----------------------------------
-async function agentFetch(method, path, node, body) {
-  const headers = {}; if (node) headers['X-PortainerAgent-Target'] = node;
-  if (csrf && method !== 'GET') headers['X-CSRF-Token'] = csrf;
-  const r = await fetch(path, {method, headers, body, credentials: 'same-origin'});
-  if (!r.ok) { let msg = r.statusText; try { msg = (await r.json()).message || msg; } catch (e) {} const err = new Error(msg); err.status = r.status; throw err; }
-  return r;
-}
-async function pageBrowse(id, volume, node, path) {
-  const base = `/api/endpoints/${id}/docker/v2/browse`;
-  const q = p => `volumeID=${encodeURIComponent(volume)}&path=${encodeURIComponent(p)}`;
-  const join = name => (path.endsWith('/') ? path : path + '/') + name;
-  const entries = await (await agentFetch('GET', `${base}/ls?${q(path)}`, node)).json();
-  const parent = path.replace(/\/[^/]*\/?$/, '') || '/';
-  $app.innerHTML = shell(`<div class="card"><h2>Volume ${esc(volume)}: ${esc(path)}</h2>
-    <div class="toolbar">${path !== '/' ? `<button id="up">Up</button>` : ''}<input type="file" id="file" aria-label="File to upload">
-    <button class="primary" id="upload">Upload here</button><div class="error" role="alert" id="err"></div></div>
-    <table><tr><th>Name</th><th>Size</th><th>Modified</th><th></th></tr>${entries.map((e, i) => `<tr>
-    <td>${e.Dir ? `<a href="#" data-open="${i}">${esc(e.Name)}/</a>` : esc(e.Name)}</td><td>${e.Dir ? '' : e.Size}</td>
-    <td>${new Date(e.ModTime * 1000).toLocaleString()}</td><td>${e.Dir ? '' : `<button data-get="${i}">Download</button>`}
-    <button data-ren="${i}">Rename</button> <button class="danger" data-del="${i}">Delete</button></td></tr>`).join('')}</table></div>`);
-  bindShell();
-  const again = p => pageBrowse(id, volume, node, p);
-  const err = document.getElementById('err');
-  const act = fn => async ev => { ev.preventDefault(); try { await fn(entries[ev.target.dataset.open ?? ev.target.dataset.get ?? ev.target.dataset.ren ?? ev.target.dataset.del]); } catch (e) { err.textContent = e.message; } };
-  const up = document.getElementById('up'); if (up) up.onclick = () => again(parent);
-  document.querySelectorAll('[data-open]').forEach(a => a.onclick = act(async e => again(join(e.Name))));
-  document.querySelectorAll('[data-get]').forEach(b => b.onclick = act(async e => {
-    const blob = await (await agentFetch('GET', `${base}/get?${q(join(e.Name))}`, node)).blob();
-    const a = document.createElement('a'); a.href = URL.createObjectURL(blob); a.download = e.Name; a.click(); URL.revokeObjectURL(a.href); }));
-  document.querySelectorAll('[data-del]').forEach(b => b.onclick = act(async e => {
-    if (!confirm(`Delete ${e.Name}?`)) return; await agentFetch('DELETE', `${base}/delete?${q(join(e.Name))}`, node); again(path); }));
-  document.querySelectorAll('[data-ren]').forEach(b => b.onclick = act(async e => {
-    const name = prompt('New name', e.Name); if (!name || name === e.Name) return;
-    await agentFetch('PUT', `${base}/rename?${q(join(e.Name))}&newPath=${encodeURIComponent(join(name))}`, node); again(path); }));
-  document.getElementById('upload').onclick = act(async () => {
-    const file = document.getElementById('file').files[0]; if (!file) return;
-    const form = new FormData(); form.append('file', file, file.name);
-    await agentFetch('POST', `${base}/put?${q(path)}`, node, form); again(path); });
-}
-// ---- pages: teams, environment access and security, activity log, backup, sharing (from the access feature) --
-const ENV_ROLES = {1: 'Environment administrator', 2: 'Operator', 3: 'Helpdesk', 4: 'Standard user', 5: 'Read-only user'};
-const SECURITY_SWITCHES = {
-  allowBindMountsForRegularUsers: 'Allow bind mounts of host paths', allowPrivilegedModeForRegularUsers: 'Allow privileged mode',
-  allowHostNamespaceForRegularUsers: 'Allow host namespaces (PID, network, IPC)', allowDeviceMappingForRegularUsers: 'Allow device mapping',
-  allowContainerCapabilitiesForRegularUsers: 'Allow added capabilities', allowSysctlSettingForRegularUsers: 'Allow sysctl settings',
-  allowStackManagementForRegularUsers: 'Allow stack creation and changes', allowVolumeBrowserForRegularUsers: 'Allow the volume browser',
-  enableHostManagementFeatures: 'Enable host management features'};
-function roleOptions(selected, roles) {
+export function roleOptions(selected, roles) {
   return Object.entries(roles).map(([v, n]) => `<option value="${v}" ${+v === +selected ? 'selected' : ''}>${esc(n)}</option>`).join('');
 }
-async function pageTeams() {
-  const [teams, users] = await Promise.all([api('GET', '/api/teams'), api('GET', '/api/users')]);
-  const members = await Promise.all(teams.map(t => api('GET', `/api/teams/${t.Id}/memberships`).catch(() => [])));
-  const userName = id => (users.find(u => u.Id === id) || {}).Username || `user ${id}`;
-  const admin = me.Role === 1;
-  $app.innerHTML = shell(`<div class="card"><h2>Teams</h2><table><tr><th>Team</th><th>Members</th><th></th></tr>
-    ${teams.map((t, i) => `<tr><td><a href="#/teams/${t.Id}">${esc(t.Name)}</a></td>
-      <td>${members[i].map(m => esc(userName(m.UserID)) + (m.Role === 1 ? ' <span class="badge">leader</span>' : '')).join(', ')}</td>
-      <td>${admin ? `<button class="danger" data-del="${t.Id}">Remove</button>` : ''}</td></tr>`).join('') || '<tr><td colspan="3" class="muted">No team yet.</td></tr>'}</table>
-    ${admin ? `<form id="f"><h3>Add team</h3><label for="n">Name</label><input id="n" required>
-      <label for="l">Team leader (optional)</label><select id="l"><option value="">none</option>
-      ${users.map(u => `<option value="${u.Id}">${esc(u.Username)}</option>`).join('')}</select>
-      <div class="error" role="alert"></div><button class="primary">Create team</button></form>` : ''}</div>`);
-  bindShell();
-  const f = document.getElementById('f');
-  if (f) f.onsubmit = async e => { e.preventDefault();
-    try { await api('POST', '/api/teams', {Name: f.n.value, TeamLeaders: f.l.value ? [+f.l.value] : []}); pageTeams(); } catch (err) { formError(f, err); } };
-  document.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => {
-    if (confirm('Remove this team? Its members lose the access given to the team.')) { await api('DELETE', `/api/teams/${b.dataset.del}`); pageTeams(); } });
-}
-async function pageTeam(id) {
-  const [team, memberships, users] = await Promise.all([api('GET', `/api/teams/${id}`), api('GET', `/api/teams/${id}/memberships`), api('GET', '/api/users')]);
-  const admin = me.Role === 1;
-  const leads = memberships.some(m => m.UserID === me.Id && m.Role === 1);
-  const userName = uid => (users.find(u => u.Id === uid) || {}).Username || `user ${uid}`;
-  const outside = users.filter(u => !memberships.some(m => m.UserID === u.Id));
-  $app.innerHTML = shell(`<div class="card"><h2>Team ${esc(team.Name)}</h2><table><tr><th>User</th><th>Role in the team</th><th></th></tr>
-    ${memberships.map(m => `<tr><td>${esc(userName(m.UserID))}</td><td>${admin ? `<select data-role="${m.Id}" aria-label="role of ${esc(userName(m.UserID))}">
-      ${roleOptions(m.Role, {1: 'Team leader', 2: 'Member'})}</select>` : (m.Role === 1 ? 'Team leader' : 'Member')}</td>
-      <td>${admin || (leads && m.Role === 2) ? `<button class="danger" data-del="${m.Id}">Remove from team</button>` : ''}</td></tr>`).join('')}</table>
-    ${admin || leads ? `<form id="f"><h3>Add a member</h3><label for="u">User</label><select id="u" required>
-      ${outside.map(u => `<option value="${u.Id}">${esc(u.Username)}</option>`).join('')}</select>
-      ${admin ? `<label for="r">Role</label><select id="r">${roleOptions(2, {1: 'Team leader', 2: 'Member'})}</select>` : ''}
-      <div class="error" role="alert"></div><button class="primary">Add</button></form>` : ''}
-    <p><a href="#/teams">All teams</a></p></div>`);
-  bindShell();
-  const f = document.getElementById('f');
-  if (f) f.onsubmit = async e => { e.preventDefault(); const r = document.getElementById('r');
-    try { await api('POST', '/api/team_memberships', {UserID: +f.u.value, TeamID: +id, Role: r ? +r.value : 2}); pageTeam(id); } catch (err) { formError(f, err); } };
-  document.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => { await api('DELETE', `/api/team_memberships/${b.dataset.del}`); pageTeam(id); });
-  document.querySelectorAll('[data-role]').forEach(s => s.onchange = async () => { await api('PUT', `/api/team_memberships/${s.dataset.role}`, {Role: +s.value}); pageTeam(id); });
-}
-async function pageEndpointAccess(id) {
-  const [ep, users, teams] = await Promise.all([api('GET', `/api/endpoints/${id}`), api('GET', '/api/users'), api('GET', '/api/teams')]);
-  const policies = {User: ep.UserAccessPolicies || {}, Team: ep.TeamAccessPolicies || {}};
-  const nameOf = (kind, sid) => kind === 'User' ? ((users.find(u => u.Id === +sid) || {}).Username || `user ${sid}`)
-                                               : ((teams.find(t => t.Id === +sid) || {}).Name || `team ${sid}`);
-  const rows = ['User', 'Team'].flatMap(kind => Object.entries(policies[kind]).map(([sid, p]) => ({kind, sid, role: p.RoleId || 4})));
-  $app.innerHTML = shell(`<div class="card"><h2>Access to ${esc(ep.Name)}</h2>
-    <p class="muted">Administrators always have access. Everyone else sees this environment only when listed here, and can do what the role allows.</p>
-    <table><tr><th>User or team</th><th>Role</th><th></th></tr>${rows.map(r => `<tr><td>${r.kind === 'Team' ? 'Team ' : ''}${esc(nameOf(r.kind, r.sid))}</td>
-      <td><select data-kind="${r.kind}" data-sid="${esc(r.sid)}" aria-label="role">${roleOptions(r.role, ENV_ROLES)}</select></td>
-      <td><button class="danger" data-remove="${r.kind}:${esc(r.sid)}">Remove access</button></td></tr>`).join('') || '<tr><td colspan="3" class="muted">Administrators only.</td></tr>'}</table>
-    <form id="f"><h3>Give access</h3><label for="s">User or team</label><select id="s" required>
-      ${users.filter(u => u.Role !== 1).map(u => `<option value="User:${u.Id}">${esc(u.Username)}</option>`).join('')}
-      ${teams.map(t => `<option value="Team:${t.Id}">Team ${esc(t.Name)}</option>`).join('')}</select>
-      <label for="r">Role</label><select id="r">${roleOptions(4, ENV_ROLES)}</select>
-      <div class="error" role="alert"></div><button class="primary">Give access</button></form>
-    <p><a href="#/env/${ep.Id}/security">Security settings of this environment</a></p></div>`);
-  bindShell();
-  const save = async () => { await api('PUT', `/api/endpoints/${id}`, {UserAccessPolicies: policies.User, TeamAccessPolicies: policies.Team}); pageEndpointAccess(id); };
-  const f = document.getElementById('f');
-  f.onsubmit = async e => { e.preventDefault(); const [kind, sid] = f.s.value.split(':');
-    policies[kind][sid] = {RoleId: +f.r.value}; try { await save(); } catch (err) { formError(f, err); } };
-  document.querySelectorAll('select[data-kind]').forEach(s => s.onchange = () => { policies[s.dataset.kind][s.dataset.sid] = {RoleId: +s.value}; save(); });
-  document.querySelectorAll('[data-remove]').forEach(b => b.onclick = () => { const [kind, sid] = b.dataset.remove.split(':'); delete policies[kind][sid]; save(); });
-}
-async function pageEndpointSecurity(id) {
-  const ep = await api('GET', `/api/endpoints/${id}`);
-  const current = ep.SecuritySettings || {};
-  $app.innerHTML = shell(`<div class="card"><h2>Security settings of ${esc(ep.Name)}</h2>
-    <p class="muted">What users who are not administrators of this environment may do. Everything here is off by default: each switch can give root on the host.</p>
-    <form id="f">${Object.entries(SECURITY_SWITCHES).map(([k, label]) => `<label class="check"><input type="checkbox" name="${k}" ${current[k] ? 'checked' : ''}> ${esc(label)}</label>`).join('')}
-    <div class="error" role="alert"></div><button class="primary">Save</button></form>
-    <p><a href="#/env/${ep.Id}/access">Who has access</a></p></div>`);
-  bindShell();
-  const f = document.getElementById('f');
-  f.onsubmit = async e => { e.preventDefault(); const body = {};
-    Object.keys(SECURITY_SWITCHES).forEach(k => { body[k] = f.elements[k].checked; });
-    try { await api('PUT', `/api/endpoints/${id}`, {SecuritySettings: body}); formError(f, {message: 'Saved.'}); } catch (err) { formError(f, err); } };
-}
-async function pageActivity(kind) {
-  const columns = kind === 'authlogs' ? ['timestamp', 'username', 'origin', 'type', 'result']
-                                      : ['timestamp', 'username', 'context', 'method', 'path', 'status'];
-  let keyword = '', offset = 0; const limit = 50;
-  $app.innerHTML = shell(`<div class="card"><div class="toolbar"><h2>${kind === 'authlogs' ? 'Authentication log' : 'Activity log'}</h2>
-    <a href="#/activity">Activity</a><a href="#/activity/auth">Authentication</a>
-    <input id="q" placeholder="Search" aria-label="Search the log"><a id="csv" download>Export CSV</a></div>
-    <table><thead><tr>${columns.map(c => `<th>${esc(c)}</th>`).join('')}</tr></thead><tbody id="tb"></tbody></table>
-    <div class="toolbar"><button id="prev">Previous</button><span id="pos" class="muted"></span><button id="next">Next</button></div></div>`);
-  bindShell();
-  const draw = async () => {
-    const query = `keyword=${encodeURIComponent(keyword)}`;
-    const page = await api('GET', `/api/useractivity/${kind}?${query}&offset=${offset}&limit=${limit}`);
-    document.getElementById('csv').href = `/api/useractivity/${kind}.csv?${query}`;
-    document.getElementById('tb').innerHTML = page.logs.map(e => `<tr>${columns.map(c => `<td>${c === 'timestamp' ? new Date(e[c] * 1000).toLocaleString() : esc(e[c])}</td>`).join('')}</tr>`).join('')
-      || `<tr><td colspan="${columns.length}" class="muted">Nothing recorded${keyword ? ' matches' : ''}.</td></tr>`;
-    document.getElementById('pos').textContent = page.totalCount ? `${offset + 1}–${offset + page.logs.length} of ${page.totalCount}` : '';
-    document.getElementById('prev').disabled = offset === 0;
-    document.getElementById('next').disabled = offset + limit >= page.totalCount;
-  };
-  let timer = null;
-  document.getElementById('q').oninput = e => { clearTimeout(timer); timer = setTimeout(() => { keyword = e.target.value; offset = 0; draw(); }, 250); };
-  document.getElementById('prev').onclick = () => { offset = Math.max(0, offset - limit); draw(); };
-  document.getElementById('next').onclick = () => { offset += limit; draw(); };
-  await draw();
-}
-async function restoreForm(f, after) {
-  const data = new FormData(); data.append('file', f.file.files[0]); data.append('password', f.pw.value);
-  const headers = csrf ? {'X-CSRF-Token': csrf} : {};
-  const r = await fetch('/api/restore', {method: 'POST', body: data, headers, credentials: 'same-origin'});
-  if (!r.ok) { const body = await r.json().catch(() => ({})); throw new Error(body.message || r.statusText); }
-  after();
-}
-function restoreFormHtml() {
-  return `<form id="rf"><h3>Restore</h3><label for="file">Backup file</label><input id="file" name="file" type="file" required>
-    <label for="pw">Its password (if it was given one)</label><input id="pw" type="password" autocomplete="off">
-    <div class="error" role="alert"></div><button class="danger">Restore</button></form>`;
-}
-async function pageBackup() {
-  $app.innerHTML = shell(`<div class="card"><h2>Backup</h2>
-    <p class="muted">A copy of the data directory: users, environments, settings, stack files, keys and certificates. With a password it is encrypted (AES-256-GCM).</p>
-    <form id="bf"><label for="bp">Password (recommended)</label><input id="bp" type="password" autocomplete="new-password">
-    <div class="error" role="alert"></div><button class="primary">Download backup</button></form>
-    ${restoreFormHtml()}</div>`);
-  bindShell();
-  const bf = document.getElementById('bf');
-  bf.onsubmit = async e => { e.preventDefault();
-    const r = await fetch('/api/backup', {method: 'POST', credentials: 'same-origin', body: JSON.stringify({password: bf.bp.value}),
-                                          headers: {'Content-Type': 'application/json', 'X-CSRF-Token': csrf}});
-    if (!r.ok) { const body = await r.json().catch(() => ({})); return formError(bf, {message: body.message || r.statusText}); }
-    const name = (r.headers.get('Content-Disposition') || '').match(/filename="([^"]+)"/);
-    const a = document.createElement('a'); a.href = URL.createObjectURL(await r.blob()); a.download = name ? name[1] : 'portainer-backup.tar.gz';
-    document.body.appendChild(a); a.click(); a.remove(); formError(bf, {message: 'Backup downloaded.'}); };
-  const rf = document.getElementById('rf');
-  rf.onsubmit = async e => { e.preventDefault(); if (!confirm('Replace all of this server\'s data with the backup?')) return;
-    try { await restoreForm(rf, () => formError(rf, {message: 'Restored. Log in again if your session ends.'})); } catch (err) { formError(rf, err); } };
-}
-async function pageRestoreFresh() {
-  $app.innerHTML = `<div class="card auth"><h2>Restore this new server from a backup</h2>${restoreFormHtml()}<p><a href="#/home">Create an administrator instead</a></p></div>`;
-  const rf = document.getElementById('rf');
-  rf.onsubmit = async e => { e.preventDefault();
-    try { await restoreForm(rf, () => { location.hash = '#/login'; route(); }); } catch (err) { formError(rf, err); } };
-}
-async function settingsAuditPanel() {
-  const main = document.querySelector('main'); if (!main) return;
-  const [s, preview] = await Promise.all([api('GET', '/api/settings'), api('GET', '/api/telemetry/preview')]);
-  const card = document.createElement('div'); card.className = 'card';
-  card.innerHTML = `<h2>Activity log and analytics</h2><form id="af"><label for="ret">Keep activity log entries for (days, 0 = forever)</label>
-    <input id="ret" type="number" min="0" max="36500" value="${esc(s.ActivityLogRetentionDays)}">
-    <div class="error" role="alert"></div><button class="primary">Save</button></form>
-    <h3>Anonymous analytics</h3>${preview.Available ? `<p class="muted">${preview.Enabled ? 'On' : 'Off'}${preview.URL ? '' : ' (no --analytics-url is set, so nothing is sent)'}.
-    At most once a day, exactly this is sent${preview.LastSent ? ', last on ' + new Date(preview.LastSent * 1000).toLocaleString() : ''}:</p>
-    <pre id="preview">${esc(JSON.stringify(preview.Payload, null, 2))}</pre>` : '<p class="muted">Disabled by --no-analytics.</p>'}`;
-  main.appendChild(card);
-  const af = card.querySelector('#af');
-  af.onsubmit = async e => { e.preventDefault();
-    try { await api('PUT', '/api/settings', {ActivityLogRetentionDays: +af.ret.value}); formError(af, {message: 'Saved.'}); } catch (err) { formError(af, err); } };
-}
-async function pageResourceControls() {
-  const [controls, users, teams] = await Promise.all([api('GET', '/api/resource_controls'), api('GET', '/api/users'), api('GET', '/api/teams')]);
-  const kinds = {1: 'container', 2: 'service', 3: 'volume', 4: 'network', 6: 'stack'};
-  const who = rc => rc.Public ? 'everyone with access to the environment' : rc.AdministratorsOnly ? 'administrators only' :
-    [...rc.UserAccesses.map(a => (users.find(u => u.Id === a.UserId) || {}).Username || `user ${a.UserId}`),
-     ...rc.TeamAccesses.map(a => 'team ' + ((teams.find(t => t.Id === a.TeamId) || {}).Name || a.TeamId))].join(', ') || 'nobody but administrators';
-  $app.innerHTML = shell(`<div class="card"><h2>Shared resources</h2>
-    <p class="muted">What a user creates is theirs and their teams'. Here an administrator shares a resource with others, makes it public, or keeps it to administrators.</p>
-    <table><tr><th>Resource</th><th>Kind</th><th>Who may use it</th><th></th></tr>${controls.map(rc => `<tr><td>${esc(rc.ResourceId.slice(0, 24))}</td>
-      <td>${esc(kinds[rc.Type] || rc.Type)}</td><td>${esc(who(rc))}</td><td><button class="danger" data-del="${rc.Id}">Remove</button></td></tr>`).join('')
-      || '<tr><td colspan="4" class="muted">Nothing is shared beyond its owners.</td></tr>'}</table>
-    <form id="f"><h3>Share a resource</h3><label for="rid">Full id (the name, for a volume)</label><input id="rid" required>
-      <label for="k">Kind</label><select id="k">${roleOptions(1, kinds)}</select>
-      <label for="w">With</label><select id="w" multiple>${users.filter(u => u.Role !== 1).map(u => `<option value="u${u.Id}">${esc(u.Username)}</option>`).join('')}
-        ${teams.map(t => `<option value="t${t.Id}">team ${esc(t.Name)}</option>`).join('')}</select>
-      <label class="check"><input type="checkbox" id="pub"> Public: everyone with access to the environment</label>
-      <label class="check"><input type="checkbox" id="adm"> Administrators only</label>
-      <div class="error" role="alert"></div><button class="primary">Share</button></form></div>`);
-  bindShell();
-  const f = document.getElementById('f');
-  f.onsubmit = async e => { e.preventDefault(); const chosen = [...f.w.selectedOptions].map(o => o.value);
-    try { await api('POST', '/api/resource_controls', {ResourceID: f.rid.value.trim(), Type: +f.k.value, Public: f.pub.checked, AdministratorsOnly: f.adm.checked,
-      Users: chosen.filter(v => v[0] === 'u').map(v => +v.slice(1)), Teams: chosen.filter(v => v[0] === 't').map(v => +v.slice(1))}); pageResourceControls(); }
-    catch (err) { formError(f, err); } };
-  document.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => { await api('DELETE', `/api/resource_controls/${b.dataset.del}`); pageResourceControls(); });
-}
-// ---- registries and image updates ---------------------------------------------------------------------------
-const REGISTRY_TYPES = {1: 'Quay.io', 2: 'Azure', 3: 'Custom', 4: 'GitLab', 5: 'ProGet', 6: 'DockerHub', 7: 'ECR', 8: 'GitHub'};
-async function pageRegistries(editId) {
-  const regs = await api('GET', '/api/registries');
-  const editing = regs.find(r => String(r.Id) === String(editId));
-  const r0 = editing || {Name: '', URL: '', Type: 3, Authentication: false, Username: '', TLSSkipVerify: false};
-  render('Registries', `<div class="card"><h2>Registries</h2><table><thead><tr><th>Name</th><th>URL</th>
-    <th class="hide-sm">Type</th><th>Credentials</th><th></th></tr></thead><tbody>
-    ${regs.map(r => `<tr><td>${esc(r.Name)}</td><td>${esc(r.URL)}</td><td class="hide-sm">${esc(REGISTRY_TYPES[r.Type] || r.Type)}</td>
-      <td>${r.Authentication ? esc(r.Username) : '<span class="muted">anonymous</span>'}</td>
-      <td><a href="#/registries/${r.Id}">Browse</a> ${isAdmin() ? `<button class="small" data-edit="${r.Id}">Edit</button>
-      <button class="small" data-access="${r.Id}">Access</button> <button class="small danger" data-del="${r.Id}">Remove</button>` : ''}</td></tr>`).join('')
-      || '<tr><td colspan="5" class="muted">No registry yet.</td></tr>'}</tbody></table></div>
-    ${isAdmin() ? `<div class="card"><h3>${editing ? 'Edit registry ' + esc(editing.Name) : 'Add registry'}</h3><form id="rf">
-      <label for="rn">Name</label><input id="rn" required value="${esc(r0.Name)}">
-      <label for="ru">URL (host:port, e.g. registry.example.com or 127.0.0.1:5000)</label><input id="ru" required value="${esc(r0.URL)}">
-      <label for="rt">Type</label><select id="rt">${Object.entries(REGISTRY_TYPES).map(([k, v]) => `<option value="${k}" ${+k === r0.Type ? 'selected' : ''}>${v}</option>`).join('')}</select>
-      <label class="check"><input type="checkbox" id="ra" ${r0.Authentication ? 'checked' : ''}> Authentication</label>
-      <label for="rus">Username</label><input id="rus" autocomplete="off" value="${esc(r0.Username)}">
-      <label for="rp">Password${editing ? ' (leave empty to keep the current one)' : ''}</label><input id="rp" type="password" autocomplete="new-password">
-      <label class="check"><input type="checkbox" id="rk" ${r0.TLSSkipVerify ? 'checked' : ''}> Skip TLS certificate verification</label>
-      <div class="error" role="alert"></div><button class="primary">${editing ? 'Save' : 'Add registry'}</button>
-      ${editing ? '<a href="#/registries">Cancel</a>' : ''}</form></div><div id="access"></div>` : ''}`);
-  if (!isAdmin()) return;
-  const f = $('#rf');
-  f.onsubmit = async e => { e.preventDefault();
-    const body = {Name: f.rn.value, URL: f.ru.value, Type: +f.rt.value, Authentication: f.ra.checked,
-                  Username: f.rus.value, TLSSkipVerify: f.rk.checked};
-    if (f.rp.value) body.Password = f.rp.value;
-    try { if (editing) await api('PUT', `/api/registries/${editing.Id}`, body); else await api('POST', '/api/registries', body);
-      toast(editing ? 'Registry saved' : 'Registry added'); location.hash = '#/registries'; pageRegistries(); } catch (err) { formError(f, err); } };
-  $$('[data-edit]').forEach(b => b.onclick = () => pageRegistries(b.dataset.edit));
-  $$('[data-del]').forEach(b => b.onclick = async () => {
-    if (!confirm('Remove this registry and its credentials?')) return;
-    try { await api('DELETE', `/api/registries/${b.dataset.del}`); pageRegistries(); } catch (err) { toast(err.message, true); } });
-  $$('[data-access]').forEach(b => b.onclick = () => registryAccessForm(regs.find(r => String(r.Id) === b.dataset.access)));
-}
-async function registryAccessForm(reg) {
-  const [eps, users, teams] = await Promise.all([api('GET', '/api/endpoints'), api('GET', '/api/users'),
-    api('GET', '/api/teams').catch(() => [])]);
-  const box = $('#access');
-  const draw = envId => { const acc = (reg.RegistryAccesses || {})[envId] || {};
-    const users_ = acc.UserAccessPolicies || {}, teams_ = acc.TeamAccessPolicies || {};
-    box.innerHTML = `<div class="card"><h3>Who may use ${esc(reg.Name)}</h3><form id="af"><label for="ae">Environment</label>
-      <select id="ae">${eps.map(ep => `<option value="${ep.Id}" ${String(ep.Id) === String(envId) ? 'selected' : ''}>${esc(ep.Name)}</option>`).join('')}</select>
-      <fieldset><legend>Users</legend>${users.filter(u => u.Role !== 1).map(u => `<label class="check"><input type="checkbox" name="u" value="${u.Id}" ${users_[u.Id] ? 'checked' : ''}> ${esc(u.Username)}</label>`).join('') || '<span class="muted">no standard users</span>'}</fieldset>
-      ${teams.length ? `<fieldset><legend>Teams</legend>${teams.map(t => `<label class="check"><input type="checkbox" name="t" value="${t.Id}" ${teams_[t.Id] ? 'checked' : ''}> ${esc(t.Name)}</label>`).join('')}</fieldset>` : ''}
-      <div class="error" role="alert"></div><button class="primary">Save access</button></form></div>`;
-    const f = $('#af');
-    f.ae.onchange = () => draw(f.ae.value);
-    f.onsubmit = async e => { e.preventDefault();
-      const pick = n => Object.fromEntries($$(`input[name=${n}]:checked`, f).map(x => [x.value, {RoleId: 0}]));
-      const body = {UserAccessPolicies: pick('u'), TeamAccessPolicies: pick('t')};
-      try { await api('PUT', `/api/endpoints/${f.ae.value}/registries/${reg.Id}`, body);
-        reg.RegistryAccesses = reg.RegistryAccesses || {}; reg.RegistryAccesses[f.ae.value] = body; toast('Access saved'); }
-      catch (err) { formError(f, err); } }; };
-  draw(eps.length ? eps[0].Id : '');
-}
-async function pageRegistryBrowse(id) {
-  const [reg, eps] = await Promise.all([api('GET', `/api/registries/${id}`), api('GET', '/api/endpoints')]);
-  render(reg.Name, `<div class="card"><h2>${esc(reg.Name)} <span class="muted">${esc(reg.URL)}</span></h2>
-    <div class="error" role="alert" id="reg-err"></div><div class="grid"><div><h3>Repositories</h3><div id="repos" class="muted">Loading…</div></div>
-    <div><h3>Tags</h3><div id="tags" class="muted">Choose a repository.</div></div></div>
-    <label for="pull-env">Pull to environment</label><select id="pull-env">${eps.map(ep => `<option value="${ep.Id}">${esc(ep.Name)}</option>`).join('')}</select>
-    <div id="pulled"></div></div>`, `<a href="#/registries">Registries</a> / ${esc(reg.Name)}`);
-  const err = $('#reg-err');
-  let repos = [];
-  try { repos = (await api('GET', `/api/registries/${id}/v2/_catalog`)).repositories; } catch (e) { err.textContent = e.message; }
-  $('#repos').innerHTML = repos.map(r => `<div><a href="#/registries/${id}" data-repo="${esc(r)}">${esc(r)}</a></div>`).join('') || 'No repository.';
-  $$('[data-repo]').forEach(a => a.onclick = async e => { e.preventDefault(); err.textContent = '';
-    const repo = a.dataset.repo, box = $('#tags');
-    try { const t = await api('GET', `/api/registries/${id}/v2/${repo.split('/').map(encodeURIComponent).join('/')}/tags/list`);
-      box.innerHTML = (t.tags || []).map(tag => `<div>${esc(repo)}:<b>${esc(tag)}</b> <button class="small" data-pull="${esc(tag)}">Pull</button></div>`).join('') || 'No tag.';
-      $$('[data-pull]', box).forEach(b => b.onclick = () => pullWithRegistry(reg, repo, b.dataset.pull));
-    } catch (e2) { err.textContent = e2.message; } });
-}
-// A pull through the proxy that names the registry, as Portainer's UI does: the server adds its credentials.
-async function pullWithRegistry(reg, repo, tag) {
-  const env = $('#pull-env').value, image = `${reg.URL.replace(/^\w+:\/\//, '').split('/')[0]}/${repo}`;
-  const view = progressView($('#pulled'));
-  try {
-    await apiStream('POST', `${dockerBase(env)}/images/create?fromImage=${encodeURIComponent(image)}&tag=${encodeURIComponent(tag)}`,
-      undefined, jsonLines(m => view.feed(m)), {'X-Registry-Auth': btoa(JSON.stringify({registryId: reg.Id}))});
-    if (view.failed()) throw new Error(view.failed());
-    toast(`Pulled ${image}:${tag}`);
-  } catch (err) { toast(`Pull of ${image}:${tag} failed: ${err.message}`, true); }
-}
-// A registry picker for pulls: the registries the user may use here; the server adds the chosen one's credentials.
-async function registryChoice(envId, select) {
-  const regs = await api('GET', `/api/endpoints/${envId}/registries`).catch(() => []);
-  select.insertAdjacentHTML('beforeend', regs.map(r => `<option value="${r.Id}">${esc(r.Name)} (${esc(r.URL)})</option>`).join(''));
-  const host = id => { const r = regs.find(x => String(x.Id) === String(id)); return r ? r.URL.replace(/^\w+:\/\//, '').split('/')[0] : ''; };
-  return {
-    headers: id => (id ? {'X-Registry-Auth': btoa(JSON.stringify({registryId: +id}))} : {}),
-    qualify: (id, ref) => (id && host(id) && !ref.startsWith(host(id) + '/') ? `${host(id)}/${ref}` : ref),
-  };
-}
-// The stack view's image updates: a badge per running container, recreate buttons for the outdated ones.
-async function stackImageUpdates(stack, reload) {
-  const box = $('#stack-updates'); if (!box) return;
-  const labels = {outdated: 'update available', updated: 'up to date', skipped: 'unknown', unknown: 'unknown'};
-  let answer;
-  try { answer = await api('GET', `/api/stacks/${stack.Id}/images_status`); } catch (e) { box.textContent = e.message; return; }
-  const entries = Object.entries(answer.Containers);
-  box.innerHTML = entries.length ? `<p>Images: <span class="badge ${esc(answer.Status)}">${labels[answer.Status]}</span> ` +
-    entries.map(([id, s]) => `<span class="badge ${esc(s.Status)}" title="${esc(s.Message)}">${esc(s.Name)}: ${labels[s.Status] || 'unknown'}</span>` +
-      (s.Status === 'outdated' ? `<button type="button" class="small" data-recreate="${esc(id)}">Recreate with new image</button> ` : '')).join('') + '</p>' : '';
-  $$('[data-recreate]', box).forEach(b => b.onclick = async () => { b.disabled = true; b.textContent = 'Recreating…';
-    try { await api('POST', `/api/docker/${stack.EndpointId}/containers/${b.dataset.recreate}/recreate`, {PullImage: true}); toast('Recreated with the new image'); reload(); }
-    catch (err) { toast(err.message, true); b.disabled = false; b.textContent = 'Recreate with new image'; } });
-}
-// The "Image update" column of a containers table: a badge per running container, and a recreate button.
-function imageUpdates(envId, redraw, reload) {
-  const labels = {outdated: 'update available', updated: 'up to date', skipped: 'unknown', unknown: 'unknown'};
-  const state = {statuses: {}};
-  state.value = c => (state.statuses[c.Id] || {}).Status || '';
-  state.cell = c => { if (c.State !== 'running') return '';
-    const s = state.statuses[c.Id]; if (!s) return '<span class="muted small">checking…</span>';
-    return `<span class="badge ${esc(s.Status)}" title="${esc(s.Message)}">${labels[s.Status] || 'unknown'}</span>` +
-      (s.Status === 'outdated' ? ` <button class="small" data-recreate="${esc(c.Id)}">Recreate with new image</button>` : ''); };
-  state.load = async refresh => {
-    try { state.statuses = await api('GET', `/api/endpoints/${envId}/image_status${refresh ? '?refresh=true' : ''}`); }
-    catch (e) { toast(e.message, true); }
-    redraw(); };
-  state.missing = rows => rows.some(c => c.State === 'running' && !state.statuses[c.Id]);
-  state.bind = el => el.addEventListener('click', async e => {
-    const b = e.target.closest('[data-recreate]'); if (!b) return;
-    b.disabled = true; b.textContent = 'Recreating…';
-    try { await api('POST', `/api/docker/${envId}/containers/${b.dataset.recreate}/recreate`, {PullImage: true}); toast('Recreated with the new image'); }
-    catch (err) { toast(err.message, true); }
-    await reload(); });
-  return state;
-}
-// Who may use a stack, from its resource control: a stack without one is for administrators only.
-function stackAccess(rc, users, teams) {
-  if (!rc || rc.AdministratorsOnly) return 'administrators';
-  if (rc.Public) return 'public';
-  return [...rc.UserAccesses.map(a => a.UserId === me.Id ? 'you' : (users.find(u => u.Id === a.UserId) || {}).Username || `user ${a.UserId}`),
-    ...rc.TeamAccesses.map(a => 'team ' + ((teams.find(t => t.Id === a.TeamId) || {}).Name || a.TeamId))].join(', ') || 'administrators';
-}
-async function pageStacks() {
-  const [stacks, eps, users, teams] = await Promise.all([api('GET', '/api/stacks'), api('GET', '/api/endpoints'),
-    api('GET', '/api/users').catch(() => []), api('GET', '/api/teams').catch(() => [])]);
-  const epName = id => (eps.find(e => e.Id === id) || {}).Name || id;
-  const outside = [];
-  for (const ep of eps.filter(e => e.Status === 1 && e.Type === 1)) {
-    try { outside.push(...await api('GET', `/api/stacks/outside?endpointId=${ep.Id}`)); } catch (e) { /* no stack rights there */ }
-  }
-  render('Stacks', `<div class="toolbar"><h2 class="flat">Stacks</h2><span class="spacer"></span>
-    ${me.Role === 1 ? '<a href="#/edge/stacks">Edge stacks</a>' : ''}<a href="#/stacks/new"><button class="primary">Add stack</button></a></div>
-    <div class="card"><table><thead><tr><th>Name</th><th>Type</th><th>Environment</th><th>State</th><th>Owner/Access</th><th>Created</th></tr></thead><tbody>
-    ${stacks.map(s => `<tr><td><a href="#/stacks/${s.Id}">${esc(s.Name)}</a></td><td>${s.Type === 1 ? 'Swarm' : 'Compose'}</td>
-      <td>${esc(epName(s.EndpointId))}</td><td class="${s.Status === 1 ? 'running' : 'exited'}">${s.Status === 1 ? 'active' : 'inactive'}</td>
-      <td class="access">${esc(stackAccess(s.ResourceControl, users, teams))}</td>
-      <td>${new Date(s.CreationDate * 1000).toLocaleString()}</td></tr>`).join('') || '<tr><td colspan="6" class="muted">No stack yet.</td></tr>'}
-    </tbody></table></div>
-    ${outside.length ? `<div class="card"><h3>Made outside portainer.py</h3><table><tr><th>Project</th><th>Environment</th><th>Services</th><th>Running</th><th></th></tr>
-    ${outside.map(p => `<tr><td>${esc(p.Name)}</td><td>${esc(epName(p.EndpointId))}</td><td>${esc(p.Services.join(', '))}</td>
-      <td>${p.Running}/${p.Containers}</td><td>${me.Role === 1 ? `<a href="#/stacks/adopt/${p.EndpointId}/${encodeURIComponent(p.Name)}">Adopt</a>` : ''}</td></tr>`).join('')}</table></div>` : ''}`);
-}
-function demuxLogs(bytes) {
-  // Docker frames non-TTY logs: 8-byte header (stream, 0, 0, 0, big-endian length), then the payload.
-  const parts = []; let i = 0;
-  while (i + 8 <= bytes.length && bytes[i] <= 2 && bytes[i + 1] === 0 && bytes[i + 2] === 0 && bytes[i + 3] === 0) {
-    const size = (bytes[i + 4] << 24 | bytes[i + 5] << 16 | bytes[i + 6] << 8 | bytes[i + 7]) >>> 0;
-    parts.push(bytes.subarray(i + 8, i + 8 + size)); i += 8 + size; }
-  if (i < bytes.length) parts.push(bytes.subarray(i));
-  const dec = new TextDecoder(); return parts.map(p => dec.decode(p)).join('');
-}
-function envText(env) { return (env || []).map(e => `${e.name}=${e.value}`).join('\n'); }
-function envList(text) { return text.split('\n').map(l => l.trim()).filter(l => l && !l.startsWith('#')).map(l => { const i = l.indexOf('='); return i < 0 ? {name: l, value: ''} : {name: l.slice(0, i), value: l.slice(i + 1)}; }); }
-function bindEditor(errorLine) {
+export function bindEditor(errorLine) {
   const text = document.getElementById('content'), gutter = document.getElementById('gutter');
   const draw = () => { const n = text.value.split('\n').length;
     gutter.innerHTML = Array.from({length: n}, (_, i) => `<div class="${i + 1 === errorLine() ? 'bad' : ''}">${i + 1}</div>`).join(''); gutter.scrollTop = text.scrollTop; };
   text.oninput = draw; text.onscroll = () => { gutter.scrollTop = text.scrollTop; }; draw(); return draw;
 }
-async function pageStackEditor(id, adopt) {
-  const eps = await api('GET', '/api/endpoints');
-  let stack = null, content = 'services:\n  web:\n    image: busybox:local\n    command: sleep 3600\n', services = [];
-  let users = [], teams = [];
-  if (id) { stack = await api('GET', `/api/stacks/${id}`); content = (await api('GET', `/api/stacks/${id}/file`)).StackFileContent;
-    services = await api('GET', `/api/stacks/${id}/services`).catch(() => []);
-    [users, teams] = await Promise.all([api('GET', '/api/users').catch(() => []), api('GET', '/api/teams').catch(() => [])]); }
-  const rc = stack && stack.ResourceControl;
-  let badLine = 0;
-  render('Stack', `<div class="card"><h2>${stack ? 'Stack ' + esc(stack.Name) : adopt ? 'Adopt ' + esc(adopt.name) : 'New stack'}</h2><form id="f">
-    ${stack ? '' : `<label for="n">Name</label><input id="n" required pattern="[a-z0-9][a-z0-9_-]*" value="${esc(adopt ? adopt.name : '')}" ${adopt ? 'readonly' : ''}>
-      <label for="ep">Environment</label><select id="ep">${eps.map(e => `<option value="${e.Id}" ${adopt && +adopt.ep === e.Id ? 'selected' : ''}>${esc(e.Name)}</option>`).join('')}</select>
-      ${adopt ? '' : `<label for="ty">Type</label><select id="ty"><option value="2">Compose (standalone)</option><option value="1">Swarm</option></select>`}`}
-    <label for="content">Compose file</label><div class="editor"><div class="gutter" id="gutter" aria-hidden="true"></div>
-    <textarea id="content" rows="22" spellcheck="false">${esc(content)}</textarea></div>
-    ${stack ? `<p>Owner/Access: <b id="stack-access">${esc(stackAccess(rc, users, teams))}</b></p>` : ''}
-    ${stack && stack.Env === null ? '<p class="muted">Its environment variables are shown only to those who may manage this stack.</p>' :
-    `<label for="env">Environment variables (NAME=value, one a line)</label><textarea id="env" rows="4">${esc(envText(stack && stack.Env))}</textarea>`}
-    ${stack ? `<label><input type="checkbox" id="prune" class="tick"> Remove services no longer in the file</label>
-      <label><input type="checkbox" id="pull" class="tick"> Pull images again</label>` : ''}
-    <div class="error" role="alert" id="err"></div>
-    <div class="toolbar"><button class="primary" type="submit">${stack ? 'Update the stack' : adopt ? 'Adopt' : 'Deploy the stack'}</button>
-    ${stack ? `<button type="button" data-act="${stack.Status === 1 ? 'stop' : 'start'}">${stack.Status === 1 ? 'Stop' : 'Start'}</button>
-      <button type="button" class="danger" data-act="remove">Remove</button>` : ''}</div></form></div>
-    ${stack ? `<div class="card"><h3>Services</h3><div id="stack-updates"></div><table><tr><th>Service</th><th>Image</th><th>Containers</th></tr>
-      ${services.map(s => `<tr><td>${esc(s.Name)}</td><td>${esc(s.Image)}</td><td>${s.Containers.map(c => `<span class="badge ${esc(c.State)}">${esc(c.Name)}: ${esc(c.State)}</span>` +
-        (stack.Type === 2 ? ` <button type="button" data-logs="${esc(c.Id)}">logs</button>` : '')).join(' ') || '<span class="muted">none</span>'}</td></tr>`).join('')}</table>
-      <pre id="logs" aria-live="polite"></pre></div>` : ''}
-    ${stack && isAdmin() ? `<div class="card"><form id="acl"><h3>Access</h3>
-      <label for="w">Shared with</label><select id="w" multiple>${users.filter(u => u.Role !== 1).map(u => `<option value="u${u.Id}" ${rc && rc.UserAccesses.some(a => a.UserId === u.Id) ? 'selected' : ''}>${esc(u.Username)}</option>`).join('')}
-        ${teams.map(t => `<option value="t${t.Id}" ${rc && rc.TeamAccesses.some(a => a.TeamId === t.Id) ? 'selected' : ''}>team ${esc(t.Name)}</option>`).join('')}</select>
-      <label class="check"><input type="checkbox" id="pub" ${rc && rc.Public ? 'checked' : ''}> Public: everyone with access to the environment</label>
-      <label class="check"><input type="checkbox" id="adm" ${!rc || rc.AdministratorsOnly ? 'checked' : ''}> Administrators only</label>
-      <div class="error" role="alert"></div><button class="primary">Save access</button></form></div>` : ''}`);
-  const acl = document.getElementById('acl');
-  if (acl) acl.onsubmit = async e => { e.preventDefault(); const chosen = [...acl.w.selectedOptions].map(o => o.value);
-    const body = {Public: acl.pub.checked, AdministratorsOnly: acl.adm.checked,
-      Users: chosen.filter(v => v[0] === 'u').map(v => +v.slice(1)), Teams: chosen.filter(v => v[0] === 't').map(v => +v.slice(1))};
-    try { if (rc) await api('PUT', `/api/resource_controls/${rc.Id}`, body);
-      else await api('POST', '/api/resource_controls', {...body, ResourceID: `${stack.EndpointId}_${stack.Name}`, Type: 6});
-      toast('Access saved'); pageStackEditor(stack.Id); } catch (err) { formError(acl, err); } };
-  const redraw = bindEditor(() => badLine);
-  if (stack) stackImageUpdates(stack, () => pageStackEditor(stack.Id));
-  const f = document.getElementById('f'), err = document.getElementById('err');
-  const fail = e => { err.textContent = e.message; const m = /line (\d+)/.exec(e.message); badLine = m ? +m[1] : 0; redraw(); };
-  f.onsubmit = async e => { e.preventDefault(); err.textContent = ''; badLine = 0; redraw();
-    const body = {StackFileContent: f.content.value, ...(f.env ? {Env: envList(f.env.value)} : {})};
-    try {
-      if (stack) { body.Prune = f.prune.checked; body.PullImage = f.pull.checked;
-        await api('PUT', `/api/stacks/${stack.Id}?endpointId=${stack.EndpointId}`, body); return pageStackEditor(stack.Id); }
-      body.Name = f.n.value;
-      const ep = f.ep.value;
-      const made = adopt ? await api('POST', `/api/stacks/adopt?endpointId=${ep}`, body)
-        : await api('POST', `/api/stacks/create/${f.ty.value === '1' ? 'swarm' : 'standalone'}/string?endpointId=${ep}`, body);
-      location.hash = `#/stacks/${made.Id}`;
-    } catch (e2) { fail(e2); } };
-  document.querySelectorAll('[data-logs]').forEach(b => b.onclick = async () => {
-    const r = await fetch(`/api/endpoints/${stack.EndpointId}/docker/containers/${b.dataset.logs}/logs?stdout=1&stderr=1&tail=200`, {credentials: 'same-origin'});
-    document.getElementById('logs').textContent = r.ok ? demuxLogs(new Uint8Array(await r.arrayBuffer())) : `logs unavailable (${r.status})`; });
-  document.querySelectorAll('[data-act]').forEach(b => b.onclick = async () => { err.textContent = '';
-    try { if (b.dataset.act === 'remove') { if (!confirm(`Remove stack ${stack.Name} and everything it created?`)) return;
-        await api('DELETE', `/api/stacks/${stack.Id}?endpointId=${stack.EndpointId}`); location.hash = '#/stacks'; return; }
-      await api('POST', `/api/stacks/${stack.Id}/${b.dataset.act}?endpointId=${stack.EndpointId}`); pageStackEditor(stack.Id);
-    } catch (e2) { fail(e2); } });
-}
-async function pageTemplates() {
-  const [doc, custom, eps] = await Promise.all([api('GET', '/api/templates'), api('GET', '/api/custom_templates'), api('GET', '/api/endpoints')]);
-  const kinds = {1: 'container', 2: 'Swarm stack', 3: 'compose stack'};
-  const card = (t, key) => `<div class="card"><b>${esc(t.title || t.Title)}</b> <span class="badge">${kinds[t.type || t.Type] || ''}</span>
-    <div class="muted">${esc(t.description || t.Description)}</div>
-    <form class="deploy" data-key="${key}"><label>Name</label><input name="name" required value="${esc(t.name || '')}">
-    ${(t.env || []).map(e => `<label>${esc(e.label || e.name)}</label><input name="env-${esc(e.name)}" value="${esc(e.default || '')}">`).join('')}
-    <label>Environment</label><select name="ep">${eps.map(e => `<option value="${e.Id}">${esc(e.Name)}</option>`).join('')}</select>
-    <div class="error" role="alert"></div><button class="primary">Deploy</button>
-    ${key.startsWith('c') ? `<button type="button" class="danger" data-del="${key.slice(1)}">Remove</button>` : ''}</form></div>`;
-  render('App templates', `<h2>App templates</h2><div class="grid">${doc.templates.map(t => card(t, 't' + t.id)).join('')}</div>
-    <h2>Custom templates</h2><div class="grid">${custom.map(t => card(t, 'c' + t.Id)).join('') || '<p class="muted">None yet.</p>'}</div>
-    <div class="card"><h3>New custom template</h3><form id="nt"><label for="tt">Title</label><input id="tt" required>
-    <label for="td">Description</label><input id="td" required><label for="tc">Compose file</label><textarea id="tc" rows="10" spellcheck="false"></textarea>
-    <div class="error" role="alert"></div><button class="primary">Save template</button></form></div>`);
-  document.querySelectorAll('form.deploy').forEach(f => f.onsubmit = async e => { e.preventDefault();
-    const env = [...f.querySelectorAll('input[name^="env-"]')].map(i => ({name: i.name.slice(4), value: i.value}));
-    const key = f.dataset.key, path = key.startsWith('t') ? `/api/templates/${key.slice(1)}` : `/api/custom_templates/${key.slice(1)}`;
-    try { const r = await api('POST', `${path}/deploy?endpointId=${f.ep.value}`, {Name: f.name.value, Env: env});
-      location.hash = r.EndpointId ? `#/stacks/${r.Id}` : `#/env/${f.ep.value}/containers`; } catch (err) { formError(f, err); } });
-  document.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => { await api('DELETE', `/api/custom_templates/${b.dataset.del}`); pageTemplates(); });
-  const nt = document.getElementById('nt');
-  nt.onsubmit = async e => { e.preventDefault(); try { await api('POST', '/api/custom_templates/create/string',
-    {Title: nt.tt.value, Description: nt.td.value, Type: 3, FileContent: nt.tc.value}); pageTemplates(); } catch (err) { formError(nt, err); } };
-}
-async function pageEdgeStacks() {
-  const [stacks, groups, eps] = await Promise.all([api('GET', '/api/edge_stacks'), api('GET', '/api/edge_groups').catch(() => []), api('GET', '/api/endpoints')]);
-  const epName = id => (eps.find(e => e.Id === id) || {}).Name || id;
-  render('Edge stacks', `<div class="toolbar"><h2 class="flat">Edge stacks</h2></div>
-    <div class="card"><table><tr><th>Name</th><th>Environments</th><th></th></tr>
-    ${stacks.map(s => `<tr><td>${esc(s.Name)}</td><td>${Object.values(s.Status).map(st => `<span class="badge ${st.Status === 'running' ? 'running' : st.Status === 'error' ? 'exited' : 'paused'}" title="${esc(st.Error)}">${esc(epName(st.EndpointID))}: ${esc(st.Status)}</span> ${st.Error ? `<span class="muted">${esc(st.Error)}</span>` : ''}`).join('<br>') || '<span class="muted">no environment in its groups</span>'}</td>
-      <td><button class="danger" data-del="${s.Id}">Remove</button></td></tr>`).join('') || '<tr><td colspan="3" class="muted">No edge stack yet.</td></tr>'}</table></div>
-    <div class="card"><h3>New edge stack</h3><form id="f"><label for="n">Name</label><input id="n" required pattern="[a-z0-9][a-z0-9_-]*">
-    <label for="g">Edge groups</label><select id="g" multiple>${groups.map(g => `<option value="${g.Id}">${esc(g.Name)}</option>`).join('')}</select>
-    <label for="content">Compose file</label><div class="editor"><div class="gutter" id="gutter" aria-hidden="true"></div>
-    <textarea id="content" rows="14" spellcheck="false">services:\n  web:\n    image: busybox:local\n    command: sleep 3600\n</textarea></div>
-    <div class="error" role="alert" id="err"></div><button class="primary">Deploy to the groups</button></form></div>`);
-  let badLine = 0; const redraw = bindEditor(() => badLine);
-  const f = document.getElementById('f');
-  f.onsubmit = async e => { e.preventDefault(); badLine = 0;
-    try { await api('POST', '/api/edge_stacks', {Name: f.n.value, StackFileContent: f.content.value, DeploymentType: 0,
-      EdgeGroups: [...f.g.selectedOptions].map(o => +o.value)}); pageEdgeStacks(); }
-    catch (err) { formError(f, err); const m = /line (\d+)/.exec(err.message); badLine = m ? +m[1] : 0; redraw(); } };
-  document.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => { await api('DELETE', `/api/edge_stacks/${b.dataset.del}`); pageEdgeStacks(); });
-}
-
-// ---- router: hash route -> page function ---------------------------------------------------------------------
-// Each entry: [pattern after '#/', page function(...captured groups)]. `env/(\d+)/...` routes load the environment
-// first (currentEnv) for the navigation. Feature pages add their routes here.
-// ---- pages: edge agents (wizard kind, key, association), edge groups, edge jobs -------------------------------
-ENV_WIZARD_KINDS[4] = {label: 'Edge agent (the node dials this server)',
-  fields: env => env ? `<p class="muted">The agent dials ${esc(env.URL)}; its Edge ID is ${esc(env.EdgeID || '(none yet)')}.</p>` :
-    `<label for="url">This server's address as the edge node reaches it (HTTPS); empty: https://${esc(location.hostname)} on this server's HTTPS port</label>
-    <input id="url" name="URL" placeholder="https://portainer.example.com:9443">`,
-  done: (el, env) => { el.innerHTML = `<h3>Edge environment ${esc(env.Name)} created</h3>${edgeKeyBox(env)}
-    <p>It shows as up on the <a href="#/home">home page</a> as soon as its agent connects.</p>`; bindEdgeButtons(el); }};
-function edgeInfo(ep) {
-  if (ep.Type !== 4) return '';
-  const refused = ep.EdgeRefused ? `<div class="error">Refused an agent with Edge ID <code>${esc(ep.EdgeRefused.EdgeID)}</code> from
-    ${esc(ep.EdgeRefused.Address)}. ${isAdmin() ? `<button class="small" data-associate="${ep.Id}" data-edge-id="${esc(ep.EdgeRefused.EdgeID)}">Associate this agent instead</button>` : ''}</div>` : '';
-  return `<div class="muted small">Edge ID <code>${esc(ep.EdgeID || '(none yet)')}</code> · tunnel ${ep.EdgeTunnelConnected ? 'connected' : 'disconnected'} ·
-    last seen ${ep.LastCheckInDate ? fmtAgo(ep.LastCheckInDate) : 'never'}
-    ${isAdmin() ? `<button class="small" data-edge-key="${ep.Id}">Show edge key</button>` : ''}</div>${refused}<div id="edge-key-${ep.Id}"></div>`;
-}
-function edgeKeyBox(answer) {
-  return `<p>Run this on the edge node, next to a copy of agent.py (Python 3 with aiohttp):</p>
-    <pre class="copyable mono" id="edge-command">${esc(answer.EdgeAgentCommand)}</pre>
-    <p><button type="button" data-copy="edge-command">Copy command</button></p>
-    <p class="muted">The edge key alone:</p><pre class="copyable mono" id="edge-key-raw">${esc(answer.EdgeKey)}</pre>
-    <p><button type="button" data-copy="edge-key-raw">Copy key</button></p>`;
-}
-// One listener per container, so cards drawn again every few seconds keep working buttons.
-function bindEdgeButtons(container, redraw) {
-  container.addEventListener('click', async e => {
-    const b = e.target.closest('[data-copy], [data-edge-key], [data-associate]');
-    if (!b) return;
-    if (b.dataset.copy) {
-      const text = $(`#${b.dataset.copy}`).textContent;
-      try { await navigator.clipboard.writeText(text); b.textContent = 'Copied'; }
-      catch (err) { const range = document.createRange(); range.selectNodeContents($(`#${b.dataset.copy}`));
-        getSelection().removeAllRanges(); getSelection().addRange(range); b.textContent = 'Selected: press Ctrl+C'; }
-    } else if (b.dataset.edgeKey) {
-      $(`#edge-key-${b.dataset.edgeKey}`).innerHTML = edgeKeyBox(await api('GET', `/api/endpoints/${b.dataset.edgeKey}/edge/key`));
-    } else {
-      await api('PUT', `/api/endpoints/${b.dataset.associate}/association`, {EdgeID: b.dataset.edgeId});
-      toast(`Environment associated with Edge ID ${b.dataset.edgeId}`); if (redraw) await redraw();
-    }
-  });
-}
-function statusBadge(ep) { return ep ? `<span class="badge ${ep.Status === 1 ? 'up' : 'down'}">${ep.Status === 1 ? 'up' : 'down'}</span>` : ''; }
-function checkboxes(items, name) {
+export function statusBadge(ep) { return ep ? `<span class="badge ${ep.Status === constants.EnvironmentStatus.Up ? 'up' : 'down'}">${ep.Status === constants.EnvironmentStatus.Up ? 'up' : 'down'}</span>` : ''; }
+export function checkboxes(items, name) {
   return items.map(i => `<label class="check"><input type="checkbox" name="${name}" value="${i.Id}"> ${esc(i.Name)}</label>`).join('') || '<p class="muted">None yet.</p>';
 }
-const checkedIds = (form, name) => $$(`input[name=${name}]:checked`, form).map(x => +x.value);
-async function pageEdgeGroups() {
-  const [groups, eps] = await Promise.all([api('GET', '/api/edge_groups'), api('GET', '/api/endpoints?types=4')]);
-  const byId = Object.fromEntries(eps.map(ep => [ep.Id, ep]));
-  const main = render('Edge groups', `<div class="card"><h2>Edge groups</h2><table><tr><th>Name</th><th>Kind</th><th>Environments</th><th></th></tr>
-    ${groups.map(g => `<tr><td>${esc(g.Name)}</td><td>${g.Dynamic ? `tags ${esc(g.TagIds.join(', '))} (${g.PartialMatch ? 'any' : 'all'})` : 'static'}</td>
-    <td>${g.TrustedEndpoints.map(id => `${esc((byId[id] || {}).Name || id)} ${statusBadge(byId[id])}`).join(', ') || '<span class="muted">none</span>'}</td>
-    <td><button class="danger small" data-del="${g.Id}">Remove</button></td></tr>`).join('') || '<tr><td colspan="4" class="muted">No edge group yet.</td></tr>'}</table>
-    <div class="error" role="alert" id="err"></div></div>
-    <div class="card"><h3>Add edge group</h3><form id="f"><label for="n">Name</label><input id="n" required>
-    <label for="k">Kind</label><select id="k"><option value="static">Static: the environments ticked below</option>
-    <option value="dynamic">Dynamic: every edge environment carrying tags</option></select>
-    <div id="static"><p>Edge environments</p>${checkboxes(eps, 'ep')}</div>
-    <div id="dynamic" class="hidden"><label for="t">Tag ids (comma separated)</label><input id="t">
-    <label class="check"><input type="checkbox" id="pm"> Any of the tags is enough (else all)</label></div>
-    <div class="error" role="alert"></div><p><button class="primary">Create edge group</button></p></form></div>`);
-  const f = $('#f');
-  f.k.addEventListener('change', () => { $('#static').classList.toggle('hidden', f.k.value !== 'static'); $('#dynamic').classList.toggle('hidden', f.k.value === 'static'); });
-  f.addEventListener('submit', async e => { e.preventDefault(); const dynamic = f.k.value === 'dynamic';
-    const body = {Name: f.n.value, Dynamic: dynamic, Endpoints: dynamic ? [] : checkedIds(f, 'ep'),
-      TagIds: dynamic ? f.t.value.split(',').map(x => x.trim()).filter(Boolean).map(Number) : [], PartialMatch: f.pm.checked};
-    try { await api('POST', '/api/edge_groups', body); toast('Edge group created'); await pageEdgeGroups(); } catch (err) { showError(f, err); } });
-  main.addEventListener('click', async e => { const b = e.target.closest('[data-del]'); if (!b) return;
-    try { await api('DELETE', `/api/edge_groups/${b.dataset.del}`); await pageEdgeGroups(); } catch (err) { $('#err').textContent = err.message; } });
+export const checkedIds = (form, name) => $$(`input[name=${name}]:checked`, form).map(x => +x.value);
+""",  # noqa: E501
 }
-async function pageEdgeJobs() {
-  const [jobs, groups, eps] = await Promise.all([api('GET', '/api/edge_jobs'), api('GET', '/api/edge_groups'), api('GET', '/api/endpoints?types=4')]);
-  const main = render('Edge jobs', `<div class="card"><h2>Edge jobs</h2><table><tr><th>Name</th><th>Schedule</th><th>Hosts</th><th></th></tr>
-    ${jobs.map(j => `<tr><td><a href="#/edge/jobs/${j.Id}">${esc(j.Name)}</a></td><td>${j.Recurring ? esc(j.CronExpression) : 'once'}</td>
-    <td>${Object.keys(j.Endpoints).length}</td><td><button class="small" data-run="${j.Id}">Run now</button> <button class="danger small" data-del="${j.Id}">Remove</button></td></tr>`).join('')
-    || '<tr><td colspan="4" class="muted">No edge job yet.</td></tr>'}</table></div>
-    <div class="card"><h3>Add edge job</h3><form id="f"><label for="n">Name</label><input id="n" required>
-    <label for="s">Script (sh)</label><textarea id="s" rows="6" required></textarea>
-    <p>Edge groups</p>${checkboxes(groups, 'g')}<p>Edge environments</p>${checkboxes(eps, 'ep')}
-    <label class="check"><input type="checkbox" id="r"> Recurring</label>
-    <label for="c">Cron schedule (minute hour day month weekday)</label><input id="c" placeholder="*/15 * * * *">
-    <label for="m">Run</label><select id="m"><option value="container">in a container</option><option value="host">on the host (its files, processes and network)</option></select>
-    <label for="i">Image (empty: the server's default)</label><input id="i">
-    <div class="error" role="alert"></div><p><button class="primary">Create edge job</button></p></form></div>`);
-  const f = $('#f');
-  f.addEventListener('submit', async e => { e.preventDefault();
-    const body = {Name: f.n.value, FileContent: f.s.value, EdgeGroups: checkedIds(f, 'g'), Endpoints: checkedIds(f, 'ep'),
-      Recurring: f.r.checked, CronExpression: f.c.value, Mode: f.m.value, Image: f.i.value};
-    try { const job = await api('POST', '/api/edge_jobs/create/string', body); location.hash = `#/edge/jobs/${job.Id}`; } catch (err) { showError(f, err); } });
-  main.addEventListener('click', async e => { const b = e.target.closest('[data-run], [data-del]'); if (!b) return;
-    if (b.dataset.run) { await api('POST', `/api/edge_jobs/${b.dataset.run}/run`); location.hash = `#/edge/jobs/${b.dataset.run}`; }
-    else { await api('DELETE', `/api/edge_jobs/${b.dataset.del}`); await pageEdgeJobs(); } });
-}
-async function pageEdgeJob(id) {
-  const job = await api('GET', `/api/edge_jobs/${id}`);
-  const state = {1: 'not run yet', 2: 'waiting for the host', 3: 'done'};
-  const main = render('Edge job', `<div class="card"><h2>Edge job ${esc(job.Name)}</h2><p class="muted">${job.Recurring ? 'Runs on ' + esc(job.CronExpression) : 'Runs once'}
-    · <button id="run" class="small">Run now</button></p><div id="tasks"></div><pre id="out" class="mono"></pre></div>`,
-    `<a href="#/edge/jobs">Edge jobs</a> / ${esc(job.Name)}`);
-  const draw = async () => {
-    const tasks = await api('GET', `/api/edge_jobs/${id}/tasks`);
-    $('#tasks').innerHTML = `<table><tr><th>Environment</th><th>Tunnel</th><th>State</th><th>Exit code</th><th>Last run</th><th></th></tr>
-    ${tasks.map(t => `<tr><td>${esc(t.EndpointName)}</td><td><span class="badge ${t.Connected ? 'up' : 'down'}">${t.Connected ? 'connected' : 'disconnected'}</span></td>
-    <td>${state[t.LogsStatus]}</td><td>${t.LastRun ? esc(t.LastRun.ExitCode) : ''}${t.LastRun && t.LastRun.Error ? ' ' + esc(t.LastRun.Error) : ''}</td>
-    <td>${t.LastRun ? fmtAgo(t.LastRun.Time) : ''}</td>
-    <td>${t.LastRun ? `<button class="small" data-logs="${t.EndpointId}">Output</button>` : ''}</td></tr>`).join('')}</table>`;
-  };
-  $('#run').addEventListener('click', async () => { await api('POST', `/api/edge_jobs/${id}/run`); await draw(); });
-  main.addEventListener('click', async e => { const b = e.target.closest('[data-logs]'); if (!b) return;
-    const logs = await api('GET', `/api/edge_jobs/${id}/tasks/${b.dataset.logs}/logs`);
-    $('#out').textContent = logs.FileContent || '(no output)'; });
-  await draw(); every(3000, draw);
-}
-const UI_ROUTES = [
-  ['home', pageHome],
-  ['tags', pageTags],
-  ['environments/new', () => pageEnvironmentForm(null)],
-  ['environments/(\\d+)/edit', pageEnvironmentForm],
-  ['env/(\\d+)/dashboard', pageDashboard],
-  ['env/(\\d+)/containers', pageContainers],
-  ['env/(\\d+)/containers/new', pageContainerCreate],
-  ['env/(\\d+)/containers/([0-9a-zA-Z_.-]+)', pageContainer],
-  ['env/(\\d+)/containers/([0-9a-zA-Z_.-]+)/(overview|logs|stats|console|inspect)', pageContainer],
-  ['env/(\\d+)/images', pageImages],
-  ['env/(\\d+)/volumes', pageVolumes],
-  ['env/(\\d+)/volumes/([^/]+)/browse', (id, volume) => pageBrowse(id, decodeURIComponent(volume), new URLSearchParams(location.hash.split('?')[1] || '').get('node') || '', '/')],
-  ['env/(\\d+)/access', pageEndpointAccess],
-  ['env/(\\d+)/security', pageEndpointSecurity],
-  ['env/(\\d+)/networks', pageNetworks],
-  ['env/(\\d+)/(services|nodes|configs|secrets)', pageSwarm],
-  ['users', pageUsers],
-  ['teams', pageTeams],
-  ['teams/(\\d+)', pageTeam],
-  ['resource-controls', pageResourceControls],
-  ['activity', () => pageActivity('logs')],
-  ['activity/auth', () => pageActivity('authlogs')],
-  ['backup', pageBackup],
-  ['settings', pageSettings],
-  ['registries', () => pageRegistries()],
-  ['registries/(\\d+)', pageRegistryBrowse],
-  ['account', pageAccount],
-  ['stacks', pageStacks],
-  ['stacks/new', () => pageStackEditor(null)],
-  ['stacks/(\\d+)', id => pageStackEditor(id)],
-  ['stacks/adopt/(\\d+)/(.+)', (ep, name) => pageStackEditor(null, {ep, name: decodeURIComponent(name)})],
-  ['templates', pageTemplates],
-  ['edge/stacks', pageEdgeStacks],
-  ['edge/groups', pageEdgeGroups],
-  ['edge/jobs', pageEdgeJobs],
-  ['edge/jobs/(\\d+)', pageEdgeJob],
-];
-async function route() {
-  leavePage(); applyTheme();
-  const hash = location.hash || '#/home', path = hash.slice(2).split('?')[0];
-  try {
-    if (path === 'login' || path === 'setup') me = null;
-    if (!me) { // first load, or after logging in or out: later navigations cost no extra round trip
-      publicSettings = publicSettings || await api('GET', '/api/settings/public');
-      const check = await fetch('/api/users/admin/check');
-      if (check.status === 404) return await (path === 'restore' ? pageRestoreFresh() : pageSetup());
-      if (path === 'login' || path === 'setup') return await pageLogin();
-      me = await api('GET', '/api/users/me');
-    }
-    const match = UI_ROUTES.map(([pattern, page]) => [path.match(new RegExp(`^${pattern}$`)), page]).find(([m]) => m);
-    if (!match) { location.replace('#/home'); return; }
-    const [m, page] = match, args = m.slice(1);
-    if (path.startsWith('env/')) { currentEnv = await api('GET', `/api/endpoints/${args[0]}`); }
-    else currentEnv = null;
-    await page(...args);
-  } catch (err) {
-    if (err.name === 'AbortError') return;
-    if (err.status === 401) { me = null; if (path !== 'login') sessionStorage.setItem('after-login', hash); location.hash = '#/login'; return; }
-    render('Error', `<div class="card"><h2>Something went wrong</h2><p class="error" role="alert">${esc(err.message)}</p>
-      ${err.details ? `<p class="muted">${esc(err.details)}</p>` : ''}<p><a href="#/home">Back to the environments</a></p></div>`);
-  }
-}
-window.addEventListener('hashchange', route);
-document.addEventListener('keydown', e => {
-  // "/" focuses the filter of the page, as in most consoles.
-  if (e.key === '/' && !/INPUT|TEXTAREA|SELECT/.test(document.activeElement.tagName) && !document.activeElement.classList.contains('term')) {
-    const filter = $('main input.filter'); if (filter) { e.preventDefault(); filter.focus(); }
-  }
-});
-route();
-"""
+# ---- END GENERATED UI FILES ----
 
 
 @dataclasses.dataclass
@@ -9833,14 +10167,43 @@ class StaticAsset:
                    '"' + hashlib.sha256(body).hexdigest()[:20] + '"')
 
 
-UI_ASSETS = {"/": (UI_INDEX_HTML, "text/html"), "/assets/app.css": (UI_CSS, "text/css"),
-             "/assets/app.js": (UI_JS, "application/javascript")}
+UI_CONTENT_TYPES = {".html": "text/html", ".css": "text/css", ".js": "application/javascript"}
+UI_ASSET_PREFIX = "/assets/"
+
+
+def ui_url(name: str) -> str:
+    """Where the browser finds a file of ui/: the page at /, every other file under /assets/."""
+    return "/" if name == "index.html" else UI_ASSET_PREFIX + name
+
+
+def ui_content_type(name: str) -> str:
+    return UI_CONTENT_TYPES[os.path.splitext(name)[1]]
+
+
+# What make_app serves: URL -> (text, content type).
+UI_ASSETS = {ui_url(name): (text, ui_content_type(name)) for name, text in UI_FILES.items()}
+
+
+def ui_asset_from_disk(ui_dir: str, url: str) -> StaticAsset | None:
+    """The file of a ui/ directory the URL names (--ui-dir), read now; None when there is none. Only the files
+    the embedded copy would hold are served: the names are listed from the directory, never joined from the URL."""
+    root = os.path.realpath(ui_dir)
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d != "tests")
+        for file_name in files:
+            path = os.path.join(folder, file_name)
+            name = os.path.relpath(path, root).replace(os.sep, "/")
+            if os.path.splitext(name)[1] in UI_CONTENT_TYPES and ui_url(name) == url:
+                with open(path, encoding="utf-8") as f:
+                    return StaticAsset.make(f.read(), ui_content_type(name))
+    return None
 
 
 @public
 async def handle_ui_asset(request: web.Request) -> web.Response:
-    """The embedded web UI: compressed when the browser accepts gzip, 304 when its copy is current."""
-    asset = request.app[ASSETS].get(request.path)
+    """The web UI: compressed when the browser accepts gzip, 304 when its copy is current."""
+    ui_dir = request.app[CONFIG].ui_dir
+    asset = ui_asset_from_disk(ui_dir, request.path) if ui_dir else request.app[ASSETS].get(request.path)
     if asset is None:
         raise NotFound(f"no such page {request.path}")
     headers = {"ETag": asset.etag, "Cache-Control": "no-cache", "Vary": "Accept-Encoding"}
@@ -9997,9 +10360,9 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("GET", "/api/settings", handle_settings_get),
     ("PUT", "/api/settings", handle_settings_update),
     ("GET", "/api/settings/public", handle_settings_public),
+    ("GET", "/api/ui/constants", handle_ui_constants),
     ("GET", "/", handle_ui_asset),
-    ("GET", "/assets/app.css", handle_ui_asset),
-    ("GET", "/assets/app.js", handle_ui_asset),
+    ("GET", UI_ASSET_PREFIX + "{path:.+}", handle_ui_asset),
 ]
 
 

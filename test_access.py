@@ -12,6 +12,7 @@ import re
 import socket
 import threading
 import time
+import urllib.parse
 
 import docker
 import pytest
@@ -716,7 +717,14 @@ def test_security_headers_are_sent(server):
 
 
 def test_the_ui_has_the_access_audit_backup_and_analytics_pages(server):
-    js = requests.get(server.url + "/assets/app.js", timeout=5).text
+    # The page loads app.js, a module that imports the others: read them all, as the browser does.
+    modules, pending = {}, ["/assets/app.js"]
+    while pending:
+        url = pending.pop()
+        if url not in modules:
+            modules[url] = requests.get(server.url + url, timeout=5).text
+            pending += [urllib.parse.urljoin(url, target) for target in re.findall(r"from '([^']+)'", modules[url])]
+    js = "\n".join(modules.values())
     for page in ("pageTeams", "pageEndpointAccess", "pageActivity", "pageBackup", "/api/telemetry/preview"):
         assert page in js
     index = requests.get(server.url + "/", timeout=5).text

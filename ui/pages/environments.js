@@ -1,0 +1,113 @@
+// Pages: home (every environment), the add/edit environment wizard, and tags.
+import {api} from '../api.js';
+import {constants} from '../constants.js';
+import {$} from '../dom.js';
+import {formError, onSubmit, showError, toast} from '../feedback.js';
+import {esc, fmtAgo, fmtBytes} from '../format.js';
+import {every} from '../lifecycle.js';
+import {bindEdgeButtons, EDGE_WIZARD_KIND, edgeInfo} from './edge.js';
+import {isAdmin, session} from '../session.js';
+import {render} from '../shell.js';
+
+export async function pageHome() {
+  session.currentEnv = null;
+  render('Home', `<div class="toolbar"><h2>Environments</h2><span class="spacer"></span>
+    <input class="filter" id="env-search" type="search" placeholder="Search by name, URL, type, tag" aria-label="Search environments">
+    ${isAdmin() ? '<a class="button primary" href="#/environments/new">Add environment</a>' : ''}</div><div id="env-list"></div>`);
+  let envs = await api('GET', '/api/endpoints');
+  const tags = await api('GET', '/api/tags').catch(() => []);
+  const tagName = id => (tags.find(t => t.ID === id || t.Id === id) || {}).Name || `tag ${id}`;
+  const draw = () => {
+    const q = $('#env-search').value.toLowerCase();
+    $('#env-list').innerHTML = envs.filter(ep => [ep.Name, ep.URL, constants.EnvironmentTypeNames[ep.Type], ...(ep.TagIds || []).map(tagName)].join(' ').toLowerCase().includes(q)).map(ep => {
+      const s = ep.Snapshots[0] || {}; const up = ep.Status === constants.EnvironmentStatus.Up;
+      return `<div class="card env" data-env="${ep.Id}"><div class="info">
+        <a class="name" href="#/env/${ep.Id}/dashboard">${esc(ep.Name)}</a>
+        <span class="badge ${up ? 'up' : 'down'}">${up ? 'up' : 'down'}</span><span class="badge">${esc(constants.EnvironmentTypeNames[ep.Type] || 'type ' + ep.Type)}</span>
+        ${s.Swarm ? '<span class="badge">Swarm</span>' : ''}${(ep.TagIds || []).map(t => `<span class="badge">${esc(tagName(t))}</span>`).join('')}
+        <span class="muted small mono">${esc(ep.URL)}</span>
+        <div class="muted">${s.DockerVersion ? `Docker ${esc(s.DockerVersion)} · ` : ''}${s.RunningContainerCount ?? 0} running · ${s.StoppedContainerCount ?? 0} stopped ·
+        ${s.HealthyContainerCount ?? 0} healthy · ${s.ImageCount ?? 0} images · ${s.VolumeCount ?? 0} volumes ·${s.NetworkCount !== undefined ? ` ${s.NetworkCount} networks ·` : ''} ${s.StackCount ?? 0} stacks ·
+        ${s.TotalCPU ?? '?'} CPU · ${fmtBytes(s.TotalMemory)} RAM${s.AgentVersion ? ` · agent ${esc(s.AgentVersion)}` : ''}${s.Time ? ` · snapshot ${fmtAgo(s.Time)}` : ''}</div>
+        ${ep.Agent ? `<div class="muted small">Agent TLS certificate SHA-256 <code>${esc(ep.Agent.CertificateFingerprint)}</code></div>` : ''}
+        ${isAdmin() ? `<div class="small"><a href="#/env/${ep.Id}/access">Access</a> · <a href="#/env/${ep.Id}/security">Security settings</a></div>` : ''}${edgeInfo(ep)}</div>
+        ${isAdmin() ? `<a class="button" href="#/environments/${ep.Id}/edit">Edit</a>` : ''}</div>`;
+    }).join('') || `<p class="empty">${envs.length ? 'No environment matches.' : 'No environment yet.'}</p>`;
+  };
+  $('#env-search').addEventListener('input', draw); draw();
+  const reload = async () => { envs = await api('GET', '/api/endpoints'); draw(); };
+  bindEdgeButtons($('#env-list'), reload);
+  every(10000, reload);
+}
+
+// What the wizard asks for each kind of environment: {label, fields: html(env), done: (element, env) => ...}.
+const DOCKER_WIZARD_KIND = {label: 'Docker API (socket or TCP)',
+      fields: env => `<label for="url">Docker API URL</label><input id="url" name="URL" required placeholder="unix:///var/run/docker.sock or tcp://10.0.0.5:2376" value="${esc(env ? env.URL : 'unix:///var/run/docker.sock')}">
+        <label class="check"><input type="checkbox" name="TLS" ${env && env.TLSConfig && env.TLSConfig.TLS ? 'checked' : ''}> TLS</label>
+        <label class="check"><input type="checkbox" name="TLSSkipVerify" ${env && env.TLSConfig && env.TLSConfig.TLSSkipVerify ? 'checked' : ''}> Skip server certificate verification</label>
+        ${env ? '' : `<div class="row"><div><label for="tls-ca">CA certificate</label><input id="tls-ca" type="file" name="TLSCACertFile"></div>
+        <div><label for="tls-cert">Client certificate</label><input id="tls-cert" type="file" name="TLSCertFile"></div>
+        <div><label for="tls-key">Client key</label><input id="tls-key" type="file" name="TLSKeyFile"></div></div>`}`};
+const AGENT_WIZARD_KIND = {label: 'Agent (agent.py on the node)',
+      fields: env => `<label for="url">Agent address (host:port, port 9001 by default)</label><input id="url" name="URL" required placeholder="10.0.0.5:9001" value="${esc(env ? env.URL : '')}">
+        ${env ? '' : '<label for="secret">Agent secret (only when the agent runs with AGENT_SECRET)</label><input id="secret" name="AgentSecret" type="password" autocomplete="off">'}`,
+      done: (el, env) => { el.innerHTML = `<p>Added <a href="#/env/${env.Id}/dashboard">${esc(env.Name)}</a>.</p>` +
+        (env.Agent ? `<p>Check that the agent's certificate has this SHA-256 fingerprint; it is trusted from now on:</p><pre class="mono">${esc(env.Agent.CertificateFingerprint)}</pre>` : ''); }};
+// The wizard's tabs by environment type (the server's numbers, known once the constants are read).
+const wizardKinds = () => { const types = constants.EnvironmentTypes;
+  return {[types.Docker]: DOCKER_WIZARD_KIND, [types.Agent]: AGENT_WIZARD_KIND, [types.Edge]: EDGE_WIZARD_KIND}; };
+export async function pageEnvironmentForm(envId) {
+  session.currentEnv = null;
+  const env = envId ? await api('GET', `/api/endpoints/${envId}`) : null;
+  // The kind the wizard opens with: an agent, as in Portainer.
+  const kind = env ? env.Type : Number(new URLSearchParams(location.hash.split('?')[1]).get('type') || constants.EnvironmentTypes.Agent);
+  const wizard = wizardKinds(), kinds = Object.entries(wizard);
+  render(env ? 'Edit environment' : 'Add environment', `<div class="card"><h2>${env ? 'Edit environment ' + esc(env.Name) : 'Add an environment'}</h2>
+    ${env ? '' : `<div class="tabs" role="tablist">${kinds.map(([k, d]) => `<a role="tab" href="#/environments/new?type=${k}" class="${+k === kind ? 'active' : ''}">${esc(d.label)}</a>`).join('')}</div>`}
+    <form id="env-form"><label for="n">Name</label><input id="n" name="Name" required value="${esc(env ? env.Name : '')}">
+    ${wizard[kind] ? wizard[kind].fields(env) : '<p class="error">This kind of environment cannot be edited here.</p>'}
+    <label for="env-public">Public URL (used for the links of published ports)</label><input id="env-public" name="PublicURL" value="${esc(env ? env.PublicURL : '')}">
+    ${env ? `<label class="check"><input type="checkbox" name="EnableImageNotification" ${env.EnableImageNotification ? 'checked' : ''}> Check for image updates (asks each running image's registry for its tag's digest)</label>
+      <p class="muted small" id="env-image-registries">Registries it will contact: …</p>` : ''}
+    ${env ? `<p><a href="#/env/${env.Id}/access">Who has access</a> · <a href="#/env/${env.Id}/security">What standard users may do (security settings)</a></p>` : ''}
+    <div class="error" role="alert"></div><p><button class="primary" type="submit">${env ? 'Save' : 'Connect'}</button>
+    ${env ? '<button type="button" class="danger" id="env-delete">Remove environment</button>' : ''} <a href="#/home">Cancel</a></p></form><div id="env-done"></div></div>`,
+    `<a href="#/home">Home</a> / ${env ? 'Edit environment' : 'Add environment'}`);
+  const form = $('#env-form'); $('#n').focus();
+  if (env) api('GET', `/api/endpoints/${env.Id}/image_notification`).then(s => { $('#env-image-registries').textContent = s.Registries === null
+    ? 'Registries it will contact: unknown (the engine did not answer).' : `Registries it will contact: ${s.Registries.join(', ') || 'none (no running container was pulled from a registry)'}`; }).catch(() => {});
+  onSubmit(form, async data => {
+    if (env) {
+      const body = {Name: data.get('Name'), PublicURL: data.get('PublicURL'), EnableImageNotification: !!data.get('EnableImageNotification')};
+      if (data.has('URL')) Object.assign(body, {URL: data.get('URL'), TLS: !!data.get('TLS'), TLSSkipVerify: !!data.get('TLSSkipVerify')});
+      await api('PUT', `/api/endpoints/${env.Id}`, body); toast('Environment saved'); location.hash = '#/home'; return;
+    }
+    const body = new FormData(); body.set('EndpointCreationType', String(kind));
+    for (const [k, v] of data.entries()) { if (v instanceof File && !v.size) continue; body.set(k, v instanceof File ? v : (v === 'on' ? 'true' : v)); }
+    const created = await api('POST', '/api/endpoints', body);
+    const after = wizard[kind].done;
+    if (after) after($('#env-done'), created); else { toast(`Environment ${created.Name} added`); location.hash = `#/env/${created.Id}/dashboard`; }
+  });
+  const del = $('#env-delete');
+  if (del) del.addEventListener('click', async () => { if (!confirm(`Remove environment ${env.Name} from this server? Nothing on the engine is touched.`)) return;
+    try { await api('DELETE', `/api/endpoints/${env.Id}`); toast('Environment removed'); location.hash = '#/home'; } catch (err) { showError(form, err); } });
+}
+export async function pageTags() {
+  const [tags, envs] = await Promise.all([api('GET', '/api/tags'), api('GET', '/api/endpoints')]);
+  const main = render('Tags', `<div class="card"><h2>Tags</h2>
+    <p class="muted">Tags label environments; dynamic edge groups pick their environments by tag.</p>
+    <table><thead><tr><th>Tag</th><th>Environments</th><th></th></tr></thead><tbody>
+    ${tags.map(t => `<tr><td><span class="badge">${esc(t.Name)}</span></td><td>${envs.map(ep => `<label class="inline">
+      <input type="checkbox" data-tag="${t.ID}" data-env="${ep.Id}" ${(ep.TagIds || []).includes(t.ID) ? 'checked' : ''}> ${esc(ep.Name)}</label>`).join(' ')}</td>
+      <td><button class="danger" data-del="${t.ID}">Remove</button></td></tr>`).join('') || '<tr><td colspan="3" class="muted">No tags yet.</td></tr>'}
+    </tbody></table><form id="f"><label for="tag-name">New tag</label><input id="tag-name" required maxlength="128">
+    <div class="error" role="alert"></div><button class="primary">Add tag</button></form></div>`);
+  const f = main.querySelector('#f');
+  f.onsubmit = async e => { e.preventDefault();
+    try { await api('POST', '/api/tags', {Name: f.querySelector('#tag-name').value}); pageTags(); } catch (err) { formError(f, err); } };
+  main.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => { await api('DELETE', `/api/tags/${b.dataset.del}`); pageTags(); });
+  main.querySelectorAll('[data-tag]').forEach(box => box.onchange = async () => {
+    const ep = envs.find(x => x.Id === +box.dataset.env), tag = +box.dataset.tag;
+    ep.TagIds = box.checked ? [...new Set([...(ep.TagIds || []), tag])] : (ep.TagIds || []).filter(x => x !== tag);
+    try { await api('PUT', `/api/endpoints/${ep.Id}`, {TagIds: ep.TagIds}); toast('Saved'); } catch (err) { toast(err.message); box.checked = !box.checked; } });
+}
