@@ -876,6 +876,25 @@ DEFAULT_SECURITY_SETTINGS = {
 }
 
 
+UNASSIGNED_GROUP_ID = 1
+
+
+def endpoint_groups(store: Store) -> dict:
+    """Environment groups by id; group 1 "Unassigned" always exists, as in Portainer (data made before groups get it)."""
+    groups = store.data.setdefault("endpoint_groups", {})
+    if str(UNASSIGNED_GROUP_ID) not in groups:
+        groups[str(UNASSIGNED_GROUP_ID)] = {
+            "Id": UNASSIGNED_GROUP_ID, "Name": "Unassigned", "Description": "Unassigned environments",
+            "UserAccessPolicies": {}, "TeamAccessPolicies": {}, "TagIds": [], "Labels": []}
+    return groups
+
+
+def group_of_endpoint(store: Store, endpoint: dict) -> dict:
+    """The environment's group; an environment whose group is gone counts as unassigned."""
+    groups = endpoint_groups(store)
+    return groups.get(str(endpoint.get("GroupId", UNASSIGNED_GROUP_ID))) or groups[str(UNASSIGNED_GROUP_ID)]
+
+
 class Environments:
     """Connectors for each environment, and their live status and latest snapshot (kept in memory only)."""
 
@@ -927,6 +946,7 @@ class Environments:
     def public_view(self, endpoint: dict) -> dict:
         view = {k: v for k, v in endpoint.items() if not k.startswith("_")}
         view["Status"] = self.status.get(endpoint["Id"], STATUS_DOWN)
+        view.setdefault("GroupId", UNASSIGNED_GROUP_ID)
         view.setdefault(IMAGE_CHECK_SETTING, False)
         snapshot = self.snapshots.get(endpoint["Id"])
         view["Snapshots"] = [snapshot] if snapshot else []
@@ -1513,15 +1533,22 @@ def policy_role(policy: Any) -> int:
 
 
 def endpoint_role(store: Store, caller: Caller, endpoint: dict) -> int | None:
-    """The caller's role on an environment: their own policy first, else the strongest of their teams'."""
+    """The caller's role on an environment, in Portainer's order: their own policy on the environment, then their
+    own on its group, then the strongest of their teams' on the environment, then the strongest on the group."""
     if caller.is_admin:
         return ENV_ROLE_ADMIN
-    own = (endpoint.get("UserAccessPolicies") or {}).get(str(caller.id))
-    if own is not None:
-        return policy_role(own)
-    teams = endpoint.get("TeamAccessPolicies") or {}
-    roles = [policy_role(teams[str(t)]) for t in user_team_ids(store, caller.id) if str(t) in teams]
-    return min(roles) if roles else None
+    group = group_of_endpoint(store, endpoint)
+    for holder in (endpoint, group):
+        own = (holder.get("UserAccessPolicies") or {}).get(str(caller.id))
+        if own is not None:
+            return policy_role(own)
+    team_ids = user_team_ids(store, caller.id)
+    for holder in (endpoint, group):
+        teams = holder.get("TeamAccessPolicies") or {}
+        roles = [policy_role(teams[str(t)]) for t in team_ids if str(t) in teams]
+        if roles:
+            return min(roles)
+    return None
 
 
 def can_access_endpoint(store: Store, caller: Caller, endpoint: dict) -> bool:
@@ -4863,8 +4890,8 @@ async def handle_user_delete(request: web.Request) -> web.Response:
     for membership_id, membership in list(store.data["team_memberships"].items()):
         if membership["UserID"] == user_id:
             del store.data["team_memberships"][membership_id]
-    for endpoint in store.data["endpoints"].values():
-        (endpoint.get("UserAccessPolicies") or {}).pop(str(user_id), None)
+    for holder in [*store.data["endpoints"].values(), *endpoint_groups(store).values()]:
+        (holder.get("UserAccessPolicies") or {}).pop(str(user_id), None)
     await store.commit()
     rebuild_api_key_index(request.app)
     return web.Response(status=204)
@@ -5032,8 +5059,8 @@ async def handle_team_delete(request: web.Request) -> web.Response:
     for membership_id, membership in list(store.data["team_memberships"].items()):
         if membership["TeamID"] == team["Id"]:
             del store.data["team_memberships"][membership_id]
-    for endpoint in store.data["endpoints"].values():
-        (endpoint.get("TeamAccessPolicies") or {}).pop(str(team["Id"]), None)
+    for holder in [*store.data["endpoints"].values(), *endpoint_groups(store).values()]:
+        (holder.get("TeamAccessPolicies") or {}).pop(str(team["Id"]), None)
     await store.commit()
     return web.Response(status=204)
 
@@ -5308,6 +5335,7 @@ async def handle_endpoint_create(request: web.Request) -> web.Response:
         "TeamAccessPolicies": {}, "SecuritySettings": dict(DEFAULT_SECURITY_SETTINGS), "CreationDate": now(),
         "TLSConfig": {"TLS": form_bool(fields.get("TLS")), "TLSSkipVerify": form_bool(fields.get("TLSSkipVerify"))},
     }
+    get_endpoint_group(store, endpoint["GroupId"], status=BadRequest)
     tag_ids = fields.get("TagIds")
     if isinstance(tag_ids, list):
         endpoint["TagIds"] = [t for t in tag_ids if isinstance(t, int)]
@@ -5409,6 +5437,9 @@ async def handle_endpoints_list(request: web.Request) -> web.Response:
     types = request.query.getall("types", [])
     if types:
         endpoints = [ep for ep in endpoints if str(ep["Type"]) in types]
+    group_ids = request.query.getall("groupIds[]", []) + request.query.getall("groupIds", [])
+    if group_ids:
+        endpoints = [ep for ep in endpoints if str(ep.get("GroupId", UNASSIGNED_GROUP_ID)) in group_ids]
     total = len(endpoints)
     start = query_int(request, "start", 0)
     limit = query_int(request, "limit", 0)
@@ -5430,6 +5461,16 @@ async def handle_endpoint_inspect(request: web.Request) -> web.Response:
     """One environment with its status and latest snapshot."""
     endpoint = endpoint_for_caller(request, path_id(request))
     return json_response(request.app[ENVIRONMENTS].public_view(endpoint))
+
+
+def check_access_policies(name: str, policies: dict) -> None:
+    """UserAccessPolicies / TeamAccessPolicies: {"<id>": {"RoleId": n}}, as Portainer stores them."""
+    for key, value in policies.items():
+        if not str(key).isdigit() or not isinstance(value, dict):
+            raise BadRequest(f"{name} must map ids to objects such as {{\"RoleId\": 0}}")
+        if value.get("RoleId", 0) not in (0, *ROLE_ACTIONS):
+            raise BadRequest("RoleId must be one of 1 (environment administrator), 2 (operator), "
+                             "3 (helpdesk), 4 (standard user), 5 (read-only user)")
 
 
 ENDPOINT_EDITABLE = {"Name": str, "PublicURL": str, "GroupID": int, "TagIds": list, "UserAccessPolicies": dict,
@@ -5460,12 +5501,9 @@ async def handle_endpoint_update(request: web.Request) -> web.Response:
         changes["URL"] = normalise_docker_url(changes["URL"], endpoint["Type"])
     for policies in ("UserAccessPolicies", "TeamAccessPolicies"):
         if policies in changes:
-            for key, value in changes[policies].items():
-                if not str(key).isdigit() or not isinstance(value, dict):
-                    raise BadRequest(f"{policies} must map ids to objects such as {{\"RoleId\": 0}}")
-                if value.get("RoleId", 0) not in (0, *ROLE_ACTIONS):
-                    raise BadRequest("RoleId must be one of 1 (environment administrator), 2 (operator), "
-                                     "3 (helpdesk), 4 (standard user), 5 (read-only user)")
+            check_access_policies(policies, changes[policies])
+    if "GroupID" in changes:
+        get_endpoint_group(request.app[STORE], changes["GroupID"], status=BadRequest)
     security = body.get("SecuritySettings")
     if security is not None:
         if not isinstance(security, dict) or any(k not in DEFAULT_SECURITY_SETTINGS or not isinstance(v, bool)
@@ -5531,13 +5569,144 @@ async def handle_endpoints_snapshot(request: web.Request) -> web.Response:
 
 
 # ================================================================================================================
+# API handlers: environment groups (their access policies apply to every environment in them)
+# ================================================================================================================
+
+
+def get_endpoint_group(store: Store, group_id: int, status: type[ApiError] = NotFound) -> dict:
+    group = endpoint_groups(store).get(str(group_id))
+    if group is None:
+        raise status(f"environment group {group_id} not found")
+    return group
+
+
+def checked_tag_ids(store: Store, body: dict, name: str = "TagIDs") -> list[int] | None:
+    """A list of existing tag ids, or None when the body has none."""
+    if field(body, name, list, required=False) is None:
+        return None
+    tag_ids = id_list(body, name)
+    missing = [t for t in tag_ids if str(t) not in store.data["tags"]]
+    if missing:
+        raise BadRequest(f"no such tags: {missing}")
+    return tag_ids
+
+
+def endpoint_group_description(body: dict) -> str:
+    return field(body, "Description", str, required=False, default="")
+
+
+async def handle_endpoint_groups_list(request: web.Request) -> web.Response:
+    """Environment groups: every one for an administrator, else those the caller or their teams have access to."""
+    store, caller = request.app[STORE], caller_of(request)
+    groups = sorted(endpoint_groups(store).values(), key=lambda g: g["Id"])
+    if not caller.is_admin:
+        team_ids = {str(t) for t in user_team_ids(store, caller.id)}
+        groups = [g for g in groups if str(caller.id) in (g.get("UserAccessPolicies") or {})
+                  or team_ids & set(g.get("TeamAccessPolicies") or {})]
+    return json_response(groups)
+
+
+async def handle_endpoint_group_create(request: web.Request) -> web.Response:
+    """Create an environment group {Name, Description, AssociatedEndpoints, TagIDs} (administrators)."""
+    require_admin(request)
+    store = request.app[STORE]
+    body = await read_json_object(request)
+    name = field(body, "Name", str, required=False, default="").strip()
+    if not name:
+        raise BadRequest("Invalid request payload", "invalid environment group name")
+    associated = id_list(body, "AssociatedEndpoints")
+    tag_ids = checked_tag_ids(store, body) or []
+    groups = endpoint_groups(store)
+    group_id = store.next_id("endpoint_groups")
+    group = groups[str(group_id)] = {
+        "Id": group_id, "Name": name, "Description": endpoint_group_description(body),
+        "UserAccessPolicies": {}, "TeamAccessPolicies": {}, "TagIds": tag_ids, "Labels": []}
+    for endpoint_id in associated:  # unknown ids are skipped, as Portainer does
+        endpoint = store.data["endpoints"].get(str(endpoint_id))
+        if endpoint is not None:
+            endpoint["GroupId"] = group_id
+    await store.commit()
+    return json_response(group)
+
+
+async def handle_endpoint_group_inspect(request: web.Request) -> web.Response:
+    """One environment group (administrators)."""
+    require_admin(request)
+    return json_response(get_endpoint_group(request.app[STORE], path_id(request)))
+
+
+async def handle_endpoint_group_update(request: web.Request) -> web.Response:
+    """Change a group's name, description, tags or access policies (administrators); empty fields are kept."""
+    require_admin(request)
+    store = request.app[STORE]
+    group = get_endpoint_group(store, path_id(request))
+    body = await read_json_object(request)
+    name = field(body, "Name", str, required=False, default="").strip()
+    description = endpoint_group_description(body)
+    tag_ids = checked_tag_ids(store, body)
+    policies = {}
+    for kind in ("UserAccessPolicies", "TeamAccessPolicies"):
+        value = field(body, kind, dict, required=False)
+        if value is not None:
+            check_access_policies(kind, value)
+            policies[kind] = {str(k): v for k, v in value.items()}
+    if name:
+        group["Name"] = name
+    if description:
+        group["Description"] = description
+    if tag_ids is not None:
+        group["TagIds"] = tag_ids
+    group.update(policies)
+    await store.commit()
+    return json_response(group)
+
+
+async def handle_endpoint_group_delete(request: web.Request) -> web.Response:
+    """Delete a group; its environments become unassigned (administrators; never group 1, "Unassigned")."""
+    require_admin(request)
+    group_id = path_id(request)
+    if group_id == UNASSIGNED_GROUP_ID:
+        raise Forbidden("Unable to remove the default 'Unassigned' group")
+    store = request.app[STORE]
+    get_endpoint_group(store, group_id)
+    del endpoint_groups(store)[str(group_id)]
+    for endpoint in store.data["endpoints"].values():
+        if endpoint.get("GroupId") == group_id:
+            endpoint["GroupId"] = UNASSIGNED_GROUP_ID
+    await store.commit()
+    return web.Response(status=204)
+
+
+async def set_endpoint_group(request: web.Request, group_id: int) -> web.Response:
+    store = request.app[STORE]
+    get_endpoint_group(store, path_id(request))
+    endpoint = request.app[ENVIRONMENTS].get(path_id(request, "endpointId"))
+    endpoint["GroupId"] = group_id
+    await store.commit()
+    return web.Response(status=204)
+
+
+async def handle_endpoint_group_add_endpoint(request: web.Request) -> web.Response:
+    """Move an environment into this group (administrators)."""
+    require_admin(request)
+    return await set_endpoint_group(request, path_id(request))
+
+
+async def handle_endpoint_group_remove_endpoint(request: web.Request) -> web.Response:
+    """Take an environment out of this group: it becomes unassigned (administrators)."""
+    require_admin(request)
+    return await set_endpoint_group(request, UNASSIGNED_GROUP_ID)
+
+
+# ================================================================================================================
 # API handlers: tags (labels for environments; dynamic edge groups select environments by them)
 # ================================================================================================================
 
 
 def tag_view(tag: dict, store: Store) -> dict:
     endpoints = {str(ep["Id"]): True for ep in store.data["endpoints"].values() if tag["ID"] in ep.get("TagIds", [])}
-    return {"ID": tag["ID"], "Name": tag["Name"], "Endpoints": endpoints}
+    groups = {str(g["Id"]): True for g in endpoint_groups(store).values() if tag["ID"] in g.get("TagIds", [])}
+    return {"ID": tag["ID"], "Name": tag["Name"], "Endpoints": endpoints, "EndpointGroups": groups}
 
 
 async def handle_tags_list(request: web.Request) -> web.Response:
@@ -5569,7 +5738,8 @@ async def handle_tag_delete(request: web.Request) -> web.Response:
     if str(tag_id) not in store.data["tags"]:
         raise NotFound(f"tag {tag_id} not found")
     del store.data["tags"][str(tag_id)]
-    for holder in list(store.data["endpoints"].values()) + list(store.data.get("edge_groups", {}).values()):
+    for holder in [*store.data["endpoints"].values(), *store.data.get("edge_groups", {}).values(),
+                   *endpoint_groups(store).values()]:
         if tag_id in (holder.get("TagIds") or []):
             holder["TagIds"] = [t for t in holder["TagIds"] if t != tag_id]
     await store.commit()
@@ -9915,6 +10085,13 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("PUT", "/api/endpoints/{id}", handle_endpoint_update),
     ("DELETE", "/api/endpoints/{id}", handle_endpoint_delete),
     ("POST", "/api/endpoints/{id}/snapshot", handle_endpoint_snapshot),
+    ("GET", "/api/endpoint_groups", handle_endpoint_groups_list),
+    ("POST", "/api/endpoint_groups", handle_endpoint_group_create),
+    ("GET", "/api/endpoint_groups/{id}", handle_endpoint_group_inspect),
+    ("PUT", "/api/endpoint_groups/{id}", handle_endpoint_group_update),
+    ("DELETE", "/api/endpoint_groups/{id}", handle_endpoint_group_delete),
+    ("PUT", "/api/endpoint_groups/{id}/endpoints/{endpointId}", handle_endpoint_group_add_endpoint),
+    ("DELETE", "/api/endpoint_groups/{id}/endpoints/{endpointId}", handle_endpoint_group_remove_endpoint),
     ("*", "/api/endpoints/{id}/docker/{path:.*}", handle_docker_proxy),
     ("GET", "/api/registries", handle_registries_list),
     ("POST", "/api/registries", handle_registry_create),

@@ -1,0 +1,168 @@
+"""Portainer CE routes that existing clients and scripts call, replayed with Portainer's own request shapes
+(lower-case and exact-case keys, multipart where Portainer uses it) against a real server and the real engine."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+
+import docker
+import pytest
+import requests
+
+from conftest import BUSYBOX, DOCKER_SOCKET, TEST_LABEL, make_namespace_host, remove_namespace_host, wait_until
+
+PASSWORD = "a long enough password"
+READ_ONLY = 5
+
+
+def unique(hint: str) -> str:
+    return f"{hint}-{time.monotonic_ns() % 10**9}"
+
+
+def new_user(server, hint: str) -> tuple[int, str]:
+    """A standard user with no access to any environment: (id, API key)."""
+    name = unique(hint)
+    r = server.api("POST", "/api/users", json={"Username": name, "Password": PASSWORD, "Role": 2})
+    assert r.status_code == 200, r.text
+    user_id = r.json()["Id"]
+    token = server.login(name, PASSWORD)
+    return user_id, server.create_api_key(token, user_id, PASSWORD)
+
+
+def new_environment(server, hint: str, group_id: int | None = None) -> int:
+    form = {"Name": unique(hint), "EndpointCreationType": "1", "URL": f"unix://{DOCKER_SOCKET}"}
+    if group_id is not None:
+        form["GroupID"] = str(group_id)
+    r = server.api("POST", "/api/endpoints", files={k: (None, v) for k, v in form.items()})
+    assert r.status_code == 200, r.text
+    return r.json()["Id"]
+
+
+def as_user(server, key: str, method: str, path: str, **kwargs) -> requests.Response:
+    return server.api(method, path, api_key=key, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Environment groups
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_unassigned_group_exists_and_environments_belong_to_it(server):
+    groups = server.api("GET", "/api/endpoint_groups").json()
+    unassigned = next(g for g in groups if g["Id"] == 1)
+    assert unassigned["Name"] == "Unassigned"
+    for name in ("Description", "UserAccessPolicies", "TeamAccessPolicies", "TagIds"):
+        assert name in unassigned
+    assert server.api("GET", "/api/endpoints/1").json()["GroupId"] == 1
+    r = server.api("DELETE", "/api/endpoint_groups/1")
+    assert r.status_code == 403, r.text
+
+
+def test_environment_group_crud_with_portainer_payloads(server):
+    environment = new_environment(server, "grp-crud")
+    r = server.api("POST", "/api/endpoint_groups", json={"name": unique("crud"), "description": "lower-case keys",
+                                                         "associatedEndpoints": [environment], "tagIDs": []})
+    assert r.status_code == 200, r.text
+    group = r.json()
+    assert group["Description"] == "lower-case keys" and group["TagIds"] == []
+    assert server.api("GET", f"/api/endpoints/{environment}").json()["GroupId"] == group["Id"]
+    assert server.api("POST", "/api/endpoint_groups", json={"Description": "no name"}).status_code == 400
+    r = server.api("PUT", f"/api/endpoint_groups/{group['Id']}", json={"Name": "", "Description": "changed"})
+    assert r.status_code == 200 and r.json()["Name"] == group["Name"] and r.json()["Description"] == "changed"
+    assert server.api("GET", f"/api/endpoint_groups/{group['Id']}").json()["Description"] == "changed"
+    r = server.api("DELETE", f"/api/endpoint_groups/{group['Id']}/endpoints/{environment}")
+    assert r.status_code == 204
+    assert server.api("GET", f"/api/endpoints/{environment}").json()["GroupId"] == 1
+    r = server.api("PUT", f"/api/endpoint_groups/{group['Id']}/endpoints/{environment}")
+    assert r.status_code == 204
+    r = server.api("GET", f"/api/endpoints?groupIds[]={group['Id']}")
+    assert [ep["Id"] for ep in r.json()] == [environment]
+    assert server.api("PUT", f"/api/endpoint_groups/9999/endpoints/{environment}").status_code == 404
+    assert server.api("PUT", f"/api/endpoint_groups/{group['Id']}/endpoints/9999").status_code == 404
+    assert server.api("DELETE", f"/api/endpoint_groups/{group['Id']}").status_code == 204
+    assert server.api("GET", f"/api/endpoint_groups/{group['Id']}").status_code == 404
+    assert server.api("GET", f"/api/endpoints/{environment}").json()["GroupId"] == 1
+    server.api("DELETE", f"/api/endpoints/{environment}")
+
+
+def test_standard_user_given_a_group_sees_and_uses_exactly_its_environments(server):
+    group = server.api("POST", "/api/endpoint_groups", json={"Name": unique("team-envs")}).json()
+    inside = [new_environment(server, "grp-in", group["Id"]), new_environment(server, "grp-in")]
+    server.api("PUT", f"/api/endpoint_groups/{group['Id']}/endpoints/{inside[1]}")
+    outside = new_environment(server, "grp-out")
+    user_id, key = new_user(server, "grp-user")
+    try:
+        assert as_user(server, key, "GET", "/api/endpoint_groups").json() == []
+        r = server.api("PUT", f"/api/endpoint_groups/{group['Id']}",
+                       json={"UserAccessPolicies": {str(user_id): {"RoleId": 0}}})
+        assert r.status_code == 200 and str(user_id) in r.json()["UserAccessPolicies"], r.text
+        assert [g["Id"] for g in as_user(server, key, "GET", "/api/endpoint_groups").json()] == [group["Id"]]
+        seen = sorted(ep["Id"] for ep in as_user(server, key, "GET", "/api/endpoints").json())
+        assert seen == sorted(inside)
+        for environment in inside:
+            assert as_user(server, key, "GET", f"/api/endpoints/{environment}").status_code == 200
+            r = as_user(server, key, "POST", f"/api/endpoints/{environment}/snapshot")
+            assert r.status_code == 200 and r.json()["Snapshots"], r.text
+            r = as_user(server, key, "GET", f"/api/endpoints/{environment}/docker/v1.41/containers/json")
+            assert r.status_code == 200, r.text
+        assert as_user(server, key, "GET", f"/api/endpoints/{outside}").status_code == 403
+        r = as_user(server, key, "GET", f"/api/endpoints/{outside}/docker/v1.41/containers/json")
+        assert r.status_code == 403
+        # the environment's own policy comes first: read-only there, whatever the group gives
+        r = server.api("PUT", f"/api/endpoints/{inside[0]}",
+                       json={"UserAccessPolicies": {str(user_id): {"RoleId": READ_ONLY}}})
+        assert r.status_code == 200, r.text
+        r = as_user(server, key, "POST", f"/api/endpoints/{inside[0]}/docker/v1.41/volumes/create",
+                    json={"Name": unique("ro-vol"), "Labels": {TEST_LABEL: "1"}})
+        assert r.status_code == 403, r.text
+        # moving an environment out of the group takes the group's access away from it
+        server.api("DELETE", f"/api/endpoint_groups/{group['Id']}/endpoints/{inside[1]}")
+        assert as_user(server, key, "GET", f"/api/endpoints/{inside[1]}").status_code == 403
+    finally:
+        for environment in (*inside, outside):
+            server.api("DELETE", f"/api/endpoints/{environment}")
+        server.api("DELETE", f"/api/endpoint_groups/{group['Id']}")
+        server.api("DELETE", f"/api/users/{user_id}")
+
+
+def test_a_team_given_a_group_reaches_its_environments(server):
+    group = server.api("POST", "/api/endpoint_groups", json={"Name": unique("team-grp")}).json()
+    environment = new_environment(server, "team-grp-env", group["Id"])
+    user_id, key = new_user(server, "team-grp-user")
+    team = server.api("POST", "/api/teams", json={"Name": unique("grp-team")}).json()["Id"]
+    try:
+        r = server.api("POST", "/api/team_memberships", json={"UserID": user_id, "TeamID": team, "Role": 2})
+        assert r.status_code == 200, r.text
+        assert as_user(server, key, "GET", f"/api/endpoints/{environment}").status_code == 403
+        r = server.api("PUT", f"/api/endpoint_groups/{group['Id']}",
+                       json={"teamAccessPolicies": {str(team): {"RoleId": 0}}})
+        assert r.status_code == 200, r.text
+        assert [ep["Id"] for ep in as_user(server, key, "GET", "/api/endpoints").json()] == [environment]
+    finally:
+        server.api("DELETE", f"/api/endpoints/{environment}")
+        server.api("DELETE", f"/api/endpoint_groups/{group['Id']}")
+        server.api("DELETE", f"/api/teams/{team}")
+        server.api("DELETE", f"/api/users/{user_id}")
+
+
+def test_data_directory_made_before_groups_loads_with_the_unassigned_group(fresh_server):
+    first = fresh_server()
+    first.stop()
+    path = os.path.join(first.data, "portainer.json")
+    with open(path) as f:
+        document = json.load(f)
+    document.pop("endpoint_groups", None)
+    for endpoint in document["endpoints"].values():
+        endpoint.pop("GroupId", None)
+    with open(path, "w") as f:
+        json.dump(document, f)
+    from conftest import start_server
+    again = start_server(first.data, admin_password=None, host=None)
+    try:
+        again.admin_token = again.login("admin", "correct horse battery staple")
+        assert [g["Name"] for g in again.api("GET", "/api/endpoint_groups").json()] == ["Unassigned"]
+        assert again.api("GET", "/api/endpoints/1").json()["GroupId"] == 1
+    finally:
+        again.stop()
