@@ -5538,19 +5538,74 @@ async def handle_endpoint_update(request: web.Request) -> web.Response:
 async def handle_endpoint_delete(request: web.Request) -> web.Response:
     """Remove an environment from this server (nothing on the engine is touched)."""
     require_admin(request)
-    endpoint_id = path_id(request)
-    environments = request.app[ENVIRONMENTS]
+    await delete_endpoint(request.app, path_id(request))
+    return web.Response(status=204)
+
+
+async def delete_endpoint(app: web.Application, endpoint_id: int) -> None:
+    environments = app[ENVIRONMENTS]
     endpoint = environments.get(endpoint_id)
-    del request.app[STORE].data["endpoints"][str(endpoint_id)]
-    await request.app[STORE].commit()
-    remove_kind = request.app[ENDPOINT_KINDS].removers.get(endpoint["Type"])
+    del app[STORE].data["endpoints"][str(endpoint_id)]
+    await app[STORE].commit()
+    remove_kind = app[ENDPOINT_KINDS].removers.get(endpoint["Type"])
     if remove_kind is not None:
-        remove_kind(request.app, endpoint)
+        remove_kind(app, endpoint)
     environments.forget(endpoint_id)
     environments.status.pop(endpoint_id, None)
     environments.snapshots.pop(endpoint_id, None)
     environments.snapshot_attempted.pop(endpoint_id, None)
+
+
+async def handle_endpoints_delete_batch(request: web.Request) -> web.Response:
+    """Remove several environments, {"endpoints": [{"id": 1, "deleteCluster": false}]}: 204 when all went,
+    else 207 with {"deleted": [...], "errors": [...]} (administrators)."""
+    require_admin(request)
+    items = field(await read_json_object(request), "endpoints", list, required=False, default=[])
+    if not items:
+        raise BadRequest("Invalid request payload",
+                         "invalid request payload. You must provide a list of environments to delete")
+    ids = []
+    for item in items:
+        if not isinstance(item, dict):
+            raise BadRequest("each item of endpoints must be an object such as {\"id\": 1}")
+        ids.append(field(item, "id", int))
+        field(item, "deleteCluster", bool, required=False)
+    answer = {"deleted": [], "errors": []}
+    for endpoint_id in ids:
+        try:
+            await delete_endpoint(request.app, endpoint_id)
+        except NotFound:
+            log.warning("batch removal: environment %s not found", endpoint_id)
+            answer["errors"].append(endpoint_id)
+            continue
+        answer["deleted"].append(endpoint_id)
+    if answer["errors"]:
+        return json_response(answer, status=207)
     return web.Response(status=204)
+
+
+async def handle_endpoint_settings_update(request: web.Request) -> web.Response:
+    """Portainer's security switches of one environment, {"allowBindMountsForRegularUsers": true, ...}; a switch
+    left out keeps its value (administrators)."""
+    require_admin(request)
+    endpoint_id = path_id(request)
+    environments = request.app[ENVIRONMENTS]
+    body = await read_json_object(request)
+    endpoint = environments.get(endpoint_id)
+    changes = {name: value for name in DEFAULT_SECURITY_SETTINGS
+               if (value := field(body, name, bool, required=False)) is not None}
+    gpu_management = field(body, "enableGPUManagement", bool, required=False)
+    gpus = field(body, "gpus", list, required=False)
+    if gpus is not None and not all(isinstance(g, dict) and all(isinstance(v, str) for v in g.values())
+                                    for g in gpus):
+        raise BadRequest("gpus must be a list of {\"name\": ..., \"value\": ...} pairs")
+    endpoint["SecuritySettings"] = {**endpoint_security_settings(endpoint), **changes}
+    if gpu_management is not None:
+        endpoint["EnableGPUManagement"] = gpu_management
+    if gpus is not None:
+        endpoint["Gpus"] = gpus
+    await request.app[STORE].commit()
+    return json_response(environments.public_view(endpoint))
 
 
 async def handle_endpoint_snapshot(request: web.Request) -> web.Response:
@@ -5830,6 +5885,12 @@ async def handle_endpoint_association(request: web.Request) -> web.Response:
     edge_id = field(body, "EdgeID", str, required=False, default="").strip()
     if len(edge_id) > MAX_EDGE_ID:
         raise BadRequest(f"EdgeID is longer than {MAX_EDGE_ID} characters")
+    await bind_edge_id(request, endpoint, edge_id)
+    return json_response(request.app[ENVIRONMENTS].public_view(endpoint))
+
+
+async def bind_edge_id(request: web.Request, endpoint: dict, edge_id: str) -> None:
+    """Bind the environment to an Edge ID (none: the next agent that connects); the current agent is let go."""
     endpoint["EdgeID"] = edge_id
     await request.app[STORE].commit()
     tunnels = request.app[EDGE_TUNNELS]
@@ -5838,7 +5899,15 @@ async def handle_endpoint_association(request: web.Request) -> web.Response:
     if tunnel is not None:
         await tunnel.ws.close(code=shared.aiohttp.WSCloseCode.POLICY_VIOLATION, message=b"re-associated")
     log.info("environment %s re-associated to Edge ID %r", endpoint["Id"], edge_id or "(next agent)")
-    return json_response(request.app[ENVIRONMENTS].public_view(endpoint))
+
+
+async def handle_endpoint_association_delete(request: web.Request) -> web.Response:
+    """Portainer's de-association: forget the edge agent's Edge ID and snapshot; the next agent binds (administrators)."""
+    require_admin(request)
+    endpoint = edge_endpoint(request)
+    await bind_edge_id(request, endpoint, "")
+    request.app[ENVIRONMENTS].snapshots.pop(endpoint["Id"], None)
+    return web.Response(status=204)
 
 
 @public
@@ -10084,6 +10153,8 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("GET", "/api/endpoints/{id}", handle_endpoint_inspect),
     ("PUT", "/api/endpoints/{id}", handle_endpoint_update),
     ("DELETE", "/api/endpoints/{id}", handle_endpoint_delete),
+    ("DELETE", "/api/endpoints", handle_endpoints_delete_batch),
+    ("PUT", "/api/endpoints/{id}/settings", handle_endpoint_settings_update),
     ("POST", "/api/endpoints/{id}/snapshot", handle_endpoint_snapshot),
     ("GET", "/api/endpoint_groups", handle_endpoint_groups_list),
     ("POST", "/api/endpoint_groups", handle_endpoint_group_create),
@@ -10110,6 +10181,7 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("GET", "/api/endpoints/edge/tunnel", handle_edge_tunnel),
     ("GET", "/api/endpoints/{id}/edge/key", handle_edge_key),
     ("PUT", "/api/endpoints/{id}/association", handle_endpoint_association),
+    ("DELETE", "/api/endpoints/{id}/association", handle_endpoint_association_delete),
     ("GET", "/api/edge_groups", handle_edge_groups_list),
     ("POST", "/api/edge_groups", handle_edge_group_create),
     ("GET", "/api/edge_groups/{id}", handle_edge_group_inspect),

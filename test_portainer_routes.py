@@ -166,3 +166,62 @@ def test_data_directory_made_before_groups_loads_with_the_unassigned_group(fresh
         assert again.api("GET", "/api/endpoints/1").json()["GroupId"] == 1
     finally:
         again.stop()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Environments: settings, batch removal, edge de-association
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_environment_settings_take_portainers_camel_case_switches(server):
+    environment = new_environment(server, "settings")
+    try:
+        r = server.api("PUT", f"/api/endpoints/{environment}/settings",
+                       json={"allowBindMountsForRegularUsers": True, "AllowStackManagementForRegularUsers": True,
+                             "enableGPUManagement": False, "gpus": []})
+        assert r.status_code == 200, r.text
+        settings = r.json()["SecuritySettings"]
+        assert settings["allowBindMountsForRegularUsers"] is True
+        assert settings["allowStackManagementForRegularUsers"] is True
+        assert settings["allowPrivilegedModeForRegularUsers"] is False
+        r = server.api("PUT", f"/api/endpoints/{environment}/settings", json={"allowPrivilegedModeForRegularUsers": 1})
+        assert r.status_code == 400 and "allowPrivilegedModeForRegularUsers" in r.json()["message"]
+        r = server.api("PUT", f"/api/endpoints/{environment}/settings", json={"allowBindMountsForRegularUsers": False})
+        kept = r.json()["SecuritySettings"]
+        assert kept["allowBindMountsForRegularUsers"] is False and kept["allowStackManagementForRegularUsers"] is True
+        _, key = new_user(server, "settings-user")
+        r = as_user(server, key, "PUT", f"/api/endpoints/{environment}/settings",
+                    json={"allowPrivilegedModeForRegularUsers": True})
+        assert r.status_code == 403
+    finally:
+        server.api("DELETE", f"/api/endpoints/{environment}")
+
+
+def test_batch_removal_of_environments_answers_as_portainer(server):
+    first, second = new_environment(server, "batch"), new_environment(server, "batch")
+    r = server.api("DELETE", "/api/endpoints", json={"endpoints": [{"id": first, "deleteCluster": False},
+                                                                  {"id": 99999}]})
+    assert r.status_code == 207, r.text
+    assert r.json() == {"deleted": [first], "errors": [99999]}
+    assert server.api("GET", f"/api/endpoints/{first}").status_code == 404
+    r = server.api("DELETE", "/api/endpoints", json={"Endpoints": [{"ID": second}]})
+    assert r.status_code == 204, r.text
+    assert server.api("GET", f"/api/endpoints/{second}").status_code == 404
+    assert server.api("DELETE", "/api/endpoints", json={"endpoints": []}).status_code == 400
+
+
+def test_edge_environment_de_association(server):
+    r = server.api("POST", "/api/endpoints", json={"Name": unique("edge-deassoc"), "EndpointCreationType": 4,
+                                                  "URL": server.https_url})
+    assert r.status_code == 200, r.text
+    environment = r.json()["Id"]
+    try:
+        r = server.api("PUT", f"/api/endpoints/{environment}/association", json={"EdgeID": "machine-1"})
+        assert r.status_code == 200 and r.json()["EdgeID"] == "machine-1", r.text
+        r = server.api("DELETE", f"/api/endpoints/{environment}/association")
+        assert r.status_code == 204, r.text
+        assert server.api("GET", f"/api/endpoints/{environment}").json()["EdgeID"] == ""
+        assert server.api("DELETE", "/api/endpoints/1/association").status_code == 400
+        assert server.api("DELETE", "/api/endpoints/99999/association").status_code == 404
+    finally:
+        server.api("DELETE", f"/api/endpoints/{environment}")
