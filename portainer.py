@@ -6988,6 +6988,18 @@ async def handle_stack_create_standalone_string(request: web.Request) -> web.Res
 
 async def handle_stack_create_standalone_file(request: web.Request) -> web.Response:
     """Deploy a compose stack from an uploaded file (multipart: Name, file, Env as JSON)."""
+    body = await stack_upload_form(request)
+    return json_response(stack_view(request, await create_stack(request, STACK_COMPOSE, body)))
+
+
+async def handle_stack_create_swarm_file(request: web.Request) -> web.Response:
+    """Deploy a Swarm stack from an uploaded file (multipart: Name, SwarmID, file, Env as JSON)."""
+    body = await stack_upload_form(request)
+    return json_response(stack_view(request, await create_stack(request, STACK_SWARM, body)))
+
+
+async def stack_upload_form(request: web.Request) -> dict:
+    """Portainer's multipart stack upload (Name, SwarmID, file, Env as JSON) as the body create_stack reads."""
     if not request.content_type.startswith("multipart/"):
         raise BadRequest("send a multipart form with Name, file and Env")
     try:
@@ -7003,7 +7015,9 @@ async def handle_stack_create_standalone_file(request: web.Request) -> web.Respo
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise BadRequest("Env must be JSON and the file UTF-8 text", str(exc)) from None
     body = {"Name": post.get("Name"), "StackFileContent": content, "Env": env}
-    return json_response(stack_view(request, await create_stack(request, STACK_COMPOSE, body)))
+    if isinstance(post.get("SwarmID"), str):
+        body["SwarmID"] = post["SwarmID"]
+    return body
 
 
 async def handle_stack_create_swarm_string(request: web.Request) -> web.Response:
@@ -7020,7 +7034,7 @@ async def handle_stack_create_legacy(request: web.Request) -> web.Response:
         raise BadRequest("type must be 1 (Swarm) or 2 (compose) and method string or file")
     if method == "file":
         if stack_type == STACK_SWARM:
-            raise BadRequest("Swarm stacks are created from a string (method=string)")
+            return await handle_stack_create_swarm_file(request)
         return await handle_stack_create_standalone_file(request)
     stack = await create_stack(request, stack_type, await read_json_object(request))
     return json_response(stack_view(request, stack))
@@ -7152,6 +7166,55 @@ async def handle_stack_delete(request: web.Request) -> web.Response:
         await request.app[STORE].commit()
         await asyncio.to_thread(shutil.rmtree, stacks.project_dir(stack["Id"]), True)
     return web.Response(status=204)
+
+
+async def handle_stack_migrate(request: web.Request) -> web.Response:
+    """Move a stack to another environment, {EndpointID, SwarmID, Name}: deployed there first, then removed here."""
+    stack, endpoint = managed_stack(request)
+    body = await read_json_object(request)
+    target_id = field(body, "EndpointID", int, required=False, default=0)
+    if target_id <= 0:
+        raise BadRequest("Invalid request payload", "Invalid environment identifier. Must be a positive number")
+    request.app[ENVIRONMENTS].get(target_id)
+    target = stack_endpoint(request, target_id)
+    name = field(body, "Name", str, required=False, default="").strip() or stack["Name"]
+    if not STACK_NAME.match(name):
+        raise BadRequest(f"invalid stack name {name!r}",
+                         "use lowercase letters, digits, '-' and '_', starting with a letter or digit")
+    if target_id == stack["EndpointId"] and name == stack["Name"]:
+        raise BadRequest(f"stack {stack['Id']} is already on environment {target_id} under that name")
+    stacks: Stacks = request.app[STACKS]
+    if (target_id, name) in stacks.creating or any(
+            s["Name"] == name and s["EndpointId"] == target_id for s in stacks.records.values()):
+        raise Conflict(f"A stack with the name '{name}' is already running on endpoint '{target['Name']}'")
+    async with stacks.lock(stack["Id"]):
+        content = await asyncio.to_thread(stacks.read_file, stack)
+        deployment = stacks.deployment(stack["Type"], target_id, name, content, stack["Env"],
+                                       stacks.project_dir(stack["Id"]))
+        await apply_caller_rules(request, target, deployment, stack)
+        swarm_id = stack.get("SwarmId", "")
+        if stack["Type"] == STACK_SWARM:
+            if await deployment.namespace_objects("services"):
+                raise Conflict(f"A stack with the name '{name}' is already running on endpoint '{target['Name']}'")
+            swarm_id = field(body, "SwarmID", str, required=False, default="") or as_text(
+                as_dict(await deployment.connector.request_json("GET", "/swarm")).get("ID"))
+        elif await deployment.project_containers():
+            raise Conflict(f"A stack with the name '{name}' is already running on endpoint '{target['Name']}'")
+        try:
+            await deployment.up()
+        except (ApiError, OSError):
+            with contextlib.suppress(ApiError, OSError):
+                await deployment.down()
+            raise
+        await stacks.remover(stack).down()
+        store = request.app[STORE]
+        control = stack_resource_control(store, stack)
+        stack.update({"EndpointId": target_id, "Name": name, "SwarmId": swarm_id, "UpdateDate": now(),
+                      "UpdatedBy": caller_of(request).user["Username"]})
+        if control is not None:
+            control["ResourceId"] = stack_resource_id(stack)
+        await store.commit()
+    return json_response(stack_view(request, stack))
 
 
 async def handle_stacks_outside(request: web.Request) -> web.Response:
@@ -7298,13 +7361,17 @@ class EdgeStacks:
                 self.refresh_targets(edge_stack)
                 self.schedule(edge_stack)
 
-    async def remove(self, edge_stack: dict) -> None:
-        for key in list(edge_stack["Status"]):
-            task = self._running.pop((edge_stack["Id"], int(key)), None)
-            if task is not None:
-                task.cancel()
+    async def remove(self, edge_stack: dict, endpoint_ids: list[int] | None = None) -> None:
+        """Take the stack off these environments (all it was sent to when none are named)."""
+        for key in [str(i) for i in endpoint_ids] if endpoint_ids is not None else list(edge_stack["Status"]):
+            self.stop_deploying(edge_stack, int(key))
             with contextlib.suppress(ApiError):
                 await ComposeDeployment(self.environments.connector(int(key)), None, edge_stack["Name"]).down()
+
+    def stop_deploying(self, edge_stack: dict, endpoint_id: int) -> None:
+        task = self._running.pop((edge_stack["Id"], endpoint_id), None)
+        if task is not None:
+            task.cancel()
 
     def forget_running(self, app: web.Application | None = None) -> None:
         """Drop deployments in flight (shutdown, or a restored store whose records replace theirs)."""
@@ -7365,6 +7432,65 @@ async def handle_edge_stack_inspect(request: web.Request) -> web.Response:
     return json_response(edge_stack)
 
 
+def edge_stack_for_admin(request: web.Request) -> dict:
+    require_admin(request)
+    edge_stack = request.app[EDGE_STACKS].records.get(str(path_id(request)))
+    if edge_stack is None:
+        raise NotFound(f"edge stack {path_id(request)} not found")
+    return edge_stack
+
+
+def edge_group_ids(body: dict) -> list[int]:
+    groups = field(body, "EdgeGroups", list, required=False, default=[])
+    if not groups or any(isinstance(g, bool) or not isinstance(g, int) for g in groups):
+        raise BadRequest("Invalid request payload", "edge Groups are mandatory for an Edge stack")
+    return groups
+
+
+async def handle_edge_stack_update(request: web.Request) -> web.Response:
+    """Change an edge stack, {StackFileContent, EdgeGroups, UpdateVersion, DeploymentType}: environments that left
+    its groups lose it, new ones get it; with UpdateVersion the new file is redeployed everywhere (administrators)."""
+    edge_stack = edge_stack_for_admin(request)
+    body = await read_json_object(request)
+    content = field(body, "StackFileContent", str, required=False, default="")
+    if not content:
+        raise BadRequest("Invalid request payload", "invalid stack file content")
+    groups = edge_group_ids(body)
+    if field(body, "DeploymentType", int, required=False, default=0) != 0:
+        raise BadRequest("only DeploymentType 0 (compose) is supported")
+    update_version = field(body, "UpdateVersion", bool, required=False, default=False)
+    store, edge = request.app[STORE], request.app[EDGE_STACKS]
+    targets = {i for g in groups for i in edge_group_endpoint_ids(store, g)}
+    project_dir = edge.project_dir(edge_stack["Id"])
+    if update_version:
+        ComposeFile(content, {}, edge_stack["Name"], project_dir)
+        await asyncio.to_thread(write_stack_file, os.path.join(project_dir, COMPOSE_FILE), content.encode())
+        edge_stack["Version"] = edge_stack.get("Version", 1) + 1
+    left = [int(k) for k in edge_stack["Status"] if int(k) not in targets]
+    for endpoint_id in left:
+        del edge_stack["Status"][str(endpoint_id)]
+    for endpoint_id in sorted(targets):
+        if update_version or str(endpoint_id) not in edge_stack["Status"]:
+            edge.stop_deploying(edge_stack, endpoint_id)
+            edge.set_status(edge_stack, endpoint_id, EDGE_PENDING)
+    edge_stack["EdgeGroups"] = groups
+    edge_stack["NumDeployments"] = len(targets)
+    await store.commit()
+    await edge.remove(edge_stack, left)
+    edge.schedule(edge_stack)
+    return json_response(edge_stack)
+
+
+async def handle_edge_stack_file(request: web.Request) -> web.Response:
+    """An edge stack's compose file, {StackFileContent} (administrators)."""
+    edge_stack = edge_stack_for_admin(request)
+    try:
+        content = await asyncio.to_thread(request.app[EDGE_STACKS].read_file, edge_stack)
+    except OSError as exc:
+        raise NotFound(f"the file of edge stack {edge_stack['Id']} is missing", str(exc)) from None
+    return json_response({"StackFileContent": content})
+
+
 async def handle_edge_stack_delete(request: web.Request) -> web.Response:
     """Remove an edge stack from every environment it was deployed to."""
     require_admin(request)
@@ -7392,6 +7518,173 @@ async def edge_stack_lifecycle(app: web.Application):
     with contextlib.suppress(asyncio.CancelledError):
         await retry
     await edge.close()
+
+
+# ================================================================================================================
+# API handlers: service webhooks (a secret URL that redeploys one Swarm service with its image pulled again)
+# ================================================================================================================
+
+WEBHOOK_SERVICE = 1
+
+
+def webhooks(store: Store) -> dict:
+    return store.data.setdefault("webhooks", {})
+
+
+def webhook_view(webhook: dict) -> dict:
+    return {k: v for k, v in webhook.items() if not k.startswith("_")}
+
+
+async def service_for_update(request: web.Request, endpoint: dict, service_id: str) -> dict:
+    """The service, when the caller may update it (the same decision as the proxy's POST /services/{id}/update)."""
+    grant = await authorize_docker_call(request, endpoint, "POST",
+                                        f"/services/{urllib.parse.quote(service_id, safe='')}/update")
+    try:
+        return as_dict(await grant.connector.request_json(
+            "GET", f"/services/{urllib.parse.quote(grant.resource or service_id, safe='')}"))
+    except ApiError as exc:
+        if exc.status == 404:
+            raise NotFound(f"service {service_id!r} not found on environment {endpoint['Id']}") from None
+        raise
+
+
+async def handle_webhook_create(request: web.Request) -> web.Response:
+    """Create a service webhook {ResourceID, EndpointID, RegistryID, WebhookType 1}: its Token is the secret part
+    of POST /api/webhooks/{token} (whoever may update the service)."""
+    body = await read_json_object(request)
+    resource_id = field(body, "ResourceID", str, required=False, default="")
+    endpoint_id = field(body, "EndpointID", int, required=False, default=0)
+    registry_id = field(body, "RegistryID", int, required=False, default=0)
+    if not resource_id:
+        raise BadRequest("Invalid request payload", "Invalid ResourceID")
+    if endpoint_id <= 0:
+        raise BadRequest("Invalid request payload", "Invalid EndpointID")
+    if field(body, "WebhookType", int, required=False, default=0) != WEBHOOK_SERVICE:
+        raise BadRequest("Invalid request payload", "Invalid WebhookType: only 1 (service) is supported")
+    endpoint = endpoint_for_caller(request, endpoint_id)
+    service = await service_for_update(request, endpoint, resource_id)
+    caller, store = caller_of(request), request.app[STORE]
+    if registry_id:
+        request.app[REGISTRIES].usable(caller, registry_id, endpoint_id)
+    full_id = as_text(service.get("ID")) or resource_id
+    if any(w["ResourceId"] in (resource_id, full_id) for w in webhooks(store).values()):
+        raise Conflict("A webhook for this resource already exists")
+    webhook_id = store.next_id("webhooks")
+    webhook = webhooks(store)[str(webhook_id)] = {
+        "Id": webhook_id, "Token": str(uuid.uuid4()), "ResourceId": full_id, "EndpointId": endpoint_id,
+        "RegistryId": registry_id, "Type": WEBHOOK_SERVICE, "_CreatedBy": caller.id}
+    await store.commit()
+    return json_response(webhook_view(webhook))
+
+
+def webhook_filters(request: web.Request) -> dict:
+    raw = request.query.get("filters")
+    if not raw:
+        return {}
+    try:
+        filters = decode_json(raw)
+    except ValueError as exc:
+        raise BadRequest("Invalid query parameter: filters", str(exc)) from None
+    if not isinstance(filters, dict):
+        raise BadRequest("Invalid query parameter: filters", "a JSON object was expected")
+    return {"ResourceId": field(filters, "ResourceID", str, required=False),
+            "EndpointId": field(filters, "EndpointID", int, required=False)}
+
+
+async def handle_webhooks_list(request: web.Request) -> web.Response:
+    """Webhooks (?filters={"ResourceID": ..., "EndpointID": N}): all for an administrator, else the caller's own."""
+    store, caller = request.app[STORE], caller_of(request)
+    filters = {k: v for k, v in webhook_filters(request).items() if v}
+    listed = [w for w in sorted(webhooks(store).values(), key=lambda w: w["Id"])
+              if all(w[k] == v for k, v in filters.items())]
+    if not caller.is_admin:
+        listed = [w for w in listed if w.get("_CreatedBy") == caller.id
+                  and can_access_endpoint(store, caller, store.data["endpoints"].get(str(w["EndpointId"])) or {})]
+    return json_response([webhook_view(w) for w in listed])
+
+
+async def handle_webhook_delete(request: web.Request) -> web.Response:
+    """Delete a webhook: its URL stops working (administrators, its creator, or who may update its service)."""
+    store, caller = request.app[STORE], caller_of(request)
+    webhook = webhooks(store).get(str(path_id(request)))
+    if webhook is None:
+        raise NotFound(f"webhook {path_id(request)} not found")
+    if not caller.is_admin and webhook.get("_CreatedBy") != caller.id:
+        await service_for_update(request, endpoint_for_caller(request, webhook["EndpointId"]), webhook["ResourceId"])
+    del webhooks(store)[str(webhook["Id"])]
+    await store.commit()
+    return web.Response(status=204)
+
+
+def webhook_by_token(store: Store, token: str) -> dict:
+    found = None
+    for webhook in webhooks(store).values():
+        if hmac.compare_digest(webhook["Token"].encode(), token.encode()):
+            found = webhook
+    if found is None:
+        raise NotFound("Unable to find a webhook with this token")
+    return found
+
+
+@public
+async def handle_webhook_execute(request: web.Request) -> web.Response:
+    """Redeploy the webhook's service with its image pulled again; ?tag= moves it to another tag of that image.
+    The token is the only credential, as in Portainer."""
+    webhook = webhook_by_token(request.app[STORE], request.match_info["token"])
+    tag = request.query.get("tag", "")
+    if tag and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", tag):
+        raise BadRequest(f"invalid tag {tag[:140]!r}")
+    connector = request.app[ENVIRONMENTS].connector(webhook["EndpointId"])
+    service_path = f"/services/{urllib.parse.quote(webhook['ResourceId'], safe='')}"
+    try:
+        service = as_dict(await connector.request_json("GET", service_path + "?insertDefaults=true"))
+    except ApiError as exc:
+        if exc.status == 404:
+            raise NotFound("the webhook's service no longer exists") from None
+        raise
+    spec = as_dict(service.get("Spec"))
+    task = spec.setdefault("TaskTemplate", {})
+    container = as_dict(task.get("ContainerSpec"))
+    image = as_text(container.get("Image")).split("@sha", 1)[0]
+    if not image:
+        raise BadRequest("the webhook's service has no image")
+    if tag:
+        head, _, last = image.rpartition("/")
+        image = f"{head}/{last.split(':', 1)[0]}" if head else last.split(":", 1)[0]
+        image += f":{tag}"
+    headers = []
+    if webhook.get("RegistryId"):
+        registries = request.app[REGISTRIES]
+        headers.append(("X-Registry-Auth",
+                        encode_registry_header(registries.auth_config(registries.get(webhook["RegistryId"])))))
+    reference = ImageReference.parse(image)
+    query = urllib.parse.urlencode({"fromImage": reference.name, "tag": reference.tag})
+    response = await connector.request("POST", f"/images/create?{query}", headers, timeout=600)
+    async with response:
+        raw = await response.read()
+    failure = pull_error(response.status, raw)
+    if failure and tag:
+        raise NotFound("Error pulling image with the specified tag", failure)
+    if failure:  # the nodes still look for a newer image as they start the service's tasks
+        log.info("webhook %s: pulling %s failed, redeploying with the local image: %s", webhook["Id"], image, failure)
+    container["Image"] = image
+    task["ContainerSpec"] = container
+    task["ForceUpdate"] = as_count(task.get("ForceUpdate")) + 1
+    version = as_count(field_at(service, "Version", "Index"))
+    await connector.request_json("POST", f"{service_path}/update?version={version}", spec, headers=headers)
+    return web.Response(status=204)
+
+
+def pull_error(status: int, raw: bytes) -> str:
+    """What went wrong in an image pull: the engine's error answer, or an error line in its progress stream."""
+    if status >= 400:
+        return engine_error(status, raw).message
+    for line in raw.splitlines():
+        with contextlib.suppress(ValueError):
+            message = as_dict(json.loads(line)).get("error")
+            if message:
+                return as_text(message)
+    return ""
 
 
 # ================================================================================================================
@@ -7483,23 +7776,48 @@ async def deploy_container_template(request: web.Request, template: dict, name: 
     return {"Id": container_id, "Name": name}
 
 
-async def handle_template_deploy(request: web.Request) -> web.Response:
-    """Deploy an app template by its id (?endpointId=N, {Name, Env}): a container or a stack."""
-    template_id = path_id(request)
-    body = await read_json_object(request)
-    templates = (await load_templates(request.app))["templates"]
+async def template_by_id(app: web.Application, template_id: int) -> dict:
+    """A template by its id, or by its place in the list (templates of files without ids)."""
+    templates = (await load_templates(app))["templates"]
     template = next((t for t in templates if t.get("id") == template_id), None)
     if template is None and 0 < template_id <= len(templates):
         template = templates[template_id - 1]
     if template is None:
         raise NotFound(f"template {template_id} not found")
+    return template
+
+
+def template_stack_file(template: dict) -> str | None:
+    """A stack template's file when it carries one (Portainer's "stackFile"; the bundled "stackFileContent")."""
+    content = template.get("stackFile") or template.get("stackFileContent")
+    return content if isinstance(content, str) and content else None
+
+
+async def handle_template_file(request: web.Request) -> web.Response:
+    """A stack template's compose file, {FileContent}."""
+    template_id = path_id(request)
+    template = await template_by_id(request.app, template_id)
+    if template.get("type", TEMPLATE_CONTAINER) == TEMPLATE_CONTAINER:
+        raise BadRequest("Invalid template type", f"template {template_id} is a container template, with no file")
+    content = template_stack_file(template)
+    if content is None:
+        raise BadRequest("Invalid template configuration",
+                         "its file is in a git repository, which this air-gapped server does not fetch")
+    return json_response({"FileContent": content})
+
+
+async def handle_template_deploy(request: web.Request) -> web.Response:
+    """Deploy an app template by its id (?endpointId=N, {Name, Env}): a container or a stack."""
+    template_id = path_id(request)
+    body = await read_json_object(request)
+    template = await template_by_id(request.app, template_id)
     env = template_env(template.get("env") or [], stack_env(body))
     name = field(body, "Name", str, required=False, default=template.get("name") or "")
     if template.get("type", TEMPLATE_CONTAINER) == TEMPLATE_CONTAINER:
         if not template.get("image"):
             raise BadRequest(f"template {template_id} has no image")
         return json_response(await deploy_container_template(request, template, name, env))
-    content = template.get("stackFileContent")
+    content = template_stack_file(template)
     if not content:
         raise BadRequest(f"template {template_id} has no bundled stack file",
                          "stacks from git repositories cannot be fetched by this air-gapped server")
@@ -10200,6 +10518,7 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("POST", "/api/stacks/create/standalone/string", handle_stack_create_standalone_string),
     ("POST", "/api/stacks/create/standalone/file", handle_stack_create_standalone_file),
     ("POST", "/api/stacks/create/swarm/string", handle_stack_create_swarm_string),
+    ("POST", "/api/stacks/create/swarm/file", handle_stack_create_swarm_file),
     ("POST", "/api/stacks", handle_stack_create_legacy),
     ("GET", "/api/stacks", handle_stacks_list),
     ("GET", "/api/stacks/outside", handle_stacks_outside),
@@ -10211,12 +10530,20 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("GET", "/api/stacks/{id}/services", handle_stack_services),
     ("POST", "/api/stacks/{id}/start", handle_stack_start),
     ("POST", "/api/stacks/{id}/stop", handle_stack_stop),
+    ("POST", "/api/stacks/{id}/migrate", handle_stack_migrate),
     ("GET", "/api/edge_stacks", handle_edge_stacks_list),
     ("POST", "/api/edge_stacks", handle_edge_stack_create),
     ("GET", "/api/edge_stacks/{id}", handle_edge_stack_inspect),
+    ("PUT", "/api/edge_stacks/{id}", handle_edge_stack_update),
     ("DELETE", "/api/edge_stacks/{id}", handle_edge_stack_delete),
+    ("GET", "/api/edge_stacks/{id}/file", handle_edge_stack_file),
+    ("GET", "/api/webhooks", handle_webhooks_list),
+    ("POST", "/api/webhooks", handle_webhook_create),
+    ("DELETE", "/api/webhooks/{id}", handle_webhook_delete),
+    ("POST", "/api/webhooks/{token}", handle_webhook_execute),
     ("GET", "/api/templates", handle_templates_list),
     ("POST", "/api/templates/{id}/deploy", handle_template_deploy),
+    ("POST", "/api/templates/{id}/file", handle_template_file),
     ("GET", "/api/custom_templates", handle_custom_templates_list),
     ("POST", "/api/custom_templates/create/string", handle_custom_template_create),
     ("GET", "/api/custom_templates/{id}", handle_custom_template_inspect),

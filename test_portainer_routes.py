@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import json
 import os
 import time
+import uuid
 
 import docker
 import pytest
 import requests
 
-from conftest import BUSYBOX, DOCKER_SOCKET, TEST_LABEL, make_namespace_host, remove_namespace_host, wait_until
+from conftest import (ADMIN_PASSWORD, BUSYBOX, DOCKER_SOCKET, TEST_LABEL, make_namespace_host, remove_namespace_host,
+                      start_server, wait_until)
 
 PASSWORD = "a long enough password"
 READ_ONLY = 5
@@ -158,10 +161,9 @@ def test_data_directory_made_before_groups_loads_with_the_unassigned_group(fresh
         endpoint.pop("GroupId", None)
     with open(path, "w") as f:
         json.dump(document, f)
-    from conftest import start_server
     again = start_server(first.data, admin_password=None, host=None)
     try:
-        again.admin_token = again.login("admin", "correct horse battery staple")
+        again.admin_token = again.login("admin", ADMIN_PASSWORD)
         assert [g["Name"] for g in again.api("GET", "/api/endpoint_groups").json()] == ["Unassigned"]
         assert again.api("GET", "/api/endpoints/1").json()["GroupId"] == 1
     finally:
@@ -225,3 +227,140 @@ def test_edge_environment_de_association(server):
         assert server.api("DELETE", "/api/endpoints/99999/association").status_code == 404
     finally:
         server.api("DELETE", f"/api/endpoints/{environment}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Swarm: stacks uploaded as a file, and service webhooks (a one-node swarm with a registry on a host of its own)
+# ---------------------------------------------------------------------------------------------------------------
+
+HOOK_REPOSITORY = "127.0.0.1:5000/hook"
+
+
+@pytest.fixture(scope="module")
+def swarm(engine, server):
+    """(host, environment id): a one-node swarm on namespace host 15 with a registry serving HOOK_REPOSITORY
+    tags v1 and v2 on that host's 127.0.0.1:5000."""
+    host = make_namespace_host(15)  # host numbers: see conftest.NAMESPACE_HOSTS
+    host.start_engine()
+    host.load_image(engine)
+    client = host.client()
+    with contextlib.suppress(docker.errors.APIError):
+        client.swarm.leave(force=True)
+    client.swarm.init(advertise_addr=host.address)
+    os.makedirs(os.path.join(host.root, "registry"), exist_ok=True)
+    config = os.path.join(host.root, "registry", "config.yml")
+    with open(config, "w") as f:
+        f.write(f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {host.root}/registry/data\n"
+                "http:\n  addr: 127.0.0.1:5000\n  secret: tests\n")
+    registry_log = open(os.path.join(host.root, "registry", "log"), "ab")
+    registry = host.popen(["/usr/bin/docker-registry", "serve", config], stdout=registry_log,
+                          stderr=subprocess.STDOUT)
+    wait_until(lambda: host.sh("wget -q -O- http://127.0.0.1:5000/v2/", check=False).returncode == 0,
+               timeout=20, message="the registry on the swarm host")
+    for tag in ("v1", "v2"):
+        client.images.get(BUSYBOX).tag(HOOK_REPOSITORY, tag)
+        for line in client.images.push(HOOK_REPOSITORY, tag, stream=True, decode=True):
+            assert "error" not in line, line
+    r = server.api("POST", "/api/endpoints", json={"Name": unique("routes-swarm"), "EndpointCreationType": 1,
+                                                  "URL": f"unix://{host.socket}"})
+    assert r.status_code == 200, r.text
+    environment = r.json()["Id"]
+    yield host, environment
+    server.api("DELETE", f"/api/endpoints/{environment}")
+    registry.terminate()
+    registry.wait(10)
+    registry_log.close()
+    with contextlib.suppress(docker.errors.APIError):
+        client.swarm.leave(force=True)
+    host.stop_engine()
+    remove_namespace_host(host.name, host.name.replace("node", "veth"), host.root)
+
+
+def test_swarm_stack_uploaded_as_a_multipart_file_is_deployed(server, swarm):
+    host, environment = swarm
+    name = unique("upload").replace("-", "")
+    content = (f"services:\n  app:\n    image: {BUSYBOX}\n    command: sleep 3600\n    environment:\n"
+               f"      - GREETING=${{GREETING}}\n    deploy:\n      labels: {{\"{TEST_LABEL}\": \"1\"}}\n")
+    swarm_id = host.client().swarm.attrs["ID"]
+    r = server.api("POST", f"/api/stacks/create/swarm/file?endpointId={environment}",
+                   data={"Name": name, "SwarmID": swarm_id, "Env": json.dumps([{"name": "GREETING", "value": "hi"}])},
+                   files={"file": ("docker-compose.yml", content)})
+    assert r.status_code == 200, r.text
+    stack = r.json()
+    try:
+        assert stack["Type"] == 1 and stack["SwarmId"] == swarm_id and stack["EndpointId"] == environment
+        services = host.client().services.list(filters={"label": f"com.docker.stack.namespace={name}"})
+        assert len(services) == 1
+        assert "GREETING=hi" in services[0].attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"]
+        r = server.api("GET", f"/api/stacks/{stack['Id']}/file")
+        assert r.json()["StackFileContent"] == content
+        r = server.api("POST", f"/api/stacks/create/swarm/file?endpointId={environment}", data={"Name": "nofile"})
+        assert r.status_code == 400
+    finally:
+        assert server.api("DELETE", f"/api/stacks/{stack['Id']}?endpointId={environment}").status_code == 204
+
+
+def grant_standard(server, user_id: int, environment: int) -> None:
+    policies = server.api("GET", f"/api/endpoints/{environment}").json().get("UserAccessPolicies") or {}
+    policies[str(user_id)] = {"RoleId": 0}
+    r = server.api("PUT", f"/api/endpoints/{environment}", json={"UserAccessPolicies": policies})
+    assert r.status_code == 200, r.text
+
+
+def service_spec(host, service_id: str) -> dict:
+    return host.client().api.inspect_service(service_id)["Spec"]
+
+
+def test_service_webhook_redeploys_with_the_image_pulled_again_and_a_new_tag(server, swarm):
+    host, environment = swarm
+    (alice, alice_key), (bob, bob_key) = new_user(server, "hook-alice"), new_user(server, "hook-bob")
+    for user_id in (alice, bob):
+        grant_standard(server, user_id, environment)
+    base = f"/api/endpoints/{environment}/docker/v1.41"
+    r = as_user(server, alice_key, "POST", base + "/services/create", json={
+        "Name": unique("hooked"), "Labels": {TEST_LABEL: "1"},
+        "TaskTemplate": {"ContainerSpec": {"Image": f"{HOOK_REPOSITORY}:v1", "Command": ["sleep", "3600"]}}})
+    assert r.status_code == 201, r.text
+    service_id = r.json()["ID"]
+    try:
+        payload = {"resourceID": service_id, "endpointID": environment, "webhookType": 1}
+        assert as_user(server, bob_key, "POST", "/api/webhooks", json=payload).status_code == 403
+        assert as_user(server, alice_key, "POST", "/api/webhooks",
+                       json={**payload, "webhookType": 2}).status_code == 400
+        r = as_user(server, alice_key, "POST", "/api/webhooks", json=payload)
+        assert r.status_code == 200, r.text
+        webhook = r.json()
+        assert set(webhook) == {"Id", "Token", "ResourceId", "EndpointId", "RegistryId", "Type"}
+        assert webhook["ResourceId"] == service_id and webhook["EndpointId"] == environment and webhook["Type"] == 1
+        assert len(webhook["Token"]) == 36 and webhook["Token"].count("-") == 4
+        r = server.api("POST", "/api/webhooks", json={"ResourceID": service_id, "EndpointID": environment,
+                                                      "WebhookType": 1})
+        assert r.status_code == 409
+        assert [w["Id"] for w in as_user(server, alice_key, "GET", "/api/webhooks").json()] == [webhook["Id"]]
+        assert as_user(server, bob_key, "GET", "/api/webhooks").json() == []
+        filters = json.dumps({"ResourceID": service_id, "EndpointID": environment})
+        assert [w["Id"] for w in server.api("GET", f"/api/webhooks?filters={filters}").json()] == [webhook["Id"]]
+
+        hook_url = f"{server.url}/api/webhooks/{webhook['Token']}"
+        forced = service_spec(host, service_id)["TaskTemplate"].get("ForceUpdate", 0)
+        assert requests.post(f"{server.url}/api/webhooks/{uuid.uuid4()}", timeout=30).status_code == 404
+        r = requests.post(hook_url, timeout=120)
+        assert r.status_code == 204, r.text
+        spec = service_spec(host, service_id)
+        assert spec["TaskTemplate"]["ForceUpdate"] == forced + 1
+        assert spec["TaskTemplate"]["ContainerSpec"]["Image"].split("@")[0] == f"{HOOK_REPOSITORY}:v1"
+        r = requests.post(hook_url + "?tag=v2", timeout=120)
+        assert r.status_code == 204, r.text
+        assert service_spec(host, service_id)["TaskTemplate"]["ContainerSpec"]["Image"].split("@")[0] == \
+            f"{HOOK_REPOSITORY}:v2"
+        r = requests.post(hook_url + "?tag=missing", timeout=120)
+        assert r.status_code == 404, r.text
+
+        assert as_user(server, bob_key, "DELETE", f"/api/webhooks/{webhook['Id']}").status_code == 403
+        assert as_user(server, alice_key, "DELETE", f"/api/webhooks/{webhook['Id']}").status_code == 204
+        assert requests.post(hook_url, timeout=30).status_code == 404
+    finally:
+        with contextlib.suppress(docker.errors.APIError):
+            host.client().api.remove_service(service_id)
+        for user_id in (alice, bob):
+            server.api("DELETE", f"/api/users/{user_id}")
