@@ -7170,7 +7170,7 @@ async def handle_stack_delete(request: web.Request) -> web.Response:
 
 async def handle_stack_migrate(request: web.Request) -> web.Response:
     """Move a stack to another environment, {EndpointID, SwarmID, Name}: deployed there first, then removed here."""
-    stack, endpoint = managed_stack(request)
+    stack, _ = managed_stack(request)
     body = await read_json_object(request)
     target_id = field(body, "EndpointID", int, required=False, default=0)
     if target_id <= 0:

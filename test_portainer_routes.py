@@ -364,3 +364,106 @@ def test_service_webhook_redeploys_with_the_image_pulled_again_and_a_new_tag(ser
             host.client().api.remove_service(service_id)
         for user_id in (alice, bob):
             server.api("DELETE", f"/api/users/{user_id}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Stacks: migration to another environment; app template files; edge stacks updated and redeployed
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def project_containers(engine, project: str) -> list:
+    return engine.containers.list(all=True, filters={"label": f"com.docker.compose.project={project}"})
+
+
+def test_stack_migrates_to_another_environment_under_a_new_name(server, engine):
+    target = new_environment(server, "migrate-target")
+    name = unique("migrating").replace("-", "")
+    content = (f"services:\n  app:\n    image: {BUSYBOX}\n    command: sleep 3600\n    stop_grace_period: 1s\n"
+               f"    labels: {{\"{TEST_LABEL}\": \"1\"}}\n")
+    r = server.api("POST", "/api/stacks/create/standalone/string?endpointId=1",
+                   json={"name": name, "stackFileContent": content})
+    assert r.status_code == 200, r.text
+    stack = r.json()
+    moved = f"{name}moved"
+    try:
+        assert server.api("POST", f"/api/stacks/{stack['Id']}/migrate?endpointId=1", json={}).status_code == 400
+        r = server.api("POST", f"/api/stacks/{stack['Id']}/migrate?endpointId=1",
+                       json={"EndpointID": 99999})
+        assert r.status_code == 404
+        r = server.api("POST", f"/api/stacks/{stack['Id']}/migrate?endpointId=1",
+                       json={"endpointID": target, "name": moved})
+        assert r.status_code == 200, r.text
+        answer = r.json()
+        assert answer["Id"] == stack["Id"] and answer["EndpointId"] == target and answer["Name"] == moved
+        assert not project_containers(engine, name)
+        assert [c.status for c in project_containers(engine, moved)] == ["running"]
+        assert server.api("GET", f"/api/stacks/{stack['Id']}").json()["EndpointId"] == target
+    finally:
+        server.api("DELETE", f"/api/stacks/{stack['Id']}?endpointId={target}")
+        server.api("DELETE", f"/api/stacks/{stack['Id']}?endpointId=1")
+        for project in (name, moved):
+            for container in project_containers(engine, project):
+                container.remove(force=True)
+        server.api("DELETE", f"/api/endpoints/{target}")
+
+
+def test_app_template_file_is_answered_for_stack_templates_only(server):
+    templates = server.api("GET", "/api/templates").json()["templates"]
+    stack_template = next(t for t in templates if t["type"] == 3)
+    container_template = next(t for t in templates if t["type"] == 1)
+    r = server.api("POST", f"/api/templates/{stack_template['id']}/file")
+    assert r.status_code == 200, r.text
+    assert set(r.json()) == {"FileContent"} and "services:" in r.json()["FileContent"]
+    assert server.api("POST", f"/api/templates/{container_template['id']}/file").status_code == 400
+    assert server.api("POST", "/api/templates/9999/file").status_code == 404
+
+
+def test_edge_stack_is_updated_and_redeployed_and_its_file_read_back(server, engine, workdir):
+    edge = pytest.importorskip("test_edge")
+    r = server.api("POST", "/api/endpoints", json={"Name": unique("edge-update"), "EndpointCreationType": 4,
+                                                  "URL": server.https_url})
+    assert r.status_code == 200, r.text
+    environment = r.json()
+    group = server.api("POST", "/api/edge_groups", json={"Name": unique("edge-upd"),
+                                                         "Endpoints": [environment["Id"]]}).json()
+    empty_group = server.api("POST", "/api/edge_groups", json={"Name": unique("edge-none"), "Endpoints": []}).json()
+    name = unique("edgeupd").replace("-", "")
+    version = lambda v: (f"services:\n  web:\n    image: {BUSYBOX}\n    command: sleep 3600\n"  # noqa: E731
+                         f"    stop_grace_period: 1s\n    environment: [RELEASE={v}]\n"
+                         f"    labels: {{\"{TEST_LABEL}\": \"1\"}}\n")
+    r = server.api("POST", "/api/edge_stacks", json={"Name": name, "StackFileContent": version(1),
+                                                     "EdgeGroups": [group["Id"]], "DeploymentType": 0})
+    assert r.status_code == 200, r.text
+    edge_stack = r.json()
+    site_agent = edge.EdgeAgent(environment["EdgeKey"], "routes-edge", f"unix://{DOCKER_SOCKET}",
+                                os.path.join(workdir, "routes-edge-agent.log"))
+    status = lambda: server.api("GET", f"/api/edge_stacks/{edge_stack['Id']}").json()["Status"]  # noqa: E731
+    release = lambda: [e for e in engine.containers.get(f"{name}_web_1").attrs["Config"]["Env"]  # noqa: E731
+                       if e.startswith("RELEASE=")]
+    try:
+        wait_until(lambda: status()[str(environment["Id"])]["Status"] == "running", timeout=60, interval=0.5,
+                   message="the edge stack to run")
+        assert release() == ["RELEASE=1"]
+        r = server.api("PUT", f"/api/edge_stacks/{edge_stack['Id']}", json={"edgeGroups": [group["Id"]]})
+        assert r.status_code == 400, r.text
+        r = server.api("PUT", f"/api/edge_stacks/{edge_stack['Id']}",
+                       json={"stackFileContent": version(2), "edgeGroups": [group["Id"]], "updateVersion": True,
+                             "deploymentType": 0})
+        assert r.status_code == 200, r.text
+        assert r.json()["Version"] == 2
+        r = server.api("GET", f"/api/edge_stacks/{edge_stack['Id']}/file")
+        assert r.status_code == 200 and r.json() == {"StackFileContent": version(2)}
+        wait_until(lambda: status()[str(environment["Id"])]["Status"] == "running" and release() == ["RELEASE=2"],
+                   timeout=60, interval=0.5, message="the new version to run")
+        r = server.api("PUT", f"/api/edge_stacks/{edge_stack['Id']}",
+                       json={"StackFileContent": version(2), "EdgeGroups": [empty_group["Id"]]})
+        assert r.status_code == 200 and r.json()["Status"] == {}, r.text
+        wait_until(lambda: not project_containers(engine, name), timeout=30, message="the stack to leave the site")
+    finally:
+        site_agent.stop()
+        server.api("DELETE", f"/api/edge_stacks/{edge_stack['Id']}")
+        for container in project_containers(engine, name):
+            container.remove(force=True)
+        for edge_group in (group, empty_group):
+            server.api("DELETE", f"/api/edge_groups/{edge_group['Id']}")
+        server.api("DELETE", f"/api/endpoints/{environment['Id']}")
