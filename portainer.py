@@ -10575,6 +10575,9 @@ ROUTES: list[tuple[str, str, Callable]] = [
 _STRING = {"type": "string"}
 _CREDENTIALS = {"type": "object", "required": ["Username", "Password"],
                 "properties": {"Username": _STRING, "Password": _STRING}}
+_ID_LIST = {"type": "array", "items": {"type": "integer"}}
+_POLICIES = {"type": "object", "additionalProperties": {"type": "object", "properties": {
+    "RoleId": {"type": "integer"}}}}
 # Request bodies of the routes that take one, so clients and fuzzers know what to send.
 REQUEST_SCHEMAS: dict[str, dict] = {
     "handle_admin_init": _CREDENTIALS,
@@ -10601,6 +10604,34 @@ REQUEST_SCHEMAS: dict[str, dict] = {
     "handle_container_recreate": {"type": "object", "properties": {"PullImage": {"type": "boolean"}}},
     "handle_settings_update": {"type": "object", "properties": {
         "UserSessionTimeout": _STRING, "EnableTelemetry": {"type": "boolean"}, "LogoURL": _STRING}},
+    "handle_endpoint_group_create": {"type": "object", "required": ["Name"], "properties": {
+        "Name": _STRING, "Description": _STRING, "AssociatedEndpoints": _ID_LIST, "TagIDs": _ID_LIST}},
+    "handle_endpoint_group_update": {"type": "object", "properties": {
+        "Name": _STRING, "Description": _STRING, "TagIDs": _ID_LIST, "UserAccessPolicies": _POLICIES,
+        "TeamAccessPolicies": _POLICIES}},
+    "handle_endpoint_settings_update": {"type": "object", "properties": {
+        **{name: {"type": "boolean"} for name in DEFAULT_SECURITY_SETTINGS}, "enableGPUManagement": {"type": "boolean"},
+        "gpus": {"type": "array", "items": {"type": "object", "properties": {"name": _STRING, "value": _STRING}}}}},
+    "handle_endpoints_delete_batch": {"type": "object", "required": ["endpoints"], "properties": {
+        "endpoints": {"type": "array", "items": {"type": "object", "required": ["id"], "properties": {
+            "id": {"type": "integer"}, "deleteCluster": {"type": "boolean"}}}}}},
+    "handle_stack_migrate": {"type": "object", "required": ["EndpointID"], "properties": {
+        "EndpointID": {"type": "integer"}, "SwarmID": _STRING, "Name": _STRING}},
+    "handle_edge_stack_update": {"type": "object", "required": ["StackFileContent", "EdgeGroups"], "properties": {
+        "StackFileContent": _STRING, "EdgeGroups": _ID_LIST, "UpdateVersion": {"type": "boolean"},
+        "DeploymentType": {"type": "integer", "enum": [0]}}},
+    "handle_webhook_create": {"type": "object", "required": ["ResourceID", "EndpointID", "WebhookType"],
+                              "properties": {"ResourceID": _STRING, "EndpointID": {"type": "integer"},
+                                             "RegistryID": {"type": "integer"},
+                                             "WebhookType": {"type": "integer", "enum": [1]}}},
+}
+_STACK_UPLOAD = {"type": "object", "required": ["Name", "file"], "properties": {
+    "Name": _STRING, "SwarmID": _STRING, "Env": {"type": "string", "description": "JSON: [{name, value}]"},
+    "file": {"type": "string", "format": "binary"}}}
+# Routes that take a multipart form, as Portainer's do.
+FORM_SCHEMAS: dict[str, dict] = {
+    "handle_stack_create_standalone_file": _STACK_UPLOAD,
+    "handle_stack_create_swarm_file": _STACK_UPLOAD,
 }
 
 
@@ -10610,7 +10641,7 @@ def openapi_document() -> dict:
         if not path.startswith("/api/"):
             continue
         clean = re.sub(r"\{(\w+)(:[^}]*)?\}", r"{\1}", path)
-        integer_params = ("id", "keyId", "registryId", "taskId")
+        integer_params = ("id", "keyId", "registryId", "taskId", "endpointId")
         params = [{"name": name, "in": "path", "required": True,
                    "schema": {"type": "integer"} if name in integer_params else {"type": "string"}}
                   for name in re.findall(r"\{(\w+)", clean)]
@@ -10624,9 +10655,12 @@ def openapi_document() -> dict:
             }
             if not getattr(handler, "public", False):
                 operation["security"] = [{"jwt": []}, {"apiKey": []}]
-            if handler.__name__ in REQUEST_SCHEMAS and m in ("post", "put"):
+            if handler.__name__ in REQUEST_SCHEMAS and m in ("post", "put", "delete"):
                 operation["requestBody"] = {"content": {"application/json": {
                     "schema": REQUEST_SCHEMAS[handler.__name__]}}}
+            if handler.__name__ in FORM_SCHEMAS and m == "post":
+                operation["requestBody"] = {"content": {"multipart/form-data": {
+                    "schema": FORM_SCHEMAS[handler.__name__]}}}
             paths.setdefault(clean, {})[m] = operation
     return {
         "openapi": "3.0.3",

@@ -467,3 +467,17 @@ def test_edge_stack_is_updated_and_redeployed_and_its_file_read_back(server, eng
         for edge_group in (group, empty_group):
             server.api("DELETE", f"/api/edge_groups/{edge_group['Id']}")
         server.api("DELETE", f"/api/endpoints/{environment['Id']}")
+
+
+def test_openapi_lists_these_routes_with_their_bodies(server):
+    paths = requests.get(server.url + "/api/docs/openapi.json", timeout=30).json()["paths"]
+    assert "requestBody" in paths["/api/endpoint_groups"]["post"]
+    assert "requestBody" in paths["/api/endpoints"]["delete"]
+    assert "multipart/form-data" in paths["/api/stacks/create/swarm/file"]["post"]["requestBody"]["content"]
+    assert "security" not in paths["/api/webhooks/{token}"]["post"]
+    for path, method in (("/api/endpoint_groups/{id}/endpoints/{endpointId}", "delete"),
+                         ("/api/endpoints/{id}/settings", "put"), ("/api/endpoints/{id}/association", "delete"),
+                         ("/api/edge_stacks/{id}", "put"), ("/api/edge_stacks/{id}/file", "get"),
+                         ("/api/stacks/{id}/migrate", "post"), ("/api/templates/{id}/file", "post"),
+                         ("/api/webhooks", "get"), ("/api/webhooks/{id}", "delete")):
+        assert method in paths[path], (path, method)
