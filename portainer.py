@@ -316,7 +316,7 @@ async def read_json(request: web.Request, limit: int = MAX_JSON_BODY) -> Any:
 
 
 # What aiohttp raises for a form or multipart body it cannot parse (a missing boundary, a broken part header).
-MALFORMED_FORM_ERRORS = (ValueError, AssertionError, LookupError)
+MALFORMED_FORM_ERRORS = (ValueError, AssertionError, LookupError, aiohttp.http_exceptions.HttpProcessingError)
 
 
 async def read_json_object(request: web.Request) -> dict:
@@ -7537,14 +7537,16 @@ def webhook_view(webhook: dict) -> dict:
 
 async def service_for_update(request: web.Request, endpoint: dict, service_id: str) -> dict:
     """The service, when the caller may update it (the same decision as the proxy's POST /services/{id}/update)."""
-    grant = await authorize_docker_call(request, endpoint, "POST",
-                                        f"/services/{urllib.parse.quote(service_id, safe='')}/update")
     try:
+        grant = await authorize_docker_call(request, endpoint, "POST",
+                                            f"/services/{urllib.parse.quote(service_id, safe='')}/update")
         return as_dict(await grant.connector.request_json(
             "GET", f"/services/{urllib.parse.quote(grant.resource or service_id, safe='')}"))
     except ApiError as exc:
         if exc.status == 404:
             raise NotFound(f"service {service_id!r} not found on environment {endpoint['Id']}") from None
+        if exc.status == 503:  # the engine's answer when it is not a Swarm manager
+            raise BadRequest(f"environment {endpoint['Id']} has no Swarm services", exc.message) from None
         raise
 
 
