@@ -7605,14 +7605,32 @@ async def handle_webhooks_list(request: web.Request) -> web.Response:
     return json_response([webhook_view(w) for w in listed])
 
 
-async def handle_webhook_delete(request: web.Request) -> web.Response:
-    """Delete a webhook: its URL stops working (administrators, its creator, or who may update its service)."""
+async def managed_webhook(request: web.Request) -> dict:
+    """The webhook, when the caller may change it: administrators, its creator, or who may update its service."""
     store, caller = request.app[STORE], caller_of(request)
     webhook = webhooks(store).get(str(path_id(request)))
     if webhook is None:
         raise NotFound(f"webhook {path_id(request)} not found")
     if not caller.is_admin and webhook.get("_CreatedBy") != caller.id:
         await service_for_update(request, endpoint_for_caller(request, webhook["EndpointId"]), webhook["ResourceId"])
+    return webhook
+
+
+async def handle_webhook_update(request: web.Request) -> web.Response:
+    """Change the registry whose credentials the webhook pulls with, {RegistryID} (0: none)."""
+    webhook = await managed_webhook(request)
+    registry_id = field(await read_json_object(request), "RegistryID", int, required=False, default=0)
+    if registry_id:
+        request.app[REGISTRIES].usable(caller_of(request), registry_id, webhook["EndpointId"])
+    webhook["RegistryId"] = registry_id
+    await request.app[STORE].commit()
+    return json_response(webhook_view(webhook))
+
+
+async def handle_webhook_delete(request: web.Request) -> web.Response:
+    """Delete a webhook: its URL stops working (administrators, its creator, or who may update its service)."""
+    store = request.app[STORE]
+    webhook = await managed_webhook(request)
     del webhooks(store)[str(webhook["Id"])]
     await store.commit()
     return web.Response(status=204)
@@ -10541,6 +10559,7 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("GET", "/api/edge_stacks/{id}/file", handle_edge_stack_file),
     ("GET", "/api/webhooks", handle_webhooks_list),
     ("POST", "/api/webhooks", handle_webhook_create),
+    ("PUT", "/api/webhooks/{id}", handle_webhook_update),
     ("DELETE", "/api/webhooks/{id}", handle_webhook_delete),
     ("POST", "/api/webhooks/{token}", handle_webhook_execute),
     ("GET", "/api/templates", handle_templates_list),
@@ -10622,6 +10641,7 @@ REQUEST_SCHEMAS: dict[str, dict] = {
     "handle_edge_stack_update": {"type": "object", "required": ["StackFileContent", "EdgeGroups"], "properties": {
         "StackFileContent": _STRING, "EdgeGroups": _ID_LIST, "UpdateVersion": {"type": "boolean"},
         "DeploymentType": {"type": "integer", "enum": [0]}}},
+    "handle_webhook_update": {"type": "object", "properties": {"RegistryID": {"type": "integer"}}},
     "handle_webhook_create": {"type": "object", "required": ["ResourceID", "EndpointID", "WebhookType"],
                               "properties": {"ResourceID": _STRING, "EndpointID": {"type": "integer"},
                                              "RegistryID": {"type": "integer"},

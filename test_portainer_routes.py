@@ -80,6 +80,7 @@ def test_environment_group_crud_with_portainer_payloads(server):
     assert server.api("GET", f"/api/endpoints/{environment}").json()["GroupId"] == 1
     r = server.api("PUT", f"/api/endpoint_groups/{group['Id']}/endpoints/{environment}")
     assert r.status_code == 204
+    assert server.api("PUT", f"/api/endpoints/{environment}", json={"GroupID": 9999}).status_code == 400
     r = server.api("GET", f"/api/endpoints?groupIds[]={group['Id']}")
     assert [ep["Id"] for ep in r.json()] == [environment]
     assert server.api("PUT", f"/api/endpoint_groups/9999/endpoints/{environment}").status_code == 404
@@ -356,6 +357,11 @@ def test_service_webhook_redeploys_with_the_image_pulled_again_and_a_new_tag(ser
         r = requests.post(hook_url + "?tag=missing", timeout=120)
         assert r.status_code == 404, r.text
 
+        r = as_user(server, alice_key, "PUT", f"/api/webhooks/{webhook['Id']}", json={"registryID": 99999})
+        assert r.status_code == 404, r.text
+        r = as_user(server, alice_key, "PUT", f"/api/webhooks/{webhook['Id']}", json={"RegistryID": 0})
+        assert r.status_code == 200 and r.json()["RegistryId"] == 0, r.text
+        assert as_user(server, bob_key, "PUT", f"/api/webhooks/{webhook['Id']}", json={}).status_code == 403
         assert as_user(server, bob_key, "DELETE", f"/api/webhooks/{webhook['Id']}").status_code == 403
         assert as_user(server, alice_key, "DELETE", f"/api/webhooks/{webhook['Id']}").status_code == 204
         assert requests.post(hook_url, timeout=30).status_code == 404
