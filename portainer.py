@@ -7280,8 +7280,12 @@ def edge_group_endpoint_ids(store: Store, group_id: int) -> list[int]:
         return sorted(int(i) for i in group.get("Endpoints") or []
                       if endpoints.get(str(i), {}).get("Type") == ENDPOINT_EDGE)
     tags = set(group.get("TagIds") or [])
-    match = (lambda ep: tags & set(ep.get("TagIds") or [])) if group.get("PartialMatch") else \
-        (lambda ep: tags <= set(ep.get("TagIds") or []))
+
+    def match(ep: dict) -> bool:
+        # an environment carries its own tags and its environment group's, as in Portainer
+        carried = set(ep.get("TagIds") or []) | set(group_of_endpoint(store, ep).get("TagIds") or [])
+        return bool(tags & carried) if group.get("PartialMatch") else tags <= carried
+
     return [ep["Id"] for ep in store.data["endpoints"].values() if ep["Type"] == ENDPOINT_EDGE and tags and match(ep)]
 
 

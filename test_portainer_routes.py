@@ -151,6 +151,26 @@ def test_a_team_given_a_group_reaches_its_environments(server):
         server.api("DELETE", f"/api/users/{user_id}")
 
 
+def test_a_dynamic_edge_group_matches_the_tags_of_an_environments_group(server):
+    tag = server.api("POST", "/api/tags", json={"Name": unique("site-tag")}).json()
+    group = server.api("POST", "/api/endpoint_groups", json={"Name": unique("tagged"), "TagIDs": [tag["ID"]]}).json()
+    assert group["TagIds"] == [tag["ID"]]
+    assert server.api("GET", "/api/tags").json()[-1]["EndpointGroups"] == {str(group["Id"]): True}
+    r = server.api("POST", "/api/endpoints", json={"Name": unique("tagged-edge"), "EndpointCreationType": 4,
+                                                  "URL": server.https_url, "GroupID": group["Id"]})
+    assert r.status_code == 200 and r.json()["GroupId"] == group["Id"], r.text
+    environment = r.json()["Id"]
+    edge_group = server.api("POST", "/api/edge_groups", json={"Name": unique("by-tag"), "Dynamic": True,
+                                                              "TagIds": [tag["ID"]]}).json()
+    try:
+        assert edge_group["TrustedEndpoints"] == [environment]
+    finally:
+        server.api("DELETE", f"/api/edge_groups/{edge_group['Id']}")
+        server.api("DELETE", f"/api/endpoints/{environment}")
+        server.api("DELETE", f"/api/endpoint_groups/{group['Id']}")
+        server.api("DELETE", f"/api/tags/{tag['ID']}")
+
+
 def test_data_directory_made_before_groups_loads_with_the_unassigned_group(fresh_server):
     first = fresh_server()
     first.stop()
