@@ -7667,7 +7667,7 @@ async def handle_webhook_execute(request: web.Request) -> web.Response:
             raise NotFound("the webhook's service no longer exists") from None
         raise
     spec = as_dict(service.get("Spec"))
-    task = spec.setdefault("TaskTemplate", {})
+    task = spec["TaskTemplate"] = as_dict(spec.get("TaskTemplate"))
     container = as_dict(task.get("ContainerSpec"))
     image = as_text(container.get("Image")).split("@sha", 1)[0]
     if not image:
