@@ -319,7 +319,7 @@ async def read_json(request: web.Request, limit: int = MAX_JSON_BODY) -> Any:
 
 
 # What aiohttp raises for a form or multipart body it cannot parse (a missing boundary, a broken part header).
-MALFORMED_FORM_ERRORS = (ValueError, AssertionError, LookupError)
+MALFORMED_FORM_ERRORS = (ValueError, AssertionError, LookupError, aiohttp.http_exceptions.HttpProcessingError)
 
 
 async def read_json_object(request: web.Request) -> dict:
@@ -879,6 +879,25 @@ DEFAULT_SECURITY_SETTINGS = {
 }
 
 
+UNASSIGNED_GROUP_ID = 1
+
+
+def endpoint_groups(store: Store) -> dict:
+    """Environment groups by id; group 1 "Unassigned" always exists, as in Portainer (data made before groups get it)."""
+    groups = store.data.setdefault("endpoint_groups", {})
+    if str(UNASSIGNED_GROUP_ID) not in groups:
+        groups[str(UNASSIGNED_GROUP_ID)] = {
+            "Id": UNASSIGNED_GROUP_ID, "Name": "Unassigned", "Description": "Unassigned environments",
+            "UserAccessPolicies": {}, "TeamAccessPolicies": {}, "TagIds": [], "Labels": []}
+    return groups
+
+
+def group_of_endpoint(store: Store, endpoint: dict) -> dict:
+    """The environment's group; an environment whose group is gone counts as unassigned."""
+    groups = endpoint_groups(store)
+    return groups.get(str(endpoint.get("GroupId", UNASSIGNED_GROUP_ID))) or groups[str(UNASSIGNED_GROUP_ID)]
+
+
 class Environments:
     """Connectors for each environment, and their live status and latest snapshot (kept in memory only)."""
 
@@ -930,6 +949,7 @@ class Environments:
     def public_view(self, endpoint: dict) -> dict:
         view = {k: v for k, v in endpoint.items() if not k.startswith("_")}
         view["Status"] = self.status.get(endpoint["Id"], STATUS_DOWN)
+        view.setdefault("GroupId", UNASSIGNED_GROUP_ID)
         view.setdefault(IMAGE_CHECK_SETTING, False)
         snapshot = self.snapshots.get(endpoint["Id"])
         view["Snapshots"] = [snapshot] if snapshot else []
@@ -1516,15 +1536,22 @@ def policy_role(policy: Any) -> int:
 
 
 def endpoint_role(store: Store, caller: Caller, endpoint: dict) -> int | None:
-    """The caller's role on an environment: their own policy first, else the strongest of their teams'."""
+    """The caller's role on an environment, in Portainer's order: their own policy on the environment, then their
+    own on its group, then the strongest of their teams' on the environment, then the strongest on the group."""
     if caller.is_admin:
         return ENV_ROLE_ADMIN
-    own = (endpoint.get("UserAccessPolicies") or {}).get(str(caller.id))
-    if own is not None:
-        return policy_role(own)
-    teams = endpoint.get("TeamAccessPolicies") or {}
-    roles = [policy_role(teams[str(t)]) for t in user_team_ids(store, caller.id) if str(t) in teams]
-    return min(roles) if roles else None
+    group = group_of_endpoint(store, endpoint)
+    for holder in (endpoint, group):
+        own = (holder.get("UserAccessPolicies") or {}).get(str(caller.id))
+        if own is not None:
+            return policy_role(own)
+    team_ids = user_team_ids(store, caller.id)
+    for holder in (endpoint, group):
+        teams = holder.get("TeamAccessPolicies") or {}
+        roles = [policy_role(teams[str(t)]) for t in team_ids if str(t) in teams]
+        if roles:
+            return min(roles)
+    return None
 
 
 def can_access_endpoint(store: Store, caller: Caller, endpoint: dict) -> bool:
@@ -4872,8 +4899,8 @@ async def handle_user_delete(request: web.Request) -> web.Response:
     for membership_id, membership in list(store.data["team_memberships"].items()):
         if membership["UserID"] == user_id:
             del store.data["team_memberships"][membership_id]
-    for endpoint in store.data["endpoints"].values():
-        (endpoint.get("UserAccessPolicies") or {}).pop(str(user_id), None)
+    for holder in [*store.data["endpoints"].values(), *endpoint_groups(store).values()]:
+        (holder.get("UserAccessPolicies") or {}).pop(str(user_id), None)
     await store.commit()
     rebuild_api_key_index(request.app)
     return web.Response(status=204)
@@ -5041,8 +5068,8 @@ async def handle_team_delete(request: web.Request) -> web.Response:
     for membership_id, membership in list(store.data["team_memberships"].items()):
         if membership["TeamID"] == team["Id"]:
             del store.data["team_memberships"][membership_id]
-    for endpoint in store.data["endpoints"].values():
-        (endpoint.get("TeamAccessPolicies") or {}).pop(str(team["Id"]), None)
+    for holder in [*store.data["endpoints"].values(), *endpoint_groups(store).values()]:
+        (holder.get("TeamAccessPolicies") or {}).pop(str(team["Id"]), None)
     await store.commit()
     return web.Response(status=204)
 
@@ -5317,6 +5344,7 @@ async def handle_endpoint_create(request: web.Request) -> web.Response:
         "TeamAccessPolicies": {}, "SecuritySettings": dict(DEFAULT_SECURITY_SETTINGS), "CreationDate": now(),
         "TLSConfig": {"TLS": form_bool(fields.get("TLS")), "TLSSkipVerify": form_bool(fields.get("TLSSkipVerify"))},
     }
+    get_endpoint_group(store, endpoint["GroupId"], status=BadRequest)
     tag_ids = fields.get("TagIds")
     if isinstance(tag_ids, list):
         endpoint["TagIds"] = [t for t in tag_ids if isinstance(t, int)]
@@ -5418,6 +5446,9 @@ async def handle_endpoints_list(request: web.Request) -> web.Response:
     types = request.query.getall("types", [])
     if types:
         endpoints = [ep for ep in endpoints if str(ep["Type"]) in types]
+    group_ids = request.query.getall("groupIds[]", []) + request.query.getall("groupIds", [])
+    if group_ids:
+        endpoints = [ep for ep in endpoints if str(ep.get("GroupId", UNASSIGNED_GROUP_ID)) in group_ids]
     total = len(endpoints)
     start = query_int(request, "start", 0)
     limit = query_int(request, "limit", 0)
@@ -5439,6 +5470,16 @@ async def handle_endpoint_inspect(request: web.Request) -> web.Response:
     """One environment with its status and latest snapshot."""
     endpoint = endpoint_for_caller(request, path_id(request))
     return json_response(request.app[ENVIRONMENTS].public_view(endpoint))
+
+
+def check_access_policies(name: str, policies: dict) -> None:
+    """UserAccessPolicies / TeamAccessPolicies: {"<id>": {"RoleId": n}}, as Portainer stores them."""
+    for key, value in policies.items():
+        if not str(key).isdigit() or not isinstance(value, dict):
+            raise BadRequest(f"{name} must map ids to objects such as {{\"RoleId\": 0}}")
+        if value.get("RoleId", 0) not in (0, *ROLE_ACTIONS):
+            raise BadRequest("RoleId must be one of 1 (environment administrator), 2 (operator), "
+                             "3 (helpdesk), 4 (standard user), 5 (read-only user)")
 
 
 ENDPOINT_EDITABLE = {"Name": str, "PublicURL": str, "GroupID": int, "TagIds": list, "UserAccessPolicies": dict,
@@ -5469,12 +5510,9 @@ async def handle_endpoint_update(request: web.Request) -> web.Response:
         changes["URL"] = normalise_docker_url(changes["URL"], endpoint["Type"])
     for policies in ("UserAccessPolicies", "TeamAccessPolicies"):
         if policies in changes:
-            for key, value in changes[policies].items():
-                if not str(key).isdigit() or not isinstance(value, dict):
-                    raise BadRequest(f"{policies} must map ids to objects such as {{\"RoleId\": 0}}")
-                if value.get("RoleId", 0) not in (0, *ROLE_ACTIONS):
-                    raise BadRequest("RoleId must be one of 1 (environment administrator), 2 (operator), "
-                                     "3 (helpdesk), 4 (standard user), 5 (read-only user)")
+            check_access_policies(policies, changes[policies])
+    if "GroupID" in changes:
+        get_endpoint_group(request.app[STORE], changes["GroupID"], status=BadRequest)
     security = body.get("SecuritySettings")
     if security is not None:
         if not isinstance(security, dict) or any(k not in DEFAULT_SECURITY_SETTINGS or not isinstance(v, bool)
@@ -5509,19 +5547,74 @@ async def handle_endpoint_update(request: web.Request) -> web.Response:
 async def handle_endpoint_delete(request: web.Request) -> web.Response:
     """Remove an environment from this server (nothing on the engine is touched)."""
     require_admin(request)
-    endpoint_id = path_id(request)
-    environments = request.app[ENVIRONMENTS]
+    await delete_endpoint(request.app, path_id(request))
+    return web.Response(status=204)
+
+
+async def delete_endpoint(app: web.Application, endpoint_id: int) -> None:
+    environments = app[ENVIRONMENTS]
     endpoint = environments.get(endpoint_id)
-    del request.app[STORE].data["endpoints"][str(endpoint_id)]
-    await request.app[STORE].commit()
-    remove_kind = request.app[ENDPOINT_KINDS].removers.get(endpoint["Type"])
+    del app[STORE].data["endpoints"][str(endpoint_id)]
+    await app[STORE].commit()
+    remove_kind = app[ENDPOINT_KINDS].removers.get(endpoint["Type"])
     if remove_kind is not None:
-        remove_kind(request.app, endpoint)
+        remove_kind(app, endpoint)
     environments.forget(endpoint_id)
     environments.status.pop(endpoint_id, None)
     environments.snapshots.pop(endpoint_id, None)
     environments.snapshot_attempted.pop(endpoint_id, None)
+
+
+async def handle_endpoints_delete_batch(request: web.Request) -> web.Response:
+    """Remove several environments, {"endpoints": [{"id": 1, "deleteCluster": false}]}: 204 when all went,
+    else 207 with {"deleted": [...], "errors": [...]} (administrators)."""
+    require_admin(request)
+    items = field(await read_json_object(request), "endpoints", list, required=False, default=[])
+    if not items:
+        raise BadRequest("Invalid request payload",
+                         "invalid request payload. You must provide a list of environments to delete")
+    ids = []
+    for item in items:
+        if not isinstance(item, dict):
+            raise BadRequest("each item of endpoints must be an object such as {\"id\": 1}")
+        ids.append(field(item, "id", int))
+        field(item, "deleteCluster", bool, required=False)
+    answer = {"deleted": [], "errors": []}
+    for endpoint_id in ids:
+        try:
+            await delete_endpoint(request.app, endpoint_id)
+        except NotFound:
+            log.warning("batch removal: environment %s not found", endpoint_id)
+            answer["errors"].append(endpoint_id)
+            continue
+        answer["deleted"].append(endpoint_id)
+    if answer["errors"]:
+        return json_response(answer, status=207)
     return web.Response(status=204)
+
+
+async def handle_endpoint_settings_update(request: web.Request) -> web.Response:
+    """Portainer's security switches of one environment, {"allowBindMountsForRegularUsers": true, ...}; a switch
+    left out keeps its value (administrators)."""
+    require_admin(request)
+    endpoint_id = path_id(request)
+    environments = request.app[ENVIRONMENTS]
+    body = await read_json_object(request)
+    endpoint = environments.get(endpoint_id)
+    changes = {name: value for name in DEFAULT_SECURITY_SETTINGS
+               if (value := field(body, name, bool, required=False)) is not None}
+    gpu_management = field(body, "enableGPUManagement", bool, required=False)
+    gpus = field(body, "gpus", list, required=False)
+    if gpus is not None and not all(isinstance(g, dict) and all(isinstance(v, str) for v in g.values())
+                                    for g in gpus):
+        raise BadRequest("gpus must be a list of {\"name\": ..., \"value\": ...} pairs")
+    endpoint["SecuritySettings"] = {**endpoint_security_settings(endpoint), **changes}
+    if gpu_management is not None:
+        endpoint["EnableGPUManagement"] = gpu_management
+    if gpus is not None:
+        endpoint["Gpus"] = gpus
+    await request.app[STORE].commit()
+    return json_response(environments.public_view(endpoint))
 
 
 async def handle_endpoint_snapshot(request: web.Request) -> web.Response:
@@ -5540,13 +5633,144 @@ async def handle_endpoints_snapshot(request: web.Request) -> web.Response:
 
 
 # ================================================================================================================
+# API handlers: environment groups (their access policies apply to every environment in them)
+# ================================================================================================================
+
+
+def get_endpoint_group(store: Store, group_id: int, status: type[ApiError] = NotFound) -> dict:
+    group = endpoint_groups(store).get(str(group_id))
+    if group is None:
+        raise status(f"environment group {group_id} not found")
+    return group
+
+
+def checked_tag_ids(store: Store, body: dict, name: str = "TagIDs") -> list[int] | None:
+    """A list of existing tag ids, or None when the body has none."""
+    if field(body, name, list, required=False) is None:
+        return None
+    tag_ids = id_list(body, name)
+    missing = [t for t in tag_ids if str(t) not in store.data["tags"]]
+    if missing:
+        raise BadRequest(f"no such tags: {missing}")
+    return tag_ids
+
+
+def endpoint_group_description(body: dict) -> str:
+    return field(body, "Description", str, required=False, default="")
+
+
+async def handle_endpoint_groups_list(request: web.Request) -> web.Response:
+    """Environment groups: every one for an administrator, else those the caller or their teams have access to."""
+    store, caller = request.app[STORE], caller_of(request)
+    groups = sorted(endpoint_groups(store).values(), key=lambda g: g["Id"])
+    if not caller.is_admin:
+        team_ids = {str(t) for t in user_team_ids(store, caller.id)}
+        groups = [g for g in groups if str(caller.id) in (g.get("UserAccessPolicies") or {})
+                  or team_ids & set(g.get("TeamAccessPolicies") or {})]
+    return json_response(groups)
+
+
+async def handle_endpoint_group_create(request: web.Request) -> web.Response:
+    """Create an environment group {Name, Description, AssociatedEndpoints, TagIDs} (administrators)."""
+    require_admin(request)
+    store = request.app[STORE]
+    body = await read_json_object(request)
+    name = field(body, "Name", str, required=False, default="").strip()
+    if not name:
+        raise BadRequest("Invalid request payload", "invalid environment group name")
+    associated = id_list(body, "AssociatedEndpoints")
+    tag_ids = checked_tag_ids(store, body) or []
+    groups = endpoint_groups(store)
+    group_id = store.next_id("endpoint_groups")
+    group = groups[str(group_id)] = {
+        "Id": group_id, "Name": name, "Description": endpoint_group_description(body),
+        "UserAccessPolicies": {}, "TeamAccessPolicies": {}, "TagIds": tag_ids, "Labels": []}
+    for endpoint_id in associated:  # unknown ids are skipped, as Portainer does
+        endpoint = store.data["endpoints"].get(str(endpoint_id))
+        if endpoint is not None:
+            endpoint["GroupId"] = group_id
+    await store.commit()
+    return json_response(group)
+
+
+async def handle_endpoint_group_inspect(request: web.Request) -> web.Response:
+    """One environment group (administrators)."""
+    require_admin(request)
+    return json_response(get_endpoint_group(request.app[STORE], path_id(request)))
+
+
+async def handle_endpoint_group_update(request: web.Request) -> web.Response:
+    """Change a group's name, description, tags or access policies (administrators); empty fields are kept."""
+    require_admin(request)
+    store = request.app[STORE]
+    group = get_endpoint_group(store, path_id(request))
+    body = await read_json_object(request)
+    name = field(body, "Name", str, required=False, default="").strip()
+    description = endpoint_group_description(body)
+    tag_ids = checked_tag_ids(store, body)
+    policies = {}
+    for kind in ("UserAccessPolicies", "TeamAccessPolicies"):
+        value = field(body, kind, dict, required=False)
+        if value is not None:
+            check_access_policies(kind, value)
+            policies[kind] = {str(k): v for k, v in value.items()}
+    if name:
+        group["Name"] = name
+    if description:
+        group["Description"] = description
+    if tag_ids is not None:
+        group["TagIds"] = tag_ids
+    group.update(policies)
+    await store.commit()
+    return json_response(group)
+
+
+async def handle_endpoint_group_delete(request: web.Request) -> web.Response:
+    """Delete a group; its environments become unassigned (administrators; never group 1, "Unassigned")."""
+    require_admin(request)
+    group_id = path_id(request)
+    if group_id == UNASSIGNED_GROUP_ID:
+        raise Forbidden("Unable to remove the default 'Unassigned' group")
+    store = request.app[STORE]
+    get_endpoint_group(store, group_id)
+    del endpoint_groups(store)[str(group_id)]
+    for endpoint in store.data["endpoints"].values():
+        if endpoint.get("GroupId") == group_id:
+            endpoint["GroupId"] = UNASSIGNED_GROUP_ID
+    await store.commit()
+    return web.Response(status=204)
+
+
+async def set_endpoint_group(request: web.Request, group_id: int) -> web.Response:
+    store = request.app[STORE]
+    get_endpoint_group(store, path_id(request))
+    endpoint = request.app[ENVIRONMENTS].get(path_id(request, "endpointId"))
+    endpoint["GroupId"] = group_id
+    await store.commit()
+    return web.Response(status=204)
+
+
+async def handle_endpoint_group_add_endpoint(request: web.Request) -> web.Response:
+    """Move an environment into this group (administrators)."""
+    require_admin(request)
+    return await set_endpoint_group(request, path_id(request))
+
+
+async def handle_endpoint_group_remove_endpoint(request: web.Request) -> web.Response:
+    """Take an environment out of this group: it becomes unassigned (administrators)."""
+    require_admin(request)
+    return await set_endpoint_group(request, UNASSIGNED_GROUP_ID)
+
+
+# ================================================================================================================
 # API handlers: tags (labels for environments; dynamic edge groups select environments by them)
 # ================================================================================================================
 
 
 def tag_view(tag: dict, store: Store) -> dict:
     endpoints = {str(ep["Id"]): True for ep in store.data["endpoints"].values() if tag["ID"] in ep.get("TagIds", [])}
-    return {"ID": tag["ID"], "Name": tag["Name"], "Endpoints": endpoints}
+    groups = {str(g["Id"]): True for g in endpoint_groups(store).values() if tag["ID"] in g.get("TagIds", [])}
+    return {"ID": tag["ID"], "Name": tag["Name"], "Endpoints": endpoints, "EndpointGroups": groups}
 
 
 async def handle_tags_list(request: web.Request) -> web.Response:
@@ -5578,7 +5802,8 @@ async def handle_tag_delete(request: web.Request) -> web.Response:
     if str(tag_id) not in store.data["tags"]:
         raise NotFound(f"tag {tag_id} not found")
     del store.data["tags"][str(tag_id)]
-    for holder in list(store.data["endpoints"].values()) + list(store.data.get("edge_groups", {}).values()):
+    for holder in [*store.data["endpoints"].values(), *store.data.get("edge_groups", {}).values(),
+                   *endpoint_groups(store).values()]:
         if tag_id in (holder.get("TagIds") or []):
             holder["TagIds"] = [t for t in holder["TagIds"] if t != tag_id]
     await store.commit()
@@ -5669,6 +5894,12 @@ async def handle_endpoint_association(request: web.Request) -> web.Response:
     edge_id = field(body, "EdgeID", str, required=False, default="").strip()
     if len(edge_id) > MAX_EDGE_ID:
         raise BadRequest(f"EdgeID is longer than {MAX_EDGE_ID} characters")
+    await bind_edge_id(request, endpoint, edge_id)
+    return json_response(request.app[ENVIRONMENTS].public_view(endpoint))
+
+
+async def bind_edge_id(request: web.Request, endpoint: dict, edge_id: str) -> None:
+    """Bind the environment to an Edge ID (none: the next agent that connects); the current agent is let go."""
     endpoint["EdgeID"] = edge_id
     await request.app[STORE].commit()
     tunnels = request.app[EDGE_TUNNELS]
@@ -5677,7 +5908,15 @@ async def handle_endpoint_association(request: web.Request) -> web.Response:
     if tunnel is not None:
         await tunnel.ws.close(code=shared.aiohttp.WSCloseCode.POLICY_VIOLATION, message=b"re-associated")
     log.info("environment %s re-associated to Edge ID %r", endpoint["Id"], edge_id or "(next agent)")
-    return json_response(request.app[ENVIRONMENTS].public_view(endpoint))
+
+
+async def handle_endpoint_association_delete(request: web.Request) -> web.Response:
+    """Portainer's de-association: forget the edge agent's Edge ID and snapshot; the next agent binds (administrators)."""
+    require_admin(request)
+    endpoint = edge_endpoint(request)
+    await bind_edge_id(request, endpoint, "")
+    request.app[ENVIRONMENTS].snapshots.pop(endpoint["Id"], None)
+    return web.Response(status=204)
 
 
 @public
@@ -6759,6 +6998,18 @@ async def handle_stack_create_standalone_string(request: web.Request) -> web.Res
 
 async def handle_stack_create_standalone_file(request: web.Request) -> web.Response:
     """Deploy a compose stack from an uploaded file (multipart: Name, file, Env as JSON)."""
+    body = await stack_upload_form(request)
+    return json_response(stack_view(request, await create_stack(request, STACK_COMPOSE, body)))
+
+
+async def handle_stack_create_swarm_file(request: web.Request) -> web.Response:
+    """Deploy a Swarm stack from an uploaded file (multipart: Name, SwarmID, file, Env as JSON)."""
+    body = await stack_upload_form(request)
+    return json_response(stack_view(request, await create_stack(request, STACK_SWARM, body)))
+
+
+async def stack_upload_form(request: web.Request) -> dict:
+    """Portainer's multipart stack upload (Name, SwarmID, file, Env as JSON) as the body create_stack reads."""
     if not request.content_type.startswith("multipart/"):
         raise BadRequest("send a multipart form with Name, file and Env")
     try:
@@ -6774,7 +7025,9 @@ async def handle_stack_create_standalone_file(request: web.Request) -> web.Respo
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise BadRequest("Env must be JSON and the file UTF-8 text", str(exc)) from None
     body = {"Name": post.get("Name"), "StackFileContent": content, "Env": env}
-    return json_response(stack_view(request, await create_stack(request, STACK_COMPOSE, body)))
+    if isinstance(post.get("SwarmID"), str):
+        body["SwarmID"] = post["SwarmID"]
+    return body
 
 
 async def handle_stack_create_swarm_string(request: web.Request) -> web.Response:
@@ -6791,7 +7044,7 @@ async def handle_stack_create_legacy(request: web.Request) -> web.Response:
         raise BadRequest("type must be 1 (Swarm) or 2 (compose) and method string or file")
     if method == "file":
         if stack_type == STACK_SWARM:
-            raise BadRequest("Swarm stacks are created from a string (method=string)")
+            return await handle_stack_create_swarm_file(request)
         return await handle_stack_create_standalone_file(request)
     stack = await create_stack(request, stack_type, await read_json_object(request))
     return json_response(stack_view(request, stack))
@@ -6925,6 +7178,55 @@ async def handle_stack_delete(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def handle_stack_migrate(request: web.Request) -> web.Response:
+    """Move a stack to another environment, {EndpointID, SwarmID, Name}: deployed there first, then removed here."""
+    stack, _ = managed_stack(request)
+    body = await read_json_object(request)
+    target_id = field(body, "EndpointID", int, required=False, default=0)
+    if target_id <= 0:
+        raise BadRequest("Invalid request payload", "Invalid environment identifier. Must be a positive number")
+    request.app[ENVIRONMENTS].get(target_id)
+    target = stack_endpoint(request, target_id)
+    name = field(body, "Name", str, required=False, default="").strip() or stack["Name"]
+    if not STACK_NAME.match(name):
+        raise BadRequest(f"invalid stack name {name!r}",
+                         "use lowercase letters, digits, '-' and '_', starting with a letter or digit")
+    if target_id == stack["EndpointId"] and name == stack["Name"]:
+        raise BadRequest(f"stack {stack['Id']} is already on environment {target_id} under that name")
+    stacks: Stacks = request.app[STACKS]
+    if (target_id, name) in stacks.creating or any(
+            s["Name"] == name and s["EndpointId"] == target_id for s in stacks.records.values()):
+        raise Conflict(f"A stack with the name '{name}' is already running on endpoint '{target['Name']}'")
+    async with stacks.lock(stack["Id"]):
+        content = await asyncio.to_thread(stacks.read_file, stack)
+        deployment = stacks.deployment(stack["Type"], target_id, name, content, stack["Env"],
+                                       stacks.project_dir(stack["Id"]))
+        await apply_caller_rules(request, target, deployment, stack)
+        swarm_id = stack.get("SwarmId", "")
+        if stack["Type"] == STACK_SWARM:
+            if await deployment.namespace_objects("services"):
+                raise Conflict(f"A stack with the name '{name}' is already running on endpoint '{target['Name']}'")
+            swarm_id = field(body, "SwarmID", str, required=False, default="") or as_text(
+                as_dict(await deployment.connector.request_json("GET", "/swarm")).get("ID"))
+        elif await deployment.project_containers():
+            raise Conflict(f"A stack with the name '{name}' is already running on endpoint '{target['Name']}'")
+        try:
+            await deployment.up()
+        except (ApiError, OSError):
+            with contextlib.suppress(ApiError, OSError):
+                await deployment.down()
+            raise
+        await stacks.remover(stack).down()
+        store = request.app[STORE]
+        control = stack_resource_control(store, stack)
+        stack.update({"EndpointId": target_id, "Name": name, "SwarmId": swarm_id, "UpdateDate": now(),
+                      "UpdatedBy": caller_of(request).user["Username"]})
+        if control is not None:
+            control["ResourceId"] = stack_resource_id(stack)
+        await store.commit()
+    return json_response(stack_view(request, stack))
+
+
 async def handle_stacks_outside(request: web.Request) -> web.Response:
     """Compose projects running on an environment that were not deployed here (?endpointId=N)."""
     endpoint = stack_endpoint(request)
@@ -6988,8 +7290,12 @@ def edge_group_endpoint_ids(store: Store, group_id: int) -> list[int]:
         return sorted(int(i) for i in group.get("Endpoints") or []
                       if endpoints.get(str(i), {}).get("Type") == ENDPOINT_EDGE)
     tags = set(group.get("TagIds") or [])
-    match = (lambda ep: tags & set(ep.get("TagIds") or [])) if group.get("PartialMatch") else \
-        (lambda ep: tags <= set(ep.get("TagIds") or []))
+
+    def match(ep: dict) -> bool:
+        # an environment carries its own tags and its environment group's, as in Portainer
+        carried = set(ep.get("TagIds") or []) | set(group_of_endpoint(store, ep).get("TagIds") or [])
+        return bool(tags & carried) if group.get("PartialMatch") else tags <= carried
+
     return [ep["Id"] for ep in store.data["endpoints"].values() if ep["Type"] == ENDPOINT_EDGE and tags and match(ep)]
 
 
@@ -7069,13 +7375,17 @@ class EdgeStacks:
                 self.refresh_targets(edge_stack)
                 self.schedule(edge_stack)
 
-    async def remove(self, edge_stack: dict) -> None:
-        for key in list(edge_stack["Status"]):
-            task = self._running.pop((edge_stack["Id"], int(key)), None)
-            if task is not None:
-                task.cancel()
+    async def remove(self, edge_stack: dict, endpoint_ids: list[int] | None = None) -> None:
+        """Take the stack off these environments (all it was sent to when none are named)."""
+        for key in [str(i) for i in endpoint_ids] if endpoint_ids is not None else list(edge_stack["Status"]):
+            self.stop_deploying(edge_stack, int(key))
             with contextlib.suppress(ApiError):
                 await ComposeDeployment(self.environments.connector(int(key)), None, edge_stack["Name"]).down()
+
+    def stop_deploying(self, edge_stack: dict, endpoint_id: int) -> None:
+        task = self._running.pop((edge_stack["Id"], endpoint_id), None)
+        if task is not None:
+            task.cancel()
 
     def forget_running(self, app: web.Application | None = None) -> None:
         """Drop deployments in flight (shutdown, or a restored store whose records replace theirs)."""
@@ -7136,6 +7446,65 @@ async def handle_edge_stack_inspect(request: web.Request) -> web.Response:
     return json_response(edge_stack)
 
 
+def edge_stack_for_admin(request: web.Request) -> dict:
+    require_admin(request)
+    edge_stack = request.app[EDGE_STACKS].records.get(str(path_id(request)))
+    if edge_stack is None:
+        raise NotFound(f"edge stack {path_id(request)} not found")
+    return edge_stack
+
+
+def edge_group_ids(body: dict) -> list[int]:
+    groups = field(body, "EdgeGroups", list, required=False, default=[])
+    if not groups or any(isinstance(g, bool) or not isinstance(g, int) for g in groups):
+        raise BadRequest("Invalid request payload", "edge Groups are mandatory for an Edge stack")
+    return groups
+
+
+async def handle_edge_stack_update(request: web.Request) -> web.Response:
+    """Change an edge stack, {StackFileContent, EdgeGroups, UpdateVersion, DeploymentType}: environments that left
+    its groups lose it, new ones get it; with UpdateVersion the new file is redeployed everywhere (administrators)."""
+    edge_stack = edge_stack_for_admin(request)
+    body = await read_json_object(request)
+    content = field(body, "StackFileContent", str, required=False, default="")
+    if not content:
+        raise BadRequest("Invalid request payload", "invalid stack file content")
+    groups = edge_group_ids(body)
+    if field(body, "DeploymentType", int, required=False, default=0) != 0:
+        raise BadRequest("only DeploymentType 0 (compose) is supported")
+    update_version = field(body, "UpdateVersion", bool, required=False, default=False)
+    store, edge = request.app[STORE], request.app[EDGE_STACKS]
+    targets = {i for g in groups for i in edge_group_endpoint_ids(store, g)}
+    project_dir = edge.project_dir(edge_stack["Id"])
+    if update_version:
+        ComposeFile(content, {}, edge_stack["Name"], project_dir)
+        await asyncio.to_thread(write_stack_file, os.path.join(project_dir, COMPOSE_FILE), content.encode())
+        edge_stack["Version"] = edge_stack.get("Version", 1) + 1
+    left = [int(k) for k in edge_stack["Status"] if int(k) not in targets]
+    for endpoint_id in left:
+        del edge_stack["Status"][str(endpoint_id)]
+    for endpoint_id in sorted(targets):
+        if update_version or str(endpoint_id) not in edge_stack["Status"]:
+            edge.stop_deploying(edge_stack, endpoint_id)
+            edge.set_status(edge_stack, endpoint_id, EDGE_PENDING)
+    edge_stack["EdgeGroups"] = groups
+    edge_stack["NumDeployments"] = len(targets)
+    await store.commit()
+    await edge.remove(edge_stack, left)
+    edge.schedule(edge_stack)
+    return json_response(edge_stack)
+
+
+async def handle_edge_stack_file(request: web.Request) -> web.Response:
+    """An edge stack's compose file, {StackFileContent} (administrators)."""
+    edge_stack = edge_stack_for_admin(request)
+    try:
+        content = await asyncio.to_thread(request.app[EDGE_STACKS].read_file, edge_stack)
+    except OSError as exc:
+        raise NotFound(f"the file of edge stack {edge_stack['Id']} is missing", str(exc)) from None
+    return json_response({"StackFileContent": content})
+
+
 async def handle_edge_stack_delete(request: web.Request) -> web.Response:
     """Remove an edge stack from every environment it was deployed to."""
     require_admin(request)
@@ -7163,6 +7532,193 @@ async def edge_stack_lifecycle(app: web.Application):
     with contextlib.suppress(asyncio.CancelledError):
         await retry
     await edge.close()
+
+
+# ================================================================================================================
+# API handlers: service webhooks (a secret URL that redeploys one Swarm service with its image pulled again)
+# ================================================================================================================
+
+WEBHOOK_SERVICE = 1
+
+
+def webhooks(store: Store) -> dict:
+    return store.data.setdefault("webhooks", {})
+
+
+def webhook_view(webhook: dict) -> dict:
+    return {k: v for k, v in webhook.items() if not k.startswith("_")}
+
+
+async def service_for_update(request: web.Request, endpoint: dict, service_id: str) -> dict:
+    """The service, when the caller may update it (the same decision as the proxy's POST /services/{id}/update)."""
+    try:
+        grant = await authorize_docker_call(request, endpoint, "POST",
+                                            f"/services/{urllib.parse.quote(service_id, safe='')}/update")
+        return as_dict(await grant.connector.request_json(
+            "GET", f"/services/{urllib.parse.quote(grant.resource or service_id, safe='')}"))
+    except ApiError as exc:
+        if exc.status == 404:
+            raise NotFound(f"service {service_id!r} not found on environment {endpoint['Id']}") from None
+        if exc.status == 503:  # the engine's answer when it is not a Swarm manager
+            raise BadRequest(f"environment {endpoint['Id']} has no Swarm services", exc.message) from None
+        raise
+
+
+async def handle_webhook_create(request: web.Request) -> web.Response:
+    """Create a service webhook {ResourceID, EndpointID, RegistryID, WebhookType 1}: its Token is the secret part
+    of POST /api/webhooks/{token} (whoever may update the service)."""
+    body = await read_json_object(request)
+    resource_id = field(body, "ResourceID", str, required=False, default="")
+    endpoint_id = field(body, "EndpointID", int, required=False, default=0)
+    registry_id = field(body, "RegistryID", int, required=False, default=0)
+    if not resource_id:
+        raise BadRequest("Invalid request payload", "Invalid ResourceID")
+    if endpoint_id <= 0:
+        raise BadRequest("Invalid request payload", "Invalid EndpointID")
+    if field(body, "WebhookType", int, required=False, default=0) != WEBHOOK_SERVICE:
+        raise BadRequest("Invalid request payload", "Invalid WebhookType: only 1 (service) is supported")
+    endpoint = endpoint_for_caller(request, endpoint_id)
+    service = await service_for_update(request, endpoint, resource_id)
+    caller, store = caller_of(request), request.app[STORE]
+    if registry_id:
+        request.app[REGISTRIES].usable(caller, registry_id, endpoint_id)
+    full_id = as_text(service.get("ID")) or resource_id
+    if any(w["ResourceId"] in (resource_id, full_id) for w in webhooks(store).values()):
+        raise Conflict("A webhook for this resource already exists")
+    webhook_id = store.next_id("webhooks")
+    webhook = webhooks(store)[str(webhook_id)] = {
+        "Id": webhook_id, "Token": str(uuid.uuid4()), "ResourceId": full_id, "EndpointId": endpoint_id,
+        "RegistryId": registry_id, "Type": WEBHOOK_SERVICE, "_CreatedBy": caller.id}
+    await store.commit()
+    return json_response(webhook_view(webhook))
+
+
+def webhook_filters(request: web.Request) -> dict:
+    raw = request.query.get("filters")
+    if not raw:
+        return {}
+    try:
+        filters = decode_json(raw)
+    except ValueError as exc:
+        raise BadRequest("Invalid query parameter: filters", str(exc)) from None
+    if not isinstance(filters, dict):
+        raise BadRequest("Invalid query parameter: filters", "a JSON object was expected")
+    return {"ResourceId": field(filters, "ResourceID", str, required=False),
+            "EndpointId": field(filters, "EndpointID", int, required=False)}
+
+
+async def handle_webhooks_list(request: web.Request) -> web.Response:
+    """Webhooks (?filters={"ResourceID": ..., "EndpointID": N}): all for an administrator, else the caller's own."""
+    store, caller = request.app[STORE], caller_of(request)
+    filters = {k: v for k, v in webhook_filters(request).items() if v}
+    listed = [w for w in sorted(webhooks(store).values(), key=lambda w: w["Id"])
+              if all(w[k] == v for k, v in filters.items())]
+    if not caller.is_admin:
+        listed = [w for w in listed if w.get("_CreatedBy") == caller.id
+                  and can_access_endpoint(store, caller, store.data["endpoints"].get(str(w["EndpointId"])) or {})]
+    return json_response([webhook_view(w) for w in listed])
+
+
+async def managed_webhook(request: web.Request) -> dict:
+    """The webhook, when the caller may change it: administrators, its creator, or who may update its service."""
+    store, caller = request.app[STORE], caller_of(request)
+    webhook = webhooks(store).get(str(path_id(request)))
+    if webhook is None:
+        raise NotFound(f"webhook {path_id(request)} not found")
+    if not caller.is_admin and webhook.get("_CreatedBy") != caller.id:
+        await service_for_update(request, endpoint_for_caller(request, webhook["EndpointId"]), webhook["ResourceId"])
+    return webhook
+
+
+async def handle_webhook_update(request: web.Request) -> web.Response:
+    """Change the registry whose credentials the webhook pulls with, {RegistryID} (0: none)."""
+    webhook = await managed_webhook(request)
+    registry_id = field(await read_json_object(request), "RegistryID", int, required=False, default=0)
+    if registry_id:
+        request.app[REGISTRIES].usable(caller_of(request), registry_id, webhook["EndpointId"])
+    webhook["RegistryId"] = registry_id
+    await request.app[STORE].commit()
+    return json_response(webhook_view(webhook))
+
+
+async def handle_webhook_delete(request: web.Request) -> web.Response:
+    """Delete a webhook: its URL stops working (administrators, its creator, or who may update its service)."""
+    store = request.app[STORE]
+    webhook = await managed_webhook(request)
+    del webhooks(store)[str(webhook["Id"])]
+    await store.commit()
+    return web.Response(status=204)
+
+
+def webhook_by_token(store: Store, token: str) -> dict:
+    found = None
+    for webhook in webhooks(store).values():
+        if hmac.compare_digest(webhook["Token"].encode(), token.encode()):
+            found = webhook
+    if found is None:
+        raise NotFound("Unable to find a webhook with this token")
+    return found
+
+
+@public
+async def handle_webhook_execute(request: web.Request) -> web.Response:
+    """Redeploy the webhook's service with its image pulled again; ?tag= moves it to another tag of that image.
+    The token is the only credential, as in Portainer."""
+    webhook = webhook_by_token(request.app[STORE], request.match_info["token"])
+    tag = request.query.get("tag", "")
+    if tag and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", tag):
+        raise BadRequest(f"invalid tag {tag[:140]!r}")
+    connector = request.app[ENVIRONMENTS].connector(webhook["EndpointId"])
+    service_path = f"/services/{urllib.parse.quote(webhook['ResourceId'], safe='')}"
+    try:
+        service = as_dict(await connector.request_json("GET", service_path + "?insertDefaults=true"))
+    except ApiError as exc:
+        if exc.status == 404:
+            raise NotFound("the webhook's service no longer exists") from None
+        raise
+    spec = as_dict(service.get("Spec"))
+    task = spec["TaskTemplate"] = as_dict(spec.get("TaskTemplate"))
+    container = as_dict(task.get("ContainerSpec"))
+    image = as_text(container.get("Image")).split("@sha", 1)[0]
+    if not image:
+        raise BadRequest("the webhook's service has no image")
+    if tag:
+        head, _, last = image.rpartition("/")
+        image = f"{head}/{last.split(':', 1)[0]}" if head else last.split(":", 1)[0]
+        image += f":{tag}"
+    headers = []
+    if webhook.get("RegistryId"):
+        registries = request.app[REGISTRIES]
+        headers.append(("X-Registry-Auth",
+                        encode_registry_header(registries.auth_config(registries.get(webhook["RegistryId"])))))
+    reference = ImageReference.parse(image)
+    query = urllib.parse.urlencode({"fromImage": reference.name, "tag": reference.tag})
+    response = await connector.request("POST", f"/images/create?{query}", headers, timeout=600)
+    async with response:
+        raw = await response.read()
+    failure = pull_error(response.status, raw)
+    if failure and tag:
+        raise NotFound("Error pulling image with the specified tag", failure)
+    if failure:  # the nodes still look for a newer image as they start the service's tasks
+        log.info("webhook %s: pulling %s failed, redeploying with the local image: %s", webhook["Id"], image, failure)
+    container["Image"] = image
+    task["ContainerSpec"] = container
+    task["ForceUpdate"] = as_count(task.get("ForceUpdate")) + 1
+    version = as_count(field_at(service, "Version", "Index"))
+    await connector.request_json("POST", f"{service_path}/update?version={version}", spec, headers=headers)
+    return web.Response(status=204)
+
+
+def pull_error(status: int, raw: bytes) -> str:
+    """What went wrong in an image pull: the engine's error answer, or an error line in its progress stream."""
+    if status >= 400:
+        return engine_error(status, raw).message
+    for line in raw.splitlines():
+        with contextlib.suppress(ValueError):
+            message = as_dict(json.loads(line)).get("error")
+            if message:
+                return as_text(message)
+    return ""
 
 
 # ================================================================================================================
@@ -7254,23 +7810,48 @@ async def deploy_container_template(request: web.Request, template: dict, name: 
     return {"Id": container_id, "Name": name}
 
 
-async def handle_template_deploy(request: web.Request) -> web.Response:
-    """Deploy an app template by its id (?endpointId=N, {Name, Env}): a container or a stack."""
-    template_id = path_id(request)
-    body = await read_json_object(request)
-    templates = (await load_templates(request.app))["templates"]
+async def template_by_id(app: web.Application, template_id: int) -> dict:
+    """A template by its id, or by its place in the list (templates of files without ids)."""
+    templates = (await load_templates(app))["templates"]
     template = next((t for t in templates if t.get("id") == template_id), None)
     if template is None and 0 < template_id <= len(templates):
         template = templates[template_id - 1]
     if template is None:
         raise NotFound(f"template {template_id} not found")
+    return template
+
+
+def template_stack_file(template: dict) -> str | None:
+    """A stack template's file when it carries one (Portainer's "stackFile"; the bundled "stackFileContent")."""
+    content = template.get("stackFile") or template.get("stackFileContent")
+    return content if isinstance(content, str) and content else None
+
+
+async def handle_template_file(request: web.Request) -> web.Response:
+    """A stack template's compose file, {FileContent}."""
+    template_id = path_id(request)
+    template = await template_by_id(request.app, template_id)
+    if template.get("type", TEMPLATE_CONTAINER) == TEMPLATE_CONTAINER:
+        raise BadRequest("Invalid template type", f"template {template_id} is a container template, with no file")
+    content = template_stack_file(template)
+    if content is None:
+        raise BadRequest("Invalid template configuration",
+                         "its file is in a git repository, which this air-gapped server does not fetch")
+    return json_response({"FileContent": content})
+
+
+async def handle_template_deploy(request: web.Request) -> web.Response:
+    """Deploy an app template by its id (?endpointId=N, {Name, Env}): a container or a stack."""
+    template_id = path_id(request)
+    body = await read_json_object(request)
+    template = await template_by_id(request.app, template_id)
     env = template_env(template.get("env") or [], stack_env(body))
     name = field(body, "Name", str, required=False, default=template.get("name") or "")
     if template.get("type", TEMPLATE_CONTAINER) == TEMPLATE_CONTAINER:
         if not template.get("image"):
             raise BadRequest(f"template {template_id} has no image")
         return json_response(await deploy_container_template(request, template, name, env))
-    content = template.get("stackFileContent")
+    content = template_stack_file(template)
     if not content:
         raise BadRequest(f"template {template_id} has no bundled stack file",
                          "stacks from git repositories cannot be fetched by this air-gapped server")
@@ -10284,7 +10865,16 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("GET", "/api/endpoints/{id}", handle_endpoint_inspect),
     ("PUT", "/api/endpoints/{id}", handle_endpoint_update),
     ("DELETE", "/api/endpoints/{id}", handle_endpoint_delete),
+    ("DELETE", "/api/endpoints", handle_endpoints_delete_batch),
+    ("PUT", "/api/endpoints/{id}/settings", handle_endpoint_settings_update),
     ("POST", "/api/endpoints/{id}/snapshot", handle_endpoint_snapshot),
+    ("GET", "/api/endpoint_groups", handle_endpoint_groups_list),
+    ("POST", "/api/endpoint_groups", handle_endpoint_group_create),
+    ("GET", "/api/endpoint_groups/{id}", handle_endpoint_group_inspect),
+    ("PUT", "/api/endpoint_groups/{id}", handle_endpoint_group_update),
+    ("DELETE", "/api/endpoint_groups/{id}", handle_endpoint_group_delete),
+    ("PUT", "/api/endpoint_groups/{id}/endpoints/{endpointId}", handle_endpoint_group_add_endpoint),
+    ("DELETE", "/api/endpoint_groups/{id}/endpoints/{endpointId}", handle_endpoint_group_remove_endpoint),
     ("*", "/api/endpoints/{id}/docker/{path:.*}", handle_docker_proxy),
     ("GET", "/api/registries", handle_registries_list),
     ("POST", "/api/registries", handle_registry_create),
@@ -10303,6 +10893,7 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("GET", "/api/endpoints/edge/tunnel", handle_edge_tunnel),
     ("GET", "/api/endpoints/{id}/edge/key", handle_edge_key),
     ("PUT", "/api/endpoints/{id}/association", handle_endpoint_association),
+    ("DELETE", "/api/endpoints/{id}/association", handle_endpoint_association_delete),
     ("GET", "/api/edge_groups", handle_edge_groups_list),
     ("POST", "/api/edge_groups", handle_edge_group_create),
     ("GET", "/api/edge_groups/{id}", handle_edge_group_inspect),
@@ -10321,6 +10912,7 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("POST", "/api/stacks/create/standalone/string", handle_stack_create_standalone_string),
     ("POST", "/api/stacks/create/standalone/file", handle_stack_create_standalone_file),
     ("POST", "/api/stacks/create/swarm/string", handle_stack_create_swarm_string),
+    ("POST", "/api/stacks/create/swarm/file", handle_stack_create_swarm_file),
     ("POST", "/api/stacks", handle_stack_create_legacy),
     ("GET", "/api/stacks", handle_stacks_list),
     ("GET", "/api/stacks/outside", handle_stacks_outside),
@@ -10332,12 +10924,21 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("GET", "/api/stacks/{id}/services", handle_stack_services),
     ("POST", "/api/stacks/{id}/start", handle_stack_start),
     ("POST", "/api/stacks/{id}/stop", handle_stack_stop),
+    ("POST", "/api/stacks/{id}/migrate", handle_stack_migrate),
     ("GET", "/api/edge_stacks", handle_edge_stacks_list),
     ("POST", "/api/edge_stacks", handle_edge_stack_create),
     ("GET", "/api/edge_stacks/{id}", handle_edge_stack_inspect),
+    ("PUT", "/api/edge_stacks/{id}", handle_edge_stack_update),
     ("DELETE", "/api/edge_stacks/{id}", handle_edge_stack_delete),
+    ("GET", "/api/edge_stacks/{id}/file", handle_edge_stack_file),
+    ("GET", "/api/webhooks", handle_webhooks_list),
+    ("POST", "/api/webhooks", handle_webhook_create),
+    ("PUT", "/api/webhooks/{id}", handle_webhook_update),
+    ("DELETE", "/api/webhooks/{id}", handle_webhook_delete),
+    ("POST", "/api/webhooks/{token}", handle_webhook_execute),
     ("GET", "/api/templates", handle_templates_list),
     ("POST", "/api/templates/{id}/deploy", handle_template_deploy),
+    ("POST", "/api/templates/{id}/file", handle_template_file),
     ("GET", "/api/custom_templates", handle_custom_templates_list),
     ("POST", "/api/custom_templates/create/string", handle_custom_template_create),
     ("GET", "/api/custom_templates/{id}", handle_custom_template_inspect),
@@ -10369,6 +10970,9 @@ ROUTES: list[tuple[str, str, Callable]] = [
 _STRING = {"type": "string"}
 _CREDENTIALS = {"type": "object", "required": ["Username", "Password"],
                 "properties": {"Username": _STRING, "Password": _STRING}}
+_ID_LIST = {"type": "array", "items": {"type": "integer"}}
+_POLICIES = {"type": "object", "additionalProperties": {"type": "object", "properties": {
+    "RoleId": {"type": "integer"}}}}
 # Request bodies of the routes that take one, so clients and fuzzers know what to send.
 REQUEST_SCHEMAS: dict[str, dict] = {
     "handle_admin_init": _CREDENTIALS,
@@ -10395,6 +10999,35 @@ REQUEST_SCHEMAS: dict[str, dict] = {
     "handle_container_recreate": {"type": "object", "properties": {"PullImage": {"type": "boolean"}}},
     "handle_settings_update": {"type": "object", "properties": {
         "UserSessionTimeout": _STRING, "EnableTelemetry": {"type": "boolean"}, "LogoURL": _STRING}},
+    "handle_endpoint_group_create": {"type": "object", "required": ["Name"], "properties": {
+        "Name": _STRING, "Description": _STRING, "AssociatedEndpoints": _ID_LIST, "TagIDs": _ID_LIST}},
+    "handle_endpoint_group_update": {"type": "object", "properties": {
+        "Name": _STRING, "Description": _STRING, "TagIDs": _ID_LIST, "UserAccessPolicies": _POLICIES,
+        "TeamAccessPolicies": _POLICIES}},
+    "handle_endpoint_settings_update": {"type": "object", "properties": {
+        **{name: {"type": "boolean"} for name in DEFAULT_SECURITY_SETTINGS}, "enableGPUManagement": {"type": "boolean"},
+        "gpus": {"type": "array", "items": {"type": "object", "properties": {"name": _STRING, "value": _STRING}}}}},
+    "handle_endpoints_delete_batch": {"type": "object", "required": ["endpoints"], "properties": {
+        "endpoints": {"type": "array", "items": {"type": "object", "required": ["id"], "properties": {
+            "id": {"type": "integer"}, "deleteCluster": {"type": "boolean"}}}}}},
+    "handle_stack_migrate": {"type": "object", "required": ["EndpointID"], "properties": {
+        "EndpointID": {"type": "integer"}, "SwarmID": _STRING, "Name": _STRING}},
+    "handle_edge_stack_update": {"type": "object", "required": ["StackFileContent", "EdgeGroups"], "properties": {
+        "StackFileContent": _STRING, "EdgeGroups": _ID_LIST, "UpdateVersion": {"type": "boolean"},
+        "DeploymentType": {"type": "integer", "enum": [0]}}},
+    "handle_webhook_update": {"type": "object", "properties": {"RegistryID": {"type": "integer"}}},
+    "handle_webhook_create": {"type": "object", "required": ["ResourceID", "EndpointID", "WebhookType"],
+                              "properties": {"ResourceID": _STRING, "EndpointID": {"type": "integer"},
+                                             "RegistryID": {"type": "integer"},
+                                             "WebhookType": {"type": "integer", "enum": [1]}}},
+}
+_STACK_UPLOAD = {"type": "object", "required": ["Name", "file"], "properties": {
+    "Name": _STRING, "SwarmID": _STRING, "Env": {"type": "string", "description": "JSON: [{name, value}]"},
+    "file": {"type": "string", "format": "binary"}}}
+# Routes that take a multipart form, as Portainer's do.
+FORM_SCHEMAS: dict[str, dict] = {
+    "handle_stack_create_standalone_file": _STACK_UPLOAD,
+    "handle_stack_create_swarm_file": _STACK_UPLOAD,
 }
 
 
@@ -10404,7 +11037,7 @@ def openapi_document() -> dict:
         if not path.startswith("/api/"):
             continue
         clean = re.sub(r"\{(\w+)(:[^}]*)?\}", r"{\1}", path)
-        integer_params = ("id", "keyId", "registryId", "taskId")
+        integer_params = ("id", "keyId", "registryId", "taskId", "endpointId")
         params = [{"name": name, "in": "path", "required": True,
                    "schema": {"type": "integer"} if name in integer_params else {"type": "string"}}
                   for name in re.findall(r"\{(\w+)", clean)]
@@ -10418,9 +11051,12 @@ def openapi_document() -> dict:
             }
             if not getattr(handler, "public", False):
                 operation["security"] = [{"jwt": []}, {"apiKey": []}]
-            if handler.__name__ in REQUEST_SCHEMAS and m in ("post", "put"):
+            if handler.__name__ in REQUEST_SCHEMAS and m in ("post", "put", "delete"):
                 operation["requestBody"] = {"content": {"application/json": {
                     "schema": REQUEST_SCHEMAS[handler.__name__]}}}
+            if handler.__name__ in FORM_SCHEMAS and m == "post":
+                operation["requestBody"] = {"content": {"multipart/form-data": {
+                    "schema": FORM_SCHEMAS[handler.__name__]}}}
             paths.setdefault(clean, {})[m] = operation
     return {
         "openapi": "3.0.3",
