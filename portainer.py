@@ -1577,6 +1577,7 @@ DOCKER_API_RULES: list[tuple[frozenset, re.Pattern, str, str | None]] = [
         ("POST", rf"/containers/{_ID}/update", WRITE, "container_update"),
         ("POST", rf"/containers/{_ID}/exec", CONSOLE, "exec"),
         ("DELETE", rf"/containers/{_ID}", WRITE, None),
+        ("DELETE", rf"/containers/{_ID}/[^/]+", WRITE, None),  # ?link=1: remove the link /{id}/{alias}
         ("POST", rf"/exec/{_ID}/(start|resize)", CONSOLE, None),
         ("GET", rf"/exec/{_ID}/json", READ, None),
         ("GET", r"/images/(json|search|get)", READ, None),
@@ -3127,6 +3128,7 @@ class DockerGrant:
     target: str
     node_headers: list[tuple[str, str]]  # the agent node the call is for; every check asks that node
     resource: str | None = None  # what the path names: its full id once an ownership check resolved it
+    method: str = ""
 
     @property
     def trusted_with_host(self) -> bool:
@@ -3197,6 +3199,9 @@ class DockerGrant:
             await require_owned(self.connector, self.store, self.caller, "containers",
                                 str(as_dict(exec_info).get("ContainerID") or ""), headers=self.node_headers)
             return
+        if kind == "containers" and self.method == "DELETE" and rest:
+            await self.resolve_link_removal(version, resource, rest[0])
+            return
         if kind == "tasks":
             task = as_dict(await self.connector.request_json(
                 "GET", f"/tasks/{urllib.parse.quote(resource, safe='')}", headers=self.node_headers))
@@ -3210,6 +3215,19 @@ class DockerGrant:
         self.resource = full_id
         self.target = f"{version}/{kind}/{urllib.parse.quote(full_id, safe='')}" + "".join(
             "/" + urllib.parse.quote(part, safe="") for part in rest) + (f"?{query}" if query else "")
+
+    async def resolve_link_removal(self, version: str, container: str, alias: str) -> None:
+        """DELETE /containers/{name}/{alias}: the container whose link goes must be the caller's. The engine finds
+        a link's parent by name, never by id, so it gets the checked container's own name, and link=1 always:
+        without it the engine would remove the linked container that /{name}/{alias} also names."""
+        item = as_dict(await require_owned(self.connector, self.store, self.caller, "containers", container,
+                                           headers=self.node_headers))
+        name = as_text(item.get("Name")).lstrip("/")
+        if not name:
+            raise BadGateway(f"the engine named no container for {container!r}")
+        self.resource = resource_key("containers", item)
+        self.target = (f"{version}/containers/{urllib.parse.quote(name, safe='')}/"
+                       f"{urllib.parse.quote(alias, safe='')}?link=1")
 
     async def vet_query(self, path: str) -> None:
         """Query parameters that name another resource or a host setting (commit, build) pass the same checks."""
@@ -3242,7 +3260,7 @@ def docker_grant(request: web.Request, endpoint: dict, method: str, path: str,
     node = request.headers.get(shared.TARGET_HEADER, "")
     grant = DockerGrant(store, caller, endpoint, request.app[ENVIRONMENTS].connector(endpoint["Id"]), role, action,
                         body_kind, target or path, [(shared.TARGET_HEADER, node)] if node else [])
-    grant.resource = resource
+    grant.resource, grant.method = resource, method
     return grant
 
 
