@@ -5646,8 +5646,9 @@ async def handle_endpoint_inspect(request: web.Request) -> web.Response:
 ENDPOINT_EDITABLE = {"Name": str, "PublicURL": str, "GroupID": int, "TagIds": list, "UserAccessPolicies": dict,
                      "TeamAccessPolicies": dict, "URL": str, "TLS": bool, "TLSSkipVerify": bool,
                      IMAGE_CHECK_SETTING: bool}
-ENDPOINT_UPDATE_FIELDS = {**ENDPOINT_EDITABLE, "TagIds": [int],
-                          "SecuritySettings": {name: bool for name in DEFAULT_SECURITY_SETTINGS}}
+# SecuritySettings (ours, not in Portainer's payload) keeps its exact switch names: a mistyped one is refused,
+# never silently left as it was.
+ENDPOINT_UPDATE_FIELDS = {**ENDPOINT_EDITABLE, "TagIds": [int], "SecuritySettings": dict}
 
 
 async def handle_endpoint_update(request: web.Request) -> web.Response:
