@@ -1292,8 +1292,13 @@ def authenticate(request: web.Request) -> Caller:
         token = request.cookies.get(SESSION_COOKIE, "")
         via = "cookie"
         if not token:
-            raise Unauthorized("authentication required", "send a JWT as 'Authorization: Bearer', an X-API-Key, "
-                                                          "or log in from the web UI")
+            message = "authentication required"
+            if shared.is_upgrade_request(request) and PROXY_PREFIX.match(request.path):
+                # The Docker SDK for Python's attach_socket() skips the HttpHeaders of ~/.docker/config.json.
+                message += (" (a Docker SDK client sends its key on attach_socket() only from its session "
+                            "headers: client.api.headers['X-API-Key'] = key)")
+            raise Unauthorized(message, "send a JWT as 'Authorization: Bearer', an X-API-Key, or log in from the "
+                                        "web UI")
     claims = app[SESSIONS].verify(token.strip())
     user = users.get(str(claims["id"]))
     if user is None:

@@ -363,3 +363,20 @@ def test_sdk_builds_from_a_gzip_encoded_context(server, engine, make_user, who):
         with contextlib.suppress(docker.errors.ImageNotFound, docker.errors.APIError):
             engine.images.remove(tag, force=True)
     wait_until(lambda: not engine.images.list(name=tag), timeout=10, message="the built image removed")
+
+
+def test_sdk_configured_only_by_config_json_headers_is_told_how_attach_socket_gets_its_key(server, containers,
+                                                                                           tmp_path, monkeypatch):
+    """The SDK adds config.json's HttpHeaders to its _get/_post calls, but attach_socket() posts directly: that
+    upgrade request carries no credential, so the server can only say how to send one."""
+    (tmp_path / "config.json").write_text('{"HttpHeaders": {"X-API-Key": "%s"}}' % server.admin_api_key)
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    sdk = docker.DockerClient(base_url=f"tcp://127.0.0.1:{server.port}/api/endpoints/1/docker", version="1.41")
+    shell = sdk.containers.run(BUSYBOX, ["sleep", "600"], name=containers("cfg"), detach=True, labels=LABELS)
+    assert b"" == shell.attach(stream=False, stdout=False, stderr=False)  # _post: the key from config.json
+    with pytest.raises(docker.errors.APIError) as refused:
+        shell.attach_socket()
+    assert refused.value.status_code == 401
+    assert "client.api.headers['X-API-Key']" in refused.value.explanation
+    sdk.api.headers["X-API-Key"] = server.admin_api_key
+    shell.attach_socket().close()
