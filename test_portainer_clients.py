@@ -147,6 +147,44 @@ def test_full_portainer_settings_object_is_accepted_and_unknown_settings_ignored
     assert "ignored unknown fields 'BlackListedLabels'" in srv.log()  # logged at DEBUG, not refused
 
 
+def test_every_resource_family_takes_lower_case_keys_and_answers_in_portainers_casing(fresh_server):
+    srv = fresh_server()
+    user = srv.api("POST", "/api/users", json={"username": "carol", "password": PASSWORD, "role": 2}).json()
+
+    def made(path: str, body: dict, *answer_fields: str) -> dict:
+        r = srv.api("POST", path, json=body)
+        assert r.status_code == 200, (path, r.text)
+        assert set(answer_fields) <= set(r.json()), (path, r.json())
+        return r.json()
+
+    team = made("/api/teams", {"name": "ops", "teamLeaders": [user["Id"]]}, "Id", "Name")
+    assert team["Name"] == "ops"
+    assert srv.api("PUT", f"/api/teams/{team['Id']}", json={"name": "ops2"}).json()["Name"] == "ops2"
+    other = made("/api/users", {"Username": "dave", "Password": PASSWORD, "Role": 2}, "Id")
+    membership = made("/api/team_memberships", {"userID": other["Id"], "teamID": team["Id"], "role": 2},
+                      "Id", "UserID", "TeamID", "Role")
+    assert (membership["UserID"], membership["TeamID"], membership["Role"]) == (other["Id"], team["Id"], 2)
+    control = made("/api/resource_controls", {"resourceID": "abc123", "type": 1, "public": True,
+                                              "subResourceIDs": []}, "ResourceId", "Public")
+    assert control["Public"] is True and control["ResourceId"] == "abc123"
+    assert made("/api/tags", {"name": "prod"}, "ID", "Name")["Name"] == "prod"
+    registry = made("/api/registries", {"name": "local", "type": 3, "url": "127.0.0.1:5999",
+                                        "authentication": False, "gitlab": {}}, "Id", "Name", "URL")
+    assert registry["URL"] == "127.0.0.1:5999"
+    template = made("/api/custom_templates/create/string",
+                    {"title": "t", "description": "d", "type": 3, "platform": 1,
+                     "fileContent": f"services:\n  a:\n    image: {BUSYBOX}\n"}, "Id", "Title", "Type")
+    assert template["Title"] == "t" and template["Type"] == 3
+    r = srv.api("PUT", "/api/endpoints/1", json={"name": "local-renamed", "tagIDs": []})
+    assert r.status_code == 200 and r.json()["Name"] == "local-renamed", r.text
+    r = srv.api("PUT", f"/api/users/{user['Id']}/passwd", token=srv.login("carol", PASSWORD),
+                json={"password": PASSWORD, "newPassword": PASSWORD + "!"})
+    assert r.status_code == 204, r.text
+    assert srv.api("POST", "/api/backup", json={"password": ""}).status_code == 200
+    wrong = srv.api("POST", "/api/tags", json={"name": ["prod"]})
+    assert wrong.status_code == 400 and "'Name'" in wrong.json()["message"]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # System, status and message of the day: answered from what the server knows, nothing fetched
 # ---------------------------------------------------------------------------------------------------------------
