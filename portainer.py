@@ -7038,7 +7038,8 @@ async def handle_stack_create_legacy(request: web.Request) -> web.Response:
         if stack_type == STACK_SWARM:
             raise BadRequest("Swarm stacks are created from a string (method=string)")
         return await handle_stack_create_standalone_file(request)
-    stack = await create_stack(request, stack_type, await read_documented_fields(request, STACK_CREATE_FIELDS if stack_type == STACK_COMPOSE else SWARM_STACK_CREATE_FIELDS))
+    fields = STACK_CREATE_FIELDS if stack_type == STACK_COMPOSE else SWARM_STACK_CREATE_FIELDS
+    stack = await create_stack(request, stack_type, await read_documented_fields(request, fields))
     return json_response(stack_view(request, stack))
 
 
@@ -10286,14 +10287,16 @@ REQUEST_SCHEMAS: dict[str, dict] = {
 REQUEST_FIELDS: dict[str, dict] = {
     "handle_user_update": USER_UPDATE_FIELDS, "handle_team_create": TEAM_FIELDS, "handle_team_update": TEAM_FIELDS,
     "handle_membership_create": MEMBERSHIP_FIELDS, "handle_membership_update": MEMBERSHIP_FIELDS,
-    "handle_resource_control_create": RESOURCE_CONTROL_FIELDS, "handle_resource_control_update": RESOURCE_CONTROL_FIELDS,
+    "handle_resource_control_create": RESOURCE_CONTROL_FIELDS,
+    "handle_resource_control_update": RESOURCE_CONTROL_FIELDS,
     "handle_endpoint_update": ENDPOINT_UPDATE_FIELDS, "handle_tag_create": TAG_FIELDS,
     "handle_endpoint_association": ASSOCIATION_FIELDS, "handle_edge_group_create": EDGE_GROUP_FIELDS,
     "handle_edge_group_update": EDGE_GROUP_FIELDS, "handle_edge_job_create": EDGE_JOB_FIELDS,
     "handle_edge_job_update": EDGE_JOB_FIELDS, "handle_registry_create": REGISTRY_FIELDS,
     "handle_registry_update": REGISTRY_FIELDS, "handle_endpoint_registry_access": REGISTRY_ACCESS_FIELDS,
     "handle_container_recreate": RECREATE_FIELDS, "handle_stack_create_standalone_string": STACK_CREATE_FIELDS,
-    "handle_stack_create_swarm_string": SWARM_STACK_CREATE_FIELDS, "handle_stack_create_legacy": SWARM_STACK_CREATE_FIELDS,
+    "handle_stack_create_swarm_string": SWARM_STACK_CREATE_FIELDS,
+    "handle_stack_create_legacy": SWARM_STACK_CREATE_FIELDS,
     "handle_stack_update": STACK_UPDATE_FIELDS, "handle_stack_adopt": STACK_CREATE_FIELDS,
     "handle_edge_stack_create": EDGE_STACK_CREATE_FIELDS, "handle_template_deploy": STACK_DEPLOY_FIELDS,
     "handle_custom_template_create": CUSTOM_TEMPLATE_BODY_FIELDS,
