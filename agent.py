@@ -355,10 +355,23 @@ PRIVATE_REQUEST_HEADERS = frozenset(
 )
 
 
+# The Content-Encodings aiohttp's server decodes before a handler reads the body (its parser's own test).
+SERVER_DECODED_ENCODINGS = frozenset({"gzip", "deflate", "br", "zstd"})
+
+
+def body_decoded_by_server(request: web.Request) -> bool:
+    """aiohttp hands a handler a gzip (deflate, br, zstd) body already decompressed: what is relayed is then
+    plain bytes of a length nobody knows yet, and must not be announced as compressed."""
+    encoding = request.headers.get("Content-Encoding", "")
+    return encoding.isascii() and encoding.lower() in SERVER_DECODED_ENCODINGS
+
+
 def forwardable_request_headers(request: web.Request) -> list[tuple[str, str]]:
+    decoded = body_decoded_by_server(request)
     headers = [(k, v) for k, v in request.headers.items()
                if k.lower() not in HOP_BY_HOP_HEADERS and k.lower() not in PRIVATE_REQUEST_HEADERS
-               and k.lower() not in CLIENT_ONLY_REQUEST_HEADERS]
+               and k.lower() not in CLIENT_ONLY_REQUEST_HEADERS
+               and not (decoded and k.lower() == "content-encoding")]
     if is_upgrade_request(request):
         headers += [("Connection", "Upgrade"), ("Upgrade", request.headers.get("Upgrade", "tcp"))]
     return headers
@@ -396,6 +409,8 @@ def request_body_for_relay(request: web.Request) -> tuple[AsyncIterator[bytes] |
     if request.content_length is not None:
         if request.content_length == 0:
             return None, None
+        if body_decoded_by_server(request) and not is_upgrade_request(request):
+            return request_body_stream(request), None  # decompressed: longer than its Content-Length
         if is_upgrade_request(request) and getattr(request.protocol, "_upgrade", False) is True:
             return upgrade_body_from_tail(request, request.content_length), request.content_length
         return request_body_stream(request), request.content_length

@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import asyncio.sslproto
 import base64
+import codecs
 import contextlib
 import copy
 import csv
@@ -343,6 +344,67 @@ def field(body: dict, name: str, kind: type, required: bool = True, default: Any
     return value
 
 
+# A body schema maps each documented field, spelled as Portainer's answers spell it, to its JSON type: a type or
+# a tuple of types, a nested schema (dict) for an object, a one-item list [item] for a list, ANY_JSON for free form.
+ANY_JSON = object
+JSON_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", dict: "an object",
+                   list: "a list", ANY_JSON: "any JSON value"}
+
+
+def _json_kind_name(kind: Any) -> str:
+    if isinstance(kind, dict):
+        return "an object"
+    if isinstance(kind, list):
+        return "a list"
+    if isinstance(kind, tuple):
+        return " or ".join(JSON_TYPE_NAMES.get(k, k.__name__) for k in kind)
+    return JSON_TYPE_NAMES.get(kind, getattr(kind, "__name__", str(kind)))
+
+
+def _typed_value(value: Any, kind: Any, where: str) -> Any:
+    if isinstance(kind, dict):
+        return documented_fields(value, kind, where)
+    if isinstance(kind, list):
+        if not isinstance(value, list):
+            raise BadRequest(f"field {where!r} must be a list")
+        return [_typed_value(item, kind[0], f"{where}[{index}]") for index, item in enumerate(value)]
+    if kind is ANY_JSON:
+        return value
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if float in kinds:
+        kinds += (int,)  # a Go float64 field takes 1 as well as 1.5
+    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        raise BadRequest(f"field {where!r} must be {_json_kind_name(kind)}")
+    return value
+
+
+def documented_fields(body: Any, schema: dict, where: str = "") -> dict:
+    """A JSON object read the way Portainer's Go server decodes it into its payload struct: each key matched onto
+    the schema's field name case-insensitively (so {"username"} fills Username), answered under the documented
+    spelling; a key the schema does not know is ignored (logged at DEBUG); null is the same as absent; a wrong
+    type is a 400 that names the field."""
+    if not isinstance(body, dict):
+        raise BadRequest(f"{where or 'the request body'} must be a JSON object")
+    fields, used = {}, set()
+    for name, kind in schema.items():
+        key = folded_key(body, name)
+        if key is None:
+            continue
+        used.add(key)
+        if body[key] is not None:
+            fields[name] = _typed_value(body[key], kind, f"{where}.{name}" if where else name)
+    ignored = [key for key in body if key not in used]
+    if ignored:
+        log.debug("ignored unknown fields %s%s", ", ".join(repr(k[:64]) for k in ignored[:20]),
+                  f" in {where}" if where else "")
+    return fields
+
+
+async def read_documented_fields(request: web.Request, schema: dict) -> dict:
+    """The request's JSON object body, read with documented_fields."""
+    return documented_fields(await read_json_object(request), schema)
+
+
 def path_id(request: web.Request, name: str = "id") -> int:
     raw = request.match_info.get(name, "")
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
@@ -379,6 +441,7 @@ DEFAULT_SETTINGS = {
     "EdgeAgentCheckinInterval": 5,
     "TemplatesURL": "",
     "ActivityLogRetentionDays": 90,
+    "MessageOfTheDay": {"Title": "", "Message": ""},  # what GET /api/motd shows; set by an administrator
 }
 
 
@@ -1252,8 +1315,13 @@ def authenticate(request: web.Request) -> Caller:
         token = request.cookies.get(SESSION_COOKIE, "")
         via = "cookie"
         if not token:
-            raise Unauthorized("authentication required", "send a JWT as 'Authorization: Bearer', an X-API-Key, "
-                                                          "or log in from the web UI")
+            message = "authentication required"
+            if shared.is_upgrade_request(request) and PROXY_PREFIX.match(request.path):
+                # The Docker SDK for Python's attach_socket() skips the HttpHeaders of ~/.docker/config.json.
+                message += (" (a Docker SDK client sends its key on attach_socket() only from its session "
+                            "headers: client.api.headers['X-API-Key'] = key)")
+            raise Unauthorized(message, "send a JWT as 'Authorization: Bearer', an X-API-Key, or log in from the "
+                                        "web UI")
     claims = app[SESSIONS].verify(token.strip())
     user = users.get(str(claims["id"]))
     if user is None:
@@ -1294,7 +1362,9 @@ async def auth_middleware(request: web.Request, handler):
     for name in request.query:
         if name.lower() in CREDENTIAL_QUERY_PARAMS:
             raise BadRequest("credentials are not accepted in URLs",
-                             f"remove the {name!r} query parameter and send the token in a header")
+                             f"remove the {name!r} query parameter and send the token in a header "
+                             "('Authorization: Bearer <jwt>' or 'X-API-Key'); a browser's WebSocket is "
+                             "authenticated by the session cookie that POST /api/auth sets")
     route_handler = getattr(request.match_info, "handler", None)
     if getattr(route_handler, "public", False) or request.match_info.http_exception is not None \
             or not request.path.startswith("/api/"):
@@ -1607,6 +1677,7 @@ DOCKER_API_RULES: list[tuple[frozenset, re.Pattern, str, str | None]] = [
         ("POST", rf"/containers/{_ID}/update", WRITE, "container_update"),
         ("POST", rf"/containers/{_ID}/exec", CONSOLE, "exec"),
         ("DELETE", rf"/containers/{_ID}", WRITE, None),
+        ("DELETE", rf"/containers/{_ID}/[^/]+", WRITE, None),  # ?link=1: remove the link /{id}/{alias}
         ("POST", rf"/exec/{_ID}/(start|resize)", CONSOLE, None),
         ("GET", rf"/exec/{_ID}/json", READ, None),
         ("GET", r"/images/(json|search|get)", READ, None),
@@ -3160,6 +3231,7 @@ class DockerGrant:
     target: str
     node_headers: list[tuple[str, str]]  # the agent node the call is for; every check asks that node
     resource: str | None = None  # what the path names: its full id once an ownership check resolved it
+    method: str = ""
 
     @property
     def trusted_with_host(self) -> bool:
@@ -3230,6 +3302,9 @@ class DockerGrant:
             await require_owned(self.connector, self.store, self.caller, "containers",
                                 str(as_dict(exec_info).get("ContainerID") or ""), headers=self.node_headers)
             return
+        if kind == "containers" and self.method == "DELETE" and rest:
+            await self.resolve_link_removal(version, resource, rest[0])
+            return
         if kind == "tasks":
             task = as_dict(await self.connector.request_json(
                 "GET", f"/tasks/{urllib.parse.quote(resource, safe='')}", headers=self.node_headers))
@@ -3243,6 +3318,19 @@ class DockerGrant:
         self.resource = full_id
         self.target = f"{version}/{kind}/{urllib.parse.quote(full_id, safe='')}" + "".join(
             "/" + urllib.parse.quote(part, safe="") for part in rest) + (f"?{query}" if query else "")
+
+    async def resolve_link_removal(self, version: str, container: str, alias: str) -> None:
+        """DELETE /containers/{name}/{alias}: the container whose link goes must be the caller's. The engine finds
+        a link's parent by name, never by id, so it gets the checked container's own name, and link=1 always:
+        without it the engine would remove the linked container that /{name}/{alias} also names."""
+        item = as_dict(await require_owned(self.connector, self.store, self.caller, "containers", container,
+                                           headers=self.node_headers))
+        name = as_text(item.get("Name")).lstrip("/")
+        if not name:
+            raise BadGateway(f"the engine named no container for {container!r}")
+        self.resource = resource_key("containers", item)
+        self.target = (f"{version}/containers/{urllib.parse.quote(name, safe='')}/"
+                       f"{urllib.parse.quote(alias, safe='')}?link=1")
 
     async def vet_query(self, path: str) -> None:
         """Query parameters that name another resource or a host setting (commit, build) pass the same checks."""
@@ -3275,7 +3363,7 @@ def docker_grant(request: web.Request, endpoint: dict, method: str, path: str,
     node = request.headers.get(shared.TARGET_HEADER, "")
     grant = DockerGrant(store, caller, endpoint, request.app[ENVIRONMENTS].connector(endpoint["Id"]), role, action,
                         body_kind, target or path, [(shared.TARGET_HEADER, node)] if node else [])
-    grant.resource = resource
+    grant.resource, grant.method = resource, method
     return grant
 
 
@@ -4553,10 +4641,15 @@ async def open_console_stream(request: web.Request, endpoint: dict, container_id
     if mode == "attach":
         grant = await authorize_docker_call(request, endpoint, "POST", f"/containers/{container_id}/attach")
         quoted = urllib.parse.quote(grant.resource, safe="")
-        details = await connector.request_json("GET", f"/containers/{quoted}/json")
+        details = await connector.request_json("GET", f"/containers/{quoted}/json", headers=grant.node_headers)
         tty = field_at(details, "Config", "Tty") is True
         target = f"/containers/{quoted}/attach?stream=1&stdin=1&stdout=1&stderr=1"
         resize, body = f"/containers/{quoted}/resize", None
+    elif mode == "exec_start":  # an exec the client made (POST /containers/{id}/exec): container_id is its id
+        grant = await authorize_docker_call(request, endpoint, "POST", f"/exec/{container_id}/start")
+        quoted = urllib.parse.quote(container_id, safe="")
+        tty, target = True, f"/exec/{quoted}/start"
+        resize, body = f"/exec/{quoted}/resize", json.dumps({"Tty": True, "Detach": False}).encode()
     else:
         exec_config = {"AttachStdin": True, "AttachStdout": True, "AttachStderr": True, "Tty": True,
                        "Cmd": command, "Env": ["TERM=xterm"], "Privileged": False}
@@ -4566,7 +4659,7 @@ async def open_console_stream(request: web.Request, endpoint: dict, container_id
                                                            await grant.vet(exec_config)))
         tty, target = True, f"/exec/{exec_id}/start"
         resize, body = f"/exec/{exec_id}/resize", json.dumps({"Detach": False, "Tty": True}).encode()
-    response = await connector.request("POST", target, upgrade, body, timeout=30)
+    response = await connector.request("POST", target, upgrade + grant.node_headers, body, timeout=30)
     if not response.upgraded:
         async with response:
             raw = await response.read()
@@ -4605,6 +4698,15 @@ async def handle_console_websocket(request: web.Request) -> web.WebSocketRespons
     if not command:
         raise BadRequest("cmd must not be empty")
     stream, resize_path, tty = await open_console_stream(request, endpoint, container_id, mode, command)
+    return await relay_console(request, endpoint_id, stream, resize_path, tty)
+
+
+async def relay_console(request: web.Request, endpoint_id: int, stream: shared.DockerResponse, resize_path: str,
+                        tty: bool, portainer_protocol: bool = False) -> web.WebSocketResponse:
+    """Pipe a WebSocket to an upgraded engine stream. Ours: binary frames are keystrokes and output (demultiplexed
+    when there is no TTY), a text frame {"type": "resize"} resizes. Portainer's (/api/websocket/*): every frame
+    the client sends is keystrokes, and the engine's bytes go back as they are, in text frames (as Portainer's
+    hijack does; invalid UTF-8 replaced), the terminal resized through the API."""
     connector = request.app[ENVIRONMENTS].connector(endpoint_id)
     ws = web.WebSocketResponse(heartbeat=30, max_msg_size=CONSOLE_MAX_MESSAGE)
     try:
@@ -4617,10 +4719,15 @@ async def handle_console_websocket(request: web.Request) -> web.WebSocketRespons
 
     async def engine_to_browser():
         pending = bytearray()
+        text = codecs.getincrementaldecoder("utf-8")("replace")
         while True:
             data = await connection.reader.read(shared.STREAM_CHUNK)
             if not data:
                 return
+            if portainer_protocol:
+                if decoded := text.decode(data):
+                    await ws.send_str(decoded)
+                continue
             if not tty:
                 pending += data
                 data = demultiplex(pending)
@@ -4634,8 +4741,8 @@ async def handle_console_websocket(request: web.Request) -> web.WebSocketRespons
 
     async def browser_to_engine():
         async for message in ws:
-            if message.type == web.WSMsgType.BINARY:
-                connection.writer.write(message.data)
+            if message.type == web.WSMsgType.BINARY or portainer_protocol and message.type == web.WSMsgType.TEXT:
+                connection.writer.write(message.data if isinstance(message.data, bytes) else message.data.encode())
                 await connection.writer.drain()
             elif message.type == web.WSMsgType.TEXT:
                 try:
@@ -4660,6 +4767,40 @@ async def handle_console_websocket(request: web.Request) -> web.WebSocketRespons
     return ws
 
 
+HEXADECIMAL_ID = re.compile(r"[0-9a-fA-F]{1,64}")
+
+
+async def handle_portainer_console(request: web.Request, mode: str) -> web.WebSocketResponse:
+    """Portainer's console routes: ?endpointId=&id=&nodeName=, authenticated by header or session cookie."""
+    endpoint_id = query_int(request, "endpointId", 0)
+    if endpoint_id <= 0:
+        raise BadRequest("Invalid query parameter: endpointId", "a positive environment id is required")
+    resource_id = request.query.get("id", "")
+    if not HEXADECIMAL_ID.fullmatch(resource_id):
+        raise BadRequest("Invalid query parameter: id (must be hexadecimal identifier)")
+    endpoint = endpoint_for_caller(request, endpoint_id)
+    check_same_origin(request)
+    node = request.query.get("nodeName", "")
+    if node and (len(node) > 253 or any(c.isspace() or c in "\x00/" for c in node)):
+        raise BadRequest("Invalid query parameter: nodeName")
+    # nodeName picks the agent node, as the proxy's X-PortainerAgent-Target header does
+    scoped = request.clone(headers={**request.headers, shared.TARGET_HEADER: node}) if node else request
+    stream, resize_path, tty = await open_console_stream(scoped, endpoint, resource_id, mode, [])
+    return await relay_console(request, endpoint_id, stream, resize_path, tty, portainer_protocol=True)
+
+
+async def handle_websocket_exec(request: web.Request) -> web.WebSocketResponse:
+    """Portainer's exec console: ?endpointId=&id=<exec id made with POST /containers/{id}/exec>[&nodeName=];
+    frames carry the exec's raw bytes both ways (text frames out), resize with POST /exec/{id}/resize."""
+    return await handle_portainer_console(request, "exec_start")
+
+
+async def handle_websocket_attach(request: web.Request) -> web.WebSocketResponse:
+    """Portainer's attach console: ?endpointId=&id=<container id>[&nodeName=]; frames carry the container's raw
+    bytes both ways (text frames out)."""
+    return await handle_portainer_console(request, "attach")
+
+
 # ================================================================================================================
 # API handlers: system and docs
 # ================================================================================================================
@@ -4669,6 +4810,54 @@ async def handle_console_websocket(request: web.Request) -> web.WebSocketRespons
 async def handle_system_status(request: web.Request) -> web.Response:
     """Version and instance id (public)."""
     return json_response({"Version": VERSION, "InstanceID": request.app[STORE].data["instance_id"]})
+
+
+def version_answer() -> dict:
+    """Portainer's versionResponse. Nothing is looked up: an air-gapped host has no release feed to ask, so an
+    update is never announced (and, unlike Portainer, no administrator is shown the server's environment)."""
+    return {"UpdateAvailable": False, "LatestVersion": "", "ServerVersion": VERSION, "ServerEdition": "CE",
+            "DatabaseVersion": VERSION,
+            "Build": {"BuildNumber": "", "ImageTag": VERSION, "NodejsVersion": "", "YarnVersion": "",
+                      "WebpackVersion": "", "GoVersion": "", "GitCommit": ""}}
+
+
+async def handle_system_version(request: web.Request) -> web.Response:
+    """The server's version (GET /api/system/version; GET /api/status/version is Portainer's older name)."""
+    return json_response(version_answer())
+
+
+def container_platform(app: web.Application) -> str:
+    """Portainer's platform name for where the server runs, from the latest snapshot of the local engine."""
+    if os.environ.get("PODMAN_MODE") == "1":
+        return "Podman"
+    environments: Environments = app[ENVIRONMENTS]
+    local = [ep for ep in app[STORE].data["endpoints"].values()
+             if ep["Type"] == ENDPOINT_DOCKER and str(ep.get("URL", "")).startswith("unix://")]
+    for endpoint in sorted(local, key=lambda ep: ep["Id"]):
+        snapshot = environments.snapshots.get(endpoint["Id"])
+        if snapshot:
+            return "Docker Swarm" if snapshot.get("Swarm") else "Docker Standalone"
+    return "Docker"
+
+
+async def handle_system_info(request: web.Request) -> web.Response:
+    """Portainer's systemInfoResponse: the platform and how many agent and edge agent environments exist."""
+    endpoints = list(request.app[STORE].data["endpoints"].values())
+    return json_response({"platform": container_platform(request.app),
+                          "agents": sum(1 for ep in endpoints if ep["Type"] == ENDPOINT_AGENT),
+                          "edgeAgents": sum(1 for ep in endpoints if ep["Type"] == ENDPOINT_EDGE)})
+
+
+async def handle_motd(request: web.Request) -> web.Response:
+    """Portainer's message of the day: what an administrator set in the settings' MessageOfTheDay {Title,
+    Message} (PUT /api/settings), empty otherwise; never fetched from outside."""
+    motd = {"Title": "", "Message": "", **as_dict(current_settings(request.app[STORE]).get("MessageOfTheDay"))}
+    title, message = as_text(motd.get("Title")), as_text(motd.get("Message"))
+    if not message:
+        return json_response({"Title": title, "Message": "", "ContentLayout": None, "Style": "", "Hash": None})
+    digest = hashlib.md5(message.encode(), usedforsecurity=False).digest()  # Portainer's libcrypto.HashFromBytes
+    return json_response({"Title": title, "Message": message, "ContentLayout": {}, "Style": "",
+                          "Hash": base64.b64encode(digest).decode()})
 
 
 @public
@@ -4716,6 +4905,10 @@ def admin_exists(store: Store) -> bool:
     return any(u["Role"] == ROLE_ADMIN for u in store.data["users"].values())
 
 
+# The payloads of Portainer's login and first-administrator routes.
+CREDENTIALS_FIELDS = {"Username": str, "Password": str}
+
+
 @public
 async def handle_admin_check(request: web.Request) -> web.Response:
     """204 when an administrator exists, 404 when the first one is still to be created."""
@@ -4728,7 +4921,7 @@ async def handle_admin_check(request: web.Request) -> web.Response:
 async def handle_admin_init(request: web.Request) -> web.Response:
     """Create the first administrator: only while none exists and within the init window after start."""
     store = request.app[STORE]
-    body = await read_json_object(request)
+    body = await read_documented_fields(request, CREDENTIALS_FIELDS)
     if admin_exists(store):
         raise Conflict("an administrator already exists")
     started = request.app[STARTED_AT]
@@ -4745,7 +4938,7 @@ async def handle_auth(request: web.Request) -> web.Response:
     address = client_address(request)
     limiter: LoginRateLimit = request.app[LOGIN_LIMIT]
     limiter.check(address)
-    body = await read_json_object(request)
+    body = await read_documented_fields(request, CREDENTIALS_FIELDS)
     username, password = body.get("Username"), body.get("Password")
     if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
         raise BadRequest("Username and Password are required")
@@ -4807,10 +5000,17 @@ async def handle_users_list(request: web.Request) -> web.Response:
     return json_response([user_view(u) for u in users if everyone or u["Id"] == caller.id])
 
 
+USER_CREATE_FIELDS = {"Username": str, "Password": str, "Role": int}
+USER_UPDATE_FIELDS = {"Username": str, "Password": str, "NewPassword": str, "Role": int, "UseCache": bool,
+                      "Theme": ANY_JSON}
+USER_PASSWORD_FIELDS = {"Password": str, "NewPassword": str}
+API_KEY_CREATE_FIELDS = {"password": str, "description": str}
+
+
 async def handle_user_create(request: web.Request) -> web.Response:
     """Create a user {Username, Password, Role} (administrators)."""
     require_admin(request)
-    body = await read_json_object(request)
+    body = await read_documented_fields(request, USER_CREATE_FIELDS)
     user = await create_user(request.app[STORE], body.get("Username"), body.get("Password"),
                              body.get("Role", ROLE_STANDARD))
     return json_response(user_view(user))
@@ -4834,7 +5034,7 @@ async def handle_user_update(request: web.Request) -> web.Response:
     caller = require_self_or_admin(request, user_id)
     store = request.app[STORE]
     user = get_user(store, user_id)
-    body = await read_json_object(request)
+    body = await read_documented_fields(request, USER_UPDATE_FIELDS)
     username = field(body, "Username", str, required=False)
     password = field(body, "Password", str, required=False) or field(body, "NewPassword", str, required=False)
     role = field(body, "Role", int, required=False)
@@ -4871,7 +5071,7 @@ async def handle_user_password(request: web.Request) -> web.Response:
     caller = caller_of(request)
     if caller.id != user_id:
         raise Forbidden("you can only change your own password here")
-    body = await read_json_object(request)
+    body = await read_documented_fields(request, USER_PASSWORD_FIELDS)
     current, new = field(body, "Password", str), field(body, "NewPassword", str)
     check_password_strength(new)
     store = request.app[STORE]
@@ -4923,7 +5123,7 @@ async def handle_token_create(request: web.Request) -> web.Response:
     caller = caller_of(request)
     if caller.id != user_id:
         raise Forbidden("you can only create API keys for yourself")
-    body = await read_json_object(request)
+    body = await read_documented_fields(request, API_KEY_CREATE_FIELDS)
     password = field(body, "password", str)
     description = field(body, "description", str, required=False, default="")[:256]
     store = request.app[STORE]
@@ -5019,11 +5219,14 @@ async def handle_teams_list(request: web.Request) -> web.Response:
                           if caller.is_admin or t["Id"] in mine])
 
 
+TEAM_FIELDS = {"Name": str, "TeamLeaders": [int]}
+
+
 async def handle_team_create(request: web.Request) -> web.Response:
     """Create a team {Name, TeamLeaders: [user ids]} (administrators)."""
     require_admin(request)
     store = request.app[STORE]
-    body = await read_json_object(request)
+    body = await read_documented_fields(request, TEAM_FIELDS)
     name = check_team_name(store, body.get("Name"))
     leaders = field(body, "TeamLeaders", list, required=False, default=[])
     for user_id in leaders:
@@ -5053,7 +5256,7 @@ async def handle_team_update(request: web.Request) -> web.Response:
     require_admin(request)
     store = request.app[STORE]
     team = get_team(store, path_id(request))
-    body = await read_json_object(request)
+    body = await read_documented_fields(request, TEAM_FIELDS)
     team["Name"] = check_team_name(store, body.get("Name"), team["Id"])
     await store.commit()
     return json_response(team_view(team))
@@ -5127,10 +5330,13 @@ async def handle_memberships_list(request: web.Request) -> web.Response:
                           if caller.is_admin or is_team_leader(store, caller.id, m["TeamID"])])
 
 
+MEMBERSHIP_FIELDS = {"UserID": int, "TeamID": int, "Role": int}
+
+
 async def handle_membership_create(request: web.Request) -> web.Response:
     """Add a user to a team {UserID, TeamID, Role: 1 leader | 2 member}."""
     store = request.app[STORE]
-    body = await read_json_object(request)
+    body = await read_documented_fields(request, MEMBERSHIP_FIELDS)
     user_id, team_id = field(body, "UserID", int), field(body, "TeamID", int)
     role = field(body, "Role", int, required=False, default=TEAM_MEMBER)
     require_team_manager(request, team_id, role)
@@ -5151,7 +5357,7 @@ async def handle_membership_update(request: web.Request) -> web.Response:
     require_admin(request)
     store = request.app[STORE]
     membership = get_membership(store, path_id(request))
-    body = await read_json_object(request)
+    body = await read_documented_fields(request, MEMBERSHIP_FIELDS)
     role = field(body, "Role", int)
     if role not in (TEAM_LEADER, TEAM_MEMBER):
         raise BadRequest("Role must be 1 (team leader) or 2 (member)")
@@ -5211,12 +5417,16 @@ async def handle_resource_controls_list(request: web.Request) -> web.Response:
                           for rc in (request.app[STORE].data.get("resource_controls") or {}).values()])
 
 
+RESOURCE_CONTROL_FIELDS = {"ResourceID": str, "Type": int, "Users": [int], "Teams": [int], "Public": bool,
+                           "AdministratorsOnly": bool, "SubResourceIDs": [str]}
+
+
 async def handle_resource_control_create(request: web.Request) -> web.Response:
     """Share a resource {ResourceID, Type (1 container, 2 service, 3 volume, 4 network, 6 stack: ResourceID
     "<environment id>_<stack name>"), Users, Teams, Public, AdministratorsOnly} (administrators)."""
     require_admin(request)
     store = request.app[STORE]
-    body = await read_json_object(request)
+    body = await read_documented_fields(request, RESOURCE_CONTROL_FIELDS)
     resource_id = field(body, "ResourceID", str)
     kind = field(body, "Type", int)
     if kind not in (*RESOURCE_CONTROL_TYPES.values(), STACK_RESOURCE_CONTROL):
@@ -5245,7 +5455,7 @@ async def handle_resource_control_update(request: web.Request) -> web.Response:
     require_admin(request)
     store = request.app[STORE]
     control = get_resource_control(store, path_id(request))
-    body = await read_json_object(request)
+    body = await read_documented_fields(request, RESOURCE_CONTROL_FIELDS)
     changed = copy.deepcopy(control)
     resource_control_fields(store, body, changed)
     control.update(changed)
@@ -5291,6 +5501,12 @@ def normalise_docker_url(url: str, creation_type: int) -> str:
     return url
 
 
+# A JSON body for POST /api/endpoints (Portainer itself takes a multipart form: see read_endpoint_form).
+ENDPOINT_CREATE_FIELDS = {"Name": str, "EndpointCreationType": (int, str), "URL": str, "PublicURL": str,
+                          "GroupID": (int, str), "TagIds": [int], "TLS": (bool, str), "TLSSkipVerify": (bool, str),
+                          "AgentSecret": str}
+
+
 async def read_endpoint_form(request: web.Request) -> tuple[dict, dict[str, bytes]]:
     """Portainer creates environments from a multipart form; JSON is accepted too. Returns fields and files."""
     if request.content_type.startswith("multipart/") or request.content_type == "application/x-www-form-urlencoded":
@@ -5306,7 +5522,7 @@ async def read_endpoint_form(request: web.Request) -> tuple[dict, dict[str, byte
             else:
                 fields[name] = value
         return fields, files
-    return await read_json_object(request), {}
+    return await read_documented_fields(request, ENDPOINT_CREATE_FIELDS), {}
 
 
 def form_bool(value: Any) -> bool:
@@ -5485,6 +5701,9 @@ def check_access_policies(name: str, policies: dict) -> None:
 ENDPOINT_EDITABLE = {"Name": str, "PublicURL": str, "GroupID": int, "TagIds": list, "UserAccessPolicies": dict,
                      "TeamAccessPolicies": dict, "URL": str, "TLS": bool, "TLSSkipVerify": bool,
                      IMAGE_CHECK_SETTING: bool}
+# SecuritySettings (ours, not in Portainer's payload) keeps its exact switch names: a mistyped one is refused,
+# never silently left as it was.
+ENDPOINT_UPDATE_FIELDS = {**ENDPOINT_EDITABLE, "TagIds": [int], "SecuritySettings": dict}
 
 
 async def handle_endpoint_update(request: web.Request) -> web.Response:
@@ -5493,7 +5712,7 @@ async def handle_endpoint_update(request: web.Request) -> web.Response:
     endpoint_id = path_id(request)
     environments = request.app[ENVIRONMENTS]
     endpoint = environments.get(endpoint_id)
-    body = await read_json_object(request)
+    body = await read_documented_fields(request, ENDPOINT_UPDATE_FIELDS)
     changes = {}
     for name, kind in ENDPOINT_EDITABLE.items():
         value = field(body, name, kind, required=False)
@@ -5779,10 +5998,13 @@ async def handle_tags_list(request: web.Request) -> web.Response:
     return json_response([tag_view(t, store) for t in sorted(store.data["tags"].values(), key=lambda t: t["ID"])])
 
 
+TAG_FIELDS = {"Name": str}
+
+
 async def handle_tag_create(request: web.Request) -> web.Response:
     """Create a tag {Name} (administrators)."""
     require_admin(request)
-    name = field(await read_json_object(request), "Name", str).strip()
+    name = field(await read_documented_fields(request, TAG_FIELDS), "Name", str).strip()
     if not name or len(name) > 128:
         raise BadRequest("Name must be 1 to 128 characters")
     store = request.app[STORE]
@@ -5886,11 +6108,14 @@ async def handle_edge_key(request: web.Request) -> web.Response:
     return json_response({"EdgeKey": key, "EdgeAgentCommand": edge_agent_command(key)})
 
 
+ASSOCIATION_FIELDS = {"EdgeID": str}
+
+
 async def handle_endpoint_association(request: web.Request) -> web.Response:
     """Re-associate an edge environment: bind {EdgeID}, or with none let the next agent that connects bind."""
     require_admin(request)
     endpoint = edge_endpoint(request)
-    body = await read_json_object(request) if request.can_read_body else {}
+    body = await read_documented_fields(request, ASSOCIATION_FIELDS) if request.can_read_body else {}
     edge_id = field(body, "EdgeID", str, required=False, default="").strip()
     if len(edge_id) > MAX_EDGE_ID:
         raise BadRequest(f"EdgeID is longer than {MAX_EDGE_ID} characters")
@@ -6016,6 +6241,9 @@ def id_list(body: dict, name: str) -> list[int]:
     return sorted(set(values))
 
 
+EDGE_GROUP_FIELDS = {"Name": str, "Dynamic": bool, "TagIds": [int], "Endpoints": [int], "PartialMatch": bool}
+
+
 def checked_edge_group(store: Store, body: dict, group_id: int | None) -> dict:
     name = field(body, "Name", str).strip()
     if not name:
@@ -6045,7 +6273,7 @@ async def handle_edge_group_create(request: web.Request) -> web.Response:
     """Create an edge group {Name, Dynamic, TagIds, Endpoints, PartialMatch} (administrators)."""
     require_admin(request)
     store = request.app[STORE]
-    group = checked_edge_group(store, await read_json_object(request), None)
+    group = checked_edge_group(store, await read_documented_fields(request, EDGE_GROUP_FIELDS), None)
     group["Id"] = store.next_id("edge_groups")
     store.data["edge_groups"][str(group["Id"])] = group
     await store.commit()
@@ -6064,7 +6292,7 @@ async def handle_edge_group_update(request: web.Request) -> web.Response:
     require_admin(request)
     store = request.app[STORE]
     group = get_edge_group(store, path_id(request))
-    group.update(checked_edge_group(store, await read_json_object(request), group["Id"]))
+    group.update(checked_edge_group(store, await read_documented_fields(request, EDGE_GROUP_FIELDS), group["Id"]))
     await store.commit()
     return json_response(edge_group_view(store, group))
 
@@ -6251,6 +6479,10 @@ def edge_job_view(app: web.Application, job: dict) -> dict:
     return view
 
 
+EDGE_JOB_FIELDS = {"Name": str, "FileContent": str, "Recurring": bool, "CronExpression": str,
+                   "EdgeGroups": [int], "Endpoints": [int], "Mode": str, "Image": str}
+
+
 def checked_edge_job(store: Store, body: dict) -> dict:
     name = field(body, "Name", str).strip()
     if not name or not re.fullmatch(r"[\w .-]{1,128}", name):
@@ -6290,7 +6522,7 @@ async def handle_edge_job_create(request: web.Request) -> web.Response:
     a job that is not recurring runs once on each host, as soon as the host is connected (administrators)."""
     require_admin(request)
     store = request.app[STORE]
-    job = checked_edge_job(store, await read_json_object(request))
+    job = checked_edge_job(store, await read_documented_fields(request, EDGE_JOB_FIELDS))
     job.update({"Id": store.next_id("edge_jobs"), "Created": now(), "Version": 1, "Results": {}, "_Pending": []})
     store.data["edge_jobs"][str(job["Id"])] = job
     if job["Recurring"]:
@@ -6311,7 +6543,7 @@ async def handle_edge_job_update(request: web.Request) -> web.Response:
     require_admin(request)
     store = request.app[STORE]
     job = get_edge_job(store, path_id(request))
-    job.update(checked_edge_job(store, await read_json_object(request)))
+    job.update(checked_edge_job(store, await read_documented_fields(request, EDGE_JOB_FIELDS)))
     await store.commit()
     return json_response(edge_job_view(request.app, job))
 
@@ -6419,8 +6651,11 @@ def register_edge_kind(app: web.Application) -> None:
 # API handlers: settings
 # ================================================================================================================
 
-SETTINGS_TYPES = {"UserSessionTimeout": str, "EnableTelemetry": bool, "LogoURL": str, "SnapshotInterval": str,
-                  "EdgeAgentCheckinInterval": int, "ActivityLogRetentionDays": int, "TemplatesURL": str}
+# The settings PUT /api/settings changes; the rest of Portainer's settings object is accepted and ignored.
+SETTINGS_FIELDS = {"UserSessionTimeout": str, "EnableTelemetry": bool, "LogoURL": str, "SnapshotInterval": str,
+                   "EdgeAgentCheckinInterval": int, "ActivityLogRetentionDays": int, "TemplatesURL": str,
+                   "MessageOfTheDay": {"Title": str, "Message": str}}
+MAX_MESSAGE_OF_THE_DAY = 10_000
 
 
 def current_settings(store: Store) -> dict:
@@ -6443,13 +6678,15 @@ async def handle_settings_public(request: web.Request) -> web.Response:
 
 
 async def handle_settings_update(request: web.Request) -> web.Response:
-    """Change settings (administrators); unknown keys and wrong types are refused."""
+    """Change settings (administrators): Portainer's settings object, keys matched as Portainer matches them;
+    settings this server does not have are ignored, a wrong type is refused."""
     require_admin(request)
-    body = await read_json_object(request)
-    unknown = sorted(set(body) - set(SETTINGS_TYPES))
-    if unknown:
-        raise BadRequest(f"unknown settings: {', '.join(unknown)}")
-    changes = {name: field(body, name, kind) for name, kind in SETTINGS_TYPES.items() if name in body}
+    changes = await read_documented_fields(request, SETTINGS_FIELDS)
+    if "MessageOfTheDay" in changes:
+        motd = {"Title": "", "Message": "", **changes["MessageOfTheDay"]}
+        if len(motd["Title"]) + len(motd["Message"]) > MAX_MESSAGE_OF_THE_DAY:
+            raise BadRequest(f"MessageOfTheDay is longer than {MAX_MESSAGE_OF_THE_DAY} characters")
+        changes["MessageOfTheDay"] = motd
     if "UserSessionTimeout" in changes and not re.fullmatch(r"[0-9]{1,7}[smhd]?", changes["UserSessionTimeout"]):
         raise BadRequest("UserSessionTimeout must look like 8h, 30m or 3600s")
     if not 0 <= changes.get("ActivityLogRetentionDays", 0) <= 36500:
@@ -6474,8 +6711,14 @@ def registry_view(registry: dict) -> dict:
     return view
 
 
+REGISTRY_ACCESS_FIELDS = {"UserAccessPolicies": dict, "TeamAccessPolicies": dict, "Namespaces": list}
+REGISTRY_FIELDS = {"Name": str, "URL": str, "Type": int, "BaseURL": str, "Username": str, "Password": str,
+                   "Authentication": bool, "TLSSkipVerify": bool, "RegistryAccesses": dict}
+
+
 def registry_access(body: dict) -> dict:
     """One environment's access to a registry, {UserAccessPolicies, TeamAccessPolicies, Namespaces}, checked."""
+    body = documented_fields(body, REGISTRY_ACCESS_FIELDS)
     access = {"UserAccessPolicies": {}, "TeamAccessPolicies": {}, "Namespaces": []}
     for policies in ("UserAccessPolicies", "TeamAccessPolicies"):
         value = field(body, policies, dict, required=False, default={})
@@ -6542,7 +6785,7 @@ async def handle_registries_list(request: web.Request) -> web.Response:
 async def handle_registry_create(request: web.Request) -> web.Response:
     """Add a registry {Name, Type, URL, Authentication, Username, Password} (administrators)."""
     require_admin(request)
-    body = await read_json_object(request)
+    body = await read_documented_fields(request, REGISTRY_FIELDS)
     store = request.app[STORE]
     registry = {"Id": 0, "Name": "", "Type": REGISTRY_CUSTOM, "URL": "", "BaseURL": "", "Authentication": False,
                 "Username": "", "TLSSkipVerify": False, "RegistryAccesses": {}}
@@ -6563,7 +6806,7 @@ async def handle_registry_update(request: web.Request) -> web.Response:
     """Change a registry (administrators); an empty or absent Password keeps the current one."""
     require_admin(request)
     registry = request.app[REGISTRIES].get(path_id(request))
-    body = await read_json_object(request)
+    body = await read_documented_fields(request, REGISTRY_FIELDS)
     changed = copy.deepcopy(registry)
     await registry_fields(request, changed, body, creating=False)
     registry.clear()
@@ -6675,10 +6918,13 @@ async def handle_endpoint_image_status(request: web.Request) -> web.Response:
     return json_response(await request.app[IMAGE_UPDATES].check_environment(endpoint["Id"], ids, fresh))
 
 
+RECREATE_FIELDS = {"PullImage": bool}
+
+
 async def handle_container_recreate(request: web.Request) -> web.Response:
     """Recreate a container {PullImage}: pull its image's tag, then replace it keeping settings and data."""
     endpoint = endpoint_for_caller(request, path_id(request))
-    body = await read_json_object(request) if request.can_read_body else {}
+    body = await read_documented_fields(request, RECREATE_FIELDS) if request.can_read_body else {}
     pull = field(body, "PullImage", bool, required=False, default=False)
     container_id = request.match_info["containerId"]
     store, caller = request.app[STORE], caller_of(request)
@@ -6777,6 +7023,15 @@ class Stacks:
                               files=self.stack_files(content, env))
         connector = self.environments.connector(endpoint_id)
         return SwarmDeployment(connector, compose) if swarm else ComposeDeployment(connector, compose)
+
+
+# Portainer's stack payloads; an env entry is its portainer.Pair {"name", "value"}.
+STACK_ENV = [{"name": str, "value": (str, int, float)}]
+STACK_CREATE_FIELDS = {"Name": str, "StackFileContent": str, "Env": STACK_ENV, "FromAppTemplate": bool,
+                       "PullImage": bool}
+SWARM_STACK_CREATE_FIELDS = {**STACK_CREATE_FIELDS, "SwarmID": str}
+STACK_UPDATE_FIELDS = {"StackFileContent": str, "Env": STACK_ENV, "Prune": bool, "PullImage": bool}
+STACK_DEPLOY_FIELDS = {"Name": str, "Env": STACK_ENV}
 
 
 def stack_env(body: dict) -> list[dict]:
@@ -6992,7 +7247,7 @@ async def create_stack(request: web.Request, stack_type: int, body: dict, from_t
 
 async def handle_stack_create_standalone_string(request: web.Request) -> web.Response:
     """Deploy a compose stack from the file's text: {Name, StackFileContent, Env}."""
-    stack = await create_stack(request, STACK_COMPOSE, await read_json_object(request))
+    stack = await create_stack(request, STACK_COMPOSE, await read_documented_fields(request, STACK_CREATE_FIELDS))
     return json_response(stack_view(request, stack))
 
 
@@ -7020,7 +7275,7 @@ async def stack_upload_form(request: web.Request) -> dict:
     if upload is None or not hasattr(upload, "file"):
         raise BadRequest("the form field 'file' (the compose file) is required")
     try:
-        env = json.loads(post.get("Env") or "[]")
+        env = _typed_value(decode_json(post.get("Env") or "[]"), STACK_ENV, "Env")
         content = upload.file.read(MAX_JSON_BODY).decode("utf-8")
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise BadRequest("Env must be JSON and the file UTF-8 text", str(exc)) from None
@@ -7032,7 +7287,7 @@ async def stack_upload_form(request: web.Request) -> dict:
 
 async def handle_stack_create_swarm_string(request: web.Request) -> web.Response:
     """Deploy a Swarm stack from the file's text: {Name, SwarmID, StackFileContent, Env}."""
-    stack = await create_stack(request, STACK_SWARM, await read_json_object(request))
+    stack = await create_stack(request, STACK_SWARM, await read_documented_fields(request, SWARM_STACK_CREATE_FIELDS))
     return json_response(stack_view(request, stack))
 
 
@@ -7046,7 +7301,8 @@ async def handle_stack_create_legacy(request: web.Request) -> web.Response:
         if stack_type == STACK_SWARM:
             return await handle_stack_create_swarm_file(request)
         return await handle_stack_create_standalone_file(request)
-    stack = await create_stack(request, stack_type, await read_json_object(request))
+    fields = STACK_CREATE_FIELDS if stack_type == STACK_COMPOSE else SWARM_STACK_CREATE_FIELDS
+    stack = await create_stack(request, stack_type, await read_documented_fields(request, fields))
     return json_response(stack_view(request, stack))
 
 
@@ -7116,7 +7372,7 @@ async def handle_stack_update(request: web.Request) -> web.Response:
     """Change a stack's file or env and redeploy: only services whose config changed are recreated;
     Prune removes services no longer in the file; PullImage pulls images again."""
     stack, endpoint = managed_stack(request)
-    body = await read_json_object(request)
+    body = await read_documented_fields(request, STACK_UPDATE_FIELDS)
     stacks: Stacks = request.app[STACKS]
     caller = caller_of(request)
     content, env = stack_content(body), stack_env(body) if "Env" in body else stack["Env"]
@@ -7258,7 +7514,7 @@ async def handle_stack_adopt(request: web.Request) -> web.Response:
     """Take over a compose project made elsewhere by supplying its file (administrators): from then on it is a
     full stack. Services whose containers do not match the file are recreated; named volumes are kept."""
     require_admin(request)
-    body = await read_json_object(request)
+    body = await read_documented_fields(request, STACK_CREATE_FIELDS)
     endpoint = stack_endpoint(request)
     name = field(body, "Name", str)
     connector = request.app[ENVIRONMENTS].connector(endpoint["Id"])
@@ -7397,11 +7653,14 @@ class EdgeStacks:
         self.forget_running()
 
 
+EDGE_STACK_CREATE_FIELDS = {"Name": str, "StackFileContent": str, "EdgeGroups": [int], "DeploymentType": int}
+
+
 async def handle_edge_stack_create(request: web.Request) -> web.Response:
     """Deploy a compose file to every environment of some edge groups: {Name, StackFileContent, EdgeGroups,
     DeploymentType 0}."""
     require_admin(request)
-    body = await read_json_object(request)
+    body = await read_documented_fields(request, EDGE_STACK_CREATE_FIELDS)
     store = request.app[STORE]
     edge: EdgeStacks = request.app[EDGE_STACKS]
     name = field(body, "Name", str).strip()
@@ -7843,7 +8102,7 @@ async def handle_template_file(request: web.Request) -> web.Response:
 async def handle_template_deploy(request: web.Request) -> web.Response:
     """Deploy an app template by its id (?endpointId=N, {Name, Env}): a container or a stack."""
     template_id = path_id(request)
-    body = await read_json_object(request)
+    body = await read_documented_fields(request, STACK_DEPLOY_FIELDS)
     template = await template_by_id(request.app, template_id)
     env = template_env(template.get("env") or [], stack_env(body))
     name = field(body, "Name", str, required=False, default=template.get("name") or "")
@@ -7863,6 +8122,7 @@ async def handle_template_deploy(request: web.Request) -> web.Response:
 
 CUSTOM_TEMPLATE_FIELDS = {"Title": str, "Description": str, "Note": str, "Logo": str, "Platform": int, "Type": int,
                           "Variables": list}
+CUSTOM_TEMPLATE_BODY_FIELDS = {**CUSTOM_TEMPLATE_FIELDS, "FileContent": str}
 
 
 def custom_templates(store: Store) -> dict:
@@ -7899,7 +8159,7 @@ def check_custom_template(body: dict, partial: bool) -> dict:
 
 async def handle_custom_template_create(request: web.Request) -> web.Response:
     """Save a stack file as a custom template: {Title, Description, Note, Logo, Type, FileContent}."""
-    body = await read_json_object(request)
+    body = await read_documented_fields(request, CUSTOM_TEMPLATE_BODY_FIELDS)
     values = check_custom_template(body, partial=False)
     content = field(body, "FileContent", str)
     ComposeFile(content, {}, "template", os.path.join(request.app[STORE].directory, "custom_templates"),
@@ -7939,7 +8199,7 @@ async def handle_custom_template_update(request: web.Request) -> web.Response:
     """Change a custom template's fields or file (its author or an administrator)."""
     template = custom_template_for_caller(request)
     require_template_owner(request, template)
-    body = await read_json_object(request)
+    body = await read_documented_fields(request, CUSTOM_TEMPLATE_BODY_FIELDS)
     values = check_custom_template(body, partial=True)
     content = field(body, "FileContent", str, required=False)
     if content is not None:
@@ -7964,7 +8224,7 @@ async def handle_custom_template_delete(request: web.Request) -> web.Response:
 async def handle_custom_template_deploy(request: web.Request) -> web.Response:
     """Deploy a custom template as a stack (?endpointId=N, {Name, Env})."""
     template = custom_template_for_caller(request)
-    body = await read_json_object(request)
+    body = await read_documented_fields(request, STACK_DEPLOY_FIELDS)
     path = custom_template_path(request, template["Id"])
     content = await asyncio.to_thread(lambda: open(path, encoding="utf-8").read())
     stack_type = STACK_SWARM if template["Type"] == TEMPLATE_SWARM_STACK else STACK_COMPOSE
@@ -8108,12 +8368,13 @@ def build_backup_archive(directory: str, store_document: bytes) -> bytes:
     return buffer.getvalue()
 
 
+BACKUP_FIELDS = {"password": str}
+
+
 async def handle_backup(request: web.Request) -> web.Response:
     """Download a backup of the data directory {password}; with a password it is encrypted (administrators)."""
     require_admin(request)
-    body = await read_json(request) if request.body_exists else {}
-    if not isinstance(body, dict):
-        raise BadRequest("request body must be a JSON object")
+    body = await read_documented_fields(request, BACKUP_FIELDS) if request.body_exists else {}
     password = field(body, "password", str, required=False, default="")
     store = request.app[STORE]
     await request.app[ACTIVITY].flush()
@@ -10828,6 +11089,10 @@ DUMMY_HASH = "scrypt$32768$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAA
 ROUTES: list[tuple[str, str, Callable]] = [
     ("GET", "/api/system/status", handle_system_status),
     ("GET", "/api/status", handle_system_status),
+    ("GET", "/api/system/version", handle_system_version),
+    ("GET", "/api/status/version", handle_system_version),
+    ("GET", "/api/system/info", handle_system_info),
+    ("GET", "/api/motd", handle_motd),
     ("GET", "/api/docs/openapi.json", handle_openapi),
     ("GET", "/api/users/admin/check", handle_admin_check),
     ("POST", "/api/users/admin/init", handle_admin_init),
@@ -10947,6 +11212,8 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("GET", "/api/custom_templates/{id}/file", handle_custom_template_file),
     ("POST", "/api/custom_templates/{id}/deploy", handle_custom_template_deploy),
     ("GET", "/api/endpoints/{id}/console/ws", handle_console_websocket),
+    ("GET", "/api/websocket/exec", handle_websocket_exec),
+    ("GET", "/api/websocket/attach", handle_websocket_attach),
     ("GET", "/api/useractivity/logs", handle_activity_logs),
     ("GET", "/api/useractivity/logs.csv", handle_activity_logs_csv),
     ("GET", "/api/useractivity/authlogs", handle_auth_logs),
@@ -10989,16 +11256,6 @@ REQUEST_SCHEMAS: dict[str, dict] = {
     "handle_endpoint_create": {"type": "object", "required": ["Name"],
                                "properties": {"Name": _STRING, "EndpointCreationType": {"type": "integer"},
                                               "URL": _STRING, "TLS": {"type": "boolean"}}},
-    "handle_endpoint_update": {"type": "object", "properties": {
-        "Name": _STRING, "URL": _STRING, "PublicURL": _STRING, "TagIds": {"type": "array"},
-        "UserAccessPolicies": {"type": "object"}, "TeamAccessPolicies": {"type": "object"},
-        "SecuritySettings": {"type": "object"}, "EnableImageNotification": {"type": "boolean"}}},
-    "handle_endpoint_registry_access": {"type": "object", "properties": {
-        "UserAccessPolicies": {"type": "object"}, "TeamAccessPolicies": {"type": "object"},
-        "Namespaces": {"type": "array", "items": _STRING}}},
-    "handle_container_recreate": {"type": "object", "properties": {"PullImage": {"type": "boolean"}}},
-    "handle_settings_update": {"type": "object", "properties": {
-        "UserSessionTimeout": _STRING, "EnableTelemetry": {"type": "boolean"}, "LogoURL": _STRING}},
     "handle_endpoint_group_create": {"type": "object", "required": ["Name"], "properties": {
         "Name": _STRING, "Description": _STRING, "AssociatedEndpoints": _ID_LIST, "TagIDs": _ID_LIST}},
     "handle_endpoint_group_update": {"type": "object", "properties": {
@@ -11029,6 +11286,45 @@ FORM_SCHEMAS: dict[str, dict] = {
     "handle_stack_create_standalone_file": _STACK_UPLOAD,
     "handle_stack_create_swarm_file": _STACK_UPLOAD,
 }
+# The other bodies are described from the schema their handler reads them with (documented_fields).
+REQUEST_FIELDS: dict[str, dict] = {
+    "handle_user_update": USER_UPDATE_FIELDS, "handle_team_create": TEAM_FIELDS, "handle_team_update": TEAM_FIELDS,
+    "handle_membership_create": MEMBERSHIP_FIELDS, "handle_membership_update": MEMBERSHIP_FIELDS,
+    "handle_resource_control_create": RESOURCE_CONTROL_FIELDS,
+    "handle_resource_control_update": RESOURCE_CONTROL_FIELDS,
+    "handle_endpoint_update": ENDPOINT_UPDATE_FIELDS, "handle_tag_create": TAG_FIELDS,
+    "handle_endpoint_association": ASSOCIATION_FIELDS, "handle_edge_group_create": EDGE_GROUP_FIELDS,
+    "handle_edge_group_update": EDGE_GROUP_FIELDS, "handle_edge_job_create": EDGE_JOB_FIELDS,
+    "handle_edge_job_update": EDGE_JOB_FIELDS, "handle_registry_create": REGISTRY_FIELDS,
+    "handle_registry_update": REGISTRY_FIELDS, "handle_endpoint_registry_access": REGISTRY_ACCESS_FIELDS,
+    "handle_container_recreate": RECREATE_FIELDS, "handle_stack_create_standalone_string": STACK_CREATE_FIELDS,
+    "handle_stack_create_swarm_string": SWARM_STACK_CREATE_FIELDS,
+    "handle_stack_create_legacy": SWARM_STACK_CREATE_FIELDS,
+    "handle_stack_update": STACK_UPDATE_FIELDS, "handle_stack_adopt": STACK_CREATE_FIELDS,
+    "handle_edge_stack_create": EDGE_STACK_CREATE_FIELDS, "handle_template_deploy": STACK_DEPLOY_FIELDS,
+    "handle_custom_template_create": CUSTOM_TEMPLATE_BODY_FIELDS,
+    "handle_custom_template_update": CUSTOM_TEMPLATE_BODY_FIELDS, "handle_custom_template_deploy": STACK_DEPLOY_FIELDS,
+    "handle_backup": BACKUP_FIELDS, "handle_settings_update": SETTINGS_FIELDS,
+}
+_CONSOLE_QUERY = [("endpointId", "integer", True), ("id", "string", True), ("nodeName", "string", False)]
+# Query parameters of routes that take them: (name, type, required).
+QUERY_PARAMETERS: dict[str, list[tuple[str, str, bool]]] = {
+    "handle_websocket_exec": _CONSOLE_QUERY, "handle_websocket_attach": _CONSOLE_QUERY,
+}
+_OPENAPI_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", dict: "object", list: "array"}
+
+
+def openapi_schema(kind: Any) -> dict:
+    """The OpenAPI schema of a documented_fields schema (keys are matched case-insensitively, extra keys ignored)."""
+    if isinstance(kind, dict):
+        return {"type": "object", "properties": {name: openapi_schema(k) for name, k in kind.items()}}
+    if isinstance(kind, list):
+        return {"type": "array", "items": openapi_schema(kind[0])}
+    if isinstance(kind, tuple):
+        return {"oneOf": [openapi_schema(k) for k in kind]}
+    if kind is ANY_JSON:
+        return {}
+    return {"type": _OPENAPI_TYPES[kind]}
 
 
 def openapi_document() -> dict:
@@ -11041,6 +11337,8 @@ def openapi_document() -> dict:
         params = [{"name": name, "in": "path", "required": True,
                    "schema": {"type": "integer"} if name in integer_params else {"type": "string"}}
                   for name in re.findall(r"\{(\w+)", clean)]
+        params += [{"name": name, "in": "query", "required": required, "schema": {"type": kind}}
+                   for name, kind, required in QUERY_PARAMETERS.get(handler.__name__, [])]
         methods = ["get", "post", "put", "delete"] if method == "*" else [method.lower()]
         for m in methods:
             operation = {
@@ -11051,9 +11349,10 @@ def openapi_document() -> dict:
             }
             if not getattr(handler, "public", False):
                 operation["security"] = [{"jwt": []}, {"apiKey": []}]
-            if handler.__name__ in REQUEST_SCHEMAS and m in ("post", "put", "delete"):
-                operation["requestBody"] = {"content": {"application/json": {
-                    "schema": REQUEST_SCHEMAS[handler.__name__]}}}
+            schema = REQUEST_SCHEMAS.get(handler.__name__) or (
+                openapi_schema(REQUEST_FIELDS[handler.__name__]) if handler.__name__ in REQUEST_FIELDS else None)
+            if schema and m in ("post", "put", "delete"):
+                operation["requestBody"] = {"content": {"application/json": {"schema": schema}}}
             if handler.__name__ in FORM_SCHEMAS and m == "post":
                 operation["requestBody"] = {"content": {"multipart/form-data": {
                     "schema": FORM_SCHEMAS[handler.__name__]}}}

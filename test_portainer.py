@@ -345,7 +345,7 @@ def test_users_are_managed_by_administrators_only(server, make_user):
 @pytest.mark.parametrize("method,path,body", [
     ("POST", "/api/users", "{not json"),
     ("POST", "/api/users", "[1, 2]"),
-    ("PUT", "/api/settings", '{"Bogus": 1}'),
+    ("PUT", "/api/settings", '{"Bogus": 1, "snapshotInterval": true}'),  # unknown ignored, wrong type refused
     ("PUT", "/api/settings", '{"UserSessionTimeout": 12}'),
     ("POST", "/api/endpoints", '{"Name": "x", "EndpointCreationType": 99}'),
     ("POST", "/api/endpoints", '{"Name": "x", "URL": "ftp://nope"}'),
