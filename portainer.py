@@ -3036,10 +3036,7 @@ class ImageUpdates:
 
     async def check_environment(self, endpoint_id: int, container_ids: list[str] | None = None,
                                 fresh: bool = False) -> dict[str, dict]:
-        """Status of the given containers (all running ones when None): cached answers unless `fresh`. Where
-        checks are off nothing is asked, not even the engine."""
-        if not self.enabled(endpoint_id):
-            return {c: image_status(UPDATE_SKIPPED, IMAGE_CHECK_OFF, ContainerId=c) for c in container_ids or []}
+        """Status of the given containers (all running ones when None): cached answers unless `fresh`."""
         if container_ids is None:
             connector = self.environments.connector(endpoint_id)
             running = container_summaries(await connector.request_json("GET", "/containers/json"))
@@ -6909,8 +6906,7 @@ async def handle_endpoint_image_status(request: web.Request) -> web.Response:
     if ids is not None and (len(ids) > 500 or any(not re.fullmatch(r"[\w.-]{1,128}", i) for i in ids)):
         raise BadRequest("containerIds must be at most 500 container ids or names, separated by commas")
     store, caller = request.app[STORE], caller_of(request)
-    if endpoint_role(store, caller, endpoint) in OWNERSHIP_BOUND_ROLES and request.app[IMAGE_UPDATES].enabled(
-            endpoint["Id"]):
+    if endpoint_role(store, caller, endpoint) in OWNERSHIP_BOUND_ROLES:
         running = container_summaries(
             await request.app[ENVIRONMENTS].connector(endpoint["Id"]).request_json("GET", "/containers/json"))
         owned = [c["Id"] for c in running if visible_resource(store, caller, "containers", c)]

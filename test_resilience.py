@@ -203,7 +203,9 @@ def test_schemathesis_finds_no_server_error_and_no_schema_break(fresh_server):
     result = subprocess.run(
         ["st", "run", f"{server.url}/api/docs/openapi.json", "--url", server.url,
          "-H", f"X-API-Key: {server.admin_api_key}", "--checks", "not_a_server_error,response_schema_conformance",
-         "--exclude-path-regex", "docker|logout|passwd|tokens", "-n", examples,
+         "--exclude-path-regex", "docker|logout|passwd|tokens",
+         # An environment URL changed to one that does not answer makes every later engine call an honest 502.
+         "--exclude-operation-id", "handle_endpoint_update_put", "-n", examples,
          "--request-timeout", "20", "--no-color"],
         capture_output=True, text=True, timeout=600)
     print(result.stdout[-3000:])
