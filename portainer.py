@@ -167,9 +167,40 @@ def split_bind(address: str) -> tuple[str, int]:
     return (host.strip("[]") or "0.0.0.0"), int(port)
 
 
-def app_key(name: str, kind: type):
+def app_key(name: str):
     """A typed application key where aiohttp has them (3.9+); a plain string key on older aiohttp."""
-    return web.AppKey(name, kind) if hasattr(web, "AppKey") else name
+    return web.AppKey(name) if hasattr(web, "AppKey") else name
+
+
+def request_key(name: str):
+    """A typed request key where aiohttp has them (3.12+); a plain string key on older aiohttp."""
+    return web.RequestKey(name) if hasattr(web, "RequestKey") else name
+
+
+# Application and request keys: what make_app puts on the app, what auth_middleware puts on each request.
+# The types are annotations only (never evaluated), so a key can name a class defined further down.
+CONFIG: web.AppKey[argparse.Namespace] = app_key("config")
+STORE: web.AppKey[Store] = app_key("store")
+ENVIRONMENTS: web.AppKey[Environments] = app_key("environments")
+ENDPOINT_KINDS: web.AppKey[EndpointKinds] = app_key("endpoint_kinds")
+AGENT_SIGNER: web.AppKey[shared.RequestSigner] = app_key("agent_signer")
+SESSIONS: web.AppKey[Sessions] = app_key("sessions")
+LOGIN_LIMIT: web.AppKey[LoginRateLimit] = app_key("login_limit")
+API_KEY_INDEX: web.AppKey[dict] = app_key("api_key_index")
+STARTED_AT: web.AppKey[float] = app_key("started_at")
+ASSETS: web.AppKey[dict] = app_key("assets")
+REGISTRIES: web.AppKey[Registries] = app_key("registries")
+IMAGE_UPDATES: web.AppKey[ImageUpdates] = app_key("image_updates")
+EDGE_TUNNELS: web.AppKey[EdgeTunnels] = app_key("edge_tunnels")
+EDGE_JOBS: web.AppKey[EdgeJobRunner] = app_key("edge_jobs")
+STACKS: web.AppKey[Stacks] = app_key("stacks")
+EDGE_STACKS: web.AppKey[EdgeStacks] = app_key("edge_stacks")
+CONSOLES: web.AppKey[weakref.WeakSet] = app_key("consoles")
+ACTIVITY: web.AppKey[ActivityLog] = app_key("activity")
+ANALYTICS_STATE: web.AppKey[dict] = app_key("analytics_state")
+# Features that keep state from the store or data directory in memory register a reload here: fn(app).
+AFTER_RESTORE: web.AppKey[list] = app_key("after_restore")
+CALLER_KEY: web.RequestKey[Caller] = request_key("caller")  # the authenticated Caller of this request
 
 
 def now() -> int:
@@ -9850,28 +9881,6 @@ async def handle_ui_asset(request: web.Request) -> web.Response:
 # Application: route table, OpenAPI, startup and shutdown
 # ================================================================================================================
 
-CONFIG = app_key("config", argparse.Namespace)
-STORE = app_key("store", Store)
-ENVIRONMENTS = app_key("environments", Environments)
-ENDPOINT_KINDS = app_key("endpoint_kinds", EndpointKinds)
-AGENT_SIGNER = app_key("agent_signer", shared.RequestSigner)
-SESSIONS = app_key("sessions", Sessions)
-LOGIN_LIMIT = app_key("login_limit", LoginRateLimit)
-API_KEY_INDEX = app_key("api_key_index", dict)
-STARTED_AT = app_key("started_at", float)
-ASSETS = app_key("assets", dict)
-REGISTRIES = app_key("registries", Registries)
-IMAGE_UPDATES = app_key("image_updates", ImageUpdates)
-EDGE_TUNNELS = app_key("edge_tunnels", EdgeTunnels)
-EDGE_JOBS = app_key("edge_jobs", EdgeJobRunner)
-STACKS = app_key("stacks", Stacks)
-EDGE_STACKS = app_key("edge_stacks", EdgeStacks)
-CONSOLES = app_key("consoles", weakref.WeakSet)
-ACTIVITY = app_key("activity", ActivityLog)
-ANALYTICS_STATE = app_key("analytics_state", dict)
-# Features that keep state from the store or data directory in memory register a reload here: fn(app).
-AFTER_RESTORE = app_key("after_restore", list)
-CALLER_KEY = "caller"
 DUMMY_HASH = "scrypt$32768$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
 
 ROUTES: list[tuple[str, str, Callable]] = [
