@@ -414,8 +414,82 @@ class DataDirectoryInUse(Exception):
     pass
 
 
+class Collection:
+    """One kind of record in the store document, the only way handlers reach it.
+
+    On disk a collection is a JSON object `{"<id>": record}` (object keys are strings); each record holds its
+    integer id (`Id`, or `ID` for tags), which is what the API and every caller use. The records are read from
+    the document at each call, so a reload (failed write, restore) is seen at once.
+    """
+
+    def __init__(self, store: Store, name: str, kind: str, id_field: str = "Id"):
+        self.store = store
+        self.name = name  # the key in the store document and in its next_id table
+        self.kind = kind  # what a message calls one record: "user", "edge group", ...
+        self.id_field = id_field
+
+    @property
+    def _records(self) -> dict:
+        return self.store.data.setdefault(self.name, {})
+
+    def find(self, record_id: int | str) -> dict | None:
+        return self._records.get(str(record_id))
+
+    def get(self, record_id: int | str) -> dict:
+        record = self.find(record_id)
+        if record is None:
+            raise NotFound(f"{self.kind} {record_id} not found")
+        return record
+
+    def __contains__(self, record_id: int | str) -> bool:
+        return str(record_id) in self._records
+
+    def __iter__(self):
+        return iter(list(self._records.values()))  # a copy: callers may delete while they walk
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def in_id_order(self) -> list[dict]:
+        return sorted(self._records.values(), key=lambda record: record[self.id_field])
+
+    def new_id(self) -> int:
+        """Reserve the next id, for a record whose files must be written before it is added."""
+        return self.store.next_id(self.name)
+
+    def add(self, record: dict) -> dict:
+        """Store a new record under the next id (or the id reserved with new_id); `await store.commit()` after."""
+        if self.id_field not in record:
+            record = {self.id_field: self.new_id(), **record}
+        self._records[str(record[self.id_field])] = record
+        return record
+
+    def update(self, record_id: int | str, changes: dict) -> dict:
+        record = self.get(record_id)
+        record.update(changes)
+        return record
+
+    def delete(self, record_id: int | str) -> dict:
+        record = self.get(record_id)
+        del self._records[str(record_id)]
+        return record
+
+    def delete_where(self, predicate: Callable[[dict], bool]) -> list[dict]:
+        removed = [record for record in self if predicate(record)]
+        for record in removed:
+            del self._records[str(record[self.id_field])]
+        return removed
+
+    @staticmethod
+    def public_view(record: dict) -> dict:
+        """A record as the API shows it. Keys starting with `_` are secret (password hashes, keys, passwords)
+        and never leave the store: this is the one place that rule is applied."""
+        return {key: value for key, value in record.items() if not key.startswith("_")}
+
+
 class Store:
-    """The whole state in one dict, saved as JSON. Change `data`, then `await commit()`.
+    """The whole state in one dict, saved as JSON. Change a record through its collection (`store.users`, ...),
+    then `await commit()`.
 
     Concurrent commits are coalesced into one write; each caller's commit returns once a write that
     includes its change is on disk. A failed write restores the last good document and raises.
@@ -427,7 +501,20 @@ class Store:
         self.directory = os.path.abspath(directory)
         self.path = os.path.join(self.directory, self.FILE)
         self.backup_path = self.path + ".bak"
-        self.data: dict = {}
+        self.data: dict = {}  # the document itself; reached through the collections and properties below
+        self.users = Collection(self, "users", "user")
+        self.api_keys = Collection(self, "api_keys", "API key")
+        self.teams = Collection(self, "teams", "team")
+        self.team_memberships = Collection(self, "team_memberships", "team membership")
+        self.endpoints = Collection(self, "endpoints", "environment")
+        self.tags = Collection(self, "tags", "tag", id_field="ID")
+        self.resource_controls = Collection(self, "resource_controls", "resource control")
+        self.registries = Collection(self, "registries", "registry")
+        self.stacks = Collection(self, "stacks", "stack")
+        self.edge_groups = Collection(self, "edge_groups", "edge group")
+        self.edge_jobs = Collection(self, "edge_jobs", "edge job")
+        self.edge_stacks = Collection(self, "edge_stacks", "edge stack")
+        self.custom_templates = Collection(self, "custom_templates", "custom template")
         self._lock_file = None
         self._dirty = False
         self._waiters: list[asyncio.Future] = []
@@ -489,6 +576,29 @@ class Store:
             doc["schema_version"] = version
         return doc
 
+    # -- the parts of the document that are not collections ---------------------------------------------------
+    @property
+    def instance_id(self) -> str:
+        return self.data["instance_id"]
+
+    @property
+    def settings(self) -> dict:
+        """What administrators changed; `current_settings` adds the defaults."""
+        return self.data["settings"]
+
+    @property
+    def revoked_tokens(self) -> dict[str, int]:
+        """Logged-out session ids and when each would have expired: {jti: exp}."""
+        return self.data["revoked_tokens"]
+
+    @property
+    def analytics(self) -> dict:
+        return self.data.setdefault("analytics", {})
+
+    def document(self) -> bytes:
+        """The whole document as it is written to disk, at one consistent moment."""
+        return json.dumps(self.data, separators=(",", ":")).encode()
+
     # -- writing ----------------------------------------------------------------------------------------------
     def next_id(self, collection: str) -> int:
         ids = self.data["next_id"]
@@ -510,7 +620,7 @@ class Store:
         while self._dirty:
             self._dirty = False
             waiters, self._waiters = self._waiters, []
-            payload = json.dumps(self.data, separators=(",", ":")).encode()
+            payload = self.document()
             try:
                 await asyncio.to_thread(self.write_document, payload)
             except OSError as exc:
@@ -929,16 +1039,10 @@ class Environments:
     def tls_directory(self, endpoint_id: int) -> str:
         return os.path.join(self.data_directory, "tls", str(endpoint_id))
 
-    def get(self, endpoint_id: int) -> dict:
-        endpoint = self.store.data["endpoints"].get(str(endpoint_id))
-        if endpoint is None:
-            raise NotFound(f"environment {endpoint_id} not found")
-        return endpoint
-
     def connector(self, endpoint_id: int) -> DockerConnector:
         connector = self._connectors.get(endpoint_id)
         if connector is None:
-            endpoint = self.get(endpoint_id)
+            endpoint = self.store.endpoints.get(endpoint_id)
             factory = self.connector_kinds.get(endpoint["Type"])
             if factory is None:
                 raise BadRequest(f"environment {endpoint_id} has type {endpoint['Type']}, which this server "
@@ -956,7 +1060,7 @@ class Environments:
             self.forget(endpoint_id)
 
     def public_view(self, endpoint: dict) -> dict:
-        view = {k: v for k, v in endpoint.items() if not k.startswith("_")}
+        view = self.store.endpoints.public_view(endpoint)
         view["Status"] = self.status.get(endpoint["Id"], STATUS_DOWN)
         view.setdefault(IMAGE_CHECK_SETTING, False)
         snapshot = self.snapshots.get(endpoint["Id"])
@@ -992,14 +1096,14 @@ class Environments:
         return snapshot
 
     async def snapshot_all(self) -> None:
-        ids = [ep["Id"] for ep in self.store.data["endpoints"].values() if ep["Type"] in self.connector_kinds]
+        ids = [ep["Id"] for ep in self.store.endpoints if ep["Type"] in self.connector_kinds]
         await asyncio.gather(*(self.snapshot(i) for i in ids))
 
     async def snapshot_due(self) -> None:
         """One periodic pass: every environment, except that a capped kind refreshes only the ones it tried
         longest ago (so every one gets its turn, and none that cannot answer takes another's turn for ever)."""
         ids, capped = [], {kind: [] for kind in self.periodic_snapshot_caps}
-        for endpoint in self.store.data["endpoints"].values():
+        for endpoint in self.store.endpoints:
             if endpoint["Type"] in capped:
                 capped[endpoint["Type"]].append(endpoint["Id"])
             elif endpoint["Type"] in self.connector_kinds:
@@ -1118,7 +1222,7 @@ class Sessions:
             raise Unauthorized("invalid session token", "signature mismatch")
         if not isinstance(claims.get("exp"), int) or claims["exp"] < now():
             raise Unauthorized("session expired, log in again")
-        if claims.get("jti") in self.store.data["revoked_tokens"]:
+        if claims.get("jti") in self.store.revoked_tokens:
             raise Unauthorized("session was logged out, log in again")
         return claims
 
@@ -1126,7 +1230,7 @@ class Sessions:
         return b64url(hmac.new(self.key, b"csrf:" + claims["jti"].encode(), hashlib.sha256).digest())
 
     async def revoke(self, claims: dict) -> None:
-        revoked = self.store.data["revoked_tokens"]
+        revoked = self.store.revoked_tokens
         for jti, expiry in list(revoked.items()):
             if expiry < now():
                 del revoked[jti]
@@ -1242,14 +1346,14 @@ def client_address(request: web.Request) -> str:
 def authenticate(request: web.Request) -> Caller:
     app = request.app
     store: Store = app[STORE]
-    users = store.data["users"]
+    users = store.users
     raw_key = request.headers.get("X-API-Key")
     if raw_key:
         key = app[API_KEY_INDEX].get(api_key_digest(raw_key))
-        if key is None or str(key["UserId"]) not in users:
+        if key is None or key["UserId"] not in users:
             raise Unauthorized("invalid API key")
         key["_last_used_runtime"] = now()
-        return Caller(users[str(key["UserId"])], "apikey")
+        return Caller(users.get(key["UserId"]), "apikey")
     authorization = request.headers.get("Authorization", "")
     if authorization:
         scheme, _, token = authorization.partition(" ")
@@ -1263,7 +1367,7 @@ def authenticate(request: web.Request) -> Caller:
             raise Unauthorized("authentication required", "send a JWT as 'Authorization: Bearer', an X-API-Key, "
                                                           "or log in from the web UI")
     claims = app[SESSIONS].verify(token.strip())
-    user = users.get(str(claims["id"]))
+    user = users.find(claims["id"])
     if user is None:
         raise Unauthorized("the user of this session no longer exists")
     if claims.get("iat", 0) < user.get("TokenIssueAt", 0):
@@ -1471,7 +1575,7 @@ def record_activity(request: web.Request, status: int) -> None:
     match = ENDPOINT_PATH.match(request.path)
     if match:
         endpoint_id = int(match.group(1))
-        context = (store.data["endpoints"].get(match.group(1)) or {}).get("Name", f"environment {endpoint_id}")
+        context = (store.endpoints.find(endpoint_id) or {}).get("Name", f"environment {endpoint_id}")
     request.app[ACTIVITY].record({
         "kind": "activity", "userId": caller.id if caller else None,
         "username": caller.user["Username"] if caller else "", "endpointId": endpoint_id, "context": context,
@@ -1516,7 +1620,7 @@ async def activity_middleware(request: web.Request, handler):
 
 
 def user_team_ids(store: Store, user_id: int) -> set[int]:
-    return {m["TeamID"] for m in store.data["team_memberships"].values() if m["UserID"] == user_id}
+    return {m["TeamID"] for m in store.team_memberships if m["UserID"] == user_id}
 
 
 # Roles a user or team holds on one environment (Portainer Business Edition's RoleIds). A policy of
@@ -1561,7 +1665,7 @@ def can_access_endpoint(store: Store, caller: Caller, endpoint: dict) -> bool:
 
 def endpoint_for_caller(request: web.Request, endpoint_id: int) -> dict:
     """The environment, if the caller may use it; a user without access learns nothing more than 403."""
-    endpoint = request.app[ENVIRONMENTS].get(endpoint_id)
+    endpoint = request.app[STORE].endpoints.get(endpoint_id)
     if not can_access_endpoint(request.app[STORE], caller_of(request), endpoint):
         raise Forbidden(f"you have no access to environment {endpoint_id}")
     return endpoint
@@ -2273,11 +2377,11 @@ def resource_key(kind: str, item: dict) -> str:
 
 def resource_control_for(store: Store, kind: str, item: dict) -> dict | None:
     """An administrator's resource control for this resource, which then decides instead of its labels."""
-    controls = store.data.get("resource_controls") or {}
-    if not controls:
+    controls = store.resource_controls
+    if not len(controls):
         return None
     wanted_type, key = RESOURCE_CONTROL_TYPES.get(kind), resource_key(kind, item)
-    return next((rc for rc in controls.values() if rc["Type"] == wanted_type and rc["ResourceId"] == key), None)
+    return next((rc for rc in controls if rc["Type"] == wanted_type and rc["ResourceId"] == key), None)
 
 
 def visible_resource(store: Store, caller: Caller, kind: str, item: dict) -> bool:
@@ -2534,18 +2638,10 @@ class Registries:
         self.store = store
         self.passwords = RegistryPasswords(key)
         self._session = None
-        store.data.setdefault("registries", {})
 
     def reload(self) -> None:
         """After a restore: the restored data directory's key and registries."""
         self.passwords = RegistryPasswords(load_or_create_secret(self.store.directory, "registry.key"))
-        self.store.data.setdefault("registries", {})
-
-    def get(self, registry_id: int) -> dict:
-        registry = self.store.data["registries"].get(str(registry_id))
-        if registry is None:
-            raise NotFound(f"registry {registry_id} not found")
-        return registry
 
     def password(self, registry: dict) -> str:
         from cryptography.exceptions import InvalidTag
@@ -2564,7 +2660,7 @@ class Registries:
         for key, access in (registry.get("RegistryAccesses") or {}).items():
             if endpoint_id is not None and key != str(endpoint_id):
                 continue
-            endpoint = self.store.data["endpoints"].get(key)
+            endpoint = self.store.endpoints.find(key)
             if endpoint is None or not can_access_endpoint(self.store, caller, endpoint):
                 continue
             if str(caller.id) in (access.get("UserAccessPolicies") or {}):
@@ -2574,7 +2670,7 @@ class Registries:
         return False
 
     def usable(self, caller: Caller | None, registry_id: int, endpoint_id: int | None) -> dict:
-        registry = self.get(registry_id)
+        registry = self.store.registries.get(registry_id)
         if not self.may_use(caller, registry, endpoint_id):
             where = f" on environment {endpoint_id}" if endpoint_id is not None else ""
             raise Forbidden(f"you have no access to registry {registry_id}{where}")
@@ -2582,7 +2678,7 @@ class Registries:
 
     def for_domain(self, domain: str, caller: Caller | None, endpoint_id: int | None) -> dict | None:
         """The registry holding credentials for images from `domain`, if the caller may use one."""
-        for registry in sorted(self.store.data["registries"].values(), key=lambda r: r["Id"]):
+        for registry in self.store.registries.in_id_order():
             if registry_host(registry["URL"]) == domain and self.may_use(caller, registry, endpoint_id):
                 return registry
         return None
@@ -2833,7 +2929,7 @@ class ImageUpdates:
 
     def enabled(self, endpoint_id: int) -> bool:
         """Whether an administrator turned image update checks on for this environment (off by default)."""
-        return self.environments.get(endpoint_id).get(IMAGE_CHECK_SETTING) is True
+        return self.environments.store.endpoints.get(endpoint_id).get(IMAGE_CHECK_SETTING) is True
 
     def forget_environment(self, endpoint_id: int) -> None:
         for key in [k for k in self.results if k[0] == endpoint_id]:
@@ -3086,7 +3182,7 @@ async def image_update_loop(app: web.Application) -> None:
     environments = app[ENVIRONMENTS]
     while True:
         await asyncio.sleep(interval)
-        for endpoint in list(app[STORE].data["endpoints"].values()):
+        for endpoint in app[STORE].endpoints:
             if environments.status.get(endpoint["Id"]) != STATUS_UP or endpoint.get(IMAGE_CHECK_SETTING) is not True:
                 continue
             try:
@@ -3098,7 +3194,7 @@ async def image_update_loop(app: web.Application) -> None:
 async def move_resource_control(store: Store, old_id: str, new_id: str) -> None:
     """An administrator's sharing of a container stays with it when it is recreated under a new id."""
     moved = False
-    for control in (store.data.get("resource_controls") or {}).values():
+    for control in store.resource_controls:
         if control.get("Type") == RESOURCE_CONTROL_TYPES["containers"] and control.get("ResourceId") == old_id:
             control["ResourceId"] = new_id
             moved = True
@@ -4663,7 +4759,7 @@ async def handle_console_websocket(request: web.Request) -> web.WebSocketRespons
 @public
 async def handle_system_status(request: web.Request) -> web.Response:
     """Version and instance id (public)."""
-    return json_response({"Version": VERSION, "InstanceID": request.app[STORE].data["instance_id"]})
+    return json_response({"Version": VERSION, "InstanceID": request.app[STORE].instance_id})
 
 
 @public
@@ -4685,7 +4781,7 @@ def user_view(user: dict) -> dict:
 
 def find_user_by_name(store: Store, username: str) -> dict | None:
     wanted = username.lower()
-    return next((u for u in store.data["users"].values() if u["Username"].lower() == wanted), None)
+    return next((u for u in store.users if u["Username"].lower() == wanted), None)
 
 
 async def create_user(store: Store, username: Any, password: Any, role: Any) -> dict:
@@ -4699,16 +4795,14 @@ async def create_user(store: Store, username: Any, password: Any, role: Any) -> 
     password_hash = await asyncio.to_thread(hash_password, password)
     if find_user_by_name(store, username.strip()):
         raise Conflict(f"a user named {username.strip()!r} already exists")
-    user_id = store.next_id("users")
-    user = {"Id": user_id, "Username": username.strip(), "Role": role, "PasswordHash": password_hash,
-            "CreationDate": now(), "TokenIssueAt": 0}
-    store.data["users"][str(user_id)] = user
+    user = store.users.add({"Username": username.strip(), "Role": role, "PasswordHash": password_hash,
+                            "CreationDate": now(), "TokenIssueAt": 0})
     await store.commit()
     return user
 
 
 def admin_exists(store: Store) -> bool:
-    return any(u["Role"] == ROLE_ADMIN for u in store.data["users"].values())
+    return any(u["Role"] == ROLE_ADMIN for u in store.users)
 
 
 @public
@@ -4754,7 +4848,7 @@ async def handle_auth(request: web.Request) -> web.Response:
         raise Unauthorized("invalid credentials")
     limiter.succeeded(address, username)
     record_auth(request, user["Username"], True)
-    lifetime = parse_duration(store.data["settings"].get("UserSessionTimeout", "8h"))
+    lifetime = parse_duration(store.settings.get("UserSessionTimeout", "8h"))
     token, claims = request.app[SESSIONS].issue(user, lifetime)
     csrf = request.app[SESSIONS].csrf_token(claims)
     response = json_response({"jwt": token}, headers={CSRF_HEADER: csrf})
@@ -4779,13 +4873,6 @@ async def handle_logout(request: web.Request) -> web.Response:
 # ================================================================================================================
 
 
-def get_user(store: Store, user_id: int) -> dict:
-    user = store.data["users"].get(str(user_id))
-    if user is None:
-        raise NotFound(f"user {user_id} not found")
-    return user
-
-
 def require_self_or_admin(request: web.Request, user_id: int) -> Caller:
     caller = caller_of(request)
     if not caller.is_admin and caller.id != user_id:
@@ -4796,7 +4883,7 @@ def require_self_or_admin(request: web.Request, user_id: int) -> Caller:
 async def handle_users_list(request: web.Request) -> web.Response:
     """All users (administrators and team leaders); a standard user sees only themselves."""
     caller = caller_of(request)
-    users = request.app[STORE].data["users"].values()
+    users = request.app[STORE].users
     # a team leader picks new members from everyone
     everyone = caller.is_admin or is_team_leader(request.app[STORE], caller.id)
     return json_response([user_view(u) for u in users if everyone or u["Id"] == caller.id])
@@ -4820,7 +4907,7 @@ async def handle_user_inspect(request: web.Request) -> web.Response:
     """One user (administrators, or the user themselves)."""
     user_id = path_id(request)
     require_self_or_admin(request, user_id)
-    return json_response(user_view(get_user(request.app[STORE], user_id)))
+    return json_response(user_view(request.app[STORE].users.get(user_id)))
 
 
 async def handle_user_update(request: web.Request) -> web.Response:
@@ -4828,7 +4915,7 @@ async def handle_user_update(request: web.Request) -> web.Response:
     user_id = path_id(request)
     caller = require_self_or_admin(request, user_id)
     store = request.app[STORE]
-    user = get_user(store, user_id)
+    user = store.users.get(user_id)
     body = await read_json_object(request)
     username = field(body, "Username", str, required=False)
     password = field(body, "Password", str, required=False) or field(body, "NewPassword", str, required=False)
@@ -4838,7 +4925,7 @@ async def handle_user_update(request: web.Request) -> web.Response:
             raise Forbidden("only administrators can change roles")
         if role not in (ROLE_ADMIN, ROLE_STANDARD):
             raise BadRequest("Role must be 1 (administrator) or 2 (standard user)")
-        if user["Role"] == ROLE_ADMIN and sum(u["Role"] == ROLE_ADMIN for u in store.data["users"].values()) == 1:
+        if user["Role"] == ROLE_ADMIN and sum(u["Role"] == ROLE_ADMIN for u in store.users) == 1:
             raise Conflict("cannot demote the last administrator")
     if username:
         other = find_user_by_name(store, username.strip())
@@ -4870,7 +4957,7 @@ async def handle_user_password(request: web.Request) -> web.Response:
     current, new = field(body, "Password", str), field(body, "NewPassword", str)
     check_password_strength(new)
     store = request.app[STORE]
-    user = get_user(store, user_id)
+    user = store.users.get(user_id)
     if not await asyncio.to_thread(verify_password, current, user["PasswordHash"]):
         raise Forbidden("current password is wrong")
     user["PasswordHash"] = await asyncio.to_thread(hash_password, new)
@@ -4884,17 +4971,13 @@ async def handle_user_delete(request: web.Request) -> web.Response:
     require_admin(request)
     user_id = path_id(request)
     store = request.app[STORE]
-    user = get_user(store, user_id)
-    if user["Role"] == ROLE_ADMIN and sum(u["Role"] == ROLE_ADMIN for u in store.data["users"].values()) == 1:
+    user = store.users.get(user_id)
+    if user["Role"] == ROLE_ADMIN and sum(u["Role"] == ROLE_ADMIN for u in store.users) == 1:
         raise Conflict("cannot delete the last administrator")
-    del store.data["users"][str(user_id)]
-    for key_id, key in list(store.data["api_keys"].items()):
-        if key["UserId"] == user_id:
-            del store.data["api_keys"][key_id]
-    for membership_id, membership in list(store.data["team_memberships"].items()):
-        if membership["UserID"] == user_id:
-            del store.data["team_memberships"][membership_id]
-    for endpoint in store.data["endpoints"].values():
+    store.users.delete(user_id)
+    store.api_keys.delete_where(lambda key: key["UserId"] == user_id)
+    store.team_memberships.delete_where(lambda membership: membership["UserID"] == user_id)
+    for endpoint in store.endpoints:
         (endpoint.get("UserAccessPolicies") or {}).pop(str(user_id), None)
     await store.commit()
     rebuild_api_key_index(request.app)
@@ -4909,7 +4992,7 @@ def api_key_view(key: dict) -> dict:
 
 def rebuild_api_key_index(app: web.Application) -> None:
     app[API_KEY_INDEX].clear()
-    app[API_KEY_INDEX].update({k["Digest"]: k for k in app[STORE].data["api_keys"].values()})
+    app[API_KEY_INDEX].update({k["Digest"]: k for k in app[STORE].api_keys})
 
 
 async def handle_token_create(request: web.Request) -> web.Response:
@@ -4925,10 +5008,8 @@ async def handle_token_create(request: web.Request) -> web.Response:
     if not await asyncio.to_thread(verify_password, password, caller.user["PasswordHash"]):
         raise Forbidden("password is wrong")
     raw = API_KEY_PREFIX + b64url(secrets.token_bytes(32))
-    key_id = store.next_id("api_keys")
-    key = {"Id": key_id, "UserId": user_id, "Description": description, "Prefix": raw[:7],
-           "Digest": api_key_digest(raw), "DateCreated": now(), "LastUsed": 0}
-    store.data["api_keys"][str(key_id)] = key
+    key = store.api_keys.add({"UserId": user_id, "Description": description, "Prefix": raw[:7],
+                              "Digest": api_key_digest(raw), "DateCreated": now(), "LastUsed": 0})
     await store.commit()
     rebuild_api_key_index(request.app)
     return json_response({"rawAPIKey": raw, "apiKey": api_key_view(key)})
@@ -4938,7 +5019,7 @@ async def handle_token_list(request: web.Request) -> web.Response:
     """A user's API keys (never the keys themselves)."""
     user_id = path_id(request)
     require_self_or_admin(request, user_id)
-    keys = request.app[STORE].data["api_keys"].values()
+    keys = request.app[STORE].api_keys
     return json_response([api_key_view(k) for k in keys if k["UserId"] == user_id])
 
 
@@ -4948,10 +5029,10 @@ async def handle_token_delete(request: web.Request) -> web.Response:
     require_self_or_admin(request, user_id)
     key_id = path_id(request, "keyId")
     store = request.app[STORE]
-    key = store.data["api_keys"].get(str(key_id))
-    if key is None or key["UserId"] != user_id:
+    key = store.api_keys.get(key_id)
+    if key["UserId"] != user_id:
         raise NotFound(f"API key {key_id} not found")
-    del store.data["api_keys"][str(key_id)]
+    store.api_keys.delete(key_id)
     await store.commit()
     rebuild_api_key_index(request.app)
     return web.Response(status=204)
@@ -4964,16 +5045,9 @@ async def handle_token_delete(request: web.Request) -> web.Response:
 TEAM_LEADER, TEAM_MEMBER = 1, 2
 
 
-def get_team(store: Store, team_id: int) -> dict:
-    team = store.data["teams"].get(str(team_id))
-    if team is None:
-        raise NotFound(f"team {team_id} not found")
-    return team
-
-
 def is_team_leader(store: Store, user_id: int, team_id: int | None = None) -> bool:
     return any(m["UserID"] == user_id and m["Role"] == TEAM_LEADER and team_id in (None, m["TeamID"])
-               for m in store.data["team_memberships"].values())
+               for m in store.team_memberships)
 
 
 def team_view(team: dict) -> dict:
@@ -4988,29 +5062,26 @@ def membership_view(membership: dict) -> dict:
 def check_team_name(store: Store, name: Any, team_id: int = 0) -> str:
     if not isinstance(name, str) or not name.strip() or len(name) > 128:
         raise BadRequest("Name must be a non-empty string of at most 128 characters")
-    if any(t["Name"].lower() == name.strip().lower() and t["Id"] != team_id for t in store.data["teams"].values()):
+    if any(t["Name"].lower() == name.strip().lower() and t["Id"] != team_id for t in store.teams):
         raise Conflict(f"a team named {name.strip()!r} already exists")
     return name.strip()
 
 
 def add_membership(store: Store, user_id: int, team_id: int, role: int) -> dict:
-    get_user(store, user_id)
-    get_team(store, team_id)
+    store.users.get(user_id)
+    store.teams.get(team_id)
     if role not in (TEAM_LEADER, TEAM_MEMBER):
         raise BadRequest("Role must be 1 (team leader) or 2 (member)")
-    if any(m["UserID"] == user_id and m["TeamID"] == team_id for m in store.data["team_memberships"].values()):
+    if any(m["UserID"] == user_id and m["TeamID"] == team_id for m in store.team_memberships):
         raise Conflict(f"user {user_id} is already a member of team {team_id}")
-    membership_id = store.next_id("team_memberships")
-    membership = {"Id": membership_id, "UserID": user_id, "TeamID": team_id, "Role": role}
-    store.data["team_memberships"][str(membership_id)] = membership
-    return membership
+    return store.team_memberships.add({"UserID": user_id, "TeamID": team_id, "Role": role})
 
 
 async def handle_teams_list(request: web.Request) -> web.Response:
     """All teams (administrators); other users see the teams they belong to."""
     store, caller = request.app[STORE], caller_of(request)
     mine = user_team_ids(store, caller.id)
-    return json_response([team_view(t) for t in sorted(store.data["teams"].values(), key=lambda t: t["Id"])
+    return json_response([team_view(t) for t in store.teams.in_id_order()
                           if caller.is_admin or t["Id"] in mine])
 
 
@@ -5024,12 +5095,10 @@ async def handle_team_create(request: web.Request) -> web.Response:
     for user_id in leaders:
         if not isinstance(user_id, int):
             raise BadRequest("TeamLeaders must be a list of user ids")
-        get_user(store, user_id)
-    team_id = store.next_id("teams")
-    team = {"Id": team_id, "Name": name}
-    store.data["teams"][str(team_id)] = team
+        store.users.get(user_id)
+    team = store.teams.add({"Name": name})
     for user_id in dict.fromkeys(leaders):
-        add_membership(store, user_id, team_id, TEAM_LEADER)
+        add_membership(store, user_id, team["Id"], TEAM_LEADER)
     await store.commit()
     return json_response(team_view(team))
 
@@ -5037,7 +5106,7 @@ async def handle_team_create(request: web.Request) -> web.Response:
 async def handle_team_inspect(request: web.Request) -> web.Response:
     """One team (administrators and its members)."""
     store, caller = request.app[STORE], caller_of(request)
-    team = get_team(store, path_id(request))
+    team = store.teams.get(path_id(request))
     if not caller.is_admin and team["Id"] not in user_team_ids(store, caller.id):
         raise Forbidden("you are not a member of this team")
     return json_response(team_view(team))
@@ -5047,7 +5116,7 @@ async def handle_team_update(request: web.Request) -> web.Response:
     """Rename a team {Name} (administrators)."""
     require_admin(request)
     store = request.app[STORE]
-    team = get_team(store, path_id(request))
+    team = store.teams.get(path_id(request))
     body = await read_json_object(request)
     team["Name"] = check_team_name(store, body.get("Name"), team["Id"])
     await store.commit()
@@ -5058,12 +5127,9 @@ async def handle_team_delete(request: web.Request) -> web.Response:
     """Delete a team, its memberships and its access to environments (administrators)."""
     require_admin(request)
     store = request.app[STORE]
-    team = get_team(store, path_id(request))
-    del store.data["teams"][str(team["Id"])]
-    for membership_id, membership in list(store.data["team_memberships"].items()):
-        if membership["TeamID"] == team["Id"]:
-            del store.data["team_memberships"][membership_id]
-    for endpoint in store.data["endpoints"].values():
+    team = store.teams.delete(path_id(request))
+    store.team_memberships.delete_where(lambda membership: membership["TeamID"] == team["Id"])
+    for endpoint in store.endpoints:
         (endpoint.get("TeamAccessPolicies") or {}).pop(str(team["Id"]), None)
     await store.commit()
     return web.Response(status=204)
@@ -5072,10 +5138,10 @@ async def handle_team_delete(request: web.Request) -> web.Response:
 async def handle_team_memberships_of_team(request: web.Request) -> web.Response:
     """The memberships of one team (administrators and the team's members)."""
     store, caller = request.app[STORE], caller_of(request)
-    team = get_team(store, path_id(request))
+    team = store.teams.get(path_id(request))
     if not caller.is_admin and team["Id"] not in user_team_ids(store, caller.id):
         raise Forbidden("you are not a member of this team")
-    return json_response([membership_view(m) for m in store.data["team_memberships"].values()
+    return json_response([membership_view(m) for m in store.team_memberships
                           if m["TeamID"] == team["Id"]])
 
 
@@ -5084,8 +5150,8 @@ async def handle_user_memberships(request: web.Request) -> web.Response:
     user_id = path_id(request)
     require_self_or_admin(request, user_id)
     store = request.app[STORE]
-    get_user(store, user_id)
-    return json_response([membership_view(m) for m in store.data["team_memberships"].values()
+    store.users.get(user_id)
+    return json_response([membership_view(m) for m in store.team_memberships
                           if m["UserID"] == user_id])
 
 
@@ -5118,7 +5184,7 @@ def require_team_manager(request: web.Request, team_id: int, role: int) -> None:
 async def handle_memberships_list(request: web.Request) -> web.Response:
     """All team memberships (administrators); a team leader sees those of the teams they lead."""
     store, caller = request.app[STORE], caller_of(request)
-    return json_response([membership_view(m) for m in store.data["team_memberships"].values()
+    return json_response([membership_view(m) for m in store.team_memberships
                           if caller.is_admin or is_team_leader(store, caller.id, m["TeamID"])])
 
 
@@ -5134,18 +5200,11 @@ async def handle_membership_create(request: web.Request) -> web.Response:
     return json_response(membership_view(membership))
 
 
-def get_membership(store: Store, membership_id: int) -> dict:
-    membership = store.data["team_memberships"].get(str(membership_id))
-    if membership is None:
-        raise NotFound(f"team membership {membership_id} not found")
-    return membership
-
-
 async def handle_membership_update(request: web.Request) -> web.Response:
     """Change a membership's role {Role} (administrators)."""
     require_admin(request)
     store = request.app[STORE]
-    membership = get_membership(store, path_id(request))
+    membership = store.team_memberships.get(path_id(request))
     body = await read_json_object(request)
     role = field(body, "Role", int)
     if role not in (TEAM_LEADER, TEAM_MEMBER):
@@ -5158,9 +5217,9 @@ async def handle_membership_update(request: web.Request) -> web.Response:
 async def handle_membership_delete(request: web.Request) -> web.Response:
     """Remove a user from a team (administrators, or a leader of that team for plain members)."""
     store = request.app[STORE]
-    membership = get_membership(store, path_id(request))
+    membership = store.team_memberships.get(path_id(request))
     require_team_manager(request, membership["TeamID"], membership["Role"])
-    del store.data["team_memberships"][str(membership["Id"])]
+    store.team_memberships.delete(membership["Id"])
     await store.commit()
     return web.Response(status=204)
 
@@ -5183,13 +5242,13 @@ def resource_control_fields(store: Store, body: dict, control: dict) -> None:
         for user_id in users:
             if not isinstance(user_id, int):
                 raise BadRequest("Users must be a list of user ids")
-            get_user(store, user_id)
+            store.users.get(user_id)
         control["UserAccesses"] = [{"UserId": u, "AccessLevel": 1} for u in dict.fromkeys(users)]
     if teams is not None:
         for team_id in teams:
             if not isinstance(team_id, int):
                 raise BadRequest("Teams must be a list of team ids")
-            get_team(store, team_id)
+            store.teams.get(team_id)
         control["TeamAccesses"] = [{"TeamId": t, "AccessLevel": 1} for t in dict.fromkeys(teams)]
     for name in ("Public", "AdministratorsOnly"):
         value = field(body, name, bool, required=False)
@@ -5203,7 +5262,7 @@ async def handle_resource_controls_list(request: web.Request) -> web.Response:
     """Every resource control (administrators)."""
     require_admin(request)
     return json_response([resource_control_view(rc)
-                          for rc in (request.app[STORE].data.get("resource_controls") or {}).values()])
+                          for rc in request.app[STORE].resource_controls])
 
 
 async def handle_resource_control_create(request: web.Request) -> web.Response:
@@ -5216,30 +5275,22 @@ async def handle_resource_control_create(request: web.Request) -> web.Response:
     kind = field(body, "Type", int)
     if kind not in (*RESOURCE_CONTROL_TYPES.values(), STACK_RESOURCE_CONTROL):
         raise BadRequest("Type must be 1 (container), 2 (service), 3 (volume), 4 (network) or 6 (stack)")
-    controls = store.data.setdefault("resource_controls", {})
-    if any(rc["Type"] == kind and rc["ResourceId"] == resource_id for rc in controls.values()):
+    if any(rc["Type"] == kind and rc["ResourceId"] == resource_id for rc in store.resource_controls):
         raise Conflict(f"a resource control for {resource_id} already exists; change it instead")
     control = {"Id": 0, "ResourceId": resource_id, "SubResourceIds": [], "Type": kind, "UserAccesses": [],
                "TeamAccesses": [], "Public": False, "AdministratorsOnly": False, "System": False}
     resource_control_fields(store, body, control)
-    control["Id"] = store.next_id("resource_controls")
-    controls[str(control["Id"])] = control
+    control["Id"] = store.resource_controls.new_id()
+    store.resource_controls.add(control)
     await store.commit()
     return json_response(resource_control_view(control))
-
-
-def get_resource_control(store: Store, control_id: int) -> dict:
-    control = (store.data.get("resource_controls") or {}).get(str(control_id))
-    if control is None:
-        raise NotFound(f"resource control {control_id} not found")
-    return control
 
 
 async def handle_resource_control_update(request: web.Request) -> web.Response:
     """Change who may use a resource {Users, Teams, Public, AdministratorsOnly} (administrators)."""
     require_admin(request)
     store = request.app[STORE]
-    control = get_resource_control(store, path_id(request))
+    control = store.resource_controls.get(path_id(request))
     body = await read_json_object(request)
     changed = copy.deepcopy(control)
     resource_control_fields(store, body, changed)
@@ -5252,8 +5303,7 @@ async def handle_resource_control_delete(request: web.Request) -> web.Response:
     """Remove a resource control; the resource's ownership labels decide again (administrators)."""
     require_admin(request)
     store = request.app[STORE]
-    control = get_resource_control(store, path_id(request))
-    del store.data["resource_controls"][str(control["Id"])]
+    store.resource_controls.delete(path_id(request))
     await store.commit()
     return web.Response(status=204)
 
@@ -5331,7 +5381,7 @@ async def handle_endpoint_create(request: web.Request) -> web.Response:
         raise BadRequest(f"EndpointCreationType {creation_type} is not supported",
                          f"supported: {sorted(hooks.creators)}")
     store = request.app[STORE]
-    if any(ep["Name"].lower() == name.strip().lower() for ep in store.data["endpoints"].values()):
+    if any(ep["Name"].lower() == name.strip().lower() for ep in store.endpoints):
         raise Conflict(f"an environment named {name.strip()!r} already exists")
     endpoint = {
         "Id": 0, "Name": name.strip(), "Type": creation_type, "URL": "", "PublicURL": fields.get("PublicURL", ""),
@@ -5343,14 +5393,14 @@ async def handle_endpoint_create(request: web.Request) -> web.Response:
     if isinstance(tag_ids, list):
         endpoint["TagIds"] = [t for t in tag_ids if isinstance(t, int)]
     await hooks.creators[creation_type](request, endpoint, fields, files)
-    endpoint["Id"] = store.next_id("endpoints")
+    endpoint["Id"] = store.endpoints.new_id()
     for name_in_form, file_name in (("TLSCACertFile", "ca.pem"), ("TLSCertFile", "cert.pem"),
                                     ("TLSKeyFile", "key.pem")):
         if name_in_form in files:
             directory = request.app[ENVIRONMENTS].tls_directory(endpoint["Id"])
             os.makedirs(directory, mode=0o700, exist_ok=True)
             write_private_file(os.path.join(directory, file_name), files[name_in_form])
-    store.data["endpoints"][str(endpoint["Id"])] = endpoint
+    store.endpoints.add(endpoint)
     await store.commit()
     environments = request.app[ENVIRONMENTS]
     await environments.snapshot(endpoint["Id"])
@@ -5428,7 +5478,7 @@ class EndpointKinds:
 
 def visible_endpoints(request: web.Request) -> list[dict]:
     store, caller = request.app[STORE], caller_of(request)
-    return [ep for ep in store.data["endpoints"].values() if can_access_endpoint(store, caller, ep)]
+    return [ep for ep in store.endpoints if can_access_endpoint(store, caller, ep)]
 
 
 async def handle_endpoints_list(request: web.Request) -> web.Response:
@@ -5473,7 +5523,7 @@ async def handle_endpoint_update(request: web.Request) -> web.Response:
     require_admin(request)
     endpoint_id = path_id(request)
     environments = request.app[ENVIRONMENTS]
-    endpoint = environments.get(endpoint_id)
+    endpoint = request.app[STORE].endpoints.get(endpoint_id)
     body = await read_json_object(request)
     changes = {}
     for name, kind in ENDPOINT_EDITABLE.items():
@@ -5485,7 +5535,7 @@ async def handle_endpoint_update(request: web.Request) -> web.Response:
             raise BadRequest("Name cannot be empty")
         store = request.app[STORE]
         if any(ep["Name"].lower() == changes["Name"].strip().lower() and ep["Id"] != endpoint_id
-               for ep in store.data["endpoints"].values()):
+               for ep in store.endpoints):
             raise Conflict(f"an environment named {changes['Name'].strip()!r} already exists")
     if "URL" in changes and endpoint["Type"] in (ENDPOINT_DOCKER, ENDPOINT_AGENT):
         changes["URL"] = normalise_docker_url(changes["URL"], endpoint["Type"])
@@ -5533,8 +5583,7 @@ async def handle_endpoint_delete(request: web.Request) -> web.Response:
     require_admin(request)
     endpoint_id = path_id(request)
     environments = request.app[ENVIRONMENTS]
-    endpoint = environments.get(endpoint_id)
-    del request.app[STORE].data["endpoints"][str(endpoint_id)]
+    endpoint = request.app[STORE].endpoints.delete(endpoint_id)
     await request.app[STORE].commit()
     remove_kind = request.app[ENDPOINT_KINDS].removers.get(endpoint["Type"])
     if remove_kind is not None:
@@ -5567,14 +5616,14 @@ async def handle_endpoints_snapshot(request: web.Request) -> web.Response:
 
 
 def tag_view(tag: dict, store: Store) -> dict:
-    endpoints = {str(ep["Id"]): True for ep in store.data["endpoints"].values() if tag["ID"] in ep.get("TagIds", [])}
+    endpoints = {str(ep["Id"]): True for ep in store.endpoints if tag["ID"] in ep.get("TagIds", [])}
     return {"ID": tag["ID"], "Name": tag["Name"], "Endpoints": endpoints}
 
 
 async def handle_tags_list(request: web.Request) -> web.Response:
     """Every tag, with the environments that carry it."""
     store = request.app[STORE]
-    return json_response([tag_view(t, store) for t in sorted(store.data["tags"].values(), key=lambda t: t["ID"])])
+    return json_response([tag_view(t, store) for t in store.tags.in_id_order()])
 
 
 async def handle_tag_create(request: web.Request) -> web.Response:
@@ -5584,10 +5633,9 @@ async def handle_tag_create(request: web.Request) -> web.Response:
     if not name or len(name) > 128:
         raise BadRequest("Name must be 1 to 128 characters")
     store = request.app[STORE]
-    if any(t["Name"].lower() == name.lower() for t in store.data["tags"].values()):
+    if any(t["Name"].lower() == name.lower() for t in store.tags):
         raise Conflict(f"a tag named {name!r} already exists")
-    tag_id = store.next_id("tags")
-    tag = store.data["tags"][str(tag_id)] = {"ID": tag_id, "Name": name}
+    tag = store.tags.add({"Name": name})
     await store.commit()
     return json_response(tag_view(tag, store))
 
@@ -5597,10 +5645,8 @@ async def handle_tag_delete(request: web.Request) -> web.Response:
     require_admin(request)
     tag_id = path_id(request)
     store = request.app[STORE]
-    if str(tag_id) not in store.data["tags"]:
-        raise NotFound(f"tag {tag_id} not found")
-    del store.data["tags"][str(tag_id)]
-    for holder in list(store.data["endpoints"].values()) + list(store.data.get("edge_groups", {}).values()):
+    store.tags.delete(tag_id)
+    for holder in [*store.endpoints, *store.edge_groups]:
         if tag_id in (holder.get("TagIds") or []):
             holder["TagIds"] = [t for t in holder["TagIds"] if t != tag_id]
     await store.commit()
@@ -5669,7 +5715,7 @@ def extend_edge_view(tunnels: EdgeTunnels, endpoint: dict, view: dict) -> None:
 
 
 def edge_endpoint(request: web.Request) -> dict:
-    endpoint = request.app[ENVIRONMENTS].get(path_id(request))
+    endpoint = request.app[STORE].endpoints.get(path_id(request))
     if endpoint["Type"] != ENDPOINT_EDGE:
         raise BadRequest(f"environment {endpoint['Id']} is not an edge environment")
     return endpoint
@@ -5711,7 +5757,7 @@ async def handle_edge_tunnel(request: web.Request) -> web.StreamResponse:
     raw_id = request.headers.get(shared.EDGE_ENDPOINT_HEADER, "")
     secret = request.headers.get(shared.EDGE_SECRET_HEADER, "")
     edge_id = request.headers.get(shared.EDGE_ID_HEADER, "").strip()
-    endpoint = app[STORE].data["endpoints"].get(raw_id) if raw_id.isdigit() else None
+    endpoint = app[STORE].endpoints.find(raw_id) if raw_id.isdigit() else None
     if endpoint is None or endpoint["Type"] != ENDPOINT_EDGE or not secret or \
             not hmac.compare_digest(secret.encode(), endpoint["_EdgeSecret"].encode()):
         log.warning("edge tunnel refused from %s: unknown environment or wrong secret", client_address(request))
@@ -5749,7 +5795,7 @@ async def handle_edge_tunnel(request: web.Request) -> web.StreamResponse:
     try:
         await tunnel.run()
     finally:
-        if str(endpoint_id) in app[STORE].data["endpoints"]:
+        if endpoint_id in app[STORE].endpoints:
             tunnels.last_seen[endpoint_id] = now()
         if tunnels.tunnels.get(endpoint_id) is tunnel:
             del tunnels.tunnels[endpoint_id]
@@ -5769,7 +5815,6 @@ async def close_edge_tunnels(app: web.Application) -> None:
 # API handlers: edge groups (static lists or tag-based) and edge jobs (scripts run on edge hosts)
 # ================================================================================================================
 
-EDGE_COLLECTIONS = ("edge_groups", "edge_jobs")
 EDGE_JOB_TIMEOUT = 3600
 EDGE_JOB_OUTPUT_LIMIT = 64 * 1024
 EDGE_JOB_RUNS_KEPT = 5
@@ -5778,18 +5823,11 @@ LOGS_IDLE, LOGS_PENDING, LOGS_COLLECTED = 1, 2, 3
 
 
 def edge_environment_ids(store: Store) -> set[int]:
-    return {ep["Id"] for ep in store.data["endpoints"].values() if ep["Type"] == ENDPOINT_EDGE}
+    return {ep["Id"] for ep in store.endpoints if ep["Type"] == ENDPOINT_EDGE}
 
 
 def edge_group_view(store: Store, group: dict) -> dict:
     return {**group, "TrustedEndpoints": edge_group_endpoint_ids(store, group["Id"])}
-
-
-def get_edge_group(store: Store, group_id: int) -> dict:
-    group = store.data["edge_groups"].get(str(group_id))
-    if group is None:
-        raise NotFound(f"edge group {group_id} not found")
-    return group
 
 
 def id_list(body: dict, name: str) -> list[int]:
@@ -5803,7 +5841,7 @@ def checked_edge_group(store: Store, body: dict, group_id: int | None) -> dict:
     name = field(body, "Name", str).strip()
     if not name:
         raise BadRequest("Name is required")
-    if any(g["Name"].lower() == name.lower() and g["Id"] != group_id for g in store.data["edge_groups"].values()):
+    if any(g["Name"].lower() == name.lower() and g["Id"] != group_id for g in store.edge_groups):
         raise Conflict(f"an edge group named {name!r} already exists")
     dynamic = field(body, "Dynamic", bool, required=False, default=False)
     tag_ids, endpoints = id_list(body, "TagIds"), id_list(body, "Endpoints")
@@ -5821,7 +5859,7 @@ async def handle_edge_groups_list(request: web.Request) -> web.Response:
     """Edge groups with the environments each holds now (administrators)."""
     require_admin(request)
     store = request.app[STORE]
-    return json_response([edge_group_view(store, g) for g in store.data["edge_groups"].values()])
+    return json_response([edge_group_view(store, g) for g in store.edge_groups])
 
 
 async def handle_edge_group_create(request: web.Request) -> web.Response:
@@ -5829,8 +5867,8 @@ async def handle_edge_group_create(request: web.Request) -> web.Response:
     require_admin(request)
     store = request.app[STORE]
     group = checked_edge_group(store, await read_json_object(request), None)
-    group["Id"] = store.next_id("edge_groups")
-    store.data["edge_groups"][str(group["Id"])] = group
+    group["Id"] = store.edge_groups.new_id()
+    store.edge_groups.add(group)
     await store.commit()
     return json_response(edge_group_view(store, group))
 
@@ -5839,14 +5877,14 @@ async def handle_edge_group_inspect(request: web.Request) -> web.Response:
     """One edge group (administrators)."""
     require_admin(request)
     store = request.app[STORE]
-    return json_response(edge_group_view(store, get_edge_group(store, path_id(request))))
+    return json_response(edge_group_view(store, store.edge_groups.get(path_id(request))))
 
 
 async def handle_edge_group_update(request: web.Request) -> web.Response:
     """Replace an edge group's name, kind, tags or environments (administrators)."""
     require_admin(request)
     store = request.app[STORE]
-    group = get_edge_group(store, path_id(request))
+    group = store.edge_groups.get(path_id(request))
     group.update(checked_edge_group(store, await read_json_object(request), group["Id"]))
     await store.commit()
     return json_response(edge_group_view(store, group))
@@ -5856,11 +5894,11 @@ async def handle_edge_group_delete(request: web.Request) -> web.Response:
     """Delete an edge group no edge job uses (administrators)."""
     require_admin(request)
     store = request.app[STORE]
-    group = get_edge_group(store, path_id(request))
-    users = [j["Name"] for j in store.data["edge_jobs"].values() if group["Id"] in j["EdgeGroups"]]
+    group = store.edge_groups.get(path_id(request))
+    users = [j["Name"] for j in store.edge_jobs if group["Id"] in j["EdgeGroups"]]
     if users:
         raise Conflict(f"edge group {group['Name']!r} is used by edge jobs: {', '.join(users)}")
-    del store.data["edge_groups"][str(group["Id"])]
+    store.edge_groups.delete(group["Id"])
     await store.commit()
     return web.Response(status=204)
 
@@ -5955,7 +5993,7 @@ class EdgeJobRunner:
         store = self.app[STORE]
         ids = set(job["Endpoints"]) & edge_environment_ids(store)
         for group_id in job["EdgeGroups"]:
-            if str(group_id) in store.data["edge_groups"]:
+            if group_id in store.edge_groups:
                 ids.update(edge_group_endpoint_ids(store, group_id))
         return sorted(ids)
 
@@ -5967,7 +6005,7 @@ class EdgeJobRunner:
     def dispatch(self, endpoint_id: int | None = None) -> None:
         """Start every waiting run whose host is connected (only that host's when one is named)."""
         tunnels = self.app[EDGE_TUNNELS]
-        for job in self.app[STORE].data["edge_jobs"].values():
+        for job in self.app[STORE].edge_jobs:
             for target in job.get("_Pending", []):
                 if (endpoint_id in (None, target) and tunnels.is_connected(target)
                         and (job["Id"], target) not in self.running):
@@ -5979,7 +6017,7 @@ class EdgeJobRunner:
     async def run(self, job_id: int, endpoint_id: int) -> None:
         store = self.app[STORE]
         try:
-            job = store.data["edge_jobs"].get(str(job_id))
+            job = store.edge_jobs.find(job_id)
             if job is None:
                 return
             started = now()
@@ -5992,7 +6030,7 @@ class EdgeJobRunner:
                 return
             except ApiError as exc:
                 exit_code, output, error = -1, "", exc.message
-            job = store.data["edge_jobs"].get(str(job_id))
+            job = store.edge_jobs.find(job_id)
             if job is None:
                 return
             runs = job.setdefault("Results", {}).setdefault(str(endpoint_id), [])
@@ -6010,16 +6048,9 @@ class EdgeJobRunner:
         while True:
             await asyncio.sleep(60 - time.time() % 60 + 0.5)
             moment = time.localtime()
-            for job in list(self.app[STORE].data["edge_jobs"].values()):
+            for job in self.app[STORE].edge_jobs:
                 if job["Recurring"] and cron_matches(parse_cron(job["CronExpression"]), moment):
                     await self.queue(job)
-
-
-def get_edge_job(store: Store, job_id: int) -> dict:
-    job = store.data["edge_jobs"].get(str(job_id))
-    if job is None:
-        raise NotFound(f"edge job {job_id} not found")
-    return job
 
 
 def edge_job_view(app: web.Application, job: dict) -> dict:
@@ -6029,7 +6060,9 @@ def edge_job_view(app: web.Application, job: dict) -> dict:
     endpoints = {str(e): {"CollectLogs": False, "LogsStatus": LOGS_PENDING if e in pending else
                           LOGS_COLLECTED if str(e) in results else LOGS_IDLE}
                  for e in app[EDGE_JOBS].targets(job)}
-    view = {k: v for k, v in job.items() if not k.startswith("_") and k not in ("FileContent", "Results")}
+    view = app[STORE].edge_jobs.public_view(job)
+    for bulky in ("FileContent", "Results"):  # served by their own routes
+        view.pop(bulky, None)
     view["Endpoints"] = endpoints
     return view
 
@@ -6046,7 +6079,7 @@ def checked_edge_job(store: Store, body: dict) -> dict:
     if recurring:
         parse_cron(cron)
     groups, endpoints = id_list(body, "EdgeGroups"), id_list(body, "Endpoints")
-    missing = [g for g in groups if str(g) not in store.data["edge_groups"]]
+    missing = [g for g in groups if g not in store.edge_groups]
     if missing:
         raise BadRequest(f"edge groups not found: {missing}")
     not_edge = set(endpoints) - edge_environment_ids(store)
@@ -6065,7 +6098,7 @@ def checked_edge_job(store: Store, body: dict) -> dict:
 async def handle_edge_jobs_list(request: web.Request) -> web.Response:
     """Edge jobs (administrators)."""
     require_admin(request)
-    return json_response([edge_job_view(request.app, j) for j in request.app[STORE].data["edge_jobs"].values()])
+    return json_response([edge_job_view(request.app, j) for j in request.app[STORE].edge_jobs])
 
 
 async def handle_edge_job_create(request: web.Request) -> web.Response:
@@ -6074,8 +6107,8 @@ async def handle_edge_job_create(request: web.Request) -> web.Response:
     require_admin(request)
     store = request.app[STORE]
     job = checked_edge_job(store, await read_json_object(request))
-    job.update({"Id": store.next_id("edge_jobs"), "Created": now(), "Version": 1, "Results": {}, "_Pending": []})
-    store.data["edge_jobs"][str(job["Id"])] = job
+    job.update({"Id": store.edge_jobs.new_id(), "Created": now(), "Version": 1, "Results": {}, "_Pending": []})
+    store.edge_jobs.add(job)
     if job["Recurring"]:
         await store.commit()
     else:
@@ -6086,14 +6119,14 @@ async def handle_edge_job_create(request: web.Request) -> web.Response:
 async def handle_edge_job_inspect(request: web.Request) -> web.Response:
     """One edge job (administrators)."""
     require_admin(request)
-    return json_response(edge_job_view(request.app, get_edge_job(request.app[STORE], path_id(request))))
+    return json_response(edge_job_view(request.app, request.app[STORE].edge_jobs.get(path_id(request))))
 
 
 async def handle_edge_job_update(request: web.Request) -> web.Response:
     """Replace an edge job's script, hosts or schedule (administrators); past results stay."""
     require_admin(request)
     store = request.app[STORE]
-    job = get_edge_job(store, path_id(request))
+    job = store.edge_jobs.get(path_id(request))
     job.update(checked_edge_job(store, await read_json_object(request)))
     await store.commit()
     return json_response(edge_job_view(request.app, job))
@@ -6103,8 +6136,7 @@ async def handle_edge_job_delete(request: web.Request) -> web.Response:
     """Delete an edge job and its results (administrators)."""
     require_admin(request)
     store = request.app[STORE]
-    job = get_edge_job(store, path_id(request))
-    del store.data["edge_jobs"][str(job["Id"])]
+    store.edge_jobs.delete(path_id(request))
     await store.commit()
     return web.Response(status=204)
 
@@ -6112,13 +6144,13 @@ async def handle_edge_job_delete(request: web.Request) -> web.Response:
 async def handle_edge_job_file(request: web.Request) -> web.Response:
     """An edge job's script (administrators)."""
     require_admin(request)
-    return json_response({"FileContent": get_edge_job(request.app[STORE], path_id(request))["FileContent"]})
+    return json_response({"FileContent": request.app[STORE].edge_jobs.get(path_id(request))["FileContent"]})
 
 
 async def handle_edge_job_run(request: web.Request) -> web.Response:
     """Run an edge job now on all its hosts (each as soon as it is connected) (administrators)."""
     require_admin(request)
-    job = get_edge_job(request.app[STORE], path_id(request))
+    job = request.app[STORE].edge_jobs.get(path_id(request))
     await request.app[EDGE_JOBS].queue(job)
     return json_response(edge_job_view(request.app, job))
 
@@ -6127,14 +6159,14 @@ async def handle_edge_job_tasks(request: web.Request) -> web.Response:
     """One task per host of an edge job: its connection, whether a run waits, and the latest run."""
     require_admin(request)
     app = request.app
-    job = get_edge_job(app[STORE], path_id(request))
+    job = app[STORE].edge_jobs.get(path_id(request))
     pending = set(job.get("_Pending", []))
     tasks = []
     for endpoint_id in app[EDGE_JOBS].targets(job):
         runs = job.get("Results", {}).get(str(endpoint_id), [])
         latest = runs[-1] if runs else None
         tasks.append({"Id": endpoint_id, "EndpointId": endpoint_id,
-                      "EndpointName": app[ENVIRONMENTS].get(endpoint_id)["Name"],
+                      "EndpointName": app[STORE].endpoints.get(endpoint_id)["Name"],
                       "Connected": app[EDGE_TUNNELS].is_connected(endpoint_id),
                       "LogsStatus": LOGS_PENDING if endpoint_id in pending else
                       LOGS_COLLECTED if latest else LOGS_IDLE,
@@ -6146,7 +6178,7 @@ async def handle_edge_job_tasks(request: web.Request) -> web.Response:
 async def handle_edge_job_task_logs(request: web.Request) -> web.Response:
     """The output of the latest run of an edge job on one host: {FileContent, ExitCode, Time, Error}."""
     require_admin(request)
-    job = get_edge_job(request.app[STORE], path_id(request))
+    job = request.app[STORE].edge_jobs.get(path_id(request))
     runs = job.get("Results", {}).get(str(path_id(request, "taskId")), [])
     if not runs:
         raise NotFound("this edge job has not run on that host yet")
@@ -6169,8 +6201,6 @@ async def edge_lifecycle(app: web.Application):
 
 def reload_edge_after_restore(app: web.Application) -> None:
     """A restored store may hold other environments and secrets: every agent reconnects and is checked again."""
-    for collection in EDGE_COLLECTIONS:
-        app[STORE].data.setdefault(collection, {})
     tunnels = app[EDGE_TUNNELS]
     tunnels.refused.clear()
     for tunnel in list(tunnels.tunnels.values()):
@@ -6179,8 +6209,6 @@ def reload_edge_after_restore(app: web.Application) -> None:
 
 def register_edge_kind(app: web.Application) -> None:
     """Edge environments: their kind, connector and view, the tunnel registry and the edge job runner."""
-    for collection in EDGE_COLLECTIONS:
-        app[STORE].data.setdefault(collection, {})
     tunnels = app[EDGE_TUNNELS] = EdgeTunnels()
     environments = app[ENVIRONMENTS]
     environments.connector_kinds[ENDPOINT_EDGE] = lambda endpoint: EdgeConnector(endpoint, tunnels)
@@ -6207,7 +6235,7 @@ SETTINGS_TYPES = {"UserSessionTimeout": str, "EnableTelemetry": bool, "LogoURL":
 
 
 def current_settings(store: Store) -> dict:
-    return {**DEFAULT_SETTINGS, **store.data["settings"]}
+    return {**DEFAULT_SETTINGS, **store.settings}
 
 
 async def handle_settings_get(request: web.Request) -> web.Response:
@@ -6240,7 +6268,7 @@ async def handle_settings_update(request: web.Request) -> web.Response:
     if changes.get("EnableTelemetry") and request.app[CONFIG].no_analytics:
         raise BadRequest("analytics are disabled by --no-analytics")
     store = request.app[STORE]
-    store.data["settings"].update(changes)
+    store.settings.update(changes)
     await store.commit()
     return json_response(current_settings(store))
 
@@ -6280,7 +6308,7 @@ async def registry_fields(request: web.Request, registry: dict, body: dict, crea
         if not name.strip():
             raise BadRequest("Name cannot be empty")
         if any(r["Name"].lower() == name.strip().lower() and r["Id"] != registry.get("Id")
-               for r in store.data["registries"].values()):
+               for r in store.registries):
             raise Conflict(f"a registry named {name.strip()!r} already exists")
         registry["Name"] = name.strip()
     if url is not None:
@@ -6318,7 +6346,7 @@ async def registry_fields(request: web.Request, registry: dict, body: dict, crea
 async def handle_registries_list(request: web.Request) -> web.Response:
     """Registries: all for administrators, those you may use somewhere for others (passwords never shown)."""
     caller, registries = caller_of(request), request.app[REGISTRIES]
-    listed = sorted(request.app[STORE].data["registries"].values(), key=lambda r: r["Id"])
+    listed = request.app[STORE].registries.in_id_order()
     return json_response([registry_view(r) for r in listed if registries.may_use(caller, r)])
 
 
@@ -6330,8 +6358,8 @@ async def handle_registry_create(request: web.Request) -> web.Response:
     registry = {"Id": 0, "Name": "", "Type": REGISTRY_CUSTOM, "URL": "", "BaseURL": "", "Authentication": False,
                 "Username": "", "TLSSkipVerify": False, "RegistryAccesses": {}}
     await registry_fields(request, registry, body, creating=True)
-    registry["Id"] = store.next_id("registries")
-    store.data["registries"][str(registry["Id"])] = registry
+    registry["Id"] = store.registries.new_id()
+    store.registries.add(registry)
     await store.commit()
     return json_response(registry_view(registry))
 
@@ -6345,7 +6373,7 @@ async def handle_registry_inspect(request: web.Request) -> web.Response:
 async def handle_registry_update(request: web.Request) -> web.Response:
     """Change a registry (administrators); an empty or absent Password keeps the current one."""
     require_admin(request)
-    registry = request.app[REGISTRIES].get(path_id(request))
+    registry = request.app[STORE].registries.get(path_id(request))
     body = await read_json_object(request)
     changed = copy.deepcopy(registry)
     await registry_fields(request, changed, body, creating=False)
@@ -6358,9 +6386,7 @@ async def handle_registry_update(request: web.Request) -> web.Response:
 async def handle_registry_delete(request: web.Request) -> web.Response:
     """Remove a registry and its credentials (administrators)."""
     require_admin(request)
-    registry_id = path_id(request)
-    request.app[REGISTRIES].get(registry_id)
-    del request.app[STORE].data["registries"][str(registry_id)]
+    request.app[STORE].registries.delete(path_id(request))
     await request.app[STORE].commit()
     return web.Response(status=204)
 
@@ -6369,7 +6395,7 @@ async def handle_endpoint_registries(request: web.Request) -> web.Response:
     """The registries you may use on one environment."""
     endpoint = endpoint_for_caller(request, path_id(request))
     caller, registries = caller_of(request), request.app[REGISTRIES]
-    listed = sorted(request.app[STORE].data["registries"].values(), key=lambda r: r["Id"])
+    listed = request.app[STORE].registries.in_id_order()
     return json_response([registry_view(r) for r in listed if registries.may_use(caller, r, endpoint["Id"])])
 
 
@@ -6377,8 +6403,8 @@ async def handle_endpoint_registry_access(request: web.Request) -> web.Response:
     """Who may use a registry on one environment: {UserAccessPolicies, TeamAccessPolicies} (administrators)."""
     require_admin(request)
     endpoint_id = path_id(request)
-    request.app[ENVIRONMENTS].get(endpoint_id)
-    registry = request.app[REGISTRIES].get(path_id(request, "registryId"))
+    request.app[STORE].endpoints.get(endpoint_id)
+    registry = request.app[STORE].registries.get(path_id(request, "registryId"))
     access = registry_access(await read_json_object(request))
     accesses = registry.setdefault("RegistryAccesses", {})
     if access["UserAccessPolicies"] or access["TeamAccessPolicies"]:
@@ -6435,7 +6461,7 @@ async def image_check_registries(app: web.Application, endpoint_id: int) -> list
 async def handle_endpoint_image_notification(request: web.Request) -> web.Response:
     """The image update check setting of an environment and the registry hosts it contacts (administrators)."""
     require_admin(request)
-    endpoint = request.app[ENVIRONMENTS].get(path_id(request))
+    endpoint = request.app[STORE].endpoints.get(path_id(request))
     return json_response({IMAGE_CHECK_SETTING: endpoint.get(IMAGE_CHECK_SETTING) is True,
                           "Registries": await image_check_registries(request.app, endpoint["Id"])})
 
@@ -6511,16 +6537,6 @@ class Stacks:
         self.data_directory = data_directory
         self._locks: dict[int, asyncio.Lock] = {}
         self.creating: set[tuple[int, str]] = set()  # (environment, name) of stacks being deployed
-
-    @property
-    def records(self) -> dict:
-        return self.store.data.setdefault("stacks", {})
-
-    def get(self, stack_id: int) -> dict:
-        stack = self.records.get(str(stack_id))
-        if stack is None:
-            raise NotFound(f"stack {stack_id} not found")
-        return stack
 
     def lock(self, stack_id: int) -> asyncio.Lock:
         return self._locks.setdefault(stack_id, asyncio.Lock())
@@ -6600,14 +6616,14 @@ def stack_resource_id(stack: dict) -> str:
 def stack_resource_control(store: Store, stack: dict) -> dict | None:
     """Who may use a stack besides administrators; a stack without one is for administrators only."""
     resource_id = stack_resource_id(stack)
-    return next((rc for rc in (store.data.get("resource_controls") or {}).values()
+    return next((rc for rc in store.resource_controls
                  if rc["Type"] == STACK_RESOURCE_CONTROL and rc["ResourceId"] == resource_id), None)
 
 
 def can_access_stack(store: Store, caller: Caller, stack: dict) -> bool:
     """Administrators, environment administrators and roles that see the whole environment see every stack there;
     ownership-bound users see those their resource control gives them (theirs, their teams', public ones)."""
-    endpoint = store.data["endpoints"].get(str(stack["EndpointId"]))
+    endpoint = store.endpoints.find(stack["EndpointId"])
     if endpoint is None:
         return caller.is_admin
     role = endpoint_role(store, caller, endpoint)
@@ -6627,7 +6643,7 @@ def can_manage_stack(store: Store, caller: Caller, stack: dict) -> bool:
     """May change (and so read the env of) this stack: access to it and the right to manage stacks there."""
     if not can_access_stack(store, caller, stack):
         return False
-    endpoint = store.data["endpoints"].get(str(stack["EndpointId"]))
+    endpoint = store.endpoints.find(stack["EndpointId"])
     if endpoint is None:
         return caller.is_admin
     role = endpoint_role(store, caller, endpoint)
@@ -6643,15 +6659,13 @@ def require_stack_access(request: web.Request, stack: dict) -> None:
 
 async def add_stack_resource_control(store: Store, caller: Caller, stack: dict) -> None:
     """As Portainer: a new stack is its creator's, or administrators' only when an administrator made it."""
-    controls = store.data.setdefault("resource_controls", {})
     stale = stack_resource_control(store, stack)  # left by a stack of that name removed outside portainer.py
     if stale is not None:
-        del controls[str(stale["Id"])]
-    control = {"Id": store.next_id("resource_controls"), "ResourceId": stack_resource_id(stack),
-               "SubResourceIds": [], "Type": STACK_RESOURCE_CONTROL,
-               "UserAccesses": [] if caller.is_admin else [{"UserId": caller.id, "AccessLevel": 1}],
-               "TeamAccesses": [], "Public": False, "AdministratorsOnly": caller.is_admin, "System": False}
-    controls[str(control["Id"])] = control
+        store.resource_controls.delete(stale["Id"])
+    store.resource_controls.add({
+        "ResourceId": stack_resource_id(stack), "SubResourceIds": [], "Type": STACK_RESOURCE_CONTROL,
+        "UserAccesses": [] if caller.is_admin else [{"UserId": caller.id, "AccessLevel": 1}],
+        "TeamAccesses": [], "Public": False, "AdministratorsOnly": caller.is_admin, "System": False})
 
 
 def stack_owner_labels(store: Store, caller: Caller, stack: dict | None) -> dict[str, str]:
@@ -6711,7 +6725,7 @@ async def apply_caller_rules(request: web.Request, endpoint: dict, deployment: C
 def stack_view(request: web.Request, stack: dict) -> dict:
     """A stack as Portainer answers it: with its resource control, and its env only for who may manage it."""
     store, caller = request.app[STORE], caller_of(request)
-    view = {k: v for k, v in stack.items() if not k.startswith("_")}
+    view = store.stacks.public_view(stack)
     control = stack_resource_control(store, stack)
     view["ResourceControl"] = resource_control_view(control) if control else None
     if not can_manage_stack(store, caller, stack):
@@ -6732,12 +6746,12 @@ async def create_stack(request: web.Request, stack_type: int, body: dict, from_t
     content, env = stack_content(body), stack_env(body)
     key = (endpoint["Id"], name)
     if key in stacks.creating or any(s["Name"] == name and s["EndpointId"] == endpoint["Id"]
-                                     for s in stacks.records.values()):
+                                     for s in request.app[STORE].stacks):
         raise Conflict(f"a stack named {name!r} already exists on this environment")
     swarm_id = ""
     if stack_type == STACK_SWARM:
         swarm_id = field(body, "SwarmID", str, required=False, default="")
-    stack_id = request.app[STORE].next_id("stacks")
+    stack_id = request.app[STORE].stacks.new_id()
     project_dir = stacks.project_dir(stack_id)
     stacks.creating.add(key)
     try:
@@ -6764,7 +6778,7 @@ async def create_stack(request: web.Request, stack_type: int, body: dict, from_t
                  "CreationDate": now(), "CreatedBy": caller.user["Username"], "UpdateDate": 0, "UpdatedBy": "",
                  "ResourceControl": None, "AdditionalFiles": [], "AutoUpdate": None, "GitConfig": None,
                  "FromAppTemplate": from_template, "Namespace": "", "IsComposeFormat": stack_type == STACK_COMPOSE}
-        stacks.records[str(stack_id)] = stack
+        request.app[STORE].stacks.add(stack)
         await add_stack_resource_control(request.app[STORE], caller, stack)
         await request.app[STORE].commit()
     finally:
@@ -6820,7 +6834,7 @@ async def handle_stack_create_legacy(request: web.Request) -> web.Response:
 
 def visible_stacks(request: web.Request) -> list[dict]:
     store, caller = request.app[STORE], caller_of(request)
-    return [s for s in request.app[STACKS].records.values() if can_access_stack(store, caller, s)]
+    return [s for s in store.stacks if can_access_stack(store, caller, s)]
 
 
 async def handle_stacks_list(request: web.Request) -> web.Response:
@@ -6841,7 +6855,7 @@ async def handle_stacks_list(request: web.Request) -> web.Response:
 
 def stack_for_caller(request: web.Request) -> dict:
     """The stack, when the caller may see it: 403 as Portainer answers for another user's stack."""
-    stack = request.app[STACKS].get(path_id(request))
+    stack = request.app[STORE].stacks.get(path_id(request))
     endpoint_for_caller(request, stack["EndpointId"])
     require_stack_access(request, stack)
     return stack
@@ -6871,7 +6885,7 @@ async def handle_stack_services(request: web.Request) -> web.Response:
 
 def managed_stack(request: web.Request) -> tuple[dict, dict]:
     """The stack and its environment, when the caller may change it."""
-    stack = request.app[STACKS].get(path_id(request))
+    stack = request.app[STORE].stacks.get(path_id(request))
     endpoint = stack_endpoint(request, stack["EndpointId"])
     require_stack_access(request, stack)
     raw = request.query.get("endpointId")
@@ -6937,10 +6951,11 @@ async def handle_stack_delete(request: web.Request) -> web.Response:
     stacks: Stacks = request.app[STACKS]
     async with stacks.lock(stack["Id"]):
         await stacks.remover(stack).down()
-        del stacks.records[str(stack["Id"])]
-        control = stack_resource_control(request.app[STORE], stack)
+        store = request.app[STORE]
+        store.stacks.delete(stack["Id"])
+        control = stack_resource_control(store, stack)
         if control is not None:
-            del request.app[STORE].data["resource_controls"][str(control["Id"])]
+            store.resource_controls.delete(control["Id"])
         await request.app[STORE].commit()
         await asyncio.to_thread(shutil.rmtree, stacks.project_dir(stack["Id"]), True)
     return web.Response(status=204)
@@ -6952,7 +6967,7 @@ async def handle_stacks_outside(request: web.Request) -> web.Response:
     connector = request.app[ENVIRONMENTS].connector(endpoint["Id"])
     containers = container_summaries(
         await connector.request_json("GET", f"/containers/json?all=1&filters={label_filter(LABEL_PROJECT)}"))
-    managed = {s["Name"] for s in request.app[STACKS].records.values() if s["EndpointId"] == endpoint["Id"]}
+    managed = {s["Name"] for s in request.app[STORE].stacks if s["EndpointId"] == endpoint["Id"]}
     store, caller = request.app[STORE], caller_of(request)
     if endpoint_role(store, caller, endpoint) in OWNERSHIP_BOUND_ROLES:  # other users' projects stay unseen
         containers = [c for c in containers if visible_resource(store, caller, "containers", c)]
@@ -7001,17 +7016,16 @@ EDGE_RETRY_SECONDS = 5.0
 
 def edge_group_endpoint_ids(store: Store, group_id: int) -> list[int]:
     """The environments of an edge group: its static list, or for a dynamic group those carrying its tags."""
-    group = store.data.get("edge_groups", {}).get(str(group_id))
+    group = store.edge_groups.find(group_id)
     if group is None:
         raise BadRequest(f"edge group {group_id} not found")
     if not group.get("Dynamic"):
-        endpoints = store.data["endpoints"]
         return sorted(int(i) for i in group.get("Endpoints") or []
-                      if endpoints.get(str(i), {}).get("Type") == ENDPOINT_EDGE)
+                      if (store.endpoints.find(i) or {}).get("Type") == ENDPOINT_EDGE)
     tags = set(group.get("TagIds") or [])
     match = (lambda ep: tags & set(ep.get("TagIds") or [])) if group.get("PartialMatch") else \
         (lambda ep: tags <= set(ep.get("TagIds") or []))
-    return [ep["Id"] for ep in store.data["endpoints"].values() if ep["Type"] == ENDPOINT_EDGE and tags and match(ep)]
+    return [ep["Id"] for ep in store.endpoints if ep["Type"] == ENDPOINT_EDGE and tags and match(ep)]
 
 
 class EdgeStacks:
@@ -7026,10 +7040,6 @@ class EdgeStacks:
         self.environments = environments
         self.data_directory = data_directory
         self._running: dict[tuple[int, int], asyncio.Task] = {}
-
-    @property
-    def records(self) -> dict:
-        return self.store.data.setdefault("edge_stacks", {})
 
     def project_dir(self, edge_stack_id: int) -> str:
         return os.path.join(self.data_directory, "edge_stacks", str(edge_stack_id))
@@ -7080,13 +7090,13 @@ class EdgeStacks:
             self.set_status(edge_stack, endpoint_id, EDGE_ERROR, exc.message)
         else:
             self.set_status(edge_stack, endpoint_id, EDGE_RUNNING)
-        if str(edge_stack["Id"]) in self.records:
+        if edge_stack["Id"] in self.store.edge_stacks:
             await self.store.commit()
 
     async def retry_loop(self) -> None:
         while True:
             await asyncio.sleep(EDGE_RETRY_SECONDS)
-            for edge_stack in list(self.records.values()):
+            for edge_stack in self.store.edge_stacks:
                 self.refresh_targets(edge_stack)
                 self.schedule(edge_stack)
 
@@ -7118,7 +7128,7 @@ async def handle_edge_stack_create(request: web.Request) -> web.Response:
     name = field(body, "Name", str).strip()
     if not STACK_NAME.match(name):
         raise BadRequest(f"invalid edge stack name {name!r}", "use lowercase letters, digits, '-' and '_'")
-    if any(s["Name"] == name for s in edge.records.values()):
+    if any(s["Name"] == name for s in store.edge_stacks):
         raise Conflict(f"an edge stack named {name!r} already exists")
     if field(body, "DeploymentType", int, required=False, default=0) != 0:
         raise BadRequest("only DeploymentType 0 (compose) is supported")
@@ -7127,7 +7137,7 @@ async def handle_edge_stack_create(request: web.Request) -> web.Response:
         raise BadRequest("EdgeGroups must be a non-empty list of edge group ids")
     endpoint_ids = sorted({i for g in groups for i in edge_group_endpoint_ids(store, g)})
     content = stack_content(body)
-    edge_stack_id = store.next_id("edge_stacks")
+    edge_stack_id = store.edge_stacks.new_id()
     project_dir = edge.project_dir(edge_stack_id)
     ComposeFile(content, {}, name, project_dir)
     await asyncio.to_thread(write_stack_file, os.path.join(project_dir, COMPOSE_FILE), content.encode())
@@ -7136,7 +7146,7 @@ async def handle_edge_stack_create(request: web.Request) -> web.Response:
                   "Status": {}}
     for endpoint_id in endpoint_ids:
         edge.set_status(edge_stack, endpoint_id, EDGE_PENDING)
-    edge.records[str(edge_stack_id)] = edge_stack
+    store.edge_stacks.add(edge_stack)
     await store.commit()
     edge.schedule(edge_stack)
     return json_response(edge_stack)
@@ -7145,26 +7155,20 @@ async def handle_edge_stack_create(request: web.Request) -> web.Response:
 async def handle_edge_stacks_list(request: web.Request) -> web.Response:
     """Edge stacks with each environment's deployment status (administrators)."""
     require_admin(request)
-    return json_response(sorted(request.app[EDGE_STACKS].records.values(), key=lambda s: s["Id"]))
+    return json_response(request.app[STORE].edge_stacks.in_id_order())
 
 
 async def handle_edge_stack_inspect(request: web.Request) -> web.Response:
     """One edge stack with each environment's status: pending, deploying, running or error with its message."""
     require_admin(request)
-    edge_stack = request.app[EDGE_STACKS].records.get(str(path_id(request)))
-    if edge_stack is None:
-        raise NotFound(f"edge stack {path_id(request)} not found")
-    return json_response(edge_stack)
+    return json_response(request.app[STORE].edge_stacks.get(path_id(request)))
 
 
 async def handle_edge_stack_delete(request: web.Request) -> web.Response:
     """Remove an edge stack from every environment it was deployed to."""
     require_admin(request)
     edge: EdgeStacks = request.app[EDGE_STACKS]
-    edge_stack = edge.records.get(str(path_id(request)))
-    if edge_stack is None:
-        raise NotFound(f"edge stack {path_id(request)} not found")
-    del edge.records[str(edge_stack["Id"])]
+    edge_stack = request.app[STORE].edge_stacks.delete(path_id(request))
     await request.app[STORE].commit()
     await edge.remove(edge_stack)
     await asyncio.to_thread(shutil.rmtree, edge.project_dir(edge_stack["Id"]), True)
@@ -7174,7 +7178,7 @@ async def handle_edge_stack_delete(request: web.Request) -> web.Response:
 async def edge_stack_lifecycle(app: web.Application):
     """Deployments left pending (server restart, offline environments) are retried in the background."""
     edge: EdgeStacks = app[EDGE_STACKS]
-    for edge_stack in edge.records.values():
+    for edge_stack in app[STORE].edge_stacks:
         for status in edge_stack["Status"].values():
             if status["Type"] == EDGE_DEPLOYING:
                 status.update(Type=EDGE_PENDING, Status="pending")
@@ -7305,15 +7309,8 @@ CUSTOM_TEMPLATE_FIELDS = {"Title": str, "Description": str, "Note": str, "Logo":
                           "Variables": list}
 
 
-def custom_templates(store: Store) -> dict:
-    return store.data.setdefault("custom_templates", {})
-
-
 def custom_template_for_caller(request: web.Request) -> dict:
-    template = custom_templates(request.app[STORE]).get(str(path_id(request)))
-    if template is None:
-        raise NotFound(f"custom template {path_id(request)} not found")
-    return template
+    return request.app[STORE].custom_templates.get(path_id(request))
 
 
 def require_template_owner(request: web.Request, template: dict) -> None:
@@ -7345,22 +7342,21 @@ async def handle_custom_template_create(request: web.Request) -> web.Response:
     ComposeFile(content, {}, "template", os.path.join(request.app[STORE].directory, "custom_templates"),
                 swarm=values.get("Type") == TEMPLATE_SWARM_STACK)
     store = request.app[STORE]
-    templates = custom_templates(store)
-    template_id = store.next_id("custom_templates")
+    template_id = store.custom_templates.new_id()
     path = custom_template_path(request, template_id)
     await asyncio.to_thread(write_stack_file, path, content.encode())
     template = {"Id": template_id, "Title": "", "Description": "", "Note": "", "Logo": "", "Platform": 1,
                 "Type": TEMPLATE_COMPOSE_STACK, "Variables": [], **values, "EntryPoint": COMPOSE_FILE,
                 "ProjectPath": os.path.dirname(path), "CreatedByUserId": caller_of(request).id,
                 "CreationDate": now()}
-    templates[str(template_id)] = template
+    store.custom_templates.add(template)
     await store.commit()
     return json_response(template)
 
 
 async def handle_custom_templates_list(request: web.Request) -> web.Response:
     """Custom templates."""
-    return json_response(sorted(custom_templates(request.app[STORE]).values(), key=lambda t: t["Id"]))
+    return json_response(request.app[STORE].custom_templates.in_id_order())
 
 
 async def handle_custom_template_inspect(request: web.Request) -> web.Response:
@@ -7395,7 +7391,7 @@ async def handle_custom_template_delete(request: web.Request) -> web.Response:
     """Remove a custom template (its author or an administrator)."""
     template = custom_template_for_caller(request)
     require_template_owner(request, template)
-    del custom_templates(request.app[STORE])[str(template["Id"])]
+    request.app[STORE].custom_templates.delete(template["Id"])
     await request.app[STORE].commit()
     await asyncio.to_thread(shutil.rmtree, os.path.dirname(custom_template_path(request, template["Id"])), True)
     return web.Response(status=204)
@@ -7557,7 +7553,7 @@ async def handle_backup(request: web.Request) -> web.Response:
     password = field(body, "password", str, required=False, default="")
     store = request.app[STORE]
     await request.app[ACTIVITY].flush()
-    document = json.dumps(store.data, separators=(",", ":")).encode()  # one consistent moment of the store
+    document = store.document()
     archive = await asyncio.to_thread(build_backup_archive, store.directory, document)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d_%H-%M-%S")
     name = f"portainer-backup_{stamp}.tar.gz"
@@ -7681,7 +7677,7 @@ async def handle_restore(request: web.Request) -> web.Response:
         reload_hook(app)
     await asyncio.to_thread(shutil.rmtree, old, True)
     asyncio.ensure_future(environments.snapshot_all())
-    log.info("restored a backup: %d users, %d environments", len(store.data["users"]), len(store.data["endpoints"]))
+    log.info("restored a backup: %d users, %d environments", len(store.users), len(store.endpoints))
     return web.Response(status=204)
 
 
@@ -7707,10 +7703,10 @@ def analytics_enabled(app: web.Application) -> bool:
 def analytics_payload(app: web.Application) -> dict:
     """Exactly what is sent: no names, addresses, images or ids of anything but this random instance id."""
     store, environments = app[STORE], app[ENVIRONMENTS]
-    analytics = store.data.setdefault("analytics", {})
+    analytics = store.analytics
     analytics.setdefault("InstanceID", str(uuid.uuid4()))  # not the public instance id: it cannot be linked
     by_type: dict[str, int] = {}
-    for endpoint in store.data["endpoints"].values():
+    for endpoint in store.endpoints:
         kind = ENDPOINT_TYPE_NAMES.get(endpoint["Type"], f"type{endpoint['Type']}")
         by_type[kind] = by_type.get(kind, 0) + 1
     snapshots = environments.snapshots.values()
@@ -7728,7 +7724,7 @@ async def send_analytics(app: web.Application) -> bool:
     import aiohttp
     store = app[STORE]
     payload = analytics_payload(app)
-    store.data["analytics"]["LastSent"] = now()
+    store.analytics["LastSent"] = now()
     app[ANALYTICS_STATE]["last_sent"] = time.monotonic()
     try:
         timeout = aiohttp.ClientTimeout(total=ANALYTICS_TIMEOUT)
@@ -7747,7 +7743,7 @@ async def send_analytics(app: web.Application) -> bool:
 async def analytics_loop(app: web.Application) -> None:
     interval = app[CONFIG].analytics_interval
     state = app[ANALYTICS_STATE]
-    stored = app[STORE].data.get("analytics", {}).get("LastSent", 0)
+    stored = app[STORE].analytics.get("LastSent", 0)
     state.setdefault("last_sent", time.monotonic() - max(0, now() - stored))
     while True:
         await asyncio.sleep(min(interval, 60))
@@ -7761,7 +7757,7 @@ async def handle_telemetry_preview(request: web.Request) -> web.Response:
     app = request.app
     return json_response({"Enabled": analytics_enabled(app), "Available": not app[CONFIG].no_analytics,
                           "URL": app[CONFIG].analytics_url,
-                          "LastSent": app[STORE].data.get("analytics", {}).get("LastSent", 0),
+                          "LastSent": app[STORE].analytics.get("LastSent", 0),
                           "Payload": analytics_payload(app)})
 
 
@@ -10085,14 +10081,13 @@ async def create_first_admin_and_environment(app: web.Application) -> None:
         except ApiError as exc:
             raise SystemExit(f"portainer.py: --admin-password-file: {exc.message}") from None
         log.info("created user 'admin' from %s", config.admin_password_file)
-    if config.host and not store.data["settings"].get("_initial_environment_created"):
-        endpoint_id = store.next_id("endpoints")
+    if config.host and not store.settings.get("_initial_environment_created"):
         url = normalise_docker_url(config.host, ENDPOINT_DOCKER)
-        store.data["endpoints"][str(endpoint_id)] = {
-            "Id": endpoint_id, "Name": "local", "Type": ENDPOINT_DOCKER, "URL": url, "PublicURL": "",
+        store.endpoints.add({
+            "Name": "local", "Type": ENDPOINT_DOCKER, "URL": url, "PublicURL": "",
             "GroupId": 1, "TagIds": [], "UserAccessPolicies": {}, "TeamAccessPolicies": {},
-            "SecuritySettings": dict(DEFAULT_SECURITY_SETTINGS), "TLSConfig": {"TLS": False}, "CreationDate": now()}
-        store.data["settings"]["_initial_environment_created"] = True
+            "SecuritySettings": dict(DEFAULT_SECURITY_SETTINGS), "TLSConfig": {"TLS": False}, "CreationDate": now()})
+        store.settings["_initial_environment_created"] = True
         await store.commit()
         log.info("created environment 'local' for %s", url)
 
@@ -10132,8 +10127,8 @@ async def audit_and_analytics_lifecycle(app: web.Application):
     """The activity log writer and the analytics sender run in the background, never on a request's path."""
     store = app[STORE]
     await asyncio.to_thread(tighten_data_permissions, store.directory)
-    if "InstanceID" not in store.data.setdefault("analytics", {}):
-        store.data["analytics"]["InstanceID"] = str(uuid.uuid4())
+    if "InstanceID" not in store.analytics:
+        store.analytics["InstanceID"] = str(uuid.uuid4())
         await store.commit()
     tasks = [asyncio.ensure_future(app[ACTIVITY].run()), asyncio.ensure_future(analytics_loop(app))]
     yield
