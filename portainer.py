@@ -4,7 +4,9 @@
 Sections follow a request from the top of the file down:
     constants and config -> errors -> store -> certificates and secrets -> Docker connectors ->
     environments and snapshots -> auth -> access rules for proxied Docker calls -> Docker proxy ->
-    API handlers by resource -> UI assets -> make_app(config) -> main(argv)
+    API handlers by resource (edge: one section, after stacks) -> UI assets -> make_app(config) -> main(argv)
+Each kind of environment is one class (DockerApiKind, AgentKind, EdgeKind) listed in ENVIRONMENT_KINDS; the
+store is reached through its collections (`store.users.get(id)`, ...).
 Nothing runs at import time; `main()` is last.
 """
 from __future__ import annotations
@@ -182,7 +184,6 @@ def request_key(name: str):
 CONFIG: web.AppKey[argparse.Namespace] = app_key("config")
 STORE: web.AppKey[Store] = app_key("store")
 ENVIRONMENTS: web.AppKey[Environments] = app_key("environments")
-ENDPOINT_KINDS: web.AppKey[EndpointKinds] = app_key("endpoint_kinds")
 AGENT_SIGNER: web.AppKey[shared.RequestSigner] = app_key("agent_signer")
 SESSIONS: web.AppKey[Sessions] = app_key("sessions")
 LOGIN_LIMIT: web.AppKey[LoginRateLimit] = app_key("login_limit")
@@ -709,7 +710,7 @@ def certificate_fingerprint(cert_path: str) -> str:
 
 
 # ================================================================================================================
-# Docker connectors: one interface for every kind of environment
+# Docker connectors: one interface for every kind of environment (the edge tunnel's is in the Edge section)
 # ================================================================================================================
 
 
@@ -942,65 +943,6 @@ async def open_agent_stream(url: str):
 
 
 # ================================================================================================================
-# Edge tunnels: the connected edge agents, and the connector that reaches an engine through one
-# ================================================================================================================
-
-
-class EdgeTunnels:
-    """Live edge tunnels by environment id, in memory only: connecting, heartbeats and disconnecting never
-    write the store. Per tunnel the server keeps the WebSocket, its Tunnel and one last-seen stamp."""
-
-    def __init__(self):
-        self.tunnels: dict[int, shared.Tunnel] = {}
-        self.last_seen: dict[int, int] = {}
-        # The latest Edge ID refused per environment, shown to administrators so they can re-associate.
-        self.refused: dict[int, dict] = {}
-        self.websockets: weakref.WeakSet = weakref.WeakSet()
-        # Called with the environment id whenever its agent connects (edge jobs waiting for it run then).
-        self.on_connect: list[Callable[[int], None]] = []
-        self.tasks: set[asyncio.Task] = set()
-        # A fleet reconnecting after a restart is snapshotted a few at a time, not all at once.
-        self.snapshot_slots = asyncio.Semaphore(EDGE_CONNECT_SNAPSHOTS)
-
-    async def snapshot_when_connected(self, environments: "Environments", endpoint_id: int) -> None:
-        async with self.snapshot_slots:
-            if self.is_connected(endpoint_id):
-                await environments.snapshot(endpoint_id)
-
-    def spawn(self, coroutine: Awaitable) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    def is_connected(self, endpoint_id: int) -> bool:
-        # a dead tunnel stays listed while its closing handshake times out; it carries nothing any more
-        tunnel = self.tunnels.get(endpoint_id)
-        return tunnel is not None and not tunnel.closed
-
-    def seen(self, endpoint_id: int) -> int:
-        return now() if endpoint_id in self.tunnels else self.last_seen.get(endpoint_id, 0)
-
-
-class EdgeConnector(DockerConnector):
-    """An edge host's engine, reached through the tunnel its agent opened: one tunnel stream per connection."""
-
-    def __init__(self, endpoint: dict, tunnels: EdgeTunnels):
-        self.tunnels = tunnels
-        super().__init__(endpoint)
-        self.client = shared.DockerClient(self.open_connection, max_idle=EDGE_IDLE_STREAMS)
-
-    async def open_connection(self) -> shared.HttpConnection:
-        tunnel = self.tunnels.tunnels.get(self.endpoint_id)
-        if tunnel is None:
-            raise shared.DockerUnreachable(f"the edge agent of environment {self.endpoint_id} is not connected")
-        try:
-            stream = await tunnel.open_stream()
-        except (ConnectionError, asyncio.TimeoutError) as exc:
-            raise shared.DockerUnreachable(f"edge tunnel: {exc or 'no answer from the agent'}") from None
-        return shared.HttpConnection(stream, stream)
-
-
-# ================================================================================================================
 # Environments and snapshots
 # ================================================================================================================
 
@@ -1017,6 +959,50 @@ DEFAULT_SECURITY_SETTINGS = {
 }
 
 
+class EnvironmentKind:
+    """One kind of environment (Portainer's EndpointType): everything that differs between kinds, in one class.
+
+    How the server connects to one, what creating or changing one checks, what its answers add, how often the
+    periodic snapshot reaches it, and what it runs for the server's lifetime. Every kind is listed once, in
+    ENVIRONMENT_KINDS; make_app makes one of each for the app.
+    """
+
+    type: int
+    snapshots_per_pass: int | None = None  # None: every environment of the kind in every periodic pass
+
+    def __init__(self, app: web.Application):
+        self.app = app
+
+    def connector(self, endpoint: dict) -> DockerConnector:
+        raise NotImplementedError(f"{type(self).__name__} must say how it connects")
+
+    async def create(self, request: web.Request, endpoint: dict, fields: dict, files: dict) -> None:
+        """Check the creation form and fill in the kind's own fields of the new environment."""
+        raise NotImplementedError(f"{type(self).__name__} must say how one is created")
+
+    def check_update(self, endpoint: dict, changes: dict) -> None:
+        """Check (and normalise) the changes an administrator asks for, before any is applied."""
+
+    def answer_created(self, request: web.Request, endpoint: dict, view: dict) -> None:
+        """What the creation answer adds, for the administrator who made it only (e.g. an edge key)."""
+
+    def extend_view(self, endpoint: dict, view: dict) -> None:
+        """Live state the kind shows in every answer about one of its environments."""
+
+    def removed(self, endpoint: dict) -> None:
+        """Let go of what an environment held once it is removed."""
+
+    def after_restore(self) -> None:
+        """A restored store replaced every record: forget what was kept in memory about the old ones."""
+
+    async def shutting_down(self) -> None:
+        """Before aiohttp stops waiting for open requests: tell long-lived connections to go."""
+
+    async def lifecycle(self, app: web.Application):
+        """For app.cleanup_ctx: start background work before the yield, stop it after."""
+        yield
+
+
 class Environments:
     """Connectors for each environment, and their live status and latest snapshot (kept in memory only)."""
 
@@ -1026,14 +1012,7 @@ class Environments:
         self._connectors: dict[int, DockerConnector] = {}
         self.status: dict[int, int] = {}
         self.snapshots: dict[int, dict] = {}
-        # Environment kinds beyond the local socket register a factory here: {Type: factory(endpoint)}.
-        self.connector_kinds: dict[int, Callable[[dict], DockerConnector]] = {
-            ENDPOINT_DOCKER: lambda ep: SocketConnector(ep, self.tls_directory(ep["Id"])),
-        }
-        # Kinds that show live state beyond status and snapshot add it here: extend(endpoint, view).
-        self.view_extensions: list[Callable[[dict, dict], None]] = []
-        # Kinds with many environments cap how many of them one periodic pass refreshes: {Type: count}.
-        self.periodic_snapshot_caps: dict[int, int] = {}
+        self.kinds: dict[int, EnvironmentKind] = {}  # {Type: kind}, one of each of ENVIRONMENT_KINDS (make_app)
         self.snapshot_attempted: dict[int, float] = {}  # monotonic time of each environment's latest attempt
 
     def tls_directory(self, endpoint_id: int) -> str:
@@ -1043,11 +1022,11 @@ class Environments:
         connector = self._connectors.get(endpoint_id)
         if connector is None:
             endpoint = self.store.endpoints.get(endpoint_id)
-            factory = self.connector_kinds.get(endpoint["Type"])
-            if factory is None:
+            kind = self.kinds.get(endpoint["Type"])
+            if kind is None:
                 raise BadRequest(f"environment {endpoint_id} has type {endpoint['Type']}, which this server "
                                  f"cannot connect to")
-            connector = self._connectors[endpoint_id] = factory(endpoint)
+            connector = self._connectors[endpoint_id] = kind.connector(endpoint)
         return connector
 
     def forget(self, endpoint_id: int) -> None:
@@ -1065,8 +1044,9 @@ class Environments:
         view.setdefault(IMAGE_CHECK_SETTING, False)
         snapshot = self.snapshots.get(endpoint["Id"])
         view["Snapshots"] = [snapshot] if snapshot else []
-        for extend in self.view_extensions:
-            extend(endpoint, view)
+        kind = self.kinds.get(endpoint["Type"])
+        if kind is not None:
+            kind.extend_view(endpoint, view)
         return view
 
     async def snapshot(self, endpoint_id: int) -> dict | None:
@@ -1096,21 +1076,21 @@ class Environments:
         return snapshot
 
     async def snapshot_all(self) -> None:
-        ids = [ep["Id"] for ep in self.store.endpoints if ep["Type"] in self.connector_kinds]
+        ids = [ep["Id"] for ep in self.store.endpoints if ep["Type"] in self.kinds]
         await asyncio.gather(*(self.snapshot(i) for i in ids))
 
     async def snapshot_due(self) -> None:
         """One periodic pass: every environment, except that a capped kind refreshes only the ones it tried
         longest ago (so every one gets its turn, and none that cannot answer takes another's turn for ever)."""
-        ids, capped = [], {kind: [] for kind in self.periodic_snapshot_caps}
+        ids, capped = [], {t: [] for t, kind in self.kinds.items() if kind.snapshots_per_pass is not None}
         for endpoint in self.store.endpoints:
             if endpoint["Type"] in capped:
                 capped[endpoint["Type"]].append(endpoint["Id"])
-            elif endpoint["Type"] in self.connector_kinds:
+            elif endpoint["Type"] in self.kinds:
                 ids.append(endpoint["Id"])
-        for kind, kind_ids in capped.items():
+        for kind_type, kind_ids in capped.items():
             kind_ids.sort(key=lambda i: self.snapshot_attempted.get(i, 0))
-            ids += kind_ids[:self.periodic_snapshot_caps[kind]]
+            ids += kind_ids[:self.kinds[kind_type].snapshots_per_pass]
         await asyncio.gather(*(self.snapshot(i) for i in ids))
 
 
@@ -5376,10 +5356,10 @@ async def handle_endpoint_create(request: web.Request) -> web.Response:
     if not isinstance(name, str) or not name.strip():
         raise BadRequest("Name is required")
     creation_type = form_int(fields, "EndpointCreationType", ENDPOINT_DOCKER)
-    hooks: EndpointKinds = request.app[ENDPOINT_KINDS]
-    if creation_type not in hooks.creators:
-        raise BadRequest(f"EndpointCreationType {creation_type} is not supported",
-                         f"supported: {sorted(hooks.creators)}")
+    kinds = request.app[ENVIRONMENTS].kinds
+    kind = kinds.get(creation_type)
+    if kind is None:
+        raise BadRequest(f"EndpointCreationType {creation_type} is not supported", f"supported: {sorted(kinds)}")
     store = request.app[STORE]
     if any(ep["Name"].lower() == name.strip().lower() for ep in store.endpoints):
         raise Conflict(f"an environment named {name.strip()!r} already exists")
@@ -5392,7 +5372,7 @@ async def handle_endpoint_create(request: web.Request) -> web.Response:
     tag_ids = fields.get("TagIds")
     if isinstance(tag_ids, list):
         endpoint["TagIds"] = [t for t in tag_ids if isinstance(t, int)]
-    await hooks.creators[creation_type](request, endpoint, fields, files)
+    await kind.create(request, endpoint, fields, files)
     endpoint["Id"] = store.endpoints.new_id()
     for name_in_form, file_name in (("TLSCACertFile", "ca.pem"), ("TLSCertFile", "cert.pem"),
                                     ("TLSKeyFile", "key.pem")):
@@ -5405,75 +5385,80 @@ async def handle_endpoint_create(request: web.Request) -> web.Response:
     environments = request.app[ENVIRONMENTS]
     await environments.snapshot(endpoint["Id"])
     view = environments.public_view(endpoint)
-    if creation_type in hooks.answers:
-        hooks.answers[creation_type](request, endpoint, view)
+    kind.answer_created(request, endpoint, view)
     return json_response(view)
 
 
-async def create_docker_endpoint(request: web.Request, endpoint: dict, fields: dict, files: dict) -> None:
-    url = fields.get("URL")
-    if not isinstance(url, str) or not url.strip():
-        raise BadRequest("URL is required, e.g. unix:///var/run/docker.sock or tcp://10.0.0.5:2375")
-    endpoint["URL"] = normalise_docker_url(url, ENDPOINT_DOCKER)
+class DockerApiKind(EnvironmentKind):
+    """A Docker engine's own API: its local socket (unix://) or TCP, with TLS files when given."""
+
+    type = ENDPOINT_DOCKER
+
+    def connector(self, endpoint: dict) -> DockerConnector:
+        return SocketConnector(endpoint, self.app[ENVIRONMENTS].tls_directory(endpoint["Id"]))
+
+    async def create(self, request: web.Request, endpoint: dict, fields: dict, files: dict) -> None:
+        url = fields.get("URL")
+        if not isinstance(url, str) or not url.strip():
+            raise BadRequest("URL is required, e.g. unix:///var/run/docker.sock or tcp://10.0.0.5:2375")
+        endpoint["URL"] = normalise_docker_url(url, ENDPOINT_DOCKER)
+
+    def check_update(self, endpoint: dict, changes: dict) -> None:
+        if "URL" in changes:
+            changes["URL"] = normalise_docker_url(changes["URL"], ENDPOINT_DOCKER)
 
 
-async def create_agent_endpoint(request: web.Request, endpoint: dict, fields: dict, files: dict) -> None:
-    """Reach the agent, record the fingerprint of its certificate (trusted from now on) and check it accepts us."""
-    url = fields.get("URL")
-    if not isinstance(url, str) or not url.strip():
-        raise BadRequest("URL is required: the agent's host:port, e.g. 10.0.0.5:9001")
-    endpoint["URL"] = normalise_docker_url(url, ENDPOINT_AGENT)
-    try:
-        reader, writer, fingerprint = await open_agent_stream(endpoint["URL"])
-    except shared.DockerUnreachable as exc:
-        raise BadGateway(f"cannot reach an agent at {endpoint['URL']}", str(exc)) from None
-    connection = shared.HttpConnection(reader, writer)
-    try:
-        await connection.send_head("GET", "/ping", [("Host", "agent"), ("Connection", "close")])
-        status, _, headers = await asyncio.wait_for(connection.read_head(), 10)
-    except (shared.DockerUnreachable, ConnectionError, asyncio.TimeoutError) as exc:
-        raise BadGateway(f"the agent at {endpoint['URL']} did not answer", str(exc)) from None
-    finally:
-        connection.close()
-    if status != 204 or "Portainer-Agent" not in headers:
-        raise BadRequest(f"{endpoint['URL']} is not a Portainer agent", f"GET /ping answered {status}")
-    endpoint["Agent"] = {"Version": headers["Portainer-Agent"], "CertificateFingerprint": fingerprint}
-    secret = fields.get("AgentSecret")
-    if isinstance(secret, str) and secret:
-        endpoint["_AgentSecret"] = secret
-    connector = AgentConnector(endpoint, request.app[AGENT_SIGNER], request.app[CONFIG].agent_secret)
-    try:
-        await connector.request_json("GET", "/version", timeout=15)
-    except ApiError as exc:
-        if exc.status == 403:
-            raise Forbidden(f"the agent refused this server: {exc.message}",
-                            "set the same AGENT_SECRET on both sides, or restart the agent to pair it anew") from None
-        raise
-    finally:
-        connector.close()
+class AgentKind(EnvironmentKind):
+    """A Portainer agent: TLS to the agent, whose certificate is pinned at creation; every request is signed."""
 
+    type = ENDPOINT_AGENT
 
-def register_agent_kind(app: web.Application) -> None:
-    """Agent environments: how they are created and how the server connects to them."""
-    signer = shared.RequestSigner(shared.load_or_create_signing_key(
-        os.path.join(app[STORE].directory, "agent_signature.pem")))
-    app[AGENT_SIGNER] = signer
-    secret = app[CONFIG].agent_secret
-    app[ENVIRONMENTS].connector_kinds[ENDPOINT_AGENT] = lambda ep: AgentConnector(ep, signer, secret)
-    app[ENDPOINT_KINDS].creators[ENDPOINT_AGENT] = create_agent_endpoint
+    def __init__(self, app: web.Application):
+        super().__init__(app)
+        self.signer = app[AGENT_SIGNER] = shared.RequestSigner(shared.load_or_create_signing_key(
+            os.path.join(app[STORE].directory, "agent_signature.pem")))
 
+    def connector(self, endpoint: dict) -> DockerConnector:
+        return AgentConnector(endpoint, self.signer, self.app[CONFIG].agent_secret)
 
-class EndpointKinds:
-    """What each EndpointCreationType needs at creation; the agent and edge kinds register themselves here."""
+    async def create(self, request: web.Request, endpoint: dict, fields: dict, files: dict) -> None:
+        """Reach the agent, pin its certificate's fingerprint (trusted from now on), check it accepts us."""
+        url = fields.get("URL")
+        if not isinstance(url, str) or not url.strip():
+            raise BadRequest("URL is required: the agent's host:port, e.g. 10.0.0.5:9001")
+        endpoint["URL"] = normalise_docker_url(url, ENDPOINT_AGENT)
+        try:
+            reader, writer, fingerprint = await open_agent_stream(endpoint["URL"])
+        except shared.DockerUnreachable as exc:
+            raise BadGateway(f"cannot reach an agent at {endpoint['URL']}", str(exc)) from None
+        connection = shared.HttpConnection(reader, writer)
+        try:
+            await connection.send_head("GET", "/ping", [("Host", "agent"), ("Connection", "close")])
+            status, _, headers = await asyncio.wait_for(connection.read_head(), 10)
+        except (shared.DockerUnreachable, ConnectionError, asyncio.TimeoutError) as exc:
+            raise BadGateway(f"the agent at {endpoint['URL']} did not answer", str(exc)) from None
+        finally:
+            connection.close()
+        if status != 204 or "Portainer-Agent" not in headers:
+            raise BadRequest(f"{endpoint['URL']} is not a Portainer agent", f"GET /ping answered {status}")
+        endpoint["Agent"] = {"Version": headers["Portainer-Agent"], "CertificateFingerprint": fingerprint}
+        secret = fields.get("AgentSecret")
+        if isinstance(secret, str) and secret:
+            endpoint["_AgentSecret"] = secret
+        connector = AgentConnector(endpoint, self.signer, request.app[CONFIG].agent_secret)
+        try:
+            await connector.request_json("GET", "/version", timeout=15)
+        except ApiError as exc:
+            if exc.status == 403:
+                raise Forbidden(f"the agent refused this server: {exc.message}", "set the same AGENT_SECRET on "
+                                "both sides, or restart the agent to pair it anew") from None
+            raise
+        finally:
+            connector.close()
 
-    def __init__(self):
-        self.creators: dict[int, Callable[[web.Request, dict, dict, dict], Awaitable[None]]] = {
-            ENDPOINT_DOCKER: create_docker_endpoint,
-        }
-        # What a kind adds to the creation answer only (e.g. an edge key, shown to the administrator who made it).
-        self.answers: dict[int, Callable[[web.Request, dict, dict], None]] = {}
-        # What a kind lets go of when its environment is removed (e.g. the edge agent's tunnel).
-        self.removers: dict[int, Callable[[web.Application, dict], None]] = {}
+    def check_update(self, endpoint: dict, changes: dict) -> None:
+        if "URL" in changes:
+            changes["URL"] = normalise_docker_url(changes["URL"], ENDPOINT_AGENT)
 
 
 def visible_endpoints(request: web.Request) -> list[dict]:
@@ -5537,8 +5522,9 @@ async def handle_endpoint_update(request: web.Request) -> web.Response:
         if any(ep["Name"].lower() == changes["Name"].strip().lower() and ep["Id"] != endpoint_id
                for ep in store.endpoints):
             raise Conflict(f"an environment named {changes['Name'].strip()!r} already exists")
-    if "URL" in changes and endpoint["Type"] in (ENDPOINT_DOCKER, ENDPOINT_AGENT):
-        changes["URL"] = normalise_docker_url(changes["URL"], endpoint["Type"])
+    kind = environments.kinds.get(endpoint["Type"])
+    if kind is not None:
+        kind.check_update(endpoint, changes)
     for policies in ("UserAccessPolicies", "TeamAccessPolicies"):
         if policies in changes:
             for key, value in changes[policies].items():
@@ -5585,9 +5571,9 @@ async def handle_endpoint_delete(request: web.Request) -> web.Response:
     environments = request.app[ENVIRONMENTS]
     endpoint = request.app[STORE].endpoints.delete(endpoint_id)
     await request.app[STORE].commit()
-    remove_kind = request.app[ENDPOINT_KINDS].removers.get(endpoint["Type"])
-    if remove_kind is not None:
-        remove_kind(request.app, endpoint)
+    kind = environments.kinds.get(endpoint["Type"])
+    if kind is not None:
+        kind.removed(endpoint)
     environments.forget(endpoint_id)
     environments.status.pop(endpoint_id, None)
     environments.snapshots.pop(endpoint_id, None)
@@ -5651,579 +5637,6 @@ async def handle_tag_delete(request: web.Request) -> web.Response:
             holder["TagIds"] = [t for t in holder["TagIds"] if t != tag_id]
     await store.commit()
     return web.Response(status=204)
-
-
-# ================================================================================================================
-# API handlers: edge environments (edge keys, the tunnel endpoint, association)
-# ================================================================================================================
-
-MAX_EDGE_ID = 128
-
-
-def server_certificate_path(config: argparse.Namespace) -> str:
-    return config.sslcert or load_or_create_certificate(os.path.abspath(config.data))[0]
-
-
-def edge_key_for(app: web.Application, endpoint: dict) -> str:
-    """The key is derived, not stored: it always pins the certificate the server presents now."""
-    fingerprint = certificate_fingerprint(server_certificate_path(app[CONFIG]))
-    return shared.EdgeKey(endpoint["URL"], endpoint["Id"], fingerprint, endpoint["_EdgeSecret"]).encode()
-
-
-def edge_agent_command(key: str) -> str:
-    return f"EDGE=1 EDGE_KEY={key} EDGE_ID=$(cat /etc/machine-id) python3 agent.py"
-
-
-def default_edge_server_url(request: web.Request) -> str:
-    """Where agents dial when the administrator names no address: the host they reached us by, HTTPS port."""
-    _, port = split_bind(request.app[CONFIG].bind_https)
-    host = urllib.parse.urlsplit("//" + request.host).hostname or "localhost"
-    return f"https://{'[' + host + ']' if ':' in host else host}:{port}"
-
-
-async def create_edge_endpoint(request: web.Request, endpoint: dict, fields: dict, files: dict) -> None:
-    url = str(fields.get("URL") or default_edge_server_url(request)).strip()
-    parsed = urllib.parse.urlsplit(url)
-    if parsed.scheme != "https" or not parsed.hostname:
-        raise BadRequest("URL must be this server's HTTPS address as edge agents reach it",
-                         "for example https://portainer.example.com:9443")
-    endpoint["URL"] = f"https://{parsed.netloc}"
-    endpoint["EdgeID"] = ""
-    endpoint["_EdgeSecret"] = secrets.token_urlsafe(32)
-
-
-def answer_edge_endpoint(request: web.Request, endpoint: dict, view: dict) -> None:
-    view["EdgeKey"] = edge_key_for(request.app, endpoint)
-    view["EdgeAgentCommand"] = edge_agent_command(view["EdgeKey"])
-
-
-def remove_edge_endpoint(app: web.Application, endpoint: dict) -> None:
-    tunnels = app[EDGE_TUNNELS]
-    tunnels.refused.pop(endpoint["Id"], None)
-    tunnels.last_seen.pop(endpoint["Id"], None)
-    tunnel = tunnels.tunnels.get(endpoint["Id"])
-    if tunnel is not None:
-        tunnels.spawn(tunnel.ws.close(code=shared.aiohttp.WSCloseCode.POLICY_VIOLATION,
-                                      message=b"environment removed"))
-
-
-def extend_edge_view(tunnels: EdgeTunnels, endpoint: dict, view: dict) -> None:
-    if endpoint["Type"] == ENDPOINT_EDGE:
-        view["LastCheckInDate"] = tunnels.seen(endpoint["Id"])
-        view["EdgeTunnelConnected"] = tunnels.is_connected(endpoint["Id"])
-        view["EdgeRefused"] = tunnels.refused.get(endpoint["Id"])
-
-
-def edge_endpoint(request: web.Request) -> dict:
-    endpoint = request.app[STORE].endpoints.get(path_id(request))
-    if endpoint["Type"] != ENDPOINT_EDGE:
-        raise BadRequest(f"environment {endpoint['Id']} is not an edge environment")
-    return endpoint
-
-
-async def handle_edge_key(request: web.Request) -> web.Response:
-    """An edge environment's key and the command that starts its agent (administrators)."""
-    require_admin(request)
-    endpoint = edge_endpoint(request)
-    key = edge_key_for(request.app, endpoint)
-    return json_response({"EdgeKey": key, "EdgeAgentCommand": edge_agent_command(key)})
-
-
-async def handle_endpoint_association(request: web.Request) -> web.Response:
-    """Re-associate an edge environment: bind {EdgeID}, or with none let the next agent that connects bind."""
-    require_admin(request)
-    endpoint = edge_endpoint(request)
-    body = await read_json_object(request) if request.can_read_body else {}
-    edge_id = field(body, "EdgeID", str, required=False, default="").strip()
-    if len(edge_id) > MAX_EDGE_ID:
-        raise BadRequest(f"EdgeID is longer than {MAX_EDGE_ID} characters")
-    endpoint["EdgeID"] = edge_id
-    await request.app[STORE].commit()
-    tunnels = request.app[EDGE_TUNNELS]
-    tunnels.refused.pop(endpoint["Id"], None)
-    tunnel = tunnels.tunnels.get(endpoint["Id"])
-    if tunnel is not None:
-        await tunnel.ws.close(code=shared.aiohttp.WSCloseCode.POLICY_VIOLATION, message=b"re-associated")
-    log.info("environment %s re-associated to Edge ID %r", endpoint["Id"], edge_id or "(next agent)")
-    return json_response(request.app[ENVIRONMENTS].public_view(endpoint))
-
-
-@public
-async def handle_edge_tunnel(request: web.Request) -> web.StreamResponse:
-    """The edge agent's tunnel: a WebSocket on the HTTPS port; the agent proves itself with its key's secret."""
-    if not request.secure:
-        raise Forbidden("the edge tunnel is served on the HTTPS port only")
-    app = request.app
-    raw_id = request.headers.get(shared.EDGE_ENDPOINT_HEADER, "")
-    secret = request.headers.get(shared.EDGE_SECRET_HEADER, "")
-    edge_id = request.headers.get(shared.EDGE_ID_HEADER, "").strip()
-    endpoint = app[STORE].endpoints.find(raw_id) if raw_id.isdigit() else None
-    if endpoint is None or endpoint["Type"] != ENDPOINT_EDGE or not secret or \
-            not hmac.compare_digest(secret.encode(), endpoint["_EdgeSecret"].encode()):
-        log.warning("edge tunnel refused from %s: unknown environment or wrong secret", client_address(request))
-        raise Unauthorized("invalid edge key")
-    if not edge_id or len(edge_id) > MAX_EDGE_ID:
-        raise BadRequest(f"the {shared.EDGE_ID_HEADER} header must carry the agent's Edge ID")
-    endpoint_id = endpoint["Id"]
-    tunnels, environments = app[EDGE_TUNNELS], app[ENVIRONMENTS]
-    if not endpoint.get("EdgeID"):
-        endpoint["EdgeID"] = edge_id
-        await app[STORE].commit()
-        log.info("environment %s is now associated with Edge ID %s", endpoint_id, edge_id)
-    elif endpoint["EdgeID"] != edge_id:
-        tunnels.refused[endpoint_id] = {"EdgeID": edge_id, "Address": client_address(request), "Time": now()}
-        log.warning("edge tunnel refused for environment %s: Edge ID %r is not the associated one",
-                    endpoint_id, edge_id)
-        raise Forbidden("this edge key is associated with another Edge ID",
-                        "an administrator can re-associate the environment")
-    heartbeat = app[CONFIG].edge_heartbeat
-    ws = web.WebSocketResponse(heartbeat=heartbeat, receive_timeout=shared.tunnel_receive_timeout(heartbeat),
-                               max_msg_size=shared.TUNNEL_MAX_MESSAGE, compress=False,
-                               timeout=shared.TUNNEL_CLOSE_TIMEOUT)
-    await ws.prepare(request)
-    tunnel = shared.Tunnel(ws)
-    previous = tunnels.tunnels.get(endpoint_id)
-    tunnels.tunnels[endpoint_id] = tunnel
-    tunnels.websockets.add(ws)
-    environments.forget(endpoint_id)  # pooled connections ran over the previous tunnel
-    if previous is not None:
-        await previous.ws.close(code=shared.aiohttp.WSCloseCode.GOING_AWAY, message=b"replaced")
-    environments.status[endpoint_id] = STATUS_UP
-    log.info("edge agent of environment %s connected from %s", endpoint_id, client_address(request))
-    for notify in tunnels.on_connect:
-        notify(endpoint_id)
-    try:
-        await tunnel.run()
-    finally:
-        if endpoint_id in app[STORE].endpoints:
-            tunnels.last_seen[endpoint_id] = now()
-        if tunnels.tunnels.get(endpoint_id) is tunnel:
-            del tunnels.tunnels[endpoint_id]
-            environments.status[endpoint_id] = STATUS_DOWN
-            environments.forget(endpoint_id)
-        log.info("edge agent of environment %s disconnected", endpoint_id)
-    return ws
-
-
-async def close_edge_tunnels(app: web.Application) -> None:
-    """At shutdown, tell every edge agent the server is going away, so it reconnects at once when it is back."""
-    await asyncio.gather(*(ws.close(code=shared.aiohttp.WSCloseCode.GOING_AWAY, message=b"server shutdown")
-                           for ws in list(app[EDGE_TUNNELS].websockets)), return_exceptions=True)
-
-
-# ================================================================================================================
-# API handlers: edge groups (static lists or tag-based) and edge jobs (scripts run on edge hosts)
-# ================================================================================================================
-
-EDGE_JOB_TIMEOUT = 3600
-EDGE_JOB_OUTPUT_LIMIT = 64 * 1024
-EDGE_JOB_RUNS_KEPT = 5
-EDGE_JOB_LABEL = "io.portainer.edgejob"
-LOGS_IDLE, LOGS_PENDING, LOGS_COLLECTED = 1, 2, 3
-
-
-def edge_environment_ids(store: Store) -> set[int]:
-    return {ep["Id"] for ep in store.endpoints if ep["Type"] == ENDPOINT_EDGE}
-
-
-def edge_group_view(store: Store, group: dict) -> dict:
-    return {**group, "TrustedEndpoints": edge_group_endpoint_ids(store, group["Id"])}
-
-
-def id_list(body: dict, name: str) -> list[int]:
-    values = field(body, name, list, required=False, default=[])
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        raise BadRequest(f"{name} must be a list of ids")
-    return sorted(set(values))
-
-
-def checked_edge_group(store: Store, body: dict, group_id: int | None) -> dict:
-    name = field(body, "Name", str).strip()
-    if not name:
-        raise BadRequest("Name is required")
-    if any(g["Name"].lower() == name.lower() and g["Id"] != group_id for g in store.edge_groups):
-        raise Conflict(f"an edge group named {name!r} already exists")
-    dynamic = field(body, "Dynamic", bool, required=False, default=False)
-    tag_ids, endpoints = id_list(body, "TagIds"), id_list(body, "Endpoints")
-    if dynamic and not tag_ids:
-        raise BadRequest("a dynamic edge group needs TagIds")
-    not_edge = set(endpoints) - edge_environment_ids(store)
-    if not dynamic and not_edge:
-        raise BadRequest(f"not edge environments: {sorted(not_edge)}")
-    return {"Name": name, "Dynamic": dynamic, "TagIds": tag_ids if dynamic else [],
-            "Endpoints": [] if dynamic else endpoints,
-            "PartialMatch": field(body, "PartialMatch", bool, required=False, default=False)}
-
-
-async def handle_edge_groups_list(request: web.Request) -> web.Response:
-    """Edge groups with the environments each holds now (administrators)."""
-    require_admin(request)
-    store = request.app[STORE]
-    return json_response([edge_group_view(store, g) for g in store.edge_groups])
-
-
-async def handle_edge_group_create(request: web.Request) -> web.Response:
-    """Create an edge group {Name, Dynamic, TagIds, Endpoints, PartialMatch} (administrators)."""
-    require_admin(request)
-    store = request.app[STORE]
-    group = checked_edge_group(store, await read_json_object(request), None)
-    group["Id"] = store.edge_groups.new_id()
-    store.edge_groups.add(group)
-    await store.commit()
-    return json_response(edge_group_view(store, group))
-
-
-async def handle_edge_group_inspect(request: web.Request) -> web.Response:
-    """One edge group (administrators)."""
-    require_admin(request)
-    store = request.app[STORE]
-    return json_response(edge_group_view(store, store.edge_groups.get(path_id(request))))
-
-
-async def handle_edge_group_update(request: web.Request) -> web.Response:
-    """Replace an edge group's name, kind, tags or environments (administrators)."""
-    require_admin(request)
-    store = request.app[STORE]
-    group = store.edge_groups.get(path_id(request))
-    group.update(checked_edge_group(store, await read_json_object(request), group["Id"]))
-    await store.commit()
-    return json_response(edge_group_view(store, group))
-
-
-async def handle_edge_group_delete(request: web.Request) -> web.Response:
-    """Delete an edge group no edge job uses (administrators)."""
-    require_admin(request)
-    store = request.app[STORE]
-    group = store.edge_groups.get(path_id(request))
-    users = [j["Name"] for j in store.edge_jobs if group["Id"] in j["EdgeGroups"]]
-    if users:
-        raise Conflict(f"edge group {group['Name']!r} is used by edge jobs: {', '.join(users)}")
-    store.edge_groups.delete(group["Id"])
-    await store.commit()
-    return web.Response(status=204)
-
-
-CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 6))
-
-
-def parse_cron(expression: str) -> list[set[int]]:
-    """Five cron fields (minute hour day month weekday) with *, lists, ranges and steps."""
-    parts = expression.split()
-    if len(parts) != 5:
-        raise BadRequest(f"invalid CronExpression {expression!r}", "five fields: minute hour day month weekday")
-    fields = []
-    for text, (low, high) in zip(parts, CRON_RANGES):
-        values: set[int] = set()
-        for item in text.split(","):
-            base, _, step = item.partition("/")
-            try:
-                every = int(step) if step else 1
-                if base == "*":
-                    start, end = low, high
-                elif "-" in base:
-                    start, end = (int(x) for x in base.split("-", 1))
-                else:
-                    start = int(base)
-                    end = high if step else start
-            except ValueError:
-                raise BadRequest(f"invalid CronExpression {expression!r}", f"cannot read {item!r}") from None
-            if not low <= start <= end <= high or every < 1:
-                raise BadRequest(f"invalid CronExpression {expression!r}", f"{item!r} is outside {low}-{high}")
-            values.update(range(start, end + 1, every))
-        fields.append(values)
-    return fields
-
-
-def cron_matches(fields: list[set[int]], moment: time.struct_time) -> bool:
-    minute, hour, day, month, weekday = fields
-    return (moment.tm_min in minute and moment.tm_hour in hour and moment.tm_mday in day
-            and moment.tm_mon in month and (moment.tm_wday + 1) % 7 in weekday)
-
-
-def demultiplex_docker_log(raw: bytes) -> str:
-    """A container's log stream without the 8-byte frame headers Docker adds when there is no TTY."""
-    parts, offset = [], 0
-    while offset + 8 <= len(raw) and raw[offset] in (0, 1, 2) and raw[offset + 1:offset + 4] == b"\0\0\0":
-        size = int.from_bytes(raw[offset + 4:offset + 8], "big")
-        parts.append(raw[offset + 8:offset + 8 + size])
-        offset += 8 + size
-    text = b"".join(parts) if offset >= len(raw) else raw
-    return text.decode(errors="replace")
-
-
-async def run_script_on_engine(connector: DockerConnector, job: dict, image: str) -> tuple[int, str]:
-    """Run a job's script in a container on an engine, answer its exit code and output, remove the container.
-    In host mode the container shares the host's PID and network namespaces and chroots into the host's root
-    filesystem, so the script sees and changes the host (with a container's default capabilities)."""
-    script = job["FileContent"]
-    config: dict = {"Image": job.get("Image") or image, "Cmd": ["sh", "-c", script], "Tty": False,
-                    "Labels": {EDGE_JOB_LABEL: str(job["Id"])}, "HostConfig": {}}
-    if job.get("Mode") == "host":
-        config["Cmd"] = ["chroot", "/host", "sh", "-c", script]
-        config["HostConfig"] = {"PidMode": "host", "NetworkMode": "host", "Binds": ["/:/host"]}
-    container = answered_id(await connector.request_json("POST", "/containers/create", config))
-    try:
-        await connector.request_json("POST", f"/containers/{container}/start")
-        waited = await connector.request_json("POST", f"/containers/{container}/wait", timeout=EDGE_JOB_TIMEOUT)
-        response = await connector.request("GET", f"/containers/{container}/logs?stdout=1&stderr=1")
-        raw = b""
-        async with response:
-            async for chunk in response.iter_chunks():
-                raw += chunk[:EDGE_JOB_OUTPUT_LIMIT - len(raw)]
-                if len(raw) >= EDGE_JOB_OUTPUT_LIMIT:
-                    break
-        exit_code = as_dict(waited).get("StatusCode")
-        return (exit_code if isinstance(exit_code, int) and not isinstance(exit_code, bool) else -1,
-                demultiplex_docker_log(raw))
-    finally:
-        with contextlib.suppress(ApiError):
-            await connector.request_json("DELETE", f"/containers/{container}?force=1")
-
-
-class EdgeJobRunner:
-    """Runs edge jobs through the tunnels. A run waits in its job (stored, so a restart loses none) until the
-    host's agent is connected; each finished run's exit code and output are kept per host."""
-
-    def __init__(self, app: web.Application):
-        self.app = app
-        self.running: set[tuple[int, int]] = set()
-        self.tasks: set[asyncio.Task] = set()
-
-    def targets(self, job: dict) -> list[int]:
-        store = self.app[STORE]
-        ids = set(job["Endpoints"]) & edge_environment_ids(store)
-        for group_id in job["EdgeGroups"]:
-            if group_id in store.edge_groups:
-                ids.update(edge_group_endpoint_ids(store, group_id))
-        return sorted(ids)
-
-    async def queue(self, job: dict) -> None:
-        job["_Pending"] = sorted(set(job.get("_Pending", [])) | set(self.targets(job)))
-        await self.app[STORE].commit()
-        self.dispatch()
-
-    def dispatch(self, endpoint_id: int | None = None) -> None:
-        """Start every waiting run whose host is connected (only that host's when one is named)."""
-        tunnels = self.app[EDGE_TUNNELS]
-        for job in self.app[STORE].edge_jobs:
-            for target in job.get("_Pending", []):
-                if (endpoint_id in (None, target) and tunnels.is_connected(target)
-                        and (job["Id"], target) not in self.running):
-                    self.running.add((job["Id"], target))
-                    task = asyncio.ensure_future(self.run(job["Id"], target))
-                    self.tasks.add(task)
-                    task.add_done_callback(self.tasks.discard)
-
-    async def run(self, job_id: int, endpoint_id: int) -> None:
-        store = self.app[STORE]
-        try:
-            job = store.edge_jobs.find(job_id)
-            if job is None:
-                return
-            started = now()
-            try:
-                connector = self.app[ENVIRONMENTS].connector(endpoint_id)
-                exit_code, output = await run_script_on_engine(connector, job, self.app[CONFIG].edge_job_image)
-                error = ""
-            except (BadGateway, GatewayTimeout) as exc:
-                log.info("edge job %s on environment %s waits for the host: %s", job_id, endpoint_id, exc.details)
-                return
-            except ApiError as exc:
-                exit_code, output, error = -1, "", exc.message
-            job = store.edge_jobs.find(job_id)
-            if job is None:
-                return
-            runs = job.setdefault("Results", {}).setdefault(str(endpoint_id), [])
-            runs.append({"Time": started, "Duration": now() - started, "ExitCode": exit_code, "Output": output,
-                         "Error": error})
-            del runs[:-EDGE_JOB_RUNS_KEPT]
-            job["_Pending"] = [e for e in job.get("_Pending", []) if e != endpoint_id]
-            await store.commit()
-            log.info("edge job %s on environment %s exited %s", job_id, endpoint_id, exit_code)
-        finally:
-            self.running.discard((job_id, endpoint_id))
-
-    async def schedule(self) -> None:
-        """Once a minute (never more often), queue the recurring jobs whose cron expression matches."""
-        while True:
-            await asyncio.sleep(60 - time.time() % 60 + 0.5)
-            moment = time.localtime()
-            for job in self.app[STORE].edge_jobs:
-                if job["Recurring"] and cron_matches(parse_cron(job["CronExpression"]), moment):
-                    await self.queue(job)
-
-
-def edge_job_view(app: web.Application, job: dict) -> dict:
-    """Portainer's shape: Endpoints maps each target to the state of its logs."""
-    pending = set(job.get("_Pending", []))
-    results = job.get("Results", {})
-    endpoints = {str(e): {"CollectLogs": False, "LogsStatus": LOGS_PENDING if e in pending else
-                          LOGS_COLLECTED if str(e) in results else LOGS_IDLE}
-                 for e in app[EDGE_JOBS].targets(job)}
-    view = app[STORE].edge_jobs.public_view(job)
-    for bulky in ("FileContent", "Results"):  # served by their own routes
-        view.pop(bulky, None)
-    view["Endpoints"] = endpoints
-    return view
-
-
-def checked_edge_job(store: Store, body: dict) -> dict:
-    name = field(body, "Name", str).strip()
-    if not name or not re.fullmatch(r"[\w .-]{1,128}", name):
-        raise BadRequest("Name is required: letters, digits, spaces, '.', '_' or '-'")
-    script = field(body, "FileContent", str)
-    if not script.strip():
-        raise BadRequest("FileContent (the script) is required")
-    recurring = field(body, "Recurring", bool, required=False, default=False)
-    cron = field(body, "CronExpression", str, required=False, default="").strip()
-    if recurring:
-        parse_cron(cron)
-    groups, endpoints = id_list(body, "EdgeGroups"), id_list(body, "Endpoints")
-    missing = [g for g in groups if g not in store.edge_groups]
-    if missing:
-        raise BadRequest(f"edge groups not found: {missing}")
-    not_edge = set(endpoints) - edge_environment_ids(store)
-    if not_edge:
-        raise BadRequest(f"not edge environments: {sorted(not_edge)}")
-    if not groups and not endpoints:
-        raise BadRequest("choose the hosts: EdgeGroups or Endpoints")
-    mode = field(body, "Mode", str, required=False, default="container")
-    if mode not in ("container", "host"):
-        raise BadRequest("Mode is 'container' (the script runs in a container) or 'host'")
-    return {"Name": name, "FileContent": script, "Recurring": recurring, "CronExpression": cron,
-            "EdgeGroups": groups, "Endpoints": endpoints, "Mode": mode,
-            "Image": field(body, "Image", str, required=False, default="")}
-
-
-async def handle_edge_jobs_list(request: web.Request) -> web.Response:
-    """Edge jobs (administrators)."""
-    require_admin(request)
-    return json_response([edge_job_view(request.app, j) for j in request.app[STORE].edge_jobs])
-
-
-async def handle_edge_job_create(request: web.Request) -> web.Response:
-    """Create an edge job {Name, FileContent, EdgeGroups, Endpoints, Recurring, CronExpression, Image, Mode};
-    a job that is not recurring runs once on each host, as soon as the host is connected (administrators)."""
-    require_admin(request)
-    store = request.app[STORE]
-    job = checked_edge_job(store, await read_json_object(request))
-    job.update({"Id": store.edge_jobs.new_id(), "Created": now(), "Version": 1, "Results": {}, "_Pending": []})
-    store.edge_jobs.add(job)
-    if job["Recurring"]:
-        await store.commit()
-    else:
-        await request.app[EDGE_JOBS].queue(job)
-    return json_response(edge_job_view(request.app, job))
-
-
-async def handle_edge_job_inspect(request: web.Request) -> web.Response:
-    """One edge job (administrators)."""
-    require_admin(request)
-    return json_response(edge_job_view(request.app, request.app[STORE].edge_jobs.get(path_id(request))))
-
-
-async def handle_edge_job_update(request: web.Request) -> web.Response:
-    """Replace an edge job's script, hosts or schedule (administrators); past results stay."""
-    require_admin(request)
-    store = request.app[STORE]
-    job = store.edge_jobs.get(path_id(request))
-    job.update(checked_edge_job(store, await read_json_object(request)))
-    await store.commit()
-    return json_response(edge_job_view(request.app, job))
-
-
-async def handle_edge_job_delete(request: web.Request) -> web.Response:
-    """Delete an edge job and its results (administrators)."""
-    require_admin(request)
-    store = request.app[STORE]
-    store.edge_jobs.delete(path_id(request))
-    await store.commit()
-    return web.Response(status=204)
-
-
-async def handle_edge_job_file(request: web.Request) -> web.Response:
-    """An edge job's script (administrators)."""
-    require_admin(request)
-    return json_response({"FileContent": request.app[STORE].edge_jobs.get(path_id(request))["FileContent"]})
-
-
-async def handle_edge_job_run(request: web.Request) -> web.Response:
-    """Run an edge job now on all its hosts (each as soon as it is connected) (administrators)."""
-    require_admin(request)
-    job = request.app[STORE].edge_jobs.get(path_id(request))
-    await request.app[EDGE_JOBS].queue(job)
-    return json_response(edge_job_view(request.app, job))
-
-
-async def handle_edge_job_tasks(request: web.Request) -> web.Response:
-    """One task per host of an edge job: its connection, whether a run waits, and the latest run."""
-    require_admin(request)
-    app = request.app
-    job = app[STORE].edge_jobs.get(path_id(request))
-    pending = set(job.get("_Pending", []))
-    tasks = []
-    for endpoint_id in app[EDGE_JOBS].targets(job):
-        runs = job.get("Results", {}).get(str(endpoint_id), [])
-        latest = runs[-1] if runs else None
-        tasks.append({"Id": endpoint_id, "EndpointId": endpoint_id,
-                      "EndpointName": app[STORE].endpoints.get(endpoint_id)["Name"],
-                      "Connected": app[EDGE_TUNNELS].is_connected(endpoint_id),
-                      "LogsStatus": LOGS_PENDING if endpoint_id in pending else
-                      LOGS_COLLECTED if latest else LOGS_IDLE,
-                      "LastRun": {k: v for k, v in latest.items() if k != "Output"} if latest else None,
-                      "Runs": len(runs)})
-    return json_response(tasks)
-
-
-async def handle_edge_job_task_logs(request: web.Request) -> web.Response:
-    """The output of the latest run of an edge job on one host: {FileContent, ExitCode, Time, Error}."""
-    require_admin(request)
-    job = request.app[STORE].edge_jobs.get(path_id(request))
-    runs = job.get("Results", {}).get(str(path_id(request, "taskId")), [])
-    if not runs:
-        raise NotFound("this edge job has not run on that host yet")
-    latest = runs[-1]
-    return json_response({"FileContent": latest["Output"], "ExitCode": latest["ExitCode"], "Time": latest["Time"],
-                          "Error": latest["Error"]})
-
-
-async def edge_lifecycle(app: web.Application):
-    """The edge job scheduler runs for the server's lifetime."""
-    runner = app[EDGE_JOBS]
-    scheduler = asyncio.ensure_future(runner.schedule())
-    runner.dispatch()
-    yield
-    pending = [scheduler, *runner.tasks, *app[EDGE_TUNNELS].tasks]
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
-
-
-def reload_edge_after_restore(app: web.Application) -> None:
-    """A restored store may hold other environments and secrets: every agent reconnects and is checked again."""
-    tunnels = app[EDGE_TUNNELS]
-    tunnels.refused.clear()
-    for tunnel in list(tunnels.tunnels.values()):
-        tunnels.spawn(tunnel.ws.close(code=shared.aiohttp.WSCloseCode.GOING_AWAY, message=b"store restored"))
-
-
-def register_edge_kind(app: web.Application) -> None:
-    """Edge environments: their kind, connector and view, the tunnel registry and the edge job runner."""
-    tunnels = app[EDGE_TUNNELS] = EdgeTunnels()
-    environments = app[ENVIRONMENTS]
-    environments.connector_kinds[ENDPOINT_EDGE] = lambda endpoint: EdgeConnector(endpoint, tunnels)
-    environments.periodic_snapshot_caps[ENDPOINT_EDGE] = EDGE_SNAPSHOTS_PER_PASS
-    environments.view_extensions.append(lambda endpoint, view: extend_edge_view(tunnels, endpoint, view))
-    app[ENDPOINT_KINDS].creators[ENDPOINT_EDGE] = create_edge_endpoint
-    app[ENDPOINT_KINDS].answers[ENDPOINT_EDGE] = answer_edge_endpoint
-    app[ENDPOINT_KINDS].removers[ENDPOINT_EDGE] = remove_edge_endpoint
-    runner = app[EDGE_JOBS] = EdgeJobRunner(app)
-    tunnels.on_connect.append(runner.dispatch)
-    tunnels.on_connect.append(
-        lambda endpoint_id: tunnels.spawn(tunnels.snapshot_when_connected(environments, endpoint_id)))
-    app.on_shutdown.append(close_edge_tunnels)
-    app.cleanup_ctx.append(edge_lifecycle)
-    app[AFTER_RESTORE].append(reload_edge_after_restore)
 
 
 # ================================================================================================================
@@ -6524,7 +5937,7 @@ async def handle_stack_images_status(request: web.Request) -> web.Response:
 
 
 # ================================================================================================================
-# API handlers: stacks (compose and Swarm), outside projects, edge stacks
+# API handlers: stacks (compose and Swarm), outside projects
 # ================================================================================================================
 
 
@@ -7003,7 +6416,560 @@ async def handle_stack_adopt(request: web.Request) -> web.Response:
     return json_response(stack_view(request, await create_stack(request, STACK_COMPOSE, body, adopting=True)))
 
 
-# -- edge stacks --------------------------------------------------------------------------------------------------
+# ================================================================================================================
+# Edge: agents that dial in through a tunnel, the edge environment kind, edge groups, jobs and stacks
+# ================================================================================================================
+
+# -- tunnels: the connected edge agents, and the connector that reaches an engine through one ----------------------
+
+
+class EdgeTunnels:
+    """Live edge tunnels by environment id, in memory only: connecting, heartbeats and disconnecting never
+    write the store. Per tunnel the server keeps the WebSocket, its Tunnel and one last-seen stamp."""
+
+    def __init__(self):
+        self.tunnels: dict[int, shared.Tunnel] = {}
+        self.last_seen: dict[int, int] = {}
+        # The latest Edge ID refused per environment, shown to administrators so they can re-associate.
+        self.refused: dict[int, dict] = {}
+        self.websockets: weakref.WeakSet = weakref.WeakSet()
+        # Called with the environment id whenever its agent connects (edge jobs waiting for it run then).
+        self.on_connect: list[Callable[[int], None]] = []
+        self.tasks: set[asyncio.Task] = set()
+        # A fleet reconnecting after a restart is snapshotted a few at a time, not all at once.
+        self.snapshot_slots = asyncio.Semaphore(EDGE_CONNECT_SNAPSHOTS)
+
+    async def snapshot_when_connected(self, environments: "Environments", endpoint_id: int) -> None:
+        async with self.snapshot_slots:
+            if self.is_connected(endpoint_id):
+                await environments.snapshot(endpoint_id)
+
+    def spawn(self, coroutine: Awaitable) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def is_connected(self, endpoint_id: int) -> bool:
+        # a dead tunnel stays listed while its closing handshake times out; it carries nothing any more
+        tunnel = self.tunnels.get(endpoint_id)
+        return tunnel is not None and not tunnel.closed
+
+    def seen(self, endpoint_id: int) -> int:
+        return now() if endpoint_id in self.tunnels else self.last_seen.get(endpoint_id, 0)
+
+
+class EdgeConnector(DockerConnector):
+    """An edge host's engine, reached through the tunnel its agent opened: one tunnel stream per connection."""
+
+    def __init__(self, endpoint: dict, tunnels: EdgeTunnels):
+        self.tunnels = tunnels
+        super().__init__(endpoint)
+        self.client = shared.DockerClient(self.open_connection, max_idle=EDGE_IDLE_STREAMS)
+
+    async def open_connection(self) -> shared.HttpConnection:
+        tunnel = self.tunnels.tunnels.get(self.endpoint_id)
+        if tunnel is None:
+            raise shared.DockerUnreachable(f"the edge agent of environment {self.endpoint_id} is not connected")
+        try:
+            stream = await tunnel.open_stream()
+        except (ConnectionError, asyncio.TimeoutError) as exc:
+            raise shared.DockerUnreachable(f"edge tunnel: {exc or 'no answer from the agent'}") from None
+        return shared.HttpConnection(stream, stream)
+
+
+# -- edge keys, the tunnel endpoint, association -------------------------------------------------------------------
+
+MAX_EDGE_ID = 128
+
+
+def server_certificate_path(config: argparse.Namespace) -> str:
+    return config.sslcert or load_or_create_certificate(os.path.abspath(config.data))[0]
+
+
+def edge_key_for(app: web.Application, endpoint: dict) -> str:
+    """The key is derived, not stored: it always pins the certificate the server presents now."""
+    fingerprint = certificate_fingerprint(server_certificate_path(app[CONFIG]))
+    return shared.EdgeKey(endpoint["URL"], endpoint["Id"], fingerprint, endpoint["_EdgeSecret"]).encode()
+
+
+def edge_agent_command(key: str) -> str:
+    return f"EDGE=1 EDGE_KEY={key} EDGE_ID=$(cat /etc/machine-id) python3 agent.py"
+
+
+def default_edge_server_url(request: web.Request) -> str:
+    """Where agents dial when the administrator names no address: the host they reached us by, HTTPS port."""
+    _, port = split_bind(request.app[CONFIG].bind_https)
+    host = urllib.parse.urlsplit("//" + request.host).hostname or "localhost"
+    return f"https://{'[' + host + ']' if ':' in host else host}:{port}"
+
+
+def edge_endpoint(request: web.Request) -> dict:
+    endpoint = request.app[STORE].endpoints.get(path_id(request))
+    if endpoint["Type"] != ENDPOINT_EDGE:
+        raise BadRequest(f"environment {endpoint['Id']} is not an edge environment")
+    return endpoint
+
+
+async def handle_edge_key(request: web.Request) -> web.Response:
+    """An edge environment's key and the command that starts its agent (administrators)."""
+    require_admin(request)
+    endpoint = edge_endpoint(request)
+    key = edge_key_for(request.app, endpoint)
+    return json_response({"EdgeKey": key, "EdgeAgentCommand": edge_agent_command(key)})
+
+
+async def handle_endpoint_association(request: web.Request) -> web.Response:
+    """Re-associate an edge environment: bind {EdgeID}, or with none let the next agent that connects bind."""
+    require_admin(request)
+    endpoint = edge_endpoint(request)
+    body = await read_json_object(request) if request.can_read_body else {}
+    edge_id = field(body, "EdgeID", str, required=False, default="").strip()
+    if len(edge_id) > MAX_EDGE_ID:
+        raise BadRequest(f"EdgeID is longer than {MAX_EDGE_ID} characters")
+    endpoint["EdgeID"] = edge_id
+    await request.app[STORE].commit()
+    tunnels = request.app[EDGE_TUNNELS]
+    tunnels.refused.pop(endpoint["Id"], None)
+    tunnel = tunnels.tunnels.get(endpoint["Id"])
+    if tunnel is not None:
+        await tunnel.ws.close(code=shared.aiohttp.WSCloseCode.POLICY_VIOLATION, message=b"re-associated")
+    log.info("environment %s re-associated to Edge ID %r", endpoint["Id"], edge_id or "(next agent)")
+    return json_response(request.app[ENVIRONMENTS].public_view(endpoint))
+
+
+@public
+async def handle_edge_tunnel(request: web.Request) -> web.StreamResponse:
+    """The edge agent's tunnel: a WebSocket on the HTTPS port; the agent proves itself with its key's secret."""
+    if not request.secure:
+        raise Forbidden("the edge tunnel is served on the HTTPS port only")
+    app = request.app
+    raw_id = request.headers.get(shared.EDGE_ENDPOINT_HEADER, "")
+    secret = request.headers.get(shared.EDGE_SECRET_HEADER, "")
+    edge_id = request.headers.get(shared.EDGE_ID_HEADER, "").strip()
+    endpoint = app[STORE].endpoints.find(raw_id) if raw_id.isdigit() else None
+    if endpoint is None or endpoint["Type"] != ENDPOINT_EDGE or not secret or \
+            not hmac.compare_digest(secret.encode(), endpoint["_EdgeSecret"].encode()):
+        log.warning("edge tunnel refused from %s: unknown environment or wrong secret", client_address(request))
+        raise Unauthorized("invalid edge key")
+    if not edge_id or len(edge_id) > MAX_EDGE_ID:
+        raise BadRequest(f"the {shared.EDGE_ID_HEADER} header must carry the agent's Edge ID")
+    endpoint_id = endpoint["Id"]
+    tunnels, environments = app[EDGE_TUNNELS], app[ENVIRONMENTS]
+    if not endpoint.get("EdgeID"):
+        endpoint["EdgeID"] = edge_id
+        await app[STORE].commit()
+        log.info("environment %s is now associated with Edge ID %s", endpoint_id, edge_id)
+    elif endpoint["EdgeID"] != edge_id:
+        tunnels.refused[endpoint_id] = {"EdgeID": edge_id, "Address": client_address(request), "Time": now()}
+        log.warning("edge tunnel refused for environment %s: Edge ID %r is not the associated one",
+                    endpoint_id, edge_id)
+        raise Forbidden("this edge key is associated with another Edge ID",
+                        "an administrator can re-associate the environment")
+    heartbeat = app[CONFIG].edge_heartbeat
+    ws = web.WebSocketResponse(heartbeat=heartbeat, receive_timeout=shared.tunnel_receive_timeout(heartbeat),
+                               max_msg_size=shared.TUNNEL_MAX_MESSAGE, compress=False,
+                               timeout=shared.TUNNEL_CLOSE_TIMEOUT)
+    await ws.prepare(request)
+    tunnel = shared.Tunnel(ws)
+    previous = tunnels.tunnels.get(endpoint_id)
+    tunnels.tunnels[endpoint_id] = tunnel
+    tunnels.websockets.add(ws)
+    environments.forget(endpoint_id)  # pooled connections ran over the previous tunnel
+    if previous is not None:
+        await previous.ws.close(code=shared.aiohttp.WSCloseCode.GOING_AWAY, message=b"replaced")
+    environments.status[endpoint_id] = STATUS_UP
+    log.info("edge agent of environment %s connected from %s", endpoint_id, client_address(request))
+    for notify in tunnels.on_connect:
+        notify(endpoint_id)
+    try:
+        await tunnel.run()
+    finally:
+        if endpoint_id in app[STORE].endpoints:
+            tunnels.last_seen[endpoint_id] = now()
+        if tunnels.tunnels.get(endpoint_id) is tunnel:
+            del tunnels.tunnels[endpoint_id]
+            environments.status[endpoint_id] = STATUS_DOWN
+            environments.forget(endpoint_id)
+        log.info("edge agent of environment %s disconnected", endpoint_id)
+    return ws
+
+
+# -- edge groups: static lists, or the environments carrying some tags ---------------------------------------------
+
+
+def edge_environment_ids(store: Store) -> set[int]:
+    return {ep["Id"] for ep in store.endpoints if ep["Type"] == ENDPOINT_EDGE}
+
+
+def edge_group_view(store: Store, group: dict) -> dict:
+    return {**group, "TrustedEndpoints": edge_group_endpoint_ids(store, group["Id"])}
+
+
+def id_list(body: dict, name: str) -> list[int]:
+    values = field(body, name, list, required=False, default=[])
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise BadRequest(f"{name} must be a list of ids")
+    return sorted(set(values))
+
+
+def checked_edge_group(store: Store, body: dict, group_id: int | None) -> dict:
+    name = field(body, "Name", str).strip()
+    if not name:
+        raise BadRequest("Name is required")
+    if any(g["Name"].lower() == name.lower() and g["Id"] != group_id for g in store.edge_groups):
+        raise Conflict(f"an edge group named {name!r} already exists")
+    dynamic = field(body, "Dynamic", bool, required=False, default=False)
+    tag_ids, endpoints = id_list(body, "TagIds"), id_list(body, "Endpoints")
+    if dynamic and not tag_ids:
+        raise BadRequest("a dynamic edge group needs TagIds")
+    not_edge = set(endpoints) - edge_environment_ids(store)
+    if not dynamic and not_edge:
+        raise BadRequest(f"not edge environments: {sorted(not_edge)}")
+    return {"Name": name, "Dynamic": dynamic, "TagIds": tag_ids if dynamic else [],
+            "Endpoints": [] if dynamic else endpoints,
+            "PartialMatch": field(body, "PartialMatch", bool, required=False, default=False)}
+
+
+async def handle_edge_groups_list(request: web.Request) -> web.Response:
+    """Edge groups with the environments each holds now (administrators)."""
+    require_admin(request)
+    store = request.app[STORE]
+    return json_response([edge_group_view(store, g) for g in store.edge_groups])
+
+
+async def handle_edge_group_create(request: web.Request) -> web.Response:
+    """Create an edge group {Name, Dynamic, TagIds, Endpoints, PartialMatch} (administrators)."""
+    require_admin(request)
+    store = request.app[STORE]
+    group = checked_edge_group(store, await read_json_object(request), None)
+    group["Id"] = store.edge_groups.new_id()
+    store.edge_groups.add(group)
+    await store.commit()
+    return json_response(edge_group_view(store, group))
+
+
+async def handle_edge_group_inspect(request: web.Request) -> web.Response:
+    """One edge group (administrators)."""
+    require_admin(request)
+    store = request.app[STORE]
+    return json_response(edge_group_view(store, store.edge_groups.get(path_id(request))))
+
+
+async def handle_edge_group_update(request: web.Request) -> web.Response:
+    """Replace an edge group's name, kind, tags or environments (administrators)."""
+    require_admin(request)
+    store = request.app[STORE]
+    group = store.edge_groups.get(path_id(request))
+    group.update(checked_edge_group(store, await read_json_object(request), group["Id"]))
+    await store.commit()
+    return json_response(edge_group_view(store, group))
+
+
+async def handle_edge_group_delete(request: web.Request) -> web.Response:
+    """Delete an edge group no edge job uses (administrators)."""
+    require_admin(request)
+    store = request.app[STORE]
+    group = store.edge_groups.get(path_id(request))
+    users = [j["Name"] for j in store.edge_jobs if group["Id"] in j["EdgeGroups"]]
+    if users:
+        raise Conflict(f"edge group {group['Name']!r} is used by edge jobs: {', '.join(users)}")
+    store.edge_groups.delete(group["Id"])
+    await store.commit()
+    return web.Response(status=204)
+
+
+# -- edge jobs: scripts run on edge hosts, at once or on a cron schedule -------------------------------------------
+
+EDGE_JOB_TIMEOUT = 3600
+EDGE_JOB_OUTPUT_LIMIT = 64 * 1024
+EDGE_JOB_RUNS_KEPT = 5
+EDGE_JOB_LABEL = "io.portainer.edgejob"
+LOGS_IDLE, LOGS_PENDING, LOGS_COLLECTED = 1, 2, 3
+CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 6))
+
+
+def parse_cron(expression: str) -> list[set[int]]:
+    """Five cron fields (minute hour day month weekday) with *, lists, ranges and steps."""
+    parts = expression.split()
+    if len(parts) != 5:
+        raise BadRequest(f"invalid CronExpression {expression!r}", "five fields: minute hour day month weekday")
+    fields = []
+    for text, (low, high) in zip(parts, CRON_RANGES):
+        values: set[int] = set()
+        for item in text.split(","):
+            base, _, step = item.partition("/")
+            try:
+                every = int(step) if step else 1
+                if base == "*":
+                    start, end = low, high
+                elif "-" in base:
+                    start, end = (int(x) for x in base.split("-", 1))
+                else:
+                    start = int(base)
+                    end = high if step else start
+            except ValueError:
+                raise BadRequest(f"invalid CronExpression {expression!r}", f"cannot read {item!r}") from None
+            if not low <= start <= end <= high or every < 1:
+                raise BadRequest(f"invalid CronExpression {expression!r}", f"{item!r} is outside {low}-{high}")
+            values.update(range(start, end + 1, every))
+        fields.append(values)
+    return fields
+
+
+def cron_matches(fields: list[set[int]], moment: time.struct_time) -> bool:
+    minute, hour, day, month, weekday = fields
+    return (moment.tm_min in minute and moment.tm_hour in hour and moment.tm_mday in day
+            and moment.tm_mon in month and (moment.tm_wday + 1) % 7 in weekday)
+
+
+def demultiplex_docker_log(raw: bytes) -> str:
+    """A container's log stream without the 8-byte frame headers Docker adds when there is no TTY."""
+    parts, offset = [], 0
+    while offset + 8 <= len(raw) and raw[offset] in (0, 1, 2) and raw[offset + 1:offset + 4] == b"\0\0\0":
+        size = int.from_bytes(raw[offset + 4:offset + 8], "big")
+        parts.append(raw[offset + 8:offset + 8 + size])
+        offset += 8 + size
+    text = b"".join(parts) if offset >= len(raw) else raw
+    return text.decode(errors="replace")
+
+
+async def run_script_on_engine(connector: DockerConnector, job: dict, image: str) -> tuple[int, str]:
+    """Run a job's script in a container on an engine, answer its exit code and output, remove the container.
+    In host mode the container shares the host's PID and network namespaces and chroots into the host's root
+    filesystem, so the script sees and changes the host (with a container's default capabilities)."""
+    script = job["FileContent"]
+    config: dict = {"Image": job.get("Image") or image, "Cmd": ["sh", "-c", script], "Tty": False,
+                    "Labels": {EDGE_JOB_LABEL: str(job["Id"])}, "HostConfig": {}}
+    if job.get("Mode") == "host":
+        config["Cmd"] = ["chroot", "/host", "sh", "-c", script]
+        config["HostConfig"] = {"PidMode": "host", "NetworkMode": "host", "Binds": ["/:/host"]}
+    container = answered_id(await connector.request_json("POST", "/containers/create", config))
+    try:
+        await connector.request_json("POST", f"/containers/{container}/start")
+        waited = await connector.request_json("POST", f"/containers/{container}/wait", timeout=EDGE_JOB_TIMEOUT)
+        response = await connector.request("GET", f"/containers/{container}/logs?stdout=1&stderr=1")
+        raw = b""
+        async with response:
+            async for chunk in response.iter_chunks():
+                raw += chunk[:EDGE_JOB_OUTPUT_LIMIT - len(raw)]
+                if len(raw) >= EDGE_JOB_OUTPUT_LIMIT:
+                    break
+        exit_code = as_dict(waited).get("StatusCode")
+        return (exit_code if isinstance(exit_code, int) and not isinstance(exit_code, bool) else -1,
+                demultiplex_docker_log(raw))
+    finally:
+        with contextlib.suppress(ApiError):
+            await connector.request_json("DELETE", f"/containers/{container}?force=1")
+
+
+class EdgeJobRunner:
+    """Runs edge jobs through the tunnels. A run waits in its job (stored, so a restart loses none) until the
+    host's agent is connected; each finished run's exit code and output are kept per host."""
+
+    def __init__(self, app: web.Application):
+        self.app = app
+        self.running: set[tuple[int, int]] = set()
+        self.tasks: set[asyncio.Task] = set()
+
+    def targets(self, job: dict) -> list[int]:
+        store = self.app[STORE]
+        ids = set(job["Endpoints"]) & edge_environment_ids(store)
+        for group_id in job["EdgeGroups"]:
+            if group_id in store.edge_groups:
+                ids.update(edge_group_endpoint_ids(store, group_id))
+        return sorted(ids)
+
+    async def queue(self, job: dict) -> None:
+        job["_Pending"] = sorted(set(job.get("_Pending", [])) | set(self.targets(job)))
+        await self.app[STORE].commit()
+        self.dispatch()
+
+    def dispatch(self, endpoint_id: int | None = None) -> None:
+        """Start every waiting run whose host is connected (only that host's when one is named)."""
+        tunnels = self.app[EDGE_TUNNELS]
+        for job in self.app[STORE].edge_jobs:
+            for target in job.get("_Pending", []):
+                if (endpoint_id in (None, target) and tunnels.is_connected(target)
+                        and (job["Id"], target) not in self.running):
+                    self.running.add((job["Id"], target))
+                    task = asyncio.ensure_future(self.run(job["Id"], target))
+                    self.tasks.add(task)
+                    task.add_done_callback(self.tasks.discard)
+
+    async def run(self, job_id: int, endpoint_id: int) -> None:
+        store = self.app[STORE]
+        try:
+            job = store.edge_jobs.find(job_id)
+            if job is None:
+                return
+            started = now()
+            try:
+                connector = self.app[ENVIRONMENTS].connector(endpoint_id)
+                exit_code, output = await run_script_on_engine(connector, job, self.app[CONFIG].edge_job_image)
+                error = ""
+            except (BadGateway, GatewayTimeout) as exc:
+                log.info("edge job %s on environment %s waits for the host: %s", job_id, endpoint_id, exc.details)
+                return
+            except ApiError as exc:
+                exit_code, output, error = -1, "", exc.message
+            job = store.edge_jobs.find(job_id)
+            if job is None:
+                return
+            runs = job.setdefault("Results", {}).setdefault(str(endpoint_id), [])
+            runs.append({"Time": started, "Duration": now() - started, "ExitCode": exit_code, "Output": output,
+                         "Error": error})
+            del runs[:-EDGE_JOB_RUNS_KEPT]
+            job["_Pending"] = [e for e in job.get("_Pending", []) if e != endpoint_id]
+            await store.commit()
+            log.info("edge job %s on environment %s exited %s", job_id, endpoint_id, exit_code)
+        finally:
+            self.running.discard((job_id, endpoint_id))
+
+    async def schedule(self) -> None:
+        """Once a minute (never more often), queue the recurring jobs whose cron expression matches."""
+        while True:
+            await asyncio.sleep(60 - time.time() % 60 + 0.5)
+            moment = time.localtime()
+            for job in self.app[STORE].edge_jobs:
+                if job["Recurring"] and cron_matches(parse_cron(job["CronExpression"]), moment):
+                    await self.queue(job)
+
+
+def edge_job_view(app: web.Application, job: dict) -> dict:
+    """Portainer's shape: Endpoints maps each target to the state of its logs."""
+    pending = set(job.get("_Pending", []))
+    results = job.get("Results", {})
+    endpoints = {str(e): {"CollectLogs": False, "LogsStatus": LOGS_PENDING if e in pending else
+                          LOGS_COLLECTED if str(e) in results else LOGS_IDLE}
+                 for e in app[EDGE_JOBS].targets(job)}
+    view = app[STORE].edge_jobs.public_view(job)
+    for bulky in ("FileContent", "Results"):  # served by their own routes
+        view.pop(bulky, None)
+    view["Endpoints"] = endpoints
+    return view
+
+
+def checked_edge_job(store: Store, body: dict) -> dict:
+    name = field(body, "Name", str).strip()
+    if not name or not re.fullmatch(r"[\w .-]{1,128}", name):
+        raise BadRequest("Name is required: letters, digits, spaces, '.', '_' or '-'")
+    script = field(body, "FileContent", str)
+    if not script.strip():
+        raise BadRequest("FileContent (the script) is required")
+    recurring = field(body, "Recurring", bool, required=False, default=False)
+    cron = field(body, "CronExpression", str, required=False, default="").strip()
+    if recurring:
+        parse_cron(cron)
+    groups, endpoints = id_list(body, "EdgeGroups"), id_list(body, "Endpoints")
+    missing = [g for g in groups if g not in store.edge_groups]
+    if missing:
+        raise BadRequest(f"edge groups not found: {missing}")
+    not_edge = set(endpoints) - edge_environment_ids(store)
+    if not_edge:
+        raise BadRequest(f"not edge environments: {sorted(not_edge)}")
+    if not groups and not endpoints:
+        raise BadRequest("choose the hosts: EdgeGroups or Endpoints")
+    mode = field(body, "Mode", str, required=False, default="container")
+    if mode not in ("container", "host"):
+        raise BadRequest("Mode is 'container' (the script runs in a container) or 'host'")
+    return {"Name": name, "FileContent": script, "Recurring": recurring, "CronExpression": cron,
+            "EdgeGroups": groups, "Endpoints": endpoints, "Mode": mode,
+            "Image": field(body, "Image", str, required=False, default="")}
+
+
+async def handle_edge_jobs_list(request: web.Request) -> web.Response:
+    """Edge jobs (administrators)."""
+    require_admin(request)
+    return json_response([edge_job_view(request.app, j) for j in request.app[STORE].edge_jobs])
+
+
+async def handle_edge_job_create(request: web.Request) -> web.Response:
+    """Create an edge job {Name, FileContent, EdgeGroups, Endpoints, Recurring, CronExpression, Image, Mode};
+    a job that is not recurring runs once on each host, as soon as the host is connected (administrators)."""
+    require_admin(request)
+    store = request.app[STORE]
+    job = checked_edge_job(store, await read_json_object(request))
+    job.update({"Id": store.edge_jobs.new_id(), "Created": now(), "Version": 1, "Results": {}, "_Pending": []})
+    store.edge_jobs.add(job)
+    if job["Recurring"]:
+        await store.commit()
+    else:
+        await request.app[EDGE_JOBS].queue(job)
+    return json_response(edge_job_view(request.app, job))
+
+
+async def handle_edge_job_inspect(request: web.Request) -> web.Response:
+    """One edge job (administrators)."""
+    require_admin(request)
+    return json_response(edge_job_view(request.app, request.app[STORE].edge_jobs.get(path_id(request))))
+
+
+async def handle_edge_job_update(request: web.Request) -> web.Response:
+    """Replace an edge job's script, hosts or schedule (administrators); past results stay."""
+    require_admin(request)
+    store = request.app[STORE]
+    job = store.edge_jobs.get(path_id(request))
+    job.update(checked_edge_job(store, await read_json_object(request)))
+    await store.commit()
+    return json_response(edge_job_view(request.app, job))
+
+
+async def handle_edge_job_delete(request: web.Request) -> web.Response:
+    """Delete an edge job and its results (administrators)."""
+    require_admin(request)
+    store = request.app[STORE]
+    store.edge_jobs.delete(path_id(request))
+    await store.commit()
+    return web.Response(status=204)
+
+
+async def handle_edge_job_file(request: web.Request) -> web.Response:
+    """An edge job's script (administrators)."""
+    require_admin(request)
+    return json_response({"FileContent": request.app[STORE].edge_jobs.get(path_id(request))["FileContent"]})
+
+
+async def handle_edge_job_run(request: web.Request) -> web.Response:
+    """Run an edge job now on all its hosts (each as soon as it is connected) (administrators)."""
+    require_admin(request)
+    job = request.app[STORE].edge_jobs.get(path_id(request))
+    await request.app[EDGE_JOBS].queue(job)
+    return json_response(edge_job_view(request.app, job))
+
+
+async def handle_edge_job_tasks(request: web.Request) -> web.Response:
+    """One task per host of an edge job: its connection, whether a run waits, and the latest run."""
+    require_admin(request)
+    app = request.app
+    job = app[STORE].edge_jobs.get(path_id(request))
+    pending = set(job.get("_Pending", []))
+    tasks = []
+    for endpoint_id in app[EDGE_JOBS].targets(job):
+        runs = job.get("Results", {}).get(str(endpoint_id), [])
+        latest = runs[-1] if runs else None
+        tasks.append({"Id": endpoint_id, "EndpointId": endpoint_id,
+                      "EndpointName": app[STORE].endpoints.get(endpoint_id)["Name"],
+                      "Connected": app[EDGE_TUNNELS].is_connected(endpoint_id),
+                      "LogsStatus": LOGS_PENDING if endpoint_id in pending else
+                      LOGS_COLLECTED if latest else LOGS_IDLE,
+                      "LastRun": {k: v for k, v in latest.items() if k != "Output"} if latest else None,
+                      "Runs": len(runs)})
+    return json_response(tasks)
+
+
+async def handle_edge_job_task_logs(request: web.Request) -> web.Response:
+    """The output of the latest run of an edge job on one host: {FileContent, ExitCode, Time, Error}."""
+    require_admin(request)
+    job = request.app[STORE].edge_jobs.get(path_id(request))
+    runs = job.get("Results", {}).get(str(path_id(request, "taskId")), [])
+    if not runs:
+        raise NotFound("this edge job has not run on that host yet")
+    latest = runs[-1]
+    return json_response({"FileContent": latest["Output"], "ExitCode": latest["ExitCode"], "Time": latest["Time"],
+                          "Error": latest["Error"]})
+
+
+# -- edge stacks: one compose file deployed to every environment of some edge groups -------------------------------
 
 EDGE_PENDING = 0
 EDGE_ERROR = 2
@@ -7175,19 +7141,89 @@ async def handle_edge_stack_delete(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-async def edge_stack_lifecycle(app: web.Application):
-    """Deployments left pending (server restart, offline environments) are retried in the background."""
-    edge: EdgeStacks = app[EDGE_STACKS]
-    for edge_stack in app[STORE].edge_stacks:
-        for status in edge_stack["Status"].values():
-            if status["Type"] == EDGE_DEPLOYING:
-                status.update(Type=EDGE_PENDING, Status="pending")
-    retry = asyncio.ensure_future(edge.retry_loop())
-    yield
-    retry.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await retry
-    await edge.close()
+# -- the edge environment kind: all of the above, started and stopped with the server ------------------------------
+
+
+class EdgeKind(EnvironmentKind):
+    """Edge agents dial in through a tunnel on the HTTPS port; each environment's key pins this server's certificate.
+    Brings the tunnel registry, the edge job runner and the edge stacks with it."""
+
+    type = ENDPOINT_EDGE
+    snapshots_per_pass = EDGE_SNAPSHOTS_PER_PASS
+
+    def __init__(self, app: web.Application):
+        super().__init__(app)
+        store, environments = app[STORE], app[ENVIRONMENTS]
+        self.tunnels = app[EDGE_TUNNELS] = EdgeTunnels()
+        self.jobs = app[EDGE_JOBS] = EdgeJobRunner(app)
+        self.stacks = app[EDGE_STACKS] = EdgeStacks(store, environments, store.directory)
+        self.tunnels.on_connect.append(self.jobs.dispatch)
+        self.tunnels.on_connect.append(
+            lambda endpoint_id: self.tunnels.spawn(self.tunnels.snapshot_when_connected(environments, endpoint_id)))
+
+    def connector(self, endpoint: dict) -> DockerConnector:
+        return EdgeConnector(endpoint, self.tunnels)
+
+    async def create(self, request: web.Request, endpoint: dict, fields: dict, files: dict) -> None:
+        url = str(fields.get("URL") or default_edge_server_url(request)).strip()
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme != "https" or not parsed.hostname:
+            raise BadRequest("URL must be this server's HTTPS address as edge agents reach it",
+                             "for example https://portainer.example.com:9443")
+        endpoint["URL"] = f"https://{parsed.netloc}"
+        endpoint["EdgeID"] = ""
+        endpoint["_EdgeSecret"] = secrets.token_urlsafe(32)
+
+    def answer_created(self, request: web.Request, endpoint: dict, view: dict) -> None:
+        view["EdgeKey"] = edge_key_for(request.app, endpoint)
+        view["EdgeAgentCommand"] = edge_agent_command(view["EdgeKey"])
+
+    def extend_view(self, endpoint: dict, view: dict) -> None:
+        view["LastCheckInDate"] = self.tunnels.seen(endpoint["Id"])
+        view["EdgeTunnelConnected"] = self.tunnels.is_connected(endpoint["Id"])
+        view["EdgeRefused"] = self.tunnels.refused.get(endpoint["Id"])
+
+    def removed(self, endpoint: dict) -> None:
+        tunnels = self.tunnels
+        tunnels.refused.pop(endpoint["Id"], None)
+        tunnels.last_seen.pop(endpoint["Id"], None)
+        tunnel = tunnels.tunnels.get(endpoint["Id"])
+        if tunnel is not None:
+            tunnels.spawn(tunnel.ws.close(code=shared.aiohttp.WSCloseCode.POLICY_VIOLATION,
+                                          message=b"environment removed"))
+
+    def after_restore(self) -> None:
+        """A restored store may hold other environments and secrets: every agent reconnects and is checked again,
+        and deployments in flight stop (the restored records replace theirs)."""
+        self.stacks.forget_running()
+        self.tunnels.refused.clear()
+        for tunnel in list(self.tunnels.tunnels.values()):
+            self.tunnels.spawn(tunnel.ws.close(code=shared.aiohttp.WSCloseCode.GOING_AWAY, message=b"store restored"))
+
+    async def shutting_down(self) -> None:
+        """Every edge agent hears the server is going away, so it reconnects at once when the server is back."""
+        await asyncio.gather(*(ws.close(code=shared.aiohttp.WSCloseCode.GOING_AWAY, message=b"server shutdown")
+                               for ws in list(self.tunnels.websockets)), return_exceptions=True)
+
+    async def lifecycle(self, app: web.Application):
+        """Edge stack deployments left pending (restart, offline environments) are retried in the background,
+        and the edge job scheduler runs, for the server's lifetime."""
+        for edge_stack in app[STORE].edge_stacks:
+            for status in edge_stack["Status"].values():
+                if status["Type"] == EDGE_DEPLOYING:
+                    status.update(Type=EDGE_PENDING, Status="pending")
+        retry = asyncio.ensure_future(self.stacks.retry_loop())
+        scheduler = asyncio.ensure_future(self.jobs.schedule())
+        self.jobs.dispatch()
+        yield
+        pending = [scheduler, *self.jobs.tasks, *self.tunnels.tasks]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        retry.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await retry
+        await self.stacks.close()
 
 
 # ================================================================================================================
@@ -9874,9 +9910,15 @@ async def handle_ui_asset(request: web.Request) -> web.Response:
 
 
 # ================================================================================================================
-# Application: route table, OpenAPI, startup and shutdown
+# Application: route table, environment kinds, OpenAPI, startup and shutdown
 # ================================================================================================================
 
+# Every kind of environment, one class each (bottle's server_names): {Portainer's EndpointType: kind}.
+ENVIRONMENT_KINDS: dict[int, type[EnvironmentKind]] = {
+    ENDPOINT_DOCKER: DockerApiKind,
+    ENDPOINT_AGENT: AgentKind,
+    ENDPOINT_EDGE: EdgeKind,
+}
 DUMMY_HASH = "scrypt$32768$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
 
 ROUTES: list[tuple[str, str, Callable]] = [
@@ -10139,6 +10181,19 @@ async def audit_and_analytics_lifecycle(app: web.Application):
     await app[ACTIVITY].flush()
 
 
+def register_startup_and_shutdown(app: web.Application, kinds: list[EnvironmentKind]) -> None:
+    """Everything that runs for the server's lifetime, in one place. The cleanup_ctx generators start in this order
+    and stop in the reverse one, so the store (server_lifecycle) is drained and released last."""
+    for lifecycle in (server_lifecycle, audit_and_analytics_lifecycle, *(kind.lifecycle for kind in kinds)):
+        app.cleanup_ctx.append(lifecycle)
+
+    async def tell_long_lived_connections_to_go(app: web.Application) -> None:
+        await asyncio.gather(*(kind.shutting_down() for kind in kinds))
+
+    # on_shutdown, not cleanup_ctx: it runs before aiohttp stops waiting for open requests (cleanup runs after).
+    app.on_shutdown.append(tell_long_lived_connections_to_go)
+
+
 def make_app(config: argparse.Namespace) -> web.Application:
     """The whole server as an aiohttp application. Takes ownership of the data directory (file lock)."""
     store = Store(config.data)
@@ -10149,9 +10204,7 @@ def make_app(config: argparse.Namespace) -> web.Application:
     app.on_response_prepare.append(set_security_headers)
     app[CONFIG] = config
     app[STORE] = store
-    app[ENVIRONMENTS] = Environments(store, store.directory)
-    app[ENDPOINT_KINDS] = EndpointKinds()
-    register_agent_kind(app)
+    environments = app[ENVIRONMENTS] = Environments(store, store.directory)
     app[SESSIONS] = Sessions(load_or_create_secret(store.directory, "jwt.secret"), store)
     app[LOGIN_LIMIT] = LoginRateLimit()
     app[API_KEY_INDEX] = {}
@@ -10161,18 +10214,16 @@ def make_app(config: argparse.Namespace) -> web.Application:
     app[REGISTRIES] = Registries(store, load_or_create_secret(store.directory, "registry.key"))
     app[IMAGE_UPDATES] = ImageUpdates(app[ENVIRONMENTS], app[REGISTRIES])
     app[STACKS] = Stacks(store, app[ENVIRONMENTS], store.directory)
-    app[EDGE_STACKS] = EdgeStacks(store, app[ENVIRONMENTS], store.directory)
     app[ACTIVITY] = ActivityLog(store.directory,
                                 lambda: int(current_settings(store)["ActivityLogRetentionDays"]))
     app[ANALYTICS_STATE] = {}
-    app[AFTER_RESTORE] = [app[EDGE_STACKS].forget_running, lambda restored: restored[REGISTRIES].reload(),
-                          lambda restored: restored[IMAGE_UPDATES].forget()]
+    environments.kinds.update({kind_type: kind(app) for kind_type, kind in ENVIRONMENT_KINDS.items()})
+    app[AFTER_RESTORE] = [lambda restored: restored[REGISTRIES].reload(),
+                          lambda restored: restored[IMAGE_UPDATES].forget(),
+                          *(lambda restored, kind=kind: kind.after_restore() for kind in environments.kinds.values())]
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
-    app.cleanup_ctx.append(server_lifecycle)
-    app.cleanup_ctx.append(audit_and_analytics_lifecycle)
-    app.cleanup_ctx.append(edge_stack_lifecycle)
-    register_edge_kind(app)
+    register_startup_and_shutdown(app, list(environments.kinds.values()))
     return app
 
 
