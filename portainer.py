@@ -5693,7 +5693,7 @@ async def handle_settings_update(request: web.Request) -> web.Response:
 
 def registry_view(registry: dict) -> dict:
     """A registry as the API shows it: never its password."""
-    view = {k: v for k, v in registry.items() if not k.startswith("_")}
+    view = Collection.public_view(registry)
     view["Password"] = ""
     return view
 
