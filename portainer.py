@@ -5511,8 +5511,8 @@ async def handle_endpoint_update(request: web.Request) -> web.Response:
     endpoint = request.app[STORE].endpoints.get(endpoint_id)
     body = await read_json_object(request)
     changes = {}
-    for name, kind in ENDPOINT_EDITABLE.items():
-        value = field(body, name, kind, required=False)
+    for name, field_type in ENDPOINT_EDITABLE.items():
+        value = field(body, name, field_type, required=False)
         if value is not None:
             changes[name] = value
     if "Name" in changes:
