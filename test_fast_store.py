@@ -124,3 +124,29 @@ def test_a_reload_is_seen_by_the_collections_at_once(store):
     store.users.add({"Username": "not saved", "Role": 2})
     store.load()  # what a failed write or a restore does
     assert [u["Username"] for u in store.users] == ["alice"]
+
+
+# ---- environments: each kind answers for its own type ----------------------------------------------------------
+
+def test_every_kind_of_environment_is_listed_once_under_its_own_type():
+    kinds = portainer.ENVIRONMENT_KINDS
+    assert sorted(kinds) == [portainer.ENDPOINT_DOCKER, portainer.ENDPOINT_AGENT, portainer.ENDPOINT_EDGE]
+    assert all(kind.type == kind_type for kind_type, kind in kinds.items())
+
+
+def test_an_environment_connects_through_its_kind_and_an_unknown_type_is_a_clear_400(store):
+    from aiohttp import web
+    app = web.Application()
+    environments = app[portainer.ENVIRONMENTS] = portainer.Environments(store, store.directory)
+    environments.kinds[portainer.ENDPOINT_DOCKER] = portainer.DockerApiKind(app)
+    local = store.endpoints.add({"Name": "local", "Type": portainer.ENDPOINT_DOCKER, "URL": "unix:///nowhere.sock",
+                                 "TLSConfig": {"TLS": False}, "_Note": "secret"})
+    odd = store.endpoints.add({"Name": "odd", "Type": 9, "URL": ""})
+    connector = environments.connector(local["Id"])
+    try:
+        assert isinstance(connector, portainer.SocketConnector)
+    finally:
+        environments.close()
+    with pytest.raises(portainer.BadRequest, match="has type 9, which this server cannot connect to"):
+        environments.connector(odd["Id"])
+    assert "_Note" not in environments.public_view(local)
