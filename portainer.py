@@ -4,7 +4,9 @@
 Sections follow a request from the top of the file down:
     constants and config -> errors -> store -> certificates and secrets -> Docker connectors ->
     environments and snapshots -> auth -> access rules for proxied Docker calls -> Docker proxy ->
-    API handlers by resource -> UI assets -> make_app(config) -> main(argv)
+    API handlers by resource (edge: one section, after stacks) -> UI assets -> make_app(config) -> main(argv)
+Each kind of environment is one class (DockerApiKind, AgentKind, EdgeKind) listed in ENVIRONMENT_KINDS; the
+store is reached through its collections (`store.users.get(id)`, ...).
 Nothing runs at import time; `main()` is last.
 """
 from __future__ import annotations
@@ -171,9 +173,39 @@ def split_bind(address: str) -> tuple[str, int]:
     return (host.strip("[]") or "0.0.0.0"), int(port)
 
 
-def app_key(name: str, kind: type):
+def app_key(name: str):
     """A typed application key where aiohttp has them (3.9+); a plain string key on older aiohttp."""
-    return web.AppKey(name, kind) if hasattr(web, "AppKey") else name
+    return web.AppKey(name) if hasattr(web, "AppKey") else name
+
+
+def request_key(name: str):
+    """A typed request key where aiohttp has them (3.12+); a plain string key on older aiohttp."""
+    return web.RequestKey(name) if hasattr(web, "RequestKey") else name
+
+
+# Application and request keys: what make_app puts on the app, what auth_middleware puts on each request.
+# The types are annotations only (never evaluated), so a key can name a class defined further down.
+CONFIG: web.AppKey[argparse.Namespace] = app_key("config")
+STORE: web.AppKey[Store] = app_key("store")
+ENVIRONMENTS: web.AppKey[Environments] = app_key("environments")
+AGENT_SIGNER: web.AppKey[shared.RequestSigner] = app_key("agent_signer")
+SESSIONS: web.AppKey[Sessions] = app_key("sessions")
+LOGIN_LIMIT: web.AppKey[LoginRateLimit] = app_key("login_limit")
+API_KEY_INDEX: web.AppKey[dict] = app_key("api_key_index")
+STARTED_AT: web.AppKey[float] = app_key("started_at")
+ASSETS: web.AppKey[dict] = app_key("assets")
+REGISTRIES: web.AppKey[Registries] = app_key("registries")
+IMAGE_UPDATES: web.AppKey[ImageUpdates] = app_key("image_updates")
+EDGE_TUNNELS: web.AppKey[EdgeTunnels] = app_key("edge_tunnels")
+EDGE_JOBS: web.AppKey[EdgeJobRunner] = app_key("edge_jobs")
+STACKS: web.AppKey[Stacks] = app_key("stacks")
+EDGE_STACKS: web.AppKey[EdgeStacks] = app_key("edge_stacks")
+CONSOLES: web.AppKey[weakref.WeakSet] = app_key("consoles")
+ACTIVITY: web.AppKey[ActivityLog] = app_key("activity")
+ANALYTICS_STATE: web.AppKey[dict] = app_key("analytics_state")
+# Features that keep state from the store or data directory in memory register a reload here: fn(app).
+AFTER_RESTORE: web.AppKey[list] = app_key("after_restore")
+CALLER_KEY: web.RequestKey[Caller] = request_key("caller")  # the authenticated Caller of this request
 
 
 def now() -> int:
@@ -449,8 +481,82 @@ class DataDirectoryInUse(Exception):
     pass
 
 
+class Collection:
+    """One kind of record in the store document, the only way handlers reach it.
+
+    On disk a collection is a JSON object `{"<id>": record}` (object keys are strings); each record holds its
+    integer id (`Id`, or `ID` for tags), which is what the API and every caller use. The records are read from
+    the document at each call, so a reload (failed write, restore) is seen at once.
+    """
+
+    def __init__(self, store: Store, name: str, kind: str, id_field: str = "Id"):
+        self.store = store
+        self.name = name  # the key in the store document and in its next_id table
+        self.kind = kind  # what a message calls one record: "user", "edge group", ...
+        self.id_field = id_field
+
+    @property
+    def _records(self) -> dict:
+        return self.store.data.setdefault(self.name, {})
+
+    def find(self, record_id: int | str) -> dict | None:
+        return self._records.get(str(record_id))
+
+    def get(self, record_id: int | str) -> dict:
+        record = self.find(record_id)
+        if record is None:
+            raise NotFound(f"{self.kind} {record_id} not found")
+        return record
+
+    def __contains__(self, record_id: int | str) -> bool:
+        return str(record_id) in self._records
+
+    def __iter__(self):
+        return iter(list(self._records.values()))  # a copy: callers may delete while they walk
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def in_id_order(self) -> list[dict]:
+        return sorted(self._records.values(), key=lambda record: record[self.id_field])
+
+    def new_id(self) -> int:
+        """Reserve the next id, for a record whose files must be written before it is added."""
+        return self.store.next_id(self.name)
+
+    def add(self, record: dict) -> dict:
+        """Store a new record under the next id (or the id reserved with new_id); `await store.commit()` after."""
+        if self.id_field not in record:
+            record = {self.id_field: self.new_id(), **record}
+        self._records[str(record[self.id_field])] = record
+        return record
+
+    def update(self, record_id: int | str, changes: dict) -> dict:
+        record = self.get(record_id)
+        record.update(changes)
+        return record
+
+    def delete(self, record_id: int | str) -> dict:
+        record = self.get(record_id)
+        del self._records[str(record_id)]
+        return record
+
+    def delete_where(self, predicate: Callable[[dict], bool]) -> list[dict]:
+        removed = [record for record in self if predicate(record)]
+        for record in removed:
+            del self._records[str(record[self.id_field])]
+        return removed
+
+    @staticmethod
+    def public_view(record: dict) -> dict:
+        """A record as the API shows it. Keys starting with `_` are secret (password hashes, keys, passwords)
+        and never leave the store: this is the one place that rule is applied."""
+        return {key: value for key, value in record.items() if not key.startswith("_")}
+
+
 class Store:
-    """The whole state in one dict, saved as JSON. Change `data`, then `await commit()`.
+    """The whole state in one dict, saved as JSON. Change a record through its collection (`store.users`, ...),
+    then `await commit()`.
 
     Concurrent commits are coalesced into one write; each caller's commit returns once a write that
     includes its change is on disk. A failed write restores the last good document and raises.
@@ -462,7 +568,22 @@ class Store:
         self.directory = os.path.abspath(directory)
         self.path = os.path.join(self.directory, self.FILE)
         self.backup_path = self.path + ".bak"
-        self.data: dict = {}
+        self.data: dict = {}  # the document itself; reached through the collections and properties below
+        self.users = Collection(self, "users", "user")
+        self.api_keys = Collection(self, "api_keys", "API key")
+        self.teams = Collection(self, "teams", "team")
+        self.team_memberships = Collection(self, "team_memberships", "team membership")
+        self.endpoints = Collection(self, "endpoints", "environment")
+        self.tags = Collection(self, "tags", "tag", id_field="ID")
+        self.resource_controls = Collection(self, "resource_controls", "resource control")
+        self.registries = Collection(self, "registries", "registry")
+        self.stacks = Collection(self, "stacks", "stack")
+        self.edge_groups = Collection(self, "edge_groups", "edge group")
+        self.edge_jobs = Collection(self, "edge_jobs", "edge job")
+        self.edge_stacks = Collection(self, "edge_stacks", "edge stack")
+        self.custom_templates = Collection(self, "custom_templates", "custom template")
+        self.endpoint_groups = Collection(self, "endpoint_groups", "environment group")
+        self.webhooks = Collection(self, "webhooks", "webhook")
         self._lock_file = None
         self._dirty = False
         self._waiters: list[asyncio.Future] = []
@@ -524,6 +645,29 @@ class Store:
             doc["schema_version"] = version
         return doc
 
+    # -- the parts of the document that are not collections ---------------------------------------------------
+    @property
+    def instance_id(self) -> str:
+        return self.data["instance_id"]
+
+    @property
+    def settings(self) -> dict:
+        """What administrators changed; `current_settings` adds the defaults."""
+        return self.data["settings"]
+
+    @property
+    def revoked_tokens(self) -> dict[str, int]:
+        """Logged-out session ids and when each would have expired: {jti: exp}."""
+        return self.data["revoked_tokens"]
+
+    @property
+    def analytics(self) -> dict:
+        return self.data.setdefault("analytics", {})
+
+    def document(self) -> bytes:
+        """The whole document as it is written to disk, at one consistent moment."""
+        return json.dumps(self.data, separators=(",", ":")).encode()
+
     # -- writing ----------------------------------------------------------------------------------------------
     def next_id(self, collection: str) -> int:
         ids = self.data["next_id"]
@@ -545,7 +689,7 @@ class Store:
         while self._dirty:
             self._dirty = False
             waiters, self._waiters = self._waiters, []
-            payload = json.dumps(self.data, separators=(",", ":")).encode()
+            payload = self.document()
             try:
                 await asyncio.to_thread(self.write_document, payload)
             except OSError as exc:
@@ -634,7 +778,7 @@ def certificate_fingerprint(cert_path: str) -> str:
 
 
 # ================================================================================================================
-# Docker connectors: one interface for every kind of environment
+# Docker connectors: one interface for every kind of environment (the edge tunnel's is in the Edge section)
 # ================================================================================================================
 
 
@@ -867,65 +1011,6 @@ async def open_agent_stream(url: str):
 
 
 # ================================================================================================================
-# Edge tunnels: the connected edge agents, and the connector that reaches an engine through one
-# ================================================================================================================
-
-
-class EdgeTunnels:
-    """Live edge tunnels by environment id, in memory only: connecting, heartbeats and disconnecting never
-    write the store. Per tunnel the server keeps the WebSocket, its Tunnel and one last-seen stamp."""
-
-    def __init__(self):
-        self.tunnels: dict[int, shared.Tunnel] = {}
-        self.last_seen: dict[int, int] = {}
-        # The latest Edge ID refused per environment, shown to administrators so they can re-associate.
-        self.refused: dict[int, dict] = {}
-        self.websockets: weakref.WeakSet = weakref.WeakSet()
-        # Called with the environment id whenever its agent connects (edge jobs waiting for it run then).
-        self.on_connect: list[Callable[[int], None]] = []
-        self.tasks: set[asyncio.Task] = set()
-        # A fleet reconnecting after a restart is snapshotted a few at a time, not all at once.
-        self.snapshot_slots = asyncio.Semaphore(EDGE_CONNECT_SNAPSHOTS)
-
-    async def snapshot_when_connected(self, environments: "Environments", endpoint_id: int) -> None:
-        async with self.snapshot_slots:
-            if self.is_connected(endpoint_id):
-                await environments.snapshot(endpoint_id)
-
-    def spawn(self, coroutine: Awaitable) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    def is_connected(self, endpoint_id: int) -> bool:
-        # a dead tunnel stays listed while its closing handshake times out; it carries nothing any more
-        tunnel = self.tunnels.get(endpoint_id)
-        return tunnel is not None and not tunnel.closed
-
-    def seen(self, endpoint_id: int) -> int:
-        return now() if endpoint_id in self.tunnels else self.last_seen.get(endpoint_id, 0)
-
-
-class EdgeConnector(DockerConnector):
-    """An edge host's engine, reached through the tunnel its agent opened: one tunnel stream per connection."""
-
-    def __init__(self, endpoint: dict, tunnels: EdgeTunnels):
-        self.tunnels = tunnels
-        super().__init__(endpoint)
-        self.client = shared.DockerClient(self.open_connection, max_idle=EDGE_IDLE_STREAMS)
-
-    async def open_connection(self) -> shared.HttpConnection:
-        tunnel = self.tunnels.tunnels.get(self.endpoint_id)
-        if tunnel is None:
-            raise shared.DockerUnreachable(f"the edge agent of environment {self.endpoint_id} is not connected")
-        try:
-            stream = await tunnel.open_stream()
-        except (ConnectionError, asyncio.TimeoutError) as exc:
-            raise shared.DockerUnreachable(f"edge tunnel: {exc or 'no answer from the agent'}") from None
-        return shared.HttpConnection(stream, stream)
-
-
-# ================================================================================================================
 # Environments and snapshots
 # ================================================================================================================
 
@@ -945,20 +1030,63 @@ DEFAULT_SECURITY_SETTINGS = {
 UNASSIGNED_GROUP_ID = 1
 
 
-def endpoint_groups(store: Store) -> dict:
-    """Environment groups by id; group 1 "Unassigned" always exists, as in Portainer (data made before groups get it)."""
-    groups = store.data.setdefault("endpoint_groups", {})
-    if str(UNASSIGNED_GROUP_ID) not in groups:
-        groups[str(UNASSIGNED_GROUP_ID)] = {
+def endpoint_groups(store: Store) -> Collection:
+    """Environment groups; group 1 "Unassigned" always exists, as in Portainer (data made before groups get it)."""
+    if UNASSIGNED_GROUP_ID not in store.endpoint_groups:
+        store.endpoint_groups.add({
             "Id": UNASSIGNED_GROUP_ID, "Name": "Unassigned", "Description": "Unassigned environments",
-            "UserAccessPolicies": {}, "TeamAccessPolicies": {}, "TagIds": [], "Labels": []}
-    return groups
+            "UserAccessPolicies": {}, "TeamAccessPolicies": {}, "TagIds": [], "Labels": []})
+    return store.endpoint_groups
 
 
 def group_of_endpoint(store: Store, endpoint: dict) -> dict:
     """The environment's group; an environment whose group is gone counts as unassigned."""
     groups = endpoint_groups(store)
-    return groups.get(str(endpoint.get("GroupId", UNASSIGNED_GROUP_ID))) or groups[str(UNASSIGNED_GROUP_ID)]
+    return groups.find(endpoint.get("GroupId", UNASSIGNED_GROUP_ID)) or groups.get(UNASSIGNED_GROUP_ID)
+
+
+class EnvironmentKind:
+    """One kind of environment (Portainer's EndpointType): everything that differs between kinds, in one class.
+
+    How the server connects to one, what creating or changing one checks, what its answers add, how often the
+    periodic snapshot reaches it, and what it runs for the server's lifetime. Every kind is listed once, in
+    ENVIRONMENT_KINDS; make_app makes one of each for the app.
+    """
+
+    type: int
+    snapshots_per_pass: int | None = None  # None: every environment of the kind in every periodic pass
+
+    def __init__(self, app: web.Application):
+        self.app = app
+
+    def connector(self, endpoint: dict) -> DockerConnector:
+        raise NotImplementedError(f"{type(self).__name__} must say how it connects")
+
+    async def create(self, request: web.Request, endpoint: dict, fields: dict, files: dict) -> None:
+        """Check the creation form and fill in the kind's own fields of the new environment."""
+        raise NotImplementedError(f"{type(self).__name__} must say how one is created")
+
+    def check_update(self, endpoint: dict, changes: dict) -> None:
+        """Check (and normalise) the changes an administrator asks for, before any is applied."""
+
+    def answer_created(self, request: web.Request, endpoint: dict, view: dict) -> None:
+        """What the creation answer adds, for the administrator who made it only (e.g. an edge key)."""
+
+    def extend_view(self, endpoint: dict, view: dict) -> None:
+        """Live state the kind shows in every answer about one of its environments."""
+
+    def removed(self, endpoint: dict) -> None:
+        """Let go of what an environment held once it is removed."""
+
+    def after_restore(self) -> None:
+        """A restored store replaced every record: forget what was kept in memory about the old ones."""
+
+    async def shutting_down(self) -> None:
+        """Before aiohttp stops waiting for open requests: tell long-lived connections to go."""
+
+    async def lifecycle(self, app: web.Application):
+        """For app.cleanup_ctx: start background work before the yield, stop it after."""
+        yield
 
 
 class Environments:
@@ -970,34 +1098,21 @@ class Environments:
         self._connectors: dict[int, DockerConnector] = {}
         self.status: dict[int, int] = {}
         self.snapshots: dict[int, dict] = {}
-        # Environment kinds beyond the local socket register a factory here: {Type: factory(endpoint)}.
-        self.connector_kinds: dict[int, Callable[[dict], DockerConnector]] = {
-            ENDPOINT_DOCKER: lambda ep: SocketConnector(ep, self.tls_directory(ep["Id"])),
-        }
-        # Kinds that show live state beyond status and snapshot add it here: extend(endpoint, view).
-        self.view_extensions: list[Callable[[dict, dict], None]] = []
-        # Kinds with many environments cap how many of them one periodic pass refreshes: {Type: count}.
-        self.periodic_snapshot_caps: dict[int, int] = {}
+        self.kinds: dict[int, EnvironmentKind] = {}  # {Type: kind}, one of each of ENVIRONMENT_KINDS (make_app)
         self.snapshot_attempted: dict[int, float] = {}  # monotonic time of each environment's latest attempt
 
     def tls_directory(self, endpoint_id: int) -> str:
         return os.path.join(self.data_directory, "tls", str(endpoint_id))
 
-    def get(self, endpoint_id: int) -> dict:
-        endpoint = self.store.data["endpoints"].get(str(endpoint_id))
-        if endpoint is None:
-            raise NotFound(f"environment {endpoint_id} not found")
-        return endpoint
-
     def connector(self, endpoint_id: int) -> DockerConnector:
         connector = self._connectors.get(endpoint_id)
         if connector is None:
-            endpoint = self.get(endpoint_id)
-            factory = self.connector_kinds.get(endpoint["Type"])
-            if factory is None:
+            endpoint = self.store.endpoints.get(endpoint_id)
+            kind = self.kinds.get(endpoint["Type"])
+            if kind is None:
                 raise BadRequest(f"environment {endpoint_id} has type {endpoint['Type']}, which this server "
                                  f"cannot connect to")
-            connector = self._connectors[endpoint_id] = factory(endpoint)
+            connector = self._connectors[endpoint_id] = kind.connector(endpoint)
         return connector
 
     def forget(self, endpoint_id: int) -> None:
@@ -1010,14 +1125,15 @@ class Environments:
             self.forget(endpoint_id)
 
     def public_view(self, endpoint: dict) -> dict:
-        view = {k: v for k, v in endpoint.items() if not k.startswith("_")}
+        view = self.store.endpoints.public_view(endpoint)
         view["Status"] = self.status.get(endpoint["Id"], STATUS_DOWN)
         view.setdefault("GroupId", UNASSIGNED_GROUP_ID)
         view.setdefault(IMAGE_CHECK_SETTING, False)
         snapshot = self.snapshots.get(endpoint["Id"])
         view["Snapshots"] = [snapshot] if snapshot else []
-        for extend in self.view_extensions:
-            extend(endpoint, view)
+        kind = self.kinds.get(endpoint["Type"])
+        if kind is not None:
+            kind.extend_view(endpoint, view)
         return view
 
     async def snapshot(self, endpoint_id: int) -> dict | None:
@@ -1047,21 +1163,21 @@ class Environments:
         return snapshot
 
     async def snapshot_all(self) -> None:
-        ids = [ep["Id"] for ep in self.store.data["endpoints"].values() if ep["Type"] in self.connector_kinds]
+        ids = [ep["Id"] for ep in self.store.endpoints if ep["Type"] in self.kinds]
         await asyncio.gather(*(self.snapshot(i) for i in ids))
 
     async def snapshot_due(self) -> None:
         """One periodic pass: every environment, except that a capped kind refreshes only the ones it tried
         longest ago (so every one gets its turn, and none that cannot answer takes another's turn for ever)."""
-        ids, capped = [], {kind: [] for kind in self.periodic_snapshot_caps}
-        for endpoint in self.store.data["endpoints"].values():
+        ids, capped = [], {t: [] for t, kind in self.kinds.items() if kind.snapshots_per_pass is not None}
+        for endpoint in self.store.endpoints:
             if endpoint["Type"] in capped:
                 capped[endpoint["Type"]].append(endpoint["Id"])
-            elif endpoint["Type"] in self.connector_kinds:
+            elif endpoint["Type"] in self.kinds:
                 ids.append(endpoint["Id"])
-        for kind, kind_ids in capped.items():
+        for kind_type, kind_ids in capped.items():
             kind_ids.sort(key=lambda i: self.snapshot_attempted.get(i, 0))
-            ids += kind_ids[:self.periodic_snapshot_caps[kind]]
+            ids += kind_ids[:self.kinds[kind_type].snapshots_per_pass]
         await asyncio.gather(*(self.snapshot(i) for i in ids))
 
 
@@ -1173,7 +1289,7 @@ class Sessions:
             raise Unauthorized("invalid session token", "signature mismatch")
         if not isinstance(claims.get("exp"), int) or claims["exp"] < now():
             raise Unauthorized("session expired, log in again")
-        if claims.get("jti") in self.store.data["revoked_tokens"]:
+        if claims.get("jti") in self.store.revoked_tokens:
             raise Unauthorized("session was logged out, log in again")
         return claims
 
@@ -1181,7 +1297,7 @@ class Sessions:
         return b64url(hmac.new(self.key, b"csrf:" + claims["jti"].encode(), hashlib.sha256).digest())
 
     async def revoke(self, claims: dict) -> None:
-        revoked = self.store.data["revoked_tokens"]
+        revoked = self.store.revoked_tokens
         for jti, expiry in list(revoked.items()):
             if expiry < now():
                 del revoked[jti]
@@ -1297,14 +1413,14 @@ def client_address(request: web.Request) -> str:
 def authenticate(request: web.Request) -> Caller:
     app = request.app
     store: Store = app[STORE]
-    users = store.data["users"]
+    users = store.users
     raw_key = request.headers.get("X-API-Key")
     if raw_key:
         key = app[API_KEY_INDEX].get(api_key_digest(raw_key))
-        if key is None or str(key["UserId"]) not in users:
+        if key is None or key["UserId"] not in users:
             raise Unauthorized("invalid API key")
         key["_last_used_runtime"] = now()
-        return Caller(users[str(key["UserId"])], "apikey")
+        return Caller(users.get(key["UserId"]), "apikey")
     authorization = request.headers.get("Authorization", "")
     if authorization:
         scheme, _, token = authorization.partition(" ")
@@ -1323,7 +1439,7 @@ def authenticate(request: web.Request) -> Caller:
             raise Unauthorized(message, "send a JWT as 'Authorization: Bearer', an X-API-Key, or log in from the "
                                         "web UI")
     claims = app[SESSIONS].verify(token.strip())
-    user = users.get(str(claims["id"]))
+    user = users.find(claims["id"])
     if user is None:
         raise Unauthorized("the user of this session no longer exists")
     if claims.get("iat", 0) < user.get("TokenIssueAt", 0):
@@ -1533,7 +1649,7 @@ def record_activity(request: web.Request, status: int) -> None:
     match = ENDPOINT_PATH.match(request.path)
     if match:
         endpoint_id = int(match.group(1))
-        context = (store.data["endpoints"].get(match.group(1)) or {}).get("Name", f"environment {endpoint_id}")
+        context = (store.endpoints.find(endpoint_id) or {}).get("Name", f"environment {endpoint_id}")
     request.app[ACTIVITY].record({
         "kind": "activity", "userId": caller.id if caller else None,
         "username": caller.user["Username"] if caller else "", "endpointId": endpoint_id, "context": context,
@@ -1578,7 +1694,7 @@ async def activity_middleware(request: web.Request, handler):
 
 
 def user_team_ids(store: Store, user_id: int) -> set[int]:
-    return {m["TeamID"] for m in store.data["team_memberships"].values() if m["UserID"] == user_id}
+    return {m["TeamID"] for m in store.team_memberships if m["UserID"] == user_id}
 
 
 # Roles a user or team holds on one environment (Portainer Business Edition's RoleIds). A policy of
@@ -1630,7 +1746,7 @@ def can_access_endpoint(store: Store, caller: Caller, endpoint: dict) -> bool:
 
 def endpoint_for_caller(request: web.Request, endpoint_id: int) -> dict:
     """The environment, if the caller may use it; a user without access learns nothing more than 403."""
-    endpoint = request.app[ENVIRONMENTS].get(endpoint_id)
+    endpoint = request.app[STORE].endpoints.get(endpoint_id)
     if not can_access_endpoint(request.app[STORE], caller_of(request), endpoint):
         raise Forbidden(f"you have no access to environment {endpoint_id}")
     return endpoint
@@ -2343,11 +2459,11 @@ def resource_key(kind: str, item: dict) -> str:
 
 def resource_control_for(store: Store, kind: str, item: dict) -> dict | None:
     """An administrator's resource control for this resource, which then decides instead of its labels."""
-    controls = store.data.get("resource_controls") or {}
-    if not controls:
+    controls = store.resource_controls
+    if not len(controls):
         return None
     wanted_type, key = RESOURCE_CONTROL_TYPES.get(kind), resource_key(kind, item)
-    return next((rc for rc in controls.values() if rc["Type"] == wanted_type and rc["ResourceId"] == key), None)
+    return next((rc for rc in controls if rc["Type"] == wanted_type and rc["ResourceId"] == key), None)
 
 
 def visible_resource(store: Store, caller: Caller, kind: str, item: dict) -> bool:
@@ -2604,18 +2720,10 @@ class Registries:
         self.store = store
         self.passwords = RegistryPasswords(key)
         self._session = None
-        store.data.setdefault("registries", {})
 
     def reload(self) -> None:
         """After a restore: the restored data directory's key and registries."""
         self.passwords = RegistryPasswords(load_or_create_secret(self.store.directory, "registry.key"))
-        self.store.data.setdefault("registries", {})
-
-    def get(self, registry_id: int) -> dict:
-        registry = self.store.data["registries"].get(str(registry_id))
-        if registry is None:
-            raise NotFound(f"registry {registry_id} not found")
-        return registry
 
     def password(self, registry: dict) -> str:
         from cryptography.exceptions import InvalidTag
@@ -2634,7 +2742,7 @@ class Registries:
         for key, access in (registry.get("RegistryAccesses") or {}).items():
             if endpoint_id is not None and key != str(endpoint_id):
                 continue
-            endpoint = self.store.data["endpoints"].get(key)
+            endpoint = self.store.endpoints.find(key)
             if endpoint is None or not can_access_endpoint(self.store, caller, endpoint):
                 continue
             if str(caller.id) in (access.get("UserAccessPolicies") or {}):
@@ -2644,7 +2752,7 @@ class Registries:
         return False
 
     def usable(self, caller: Caller | None, registry_id: int, endpoint_id: int | None) -> dict:
-        registry = self.get(registry_id)
+        registry = self.store.registries.get(registry_id)
         if not self.may_use(caller, registry, endpoint_id):
             where = f" on environment {endpoint_id}" if endpoint_id is not None else ""
             raise Forbidden(f"you have no access to registry {registry_id}{where}")
@@ -2652,7 +2760,7 @@ class Registries:
 
     def for_domain(self, domain: str, caller: Caller | None, endpoint_id: int | None) -> dict | None:
         """The registry holding credentials for images from `domain`, if the caller may use one."""
-        for registry in sorted(self.store.data["registries"].values(), key=lambda r: r["Id"]):
+        for registry in self.store.registries.in_id_order():
             if registry_host(registry["URL"]) == domain and self.may_use(caller, registry, endpoint_id):
                 return registry
         return None
@@ -2903,7 +3011,7 @@ class ImageUpdates:
 
     def enabled(self, endpoint_id: int) -> bool:
         """Whether an administrator turned image update checks on for this environment (off by default)."""
-        return self.environments.get(endpoint_id).get(IMAGE_CHECK_SETTING) is True
+        return self.environments.store.endpoints.get(endpoint_id).get(IMAGE_CHECK_SETTING) is True
 
     def forget_environment(self, endpoint_id: int) -> None:
         for key in [k for k in self.results if k[0] == endpoint_id]:
@@ -3156,7 +3264,7 @@ async def image_update_loop(app: web.Application) -> None:
     environments = app[ENVIRONMENTS]
     while True:
         await asyncio.sleep(interval)
-        for endpoint in list(app[STORE].data["endpoints"].values()):
+        for endpoint in app[STORE].endpoints:
             if environments.status.get(endpoint["Id"]) != STATUS_UP or endpoint.get(IMAGE_CHECK_SETTING) is not True:
                 continue
             try:
@@ -3168,7 +3276,7 @@ async def image_update_loop(app: web.Application) -> None:
 async def move_resource_control(store: Store, old_id: str, new_id: str) -> None:
     """An administrator's sharing of a container stays with it when it is recreated under a new id."""
     moved = False
-    for control in (store.data.get("resource_controls") or {}).values():
+    for control in store.resource_controls:
         if control.get("Type") == RESOURCE_CONTROL_TYPES["containers"] and control.get("ResourceId") == old_id:
             control["ResourceId"] = new_id
             moved = True
@@ -4806,7 +4914,7 @@ async def handle_websocket_attach(request: web.Request) -> web.WebSocketResponse
 @public
 async def handle_system_status(request: web.Request) -> web.Response:
     """Version and instance id (public)."""
-    return json_response({"Version": VERSION, "InstanceID": request.app[STORE].data["instance_id"]})
+    return json_response({"Version": VERSION, "InstanceID": request.app[STORE].instance_id})
 
 
 def version_answer() -> dict:
@@ -4828,7 +4936,7 @@ def container_platform(app: web.Application) -> str:
     if os.environ.get("PODMAN_MODE") == "1":
         return "Podman"
     environments: Environments = app[ENVIRONMENTS]
-    local = [ep for ep in app[STORE].data["endpoints"].values()
+    local = [ep for ep in app[STORE].endpoints
              if ep["Type"] == ENDPOINT_DOCKER and str(ep.get("URL", "")).startswith("unix://")]
     for endpoint in sorted(local, key=lambda ep: ep["Id"]):
         snapshot = environments.snapshots.get(endpoint["Id"])
@@ -4839,7 +4947,7 @@ def container_platform(app: web.Application) -> str:
 
 async def handle_system_info(request: web.Request) -> web.Response:
     """Portainer's systemInfoResponse: the platform and how many agent and edge agent environments exist."""
-    endpoints = list(request.app[STORE].data["endpoints"].values())
+    endpoints = list(request.app[STORE].endpoints)
     return json_response({"platform": container_platform(request.app),
                           "agents": sum(1 for ep in endpoints if ep["Type"] == ENDPOINT_AGENT),
                           "edgeAgents": sum(1 for ep in endpoints if ep["Type"] == ENDPOINT_EDGE)})
@@ -4876,7 +4984,7 @@ def user_view(user: dict) -> dict:
 
 def find_user_by_name(store: Store, username: str) -> dict | None:
     wanted = username.lower()
-    return next((u for u in store.data["users"].values() if u["Username"].lower() == wanted), None)
+    return next((u for u in store.users if u["Username"].lower() == wanted), None)
 
 
 async def create_user(store: Store, username: Any, password: Any, role: Any) -> dict:
@@ -4890,16 +4998,14 @@ async def create_user(store: Store, username: Any, password: Any, role: Any) -> 
     password_hash = await asyncio.to_thread(hash_password, password)
     if find_user_by_name(store, username.strip()):
         raise Conflict(f"a user named {username.strip()!r} already exists")
-    user_id = store.next_id("users")
-    user = {"Id": user_id, "Username": username.strip(), "Role": role, "PasswordHash": password_hash,
-            "CreationDate": now(), "TokenIssueAt": 0}
-    store.data["users"][str(user_id)] = user
+    user = store.users.add({"Username": username.strip(), "Role": role, "PasswordHash": password_hash,
+                            "CreationDate": now(), "TokenIssueAt": 0})
     await store.commit()
     return user
 
 
 def admin_exists(store: Store) -> bool:
-    return any(u["Role"] == ROLE_ADMIN for u in store.data["users"].values())
+    return any(u["Role"] == ROLE_ADMIN for u in store.users)
 
 
 # The payloads of Portainer's login and first-administrator routes.
@@ -4949,7 +5055,7 @@ async def handle_auth(request: web.Request) -> web.Response:
         raise Unauthorized("invalid credentials")
     limiter.succeeded(address, username)
     record_auth(request, user["Username"], True)
-    lifetime = parse_duration(store.data["settings"].get("UserSessionTimeout", "8h"))
+    lifetime = parse_duration(store.settings.get("UserSessionTimeout", "8h"))
     token, claims = request.app[SESSIONS].issue(user, lifetime)
     csrf = request.app[SESSIONS].csrf_token(claims)
     response = json_response({"jwt": token}, headers={CSRF_HEADER: csrf})
@@ -4974,13 +5080,6 @@ async def handle_logout(request: web.Request) -> web.Response:
 # ================================================================================================================
 
 
-def get_user(store: Store, user_id: int) -> dict:
-    user = store.data["users"].get(str(user_id))
-    if user is None:
-        raise NotFound(f"user {user_id} not found")
-    return user
-
-
 def require_self_or_admin(request: web.Request, user_id: int) -> Caller:
     caller = caller_of(request)
     if not caller.is_admin and caller.id != user_id:
@@ -4991,7 +5090,7 @@ def require_self_or_admin(request: web.Request, user_id: int) -> Caller:
 async def handle_users_list(request: web.Request) -> web.Response:
     """All users (administrators and team leaders); a standard user sees only themselves."""
     caller = caller_of(request)
-    users = request.app[STORE].data["users"].values()
+    users = request.app[STORE].users
     # a team leader picks new members from everyone
     everyone = caller.is_admin or is_team_leader(request.app[STORE], caller.id)
     return json_response([user_view(u) for u in users if everyone or u["Id"] == caller.id])
@@ -5022,7 +5121,7 @@ async def handle_user_inspect(request: web.Request) -> web.Response:
     """One user (administrators, or the user themselves)."""
     user_id = path_id(request)
     require_self_or_admin(request, user_id)
-    return json_response(user_view(get_user(request.app[STORE], user_id)))
+    return json_response(user_view(request.app[STORE].users.get(user_id)))
 
 
 async def handle_user_update(request: web.Request) -> web.Response:
@@ -5030,7 +5129,7 @@ async def handle_user_update(request: web.Request) -> web.Response:
     user_id = path_id(request)
     caller = require_self_or_admin(request, user_id)
     store = request.app[STORE]
-    user = get_user(store, user_id)
+    user = store.users.get(user_id)
     body = await read_documented_fields(request, USER_UPDATE_FIELDS)
     username = field(body, "Username", str, required=False)
     password = field(body, "Password", str, required=False) or field(body, "NewPassword", str, required=False)
@@ -5040,7 +5139,7 @@ async def handle_user_update(request: web.Request) -> web.Response:
             raise Forbidden("only administrators can change roles")
         if role not in (ROLE_ADMIN, ROLE_STANDARD):
             raise BadRequest("Role must be 1 (administrator) or 2 (standard user)")
-        if user["Role"] == ROLE_ADMIN and sum(u["Role"] == ROLE_ADMIN for u in store.data["users"].values()) == 1:
+        if user["Role"] == ROLE_ADMIN and sum(u["Role"] == ROLE_ADMIN for u in store.users) == 1:
             raise Conflict("cannot demote the last administrator")
     if username:
         other = find_user_by_name(store, username.strip())
@@ -5072,7 +5171,7 @@ async def handle_user_password(request: web.Request) -> web.Response:
     current, new = field(body, "Password", str), field(body, "NewPassword", str)
     check_password_strength(new)
     store = request.app[STORE]
-    user = get_user(store, user_id)
+    user = store.users.get(user_id)
     if not await asyncio.to_thread(verify_password, current, user["PasswordHash"]):
         raise Forbidden("current password is wrong")
     user["PasswordHash"] = await asyncio.to_thread(hash_password, new)
@@ -5086,17 +5185,13 @@ async def handle_user_delete(request: web.Request) -> web.Response:
     require_admin(request)
     user_id = path_id(request)
     store = request.app[STORE]
-    user = get_user(store, user_id)
-    if user["Role"] == ROLE_ADMIN and sum(u["Role"] == ROLE_ADMIN for u in store.data["users"].values()) == 1:
+    user = store.users.get(user_id)
+    if user["Role"] == ROLE_ADMIN and sum(u["Role"] == ROLE_ADMIN for u in store.users) == 1:
         raise Conflict("cannot delete the last administrator")
-    del store.data["users"][str(user_id)]
-    for key_id, key in list(store.data["api_keys"].items()):
-        if key["UserId"] == user_id:
-            del store.data["api_keys"][key_id]
-    for membership_id, membership in list(store.data["team_memberships"].items()):
-        if membership["UserID"] == user_id:
-            del store.data["team_memberships"][membership_id]
-    for holder in [*store.data["endpoints"].values(), *endpoint_groups(store).values()]:
+    store.users.delete(user_id)
+    store.api_keys.delete_where(lambda key: key["UserId"] == user_id)
+    store.team_memberships.delete_where(lambda membership: membership["UserID"] == user_id)
+    for holder in [*store.endpoints, *endpoint_groups(store)]:
         (holder.get("UserAccessPolicies") or {}).pop(str(user_id), None)
     await store.commit()
     rebuild_api_key_index(request.app)
@@ -5111,7 +5206,7 @@ def api_key_view(key: dict) -> dict:
 
 def rebuild_api_key_index(app: web.Application) -> None:
     app[API_KEY_INDEX].clear()
-    app[API_KEY_INDEX].update({k["Digest"]: k for k in app[STORE].data["api_keys"].values()})
+    app[API_KEY_INDEX].update({k["Digest"]: k for k in app[STORE].api_keys})
 
 
 async def handle_token_create(request: web.Request) -> web.Response:
@@ -5127,10 +5222,8 @@ async def handle_token_create(request: web.Request) -> web.Response:
     if not await asyncio.to_thread(verify_password, password, caller.user["PasswordHash"]):
         raise Forbidden("password is wrong")
     raw = API_KEY_PREFIX + b64url(secrets.token_bytes(32))
-    key_id = store.next_id("api_keys")
-    key = {"Id": key_id, "UserId": user_id, "Description": description, "Prefix": raw[:7],
-           "Digest": api_key_digest(raw), "DateCreated": now(), "LastUsed": 0}
-    store.data["api_keys"][str(key_id)] = key
+    key = store.api_keys.add({"UserId": user_id, "Description": description, "Prefix": raw[:7],
+                              "Digest": api_key_digest(raw), "DateCreated": now(), "LastUsed": 0})
     await store.commit()
     rebuild_api_key_index(request.app)
     return json_response({"rawAPIKey": raw, "apiKey": api_key_view(key)})
@@ -5140,7 +5233,7 @@ async def handle_token_list(request: web.Request) -> web.Response:
     """A user's API keys (never the keys themselves)."""
     user_id = path_id(request)
     require_self_or_admin(request, user_id)
-    keys = request.app[STORE].data["api_keys"].values()
+    keys = request.app[STORE].api_keys
     return json_response([api_key_view(k) for k in keys if k["UserId"] == user_id])
 
 
@@ -5150,10 +5243,10 @@ async def handle_token_delete(request: web.Request) -> web.Response:
     require_self_or_admin(request, user_id)
     key_id = path_id(request, "keyId")
     store = request.app[STORE]
-    key = store.data["api_keys"].get(str(key_id))
-    if key is None or key["UserId"] != user_id:
+    key = store.api_keys.get(key_id)
+    if key["UserId"] != user_id:
         raise NotFound(f"API key {key_id} not found")
-    del store.data["api_keys"][str(key_id)]
+    store.api_keys.delete(key_id)
     await store.commit()
     rebuild_api_key_index(request.app)
     return web.Response(status=204)
@@ -5166,16 +5259,9 @@ async def handle_token_delete(request: web.Request) -> web.Response:
 TEAM_LEADER, TEAM_MEMBER = 1, 2
 
 
-def get_team(store: Store, team_id: int) -> dict:
-    team = store.data["teams"].get(str(team_id))
-    if team is None:
-        raise NotFound(f"team {team_id} not found")
-    return team
-
-
 def is_team_leader(store: Store, user_id: int, team_id: int | None = None) -> bool:
     return any(m["UserID"] == user_id and m["Role"] == TEAM_LEADER and team_id in (None, m["TeamID"])
-               for m in store.data["team_memberships"].values())
+               for m in store.team_memberships)
 
 
 def team_view(team: dict) -> dict:
@@ -5190,29 +5276,26 @@ def membership_view(membership: dict) -> dict:
 def check_team_name(store: Store, name: Any, team_id: int = 0) -> str:
     if not isinstance(name, str) or not name.strip() or len(name) > 128:
         raise BadRequest("Name must be a non-empty string of at most 128 characters")
-    if any(t["Name"].lower() == name.strip().lower() and t["Id"] != team_id for t in store.data["teams"].values()):
+    if any(t["Name"].lower() == name.strip().lower() and t["Id"] != team_id for t in store.teams):
         raise Conflict(f"a team named {name.strip()!r} already exists")
     return name.strip()
 
 
 def add_membership(store: Store, user_id: int, team_id: int, role: int) -> dict:
-    get_user(store, user_id)
-    get_team(store, team_id)
+    store.users.get(user_id)
+    store.teams.get(team_id)
     if role not in (TEAM_LEADER, TEAM_MEMBER):
         raise BadRequest("Role must be 1 (team leader) or 2 (member)")
-    if any(m["UserID"] == user_id and m["TeamID"] == team_id for m in store.data["team_memberships"].values()):
+    if any(m["UserID"] == user_id and m["TeamID"] == team_id for m in store.team_memberships):
         raise Conflict(f"user {user_id} is already a member of team {team_id}")
-    membership_id = store.next_id("team_memberships")
-    membership = {"Id": membership_id, "UserID": user_id, "TeamID": team_id, "Role": role}
-    store.data["team_memberships"][str(membership_id)] = membership
-    return membership
+    return store.team_memberships.add({"UserID": user_id, "TeamID": team_id, "Role": role})
 
 
 async def handle_teams_list(request: web.Request) -> web.Response:
     """All teams (administrators); other users see the teams they belong to."""
     store, caller = request.app[STORE], caller_of(request)
     mine = user_team_ids(store, caller.id)
-    return json_response([team_view(t) for t in sorted(store.data["teams"].values(), key=lambda t: t["Id"])
+    return json_response([team_view(t) for t in store.teams.in_id_order()
                           if caller.is_admin or t["Id"] in mine])
 
 
@@ -5229,12 +5312,10 @@ async def handle_team_create(request: web.Request) -> web.Response:
     for user_id in leaders:
         if not isinstance(user_id, int):
             raise BadRequest("TeamLeaders must be a list of user ids")
-        get_user(store, user_id)
-    team_id = store.next_id("teams")
-    team = {"Id": team_id, "Name": name}
-    store.data["teams"][str(team_id)] = team
+        store.users.get(user_id)
+    team = store.teams.add({"Name": name})
     for user_id in dict.fromkeys(leaders):
-        add_membership(store, user_id, team_id, TEAM_LEADER)
+        add_membership(store, user_id, team["Id"], TEAM_LEADER)
     await store.commit()
     return json_response(team_view(team))
 
@@ -5242,7 +5323,7 @@ async def handle_team_create(request: web.Request) -> web.Response:
 async def handle_team_inspect(request: web.Request) -> web.Response:
     """One team (administrators and its members)."""
     store, caller = request.app[STORE], caller_of(request)
-    team = get_team(store, path_id(request))
+    team = store.teams.get(path_id(request))
     if not caller.is_admin and team["Id"] not in user_team_ids(store, caller.id):
         raise Forbidden("you are not a member of this team")
     return json_response(team_view(team))
@@ -5252,7 +5333,7 @@ async def handle_team_update(request: web.Request) -> web.Response:
     """Rename a team {Name} (administrators)."""
     require_admin(request)
     store = request.app[STORE]
-    team = get_team(store, path_id(request))
+    team = store.teams.get(path_id(request))
     body = await read_documented_fields(request, TEAM_FIELDS)
     team["Name"] = check_team_name(store, body.get("Name"), team["Id"])
     await store.commit()
@@ -5263,12 +5344,9 @@ async def handle_team_delete(request: web.Request) -> web.Response:
     """Delete a team, its memberships and its access to environments (administrators)."""
     require_admin(request)
     store = request.app[STORE]
-    team = get_team(store, path_id(request))
-    del store.data["teams"][str(team["Id"])]
-    for membership_id, membership in list(store.data["team_memberships"].items()):
-        if membership["TeamID"] == team["Id"]:
-            del store.data["team_memberships"][membership_id]
-    for holder in [*store.data["endpoints"].values(), *endpoint_groups(store).values()]:
+    team = store.teams.delete(path_id(request))
+    store.team_memberships.delete_where(lambda membership: membership["TeamID"] == team["Id"])
+    for holder in [*store.endpoints, *endpoint_groups(store)]:
         (holder.get("TeamAccessPolicies") or {}).pop(str(team["Id"]), None)
     await store.commit()
     return web.Response(status=204)
@@ -5277,10 +5355,10 @@ async def handle_team_delete(request: web.Request) -> web.Response:
 async def handle_team_memberships_of_team(request: web.Request) -> web.Response:
     """The memberships of one team (administrators and the team's members)."""
     store, caller = request.app[STORE], caller_of(request)
-    team = get_team(store, path_id(request))
+    team = store.teams.get(path_id(request))
     if not caller.is_admin and team["Id"] not in user_team_ids(store, caller.id):
         raise Forbidden("you are not a member of this team")
-    return json_response([membership_view(m) for m in store.data["team_memberships"].values()
+    return json_response([membership_view(m) for m in store.team_memberships
                           if m["TeamID"] == team["Id"]])
 
 
@@ -5289,8 +5367,8 @@ async def handle_user_memberships(request: web.Request) -> web.Response:
     user_id = path_id(request)
     require_self_or_admin(request, user_id)
     store = request.app[STORE]
-    get_user(store, user_id)
-    return json_response([membership_view(m) for m in store.data["team_memberships"].values()
+    store.users.get(user_id)
+    return json_response([membership_view(m) for m in store.team_memberships
                           if m["UserID"] == user_id])
 
 
@@ -5323,7 +5401,7 @@ def require_team_manager(request: web.Request, team_id: int, role: int) -> None:
 async def handle_memberships_list(request: web.Request) -> web.Response:
     """All team memberships (administrators); a team leader sees those of the teams they lead."""
     store, caller = request.app[STORE], caller_of(request)
-    return json_response([membership_view(m) for m in store.data["team_memberships"].values()
+    return json_response([membership_view(m) for m in store.team_memberships
                           if caller.is_admin or is_team_leader(store, caller.id, m["TeamID"])])
 
 
@@ -5342,18 +5420,11 @@ async def handle_membership_create(request: web.Request) -> web.Response:
     return json_response(membership_view(membership))
 
 
-def get_membership(store: Store, membership_id: int) -> dict:
-    membership = store.data["team_memberships"].get(str(membership_id))
-    if membership is None:
-        raise NotFound(f"team membership {membership_id} not found")
-    return membership
-
-
 async def handle_membership_update(request: web.Request) -> web.Response:
     """Change a membership's role {Role} (administrators)."""
     require_admin(request)
     store = request.app[STORE]
-    membership = get_membership(store, path_id(request))
+    membership = store.team_memberships.get(path_id(request))
     body = await read_documented_fields(request, MEMBERSHIP_FIELDS)
     role = field(body, "Role", int)
     if role not in (TEAM_LEADER, TEAM_MEMBER):
@@ -5366,9 +5437,9 @@ async def handle_membership_update(request: web.Request) -> web.Response:
 async def handle_membership_delete(request: web.Request) -> web.Response:
     """Remove a user from a team (administrators, or a leader of that team for plain members)."""
     store = request.app[STORE]
-    membership = get_membership(store, path_id(request))
+    membership = store.team_memberships.get(path_id(request))
     require_team_manager(request, membership["TeamID"], membership["Role"])
-    del store.data["team_memberships"][str(membership["Id"])]
+    store.team_memberships.delete(membership["Id"])
     await store.commit()
     return web.Response(status=204)
 
@@ -5391,13 +5462,13 @@ def resource_control_fields(store: Store, body: dict, control: dict) -> None:
         for user_id in users:
             if not isinstance(user_id, int):
                 raise BadRequest("Users must be a list of user ids")
-            get_user(store, user_id)
+            store.users.get(user_id)
         control["UserAccesses"] = [{"UserId": u, "AccessLevel": 1} for u in dict.fromkeys(users)]
     if teams is not None:
         for team_id in teams:
             if not isinstance(team_id, int):
                 raise BadRequest("Teams must be a list of team ids")
-            get_team(store, team_id)
+            store.teams.get(team_id)
         control["TeamAccesses"] = [{"TeamId": t, "AccessLevel": 1} for t in dict.fromkeys(teams)]
     for name in ("Public", "AdministratorsOnly"):
         value = field(body, name, bool, required=False)
@@ -5411,7 +5482,7 @@ async def handle_resource_controls_list(request: web.Request) -> web.Response:
     """Every resource control (administrators)."""
     require_admin(request)
     return json_response([resource_control_view(rc)
-                          for rc in (request.app[STORE].data.get("resource_controls") or {}).values()])
+                          for rc in request.app[STORE].resource_controls])
 
 
 RESOURCE_CONTROL_FIELDS = {"ResourceID": str, "Type": int, "Users": [int], "Teams": [int], "Public": bool,
@@ -5428,30 +5499,22 @@ async def handle_resource_control_create(request: web.Request) -> web.Response:
     kind = field(body, "Type", int)
     if kind not in (*RESOURCE_CONTROL_TYPES.values(), STACK_RESOURCE_CONTROL):
         raise BadRequest("Type must be 1 (container), 2 (service), 3 (volume), 4 (network) or 6 (stack)")
-    controls = store.data.setdefault("resource_controls", {})
-    if any(rc["Type"] == kind and rc["ResourceId"] == resource_id for rc in controls.values()):
+    if any(rc["Type"] == kind and rc["ResourceId"] == resource_id for rc in store.resource_controls):
         raise Conflict(f"a resource control for {resource_id} already exists; change it instead")
     control = {"Id": 0, "ResourceId": resource_id, "SubResourceIds": [], "Type": kind, "UserAccesses": [],
                "TeamAccesses": [], "Public": False, "AdministratorsOnly": False, "System": False}
     resource_control_fields(store, body, control)
-    control["Id"] = store.next_id("resource_controls")
-    controls[str(control["Id"])] = control
+    control["Id"] = store.resource_controls.new_id()
+    store.resource_controls.add(control)
     await store.commit()
     return json_response(resource_control_view(control))
-
-
-def get_resource_control(store: Store, control_id: int) -> dict:
-    control = (store.data.get("resource_controls") or {}).get(str(control_id))
-    if control is None:
-        raise NotFound(f"resource control {control_id} not found")
-    return control
 
 
 async def handle_resource_control_update(request: web.Request) -> web.Response:
     """Change who may use a resource {Users, Teams, Public, AdministratorsOnly} (administrators)."""
     require_admin(request)
     store = request.app[STORE]
-    control = get_resource_control(store, path_id(request))
+    control = store.resource_controls.get(path_id(request))
     body = await read_documented_fields(request, RESOURCE_CONTROL_FIELDS)
     changed = copy.deepcopy(control)
     resource_control_fields(store, body, changed)
@@ -5464,8 +5527,7 @@ async def handle_resource_control_delete(request: web.Request) -> web.Response:
     """Remove a resource control; the resource's ownership labels decide again (administrators)."""
     require_admin(request)
     store = request.app[STORE]
-    control = get_resource_control(store, path_id(request))
-    del store.data["resource_controls"][str(control["Id"])]
+    store.resource_controls.delete(path_id(request))
     await store.commit()
     return web.Response(status=204)
 
@@ -5544,12 +5606,12 @@ async def handle_endpoint_create(request: web.Request) -> web.Response:
     if not isinstance(name, str) or not name.strip():
         raise BadRequest("Name is required")
     creation_type = form_int(fields, "EndpointCreationType", ENDPOINT_DOCKER)
-    hooks: EndpointKinds = request.app[ENDPOINT_KINDS]
-    if creation_type not in hooks.creators:
-        raise BadRequest(f"EndpointCreationType {creation_type} is not supported",
-                         f"supported: {sorted(hooks.creators)}")
+    kinds = request.app[ENVIRONMENTS].kinds
+    kind = kinds.get(creation_type)
+    if kind is None:
+        raise BadRequest(f"EndpointCreationType {creation_type} is not supported", f"supported: {sorted(kinds)}")
     store = request.app[STORE]
-    if any(ep["Name"].lower() == name.strip().lower() for ep in store.data["endpoints"].values()):
+    if any(ep["Name"].lower() == name.strip().lower() for ep in store.endpoints):
         raise Conflict(f"an environment named {name.strip()!r} already exists")
     endpoint = {
         "Id": 0, "Name": name.strip(), "Type": creation_type, "URL": "", "PublicURL": fields.get("PublicURL", ""),
@@ -5561,93 +5623,98 @@ async def handle_endpoint_create(request: web.Request) -> web.Response:
     tag_ids = fields.get("TagIds")
     if isinstance(tag_ids, list):
         endpoint["TagIds"] = [t for t in tag_ids if isinstance(t, int)]
-    await hooks.creators[creation_type](request, endpoint, fields, files)
-    endpoint["Id"] = store.next_id("endpoints")
+    await kind.create(request, endpoint, fields, files)
+    endpoint["Id"] = store.endpoints.new_id()
     for name_in_form, file_name in (("TLSCACertFile", "ca.pem"), ("TLSCertFile", "cert.pem"),
                                     ("TLSKeyFile", "key.pem")):
         if name_in_form in files:
             directory = request.app[ENVIRONMENTS].tls_directory(endpoint["Id"])
             os.makedirs(directory, mode=0o700, exist_ok=True)
             write_private_file(os.path.join(directory, file_name), files[name_in_form])
-    store.data["endpoints"][str(endpoint["Id"])] = endpoint
+    store.endpoints.add(endpoint)
     await store.commit()
     environments = request.app[ENVIRONMENTS]
     await environments.snapshot(endpoint["Id"])
     view = environments.public_view(endpoint)
-    if creation_type in hooks.answers:
-        hooks.answers[creation_type](request, endpoint, view)
+    kind.answer_created(request, endpoint, view)
     return json_response(view)
 
 
-async def create_docker_endpoint(request: web.Request, endpoint: dict, fields: dict, files: dict) -> None:
-    url = fields.get("URL")
-    if not isinstance(url, str) or not url.strip():
-        raise BadRequest("URL is required, e.g. unix:///var/run/docker.sock or tcp://10.0.0.5:2375")
-    endpoint["URL"] = normalise_docker_url(url, ENDPOINT_DOCKER)
+class DockerApiKind(EnvironmentKind):
+    """A Docker engine's own API: its local socket (unix://) or TCP, with TLS files when given."""
+
+    type = ENDPOINT_DOCKER
+
+    def connector(self, endpoint: dict) -> DockerConnector:
+        return SocketConnector(endpoint, self.app[ENVIRONMENTS].tls_directory(endpoint["Id"]))
+
+    async def create(self, request: web.Request, endpoint: dict, fields: dict, files: dict) -> None:
+        url = fields.get("URL")
+        if not isinstance(url, str) or not url.strip():
+            raise BadRequest("URL is required, e.g. unix:///var/run/docker.sock or tcp://10.0.0.5:2375")
+        endpoint["URL"] = normalise_docker_url(url, ENDPOINT_DOCKER)
+
+    def check_update(self, endpoint: dict, changes: dict) -> None:
+        if "URL" in changes:
+            changes["URL"] = normalise_docker_url(changes["URL"], ENDPOINT_DOCKER)
 
 
-async def create_agent_endpoint(request: web.Request, endpoint: dict, fields: dict, files: dict) -> None:
-    """Reach the agent, record the fingerprint of its certificate (trusted from now on) and check it accepts us."""
-    url = fields.get("URL")
-    if not isinstance(url, str) or not url.strip():
-        raise BadRequest("URL is required: the agent's host:port, e.g. 10.0.0.5:9001")
-    endpoint["URL"] = normalise_docker_url(url, ENDPOINT_AGENT)
-    try:
-        reader, writer, fingerprint = await open_agent_stream(endpoint["URL"])
-    except shared.DockerUnreachable as exc:
-        raise BadGateway(f"cannot reach an agent at {endpoint['URL']}", str(exc)) from None
-    connection = shared.HttpConnection(reader, writer)
-    try:
-        await connection.send_head("GET", "/ping", [("Host", "agent"), ("Connection", "close")])
-        status, _, headers = await asyncio.wait_for(connection.read_head(), 10)
-    except (shared.DockerUnreachable, ConnectionError, asyncio.TimeoutError) as exc:
-        raise BadGateway(f"the agent at {endpoint['URL']} did not answer", str(exc)) from None
-    finally:
-        connection.close()
-    if status != 204 or "Portainer-Agent" not in headers:
-        raise BadRequest(f"{endpoint['URL']} is not a Portainer agent", f"GET /ping answered {status}")
-    endpoint["Agent"] = {"Version": headers["Portainer-Agent"], "CertificateFingerprint": fingerprint}
-    secret = fields.get("AgentSecret")
-    if isinstance(secret, str) and secret:
-        endpoint["_AgentSecret"] = secret
-    connector = AgentConnector(endpoint, request.app[AGENT_SIGNER], request.app[CONFIG].agent_secret)
-    try:
-        await connector.request_json("GET", "/version", timeout=15)
-    except ApiError as exc:
-        if exc.status == 403:
-            raise Forbidden(f"the agent refused this server: {exc.message}",
-                            "set the same AGENT_SECRET on both sides, or restart the agent to pair it anew") from None
-        raise
-    finally:
-        connector.close()
+class AgentKind(EnvironmentKind):
+    """A Portainer agent: TLS to the agent, whose certificate is pinned at creation; every request is signed."""
 
+    type = ENDPOINT_AGENT
 
-def register_agent_kind(app: web.Application) -> None:
-    """Agent environments: how they are created and how the server connects to them."""
-    signer = shared.RequestSigner(shared.load_or_create_signing_key(
-        os.path.join(app[STORE].directory, "agent_signature.pem")))
-    app[AGENT_SIGNER] = signer
-    secret = app[CONFIG].agent_secret
-    app[ENVIRONMENTS].connector_kinds[ENDPOINT_AGENT] = lambda ep: AgentConnector(ep, signer, secret)
-    app[ENDPOINT_KINDS].creators[ENDPOINT_AGENT] = create_agent_endpoint
+    def __init__(self, app: web.Application):
+        super().__init__(app)
+        self.signer = app[AGENT_SIGNER] = shared.RequestSigner(shared.load_or_create_signing_key(
+            os.path.join(app[STORE].directory, "agent_signature.pem")))
 
+    def connector(self, endpoint: dict) -> DockerConnector:
+        return AgentConnector(endpoint, self.signer, self.app[CONFIG].agent_secret)
 
-class EndpointKinds:
-    """What each EndpointCreationType needs at creation; the agent and edge kinds register themselves here."""
+    async def create(self, request: web.Request, endpoint: dict, fields: dict, files: dict) -> None:
+        """Reach the agent, pin its certificate's fingerprint (trusted from now on), check it accepts us."""
+        url = fields.get("URL")
+        if not isinstance(url, str) or not url.strip():
+            raise BadRequest("URL is required: the agent's host:port, e.g. 10.0.0.5:9001")
+        endpoint["URL"] = normalise_docker_url(url, ENDPOINT_AGENT)
+        try:
+            reader, writer, fingerprint = await open_agent_stream(endpoint["URL"])
+        except shared.DockerUnreachable as exc:
+            raise BadGateway(f"cannot reach an agent at {endpoint['URL']}", str(exc)) from None
+        connection = shared.HttpConnection(reader, writer)
+        try:
+            await connection.send_head("GET", "/ping", [("Host", "agent"), ("Connection", "close")])
+            status, _, headers = await asyncio.wait_for(connection.read_head(), 10)
+        except (shared.DockerUnreachable, ConnectionError, asyncio.TimeoutError) as exc:
+            raise BadGateway(f"the agent at {endpoint['URL']} did not answer", str(exc)) from None
+        finally:
+            connection.close()
+        if status != 204 or "Portainer-Agent" not in headers:
+            raise BadRequest(f"{endpoint['URL']} is not a Portainer agent", f"GET /ping answered {status}")
+        endpoint["Agent"] = {"Version": headers["Portainer-Agent"], "CertificateFingerprint": fingerprint}
+        secret = fields.get("AgentSecret")
+        if isinstance(secret, str) and secret:
+            endpoint["_AgentSecret"] = secret
+        connector = AgentConnector(endpoint, self.signer, request.app[CONFIG].agent_secret)
+        try:
+            await connector.request_json("GET", "/version", timeout=15)
+        except ApiError as exc:
+            if exc.status == 403:
+                raise Forbidden(f"the agent refused this server: {exc.message}", "set the same AGENT_SECRET on "
+                                "both sides, or restart the agent to pair it anew") from None
+            raise
+        finally:
+            connector.close()
 
-    def __init__(self):
-        self.creators: dict[int, Callable[[web.Request, dict, dict, dict], Awaitable[None]]] = {
-            ENDPOINT_DOCKER: create_docker_endpoint,
-        }
-        # What a kind adds to the creation answer only (e.g. an edge key, shown to the administrator who made it).
-        self.answers: dict[int, Callable[[web.Request, dict, dict], None]] = {}
-        # What a kind lets go of when its environment is removed (e.g. the edge agent's tunnel).
-        self.removers: dict[int, Callable[[web.Application, dict], None]] = {}
+    def check_update(self, endpoint: dict, changes: dict) -> None:
+        if "URL" in changes:
+            changes["URL"] = normalise_docker_url(changes["URL"], ENDPOINT_AGENT)
 
 
 def visible_endpoints(request: web.Request) -> list[dict]:
     store, caller = request.app[STORE], caller_of(request)
-    return [ep for ep in store.data["endpoints"].values() if can_access_endpoint(store, caller, ep)]
+    return [ep for ep in store.endpoints if can_access_endpoint(store, caller, ep)]
 
 
 async def handle_endpoints_list(request: web.Request) -> web.Response:
@@ -5708,11 +5775,11 @@ async def handle_endpoint_update(request: web.Request) -> web.Response:
     require_admin(request)
     endpoint_id = path_id(request)
     environments = request.app[ENVIRONMENTS]
-    endpoint = environments.get(endpoint_id)
+    endpoint = request.app[STORE].endpoints.get(endpoint_id)
     body = await read_documented_fields(request, ENDPOINT_UPDATE_FIELDS)
     changes = {}
-    for name, kind in ENDPOINT_EDITABLE.items():
-        value = field(body, name, kind, required=False)
+    for name, field_type in ENDPOINT_EDITABLE.items():
+        value = field(body, name, field_type, required=False)
         if value is not None:
             changes[name] = value
     if "Name" in changes:
@@ -5720,10 +5787,11 @@ async def handle_endpoint_update(request: web.Request) -> web.Response:
             raise BadRequest("Name cannot be empty")
         store = request.app[STORE]
         if any(ep["Name"].lower() == changes["Name"].strip().lower() and ep["Id"] != endpoint_id
-               for ep in store.data["endpoints"].values()):
+               for ep in store.endpoints):
             raise Conflict(f"an environment named {changes['Name'].strip()!r} already exists")
-    if "URL" in changes and endpoint["Type"] in (ENDPOINT_DOCKER, ENDPOINT_AGENT):
-        changes["URL"] = normalise_docker_url(changes["URL"], endpoint["Type"])
+    kind = environments.kinds.get(endpoint["Type"])
+    if kind is not None:
+        kind.check_update(endpoint, changes)
     for policies in ("UserAccessPolicies", "TeamAccessPolicies"):
         if policies in changes:
             check_access_policies(policies, changes[policies])
@@ -5769,12 +5837,11 @@ async def handle_endpoint_delete(request: web.Request) -> web.Response:
 
 async def delete_endpoint(app: web.Application, endpoint_id: int) -> None:
     environments = app[ENVIRONMENTS]
-    endpoint = environments.get(endpoint_id)
-    del app[STORE].data["endpoints"][str(endpoint_id)]
+    endpoint = app[STORE].endpoints.delete(endpoint_id)
     await app[STORE].commit()
-    remove_kind = app[ENDPOINT_KINDS].removers.get(endpoint["Type"])
-    if remove_kind is not None:
-        remove_kind(app, endpoint)
+    kind = environments.kinds.get(endpoint["Type"])
+    if kind is not None:
+        kind.removed(endpoint)
     environments.forget(endpoint_id)
     environments.status.pop(endpoint_id, None)
     environments.snapshots.pop(endpoint_id, None)
@@ -5816,7 +5883,7 @@ async def handle_endpoint_settings_update(request: web.Request) -> web.Response:
     endpoint_id = path_id(request)
     environments = request.app[ENVIRONMENTS]
     body = await read_json_object(request)
-    endpoint = environments.get(endpoint_id)
+    endpoint = request.app[STORE].endpoints.get(endpoint_id)
     changes = {name: value for name in DEFAULT_SECURITY_SETTINGS
                if (value := field(body, name, bool, required=False)) is not None}
     gpu_management = field(body, "enableGPUManagement", bool, required=False)
@@ -5854,7 +5921,8 @@ async def handle_endpoints_snapshot(request: web.Request) -> web.Response:
 
 
 def get_endpoint_group(store: Store, group_id: int, status: type[ApiError] = NotFound) -> dict:
-    group = endpoint_groups(store).get(str(group_id))
+    """The group, or `status` (404, or 400 where a body names it)."""
+    group = endpoint_groups(store).find(group_id)
     if group is None:
         raise status(f"environment group {group_id} not found")
     return group
@@ -5865,7 +5933,7 @@ def checked_tag_ids(store: Store, body: dict, name: str = "TagIDs") -> list[int]
     if field(body, name, list, required=False) is None:
         return None
     tag_ids = id_list(body, name)
-    missing = [t for t in tag_ids if str(t) not in store.data["tags"]]
+    missing = [t for t in tag_ids if t not in store.tags]
     if missing:
         raise BadRequest(f"no such tags: {missing}")
     return tag_ids
@@ -5878,7 +5946,7 @@ def endpoint_group_description(body: dict) -> str:
 async def handle_endpoint_groups_list(request: web.Request) -> web.Response:
     """Environment groups: every one for an administrator, else those the caller or their teams have access to."""
     store, caller = request.app[STORE], caller_of(request)
-    groups = sorted(endpoint_groups(store).values(), key=lambda g: g["Id"])
+    groups = endpoint_groups(store).in_id_order()
     if not caller.is_admin:
         team_ids = {str(t) for t in user_team_ids(store, caller.id)}
         groups = [g for g in groups if str(caller.id) in (g.get("UserAccessPolicies") or {})
@@ -5896,13 +5964,12 @@ async def handle_endpoint_group_create(request: web.Request) -> web.Response:
         raise BadRequest("Invalid request payload", "invalid environment group name")
     associated = id_list(body, "AssociatedEndpoints")
     tag_ids = checked_tag_ids(store, body) or []
-    groups = endpoint_groups(store)
-    group_id = store.next_id("endpoint_groups")
-    group = groups[str(group_id)] = {
-        "Id": group_id, "Name": name, "Description": endpoint_group_description(body),
-        "UserAccessPolicies": {}, "TeamAccessPolicies": {}, "TagIds": tag_ids, "Labels": []}
+    group = endpoint_groups(store).add({
+        "Name": name, "Description": endpoint_group_description(body),
+        "UserAccessPolicies": {}, "TeamAccessPolicies": {}, "TagIds": tag_ids, "Labels": []})
+    group_id = group["Id"]
     for endpoint_id in associated:  # unknown ids are skipped, as Portainer does
-        endpoint = store.data["endpoints"].get(str(endpoint_id))
+        endpoint = store.endpoints.find(endpoint_id)
         if endpoint is not None:
             endpoint["GroupId"] = group_id
     await store.commit()
@@ -5949,8 +6016,8 @@ async def handle_endpoint_group_delete(request: web.Request) -> web.Response:
         raise Forbidden("Unable to remove the default 'Unassigned' group")
     store = request.app[STORE]
     get_endpoint_group(store, group_id)
-    del endpoint_groups(store)[str(group_id)]
-    for endpoint in store.data["endpoints"].values():
+    endpoint_groups(store).delete(group_id)
+    for endpoint in store.endpoints:
         if endpoint.get("GroupId") == group_id:
             endpoint["GroupId"] = UNASSIGNED_GROUP_ID
     await store.commit()
@@ -5960,7 +6027,7 @@ async def handle_endpoint_group_delete(request: web.Request) -> web.Response:
 async def set_endpoint_group(request: web.Request, group_id: int) -> web.Response:
     store = request.app[STORE]
     get_endpoint_group(store, path_id(request))
-    endpoint = request.app[ENVIRONMENTS].get(path_id(request, "endpointId"))
+    endpoint = request.app[STORE].endpoints.get(path_id(request, "endpointId"))
     endpoint["GroupId"] = group_id
     await store.commit()
     return web.Response(status=204)
@@ -5984,15 +6051,15 @@ async def handle_endpoint_group_remove_endpoint(request: web.Request) -> web.Res
 
 
 def tag_view(tag: dict, store: Store) -> dict:
-    endpoints = {str(ep["Id"]): True for ep in store.data["endpoints"].values() if tag["ID"] in ep.get("TagIds", [])}
-    groups = {str(g["Id"]): True for g in endpoint_groups(store).values() if tag["ID"] in g.get("TagIds", [])}
+    endpoints = {str(ep["Id"]): True for ep in store.endpoints if tag["ID"] in ep.get("TagIds", [])}
+    groups = {str(g["Id"]): True for g in endpoint_groups(store) if tag["ID"] in g.get("TagIds", [])}
     return {"ID": tag["ID"], "Name": tag["Name"], "Endpoints": endpoints, "EndpointGroups": groups}
 
 
 async def handle_tags_list(request: web.Request) -> web.Response:
     """Every tag, with the environments that carry it."""
     store = request.app[STORE]
-    return json_response([tag_view(t, store) for t in sorted(store.data["tags"].values(), key=lambda t: t["ID"])])
+    return json_response([tag_view(t, store) for t in store.tags.in_id_order()])
 
 
 TAG_FIELDS = {"Name": str}
@@ -6005,10 +6072,9 @@ async def handle_tag_create(request: web.Request) -> web.Response:
     if not name or len(name) > 128:
         raise BadRequest("Name must be 1 to 128 characters")
     store = request.app[STORE]
-    if any(t["Name"].lower() == name.lower() for t in store.data["tags"].values()):
+    if any(t["Name"].lower() == name.lower() for t in store.tags):
         raise Conflict(f"a tag named {name!r} already exists")
-    tag_id = store.next_id("tags")
-    tag = store.data["tags"][str(tag_id)] = {"ID": tag_id, "Name": name}
+    tag = store.tags.add({"Name": name})
     await store.commit()
     return json_response(tag_view(tag, store))
 
@@ -6018,11 +6084,8 @@ async def handle_tag_delete(request: web.Request) -> web.Response:
     require_admin(request)
     tag_id = path_id(request)
     store = request.app[STORE]
-    if str(tag_id) not in store.data["tags"]:
-        raise NotFound(f"tag {tag_id} not found")
-    del store.data["tags"][str(tag_id)]
-    for holder in [*store.data["endpoints"].values(), *store.data.get("edge_groups", {}).values(),
-                   *endpoint_groups(store).values()]:
+    store.tags.delete(tag_id)
+    for holder in [*store.endpoints, *store.edge_groups, *endpoint_groups(store)]:
         if tag_id in (holder.get("TagIds") or []):
             holder["TagIds"] = [t for t in holder["TagIds"] if t != tag_id]
     await store.commit()
@@ -6030,8 +6093,931 @@ async def handle_tag_delete(request: web.Request) -> web.Response:
 
 
 # ================================================================================================================
-# API handlers: edge environments (edge keys, the tunnel endpoint, association)
+# API handlers: settings
 # ================================================================================================================
+
+# The settings PUT /api/settings changes; the rest of Portainer's settings object is accepted and ignored.
+SETTINGS_FIELDS = {"UserSessionTimeout": str, "EnableTelemetry": bool, "LogoURL": str, "SnapshotInterval": str,
+                   "EdgeAgentCheckinInterval": int, "ActivityLogRetentionDays": int, "TemplatesURL": str,
+                   "MessageOfTheDay": {"Title": str, "Message": str}}
+MAX_MESSAGE_OF_THE_DAY = 10_000
+
+
+def current_settings(store: Store) -> dict:
+    return {**DEFAULT_SETTINGS, **store.settings}
+
+
+async def handle_settings_get(request: web.Request) -> web.Response:
+    """Server settings (administrators)."""
+    require_admin(request)
+    return json_response(current_settings(request.app[STORE]))
+
+
+@public
+async def handle_settings_public(request: web.Request) -> web.Response:
+    """The settings the login page needs (public)."""
+    settings = current_settings(request.app[STORE])
+    return json_response({"LogoURL": settings["LogoURL"], "AuthenticationMethod": settings["AuthenticationMethod"],
+                          "EnableTelemetry": settings["EnableTelemetry"] and not request.app[CONFIG].no_analytics,
+                          "AnalyticsAvailable": not request.app[CONFIG].no_analytics})
+
+
+async def handle_settings_update(request: web.Request) -> web.Response:
+    """Change settings (administrators): Portainer's settings object, keys matched as Portainer matches them;
+    settings this server does not have are ignored, a wrong type is refused."""
+    require_admin(request)
+    changes = await read_documented_fields(request, SETTINGS_FIELDS)
+    if "MessageOfTheDay" in changes:
+        motd = {"Title": "", "Message": "", **changes["MessageOfTheDay"]}
+        if len(motd["Title"]) + len(motd["Message"]) > MAX_MESSAGE_OF_THE_DAY:
+            raise BadRequest(f"MessageOfTheDay is longer than {MAX_MESSAGE_OF_THE_DAY} characters")
+        changes["MessageOfTheDay"] = motd
+    if "UserSessionTimeout" in changes and not re.fullmatch(r"[0-9]{1,7}[smhd]?", changes["UserSessionTimeout"]):
+        raise BadRequest("UserSessionTimeout must look like 8h, 30m or 3600s")
+    if not 0 <= changes.get("ActivityLogRetentionDays", 0) <= 36500:
+        raise BadRequest("ActivityLogRetentionDays must be between 0 (keep forever) and 36500")
+    if changes.get("EnableTelemetry") and request.app[CONFIG].no_analytics:
+        raise BadRequest("analytics are disabled by --no-analytics")
+    store = request.app[STORE]
+    store.settings.update(changes)
+    await store.commit()
+    return json_response(current_settings(store))
+
+
+# ================================================================================================================
+# API handlers: registries, their access per environment, and browsing their repositories
+# ================================================================================================================
+
+
+def registry_view(registry: dict) -> dict:
+    """A registry as the API shows it: never its password."""
+    view = Collection.public_view(registry)
+    view["Password"] = ""
+    return view
+
+
+REGISTRY_ACCESS_FIELDS = {"UserAccessPolicies": dict, "TeamAccessPolicies": dict, "Namespaces": list}
+REGISTRY_FIELDS = {"Name": str, "URL": str, "Type": int, "BaseURL": str, "Username": str, "Password": str,
+                   "Authentication": bool, "TLSSkipVerify": bool, "RegistryAccesses": dict}
+
+
+def registry_access(body: dict) -> dict:
+    """One environment's access to a registry, {UserAccessPolicies, TeamAccessPolicies, Namespaces}, checked."""
+    body = documented_fields(body, REGISTRY_ACCESS_FIELDS)
+    access = {"UserAccessPolicies": {}, "TeamAccessPolicies": {}, "Namespaces": []}
+    for policies in ("UserAccessPolicies", "TeamAccessPolicies"):
+        value = field(body, policies, dict, required=False, default={})
+        for key, policy in value.items():
+            if not str(key).isdigit() or not isinstance(policy, dict):
+                raise BadRequest(f"{policies} must map ids to objects such as {{\"RoleId\": 0}}")
+        access[policies] = {str(k): v for k, v in value.items()}
+    access["Namespaces"] = field(body, "Namespaces", list, required=False, default=[])
+    return access
+
+
+async def registry_fields(request: web.Request, registry: dict, body: dict, creating: bool) -> None:
+    """Check and apply the editable fields of a registry; the password is sealed before it is kept."""
+    store = request.app[STORE]
+    name = field(body, "Name", str, required=creating)
+    url = field(body, "URL", str, required=creating)
+    kind = field(body, "Type", int, required=False)
+    if name is not None:
+        if not name.strip():
+            raise BadRequest("Name cannot be empty")
+        if any(r["Name"].lower() == name.strip().lower() and r["Id"] != registry.get("Id")
+               for r in store.registries):
+            raise Conflict(f"a registry named {name.strip()!r} already exists")
+        registry["Name"] = name.strip()
+    if url is not None:
+        url = url.strip().rstrip("/")
+        if not url or any(c.isspace() for c in url) or not registry_host(url):
+            raise BadRequest("URL must be a registry address such as registry.example.com:5000")
+        registry["URL"] = url
+    if kind is not None:
+        if kind not in REGISTRY_TYPES:
+            raise BadRequest("Type must be one of " + ", ".join(f"{k} ({v})" for k, v in REGISTRY_TYPES.items()))
+        registry["Type"] = kind
+    for name_in_body in ("BaseURL", "Username"):
+        value = field(body, name_in_body, str, required=False)
+        if value is not None:
+            registry[name_in_body] = value.strip()
+    for switch in ("Authentication", "TLSSkipVerify"):
+        value = field(body, switch, bool, required=False)
+        if value is not None:
+            registry[switch] = value
+    accesses = field(body, "RegistryAccesses", dict, required=False)
+    if accesses is not None:
+        if any(not str(k).isdigit() or not isinstance(v, dict) for k, v in accesses.items()):
+            raise BadRequest("RegistryAccesses must map environment ids to {UserAccessPolicies, TeamAccessPolicies}")
+        registry["RegistryAccesses"] = {str(k): registry_access(v) for k, v in accesses.items()}
+    password = field(body, "Password", str, required=False)
+    if password:
+        registry["_SealedPassword"] = request.app[REGISTRIES].passwords.seal(password)
+    if not registry.get("Authentication"):
+        registry["Username"] = ""
+        registry.pop("_SealedPassword", None)
+    elif not registry.get("Username"):
+        raise BadRequest("Username is required when Authentication is on")
+
+
+async def handle_registries_list(request: web.Request) -> web.Response:
+    """Registries: all for administrators, those you may use somewhere for others (passwords never shown)."""
+    caller, registries = caller_of(request), request.app[REGISTRIES]
+    listed = request.app[STORE].registries.in_id_order()
+    return json_response([registry_view(r) for r in listed if registries.may_use(caller, r)])
+
+
+async def handle_registry_create(request: web.Request) -> web.Response:
+    """Add a registry {Name, Type, URL, Authentication, Username, Password} (administrators)."""
+    require_admin(request)
+    body = await read_documented_fields(request, REGISTRY_FIELDS)
+    store = request.app[STORE]
+    registry = {"Id": 0, "Name": "", "Type": REGISTRY_CUSTOM, "URL": "", "BaseURL": "", "Authentication": False,
+                "Username": "", "TLSSkipVerify": False, "RegistryAccesses": {}}
+    await registry_fields(request, registry, body, creating=True)
+    registry["Id"] = store.registries.new_id()
+    store.registries.add(registry)
+    await store.commit()
+    return json_response(registry_view(registry))
+
+
+async def handle_registry_inspect(request: web.Request) -> web.Response:
+    """One registry (its password never shown)."""
+    registry = request.app[REGISTRIES].usable(caller_of(request), path_id(request), None)
+    return json_response(registry_view(registry))
+
+
+async def handle_registry_update(request: web.Request) -> web.Response:
+    """Change a registry (administrators); an empty or absent Password keeps the current one."""
+    require_admin(request)
+    registry = request.app[STORE].registries.get(path_id(request))
+    body = await read_documented_fields(request, REGISTRY_FIELDS)
+    changed = copy.deepcopy(registry)
+    await registry_fields(request, changed, body, creating=False)
+    registry.clear()
+    registry.update(changed)
+    await request.app[STORE].commit()
+    return json_response(registry_view(registry))
+
+
+async def handle_registry_delete(request: web.Request) -> web.Response:
+    """Remove a registry and its credentials (administrators)."""
+    require_admin(request)
+    request.app[STORE].registries.delete(path_id(request))
+    await request.app[STORE].commit()
+    return web.Response(status=204)
+
+
+async def handle_endpoint_registries(request: web.Request) -> web.Response:
+    """The registries you may use on one environment."""
+    endpoint = endpoint_for_caller(request, path_id(request))
+    caller, registries = caller_of(request), request.app[REGISTRIES]
+    listed = request.app[STORE].registries.in_id_order()
+    return json_response([registry_view(r) for r in listed if registries.may_use(caller, r, endpoint["Id"])])
+
+
+async def handle_endpoint_registry_access(request: web.Request) -> web.Response:
+    """Who may use a registry on one environment: {UserAccessPolicies, TeamAccessPolicies} (administrators)."""
+    require_admin(request)
+    endpoint_id = path_id(request)
+    request.app[STORE].endpoints.get(endpoint_id)
+    registry = request.app[STORE].registries.get(path_id(request, "registryId"))
+    access = registry_access(await read_json_object(request))
+    accesses = registry.setdefault("RegistryAccesses", {})
+    if access["UserAccessPolicies"] or access["TeamAccessPolicies"]:
+        accesses[str(endpoint_id)] = access
+    else:
+        accesses.pop(str(endpoint_id), None)
+    await request.app[STORE].commit()
+    return web.Response(status=204)
+
+
+async def handle_registry_catalog(request: web.Request) -> web.Response:
+    """The repositories of a registry (its HTTP API v2 _catalog)."""
+    registries = request.app[REGISTRIES]
+    registry = registries.usable(caller_of(request), path_id(request), None)
+    return json_response({"repositories": await registries.catalog(registry)})
+
+
+async def handle_registry_tags(request: web.Request) -> web.Response:
+    """The tags of one repository of a registry (its HTTP API v2 tags/list)."""
+    registries = request.app[REGISTRIES]
+    registry = registries.usable(caller_of(request), path_id(request), None)
+    repository = request.match_info["repository"]
+    if not REPOSITORY_NAME.fullmatch(repository):
+        raise BadRequest(f"invalid repository name {repository[:100]!r}")
+    return json_response({"name": repository, "tags": await registries.tags(registry, repository)})
+
+
+# ================================================================================================================
+# API handlers: image updates and recreating containers with a new image
+# ================================================================================================================
+
+
+async def handle_container_image_status(request: web.Request) -> web.Response:
+    """Whether a newer image is behind a container's tag: Status outdated, updated, skipped or unknown."""
+    endpoint = endpoint_for_caller(request, path_id(request))
+    fresh = request.query.get("refresh", "").lower() in ("1", "true")
+    updates = request.app[IMAGE_UPDATES]
+    container_id = request.match_info["containerId"]
+    await authorize_docker_call(request, endpoint, "GET", f"/containers/{container_id}/json")
+    result = None if fresh else updates.cached(endpoint["Id"], container_id)
+    return json_response(result or await updates.check(endpoint["Id"], container_id,
+                                                       time.monotonic() if fresh else None))
+
+
+async def image_check_registries(app: web.Application, endpoint_id: int) -> list[str] | None:
+    """The registry hosts the environment's image update check contacts; None when its engine cannot say."""
+    try:
+        return await app[IMAGE_UPDATES].registries_to_contact(endpoint_id)
+    except ApiError as exc:
+        log.info("registries of environment %s unknown: %s", endpoint_id, exc.message)
+        return None
+
+
+async def handle_endpoint_image_notification(request: web.Request) -> web.Response:
+    """The image update check setting of an environment and the registry hosts it contacts (administrators)."""
+    require_admin(request)
+    endpoint = request.app[STORE].endpoints.get(path_id(request))
+    return json_response({IMAGE_CHECK_SETTING: endpoint.get(IMAGE_CHECK_SETTING) is True,
+                          "Registries": await image_check_registries(request.app, endpoint["Id"])})
+
+
+async def handle_endpoint_image_status(request: web.Request) -> web.Response:
+    """Update status of many containers at once: ?containerIds=a,b (running ones when absent), ?refresh=true."""
+    endpoint = endpoint_for_caller(request, path_id(request))
+    fresh = request.query.get("refresh", "").lower() in ("1", "true")
+    raw_ids = request.query.get("containerIds", "")
+    ids = [i for i in raw_ids.split(",") if i] if raw_ids else None
+    if ids is not None and (len(ids) > 500 or any(not re.fullmatch(r"[\w.-]{1,128}", i) for i in ids)):
+        raise BadRequest("containerIds must be at most 500 container ids or names, separated by commas")
+    store, caller = request.app[STORE], caller_of(request)
+    if endpoint_role(store, caller, endpoint) in OWNERSHIP_BOUND_ROLES:
+        running = container_summaries(
+            await request.app[ENVIRONMENTS].connector(endpoint["Id"]).request_json("GET", "/containers/json"))
+        owned = [c["Id"] for c in running if visible_resource(store, caller, "containers", c)]
+        ids = owned if ids is None else [i for i in ids if any(o.startswith(i) for o in owned) and len(i) >= 12]
+    return json_response(await request.app[IMAGE_UPDATES].check_environment(endpoint["Id"], ids, fresh))
+
+
+RECREATE_FIELDS = {"PullImage": bool}
+
+
+async def handle_container_recreate(request: web.Request) -> web.Response:
+    """Recreate a container {PullImage}: pull its image's tag, then replace it keeping settings and data."""
+    endpoint = endpoint_for_caller(request, path_id(request))
+    body = await read_documented_fields(request, RECREATE_FIELDS) if request.can_read_body else {}
+    pull = field(body, "PullImage", bool, required=False, default=False)
+    container_id = request.match_info["containerId"]
+    store, caller = request.app[STORE], caller_of(request)
+    # The caller must be allowed each engine call a recreate makes, as through the proxy, on the container checked.
+    container_id = (await authorize_docker_call(request, endpoint, "GET", f"/containers/{container_id}/json")).resource
+    for method, call in (("POST", f"/containers/{container_id}/stop"), ("POST", f"/containers/{container_id}/rename"),
+                         ("DELETE", f"/containers/{container_id}")) + ((("POST", "/images/create"),) if pull else ()):
+        await authorize_docker_call(request, endpoint, method, call)
+    creating = await authorize_docker_call(request, endpoint, "POST", "/containers/create")
+    updates = request.app[IMAGE_UPDATES]
+    old_id, new = await updates.recreate(endpoint["Id"], container_id, pull, caller,
+                                         creating.vet if not caller.is_admin else None)
+    await move_resource_control(store, old_id, as_text(new.get("Id")))
+    return json_response(new)
+
+
+async def handle_stack_images_status(request: web.Request) -> web.Response:
+    """Whether a stack's running containers have newer images: the stack's Status and each container's."""
+    stack = stack_for_caller(request)
+    endpoint = endpoint_for_caller(request, stack["EndpointId"])
+    fresh = request.query.get("refresh", "").lower() in ("1", "true")
+    label = LABEL_PROJECT if stack["Type"] == STACK_COMPOSE else LABEL_NAMESPACE
+    connector = request.app[ENVIRONMENTS].connector(endpoint["Id"])
+    filters = urllib.parse.quote(json.dumps({"label": [f"{label}={stack['Name']}"]}))
+    running = container_summaries(await connector.request_json("GET", f"/containers/json?filters={filters}"))
+    store, caller = request.app[STORE], caller_of(request)
+    if endpoint_role(store, caller, endpoint) in OWNERSHIP_BOUND_ROLES:
+        running = [c for c in running if visible_resource(store, caller, "containers", c)]
+    answers = await request.app[IMAGE_UPDATES].check_environment(endpoint["Id"], [c["Id"] for c in running], fresh)
+    for container in running:
+        answers[container["Id"]]["Name"] = container_name(container)
+    statuses = {a["Status"] for a in answers.values()}
+    status = next((s for s in (UPDATE_OUTDATED, UPDATE_UNKNOWN, UPDATE_CURRENT) if s in statuses), UPDATE_SKIPPED)
+    return json_response({"Status": status, "Message": "", "Containers": answers})
+
+
+# ================================================================================================================
+# API handlers: stacks (compose and Swarm), outside projects
+# ================================================================================================================
+
+
+class Stacks:
+    """Stack records (in the store), their files (under <data>/compose/<id>/) and one lock per stack."""
+
+    def __init__(self, store: Store, environments: Environments, data_directory: str):
+        self.store = store
+        self.environments = environments
+        self.data_directory = data_directory
+        self._locks: dict[int, asyncio.Lock] = {}
+        self.creating: set[tuple[int, str]] = set()  # (environment, name) of stacks being deployed
+
+    def lock(self, stack_id: int) -> asyncio.Lock:
+        return self._locks.setdefault(stack_id, asyncio.Lock())
+
+    def project_dir(self, stack_id: int) -> str:
+        return os.path.join(self.data_directory, "compose", str(stack_id))
+
+    def read_file(self, stack: dict) -> str:
+        try:
+            with open(os.path.join(self.project_dir(stack["Id"]), stack["EntryPoint"]), encoding="utf-8") as f:
+                return f.read()
+        except OSError as exc:
+            raise NotFound(f"the file of stack {stack['Id']} is missing", str(exc)) from None
+
+    @staticmethod
+    def stack_files(content: str, env: list[dict]) -> dict[str, bytes]:
+        # stack.env is what Portainer writes too, so `env_file: stack.env` works the same here.
+        return {STACK_ENV_FILE: "".join(f"{e['name']}={e['value']}\n" for e in env).encode(),
+                COMPOSE_FILE: content.encode()}
+
+    @staticmethod
+    def write_files(project_dir: str, content: str, env: list[dict]) -> None:
+        for name, data in Stacks.stack_files(content, env).items():
+            write_stack_file(os.path.join(project_dir, name), data)
+
+    def remover(self, stack: dict) -> ComposeDeployment | SwarmDeployment:
+        """What removes or stops a stack by its labels, even when its file no longer parses."""
+        connector = self.environments.connector(stack["EndpointId"])
+        kind = SwarmDeployment if stack["Type"] == STACK_SWARM else ComposeDeployment
+        return kind(connector, None, stack["Name"])
+
+    def deployment(self, stack_type: int, endpoint_id: int, name: str, content: str, env: list[dict],
+                   project_dir: str) -> ComposeDeployment | SwarmDeployment:
+        swarm = stack_type == STACK_SWARM
+        compose = ComposeFile(content, {e["name"]: e["value"] for e in env}, name, project_dir, swarm=swarm,
+                              files=self.stack_files(content, env))
+        connector = self.environments.connector(endpoint_id)
+        return SwarmDeployment(connector, compose) if swarm else ComposeDeployment(connector, compose)
+
+
+# Portainer's stack payloads; an env entry is its portainer.Pair {"name", "value"}.
+STACK_ENV = [{"name": str, "value": (str, int, float)}]
+STACK_CREATE_FIELDS = {"Name": str, "StackFileContent": str, "Env": STACK_ENV, "FromAppTemplate": bool,
+                       "PullImage": bool}
+SWARM_STACK_CREATE_FIELDS = {**STACK_CREATE_FIELDS, "SwarmID": str}
+STACK_UPDATE_FIELDS = {"StackFileContent": str, "Env": STACK_ENV, "Prune": bool, "PullImage": bool}
+STACK_DEPLOY_FIELDS = {"Name": str, "Env": STACK_ENV}
+
+
+def stack_env(body: dict) -> list[dict]:
+    env = body.get("Env") or []
+    if not isinstance(env, list) or any(not isinstance(e, dict) or not isinstance(e.get("name"), str)
+                                        or not re.fullmatch(r"[_a-zA-Z][_a-zA-Z0-9]*", e["name"])
+                                        or not isinstance(e.get("value", ""), (str, int, float)) for e in env):
+        raise BadRequest("Env must be a list of {\"name\": \"VAR\", \"value\": \"...\"} with valid variable names")
+    return [{"name": e["name"], "value": str(e.get("value", ""))} for e in env]
+
+
+def stack_content(body: dict) -> str:
+    content = field(body, "StackFileContent", str)
+    if not content.strip():
+        raise BadRequest("StackFileContent is empty")
+    return content
+
+
+def stack_endpoint(request: web.Request, endpoint_id: int | None = None) -> dict:
+    """The environment a stack call is for, when the caller may manage stacks there."""
+    if endpoint_id is None:
+        raw = request.query.get("endpointId", "")
+        if not re.fullmatch(r"[0-9]{1,12}", raw):
+            raise BadRequest("the query parameter endpointId is required")
+        endpoint_id = int(raw)
+    endpoint = endpoint_for_caller(request, endpoint_id)
+    require_stack_management(request, endpoint)
+    return endpoint
+
+
+# Portainer's resource control type for stacks; its ResourceId is "<environment id>_<stack name>".
+STACK_RESOURCE_CONTROL = 6
+
+
+def stack_resource_id(stack: dict) -> str:
+    return f"{stack['EndpointId']}_{stack['Name']}"
+
+
+def stack_resource_control(store: Store, stack: dict) -> dict | None:
+    """Who may use a stack besides administrators; a stack without one is for administrators only."""
+    resource_id = stack_resource_id(stack)
+    return next((rc for rc in store.resource_controls
+                 if rc["Type"] == STACK_RESOURCE_CONTROL and rc["ResourceId"] == resource_id), None)
+
+
+def can_access_stack(store: Store, caller: Caller, stack: dict) -> bool:
+    """Administrators, environment administrators and roles that see the whole environment see every stack there;
+    ownership-bound users see those their resource control gives them (theirs, their teams', public ones)."""
+    endpoint = store.endpoints.find(stack["EndpointId"])
+    if endpoint is None:
+        return caller.is_admin
+    role = endpoint_role(store, caller, endpoint)
+    if role is None:
+        return False
+    if role not in OWNERSHIP_BOUND_ROLES:
+        return True
+    control = stack_resource_control(store, stack)
+    if control is None or control["AdministratorsOnly"]:
+        return False
+    teams = user_team_ids(store, caller.id)
+    return control["Public"] or any(a["UserId"] == caller.id for a in control["UserAccesses"]) or \
+        any(a["TeamId"] in teams for a in control["TeamAccesses"])
+
+
+def can_manage_stack(store: Store, caller: Caller, stack: dict) -> bool:
+    """May change (and so read the env of) this stack: access to it and the right to manage stacks there."""
+    if not can_access_stack(store, caller, stack):
+        return False
+    endpoint = store.endpoints.find(stack["EndpointId"])
+    if endpoint is None:
+        return caller.is_admin
+    role = endpoint_role(store, caller, endpoint)
+    return WRITE in ROLE_ACTIONS[role] and (
+        role == ENV_ROLE_ADMIN or endpoint_security_settings(endpoint)["allowStackManagementForRegularUsers"])
+
+
+def require_stack_access(request: web.Request, stack: dict) -> None:
+    if not can_access_stack(request.app[STORE], caller_of(request), stack):
+        raise Forbidden(f"access denied to stack {stack['Id']}",
+                        "it belongs to another user or team; an administrator can share it")
+
+
+async def add_stack_resource_control(store: Store, caller: Caller, stack: dict) -> None:
+    """As Portainer: a new stack is its creator's, or administrators' only when an administrator made it."""
+    stale = stack_resource_control(store, stack)  # left by a stack of that name removed outside portainer.py
+    if stale is not None:
+        store.resource_controls.delete(stale["Id"])
+    store.resource_controls.add({
+        "ResourceId": stack_resource_id(stack), "SubResourceIds": [], "Type": STACK_RESOURCE_CONTROL,
+        "UserAccesses": [] if caller.is_admin else [{"UserId": caller.id, "AccessLevel": 1}],
+        "TeamAccesses": [], "Public": False, "AdministratorsOnly": caller.is_admin, "System": False})
+
+
+def stack_owner_labels(store: Store, caller: Caller, stack: dict | None) -> dict[str, str]:
+    """The ownership labels of what a deploy creates. A new stack's are the caller's (and their teams'); an existing
+    one's go to the users its resource control names and their teams, and to the teams it names, so a user it was
+    shared with does not take over what its owner made."""
+    control = stack_resource_control(store, stack) if stack else None
+    if control is None or not (control["UserAccesses"] or control["TeamAccesses"]):
+        return ownership_labels(store, caller)
+    users = [a["UserId"] for a in control["UserAccesses"]]
+    teams = {a["TeamId"] for a in control["TeamAccesses"]}.union(*(user_team_ids(store, u) for u in users))
+    labels = {OWNER_USERS_LABEL: ",".join(str(u) for u in users)} if users else {}
+    if teams:
+        labels[OWNER_TEAMS_LABEL] = ",".join(str(t) for t in sorted(teams))
+    return labels
+
+
+async def require_owned_stack_references(store: Store, caller: Caller, deployment: ComposeDeployment |
+                                         SwarmDeployment, existing_stack: bool) -> None:
+    """Volumes, networks, secrets and configs a stack uses that it does not make (external ones, or any of that
+    name already on the engine) must be the caller's, as a direct `docker run -v` would require; a stack's own
+    are, on update."""
+    project_label = LABEL_NAMESPACE if isinstance(deployment, SwarmDeployment) else LABEL_PROJECT
+    connector, compose = deployment.connector, deployment.compose
+    used = [("volumes", compose.volumes), ("networks", compose.networks)]
+    if isinstance(deployment, SwarmDeployment):
+        used += [("secrets", compose.secrets), ("configs", compose.configs)]
+    for kind, objects in used:
+        for item in objects.values():
+            if not item["external"]:
+                try:
+                    found = await connector.request_json("GET", f"/{kind}/{urllib.parse.quote(item['name'], safe='')}")
+                except ApiError as exc:
+                    if exc.status == 404:
+                        continue  # the stack makes it, labelled as the caller's
+                    raise
+                labels = resource_labels(kind, as_dict(found))
+                if existing_stack and labels.get(project_label) == deployment.project:
+                    continue
+            await require_owned(connector, store, caller, kind, item["name"], missing_ok=True)
+
+
+async def apply_caller_rules(request: web.Request, endpoint: dict, deployment: ComposeDeployment | SwarmDeployment,
+                             stack: dict | None = None) -> None:
+    """What the proxy would require of this caller, applied to what the stack will create: the security settings
+    below environment administrators, ownership labels so an ownership-bound user manages what they made, and
+    ownership of the volumes and networks it uses without making them."""
+    store, caller = request.app[STORE], caller_of(request)
+    creation = "/services/create" if isinstance(deployment, SwarmDeployment) else "/containers/create"
+    deployment.check_allowed(docker_grant(request, endpoint, "POST", creation))
+    if not caller.is_admin:
+        deployment.owner_labels = stack_owner_labels(store, caller, stack)
+    if endpoint_role(store, caller, endpoint) in OWNERSHIP_BOUND_ROLES:
+        await require_owned_stack_references(store, caller, deployment, existing_stack=stack is not None)
+
+
+def stack_view(request: web.Request, stack: dict) -> dict:
+    """A stack as Portainer answers it: with its resource control, and its env only for who may manage it."""
+    store, caller = request.app[STORE], caller_of(request)
+    view = store.stacks.public_view(stack)
+    control = stack_resource_control(store, stack)
+    view["ResourceControl"] = resource_control_view(control) if control else None
+    if not can_manage_stack(store, caller, stack):
+        view["Env"] = None
+    return view
+
+
+async def create_stack(request: web.Request, stack_type: int, body: dict, from_template: bool = False,
+                       adopting: bool = False) -> dict:
+    """Check the file, write it, deploy it; a failed deploy leaves nothing behind."""
+    endpoint = stack_endpoint(request)
+    caller = caller_of(request)
+    stacks: Stacks = request.app[STACKS]
+    name = field(body, "Name", str).strip()
+    if not STACK_NAME.match(name):
+        raise BadRequest(f"invalid stack name {name!r}",
+                         "use lowercase letters, digits, '-' and '_', starting with a letter or digit")
+    content, env = stack_content(body), stack_env(body)
+    key = (endpoint["Id"], name)
+    if key in stacks.creating or any(s["Name"] == name and s["EndpointId"] == endpoint["Id"]
+                                     for s in request.app[STORE].stacks):
+        raise Conflict(f"a stack named {name!r} already exists on this environment")
+    swarm_id = ""
+    if stack_type == STACK_SWARM:
+        swarm_id = field(body, "SwarmID", str, required=False, default="")
+    stack_id = request.app[STORE].stacks.new_id()
+    project_dir = stacks.project_dir(stack_id)
+    stacks.creating.add(key)
+    try:
+        deployment = stacks.deployment(stack_type, endpoint["Id"], name, content, env, project_dir)
+        await apply_caller_rules(request, endpoint, deployment)
+        if stack_type == STACK_SWARM:
+            if await deployment.namespace_objects("services"):
+                raise Conflict(f"a Swarm stack named {name!r} made outside portainer.py runs on this environment")
+            swarm_id = swarm_id or as_text(as_dict(await deployment.connector.request_json("GET", "/swarm")).get("ID"))
+        elif not adopting and await deployment.project_containers():
+            raise Conflict(f"a compose project named {name!r} made outside portainer.py runs on this environment",
+                           "an administrator can adopt it (POST /api/stacks/adopt) or pick another name")
+        await asyncio.to_thread(Stacks.write_files, project_dir, content, env)
+        try:
+            await deployment.up(pull=bool(body.get("PullImage")))
+        except (ApiError, OSError):
+            if not adopting:  # what an adopted project had stays, whatever went wrong
+                with contextlib.suppress(ApiError, OSError):
+                    await deployment.down()
+            await asyncio.to_thread(shutil.rmtree, project_dir, True)
+            raise
+        stack = {"Id": stack_id, "Name": name, "Type": stack_type, "EndpointId": endpoint["Id"], "SwarmId": swarm_id,
+                 "EntryPoint": COMPOSE_FILE, "Env": env, "Status": STACK_ACTIVE, "ProjectPath": project_dir,
+                 "CreationDate": now(), "CreatedBy": caller.user["Username"], "UpdateDate": 0, "UpdatedBy": "",
+                 "ResourceControl": None, "AdditionalFiles": [], "AutoUpdate": None, "GitConfig": None,
+                 "FromAppTemplate": from_template, "Namespace": "", "IsComposeFormat": stack_type == STACK_COMPOSE}
+        request.app[STORE].stacks.add(stack)
+        await add_stack_resource_control(request.app[STORE], caller, stack)
+        await request.app[STORE].commit()
+    finally:
+        stacks.creating.discard(key)
+    return stack
+
+
+async def handle_stack_create_standalone_string(request: web.Request) -> web.Response:
+    """Deploy a compose stack from the file's text: {Name, StackFileContent, Env}."""
+    stack = await create_stack(request, STACK_COMPOSE, await read_documented_fields(request, STACK_CREATE_FIELDS))
+    return json_response(stack_view(request, stack))
+
+
+async def handle_stack_create_standalone_file(request: web.Request) -> web.Response:
+    """Deploy a compose stack from an uploaded file (multipart: Name, file, Env as JSON)."""
+    body = await stack_upload_form(request)
+    return json_response(stack_view(request, await create_stack(request, STACK_COMPOSE, body)))
+
+
+async def handle_stack_create_swarm_file(request: web.Request) -> web.Response:
+    """Deploy a Swarm stack from an uploaded file (multipart: Name, SwarmID, file, Env as JSON)."""
+    body = await stack_upload_form(request)
+    return json_response(stack_view(request, await create_stack(request, STACK_SWARM, body)))
+
+
+async def stack_upload_form(request: web.Request) -> dict:
+    """Portainer's multipart stack upload (Name, SwarmID, file, Env as JSON) as the body create_stack reads."""
+    if not request.content_type.startswith("multipart/"):
+        raise BadRequest("send a multipart form with Name, file and Env")
+    try:
+        post = await request.post()
+    except MALFORMED_FORM_ERRORS as exc:
+        raise BadRequest("malformed multipart body", str(exc) or "a multipart body needs a boundary") from None
+    upload = post.get("file")
+    if upload is None or not hasattr(upload, "file"):
+        raise BadRequest("the form field 'file' (the compose file) is required")
+    try:
+        env = _typed_value(decode_json(post.get("Env") or "[]"), STACK_ENV, "Env")
+        content = upload.file.read(MAX_JSON_BODY).decode("utf-8")
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise BadRequest("Env must be JSON and the file UTF-8 text", str(exc)) from None
+    body = {"Name": post.get("Name"), "StackFileContent": content, "Env": env}
+    if isinstance(post.get("SwarmID"), str):
+        body["SwarmID"] = post["SwarmID"]
+    return body
+
+
+async def handle_stack_create_swarm_string(request: web.Request) -> web.Response:
+    """Deploy a Swarm stack from the file's text: {Name, SwarmID, StackFileContent, Env}."""
+    stack = await create_stack(request, STACK_SWARM, await read_documented_fields(request, SWARM_STACK_CREATE_FIELDS))
+    return json_response(stack_view(request, stack))
+
+
+async def handle_stack_create_legacy(request: web.Request) -> web.Response:
+    """Deploy a stack the pre-2.19 way: ?type=1|2&method=string|file&endpointId=N."""
+    stack_type = query_int(request, "type", STACK_COMPOSE)
+    method = request.query.get("method", "string")
+    if stack_type not in (STACK_SWARM, STACK_COMPOSE) or method not in ("string", "file"):
+        raise BadRequest("type must be 1 (Swarm) or 2 (compose) and method string or file")
+    if method == "file":
+        if stack_type == STACK_SWARM:
+            return await handle_stack_create_swarm_file(request)
+        return await handle_stack_create_standalone_file(request)
+    fields = STACK_CREATE_FIELDS if stack_type == STACK_COMPOSE else SWARM_STACK_CREATE_FIELDS
+    stack = await create_stack(request, stack_type, await read_documented_fields(request, fields))
+    return json_response(stack_view(request, stack))
+
+
+def visible_stacks(request: web.Request) -> list[dict]:
+    store, caller = request.app[STORE], caller_of(request)
+    return [s for s in store.stacks if can_access_stack(store, caller, s)]
+
+
+async def handle_stacks_list(request: web.Request) -> web.Response:
+    """Stacks on the environments the caller may use; ?filters={"EndpointID": N} narrows to one."""
+    stacks = visible_stacks(request)
+    raw = request.query.get("filters")
+    if raw:
+        try:
+            filters = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise BadRequest("filters must be JSON, e.g. {\"EndpointID\": 1}") from None
+        if isinstance(filters, dict) and filters.get("EndpointID"):
+            stacks = [s for s in stacks if s["EndpointId"] == filters["EndpointID"]]
+        if isinstance(filters, dict) and filters.get("SwarmID"):
+            stacks = [s for s in stacks if s["SwarmId"] == filters["SwarmID"]]
+    return json_response([stack_view(request, s) for s in sorted(stacks, key=lambda s: s["Id"])])
+
+
+def stack_for_caller(request: web.Request) -> dict:
+    """The stack, when the caller may see it: 403 as Portainer answers for another user's stack."""
+    stack = request.app[STORE].stacks.get(path_id(request))
+    endpoint_for_caller(request, stack["EndpointId"])
+    require_stack_access(request, stack)
+    return stack
+
+
+async def handle_stack_inspect(request: web.Request) -> web.Response:
+    """One stack."""
+    return json_response(stack_view(request, stack_for_caller(request)))
+
+
+async def handle_stack_file(request: web.Request) -> web.Response:
+    """A stack's compose file: {StackFileContent}."""
+    stack = stack_for_caller(request)
+    content = await asyncio.to_thread(request.app[STACKS].read_file, stack)
+    return json_response({"StackFileContent": content})
+
+
+async def handle_stack_services(request: web.Request) -> web.Response:
+    """Each service of a stack with its containers (or Swarm tasks) and their state."""
+    stack = stack_for_caller(request)
+    stacks: Stacks = request.app[STACKS]
+    content = await asyncio.to_thread(stacks.read_file, stack)
+    deployment = stacks.deployment(stack["Type"], stack["EndpointId"], stack["Name"], content, stack["Env"],
+                                   stacks.project_dir(stack["Id"]))
+    return json_response(await deployment.service_states())
+
+
+def managed_stack(request: web.Request) -> tuple[dict, dict]:
+    """The stack and its environment, when the caller may change it."""
+    stack = request.app[STORE].stacks.get(path_id(request))
+    endpoint = stack_endpoint(request, stack["EndpointId"])
+    require_stack_access(request, stack)
+    raw = request.query.get("endpointId")
+    if raw is not None and raw != str(stack["EndpointId"]):
+        raise BadRequest(f"stack {stack['Id']} is on environment {stack['EndpointId']}, not {raw}")
+    return stack, endpoint
+
+
+async def handle_stack_update(request: web.Request) -> web.Response:
+    """Change a stack's file or env and redeploy: only services whose config changed are recreated;
+    Prune removes services no longer in the file; PullImage pulls images again."""
+    stack, endpoint = managed_stack(request)
+    body = await read_documented_fields(request, STACK_UPDATE_FIELDS)
+    stacks: Stacks = request.app[STACKS]
+    caller = caller_of(request)
+    content, env = stack_content(body), stack_env(body) if "Env" in body else stack["Env"]
+    async with stacks.lock(stack["Id"]):
+        deployment = stacks.deployment(stack["Type"], endpoint["Id"], stack["Name"], content, env,
+                                       stacks.project_dir(stack["Id"]))
+        await apply_caller_rules(request, endpoint, deployment, stack)
+        previous = await asyncio.to_thread(stacks.read_file, stack)
+        await asyncio.to_thread(Stacks.write_files, stacks.project_dir(stack["Id"]), content, env)
+        try:
+            await deployment.up(pull=bool(body.get("PullImage")), prune=bool(body.get("Prune")))
+        except (ApiError, OSError):
+            await asyncio.to_thread(Stacks.write_files, stacks.project_dir(stack["Id"]), previous, stack["Env"])
+            raise
+        stack.update({"Env": env, "Status": STACK_ACTIVE, "UpdateDate": now(), "UpdatedBy": caller.user["Username"]})
+        await request.app[STORE].commit()
+    return json_response(stack_view(request, stack))
+
+
+async def change_stack_state(request: web.Request, status: int) -> web.Response:
+    stack, endpoint = managed_stack(request)
+    stacks: Stacks = request.app[STACKS]
+    async with stacks.lock(stack["Id"]):
+        if status == STACK_ACTIVE:
+            content = await asyncio.to_thread(stacks.read_file, stack)
+            deployment = stacks.deployment(stack["Type"], endpoint["Id"], stack["Name"], content, stack["Env"],
+                                           stacks.project_dir(stack["Id"]))
+            await apply_caller_rules(request, endpoint, deployment, stack)
+            await deployment.start()
+        else:
+            await stacks.remover(stack).stop()
+        stack["Status"] = status
+        await request.app[STORE].commit()
+    return json_response(stack_view(request, stack))
+
+
+async def handle_stack_start(request: web.Request) -> web.Response:
+    """Start a stopped stack."""
+    return await change_stack_state(request, STACK_ACTIVE)
+
+
+async def handle_stack_stop(request: web.Request) -> web.Response:
+    """Stop a stack (a Swarm stack's services are removed until it is started again)."""
+    return await change_stack_state(request, STACK_INACTIVE)
+
+
+async def handle_stack_delete(request: web.Request) -> web.Response:
+    """Remove a stack: its containers or services, and the networks, volumes, configs and secrets it created."""
+    stack, endpoint = managed_stack(request)
+    stacks: Stacks = request.app[STACKS]
+    async with stacks.lock(stack["Id"]):
+        await stacks.remover(stack).down()
+        store = request.app[STORE]
+        store.stacks.delete(stack["Id"])
+        control = stack_resource_control(store, stack)
+        if control is not None:
+            store.resource_controls.delete(control["Id"])
+        await request.app[STORE].commit()
+        await asyncio.to_thread(shutil.rmtree, stacks.project_dir(stack["Id"]), True)
+    return web.Response(status=204)
+
+
+async def handle_stack_migrate(request: web.Request) -> web.Response:
+    """Move a stack to another environment, {EndpointID, SwarmID, Name}: deployed there first, then removed here."""
+    stack, _ = managed_stack(request)
+    body = await read_json_object(request)
+    target_id = field(body, "EndpointID", int, required=False, default=0)
+    if target_id <= 0:
+        raise BadRequest("Invalid request payload", "Invalid environment identifier. Must be a positive number")
+    request.app[STORE].endpoints.get(target_id)
+    target = stack_endpoint(request, target_id)
+    name = field(body, "Name", str, required=False, default="").strip() or stack["Name"]
+    if not STACK_NAME.match(name):
+        raise BadRequest(f"invalid stack name {name!r}",
+                         "use lowercase letters, digits, '-' and '_', starting with a letter or digit")
+    if target_id == stack["EndpointId"] and name == stack["Name"]:
+        raise BadRequest(f"stack {stack['Id']} is already on environment {target_id} under that name")
+    stacks: Stacks = request.app[STACKS]
+    if (target_id, name) in stacks.creating or any(
+            s["Name"] == name and s["EndpointId"] == target_id for s in request.app[STORE].stacks):
+        raise Conflict(f"A stack with the name '{name}' is already running on endpoint '{target['Name']}'")
+    async with stacks.lock(stack["Id"]):
+        content = await asyncio.to_thread(stacks.read_file, stack)
+        deployment = stacks.deployment(stack["Type"], target_id, name, content, stack["Env"],
+                                       stacks.project_dir(stack["Id"]))
+        await apply_caller_rules(request, target, deployment, stack)
+        swarm_id = stack.get("SwarmId", "")
+        if stack["Type"] == STACK_SWARM:
+            if await deployment.namespace_objects("services"):
+                raise Conflict(f"A stack with the name '{name}' is already running on endpoint '{target['Name']}'")
+            swarm_id = field(body, "SwarmID", str, required=False, default="") or as_text(
+                as_dict(await deployment.connector.request_json("GET", "/swarm")).get("ID"))
+        elif await deployment.project_containers():
+            raise Conflict(f"A stack with the name '{name}' is already running on endpoint '{target['Name']}'")
+        try:
+            await deployment.up()
+        except (ApiError, OSError):
+            with contextlib.suppress(ApiError, OSError):
+                await deployment.down()
+            raise
+        await stacks.remover(stack).down()
+        store = request.app[STORE]
+        control = stack_resource_control(store, stack)
+        stack.update({"EndpointId": target_id, "Name": name, "SwarmId": swarm_id, "UpdateDate": now(),
+                      "UpdatedBy": caller_of(request).user["Username"]})
+        if control is not None:
+            control["ResourceId"] = stack_resource_id(stack)
+        await store.commit()
+    return json_response(stack_view(request, stack))
+
+
+async def handle_stacks_outside(request: web.Request) -> web.Response:
+    """Compose projects running on an environment that were not deployed here (?endpointId=N)."""
+    endpoint = stack_endpoint(request)
+    connector = request.app[ENVIRONMENTS].connector(endpoint["Id"])
+    containers = container_summaries(
+        await connector.request_json("GET", f"/containers/json?all=1&filters={label_filter(LABEL_PROJECT)}"))
+    managed = {s["Name"] for s in request.app[STORE].stacks if s["EndpointId"] == endpoint["Id"]}
+    store, caller = request.app[STORE], caller_of(request)
+    if endpoint_role(store, caller, endpoint) in OWNERSHIP_BOUND_ROLES:  # other users' projects stay unseen
+        containers = [c for c in containers if visible_resource(store, caller, "containers", c)]
+    projects: dict[str, dict] = {}
+    for container in containers:
+        labels = container["Labels"]
+        name = labels.get(LABEL_PROJECT)
+        if not name or name in managed:
+            continue
+        project = projects.setdefault(name, {"Name": name, "Type": STACK_COMPOSE, "EndpointId": endpoint["Id"],
+                                             "Outside": True, "Services": [], "Containers": 0, "Running": 0,
+                                             "WorkingDir": labels.get("com.docker.compose.project.working_dir", "")})
+        project["Containers"] += 1
+        project["Running"] += container["State"] == "running"
+        service = labels.get(LABEL_SERVICE)
+        if service and service not in project["Services"]:
+            project["Services"].append(service)
+    return json_response(sorted(projects.values(), key=lambda p: p["Name"]))
+
+
+async def handle_stack_adopt(request: web.Request) -> web.Response:
+    """Take over a compose project made elsewhere by supplying its file (administrators): from then on it is a
+    full stack. Services whose containers do not match the file are recreated; named volumes are kept."""
+    require_admin(request)
+    body = await read_documented_fields(request, STACK_CREATE_FIELDS)
+    endpoint = stack_endpoint(request)
+    name = field(body, "Name", str)
+    connector = request.app[ENVIRONMENTS].connector(endpoint["Id"])
+    found = container_summaries(await connector.request_json(
+        "GET", f"/containers/json?all=1&filters={label_filter(f'{LABEL_PROJECT}={name}')}"))
+    if not found:
+        raise NotFound(f"no compose project named {name!r} runs on environment {endpoint['Id']}")
+    return json_response(stack_view(request, await create_stack(request, STACK_COMPOSE, body, adopting=True)))
+
+
+# ================================================================================================================
+# Edge: agents that dial in through a tunnel, the edge environment kind, edge groups, jobs and stacks
+# ================================================================================================================
+
+# -- tunnels: the connected edge agents, and the connector that reaches an engine through one ----------------------
+
+
+class EdgeTunnels:
+    """Live edge tunnels by environment id, in memory only: connecting, heartbeats and disconnecting never
+    write the store. Per tunnel the server keeps the WebSocket, its Tunnel and one last-seen stamp."""
+
+    def __init__(self):
+        self.tunnels: dict[int, shared.Tunnel] = {}
+        self.last_seen: dict[int, int] = {}
+        # The latest Edge ID refused per environment, shown to administrators so they can re-associate.
+        self.refused: dict[int, dict] = {}
+        self.websockets: weakref.WeakSet = weakref.WeakSet()
+        # Called with the environment id whenever its agent connects (edge jobs waiting for it run then).
+        self.on_connect: list[Callable[[int], None]] = []
+        self.tasks: set[asyncio.Task] = set()
+        # A fleet reconnecting after a restart is snapshotted a few at a time, not all at once.
+        self.snapshot_slots = asyncio.Semaphore(EDGE_CONNECT_SNAPSHOTS)
+
+    async def snapshot_when_connected(self, environments: "Environments", endpoint_id: int) -> None:
+        async with self.snapshot_slots:
+            if self.is_connected(endpoint_id):
+                await environments.snapshot(endpoint_id)
+
+    def spawn(self, coroutine: Awaitable) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def is_connected(self, endpoint_id: int) -> bool:
+        # a dead tunnel stays listed while its closing handshake times out; it carries nothing any more
+        tunnel = self.tunnels.get(endpoint_id)
+        return tunnel is not None and not tunnel.closed
+
+    def seen(self, endpoint_id: int) -> int:
+        return now() if endpoint_id in self.tunnels else self.last_seen.get(endpoint_id, 0)
+
+
+class EdgeConnector(DockerConnector):
+    """An edge host's engine, reached through the tunnel its agent opened: one tunnel stream per connection."""
+
+    def __init__(self, endpoint: dict, tunnels: EdgeTunnels):
+        self.tunnels = tunnels
+        super().__init__(endpoint)
+        self.client = shared.DockerClient(self.open_connection, max_idle=EDGE_IDLE_STREAMS)
+
+    async def open_connection(self) -> shared.HttpConnection:
+        tunnel = self.tunnels.tunnels.get(self.endpoint_id)
+        if tunnel is None:
+            raise shared.DockerUnreachable(f"the edge agent of environment {self.endpoint_id} is not connected")
+        try:
+            stream = await tunnel.open_stream()
+        except (ConnectionError, asyncio.TimeoutError) as exc:
+            raise shared.DockerUnreachable(f"edge tunnel: {exc or 'no answer from the agent'}") from None
+        return shared.HttpConnection(stream, stream)
+
+
+# -- edge keys, the tunnel endpoint, association -------------------------------------------------------------------
 
 MAX_EDGE_ID = 128
 
@@ -6057,41 +7043,8 @@ def default_edge_server_url(request: web.Request) -> str:
     return f"https://{'[' + host + ']' if ':' in host else host}:{port}"
 
 
-async def create_edge_endpoint(request: web.Request, endpoint: dict, fields: dict, files: dict) -> None:
-    url = str(fields.get("URL") or default_edge_server_url(request)).strip()
-    parsed = urllib.parse.urlsplit(url)
-    if parsed.scheme != "https" or not parsed.hostname:
-        raise BadRequest("URL must be this server's HTTPS address as edge agents reach it",
-                         "for example https://portainer.example.com:9443")
-    endpoint["URL"] = f"https://{parsed.netloc}"
-    endpoint["EdgeID"] = ""
-    endpoint["_EdgeSecret"] = secrets.token_urlsafe(32)
-
-
-def answer_edge_endpoint(request: web.Request, endpoint: dict, view: dict) -> None:
-    view["EdgeKey"] = edge_key_for(request.app, endpoint)
-    view["EdgeAgentCommand"] = edge_agent_command(view["EdgeKey"])
-
-
-def remove_edge_endpoint(app: web.Application, endpoint: dict) -> None:
-    tunnels = app[EDGE_TUNNELS]
-    tunnels.refused.pop(endpoint["Id"], None)
-    tunnels.last_seen.pop(endpoint["Id"], None)
-    tunnel = tunnels.tunnels.get(endpoint["Id"])
-    if tunnel is not None:
-        tunnels.spawn(tunnel.ws.close(code=shared.aiohttp.WSCloseCode.POLICY_VIOLATION,
-                                      message=b"environment removed"))
-
-
-def extend_edge_view(tunnels: EdgeTunnels, endpoint: dict, view: dict) -> None:
-    if endpoint["Type"] == ENDPOINT_EDGE:
-        view["LastCheckInDate"] = tunnels.seen(endpoint["Id"])
-        view["EdgeTunnelConnected"] = tunnels.is_connected(endpoint["Id"])
-        view["EdgeRefused"] = tunnels.refused.get(endpoint["Id"])
-
-
 def edge_endpoint(request: web.Request) -> dict:
-    endpoint = request.app[ENVIRONMENTS].get(path_id(request))
+    endpoint = request.app[STORE].endpoints.get(path_id(request))
     if endpoint["Type"] != ENDPOINT_EDGE:
         raise BadRequest(f"environment {endpoint['Id']} is not an edge environment")
     return endpoint
@@ -6150,7 +7103,7 @@ async def handle_edge_tunnel(request: web.Request) -> web.StreamResponse:
     raw_id = request.headers.get(shared.EDGE_ENDPOINT_HEADER, "")
     secret = request.headers.get(shared.EDGE_SECRET_HEADER, "")
     edge_id = request.headers.get(shared.EDGE_ID_HEADER, "").strip()
-    endpoint = app[STORE].data["endpoints"].get(raw_id) if raw_id.isdigit() else None
+    endpoint = app[STORE].endpoints.find(raw_id) if raw_id.isdigit() else None
     if endpoint is None or endpoint["Type"] != ENDPOINT_EDGE or not secret or \
             not hmac.compare_digest(secret.encode(), endpoint["_EdgeSecret"].encode()):
         log.warning("edge tunnel refused from %s: unknown environment or wrong secret", client_address(request))
@@ -6188,7 +7141,7 @@ async def handle_edge_tunnel(request: web.Request) -> web.StreamResponse:
     try:
         await tunnel.run()
     finally:
-        if str(endpoint_id) in app[STORE].data["endpoints"]:
+        if endpoint_id in app[STORE].endpoints:
             tunnels.last_seen[endpoint_id] = now()
         if tunnels.tunnels.get(endpoint_id) is tunnel:
             del tunnels.tunnels[endpoint_id]
@@ -6198,37 +7151,15 @@ async def handle_edge_tunnel(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def close_edge_tunnels(app: web.Application) -> None:
-    """At shutdown, tell every edge agent the server is going away, so it reconnects at once when it is back."""
-    await asyncio.gather(*(ws.close(code=shared.aiohttp.WSCloseCode.GOING_AWAY, message=b"server shutdown")
-                           for ws in list(app[EDGE_TUNNELS].websockets)), return_exceptions=True)
-
-
-# ================================================================================================================
-# API handlers: edge groups (static lists or tag-based) and edge jobs (scripts run on edge hosts)
-# ================================================================================================================
-
-EDGE_COLLECTIONS = ("edge_groups", "edge_jobs")
-EDGE_JOB_TIMEOUT = 3600
-EDGE_JOB_OUTPUT_LIMIT = 64 * 1024
-EDGE_JOB_RUNS_KEPT = 5
-EDGE_JOB_LABEL = "io.portainer.edgejob"
-LOGS_IDLE, LOGS_PENDING, LOGS_COLLECTED = 1, 2, 3
+# -- edge groups: static lists, or the environments carrying some tags ---------------------------------------------
 
 
 def edge_environment_ids(store: Store) -> set[int]:
-    return {ep["Id"] for ep in store.data["endpoints"].values() if ep["Type"] == ENDPOINT_EDGE}
+    return {ep["Id"] for ep in store.endpoints if ep["Type"] == ENDPOINT_EDGE}
 
 
 def edge_group_view(store: Store, group: dict) -> dict:
     return {**group, "TrustedEndpoints": edge_group_endpoint_ids(store, group["Id"])}
-
-
-def get_edge_group(store: Store, group_id: int) -> dict:
-    group = store.data["edge_groups"].get(str(group_id))
-    if group is None:
-        raise NotFound(f"edge group {group_id} not found")
-    return group
 
 
 def id_list(body: dict, name: str) -> list[int]:
@@ -6245,7 +7176,7 @@ def checked_edge_group(store: Store, body: dict, group_id: int | None) -> dict:
     name = field(body, "Name", str).strip()
     if not name:
         raise BadRequest("Name is required")
-    if any(g["Name"].lower() == name.lower() and g["Id"] != group_id for g in store.data["edge_groups"].values()):
+    if any(g["Name"].lower() == name.lower() and g["Id"] != group_id for g in store.edge_groups):
         raise Conflict(f"an edge group named {name!r} already exists")
     dynamic = field(body, "Dynamic", bool, required=False, default=False)
     tag_ids, endpoints = id_list(body, "TagIds"), id_list(body, "Endpoints")
@@ -6263,7 +7194,7 @@ async def handle_edge_groups_list(request: web.Request) -> web.Response:
     """Edge groups with the environments each holds now (administrators)."""
     require_admin(request)
     store = request.app[STORE]
-    return json_response([edge_group_view(store, g) for g in store.data["edge_groups"].values()])
+    return json_response([edge_group_view(store, g) for g in store.edge_groups])
 
 
 async def handle_edge_group_create(request: web.Request) -> web.Response:
@@ -6271,8 +7202,8 @@ async def handle_edge_group_create(request: web.Request) -> web.Response:
     require_admin(request)
     store = request.app[STORE]
     group = checked_edge_group(store, await read_documented_fields(request, EDGE_GROUP_FIELDS), None)
-    group["Id"] = store.next_id("edge_groups")
-    store.data["edge_groups"][str(group["Id"])] = group
+    group["Id"] = store.edge_groups.new_id()
+    store.edge_groups.add(group)
     await store.commit()
     return json_response(edge_group_view(store, group))
 
@@ -6281,14 +7212,14 @@ async def handle_edge_group_inspect(request: web.Request) -> web.Response:
     """One edge group (administrators)."""
     require_admin(request)
     store = request.app[STORE]
-    return json_response(edge_group_view(store, get_edge_group(store, path_id(request))))
+    return json_response(edge_group_view(store, store.edge_groups.get(path_id(request))))
 
 
 async def handle_edge_group_update(request: web.Request) -> web.Response:
     """Replace an edge group's name, kind, tags or environments (administrators)."""
     require_admin(request)
     store = request.app[STORE]
-    group = get_edge_group(store, path_id(request))
+    group = store.edge_groups.get(path_id(request))
     group.update(checked_edge_group(store, await read_documented_fields(request, EDGE_GROUP_FIELDS), group["Id"]))
     await store.commit()
     return json_response(edge_group_view(store, group))
@@ -6298,15 +7229,22 @@ async def handle_edge_group_delete(request: web.Request) -> web.Response:
     """Delete an edge group no edge job uses (administrators)."""
     require_admin(request)
     store = request.app[STORE]
-    group = get_edge_group(store, path_id(request))
-    users = [j["Name"] for j in store.data["edge_jobs"].values() if group["Id"] in j["EdgeGroups"]]
+    group = store.edge_groups.get(path_id(request))
+    users = [j["Name"] for j in store.edge_jobs if group["Id"] in j["EdgeGroups"]]
     if users:
         raise Conflict(f"edge group {group['Name']!r} is used by edge jobs: {', '.join(users)}")
-    del store.data["edge_groups"][str(group["Id"])]
+    store.edge_groups.delete(group["Id"])
     await store.commit()
     return web.Response(status=204)
 
 
+# -- edge jobs: scripts run on edge hosts, at once or on a cron schedule -------------------------------------------
+
+EDGE_JOB_TIMEOUT = 3600
+EDGE_JOB_OUTPUT_LIMIT = 64 * 1024
+EDGE_JOB_RUNS_KEPT = 5
+EDGE_JOB_LABEL = "io.portainer.edgejob"
+LOGS_IDLE, LOGS_PENDING, LOGS_COLLECTED = 1, 2, 3
 CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 6))
 
 
@@ -6397,7 +7335,7 @@ class EdgeJobRunner:
         store = self.app[STORE]
         ids = set(job["Endpoints"]) & edge_environment_ids(store)
         for group_id in job["EdgeGroups"]:
-            if str(group_id) in store.data["edge_groups"]:
+            if group_id in store.edge_groups:
                 ids.update(edge_group_endpoint_ids(store, group_id))
         return sorted(ids)
 
@@ -6409,7 +7347,7 @@ class EdgeJobRunner:
     def dispatch(self, endpoint_id: int | None = None) -> None:
         """Start every waiting run whose host is connected (only that host's when one is named)."""
         tunnels = self.app[EDGE_TUNNELS]
-        for job in self.app[STORE].data["edge_jobs"].values():
+        for job in self.app[STORE].edge_jobs:
             for target in job.get("_Pending", []):
                 if (endpoint_id in (None, target) and tunnels.is_connected(target)
                         and (job["Id"], target) not in self.running):
@@ -6421,7 +7359,7 @@ class EdgeJobRunner:
     async def run(self, job_id: int, endpoint_id: int) -> None:
         store = self.app[STORE]
         try:
-            job = store.data["edge_jobs"].get(str(job_id))
+            job = store.edge_jobs.find(job_id)
             if job is None:
                 return
             started = now()
@@ -6434,7 +7372,7 @@ class EdgeJobRunner:
                 return
             except ApiError as exc:
                 exit_code, output, error = -1, "", exc.message
-            job = store.data["edge_jobs"].get(str(job_id))
+            job = store.edge_jobs.find(job_id)
             if job is None:
                 return
             runs = job.setdefault("Results", {}).setdefault(str(endpoint_id), [])
@@ -6452,16 +7390,9 @@ class EdgeJobRunner:
         while True:
             await asyncio.sleep(60 - time.time() % 60 + 0.5)
             moment = time.localtime()
-            for job in list(self.app[STORE].data["edge_jobs"].values()):
+            for job in self.app[STORE].edge_jobs:
                 if job["Recurring"] and cron_matches(parse_cron(job["CronExpression"]), moment):
                     await self.queue(job)
-
-
-def get_edge_job(store: Store, job_id: int) -> dict:
-    job = store.data["edge_jobs"].get(str(job_id))
-    if job is None:
-        raise NotFound(f"edge job {job_id} not found")
-    return job
 
 
 def edge_job_view(app: web.Application, job: dict) -> dict:
@@ -6471,7 +7402,9 @@ def edge_job_view(app: web.Application, job: dict) -> dict:
     endpoints = {str(e): {"CollectLogs": False, "LogsStatus": LOGS_PENDING if e in pending else
                           LOGS_COLLECTED if str(e) in results else LOGS_IDLE}
                  for e in app[EDGE_JOBS].targets(job)}
-    view = {k: v for k, v in job.items() if not k.startswith("_") and k not in ("FileContent", "Results")}
+    view = app[STORE].edge_jobs.public_view(job)
+    for bulky in ("FileContent", "Results"):  # served by their own routes
+        view.pop(bulky, None)
     view["Endpoints"] = endpoints
     return view
 
@@ -6492,7 +7425,7 @@ def checked_edge_job(store: Store, body: dict) -> dict:
     if recurring:
         parse_cron(cron)
     groups, endpoints = id_list(body, "EdgeGroups"), id_list(body, "Endpoints")
-    missing = [g for g in groups if str(g) not in store.data["edge_groups"]]
+    missing = [g for g in groups if g not in store.edge_groups]
     if missing:
         raise BadRequest(f"edge groups not found: {missing}")
     not_edge = set(endpoints) - edge_environment_ids(store)
@@ -6511,7 +7444,7 @@ def checked_edge_job(store: Store, body: dict) -> dict:
 async def handle_edge_jobs_list(request: web.Request) -> web.Response:
     """Edge jobs (administrators)."""
     require_admin(request)
-    return json_response([edge_job_view(request.app, j) for j in request.app[STORE].data["edge_jobs"].values()])
+    return json_response([edge_job_view(request.app, j) for j in request.app[STORE].edge_jobs])
 
 
 async def handle_edge_job_create(request: web.Request) -> web.Response:
@@ -6520,8 +7453,8 @@ async def handle_edge_job_create(request: web.Request) -> web.Response:
     require_admin(request)
     store = request.app[STORE]
     job = checked_edge_job(store, await read_documented_fields(request, EDGE_JOB_FIELDS))
-    job.update({"Id": store.next_id("edge_jobs"), "Created": now(), "Version": 1, "Results": {}, "_Pending": []})
-    store.data["edge_jobs"][str(job["Id"])] = job
+    job.update({"Id": store.edge_jobs.new_id(), "Created": now(), "Version": 1, "Results": {}, "_Pending": []})
+    store.edge_jobs.add(job)
     if job["Recurring"]:
         await store.commit()
     else:
@@ -6532,14 +7465,14 @@ async def handle_edge_job_create(request: web.Request) -> web.Response:
 async def handle_edge_job_inspect(request: web.Request) -> web.Response:
     """One edge job (administrators)."""
     require_admin(request)
-    return json_response(edge_job_view(request.app, get_edge_job(request.app[STORE], path_id(request))))
+    return json_response(edge_job_view(request.app, request.app[STORE].edge_jobs.get(path_id(request))))
 
 
 async def handle_edge_job_update(request: web.Request) -> web.Response:
     """Replace an edge job's script, hosts or schedule (administrators); past results stay."""
     require_admin(request)
     store = request.app[STORE]
-    job = get_edge_job(store, path_id(request))
+    job = store.edge_jobs.get(path_id(request))
     job.update(checked_edge_job(store, await read_documented_fields(request, EDGE_JOB_FIELDS)))
     await store.commit()
     return json_response(edge_job_view(request.app, job))
@@ -6549,8 +7482,7 @@ async def handle_edge_job_delete(request: web.Request) -> web.Response:
     """Delete an edge job and its results (administrators)."""
     require_admin(request)
     store = request.app[STORE]
-    job = get_edge_job(store, path_id(request))
-    del store.data["edge_jobs"][str(job["Id"])]
+    store.edge_jobs.delete(path_id(request))
     await store.commit()
     return web.Response(status=204)
 
@@ -6558,13 +7490,13 @@ async def handle_edge_job_delete(request: web.Request) -> web.Response:
 async def handle_edge_job_file(request: web.Request) -> web.Response:
     """An edge job's script (administrators)."""
     require_admin(request)
-    return json_response({"FileContent": get_edge_job(request.app[STORE], path_id(request))["FileContent"]})
+    return json_response({"FileContent": request.app[STORE].edge_jobs.get(path_id(request))["FileContent"]})
 
 
 async def handle_edge_job_run(request: web.Request) -> web.Response:
     """Run an edge job now on all its hosts (each as soon as it is connected) (administrators)."""
     require_admin(request)
-    job = get_edge_job(request.app[STORE], path_id(request))
+    job = request.app[STORE].edge_jobs.get(path_id(request))
     await request.app[EDGE_JOBS].queue(job)
     return json_response(edge_job_view(request.app, job))
 
@@ -6573,14 +7505,14 @@ async def handle_edge_job_tasks(request: web.Request) -> web.Response:
     """One task per host of an edge job: its connection, whether a run waits, and the latest run."""
     require_admin(request)
     app = request.app
-    job = get_edge_job(app[STORE], path_id(request))
+    job = app[STORE].edge_jobs.get(path_id(request))
     pending = set(job.get("_Pending", []))
     tasks = []
     for endpoint_id in app[EDGE_JOBS].targets(job):
         runs = job.get("Results", {}).get(str(endpoint_id), [])
         latest = runs[-1] if runs else None
         tasks.append({"Id": endpoint_id, "EndpointId": endpoint_id,
-                      "EndpointName": app[ENVIRONMENTS].get(endpoint_id)["Name"],
+                      "EndpointName": app[STORE].endpoints.get(endpoint_id)["Name"],
                       "Connected": app[EDGE_TUNNELS].is_connected(endpoint_id),
                       "LogsStatus": LOGS_PENDING if endpoint_id in pending else
                       LOGS_COLLECTED if latest else LOGS_IDLE,
@@ -6592,7 +7524,7 @@ async def handle_edge_job_tasks(request: web.Request) -> web.Response:
 async def handle_edge_job_task_logs(request: web.Request) -> web.Response:
     """The output of the latest run of an edge job on one host: {FileContent, ExitCode, Time, Error}."""
     require_admin(request)
-    job = get_edge_job(request.app[STORE], path_id(request))
+    job = request.app[STORE].edge_jobs.get(path_id(request))
     runs = job.get("Results", {}).get(str(path_id(request, "taskId")), [])
     if not runs:
         raise NotFound("this edge job has not run on that host yet")
@@ -6601,927 +7533,7 @@ async def handle_edge_job_task_logs(request: web.Request) -> web.Response:
                           "Error": latest["Error"]})
 
 
-async def edge_lifecycle(app: web.Application):
-    """The edge job scheduler runs for the server's lifetime."""
-    runner = app[EDGE_JOBS]
-    scheduler = asyncio.ensure_future(runner.schedule())
-    runner.dispatch()
-    yield
-    pending = [scheduler, *runner.tasks, *app[EDGE_TUNNELS].tasks]
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
-
-
-def reload_edge_after_restore(app: web.Application) -> None:
-    """A restored store may hold other environments and secrets: every agent reconnects and is checked again."""
-    for collection in EDGE_COLLECTIONS:
-        app[STORE].data.setdefault(collection, {})
-    tunnels = app[EDGE_TUNNELS]
-    tunnels.refused.clear()
-    for tunnel in list(tunnels.tunnels.values()):
-        tunnels.spawn(tunnel.ws.close(code=shared.aiohttp.WSCloseCode.GOING_AWAY, message=b"store restored"))
-
-
-def register_edge_kind(app: web.Application) -> None:
-    """Edge environments: their kind, connector and view, the tunnel registry and the edge job runner."""
-    for collection in EDGE_COLLECTIONS:
-        app[STORE].data.setdefault(collection, {})
-    tunnels = app[EDGE_TUNNELS] = EdgeTunnels()
-    environments = app[ENVIRONMENTS]
-    environments.connector_kinds[ENDPOINT_EDGE] = lambda endpoint: EdgeConnector(endpoint, tunnels)
-    environments.periodic_snapshot_caps[ENDPOINT_EDGE] = EDGE_SNAPSHOTS_PER_PASS
-    environments.view_extensions.append(lambda endpoint, view: extend_edge_view(tunnels, endpoint, view))
-    app[ENDPOINT_KINDS].creators[ENDPOINT_EDGE] = create_edge_endpoint
-    app[ENDPOINT_KINDS].answers[ENDPOINT_EDGE] = answer_edge_endpoint
-    app[ENDPOINT_KINDS].removers[ENDPOINT_EDGE] = remove_edge_endpoint
-    runner = app[EDGE_JOBS] = EdgeJobRunner(app)
-    tunnels.on_connect.append(runner.dispatch)
-    tunnels.on_connect.append(
-        lambda endpoint_id: tunnels.spawn(tunnels.snapshot_when_connected(environments, endpoint_id)))
-    app.on_shutdown.append(close_edge_tunnels)
-    app.cleanup_ctx.append(edge_lifecycle)
-    app[AFTER_RESTORE].append(reload_edge_after_restore)
-
-
-# ================================================================================================================
-# API handlers: settings
-# ================================================================================================================
-
-# The settings PUT /api/settings changes; the rest of Portainer's settings object is accepted and ignored.
-SETTINGS_FIELDS = {"UserSessionTimeout": str, "EnableTelemetry": bool, "LogoURL": str, "SnapshotInterval": str,
-                   "EdgeAgentCheckinInterval": int, "ActivityLogRetentionDays": int, "TemplatesURL": str,
-                   "MessageOfTheDay": {"Title": str, "Message": str}}
-MAX_MESSAGE_OF_THE_DAY = 10_000
-
-
-def current_settings(store: Store) -> dict:
-    return {**DEFAULT_SETTINGS, **store.data["settings"]}
-
-
-async def handle_settings_get(request: web.Request) -> web.Response:
-    """Server settings (administrators)."""
-    require_admin(request)
-    return json_response(current_settings(request.app[STORE]))
-
-
-@public
-async def handle_settings_public(request: web.Request) -> web.Response:
-    """The settings the login page needs (public)."""
-    settings = current_settings(request.app[STORE])
-    return json_response({"LogoURL": settings["LogoURL"], "AuthenticationMethod": settings["AuthenticationMethod"],
-                          "EnableTelemetry": settings["EnableTelemetry"] and not request.app[CONFIG].no_analytics,
-                          "AnalyticsAvailable": not request.app[CONFIG].no_analytics})
-
-
-async def handle_settings_update(request: web.Request) -> web.Response:
-    """Change settings (administrators): Portainer's settings object, keys matched as Portainer matches them;
-    settings this server does not have are ignored, a wrong type is refused."""
-    require_admin(request)
-    changes = await read_documented_fields(request, SETTINGS_FIELDS)
-    if "MessageOfTheDay" in changes:
-        motd = {"Title": "", "Message": "", **changes["MessageOfTheDay"]}
-        if len(motd["Title"]) + len(motd["Message"]) > MAX_MESSAGE_OF_THE_DAY:
-            raise BadRequest(f"MessageOfTheDay is longer than {MAX_MESSAGE_OF_THE_DAY} characters")
-        changes["MessageOfTheDay"] = motd
-    if "UserSessionTimeout" in changes and not re.fullmatch(r"[0-9]{1,7}[smhd]?", changes["UserSessionTimeout"]):
-        raise BadRequest("UserSessionTimeout must look like 8h, 30m or 3600s")
-    if not 0 <= changes.get("ActivityLogRetentionDays", 0) <= 36500:
-        raise BadRequest("ActivityLogRetentionDays must be between 0 (keep forever) and 36500")
-    if changes.get("EnableTelemetry") and request.app[CONFIG].no_analytics:
-        raise BadRequest("analytics are disabled by --no-analytics")
-    store = request.app[STORE]
-    store.data["settings"].update(changes)
-    await store.commit()
-    return json_response(current_settings(store))
-
-
-# ================================================================================================================
-# API handlers: registries, their access per environment, and browsing their repositories
-# ================================================================================================================
-
-
-def registry_view(registry: dict) -> dict:
-    """A registry as the API shows it: never its password."""
-    view = {k: v for k, v in registry.items() if not k.startswith("_")}
-    view["Password"] = ""
-    return view
-
-
-REGISTRY_ACCESS_FIELDS = {"UserAccessPolicies": dict, "TeamAccessPolicies": dict, "Namespaces": list}
-REGISTRY_FIELDS = {"Name": str, "URL": str, "Type": int, "BaseURL": str, "Username": str, "Password": str,
-                   "Authentication": bool, "TLSSkipVerify": bool, "RegistryAccesses": dict}
-
-
-def registry_access(body: dict) -> dict:
-    """One environment's access to a registry, {UserAccessPolicies, TeamAccessPolicies, Namespaces}, checked."""
-    body = documented_fields(body, REGISTRY_ACCESS_FIELDS)
-    access = {"UserAccessPolicies": {}, "TeamAccessPolicies": {}, "Namespaces": []}
-    for policies in ("UserAccessPolicies", "TeamAccessPolicies"):
-        value = field(body, policies, dict, required=False, default={})
-        for key, policy in value.items():
-            if not str(key).isdigit() or not isinstance(policy, dict):
-                raise BadRequest(f"{policies} must map ids to objects such as {{\"RoleId\": 0}}")
-        access[policies] = {str(k): v for k, v in value.items()}
-    access["Namespaces"] = field(body, "Namespaces", list, required=False, default=[])
-    return access
-
-
-async def registry_fields(request: web.Request, registry: dict, body: dict, creating: bool) -> None:
-    """Check and apply the editable fields of a registry; the password is sealed before it is kept."""
-    store = request.app[STORE]
-    name = field(body, "Name", str, required=creating)
-    url = field(body, "URL", str, required=creating)
-    kind = field(body, "Type", int, required=False)
-    if name is not None:
-        if not name.strip():
-            raise BadRequest("Name cannot be empty")
-        if any(r["Name"].lower() == name.strip().lower() and r["Id"] != registry.get("Id")
-               for r in store.data["registries"].values()):
-            raise Conflict(f"a registry named {name.strip()!r} already exists")
-        registry["Name"] = name.strip()
-    if url is not None:
-        url = url.strip().rstrip("/")
-        if not url or any(c.isspace() for c in url) or not registry_host(url):
-            raise BadRequest("URL must be a registry address such as registry.example.com:5000")
-        registry["URL"] = url
-    if kind is not None:
-        if kind not in REGISTRY_TYPES:
-            raise BadRequest("Type must be one of " + ", ".join(f"{k} ({v})" for k, v in REGISTRY_TYPES.items()))
-        registry["Type"] = kind
-    for name_in_body in ("BaseURL", "Username"):
-        value = field(body, name_in_body, str, required=False)
-        if value is not None:
-            registry[name_in_body] = value.strip()
-    for switch in ("Authentication", "TLSSkipVerify"):
-        value = field(body, switch, bool, required=False)
-        if value is not None:
-            registry[switch] = value
-    accesses = field(body, "RegistryAccesses", dict, required=False)
-    if accesses is not None:
-        if any(not str(k).isdigit() or not isinstance(v, dict) for k, v in accesses.items()):
-            raise BadRequest("RegistryAccesses must map environment ids to {UserAccessPolicies, TeamAccessPolicies}")
-        registry["RegistryAccesses"] = {str(k): registry_access(v) for k, v in accesses.items()}
-    password = field(body, "Password", str, required=False)
-    if password:
-        registry["_SealedPassword"] = request.app[REGISTRIES].passwords.seal(password)
-    if not registry.get("Authentication"):
-        registry["Username"] = ""
-        registry.pop("_SealedPassword", None)
-    elif not registry.get("Username"):
-        raise BadRequest("Username is required when Authentication is on")
-
-
-async def handle_registries_list(request: web.Request) -> web.Response:
-    """Registries: all for administrators, those you may use somewhere for others (passwords never shown)."""
-    caller, registries = caller_of(request), request.app[REGISTRIES]
-    listed = sorted(request.app[STORE].data["registries"].values(), key=lambda r: r["Id"])
-    return json_response([registry_view(r) for r in listed if registries.may_use(caller, r)])
-
-
-async def handle_registry_create(request: web.Request) -> web.Response:
-    """Add a registry {Name, Type, URL, Authentication, Username, Password} (administrators)."""
-    require_admin(request)
-    body = await read_documented_fields(request, REGISTRY_FIELDS)
-    store = request.app[STORE]
-    registry = {"Id": 0, "Name": "", "Type": REGISTRY_CUSTOM, "URL": "", "BaseURL": "", "Authentication": False,
-                "Username": "", "TLSSkipVerify": False, "RegistryAccesses": {}}
-    await registry_fields(request, registry, body, creating=True)
-    registry["Id"] = store.next_id("registries")
-    store.data["registries"][str(registry["Id"])] = registry
-    await store.commit()
-    return json_response(registry_view(registry))
-
-
-async def handle_registry_inspect(request: web.Request) -> web.Response:
-    """One registry (its password never shown)."""
-    registry = request.app[REGISTRIES].usable(caller_of(request), path_id(request), None)
-    return json_response(registry_view(registry))
-
-
-async def handle_registry_update(request: web.Request) -> web.Response:
-    """Change a registry (administrators); an empty or absent Password keeps the current one."""
-    require_admin(request)
-    registry = request.app[REGISTRIES].get(path_id(request))
-    body = await read_documented_fields(request, REGISTRY_FIELDS)
-    changed = copy.deepcopy(registry)
-    await registry_fields(request, changed, body, creating=False)
-    registry.clear()
-    registry.update(changed)
-    await request.app[STORE].commit()
-    return json_response(registry_view(registry))
-
-
-async def handle_registry_delete(request: web.Request) -> web.Response:
-    """Remove a registry and its credentials (administrators)."""
-    require_admin(request)
-    registry_id = path_id(request)
-    request.app[REGISTRIES].get(registry_id)
-    del request.app[STORE].data["registries"][str(registry_id)]
-    await request.app[STORE].commit()
-    return web.Response(status=204)
-
-
-async def handle_endpoint_registries(request: web.Request) -> web.Response:
-    """The registries you may use on one environment."""
-    endpoint = endpoint_for_caller(request, path_id(request))
-    caller, registries = caller_of(request), request.app[REGISTRIES]
-    listed = sorted(request.app[STORE].data["registries"].values(), key=lambda r: r["Id"])
-    return json_response([registry_view(r) for r in listed if registries.may_use(caller, r, endpoint["Id"])])
-
-
-async def handle_endpoint_registry_access(request: web.Request) -> web.Response:
-    """Who may use a registry on one environment: {UserAccessPolicies, TeamAccessPolicies} (administrators)."""
-    require_admin(request)
-    endpoint_id = path_id(request)
-    request.app[ENVIRONMENTS].get(endpoint_id)
-    registry = request.app[REGISTRIES].get(path_id(request, "registryId"))
-    access = registry_access(await read_json_object(request))
-    accesses = registry.setdefault("RegistryAccesses", {})
-    if access["UserAccessPolicies"] or access["TeamAccessPolicies"]:
-        accesses[str(endpoint_id)] = access
-    else:
-        accesses.pop(str(endpoint_id), None)
-    await request.app[STORE].commit()
-    return web.Response(status=204)
-
-
-async def handle_registry_catalog(request: web.Request) -> web.Response:
-    """The repositories of a registry (its HTTP API v2 _catalog)."""
-    registries = request.app[REGISTRIES]
-    registry = registries.usable(caller_of(request), path_id(request), None)
-    return json_response({"repositories": await registries.catalog(registry)})
-
-
-async def handle_registry_tags(request: web.Request) -> web.Response:
-    """The tags of one repository of a registry (its HTTP API v2 tags/list)."""
-    registries = request.app[REGISTRIES]
-    registry = registries.usable(caller_of(request), path_id(request), None)
-    repository = request.match_info["repository"]
-    if not REPOSITORY_NAME.fullmatch(repository):
-        raise BadRequest(f"invalid repository name {repository[:100]!r}")
-    return json_response({"name": repository, "tags": await registries.tags(registry, repository)})
-
-
-# ================================================================================================================
-# API handlers: image updates and recreating containers with a new image
-# ================================================================================================================
-
-
-async def handle_container_image_status(request: web.Request) -> web.Response:
-    """Whether a newer image is behind a container's tag: Status outdated, updated, skipped or unknown."""
-    endpoint = endpoint_for_caller(request, path_id(request))
-    fresh = request.query.get("refresh", "").lower() in ("1", "true")
-    updates = request.app[IMAGE_UPDATES]
-    container_id = request.match_info["containerId"]
-    await authorize_docker_call(request, endpoint, "GET", f"/containers/{container_id}/json")
-    result = None if fresh else updates.cached(endpoint["Id"], container_id)
-    return json_response(result or await updates.check(endpoint["Id"], container_id,
-                                                       time.monotonic() if fresh else None))
-
-
-async def image_check_registries(app: web.Application, endpoint_id: int) -> list[str] | None:
-    """The registry hosts the environment's image update check contacts; None when its engine cannot say."""
-    try:
-        return await app[IMAGE_UPDATES].registries_to_contact(endpoint_id)
-    except ApiError as exc:
-        log.info("registries of environment %s unknown: %s", endpoint_id, exc.message)
-        return None
-
-
-async def handle_endpoint_image_notification(request: web.Request) -> web.Response:
-    """The image update check setting of an environment and the registry hosts it contacts (administrators)."""
-    require_admin(request)
-    endpoint = request.app[ENVIRONMENTS].get(path_id(request))
-    return json_response({IMAGE_CHECK_SETTING: endpoint.get(IMAGE_CHECK_SETTING) is True,
-                          "Registries": await image_check_registries(request.app, endpoint["Id"])})
-
-
-async def handle_endpoint_image_status(request: web.Request) -> web.Response:
-    """Update status of many containers at once: ?containerIds=a,b (running ones when absent), ?refresh=true."""
-    endpoint = endpoint_for_caller(request, path_id(request))
-    fresh = request.query.get("refresh", "").lower() in ("1", "true")
-    raw_ids = request.query.get("containerIds", "")
-    ids = [i for i in raw_ids.split(",") if i] if raw_ids else None
-    if ids is not None and (len(ids) > 500 or any(not re.fullmatch(r"[\w.-]{1,128}", i) for i in ids)):
-        raise BadRequest("containerIds must be at most 500 container ids or names, separated by commas")
-    store, caller = request.app[STORE], caller_of(request)
-    if endpoint_role(store, caller, endpoint) in OWNERSHIP_BOUND_ROLES:
-        running = container_summaries(
-            await request.app[ENVIRONMENTS].connector(endpoint["Id"]).request_json("GET", "/containers/json"))
-        owned = [c["Id"] for c in running if visible_resource(store, caller, "containers", c)]
-        ids = owned if ids is None else [i for i in ids if any(o.startswith(i) for o in owned) and len(i) >= 12]
-    return json_response(await request.app[IMAGE_UPDATES].check_environment(endpoint["Id"], ids, fresh))
-
-
-RECREATE_FIELDS = {"PullImage": bool}
-
-
-async def handle_container_recreate(request: web.Request) -> web.Response:
-    """Recreate a container {PullImage}: pull its image's tag, then replace it keeping settings and data."""
-    endpoint = endpoint_for_caller(request, path_id(request))
-    body = await read_documented_fields(request, RECREATE_FIELDS) if request.can_read_body else {}
-    pull = field(body, "PullImage", bool, required=False, default=False)
-    container_id = request.match_info["containerId"]
-    store, caller = request.app[STORE], caller_of(request)
-    # The caller must be allowed each engine call a recreate makes, as through the proxy, on the container checked.
-    container_id = (await authorize_docker_call(request, endpoint, "GET", f"/containers/{container_id}/json")).resource
-    for method, call in (("POST", f"/containers/{container_id}/stop"), ("POST", f"/containers/{container_id}/rename"),
-                         ("DELETE", f"/containers/{container_id}")) + ((("POST", "/images/create"),) if pull else ()):
-        await authorize_docker_call(request, endpoint, method, call)
-    creating = await authorize_docker_call(request, endpoint, "POST", "/containers/create")
-    updates = request.app[IMAGE_UPDATES]
-    old_id, new = await updates.recreate(endpoint["Id"], container_id, pull, caller,
-                                         creating.vet if not caller.is_admin else None)
-    await move_resource_control(store, old_id, as_text(new.get("Id")))
-    return json_response(new)
-
-
-async def handle_stack_images_status(request: web.Request) -> web.Response:
-    """Whether a stack's running containers have newer images: the stack's Status and each container's."""
-    stack = stack_for_caller(request)
-    endpoint = endpoint_for_caller(request, stack["EndpointId"])
-    fresh = request.query.get("refresh", "").lower() in ("1", "true")
-    label = LABEL_PROJECT if stack["Type"] == STACK_COMPOSE else LABEL_NAMESPACE
-    connector = request.app[ENVIRONMENTS].connector(endpoint["Id"])
-    filters = urllib.parse.quote(json.dumps({"label": [f"{label}={stack['Name']}"]}))
-    running = container_summaries(await connector.request_json("GET", f"/containers/json?filters={filters}"))
-    store, caller = request.app[STORE], caller_of(request)
-    if endpoint_role(store, caller, endpoint) in OWNERSHIP_BOUND_ROLES:
-        running = [c for c in running if visible_resource(store, caller, "containers", c)]
-    answers = await request.app[IMAGE_UPDATES].check_environment(endpoint["Id"], [c["Id"] for c in running], fresh)
-    for container in running:
-        answers[container["Id"]]["Name"] = container_name(container)
-    statuses = {a["Status"] for a in answers.values()}
-    status = next((s for s in (UPDATE_OUTDATED, UPDATE_UNKNOWN, UPDATE_CURRENT) if s in statuses), UPDATE_SKIPPED)
-    return json_response({"Status": status, "Message": "", "Containers": answers})
-
-
-# ================================================================================================================
-# API handlers: stacks (compose and Swarm), outside projects, edge stacks
-# ================================================================================================================
-
-
-class Stacks:
-    """Stack records (in the store), their files (under <data>/compose/<id>/) and one lock per stack."""
-
-    def __init__(self, store: Store, environments: Environments, data_directory: str):
-        self.store = store
-        self.environments = environments
-        self.data_directory = data_directory
-        self._locks: dict[int, asyncio.Lock] = {}
-        self.creating: set[tuple[int, str]] = set()  # (environment, name) of stacks being deployed
-
-    @property
-    def records(self) -> dict:
-        return self.store.data.setdefault("stacks", {})
-
-    def get(self, stack_id: int) -> dict:
-        stack = self.records.get(str(stack_id))
-        if stack is None:
-            raise NotFound(f"stack {stack_id} not found")
-        return stack
-
-    def lock(self, stack_id: int) -> asyncio.Lock:
-        return self._locks.setdefault(stack_id, asyncio.Lock())
-
-    def project_dir(self, stack_id: int) -> str:
-        return os.path.join(self.data_directory, "compose", str(stack_id))
-
-    def read_file(self, stack: dict) -> str:
-        try:
-            with open(os.path.join(self.project_dir(stack["Id"]), stack["EntryPoint"]), encoding="utf-8") as f:
-                return f.read()
-        except OSError as exc:
-            raise NotFound(f"the file of stack {stack['Id']} is missing", str(exc)) from None
-
-    @staticmethod
-    def stack_files(content: str, env: list[dict]) -> dict[str, bytes]:
-        # stack.env is what Portainer writes too, so `env_file: stack.env` works the same here.
-        return {STACK_ENV_FILE: "".join(f"{e['name']}={e['value']}\n" for e in env).encode(),
-                COMPOSE_FILE: content.encode()}
-
-    @staticmethod
-    def write_files(project_dir: str, content: str, env: list[dict]) -> None:
-        for name, data in Stacks.stack_files(content, env).items():
-            write_stack_file(os.path.join(project_dir, name), data)
-
-    def remover(self, stack: dict) -> ComposeDeployment | SwarmDeployment:
-        """What removes or stops a stack by its labels, even when its file no longer parses."""
-        connector = self.environments.connector(stack["EndpointId"])
-        kind = SwarmDeployment if stack["Type"] == STACK_SWARM else ComposeDeployment
-        return kind(connector, None, stack["Name"])
-
-    def deployment(self, stack_type: int, endpoint_id: int, name: str, content: str, env: list[dict],
-                   project_dir: str) -> ComposeDeployment | SwarmDeployment:
-        swarm = stack_type == STACK_SWARM
-        compose = ComposeFile(content, {e["name"]: e["value"] for e in env}, name, project_dir, swarm=swarm,
-                              files=self.stack_files(content, env))
-        connector = self.environments.connector(endpoint_id)
-        return SwarmDeployment(connector, compose) if swarm else ComposeDeployment(connector, compose)
-
-
-# Portainer's stack payloads; an env entry is its portainer.Pair {"name", "value"}.
-STACK_ENV = [{"name": str, "value": (str, int, float)}]
-STACK_CREATE_FIELDS = {"Name": str, "StackFileContent": str, "Env": STACK_ENV, "FromAppTemplate": bool,
-                       "PullImage": bool}
-SWARM_STACK_CREATE_FIELDS = {**STACK_CREATE_FIELDS, "SwarmID": str}
-STACK_UPDATE_FIELDS = {"StackFileContent": str, "Env": STACK_ENV, "Prune": bool, "PullImage": bool}
-STACK_DEPLOY_FIELDS = {"Name": str, "Env": STACK_ENV}
-
-
-def stack_env(body: dict) -> list[dict]:
-    env = body.get("Env") or []
-    if not isinstance(env, list) or any(not isinstance(e, dict) or not isinstance(e.get("name"), str)
-                                        or not re.fullmatch(r"[_a-zA-Z][_a-zA-Z0-9]*", e["name"])
-                                        or not isinstance(e.get("value", ""), (str, int, float)) for e in env):
-        raise BadRequest("Env must be a list of {\"name\": \"VAR\", \"value\": \"...\"} with valid variable names")
-    return [{"name": e["name"], "value": str(e.get("value", ""))} for e in env]
-
-
-def stack_content(body: dict) -> str:
-    content = field(body, "StackFileContent", str)
-    if not content.strip():
-        raise BadRequest("StackFileContent is empty")
-    return content
-
-
-def stack_endpoint(request: web.Request, endpoint_id: int | None = None) -> dict:
-    """The environment a stack call is for, when the caller may manage stacks there."""
-    if endpoint_id is None:
-        raw = request.query.get("endpointId", "")
-        if not re.fullmatch(r"[0-9]{1,12}", raw):
-            raise BadRequest("the query parameter endpointId is required")
-        endpoint_id = int(raw)
-    endpoint = endpoint_for_caller(request, endpoint_id)
-    require_stack_management(request, endpoint)
-    return endpoint
-
-
-# Portainer's resource control type for stacks; its ResourceId is "<environment id>_<stack name>".
-STACK_RESOURCE_CONTROL = 6
-
-
-def stack_resource_id(stack: dict) -> str:
-    return f"{stack['EndpointId']}_{stack['Name']}"
-
-
-def stack_resource_control(store: Store, stack: dict) -> dict | None:
-    """Who may use a stack besides administrators; a stack without one is for administrators only."""
-    resource_id = stack_resource_id(stack)
-    return next((rc for rc in (store.data.get("resource_controls") or {}).values()
-                 if rc["Type"] == STACK_RESOURCE_CONTROL and rc["ResourceId"] == resource_id), None)
-
-
-def can_access_stack(store: Store, caller: Caller, stack: dict) -> bool:
-    """Administrators, environment administrators and roles that see the whole environment see every stack there;
-    ownership-bound users see those their resource control gives them (theirs, their teams', public ones)."""
-    endpoint = store.data["endpoints"].get(str(stack["EndpointId"]))
-    if endpoint is None:
-        return caller.is_admin
-    role = endpoint_role(store, caller, endpoint)
-    if role is None:
-        return False
-    if role not in OWNERSHIP_BOUND_ROLES:
-        return True
-    control = stack_resource_control(store, stack)
-    if control is None or control["AdministratorsOnly"]:
-        return False
-    teams = user_team_ids(store, caller.id)
-    return control["Public"] or any(a["UserId"] == caller.id for a in control["UserAccesses"]) or \
-        any(a["TeamId"] in teams for a in control["TeamAccesses"])
-
-
-def can_manage_stack(store: Store, caller: Caller, stack: dict) -> bool:
-    """May change (and so read the env of) this stack: access to it and the right to manage stacks there."""
-    if not can_access_stack(store, caller, stack):
-        return False
-    endpoint = store.data["endpoints"].get(str(stack["EndpointId"]))
-    if endpoint is None:
-        return caller.is_admin
-    role = endpoint_role(store, caller, endpoint)
-    return WRITE in ROLE_ACTIONS[role] and (
-        role == ENV_ROLE_ADMIN or endpoint_security_settings(endpoint)["allowStackManagementForRegularUsers"])
-
-
-def require_stack_access(request: web.Request, stack: dict) -> None:
-    if not can_access_stack(request.app[STORE], caller_of(request), stack):
-        raise Forbidden(f"access denied to stack {stack['Id']}",
-                        "it belongs to another user or team; an administrator can share it")
-
-
-async def add_stack_resource_control(store: Store, caller: Caller, stack: dict) -> None:
-    """As Portainer: a new stack is its creator's, or administrators' only when an administrator made it."""
-    controls = store.data.setdefault("resource_controls", {})
-    stale = stack_resource_control(store, stack)  # left by a stack of that name removed outside portainer.py
-    if stale is not None:
-        del controls[str(stale["Id"])]
-    control = {"Id": store.next_id("resource_controls"), "ResourceId": stack_resource_id(stack),
-               "SubResourceIds": [], "Type": STACK_RESOURCE_CONTROL,
-               "UserAccesses": [] if caller.is_admin else [{"UserId": caller.id, "AccessLevel": 1}],
-               "TeamAccesses": [], "Public": False, "AdministratorsOnly": caller.is_admin, "System": False}
-    controls[str(control["Id"])] = control
-
-
-def stack_owner_labels(store: Store, caller: Caller, stack: dict | None) -> dict[str, str]:
-    """The ownership labels of what a deploy creates. A new stack's are the caller's (and their teams'); an existing
-    one's go to the users its resource control names and their teams, and to the teams it names, so a user it was
-    shared with does not take over what its owner made."""
-    control = stack_resource_control(store, stack) if stack else None
-    if control is None or not (control["UserAccesses"] or control["TeamAccesses"]):
-        return ownership_labels(store, caller)
-    users = [a["UserId"] for a in control["UserAccesses"]]
-    teams = {a["TeamId"] for a in control["TeamAccesses"]}.union(*(user_team_ids(store, u) for u in users))
-    labels = {OWNER_USERS_LABEL: ",".join(str(u) for u in users)} if users else {}
-    if teams:
-        labels[OWNER_TEAMS_LABEL] = ",".join(str(t) for t in sorted(teams))
-    return labels
-
-
-async def require_owned_stack_references(store: Store, caller: Caller, deployment: ComposeDeployment |
-                                         SwarmDeployment, existing_stack: bool) -> None:
-    """Volumes, networks, secrets and configs a stack uses that it does not make (external ones, or any of that
-    name already on the engine) must be the caller's, as a direct `docker run -v` would require; a stack's own
-    are, on update."""
-    project_label = LABEL_NAMESPACE if isinstance(deployment, SwarmDeployment) else LABEL_PROJECT
-    connector, compose = deployment.connector, deployment.compose
-    used = [("volumes", compose.volumes), ("networks", compose.networks)]
-    if isinstance(deployment, SwarmDeployment):
-        used += [("secrets", compose.secrets), ("configs", compose.configs)]
-    for kind, objects in used:
-        for item in objects.values():
-            if not item["external"]:
-                try:
-                    found = await connector.request_json("GET", f"/{kind}/{urllib.parse.quote(item['name'], safe='')}")
-                except ApiError as exc:
-                    if exc.status == 404:
-                        continue  # the stack makes it, labelled as the caller's
-                    raise
-                labels = resource_labels(kind, as_dict(found))
-                if existing_stack and labels.get(project_label) == deployment.project:
-                    continue
-            await require_owned(connector, store, caller, kind, item["name"], missing_ok=True)
-
-
-async def apply_caller_rules(request: web.Request, endpoint: dict, deployment: ComposeDeployment | SwarmDeployment,
-                             stack: dict | None = None) -> None:
-    """What the proxy would require of this caller, applied to what the stack will create: the security settings
-    below environment administrators, ownership labels so an ownership-bound user manages what they made, and
-    ownership of the volumes and networks it uses without making them."""
-    store, caller = request.app[STORE], caller_of(request)
-    creation = "/services/create" if isinstance(deployment, SwarmDeployment) else "/containers/create"
-    deployment.check_allowed(docker_grant(request, endpoint, "POST", creation))
-    if not caller.is_admin:
-        deployment.owner_labels = stack_owner_labels(store, caller, stack)
-    if endpoint_role(store, caller, endpoint) in OWNERSHIP_BOUND_ROLES:
-        await require_owned_stack_references(store, caller, deployment, existing_stack=stack is not None)
-
-
-def stack_view(request: web.Request, stack: dict) -> dict:
-    """A stack as Portainer answers it: with its resource control, and its env only for who may manage it."""
-    store, caller = request.app[STORE], caller_of(request)
-    view = {k: v for k, v in stack.items() if not k.startswith("_")}
-    control = stack_resource_control(store, stack)
-    view["ResourceControl"] = resource_control_view(control) if control else None
-    if not can_manage_stack(store, caller, stack):
-        view["Env"] = None
-    return view
-
-
-async def create_stack(request: web.Request, stack_type: int, body: dict, from_template: bool = False,
-                       adopting: bool = False) -> dict:
-    """Check the file, write it, deploy it; a failed deploy leaves nothing behind."""
-    endpoint = stack_endpoint(request)
-    caller = caller_of(request)
-    stacks: Stacks = request.app[STACKS]
-    name = field(body, "Name", str).strip()
-    if not STACK_NAME.match(name):
-        raise BadRequest(f"invalid stack name {name!r}",
-                         "use lowercase letters, digits, '-' and '_', starting with a letter or digit")
-    content, env = stack_content(body), stack_env(body)
-    key = (endpoint["Id"], name)
-    if key in stacks.creating or any(s["Name"] == name and s["EndpointId"] == endpoint["Id"]
-                                     for s in stacks.records.values()):
-        raise Conflict(f"a stack named {name!r} already exists on this environment")
-    swarm_id = ""
-    if stack_type == STACK_SWARM:
-        swarm_id = field(body, "SwarmID", str, required=False, default="")
-    stack_id = request.app[STORE].next_id("stacks")
-    project_dir = stacks.project_dir(stack_id)
-    stacks.creating.add(key)
-    try:
-        deployment = stacks.deployment(stack_type, endpoint["Id"], name, content, env, project_dir)
-        await apply_caller_rules(request, endpoint, deployment)
-        if stack_type == STACK_SWARM:
-            if await deployment.namespace_objects("services"):
-                raise Conflict(f"a Swarm stack named {name!r} made outside portainer.py runs on this environment")
-            swarm_id = swarm_id or as_text(as_dict(await deployment.connector.request_json("GET", "/swarm")).get("ID"))
-        elif not adopting and await deployment.project_containers():
-            raise Conflict(f"a compose project named {name!r} made outside portainer.py runs on this environment",
-                           "an administrator can adopt it (POST /api/stacks/adopt) or pick another name")
-        await asyncio.to_thread(Stacks.write_files, project_dir, content, env)
-        try:
-            await deployment.up(pull=bool(body.get("PullImage")))
-        except (ApiError, OSError):
-            if not adopting:  # what an adopted project had stays, whatever went wrong
-                with contextlib.suppress(ApiError, OSError):
-                    await deployment.down()
-            await asyncio.to_thread(shutil.rmtree, project_dir, True)
-            raise
-        stack = {"Id": stack_id, "Name": name, "Type": stack_type, "EndpointId": endpoint["Id"], "SwarmId": swarm_id,
-                 "EntryPoint": COMPOSE_FILE, "Env": env, "Status": STACK_ACTIVE, "ProjectPath": project_dir,
-                 "CreationDate": now(), "CreatedBy": caller.user["Username"], "UpdateDate": 0, "UpdatedBy": "",
-                 "ResourceControl": None, "AdditionalFiles": [], "AutoUpdate": None, "GitConfig": None,
-                 "FromAppTemplate": from_template, "Namespace": "", "IsComposeFormat": stack_type == STACK_COMPOSE}
-        stacks.records[str(stack_id)] = stack
-        await add_stack_resource_control(request.app[STORE], caller, stack)
-        await request.app[STORE].commit()
-    finally:
-        stacks.creating.discard(key)
-    return stack
-
-
-async def handle_stack_create_standalone_string(request: web.Request) -> web.Response:
-    """Deploy a compose stack from the file's text: {Name, StackFileContent, Env}."""
-    stack = await create_stack(request, STACK_COMPOSE, await read_documented_fields(request, STACK_CREATE_FIELDS))
-    return json_response(stack_view(request, stack))
-
-
-async def handle_stack_create_standalone_file(request: web.Request) -> web.Response:
-    """Deploy a compose stack from an uploaded file (multipart: Name, file, Env as JSON)."""
-    body = await stack_upload_form(request)
-    return json_response(stack_view(request, await create_stack(request, STACK_COMPOSE, body)))
-
-
-async def handle_stack_create_swarm_file(request: web.Request) -> web.Response:
-    """Deploy a Swarm stack from an uploaded file (multipart: Name, SwarmID, file, Env as JSON)."""
-    body = await stack_upload_form(request)
-    return json_response(stack_view(request, await create_stack(request, STACK_SWARM, body)))
-
-
-async def stack_upload_form(request: web.Request) -> dict:
-    """Portainer's multipart stack upload (Name, SwarmID, file, Env as JSON) as the body create_stack reads."""
-    if not request.content_type.startswith("multipart/"):
-        raise BadRequest("send a multipart form with Name, file and Env")
-    try:
-        post = await request.post()
-    except MALFORMED_FORM_ERRORS as exc:
-        raise BadRequest("malformed multipart body", str(exc) or "a multipart body needs a boundary") from None
-    upload = post.get("file")
-    if upload is None or not hasattr(upload, "file"):
-        raise BadRequest("the form field 'file' (the compose file) is required")
-    try:
-        env = _typed_value(decode_json(post.get("Env") or "[]"), STACK_ENV, "Env")
-        content = upload.file.read(MAX_JSON_BODY).decode("utf-8")
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise BadRequest("Env must be JSON and the file UTF-8 text", str(exc)) from None
-    body = {"Name": post.get("Name"), "StackFileContent": content, "Env": env}
-    if isinstance(post.get("SwarmID"), str):
-        body["SwarmID"] = post["SwarmID"]
-    return body
-
-
-async def handle_stack_create_swarm_string(request: web.Request) -> web.Response:
-    """Deploy a Swarm stack from the file's text: {Name, SwarmID, StackFileContent, Env}."""
-    stack = await create_stack(request, STACK_SWARM, await read_documented_fields(request, SWARM_STACK_CREATE_FIELDS))
-    return json_response(stack_view(request, stack))
-
-
-async def handle_stack_create_legacy(request: web.Request) -> web.Response:
-    """Deploy a stack the pre-2.19 way: ?type=1|2&method=string|file&endpointId=N."""
-    stack_type = query_int(request, "type", STACK_COMPOSE)
-    method = request.query.get("method", "string")
-    if stack_type not in (STACK_SWARM, STACK_COMPOSE) or method not in ("string", "file"):
-        raise BadRequest("type must be 1 (Swarm) or 2 (compose) and method string or file")
-    if method == "file":
-        if stack_type == STACK_SWARM:
-            return await handle_stack_create_swarm_file(request)
-        return await handle_stack_create_standalone_file(request)
-    fields = STACK_CREATE_FIELDS if stack_type == STACK_COMPOSE else SWARM_STACK_CREATE_FIELDS
-    stack = await create_stack(request, stack_type, await read_documented_fields(request, fields))
-    return json_response(stack_view(request, stack))
-
-
-def visible_stacks(request: web.Request) -> list[dict]:
-    store, caller = request.app[STORE], caller_of(request)
-    return [s for s in request.app[STACKS].records.values() if can_access_stack(store, caller, s)]
-
-
-async def handle_stacks_list(request: web.Request) -> web.Response:
-    """Stacks on the environments the caller may use; ?filters={"EndpointID": N} narrows to one."""
-    stacks = visible_stacks(request)
-    raw = request.query.get("filters")
-    if raw:
-        try:
-            filters = json.loads(raw)
-        except (ValueError, RecursionError):
-            raise BadRequest("filters must be JSON, e.g. {\"EndpointID\": 1}") from None
-        if isinstance(filters, dict) and filters.get("EndpointID"):
-            stacks = [s for s in stacks if s["EndpointId"] == filters["EndpointID"]]
-        if isinstance(filters, dict) and filters.get("SwarmID"):
-            stacks = [s for s in stacks if s["SwarmId"] == filters["SwarmID"]]
-    return json_response([stack_view(request, s) for s in sorted(stacks, key=lambda s: s["Id"])])
-
-
-def stack_for_caller(request: web.Request) -> dict:
-    """The stack, when the caller may see it: 403 as Portainer answers for another user's stack."""
-    stack = request.app[STACKS].get(path_id(request))
-    endpoint_for_caller(request, stack["EndpointId"])
-    require_stack_access(request, stack)
-    return stack
-
-
-async def handle_stack_inspect(request: web.Request) -> web.Response:
-    """One stack."""
-    return json_response(stack_view(request, stack_for_caller(request)))
-
-
-async def handle_stack_file(request: web.Request) -> web.Response:
-    """A stack's compose file: {StackFileContent}."""
-    stack = stack_for_caller(request)
-    content = await asyncio.to_thread(request.app[STACKS].read_file, stack)
-    return json_response({"StackFileContent": content})
-
-
-async def handle_stack_services(request: web.Request) -> web.Response:
-    """Each service of a stack with its containers (or Swarm tasks) and their state."""
-    stack = stack_for_caller(request)
-    stacks: Stacks = request.app[STACKS]
-    content = await asyncio.to_thread(stacks.read_file, stack)
-    deployment = stacks.deployment(stack["Type"], stack["EndpointId"], stack["Name"], content, stack["Env"],
-                                   stacks.project_dir(stack["Id"]))
-    return json_response(await deployment.service_states())
-
-
-def managed_stack(request: web.Request) -> tuple[dict, dict]:
-    """The stack and its environment, when the caller may change it."""
-    stack = request.app[STACKS].get(path_id(request))
-    endpoint = stack_endpoint(request, stack["EndpointId"])
-    require_stack_access(request, stack)
-    raw = request.query.get("endpointId")
-    if raw is not None and raw != str(stack["EndpointId"]):
-        raise BadRequest(f"stack {stack['Id']} is on environment {stack['EndpointId']}, not {raw}")
-    return stack, endpoint
-
-
-async def handle_stack_update(request: web.Request) -> web.Response:
-    """Change a stack's file or env and redeploy: only services whose config changed are recreated;
-    Prune removes services no longer in the file; PullImage pulls images again."""
-    stack, endpoint = managed_stack(request)
-    body = await read_documented_fields(request, STACK_UPDATE_FIELDS)
-    stacks: Stacks = request.app[STACKS]
-    caller = caller_of(request)
-    content, env = stack_content(body), stack_env(body) if "Env" in body else stack["Env"]
-    async with stacks.lock(stack["Id"]):
-        deployment = stacks.deployment(stack["Type"], endpoint["Id"], stack["Name"], content, env,
-                                       stacks.project_dir(stack["Id"]))
-        await apply_caller_rules(request, endpoint, deployment, stack)
-        previous = await asyncio.to_thread(stacks.read_file, stack)
-        await asyncio.to_thread(Stacks.write_files, stacks.project_dir(stack["Id"]), content, env)
-        try:
-            await deployment.up(pull=bool(body.get("PullImage")), prune=bool(body.get("Prune")))
-        except (ApiError, OSError):
-            await asyncio.to_thread(Stacks.write_files, stacks.project_dir(stack["Id"]), previous, stack["Env"])
-            raise
-        stack.update({"Env": env, "Status": STACK_ACTIVE, "UpdateDate": now(), "UpdatedBy": caller.user["Username"]})
-        await request.app[STORE].commit()
-    return json_response(stack_view(request, stack))
-
-
-async def change_stack_state(request: web.Request, status: int) -> web.Response:
-    stack, endpoint = managed_stack(request)
-    stacks: Stacks = request.app[STACKS]
-    async with stacks.lock(stack["Id"]):
-        if status == STACK_ACTIVE:
-            content = await asyncio.to_thread(stacks.read_file, stack)
-            deployment = stacks.deployment(stack["Type"], endpoint["Id"], stack["Name"], content, stack["Env"],
-                                           stacks.project_dir(stack["Id"]))
-            await apply_caller_rules(request, endpoint, deployment, stack)
-            await deployment.start()
-        else:
-            await stacks.remover(stack).stop()
-        stack["Status"] = status
-        await request.app[STORE].commit()
-    return json_response(stack_view(request, stack))
-
-
-async def handle_stack_start(request: web.Request) -> web.Response:
-    """Start a stopped stack."""
-    return await change_stack_state(request, STACK_ACTIVE)
-
-
-async def handle_stack_stop(request: web.Request) -> web.Response:
-    """Stop a stack (a Swarm stack's services are removed until it is started again)."""
-    return await change_stack_state(request, STACK_INACTIVE)
-
-
-async def handle_stack_delete(request: web.Request) -> web.Response:
-    """Remove a stack: its containers or services, and the networks, volumes, configs and secrets it created."""
-    stack, endpoint = managed_stack(request)
-    stacks: Stacks = request.app[STACKS]
-    async with stacks.lock(stack["Id"]):
-        await stacks.remover(stack).down()
-        del stacks.records[str(stack["Id"])]
-        control = stack_resource_control(request.app[STORE], stack)
-        if control is not None:
-            del request.app[STORE].data["resource_controls"][str(control["Id"])]
-        await request.app[STORE].commit()
-        await asyncio.to_thread(shutil.rmtree, stacks.project_dir(stack["Id"]), True)
-    return web.Response(status=204)
-
-
-async def handle_stack_migrate(request: web.Request) -> web.Response:
-    """Move a stack to another environment, {EndpointID, SwarmID, Name}: deployed there first, then removed here."""
-    stack, _ = managed_stack(request)
-    body = await read_json_object(request)
-    target_id = field(body, "EndpointID", int, required=False, default=0)
-    if target_id <= 0:
-        raise BadRequest("Invalid request payload", "Invalid environment identifier. Must be a positive number")
-    request.app[ENVIRONMENTS].get(target_id)
-    target = stack_endpoint(request, target_id)
-    name = field(body, "Name", str, required=False, default="").strip() or stack["Name"]
-    if not STACK_NAME.match(name):
-        raise BadRequest(f"invalid stack name {name!r}",
-                         "use lowercase letters, digits, '-' and '_', starting with a letter or digit")
-    if target_id == stack["EndpointId"] and name == stack["Name"]:
-        raise BadRequest(f"stack {stack['Id']} is already on environment {target_id} under that name")
-    stacks: Stacks = request.app[STACKS]
-    if (target_id, name) in stacks.creating or any(
-            s["Name"] == name and s["EndpointId"] == target_id for s in stacks.records.values()):
-        raise Conflict(f"A stack with the name '{name}' is already running on endpoint '{target['Name']}'")
-    async with stacks.lock(stack["Id"]):
-        content = await asyncio.to_thread(stacks.read_file, stack)
-        deployment = stacks.deployment(stack["Type"], target_id, name, content, stack["Env"],
-                                       stacks.project_dir(stack["Id"]))
-        await apply_caller_rules(request, target, deployment, stack)
-        swarm_id = stack.get("SwarmId", "")
-        if stack["Type"] == STACK_SWARM:
-            if await deployment.namespace_objects("services"):
-                raise Conflict(f"A stack with the name '{name}' is already running on endpoint '{target['Name']}'")
-            swarm_id = field(body, "SwarmID", str, required=False, default="") or as_text(
-                as_dict(await deployment.connector.request_json("GET", "/swarm")).get("ID"))
-        elif await deployment.project_containers():
-            raise Conflict(f"A stack with the name '{name}' is already running on endpoint '{target['Name']}'")
-        try:
-            await deployment.up()
-        except (ApiError, OSError):
-            with contextlib.suppress(ApiError, OSError):
-                await deployment.down()
-            raise
-        await stacks.remover(stack).down()
-        store = request.app[STORE]
-        control = stack_resource_control(store, stack)
-        stack.update({"EndpointId": target_id, "Name": name, "SwarmId": swarm_id, "UpdateDate": now(),
-                      "UpdatedBy": caller_of(request).user["Username"]})
-        if control is not None:
-            control["ResourceId"] = stack_resource_id(stack)
-        await store.commit()
-    return json_response(stack_view(request, stack))
-
-
-async def handle_stacks_outside(request: web.Request) -> web.Response:
-    """Compose projects running on an environment that were not deployed here (?endpointId=N)."""
-    endpoint = stack_endpoint(request)
-    connector = request.app[ENVIRONMENTS].connector(endpoint["Id"])
-    containers = container_summaries(
-        await connector.request_json("GET", f"/containers/json?all=1&filters={label_filter(LABEL_PROJECT)}"))
-    managed = {s["Name"] for s in request.app[STACKS].records.values() if s["EndpointId"] == endpoint["Id"]}
-    store, caller = request.app[STORE], caller_of(request)
-    if endpoint_role(store, caller, endpoint) in OWNERSHIP_BOUND_ROLES:  # other users' projects stay unseen
-        containers = [c for c in containers if visible_resource(store, caller, "containers", c)]
-    projects: dict[str, dict] = {}
-    for container in containers:
-        labels = container["Labels"]
-        name = labels.get(LABEL_PROJECT)
-        if not name or name in managed:
-            continue
-        project = projects.setdefault(name, {"Name": name, "Type": STACK_COMPOSE, "EndpointId": endpoint["Id"],
-                                             "Outside": True, "Services": [], "Containers": 0, "Running": 0,
-                                             "WorkingDir": labels.get("com.docker.compose.project.working_dir", "")})
-        project["Containers"] += 1
-        project["Running"] += container["State"] == "running"
-        service = labels.get(LABEL_SERVICE)
-        if service and service not in project["Services"]:
-            project["Services"].append(service)
-    return json_response(sorted(projects.values(), key=lambda p: p["Name"]))
-
-
-async def handle_stack_adopt(request: web.Request) -> web.Response:
-    """Take over a compose project made elsewhere by supplying its file (administrators): from then on it is a
-    full stack. Services whose containers do not match the file are recreated; named volumes are kept."""
-    require_admin(request)
-    body = await read_documented_fields(request, STACK_CREATE_FIELDS)
-    endpoint = stack_endpoint(request)
-    name = field(body, "Name", str)
-    connector = request.app[ENVIRONMENTS].connector(endpoint["Id"])
-    found = container_summaries(await connector.request_json(
-        "GET", f"/containers/json?all=1&filters={label_filter(f'{LABEL_PROJECT}={name}')}"))
-    if not found:
-        raise NotFound(f"no compose project named {name!r} runs on environment {endpoint['Id']}")
-    return json_response(stack_view(request, await create_stack(request, STACK_COMPOSE, body, adopting=True)))
-
-
-# -- edge stacks --------------------------------------------------------------------------------------------------
+# -- edge stacks: one compose file deployed to every environment of some edge groups -------------------------------
 
 EDGE_PENDING = 0
 EDGE_ERROR = 2
@@ -7534,13 +7546,12 @@ EDGE_RETRY_SECONDS = 5.0
 
 def edge_group_endpoint_ids(store: Store, group_id: int) -> list[int]:
     """The environments of an edge group: its static list, or for a dynamic group those carrying its tags."""
-    group = store.data.get("edge_groups", {}).get(str(group_id))
+    group = store.edge_groups.find(group_id)
     if group is None:
         raise BadRequest(f"edge group {group_id} not found")
     if not group.get("Dynamic"):
-        endpoints = store.data["endpoints"]
         return sorted(int(i) for i in group.get("Endpoints") or []
-                      if endpoints.get(str(i), {}).get("Type") == ENDPOINT_EDGE)
+                      if (store.endpoints.find(i) or {}).get("Type") == ENDPOINT_EDGE)
     tags = set(group.get("TagIds") or [])
 
     def match(ep: dict) -> bool:
@@ -7548,7 +7559,7 @@ def edge_group_endpoint_ids(store: Store, group_id: int) -> list[int]:
         carried = set(ep.get("TagIds") or []) | set(group_of_endpoint(store, ep).get("TagIds") or [])
         return bool(tags & carried) if group.get("PartialMatch") else tags <= carried
 
-    return [ep["Id"] for ep in store.data["endpoints"].values() if ep["Type"] == ENDPOINT_EDGE and tags and match(ep)]
+    return [ep["Id"] for ep in store.endpoints if ep["Type"] == ENDPOINT_EDGE and tags and match(ep)]
 
 
 class EdgeStacks:
@@ -7563,10 +7574,6 @@ class EdgeStacks:
         self.environments = environments
         self.data_directory = data_directory
         self._running: dict[tuple[int, int], asyncio.Task] = {}
-
-    @property
-    def records(self) -> dict:
-        return self.store.data.setdefault("edge_stacks", {})
 
     def project_dir(self, edge_stack_id: int) -> str:
         return os.path.join(self.data_directory, "edge_stacks", str(edge_stack_id))
@@ -7617,13 +7624,13 @@ class EdgeStacks:
             self.set_status(edge_stack, endpoint_id, EDGE_ERROR, exc.message)
         else:
             self.set_status(edge_stack, endpoint_id, EDGE_RUNNING)
-        if str(edge_stack["Id"]) in self.records:
+        if edge_stack["Id"] in self.store.edge_stacks:
             await self.store.commit()
 
     async def retry_loop(self) -> None:
         while True:
             await asyncio.sleep(EDGE_RETRY_SECONDS)
-            for edge_stack in list(self.records.values()):
+            for edge_stack in self.store.edge_stacks:
                 self.refresh_targets(edge_stack)
                 self.schedule(edge_stack)
 
@@ -7662,7 +7669,7 @@ async def handle_edge_stack_create(request: web.Request) -> web.Response:
     name = field(body, "Name", str).strip()
     if not STACK_NAME.match(name):
         raise BadRequest(f"invalid edge stack name {name!r}", "use lowercase letters, digits, '-' and '_'")
-    if any(s["Name"] == name for s in edge.records.values()):
+    if any(s["Name"] == name for s in store.edge_stacks):
         raise Conflict(f"an edge stack named {name!r} already exists")
     if field(body, "DeploymentType", int, required=False, default=0) != 0:
         raise BadRequest("only DeploymentType 0 (compose) is supported")
@@ -7671,7 +7678,7 @@ async def handle_edge_stack_create(request: web.Request) -> web.Response:
         raise BadRequest("EdgeGroups must be a non-empty list of edge group ids")
     endpoint_ids = sorted({i for g in groups for i in edge_group_endpoint_ids(store, g)})
     content = stack_content(body)
-    edge_stack_id = store.next_id("edge_stacks")
+    edge_stack_id = store.edge_stacks.new_id()
     project_dir = edge.project_dir(edge_stack_id)
     ComposeFile(content, {}, name, project_dir)
     await asyncio.to_thread(write_stack_file, os.path.join(project_dir, COMPOSE_FILE), content.encode())
@@ -7680,7 +7687,7 @@ async def handle_edge_stack_create(request: web.Request) -> web.Response:
                   "Status": {}}
     for endpoint_id in endpoint_ids:
         edge.set_status(edge_stack, endpoint_id, EDGE_PENDING)
-    edge.records[str(edge_stack_id)] = edge_stack
+    store.edge_stacks.add(edge_stack)
     await store.commit()
     edge.schedule(edge_stack)
     return json_response(edge_stack)
@@ -7689,24 +7696,18 @@ async def handle_edge_stack_create(request: web.Request) -> web.Response:
 async def handle_edge_stacks_list(request: web.Request) -> web.Response:
     """Edge stacks with each environment's deployment status (administrators)."""
     require_admin(request)
-    return json_response(sorted(request.app[EDGE_STACKS].records.values(), key=lambda s: s["Id"]))
+    return json_response(request.app[STORE].edge_stacks.in_id_order())
 
 
 async def handle_edge_stack_inspect(request: web.Request) -> web.Response:
     """One edge stack with each environment's status: pending, deploying, running or error with its message."""
     require_admin(request)
-    edge_stack = request.app[EDGE_STACKS].records.get(str(path_id(request)))
-    if edge_stack is None:
-        raise NotFound(f"edge stack {path_id(request)} not found")
-    return json_response(edge_stack)
+    return json_response(request.app[STORE].edge_stacks.get(path_id(request)))
 
 
 def edge_stack_for_admin(request: web.Request) -> dict:
     require_admin(request)
-    edge_stack = request.app[EDGE_STACKS].records.get(str(path_id(request)))
-    if edge_stack is None:
-        raise NotFound(f"edge stack {path_id(request)} not found")
-    return edge_stack
+    return request.app[STORE].edge_stacks.get(path_id(request))
 
 
 def edge_group_ids(body: dict) -> list[int]:
@@ -7764,29 +7765,96 @@ async def handle_edge_stack_delete(request: web.Request) -> web.Response:
     """Remove an edge stack from every environment it was deployed to."""
     require_admin(request)
     edge: EdgeStacks = request.app[EDGE_STACKS]
-    edge_stack = edge.records.get(str(path_id(request)))
-    if edge_stack is None:
-        raise NotFound(f"edge stack {path_id(request)} not found")
-    del edge.records[str(edge_stack["Id"])]
+    edge_stack = request.app[STORE].edge_stacks.delete(path_id(request))
     await request.app[STORE].commit()
     await edge.remove(edge_stack)
     await asyncio.to_thread(shutil.rmtree, edge.project_dir(edge_stack["Id"]), True)
     return web.Response(status=204)
 
 
-async def edge_stack_lifecycle(app: web.Application):
-    """Deployments left pending (server restart, offline environments) are retried in the background."""
-    edge: EdgeStacks = app[EDGE_STACKS]
-    for edge_stack in edge.records.values():
-        for status in edge_stack["Status"].values():
-            if status["Type"] == EDGE_DEPLOYING:
-                status.update(Type=EDGE_PENDING, Status="pending")
-    retry = asyncio.ensure_future(edge.retry_loop())
-    yield
-    retry.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await retry
-    await edge.close()
+# -- the edge environment kind: all of the above, started and stopped with the server ------------------------------
+
+
+class EdgeKind(EnvironmentKind):
+    """Edge agents dial in through a tunnel on the HTTPS port; each environment's key pins this server's certificate.
+    Brings the tunnel registry, the edge job runner and the edge stacks with it."""
+
+    type = ENDPOINT_EDGE
+    snapshots_per_pass = EDGE_SNAPSHOTS_PER_PASS
+
+    def __init__(self, app: web.Application):
+        super().__init__(app)
+        store, environments = app[STORE], app[ENVIRONMENTS]
+        self.tunnels = app[EDGE_TUNNELS] = EdgeTunnels()
+        self.jobs = app[EDGE_JOBS] = EdgeJobRunner(app)
+        self.stacks = app[EDGE_STACKS] = EdgeStacks(store, environments, store.directory)
+        self.tunnels.on_connect.append(self.jobs.dispatch)
+        self.tunnels.on_connect.append(
+            lambda endpoint_id: self.tunnels.spawn(self.tunnels.snapshot_when_connected(environments, endpoint_id)))
+
+    def connector(self, endpoint: dict) -> DockerConnector:
+        return EdgeConnector(endpoint, self.tunnels)
+
+    async def create(self, request: web.Request, endpoint: dict, fields: dict, files: dict) -> None:
+        url = str(fields.get("URL") or default_edge_server_url(request)).strip()
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme != "https" or not parsed.hostname:
+            raise BadRequest("URL must be this server's HTTPS address as edge agents reach it",
+                             "for example https://portainer.example.com:9443")
+        endpoint["URL"] = f"https://{parsed.netloc}"
+        endpoint["EdgeID"] = ""
+        endpoint["_EdgeSecret"] = secrets.token_urlsafe(32)
+
+    def answer_created(self, request: web.Request, endpoint: dict, view: dict) -> None:
+        view["EdgeKey"] = edge_key_for(request.app, endpoint)
+        view["EdgeAgentCommand"] = edge_agent_command(view["EdgeKey"])
+
+    def extend_view(self, endpoint: dict, view: dict) -> None:
+        view["LastCheckInDate"] = self.tunnels.seen(endpoint["Id"])
+        view["EdgeTunnelConnected"] = self.tunnels.is_connected(endpoint["Id"])
+        view["EdgeRefused"] = self.tunnels.refused.get(endpoint["Id"])
+
+    def removed(self, endpoint: dict) -> None:
+        tunnels = self.tunnels
+        tunnels.refused.pop(endpoint["Id"], None)
+        tunnels.last_seen.pop(endpoint["Id"], None)
+        tunnel = tunnels.tunnels.get(endpoint["Id"])
+        if tunnel is not None:
+            tunnels.spawn(tunnel.ws.close(code=shared.aiohttp.WSCloseCode.POLICY_VIOLATION,
+                                          message=b"environment removed"))
+
+    def after_restore(self) -> None:
+        """A restored store may hold other environments and secrets: every agent reconnects and is checked again,
+        and deployments in flight stop (the restored records replace theirs)."""
+        self.stacks.forget_running()
+        self.tunnels.refused.clear()
+        for tunnel in list(self.tunnels.tunnels.values()):
+            self.tunnels.spawn(tunnel.ws.close(code=shared.aiohttp.WSCloseCode.GOING_AWAY, message=b"store restored"))
+
+    async def shutting_down(self) -> None:
+        """Every edge agent hears the server is going away, so it reconnects at once when the server is back."""
+        await asyncio.gather(*(ws.close(code=shared.aiohttp.WSCloseCode.GOING_AWAY, message=b"server shutdown")
+                               for ws in list(self.tunnels.websockets)), return_exceptions=True)
+
+    async def lifecycle(self, app: web.Application):
+        """Edge stack deployments left pending (restart, offline environments) are retried in the background,
+        and the edge job scheduler runs, for the server's lifetime."""
+        for edge_stack in app[STORE].edge_stacks:
+            for status in edge_stack["Status"].values():
+                if status["Type"] == EDGE_DEPLOYING:
+                    status.update(Type=EDGE_PENDING, Status="pending")
+        retry = asyncio.ensure_future(self.stacks.retry_loop())
+        scheduler = asyncio.ensure_future(self.jobs.schedule())
+        self.jobs.dispatch()
+        yield
+        pending = [scheduler, *self.jobs.tasks, *self.tunnels.tasks]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        retry.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await retry
+        await self.stacks.close()
 
 
 # ================================================================================================================
@@ -7796,12 +7864,6 @@ async def edge_stack_lifecycle(app: web.Application):
 WEBHOOK_SERVICE = 1
 
 
-def webhooks(store: Store) -> dict:
-    return store.data.setdefault("webhooks", {})
-
-
-def webhook_view(webhook: dict) -> dict:
-    return {k: v for k, v in webhook.items() if not k.startswith("_")}
 
 
 async def service_for_update(request: web.Request, endpoint: dict, service_id: str) -> dict:
@@ -7838,14 +7900,13 @@ async def handle_webhook_create(request: web.Request) -> web.Response:
     if registry_id:
         request.app[REGISTRIES].usable(caller, registry_id, endpoint_id)
     full_id = as_text(service.get("ID")) or resource_id
-    if any(w["ResourceId"] in (resource_id, full_id) for w in webhooks(store).values()):
+    if any(w["ResourceId"] in (resource_id, full_id) for w in store.webhooks):
         raise Conflict("A webhook for this resource already exists")
-    webhook_id = store.next_id("webhooks")
-    webhook = webhooks(store)[str(webhook_id)] = {
-        "Id": webhook_id, "Token": str(uuid.uuid4()), "ResourceId": full_id, "EndpointId": endpoint_id,
-        "RegistryId": registry_id, "Type": WEBHOOK_SERVICE, "_CreatedBy": caller.id}
+    webhook = store.webhooks.add({
+        "Token": str(uuid.uuid4()), "ResourceId": full_id, "EndpointId": endpoint_id,
+        "RegistryId": registry_id, "Type": WEBHOOK_SERVICE, "_CreatedBy": caller.id})
     await store.commit()
-    return json_response(webhook_view(webhook))
+    return json_response(Collection.public_view(webhook))
 
 
 def webhook_filters(request: web.Request) -> dict:
@@ -7866,20 +7927,18 @@ async def handle_webhooks_list(request: web.Request) -> web.Response:
     """Webhooks (?filters={"ResourceID": ..., "EndpointID": N}): all for an administrator, else the caller's own."""
     store, caller = request.app[STORE], caller_of(request)
     filters = {k: v for k, v in webhook_filters(request).items() if v}
-    listed = [w for w in sorted(webhooks(store).values(), key=lambda w: w["Id"])
+    listed = [w for w in store.webhooks.in_id_order()
               if all(w[k] == v for k, v in filters.items())]
     if not caller.is_admin:
         listed = [w for w in listed if w.get("_CreatedBy") == caller.id
-                  and can_access_endpoint(store, caller, store.data["endpoints"].get(str(w["EndpointId"])) or {})]
-    return json_response([webhook_view(w) for w in listed])
+                  and can_access_endpoint(store, caller, store.endpoints.find(w["EndpointId"]) or {})]
+    return json_response([Collection.public_view(w) for w in listed])
 
 
 async def managed_webhook(request: web.Request) -> dict:
     """The webhook, when the caller may change it: administrators, its creator, or who may update its service."""
     store, caller = request.app[STORE], caller_of(request)
-    webhook = webhooks(store).get(str(path_id(request)))
-    if webhook is None:
-        raise NotFound(f"webhook {path_id(request)} not found")
+    webhook = store.webhooks.get(path_id(request))
     if not caller.is_admin and webhook.get("_CreatedBy") != caller.id:
         await service_for_update(request, endpoint_for_caller(request, webhook["EndpointId"]), webhook["ResourceId"])
     return webhook
@@ -7893,21 +7952,21 @@ async def handle_webhook_update(request: web.Request) -> web.Response:
         request.app[REGISTRIES].usable(caller_of(request), registry_id, webhook["EndpointId"])
     webhook["RegistryId"] = registry_id
     await request.app[STORE].commit()
-    return json_response(webhook_view(webhook))
+    return json_response(Collection.public_view(webhook))
 
 
 async def handle_webhook_delete(request: web.Request) -> web.Response:
     """Delete a webhook: its URL stops working (administrators, its creator, or who may update its service)."""
     store = request.app[STORE]
     webhook = await managed_webhook(request)
-    del webhooks(store)[str(webhook["Id"])]
+    store.webhooks.delete(webhook["Id"])
     await store.commit()
     return web.Response(status=204)
 
 
 def webhook_by_token(store: Store, token: str) -> dict:
     found = None
-    for webhook in webhooks(store).values():
+    for webhook in store.webhooks:
         if hmac.compare_digest(webhook["Token"].encode(), token.encode()):
             found = webhook
     if found is None:
@@ -8121,15 +8180,8 @@ CUSTOM_TEMPLATE_FIELDS = {"Title": str, "Description": str, "Note": str, "Logo":
 CUSTOM_TEMPLATE_BODY_FIELDS = {**CUSTOM_TEMPLATE_FIELDS, "FileContent": str}
 
 
-def custom_templates(store: Store) -> dict:
-    return store.data.setdefault("custom_templates", {})
-
-
 def custom_template_for_caller(request: web.Request) -> dict:
-    template = custom_templates(request.app[STORE]).get(str(path_id(request)))
-    if template is None:
-        raise NotFound(f"custom template {path_id(request)} not found")
-    return template
+    return request.app[STORE].custom_templates.get(path_id(request))
 
 
 def require_template_owner(request: web.Request, template: dict) -> None:
@@ -8161,22 +8213,21 @@ async def handle_custom_template_create(request: web.Request) -> web.Response:
     ComposeFile(content, {}, "template", os.path.join(request.app[STORE].directory, "custom_templates"),
                 swarm=values.get("Type") == TEMPLATE_SWARM_STACK)
     store = request.app[STORE]
-    templates = custom_templates(store)
-    template_id = store.next_id("custom_templates")
+    template_id = store.custom_templates.new_id()
     path = custom_template_path(request, template_id)
     await asyncio.to_thread(write_stack_file, path, content.encode())
     template = {"Id": template_id, "Title": "", "Description": "", "Note": "", "Logo": "", "Platform": 1,
                 "Type": TEMPLATE_COMPOSE_STACK, "Variables": [], **values, "EntryPoint": COMPOSE_FILE,
                 "ProjectPath": os.path.dirname(path), "CreatedByUserId": caller_of(request).id,
                 "CreationDate": now()}
-    templates[str(template_id)] = template
+    store.custom_templates.add(template)
     await store.commit()
     return json_response(template)
 
 
 async def handle_custom_templates_list(request: web.Request) -> web.Response:
     """Custom templates."""
-    return json_response(sorted(custom_templates(request.app[STORE]).values(), key=lambda t: t["Id"]))
+    return json_response(request.app[STORE].custom_templates.in_id_order())
 
 
 async def handle_custom_template_inspect(request: web.Request) -> web.Response:
@@ -8211,7 +8262,7 @@ async def handle_custom_template_delete(request: web.Request) -> web.Response:
     """Remove a custom template (its author or an administrator)."""
     template = custom_template_for_caller(request)
     require_template_owner(request, template)
-    del custom_templates(request.app[STORE])[str(template["Id"])]
+    request.app[STORE].custom_templates.delete(template["Id"])
     await request.app[STORE].commit()
     await asyncio.to_thread(shutil.rmtree, os.path.dirname(custom_template_path(request, template["Id"])), True)
     return web.Response(status=204)
@@ -8374,7 +8425,7 @@ async def handle_backup(request: web.Request) -> web.Response:
     password = field(body, "password", str, required=False, default="")
     store = request.app[STORE]
     await request.app[ACTIVITY].flush()
-    document = json.dumps(store.data, separators=(",", ":")).encode()  # one consistent moment of the store
+    document = store.document()
     archive = await asyncio.to_thread(build_backup_archive, store.directory, document)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d_%H-%M-%S")
     name = f"portainer-backup_{stamp}.tar.gz"
@@ -8498,7 +8549,7 @@ async def handle_restore(request: web.Request) -> web.Response:
         reload_hook(app)
     await asyncio.to_thread(shutil.rmtree, old, True)
     asyncio.ensure_future(environments.snapshot_all())
-    log.info("restored a backup: %d users, %d environments", len(store.data["users"]), len(store.data["endpoints"]))
+    log.info("restored a backup: %d users, %d environments", len(store.users), len(store.endpoints))
     return web.Response(status=204)
 
 
@@ -8524,10 +8575,10 @@ def analytics_enabled(app: web.Application) -> bool:
 def analytics_payload(app: web.Application) -> dict:
     """Exactly what is sent: no names, addresses, images or ids of anything but this random instance id."""
     store, environments = app[STORE], app[ENVIRONMENTS]
-    analytics = store.data.setdefault("analytics", {})
+    analytics = store.analytics
     analytics.setdefault("InstanceID", str(uuid.uuid4()))  # not the public instance id: it cannot be linked
     by_type: dict[str, int] = {}
-    for endpoint in store.data["endpoints"].values():
+    for endpoint in store.endpoints:
         kind = ENDPOINT_TYPE_NAMES.get(endpoint["Type"], f"type{endpoint['Type']}")
         by_type[kind] = by_type.get(kind, 0) + 1
     snapshots = environments.snapshots.values()
@@ -8545,7 +8596,7 @@ async def send_analytics(app: web.Application) -> bool:
     import aiohttp
     store = app[STORE]
     payload = analytics_payload(app)
-    store.data["analytics"]["LastSent"] = now()
+    store.analytics["LastSent"] = now()
     app[ANALYTICS_STATE]["last_sent"] = time.monotonic()
     try:
         timeout = aiohttp.ClientTimeout(total=ANALYTICS_TIMEOUT)
@@ -8564,7 +8615,7 @@ async def send_analytics(app: web.Application) -> bool:
 async def analytics_loop(app: web.Application) -> None:
     interval = app[CONFIG].analytics_interval
     state = app[ANALYTICS_STATE]
-    stored = app[STORE].data.get("analytics", {}).get("LastSent", 0)
+    stored = app[STORE].analytics.get("LastSent", 0)
     state.setdefault("last_sent", time.monotonic() - max(0, now() - stored))
     while True:
         await asyncio.sleep(min(interval, 60))
@@ -8578,7 +8629,7 @@ async def handle_telemetry_preview(request: web.Request) -> web.Response:
     app = request.app
     return json_response({"Enabled": analytics_enabled(app), "Available": not app[CONFIG].no_analytics,
                           "URL": app[CONFIG].analytics_url,
-                          "LastSent": app[STORE].data.get("analytics", {}).get("LastSent", 0),
+                          "LastSent": app[STORE].analytics.get("LastSent", 0),
                           "Payload": analytics_payload(app)})
 
 
@@ -11055,31 +11106,15 @@ async def handle_ui_asset(request: web.Request) -> web.Response:
 
 
 # ================================================================================================================
-# Application: route table, OpenAPI, startup and shutdown
+# Application: route table, environment kinds, OpenAPI, startup and shutdown
 # ================================================================================================================
 
-CONFIG = app_key("config", argparse.Namespace)
-STORE = app_key("store", Store)
-ENVIRONMENTS = app_key("environments", Environments)
-ENDPOINT_KINDS = app_key("endpoint_kinds", EndpointKinds)
-AGENT_SIGNER = app_key("agent_signer", shared.RequestSigner)
-SESSIONS = app_key("sessions", Sessions)
-LOGIN_LIMIT = app_key("login_limit", LoginRateLimit)
-API_KEY_INDEX = app_key("api_key_index", dict)
-STARTED_AT = app_key("started_at", float)
-ASSETS = app_key("assets", dict)
-REGISTRIES = app_key("registries", Registries)
-IMAGE_UPDATES = app_key("image_updates", ImageUpdates)
-EDGE_TUNNELS = app_key("edge_tunnels", EdgeTunnels)
-EDGE_JOBS = app_key("edge_jobs", EdgeJobRunner)
-STACKS = app_key("stacks", Stacks)
-EDGE_STACKS = app_key("edge_stacks", EdgeStacks)
-CONSOLES = app_key("consoles", weakref.WeakSet)
-ACTIVITY = app_key("activity", ActivityLog)
-ANALYTICS_STATE = app_key("analytics_state", dict)
-# Features that keep state from the store or data directory in memory register a reload here: fn(app).
-AFTER_RESTORE = app_key("after_restore", list)
-CALLER_KEY = "caller"
+# Every kind of environment, one class each (bottle's server_names): {Portainer's EndpointType: kind}.
+ENVIRONMENT_KINDS: dict[int, type[EnvironmentKind]] = {
+    ENDPOINT_DOCKER: DockerApiKind,
+    ENDPOINT_AGENT: AgentKind,
+    ENDPOINT_EDGE: EdgeKind,
+}
 DUMMY_HASH = "scrypt$32768$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
 
 ROUTES: list[tuple[str, str, Callable]] = [
@@ -11377,14 +11412,13 @@ async def create_first_admin_and_environment(app: web.Application) -> None:
         except ApiError as exc:
             raise SystemExit(f"portainer.py: --admin-password-file: {exc.message}") from None
         log.info("created user 'admin' from %s", config.admin_password_file)
-    if config.host and not store.data["settings"].get("_initial_environment_created"):
-        endpoint_id = store.next_id("endpoints")
+    if config.host and not store.settings.get("_initial_environment_created"):
         url = normalise_docker_url(config.host, ENDPOINT_DOCKER)
-        store.data["endpoints"][str(endpoint_id)] = {
-            "Id": endpoint_id, "Name": "local", "Type": ENDPOINT_DOCKER, "URL": url, "PublicURL": "",
+        store.endpoints.add({
+            "Name": "local", "Type": ENDPOINT_DOCKER, "URL": url, "PublicURL": "",
             "GroupId": 1, "TagIds": [], "UserAccessPolicies": {}, "TeamAccessPolicies": {},
-            "SecuritySettings": dict(DEFAULT_SECURITY_SETTINGS), "TLSConfig": {"TLS": False}, "CreationDate": now()}
-        store.data["settings"]["_initial_environment_created"] = True
+            "SecuritySettings": dict(DEFAULT_SECURITY_SETTINGS), "TLSConfig": {"TLS": False}, "CreationDate": now()})
+        store.settings["_initial_environment_created"] = True
         await store.commit()
         log.info("created environment 'local' for %s", url)
 
@@ -11424,8 +11458,8 @@ async def audit_and_analytics_lifecycle(app: web.Application):
     """The activity log writer and the analytics sender run in the background, never on a request's path."""
     store = app[STORE]
     await asyncio.to_thread(tighten_data_permissions, store.directory)
-    if "InstanceID" not in store.data.setdefault("analytics", {}):
-        store.data["analytics"]["InstanceID"] = str(uuid.uuid4())
+    if "InstanceID" not in store.analytics:
+        store.analytics["InstanceID"] = str(uuid.uuid4())
         await store.commit()
     tasks = [asyncio.ensure_future(app[ACTIVITY].run()), asyncio.ensure_future(analytics_loop(app))]
     yield
@@ -11434,6 +11468,19 @@ async def audit_and_analytics_lifecycle(app: web.Application):
         with contextlib.suppress(asyncio.CancelledError):
             await task
     await app[ACTIVITY].flush()
+
+
+def register_startup_and_shutdown(app: web.Application, kinds: list[EnvironmentKind]) -> None:
+    """Everything that runs for the server's lifetime, in one place. The cleanup_ctx generators start in this order
+    and stop in the reverse one, so the store (server_lifecycle) is drained and released last."""
+    for lifecycle in (server_lifecycle, audit_and_analytics_lifecycle, *(kind.lifecycle for kind in kinds)):
+        app.cleanup_ctx.append(lifecycle)
+
+    async def tell_long_lived_connections_to_go(app: web.Application) -> None:
+        await asyncio.gather(*(kind.shutting_down() for kind in kinds))
+
+    # on_shutdown, not cleanup_ctx: it runs before aiohttp stops waiting for open requests (cleanup runs after).
+    app.on_shutdown.append(tell_long_lived_connections_to_go)
 
 
 def make_app(config: argparse.Namespace) -> web.Application:
@@ -11446,9 +11493,7 @@ def make_app(config: argparse.Namespace) -> web.Application:
     app.on_response_prepare.append(set_security_headers)
     app[CONFIG] = config
     app[STORE] = store
-    app[ENVIRONMENTS] = Environments(store, store.directory)
-    app[ENDPOINT_KINDS] = EndpointKinds()
-    register_agent_kind(app)
+    environments = app[ENVIRONMENTS] = Environments(store, store.directory)
     app[SESSIONS] = Sessions(load_or_create_secret(store.directory, "jwt.secret"), store)
     app[LOGIN_LIMIT] = LoginRateLimit()
     app[API_KEY_INDEX] = {}
@@ -11458,18 +11503,16 @@ def make_app(config: argparse.Namespace) -> web.Application:
     app[REGISTRIES] = Registries(store, load_or_create_secret(store.directory, "registry.key"))
     app[IMAGE_UPDATES] = ImageUpdates(app[ENVIRONMENTS], app[REGISTRIES])
     app[STACKS] = Stacks(store, app[ENVIRONMENTS], store.directory)
-    app[EDGE_STACKS] = EdgeStacks(store, app[ENVIRONMENTS], store.directory)
     app[ACTIVITY] = ActivityLog(store.directory,
                                 lambda: int(current_settings(store)["ActivityLogRetentionDays"]))
     app[ANALYTICS_STATE] = {}
-    app[AFTER_RESTORE] = [app[EDGE_STACKS].forget_running, lambda restored: restored[REGISTRIES].reload(),
-                          lambda restored: restored[IMAGE_UPDATES].forget()]
+    environments.kinds.update({kind_type: kind(app) for kind_type, kind in ENVIRONMENT_KINDS.items()})
+    app[AFTER_RESTORE] = [lambda restored: restored[REGISTRIES].reload(),
+                          lambda restored: restored[IMAGE_UPDATES].forget(),
+                          *(lambda restored, kind=kind: kind.after_restore() for kind in environments.kinds.values())]
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
-    app.cleanup_ctx.append(server_lifecycle)
-    app.cleanup_ctx.append(audit_and_analytics_lifecycle)
-    app.cleanup_ctx.append(edge_stack_lifecycle)
-    register_edge_kind(app)
+    register_startup_and_shutdown(app, list(environments.kinds.values()))
     return app
 
 
