@@ -8487,7 +8487,7 @@ button,.button{padding:6px 13px;border-radius:6px;border:1px solid var(--border)
 cursor:pointer;font:inherit;text-decoration:none;display:inline-block;white-space:nowrap}
 button:hover,.button:hover{background:var(--hover)}button.primary,.button.primary{background:var(--accent);border-color:var(--accent);
 color:var(--accent-text)}button.danger{color:var(--danger)}button:disabled{opacity:.45;cursor:default}
-button.small{padding:2px 8px;font-size:12px}button.link{border:0;background:none;color:var(--accent);padding:0}
+button.small,.button.small{padding:2px 8px;font-size:12px}button.link{border:0;background:none;color:var(--accent);padding:0}
 table{width:100%;border-collapse:collapse}th,td{text-align:left;padding:6px 8px;border-bottom:1px solid var(--border);
 vertical-align:top}th{color:var(--muted);font-weight:600;user-select:none;white-space:nowrap}th.sortable{cursor:pointer}
 th.sorted-asc::after{content:" \25B2"}th.sorted-desc::after{content:" \25BC"}tbody tr:hover{background:var(--hover)}
@@ -8725,13 +8725,28 @@ import {$app, bindShell, shell} from '../shell.js';
 import {roleOptions} from '../widgets.js';
 
 export async function pageEndpointAccess(id) {
-  const [ep, users, teams] = await Promise.all([api('GET', `/api/endpoints/${id}`), api('GET', '/api/users'), api('GET', '/api/teams')]);
-  const policies = {User: ep.UserAccessPolicies || {}, Team: ep.TeamAccessPolicies || {}};
+  const ep = await api('GET', `/api/endpoints/${id}`);
+  await accessEditor({title: `Access to ${ep.Name}`, target: ep, path: `/api/endpoints/${id}`, again: () => pageEndpointAccess(id),
+    intro: 'Administrators always have access. Everyone else sees this environment only when listed here (or in its group\'s access), and can do what the role allows.',
+    footer: `<p><a href="#/env/${ep.Id}/security">Security settings of this environment</a></p>`});
+}
+// Who has access to an environment group: the roles apply to every environment of the group.
+export async function pageGroupAccess(id) {
+  const group = await api('GET', `/api/endpoint_groups/${id}`);
+  await accessEditor({title: `Access to group ${group.Name}`, target: group, path: `/api/endpoint_groups/${id}`, again: () => pageGroupAccess(id),
+    intro: 'Who is listed here has access to every environment of this group, with the role given (an environment\'s own access list comes first).',
+    footer: `<p><a href="#/groups/${group.Id}">Edit the group</a> · <a href="#/groups">All groups</a></p>`,
+    crumbs: `<a href="#/groups">Groups</a> / ${esc(group.Name)} / Access`});
+}
+// The access list of an environment or a group: {UserAccessPolicies, TeamAccessPolicies} of `target`, saved with PUT `path`.
+async function accessEditor({title, target, path, again, intro, footer, crumbs}) {
+  const [users, teams] = await Promise.all([api('GET', '/api/users'), api('GET', '/api/teams')]);
+  const policies = {User: target.UserAccessPolicies || {}, Team: target.TeamAccessPolicies || {}};
   const nameOf = (kind, sid) => kind === 'User' ? ((users.find(u => u.Id === +sid) || {}).Username || `user ${sid}`)
                                                : ((teams.find(t => t.Id === +sid) || {}).Name || `team ${sid}`);
   const rows = ['User', 'Team'].flatMap(kind => Object.entries(policies[kind]).map(([sid, p]) => ({kind, sid, role: p.RoleId || constants.EnvironmentRoles.Standard})));
-  $app.innerHTML = shell(`<div class="card"><h2>Access to ${esc(ep.Name)}</h2>
-    <p class="muted">Administrators always have access. Everyone else sees this environment only when listed here, and can do what the role allows.</p>
+  $app.innerHTML = shell(`<div class="card"><h2>${esc(title)}</h2>
+    <p class="muted">${esc(intro)}</p>
     <table><tr><th>User or team</th><th>Role</th><th></th></tr>${rows.map(r => `<tr><td>${r.kind === 'Team' ? 'Team ' : ''}${esc(nameOf(r.kind, r.sid))}</td>
       <td><select data-kind="${r.kind}" data-sid="${esc(r.sid)}" aria-label="role">${roleOptions(r.role, constants.EnvironmentRoleNames)}</select></td>
       <td><button class="danger" data-remove="${r.kind}:${esc(r.sid)}">Remove access</button></td></tr>`).join('') || '<tr><td colspan="3" class="muted">Administrators only.</td></tr>'}</table>
@@ -8740,14 +8755,14 @@ export async function pageEndpointAccess(id) {
       ${teams.map(t => `<option value="Team:${t.Id}">Team ${esc(t.Name)}</option>`).join('')}</select>
       <label for="r">Role</label><select id="r">${roleOptions(constants.EnvironmentRoles.Standard, constants.EnvironmentRoleNames)}</select>
       <div class="error" role="alert"></div><button class="primary">Give access</button></form>
-    <p><a href="#/env/${ep.Id}/security">Security settings of this environment</a></p></div>`);
+    ${footer}</div>`, crumbs);
   bindShell();
-  const save = async () => { await api('PUT', `/api/endpoints/${id}`, {UserAccessPolicies: policies.User, TeamAccessPolicies: policies.Team}); pageEndpointAccess(id); };
+  const save = async () => { await api('PUT', path, {UserAccessPolicies: policies.User, TeamAccessPolicies: policies.Team}); again(); };
   const f = document.getElementById('f');
   f.onsubmit = async e => { e.preventDefault(); const [kind, sid] = f.s.value.split(':');
     policies[kind][sid] = {RoleId: +f.r.value}; try { await save(); } catch (err) { formError(f, err); } };
-  document.querySelectorAll('select[data-kind]').forEach(s => s.onchange = () => { policies[s.dataset.kind][s.dataset.sid] = {RoleId: +s.value}; save(); });
-  document.querySelectorAll('[data-remove]').forEach(b => b.onclick = () => { const [kind, sid] = b.dataset.remove.split(':'); delete policies[kind][sid]; save(); });
+  document.querySelectorAll('select[data-kind]').forEach(s => s.onchange = () => { policies[s.dataset.kind][s.dataset.sid] = {RoleId: +s.value}; save().catch(err => formError(f, err)); });
+  document.querySelectorAll('[data-remove]').forEach(b => b.onclick = () => { const [kind, sid] = b.dataset.remove.split(':'); delete policies[kind][sid]; save().catch(err => formError(f, err)); });
 }
 export async function pageEndpointSecurity(id) {
   const ep = await api('GET', `/api/endpoints/${id}`);
@@ -9488,6 +9503,85 @@ export async function pageTags() {
     try { await api('PUT', `/api/endpoints/${ep.Id}`, {TagIds: ep.TagIds}); toast('Saved'); } catch (err) { toast(err.message); box.checked = !box.checked; } });
 }
 """,  # noqa: E501
+    'pages/groups.js': r"""// Pages: environment groups (administrators): the list, a new group, one group's name, tags and environments.
+// Group 1, "Unassigned", holds every environment no other group has; it cannot be removed.
+import {api} from '../api.js';
+import {$} from '../dom.js';
+import {onSubmit, toast} from '../feedback.js';
+import {esc} from '../format.js';
+import {render} from '../shell.js';
+import {dataTable} from '../table.js';
+import {checkboxes, checkedIds, statusBadge} from '../widgets.js';
+
+export const UNASSIGNED_GROUP = 1;
+// A group's name from the list the caller may read (a standard user reads only the groups they are in).
+export const groupName = (groups, id) => (groups.find(g => g.Id === id) || {}).Name || (id === UNASSIGNED_GROUP ? 'Unassigned' : `Group ${id}`);
+const tagBadges = (tags, ids) => (ids || []).map(id => `<span class="badge">${esc((tags.find(t => t.ID === id) || {}).Name || `tag ${id}`)}</span>`).join('');
+const tagBoxes = (tags, chosen = []) => tags.map(t => `<label class="inline"><input type="checkbox" name="tag" value="${t.ID}" ${chosen.includes(t.ID) ? 'checked' : ''}> ${esc(t.Name)}</label>`).join('')
+  || '<p class="muted">No tag yet (<a href="#/tags">add tags</a>).</p>';
+
+export async function pageGroups() {
+  const [groups, envs, tags] = await Promise.all([api('GET', '/api/endpoint_groups'), api('GET', '/api/endpoints'), api('GET', '/api/tags').catch(() => [])]);
+  const members = id => envs.filter(ep => ep.GroupId === id);
+  const main = render('Groups', `<div class="toolbar"><h2>Environment groups</h2></div>
+    <div class="card"><p class="muted">A group gathers environments: the home page shows them under its name, and who has access to the group
+    has access to each of its environments.</p><div id="group-list"></div><div class="error" role="alert" id="err"></div></div>
+    <div class="card"><h3>Add group</h3><form id="f"><label for="group-name">Name</label><input id="group-name" name="Name" required>
+    <label for="group-description">Description</label><input id="group-description" name="Description">
+    <p class="muted">Tags</p><div>${tagBoxes(tags)}</div>
+    <p class="muted">Environments (taken out of their current group)</p>${checkboxes(envs, 'ep')}
+    <div class="error" role="alert"></div><p><button class="primary" type="submit">Create group</button></p></form></div>`);
+  dataTable($('#group-list'), {id: g => g.Id, rows: groups, filterPlaceholder: 'Filter groups', empty: 'No group yet.', columns: [
+    {key: 'name', label: 'Name', value: g => g.Name, html: g => `<a href="#/groups/${g.Id}">${esc(g.Name)}</a>`},
+    {key: 'description', label: 'Description', value: g => g.Description, cls: 'hide-sm'},
+    {key: 'tags', label: 'Tags', value: g => (g.TagIds || []).map(id => (tags.find(t => t.ID === id) || {}).Name).join(' '), html: g => tagBadges(tags, g.TagIds)},
+    {key: 'envs', label: 'Environments', value: g => members(g.Id).length,
+     html: g => members(g.Id).map(ep => esc(ep.Name)).join(', ') || '<span class="muted">none</span>'},
+    {key: 'actions', label: '', html: g => `<a class="button small" href="#/groups/${g.Id}">Edit</a> <a class="button small" href="#/groups/${g.Id}/access">Access</a>
+      ${g.Id === UNASSIGNED_GROUP ? '' : `<button class="small danger" data-del="${g.Id}" aria-label="Remove group ${esc(g.Name)}">Remove</button>`}`}]});
+  main.addEventListener('click', async e => { const b = e.target.closest('[data-del]'); if (!b) return;
+    const group = groups.find(g => g.Id === +b.dataset.del);
+    if (!confirm(`Remove group ${group.Name}? Its environments become unassigned.`)) return;
+    try { await api('DELETE', `/api/endpoint_groups/${group.Id}`); toast(`Group ${group.Name} removed`); await pageGroups(); }
+    catch (err) { $('#err').textContent = err.message; } });
+  const f = $('#f');
+  onSubmit(f, async data => {
+    const made = await api('POST', '/api/endpoint_groups', {Name: data.get('Name'), Description: data.get('Description'),
+      AssociatedEndpoints: checkedIds(f, 'ep'), TagIDs: checkedIds(f, 'tag')});
+    toast(`Group ${made.Name} created`); await pageGroups();
+  });
+}
+
+export async function pageGroup(id) {
+  const [group, envs, tags] = await Promise.all([api('GET', `/api/endpoint_groups/${id}`), api('GET', '/api/endpoints'), api('GET', '/api/tags').catch(() => [])]);
+  const inside = envs.filter(ep => ep.GroupId === group.Id), outside = envs.filter(ep => ep.GroupId !== group.Id);
+  const main = render('Group', `<div class="card"><h2>Group ${esc(group.Name)}</h2><form id="f">
+    <label for="group-name">Name</label><input id="group-name" name="Name" required value="${esc(group.Name)}">
+    <label for="group-description">Description</label><input id="group-description" name="Description" value="${esc(group.Description)}">
+    <p class="muted">Tags</p><div>${tagBoxes(tags, group.TagIds || [])}</div>
+    <div class="error" role="alert"></div><p><button class="primary" type="submit">Save</button> <a href="#/groups/${group.Id}/access">Who has access</a> · <a href="#/groups">All groups</a></p></form></div>
+    <div class="card"><h3>Environments in this group</h3><table id="group-members"><tr><th>Environment</th><th>Status</th><th></th></tr>
+    ${inside.map(ep => `<tr data-env="${ep.Id}"><td>${esc(ep.Name)}</td><td>${statusBadge(ep)}</td>
+      <td>${group.Id === UNASSIGNED_GROUP ? '' : `<button class="small" data-out="${ep.Id}">Take out of the group</button>`}</td></tr>`).join('')
+      || '<tr><td colspan="3" class="muted">No environment in this group.</td></tr>'}</table>
+    ${outside.length ? `<form id="add" class="toolbar"><label for="group-add">Move an environment into this group</label>
+      <select id="group-add" name="endpoint">${outside.map(ep => `<option value="${ep.Id}">${esc(ep.Name)}</option>`).join('')}</select>
+      <button type="submit">Move into the group</button><div class="error" role="alert"></div></form>` : ''}</div>`,
+    `<a href="#/groups">Groups</a> / ${esc(group.Name)}`);
+  const f = $('#f');
+  onSubmit(f, async data => {
+    await api('PUT', `/api/endpoint_groups/${group.Id}`, {Name: data.get('Name'), Description: data.get('Description'), TagIDs: checkedIds(f, 'tag')});
+    toast('Group saved'); await pageGroup(group.Id);
+  });
+  const add = $('#add');
+  if (add) onSubmit(add, async data => {
+    await api('PUT', `/api/endpoint_groups/${group.Id}/endpoints/${data.get('endpoint')}`); toast('Environment moved'); await pageGroup(group.Id);
+  });
+  main.addEventListener('click', async e => { const b = e.target.closest('[data-out]'); if (!b) return;
+    try { await api('DELETE', `/api/endpoint_groups/${group.Id}/endpoints/${b.dataset.out}`); toast('Environment taken out'); await pageGroup(group.Id); }
+    catch (err) { toast(err.message, true); } });
+}
+""",  # noqa: E501
     'pages/images.js': r"""// Page: images (pull with per-layer progress, build, import/export, tag, remove).
 import {api, apiStream} from '../api.js';
 import {dockerBase, watchEngine} from '../docker.js';
@@ -10125,7 +10219,7 @@ import {api, ApiFailure, request} from './api.js';
 import {loadConstants} from './constants.js';
 import {esc} from './format.js';
 import {leavePage} from './lifecycle.js';
-import {pageEndpointAccess, pageEndpointSecurity, pageResourceControls} from './pages/access.js';
+import {pageEndpointAccess, pageEndpointSecurity, pageGroupAccess, pageResourceControls} from './pages/access.js';
 import {pageActivity} from './pages/activity.js';
 import {pageLogin, pageSetup} from './pages/auth.js';
 import {pageBackup, pageRestoreFresh} from './pages/backup.js';
@@ -10134,6 +10228,7 @@ import {pageContainerCreate, pageContainers} from './pages/containers.js';
 import {pageDashboard} from './pages/dashboard.js';
 import {pageEdgeGroups, pageEdgeJob, pageEdgeJobs, pageEdgeStacks} from './pages/edge.js';
 import {pageEnvironmentForm, pageHome, pageTags} from './pages/environments.js';
+import {pageGroup, pageGroups} from './pages/groups.js';
 import {pageImages} from './pages/images.js';
 import {pageNetworks} from './pages/networks.js';
 import {pageRegistries, pageRegistryBrowse} from './pages/registries.js';
@@ -10152,6 +10247,9 @@ import {applyTheme, render} from './shell.js';
 const UI_ROUTES = [
   ['home', pageHome],
   ['tags', pageTags],
+  ['groups', pageGroups],
+  ['groups/(\\d+)', pageGroup],
+  ['groups/(\\d+)/access', pageGroupAccess],
   ['environments/new', () => pageEnvironmentForm(null)],
   ['environments/(\\d+)/edit', pageEnvironmentForm],
   ['env/(\\d+)/dashboard', pageDashboard],
@@ -10245,6 +10343,7 @@ const GLOBAL_NAV = [
   {href: '#/activity', label: 'Activity', admin: true},
   {href: '#/backup', label: 'Backup', admin: true},
   {href: '#/settings', label: 'Settings', admin: true},
+  {href: '#/groups', label: 'Groups', admin: true},
   {href: '#/tags', label: 'Tags', admin: true},
   {href: '#/registries', label: 'Registries'},
   {href: '#/stacks', label: 'Stacks'},
