@@ -8545,6 +8545,7 @@ overflow:auto}.menu{display:inline-block}main{padding:8px}td,th{padding:5px}.hid
 .toolbar input.filter{max-width:none;width:100%}}
 label.inline{display:inline-flex;align-items:center;gap:4px;margin:0 12px 0 0}
 label.inline input{width:auto}
+.env-group .group-name{margin:18px 0 8px}.env-group:first-child .group-name{margin-top:0}
 """,  # noqa: E501
     'app.js': r"""// The web UI's entry module (index.html loads it; the browser loads the imports). No framework, no build step.
 import {$} from './dom.js';
@@ -9397,36 +9398,52 @@ import {formError, onSubmit, showError, toast} from '../feedback.js';
 import {esc, fmtAgo, fmtBytes} from '../format.js';
 import {every} from '../lifecycle.js';
 import {bindEdgeButtons, EDGE_WIZARD_KIND, edgeInfo} from './edge.js';
+import {groupName, UNASSIGNED_GROUP} from './groups.js';
 import {isAdmin, session} from '../session.js';
 import {render} from '../shell.js';
 
+// One environment's card on the home page.
+function envCard(ep, tagName) {
+  const s = ep.Snapshots[0] || {}; const up = ep.Status === constants.EnvironmentStatus.Up;
+  return `<div class="card env" data-env="${ep.Id}"><div class="info">
+    <a class="name" href="#/env/${ep.Id}/dashboard">${esc(ep.Name)}</a>
+    <span class="badge ${up ? 'up' : 'down'}">${up ? 'up' : 'down'}</span><span class="badge">${esc(constants.EnvironmentTypeNames[ep.Type] || 'type ' + ep.Type)}</span>
+    ${s.Swarm ? '<span class="badge">Swarm</span>' : ''}${(ep.TagIds || []).map(t => `<span class="badge">${esc(tagName(t))}</span>`).join('')}
+    <span class="muted small mono">${esc(ep.URL)}</span>
+    <div class="muted">${s.DockerVersion ? `Docker ${esc(s.DockerVersion)} · ` : ''}${s.RunningContainerCount ?? 0} running · ${s.StoppedContainerCount ?? 0} stopped ·
+    ${s.HealthyContainerCount ?? 0} healthy · ${s.ImageCount ?? 0} images · ${s.VolumeCount ?? 0} volumes ·${s.NetworkCount !== undefined ? ` ${s.NetworkCount} networks ·` : ''} ${s.StackCount ?? 0} stacks ·
+    ${s.TotalCPU ?? '?'} CPU · ${fmtBytes(s.TotalMemory)} RAM${s.AgentVersion ? ` · agent ${esc(s.AgentVersion)}` : ''}${s.Time ? ` · snapshot ${fmtAgo(s.Time)}` : ''}</div>
+    ${ep.Agent ? `<div class="muted small">Agent TLS certificate SHA-256 <code>${esc(ep.Agent.CertificateFingerprint)}</code></div>` : ''}
+    ${isAdmin() ? `<div class="small"><a href="#/env/${ep.Id}/access">Access</a> · <a href="#/env/${ep.Id}/security">Security settings</a></div>` : ''}${edgeInfo(ep)}</div>
+    ${isAdmin() ? `<a class="button" href="#/environments/${ep.Id}/edit">Edit</a>` : ''}</div>`;
+}
+// Home: every environment the caller may use, under its group's name; the group filter is kept in the address (?group=N).
 export async function pageHome() {
   session.currentEnv = null;
+  const chosenGroup = new URLSearchParams(location.hash.split('?')[1] || '').get('group') || '';
+  let [envs, tags, groups] = await Promise.all([api('GET', '/api/endpoints'), api('GET', '/api/tags').catch(() => []),
+    api('GET', '/api/endpoint_groups').catch(() => [])]);
+  const groupIds = () => [...new Set([...groups.map(g => g.Id), ...envs.map(ep => ep.GroupId || UNASSIGNED_GROUP)])].sort((a, b) => a - b);
   render('Home', `<div class="toolbar"><h2>Environments</h2><span class="spacer"></span>
-    <input class="filter" id="env-search" type="search" placeholder="Search by name, URL, type, tag" aria-label="Search environments">
-    ${isAdmin() ? '<a class="button primary" href="#/environments/new">Add environment</a>' : ''}</div><div id="env-list"></div>`);
-  let envs = await api('GET', '/api/endpoints');
-  const tags = await api('GET', '/api/tags').catch(() => []);
+    <input class="filter" id="env-search" type="search" placeholder="Search by name, URL, type, tag, group" aria-label="Search environments">
+    <select id="env-group" aria-label="Group"><option value="">All groups</option>${groupIds().map(id => `<option value="${id}" ${String(id) === chosenGroup ? 'selected' : ''}>${esc(groupName(groups, id))}</option>`).join('')}</select>
+    ${isAdmin() ? '<a class="button" href="#/groups">Groups</a> <a class="button primary" href="#/environments/new">Add environment</a>' : ''}</div><div id="env-list"></div>`);
   const tagName = id => (tags.find(t => t.ID === id || t.Id === id) || {}).Name || `tag ${id}`;
   const draw = () => {
-    const q = $('#env-search').value.toLowerCase();
-    $('#env-list').innerHTML = envs.filter(ep => [ep.Name, ep.URL, constants.EnvironmentTypeNames[ep.Type], ...(ep.TagIds || []).map(tagName)].join(' ').toLowerCase().includes(q)).map(ep => {
-      const s = ep.Snapshots[0] || {}; const up = ep.Status === constants.EnvironmentStatus.Up;
-      return `<div class="card env" data-env="${ep.Id}"><div class="info">
-        <a class="name" href="#/env/${ep.Id}/dashboard">${esc(ep.Name)}</a>
-        <span class="badge ${up ? 'up' : 'down'}">${up ? 'up' : 'down'}</span><span class="badge">${esc(constants.EnvironmentTypeNames[ep.Type] || 'type ' + ep.Type)}</span>
-        ${s.Swarm ? '<span class="badge">Swarm</span>' : ''}${(ep.TagIds || []).map(t => `<span class="badge">${esc(tagName(t))}</span>`).join('')}
-        <span class="muted small mono">${esc(ep.URL)}</span>
-        <div class="muted">${s.DockerVersion ? `Docker ${esc(s.DockerVersion)} · ` : ''}${s.RunningContainerCount ?? 0} running · ${s.StoppedContainerCount ?? 0} stopped ·
-        ${s.HealthyContainerCount ?? 0} healthy · ${s.ImageCount ?? 0} images · ${s.VolumeCount ?? 0} volumes ·${s.NetworkCount !== undefined ? ` ${s.NetworkCount} networks ·` : ''} ${s.StackCount ?? 0} stacks ·
-        ${s.TotalCPU ?? '?'} CPU · ${fmtBytes(s.TotalMemory)} RAM${s.AgentVersion ? ` · agent ${esc(s.AgentVersion)}` : ''}${s.Time ? ` · snapshot ${fmtAgo(s.Time)}` : ''}</div>
-        ${ep.Agent ? `<div class="muted small">Agent TLS certificate SHA-256 <code>${esc(ep.Agent.CertificateFingerprint)}</code></div>` : ''}
-        ${isAdmin() ? `<div class="small"><a href="#/env/${ep.Id}/access">Access</a> · <a href="#/env/${ep.Id}/security">Security settings</a></div>` : ''}${edgeInfo(ep)}</div>
-        ${isAdmin() ? `<a class="button" href="#/environments/${ep.Id}/edit">Edit</a>` : ''}</div>`;
-    }).join('') || `<p class="empty">${envs.length ? 'No environment matches.' : 'No environment yet.'}</p>`;
+    const q = $('#env-search').value.toLowerCase(), group = +$('#env-group').value;
+    const shown = envs.filter(ep => (!group || (ep.GroupId || UNASSIGNED_GROUP) === group) &&
+      [ep.Name, ep.URL, constants.EnvironmentTypeNames[ep.Type], groupName(groups, ep.GroupId || UNASSIGNED_GROUP), ...(ep.TagIds || []).map(tagName)].join(' ').toLowerCase().includes(q));
+    // Only one group (every environment unassigned): no heading, as before groups existed.
+    const headings = groupIds().length > 1 || envs.some(ep => (ep.GroupId || UNASSIGNED_GROUP) !== UNASSIGNED_GROUP);
+    $('#env-list').innerHTML = groupIds().map(id => { const inGroup = shown.filter(ep => (ep.GroupId || UNASSIGNED_GROUP) === id);
+      return inGroup.length ? `<section class="env-group" data-group="${id}" aria-label="Group ${esc(groupName(groups, id))}">
+        ${headings ? `<h3 class="group-name">${esc(groupName(groups, id))} <span class="muted small">${inGroup.length}</span></h3>` : ''}${inGroup.map(ep => envCard(ep, tagName)).join('')}</section>` : ''; }).join('')
+      || `<p class="empty">${envs.length ? 'No environment matches.' : 'No environment yet.'}</p>`;
   };
-  $('#env-search').addEventListener('input', draw); draw();
-  const reload = async () => { envs = await api('GET', '/api/endpoints'); draw(); };
+  $('#env-search').addEventListener('input', draw);
+  $('#env-group').addEventListener('change', () => { history.replaceState(null, '', $('#env-group').value ? `#/home?group=${$('#env-group').value}` : '#/home'); draw(); });
+  draw();
+  const reload = async () => { [envs, groups] = await Promise.all([api('GET', '/api/endpoints'), api('GET', '/api/endpoint_groups').catch(() => groups)]); draw(); };
   bindEdgeButtons($('#env-list'), reload);
   every(10000, reload);
 }
