@@ -9466,7 +9466,8 @@ const wizardKinds = () => { const types = constants.EnvironmentTypes;
   return {[types.Docker]: DOCKER_WIZARD_KIND, [types.Agent]: AGENT_WIZARD_KIND, [types.Edge]: EDGE_WIZARD_KIND}; };
 export async function pageEnvironmentForm(envId) {
   session.currentEnv = null;
-  const env = envId ? await api('GET', `/api/endpoints/${envId}`) : null;
+  const [env, groups] = await Promise.all([envId ? api('GET', `/api/endpoints/${envId}`) : null, api('GET', '/api/endpoint_groups').catch(() => [])]);
+  const envGroup = env ? env.GroupId || UNASSIGNED_GROUP : UNASSIGNED_GROUP;
   // The kind the wizard opens with: an agent, as in Portainer.
   const kind = env ? env.Type : Number(new URLSearchParams(location.hash.split('?')[1]).get('type') || constants.EnvironmentTypes.Agent);
   const wizard = wizardKinds(), kinds = Object.entries(wizard);
@@ -9474,6 +9475,8 @@ export async function pageEnvironmentForm(envId) {
     ${env ? '' : `<div class="tabs" role="tablist">${kinds.map(([k, d]) => `<a role="tab" href="#/environments/new?type=${k}" class="${+k === kind ? 'active' : ''}">${esc(d.label)}</a>`).join('')}</div>`}
     <form id="env-form"><label for="n">Name</label><input id="n" name="Name" required value="${esc(env ? env.Name : '')}">
     ${wizard[kind] ? wizard[kind].fields(env) : '<p class="error">This kind of environment cannot be edited here.</p>'}
+    <label for="env-group">Group</label><select id="env-group" name="GroupID">${(groups.some(g => g.Id === envGroup) ? groups : [{Id: envGroup, Name: groupName(groups, envGroup)}, ...groups])
+      .map(g => `<option value="${g.Id}" ${g.Id === envGroup ? 'selected' : ''}>${esc(g.Name)}</option>`).join('')}</select>
     <label for="env-public">Public URL (used for the links of published ports)</label><input id="env-public" name="PublicURL" value="${esc(env ? env.PublicURL : '')}">
     ${env ? `<label class="check"><input type="checkbox" name="EnableImageNotification" ${env.EnableImageNotification ? 'checked' : ''}> Check for image updates (asks each running image's registry for its tag's digest)</label>
       <p class="muted small" id="env-image-registries">Registries it will contact: …</p>` : ''}
@@ -9486,7 +9489,7 @@ export async function pageEnvironmentForm(envId) {
     ? 'Registries it will contact: unknown (the engine did not answer).' : `Registries it will contact: ${s.Registries.join(', ') || 'none (no running container was pulled from a registry)'}`; }).catch(() => {});
   onSubmit(form, async data => {
     if (env) {
-      const body = {Name: data.get('Name'), PublicURL: data.get('PublicURL'), EnableImageNotification: !!data.get('EnableImageNotification')};
+      const body = {Name: data.get('Name'), PublicURL: data.get('PublicURL'), EnableImageNotification: !!data.get('EnableImageNotification'), GroupID: +data.get('GroupID')};
       if (data.has('URL')) Object.assign(body, {URL: data.get('URL'), TLS: !!data.get('TLS'), TLSSkipVerify: !!data.get('TLSSkipVerify')});
       await api('PUT', `/api/endpoints/${env.Id}`, body); toast('Environment saved'); location.hash = '#/home'; return;
     }
