@@ -8546,6 +8546,7 @@ overflow:auto}.menu{display:inline-block}main{padding:8px}td,th{padding:5px}.hid
 label.inline{display:inline-flex;align-items:center;gap:4px;margin:0 12px 0 0}
 label.inline input{width:auto}
 .env-group .group-name{margin:18px 0 8px}.env-group:first-child .group-name{margin-top:0}
+.env .env-pick{margin-top:5px}
 """,  # noqa: E501
     'app.js': r"""// The web UI's entry module (index.html loads it; the browser loads the imports). No framework, no build step.
 import {$} from './dom.js';
@@ -9403,9 +9404,9 @@ import {isAdmin, session} from '../session.js';
 import {render} from '../shell.js';
 
 // One environment's card on the home page.
-function envCard(ep, tagName) {
+function envCard(ep, tagName, picked) {
   const s = ep.Snapshots[0] || {}; const up = ep.Status === constants.EnvironmentStatus.Up;
-  return `<div class="card env" data-env="${ep.Id}"><div class="info">
+  return `<div class="card env" data-env="${ep.Id}">${isAdmin() ? `<input type="checkbox" class="env-pick" value="${ep.Id}" ${picked.has(ep.Id) ? 'checked' : ''} aria-label="Select ${esc(ep.Name)}">` : ''}<div class="info">
     <a class="name" href="#/env/${ep.Id}/dashboard">${esc(ep.Name)}</a>
     <span class="badge ${up ? 'up' : 'down'}">${up ? 'up' : 'down'}</span><span class="badge">${esc(constants.EnvironmentTypeNames[ep.Type] || 'type ' + ep.Type)}</span>
     ${s.Swarm ? '<span class="badge">Swarm</span>' : ''}${(ep.TagIds || []).map(t => `<span class="badge">${esc(tagName(t))}</span>`).join('')}
@@ -9427,7 +9428,10 @@ export async function pageHome() {
   render('Home', `<div class="toolbar"><h2>Environments</h2><span class="spacer"></span>
     <input class="filter" id="env-search" type="search" placeholder="Search by name, URL, type, tag, group" aria-label="Search environments">
     <select id="env-group" aria-label="Group"><option value="">All groups</option>${groupIds().map(id => `<option value="${id}" ${String(id) === chosenGroup ? 'selected' : ''}>${esc(groupName(groups, id))}</option>`).join('')}</select>
-    ${isAdmin() ? '<a class="button" href="#/groups">Groups</a> <a class="button primary" href="#/environments/new">Add environment</a>' : ''}</div><div id="env-list"></div>`);
+    ${isAdmin() ? `<button class="danger" id="env-remove" disabled>Remove selected</button>
+      <a class="button" href="#/groups">Groups</a> <a class="button primary" href="#/environments/new">Add environment</a>` : ''}</div>
+    <div class="error" role="alert" id="env-errors"></div><div id="env-list"></div>`);
+  const picked = new Set();
   const tagName = id => (tags.find(t => t.ID === id || t.Id === id) || {}).Name || `tag ${id}`;
   const draw = () => {
     const q = $('#env-search').value.toLowerCase(), group = +$('#env-group').value;
@@ -9437,13 +9441,32 @@ export async function pageHome() {
     const headings = groupIds().length > 1 || envs.some(ep => (ep.GroupId || UNASSIGNED_GROUP) !== UNASSIGNED_GROUP);
     $('#env-list').innerHTML = groupIds().map(id => { const inGroup = shown.filter(ep => (ep.GroupId || UNASSIGNED_GROUP) === id);
       return inGroup.length ? `<section class="env-group" data-group="${id}" aria-label="Group ${esc(groupName(groups, id))}">
-        ${headings ? `<h3 class="group-name">${esc(groupName(groups, id))} <span class="muted small">${inGroup.length}</span></h3>` : ''}${inGroup.map(ep => envCard(ep, tagName)).join('')}</section>` : ''; }).join('')
+        ${headings ? `<h3 class="group-name">${esc(groupName(groups, id))} <span class="muted small">${inGroup.length}</span></h3>` : ''}${inGroup.map(ep => envCard(ep, tagName, picked)).join('')}</section>` : ''; }).join('')
       || `<p class="empty">${envs.length ? 'No environment matches.' : 'No environment yet.'}</p>`;
   };
   $('#env-search').addEventListener('input', draw);
   $('#env-group').addEventListener('change', () => { history.replaceState(null, '', $('#env-group').value ? `#/home?group=${$('#env-group').value}` : '#/home'); draw(); });
   draw();
-  const reload = async () => { [envs, groups] = await Promise.all([api('GET', '/api/endpoints'), api('GET', '/api/endpoint_groups').catch(() => groups)]); draw(); };
+  const remove = $('#env-remove');
+  const showPicked = () => { for (const id of [...picked]) if (!envs.some(ep => ep.Id === id)) picked.delete(id);
+    if (remove) { remove.disabled = !picked.size; remove.textContent = picked.size ? `Remove ${picked.size} selected` : 'Remove selected'; } };
+  $('#env-list').addEventListener('change', e => { if (!e.target.classList.contains('env-pick')) return;
+    e.target.checked ? picked.add(+e.target.value) : picked.delete(+e.target.value); showPicked(); });
+  // Several at once: DELETE /api/endpoints answers 204, or 207 naming those it could not remove.
+  if (remove) remove.addEventListener('click', async () => {
+    const names = envs.filter(ep => picked.has(ep.Id)).map(ep => ep.Name);
+    if (!confirm(`Remove ${names.length} environment(s) from this server (${names.join(', ')})? Nothing on their engines is touched.`)) return;
+    const ids = [...picked], nameOf = id => (envs.find(ep => ep.Id === id) || {}).Name || `environment ${id}`;
+    $('#env-errors').textContent = '';
+    try {
+      const answer = await api('DELETE', '/api/endpoints', {endpoints: ids.map(id => ({id}))});
+      const failed = (answer && answer.errors) || [];
+      if (failed.length) $('#env-errors').textContent = `Not removed (no longer there): ${failed.map(nameOf).join(', ')}`;
+      toast(`${ids.length - failed.length} environment(s) removed`, !!failed.length);
+      picked.clear(); await reload();
+    } catch (err) { $('#env-errors').textContent = err.message; }
+  });
+  const reload = async () => { [envs, groups] = await Promise.all([api('GET', '/api/endpoints'), api('GET', '/api/endpoint_groups').catch(() => groups)]); draw(); showPicked(); };
   bindEdgeButtons($('#env-list'), reload);
   every(10000, reload);
 }
