@@ -1,0 +1,166 @@
+"""Browser tests of the UI of environment groups and the routes that came with them: group pages and access, the
+home page by group, removing several environments, edge disassociation, stack migration and swarm upload, the
+edge stack editor, template files and service webhooks. A real server, the real engine, headless Chromium."""
+
+from __future__ import annotations
+
+import pytest
+
+import test_ui
+from conftest import DOCKER_SOCKET, SLOT
+
+pytestmark = pytest.mark.browser
+
+# test_ui's browser and tab fixtures, shared rather than copied.
+browser = test_ui.browser
+open_page = test_ui.open_page
+log_in = test_ui.log_in
+PREFIX = f"ptpy-uigroups{SLOT}"
+
+
+def add_socket_environment(srv, name: str) -> dict:
+    """One more environment on the same engine socket: enough for lists, groups and moves."""
+    r = srv.api("POST", "/api/endpoints", json={"Name": name, "EndpointCreationType": 1, "URL": "unix://" + DOCKER_SOCKET})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def group_ids_of(srv) -> dict[str, int]:
+    return {ep["Name"]: ep["GroupId"] for ep in srv.api("GET", "/api/endpoints").json()}
+
+
+def test_an_admin_makes_a_group_moves_an_environment_in_and_finds_it_under_the_group_on_home(fresh_server, open_page):
+    srv = fresh_server()
+    add_socket_environment(srv, "line-2")
+    tab = open_page()
+    page = tab.page
+    log_in(page, srv)
+    page.locator("nav.side").get_by_role("link", name="Groups", exact=True).click()
+    page.locator("#group-list tbody tr", has_text="Unassigned").wait_for()
+    # Group 1 holds every environment without a group: it has no Remove button.
+    assert page.locator("#group-list tbody tr", has_text="Unassigned").get_by_role("button", name="Remove").count() == 0
+    page.get_by_label("Name").fill("factory floor")
+    page.get_by_label("Description").fill("the machines of hall 3")
+    page.locator("#f").get_by_label("line-2").check()
+    page.get_by_role("button", name="Create group").click()
+    row = page.locator("#group-list tbody tr", has_text="factory floor")
+    row.wait_for()
+    assert "line-2" in row.inner_text()
+    assert group_ids_of(srv)["line-2"] != 1
+    group = next(g for g in srv.api("GET", "/api/endpoint_groups").json() if g["Name"] == "factory floor")
+    assert group["Description"] == "the machines of hall 3"
+    tab.shot("groups")
+
+    # Move "local" in from the group's page, and rename the group there.
+    row.get_by_role("link", name="Edit").click()
+    page.get_by_label("Move an environment into this group").select_option(label="local")
+    page.get_by_role("button", name="Move into the group").click()
+    page.locator("#group-members tr", has_text="local").wait_for()
+    assert group_ids_of(srv)["local"] == group["Id"]
+    page.get_by_label("Name").fill("hall 3")
+    page.get_by_role("button", name="Save").click()
+    page.locator("h2", has_text="Group hall 3").wait_for()
+    assert srv.api("GET", f"/api/endpoint_groups/{group['Id']}").json()["Name"] == "hall 3"
+
+    # Home shows both under the group's name; a third environment stays under "Unassigned".
+    add_socket_environment(srv, "spare")
+    page.locator("nav.side").get_by_role("link", name="Home").click()
+    hall = page.locator(f'#env-list section[data-group="{group["Id"]}"]')
+    hall.locator(".env", has_text="line-2").wait_for()
+    assert hall.locator(".group-name").inner_text().startswith("hall 3")
+    assert hall.locator(".env").count() == 2
+    unassigned = page.locator('#env-list section[data-group="1"]')
+    assert unassigned.locator(".group-name").inner_text().startswith("Unassigned")
+    assert unassigned.locator(".env", has_text="spare").count() == 1
+
+    # The group filter keeps only that group's environments, and stays in the address.
+    page.get_by_label("Group", exact=True).select_option(label="Unassigned")
+    hall.wait_for(state="detached")
+    assert page.locator("#env-list .env").count() == 1
+    assert page.url.endswith("#/home?group=1")
+    page.reload()
+    page.locator("#env-list .env", has_text="spare").wait_for()
+    assert page.locator("#env-list .env").count() == 1
+    page.get_by_label("Group", exact=True).select_option(label="All groups")
+    hall.wait_for()
+
+    # Taking an environment out of the group makes it unassigned again; the group can be removed.
+    page.goto(srv.url + f"/#/groups/{group['Id']}")
+    page.locator("#group-members tr", has_text="local").get_by_role("button", name="Take out of the group").click()
+    page.locator("#group-members tr", has_text="local").wait_for(state="detached")
+    assert group_ids_of(srv)["local"] == 1
+    page.goto(srv.url + "/#/groups")
+    page.get_by_role("button", name="Remove group hall 3").click()
+    page.locator("#group-list tbody tr", has_text="hall 3").wait_for(state="detached")
+    assert group_ids_of(srv)["line-2"] == 1
+    assert not tab.console_errors, tab.console_errors
+
+
+def test_an_admin_gives_a_user_access_to_a_group_and_the_user_sees_its_environments(fresh_server, open_page):
+    srv = fresh_server()
+    password = "dana's long password"
+    user = srv.api("POST", "/api/users", json={"Username": "dana", "Password": password, "Role": 2}).json()
+    group = srv.api("POST", "/api/endpoint_groups", json={"Name": "night shift", "Description": "", "AssociatedEndpoints": [1],
+                                                          "TagIDs": []}).json()
+    tab = open_page()
+    page = tab.page
+    log_in(page, srv)
+    page.goto(srv.url + "/#/groups")
+    page.locator("#group-list tbody tr", has_text="night shift").get_by_role("link", name="Access").click()
+    page.locator("h2", has_text="Access to group night shift").wait_for()
+    page.get_by_label("User or team").select_option(label="dana")
+    page.get_by_label("Role", exact=True).select_option(label="Read-only user")
+    page.get_by_role("button", name="Give access").click()
+    page.locator("table tr", has_text="dana").wait_for()
+    policies = srv.api("GET", f"/api/endpoint_groups/{group['Id']}").json()["UserAccessPolicies"]
+    read_only = next(int(k) for k, v in srv.api("GET", "/api/ui/constants").json()["EnvironmentRoleNames"].items()
+                     if v == "Read-only user")
+    assert policies == {str(user["Id"]): {"RoleId": read_only}}
+    assert srv.api("GET", "/api/endpoints/1").json()["UserAccessPolicies"] == {}
+
+    page.get_by_role("button", name="Log out").click()
+    page.locator("#login").wait_for()
+    page.get_by_label("Username").fill("dana")
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+    section = page.locator(f'#env-list section[data-group="{group["Id"]}"]')
+    section.locator(".env", has_text="local").wait_for()
+    assert section.locator(".group-name").inner_text().startswith("night shift")
+    assert page.get_by_role("button", name="Remove selected").count() == 0
+
+    # Removing the access takes the environment away from her.
+    page.get_by_role("button", name="Log out").click()
+    page.locator("#login").wait_for()
+    log_in(page, srv)
+    page.goto(srv.url + f"/#/groups/{group['Id']}/access")
+    page.locator("table tr", has_text="dana").get_by_role("button", name="Remove access").click()
+    page.locator("table tr", has_text="dana").wait_for(state="detached")
+    assert srv.api("GET", f"/api/endpoint_groups/{group['Id']}").json()["UserAccessPolicies"] == {}
+
+
+def test_an_admin_removes_several_environments_at_once_and_reads_which_were_already_gone(fresh_server, open_page):
+    srv = fresh_server()
+    first, second, third = (add_socket_environment(srv, name) for name in ("old-a", "old-b", "old-c"))
+    tab = open_page()
+    page = tab.page
+    log_in(page, srv)
+    remove = page.get_by_role("button", name="Remove selected")
+    assert remove.is_disabled()
+    page.get_by_label("Select old-a").check()
+    page.get_by_label("Select old-b").check()
+    page.get_by_role("button", name="Remove 2 selected").click()
+    page.locator("#env-list .env", has_text="old-a").wait_for(state="detached")
+    page.locator("#env-list .env", has_text="old-b").wait_for(state="detached")
+    names = {ep["Name"] for ep in srv.api("GET", "/api/endpoints").json()}
+    assert names == {"local", "old-c"}
+    assert remove.is_disabled()
+
+    # Someone else removed old-c meanwhile: the 207 answer names it, the others go.
+    page.get_by_label("Select old-c").check()
+    page.get_by_label("Select local").check()
+    assert srv.api("DELETE", f"/api/endpoints/{third['Id']}").status_code == 204
+    page.get_by_role("button", name="Remove 2 selected").click()
+    page.locator("#env-errors", has_text="Not removed (no longer there): old-c").wait_for()
+    page.locator("#env-list .env", has_text="local").wait_for(state="detached")
+    assert srv.api("GET", "/api/endpoints").json() == []
+    assert first["Id"] != second["Id"]
