@@ -164,3 +164,28 @@ def test_an_admin_removes_several_environments_at_once_and_reads_which_were_alre
     page.locator("#env-list .env", has_text="local").wait_for(state="detached")
     assert srv.api("GET", "/api/endpoints").json() == []
     assert first["Id"] != second["Id"]
+
+
+def test_an_admin_disassociates_an_edge_environment_from_its_agent(fresh_server, open_page):
+    srv = fresh_server()
+    r = srv.api("POST", "/api/endpoints", json={"Name": "kiosk", "EndpointCreationType": 4, "URL": srv.https_url})
+    assert r.status_code == 200, r.text
+    edge = r.json()
+    assert srv.api("PUT", f"/api/endpoints/{edge['Id']}/association", json={"EdgeID": "kiosk-7"}).status_code == 200
+    tab = open_page()
+    page = tab.page
+    log_in(page, srv)
+    card = page.locator("#env-list .env", has_text="kiosk")
+    card.get_by_text("kiosk-7").wait_for()
+    card.get_by_role("button", name="Disassociate").click()
+    card.get_by_role("button", name="Disassociate").wait_for(state="detached")
+    assert srv.api("GET", f"/api/endpoints/{edge['Id']}").json().get("EdgeID", "") == ""
+    assert "(none yet)" in card.inner_text()
+
+    # The same from the environment's own page.
+    assert srv.api("PUT", f"/api/endpoints/{edge['Id']}/association", json={"EdgeID": "kiosk-8"}).status_code == 200
+    page.goto(srv.url + f"/#/environments/{edge['Id']}/edit")
+    page.get_by_text("its Edge ID is kiosk-8").wait_for()
+    page.get_by_role("button", name="Disassociate").click()
+    page.get_by_text("its Edge ID is (none yet)").wait_for()
+    assert srv.api("GET", f"/api/endpoints/{edge['Id']}").json().get("EdgeID", "") == ""

@@ -32,7 +32,8 @@ export async function pageEdgeStacks() {
 }
 // The edge kind of the add-environment wizard.
 export const EDGE_WIZARD_KIND = {label: 'Edge agent (the node dials this server)',
-  fields: env => env ? `<p class="muted">The agent dials ${esc(env.URL)}; its Edge ID is ${esc(env.EdgeID || '(none yet)')}.</p>` :
+  fields: env => env ? `<p class="muted">The agent dials ${esc(env.URL)}; its Edge ID is ${esc(env.EdgeID || '(none yet)')}.</p>
+    ${env.EdgeID ? `<p><button type="button" data-disassociate="${env.Id}">Disassociate</button> <span class="muted small">forget this Edge ID: the next agent that connects with the key is bound</span></p>` : ''}` :
     `<label for="url">This server's address as the edge node reaches it (HTTPS); empty: https://${esc(location.hostname)} on this server's HTTPS port</label>
     <input id="url" name="URL" placeholder="https://portainer.example.com:9443">`,
   done: (el, env) => { el.innerHTML = `<h3>Edge environment ${esc(env.Name)} created</h3>${edgeKeyBox(env)}
@@ -43,7 +44,8 @@ export function edgeInfo(ep) {
     ${esc(ep.EdgeRefused.Address)}. ${isAdmin() ? `<button class="small" data-associate="${ep.Id}" data-edge-id="${esc(ep.EdgeRefused.EdgeID)}">Associate this agent instead</button>` : ''}</div>` : '';
   return `<div class="muted small">Edge ID <code>${esc(ep.EdgeID || '(none yet)')}</code> · tunnel ${ep.EdgeTunnelConnected ? 'connected' : 'disconnected'} ·
     last seen ${ep.LastCheckInDate ? fmtAgo(ep.LastCheckInDate) : 'never'}
-    ${isAdmin() ? `<button class="small" data-edge-key="${ep.Id}">Show edge key</button>` : ''}</div>${refused}<div id="edge-key-${ep.Id}"></div>`;
+    ${isAdmin() ? `<button type="button" class="small" data-edge-key="${ep.Id}">Show edge key</button>` : ''}
+    ${isAdmin() && ep.EdgeID ? `<button type="button" class="small" data-disassociate="${ep.Id}" title="Forget this Edge ID: the next edge agent that connects with the key is bound instead">Disassociate</button>` : ''}</div>${refused}<div id="edge-key-${ep.Id}"></div>`;
 }
 function edgeKeyBox(answer) {
   return `<p>Run this on the edge node, next to a copy of agent.py (Python 3 with aiohttp):</p>
@@ -55,7 +57,7 @@ function edgeKeyBox(answer) {
 // One listener per container, so cards drawn again every few seconds keep working buttons.
 export function bindEdgeButtons(container, redraw) {
   container.addEventListener('click', async e => {
-    const b = e.target.closest('[data-copy], [data-edge-key], [data-associate]');
+    const b = e.target.closest('[data-copy], [data-edge-key], [data-associate], [data-disassociate]');
     if (!b) return;
     if (b.dataset.copy) {
       const text = $(`#${b.dataset.copy}`).textContent;
@@ -64,6 +66,11 @@ export function bindEdgeButtons(container, redraw) {
         getSelection().removeAllRanges(); getSelection().addRange(range); b.textContent = 'Selected: press Ctrl+C'; }
     } else if (b.dataset.edgeKey) {
       $(`#edge-key-${b.dataset.edgeKey}`).innerHTML = edgeKeyBox(await api('GET', `/api/endpoints/${b.dataset.edgeKey}/edge/key`));
+    } else if (b.dataset.disassociate) {
+      if (!confirm('Disassociate this environment from its edge agent? Its tunnel closes; the next agent that connects with the edge key is bound.')) return;
+      try { await api('DELETE', `/api/endpoints/${b.dataset.disassociate}/association`); toast('Environment disassociated from its edge agent'); }
+      catch (err) { toast(err.message, true); return; }
+      if (redraw) await redraw();
     } else {
       await api('PUT', `/api/endpoints/${b.dataset.associate}/association`, {EdgeID: b.dataset.edgeId});
       toast(`Environment associated with Edge ID ${b.dataset.edgeId}`); if (redraw) await redraw();

@@ -129,6 +129,7 @@ export async function pageEnvironmentForm(envId) {
     const after = wizard[kind].done;
     if (after) after($('#env-done'), created); else { toast(`Environment ${created.Name} added`); location.hash = `#/env/${created.Id}/dashboard`; }
   });
+  if (env && env.Type === constants.EnvironmentTypes.Edge) bindEdgeButtons(form, () => pageEnvironmentForm(env.Id));
   const del = $('#env-delete');
   if (del) del.addEventListener('click', async () => { if (!confirm(`Remove environment ${env.Name} from this server? Nothing on the engine is touched.`)) return;
     try { await api('DELETE', `/api/endpoints/${env.Id}`); toast('Environment removed'); location.hash = '#/home'; } catch (err) { showError(form, err); } });
