@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 import test_ui
-from conftest import DOCKER_SOCKET, SLOT
+from conftest import BUSYBOX, DOCKER_SOCKET, SLOT, TEST_LABEL, wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -189,3 +189,42 @@ def test_an_admin_disassociates_an_edge_environment_from_its_agent(fresh_server,
     page.get_by_role("button", name="Disassociate").click()
     page.get_by_text("its Edge ID is (none yet)").wait_for()
     assert srv.api("GET", f"/api/endpoints/{edge['Id']}").json().get("EdgeID", "") == ""
+
+
+def remove_stacks(srv) -> None:
+    for stack in srv.api("GET", "/api/stacks").json():
+        srv.api("DELETE", f"/api/stacks/{stack['Id']}?endpointId={stack['EndpointId']}")
+
+
+def test_a_stack_uploaded_as_a_file_migrates_to_another_environment_under_a_new_name(fresh_server, engine, open_page, tmp_path):
+    srv = fresh_server()
+    second = add_socket_environment(srv, "second site")
+    compose = tmp_path / "docker-compose.yml"
+    compose.write_text(f"services:\n  web:\n    image: {BUSYBOX}\n    command: sleep 3600\n    labels:\n      {TEST_LABEL}: '1'\n")
+    tab = open_page()
+    page = tab.page
+    try:
+        log_in(page, srv)
+        page.goto(srv.url + "/#/stacks/new")
+        page.get_by_label("Name", exact=True).fill(f"{PREFIX}-web")
+        page.get_by_label("Environment", exact=True).select_option(label="local")
+        page.get_by_label("Upload a compose file").set_input_files(str(compose))
+        page.get_by_role("button", name="Deploy the stack").click()
+        page.locator("h2", has_text=f"Stack {PREFIX}-web").wait_for()
+        stack = next(s for s in srv.api("GET", "/api/stacks").json() if s["Name"] == f"{PREFIX}-web")
+        assert stack["EndpointId"] == 1
+        assert "sleep 3600" in srv.api("GET", f"/api/stacks/{stack['Id']}/file").json()["StackFileContent"]
+
+        # The same engine is behind both environments: a new name keeps the two projects apart.
+        page.get_by_label("Environment", exact=True).select_option(label="second site")
+        page.get_by_label("New name (optional)").fill(f"{PREFIX}-moved")
+        page.get_by_role("button", name="Migrate to…").click()
+        page.locator("h2", has_text=f"Stack {PREFIX}-moved").wait_for()
+        moved = srv.api("GET", f"/api/stacks/{stack['Id']}").json()
+        assert (moved["EndpointId"], moved["Name"]) == (second["Id"], f"{PREFIX}-moved")
+        wait_until(lambda: engine.containers.list(filters={"label": f"com.docker.compose.project={PREFIX}-moved"}),
+                   message="the migrated stack's container")
+        assert not engine.containers.list(all=True, filters={"label": f"com.docker.compose.project={PREFIX}-web"})
+        assert not tab.console_errors, tab.console_errors
+    finally:
+        remove_stacks(srv)
