@@ -228,3 +228,41 @@ def test_a_stack_uploaded_as_a_file_migrates_to_another_environment_under_a_new_
         assert not tab.console_errors, tab.console_errors
     finally:
         remove_stacks(srv)
+
+
+def test_an_admin_edits_an_edge_stacks_compose_file_and_saves_a_new_version(fresh_server, open_page):
+    srv = fresh_server()
+    group = srv.api("POST", "/api/edge_groups", json={"Name": "shops", "Dynamic": False, "Endpoints": [], "TagIds": [],
+                                                       "PartialMatch": False}).json()
+    other = srv.api("POST", "/api/edge_groups", json={"Name": "depots", "Dynamic": False, "Endpoints": [], "TagIds": [],
+                                                       "PartialMatch": False}).json()
+    content = f"services:\n  web:\n    image: {BUSYBOX}\n    command: sleep 3600\n"
+    r = srv.api("POST", "/api/edge_stacks", json={"Name": "till", "StackFileContent": content, "DeploymentType": 0,
+                                                   "EdgeGroups": [group["Id"]]})
+    assert r.status_code == 200, r.text
+    stack = r.json()
+    tab = open_page()
+    page = tab.page
+    log_in(page, srv)
+    page.goto(srv.url + "/#/edge/stacks")
+    page.get_by_role("link", name="till").click()
+    editor = page.get_by_label("Compose file")
+    editor.wait_for()
+    assert editor.input_value() == content
+    page.locator("main p.muted", has_text="Version 1").wait_for()
+    editor.fill("services:\n  web:\n    image: [unclosed\n")
+    page.get_by_role("button", name="Save and redeploy").click()
+    page.locator("#err").wait_for()
+    assert page.locator("#err").inner_text()
+    assert srv.api("GET", f"/api/edge_stacks/{stack['Id']}/file").json()["StackFileContent"] == content
+
+    changed = content.replace("sleep 3600", "sleep 7200")
+    editor.fill(changed)
+    page.get_by_label("Edge groups").select_option([str(group["Id"]), str(other["Id"])])
+    page.get_by_role("button", name="Save and redeploy").click()
+    page.locator("main p.muted", has_text="Version 2").wait_for()
+    assert srv.api("GET", f"/api/edge_stacks/{stack['Id']}/file").json()["StackFileContent"] == changed
+    saved = srv.api("GET", f"/api/edge_stacks/{stack['Id']}").json()
+    assert sorted(saved["EdgeGroups"]) == sorted([group["Id"], other["Id"]])
+    assert saved["Version"] == 2
+    assert page.get_by_label("Compose file").input_value() == changed

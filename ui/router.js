@@ -10,7 +10,7 @@ import {pageBackup, pageRestoreFresh} from './pages/backup.js';
 import {pageContainer} from './pages/container.js';
 import {pageContainerCreate, pageContainers} from './pages/containers.js';
 import {pageDashboard} from './pages/dashboard.js';
-import {pageEdgeGroups, pageEdgeJob, pageEdgeJobs, pageEdgeStacks} from './pages/edge.js';
+import {pageEdgeGroups, pageEdgeJob, pageEdgeJobs, pageEdgeStack, pageEdgeStacks} from './pages/edge.js';
 import {pageEnvironmentForm, pageHome, pageTags} from './pages/environments.js';
 import {pageGroup, pageGroups} from './pages/groups.js';
 import {pageImages} from './pages/images.js';
@@ -65,6 +65,7 @@ const UI_ROUTES = [
   ['stacks/adopt/(\\d+)/(.+)', (ep, name) => pageStackEditor(null, {ep, name: decodeURIComponent(name)})],
   ['templates', pageTemplates],
   ['edge/stacks', pageEdgeStacks],
+  ['edge/stacks/(\\d+)', pageEdgeStack],
   ['edge/groups', pageEdgeGroups],
   ['edge/jobs', pageEdgeJobs],
   ['edge/jobs/(\\d+)', pageEdgeJob],

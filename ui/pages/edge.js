@@ -15,7 +15,7 @@ export async function pageEdgeStacks() {
   const epName = id => (eps.find(e => e.Id === id) || {}).Name || id;
   render('Edge stacks', `<div class="toolbar"><h2 class="flat">Edge stacks</h2></div>
     <div class="card"><table><tr><th>Name</th><th>Environments</th><th></th></tr>
-    ${stacks.map(s => `<tr><td>${esc(s.Name)}</td><td>${Object.values(s.Status).map(st => `<span class="badge ${st.Status === constants.EdgeStackStatus.Running ? 'running' : st.Status === constants.EdgeStackStatus.Error ? 'exited' : 'paused'}" title="${esc(st.Error)}">${esc(epName(st.EndpointID))}: ${esc(st.Status)}</span> ${st.Error ? `<span class="muted">${esc(st.Error)}</span>` : ''}`).join('<br>') || '<span class="muted">no environment in its groups</span>'}</td>
+    ${stacks.map(s => `<tr><td><a href="#/edge/stacks/${s.Id}">${esc(s.Name)}</a></td><td>${Object.values(s.Status).map(st => `<span class="badge ${st.Status === constants.EdgeStackStatus.Running ? 'running' : st.Status === constants.EdgeStackStatus.Error ? 'exited' : 'paused'}" title="${esc(st.Error)}">${esc(epName(st.EndpointID))}: ${esc(st.Status)}</span> ${st.Error ? `<span class="muted">${esc(st.Error)}</span>` : ''}`).join('<br>') || '<span class="muted">no environment in its groups</span>'}</td>
       <td><button class="danger" data-del="${s.Id}">Remove</button></td></tr>`).join('') || '<tr><td colspan="3" class="muted">No edge stack yet.</td></tr>'}</table></div>
     <div class="card"><h3>New edge stack</h3><form id="f"><label for="n">Name</label><input id="n" required pattern="[a-z0-9][a-z0-9_\\-]*">
     <label for="g">Edge groups</label><select id="g" multiple>${groups.map(g => `<option value="${g.Id}">${esc(g.Name)}</option>`).join('')}</select>
@@ -29,6 +29,23 @@ export async function pageEdgeStacks() {
       EdgeGroups: [...f.g.selectedOptions].map(o => +o.value)}); pageEdgeStacks(); }
     catch (err) { formError(f, err); const m = /line (\d+)/.exec(err.message); badLine = m ? +m[1] : 0; redraw(); } };
   document.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => { await api('DELETE', `/api/edge_stacks/${b.dataset.del}`); pageEdgeStacks(); });
+}
+// One edge stack: its compose file and edge groups, saved as a new version the edge agents deploy again.
+export async function pageEdgeStack(id) {
+  const [stack, file, groups] = await Promise.all([api('GET', `/api/edge_stacks/${id}`), api('GET', `/api/edge_stacks/${id}/file`),
+    api('GET', '/api/edge_groups').catch(() => [])]);
+  render('Edge stack', `<div class="card"><h2>Edge stack ${esc(stack.Name)}</h2><p class="muted">Version ${esc(stack.Version)} · saving deploys a new version to every environment of its groups.</p>
+    <form id="f"><label for="g">Edge groups</label><select id="g" multiple>${groups.map(g => `<option value="${g.Id}" ${stack.EdgeGroups.includes(g.Id) ? 'selected' : ''}>${esc(g.Name)}</option>`).join('')}</select>
+    <label for="content">Compose file</label><div class="editor"><div class="gutter" id="gutter" aria-hidden="true"></div>
+    <textarea id="content" rows="18" spellcheck="false">${esc(file.StackFileContent)}</textarea></div>
+    <div class="error" role="alert" id="err"></div><p><button class="primary">Save and redeploy</button> <a href="#/edge/stacks">All edge stacks</a></p></form></div>`,
+    `<a href="#/edge/stacks">Edge stacks</a> / ${esc(stack.Name)}`);
+  let badLine = 0; const redraw = bindEditor(() => badLine);
+  const f = document.getElementById('f');
+  f.onsubmit = async e => { e.preventDefault(); badLine = 0; redraw();
+    try { const saved = await api('PUT', `/api/edge_stacks/${id}`, {StackFileContent: f.content.value, EdgeGroups: [...f.g.selectedOptions].map(o => +o.value), UpdateVersion: true});
+      toast(`Edge stack ${saved.Name} saved: version ${saved.Version}`); await pageEdgeStack(id); }
+    catch (err) { formError(f, err); const m = /line (\d+)/.exec(err.message); badLine = m ? +m[1] : 0; redraw(); } };
 }
 // The edge kind of the add-environment wizard.
 export const EDGE_WIZARD_KIND = {label: 'Edge agent (the node dials this server)',
