@@ -266,3 +266,26 @@ def test_an_admin_edits_an_edge_stacks_compose_file_and_saves_a_new_version(fres
     assert sorted(saved["EdgeGroups"]) == sorted([group["Id"], other["Id"]])
     assert saved["Version"] == 2
     assert page.get_by_label("Compose file").input_value() == changed
+
+
+def test_a_user_reads_a_stack_templates_compose_file_before_deploying_it(fresh_server, open_page):
+    srv = fresh_server()
+    templates = srv.api("GET", "/api/templates").json()["templates"]
+    stack_template = next(t for t in templates if t["type"] != 1)
+    container_template = next(t for t in templates if t["type"] == 1)
+    expected = srv.api("POST", f"/api/templates/{stack_template['id']}/file").json()["FileContent"]
+    tab = open_page()
+    page = tab.page
+    log_in(page, srv)
+    page.locator("nav.side").get_by_role("link", name="App templates").click()
+    card = page.locator(".card", has=page.locator(f'form[data-key="t{stack_template["id"]}"]'))
+    card.get_by_role("button", name="View file").click()
+    shown = page.get_by_label(f"Compose file of {stack_template['title']}")
+    shown.wait_for()
+    assert shown.inner_text().strip() == expected.strip()
+    card.get_by_role("button", name="Hide file").click()
+    shown.wait_for(state="hidden")
+    # A container template has no file to show.
+    other = page.locator(".card", has=page.locator(f'form[data-key="t{container_template["id"]}"]'))
+    assert other.get_by_role("button", name="View file").count() == 0
+    assert not tab.failed_responses, tab.failed_responses
