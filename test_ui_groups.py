@@ -4,8 +4,11 @@ edge stack editor, template files and service webhooks. A real server, the real 
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
+import conftest
 import test_ui
 from conftest import BUSYBOX, DOCKER_SOCKET, SLOT, TEST_LABEL, wait_until
 
@@ -16,6 +19,7 @@ browser = test_ui.browser
 open_page = test_ui.open_page
 log_in = test_ui.log_in
 PREFIX = f"ptpy-uigroups{SLOT}"
+SWARM_HOST = test_ui.SWARM_HOST  # test_ui's swarm host number: both fixtures are per test, never up at once
 
 
 def add_socket_environment(srv, name: str) -> dict:
@@ -289,3 +293,75 @@ def test_a_user_reads_a_stack_templates_compose_file_before_deploying_it(fresh_s
     other = page.locator(".card", has=page.locator(f'form[data-key="t{container_template["id"]}"]'))
     assert other.get_by_role("button", name="View file").count() == 0
     assert not tab.failed_responses, tab.failed_responses
+
+
+@pytest.fixture
+def swarm_host(engine):
+    """A one-node Swarm on an engine of its own (a network namespace host), running one service."""
+    host = conftest.make_namespace_host(SWARM_HOST)
+    try:
+        host.start_engine()
+        host.load_image(engine)
+        client = host.client()
+        client.swarm.init(advertise_addr=host.address, listen_addr=f"{host.address}:2377")
+        client.services.create(BUSYBOX, ["sleep", "3600"], name=f"{PREFIX}-service", labels={TEST_LABEL: "1"})
+        yield host
+    finally:
+        with contextlib.suppress(Exception):
+            host.client().swarm.leave(force=True)
+        host.stop_engine()
+        conftest.remove_namespace_host(host.name, host.name.replace("node", "veth"), host.root)
+
+
+def test_a_swarm_service_gets_a_webhook_and_a_swarm_stack_is_deployed_from_an_uploaded_file(
+        fresh_server, open_page, swarm_host, tmp_path):
+    srv = fresh_server()
+    r = srv.api("POST", "/api/endpoints", json={"Name": "swarm site", "EndpointCreationType": 1,
+                                                 "URL": f"unix://{swarm_host.socket}"})
+    assert r.status_code == 200, r.text
+    env_id = r.json()["Id"]
+    service = swarm_host.client().services.get(f"{PREFIX}-service")
+    tab = open_page()
+    tab.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=srv.url)
+    page = tab.page
+    try:
+        log_in(page, srv)
+        page.goto(srv.url + f"/#/env/{env_id}/services")
+        row = page.locator("#swarm-list tbody tr", has_text=f"{PREFIX}-service")
+        row.wait_for()
+        box = row.get_by_label(f"Webhook of {PREFIX}-service")
+        assert not box.is_checked()
+        box.check()
+        url = row.locator(".webhook-url")
+        url.wait_for()
+        hooks = srv.api("GET", "/api/webhooks").json()
+        assert [(h["ResourceId"], h["EndpointId"]) for h in hooks] == [(service.id, env_id)]
+        assert url.inner_text() == f"{srv.url}/api/webhooks/{hooks[0]['Token']}"
+        row.get_by_role("button", name=f"Copy the webhook URL of {PREFIX}-service").click()
+        row.locator("[data-copy-webhook]", has_text="Copied").wait_for()
+        assert page.evaluate("navigator.clipboard.readText()") == url.inner_text()
+        # Drawn again (another visit): the existing webhook is found.
+        page.reload()
+        row.locator(".webhook-url").wait_for()
+        assert row.get_by_label(f"Webhook of {PREFIX}-service").is_checked()
+        row.get_by_label(f"Webhook of {PREFIX}-service").uncheck()
+        row.locator(".webhook-url").wait_for(state="detached")
+        assert srv.api("GET", "/api/webhooks").json() == []
+
+        # A Swarm stack from an uploaded compose file.
+        compose = tmp_path / "stack.yml"
+        compose.write_text(f"services:\n  worker:\n    image: {BUSYBOX}\n    command: sleep 3600\n")
+        page.goto(srv.url + "/#/stacks/new")
+        page.get_by_label("Name", exact=True).fill(f"{PREFIX}-swarm")
+        page.get_by_label("Environment", exact=True).select_option(label="swarm site")
+        page.get_by_label("Type").select_option(label="Swarm")
+        page.get_by_label("Upload a compose file").set_input_files(str(compose))
+        page.get_by_role("button", name="Deploy the stack").click()
+        page.locator("h2", has_text=f"Stack {PREFIX}-swarm").wait_for()
+        stack = next(s for s in srv.api("GET", "/api/stacks").json() if s["Name"] == f"{PREFIX}-swarm")
+        assert (stack["EndpointId"], stack["Type"]) == (env_id, 1)
+        wait_until(lambda: swarm_host.client().services.list(filters={"name": f"{PREFIX}-swarm_worker"}),
+                   message="the stack's service")
+        assert not tab.console_errors, tab.console_errors
+    finally:
+        remove_stacks(srv)
