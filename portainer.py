@@ -8795,7 +8795,7 @@ button,.button{padding:6px 13px;border-radius:6px;border:1px solid var(--border)
 cursor:pointer;font:inherit;text-decoration:none;display:inline-block;white-space:nowrap}
 button:hover,.button:hover{background:var(--hover)}button.primary,.button.primary{background:var(--accent);border-color:var(--accent);
 color:var(--accent-text)}button.danger{color:var(--danger)}button:disabled{opacity:.45;cursor:default}
-button.small{padding:2px 8px;font-size:12px}button.link{border:0;background:none;color:var(--accent);padding:0}
+button.small,.button.small{padding:2px 8px;font-size:12px}button.link{border:0;background:none;color:var(--accent);padding:0}
 table{width:100%;border-collapse:collapse}th,td{text-align:left;padding:6px 8px;border-bottom:1px solid var(--border);
 vertical-align:top}th{color:var(--muted);font-weight:600;user-select:none;white-space:nowrap}th.sortable{cursor:pointer}
 th.sorted-asc::after{content:" \25B2"}th.sorted-desc::after{content:" \25BC"}tbody tr:hover{background:var(--hover)}
@@ -8853,6 +8853,9 @@ overflow:auto}.menu{display:inline-block}main{padding:8px}td,th{padding:5px}.hid
 .toolbar input.filter{max-width:none;width:100%}}
 label.inline{display:inline-flex;align-items:center;gap:4px;margin:0 12px 0 0}
 label.inline input{width:auto}
+.env-group .group-name{margin:18px 0 8px}.env-group:first-child .group-name{margin-top:0}
+.env .env-pick{margin-top:5px}
+.webhook-url{word-break:break-all;margin-right:4px}
 """,  # noqa: E501
     'app.js': r"""// The web UI's entry module (index.html loads it; the browser loads the imports). No framework, no build step.
 import {$} from './dom.js';
@@ -9033,13 +9036,28 @@ import {$app, bindShell, shell} from '../shell.js';
 import {roleOptions} from '../widgets.js';
 
 export async function pageEndpointAccess(id) {
-  const [ep, users, teams] = await Promise.all([api('GET', `/api/endpoints/${id}`), api('GET', '/api/users'), api('GET', '/api/teams')]);
-  const policies = {User: ep.UserAccessPolicies || {}, Team: ep.TeamAccessPolicies || {}};
+  const ep = await api('GET', `/api/endpoints/${id}`);
+  await accessEditor({title: `Access to ${ep.Name}`, target: ep, path: `/api/endpoints/${id}`, again: () => pageEndpointAccess(id),
+    intro: 'Administrators always have access. Everyone else sees this environment only when listed here (or in its group\'s access), and can do what the role allows.',
+    footer: `<p><a href="#/env/${ep.Id}/security">Security settings of this environment</a></p>`});
+}
+// Who has access to an environment group: the roles apply to every environment of the group.
+export async function pageGroupAccess(id) {
+  const group = await api('GET', `/api/endpoint_groups/${id}`);
+  await accessEditor({title: `Access to group ${group.Name}`, target: group, path: `/api/endpoint_groups/${id}`, again: () => pageGroupAccess(id),
+    intro: 'Who is listed here has access to every environment of this group, with the role given (an environment\'s own access list comes first).',
+    footer: `<p><a href="#/groups/${group.Id}">Edit the group</a> · <a href="#/groups">All groups</a></p>`,
+    crumbs: `<a href="#/groups">Groups</a> / ${esc(group.Name)} / Access`});
+}
+// The access list of an environment or a group: {UserAccessPolicies, TeamAccessPolicies} of `target`, saved with PUT `path`.
+async function accessEditor({title, target, path, again, intro, footer, crumbs}) {
+  const [users, teams] = await Promise.all([api('GET', '/api/users'), api('GET', '/api/teams')]);
+  const policies = {User: target.UserAccessPolicies || {}, Team: target.TeamAccessPolicies || {}};
   const nameOf = (kind, sid) => kind === 'User' ? ((users.find(u => u.Id === +sid) || {}).Username || `user ${sid}`)
                                                : ((teams.find(t => t.Id === +sid) || {}).Name || `team ${sid}`);
   const rows = ['User', 'Team'].flatMap(kind => Object.entries(policies[kind]).map(([sid, p]) => ({kind, sid, role: p.RoleId || constants.EnvironmentRoles.Standard})));
-  $app.innerHTML = shell(`<div class="card"><h2>Access to ${esc(ep.Name)}</h2>
-    <p class="muted">Administrators always have access. Everyone else sees this environment only when listed here, and can do what the role allows.</p>
+  $app.innerHTML = shell(`<div class="card"><h2>${esc(title)}</h2>
+    <p class="muted">${esc(intro)}</p>
     <table><tr><th>User or team</th><th>Role</th><th></th></tr>${rows.map(r => `<tr><td>${r.kind === 'Team' ? 'Team ' : ''}${esc(nameOf(r.kind, r.sid))}</td>
       <td><select data-kind="${r.kind}" data-sid="${esc(r.sid)}" aria-label="role">${roleOptions(r.role, constants.EnvironmentRoleNames)}</select></td>
       <td><button class="danger" data-remove="${r.kind}:${esc(r.sid)}">Remove access</button></td></tr>`).join('') || '<tr><td colspan="3" class="muted">Administrators only.</td></tr>'}</table>
@@ -9048,14 +9066,14 @@ export async function pageEndpointAccess(id) {
       ${teams.map(t => `<option value="Team:${t.Id}">Team ${esc(t.Name)}</option>`).join('')}</select>
       <label for="r">Role</label><select id="r">${roleOptions(constants.EnvironmentRoles.Standard, constants.EnvironmentRoleNames)}</select>
       <div class="error" role="alert"></div><button class="primary">Give access</button></form>
-    <p><a href="#/env/${ep.Id}/security">Security settings of this environment</a></p></div>`);
+    ${footer}</div>`, crumbs);
   bindShell();
-  const save = async () => { await api('PUT', `/api/endpoints/${id}`, {UserAccessPolicies: policies.User, TeamAccessPolicies: policies.Team}); pageEndpointAccess(id); };
+  const save = async () => { await api('PUT', path, {UserAccessPolicies: policies.User, TeamAccessPolicies: policies.Team}); again(); };
   const f = document.getElementById('f');
   f.onsubmit = async e => { e.preventDefault(); const [kind, sid] = f.s.value.split(':');
     policies[kind][sid] = {RoleId: +f.r.value}; try { await save(); } catch (err) { formError(f, err); } };
-  document.querySelectorAll('select[data-kind]').forEach(s => s.onchange = () => { policies[s.dataset.kind][s.dataset.sid] = {RoleId: +s.value}; save(); });
-  document.querySelectorAll('[data-remove]').forEach(b => b.onclick = () => { const [kind, sid] = b.dataset.remove.split(':'); delete policies[kind][sid]; save(); });
+  document.querySelectorAll('select[data-kind]').forEach(s => s.onchange = () => { policies[s.dataset.kind][s.dataset.sid] = {RoleId: +s.value}; save().catch(err => formError(f, err)); });
+  document.querySelectorAll('[data-remove]').forEach(b => b.onclick = () => { const [kind, sid] = b.dataset.remove.split(':'); delete policies[kind][sid]; save().catch(err => formError(f, err)); });
 }
 export async function pageEndpointSecurity(id) {
   const ep = await api('GET', `/api/endpoints/${id}`);
@@ -9559,9 +9577,9 @@ export async function pageEdgeStacks() {
   const epName = id => (eps.find(e => e.Id === id) || {}).Name || id;
   render('Edge stacks', `<div class="toolbar"><h2 class="flat">Edge stacks</h2></div>
     <div class="card"><table><tr><th>Name</th><th>Environments</th><th></th></tr>
-    ${stacks.map(s => `<tr><td>${esc(s.Name)}</td><td>${Object.values(s.Status).map(st => `<span class="badge ${st.Status === constants.EdgeStackStatus.Running ? 'running' : st.Status === constants.EdgeStackStatus.Error ? 'exited' : 'paused'}" title="${esc(st.Error)}">${esc(epName(st.EndpointID))}: ${esc(st.Status)}</span> ${st.Error ? `<span class="muted">${esc(st.Error)}</span>` : ''}`).join('<br>') || '<span class="muted">no environment in its groups</span>'}</td>
+    ${stacks.map(s => `<tr><td><a href="#/edge/stacks/${s.Id}">${esc(s.Name)}</a></td><td>${Object.values(s.Status).map(st => `<span class="badge ${st.Status === constants.EdgeStackStatus.Running ? 'running' : st.Status === constants.EdgeStackStatus.Error ? 'exited' : 'paused'}" title="${esc(st.Error)}">${esc(epName(st.EndpointID))}: ${esc(st.Status)}</span> ${st.Error ? `<span class="muted">${esc(st.Error)}</span>` : ''}`).join('<br>') || '<span class="muted">no environment in its groups</span>'}</td>
       <td><button class="danger" data-del="${s.Id}">Remove</button></td></tr>`).join('') || '<tr><td colspan="3" class="muted">No edge stack yet.</td></tr>'}</table></div>
-    <div class="card"><h3>New edge stack</h3><form id="f"><label for="n">Name</label><input id="n" required pattern="[a-z0-9][a-z0-9_-]*">
+    <div class="card"><h3>New edge stack</h3><form id="f"><label for="n">Name</label><input id="n" required pattern="[a-z0-9][a-z0-9_\\-]*">
     <label for="g">Edge groups</label><select id="g" multiple>${groups.map(g => `<option value="${g.Id}">${esc(g.Name)}</option>`).join('')}</select>
     <label for="content">Compose file</label><div class="editor"><div class="gutter" id="gutter" aria-hidden="true"></div>
     <textarea id="content" rows="14" spellcheck="false">services:\n  web:\n    image: busybox:local\n    command: sleep 3600\n</textarea></div>
@@ -9574,9 +9592,27 @@ export async function pageEdgeStacks() {
     catch (err) { formError(f, err); const m = /line (\d+)/.exec(err.message); badLine = m ? +m[1] : 0; redraw(); } };
   document.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => { await api('DELETE', `/api/edge_stacks/${b.dataset.del}`); pageEdgeStacks(); });
 }
+// One edge stack: its compose file and edge groups, saved as a new version the edge agents deploy again.
+export async function pageEdgeStack(id) {
+  const [stack, file, groups] = await Promise.all([api('GET', `/api/edge_stacks/${id}`), api('GET', `/api/edge_stacks/${id}/file`),
+    api('GET', '/api/edge_groups').catch(() => [])]);
+  render('Edge stack', `<div class="card"><h2>Edge stack ${esc(stack.Name)}</h2><p class="muted">Version ${esc(stack.Version)} · saving deploys a new version to every environment of its groups.</p>
+    <form id="f"><label for="g">Edge groups</label><select id="g" multiple>${groups.map(g => `<option value="${g.Id}" ${stack.EdgeGroups.includes(g.Id) ? 'selected' : ''}>${esc(g.Name)}</option>`).join('')}</select>
+    <label for="content">Compose file</label><div class="editor"><div class="gutter" id="gutter" aria-hidden="true"></div>
+    <textarea id="content" rows="18" spellcheck="false">${esc(file.StackFileContent)}</textarea></div>
+    <div class="error" role="alert" id="err"></div><p><button class="primary">Save and redeploy</button> <a href="#/edge/stacks">All edge stacks</a></p></form></div>`,
+    `<a href="#/edge/stacks">Edge stacks</a> / ${esc(stack.Name)}`);
+  let badLine = 0; const redraw = bindEditor(() => badLine);
+  const f = document.getElementById('f');
+  f.onsubmit = async e => { e.preventDefault(); badLine = 0; redraw();
+    try { const saved = await api('PUT', `/api/edge_stacks/${id}`, {StackFileContent: f.content.value, EdgeGroups: [...f.g.selectedOptions].map(o => +o.value), UpdateVersion: true});
+      toast(`Edge stack ${saved.Name} saved: version ${saved.Version}`); await pageEdgeStack(id); }
+    catch (err) { formError(f, err); const m = /line (\d+)/.exec(err.message); badLine = m ? +m[1] : 0; redraw(); } };
+}
 // The edge kind of the add-environment wizard.
 export const EDGE_WIZARD_KIND = {label: 'Edge agent (the node dials this server)',
-  fields: env => env ? `<p class="muted">The agent dials ${esc(env.URL)}; its Edge ID is ${esc(env.EdgeID || '(none yet)')}.</p>` :
+  fields: env => env ? `<p class="muted">The agent dials ${esc(env.URL)}; its Edge ID is ${esc(env.EdgeID || '(none yet)')}.</p>
+    ${env.EdgeID ? `<p><button type="button" data-disassociate="${env.Id}">Disassociate</button> <span class="muted small">forget this Edge ID: the next agent that connects with the key is bound</span></p>` : ''}` :
     `<label for="url">This server's address as the edge node reaches it (HTTPS); empty: https://${esc(location.hostname)} on this server's HTTPS port</label>
     <input id="url" name="URL" placeholder="https://portainer.example.com:9443">`,
   done: (el, env) => { el.innerHTML = `<h3>Edge environment ${esc(env.Name)} created</h3>${edgeKeyBox(env)}
@@ -9587,7 +9623,8 @@ export function edgeInfo(ep) {
     ${esc(ep.EdgeRefused.Address)}. ${isAdmin() ? `<button class="small" data-associate="${ep.Id}" data-edge-id="${esc(ep.EdgeRefused.EdgeID)}">Associate this agent instead</button>` : ''}</div>` : '';
   return `<div class="muted small">Edge ID <code>${esc(ep.EdgeID || '(none yet)')}</code> · tunnel ${ep.EdgeTunnelConnected ? 'connected' : 'disconnected'} ·
     last seen ${ep.LastCheckInDate ? fmtAgo(ep.LastCheckInDate) : 'never'}
-    ${isAdmin() ? `<button class="small" data-edge-key="${ep.Id}">Show edge key</button>` : ''}</div>${refused}<div id="edge-key-${ep.Id}"></div>`;
+    ${isAdmin() ? `<button type="button" class="small" data-edge-key="${ep.Id}">Show edge key</button>` : ''}
+    ${isAdmin() && ep.EdgeID ? `<button type="button" class="small" data-disassociate="${ep.Id}" title="Forget this Edge ID: the next edge agent that connects with the key is bound instead">Disassociate</button>` : ''}</div>${refused}<div id="edge-key-${ep.Id}"></div>`;
 }
 function edgeKeyBox(answer) {
   return `<p>Run this on the edge node, next to a copy of agent.py (Python 3 with aiohttp):</p>
@@ -9599,7 +9636,7 @@ function edgeKeyBox(answer) {
 // One listener per container, so cards drawn again every few seconds keep working buttons.
 export function bindEdgeButtons(container, redraw) {
   container.addEventListener('click', async e => {
-    const b = e.target.closest('[data-copy], [data-edge-key], [data-associate]');
+    const b = e.target.closest('[data-copy], [data-edge-key], [data-associate], [data-disassociate]');
     if (!b) return;
     if (b.dataset.copy) {
       const text = $(`#${b.dataset.copy}`).textContent;
@@ -9608,6 +9645,11 @@ export function bindEdgeButtons(container, redraw) {
         getSelection().removeAllRanges(); getSelection().addRange(range); b.textContent = 'Selected: press Ctrl+C'; }
     } else if (b.dataset.edgeKey) {
       $(`#edge-key-${b.dataset.edgeKey}`).innerHTML = edgeKeyBox(await api('GET', `/api/endpoints/${b.dataset.edgeKey}/edge/key`));
+    } else if (b.dataset.disassociate) {
+      if (!confirm('Disassociate this environment from its edge agent? Its tunnel closes; the next agent that connects with the edge key is bound.')) return;
+      try { await api('DELETE', `/api/endpoints/${b.dataset.disassociate}/association`); toast('Environment disassociated from its edge agent'); }
+      catch (err) { toast(err.message, true); return; }
+      if (redraw) await redraw();
     } else {
       await api('PUT', `/api/endpoints/${b.dataset.associate}/association`, {EdgeID: b.dataset.edgeId});
       toast(`Environment associated with Edge ID ${b.dataset.edgeId}`); if (redraw) await redraw();
@@ -9690,36 +9732,74 @@ import {formError, onSubmit, showError, toast} from '../feedback.js';
 import {esc, fmtAgo, fmtBytes} from '../format.js';
 import {every} from '../lifecycle.js';
 import {bindEdgeButtons, EDGE_WIZARD_KIND, edgeInfo} from './edge.js';
+import {groupName, UNASSIGNED_GROUP} from './groups.js';
 import {isAdmin, session} from '../session.js';
 import {render} from '../shell.js';
 
+// One environment's card on the home page.
+function envCard(ep, tagName, picked) {
+  const s = ep.Snapshots[0] || {}; const up = ep.Status === constants.EnvironmentStatus.Up;
+  return `<div class="card env" data-env="${ep.Id}">${isAdmin() ? `<input type="checkbox" class="env-pick" value="${ep.Id}" ${picked.has(ep.Id) ? 'checked' : ''} aria-label="Select ${esc(ep.Name)}">` : ''}<div class="info">
+    <a class="name" href="#/env/${ep.Id}/dashboard">${esc(ep.Name)}</a>
+    <span class="badge ${up ? 'up' : 'down'}">${up ? 'up' : 'down'}</span><span class="badge">${esc(constants.EnvironmentTypeNames[ep.Type] || 'type ' + ep.Type)}</span>
+    ${s.Swarm ? '<span class="badge">Swarm</span>' : ''}${(ep.TagIds || []).map(t => `<span class="badge">${esc(tagName(t))}</span>`).join('')}
+    <span class="muted small mono">${esc(ep.URL)}</span>
+    <div class="muted">${s.DockerVersion ? `Docker ${esc(s.DockerVersion)} · ` : ''}${s.RunningContainerCount ?? 0} running · ${s.StoppedContainerCount ?? 0} stopped ·
+    ${s.HealthyContainerCount ?? 0} healthy · ${s.ImageCount ?? 0} images · ${s.VolumeCount ?? 0} volumes ·${s.NetworkCount !== undefined ? ` ${s.NetworkCount} networks ·` : ''} ${s.StackCount ?? 0} stacks ·
+    ${s.TotalCPU ?? '?'} CPU · ${fmtBytes(s.TotalMemory)} RAM${s.AgentVersion ? ` · agent ${esc(s.AgentVersion)}` : ''}${s.Time ? ` · snapshot ${fmtAgo(s.Time)}` : ''}</div>
+    ${ep.Agent ? `<div class="muted small">Agent TLS certificate SHA-256 <code>${esc(ep.Agent.CertificateFingerprint)}</code></div>` : ''}
+    ${isAdmin() ? `<div class="small"><a href="#/env/${ep.Id}/access">Access</a> · <a href="#/env/${ep.Id}/security">Security settings</a></div>` : ''}${edgeInfo(ep)}</div>
+    ${isAdmin() ? `<a class="button" href="#/environments/${ep.Id}/edit">Edit</a>` : ''}</div>`;
+}
+// Home: every environment the caller may use, under its group's name; the group filter is kept in the address (?group=N).
 export async function pageHome() {
   session.currentEnv = null;
+  const chosenGroup = new URLSearchParams(location.hash.split('?')[1] || '').get('group') || '';
+  let [envs, tags, groups] = await Promise.all([api('GET', '/api/endpoints'), api('GET', '/api/tags').catch(() => []),
+    api('GET', '/api/endpoint_groups').catch(() => [])]);
+  const groupIds = () => [...new Set([...groups.map(g => g.Id), ...envs.map(ep => ep.GroupId || UNASSIGNED_GROUP)])].sort((a, b) => a - b);
   render('Home', `<div class="toolbar"><h2>Environments</h2><span class="spacer"></span>
-    <input class="filter" id="env-search" type="search" placeholder="Search by name, URL, type, tag" aria-label="Search environments">
-    ${isAdmin() ? '<a class="button primary" href="#/environments/new">Add environment</a>' : ''}</div><div id="env-list"></div>`);
-  let envs = await api('GET', '/api/endpoints');
-  const tags = await api('GET', '/api/tags').catch(() => []);
+    <input class="filter" id="env-search" type="search" placeholder="Search by name, URL, type, tag, group" aria-label="Search environments">
+    <select id="env-group" aria-label="Group"><option value="">All groups</option>${groupIds().map(id => `<option value="${id}" ${String(id) === chosenGroup ? 'selected' : ''}>${esc(groupName(groups, id))}</option>`).join('')}</select>
+    ${isAdmin() ? `<button class="danger" id="env-remove" disabled>Remove selected</button>
+      <a class="button" href="#/groups">Groups</a> <a class="button primary" href="#/environments/new">Add environment</a>` : ''}</div>
+    <div class="error" role="alert" id="env-errors"></div><div id="env-list"></div>`);
+  const picked = new Set();
   const tagName = id => (tags.find(t => t.ID === id || t.Id === id) || {}).Name || `tag ${id}`;
   const draw = () => {
-    const q = $('#env-search').value.toLowerCase();
-    $('#env-list').innerHTML = envs.filter(ep => [ep.Name, ep.URL, constants.EnvironmentTypeNames[ep.Type], ...(ep.TagIds || []).map(tagName)].join(' ').toLowerCase().includes(q)).map(ep => {
-      const s = ep.Snapshots[0] || {}; const up = ep.Status === constants.EnvironmentStatus.Up;
-      return `<div class="card env" data-env="${ep.Id}"><div class="info">
-        <a class="name" href="#/env/${ep.Id}/dashboard">${esc(ep.Name)}</a>
-        <span class="badge ${up ? 'up' : 'down'}">${up ? 'up' : 'down'}</span><span class="badge">${esc(constants.EnvironmentTypeNames[ep.Type] || 'type ' + ep.Type)}</span>
-        ${s.Swarm ? '<span class="badge">Swarm</span>' : ''}${(ep.TagIds || []).map(t => `<span class="badge">${esc(tagName(t))}</span>`).join('')}
-        <span class="muted small mono">${esc(ep.URL)}</span>
-        <div class="muted">${s.DockerVersion ? `Docker ${esc(s.DockerVersion)} · ` : ''}${s.RunningContainerCount ?? 0} running · ${s.StoppedContainerCount ?? 0} stopped ·
-        ${s.HealthyContainerCount ?? 0} healthy · ${s.ImageCount ?? 0} images · ${s.VolumeCount ?? 0} volumes ·${s.NetworkCount !== undefined ? ` ${s.NetworkCount} networks ·` : ''} ${s.StackCount ?? 0} stacks ·
-        ${s.TotalCPU ?? '?'} CPU · ${fmtBytes(s.TotalMemory)} RAM${s.AgentVersion ? ` · agent ${esc(s.AgentVersion)}` : ''}${s.Time ? ` · snapshot ${fmtAgo(s.Time)}` : ''}</div>
-        ${ep.Agent ? `<div class="muted small">Agent TLS certificate SHA-256 <code>${esc(ep.Agent.CertificateFingerprint)}</code></div>` : ''}
-        ${isAdmin() ? `<div class="small"><a href="#/env/${ep.Id}/access">Access</a> · <a href="#/env/${ep.Id}/security">Security settings</a></div>` : ''}${edgeInfo(ep)}</div>
-        ${isAdmin() ? `<a class="button" href="#/environments/${ep.Id}/edit">Edit</a>` : ''}</div>`;
-    }).join('') || `<p class="empty">${envs.length ? 'No environment matches.' : 'No environment yet.'}</p>`;
+    const q = $('#env-search').value.toLowerCase(), group = +$('#env-group').value;
+    const shown = envs.filter(ep => (!group || (ep.GroupId || UNASSIGNED_GROUP) === group) &&
+      [ep.Name, ep.URL, constants.EnvironmentTypeNames[ep.Type], groupName(groups, ep.GroupId || UNASSIGNED_GROUP), ...(ep.TagIds || []).map(tagName)].join(' ').toLowerCase().includes(q));
+    // Only one group (every environment unassigned): no heading, as before groups existed.
+    const headings = groupIds().length > 1 || envs.some(ep => (ep.GroupId || UNASSIGNED_GROUP) !== UNASSIGNED_GROUP);
+    $('#env-list').innerHTML = groupIds().map(id => { const inGroup = shown.filter(ep => (ep.GroupId || UNASSIGNED_GROUP) === id);
+      return inGroup.length ? `<section class="env-group" data-group="${id}" aria-label="Group ${esc(groupName(groups, id))}">
+        ${headings ? `<h3 class="group-name">${esc(groupName(groups, id))} <span class="muted small">${inGroup.length}</span></h3>` : ''}${inGroup.map(ep => envCard(ep, tagName, picked)).join('')}</section>` : ''; }).join('')
+      || `<p class="empty">${envs.length ? 'No environment matches.' : 'No environment yet.'}</p>`;
   };
-  $('#env-search').addEventListener('input', draw); draw();
-  const reload = async () => { envs = await api('GET', '/api/endpoints'); draw(); };
+  $('#env-search').addEventListener('input', draw);
+  $('#env-group').addEventListener('change', () => { history.replaceState(null, '', $('#env-group').value ? `#/home?group=${$('#env-group').value}` : '#/home'); draw(); });
+  draw();
+  const remove = $('#env-remove');
+  const showPicked = () => { for (const id of [...picked]) if (!envs.some(ep => ep.Id === id)) picked.delete(id);
+    if (remove) { remove.disabled = !picked.size; remove.textContent = picked.size ? `Remove ${picked.size} selected` : 'Remove selected'; } };
+  $('#env-list').addEventListener('change', e => { if (!e.target.classList.contains('env-pick')) return;
+    e.target.checked ? picked.add(+e.target.value) : picked.delete(+e.target.value); showPicked(); });
+  // Several at once: DELETE /api/endpoints answers 204, or 207 naming those it could not remove.
+  if (remove) remove.addEventListener('click', async () => {
+    const names = envs.filter(ep => picked.has(ep.Id)).map(ep => ep.Name);
+    if (!confirm(`Remove ${names.length} environment(s) from this server (${names.join(', ')})? Nothing on their engines is touched.`)) return;
+    const ids = [...picked], nameOf = id => (envs.find(ep => ep.Id === id) || {}).Name || `environment ${id}`;
+    $('#env-errors').textContent = '';
+    try {
+      const answer = await api('DELETE', '/api/endpoints', {endpoints: ids.map(id => ({id}))});
+      const failed = (answer && answer.errors) || [];
+      if (failed.length) $('#env-errors').textContent = `Not removed (no longer there): ${failed.map(nameOf).join(', ')}`;
+      toast(`${ids.length - failed.length} environment(s) removed`, !!failed.length);
+      picked.clear(); await reload();
+    } catch (err) { $('#env-errors').textContent = err.message; }
+  });
+  const reload = async () => { [envs, groups] = await Promise.all([api('GET', '/api/endpoints'), api('GET', '/api/endpoint_groups').catch(() => groups)]); draw(); showPicked(); };
   bindEdgeButtons($('#env-list'), reload);
   every(10000, reload);
 }
@@ -9742,7 +9822,8 @@ const wizardKinds = () => { const types = constants.EnvironmentTypes;
   return {[types.Docker]: DOCKER_WIZARD_KIND, [types.Agent]: AGENT_WIZARD_KIND, [types.Edge]: EDGE_WIZARD_KIND}; };
 export async function pageEnvironmentForm(envId) {
   session.currentEnv = null;
-  const env = envId ? await api('GET', `/api/endpoints/${envId}`) : null;
+  const [env, groups] = await Promise.all([envId ? api('GET', `/api/endpoints/${envId}`) : null, api('GET', '/api/endpoint_groups').catch(() => [])]);
+  const envGroup = env ? env.GroupId || UNASSIGNED_GROUP : UNASSIGNED_GROUP;
   // The kind the wizard opens with: an agent, as in Portainer.
   const kind = env ? env.Type : Number(new URLSearchParams(location.hash.split('?')[1]).get('type') || constants.EnvironmentTypes.Agent);
   const wizard = wizardKinds(), kinds = Object.entries(wizard);
@@ -9750,6 +9831,8 @@ export async function pageEnvironmentForm(envId) {
     ${env ? '' : `<div class="tabs" role="tablist">${kinds.map(([k, d]) => `<a role="tab" href="#/environments/new?type=${k}" class="${+k === kind ? 'active' : ''}">${esc(d.label)}</a>`).join('')}</div>`}
     <form id="env-form"><label for="n">Name</label><input id="n" name="Name" required value="${esc(env ? env.Name : '')}">
     ${wizard[kind] ? wizard[kind].fields(env) : '<p class="error">This kind of environment cannot be edited here.</p>'}
+    <label for="env-group">Group</label><select id="env-group" name="GroupID">${(groups.some(g => g.Id === envGroup) ? groups : [{Id: envGroup, Name: groupName(groups, envGroup)}, ...groups])
+      .map(g => `<option value="${g.Id}" ${g.Id === envGroup ? 'selected' : ''}>${esc(g.Name)}</option>`).join('')}</select>
     <label for="env-public">Public URL (used for the links of published ports)</label><input id="env-public" name="PublicURL" value="${esc(env ? env.PublicURL : '')}">
     ${env ? `<label class="check"><input type="checkbox" name="EnableImageNotification" ${env.EnableImageNotification ? 'checked' : ''}> Check for image updates (asks each running image's registry for its tag's digest)</label>
       <p class="muted small" id="env-image-registries">Registries it will contact: …</p>` : ''}
@@ -9762,7 +9845,7 @@ export async function pageEnvironmentForm(envId) {
     ? 'Registries it will contact: unknown (the engine did not answer).' : `Registries it will contact: ${s.Registries.join(', ') || 'none (no running container was pulled from a registry)'}`; }).catch(() => {});
   onSubmit(form, async data => {
     if (env) {
-      const body = {Name: data.get('Name'), PublicURL: data.get('PublicURL'), EnableImageNotification: !!data.get('EnableImageNotification')};
+      const body = {Name: data.get('Name'), PublicURL: data.get('PublicURL'), EnableImageNotification: !!data.get('EnableImageNotification'), GroupID: +data.get('GroupID')};
       if (data.has('URL')) Object.assign(body, {URL: data.get('URL'), TLS: !!data.get('TLS'), TLSSkipVerify: !!data.get('TLSSkipVerify')});
       await api('PUT', `/api/endpoints/${env.Id}`, body); toast('Environment saved'); location.hash = '#/home'; return;
     }
@@ -9772,6 +9855,7 @@ export async function pageEnvironmentForm(envId) {
     const after = wizard[kind].done;
     if (after) after($('#env-done'), created); else { toast(`Environment ${created.Name} added`); location.hash = `#/env/${created.Id}/dashboard`; }
   });
+  if (env && env.Type === constants.EnvironmentTypes.Edge) bindEdgeButtons(form, () => pageEnvironmentForm(env.Id));
   const del = $('#env-delete');
   if (del) del.addEventListener('click', async () => { if (!confirm(`Remove environment ${env.Name} from this server? Nothing on the engine is touched.`)) return;
     try { await api('DELETE', `/api/endpoints/${env.Id}`); toast('Environment removed'); location.hash = '#/home'; } catch (err) { showError(form, err); } });
@@ -9794,6 +9878,85 @@ export async function pageTags() {
     const ep = envs.find(x => x.Id === +box.dataset.env), tag = +box.dataset.tag;
     ep.TagIds = box.checked ? [...new Set([...(ep.TagIds || []), tag])] : (ep.TagIds || []).filter(x => x !== tag);
     try { await api('PUT', `/api/endpoints/${ep.Id}`, {TagIds: ep.TagIds}); toast('Saved'); } catch (err) { toast(err.message); box.checked = !box.checked; } });
+}
+""",  # noqa: E501
+    'pages/groups.js': r"""// Pages: environment groups (administrators): the list, a new group, one group's name, tags and environments.
+// Group 1, "Unassigned", holds every environment no other group has; it cannot be removed.
+import {api} from '../api.js';
+import {$} from '../dom.js';
+import {onSubmit, toast} from '../feedback.js';
+import {esc} from '../format.js';
+import {render} from '../shell.js';
+import {dataTable} from '../table.js';
+import {checkboxes, checkedIds, statusBadge} from '../widgets.js';
+
+export const UNASSIGNED_GROUP = 1;
+// A group's name from the list the caller may read (a standard user reads only the groups they are in).
+export const groupName = (groups, id) => (groups.find(g => g.Id === id) || {}).Name || (id === UNASSIGNED_GROUP ? 'Unassigned' : `Group ${id}`);
+const tagBadges = (tags, ids) => (ids || []).map(id => `<span class="badge">${esc((tags.find(t => t.ID === id) || {}).Name || `tag ${id}`)}</span>`).join('');
+const tagBoxes = (tags, chosen = []) => tags.map(t => `<label class="inline"><input type="checkbox" name="tag" value="${t.ID}" ${chosen.includes(t.ID) ? 'checked' : ''}> ${esc(t.Name)}</label>`).join('')
+  || '<p class="muted">No tag yet (<a href="#/tags">add tags</a>).</p>';
+
+export async function pageGroups() {
+  const [groups, envs, tags] = await Promise.all([api('GET', '/api/endpoint_groups'), api('GET', '/api/endpoints'), api('GET', '/api/tags').catch(() => [])]);
+  const members = id => envs.filter(ep => ep.GroupId === id);
+  const main = render('Groups', `<div class="toolbar"><h2>Environment groups</h2></div>
+    <div class="card"><p class="muted">A group gathers environments: the home page shows them under its name, and who has access to the group
+    has access to each of its environments.</p><div id="group-list"></div><div class="error" role="alert" id="err"></div></div>
+    <div class="card"><h3>Add group</h3><form id="f"><label for="group-name">Name</label><input id="group-name" name="Name" required>
+    <label for="group-description">Description</label><input id="group-description" name="Description">
+    <p class="muted">Tags</p><div>${tagBoxes(tags)}</div>
+    <p class="muted">Environments (taken out of their current group)</p>${checkboxes(envs, 'ep')}
+    <div class="error" role="alert"></div><p><button class="primary" type="submit">Create group</button></p></form></div>`);
+  dataTable($('#group-list'), {id: g => g.Id, rows: groups, filterPlaceholder: 'Filter groups', empty: 'No group yet.', columns: [
+    {key: 'name', label: 'Name', value: g => g.Name, html: g => `<a href="#/groups/${g.Id}">${esc(g.Name)}</a>`},
+    {key: 'description', label: 'Description', value: g => g.Description, cls: 'hide-sm'},
+    {key: 'tags', label: 'Tags', value: g => (g.TagIds || []).map(id => (tags.find(t => t.ID === id) || {}).Name).join(' '), html: g => tagBadges(tags, g.TagIds)},
+    {key: 'envs', label: 'Environments', value: g => members(g.Id).length,
+     html: g => members(g.Id).map(ep => esc(ep.Name)).join(', ') || '<span class="muted">none</span>'},
+    {key: 'actions', label: '', html: g => `<a class="button small" href="#/groups/${g.Id}">Edit</a> <a class="button small" href="#/groups/${g.Id}/access">Access</a>
+      ${g.Id === UNASSIGNED_GROUP ? '' : `<button class="small danger" data-del="${g.Id}" aria-label="Remove group ${esc(g.Name)}">Remove</button>`}`}]});
+  main.addEventListener('click', async e => { const b = e.target.closest('[data-del]'); if (!b) return;
+    const group = groups.find(g => g.Id === +b.dataset.del);
+    if (!confirm(`Remove group ${group.Name}? Its environments become unassigned.`)) return;
+    try { await api('DELETE', `/api/endpoint_groups/${group.Id}`); toast(`Group ${group.Name} removed`); await pageGroups(); }
+    catch (err) { $('#err').textContent = err.message; } });
+  const f = $('#f');
+  onSubmit(f, async data => {
+    const made = await api('POST', '/api/endpoint_groups', {Name: data.get('Name'), Description: data.get('Description'),
+      AssociatedEndpoints: checkedIds(f, 'ep'), TagIDs: checkedIds(f, 'tag')});
+    toast(`Group ${made.Name} created`); await pageGroups();
+  });
+}
+
+export async function pageGroup(id) {
+  const [group, envs, tags] = await Promise.all([api('GET', `/api/endpoint_groups/${id}`), api('GET', '/api/endpoints'), api('GET', '/api/tags').catch(() => [])]);
+  const inside = envs.filter(ep => ep.GroupId === group.Id), outside = envs.filter(ep => ep.GroupId !== group.Id);
+  const main = render('Group', `<div class="card"><h2>Group ${esc(group.Name)}</h2><form id="f">
+    <label for="group-name">Name</label><input id="group-name" name="Name" required value="${esc(group.Name)}">
+    <label for="group-description">Description</label><input id="group-description" name="Description" value="${esc(group.Description)}">
+    <p class="muted">Tags</p><div>${tagBoxes(tags, group.TagIds || [])}</div>
+    <div class="error" role="alert"></div><p><button class="primary" type="submit">Save</button> <a href="#/groups/${group.Id}/access">Who has access</a> · <a href="#/groups">All groups</a></p></form></div>
+    <div class="card"><h3>Environments in this group</h3><table id="group-members"><tr><th>Environment</th><th>Status</th><th></th></tr>
+    ${inside.map(ep => `<tr data-env="${ep.Id}"><td>${esc(ep.Name)}</td><td>${statusBadge(ep)}</td>
+      <td>${group.Id === UNASSIGNED_GROUP ? '' : `<button class="small" data-out="${ep.Id}">Take out of the group</button>`}</td></tr>`).join('')
+      || '<tr><td colspan="3" class="muted">No environment in this group.</td></tr>'}</table>
+    ${outside.length ? `<form id="add" class="toolbar"><label for="group-add">Move an environment into this group</label>
+      <select id="group-add" name="endpoint">${outside.map(ep => `<option value="${ep.Id}">${esc(ep.Name)}</option>`).join('')}</select>
+      <button type="submit">Move into the group</button><div class="error" role="alert"></div></form>` : ''}</div>`,
+    `<a href="#/groups">Groups</a> / ${esc(group.Name)}`);
+  const f = $('#f');
+  onSubmit(f, async data => {
+    await api('PUT', `/api/endpoint_groups/${group.Id}`, {Name: data.get('Name'), Description: data.get('Description'), TagIDs: checkedIds(f, 'tag')});
+    toast('Group saved'); await pageGroup(group.Id);
+  });
+  const add = $('#add');
+  if (add) onSubmit(add, async data => {
+    await api('PUT', `/api/endpoint_groups/${group.Id}/endpoints/${data.get('endpoint')}`); toast('Environment moved'); await pageGroup(group.Id);
+  });
+  main.addEventListener('click', async e => { const b = e.target.closest('[data-out]'); if (!b) return;
+    try { await api('DELETE', `/api/endpoint_groups/${group.Id}/endpoints/${b.dataset.out}`); toast('Environment taken out'); await pageGroup(group.Id); }
+    catch (err) { toast(err.message, true); } });
 }
 """,  # noqa: E501
     'pages/images.js': r"""// Page: images (pull with per-layer progress, build, import/export, tag, remove).
@@ -10035,7 +10198,7 @@ export async function registryChoice(envId, select) {
     'pages/stacks.js': r"""// Pages: stacks (list, ones made outside portainer.py to adopt) and the stack editor.
 import {api, request} from '../api.js';
 import {constants} from '../constants.js';
-import {formError, toast} from '../feedback.js';
+import {formError, onSubmit, toast} from '../feedback.js';
 import {esc} from '../format.js';
 import {stackImageUpdates} from '../image-updates.js';
 import {isAdmin, session} from '../session.js';
@@ -10082,9 +10245,10 @@ export async function pageStackEditor(id, adopt) {
   const rc = stack && stack.ResourceControl;
   let badLine = 0;
   render('Stack', `<div class="card"><h2>${stack ? 'Stack ' + esc(stack.Name) : adopt ? 'Adopt ' + esc(adopt.name) : 'New stack'}</h2><form id="f">
-    ${stack ? '' : `<label for="n">Name</label><input id="n" required pattern="[a-z0-9][a-z0-9_-]*" value="${esc(adopt ? adopt.name : '')}" ${adopt ? 'readonly' : ''}>
+    ${stack ? '' : `<label for="n">Name</label><input id="n" required pattern="[a-z0-9][a-z0-9_\\-]*" value="${esc(adopt ? adopt.name : '')}" ${adopt ? 'readonly' : ''}>
       <label for="ep">Environment</label><select id="ep">${eps.map(e => `<option value="${e.Id}" ${adopt && +adopt.ep === e.Id ? 'selected' : ''}>${esc(e.Name)}</option>`).join('')}</select>
-      ${adopt ? '' : `<label for="ty">Type</label><select id="ty"><option value="${constants.StackTypes.Compose}">Compose (standalone)</option><option value="${constants.StackTypes.Swarm}">Swarm</option></select>`}`}
+      ${adopt ? '' : `<label for="ty">Type</label><select id="ty"><option value="${constants.StackTypes.Compose}">Compose (standalone)</option><option value="${constants.StackTypes.Swarm}">Swarm</option></select>
+      <label for="upload">Upload a compose file (instead of the text below)</label><input id="upload" type="file" name="file" accept=".yml,.yaml,application/yaml,text/yaml">`}`}
     <label for="content">Compose file</label><div class="editor"><div class="gutter" id="gutter" aria-hidden="true"></div>
     <textarea id="content" rows="22" spellcheck="false">${esc(content)}</textarea></div>
     ${stack ? `<p>Owner/Access: <b id="stack-access">${esc(stackAccess(rc, users, teams))}</b></p>` : ''}
@@ -10100,12 +10264,24 @@ export async function pageStackEditor(id, adopt) {
       ${services.map(s => `<tr><td>${esc(s.Name)}</td><td>${esc(s.Image)}</td><td>${s.Containers.map(c => `<span class="badge ${esc(c.State)}">${esc(c.Name)}: ${esc(c.State)}</span>` +
         (stack.Type === constants.StackTypes.Compose ? ` <button type="button" data-logs="${esc(c.Id)}">logs</button>` : '')).join(' ') || '<span class="muted">none</span>'}</td></tr>`).join('')}</table>
       <pre id="logs" aria-live="polite"></pre></div>` : ''}
+    ${stack && eps.some(e => e.Id !== stack.EndpointId) ? `<div class="card"><form id="migrate"><h3>Migrate to another environment</h3>
+      <p class="muted">Deploys the stack on the chosen environment, then removes it from ${esc((eps.find(e => e.Id === stack.EndpointId) || {}).Name || 'this one')}. Volumes' data does not move.</p>
+      <div class="row"><div><label for="migrate-ep">Environment</label><select id="migrate-ep" name="EndpointID">${eps.filter(e => e.Id !== stack.EndpointId).map(e => `<option value="${e.Id}">${esc(e.Name)}</option>`).join('')}</select></div>
+      <div><label for="migrate-name">New name (optional)</label><input id="migrate-name" name="Name" pattern="[a-z0-9][a-z0-9_\\-]*" placeholder="${esc(stack.Name)}"></div></div>
+      <div class="error" role="alert"></div><p><button type="submit">Migrate to…</button></p></form></div>` : ''}
     ${stack && isAdmin() ? `<div class="card"><form id="acl"><h3>Access</h3>
       <label for="w">Shared with</label><select id="w" multiple>${users.filter(u => u.Role !== constants.UserRoles.Administrator).map(u => `<option value="u${u.Id}" ${rc && rc.UserAccesses.some(a => a.UserId === u.Id) ? 'selected' : ''}>${esc(u.Username)}</option>`).join('')}
         ${teams.map(t => `<option value="t${t.Id}" ${rc && rc.TeamAccesses.some(a => a.TeamId === t.Id) ? 'selected' : ''}>team ${esc(t.Name)}</option>`).join('')}</select>
       <label class="check"><input type="checkbox" id="pub" ${rc && rc.Public ? 'checked' : ''}> Public: everyone with access to the environment</label>
       <label class="check"><input type="checkbox" id="adm" ${!rc || rc.AdministratorsOnly ? 'checked' : ''}> Administrators only</label>
       <div class="error" role="alert"></div><button class="primary">Save access</button></form></div>` : ''}`);
+  const migrate = document.getElementById('migrate');
+  if (migrate) onSubmit(migrate, async data => {
+    const target = eps.find(e => e.Id === +data.get('EndpointID'));
+    if (!confirm(`Move stack ${stack.Name} to ${target.Name}? It is removed from its current environment once it runs there.`)) return;
+    const moved = await api('POST', `/api/stacks/${stack.Id}/migrate?endpointId=${stack.EndpointId}`, {EndpointID: target.Id, Name: data.get('Name').trim()});
+    toast(`Stack ${moved.Name} now runs on ${target.Name}`); await pageStackEditor(moved.Id);
+  });
   const acl = document.getElementById('acl');
   if (acl) acl.onsubmit = async e => { e.preventDefault(); const chosen = [...acl.w.selectedOptions].map(o => o.value);
     const body = {Public: acl.pub.checked, AdministratorsOnly: acl.adm.checked,
@@ -10124,8 +10300,13 @@ export async function pageStackEditor(id, adopt) {
         await api('PUT', `/api/stacks/${stack.Id}?endpointId=${stack.EndpointId}`, body); return pageStackEditor(stack.Id); }
       body.Name = f.n.value;
       const ep = f.ep.value;
-      const made = adopt ? await api('POST', `/api/stacks/adopt?endpointId=${ep}`, body)
-        : await api('POST', `/api/stacks/create/${+f.ty.value === constants.StackTypes.Swarm ? 'swarm' : 'standalone'}/string?endpointId=${ep}`, body);
+      const kind = !adopt && +f.ty.value === constants.StackTypes.Swarm ? 'swarm' : 'standalone', upload = f.upload && f.upload.files[0];
+      let made;
+      if (adopt) made = await api('POST', `/api/stacks/adopt?endpointId=${ep}`, body);
+      else if (upload) { // the file as a multipart upload, as Portainer's "Upload" build method sends it
+        const form = new FormData(); form.set('Name', body.Name); form.set('file', upload); form.set('Env', JSON.stringify(body.Env || []));
+        made = await api('POST', `/api/stacks/create/${kind}/file?endpointId=${ep}`, form);
+      } else made = await api('POST', `/api/stacks/create/${kind}/string?endpointId=${ep}`, body);
       location.hash = `#/stacks/${made.Id}`;
     } catch (e2) { fail(e2); } };
   document.querySelectorAll('[data-logs]').forEach(b => b.onclick = async () => {
@@ -10139,10 +10320,11 @@ export async function pageStackEditor(id, adopt) {
     } catch (e2) { fail(e2); } });
 }
 """,  # noqa: E501
-    'pages/swarm.js': r"""// Pages: read views of a Swarm's services, nodes, configs and secrets.
+    'pages/swarm.js': r"""// Pages: read views of a Swarm's services (with their webhooks), nodes, configs and secrets.
 import {api} from '../api.js';
 import {dockerBase} from '../docker.js';
 import {$} from '../dom.js';
+import {toast} from '../feedback.js';
 import {esc, fmtDate} from '../format.js';
 import {every} from '../lifecycle.js';
 import {envCrumbs, render} from '../shell.js';
@@ -10162,11 +10344,51 @@ const SWARM_VIEWS = {
   secrets: {title: 'Secrets', columns: [{key: 'name', label: 'Name', value: c => c.Spec.Name}, {key: 'created', label: 'Created', value: c => c.CreatedAt, html: c => fmtDate(c.CreatedAt)},
     {key: 'updated', label: 'Updated', value: c => c.UpdatedAt, html: c => fmtDate(c.UpdatedAt), cls: 'hide-sm'}], path: 'secrets'},
 };
+// A service's webhook: POST <origin>/api/webhooks/<Token> redeploys it (pulling its image again).
+const webhookUrl = hook => `${location.origin}/api/webhooks/${hook.Token}`;
+const webhookQuery = filters => `/api/webhooks?filters=${encodeURIComponent(JSON.stringify(filters))}`;
+function webhookCell(service, hook) {
+  const name = service.Spec.Name;
+  return `<label class="check"><input type="checkbox" data-webhook="${esc(service.ID)}" ${hook ? 'checked' : ''} aria-label="Webhook of ${esc(name)}"> webhook</label>
+    ${hook ? `<code class="small webhook-url" id="webhook-${esc(service.ID)}">${esc(webhookUrl(hook))}</code>
+      <button type="button" class="small" data-copy-webhook="${esc(service.ID)}" aria-label="Copy the webhook URL of ${esc(name)}">Copy</button>` : ''}`;
+}
 export async function pageSwarm(envId, kind) {
   const view = SWARM_VIEWS[kind];
-  render(view.title, `<div class="toolbar"><h2>${view.title}</h2></div><div class="card" id="swarm-list"></div>`, envCrumbs(envId, view.title));
-  const table = dataTable($('#swarm-list'), {id: x => x.ID, columns: view.columns, filterPlaceholder: `Filter ${kind}`, empty: `No ${kind}.`});
-  const load = async () => table.setRows(await api('GET', `${dockerBase(envId)}/${view.path}`));
+  render(view.title, `<div class="toolbar"><h2>${view.title}</h2></div><div class="card" id="swarm-list"></div><div class="error" role="alert" id="swarm-error"></div>`, envCrumbs(envId, view.title));
+  const services = kind === 'services';
+  let hooks = []; // the webhooks of this environment the caller may see: {Id, Token, ResourceId, EndpointId}
+  const hookOf = service => hooks.find(h => h.ResourceId === service.ID);
+  const columns = services ? [...view.columns, {key: 'webhook', label: 'Webhook', value: s => (hookOf(s) ? 'on' : 'off'), html: s => webhookCell(s, hookOf(s))}] : view.columns;
+  const table = dataTable($('#swarm-list'), {id: x => x.ID, columns, filterPlaceholder: `Filter ${kind}`, empty: `No ${kind}.`});
+  const load = async () => {
+    const [rows, found] = await Promise.all([api('GET', `${dockerBase(envId)}/${view.path}`), services ? api('GET', webhookQuery({EndpointID: +envId})).catch(() => hooks) : []]);
+    hooks = found; table.setRows(rows);
+  };
+  if (services) $('#swarm-list').addEventListener('click', async e => {
+    const copy = e.target.closest('[data-copy-webhook]'); if (!copy) return;
+    const text = $(`#webhook-${CSS.escape(copy.dataset.copyWebhook)}`).textContent;
+    try { await navigator.clipboard.writeText(text); copy.textContent = 'Copied'; }
+    catch (err) { const range = document.createRange(); range.selectNodeContents($(`#webhook-${CSS.escape(copy.dataset.copyWebhook)}`));
+      getSelection().removeAllRanges(); getSelection().addRange(range); copy.textContent = 'Selected: press Ctrl+C'; }
+  });
+  if (services) $('#swarm-list').addEventListener('change', async e => {
+    const box = e.target.closest('[data-webhook]'); if (!box) return;
+    const serviceId = box.dataset.webhook; $('#swarm-error').textContent = ''; box.disabled = true;
+    try {
+      if (box.checked) {
+        await api('POST', '/api/webhooks', {ResourceID: serviceId, EndpointID: +envId, WebhookType: 1}).catch(async err => {
+          if (err.status !== 409) throw err; // made meanwhile (another tab, another user): show that one
+          if (!(await api('GET', webhookQuery({ResourceID: serviceId, EndpointID: +envId}))).length) throw err; });
+        toast('Webhook created');
+      } else {
+        const [hook] = await api('GET', webhookQuery({ResourceID: serviceId, EndpointID: +envId}));
+        if (hook) await api('DELETE', `/api/webhooks/${hook.Id}`);
+        toast('Webhook removed');
+      }
+    } catch (err) { $('#swarm-error').textContent = err.message; }
+    await load();
+  });
   await load(); every(10000, load);
 }
 """,  # noqa: E501
@@ -10238,7 +10460,9 @@ export async function pageTemplates() {
     ${(t.env || []).map(e => `<label>${esc(e.label || e.name)}</label><input name="env-${esc(e.name)}" value="${esc(e.default || '')}">`).join('')}
     <label>Environment</label><select name="ep">${eps.map(e => `<option value="${e.Id}">${esc(e.Name)}</option>`).join('')}</select>
     <div class="error" role="alert"></div><button class="primary">Deploy</button>
-    ${key.startsWith('c') ? `<button type="button" class="danger" data-del="${key.slice(1)}">Remove</button>` : ''}</form></div>`;
+    ${key.startsWith('c') ? `<button type="button" class="danger" data-del="${key.slice(1)}">Remove</button>` : ''}
+    ${key.startsWith('t') && t.type !== constants.TemplateTypes.Container ? `<button type="button" data-file="${t.id}" aria-controls="template-file-${t.id}">View file</button>` : ''}</form>
+    ${key.startsWith('t') ? `<pre class="copyable mono small hidden" id="template-file-${t.id}" aria-label="Compose file of ${esc(t.title)}"></pre>` : ''}</div>`;
   render('App templates', `<h2>App templates</h2><div class="grid">${doc.templates.map(t => card(t, 't' + t.id)).join('')}</div>
     <h2>Custom templates</h2><div class="grid">${custom.map(t => card(t, 'c' + t.Id)).join('') || '<p class="muted">None yet.</p>'}</div>
     <div class="card"><h3>New custom template</h3><form id="nt"><label for="tt">Title</label><input id="tt" required>
@@ -10249,6 +10473,12 @@ export async function pageTemplates() {
     const key = f.dataset.key, path = key.startsWith('t') ? `/api/templates/${key.slice(1)}` : `/api/custom_templates/${key.slice(1)}`;
     try { const r = await api('POST', `${path}/deploy?endpointId=${f.ep.value}`, {Name: f.name.value, Env: env});
       location.hash = r.EndpointId ? `#/stacks/${r.Id}` : `#/env/${f.ep.value}/containers`; } catch (err) { formError(f, err); } });
+  // A stack template's compose file, read from the server (POST /api/templates/{id}/file), shown under its card.
+  document.querySelectorAll('[data-file]').forEach(b => b.onclick = async () => {
+    const box = document.getElementById(`template-file-${b.dataset.file}`);
+    if (!box.classList.contains('hidden')) { box.classList.add('hidden'); b.textContent = 'View file'; return; }
+    try { box.textContent = (await api('POST', `/api/templates/${b.dataset.file}/file`)).FileContent; box.classList.remove('hidden'); b.textContent = 'Hide file'; }
+    catch (err) { formError(b.closest('form'), err); } });
   document.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => { await api('DELETE', `/api/custom_templates/${b.dataset.del}`); pageTemplates(); });
   const nt = document.getElementById('nt');
   nt.onsubmit = async e => { e.preventDefault(); try { await api('POST', '/api/custom_templates/create/string',
@@ -10433,15 +10663,16 @@ import {api, ApiFailure, request} from './api.js';
 import {loadConstants} from './constants.js';
 import {esc} from './format.js';
 import {leavePage} from './lifecycle.js';
-import {pageEndpointAccess, pageEndpointSecurity, pageResourceControls} from './pages/access.js';
+import {pageEndpointAccess, pageEndpointSecurity, pageGroupAccess, pageResourceControls} from './pages/access.js';
 import {pageActivity} from './pages/activity.js';
 import {pageLogin, pageSetup} from './pages/auth.js';
 import {pageBackup, pageRestoreFresh} from './pages/backup.js';
 import {pageContainer} from './pages/container.js';
 import {pageContainerCreate, pageContainers} from './pages/containers.js';
 import {pageDashboard} from './pages/dashboard.js';
-import {pageEdgeGroups, pageEdgeJob, pageEdgeJobs, pageEdgeStacks} from './pages/edge.js';
+import {pageEdgeGroups, pageEdgeJob, pageEdgeJobs, pageEdgeStack, pageEdgeStacks} from './pages/edge.js';
 import {pageEnvironmentForm, pageHome, pageTags} from './pages/environments.js';
+import {pageGroup, pageGroups} from './pages/groups.js';
 import {pageImages} from './pages/images.js';
 import {pageNetworks} from './pages/networks.js';
 import {pageRegistries, pageRegistryBrowse} from './pages/registries.js';
@@ -10460,6 +10691,9 @@ import {applyTheme, render} from './shell.js';
 const UI_ROUTES = [
   ['home', pageHome],
   ['tags', pageTags],
+  ['groups', pageGroups],
+  ['groups/(\\d+)', pageGroup],
+  ['groups/(\\d+)/access', pageGroupAccess],
   ['environments/new', () => pageEnvironmentForm(null)],
   ['environments/(\\d+)/edit', pageEnvironmentForm],
   ['env/(\\d+)/dashboard', pageDashboard],
@@ -10491,6 +10725,7 @@ const UI_ROUTES = [
   ['stacks/adopt/(\\d+)/(.+)', (ep, name) => pageStackEditor(null, {ep, name: decodeURIComponent(name)})],
   ['templates', pageTemplates],
   ['edge/stacks', pageEdgeStacks],
+  ['edge/stacks/(\\d+)', pageEdgeStack],
   ['edge/groups', pageEdgeGroups],
   ['edge/jobs', pageEdgeJobs],
   ['edge/jobs/(\\d+)', pageEdgeJob],
@@ -10553,6 +10788,7 @@ const GLOBAL_NAV = [
   {href: '#/activity', label: 'Activity', admin: true},
   {href: '#/backup', label: 'Backup', admin: true},
   {href: '#/settings', label: 'Settings', admin: true},
+  {href: '#/groups', label: 'Groups', admin: true},
   {href: '#/tags', label: 'Tags', admin: true},
   {href: '#/registries', label: 'Registries'},
   {href: '#/stacks', label: 'Stacks'},

@@ -3,15 +3,16 @@ import {api, ApiFailure, request} from './api.js';
 import {loadConstants} from './constants.js';
 import {esc} from './format.js';
 import {leavePage} from './lifecycle.js';
-import {pageEndpointAccess, pageEndpointSecurity, pageResourceControls} from './pages/access.js';
+import {pageEndpointAccess, pageEndpointSecurity, pageGroupAccess, pageResourceControls} from './pages/access.js';
 import {pageActivity} from './pages/activity.js';
 import {pageLogin, pageSetup} from './pages/auth.js';
 import {pageBackup, pageRestoreFresh} from './pages/backup.js';
 import {pageContainer} from './pages/container.js';
 import {pageContainerCreate, pageContainers} from './pages/containers.js';
 import {pageDashboard} from './pages/dashboard.js';
-import {pageEdgeGroups, pageEdgeJob, pageEdgeJobs, pageEdgeStacks} from './pages/edge.js';
+import {pageEdgeGroups, pageEdgeJob, pageEdgeJobs, pageEdgeStack, pageEdgeStacks} from './pages/edge.js';
 import {pageEnvironmentForm, pageHome, pageTags} from './pages/environments.js';
+import {pageGroup, pageGroups} from './pages/groups.js';
 import {pageImages} from './pages/images.js';
 import {pageNetworks} from './pages/networks.js';
 import {pageRegistries, pageRegistryBrowse} from './pages/registries.js';
@@ -30,6 +31,9 @@ import {applyTheme, render} from './shell.js';
 const UI_ROUTES = [
   ['home', pageHome],
   ['tags', pageTags],
+  ['groups', pageGroups],
+  ['groups/(\\d+)', pageGroup],
+  ['groups/(\\d+)/access', pageGroupAccess],
   ['environments/new', () => pageEnvironmentForm(null)],
   ['environments/(\\d+)/edit', pageEnvironmentForm],
   ['env/(\\d+)/dashboard', pageDashboard],
@@ -61,6 +65,7 @@ const UI_ROUTES = [
   ['stacks/adopt/(\\d+)/(.+)', (ep, name) => pageStackEditor(null, {ep, name: decodeURIComponent(name)})],
   ['templates', pageTemplates],
   ['edge/stacks', pageEdgeStacks],
+  ['edge/stacks/(\\d+)', pageEdgeStack],
   ['edge/groups', pageEdgeGroups],
   ['edge/jobs', pageEdgeJobs],
   ['edge/jobs/(\\d+)', pageEdgeJob],

@@ -16,6 +16,7 @@ const GLOBAL_NAV = [
   {href: '#/activity', label: 'Activity', admin: true},
   {href: '#/backup', label: 'Backup', admin: true},
   {href: '#/settings', label: 'Settings', admin: true},
+  {href: '#/groups', label: 'Groups', admin: true},
   {href: '#/tags', label: 'Tags', admin: true},
   {href: '#/registries', label: 'Registries'},
   {href: '#/stacks', label: 'Stacks'},

@@ -8,13 +8,28 @@ import {$app, bindShell, shell} from '../shell.js';
 import {roleOptions} from '../widgets.js';
 
 export async function pageEndpointAccess(id) {
-  const [ep, users, teams] = await Promise.all([api('GET', `/api/endpoints/${id}`), api('GET', '/api/users'), api('GET', '/api/teams')]);
-  const policies = {User: ep.UserAccessPolicies || {}, Team: ep.TeamAccessPolicies || {}};
+  const ep = await api('GET', `/api/endpoints/${id}`);
+  await accessEditor({title: `Access to ${ep.Name}`, target: ep, path: `/api/endpoints/${id}`, again: () => pageEndpointAccess(id),
+    intro: 'Administrators always have access. Everyone else sees this environment only when listed here (or in its group\'s access), and can do what the role allows.',
+    footer: `<p><a href="#/env/${ep.Id}/security">Security settings of this environment</a></p>`});
+}
+// Who has access to an environment group: the roles apply to every environment of the group.
+export async function pageGroupAccess(id) {
+  const group = await api('GET', `/api/endpoint_groups/${id}`);
+  await accessEditor({title: `Access to group ${group.Name}`, target: group, path: `/api/endpoint_groups/${id}`, again: () => pageGroupAccess(id),
+    intro: 'Who is listed here has access to every environment of this group, with the role given (an environment\'s own access list comes first).',
+    footer: `<p><a href="#/groups/${group.Id}">Edit the group</a> · <a href="#/groups">All groups</a></p>`,
+    crumbs: `<a href="#/groups">Groups</a> / ${esc(group.Name)} / Access`});
+}
+// The access list of an environment or a group: {UserAccessPolicies, TeamAccessPolicies} of `target`, saved with PUT `path`.
+async function accessEditor({title, target, path, again, intro, footer, crumbs}) {
+  const [users, teams] = await Promise.all([api('GET', '/api/users'), api('GET', '/api/teams')]);
+  const policies = {User: target.UserAccessPolicies || {}, Team: target.TeamAccessPolicies || {}};
   const nameOf = (kind, sid) => kind === 'User' ? ((users.find(u => u.Id === +sid) || {}).Username || `user ${sid}`)
                                                : ((teams.find(t => t.Id === +sid) || {}).Name || `team ${sid}`);
   const rows = ['User', 'Team'].flatMap(kind => Object.entries(policies[kind]).map(([sid, p]) => ({kind, sid, role: p.RoleId || constants.EnvironmentRoles.Standard})));
-  $app.innerHTML = shell(`<div class="card"><h2>Access to ${esc(ep.Name)}</h2>
-    <p class="muted">Administrators always have access. Everyone else sees this environment only when listed here, and can do what the role allows.</p>
+  $app.innerHTML = shell(`<div class="card"><h2>${esc(title)}</h2>
+    <p class="muted">${esc(intro)}</p>
     <table><tr><th>User or team</th><th>Role</th><th></th></tr>${rows.map(r => `<tr><td>${r.kind === 'Team' ? 'Team ' : ''}${esc(nameOf(r.kind, r.sid))}</td>
       <td><select data-kind="${r.kind}" data-sid="${esc(r.sid)}" aria-label="role">${roleOptions(r.role, constants.EnvironmentRoleNames)}</select></td>
       <td><button class="danger" data-remove="${r.kind}:${esc(r.sid)}">Remove access</button></td></tr>`).join('') || '<tr><td colspan="3" class="muted">Administrators only.</td></tr>'}</table>
@@ -23,14 +38,14 @@ export async function pageEndpointAccess(id) {
       ${teams.map(t => `<option value="Team:${t.Id}">Team ${esc(t.Name)}</option>`).join('')}</select>
       <label for="r">Role</label><select id="r">${roleOptions(constants.EnvironmentRoles.Standard, constants.EnvironmentRoleNames)}</select>
       <div class="error" role="alert"></div><button class="primary">Give access</button></form>
-    <p><a href="#/env/${ep.Id}/security">Security settings of this environment</a></p></div>`);
+    ${footer}</div>`, crumbs);
   bindShell();
-  const save = async () => { await api('PUT', `/api/endpoints/${id}`, {UserAccessPolicies: policies.User, TeamAccessPolicies: policies.Team}); pageEndpointAccess(id); };
+  const save = async () => { await api('PUT', path, {UserAccessPolicies: policies.User, TeamAccessPolicies: policies.Team}); again(); };
   const f = document.getElementById('f');
   f.onsubmit = async e => { e.preventDefault(); const [kind, sid] = f.s.value.split(':');
     policies[kind][sid] = {RoleId: +f.r.value}; try { await save(); } catch (err) { formError(f, err); } };
-  document.querySelectorAll('select[data-kind]').forEach(s => s.onchange = () => { policies[s.dataset.kind][s.dataset.sid] = {RoleId: +s.value}; save(); });
-  document.querySelectorAll('[data-remove]').forEach(b => b.onclick = () => { const [kind, sid] = b.dataset.remove.split(':'); delete policies[kind][sid]; save(); });
+  document.querySelectorAll('select[data-kind]').forEach(s => s.onchange = () => { policies[s.dataset.kind][s.dataset.sid] = {RoleId: +s.value}; save().catch(err => formError(f, err)); });
+  document.querySelectorAll('[data-remove]').forEach(b => b.onclick = () => { const [kind, sid] = b.dataset.remove.split(':'); delete policies[kind][sid]; save().catch(err => formError(f, err)); });
 }
 export async function pageEndpointSecurity(id) {
   const ep = await api('GET', `/api/endpoints/${id}`);

@@ -15,9 +15,9 @@ export async function pageEdgeStacks() {
   const epName = id => (eps.find(e => e.Id === id) || {}).Name || id;
   render('Edge stacks', `<div class="toolbar"><h2 class="flat">Edge stacks</h2></div>
     <div class="card"><table><tr><th>Name</th><th>Environments</th><th></th></tr>
-    ${stacks.map(s => `<tr><td>${esc(s.Name)}</td><td>${Object.values(s.Status).map(st => `<span class="badge ${st.Status === constants.EdgeStackStatus.Running ? 'running' : st.Status === constants.EdgeStackStatus.Error ? 'exited' : 'paused'}" title="${esc(st.Error)}">${esc(epName(st.EndpointID))}: ${esc(st.Status)}</span> ${st.Error ? `<span class="muted">${esc(st.Error)}</span>` : ''}`).join('<br>') || '<span class="muted">no environment in its groups</span>'}</td>
+    ${stacks.map(s => `<tr><td><a href="#/edge/stacks/${s.Id}">${esc(s.Name)}</a></td><td>${Object.values(s.Status).map(st => `<span class="badge ${st.Status === constants.EdgeStackStatus.Running ? 'running' : st.Status === constants.EdgeStackStatus.Error ? 'exited' : 'paused'}" title="${esc(st.Error)}">${esc(epName(st.EndpointID))}: ${esc(st.Status)}</span> ${st.Error ? `<span class="muted">${esc(st.Error)}</span>` : ''}`).join('<br>') || '<span class="muted">no environment in its groups</span>'}</td>
       <td><button class="danger" data-del="${s.Id}">Remove</button></td></tr>`).join('') || '<tr><td colspan="3" class="muted">No edge stack yet.</td></tr>'}</table></div>
-    <div class="card"><h3>New edge stack</h3><form id="f"><label for="n">Name</label><input id="n" required pattern="[a-z0-9][a-z0-9_-]*">
+    <div class="card"><h3>New edge stack</h3><form id="f"><label for="n">Name</label><input id="n" required pattern="[a-z0-9][a-z0-9_\\-]*">
     <label for="g">Edge groups</label><select id="g" multiple>${groups.map(g => `<option value="${g.Id}">${esc(g.Name)}</option>`).join('')}</select>
     <label for="content">Compose file</label><div class="editor"><div class="gutter" id="gutter" aria-hidden="true"></div>
     <textarea id="content" rows="14" spellcheck="false">services:\n  web:\n    image: busybox:local\n    command: sleep 3600\n</textarea></div>
@@ -30,9 +30,27 @@ export async function pageEdgeStacks() {
     catch (err) { formError(f, err); const m = /line (\d+)/.exec(err.message); badLine = m ? +m[1] : 0; redraw(); } };
   document.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => { await api('DELETE', `/api/edge_stacks/${b.dataset.del}`); pageEdgeStacks(); });
 }
+// One edge stack: its compose file and edge groups, saved as a new version the edge agents deploy again.
+export async function pageEdgeStack(id) {
+  const [stack, file, groups] = await Promise.all([api('GET', `/api/edge_stacks/${id}`), api('GET', `/api/edge_stacks/${id}/file`),
+    api('GET', '/api/edge_groups').catch(() => [])]);
+  render('Edge stack', `<div class="card"><h2>Edge stack ${esc(stack.Name)}</h2><p class="muted">Version ${esc(stack.Version)} · saving deploys a new version to every environment of its groups.</p>
+    <form id="f"><label for="g">Edge groups</label><select id="g" multiple>${groups.map(g => `<option value="${g.Id}" ${stack.EdgeGroups.includes(g.Id) ? 'selected' : ''}>${esc(g.Name)}</option>`).join('')}</select>
+    <label for="content">Compose file</label><div class="editor"><div class="gutter" id="gutter" aria-hidden="true"></div>
+    <textarea id="content" rows="18" spellcheck="false">${esc(file.StackFileContent)}</textarea></div>
+    <div class="error" role="alert" id="err"></div><p><button class="primary">Save and redeploy</button> <a href="#/edge/stacks">All edge stacks</a></p></form></div>`,
+    `<a href="#/edge/stacks">Edge stacks</a> / ${esc(stack.Name)}`);
+  let badLine = 0; const redraw = bindEditor(() => badLine);
+  const f = document.getElementById('f');
+  f.onsubmit = async e => { e.preventDefault(); badLine = 0; redraw();
+    try { const saved = await api('PUT', `/api/edge_stacks/${id}`, {StackFileContent: f.content.value, EdgeGroups: [...f.g.selectedOptions].map(o => +o.value), UpdateVersion: true});
+      toast(`Edge stack ${saved.Name} saved: version ${saved.Version}`); await pageEdgeStack(id); }
+    catch (err) { formError(f, err); const m = /line (\d+)/.exec(err.message); badLine = m ? +m[1] : 0; redraw(); } };
+}
 // The edge kind of the add-environment wizard.
 export const EDGE_WIZARD_KIND = {label: 'Edge agent (the node dials this server)',
-  fields: env => env ? `<p class="muted">The agent dials ${esc(env.URL)}; its Edge ID is ${esc(env.EdgeID || '(none yet)')}.</p>` :
+  fields: env => env ? `<p class="muted">The agent dials ${esc(env.URL)}; its Edge ID is ${esc(env.EdgeID || '(none yet)')}.</p>
+    ${env.EdgeID ? `<p><button type="button" data-disassociate="${env.Id}">Disassociate</button> <span class="muted small">forget this Edge ID: the next agent that connects with the key is bound</span></p>` : ''}` :
     `<label for="url">This server's address as the edge node reaches it (HTTPS); empty: https://${esc(location.hostname)} on this server's HTTPS port</label>
     <input id="url" name="URL" placeholder="https://portainer.example.com:9443">`,
   done: (el, env) => { el.innerHTML = `<h3>Edge environment ${esc(env.Name)} created</h3>${edgeKeyBox(env)}
@@ -43,7 +61,8 @@ export function edgeInfo(ep) {
     ${esc(ep.EdgeRefused.Address)}. ${isAdmin() ? `<button class="small" data-associate="${ep.Id}" data-edge-id="${esc(ep.EdgeRefused.EdgeID)}">Associate this agent instead</button>` : ''}</div>` : '';
   return `<div class="muted small">Edge ID <code>${esc(ep.EdgeID || '(none yet)')}</code> · tunnel ${ep.EdgeTunnelConnected ? 'connected' : 'disconnected'} ·
     last seen ${ep.LastCheckInDate ? fmtAgo(ep.LastCheckInDate) : 'never'}
-    ${isAdmin() ? `<button class="small" data-edge-key="${ep.Id}">Show edge key</button>` : ''}</div>${refused}<div id="edge-key-${ep.Id}"></div>`;
+    ${isAdmin() ? `<button type="button" class="small" data-edge-key="${ep.Id}">Show edge key</button>` : ''}
+    ${isAdmin() && ep.EdgeID ? `<button type="button" class="small" data-disassociate="${ep.Id}" title="Forget this Edge ID: the next edge agent that connects with the key is bound instead">Disassociate</button>` : ''}</div>${refused}<div id="edge-key-${ep.Id}"></div>`;
 }
 function edgeKeyBox(answer) {
   return `<p>Run this on the edge node, next to a copy of agent.py (Python 3 with aiohttp):</p>
@@ -55,7 +74,7 @@ function edgeKeyBox(answer) {
 // One listener per container, so cards drawn again every few seconds keep working buttons.
 export function bindEdgeButtons(container, redraw) {
   container.addEventListener('click', async e => {
-    const b = e.target.closest('[data-copy], [data-edge-key], [data-associate]');
+    const b = e.target.closest('[data-copy], [data-edge-key], [data-associate], [data-disassociate]');
     if (!b) return;
     if (b.dataset.copy) {
       const text = $(`#${b.dataset.copy}`).textContent;
@@ -64,6 +83,11 @@ export function bindEdgeButtons(container, redraw) {
         getSelection().removeAllRanges(); getSelection().addRange(range); b.textContent = 'Selected: press Ctrl+C'; }
     } else if (b.dataset.edgeKey) {
       $(`#edge-key-${b.dataset.edgeKey}`).innerHTML = edgeKeyBox(await api('GET', `/api/endpoints/${b.dataset.edgeKey}/edge/key`));
+    } else if (b.dataset.disassociate) {
+      if (!confirm('Disassociate this environment from its edge agent? Its tunnel closes; the next agent that connects with the edge key is bound.')) return;
+      try { await api('DELETE', `/api/endpoints/${b.dataset.disassociate}/association`); toast('Environment disassociated from its edge agent'); }
+      catch (err) { toast(err.message, true); return; }
+      if (redraw) await redraw();
     } else {
       await api('PUT', `/api/endpoints/${b.dataset.associate}/association`, {EdgeID: b.dataset.edgeId});
       toast(`Environment associated with Edge ID ${b.dataset.edgeId}`); if (redraw) await redraw();

@@ -6,36 +6,74 @@ import {formError, onSubmit, showError, toast} from '../feedback.js';
 import {esc, fmtAgo, fmtBytes} from '../format.js';
 import {every} from '../lifecycle.js';
 import {bindEdgeButtons, EDGE_WIZARD_KIND, edgeInfo} from './edge.js';
+import {groupName, UNASSIGNED_GROUP} from './groups.js';
 import {isAdmin, session} from '../session.js';
 import {render} from '../shell.js';
 
+// One environment's card on the home page.
+function envCard(ep, tagName, picked) {
+  const s = ep.Snapshots[0] || {}; const up = ep.Status === constants.EnvironmentStatus.Up;
+  return `<div class="card env" data-env="${ep.Id}">${isAdmin() ? `<input type="checkbox" class="env-pick" value="${ep.Id}" ${picked.has(ep.Id) ? 'checked' : ''} aria-label="Select ${esc(ep.Name)}">` : ''}<div class="info">
+    <a class="name" href="#/env/${ep.Id}/dashboard">${esc(ep.Name)}</a>
+    <span class="badge ${up ? 'up' : 'down'}">${up ? 'up' : 'down'}</span><span class="badge">${esc(constants.EnvironmentTypeNames[ep.Type] || 'type ' + ep.Type)}</span>
+    ${s.Swarm ? '<span class="badge">Swarm</span>' : ''}${(ep.TagIds || []).map(t => `<span class="badge">${esc(tagName(t))}</span>`).join('')}
+    <span class="muted small mono">${esc(ep.URL)}</span>
+    <div class="muted">${s.DockerVersion ? `Docker ${esc(s.DockerVersion)} · ` : ''}${s.RunningContainerCount ?? 0} running · ${s.StoppedContainerCount ?? 0} stopped ·
+    ${s.HealthyContainerCount ?? 0} healthy · ${s.ImageCount ?? 0} images · ${s.VolumeCount ?? 0} volumes ·${s.NetworkCount !== undefined ? ` ${s.NetworkCount} networks ·` : ''} ${s.StackCount ?? 0} stacks ·
+    ${s.TotalCPU ?? '?'} CPU · ${fmtBytes(s.TotalMemory)} RAM${s.AgentVersion ? ` · agent ${esc(s.AgentVersion)}` : ''}${s.Time ? ` · snapshot ${fmtAgo(s.Time)}` : ''}</div>
+    ${ep.Agent ? `<div class="muted small">Agent TLS certificate SHA-256 <code>${esc(ep.Agent.CertificateFingerprint)}</code></div>` : ''}
+    ${isAdmin() ? `<div class="small"><a href="#/env/${ep.Id}/access">Access</a> · <a href="#/env/${ep.Id}/security">Security settings</a></div>` : ''}${edgeInfo(ep)}</div>
+    ${isAdmin() ? `<a class="button" href="#/environments/${ep.Id}/edit">Edit</a>` : ''}</div>`;
+}
+// Home: every environment the caller may use, under its group's name; the group filter is kept in the address (?group=N).
 export async function pageHome() {
   session.currentEnv = null;
+  const chosenGroup = new URLSearchParams(location.hash.split('?')[1] || '').get('group') || '';
+  let [envs, tags, groups] = await Promise.all([api('GET', '/api/endpoints'), api('GET', '/api/tags').catch(() => []),
+    api('GET', '/api/endpoint_groups').catch(() => [])]);
+  const groupIds = () => [...new Set([...groups.map(g => g.Id), ...envs.map(ep => ep.GroupId || UNASSIGNED_GROUP)])].sort((a, b) => a - b);
   render('Home', `<div class="toolbar"><h2>Environments</h2><span class="spacer"></span>
-    <input class="filter" id="env-search" type="search" placeholder="Search by name, URL, type, tag" aria-label="Search environments">
-    ${isAdmin() ? '<a class="button primary" href="#/environments/new">Add environment</a>' : ''}</div><div id="env-list"></div>`);
-  let envs = await api('GET', '/api/endpoints');
-  const tags = await api('GET', '/api/tags').catch(() => []);
+    <input class="filter" id="env-search" type="search" placeholder="Search by name, URL, type, tag, group" aria-label="Search environments">
+    <select id="env-group" aria-label="Group"><option value="">All groups</option>${groupIds().map(id => `<option value="${id}" ${String(id) === chosenGroup ? 'selected' : ''}>${esc(groupName(groups, id))}</option>`).join('')}</select>
+    ${isAdmin() ? `<button class="danger" id="env-remove" disabled>Remove selected</button>
+      <a class="button" href="#/groups">Groups</a> <a class="button primary" href="#/environments/new">Add environment</a>` : ''}</div>
+    <div class="error" role="alert" id="env-errors"></div><div id="env-list"></div>`);
+  const picked = new Set();
   const tagName = id => (tags.find(t => t.ID === id || t.Id === id) || {}).Name || `tag ${id}`;
   const draw = () => {
-    const q = $('#env-search').value.toLowerCase();
-    $('#env-list').innerHTML = envs.filter(ep => [ep.Name, ep.URL, constants.EnvironmentTypeNames[ep.Type], ...(ep.TagIds || []).map(tagName)].join(' ').toLowerCase().includes(q)).map(ep => {
-      const s = ep.Snapshots[0] || {}; const up = ep.Status === constants.EnvironmentStatus.Up;
-      return `<div class="card env" data-env="${ep.Id}"><div class="info">
-        <a class="name" href="#/env/${ep.Id}/dashboard">${esc(ep.Name)}</a>
-        <span class="badge ${up ? 'up' : 'down'}">${up ? 'up' : 'down'}</span><span class="badge">${esc(constants.EnvironmentTypeNames[ep.Type] || 'type ' + ep.Type)}</span>
-        ${s.Swarm ? '<span class="badge">Swarm</span>' : ''}${(ep.TagIds || []).map(t => `<span class="badge">${esc(tagName(t))}</span>`).join('')}
-        <span class="muted small mono">${esc(ep.URL)}</span>
-        <div class="muted">${s.DockerVersion ? `Docker ${esc(s.DockerVersion)} · ` : ''}${s.RunningContainerCount ?? 0} running · ${s.StoppedContainerCount ?? 0} stopped ·
-        ${s.HealthyContainerCount ?? 0} healthy · ${s.ImageCount ?? 0} images · ${s.VolumeCount ?? 0} volumes ·${s.NetworkCount !== undefined ? ` ${s.NetworkCount} networks ·` : ''} ${s.StackCount ?? 0} stacks ·
-        ${s.TotalCPU ?? '?'} CPU · ${fmtBytes(s.TotalMemory)} RAM${s.AgentVersion ? ` · agent ${esc(s.AgentVersion)}` : ''}${s.Time ? ` · snapshot ${fmtAgo(s.Time)}` : ''}</div>
-        ${ep.Agent ? `<div class="muted small">Agent TLS certificate SHA-256 <code>${esc(ep.Agent.CertificateFingerprint)}</code></div>` : ''}
-        ${isAdmin() ? `<div class="small"><a href="#/env/${ep.Id}/access">Access</a> · <a href="#/env/${ep.Id}/security">Security settings</a></div>` : ''}${edgeInfo(ep)}</div>
-        ${isAdmin() ? `<a class="button" href="#/environments/${ep.Id}/edit">Edit</a>` : ''}</div>`;
-    }).join('') || `<p class="empty">${envs.length ? 'No environment matches.' : 'No environment yet.'}</p>`;
+    const q = $('#env-search').value.toLowerCase(), group = +$('#env-group').value;
+    const shown = envs.filter(ep => (!group || (ep.GroupId || UNASSIGNED_GROUP) === group) &&
+      [ep.Name, ep.URL, constants.EnvironmentTypeNames[ep.Type], groupName(groups, ep.GroupId || UNASSIGNED_GROUP), ...(ep.TagIds || []).map(tagName)].join(' ').toLowerCase().includes(q));
+    // Only one group (every environment unassigned): no heading, as before groups existed.
+    const headings = groupIds().length > 1 || envs.some(ep => (ep.GroupId || UNASSIGNED_GROUP) !== UNASSIGNED_GROUP);
+    $('#env-list').innerHTML = groupIds().map(id => { const inGroup = shown.filter(ep => (ep.GroupId || UNASSIGNED_GROUP) === id);
+      return inGroup.length ? `<section class="env-group" data-group="${id}" aria-label="Group ${esc(groupName(groups, id))}">
+        ${headings ? `<h3 class="group-name">${esc(groupName(groups, id))} <span class="muted small">${inGroup.length}</span></h3>` : ''}${inGroup.map(ep => envCard(ep, tagName, picked)).join('')}</section>` : ''; }).join('')
+      || `<p class="empty">${envs.length ? 'No environment matches.' : 'No environment yet.'}</p>`;
   };
-  $('#env-search').addEventListener('input', draw); draw();
-  const reload = async () => { envs = await api('GET', '/api/endpoints'); draw(); };
+  $('#env-search').addEventListener('input', draw);
+  $('#env-group').addEventListener('change', () => { history.replaceState(null, '', $('#env-group').value ? `#/home?group=${$('#env-group').value}` : '#/home'); draw(); });
+  draw();
+  const remove = $('#env-remove');
+  const showPicked = () => { for (const id of [...picked]) if (!envs.some(ep => ep.Id === id)) picked.delete(id);
+    if (remove) { remove.disabled = !picked.size; remove.textContent = picked.size ? `Remove ${picked.size} selected` : 'Remove selected'; } };
+  $('#env-list').addEventListener('change', e => { if (!e.target.classList.contains('env-pick')) return;
+    e.target.checked ? picked.add(+e.target.value) : picked.delete(+e.target.value); showPicked(); });
+  // Several at once: DELETE /api/endpoints answers 204, or 207 naming those it could not remove.
+  if (remove) remove.addEventListener('click', async () => {
+    const names = envs.filter(ep => picked.has(ep.Id)).map(ep => ep.Name);
+    if (!confirm(`Remove ${names.length} environment(s) from this server (${names.join(', ')})? Nothing on their engines is touched.`)) return;
+    const ids = [...picked], nameOf = id => (envs.find(ep => ep.Id === id) || {}).Name || `environment ${id}`;
+    $('#env-errors').textContent = '';
+    try {
+      const answer = await api('DELETE', '/api/endpoints', {endpoints: ids.map(id => ({id}))});
+      const failed = (answer && answer.errors) || [];
+      if (failed.length) $('#env-errors').textContent = `Not removed (no longer there): ${failed.map(nameOf).join(', ')}`;
+      toast(`${ids.length - failed.length} environment(s) removed`, !!failed.length);
+      picked.clear(); await reload();
+    } catch (err) { $('#env-errors').textContent = err.message; }
+  });
+  const reload = async () => { [envs, groups] = await Promise.all([api('GET', '/api/endpoints'), api('GET', '/api/endpoint_groups').catch(() => groups)]); draw(); showPicked(); };
   bindEdgeButtons($('#env-list'), reload);
   every(10000, reload);
 }
@@ -58,7 +96,8 @@ const wizardKinds = () => { const types = constants.EnvironmentTypes;
   return {[types.Docker]: DOCKER_WIZARD_KIND, [types.Agent]: AGENT_WIZARD_KIND, [types.Edge]: EDGE_WIZARD_KIND}; };
 export async function pageEnvironmentForm(envId) {
   session.currentEnv = null;
-  const env = envId ? await api('GET', `/api/endpoints/${envId}`) : null;
+  const [env, groups] = await Promise.all([envId ? api('GET', `/api/endpoints/${envId}`) : null, api('GET', '/api/endpoint_groups').catch(() => [])]);
+  const envGroup = env ? env.GroupId || UNASSIGNED_GROUP : UNASSIGNED_GROUP;
   // The kind the wizard opens with: an agent, as in Portainer.
   const kind = env ? env.Type : Number(new URLSearchParams(location.hash.split('?')[1]).get('type') || constants.EnvironmentTypes.Agent);
   const wizard = wizardKinds(), kinds = Object.entries(wizard);
@@ -66,6 +105,8 @@ export async function pageEnvironmentForm(envId) {
     ${env ? '' : `<div class="tabs" role="tablist">${kinds.map(([k, d]) => `<a role="tab" href="#/environments/new?type=${k}" class="${+k === kind ? 'active' : ''}">${esc(d.label)}</a>`).join('')}</div>`}
     <form id="env-form"><label for="n">Name</label><input id="n" name="Name" required value="${esc(env ? env.Name : '')}">
     ${wizard[kind] ? wizard[kind].fields(env) : '<p class="error">This kind of environment cannot be edited here.</p>'}
+    <label for="env-group">Group</label><select id="env-group" name="GroupID">${(groups.some(g => g.Id === envGroup) ? groups : [{Id: envGroup, Name: groupName(groups, envGroup)}, ...groups])
+      .map(g => `<option value="${g.Id}" ${g.Id === envGroup ? 'selected' : ''}>${esc(g.Name)}</option>`).join('')}</select>
     <label for="env-public">Public URL (used for the links of published ports)</label><input id="env-public" name="PublicURL" value="${esc(env ? env.PublicURL : '')}">
     ${env ? `<label class="check"><input type="checkbox" name="EnableImageNotification" ${env.EnableImageNotification ? 'checked' : ''}> Check for image updates (asks each running image's registry for its tag's digest)</label>
       <p class="muted small" id="env-image-registries">Registries it will contact: …</p>` : ''}
@@ -78,7 +119,7 @@ export async function pageEnvironmentForm(envId) {
     ? 'Registries it will contact: unknown (the engine did not answer).' : `Registries it will contact: ${s.Registries.join(', ') || 'none (no running container was pulled from a registry)'}`; }).catch(() => {});
   onSubmit(form, async data => {
     if (env) {
-      const body = {Name: data.get('Name'), PublicURL: data.get('PublicURL'), EnableImageNotification: !!data.get('EnableImageNotification')};
+      const body = {Name: data.get('Name'), PublicURL: data.get('PublicURL'), EnableImageNotification: !!data.get('EnableImageNotification'), GroupID: +data.get('GroupID')};
       if (data.has('URL')) Object.assign(body, {URL: data.get('URL'), TLS: !!data.get('TLS'), TLSSkipVerify: !!data.get('TLSSkipVerify')});
       await api('PUT', `/api/endpoints/${env.Id}`, body); toast('Environment saved'); location.hash = '#/home'; return;
     }
@@ -88,6 +129,7 @@ export async function pageEnvironmentForm(envId) {
     const after = wizard[kind].done;
     if (after) after($('#env-done'), created); else { toast(`Environment ${created.Name} added`); location.hash = `#/env/${created.Id}/dashboard`; }
   });
+  if (env && env.Type === constants.EnvironmentTypes.Edge) bindEdgeButtons(form, () => pageEnvironmentForm(env.Id));
   const del = $('#env-delete');
   if (del) del.addEventListener('click', async () => { if (!confirm(`Remove environment ${env.Name} from this server? Nothing on the engine is touched.`)) return;
     try { await api('DELETE', `/api/endpoints/${env.Id}`); toast('Environment removed'); location.hash = '#/home'; } catch (err) { showError(form, err); } });

@@ -1,7 +1,7 @@
 // Pages: stacks (list, ones made outside portainer.py to adopt) and the stack editor.
 import {api, request} from '../api.js';
 import {constants} from '../constants.js';
-import {formError, toast} from '../feedback.js';
+import {formError, onSubmit, toast} from '../feedback.js';
 import {esc} from '../format.js';
 import {stackImageUpdates} from '../image-updates.js';
 import {isAdmin, session} from '../session.js';
@@ -48,9 +48,10 @@ export async function pageStackEditor(id, adopt) {
   const rc = stack && stack.ResourceControl;
   let badLine = 0;
   render('Stack', `<div class="card"><h2>${stack ? 'Stack ' + esc(stack.Name) : adopt ? 'Adopt ' + esc(adopt.name) : 'New stack'}</h2><form id="f">
-    ${stack ? '' : `<label for="n">Name</label><input id="n" required pattern="[a-z0-9][a-z0-9_-]*" value="${esc(adopt ? adopt.name : '')}" ${adopt ? 'readonly' : ''}>
+    ${stack ? '' : `<label for="n">Name</label><input id="n" required pattern="[a-z0-9][a-z0-9_\\-]*" value="${esc(adopt ? adopt.name : '')}" ${adopt ? 'readonly' : ''}>
       <label for="ep">Environment</label><select id="ep">${eps.map(e => `<option value="${e.Id}" ${adopt && +adopt.ep === e.Id ? 'selected' : ''}>${esc(e.Name)}</option>`).join('')}</select>
-      ${adopt ? '' : `<label for="ty">Type</label><select id="ty"><option value="${constants.StackTypes.Compose}">Compose (standalone)</option><option value="${constants.StackTypes.Swarm}">Swarm</option></select>`}`}
+      ${adopt ? '' : `<label for="ty">Type</label><select id="ty"><option value="${constants.StackTypes.Compose}">Compose (standalone)</option><option value="${constants.StackTypes.Swarm}">Swarm</option></select>
+      <label for="upload">Upload a compose file (instead of the text below)</label><input id="upload" type="file" name="file" accept=".yml,.yaml,application/yaml,text/yaml">`}`}
     <label for="content">Compose file</label><div class="editor"><div class="gutter" id="gutter" aria-hidden="true"></div>
     <textarea id="content" rows="22" spellcheck="false">${esc(content)}</textarea></div>
     ${stack ? `<p>Owner/Access: <b id="stack-access">${esc(stackAccess(rc, users, teams))}</b></p>` : ''}
@@ -66,12 +67,24 @@ export async function pageStackEditor(id, adopt) {
       ${services.map(s => `<tr><td>${esc(s.Name)}</td><td>${esc(s.Image)}</td><td>${s.Containers.map(c => `<span class="badge ${esc(c.State)}">${esc(c.Name)}: ${esc(c.State)}</span>` +
         (stack.Type === constants.StackTypes.Compose ? ` <button type="button" data-logs="${esc(c.Id)}">logs</button>` : '')).join(' ') || '<span class="muted">none</span>'}</td></tr>`).join('')}</table>
       <pre id="logs" aria-live="polite"></pre></div>` : ''}
+    ${stack && eps.some(e => e.Id !== stack.EndpointId) ? `<div class="card"><form id="migrate"><h3>Migrate to another environment</h3>
+      <p class="muted">Deploys the stack on the chosen environment, then removes it from ${esc((eps.find(e => e.Id === stack.EndpointId) || {}).Name || 'this one')}. Volumes' data does not move.</p>
+      <div class="row"><div><label for="migrate-ep">Environment</label><select id="migrate-ep" name="EndpointID">${eps.filter(e => e.Id !== stack.EndpointId).map(e => `<option value="${e.Id}">${esc(e.Name)}</option>`).join('')}</select></div>
+      <div><label for="migrate-name">New name (optional)</label><input id="migrate-name" name="Name" pattern="[a-z0-9][a-z0-9_\\-]*" placeholder="${esc(stack.Name)}"></div></div>
+      <div class="error" role="alert"></div><p><button type="submit">Migrate to…</button></p></form></div>` : ''}
     ${stack && isAdmin() ? `<div class="card"><form id="acl"><h3>Access</h3>
       <label for="w">Shared with</label><select id="w" multiple>${users.filter(u => u.Role !== constants.UserRoles.Administrator).map(u => `<option value="u${u.Id}" ${rc && rc.UserAccesses.some(a => a.UserId === u.Id) ? 'selected' : ''}>${esc(u.Username)}</option>`).join('')}
         ${teams.map(t => `<option value="t${t.Id}" ${rc && rc.TeamAccesses.some(a => a.TeamId === t.Id) ? 'selected' : ''}>team ${esc(t.Name)}</option>`).join('')}</select>
       <label class="check"><input type="checkbox" id="pub" ${rc && rc.Public ? 'checked' : ''}> Public: everyone with access to the environment</label>
       <label class="check"><input type="checkbox" id="adm" ${!rc || rc.AdministratorsOnly ? 'checked' : ''}> Administrators only</label>
       <div class="error" role="alert"></div><button class="primary">Save access</button></form></div>` : ''}`);
+  const migrate = document.getElementById('migrate');
+  if (migrate) onSubmit(migrate, async data => {
+    const target = eps.find(e => e.Id === +data.get('EndpointID'));
+    if (!confirm(`Move stack ${stack.Name} to ${target.Name}? It is removed from its current environment once it runs there.`)) return;
+    const moved = await api('POST', `/api/stacks/${stack.Id}/migrate?endpointId=${stack.EndpointId}`, {EndpointID: target.Id, Name: data.get('Name').trim()});
+    toast(`Stack ${moved.Name} now runs on ${target.Name}`); await pageStackEditor(moved.Id);
+  });
   const acl = document.getElementById('acl');
   if (acl) acl.onsubmit = async e => { e.preventDefault(); const chosen = [...acl.w.selectedOptions].map(o => o.value);
     const body = {Public: acl.pub.checked, AdministratorsOnly: acl.adm.checked,
@@ -90,8 +103,13 @@ export async function pageStackEditor(id, adopt) {
         await api('PUT', `/api/stacks/${stack.Id}?endpointId=${stack.EndpointId}`, body); return pageStackEditor(stack.Id); }
       body.Name = f.n.value;
       const ep = f.ep.value;
-      const made = adopt ? await api('POST', `/api/stacks/adopt?endpointId=${ep}`, body)
-        : await api('POST', `/api/stacks/create/${+f.ty.value === constants.StackTypes.Swarm ? 'swarm' : 'standalone'}/string?endpointId=${ep}`, body);
+      const kind = !adopt && +f.ty.value === constants.StackTypes.Swarm ? 'swarm' : 'standalone', upload = f.upload && f.upload.files[0];
+      let made;
+      if (adopt) made = await api('POST', `/api/stacks/adopt?endpointId=${ep}`, body);
+      else if (upload) { // the file as a multipart upload, as Portainer's "Upload" build method sends it
+        const form = new FormData(); form.set('Name', body.Name); form.set('file', upload); form.set('Env', JSON.stringify(body.Env || []));
+        made = await api('POST', `/api/stacks/create/${kind}/file?endpointId=${ep}`, form);
+      } else made = await api('POST', `/api/stacks/create/${kind}/string?endpointId=${ep}`, body);
       location.hash = `#/stacks/${made.Id}`;
     } catch (e2) { fail(e2); } };
   document.querySelectorAll('[data-logs]').forEach(b => b.onclick = async () => {

@@ -1,7 +1,8 @@
-// Pages: read views of a Swarm's services, nodes, configs and secrets.
+// Pages: read views of a Swarm's services (with their webhooks), nodes, configs and secrets.
 import {api} from '../api.js';
 import {dockerBase} from '../docker.js';
 import {$} from '../dom.js';
+import {toast} from '../feedback.js';
 import {esc, fmtDate} from '../format.js';
 import {every} from '../lifecycle.js';
 import {envCrumbs, render} from '../shell.js';
@@ -21,10 +22,50 @@ const SWARM_VIEWS = {
   secrets: {title: 'Secrets', columns: [{key: 'name', label: 'Name', value: c => c.Spec.Name}, {key: 'created', label: 'Created', value: c => c.CreatedAt, html: c => fmtDate(c.CreatedAt)},
     {key: 'updated', label: 'Updated', value: c => c.UpdatedAt, html: c => fmtDate(c.UpdatedAt), cls: 'hide-sm'}], path: 'secrets'},
 };
+// A service's webhook: POST <origin>/api/webhooks/<Token> redeploys it (pulling its image again).
+const webhookUrl = hook => `${location.origin}/api/webhooks/${hook.Token}`;
+const webhookQuery = filters => `/api/webhooks?filters=${encodeURIComponent(JSON.stringify(filters))}`;
+function webhookCell(service, hook) {
+  const name = service.Spec.Name;
+  return `<label class="check"><input type="checkbox" data-webhook="${esc(service.ID)}" ${hook ? 'checked' : ''} aria-label="Webhook of ${esc(name)}"> webhook</label>
+    ${hook ? `<code class="small webhook-url" id="webhook-${esc(service.ID)}">${esc(webhookUrl(hook))}</code>
+      <button type="button" class="small" data-copy-webhook="${esc(service.ID)}" aria-label="Copy the webhook URL of ${esc(name)}">Copy</button>` : ''}`;
+}
 export async function pageSwarm(envId, kind) {
   const view = SWARM_VIEWS[kind];
-  render(view.title, `<div class="toolbar"><h2>${view.title}</h2></div><div class="card" id="swarm-list"></div>`, envCrumbs(envId, view.title));
-  const table = dataTable($('#swarm-list'), {id: x => x.ID, columns: view.columns, filterPlaceholder: `Filter ${kind}`, empty: `No ${kind}.`});
-  const load = async () => table.setRows(await api('GET', `${dockerBase(envId)}/${view.path}`));
+  render(view.title, `<div class="toolbar"><h2>${view.title}</h2></div><div class="card" id="swarm-list"></div><div class="error" role="alert" id="swarm-error"></div>`, envCrumbs(envId, view.title));
+  const services = kind === 'services';
+  let hooks = []; // the webhooks of this environment the caller may see: {Id, Token, ResourceId, EndpointId}
+  const hookOf = service => hooks.find(h => h.ResourceId === service.ID);
+  const columns = services ? [...view.columns, {key: 'webhook', label: 'Webhook', value: s => (hookOf(s) ? 'on' : 'off'), html: s => webhookCell(s, hookOf(s))}] : view.columns;
+  const table = dataTable($('#swarm-list'), {id: x => x.ID, columns, filterPlaceholder: `Filter ${kind}`, empty: `No ${kind}.`});
+  const load = async () => {
+    const [rows, found] = await Promise.all([api('GET', `${dockerBase(envId)}/${view.path}`), services ? api('GET', webhookQuery({EndpointID: +envId})).catch(() => hooks) : []]);
+    hooks = found; table.setRows(rows);
+  };
+  if (services) $('#swarm-list').addEventListener('click', async e => {
+    const copy = e.target.closest('[data-copy-webhook]'); if (!copy) return;
+    const text = $(`#webhook-${CSS.escape(copy.dataset.copyWebhook)}`).textContent;
+    try { await navigator.clipboard.writeText(text); copy.textContent = 'Copied'; }
+    catch (err) { const range = document.createRange(); range.selectNodeContents($(`#webhook-${CSS.escape(copy.dataset.copyWebhook)}`));
+      getSelection().removeAllRanges(); getSelection().addRange(range); copy.textContent = 'Selected: press Ctrl+C'; }
+  });
+  if (services) $('#swarm-list').addEventListener('change', async e => {
+    const box = e.target.closest('[data-webhook]'); if (!box) return;
+    const serviceId = box.dataset.webhook; $('#swarm-error').textContent = ''; box.disabled = true;
+    try {
+      if (box.checked) {
+        await api('POST', '/api/webhooks', {ResourceID: serviceId, EndpointID: +envId, WebhookType: 1}).catch(async err => {
+          if (err.status !== 409) throw err; // made meanwhile (another tab, another user): show that one
+          if (!(await api('GET', webhookQuery({ResourceID: serviceId, EndpointID: +envId}))).length) throw err; });
+        toast('Webhook created');
+      } else {
+        const [hook] = await api('GET', webhookQuery({ResourceID: serviceId, EndpointID: +envId}));
+        if (hook) await api('DELETE', `/api/webhooks/${hook.Id}`);
+        toast('Webhook removed');
+      }
+    } catch (err) { $('#swarm-error').textContent = err.message; }
+    await load();
+  });
   await load(); every(10000, load);
 }

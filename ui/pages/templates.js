@@ -14,7 +14,9 @@ export async function pageTemplates() {
     ${(t.env || []).map(e => `<label>${esc(e.label || e.name)}</label><input name="env-${esc(e.name)}" value="${esc(e.default || '')}">`).join('')}
     <label>Environment</label><select name="ep">${eps.map(e => `<option value="${e.Id}">${esc(e.Name)}</option>`).join('')}</select>
     <div class="error" role="alert"></div><button class="primary">Deploy</button>
-    ${key.startsWith('c') ? `<button type="button" class="danger" data-del="${key.slice(1)}">Remove</button>` : ''}</form></div>`;
+    ${key.startsWith('c') ? `<button type="button" class="danger" data-del="${key.slice(1)}">Remove</button>` : ''}
+    ${key.startsWith('t') && t.type !== constants.TemplateTypes.Container ? `<button type="button" data-file="${t.id}" aria-controls="template-file-${t.id}">View file</button>` : ''}</form>
+    ${key.startsWith('t') ? `<pre class="copyable mono small hidden" id="template-file-${t.id}" aria-label="Compose file of ${esc(t.title)}"></pre>` : ''}</div>`;
   render('App templates', `<h2>App templates</h2><div class="grid">${doc.templates.map(t => card(t, 't' + t.id)).join('')}</div>
     <h2>Custom templates</h2><div class="grid">${custom.map(t => card(t, 'c' + t.Id)).join('') || '<p class="muted">None yet.</p>'}</div>
     <div class="card"><h3>New custom template</h3><form id="nt"><label for="tt">Title</label><input id="tt" required>
@@ -25,6 +27,12 @@ export async function pageTemplates() {
     const key = f.dataset.key, path = key.startsWith('t') ? `/api/templates/${key.slice(1)}` : `/api/custom_templates/${key.slice(1)}`;
     try { const r = await api('POST', `${path}/deploy?endpointId=${f.ep.value}`, {Name: f.name.value, Env: env});
       location.hash = r.EndpointId ? `#/stacks/${r.Id}` : `#/env/${f.ep.value}/containers`; } catch (err) { formError(f, err); } });
+  // A stack template's compose file, read from the server (POST /api/templates/{id}/file), shown under its card.
+  document.querySelectorAll('[data-file]').forEach(b => b.onclick = async () => {
+    const box = document.getElementById(`template-file-${b.dataset.file}`);
+    if (!box.classList.contains('hidden')) { box.classList.add('hidden'); b.textContent = 'View file'; return; }
+    try { box.textContent = (await api('POST', `/api/templates/${b.dataset.file}/file`)).FileContent; box.classList.remove('hidden'); b.textContent = 'Hide file'; }
+    catch (err) { formError(b.closest('form'), err); } });
   document.querySelectorAll('[data-del]').forEach(b => b.onclick = async () => { await api('DELETE', `/api/custom_templates/${b.dataset.del}`); pageTemplates(); });
   const nt = document.getElementById('nt');
   nt.onsubmit = async e => { e.preventDefault(); try { await api('POST', '/api/custom_templates/create/string',
