@@ -7086,7 +7086,8 @@ async def bind_edge_id(request: web.Request, endpoint: dict, edge_id: str) -> No
 
 
 async def handle_endpoint_association_delete(request: web.Request) -> web.Response:
-    """Portainer's de-association: forget the edge agent's Edge ID and snapshot; the next agent binds (administrators)."""
+    """Portainer's de-association: forget the edge agent's Edge ID and snapshot; the next agent binds
+    (administrators)."""
     require_admin(request)
     endpoint = edge_endpoint(request)
     await bind_edge_id(request, endpoint, "")
