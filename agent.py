@@ -846,8 +846,10 @@ class Cluster:
                 if self.agent.config.secret:
                     shown = der_fingerprint(writer.get_extra_info("ssl_object").getpeercert(binary_form=True))
                     if shown != self.members.get(address, {}).get("CertificateFingerprint"):
+                        # the peer may have restarted with a new certificate since this agent last asked it
+                        await self.refresh(force=True)
+                    if shown != self.members.get(address, {}).get("CertificateFingerprint"):
                         writer.close()
-                        self._checked_at = 0.0
                         raise DockerUnreachable(f"the agent at {address} shows a certificate it has not proven")
                 return HttpConnection(reader, writer)
             self._clients[address] = DockerClient(open_peer)

@@ -620,8 +620,8 @@ def test_two_hundred_clients_and_a_stack_deploy_lose_nothing_and_leak_no_memory(
 # Bad bodies, bad compose files, header injection
 # ---------------------------------------------------------------------------------------------------------------
 
-JSON_ROUTES = [(m, p) for m, p, h in portainer.ROUTES
-               if m in ("POST", "PUT", "PATCH") and "read_json" in __import__("inspect").getsource(h)]
+JSON_ROUTES = [(m, p) for m, p, h in portainer.ROUTES if m in ("POST", "PUT", "PATCH") and any(
+    reader in __import__("inspect").getsource(h) for reader in ("read_json", "read_documented_fields"))]
 DEEP = 100000  # nesting far past Python's recursion limit
 BAD_BODIES = {
     "truncated JSON": b'{"Name": "x", ',
