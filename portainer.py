@@ -8813,6 +8813,8 @@ td.check,th.check{width:28px}.table-wrap{overflow-x:auto}
 .stat{font-size:26px;font-weight:700}.muted{color:var(--muted)}.small{font-size:12px}.mono{font-family:ui-monospace,Menlo,Consolas,monospace}
 pre{white-space:pre-wrap;word-break:break-all;margin:0}.hidden{display:none!important}
 pre.copyable{background:var(--bg);border:1px solid var(--border);border-radius:6px;padding:8px}
+.motd{display:flex;gap:12px;align-items:flex-start;border-left:4px solid var(--accent)}.motd .motd-text{flex:1}
+.motd .motd-message{margin:0;white-space:pre-line;overflow-wrap:anywhere}
 .env{display:flex;gap:14px;align-items:flex-start}.env .info{flex:1}.env .name{font-size:16px;font-weight:600}
 .row{display:flex;gap:10px;flex-wrap:wrap}.row>*{flex:1;min-width:140px}.row>.narrow{flex:0 0 auto;min-width:0}
 .pairs .pair{display:flex;gap:6px;margin-bottom:6px;align-items:center}.pairs .pair>input{flex:1}.pairs .pair>select{flex:0 0 90px}
@@ -9734,6 +9736,7 @@ import {esc, fmtAgo, fmtBytes} from '../format.js';
 import {every} from '../lifecycle.js';
 import {bindEdgeButtons, EDGE_WIZARD_KIND, edgeInfo} from './edge.js';
 import {groupName, UNASSIGNED_GROUP} from './groups.js';
+import {motdBanner} from './motd.js';
 import {isAdmin, session} from '../session.js';
 import {render} from '../shell.js';
 
@@ -9756,8 +9759,8 @@ function envCard(ep, tagName, picked) {
 export async function pageHome() {
   session.currentEnv = null;
   const chosenGroup = new URLSearchParams(location.hash.split('?')[1] || '').get('group') || '';
-  let [envs, tags, groups] = await Promise.all([api('GET', '/api/endpoints'), api('GET', '/api/tags').catch(() => []),
-    api('GET', '/api/endpoint_groups').catch(() => [])]);
+  let [envs, tags, groups, motd] = await Promise.all([api('GET', '/api/endpoints'), api('GET', '/api/tags').catch(() => []),
+    api('GET', '/api/endpoint_groups').catch(() => []), api('GET', '/api/motd').catch(() => null)]);
   const groupIds = () => [...new Set([...groups.map(g => g.Id), ...envs.map(ep => ep.GroupId || UNASSIGNED_GROUP)])].sort((a, b) => a - b);
   render('Home', `<div class="toolbar"><h2>Environments</h2><span class="spacer"></span>
     <input class="filter" id="env-search" type="search" placeholder="Search by name, URL, type, tag, group" aria-label="Search environments">
@@ -9765,6 +9768,7 @@ export async function pageHome() {
     ${isAdmin() ? `<button class="danger" id="env-remove" disabled>Remove selected</button>
       <a class="button" href="#/groups">Groups</a> <a class="button primary" href="#/environments/new">Add environment</a>` : ''}</div>
     <div class="error" role="alert" id="env-errors"></div><div id="env-list"></div>`);
+  motdBanner($('#main'), motd);
   const picked = new Set();
   const tagName = id => (tags.find(t => t.ID === id || t.Id === id) || {}).Name || `tag ${id}`;
   const draw = () => {
@@ -10047,6 +10051,43 @@ export async function pageImages(envId) {
     toast('Images imported');
   });
   await load(); watchEngine(envId, ['image'], load);
+}
+""",  # noqa: E501
+    'pages/motd.js': r"""// The message of the day: the administrator's card on the settings page (PUT /api/settings MessageOfTheDay) and
+// the banner on the home page (GET /api/motd). The text is an administrator's input: it is shown as text, never HTML.
+import {api} from '../api.js';
+import {$} from '../dom.js';
+import {formError, onSubmit} from '../feedback.js';
+import {esc} from '../format.js';
+
+// The Hash (of the message) the user dismissed in this browser, as Portainer does: a new message shows again.
+const DISMISSED_KEY = 'motd-dismissed';
+
+// Settings page: Title and Message, saved together; an empty message shows no banner.
+export function motdSettingsCard(main, settings) {
+  const motd = settings.MessageOfTheDay || {};
+  const form = document.createElement('form'); form.className = 'card'; form.id = 'motd-settings';
+  form.innerHTML = `<h2>Message of the day</h2><p class="muted">Shown as a banner on the home page of every user until they dismiss it. Leave the message empty to show none.</p>
+    <label for="motd-title">Title</label><input id="motd-title" name="Title" value="${esc(motd.Title)}">
+    <label for="motd-message">Message</label><textarea id="motd-message" name="Message" rows="4">${esc(motd.Message)}</textarea>
+    <div class="error" role="alert"></div><p><button class="primary" type="submit">Save the message</button></p>`;
+  main.append(form);
+  onSubmit(form, async data => {
+    await api('PUT', '/api/settings', {MessageOfTheDay: {Title: data.get('Title'), Message: data.get('Message')}});
+    formError(form, {message: 'Saved.'});
+  });
+}
+// Home page: the banner above the environments, unless there is no message or this one was dismissed.
+export function motdBanner(main, motd) {
+  if (!motd || !motd.Message || !motd.Hash || localStorage.getItem(DISMISSED_KEY) === motd.Hash) return;
+  const banner = document.createElement('section'); banner.className = 'card motd'; banner.id = 'motd';
+  banner.setAttribute('aria-label', 'Message of the day');
+  banner.innerHTML = `<div class="motd-text"><h3 class="motd-title"></h3><p class="motd-message"></p></div>
+    <button type="button" class="small" aria-label="Dismiss the message of the day">&times;</button>`;
+  $('.motd-title', banner).textContent = motd.Title || 'Message of the day';
+  $('.motd-message', banner).textContent = motd.Message;
+  $('button', banner).addEventListener('click', () => { localStorage.setItem(DISMISSED_KEY, motd.Hash); banner.remove(); });
+  main.prepend(banner);
 }
 """,  # noqa: E501
     'pages/networks.js': r"""// Page: the networks of an environment.
@@ -10492,6 +10533,7 @@ import {constants} from '../constants.js';
 import {$} from '../dom.js';
 import {formError, onSubmit, toast} from '../feedback.js';
 import {esc, fmtAgo, fmtDate} from '../format.js';
+import {motdSettingsCard} from './motd.js';
 import {session} from '../session.js';
 import {render} from '../shell.js';
 import {dataTable} from '../table.js';
@@ -10532,6 +10574,7 @@ export async function pageSettings() {
     if (pub.AnalyticsAvailable) body.EnableTelemetry = !!data.get('EnableTelemetry');
     await api('PUT', '/api/settings', body); toast('Settings saved');
   });
+  motdSettingsCard($('#main'), s);
   await settingsAuditPanel();
 }
 export async function pageAccount() {

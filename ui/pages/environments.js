@@ -7,6 +7,7 @@ import {esc, fmtAgo, fmtBytes} from '../format.js';
 import {every} from '../lifecycle.js';
 import {bindEdgeButtons, EDGE_WIZARD_KIND, edgeInfo} from './edge.js';
 import {groupName, UNASSIGNED_GROUP} from './groups.js';
+import {motdBanner} from './motd.js';
 import {isAdmin, session} from '../session.js';
 import {render} from '../shell.js';
 
@@ -29,8 +30,8 @@ function envCard(ep, tagName, picked) {
 export async function pageHome() {
   session.currentEnv = null;
   const chosenGroup = new URLSearchParams(location.hash.split('?')[1] || '').get('group') || '';
-  let [envs, tags, groups] = await Promise.all([api('GET', '/api/endpoints'), api('GET', '/api/tags').catch(() => []),
-    api('GET', '/api/endpoint_groups').catch(() => [])]);
+  let [envs, tags, groups, motd] = await Promise.all([api('GET', '/api/endpoints'), api('GET', '/api/tags').catch(() => []),
+    api('GET', '/api/endpoint_groups').catch(() => []), api('GET', '/api/motd').catch(() => null)]);
   const groupIds = () => [...new Set([...groups.map(g => g.Id), ...envs.map(ep => ep.GroupId || UNASSIGNED_GROUP)])].sort((a, b) => a - b);
   render('Home', `<div class="toolbar"><h2>Environments</h2><span class="spacer"></span>
     <input class="filter" id="env-search" type="search" placeholder="Search by name, URL, type, tag, group" aria-label="Search environments">
@@ -38,6 +39,7 @@ export async function pageHome() {
     ${isAdmin() ? `<button class="danger" id="env-remove" disabled>Remove selected</button>
       <a class="button" href="#/groups">Groups</a> <a class="button primary" href="#/environments/new">Add environment</a>` : ''}</div>
     <div class="error" role="alert" id="env-errors"></div><div id="env-list"></div>`);
+  motdBanner($('#main'), motd);
   const picked = new Set();
   const tagName = id => (tags.find(t => t.ID === id || t.Id === id) || {}).Name || `tag ${id}`;
   const draw = () => {

@@ -4,6 +4,7 @@ import {constants} from '../constants.js';
 import {$} from '../dom.js';
 import {formError, onSubmit, toast} from '../feedback.js';
 import {esc, fmtAgo, fmtDate} from '../format.js';
+import {motdSettingsCard} from './motd.js';
 import {session} from '../session.js';
 import {render} from '../shell.js';
 import {dataTable} from '../table.js';
@@ -44,6 +45,7 @@ export async function pageSettings() {
     if (pub.AnalyticsAvailable) body.EnableTelemetry = !!data.get('EnableTelemetry');
     await api('PUT', '/api/settings', body); toast('Settings saved');
   });
+  motdSettingsCard($('#main'), s);
   await settingsAuditPanel();
 }
 export async function pageAccount() {
