@@ -195,21 +195,24 @@ def test_open_log_streams_end_cleanly_when_the_engine_restarts(server, remote_ho
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def test_schemathesis_finds_no_server_error_and_no_schema_break(fresh_server):
+def test_schemathesis_finds_no_server_error_and_no_schema_break(fresh_server, tmp_path):
     server = fresh_server()  # of its own: the fuzzer deletes and changes whatever it can reach
     if shutil.which("st") is None:
         pytest.fail("schemathesis is not installed: `make test-deps` installs it")
     examples = str(int(20 * SCALE))
+    # A registry, templates URL or environment the fuzzer pointed at an address that does not answer is an honest
+    # 502 or 504 (the upstream failed, not this server); every other 5xx is a bug.
+    config = tmp_path / "schemathesis.toml"
+    config.write_text('[checks.not_a_server_error]\nexpected-statuses = ["1XX", "2XX", "3XX", "4XX", "502", "504"]\n')
     result = subprocess.run(
-        ["st", "run", f"{server.url}/api/docs/openapi.json", "--url", server.url,
+        ["st", "--config-file", str(config), "run", f"{server.url}/api/docs/openapi.json", "--url", server.url,
          "-H", f"X-API-Key: {server.admin_api_key}", "--checks", "not_a_server_error,response_schema_conformance",
-         "--exclude-path-regex", "docker|logout|passwd|tokens",
-         # An environment URL changed to one that does not answer makes every later engine call an honest 502.
-         "--exclude-operation-id", "handle_endpoint_update_put", "-n", examples,
+         "--exclude-path-regex", "docker|logout|passwd|tokens", "-n", examples,
          "--request-timeout", "20", "--no-color"],
         capture_output=True, text=True, timeout=600)
     print(result.stdout[-3000:])
-    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
+    failures = result.stdout[result.stdout.find("=== FAILURES"):result.stdout.find("=== WARNINGS")]
+    assert result.returncode == 0, failures[:6000] + result.stdout[-2000:] + result.stderr[-2000:]
 
 
 PATH_TAKING_ROUTES = [(m, p) for m, p, h in portainer.ROUTES if "{" in p and p.startswith("/api/")]
