@@ -2143,16 +2143,7 @@ def check_endpoints(value, where, vetting):
         if network not in SYSTEM_NETWORKS:
             vetting.refer("networks", network, lambda full_id, network=network:
                           holder.__setitem__(full_id, holder.pop(network)) if full_id != network else None)
-    return _DeferredMap(holder)
-
-
-class _DeferredMap:
-    def __init__(self, holder: dict):
-        self.holder = holder
-
-    @property
-    def value(self):
-        return self.holder
+    return _Deferred({"endpoints": holder}, "endpoints")
 
 
 def check_container_key(value, where, vetting):
@@ -2172,7 +2163,7 @@ def check_named_reference(kind: str):
 
 def settle(value: Any) -> Any:
     """The value to forward, once references are resolved."""
-    if isinstance(value, (_Deferred, _DeferredMap)):
+    if isinstance(value, _Deferred):
         return settle(value.value)
     if isinstance(value, dict):
         return {k: settle(v) for k, v in value.items()}
@@ -2313,10 +2304,6 @@ NETWORK_CONNECT = Struct({"Container": Check(check_container_key), "EndpointConf
 NETWORK_DISCONNECT = Struct({"Container": Check(check_container_key), "Force": ALLOWED})
 
 
-def check_service_mount(value, where, vetting):
-    return check_mount(value, where, vetting)
-
-
 def file_reference(kind: str):
     id_field, name_field = ("SecretID", "SecretName") if kind == "secrets" else ("ConfigID", "ConfigName")
 
@@ -2352,7 +2339,7 @@ CONTAINER_SPEC = Struct({
         "Image", "Labels", "Command", "Args", "Hostname", "Env", "Dir", "User", "Groups", "Init", "StopSignal",
         "TTY", "OpenStdin", "ReadOnly", "StopGracePeriod", "Healthcheck", "Hosts", "DNSConfig", "CapabilityDrop",
         "Ulimits", "OomScoreAdj")},
-    "Privileges": AdminOnly(), "Mounts": ListOf(Check(check_service_mount)),
+    "Privileges": AdminOnly(), "Mounts": ListOf(Check(check_mount)),
     "Secrets": ListOf(file_reference("secrets")), "Configs": ListOf(file_reference("configs")),
     "Isolation": check_one_of(None, "", "default"), "Sysctls": Setting(SYSCTLS, "sysctl settings"),
     "CapabilityAdd": Setting(CAPABILITIES, "added capabilities"),
