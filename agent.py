@@ -756,7 +756,7 @@ def build_agent_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="agent.py", description="Serve this node's Docker engine to a portainer.py server over signed HTTPS.",
         epilog="Every flag can also be set by the environment variable shown in brackets.")
-    p.add_argument("--port", type=int, default=int(env("AGENT_PORT", 9001)), help="HTTPS port [AGENT_PORT] (9001)")
+    p.add_argument("--port", type=int, default=env("AGENT_PORT", "9001"), help="HTTPS port [AGENT_PORT] (9001)")
     p.add_argument("--host", default=env("AGENT_HOST", "0.0.0.0"), help="address to bind [AGENT_HOST] (0.0.0.0)")
     p.add_argument("--secret", default=env("AGENT_SECRET", ""),
                    help="shared secret; only a server proving it is accepted, and agents of a cluster prove it to "

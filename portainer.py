@@ -120,28 +120,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--analytics-url", default=_env("PORTAINER_ANALYTICS_URL", ""),
                    help="where opted-in anonymous analytics are sent [PORTAINER_ANALYTICS_URL]")
     p.add_argument("--analytics-interval", type=float,
-                   default=float(_env("PORTAINER_ANALYTICS_INTERVAL", 86400)),
+                   default=_env("PORTAINER_ANALYTICS_INTERVAL", "86400"),
                    help="seconds between two sends of opted-in analytics [PORTAINER_ANALYTICS_INTERVAL] "
                         "(default 86400, once a day)")
     p.add_argument("--log-level", default=_env("PORTAINER_LOG_LEVEL", "INFO"),
                    choices=["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"],
                    help="log verbosity [PORTAINER_LOG_LEVEL] (default INFO)")
-    p.add_argument("--admin-init-window", type=float, default=float(_env("PORTAINER_ADMIN_INIT_WINDOW", 300)),
+    p.add_argument("--admin-init-window", type=float, default=_env("PORTAINER_ADMIN_INIT_WINDOW", "300"),
                    help="seconds after start during which the first admin may be created; after that, init is "
                         "refused until restart [PORTAINER_ADMIN_INIT_WINDOW] (default 300)")
-    p.add_argument("--snapshot-interval", type=float, default=float(_env("PORTAINER_SNAPSHOT_INTERVAL", 60)),
+    p.add_argument("--snapshot-interval", type=float, default=_env("PORTAINER_SNAPSHOT_INTERVAL", "60"),
                    help="seconds between environment snapshots [PORTAINER_SNAPSHOT_INTERVAL] (default 60)")
-    p.add_argument("--proxy-timeout", type=float, default=float(_env("PORTAINER_PROXY_TIMEOUT", 60)),
+    p.add_argument("--proxy-timeout", type=float, default=_env("PORTAINER_PROXY_TIMEOUT", "60"),
                    help="seconds an engine may take to start answering a proxied call before the caller gets a 504 "
                         "[PORTAINER_PROXY_TIMEOUT] (default 60)")
     p.add_argument("--hsts", action="store_true", default=_env_flag("PORTAINER_HSTS"),
                    help="send Strict-Transport-Security on HTTPS [PORTAINER_HSTS]")
     p.add_argument("--image-check-interval", type=float,
-                   default=float(_env("PORTAINER_IMAGE_CHECK_INTERVAL", 3600)),
+                   default=_env("PORTAINER_IMAGE_CHECK_INTERVAL", "3600"),
                    help="seconds between checks of running containers' images for newer versions in their "
                         "registries, and auto-updates of containers labelled for it; 0 turns the schedule off "
                         "[PORTAINER_IMAGE_CHECK_INTERVAL] (default 3600)")
-    p.add_argument("--edge-heartbeat", type=float, default=float(_env("PORTAINER_EDGE_HEARTBEAT", 20)),
+    p.add_argument("--edge-heartbeat", type=float, default=_env("PORTAINER_EDGE_HEARTBEAT", "20"),
                    help="seconds between pings on each edge tunnel; a tunnel silent for 1.5 times this is closed "
                         "[PORTAINER_EDGE_HEARTBEAT] (default 20)")
     p.add_argument("--edge-job-image", default=_env("PORTAINER_EDGE_JOB_IMAGE", "busybox:local"),

@@ -150,3 +150,16 @@ def test_the_edge_agent_started_without_settings_exits_with_the_reason(clean_env
     clean_environment.setenv("EDGE", "1")
     assert agent.main([]) == 2
     assert "agent.py: edge mode needs EDGE_KEY" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("variable, parse", [
+    ("PORTAINER_SNAPSHOT_INTERVAL", lambda: portainer.parse_args([])),
+    ("PORTAINER_PROXY_TIMEOUT", lambda: portainer.parse_args([])),
+    ("AGENT_PORT", lambda: agent.build_agent_parser().parse_args([])),
+])
+def test_a_number_setting_that_is_not_a_number_stops_with_a_usage_error_not_a_traceback(clean_environment, capsys,
+                                                                                         variable, parse):
+    clean_environment.setenv(variable, "soon")
+    with pytest.raises(SystemExit) as exited:
+        parse()
+    assert exited.value.code == 2 and "invalid" in capsys.readouterr().err
