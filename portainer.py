@@ -7233,27 +7233,54 @@ EDGE_JOB_OUTPUT_LIMIT = 64 * 1024
 EDGE_JOB_RUNS_KEPT = 5
 EDGE_JOB_LABEL = "io.portainer.edgejob"
 LOGS_IDLE, LOGS_PENDING, LOGS_COLLECTED = 1, 2, 3
-CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 6))
+CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))  # weekday 7 is Sunday, as 0
+CRON_NAMES = ({}, {}, {},
+              {name: number for number, name in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split(), 1)},
+              {name: number for number, name in enumerate("sun mon tue wed thu fri sat".split())})
+CRON_DESCRIPTORS = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
+                    "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *"}
 
 
-def parse_cron(expression: str) -> list[set[int]]:
-    """Five cron fields (minute hour day month weekday) with *, lists, ranges and steps."""
-    parts = expression.split()
+@dataclasses.dataclass(frozen=True)
+class CronSchedule:
+    """Five cron fields; when both day of month and weekday are restricted, either one selects the day (cron's
+    rule: `0 0 1 * 1` runs on the 1st and on every Monday)."""
+    minute: frozenset
+    hour: frozenset
+    day: frozenset
+    month: frozenset
+    weekday: frozenset
+    any_day: bool
+    any_weekday: bool
+
+    def matches(self, moment: time.struct_time) -> bool:
+        if moment.tm_min not in self.minute or moment.tm_hour not in self.hour or moment.tm_mon not in self.month:
+            return False
+        day, weekday = moment.tm_mday in self.day, (moment.tm_wday + 1) % 7 in self.weekday
+        if self.any_day or self.any_weekday:
+            return day and weekday
+        return day or weekday
+
+
+def parse_cron(expression: str) -> CronSchedule:
+    """minute hour day month weekday with *, lists, ranges, steps and names (jan, mon), or @daily and friends."""
+    parts = CRON_DESCRIPTORS.get(expression.strip().lower(), expression).split()
     if len(parts) != 5:
-        raise BadRequest(f"invalid CronExpression {expression!r}", "five fields: minute hour day month weekday")
+        raise BadRequest(f"invalid CronExpression {expression!r}",
+                         "five fields: minute hour day month weekday (or @hourly, @daily, @weekly, @monthly, @yearly)")
     fields = []
-    for text, (low, high) in zip(parts, CRON_RANGES):
+    for text, (low, high), names in zip(parts, CRON_RANGES, CRON_NAMES):
         values: set[int] = set()
-        for item in text.split(","):
+        for item in text.lower().split(","):
             base, _, step = item.partition("/")
             try:
                 every = int(step) if step else 1
                 if base == "*":
                     start, end = low, high
                 elif "-" in base:
-                    start, end = (int(x) for x in base.split("-", 1))
+                    start, end = (int(names.get(x, x)) for x in base.split("-", 1))
                 else:
-                    start = int(base)
+                    start = int(names.get(base, base))
                     end = high if step else start
             except ValueError:
                 raise BadRequest(f"invalid CronExpression {expression!r}", f"cannot read {item!r}") from None
@@ -7261,13 +7288,10 @@ def parse_cron(expression: str) -> list[set[int]]:
                 raise BadRequest(f"invalid CronExpression {expression!r}", f"{item!r} is outside {low}-{high}")
             values.update(range(start, end + 1, every))
         fields.append(values)
-    return fields
-
-
-def cron_matches(fields: list[set[int]], moment: time.struct_time) -> bool:
     minute, hour, day, month, weekday = fields
-    return (moment.tm_min in minute and moment.tm_hour in hour and moment.tm_mday in day
-            and moment.tm_mon in month and (moment.tm_wday + 1) % 7 in weekday)
+    weekday = {value % 7 for value in weekday}
+    return CronSchedule(frozenset(minute), frozenset(hour), frozenset(day), frozenset(month), frozenset(weekday),
+                        any_day=parts[2].startswith("*"), any_weekday=parts[4].startswith("*"))
 
 
 def demultiplex_docker_log(raw: bytes) -> str:
@@ -7379,7 +7403,7 @@ class EdgeJobRunner:
             await asyncio.sleep(60 - time.time() % 60 + 0.5)
             moment = time.localtime()
             for job in self.app[STORE].edge_jobs:
-                if job["Recurring"] and cron_matches(parse_cron(job["CronExpression"]), moment):
+                if job["Recurring"] and parse_cron(job["CronExpression"]).matches(moment):
                     await self.queue(job)
 
 

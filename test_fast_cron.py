@@ -1,6 +1,6 @@
 """Recurring edge jobs: the cron expression an administrator types decides the minutes a job runs.
 
-Fast unit tests (`make test-fast`): the real parse_cron and cron_matches that EdgeJobRunner.schedule uses.
+Fast unit tests (`make test-fast`): the real parse_cron and CronSchedule.matches that EdgeJobRunner.schedule uses.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ SATURDAY = datetime.datetime(2026, 11, 28)
 
 
 def runs_at(expression: str, moment: datetime.datetime) -> bool:
-    return portainer.cron_matches(portainer.parse_cron(expression), moment.timetuple())
+    return portainer.parse_cron(expression).matches(moment.timetuple())
 
 
 def minutes_of_an_hour(expression: str) -> list[int]:
@@ -67,7 +67,8 @@ def test_day_of_month_and_month_select_the_date():
     ("* 24 * * *", "outside 0-23"),
     ("* * 0 * *", "outside 1-31"),
     ("* * * 13 *", "outside 1-12"),
-    ("* * * * 7", "outside 0-6"),
+    ("* * * * 8", "outside 0-7"),
+    ("* * * * funday", "cannot read 'funday'"),
     ("*/0 * * * *", "outside 0-59"),
     ("30-10 * * * *", "outside 0-59"),
     ("every * * * *", "cannot read 'every'"),
@@ -90,3 +91,25 @@ def test_a_fixed_time_runs_exactly_at_that_minute(minute, hour, day, month):
     assert runs_at(expression, moment)
     assert not runs_at(expression, moment + datetime.timedelta(minutes=1))
     assert not runs_at(expression, moment - datetime.timedelta(minutes=1))
+
+
+def test_seven_is_sunday_too_and_days_can_be_named():
+    assert runs_at("0 9 * * 7", SUNDAY.replace(hour=9))
+    assert runs_at("0 9 * * 5-7", SUNDAY.replace(hour=9)) and runs_at("0 9 * * 5-7", SATURDAY.replace(hour=9))
+    assert not runs_at("0 9 * * 5-7", MONDAY.replace(hour=9))
+    assert runs_at("0 9 * * MON-FRI", MONDAY.replace(hour=9)) and not runs_at("0 9 * * mon-fri", SUNDAY.replace(hour=9))
+    assert runs_at("0 0 1 DEC *", datetime.datetime(2026, 12, 1))
+
+
+def test_a_day_of_month_and_a_weekday_together_run_on_either():
+    first_of_december_2026_is_a_tuesday = datetime.datetime(2026, 12, 1)
+    assert runs_at("0 0 1 * 1", first_of_december_2026_is_a_tuesday)
+    assert runs_at("0 0 1 * 1", datetime.datetime(2026, 12, 7))  # a Monday
+    assert not runs_at("0 0 1 * 1", datetime.datetime(2026, 12, 8))
+    assert not runs_at("0 0 * * 1", first_of_december_2026_is_a_tuesday)  # a star keeps the other field's rule
+
+
+def test_descriptors_name_the_usual_schedules():
+    assert runs_at("@daily", MONDAY.replace(hour=0, minute=0)) and not runs_at("@daily", MONDAY.replace(hour=1))
+    assert runs_at("@hourly", MONDAY.replace(hour=7, minute=0))
+    assert runs_at("@weekly", SUNDAY.replace(hour=0, minute=0)) and not runs_at("@weekly", MONDAY.replace(hour=0))
