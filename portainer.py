@@ -7234,8 +7234,8 @@ EDGE_JOB_RUNS_KEPT = 5
 EDGE_JOB_LABEL = "io.portainer.edgejob"
 LOGS_IDLE, LOGS_PENDING, LOGS_COLLECTED = 1, 2, 3
 CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))  # weekday 7 is Sunday, as 0
-CRON_NAMES = ({}, {}, {},
-              {name: number for number, name in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split(), 1)},
+MONTH_NAMES = "jan feb mar apr may jun jul aug sep oct nov dec".split()
+CRON_NAMES = ({}, {}, {}, {name: number for number, name in enumerate(MONTH_NAMES, 1)},
               {name: number for number, name in enumerate("sun mon tue wed thu fri sat".split())})
 CRON_DESCRIPTORS = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
                     "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *"}
