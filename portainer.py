@@ -2453,10 +2453,26 @@ def resource_control_for(store: Store, kind: str, item: dict) -> dict | None:
     return next((rc for rc in controls if rc["Type"] == wanted_type and rc["ResourceId"] == key), None)
 
 
-def visible_resource(store: Store, caller: Caller, kind: str, item: dict) -> bool:
+def inherited_stack_control(store: Store, kind: str, item: dict, endpoint_id: int | None) -> dict | None:
+    """The resource control of the stack a resource belongs to (by its compose project or Swarm namespace label
+    on that environment), which decides for it as Portainer's "inherited from stack" access does."""
+    if endpoint_id is None or not len(store.resource_controls):
+        return None
+    labels = resource_labels(kind, item)
+    project = labels.get(LABEL_PROJECT) or labels.get(LABEL_NAMESPACE)
+    if not project or not any(s["Name"] == project and s["EndpointId"] == endpoint_id for s in store.stacks):
+        return None
+    key = f"{endpoint_id}_{project}"
+    return next((rc for rc in store.resource_controls
+                 if rc["Type"] == STACK_RESOURCE_CONTROL and rc["ResourceId"] == key), None)
+
+
+def visible_resource(store: Store, caller: Caller, kind: str, item: dict, endpoint_id: int | None = None) -> bool:
+    """Whether the caller may see and use a resource of the environment `endpoint_id`: its own resource control
+    decides, else that of the stack it belongs to, else its owner labels."""
     if kind == "networks" and as_text(item.get("Name")) in SYSTEM_NETWORKS:
         return True
-    control = resource_control_for(store, kind, item)
+    control = resource_control_for(store, kind, item) or inherited_stack_control(store, kind, item, endpoint_id)
     if control is not None:
         if control["Public"]:
             return True
@@ -2468,8 +2484,8 @@ def visible_resource(store: Store, caller: Caller, kind: str, item: dict) -> boo
     return owns(store, caller, resource_labels(kind, item))
 
 
-def filter_owned_list(store: Store, caller: Caller, kind: str) -> Callable[[bytes], bytes]:
-    """A rewrite for a list answer that keeps only the caller's resources."""
+def filter_owned_list(store: Store, caller: Caller, kind: str, endpoint_id: int) -> Callable[[bytes], bytes]:
+    """A rewrite for a list answer that keeps only the caller's resources on the environment `endpoint_id`."""
     def rewrite(raw: bytes) -> bytes:
         try:
             data = json.loads(raw)
@@ -2478,11 +2494,12 @@ def filter_owned_list(store: Store, caller: Caller, kind: str) -> Callable[[byte
         if kind == "system" and isinstance(data, dict):
             for key, owned_kind in (("Containers", "containers"), ("Volumes", "volumes")):
                 data[key] = [item for item in data.get(key) or [] if isinstance(item, dict)
-                             and visible_resource(store, caller, owned_kind, item)]
+                             and visible_resource(store, caller, owned_kind, item, endpoint_id)]
         elif kind == "volumes" and isinstance(data, dict):
-            data["Volumes"] = [v for v in dicts_in(data.get("Volumes")) if visible_resource(store, caller, kind, v)]
+            data["Volumes"] = [v for v in dicts_in(data.get("Volumes"))
+                               if visible_resource(store, caller, kind, v, endpoint_id)]
         else:
-            data = [item for item in dicts_in(data) if visible_resource(store, caller, kind, item)]
+            data = [item for item in dicts_in(data) if visible_resource(store, caller, kind, item, endpoint_id)]
         return json.dumps(data).encode()
     return rewrite
 
@@ -2490,7 +2507,8 @@ def filter_owned_list(store: Store, caller: Caller, kind: str) -> Callable[[byte
 async def filter_owned_tasks(connector: DockerConnector, store: Store, caller: Caller) -> Callable[[bytes], bytes]:
     """A rewrite for the task list that keeps the tasks of the caller's services."""
     services = await connector.request_json("GET", "/services")
-    owned = {as_text(s.get("ID")) for s in dicts_in(services) if visible_resource(store, caller, "services", s)}
+    owned = {as_text(s.get("ID")) for s in dicts_in(services)
+             if visible_resource(store, caller, "services", s, connector.endpoint_id)}
     owned.discard("")
 
     def rewrite(raw: bytes) -> bytes:
@@ -2518,7 +2536,7 @@ async def require_owned(connector: DockerConnector, store: Store, caller: Caller
                 return None
             raise NotFound(f"no such {kind[:-1]}: {resource_id}") from None
         raise
-    if not isinstance(item, dict) or not visible_resource(store, caller, kind, item):
+    if not isinstance(item, dict) or not visible_resource(store, caller, kind, item, connector.endpoint_id):
         raise Forbidden(f"access denied to {kind[:-1]} {resource_id}",
                         "it belongs to another user or team; an administrator can share it")
     return item
@@ -3527,7 +3545,7 @@ def answer_rewrite(grant: DockerGrant, method: str, bare: str) -> Callable[[byte
         return None
     listed = bare.strip("/")
     if grant.ownership_bound and listed in OWNED_KINDS + ("containers/json", "system/df"):
-        return filter_owned_list(grant.store, grant.caller, listed.split("/")[0])
+        return filter_owned_list(grant.store, grant.caller, listed.split("/")[0], grant.endpoint["Id"])
     if bare == "/swarm" and not grant.trusted_with_host:
         def without_join_tokens(raw: bytes) -> bytes:
             try:
@@ -6342,7 +6360,7 @@ async def handle_endpoint_image_status(request: web.Request) -> web.Response:
     if endpoint_role(store, caller, endpoint) in OWNERSHIP_BOUND_ROLES:
         running = container_summaries(
             await request.app[ENVIRONMENTS].connector(endpoint["Id"]).request_json("GET", "/containers/json"))
-        owned = [c["Id"] for c in running if visible_resource(store, caller, "containers", c)]
+        owned = [c["Id"] for c in running if visible_resource(store, caller, "containers", c, endpoint["Id"])]
         ids = owned if ids is None else [i for i in ids if any(o.startswith(i) for o in owned) and len(i) >= 12]
     return json_response(await request.app[IMAGE_UPDATES].check_environment(endpoint["Id"], ids, fresh))
 
@@ -6381,7 +6399,7 @@ async def handle_stack_images_status(request: web.Request) -> web.Response:
     running = container_summaries(await connector.request_json("GET", f"/containers/json?filters={filters}"))
     store, caller = request.app[STORE], caller_of(request)
     if endpoint_role(store, caller, endpoint) in OWNERSHIP_BOUND_ROLES:
-        running = [c for c in running if visible_resource(store, caller, "containers", c)]
+        running = [c for c in running if visible_resource(store, caller, "containers", c, endpoint["Id"])]
     answers = await request.app[IMAGE_UPDATES].check_environment(endpoint["Id"], [c["Id"] for c in running], fresh)
     for container in running:
         answers[container["Id"]]["Name"] = container_name(container)
@@ -6910,7 +6928,7 @@ async def handle_stacks_outside(request: web.Request) -> web.Response:
     managed = {s["Name"] for s in request.app[STORE].stacks if s["EndpointId"] == endpoint["Id"]}
     store, caller = request.app[STORE], caller_of(request)
     if endpoint_role(store, caller, endpoint) in OWNERSHIP_BOUND_ROLES:  # other users' projects stay unseen
-        containers = [c for c in containers if visible_resource(store, caller, "containers", c)]
+        containers = [c for c in containers if visible_resource(store, caller, "containers", c, endpoint["Id"])]
     projects: dict[str, dict] = {}
     for container in containers:
         labels = container["Labels"]

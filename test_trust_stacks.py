@@ -225,6 +225,28 @@ def test_administrator_sees_every_stack_and_shares_one_with_a_team(server, engin
     assert stack["Name"] in listed_names(server, b_token)
 
 
+def test_a_team_a_stack_is_shared_with_uses_its_containers_at_once_without_a_redeploy(server, stack_of_a):
+    stack, _, (b_id, _, b_key) = stack_of_a
+    container = f"{stack['Name']}_app_1"
+    listed = lambda: {n.lstrip("/") for c in proxy(server, "GET", "/containers/json?all=1", b_key).json()  # noqa: E731
+                      for n in c["Names"]}
+    assert container not in listed()
+    assert proxy(server, "GET", f"/containers/{container}/json", b_key).status_code == 403
+
+    team_b = make_team_of(server, b_id)
+    r = server.api("PUT", f"/api/resource_controls/{stack['ResourceControl']['Id']}", json={"Teams": [team_b]})
+    assert r.status_code == 200, r.text
+    assert container in listed()
+    assert proxy(server, "GET", f"/containers/{container}/json", b_key).status_code == 200
+    volumes = {v["Name"] for v in proxy(server, "GET", "/volumes", b_key).json()["Volumes"]}
+    assert f"{stack['Name']}_data" in volumes
+
+    r = server.api("PUT", f"/api/resource_controls/{stack['ResourceControl']['Id']}", json={"Teams": []})
+    assert r.status_code == 200, r.text
+    assert container not in listed()
+    assert proxy(server, "POST", f"/containers/{container}/stop", b_key).status_code == 403
+
+
 def test_stacks_without_resource_control_are_for_administrators_only(server, stack_of_a, make_user):
     stack, (_, a_token, _), _ = stack_of_a
     control_id = stack["ResourceControl"]["Id"]
