@@ -263,6 +263,17 @@ FILTER_LATENCY_JS = """word => new Promise(resolve => {
   filter.value = word; filter.dispatchEvent(new Event('input', {bubbles: true}));
 })"""
 
+
+
+async def repeat_container_list_tenfold(route) -> None:
+    """A containers list answer with each container ten times, under ids and names of its own."""
+    answer = await route.fetch()
+    containers = await answer.json()
+    copies = [{**c, "Id": f"{c['Id'][:-1]}{n}", "Names": [f"{name}-copy{n}" for name in c.get("Names") or []]}
+              for n in range(10) for c in containers]
+    await route.fulfill(response=answer, json=copies)
+
+
 PROXY_RATIO_GOALS = {"local": 1.2, "agent": 1.5, "edge": 1.6}
 
 
@@ -584,9 +595,16 @@ class Bench:
                                                  ".textContent || '').split(' of ')[1] >= 1000")
                     await page.locator("#containers .filter").click(trial=True)
                     interactive.append(time.perf_counter() - arrived)
-                filtering = []
-                for word in ["created", "zzz-no-match", ""] * 3:
-                    filtering.append(await page.evaluate(FILTER_LATENCY_JS, word))
+                filtering = await self.filter_latencies(page)
+                # 10,000 real containers would need about 40 GB on the vfs storage driver this machine has, so the
+                # engine's real answer for 1,000 is repeated ten times (each copy with its own ids and names).
+                await page.route("**/containers/json*", repeat_container_list_tenfold)
+                await page.goto(server.url + "/#/")
+                await page.goto(server.url + "/#/env/1/containers")
+                await page.wait_for_function("() => +((document.querySelector('#containers .count') || {})"
+                                             ".textContent || '').split(' of ')[1] >= 10000", timeout=60_000)
+                filtering_10000 = await self.filter_latencies(page)
+                await page.unroute_all(behavior="ignoreErrors")
                 await browser.close()
         finally:
             remove_bench_objects("ui")
@@ -595,7 +613,15 @@ class Bench:
                     "the list arrived, median of 3")
         latency = statistics.median(filtering)
         self.record("ui.filter_latency", latency, "ms", "<= 100", latency <= 100,
-                    "key press to redrawn table, median of 9; includes the table's 60 ms input debounce")
+                    "key press to redrawn table, median of 9 (the table draws in the next animation frame)")
+        latency = statistics.median(filtering_10000)
+        self.record("ui.filter_latency_10000", latency, "ms", "<= 200", latency <= 200,
+                    "the same with 10,000 rows: the engine's answer for 1,000 containers repeated tenfold")
+
+    @staticmethod
+    async def filter_latencies(page) -> list[float]:
+        await page.locator("#containers .filter").click(trial=True)
+        return [await page.evaluate(FILTER_LATENCY_JS, word) for word in ["created", "zzz-no-match", ""] * 3]
 
     # -- memory at rest -----------------------------------------------------------------------------------------
     async def measure_memory(self) -> None:
