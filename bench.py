@@ -393,14 +393,22 @@ class Bench:
         async with direct_session() as session:
             direct, _ = await export(session, f"http://docker/v1.41/containers/{container}/export", {})
         self.record("stream.direct", direct, "MB/s", "", None)
-        for kind, endpoint_id in (await self.environments()).items():
+        environments = await self.environments()
+        relays = {"local": None, "agent": self.agent.process, "edge": self.edge_agents[0].process}
+        for kind, endpoint_id in environments.items():
             before = rss_mb(server.process.pid)
+            processes = [p for p in (server.process, relays.get(kind)) if p is not None]
+            cpu_before = sum(cpu_seconds(p.pid) for p in processes)
             async with tcp_session() as session:
                 rate, peak = await export(
                     session, f"{server.url}/api/endpoints/{endpoint_id}/docker/v1.41/containers/{container}/export",
                     server.headers, server.process.pid)
+            cpu = sum(cpu_seconds(p.pid) for p in processes) - cpu_before
             self.record(f"stream.{kind}", rate, "MB/s", ">= 70 % of direct", rate >= 0.7 * direct)
             self.record(f"stream.{kind}.rss_growth", peak - before, "MB", "< 20", peak - before < 20)
+            # CPU per MB hardly depends on what else the machine runs, unlike MB/s: the figure to compare changes by.
+            self.record(f"stream.{kind}.cpu_per_mb", 1000 * cpu / 200, "ms/MB", "", None,
+                        "server" + (" + agent" if kind != "local" else "") + " processes, user + system")
 
     # -- head-of-line blocking on one tunnel ----------------------------------------------------------------------
     async def measure_head_of_line(self) -> None:
