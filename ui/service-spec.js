@@ -163,5 +163,15 @@ export function parseServiceLogLine(raw) {
 }
 // A task's name as `docker service ps` shows it: service.slot (replicated) or service.node (global).
 export const taskName = (serviceName, task) => `${serviceName}.${task.Slot || String(task.NodeID || '').slice(0, 12)}`;
-// A stable colour for a tag (a task), one of `count` hues.
-export function tagHue(tag, count = 12) { let h = 0; for (const c of String(tag)) h = (h * 31 + c.charCodeAt(0)) >>> 0; return (h % count) * Math.round(360 / count); }
+// A stable colour for a tag (a task): one of `count` classes (.svc-tag0 ...; the CSP allows no inline style).
+export function tagColour(tag, count = 8) { let h = 0; for (const c of String(tag)) h = (h * 31 + c.charCodeAt(0)) >>> 0; return h % count; }
+// Bytes (a file's, or text's UTF-8) as base64: the Data of a config or secret.
+export function base64Of(bytes) {
+  let out = ''; for (let i = 0; i < bytes.length; i += 0x8000) out += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(out);
+}
+// A config's Data as text when it is UTF-8 text, else null (binary).
+export function textOfBase64(data) {
+  const raw = atob(data || ''), bytes = Uint8Array.from(raw, c => c.charCodeAt(0));
+  try { return new TextDecoder('utf-8', {fatal: true}).decode(bytes); } catch (e) { return null; }
+}

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
 import {forcedSpec, parseBytes, parseDuration, parseServiceLogLine, rolloutProgress, scaledSpec, serviceSpec,
-  SpecError, splitCommand, tagHue, taskName, withImage} from '../service-spec.js';
+  SpecError, splitCommand, tagColour, taskName, withImage} from '../service-spec.js';
 
 test('durations are read as Go reads them, in nanoseconds; a plain number is seconds', () => {
   assert.equal(parseDuration('10s'), 10e9);
@@ -150,6 +150,16 @@ test('a service log line gives its time, task, node and text', () => {
 test('task names and colours are stable', () => {
   assert.equal(taskName('web', {Slot: 2}), 'web.2');
   assert.equal(taskName('agent', {Slot: 0, NodeID: 'abcdefghijklmnop'}), 'agent.abcdefghijkl');
-  assert.equal(tagHue('t1'), tagHue('t1'));
-  assert.ok(tagHue('t1') >= 0 && tagHue('t1') < 360);
+  assert.equal(tagColour('t1'), tagColour('t1'));
+  assert.ok(tagColour('t1') >= 0 && tagColour('t1') < 8 && Number.isInteger(tagColour('t1')));
+  assert.notEqual(new Set(['t1', 't2', 't3', 't4', 't5'].map(t => tagColour(t))).size, 1);
+});
+
+test('config and secret data travel as base64 of their bytes; binary data is not shown as text', async () => {
+  const {base64Of, textOfBase64} = await import('../service-spec.js');
+  assert.equal(base64Of(new TextEncoder().encode('setting=1\nnäme=ü')), Buffer.from('setting=1\nnäme=ü').toString('base64'));
+  const big = new Uint8Array(100000).map((_, i) => i % 251);
+  assert.equal(base64Of(big), Buffer.from(big).toString('base64'));
+  assert.equal(textOfBase64(Buffer.from('a=1\n').toString('base64')), 'a=1\n');
+  assert.equal(textOfBase64(Buffer.from([0xff, 0xfe, 0x00]).toString('base64')), null);
 });
