@@ -159,7 +159,7 @@ async function serviceOverview(el, ctx) {
     ${replicated ? `<form id="scale-form" class="row svc-inline" novalidate><div><label for="svc-replicas">Replicas</label><input id="svc-replicas" name="replicas" type="number" min="0"></div>
       <div class="narrow"><button type="submit" class="primary">Scale</button></div><div class="error" role="alert"></div></form>` : '<p class="muted">A global service runs one task on every node.</p>'}
     <form id="image-form" class="row svc-inline" novalidate><div><label for="svc-image">Image</label><input id="svc-image" name="image" data-error-hint="image|reference"></div>
-      <div class="narrow"><button type="submit" class="primary">Update</button></div><div class="error" role="alert"></div></form>
+      <div class="narrow"><button type="submit" class="primary">Roll out</button></div><div class="error" role="alert"></div></form>
     <h3>Spec</h3><div id="svc-spec"></div></div>
     <div class="card" id="rollout"><h3>Rollout</h3><p><span class="badge" id="rollout-state"></span> <span class="muted small" id="rollout-message"></span></p>
       <p><progress id="rollout-bar" max="1" value="0" aria-label="Tasks running the current spec"></progress> <span id="rollout-count"></span></p>
