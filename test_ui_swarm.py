@@ -100,7 +100,8 @@ def test_an_admin_runs_a_service_from_the_form_scales_rolls_out_rolls_back_reads
     name = f"{PREFIX}-web"
     page.locator("#s-name").fill(name)
     page.locator("#s-image").fill(BUSYBOX)
-    page.locator("#s-args").fill("sh -c 'while true; do echo \"tick $GREETING $(cat /run/secrets/app-secret | wc -c)\"; sleep 1; done'")
+    # The trap: a shell as PID 1 ignores SIGTERM, and every replaced task would wait out its 10 s grace period.
+    page.locator("#s-args").fill("sh -c 'trap \"exit 0\" TERM; while true; do echo \"tick $GREETING $(cat /run/secrets/app-secret | wc -c)\"; sleep 1; done'")
     row = add_row(page, "#s-env", "+ Add variable")
     row.locator("[data-part='0']").fill("GREETING")
     row.locator("[data-part='1']").fill("from-env")
@@ -130,6 +131,7 @@ def test_an_admin_runs_a_service_from_the_form_scales_rolls_out_rolls_back_reads
     page.locator("summary", has_text="Rollback config").click()
     page.locator("#s-rollback-parallelism").fill("0")
     page.locator("#s-rollback-monitor").fill("1s")
+    page.evaluate("window.scrollTo(0, 0)")
     tab.shot("swarm-service-create")
     page.get_by_role("button", name="Create the service").click()
     page.locator(".toolbar h2", has_text=name).wait_for()
@@ -279,6 +281,8 @@ def test_a_standard_user_sees_the_proxys_refusals_and_cannot_change_nodes(fresh_
         page.goto(f"{srv.url}/#/env/{env}/nodes/{client.nodes.list()[0].id}")
         page.get_by_text("Only administrators change a node").wait_for()
         assert page.locator("#node-avail").is_disabled() and page.get_by_role("button", name="Save").is_disabled()
+        assert page.get_by_role("button", name="Demote to worker").is_disabled()
+        assert page.get_by_role("button", name="Promote to manager").is_hidden()
         node = client.nodes.list()[0].attrs
         refused = srv.api("POST", f"/api/endpoints/{env}/docker/nodes/{node['ID']}/update?version={node['Version']['Index']}",
                           token=srv.login("erin", password), json={**node["Spec"], "Availability": "drain"})

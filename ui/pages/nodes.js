@@ -42,7 +42,7 @@ export async function pageNode(envId, nodeId) {
     $('#node-avail').value = node.Spec.Availability;
     const holder = $('#node-labels'), fresh = holder.cloneNode(false); holder.replaceWith(fresh); // a new editor, no old listener
     getLabels = pairsEditor(fresh, [{placeholder: 'label name'}, {placeholder: 'value'}], Object.entries(node.Spec.Labels || {}), 'Add label');
-    $('#node-promote').hidden = node.Spec.Role === 'manager'; $('#node-demote').hidden = node.Spec.Role !== 'manager';
+    $('#node-promote').classList.toggle('hidden', node.Spec.Role === 'manager'); $('#node-demote').classList.toggle('hidden', node.Spec.Role !== 'manager');
     $('#node-inspect').innerHTML = jsonTree(node);
   };
   show();
