@@ -85,7 +85,9 @@ def test_an_admin_runs_a_service_from_the_form_scales_rolls_out_rolls_back_reads
     secret_text = "hunter2-never-shown"
     page.goto(f"{srv.url}/#/env/{env}/secrets/new")
     page.locator("#d-name").fill(f"{PREFIX}-secret")
-    page.locator("#d-text").fill(secret_text)
+    page.get_by_label("From a file").check()  # a secret from a file this time
+    page.locator("#d-file").set_input_files({"name": "app-secret.txt", "mimeType": "text/plain",
+                                             "buffer": secret_text.encode()})
     page.get_by_role("button", name="Create the secret").click()
     page.locator("#data-content", has_text="never shown").wait_for()
     assert secret_text not in page.content()
@@ -217,9 +219,13 @@ def test_an_admin_runs_a_service_from_the_form_scales_rolls_out_rolls_back_reads
     # A phone in the dark theme: the service page fits the screen.
     phone = open_page(width=390, height=844, dark=True)
     log_in(phone.page, srv)
-    phone.page.goto(f"{srv.url}/#/env/{env}/services/{client.services.get(name).id}")
-    phone.page.locator("#rollout-tasks tr").first.wait_for()
-    assert phone.page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    service_id, node_id = client.services.get(name).id, client.nodes.list()[0].id
+    for path, ready in ((f"services/{service_id}/logs", "#logs > div"), (f"services/{service_id}/tasks", "#tasks tbody tr"),
+                        ("services/new", "#s-image"), (f"nodes/{node_id}", "#node-tasks tbody tr"),
+                        (f"configs/{config_id}", "#data-content"), (f"services/{service_id}", "#rollout-tasks tr")):
+        phone.page.goto(f"{srv.url}/#/env/{env}/{path}")
+        phone.page.locator(ready).first.wait_for()
+        assert phone.page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), path
     assert phone.page.evaluate("document.documentElement.dataset.theme") == "dark"
     phone.shot("phone-dark-swarm-service")
 
