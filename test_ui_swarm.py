@@ -180,6 +180,12 @@ def test_an_admin_runs_a_service_from_the_form_scales_rolls_out_rolls_back_reads
                and len(running_tasks(client, name)) == 3, timeout=90, message="the rollback to finish")
     assert client.services.get(name).attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"] == BUSYBOX
 
+    # Force update: every task replaced, same spec otherwise.
+    page.get_by_role("button", name="Force update").click()
+    wait_until(lambda: client.services.get(name).attrs["Spec"]["TaskTemplate"].get("ForceUpdate") == 1,
+               message="the forced update to be sent")
+    wait_for_rollout(page, BUSYBOX, 3)
+
     # Its logs, merged across the three tasks, live, each line tagged with its task; env and secret reached it.
     page.get_by_role("link", name="Logs").click()
     logs = page.locator("#logs")
@@ -204,10 +210,17 @@ def test_an_admin_runs_a_service_from_the_form_scales_rolls_out_rolls_back_reads
     # Drain the node: its tasks leave it; with no other node they wait, pending.
     page.goto(f"{srv.url}/#/env/{env}/nodes")
     page.locator("#swarm-list tbody a").first.click()
+    # The engine refuses to demote the last manager; the page says why.
+    page.get_by_role("button", name="Demote to worker").click()
+    page.locator("#node-error", has_text="last manager").wait_for()
     page.locator("#node-avail").select_option("drain")
+    label = add_row(page, "#node-labels", "+ Add label")
+    label.get_by_placeholder("label name").fill("zone")
+    label.get_by_placeholder("value").fill("a")
     page.get_by_role("button", name="Save").click()
     page.locator("#node-availability", has_text="drain").wait_for()
     assert client.nodes.list()[0].attrs["Spec"]["Availability"] == "drain"
+    assert client.nodes.list()[0].attrs["Spec"]["Labels"] == {"zone": "a"}
     wait_until(lambda: not running_tasks(client, name), timeout=60, message="the tasks to leave the drained node")
     wait_until(lambda: page.locator("#node-tasks tbody tr", has_text="running").count() == 0, timeout=15,
                message="the node page to show no running task")
