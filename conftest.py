@@ -353,7 +353,7 @@ NAMESPACE_HOSTS = {1: "remote_host (session)", 2: "test_edge", 3: "test_access",
                    8: "test_ui swarm", 9: "test_stacks edge site", 10: "test_resilience agent",
                    11: "test_resilience edge site", 12: "test_resilience edge stack site 1",
                    13: "test_resilience edge stack site 2", 14: "test_trust_stacks swarm",
-                   15: "test_portainer_routes swarm"}
+                   15: "test_portainer_routes swarm", 16: "test_ui_swarm"}
 # Hosts 10..34 live in 10.97.0.0/16 (10.99 holds ten hosts per slot), numbered past the first scheme's names.
 EXTRA_HOSTS_PER_SLOT = 25
 
@@ -392,3 +392,23 @@ def remote_host(engine):
     yield host
     host.stop_engine()
     remove_namespace_host(host.name, host.name.replace("node", "veth"), host.root)
+
+
+@contextlib.contextmanager
+def one_node_swarm(engine: docker.DockerClient, index: int):
+    """A one-node Swarm on namespace host `index` (never on the shared engine, whose other users a swarm would
+    disturb), with busybox:local; left and removed afterwards, also after an earlier, killed run."""
+    host = make_namespace_host(index)
+    try:
+        host.start_engine()
+        host.load_image(engine)
+        client = host.client()
+        with contextlib.suppress(docker.errors.APIError):
+            client.swarm.leave(force=True)
+        client.swarm.init(advertise_addr=host.address, listen_addr=f"{host.address}:2377")
+        yield host
+    finally:
+        with contextlib.suppress(Exception):
+            host.client().swarm.leave(force=True)
+        host.stop_engine()
+        remove_namespace_host(host.name, host.name.replace("node", "veth"), host.root)

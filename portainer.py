@@ -8897,6 +8897,10 @@ label.inline input{width:auto}
 .env-group .group-name{margin:18px 0 8px}.env-group:first-child .group-name{margin-top:0}
 .env .env-pick{margin-top:5px}
 .webhook-url{word-break:break-all;margin-right:4px}
+.svc-section{border:1px solid var(--border);border-radius:8px;margin:12px 0;padding:8px 12px}.svc-section>summary{cursor:pointer;color:var(--muted)}
+.svc-inline{align-items:flex-end;margin-bottom:8px}.svc-inline .error{flex-basis:100%}#rollout progress{width:min(100%,260px);vertical-align:middle}
+.svc-tag{font-weight:600}.svc-tag0{color:#61afef}.svc-tag1{color:#98c379}.svc-tag2{color:#e5c07b}.svc-tag3{color:#c678dd}
+.svc-tag4{color:#56b6c2}.svc-tag5{color:#ff9e64}.svc-tag6{color:#f7768e}.svc-tag7{color:#b4f9f8}
 """,  # noqa: E501
     'app.js': r"""// The web UI's entry module (index.html loads it; the browser loads the imports). No framework, no build step.
 import {$} from './dom.js';
@@ -8963,7 +8967,8 @@ export function showError(form, err, fieldName) {
   clearErrors(form);
   const text = err.message + (err.details && err.details !== err.message ? ` (${err.details})` : '');
   const fields = $$('[name]', form).filter(el => el.name && el.type !== 'hidden');
-  const target = fieldName ? form.elements[fieldName]
+  const named = fieldName ? form.elements[fieldName] : null; // several inputs of one name (rows): the first
+  const target = fieldName ? (named instanceof RadioNodeList ? named[0] : named)
     : fields.find(el => new RegExp(`\\b${el.name}\\b`, 'i').test(err.message) || (el.dataset.errorHint && new RegExp(el.dataset.errorHint, 'i').test(err.message)));
   if (target && target.insertAdjacentElement) {
     target.classList.add('invalid'); target.setAttribute('aria-invalid', 'true');
@@ -10167,6 +10172,90 @@ export async function pageNetworks(envId) {
   await load(); watchEngine(envId, ['network'], load);
 }
 """,  # noqa: E501
+    'pages/nodes.js': r"""// Page: one Swarm node: its description, availability (active, pause, drain), labels, promote and demote
+// (administrators: others see it read-only, and the proxy refuses the call anyway), and the tasks it runs.
+import {api} from '../api.js';
+import {dockerBase, watchEngine} from '../docker.js';
+import {$} from '../dom.js';
+import {onSubmit, toast} from '../feedback.js';
+import {esc, fmtAgo, fmtBytes, fmtDate, shortId} from '../format.js';
+import {taskName} from '../service-spec.js';
+import {isAdmin} from '../session.js';
+import {envCrumbs, render} from '../shell.js';
+import {dataTable} from '../table.js';
+import {jsonTree, pairsEditor} from '../widgets.js';
+
+const AVAILABILITIES = {active: 'active: takes new tasks', pause: 'pause: keeps its tasks, takes no new one', drain: 'drain: its tasks move to other nodes'};
+export async function pageNode(envId, nodeId) {
+  const base = dockerBase(envId);
+  let node = await api('GET', `${base}/nodes/${encodeURIComponent(nodeId)}`);
+  const id = node.ID, host = node.Description.Hostname, admin = isAdmin(), disabled = admin ? '' : 'disabled';
+  render(host, `<div class="toolbar"><h2>${esc(host)}</h2><span class="badge" id="node-role"></span><span class="badge" id="node-availability"></span>
+    <span class="spacer"></span><button id="node-promote" ${disabled}>Promote to manager</button><button id="node-demote" ${disabled}>Demote to worker</button></div>
+    <div class="error" role="alert" id="node-error"></div>
+    ${admin ? '' : '<p class="muted">Only administrators change a node; you see it as it is.</p>'}
+    <div class="grid2"><div class="card"><h3>Node</h3><dl class="kv" id="node-facts"></dl></div>
+    <div class="card"><form id="node-form" novalidate><h3>Scheduling</h3>
+      <label for="node-avail">Availability</label><select id="node-avail" name="availability" ${disabled}>${Object.entries(AVAILABILITIES).map(([v, l]) => `<option value="${v}">${esc(l)}</option>`).join('')}</select>
+      <fieldset ${disabled}><legend>Labels (placement constraints read them as node.labels.NAME)</legend><div id="node-labels"></div></fieldset>
+      <div class="error" role="alert"></div><p><button class="primary" type="submit" ${disabled}>Save</button></p></form></div></div>
+    <h3>Tasks on this node</h3><div id="node-tasks"></div>
+    <details class="card tree"><summary>Inspect</summary><ul id="node-inspect"></ul></details>`,
+  envCrumbs(envId, `<a href="#/env/${envId}/nodes">Nodes</a>`, esc(host)));
+  let getLabels = null;
+  const show = () => {
+    const d = node.Description, leader = node.ManagerStatus && node.ManagerStatus.Leader;
+    $('#node-role').textContent = node.Spec.Role + (leader ? ' (leader)' : '');
+    $('#node-availability').textContent = node.Spec.Availability;
+    $('#node-facts').innerHTML = `<dt>ID</dt><dd class="mono">${esc(id)}</dd><dt>Status</dt><dd><span class="${node.Status.State === 'ready' ? 'up' : 'down'}">${esc(node.Status.State)}</span> ${esc(node.Status.Message || '')}</dd>
+      <dt>Address</dt><dd>${esc(node.Status.Addr)}${node.ManagerStatus ? ` · manager at ${esc(node.ManagerStatus.Addr)}` : ''}</dd>
+      <dt>Engine</dt><dd>${esc(d.Engine.EngineVersion)}</dd><dt>Platform</dt><dd>${esc(d.Platform.OS)} ${esc(d.Platform.Architecture)}</dd>
+      <dt>Resources</dt><dd>${(d.Resources.NanoCPUs / 1e9).toFixed(1)} CPUs · ${esc(fmtBytes(d.Resources.MemoryBytes))}</dd>
+      <dt>Engine labels</dt><dd class="mono">${esc(Object.entries(d.Engine.Labels || {}).map(([k, v]) => `${k}=${v}`).join('\n')) || '<span class="muted">none</span>'}</dd>
+      <dt>Updated</dt><dd>${fmtDate(node.UpdatedAt)}</dd>`;
+    $('#node-avail').value = node.Spec.Availability;
+    const holder = $('#node-labels'), fresh = holder.cloneNode(false); holder.replaceWith(fresh); // a new editor, no old listener
+    getLabels = pairsEditor(fresh, [{placeholder: 'label name'}, {placeholder: 'value'}], Object.entries(node.Spec.Labels || {}), 'Add label');
+    $('#node-promote').classList.toggle('hidden', node.Spec.Role === 'manager'); $('#node-demote').classList.toggle('hidden', node.Spec.Role !== 'manager');
+    $('#node-inspect').innerHTML = jsonTree(node);
+  };
+  show();
+  // The node's spec as the engine holds it now, at its version, with the change applied.
+  const change = async edit => {
+    const now = await api('GET', `${base}/nodes/${id}`);
+    await api('POST', `${base}/nodes/${id}/update?version=${now.Version.Index}`, edit({...now.Spec}));
+    node = await api('GET', `${base}/nodes/${id}`); show(); await refreshTasks();
+  };
+  onSubmit($('#node-form'), async data => {
+    await change(spec => ({...spec, Availability: data.get('availability'), Labels: Object.fromEntries(getLabels())}));
+    toast(`${host}: ${node.Spec.Availability}, ${Object.keys(node.Spec.Labels || {}).length} label(s)`);
+  });
+  for (const [button, role] of [['#node-promote', 'manager'], ['#node-demote', 'worker']]) {
+    $(button).addEventListener('click', async () => {
+      $('#node-error').textContent = '';
+      try { await change(spec => ({...spec, Role: role})); toast(`${host} is now a ${role}`); }
+      catch (err) { if (err.name !== 'AbortError') $('#node-error').textContent = err.message; }
+    });
+  }
+  let serviceNames = new Map();
+  const table = dataTable($('#node-tasks'), {id: t => t.ID, filterPlaceholder: 'Filter tasks', empty: 'No task on this node.', sortKey: 'since',
+    columns: [
+      {key: 'name', label: 'Task', value: t => taskName(serviceNames.get(t.ServiceID) || shortId(t.ServiceID), t),
+        html: t => `<a href="#/env/${envId}/services/${esc(t.ServiceID)}">${esc(taskName(serviceNames.get(t.ServiceID) || shortId(t.ServiceID), t))}</a>`},
+      {key: 'state', label: 'State', value: t => t.Status.State, html: t => `<span class="${esc(t.Status.State)}">${esc(t.Status.State)}</span>`},
+      {key: 'desired', label: 'Desired state', value: t => t.DesiredState},
+      {key: 'error', label: 'Error', value: t => t.Status.Err || '', cls: 'small hide-sm'},
+      {key: 'since', label: 'Since', value: t => -Date.parse(t.Status.Timestamp), html: t => fmtAgo(t.Status.Timestamp)},
+    ]});
+  const refreshTasks = async () => {
+    const filters = encodeURIComponent(JSON.stringify({node: [id]}));
+    const [tasks, services] = await Promise.all([api('GET', `${base}/tasks?filters=${filters}`), api('GET', `${base}/services`)]);
+    serviceNames = new Map(services.map(s => [s.ID, s.Spec.Name])); table.setRows(tasks);
+  };
+  await refreshTasks();
+  watchEngine(envId, ['node', 'service'], refreshTasks, 3000);
+}
+""",  # noqa: E501
     'pages/registries.js': r"""// Pages: registries (add, edit, who may use them), browsing one, and the registry picker of pulls.
 import {api, apiStream} from '../api.js';
 import {constants} from '../constants.js';
@@ -10273,6 +10362,271 @@ export async function registryChoice(envId, select) {
     headers: id => (id ? {'X-Registry-Auth': btoa(JSON.stringify({registryId: +id}))} : {}),
     qualify: (id, ref) => (id && host(id) && !ref.startsWith(host(id) + '/') ? `${host(id)}/${ref}` : ref),
   };
+}
+""",  # noqa: E501
+    'pages/services.js': r"""// Pages: a Swarm service created from a form, and one service's page: scale, new image with the rollout shown
+// per task, rollback, force update, remove; its tasks, its logs (merged across tasks, live) and its spec.
+import {api, apiStream} from '../api.js';
+import {dockerBase, watchEngine} from '../docker.js';
+import {$, $$} from '../dom.js';
+import {download, onSubmit, showError, toast} from '../feedback.js';
+import {esc, fmtAgo, fmtDate, shortId} from '../format.js';
+import {onLeave} from '../lifecycle.js';
+import {forcedSpec, parseServiceLogLine, rolloutProgress, scaledSpec, serviceSpec, tagColour, taskName, withImage} from '../service-spec.js';
+import {envCrumbs, render} from '../shell.js';
+import {dockerStreamDecoder} from '../streams.js';
+import {dataTable} from '../table.js';
+import {jsonTree, pairsEditor} from '../widgets.js';
+
+const servicesCrumb = envId => `<a href="#/env/${envId}/services">Services</a>`;
+const option = (value, label = value, selected = false) => `<option value="${esc(value)}" ${selected ? 'selected' : ''}>${esc(label)}</option>`;
+const input = (id, name, label, placeholder = '', type = 'text') =>
+  `<div><label for="${id}">${esc(label)}</label><input id="${id}" name="${name}" type="${type}" placeholder="${esc(placeholder)}"></div>`;
+// The fields of an update or a rollback policy: the same on both.
+function policyFields(prefix, title) {
+  return `<details class="svc-section"><summary>${esc(title)}</summary><div class="row">
+    ${input(`s-${prefix}-parallelism`, `${prefix}Parallelism`, 'Parallelism (tasks at a time)', '1', 'number')}
+    ${input(`s-${prefix}-delay`, `${prefix}Delay`, 'Delay between batches', 'e.g. 5s')}
+    ${input(`s-${prefix}-monitor`, `${prefix}Monitor`, 'Monitor each task for', 'e.g. 5s')}
+    ${input(`s-${prefix}-ratio`, `${prefix}MaxFailureRatio`, 'Failures tolerated (0 to 1)', '0')}
+    <div><label for="s-${prefix}-action">On failure</label><select id="s-${prefix}-action" name="${prefix}FailureAction">${option('', 'engine default')}
+      ${(prefix === 'update' ? ['pause', 'continue', 'rollback'] : ['pause', 'continue']).map(a => option(a)).join('')}</select></div>
+    <div><label for="s-${prefix}-order">Order</label><select id="s-${prefix}-order" name="${prefix}Order">${option('', 'engine default')}${option('stop-first')}${option('start-first')}</select></div>
+  </div></details>`;
+}
+const policyOf = (data, prefix) => ({parallelism: data.get(`${prefix}Parallelism`), delay: data.get(`${prefix}Delay`), monitor: data.get(`${prefix}Monitor`),
+  maxFailureRatio: data.get(`${prefix}MaxFailureRatio`), failureAction: data.get(`${prefix}FailureAction`), order: data.get(`${prefix}Order`)});
+
+export async function pageServiceCreate(envId) {
+  const base = dockerBase(envId);
+  const [networks, configs, secrets] = await Promise.all([api('GET', `${base}/networks`),
+    api('GET', `${base}/configs`).catch(() => []), api('GET', `${base}/secrets`).catch(() => [])]);
+  const swarmNetworks = networks.filter(n => n.Scope === 'swarm' && !n.Ingress && n.Name !== 'ingress');
+  render('Create service', `<div class="card"><h2>Create a service</h2><form id="service-form" novalidate>
+    <div class="row">${input('s-name', 'name', 'Name', 'optional: the engine picks one')}
+      <div><label for="s-image">Image</label><input id="s-image" name="image" required placeholder="e.g. nginx:latest" data-error-hint="image|reference"></div></div>
+    <div class="row"><div><label for="s-mode">Mode</label><select id="s-mode" name="mode">${option('replicated', 'replicated: a number of tasks')}${option('global', 'global: one task per node')}</select></div>
+      <div><label for="s-replicas">Replicas</label><input id="s-replicas" name="replicas" type="number" min="0" value="1"></div></div>
+    <label for="s-args">Command</label><input id="s-args" name="args" placeholder="default of the image, e.g. sh -c &quot;echo hello; sleep 3600&quot;">
+    <fieldset><legend>Environment variables</legend><div id="s-env"></div></fieldset>
+    <fieldset><legend>Published ports</legend><div id="s-ports"></div></fieldset>
+    <fieldset><legend>Mounts</legend><div id="s-mounts"></div></fieldset>
+    <fieldset><legend>Networks</legend>${swarmNetworks.map(n => `<label class="check"><input type="checkbox" name="networks" value="${esc(n.Id)}"> ${esc(n.Name)}</label>`).join('')
+      || '<p class="muted small">No overlay network yet: the service joins the ingress network only.</p>'}</fieldset>
+    <fieldset><legend>Configs (mounted as files)</legend><div id="s-configs"></div></fieldset>
+    <fieldset><legend>Secrets (mounted under /run/secrets/)</legend><div id="s-secrets"></div></fieldset>
+    <fieldset><legend>Labels</legend><div id="s-labels"></div></fieldset>
+    <details class="svc-section"><summary>Placement</summary><div class="row">
+      <div><label for="s-constraints">Constraints (one per line)</label><textarea id="s-constraints" name="constraints" placeholder="node.role==manager&#10;node.labels.zone!=b"></textarea></div>
+      <div><label for="s-preferences">Preferences (one per line)</label><textarea id="s-preferences" name="preferences" placeholder="spread=node.labels.zone"></textarea></div></div></details>
+    <details class="svc-section"><summary>Resources</summary><div class="row">
+      ${input('s-limit-cpus', 'limitCpus', 'CPU limit (cores)', 'e.g. 0.5')}${input('s-limit-memory', 'limitMemory', 'Memory limit', 'e.g. 256M')}
+      ${input('s-reserve-cpus', 'reserveCpus', 'CPU reservation (cores)', 'e.g. 0.25')}${input('s-reserve-memory', 'reserveMemory', 'Memory reservation', 'e.g. 128M')}</div></details>
+    <details class="svc-section"><summary>Restart policy</summary><div class="row">
+      <div><label for="s-restart">Restart</label><select id="s-restart" name="restartCondition">${option('', 'engine default (any)')}${option('any')}${option('on-failure')}${option('none')}</select></div>
+      ${input('s-restart-delay', 'restartDelay', 'Delay', 'e.g. 5s')}${input('s-restart-attempts', 'restartMaxAttempts', 'Maximum attempts', 'unlimited', 'number')}
+      ${input('s-restart-window', 'restartWindow', 'Window', 'e.g. 1m')}</div></details>
+    ${policyFields('update', 'Update config')}${policyFields('rollback', 'Rollback config')}
+    <div class="error" role="alert"></div><p><button class="primary" type="submit">Create the service</button> <a href="#/env/${envId}/services">Cancel</a></p></form></div>`,
+  envCrumbs(envId, servicesCrumb(envId), 'Create'));
+  const form = $('#service-form');
+  const getEnv = pairsEditor($('#s-env'), [{placeholder: 'NAME', name: 'envName'}, {placeholder: 'value'}], [], 'Add variable');
+  const getPorts = pairsEditor($('#s-ports'), [{placeholder: 'published port (empty: any)', name: 'publishedPort', hint: 'port .* already in use|published port'},
+    {placeholder: 'target port, e.g. 80', name: 'targetPort'}, {placeholder: 'protocol', options: ['tcp', 'udp', 'sctp']}, {placeholder: 'mode', options: ['ingress', 'host']}], [], 'Publish a port');
+  const getMounts = pairsEditor($('#s-mounts'), [{placeholder: 'type', options: ['volume', 'bind', 'tmpfs']}, {placeholder: 'volume name or host path', name: 'mountSource', hint: 'bind mount|host path|mount'},
+    {placeholder: '/path/in/container', name: 'mountTarget'}, {placeholder: 'access', options: ['read-write', 'read-only']}], [], 'Add a mount');
+  const getConfigs = pairsEditor($('#s-configs'), [{placeholder: 'config', options: configs.map(c => c.Spec.Name)}, {placeholder: 'file in the container, e.g. /etc/app.conf', name: 'configName'}], [], configs.length ? 'Add a config' : 'Add a config (none yet)');
+  const getSecrets = pairsEditor($('#s-secrets'), [{placeholder: 'secret', options: secrets.map(c => c.Spec.Name)}, {placeholder: 'file name (default: the secret\'s name)', name: 'secretName'}], [], secrets.length ? 'Add a secret' : 'Add a secret (none yet)');
+  const getLabels = pairsEditor($('#s-labels'), [{placeholder: 'label name'}, {placeholder: 'value'}], [], 'Add label');
+  $('#s-mode').addEventListener('change', () => { $('#s-replicas').disabled = $('#s-mode').value === 'global'; });
+  $('#s-image').focus();
+  onSubmit(form, async data => {
+    let spec;
+    try {
+      spec = serviceSpec({name: data.get('name'), image: data.get('image'), mode: data.get('mode'), replicas: data.get('replicas') ?? '',
+        args: data.get('args'), env: getEnv(), ports: getPorts(), mounts: getMounts(), networks: data.getAll('networks'),
+        constraints: data.get('constraints'), preferences: data.get('preferences'),
+        limitCpus: data.get('limitCpus'), limitMemory: data.get('limitMemory'), reserveCpus: data.get('reserveCpus'), reserveMemory: data.get('reserveMemory'),
+        restart: {condition: data.get('restartCondition'), delay: data.get('restartDelay'), maxAttempts: data.get('restartMaxAttempts'), window: data.get('restartWindow')},
+        update: policyOf(data, 'update'), rollback: policyOf(data, 'rollback'),
+        labels: getLabels(), configs: getConfigs(), secrets: getSecrets()}, {configs, secrets});
+    } catch (err) {
+      const target = err.field && form.querySelector(`[name="${err.field}"]`);
+      if (target && target.closest('details')) target.closest('details').open = true;
+      return showError(form, err, target ? err.field : undefined);
+    }
+    const created = await api('POST', `${base}/services/create`, spec);
+    toast(`Service ${spec.Name || shortId(created.ID)} created`);
+    location.hash = `#/env/${envId}/services/${created.ID}`;
+  });
+}
+
+const SERVICE_TABS = [['overview', 'Overview'], ['tasks', 'Tasks'], ['logs', 'Logs'], ['inspect', 'Inspect']];
+export async function pageService(envId, serviceId, tab = 'overview') {
+  const base = dockerBase(envId);
+  let service = await api('GET', `${base}/services/${encodeURIComponent(serviceId)}`);
+  const name = service.Spec.Name, id = service.ID;
+  render(name, `<div class="toolbar"><h2>${esc(name)}</h2><span class="badge" id="svc-mode"></span><span class="spacer"></span>
+    <button data-action="force">Force update</button><button data-action="rollback">Roll back</button><button class="danger" data-action="remove">Remove</button></div>
+    <div class="error" role="alert" id="svc-error"></div>
+    <nav class="tabs">${SERVICE_TABS.map(([t, l]) => `<a href="#/env/${envId}/services/${esc(id)}/${t}" class="${t === tab ? 'active' : ''}">${l}</a>`).join('')}</nav>
+    <div id="tab"></div>`, envCrumbs(envId, servicesCrumb(envId), esc(name)));
+  const showMode = () => { const m = service.Spec.Mode; $('#svc-mode').textContent = m.Replicated ? `replicated ${m.Replicated.Replicas}` : 'global'; };
+  showMode();
+  // Every change sends the spec the engine holds now, at its version: a change made meanwhile is refused, not lost.
+  const change = async (makeSpec, query = '') => {
+    $('#svc-error').textContent = '';
+    const now = await api('GET', `${base}/services/${id}`);
+    const answer = await api('POST', `${base}/services/${id}/update?version=${now.Version.Index}${query}`, makeSpec(now.Spec));
+    for (const warning of (answer && answer.Warnings) || []) toast(warning, true);
+    service = await api('GET', `${base}/services/${id}`); showMode();
+  };
+  const ctx = {envId, base, id, name, get service() { return service; }, set service(s) { service = s; showMode(); }, change};
+  $$('[data-action]').forEach(b => b.addEventListener('click', async () => {
+    const action = b.dataset.action; b.disabled = true;
+    try {
+      if (action === 'remove') {
+        if (!confirm(`Remove service ${name}? Its tasks stop.`)) return;
+        await api('DELETE', `${base}/services/${id}`); toast(`Service ${name} removed`); location.hash = `#/env/${envId}/services`; return;
+      }
+      if (action === 'force') { await change(forcedSpec); toast(`${name}: every task is being replaced`); }
+      if (action === 'rollback') { await change(spec => spec, '&rollback=previous'); toast(`${name}: rolling back to the previous spec`); }
+      if (ctx.refresh) await ctx.refresh();
+    } catch (err) { if (err.name !== 'AbortError') { $('#svc-error').textContent = `${b.textContent}: ${err.message}`; } }
+    finally { b.disabled = false; }
+  }));
+  const tabs = {overview: serviceOverview, tasks: serviceTasks, logs: serviceLogs,
+    inspect: el => { el.innerHTML = `<div class="card tree"><ul>${jsonTree(service)}</ul></div>`; }};
+  await (tabs[tab] || serviceOverview)($('#tab'), ctx);
+}
+// The tasks of one service with the names of their nodes.
+async function tasksOf(ctx) {
+  const filters = encodeURIComponent(JSON.stringify({service: [ctx.id]}));
+  const [tasks, nodes] = await Promise.all([api('GET', `${ctx.base}/tasks?filters=${filters}`), api('GET', `${ctx.base}/nodes`).catch(() => [])]);
+  const hosts = new Map(nodes.map(n => [n.ID, n.Description.Hostname]));
+  return {tasks, host: nodeId => hosts.get(nodeId) || shortId(nodeId)};
+}
+function specSummary(s) {
+  const c = s.TaskTemplate.ContainerSpec || {}, placement = s.TaskTemplate.Placement || {};
+  const none = '<span class="muted">none</span>', list = items => items.length ? items.map(esc).join('<br>') : none;
+  return `<dl class="kv"><dt>Image</dt><dd class="mono">${esc((c.Image || '').split('@')[0])}</dd>
+    <dt>Command</dt><dd class="mono">${esc([...(c.Command || []), ...(c.Args || [])].join(' ')) || '<span class="muted">default of the image</span>'}</dd>
+    <dt>Ports</dt><dd>${list(((s.EndpointSpec || {}).Ports || []).map(p => `${p.PublishedPort || '*'}:${p.TargetPort}/${p.Protocol} (${p.PublishMode})`))}</dd>
+    <dt>Mounts</dt><dd>${list((c.Mounts || []).map(m => `${m.Type} ${m.Source || ''} → ${m.Target}${m.ReadOnly ? ' (read-only)' : ''}`))}</dd>
+    <dt>Environment</dt><dd class="mono">${list(c.Env || [])}</dd>
+    <dt>Constraints</dt><dd>${list(placement.Constraints || [])}</dd>
+    <dt>Configs</dt><dd>${list((c.Configs || []).map(x => `${x.ConfigName} → ${(x.File || {}).Name}`))}</dd>
+    <dt>Secrets</dt><dd>${list((c.Secrets || []).map(x => `${x.SecretName} → ${(x.File || {}).Name}`))}</dd>
+    <dt>Labels</dt><dd class="mono">${list(Object.entries(s.Labels || {}).map(([k, v]) => `${k}=${v}`))}</dd></dl>`;
+}
+async function serviceOverview(el, ctx) {
+  const replicated = !!ctx.service.Spec.Mode.Replicated;
+  el.innerHTML = `<div class="grid2"><div class="card"><h3>Scale and update</h3>
+    ${replicated ? `<form id="scale-form" class="row svc-inline" novalidate><div><label for="svc-replicas">Replicas</label><input id="svc-replicas" name="replicas" type="number" min="0"></div>
+      <div class="narrow"><button type="submit" class="primary">Scale</button></div><div class="error" role="alert"></div></form>` : '<p class="muted">A global service runs one task on every node.</p>'}
+    <form id="image-form" class="row svc-inline" novalidate><div><label for="svc-image">Image</label><input id="svc-image" name="image" data-error-hint="image|reference"></div>
+      <div class="narrow"><button type="submit" class="primary">Roll out</button></div><div class="error" role="alert"></div></form>
+    <h3>Spec</h3><div id="svc-spec"></div></div>
+    <div class="card" id="rollout"><h3>Rollout</h3><p><span class="badge" id="rollout-state"></span> <span class="muted small" id="rollout-message"></span></p>
+      <p><progress id="rollout-bar" max="1" value="0" aria-label="Tasks running the current spec"></progress> <span id="rollout-count"></span></p>
+      <div class="table-wrap"><table><thead><tr><th>Slot</th><th>Task</th><th class="hide-sm">Node</th><th>Image</th><th>State</th><th class="hide-sm">Error</th></tr></thead><tbody id="rollout-tasks"></tbody></table></div></div></div>`;
+  const fill = () => { const s = ctx.service.Spec;
+    if (replicated) $('#svc-replicas').value = s.Mode.Replicated.Replicas;
+    $('#svc-image').value = (s.TaskTemplate.ContainerSpec.Image || '').split('@')[0]; $('#svc-spec').innerHTML = specSummary(s); };
+  fill();
+  const refresh = async () => {
+    ctx.service = await api('GET', `${ctx.base}/services/${ctx.id}`);
+    const {tasks, host} = await tasksOf(ctx);
+    const p = rolloutProgress(ctx.service, tasks);
+    $('#rollout-state').textContent = p.state; $('#rollout-state').className = `badge ${p.done ? 'updated' : 'outdated'}`;
+    $('#rollout-message').textContent = p.message;
+    $('#rollout-bar').max = Math.max(1, p.total); $('#rollout-bar').value = p.updated;
+    $('#rollout-count').textContent = `${p.updated} of ${p.total} tasks run the current spec${p.done ? ' · done' : ''}`;
+    $('#rollout').dataset.done = p.done ? 'yes' : 'no';
+    $('#rollout-tasks').innerHTML = p.slots.map(sl => `<tr class="${sl.current ? 'svc-current' : 'svc-old'}"><td>${esc(sl.key)}</td>
+      <td class="mono">${esc(shortId(sl.task.ID))}</td><td class="hide-sm">${esc(host(sl.task.NodeID))}</td>
+      <td class="mono">${esc(sl.image.split('@')[0])} <span class="badge ${sl.current ? 'updated' : 'outdated'}">${sl.current ? 'current' : 'previous'}</span></td>
+      <td><span class="${esc(sl.state)}">${esc(sl.state)}</span> <span class="muted small">→ ${esc(sl.desired)}</span></td><td class="hide-sm small">${esc(sl.error)}</td></tr>`).join('')
+      || `<tr><td colspan="6" class="empty">No task should run now.</td></tr>`;
+  };
+  ctx.refresh = refresh;
+  if (replicated) onSubmit($('#scale-form'), async data => {
+    await ctx.change(spec => scaledSpec(spec, data.get('replicas')));
+    toast(`${ctx.name} scaled to ${data.get('replicas')}`); fill(); await refresh();
+  });
+  onSubmit($('#image-form'), async data => {
+    await ctx.change(spec => withImage(spec, data.get('image')));
+    toast(`${ctx.name}: rolling out ${data.get('image')}`); fill(); await refresh();
+  });
+  await refresh();
+  watchEngine(ctx.envId, ['service', 'node'], refresh, 2000);
+}
+async function serviceTasks(el, ctx) {
+  el.innerHTML = '<div id="tasks"></div>';
+  let host = x => x;
+  const table = dataTable($('#tasks'), {id: t => t.ID, filterPlaceholder: 'Filter tasks', empty: 'This service has no task.', sortKey: 'since',
+    columns: [
+      {key: 'name', label: 'Task', value: t => taskName(ctx.name, t), html: t => `${esc(taskName(ctx.name, t))} <span class="muted small mono">${esc(shortId(t.ID))}</span>`},
+      {key: 'node', label: 'Node', value: t => host(t.NodeID)},
+      {key: 'state', label: 'State', value: t => t.Status.State, html: t => `<span class="${esc(t.Status.State)}">${esc(t.Status.State)}</span>`},
+      {key: 'desired', label: 'Desired state', value: t => t.DesiredState},
+      {key: 'image', label: 'Image', value: t => (((t.Spec || {}).ContainerSpec || {}).Image || '').split('@')[0], cls: 'hide-sm'},
+      {key: 'error', label: 'Error', value: t => t.Status.Err || '', cls: 'small'},
+      {key: 'since', label: 'Since', value: t => -Date.parse(t.Status.Timestamp), html: t => `<span title="${esc(fmtDate(t.Status.Timestamp))}">${fmtAgo(t.Status.Timestamp)}</span>`},
+    ]});
+  const refresh = async () => { const found = await tasksOf(ctx); host = found.host; table.setRows(found.tasks); };
+  ctx.refresh = refresh;
+  await refresh(); watchEngine(ctx.envId, ['service', 'node'], refresh, 3000);
+}
+
+const MAX_LOG_LINES = 10000;
+// The service's logs: GET /services/{id}/logs with follow, every line tagged with its task in a stable colour.
+async function serviceLogs(el, ctx) {
+  el.innerHTML = `<div class="toolbar"><input class="filter" id="log-search" type="search" placeholder="Search logs" aria-label="Search logs">
+    <label class="check"><input type="checkbox" id="log-follow" checked> Follow</label>
+    <label class="check"><input type="checkbox" id="log-ts"> Timestamps</label>
+    <label for="log-tail" class="check">Lines <select id="log-tail"><option>100</option><option selected>1000</option><option value="all">all</option></select></label>
+    <span class="spacer"></span><span class="muted small" id="log-count"></span><button id="log-download">Download</button></div>
+    <div class="logs" id="logs" tabindex="0" aria-label="Service logs" aria-live="off"></div>`;
+  const box = $('#logs'), names = new Map();
+  let lines = [], partial = {1: '', 2: ''}, scheduled = false, controller = null;
+  const learnNames = async () => { const {tasks} = await tasksOf(ctx); for (const t of tasks) names.set(t.ID, taskName(ctx.name, t)); };
+  await learnNames().catch(() => {});
+  const tagOf = task => names.get(task) || (task ? shortId(task) : ctx.name);
+  const draw = () => {
+    scheduled = false;
+    const q = $('#log-search').value.toLowerCase(), showTs = $('#log-ts').checked;
+    const shown = q ? lines.filter(l => l.text.toLowerCase().includes(q) || tagOf(l.task).toLowerCase().includes(q)) : lines;
+    box.innerHTML = shown.slice(-3000).map(l => `<div class="${l.stream === 2 ? 'err' : ''}">${showTs && l.ts ? `<span class="ts">${esc(l.ts)} </span>` : ''}<span class="svc-tag svc-tag${tagColour(l.task)}">${esc(tagOf(l.task))}</span> ${esc(l.text)}</div>`).join('');
+    $('#log-count').textContent = `${lines.length} lines` + (q ? ` · ${shown.length} shown` : '');
+    if ($('#log-follow').checked) box.scrollTop = box.scrollHeight;
+  };
+  const schedule = () => { if (!scheduled) { scheduled = true; requestAnimationFrame(draw); } };
+  const onText = (stream, text) => {
+    const parts = (partial[stream] + text).split('\n'); partial[stream] = parts.pop();
+    for (const raw of parts) { const line = parseServiceLogLine(raw); lines.push({stream, ...line}); if (line.task && !names.has(line.task)) learnNames().then(schedule, () => {}); }
+    if (lines.length > MAX_LOG_LINES) lines = lines.slice(-MAX_LOG_LINES);
+    schedule();
+  };
+  const start = () => {
+    if (controller) controller.abort();
+    controller = new AbortController(); lines = []; partial = {1: '', 2: ''};
+    const url = `${ctx.base}/services/${ctx.id}/logs?stdout=1&stderr=1&timestamps=1&details=1&follow=1&tail=${$('#log-tail').value}`;
+    apiStream('GET', url, undefined, dockerStreamDecoder(!!ctx.service.Spec.TaskTemplate.ContainerSpec.TTY, onText), undefined, controller.signal)
+      .catch(err => { if (err.name !== 'AbortError') box.insertAdjacentHTML('beforeend', `<div class="err" role="alert">${esc(err.message)}</div>`); });
+    schedule();
+  };
+  onLeave(() => controller && controller.abort());
+  $('#log-search').addEventListener('input', schedule);
+  ['#log-ts', '#log-follow'].forEach(s => $(s).addEventListener('change', schedule));
+  $('#log-tail').addEventListener('change', start);
+  box.addEventListener('scroll', () => { const atEnd = box.scrollHeight - box.scrollTop - box.clientHeight < 20; if (!atEnd && $('#log-follow').checked && !scheduled) $('#log-follow').checked = false; });
+  $('#log-download').addEventListener('click', () => {
+    const text = lines.map(l => `${$('#log-ts').checked && l.ts ? l.ts + ' ' : ''}${tagOf(l.task)} ${l.text}`).join('\n') + '\n';
+    const url = URL.createObjectURL(new Blob([text], {type: 'text/plain'}));
+    download(url, `${ctx.name}.log`); setTimeout(() => URL.revokeObjectURL(url), 5000);
+  });
+  start();
 }
 """,  # noqa: E501
     'pages/stacks.js': r"""// Pages: stacks (list, ones made outside portainer.py to adopt) and the stack editor.
@@ -10400,7 +10754,81 @@ export async function pageStackEditor(id, adopt) {
     } catch (e2) { fail(e2); } });
 }
 """,  # noqa: E501
-    'pages/swarm.js': r"""// Pages: read views of a Swarm's services (with their webhooks), nodes, configs and secrets.
+    'pages/swarm-data.js': r"""// Pages: create a Swarm config or secret (from text or a file), inspect one (a secret's data is never shown: the
+// engine does not give it back, and the page would not show it if it did), remove it.
+import {api} from '../api.js';
+import {dockerBase} from '../docker.js';
+import {$} from '../dom.js';
+import {onSubmit, showError, toast} from '../feedback.js';
+import {esc, fmtDate} from '../format.js';
+import {base64Of, textOfBase64} from '../service-spec.js';
+import {envCrumbs, render} from '../shell.js';
+import {jsonTree, pairsEditor} from '../widgets.js';
+
+const KINDS = {configs: {one: 'config', title: 'Config', refs: 'Configs', idKey: 'ConfigID'},
+  secrets: {one: 'secret', title: 'Secret', refs: 'Secrets', idKey: 'SecretID'}};
+const MAX_DATA = 500 * 1024; // the engine's limit for one config or secret
+const listCrumb = (envId, kind) => `<a href="#/env/${envId}/${kind}">${KINDS[kind].refs}</a>`;
+
+export async function pageSwarmDataCreate(envId, kind) {
+  const k = KINDS[kind];
+  render(`Create ${k.one}`, `<div class="card"><h2>Create a ${k.one}</h2><form id="data-form" novalidate>
+    <label for="d-name">Name</label><input id="d-name" name="name" required data-error-hint="name|exists">
+    <fieldset><legend>Content</legend>
+      <label class="check"><input type="radio" name="source" value="text" checked> Type it</label>
+      <label class="check"><input type="radio" name="source" value="file"> From a file</label>
+      <label for="d-text">Text</label><textarea id="d-text" name="text" autocomplete="off" spellcheck="false"></textarea>
+      <label for="d-file">File</label><input id="d-file" name="file" type="file" disabled></fieldset>
+    <fieldset><legend>Labels</legend><div id="d-labels"></div></fieldset>
+    ${kind === 'secrets' ? '<p class="muted small">Once saved, a secret\'s content is never shown again: only services it is given to read it.</p>' : ''}
+    <div class="error" role="alert"></div><p><button class="primary" type="submit">Create the ${k.one}</button> <a href="#/env/${envId}/${kind}">Cancel</a></p></form></div>`,
+  envCrumbs(envId, listCrumb(envId, kind), 'Create'));
+  const form = $('#data-form');
+  const getLabels = pairsEditor($('#d-labels'), [{placeholder: 'label name'}, {placeholder: 'value'}], [], 'Add label');
+  form.addEventListener('change', e => { if (e.target.name === 'source') { const file = e.target.value === 'file'; $('#d-file').disabled = !file; $('#d-text').disabled = file; } });
+  $('#d-name').focus();
+  onSubmit(form, async data => {
+    const name = data.get('name').trim();
+    if (!name) return showError(form, new Error(`A ${k.one} needs a name`), 'name');
+    let bytes;
+    if (data.get('source') === 'file') {
+      const file = $('#d-file').files[0];
+      if (!file) return showError(form, new Error('Choose a file'), 'file');
+      bytes = new Uint8Array(await file.arrayBuffer());
+    } else bytes = new TextEncoder().encode(data.get('text') || '');
+    if (!bytes.length) return showError(form, new Error(`The ${k.one} is empty`), data.get('source') === 'file' ? 'file' : 'text');
+    if (bytes.length > MAX_DATA) return showError(form, new Error(`A ${k.one} holds at most 500 KB`), data.get('source') === 'file' ? 'file' : 'text');
+    const created = await api('POST', `${dockerBase(envId)}/${kind}/create`, {Name: name, Labels: Object.fromEntries(getLabels()), Data: base64Of(bytes)});
+    toast(`${k.title} ${name} created`);
+    location.hash = `#/env/${envId}/${kind}/${created.ID}`;
+  });
+}
+
+export async function pageSwarmData(envId, kind, itemId) {
+  const k = KINDS[kind], base = dockerBase(envId);
+  const [item, services] = await Promise.all([api('GET', `${base}/${kind}/${encodeURIComponent(itemId)}`), api('GET', `${base}/services`).catch(() => [])]);
+  const shown = {...item, Spec: {...item.Spec}};
+  if (kind === 'secrets') delete shown.Spec.Data;
+  const name = item.Spec.Name, text = kind === 'configs' ? textOfBase64(item.Spec.Data) : null;
+  const users = services.filter(s => ((s.Spec.TaskTemplate.ContainerSpec || {})[k.refs] || []).some(r => r[k.idKey] === item.ID));
+  render(name, `<div class="toolbar"><h2>${esc(name)}</h2><span class="badge">${k.one}</span><span class="spacer"></span>
+    <button class="danger" id="data-remove">Remove</button></div><div class="error" role="alert" id="data-error"></div>
+    <div class="grid2"><div class="card"><dl class="kv"><dt>ID</dt><dd class="mono">${esc(item.ID)}</dd><dt>Created</dt><dd>${fmtDate(item.CreatedAt)}</dd>
+      <dt>Updated</dt><dd>${fmtDate(item.UpdatedAt)}</dd>
+      <dt>Labels</dt><dd class="mono">${esc(Object.entries(item.Spec.Labels || {}).map(([a, b]) => `${a}=${b}`).join('\n')) || '<span class="muted">none</span>'}</dd>
+      <dt>Used by</dt><dd>${users.map(s => `<a href="#/env/${envId}/services/${esc(s.ID)}">${esc(s.Spec.Name)}</a>`).join(', ') || '<span class="muted">no service</span>'}</dd></dl></div>
+    <div class="card"><h3>Content</h3>${kind === 'secrets' ? '<p class="muted" id="data-content">A secret\'s content is never shown. Only the services it is given to read it, as a file under /run/secrets/.</p>'
+      : text === null ? '<p class="muted" id="data-content">Binary content (not shown as text).</p>' : `<pre class="copyable mono small" id="data-content">${esc(text)}</pre>`}</div></div>
+    <details class="card tree"><summary>Inspect</summary><ul>${jsonTree(shown)}</ul></details>`,
+  envCrumbs(envId, listCrumb(envId, kind), esc(name)));
+  $('#data-remove').addEventListener('click', async () => {
+    if (!confirm(`Remove ${k.one} ${name}?`)) return;
+    try { await api('DELETE', `${base}/${kind}/${item.ID}`); toast(`${k.title} ${name} removed`); location.hash = `#/env/${envId}/${kind}`; }
+    catch (err) { if (err.name !== 'AbortError') $('#data-error').textContent = err.message; }
+  });
+}
+""",  # noqa: E501
+    'pages/swarm.js': r"""// Pages: the lists of a Swarm's services (with their webhooks), nodes, configs and secrets; each links to its page.
 import {api} from '../api.js';
 import {dockerBase} from '../docker.js';
 import {$} from '../dom.js';
@@ -10424,6 +10852,7 @@ const SWARM_VIEWS = {
   secrets: {title: 'Secrets', columns: [{key: 'name', label: 'Name', value: c => c.Spec.Name}, {key: 'created', label: 'Created', value: c => c.CreatedAt, html: c => fmtDate(c.CreatedAt)},
     {key: 'updated', label: 'Updated', value: c => c.UpdatedAt, html: c => fmtDate(c.UpdatedAt), cls: 'hide-sm'}], path: 'secrets'},
 };
+const SWARM_CREATE = {services: 'Create service', configs: 'Create config', secrets: 'Create secret'};
 // A service's webhook: POST <origin>/api/webhooks/<Token> redeploys it (pulling its image again).
 const webhookUrl = hook => `${location.origin}/api/webhooks/${hook.Token}`;
 const webhookQuery = filters => `/api/webhooks?filters=${encodeURIComponent(JSON.stringify(filters))}`;
@@ -10435,11 +10864,15 @@ function webhookCell(service, hook) {
 }
 export async function pageSwarm(envId, kind) {
   const view = SWARM_VIEWS[kind];
-  render(view.title, `<div class="toolbar"><h2>${view.title}</h2></div><div class="card" id="swarm-list"></div><div class="error" role="alert" id="swarm-error"></div>`, envCrumbs(envId, view.title));
+  const create = SWARM_CREATE[kind] ? `<span class="spacer"></span><a class="button primary" href="#/env/${envId}/${kind}/new">${SWARM_CREATE[kind]}</a>` : '';
+  render(view.title, `<div class="toolbar"><h2>${view.title}</h2>${create}</div><div class="card" id="swarm-list"></div><div class="error" role="alert" id="swarm-error"></div>`, envCrumbs(envId, view.title));
   const services = kind === 'services';
   let hooks = []; // the webhooks of this environment the caller may see: {Id, Token, ResourceId, EndpointId}
   const hookOf = service => hooks.find(h => h.ResourceId === service.ID);
-  const columns = services ? [...view.columns, {key: 'webhook', label: 'Webhook', value: s => (hookOf(s) ? 'on' : 'off'), html: s => webhookCell(s, hookOf(s))}] : view.columns;
+  // The first column links to the item's own page.
+  const [first, ...rest] = view.columns;
+  const linked = [{...first, html: x => `<a href="#/env/${envId}/${kind}/${esc(x.ID)}">${esc(first.value(x))}</a>`}, ...rest];
+  const columns = services ? [...linked, {key: 'webhook', label: 'Webhook', value: s => (hookOf(s) ? 'on' : 'off'), html: s => webhookCell(s, hookOf(s))}] : linked;
   const table = dataTable($('#swarm-list'), {id: x => x.ID, columns, filterPlaceholder: `Filter ${kind}`, empty: `No ${kind}.`});
   const load = async () => {
     const [rows, found] = await Promise.all([api('GET', `${dockerBase(envId)}/${view.path}`), services ? api('GET', webhookQuery({EndpointID: +envId})).catch(() => hooks) : []]);
@@ -10760,6 +11193,9 @@ import {pageNetworks} from './pages/networks.js';
 import {pageRegistries, pageRegistryBrowse} from './pages/registries.js';
 import {pageStackEditor, pageStacks} from './pages/stacks.js';
 import {pageSwarm} from './pages/swarm.js';
+import {pageNode} from './pages/nodes.js';
+import {pageService, pageServiceCreate} from './pages/services.js';
+import {pageSwarmData, pageSwarmDataCreate} from './pages/swarm-data.js';
 import {pageTeam, pageTeams} from './pages/teams.js';
 import {pageTemplates} from './pages/templates.js';
 import {pageAccount, pageSettings, pageUsers} from './pages/users.js';
@@ -10790,6 +11226,12 @@ const UI_ROUTES = [
   ['env/(\\d+)/security', pageEndpointSecurity],
   ['env/(\\d+)/networks', pageNetworks],
   ['env/(\\d+)/(services|nodes|configs|secrets)', pageSwarm],
+  ['env/(\\d+)/services/new', pageServiceCreate],
+  ['env/(\\d+)/services/([^/]+)', pageService],
+  ['env/(\\d+)/services/([^/]+)/(overview|tasks|logs|inspect)', pageService],
+  ['env/(\\d+)/nodes/([^/]+)', pageNode],
+  ['env/(\\d+)/(configs|secrets)/new', pageSwarmDataCreate],
+  ['env/(\\d+)/(configs|secrets)/([^/]+)', pageSwarmData],
   ['users', pageUsers],
   ['teams', pageTeams],
   ['teams/(\\d+)', pageTeam],
@@ -10838,6 +11280,184 @@ export async function route() {
     render('Error', `<div class="card"><h2>Something went wrong</h2><p class="error" role="alert">${esc(err.message)}</p>
       ${err.details ? `<p class="muted">${esc(err.details)}</p>` : ''}<p><a href="#/home">Back to the environments</a></p></div>`);
   }
+}
+""",  # noqa: E501
+    'service-spec.js': r"""// Swarm services, the pure part (unit-tested in ui/tests/): the service spec a form builds, the progress of a
+// rolling update read from the service and its tasks, and the lines of a service's merged log stream.
+
+// A mistake in the form, named by the input it is about (feedback.showError puts the message under it).
+export class SpecError extends Error {
+  constructor(message, field) { super(message); this.field = field; }
+}
+const DURATION_UNITS = {ns: 1, us: 1e3, 'µs': 1e3, ms: 1e6, s: 1e9, m: 60e9, h: 3600e9};
+// "10s", "1m30s", "500ms" (Go's time.ParseDuration) or a plain number of seconds, in nanoseconds; '' is undefined.
+export function parseDuration(text, field) {
+  const t = String(text ?? '').trim(); if (!t) return undefined;
+  if (/^\d+(\.\d+)?$/.test(t)) return Math.round(+t * 1e9);
+  const parts = [...t.matchAll(/(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/g)];
+  if (!parts.length || parts.map(p => p[0]).join('') !== t) throw new SpecError(`"${t}" is not a duration (e.g. 10s, 1m30s, 500ms)`, field);
+  return Math.round(parts.reduce((sum, [, n, unit]) => sum + +n * DURATION_UNITS[unit], 0));
+}
+// "128M", "1.5G", "512k" or a number of bytes; '' is undefined.
+export function parseBytes(text, field) {
+  const t = String(text ?? '').trim(); if (!t) return undefined;
+  const m = t.match(/^(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?$/i);
+  if (!m) throw new SpecError(`"${t}" is not a size (e.g. 128M, 1G)`, field);
+  return Math.round(+m[1] * 1024 ** ' kmgt'.indexOf((m[2] || ' ').toLowerCase()));
+}
+function parseCount(text, field, what, min = 0) {
+  const t = String(text ?? '').trim(); if (!t) return undefined;
+  if (!/^\d+$/.test(t) || +t < min) throw new SpecError(`${what} must be a whole number${min ? ` of at least ${min}` : ''}`, field);
+  return +t;
+}
+function parseCpus(text, field) {
+  const t = String(text ?? '').trim(); if (!t) return undefined;
+  if (!/^\d+(\.\d+)?$/.test(t)) throw new SpecError(`"${t}" is not a number of CPUs (e.g. 0.5)`, field);
+  return Math.round(+t * 1e9);
+}
+// A command line split as a shell would split words: quotes keep spaces.
+export function splitCommand(text) {
+  const t = String(text ?? '').trim(); if (!t) return undefined;
+  return t.match(/(?:[^\s"']+|"[^"]*"|'[^']*')+/g).map(w => w.replace(/"([^"]*)"|'([^']*)'/g, '$1$2'));
+}
+const lines = text => String(text ?? '').split('\n').map(l => l.trim()).filter(Boolean);
+const dropEmpty = obj => { const out = {}; for (const [k, v] of Object.entries(obj)) if (v !== undefined) out[k] = v; return out; };
+// An update or rollback policy: {parallelism, delay, failureAction, monitor, order, maxFailureRatio}.
+function updatePolicy(p = {}, prefix) {
+  const ratio = String(p.maxFailureRatio ?? '').trim();
+  if (ratio && !(/^\d+(\.\d+)?$/.test(ratio) && +ratio <= 1)) throw new SpecError('The failure ratio is a number from 0 to 1', `${prefix}MaxFailureRatio`);
+  const policy = dropEmpty({Parallelism: parseCount(p.parallelism, `${prefix}Parallelism`, 'Parallelism'),
+    Delay: parseDuration(p.delay, `${prefix}Delay`), FailureAction: p.failureAction || undefined,
+    Monitor: parseDuration(p.monitor, `${prefix}Monitor`), MaxFailureRatio: ratio ? +ratio : undefined, Order: p.order || undefined});
+  return Object.keys(policy).length ? policy : undefined;
+}
+// A config's or secret's reference: by name from the lists the engine gave, mounted at `target` (a file name).
+function fileReferences(rows, known, kind) {
+  const idKey = kind === 'secret' ? 'SecretID' : 'ConfigID', nameKey = kind === 'secret' ? 'SecretName' : 'ConfigName';
+  return rows.map(([name, target]) => {
+    const item = known.find(k => k.Spec.Name === name || k.ID === name);
+    if (!item) throw new SpecError(`No ${kind} named "${name}"`, `${kind}Name`);
+    return {[idKey]: item.ID, [nameKey]: item.Spec.Name, File: {Name: target || item.Spec.Name, UID: '0', GID: '0', Mode: 0o444}};
+  });
+}
+const MOUNT_TYPES = ['volume', 'bind', 'tmpfs'];
+// The spec POST /services/create takes, from the form's values (see pageServiceCreate for their names):
+// {name, image, mode, replicas, args, env: [[k, v]], ports: [[published, target, protocol, mode]],
+//  mounts: [[type, source, target, access]], networks: [id], constraints, preferences (one per line),
+//  limitCpus, limitMemory, reserveCpus, reserveMemory, restart: {condition, delay, maxAttempts, window},
+//  update: {...}, rollback: {...}, labels: [[k, v]], configs: [[name, target]], secrets: [[name, target]]}.
+// `known` holds the engine's {configs, secrets} lists, to name each by its ID.
+export function serviceSpec(form, known = {configs: [], secrets: []}) {
+  const image = String(form.image ?? '').trim();
+  if (!image) throw new SpecError('An image is required', 'image');
+  const name = String(form.name ?? '').trim();
+  if (name && !/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/.test(name)) throw new SpecError('A service name holds letters, digits, "_", "." and "-"', 'name');
+  const global = form.mode === 'global';
+  const replicas = global ? undefined : parseCount(form.replicas === '' || form.replicas === undefined ? '1' : form.replicas, 'replicas', 'Replicas');
+  const ports = (form.ports || []).map(([published, target, protocol, mode]) => {
+    if (!/^\d+$/.test(target || '') || +target < 1 || +target > 65535) throw new SpecError(`Target port "${target}" must be a port number`, 'targetPort');
+    if (published && (!/^\d+$/.test(published) || +published > 65535)) throw new SpecError(`Published port "${published}" must be a port number`, 'publishedPort');
+    return dropEmpty({Protocol: protocol || 'tcp', TargetPort: +target, PublishedPort: published ? +published : undefined, PublishMode: mode || 'ingress'});
+  });
+  const mounts = (form.mounts || []).map(([type, source, target, access]) => {
+    if (!MOUNT_TYPES.includes(type)) throw new SpecError(`Mount type "${type}" is one of ${MOUNT_TYPES.join(', ')}`, 'mountSource');
+    if (!String(target || '').startsWith('/')) throw new SpecError(`Mount target "${target || ''}" must be an absolute path in the container`, 'mountTarget');
+    if (type !== 'tmpfs' && !source) throw new SpecError(`A ${type} mount needs a source`, 'mountSource');
+    return dropEmpty({Type: type, Source: type === 'tmpfs' ? undefined : source, Target: target, ReadOnly: access === 'read-only' ? true : undefined});
+  });
+  const preferences = lines(form.preferences).map(line => {
+    const m = line.match(/^spread\s*=\s*(\S+)$/);
+    if (!m) throw new SpecError(`Placement preference "${line}" is written spread=node.labels.NAME`, 'preferences');
+    return {Spread: {SpreadDescriptor: m[1]}};
+  });
+  const constraints = lines(form.constraints);
+  for (const c of constraints) if (!/^\S.*(==|!=).*\S$/.test(c)) throw new SpecError(`Constraint "${c}" is written like node.role==manager`, 'constraints');
+  const limits = dropEmpty({NanoCPUs: parseCpus(form.limitCpus, 'limitCpus'), MemoryBytes: parseBytes(form.limitMemory, 'limitMemory')});
+  const reservations = dropEmpty({NanoCPUs: parseCpus(form.reserveCpus, 'reserveCpus'), MemoryBytes: parseBytes(form.reserveMemory, 'reserveMemory')});
+  const r = form.restart || {};
+  const restart = dropEmpty({Condition: r.condition || undefined, Delay: parseDuration(r.delay, 'restartDelay'),
+    MaxAttempts: parseCount(r.maxAttempts, 'restartMaxAttempts', 'Maximum attempts'), Window: parseDuration(r.window, 'restartWindow')});
+  const env = (form.env || []).map(([k, v]) => { if (!k) throw new SpecError('An environment variable needs a name', 'envName'); return `${k}=${v ?? ''}`; });
+  const containerSpec = dropEmpty({Image: image, Args: splitCommand(form.args), Env: env.length ? env : undefined,
+    Mounts: mounts.length ? mounts : undefined,
+    Configs: (form.configs || []).length ? fileReferences(form.configs, known.configs || [], 'config') : undefined,
+    Secrets: (form.secrets || []).length ? fileReferences(form.secrets, known.secrets || [], 'secret') : undefined});
+  const placement = dropEmpty({Constraints: constraints.length ? constraints : undefined, Preferences: preferences.length ? preferences : undefined});
+  const resources = dropEmpty({Limits: Object.keys(limits).length ? limits : undefined, Reservations: Object.keys(reservations).length ? reservations : undefined});
+  const taskTemplate = dropEmpty({ContainerSpec: containerSpec, Resources: Object.keys(resources).length ? resources : undefined,
+    RestartPolicy: Object.keys(restart).length ? restart : undefined, Placement: Object.keys(placement).length ? placement : undefined,
+    Networks: (form.networks || []).length ? form.networks.map(Target => ({Target})) : undefined});
+  return dropEmpty({Name: name || undefined, Labels: Object.fromEntries(form.labels || []), TaskTemplate: taskTemplate,
+    Mode: global ? {Global: {}} : {Replicated: {Replicas: replicas}},
+    UpdateConfig: updatePolicy(form.update, 'update'), RollbackConfig: updatePolicy(form.rollback, 'rollback'),
+    EndpointSpec: ports.length ? {Ports: ports} : undefined});
+}
+
+// The same spec with another replica count, image or a forced redeploy (what scale, update and force update send).
+export function scaledSpec(spec, replicas) {
+  if (!spec.Mode || !spec.Mode.Replicated) throw new SpecError('A global service runs one task per node: it cannot be scaled', 'replicas');
+  if (!/^\d+$/.test(String(replicas).trim())) throw new SpecError('Replicas must be a whole number', 'replicas');
+  return {...spec, Mode: {Replicated: {Replicas: +replicas}}};
+}
+export function withImage(spec, image) {
+  const t = String(image ?? '').trim(); if (!t) throw new SpecError('An image is required', 'image');
+  return {...spec, TaskTemplate: {...spec.TaskTemplate, ContainerSpec: {...spec.TaskTemplate.ContainerSpec, Image: t}}};
+}
+export const forcedSpec = spec => ({...spec, TaskTemplate: {...spec.TaskTemplate, ForceUpdate: (spec.TaskTemplate.ForceUpdate || 0) + 1}});
+
+// Is a task of this spec (image and forced-update counter), or of the one before the update?
+const taskIsCurrent = (task, template) => ((task.Spec || {}).ContainerSpec || {}).Image === (template.ContainerSpec || {}).Image
+  && ((task.Spec || {}).ForceUpdate || 0) === (template.ForceUpdate || 0);
+const UPDATE_STATES = {updating: 'updating', paused: 'paused', completed: 'completed', rollback_started: 'rolling back',
+  rollback_paused: 'rollback paused', rollback_completed: 'rolled back'};
+// The rollout as the page shows it: one row per slot (replicated) or node (global) with the newest task there,
+// whether it runs the current spec, and the counts: {state, message, updated, total, done, slots: [...]}.
+export function rolloutProgress(service, tasks) {
+  const template = service.Spec.TaskTemplate, replicated = !!service.Spec.Mode.Replicated;
+  const newest = new Map();
+  for (const t of tasks.filter(x => x.ServiceID === service.ID)) {
+    const key = replicated ? `slot ${t.Slot}` : `node ${t.NodeID}`, seen = newest.get(key);
+    const rank = x => (x.DesiredState === 'running' ? 1e15 : 0) + Date.parse(x.UpdatedAt || x.CreatedAt || 0);
+    if (!seen || rank(t) > rank(seen)) newest.set(key, t);
+  }
+  const slots = [...newest.entries()].filter(([, t]) => t.DesiredState === 'running' || t.DesiredState === 'ready')
+    .map(([key, t]) => ({key, task: t, image: ((t.Spec || {}).ContainerSpec || {}).Image || '', state: t.Status.State,
+      desired: t.DesiredState, current: taskIsCurrent(t, template), error: t.Status.Err || ''}))
+    .sort((a, b) => (a.task.Slot || 0) - (b.task.Slot || 0) || a.key.localeCompare(b.key));
+  const total = replicated ? service.Spec.Mode.Replicated.Replicas : slots.length;
+  const updated = slots.filter(s => s.current && s.state === 'running').length;
+  const status = service.UpdateStatus || {};
+  const state = UPDATE_STATES[status.State] || (status.State ? status.State : 'no update yet');
+  return {state, message: status.Message || '', updated, total, slots,
+    done: !/^(updating|rollback_started)$/.test(status.State || '') && updated === total};
+}
+
+// One line of GET /services/{id}/logs?timestamps=1&details=1: "<time> <k=v,k=v,...> <text>" where the details
+// name the task (com.docker.swarm.task.id) and node; answers {ts, task, node, text}.
+export function parseServiceLogLine(raw) {
+  let rest = raw.replace(/\r$/, ''), ts = '', task = '', node = '';
+  const time = rest.match(/^(\d{4}-\d\d-\d\dT\S+) /); if (time) { ts = time[1]; rest = rest.slice(time[0].length); }
+  const details = rest.match(/^((?:[\w.-]+=[^\s,]*)(?:,[\w.-]+=[^\s,]*)*)(?: |$)/);
+  if (details && /com\.docker\.swarm\./.test(details[1])) {
+    const attrs = Object.fromEntries(details[1].split(',').map(kv => { const i = kv.indexOf('='); return [kv.slice(0, i), decodeURIComponent(kv.slice(i + 1).replace(/\+/g, ' '))]; }));
+    task = attrs['com.docker.swarm.task.id'] || ''; node = attrs['com.docker.swarm.node.id'] || '';
+    rest = rest.slice(details[0].length);
+  }
+  return {ts, task, node, text: rest};
+}
+// A task's name as `docker service ps` shows it: service.slot (replicated) or service.node (global).
+export const taskName = (serviceName, task) => `${serviceName}.${task.Slot || String(task.NodeID || '').slice(0, 12)}`;
+// A stable colour for a tag (a task): one of `count` classes (.svc-tag0 ...; the CSP allows no inline style).
+export function tagColour(tag, count = 8) { let h = 0; for (const c of String(tag)) h = (h * 31 + c.charCodeAt(0)) >>> 0; return h % count; }
+// Bytes (a file's, or text's UTF-8) as base64: the Data of a config or secret.
+export function base64Of(bytes) {
+  let out = ''; for (let i = 0; i < bytes.length; i += 0x8000) out += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(out);
+}
+// A config's Data as text when it is UTF-8 text, else null (binary).
+export function textOfBase64(data) {
+  const raw = atob(data || ''), bytes = Uint8Array.from(raw, c => c.charCodeAt(0));
+  try { return new TextDecoder('utf-8', {fatal: true}).decode(bytes); } catch (e) { return null; }
 }
 """,  # noqa: E501
     'session.js': r"""// Who is logged in and where they are: the state every page reads. The router fills it.

@@ -15,7 +15,8 @@ export function showError(form, err, fieldName) {
   clearErrors(form);
   const text = err.message + (err.details && err.details !== err.message ? ` (${err.details})` : '');
   const fields = $$('[name]', form).filter(el => el.name && el.type !== 'hidden');
-  const target = fieldName ? form.elements[fieldName]
+  const named = fieldName ? form.elements[fieldName] : null; // several inputs of one name (rows): the first
+  const target = fieldName ? (named instanceof RadioNodeList ? named[0] : named)
     : fields.find(el => new RegExp(`\\b${el.name}\\b`, 'i').test(err.message) || (el.dataset.errorHint && new RegExp(el.dataset.errorHint, 'i').test(err.message)));
   if (target && target.insertAdjacentElement) {
     target.classList.add('invalid'); target.setAttribute('aria-invalid', 'true');

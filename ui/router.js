@@ -18,6 +18,9 @@ import {pageNetworks} from './pages/networks.js';
 import {pageRegistries, pageRegistryBrowse} from './pages/registries.js';
 import {pageStackEditor, pageStacks} from './pages/stacks.js';
 import {pageSwarm} from './pages/swarm.js';
+import {pageNode} from './pages/nodes.js';
+import {pageService, pageServiceCreate} from './pages/services.js';
+import {pageSwarmData, pageSwarmDataCreate} from './pages/swarm-data.js';
 import {pageTeam, pageTeams} from './pages/teams.js';
 import {pageTemplates} from './pages/templates.js';
 import {pageAccount, pageSettings, pageUsers} from './pages/users.js';
@@ -48,6 +51,12 @@ const UI_ROUTES = [
   ['env/(\\d+)/security', pageEndpointSecurity],
   ['env/(\\d+)/networks', pageNetworks],
   ['env/(\\d+)/(services|nodes|configs|secrets)', pageSwarm],
+  ['env/(\\d+)/services/new', pageServiceCreate],
+  ['env/(\\d+)/services/([^/]+)', pageService],
+  ['env/(\\d+)/services/([^/]+)/(overview|tasks|logs|inspect)', pageService],
+  ['env/(\\d+)/nodes/([^/]+)', pageNode],
+  ['env/(\\d+)/(configs|secrets)/new', pageSwarmDataCreate],
+  ['env/(\\d+)/(configs|secrets)/([^/]+)', pageSwarmData],
   ['users', pageUsers],
   ['teams', pageTeams],
   ['teams/(\\d+)', pageTeam],

@@ -1,4 +1,4 @@
-// Pages: read views of a Swarm's services (with their webhooks), nodes, configs and secrets.
+// Pages: the lists of a Swarm's services (with their webhooks), nodes, configs and secrets; each links to its page.
 import {api} from '../api.js';
 import {dockerBase} from '../docker.js';
 import {$} from '../dom.js';
@@ -22,6 +22,7 @@ const SWARM_VIEWS = {
   secrets: {title: 'Secrets', columns: [{key: 'name', label: 'Name', value: c => c.Spec.Name}, {key: 'created', label: 'Created', value: c => c.CreatedAt, html: c => fmtDate(c.CreatedAt)},
     {key: 'updated', label: 'Updated', value: c => c.UpdatedAt, html: c => fmtDate(c.UpdatedAt), cls: 'hide-sm'}], path: 'secrets'},
 };
+const SWARM_CREATE = {services: 'Create service', configs: 'Create config', secrets: 'Create secret'};
 // A service's webhook: POST <origin>/api/webhooks/<Token> redeploys it (pulling its image again).
 const webhookUrl = hook => `${location.origin}/api/webhooks/${hook.Token}`;
 const webhookQuery = filters => `/api/webhooks?filters=${encodeURIComponent(JSON.stringify(filters))}`;
@@ -33,11 +34,15 @@ function webhookCell(service, hook) {
 }
 export async function pageSwarm(envId, kind) {
   const view = SWARM_VIEWS[kind];
-  render(view.title, `<div class="toolbar"><h2>${view.title}</h2></div><div class="card" id="swarm-list"></div><div class="error" role="alert" id="swarm-error"></div>`, envCrumbs(envId, view.title));
+  const create = SWARM_CREATE[kind] ? `<span class="spacer"></span><a class="button primary" href="#/env/${envId}/${kind}/new">${SWARM_CREATE[kind]}</a>` : '';
+  render(view.title, `<div class="toolbar"><h2>${view.title}</h2>${create}</div><div class="card" id="swarm-list"></div><div class="error" role="alert" id="swarm-error"></div>`, envCrumbs(envId, view.title));
   const services = kind === 'services';
   let hooks = []; // the webhooks of this environment the caller may see: {Id, Token, ResourceId, EndpointId}
   const hookOf = service => hooks.find(h => h.ResourceId === service.ID);
-  const columns = services ? [...view.columns, {key: 'webhook', label: 'Webhook', value: s => (hookOf(s) ? 'on' : 'off'), html: s => webhookCell(s, hookOf(s))}] : view.columns;
+  // The first column links to the item's own page.
+  const [first, ...rest] = view.columns;
+  const linked = [{...first, html: x => `<a href="#/env/${envId}/${kind}/${esc(x.ID)}">${esc(first.value(x))}</a>`}, ...rest];
+  const columns = services ? [...linked, {key: 'webhook', label: 'Webhook', value: s => (hookOf(s) ? 'on' : 'off'), html: s => webhookCell(s, hookOf(s))}] : linked;
   const table = dataTable($('#swarm-list'), {id: x => x.ID, columns, filterPlaceholder: `Filter ${kind}`, empty: `No ${kind}.`});
   const load = async () => {
     const [rows, found] = await Promise.all([api('GET', `${dockerBase(envId)}/${view.path}`), services ? api('GET', webhookQuery({EndpointID: +envId})).catch(() => hooks) : []]);
