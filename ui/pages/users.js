@@ -39,7 +39,8 @@ export async function pageSettings() {
     <label for="s-snapshot">Snapshot interval</label><input id="s-snapshot" name="SnapshotInterval" value="${esc(s.SnapshotInterval || '')}">
     <label for="s-logo">Logo URL</label><input id="s-logo" name="LogoURL" value="${esc(s.LogoURL || '')}">
     ${pub.AnalyticsAvailable ? `<p><label class="check"><input type="checkbox" name="EnableTelemetry" ${s.EnableTelemetry ? 'checked' : ''}> Send anonymous usage statistics</label></p>` : ''}
-    <div class="error" role="alert"></div><p><button class="primary" type="submit">Save settings</button></p></form>`);
+    <div class="error" role="alert"></div><p><button class="primary" type="submit">Save settings</button></p>
+    <p><a href="#/settings/oauth">Authentication: OAuth 2.0 / OpenID Connect sign-in</a></p></form>`);
   onSubmit($('#settings'), async data => {
     const body = {UserSessionTimeout: data.get('UserSessionTimeout'), SnapshotInterval: data.get('SnapshotInterval'), LogoURL: data.get('LogoURL')};
     if (pub.AnalyticsAvailable) body.EnableTelemetry = !!data.get('EnableTelemetry');
