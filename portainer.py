@@ -1527,7 +1527,6 @@ OAUTH_MAX_ANSWER = 1024 * 1024  # a provider's answer is input: discovery, JWKS,
 OAUTH_CLOCK_LEEWAY = 30  # seconds of clock difference with the provider allowed on exp/iat
 OAUTH_DISCOVERY_SECONDS = 600
 OAUTH_JWKS_SECONDS = 3600
-OAUTH_JWKS_REFETCH_SECONDS = 2.0  # an unknown kid refetches the JWKS (key rotation), at most this often
 # Asymmetric algorithms only: a symmetric (HS*) or "none" ID token is refused whatever the JWKS says.
 OAUTH_ID_TOKEN_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512",
                              "EdDSA")
@@ -1760,12 +1759,13 @@ class OpenIDSignIn:
 
     async def signing_key(self, session: aiohttp.ClientSession, jwks_uri: str, kid: str | None):
         """The JWK that signed a token: from the cached JWKS, refetched once when the kid is unknown (the
-        provider rotated its keys)."""
+        provider rotated its keys). Each ID token costs a sign-in at the provider, so a refetch per unknown kid
+        cannot be used to hammer the provider faster than sign-ins."""
         jwt = jose_library()
         for attempt in (0, 1):
             fetched, jwks = self._jwks.get(jwks_uri, (0.0, {}))
             age = time.monotonic() - fetched
-            if not jwks or age > OAUTH_JWKS_SECONDS or attempt and age >= OAUTH_JWKS_REFETCH_SECONDS:
+            if not jwks or age > OAUTH_JWKS_SECONDS or attempt:
                 jwks = await self.provider_json(session, "GET", jwks_uri, "JWKS")
                 self._jwks[jwks_uri] = (time.monotonic(), jwks)
             keys = [k for k in jwks.get("keys", []) if isinstance(k, dict) and k.get("use", "sig") == "sig"]
