@@ -1844,17 +1844,32 @@ async def sync_oauth_teams(store: Store, user: dict, claims: dict, claim_name: s
         store.team_memberships.delete(current[team_id]["Id"])
 
 
+def add_provider_user(store: Store, username: Any, role: Any, provider: str) -> dict:
+    """A user without a password of ours: they sign in through the identity provider only (not committed)."""
+    if not isinstance(username, str) or not username.strip() or len(username) > 128:
+        raise BadRequest("Username must be a non-empty string of at most 128 characters")
+    if role not in (ROLE_ADMIN, ROLE_STANDARD):
+        raise BadRequest("Role must be 1 (administrator) or 2 (standard user)")
+    if find_user_by_name(store, username.strip()):
+        raise Conflict(f"a user named {username.strip()!r} already exists")
+    return store.users.add({"Username": username.strip(), "Role": role, "PasswordHash": "", "CreationDate": now(),
+                            "TokenIssueAt": 0, "AuthenticatedBy": provider})
+
+
 async def oauth_user(store: Store, settings: dict, username: str, claims: dict) -> dict:
-    """The user a verified identity signs in as: found by name, or created when OAuthAutoCreateUsers is on (no
-    password: they sign in through the provider only), in the default team."""
+    """The user a verified identity signs in as: found by name, or created when OAuthAutoCreateUsers is on, in
+    the default team. A user with a password of this server (the administrator made at setup) is not one a
+    provider account can become: a provider's user may choose their own preferred_username."""
     user = find_user_by_name(store, username)
+    if user is not None and user.get("PasswordHash"):
+        raise Forbidden(f"the user {username!r} signs in with a password of this server, not through the provider",
+                        "an administrator can create users for OAuth sign-in without a password")
     if user is None:
         if not settings["OAuthAutoCreateUsers"]:
             raise Forbidden(f"there is no user {username!r} on this server",
-                            "an administrator creates the user first, or turns on automatic user creation "
-                            "(OAuthAutoCreateUsers)")
-        user = store.users.add({"Username": username, "Role": ROLE_STANDARD, "PasswordHash": "",
-                                "CreationDate": now(), "TokenIssueAt": 0, "AuthenticatedBy": "oauth"})
+                            "an administrator creates the user first (no password), or turns on automatic user "
+                            "creation (OAuthAutoCreateUsers)")
+        user = add_provider_user(store, username, ROLE_STANDARD, "oauth")
         if settings["DefaultTeamID"] and settings["DefaultTeamID"] in store.teams:
             add_membership(store, user["Id"], settings["DefaultTeamID"], TEAM_MEMBER)
         log.info("created user %r on first OAuth sign-in", username)
@@ -5547,8 +5562,12 @@ async def handle_user_create(request: web.Request) -> web.Response:
     """Create a user {Username, Password, Role} (administrators)."""
     require_admin(request)
     body = await read_documented_fields(request, USER_CREATE_FIELDS)
-    user = await create_user(request.app[STORE], body.get("Username"), body.get("Password"),
-                             body.get("Role", ROLE_STANDARD))
+    store = request.app[STORE]
+    if not body.get("Password") and current_settings(store)["AuthenticationMethod"] == AUTHENTICATION_OAUTH:
+        user = add_provider_user(store, body.get("Username"), body.get("Role", ROLE_STANDARD), "oauth")
+        await store.commit()  # with OAuth on, as in Portainer, a user without a password signs in through it
+        return json_response(user_view(user))
+    user = await create_user(store, body.get("Username"), body.get("Password"), body.get("Role", ROLE_STANDARD))
     return json_response(user_view(user))
 
 
@@ -10659,7 +10678,7 @@ export async function renderOAuthSettings(container) {
       DefaultTeamID: +data.get('DefaultTeamID'), TeamMemberships: {OAuthClaimName: data.get('OAuthClaimName').trim()}});
     if (data.get('ClientSecret')) OAuthSettings.ClientSecret = data.get('ClientSecret');
     const saved = await api('PUT', '/api/settings', {OAuthSettings, AuthenticationMethod: data.get('enabled') ? OAUTH : 1});
-    session.publicSettings = null; // the login page reads the new button from the public settings
+    session.publicSettings = await api('GET', '/api/settings/public'); // the login button and the users page read it
     form.elements.ClientSecret.value = ''; form.elements.ClientSecret.placeholder = saved.OAuthSettings.ClientSecretSet ? 'saved; leave empty to keep it' : '';
     formError(form, {message: 'Saved.'});
   });
@@ -11082,9 +11101,10 @@ import {dataTable} from '../table.js';
 
 export async function pageUsers() {
   session.currentEnv = null;
+  const viaOAuth = !!session.publicSettings && session.publicSettings.AuthenticationMethod === 3; // a user may have no password
   render('Users', `<div class="toolbar"><h2>Users</h2></div><form class="card" id="user-create"><h3>Add a user</h3>
     <div class="row"><div><label for="u-name">Username</label><input id="u-name" name="Username" required autocomplete="off"></div>
-    <div><label for="u-password">Password (12 characters or more)</label><input id="u-password" name="Password" type="password" required autocomplete="new-password" data-error-hint="password"></div>
+    <div><label for="u-password">Password (12 characters or more${viaOAuth ? '; none: signs in through OAuth only' : ''})</label><input id="u-password" name="Password" type="password" ${viaOAuth ? '' : 'required'} autocomplete="new-password" data-error-hint="password"></div>
     <div><label for="u-role">Role</label><select id="u-role" name="Role">${[constants.UserRoles.Standard, constants.UserRoles.Administrator].map(role => `<option value="${role}">${esc(constants.UserRoleNames[role])}</option>`).join('')}</select></div></div>
     <div class="error" role="alert"></div><p><button class="primary" type="submit">Create user</button></p></form><div class="card" id="users"></div>`);
   const table = dataTable($('#users'), {id: u => u.Id, selectable: true, filterPlaceholder: 'Filter users', actions: '<button class="danger" data-action="remove" disabled>Remove</button>',

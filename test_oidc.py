@@ -37,6 +37,7 @@ ACCOUNTS = {
     "carol": {"preferred_username": "carol", "email": "carol@example.org", "groups": ["devs", "ops"]},
     "dave": {"preferred_username": "dave", "email": "dave@example.org"},
     "erin": {"preferred_username": "erin", "email": "erin@example.org"},
+    "mallory": {"preferred_username": "admin", "email": "mallory@example.org"},
 }
 
 
@@ -392,6 +393,19 @@ def test_without_automatic_creation_an_unknown_user_is_refused_and_logged(oidc):
     r, _, _ = sign_in(oidc, "dave")  # dave signs in nowhere else in these tests
     assert r.status_code == 403 and "there is no user 'dave'" in r.json()["message"], r.text
     wait_for_auth_entry(oidc, "dave", "failure")
+    # The administrator creates dave, without a password (OAuth is on): now he signs in, and only through it.
+    created = oidc.server.api("POST", "/api/users", json={"Username": "dave", "Role": 2})
+    assert created.status_code == 200, created.text
+    r, _, _ = sign_in(oidc, "dave")
+    assert r.status_code == 200, r.text
+    assert oidc.server.api("GET", "/api/users/me", token=r.json()["jwt"]).json()["Id"] == created.json()["Id"]
+
+
+def test_a_provider_account_named_like_the_local_administrator_does_not_become_it(oidc):
+    oidc.configure()
+    r, _, _ = sign_in(oidc, "mallory")  # at many providers a user picks their own preferred_username
+    assert r.status_code == 403 and "password of this server" in r.json()["message"], r.text
+    wait_for_auth_entry(oidc, "admin", "failure")
 
 
 def test_turning_oauth_on_says_what_is_missing(oidc, monkeypatch):

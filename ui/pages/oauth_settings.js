@@ -48,7 +48,7 @@ export async function renderOAuthSettings(container) {
       DefaultTeamID: +data.get('DefaultTeamID'), TeamMemberships: {OAuthClaimName: data.get('OAuthClaimName').trim()}});
     if (data.get('ClientSecret')) OAuthSettings.ClientSecret = data.get('ClientSecret');
     const saved = await api('PUT', '/api/settings', {OAuthSettings, AuthenticationMethod: data.get('enabled') ? OAUTH : 1});
-    session.publicSettings = null; // the login page reads the new button from the public settings
+    session.publicSettings = await api('GET', '/api/settings/public'); // the login button and the users page read it
     form.elements.ClientSecret.value = ''; form.elements.ClientSecret.placeholder = saved.OAuthSettings.ClientSecretSet ? 'saved; leave empty to keep it' : '';
     formError(form, {message: 'Saved.'});
   });
