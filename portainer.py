@@ -1614,8 +1614,8 @@ def merge_oauth_settings(app: web.Application, given: dict) -> dict:
     if "AuthStyle" in given and given["AuthStyle"] not in (0, 1, 2):
         raise BadRequest("OAuthSettings.AuthStyle must be 0 (auto), 1 (client secret in the body) or 2 (in an "
                          "Authorization header)")
-    if given.get("DefaultTeamID"):
-        store.teams.get(given["DefaultTeamID"])
+    if given.get("DefaultTeamID") and given["DefaultTeamID"] not in store.teams:
+        raise BadRequest(f"OAuthSettings.DefaultTeamID: there is no team {given['DefaultTeamID']}")
     for name in ("ClientID", "UserIdentifier", "DisplayName", "Scopes"):
         if name in given and len(given[name]) > 1000:
             raise BadRequest(f"OAuthSettings.{name} is longer than 1000 characters")

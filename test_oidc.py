@@ -269,8 +269,8 @@ def test_a_new_user_signs_in_through_the_provider_lands_in_the_default_team_and_
     memberships = oidc.server.api("GET", f"/api/users/{me['Id']}/memberships").json()
     assert [m["TeamID"] for m in memberships] == [oidc.teams["everyone"]]
     # No password of ours: bob cannot log in with one.
-    assert requests.post(oidc.server.url + "/api/auth", json={"Username": "bob", "Password": ""},
-                         timeout=10).status_code == 400
+    assert requests.post(oidc.server.url + "/api/auth", json={"Username": "bob", "Password": "a guess at bob's"},
+                         timeout=10).status_code == 401
     wait_for_auth_entry(oidc, "bob", "success")
 
     assert oidc.server.api("POST", "/api/auth/logout", token=token).status_code == 204
