@@ -14,8 +14,8 @@ run: deps
 	$(PYTHON) portainer.py $(ARGS)
 
 deps:
-	@$(PYTHON) -c "import aiohttp, yaml, cryptography" 2>/dev/null || $(PIP) install -q -r requirements.txt \
-	  || (apt-get update -qq && apt-get install -y -qq python3-aiohttp python3-yaml python3-cryptography)
+	@$(PYTHON) -c "import aiohttp, yaml, cryptography, jwt" 2>/dev/null || $(PIP) install -q -r requirements.txt \
+	  || (apt-get update -qq && apt-get install -y -qq python3-aiohttp python3-yaml python3-cryptography python3-jwt)
 
 test-deps:
 	@command -v dockerd >/dev/null && [ -x /bin/busybox ] && command -v chromium >/dev/null \
@@ -23,7 +23,7 @@ test-deps:
 	  && command -v docker-compose >/dev/null && command -v docker-registry >/dev/null && command -v htpasswd >/dev/null \
 	  || (apt-get update -qq && apt-get install -y -qq docker.io busybox-static chromium iptables iproute2 util-linux curl \
 	      debootstrap docker-compose docker-registry apache2-utils)
-	@$(PYTHON) -c "import $(FAST_TEST_MODULES), playwright" 2>/dev/null || $(PIP) install -q -r requirements-test.txt
+	@$(PYTHON) -c "import $(FAST_TEST_MODULES), playwright, jwt" 2>/dev/null || $(PIP) install -q -r requirements-test.txt
 	@command -v st >/dev/null || $(PIP) install -q schemathesis
 
 # Python packages only, no apt: what `make test-fast` needs.

@@ -211,6 +211,7 @@ STACKS: web.AppKey[Stacks] = app_key("stacks")
 EDGE_STACKS: web.AppKey[EdgeStacks] = app_key("edge_stacks")
 CONSOLES: web.AppKey[weakref.WeakSet] = app_key("consoles")
 ACTIVITY: web.AppKey[ActivityLog] = app_key("activity")
+OPENID: web.AppKey[OpenIDSignIn] = app_key("openid")
 ANALYTICS_STATE: web.AppKey[dict] = app_key("analytics_state")
 # Features that keep state from the store or data directory in memory register a reload here: fn(app).
 AFTER_RESTORE: web.AppKey[list] = app_key("after_restore")
@@ -1522,6 +1523,472 @@ async def set_security_headers(request: web.Request, response: web.StreamRespons
 
 
 # ================================================================================================================
+# Auth: OAuth 2.0 / OpenID Connect sign-in (authorization code flow with state, nonce and PKCE S256; the ID token
+# checked against the provider's JWKS with PyJWT, an optional import)
+# ================================================================================================================
+
+AUTHENTICATION_OAUTH = 3  # Portainer's AuthenticationMethod for OAuth
+OAUTH_BROWSER_COOKIE = "portainer_oauth_browser"  # binds a pending sign-in to the browser that started it
+OAUTH_PENDING_SECONDS = 600
+OAUTH_MAX_PENDING = 10_000
+OAUTH_HTTP_TIMEOUT = 10.0
+OAUTH_MAX_ANSWER = 1024 * 1024  # a provider's answer is input: discovery, JWKS, tokens and userinfo are small
+OAUTH_CLOCK_LEEWAY = 30  # seconds of clock difference with the provider allowed on exp/iat
+OAUTH_DISCOVERY_SECONDS = 600
+OAUTH_JWKS_SECONDS = 3600
+# Asymmetric algorithms only: a symmetric (HS*) or "none" ID token is refused whatever the JWKS says.
+OAUTH_ID_TOKEN_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512",
+                             "EdDSA")
+JOSE_LIBRARY_MISSING = ("OAuth sign-in needs the JOSE library PyJWT (with cryptography): install the Debian "
+                        "package python3-jwt, or PyJWT from PyPI (pip install PyJWT)")
+# Portainer's OAuthSettings, then ours: IssuerURL (discovery and the iss check), JWKSURI (manual endpoints),
+# DisplayName ("Sign in with <name>") and TeamMemberships.OAuthClaimName (a claim listing team names).
+DEFAULT_OAUTH_SETTINGS = {
+    "ClientID": "", "AccessTokenURI": "", "AuthorizationURI": "", "ResourceURI": "", "RedirectURI": "",
+    "UserIdentifier": "preferred_username", "Scopes": "openid profile email", "OAuthAutoCreateUsers": False,
+    "DefaultTeamID": 0, "SSO": True, "LogoutURI": "", "AuthStyle": 0,
+    "IssuerURL": "", "JWKSURI": "", "DisplayName": "OpenID Connect", "TeamMemberships": {"OAuthClaimName": ""},
+}
+OAUTH_SETTINGS_FIELDS = {
+    "ClientID": str, "ClientSecret": str, "AccessTokenURI": str, "AuthorizationURI": str, "ResourceURI": str,
+    "RedirectURI": str, "UserIdentifier": str, "Scopes": str, "OAuthAutoCreateUsers": bool, "DefaultTeamID": int,
+    "SSO": bool, "LogoutURI": str, "AuthStyle": int, "IssuerURL": str, "JWKSURI": str, "DisplayName": str,
+    "TeamMemberships": {"OAuthClaimName": str},
+}
+OAUTH_URL_FIELDS = ("AccessTokenURI", "AuthorizationURI", "ResourceURI", "RedirectURI", "LogoutURI", "IssuerURL",
+                    "JWKSURI")
+OAUTH_VALIDATE_FIELDS = {"code": str, "state": str}
+
+
+class OpenIDProviderProblem(BadGateway):
+    """The provider could not be reached or answered something we cannot use; the message says which call."""
+
+
+def jose_library():
+    """PyJWT, imported when OAuth is used: the server runs without it until an administrator turns OAuth on."""
+    try:
+        import jwt
+    except ImportError:
+        jwt = None
+    if jwt is None or not hasattr(jwt, "PyJWK"):  # another module named jwt is not PyJWT
+        raise ServiceUnavailable(JOSE_LIBRARY_MISSING)
+    return jwt
+
+
+def oauth_settings(store: Store) -> dict:
+    stored = store.settings.get("OAuthSettings", {})
+    return {**DEFAULT_OAUTH_SETTINGS, **stored,
+            "TeamMemberships": {**DEFAULT_OAUTH_SETTINGS["TeamMemberships"], **stored.get("TeamMemberships", {})}}
+
+
+def oauth_settings_view(store: Store) -> dict:
+    """OAuthSettings as GET /api/settings answers them: the client secret never leaves the server."""
+    settings = {key: value for key, value in oauth_settings(store).items() if not key.startswith("_")}
+    return {**settings, "ClientSecret": "", "ClientSecretSet": bool(store.settings.get("OAuthSettings", {})
+                                                                     .get("_SealedClientSecret"))}
+
+
+def oauth_public_settings(store: Store) -> dict:
+    """What the login page needs: where "Sign in with <name>" goes, and where logout sends the browser."""
+    settings = oauth_settings(store)
+    enabled = current_settings(store)["AuthenticationMethod"] == AUTHENTICATION_OAUTH
+    return {"OAuthLoginURI": "/api/auth/oauth/login" if enabled else "",
+            "OAuthLogoutURI": settings["LogoutURI"] if enabled else "",
+            "OAuthDisplayName": settings["DisplayName"] or DEFAULT_OAUTH_SETTINGS["DisplayName"]}
+
+
+def check_oauth_url(name: str, value: str) -> str:
+    value = value.strip()
+    if not value:
+        return ""
+    parsed = urllib.parse.urlsplit(value)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.username or parsed.password:
+        raise BadRequest(f"OAuthSettings.{name} must be an http(s) URL without credentials", value[:200])
+    return value
+
+
+def oauth_scopes(settings: dict) -> list[str]:
+    scopes = [scope for scope in re.split(r"[\s,]+", settings["Scopes"]) if scope]
+    return scopes if "openid" in scopes else ["openid", *scopes]  # the ID token comes with the openid scope
+
+
+def merge_oauth_settings(app: web.Application, given: dict) -> dict:
+    """The stored OAuthSettings after a PUT /api/settings: each given field checked, the client secret sealed
+    (an empty ClientSecret keeps the saved one)."""
+    store = app[STORE]
+    merged = {key: value for key, value in store.settings.get("OAuthSettings", {}).items()}
+    for name in OAUTH_URL_FIELDS:
+        if name in given:
+            given[name] = check_oauth_url(name, given[name])
+    if "AuthStyle" in given and given["AuthStyle"] not in (0, 1, 2):
+        raise BadRequest("OAuthSettings.AuthStyle must be 0 (auto), 1 (client secret in the body) or 2 (in an "
+                         "Authorization header)")
+    if given.get("DefaultTeamID") and given["DefaultTeamID"] not in store.teams:
+        raise BadRequest(f"OAuthSettings.DefaultTeamID: there is no team {given['DefaultTeamID']}")
+    for name in ("ClientID", "UserIdentifier", "DisplayName", "Scopes"):
+        if name in given and len(given[name]) > 1000:
+            raise BadRequest(f"OAuthSettings.{name} is longer than 1000 characters")
+    secret = given.pop("ClientSecret", "")
+    if secret:
+        merged["_SealedClientSecret"] = app[OPENID].secrets.seal(secret)
+    if "TeamMemberships" in given:
+        given["TeamMemberships"] = {**merged.get("TeamMemberships", {}), **given["TeamMemberships"]}
+    merged.update(given)
+    return merged
+
+
+def check_oauth_can_be_enabled(stored: dict) -> None:
+    """Turning OAuth on needs PyJWT, a client and an issuer: otherwise nobody could sign in with it."""
+    try:
+        jose_library()
+    except ServiceUnavailable as exc:
+        raise BadRequest(exc.message) from None
+    settings = {**DEFAULT_OAUTH_SETTINGS, **stored}
+    if not settings["ClientID"]:
+        raise BadRequest("OAuthSettings.ClientID is required to turn OAuth sign-in on")
+    if not settings["IssuerURL"]:
+        raise BadRequest("OAuthSettings.IssuerURL is required to turn OAuth sign-in on",
+                         "the provider's issuer: its endpoints are discovered from "
+                         "<IssuerURL>/.well-known/openid-configuration, and ID tokens must name it")
+    if not settings["UserIdentifier"]:
+        raise BadRequest("OAuthSettings.UserIdentifier is required: the claim that names the user")
+
+
+class OpenIDSignIn:
+    """The server's side of the code flow: pending sign-ins (state -> nonce, PKCE verifier, browser), the
+    provider's endpoints (discovered or manual) and keys (JWKS, cached, refetched on an unknown kid)."""
+
+    AAD = b"portainer.py oauth client secret"
+
+    def __init__(self, key: bytes):
+        self.secrets = RegistryPasswords(key, self.AAD)
+        self.pending: dict[str, dict] = {}
+        self._discovered: dict[str, tuple[float, dict]] = {}
+        self._jwks: dict[str, tuple[float, dict]] = {}
+
+    def reload(self, key: bytes) -> None:
+        """After a restore: the restored data directory's key; the caches may name another provider."""
+        self.secrets = RegistryPasswords(key, self.AAD)
+        self._discovered.clear()
+        self._jwks.clear()
+
+    def client_secret(self, store: Store) -> str:
+        from cryptography.exceptions import InvalidTag
+        try:
+            return self.secrets.open(store.settings.get("OAuthSettings", {}).get("_SealedClientSecret", ""))
+        except (InvalidTag, ValueError, IndexError):
+            raise Conflict("the OAuth client secret cannot be unsealed",
+                           "oauth.key in the data directory changed; enter the client secret again") from None
+
+    # ---- pending sign-ins: single use, bound to the browser that started them ----------------------------------
+
+    def begin(self, browser: str, redirect_uri: str) -> dict:
+        clock = time.monotonic()
+        for state in [s for s, p in self.pending.items() if p["expires"] < clock]:
+            del self.pending[state]
+        while len(self.pending) >= OAUTH_MAX_PENDING:
+            self.pending.pop(next(iter(self.pending)))
+        pending = {"state": secrets.token_urlsafe(32), "nonce": secrets.token_urlsafe(32),
+                   "verifier": secrets.token_urlsafe(64), "browser": api_key_digest(browser),
+                   "redirect_uri": redirect_uri, "expires": clock + OAUTH_PENDING_SECONDS}
+        self.pending[pending["state"]] = pending
+        return pending
+
+    def finish(self, state: str, browser: str) -> dict:
+        """The pending sign-in of `state`, removed: a state is used once, by the browser it was given to."""
+        pending = self.pending.get(state)
+        if pending is None or pending["expires"] < time.monotonic():
+            self.pending.pop(state, None)
+            raise BadRequest("unknown, expired or already used OAuth state",
+                             "start the sign-in again from the login page")
+        if not browser or not hmac.compare_digest(pending["browser"], api_key_digest(browser)):
+            raise BadRequest("this OAuth state was given to another browser",
+                             "finish the sign-in in the browser that started it")
+        del self.pending[state]
+        return pending
+
+    # ---- the provider's endpoints and keys -----------------------------------------------------------------------
+
+    @staticmethod
+    async def provider_json(session: aiohttp.ClientSession, method: str, url: str, what: str, **kwargs) -> dict:
+        try:
+            async with session.request(method, url, allow_redirects=False, **kwargs) as response:
+                raw = await response.content.read(OAUTH_MAX_ANSWER + 1)
+                status = response.status
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+            raise OpenIDProviderProblem(f"the OpenID provider's {what} at {url} cannot be reached",
+                                        f"{exc.__class__.__name__}: {exc}"[:300]) from None
+        if len(raw) > OAUTH_MAX_ANSWER:
+            raise OpenIDProviderProblem(f"the OpenID provider's {what} answer is larger than {OAUTH_MAX_ANSWER} "
+                                        "bytes")
+        try:
+            data = decode_json(raw)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            data = None
+        if status == 400 and isinstance(data, dict) and what == "token endpoint":
+            # The provider refused the code (used, expired, issued to another client, PKCE mismatch).
+            raise Unauthorized(f"the OpenID provider refused the sign-in code: {str(data.get('error'))[:100]}",
+                               str(data.get("error_description", ""))[:300])
+        if status != 200 or not isinstance(data, dict):
+            raise OpenIDProviderProblem(f"the OpenID provider's {what} at {url} answered HTTP {status}"
+                                        + ("" if isinstance(data, dict) else " without a JSON object"),
+                                        str(data.get("error_description", data.get("error", "")))[:300]
+                                        if isinstance(data, dict) else "")
+        return data
+
+    async def endpoints(self, session: aiohttp.ClientSession, settings: dict) -> dict:
+        """The provider's endpoints: the manual ones given in the settings, the others discovered from the
+        issuer (OpenID Connect Discovery 1.0, which requires the document to name the same issuer)."""
+        issuer = settings["IssuerURL"]
+        manual = {"authorization_endpoint": settings["AuthorizationURI"], "token_endpoint": settings["AccessTokenURI"],
+                  "jwks_uri": settings["JWKSURI"], "userinfo_endpoint": settings["ResourceURI"]}
+        found: dict = {}
+        if not all(manual[name] for name in ("authorization_endpoint", "token_endpoint", "jwks_uri")):
+            cached = self._discovered.get(issuer)
+            if cached and time.monotonic() - cached[0] < OAUTH_DISCOVERY_SECONDS:
+                found = cached[1]
+            else:
+                url = issuer.rstrip("/") + "/.well-known/openid-configuration"
+                async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=OAUTH_HTTP_TIMEOUT)) as s:
+                    found = await self.provider_json(s, "GET", url, "discovery document")
+                if not isinstance(found.get("issuer"), str) or found["issuer"].rstrip("/") != issuer.rstrip("/"):
+                    raise OpenIDProviderProblem("the OpenID provider's discovery document names another issuer",
+                                                f"expected {issuer!r}, found {str(found.get('issuer'))[:200]!r}")
+                self._discovered[issuer] = (time.monotonic(), found)
+        endpoints = {"issuer": found.get("issuer", issuer)}  # the provider's own spelling, as its tokens name it
+        for name, value in manual.items():
+            endpoints[name] = value or (found.get(name) if isinstance(found.get(name), str) else "")
+            if endpoints[name]:
+                check_oauth_url(name, endpoints[name])
+        for name in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
+            if not endpoints[name]:
+                raise OpenIDProviderProblem(f"the OpenID provider has no {name}",
+                                            "give it in the OAuth settings or fix the provider's discovery")
+        return endpoints
+
+    async def signing_key(self, session: aiohttp.ClientSession, jwks_uri: str, kid: str | None):
+        """The JWK that signed a token: from the cached JWKS, refetched once when the kid is unknown (the
+        provider rotated its keys). Each ID token costs a sign-in at the provider, so a refetch per unknown kid
+        cannot be used to hammer the provider faster than sign-ins."""
+        jwt = jose_library()
+        for attempt in (0, 1):
+            fetched, jwks = self._jwks.get(jwks_uri, (0.0, {}))
+            age = time.monotonic() - fetched
+            if not jwks or age > OAUTH_JWKS_SECONDS or attempt:
+                jwks = await self.provider_json(session, "GET", jwks_uri, "JWKS")
+                self._jwks[jwks_uri] = (time.monotonic(), jwks)
+            keys = [k for k in jwks.get("keys", []) if isinstance(k, dict) and k.get("use", "sig") == "sig"]
+            matching = [k for k in keys if k.get("kid") == kid] if kid is not None else keys[:1] if len(keys) == 1 \
+                else []
+            if matching:
+                try:
+                    return matching[0], jwt.PyJWK(matching[0])
+                except jwt.exceptions.PyJWKError as exc:
+                    raise Unauthorized("the ID token's signing key cannot be used", str(exc)[:200]) from None
+        raise Unauthorized("the ID token is signed by a key the provider does not publish",
+                           f"kid {str(kid)[:80]!r} is not in {jwks_uri}")
+
+    async def verified_claims(self, session: aiohttp.ClientSession, id_token: str, endpoints: dict, client_id: str,
+                              nonce: str) -> dict:
+        """The ID token's claims once its signature, issuer, audience, expiry and nonce are checked."""
+        jwt = jose_library()
+        try:
+            header = jwt.get_unverified_header(id_token)
+        except jwt.exceptions.DecodeError as exc:
+            raise Unauthorized("the ID token is not a JWT", str(exc)[:200]) from None
+        algorithm = header.get("alg")
+        if algorithm not in OAUTH_ID_TOKEN_ALGORITHMS:
+            raise Unauthorized(f"the ID token's algorithm {str(algorithm)[:20]!r} is not accepted",
+                               "ID tokens must be signed with one of " + ", ".join(OAUTH_ID_TOKEN_ALGORITHMS))
+        jwk, key = await self.signing_key(session, endpoints["jwks_uri"], header.get("kid"))
+        if jwk.get("alg") not in (None, algorithm):
+            raise Unauthorized(f"the ID token's algorithm {algorithm} is not its key's ({str(jwk['alg'])[:20]})")
+        try:
+            claims = jwt.decode(id_token, key.key, algorithms=[algorithm], audience=client_id,
+                                issuer=endpoints["issuer"], leeway=OAUTH_CLOCK_LEEWAY,
+                                options={"require": ["exp", "iat", "iss", "aud", "sub"]})
+        except jwt.exceptions.ExpiredSignatureError:
+            raise Unauthorized("the ID token has expired", "check that the provider's clock and this server's "
+                                                           "agree; then sign in again") from None
+        except jwt.exceptions.InvalidAudienceError:
+            raise Unauthorized("the ID token was issued to another client (audience)",
+                               f"this server is client {client_id[:100]!r}") from None
+        except jwt.exceptions.InvalidIssuerError:
+            raise Unauthorized("the ID token was issued by another issuer",
+                               f"expected {endpoints['issuer'][:200]!r}") from None
+        except jwt.exceptions.InvalidSignatureError:
+            raise Unauthorized("the ID token's signature does not verify with the provider's key") from None
+        except jwt.exceptions.PyJWTError as exc:
+            raise Unauthorized("the ID token is not valid", str(exc)[:200]) from None
+        audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
+        if len(audiences) > 1 and claims.get("azp") != client_id:
+            raise Unauthorized("the ID token names several audiences and was not issued to this client (azp)")
+        if not isinstance(claims.get("nonce"), str) or not hmac.compare_digest(claims["nonce"], nonce):
+            raise Unauthorized("the ID token's nonce is not the one this sign-in sent",
+                               "the code was obtained for another sign-in; start again from the login page")
+        return claims
+
+
+def oauth_redirect_uri(request: web.Request, settings: dict) -> str:
+    """Where the provider sends the browser back with the code: the setting, else this server's root."""
+    return settings["RedirectURI"] or f"{request.scheme}://{request.host}/"
+
+
+def oauth_claim_text(claims: dict, name: str) -> str:
+    value = claims.get(name)
+    return value.strip() if isinstance(value, str) else ""
+
+
+async def sync_oauth_teams(store: Store, user: dict, claims: dict, claim_name: str) -> None:
+    """Team membership from a claim: the user is a member of the teams the claim names (teams of the same name,
+    case-insensitively), and of no other team."""
+    value = claims.get(claim_name)
+    names = {value.lower()} if isinstance(value, str) else {v.lower() for v in value if isinstance(v, str)} \
+        if isinstance(value, list) else set()
+    wanted = {team["Id"] for team in store.teams if team["Name"].lower() in names}
+    current = {m["TeamID"]: m for m in store.team_memberships if m["UserID"] == user["Id"]}
+    for team_id in wanted - current.keys():
+        add_membership(store, user["Id"], team_id, TEAM_MEMBER)
+    for team_id in current.keys() - wanted:
+        store.team_memberships.delete(current[team_id]["Id"])
+
+
+def add_provider_user(store: Store, username: Any, role: Any, provider: str) -> dict:
+    """A user without a password of ours: they sign in through the identity provider only (not committed)."""
+    if not isinstance(username, str) or not username.strip() or len(username) > 128:
+        raise BadRequest("Username must be a non-empty string of at most 128 characters")
+    if role not in (ROLE_ADMIN, ROLE_STANDARD):
+        raise BadRequest("Role must be 1 (administrator) or 2 (standard user)")
+    if find_user_by_name(store, username.strip()):
+        raise Conflict(f"a user named {username.strip()!r} already exists")
+    return store.users.add({"Username": username.strip(), "Role": role, "PasswordHash": "", "CreationDate": now(),
+                            "TokenIssueAt": 0, "AuthenticatedBy": provider})
+
+
+async def oauth_user(store: Store, settings: dict, username: str, claims: dict) -> dict:
+    """The user a verified identity signs in as: found by name, or created when OAuthAutoCreateUsers is on, in
+    the default team. A user with a password of this server (the administrator made at setup) is not one a
+    provider account can become: a provider's user may choose their own preferred_username."""
+    user = find_user_by_name(store, username)
+    if user is not None and user.get("PasswordHash"):
+        raise Forbidden(f"the user {username!r} signs in with a password of this server, not through the provider",
+                        "an administrator can create users for OAuth sign-in without a password")
+    if user is None:
+        if not settings["OAuthAutoCreateUsers"]:
+            raise Forbidden(f"there is no user {username!r} on this server",
+                            "an administrator creates the user first (no password), or turns on automatic user "
+                            "creation (OAuthAutoCreateUsers)")
+        user = add_provider_user(store, username, ROLE_STANDARD, "oauth")
+        if settings["DefaultTeamID"] and settings["DefaultTeamID"] in store.teams:
+            add_membership(store, user["Id"], settings["DefaultTeamID"], TEAM_MEMBER)
+        log.info("created user %r on first OAuth sign-in", username)
+    if settings["TeamMemberships"]["OAuthClaimName"]:
+        await sync_oauth_teams(store, user, claims, settings["TeamMemberships"]["OAuthClaimName"])
+    await store.commit()
+    return user
+
+
+def session_response(request: web.Request, user: dict) -> web.Response:
+    """A new session for `user`: {jwt} and the HttpOnly session cookie, as POST /api/auth answers."""
+    lifetime = parse_duration(request.app[STORE].settings.get("UserSessionTimeout", "8h"))
+    token, claims = request.app[SESSIONS].issue(user, lifetime)
+    response = json_response({"jwt": token}, headers={CSRF_HEADER: request.app[SESSIONS].csrf_token(claims)})
+    response.set_cookie(SESSION_COOKIE, token, max_age=lifetime, httponly=True, samesite="Strict",
+                        secure=request.secure, path="/")
+    return response
+
+
+def require_oauth_enabled(store: Store) -> dict:
+    if current_settings(store)["AuthenticationMethod"] != AUTHENTICATION_OAUTH:
+        raise BadRequest("OAuth sign-in is not turned on", "an administrator sets AuthenticationMethod to 3")
+    jose_library()
+    return oauth_settings(store)
+
+
+@public
+async def handle_oauth_login(request: web.Request) -> web.Response:
+    """Start an OAuth sign-in: redirects the browser to the provider with state, nonce and a PKCE challenge
+    (S256), kept here and bound to this browser by an HttpOnly cookie."""
+    store = request.app[STORE]
+    settings = require_oauth_enabled(store)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=OAUTH_HTTP_TIMEOUT)) as session:
+        endpoints = await request.app[OPENID].endpoints(session, settings)
+    browser = request.cookies.get(OAUTH_BROWSER_COOKIE) or secrets.token_urlsafe(32)
+    pending = request.app[OPENID].begin(browser, oauth_redirect_uri(request, settings))
+    challenge = b64url(hashlib.sha256(pending["verifier"].encode()).digest())
+    query = {"response_type": "code", "client_id": settings["ClientID"], "redirect_uri": pending["redirect_uri"],
+             "scope": " ".join(oauth_scopes(settings)), "state": pending["state"], "nonce": pending["nonce"],
+             "code_challenge": challenge, "code_challenge_method": "S256"}
+    if not settings["SSO"]:
+        query["prompt"] = "login"  # without single sign-on, the provider asks for the password every time
+    authorize = endpoints["authorization_endpoint"]
+    location = authorize + ("&" if urllib.parse.urlsplit(authorize).query else "?") + urllib.parse.urlencode(query)
+    response = web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
+    response.set_cookie(OAUTH_BROWSER_COOKIE, browser, max_age=OAUTH_PENDING_SECONDS, httponly=True,
+                        samesite="Lax", secure=request.secure, path="/api/auth/oauth")
+    return response
+
+
+@public
+async def handle_oauth_validate(request: web.Request) -> web.Response:
+    """Finish an OAuth sign-in with the {code, state} the provider sent back (Portainer's route): the code is
+    exchanged with the PKCE verifier, the ID token checked, and the user signed in (created if allowed)."""
+    store, openid = request.app[STORE], request.app[OPENID]
+    username = ""
+    try:
+        settings = require_oauth_enabled(store)
+        body = await read_documented_fields(request, OAUTH_VALIDATE_FIELDS)
+        if not body.get("code"):
+            raise BadRequest("code is required", "the code the OpenID provider sent back to the redirect URI")
+        if not body.get("state"):
+            raise BadRequest("state is required", "the state the OpenID provider sent back with the code")
+        pending = openid.finish(body["state"], request.cookies.get(OAUTH_BROWSER_COOKIE, ""))
+        form = {"grant_type": "authorization_code", "code": body["code"], "redirect_uri": pending["redirect_uri"],
+                "code_verifier": pending["verifier"]}
+        secret = openid.client_secret(store)
+        headers = {"Accept": "application/json"}
+        if settings["AuthStyle"] == 1:
+            form.update({"client_id": settings["ClientID"], "client_secret": secret})
+        else:
+            quote = urllib.parse.quote  # RFC 6749 2.3.1: each part is form-encoded first
+            pair = f"{quote(settings['ClientID'], safe='')}:{quote(secret, safe='')}"
+            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=OAUTH_HTTP_TIMEOUT)) as session:
+            endpoints = await openid.endpoints(session, settings)
+            tokens = await openid.provider_json(session, "POST", endpoints["token_endpoint"], "token endpoint",
+                                                data=form, headers=headers)
+            if not isinstance(tokens.get("id_token"), str):
+                raise OpenIDProviderProblem("the OpenID provider answered without an ID token",
+                                            "is the openid scope allowed for this client?")
+            claims = await openid.verified_claims(session, tokens["id_token"], endpoints, settings["ClientID"],
+                                                  pending["nonce"])
+            identifier = settings["UserIdentifier"]
+            if not oauth_claim_text(claims, identifier) or settings["TeamMemberships"]["OAuthClaimName"] and \
+                    settings["TeamMemberships"]["OAuthClaimName"] not in claims:
+                if endpoints["userinfo_endpoint"] and isinstance(tokens.get("access_token"), str):
+                    info = await openid.provider_json(
+                        session, "GET", endpoints["userinfo_endpoint"], "userinfo endpoint",
+                        headers={"Authorization": f"Bearer {tokens['access_token']}", "Accept": "application/json"})
+                    if info.get("sub") != claims["sub"]:
+                        raise Unauthorized("the provider's userinfo is about another user than the ID token (sub)")
+                    claims = {**info, **claims}
+        username = oauth_claim_text(claims, identifier)
+        if not username or len(username) > 128:
+            raise Unauthorized(f"the provider gave no usable {identifier!r} claim to name the user",
+                               "set UserIdentifier to a claim the provider sends (preferred_username, email, sub)")
+        user = await oauth_user(store, settings, username, claims)
+    except ApiError as exc:
+        log.info("failed OAuth sign-in%s from %s: %s", f" for {username[:64]!r}" if username else "",
+                 client_address(request), exc.message)
+        record_auth(request, username or "(OAuth sign-in)", False, "oauth")
+        raise
+    record_auth(request, user["Username"], True, "oauth")
+    response = session_response(request, user)
+    response.del_cookie(OAUTH_BROWSER_COOKIE, path="/api/auth/oauth")
+    return response
+
+
+# ================================================================================================================
 # Activity log: every state-changing request and every login, appended to a JSON-lines file by a background
 # batcher (the request path only appends to a list in memory)
 # ================================================================================================================
@@ -2585,9 +3052,10 @@ class RegistryPasswords:
 
     AAD = b"portainer.py registry password"
 
-    def __init__(self, key: bytes):
+    def __init__(self, key: bytes, aad: bytes = AAD):
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
         self._cipher = AESGCM(key[:32])
+        self.AAD = aad  # what the sealed text is for: a registry password, the OAuth client secret
 
     def seal(self, password: str) -> str:
         nonce = secrets.token_bytes(12)
@@ -5121,8 +5589,12 @@ async def handle_user_create(request: web.Request) -> web.Response:
     """Create a user {Username, Password, Role} (administrators)."""
     require_admin(request)
     body = await read_documented_fields(request, USER_CREATE_FIELDS)
-    user = await create_user(request.app[STORE], body.get("Username"), body.get("Password"),
-                             body.get("Role", ROLE_STANDARD))
+    store = request.app[STORE]
+    if not body.get("Password") and current_settings(store)["AuthenticationMethod"] == AUTHENTICATION_OAUTH:
+        user = add_provider_user(store, body.get("Username"), body.get("Role", ROLE_STANDARD), "oauth")
+        await store.commit()  # with OAuth on, as in Portainer, a user without a password signs in through it
+        return json_response(user_view(user))
+    user = await create_user(store, body.get("Username"), body.get("Password"), body.get("Role", ROLE_STANDARD))
     return json_response(user_view(user))
 
 
@@ -6113,7 +6585,8 @@ async def handle_tag_delete(request: web.Request) -> web.Response:
 # The settings PUT /api/settings changes; the rest of Portainer's settings object is accepted and ignored.
 SETTINGS_FIELDS = {"UserSessionTimeout": str, "EnableTelemetry": bool, "LogoURL": str, "SnapshotInterval": str,
                    "EdgeAgentCheckinInterval": int, "ActivityLogRetentionDays": int, "TemplatesURL": str,
-                   "MessageOfTheDay": {"Title": str, "Message": str}}
+                   "MessageOfTheDay": {"Title": str, "Message": str}, "AuthenticationMethod": int,
+                   "OAuthSettings": OAUTH_SETTINGS_FIELDS}
 MAX_MESSAGE_OF_THE_DAY = 10_000
 
 
@@ -6121,10 +6594,15 @@ def current_settings(store: Store) -> dict:
     return {**DEFAULT_SETTINGS, **store.settings}
 
 
+def settings_view(store: Store) -> dict:
+    """The settings as GET and PUT /api/settings answer them: sealed secrets stay on the server."""
+    return {**current_settings(store), "OAuthSettings": oauth_settings_view(store)}
+
+
 async def handle_settings_get(request: web.Request) -> web.Response:
     """Server settings (administrators)."""
     require_admin(request)
-    return json_response(current_settings(request.app[STORE]))
+    return json_response(settings_view(request.app[STORE]))
 
 
 @public
@@ -6133,7 +6611,8 @@ async def handle_settings_public(request: web.Request) -> web.Response:
     settings = current_settings(request.app[STORE])
     return json_response({"LogoURL": settings["LogoURL"], "AuthenticationMethod": settings["AuthenticationMethod"],
                           "EnableTelemetry": settings["EnableTelemetry"] and not request.app[CONFIG].no_analytics,
-                          "AnalyticsAvailable": not request.app[CONFIG].no_analytics})
+                          "AnalyticsAvailable": not request.app[CONFIG].no_analytics,
+                          **oauth_public_settings(request.app[STORE])})
 
 
 async def handle_settings_update(request: web.Request) -> web.Response:
@@ -6153,9 +6632,16 @@ async def handle_settings_update(request: web.Request) -> web.Response:
     if changes.get("EnableTelemetry") and request.app[CONFIG].no_analytics:
         raise BadRequest("analytics are disabled by --no-analytics")
     store = request.app[STORE]
+    if "AuthenticationMethod" in changes and changes["AuthenticationMethod"] not in (1, 2, AUTHENTICATION_OAUTH):
+        raise BadRequest("AuthenticationMethod must be 1 (internal), 2 (LDAP) or 3 (OAuth)")
+    if "OAuthSettings" in changes:
+        changes["OAuthSettings"] = merge_oauth_settings(request.app, changes["OAuthSettings"])
+    if {**current_settings(store), **changes}["AuthenticationMethod"] == AUTHENTICATION_OAUTH and \
+            ("AuthenticationMethod" in changes or "OAuthSettings" in changes):
+        check_oauth_can_be_enabled(changes.get("OAuthSettings", store.settings.get("OAuthSettings", {})))
     store.settings.update(changes)
     await store.commit()
-    return json_response(current_settings(store))
+    return json_response(settings_view(store))
 
 
 # ================================================================================================================
@@ -9198,6 +9684,7 @@ export async function pageActivity(kind) {
 import {api} from '../api.js';
 import {$} from '../dom.js';
 import {onSubmit, showError} from '../feedback.js';
+import {esc} from '../format.js';
 import {session} from '../session.js';
 import {$app} from '../shell.js';
 
@@ -9221,18 +9708,43 @@ export async function pageSetup() {
     location.hash = '#/home';
   });
 }
+// Where a failed OAuth sign-in leaves its message for the login page (the browser came back from the provider).
+const OAUTH_ERROR_KEY = 'oauth-error';
 export async function pageLogin() {
+  const pub = session.publicSettings || await api('GET', '/api/settings/public');
   document.title = 'Log in · portainer.py';
-  $app.innerHTML = `<div class="card auth"><div class="brand">portainer.py</div><h2>Log in</h2><form id="login">
+  // With OAuth on, the provider's button comes first; the password form stays (the administrator's way in).
+  const oauth = pub.OAuthLoginURI ? `<p><a class="button primary" id="oauth-login" href="${esc(pub.OAuthLoginURI)}">Sign in with ${esc(pub.OAuthDisplayName)}</a></p>
+    <p class="error" role="alert" id="oauth-error"></p><p class="muted">Or log in with a password of this server:</p>` : '<p class="error" role="alert" id="oauth-error"></p>';
+  $app.innerHTML = `<div class="card auth"><div class="brand">portainer.py</div><h2>Log in</h2>${oauth}<form id="login">
     <label for="u">Username</label><input id="u" name="Username" autocomplete="username" required>
     <label for="p">Password</label><input id="p" name="Password" type="password" autocomplete="current-password" required>
     <div class="error" role="alert"></div><p><button class="primary" type="submit">Log in</button></p></form></div>`;
+  $('#oauth-error').textContent = sessionStorage.getItem(OAUTH_ERROR_KEY) || ''; sessionStorage.removeItem(OAUTH_ERROR_KEY);
   const form = $('#login'); $('#u').focus();
   onSubmit(form, async data => {
     await api('POST', '/api/auth', {Username: data.get('Username'), Password: data.get('Password')});
     const next = sessionStorage.getItem('after-login') || '#/home'; sessionStorage.removeItem('after-login');
     location.hash = next === '#/login' ? '#/home' : next;
   });
+}
+// The provider sends the browser back to the redirect URI with ?code=…&state=… (or ?error=…): both go to the
+// server once (POST /api/auth/oauth/validate), and leave the address bar and the history at once.
+export async function finishOAuthSignIn() {
+  const params = new URLSearchParams(location.search);
+  const code = params.get('code'), error = params.get('error');
+  if (!code && !error) return;
+  history.replaceState(null, '', location.pathname + '#/login');
+  if (error) { sessionStorage.setItem(OAUTH_ERROR_KEY, `The provider did not sign you in: ${params.get('error_description') || error}`); return; }
+  try {
+    await api('POST', '/api/auth/oauth/validate', {code, state: params.get('state') || ''});
+    session.me = null;
+    const next = sessionStorage.getItem('after-login') || '#/home'; sessionStorage.removeItem('after-login');
+    history.replaceState(null, '', location.pathname + (next === '#/login' ? '#/home' : next));
+  } catch (err) {
+    if (err.name === 'AbortError') throw err;
+    sessionStorage.setItem(OAUTH_ERROR_KEY, err.message + (err.details ? ` (${err.details})` : ''));
+  }
 }
 """,  # noqa: E501
     'pages/backup.js': r"""// Pages: backup and restore of the data directory, and restore onto a fresh server.
@@ -10256,6 +10768,68 @@ export async function pageNode(envId, nodeId) {
   watchEngine(envId, ['node', 'service'], refreshTasks, 3000);
 }
 """,  # noqa: E501
+    'pages/oauth_settings.js': r"""// OAuth 2.0 / OpenID Connect settings: the form the Authentication page embeds (renderOAuthSettings), shown on
+// its own route (#/settings/oauth) too. PUT /api/settings {AuthenticationMethod, OAuthSettings}; the client
+// secret is write-only: GET answers ClientSecretSet, and an empty field keeps the saved secret.
+import {api} from '../api.js';
+import {formError, onSubmit} from '../feedback.js';
+import {esc} from '../format.js';
+import {session} from '../session.js';
+import {render} from '../shell.js';
+
+const OAUTH = 3; // Portainer's AuthenticationMethod for OAuth
+const TEXT_FIELDS = [
+  ['DisplayName', 'Name on the login button ("Sign in with …")'],
+  ['IssuerURL', 'Issuer URL (endpoints are discovered from /.well-known/openid-configuration)'],
+  ['ClientID', 'Client ID'],
+  ['Scopes', 'Scopes (space separated; openid is always asked)'],
+  ['UserIdentifier', 'User identifier claim (preferred_username, email, sub…)'],
+  ['RedirectURI', 'Redirect URI (empty: this server\'s address, e.g. https://portainer.example.org/)'],
+  ['AuthorizationURI', 'Authorization URL (empty: discovered)'],
+  ['AccessTokenURI', 'Access token URL (empty: discovered)'],
+  ['JWKSURI', 'JWKS URL: the provider\'s signing keys (empty: discovered)'],
+  ['ResourceURI', 'Resource (userinfo) URL (empty: discovered)'],
+  ['LogoutURI', 'Logout URL: where logging out sends the browser (empty: our session ends, nothing more)'],
+];
+
+export async function renderOAuthSettings(container) {
+  const [settings, teams] = await Promise.all([api('GET', '/api/settings'), api('GET', '/api/teams')]);
+  const o = settings.OAuthSettings || {};
+  const form = document.createElement('form'); form.className = 'card'; form.id = 'oauth-settings';
+  const input = ([name, label]) => `<label for="oauth-${name}">${esc(label)}</label><input id="oauth-${name}" name="${name}" value="${esc(o[name] || '')}">`;
+  form.innerHTML = `<h2>OAuth 2.0 / OpenID Connect</h2>
+    <p class="muted">Users sign in with the company's identity provider (authorization code flow with PKCE; the ID token's signature, issuer, audience, expiry and nonce are checked). The administrator can always log in with the internal password.</p>
+    <p><label class="check"><input type="checkbox" name="enabled" ${settings.AuthenticationMethod === OAUTH ? 'checked' : ''}> Use OAuth sign-in</label></p>
+    ${TEXT_FIELDS.slice(0, 3).map(input).join('')}
+    <label for="oauth-ClientSecret">Client secret</label><input id="oauth-ClientSecret" name="ClientSecret" type="password" autocomplete="new-password" placeholder="${o.ClientSecretSet ? 'saved; leave empty to keep it' : ''}">
+    ${TEXT_FIELDS.slice(3).map(input).join('')}
+    <label for="oauth-AuthStyle">Client authentication at the token endpoint</label><select id="oauth-AuthStyle" name="AuthStyle">
+      ${[[0, 'Automatic (HTTP Basic)'], [2, 'HTTP Basic header'], [1, 'In the request body']].map(([v, l]) => `<option value="${v}" ${o.AuthStyle === v ? 'selected' : ''}>${l}</option>`).join('')}</select>
+    <p><label class="check"><input type="checkbox" name="SSO" ${o.SSO !== false ? 'checked' : ''}> Single sign-on (no password asked again while the provider's session lasts)</label></p>
+    <p><label class="check"><input type="checkbox" name="OAuthAutoCreateUsers" ${o.OAuthAutoCreateUsers ? 'checked' : ''}> Create users on their first sign-in</label></p>
+    <label for="oauth-DefaultTeamID">Team of users created on first sign-in</label><select id="oauth-DefaultTeamID" name="DefaultTeamID">
+      <option value="0">No team</option>${teams.map(t => `<option value="${t.Id}" ${o.DefaultTeamID === t.Id ? 'selected' : ''}>${esc(t.Name)}</option>`).join('')}</select>
+    <label for="oauth-TeamClaim">Claim listing the user's teams (empty: teams are managed here)</label><input id="oauth-TeamClaim" name="OAuthClaimName" value="${esc((o.TeamMemberships || {}).OAuthClaimName || '')}">
+    <div class="error" role="alert"></div><p><button class="primary" type="submit">Save OAuth settings</button></p>`;
+  container.append(form);
+  onSubmit(form, async data => {
+    const OAuthSettings = Object.fromEntries(TEXT_FIELDS.map(([name]) => [name, data.get(name).trim()]));
+    Object.assign(OAuthSettings, {AuthStyle: +data.get('AuthStyle'), SSO: !!data.get('SSO'), OAuthAutoCreateUsers: !!data.get('OAuthAutoCreateUsers'),
+      DefaultTeamID: +data.get('DefaultTeamID'), TeamMemberships: {OAuthClaimName: data.get('OAuthClaimName').trim()}});
+    if (data.get('ClientSecret')) OAuthSettings.ClientSecret = data.get('ClientSecret');
+    const saved = await api('PUT', '/api/settings', {OAuthSettings, AuthenticationMethod: data.get('enabled') ? OAUTH : 1});
+    session.publicSettings = await api('GET', '/api/settings/public'); // the login button and the users page read it
+    form.elements.ClientSecret.value = ''; form.elements.ClientSecret.placeholder = saved.OAuthSettings.ClientSecretSet ? 'saved; leave empty to keep it' : '';
+    formError(form, {message: 'Saved.'});
+  });
+  return form;
+}
+export async function pageOAuthSettings() {
+  session.currentEnv = null;
+  const main = render('OAuth settings', '', '<a href="#/settings">Settings</a> / OAuth');
+  await renderOAuthSettings(main);
+}
+""",  # noqa: E501
     'pages/registries.js': r"""// Pages: registries (add, edit, who may use them), browsing one, and the registry picker of pulls.
 import {api, apiStream} from '../api.js';
 import {constants} from '../constants.js';
@@ -11011,9 +11585,10 @@ import {dataTable} from '../table.js';
 
 export async function pageUsers() {
   session.currentEnv = null;
+  const viaOAuth = !!session.publicSettings && session.publicSettings.AuthenticationMethod === 3; // a user may have no password
   render('Users', `<div class="toolbar"><h2>Users</h2></div><form class="card" id="user-create"><h3>Add a user</h3>
     <div class="row"><div><label for="u-name">Username</label><input id="u-name" name="Username" required autocomplete="off"></div>
-    <div><label for="u-password">Password (12 characters or more)</label><input id="u-password" name="Password" type="password" required autocomplete="new-password" data-error-hint="password"></div>
+    <div><label for="u-password">Password (12 characters or more${viaOAuth ? '; none: signs in through OAuth only' : ''})</label><input id="u-password" name="Password" type="password" ${viaOAuth ? '' : 'required'} autocomplete="new-password" data-error-hint="password"></div>
     <div><label for="u-role">Role</label><select id="u-role" name="Role">${[constants.UserRoles.Standard, constants.UserRoles.Administrator].map(role => `<option value="${role}">${esc(constants.UserRoleNames[role])}</option>`).join('')}</select></div></div>
     <div class="error" role="alert"></div><p><button class="primary" type="submit">Create user</button></p></form><div class="card" id="users"></div>`);
   const table = dataTable($('#users'), {id: u => u.Id, selectable: true, filterPlaceholder: 'Filter users', actions: '<button class="danger" data-action="remove" disabled>Remove</button>',
@@ -11039,7 +11614,8 @@ export async function pageSettings() {
     <label for="s-snapshot">Snapshot interval</label><input id="s-snapshot" name="SnapshotInterval" value="${esc(s.SnapshotInterval || '')}">
     <label for="s-logo">Logo URL</label><input id="s-logo" name="LogoURL" value="${esc(s.LogoURL || '')}">
     ${pub.AnalyticsAvailable ? `<p><label class="check"><input type="checkbox" name="EnableTelemetry" ${s.EnableTelemetry ? 'checked' : ''}> Send anonymous usage statistics</label></p>` : ''}
-    <div class="error" role="alert"></div><p><button class="primary" type="submit">Save settings</button></p></form>`);
+    <div class="error" role="alert"></div><p><button class="primary" type="submit">Save settings</button></p>
+    <p><a href="#/settings/oauth">Authentication: OAuth 2.0 / OpenID Connect sign-in</a></p></form>`);
   onSubmit($('#settings'), async data => {
     const body = {UserSessionTimeout: data.get('UserSessionTimeout'), SnapshotInterval: data.get('SnapshotInterval'), LogoURL: data.get('LogoURL')};
     if (pub.AnalyticsAvailable) body.EnableTelemetry = !!data.get('EnableTelemetry');
@@ -11180,7 +11756,7 @@ import {esc} from './format.js';
 import {leavePage} from './lifecycle.js';
 import {pageEndpointAccess, pageEndpointSecurity, pageGroupAccess, pageResourceControls} from './pages/access.js';
 import {pageActivity} from './pages/activity.js';
-import {pageLogin, pageSetup} from './pages/auth.js';
+import {finishOAuthSignIn, pageLogin, pageSetup} from './pages/auth.js';
 import {pageBackup, pageRestoreFresh} from './pages/backup.js';
 import {pageContainer} from './pages/container.js';
 import {pageContainerCreate, pageContainers} from './pages/containers.js';
@@ -11190,6 +11766,7 @@ import {pageEnvironmentForm, pageHome, pageTags} from './pages/environments.js';
 import {pageGroup, pageGroups} from './pages/groups.js';
 import {pageImages} from './pages/images.js';
 import {pageNetworks} from './pages/networks.js';
+import {pageOAuthSettings} from './pages/oauth_settings.js';
 import {pageRegistries, pageRegistryBrowse} from './pages/registries.js';
 import {pageStackEditor, pageStacks} from './pages/stacks.js';
 import {pageSwarm} from './pages/swarm.js';
@@ -11240,6 +11817,7 @@ const UI_ROUTES = [
   ['activity/auth', () => pageActivity('authlogs')],
   ['backup', pageBackup],
   ['settings', pageSettings],
+  ['settings/oauth', pageOAuthSettings],
   ['registries', () => pageRegistries()],
   ['registries/(\\d+)', pageRegistryBrowse],
   ['account', pageAccount],
@@ -11256,6 +11834,7 @@ const UI_ROUTES = [
 ];
 export async function route() {
   leavePage(); applyTheme();
+  if (location.search) await finishOAuthSignIn();
   const hash = location.hash || '#/home', path = hash.slice(2).split('?')[0];
   try {
     if (path === 'login' || path === 'setup') session.me = null;
@@ -11540,7 +12119,9 @@ export function bindShell() {
   $('#side').addEventListener('keydown', e => { if (e.key === 'Escape') $('#menu-close').click(); });
   $('#logout').addEventListener('click', async () => {
     await api('POST', '/api/auth/logout').catch(() => {});
-    session.me = null; forgetCsrf(); location.hash = '#/login';
+    session.me = null; forgetCsrf();
+    const providerLogout = session.publicSettings && session.publicSettings.OAuthLogoutURI; // ends the provider's session too
+    if (providerLogout) location.assign(providerLogout); else location.hash = '#/login';
   });
 }
 // Render a page inside the shell; answers the <main> element.
@@ -12093,6 +12674,8 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("POST", "/api/users/admin/init", handle_admin_init),
     ("POST", "/api/auth", handle_auth),
     ("POST", "/api/auth/logout", handle_logout),
+    ("GET", "/api/auth/oauth/login", handle_oauth_login),
+    ("POST", "/api/auth/oauth/validate", handle_oauth_validate),
     ("GET", "/api/users", handle_users_list),
     ("POST", "/api/users", handle_user_create),
     ("GET", "/api/users/me", handle_user_me),
@@ -12300,6 +12883,7 @@ REQUEST_FIELDS: dict[str, dict] = {
     "handle_custom_template_create": CUSTOM_TEMPLATE_BODY_FIELDS,
     "handle_custom_template_update": CUSTOM_TEMPLATE_BODY_FIELDS, "handle_custom_template_deploy": STACK_DEPLOY_FIELDS,
     "handle_backup": BACKUP_FIELDS, "handle_settings_update": SETTINGS_FIELDS,
+    "handle_oauth_validate": OAUTH_VALIDATE_FIELDS,
 }
 _CONSOLE_QUERY = [("endpointId", "integer", True), ("id", "string", True), ("nodeName", "string", False)]
 # Query parameters of routes that take them: (name, type, required).
@@ -12465,6 +13049,7 @@ def make_app(config: argparse.Namespace) -> web.Application:
     app[CONSOLES] = weakref.WeakSet()
     app[ASSETS] = {path: StaticAsset.make(text, kind) for path, (text, kind) in UI_ASSETS.items()}
     app[REGISTRIES] = Registries(store, load_or_create_secret(store.directory, "registry.key"))
+    app[OPENID] = OpenIDSignIn(load_or_create_secret(store.directory, "oauth.key"))
     app[IMAGE_UPDATES] = ImageUpdates(app[ENVIRONMENTS], app[REGISTRIES])
     app[STACKS] = Stacks(store, app[ENVIRONMENTS], store.directory)
     app[ACTIVITY] = ActivityLog(store.directory,
@@ -12472,6 +13057,8 @@ def make_app(config: argparse.Namespace) -> web.Application:
     app[ANALYTICS_STATE] = {}
     environments.kinds.update({kind_type: kind(app) for kind_type, kind in ENVIRONMENT_KINDS.items()})
     app[AFTER_RESTORE] = [lambda restored: restored[REGISTRIES].reload(),
+                          lambda restored: restored[OPENID].reload(load_or_create_secret(restored[STORE].directory,
+                                                                                          "oauth.key")),
                           lambda restored: restored[IMAGE_UPDATES].forget(),
                           *(lambda restored, kind=kind: kind.after_restore() for kind in environments.kinds.values())]
     for method, path, handler in ROUTES:

@@ -304,6 +304,7 @@ def test_every_api_route_requires_auth_unless_marked_public(server):
                       ("GET", "/api/users/admin/check"), ("POST", "/api/users/admin/init"), ("POST", "/api/auth"),
                       ("GET", "/api/settings/public"), ("GET", "/"), ("GET", "/assets/{path:.+}"),
                       ("POST", "/api/restore"),
+                      ("GET", "/api/auth/oauth/login"), ("POST", "/api/auth/oauth/validate"),  # sign-in itself
                       ("GET", "/api/endpoints/edge/tunnel"),  # it checks the edge key's secret itself
                       ("POST", "/api/webhooks/{token}")}  # the token is the secret, as in Portainer
     for method, path, handler in portainer.ROUTES:

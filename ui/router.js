@@ -5,7 +5,7 @@ import {esc} from './format.js';
 import {leavePage} from './lifecycle.js';
 import {pageEndpointAccess, pageEndpointSecurity, pageGroupAccess, pageResourceControls} from './pages/access.js';
 import {pageActivity} from './pages/activity.js';
-import {pageLogin, pageSetup} from './pages/auth.js';
+import {finishOAuthSignIn, pageLogin, pageSetup} from './pages/auth.js';
 import {pageBackup, pageRestoreFresh} from './pages/backup.js';
 import {pageContainer} from './pages/container.js';
 import {pageContainerCreate, pageContainers} from './pages/containers.js';
@@ -15,6 +15,7 @@ import {pageEnvironmentForm, pageHome, pageTags} from './pages/environments.js';
 import {pageGroup, pageGroups} from './pages/groups.js';
 import {pageImages} from './pages/images.js';
 import {pageNetworks} from './pages/networks.js';
+import {pageOAuthSettings} from './pages/oauth_settings.js';
 import {pageRegistries, pageRegistryBrowse} from './pages/registries.js';
 import {pageStackEditor, pageStacks} from './pages/stacks.js';
 import {pageSwarm} from './pages/swarm.js';
@@ -65,6 +66,7 @@ const UI_ROUTES = [
   ['activity/auth', () => pageActivity('authlogs')],
   ['backup', pageBackup],
   ['settings', pageSettings],
+  ['settings/oauth', pageOAuthSettings],
   ['registries', () => pageRegistries()],
   ['registries/(\\d+)', pageRegistryBrowse],
   ['account', pageAccount],
@@ -81,6 +83,7 @@ const UI_ROUTES = [
 ];
 export async function route() {
   leavePage(); applyTheme();
+  if (location.search) await finishOAuthSignIn();
   const hash = location.hash || '#/home', path = hash.slice(2).split('?')[0];
   try {
     if (path === 'login' || path === 'setup') session.me = null;

@@ -66,7 +66,9 @@ export function bindShell() {
   $('#side').addEventListener('keydown', e => { if (e.key === 'Escape') $('#menu-close').click(); });
   $('#logout').addEventListener('click', async () => {
     await api('POST', '/api/auth/logout').catch(() => {});
-    session.me = null; forgetCsrf(); location.hash = '#/login';
+    session.me = null; forgetCsrf();
+    const providerLogout = session.publicSettings && session.publicSettings.OAuthLogoutURI; // ends the provider's session too
+    if (providerLogout) location.assign(providerLogout); else location.hash = '#/login';
   });
 }
 // Render a page inside the shell; answers the <main> element.

@@ -11,9 +11,10 @@ import {dataTable} from '../table.js';
 
 export async function pageUsers() {
   session.currentEnv = null;
+  const viaOAuth = !!session.publicSettings && session.publicSettings.AuthenticationMethod === 3; // a user may have no password
   render('Users', `<div class="toolbar"><h2>Users</h2></div><form class="card" id="user-create"><h3>Add a user</h3>
     <div class="row"><div><label for="u-name">Username</label><input id="u-name" name="Username" required autocomplete="off"></div>
-    <div><label for="u-password">Password (12 characters or more)</label><input id="u-password" name="Password" type="password" required autocomplete="new-password" data-error-hint="password"></div>
+    <div><label for="u-password">Password (12 characters or more${viaOAuth ? '; none: signs in through OAuth only' : ''})</label><input id="u-password" name="Password" type="password" ${viaOAuth ? '' : 'required'} autocomplete="new-password" data-error-hint="password"></div>
     <div><label for="u-role">Role</label><select id="u-role" name="Role">${[constants.UserRoles.Standard, constants.UserRoles.Administrator].map(role => `<option value="${role}">${esc(constants.UserRoleNames[role])}</option>`).join('')}</select></div></div>
     <div class="error" role="alert"></div><p><button class="primary" type="submit">Create user</button></p></form><div class="card" id="users"></div>`);
   const table = dataTable($('#users'), {id: u => u.Id, selectable: true, filterPlaceholder: 'Filter users', actions: '<button class="danger" data-action="remove" disabled>Remove</button>',
@@ -39,7 +40,8 @@ export async function pageSettings() {
     <label for="s-snapshot">Snapshot interval</label><input id="s-snapshot" name="SnapshotInterval" value="${esc(s.SnapshotInterval || '')}">
     <label for="s-logo">Logo URL</label><input id="s-logo" name="LogoURL" value="${esc(s.LogoURL || '')}">
     ${pub.AnalyticsAvailable ? `<p><label class="check"><input type="checkbox" name="EnableTelemetry" ${s.EnableTelemetry ? 'checked' : ''}> Send anonymous usage statistics</label></p>` : ''}
-    <div class="error" role="alert"></div><p><button class="primary" type="submit">Save settings</button></p></form>`);
+    <div class="error" role="alert"></div><p><button class="primary" type="submit">Save settings</button></p>
+    <p><a href="#/settings/oauth">Authentication: OAuth 2.0 / OpenID Connect sign-in</a></p></form>`);
   onSubmit($('#settings'), async data => {
     const body = {UserSessionTimeout: data.get('UserSessionTimeout'), SnapshotInterval: data.get('SnapshotInterval'), LogoURL: data.get('LogoURL')};
     if (pub.AnalyticsAvailable) body.EnableTelemetry = !!data.get('EnableTelemetry');
