@@ -639,21 +639,12 @@ def test_build_import_export_volumes_and_networks_from_their_pages(fresh_server,
 @pytest.fixture
 def swarm_host(engine):
     """A one-node Swarm on an engine of its own (a network namespace host), with a service, a config and a secret."""
-    host = conftest.make_namespace_host(SWARM_HOST)
-    try:
-        host.start_engine()
-        host.load_image(engine)
+    with conftest.one_node_swarm(engine, SWARM_HOST) as host:
         client = host.client()
-        client.swarm.init(advertise_addr=host.address, listen_addr=f"{host.address}:2377")
         client.services.create(BUSYBOX, ["sleep", "3600"], name=f"{PREFIX}-service", labels={TEST_LABEL: "1"})
         client.configs.create(name=f"{PREFIX}-config", data=b"setting=1", labels={TEST_LABEL: "1"})
         client.secrets.create(name=f"{PREFIX}-secret", data=b"hunter2", labels={TEST_LABEL: "1"})
         yield host
-    finally:
-        with contextlib.suppress(Exception):
-            host.client().swarm.leave(force=True)
-        host.stop_engine()
-        conftest.remove_namespace_host(host.name, host.name.replace("node", "veth"), host.root)
 
 
 def test_add_a_swarm_environment_with_the_wizard_and_read_its_services_nodes_configs_secrets(

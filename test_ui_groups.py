@@ -4,8 +4,6 @@ edge stack editor, template files and service webhooks. A real server, the real 
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 
 import conftest
@@ -298,19 +296,10 @@ def test_a_user_reads_a_stack_templates_compose_file_before_deploying_it(fresh_s
 @pytest.fixture
 def swarm_host(engine):
     """A one-node Swarm on an engine of its own (a network namespace host), running one service."""
-    host = conftest.make_namespace_host(SWARM_HOST)
-    try:
-        host.start_engine()
-        host.load_image(engine)
+    with conftest.one_node_swarm(engine, SWARM_HOST) as host:
         client = host.client()
-        client.swarm.init(advertise_addr=host.address, listen_addr=f"{host.address}:2377")
         client.services.create(BUSYBOX, ["sleep", "3600"], name=f"{PREFIX}-service", labels={TEST_LABEL: "1"})
         yield host
-    finally:
-        with contextlib.suppress(Exception):
-            host.client().swarm.leave(force=True)
-        host.stop_engine()
-        conftest.remove_namespace_host(host.name, host.name.replace("node", "veth"), host.root)
 
 
 def test_a_swarm_service_gets_a_webhook_and_a_swarm_stack_is_deployed_from_an_uploaded_file(
