@@ -4226,6 +4226,8 @@ class ComposeFile:
                 for k, v in as_map[1].items():
                     merged[k] = self.merged_value(k, merged.get(k), v) if key not in EXTENDS_MERGED_BY_KEY else v
                 return merged
+        if key in EXTENDS_APPENDED:
+            base, local = ([v] if isinstance(v, (str, int)) else v for v in (base, local))
         if key in EXTENDS_APPENDED and isinstance(base, list) and isinstance(local, list):
             if key in ("volumes", "devices"):  # one per target: the service's own wins
                 targets = {self.mount_target(item) for item in local}
@@ -4983,6 +4985,9 @@ class ComposeFile:
                                           ("IPv6Address", self.string(options, "ipv6_address", at)),
                                           ("LinkLocalIPs", self.string_list(options, "link_local_ips", at)))
                         if v}
+                if ipam and self.swarm:
+                    raise self.error(value, name, f"'{at}ipv4_address' (and ipv6_address, link_local_ips) cannot "
+                                                  f"be set in Swarm stacks: Swarm gives each task its address")
                 if ipam:
                     settings["ipam"] = ipam
             result[name] = settings
@@ -5527,19 +5532,32 @@ class SwarmDeployment:
 
     def network_body(self, key: str) -> dict:
         network = self.compose.networks[key]
-        return {"Name": network["name"], "Driver": network["driver"] or "overlay", "CheckDuplicate": True,
+        body = {"Name": network["name"], "Driver": network["driver"] or "overlay", "CheckDuplicate": True,
                 "Options": network["driver_opts"], "Internal": network["internal"],
                 "Attachable": network["attachable"], "Labels": self.labels(network["labels"])}
+        if network.get("enable_ipv6"):
+            body["EnableIPv6"] = True
+        if network.get("ipam"):
+            body["IPAM"] = {k: v for k, v in network["ipam"].items() if v is not None}
+        return body
 
     def service_body(self, name: str, object_ids: dict[str, str] | None = None) -> dict:
         """The service spec; object_ids maps config and secret names to their ids on the engine."""
         service = self.compose.services[name]
         object_ids = object_ids or {}
-        mounts = [{"Type": m["type"], "Source": m["source"], "Target": m["target"], "ReadOnly": m["read_only"]}
-                  for m in service["mounts"]]
-        for mount in mounts:
-            if mount["Type"] == "volume" and mount["Source"]:
-                mount["VolumeOptions"] = {"Labels": self.labels()}
+        mounts = []
+        for m in service["mounts"]:
+            mount = {"Type": m["type"], "Source": m["source"], "Target": m["target"], "ReadOnly": m["read_only"]}
+            if m["type"] == "volume" and m["source"]:
+                mount["VolumeOptions"] = {"Labels": self.labels(), **({"NoCopy": True} if m["volume"].get("nocopy")
+                                                                      or "nocopy" in m["mode"] else {})}
+            if m["type"] == "bind" and m["bind"].get("propagation"):
+                mount["BindOptions"] = {"Propagation": m["bind"]["propagation"]}
+            if m["type"] == "tmpfs":
+                mount.pop("Source")
+                mount["TmpfsOptions"] = {k: v for k, v in (("SizeBytes", m["tmpfs"].get("size")),
+                                                           ("Mode", m["tmpfs"].get("mode"))) if v is not None}
+            mounts.append(mount)
         spec = {"Image": service["image"], "Labels": self.labels(service["labels"]),
                 **({"StopGracePeriod": service["stop_grace_period"]} if service["stop_grace_period"] else {}),
                 "Env": [f"{k}={v}" for k, v in service["environment"].items()], "Mounts": mounts,
@@ -5547,11 +5565,21 @@ class SwarmDeployment:
                             for r in service["configs"]],
                 "Secrets": [self.file_reference(r, self.compose.secrets, "Secret", object_ids)
                             for r in service["secrets"]]}
+        host, config = service["host"], service["config"]
+        dns = {k: v for k, v in (("Nameservers", host.get("Dns")), ("Search", host.get("DnsSearch")),
+                                 ("Options", host.get("DnsOptions"))) if v}
         for key, value in (("Command", service["entrypoint"]), ("Args", service["command"]),
                            ("User", service["user"]), ("Dir", service["working_dir"]),
                            ("Hostname", service["hostname"]), ("Healthcheck", service["healthcheck"]),
-                           ("CapabilityAdd", service["cap_add"]), ("CapabilityDrop", service["cap_drop"])):
-            if value:
+                           ("CapabilityAdd", service["cap_add"]), ("CapabilityDrop", service["cap_drop"]),
+                           ("Init", host.get("Init")), ("ReadOnly", host.get("ReadonlyRootfs")),
+                           ("Sysctls", host.get("Sysctls")), ("Isolation", host.get("Isolation")),
+                           ("Groups", host.get("GroupAdd")), ("Ulimits", host.get("Ulimits")),
+                           ("TTY", config.get("Tty")), ("OpenStdin", config.get("OpenStdin")),
+                           ("StopSignal", config.get("StopSignal")), ("DNSConfig", dns),
+                           ("Hosts", [f"{ip} {host_name}" for host_name, _, ip in
+                                      (entry.partition(":") for entry in host.get("ExtraHosts") or [])])):
+            if value not in (None, [], {}):
                 spec[key] = value
         template: dict = {"ContainerSpec": spec, "Networks": [
             {"Target": self.compose.networks[n]["name"], "Aliases": [name] + o["aliases"]}
@@ -5561,7 +5589,8 @@ class SwarmDeployment:
             values = service[kind]
             if values:
                 resources[target] = {k: v for k, v in (("NanoCPUs", values.get("nano_cpus")),
-                                                       ("MemoryBytes", values.get("memory"))) if v}
+                                                       ("MemoryBytes", values.get("memory")),
+                                                       ("Pids", values.get("pids"))) if v}
         if resources:
             template["Resources"] = resources
         policy = service["restart_policy"]
@@ -5569,15 +5598,22 @@ class SwarmDeployment:
             template["RestartPolicy"] = {k: v for k, v in (
                 ("Condition", policy["condition"]), ("Delay", policy["delay"]),
                 ("MaxAttempts", policy["max_attempts"]), ("Window", policy["window"])) if v is not None}
+        if service["placement"]:
+            template["Placement"] = service["placement"]
         if service["logging"]["driver"]:
             template["LogDriver"] = {"Name": service["logging"]["driver"], "Options": service["logging"]["options"]}
         mode = {"Global": {}} if service["mode"] == "global" else {"Replicated": {"Replicas": service["replicas"]}}
-        return {"Name": f"{self.project}_{name}", "TaskTemplate": template, "Mode": mode,
+        body = {"Name": f"{self.project}_{name}", "TaskTemplate": template, "Mode": mode,
                 "Labels": self.labels({**service["deploy_labels"], "com.docker.stack.image": service["image"],
                                        LABEL_HASH: self.compose.config_hash(name)}),
-                "EndpointSpec": {"Ports": [{"Protocol": p["protocol"], "TargetPort": p["target"],
+                "EndpointSpec": {"Mode": service["endpoint_mode"],
+                                 "Ports": [{"Protocol": p["protocol"], "TargetPort": p["target"],
                                             **({"PublishedPort": p["published"]} if p["published"] else {}),
                                             "PublishMode": p["mode"]} for p in service["ports"]]}}
+        for key, value in (("UpdateConfig", service["update_config"]), ("RollbackConfig", service["rollback_config"])):
+            if value:
+                body[key] = value
+        return body
 
     @staticmethod
     def file_reference(reference: dict, declared: dict, kind: str, object_ids: dict[str, str]) -> dict:
@@ -5587,11 +5623,15 @@ class SwarmDeployment:
                          "GID": reference.get("gid", "0"), "Mode": reference.get("mode", 0o444)}}
 
     def check_allowed(self, grant: DockerGrant) -> None:
-        for name in self.compose.services:
-            grant.check_fields("service", self.service_body(name))
+        for name, service in self.compose.services.items():
+            sources = {swarm_field: service["sources"][field_name] for swarm_field, field_name in (
+                ("CapabilityAdd", "CapAdd"), ("Sysctls", "Sysctls"), ("Mounts", "Mounts"))
+                if field_name in service["sources"]}
+            compose_refusal(self.compose, grant, "service", self.service_body(name), sources, f"services.{name}")
         for key, network in self.compose.networks.items():
             if not network["external"]:
-                grant.check_fields("network", self.network_body(key))
+                compose_refusal(self.compose, grant, "network", self.network_body(key), {}, f"networks.{key}",
+                                network.get("line", 0))
 
     async def namespace_objects(self, kind: str) -> list[dict]:
         """The stack's services, networks, secrets or configs: those with an id safe to use in a path."""
