@@ -5227,6 +5227,7 @@ class ComposeDeployment:
         self.project = compose.project if compose else project
         self.config_file = os.path.join(compose.project_dir, COMPOSE_FILE) if compose else ""
         self.owner_labels: dict[str, str] = {}
+        self.recreated: set[str] = set()  # the services this deploy made containers for
 
     def common_labels(self) -> dict[str, str]:
         return {**self.owner_labels, LABEL_PROJECT: self.project, "com.docker.compose.version": COMPOSE_VERSION}
@@ -5409,7 +5410,10 @@ class ComposeDeployment:
     async def up(self, pull: bool = False, prune: bool = False) -> None:
         """Create what is missing, recreate services whose config hash changed, start everything."""
         for image in {s["image"] for s in self.compose.services.values()}:
-            await ensure_image(self.connector, image, pull)
+            policies = {s["pull_policy"] for s in self.compose.services.values() if s["image"] == image}
+            if policies == {"never"}:  # pull_policy: never: the engine must have it, and the create says so
+                continue
+            await ensure_image(self.connector, image, pull or "always" in policies)
         await self.ensure_networks_and_volumes()
         existing = await self.project_containers()
         for name in self.compose.order:
@@ -5427,17 +5431,25 @@ class ComposeDeployment:
         for number, container in by_number.items():
             if number > wanted or number < 1 or container["Labels"].get(LABEL_HASH) != config_hash:
                 await self.remove_container(container["Id"])
+        # depends_on.<x>.restart: a container kept as it was restarts when x was recreated by this deploy.
+        restart = any(options["restart"] and dependency in self.recreated
+                      for dependency, options in self.compose.services[name]["depends_on"].items())
         for number in range(1, wanted + 1):
             container = by_number.get(number)
             if container is not None and container["Labels"].get(LABEL_HASH) == config_hash:
                 if container["State"] != "running":
                     await self.connector.request_json("POST", f"/containers/{container['Id']}/start")
+                elif restart:
+                    await self.connector.request_json("POST", f"/containers/{container['Id']}/restart", timeout=120)
                 continue
             await self.create_container(name, number)
+            self.recreated.add(name)
 
     async def create_container(self, name: str, number: int) -> str:
         body = self.container_body(name, number)
-        query = urllib.parse.urlencode({"name": self.container_name(name, number)})
+        platform = self.compose.services[name]["platform"]
+        query = urllib.parse.urlencode({"name": self.container_name(name, number), **(
+            {"platform": platform} if platform else {})})
         created = await self.connector.request_json("POST", f"/containers/create?{query}", body)
         container_id = answered_id(created)
         for network in list(self.compose.services[name]["networks"])[1:]:

@@ -392,3 +392,105 @@ def test_a_stack_makes_the_containers_docker_compose_makes_from_the_same_files(s
     print(f"\ndifferential: {len(CORPUS)} files, "
           f"{sum(len(r[1]['containers']) for r in results)} containers, {compared} fields compared")
     assert not problems, "\n".join(problems)
+
+
+BEYOND_COMPOSE_1 = """
+    services:
+      db:
+        image: BUSYBOX
+        command: sleep 3600
+        labels: {"LABEL": "1"}
+        environment: {GENERATION: "${GENERATION}"}
+      web:
+        image: BUSYBOX
+        command: sleep 3600
+        labels: {"LABEL": "1"}
+        environment:
+          NESTED: "${UNSET_A:-${UNSET_B:-nested default}}"
+          ALTERNATIVE: "${GENERATION:+generation given}"
+        env_file: [{path: missing.env, required: false}]
+        ports: [{target: 80, host_ip: 127.0.0.1}]
+        deploy:
+          resources: {limits: {pids: 30}}
+          restart_policy: {condition: on-failure, max_attempts: 2}
+        uts: host
+        attach: false
+        develop: {watch: [{path: ., action: sync, target: /app}]}
+        pull_policy: never
+        platform: linux/amd64
+        depends_on:
+          db: {condition: service_started, restart: true}
+          ghost: {condition: service_started, required: false}
+      optional:
+        image: BUSYBOX
+        profiles: [never-enabled]
+    """
+
+
+def test_keys_docker_compose_1_29_does_not_know_reach_the_engine(server, engine):
+    name = f"{PREFIX}beyond"
+    delete_stack(server, name)
+    remove_project(engine, name)
+    text = textwrap.dedent(BEYOND_COMPOSE_1).replace("BUSYBOX", BUSYBOX).replace('"LABEL"', f'"{TEST_LABEL}"')
+    try:
+        stack = deploy_as_stack(server, name, text, {"GENERATION": "1"})
+        web = engine.containers.get(f"{name}_web_1")
+        env = web.attrs["Config"]["Env"]
+        assert "NESTED=nested default" in env and "ALTERNATIVE=generation given" in env
+        host = web.attrs["HostConfig"]
+        assert host["PortBindings"] == {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}]}
+        assert host["PidsLimit"] == 30 and host["UTSMode"] == "host"
+        assert host["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 2}
+        assert web.attrs["Platform"] == "linux"
+        assert not engine.containers.list(all=True, filters={"name": f"{name}_optional"})
+        started = web.attrs["State"]["StartedAt"]
+        # depends_on.db.restart: db recreated (its env changed) restarts web, which itself did not change
+        r = server.api("PUT", f"/api/stacks/{stack['Id']}?endpointId=1", timeout=150, json={
+            "StackFileContent": text.replace("${GENERATION:+generation given}", "generation given"),
+            "Env": [{"name": "GENERATION", "value": "2"}]})
+        assert r.status_code == 200, r.text
+        again = engine.containers.get(f"{name}_web_1")
+        assert again.id == web.id and again.attrs["State"]["StartedAt"] > started
+    finally:
+        delete_stack(server, name)
+        remove_project(engine, name)
+
+
+def test_a_key_that_cannot_apply_is_refused_with_its_file_line_and_reason(server):
+    text = f"services:\n  web:\n    image: {BUSYBOX}\n    healthcheck:\n      test: 'true'\n      start_interval: 1s\n"
+    r = server.api("POST", "/api/stacks/create/standalone/string?endpointId=1",
+                   json={"Name": f"{PREFIX}refused", "StackFileContent": text})
+    assert r.status_code == 400
+    assert r.json()["message"] == ("docker-compose.yml, line 6: 'services.web.healthcheck.start_interval' is not "
+                                   "supported: it needs Docker Engine 25 (API 1.44); portainer.py speaks API 1.41")
+
+
+@pytest.fixture
+def stack_managing_user(server, make_user):
+    """A standard user on environment 1, where standard users may manage stacks (the other settings at their
+    defaults: off)."""
+    r = server.api("PUT", "/api/endpoints/1", json={"SecuritySettings": {"allowStackManagementForRegularUsers": True}})
+    assert r.status_code == 200, r.text
+    yield make_user()
+    server.api("PUT", "/api/endpoints/1", json={"SecuritySettings": {"allowStackManagementForRegularUsers": False}})
+
+
+@pytest.mark.parametrize("key, line, setting", [
+    ("privileged: true", "privileged", "allowPrivilegedModeForRegularUsers"),
+    ("volumes: ['/etc:/host-etc:ro']", "volumes", "allowBindMountsForRegularUsers"),
+    ("pid: host", "pid", "allowHostNamespaceForRegularUsers"),
+    ("devices: ['/dev/null:/dev/x']", "devices", "allowDeviceMappingForRegularUsers"),
+    ("cap_add: [NET_ADMIN]", "cap_add", "allowContainerCapabilitiesForRegularUsers"),
+    ("sysctls: {net.core.somaxconn: 1024}", "sysctls", "allowSysctlSettingForRegularUsers"),
+    ("cgroup_parent: /custom", "cgroup_parent", "reserved for administrators"),
+])
+def test_standard_user_is_refused_a_stack_key_their_security_settings_forbid_by_its_name(
+        server, stack_managing_user, key, line, setting):
+    _, token, _ = stack_managing_user
+    text = f"services:\n  db:\n    image: {BUSYBOX}\n  web:\n    image: {BUSYBOX}\n    command: sleep 1\n    {key}\n"
+    r = server.api("POST", "/api/stacks/create/standalone/string?endpointId=1", token=token,
+                   json={"Name": f"{PREFIX}standard", "StackFileContent": text})
+    assert r.status_code == 403, r.text
+    message = r.json()["message"]
+    assert message.startswith("docker-compose.yml, line 7: not allowed for non-administrators"), message
+    assert f"'services.web.{line}'" in message and setting in message, message
