@@ -3770,7 +3770,7 @@ SWARM_UNSUPPORTED = {"privileged", "devices", "network_mode", "pid", "ipc", "cgr
                      "tmpfs", "security_opt", "cpu_shares", "cpu_quota", "cpu_period", "cpu_count", "cpu_percent",
                      "cpu_rt_runtime", "cpu_rt_period", "cpuset", "mem_limit", "memswap_limit", "mem_reservation",
                      "mem_swappiness", "cpus", "pids_limit", "oom_kill_disable", "device_cgroup_rules", "blkio_config",
-                     "storage_opt", "gpus", "domainname", "restart", "container_name", "scale", "pull_policy",
+                     "storage_opt", "gpus", "domainname", "container_name", "scale", "pull_policy",
                      "platform", "oom_score_adj"}
 NETWORK_KEYS = {"driver", "driver_opts", "external", "name", "labels", "internal", "attachable", "enable_ipv6",
                 "ipam", "enable_ipv4"}
@@ -4425,6 +4425,12 @@ class ComposeFile:
                                 ("healthcheck", "Healthcheck"), ("logging", "LogConfig")):
             if key in raw:
                 service["sources"].setdefault(field_name, (path + key, raw.line_of(key)))
+        if self.swarm and restart and service["restart_policy"] is None:
+            # As `docker stack deploy`: `restart` becomes the service's restart policy when deploy sets none.
+            policy, _, attempts = restart.partition(":")
+            service["restart_policy"] = {"condition": {"no": "none", "on-failure": "on-failure"}.get(policy, "any"),
+                                         "delay": None, "max_attempts": int(attempts) if attempts else None,
+                                         "window": None}
         if service["container_name"] and replicas > 1:
             raise self.error(raw, "container_name", f"'{path}container_name' cannot name {replicas} replicas")
         if service["network_mode"] and "networks" in raw:

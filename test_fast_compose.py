@@ -499,6 +499,9 @@ def test_a_swarm_service_gets_the_keys_a_service_has_and_refuses_the_others():
                                                  "Preferences": [{"Spread": {"SpreadDescriptor": "node.labels.zone"}}]}
     assert body["UpdateConfig"] == {"Parallelism": 2, "Delay": 10_000_000_000, "Order": "start-first"}
     assert body["TaskTemplate"]["Resources"] == {"Limits": {"Pids": 30}}
+    restarting = deployment("services: {web: {image: busybox, restart: 'on-failure:3'}}", swarm=True)
+    assert restarting.service_body("web")["TaskTemplate"]["RestartPolicy"] == {"Condition": "on-failure",
+                                                                               "MaxAttempts": 3}
     message = refusal("services: {web: {image: busybox, privileged: true}}", swarm=True)
     assert "'services.web.privileged' is not supported in Swarm stacks" in message
 
