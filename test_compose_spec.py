@@ -213,6 +213,32 @@ CORPUS = {
             <<: *base
             profiles: [web, debug]
         """,
+    "ordering": """
+        services:
+          job:
+            image: BUSYBOX
+            command: "true"
+            labels: {"LABEL": "1"}
+          after:
+            image: BUSYBOX
+            command: sleep 3600
+            labels: {"LABEL": "1"}
+            isolation: default
+            platform: linux/amd64
+            pull_policy: if_not_present
+            depends_on: {job: {condition: service_completed_successfully}}
+            healthcheck: {test: "exit 0", interval: 30s}
+            stop_grace_period: 1m30s
+            cap_drop: [ALL]
+            environment: [A=1, FROM_STACK, NOT_GIVEN_ANYWHERE]
+            networks:
+              v6: {ipv6_address: "fd00:${NET6}::5", link_local_ips: ["169.254.8.8"]}
+        networks:
+          v6:
+            enable_ipv6: true
+            ipam: {config: [{subnet: "fd00:${NET6}::/64"}]}
+            labels: {"LABEL": "1"}
+        """,
 }
 # Per deployment: (docker-compose's values, the stack's values).
 SIDE_ENV = {"PORT_A": ("18601", "18701"), "PORT_B": ("18602", "18702"), "PORT_C": ("18603", "18703"),
@@ -245,6 +271,7 @@ def text_of(name: str) -> str:
 def side_env(index: int, side: int) -> dict[str, str]:
     env = {key: values[side] for key, values in SIDE_ENV.items()}
     env["NET"] = f"{NET}.{index + 100 * side}"
+    env["NET6"] = f"d{SLOT}{'ab'[side]}{index}"
     return env
 
 
@@ -286,7 +313,9 @@ def normalized_container(engine: docker.DockerClient, container, replacements: l
     attrs = container.attrs
     config, host = dict(attrs["Config"]), dict(attrs["HostConfig"])
     config["Labels"] = {k: v for k, v in (config.get("Labels") or {}).items() if k not in TOOL_LABELS}
-    config["Env"] = sorted(config.get("Env") or [])
+    # Deliberate: `environment: [NAME]` with NAME set nowhere reaches docker-compose 1.29's container as a bare
+    # "NAME" (an engine no-op); a stack leaves it out, as docker compose v2 does. Only entries with a value compare.
+    config["Env"] = sorted(e for e in config.get("Env") or [] if "=" in e)
     mounts = sorted(({k: m.get(k) for k in ("Type", "Source", "Destination", "Mode", "RW", "Propagation", "Name")}
                      for m in attrs["Mounts"]), key=lambda m: m["Destination"])
     for mount in mounts:
@@ -333,7 +362,7 @@ def project_view(engine: docker.DockerClient, project: str, directory: str, env:
             text = text.replace(old, new)
         network = json.loads(text)
         for pool in network["IPAM"]["Config"] or []:
-            if not pool["Subnet"].startswith(f"{NET}."):  # a pool the engine picked
+            if not pool["Subnet"].startswith((f"{NET}.", "fd00:<NET6>")):  # a pool the engine picked
                 pool.update(Subnet="<picked by the engine>", Gateway="<picked by the engine>")
         networks[attrs["Labels"]["com.docker.compose.network"]] = network
     return {"containers": view, "networks": networks}
