@@ -5431,18 +5431,23 @@ class ComposeDeployment:
                     await self.remove_container(container["Id"])
 
     async def converge_service(self, name: str, containers: list[dict]) -> None:
-        wanted = self.compose.services[name]["replicas"]
+        service = self.compose.services[name]
+        wanted = service["replicas"]
         config_hash = self.compose.config_hash(name)
+        # A container in the namespaces of a service this deploy recreated (network_mode, pid, ipc: service:x)
+        # would be left in namespaces that are gone: it is recreated too, as docker compose does.
+        shared = [service["network_mode"], *service["namespaces"].values()]
+        stale = any(mode and mode[0] == "service" and mode[1] in self.recreated for mode in shared)
         by_number = {container_number(c): c for c in containers}
         for number, container in by_number.items():
-            if number > wanted or number < 1 or container["Labels"].get(LABEL_HASH) != config_hash:
+            if number > wanted or number < 1 or container["Labels"].get(LABEL_HASH) != config_hash or stale:
                 await self.remove_container(container["Id"])
         # depends_on.<x>.restart: a container kept as it was restarts when x was recreated by this deploy.
         restart = any(options["restart"] and dependency in self.recreated
-                      for dependency, options in self.compose.services[name]["depends_on"].items())
+                      for dependency, options in service["depends_on"].items())
         for number in range(1, wanted + 1):
             container = by_number.get(number)
-            if container is not None and container["Labels"].get(LABEL_HASH) == config_hash:
+            if container is not None and container["Labels"].get(LABEL_HASH) == config_hash and not stale:
                 if container["State"] != "running":
                     await self.connector.request_json("POST", f"/containers/{container['Id']}/start")
                 elif restart:

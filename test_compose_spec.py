@@ -450,6 +450,11 @@ BEYOND_COMPOSE_1 = """
         depends_on:
           db: {condition: service_started, restart: true}
           ghost: {condition: service_started, required: false}
+      sidecar:
+        image: BUSYBOX
+        command: sleep 3600
+        labels: {"LABEL": "1"}
+        network_mode: service:db
       optional:
         image: BUSYBOX
         profiles: [never-enabled]
@@ -473,6 +478,9 @@ def test_keys_docker_compose_1_29_does_not_know_reach_the_engine(server, engine)
         assert web.attrs["Platform"] == "linux"
         assert not engine.containers.list(all=True, filters={"name": f"{name}_optional"})
         started = web.attrs["State"]["StartedAt"]
+        sidecar = engine.containers.get(f"{name}_sidecar_1")
+        db = engine.containers.get(f"{name}_db_1")
+        assert sidecar.attrs["HostConfig"]["NetworkMode"] == f"container:{db.id}"
         # depends_on.db.restart: db recreated (its env changed) restarts web, which itself did not change
         r = server.api("PUT", f"/api/stacks/{stack['Id']}?endpointId=1", timeout=150, json={
             "StackFileContent": text.replace("${GENERATION:+generation given}", "generation given"),
@@ -480,6 +488,10 @@ def test_keys_docker_compose_1_29_does_not_know_reach_the_engine(server, engine)
         assert r.status_code == 200, r.text
         again = engine.containers.get(f"{name}_web_1")
         assert again.id == web.id and again.attrs["State"]["StartedAt"] > started
+        # network_mode: service:db follows db into its new network namespace
+        new_db = engine.containers.get(f"{name}_db_1")
+        assert engine.containers.get(f"{name}_sidecar_1").attrs["HostConfig"]["NetworkMode"] == \
+            f"container:{new_db.id}" != f"container:{db.id}"
     finally:
         delete_stack(server, name)
         remove_project(engine, name)
