@@ -5372,6 +5372,18 @@ class ComposeDeployment:
         links += [f"{container}:{alias}" for container, alias in service["external_links"]]
         return list(dict.fromkeys(links))
 
+    def containers_used(self) -> set[str]:
+        """Containers the stack's containers join or read (network_mode/pid/ipc container:x, volumes_from,
+        external_links): an ownership-bound caller must own them, as with a direct `docker run`."""
+        names = set()
+        for service in self.compose.services.values():
+            for mode in [service["network_mode"], *service["namespaces"].values()]:
+                if mode and mode[0] == "mode" and mode[1].startswith("container:"):
+                    names.add(mode[1][len("container:"):])
+            names.update(target for kind, target, _ in service["volumes_from"] if kind == "container")
+            names.update(container for container, _ in service["external_links"])
+        return names
+
     def check_allowed(self, grant: DockerGrant) -> None:
         """Refuse, for a standard user, whatever the proxy would refuse them: checked on what will be sent, and
         named by the compose key (file, line) that asked for it."""
@@ -7621,7 +7633,7 @@ async def require_owned_stack_references(store: Store, caller: Caller, deploymen
                                          SwarmDeployment, existing_stack: bool) -> None:
     """Volumes, networks, secrets and configs a stack uses that it does not make (external ones, or any of that
     name already on the engine) must be the caller's, as a direct `docker run -v` would require; a stack's own
-    are, on update."""
+    are, on update. So must the containers it joins or reads (network_mode: container:x, volumes_from, ...)."""
     project_label = LABEL_NAMESPACE if isinstance(deployment, SwarmDeployment) else LABEL_PROJECT
     connector, compose = deployment.connector, deployment.compose
     used = [("volumes", compose.volumes), ("networks", compose.networks)]
@@ -7640,6 +7652,9 @@ async def require_owned_stack_references(store: Store, caller: Caller, deploymen
                 if existing_stack and labels.get(project_label) == deployment.project:
                     continue
             await require_owned(connector, store, caller, kind, item["name"], missing_ok=True)
+    if isinstance(deployment, ComposeDeployment):
+        for name in sorted(deployment.containers_used()):
+            await require_owned(connector, store, caller, "containers", name)
 
 
 async def apply_caller_rules(request: web.Request, endpoint: dict, deployment: ComposeDeployment | SwarmDeployment,

@@ -535,3 +535,25 @@ def test_standard_user_is_refused_a_stack_key_their_security_settings_forbid_by_
     message = r.json()["message"]
     assert message.startswith("docker-compose.yml, line 7: not allowed for non-administrators"), message
     assert f"'services.web.{line}'" in message and setting in message, message
+
+
+@pytest.mark.parametrize("key", ["network_mode: container:{victim}", "pid: container:{victim}",
+                                 "ipc: container:{victim}", "volumes_from: ['container:{victim}']",
+                                 "external_links: ['{victim}:alias']"])
+def test_standard_user_cannot_join_or_read_a_container_that_is_not_theirs_through_a_stack(
+        server, engine, stack_managing_user, key):
+    _, token, _ = stack_managing_user
+    victim = engine.containers.run(BUSYBOX, "sleep 3600", detach=True, name=f"{PREFIX}victim-{os.getpid()}",
+                                   labels={TEST_LABEL: "1"}, network_mode="none")
+    binds = key.startswith("volumes_from")  # which the bind-mount setting governs first: allowed here
+    server.api("PUT", "/api/endpoints/1", json={"SecuritySettings": {"allowStackManagementForRegularUsers": True,
+                                                                     "allowBindMountsForRegularUsers": binds}})
+    try:
+        text = f"services:\n  web:\n    image: {BUSYBOX}\n    {key.format(victim=victim.name)}\n"
+        r = server.api("POST", "/api/stacks/create/standalone/string?endpointId=1", token=token,
+                       json={"Name": f"{PREFIX}joiner", "StackFileContent": text})
+        assert r.status_code == 403 and f"access denied to container {victim.name}" in r.json()["message"], r.text
+        assert not engine.containers.list(all=True, filters={"label": f"com.docker.compose.project={PREFIX}joiner"})
+    finally:
+        server.api("PUT", "/api/endpoints/1", json={"SecuritySettings": {"allowBindMountsForRegularUsers": False}})
+        victim.remove(force=True)
