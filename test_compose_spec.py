@@ -3,7 +3,9 @@ deployed with `docker-compose` (Debian's 1.29) and as a stack on the same engine
 configuration compared; keys docker-compose 1.29 does not know are checked on the engine's inspect directly."""
 from __future__ import annotations
 
+import base64
 import concurrent.futures
+import contextlib
 import json
 import os
 import re
@@ -13,7 +15,7 @@ import textwrap
 import docker
 import pytest
 
-from conftest import BUSYBOX, SLOT, TEST_LABEL
+from conftest import BUSYBOX, SLOT, TEST_LABEL, make_namespace_host, remove_namespace_host
 
 PREFIX = f"ptpy{SLOT}spec"
 NET = f"10.{210 + SLOT}"  # subnets of this slot's own: 10.21x.<file>.0/24 for compose, .<file+100> for the stack
@@ -557,3 +559,89 @@ def test_standard_user_cannot_join_or_read_a_container_that_is_not_theirs_throug
     finally:
         server.api("PUT", "/api/endpoints/1", json={"SecuritySettings": {"allowBindMountsForRegularUsers": False}})
         victim.remove(force=True)
+
+
+SWARM_KEYS = """
+    services:
+      api:
+        image: BUSYBOX
+        command: sleep 3600
+        stop_grace_period: 1s
+        labels: {"LABEL": "1"}
+        dns: [10.0.0.53]
+        dns_search: [example.test]
+        extra_hosts: ["db.local:10.0.0.5"]
+        init: true
+        read_only: true
+        stop_signal: SIGINT
+        group_add: ["100"]
+        ulimits: {nofile: {soft: 1024, hard: 2048}}
+        restart: on-failure:3
+        expose: ["80"]
+        secrets: [token]
+        configs: [{source: motd, target: /etc/motd, mode: 0440}]
+        deploy:
+          replicas: 1
+          endpoint_mode: dnsrr
+          labels: {tier: api}
+          placement: {constraints: [node.role==manager], max_replicas_per_node: 1}
+          update_config: {parallelism: 1, delay: 2s, order: start-first}
+          rollback_config: {parallelism: 1, failure_action: pause}
+          resources: {limits: {memory: 64m, pids: 40}}
+    secrets:
+      token: {environment: TOKEN}
+    configs:
+      motd: {content: "hello ${NAME}"}
+    """
+
+
+@pytest.fixture
+def swarm_endpoint(server, engine):
+    """A single-node swarm on a namespace host of this file's own, as an environment of the session's server."""
+    host = make_namespace_host(21)  # host numbers: see conftest.NAMESPACE_HOSTS
+    try:
+        host.start_engine()
+        host.load_image(engine)
+        host.client().swarm.init(advertise_addr=host.address)
+        r = server.api("POST", "/api/endpoints", json={"Name": f"{PREFIX}-swarm", "EndpointCreationType": 1,
+                                                       "URL": f"unix://{host.socket}"})
+        assert r.status_code == 200, r.text
+        yield host, r.json()["Id"]
+        server.api("DELETE", f"/api/endpoints/{r.json()['Id']}")
+    finally:
+        with contextlib.suppress(docker.errors.DockerException):
+            host.client().swarm.leave(force=True)
+        host.stop_engine()
+        remove_namespace_host(host.name, host.name.replace("node", "veth"), host.root)
+
+
+def test_a_swarm_stack_gives_its_services_the_keys_a_swarm_service_has(server, swarm_endpoint):
+    host, endpoint_id = swarm_endpoint
+    name = f"{PREFIX}swarmkeys"
+    text = textwrap.dedent(SWARM_KEYS).replace("BUSYBOX", BUSYBOX).replace('"LABEL"', f'"{TEST_LABEL}"')
+    r = server.api("POST", f"/api/stacks/create/swarm/string?endpointId={endpoint_id}", timeout=150, json={
+        "Name": name, "StackFileContent": text, "Env": [{"name": "TOKEN", "value": "s3cret"},
+                                                        {"name": "NAME", "value": "world"}]})
+    assert r.status_code == 200, r.text
+    client = host.client()
+    spec = client.services.get(f"{name}_api").attrs["Spec"]
+    container = spec["TaskTemplate"]["ContainerSpec"]
+    assert container["DNSConfig"] == {"Nameservers": ["10.0.0.53"], "Search": ["example.test"]}
+    assert container["Hosts"] == ["10.0.0.5 db.local"] and container["Groups"] == ["100"]
+    assert container["Init"] is True and container["ReadOnly"] is True and container["StopSignal"] == "SIGINT"
+    assert container["Ulimits"] == [{"Name": "nofile", "Soft": 1024, "Hard": 2048}]
+    assert spec["TaskTemplate"]["RestartPolicy"]["Condition"] == "on-failure"
+    assert spec["TaskTemplate"]["RestartPolicy"]["MaxAttempts"] == 3
+    assert spec["TaskTemplate"]["Placement"]["Constraints"] == ["node.role==manager"]
+    assert spec["TaskTemplate"]["Placement"]["MaxReplicas"] == 1
+    assert spec["TaskTemplate"]["Resources"]["Limits"] == {"MemoryBytes": 64 * 1024 ** 2, "Pids": 40}
+    assert spec["UpdateConfig"]["Order"] == "start-first" and spec["UpdateConfig"]["Delay"] == 2_000_000_000
+    assert spec["RollbackConfig"]["FailureAction"] == "pause"
+    assert spec["EndpointSpec"]["Mode"] == "dnsrr" and spec["Labels"]["tier"] == "api"
+    assert [s["File"]["Name"] for s in container["Secrets"]] == ["token"]
+    assert [(c["File"]["Name"], c["File"]["Mode"]) for c in container["Configs"]] == [("/etc/motd", 0o440)]
+    config = client.configs.list(filters={"name": f"{name}_motd"})[0]
+    assert base64.b64decode(config.attrs["Spec"]["Data"]) == b"hello world"
+    stack = next(s for s in server.api("GET", "/api/stacks").json() if s["Name"] == name)
+    assert server.api("DELETE", f"/api/stacks/{stack['Id']}?endpointId={endpoint_id}",
+                      timeout=120).status_code in (200, 204)
