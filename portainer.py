@@ -4207,33 +4207,143 @@ def load_yaml(text: str, file_name: str, budget: int = MAX_COMPOSE_NODES) -> Any
         loader.dispose()
 
 
-INTERPOLATION = re.compile(r"\$(?:(?P<escaped>\$)|(?P<named>[_a-zA-Z][_a-zA-Z0-9]*)|\{(?P<braced>[^}]*)\}|(?P<bad>))")
-BRACED = re.compile(r"^(?P<name>[_a-zA-Z][_a-zA-Z0-9]*)(?:(?P<op>:?[-?])(?P<arg>.*))?$", re.S)
+VARIABLE_NAME = re.compile(r"[_a-zA-Z][_a-zA-Z0-9]*")
+INTERPOLATION_OPERATORS = (":-", ":?", ":+", "-", "?", "+")
 DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|ms|s|m|h)")
 SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([bkmg]?)b?$", re.I)
+PORT_RANGE = re.compile(r"^(\d{1,5})(?:-(\d{1,5}))?$")
 
+# Every key of the Compose Specification, by where it appears. A key in a table is read; a key in a *_REFUSED
+# table is refused with its reason; any other key is refused as unknown. `x-*` keys are extensions, allowed anywhere.
+TOP_LEVEL_KEYS = {"version", "services", "networks", "volumes", "configs", "secrets", "name", "include"}
+TOP_LEVEL_REFUSED = {"models": "AI models ('models') need Docker Model Runner, which this server does not drive"}
+# Service keys that set one engine field: compose key -> (section, field, kind).
+SERVICE_FIELDS = {
+    "privileged": ("host", "Privileged", "bool"), "read_only": ("host", "ReadonlyRootfs", "bool"),
+    "init": ("host", "Init", "bool"), "oom_kill_disable": ("host", "OomKillDisable", "bool"),
+    "tty": ("config", "Tty", "bool"), "stdin_open": ("config", "OpenStdin", "bool"),
+    "domainname": ("config", "Domainname", "string"), "mac_address": ("config", "MacAddress", "string"),
+    "stop_signal": ("config", "StopSignal", "string"), "cgroup_parent": ("host", "CgroupParent", "string"),
+    "userns_mode": ("host", "UsernsMode", "string"), "uts": ("host", "UTSMode", "string"),
+    "runtime": ("host", "Runtime", "string"), "isolation": ("host", "Isolation", "string"),
+    "cpuset": ("host", "CpusetCpus", "string"),
+    "cpu_shares": ("host", "CpuShares", "int"), "cpu_quota": ("host", "CpuQuota", "int"),
+    "cpu_period": ("host", "CpuPeriod", "int"), "cpu_count": ("host", "CpuCount", "int"),
+    "cpu_percent": ("host", "CpuPercent", "int"), "pids_limit": ("host", "PidsLimit", "int"),
+    "oom_score_adj": ("host", "OomScoreAdj", "int"), "mem_swappiness": ("host", "MemorySwappiness", "int"),
+    "cpu_rt_runtime": ("host", "CpuRealtimeRuntime", "microseconds"),
+    "cpu_rt_period": ("host", "CpuRealtimePeriod", "microseconds"),
+    "mem_limit": ("host", "Memory", "size"), "memswap_limit": ("host", "MemorySwap", "size"),
+    "mem_reservation": ("host", "MemoryReservation", "size"), "shm_size": ("host", "ShmSize", "size"),
+    "cpus": ("host", "NanoCpus", "cpus"),
+    "dns": ("host", "Dns", "list"), "dns_search": ("host", "DnsSearch", "list"),
+    "dns_opt": ("host", "DnsOptions", "list"),
+    "group_add": ("host", "GroupAdd", "list"), "security_opt": ("host", "SecurityOpt", "list"),
+    "device_cgroup_rules": ("host", "DeviceCgroupRules", "list"),
+    "sysctls": ("host", "Sysctls", "map"), "storage_opt": ("host", "StorageOpt", "map"),
+}
+# Service keys read by their own code below.
 SERVICE_KEYS = {"image", "command", "entrypoint", "environment", "env_file", "ports", "volumes", "networks",
                 "depends_on", "restart", "labels", "healthcheck", "user", "working_dir", "hostname", "cap_add",
-                "cap_drop", "logging", "deploy", "container_name", "configs", "secrets", "stop_grace_period"}
-TOP_LEVEL_KEYS = {"version", "services", "networks", "volumes", "configs", "secrets", "name"}
-NETWORK_KEYS = {"driver", "driver_opts", "external", "name", "labels", "internal", "attachable"}
+                "cap_drop", "logging", "deploy", "container_name", "configs", "secrets", "stop_grace_period",
+                "expose", "network_mode", "platform", "devices", "extra_hosts", "pid", "ipc", "cgroup", "tmpfs",
+                "ulimits", "blkio_config", "gpus", "links", "external_links", "volumes_from", "pull_policy",
+                "profiles", "scale", "extends", "attach", "label_file", "develop", *SERVICE_FIELDS}
+SERVICE_REFUSED = {
+    "build": "building images is not supported here: use an image",
+    "annotations": "container annotations need Docker Engine 24 (API 1.43); portainer.py speaks API 1.41",
+    "credential_spec": "credential specs are for Windows containers, which this server does not run",
+    "post_start": "lifecycle hooks (post_start) are not supported: run the command in the entrypoint",
+    "pre_stop": "lifecycle hooks (pre_stop) are not supported: handle the stop signal in the container",
+    "provider": "services run by a provider plugin are not supported",
+    "models": "AI models ('models') need Docker Model Runner, which this server does not drive",
+    "use_api_socket": "giving a container the Docker API socket is not supported: it would hand it the engine",
+}
+# Keys a Swarm service has no field for; `docker stack deploy` would silently drop them, this server says so.
+SWARM_UNSUPPORTED = {"privileged", "devices", "network_mode", "pid", "ipc", "cgroup", "cgroup_parent", "userns_mode",
+                     "uts", "runtime", "links", "external_links", "volumes_from", "mac_address", "shm_size",
+                     "tmpfs", "security_opt", "cpu_shares", "cpu_quota", "cpu_period", "cpu_count", "cpu_percent",
+                     "cpu_rt_runtime", "cpu_rt_period", "cpuset", "mem_limit", "memswap_limit", "mem_reservation",
+                     "mem_swappiness", "cpus", "pids_limit", "oom_kill_disable", "device_cgroup_rules", "blkio_config",
+                     "storage_opt", "gpus", "domainname", "container_name", "scale", "pull_policy",
+                     "platform", "oom_score_adj"}
+NETWORK_KEYS = {"driver", "driver_opts", "external", "name", "labels", "internal", "attachable", "enable_ipv6",
+                "ipam", "enable_ipv4"}
+IPAM_KEYS = {"driver", "config", "options"}
+IPAM_POOL_KEYS = {"subnet", "ip_range", "gateway", "aux_addresses"}
 VOLUME_KEYS = {"driver", "driver_opts", "external", "name", "labels"}
-FILE_OBJECT_KEYS = {"file", "external", "name", "labels"}
-HEALTHCHECK_KEYS = {"test", "interval", "timeout", "retries", "start_period", "disable"}
-DEPLOY_KEYS = {"replicas", "resources", "mode", "labels", "restart_policy"}
+FILE_OBJECT_KEYS = {"file", "environment", "content", "external", "name", "labels", "template_driver", "driver",
+                    "driver_opts"}
+HEALTHCHECK_KEYS = {"test", "interval", "timeout", "retries", "start_period", "start_interval", "disable"}
+DEPLOY_KEYS = {"replicas", "resources", "mode", "labels", "restart_policy", "placement", "update_config",
+               "rollback_config", "endpoint_mode"}
 RESOURCE_KEYS = {"limits", "reservations"}
-RESOURCE_VALUE_KEYS = {"cpus", "memory"}
+RESOURCE_VALUE_KEYS = {"cpus", "memory", "pids", "devices", "generic_resources"}
 RESTART_POLICY_KEYS = {"condition", "delay", "max_attempts", "window"}
-PORT_KEYS = {"target", "published", "protocol", "host_ip", "mode"}
-MOUNT_KEYS = {"type", "source", "target", "read_only"}
-SERVICE_NETWORK_KEYS = {"aliases"}
+PLACEMENT_KEYS = {"constraints", "preferences", "max_replicas_per_node"}
+UPDATE_CONFIG_KEYS = {"parallelism", "delay", "failure_action", "monitor", "max_failure_ratio", "order"}
+PORT_KEYS = {"target", "published", "protocol", "host_ip", "mode", "name", "app_protocol"}
+MOUNT_KEYS = {"type", "source", "target", "read_only", "bind", "volume", "tmpfs", "consistency", "image"}
+SERVICE_NETWORK_KEYS = {"aliases", "ipv4_address", "ipv6_address", "link_local_ips", "priority", "mac_address",
+                        "driver_opts", "gw_priority", "interface_name"}
+DEVICE_REQUEST_KEYS = {"driver", "count", "device_ids", "capabilities", "options"}
 DEPENDENCY_CONDITIONS = ("service_started", "service_healthy", "service_completed_successfully")
+PULL_POLICIES = ("always", "never", "missing", "if_not_present")
+# Keys whose lists an `extends` appends to the base service's instead of replacing them.
+EXTENDS_APPENDED = {"ports", "expose", "external_links", "dns", "dns_search", "dns_opt", "tmpfs", "cap_add",
+                    "cap_drop", "security_opt", "group_add", "device_cgroup_rules", "links", "volumes_from",
+                    "devices", "volumes", "env_file", "profiles", "configs", "secrets", "extra_hosts"}
+EXTENDS_MERGED_BY_KEY = {"environment", "labels", "sysctls", "extra_hosts", "storage_opt", "ulimits", "annotations"}
+# Refusals from the security settings, named by the field the body rules found: engine field -> compose key.
+ENGINE_FIELD_KEYS = {"Binds": "volumes", "Mounts": "volumes", "NetworkMode": "network_mode", "PidMode": "pid",
+                     "IpcMode": "ipc", "CgroupnsMode": "cgroup", "Cgroup": "cgroup", "UTSMode": "uts",
+                     "UsernsMode": "userns_mode", "VolumesFrom": "volumes_from", "SecurityOpt": "security_opt",
+                     "CapAdd": "cap_add", "Devices": "devices", "DeviceRequests": "gpus", "Links": "links"}
+SECURITY_SETTING_NAMES = {
+    "allowBindMountsForRegularUsers": "bind mounts for non-administrators",
+    "allowPrivilegedModeForRegularUsers": "privileged mode for non-administrators",
+    "allowHostNamespaceForRegularUsers": "host namespaces for non-administrators",
+    "allowDeviceMappingForRegularUsers": "device mapping for non-administrators",
+    "allowContainerCapabilitiesForRegularUsers": "container capabilities for non-administrators",
+    "allowSysctlSettingForRegularUsers": "sysctl settings for non-administrators",
+}
+
+
+def empty_marked_map(line: int) -> "MarkedMap":
+    empty = MarkedMap()
+    empty.line, empty.key_lines = line, {}
+    return empty
+
+
+def read_env_file_text(text: str) -> dict[str, str]:
+    """KEY=VALUE lines as docker compose reads a .env or env_file: comments, `export`, quotes."""
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export "):].lstrip()
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+            if line.partition("=")[2].strip()[0] == '"':
+                value = value.replace("\\n", "\n").replace('\\"', '"')
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        values[key.strip()] = value
+    return values
 
 
 class ComposeFile:
-    """A compose file parsed, interpolated from the stack's env and checked, key by key, into plain settings.
+    """A compose project parsed, interpolated from the stack's env and the project's `.env`, and checked, key by key,
+    into plain settings.
 
-    Every key is either understood or refused with the file, line and key: nothing is silently ignored.
+    Every key of the Compose Specification is either understood or refused with the file, line and key and why:
+    nothing is silently ignored.
     """
 
     def __init__(self, text: str, env: dict[str, str], project: str, project_dir: str, swarm: bool = False,
@@ -4243,19 +4353,19 @@ class ComposeFile:
         self.files = files or {}  # the stack's files about to be written, by path relative to project_dir
         self.file_name = file_name
         self.swarm = swarm
-        self.env = env
-        document = load_yaml(text, file_name)
-        if not isinstance(document, MarkedMap):
-            raise BadRequest(f"{file_name}, line 1: a compose file is a mapping with a 'services' key")
         self.budget = MAX_COMPOSE_NODES
-        document = self.interpolate(document, document.line)
-        self.check_keys(document, TOP_LEVEL_KEYS, "")
-        if document.get("name") not in (None, project):
-            raise self.error(document, "name", f"the top-level 'name' must be the stack's name, {project!r}")
+        # The stack's env wins over the project's .env, as a shell's variables do for docker compose.
+        self.env = {**self.dot_env(), **env}
+        self.env.setdefault("COMPOSE_PROJECT_NAME", project)
+        document = self.load(text, file_name)
+        # The top-level `name` is the stack's name: docker compose run with `-p <stack>` (as Portainer runs it) lets
+        # the project name given win over the file's, so any `name` is accepted and the stack's name used.
+        self.top_level_name = self.string(document, "name", "")
+        self.includes(document)
         services = document.get("services")
         if not isinstance(services, MarkedMap) or not services:
             raise self.error(document, "services", "'services' must be a mapping with at least one service")
-        self.networks = {name: self.top_level_object(document["networks"], name, NETWORK_KEYS, "networks")
+        self.networks = {name: self.network_object(document["networks"], name)
                          for name in self.mapping(document, "networks", "")}
         self.volumes = {name: self.top_level_object(document["volumes"], name, VOLUME_KEYS, "volumes")
                         for name in self.mapping(document, "volumes", "")}
@@ -4263,11 +4373,40 @@ class ComposeFile:
                         for name in self.mapping(document, "configs", "")}
         self.secrets = {name: self.file_object(document["secrets"], name, "secrets")
                         for name in self.mapping(document, "secrets", "")}
-        self.services = {name: self.service(services, name) for name in services}
+        self.profiles = [p for p in self.env.get("COMPOSE_PROFILES", "").replace(" ", "").split(",") if p]
+        raw_services = {name: self.extended(services, name, [], self.file_name) for name in services}
+        self.enabled = [name for name, raw in raw_services.items() if self.profile_enabled(raw, name)]
+        self.services = {name: self.service(services, raw_services[name], name) for name in self.enabled}
         self.order = self.dependency_order()
         if any("default" in s["networks"] for s in self.services.values()) and "default" not in self.networks:
             self.networks["default"] = {"name": f"{project}_default", "external": False, "driver": None,
-                                        "driver_opts": {}, "labels": {}, "internal": False, "attachable": False}
+                                        "driver_opts": {}, "labels": {}, "internal": False, "attachable": False,
+                                        "enable_ipv6": False, "ipam": None}
+
+    def load(self, text: str, file_name: str) -> MarkedMap:
+        document = load_yaml(text, file_name)
+        if not isinstance(document, MarkedMap):
+            raise BadRequest(f"{file_name}, line 1: a compose file is a mapping with a 'services' key")
+        previous, self.file_name = self.file_name, file_name
+        try:
+            document = self.interpolate(document, document.line)
+            for key, reason in TOP_LEVEL_REFUSED.items():
+                if key in document:
+                    raise self.error(document, key, f"'{key}' is not supported: {reason}")
+            self.check_keys(document, TOP_LEVEL_KEYS, "")
+        finally:
+            self.file_name = previous
+        return document
+
+    def dot_env(self) -> dict[str, str]:
+        """The project's `.env`, which docker compose reads for interpolation."""
+        if ".env" in self.files:
+            return read_env_file_text(self.files[".env"].decode(errors="replace"))
+        path = os.path.join(self.project_dir, ".env")
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                return read_env_file_text(f.read(1024 * 1024).decode(errors="replace"))
+        return {}
 
     # -- errors and generic checks ----------------------------------------------------------------------------
     def error(self, mapping: MarkedMap, key: str, message: str) -> BadRequest:
@@ -4284,9 +4423,7 @@ class ComposeFile:
         if value is None:
             if required:
                 raise self.error(parent, key, f"'{path}{key}' is required")
-            empty = MarkedMap()
-            empty.line, empty.key_lines = parent.line_of(key), {}
-            return empty
+            return empty_marked_map(parent.line_of(key))
         if not isinstance(value, MarkedMap):
             raise self.error(parent, key, f"'{path}{key}' must be a mapping")
         return value
@@ -4299,13 +4436,44 @@ class ComposeFile:
             raise self.error(parent, key, f"'{path}{key}' must be a string")
         return str(value)
 
+    def boolean(self, parent: MarkedMap, key: str, path: str) -> bool | None:
+        value = parent.get(key)
+        if value is None:
+            return None
+        if isinstance(value, str) and value.lower() in ("true", "false"):  # an interpolated "${FLAG}"
+            return value.lower() == "true"
+        if not isinstance(value, bool):
+            raise self.error(parent, key, f"'{path}{key}' must be true or false")
+        return value
+
+    def integer(self, parent: MarkedMap, key: str, path: str) -> int | None:
+        value = parent.get(key)
+        if value is None:
+            return None
+        if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
+            return int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(parent, key, f"'{path}{key}' must be a whole number")
+        return value
+
+    def number(self, parent: MarkedMap, key: str, path: str) -> float | None:
+        value = parent.get(key)
+        if value is None:
+            return None
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        except ValueError:
+            raise self.error(parent, key, f"'{path}{key}' must be a number") from None
+
     def string_list(self, parent: MarkedMap, key: str, path: str) -> list[str]:
         value = parent.get(key)
         if value is None:
             return []
-        if isinstance(value, str):
-            return [value]
-        if not isinstance(value, list) or any(isinstance(v, (dict, list)) for v in value):
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            return [str(value)]
+        if not isinstance(value, list) or any(isinstance(v, (dict, list)) or v is None for v in value):
             raise self.error(parent, key, f"'{path}{key}' must be a list of strings")
         return [str(v) for v in value]
 
@@ -4320,19 +4488,22 @@ class ComposeFile:
                 raise self.error(parent, key, f"'{path}{key}': {exc}") from None
         return self.string_list(parent, key, path)
 
-    def key_values(self, parent: MarkedMap, key: str, path: str) -> dict[str, str | None]:
+    def key_values(self, parent: MarkedMap, key: str, path: str, separator: str = "=") -> dict[str, str | None]:
         """environment/labels/driver_opts: a mapping, or a list of KEY=VALUE (KEY alone: from the stack's env)."""
         value = parent.get(key)
         if value is None:
             return {}
         if isinstance(value, MarkedMap):
+            for k, v in value.items():
+                if isinstance(v, (dict, list)):
+                    raise self.error(value, k, f"'{path}{key}.{k}' must be a string")
             return {k: None if v is None else scalar_text(v) for k, v in value.items()}
         if isinstance(value, list):
             result: dict[str, str | None] = {}
             for item in value:
                 if not isinstance(item, str):
-                    raise self.error(parent, key, f"'{path}{key}' items must be KEY=VALUE strings")
-                name, sep, text = item.partition("=")
+                    raise self.error(parent, key, f"'{path}{key}' items must be KEY{separator}VALUE strings")
+                name, sep, text = item.partition(separator)
                 result[name] = text if sep else None
             return result
         raise self.error(parent, key, f"'{path}{key}' must be a mapping or a list")
@@ -4355,6 +4526,8 @@ class ComposeFile:
         value = parent.get(key)
         if value is None:
             return None
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
         match = SIZE.match(str(value).strip())
         if not match:
             raise self.error(parent, key, f"'{path}{key}' must be a size such as 512m or 1g")
@@ -4366,42 +4539,223 @@ class ComposeFile:
         if self.budget < 0:  # YAML aliases can make a small file expand without end
             raise BadRequest(f"{self.file_name}: the file expands to more than {MAX_COMPOSE_NODES} values")
         if isinstance(value, MarkedMap):
-            result = MarkedMap()
-            result.line, result.key_lines = value.line, value.key_lines
+            result = empty_marked_map(value.line)
+            result.key_lines = value.key_lines
             for key, item in value.items():
                 result[key] = self.interpolate(item, value.line_of(key))
             return result
         if isinstance(value, list):
             return [self.interpolate(item, line) for item in value]
         if isinstance(value, str) and "$" in value:
-            return INTERPOLATION.sub(lambda m: self.substitute(m, line), value)
+            return self.substitute(value, line)
         return value
 
-    def substitute(self, match: re.Match, line: int) -> str:
-        if match.group("escaped"):
-            return "$"
-        if match.group("named"):
-            return self.env.get(match.group("named"), "")
-        braced = match.group("braced")
-        parsed = BRACED.match(braced) if braced is not None else None
-        if parsed is None:
-            raise BadRequest(f"{self.file_name}, line {line}: invalid interpolation {match.group(0)!r}",
-                             "use $VAR, ${VAR}, ${VAR:-default}, ${VAR:?message}, or $$ for a literal $")
-        name, op, arg = parsed.group("name"), parsed.group("op"), parsed.group("arg")
+    def invalid_interpolation(self, text: str, line: int) -> BadRequest:
+        return BadRequest(f"{self.file_name}, line {line}: invalid interpolation {text!r}",
+                          "use $VAR, ${VAR}, ${VAR:-default}, ${VAR:+alternative}, ${VAR:?message}, or $$ for a "
+                          "literal $")
+
+    def substitute(self, text: str, line: int) -> str:
+        """$VAR, ${VAR}, ${VAR:-x}, ${VAR-x}, ${VAR:+x}, ${VAR+x}, ${VAR:?e}, ${VAR?e} and $$, as docker compose reads
+        them; the x of a default or alternative may itself hold interpolations (${A:-${B:-x}})."""
+        out: list[str] = []
+        position = 0
+        while True:
+            dollar = text.find("$", position)
+            if dollar < 0:
+                out.append(text[position:])
+                return "".join(out)
+            out.append(text[position:dollar])
+            following = text[dollar + 1:dollar + 2]
+            if following == "$":
+                out.append("$")
+                position = dollar + 2
+            elif following == "{":
+                value, position = self.braced(text, dollar, line)
+                out.append(value)
+            else:
+                match = VARIABLE_NAME.match(text, dollar + 1)
+                if not match:
+                    raise self.invalid_interpolation(text[dollar:dollar + 10], line)
+                out.append(self.env.get(match.group(0), ""))
+                position = match.end()
+
+    def braced(self, text: str, dollar: int, line: int) -> tuple[str, int]:
+        """One ${...} starting at `dollar`: its value and where the text goes on after its closing brace."""
+        match = VARIABLE_NAME.match(text, dollar + 2)
+        if not match:
+            raise self.invalid_interpolation(text[dollar:dollar + 20], line)
+        name, position = match.group(0), match.end()
+        if text[position:position + 1] == "}":
+            return self.env.get(name, ""), position + 1
+        operator = next((op for op in INTERPOLATION_OPERATORS if text.startswith(op, position)), None)
+        if operator is None:
+            raise self.invalid_interpolation(text[dollar:position + 10], line)
+        start = end = position + len(operator)
+        depth = 0
+        while end < len(text):
+            if text.startswith("$$", end):
+                end += 2
+                continue
+            if text.startswith("${", end):
+                depth += 1
+                end += 2
+                continue
+            if text[end] == "}":
+                if depth == 0:
+                    break
+                depth -= 1
+            end += 1
+        else:
+            raise self.invalid_interpolation(text[dollar:dollar + 20], line)
+        argument = text[start:end]
         value = self.env.get(name)
-        missing = value is None or (op is not None and op.startswith(":") and value == "")
-        if op in (":-", "-") and missing:
-            return INTERPOLATION.sub(lambda m: self.substitute(m, line), arg)
-        if op in (":?", "?") and missing:
-            raise BadRequest(f"{self.file_name}, line {line}: variable {name} is required: {arg}")
-        return value or ""
+        unset = value is None or (operator.startswith(":") and value == "")
+        if operator in (":-", "-"):
+            return (self.substitute(argument, line) if unset else value), end + 1
+        if operator in (":+", "+"):
+            return ("" if unset else self.substitute(argument, line)), end + 1
+        if unset:
+            raise BadRequest(f"{self.file_name}, line {line}: variable {name} is required: "
+                             f"{self.substitute(argument, line)}")
+        return value, end + 1
+
+    # -- include, extends, profiles ---------------------------------------------------------------------------
+    def read_compose_file(self, parent: MarkedMap, key: str, relative: str) -> MarkedMap:
+        text = self.read_project_file(parent, key, relative).decode(errors="replace")
+        return self.load(text, os.path.normpath(relative))
+
+    def includes(self, document: MarkedMap) -> None:
+        """`include`: other compose files of the project, their services, networks, volumes, configs and secrets
+        added to this one's; a name both define is refused, as docker compose refuses it."""
+        entries = document.get("include")
+        if entries is None:
+            return
+        if not isinstance(entries, list):
+            raise self.error(document, "include", "'include' must be a list of files")
+        for entry in entries:
+            if isinstance(entry, MarkedMap):
+                self.check_keys(entry, {"path", "project_directory", "env_file"}, "include.")
+                if entry.get("project_directory") not in (None, ".", "./"):
+                    raise self.error(entry, "project_directory", "'include.project_directory' other than the "
+                                                                 "project's own directory is not supported")
+                if entry.get("env_file") is not None:
+                    raise self.error(entry, "env_file", "'include.env_file' is not supported: put the variables "
+                                                        "in the stack's env or the project's .env")
+                paths = self.string_list(entry, "path", "include.")
+            elif isinstance(entry, str):
+                paths = [entry]
+            else:
+                raise self.error(document, "include", "'include' items are file paths or mappings with 'path'")
+            for relative in paths:
+                included = self.read_compose_file(document, "include", relative)
+                for section in ("services", "networks", "volumes", "configs", "secrets"):
+                    theirs = included.get(section)
+                    if theirs is None:
+                        continue
+                    if not isinstance(theirs, MarkedMap):
+                        raise BadRequest(f"{relative}: '{section}' must be a mapping")
+                    mine = document.get(section)
+                    if mine is None:
+                        document[section] = mine = empty_marked_map(document.line_of("include"))
+                        document.key_lines[section] = document.line_of("include")
+                    for name, item in theirs.items():
+                        if name in mine:
+                            raise self.error(document, "include", f"{relative} defines {section}.{name}, which "
+                                                                  f"this file defines too")
+                        mine[name] = item
+                        mine.key_lines[name] = document.line_of("include")
+
+    def extended(self, services: MarkedMap, name: str, chain: list[str], file_name: str) -> MarkedMap:
+        """A service with what it `extends` merged in, as docker compose merges it (the service's own keys win,
+        mappings merge, lists such as ports or dns add up)."""
+        raw = self.mapping(services, name, "services.", required=True)
+        if "extends" not in raw:
+            return raw
+        extends = raw["extends"]
+        path = f"services.{name}.extends"
+        if isinstance(extends, str):
+            extends = MarkedMap({"service": extends})
+            extends.line, extends.key_lines = raw.line_of("extends"), {}
+        if not isinstance(extends, MarkedMap):
+            raise self.error(raw, "extends", f"'{path}' must be a service name or a mapping")
+        self.check_keys(extends, {"service", "file"}, path + ".")
+        base_name = self.string(extends, "service", path + ".")
+        if not base_name:
+            raise self.error(extends, "service", f"'{path}.service' is required")
+        where = (extends.get("file") or file_name, base_name)
+        if f"{where[0]}:{base_name}" in chain:
+            raise self.error(raw, "extends", "services extend each other in a cycle: " + " -> ".join(
+                chain + [f"{where[0]}:{base_name}"]))
+        if extends.get("file") is not None:
+            other = self.read_compose_file(extends, "file", self.string(extends, "file", path + "."))
+            other_services = other.get("services")
+            if not isinstance(other_services, MarkedMap) or base_name not in other_services:
+                raise self.error(extends, "service", f"{extends['file']} has no service {base_name!r}")
+            base = self.extended(other_services, base_name, chain + [f"{file_name}:{name}"], str(extends["file"]))
+        else:
+            if base_name not in services:
+                raise self.error(extends, "service", f"'{path}.service' names {base_name!r}, which is not a service")
+            base = self.extended(services, base_name, chain + [f"{file_name}:{name}"], file_name)
+        merged = empty_marked_map(raw.line)
+        for key, value in base.items():
+            if key != "extends":
+                merged[key] = value
+                merged.key_lines[key] = raw.line_of("extends")
+        for key, value in raw.items():
+            if key == "extends":
+                continue
+            merged[key] = self.merged_value(key, merged.get(key), value)
+            merged.key_lines[key] = raw.line_of(key)
+        return merged
+
+    def merged_value(self, key: str, base: Any, local: Any) -> Any:
+        if base is None:
+            return local
+        if key in EXTENDS_MERGED_BY_KEY or isinstance(base, MarkedMap) and isinstance(local, MarkedMap):
+            as_map = [self.as_mapping(v, key) for v in (base, local)]
+            if all(m is not None for m in as_map):
+                merged = empty_marked_map(local.line if isinstance(local, MarkedMap) else 0)
+                merged.update(as_map[0])
+                merged.key_lines = {**getattr(as_map[0], "key_lines", {}), **getattr(as_map[1], "key_lines", {})}
+                for k, v in as_map[1].items():
+                    merged[k] = self.merged_value(k, merged.get(k), v) if key not in EXTENDS_MERGED_BY_KEY else v
+                return merged
+        if key in EXTENDS_APPENDED:
+            base, local = ([v] if isinstance(v, (str, int)) else v for v in (base, local))
+        if key in EXTENDS_APPENDED and isinstance(base, list) and isinstance(local, list):
+            if key in ("volumes", "devices"):  # one per target: the service's own wins
+                targets = {self.mount_target(item) for item in local}
+                base = [item for item in base if self.mount_target(item) not in targets]
+            return base + [item for item in local if item not in base]
+        return local
+
+    @staticmethod
+    def as_mapping(value: Any, key: str) -> dict | None:
+        if isinstance(value, dict):
+            return value
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            separator = ":" if key == "extra_hosts" else "="
+            return {v.partition(separator)[0]: (v.partition(separator)[2] if separator in v else None)
+                    for v in value}
+        return None
+
+    @staticmethod
+    def mount_target(item: Any) -> str:
+        if isinstance(item, dict):
+            return str(item.get("target"))
+        parts = str(item).split(":")
+        return parts[1] if len(parts) > 1 else parts[0]
+
+    def profile_enabled(self, raw: MarkedMap, name: str) -> bool:
+        profiles = self.string_list(raw, "profiles", f"services.{name}.")
+        return not profiles or any(p in self.profiles or p == "*" for p in profiles) or "*" in self.profiles
 
     # -- top-level objects ------------------------------------------------------------------------------------
     def top_level_object(self, parent: MarkedMap, name: str, allowed: set, kind: str) -> dict:
         raw = parent.get(name)
         if raw is None:
-            raw = MarkedMap()
-            raw.line, raw.key_lines = parent.line_of(name), {}
+            raw = empty_marked_map(parent.line_of(name))
         if not isinstance(raw, MarkedMap):
             raise self.error(parent, name, f"'{kind}.{name}' must be a mapping")
         path = f"{kind}.{name}."
@@ -4412,13 +4766,41 @@ class ComposeFile:
             external = True
         else:
             external_name = None
-        if external not in (None, True, False):
-            raise self.error(raw, "external", f"'{path}external' must be true or false")
+            external = self.boolean(raw, "external", path)
         given_name = self.string(raw, "name", path) or external_name
         return {"name": given_name or (name if external else f"{self.project}_{name}"), "external": bool(external),
                 "driver": self.string(raw, "driver", path), "driver_opts": self.key_values(raw, "driver_opts", path),
                 "labels": self.key_values(raw, "labels", path), "internal": bool(raw.get("internal")),
-                "attachable": bool(raw.get("attachable"))}
+                "attachable": bool(raw.get("attachable")), "line": parent.line_of(name)}
+
+    def network_object(self, parent: MarkedMap, name: str) -> dict:
+        network = self.top_level_object(parent, name, NETWORK_KEYS, "networks")
+        raw = parent.get(name) or empty_marked_map(parent.line_of(name))
+        path = f"networks.{name}."
+        for key in ("internal", "attachable"):
+            network[key] = bool(self.boolean(raw, key, path))
+        network["enable_ipv6"] = bool(self.boolean(raw, "enable_ipv6", path))
+        if self.boolean(raw, "enable_ipv4", path) is False:
+            raise self.error(raw, "enable_ipv4", f"'{path}enable_ipv4: false' needs Docker Engine 28 (API 1.48); "
+                                                 f"portainer.py speaks API 1.41")
+        network["ipam"] = None
+        if "ipam" in raw:
+            ipam = self.mapping(raw, "ipam", path)
+            self.check_keys(ipam, IPAM_KEYS, path + "ipam.")
+            pools = []
+            for pool in ipam.get("config") or []:
+                if not isinstance(pool, MarkedMap):
+                    raise self.error(ipam, "config", f"'{path}ipam.config' items must be mappings")
+                self.check_keys(pool, IPAM_POOL_KEYS, path + "ipam.config.")
+                pools.append({k: v for k, v in (
+                    ("Subnet", self.string(pool, "subnet", path + "ipam.config.")),
+                    ("IPRange", self.string(pool, "ip_range", path + "ipam.config.")),
+                    ("Gateway", self.string(pool, "gateway", path + "ipam.config.")),
+                    ("AuxiliaryAddresses", self.key_values(pool, "aux_addresses", path + "ipam.config.") or None))
+                    if v})
+            network["ipam"] = {"Driver": self.string(ipam, "driver", path + "ipam.") or "default", "Config": pools,
+                               "Options": self.key_values(ipam, "options", path + "ipam.") or None}
+        return network
 
     def file_object(self, parent: MarkedMap, name: str, kind: str) -> dict:
         raw = self.mapping(parent, name, f"{kind}.")
@@ -4426,15 +4808,30 @@ class ComposeFile:
         self.check_keys(raw, FILE_OBJECT_KEYS, path)
         if not self.swarm:
             raise self.error(parent, name, f"'{kind}' are only supported in Swarm stacks")
+        for key in ("template_driver", "driver", "driver_opts"):
+            if key in raw:
+                raise self.error(raw, key, f"'{path}{key}' is not supported: plugins for {kind} are not driven here")
         if raw.get("external"):
             return {"name": self.string(raw, "name", path) or name, "external": True, "data": None}
-        file_path = self.string(raw, "file", path)
-        if not file_path:
-            raise self.error(raw, "file", f"'{path}file' is required (or external: true)")
+        sources = [key for key in ("file", "environment", "content") if raw.get(key) is not None]
+        if len(sources) != 1:
+            raise self.error(raw, sources[1] if len(sources) > 1 else "file",
+                             f"'{kind}.{name}' needs one of file, environment or content (or external: true)")
+        source = sources[0]
+        text = self.string(raw, source, path)
+        if source == "file":
+            data = self.read_project_file(raw, "file", text)
+        elif source == "environment":
+            if text not in self.env:
+                raise self.error(raw, "environment", f"'{path}environment' names {text!r}, which is not in the "
+                                                     f"stack's env")
+            data = self.env[text].encode()
+        else:
+            data = text.encode()
         return {"name": self.string(raw, "name", path) or f"{self.project}_{name}", "external": False,
-                "data": self.read_project_file(raw, "file", file_path), "labels": self.key_values(raw, "labels", path)}
+                "data": data, "labels": self.key_values(raw, "labels", path)}
 
-    def read_project_file(self, parent: MarkedMap, key: str, relative: str) -> bytes:
+    def read_project_file(self, parent: MarkedMap, key: str, relative: str, required: bool = True) -> bytes | None:
         """A file of the stack's own (its project directory); nothing outside it."""
         base = os.path.realpath(self.project_dir)
         path = os.path.realpath(os.path.join(base, relative))
@@ -4446,76 +4843,61 @@ class ComposeFile:
             with open(path, "rb") as f:
                 return f.read(1024 * 1024)
         except OSError:
+            if not required:
+                return None
             raise self.error(parent, key, f"{relative!r} is not one of the stack's files") from None
 
     # -- services ---------------------------------------------------------------------------------------------
-    def service(self, services: MarkedMap, name: str) -> dict:
-        raw = self.mapping(services, name, "services.", required=True)
+    def service(self, services: MarkedMap, raw: MarkedMap, name: str) -> dict:
         path = f"services.{name}."
+        for key, reason in SERVICE_REFUSED.items():
+            if key in raw:
+                raise self.error(raw, key, f"'{path}{key}' is not supported: {reason}")
         self.check_keys(raw, SERVICE_KEYS, path)
+        if self.swarm:
+            for key in raw:
+                if key in SWARM_UNSUPPORTED:
+                    raise self.error(raw, key, f"'{path}{key}' is not supported in Swarm stacks: a Swarm service "
+                                               f"has no such setting (use a compose stack)")
         image = self.string(raw, "image", path)
         if not image:
             raise self.error(services, name, f"service {name!r} needs an 'image' (building images is not supported)")
-        environment: dict[str, str] = {}
-        for env_file in self.string_list(raw, "env_file", path):
-            text = self.read_project_file(raw, "env_file", env_file).decode(errors="replace")
-            for line in text.splitlines():
-                line = line.strip()
-                if line and not line.startswith("#") and "=" in line:
-                    key, _, value = line.partition("=")
-                    environment[key.strip()] = value
-        for key, value in self.key_values(raw, "environment", path).items():
-            if value is None:
-                if key in self.env:
-                    environment[key] = self.env[key]
-            else:
-                environment[key] = value
+        service = {"config": {}, "host": {}, "sources": {}}
+        for key, (section, field_name, kind) in SERVICE_FIELDS.items():
+            if key in raw:
+                self.put(service, section, field_name, self.field_value(raw, key, path, kind), raw, path + key)
+        self.special_fields(service, raw, path, name, services)
         restart = raw.get("restart")
-        restart = "no" if restart is False or restart is None else str(restart)
-        if not re.fullmatch(r"no|always|unless-stopped|on-failure(:\d+)?", restart):
+        restart = "" if restart is None else "no" if restart is False else str(restart)
+        if not re.fullmatch(r"|no|always|unless-stopped|on-failure(:\d+)?", restart):
             raise self.error(raw, "restart", f"'{path}restart' must be no, always, unless-stopped or on-failure")
         logging_options = self.mapping(raw, "logging", path)
         self.check_keys(logging_options, {"driver", "options"}, path + "logging.")
-        deploy = self.mapping(raw, "deploy", path)
-        self.check_keys(deploy, DEPLOY_KEYS, path + "deploy.")
-        replicas = deploy.get("replicas", 1)
-        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
-            raise self.error(deploy, "replicas", f"'{path}deploy.replicas' must be a whole number")
-        mode = self.string(deploy, "mode", path + "deploy.", "replicated")
-        if mode not in ("replicated", "global"):
-            raise self.error(deploy, "mode", f"'{path}deploy.mode' must be replicated or global")
-        resources = self.mapping(deploy, "resources", path + "deploy.")
-        self.check_keys(resources, RESOURCE_KEYS, path + "deploy.resources.")
-        limits, reservations = ({}, {})
-        for kind, target in (("limits", limits), ("reservations", reservations)):
-            values = self.mapping(resources, kind, path + "deploy.resources.")
-            self.check_keys(values, RESOURCE_VALUE_KEYS, f"{path}deploy.resources.{kind}.")
-            if values.get("cpus") is not None:
-                try:
-                    target["nano_cpus"] = int(float(values["cpus"]) * 1e9)
-                except ValueError:
-                    raise self.error(values, "cpus", f"'{path}deploy.resources.{kind}.cpus' must be a number") from None
-            memory = self.size(values, "memory", f"{path}deploy.resources.{kind}.")
-            if memory is not None:
-                target["memory"] = memory
-        restart_policy = self.mapping(deploy, "restart_policy", path + "deploy.")
-        self.check_keys(restart_policy, RESTART_POLICY_KEYS, path + "deploy.restart_policy.")
-        if not self.swarm:
-            for key, hint in (("restart_policy", "use 'restart'"), ("labels", "use 'labels'"),
-                              ("mode", "use deploy.replicas")):
-                if key in deploy:
-                    raise self.error(deploy, key, f"'{path}deploy.{key}' is for Swarm stacks; {hint} here")
-        service = {
+        deploy = self.deploy(raw, path)
+        if deploy["restart"] and "restart" not in raw and not self.swarm:
+            restart = deploy["restart"]
+        replicas = deploy["replicas"]
+        scale = self.integer(raw, "scale", path)
+        if scale is not None:
+            if scale < 0 or deploy["replicas_given"] and scale != replicas:
+                raise self.error(raw, "scale", f"'{path}scale' must be a whole number that agrees with "
+                                               f"deploy.replicas")
+            replicas = scale
+        pull_policy = self.string(raw, "pull_policy", path, "missing")
+        if pull_policy not in PULL_POLICIES:
+            raise self.error(raw, "pull_policy", f"'{path}pull_policy' must be one of {', '.join(PULL_POLICIES)} "
+                                                 f"(build needs a build section; periodic pulls are not supported)")
+        service.update({
             "image": image,
             "command": self.command(raw, "command", path),
             "entrypoint": self.command(raw, "entrypoint", path),
-            "environment": environment,
+            "environment": self.environment(raw, path),
             "ports": self.ports(raw, path),
             "mounts": self.mounts(raw, path),
             "networks": self.service_networks(raw, path),
             "depends_on": self.depends_on(raw, path, services),
             "restart": restart,
-            "labels": self.key_values(raw, "labels", path),
+            "labels": self.labels(raw, path),
             "healthcheck": self.healthcheck(raw, path),
             "user": self.string(raw, "user", path),
             "working_dir": self.string(raw, "working_dir", path),
@@ -4525,30 +4907,412 @@ class ComposeFile:
             "logging": {"driver": self.string(logging_options, "driver", path + "logging."),
                         "options": self.key_values(logging_options, "options", path + "logging.")},
             "replicas": replicas,
-            "mode": mode,
-            "limits": limits,
-            "reservations": reservations,
-            "deploy_labels": self.key_values(deploy, "labels", path + "deploy."),
-            "restart_policy": {"condition": self.string(restart_policy, "condition", path),
-                               "delay": self.duration(restart_policy, "delay", path),
-                               "max_attempts": restart_policy.get("max_attempts"),
-                               "window": self.duration(restart_policy, "window", path)} if restart_policy else None,
             "container_name": self.string(raw, "container_name", path),
             "stop_grace_period": self.duration(raw, "stop_grace_period", path),
             "configs": self.file_references(raw, "configs", path, self.configs),
             "secrets": self.file_references(raw, "secrets", path, self.secrets),
-        }
+            "platform": self.string(raw, "platform", path),
+            "pull_policy": pull_policy,
+            **{k: v for k, v in deploy.items() if k not in ("restart", "replicas_given", "replicas")},
+        })
+        for key, field_name in (("cap_add", "CapAdd"), ("volumes", "Binds"), ("volumes", "Mounts"),
+                                ("ports", "PortBindings"), ("hostname", "Hostname"), ("user", "User"),
+                                ("healthcheck", "Healthcheck"), ("logging", "LogConfig")):
+            if key in raw:
+                service["sources"].setdefault(field_name, (path + key, raw.line_of(key)))
+        if self.swarm and restart and service["restart_policy"] is None:
+            # As `docker stack deploy`: `restart` becomes the service's restart policy when deploy sets none.
+            policy, _, attempts = restart.partition(":")
+            service["restart_policy"] = {"condition": {"no": "none", "on-failure": "on-failure"}.get(policy, "any"),
+                                         "delay": None, "max_attempts": int(attempts) if attempts else None,
+                                         "window": None}
         if service["container_name"] and replicas > 1:
             raise self.error(raw, "container_name", f"'{path}container_name' cannot name {replicas} replicas")
+        if service["network_mode"] and "networks" in raw:
+            raise self.error(raw, "networks", f"'{path}networks' cannot be used with network_mode")
+        if service["network_mode"]:
+            service["networks"] = {}
+        for dependency in service["implied_dependencies"]:
+            if dependency not in self.enabled:
+                raise self.error(raw, "depends_on", f"service {name!r} uses service {dependency!r}, which is not "
+                                                    f"enabled (its profiles are not in COMPOSE_PROFILES)")
+            service["depends_on"].setdefault(dependency, {"condition": "service_started", "restart": False,
+                                                          "required": True})
         return service
+
+    def put(self, service: dict, section: str, field_name: str, value: Any, raw: MarkedMap, key_path: str) -> None:
+        """An engine field the service sets, remembered with the compose key (and line) that set it."""
+        if value is None:
+            return
+        service[section][field_name] = value
+        service["sources"][field_name] = (key_path, raw.line_of(key_path.rsplit(".", 1)[-1]))
+
+    def field_value(self, raw: MarkedMap, key: str, path: str, kind: str) -> Any:
+        if kind == "bool":
+            return self.boolean(raw, key, path)
+        if kind == "string":
+            return self.string(raw, key, path)
+        if kind == "int":
+            return self.integer(raw, key, path)
+        if kind == "size":
+            if str(raw.get(key)).strip() == "-1":
+                return -1
+            return self.size(raw, key, path)
+        if kind == "cpus":
+            cpus = self.number(raw, key, path)
+            return int(cpus * 1e9) if cpus else None
+        if kind == "microseconds":
+            if isinstance(raw.get(key), str) and not raw[key].strip().lstrip("-").isdigit():
+                return self.duration(raw, key, path) // 1000
+            return self.integer(raw, key, path)
+        if kind == "list":
+            return self.string_list(raw, key, path)
+        values = self.key_values(raw, key, path)
+        return {k: v or "" for k, v in values.items()}
+
+    def special_fields(self, service: dict, raw: MarkedMap, path: str, name: str, services: MarkedMap) -> None:
+        """The service keys that map to an engine field through more than a type."""
+        implied: list[str] = []
+        service["implied_dependencies"] = implied
+
+        def other_service(key: str, value: str) -> str:
+            other = value.split(":", 1)[1]
+            if other not in services:
+                raise self.error(raw, key, f"'{path}{key}' names service {other!r}, which is not a service")
+            implied.append(other)
+            return other
+
+        service["network_mode"] = None
+        if "network_mode" in raw:
+            mode = self.string(raw, "network_mode", path)
+            if mode.startswith("service:"):
+                service["network_mode"] = ("service", other_service("network_mode", mode))
+            elif mode in ("host", "none", "bridge") or mode.startswith("container:"):
+                service["network_mode"] = ("mode", mode)
+            else:
+                raise self.error(raw, "network_mode", f"'{path}network_mode' must be host, none, bridge, "
+                                                      f"service:<name> or container:<name>")
+            service["sources"]["NetworkMode"] = (path + "network_mode", raw.line_of("network_mode"))
+        service["namespaces"] = {}
+        for key, field_name, modes in (("pid", "PidMode", ("host",)),
+                                       ("ipc", "IpcMode", ("host", "private", "shareable", "none"))):
+            if key in raw:
+                mode = self.string(raw, key, path)
+                if mode.startswith("service:"):
+                    service["namespaces"][field_name] = ("service", other_service(key, mode))
+                elif mode in modes or mode.startswith("container:"):
+                    service["namespaces"][field_name] = ("mode", mode)
+                else:
+                    raise self.error(raw, key, f"'{path}{key}' must be {', '.join(modes)}, service:<name> or "
+                                               f"container:<name>")
+                service["sources"][field_name] = (path + key, raw.line_of(key))
+        if "cgroup" in raw:
+            mode = self.string(raw, "cgroup", path)
+            if mode not in ("host", "private"):
+                raise self.error(raw, "cgroup", f"'{path}cgroup' must be host or private")
+            self.put(service, "host", "CgroupnsMode", mode, raw, path + "cgroup")
+        if "extra_hosts" in raw:
+            value = raw["extra_hosts"]
+            if isinstance(value, MarkedMap):
+                hosts = [f"{host}:{ip}" for host, values in value.items()
+                         for ip in (values if isinstance(values, list) else [values])]
+            else:
+                hosts = []
+                for entry in self.string_list(raw, "extra_hosts", path):
+                    host, sep, ip = entry.partition("=") if "=" in entry else entry.partition(":")
+                    if not sep or not host or not ip:
+                        raise self.error(raw, "extra_hosts", f"'{path}extra_hosts': {entry!r} is not host:ip")
+                    hosts.append(f"{host}:{ip}")
+            self.put(service, "host", "ExtraHosts", hosts, raw, path + "extra_hosts")
+        if "devices" in raw:
+            devices = []
+            for entry in raw["devices"] if isinstance(raw["devices"], list) else [None]:
+                if isinstance(entry, MarkedMap):
+                    self.check_keys(entry, {"source", "target", "permissions"}, path + "devices.")
+                    parts = [str(entry.get("source") or ""), str(entry.get("target") or entry.get("source") or ""),
+                             str(entry.get("permissions") or "rwm")]
+                elif isinstance(entry, str) and 1 <= len(entry.split(":")) <= 3:
+                    parts = entry.split(":")
+                    if len(parts) == 1:
+                        parts = [parts[0], parts[0], "rwm"]
+                    elif len(parts) == 2:
+                        parts = [parts[0], parts[0], parts[1]] if re.fullmatch(r"[rwm]+", parts[1]) \
+                            else [parts[0], parts[1], "rwm"]
+                else:
+                    raise self.error(raw, "devices", f"'{path}devices' must be a list of host:container[:rwm]")
+                if not parts[0].startswith("/"):
+                    raise self.error(raw, "devices", f"'{path}devices': {entry!r} is not /dev/host:/dev/container")
+                devices.append({"PathOnHost": parts[0], "PathInContainer": parts[1], "CgroupPermissions": parts[2]})
+            self.put(service, "host", "Devices", devices, raw, path + "devices")
+        if "tmpfs" in raw:
+            tmpfs = {}
+            for entry in self.string_list(raw, "tmpfs", path):
+                target, _, options = entry.partition(":")
+                if not target.startswith("/"):
+                    raise self.error(raw, "tmpfs", f"'{path}tmpfs': {entry!r} is not an absolute path")
+                tmpfs[target] = options
+            self.put(service, "host", "Tmpfs", tmpfs, raw, path + "tmpfs")
+        if "ulimits" in raw:
+            ulimits = []
+            for limit, value in self.mapping(raw, "ulimits", path).items():
+                if isinstance(value, MarkedMap):
+                    self.check_keys(value, {"soft", "hard"}, f"{path}ulimits.{limit}.")
+                    soft, hard = (self.integer(value, k, f"{path}ulimits.{limit}.") for k in ("soft", "hard"))
+                    if soft is None or hard is None:
+                        raise self.error(value, "soft", f"'{path}ulimits.{limit}' needs soft and hard")
+                else:
+                    soft = hard = self.integer(raw["ulimits"], limit, f"{path}ulimits.")
+                ulimits.append({"Name": limit, "Soft": soft, "Hard": hard})
+            self.put(service, "host", "Ulimits", ulimits, raw, path + "ulimits")
+        if "blkio_config" in raw:
+            self.blkio_config(service, raw, path)
+        if "gpus" in raw:
+            value = raw["gpus"]
+            if value == "all":
+                requests = [{"Driver": "", "Count": -1, "DeviceIDs": None, "Capabilities": [["gpu"]], "Options": {}}]
+            elif isinstance(value, list):
+                requests = [self.device_request(item, path + "gpus", raw, "gpus", ["gpu"]) for item in value]
+            else:
+                raise self.error(raw, "gpus", f"'{path}gpus' must be all or a list of devices")
+            self.put(service, "host", "DeviceRequests", requests, raw, path + "gpus")
+        links = []
+        for entry in self.string_list(raw, "links", path):
+            other, _, alias = entry.partition(":")
+            if other not in services:
+                raise self.error(raw, "links", f"'{path}links' names {other!r}, which is not a service")
+            implied.append(other)
+            links.append((other, alias or other))
+        service["links"] = links
+        if links:
+            service["sources"]["Links"] = (path + "links", raw.line_of("links"))
+        service["external_links"] = [(entry.partition(":")[0], entry.partition(":")[2] or entry.partition(":")[0])
+                                     for entry in self.string_list(raw, "external_links", path)]
+        volumes_from = []
+        for entry in self.string_list(raw, "volumes_from", path):
+            if entry.startswith("container:"):
+                target, _, mode = entry[len("container:"):].partition(":")
+                volumes_from.append(("container", target, mode))
+            else:
+                target, _, mode = entry.partition(":")
+                if target not in services:
+                    raise self.error(raw, "volumes_from", f"'{path}volumes_from' names {target!r}, which is not a "
+                                                          f"service (use container:<name> for a container)")
+                implied.append(target)
+                volumes_from.append(("service", target, mode))
+            if mode not in ("", "ro", "rw"):
+                raise self.error(raw, "volumes_from", f"'{path}volumes_from': mode must be ro or rw")
+        service["volumes_from"] = volumes_from
+        if volumes_from:
+            service["sources"]["VolumesFrom"] = (path + "volumes_from", raw.line_of("volumes_from"))
+        exposed = []
+        for entry in self.string_list(raw, "expose", path):
+            port, _, protocol = entry.partition("/")
+            match = PORT_RANGE.match(port)
+            if not match or protocol not in ("", "tcp", "udp", "sctp"):
+                raise self.error(raw, "expose", f"'{path}expose': cannot read {entry!r}")
+            first, last = int(match.group(1)), int(match.group(2) or match.group(1))
+            exposed += [f"{p}/{protocol or 'tcp'}" for p in range(first, last + 1)]
+        service["expose"] = exposed
+        if "attach" in raw:
+            self.boolean(raw, "attach", path)  # which logs `up` follows: a detached deploy follows none
+        if "develop" in raw:
+            self.mapping(raw, "develop", path)  # `docker compose watch` only; `up` leaves it aside as here
+
+    def blkio_config(self, service: dict, raw: MarkedMap, path: str) -> None:
+        blkio = self.mapping(raw, "blkio_config", path)
+        where = path + "blkio_config."
+        self.check_keys(blkio, {"weight", "weight_device", "device_read_bps", "device_write_bps",
+                                "device_read_iops", "device_write_iops"}, where)
+        self.put(service, "host", "BlkioWeight", self.integer(blkio, "weight", where), blkio, where + "weight")
+        for key, field_name, value_key in (
+                ("weight_device", "BlkioWeightDevice", "weight"), ("device_read_bps", "BlkioDeviceReadBps", "rate"),
+                ("device_write_bps", "BlkioDeviceWriteBps", "rate"),
+                ("device_read_iops", "BlkioDeviceReadIOps", "rate"),
+                ("device_write_iops", "BlkioDeviceWriteIOps", "rate")):
+            if key not in blkio:
+                continue
+            entries = []
+            for entry in blkio[key] if isinstance(blkio[key], list) else [None]:
+                if not isinstance(entry, MarkedMap) or not entry.get("path"):
+                    raise self.error(blkio, key, f"'{where}{key}' must be a list of {{path, {value_key}}}")
+                self.check_keys(entry, {"path", value_key}, f"{where}{key}.")
+                value = (self.size(entry, value_key, f"{where}{key}.") if key.endswith("bps")
+                         else self.integer(entry, value_key, f"{where}{key}."))
+                entries.append({"Path": str(entry["path"]), "Weight" if value_key == "weight" else "Rate": value})
+            self.put(service, "host", field_name, entries, blkio, where + key)
+
+    def device_request(self, item: Any, where: str, parent: MarkedMap, key: str, default_capabilities: list) -> dict:
+        if not isinstance(item, MarkedMap):
+            raise self.error(parent, key, f"'{where}' items must be mappings")
+        self.check_keys(item, DEVICE_REQUEST_KEYS, where + ".")
+        count = item.get("count")
+        if count == "all":
+            count = -1
+        elif count is not None:
+            count = self.integer(item, "count", where + ".")
+        ids = self.string_list(item, "device_ids", where + ".") or None
+        capabilities = self.string_list(item, "capabilities", where + ".") or default_capabilities
+        return {"Driver": self.string(item, "driver", where + ".", ""),
+                "Count": count if count is not None else (0 if ids else -1), "DeviceIDs": ids,
+                "Capabilities": [capabilities], "Options": self.key_values(item, "options", where + ".")}
+
+    def environment(self, raw: MarkedMap, path: str) -> dict[str, str]:
+        environment: dict[str, str] = {}
+        entries = raw.get("env_file")
+        for entry in entries if isinstance(entries, list) else [entries] if entries is not None else []:
+            if isinstance(entry, MarkedMap):
+                self.check_keys(entry, {"path", "required", "format"}, path + "env_file.")
+                if entry.get("format") not in (None, "raw"):
+                    raise self.error(entry, "format", f"'{path}env_file.format' must be raw (or left out)")
+                file_path = self.string(entry, "path", path + "env_file.")
+                required = self.boolean(entry, "required", path + "env_file.") is not False
+                raw_format = entry.get("format") == "raw"
+            elif isinstance(entry, str):
+                file_path, required, raw_format = entry, True, False
+            else:
+                raise self.error(raw, "env_file", f"'{path}env_file' must be a path or a list of paths")
+            data = self.read_project_file(raw, "env_file", file_path, required=required)
+            if data is None:
+                continue
+            text = data.decode(errors="replace")
+            if raw_format:
+                environment.update({k: v for k, _, v in (line.partition("=") for line in text.splitlines()) if k})
+            else:
+                environment.update(read_env_file_text(text))
+        for key, value in self.key_values(raw, "environment", path).items():
+            if value is None:
+                if key in self.env:
+                    environment[key] = self.env[key]
+            else:
+                environment[key] = value
+        return environment
+
+    def labels(self, raw: MarkedMap, path: str) -> dict[str, str]:
+        labels: dict[str, str] = {}
+        for file_path in self.string_list(raw, "label_file", path):
+            labels.update(read_env_file_text(self.read_project_file(raw, "label_file", file_path).decode(
+                errors="replace")))
+        labels.update({k: v or "" for k, v in self.key_values(raw, "labels", path).items()})
+        return labels
+
+    def deploy(self, raw: MarkedMap, path: str) -> dict:
+        deploy = self.mapping(raw, "deploy", path)
+        where = path + "deploy."
+        self.check_keys(deploy, DEPLOY_KEYS, where)
+        replicas = self.integer(deploy, "replicas", where)
+        if replicas is not None and replicas < 0:
+            raise self.error(deploy, "replicas", f"'{where}replicas' must be a whole number")
+        mode = self.string(deploy, "mode", where, "replicated")
+        if mode not in ("replicated", "global"):
+            raise self.error(deploy, "mode", f"'{where}mode' must be replicated or global")
+        resources = self.mapping(deploy, "resources", where)
+        self.check_keys(resources, RESOURCE_KEYS, where + "resources.")
+        limits, reservations = {}, {}
+        for kind, target in (("limits", limits), ("reservations", reservations)):
+            values = self.mapping(resources, kind, where + "resources.")
+            at = f"{where}resources.{kind}."
+            self.check_keys(values, RESOURCE_VALUE_KEYS, at)
+            cpus = self.number(values, "cpus", at)
+            if cpus is not None:
+                target["nano_cpus"] = int(cpus * 1e9)
+            memory = self.size(values, "memory", at)
+            if memory is not None:
+                target["memory"] = memory
+            if kind == "limits" and values.get("pids") is not None:
+                target["pids"] = self.integer(values, "pids", at)
+            for key in ("devices", "generic_resources"):
+                if key in values and kind == "limits":
+                    raise self.error(values, key, f"'{at}{key}' goes under deploy.resources.reservations")
+            if values.get("generic_resources") is not None:
+                raise self.error(values, "generic_resources", f"'{at}generic_resources' is not supported: "
+                                                              f"generic resources need Swarm node resources")
+            if values.get("devices") is not None:
+                if self.swarm:
+                    raise self.error(values, "devices", f"'{at}devices' is not supported in Swarm stacks")
+                if not isinstance(values["devices"], list):
+                    raise self.error(values, "devices", f"'{at}devices' must be a list")
+                target["devices"] = [self.device_request(item, at + "devices", values, "devices", [])
+                                     for item in values["devices"]]
+        restart_policy = self.mapping(deploy, "restart_policy", where)
+        self.check_keys(restart_policy, RESTART_POLICY_KEYS, where + "restart_policy.")
+        restart = None
+        if not self.swarm:
+            for key, hint in (("labels", "use the service's 'labels'"), ("placement", "placement needs Swarm"),
+                              ("update_config", "rolling updates need Swarm"),
+                              ("rollback_config", "rollbacks need Swarm"), ("endpoint_mode", "it needs Swarm")):
+                if key in deploy:
+                    raise self.error(deploy, key, f"'{where}{key}' is for Swarm stacks; {hint}")
+            if mode == "global":
+                raise self.error(deploy, "mode", f"'{where}mode: global' needs Swarm; use deploy.replicas")
+            if restart_policy:
+                # What docker compose makes of a restart policy for a plain container.
+                condition = self.string(restart_policy, "condition", where + "restart_policy.", "any")
+                attempts = self.integer(restart_policy, "max_attempts", where + "restart_policy.")
+                for key in ("delay", "window"):
+                    if key in restart_policy:
+                        raise self.error(restart_policy, key, f"'{where}restart_policy.{key}' needs Swarm: a "
+                                                              f"container's restart policy has no {key}")
+                restart = {"any": "always", "none": "no",
+                           "on-failure": f"on-failure:{attempts}" if attempts else "on-failure"}.get(condition)
+                if restart is None:
+                    raise self.error(restart_policy, "condition", f"'{where}restart_policy.condition' must be none, "
+                                                                  f"on-failure or any")
+        placement = self.mapping(deploy, "placement", where)
+        self.check_keys(placement, PLACEMENT_KEYS, where + "placement.")
+        preferences = []
+        for item in placement.get("preferences") or []:
+            if not isinstance(item, MarkedMap) or set(item) != {"spread"}:
+                raise self.error(placement, "preferences", f"'{where}placement.preferences' items are "
+                                                           f"{{spread: <label>}}")
+            preferences.append({"Spread": {"SpreadDescriptor": str(item["spread"])}})
+        endpoint_mode = self.string(deploy, "endpoint_mode", where, "vip")
+        if endpoint_mode not in ("vip", "dnsrr"):
+            raise self.error(deploy, "endpoint_mode", f"'{where}endpoint_mode' must be vip or dnsrr")
+        return {"replicas": 1 if replicas is None else replicas, "replicas_given": replicas is not None,
+                "mode": mode, "limits": limits, "reservations": reservations, "restart": restart,
+                "deploy_labels": self.key_values(deploy, "labels", where),
+                "restart_policy": {"condition": self.string(restart_policy, "condition", where),
+                                   "delay": self.duration(restart_policy, "delay", where),
+                                   "max_attempts": self.integer(restart_policy, "max_attempts", where),
+                                   "window": self.duration(restart_policy, "window", where)}
+                if restart_policy and self.swarm else None,
+                "placement": {k: v for k, v in (
+                    ("Constraints", self.string_list(placement, "constraints", where + "placement.")),
+                    ("Preferences", preferences),
+                    ("MaxReplicas", self.integer(placement, "max_replicas_per_node", where + "placement.")))
+                    if v},
+                "update_config": self.update_config(deploy, "update_config", where),
+                "rollback_config": self.update_config(deploy, "rollback_config", where),
+                "endpoint_mode": endpoint_mode}
+
+    def update_config(self, deploy: MarkedMap, key: str, where: str) -> dict | None:
+        if key not in deploy:
+            return None
+        values = self.mapping(deploy, key, where)
+        at = f"{where}{key}."
+        self.check_keys(values, UPDATE_CONFIG_KEYS, at)
+        failure_action = self.string(values, "failure_action", at)
+        order = self.string(values, "order", at)
+        if failure_action not in (None, "continue", "pause", "rollback") or order not in (None, "stop-first",
+                                                                                          "start-first"):
+            raise self.error(deploy, key, f"'{at}failure_action' is continue, pause or rollback; 'order' is "
+                                          f"stop-first or start-first")
+        ratio = self.number(values, "max_failure_ratio", at)
+        return {k: v for k, v in (("Parallelism", self.integer(values, "parallelism", at)),
+                                  ("Delay", self.duration(values, "delay", at)), ("FailureAction", failure_action),
+                                  ("Monitor", self.duration(values, "monitor", at)), ("MaxFailureRatio", ratio),
+                                  ("Order", order)) if v is not None}
 
     def ports(self, raw: MarkedMap, path: str) -> list[dict]:
         result = []
-        for item in raw.get("ports") or []:
+        items = raw.get("ports") or []
+        if not isinstance(items, list):
+            raise self.error(raw, "ports", f"'{path}ports' must be a list")
+        for item in items:
             if isinstance(item, MarkedMap):
                 self.check_keys(item, PORT_KEYS, path + "ports.")
-                target = item.get("target")
-                published = item.get("published")
+                target = str(item.get("target") or "")
+                published = "" if item.get("published") is None else str(item["published"])
                 protocol = str(item.get("protocol") or "tcp")
                 host_ip = str(item.get("host_ip") or "")
                 mode = str(item.get("mode") or "ingress")
@@ -4556,59 +5320,142 @@ class ComposeFile:
                 text = str(item)
                 spec, _, protocol = text.partition("/")
                 protocol = protocol or "tcp"
-                parts = spec.rsplit(":", 2) if spec.count(":") <= 2 else None
-                if parts is None:
+                host_ip = ""
+                if spec.startswith("["):  # an IPv6 host address
+                    host_ip, _, spec = spec[1:].partition("]")
+                    if not spec.startswith(":"):
+                        raise self.error(raw, "ports", f"'{path}ports': cannot read {text!r}")
+                    spec = spec[1:]
+                    parts = spec.split(":")
+                    parts = parts if len(parts) == 2 else [""] + parts
+                else:
+                    parts = spec.split(":")
+                    if len(parts) == 3:
+                        host_ip, parts = parts[0], parts[1:]
+                if len(parts) > 2:
                     raise self.error(raw, "ports", f"'{path}ports': cannot read {text!r}")
                 target = parts[-1]
-                published = parts[-2] if len(parts) >= 2 else None
-                host_ip = parts[0] if len(parts) == 3 else ""
+                published = parts[0] if len(parts) == 2 else ""
                 mode = "ingress"
-            if not re.fullmatch(r"[0-9]{1,5}", str(target)) or \
-                    (published not in (None, "") and not re.fullmatch(r"[0-9]{1,5}", str(published))) \
-                    or protocol not in ("tcp", "udp", "sctp") or mode not in ("ingress", "host") \
-                    or (mode == "host" and not self.swarm):
-                raise self.error(raw, "ports", f"'{path}ports': cannot read {item!r} (port ranges are not "
-                                                 f"supported; mode host only in Swarm stacks)")
-            result.append({"target": int(target), "published": int(published) if published not in (None, "") else None,
-                           "protocol": protocol, "host_ip": host_ip, "mode": mode})
+            target_match, published_match = PORT_RANGE.match(target), PORT_RANGE.match(published)
+            if not target_match or (published and not published_match) or protocol not in ("tcp", "udp", "sctp") \
+                    or mode not in ("ingress", "host") or (mode == "host" and not self.swarm):
+                raise self.error(raw, "ports", f"'{path}ports': cannot read {item!r} (mode host only in Swarm "
+                                               f"stacks)")
+            first, last = int(target_match.group(1)), int(target_match.group(2) or target_match.group(1))
+            targets = list(range(first, last + 1))
+            if published and published_match.group(2):
+                published_first, published_last = int(published_match.group(1)), int(published_match.group(2))
+                if len(targets) == 1:  # one port published on any free port of a range
+                    publish = [f"{published_first}-{published_last}"]
+                elif published_last - published_first + 1 == len(targets):
+                    publish = [str(p) for p in range(published_first, published_last + 1)]
+                else:
+                    raise self.error(raw, "ports", f"'{path}ports': {item!r} maps ranges of different sizes")
+            elif published and len(targets) > 1:
+                raise self.error(raw, "ports", f"'{path}ports': {item!r} publishes a range on one port")
+            else:
+                publish = [published] * len(targets)
+            for port, host_port in zip(targets, publish):
+                if self.swarm and "-" in host_port:
+                    raise self.error(raw, "ports", f"'{path}ports': a Swarm service publishes one port per target")
+                result.append({"target": port, "published": int(host_port) if host_port.isdigit() else
+                               (host_port or None), "protocol": protocol, "host_ip": host_ip, "mode": mode})
         return result
 
     def mounts(self, raw: MarkedMap, path: str) -> list[dict]:
         result = []
-        for item in raw.get("volumes") or []:
+        items = raw.get("volumes") or []
+        if not isinstance(items, list):
+            raise self.error(raw, "volumes", f"'{path}volumes' must be a list")
+        for item in items:
+            mount = {"syntax": "long", "mode": "", "bind": {}, "volume": {}, "tmpfs": {}, "consistency": ""}
             if isinstance(item, MarkedMap):
-                self.check_keys(item, MOUNT_KEYS, path + "volumes.")
+                where = path + "volumes."
+                self.check_keys(item, MOUNT_KEYS, where)
                 kind = str(item.get("type") or "volume")
                 source = item.get("source")
                 target = item.get("target")
-                read_only = bool(item.get("read_only"))
+                read_only = bool(self.boolean(item, "read_only", where))
+                mount["consistency"] = self.string(item, "consistency", where, "")
+                if kind not in ("volume", "bind", "tmpfs"):
+                    raise self.error(item, "type", f"'{where}type: {kind}' is not supported: "
+                                                   + {"image": "image mounts need Docker Engine 28 (API 1.48); "
+                                                               "portainer.py speaks API 1.41",
+                                                      "npipe": "named pipes are for Windows engines",
+                                                      "cluster": "cluster volumes need Swarm CSI plugins"}.get(
+                                                          kind, "use volume, bind or tmpfs"))
+                for option in ("bind", "volume", "tmpfs", "image"):
+                    if option in item and option != kind:
+                        raise self.error(item, option, f"'{where}{option}' goes only with type {option}")
+                options = self.mapping(item, kind, where)
+                at = f"{where}{kind}."
+                if kind == "bind":
+                    self.check_keys(options, {"propagation", "create_host_path", "selinux", "recursive"}, at)
+                    if options.get("recursive") not in (None, "enabled"):
+                        raise self.error(options, "recursive", f"'{at}recursive' other than enabled needs Docker "
+                                                               f"Engine 25 (API 1.44); portainer.py speaks API 1.41")
+                    if options.get("selinux") not in (None, "z", "Z"):
+                        raise self.error(options, "selinux", f"'{at}selinux' must be z or Z")
+                    mount["bind"] = {"propagation": self.string(options, "propagation", at, ""),
+                                     "create_host_path": self.boolean(options, "create_host_path", at) is not False,
+                                     "selinux": self.string(options, "selinux", at, "")}
+                elif kind == "volume":
+                    self.check_keys(options, {"nocopy", "subpath"}, at)
+                    if "subpath" in options:
+                        raise self.error(options, "subpath", f"'{at}subpath' needs Docker Engine 26 (API 1.45); "
+                                                             f"portainer.py speaks API 1.41")
+                    mount["volume"] = {"nocopy": bool(self.boolean(options, "nocopy", at))}
+                elif kind == "tmpfs":
+                    self.check_keys(options, {"size", "mode"}, at)
+                    mode = options.get("mode")
+                    if isinstance(mode, str):
+                        try:
+                            mode = int(mode, 8)
+                        except ValueError:
+                            raise self.error(options, "mode", f"'{at}mode' must be an octal number") from None
+                    mount["tmpfs"] = {"size": self.size(options, "size", at), "mode": mode}
             else:
+                mount["syntax"] = "short"
                 parts = str(item).split(":")
-                read_only = len(parts) == 3 and parts[2] == "ro"
                 if len(parts) == 1:
-                    source, target = None, parts[0]
-                elif len(parts) in (2, 3) and (len(parts) == 2 or parts[2] in ("ro", "rw")):
-                    source, target = parts[0], parts[1]
+                    source, target, mode = None, parts[0], ""
+                elif len(parts) in (2, 3):
+                    source, target, mode = parts[0], parts[1], (parts[2] if len(parts) == 3 else "")
                 else:
                     raise self.error(raw, "volumes", f"'{path}volumes': cannot read {item!r}")
+                flags = [m for m in mode.split(",") if m]
+                if any(f not in ("ro", "rw", "z", "Z", "nocopy", "cached", "delegated", "consistent", "shared",
+                                 "slave", "private", "rshared", "rslave", "rprivate") for f in flags):
+                    raise self.error(raw, "volumes", f"'{path}volumes': cannot read the mode of {item!r}")
+                read_only = "ro" in flags
+                mount["mode"] = mode
                 kind = "bind" if source and _is_host_path(source) else "volume"
-            if kind not in ("volume", "bind") or not target or not str(target).startswith("/"):
-                raise self.error(raw, "volumes", f"'{path}volumes': cannot read {item!r} "
-                                                 f"(volume or bind mounts to an absolute path are supported)")
+            if not target or not str(target).startswith("/"):
+                raise self.error(raw, "volumes", f"'{path}volumes': cannot read {item!r} (the target must be an "
+                                                 f"absolute path)")
             if kind == "bind":
+                if not source:
+                    raise self.error(raw, "volumes", f"'{path}volumes': a bind mount needs a source")
                 source = os.path.normpath(os.path.join(self.project_dir, os.path.expanduser(str(source))))
-            elif source is not None:
+            elif kind == "volume" and source is not None:
+                source = str(source)
                 if source not in self.volumes:
                     raise self.error(raw, "volumes", f"volume {source!r} is used by a service but not declared "
                                                      f"under the top-level 'volumes'")
                 source = self.volumes[source]["name"]
-            result.append({"type": kind, "source": source, "target": str(target), "read_only": read_only})
+            elif kind == "tmpfs" and source:
+                raise self.error(raw, "volumes", f"'{path}volumes': a tmpfs mount has no source")
+            if self.swarm and (mount["syntax"] == "short" and mount["mode"] not in ("", "ro", "rw")):
+                raise self.error(raw, "volumes", f"'{path}volumes': a Swarm service mount takes ro or rw only")
+            mount.update({"type": kind, "source": source, "target": str(target), "read_only": read_only})
+            result.append(mount)
         return result
 
     def service_networks(self, raw: MarkedMap, path: str) -> dict[str, dict]:
         value = raw.get("networks")
         if value is None:
-            return {"default": {"aliases": []}}
+            return {"default": {"aliases": [], "priority": 0}}
         names = value if isinstance(value, list) else list(value) if isinstance(value, MarkedMap) else None
         if names is None:
             raise self.error(raw, "networks", f"'{path}networks' must be a list or a mapping")
@@ -4619,60 +5466,98 @@ class ComposeFile:
                 raise self.error(raw, "networks", f"network {name!r} is used by a service but not declared under "
                                                   f"the top-level 'networks'")
             options = value.get(name) if isinstance(value, MarkedMap) else None
-            aliases: list[str] = []
+            settings = {"aliases": [], "priority": 0}
             if options is not None:
+                at = f"{path}networks.{name}."
                 if not isinstance(options, MarkedMap):
                     raise self.error(value, name, f"'{path}networks.{name}' must be a mapping")
-                self.check_keys(options, SERVICE_NETWORK_KEYS, f"{path}networks.{name}.")
-                aliases = self.string_list(options, "aliases", f"{path}networks.{name}.")
-            result[name] = {"aliases": aliases}
-        return result
+                self.check_keys(options, SERVICE_NETWORK_KEYS, at)
+                for key, reason in (("mac_address", "needs Docker Engine 25 (API 1.44); use the service's "
+                                                    "mac_address"),
+                                    ("gw_priority", "needs Docker Engine 28 (API 1.48)"),
+                                    ("interface_name", "needs Docker Engine 28 (API 1.49)"),
+                                    ("driver_opts", "needs Docker Engine 25 (API 1.44) for a container's endpoint")):
+                    if key in options:
+                        raise self.error(options, key, f"'{at}{key}' is not supported: {reason}; portainer.py "
+                                                       f"speaks API 1.41")
+                settings["aliases"] = self.string_list(options, "aliases", at)
+                settings["priority"] = self.integer(options, "priority", at) or 0
+                ipam = {k: v for k, v in (("IPv4Address", self.string(options, "ipv4_address", at)),
+                                          ("IPv6Address", self.string(options, "ipv6_address", at)),
+                                          ("LinkLocalIPs", self.string_list(options, "link_local_ips", at)))
+                        if v}
+                if ipam and self.swarm:
+                    raise self.error(value, name, f"'{at}ipv4_address' (and ipv6_address, link_local_ips) cannot "
+                                                  f"be set in Swarm stacks: Swarm gives each task its address")
+                if ipam:
+                    settings["ipam"] = ipam
+            result[name] = settings
+        # Compose connects the networks of highest priority first (the first is the one the container is made on).
+        return dict(sorted(result.items(), key=lambda item: -item[1]["priority"]))
 
-    def depends_on(self, raw: MarkedMap, path: str, services: MarkedMap) -> dict[str, str]:
+    def depends_on(self, raw: MarkedMap, path: str, services: MarkedMap) -> dict[str, dict]:
         value = raw.get("depends_on")
         if value is None:
             return {}
+        result = {}
         if isinstance(value, list):
-            result = {str(name): "service_started" for name in value}
+            result = {str(name): {"condition": "service_started", "restart": False, "required": True}
+                      for name in value}
         elif isinstance(value, MarkedMap):
-            result = {}
             for name, options in value.items():
-                options = options if isinstance(options, MarkedMap) else MarkedMap()
-                self.check_keys(options, {"condition"}, f"{path}depends_on.{name}.")
+                options = options if isinstance(options, MarkedMap) else empty_marked_map(value.line_of(name))
+                at = f"{path}depends_on.{name}."
+                self.check_keys(options, {"condition", "restart", "required"}, at)
                 condition = str(options.get("condition") or "service_started")
                 if condition not in DEPENDENCY_CONDITIONS:
                     raise self.error(value, name, f"'{path}depends_on.{name}.condition' must be one of "
                                                   + ", ".join(DEPENDENCY_CONDITIONS))
-                result[name] = condition
+                result[name] = {"condition": condition, "restart": bool(self.boolean(options, "restart", at)),
+                                "required": self.boolean(options, "required", at) is not False}
         else:
             raise self.error(raw, "depends_on", f"'{path}depends_on' must be a list or a mapping")
-        for name in result:
+        for name, dependency in list(result.items()):
             if name not in services:
+                if not dependency["required"]:
+                    del result[name]
+                    continue
                 raise self.error(raw, "depends_on", f"'{path}depends_on' names {name!r}, which is not a service")
+            if name not in self.enabled:
+                if not dependency["required"]:
+                    del result[name]
+                    continue
+                raise self.error(raw, "depends_on", f"'{path}depends_on' names {name!r}, which is not enabled "
+                                                    f"(its profiles are not in COMPOSE_PROFILES)")
         return result
 
     def healthcheck(self, raw: MarkedMap, path: str) -> dict | None:
         if "healthcheck" not in raw:
             return None
         options = self.mapping(raw, "healthcheck", path)
-        self.check_keys(options, HEALTHCHECK_KEYS, path + "healthcheck.")
-        if options.get("disable"):
+        at = path + "healthcheck."
+        self.check_keys(options, HEALTHCHECK_KEYS, at)
+        if self.boolean(options, "disable", at):
             return {"Test": ["NONE"]}
+        if "start_interval" in options:
+            raise self.error(options, "start_interval", f"'{at}start_interval' is not supported: it needs Docker "
+                                                        f"Engine 25 (API 1.44); portainer.py speaks API 1.41")
         test = options.get("test")
         if isinstance(test, str):
             test = ["CMD-SHELL", test]
+        elif test is None and options:
+            test = []  # the image's own test, with the timings given here
         elif not isinstance(test, list) or not test or test[0] not in ("CMD", "CMD-SHELL", "NONE"):
-            raise self.error(options, "test", f"'{path}healthcheck.test' must be a string or a list starting "
-                                              f"with CMD, CMD-SHELL or NONE")
-        check = {"Test": [str(t) for t in test]}
+            raise self.error(options, "test", f"'{at}test' must be a string or a list starting with CMD, CMD-SHELL "
+                                              f"or NONE")
+        check = {"Test": [str(t) for t in test]} if test else {}
         for key, name in (("interval", "Interval"), ("timeout", "Timeout"), ("start_period", "StartPeriod")):
-            value = self.duration(options, key, path + "healthcheck.")
+            value = self.duration(options, key, at)
             if value is not None:
                 check[name] = value
         if options.get("retries") is not None:
-            retries = options["retries"]
-            if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-                raise self.error(options, "retries", f"'{path}healthcheck.retries' must be a whole number")
+            retries = self.integer(options, "retries", at)
+            if retries < 0:
+                raise self.error(options, "retries", f"'{at}retries' must be a whole number")
             check["Retries"] = retries
         return check
 
@@ -4720,7 +5605,55 @@ class ComposeFile:
         return order
 
     def config_hash(self, name: str) -> str:
-        return hashlib.sha256(json.dumps(self.services[name], sort_keys=True).encode()).hexdigest()
+        service = {k: v for k, v in self.services[name].items() if k != "sources"}
+        return hashlib.sha256(json.dumps(service, sort_keys=True).encode()).hexdigest()
+
+
+class ComposeVetting(Vetting):
+    """A vetting that remembers which security setting refused each field, so a stack's refusal can name it."""
+
+    def __init__(self, settings: dict | None):
+        super().__init__(settings)
+        self.setting_of: dict[str, str] = {}
+
+    def require(self, setting: str, what: str) -> None:
+        if self.settings is not None and not self.settings[setting]:
+            self.problems.append(what)
+            self.setting_of[what] = setting
+
+
+def refused_engine_field(problem: str) -> str | None:
+    """The engine field a body rule's refusal is about: 'privileged mode (HostConfig.Privileged)' -> Privileged."""
+    for pattern, field_name in ((r"\((\w+)=host\)", None), (r"\.([A-Z]\w+)", None), (r"^bind mount", "Binds"),
+                                (r"^volumes from", "VolumesFrom"), (r"^security option", "SecurityOpt")):
+        match = re.search(pattern, problem)
+        if match:
+            return field_name or match.group(1)
+    return None
+
+
+def compose_refusal(compose: ComposeFile, grant: DockerGrant, body_kind: str, body: dict,
+                    sources: dict[str, tuple[str, int]], default_key: str, default_line: int = 0) -> None:
+    """The body rules' verdict on one body a stack will send, refused as the compose key (file, line) that set the
+    field and the security setting that forbids it."""
+    vetting = ComposeVetting(grant.settings)
+    BODY_RULES[body_kind].vet(body, "", vetting)
+    if not vetting.problems:
+        return
+    reasons, line = [], None
+    for problem in dict.fromkeys(vetting.problems):
+        field_name = refused_engine_field(problem)
+        source = sources.get(field_name)
+        if source is None and field_name in ENGINE_FIELD_KEYS:
+            source = (f"{default_key}.{ENGINE_FIELD_KEYS[field_name]}", default_line)
+        key, key_line = source or (default_key, default_line)
+        line = key_line if line is None else line
+        setting = vetting.setting_of.get(problem)
+        why = (f"the environment's security setting {setting} ({SECURITY_SETTING_NAMES.get(setting, setting)}) "
+               f"is off" if setting else "reserved for administrators")
+        reasons.append(f"'{key}' ({problem}): {why}")
+    raise Forbidden(f"{compose.file_name}, line {line}: not allowed for non-administrators on this environment: "
+                    + "; ".join(reasons), "an administrator can allow it in the environment's security settings")
 
 
 def scalar_text(value: Any) -> str:
@@ -4795,15 +5728,21 @@ class ComposeDeployment:
         self.project = compose.project if compose else project
         self.config_file = os.path.join(compose.project_dir, COMPOSE_FILE) if compose else ""
         self.owner_labels: dict[str, str] = {}
+        self.recreated: set[str] = set()  # the services this deploy made containers for
 
     def common_labels(self) -> dict[str, str]:
         return {**self.owner_labels, LABEL_PROJECT: self.project, "com.docker.compose.version": COMPOSE_VERSION}
 
     def network_body(self, key: str) -> dict:
         network = self.compose.networks[key]
-        return {"Name": network["name"], "Driver": network["driver"] or "bridge", "CheckDuplicate": True,
+        body = {"Name": network["name"], "Driver": network["driver"] or "bridge", "CheckDuplicate": True,
                 "Options": network["driver_opts"], "Internal": network["internal"], "Attachable": network["attachable"],
                 "Labels": {**network["labels"], **self.common_labels(), "com.docker.compose.network": key}}
+        if network.get("enable_ipv6"):
+            body["EnableIPv6"] = True
+        if network.get("ipam"):
+            body["IPAM"] = {k: v for k, v in network["ipam"].items() if v is not None}
+        return body
 
     def volume_body(self, key: str) -> dict:
         volume = self.compose.volumes[key]
@@ -4813,34 +5752,79 @@ class ComposeDeployment:
     def container_name(self, name: str, number: int) -> str:
         return self.compose.services[name]["container_name"] or f"{self.project}_{name}_{number}"
 
+    def shared_with(self, mode: tuple[str, str] | None) -> str | None:
+        """network_mode/pid/ipc: `service:x` is the namespace of x's first container, as docker compose reads it."""
+        if mode is None:
+            return None
+        kind, value = mode
+        return f"container:{self.container_name(value, 1)}" if kind == "service" else value
+
+    def mount_bodies(self, service: dict) -> tuple[list[str], list[dict], dict]:
+        """Binds (short syntax, and binds that may create their host path, as docker compose sends them), Mounts
+        (long syntax) and the anonymous volumes of Config.Volumes."""
+        binds, mounts, anonymous = [], [], {}
+        for m in service["mounts"]:
+            if m["syntax"] == "short":
+                anonymous[m["target"]] = {}  # docker compose declares every short-syntax target as a volume
+                if m["source"] is not None:
+                    binds.append(f"{m['source']}:{m['target']}:{m['mode'] or 'rw'}")
+                continue
+            if m["type"] == "bind" and m["bind"]["create_host_path"]:
+                flags = ["ro" if m["read_only"] else "rw"] + [f for f in (m["bind"]["selinux"],
+                                                                        m["bind"]["propagation"]) if f]
+                binds.append(f"{m['source']}:{m['target']}:{','.join(flags)}")
+                continue
+            mount = {"Type": m["type"], "Target": m["target"], "ReadOnly": m["read_only"]}
+            if m["source"]:
+                mount["Source"] = m["source"]
+            if m["consistency"]:
+                mount["Consistency"] = m["consistency"]
+            if m["type"] == "bind" and m["bind"]["propagation"]:
+                mount["BindOptions"] = {"Propagation": m["bind"]["propagation"]}
+            if m["type"] == "volume" and m["volume"].get("nocopy"):
+                mount["VolumeOptions"] = {"NoCopy": True}
+            if m["type"] == "tmpfs":
+                mount["TmpfsOptions"] = {k: v for k, v in (("SizeBytes", m["tmpfs"]["size"]),
+                                                           ("Mode", m["tmpfs"]["mode"])) if v is not None}
+            mounts.append(mount)
+        return binds, mounts, anonymous
+
     def container_body(self, name: str, number: int) -> dict:
         service = self.compose.services[name]
         networks = list(service["networks"])
         exposed = {f"{p['target']}/{p['protocol']}": {} for p in service["ports"]}
+        exposed.update({port: {} for port in service["expose"]})
         bindings: dict[str, list] = {}
         for p in service["ports"]:
             bindings.setdefault(f"{p['target']}/{p['protocol']}", []).append(
                 {"HostIp": p["host_ip"], "HostPort": str(p["published"] or "")})
         restart, _, retries = service["restart"].partition(":")
+        binds, mounts, anonymous = self.mount_bodies(service)
+        network_mode = self.shared_with(service["network_mode"])
         host = {
-            "Binds": [f"{m['source']}:{m['target']}{':ro' if m['read_only'] else ''}"
-                      for m in service["mounts"] if m["type"] == "bind"],
-            "Mounts": [{"Type": "volume", "Source": m["source"], "Target": m["target"], "ReadOnly": m["read_only"]}
-                       for m in service["mounts"] if m["type"] == "volume" and m["source"]],
-            "PortBindings": bindings,
-            "RestartPolicy": {"Name": "" if restart == "no" else restart, "MaximumRetryCount": int(retries or 0)},
+            "Binds": binds, "Mounts": mounts, "PortBindings": bindings,
+            "RestartPolicy": {"Name": restart, "MaximumRetryCount": int(retries or 0)},
             "CapAdd": service["cap_add"] or None, "CapDrop": service["cap_drop"] or None,
-            "NetworkMode": self.compose.networks[networks[0]]["name"] if networks else "none",
+            "NetworkMode": network_mode or (self.compose.networks[networks[0]]["name"] if networks else "none"),
+            **service["host"],
         }
+        for field_name, mode in service["namespaces"].items():
+            host[field_name] = self.shared_with(mode)
+        host["VolumesFrom"] = [(self.container_name(target, 1) if kind == "service" else target)
+                               + (f":{mode}" if mode else "") for kind, target, mode in service["volumes_from"]]
         if service["logging"]["driver"]:
             host["LogConfig"] = {"Type": service["logging"]["driver"], "Config": service["logging"]["options"]}
-        if service["limits"].get("nano_cpus"):
-            host["NanoCpus"] = service["limits"]["nano_cpus"]
-        if service["limits"].get("memory"):
-            host["Memory"] = service["limits"]["memory"]
-        if service["reservations"].get("memory"):
-            host["MemoryReservation"] = service["reservations"]["memory"]
-        anonymous = {m["target"]: {} for m in service["mounts"] if m["type"] == "volume" and not m["source"]}
+        # deploy.resources, as docker compose applies it to a plain container; the service's own keys win.
+        for field_name, value in (("NanoCpus", service["limits"].get("nano_cpus")),
+                                  ("Memory", service["limits"].get("memory")),
+                                  ("PidsLimit", service["limits"].get("pids")),
+                                  ("MemoryReservation", service["reservations"].get("memory")),
+                                  ("DeviceRequests", service["reservations"].get("devices"))):
+            if value:
+                host.setdefault(field_name, value)
+        endpoints = {}
+        if networks and not network_mode:
+            endpoints[self.compose.networks[networks[0]]["name"]] = self.endpoint_config(name, networks[0])
         body = {
             "Image": service["image"], "Cmd": service["command"], "Entrypoint": service["entrypoint"],
             "Env": [f"{k}={v}" for k, v in service["environment"].items()],
@@ -4850,9 +5834,8 @@ class ComposeDeployment:
                        "com.docker.compose.project.config_files": self.config_file,
                        "com.docker.compose.project.working_dir": self.compose.project_dir},
             "ExposedPorts": exposed, "Volumes": anonymous, "HostConfig": host,
-            "NetworkingConfig": {"EndpointsConfig": {
-                self.compose.networks[networks[0]]["name"]: self.endpoint_config(name, networks[0])} if networks
-                else {}},
+            "NetworkingConfig": {"EndpointsConfig": endpoints},
+            **service["config"],
         }
         for key, value in (("User", service["user"]), ("WorkingDir", service["working_dir"]),
                            ("Hostname", service["hostname"]), ("Healthcheck", service["healthcheck"])):
@@ -4863,18 +5846,53 @@ class ComposeDeployment:
         return body
 
     def endpoint_config(self, service: str, network: str) -> dict:
-        return {"Aliases": [service] + self.compose.services[service]["networks"][network]["aliases"]}
+        settings = self.compose.services[service]["networks"][network]
+        config = {"Aliases": [service] + settings["aliases"]}
+        if settings.get("ipam"):
+            config["IPAMConfig"] = settings["ipam"]
+        links = self.links(service)
+        if links:
+            config["Links"] = links
+        return config
+
+    def links(self, name: str) -> list[str]:
+        """`links` and `external_links` as docker compose writes them: each linked container by its alias, its own
+        name and its name without the project."""
+        service = self.compose.services[name]
+        links = []
+        for other, alias in service["links"]:
+            for number in range(1, self.compose.services[other]["replicas"] + 1):
+                container = self.container_name(other, number)
+                links += [f"{container}:{alias}", f"{container}:{container}", f"{container}:{other}_{number}"]
+        links += [f"{container}:{alias}" for container, alias in service["external_links"]]
+        return list(dict.fromkeys(links))
+
+    def containers_used(self) -> set[str]:
+        """Containers the stack's containers join or read (network_mode/pid/ipc container:x, volumes_from,
+        external_links): an ownership-bound caller must own them, as with a direct `docker run`."""
+        names = set()
+        for service in self.compose.services.values():
+            for mode in [service["network_mode"], *service["namespaces"].values()]:
+                if mode and mode[0] == "mode" and mode[1].startswith("container:"):
+                    names.add(mode[1][len("container:"):])
+            names.update(target for kind, target, _ in service["volumes_from"] if kind == "container")
+            names.update(container for container, _ in service["external_links"])
+        return names
 
     def check_allowed(self, grant: DockerGrant) -> None:
-        """Refuse, for a standard user, whatever the proxy would refuse them: checked on what will be sent."""
-        for name in self.compose.services:
-            grant.check_fields("container", self.container_body(name, 1))
+        """Refuse, for a standard user, whatever the proxy would refuse them: checked on what will be sent, and
+        named by the compose key (file, line) that asked for it."""
+        for name, service in self.compose.services.items():
+            compose_refusal(self.compose, grant, "container", self.container_body(name, 1), service["sources"],
+                            f"services.{name}")
         for key, network in self.compose.networks.items():
             if not network["external"]:
-                grant.check_fields("network", self.network_body(key))
+                compose_refusal(self.compose, grant, "network", self.network_body(key), {}, f"networks.{key}",
+                                network.get("line", 0))
         for key, volume in self.compose.volumes.items():
             if not volume["external"]:
-                grant.check_fields("volume", self.volume_body(key))
+                compose_refusal(self.compose, grant, "volume", self.volume_body(key), {}, f"volumes.{key}",
+                                volume.get("line", 0))
 
     async def project_containers(self) -> list[dict]:
         return container_summaries(await self.connector.request_json(
@@ -4905,7 +5923,10 @@ class ComposeDeployment:
     async def up(self, pull: bool = False, prune: bool = False) -> None:
         """Create what is missing, recreate services whose config hash changed, start everything."""
         for image in {s["image"] for s in self.compose.services.values()}:
-            await ensure_image(self.connector, image, pull)
+            policies = {s["pull_policy"] for s in self.compose.services.values() if s["image"] == image}
+            if policies == {"never"}:  # pull_policy: never: the engine must have it, and the create says so
+                continue
+            await ensure_image(self.connector, image, pull or "always" in policies)
         await self.ensure_networks_and_volumes()
         existing = await self.project_containers()
         for name in self.compose.order:
@@ -4917,23 +5938,36 @@ class ComposeDeployment:
                     await self.remove_container(container["Id"])
 
     async def converge_service(self, name: str, containers: list[dict]) -> None:
-        wanted = self.compose.services[name]["replicas"]
+        service = self.compose.services[name]
+        wanted = service["replicas"]
         config_hash = self.compose.config_hash(name)
+        # A container in the namespaces of a service this deploy recreated (network_mode, pid, ipc: service:x)
+        # would be left in namespaces that are gone: it is recreated too, as docker compose does.
+        shared = [service["network_mode"], *service["namespaces"].values()]
+        stale = any(mode and mode[0] == "service" and mode[1] in self.recreated for mode in shared)
         by_number = {container_number(c): c for c in containers}
         for number, container in by_number.items():
-            if number > wanted or number < 1 or container["Labels"].get(LABEL_HASH) != config_hash:
+            if number > wanted or number < 1 or container["Labels"].get(LABEL_HASH) != config_hash or stale:
                 await self.remove_container(container["Id"])
+        # depends_on.<x>.restart: a container kept as it was restarts when x was recreated by this deploy.
+        restart = any(options["restart"] and dependency in self.recreated
+                      for dependency, options in service["depends_on"].items())
         for number in range(1, wanted + 1):
             container = by_number.get(number)
-            if container is not None and container["Labels"].get(LABEL_HASH) == config_hash:
+            if container is not None and container["Labels"].get(LABEL_HASH) == config_hash and not stale:
                 if container["State"] != "running":
                     await self.connector.request_json("POST", f"/containers/{container['Id']}/start")
+                elif restart:
+                    await self.connector.request_json("POST", f"/containers/{container['Id']}/restart", timeout=120)
                 continue
             await self.create_container(name, number)
+            self.recreated.add(name)
 
     async def create_container(self, name: str, number: int) -> str:
         body = self.container_body(name, number)
-        query = urllib.parse.urlencode({"name": self.container_name(name, number)})
+        platform = self.compose.services[name]["platform"]
+        query = urllib.parse.urlencode({"name": self.container_name(name, number), **(
+            {"platform": platform} if platform else {})})
         created = await self.connector.request_json("POST", f"/containers/create?{query}", body)
         container_id = answered_id(created)
         for network in list(self.compose.services[name]["networks"])[1:]:
@@ -4948,7 +5982,8 @@ class ComposeDeployment:
             await self.connector.request_json("DELETE", f"/containers/{container_id}?force=1&v=0", timeout=60)
 
     async def wait_for_dependencies(self, name: str) -> None:
-        for dependency, condition in self.compose.services[name]["depends_on"].items():
+        for dependency, options in self.compose.services[name]["depends_on"].items():
+            condition = options["condition"]
             if condition == "service_started":
                 continue
             deadline = time.monotonic() + HEALTH_WAIT_SECONDS
@@ -5027,19 +6062,32 @@ class SwarmDeployment:
 
     def network_body(self, key: str) -> dict:
         network = self.compose.networks[key]
-        return {"Name": network["name"], "Driver": network["driver"] or "overlay", "CheckDuplicate": True,
+        body = {"Name": network["name"], "Driver": network["driver"] or "overlay", "CheckDuplicate": True,
                 "Options": network["driver_opts"], "Internal": network["internal"],
                 "Attachable": network["attachable"], "Labels": self.labels(network["labels"])}
+        if network.get("enable_ipv6"):
+            body["EnableIPv6"] = True
+        if network.get("ipam"):
+            body["IPAM"] = {k: v for k, v in network["ipam"].items() if v is not None}
+        return body
 
     def service_body(self, name: str, object_ids: dict[str, str] | None = None) -> dict:
         """The service spec; object_ids maps config and secret names to their ids on the engine."""
         service = self.compose.services[name]
         object_ids = object_ids or {}
-        mounts = [{"Type": m["type"], "Source": m["source"], "Target": m["target"], "ReadOnly": m["read_only"]}
-                  for m in service["mounts"]]
-        for mount in mounts:
-            if mount["Type"] == "volume" and mount["Source"]:
-                mount["VolumeOptions"] = {"Labels": self.labels()}
+        mounts = []
+        for m in service["mounts"]:
+            mount = {"Type": m["type"], "Source": m["source"], "Target": m["target"], "ReadOnly": m["read_only"]}
+            if m["type"] == "volume" and m["source"]:
+                mount["VolumeOptions"] = {"Labels": self.labels(), **({"NoCopy": True} if m["volume"].get("nocopy")
+                                                                      or "nocopy" in m["mode"] else {})}
+            if m["type"] == "bind" and m["bind"].get("propagation"):
+                mount["BindOptions"] = {"Propagation": m["bind"]["propagation"]}
+            if m["type"] == "tmpfs":
+                mount.pop("Source")
+                mount["TmpfsOptions"] = {k: v for k, v in (("SizeBytes", m["tmpfs"].get("size")),
+                                                           ("Mode", m["tmpfs"].get("mode"))) if v is not None}
+            mounts.append(mount)
         spec = {"Image": service["image"], "Labels": self.labels(service["labels"]),
                 **({"StopGracePeriod": service["stop_grace_period"]} if service["stop_grace_period"] else {}),
                 "Env": [f"{k}={v}" for k, v in service["environment"].items()], "Mounts": mounts,
@@ -5047,11 +6095,21 @@ class SwarmDeployment:
                             for r in service["configs"]],
                 "Secrets": [self.file_reference(r, self.compose.secrets, "Secret", object_ids)
                             for r in service["secrets"]]}
+        host, config = service["host"], service["config"]
+        dns = {k: v for k, v in (("Nameservers", host.get("Dns")), ("Search", host.get("DnsSearch")),
+                                 ("Options", host.get("DnsOptions"))) if v}
         for key, value in (("Command", service["entrypoint"]), ("Args", service["command"]),
                            ("User", service["user"]), ("Dir", service["working_dir"]),
                            ("Hostname", service["hostname"]), ("Healthcheck", service["healthcheck"]),
-                           ("CapabilityAdd", service["cap_add"]), ("CapabilityDrop", service["cap_drop"])):
-            if value:
+                           ("CapabilityAdd", service["cap_add"]), ("CapabilityDrop", service["cap_drop"]),
+                           ("Init", host.get("Init")), ("ReadOnly", host.get("ReadonlyRootfs")),
+                           ("Sysctls", host.get("Sysctls")), ("Isolation", host.get("Isolation")),
+                           ("Groups", host.get("GroupAdd")), ("Ulimits", host.get("Ulimits")),
+                           ("TTY", config.get("Tty")), ("OpenStdin", config.get("OpenStdin")),
+                           ("StopSignal", config.get("StopSignal")), ("DNSConfig", dns),
+                           ("Hosts", [f"{ip} {host_name}" for host_name, _, ip in
+                                      (entry.partition(":") for entry in host.get("ExtraHosts") or [])])):
+            if value not in (None, [], {}):
                 spec[key] = value
         template: dict = {"ContainerSpec": spec, "Networks": [
             {"Target": self.compose.networks[n]["name"], "Aliases": [name] + o["aliases"]}
@@ -5061,7 +6119,8 @@ class SwarmDeployment:
             values = service[kind]
             if values:
                 resources[target] = {k: v for k, v in (("NanoCPUs", values.get("nano_cpus")),
-                                                       ("MemoryBytes", values.get("memory"))) if v}
+                                                       ("MemoryBytes", values.get("memory")),
+                                                       ("Pids", values.get("pids"))) if v}
         if resources:
             template["Resources"] = resources
         policy = service["restart_policy"]
@@ -5069,15 +6128,22 @@ class SwarmDeployment:
             template["RestartPolicy"] = {k: v for k, v in (
                 ("Condition", policy["condition"]), ("Delay", policy["delay"]),
                 ("MaxAttempts", policy["max_attempts"]), ("Window", policy["window"])) if v is not None}
+        if service["placement"]:
+            template["Placement"] = service["placement"]
         if service["logging"]["driver"]:
             template["LogDriver"] = {"Name": service["logging"]["driver"], "Options": service["logging"]["options"]}
         mode = {"Global": {}} if service["mode"] == "global" else {"Replicated": {"Replicas": service["replicas"]}}
-        return {"Name": f"{self.project}_{name}", "TaskTemplate": template, "Mode": mode,
+        body = {"Name": f"{self.project}_{name}", "TaskTemplate": template, "Mode": mode,
                 "Labels": self.labels({**service["deploy_labels"], "com.docker.stack.image": service["image"],
                                        LABEL_HASH: self.compose.config_hash(name)}),
-                "EndpointSpec": {"Ports": [{"Protocol": p["protocol"], "TargetPort": p["target"],
+                "EndpointSpec": {"Mode": service["endpoint_mode"],
+                                 "Ports": [{"Protocol": p["protocol"], "TargetPort": p["target"],
                                             **({"PublishedPort": p["published"]} if p["published"] else {}),
                                             "PublishMode": p["mode"]} for p in service["ports"]]}}
+        for key, value in (("UpdateConfig", service["update_config"]), ("RollbackConfig", service["rollback_config"])):
+            if value:
+                body[key] = value
+        return body
 
     @staticmethod
     def file_reference(reference: dict, declared: dict, kind: str, object_ids: dict[str, str]) -> dict:
@@ -5087,11 +6153,15 @@ class SwarmDeployment:
                          "GID": reference.get("gid", "0"), "Mode": reference.get("mode", 0o444)}}
 
     def check_allowed(self, grant: DockerGrant) -> None:
-        for name in self.compose.services:
-            grant.check_fields("service", self.service_body(name))
+        for name, service in self.compose.services.items():
+            sources = {swarm_field: service["sources"][field_name] for swarm_field, field_name in (
+                ("CapabilityAdd", "CapAdd"), ("Sysctls", "Sysctls"), ("Mounts", "Mounts"))
+                if field_name in service["sources"]}
+            compose_refusal(self.compose, grant, "service", self.service_body(name), sources, f"services.{name}")
         for key, network in self.compose.networks.items():
             if not network["external"]:
-                grant.check_fields("network", self.network_body(key))
+                compose_refusal(self.compose, grant, "network", self.network_body(key), {}, f"networks.{key}",
+                                network.get("line", 0))
 
     async def namespace_objects(self, kind: str) -> list[dict]:
         """The stack's services, networks, secrets or configs: those with an id safe to use in a path."""
@@ -7076,7 +8146,7 @@ async def require_owned_stack_references(store: Store, caller: Caller, deploymen
                                          SwarmDeployment, existing_stack: bool) -> None:
     """Volumes, networks, secrets and configs a stack uses that it does not make (external ones, or any of that
     name already on the engine) must be the caller's, as a direct `docker run -v` would require; a stack's own
-    are, on update."""
+    are, on update. So must the containers it joins or reads (network_mode: container:x, volumes_from, ...)."""
     project_label = LABEL_NAMESPACE if isinstance(deployment, SwarmDeployment) else LABEL_PROJECT
     connector, compose = deployment.connector, deployment.compose
     used = [("volumes", compose.volumes), ("networks", compose.networks)]
@@ -7095,6 +8165,9 @@ async def require_owned_stack_references(store: Store, caller: Caller, deploymen
                 if existing_stack and labels.get(project_label) == deployment.project:
                     continue
             await require_owned(connector, store, caller, kind, item["name"], missing_ok=True)
+    if isinstance(deployment, ComposeDeployment):
+        for name in sorted(deployment.containers_used()):
+            await require_owned(connector, store, caller, "containers", name)
 
 
 async def apply_caller_rules(request: web.Request, endpoint: dict, deployment: ComposeDeployment | SwarmDeployment,

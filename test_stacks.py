@@ -407,7 +407,7 @@ def test_stack_editor_shows_the_error_line_then_deploys_and_removes(server, engi
         page.wait_for_selector("text=Environments")
         page.goto(server.url + "/#/stacks/new")
         page.fill("#n", project)
-        page.fill("#content", f"services:\n  web:\n    image: {BUSYBOX}\n    privileged: true\n")
+        page.fill("#content", f"services:\n  web:\n    image: {BUSYBOX}\n    privileged_mode: true\n")
         page.click("text=Deploy the stack")
         page.wait_for_selector("#err:has-text('line 4')")
         assert page.inner_text(".gutter .bad") == "4"
