@@ -1368,6 +1368,12 @@ EDGE_TUNNEL_PATH = "/api/endpoints/edge/tunnel"
 EDGE_ENDPOINT_HEADER = "X-PortainerEdge-EndpointID"
 EDGE_SECRET_HEADER = "X-PortainerEdge-Secret"
 EDGE_ID_HEADER = "X-PortainerAgent-EdgeID"
+# Fleets: one onboarding key for many devices (its environment id is 0), and what an agent tells the server.
+EDGE_GLOBAL_KEY_PATH = "/api/endpoints/global-key"
+GLOBAL_KEY_ENDPOINT = 0
+EDGE_VERSION_HEADER = "X-PortainerAgent-Version"
+EDGE_DIGEST_HEADER = "X-PortainerAgent-Digest"  # SHA-256 of the agent.py that runs, hex
+EDGE_UPDATE_HEADER = "X-PortainerAgent-Update"  # JSON: how the latest update ended, {"Status", "Reason"}
 
 edge_log = logging.getLogger("portainer.edge")
 # Fire-and-forget tasks (a CLOSE sent from a synchronous close(), a served stream) are kept here until done.
@@ -1694,6 +1700,19 @@ class EdgeKey:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def comma_list(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def running_agent_file() -> str:
+    return os.path.abspath(__file__)
+
+
+def file_digest(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
 @dataclasses.dataclass
 class EdgeSettings:
     key: EdgeKey
@@ -1703,17 +1722,87 @@ class EdgeSettings:
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
     connect_timeout: float = 10.0
+    # What a device onboarding with the fleet's key announces; the server keeps the tags and groups that exist.
+    name: str = ""
+    tags: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    data_dir: str = ""  # the device key it was given, the server key it pinned, an update under way
+    update_timeout: float = 60.0  # a new agent.py that has not reconnected by then is rolled back
 
     @classmethod
     def from_environment(cls, env=os.environ) -> "EdgeSettings":
-        """EDGE_KEY, EDGE_ID, DOCKER_HOST, EDGE_HEARTBEAT, EDGE_BACKOFF_INITIAL, EDGE_BACKOFF_MAX."""
+        """EDGE_KEY, EDGE_ID, DOCKER_HOST, EDGE_HEARTBEAT, EDGE_BACKOFF_INITIAL, EDGE_BACKOFF_MAX, EDGE_NAME,
+        EDGE_TAGS, EDGE_GROUPS (comma-separated), EDGE_DATA, EDGE_UPDATE_TIMEOUT."""
         if not env.get("EDGE_KEY") or not env.get("EDGE_ID"):
             raise ValueError("edge mode needs EDGE_KEY (from the server) and EDGE_ID (e.g. $(cat /etc/machine-id))")
         return cls(EdgeKey.decode(env["EDGE_KEY"]), env["EDGE_ID"].strip(),
                    env.get("DOCKER_HOST") or cls.docker_url,
                    float(env.get("EDGE_HEARTBEAT", cls.heartbeat)),
                    float(env.get("EDGE_BACKOFF_INITIAL", cls.backoff_initial)),
-                   float(env.get("EDGE_BACKOFF_MAX", cls.backoff_max)))
+                   float(env.get("EDGE_BACKOFF_MAX", cls.backoff_max)),
+                   name=env.get("EDGE_NAME", "").strip() or socket.gethostname(),
+                   tags=comma_list(env.get("EDGE_TAGS", "")), groups=comma_list(env.get("EDGE_GROUPS", "")),
+                   data_dir=env.get("EDGE_DATA") or os.path.join(os.path.dirname(running_agent_file()), "edge-data"),
+                   update_timeout=float(env.get("EDGE_UPDATE_TIMEOUT", cls.update_timeout)))
+
+
+class EdgeState:
+    """What an edge agent keeps between runs, in EDGE_DATA/state.json (owner-readable only): the device key the
+    server gave it when it onboarded with the fleet's key, and how its latest self-update went."""
+
+    def __init__(self, directory: str):
+        self.path = os.path.join(directory, "state.json")
+        self.values: dict = {}
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            with open(self.path) as f:
+                loaded = json.load(f)
+            self.values = loaded if isinstance(loaded, dict) else {}
+
+    def save(self) -> None:
+        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        write_private_file(self.path, json.dumps(self.values).encode())
+
+    def set(self, **values) -> None:
+        self.values.update(values)
+        self.values = {k: v for k, v in self.values.items() if v is not None}
+        self.save()
+
+
+class EdgeOnboardingRefused(Exception):
+    """The server refused to onboard this device (rotated key, rejected device, Edge ID taken)."""
+
+
+async def onboard_with_global_key(session: aiohttp.ClientSession, settings: EdgeSettings, state: EdgeState,
+                                  pin: aiohttp.Fingerprint) -> EdgeKey:
+    """Portainer's POST /api/endpoints/global-key: the server makes (or finds) this device's environment and
+    answers with its own key, kept in the state file so that a rotated fleet key does not cut the device off."""
+    body = {"Name": settings.name, "TagNames": list(settings.tags), "EdgeGroupNames": list(settings.groups),
+            "AgentVersion": AGENT_VERSION}
+    headers = {EDGE_SECRET_HEADER: settings.key.secret, EDGE_ID_HEADER: settings.edge_id}
+    async with session.post(settings.key.server_url.rstrip("/") + EDGE_GLOBAL_KEY_PATH, json=body,
+                            headers=headers, ssl=pin) as response:
+        raw = await response.read()
+    try:
+        answer = json.loads(raw)
+    except ValueError:
+        answer = {}
+    if response.status != 200 or not isinstance(answer, dict) or not isinstance(answer.get("EdgeKey"), str):
+        message = answer.get("message", "") if isinstance(answer, dict) else ""
+        raise EdgeOnboardingRefused(f"{response.status} {message or raw[:200].decode(errors='replace')}")
+    device_key = EdgeKey.decode(answer["EdgeKey"])
+    state.set(device_key=answer["EdgeKey"])
+    edge_log.info("onboarded as environment %s%s", device_key.endpoint_id,
+                  "" if answer.get("UserTrusted") else ": waiting for an administrator's approval")
+    return device_key
+
+
+def tunnel_headers(settings: EdgeSettings, key: EdgeKey, state: EdgeState) -> dict:
+    headers = {EDGE_ENDPOINT_HEADER: str(key.endpoint_id), EDGE_SECRET_HEADER: key.secret,
+               EDGE_ID_HEADER: settings.edge_id, EDGE_VERSION_HEADER: AGENT_VERSION,
+               EDGE_DIGEST_HEADER: file_digest(running_agent_file())}
+    if state.values.get("update_report"):
+        headers[EDGE_UPDATE_HEADER] = json.dumps(state.values["update_report"])
+    return headers
 
 
 def reconnect_delay(attempt: int, initial: float, cap: float) -> float:
@@ -1761,23 +1850,29 @@ async def serve_edge_stream(stream: TunnelStream, docker_url: str) -> None:
 
 
 async def run_edge_agent(settings: EdgeSettings) -> None:
-    """Keep one tunnel to the server up for ever, pinned to the certificate named in the edge key."""
-    url = settings.key.server_url.rstrip("/") + EDGE_TUNNEL_PATH
-    headers = {EDGE_ENDPOINT_HEADER: str(settings.key.endpoint_id), EDGE_SECRET_HEADER: settings.key.secret,
-               EDGE_ID_HEADER: settings.edge_id}
+    """Keep one tunnel to the server up for ever, pinned to the certificate named in the edge key. With the
+    fleet's onboarding key the agent first gets a key of its own (POST /api/endpoints/global-key)."""
     pin = aiohttp.Fingerprint(bytes.fromhex(settings.key.fingerprint))
     timeout = aiohttp.ClientTimeout(total=None, connect=settings.connect_timeout,
                                     sock_connect=settings.connect_timeout)
+    state = EdgeState(settings.data_dir)
+    onboarding = settings.key.endpoint_id == GLOBAL_KEY_ENDPOINT
     attempt = 0
     async with aiohttp.ClientSession(timeout=timeout) as session:
         while True:
             try:
-                async with session.ws_connect(url, headers=headers, ssl=pin, heartbeat=settings.heartbeat,
+                key = settings.key
+                if onboarding:
+                    saved = state.values.get("device_key")
+                    key = EdgeKey.decode(saved) if saved else await onboard_with_global_key(session, settings,
+                                                                                            state, pin)
+                url = key.server_url.rstrip("/") + EDGE_TUNNEL_PATH
+                async with session.ws_connect(url, headers=tunnel_headers(settings, key, state), ssl=pin,
+                                              heartbeat=settings.heartbeat,
                                               receive_timeout=tunnel_receive_timeout(settings.heartbeat),
                                               max_msg_size=TUNNEL_MAX_MESSAGE, compress=0,
                                               **CLIENT_WS_CLOSE_TIMEOUT) as ws:
-                    edge_log.info("edge tunnel to %s is up (environment %s)", settings.key.server_url,
-                                  settings.key.endpoint_id)
+                    edge_log.info("edge tunnel to %s is up (environment %s)", key.server_url, key.endpoint_id)
                     opened = time.monotonic()
                     await Tunnel(ws, lambda stream: serve_edge_stream(stream, settings.docker_url)).run()
                     edge_log.warning("edge tunnel closed (code %s); reconnecting", ws.close_code)
@@ -1788,8 +1883,12 @@ async def run_edge_agent(settings: EdgeSettings) -> None:
             except aiohttp.ServerFingerprintMismatch:
                 edge_log.error("refusing the server at %s: its TLS certificate does not match the edge key",
                                settings.key.server_url)
+            except EdgeOnboardingRefused as exc:
+                edge_log.error("the server refused to onboard this device (%s)", exc)
             except aiohttp.WSServerHandshakeError as exc:
                 edge_log.error("the server refused this edge agent (%s %s)", exc.status, exc.message)
+                if onboarding and exc.status == 401:
+                    state.set(device_key=None)  # the environment is gone: onboard again (a removed one is refused)
             except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
                 edge_log.warning("cannot reach the server at %s: %s", settings.key.server_url,
                                  exc or type(exc).__name__)

@@ -22,6 +22,7 @@ import csv
 import dataclasses
 import datetime
 import fcntl
+import fnmatch
 import gzip
 import hashlib
 import hmac
@@ -198,6 +199,7 @@ REGISTRIES: web.AppKey[Registries] = app_key("registries")
 IMAGE_UPDATES: web.AppKey[ImageUpdates] = app_key("image_updates")
 EDGE_TUNNELS: web.AppKey[EdgeTunnels] = app_key("edge_tunnels")
 EDGE_JOBS: web.AppKey[EdgeJobRunner] = app_key("edge_jobs")
+EDGE_FLEET: web.AppKey[EdgeFleet] = app_key("edge_fleet")
 STACKS: web.AppKey[Stacks] = app_key("stacks")
 EDGE_STACKS: web.AppKey[EdgeStacks] = app_key("edge_stacks")
 CONSOLES: web.AppKey[weakref.WeakSet] = app_key("consoles")
@@ -664,6 +666,11 @@ class Store:
     def analytics(self) -> dict:
         return self.data.setdefault("analytics", {})
 
+    @property
+    def edge_fleet(self) -> dict:
+        """The edge fleet's onboarding key salt, auto-approval rules and refused devices (see EdgeFleet)."""
+        return self.data.setdefault("edge_fleet", {})
+
     def document(self) -> bytes:
         """The whole document as it is written to disk, at one consistent moment."""
         return json.dumps(self.data, separators=(",", ":")).encode()
@@ -1075,6 +1082,10 @@ class EnvironmentKind:
     def extend_view(self, endpoint: dict, view: dict) -> None:
         """Live state the kind shows in every answer about one of its environments."""
 
+    def live_status(self, endpoint: dict, status: int) -> int:
+        """The status shown and filtered on, from the latest snapshot's `status` unless the kind knows better."""
+        return status
+
     def removed(self, endpoint: dict) -> None:
         """Let go of what an environment held once it is removed."""
 
@@ -1124,11 +1135,17 @@ class Environments:
         for endpoint_id in list(self._connectors):
             self.forget(endpoint_id)
 
+    def status_of(self, endpoint: dict) -> int:
+        status = self.status.get(endpoint["Id"], STATUS_DOWN)
+        kind = self.kinds.get(endpoint["Type"])
+        return kind.live_status(endpoint, status) if kind is not None else status
+
     def public_view(self, endpoint: dict) -> dict:
         view = self.store.endpoints.public_view(endpoint)
-        view["Status"] = self.status.get(endpoint["Id"], STATUS_DOWN)
+        view["Status"] = self.status_of(endpoint)
         view.setdefault("GroupId", UNASSIGNED_GROUP_ID)
         view.setdefault(IMAGE_CHECK_SETTING, False)
+        view["UserTrusted"] = is_trusted(endpoint)  # Portainer's waiting room: false until approved
         snapshot = self.snapshots.get(endpoint["Id"])
         view["Snapshots"] = [snapshot] if snapshot else []
         kind = self.kinds.get(endpoint["Type"])
@@ -5716,12 +5733,56 @@ async def handle_endpoints_list(request: web.Request) -> web.Response:
     group_ids = request.query.getall("groupIds[]", []) + request.query.getall("groupIds", [])
     if group_ids:
         endpoints = [ep for ep in endpoints if str(ep.get("GroupId", UNASSIGNED_GROUP_ID)) in group_ids]
+    endpoints = fleet_filtered(request, endpoints)
     total = len(endpoints)
     start = query_int(request, "start", 0)
     limit = query_int(request, "limit", 0)
     endpoints = endpoints[start:start + limit] if limit else endpoints[start:]
     environments = request.app[ENVIRONMENTS]
     return json_response([environments.public_view(ep) for ep in endpoints], headers={"X-Total-Count": str(total)})
+
+
+def query_list(request: web.Request, name: str) -> list[str]:
+    """A repeated query parameter, as Portainer's clients send it (name or name[]), comma lists too."""
+    values = request.query.getall(name, []) + request.query.getall(name + "[]", [])
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+def query_ids(request: web.Request, name: str) -> set[int]:
+    values = query_list(request, name)
+    if not all(v.isascii() and v.isdigit() for v in values):
+        raise BadRequest(f"query parameter {name!r} must list ids")
+    return {int(v) for v in values}
+
+
+def fleet_filtered(request: web.Request, endpoints: list[dict]) -> list[dict]:
+    """Portainer's list filters (status, tagIds with tagsPartialMatch, edgeDeviceUntrusted, agentVersions,
+    edgeGroupIds) and ours for when a device was last seen (lastSeenAfter, lastSeenBefore: Unix seconds)."""
+    app, store = request.app, request.app[STORE]
+    environments, tunnels = app[ENVIRONMENTS], app[EDGE_TUNNELS]
+    statuses = query_ids(request, "status")
+    if statuses:
+        endpoints = [ep for ep in endpoints if environments.status_of(ep) in statuses]
+    tag_ids = query_ids(request, "tagIds")
+    if tag_ids:
+        partial = request.query.get("tagsPartialMatch", "").lower() == "true"
+        endpoints = [ep for ep in endpoints if (tag_ids & set(ep.get("TagIds", [])) if partial
+                                                else tag_ids <= set(ep.get("TagIds", [])))]
+    untrusted = request.query.get("edgeDeviceUntrusted", "").lower()
+    if untrusted in ("true", "false"):
+        endpoints = [ep for ep in endpoints if is_trusted(ep) == (untrusted == "false")]
+    versions = set(query_list(request, "agentVersions"))
+    if versions:
+        endpoints = [ep for ep in endpoints if (ep.get("Agent") or {}).get("Version") in versions]
+    edge_group_ids = query_ids(request, "edgeGroupIds")
+    if edge_group_ids:
+        members = {i for g in edge_group_ids if g in store.edge_groups for i in edge_group_endpoint_ids(store, g)}
+        endpoints = [ep for ep in endpoints if ep["Id"] in members]
+    for name, keep in (("lastSeenAfter", lambda seen, t: seen >= t), ("lastSeenBefore", lambda seen, t: seen < t)):
+        if request.query.get(name):
+            moment = query_int(request, name, 0)
+            endpoints = [ep for ep in endpoints if ep["Type"] == ENDPOINT_EDGE and keep(tunnels.seen(ep["Id"]), moment)]
+    return endpoints
 
 
 def query_int(request: web.Request, name: str, default: int) -> int:
@@ -5823,9 +5884,14 @@ async def handle_endpoint_delete(request: web.Request) -> web.Response:
 
 
 async def delete_endpoint(app: web.Application, endpoint_id: int) -> None:
-    environments = app[ENVIRONMENTS]
     endpoint = app[STORE].endpoints.delete(endpoint_id)
     await app[STORE].commit()
+    forget_removed_endpoint(app, endpoint)
+
+
+def forget_removed_endpoint(app: web.Application, endpoint: dict) -> None:
+    """Let go of what the server held about an environment once its removal is committed."""
+    environments, endpoint_id = app[ENVIRONMENTS], endpoint["Id"]
     kind = environments.kinds.get(endpoint["Type"])
     if kind is not None:
         kind.removed(endpoint)
@@ -6959,6 +7025,7 @@ class EdgeTunnels:
         self.last_seen: dict[int, int] = {}
         # The latest Edge ID refused per environment, shown to administrators so they can re-associate.
         self.refused: dict[int, dict] = {}
+        self.agent_digests: dict[int, str] = {}  # SHA-256 of the agent.py each connected agent runs
         self.websockets: weakref.WeakSet = weakref.WeakSet()
         # Called with the environment id whenever its agent connects (edge jobs waiting for it run then).
         self.on_connect: list[Callable[[int], None]] = []
@@ -6968,7 +7035,8 @@ class EdgeTunnels:
 
     async def snapshot_when_connected(self, environments: "Environments", endpoint_id: int) -> None:
         async with self.snapshot_slots:
-            if self.is_connected(endpoint_id):
+            endpoint = environments.store.endpoints.find(endpoint_id)
+            if self.is_connected(endpoint_id) and endpoint is not None and is_trusted(endpoint):
                 await environments.snapshot(endpoint_id)
 
     def spawn(self, coroutine: Awaitable) -> None:
@@ -6988,12 +7056,17 @@ class EdgeTunnels:
 class EdgeConnector(DockerConnector):
     """An edge host's engine, reached through the tunnel its agent opened: one tunnel stream per connection."""
 
-    def __init__(self, endpoint: dict, tunnels: EdgeTunnels):
+    def __init__(self, endpoint: dict, tunnels: EdgeTunnels, store: Store):
         self.tunnels = tunnels
+        self.store = store
         super().__init__(endpoint)
         self.client = shared.DockerClient(self.open_connection, max_idle=EDGE_IDLE_STREAMS)
 
     async def open_connection(self) -> shared.HttpConnection:
+        endpoint = self.store.endpoints.find(self.endpoint_id)
+        if endpoint is not None and not is_trusted(endpoint):
+            raise Forbidden(f"environment {self.endpoint_id} waits for an administrator's approval",
+                            "no Docker call reaches a device in the waiting room")
         tunnel = self.tunnels.tunnels.get(self.endpoint_id)
         if tunnel is None:
             raise shared.DockerUnreachable(f"the edge agent of environment {self.endpoint_id} is not connected")
@@ -7110,6 +7183,11 @@ async def handle_edge_tunnel(request: web.Request) -> web.StreamResponse:
                     endpoint_id, edge_id)
         raise Forbidden("this edge key is associated with another Edge ID",
                         "an administrator can re-associate the environment")
+    version = request.headers.get(shared.EDGE_VERSION_HEADER, "")[:32]
+    if version and (endpoint.get("Agent") or {}).get("Version") != version:
+        endpoint["Agent"] = {**(endpoint.get("Agent") or {}), "Version": version}
+        await app[STORE].commit()
+    tunnels.agent_digests[endpoint_id] = request.headers.get(shared.EDGE_DIGEST_HEADER, "")[:64]
     heartbeat = app[CONFIG].edge_heartbeat
     ws = web.WebSocketResponse(heartbeat=heartbeat, receive_timeout=shared.tunnel_receive_timeout(heartbeat),
                                max_msg_size=shared.TUNNEL_MAX_MESSAGE, compress=False,
@@ -7760,6 +7838,315 @@ async def handle_edge_stack_delete(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+# -- fleets: one onboarding key for many devices, the waiting room, auto-approval, bulk actions ------------------
+#
+# A device started with the fleet's onboarding key (a shared.EdgeKey naming environment 0) and its Edge ID makes
+# its own environment (POST /api/endpoints/global-key) and is given a key of its own, so rotating the fleet's
+# key refuses new devices with the old one and cuts off none already onboarded. A new environment waits, in
+# Portainer's words untrusted (UserTrusted false: connected and visible, no Docker call passes), until an
+# administrator approves it or an auto-approval rule matches what it announced. A rejected or removed device
+# is refused until an administrator admits its Edge ID again.
+
+EDGE_ONBOARDING_SECRET_FILE = "edge_onboarding.key"
+AUTO_APPROVAL_KINDS = ("tag", "group", "edgeid")
+MAX_ANNOUNCED = 32  # tags or groups one device may announce
+MAX_AUTO_APPROVAL_RULES = 100
+
+
+def is_trusted(endpoint: dict) -> bool:
+    """Environments made before the waiting room existed, and every kind but edge, are trusted."""
+    return endpoint.get("UserTrusted", True) is not False
+
+
+class EdgeFleet:
+    """The fleet's onboarding key, auto-approval rules and refused Edge IDs, kept in the store's "edge_fleet".
+    The key's secret is derived from a secret file in the data directory and a salt, never stored itself."""
+
+    def __init__(self, app: web.Application):
+        self.app = app
+        self.root_secret = load_or_create_secret(app[STORE].directory, EDGE_ONBOARDING_SECRET_FILE)
+
+    @property
+    def state(self) -> dict:
+        return self.app[STORE].edge_fleet
+
+    @property
+    def refused(self) -> dict[str, dict]:
+        """{Edge ID: {"Name", "Time", "Reason"}}: devices rejected or removed, refused until admitted again."""
+        return self.state.setdefault("RefusedDevices", {})
+
+    @property
+    def rules(self) -> list[dict]:
+        return self.state.setdefault("AutoApprovalRules", [])
+
+    def salt(self) -> str:
+        if "KeySalt" not in self.state:
+            self.state.update(KeySalt=secrets.token_hex(16), KeyCreated=now())
+        return self.state["KeySalt"]
+
+    def secret(self) -> str:
+        return b64url(hmac.new(self.root_secret, b"edge onboarding key\0" + self.salt().encode(),
+                               hashlib.sha256).digest())
+
+    def accepts(self, secret: str) -> bool:
+        return bool(secret) and hmac.compare_digest(secret.encode(), self.secret().encode())
+
+    def rotate(self) -> None:
+        self.state.update(KeySalt=secrets.token_hex(16), KeyCreated=now())
+
+    def key(self, url: str) -> str:
+        fingerprint = certificate_fingerprint(server_certificate_path(self.app[CONFIG]))
+        return shared.EdgeKey(url, shared.GLOBAL_KEY_ENDPOINT, fingerprint, self.secret()).encode()
+
+    def approves(self, edge_id: str, tag_names: list[str], group_names: list[str]) -> dict | None:
+        """The first auto-approval rule the announcement matches (tag or group names, Edge ID glob pattern)."""
+        tags, groups = {t.lower() for t in tag_names}, {g.lower() for g in group_names}
+        for rule in self.rules:
+            value = rule["Value"]
+            if rule["Kind"] == "tag" and value.lower() in tags or rule["Kind"] == "group" and value.lower() in \
+                    groups or rule["Kind"] == "edgeid" and fnmatch.fnmatchcase(edge_id, value):
+                return rule
+        return None
+
+
+def record_fleet_activity(request: web.Request, action: str, endpoint: dict | None = None) -> None:
+    """One activity entry per device an administrator (or an onboarding agent) acted on."""
+    caller = request.get(CALLER_KEY)
+    request.app[ACTIVITY].record({
+        "kind": "activity", "userId": caller.id if caller else None,
+        "username": caller.user["Username"] if caller else "", "endpointId": endpoint["Id"] if endpoint else None,
+        "context": endpoint["Name"] if endpoint else "Portainer", "method": request.method, "path": request.path,
+        "action": action, "query": "", "status": 200, "origin": client_address(request)})
+
+
+def onboarding_url(request: web.Request) -> str:
+    return request.app[EDGE_FLEET].state.get("URL") or default_edge_server_url(request)
+
+
+def onboarding_answer(request: web.Request) -> dict:
+    fleet = request.app[EDGE_FLEET]
+    key = fleet.key(onboarding_url(request))
+    return {"EdgeKey": key, "URL": onboarding_url(request), "KeyCreated": fleet.state.get("KeyCreated", 0),
+            "EdgeAgentCommand": edge_agent_command(key).replace(
+                "EDGE_ID=", "EDGE_NAME=$(hostname) EDGE_TAGS= EDGE_GROUPS= EDGE_ID=")}
+
+
+async def handle_edge_onboarding_key(request: web.Request) -> web.Response:
+    """The fleet's onboarding key and the command that starts an agent with it (administrators)."""
+    require_admin(request)
+    answer = onboarding_answer(request)
+    await request.app[STORE].commit()  # a first key's salt
+    return json_response(answer)
+
+
+ONBOARDING_FIELDS = {"URL": str}
+
+
+async def handle_edge_onboarding_update(request: web.Request) -> web.Response:
+    """Set the address devices dial, {"URL": "https://host:9443"} (administrators)."""
+    require_admin(request)
+    url = field(await read_documented_fields(request, ONBOARDING_FIELDS), "URL", str).strip()
+    parsed = urllib.parse.urlsplit(url)
+    if url and (parsed.scheme != "https" or not parsed.hostname):
+        raise BadRequest("URL must be this server's HTTPS address as edge agents reach it",
+                         "for example https://portainer.example.com:9443; empty: the address you reached it by")
+    request.app[EDGE_FLEET].state["URL"] = f"https://{parsed.netloc}" if url else ""
+    await request.app[STORE].commit()
+    return json_response(onboarding_answer(request))
+
+
+async def handle_edge_onboarding_rotate(request: web.Request) -> web.Response:
+    """A new onboarding key; the old one is refused from now on, devices already onboarded keep theirs."""
+    require_admin(request)
+    request.app[EDGE_FLEET].rotate()
+    await request.app[STORE].commit()
+    record_fleet_activity(request, "rotate the edge onboarding key")
+    return json_response(onboarding_answer(request))
+
+
+AUTO_APPROVAL_FIELDS = {"Rules": [dict]}
+
+
+async def handle_edge_auto_approval(request: web.Request) -> web.Response:
+    """The auto-approval rules (administrators)."""
+    require_admin(request)
+    return json_response({"Rules": request.app[EDGE_FLEET].rules})
+
+
+async def handle_edge_auto_approval_update(request: web.Request) -> web.Response:
+    """Replace the auto-approval rules, {"Rules": [{"Kind": "tag"|"group"|"edgeid", "Value": "kiosk-*"}]}:
+    a device announcing that tag or edge group, or whose Edge ID matches the pattern, is approved at once."""
+    require_admin(request)
+    rules = field(await read_documented_fields(request, AUTO_APPROVAL_FIELDS), "Rules", list)
+    if len(rules) > MAX_AUTO_APPROVAL_RULES:
+        raise BadRequest(f"at most {MAX_AUTO_APPROVAL_RULES} auto-approval rules")
+    checked = []
+    for rule in rules:
+        rule = documented_fields(rule, {"Kind": str, "Value": str}, "Rules[]")
+        kind, value = field(rule, "Kind", str).strip().lower(), field(rule, "Value", str).strip()
+        if kind not in AUTO_APPROVAL_KINDS:
+            raise BadRequest(f"Kind must be one of {', '.join(AUTO_APPROVAL_KINDS)}")
+        if not value or len(value) > MAX_EDGE_ID:
+            raise BadRequest(f"Value must hold 1 to {MAX_EDGE_ID} characters")
+        checked.append({"Kind": kind, "Value": value})
+    request.app[EDGE_FLEET].state["AutoApprovalRules"] = checked
+    await request.app[STORE].commit()
+    return json_response({"Rules": checked})
+
+
+async def handle_edge_refused_devices(request: web.Request) -> web.Response:
+    """Edge IDs refused because they were rejected or removed (administrators)."""
+    require_admin(request)
+    refused = request.app[EDGE_FLEET].refused
+    return json_response([{"EdgeID": edge_id, **entry} for edge_id, entry in sorted(refused.items())])
+
+
+async def handle_edge_refused_device_admit(request: web.Request) -> web.Response:
+    """Approve a refused device again: its next connection makes its environment, trusted."""
+    require_admin(request)
+    fleet, edge_id = request.app[EDGE_FLEET], request.match_info["edgeId"]
+    if fleet.refused.pop(edge_id, None) is None:
+        raise NotFound(f"Edge ID {edge_id!r} is not refused")
+    fleet.state.setdefault("Admitted", {})[edge_id] = now()
+    await request.app[STORE].commit()
+    record_fleet_activity(request, f"admit edge device {edge_id} again")
+    return web.Response(status=204)
+
+
+GLOBAL_KEY_FIELDS = {"Name": str, "TagNames": [str], "EdgeGroupNames": [str], "AgentVersion": str}
+
+
+def unique_environment_name(store: Store, wanted: str, edge_id: str) -> str:
+    taken = {ep["Name"].lower() for ep in store.endpoints}
+    for candidate in (wanted, f"{wanted}-{edge_id[:12]}"):
+        if candidate.lower() not in taken:
+            return candidate
+    return f"{wanted}-{secrets.token_hex(4)}"
+
+
+def announced_names(body: dict, name: str) -> list[str]:
+    names = [n.strip() for n in field(body, name, list, required=False, default=[]) if n.strip()]
+    if len(names) > MAX_ANNOUNCED or any(len(n) > MAX_EDGE_ID for n in names):
+        raise BadRequest(f"{name}: at most {MAX_ANNOUNCED} names of at most {MAX_EDGE_ID} characters")
+    return names
+
+
+@public
+async def handle_endpoint_global_key(request: web.Request) -> web.Response:
+    """The agent-facing onboarding call (Portainer's POST /api/endpoints/global-key): the fleet key's secret
+    and the X-PortainerAgent-EdgeID header make (or find) the device's environment; the answer carries the
+    device's own key. Name, tags and edge groups come from what the agent announces, only those that exist."""
+    if not request.secure:
+        raise Forbidden("edge onboarding is served on the HTTPS port only")
+    app, store = request.app, request.app[STORE]
+    fleet = app[EDGE_FLEET]
+    if not fleet.accepts(request.headers.get(shared.EDGE_SECRET_HEADER, "")):
+        log.warning("edge onboarding refused from %s: not the current onboarding key", client_address(request))
+        raise Unauthorized("invalid edge onboarding key", "the key may have been rotated: use the current one")
+    edge_id = request.headers.get(shared.EDGE_ID_HEADER, "").strip()
+    if not edge_id or len(edge_id) > MAX_EDGE_ID:
+        raise BadRequest("Invalid Edge ID", f"the {shared.EDGE_ID_HEADER} header must carry the agent's Edge ID")
+    body = await read_documented_fields(request, GLOBAL_KEY_FIELDS) if request.can_read_body else {}
+    if edge_id in fleet.refused:
+        raise Forbidden("this edge device was rejected or removed", "an administrator can admit it again")
+    tag_names, group_names = announced_names(body, "TagNames"), announced_names(body, "EdgeGroupNames")
+    name = (field(body, "Name", str, required=False, default="").strip() or edge_id)[:MAX_EDGE_ID]
+    existing = next((ep for ep in store.endpoints if ep["Type"] == ENDPOINT_EDGE and ep.get("EdgeID") == edge_id),
+                    None)
+    if existing is not None and is_trusted(existing):
+        raise Conflict(f"Edge ID {edge_id!r} already has an environment ({existing['Name']})",
+                       "the device uses the key it was given then; to onboard it anew, an administrator removes "
+                       "the environment and admits the device again")
+    if existing is not None:  # still waiting: the device lost its key, give it a new one
+        endpoint = existing
+        endpoint["_EdgeSecret"] = secrets.token_urlsafe(32)
+        app[EDGE_TUNNELS].refused.pop(endpoint["Id"], None)
+    else:
+        tags = {t["Name"].lower(): t["ID"] for t in store.tags}
+        admitted = fleet.state.get("Admitted", {}).pop(edge_id, None) is not None
+        rule = fleet.approves(edge_id, tag_names, group_names)
+        endpoint = {
+            "Id": store.endpoints.new_id(), "Name": unique_environment_name(store, name, edge_id),
+            "Type": ENDPOINT_EDGE, "URL": onboarding_url(request), "PublicURL": "", "GroupId": UNASSIGNED_GROUP_ID,
+            "TagIds": sorted({tags[t.lower()] for t in tag_names if t.lower() in tags}),
+            "UserAccessPolicies": {}, "TeamAccessPolicies": {}, "SecuritySettings": dict(DEFAULT_SECURITY_SETTINGS),
+            "CreationDate": now(), "TLSConfig": {"TLS": False, "TLSSkipVerify": False}, "EdgeID": edge_id,
+            "_EdgeSecret": secrets.token_urlsafe(32), "UserTrusted": admitted or rule is not None,
+            "OnboardedWithGlobalKey": True, "Agent": {"Version": field(body, "AgentVersion", str, required=False,
+                                                                       default="")[:32]}}
+        store.endpoints.add(endpoint)
+        wanted_groups = {g.lower() for g in group_names}
+        for group in store.edge_groups:
+            if not group["Dynamic"] and group["Name"].lower() in wanted_groups:
+                group["Endpoints"] = sorted({*group["Endpoints"], endpoint["Id"]})
+        record_fleet_activity(request, f"edge device {edge_id} onboarded"
+                              + (f", approved by rule {rule['Kind']}={rule['Value']}" if rule else
+                                 ", approved again" if admitted else ", waiting for approval"), endpoint)
+    await store.commit()
+    return json_response({"endpointID": endpoint["Id"], "UserTrusted": is_trusted(endpoint),
+                          "EdgeKey": edge_key_for(app, endpoint)})
+
+
+BULK_ACTIONS = ("approve", "reject", "tag", "untag", "move", "remove")
+BULK_FIELDS = {"Action": str, "EndpointIds": [int], "TagIds": [int], "GroupId": int}
+
+
+async def trust_environment(app: web.Application, endpoint: dict) -> None:
+    endpoint["UserTrusted"] = True
+    tunnels = app[EDGE_TUNNELS]
+    if tunnels.is_connected(endpoint["Id"]):
+        tunnels.spawn(tunnels.snapshot_when_connected(app[ENVIRONMENTS], endpoint["Id"]))
+
+
+async def handle_endpoints_bulk(request: web.Request) -> web.Response:
+    """One action on many environments, {"Action", "EndpointIds", "TagIds" (tag, untag), "GroupId" (move)}:
+    approve or reject edge devices waiting, add or remove tags, move to an environment group, remove
+    (administrators). Everything is checked before anything changes."""
+    require_admin(request)
+    app, store = request.app, request.app[STORE]
+    body = await read_documented_fields(request, BULK_FIELDS)
+    action = field(body, "Action", str).strip().lower()
+    if action not in BULK_ACTIONS:
+        raise BadRequest(f"Action must be one of {', '.join(BULK_ACTIONS)}")
+    ids = id_list(body, "EndpointIds")
+    if not ids:
+        raise BadRequest("EndpointIds must name at least one environment")
+    missing = [i for i in ids if i not in store.endpoints]
+    if missing:
+        raise NotFound(f"environments not found: {missing[:20]}")
+    endpoints = [store.endpoints.get(i) for i in ids]
+    if action in ("approve", "reject"):
+        not_edge = [ep["Id"] for ep in endpoints if ep["Type"] != ENDPOINT_EDGE]
+        if not_edge:
+            raise BadRequest(f"not edge environments: {not_edge[:20]}")
+    tag_ids = checked_tag_ids(store, body, "TagIds") if action in ("tag", "untag") else None
+    if action in ("tag", "untag") and not tag_ids:
+        raise BadRequest("TagIds must name at least one tag")
+    group_id = field(body, "GroupId", int) if action == "move" else None
+    if group_id is not None:
+        get_endpoint_group(store, group_id, status=BadRequest)
+    fleet = app[EDGE_FLEET]
+    for endpoint in endpoints:
+        if action == "approve":
+            await trust_environment(app, endpoint)
+        elif action in ("reject", "remove"):
+            if action == "reject" and endpoint.get("EdgeID"):
+                fleet.refused[endpoint["EdgeID"]] = {"Name": endpoint["Name"], "Time": now(), "Reason": "rejected"}
+            store.endpoints.delete(endpoint["Id"])
+        elif action == "tag":
+            endpoint["TagIds"] = sorted({*endpoint.get("TagIds", []), *tag_ids})
+        elif action == "untag":
+            endpoint["TagIds"] = [t for t in endpoint.get("TagIds", []) if t not in tag_ids]
+        elif action == "move":
+            endpoint["GroupId"] = group_id
+        record_fleet_activity(request, f"{action} environment {endpoint['Name']}", endpoint)
+    await store.commit()
+    if action in ("reject", "remove"):
+        for endpoint in endpoints:
+            forget_removed_endpoint(app, endpoint)
+    return json_response({"Action": action, "EndpointIds": ids})
+
+
 # -- the edge environment kind: all of the above, started and stopped with the server ------------------------------
 
 
@@ -7776,12 +8163,13 @@ class EdgeKind(EnvironmentKind):
         self.tunnels = app[EDGE_TUNNELS] = EdgeTunnels()
         self.jobs = app[EDGE_JOBS] = EdgeJobRunner(app)
         self.stacks = app[EDGE_STACKS] = EdgeStacks(store, environments, store.directory)
+        self.fleet = app[EDGE_FLEET] = EdgeFleet(app)
         self.tunnels.on_connect.append(self.jobs.dispatch)
         self.tunnels.on_connect.append(
             lambda endpoint_id: self.tunnels.spawn(self.tunnels.snapshot_when_connected(environments, endpoint_id)))
 
     def connector(self, endpoint: dict) -> DockerConnector:
-        return EdgeConnector(endpoint, self.tunnels)
+        return EdgeConnector(endpoint, self.tunnels, self.app[STORE])
 
     async def create(self, request: web.Request, endpoint: dict, fields: dict, files: dict) -> None:
         url = str(fields.get("URL") or default_edge_server_url(request)).strip()
@@ -7802,8 +8190,21 @@ class EdgeKind(EnvironmentKind):
         view["EdgeTunnelConnected"] = self.tunnels.is_connected(endpoint["Id"])
         view["EdgeRefused"] = self.tunnels.refused.get(endpoint["Id"])
 
+    def live_status(self, endpoint: dict, status: int) -> int:
+        """A device in the waiting room is never snapshotted: it is up while its tunnel is."""
+        if is_trusted(endpoint):
+            return status
+        return STATUS_UP if self.tunnels.is_connected(endpoint["Id"]) else STATUS_DOWN
+
     def removed(self, endpoint: dict) -> None:
+        """A device that onboarded with the fleet's key would onboard again at once: it is refused until an
+        administrator admits it again."""
+        if endpoint.get("OnboardedWithGlobalKey") and endpoint.get("EdgeID") and \
+                endpoint["EdgeID"] not in self.fleet.refused:
+            self.fleet.refused[endpoint["EdgeID"]] = {"Name": endpoint["Name"], "Time": now(), "Reason": "removed"}
+            self.tunnels.spawn(self.app[STORE].commit())
         tunnels = self.tunnels
+        tunnels.agent_digests.pop(endpoint["Id"], None)
         tunnels.refused.pop(endpoint["Id"], None)
         tunnels.last_seen.pop(endpoint["Id"], None)
         tunnel = tunnels.tunnels.get(endpoint["Id"])
@@ -11494,6 +11895,15 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("PUT", "/api/edge_stacks/{id}", handle_edge_stack_update),
     ("DELETE", "/api/edge_stacks/{id}", handle_edge_stack_delete),
     ("GET", "/api/edge_stacks/{id}/file", handle_edge_stack_file),
+    ("POST", "/api/endpoints/global-key", handle_endpoint_global_key),
+    ("POST", "/api/endpoints/bulk", handle_endpoints_bulk),
+    ("GET", "/api/edge/onboarding", handle_edge_onboarding_key),
+    ("PUT", "/api/edge/onboarding", handle_edge_onboarding_update),
+    ("POST", "/api/edge/onboarding/rotate", handle_edge_onboarding_rotate),
+    ("GET", "/api/edge/auto_approval", handle_edge_auto_approval),
+    ("PUT", "/api/edge/auto_approval", handle_edge_auto_approval_update),
+    ("GET", "/api/edge/refused_devices", handle_edge_refused_devices),
+    ("POST", "/api/edge/refused_devices/{edgeId}/admit", handle_edge_refused_device_admit),
     ("GET", "/api/webhooks", handle_webhooks_list),
     ("POST", "/api/webhooks", handle_webhook_create),
     ("PUT", "/api/webhooks/{id}", handle_webhook_update),
@@ -11603,6 +12013,8 @@ REQUEST_FIELDS: dict[str, dict] = {
     "handle_custom_template_create": CUSTOM_TEMPLATE_BODY_FIELDS,
     "handle_custom_template_update": CUSTOM_TEMPLATE_BODY_FIELDS, "handle_custom_template_deploy": STACK_DEPLOY_FIELDS,
     "handle_backup": BACKUP_FIELDS, "handle_settings_update": SETTINGS_FIELDS,
+    "handle_endpoint_global_key": GLOBAL_KEY_FIELDS, "handle_endpoints_bulk": BULK_FIELDS,
+    "handle_edge_onboarding_update": ONBOARDING_FIELDS, "handle_edge_auto_approval_update": AUTO_APPROVAL_FIELDS,
 }
 _CONSOLE_QUERY = [("endpointId", "integer", True), ("id", "string", True), ("nodeName", "string", False)]
 # Query parameters of routes that take them: (name, type, required).
