@@ -13,14 +13,18 @@ import time
 
 import pytest
 import requests
-import urllib3
 
 import agent
+import test_ui
 from conftest import HERE, make_namespace_host, remove_namespace_host, start_server, wait_until
 
 FAST_AGENT = {"EDGE_HEARTBEAT": "1", "EDGE_BACKOFF_INITIAL": "0.2", "EDGE_BACKOFF_MAX": "1.0", "LOG_LEVEL": "DEBUG"}
 ENGINE = "unix:///var/run/docker.sock"
-urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+# test_ui's browser and tab fixtures, shared rather than copied.
+browser = test_ui.browser
+open_page = test_ui.open_page
+# The simulated devices dial the server's self-signed HTTPS port as agents do, without pinning.
+pytestmark = pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 
 
 @pytest.fixture(scope="module")
@@ -230,16 +234,21 @@ def test_per_environment_edge_keys_keep_working(fleet):
     wait_until(lambda: docker_status(server, ep["Id"]) == 200, timeout=15, message="the classic engine")
 
 
+def onboard_simulated_devices(server, prefix: str, count: int, tag_every_other: str = "") -> None:
+    """What an agent's first call does (POST /api/endpoints/global-key), without the agent or its tunnel."""
+    key = agent.EdgeKey.decode(onboarding_key(server))
+    session = requests.Session()
+    for n in range(count):
+        r = session.post(server.https_url + agent.EDGE_GLOBAL_KEY_PATH, verify=False, timeout=30,
+                         headers={agent.EDGE_SECRET_HEADER: key.secret, agent.EDGE_ID_HEADER: f"{prefix}-{n:03d}"},
+                         json={"Name": f"{prefix}-{n:03d}", "TagNames": [tag_every_other] if n % 2 else []})
+        assert r.status_code == 200, r.text
+
+
 def test_fleet_list_filters_and_pages_on_the_server(fleet):
     server = fleet["server"]
     tag = server.api("POST", "/api/tags", json={"Name": "paging"}).json()
-    key = agent.EdgeKey.decode(onboarding_key(server))
-    session = requests.Session()
-    for n in range(60):  # simulated devices: the agent's onboarding call, without a tunnel
-        r = session.post(server.https_url + agent.EDGE_GLOBAL_KEY_PATH, verify=False, timeout=30,
-                         headers={agent.EDGE_SECRET_HEADER: key.secret, agent.EDGE_ID_HEADER: f"sim-{n:03d}"},
-                         json={"Name": f"sim-{n:03d}", "TagNames": ["paging"] if n % 2 else []})
-        assert r.status_code == 200, r.text
+    onboard_simulated_devices(server, "sim", 60, tag_every_other="paging")
     tagged = server.api("GET", "/api/endpoints", params={"tagIds": tag["ID"], "start": 0, "limit": 10})
     assert tagged.headers["X-Total-Count"] == "30" and len(tagged.json()) == 10
     down_waiting = server.api("GET", "/api/endpoints", params={"status": "2", "edgeDeviceUntrusted": "true",
@@ -260,3 +269,38 @@ def test_fleet_list_filters_and_pages_on_the_server(fleet):
     assert bulk(server, "move", ids[:1], GroupId=999).status_code == 400
     assert bulk(server, "remove", ids).status_code == 200
     assert server.api("GET", "/api/endpoints", params={"search": "sim-"}).headers["X-Total-Count"] == "0"
+
+
+@pytest.mark.browser
+def test_administrator_copies_the_key_sets_a_rule_and_approves_a_page_of_waiting_devices_in_the_browser(
+        fleet, open_page):
+    server = fleet["server"]
+    onboard_simulated_devices(server, "ui-sim", 55)
+    tab = open_page()
+    page = tab.page
+    test_ui.log_in(page, server)
+    page.goto(server.url + "/#/edge/settings")
+    assert page.locator("#fleet-key").inner_text().strip() == onboarding_key(server)
+    page.get_by_label("Rule kind").select_option("edgeid")
+    page.get_by_label("Rule value").fill("ui-kiosk-*")
+    page.get_by_role("button", name="Add rule").click()
+    page.locator("#rules").get_by_text("ui-kiosk-*").wait_for()
+    assert {"Kind": "edgeid", "Value": "ui-kiosk-*"} in server.api("GET", "/api/edge/auto_approval").json()["Rules"]
+
+    page.goto(server.url + "/#/edge/devices?trust=waiting&search=ui-sim")
+    page.get_by_text("1–50 of 55", exact=True).wait_for()
+    page.get_by_role("button", name="Next").click()
+    page.get_by_text("51–55 of 55", exact=True).wait_for()
+    page.get_by_label("Select this page").check()
+    page.get_by_role("button", name="Approve").click()
+    page.get_by_text("1–50 of 50", exact=True).wait_for()  # the approved five left the waiting room
+    trusted = server.api("GET", "/api/endpoints", params={"search": "ui-sim", "edgeDeviceUntrusted": "false"})
+    assert sorted(e["Name"] for e in trusted.json()) == [f"ui-sim-{n:03d}" for n in range(50, 55)]
+    page.get_by_label("Select this page").check()
+    page.get_by_role("button", name="Reject").click()
+    page.get_by_text("No edge device matches.").wait_for()
+    refused = {d["EdgeID"] for d in server.api("GET", "/api/edge/refused_devices").json()}
+    left = server.api("GET", "/api/endpoints", params={"search": "ui-sim"}).json()
+    assert {f"ui-sim-{n:03d}" for n in range(50)} - refused == set(), ([e["Name"] for e in left], tab.failed_responses)
+    server.api("PUT", "/api/edge/auto_approval", json={"Rules": []})
+    assert not tab.console_errors, tab.console_errors
