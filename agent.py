@@ -38,6 +38,7 @@ import socket
 import ssl
 import stat
 import struct
+import subprocess
 import sys
 import tempfile
 import time
@@ -1374,6 +1375,23 @@ GLOBAL_KEY_ENDPOINT = 0
 EDGE_VERSION_HEADER = "X-PortainerAgent-Version"
 EDGE_DIGEST_HEADER = "X-PortainerAgent-Digest"  # SHA-256 of the agent.py that runs, hex
 EDGE_UPDATE_HEADER = "X-PortainerAgent-Update"  # JSON: how the latest update ended, {"Status", "Reason"}
+# Self-updates: the server opens a tunnel stream to this target and sends one JSON line {"Version", "Digest",
+# "Size", "RollbackTimeout", "Signature"} and then the new agent.py; the agent answers one JSON line
+# {"Accepted": true} or {"Accepted": false, "Reason"}. The signature is RequestSigner's over
+# agent_update_target(), checked with RequestVerifier against the server key the agent pinned.
+AGENT_UPDATE_TARGET = "agent-update"
+MAX_AGENT_FILE = 8 * 1024 * 1024
+EDGE_WATCHDOG_ENV = "EDGE_UPDATE_WATCHDOG"
+
+
+def agent_update_target(digest: str, version: str) -> str:
+    return f"/agent.py?sha256={digest}&version={urllib.parse.quote(version, safe='')}"
+
+
+def version_in_agent_file(data: bytes) -> str:
+    """The AGENT_VERSION an agent.py declares ("" when it declares none)."""
+    found = re.search(rb'^AGENT_VERSION = "([^"\n]{1,32})"', data, re.M)
+    return found.group(1).decode(errors="replace") if found else ""
 
 edge_log = logging.getLogger("portainer.edge")
 # Fire-and-forget tasks (a CLOSE sent from a synchronous close(), a served stream) are kept here until done.
@@ -1391,6 +1409,7 @@ class TunnelStream:
         self.id = stream_id
         self.closed = False
         self.close_reason = ""
+        self.target = "docker"  # what the opener asked to reach (the OPEN frame's payload)
         self._inbound = bytearray()
         self._inbound_eof = False
         self._readable = asyncio.Event()
@@ -1666,6 +1685,7 @@ class Tunnel:
                     self.send_soon(TUNNEL_CLOSE, stream_id, b"too many streams")
                     return
                 stream = self.streams[stream_id] = TunnelStream(self, stream_id)
+                stream.target = payload.decode(errors="replace") or "docker"
                 task = asyncio.ensure_future(self._serve_stream(stream))
                 _BACKGROUND_TASKS.add(task)
                 task.add_done_callback(_BACKGROUND_TASKS.discard)
@@ -1790,10 +1810,140 @@ async def onboard_with_global_key(session: aiohttp.ClientSession, settings: Edge
         message = answer.get("message", "") if isinstance(answer, dict) else ""
         raise EdgeOnboardingRefused(f"{response.status} {message or raw[:200].decode(errors='replace')}")
     device_key = EdgeKey.decode(answer["EdgeKey"])
+    if isinstance(answer.get("SigningKey"), str) and not os.path.exists(server_key_path(settings)):
+        write_private_file(server_key_path(settings), answer["SigningKey"].encode())
     state.set(device_key=answer["EdgeKey"])
     edge_log.info("onboarded as environment %s%s", device_key.endpoint_id,
                   "" if answer.get("UserTrusted") else ": waiting for an administrator's approval")
     return device_key
+
+
+def server_key_path(settings: EdgeSettings) -> str:
+    """The server's signing key, pinned at onboarding (or at the first update): updates must carry its signature."""
+    return os.path.join(settings.data_dir, "server-signing-key")
+
+
+class EdgeSelfUpdate:
+    """Replace this agent.py with the one the server sends through the tunnel, checked against the digest the
+    server signed; restart as the new one, with a watchdog (the old file, run apart) that puts the old file back
+    and restarts it when the new agent has not reconnected in time."""
+
+    def __init__(self, settings: EdgeSettings, state: EdgeState):
+        self.settings = settings
+        self.state = state
+
+    async def receive(self, stream: TunnelStream) -> None:
+        await stream.accept()
+        try:
+            header = json.loads(await stream.readline())
+            if not isinstance(header, dict):
+                raise ValueError("the update header is not a JSON object")
+            size = int(header["Size"])
+            if not 0 < size <= MAX_AGENT_FILE:
+                raise ValueError(f"an agent.py of {size} bytes is refused")
+            data = bytearray()
+            while len(data) < size:
+                chunk = await stream.read(min(STREAM_CHUNK, size - len(data)))
+                if not chunk:
+                    raise ValueError("the offered agent.py ended early")
+                data += chunk
+            self.check(header, bytes(data))
+        except (ValueError, KeyError, TypeError, AgentAuthError, asyncio.LimitOverrunError) as exc:
+            edge_log.error("update refused: %s", exc)
+            await self.answer(stream, {"Accepted": False, "Reason": str(exc)[:300]})
+            return
+        await self.answer(stream, {"Accepted": True})
+        self.install(header, bytes(data))
+
+    @staticmethod
+    async def answer(stream: TunnelStream, answer: dict) -> None:
+        stream.write(json.dumps(answer).encode() + b"\n")
+        stream.write_eof()
+        with contextlib.suppress(ConnectionError):
+            await stream.drain()
+
+    def check(self, header: dict, data: bytes) -> None:
+        digest = hashlib.sha256(data).hexdigest()
+        if not hmac.compare_digest(digest, str(header["Digest"])):
+            raise ValueError("the offered agent.py does not match its digest")
+        signature = header["Signature"]
+        if not isinstance(signature, dict):
+            raise ValueError("the update carries no signature")
+        verifier = RequestVerifier(pin_path=server_key_path(self.settings))
+        verifier.verify("PUT", agent_update_target(digest, str(header["Version"])), signature)
+
+    def install(self, header: dict, data: bytes) -> None:
+        """Keep the old file, put the new one in its place atomically, start the watchdog, become the new one."""
+        path = running_agent_file()
+        previous = os.path.join(self.settings.data_dir, "agent.py.previous")
+        shutil.copy2(path, previous)
+        new = path + ".new"
+        with open(new, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(new, os.stat(path).st_mode & 0o7777)
+        timeout = float(header.get("RollbackTimeout") or self.settings.update_timeout)
+        self.state.set(update={"Version": header["Version"], "Digest": header["Digest"], "Path": path,
+                               "Previous": previous, "Deadline": time.time() + timeout, "Timeout": timeout,
+                               "Pid": os.getpid()}, update_report=None)
+        os.replace(new, path)
+        subprocess.Popen([sys.executable, previous], env={**os.environ, EDGE_WATCHDOG_ENV: "1"})
+        edge_log.warning("agent.py replaced by version %s; restarting", header["Version"])
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os.execv(sys.executable, [sys.executable, path, *sys.argv[1:]])
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def watch_update() -> int:
+    """The watchdog (the old agent.py, run beside the new one): when the update is not confirmed by its deadline,
+    put the old file back, stop the new agent, and become the old agent, which reports the rollback."""
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s watchdog: %(message)s")
+    settings = EdgeSettings.from_environment()
+    update = EdgeState(settings.data_dir).values.get("update")
+    while update and time.time() < update["Deadline"]:
+        time.sleep(0.5)
+        update = EdgeState(settings.data_dir).values.get("update")
+    if not update:
+        return 0
+    edge_log.error("the new agent (version %s) did not reconnect within %s s: rolling back", update["Version"],
+                   update["Timeout"])
+    with open(update["Previous"], "rb") as f:
+        old = f.read()
+    write_private_file(update["Path"] + ".rollback", old)
+    os.chmod(update["Path"] + ".rollback", 0o755)
+    os.replace(update["Path"] + ".rollback", update["Path"])
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(update["Pid"], signal.SIGTERM)
+        for _ in range(30):
+            if not process_alive(update["Pid"]):
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(update["Pid"], signal.SIGKILL)
+    EdgeState(settings.data_dir).set(update=None, update_report={
+        "Status": "rolled back", "Digest": update["Digest"], "Version": update["Version"],
+        "Reason": f"the new agent did not reconnect within {update['Timeout']:g} s"})
+    env = {k: v for k, v in os.environ.items() if k != EDGE_WATCHDOG_ENV}
+    os.execve(sys.executable, [sys.executable, update["Path"]], env)
+    return 1
+
+
+async def serve_edge_agent_stream(stream: TunnelStream, settings: EdgeSettings, state: EdgeState) -> None:
+    """A stream the server opened: to the Docker engine, or an update of this agent."""
+    if stream.target == AGENT_UPDATE_TARGET:
+        await EdgeSelfUpdate(settings, state).receive(stream)
+    else:
+        await serve_edge_stream(stream, settings.docker_url)
 
 
 def tunnel_headers(settings: EdgeSettings, key: EdgeKey, state: EdgeState) -> dict:
@@ -1856,6 +2006,7 @@ async def run_edge_agent(settings: EdgeSettings) -> None:
     timeout = aiohttp.ClientTimeout(total=None, connect=settings.connect_timeout,
                                     sock_connect=settings.connect_timeout)
     state = EdgeState(settings.data_dir)
+    state.set(pid=os.getpid())
     onboarding = settings.key.endpoint_id == GLOBAL_KEY_ENDPOINT
     attempt = 0
     async with aiohttp.ClientSession(timeout=timeout) as session:
@@ -1873,8 +2024,12 @@ async def run_edge_agent(settings: EdgeSettings) -> None:
                                               max_msg_size=TUNNEL_MAX_MESSAGE, compress=0,
                                               **CLIENT_WS_CLOSE_TIMEOUT) as ws:
                     edge_log.info("edge tunnel to %s is up (environment %s)", key.server_url, key.endpoint_id)
+                    if state.values.get("update"):
+                        edge_log.info("update to version %s confirmed", state.values["update"]["Version"])
+                    if state.values.get("update") or state.values.get("update_report"):
+                        state.set(update=None, update_report=None)  # the server has the report in our headers
                     opened = time.monotonic()
-                    await Tunnel(ws, lambda stream: serve_edge_stream(stream, settings.docker_url)).run()
+                    await Tunnel(ws, lambda stream: serve_edge_agent_stream(stream, settings, state)).run()
                     edge_log.warning("edge tunnel closed (code %s); reconnecting", ws.close_code)
                     # Only a tunnel that held resets the backoff: one closed at once (a server replacing it
                     # again and again) must not become a tight reconnect loop.
@@ -1921,6 +2076,8 @@ def edge_main() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if os.environ.get(EDGE_WATCHDOG_ENV) == "1":
+        return watch_update()
     if str(os.environ.get("EDGE", "")).lower() in ("1", "true", "yes", "on"):
         return edge_main()
     config = build_agent_parser().parse_args(argv)

@@ -148,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--edge-job-image", default=_env("PORTAINER_EDGE_JOB_IMAGE", "busybox:local"),
                    help="image edge job scripts run in unless a job names another "
                         "[PORTAINER_EDGE_JOB_IMAGE] (default busybox:local)")
+    p.add_argument("--edge-agent-file", default=_env("PORTAINER_EDGE_AGENT_FILE", ""),
+                   help="the agent.py offered to edge agents by update schedules [PORTAINER_EDGE_AGENT_FILE] "
+                        "(default: the agent.py beside portainer.py)")
     p.add_argument("--agent-secret", default=_env("AGENT_SECRET", ""),
                    help="secret proven to every agent that has AGENT_SECRET set; an environment may set its own "
                         "[AGENT_SECRET]")
@@ -200,6 +203,7 @@ IMAGE_UPDATES: web.AppKey[ImageUpdates] = app_key("image_updates")
 EDGE_TUNNELS: web.AppKey[EdgeTunnels] = app_key("edge_tunnels")
 EDGE_JOBS: web.AppKey[EdgeJobRunner] = app_key("edge_jobs")
 EDGE_FLEET: web.AppKey[EdgeFleet] = app_key("edge_fleet")
+EDGE_UPDATES: web.AppKey[EdgeUpdates] = app_key("edge_updates")
 STACKS: web.AppKey[Stacks] = app_key("stacks")
 EDGE_STACKS: web.AppKey[EdgeStacks] = app_key("edge_stacks")
 CONSOLES: web.AppKey[weakref.WeakSet] = app_key("consoles")
@@ -583,6 +587,7 @@ class Store:
         self.edge_groups = Collection(self, "edge_groups", "edge group")
         self.edge_jobs = Collection(self, "edge_jobs", "edge job")
         self.edge_stacks = Collection(self, "edge_stacks", "edge stack")
+        self.edge_update_schedules = Collection(self, "edge_update_schedules", "edge update schedule", id_field="id")
         self.custom_templates = Collection(self, "custom_templates", "custom template")
         self.endpoint_groups = Collection(self, "endpoint_groups", "environment group")
         self.webhooks = Collection(self, "webhooks", "webhook")
@@ -7026,6 +7031,7 @@ class EdgeTunnels:
         # The latest Edge ID refused per environment, shown to administrators so they can re-associate.
         self.refused: dict[int, dict] = {}
         self.agent_digests: dict[int, str] = {}  # SHA-256 of the agent.py each connected agent runs
+        self.update_reports: dict[int, dict] = {}  # how each agent's latest self-update ended, as it said
         self.websockets: weakref.WeakSet = weakref.WeakSet()
         # Called with the environment id whenever its agent connects (edge jobs waiting for it run then).
         self.on_connect: list[Callable[[int], None]] = []
@@ -7188,6 +7194,10 @@ async def handle_edge_tunnel(request: web.Request) -> web.StreamResponse:
         endpoint["Agent"] = {**(endpoint.get("Agent") or {}), "Version": version}
         await app[STORE].commit()
     tunnels.agent_digests[endpoint_id] = request.headers.get(shared.EDGE_DIGEST_HEADER, "")[:64]
+    with contextlib.suppress(ValueError):
+        report = json.loads(request.headers.get(shared.EDGE_UPDATE_HEADER, "") or "null")
+        if isinstance(report, dict):
+            tunnels.update_reports[endpoint_id] = {**report, "Time": now()}
     heartbeat = app[CONFIG].edge_heartbeat
     ws = web.WebSocketResponse(heartbeat=heartbeat, receive_timeout=shared.tunnel_receive_timeout(heartbeat),
                                max_msg_size=shared.TUNNEL_MAX_MESSAGE, compress=False,
@@ -8084,7 +8094,7 @@ async def handle_endpoint_global_key(request: web.Request) -> web.Response:
                                  ", approved again" if admitted else ", waiting for approval"), endpoint)
     await store.commit()
     return json_response({"endpointID": endpoint["Id"], "UserTrusted": is_trusted(endpoint),
-                          "EdgeKey": edge_key_for(app, endpoint)})
+                          "EdgeKey": edge_key_for(app, endpoint), "SigningKey": app[AGENT_SIGNER].public_key})
 
 
 BULK_ACTIONS = ("approve", "reject", "tag", "untag", "move", "remove")
@@ -8147,6 +8157,224 @@ async def handle_endpoints_bulk(request: web.Request) -> web.Response:
     return json_response({"Action": action, "EndpointIds": ids})
 
 
+# -- agent updates: the server offers its agent.py to edge groups, a few devices at a time ----------------------
+#
+# A schedule (Portainer's /api/edge_update_schedules) keeps its own copy of the agent.py offered when it was made,
+# and each device's state: pending -> updating -> updated, or rolled back / failed with the reason. A device is
+# sent the file through its tunnel with a signature of its digest (agent.py's RequestSigner); it reports the
+# outcome by the digest and update report it sends when it connects again. Pending devices that are offline
+# update when they return.
+
+UPDATE_PENDING, UPDATE_UPDATING, UPDATE_UPDATED = "pending", "updating", "updated"
+UPDATE_ROLLED_BACK, UPDATE_FAILED = "rolled back", "failed"
+UPDATE_TICK = 1.0
+UPDATE_ANSWER_TIMEOUT = 30.0
+UPDATE_REPORT_GRACE = 120  # beyond the rollback timeout: a device silent for longer has failed
+EDGE_UPDATE_FIELDS = {"name": str, "groupIds": [int], "scheduledTime": int, "batchSize": int, "rollbackTimeout": int}
+
+
+def offered_agent_file(config: argparse.Namespace) -> str:
+    return config.edge_agent_file or shared.running_agent_file()
+
+
+class EdgeUpdates:
+    """Runs the update schedules: every tick, each due schedule sends its agent.py to as many connected devices
+    as its batch size allows and reads the outcome of the ones updating from how they reconnected."""
+
+    def __init__(self, app: web.Application):
+        self.app = app
+        self.store = app[STORE]
+        self.directory = os.path.join(app[STORE].directory, "edge_updates")
+        self.tasks: set[asyncio.Task] = set()
+
+    def file_path(self, schedule_id: int) -> str:
+        return os.path.join(self.directory, f"{schedule_id}-agent.py")
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(UPDATE_TICK)
+            changed = False
+            for schedule in self.store.edge_update_schedules:
+                changed |= self.tick(schedule)
+            if changed:
+                await self.store.commit()
+
+    def tick(self, schedule: dict) -> bool:
+        """Advance one schedule; True when a device's state changed."""
+        if schedule["scheduledTime"] > now() or schedule.get("finished"):
+            return False
+        tunnels, devices, target = self.app[EDGE_TUNNELS], schedule["devices"], schedule["digest"]
+        changed = False
+        if not schedule.get("started"):
+            schedule["started"] = now()
+            members = {i for g in schedule["groupIds"] if g in self.store.edge_groups
+                       for i in edge_group_endpoint_ids(self.store, g)}
+            devices.update({str(i): {"status": UPDATE_PENDING, "reason": "", "time": now()} for i in sorted(members)})
+            changed = True
+        for key, device in devices.items():
+            endpoint_id = int(key)
+            report = tunnels.update_reports.get(endpoint_id) or {}
+            connected = tunnels.is_connected(endpoint_id)
+            if endpoint_id not in self.store.endpoints and device["status"] in (UPDATE_PENDING, UPDATE_UPDATING):
+                device.update(status=UPDATE_FAILED, reason="the environment was removed", time=now())
+            elif device["status"] == UPDATE_PENDING and connected and tunnels.agent_digests.get(endpoint_id) == target:
+                device.update(status=UPDATE_UPDATED, reason="already runs this agent.py", time=now())
+            elif device["status"] != UPDATE_UPDATING:
+                continue
+            elif report.get("Digest") == target and report.get("Status") == UPDATE_ROLLED_BACK and \
+                    report.get("Time", 0) >= device["time"]:
+                device.update(status=UPDATE_ROLLED_BACK, reason=str(report.get("Reason", ""))[:300], time=now())
+            elif connected and tunnels.agent_digests.get(endpoint_id) == target:
+                device.update(status=UPDATE_UPDATED, reason="", time=now(),
+                              version=(self.store.endpoints.get(endpoint_id).get("Agent") or {}).get("Version"))
+            elif now() - device["time"] > schedule["rollbackTimeout"] + UPDATE_REPORT_GRACE:
+                device.update(status=UPDATE_FAILED, reason="the device did not come back with either version",
+                              time=now())
+            else:
+                continue
+            changed = True
+        updating = sum(1 for d in devices.values() if d["status"] == UPDATE_UPDATING and not d.get("sending"))
+        sending = sum(1 for d in devices.values() if d.get("sending"))
+        free = schedule["batchSize"] - updating - sending
+        for key, device in devices.items():
+            if free <= 0:
+                break
+            endpoint = self.store.endpoints.find(key)
+            if device["status"] == UPDATE_PENDING and endpoint is not None and is_trusted(endpoint) and \
+                    tunnels.is_connected(endpoint["Id"]):
+                device.update(status=UPDATE_UPDATING, reason="", time=now(), sending=True)
+                free -= 1
+                changed = True
+                task = asyncio.ensure_future(self.send(schedule, endpoint["Id"]))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+        if devices and all(d["status"] not in (UPDATE_PENDING, UPDATE_UPDATING) for d in devices.values()):
+            schedule["finished"] = now()
+            changed = True
+        return changed
+
+    async def send(self, schedule: dict, endpoint_id: int) -> None:
+        """The file and its signed digest through the device's tunnel; its answer says whether it installs it."""
+        device = schedule["devices"][str(endpoint_id)]
+        try:
+            with open(self.file_path(schedule["id"]), "rb") as f:
+                data = f.read()
+            signature = dict(self.app[AGENT_SIGNER].headers(
+                "PUT", shared.agent_update_target(schedule["digest"], schedule["version"])))
+            header = {"Version": schedule["version"], "Digest": schedule["digest"], "Size": len(data),
+                      "RollbackTimeout": schedule["rollbackTimeout"], "Signature": signature}
+            tunnel = self.app[EDGE_TUNNELS].tunnels[endpoint_id]
+            stream = await tunnel.open_stream(shared.AGENT_UPDATE_TARGET)
+            try:
+                stream.write(json.dumps(header).encode() + b"\n" + data)
+                stream.write_eof()
+                await stream.drain()
+                line = await asyncio.wait_for(stream.readline(), UPDATE_ANSWER_TIMEOUT)
+            finally:
+                stream.close("done")
+            try:
+                answer = json.loads(line)
+            except ValueError:
+                answer = {"Accepted": False, "Reason": "this agent cannot update itself (an older agent.py)"}
+            if not isinstance(answer, dict) or answer.get("Accepted") is not True:
+                reason = answer.get("Reason") if isinstance(answer, dict) else None
+                device.update(status=UPDATE_FAILED, reason=str(reason or "refused by the device")[:300], time=now())
+            else:
+                device.update(time=now())
+                log.info("edge environment %s accepted agent.py version %s", endpoint_id, schedule["version"])
+        except (KeyError, ConnectionError, asyncio.TimeoutError, asyncio.LimitOverrunError) as exc:
+            # the tunnel went away before the device answered: it is tried again when it is back
+            device.update(status=UPDATE_PENDING, reason=f"not sent: {exc or type(exc).__name__}", time=now())
+        except OSError as exc:
+            device.update(status=UPDATE_FAILED, reason=f"the schedule's agent.py cannot be read: {exc}", time=now())
+        finally:
+            device.pop("sending", None)
+        await self.store.commit()
+
+
+def edge_update_view(schedule: dict) -> dict:
+    counts: dict[str, int] = {}
+    for device in schedule["devices"].values():
+        counts[device["status"]] = counts.get(device["status"], 0) + 1
+    return {**schedule, "counts": counts}
+
+
+def offered_agent(config: argparse.Namespace) -> tuple[bytes, str, str]:
+    path = offered_agent_file(config)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(shared.MAX_AGENT_FILE + 1)
+    except OSError as exc:
+        raise BadRequest(f"the agent.py to offer cannot be read: {exc}",
+                         "see --edge-agent-file [PORTAINER_EDGE_AGENT_FILE]") from None
+    if len(data) > shared.MAX_AGENT_FILE:
+        raise BadRequest(f"{path} is larger than {shared.MAX_AGENT_FILE} bytes")
+    return data, hashlib.sha256(data).hexdigest(), shared.version_in_agent_file(data)
+
+
+async def handle_edge_update_agent_versions(request: web.Request) -> web.Response:
+    """The agent.py version this server offers, as Portainer lists them, and its digest (administrators)."""
+    require_admin(request)
+    _, digest, version = offered_agent(request.app[CONFIG])
+    return json_response([version], headers={"X-Agent-Digest": digest})
+
+
+async def handle_edge_update_schedules_list(request: web.Request) -> web.Response:
+    require_admin(request)
+    return json_response([edge_update_view(s) for s in request.app[STORE].edge_update_schedules.in_id_order()])
+
+
+async def handle_edge_update_schedule_create(request: web.Request) -> web.Response:
+    """Update the agents of edge groups to the agent.py this server offers now, {"name", "groupIds",
+    "scheduledTime" (Unix seconds; 0 or absent: now), "batchSize" (devices at a time, default 10),
+    "rollbackTimeout" (seconds a new agent has to reconnect, default 60)} (administrators)."""
+    require_admin(request)
+    store = request.app[STORE]
+    body = await read_documented_fields(request, EDGE_UPDATE_FIELDS)
+    name = field(body, "name", str).strip()
+    if not name:
+        raise BadRequest("name is required")
+    group_ids = id_list(body, "groupIds")
+    if not group_ids:
+        raise BadRequest("groupIds must name at least one edge group")
+    missing = [g for g in group_ids if g not in store.edge_groups]
+    if missing:
+        raise BadRequest(f"no such edge groups: {missing}")
+    batch = field(body, "batchSize", int, required=False, default=10)
+    timeout = field(body, "rollbackTimeout", int, required=False, default=60)
+    if not 1 <= batch <= 1000 or not 5 <= timeout <= 3600:
+        raise BadRequest("batchSize is 1 to 1000 devices, rollbackTimeout 5 to 3600 seconds")
+    data, digest, version = offered_agent(request.app[CONFIG])
+    schedule_id = store.edge_update_schedules.new_id()
+    updates = request.app[EDGE_UPDATES]
+    os.makedirs(updates.directory, mode=0o700, exist_ok=True)
+    write_private_file(updates.file_path(schedule_id), data)
+    caller = caller_of(request)
+    schedule = store.edge_update_schedules.add({
+        "id": schedule_id, "name": name, "groupIds": group_ids, "type": 0, "version": version, "digest": digest,
+        "scheduledTime": field(body, "scheduledTime", int, required=False, default=0) or now(),
+        "batchSize": batch, "rollbackTimeout": timeout, "created": now(), "createdBy": caller.id, "devices": {}})
+    await store.commit()
+    record_fleet_activity(request, f"schedule agent update {name!r} to version {version}")
+    return json_response(edge_update_view(schedule))
+
+
+async def handle_edge_update_schedule_inspect(request: web.Request) -> web.Response:
+    require_admin(request)
+    return json_response(edge_update_view(request.app[STORE].edge_update_schedules.get(path_id(request))))
+
+
+async def handle_edge_update_schedule_delete(request: web.Request) -> web.Response:
+    """Cancel a schedule: devices not yet sent the file keep their agent (administrators)."""
+    require_admin(request)
+    store = request.app[STORE]
+    schedule = store.edge_update_schedules.delete(path_id(request))
+    await store.commit()
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(request.app[EDGE_UPDATES].file_path(schedule["id"]))
+    return web.Response(status=204)
+
+
 # -- the edge environment kind: all of the above, started and stopped with the server ------------------------------
 
 
@@ -8164,6 +8392,7 @@ class EdgeKind(EnvironmentKind):
         self.jobs = app[EDGE_JOBS] = EdgeJobRunner(app)
         self.stacks = app[EDGE_STACKS] = EdgeStacks(store, environments, store.directory)
         self.fleet = app[EDGE_FLEET] = EdgeFleet(app)
+        self.updates = app[EDGE_UPDATES] = EdgeUpdates(app)
         self.tunnels.on_connect.append(self.jobs.dispatch)
         self.tunnels.on_connect.append(
             lambda endpoint_id: self.tunnels.spawn(self.tunnels.snapshot_when_connected(environments, endpoint_id)))
@@ -8205,6 +8434,7 @@ class EdgeKind(EnvironmentKind):
             self.tunnels.spawn(self.app[STORE].commit())
         tunnels = self.tunnels
         tunnels.agent_digests.pop(endpoint["Id"], None)
+        tunnels.update_reports.pop(endpoint["Id"], None)
         tunnels.refused.pop(endpoint["Id"], None)
         tunnels.last_seen.pop(endpoint["Id"], None)
         tunnel = tunnels.tunnels.get(endpoint["Id"])
@@ -8234,9 +8464,13 @@ class EdgeKind(EnvironmentKind):
                     status.update(Type=EDGE_PENDING, Status="pending")
         retry = asyncio.ensure_future(self.stacks.retry_loop())
         scheduler = asyncio.ensure_future(self.jobs.schedule())
+        updater = asyncio.ensure_future(self.updates.run())
+        for schedule in app[STORE].edge_update_schedules:
+            for device in schedule["devices"].values():
+                device.pop("sending", None)  # a send the restart cut short: the device's reconnection tells
         self.jobs.dispatch()
         yield
-        pending = [scheduler, *self.jobs.tasks, *self.tunnels.tasks]
+        pending = [scheduler, updater, *self.updates.tasks, *self.jobs.tasks, *self.tunnels.tasks]
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
@@ -12061,6 +12295,11 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("DELETE", "/api/edge_stacks/{id}", handle_edge_stack_delete),
     ("GET", "/api/edge_stacks/{id}/file", handle_edge_stack_file),
     ("POST", "/api/endpoints/global-key", handle_endpoint_global_key),
+    ("GET", "/api/edge_update_schedules", handle_edge_update_schedules_list),
+    ("POST", "/api/edge_update_schedules", handle_edge_update_schedule_create),
+    ("GET", "/api/edge_update_schedules/agent_versions", handle_edge_update_agent_versions),
+    ("GET", "/api/edge_update_schedules/{id}", handle_edge_update_schedule_inspect),
+    ("DELETE", "/api/edge_update_schedules/{id}", handle_edge_update_schedule_delete),
     ("POST", "/api/endpoints/bulk", handle_endpoints_bulk),
     ("GET", "/api/edge/onboarding", handle_edge_onboarding_key),
     ("PUT", "/api/edge/onboarding", handle_edge_onboarding_update),
@@ -12179,6 +12418,7 @@ REQUEST_FIELDS: dict[str, dict] = {
     "handle_custom_template_update": CUSTOM_TEMPLATE_BODY_FIELDS, "handle_custom_template_deploy": STACK_DEPLOY_FIELDS,
     "handle_backup": BACKUP_FIELDS, "handle_settings_update": SETTINGS_FIELDS,
     "handle_endpoint_global_key": GLOBAL_KEY_FIELDS, "handle_endpoints_bulk": BULK_FIELDS,
+    "handle_edge_update_schedule_create": EDGE_UPDATE_FIELDS,
     "handle_edge_onboarding_update": ONBOARDING_FIELDS, "handle_edge_auto_approval_update": AUTO_APPROVAL_FIELDS,
 }
 _CONSOLE_QUERY = [("endpointId", "integer", True), ("id", "string", True), ("nodeName", "string", False)]

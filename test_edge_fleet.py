@@ -6,7 +6,11 @@ inbound connection) and reach the server only through the tunnel they dial. Thei
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -39,10 +43,12 @@ def fleet_site():
 
 @pytest.fixture(scope="module")
 def fleet(fleet_site, workdir):
-    server = start_server(os.path.join(workdir, "fleet-data"), "--edge-heartbeat", "1",
+    offered = os.path.join(workdir, "offered-agent.py")  # what update schedules send; each test writes its own
+    shutil.copy(os.path.join(HERE, "agent.py"), offered)
+    server = start_server(os.path.join(workdir, "fleet-data"), "--edge-heartbeat", "1", "--edge-agent-file", offered,
                           bind_host=fleet_site.host_address)
     agents: list[FleetAgent] = []
-    yield {"server": server, "agents": agents, "site": fleet_site, "workdir": workdir}
+    yield {"server": server, "agents": agents, "site": fleet_site, "workdir": workdir, "offered": offered}
     for device in agents:
         device.stop()
     server.stop()
@@ -51,13 +57,18 @@ def fleet(fleet_site, workdir):
 class FleetAgent:
     """One `python agent.py` in edge mode, imaged with the fleet's key; on the NAT site or on this machine."""
 
-    def __init__(self, fleet: dict, key: str, edge_id: str, site=None, **announced: str):
+    def __init__(self, fleet: dict, key: str, edge_id: str, site=None, own_copy: bool = False, **announced: str):
+        """own_copy: run a copy of agent.py of its own (one that updates itself replaces its file)."""
         self.edge_id = edge_id
         self.data = os.path.join(fleet["workdir"], f"device-{edge_id}")
         self.log_path = self.data + ".log"
+        self.agent_file = os.path.join(self.data, "agent.py") if own_copy else os.path.join(HERE, "agent.py")
+        if own_copy and not os.path.exists(self.agent_file):
+            os.makedirs(self.data, exist_ok=True)
+            shutil.copy(os.path.join(HERE, "agent.py"), self.agent_file)
         env = {**os.environ, **FAST_AGENT, "EDGE": "1", "EDGE_KEY": key, "EDGE_ID": edge_id, "DOCKER_HOST": ENGINE,
-               "EDGE_DATA": self.data, **{f"EDGE_{k.upper()}": v for k, v in announced.items()}}
-        argv = [sys.executable, os.path.join(HERE, "agent.py")]
+               "EDGE_DATA": os.path.join(self.data, "state"), **{f"EDGE_{k.upper()}": v for k, v in announced.items()}}
+        argv = [sys.executable, self.agent_file]
         log = open(self.log_path, "ab")
         self.process = (site.popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT) if site else
                         subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT))
@@ -67,10 +78,22 @@ class FleetAgent:
         with open(self.log_path, errors="replace") as f:
             return f.read()
 
+    def running_digest(self) -> str:
+        with open(self.agent_file, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+
     def stop(self) -> None:
+        """The process started, and the one a rolled-back update became (its watchdog), if any."""
         if self.process.poll() is None:
             self.process.terminate()
             self.process.wait(10)
+        try:
+            with open(os.path.join(self.data, "state", "state.json")) as f:
+                pid = json.load(f).get("pid")
+            if pid and pid != self.process.pid:
+                os.kill(pid, signal.SIGTERM)
+        except (FileNotFoundError, ValueError, ProcessLookupError):
+            pass
 
 
 def onboarding_key(server) -> str:
@@ -304,3 +327,76 @@ def test_administrator_copies_the_key_sets_a_rule_and_approves_a_page_of_waiting
     assert {f"ui-sim-{n:03d}" for n in range(50)} - refused == set(), ([e["Name"] for e in left], tab.failed_responses)
     server.api("PUT", "/api/edge/auto_approval", json={"Rules": []})
     assert not tab.console_errors, tab.console_errors
+
+
+def write_offered_agent(fleet: dict, version: str, broken: bool = False) -> str:
+    """The agent.py the server offers: this one declaring another version (and, broken, exiting at start)."""
+    with open(os.path.join(HERE, "agent.py")) as f:
+        text = f.read().replace(f'AGENT_VERSION = "{agent.AGENT_VERSION}"', f'AGENT_VERSION = "{version}"', 1)
+    if broken:
+        text = text.replace('if __name__ == "__main__":\n    sys.exit(main())', 'sys.exit("this agent.py is broken")')
+    with open(fleet["offered"], "w") as f:
+        f.write(text)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def schedule_states(server, schedule_id: int) -> dict[int, dict]:
+    schedule = server.api("GET", f"/api/edge_update_schedules/{schedule_id}").json()
+    return {int(k): v for k, v in schedule["devices"].items()}
+
+
+def test_update_schedule_across_two_groups_updates_every_device_one_offline_when_it_returns_a_broken_one_rolls_back(
+        fleet):
+    server = fleet["server"]
+    line_a = server.api("POST", "/api/edge_groups", json={"Name": "line-a", "Dynamic": False}).json()
+    line_b = server.api("POST", "/api/edge_groups", json={"Name": "line-b", "Dynamic": False}).json()
+    server.api("PUT", "/api/edge/auto_approval", json={"Rules": [{"Kind": "edgeid", "Value": "upd-*"}]})
+    key = onboarding_key(server)
+    devices = {name: FleetAgent(fleet, key, name, site=fleet["site"] if name == "upd-a1" else None, own_copy=True,
+                                groups=group) for name, group in (("upd-a1", "line-a"), ("upd-a2", "line-a"),
+                                                                  ("upd-b1", "line-b"), ("upd-b2", "line-b"))}
+    ids = {name: connected_environment(server, name)["Id"] for name in devices}
+    devices["upd-b2"].stop()  # offline while the schedule runs
+    wait_until(lambda: not environment_of(server, "upd-b2")["EdgeTunnelConnected"], timeout=15, message="b2 offline")
+
+    token = make_standard_user(server)
+    assert server.api("POST", "/api/edge_update_schedules", token=token,
+                      json={"name": "x", "groupIds": [line_a["Id"]]}).status_code == 403
+    new_digest = write_offered_agent(fleet, "2.19.4-fleet.1")
+    assert server.api("GET", "/api/edge_update_schedules/agent_versions").json() == ["2.19.4-fleet.1"]
+    r = server.api("POST", "/api/edge_update_schedules", json={
+        "name": "fleet.1", "groupIds": [line_a["Id"], line_b["Id"]], "batchSize": 2, "rollbackTimeout": 6})
+    assert r.status_code == 200, r.text
+    first = r.json()
+    assert first["version"] == "2.19.4-fleet.1" and first["digest"] == new_digest
+    online = [ids[n] for n in ("upd-a1", "upd-a2", "upd-b1")]
+    wait_until(lambda: all(schedule_states(server, first["id"])[i]["status"] == "updated" for i in online),
+               timeout=60, message="the online devices to update")
+    assert schedule_states(server, first["id"])[ids["upd-b2"]]["status"] == "pending"
+    for name in ("upd-a1", "upd-a2", "upd-b1"):
+        assert devices[name].running_digest() == new_digest
+        assert environment_of(server, name)["Agent"]["Version"] == "2.19.4-fleet.1"
+    # the offline device comes back and is updated then
+    devices["upd-b2"] = FleetAgent(fleet, key, "upd-b2", own_copy=True, groups="line-b")
+    wait_until(lambda: schedule_states(server, first["id"])[ids["upd-b2"]]["status"] == "updated", timeout=45,
+               message="the returning device to update")
+    assert devices["upd-b2"].running_digest() == new_digest
+    assert server.api("GET", f"/api/edge_update_schedules/{first['id']}").json()["finished"]
+
+    # a broken agent.py for line b: each device's watchdog puts fleet.1 back, which reports the rollback
+    write_offered_agent(fleet, "2.19.4-broken", broken=True)
+    broken = server.api("POST", "/api/edge_update_schedules", json={
+        "name": "broken", "groupIds": [line_b["Id"]], "batchSize": 2, "rollbackTimeout": 6}).json()
+    line_b_ids = [ids["upd-b1"], ids["upd-b2"]]
+    wait_until(lambda: all(schedule_states(server, broken["id"])[i]["status"] == "rolled back" for i in line_b_ids),
+               timeout=60, message="the broken update to roll back")
+    states = schedule_states(server, broken["id"])
+    assert all("did not reconnect within 6 s" in states[i]["reason"] for i in line_b_ids)
+    for name in ("upd-b1", "upd-b2"):
+        assert devices[name].running_digest() == new_digest
+        ep = connected_environment(server, name)
+        assert ep["Agent"]["Version"] == "2.19.4-fleet.1"
+        wait_until(lambda: docker_status(server, ep["Id"]) == 200, timeout=15, message="the rolled-back engine")
+    logs = server.api("GET", "/api/useractivity/logs", params={"limit": 1000}).json()["logs"]
+    assert any(e["action"] == "schedule agent update 'broken' to version 2.19.4-broken" for e in logs)
+    server.api("PUT", "/api/edge/auto_approval", json={"Rules": []})
