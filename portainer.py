@@ -8209,7 +8209,8 @@ class EdgeUpdates:
             schedule["started"] = now()
             members = {i for g in schedule["groupIds"] if g in self.store.edge_groups
                        for i in edge_group_endpoint_ids(self.store, g)}
-            devices.update({str(i): {"status": UPDATE_PENDING, "reason": "", "time": now()} for i in sorted(members)})
+            devices.update({str(i): {"name": self.store.endpoints.get(i)["Name"], "status": UPDATE_PENDING,
+                                     "reason": "", "time": now()} for i in sorted(members)})
             changed = True
         for key, device in devices.items():
             endpoint_id = int(key)
@@ -10213,8 +10214,8 @@ export async function pageDashboard(envId) {
 }
 """,  # noqa: E501
     'pages/edge-fleet.js': r"""// Edge fleets: the devices page (server-side filters and paging over thousands of edge environments, the waiting
-// room, bulk approve / reject / tag / move / remove) and the edge settings page (the fleet's onboarding key,
-// auto-approval rules, refused devices).
+// room, bulk approve / reject / tag / move / remove), the edge settings page (the fleet's onboarding key,
+// auto-approval rules, refused devices) and agent updates (schedules and each device's state).
 import {api, request} from '../api.js';
 import {$, $$} from '../dom.js';
 import {showError, toast} from '../feedback.js';
@@ -10343,6 +10344,42 @@ export async function pageEdgeSettings() {
     else if (b.dataset.dropRule) { await saveRules(rules.filter(r => `${r.Kind}:${r.Value}` !== b.dataset.dropRule)); }
     else { await api('POST', `/api/edge/refused_devices/${encodeURIComponent(b.dataset.admit)}/admit`); toast(`${b.dataset.admit} admitted: it is trusted when it connects`); await pageEdgeSettings(); }
   });
+}
+
+const UPDATE_BADGE = {pending: 'paused', updating: 'paused', updated: 'up', 'rolled back': 'down', failed: 'down'};
+function scheduleCard(s, groupNames) {
+  const devices = Object.entries(s.devices);
+  return `<div class="card" data-schedule="${s.id}"><h3>${esc(s.name)} <span class="muted small">agent ${esc(s.version)} · ${esc(groupNames(s.groupIds))}
+    · ${s.batchSize} at a time · rollback after ${s.rollbackTimeout} s · ${s.scheduledTime > Date.now() / 1000 ? `starts ${new Date(s.scheduledTime * 1000).toLocaleString()}` : s.finished ? 'finished' : 'running'}</span></h3>
+    <p>${Object.entries(s.counts).map(([k, n]) => `<span class="badge ${UPDATE_BADGE[k] || ''}">${esc(k)}: ${n}</span>`).join(' ') || '<span class="muted">no device yet</span>'}
+    <button class="small danger" data-cancel="${s.id}">${s.finished ? 'Remove' : 'Cancel'}</button></p>
+    ${devices.length ? `<table><tr><th>Device</th><th>State</th><th>Why</th><th>Since</th></tr>${devices.map(([id, d]) => `<tr><td><a href="#/env/${esc(id)}/dashboard">${esc(d.name || `environment ${id}`)}</a></td>
+      <td><span class="badge ${UPDATE_BADGE[d.status] || ''}">${esc(d.status)}</span></td><td>${esc(d.reason)}</td><td>${fmtAgo(d.time)}</td></tr>`).join('')}</table>` : ''}</div>`;
+}
+// Agent updates: the agent.py this server offers, scheduled for edge groups; each device's state as it goes.
+export async function pageEdgeUpdates() {
+  const [versions, groups] = await Promise.all([api('GET', '/api/edge_update_schedules/agent_versions'), api('GET', '/api/edge_groups')]);
+  const groupNames = ids => ids.map(id => (groups.find(g => g.Id === id) || {}).Name || `group ${id}`).join(', ');
+  render('Agent updates', `<div class="card"><h2>Agent updates</h2><p>This server offers agent.py version <code>${esc(versions[0] || '(none declared)')}</code>.
+    Each device fetches it through its tunnel, checks the signed digest, restarts as the new agent, and goes back to its old file when the new one does not reconnect in time.</p>
+    <form id="update-form"><label for="u-name">Name</label><input id="u-name" name="name" required>
+    <label for="u-groups">Edge groups</label><select id="u-groups" name="groupIds" multiple required>${options(groups, g => g.Id, g => g.Name)}</select>
+    <label for="u-when">Start (empty: now)</label><input id="u-when" name="scheduledTime" type="datetime-local">
+    <label for="u-batch">Devices at a time</label><input id="u-batch" name="batchSize" type="number" min="1" max="1000" value="10">
+    <label for="u-timeout">Seconds a new agent has to reconnect before it is rolled back</label><input id="u-timeout" name="rollbackTimeout" type="number" min="5" max="3600" value="60">
+    <div class="error" role="alert"></div><p><button class="primary">Schedule the update</button></p></form></div><div id="schedules"></div>`);
+  const draw = async () => {
+    const schedules = await api('GET', '/api/edge_update_schedules');
+    $('#schedules').innerHTML = schedules.reverse().map(s => scheduleCard(s, groupNames)).join('') || '<p class="empty">No update scheduled yet.</p>';
+  };
+  $('#update-form').addEventListener('submit', async e => { e.preventDefault(); const f = e.target;
+    const when = f.scheduledTime.value ? Math.floor(new Date(f.scheduledTime.value).getTime() / 1000) : 0;
+    try { await api('POST', '/api/edge_update_schedules', {name: f.name.value, groupIds: [...f.groupIds.selectedOptions].map(o => +o.value),
+      scheduledTime: when, batchSize: +f.batchSize.value, rollbackTimeout: +f.rollbackTimeout.value});
+    toast('Update scheduled'); f.name.value = ''; await draw(); } catch (err) { showError(f, err); } });
+  $('#schedules').addEventListener('click', async e => { const b = e.target.closest('[data-cancel]'); if (!b) return;
+    await api('DELETE', `/api/edge_update_schedules/${b.dataset.cancel}`); await draw(); });
+  await draw(); every(3000, draw);
 }
 """,  # noqa: E501
     'pages/edge.js': r"""// Pages and parts of the edge feature: the edge kind of the environment wizard, edge keys and association on
@@ -11497,7 +11534,7 @@ import {pageContainer} from './pages/container.js';
 import {pageContainerCreate, pageContainers} from './pages/containers.js';
 import {pageDashboard} from './pages/dashboard.js';
 import {pageEdgeGroups, pageEdgeJob, pageEdgeJobs, pageEdgeStack, pageEdgeStacks} from './pages/edge.js';
-import {pageEdgeDevices, pageEdgeSettings} from './pages/edge-fleet.js';
+import {pageEdgeDevices, pageEdgeSettings, pageEdgeUpdates} from './pages/edge-fleet.js';
 import {pageEnvironmentForm, pageHome, pageTags} from './pages/environments.js';
 import {pageGroup, pageGroups} from './pages/groups.js';
 import {pageImages} from './pages/images.js';
@@ -11558,6 +11595,7 @@ const UI_ROUTES = [
   ['edge/jobs/(\\d+)', pageEdgeJob],
   ['edge/devices', pageEdgeDevices],
   ['edge/settings', pageEdgeSettings],
+  ['edge/updates', pageEdgeUpdates],
 ];
 export async function route() {
   leavePage(); applyTheme();
@@ -11627,6 +11665,7 @@ const GLOBAL_NAV = [
   {href: '#/edge/jobs', label: 'Edge jobs', admin: true},
   {href: '#/edge/devices', label: 'Edge devices', admin: true},
   {href: '#/edge/settings', label: 'Edge settings', admin: true},
+  {href: '#/edge/updates', label: 'Agent updates', admin: true},
   {href: '#/account', label: 'My account'},
 ];
 export const ENV_NAV = [

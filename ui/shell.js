@@ -26,6 +26,7 @@ const GLOBAL_NAV = [
   {href: '#/edge/jobs', label: 'Edge jobs', admin: true},
   {href: '#/edge/devices', label: 'Edge devices', admin: true},
   {href: '#/edge/settings', label: 'Edge settings', admin: true},
+  {href: '#/edge/updates', label: 'Agent updates', admin: true},
   {href: '#/account', label: 'My account'},
 ];
 export const ENV_NAV = [
