@@ -1770,15 +1770,19 @@ class EdgeState:
     """What an edge agent keeps between runs, in EDGE_DATA/state.json (owner-readable only): the device key the
     server gave it when it onboarded with the fleet's key, and how its latest self-update went."""
 
-    def __init__(self, directory: str):
-        self.path = os.path.join(directory, "state.json")
+    def __init__(self, directory: str | None):
+        """directory None: kept in memory only (a fleet simulator's many agents)."""
+        self.path = os.path.join(directory, "state.json") if directory else None
         self.values: dict = {}
-        with contextlib.suppress(FileNotFoundError, ValueError):
-            with open(self.path) as f:
-                loaded = json.load(f)
-            self.values = loaded if isinstance(loaded, dict) else {}
+        if self.path:
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                with open(self.path) as f:
+                    loaded = json.load(f)
+                self.values = loaded if isinstance(loaded, dict) else {}
 
     def save(self) -> None:
+        if self.path is None:
+            return
         os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
         write_private_file(self.path, json.dumps(self.values).encode())
 
@@ -1810,7 +1814,9 @@ async def onboard_with_global_key(session: aiohttp.ClientSession, settings: Edge
         message = answer.get("message", "") if isinstance(answer, dict) else ""
         raise EdgeOnboardingRefused(f"{response.status} {message or raw[:200].decode(errors='replace')}")
     device_key = EdgeKey.decode(answer["EdgeKey"])
-    if isinstance(answer.get("SigningKey"), str) and not os.path.exists(server_key_path(settings)):
+    if settings.data_dir and isinstance(answer.get("SigningKey"), str) and \
+            not os.path.exists(server_key_path(settings)):
+        os.makedirs(settings.data_dir, mode=0o700, exist_ok=True)
         write_private_file(server_key_path(settings), answer["SigningKey"].encode())
     state.set(device_key=answer["EdgeKey"])
     edge_log.info("onboarded as environment %s%s", device_key.endpoint_id,
