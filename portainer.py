@@ -5817,7 +5817,7 @@ def check_access_policies(name: str, policies: dict) -> None:
 
 ENDPOINT_EDITABLE = {"Name": str, "PublicURL": str, "GroupID": int, "TagIds": list, "UserAccessPolicies": dict,
                      "TeamAccessPolicies": dict, "URL": str, "TLS": bool, "TLSSkipVerify": bool,
-                     IMAGE_CHECK_SETTING: bool}
+                     IMAGE_CHECK_SETTING: bool, "UserTrusted": bool}
 # SecuritySettings (ours, not in Portainer's payload) keeps its exact switch names: a mistyped one is refused,
 # never silently left as it was.
 ENDPOINT_UPDATE_FIELDS = {**ENDPOINT_EDITABLE, "TagIds": [int], "SecuritySettings": dict}
@@ -5845,6 +5845,8 @@ async def handle_endpoint_update(request: web.Request) -> web.Response:
     kind = environments.kinds.get(endpoint["Type"])
     if kind is not None:
         kind.check_update(endpoint, changes)
+    if "UserTrusted" in changes and endpoint["Type"] != ENDPOINT_EDGE:
+        raise BadRequest("UserTrusted applies to edge environments only")
     for policies in ("UserAccessPolicies", "TeamAccessPolicies"):
         if policies in changes:
             check_access_policies(policies, changes[policies])
@@ -5873,6 +5875,8 @@ async def handle_endpoint_update(request: web.Request) -> web.Response:
     if IMAGE_CHECK_SETTING in changes:
         endpoint[IMAGE_CHECK_SETTING] = changes[IMAGE_CHECK_SETTING]
         request.app[IMAGE_UPDATES].forget_environment(endpoint_id)
+    if "UserTrusted" in changes and changes["UserTrusted"] != is_trusted(endpoint):
+        set_trust(request, endpoint, changes["UserTrusted"])
     await request.app[STORE].commit()
     environments.forget(endpoint_id)
     view = environments.public_view(endpoint)
@@ -7621,13 +7625,15 @@ EDGE_RETRY_SECONDS = 5.0
 
 
 def edge_group_endpoint_ids(store: Store, group_id: int) -> list[int]:
-    """The environments of an edge group: its static list, or for a dynamic group those carrying its tags."""
+    """The environments of an edge group: its static list, or for a dynamic group those carrying its tags.
+    Devices in the waiting room are not among them (Portainer's TrustedEndpoints) until they are approved."""
     group = store.edge_groups.find(group_id)
     if group is None:
         raise BadRequest(f"edge group {group_id} not found")
     if not group.get("Dynamic"):
         return sorted(int(i) for i in group.get("Endpoints") or []
-                      if (store.endpoints.find(i) or {}).get("Type") == ENDPOINT_EDGE)
+                      if (store.endpoints.find(i) or {}).get("Type") == ENDPOINT_EDGE
+                      and is_trusted(store.endpoints.get(i)))
     tags = set(group.get("TagIds") or [])
 
     def match(ep: dict) -> bool:
@@ -7635,7 +7641,7 @@ def edge_group_endpoint_ids(store: Store, group_id: int) -> list[int]:
         carried = set(ep.get("TagIds") or []) | set(group_of_endpoint(store, ep).get("TagIds") or [])
         return bool(tags & carried) if group.get("PartialMatch") else tags <= carried
 
-    return [ep["Id"] for ep in store.endpoints if ep["Type"] == ENDPOINT_EDGE and tags and match(ep)]
+    return [ep["Id"] for ep in store.endpoints if ep["Type"] == ENDPOINT_EDGE and tags and is_trusted(ep) and match(ep)]
 
 
 class EdgeStacks:
@@ -8101,11 +8107,17 @@ BULK_ACTIONS = ("approve", "reject", "tag", "untag", "move", "remove")
 BULK_FIELDS = {"Action": str, "EndpointIds": [int], "TagIds": [int], "GroupId": int}
 
 
-async def trust_environment(app: web.Application, endpoint: dict) -> None:
-    endpoint["UserTrusted"] = True
+def set_trust(request: web.Request, endpoint: dict, trusted: bool) -> None:
+    """Approve a device (snapshotted at once when connected), or send it back to the waiting room (its pooled
+    connections dropped). The caller commits."""
+    app = request.app
+    endpoint["UserTrusted"] = trusted
     tunnels = app[EDGE_TUNNELS]
-    if tunnels.is_connected(endpoint["Id"]):
+    if not trusted:
+        app[ENVIRONMENTS].forget(endpoint["Id"])
+    elif tunnels.is_connected(endpoint["Id"]):
         tunnels.spawn(tunnels.snapshot_when_connected(app[ENVIRONMENTS], endpoint["Id"]))
+    record_fleet_activity(request, f"{'approve' if trusted else 'untrust'} environment {endpoint['Name']}", endpoint)
 
 
 async def handle_endpoints_bulk(request: web.Request) -> web.Response:
@@ -8138,8 +8150,9 @@ async def handle_endpoints_bulk(request: web.Request) -> web.Response:
     fleet = app[EDGE_FLEET]
     for endpoint in endpoints:
         if action == "approve":
-            await trust_environment(app, endpoint)
-        elif action in ("reject", "remove"):
+            set_trust(request, endpoint, True)  # records its own activity entry
+            continue
+        if action in ("reject", "remove"):
             if action == "reject" and endpoint.get("EdgeID"):
                 fleet.refused[endpoint["EdgeID"]] = {"Name": endpoint["Name"], "Time": now(), "Reason": "rejected"}
             store.endpoints.delete(endpoint["Id"])
@@ -10443,7 +10456,9 @@ export function edgeInfo(ep) {
   if (ep.Type !== constants.EnvironmentTypes.Edge) return '';
   const refused = ep.EdgeRefused ? `<div class="error">Refused an agent with Edge ID <code>${esc(ep.EdgeRefused.EdgeID)}</code> from
     ${esc(ep.EdgeRefused.Address)}. ${isAdmin() ? `<button class="small" data-associate="${ep.Id}" data-edge-id="${esc(ep.EdgeRefused.EdgeID)}">Associate this agent instead</button>` : ''}</div>` : '';
-  return `<div class="muted small">Edge ID <code>${esc(ep.EdgeID || '(none yet)')}</code> · tunnel ${ep.EdgeTunnelConnected ? 'connected' : 'disconnected'} ·
+  const waiting = ep.UserTrusted === false ? `<span class="badge paused">waiting for approval</span>
+    ${isAdmin() ? '<a href="#/edge/devices?trust=waiting">waiting room</a> · ' : ''}` : '';
+  return `<div class="muted small">${waiting}Edge ID <code>${esc(ep.EdgeID || '(none yet)')}</code> · tunnel ${ep.EdgeTunnelConnected ? 'connected' : 'disconnected'} ·
     last seen ${ep.LastCheckInDate ? fmtAgo(ep.LastCheckInDate) : 'never'}
     ${isAdmin() ? `<button type="button" class="small" data-edge-key="${ep.Id}">Show edge key</button>` : ''}
     ${isAdmin() && ep.EdgeID ? `<button type="button" class="small" data-disassociate="${ep.Id}" title="Forget this Edge ID: the next edge agent that connects with the key is bound instead">Disassociate</button>` : ''}</div>${refused}<div id="edge-key-${ep.Id}"></div>`;

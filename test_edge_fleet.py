@@ -414,3 +414,28 @@ def test_update_schedule_across_two_groups_updates_every_device_one_offline_when
     logs = server.api("GET", "/api/useractivity/logs", params={"limit": 1000}).json()["logs"]
     assert any(e["action"] == "schedule agent update 'broken' to version 2.19.4-broken" for e in logs)
     server.api("PUT", "/api/edge/auto_approval", json={"Rules": []})
+
+
+def test_single_approval_with_portainers_user_trusted_field_and_bad_onboarding_calls_are_refused(fleet):
+    server = fleet["server"]
+    key = agent.EdgeKey.decode(onboarding_key(server))
+    url = server.https_url + agent.EDGE_GLOBAL_KEY_PATH
+    headers = {agent.EDGE_SECRET_HEADER: key.secret, agent.EDGE_ID_HEADER: "single-1"}
+    for bad_headers, body, status in (({**headers, agent.EDGE_ID_HEADER: ""}, {}, 400),
+                                      ({**headers, agent.EDGE_SECRET_HEADER: "guess"}, {}, 401),
+                                      (headers, {"TagNames": [1]}, 400), (headers, {"Name": ["x"]}, 400)):
+        r = requests.post(url, headers=bad_headers, json=body, verify=False, timeout=30)
+        assert r.status_code == status, (bad_headers, body, r.text)
+    assert requests.post(server.url + agent.EDGE_GLOBAL_KEY_PATH, headers=headers, timeout=30).status_code == 403
+    assert environment_of(server, "single-1") is None  # nothing half-made by the refused calls
+    answer = requests.post(url, headers=headers, json={"Name": "single"}, verify=False, timeout=30).json()
+    assert answer["UserTrusted"] is False and agent.EdgeKey.decode(answer["EdgeKey"]).endpoint_id == answer["endpointID"]
+    r = server.api("PUT", f"/api/endpoints/{answer['endpointID']}", json={"UserTrusted": True})
+    assert r.status_code == 200 and r.json()["UserTrusted"] is True
+    # onboarding the same Edge ID again once trusted is refused: the device keeps the key it was given
+    assert requests.post(url, headers=headers, json={}, verify=False, timeout=30).status_code == 409
+    assert server.api("PUT", "/api/endpoints/1", json={"UserTrusted": False}).status_code == 400
+    token = make_standard_user(server)
+    assert server.api("PUT", f"/api/endpoints/{answer['endpointID']}", token=token,
+                      json={"UserTrusted": False}).status_code == 403
+    assert server.api("DELETE", f"/api/endpoints/{answer['endpointID']}").status_code == 204
