@@ -439,3 +439,25 @@ def test_single_approval_with_portainers_user_trusted_field_and_bad_onboarding_c
     assert server.api("PUT", f"/api/endpoints/{answer['endpointID']}", token=token,
                       json={"UserTrusted": False}).status_code == 403
     assert server.api("DELETE", f"/api/endpoints/{answer['endpointID']}").status_code == 204
+
+
+def test_device_refuses_an_update_not_signed_by_the_server_it_pinned(fleet):
+    server = fleet["server"]
+    group = server.api("POST", "/api/edge_groups", json={"Name": "line-c", "Dynamic": False}).json()
+    server.api("PUT", "/api/edge/auto_approval", json={"Rules": [{"Kind": "edgeid", "Value": "pinned-*"}]})
+    device = FleetAgent(fleet, onboarding_key(server), "pinned-1", own_copy=True, groups="line-c")
+    ep = connected_environment(server, "pinned-1")
+    pin = os.path.join(device.data, "state", "server-signing-key")
+    assert open(pin).read() == agent.RequestSigner(agent.load_or_create_signing_key(
+        os.path.join(server.data, "agent_signature.pem"))).public_key
+    with open(pin, "w") as f:  # as if another server had onboarded it
+        f.write("3059301306072a8648ce3d020106082a8648ce3d03010703420004" + "ab" * 64)
+    before = device.running_digest()
+    write_offered_agent(fleet, "2.19.4-unsigned")
+    schedule = server.api("POST", "/api/edge_update_schedules", json={
+        "name": "pinned", "groupIds": [group["Id"]], "rollbackTimeout": 6}).json()
+    wait_until(lambda: schedule_states(server, schedule["id"])[ep["Id"]]["status"] == "failed", timeout=30,
+               message="the device to refuse the update")
+    assert "paired with another Portainer server" in schedule_states(server, schedule["id"])[ep["Id"]]["reason"]
+    assert device.running_digest() == before and device.process.poll() is None
+    server.api("PUT", "/api/edge/auto_approval", json={"Rules": []})
