@@ -8461,6 +8461,7 @@ class EdgeKind(EnvironmentKind):
         and deployments in flight stop (the restored records replace theirs)."""
         self.stacks.forget_running()
         self.tunnels.refused.clear()
+        self.fleet.root_secret = load_or_create_secret(self.app[STORE].directory, EDGE_ONBOARDING_SECRET_FILE)
         for tunnel in list(self.tunnels.tunnels.values()):
             self.tunnels.spawn(tunnel.ws.close(code=shared.aiohttp.WSCloseCode.GOING_AWAY, message=b"store restored"))
 
