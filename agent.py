@@ -2012,8 +2012,9 @@ async def run_edge_agent(settings: EdgeSettings) -> None:
     timeout = aiohttp.ClientTimeout(total=None, connect=settings.connect_timeout,
                                     sock_connect=settings.connect_timeout)
     state = EdgeState(settings.data_dir)
-    state.set(pid=os.getpid())
     onboarding = settings.key.endpoint_id == GLOBAL_KEY_ENDPOINT
+    if onboarding or state.values:
+        state.set(pid=os.getpid())  # which process is the agent now, after an update or a rollback
     attempt = 0
     async with aiohttp.ClientSession(timeout=timeout) as session:
         while True:
