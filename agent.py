@@ -1841,6 +1841,7 @@ class EdgeSelfUpdate:
     async def receive(self, stream: TunnelStream) -> None:
         await stream.accept()
         try:
+            os.makedirs(self.settings.data_dir, mode=0o700, exist_ok=True)
             header = json.loads(await stream.readline())
             if not isinstance(header, dict):
                 raise ValueError("the update header is not a JSON object")
@@ -1854,12 +1855,13 @@ class EdgeSelfUpdate:
                     raise ValueError("the offered agent.py ended early")
                 data += chunk
             self.check(header, bytes(data))
-        except (ValueError, KeyError, TypeError, AgentAuthError, asyncio.LimitOverrunError) as exc:
+            new, previous = self.prepare(bytes(data))
+        except (ValueError, KeyError, TypeError, OSError, AgentAuthError, asyncio.LimitOverrunError) as exc:
             edge_log.error("update refused: %s", exc)
             await self.answer(stream, {"Accepted": False, "Reason": str(exc)[:300]})
             return
         await self.answer(stream, {"Accepted": True})
-        self.install(header, bytes(data))
+        self.switch(header, new, previous)
 
     @staticmethod
     async def answer(stream: TunnelStream, answer: dict) -> None:
@@ -1878,8 +1880,9 @@ class EdgeSelfUpdate:
         verifier = RequestVerifier(pin_path=server_key_path(self.settings))
         verifier.verify("PUT", agent_update_target(digest, str(header["Version"])), signature)
 
-    def install(self, header: dict, data: bytes) -> None:
-        """Keep the old file, put the new one in its place atomically, start the watchdog, become the new one."""
+    def prepare(self, data: bytes) -> tuple[str, str]:
+        """Keep a copy of the running file and write the new one beside it (so a full or read-only disk is
+        refused before the server is told yes)."""
         path = running_agent_file()
         previous = os.path.join(self.settings.data_dir, "agent.py.previous")
         shutil.copy2(path, previous)
@@ -1889,6 +1892,11 @@ class EdgeSelfUpdate:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(new, os.stat(path).st_mode & 0o7777)
+        return new, previous
+
+    def switch(self, header: dict, new: str, previous: str) -> None:
+        """Put the new file in place atomically, start the watchdog, become the new agent."""
+        path = running_agent_file()
         timeout = float(header.get("RollbackTimeout") or self.settings.update_timeout)
         self.state.set(update={"Version": header["Version"], "Digest": header["Digest"], "Path": path,
                                "Previous": previous, "Deadline": time.time() + timeout, "Timeout": timeout,
