@@ -48,6 +48,7 @@ import socket
 import ssl
 import stat
 import struct
+import subprocess
 import tempfile
 import time
 import urllib.parse
@@ -1387,6 +1388,29 @@ EDGE_TUNNEL_PATH = "/api/endpoints/edge/tunnel"
 EDGE_ENDPOINT_HEADER = "X-PortainerEdge-EndpointID"
 EDGE_SECRET_HEADER = "X-PortainerEdge-Secret"
 EDGE_ID_HEADER = "X-PortainerAgent-EdgeID"
+# Fleets: one onboarding key for many devices (its environment id is 0), and what an agent tells the server.
+EDGE_GLOBAL_KEY_PATH = "/api/endpoints/global-key"
+GLOBAL_KEY_ENDPOINT = 0
+EDGE_VERSION_HEADER = "X-PortainerAgent-Version"
+EDGE_DIGEST_HEADER = "X-PortainerAgent-Digest"  # SHA-256 of the agent.py that runs, hex
+EDGE_UPDATE_HEADER = "X-PortainerAgent-Update"  # JSON: how the latest update ended, {"Status", "Reason"}
+# Self-updates: the server opens a tunnel stream to this target and sends one JSON line {"Version", "Digest",
+# "Size", "RollbackTimeout", "Signature"} and then the new agent.py; the agent answers one JSON line
+# {"Accepted": true} or {"Accepted": false, "Reason"}. The signature is RequestSigner's over
+# agent_update_target(), checked with RequestVerifier against the server key the agent pinned.
+AGENT_UPDATE_TARGET = "agent-update"
+MAX_AGENT_FILE = 8 * 1024 * 1024
+EDGE_WATCHDOG_ENV = "EDGE_UPDATE_WATCHDOG"
+
+
+def agent_update_target(digest: str, version: str) -> str:
+    return f"/agent.py?sha256={digest}&version={urllib.parse.quote(version, safe='')}"
+
+
+def version_in_agent_file(data: bytes) -> str:
+    """The AGENT_VERSION an agent.py declares ("" when it declares none)."""
+    found = re.search(rb'^AGENT_VERSION = "([^"\n]{1,32})"', data, re.M)
+    return found.group(1).decode(errors="replace") if found else ""
 
 edge_log = logging.getLogger("portainer.edge")
 # Fire-and-forget tasks (a CLOSE sent from a synchronous close(), a served stream) are kept here until done.
@@ -1404,6 +1428,7 @@ class TunnelStream:
         self.id = stream_id
         self.closed = False
         self.close_reason = ""
+        self.target = "docker"  # what the opener asked to reach (the OPEN frame's payload)
         self._inbound = bytearray()
         self._inbound_eof = False
         self._readable = asyncio.Event()
@@ -1679,6 +1704,7 @@ class Tunnel:
                     self.send_soon(TUNNEL_CLOSE, stream_id, b"too many streams")
                     return
                 stream = self.streams[stream_id] = TunnelStream(self, stream_id)
+                stream.target = payload.decode(errors="replace") or "docker"
                 task = asyncio.ensure_future(self._serve_stream(stream))
                 _BACKGROUND_TASKS.add(task)
                 task.add_done_callback(_BACKGROUND_TASKS.discard)
@@ -1713,6 +1739,19 @@ class EdgeKey:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def comma_list(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def running_agent_file() -> str:
+    return os.path.abspath(__file__)
+
+
+def file_digest(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
 @dataclasses.dataclass
 class EdgeSettings:
     key: EdgeKey
@@ -1722,17 +1761,231 @@ class EdgeSettings:
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
     connect_timeout: float = 10.0
+    # What a device onboarding with the fleet's key announces; the server keeps the tags and groups that exist.
+    name: str = ""
+    tags: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    data_dir: str = ""  # the device key it was given, the server key it pinned, an update under way
+    update_timeout: float = 60.0  # a new agent.py that has not reconnected by then is rolled back
 
     @classmethod
     def from_environment(cls, env=os.environ) -> "EdgeSettings":
-        """EDGE_KEY, EDGE_ID, DOCKER_HOST, EDGE_HEARTBEAT, EDGE_BACKOFF_INITIAL, EDGE_BACKOFF_MAX."""
+        """EDGE_KEY, EDGE_ID, DOCKER_HOST, EDGE_HEARTBEAT, EDGE_BACKOFF_INITIAL, EDGE_BACKOFF_MAX, EDGE_NAME,
+        EDGE_TAGS, EDGE_GROUPS (comma-separated), EDGE_DATA, EDGE_UPDATE_TIMEOUT."""
         if not env.get("EDGE_KEY") or not env.get("EDGE_ID"):
             raise ValueError("edge mode needs EDGE_KEY (from the server) and EDGE_ID (e.g. $(cat /etc/machine-id))")
         return cls(EdgeKey.decode(env["EDGE_KEY"]), env["EDGE_ID"].strip(),
                    env.get("DOCKER_HOST") or cls.docker_url,
                    float(env.get("EDGE_HEARTBEAT", cls.heartbeat)),
                    float(env.get("EDGE_BACKOFF_INITIAL", cls.backoff_initial)),
-                   float(env.get("EDGE_BACKOFF_MAX", cls.backoff_max)))
+                   float(env.get("EDGE_BACKOFF_MAX", cls.backoff_max)),
+                   name=env.get("EDGE_NAME", "").strip() or socket.gethostname(),
+                   tags=comma_list(env.get("EDGE_TAGS", "")), groups=comma_list(env.get("EDGE_GROUPS", "")),
+                   data_dir=env.get("EDGE_DATA") or os.path.join(os.path.dirname(running_agent_file()), "edge-data"),
+                   update_timeout=float(env.get("EDGE_UPDATE_TIMEOUT", cls.update_timeout)))
+
+
+class EdgeState:
+    """What an edge agent keeps between runs, in EDGE_DATA/state.json (owner-readable only): the device key the
+    server gave it when it onboarded with the fleet's key, and how its latest self-update went."""
+
+    def __init__(self, directory: str | None):
+        """directory None: kept in memory only (a fleet simulator's many agents)."""
+        self.path = os.path.join(directory, "state.json") if directory else None
+        self.values: dict = {}
+        if self.path:
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                with open(self.path) as f:
+                    loaded = json.load(f)
+                self.values = loaded if isinstance(loaded, dict) else {}
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        write_private_file(self.path, json.dumps(self.values).encode())
+
+    def set(self, **values) -> None:
+        self.values.update(values)
+        self.values = {k: v for k, v in self.values.items() if v is not None}
+        self.save()
+
+
+class EdgeOnboardingRefused(Exception):
+    """The server refused to onboard this device (rotated key, rejected device, Edge ID taken)."""
+
+
+async def onboard_with_global_key(session: aiohttp.ClientSession, settings: EdgeSettings, state: EdgeState,
+                                  pin: aiohttp.Fingerprint) -> EdgeKey:
+    """Portainer's POST /api/endpoints/global-key: the server makes (or finds) this device's environment and
+    answers with its own key, kept in the state file so that a rotated fleet key does not cut the device off."""
+    body = {"Name": settings.name, "TagNames": list(settings.tags), "EdgeGroupNames": list(settings.groups),
+            "AgentVersion": AGENT_VERSION}
+    headers = {EDGE_SECRET_HEADER: settings.key.secret, EDGE_ID_HEADER: settings.edge_id}
+    async with session.post(settings.key.server_url.rstrip("/") + EDGE_GLOBAL_KEY_PATH, json=body,
+                            headers=headers, ssl=pin) as response:
+        raw = await response.read()
+    try:
+        answer = json.loads(raw)
+    except ValueError:
+        answer = {}
+    if response.status != 200 or not isinstance(answer, dict) or not isinstance(answer.get("EdgeKey"), str):
+        message = answer.get("message", "") if isinstance(answer, dict) else ""
+        raise EdgeOnboardingRefused(f"{response.status} {message or raw[:200].decode(errors='replace')}")
+    device_key = EdgeKey.decode(answer["EdgeKey"])
+    if settings.data_dir and isinstance(answer.get("SigningKey"), str) and \
+            not os.path.exists(server_key_path(settings)):
+        os.makedirs(settings.data_dir, mode=0o700, exist_ok=True)
+        write_private_file(server_key_path(settings), answer["SigningKey"].encode())
+    state.set(device_key=answer["EdgeKey"])
+    edge_log.info("onboarded as environment %s%s", device_key.endpoint_id,
+                  "" if answer.get("UserTrusted") else ": waiting for an administrator's approval")
+    return device_key
+
+
+def server_key_path(settings: EdgeSettings) -> str:
+    """The server's signing key, pinned at onboarding (or at the first update): updates must carry its signature."""
+    return os.path.join(settings.data_dir, "server-signing-key")
+
+
+class EdgeSelfUpdate:
+    """Replace this agent.py with the one the server sends through the tunnel, checked against the digest the
+    server signed; restart as the new one, with a watchdog (the old file, run apart) that puts the old file back
+    and restarts it when the new agent has not reconnected in time."""
+
+    def __init__(self, settings: EdgeSettings, state: EdgeState):
+        self.settings = settings
+        self.state = state
+
+    async def receive(self, stream: TunnelStream) -> None:
+        await stream.accept()
+        try:
+            os.makedirs(self.settings.data_dir, mode=0o700, exist_ok=True)
+            header = json.loads(await stream.readline())
+            if not isinstance(header, dict):
+                raise ValueError("the update header is not a JSON object")
+            size = int(header["Size"])
+            if not 0 < size <= MAX_AGENT_FILE:
+                raise ValueError(f"an agent.py of {size} bytes is refused")
+            data = bytearray()
+            while len(data) < size:
+                chunk = await stream.read(min(STREAM_CHUNK, size - len(data)))
+                if not chunk:
+                    raise ValueError("the offered agent.py ended early")
+                data += chunk
+            self.check(header, bytes(data))
+            new, previous = self.prepare(bytes(data))
+        except (ValueError, KeyError, TypeError, OSError, AgentAuthError, asyncio.LimitOverrunError) as exc:
+            edge_log.error("update refused: %s", exc)
+            await self.answer(stream, {"Accepted": False, "Reason": str(exc)[:300]})
+            return
+        await self.answer(stream, {"Accepted": True})
+        self.switch(header, new, previous)
+
+    @staticmethod
+    async def answer(stream: TunnelStream, answer: dict) -> None:
+        stream.write(json.dumps(answer).encode() + b"\n")
+        stream.write_eof()
+        with contextlib.suppress(ConnectionError):
+            await stream.drain()
+
+    def check(self, header: dict, data: bytes) -> None:
+        digest = hashlib.sha256(data).hexdigest()
+        if not hmac.compare_digest(digest, str(header["Digest"])):
+            raise ValueError("the offered agent.py does not match its digest")
+        signature = header["Signature"]
+        if not isinstance(signature, dict):
+            raise ValueError("the update carries no signature")
+        verifier = RequestVerifier(pin_path=server_key_path(self.settings))
+        verifier.verify("PUT", agent_update_target(digest, str(header["Version"])), signature)
+
+    def prepare(self, data: bytes) -> tuple[str, str]:
+        """Keep a copy of the running file and write the new one beside it (so a full or read-only disk is
+        refused before the server is told yes)."""
+        path = running_agent_file()
+        previous = os.path.join(self.settings.data_dir, "agent.py.previous")
+        shutil.copy2(path, previous)
+        new = path + ".new"
+        with open(new, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(new, os.stat(path).st_mode & 0o7777)
+        return new, previous
+
+    def switch(self, header: dict, new: str, previous: str) -> None:
+        """Put the new file in place atomically, start the watchdog, become the new agent."""
+        path = running_agent_file()
+        timeout = float(header.get("RollbackTimeout") or self.settings.update_timeout)
+        self.state.set(update={"Version": header["Version"], "Digest": header["Digest"], "Path": path,
+                               "Previous": previous, "Deadline": time.time() + timeout, "Timeout": timeout,
+                               "Pid": os.getpid()}, update_report=None)
+        os.replace(new, path)
+        subprocess.Popen([sys.executable, previous], env={**os.environ, EDGE_WATCHDOG_ENV: "1"})
+        edge_log.warning("agent.py replaced by version %s; restarting", header["Version"])
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os.execv(sys.executable, [sys.executable, path, *sys.argv[1:]])
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def watch_update() -> int:
+    """The watchdog (the old agent.py, run beside the new one): when the update is not confirmed by its deadline,
+    put the old file back, stop the new agent, and become the old agent, which reports the rollback."""
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s watchdog: %(message)s")
+    settings = EdgeSettings.from_environment()
+    update = EdgeState(settings.data_dir).values.get("update")
+    while update and time.time() < update["Deadline"]:
+        time.sleep(0.5)
+        update = EdgeState(settings.data_dir).values.get("update")
+    if not update:
+        return 0
+    edge_log.error("the new agent (version %s) did not reconnect within %s s: rolling back", update["Version"],
+                   update["Timeout"])
+    with open(update["Previous"], "rb") as f:
+        old = f.read()
+    write_private_file(update["Path"] + ".rollback", old)
+    os.chmod(update["Path"] + ".rollback", 0o755)
+    os.replace(update["Path"] + ".rollback", update["Path"])
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(update["Pid"], signal.SIGTERM)
+        for _ in range(30):
+            if not process_alive(update["Pid"]):
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(update["Pid"], signal.SIGKILL)
+    EdgeState(settings.data_dir).set(update=None, update_report={
+        "Status": "rolled back", "Digest": update["Digest"], "Version": update["Version"],
+        "Reason": f"the new agent did not reconnect within {update['Timeout']:g} s"})
+    env = {k: v for k, v in os.environ.items() if k != EDGE_WATCHDOG_ENV}
+    os.execve(sys.executable, [sys.executable, update["Path"]], env)
+    return 1
+
+
+async def serve_edge_agent_stream(stream: TunnelStream, settings: EdgeSettings, state: EdgeState) -> None:
+    """A stream the server opened: to the Docker engine, or an update of this agent."""
+    if stream.target == AGENT_UPDATE_TARGET:
+        await EdgeSelfUpdate(settings, state).receive(stream)
+    else:
+        await serve_edge_stream(stream, settings.docker_url)
+
+
+def tunnel_headers(settings: EdgeSettings, key: EdgeKey, state: EdgeState) -> dict:
+    headers = {EDGE_ENDPOINT_HEADER: str(key.endpoint_id), EDGE_SECRET_HEADER: key.secret,
+               EDGE_ID_HEADER: settings.edge_id, EDGE_VERSION_HEADER: AGENT_VERSION,
+               EDGE_DIGEST_HEADER: file_digest(running_agent_file())}
+    if state.values.get("update_report"):
+        headers[EDGE_UPDATE_HEADER] = json.dumps(state.values["update_report"])
+    return headers
 
 
 def reconnect_delay(attempt: int, initial: float, cap: float) -> float:
@@ -1780,25 +2033,37 @@ async def serve_edge_stream(stream: TunnelStream, docker_url: str) -> None:
 
 
 async def run_edge_agent(settings: EdgeSettings) -> None:
-    """Keep one tunnel to the server up for ever, pinned to the certificate named in the edge key."""
-    url = settings.key.server_url.rstrip("/") + EDGE_TUNNEL_PATH
-    headers = {EDGE_ENDPOINT_HEADER: str(settings.key.endpoint_id), EDGE_SECRET_HEADER: settings.key.secret,
-               EDGE_ID_HEADER: settings.edge_id}
+    """Keep one tunnel to the server up for ever, pinned to the certificate named in the edge key. With the
+    fleet's onboarding key the agent first gets a key of its own (POST /api/endpoints/global-key)."""
     pin = aiohttp.Fingerprint(bytes.fromhex(settings.key.fingerprint))
     timeout = aiohttp.ClientTimeout(total=None, connect=settings.connect_timeout,
                                     sock_connect=settings.connect_timeout)
+    state = EdgeState(settings.data_dir)
+    onboarding = settings.key.endpoint_id == GLOBAL_KEY_ENDPOINT
+    if onboarding or state.values:
+        state.set(pid=os.getpid())  # which process is the agent now, after an update or a rollback
     attempt = 0
     async with aiohttp.ClientSession(timeout=timeout) as session:
         while True:
             try:
-                async with session.ws_connect(url, headers=headers, ssl=pin, heartbeat=settings.heartbeat,
+                key = settings.key
+                if onboarding:
+                    saved = state.values.get("device_key")
+                    key = EdgeKey.decode(saved) if saved else await onboard_with_global_key(session, settings,
+                                                                                            state, pin)
+                url = key.server_url.rstrip("/") + EDGE_TUNNEL_PATH
+                async with session.ws_connect(url, headers=tunnel_headers(settings, key, state), ssl=pin,
+                                              heartbeat=settings.heartbeat,
                                               receive_timeout=tunnel_receive_timeout(settings.heartbeat),
                                               max_msg_size=TUNNEL_MAX_MESSAGE, compress=0,
                                               **CLIENT_WS_CLOSE_TIMEOUT) as ws:
-                    edge_log.info("edge tunnel to %s is up (environment %s)", settings.key.server_url,
-                                  settings.key.endpoint_id)
+                    edge_log.info("edge tunnel to %s is up (environment %s)", key.server_url, key.endpoint_id)
+                    if state.values.get("update"):
+                        edge_log.info("update to version %s confirmed", state.values["update"]["Version"])
+                    if state.values.get("update") or state.values.get("update_report"):
+                        state.set(update=None, update_report=None)  # the server has the report in our headers
                     opened = time.monotonic()
-                    await Tunnel(ws, lambda stream: serve_edge_stream(stream, settings.docker_url)).run()
+                    await Tunnel(ws, lambda stream: serve_edge_agent_stream(stream, settings, state)).run()
                     edge_log.warning("edge tunnel closed (code %s); reconnecting", ws.close_code)
                     # Only a tunnel that held resets the backoff: one closed at once (a server replacing it
                     # again and again) must not become a tight reconnect loop.
@@ -1807,8 +2072,12 @@ async def run_edge_agent(settings: EdgeSettings) -> None:
             except aiohttp.ServerFingerprintMismatch:
                 edge_log.error("refusing the server at %s: its TLS certificate does not match the edge key",
                                settings.key.server_url)
+            except EdgeOnboardingRefused as exc:
+                edge_log.error("the server refused to onboard this device (%s)", exc)
             except aiohttp.WSServerHandshakeError as exc:
                 edge_log.error("the server refused this edge agent (%s %s)", exc.status, exc.message)
+                if onboarding and exc.status == 401:
+                    state.set(device_key=None)  # the environment is gone: onboard again (a removed one is refused)
             except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
                 edge_log.warning("cannot reach the server at %s: %s", settings.key.server_url,
                                  exc or type(exc).__name__)
@@ -1842,6 +2111,8 @@ def edge_main() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     return_freed_memory()
+    if os.environ.get(EDGE_WATCHDOG_ENV) == "1":
+        return watch_update()
     if str(os.environ.get("EDGE", "")).lower() in ("1", "true", "yes", "on"):
         return edge_main()
     config = build_agent_parser().parse_args(argv)

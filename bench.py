@@ -4,9 +4,10 @@
     python bench.py                          # every measure, side by side in one run
     python bench.py proxy stream             # only these; other entries of bench-results.json are kept
     python bench.py fleet --agents 10000     # one fleet size (default 1,000, 5,000 and 10,000)
+    python bench.py edge_onboarding --devices 5000   # devices onboarding with one key (default 5,000)
     python bench.py --table                  # bench-results.json as the README's Markdown table
 
-Measures: proxy, stream, head_of_line, edge_first_call, memory, api_load, ui, fleet. Starts what it needs (a
+Measures: proxy, stream, head_of_line, edge_first_call, memory, api_load, ui, fleet, edge_onboarding. Starts what it needs (a
 server, an agent, an edge agent, fleet simulator processes) on this machine, prints a table and writes
 bench-results.json. Goals are checked here, never in timed tests.
 """
@@ -555,6 +556,88 @@ class Bench:
             await asyncio.gather(*followers, return_exceptions=True)
             server.stop()
 
+    # -- edge onboarding: one key for the whole fleet, the waiting room, one bulk approval -------------------------
+    async def measure_edge_onboarding(self) -> None:
+        size = self.args.devices
+        print(f"edge onboarding: {size} simulated edge agents onboarding with one key", flush=True)
+        server = BenchServer(tempfile.mkdtemp(dir=self.workdir))
+        simulators, followers = [], []
+        try:
+            await server.ready()
+            async with tcp_session() as session:
+                async with session.get(server.url + "/api/edge/onboarding", headers=server.headers) as r:
+                    key = (await r.json())["EdgeKey"]
+            rss_start, cpu_start, started = rss_mb(server.process.pid), cpu_seconds(server.process.pid), \
+                time.perf_counter()
+            held_by = []
+            for number, first in enumerate(range(0, size, FLEET_PER_PROCESS)):
+                keys_path = os.path.join(self.workdir, f"onboarding-{number}.keys")
+                with open(keys_path, "w") as f:
+                    f.writelines(f"{key} onboard-{i}\n" for i in range(first, min(size, first + FLEET_PER_PROCESS)))
+                held_by.append(0)
+                simulators.append(await asyncio.create_subprocess_exec(
+                    sys.executable, os.path.abspath(__file__), "--fleet-simulator", keys_path,
+                    stdout=asyncio.subprocess.PIPE, stderr=open(os.path.join(self.workdir, "onboarding.log"), "ab")))
+
+            async def follow(number, simulator):
+                while line := await simulator.stdout.readline():
+                    held_by[number] = int(line.split()[1])
+
+            followers += [asyncio.ensure_future(follow(n, p)) for n, p in enumerate(simulators)]
+            waiting, deadline = 0, time.perf_counter() + max(300, size / 10)
+            query = "?types=4&edgeDeviceUntrusted=true&status=1&limit=1"
+            async with tcp_session() as session:
+                while waiting < size and time.perf_counter() < deadline:
+                    await asyncio.sleep(1)
+                    async with session.get(server.url + "/api/endpoints" + query, headers=server.headers) as r:
+                        waiting = int(r.headers.get("X-Total-Count", 0))
+            in_room = time.perf_counter() - started
+            cpu_onboarding = cpu_seconds(server.process.pid) - cpu_start
+            self.record("edge_onboarding.waiting_room", in_room, "s", f"all {size} waiting", waiting == size,
+                        f"until {waiting} of {size} devices were onboarded (POST /api/endpoints/global-key) and "
+                        f"connected, untrusted, {FLEET_PER_PROCESS} per simulator process, 64 handshakes at a time")
+            self.record("edge_onboarding.onboarding_cpu", cpu_onboarding, "core s", "reported", None,
+                        f"server CPU spent onboarding {size} devices ({100 * cpu_onboarding / in_room:.0f} % of a core)")
+            rss = rss_mb(server.process.pid)
+            self.record("edge_onboarding.server_rss", rss, "MB", "<= 1024", rss <= 1024,
+                        f"{size} devices waiting; {rss_start:.0f} MB before")
+            async with tcp_session() as session:
+                async with session.get(server.url + "/api/endpoints?types=4&edgeDeviceUntrusted=true",
+                                       headers=server.headers) as r:
+                    ids = [e["Id"] for e in await r.json()]
+                timings = []
+                for start in (0, size // 2, max(0, size - 50)):
+                    began = time.perf_counter()
+                    async with session.get(f"{server.url}/api/endpoints?types=4&search=onboard-&status=1"
+                                           f"&start={start}&limit=50", headers=server.headers) as r:
+                        await r.read()
+                    timings.append((time.perf_counter() - began) * 1000)
+                self.record("edge_onboarding.list_page", max(timings), "ms", "<= 250", max(timings) <= 250,
+                            f"one filtered page of 50 out of {size} (GET /api/endpoints?search=&status=&start=&limit=), "
+                            "slowest of first, middle and last")
+                cpu_before, began = cpu_seconds(server.process.pid), time.perf_counter()
+                async with session.post(server.url + "/api/endpoints/bulk", headers=server.headers,
+                                        json={"Action": "approve", "EndpointIds": ids}) as r:
+                    await r.read()
+                    approved_ok = r.status == 200
+                approval = time.perf_counter() - began
+                cpu_approval = cpu_seconds(server.process.pid) - cpu_before
+            self.record("edge_onboarding.bulk_approval", approval, "s", "answer 200", approved_ok,
+                        f"one POST /api/endpoints/bulk approving {len(ids)} devices (answer {r.status}); "
+                        f"{cpu_approval:.1f} core s of server CPU")
+            settle = await self.wait_server_quiet(server)
+            self.record("edge_onboarding.after_approval_settle", settle, "s", "reported", None,
+                        "until the server's CPU falls under 25 % of a core: each approved device is snapshotted")
+            self.record("edge_onboarding.server_rss_approved", rss_mb(server.process.pid), "MB", "<= 1024",
+                        rss_mb(server.process.pid) <= 1024)
+        finally:
+            for simulator in simulators:
+                if simulator.returncode is None:
+                    simulator.terminate()
+                    await simulator.wait()
+            await asyncio.gather(*followers, return_exceptions=True)
+            server.stop()
+
     async def wait_server_quiet(self, server: BenchServer, limit: float = 600) -> float:
         """Seconds until the server's CPU falls under 25 % of a core over 2 s (its on-connect snapshots done)."""
         started = time.perf_counter()
@@ -714,13 +797,17 @@ async def simulate_fleet(keys_path: str, heartbeat: float = 20.0, concurrency: i
     async def one_agent(session, key_text: str, edge_id: str) -> None:
         nonlocal held
         key = agent.EdgeKey.decode(key_text)
-        headers = {agent.EDGE_ENDPOINT_HEADER: str(key.endpoint_id), agent.EDGE_SECRET_HEADER: key.secret,
-                   agent.EDGE_ID_HEADER: edge_id}
         pin = aiohttp.Fingerprint(bytes.fromhex(key.fingerprint))
         attempt = 0
         while True:
             try:
                 async with handshakes:
+                    if key.endpoint_id == agent.GLOBAL_KEY_ENDPOINT:  # the fleet's key: onboard, as agent.py does
+                        settings = agent.EdgeSettings(key, edge_id, name=edge_id, data_dir="")
+                        key = await agent.onboard_with_global_key(session, settings, agent.EdgeState(None), pin)
+                    headers = {agent.EDGE_ENDPOINT_HEADER: str(key.endpoint_id),
+                               agent.EDGE_SECRET_HEADER: key.secret, agent.EDGE_ID_HEADER: edge_id,
+                               agent.EDGE_VERSION_HEADER: agent.AGENT_VERSION}
                     ws = await session.ws_connect(key.server_url + agent.EDGE_TUNNEL_PATH, headers=headers, ssl=pin,
                                                   heartbeat=heartbeat,
                                                   receive_timeout=agent.tunnel_receive_timeout(heartbeat),
@@ -731,7 +818,7 @@ async def simulate_fleet(keys_path: str, heartbeat: float = 20.0, concurrency: i
                     await agent.Tunnel(ws, lambda stream: agent.serve_edge_stream(stream, docker_url)).run()
                 finally:
                     held -= 1
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError, agent.EdgeOnboardingRefused) as exc:
                 print(f"{edge_id}: {exc or type(exc).__name__}", file=sys.stderr, flush=True)
             await asyncio.sleep(agent.reconnect_delay(attempt, 0.5, 5))
             attempt += 1
@@ -748,7 +835,7 @@ async def simulate_fleet(keys_path: str, heartbeat: float = 20.0, concurrency: i
                 break
 
 
-MEASURES = ["proxy", "stream", "head_of_line", "edge_first_call", "memory", "api_load", "ui", "fleet"]
+MEASURES = ["proxy", "stream", "head_of_line", "edge_first_call", "memory", "api_load", "ui", "fleet", "edge_onboarding"]
 
 
 def machine_description() -> str:
@@ -784,6 +871,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--load-seconds", type=float, default=60, help="length of the api_load run")
     parser.add_argument("--agents", type=int, action="append",
                         help="fleet size (repeatable; default 1000, 5000 and 10000)")
+    parser.add_argument("--devices", type=int, default=5000, help="devices onboarding in edge_onboarding")
     parser.add_argument("--idle-seconds", type=float, default=20, help="how long the idle fleet's CPU is measured")
     parser.add_argument("--fleet-simulator", metavar="KEYS", help=argparse.SUPPRESS)
     parser.add_argument("--table", action="store_true", help="print bench-results.json as a Markdown table")

@@ -33,6 +33,7 @@ import csv
 import dataclasses
 import datetime
 import fcntl
+import fnmatch
 import gzip
 import hashlib
 import hmac
@@ -156,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--edge-job-image", default=_env("PORTAINER_EDGE_JOB_IMAGE", "busybox:local"),
                    help="image edge job scripts run in unless a job names another "
                         "[PORTAINER_EDGE_JOB_IMAGE] (default busybox:local)")
+    p.add_argument("--edge-agent-file", default=_env("PORTAINER_EDGE_AGENT_FILE", ""),
+                   help="the agent.py offered to edge agents by update schedules [PORTAINER_EDGE_AGENT_FILE] "
+                        "(default: the agent.py beside portainer.py)")
     p.add_argument("--agent-secret", default=_env("AGENT_SECRET", ""),
                    help="secret proven to every agent that has AGENT_SECRET set; an environment may set its own "
                         "[AGENT_SECRET]")
@@ -207,6 +211,8 @@ REGISTRIES: web.AppKey[Registries] = app_key("registries")
 IMAGE_UPDATES: web.AppKey[ImageUpdates] = app_key("image_updates")
 EDGE_TUNNELS: web.AppKey[EdgeTunnels] = app_key("edge_tunnels")
 EDGE_JOBS: web.AppKey[EdgeJobRunner] = app_key("edge_jobs")
+EDGE_FLEET: web.AppKey[EdgeFleet] = app_key("edge_fleet")
+EDGE_UPDATES: web.AppKey[EdgeUpdates] = app_key("edge_updates")
 STACKS: web.AppKey[Stacks] = app_key("stacks")
 EDGE_STACKS: web.AppKey[EdgeStacks] = app_key("edge_stacks")
 CONSOLES: web.AppKey[weakref.WeakSet] = app_key("consoles")
@@ -591,6 +597,7 @@ class Store:
         self.edge_groups = Collection(self, "edge_groups", "edge group")
         self.edge_jobs = Collection(self, "edge_jobs", "edge job")
         self.edge_stacks = Collection(self, "edge_stacks", "edge stack")
+        self.edge_update_schedules = Collection(self, "edge_update_schedules", "edge update schedule", id_field="id")
         self.custom_templates = Collection(self, "custom_templates", "custom template")
         self.endpoint_groups = Collection(self, "endpoint_groups", "environment group")
         self.webhooks = Collection(self, "webhooks", "webhook")
@@ -673,6 +680,11 @@ class Store:
     @property
     def analytics(self) -> dict:
         return self.data.setdefault("analytics", {})
+
+    @property
+    def edge_fleet(self) -> dict:
+        """The edge fleet's onboarding key salt, auto-approval rules and refused devices (see EdgeFleet)."""
+        return self.data.setdefault("edge_fleet", {})
 
     def document(self) -> bytes:
         """The whole document as it is written to disk, at one consistent moment."""
@@ -1085,6 +1097,10 @@ class EnvironmentKind:
     def extend_view(self, endpoint: dict, view: dict) -> None:
         """Live state the kind shows in every answer about one of its environments."""
 
+    def live_status(self, endpoint: dict, status: int) -> int:
+        """The status shown and filtered on, from the latest snapshot's `status` unless the kind knows better."""
+        return status
+
     def removed(self, endpoint: dict) -> None:
         """Let go of what an environment held once it is removed."""
 
@@ -1134,11 +1150,17 @@ class Environments:
         for endpoint_id in list(self._connectors):
             self.forget(endpoint_id)
 
+    def status_of(self, endpoint: dict) -> int:
+        status = self.status.get(endpoint["Id"], STATUS_DOWN)
+        kind = self.kinds.get(endpoint["Type"])
+        return kind.live_status(endpoint, status) if kind is not None else status
+
     def public_view(self, endpoint: dict) -> dict:
         view = self.store.endpoints.public_view(endpoint)
-        view["Status"] = self.status.get(endpoint["Id"], STATUS_DOWN)
+        view["Status"] = self.status_of(endpoint)
         view.setdefault("GroupId", UNASSIGNED_GROUP_ID)
         view.setdefault(IMAGE_CHECK_SETTING, False)
+        view["UserTrusted"] = is_trusted(endpoint)  # Portainer's waiting room: false until approved
         snapshot = self.snapshots.get(endpoint["Id"])
         view["Snapshots"] = [snapshot] if snapshot else []
         kind = self.kinds.get(endpoint["Type"])
@@ -7285,12 +7307,56 @@ async def handle_endpoints_list(request: web.Request) -> web.Response:
     group_ids = request.query.getall("groupIds[]", []) + request.query.getall("groupIds", [])
     if group_ids:
         endpoints = [ep for ep in endpoints if str(ep.get("GroupId", UNASSIGNED_GROUP_ID)) in group_ids]
+    endpoints = fleet_filtered(request, endpoints)
     total = len(endpoints)
     start = query_int(request, "start", 0)
     limit = query_int(request, "limit", 0)
     endpoints = endpoints[start:start + limit] if limit else endpoints[start:]
     environments = request.app[ENVIRONMENTS]
     return json_response([environments.public_view(ep) for ep in endpoints], headers={"X-Total-Count": str(total)})
+
+
+def query_list(request: web.Request, name: str) -> list[str]:
+    """A repeated query parameter, as Portainer's clients send it (name or name[]), comma lists too."""
+    values = request.query.getall(name, []) + request.query.getall(name + "[]", [])
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+def query_ids(request: web.Request, name: str) -> set[int]:
+    values = query_list(request, name)
+    if not all(v.isascii() and v.isdigit() for v in values):
+        raise BadRequest(f"query parameter {name!r} must list ids")
+    return {int(v) for v in values}
+
+
+def fleet_filtered(request: web.Request, endpoints: list[dict]) -> list[dict]:
+    """Portainer's list filters (status, tagIds with tagsPartialMatch, edgeDeviceUntrusted, agentVersions,
+    edgeGroupIds) and ours for when a device was last seen (lastSeenAfter, lastSeenBefore: Unix seconds)."""
+    app, store = request.app, request.app[STORE]
+    environments, tunnels = app[ENVIRONMENTS], app[EDGE_TUNNELS]
+    statuses = query_ids(request, "status")
+    if statuses:
+        endpoints = [ep for ep in endpoints if environments.status_of(ep) in statuses]
+    tag_ids = query_ids(request, "tagIds")
+    if tag_ids:
+        partial = request.query.get("tagsPartialMatch", "").lower() == "true"
+        endpoints = [ep for ep in endpoints if (tag_ids & set(ep.get("TagIds", [])) if partial
+                                                else tag_ids <= set(ep.get("TagIds", [])))]
+    untrusted = request.query.get("edgeDeviceUntrusted", "").lower()
+    if untrusted in ("true", "false"):
+        endpoints = [ep for ep in endpoints if is_trusted(ep) == (untrusted == "false")]
+    versions = set(query_list(request, "agentVersions"))
+    if versions:
+        endpoints = [ep for ep in endpoints if (ep.get("Agent") or {}).get("Version") in versions]
+    edge_group_ids = query_ids(request, "edgeGroupIds")
+    if edge_group_ids:
+        members = {i for g in edge_group_ids if g in store.edge_groups for i in edge_group_endpoint_ids(store, g)}
+        endpoints = [ep for ep in endpoints if ep["Id"] in members]
+    for name, keep in (("lastSeenAfter", lambda seen, t: seen >= t), ("lastSeenBefore", lambda seen, t: seen < t)):
+        if request.query.get(name):
+            moment = query_int(request, name, 0)
+            endpoints = [ep for ep in endpoints if ep["Type"] == ENDPOINT_EDGE and keep(tunnels.seen(ep["Id"]), moment)]
+    return endpoints
 
 
 def query_int(request: web.Request, name: str, default: int) -> int:
@@ -7320,7 +7386,7 @@ def check_access_policies(name: str, policies: dict) -> None:
 
 ENDPOINT_EDITABLE = {"Name": str, "PublicURL": str, "GroupID": int, "TagIds": list, "UserAccessPolicies": dict,
                      "TeamAccessPolicies": dict, "URL": str, "TLS": bool, "TLSSkipVerify": bool,
-                     IMAGE_CHECK_SETTING: bool}
+                     IMAGE_CHECK_SETTING: bool, "UserTrusted": bool}
 # SecuritySettings (ours, not in Portainer's payload) keeps its exact switch names: a mistyped one is refused,
 # never silently left as it was.
 ENDPOINT_UPDATE_FIELDS = {**ENDPOINT_EDITABLE, "TagIds": [int], "SecuritySettings": dict}
@@ -7348,6 +7414,8 @@ async def handle_endpoint_update(request: web.Request) -> web.Response:
     kind = environments.kinds.get(endpoint["Type"])
     if kind is not None:
         kind.check_update(endpoint, changes)
+    if "UserTrusted" in changes and endpoint["Type"] != ENDPOINT_EDGE:
+        raise BadRequest("UserTrusted applies to edge environments only")
     for policies in ("UserAccessPolicies", "TeamAccessPolicies"):
         if policies in changes:
             check_access_policies(policies, changes[policies])
@@ -7376,6 +7444,8 @@ async def handle_endpoint_update(request: web.Request) -> web.Response:
     if IMAGE_CHECK_SETTING in changes:
         endpoint[IMAGE_CHECK_SETTING] = changes[IMAGE_CHECK_SETTING]
         request.app[IMAGE_UPDATES].forget_environment(endpoint_id)
+    if "UserTrusted" in changes and changes["UserTrusted"] != is_trusted(endpoint):
+        set_trust(request, endpoint, changes["UserTrusted"])
     await request.app[STORE].commit()
     environments.forget(endpoint_id)
     view = environments.public_view(endpoint)
@@ -7392,9 +7462,14 @@ async def handle_endpoint_delete(request: web.Request) -> web.Response:
 
 
 async def delete_endpoint(app: web.Application, endpoint_id: int) -> None:
-    environments = app[ENVIRONMENTS]
     endpoint = app[STORE].endpoints.delete(endpoint_id)
     await app[STORE].commit()
+    forget_removed_endpoint(app, endpoint)
+
+
+def forget_removed_endpoint(app: web.Application, endpoint: dict) -> None:
+    """Let go of what the server held about an environment once its removal is committed."""
+    environments, endpoint_id = app[ENVIRONMENTS], endpoint["Id"]
     kind = environments.kinds.get(endpoint["Type"])
     if kind is not None:
         kind.removed(endpoint)
@@ -8545,6 +8620,8 @@ class EdgeTunnels:
         self.last_seen: dict[int, int] = {}
         # The latest Edge ID refused per environment, shown to administrators so they can re-associate.
         self.refused: dict[int, dict] = {}
+        self.agent_digests: dict[int, str] = {}  # SHA-256 of the agent.py each connected agent runs
+        self.update_reports: dict[int, dict] = {}  # how each agent's latest self-update ended, as it said
         self.websockets: weakref.WeakSet = weakref.WeakSet()
         # Called with the environment id whenever its agent connects (edge jobs waiting for it run then).
         self.on_connect: list[Callable[[int], None]] = []
@@ -8554,7 +8631,8 @@ class EdgeTunnels:
 
     async def snapshot_when_connected(self, environments: "Environments", endpoint_id: int) -> None:
         async with self.snapshot_slots:
-            if self.is_connected(endpoint_id):
+            endpoint = environments.store.endpoints.find(endpoint_id)
+            if self.is_connected(endpoint_id) and endpoint is not None and is_trusted(endpoint):
                 await environments.snapshot(endpoint_id)
 
     def spawn(self, coroutine: Awaitable) -> None:
@@ -8574,12 +8652,17 @@ class EdgeTunnels:
 class EdgeConnector(DockerConnector):
     """An edge host's engine, reached through the tunnel its agent opened: one tunnel stream per connection."""
 
-    def __init__(self, endpoint: dict, tunnels: EdgeTunnels):
+    def __init__(self, endpoint: dict, tunnels: EdgeTunnels, store: Store):
         self.tunnels = tunnels
+        self.store = store
         super().__init__(endpoint)
         self.client = shared.DockerClient(self.open_connection, max_idle=EDGE_IDLE_STREAMS)
 
     async def open_connection(self) -> shared.HttpConnection:
+        endpoint = self.store.endpoints.find(self.endpoint_id)
+        if endpoint is not None and not is_trusted(endpoint):
+            raise Forbidden(f"environment {self.endpoint_id} waits for an administrator's approval",
+                            "no Docker call reaches a device in the waiting room")
         tunnel = self.tunnels.tunnels.get(self.endpoint_id)
         if tunnel is None:
             raise shared.DockerUnreachable(f"the edge agent of environment {self.endpoint_id} is not connected")
@@ -8696,6 +8779,15 @@ async def handle_edge_tunnel(request: web.Request) -> web.StreamResponse:
                     endpoint_id, edge_id)
         raise Forbidden("this edge key is associated with another Edge ID",
                         "an administrator can re-associate the environment")
+    version = request.headers.get(shared.EDGE_VERSION_HEADER, "")[:32]
+    if version and (endpoint.get("Agent") or {}).get("Version") != version:
+        endpoint["Agent"] = {**(endpoint.get("Agent") or {}), "Version": version}
+        await app[STORE].commit()
+    tunnels.agent_digests[endpoint_id] = request.headers.get(shared.EDGE_DIGEST_HEADER, "")[:64]
+    with contextlib.suppress(ValueError):
+        report = json.loads(request.headers.get(shared.EDGE_UPDATE_HEADER, "") or "null")
+        if isinstance(report, dict):
+            tunnels.update_reports[endpoint_id] = {**report, "Time": now()}
     heartbeat = app[CONFIG].edge_heartbeat
     ws = web.WebSocketResponse(heartbeat=heartbeat, receive_timeout=shared.tunnel_receive_timeout(heartbeat),
                                max_msg_size=shared.TUNNEL_MAX_MESSAGE, compress=False,
@@ -9143,13 +9235,15 @@ EDGE_RETRY_SECONDS = 5.0
 
 
 def edge_group_endpoint_ids(store: Store, group_id: int) -> list[int]:
-    """The environments of an edge group: its static list, or for a dynamic group those carrying its tags."""
+    """The environments of an edge group: its static list, or for a dynamic group those carrying its tags.
+    Devices in the waiting room are not among them (Portainer's TrustedEndpoints) until they are approved."""
     group = store.edge_groups.find(group_id)
     if group is None:
         raise BadRequest(f"edge group {group_id} not found")
     if not group.get("Dynamic"):
         return sorted(int(i) for i in group.get("Endpoints") or []
-                      if (store.endpoints.find(i) or {}).get("Type") == ENDPOINT_EDGE)
+                      if (store.endpoints.find(i) or {}).get("Type") == ENDPOINT_EDGE
+                      and is_trusted(store.endpoints.get(i)))
     tags = set(group.get("TagIds") or [])
 
     def match(ep: dict) -> bool:
@@ -9157,7 +9251,7 @@ def edge_group_endpoint_ids(store: Store, group_id: int) -> list[int]:
         carried = set(ep.get("TagIds") or []) | set(group_of_endpoint(store, ep).get("TagIds") or [])
         return bool(tags & carried) if group.get("PartialMatch") else tags <= carried
 
-    return [ep["Id"] for ep in store.endpoints if ep["Type"] == ENDPOINT_EDGE and tags and match(ep)]
+    return [ep["Id"] for ep in store.endpoints if ep["Type"] == ENDPOINT_EDGE and tags and is_trusted(ep) and match(ep)]
 
 
 class EdgeStacks:
@@ -9370,6 +9464,541 @@ async def handle_edge_stack_delete(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+# -- fleets: one onboarding key for many devices, the waiting room, auto-approval, bulk actions ------------------
+#
+# A device started with the fleet's onboarding key (a shared.EdgeKey naming environment 0) and its Edge ID makes
+# its own environment (POST /api/endpoints/global-key) and is given a key of its own, so rotating the fleet's
+# key refuses new devices with the old one and cuts off none already onboarded. A new environment waits, in
+# Portainer's words untrusted (UserTrusted false: connected and visible, no Docker call passes), until an
+# administrator approves it or an auto-approval rule matches what it announced. A rejected or removed device
+# is refused until an administrator admits its Edge ID again.
+
+EDGE_ONBOARDING_SECRET_FILE = "edge_onboarding.key"
+AUTO_APPROVAL_KINDS = ("tag", "group", "edgeid")
+MAX_ANNOUNCED = 32  # tags or groups one device may announce
+MAX_AUTO_APPROVAL_RULES = 100
+
+
+def is_trusted(endpoint: dict) -> bool:
+    """Environments made before the waiting room existed, and every kind but edge, are trusted."""
+    return endpoint.get("UserTrusted", True) is not False
+
+
+class EdgeFleet:
+    """The fleet's onboarding key, auto-approval rules and refused Edge IDs, kept in the store's "edge_fleet".
+    The key's secret is derived from a secret file in the data directory and a salt, never stored itself."""
+
+    def __init__(self, app: web.Application):
+        self.app = app
+        self.root_secret = load_or_create_secret(app[STORE].directory, EDGE_ONBOARDING_SECRET_FILE)
+
+    @property
+    def state(self) -> dict:
+        return self.app[STORE].edge_fleet
+
+    @property
+    def refused(self) -> dict[str, dict]:
+        """{Edge ID: {"Name", "Time", "Reason"}}: devices rejected or removed, refused until admitted again."""
+        return self.state.setdefault("RefusedDevices", {})
+
+    @property
+    def rules(self) -> list[dict]:
+        return self.state.setdefault("AutoApprovalRules", [])
+
+    def salt(self) -> str:
+        if "KeySalt" not in self.state:
+            self.state.update(KeySalt=secrets.token_hex(16), KeyCreated=now())
+        return self.state["KeySalt"]
+
+    def secret(self) -> str:
+        return b64url(hmac.new(self.root_secret, b"edge onboarding key\0" + self.salt().encode(),
+                               hashlib.sha256).digest())
+
+    def accepts(self, secret: str) -> bool:
+        return bool(secret) and hmac.compare_digest(secret.encode(), self.secret().encode())
+
+    def rotate(self) -> None:
+        self.state.update(KeySalt=secrets.token_hex(16), KeyCreated=now())
+
+    def key(self, url: str) -> str:
+        fingerprint = certificate_fingerprint(server_certificate_path(self.app[CONFIG]))
+        return shared.EdgeKey(url, shared.GLOBAL_KEY_ENDPOINT, fingerprint, self.secret()).encode()
+
+    def approves(self, edge_id: str, tag_names: list[str], group_names: list[str]) -> dict | None:
+        """The first auto-approval rule the announcement matches (tag or group names, Edge ID glob pattern)."""
+        tags, groups = {t.lower() for t in tag_names}, {g.lower() for g in group_names}
+        for rule in self.rules:
+            value = rule["Value"]
+            if rule["Kind"] == "tag" and value.lower() in tags or rule["Kind"] == "group" and value.lower() in \
+                    groups or rule["Kind"] == "edgeid" and fnmatch.fnmatchcase(edge_id, value):
+                return rule
+        return None
+
+
+def record_fleet_activity(request: web.Request, action: str, endpoint: dict | None = None) -> None:
+    """One activity entry per device an administrator (or an onboarding agent) acted on."""
+    caller = request.get(CALLER_KEY)
+    request.app[ACTIVITY].record({
+        "kind": "activity", "userId": caller.id if caller else None,
+        "username": caller.user["Username"] if caller else "", "endpointId": endpoint["Id"] if endpoint else None,
+        "context": endpoint["Name"] if endpoint else "Portainer", "method": request.method, "path": request.path,
+        "action": action, "query": "", "status": 200, "origin": client_address(request)})
+
+
+def onboarding_url(request: web.Request) -> str:
+    return request.app[EDGE_FLEET].state.get("URL") or default_edge_server_url(request)
+
+
+def onboarding_answer(request: web.Request) -> dict:
+    fleet = request.app[EDGE_FLEET]
+    key = fleet.key(onboarding_url(request))
+    return {"EdgeKey": key, "URL": onboarding_url(request), "KeyCreated": fleet.state.get("KeyCreated", 0),
+            "EdgeAgentCommand": edge_agent_command(key).replace(
+                "EDGE_ID=", "EDGE_NAME=$(hostname) EDGE_TAGS= EDGE_GROUPS= EDGE_ID=")}
+
+
+async def handle_edge_onboarding_key(request: web.Request) -> web.Response:
+    """The fleet's onboarding key and the command that starts an agent with it (administrators)."""
+    require_admin(request)
+    answer = onboarding_answer(request)
+    await request.app[STORE].commit()  # a first key's salt
+    return json_response(answer)
+
+
+ONBOARDING_FIELDS = {"URL": str}
+
+
+async def handle_edge_onboarding_update(request: web.Request) -> web.Response:
+    """Set the address devices dial, {"URL": "https://host:9443"} (administrators)."""
+    require_admin(request)
+    url = field(await read_documented_fields(request, ONBOARDING_FIELDS), "URL", str).strip()
+    parsed = urllib.parse.urlsplit(url)
+    if url and (parsed.scheme != "https" or not parsed.hostname):
+        raise BadRequest("URL must be this server's HTTPS address as edge agents reach it",
+                         "for example https://portainer.example.com:9443; empty: the address you reached it by")
+    request.app[EDGE_FLEET].state["URL"] = f"https://{parsed.netloc}" if url else ""
+    await request.app[STORE].commit()
+    return json_response(onboarding_answer(request))
+
+
+async def handle_edge_onboarding_rotate(request: web.Request) -> web.Response:
+    """A new onboarding key; the old one is refused from now on, devices already onboarded keep theirs."""
+    require_admin(request)
+    request.app[EDGE_FLEET].rotate()
+    await request.app[STORE].commit()
+    record_fleet_activity(request, "rotate the edge onboarding key")
+    return json_response(onboarding_answer(request))
+
+
+AUTO_APPROVAL_FIELDS = {"Rules": [dict]}
+
+
+async def handle_edge_auto_approval(request: web.Request) -> web.Response:
+    """The auto-approval rules (administrators)."""
+    require_admin(request)
+    return json_response({"Rules": request.app[EDGE_FLEET].rules})
+
+
+async def handle_edge_auto_approval_update(request: web.Request) -> web.Response:
+    """Replace the auto-approval rules, {"Rules": [{"Kind": "tag"|"group"|"edgeid", "Value": "kiosk-*"}]}:
+    a device announcing that tag or edge group, or whose Edge ID matches the pattern, is approved at once."""
+    require_admin(request)
+    rules = field(await read_documented_fields(request, AUTO_APPROVAL_FIELDS), "Rules", list)
+    if len(rules) > MAX_AUTO_APPROVAL_RULES:
+        raise BadRequest(f"at most {MAX_AUTO_APPROVAL_RULES} auto-approval rules")
+    checked = []
+    for rule in rules:
+        rule = documented_fields(rule, {"Kind": str, "Value": str}, "Rules[]")
+        kind, value = field(rule, "Kind", str).strip().lower(), field(rule, "Value", str).strip()
+        if kind not in AUTO_APPROVAL_KINDS:
+            raise BadRequest(f"Kind must be one of {', '.join(AUTO_APPROVAL_KINDS)}")
+        if not value or len(value) > MAX_EDGE_ID:
+            raise BadRequest(f"Value must hold 1 to {MAX_EDGE_ID} characters")
+        checked.append({"Kind": kind, "Value": value})
+    request.app[EDGE_FLEET].state["AutoApprovalRules"] = checked
+    await request.app[STORE].commit()
+    return json_response({"Rules": checked})
+
+
+async def handle_edge_refused_devices(request: web.Request) -> web.Response:
+    """Edge IDs refused because they were rejected or removed (administrators)."""
+    require_admin(request)
+    refused = request.app[EDGE_FLEET].refused
+    return json_response([{"EdgeID": edge_id, **entry} for edge_id, entry in sorted(refused.items())])
+
+
+async def handle_edge_refused_device_admit(request: web.Request) -> web.Response:
+    """Approve a refused device again: its next connection makes its environment, trusted."""
+    require_admin(request)
+    fleet, edge_id = request.app[EDGE_FLEET], request.match_info["edgeId"]
+    if fleet.refused.pop(edge_id, None) is None:
+        raise NotFound(f"Edge ID {edge_id!r} is not refused")
+    fleet.state.setdefault("Admitted", {})[edge_id] = now()
+    await request.app[STORE].commit()
+    record_fleet_activity(request, f"admit edge device {edge_id} again")
+    return web.Response(status=204)
+
+
+GLOBAL_KEY_FIELDS = {"Name": str, "TagNames": [str], "EdgeGroupNames": [str], "AgentVersion": str}
+
+
+def unique_environment_name(store: Store, wanted: str, edge_id: str) -> str:
+    taken = {ep["Name"].lower() for ep in store.endpoints}
+    for candidate in (wanted, f"{wanted}-{edge_id[:12]}"):
+        if candidate.lower() not in taken:
+            return candidate
+    return f"{wanted}-{secrets.token_hex(4)}"
+
+
+def announced_names(body: dict, name: str) -> list[str]:
+    names = [n.strip() for n in field(body, name, list, required=False, default=[]) if n.strip()]
+    if len(names) > MAX_ANNOUNCED or any(len(n) > MAX_EDGE_ID for n in names):
+        raise BadRequest(f"{name}: at most {MAX_ANNOUNCED} names of at most {MAX_EDGE_ID} characters")
+    return names
+
+
+@public
+async def handle_endpoint_global_key(request: web.Request) -> web.Response:
+    """The agent-facing onboarding call (Portainer's POST /api/endpoints/global-key): the fleet key's secret
+    and the X-PortainerAgent-EdgeID header make (or find) the device's environment; the answer carries the
+    device's own key. Name, tags and edge groups come from what the agent announces, only those that exist."""
+    if not request.secure:
+        raise Forbidden("edge onboarding is served on the HTTPS port only")
+    app, store = request.app, request.app[STORE]
+    fleet = app[EDGE_FLEET]
+    if not fleet.accepts(request.headers.get(shared.EDGE_SECRET_HEADER, "")):
+        log.warning("edge onboarding refused from %s: not the current onboarding key", client_address(request))
+        raise Unauthorized("invalid edge onboarding key", "the key may have been rotated: use the current one")
+    edge_id = request.headers.get(shared.EDGE_ID_HEADER, "").strip()
+    if not edge_id or len(edge_id) > MAX_EDGE_ID:
+        raise BadRequest("Invalid Edge ID", f"the {shared.EDGE_ID_HEADER} header must carry the agent's Edge ID")
+    body = await read_documented_fields(request, GLOBAL_KEY_FIELDS) if request.can_read_body else {}
+    if edge_id in fleet.refused:
+        raise Forbidden("this edge device was rejected or removed", "an administrator can admit it again")
+    tag_names, group_names = announced_names(body, "TagNames"), announced_names(body, "EdgeGroupNames")
+    name = (field(body, "Name", str, required=False, default="").strip() or edge_id)[:MAX_EDGE_ID]
+    existing = next((ep for ep in store.endpoints if ep["Type"] == ENDPOINT_EDGE and ep.get("EdgeID") == edge_id),
+                    None)
+    if existing is not None and is_trusted(existing):
+        raise Conflict(f"Edge ID {edge_id!r} already has an environment ({existing['Name']})",
+                       "the device uses the key it was given then; to onboard it anew, an administrator removes "
+                       "the environment and admits the device again")
+    if existing is not None:  # still waiting: the device lost its key, give it a new one
+        endpoint = existing
+        endpoint["_EdgeSecret"] = secrets.token_urlsafe(32)
+        app[EDGE_TUNNELS].refused.pop(endpoint["Id"], None)
+    else:
+        tags = {t["Name"].lower(): t["ID"] for t in store.tags}
+        admitted = fleet.state.get("Admitted", {}).pop(edge_id, None) is not None
+        rule = fleet.approves(edge_id, tag_names, group_names)
+        endpoint = {
+            "Id": store.endpoints.new_id(), "Name": unique_environment_name(store, name, edge_id),
+            "Type": ENDPOINT_EDGE, "URL": onboarding_url(request), "PublicURL": "", "GroupId": UNASSIGNED_GROUP_ID,
+            "TagIds": sorted({tags[t.lower()] for t in tag_names if t.lower() in tags}),
+            "UserAccessPolicies": {}, "TeamAccessPolicies": {}, "SecuritySettings": dict(DEFAULT_SECURITY_SETTINGS),
+            "CreationDate": now(), "TLSConfig": {"TLS": False, "TLSSkipVerify": False}, "EdgeID": edge_id,
+            "_EdgeSecret": secrets.token_urlsafe(32), "UserTrusted": admitted or rule is not None,
+            "OnboardedWithGlobalKey": True, "Agent": {"Version": field(body, "AgentVersion", str, required=False,
+                                                                       default="")[:32]}}
+        store.endpoints.add(endpoint)
+        wanted_groups = {g.lower() for g in group_names}
+        for group in store.edge_groups:
+            if not group["Dynamic"] and group["Name"].lower() in wanted_groups:
+                group["Endpoints"] = sorted({*group["Endpoints"], endpoint["Id"]})
+        record_fleet_activity(request, f"edge device {edge_id} onboarded"
+                              + (f", approved by rule {rule['Kind']}={rule['Value']}" if rule else
+                                 ", approved again" if admitted else ", waiting for approval"), endpoint)
+    await store.commit()
+    return json_response({"endpointID": endpoint["Id"], "UserTrusted": is_trusted(endpoint),
+                          "EdgeKey": edge_key_for(app, endpoint), "SigningKey": app[AGENT_SIGNER].public_key})
+
+
+BULK_ACTIONS = ("approve", "reject", "tag", "untag", "move", "remove")
+BULK_FIELDS = {"Action": str, "EndpointIds": [int], "TagIds": [int], "GroupId": int}
+
+
+def set_trust(request: web.Request, endpoint: dict, trusted: bool) -> None:
+    """Approve a device (snapshotted at once when connected), or send it back to the waiting room (its pooled
+    connections dropped). The caller commits."""
+    app = request.app
+    endpoint["UserTrusted"] = trusted
+    tunnels = app[EDGE_TUNNELS]
+    if not trusted:
+        app[ENVIRONMENTS].forget(endpoint["Id"])
+    elif tunnels.is_connected(endpoint["Id"]):
+        tunnels.spawn(tunnels.snapshot_when_connected(app[ENVIRONMENTS], endpoint["Id"]))
+    record_fleet_activity(request, f"{'approve' if trusted else 'untrust'} environment {endpoint['Name']}", endpoint)
+
+
+async def handle_endpoints_bulk(request: web.Request) -> web.Response:
+    """One action on many environments, {"Action", "EndpointIds", "TagIds" (tag, untag), "GroupId" (move)}:
+    approve or reject edge devices waiting, add or remove tags, move to an environment group, remove
+    (administrators). Everything is checked before anything changes."""
+    require_admin(request)
+    app, store = request.app, request.app[STORE]
+    body = await read_documented_fields(request, BULK_FIELDS)
+    action = field(body, "Action", str).strip().lower()
+    if action not in BULK_ACTIONS:
+        raise BadRequest(f"Action must be one of {', '.join(BULK_ACTIONS)}")
+    ids = id_list(body, "EndpointIds")
+    if not ids:
+        raise BadRequest("EndpointIds must name at least one environment")
+    missing = [i for i in ids if i not in store.endpoints]
+    if missing:
+        raise NotFound(f"environments not found: {missing[:20]}")
+    endpoints = [store.endpoints.get(i) for i in ids]
+    if action in ("approve", "reject"):
+        not_edge = [ep["Id"] for ep in endpoints if ep["Type"] != ENDPOINT_EDGE]
+        if not_edge:
+            raise BadRequest(f"not edge environments: {not_edge[:20]}")
+    tag_ids = checked_tag_ids(store, body, "TagIds") if action in ("tag", "untag") else None
+    if action in ("tag", "untag") and not tag_ids:
+        raise BadRequest("TagIds must name at least one tag")
+    group_id = field(body, "GroupId", int) if action == "move" else None
+    if group_id is not None:
+        get_endpoint_group(store, group_id, status=BadRequest)
+    fleet = app[EDGE_FLEET]
+    for endpoint in endpoints:
+        if action == "approve":
+            set_trust(request, endpoint, True)  # records its own activity entry
+            continue
+        if action in ("reject", "remove"):
+            if action == "reject" and endpoint.get("EdgeID"):
+                fleet.refused[endpoint["EdgeID"]] = {"Name": endpoint["Name"], "Time": now(), "Reason": "rejected"}
+            store.endpoints.delete(endpoint["Id"])
+        elif action == "tag":
+            endpoint["TagIds"] = sorted({*endpoint.get("TagIds", []), *tag_ids})
+        elif action == "untag":
+            endpoint["TagIds"] = [t for t in endpoint.get("TagIds", []) if t not in tag_ids]
+        elif action == "move":
+            endpoint["GroupId"] = group_id
+        record_fleet_activity(request, f"{action} environment {endpoint['Name']}", endpoint)
+    await store.commit()
+    if action in ("reject", "remove"):
+        for endpoint in endpoints:
+            forget_removed_endpoint(app, endpoint)
+    return json_response({"Action": action, "EndpointIds": ids})
+
+
+# -- agent updates: the server offers its agent.py to edge groups, a few devices at a time ----------------------
+#
+# A schedule (Portainer's /api/edge_update_schedules) keeps its own copy of the agent.py offered when it was made,
+# and each device's state: pending -> updating -> updated, or rolled back / failed with the reason. A device is
+# sent the file through its tunnel with a signature of its digest (agent.py's RequestSigner); it reports the
+# outcome by the digest and update report it sends when it connects again. Pending devices that are offline
+# update when they return.
+
+UPDATE_PENDING, UPDATE_UPDATING, UPDATE_UPDATED = "pending", "updating", "updated"
+UPDATE_ROLLED_BACK, UPDATE_FAILED = "rolled back", "failed"
+UPDATE_TICK = 1.0
+UPDATE_ANSWER_TIMEOUT = 30.0
+UPDATE_REPORT_GRACE = 120  # beyond the rollback timeout: a device silent for longer has failed
+EDGE_UPDATE_FIELDS = {"name": str, "groupIds": [int], "scheduledTime": int, "batchSize": int, "rollbackTimeout": int}
+
+
+def offered_agent_file(config: argparse.Namespace) -> str:
+    return config.edge_agent_file or shared.running_agent_file()
+
+
+class EdgeUpdates:
+    """Runs the update schedules: every tick, each due schedule sends its agent.py to as many connected devices
+    as its batch size allows and reads the outcome of the ones updating from how they reconnected."""
+
+    def __init__(self, app: web.Application):
+        self.app = app
+        self.store = app[STORE]
+        self.directory = os.path.join(app[STORE].directory, "edge_updates")
+        self.tasks: set[asyncio.Task] = set()
+
+    def file_path(self, schedule_id: int) -> str:
+        return os.path.join(self.directory, f"{schedule_id}-agent.py")
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(UPDATE_TICK)
+            changed = False
+            for schedule in self.store.edge_update_schedules:
+                changed |= self.tick(schedule)
+            if changed:
+                await self.store.commit()
+
+    def tick(self, schedule: dict) -> bool:
+        """Advance one schedule; True when a device's state changed."""
+        if schedule["scheduledTime"] > now() or schedule.get("finished"):
+            return False
+        tunnels, devices, target = self.app[EDGE_TUNNELS], schedule["devices"], schedule["digest"]
+        changed = False
+        if not schedule.get("started"):
+            schedule["started"] = now()
+            members = {i for g in schedule["groupIds"] if g in self.store.edge_groups
+                       for i in edge_group_endpoint_ids(self.store, g)}
+            devices.update({str(i): {"name": self.store.endpoints.get(i)["Name"], "status": UPDATE_PENDING,
+                                     "reason": "", "time": now()} for i in sorted(members)})
+            changed = True
+        for key, device in devices.items():
+            endpoint_id = int(key)
+            report = tunnels.update_reports.get(endpoint_id) or {}
+            connected = tunnels.is_connected(endpoint_id)
+            if endpoint_id not in self.store.endpoints and device["status"] in (UPDATE_PENDING, UPDATE_UPDATING):
+                device.update(status=UPDATE_FAILED, reason="the environment was removed", time=now())
+            elif device["status"] == UPDATE_PENDING and connected and tunnels.agent_digests.get(endpoint_id) == target:
+                device.update(status=UPDATE_UPDATED, reason="already runs this agent.py", time=now())
+            elif device["status"] != UPDATE_UPDATING:
+                continue
+            elif report.get("Digest") == target and report.get("Status") == UPDATE_ROLLED_BACK and \
+                    report.get("Time", 0) >= device["time"]:
+                device.update(status=UPDATE_ROLLED_BACK, reason=str(report.get("Reason", ""))[:300], time=now())
+            elif connected and tunnels.agent_digests.get(endpoint_id) == target:
+                device.update(status=UPDATE_UPDATED, reason="", time=now(),
+                              version=(self.store.endpoints.get(endpoint_id).get("Agent") or {}).get("Version"))
+            elif now() - device["time"] > schedule["rollbackTimeout"] + UPDATE_REPORT_GRACE:
+                device.update(status=UPDATE_FAILED, reason="the device did not come back with either version",
+                              time=now())
+            else:
+                continue
+            changed = True
+        updating = sum(1 for d in devices.values() if d["status"] == UPDATE_UPDATING and not d.get("sending"))
+        sending = sum(1 for d in devices.values() if d.get("sending"))
+        free = schedule["batchSize"] - updating - sending
+        for key, device in devices.items():
+            if free <= 0:
+                break
+            endpoint = self.store.endpoints.find(key)
+            if device["status"] == UPDATE_PENDING and endpoint is not None and is_trusted(endpoint) and \
+                    tunnels.is_connected(endpoint["Id"]):
+                device.update(status=UPDATE_UPDATING, reason="", time=now(), sending=True)
+                free -= 1
+                changed = True
+                task = asyncio.ensure_future(self.send(schedule, endpoint["Id"]))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+        if devices and all(d["status"] not in (UPDATE_PENDING, UPDATE_UPDATING) for d in devices.values()):
+            schedule["finished"] = now()
+            changed = True
+        return changed
+
+    async def send(self, schedule: dict, endpoint_id: int) -> None:
+        """The file and its signed digest through the device's tunnel; its answer says whether it installs it."""
+        device = schedule["devices"][str(endpoint_id)]
+        try:
+            with open(self.file_path(schedule["id"]), "rb") as f:
+                data = f.read()
+            signature = dict(self.app[AGENT_SIGNER].headers(
+                "PUT", shared.agent_update_target(schedule["digest"], schedule["version"])))
+            header = {"Version": schedule["version"], "Digest": schedule["digest"], "Size": len(data),
+                      "RollbackTimeout": schedule["rollbackTimeout"], "Signature": signature}
+            tunnel = self.app[EDGE_TUNNELS].tunnels[endpoint_id]
+            stream = await tunnel.open_stream(shared.AGENT_UPDATE_TARGET)
+            try:
+                stream.write(json.dumps(header).encode() + b"\n" + data)
+                stream.write_eof()
+                await stream.drain()
+                line = await asyncio.wait_for(stream.readline(), UPDATE_ANSWER_TIMEOUT)
+            finally:
+                stream.close("done")
+            try:
+                answer = json.loads(line)
+            except ValueError:
+                answer = {"Accepted": False, "Reason": "this agent cannot update itself (an older agent.py)"}
+            if not isinstance(answer, dict) or answer.get("Accepted") is not True:
+                reason = answer.get("Reason") if isinstance(answer, dict) else None
+                device.update(status=UPDATE_FAILED, reason=str(reason or "refused by the device")[:300], time=now())
+            else:
+                device.update(time=now())
+                log.info("edge environment %s accepted agent.py version %s", endpoint_id, schedule["version"])
+        except (KeyError, ConnectionError, asyncio.TimeoutError, asyncio.LimitOverrunError) as exc:
+            # the tunnel went away before the device answered: it is tried again when it is back
+            device.update(status=UPDATE_PENDING, reason=f"not sent: {exc or type(exc).__name__}", time=now())
+        except OSError as exc:
+            device.update(status=UPDATE_FAILED, reason=f"the schedule's agent.py cannot be read: {exc}", time=now())
+        finally:
+            device.pop("sending", None)
+        await self.store.commit()
+
+
+def edge_update_view(schedule: dict) -> dict:
+    counts: dict[str, int] = {}
+    for device in schedule["devices"].values():
+        counts[device["status"]] = counts.get(device["status"], 0) + 1
+    return {**schedule, "counts": counts}
+
+
+def offered_agent(config: argparse.Namespace) -> tuple[bytes, str, str]:
+    path = offered_agent_file(config)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(shared.MAX_AGENT_FILE + 1)
+    except OSError as exc:
+        raise BadRequest(f"the agent.py to offer cannot be read: {exc}",
+                         "see --edge-agent-file [PORTAINER_EDGE_AGENT_FILE]") from None
+    if len(data) > shared.MAX_AGENT_FILE:
+        raise BadRequest(f"{path} is larger than {shared.MAX_AGENT_FILE} bytes")
+    return data, hashlib.sha256(data).hexdigest(), shared.version_in_agent_file(data)
+
+
+async def handle_edge_update_agent_versions(request: web.Request) -> web.Response:
+    """The agent.py version this server offers, as Portainer lists them, and its digest (administrators)."""
+    require_admin(request)
+    _, digest, version = offered_agent(request.app[CONFIG])
+    return json_response([version], headers={"X-Agent-Digest": digest})
+
+
+async def handle_edge_update_schedules_list(request: web.Request) -> web.Response:
+    require_admin(request)
+    return json_response([edge_update_view(s) for s in request.app[STORE].edge_update_schedules.in_id_order()])
+
+
+async def handle_edge_update_schedule_create(request: web.Request) -> web.Response:
+    """Update the agents of edge groups to the agent.py this server offers now, {"name", "groupIds",
+    "scheduledTime" (Unix seconds; 0 or absent: now), "batchSize" (devices at a time, default 10),
+    "rollbackTimeout" (seconds a new agent has to reconnect, default 60)} (administrators)."""
+    require_admin(request)
+    store = request.app[STORE]
+    body = await read_documented_fields(request, EDGE_UPDATE_FIELDS)
+    name = field(body, "name", str).strip()
+    if not name:
+        raise BadRequest("name is required")
+    group_ids = id_list(body, "groupIds")
+    if not group_ids:
+        raise BadRequest("groupIds must name at least one edge group")
+    missing = [g for g in group_ids if g not in store.edge_groups]
+    if missing:
+        raise BadRequest(f"no such edge groups: {missing}")
+    batch = field(body, "batchSize", int, required=False, default=10)
+    timeout = field(body, "rollbackTimeout", int, required=False, default=60)
+    if not 1 <= batch <= 1000 or not 5 <= timeout <= 3600:
+        raise BadRequest("batchSize is 1 to 1000 devices, rollbackTimeout 5 to 3600 seconds")
+    data, digest, version = offered_agent(request.app[CONFIG])
+    schedule_id = store.edge_update_schedules.new_id()
+    updates = request.app[EDGE_UPDATES]
+    os.makedirs(updates.directory, mode=0o700, exist_ok=True)
+    write_private_file(updates.file_path(schedule_id), data)
+    caller = caller_of(request)
+    schedule = store.edge_update_schedules.add({
+        "id": schedule_id, "name": name, "groupIds": group_ids, "type": 0, "version": version, "digest": digest,
+        "scheduledTime": field(body, "scheduledTime", int, required=False, default=0) or now(),
+        "batchSize": batch, "rollbackTimeout": timeout, "created": now(), "createdBy": caller.id, "devices": {}})
+    await store.commit()
+    record_fleet_activity(request, f"schedule agent update {name!r} to version {version}")
+    return json_response(edge_update_view(schedule))
+
+
+async def handle_edge_update_schedule_inspect(request: web.Request) -> web.Response:
+    require_admin(request)
+    return json_response(edge_update_view(request.app[STORE].edge_update_schedules.get(path_id(request))))
+
+
+async def handle_edge_update_schedule_delete(request: web.Request) -> web.Response:
+    """Cancel a schedule: devices not yet sent the file keep their agent (administrators)."""
+    require_admin(request)
+    store = request.app[STORE]
+    schedule = store.edge_update_schedules.delete(path_id(request))
+    await store.commit()
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(request.app[EDGE_UPDATES].file_path(schedule["id"]))
+    return web.Response(status=204)
+
+
 # -- the edge environment kind: all of the above, started and stopped with the server ------------------------------
 
 
@@ -9386,12 +10015,14 @@ class EdgeKind(EnvironmentKind):
         self.tunnels = app[EDGE_TUNNELS] = EdgeTunnels()
         self.jobs = app[EDGE_JOBS] = EdgeJobRunner(app)
         self.stacks = app[EDGE_STACKS] = EdgeStacks(store, environments, store.directory)
+        self.fleet = app[EDGE_FLEET] = EdgeFleet(app)
+        self.updates = app[EDGE_UPDATES] = EdgeUpdates(app)
         self.tunnels.on_connect.append(self.jobs.dispatch)
         self.tunnels.on_connect.append(
             lambda endpoint_id: self.tunnels.spawn(self.tunnels.snapshot_when_connected(environments, endpoint_id)))
 
     def connector(self, endpoint: dict) -> DockerConnector:
-        return EdgeConnector(endpoint, self.tunnels)
+        return EdgeConnector(endpoint, self.tunnels, self.app[STORE])
 
     async def create(self, request: web.Request, endpoint: dict, fields: dict, files: dict) -> None:
         url = str(fields.get("URL") or default_edge_server_url(request)).strip()
@@ -9412,8 +10043,22 @@ class EdgeKind(EnvironmentKind):
         view["EdgeTunnelConnected"] = self.tunnels.is_connected(endpoint["Id"])
         view["EdgeRefused"] = self.tunnels.refused.get(endpoint["Id"])
 
+    def live_status(self, endpoint: dict, status: int) -> int:
+        """A device in the waiting room is never snapshotted: it is up while its tunnel is."""
+        if is_trusted(endpoint):
+            return status
+        return STATUS_UP if self.tunnels.is_connected(endpoint["Id"]) else STATUS_DOWN
+
     def removed(self, endpoint: dict) -> None:
+        """A device that onboarded with the fleet's key would onboard again at once: it is refused until an
+        administrator admits it again."""
+        if endpoint.get("OnboardedWithGlobalKey") and endpoint.get("EdgeID") and \
+                endpoint["EdgeID"] not in self.fleet.refused:
+            self.fleet.refused[endpoint["EdgeID"]] = {"Name": endpoint["Name"], "Time": now(), "Reason": "removed"}
+            self.tunnels.spawn(self.app[STORE].commit())
         tunnels = self.tunnels
+        tunnels.agent_digests.pop(endpoint["Id"], None)
+        tunnels.update_reports.pop(endpoint["Id"], None)
         tunnels.refused.pop(endpoint["Id"], None)
         tunnels.last_seen.pop(endpoint["Id"], None)
         tunnel = tunnels.tunnels.get(endpoint["Id"])
@@ -9426,6 +10071,7 @@ class EdgeKind(EnvironmentKind):
         and deployments in flight stop (the restored records replace theirs)."""
         self.stacks.forget_running()
         self.tunnels.refused.clear()
+        self.fleet.root_secret = load_or_create_secret(self.app[STORE].directory, EDGE_ONBOARDING_SECRET_FILE)
         for tunnel in list(self.tunnels.tunnels.values()):
             self.tunnels.spawn(tunnel.ws.close(code=shared.aiohttp.WSCloseCode.GOING_AWAY, message=b"store restored"))
 
@@ -9443,9 +10089,13 @@ class EdgeKind(EnvironmentKind):
                     status.update(Type=EDGE_PENDING, Status="pending")
         retry = asyncio.ensure_future(self.stacks.retry_loop())
         scheduler = asyncio.ensure_future(self.jobs.schedule())
+        updater = asyncio.ensure_future(self.updates.run())
+        for schedule in app[STORE].edge_update_schedules:
+            for device in schedule["devices"].values():
+                device.pop("sending", None)  # a send the restart cut short: the device's reconnection tells
         self.jobs.dispatch()
         yield
-        pending = [scheduler, *self.jobs.tasks, *self.tunnels.tasks]
+        pending = [scheduler, updater, *self.updates.tasks, *self.jobs.tasks, *self.tunnels.tasks]
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
@@ -10554,6 +11204,33 @@ export function onSubmit(form, fn) {
 }
 export function download(href, filename) { const a = document.createElement('a'); a.href = href; a.download = filename || ''; document.body.append(a); a.click(); a.remove(); }
 """,  # noqa: E501
+    'fleet-query.js': r"""// The fleet view's filters as the query of GET /api/endpoints (Portainer's parameters where it has them), and
+// the page a start offset falls on: pure functions, unit-tested in ui/tests/fleet-query.test.js.
+export const FLEET_PAGE_SIZE = 50;
+// "Last seen" choices: seconds before now, negative for "not seen for".
+export const LAST_SEEN = [['', 'any time'], ['300', 'in the last 5 minutes'], ['3600', 'in the last hour'],
+  ['86400', 'in the last day'], ['-3600', 'not for an hour'], ['-86400', 'not for a day']];
+
+export function fleetQuery(filters, start = 0, nowSeconds = Math.floor(Date.now() / 1000)) {
+  const q = new URLSearchParams({types: '4', start: String(start), limit: String(FLEET_PAGE_SIZE)});
+  if (filters.search) q.set('search', filters.search);
+  if (filters.status) q.set('status', filters.status);
+  if (filters.trust === 'waiting') q.set('edgeDeviceUntrusted', 'true');
+  if (filters.trust === 'trusted') q.set('edgeDeviceUntrusted', 'false');
+  if (filters.tag) q.set('tagIds', filters.tag);
+  if (filters.group) q.set('groupIds', filters.group);
+  if (filters.edgeGroup) q.set('edgeGroupIds', filters.edgeGroup);
+  if (filters.version) q.set('agentVersions', filters.version);
+  const seen = Number(filters.lastSeen || 0);
+  if (seen > 0) q.set('lastSeenAfter', String(nowSeconds - seen));
+  if (seen < 0) q.set('lastSeenBefore', String(nowSeconds + seen));
+  return q.toString();
+}
+// "51–100 of 10000", and whether there is a page before and after.
+export function pageSpan(start, shown, total) {
+  return {text: total ? `${start + 1}–${start + shown} of ${total}` : 'none', previous: start > 0, next: start + shown < total};
+}
+""",  # noqa: E501
     'format.js': r"""// Text for the page: HTML escaping, sizes, dates, ids. Pure functions (unit-tested in ui/tests/).
 export const esc = s => String(s ?? '').replace(/[&<>"']/g, c => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;'}[c]));
 export function fmtBytes(n) { if (!n && n !== 0) return ''; const u = ['B', 'KB', 'MB', 'GB', 'TB']; let i = 0;
@@ -11191,6 +11868,175 @@ export async function pageDashboard(envId) {
   await draw(); every(10000, draw);
 }
 """,  # noqa: E501
+    'pages/edge-fleet.js': r"""// Edge fleets: the devices page (server-side filters and paging over thousands of edge environments, the waiting
+// room, bulk approve / reject / tag / move / remove), the edge settings page (the fleet's onboarding key,
+// auto-approval rules, refused devices) and agent updates (schedules and each device's state).
+import {api, request} from '../api.js';
+import {$, $$} from '../dom.js';
+import {showError, toast} from '../feedback.js';
+import {FLEET_PAGE_SIZE, LAST_SEEN, fleetQuery, pageSpan} from '../fleet-query.js';
+import {esc, fmtAgo} from '../format.js';
+import {every} from '../lifecycle.js';
+import {render} from '../shell.js';
+import {statusBadge} from '../widgets.js';
+
+const options = (items, value, label, chosen) => items.map(i => `<option value="${esc(value(i))}" ${String(value(i)) === String(chosen) ? 'selected' : ''}>${esc(label(i))}</option>`).join('');
+
+function deviceRow(ep, tagName, groupName, picked) {
+  return `<tr data-id="${ep.Id}"><td class="check"><input type="checkbox" class="pick" value="${ep.Id}" ${picked.has(ep.Id) ? 'checked' : ''} aria-label="Select ${esc(ep.Name)}"></td>
+    <td><a href="#/env/${ep.Id}/dashboard">${esc(ep.Name)}</a></td><td class="mono small">${esc(ep.EdgeID || '')}</td>
+    <td>${statusBadge(ep)}</td><td>${ep.UserTrusted ? '<span class="badge up">trusted</span>' : '<span class="badge paused">waiting</span>'}</td>
+    <td>${(ep.TagIds || []).map(t => `<span class="badge">${esc(tagName(t))}</span>`).join('')}</td><td>${esc(groupName(ep.GroupId))}</td>
+    <td class="mono small">${esc((ep.Agent || {}).Version || '')}</td><td>${ep.EdgeTunnelConnected ? 'now' : ep.LastCheckInDate ? fmtAgo(ep.LastCheckInDate) : 'never'}</td></tr>`;
+}
+// Every edge device, one page at a time from the server: the filters are the query of GET /api/endpoints.
+export async function pageEdgeDevices() {
+  const given = Object.fromEntries(new URLSearchParams(location.hash.split('?')[1] || ''));
+  const [tags, groups, edgeGroups] = await Promise.all([api('GET', '/api/tags').catch(() => []),
+    api('GET', '/api/endpoint_groups').catch(() => []), api('GET', '/api/edge_groups').catch(() => [])]);
+  const tagName = id => (tags.find(t => t.ID === id) || {}).Name || `tag ${id}`;
+  const groupName = id => (groups.find(g => g.Id === (id || 1)) || {}).Name || `group ${id}`;
+  render('Edge devices', `<div class="toolbar"><h2>Edge devices</h2><span class="spacer"></span><a class="button" href="#/edge/settings">Edge settings</a></div>
+    <form id="filters" class="card toolbar" aria-label="Filters">
+      <input class="filter" name="search" type="search" placeholder="Name or URL" aria-label="Search" value="${esc(given.search || '')}">
+      <select name="trust" aria-label="Trust"><option value="">trusted and waiting</option>${options([['waiting', 'waiting room'], ['trusted', 'trusted']], i => i[0], i => i[1], given.trust)}</select>
+      <select name="status" aria-label="Status"><option value="">any status</option>${options([['1', 'up'], ['2', 'down']], i => i[0], i => i[1], given.status)}</select>
+      <select name="tag" aria-label="Tag"><option value="">any tag</option>${options(tags, t => t.ID, t => t.Name, given.tag)}</select>
+      <select name="group" aria-label="Group"><option value="">any group</option>${options(groups, g => g.Id, g => g.Name, given.group)}</select>
+      <select name="edgeGroup" aria-label="Edge group"><option value="">any edge group</option>${options(edgeGroups, g => g.Id, g => g.Name, given.edgeGroup)}</select>
+      <input name="version" placeholder="agent version" aria-label="Agent version" value="${esc(given.version || '')}">
+      <select name="lastSeen" aria-label="Last seen">${options(LAST_SEEN, i => i[0], i => 'seen ' + i[1], given.lastSeen || '')}</select>
+    </form>
+    <div class="card"><div class="toolbar" id="bulk"><span id="picked" class="muted small">none selected</span>
+      <button data-act="approve" class="primary">Approve</button><button data-act="reject" class="danger">Reject</button>
+      <select id="bulk-tag" aria-label="Tag to add">${options(tags, t => t.ID, t => t.Name)}</select><button data-act="tag">Add tag</button>
+      <select id="bulk-group" aria-label="Group to move to">${options(groups, g => g.Id, g => g.Name)}</select><button data-act="move">Move to group</button>
+      <button data-act="remove" class="danger">Remove</button></div>
+      <div class="error" role="alert" id="fleet-err"></div>
+      <div class="table-wrap"><table><thead><tr><th class="check"><input type="checkbox" id="pick-page" aria-label="Select this page"></th><th>Name</th><th>Edge ID</th><th>Status</th><th>Trust</th><th>Tags</th><th>Group</th><th>Agent</th><th>Last seen</th></tr></thead>
+      <tbody id="devices"></tbody></table></div>
+      <div class="toolbar"><button id="prev">Previous</button><span id="span" class="muted"></span><button id="next">Next</button></div></div>`);
+  const form = $('#filters'), picked = new Set();
+  let start = Number(given.start || 0), rows = [], total = 0;
+  const filters = () => Object.fromEntries([...new FormData(form)].filter(([, v]) => v));
+  const showPicked = () => { $('#picked').textContent = picked.size ? `${picked.size} selected` : 'none selected'; };
+  const load = async () => {
+    const r = await request('GET', `/api/endpoints?${fleetQuery(filters(), start)}`);
+    rows = await r.json(); total = Number(r.headers.get('X-Total-Count') || rows.length);
+    // Past the end (devices approved, rejected or gone since): the last page that has some.
+    if (!rows.length && start > 0 && total > 0) { start = Math.floor((total - 1) / FLEET_PAGE_SIZE) * FLEET_PAGE_SIZE; return load(); }
+    $('#devices').innerHTML = rows.map(ep => deviceRow(ep, tagName, groupName, picked)).join('') || '<tr><td colspan="9" class="empty">No edge device matches.</td></tr>';
+    const span = pageSpan(start, rows.length, total);
+    $('#span').textContent = span.text; $('#prev').disabled = !span.previous; $('#next').disabled = !span.next;
+    $('#pick-page').checked = rows.length > 0 && rows.every(ep => picked.has(ep.Id));
+  };
+  const refilter = () => { start = 0; history.replaceState(null, '', `#/edge/devices?${new URLSearchParams(filters())}`); load(); };
+  let timer = 0;
+  form.addEventListener('input', () => { clearTimeout(timer); timer = setTimeout(refilter, 250); });
+  form.addEventListener('submit', e => { e.preventDefault(); refilter(); });
+  $('#prev').addEventListener('click', () => { start = Math.max(0, start - FLEET_PAGE_SIZE); load(); });
+  $('#next').addEventListener('click', () => { start += FLEET_PAGE_SIZE; load(); });
+  $('#devices').addEventListener('change', e => { if (!e.target.classList.contains('pick')) return;
+    e.target.checked ? picked.add(+e.target.value) : picked.delete(+e.target.value); showPicked(); });
+  $('#pick-page').addEventListener('change', e => { for (const ep of rows) e.target.checked ? picked.add(ep.Id) : picked.delete(ep.Id);
+    $$('.pick', $('#devices')).forEach(b => { b.checked = e.target.checked; }); showPicked(); });
+  $('#bulk').addEventListener('click', async e => {
+    const b = e.target.closest('[data-act]'); if (!b) return;
+    const action = b.dataset.act, ids = [...picked];
+    if (!ids.length) { $('#fleet-err').textContent = 'Select devices first.'; return; }
+    if ((action === 'remove' || action === 'reject') && !confirm(`${action === 'reject' ? 'Reject' : 'Remove'} ${ids.length} device(s)? They are refused until you admit them again on the edge settings page.`)) return;
+    const body = {Action: action, EndpointIds: ids};
+    if (action === 'tag') body.TagIds = [+$('#bulk-tag').value];
+    if (action === 'move') body.GroupId = +$('#bulk-group').value;
+    $('#fleet-err').textContent = '';
+    try { await api('POST', '/api/endpoints/bulk', body); toast(`${action}: ${ids.length} device(s)`);
+      if (action === 'remove' || action === 'reject') picked.clear(); showPicked(); await load(); }
+    catch (err) { $('#fleet-err').textContent = err.message; }
+  });
+  await load(); every(10000, load);
+}
+
+function ruleRow(rule) {
+  return `<li>${esc({tag: 'announces tag', group: 'announces edge group', edgeid: 'Edge ID matches'}[rule.Kind] || rule.Kind)} <code>${esc(rule.Value)}</code>
+    <button type="button" class="small danger" data-drop-rule="${esc(rule.Kind)}:${esc(rule.Value)}">Remove</button></li>`;
+}
+// The edge settings page: the fleet's onboarding key (shown, copied, rotated), auto-approval rules, refused devices.
+export async function pageEdgeSettings() {
+  const [key, approval, refused] = await Promise.all([api('GET', '/api/edge/onboarding'), api('GET', '/api/edge/auto_approval'),
+    api('GET', '/api/edge/refused_devices')]);
+  let rules = approval.Rules;
+  const main = render('Edge settings', `<div class="card"><h2>Onboarding key</h2>
+    <p>Image every device with this one key: each makes its own environment when it first connects and waits in the
+    <a href="#/edge/devices?trust=waiting">waiting room</a> until you approve it (or a rule below does).</p>
+    <pre class="copyable mono" id="fleet-command">${esc(key.EdgeAgentCommand)}</pre><p><button type="button" data-copy="fleet-command">Copy command</button></p>
+    <p class="muted">The key alone:</p><pre class="copyable mono" id="fleet-key">${esc(key.EdgeKey)}</pre>
+    <p><button type="button" data-copy="fleet-key">Copy key</button> <button type="button" class="danger" id="rotate">Rotate key</button>
+    <span class="muted small">${key.KeyCreated ? `made ${fmtAgo(key.KeyCreated)}` : ''} · rotating refuses the old key to new devices; devices already onboarded keep working</span></p>
+    <form id="url-form"><label for="url">Address devices dial (HTTPS); empty: the address you reached this server by</label>
+    <input id="url" name="URL" value="${esc(key.URL)}" placeholder="https://portainer.example.com:9443"><div class="error" role="alert"></div><button>Save address</button></form></div>
+    <div class="card"><h3>Auto-approval</h3><p class="muted">A device is trusted at once when what it announces matches one of these.</p>
+    <ul id="rules"></ul><form id="rule-form" class="toolbar"><select name="Kind" aria-label="Rule kind"><option value="tag">announces tag</option>
+    <option value="group">announces edge group</option><option value="edgeid">Edge ID matches (pattern, e.g. kiosk-*)</option></select>
+    <input name="Value" required aria-label="Rule value" placeholder="kiosk"><button>Add rule</button><div class="error" role="alert"></div></form></div>
+    <div class="card"><h3>Refused devices</h3><p class="muted">Rejected or removed devices; each is refused until you admit it again.</p>
+    <table><tr><th>Edge ID</th><th>Name</th><th>Why</th><th>When</th><th></th></tr>${refused.map(d => `<tr><td class="mono">${esc(d.EdgeID)}</td><td>${esc(d.Name)}</td>
+    <td>${esc(d.Reason)}</td><td>${fmtAgo(d.Time)}</td><td><button class="small" data-admit="${esc(d.EdgeID)}">Admit again</button></td></tr>`).join('')
+    || '<tr><td colspan="5" class="muted">No refused device.</td></tr>'}</table></div>`);
+  const drawRules = () => { $('#rules').innerHTML = rules.map(ruleRow).join('') || '<li class="muted">No rule: every new device waits for approval.</li>'; };
+  const saveRules = async (next, form) => { try { rules = (await api('PUT', '/api/edge/auto_approval', {Rules: next})).Rules; drawRules(); }
+    catch (err) { if (form) showError(form, err); else toast(err.message, true); } };
+  drawRules();
+  $('#rule-form').addEventListener('submit', async e => { e.preventDefault(); const f = e.target;
+    await saveRules([...rules, {Kind: f.Kind.value, Value: f.Value.value}], f); f.Value.value = ''; });
+  $('#url-form').addEventListener('submit', async e => { e.preventDefault();
+    try { await api('PUT', '/api/edge/onboarding', {URL: e.target.URL.value}); toast('Address saved'); await pageEdgeSettings(); } catch (err) { showError(e.target, err); } });
+  $('#rotate').addEventListener('click', async () => {
+    if (!confirm('Rotate the onboarding key? New devices imaged with the old key are refused.')) return;
+    await api('POST', '/api/edge/onboarding/rotate'); toast('Onboarding key rotated'); await pageEdgeSettings(); });
+  main.addEventListener('click', async e => {
+    const b = e.target.closest('[data-copy], [data-drop-rule], [data-admit]'); if (!b) return;
+    if (b.dataset.copy) { try { await navigator.clipboard.writeText($(`#${b.dataset.copy}`).textContent); b.textContent = 'Copied'; } catch (err) { b.textContent = 'Select and press Ctrl+C'; } }
+    else if (b.dataset.dropRule) { await saveRules(rules.filter(r => `${r.Kind}:${r.Value}` !== b.dataset.dropRule)); }
+    else { await api('POST', `/api/edge/refused_devices/${encodeURIComponent(b.dataset.admit)}/admit`); toast(`${b.dataset.admit} admitted: it is trusted when it connects`); await pageEdgeSettings(); }
+  });
+}
+
+const UPDATE_BADGE = {pending: 'paused', updating: 'paused', updated: 'up', 'rolled back': 'down', failed: 'down'};
+function scheduleCard(s, groupNames) {
+  const devices = Object.entries(s.devices);
+  return `<div class="card" data-schedule="${s.id}"><h3>${esc(s.name)} <span class="muted small">agent ${esc(s.version)} · ${esc(groupNames(s.groupIds))}
+    · ${s.batchSize} at a time · rollback after ${s.rollbackTimeout} s · ${s.scheduledTime > Date.now() / 1000 ? `starts ${new Date(s.scheduledTime * 1000).toLocaleString()}` : s.finished ? 'finished' : 'running'}</span></h3>
+    <p>${Object.entries(s.counts).map(([k, n]) => `<span class="badge ${UPDATE_BADGE[k] || ''}">${esc(k)}: ${n}</span>`).join(' ') || '<span class="muted">no device yet</span>'}
+    <button class="small danger" data-cancel="${s.id}">${s.finished ? 'Remove' : 'Cancel'}</button></p>
+    ${devices.length ? `<table><tr><th>Device</th><th>State</th><th>Why</th><th>Since</th></tr>${devices.map(([id, d]) => `<tr><td><a href="#/env/${esc(id)}/dashboard">${esc(d.name || `environment ${id}`)}</a></td>
+      <td><span class="badge ${UPDATE_BADGE[d.status] || ''}">${esc(d.status)}</span></td><td>${esc(d.reason)}</td><td>${fmtAgo(d.time)}</td></tr>`).join('')}</table>` : ''}</div>`;
+}
+// Agent updates: the agent.py this server offers, scheduled for edge groups; each device's state as it goes.
+export async function pageEdgeUpdates() {
+  const [versions, groups] = await Promise.all([api('GET', '/api/edge_update_schedules/agent_versions'), api('GET', '/api/edge_groups')]);
+  const groupNames = ids => ids.map(id => (groups.find(g => g.Id === id) || {}).Name || `group ${id}`).join(', ');
+  render('Agent updates', `<div class="card"><h2>Agent updates</h2><p>This server offers agent.py version <code>${esc(versions[0] || '(none declared)')}</code>.
+    Each device fetches it through its tunnel, checks the signed digest, restarts as the new agent, and goes back to its old file when the new one does not reconnect in time.</p>
+    <form id="update-form"><label for="u-name">Name</label><input id="u-name" name="name" required>
+    <label for="u-groups">Edge groups</label><select id="u-groups" name="groupIds" multiple required>${options(groups, g => g.Id, g => g.Name)}</select>
+    <label for="u-when">Start (empty: now)</label><input id="u-when" name="scheduledTime" type="datetime-local">
+    <label for="u-batch">Devices at a time</label><input id="u-batch" name="batchSize" type="number" min="1" max="1000" value="10">
+    <label for="u-timeout">Seconds a new agent has to reconnect before it is rolled back</label><input id="u-timeout" name="rollbackTimeout" type="number" min="5" max="3600" value="60">
+    <div class="error" role="alert"></div><p><button class="primary">Schedule the update</button></p></form></div><div id="schedules"></div>`);
+  const draw = async () => {
+    const schedules = await api('GET', '/api/edge_update_schedules');
+    $('#schedules').innerHTML = schedules.reverse().map(s => scheduleCard(s, groupNames)).join('') || '<p class="empty">No update scheduled yet.</p>';
+  };
+  $('#update-form').addEventListener('submit', async e => { e.preventDefault(); const f = e.target;
+    const when = f.scheduledTime.value ? Math.floor(new Date(f.scheduledTime.value).getTime() / 1000) : 0;
+    try { await api('POST', '/api/edge_update_schedules', {name: f.name.value, groupIds: [...f.groupIds.selectedOptions].map(o => +o.value),
+      scheduledTime: when, batchSize: +f.batchSize.value, rollbackTimeout: +f.rollbackTimeout.value});
+    toast('Update scheduled'); f.name.value = ''; await draw(); } catch (err) { showError(f, err); } });
+  $('#schedules').addEventListener('click', async e => { const b = e.target.closest('[data-cancel]'); if (!b) return;
+    await api('DELETE', `/api/edge_update_schedules/${b.dataset.cancel}`); await draw(); });
+  await draw(); every(3000, draw);
+}
+""",  # noqa: E501
     'pages/edge.js': r"""// Pages and parts of the edge feature: the edge kind of the environment wizard, edge keys and association on
 // the home page, edge groups, edge jobs and edge stacks.
 import {api} from '../api.js';
@@ -11252,7 +12098,9 @@ export function edgeInfo(ep) {
   if (ep.Type !== constants.EnvironmentTypes.Edge) return '';
   const refused = ep.EdgeRefused ? `<div class="error">Refused an agent with Edge ID <code>${esc(ep.EdgeRefused.EdgeID)}</code> from
     ${esc(ep.EdgeRefused.Address)}. ${isAdmin() ? `<button class="small" data-associate="${ep.Id}" data-edge-id="${esc(ep.EdgeRefused.EdgeID)}">Associate this agent instead</button>` : ''}</div>` : '';
-  return `<div class="muted small">Edge ID <code>${esc(ep.EdgeID || '(none yet)')}</code> · tunnel ${ep.EdgeTunnelConnected ? 'connected' : 'disconnected'} ·
+  const waiting = ep.UserTrusted === false ? `<span class="badge paused">waiting for approval</span>
+    ${isAdmin() ? '<a href="#/edge/devices?trust=waiting">waiting room</a> · ' : ''}` : '';
+  return `<div class="muted small">${waiting}Edge ID <code>${esc(ep.EdgeID || '(none yet)')}</code> · tunnel ${ep.EdgeTunnelConnected ? 'connected' : 'disconnected'} ·
     last seen ${ep.LastCheckInDate ? fmtAgo(ep.LastCheckInDate) : 'never'}
     ${isAdmin() ? `<button type="button" class="small" data-edge-key="${ep.Id}">Show edge key</button>` : ''}
     ${isAdmin() && ep.EdgeID ? `<button type="button" class="small" data-disassociate="${ep.Id}" title="Forget this Edge ID: the next edge agent that connects with the key is bound instead">Disassociate</button>` : ''}</div>${refused}<div id="edge-key-${ep.Id}"></div>`;
@@ -12835,6 +13683,7 @@ import {pageContainer} from './pages/container.js';
 import {pageContainerCreate, pageContainers} from './pages/containers.js';
 import {pageDashboard} from './pages/dashboard.js';
 import {pageEdgeGroups, pageEdgeJob, pageEdgeJobs, pageEdgeStack, pageEdgeStacks} from './pages/edge.js';
+import {pageEdgeDevices, pageEdgeSettings, pageEdgeUpdates} from './pages/edge-fleet.js';
 import {pageEnvironmentForm, pageHome, pageTags} from './pages/environments.js';
 import {pageGroup, pageGroups} from './pages/groups.js';
 import {pageImages} from './pages/images.js';
@@ -12904,6 +13753,9 @@ const UI_ROUTES = [
   ['edge/groups', pageEdgeGroups],
   ['edge/jobs', pageEdgeJobs],
   ['edge/jobs/(\\d+)', pageEdgeJob],
+  ['edge/devices', pageEdgeDevices],
+  ['edge/settings', pageEdgeSettings],
+  ['edge/updates', pageEdgeUpdates],
 ];
 export async function route() {
   leavePage(); applyTheme();
@@ -13150,6 +14002,9 @@ const GLOBAL_NAV = [
   {href: '#/edge/stacks', label: 'Edge stacks', admin: true},
   {href: '#/edge/groups', label: 'Edge groups', admin: true},
   {href: '#/edge/jobs', label: 'Edge jobs', admin: true},
+  {href: '#/edge/devices', label: 'Edge devices', admin: true},
+  {href: '#/edge/settings', label: 'Edge settings', admin: true},
+  {href: '#/edge/updates', label: 'Agent updates', admin: true},
   {href: '#/account', label: 'My account'},
 ];
 export const ENV_NAV = [
@@ -13847,6 +14702,20 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("PUT", "/api/edge_stacks/{id}", handle_edge_stack_update),
     ("DELETE", "/api/edge_stacks/{id}", handle_edge_stack_delete),
     ("GET", "/api/edge_stacks/{id}/file", handle_edge_stack_file),
+    ("POST", "/api/endpoints/global-key", handle_endpoint_global_key),
+    ("GET", "/api/edge_update_schedules", handle_edge_update_schedules_list),
+    ("POST", "/api/edge_update_schedules", handle_edge_update_schedule_create),
+    ("GET", "/api/edge_update_schedules/agent_versions", handle_edge_update_agent_versions),
+    ("GET", "/api/edge_update_schedules/{id}", handle_edge_update_schedule_inspect),
+    ("DELETE", "/api/edge_update_schedules/{id}", handle_edge_update_schedule_delete),
+    ("POST", "/api/endpoints/bulk", handle_endpoints_bulk),
+    ("GET", "/api/edge/onboarding", handle_edge_onboarding_key),
+    ("PUT", "/api/edge/onboarding", handle_edge_onboarding_update),
+    ("POST", "/api/edge/onboarding/rotate", handle_edge_onboarding_rotate),
+    ("GET", "/api/edge/auto_approval", handle_edge_auto_approval),
+    ("PUT", "/api/edge/auto_approval", handle_edge_auto_approval_update),
+    ("GET", "/api/edge/refused_devices", handle_edge_refused_devices),
+    ("POST", "/api/edge/refused_devices/{edgeId}/admit", handle_edge_refused_device_admit),
     ("GET", "/api/webhooks", handle_webhooks_list),
     ("POST", "/api/webhooks", handle_webhook_create),
     ("PUT", "/api/webhooks/{id}", handle_webhook_update),
@@ -13957,6 +14826,9 @@ REQUEST_FIELDS: dict[str, dict] = {
     "handle_custom_template_update": CUSTOM_TEMPLATE_BODY_FIELDS, "handle_custom_template_deploy": STACK_DEPLOY_FIELDS,
     "handle_backup": BACKUP_FIELDS, "handle_settings_update": SETTINGS_FIELDS,
     "handle_oauth_validate": OAUTH_VALIDATE_FIELDS,
+    "handle_endpoint_global_key": GLOBAL_KEY_FIELDS, "handle_endpoints_bulk": BULK_FIELDS,
+    "handle_edge_update_schedule_create": EDGE_UPDATE_FIELDS,
+    "handle_edge_onboarding_update": ONBOARDING_FIELDS, "handle_edge_auto_approval_update": AUTO_APPROVAL_FIELDS,
 }
 _CONSOLE_QUERY = [("endpointId", "integer", True), ("id", "string", True), ("nodeName", "string", False)]
 # Query parameters of routes that take them: (name, type, required).

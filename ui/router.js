@@ -11,6 +11,7 @@ import {pageContainer} from './pages/container.js';
 import {pageContainerCreate, pageContainers} from './pages/containers.js';
 import {pageDashboard} from './pages/dashboard.js';
 import {pageEdgeGroups, pageEdgeJob, pageEdgeJobs, pageEdgeStack, pageEdgeStacks} from './pages/edge.js';
+import {pageEdgeDevices, pageEdgeSettings, pageEdgeUpdates} from './pages/edge-fleet.js';
 import {pageEnvironmentForm, pageHome, pageTags} from './pages/environments.js';
 import {pageGroup, pageGroups} from './pages/groups.js';
 import {pageImages} from './pages/images.js';
@@ -80,6 +81,9 @@ const UI_ROUTES = [
   ['edge/groups', pageEdgeGroups],
   ['edge/jobs', pageEdgeJobs],
   ['edge/jobs/(\\d+)', pageEdgeJob],
+  ['edge/devices', pageEdgeDevices],
+  ['edge/settings', pageEdgeSettings],
+  ['edge/updates', pageEdgeUpdates],
 ];
 export async function route() {
   leavePage(); applyTheme();

@@ -24,6 +24,9 @@ const GLOBAL_NAV = [
   {href: '#/edge/stacks', label: 'Edge stacks', admin: true},
   {href: '#/edge/groups', label: 'Edge groups', admin: true},
   {href: '#/edge/jobs', label: 'Edge jobs', admin: true},
+  {href: '#/edge/devices', label: 'Edge devices', admin: true},
+  {href: '#/edge/settings', label: 'Edge settings', admin: true},
+  {href: '#/edge/updates', label: 'Agent updates', admin: true},
   {href: '#/account', label: 'My account'},
 ];
 export const ENV_NAV = [
