@@ -17,10 +17,15 @@ import sys
 if __name__ == "__main__":
     # Run as the module, not as a script: Python keeps a script's syntax tree until the script ends, and this
     # file's tree would hold about 25 MB for as long as the server runs.
+    # The file is loaded by its path, whatever its name (an edge agent's rollback runs agent.py.previous).
     import subprocess
-    run_module = "import sys; sys.path.insert(0, sys.argv.pop(1)); import portainer; sys.exit(portainer.main())"
-    os.execv(sys.executable, [sys.executable, *subprocess._args_from_interpreter_flags(), "-c", run_module,
-                              os.path.dirname(os.path.abspath(__file__)), *sys.argv[1:]])
+    run_file_as_module = (
+        "import importlib.machinery, importlib.util, os, sys; path = sys.argv.pop(1); "
+        "sys.path.insert(0, os.path.dirname(path)); loader = importlib.machinery.SourceFileLoader('portainer', path); "
+        "module = importlib.util.module_from_spec(importlib.util.spec_from_loader('portainer', loader)); "
+        "sys.modules['portainer'] = module; loader.exec_module(module); sys.exit(module.main())")
+    os.execv(sys.executable, [sys.executable, *subprocess._args_from_interpreter_flags(), "-c", run_file_as_module,
+                              os.path.abspath(__file__), *sys.argv[1:]])
 
 import argparse
 import asyncio
