@@ -16,14 +16,18 @@ run: deps
 deps:
 	@$(PYTHON) -c "import aiohttp, yaml, cryptography" 2>/dev/null || $(PIP) install -q -r requirements.txt \
 	  || (apt-get update -qq && apt-get install -y -qq python3-aiohttp python3-yaml python3-cryptography)
+	@# Optional: LDAP sign-in (ldap3). The server runs without it and names the package when LDAP is enabled.
+	@$(PYTHON) -c "import ldap3" 2>/dev/null || $(PIP) install -q -r requirements-optional.txt \
+	  || (apt-get update -qq && apt-get install -y -qq python3-ldap3) || echo "ldap3 not installed: LDAP sign-in is unavailable"
 
 test-deps:
 	@command -v dockerd >/dev/null && [ -x /bin/busybox ] && command -v chromium >/dev/null \
 	  && command -v iptables >/dev/null && command -v nsenter >/dev/null && command -v debootstrap >/dev/null \
 	  && command -v docker-compose >/dev/null && command -v docker-registry >/dev/null && command -v htpasswd >/dev/null \
+	  && [ -x /usr/sbin/slapd ] && command -v ldapadd >/dev/null \
 	  || (apt-get update -qq && apt-get install -y -qq docker.io busybox-static chromium iptables iproute2 util-linux curl \
-	      debootstrap docker-compose docker-registry apache2-utils)
-	@$(PYTHON) -c "import $(FAST_TEST_MODULES), playwright" 2>/dev/null || $(PIP) install -q -r requirements-test.txt
+	      debootstrap docker-compose docker-registry apache2-utils slapd ldap-utils)
+	@$(PYTHON) -c "import $(FAST_TEST_MODULES), playwright, ldap3" 2>/dev/null || $(PIP) install -q -r requirements-test.txt
 	@command -v st >/dev/null || $(PIP) install -q schemathesis
 
 # Python packages only, no apt: what `make test-fast` needs.
