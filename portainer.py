@@ -1874,9 +1874,10 @@ class Directory:
         finally:
             connection.unbind()
 
-    def check(self, config: DirectoryConfig) -> list[str]:
-        """Each step that worked, in order; DirectoryProblem names the one that failed."""
-        steps = []
+    def check(self, config: DirectoryConfig) -> tuple[list[str], list[str]]:
+        """Each step that worked, in order, and the names of the groups found (at most 100 a search);
+        DirectoryProblem names the step that failed."""
+        steps, group_names = [], []
         connection, address = self._reader(config)
         label = config.server_label(*address)
         try:
@@ -1895,9 +1896,12 @@ class Directory:
                 groups = self._search(connection, search["GroupBaseDN"], search_filter, ["cn"], size_limit=100)
                 steps.append(f"group search under {search['GroupBaseDN']}: {len(groups)}"
                              f"{'+' if len(groups) >= 100 else ''} group(s)")
+                for group in groups:
+                    names = (group.get("attributes") or {}).get("cn") or []
+                    group_names += names if isinstance(names, list) else [names]
         finally:
             connection.unbind()
-        return steps
+        return steps, sorted(set(group_names), key=str.lower)
 
     async def run(self, function: Callable, *args):
         """A blocking directory call in a thread, given up after a bound (every step has its own timeout too)."""
@@ -6646,6 +6650,10 @@ async def handle_settings_update(request: web.Request) -> web.Response:
 LDAP_CHECK_FIELDS = {"LDAPSettings": LDAP_SETTINGS_FIELDS}
 
 
+class LdapCheckFailed(BadGateway):
+    """A step of an LDAP check failed; `details` is the step: connect, tls, bind, search."""
+
+
 async def handle_ldap_check(request: web.Request) -> web.Response:
     """Test LDAP settings (administrators) without saving them: connect, TLS, bind, user and group search.
     200 with the steps that worked; a 502 whose message names the step that failed (connect, TLS, bind, search)."""
@@ -6657,15 +6665,13 @@ async def handle_ldap_check(request: web.Request) -> web.Response:
     sealed = directory.passwords.seal(given["Password"]) if given.get("Password") else None
     config = directory.config(ldap, sealed)
     try:
-        steps = await directory.run(directory.check, config)
+        steps, groups = await directory.run(directory.check, config)
     except DirectoryProblem as problem:
         stage = {"tls": "TLS"}.get(problem.stage, problem.stage)
         raise LdapCheckFailed(f"{stage} failed: {problem.message}", problem.stage) from None
-    return json_response({"Success": True, "Steps": steps})
-
-
-class LdapCheckFailed(BadGateway):
-    """The directory was reached (or not) and a step failed; `details` is the step: connect, tls, bind, search."""
+    teams = {team["Name"].lower(): team for team in store.teams}
+    return json_response({"Success": True, "Steps": steps, "Groups": [
+        {"Name": name, "TeamID": teams[name.lower()]["Id"] if name.lower() in teams else None} for name in groups]})
 
 
 TLS_UPLOAD_FOLDERS = ("ldap",)
@@ -9758,6 +9764,117 @@ export async function pageLogin() {
   });
 }
 """,  # noqa: E501
+    'pages/authentication.js': r"""// Page: Settings > Authentication. How users sign in (internal passwords, an LDAP directory, OAuth), the LDAP
+// settings with their test button and the group-to-team mapping. The OAuth section is drawn by its own module into
+// #oauth-settings. Administrators created here with a password always sign in internally, whatever the method.
+import {api} from '../api.js';
+import {$, $$} from '../dom.js';
+import {onSubmit, toast} from '../feedback.js';
+import {esc} from '../format.js';
+import {session} from '../session.js';
+import {render} from '../shell.js';
+
+const METHODS = [[1, 'Internal', 'Users and passwords kept by this server.'],
+  [2, 'LDAP', 'Users sign in with their directory account (OpenLDAP, Active Directory...).'],
+  [3, 'OAuth', 'Users sign in with an OpenID Connect / OAuth identity provider.']];
+const SECURITY = [['ldaps', 'LDAPS (TLS from the first byte, usually port 636)'], ['starttls', 'StartTLS (plain port, then TLS, usually 389)'],
+  ['plain', 'None: plain text (every password is readable on the network)']];
+
+function securityOf(ldap) {
+  if (ldap.TLSConfig && ldap.TLSConfig.TLS) return 'ldaps';
+  return ldap.StartTLS ? 'starttls' : (ldap.AllowPlainText ? 'plain' : 'ldaps');
+}
+
+// The LDAPSettings the form describes, as PUT /api/settings and POST /api/ldap/check read them.
+function ldapSettingsOf(form) {
+  const security = form.elements.Security.value;
+  const ldap = {URLs: form.elements.URLs.value.split(/[\s,]+/).filter(Boolean), StartTLS: security === 'starttls',
+    AllowPlainText: security === 'plain', TLSConfig: {TLS: security === 'ldaps', TLSSkipVerify: form.elements.TLSSkipVerify.checked},
+    AnonymousMode: form.elements.AnonymousMode.checked, ReaderDN: form.elements.ReaderDN.value,
+    AutoCreateUsers: form.elements.AutoCreateUsers.checked,
+    SearchSettings: form.elements.BaseDN.value.trim() ? [{BaseDN: form.elements.BaseDN.value, Filter: form.elements.Filter.value, UserNameAttribute: form.elements.UserNameAttribute.value}] : [],
+    GroupSearchSettings: form.elements.GroupBaseDN.value.trim() ? [{GroupBaseDN: form.elements.GroupBaseDN.value, GroupFilter: form.elements.GroupFilter.value, GroupAttribute: form.elements.GroupAttribute.value}] : []};
+  if (form.elements.Password.value) ldap.Password = form.elements.Password.value;
+  return ldap;
+}
+// The CA file chosen in the form, uploaded before the settings that use it are saved or tested.
+async function uploadChosenCa(form) {
+  const file = form.elements.CACert.files[0]; if (!file) return;
+  const data = new FormData(); data.append('file', file, file.name);
+  await api('POST', '/api/upload/tls/ca?folder=ldap', data);
+  form.elements.CACert.value = ''; $('#ldap-ca-state').textContent = `Uploaded: ${file.name}`;
+}
+
+function showCheck(box, result, teams) {
+  const byId = new Map(teams.map(t => [t.Id, t.Name]));
+  box.innerHTML = `<p class="ok-text"><strong>Connection test passed.</strong></p><ul>${result.Steps.map(s => `<li>${esc(s)}</li>`).join('')}</ul>
+    <h4>Directory groups and the teams they map to</h4>${result.Groups.length ? `<table><thead><tr><th>Group</th><th>Team</th></tr></thead><tbody>
+    ${result.Groups.map(g => `<tr><td>${esc(g.Name)}</td><td>${g.TeamID ? `<a href="#/teams/${g.TeamID}">${esc(byId.get(g.TeamID) || g.Name)}</a>`
+      : '<span class="muted">no team of that name: members join nothing</span>'}</td></tr>`).join('')}</tbody></table>`
+      : '<p class="muted">No group found.</p>'}`;
+}
+
+export async function pageAuthentication() {
+  session.currentEnv = null;
+  const [settings, teams] = await Promise.all([api('GET', '/api/settings'), api('GET', '/api/teams')]);
+  const ldap = settings.LDAPSettings || {}, search = (ldap.SearchSettings || [])[0] || {}, groups = (ldap.GroupSearchSettings || [])[0] || {};
+  const tls = ldap.TLSConfig || {}, security = securityOf(ldap);
+  render('Authentication', `<form class="card" id="auth-settings"><h2>Authentication</h2>
+    <fieldset><legend>How users sign in</legend>${METHODS.map(([value, label, hint]) => `<label class="check"><input type="radio" name="AuthenticationMethod" aria-label="${label}"
+      value="${value}" ${settings.AuthenticationMethod === value ? 'checked' : ''}> ${label} <span class="muted">${hint}</span></label>`).join('')}
+      <p class="muted">Administrators with a password here (the one made at setup among them) always sign in with it, so a directory that is down locks nobody out.</p></fieldset>
+    <section id="auth-ldap" aria-label="LDAP settings"><h3>LDAP server</h3>
+      <label for="l-urls">Servers (host:port, one per line; when one does not answer, the next is tried)</label>
+      <textarea id="l-urls" name="URLs" rows="2" placeholder="ldap.example.com:636">${esc((ldap.URLs || []).join('\n'))}</textarea>
+      <label for="l-security">Connection security</label><select id="l-security" name="Security">
+        ${SECURITY.map(([value, label]) => `<option value="${value}" ${value === security ? 'selected' : ''}>${label}</option>`).join('')}</select>
+      <label for="l-ca">CA certificate (PEM) that signs the directory's certificate</label><input id="l-ca" name="CACert" type="file" accept=".pem,.crt,.cer">
+      <p class="muted" id="ldap-ca-state">${tls.TLSCACert ? 'A CA certificate is uploaded; choose a file to replace it.' : 'None uploaded: the system\'s CAs are trusted.'}</p>
+      <label class="check"><input type="checkbox" name="TLSSkipVerify" ${tls.TLSSkipVerify ? 'checked' : ''}> Skip certificate verification (anyone on the way can read the passwords)</label>
+      <h3>Bind account</h3>
+      <label class="check"><input type="checkbox" name="AnonymousMode" ${ldap.AnonymousMode ? 'checked' : ''}> Anonymous mode (search without a bind account)</label>
+      <label for="l-reader">Reader DN</label><input id="l-reader" name="ReaderDN" autocomplete="off" placeholder="cn=readonly,dc=example,dc=org" value="${esc(ldap.ReaderDN || '')}">
+      <label for="l-password">Password (leave empty to keep the stored one)</label><input id="l-password" name="Password" type="password" autocomplete="new-password">
+      <h3>User search</h3>
+      <label for="l-base">Base DN</label><input id="l-base" name="BaseDN" placeholder="ou=people,dc=example,dc=org" value="${esc(search.BaseDN || '')}">
+      <label for="l-attr">Username attribute</label><input id="l-attr" name="UserNameAttribute" placeholder="uid" value="${esc(search.UserNameAttribute || 'uid')}">
+      <label for="l-filter">Filter (optional)</label><input id="l-filter" name="Filter" placeholder="(objectClass=inetOrgPerson)" value="${esc(search.Filter || '')}">
+      <label class="check"><input type="checkbox" name="AutoCreateUsers" ${ldap.AutoCreateUsers ? 'checked' : ''}> Create users on their first sign-in</label>
+      <h3>Group search and team mapping</h3>
+      <p class="muted">At each sign-in a user joins the teams named like their directory groups, and leaves those they joined that way when they leave the group. Memberships made by hand stay.</p>
+      <label for="l-gbase">Group base DN</label><input id="l-gbase" name="GroupBaseDN" placeholder="ou=groups,dc=example,dc=org" value="${esc(groups.GroupBaseDN || '')}">
+      <label for="l-gattr">Group membership attribute</label><input id="l-gattr" name="GroupAttribute" placeholder="member" value="${esc(groups.GroupAttribute || 'member')}">
+      <label for="l-gfilter">Group filter (optional)</label><input id="l-gfilter" name="GroupFilter" placeholder="(objectClass=groupOfNames)" value="${esc(groups.GroupFilter || '')}">
+      <p><button type="button" id="ldap-test">Test connectivity</button></p>
+      <div id="ldap-check" role="status" aria-live="polite"></div></section>
+    <section id="auth-oauth" aria-label="OAuth settings"><h3>OAuth</h3><div id="oauth-settings"></div></section>
+    <div class="error" role="alert"></div><p><button class="primary" type="submit">Save authentication settings</button>
+    <a href="#/settings">Back to the settings</a></p></form>`, '<a href="#/settings">Settings</a> / Authentication');
+  const form = $('#auth-settings');
+  const method = () => +form.elements.AuthenticationMethod.value;
+  const showSections = () => { $('#auth-ldap').hidden = method() !== 2; $('#auth-oauth').hidden = method() !== 3; };
+  $$('input[name=AuthenticationMethod]', form).forEach(radio => radio.addEventListener('change', showSections));
+  showSections();
+  $('#ldap-test').addEventListener('click', async () => {
+    const box = $('#ldap-check'), button = $('#ldap-test');
+    button.disabled = true; box.innerHTML = '<p class="muted">Testing…</p>';
+    try {
+      await uploadChosenCa(form);
+      showCheck(box, await api('POST', '/api/ldap/check', {LDAPSettings: ldapSettingsOf(form)}), teams);
+    } catch (err) {
+      if (err.name === 'AbortError') return;
+      box.innerHTML = '<p class="error"><strong>Connection test failed.</strong> <span class="check-message"></span></p>';
+      $('.check-message', box).textContent = err.message + (err.details && err.details !== err.message ? ` (${err.details})` : '');
+    } finally { button.disabled = false; }
+  });
+  onSubmit(form, async () => {
+    await uploadChosenCa(form);
+    await api('PUT', '/api/settings', {AuthenticationMethod: method(), LDAPSettings: ldapSettingsOf(form)});
+    form.elements.Password.value = ''; toast('Authentication settings saved');
+    session.publicSettings = null;
+  });
+}
+""",  # noqa: E501
     'pages/backup.js': r"""// Pages: backup and restore of the data directory, and restore onto a fresh server.
 import {request} from '../api.js';
 import {formError} from '../feedback.js';
@@ -11129,7 +11246,8 @@ export async function pageUsers() {
 export async function pageSettings() {
   session.currentEnv = null;
   const [s, pub] = await Promise.all([api('GET', '/api/settings'), api('GET', '/api/settings/public')]);
-  render('Settings', `<form class="card" id="settings"><h2>Settings</h2>
+  render('Settings', `<div class="card"><h2>Authentication</h2><p>How users sign in: internal passwords, an LDAP directory or OAuth.
+    <a href="#/settings/authentication">Authentication settings</a></p></div><form class="card" id="settings"><h2>Settings</h2>
     <label for="s-timeout">Session lifetime (e.g. 8h, 30m)</label><input id="s-timeout" name="UserSessionTimeout" value="${esc(s.UserSessionTimeout)}">
     <label for="s-snapshot">Snapshot interval</label><input id="s-snapshot" name="SnapshotInterval" value="${esc(s.SnapshotInterval || '')}">
     <label for="s-logo">Logo URL</label><input id="s-logo" name="LogoURL" value="${esc(s.LogoURL || '')}">
@@ -11276,6 +11394,7 @@ import {leavePage} from './lifecycle.js';
 import {pageEndpointAccess, pageEndpointSecurity, pageGroupAccess, pageResourceControls} from './pages/access.js';
 import {pageActivity} from './pages/activity.js';
 import {pageLogin, pageSetup} from './pages/auth.js';
+import {pageAuthentication} from './pages/authentication.js';
 import {pageBackup, pageRestoreFresh} from './pages/backup.js';
 import {pageContainer} from './pages/container.js';
 import {pageContainerCreate, pageContainers} from './pages/containers.js';
@@ -11326,6 +11445,7 @@ const UI_ROUTES = [
   ['activity/auth', () => pageActivity('authlogs')],
   ['backup', pageBackup],
   ['settings', pageSettings],
+  ['settings/authentication', pageAuthentication],
   ['registries', () => pageRegistries()],
   ['registries/(\\d+)', pageRegistryBrowse],
   ['account', pageAccount],
@@ -12192,6 +12312,7 @@ _CONSOLE_QUERY = [("endpointId", "integer", True), ("id", "string", True), ("nod
 # Query parameters of routes that take them: (name, type, required).
 QUERY_PARAMETERS: dict[str, list[tuple[str, str, bool]]] = {
     "handle_websocket_exec": _CONSOLE_QUERY, "handle_websocket_attach": _CONSOLE_QUERY,
+    "handle_upload_tls": [("folder", "string", True)],
 }
 _OPENAPI_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", dict: "object", list: "array"}
 

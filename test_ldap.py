@@ -16,7 +16,12 @@ import time
 import pytest
 import requests
 
+import test_ui
 from conftest import ADMIN_PASSWORD, SLOT, free_port, start_server, wait_until
+
+# test_ui's browser and tab fixtures, shared rather than copied.
+browser = test_ui.browser
+open_page = test_ui.open_page
 
 SLAPD = "/usr/sbin/slapd"
 SUFFIX = "dc=example,dc=org"
@@ -373,6 +378,8 @@ def test_ldap_check_names_the_step_that_failed(srv, directory):
     steps = good.json()["Steps"]
     assert "TLS, certificate verified" in steps[0] and steps[1] == f"bound as {READER_DN}"
     assert "3 user(s)" in steps[2] and "2 group(s)" in steps[3]
+    teams = {t["Name"].lower(): t["Id"] for t in srv.api("GET", "/api/teams").json()}
+    assert good.json()["Groups"] == [{"Name": name, "TeamID": teams.get(name)} for name in ("developers", "operators")]
 
     down = check(srv, ldap_settings(directory, URLs=[f"127.0.0.1:{free_port()}"]))
     assert down.status_code == 502 and down.json()["message"].startswith("connect failed"), down.text
@@ -426,3 +433,61 @@ def test_the_bind_password_is_sealed_at_rest_and_kept_when_left_out(srv, directo
     assert srv.api("PUT", "/api/settings", json=settings).status_code == 200
     assert sign_in(srv, "bob", PASSWORDS["bob"]).status_code == 200
     assert check(srv, settings["LDAPSettings"]).status_code == 200
+
+
+@pytest.mark.browser
+def test_administrator_configures_ldap_on_the_authentication_page_and_tests_it(fresh_server, directory, open_page,
+                                                                               tmp_path):
+    srv = fresh_server()
+    team = srv.api("POST", "/api/teams", json={"Name": "developers"}).json()
+    ca_file = tmp_path / "directory-ca.pem"
+    ca_file.write_bytes(directory.ca_pem)
+    tab = open_page(height=1850)
+    page = tab.page
+    test_ui.log_in(page, srv)
+    page.goto(srv.url + "/#/settings")
+    page.get_by_role("link", name="Authentication settings").click()
+    form = page.locator("#auth-settings")
+    assert not form.get_by_role("region", name="LDAP settings").is_visible()  # internal: nothing to fill
+    form.get_by_label("LDAP", exact=True).check()
+    ldap = form.get_by_role("region", name="LDAP settings")
+    ldap.get_by_label("Servers").fill(f"127.0.0.1:{directory.ldaps_port}")
+    ldap.get_by_label("Connection security").select_option("ldaps")
+    ldap.get_by_label("CA certificate (PEM)").set_input_files(str(ca_file))
+    ldap.get_by_label("Reader DN").fill(READER_DN)
+    ldap.get_by_label("Password (leave empty").fill("not the reader's password")
+    ldap.get_by_label("Base DN", exact=True).fill(f"ou=people,{SUFFIX}")
+    ldap.get_by_label("Filter (optional)", exact=True).fill("(objectClass=inetOrgPerson)")
+    ldap.get_by_label("Create users on their first sign-in").check()
+    ldap.get_by_label("Group base DN").fill(f"ou=groups,{SUFFIX}")
+    ldap.get_by_label("Group filter (optional)").fill("(objectClass=groupOfNames)")
+
+    result = page.locator("#ldap-check")
+    ldap.get_by_role("button", name="Test connectivity").click()
+    result.get_by_text("Connection test failed.").wait_for()
+    assert "bind failed" in result.inner_text() and "invalidCredentials" in result.inner_text()
+
+    ldap.get_by_label("Password (leave empty").fill(READER_PASSWORD)
+    ldap.get_by_role("button", name="Test connectivity").click()
+    result.get_by_text("Connection test passed.").wait_for()
+    assert f"bound as {READER_DN}" in result.inner_text()
+    mapping = result.locator("table")
+    assert mapping.get_by_role("link", name="developers").get_attribute("href") == f"#/teams/{team['Id']}"
+    assert "no team of that name" in mapping.locator("tr", has_text="operators").inner_text()
+    tab.shot("authentication-ldap")
+
+    form.get_by_role("button", name="Save authentication settings").click()
+    page.get_by_text("Authentication settings saved").wait_for()
+    settings = srv.api("GET", "/api/settings").json()
+    assert settings["AuthenticationMethod"] == 2 and settings["LDAPSettings"]["TLSConfig"]["TLSCACert"]
+    assert settings["LDAPSettings"]["SearchSettings"][0]["UserNameAttribute"] == "uid"
+    signed_in = sign_in(srv, "alice", PASSWORDS["alice"])
+    assert signed_in.status_code == 200, signed_in.text
+    assert team_names_of(srv, user_named(srv, "alice")["Id"]) == {"developers"}
+
+    page.reload()  # what was saved is what the page shows again, the password excepted
+    assert page.get_by_label("LDAP", exact=True).is_checked()
+    assert page.get_by_label("Servers").input_value() == f"127.0.0.1:{directory.ldaps_port}"
+    assert page.get_by_label("Password (leave empty").input_value() == ""
+    assert "A CA certificate is uploaded" in page.locator("#ldap-ca-state").inner_text()
+    assert [e for e in tab.console_errors if "502" not in e] == []

@@ -34,7 +34,8 @@ export async function pageUsers() {
 export async function pageSettings() {
   session.currentEnv = null;
   const [s, pub] = await Promise.all([api('GET', '/api/settings'), api('GET', '/api/settings/public')]);
-  render('Settings', `<form class="card" id="settings"><h2>Settings</h2>
+  render('Settings', `<div class="card"><h2>Authentication</h2><p>How users sign in: internal passwords, an LDAP directory or OAuth.
+    <a href="#/settings/authentication">Authentication settings</a></p></div><form class="card" id="settings"><h2>Settings</h2>
     <label for="s-timeout">Session lifetime (e.g. 8h, 30m)</label><input id="s-timeout" name="UserSessionTimeout" value="${esc(s.UserSessionTimeout)}">
     <label for="s-snapshot">Snapshot interval</label><input id="s-snapshot" name="SnapshotInterval" value="${esc(s.SnapshotInterval || '')}">
     <label for="s-logo">Logo URL</label><input id="s-logo" name="LogoURL" value="${esc(s.LogoURL || '')}">
