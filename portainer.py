@@ -1695,8 +1695,9 @@ class Directory:
         for name in LDAP_SETTINGS_FIELDS:
             if name in given and name not in ("Password", "TLSConfig"):
                 ldap[name] = given[name]
-        ldap["TLSConfig"] = {**DEFAULT_LDAP_SETTINGS["TLSConfig"], **ldap.get("TLSConfig", {}),
-                             **given.get("TLSConfig", {})}
+        tls_given = {name: value for name, value in (given.get("TLSConfig") or {}).items()
+                     if name in LDAP_SETTINGS_FIELDS["TLSConfig"]}  # never a path: TLSCACert is the server's
+        ldap["TLSConfig"] = {**DEFAULT_LDAP_SETTINGS["TLSConfig"], **ldap.get("TLSConfig", {}), **tls_given}
         if "URL" in given and "URLs" not in given:
             ldap["URLs"] = [given["URL"]] if given["URL"].strip() else []
         ldap["URLs"] = [url.strip() for url in ldap["URLs"] if url.strip()]
