@@ -5479,15 +5479,17 @@ def find_user_by_name(store: Store, username: str) -> dict | None:
     return next((u for u in store.users if u["Username"].lower() == wanted), None)
 
 
-async def create_user(store: Store, username: Any, password: Any, role: Any) -> dict:
+async def create_user(store: Store, username: Any, password: Any, role: Any, directory_only: bool = False) -> dict:
+    """A user with a password here or, directory_only, one who signs in with the LDAP directory only."""
     if not isinstance(username, str) or not username.strip() or len(username) > 128:
         raise BadRequest("Username must be a non-empty string of at most 128 characters")
     if role not in (ROLE_ADMIN, ROLE_STANDARD):
         raise BadRequest("Role must be 1 (administrator) or 2 (standard user)")
-    check_password_strength(password)
+    if not directory_only:
+        check_password_strength(password)
     if find_user_by_name(store, username.strip()):
         raise Conflict(f"a user named {username.strip()!r} already exists")
-    password_hash = await asyncio.to_thread(hash_password, password)
+    password_hash = "" if directory_only else await asyncio.to_thread(hash_password, password)
     if find_user_by_name(store, username.strip()):
         raise Conflict(f"a user named {username.strip()!r} already exists")
     user = store.users.add({"Username": username.strip(), "Role": role, "PasswordHash": password_hash,
@@ -5599,8 +5601,11 @@ async def handle_user_create(request: web.Request) -> web.Response:
     """Create a user {Username, Password, Role} (administrators)."""
     require_admin(request)
     body = await read_documented_fields(request, USER_CREATE_FIELDS)
-    user = await create_user(request.app[STORE], body.get("Username"), body.get("Password"),
-                             body.get("Role", ROLE_STANDARD))
+    store = request.app[STORE]
+    # As in Portainer: with LDAP on, a user made without a password signs in with the directory.
+    directory_only = not body.get("Password") and current_settings(store)["AuthenticationMethod"] == AUTH_LDAP
+    user = await create_user(store, body.get("Username"), body.get("Password"), body.get("Role", ROLE_STANDARD),
+                             directory_only=directory_only)
     return json_response(user_view(user))
 
 
@@ -5711,7 +5716,12 @@ async def handle_token_create(request: web.Request) -> web.Response:
     password = field(body, "password", str)
     description = field(body, "description", str, required=False, default="")[:256]
     store = request.app[STORE]
-    if not await asyncio.to_thread(verify_password, password, caller.user["PasswordHash"]):
+    if caller.user.get("PasswordHash"):
+        valid = await asyncio.to_thread(verify_password, password, caller.user["PasswordHash"])
+    else:  # a directory user proves it is them with their directory password
+        attempt = await password_login(request.app, caller.user["Username"], password)
+        valid = attempt.user is not None and attempt.user["Id"] == caller.id
+    if not valid:
         raise Forbidden("password is wrong")
     raw = API_KEY_PREFIX + b64url(secrets.token_bytes(32))
     key = store.api_keys.add({"UserId": user_id, "Description": description, "Prefix": raw[:7],
@@ -11224,9 +11234,11 @@ import {dataTable} from '../table.js';
 
 export async function pageUsers() {
   session.currentEnv = null;
+  // With LDAP on, a user made without a password signs in with their directory account.
+  const ldap = (await api('GET', '/api/settings/public')).AuthenticationMethod === 2;
   render('Users', `<div class="toolbar"><h2>Users</h2></div><form class="card" id="user-create"><h3>Add a user</h3>
     <div class="row"><div><label for="u-name">Username</label><input id="u-name" name="Username" required autocomplete="off"></div>
-    <div><label for="u-password">Password (12 characters or more)</label><input id="u-password" name="Password" type="password" required autocomplete="new-password" data-error-hint="password"></div>
+    <div><label for="u-password">Password (12 characters or more${ldap ? '; leave empty for a directory user' : ''})</label><input id="u-password" name="Password" type="password" ${ldap ? '' : 'required'} autocomplete="new-password" data-error-hint="password"></div>
     <div><label for="u-role">Role</label><select id="u-role" name="Role">${[constants.UserRoles.Standard, constants.UserRoles.Administrator].map(role => `<option value="${role}">${esc(constants.UserRoleNames[role])}</option>`).join('')}</select></div></div>
     <div class="error" role="alert"></div><p><button class="primary" type="submit">Create user</button></p></form><div class="card" id="users"></div>`);
   const table = dataTable($('#users'), {id: u => u.Id, selectable: true, filterPlaceholder: 'Filter users', actions: '<button class="danger" data-action="remove" disabled>Remove</button>',
@@ -11239,7 +11251,9 @@ export async function pageUsers() {
     for (const id of table.selected()) { try { await api('DELETE', `/api/users/${id}`); } catch (err) { toast(err.message, true); } }
     table.clearSelection(); await load(); });
   onSubmit($('#user-create'), async data => {
-    const u = await api('POST', '/api/users', {Username: data.get('Username'), Password: data.get('Password'), Role: +data.get('Role')});
+    const body = {Username: data.get('Username'), Role: +data.get('Role')};
+    if (data.get('Password') || !ldap) body.Password = data.get('Password');
+    const u = await api('POST', '/api/users', body);
     toast(`User ${u.Username} created`); $('#user-create').reset(); await load();
   });
   await load();

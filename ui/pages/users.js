@@ -11,9 +11,11 @@ import {dataTable} from '../table.js';
 
 export async function pageUsers() {
   session.currentEnv = null;
+  // With LDAP on, a user made without a password signs in with their directory account.
+  const ldap = (await api('GET', '/api/settings/public')).AuthenticationMethod === 2;
   render('Users', `<div class="toolbar"><h2>Users</h2></div><form class="card" id="user-create"><h3>Add a user</h3>
     <div class="row"><div><label for="u-name">Username</label><input id="u-name" name="Username" required autocomplete="off"></div>
-    <div><label for="u-password">Password (12 characters or more)</label><input id="u-password" name="Password" type="password" required autocomplete="new-password" data-error-hint="password"></div>
+    <div><label for="u-password">Password (12 characters or more${ldap ? '; leave empty for a directory user' : ''})</label><input id="u-password" name="Password" type="password" ${ldap ? '' : 'required'} autocomplete="new-password" data-error-hint="password"></div>
     <div><label for="u-role">Role</label><select id="u-role" name="Role">${[constants.UserRoles.Standard, constants.UserRoles.Administrator].map(role => `<option value="${role}">${esc(constants.UserRoleNames[role])}</option>`).join('')}</select></div></div>
     <div class="error" role="alert"></div><p><button class="primary" type="submit">Create user</button></p></form><div class="card" id="users"></div>`);
   const table = dataTable($('#users'), {id: u => u.Id, selectable: true, filterPlaceholder: 'Filter users', actions: '<button class="danger" data-action="remove" disabled>Remove</button>',
@@ -26,7 +28,9 @@ export async function pageUsers() {
     for (const id of table.selected()) { try { await api('DELETE', `/api/users/${id}`); } catch (err) { toast(err.message, true); } }
     table.clearSelection(); await load(); });
   onSubmit($('#user-create'), async data => {
-    const u = await api('POST', '/api/users', {Username: data.get('Username'), Password: data.get('Password'), Role: +data.get('Role')});
+    const body = {Username: data.get('Username'), Role: +data.get('Role')};
+    if (data.get('Password') || !ldap) body.Password = data.get('Password');
+    const u = await api('POST', '/api/users', body);
     toast(`User ${u.Username} created`); $('#user-create').reset(); await load();
   });
   await load();
