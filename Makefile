@@ -14,16 +14,22 @@ run: deps
 	$(PYTHON) portainer.py $(ARGS)
 
 deps:
-	@$(PYTHON) -c "import aiohttp, yaml, cryptography, jwt" 2>/dev/null || $(PIP) install -q -r requirements.txt \
-	  || (apt-get update -qq && apt-get install -y -qq python3-aiohttp python3-yaml python3-cryptography python3-jwt)
+	@$(PYTHON) -c "import aiohttp, yaml, cryptography" 2>/dev/null || $(PIP) install -q -r requirements.txt \
+	  || (apt-get update -qq && apt-get install -y -qq python3-aiohttp python3-yaml python3-cryptography)
+	@# Optional: LDAP (ldap3) and OpenID Connect (PyJWT) sign-in. The server runs without them and names the
+	@# package when an administrator turns the method on.
+	@$(PYTHON) -c "import ldap3, jwt" 2>/dev/null || $(PIP) install -q -r requirements-optional.txt \
+	  || (apt-get update -qq && apt-get install -y -qq python3-ldap3 python3-jwt) \
+	  || echo "ldap3 or PyJWT not installed: LDAP or OpenID Connect sign-in is unavailable"
 
 test-deps:
 	@command -v dockerd >/dev/null && [ -x /bin/busybox ] && command -v chromium >/dev/null \
 	  && command -v iptables >/dev/null && command -v nsenter >/dev/null && command -v debootstrap >/dev/null \
 	  && command -v docker-compose >/dev/null && command -v docker-registry >/dev/null && command -v htpasswd >/dev/null \
+	  && [ -x /usr/sbin/slapd ] && command -v ldapadd >/dev/null \
 	  || (apt-get update -qq && apt-get install -y -qq docker.io busybox-static chromium iptables iproute2 util-linux curl \
-	      debootstrap docker-compose docker-registry apache2-utils)
-	@$(PYTHON) -c "import $(FAST_TEST_MODULES), playwright, jwt" 2>/dev/null || $(PIP) install -q -r requirements-test.txt
+	      debootstrap docker-compose docker-registry apache2-utils slapd ldap-utils)
+	@$(PYTHON) -c "import $(FAST_TEST_MODULES), playwright, ldap3, jwt" 2>/dev/null || $(PIP) install -q -r requirements-test.txt
 	@command -v st >/dev/null || $(PIP) install -q schemathesis
 
 # Python packages only, no apt: what `make test-fast` needs.

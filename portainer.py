@@ -213,6 +213,7 @@ API_KEY_INDEX: web.AppKey[dict] = app_key("api_key_index")
 STARTED_AT: web.AppKey[float] = app_key("started_at")
 ASSETS: web.AppKey[dict] = app_key("assets")
 REGISTRIES: web.AppKey[Registries] = app_key("registries")
+DIRECTORY: web.AppKey[Directory] = app_key("directory")
 IMAGE_UPDATES: web.AppKey[ImageUpdates] = app_key("image_updates")
 EDGE_TUNNELS: web.AppKey[EdgeTunnels] = app_key("edge_tunnels")
 EDGE_JOBS: web.AppKey[EdgeJobRunner] = app_key("edge_jobs")
@@ -495,6 +496,7 @@ DEFAULT_SETTINGS = {
     "TemplatesURL": "",
     "ActivityLogRetentionDays": 90,
     "MessageOfTheDay": {"Title": "", "Message": ""},  # what GET /api/motd shows; set by an administrator
+    "LDAPSettings": {},  # completed by DEFAULT_LDAP_SETTINGS (sign-in methods section)
 }
 
 
@@ -1550,11 +1552,511 @@ async def set_security_headers(request: web.Request, response: web.StreamRespons
 
 
 # ================================================================================================================
+# Sign-in methods: internal passwords, an LDAP directory (with group-to-team sync), OAuth; one entry point,
+# password_login, that POST /api/auth asks
+# ================================================================================================================
+
+AUTH_INTERNAL, AUTH_LDAP, AUTH_OAUTH = 1, 2, 3  # Settings.AuthenticationMethod, as Portainer numbers them
+AUTHENTICATION_METHODS = {AUTH_INTERNAL: "internal", AUTH_LDAP: "LDAP", AUTH_OAUTH: "OAuth"}
+# Where a login is recorded in the authentication log (Portainer's activity contexts).
+LOGIN_CONTEXTS = {AUTH_INTERNAL: "Portainer", AUTH_LDAP: "LDAP", AUTH_OAUTH: "OAuth"}
+LDAP_TIMEOUT = 5  # seconds for one connect, one TLS handshake or one directory answer
+LDAP_LIBRARY_HINT = "install it: apt-get install python3-ldap3 (Debian) or pip install ldap3 (PyPI)"
+LDAP_DEFAULT_PORTS = {"ldap": 389, "ldaps": 636}
+LDAP_MAX_URLS = 10
+LDAP_MAX_SEARCHES = 10
+LDAP_CA_FILE = os.path.join("tls", "ldap", "ca.pem")  # under the data directory, uploaded by an administrator
+# An attribute name as RFC 4512 writes one (a descriptor or a numeric OID): it goes into a filter unescaped.
+LDAP_ATTRIBUTE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,63}|[0-9]+(?:\.[0-9]+){1,31}")
+LDAP_SEARCH_FIELDS = {"BaseDN": str, "Filter": str, "UserNameAttribute": str}
+LDAP_GROUP_SEARCH_FIELDS = {"GroupBaseDN": str, "GroupFilter": str, "GroupAttribute": str}
+# Portainer's LDAPSettings as PUT /api/settings reads them. TLSConfig.TLSCACert is not among them: it is the
+# path of the CA the administrator uploaded (POST /api/upload/tls/ca?folder=ldap), set by the server only.
+# AllowPlainText is this server's own: LDAP without TLS is refused unless it is chosen explicitly.
+LDAP_SETTINGS_FIELDS = {"AnonymousMode": bool, "ReaderDN": str, "Password": str, "URL": str, "URLs": [str],
+                        "TLSConfig": {"TLS": bool, "TLSSkipVerify": bool}, "StartTLS": bool, "AllowPlainText": bool,
+                        "SearchSettings": [LDAP_SEARCH_FIELDS], "GroupSearchSettings": [LDAP_GROUP_SEARCH_FIELDS],
+                        "AutoCreateUsers": bool}
+DEFAULT_LDAP_SETTINGS = {"AnonymousMode": False, "ReaderDN": "", "URL": "", "URLs": [],
+                         "TLSConfig": {"TLS": True, "TLSSkipVerify": False, "TLSCACert": ""}, "StartTLS": False,
+                         "AllowPlainText": False, "SearchSettings": [], "GroupSearchSettings": [],
+                         "AutoCreateUsers": False}
+LDAP_PASSWORD_KEY = "_LDAPBindPassword"  # the bind account's password, sealed, beside the settings
+
+
+def ldap_library():
+    """The optional ldap3 module, or None when it is not installed."""
+    try:
+        import ldap3
+    except ImportError:
+        return None
+    return ldap3
+
+
+def ldap_filter_value(text: str) -> str:
+    """A value made safe to put inside an LDAP filter (RFC 4515): `*`, `(`, `)`, `\\` and NUL cannot widen it."""
+    return "".join({"\\": r"\5c", "*": r"\2a", "(": r"\28", ")": r"\29", "\0": r"\00"}.get(c, c) for c in text)
+
+
+def check_ldap_filter(text: str, where: str) -> str:
+    """An administrator's filter: empty, or one parenthesised filter with balanced parentheses."""
+    text = text.strip()
+    if not text:
+        return ""
+    depth = 0
+    for index, char in enumerate(text):
+        if char == "\\":
+            continue
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth < 0 or depth == 0 and index != len(text) - 1:
+            break
+    else:
+        if depth == 0 and text.startswith("(") and len(text) <= 1024:
+            return text
+    raise BadRequest(f"{where} must be one LDAP filter in parentheses, e.g. (objectClass=inetOrgPerson)",
+                     f"got {text[:200]!r}")
+
+
+def check_ldap_attribute(name: str, where: str) -> str:
+    if not LDAP_ATTRIBUTE_NAME.fullmatch(name):
+        raise BadRequest(f"{where} must be an LDAP attribute name such as uid, cn or member", f"got {name[:100]!r}")
+    return name
+
+
+def parse_ldap_url(text: str) -> tuple[str, str, int]:
+    """'host:port', 'ldap://host:port' or 'ldaps://host' -> (scheme or '', host, port or 0)."""
+    raw = text.strip()
+    scheme, sep, rest = raw.partition("://")
+    if not sep:
+        scheme, rest = "", raw
+    scheme = scheme.lower()
+    if scheme not in ("", "ldap", "ldaps"):
+        raise BadRequest(f"LDAP server {raw[:200]!r}: the scheme must be ldap:// or ldaps://")
+    rest = rest.rstrip("/")
+    if rest.startswith("["):
+        host, _, port = rest[1:].partition("]")
+        port = port.lstrip(":")
+    else:
+        host, _, port = rest.rpartition(":") if ":" in rest else (rest, "", "")
+    if not host or not re.fullmatch(r"[A-Za-z0-9.:_-]{1,253}", host) or port and not (
+            port.isdigit() and 0 < int(port) < 65536):
+        raise BadRequest(f"LDAP server {raw[:200]!r} must be host:port (or ldaps://host:port)")
+    return scheme, host, int(port or 0)
+
+
+@dataclasses.dataclass
+class DirectoryConfig:
+    """The LDAP settings as a connection needs them: what the store keeps, the bind password unsealed."""
+
+    servers: list[tuple[str, int]]
+    tls: bool
+    start_tls: bool
+    skip_verify: bool
+    ca_file: str
+    anonymous: bool
+    reader_dn: str
+    password: str
+    searches: list[dict]
+    group_searches: list[dict]
+
+    def server_label(self, host: str, port: int) -> str:
+        return f"{'ldaps' if self.tls else 'ldap'}://{host}:{port}"
+
+
+class DirectoryProblem(Exception):
+    """The directory could not be used: `stage` says where (connect, tls, bind, search)."""
+
+    def __init__(self, stage: str, message: str):
+        super().__init__(message)
+        self.stage = stage
+        self.message = message
+
+
+class DirectoryRefusal(Exception):
+    """The directory answered, and the answer is no: the user is not in it, or the password is wrong."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason  # "not found", "ambiguous" or "wrong password"
+
+
+@dataclasses.dataclass
+class DirectoryUser:
+    dn: str
+    username: str
+    groups: list[str]
+
+
+class Directory:
+    """Signs users in against an LDAP directory with ldap3 (blocking calls run in a thread, each with a timeout),
+    and keeps the bind account's password sealed like registry passwords."""
+
+    AAD = b"portainer.py ldap bind password"
+
+    def __init__(self, store: Store, key: bytes):
+        self.store = store
+        self.passwords = RegistryPasswords(key, self.AAD)
+
+    def reload(self) -> None:
+        """After a restore: the restored data directory's key."""
+        self.passwords = RegistryPasswords(load_or_create_secret(self.store.directory, "registry.key"), self.AAD)
+
+    # ---- settings -------------------------------------------------------------------------------------------
+
+    def settings_changes(self, current: dict, changes: dict) -> dict:
+        """What PUT /api/settings writes for AuthenticationMethod and LDAPSettings: checked, merged over what is
+        stored (absent fields and an empty Password keep theirs), the password sealed. Enabling LDAP needs
+        complete settings and the ldap3 library."""
+        method = changes.get("AuthenticationMethod", current["AuthenticationMethod"])
+        if method not in AUTHENTICATION_METHODS:
+            raise BadRequest("AuthenticationMethod must be 1 (internal), 2 (LDAP) or 3 (OAuth)")
+        written: dict = {"AuthenticationMethod": method}
+        ldap = self.merged_ldap_settings(current.get("LDAPSettings") or {}, changes.get("LDAPSettings"))
+        sealed = self.store.settings.get(LDAP_PASSWORD_KEY, "")
+        password = (changes.get("LDAPSettings") or {}).get("Password", "")
+        if password:
+            sealed = self.passwords.seal(password)
+        if ldap["AnonymousMode"]:
+            sealed = ""
+        if "LDAPSettings" in changes:
+            written["LDAPSettings"] = ldap
+            written[LDAP_PASSWORD_KEY] = sealed
+        if method == AUTH_LDAP:
+            self.config(ldap, sealed)  # refuses what cannot work
+        return written
+
+    @staticmethod
+    def merged_ldap_settings(stored: dict, given: dict | None) -> dict:
+        ldap = copy.deepcopy({**DEFAULT_LDAP_SETTINGS, **stored})
+        given = given or {}
+        for name in LDAP_SETTINGS_FIELDS:
+            if name in given and name not in ("Password", "TLSConfig"):
+                ldap[name] = given[name]
+        tls_given = {name: value for name, value in (given.get("TLSConfig") or {}).items()
+                     if name in LDAP_SETTINGS_FIELDS["TLSConfig"]}  # never a path: TLSCACert is the server's
+        ldap["TLSConfig"] = {**DEFAULT_LDAP_SETTINGS["TLSConfig"], **ldap.get("TLSConfig", {}), **tls_given}
+        if "URL" in given and "URLs" not in given:
+            ldap["URLs"] = [given["URL"]] if given["URL"].strip() else []
+        ldap["URLs"] = [url.strip() for url in ldap["URLs"] if url.strip()]
+        if len(ldap["URLs"]) > LDAP_MAX_URLS:
+            raise BadRequest(f"LDAPSettings.URLs: at most {LDAP_MAX_URLS} servers")
+        for url in ldap["URLs"]:
+            scheme, _, _ = parse_ldap_url(url)
+            if scheme == "ldaps" and not ldap["TLSConfig"]["TLS"]:
+                raise BadRequest(f"LDAP server {url!r} says ldaps:// but TLSConfig.TLS is false")
+        ldap["URL"] = ldap["URLs"][0] if ldap["URLs"] else ""
+        if len(ldap["SearchSettings"]) > LDAP_MAX_SEARCHES or len(ldap["GroupSearchSettings"]) > LDAP_MAX_SEARCHES:
+            raise BadRequest(f"LDAPSettings: at most {LDAP_MAX_SEARCHES} user and group searches")
+        searches = []
+        for index, search in enumerate(ldap["SearchSettings"]):
+            where = f"LDAPSettings.SearchSettings[{index}]"
+            search = {"BaseDN": "", "Filter": "", "UserNameAttribute": "", **search}
+            if not (search["BaseDN"].strip() or search["Filter"].strip() or search["UserNameAttribute"].strip()):
+                continue  # the empty row a client sends back as it got it
+            search["BaseDN"] = search["BaseDN"].strip()[:1024]
+            search["Filter"] = check_ldap_filter(search["Filter"], where + ".Filter")
+            search["UserNameAttribute"] = check_ldap_attribute(search["UserNameAttribute"].strip() or "uid",
+                                                               where + ".UserNameAttribute")
+            searches.append(search)
+        ldap["SearchSettings"] = searches
+        groups = []
+        for index, search in enumerate(ldap["GroupSearchSettings"]):
+            where = f"LDAPSettings.GroupSearchSettings[{index}]"
+            search = {"GroupBaseDN": "", "GroupFilter": "", "GroupAttribute": "", **search}
+            if not (search["GroupBaseDN"].strip() or search["GroupFilter"].strip()
+                    or search["GroupAttribute"].strip()):
+                continue
+            search["GroupBaseDN"] = search["GroupBaseDN"].strip()[:1024]
+            search["GroupFilter"] = check_ldap_filter(search["GroupFilter"], where + ".GroupFilter")
+            search["GroupAttribute"] = check_ldap_attribute(search["GroupAttribute"].strip() or "member",
+                                                            where + ".GroupAttribute")
+            groups.append(search)
+        ldap["GroupSearchSettings"] = groups
+        return ldap
+
+    def config(self, ldap: dict, sealed_password: str | None = None) -> DirectoryConfig:
+        """The settings as a connection uses them; a clear 400 for what cannot work."""
+        if ldap_library() is None:
+            raise BadRequest("LDAP sign-in needs the Python package ldap3, which is not installed", LDAP_LIBRARY_HINT)
+        if not ldap["URLs"]:
+            raise BadRequest("LDAPSettings.URLs: name at least one LDAP server (host:port)")
+        tls_config = ldap["TLSConfig"]
+        if tls_config["TLS"] and ldap["StartTLS"]:
+            raise BadRequest("choose LDAPS (TLSConfig.TLS) or StartTLS, not both")
+        if not tls_config["TLS"] and not ldap["StartTLS"] and not ldap["AllowPlainText"]:
+            raise BadRequest("LDAP without TLS sends every password readable on the network",
+                             "choose LDAPS (TLSConfig.TLS) or StartTLS, or set AllowPlainText to true to accept it")
+        if not ldap["SearchSettings"] or not all(s["BaseDN"] for s in ldap["SearchSettings"]):
+            raise BadRequest("LDAPSettings.SearchSettings: give the base DN where users are searched")
+        if any(not s["GroupBaseDN"] for s in ldap["GroupSearchSettings"]):
+            raise BadRequest("LDAPSettings.GroupSearchSettings: give the base DN where groups are searched")
+        sealed = self.store.settings.get(LDAP_PASSWORD_KEY, "") if sealed_password is None else sealed_password
+        password = ""
+        if not ldap["AnonymousMode"]:
+            if not ldap["ReaderDN"].strip():
+                raise BadRequest("LDAPSettings.ReaderDN: give the bind account, or choose AnonymousMode")
+            from cryptography.exceptions import InvalidTag
+            try:
+                password = self.passwords.open(sealed)
+            except (InvalidTag, ValueError, IndexError):
+                raise Conflict("the LDAP bind password cannot be unsealed",
+                               "registry.key in the data directory changed; enter the password again") from None
+            if not password:
+                raise BadRequest("LDAPSettings.Password: give the bind account's password")
+        servers = []
+        for url in ldap["URLs"]:
+            scheme, host, port = parse_ldap_url(url)
+            servers.append((host, port or LDAP_DEFAULT_PORTS["ldaps" if tls_config["TLS"] else "ldap"]))
+        ca_file = tls_config.get("TLSCACert") or ""
+        return DirectoryConfig(servers, tls_config["TLS"], ldap["StartTLS"], tls_config["TLSSkipVerify"],
+                               ca_file if os.path.isfile(ca_file) else "", ldap["AnonymousMode"],
+                               ldap["ReaderDN"].strip(), password, ldap["SearchSettings"],
+                               ldap["GroupSearchSettings"])
+
+    # ---- talking to the directory (blocking: run in a thread) -----------------------------------------------
+
+    @staticmethod
+    def _connect(config: DirectoryConfig, user: str | None, password: str | None, only: tuple | None = None):
+        """An open connection (TCP, then TLS) to the first server that answers, and the server's (host, port).
+        Failover: a server that cannot be reached or fails TLS is skipped; the last one's problem is raised."""
+        ldap3 = ldap_library()
+        from ldap3.core.exceptions import LDAPException
+        problems = []
+        for host, port in [only] if only else config.servers:
+            label = config.server_label(host, port)
+            tls = ldap3.Tls(validate=ssl.CERT_NONE if config.skip_verify else ssl.CERT_REQUIRED,
+                            ca_certs_file=config.ca_file or None, sni=host)
+            server = ldap3.Server(host, port=port, use_ssl=config.tls, tls=tls, get_info=ldap3.NONE,
+                                  connect_timeout=int(LDAP_TIMEOUT))
+            connection = ldap3.Connection(server, user=user, password=password, receive_timeout=int(LDAP_TIMEOUT),
+                                          raise_exceptions=False, read_only=True, auto_referrals=False)
+            try:
+                connection.open(read_server_info=False)
+            except LDAPException as exc:
+                text = f"{exc} {exc.args[1:] if len(exc.args) > 1 else ''}"
+                stage = "tls" if "ssl" in text.lower() or "certificate" in text.lower() else "connect"
+                problems.append((stage, f"{label}: {exc}"))
+                continue
+            if config.start_tls:
+                try:
+                    started = connection.start_tls(read_server_info=False)
+                except LDAPException as exc:
+                    started, connection.last_error = False, str(exc)
+                if not started:
+                    problems.append(("tls", f"{label}: StartTLS failed: {connection.last_error or connection.result}"))
+                    connection.unbind()
+                    continue
+            return connection, (host, port)
+        stage = "tls" if any(stage == "tls" for stage, _ in problems) else "connect"
+        raise DirectoryProblem(stage, "; ".join(message for _, message in problems))
+
+    def _reader(self, config: DirectoryConfig):
+        user = None if config.anonymous else config.reader_dn
+        connection, address = self._connect(config, user, None if config.anonymous else config.password)
+        if not connection.bind():
+            result = connection.result or {}
+            connection.unbind()
+            who = "anonymously" if config.anonymous else f"as {config.reader_dn}"
+            raise DirectoryProblem("bind", f"{config.server_label(*address)} refused to bind {who}: "
+                                           f"{result.get('description', '')} {result.get('message', '')}".strip())
+        return connection, address
+
+    @staticmethod
+    def _search(connection, base: str, search_filter: str, attributes: list[str], size_limit: int = 0) -> list:
+        from ldap3.core.exceptions import LDAPException
+        try:
+            connection.search(base, search_filter, attributes=attributes, size_limit=size_limit,
+                              time_limit=int(LDAP_TIMEOUT))
+        except LDAPException as exc:
+            raise DirectoryProblem("search", f"search under {base!r} with {search_filter!r} failed: {exc}") from None
+        result = connection.result or {}
+        if result.get("result") not in (0, 4):  # 4: size limit exceeded, the entries so far are answered
+            raise DirectoryProblem("search", f"search under {base!r} with {search_filter!r} failed: "
+                                             f"{result.get('description', '')} {result.get('message', '')}".strip())
+        return [entry for entry in connection.response or [] if entry.get("type") == "searchResEntry"]
+
+    def sign_in(self, config: DirectoryConfig, username: str, password: str) -> DirectoryUser:
+        """Find the user with the reader account, bind as them with their password, read their groups."""
+        if not password:
+            raise DirectoryRefusal("wrong password")  # an empty password would be an unauthenticated bind
+        connection, address = self._reader(config)
+        try:
+            found = []
+            for search in config.searches:
+                attribute = search["UserNameAttribute"]
+                condition = f"({attribute}={ldap_filter_value(username)})"
+                search_filter = f"(&{search['Filter']}{condition})" if search["Filter"] else condition
+                found += [(entry, attribute) for entry in
+                          self._search(connection, search["BaseDN"], search_filter, [attribute], size_limit=2)]
+            if not found:
+                raise DirectoryRefusal("not found")
+            if len({entry["dn"].lower() for entry, _ in found}) > 1:
+                raise DirectoryRefusal("ambiguous")
+            entry, attribute = found[0]
+            values = (entry.get("attributes") or {}).get(attribute) or [username]
+            name = values[0] if isinstance(values, list) else values
+            user_connection, _ = self._connect(config, entry["dn"], password, only=address)
+            try:
+                if not user_connection.bind():
+                    raise DirectoryRefusal("wrong password")
+            finally:
+                user_connection.unbind()
+            groups = []
+            for search in config.group_searches:
+                condition = f"({search['GroupAttribute']}={ldap_filter_value(entry['dn'])})"
+                search_filter = f"(&{search['GroupFilter']}{condition})" if search["GroupFilter"] else condition
+                for group in self._search(connection, search["GroupBaseDN"], search_filter, ["cn"]):
+                    names = (group.get("attributes") or {}).get("cn") or []
+                    groups += names if isinstance(names, list) else [names]
+            return DirectoryUser(entry["dn"], str(name), sorted(set(groups), key=str.lower))
+        finally:
+            connection.unbind()
+
+    def check(self, config: DirectoryConfig) -> tuple[list[str], list[str]]:
+        """Each step that worked, in order, and the names of the groups found (at most 100 a search);
+        DirectoryProblem names the step that failed."""
+        steps, group_names = [], []
+        connection, address = self._reader(config)
+        label = config.server_label(*address)
+        try:
+            security = ("TLS, certificate not verified" if config.skip_verify else "TLS, certificate verified") \
+                if config.tls or config.start_tls else "plain text, no TLS"
+            steps.append(f"connected to {label} ({'StartTLS, ' if config.start_tls else ''}{security})")
+            steps.append("bound anonymously" if config.anonymous else f"bound as {config.reader_dn}")
+            for search in config.searches:
+                condition = f"({search['UserNameAttribute']}=*)"
+                search_filter = f"(&{search['Filter']}{condition})" if search["Filter"] else condition
+                users = self._search(connection, search["BaseDN"], search_filter, ["1.1"], size_limit=100)
+                steps.append(f"user search under {search['BaseDN']}: {len(users)}"
+                             f"{'+' if len(users) >= 100 else ''} user(s)")
+            for search in config.group_searches:
+                search_filter = search["GroupFilter"] or "(objectClass=*)"
+                groups = self._search(connection, search["GroupBaseDN"], search_filter, ["cn"], size_limit=100)
+                steps.append(f"group search under {search['GroupBaseDN']}: {len(groups)}"
+                             f"{'+' if len(groups) >= 100 else ''} group(s)")
+                for group in groups:
+                    names = (group.get("attributes") or {}).get("cn") or []
+                    group_names += names if isinstance(names, list) else [names]
+        finally:
+            connection.unbind()
+        return steps, sorted(set(group_names), key=str.lower)
+
+    async def run(self, function: Callable, *args):
+        """A blocking directory call in a thread, given up after a bound (every step has its own timeout too)."""
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(function, *args), LDAP_TIMEOUT * 6)
+        except asyncio.TimeoutError:
+            raise DirectoryProblem("connect", f"the directory did not answer within {LDAP_TIMEOUT * 6:.0f} s") \
+                from None
+
+
+def sync_ldap_teams(store: Store, user: dict, groups: list[str]) -> tuple[list[str], list[str]]:
+    """The user joins the teams named like their directory groups and leaves the ones they joined that way
+    before and are no longer in; memberships an administrator made stay. Returns (joined, left) team names."""
+    teams = {team["Name"].lower(): team for team in store.teams}
+    wanted = {teams[name.lower()]["Id"] for name in groups if name.lower() in teams}
+    joined, left = [], []
+    mine = [m for m in store.team_memberships if m["UserID"] == user["Id"]]
+    for membership in mine:
+        if membership.get("_FromLDAP") and membership["TeamID"] not in wanted:
+            store.team_memberships.delete(membership["Id"])
+            left.append(store.teams.get(membership["TeamID"])["Name"])
+    have = {m["TeamID"] for m in mine}
+    for team_id in sorted(wanted - have):
+        store.team_memberships.add({"UserID": user["Id"], "TeamID": team_id, "Role": TEAM_MEMBER,
+                                    "_FromLDAP": True})
+        joined.append(store.teams.get(team_id)["Name"])
+    return joined, left
+
+
+@dataclasses.dataclass
+class LoginAttempt:
+    """What a password login came to: the user on success, else the error to answer; context is where it is
+    recorded in the authentication log (Portainer, LDAP, OAuth)."""
+
+    context: str
+    user: dict | None = None
+    error: ApiError | None = None
+    note: str = ""  # why, for the server log (never shown to the caller)
+
+
+def is_internal_administrator(user: dict | None) -> bool:
+    """The administrator made at setup (user 1) and administrators with a password here always sign in with it,
+    whatever the method: a broken directory or identity provider never locks everyone out."""
+    return bool(user and user.get("PasswordHash") and (user["Id"] == 1 or user["Role"] == ROLE_ADMIN))
+
+
+async def internal_login(user: dict | None, password: str, context: str = "Portainer") -> LoginAttempt:
+    valid = await asyncio.to_thread(verify_password, password, (user or {}).get("PasswordHash") or DUMMY_HASH)
+    if not user or not valid:
+        return LoginAttempt(context, error=Unauthorized("invalid credentials"), note="wrong username or password")
+    return LoginAttempt(context, user)
+
+
+async def ldap_login(app: web.Application, user: dict | None, username: str, password: str) -> LoginAttempt:
+    """Sign in against the directory; users with a password here fall back to it when the directory does not
+    know them or cannot be reached."""
+    store, directory = app[STORE], app[DIRECTORY]
+    context = LOGIN_CONTEXTS[AUTH_LDAP]
+    try:
+        config = directory.config(current_settings(store)["LDAPSettings"])
+        found = await directory.run(directory.sign_in, config, username, password)
+    except DirectoryRefusal as refusal:
+        if refusal.reason == "not found" and user and user.get("PasswordHash"):
+            return await internal_login(user, password)
+        return LoginAttempt(context, error=Unauthorized("invalid credentials"), note=f"directory: {refusal.reason}")
+    except (DirectoryProblem, ApiError) as problem:
+        if user and user.get("PasswordHash"):
+            return await internal_login(user, password)
+        stage = getattr(problem, "stage", "settings")
+        return LoginAttempt(context, error=ServiceUnavailable(
+            f"the LDAP directory cannot be used to sign in ({stage} failed); try again later",
+            "an administrator can test the directory on the Authentication settings page"),
+            note=f"directory {stage}: {problem.message}")
+    user = find_user_by_name(store, found.username)
+    if user is None:
+        if not current_settings(store)["LDAPSettings"].get("AutoCreateUsers"):
+            return LoginAttempt(context, error=Unauthorized(
+                "your directory account has no user here yet", "automatic user creation is off: ask an "
+                "administrator to add the user"), note="not created: AutoCreateUsers is off")
+        user = store.users.add({"Username": found.username[:128], "Role": ROLE_STANDARD, "PasswordHash": "",
+                                "CreationDate": now(), "TokenIssueAt": 0, "_LDAPDN": found.dn})
+        log.info("created user %r from the LDAP directory (%s)", user["Username"], found.dn)
+    joined, left = sync_ldap_teams(store, user, found.groups)
+    if joined or left:
+        log.info("LDAP team sync for %r: joined %s, left %s", user["Username"], joined or "none", left or "none")
+    await store.commit()
+    return LoginAttempt(context, user)
+
+
+async def oauth_password_login(app: web.Application, user: dict | None, username: str,
+                               password: str) -> LoginAttempt:
+    """With OAuth, only internal administrators sign in with a password (is_internal_administrator)."""
+    return LoginAttempt(LOGIN_CONTEXTS[AUTH_OAUTH], error=Unauthorized(
+        "this server signs users in with OAuth", "use the OAuth sign-in button on the login page"),
+        note="password login while OAuth is the method")
+
+
+# How each AuthenticationMethod takes a username and password (internal administrators never reach these).
+PASSWORD_LOGINS: dict[int, Callable[..., Awaitable[LoginAttempt]]] = {AUTH_LDAP: ldap_login,
+                                                                      AUTH_OAUTH: oauth_password_login}
+
+
+async def password_login(app: web.Application, username: str, password: str) -> LoginAttempt:
+    """The one decision for POST /api/auth: which method checks this username and password."""
+    store = app[STORE]
+    user = find_user_by_name(store, username)
+    method = current_settings(store)["AuthenticationMethod"]
+    if method not in PASSWORD_LOGINS or is_internal_administrator(user):
+        return await internal_login(user, password)
+    return await PASSWORD_LOGINS[method](app, user, username, password)
+
+
+# ================================================================================================================
 # Auth: OAuth 2.0 / OpenID Connect sign-in (authorization code flow with state, nonce and PKCE S256; the ID token
 # checked against the provider's JWKS with PyJWT, an optional import)
 # ================================================================================================================
 
-AUTHENTICATION_OAUTH = 3  # Portainer's AuthenticationMethod for OAuth
 OAUTH_BROWSER_COOKIE = "portainer_oauth_browser"  # binds a pending sign-in to the browser that started it
 OAUTH_PENDING_SECONDS = 600
 OAUTH_MAX_PENDING = 10_000
@@ -1618,7 +2120,7 @@ def oauth_settings_view(store: Store) -> dict:
 def oauth_public_settings(store: Store) -> dict:
     """What the login page needs: where "Sign in with <name>" goes, and where logout sends the browser."""
     settings = oauth_settings(store)
-    enabled = current_settings(store)["AuthenticationMethod"] == AUTHENTICATION_OAUTH
+    enabled = current_settings(store)["AuthenticationMethod"] == AUTH_OAUTH
     return {"OAuthLoginURI": "/api/auth/oauth/login" if enabled else "",
             "OAuthLogoutURI": settings["LogoutURI"] if enabled else "",
             "OAuthDisplayName": settings["DisplayName"] or DEFAULT_OAUTH_SETTINGS["DisplayName"]}
@@ -1881,15 +2383,10 @@ async def sync_oauth_teams(store: Store, user: dict, claims: dict, claim_name: s
 
 
 def add_provider_user(store: Store, username: Any, role: Any, provider: str) -> dict:
-    """A user without a password of ours: they sign in through the identity provider only (not committed)."""
-    if not isinstance(username, str) or not username.strip() or len(username) > 128:
-        raise BadRequest("Username must be a non-empty string of at most 128 characters")
-    if role not in (ROLE_ADMIN, ROLE_STANDARD):
-        raise BadRequest("Role must be 1 (administrator) or 2 (standard user)")
-    if find_user_by_name(store, username.strip()):
-        raise Conflict(f"a user named {username.strip()!r} already exists")
-    return store.users.add({"Username": username.strip(), "Role": role, "PasswordHash": "", "CreationDate": now(),
-                            "TokenIssueAt": 0, "AuthenticatedBy": provider})
+    """A user without a password of ours: they sign in through the directory or identity provider only (not
+    committed)."""
+    return store.users.add({"Username": check_new_user(store, username, role), "Role": role, "PasswordHash": "",
+                            "CreationDate": now(), "TokenIssueAt": 0, "AuthenticatedBy": provider})
 
 
 async def oauth_user(store: Store, settings: dict, username: str, claims: dict) -> dict:
@@ -1926,7 +2423,7 @@ def session_response(request: web.Request, user: dict) -> web.Response:
 
 
 def require_oauth_enabled(store: Store) -> dict:
-    if current_settings(store)["AuthenticationMethod"] != AUTHENTICATION_OAUTH:
+    if current_settings(store)["AuthenticationMethod"] != AUTH_OAUTH:
         raise BadRequest("OAuth sign-in is not turned on", "an administrator sets AuthenticationMethod to 3")
     jose_library()
     return oauth_settings(store)
@@ -2007,9 +2504,9 @@ async def handle_oauth_validate(request: web.Request) -> web.Response:
     except ApiError as exc:
         log.info("failed OAuth sign-in%s from %s: %s", f" for {username[:64]!r}" if username else "",
                  client_address(request), exc.message)
-        record_auth(request, username or "(OAuth sign-in)", False, "oauth")
+        record_auth(request, username or "(OAuth sign-in)", False, "oauth", LOGIN_CONTEXTS[AUTH_OAUTH])
         raise
-    record_auth(request, user["Username"], True, "oauth")
+    record_auth(request, user["Username"], True, "oauth", LOGIN_CONTEXTS[AUTH_OAUTH])
     response = session_response(request, user)
     response.del_cookie(OAUTH_BROWSER_COOKIE, path="/api/auth/oauth")
     return response
@@ -2162,9 +2659,10 @@ def record_activity(request: web.Request, status: int) -> None:
         "status": status, "origin": client_address(request)})
 
 
-def record_auth(request: web.Request, username: str, success: bool, kind: str = "login") -> None:
+def record_auth(request: web.Request, username: str, success: bool, kind: str = "login",
+                context: str = "Portainer") -> None:
     request.app[ACTIVITY].record({
-        "kind": "auth", "username": username[:128], "origin": client_address(request), "context": "Portainer",
+        "kind": "auth", "username": username[:128], "origin": client_address(request), "context": context,
         "type": kind, "result": "success" if success else "failure"})
 
 
@@ -3082,17 +3580,18 @@ class RegistryPasswords:
     def __init__(self, key: bytes, aad: bytes = AAD):
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
         self._cipher = AESGCM(key[:32])
-        self.AAD = aad  # what the sealed text is for: a registry password, the OAuth client secret
+        self.aad = aad  # what the sealed text is for (a registry password, a bind password, the OAuth client
+        # secret): a sealed value cannot be moved to another use
 
     def seal(self, password: str) -> str:
         nonce = secrets.token_bytes(12)
-        return "v1:" + base64.b64encode(nonce + self._cipher.encrypt(nonce, password.encode(), self.AAD)).decode()
+        return "v1:" + base64.b64encode(nonce + self._cipher.encrypt(nonce, password.encode(), self.aad)).decode()
 
     def open(self, sealed: str) -> str:
         if not sealed:
             return ""
         raw = base64.b64decode(sealed.split(":", 1)[1])
-        return self._cipher.decrypt(raw[:12], raw[12:], self.AAD).decode()
+        return self._cipher.decrypt(raw[:12], raw[12:], self.aad).decode()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -6566,19 +7065,28 @@ def find_user_by_name(store: Store, username: str) -> dict | None:
     return next((u for u in store.users if u["Username"].lower() == wanted), None)
 
 
-async def create_user(store: Store, username: Any, password: Any, role: Any) -> dict:
+def check_new_user(store: Store, username: Any, role: Any) -> str:
+    """The username of a user about to be created, stripped; BadRequest or Conflict when it cannot be."""
     if not isinstance(username, str) or not username.strip() or len(username) > 128:
         raise BadRequest("Username must be a non-empty string of at most 128 characters")
     if role not in (ROLE_ADMIN, ROLE_STANDARD):
         raise BadRequest("Role must be 1 (administrator) or 2 (standard user)")
-    check_password_strength(password)
     if find_user_by_name(store, username.strip()):
         raise Conflict(f"a user named {username.strip()!r} already exists")
-    password_hash = await asyncio.to_thread(hash_password, password)
-    if find_user_by_name(store, username.strip()):
-        raise Conflict(f"a user named {username.strip()!r} already exists")
-    user = store.users.add({"Username": username.strip(), "Role": role, "PasswordHash": password_hash,
-                            "CreationDate": now(), "TokenIssueAt": 0})
+    return username.strip()
+
+
+async def create_user(store: Store, username: Any, password: Any, role: Any, directory_only: bool = False) -> dict:
+    """A user with a password here or, directory_only, one who signs in through the LDAP directory or the OAuth
+    identity provider only."""
+    if directory_only:
+        user = add_provider_user(store, username, role, "directory")
+    else:
+        check_new_user(store, username, role)
+        check_password_strength(password)
+        password_hash = await asyncio.to_thread(hash_password, password)
+        user = store.users.add({"Username": check_new_user(store, username, role), "Role": role,
+                                "PasswordHash": password_hash, "CreationDate": now(), "TokenIssueAt": 0})
     await store.commit()
     return user
 
@@ -6625,22 +7133,15 @@ async def handle_auth(request: web.Request) -> web.Response:
     if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
         raise BadRequest("Username and Password are required")
     limiter.reserve(address, username)
-    store = request.app[STORE]
-    user = find_user_by_name(store, username)
-    valid = await asyncio.to_thread(verify_password, password, user["PasswordHash"] if user else DUMMY_HASH)
-    if not user or not valid:
-        log.info("failed login for %r from %s", username[:64], address)
-        record_auth(request, username, False)
-        raise Unauthorized("invalid credentials")
+    attempt = await password_login(request.app, username, password)
+    if attempt.error is not None:
+        log.info("failed %s login for %r from %s: %s", attempt.context, username[:64], address, attempt.note)
+        record_auth(request, username, False, context=attempt.context)
+        raise attempt.error
+    user = attempt.user
     limiter.succeeded(address, username)
-    record_auth(request, user["Username"], True)
-    lifetime = parse_duration(store.settings.get("UserSessionTimeout", "8h"))
-    token, claims = request.app[SESSIONS].issue(user, lifetime)
-    csrf = request.app[SESSIONS].csrf_token(claims)
-    response = json_response({"jwt": token}, headers={CSRF_HEADER: csrf})
-    response.set_cookie(SESSION_COOKIE, token, max_age=lifetime, httponly=True, samesite="Strict",
-                        secure=request.secure, path="/")
-    return response
+    record_auth(request, user["Username"], True, context=attempt.context)
+    return session_response(request, user)
 
 
 async def handle_logout(request: web.Request) -> web.Response:
@@ -6687,11 +7188,12 @@ async def handle_user_create(request: web.Request) -> web.Response:
     require_admin(request)
     body = await read_documented_fields(request, USER_CREATE_FIELDS)
     store = request.app[STORE]
-    if not body.get("Password") and current_settings(store)["AuthenticationMethod"] == AUTHENTICATION_OAUTH:
-        user = add_provider_user(store, body.get("Username"), body.get("Role", ROLE_STANDARD), "oauth")
-        await store.commit()  # with OAuth on, as in Portainer, a user without a password signs in through it
-        return json_response(user_view(user))
-    user = await create_user(store, body.get("Username"), body.get("Password"), body.get("Role", ROLE_STANDARD))
+    # As in Portainer: with LDAP or OAuth on, a user made without a password signs in through the directory or the
+    # identity provider only.
+    directory_only = (not body.get("Password")
+                      and current_settings(store)["AuthenticationMethod"] in (AUTH_LDAP, AUTH_OAUTH))
+    user = await create_user(store, body.get("Username"), body.get("Password"), body.get("Role", ROLE_STANDARD),
+                             directory_only=directory_only)
     return json_response(user_view(user))
 
 
@@ -6802,7 +7304,12 @@ async def handle_token_create(request: web.Request) -> web.Response:
     password = field(body, "password", str)
     description = field(body, "description", str, required=False, default="")[:256]
     store = request.app[STORE]
-    if not await asyncio.to_thread(verify_password, password, caller.user["PasswordHash"]):
+    if caller.user.get("PasswordHash"):
+        valid = await asyncio.to_thread(verify_password, password, caller.user["PasswordHash"])
+    else:  # a directory user proves it is them with their directory password
+        attempt = await password_login(request.app, caller.user["Username"], password)
+        valid = attempt.user is not None and attempt.user["Id"] == caller.id
+    if not valid:
         raise Forbidden("password is wrong")
     raw = API_KEY_PREFIX + b64url(secrets.token_bytes(32))
     key = store.api_keys.add({"UserId": user_id, "Description": description, "Prefix": raw[:7],
@@ -7736,17 +8243,21 @@ async def handle_tag_delete(request: web.Request) -> web.Response:
 SETTINGS_FIELDS = {"UserSessionTimeout": str, "EnableTelemetry": bool, "LogoURL": str, "SnapshotInterval": str,
                    "EdgeAgentCheckinInterval": int, "ActivityLogRetentionDays": int, "TemplatesURL": str,
                    "MessageOfTheDay": {"Title": str, "Message": str}, "AuthenticationMethod": int,
-                   "OAuthSettings": OAUTH_SETTINGS_FIELDS}
+                   "LDAPSettings": LDAP_SETTINGS_FIELDS, "OAuthSettings": OAUTH_SETTINGS_FIELDS}
 MAX_MESSAGE_OF_THE_DAY = 10_000
 
 
 def current_settings(store: Store) -> dict:
-    return {**DEFAULT_SETTINGS, **store.settings}
+    settings = {**DEFAULT_SETTINGS, **store.settings}
+    settings["LDAPSettings"] = {**DEFAULT_LDAP_SETTINGS, **settings["LDAPSettings"]}
+    return settings
 
 
 def settings_view(store: Store) -> dict:
-    """The settings as GET and PUT /api/settings answer them: sealed secrets stay on the server."""
-    return {**current_settings(store), "OAuthSettings": oauth_settings_view(store)}
+    """The settings as GET and PUT /api/settings answer them: no server-internal keys, no secret (the LDAP bind
+    password is never answered, as Portainer omits it; the OAuth client secret only says whether it is set)."""
+    return {**{name: value for name, value in current_settings(store).items() if not name.startswith("_")},
+            "OAuthSettings": oauth_settings_view(store)}
 
 
 async def handle_settings_get(request: web.Request) -> web.Response:
@@ -7782,16 +8293,86 @@ async def handle_settings_update(request: web.Request) -> web.Response:
     if changes.get("EnableTelemetry") and request.app[CONFIG].no_analytics:
         raise BadRequest("analytics are disabled by --no-analytics")
     store = request.app[STORE]
-    if "AuthenticationMethod" in changes and changes["AuthenticationMethod"] not in (1, 2, AUTHENTICATION_OAUTH):
-        raise BadRequest("AuthenticationMethod must be 1 (internal), 2 (LDAP) or 3 (OAuth)")
     if "OAuthSettings" in changes:
         changes["OAuthSettings"] = merge_oauth_settings(request.app, changes["OAuthSettings"])
-    if {**current_settings(store), **changes}["AuthenticationMethod"] == AUTHENTICATION_OAUTH and \
+    if "AuthenticationMethod" in changes or "LDAPSettings" in changes:
+        changes.update(request.app[DIRECTORY].settings_changes(current_settings(store), changes))
+    if {**current_settings(store), **changes}["AuthenticationMethod"] == AUTH_OAUTH and \
             ("AuthenticationMethod" in changes or "OAuthSettings" in changes):
         check_oauth_can_be_enabled(changes.get("OAuthSettings", store.settings.get("OAuthSettings", {})))
     store.settings.update(changes)
     await store.commit()
     return json_response(settings_view(store))
+
+
+# POST /api/ldap/check: Portainer's {LDAPSettings}; a Password left out is the stored one.
+LDAP_CHECK_FIELDS = {"LDAPSettings": LDAP_SETTINGS_FIELDS}
+
+
+class LdapCheckFailed(BadGateway):
+    """A step of an LDAP check failed; `details` is the step: connect, tls, bind, search."""
+
+
+async def handle_ldap_check(request: web.Request) -> web.Response:
+    """Test LDAP settings (administrators) without saving them: connect, TLS, bind, user and group search.
+    200 with the steps that worked; a 502 whose message names the step that failed (connect, TLS, bind, search)."""
+    require_admin(request)
+    body = await read_documented_fields(request, LDAP_CHECK_FIELDS)
+    directory, store = request.app[DIRECTORY], request.app[STORE]
+    given = body.get("LDAPSettings") or {}
+    ldap = directory.merged_ldap_settings(current_settings(store)["LDAPSettings"], given)
+    sealed = directory.passwords.seal(given["Password"]) if given.get("Password") else None
+    config = directory.config(ldap, sealed)
+    try:
+        steps, groups = await directory.run(directory.check, config)
+    except DirectoryProblem as problem:
+        stage = {"tls": "TLS"}.get(problem.stage, problem.stage)
+        raise LdapCheckFailed(f"{stage} failed: {problem.message}", problem.stage) from None
+    teams = {team["Name"].lower(): team for team in store.teams}
+    return json_response({"Success": True, "Steps": steps, "Groups": [
+        {"Name": name, "TeamID": teams[name.lower()]["Id"] if name.lower() in teams else None} for name in groups]})
+
+
+TLS_UPLOAD_FOLDERS = ("ldap",)
+
+
+async def handle_upload_tls(request: web.Request) -> web.Response:
+    """Upload a TLS file (administrators), as Portainer: POST /api/upload/tls/ca?folder=ldap, multipart `file`:
+    the CA that signs the LDAP server's certificate. The path is kept in LDAPSettings.TLSConfig.TLSCACert."""
+    require_admin(request)
+    certificate, folder = request.match_info["certificate"], request.query.get("folder", "")
+    if folder not in TLS_UPLOAD_FOLDERS:
+        raise BadRequest(f"folder must be one of {', '.join(TLS_UPLOAD_FOLDERS)}",
+                         "an environment's TLS files are sent with the environment form")
+    if certificate != "ca":
+        raise BadRequest("only the CA certificate (ca) is used for LDAP", "client certificates are not supported")
+    if not request.content_type.startswith("multipart/"):
+        raise BadRequest("send a multipart form with the certificate in the field 'file'")
+    try:
+        post = await request.post()
+    except MALFORMED_FORM_ERRORS as exc:
+        raise BadRequest("malformed multipart body", str(exc) or "a multipart body needs a boundary") from None
+    upload = post.get("file")
+    if upload is None or not hasattr(upload, "file"):
+        raise BadRequest("the form field 'file' (a PEM certificate) is required")
+    pem = upload.file.read(256 * 1024 + 1)
+    if len(pem) > 256 * 1024:
+        raise PayloadTooLarge("a CA certificate file is at most 256 KiB")
+    try:
+        ssl.create_default_context(cadata=pem.decode("ascii"))
+        if b"PRIVATE KEY" in pem:
+            raise ValueError("the file holds a private key")
+    except (ValueError, ssl.SSLError, UnicodeDecodeError) as exc:
+        raise BadRequest("the file is not a PEM CA certificate", str(exc)[:200]) from None
+    store = request.app[STORE]
+    path = os.path.join(store.directory, LDAP_CA_FILE)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    await asyncio.to_thread(shared.write_private_file, path, pem)
+    ldap = copy.deepcopy(current_settings(store)["LDAPSettings"])
+    ldap["TLSConfig"] = {**DEFAULT_LDAP_SETTINGS["TLSConfig"], **ldap.get("TLSConfig", {}), "TLSCACert": path}
+    store.settings["LDAPSettings"] = ldap
+    await store.commit()
+    return web.Response(status=204)
 
 
 # ================================================================================================================
@@ -11502,6 +12083,120 @@ export async function finishOAuthSignIn() {
   }
 }
 """,  # noqa: E501
+    'pages/authentication.js': r"""// Page: Settings > Authentication. How users sign in (internal passwords, an LDAP directory, OAuth), the LDAP
+// settings with their test button and the group-to-team mapping. The OAuth section is oauth_settings.js's form,
+// shown when OAuth is the method. Administrators created here with a password always sign in internally.
+import {api} from '../api.js';
+import {$, $$} from '../dom.js';
+import {onSubmit, toast} from '../feedback.js';
+import {esc} from '../format.js';
+import {session} from '../session.js';
+import {render} from '../shell.js';
+import {renderOAuthSettings} from './oauth_settings.js';
+
+const METHODS = [[1, 'Internal', 'Users and passwords kept by this server.'],
+  [2, 'LDAP', 'Users sign in with their directory account (OpenLDAP, Active Directory...).'],
+  [3, 'OAuth', 'Users sign in with an OpenID Connect / OAuth identity provider.']];
+const SECURITY = [['ldaps', 'LDAPS (TLS from the first byte, usually port 636)'], ['starttls', 'StartTLS (plain port, then TLS, usually 389)'],
+  ['plain', 'None: plain text (every password is readable on the network)']];
+
+function securityOf(ldap) {
+  if (ldap.TLSConfig && ldap.TLSConfig.TLS) return 'ldaps';
+  return ldap.StartTLS ? 'starttls' : (ldap.AllowPlainText ? 'plain' : 'ldaps');
+}
+
+// The LDAPSettings the form describes, as PUT /api/settings and POST /api/ldap/check read them.
+function ldapSettingsOf(form) {
+  const security = form.elements.Security.value;
+  const ldap = {URLs: form.elements.URLs.value.split(/[\s,]+/).filter(Boolean), StartTLS: security === 'starttls',
+    AllowPlainText: security === 'plain', TLSConfig: {TLS: security === 'ldaps', TLSSkipVerify: form.elements.TLSSkipVerify.checked},
+    AnonymousMode: form.elements.AnonymousMode.checked, ReaderDN: form.elements.ReaderDN.value,
+    AutoCreateUsers: form.elements.AutoCreateUsers.checked,
+    SearchSettings: form.elements.BaseDN.value.trim() ? [{BaseDN: form.elements.BaseDN.value, Filter: form.elements.Filter.value, UserNameAttribute: form.elements.UserNameAttribute.value}] : [],
+    GroupSearchSettings: form.elements.GroupBaseDN.value.trim() ? [{GroupBaseDN: form.elements.GroupBaseDN.value, GroupFilter: form.elements.GroupFilter.value, GroupAttribute: form.elements.GroupAttribute.value}] : []};
+  if (form.elements.Password.value) ldap.Password = form.elements.Password.value;
+  return ldap;
+}
+// The CA file chosen in the form, uploaded before the settings that use it are saved or tested.
+async function uploadChosenCa(form) {
+  const file = form.elements.CACert.files[0]; if (!file) return;
+  const data = new FormData(); data.append('file', file, file.name);
+  await api('POST', '/api/upload/tls/ca?folder=ldap', data);
+  form.elements.CACert.value = ''; $('#ldap-ca-state').textContent = `Uploaded: ${file.name}`;
+}
+
+function showCheck(box, result, teams) {
+  const byId = new Map(teams.map(t => [t.Id, t.Name]));
+  box.innerHTML = `<p class="ok-text"><strong>Connection test passed.</strong></p><ul>${result.Steps.map(s => `<li>${esc(s)}</li>`).join('')}</ul>
+    <h4>Directory groups and the teams they map to</h4>${result.Groups.length ? `<table><thead><tr><th>Group</th><th>Team</th></tr></thead><tbody>
+    ${result.Groups.map(g => `<tr><td>${esc(g.Name)}</td><td>${g.TeamID ? `<a href="#/teams/${g.TeamID}">${esc(byId.get(g.TeamID) || g.Name)}</a>`
+      : '<span class="muted">no team of that name: members join nothing</span>'}</td></tr>`).join('')}</tbody></table>`
+      : '<p class="muted">No group found.</p>'}`;
+}
+
+export async function pageAuthentication() {
+  session.currentEnv = null;
+  const [settings, teams] = await Promise.all([api('GET', '/api/settings'), api('GET', '/api/teams')]);
+  const ldap = settings.LDAPSettings || {}, search = (ldap.SearchSettings || [])[0] || {}, groups = (ldap.GroupSearchSettings || [])[0] || {};
+  const tls = ldap.TLSConfig || {}, security = securityOf(ldap);
+  render('Authentication', `<form class="card" id="auth-settings"><h2>Authentication</h2>
+    <fieldset><legend>How users sign in</legend>${METHODS.map(([value, label, hint]) => `<label class="check"><input type="radio" name="AuthenticationMethod" aria-label="${label}"
+      value="${value}" ${settings.AuthenticationMethod === value ? 'checked' : ''}> ${label} <span class="muted">${hint}</span></label>`).join('')}
+      <p class="muted">Administrators with a password here (the one made at setup among them) always sign in with it, so a directory that is down locks nobody out.</p></fieldset>
+    <section id="auth-ldap" aria-label="LDAP settings"><h3>LDAP server</h3>
+      <label for="l-urls">Servers (host:port, one per line; when one does not answer, the next is tried)</label>
+      <textarea id="l-urls" name="URLs" rows="2" placeholder="ldap.example.com:636">${esc((ldap.URLs || []).join('\n'))}</textarea>
+      <label for="l-security">Connection security</label><select id="l-security" name="Security">
+        ${SECURITY.map(([value, label]) => `<option value="${value}" ${value === security ? 'selected' : ''}>${label}</option>`).join('')}</select>
+      <label for="l-ca">CA certificate (PEM) that signs the directory's certificate</label><input id="l-ca" name="CACert" type="file" accept=".pem,.crt,.cer">
+      <p class="muted" id="ldap-ca-state">${tls.TLSCACert ? 'A CA certificate is uploaded; choose a file to replace it.' : 'None uploaded: the system\'s CAs are trusted.'}</p>
+      <label class="check"><input type="checkbox" name="TLSSkipVerify" ${tls.TLSSkipVerify ? 'checked' : ''}> Skip certificate verification (anyone on the way can read the passwords)</label>
+      <h3>Bind account</h3>
+      <label class="check"><input type="checkbox" name="AnonymousMode" ${ldap.AnonymousMode ? 'checked' : ''}> Anonymous mode (search without a bind account)</label>
+      <label for="l-reader">Reader DN</label><input id="l-reader" name="ReaderDN" autocomplete="off" placeholder="cn=readonly,dc=example,dc=org" value="${esc(ldap.ReaderDN || '')}">
+      <label for="l-password">Password (leave empty to keep the stored one)</label><input id="l-password" name="Password" type="password" autocomplete="new-password">
+      <h3>User search</h3>
+      <label for="l-base">Base DN</label><input id="l-base" name="BaseDN" placeholder="ou=people,dc=example,dc=org" value="${esc(search.BaseDN || '')}">
+      <label for="l-attr">Username attribute</label><input id="l-attr" name="UserNameAttribute" placeholder="uid" value="${esc(search.UserNameAttribute || 'uid')}">
+      <label for="l-filter">Filter (optional)</label><input id="l-filter" name="Filter" placeholder="(objectClass=inetOrgPerson)" value="${esc(search.Filter || '')}">
+      <label class="check"><input type="checkbox" name="AutoCreateUsers" ${ldap.AutoCreateUsers ? 'checked' : ''}> Create users on their first sign-in</label>
+      <h3>Group search and team mapping</h3>
+      <p class="muted">At each sign-in a user joins the teams named like their directory groups, and leaves those they joined that way when they leave the group. Memberships made by hand stay.</p>
+      <label for="l-gbase">Group base DN</label><input id="l-gbase" name="GroupBaseDN" placeholder="ou=groups,dc=example,dc=org" value="${esc(groups.GroupBaseDN || '')}">
+      <label for="l-gattr">Group membership attribute</label><input id="l-gattr" name="GroupAttribute" placeholder="member" value="${esc(groups.GroupAttribute || 'member')}">
+      <label for="l-gfilter">Group filter (optional)</label><input id="l-gfilter" name="GroupFilter" placeholder="(objectClass=groupOfNames)" value="${esc(groups.GroupFilter || '')}">
+      <p><button type="button" id="ldap-test">Test connectivity</button></p>
+      <div id="ldap-check" role="status" aria-live="polite"></div></section>
+    <div class="error" role="alert"></div><p id="auth-save"><button class="primary" type="submit">Save authentication settings</button>
+    <a href="#/settings">Back to the settings</a></p></form><section id="auth-oauth" aria-label="OAuth settings"></section>`, '<a href="#/settings">Settings</a> / Authentication');
+  const form = $('#auth-settings');
+  const method = () => +form.elements.AuthenticationMethod.value;
+  // With OAuth chosen, its own form (whose save also makes OAuth the method) replaces the LDAP part and its button.
+  const showSections = () => { $('#auth-ldap').hidden = method() !== 2; $('#auth-oauth').hidden = method() !== 3;
+    $('#auth-save').hidden = method() === 3; };
+  await renderOAuthSettings($('#auth-oauth'), {embedded: true});
+  $$('input[name=AuthenticationMethod]', form).forEach(radio => radio.addEventListener('change', showSections));
+  showSections();
+  $('#ldap-test').addEventListener('click', async () => {
+    const box = $('#ldap-check'), button = $('#ldap-test');
+    button.disabled = true; box.innerHTML = '<p class="muted">Testing…</p>';
+    try {
+      await uploadChosenCa(form);
+      showCheck(box, await api('POST', '/api/ldap/check', {LDAPSettings: ldapSettingsOf(form)}), teams);
+    } catch (err) {
+      if (err.name === 'AbortError') return;
+      box.innerHTML = '<p class="error"><strong>Connection test failed.</strong> <span class="check-message"></span></p>';
+      $('.check-message', box).textContent = err.message + (err.details && err.details !== err.message ? ` (${err.details})` : '');
+    } finally { button.disabled = false; }
+  });
+  onSubmit(form, async () => {
+    await uploadChosenCa(form);
+    await api('PUT', '/api/settings', {AuthenticationMethod: method(), LDAPSettings: ldapSettingsOf(form)});
+    form.elements.Password.value = ''; toast('Authentication settings saved');
+    session.publicSettings = null;
+  });
+}
+""",  # noqa: E501
     'pages/backup.js': r"""// Pages: backup and restore of the data directory, and restore onto a fresh server.
 import {request} from '../api.js';
 import {formError} from '../feedback.js';
@@ -12718,14 +13413,15 @@ const TEXT_FIELDS = [
   ['LogoutURI', 'Logout URL: where logging out sends the browser (empty: our session ends, nothing more)'],
 ];
 
-export async function renderOAuthSettings(container) {
+// Embedded in the Authentication page, whose method choice shows it, saving it also makes OAuth the method.
+export async function renderOAuthSettings(container, {embedded = false} = {}) {
   const [settings, teams] = await Promise.all([api('GET', '/api/settings'), api('GET', '/api/teams')]);
   const o = settings.OAuthSettings || {};
   const form = document.createElement('form'); form.className = 'card'; form.id = 'oauth-settings';
   const input = ([name, label]) => `<label for="oauth-${name}">${esc(label)}</label><input id="oauth-${name}" name="${name}" value="${esc(o[name] || '')}">`;
   form.innerHTML = `<h2>OAuth 2.0 / OpenID Connect</h2>
     <p class="muted">Users sign in with the company's identity provider (authorization code flow with PKCE; the ID token's signature, issuer, audience, expiry and nonce are checked). The administrator can always log in with the internal password.</p>
-    <p><label class="check"><input type="checkbox" name="enabled" ${settings.AuthenticationMethod === OAUTH ? 'checked' : ''}> Use OAuth sign-in</label></p>
+    ${embedded ? '' : `<p><label class="check"><input type="checkbox" name="enabled" ${settings.AuthenticationMethod === OAUTH ? 'checked' : ''}> Use OAuth sign-in</label></p>`}
     ${TEXT_FIELDS.slice(0, 3).map(input).join('')}
     <label for="oauth-ClientSecret">Client secret</label><input id="oauth-ClientSecret" name="ClientSecret" type="password" autocomplete="new-password" placeholder="${o.ClientSecretSet ? 'saved; leave empty to keep it' : ''}">
     ${TEXT_FIELDS.slice(3).map(input).join('')}
@@ -12743,7 +13439,7 @@ export async function renderOAuthSettings(container) {
     Object.assign(OAuthSettings, {AuthStyle: +data.get('AuthStyle'), SSO: !!data.get('SSO'), OAuthAutoCreateUsers: !!data.get('OAuthAutoCreateUsers'),
       DefaultTeamID: +data.get('DefaultTeamID'), TeamMemberships: {OAuthClaimName: data.get('OAuthClaimName').trim()}});
     if (data.get('ClientSecret')) OAuthSettings.ClientSecret = data.get('ClientSecret');
-    const saved = await api('PUT', '/api/settings', {OAuthSettings, AuthenticationMethod: data.get('enabled') ? OAUTH : 1});
+    const saved = await api('PUT', '/api/settings', {OAuthSettings, AuthenticationMethod: embedded || data.get('enabled') ? OAUTH : 1});
     session.publicSettings = await api('GET', '/api/settings/public'); // the login button and the users page read it
     form.elements.ClientSecret.value = ''; form.elements.ClientSecret.placeholder = saved.OAuthSettings.ClientSecretSet ? 'saved; leave empty to keep it' : '';
     formError(form, {message: 'Saved.'});
@@ -13511,10 +14207,12 @@ import {dataTable} from '../table.js';
 
 export async function pageUsers() {
   session.currentEnv = null;
-  const viaOAuth = !!session.publicSettings && session.publicSettings.AuthenticationMethod === 3; // a user may have no password
+  // With LDAP or OAuth on, a user made without a password signs in with their directory or provider account.
+  const method = (await api('GET', '/api/settings/public')).AuthenticationMethod;
+  const ldap = method === 2 || method === 3;
   render('Users', `<div class="toolbar"><h2>Users</h2></div><form class="card" id="user-create"><h3>Add a user</h3>
     <div class="row"><div><label for="u-name">Username</label><input id="u-name" name="Username" required autocomplete="off"></div>
-    <div><label for="u-password">Password (12 characters or more${viaOAuth ? '; none: signs in through OAuth only' : ''})</label><input id="u-password" name="Password" type="password" ${viaOAuth ? '' : 'required'} autocomplete="new-password" data-error-hint="password"></div>
+    <div><label for="u-password">Password (12 characters or more${ldap ? `; leave empty for a user who signs in through ${method === 2 ? 'the directory' : 'OAuth'} only` : ''})</label><input id="u-password" name="Password" type="password" ${ldap ? '' : 'required'} autocomplete="new-password" data-error-hint="password"></div>
     <div><label for="u-role">Role</label><select id="u-role" name="Role">${[constants.UserRoles.Standard, constants.UserRoles.Administrator].map(role => `<option value="${role}">${esc(constants.UserRoleNames[role])}</option>`).join('')}</select></div></div>
     <div class="error" role="alert"></div><p><button class="primary" type="submit">Create user</button></p></form><div class="card" id="users"></div>`);
   const table = dataTable($('#users'), {id: u => u.Id, selectable: true, filterPlaceholder: 'Filter users', actions: '<button class="danger" data-action="remove" disabled>Remove</button>',
@@ -13527,7 +14225,9 @@ export async function pageUsers() {
     for (const id of table.selected()) { try { await api('DELETE', `/api/users/${id}`); } catch (err) { toast(err.message, true); } }
     table.clearSelection(); await load(); });
   onSubmit($('#user-create'), async data => {
-    const u = await api('POST', '/api/users', {Username: data.get('Username'), Password: data.get('Password'), Role: +data.get('Role')});
+    const body = {Username: data.get('Username'), Role: +data.get('Role')};
+    if (data.get('Password') || !ldap) body.Password = data.get('Password');
+    const u = await api('POST', '/api/users', body);
     toast(`User ${u.Username} created`); $('#user-create').reset(); await load();
   });
   await load();
@@ -13535,13 +14235,14 @@ export async function pageUsers() {
 export async function pageSettings() {
   session.currentEnv = null;
   const [s, pub] = await Promise.all([api('GET', '/api/settings'), api('GET', '/api/settings/public')]);
-  render('Settings', `<form class="card" id="settings"><h2>Settings</h2>
+  render('Settings', `<div class="card"><h2>Authentication</h2><p>How users sign in: internal passwords, an LDAP directory or OAuth.
+    <a href="#/settings/authentication">Authentication settings</a>
+    · <a href="#/settings/oauth">Authentication: OAuth 2.0 / OpenID Connect sign-in</a></p></div><form class="card" id="settings"><h2>Settings</h2>
     <label for="s-timeout">Session lifetime (e.g. 8h, 30m)</label><input id="s-timeout" name="UserSessionTimeout" value="${esc(s.UserSessionTimeout)}">
     <label for="s-snapshot">Snapshot interval</label><input id="s-snapshot" name="SnapshotInterval" value="${esc(s.SnapshotInterval || '')}">
     <label for="s-logo">Logo URL</label><input id="s-logo" name="LogoURL" value="${esc(s.LogoURL || '')}">
     ${pub.AnalyticsAvailable ? `<p><label class="check"><input type="checkbox" name="EnableTelemetry" ${s.EnableTelemetry ? 'checked' : ''}> Send anonymous usage statistics</label></p>` : ''}
-    <div class="error" role="alert"></div><p><button class="primary" type="submit">Save settings</button></p>
-    <p><a href="#/settings/oauth">Authentication: OAuth 2.0 / OpenID Connect sign-in</a></p></form>`);
+    <div class="error" role="alert"></div><p><button class="primary" type="submit">Save settings</button></p></form>`);
   onSubmit($('#settings'), async data => {
     const body = {UserSessionTimeout: data.get('UserSessionTimeout'), SnapshotInterval: data.get('SnapshotInterval'), LogoURL: data.get('LogoURL')};
     if (pub.AnalyticsAvailable) body.EnableTelemetry = !!data.get('EnableTelemetry');
@@ -13683,6 +14384,7 @@ import {leavePage} from './lifecycle.js';
 import {pageEndpointAccess, pageEndpointSecurity, pageGroupAccess, pageResourceControls} from './pages/access.js';
 import {pageActivity} from './pages/activity.js';
 import {finishOAuthSignIn, pageLogin, pageSetup} from './pages/auth.js';
+import {pageAuthentication} from './pages/authentication.js';
 import {pageBackup, pageRestoreFresh} from './pages/backup.js';
 import {pageContainer} from './pages/container.js';
 import {pageContainerCreate, pageContainers} from './pages/containers.js';
@@ -13744,6 +14446,7 @@ const UI_ROUTES = [
   ['activity/auth', () => pageActivity('authlogs')],
   ['backup', pageBackup],
   ['settings', pageSettings],
+  ['settings/authentication', pageAuthentication],
   ['settings/oauth', pageOAuthSettings],
   ['registries', () => pageRegistries()],
   ['registries/(\\d+)', pageRegistryBrowse],
@@ -14753,6 +15456,8 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("GET", "/api/settings", handle_settings_get),
     ("PUT", "/api/settings", handle_settings_update),
     ("GET", "/api/settings/public", handle_settings_public),
+    ("POST", "/api/ldap/check", handle_ldap_check),
+    ("POST", "/api/upload/tls/{certificate}", handle_upload_tls),
     ("GET", "/api/ui/constants", handle_ui_constants),
     ("GET", "/", handle_ui_asset),
     ("GET", UI_ASSET_PREFIX + "{path:.+}", handle_ui_asset),
@@ -14810,6 +15515,8 @@ _STACK_UPLOAD = {"type": "object", "required": ["Name", "file"], "properties": {
 FORM_SCHEMAS: dict[str, dict] = {
     "handle_stack_create_standalone_file": _STACK_UPLOAD,
     "handle_stack_create_swarm_file": _STACK_UPLOAD,
+    "handle_upload_tls": {"type": "object", "required": ["file"], "properties": {
+        "file": {"type": "string", "format": "binary"}}},
 }
 # The other bodies are described from the schema their handler reads them with (documented_fields).
 REQUEST_FIELDS: dict[str, dict] = {
@@ -14834,11 +15541,13 @@ REQUEST_FIELDS: dict[str, dict] = {
     "handle_endpoint_global_key": GLOBAL_KEY_FIELDS, "handle_endpoints_bulk": BULK_FIELDS,
     "handle_edge_update_schedule_create": EDGE_UPDATE_FIELDS,
     "handle_edge_onboarding_update": ONBOARDING_FIELDS, "handle_edge_auto_approval_update": AUTO_APPROVAL_FIELDS,
+    "handle_ldap_check": LDAP_CHECK_FIELDS,
 }
 _CONSOLE_QUERY = [("endpointId", "integer", True), ("id", "string", True), ("nodeName", "string", False)]
 # Query parameters of routes that take them: (name, type, required).
 QUERY_PARAMETERS: dict[str, list[tuple[str, str, bool]]] = {
     "handle_websocket_exec": _CONSOLE_QUERY, "handle_websocket_attach": _CONSOLE_QUERY,
+    "handle_upload_tls": [("folder", "string", True)],
 }
 _OPENAPI_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", dict: "object", list: "array"}
 
@@ -15000,6 +15709,7 @@ def make_app(config: argparse.Namespace) -> web.Application:
     app[ASSETS] = {path: StaticAsset.make(text, kind) for path, (text, kind) in UI_ASSETS.items()}
     app[REGISTRIES] = Registries(store, load_or_create_secret(store.directory, "registry.key"))
     app[OPENID] = OpenIDSignIn(load_or_create_secret(store.directory, "oauth.key"))
+    app[DIRECTORY] = Directory(store, load_or_create_secret(store.directory, "registry.key"))
     app[IMAGE_UPDATES] = ImageUpdates(app[ENVIRONMENTS], app[REGISTRIES])
     app[STACKS] = Stacks(store, app[ENVIRONMENTS], store.directory)
     app[ACTIVITY] = ActivityLog(store.directory,
@@ -15009,6 +15719,7 @@ def make_app(config: argparse.Namespace) -> web.Application:
     app[AFTER_RESTORE] = [lambda restored: restored[REGISTRIES].reload(),
                           lambda restored: restored[OPENID].reload(load_or_create_secret(restored[STORE].directory,
                                                                                           "oauth.key")),
+                          lambda restored: restored[DIRECTORY].reload(),
                           lambda restored: restored[IMAGE_UPDATES].forget(),
                           *(lambda restored, kind=kind: kind.after_restore() for kind in environments.kinds.values())]
     for method, path, handler in ROUTES:

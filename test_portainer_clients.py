@@ -140,7 +140,8 @@ def test_full_portainer_settings_object_is_accepted_and_unknown_settings_ignored
     assert r.status_code == 200, r.text
     settings = r.json()
     assert settings["SnapshotInterval"] == "5m" and settings["UserSessionTimeout"] == "4h"
-    assert "LDAPSettings" not in settings and "snapshotInterval" not in settings
+    assert "snapshotInterval" not in settings
+    assert settings["LDAPSettings"]["AutoCreateUsers"] is True and settings["LDAPSettings"]["AnonymousMode"] is True
     wrong = srv.api("PUT", "/api/settings", json={"snapshotInterval": 300})
     assert wrong.status_code == 400 and "'SnapshotInterval'" in wrong.json()["message"]
     assert "ignored unknown fields 'LogoURL'" not in srv.log()

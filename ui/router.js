@@ -6,6 +6,7 @@ import {leavePage} from './lifecycle.js';
 import {pageEndpointAccess, pageEndpointSecurity, pageGroupAccess, pageResourceControls} from './pages/access.js';
 import {pageActivity} from './pages/activity.js';
 import {finishOAuthSignIn, pageLogin, pageSetup} from './pages/auth.js';
+import {pageAuthentication} from './pages/authentication.js';
 import {pageBackup, pageRestoreFresh} from './pages/backup.js';
 import {pageContainer} from './pages/container.js';
 import {pageContainerCreate, pageContainers} from './pages/containers.js';
@@ -67,6 +68,7 @@ const UI_ROUTES = [
   ['activity/auth', () => pageActivity('authlogs')],
   ['backup', pageBackup],
   ['settings', pageSettings],
+  ['settings/authentication', pageAuthentication],
   ['settings/oauth', pageOAuthSettings],
   ['registries', () => pageRegistries()],
   ['registries/(\\d+)', pageRegistryBrowse],

@@ -22,14 +22,15 @@ const TEXT_FIELDS = [
   ['LogoutURI', 'Logout URL: where logging out sends the browser (empty: our session ends, nothing more)'],
 ];
 
-export async function renderOAuthSettings(container) {
+// Embedded in the Authentication page, whose method choice shows it, saving it also makes OAuth the method.
+export async function renderOAuthSettings(container, {embedded = false} = {}) {
   const [settings, teams] = await Promise.all([api('GET', '/api/settings'), api('GET', '/api/teams')]);
   const o = settings.OAuthSettings || {};
   const form = document.createElement('form'); form.className = 'card'; form.id = 'oauth-settings';
   const input = ([name, label]) => `<label for="oauth-${name}">${esc(label)}</label><input id="oauth-${name}" name="${name}" value="${esc(o[name] || '')}">`;
   form.innerHTML = `<h2>OAuth 2.0 / OpenID Connect</h2>
     <p class="muted">Users sign in with the company's identity provider (authorization code flow with PKCE; the ID token's signature, issuer, audience, expiry and nonce are checked). The administrator can always log in with the internal password.</p>
-    <p><label class="check"><input type="checkbox" name="enabled" ${settings.AuthenticationMethod === OAUTH ? 'checked' : ''}> Use OAuth sign-in</label></p>
+    ${embedded ? '' : `<p><label class="check"><input type="checkbox" name="enabled" ${settings.AuthenticationMethod === OAUTH ? 'checked' : ''}> Use OAuth sign-in</label></p>`}
     ${TEXT_FIELDS.slice(0, 3).map(input).join('')}
     <label for="oauth-ClientSecret">Client secret</label><input id="oauth-ClientSecret" name="ClientSecret" type="password" autocomplete="new-password" placeholder="${o.ClientSecretSet ? 'saved; leave empty to keep it' : ''}">
     ${TEXT_FIELDS.slice(3).map(input).join('')}
@@ -47,7 +48,7 @@ export async function renderOAuthSettings(container) {
     Object.assign(OAuthSettings, {AuthStyle: +data.get('AuthStyle'), SSO: !!data.get('SSO'), OAuthAutoCreateUsers: !!data.get('OAuthAutoCreateUsers'),
       DefaultTeamID: +data.get('DefaultTeamID'), TeamMemberships: {OAuthClaimName: data.get('OAuthClaimName').trim()}});
     if (data.get('ClientSecret')) OAuthSettings.ClientSecret = data.get('ClientSecret');
-    const saved = await api('PUT', '/api/settings', {OAuthSettings, AuthenticationMethod: data.get('enabled') ? OAUTH : 1});
+    const saved = await api('PUT', '/api/settings', {OAuthSettings, AuthenticationMethod: embedded || data.get('enabled') ? OAUTH : 1});
     session.publicSettings = await api('GET', '/api/settings/public'); // the login button and the users page read it
     form.elements.ClientSecret.value = ''; form.elements.ClientSecret.placeholder = saved.OAuthSettings.ClientSecretSet ? 'saved; leave empty to keep it' : '';
     formError(form, {message: 'Saved.'});

@@ -11,10 +11,12 @@ import {dataTable} from '../table.js';
 
 export async function pageUsers() {
   session.currentEnv = null;
-  const viaOAuth = !!session.publicSettings && session.publicSettings.AuthenticationMethod === 3; // a user may have no password
+  // With LDAP or OAuth on, a user made without a password signs in with their directory or provider account.
+  const method = (await api('GET', '/api/settings/public')).AuthenticationMethod;
+  const ldap = method === 2 || method === 3;
   render('Users', `<div class="toolbar"><h2>Users</h2></div><form class="card" id="user-create"><h3>Add a user</h3>
     <div class="row"><div><label for="u-name">Username</label><input id="u-name" name="Username" required autocomplete="off"></div>
-    <div><label for="u-password">Password (12 characters or more${viaOAuth ? '; none: signs in through OAuth only' : ''})</label><input id="u-password" name="Password" type="password" ${viaOAuth ? '' : 'required'} autocomplete="new-password" data-error-hint="password"></div>
+    <div><label for="u-password">Password (12 characters or more${ldap ? `; leave empty for a user who signs in through ${method === 2 ? 'the directory' : 'OAuth'} only` : ''})</label><input id="u-password" name="Password" type="password" ${ldap ? '' : 'required'} autocomplete="new-password" data-error-hint="password"></div>
     <div><label for="u-role">Role</label><select id="u-role" name="Role">${[constants.UserRoles.Standard, constants.UserRoles.Administrator].map(role => `<option value="${role}">${esc(constants.UserRoleNames[role])}</option>`).join('')}</select></div></div>
     <div class="error" role="alert"></div><p><button class="primary" type="submit">Create user</button></p></form><div class="card" id="users"></div>`);
   const table = dataTable($('#users'), {id: u => u.Id, selectable: true, filterPlaceholder: 'Filter users', actions: '<button class="danger" data-action="remove" disabled>Remove</button>',
@@ -27,7 +29,9 @@ export async function pageUsers() {
     for (const id of table.selected()) { try { await api('DELETE', `/api/users/${id}`); } catch (err) { toast(err.message, true); } }
     table.clearSelection(); await load(); });
   onSubmit($('#user-create'), async data => {
-    const u = await api('POST', '/api/users', {Username: data.get('Username'), Password: data.get('Password'), Role: +data.get('Role')});
+    const body = {Username: data.get('Username'), Role: +data.get('Role')};
+    if (data.get('Password') || !ldap) body.Password = data.get('Password');
+    const u = await api('POST', '/api/users', body);
     toast(`User ${u.Username} created`); $('#user-create').reset(); await load();
   });
   await load();
@@ -35,13 +39,14 @@ export async function pageUsers() {
 export async function pageSettings() {
   session.currentEnv = null;
   const [s, pub] = await Promise.all([api('GET', '/api/settings'), api('GET', '/api/settings/public')]);
-  render('Settings', `<form class="card" id="settings"><h2>Settings</h2>
+  render('Settings', `<div class="card"><h2>Authentication</h2><p>How users sign in: internal passwords, an LDAP directory or OAuth.
+    <a href="#/settings/authentication">Authentication settings</a>
+    · <a href="#/settings/oauth">Authentication: OAuth 2.0 / OpenID Connect sign-in</a></p></div><form class="card" id="settings"><h2>Settings</h2>
     <label for="s-timeout">Session lifetime (e.g. 8h, 30m)</label><input id="s-timeout" name="UserSessionTimeout" value="${esc(s.UserSessionTimeout)}">
     <label for="s-snapshot">Snapshot interval</label><input id="s-snapshot" name="SnapshotInterval" value="${esc(s.SnapshotInterval || '')}">
     <label for="s-logo">Logo URL</label><input id="s-logo" name="LogoURL" value="${esc(s.LogoURL || '')}">
     ${pub.AnalyticsAvailable ? `<p><label class="check"><input type="checkbox" name="EnableTelemetry" ${s.EnableTelemetry ? 'checked' : ''}> Send anonymous usage statistics</label></p>` : ''}
-    <div class="error" role="alert"></div><p><button class="primary" type="submit">Save settings</button></p>
-    <p><a href="#/settings/oauth">Authentication: OAuth 2.0 / OpenID Connect sign-in</a></p></form>`);
+    <div class="error" role="alert"></div><p><button class="primary" type="submit">Save settings</button></p></form>`);
   onSubmit($('#settings'), async data => {
     const body = {UserSessionTimeout: data.get('UserSessionTimeout'), SnapshotInterval: data.get('SnapshotInterval'), LogoURL: data.get('LogoURL')};
     if (pub.AnalyticsAvailable) body.EnableTelemetry = !!data.get('EnableTelemetry');
