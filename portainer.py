@@ -12174,7 +12174,6 @@ export async function pageAuthentication() {
   // With OAuth chosen, its own form (whose save also makes OAuth the method) replaces the LDAP part and its button.
   const showSections = () => { $('#auth-ldap').hidden = method() !== 2; $('#auth-oauth').hidden = method() !== 3;
     $('#auth-save').hidden = method() === 3; };
-  await renderOAuthSettings($('#auth-oauth'), {embedded: true});
   $$('input[name=AuthenticationMethod]', form).forEach(radio => radio.addEventListener('change', showSections));
   showSections();
   $('#ldap-test').addEventListener('click', async () => {
@@ -12195,6 +12194,7 @@ export async function pageAuthentication() {
     form.elements.Password.value = ''; toast('Authentication settings saved');
     session.publicSettings = null;
   });
+  await renderOAuthSettings($('#auth-oauth'), {embedded: true});
 }
 """,  # noqa: E501
     'pages/backup.js': r"""// Pages: backup and restore of the data directory, and restore onto a fresh server.
