@@ -435,7 +435,13 @@ def test_administrator_configures_ldap_on_the_authentication_page_and_tests_it(f
     page.get_by_role("link", name="Authentication settings").click()
     form = page.locator("#auth-settings")
     assert not form.get_by_role("region", name="LDAP settings").is_visible()  # internal: nothing to fill
+    form.get_by_label("OAuth", exact=True).check()  # the OAuth form, with its own save, takes the LDAP part's place
+    oauth = page.get_by_role("region", name="OAuth settings")
+    oauth.get_by_role("button", name="Save OAuth settings").wait_for()
+    assert oauth.get_by_label("Issuer URL").is_visible()
+    assert not form.get_by_role("button", name="Save authentication settings").is_visible()
     form.get_by_label("LDAP", exact=True).check()
+    assert not oauth.is_visible()
     ldap = form.get_by_role("region", name="LDAP settings")
     ldap.get_by_label("Servers").fill(f"127.0.0.1:{directory.ldaps_port}")
     ldap.get_by_label("Connection security").select_option("ldaps")
