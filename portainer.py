@@ -38,12 +38,13 @@ import signal
 import ssl
 import sys
 import tarfile
+import tempfile
 import time
 import urllib.parse
 import uuid
 import weakref
 import zlib
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import yaml
@@ -804,6 +805,18 @@ class DockerConnector:
         """Fields a kind adds to each snapshot (an agent adds its version)."""
         return {}
 
+    # A stack's project directory: the server keeps every project under <data>/compose/<id>/; where the engine runs
+    # on another host (agent, edge), that host's agent keeps a copy, so relative binds and secret files resolve there.
+    async def project_directory(self, name: str, local_directory: str) -> str:
+        """Where the engine's host has the project's files (what relative bind sources resolve against)."""
+        return local_directory
+
+    async def store_project(self, name: str, local_directory: str) -> None:
+        """Put the project's files where the engine's host reads them (here: they are already there)."""
+
+    async def remove_project(self, name: str) -> None:
+        """Remove the copy of a project's files the engine's host keeps (here: none besides the server's own)."""
+
     async def request(self, method: str, target: str, headers=(), body=None, body_length=None,
                       timeout: float | None = 30.0) -> shared.DockerResponse:
         """One request; the body of the answer streams. Raises BadGateway/GatewayTimeout when unreachable."""
@@ -940,6 +953,71 @@ def container_name(container: dict) -> str:
     return names[0].lstrip("/") if names else ""
 
 
+class AgentProjectFiles:
+    """Project files on the host of an agent or edge agent: its routes PUT/GET/DELETE /projects/{name}, reached
+    through `project_request` (signed to an agent, through the tunnel to an edge agent)."""
+
+    endpoint_id: int
+
+    async def project_request(self, method: str, target: str, body=None, body_length=None,
+                              timeout: float = 30.0) -> shared.DockerResponse:
+        raise NotImplementedError
+
+    async def project_call(self, method: str, name: str, body=None, body_length=None, timeout: float = 30.0) -> Any:
+        target = shared.PROJECTS_PATH.format(name=urllib.parse.quote(name, safe=""))
+        response = await self.project_request(method, target, body, body_length, timeout)
+        async with response:
+            raw = await asyncio.wait_for(response.read(), timeout)
+        if response.status == 404 or response.status == 405:
+            raise BadGateway(f"the agent of environment {self.endpoint_id} keeps no project files",
+                             "update the agent to a version that has --projects-dir")
+        if response.status >= 400:
+            error = engine_error(response.status, raw)
+            raise BadGateway(f"the agent of environment {self.endpoint_id} refused the project's files: "
+                             f"{error.message}")
+        try:
+            return json.loads(raw) if raw.strip() else None
+        except (ValueError, RecursionError):
+            raise BadGateway(f"the agent of environment {self.endpoint_id} answered {target} with something that "
+                             "is not JSON") from None
+
+    async def project_directory(self, name: str, local_directory: str) -> str:
+        path = as_text(as_dict(await self.project_call("GET", name)).get("Path"))
+        if not path.startswith("/"):
+            raise BadGateway(f"the agent of environment {self.endpoint_id} named no projects directory")
+        return path
+
+    async def store_project(self, name: str, local_directory: str) -> None:
+        spool = await asyncio.to_thread(packed_project, local_directory)
+        try:
+            size = spool.seek(0, os.SEEK_END)
+            spool.seek(0)
+            await self.project_call("PUT", name, file_chunks(spool), size, timeout=300)
+        finally:
+            spool.close()
+
+    async def remove_project(self, name: str) -> None:
+        await self.project_call("DELETE", name)
+
+
+def packed_project(directory: str):
+    """The project directory as a tar in a temporary file (read from its start by the caller, who closes it)."""
+    spool = tempfile.TemporaryFile()
+    try:
+        shared.pack_project(directory, spool)
+    except BaseException:
+        spool.close()
+        raise
+    spool.seek(0)
+    return spool
+
+
+async def file_chunks(source) -> AsyncIterator[bytes]:
+    """A binary file's bytes from where it stands, read in a thread chunk by chunk (a streamed request body)."""
+    while chunk := await asyncio.to_thread(source.read, shared.STREAM_CHUNK):
+        yield chunk
+
+
 class SocketConnector(DockerConnector):
     """A Docker API on a unix socket or a TCP address, optionally with TLS (client certificates)."""
 
@@ -966,7 +1044,7 @@ class SocketConnector(DockerConnector):
         return shared.HttpConnection(reader, writer)
 
 
-class AgentConnector(DockerConnector):
+class AgentConnector(AgentProjectFiles, DockerConnector):
     """An agent.py on another node: TLS pinned to the certificate seen at creation, every request signed."""
 
     def __init__(self, endpoint: dict, signer: shared.RequestSigner, default_secret: str):
@@ -992,6 +1070,10 @@ class AgentConnector(DockerConnector):
         node = next((v for k, v in headers if k.lower() == shared.TARGET_HEADER.lower()), "")
         headers += self.signer.headers(method, target, self.secret, target_node=node)
         return await super().request(method, target, headers, body, body_length, timeout)
+
+    async def project_request(self, method: str, target: str, body=None, body_length=None,
+                              timeout: float = 30.0) -> shared.DockerResponse:
+        return await self.request(method, target, body=body, body_length=body_length, timeout=timeout)
 
     async def snapshot_details(self) -> dict:
         async with await self.request("GET", "/ping", timeout=10) as response:
@@ -3719,11 +3801,18 @@ SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([bkmg]?)b?$", re.I)
 
 SERVICE_KEYS = {"image", "command", "entrypoint", "environment", "env_file", "ports", "volumes", "networks",
                 "depends_on", "restart", "labels", "healthcheck", "user", "working_dir", "hostname", "cap_add",
-                "cap_drop", "logging", "deploy", "container_name", "configs", "secrets", "stop_grace_period"}
+                "cap_drop", "logging", "deploy", "container_name", "configs", "secrets", "stop_grace_period",
+                "build", "pull_policy"}
 TOP_LEVEL_KEYS = {"version", "services", "networks", "volumes", "configs", "secrets", "name"}
 NETWORK_KEYS = {"driver", "driver_opts", "external", "name", "labels", "internal", "attachable"}
 VOLUME_KEYS = {"driver", "driver_opts", "external", "name", "labels"}
-FILE_OBJECT_KEYS = {"file", "external", "name", "labels"}
+FILE_OBJECT_KEYS = {"file", "environment", "content", "external", "name", "labels"}
+BUILD_KEYS = {"context", "dockerfile", "dockerfile_inline", "args", "target", "labels", "cache_from", "network",
+              "shm_size", "extra_hosts"}
+PULL_POLICIES = ("always", "never", "missing", "if_not_present", "build")
+# Where a secret or config given by environment or content is written inside the project, to be bind-mounted.
+GENERATED_FILES_DIR = ".portainer"
+INLINE_DOCKERFILE = ".portainer-inline.Dockerfile"
 HEALTHCHECK_KEYS = {"test", "interval", "timeout", "retries", "start_period", "disable"}
 DEPLOY_KEYS = {"replicas", "resources", "mode", "labels", "restart_policy"}
 RESOURCE_KEYS = {"limits", "reservations"}
@@ -3742,10 +3831,15 @@ class ComposeFile:
     """
 
     def __init__(self, text: str, env: dict[str, str], project: str, project_dir: str, swarm: bool = False,
-                 file_name: str = COMPOSE_FILE, files: dict[str, bytes] | None = None):
+                 file_name: str = COMPOSE_FILE, files: dict[str, bytes] | None = None, source_dir: str | None = None):
+        """`project_dir` is the project directory as the engine's host sees it (relative binds resolve there);
+        `source_dir` is where this server reads the project's files (the same directory on the local
+        environment; the server's copy, or one being staged, for an agent's)."""
         self.project = project
         self.project_dir = project_dir
+        self.source_dir = source_dir or project_dir
         self.files = files or {}  # the stack's files about to be written, by path relative to project_dir
+        self.generated: dict[str, bytes] = {}  # files this parse adds to the project (secrets given by value)
         self.file_name = file_name
         self.swarm = swarm
         self.env = env
@@ -3926,22 +4020,43 @@ class ComposeFile:
                 "attachable": bool(raw.get("attachable"))}
 
     def file_object(self, parent: MarkedMap, name: str, kind: str) -> dict:
+        """A top-level secret or config: from a project file, a variable of the stack's env, or inline content.
+        In a standalone stack it is bind-mounted from the project directory (one given by value is written there
+        first, under .portainer/), as docker compose does; in a Swarm stack it becomes a Swarm secret or config."""
         raw = self.mapping(parent, name, f"{kind}.")
         path = f"{kind}.{name}."
         self.check_keys(raw, FILE_OBJECT_KEYS, path)
-        if not self.swarm:
-            raise self.error(parent, name, f"'{kind}' are only supported in Swarm stacks")
         if raw.get("external"):
+            if not self.swarm:
+                raise self.error(raw, "external", f"'{path}external': external {kind} exist only in Swarm; a "
+                                                  f"standalone stack takes a file, environment or content")
             return {"name": self.string(raw, "name", path) or name, "external": True, "data": None}
-        file_path = self.string(raw, "file", path)
-        if not file_path:
-            raise self.error(raw, "file", f"'{path}file' is required (or external: true)")
+        given = [key for key in ("file", "environment", "content") if raw.get(key) is not None]
+        if len(given) != 1:
+            raise self.error(parent, name, f"'{kind}.{name}' needs one of file, environment or content "
+                                           f"(or external: true in a Swarm stack)")
+        relative = None
+        if given[0] == "file":
+            relative = self.string(raw, "file", path)
+            data = self.read_project_file(raw, "file", relative)
+            relative = os.path.relpath(os.path.realpath(os.path.join(self.source_dir, relative)),
+                                       os.path.realpath(self.source_dir))
+        elif given[0] == "environment":
+            variable = self.string(raw, "environment", path)
+            if variable not in self.env:
+                raise self.error(raw, "environment", f"'{path}environment': the stack's env has no {variable}")
+            data = self.env[variable].encode()
+        else:
+            data = self.string(raw, "content", path).encode()
+        if relative is None and not self.swarm:
+            relative = f"{GENERATED_FILES_DIR}/{kind}/{name}"
+            self.generated[relative] = data
         return {"name": self.string(raw, "name", path) or f"{self.project}_{name}", "external": False,
-                "data": self.read_project_file(raw, "file", file_path), "labels": self.key_values(raw, "labels", path)}
+                "data": data, "labels": self.key_values(raw, "labels", path), "file": relative}
 
     def read_project_file(self, parent: MarkedMap, key: str, relative: str) -> bytes:
         """A file of the stack's own (its project directory); nothing outside it."""
-        base = os.path.realpath(self.project_dir)
+        base = os.path.realpath(self.source_dir)
         path = os.path.realpath(os.path.join(base, relative))
         if not path.startswith(base + os.sep):
             raise self.error(parent, key, f"{relative!r} is outside the stack's files")
@@ -3958,9 +4073,9 @@ class ComposeFile:
         raw = self.mapping(services, name, "services.", required=True)
         path = f"services.{name}."
         self.check_keys(raw, SERVICE_KEYS, path)
-        image = self.string(raw, "image", path)
+        image = self.string(raw, "image", path) or (f"{self.project}_{name}" if raw.get("build") is not None else None)
         if not image:
-            raise self.error(services, name, f"service {name!r} needs an 'image' (building images is not supported)")
+            raise self.error(services, name, f"service {name!r} needs an 'image' or a 'build'")
         environment: dict[str, str] = {}
         for env_file in self.string_list(raw, "env_file", path):
             text = self.read_project_file(raw, "env_file", env_file).decode(errors="replace")
@@ -4042,6 +4157,7 @@ class ComposeFile:
             "stop_grace_period": self.duration(raw, "stop_grace_period", path),
             "configs": self.file_references(raw, "configs", path, self.configs),
             "secrets": self.file_references(raw, "secrets", path, self.secrets),
+            **self.build_settings(raw, path),
         }
         if service["container_name"] and replicas > 1:
             raise self.error(raw, "container_name", f"'{path}container_name' cannot name {replicas} replicas")
@@ -4196,13 +4312,70 @@ class ComposeFile:
                         raise self.error(raw, key, f"'{path}{key}': mode must be an octal number") from None
             else:
                 source, target, owner = str(item), None, {}
-            if not self.swarm:
-                raise self.error(raw, key, f"'{path}{key}' are only supported in Swarm stacks")
             if source not in declared:
                 raise self.error(raw, key, f"{key[:-1]} {source!r} is not declared under the top-level '{key}'")
             # As `docker stack deploy`: no target means the source's name (under /run/secrets/ or /).
             result.append({"source": source, "target": str(target or source), **owner})
         return result
+
+    def build_settings(self, raw: MarkedMap, path: str) -> dict:
+        """`build` (a context path, or its long form) and `pull_policy`, as docker compose reads them. The context
+        is a directory of the project: the server streams it to the engine, whatever kind the environment is."""
+        policy = self.string(raw, "pull_policy", path, "missing")
+        if policy not in PULL_POLICIES:
+            raise self.error(raw, "pull_policy", f"'{path}pull_policy' must be one of " + ", ".join(PULL_POLICIES))
+        value = raw.get("build")
+        if value is None:
+            if policy == "build":
+                raise self.error(raw, "pull_policy", f"'{path}pull_policy: build' needs a 'build'")
+            return {"build": None, "pull_policy": policy}
+        if self.swarm:
+            raise self.error(raw, "build", f"'{path}build' is not supported in Swarm stacks (docker stack deploy "
+                                           f"ignores it): build and push the image, then name it in 'image'")
+        if isinstance(value, str):
+            options = MarkedMap({"context": value})
+            options.line, options.key_lines = raw.line_of("build"), {}
+        elif isinstance(value, MarkedMap):
+            options = value
+        else:
+            raise self.error(raw, "build", f"'{path}build' must be a context path or a mapping")
+        where = path + "build."
+        self.check_keys(options, BUILD_KEYS, where)
+        context = self.string(options, "context", where, ".")
+        if re.match(r"^[a-z][a-z0-9+.-]*://|^git@", context):
+            raise self.error(options, "context", f"'{where}context': remote build contexts are not supported; "
+                                                 f"put the context in the project")
+        base = os.path.realpath(self.source_dir)
+        context_path = os.path.realpath(os.path.join(base, context))
+        if context_path != base and not context_path.startswith(base + os.sep):
+            raise self.error(options, "context", f"'{where}context': {context!r} is outside the stack's files")
+        if not os.path.isdir(context_path):
+            raise self.error(options, "context", f"'{where}context': {context!r} is not a directory of the project")
+        inline = self.string(options, "dockerfile_inline", where)
+        dockerfile = INLINE_DOCKERFILE if inline is not None else self.string(options, "dockerfile", where, "Dockerfile")
+        dockerfile_path = os.path.realpath(os.path.join(context_path, dockerfile))
+        if not dockerfile_path.startswith(context_path + os.sep):
+            raise self.error(options, "dockerfile", f"'{where}dockerfile' must be inside the build context")
+        if inline is None and not os.path.isfile(dockerfile_path):
+            raise self.error(options, "dockerfile" if "dockerfile" in options else "context",
+                             f"'{where}dockerfile': the context {context!r} has no {dockerfile!r}")
+        args = {key: value if value is not None else self.env.get(key)
+                for key, value in self.key_values(options, "args", where).items()}
+        extra_hosts = options.get("extra_hosts")
+        if isinstance(extra_hosts, MarkedMap):
+            hosts = [f"{host}:{address}" for host, address in self.key_values(options, "extra_hosts", where).items()]
+        else:
+            hosts = [entry.replace("=", ":", 1) if "=" in entry else entry
+                     for entry in self.string_list(options, "extra_hosts", where)]
+        return {"build": {"context": os.path.relpath(context_path, base), "dockerfile": dockerfile,
+                          "dockerfile_inline": inline,
+                          "args": {key: value for key, value in args.items() if value is not None},
+                          "target": self.string(options, "target", where),
+                          "labels": self.key_values(options, "labels", where),
+                          "cache_from": self.string_list(options, "cache_from", where),
+                          "network": self.string(options, "network", where),
+                          "shm_size": self.size(options, "shm_size", where), "extra_hosts": hosts},
+                "pull_policy": policy}
 
     def dependency_order(self) -> list[str]:
         order: list[str] = []
@@ -4266,8 +4439,10 @@ def image_reference(image: str) -> tuple[str, str]:
     return name, tag
 
 
-async def ensure_image(connector: DockerConnector, image: str, pull: bool) -> None:
-    """Pull an image when the engine lacks it, or always when asked to; a failed pull is a 400 naming it."""
+async def ensure_image(connector: DockerConnector, image: str, pull: bool,
+                       progress: Callable[[dict], None] | None = None) -> None:
+    """Pull an image when the engine lacks it, or always when asked to; a failed pull is a 400 naming it.
+    `progress` hears each of the engine's pull messages (per layer) as it comes."""
     if not pull:
         try:
             await connector.request_json("GET", f"/images/{urllib.parse.quote(image, safe='/:@')}/json")
@@ -4279,15 +4454,136 @@ async def ensure_image(connector: DockerConnector, image: str, pull: bool) -> No
     query = urllib.parse.urlencode({"fromImage": name, "tag": tag})
     response = await connector.request("POST", f"/images/create?{query}", timeout=600)
     async with response:
-        raw = await response.read()
-    if response.status >= 400:
-        error = engine_error(response.status, raw)
-        raise BadRequest(f"pulling image {image} failed: {error.message}")
-    for line in raw.splitlines():
-        with contextlib.suppress(ValueError):
-            message = as_dict(json.loads(line)).get("error")
-            if message:
-                raise BadRequest(f"pulling image {image} failed: {message}")
+        if response.status >= 400:
+            error = engine_error(response.status, await response.read())
+            raise BadRequest(f"pulling image {image} failed: {error.message}")
+        async for message in engine_messages(response):
+            if message.get("error"):
+                raise BadRequest(f"pulling image {image} failed: {as_text(message.get('error'))}")
+            if progress is not None:
+                progress({"stage": "pull", "image": image, "layer": as_text(message.get("id")),
+                          "status": as_text(message.get("status")), "progress": as_text(message.get("progress"))})
+
+
+async def engine_messages(response: shared.DockerResponse, limit: int = 1024 * 1024) -> AsyncIterator[dict]:
+    """The JSON objects of a streamed engine answer (pull, build), one a line, as they arrive."""
+    pending = b""
+    async for chunk in response.iter_chunks():
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        if len(pending) > limit:
+            raise BadGateway("the engine sent a progress line longer than 1 MiB")
+        for line in lines:
+            with contextlib.suppress(ValueError, RecursionError):
+                if line.strip():
+                    yield as_dict(json.loads(line))
+    with contextlib.suppress(ValueError, RecursionError):
+        if pending.strip():
+            yield as_dict(json.loads(pending))
+
+
+def dockerignore_rules(text: str) -> list[tuple[bool, re.Pattern]]:
+    """A .dockerignore as (re-include, pattern) rules in its order, as the Docker CLI reads it."""
+    rules = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        include = line.startswith("!")
+        line = os.path.normpath(line[1:].strip() if include else line).lstrip("/")
+        if line in ("", "."):
+            continue
+        pattern, i = "", 0
+        while i < len(line):
+            char = line[i]
+            if line.startswith("**", i):
+                i += 2
+                if line.startswith("/", i):
+                    i += 1
+                    pattern += "(?:.*/)?"
+                else:
+                    pattern += ".*"
+                continue
+            pattern += {"*": "[^/]*", "?": "[^/]"}.get(char, re.escape(char))
+            i += 1
+        rules.append((include, re.compile(f"^{pattern}$")))
+    return rules
+
+
+def dockerignored(relative: str, rules: list[tuple[bool, re.Pattern]]) -> bool:
+    """Whether a path of the context is left out: the last rule matching it or one of its parents decides."""
+    parts = relative.split("/")
+    candidates = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
+    ignored = False
+    for include, pattern in rules:
+        if any(pattern.match(candidate) for candidate in candidates):
+            ignored = not include
+    return ignored
+
+
+def build_context_tar(source_dir: str, build: dict):
+    """The build context (a directory of the project) as a tar in a temporary file: .dockerignore respected, the
+    Dockerfile and .dockerignore always sent (as the Docker CLI does), the stack's env file never."""
+    context = os.path.join(source_dir, build["context"])
+    rules: list[tuple[bool, re.Pattern]] = []
+    with contextlib.suppress(FileNotFoundError):
+        with open(os.path.join(context, ".dockerignore"), encoding="utf-8", errors="replace") as f:
+            rules = dockerignore_rules(f.read(1024 * 1024))
+    always = {build["dockerfile"], ".dockerignore"}
+    spool = tempfile.TemporaryFile()
+
+    def as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        return info
+
+    try:
+        with tarfile.open(fileobj=spool, mode="w") as archive:
+            for directory, names, files in os.walk(context):
+                for name in sorted(names + files):
+                    path = os.path.join(directory, name)
+                    relative = os.path.relpath(path, context).replace(os.sep, "/")
+                    if relative == STACK_ENV_FILE and build["context"] == ".":
+                        continue
+                    if relative not in always and dockerignored(relative, rules):
+                        continue
+                    if name in names and not os.path.islink(path):
+                        archive.add(path, arcname=relative, recursive=False, filter=as_root)
+                    elif os.path.islink(path) or os.path.isfile(path):
+                        archive.add(path, arcname=relative, recursive=False, filter=as_root)
+            if build["dockerfile_inline"] is not None:
+                data = build["dockerfile_inline"].encode()
+                info = tarfile.TarInfo(INLINE_DOCKERFILE)
+                info.size, info.mode = len(data), 0o644
+                archive.addfile(info, io.BytesIO(data))
+    except BaseException:
+        spool.close()
+        raise
+    spool.seek(0)
+    return spool
+
+
+def build_query(image: str, build: dict) -> str:
+    """POST /build's query for a service's build settings (tagged with the service's image name)."""
+    pairs = [("t", image), ("dockerfile", build["dockerfile"]), ("rm", "1"), ("forcerm", "1")]
+    for key, value in (("buildargs", build["args"]), ("labels", build["labels"]), ("cachefrom", build["cache_from"])):
+        if value:
+            pairs.append((key, json.dumps(value)))
+    for key, value in (("target", build["target"]), ("networkmode", build["network"]),
+                       ("shmsize", build["shm_size"])):
+        if value:
+            pairs.append((key, str(value)))
+    pairs += [("extrahosts", host) for host in build["extra_hosts"]]
+    return urllib.parse.urlencode(pairs)
+
+
+def service_failure(name: str, exc: ApiError) -> ApiError:
+    """The error of one service's step, saying which service failed (the status stays the engine's or ours)."""
+    if exc.message.startswith(("service ", "building service ")):
+        return exc
+    error = ApiError(f"service {name!r} failed: {exc.message}", exc.details)
+    error.status = exc.status
+    return error
 
 
 class ComposeDeployment:
@@ -4298,8 +4594,12 @@ class ComposeDeployment:
         self.connector = connector
         self.compose = compose
         self.project = compose.project if compose else project
-        self.config_file = os.path.join(compose.project_dir, COMPOSE_FILE) if compose else ""
+        self.config_file = os.path.join(compose.project_dir, compose.file_name) if compose else ""
         self.owner_labels: dict[str, str] = {}
+        self.progress: Callable[[dict], None] = lambda event: None  # a deploy's live progress (DeployProgress)
+        self.registry_config: dict = {}  # X-Registry-Config for builds: the registries the caller may use there
+        self.build_targets: dict[str, str] = {}  # service -> /build?... as the caller's grant vetted it
+        self.built_images: list[str] = []  # image names this deploy made that the engine did not have before
 
     def common_labels(self) -> dict[str, str]:
         return {**self.owner_labels, LABEL_PROJECT: self.project, "com.docker.compose.version": COMPOSE_VERSION}
@@ -4365,7 +4665,21 @@ class ComposeDeployment:
                 body[key] = value
         if service["stop_grace_period"] is not None:
             body["StopTimeout"] = service["stop_grace_period"] // 1_000_000_000
+        host["Binds"] += self.secret_and_config_binds(name)
         return body
+
+    def secret_and_config_binds(self, name: str) -> list[str]:
+        """Secrets at /run/secrets/<target> and configs at their target (/<name> by default), read-only binds of
+        their files in the project directory, as docker compose mounts them outside Swarm."""
+        binds = []
+        for kind, declared, prefix in (("secrets", self.compose.secrets, "/run/secrets/"),
+                                       ("configs", self.compose.configs, "/")):
+            for reference in self.compose.services[name][kind]:
+                target = reference["target"]
+                target = target if target.startswith("/") else prefix + target
+                source = os.path.join(self.compose.project_dir, declared[reference["source"]]["file"])
+                binds.append(f"{source}:{target}:ro")
+        return binds
 
     def endpoint_config(self, service: str, network: str) -> dict:
         return {"Aliases": [service] + self.compose.services[service]["networks"][network]["aliases"]}
@@ -4409,17 +4723,94 @@ class ComposeDeployment:
 
     async def up(self, pull: bool = False, prune: bool = False) -> None:
         """Create what is missing, recreate services whose config hash changed, start everything."""
-        for image in {s["image"] for s in self.compose.services.values()}:
-            await ensure_image(self.connector, image, pull)
+        await self.prepare_images(pull)
         await self.ensure_networks_and_volumes()
         existing = await self.project_containers()
         for name in self.compose.order:
-            await self.wait_for_dependencies(name)
-            await self.converge_service(name, [c for c in existing if c["Labels"].get(LABEL_SERVICE) == name])
+            try:
+                await self.wait_for_dependencies(name)
+                await self.converge_service(name, [c for c in existing if c["Labels"].get(LABEL_SERVICE) == name])
+            except ApiError as exc:
+                raise service_failure(name, exc) from None
         if prune:
             for container in existing:
                 if container["Labels"].get(LABEL_SERVICE) not in self.compose.services:
                     await self.remove_container(container["Id"])
+
+    async def image_id(self, image: str) -> str:
+        """The engine's id of an image, "" when it has none of that name."""
+        try:
+            return as_text(as_dict(await self.connector.request_json(
+                "GET", f"/images/{urllib.parse.quote(image, safe='/:@')}/json")).get("Id"))
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            return ""
+
+    async def prepare_images(self, pull: bool) -> None:
+        """Each service's image, as its pull_policy says: built from the project (build: always, or when missing or
+        PullImage is asked), pulled (always, or when missing), or required to be there (never)."""
+        pulled: set[str] = set()
+        for name in self.compose.order:
+            service = self.compose.services[name]
+            image, policy = service["image"], service.get("pull_policy", "missing")
+            try:
+                if service.get("build") is not None:
+                    current = await self.image_id(image)
+                    if policy == "build" or pull or not current:
+                        current = await self.build_image(name, existed=bool(current))
+                    # As docker compose: a rebuilt image recreates the service's containers.
+                    service["image_id"] = current
+                elif image not in pulled:
+                    if policy == "never":
+                        if not await self.image_id(image):
+                            raise BadRequest(f"image {image} is not on the engine, and pull_policy is never")
+                    else:
+                        await ensure_image(self.connector, image, pull or policy == "always",
+                                           lambda event, name=name: self.progress({**event, "service": name}))
+                    pulled.add(image)
+            except ApiError as exc:
+                raise service_failure(name, exc) from None
+
+    async def build_image(self, name: str, existed: bool) -> str:
+        """POST /build with the context streamed from the project directory; answers the new image's id."""
+        service = self.compose.services[name]
+        image, build = service["image"], service["build"]
+        target = self.build_targets.get(name) or f"/build?{build_query(image, build)}"
+        self.progress({"stage": "build", "service": name, "line": f"building {image} from {build['context']}"})
+        spool = await asyncio.to_thread(build_context_tar, self.compose.source_dir, build)
+        headers = [("Content-Type", "application/x-tar")]
+        if self.registry_config:
+            headers.append(("X-Registry-Config", encode_registry_header(self.registry_config)))
+        try:
+            size = spool.seek(0, os.SEEK_END)
+            spool.seek(0)
+            response = await self.connector.request("POST", target, headers, file_chunks(spool), size, timeout=600)
+            async with response:
+                if response.status >= 400:
+                    error = engine_error(response.status, await response.read())
+                    raise BadRequest(f"building service {name!r} failed: {error.message}")
+                if not existed:
+                    self.built_images.append(image)
+                async for message in engine_messages(response):
+                    if message.get("error"):
+                        raise BadRequest(f"building service {name!r} failed: {as_text(message.get('error')).strip()}")
+                    line = as_text(message.get("stream")).rstrip("\n")
+                    if line:
+                        self.progress({"stage": "build", "service": name, "line": line})
+        finally:
+            spool.close()
+        built = await self.image_id(image)
+        if not built:
+            raise BadRequest(f"building service {name!r} made no image {image}")
+        return built
+
+    async def remove_built_images(self) -> None:
+        """After a failed deploy: the images it built that were not there before."""
+        for image in self.built_images:
+            with unless_missing():
+                await self.connector.request_json("DELETE", f"/images/{urllib.parse.quote(image, safe='/:@')}?force=1")
+        self.built_images = []
 
     async def converge_service(self, name: str, containers: list[dict]) -> None:
         wanted = self.compose.services[name]["replicas"]
@@ -4441,11 +4832,13 @@ class ComposeDeployment:
         query = urllib.parse.urlencode({"name": self.container_name(name, number)})
         created = await self.connector.request_json("POST", f"/containers/create?{query}", body)
         container_id = answered_id(created)
+        self.progress({"stage": "create", "service": name, "container": self.container_name(name, number)})
         for network in list(self.compose.services[name]["networks"])[1:]:
             await self.connector.request_json(
                 "POST", f"/networks/{urllib.parse.quote(self.compose.networks[network]['name'])}/connect",
                 {"Container": container_id, "EndpointConfig": self.endpoint_config(name, network)})
         await self.connector.request_json("POST", f"/containers/{container_id}/start")
+        self.progress({"stage": "start", "service": name, "container": self.container_name(name, number)})
         return container_id
 
     async def remove_container(self, container_id: str) -> None:
@@ -4456,6 +4849,7 @@ class ComposeDeployment:
         for dependency, condition in self.compose.services[name]["depends_on"].items():
             if condition == "service_started":
                 continue
+            self.progress({"stage": "wait", "service": name, "dependency": dependency, "condition": condition})
             deadline = time.monotonic() + HEALTH_WAIT_SECONDS
             while True:
                 containers = container_summaries(await self.connector.request_json(
@@ -6985,23 +7379,34 @@ class EdgeTunnels:
         return now() if endpoint_id in self.tunnels else self.last_seen.get(endpoint_id, 0)
 
 
-class EdgeConnector(DockerConnector):
-    """An edge host's engine, reached through the tunnel its agent opened: one tunnel stream per connection."""
+class EdgeConnector(AgentProjectFiles, DockerConnector):
+    """An edge host's engine, reached through the tunnel its agent opened: one tunnel stream per connection.
+    Its project files are reached through the same tunnel, on streams opened to the agent's "projects"."""
 
     def __init__(self, endpoint: dict, tunnels: EdgeTunnels):
         self.tunnels = tunnels
         super().__init__(endpoint)
         self.client = shared.DockerClient(self.open_connection, max_idle=EDGE_IDLE_STREAMS)
+        self.projects_client = shared.DockerClient(lambda: self.open_connection("projects"), max_idle=0)
 
-    async def open_connection(self) -> shared.HttpConnection:
+    async def open_connection(self, target: str = "docker") -> shared.HttpConnection:
         tunnel = self.tunnels.tunnels.get(self.endpoint_id)
         if tunnel is None:
             raise shared.DockerUnreachable(f"the edge agent of environment {self.endpoint_id} is not connected")
         try:
-            stream = await tunnel.open_stream()
+            stream = await tunnel.open_stream(target)
         except (ConnectionError, asyncio.TimeoutError) as exc:
             raise shared.DockerUnreachable(f"edge tunnel: {exc or 'no answer from the agent'}") from None
         return shared.HttpConnection(stream, stream)
+
+    async def project_request(self, method: str, target: str, body=None, body_length=None,
+                              timeout: float = 30.0) -> shared.DockerResponse:
+        try:
+            return await self.projects_client.request(method, target, [], body, body_length, timeout)
+        except asyncio.TimeoutError:
+            raise GatewayTimeout(f"the edge agent of environment {self.endpoint_id} did not answer in time") from None
+        except shared.DockerUnreachable as exc:
+            raise BadGateway(f"environment {self.endpoint_id} is unreachable", str(exc)) from None
 
 
 # -- edge keys, the tunnel endpoint, association -------------------------------------------------------------------
