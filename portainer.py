@@ -201,6 +201,7 @@ EDGE_TUNNELS: web.AppKey[EdgeTunnels] = app_key("edge_tunnels")
 EDGE_JOBS: web.AppKey[EdgeJobRunner] = app_key("edge_jobs")
 STACKS: web.AppKey[Stacks] = app_key("stacks")
 EDGE_STACKS: web.AppKey[EdgeStacks] = app_key("edge_stacks")
+DEPLOYS: web.AppKey[DeployProgress] = app_key("deploys")
 CONSOLES: web.AppKey[weakref.WeakSet] = app_key("consoles")
 ACTIVITY: web.AppKey[ActivityLog] = app_key("activity")
 ANALYTICS_STATE: web.AppKey[dict] = app_key("analytics_state")
@@ -6823,6 +6824,51 @@ class Stacks:
         for name, data in Stacks.stack_files(content, env).items():
             write_stack_file(os.path.join(project_dir, name), data)
 
+    def new_staging(self) -> str:
+        """A new directory beside the projects (same file system), where a project is put together before it
+        replaces the stack's directory in one rename."""
+        root = os.path.join(self.data_directory, "compose")
+        os.makedirs(root, mode=0o700, exist_ok=True)
+        return tempfile.mkdtemp(prefix=".staging-", dir=root)
+
+    def stage(self, stack_id: int | None, entry_point: str, content: str, env: list[dict],
+              upload: "ProjectUpload | None") -> str:
+        """The project as it will be: an uploaded archive's files, or the stack's current files (a redeploy keeps
+        them) with the compose file written from the editor; the stack's env file in both."""
+        if upload is not None:
+            staging = upload.directory
+        else:
+            staging = self.new_staging()
+            current = self.project_dir(stack_id) if stack_id is not None else ""
+            if current and os.path.isdir(current):
+                shutil.copytree(current, staging, symlinks=True, dirs_exist_ok=True)
+            write_stack_file(os.path.join(staging, entry_point), content.encode())
+        write_stack_file(os.path.join(staging, STACK_ENV_FILE), Stacks.stack_files("", env)[STACK_ENV_FILE])
+        return staging
+
+    @staticmethod
+    def add_generated_files(staging: str, compose: ComposeFile) -> None:
+        for relative, data in compose.generated.items():
+            write_stack_file(os.path.join(staging, *relative.split("/")), data)
+
+    def install(self, stack_id: int, staging: str) -> str | None:
+        """The staged project becomes the stack's directory; answers where the previous one was put, if any."""
+        final = self.project_dir(stack_id)
+        previous = None
+        if os.path.lexists(final):
+            previous = tempfile.mkdtemp(prefix=f".previous-{stack_id}-", dir=os.path.dirname(final))
+            os.rename(final, os.path.join(previous, "project"))
+        os.rename(staging, final)
+        return previous
+
+    def restore(self, stack_id: int, previous: str | None) -> None:
+        """Undo `install`: the stack's directory is what it was before (none, for a stack that was being made)."""
+        final = self.project_dir(stack_id)
+        shutil.rmtree(final, ignore_errors=True)
+        if previous is not None:
+            os.rename(os.path.join(previous, "project"), final)
+            shutil.rmtree(previous, ignore_errors=True)
+
     def remover(self, stack: dict) -> ComposeDeployment | SwarmDeployment:
         """What removes or stops a stack by its labels, even when its file no longer parses."""
         connector = self.environments.connector(stack["EndpointId"])
@@ -6830,12 +6876,100 @@ class Stacks:
         return kind(connector, None, stack["Name"])
 
     def deployment(self, stack_type: int, endpoint_id: int, name: str, content: str, env: list[dict],
-                   project_dir: str) -> ComposeDeployment | SwarmDeployment:
+                   project_dir: str, source_dir: str | None = None,
+                   entry_point: str = COMPOSE_FILE) -> ComposeDeployment | SwarmDeployment:
+        """`project_dir` is where the engine's host has the project; `source_dir` where this server reads it."""
         swarm = stack_type == STACK_SWARM
+        files = {STACK_ENV_FILE: self.stack_files(content, env)[STACK_ENV_FILE], entry_point: content.encode()}
         compose = ComposeFile(content, {e["name"]: e["value"] for e in env}, name, project_dir, swarm=swarm,
-                              files=self.stack_files(content, env))
+                              files=files, source_dir=source_dir, file_name=entry_point)
         connector = self.environments.connector(endpoint_id)
         return SwarmDeployment(connector, compose) if swarm else ComposeDeployment(connector, compose)
+
+
+# A deploy's live progress: the UI picks an id, opens GET /api/stacks/deploys/{id}/progress, then sends the id in
+# this header on the create or update call (ids and tokens never travel in a URL's query; the id is no secret).
+DEPLOY_ID_HEADER = "X-Portainer-Deploy-Id"
+DEPLOY_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+DEPLOY_PROGRESS_KEEP_SECONDS = 300
+DEPLOY_PROGRESS_MAX_EVENTS = 5000
+
+
+class ProgressChannel:
+    """One deploy's events, kept until it has ended and its reader has them all (or a few minutes pass)."""
+
+    def __init__(self, owner: int):
+        self.owner = owner
+        self.events: list[dict] = []
+        self.finished = False
+        self.touched = time.monotonic()
+        self.changed = asyncio.Event()
+
+    def publish(self, event: dict) -> None:
+        if self.finished or (len(self.events) >= DEPLOY_PROGRESS_MAX_EVENTS and event.get("stage") in ("pull", "build")):
+            return  # beyond the cap only the steps that matter are kept, not every layer's percentage
+        self.events.append({**event, "time": round(time.time(), 3)})
+        self.touched = time.monotonic()
+        changed, self.changed = self.changed, asyncio.Event()
+        changed.set()
+
+    def finish(self, event: dict) -> None:
+        if not self.finished:
+            self.publish(event)
+            self.finished = True
+
+
+class DeployProgress:
+    """The live progress of stack deploys by the id each one's caller chose; only that user reads it."""
+
+    def __init__(self):
+        self.channels: dict[str, ProgressChannel] = {}
+
+    def channel(self, deploy_id: str, user_id: int) -> ProgressChannel:
+        moment = time.monotonic()
+        for stale in [k for k, c in self.channels.items() if moment - c.touched > DEPLOY_PROGRESS_KEEP_SECONDS]:
+            del self.channels[stale]
+        channel = self.channels.setdefault(deploy_id, ProgressChannel(user_id))
+        if channel.owner != user_id:
+            raise Forbidden(f"deploy {deploy_id} is another user's")
+        return channel
+
+
+def deploy_progress(request: web.Request) -> ProgressChannel:
+    """Where this create or update call reports what it does: the channel its X-Portainer-Deploy-Id names, or one
+    nobody reads."""
+    deploy_id = request.headers.get(DEPLOY_ID_HEADER, "")
+    if not deploy_id:
+        return ProgressChannel(caller_of(request).id)
+    if not DEPLOY_ID.match(deploy_id):
+        raise BadRequest(f"{DEPLOY_ID_HEADER} must be 8 to 64 letters, digits, '-' or '_'")
+    return request.app[DEPLOYS].channel(deploy_id, caller_of(request).id)
+
+
+async def handle_stack_deploy_progress(request: web.Request) -> web.StreamResponse:
+    """A deploy's live progress as JSON lines (pulls per layer, build steps, containers created and started,
+    health waits), for the id sent in X-Portainer-Deploy-Id on the create or update call; ends with the deploy."""
+    deploy_id = request.match_info["deployId"]
+    if not DEPLOY_ID.match(deploy_id):
+        raise BadRequest("a deploy id is 8 to 64 letters, digits, '-' or '_'")
+    channel = request.app[DEPLOYS].channel(deploy_id, caller_of(request).id)
+    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-store"})
+    await response.prepare(request)
+    sent = 0
+    deadline = time.monotonic() + DEPLOY_PROGRESS_KEEP_SECONDS
+    while True:
+        while sent < len(channel.events):
+            await response.write(json.dumps(channel.events[sent]).encode() + b"\n")
+            sent += 1
+        if channel.finished or (not channel.events and time.monotonic() > deadline):
+            break
+        changed = channel.changed
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(changed.wait(), 15)
+        channel.touched = time.monotonic()
+    request.app[DEPLOYS].channels.pop(deploy_id, None)
+    await response.write_eof()
+    return response
 
 
 # Portainer's stack payloads; an env entry is its portainer.Pair {"name", "value"}.
@@ -6986,10 +7120,25 @@ async def apply_caller_rules(request: web.Request, endpoint: dict, deployment: C
     store, caller = request.app[STORE], caller_of(request)
     creation = "/services/create" if isinstance(deployment, SwarmDeployment) else "/containers/create"
     deployment.check_allowed(docker_grant(request, endpoint, "POST", creation))
+    if isinstance(deployment, ComposeDeployment):
+        await vet_stack_builds(request, endpoint, deployment)
     if not caller.is_admin:
         deployment.owner_labels = stack_owner_labels(store, caller, stack)
     if endpoint_role(store, caller, endpoint) in OWNERSHIP_BOUND_ROLES:
         await require_owned_stack_references(store, caller, deployment, existing_stack=stack is not None)
+
+
+async def vet_stack_builds(request: web.Request, endpoint: dict, deployment: ComposeDeployment) -> None:
+    """Each build a stack makes passes what the proxy's POST /build would require of the caller (network mode,
+    cgroup parent, ownership of what it names), and uses the query that check settled on."""
+    for name, service in deployment.compose.services.items():
+        if service.get("build") is not None:
+            target = f"/build?{build_query(service['image'], service['build'])}"
+            grant = docker_grant(request, endpoint, "POST", "/build", target)
+            await grant.vet_query("/build")
+            deployment.build_targets[name] = grant.target
+    if deployment.build_targets:
+        deployment.registry_config = stack_registry_config(request, endpoint["Id"])
 
 
 def stack_view(request: web.Request, stack: dict) -> dict:
@@ -7004,8 +7153,18 @@ def stack_view(request: web.Request, stack: dict) -> dict:
 
 
 async def create_stack(request: web.Request, stack_type: int, body: dict, from_template: bool = False,
-                       adopting: bool = False) -> dict:
-    """Check the file, write it, deploy it; a failed deploy leaves nothing behind."""
+                       adopting: bool = False, upload: "ProjectUpload | None" = None) -> dict:
+    """Check the project, write it, deploy it; a failed deploy leaves nothing behind. `upload` is a project
+    archive the request brought (its compose file is the body's StackFileContent)."""
+    try:
+        return await create_stack_from_project(request, stack_type, body, from_template, adopting, upload)
+    finally:
+        if upload is not None:
+            await asyncio.to_thread(upload.discard)
+
+
+async def create_stack_from_project(request: web.Request, stack_type: int, body: dict, from_template: bool,
+                                    adopting: bool, upload: "ProjectUpload | None") -> dict:
     endpoint = stack_endpoint(request)
     caller = caller_of(request)
     stacks: Stacks = request.app[STACKS]
@@ -7014,6 +7173,7 @@ async def create_stack(request: web.Request, stack_type: int, body: dict, from_t
         raise BadRequest(f"invalid stack name {name!r}",
                          "use lowercase letters, digits, '-' and '_', starting with a letter or digit")
     content, env = stack_content(body), stack_env(body)
+    entry_point = upload.entry_point if upload is not None else COMPOSE_FILE
     key = (endpoint["Id"], name)
     if key in stacks.creating or any(s["Name"] == name and s["EndpointId"] == endpoint["Id"]
                                      for s in request.app[STORE].stacks):
@@ -7023,9 +7183,15 @@ async def create_stack(request: web.Request, stack_type: int, body: dict, from_t
         swarm_id = field(body, "SwarmID", str, required=False, default="")
     stack_id = request.app[STORE].stacks.new_id()
     project_dir = stacks.project_dir(stack_id)
+    progress = deploy_progress(request)
     stacks.creating.add(key)
+    staging = ""
     try:
-        deployment = stacks.deployment(stack_type, endpoint["Id"], name, content, env, project_dir)
+        staging = await asyncio.to_thread(stacks.stage, None, entry_point, content, env, upload)
+        if upload is not None:
+            upload.directory = staging  # installed below, or discarded with the upload
+        deployment = await project_deployment(request, stack_type, endpoint, name, content, env, stack_id,
+                                              staging, entry_point)
         await apply_caller_rules(request, endpoint, deployment)
         if stack_type == STACK_SWARM:
             if await deployment.namespace_objects("services"):
@@ -7034,26 +7200,76 @@ async def create_stack(request: web.Request, stack_type: int, body: dict, from_t
         elif not adopting and await deployment.project_containers():
             raise Conflict(f"a compose project named {name!r} made outside portainer.py runs on this environment",
                            "an administrator can adopt it (POST /api/stacks/adopt) or pick another name")
-        await asyncio.to_thread(Stacks.write_files, project_dir, content, env)
+        await asyncio.to_thread(stacks.install, stack_id, staging)
+        if upload is not None:
+            upload.directory = ""
+        deployment.compose.source_dir = project_dir
+        deployment.progress = progress.publish
         try:
+            await deployment.connector.store_project(name, project_dir)
             await deployment.up(pull=bool(body.get("PullImage")))
-        except (ApiError, OSError):
+        except (ApiError, OSError) as exc:
             if not adopting:  # what an adopted project had stays, whatever went wrong
                 with contextlib.suppress(ApiError, OSError):
                     await deployment.down()
+            await undo_project(deployment, name)
             await asyncio.to_thread(shutil.rmtree, project_dir, True)
+            progress.finish({"stage": "error", "message": getattr(exc, "message", str(exc))})
             raise
         stack = {"Id": stack_id, "Name": name, "Type": stack_type, "EndpointId": endpoint["Id"], "SwarmId": swarm_id,
-                 "EntryPoint": COMPOSE_FILE, "Env": env, "Status": STACK_ACTIVE, "ProjectPath": project_dir,
+                 "EntryPoint": entry_point, "Env": env, "Status": STACK_ACTIVE, "ProjectPath": project_dir,
                  "CreationDate": now(), "CreatedBy": caller.user["Username"], "UpdateDate": 0, "UpdatedBy": "",
                  "ResourceControl": None, "AdditionalFiles": [], "AutoUpdate": None, "GitConfig": None,
                  "FromAppTemplate": from_template, "Namespace": "", "IsComposeFormat": stack_type == STACK_COMPOSE}
         request.app[STORE].stacks.add(stack)
         await add_stack_resource_control(request.app[STORE], caller, stack)
         await request.app[STORE].commit()
+        progress.finish({"stage": "done", "stack": stack_id})
+    except ApiError as exc:
+        progress.finish({"stage": "error", "message": exc.message})
+        raise
     finally:
         stacks.creating.discard(key)
+        if staging and os.path.isdir(staging):  # never installed: the check or the conflict refused it
+            await asyncio.to_thread(shutil.rmtree, staging, True)
     return stack
+
+
+async def project_deployment(request: web.Request, stack_type: int, endpoint: dict, name: str, content: str,
+                             env: list[dict], stack_id: int, source_dir: str | None = None,
+                             entry_point: str = COMPOSE_FILE) -> ComposeDeployment | SwarmDeployment:
+    """The deployment of a stack's project on an environment: parsed from `source_dir` (the stack's directory, or
+    one being staged), its relative paths resolved where that environment's engine has the project's files."""
+    stacks: Stacks = request.app[STACKS]
+    project_dir = stacks.project_dir(stack_id)
+    connector = request.app[ENVIRONMENTS].connector(endpoint["Id"])
+    engine_dir = await connector.project_directory(name, project_dir)
+    deployment = stacks.deployment(stack_type, endpoint["Id"], name, content, env, engine_dir,
+                                   source_dir=source_dir or project_dir, entry_point=entry_point)
+    if source_dir is not None:
+        await asyncio.to_thread(Stacks.add_generated_files, source_dir, deployment.compose)
+    return deployment
+
+
+async def undo_project(deployment: ComposeDeployment | SwarmDeployment, name: str) -> None:
+    """After a failed first deploy: the images it built and the copy of its files an agent got go too."""
+    with contextlib.suppress(ApiError, OSError):
+        if isinstance(deployment, ComposeDeployment):
+            await deployment.remove_built_images()
+    with contextlib.suppress(ApiError, OSError):
+        await deployment.connector.remove_project(name)
+
+
+def stack_registry_config(request: web.Request, endpoint_id: int) -> dict:
+    """X-Registry-Config for a stack's builds: the credentials of every registry the caller may use on the
+    environment, by host (the engine picks them by each base image's registry)."""
+    registries, caller = request.app[REGISTRIES], caller_of(request)
+    config = {}
+    for registry in request.app[STORE].registries.in_id_order():
+        if registries.may_use(caller, registry, endpoint_id):
+            auth = registries.auth_config(registry)
+            config[auth["serveraddress"]] = auth
+    return config
 
 
 async def handle_stack_create_standalone_string(request: web.Request) -> web.Response:
@@ -7063,37 +7279,138 @@ async def handle_stack_create_standalone_string(request: web.Request) -> web.Res
 
 
 async def handle_stack_create_standalone_file(request: web.Request) -> web.Response:
-    """Deploy a compose stack from an uploaded file (multipart: Name, file, Env as JSON)."""
-    body = await stack_upload_form(request)
-    return json_response(stack_view(request, await create_stack(request, STACK_COMPOSE, body)))
+    """Deploy a compose stack from an uploaded compose file or project archive (multipart: Name, file, Env as
+    JSON, ComposeFile: the archive's compose file)."""
+    stack_endpoint(request)  # who may not deploy here sends no archive to unpack
+    body, upload = await stack_upload_form(request)
+    return json_response(stack_view(request, await create_stack(request, STACK_COMPOSE, body, upload=upload)))
 
 
 async def handle_stack_create_swarm_file(request: web.Request) -> web.Response:
-    """Deploy a Swarm stack from an uploaded file (multipart: Name, SwarmID, file, Env as JSON)."""
-    body = await stack_upload_form(request)
-    return json_response(stack_view(request, await create_stack(request, STACK_SWARM, body)))
+    """Deploy a Swarm stack from an uploaded compose file or project archive (multipart: Name, SwarmID, file,
+    Env as JSON, ComposeFile: the archive's compose file)."""
+    stack_endpoint(request)
+    body, upload = await stack_upload_form(request)
+    return json_response(stack_view(request, await create_stack(request, STACK_SWARM, body, upload=upload)))
 
 
-async def stack_upload_form(request: web.Request) -> dict:
-    """Portainer's multipart stack upload (Name, SwarmID, file, Env as JSON) as the body create_stack reads."""
+# A project archive's compose file, when the form names none: the names docker compose looks for, in its order.
+COMPOSE_FILE_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
+STACK_FORM_FIELDS = ("Name", "SwarmID", "Env", "ComposeFile", "Prune", "PullImage")
+
+
+@dataclasses.dataclass
+class ProjectUpload:
+    """A project archive from a request, unpacked into a staging directory beside the projects, and the compose
+    file in it the stack deploys (its entry point)."""
+
+    directory: str
+    entry_point: str
+
+    def compose_text(self) -> str:
+        try:
+            with open(os.path.join(self.directory, *self.entry_point.split("/")), "rb") as f:
+                return f.read(MAX_JSON_BODY).decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest(f"the archive's {self.entry_point} is not UTF-8 text") from None
+
+    def discard(self) -> None:
+        if self.directory:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
+async def unpack_upload(stacks: Stacks, spool, compose_file: str) -> ProjectUpload:
+    """An uploaded archive, unpacked safely (see agent.unpack_project_archive) into a staging directory."""
+    directory = await asyncio.to_thread(stacks.new_staging)
+    try:
+        await asyncio.to_thread(shared.unpack_project_archive, spool, directory)
+        if compose_file:
+            try:
+                entry_point = shared.project_member_path(compose_file)
+            except shared.ArchiveRefused as exc:
+                raise BadRequest(f"ComposeFile: {exc}") from None
+            if not os.path.isfile(os.path.join(directory, *entry_point.split("/"))):
+                raise BadRequest(f"the archive has no compose file {compose_file!r}")
+        else:
+            entry_point = next((n for n in COMPOSE_FILE_NAMES if os.path.isfile(os.path.join(directory, n))), "")
+            if not entry_point:
+                raise BadRequest("the archive has no compose file at its top",
+                                 "name it with the form field ComposeFile, or add one of " + ", ".join(COMPOSE_FILE_NAMES))
+        upload = ProjectUpload(directory, entry_point)
+        upload.compose_text()
+        return upload
+    except shared.ArchiveRefused as exc:
+        await asyncio.to_thread(shutil.rmtree, directory, True)
+        raise BadRequest(f"project archive refused: {exc}", "nothing of it was kept") from None
+    except BaseException:
+        await asyncio.to_thread(shutil.rmtree, directory, True)
+        raise
+
+
+async def stack_upload_form(request: web.Request, require_file: bool = True) -> tuple[dict, ProjectUpload | None]:
+    """Portainer's multipart stack upload (Name, SwarmID, Env as JSON, file) as the body create_stack reads. The
+    `file` is a compose file, or a project archive (.tar, .tar.gz, .zip, told apart by its content) whose compose
+    file is the field ComposeFile (default: compose.yaml, compose.yml, docker-compose.yaml, docker-compose.yml).
+    Read as a stream: an archive may be up to 64 MiB, far more than other bodies."""
     if not request.content_type.startswith("multipart/"):
         raise BadRequest("send a multipart form with Name, file and Env")
+    fields: dict[str, str] = {}
+    spool = tempfile.TemporaryFile()
+    received = False
     try:
-        post = await request.post()
-    except MALFORMED_FORM_ERRORS as exc:
-        raise BadRequest("malformed multipart body", str(exc) or "a multipart body needs a boundary") from None
-    upload = post.get("file")
-    if upload is None or not hasattr(upload, "file"):
-        raise BadRequest("the form field 'file' (the compose file) is required")
-    try:
-        env = _typed_value(decode_json(post.get("Env") or "[]"), STACK_ENV, "Env")
-        content = upload.file.read(MAX_JSON_BODY).decode("utf-8")
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise BadRequest("Env must be JSON and the file UTF-8 text", str(exc)) from None
-    body = {"Name": post.get("Name"), "StackFileContent": content, "Env": env}
-    if isinstance(post.get("SwarmID"), str):
-        body["SwarmID"] = post["SwarmID"]
-    return body
+        try:
+            reader = await request.multipart()
+            while (part := await reader.next()) is not None:
+                if part.name == "file":
+                    received = True
+                    size = 0
+                    while chunk := await part.read_chunk(shared.STREAM_CHUNK):
+                        size += len(chunk)
+                        if size > shared.PROJECT_ARCHIVE_MAX_BYTES:
+                            raise BadRequest(f"the file is larger than "
+                                             f"{shared.PROJECT_ARCHIVE_MAX_BYTES // (1024 * 1024)} MiB")
+                        await asyncio.to_thread(spool.write, chunk)
+                elif part.name in STACK_FORM_FIELDS:
+                    value = b""
+                    while chunk := await part.read_chunk(shared.STREAM_CHUNK):
+                        value += chunk
+                        if len(value) > MAX_JSON_BODY:
+                            raise BadRequest(f"the form field {part.name} is too large")
+                    fields[part.name] = value.decode("utf-8")
+        except MALFORMED_FORM_ERRORS as exc:
+            raise BadRequest("malformed multipart body", str(exc) or "a multipart body needs a boundary") from None
+        try:
+            env = _typed_value(decode_json(fields.get("Env") or "[]"), STACK_ENV, "Env")
+        except (ValueError, RecursionError) as exc:
+            raise BadRequest("Env must be JSON: [{\"name\": ..., \"value\": ...}]", str(exc)) from None
+        body: dict = {"Name": fields.get("Name"), "Env": env}
+        if "Env" not in fields:
+            body.pop("Env")
+        for flag in ("Prune", "PullImage"):
+            if flag in fields:
+                body[flag] = fields[flag].strip().lower() in ("1", "true", "yes", "on")
+        if "SwarmID" in fields:
+            body["SwarmID"] = fields["SwarmID"]
+        if not received:
+            if require_file:
+                raise BadRequest("the form field 'file' (a compose file or a project archive) is required")
+            return body, None
+        spool.seek(0)
+        if shared.archive_kind(spool.read(512)) is None:
+            spool.seek(0)
+            try:
+                body["StackFileContent"] = spool.read(MAX_JSON_BODY + 1).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise BadRequest("the file is neither UTF-8 text nor a .tar, .tar.gz or .zip archive",
+                                 str(exc)) from None
+            if len(body["StackFileContent"]) > MAX_JSON_BODY:
+                raise BadRequest(f"a compose file is at most {MAX_JSON_BODY // (1024 * 1024)} MiB")
+            return body, None
+        upload = await unpack_upload(request.app[STACKS], spool, fields.get("ComposeFile", "").strip())
+        body["StackFileContent"] = upload.compose_text()
+        return body, upload
+    finally:
+        spool.close()
 
 
 async def handle_stack_create_swarm_string(request: web.Request) -> web.Response:
@@ -7164,7 +7481,7 @@ async def handle_stack_services(request: web.Request) -> web.Response:
     stacks: Stacks = request.app[STACKS]
     content = await asyncio.to_thread(stacks.read_file, stack)
     deployment = stacks.deployment(stack["Type"], stack["EndpointId"], stack["Name"], content, stack["Env"],
-                                   stacks.project_dir(stack["Id"]))
+                                   stacks.project_dir(stack["Id"]), entry_point=stack["EntryPoint"])
     return json_response(await deployment.service_states())
 
 
@@ -7181,25 +7498,64 @@ def managed_stack(request: web.Request) -> tuple[dict, dict]:
 
 async def handle_stack_update(request: web.Request) -> web.Response:
     """Change a stack's file or env and redeploy: only services whose config changed are recreated;
-    Prune removes services no longer in the file; PullImage pulls images again."""
+    Prune removes services no longer in the file; PullImage pulls images again (and rebuilds built ones).
+    The project's other files stay; a multipart body whose `file` is a project archive replaces them all
+    (fields as on create: file, Env, ComposeFile, Prune, PullImage)."""
     stack, endpoint = managed_stack(request)
-    body = await read_documented_fields(request, STACK_UPDATE_FIELDS)
+    upload = None
+    if request.content_type.startswith("multipart/"):
+        body, upload = await stack_upload_form(request, require_file=False)
+        if upload is None and "StackFileContent" not in body:
+            body["StackFileContent"] = await asyncio.to_thread(request.app[STACKS].read_file, stack)
+    else:
+        body = await read_documented_fields(request, STACK_UPDATE_FIELDS)
+    try:
+        return await redeploy_stack(request, stack, endpoint, body, upload)
+    finally:
+        if upload is not None:
+            await asyncio.to_thread(upload.discard)
+
+
+async def redeploy_stack(request: web.Request, stack: dict, endpoint: dict, body: dict,
+                         upload: ProjectUpload | None) -> web.Response:
     stacks: Stacks = request.app[STACKS]
     caller = caller_of(request)
     content, env = stack_content(body), stack_env(body) if "Env" in body else stack["Env"]
+    entry_point = upload.entry_point if upload is not None else stack["EntryPoint"]
+    progress = deploy_progress(request)
     async with stacks.lock(stack["Id"]):
-        deployment = stacks.deployment(stack["Type"], endpoint["Id"], stack["Name"], content, env,
-                                       stacks.project_dir(stack["Id"]))
-        await apply_caller_rules(request, endpoint, deployment, stack)
-        previous = await asyncio.to_thread(stacks.read_file, stack)
-        await asyncio.to_thread(Stacks.write_files, stacks.project_dir(stack["Id"]), content, env)
+        staging = ""
         try:
-            await deployment.up(pull=bool(body.get("PullImage")), prune=bool(body.get("Prune")))
-        except (ApiError, OSError):
-            await asyncio.to_thread(Stacks.write_files, stacks.project_dir(stack["Id"]), previous, stack["Env"])
+            staging = await asyncio.to_thread(stacks.stage, stack["Id"], entry_point, content, env, upload)
+            deployment = await project_deployment(request, stack["Type"], endpoint, stack["Name"], content, env,
+                                                  stack["Id"], staging, entry_point)
+            await apply_caller_rules(request, endpoint, deployment, stack)
+            previous = await asyncio.to_thread(stacks.install, stack["Id"], staging)
+            staging = ""
+            if upload is not None:
+                upload.directory = ""
+            deployment.compose.source_dir = stacks.project_dir(stack["Id"])
+            deployment.progress = progress.publish
+            try:
+                await deployment.connector.store_project(stack["Name"], stacks.project_dir(stack["Id"]))
+                await deployment.up(pull=bool(body.get("PullImage")), prune=bool(body.get("Prune")))
+            except (ApiError, OSError):
+                await asyncio.to_thread(stacks.restore, stack["Id"], previous)
+                with contextlib.suppress(ApiError, OSError):  # the agent keeps what the stack had too
+                    await deployment.connector.store_project(stack["Name"], stacks.project_dir(stack["Id"]))
+                raise
+            if previous is not None:
+                await asyncio.to_thread(shutil.rmtree, previous, True)
+            stack.update({"Env": env, "Status": STACK_ACTIVE, "UpdateDate": now(), "EntryPoint": entry_point,
+                          "UpdatedBy": caller.user["Username"]})
+            await request.app[STORE].commit()
+            progress.finish({"stage": "done", "stack": stack["Id"]})
+        except ApiError as exc:
+            progress.finish({"stage": "error", "message": exc.message})
             raise
-        stack.update({"Env": env, "Status": STACK_ACTIVE, "UpdateDate": now(), "UpdatedBy": caller.user["Username"]})
-        await request.app[STORE].commit()
+        finally:
+            if staging and os.path.isdir(staging):
+                await asyncio.to_thread(shutil.rmtree, staging, True)
     return json_response(stack_view(request, stack))
 
 
@@ -7209,8 +7565,8 @@ async def change_stack_state(request: web.Request, status: int) -> web.Response:
     async with stacks.lock(stack["Id"]):
         if status == STACK_ACTIVE:
             content = await asyncio.to_thread(stacks.read_file, stack)
-            deployment = stacks.deployment(stack["Type"], endpoint["Id"], stack["Name"], content, stack["Env"],
-                                           stacks.project_dir(stack["Id"]))
+            deployment = await project_deployment(request, stack["Type"], endpoint, stack["Name"], content,
+                                                  stack["Env"], stack["Id"], entry_point=stack["EntryPoint"])
             await apply_caller_rules(request, endpoint, deployment, stack)
             await deployment.start()
         else:
@@ -7235,7 +7591,9 @@ async def handle_stack_delete(request: web.Request) -> web.Response:
     stack, endpoint = managed_stack(request)
     stacks: Stacks = request.app[STACKS]
     async with stacks.lock(stack["Id"]):
-        await stacks.remover(stack).down()
+        remover = stacks.remover(stack)
+        await remover.down()
+        await remove_agent_project(remover.connector, stack)
         store = request.app[STORE]
         store.stacks.delete(stack["Id"])
         control = stack_resource_control(store, stack)
@@ -7244,6 +7602,16 @@ async def handle_stack_delete(request: web.Request) -> web.Response:
         await request.app[STORE].commit()
         await asyncio.to_thread(shutil.rmtree, stacks.project_dir(stack["Id"]), True)
     return web.Response(status=204)
+
+
+async def remove_agent_project(connector: DockerConnector, stack: dict) -> None:
+    """The copy of a removed (or moved) stack's files its agent kept; an agent that cannot be told is logged,
+    the stack is gone all the same (its containers are, already)."""
+    try:
+        await connector.remove_project(stack["Name"])
+    except ApiError as exc:
+        log.warning("the files of stack %s stay on environment %s: %s", stack["Id"], stack["EndpointId"],
+                    exc.message)
 
 
 async def handle_stack_migrate(request: web.Request) -> web.Response:
@@ -7267,8 +7635,8 @@ async def handle_stack_migrate(request: web.Request) -> web.Response:
         raise Conflict(f"A stack with the name '{name}' is already running on endpoint '{target['Name']}'")
     async with stacks.lock(stack["Id"]):
         content = await asyncio.to_thread(stacks.read_file, stack)
-        deployment = stacks.deployment(stack["Type"], target_id, name, content, stack["Env"],
-                                       stacks.project_dir(stack["Id"]))
+        deployment = await project_deployment(request, stack["Type"], target, name, content, stack["Env"],
+                                              stack["Id"], entry_point=stack["EntryPoint"])
         await apply_caller_rules(request, target, deployment, stack)
         swarm_id = stack.get("SwarmId", "")
         if stack["Type"] == STACK_SWARM:
@@ -7279,12 +7647,16 @@ async def handle_stack_migrate(request: web.Request) -> web.Response:
         elif await deployment.project_containers():
             raise Conflict(f"A stack with the name '{name}' is already running on endpoint '{target['Name']}'")
         try:
+            await deployment.connector.store_project(name, stacks.project_dir(stack["Id"]))
             await deployment.up()
         except (ApiError, OSError):
             with contextlib.suppress(ApiError, OSError):
                 await deployment.down()
+            await undo_project(deployment, name)
             raise
-        await stacks.remover(stack).down()
+        remover = stacks.remover(stack)
+        await remover.down()
+        await remove_agent_project(remover.connector, stack)
         store = request.app[STORE]
         control = stack_resource_control(store, stack)
         stack.update({"EndpointId": target_id, "Name": name, "SwarmId": swarm_id, "UpdateDate": now(),
@@ -11884,6 +12256,7 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("POST", "/api/stacks", handle_stack_create_legacy),
     ("GET", "/api/stacks", handle_stacks_list),
     ("GET", "/api/stacks/outside", handle_stacks_outside),
+    ("GET", "/api/stacks/deploys/{deployId}/progress", handle_stack_deploy_progress),
     ("POST", "/api/stacks/adopt", handle_stack_adopt),
     ("GET", "/api/stacks/{id}", handle_stack_inspect),
     ("PUT", "/api/stacks/{id}", handle_stack_update),
@@ -11983,7 +12356,10 @@ REQUEST_SCHEMAS: dict[str, dict] = {
 }
 _STACK_UPLOAD = {"type": "object", "required": ["Name", "file"], "properties": {
     "Name": _STRING, "SwarmID": _STRING, "Env": {"type": "string", "description": "JSON: [{name, value}]"},
-    "file": {"type": "string", "format": "binary"}}}
+    "file": {"type": "string", "format": "binary",
+             "description": "a compose file, or a project archive (.tar, .tar.gz, .zip; told apart by content)"},
+    "ComposeFile": {"type": "string", "description": "the archive's compose file (default: compose.yaml, "
+                                                     "compose.yml, docker-compose.yaml, docker-compose.yml)"}}}
 # Routes that take a multipart form, as Portainer's do.
 FORM_SCHEMAS: dict[str, dict] = {
     "handle_stack_create_standalone_file": _STACK_UPLOAD,
@@ -12175,6 +12551,7 @@ def make_app(config: argparse.Namespace) -> web.Application:
     app[REGISTRIES] = Registries(store, load_or_create_secret(store.directory, "registry.key"))
     app[IMAGE_UPDATES] = ImageUpdates(app[ENVIRONMENTS], app[REGISTRIES])
     app[STACKS] = Stacks(store, app[ENVIRONMENTS], store.directory)
+    app[DEPLOYS] = DeployProgress()
     app[ACTIVITY] = ActivityLog(store.directory,
                                 lambda: int(current_settings(store)["ActivityLogRetentionDays"]))
     app[ANALYTICS_STATE] = {}
