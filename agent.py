@@ -734,7 +734,7 @@ def unpack_project_archive(source, destination: str, max_bytes: int = PROJECT_MA
                     elif stat.S_ISLNK(mode):
                         with archive.open(info) as f:
                             unpacker.symlink(relative, f.read(4096).decode("utf-8", "replace"))
-                    elif mode and not stat.S_ISREG(mode):
+                    elif stat.S_IFMT(mode) not in (0, stat.S_IFREG):  # many zip tools store no file type
                         raise ArchiveRefused(f"{info.filename!r} is not a file, a directory or a link")
                     else:
                         with archive.open(info) as f:
