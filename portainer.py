@@ -4578,6 +4578,24 @@ def build_query(image: str, build: dict) -> str:
     return urllib.parse.urlencode(pairs)
 
 
+def project_digest(directory: str) -> str:
+    """SHA-256 of a project directory's paths and file contents (links by their targets)."""
+    digest = hashlib.sha256()
+    for root, names, files in os.walk(directory):
+        names.sort()
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            digest.update(os.path.relpath(path, directory).encode() + b"\0")
+            if os.path.islink(path):
+                digest.update(b"->" + os.readlink(path).encode())
+            else:
+                with open(path, "rb") as f:
+                    while chunk := f.read(1024 * 1024):
+                        digest.update(chunk)
+            digest.update(b"\0")
+    return digest.hexdigest()
+
+
 def service_failure(name: str, exc: ApiError) -> ApiError:
     """The error of one service's step, saying which service failed (the status stays the engine's or ours)."""
     if exc.message.startswith(("service ", "building service ")):
@@ -4737,6 +4755,14 @@ class ComposeDeployment:
             for container in existing:
                 if container["Labels"].get(LABEL_SERVICE) not in self.compose.services:
                     await self.remove_container(container["Id"])
+
+    def note_replaced_project(self, digest: str) -> None:
+        """A new archive replaces the project directory: services that bind its files (relative binds, secrets,
+        configs) are recreated when its content changed, so that none keeps the old directory's files."""
+        for name, service in self.compose.services.items():
+            body = self.container_body(name, 1)
+            if any(bind.startswith(self.compose.project_dir + os.sep) for bind in body["HostConfig"]["Binds"]):
+                service["project_digest"] = digest
 
     async def image_id(self, image: str) -> str:
         """The engine's id of an image, "" when it has none of that name."""
@@ -6820,9 +6846,9 @@ class Stacks:
                 COMPOSE_FILE: content.encode()}
 
     @staticmethod
-    def write_files(project_dir: str, content: str, env: list[dict]) -> None:
+    def write_files(project_dir: str, content: str, env: list[dict], entry_point: str = COMPOSE_FILE) -> None:
         for name, data in Stacks.stack_files(content, env).items():
-            write_stack_file(os.path.join(project_dir, name), data)
+            write_stack_file(os.path.join(project_dir, entry_point if name == COMPOSE_FILE else name), data)
 
     def new_staging(self) -> str:
         """A new directory beside the projects (same file system), where a project is put together before it
@@ -6831,17 +6857,15 @@ class Stacks:
         os.makedirs(root, mode=0o700, exist_ok=True)
         return tempfile.mkdtemp(prefix=".staging-", dir=root)
 
-    def stage(self, stack_id: int | None, entry_point: str, content: str, env: list[dict],
-              upload: "ProjectUpload | None") -> str:
-        """The project as it will be: an uploaded archive's files, or the stack's current files (a redeploy keeps
-        them) with the compose file written from the editor; the stack's env file in both."""
+    def stage(self, entry_point: str, content: str, env: list[dict], upload: "ProjectUpload | None") -> str:
+        """A new stack's project as it will be (an uploaded archive's files, or the editor's compose file), or an
+        archive replacing a stack's project; the stack's env file in both. (The editor's redeploy of a stack
+        writes its compose file in place instead: the project's other files, and running containers' binds of
+        them, stay as they are.)"""
         if upload is not None:
             staging = upload.directory
         else:
             staging = self.new_staging()
-            current = self.project_dir(stack_id) if stack_id is not None else ""
-            if current and os.path.isdir(current):
-                shutil.copytree(current, staging, symlinks=True, dirs_exist_ok=True)
             write_stack_file(os.path.join(staging, entry_point), content.encode())
         write_stack_file(os.path.join(staging, STACK_ENV_FILE), Stacks.stack_files("", env)[STACK_ENV_FILE])
         return staging
@@ -7187,7 +7211,7 @@ async def create_stack_from_project(request: web.Request, stack_type: int, body:
     stacks.creating.add(key)
     staging = ""
     try:
-        staging = await asyncio.to_thread(stacks.stage, None, entry_point, content, env, upload)
+        staging = await asyncio.to_thread(stacks.stage, entry_point, content, env, upload)
         if upload is not None:
             upload.directory = staging  # installed below, or discarded with the upload
         deployment = await project_deployment(request, stack_type, endpoint, name, content, env, stack_id,
@@ -7246,8 +7270,7 @@ async def project_deployment(request: web.Request, stack_type: int, endpoint: di
     engine_dir = await connector.project_directory(name, project_dir)
     deployment = stacks.deployment(stack_type, endpoint["Id"], name, content, env, engine_dir,
                                    source_dir=source_dir or project_dir, entry_point=entry_point)
-    if source_dir is not None:
-        await asyncio.to_thread(Stacks.add_generated_files, source_dir, deployment.compose)
+    await asyncio.to_thread(Stacks.add_generated_files, deployment.compose.source_dir, deployment.compose)
     return deployment
 
 
@@ -7523,26 +7546,36 @@ async def redeploy_stack(request: web.Request, stack: dict, endpoint: dict, body
     content, env = stack_content(body), stack_env(body) if "Env" in body else stack["Env"]
     entry_point = upload.entry_point if upload is not None else stack["EntryPoint"]
     progress = deploy_progress(request)
+    project_dir = stacks.project_dir(stack["Id"])
     async with stacks.lock(stack["Id"]):
         staging = ""
         try:
-            staging = await asyncio.to_thread(stacks.stage, stack["Id"], entry_point, content, env, upload)
-            deployment = await project_deployment(request, stack["Type"], endpoint, stack["Name"], content, env,
-                                                  stack["Id"], staging, entry_point)
-            await apply_caller_rules(request, endpoint, deployment, stack)
-            previous = await asyncio.to_thread(stacks.install, stack["Id"], staging)
-            staging = ""
             if upload is not None:
-                upload.directory = ""
-            deployment.compose.source_dir = stacks.project_dir(stack["Id"])
+                staging = await asyncio.to_thread(stacks.stage, entry_point, content, env, upload)
+            deployment = await project_deployment(request, stack["Type"], endpoint, stack["Name"], content, env,
+                                                  stack["Id"], staging or None, entry_point)
+            await apply_caller_rules(request, endpoint, deployment, stack)
+            previous, previous_content = None, await asyncio.to_thread(stacks.read_file, stack)
+            if upload is not None:
+                if isinstance(deployment, ComposeDeployment):
+                    deployment.note_replaced_project(await asyncio.to_thread(project_digest, staging))
+                previous = await asyncio.to_thread(stacks.install, stack["Id"], staging)
+                staging = upload.directory = ""
+                deployment.compose.source_dir = project_dir
+            else:
+                await asyncio.to_thread(Stacks.write_files, project_dir, content, env, entry_point)
             deployment.progress = progress.publish
             try:
-                await deployment.connector.store_project(stack["Name"], stacks.project_dir(stack["Id"]))
+                await deployment.connector.store_project(stack["Name"], project_dir)
                 await deployment.up(pull=bool(body.get("PullImage")), prune=bool(body.get("Prune")))
             except (ApiError, OSError):
-                await asyncio.to_thread(stacks.restore, stack["Id"], previous)
+                if upload is not None:
+                    await asyncio.to_thread(stacks.restore, stack["Id"], previous)
+                else:
+                    await asyncio.to_thread(Stacks.write_files, project_dir, previous_content, stack["Env"],
+                                            stack["EntryPoint"])
                 with contextlib.suppress(ApiError, OSError):  # the agent keeps what the stack had too
-                    await deployment.connector.store_project(stack["Name"], stacks.project_dir(stack["Id"]))
+                    await deployment.connector.store_project(stack["Name"], project_dir)
                 raise
             if previous is not None:
                 await asyncio.to_thread(shutil.rmtree, previous, True)

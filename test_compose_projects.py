@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -321,6 +322,8 @@ def remote_server(engine, workdir):
 @pytest.fixture(scope="module")
 def agent_host(engine):
     host = make_namespace_host(AGENT_HOST)
+    for leftover in ("agent-state", "agent-projects"):  # an earlier run's pairing and projects
+        shutil.rmtree(os.path.join(host.root, leftover), ignore_errors=True)
     host.start_engine()
     host.load_image(engine)
     projects = os.path.join(host.root, "agent-projects")
@@ -339,6 +342,7 @@ def agent_host(engine):
 
 def deploy_and_check_remotely(server, endpoint_id: int, client: docker.DockerClient, projects: str) -> None:
     name = f"{PREFIX}remote"
+    remove_project(client, name)  # what an earlier, killed run left on that engine
     r = upload(server, endpoint_id, name, tar_archive(project_files()))
     assert r.status_code == 200, r.text
     stack = r.json()
@@ -369,6 +373,7 @@ def test_project_deploys_on_an_edge_site_through_the_tunnel(engine, workdir, tmp
     from test_edge import EdgeAgent, connected, create_edge_environment
 
     site = make_namespace_host(EDGE_HOST)
+    shutil.rmtree(os.path.join(site.root, "edge-projects"), ignore_errors=True)
     server = agent_process = None
     try:
         site.start_engine()
