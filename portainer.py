@@ -4353,7 +4353,8 @@ class ComposeFile:
         if not os.path.isdir(context_path):
             raise self.error(options, "context", f"'{where}context': {context!r} is not a directory of the project")
         inline = self.string(options, "dockerfile_inline", where)
-        dockerfile = INLINE_DOCKERFILE if inline is not None else self.string(options, "dockerfile", where, "Dockerfile")
+        dockerfile = (INLINE_DOCKERFILE if inline is not None
+                      else self.string(options, "dockerfile", where, "Dockerfile"))
         dockerfile_path = os.path.realpath(os.path.join(context_path, dockerfile))
         if not dockerfile_path.startswith(context_path + os.sep):
             raise self.error(options, "dockerfile", f"'{where}dockerfile' must be inside the build context")
@@ -6930,7 +6931,8 @@ class ProgressChannel:
         self.changed = asyncio.Event()
 
     def publish(self, event: dict) -> None:
-        if self.finished or (len(self.events) >= DEPLOY_PROGRESS_MAX_EVENTS and event.get("stage") in ("pull", "build")):
+        crowded = len(self.events) >= DEPLOY_PROGRESS_MAX_EVENTS and event.get("stage") in ("pull", "build")
+        if self.finished or crowded:
             return  # beyond the cap only the steps that matter are kept, not every layer's percentage
         self.events.append({**event, "time": round(time.time(), 3)})
         self.touched = time.monotonic()
@@ -7357,8 +7359,8 @@ async def unpack_upload(stacks: Stacks, spool, compose_file: str) -> ProjectUplo
         else:
             entry_point = next((n for n in COMPOSE_FILE_NAMES if os.path.isfile(os.path.join(directory, n))), "")
             if not entry_point:
-                raise BadRequest("the archive has no compose file at its top",
-                                 "name it with the form field ComposeFile, or add one of " + ", ".join(COMPOSE_FILE_NAMES))
+                raise BadRequest("the archive has no compose file at its top", "name it with the form field "
+                                 "ComposeFile, or add one of " + ", ".join(COMPOSE_FILE_NAMES))
         upload = ProjectUpload(directory, entry_point)
         upload.compose_text()
         return upload
