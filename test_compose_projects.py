@@ -22,6 +22,7 @@ import requests
 
 import agent as shared
 import portainer
+import test_ui
 from conftest import BUSYBOX, HERE, SLOT, TEST_LABEL, make_namespace_host, remove_namespace_host, start_server, wait_until
 
 PREFIX = f"ptpy{SLOT}proj"
@@ -399,3 +400,31 @@ def test_project_deploys_on_an_edge_site_through_the_tunnel(engine, workdir, tmp
             server.stop()
         site.stop_engine()
         remove_namespace_host(site.name, site.name.replace("node", "veth"), site.root)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The UI: upload a project archive, watch the deploy
+# ---------------------------------------------------------------------------------------------------------------
+
+browser = test_ui.browser
+open_page = test_ui.open_page
+
+
+@pytest.mark.browser
+def test_admin_uploads_a_project_archive_and_watches_its_deploy_in_the_ui(server, engine, project, open_page,
+                                                                         tmp_path):
+    archive = tmp_path / "project.tar.gz"
+    archive.write_bytes(tar_archive(project_files()))
+    tab = open_page()
+    page = tab.page
+    test_ui.log_in(page, server)
+    page.goto(server.url + "/#/stacks/new")
+    page.get_by_label("Name", exact=True).fill(project)
+    page.get_by_label("Upload a compose file or a project archive").set_input_files(str(archive))
+    page.get_by_role("button", name="Deploy the stack").click()
+    # while the image builds, its steps show in the progress panel
+    page.wait_for_function("() => /web: Step \\d/.test(document.getElementById('deploy-progress')?.textContent)",
+                           timeout=120_000)
+    page.get_by_role("heading", name=f"Stack {project}").wait_for(timeout=120_000)
+    check_project_deployed(engine, project, engine.containers.get(f"{project}_web_1").labels[
+        "com.docker.compose.project.working_dir"])
