@@ -7571,6 +7571,9 @@ async def redeploy_stack(request: web.Request, stack: dict, endpoint: dict, body
                 await deployment.connector.store_project(stack["Name"], project_dir)
                 await deployment.up(pull=bool(body.get("PullImage")), prune=bool(body.get("Prune")))
             except (ApiError, OSError):
+                if isinstance(deployment, ComposeDeployment):
+                    with contextlib.suppress(ApiError, OSError):
+                        await deployment.remove_built_images()
                 if upload is not None:
                     await asyncio.to_thread(stacks.restore, stack["Id"], previous)
                 else:
@@ -7603,6 +7606,7 @@ async def change_stack_state(request: web.Request, status: int) -> web.Response:
             deployment = await project_deployment(request, stack["Type"], endpoint, stack["Name"], content,
                                                   stack["Env"], stack["Id"], entry_point=stack["EntryPoint"])
             await apply_caller_rules(request, endpoint, deployment, stack)
+            await deployment.connector.store_project(stack["Name"], stacks.project_dir(stack["Id"]))
             await deployment.start()
         else:
             await stacks.remover(stack).stop()
