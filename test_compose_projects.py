@@ -101,9 +101,11 @@ def zip_archive(files: dict[str, bytes], zeros: int = 0) -> bytes:
     return buffer.getvalue()
 
 
-def upload(server, endpoint_id: int, name: str, archive: bytes, headers: dict | None = None, **fields):
+def upload(server, endpoint_id: int, name: str, archive: bytes, headers: dict | None = None, token: str | None = None,
+           **fields):
     return server.api("POST", f"/api/stacks/create/standalone/file?endpointId={endpoint_id}", headers=headers,
-                      data={"Name": name, **fields}, files={"file": ("project.tar.gz", archive)}, timeout=300)
+                      token=token, data={"Name": name, **fields}, files={"file": ("project.tar.gz", archive)},
+                      timeout=300)
 
 
 def delete_stacks_named(server, name: str) -> None:
@@ -118,8 +120,10 @@ def remove_project(client: docker.DockerClient, project: str) -> None:
         item.remove(force=True)
     for item in client.networks.list(filters=label) + client.volumes.list(filters=label):
         item.remove()
-    for image in client.images.list(name=f"{project}_*"):
-        client.images.remove(image.id, force=True)
+    for image in client.images.list():
+        for tag in image.tags:
+            if tag.startswith(f"{project}_"):
+                client.images.remove(tag)  # by its tag: a build may have made no image of its own
 
 
 def read_in(container, path: str) -> str:
@@ -305,6 +309,34 @@ def test_failing_service_is_named_and_leaves_nothing_behind(server, engine, proj
     assert all(s["Name"] != project for s in server.api("GET", "/api/stacks").json())
     compose_dir = os.path.join(server.data, "compose")
     assert not any(name.startswith(".") for name in os.listdir(compose_dir))
+
+
+def test_standard_users_build_passes_the_checks_of_the_proxys_build(server, engine, project, make_user):
+    user_id, token, _ = make_user()
+    settings = {"allowStackManagementForRegularUsers": True}
+    assert server.api("PUT", "/api/endpoints/1", json={"SecuritySettings": settings}).status_code == 200
+    try:
+        def archive(build_network: str) -> bytes:
+            compose = textwrap.dedent(f"""\
+                services:
+                  web:
+                    build: {{context: ., network: {build_network}}}
+                    command: sleep 3600
+                    stop_grace_period: 1s
+                    labels: {{"{TEST_LABEL}": "1"}}
+                """)
+            return tar_archive({"docker-compose.yml": compose.encode(), "Dockerfile": f"FROM {BUSYBOX}\nLABEL built=1\n".encode()})
+
+        r = upload(server, 1, project, archive("host"), token=token)
+        assert r.status_code == 403 and "host namespace" in r.json()["message"], r.text
+        assert engine.images.list(name=f"{project}_web") == []
+        r = upload(server, 1, project, archive("bridge"), token=token)
+        assert r.status_code == 200, r.text
+        web = engine.containers.get(f"{project}_web_1")
+        assert web.labels["io.portainer.accesscontrol.users"] == str(user_id)
+        assert web.image.tags == [f"{project}_web:latest"]
+    finally:
+        server.api("PUT", "/api/endpoints/1", json={"SecuritySettings": {"allowStackManagementForRegularUsers": False}})
 
 
 # ---------------------------------------------------------------------------------------------------------------
