@@ -959,6 +959,7 @@ class AgentProjectFiles:
     through `project_request` (signed to an agent, through the tunnel to an edge agent)."""
 
     endpoint_id: int
+    keeps_projects = True  # False once the agent answered that it has no project routes (an older agent)
 
     async def project_request(self, method: str, target: str, body=None, body_length=None,
                               timeout: float = 30.0) -> shared.DockerResponse:
@@ -969,9 +970,11 @@ class AgentProjectFiles:
         response = await self.project_request(method, target, body, body_length, timeout)
         async with response:
             raw = await asyncio.wait_for(response.read(), timeout)
-        if response.status == 404 or response.status == 405:
-            raise BadGateway(f"the agent of environment {self.endpoint_id} keeps no project files",
-                             "update the agent to a version that has --projects-dir")
+        if response.status in (404, 405):  # an agent without project routes relays the call to its engine
+            self.keeps_projects = False
+            log.warning("the agent of environment %s keeps no project files (an older agent): relative binds of "
+                        "its stacks name the server's paths", self.endpoint_id)
+            return None
         if response.status >= 400:
             error = engine_error(response.status, raw)
             raise BadGateway(f"the agent of environment {self.endpoint_id} refused the project's files: "
@@ -984,11 +987,15 @@ class AgentProjectFiles:
 
     async def project_directory(self, name: str, local_directory: str) -> str:
         path = as_text(as_dict(await self.project_call("GET", name)).get("Path"))
+        if not self.keeps_projects:
+            return local_directory
         if not path.startswith("/"):
             raise BadGateway(f"the agent of environment {self.endpoint_id} named no projects directory")
         return path
 
     async def store_project(self, name: str, local_directory: str) -> None:
+        if not self.keeps_projects:
+            return
         spool = await asyncio.to_thread(packed_project, local_directory)
         try:
             size = spool.seek(0, os.SEEK_END)
@@ -998,7 +1005,8 @@ class AgentProjectFiles:
             spool.close()
 
     async def remove_project(self, name: str) -> None:
-        await self.project_call("DELETE", name)
+        if self.keeps_projects:
+            await self.project_call("DELETE", name)
 
 
 def packed_project(directory: str):
