@@ -6866,7 +6866,7 @@ class Stacks:
         os.makedirs(root, mode=0o700, exist_ok=True)
         return tempfile.mkdtemp(prefix=".staging-", dir=root)
 
-    def stage(self, entry_point: str, content: str, env: list[dict], upload: "ProjectUpload | None") -> str:
+    def stage(self, entry_point: str, content: str, env: list[dict], upload: "StagedProject | None") -> str:
         """A new stack's project as it will be (an uploaded archive's files, or the editor's compose file), or an
         archive replacing a stack's project; the stack's env file in both. (The editor's redeploy of a stack
         writes its compose file in place instead: the project's other files, and running containers' binds of
@@ -7187,7 +7187,7 @@ def stack_view(request: web.Request, stack: dict) -> dict:
 
 
 async def create_stack(request: web.Request, stack_type: int, body: dict, from_template: bool = False,
-                       adopting: bool = False, upload: "ProjectUpload | None" = None) -> dict:
+                       adopting: bool = False, upload: "StagedProject | None" = None) -> dict:
     """Check the project, write it, deploy it; a failed deploy leaves nothing behind. `upload` is a project
     archive the request brought (its compose file is the body's StackFileContent)."""
     try:
@@ -7198,7 +7198,7 @@ async def create_stack(request: web.Request, stack_type: int, body: dict, from_t
 
 
 async def create_stack_from_project(request: web.Request, stack_type: int, body: dict, from_template: bool,
-                                    adopting: bool, upload: "ProjectUpload | None") -> dict:
+                                    adopting: bool, upload: "StagedProject | None") -> dict:
     endpoint = stack_endpoint(request)
     caller = caller_of(request)
     stacks: Stacks = request.app[STACKS]
@@ -7333,9 +7333,10 @@ STACK_FORM_FIELDS = ("Name", "SwarmID", "Env", "ComposeFile", "Prune", "PullImag
 
 
 @dataclasses.dataclass
-class ProjectUpload:
-    """A project archive from a request, unpacked into a staging directory beside the projects, and the compose
-    file in it the stack deploys (its entry point)."""
+class StagedProject:
+    """A project put together in a staging directory beside the projects (Stacks.new_staging): an uploaded archive
+    unpacked, or a checkout; and the compose file in it the stack deploys (its entry point). create_stack and
+    redeploy_stack take one and move its directory into place (or remove it, with `discard`)."""
 
     directory: str
     entry_point: str
@@ -7352,7 +7353,7 @@ class ProjectUpload:
             shutil.rmtree(self.directory, ignore_errors=True)
 
 
-async def unpack_upload(stacks: Stacks, spool, compose_file: str) -> ProjectUpload:
+async def unpack_upload(stacks: Stacks, spool, compose_file: str) -> StagedProject:
     """An uploaded archive, unpacked safely (see agent.unpack_project_archive) into a staging directory."""
     directory = await asyncio.to_thread(stacks.new_staging)
     try:
@@ -7369,7 +7370,7 @@ async def unpack_upload(stacks: Stacks, spool, compose_file: str) -> ProjectUplo
             if not entry_point:
                 raise BadRequest("the archive has no compose file at its top", "name it with the form field "
                                  "ComposeFile, or add one of " + ", ".join(COMPOSE_FILE_NAMES))
-        upload = ProjectUpload(directory, entry_point)
+        upload = StagedProject(directory, entry_point)
         upload.compose_text()
         return upload
     except shared.ArchiveRefused as exc:
@@ -7380,7 +7381,7 @@ async def unpack_upload(stacks: Stacks, spool, compose_file: str) -> ProjectUplo
         raise
 
 
-async def stack_upload_form(request: web.Request, require_file: bool = True) -> tuple[dict, ProjectUpload | None]:
+async def stack_upload_form(request: web.Request, require_file: bool = True) -> tuple[dict, StagedProject | None]:
     """Portainer's multipart stack upload (Name, SwarmID, Env as JSON, file) as the body create_stack reads. The
     `file` is a compose file, or a project archive (.tar, .tar.gz, .zip, told apart by its content) whose compose
     file is the field ComposeFile (default: compose.yaml, compose.yml, docker-compose.yaml, docker-compose.yml).
@@ -7550,7 +7551,7 @@ async def handle_stack_update(request: web.Request) -> web.Response:
 
 
 async def redeploy_stack(request: web.Request, stack: dict, endpoint: dict, body: dict,
-                         upload: ProjectUpload | None) -> web.Response:
+                         upload: StagedProject | None) -> web.Response:
     stacks: Stacks = request.app[STACKS]
     caller = caller_of(request)
     content, env = stack_content(body), stack_env(body) if "Env" in body else stack["Env"]

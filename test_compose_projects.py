@@ -300,8 +300,16 @@ def test_failing_service_is_named_and_leaves_nothing_behind(server, engine, proj
           data: {{}}
         """)
     archive = tar_archive({"docker-compose.yml": compose.encode(), "good/Dockerfile": f"FROM {BUSYBOX}\n".encode()})
-    r = upload(server, 1, project, archive)
+    deploy_id = uuid.uuid4().hex
+    reader = ProgressReader(server, deploy_id)
+    reader.start()
+    assert reader.opened.wait(10)
+    r = upload(server, 1, project, archive, headers={"X-Portainer-Deploy-Id": deploy_id})
     assert r.status_code >= 400 and "service 'bad'" in r.json()["message"], r.text
+    reader.join(30)
+    last = reader.events[-1][1]
+    assert last["stage"] == "error" and "service 'bad'" in last["message"]
+    assert ("start", "good") in [(e["stage"], e.get("service")) for _, e in reader.events]
     label = {"label": f"com.docker.compose.project={project}"}
     assert engine.containers.list(all=True, filters=label) == []
     assert engine.networks.list(filters=label) == [] and engine.volumes.list(filters=label) == []
@@ -337,6 +345,32 @@ def test_standard_users_build_passes_the_checks_of_the_proxys_build(server, engi
         assert web.image.tags == [f"{project}_web:latest"]
     finally:
         server.api("PUT", "/api/endpoints/1", json={"SecuritySettings": {"allowStackManagementForRegularUsers": False}})
+
+
+local_registry = test_ui.local_registry
+
+
+def test_pulls_report_each_layer_while_the_deploy_runs(server, engine, project, local_registry):
+    compose = textwrap.dedent(f"""\
+        services:
+          pulled:
+            image: {local_registry}
+            pull_policy: always
+            command: ["/not-in-this-image"]
+            labels: {{"{TEST_LABEL}": "1"}}
+        """)
+    deploy_id = uuid.uuid4().hex
+    reader = ProgressReader(server, deploy_id)
+    reader.start()
+    assert reader.opened.wait(10)
+    r = server.api("POST", "/api/stacks/create/standalone/string?endpointId=1", timeout=300,
+                   headers={"X-Portainer-Deploy-Id": deploy_id}, json={"Name": project, "StackFileContent": compose})
+    assert r.status_code >= 400 and "service 'pulled'" in r.json()["message"], r.text  # it has nothing to run
+    reader.join(30)
+    pulls = [e for _, e in reader.events if e["stage"] == "pull"]
+    assert pulls and all(e["service"] == "pulled" and e["image"] == local_registry for e in pulls)
+    assert any(e["layer"] and "complete" in e["status"].lower() for e in pulls), pulls
+    assert reader.events[-1][1]["stage"] == "error"
 
 
 # ---------------------------------------------------------------------------------------------------------------
