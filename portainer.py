@@ -4622,7 +4622,7 @@ class ComposeDeployment:
         self.connector = connector
         self.compose = compose
         self.project = compose.project if compose else project
-        self.config_file = os.path.join(compose.project_dir, compose.file_name) if compose else ""
+        self.config_file = os.path.join(compose.project_dir, os.path.basename(compose.file_name)) if compose else ""
         self.owner_labels: dict[str, str] = {}
         self.progress: Callable[[dict], None] = lambda event: None  # a deploy's live progress (DeployProgress)
         self.registry_config: dict = {}  # X-Registry-Config for builds: the registries the caller may use there
@@ -5118,6 +5118,12 @@ class SwarmDeployment:
                 for t in tasks if current and t.get("ServiceID") == object_id(current)
                 and t.get("DesiredState") == "running"]})
         return result
+
+
+def entry_directory(project_dir: str, entry_point: str) -> str:
+    """The directory of a project's compose file: where its relative paths resolve."""
+    base = os.path.dirname(entry_point)
+    return os.path.join(project_dir, base) if base else project_dir
 
 
 def write_stack_file(path: str, data: bytes) -> None:
@@ -6856,8 +6862,10 @@ class Stacks:
 
     @staticmethod
     def write_files(project_dir: str, content: str, env: list[dict], entry_point: str = COMPOSE_FILE) -> None:
+        """The compose file, and the stack's env file beside it (where `env_file: stack.env` finds it)."""
         for name, data in Stacks.stack_files(content, env).items():
-            write_stack_file(os.path.join(project_dir, entry_point if name == COMPOSE_FILE else name), data)
+            path = entry_point if name == COMPOSE_FILE else os.path.join(os.path.dirname(entry_point), name)
+            write_stack_file(os.path.join(project_dir, path), data)
 
     def new_staging(self) -> str:
         """A new directory beside the projects (same file system), where a project is put together before it
@@ -6871,12 +6879,11 @@ class Stacks:
         archive replacing a stack's project; the stack's env file in both. (The editor's redeploy of a stack
         writes its compose file in place instead: the project's other files, and running containers' binds of
         them, stay as they are.)"""
-        if upload is not None:
-            staging = upload.directory
-        else:
-            staging = self.new_staging()
+        staging = upload.directory if upload is not None else self.new_staging()
+        if upload is None:
             write_stack_file(os.path.join(staging, entry_point), content.encode())
-        write_stack_file(os.path.join(staging, STACK_ENV_FILE), Stacks.stack_files("", env)[STACK_ENV_FILE])
+        write_stack_file(os.path.join(staging, os.path.dirname(entry_point), STACK_ENV_FILE),
+                         Stacks.stack_files("", env)[STACK_ENV_FILE])
         return staging
 
     @staticmethod
@@ -6911,9 +6918,14 @@ class Stacks:
     def deployment(self, stack_type: int, endpoint_id: int, name: str, content: str, env: list[dict],
                    project_dir: str, source_dir: str | None = None,
                    entry_point: str = COMPOSE_FILE) -> ComposeDeployment | SwarmDeployment:
-        """`project_dir` is where the engine's host has the project; `source_dir` where this server reads it."""
+        """`project_dir` is where the engine's host has the project; `source_dir` where this server reads it. As
+        docker compose does, relative paths resolve from the compose file's directory (a compose file in a
+        subdirectory of the project resolves them there, and they stay inside it)."""
         swarm = stack_type == STACK_SWARM
-        files = {STACK_ENV_FILE: self.stack_files(content, env)[STACK_ENV_FILE], entry_point: content.encode()}
+        project_dir = entry_directory(project_dir, entry_point)
+        source_dir = entry_directory(source_dir, entry_point) if source_dir else None
+        files = {STACK_ENV_FILE: self.stack_files(content, env)[STACK_ENV_FILE],
+                 os.path.basename(entry_point): content.encode()}
         compose = ComposeFile(content, {e["name"]: e["value"] for e in env}, name, project_dir, swarm=swarm,
                               files=files, source_dir=source_dir, file_name=entry_point)
         connector = self.environments.connector(endpoint_id)
@@ -7237,7 +7249,7 @@ async def create_stack_from_project(request: web.Request, stack_type: int, body:
         await asyncio.to_thread(stacks.install, stack_id, staging)
         if upload is not None:
             upload.directory = ""
-        deployment.compose.source_dir = project_dir
+        deployment.compose.source_dir = entry_directory(project_dir, entry_point)
         deployment.progress = progress.publish
         try:
             await deployment.connector.store_project(name, project_dir)
@@ -7572,7 +7584,7 @@ async def redeploy_stack(request: web.Request, stack: dict, endpoint: dict, body
                     deployment.note_replaced_project(await asyncio.to_thread(project_digest, staging))
                 previous = await asyncio.to_thread(stacks.install, stack["Id"], staging)
                 staging = upload.directory = ""
-                deployment.compose.source_dir = project_dir
+                deployment.compose.source_dir = entry_directory(project_dir, entry_point)
             else:
                 await asyncio.to_thread(Stacks.write_files, project_dir, content, env, entry_point)
             deployment.progress = progress.publish

@@ -258,6 +258,32 @@ def test_project_archive_builds_binds_its_files_and_streams_progress_on_the_loca
     assert not os.path.exists(project_dir)
 
 
+def test_compose_file_in_a_subdirectory_resolves_its_paths_from_there(server, engine, project):
+    compose = textwrap.dedent(f"""\
+        services:
+          web:
+            image: {BUSYBOX}
+            command: sleep 3600
+            env_file: stack.env
+            volumes: ["./site.conf:/site.conf:ro"]
+            stop_grace_period: 1s
+            labels: {{"{TEST_LABEL}": "1"}}
+        """)
+    archive = zip_archive({"README": b"the project", "deploy/compose.yaml": compose.encode(),
+                           "deploy/site.conf": b"nested\n"})
+    r = upload(server, 1, project, archive, ComposeFile="deploy/compose.yaml",
+               Env=json.dumps([{"name": "FROM_ENV", "value": "yes"}]))
+    assert r.status_code == 200, r.text
+    stack = r.json()
+    assert stack["EntryPoint"] == "deploy/compose.yaml"
+    web = engine.containers.get(f"{project}_web_1")
+    assert read_in(web, "/site.conf") == "nested\n" and "FROM_ENV=yes" in web.attrs["Config"]["Env"]
+    assert web.labels["com.docker.compose.project.working_dir"] == os.path.join(stack["ProjectPath"], "deploy")
+    assert server.api("GET", f"/api/stacks/{stack['Id']}/file").json()["StackFileContent"] == compose
+    r = upload(server, 1, project + "x", archive, ComposeFile="deploy/missing.yml")
+    assert r.status_code == 400 and "no compose file 'deploy/missing.yml'" in r.json()["message"]
+
+
 def test_archive_attacks_get_a_400_and_write_nothing(server, engine, project):
     compose_dir = os.path.join(server.data, "compose")
     before = set(os.listdir(compose_dir)) if os.path.isdir(compose_dir) else set()
