@@ -6867,6 +6867,21 @@ class Stacks:
             path = entry_point if name == COMPOSE_FILE else os.path.join(os.path.dirname(entry_point), name)
             write_stack_file(os.path.join(project_dir, path), data)
 
+    def recover_interrupted(self) -> None:
+        """At start: what a deploy cut short by a crash left beside the projects. A project directory moved
+        aside by a redeploy that never finished goes back; staging directories go."""
+        root = os.path.join(self.data_directory, "compose")
+        if not os.path.isdir(root):
+            return
+        for name in sorted(os.listdir(root)):
+            path = os.path.join(root, name)
+            previous = re.fullmatch(r"\.previous-(\d+)-.*", name)
+            if previous and os.path.isdir(os.path.join(path, "project")) and \
+                    not os.path.exists(self.project_dir(int(previous.group(1)))):
+                os.rename(os.path.join(path, "project"), self.project_dir(int(previous.group(1))))
+            if name.startswith((".staging-", ".previous-")):
+                shutil.rmtree(path, ignore_errors=True)
+
     def new_staging(self) -> str:
         """A new directory beside the projects (same file system), where a project is put together before it
         replaces the stack's directory in one rename."""
@@ -12674,6 +12689,7 @@ def make_app(config: argparse.Namespace) -> web.Application:
     app[REGISTRIES] = Registries(store, load_or_create_secret(store.directory, "registry.key"))
     app[IMAGE_UPDATES] = ImageUpdates(app[ENVIRONMENTS], app[REGISTRIES])
     app[STACKS] = Stacks(store, app[ENVIRONMENTS], store.directory)
+    app[STACKS].recover_interrupted()
     app[DEPLOYS] = DeployProgress()
     app[ACTIVITY] = ActivityLog(store.directory,
                                 lambda: int(current_settings(store)["ActivityLogRetentionDays"]))

@@ -201,6 +201,18 @@ def test_dockerignore_reads_as_the_docker_cli_reads_it():
     assert ignored("docs/a.md") and ignored("docs/x/y/b.md") and not ignored("docs/a.txt")
 
 
+def test_a_redeploy_cut_short_by_a_crash_is_undone_when_the_server_starts(tmp_path):
+    compose_dir = tmp_path / "compose"
+    (compose_dir / ".previous-5-abc" / "project").mkdir(parents=True)
+    (compose_dir / ".previous-5-abc" / "project" / "docker-compose.yml").write_text("services: {}\n")
+    (compose_dir / ".staging-xyz").mkdir()
+    (compose_dir / "6").mkdir()
+    (compose_dir / ".previous-6-def" / "project").mkdir(parents=True)
+    portainer.Stacks(None, None, str(tmp_path)).recover_interrupted()
+    assert sorted(os.listdir(compose_dir)) == ["5", "6"]
+    assert (compose_dir / "5" / "docker-compose.yml").read_text() == "services: {}\n"
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The local environment: the project directory is the server's
 # ---------------------------------------------------------------------------------------------------------------
@@ -371,6 +383,34 @@ def test_standard_users_build_passes_the_checks_of_the_proxys_build(server, engi
         assert web.image.tags == [f"{project}_web:latest"]
     finally:
         server.api("PUT", "/api/endpoints/1", json={"SecuritySettings": {"allowStackManagementForRegularUsers": False}})
+
+
+def test_pull_policy_never_needs_the_image_and_build_rebuilds_on_every_deploy(server, engine, project):
+    never = f"services:\n  web:\n    image: {PREFIX}-absent:1\n    pull_policy: never\n"
+    r = server.api("POST", "/api/stacks/create/standalone/string?endpointId=1",
+                   json={"Name": project, "StackFileContent": never})
+    assert r.status_code == 400 and "service 'web'" in r.json()["message"] and "never" in r.json()["message"]
+    compose = textwrap.dedent(f"""\
+        services:
+          web:
+            build: .
+            pull_policy: build
+            command: sleep 3600
+            stop_grace_period: 1s
+            labels: {{"{TEST_LABEL}": "1"}}
+        """)
+    archive = tar_archive({"docker-compose.yml": compose.encode(), "Dockerfile": f"FROM {BUSYBOX}\nLABEL a=1\n".encode()})
+    r = upload(server, 1, project, archive)
+    assert r.status_code == 200, r.text
+    deploy_id = uuid.uuid4().hex
+    reader = ProgressReader(server, deploy_id)
+    reader.start()
+    assert reader.opened.wait(10)
+    r = server.api("PUT", f"/api/stacks/{r.json()['Id']}?endpointId=1", json={"StackFileContent": compose},
+                   headers={"X-Portainer-Deploy-Id": deploy_id}, timeout=300)
+    assert r.status_code == 200, r.text
+    reader.join(30)
+    assert any(e["stage"] == "build" and "Step" in e["line"] for _, e in reader.events)  # built again
 
 
 local_registry = test_ui.local_registry
