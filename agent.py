@@ -782,7 +782,8 @@ class ProjectFiles:
     async def handle_put(self, request: web.Request) -> web.Response:
         """PUT /projects/{name}: the body is the project as a tar; it replaces whatever the project had."""
         final = self.path(request.match_info["name"])
-        os.makedirs(self.directory, mode=0o755, exist_ok=True)
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        # mkdtemp's 0700 stays: a project holds its secrets; the engine (root) binds from it all the same
         incoming = tempfile.mkdtemp(prefix=".incoming-", dir=self.directory)
         try:
             with tempfile.TemporaryFile(dir=self.directory) as spool:
@@ -796,7 +797,6 @@ class ProjectFiles:
                     await asyncio.to_thread(unpack_project_archive, spool, incoming)
                 except ArchiveRefused as exc:
                     raise AgentRequestError(400, f"project refused: {exc}") from None
-            os.chmod(incoming, 0o755)
             old = None
             if os.path.lexists(final):
                 old = tempfile.mkdtemp(prefix=".replaced-", dir=self.directory)

@@ -482,6 +482,7 @@ def deploy_and_check_remotely(server, endpoint_id: int, client: docker.DockerCli
     check_project_deployed(client, name, os.path.join(projects, name))
     assert sorted(os.listdir(os.path.join(projects, name))) == [".portainer", "backend", "config",
                                                                  "docker-compose.yml", "secrets", "stack.env"]
+    assert os.stat(os.path.join(projects, name)).st_mode & 0o777 == 0o700  # it holds the stack's secrets
     # a redeploy with a new archive rewrites the agent's copy too
     r = server.api("PUT", f"/api/stacks/{stack['Id']}?endpointId={endpoint_id}",
                    files={"file": ("p.tar", tar_archive(project_files("listen 9191\n"), gz=False))}, timeout=300)
