@@ -8456,7 +8456,12 @@ class EdgeStacks:
         self.set_status(edge_stack, endpoint_id, EDGE_DEPLOYING)
         await self.store.commit()
         try:
-            compose = ComposeFile(content, {}, edge_stack["Name"], self.project_dir(edge_stack["Id"]))
+            # its files go where the environment's engine reads them, as a stack's do
+            local = self.project_dir(edge_stack["Id"])
+            compose = ComposeFile(content, {}, edge_stack["Name"],
+                                  await connector.project_directory(edge_stack["Name"], local), source_dir=local)
+            await asyncio.to_thread(Stacks.add_generated_files, local, compose)
+            await connector.store_project(edge_stack["Name"], local)
             await ComposeDeployment(connector, compose).up()
         except (BadGateway, GatewayTimeout, ServiceUnavailable) as exc:
             self.set_status(edge_stack, endpoint_id, EDGE_PENDING, f"environment offline, will retry: {exc.message}")
@@ -8480,6 +8485,7 @@ class EdgeStacks:
             self.stop_deploying(edge_stack, int(key))
             with contextlib.suppress(ApiError):
                 await ComposeDeployment(self.environments.connector(int(key)), None, edge_stack["Name"]).down()
+                await self.environments.connector(int(key)).remove_project(edge_stack["Name"])
 
     def stop_deploying(self, edge_stack: dict, endpoint_id: int) -> None:
         task = self._running.pop((edge_stack["Id"], endpoint_id), None)
