@@ -375,6 +375,8 @@ def test_standard_users_build_passes_the_checks_of_the_proxys_build(server, engi
 
         r = upload(server, 1, project, archive("host"), token=token)
         assert r.status_code == 403 and "host namespace" in r.json()["message"], r.text
+        r = upload(server, 1, project, tar_archive(project_files()), token=token)  # relative binds are host paths
+        assert r.status_code == 403 and "bind mount" in r.json()["message"], r.text
         assert engine.images.list(name=f"{project}_web") == []
         r = upload(server, 1, project, archive("bridge"), token=token)
         assert r.status_code == 200, r.text
