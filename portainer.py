@@ -4553,7 +4553,7 @@ def build_context_tar(source_dir: str, build: dict):
                 for name in sorted(names + files):
                     path = os.path.join(directory, name)
                     relative = os.path.relpath(path, context).replace(os.sep, "/")
-                    if relative == STACK_ENV_FILE and build["context"] == ".":
+                    if relative in (STACK_ENV_FILE, shared.PROJECT_MANIFEST) and build["context"] == ".":
                         continue
                     if relative not in always and dockerignored(relative, rules):
                         continue
@@ -6907,22 +6907,37 @@ class Stacks:
             write_stack_file(os.path.join(staging, *relative.split("/")), data)
 
     def install(self, stack_id: int, staging: str) -> str | None:
-        """The staged project becomes the stack's directory; answers where the previous one was put, if any."""
+        """The staged project becomes the stack's directory, brought to it in place (agent.sync_project: binds
+        keep their files and directories, what services wrote there stays). Answers a copy of the files it
+        replaced, for `restore`."""
         final = self.project_dir(stack_id)
-        previous = None
-        if os.path.lexists(final):
-            previous = tempfile.mkdtemp(prefix=f".previous-{stack_id}-", dir=os.path.dirname(final))
-            os.rename(final, os.path.join(previous, "project"))
-        os.rename(staging, final)
+        if not os.path.lexists(final):
+            shared.sync_project(staging, final)
+            shutil.rmtree(staging, ignore_errors=True)
+            return None
+        previous = tempfile.mkdtemp(prefix=f".previous-{stack_id}-", dir=os.path.dirname(final))
+        try:
+            replaced = shared.project_manifest(final)
+        except FileNotFoundError:  # a stack from before manifests: every file there is the project's
+            replaced = [os.path.relpath(os.path.join(d, n), final) for d, _, files in os.walk(final) for n in files]
+        for relative in replaced:
+            source, copy = os.path.join(final, relative), os.path.join(previous, "project", relative)
+            if os.path.islink(source) or os.path.isfile(source):
+                os.makedirs(os.path.dirname(copy), exist_ok=True)
+                shutil.copy2(source, copy, follow_symlinks=False)
+        shared.sync_project(staging, final)
+        shutil.rmtree(staging, ignore_errors=True)
         return previous
 
     def restore(self, stack_id: int, previous: str | None) -> None:
         """Undo `install`: the stack's directory is what it was before (none, for a stack that was being made)."""
         final = self.project_dir(stack_id)
-        shutil.rmtree(final, ignore_errors=True)
-        if previous is not None:
-            os.rename(os.path.join(previous, "project"), final)
-            shutil.rmtree(previous, ignore_errors=True)
+        if previous is None:
+            shutil.rmtree(final, ignore_errors=True)
+            return
+        os.makedirs(os.path.join(previous, "project"), exist_ok=True)
+        shared.sync_project(os.path.join(previous, "project"), final)
+        shutil.rmtree(previous, ignore_errors=True)
 
     def remover(self, stack: dict) -> ComposeDeployment | SwarmDeployment:
         """What removes or stops a stack by its labels, even when its file no longer parses."""

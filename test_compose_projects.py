@@ -40,6 +40,7 @@ COMPOSE = textwrap.dedent(f"""\
         command: sh -c "exec sleep 3600"
         volumes:
           - ./config/site.conf:/etc/app/site.conf:ro
+          - ./data:/data
         secrets: [token]
         configs:
           - source: motd
@@ -253,8 +254,9 @@ def test_project_archive_builds_binds_its_files_and_streams_progress_on_the_loca
     project_dir = os.path.join(server.data, "compose", str(stack["Id"]))
     assert stack["ProjectPath"] == project_dir and stack["EntryPoint"] == "docker-compose.yml"
     check_project_deployed(engine, project, project_dir)
+    assert engine.containers.get(f"{project}_web_1").exec_run(["sh", "-c", "echo kept > /data/run.txt"]).exit_code == 0
 
-    # the editor's redeploy keeps the project's other files; an archive replaces them
+    # the editor's redeploy keeps the project's other files; an archive replaces them (what services wrote stays)
     r = server.api("PUT", f"/api/stacks/{stack['Id']}?endpointId=1",
                    json={"StackFileContent": COMPOSE, "Env": [{"name": "MODE", "value": "fancy"}]}, timeout=300)
     assert r.status_code == 200, r.text
@@ -263,7 +265,8 @@ def test_project_archive_builds_binds_its_files_and_streams_progress_on_the_loca
     r = server.api("PUT", f"/api/stacks/{stack['Id']}?endpointId=1", data={"Env": "[]"},
                    files={"file": ("p.zip", zip_archive(project_files("listen 9090\n")))}, timeout=300)
     assert r.status_code == 200, r.text
-    assert read_in(engine.containers.get(f"{project}_web_1"), "/etc/app/site.conf") == "listen 9090\n"
+    web = engine.containers.get(f"{project}_web_1")
+    assert read_in(web, "/etc/app/site.conf") == "listen 9090\n" and read_in(web, "/data/run.txt") == "kept\n"
     assert server.api("GET", f"/api/stacks/{stack['Id']}/file").json()["StackFileContent"] == COMPOSE
 
     assert server.api("DELETE", f"/api/stacks/{stack['Id']}?endpointId=1").status_code == 204
@@ -482,14 +485,18 @@ def deploy_and_check_remotely(server, endpoint_id: int, client: docker.DockerCli
     assert r.status_code == 200, r.text
     stack = r.json()
     check_project_deployed(client, name, os.path.join(projects, name))
-    assert sorted(os.listdir(os.path.join(projects, name))) == [".portainer", "backend", "config",
-                                                                 "docker-compose.yml", "secrets", "stack.env"]
+    assert sorted(os.listdir(os.path.join(projects, name))) == [".portainer", ".portainer-files", "backend", "config",
+                                                                 "data", "docker-compose.yml", "secrets", "stack.env"]
+    web = client.containers.get(f"{name}_web_1")
+    assert web.exec_run(["sh", "-c", "echo kept > /data/runtime.txt"]).exit_code == 0
     assert os.stat(os.path.join(projects, name)).st_mode & 0o777 == 0o700  # it holds the stack's secrets
     # a redeploy with a new archive rewrites the agent's copy too
     r = server.api("PUT", f"/api/stacks/{stack['Id']}?endpointId={endpoint_id}",
                    files={"file": ("p.tar", tar_archive(project_files("listen 9191\n"), gz=False))}, timeout=300)
     assert r.status_code == 200, r.text
-    assert read_in(client.containers.get(f"{name}_web_1"), "/etc/app/site.conf") == "listen 9191\n"
+    web = client.containers.get(f"{name}_web_1")
+    assert read_in(web, "/etc/app/site.conf") == "listen 9191\n"
+    assert read_in(web, "/data/runtime.txt") == "kept\n"  # what the service wrote beside its files stays
     assert server.api("DELETE", f"/api/stacks/{stack['Id']}?endpointId={endpoint_id}").status_code == 204
     assert not os.path.exists(os.path.join(projects, name))
 
