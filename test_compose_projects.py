@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import textwrap
 import threading
 import time
@@ -191,6 +192,27 @@ def test_zip_bomb_and_too_many_files_stop_at_the_caps(tmp_path):
     many = tar_archive({f"f{i}": b"" for i in range(20)}, gz=False)
     with pytest.raises(shared.ArchiveRefused, match="more than 10 entries"):
         shared.unpack_project_archive(io.BytesIO(many), str(tmp_path / "x"), max_files=10)
+
+
+def test_a_project_is_synchronised_in_place_keeping_what_services_wrote_and_never_following_their_links(tmp_path):
+    def unpacked(files: dict[str, bytes]) -> str:
+        directory = tempfile.mkdtemp(dir=tmp_path)
+        shared.unpack_project_archive(io.BytesIO(tar_archive(files)), directory)
+        return directory
+
+    final = tmp_path / "project"
+    shared.sync_project(unpacked({"site.conf": b"one", "old.txt": b"x", "data/seed": b"s"}), str(final))
+    inode = os.stat(final / "site.conf").st_ino
+    (final / "data" / "written-by-a-service").write_text("kept")
+    shared.sync_project(unpacked({"site.conf": b"two", "data/seed": b"s"}), str(final))
+    assert (final / "site.conf").read_bytes() == b"two" and os.stat(final / "site.conf").st_ino == inode
+    assert not (final / "old.txt").exists() and (final / "data" / "written-by-a-service").read_text() == "kept"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, final / "data" / "planted")  # a container's doing
+    shared.sync_project(unpacked({"data/planted/x": b"evil"}), str(final))
+    assert os.listdir(outside) == [] and not os.path.islink(final / "data" / "planted")  # replaced, not followed
+    assert (final / "data" / "planted" / "x").read_bytes() == b"evil"
 
 
 def test_dockerignore_reads_as_the_docker_cli_reads_it():
