@@ -303,8 +303,14 @@ def test_compose_file_in_a_subdirectory_resolves_its_paths_from_there(server, en
             command: sleep 3600
             env_file: stack.env
             volumes: ["./site.conf:/site.conf:ro"]
+            secrets:
+              - source: api_key
+                target: key.txt
             stop_grace_period: 1s
             labels: {{"{TEST_LABEL}": "1"}}
+        secrets:
+          api_key:
+            environment: FROM_ENV
         """)
     archive = zip_archive({"README": b"the project", "deploy/compose.yaml": compose.encode(),
                            "deploy/site.conf": b"nested\n"})
@@ -315,6 +321,7 @@ def test_compose_file_in_a_subdirectory_resolves_its_paths_from_there(server, en
     assert stack["EntryPoint"] == "deploy/compose.yaml"
     web = engine.containers.get(f"{project}_web_1")
     assert read_in(web, "/site.conf") == "nested\n" and "FROM_ENV=yes" in web.attrs["Config"]["Env"]
+    assert read_in(web, "/run/secrets/key.txt") == "yes"  # a secret from the stack's env
     assert web.labels["com.docker.compose.project.working_dir"] == os.path.join(stack["ProjectPath"], "deploy")
     assert server.api("GET", f"/api/stacks/{stack['Id']}/file").json()["StackFileContent"] == compose
     r = upload(server, 1, project + "x", archive, ComposeFile="deploy/missing.yml")
