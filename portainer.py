@@ -6903,8 +6903,16 @@ class Stacks:
 
     @staticmethod
     def add_generated_files(staging: str, compose: ComposeFile) -> None:
+        """Secrets and configs given by value, as files of the project; written in place (same inode), so a
+        running container's bind of one sees its new value."""
         for relative, data in compose.generated.items():
-            write_stack_file(os.path.join(staging, *relative.split("/")), data)
+            path = os.path.join(staging, *relative.split("/"))
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            if not os.path.realpath(os.path.dirname(path)).startswith(os.path.realpath(staging) + os.sep):
+                raise BadRequest(f"{relative} leaves the stack's files through a link (made by one of its services?)")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
 
     def install(self, stack_id: int, staging: str) -> str | None:
         """The staged project becomes the stack's directory, brought to it in place (agent.sync_project: binds
