@@ -53,12 +53,13 @@ import shutil
 import signal
 import ssl
 import tarfile
+import tempfile
 import time
 import urllib.parse
 import uuid
 import weakref
 import zlib
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import yaml
@@ -221,6 +222,7 @@ EDGE_FLEET: web.AppKey[EdgeFleet] = app_key("edge_fleet")
 EDGE_UPDATES: web.AppKey[EdgeUpdates] = app_key("edge_updates")
 STACKS: web.AppKey[Stacks] = app_key("stacks")
 EDGE_STACKS: web.AppKey[EdgeStacks] = app_key("edge_stacks")
+DEPLOYS: web.AppKey[DeployProgress] = app_key("deploys")
 CONSOLES: web.AppKey[weakref.WeakSet] = app_key("consoles")
 ACTIVITY: web.AppKey[ActivityLog] = app_key("activity")
 OPENID: web.AppKey[OpenIDSignIn] = app_key("openid")
@@ -833,6 +835,18 @@ class DockerConnector:
         """Fields a kind adds to each snapshot (an agent adds its version)."""
         return {}
 
+    # A stack's project directory: the server keeps every project under <data>/compose/<id>/; where the engine runs
+    # on another host (agent, edge), that host's agent keeps a copy, so relative binds and secret files resolve there.
+    async def project_directory(self, name: str, local_directory: str) -> str:
+        """Where the engine's host has the project's files (what relative bind sources resolve against)."""
+        return local_directory
+
+    async def store_project(self, name: str, local_directory: str) -> None:
+        """Put the project's files where the engine's host reads them (here: they are already there)."""
+
+    async def remove_project(self, name: str) -> None:
+        """Remove the copy of a project's files the engine's host keeps (here: none besides the server's own)."""
+
     async def request(self, method: str, target: str, headers=(), body=None, body_length=None,
                       timeout: float | None = 30.0) -> shared.DockerResponse:
         """One request; the body of the answer streams. Raises BadGateway/GatewayTimeout when unreachable."""
@@ -969,6 +983,79 @@ def container_name(container: dict) -> str:
     return names[0].lstrip("/") if names else ""
 
 
+class AgentProjectFiles:
+    """Project files on the host of an agent or edge agent: its routes PUT/GET/DELETE /projects/{name}, reached
+    through `project_request` (signed to an agent, through the tunnel to an edge agent)."""
+
+    endpoint_id: int
+    keeps_projects = True  # False once the agent answered that it has no project routes (an older agent)
+
+    async def project_request(self, method: str, target: str, body=None, body_length=None,
+                              timeout: float = 30.0) -> shared.DockerResponse:
+        raise NotImplementedError
+
+    async def project_call(self, method: str, name: str, body=None, body_length=None, timeout: float = 30.0) -> Any:
+        target = shared.PROJECTS_PATH.format(name=urllib.parse.quote(name, safe=""))
+        response = await self.project_request(method, target, body, body_length, timeout)
+        async with response:
+            raw = await asyncio.wait_for(response.read(), timeout)
+        if response.status in (404, 405):  # an agent without project routes relays the call to its engine
+            self.keeps_projects = False
+            log.warning("the agent of environment %s keeps no project files (an older agent): relative binds of "
+                        "its stacks name the server's paths", self.endpoint_id)
+            return None
+        if response.status >= 400:
+            error = engine_error(response.status, raw)
+            raise BadGateway(f"the agent of environment {self.endpoint_id} refused the project's files: "
+                             f"{error.message}")
+        try:
+            return json.loads(raw) if raw.strip() else None
+        except (ValueError, RecursionError):
+            raise BadGateway(f"the agent of environment {self.endpoint_id} answered {target} with something that "
+                             "is not JSON") from None
+
+    async def project_directory(self, name: str, local_directory: str) -> str:
+        path = as_text(as_dict(await self.project_call("GET", name)).get("Path"))
+        if not self.keeps_projects:
+            return local_directory
+        if not path.startswith("/"):
+            raise BadGateway(f"the agent of environment {self.endpoint_id} named no projects directory")
+        return path
+
+    async def store_project(self, name: str, local_directory: str) -> None:
+        if not self.keeps_projects:
+            return
+        spool = await asyncio.to_thread(packed_project, local_directory)
+        try:
+            size = spool.seek(0, os.SEEK_END)
+            spool.seek(0)
+            await self.project_call("PUT", name, file_chunks(spool), size, timeout=300)
+        finally:
+            spool.close()
+
+    async def remove_project(self, name: str) -> None:
+        if self.keeps_projects:
+            await self.project_call("DELETE", name)
+
+
+def packed_project(directory: str):
+    """The project directory as a tar in a temporary file (read from its start by the caller, who closes it)."""
+    spool = tempfile.TemporaryFile()
+    try:
+        shared.pack_project(directory, spool)
+    except BaseException:
+        spool.close()
+        raise
+    spool.seek(0)
+    return spool
+
+
+async def file_chunks(source) -> AsyncIterator[bytes]:
+    """A binary file's bytes from where it stands, read in a thread chunk by chunk (a streamed request body)."""
+    while chunk := await asyncio.to_thread(source.read, shared.STREAM_CHUNK):
+        yield chunk
+
+
 class SocketConnector(DockerConnector):
     """A Docker API on a unix socket or a TCP address, optionally with TLS (client certificates)."""
 
@@ -995,7 +1082,7 @@ class SocketConnector(DockerConnector):
         return shared.HttpConnection(reader, writer)
 
 
-class AgentConnector(DockerConnector):
+class AgentConnector(AgentProjectFiles, DockerConnector):
     """An agent.py on another node: TLS pinned to the certificate seen at creation, every request signed."""
 
     def __init__(self, endpoint: dict, signer: shared.RequestSigner, default_secret: str):
@@ -1021,6 +1108,10 @@ class AgentConnector(DockerConnector):
         node = next((v for k, v in headers if k.lower() == shared.TARGET_HEADER.lower()), "")
         headers += self.signer.headers(method, target, self.secret, target_node=node)
         return await super().request(method, target, headers, body, body_length, timeout)
+
+    async def project_request(self, method: str, target: str, body=None, body_length=None,
+                              timeout: float = 30.0) -> shared.DockerResponse:
+        return await self.request(method, target, body=body, body_length=body_length, timeout=timeout)
 
     async def snapshot_details(self) -> dict:
         async with await self.request("GET", "/ping", timeout=10) as response:
@@ -4774,9 +4865,8 @@ SERVICE_KEYS = {"image", "command", "entrypoint", "environment", "env_file", "po
                 "cap_drop", "logging", "deploy", "container_name", "configs", "secrets", "stop_grace_period",
                 "expose", "network_mode", "platform", "devices", "extra_hosts", "pid", "ipc", "cgroup", "tmpfs",
                 "ulimits", "blkio_config", "gpus", "links", "external_links", "volumes_from", "pull_policy",
-                "profiles", "scale", "extends", "attach", "label_file", "develop", *SERVICE_FIELDS}
+                "profiles", "scale", "extends", "attach", "label_file", "develop", "build", *SERVICE_FIELDS}
 SERVICE_REFUSED = {
-    "build": "building images is not supported here: use an image",
     "annotations": "container annotations need Docker Engine 24 (API 1.43); portainer.py speaks API 1.41",
     "credential_spec": "credential specs are for Windows containers, which this server does not run",
     "post_start": "lifecycle hooks (post_start) are not supported: run the command in the entrypoint",
@@ -4800,6 +4890,11 @@ IPAM_POOL_KEYS = {"subnet", "ip_range", "gateway", "aux_addresses"}
 VOLUME_KEYS = {"driver", "driver_opts", "external", "name", "labels"}
 FILE_OBJECT_KEYS = {"file", "environment", "content", "external", "name", "labels", "template_driver", "driver",
                     "driver_opts"}
+BUILD_KEYS = {"context", "dockerfile", "dockerfile_inline", "args", "target", "labels", "cache_from", "network",
+              "shm_size", "extra_hosts"}
+# Where a secret or config given by environment or content is written inside the project, to be bind-mounted.
+GENERATED_FILES_DIR = ".portainer"
+INLINE_DOCKERFILE = ".portainer-inline.Dockerfile"
 HEALTHCHECK_KEYS = {"test", "interval", "timeout", "retries", "start_period", "start_interval", "disable"}
 DEPLOY_KEYS = {"replicas", "resources", "mode", "labels", "restart_policy", "placement", "update_config",
                "rollback_config", "endpoint_mode"}
@@ -4814,7 +4909,7 @@ SERVICE_NETWORK_KEYS = {"aliases", "ipv4_address", "ipv6_address", "link_local_i
                         "driver_opts", "gw_priority", "interface_name"}
 DEVICE_REQUEST_KEYS = {"driver", "count", "device_ids", "capabilities", "options"}
 DEPENDENCY_CONDITIONS = ("service_started", "service_healthy", "service_completed_successfully")
-PULL_POLICIES = ("always", "never", "missing", "if_not_present")
+PULL_POLICIES = ("always", "never", "missing", "if_not_present", "build")
 # Keys whose lists an `extends` appends to the base service's instead of replacing them.
 EXTENDS_APPENDED = {"ports", "expose", "external_links", "dns", "dns_search", "dns_opt", "tmpfs", "cap_add",
                     "cap_drop", "security_opt", "group_add", "device_cgroup_rules", "links", "volumes_from",
@@ -4873,10 +4968,15 @@ class ComposeFile:
     """
 
     def __init__(self, text: str, env: dict[str, str], project: str, project_dir: str, swarm: bool = False,
-                 file_name: str = COMPOSE_FILE, files: dict[str, bytes] | None = None):
+                 file_name: str = COMPOSE_FILE, files: dict[str, bytes] | None = None, source_dir: str | None = None):
+        """`project_dir` is the project directory as the engine's host sees it (relative binds resolve there);
+        `source_dir` is where this server reads the project's files (the same directory on the local
+        environment; the server's copy, or one being staged, for an agent's)."""
         self.project = project
         self.project_dir = project_dir
+        self.source_dir = source_dir or project_dir
         self.files = files or {}  # the stack's files about to be written, by path relative to project_dir
+        self.generated: dict[str, bytes] = {}  # files this parse adds to the project (secrets given by value)
         self.file_name = file_name
         self.swarm = swarm
         self.budget = MAX_COMPOSE_NODES
@@ -5329,37 +5429,46 @@ class ComposeFile:
         return network
 
     def file_object(self, parent: MarkedMap, name: str, kind: str) -> dict:
+        """A top-level secret or config: from a project file, a variable of the stack's env, or inline content.
+        In a standalone stack it is bind-mounted from the project directory (one given by value is written there
+        first, under .portainer/), as docker compose does; in a Swarm stack it becomes a Swarm secret or config."""
         raw = self.mapping(parent, name, f"{kind}.")
         path = f"{kind}.{name}."
         self.check_keys(raw, FILE_OBJECT_KEYS, path)
-        if not self.swarm:
-            raise self.error(parent, name, f"'{kind}' are only supported in Swarm stacks")
         for key in ("template_driver", "driver", "driver_opts"):
             if key in raw:
                 raise self.error(raw, key, f"'{path}{key}' is not supported: plugins for {kind} are not driven here")
         if raw.get("external"):
+            if not self.swarm:
+                raise self.error(raw, "external", f"'{path}external': external {kind} exist only in Swarm; a "
+                                                  f"standalone stack takes a file, environment or content")
             return {"name": self.string(raw, "name", path) or name, "external": True, "data": None}
-        sources = [key for key in ("file", "environment", "content") if raw.get(key) is not None]
-        if len(sources) != 1:
-            raise self.error(raw, sources[1] if len(sources) > 1 else "file",
-                             f"'{kind}.{name}' needs one of file, environment or content (or external: true)")
-        source = sources[0]
-        text = self.string(raw, source, path)
-        if source == "file":
-            data = self.read_project_file(raw, "file", text)
-        elif source == "environment":
-            if text not in self.env:
-                raise self.error(raw, "environment", f"'{path}environment' names {text!r}, which is not in the "
-                                                     f"stack's env")
-            data = self.env[text].encode()
+        given = [key for key in ("file", "environment", "content") if raw.get(key) is not None]
+        if len(given) != 1:
+            raise self.error(parent, name, f"'{kind}.{name}' needs one of file, environment or content "
+                                           f"(or external: true in a Swarm stack)")
+        relative = None
+        if given[0] == "file":
+            relative = self.string(raw, "file", path)
+            data = self.read_project_file(raw, "file", relative)
+            relative = os.path.relpath(os.path.realpath(os.path.join(self.source_dir, relative)),
+                                       os.path.realpath(self.source_dir))
+        elif given[0] == "environment":
+            variable = self.string(raw, "environment", path)
+            if variable not in self.env:
+                raise self.error(raw, "environment", f"'{path}environment': the stack's env has no {variable}")
+            data = self.env[variable].encode()
         else:
-            data = text.encode()
+            data = self.string(raw, "content", path).encode()
+        if relative is None and not self.swarm:
+            relative = f"{GENERATED_FILES_DIR}/{kind}/{name}"
+            self.generated[relative] = data
         return {"name": self.string(raw, "name", path) or f"{self.project}_{name}", "external": False,
-                "data": data, "labels": self.key_values(raw, "labels", path)}
+                "data": data, "labels": self.key_values(raw, "labels", path), "file": relative}
 
     def read_project_file(self, parent: MarkedMap, key: str, relative: str, required: bool = True) -> bytes | None:
         """A file of the stack's own (its project directory); nothing outside it."""
-        base = os.path.realpath(self.project_dir)
+        base = os.path.realpath(self.source_dir)
         path = os.path.realpath(os.path.join(base, relative))
         if not path.startswith(base + os.sep):
             raise self.error(parent, key, f"{relative!r} is outside the stack's files")
@@ -5385,9 +5494,9 @@ class ComposeFile:
                 if key in SWARM_UNSUPPORTED:
                     raise self.error(raw, key, f"'{path}{key}' is not supported in Swarm stacks: a Swarm service "
                                                f"has no such setting (use a compose stack)")
-        image = self.string(raw, "image", path)
+        image = self.string(raw, "image", path) or (f"{self.project}_{name}" if raw.get("build") is not None else None)
         if not image:
-            raise self.error(services, name, f"service {name!r} needs an 'image' (building images is not supported)")
+            raise self.error(services, name, f"service {name!r} needs an 'image' or a 'build'")
         service = {"config": {}, "host": {}, "sources": {}}
         for key, (section, field_name, kind) in SERVICE_FIELDS.items():
             if key in raw:
@@ -5440,6 +5549,7 @@ class ComposeFile:
             "platform": self.string(raw, "platform", path),
             "pull_policy": pull_policy,
             **{k: v for k, v in deploy.items() if k not in ("restart", "replicas_given", "replicas")},
+            **self.build_settings(raw, path),
         })
         for key, field_name in (("cap_add", "CapAdd"), ("volumes", "Binds"), ("volumes", "Mounts"),
                                 ("ports", "PortBindings"), ("hostname", "Hostname"), ("user", "User"),
@@ -6102,13 +6212,71 @@ class ComposeFile:
                         raise self.error(raw, key, f"'{path}{key}': mode must be an octal number") from None
             else:
                 source, target, owner = str(item), None, {}
-            if not self.swarm:
-                raise self.error(raw, key, f"'{path}{key}' are only supported in Swarm stacks")
             if source not in declared:
                 raise self.error(raw, key, f"{key[:-1]} {source!r} is not declared under the top-level '{key}'")
             # As `docker stack deploy`: no target means the source's name (under /run/secrets/ or /).
             result.append({"source": source, "target": str(target or source), **owner})
         return result
+
+    def build_settings(self, raw: MarkedMap, path: str) -> dict:
+        """`build` (a context path, or its long form) and `pull_policy`, as docker compose reads them. The context
+        is a directory of the project: the server streams it to the engine, whatever kind the environment is."""
+        policy = self.string(raw, "pull_policy", path, "missing")
+        if policy not in PULL_POLICIES:
+            raise self.error(raw, "pull_policy", f"'{path}pull_policy' must be one of " + ", ".join(PULL_POLICIES))
+        value = raw.get("build")
+        if value is None:
+            if policy == "build":
+                raise self.error(raw, "pull_policy", f"'{path}pull_policy: build' needs a 'build'")
+            return {"build": None, "pull_policy": policy}
+        if self.swarm:
+            raise self.error(raw, "build", f"'{path}build' is not supported in Swarm stacks (docker stack deploy "
+                                           f"ignores it): build and push the image, then name it in 'image'")
+        if isinstance(value, str):
+            options = MarkedMap({"context": value})
+            options.line, options.key_lines = raw.line_of("build"), {}
+        elif isinstance(value, MarkedMap):
+            options = value
+        else:
+            raise self.error(raw, "build", f"'{path}build' must be a context path or a mapping")
+        where = path + "build."
+        self.check_keys(options, BUILD_KEYS, where)
+        context = self.string(options, "context", where, ".")
+        if re.match(r"^[a-z][a-z0-9+.-]*://|^git@", context):
+            raise self.error(options, "context", f"'{where}context': remote build contexts are not supported; "
+                                                 f"put the context in the project")
+        base = os.path.realpath(self.source_dir)
+        context_path = os.path.realpath(os.path.join(base, context))
+        if context_path != base and not context_path.startswith(base + os.sep):
+            raise self.error(options, "context", f"'{where}context': {context!r} is outside the stack's files")
+        if not os.path.isdir(context_path):
+            raise self.error(options, "context", f"'{where}context': {context!r} is not a directory of the project")
+        inline = self.string(options, "dockerfile_inline", where)
+        dockerfile = (INLINE_DOCKERFILE if inline is not None
+                      else self.string(options, "dockerfile", where, "Dockerfile"))
+        dockerfile_path = os.path.realpath(os.path.join(context_path, dockerfile))
+        if not dockerfile_path.startswith(context_path + os.sep):
+            raise self.error(options, "dockerfile", f"'{where}dockerfile' must be inside the build context")
+        if inline is None and not os.path.isfile(dockerfile_path):
+            raise self.error(options, "dockerfile" if "dockerfile" in options else "context",
+                             f"'{where}dockerfile': the context {context!r} has no {dockerfile!r}")
+        args = {key: value if value is not None else self.env.get(key)
+                for key, value in self.key_values(options, "args", where).items()}
+        extra_hosts = options.get("extra_hosts")
+        if isinstance(extra_hosts, MarkedMap):
+            hosts = [f"{host}:{address}" for host, address in self.key_values(options, "extra_hosts", where).items()]
+        else:
+            hosts = [entry.replace("=", ":", 1) if "=" in entry else entry
+                     for entry in self.string_list(options, "extra_hosts", where)]
+        return {"build": {"context": os.path.relpath(context_path, base), "dockerfile": dockerfile,
+                          "dockerfile_inline": inline,
+                          "args": {key: value for key, value in args.items() if value is not None},
+                          "target": self.string(options, "target", where),
+                          "labels": self.key_values(options, "labels", where),
+                          "cache_from": self.string_list(options, "cache_from", where),
+                          "network": self.string(options, "network", where),
+                          "shm_size": self.size(options, "shm_size", where), "extra_hosts": hosts},
+                "pull_policy": policy}
 
     def dependency_order(self) -> list[str]:
         order: list[str] = []
@@ -6220,8 +6388,10 @@ def image_reference(image: str) -> tuple[str, str]:
     return name, tag
 
 
-async def ensure_image(connector: DockerConnector, image: str, pull: bool) -> None:
-    """Pull an image when the engine lacks it, or always when asked to; a failed pull is a 400 naming it."""
+async def ensure_image(connector: DockerConnector, image: str, pull: bool,
+                       progress: Callable[[dict], None] | None = None) -> None:
+    """Pull an image when the engine lacks it, or always when asked to; a failed pull is a 400 naming it.
+    `progress` hears each of the engine's pull messages (per layer) as it comes."""
     if not pull:
         try:
             await connector.request_json("GET", f"/images/{urllib.parse.quote(image, safe='/:@')}/json")
@@ -6233,15 +6403,154 @@ async def ensure_image(connector: DockerConnector, image: str, pull: bool) -> No
     query = urllib.parse.urlencode({"fromImage": name, "tag": tag})
     response = await connector.request("POST", f"/images/create?{query}", timeout=600)
     async with response:
-        raw = await response.read()
-    if response.status >= 400:
-        error = engine_error(response.status, raw)
-        raise BadRequest(f"pulling image {image} failed: {error.message}")
-    for line in raw.splitlines():
-        with contextlib.suppress(ValueError):
-            message = as_dict(json.loads(line)).get("error")
-            if message:
-                raise BadRequest(f"pulling image {image} failed: {message}")
+        if response.status >= 400:
+            error = engine_error(response.status, await response.read())
+            raise BadRequest(f"pulling image {image} failed: {error.message}")
+        async for message in engine_messages(response):
+            if message.get("error"):
+                raise BadRequest(f"pulling image {image} failed: {as_text(message.get('error'))}")
+            if progress is not None:
+                progress({"stage": "pull", "image": image, "layer": as_text(message.get("id")),
+                          "status": as_text(message.get("status")), "progress": as_text(message.get("progress"))})
+
+
+async def engine_messages(response: shared.DockerResponse, limit: int = 1024 * 1024) -> AsyncIterator[dict]:
+    """The JSON objects of a streamed engine answer (pull, build), one a line, as they arrive."""
+    pending = b""
+    async for chunk in response.iter_chunks():
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        if len(pending) > limit:
+            raise BadGateway("the engine sent a progress line longer than 1 MiB")
+        for line in lines:
+            with contextlib.suppress(ValueError, RecursionError):
+                if line.strip():
+                    yield as_dict(json.loads(line))
+    with contextlib.suppress(ValueError, RecursionError):
+        if pending.strip():
+            yield as_dict(json.loads(pending))
+
+
+def dockerignore_rules(text: str) -> list[tuple[bool, re.Pattern]]:
+    """A .dockerignore as (re-include, pattern) rules in its order, as the Docker CLI reads it."""
+    rules = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        include = line.startswith("!")
+        line = os.path.normpath(line[1:].strip() if include else line).lstrip("/")
+        if line in ("", "."):
+            continue
+        pattern, i = "", 0
+        while i < len(line):
+            char = line[i]
+            if line.startswith("**", i):
+                i += 2
+                if line.startswith("/", i):
+                    i += 1
+                    pattern += "(?:.*/)?"
+                else:
+                    pattern += ".*"
+                continue
+            pattern += {"*": "[^/]*", "?": "[^/]"}.get(char, re.escape(char))
+            i += 1
+        rules.append((include, re.compile(f"^{pattern}$")))
+    return rules
+
+
+def dockerignored(relative: str, rules: list[tuple[bool, re.Pattern]]) -> bool:
+    """Whether a path of the context is left out: the last rule matching it or one of its parents decides."""
+    parts = relative.split("/")
+    candidates = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
+    ignored = False
+    for include, pattern in rules:
+        if any(pattern.match(candidate) for candidate in candidates):
+            ignored = not include
+    return ignored
+
+
+def build_context_tar(source_dir: str, build: dict):
+    """The build context (a directory of the project) as a tar in a temporary file: .dockerignore respected, the
+    Dockerfile and .dockerignore always sent (as the Docker CLI does), the stack's env file never."""
+    context = os.path.join(source_dir, build["context"])
+    rules: list[tuple[bool, re.Pattern]] = []
+    with contextlib.suppress(FileNotFoundError):
+        with open(os.path.join(context, ".dockerignore"), encoding="utf-8", errors="replace") as f:
+            rules = dockerignore_rules(f.read(1024 * 1024))
+    always = {build["dockerfile"], ".dockerignore"}
+    spool = tempfile.TemporaryFile()
+
+    def as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        return info
+
+    try:
+        with tarfile.open(fileobj=spool, mode="w") as archive:
+            for directory, names, files in os.walk(context):
+                for name in sorted(names + files):
+                    path = os.path.join(directory, name)
+                    relative = os.path.relpath(path, context).replace(os.sep, "/")
+                    if relative in (STACK_ENV_FILE, shared.PROJECT_MANIFEST) and build["context"] == ".":
+                        continue
+                    if relative not in always and dockerignored(relative, rules):
+                        continue
+                    if name in names and not os.path.islink(path):
+                        archive.add(path, arcname=relative, recursive=False, filter=as_root)
+                    elif os.path.islink(path) or os.path.isfile(path):
+                        archive.add(path, arcname=relative, recursive=False, filter=as_root)
+            if build["dockerfile_inline"] is not None:
+                data = build["dockerfile_inline"].encode()
+                info = tarfile.TarInfo(INLINE_DOCKERFILE)
+                info.size, info.mode = len(data), 0o644
+                archive.addfile(info, io.BytesIO(data))
+    except BaseException:
+        spool.close()
+        raise
+    spool.seek(0)
+    return spool
+
+
+def build_query(image: str, build: dict) -> str:
+    """POST /build's query for a service's build settings (tagged with the service's image name)."""
+    pairs = [("t", image), ("dockerfile", build["dockerfile"]), ("rm", "1"), ("forcerm", "1")]
+    for key, value in (("buildargs", build["args"]), ("labels", build["labels"]), ("cachefrom", build["cache_from"])):
+        if value:
+            pairs.append((key, json.dumps(value)))
+    for key, value in (("target", build["target"]), ("networkmode", build["network"]),
+                       ("shmsize", build["shm_size"])):
+        if value:
+            pairs.append((key, str(value)))
+    pairs += [("extrahosts", host) for host in build["extra_hosts"]]
+    return urllib.parse.urlencode(pairs)
+
+
+def project_digest(directory: str) -> str:
+    """SHA-256 of a project directory's paths and file contents (links by their targets)."""
+    digest = hashlib.sha256()
+    for root, names, files in os.walk(directory):
+        names.sort()
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            digest.update(os.path.relpath(path, directory).encode() + b"\0")
+            if os.path.islink(path):
+                digest.update(b"->" + os.readlink(path).encode())
+            else:
+                with open(path, "rb") as f:
+                    while chunk := f.read(1024 * 1024):
+                        digest.update(chunk)
+            digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def service_failure(name: str, exc: ApiError) -> ApiError:
+    """The error of one service's step, saying which service failed (the status stays the engine's or ours)."""
+    if exc.message.startswith(("service ", "building service ")):
+        return exc
+    error = ApiError(f"service {name!r} failed: {exc.message}", exc.details)
+    error.status = exc.status
+    return error
 
 
 class ComposeDeployment:
@@ -6252,9 +6561,13 @@ class ComposeDeployment:
         self.connector = connector
         self.compose = compose
         self.project = compose.project if compose else project
-        self.config_file = os.path.join(compose.project_dir, COMPOSE_FILE) if compose else ""
+        self.config_file = os.path.join(compose.project_dir, os.path.basename(compose.file_name)) if compose else ""
         self.owner_labels: dict[str, str] = {}
         self.recreated: set[str] = set()  # the services this deploy made containers for
+        self.progress: Callable[[dict], None] = lambda event: None  # a deploy's live progress (DeployProgress)
+        self.registry_config: dict = {}  # X-Registry-Config for builds: the registries the caller may use there
+        self.build_targets: dict[str, str] = {}  # service -> /build?... as the caller's grant vetted it
+        self.built_images: list[str] = []  # image names this deploy made that the engine did not have before
 
     def common_labels(self) -> dict[str, str]:
         return {**self.owner_labels, LABEL_PROJECT: self.project, "com.docker.compose.version": COMPOSE_VERSION}
@@ -6369,7 +6682,21 @@ class ComposeDeployment:
                 body[key] = value
         if service["stop_grace_period"] is not None:
             body["StopTimeout"] = service["stop_grace_period"] // 1_000_000_000
+        host["Binds"] += self.secret_and_config_binds(name)
         return body
+
+    def secret_and_config_binds(self, name: str) -> list[str]:
+        """Secrets at /run/secrets/<target> and configs at their target (/<name> by default), read-only binds of
+        their files in the project directory, as docker compose mounts them outside Swarm."""
+        binds = []
+        for kind, declared, prefix in (("secrets", self.compose.secrets, "/run/secrets/"),
+                                       ("configs", self.compose.configs, "/")):
+            for reference in self.compose.services[name][kind]:
+                target = reference["target"]
+                target = target if target.startswith("/") else prefix + target
+                source = os.path.join(self.compose.project_dir, declared[reference["source"]]["file"])
+                binds.append(f"{source}:{target}:ro")
+        return binds
 
     def endpoint_config(self, service: str, network: str) -> dict:
         settings = self.compose.services[service]["networks"][network]
@@ -6448,20 +6775,102 @@ class ComposeDeployment:
 
     async def up(self, pull: bool = False, prune: bool = False) -> None:
         """Create what is missing, recreate services whose config hash changed, start everything."""
-        for image in {s["image"] for s in self.compose.services.values()}:
-            policies = {s["pull_policy"] for s in self.compose.services.values() if s["image"] == image}
-            if policies == {"never"}:  # pull_policy: never: the engine must have it, and the create says so
-                continue
-            await ensure_image(self.connector, image, pull or "always" in policies)
+        await self.prepare_images(pull)
         await self.ensure_networks_and_volumes()
         existing = await self.project_containers()
         for name in self.compose.order:
-            await self.wait_for_dependencies(name)
-            await self.converge_service(name, [c for c in existing if c["Labels"].get(LABEL_SERVICE) == name])
+            try:
+                await self.wait_for_dependencies(name)
+                await self.converge_service(name, [c for c in existing if c["Labels"].get(LABEL_SERVICE) == name])
+            except ApiError as exc:
+                raise service_failure(name, exc) from None
         if prune:
             for container in existing:
                 if container["Labels"].get(LABEL_SERVICE) not in self.compose.services:
                     await self.remove_container(container["Id"])
+
+    def note_replaced_project(self, digest: str) -> None:
+        """A new archive replaces the project directory: services that bind its files (relative binds, secrets,
+        configs) are recreated when its content changed, so that none keeps the old directory's files."""
+        for name, service in self.compose.services.items():
+            body = self.container_body(name, 1)
+            if any(bind.startswith(self.compose.project_dir + os.sep) for bind in body["HostConfig"]["Binds"]):
+                service["project_digest"] = digest
+
+    async def image_id(self, image: str) -> str:
+        """The engine's id of an image, "" when it has none of that name."""
+        try:
+            return as_text(as_dict(await self.connector.request_json(
+                "GET", f"/images/{urllib.parse.quote(image, safe='/:@')}/json")).get("Id"))
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            return ""
+
+    async def prepare_images(self, pull: bool) -> None:
+        """Each service's image, as its pull_policy says: built from the project (build: always, or when missing or
+        PullImage is asked), pulled (always, or when missing), or required to be there (never)."""
+        pulled: set[str] = set()
+        for name in self.compose.order:
+            service = self.compose.services[name]
+            image, policy = service["image"], service.get("pull_policy", "missing")
+            try:
+                if service.get("build") is not None:
+                    current = await self.image_id(image)
+                    if policy == "build" or pull or not current:
+                        current = await self.build_image(name, existed=bool(current))
+                    # As docker compose: a rebuilt image recreates the service's containers.
+                    service["image_id"] = current
+                elif image not in pulled:
+                    if policy == "never":
+                        if not await self.image_id(image):
+                            raise BadRequest(f"image {image} is not on the engine, and pull_policy is never")
+                    else:
+                        await ensure_image(self.connector, image, pull or policy == "always",
+                                           lambda event, name=name: self.progress({**event, "service": name}))
+                    pulled.add(image)
+            except ApiError as exc:
+                raise service_failure(name, exc) from None
+
+    async def build_image(self, name: str, existed: bool) -> str:
+        """POST /build with the context streamed from the project directory; answers the new image's id."""
+        service = self.compose.services[name]
+        image, build = service["image"], service["build"]
+        target = self.build_targets.get(name) or f"/build?{build_query(image, build)}"
+        self.progress({"stage": "build", "service": name, "line": f"building {image} from {build['context']}"})
+        spool = await asyncio.to_thread(build_context_tar, self.compose.source_dir, build)
+        headers = [("Content-Type", "application/x-tar")]
+        if self.registry_config:
+            headers.append(("X-Registry-Config", encode_registry_header(self.registry_config)))
+        try:
+            size = spool.seek(0, os.SEEK_END)
+            spool.seek(0)
+            response = await self.connector.request("POST", target, headers, file_chunks(spool), size, timeout=600)
+            async with response:
+                if response.status >= 400:
+                    error = engine_error(response.status, await response.read())
+                    raise BadRequest(f"building service {name!r} failed: {error.message}")
+                if not existed:
+                    self.built_images.append(image)
+                async for message in engine_messages(response):
+                    if message.get("error"):
+                        raise BadRequest(f"building service {name!r} failed: {as_text(message.get('error')).strip()}")
+                    line = as_text(message.get("stream")).rstrip("\n")
+                    if line:
+                        self.progress({"stage": "build", "service": name, "line": line})
+        finally:
+            spool.close()
+        built = await self.image_id(image)
+        if not built:
+            raise BadRequest(f"building service {name!r} made no image {image}")
+        return built
+
+    async def remove_built_images(self) -> None:
+        """After a failed deploy: the images it built that were not there before."""
+        for image in self.built_images:
+            with unless_missing():
+                await self.connector.request_json("DELETE", f"/images/{urllib.parse.quote(image, safe='/:@')}?force=1")
+        self.built_images = []
 
     async def converge_service(self, name: str, containers: list[dict]) -> None:
         service = self.compose.services[name]
@@ -6496,11 +6905,13 @@ class ComposeDeployment:
             {"platform": platform} if platform else {})})
         created = await self.connector.request_json("POST", f"/containers/create?{query}", body)
         container_id = answered_id(created)
+        self.progress({"stage": "create", "service": name, "container": self.container_name(name, number)})
         for network in list(self.compose.services[name]["networks"])[1:]:
             await self.connector.request_json(
                 "POST", f"/networks/{urllib.parse.quote(self.compose.networks[network]['name'])}/connect",
                 {"Container": container_id, "EndpointConfig": self.endpoint_config(name, network)})
         await self.connector.request_json("POST", f"/containers/{container_id}/start")
+        self.progress({"stage": "start", "service": name, "container": self.container_name(name, number)})
         return container_id
 
     async def remove_container(self, container_id: str) -> None:
@@ -6512,6 +6923,7 @@ class ComposeDeployment:
             condition = options["condition"]
             if condition == "service_started":
                 continue
+            self.progress({"stage": "wait", "service": name, "dependency": dependency, "condition": condition})
             deadline = time.monotonic() + HEALTH_WAIT_SECONDS
             while True:
                 containers = container_summaries(await self.connector.request_json(
@@ -6779,6 +7191,12 @@ class SwarmDeployment:
                 for t in tasks if current and t.get("ServiceID") == object_id(current)
                 and t.get("DesiredState") == "running"]})
         return result
+
+
+def entry_directory(project_dir: str, entry_point: str) -> str:
+    """The directory of a project's compose file: where its relative paths resolve."""
+    base = os.path.dirname(entry_point)
+    return os.path.join(project_dir, base) if base else project_dir
 
 
 def write_stack_file(path: str, data: bytes) -> None:
@@ -8669,9 +9087,91 @@ class Stacks:
                 COMPOSE_FILE: content.encode()}
 
     @staticmethod
-    def write_files(project_dir: str, content: str, env: list[dict]) -> None:
+    def write_files(project_dir: str, content: str, env: list[dict], entry_point: str = COMPOSE_FILE) -> None:
+        """The compose file, and the stack's env file beside it (where `env_file: stack.env` finds it)."""
         for name, data in Stacks.stack_files(content, env).items():
-            write_stack_file(os.path.join(project_dir, name), data)
+            path = entry_point if name == COMPOSE_FILE else os.path.join(os.path.dirname(entry_point), name)
+            write_stack_file(os.path.join(project_dir, path), data)
+
+    def recover_interrupted(self) -> None:
+        """At start: what a deploy cut short by a crash left beside the projects. A project directory moved
+        aside by a redeploy that never finished goes back; staging directories go."""
+        root = os.path.join(self.data_directory, "compose")
+        if not os.path.isdir(root):
+            return
+        for name in sorted(os.listdir(root)):
+            path = os.path.join(root, name)
+            previous = re.fullmatch(r"\.previous-(\d+)-.*", name)
+            if previous and os.path.isdir(os.path.join(path, "project")) and \
+                    not os.path.exists(self.project_dir(int(previous.group(1)))):
+                os.rename(os.path.join(path, "project"), self.project_dir(int(previous.group(1))))
+            if name.startswith((".staging-", ".previous-")):
+                shutil.rmtree(path, ignore_errors=True)
+
+    def new_staging(self) -> str:
+        """A new directory beside the projects (same file system), where a project is put together before it
+        replaces the stack's directory in one rename."""
+        root = os.path.join(self.data_directory, "compose")
+        os.makedirs(root, mode=0o700, exist_ok=True)
+        return tempfile.mkdtemp(prefix=".staging-", dir=root)
+
+    def stage(self, entry_point: str, content: str, env: list[dict], upload: "StagedProject | None") -> str:
+        """A new stack's project as it will be (an uploaded archive's files, or the editor's compose file), or an
+        archive replacing a stack's project; the stack's env file in both. (The editor's redeploy of a stack
+        writes its compose file in place instead: the project's other files, and running containers' binds of
+        them, stay as they are.)"""
+        staging = upload.directory if upload is not None else self.new_staging()
+        if upload is None:
+            write_stack_file(os.path.join(staging, entry_point), content.encode())
+        write_stack_file(os.path.join(staging, os.path.dirname(entry_point), STACK_ENV_FILE),
+                         Stacks.stack_files("", env)[STACK_ENV_FILE])
+        return staging
+
+    @staticmethod
+    def add_generated_files(staging: str, compose: ComposeFile) -> None:
+        """Secrets and configs given by value, as files of the project; written in place (same inode), so a
+        running container's bind of one sees its new value."""
+        for relative, data in compose.generated.items():
+            path = os.path.join(staging, *relative.split("/"))
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            if not os.path.realpath(os.path.dirname(path)).startswith(os.path.realpath(staging) + os.sep):
+                raise BadRequest(f"{relative} leaves the stack's files through a link (made by one of its services?)")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+
+    def install(self, stack_id: int, staging: str) -> str | None:
+        """The staged project becomes the stack's directory, brought to it in place (agent.sync_project: binds
+        keep their files and directories, what services wrote there stays). Answers a copy of the files it
+        replaced, for `restore`."""
+        final = self.project_dir(stack_id)
+        if not os.path.lexists(final):
+            shared.sync_project(staging, final)
+            shutil.rmtree(staging, ignore_errors=True)
+            return None
+        previous = tempfile.mkdtemp(prefix=f".previous-{stack_id}-", dir=os.path.dirname(final))
+        try:
+            replaced = shared.project_manifest(final)
+        except FileNotFoundError:  # a stack from before manifests: every file there is the project's
+            replaced = [os.path.relpath(os.path.join(d, n), final) for d, _, files in os.walk(final) for n in files]
+        for relative in replaced:
+            source, copy = os.path.join(final, relative), os.path.join(previous, "project", relative)
+            if os.path.islink(source) or os.path.isfile(source):
+                os.makedirs(os.path.dirname(copy), exist_ok=True)
+                shutil.copy2(source, copy, follow_symlinks=False)
+        shared.sync_project(staging, final)
+        shutil.rmtree(staging, ignore_errors=True)
+        return previous
+
+    def restore(self, stack_id: int, previous: str | None) -> None:
+        """Undo `install`: the stack's directory is what it was before (none, for a stack that was being made)."""
+        final = self.project_dir(stack_id)
+        if previous is None:
+            shutil.rmtree(final, ignore_errors=True)
+            return
+        os.makedirs(os.path.join(previous, "project"), exist_ok=True)
+        shared.sync_project(os.path.join(previous, "project"), final)
+        shutil.rmtree(previous, ignore_errors=True)
 
     def remover(self, stack: dict) -> ComposeDeployment | SwarmDeployment:
         """What removes or stops a stack by its labels, even when its file no longer parses."""
@@ -8680,12 +9180,106 @@ class Stacks:
         return kind(connector, None, stack["Name"])
 
     def deployment(self, stack_type: int, endpoint_id: int, name: str, content: str, env: list[dict],
-                   project_dir: str) -> ComposeDeployment | SwarmDeployment:
+                   project_dir: str, source_dir: str | None = None,
+                   entry_point: str = COMPOSE_FILE) -> ComposeDeployment | SwarmDeployment:
+        """`project_dir` is where the engine's host has the project; `source_dir` where this server reads it. As
+        docker compose does, relative paths resolve from the compose file's directory (a compose file in a
+        subdirectory of the project resolves them there, and they stay inside it)."""
         swarm = stack_type == STACK_SWARM
+        project_dir = entry_directory(project_dir, entry_point)
+        source_dir = entry_directory(source_dir, entry_point) if source_dir else None
+        files = {STACK_ENV_FILE: self.stack_files(content, env)[STACK_ENV_FILE],
+                 os.path.basename(entry_point): content.encode()}
         compose = ComposeFile(content, {e["name"]: e["value"] for e in env}, name, project_dir, swarm=swarm,
-                              files=self.stack_files(content, env))
+                              files=files, source_dir=source_dir, file_name=entry_point)
         connector = self.environments.connector(endpoint_id)
         return SwarmDeployment(connector, compose) if swarm else ComposeDeployment(connector, compose)
+
+
+# A deploy's live progress: the UI picks an id, opens GET /api/stacks/deploys/{id}/progress, then sends the id in
+# this header on the create or update call (ids and tokens never travel in a URL's query; the id is no secret).
+DEPLOY_ID_HEADER = "X-Portainer-Deploy-Id"
+DEPLOY_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+DEPLOY_PROGRESS_KEEP_SECONDS = 300
+DEPLOY_PROGRESS_MAX_EVENTS = 5000
+
+
+class ProgressChannel:
+    """One deploy's events, kept until it has ended and its reader has them all (or a few minutes pass)."""
+
+    def __init__(self, owner: int):
+        self.owner = owner
+        self.events: list[dict] = []
+        self.finished = False
+        self.touched = time.monotonic()
+        self.changed = asyncio.Event()
+
+    def publish(self, event: dict) -> None:
+        crowded = len(self.events) >= DEPLOY_PROGRESS_MAX_EVENTS and event.get("stage") in ("pull", "build")
+        if self.finished or crowded:
+            return  # beyond the cap only the steps that matter are kept, not every layer's percentage
+        self.events.append({**event, "time": round(time.time(), 3)})
+        self.touched = time.monotonic()
+        changed, self.changed = self.changed, asyncio.Event()
+        changed.set()
+
+    def finish(self, event: dict) -> None:
+        if not self.finished:
+            self.publish(event)
+            self.finished = True
+
+
+class DeployProgress:
+    """The live progress of stack deploys by the id each one's caller chose; only that user reads it."""
+
+    def __init__(self):
+        self.channels: dict[str, ProgressChannel] = {}
+
+    def channel(self, deploy_id: str, user_id: int) -> ProgressChannel:
+        moment = time.monotonic()
+        for stale in [k for k, c in self.channels.items() if moment - c.touched > DEPLOY_PROGRESS_KEEP_SECONDS]:
+            del self.channels[stale]
+        channel = self.channels.setdefault(deploy_id, ProgressChannel(user_id))
+        if channel.owner != user_id:
+            raise Forbidden(f"deploy {deploy_id} is another user's")
+        return channel
+
+
+def deploy_progress(request: web.Request) -> ProgressChannel:
+    """Where this create or update call reports what it does: the channel its X-Portainer-Deploy-Id names, or one
+    nobody reads."""
+    deploy_id = request.headers.get(DEPLOY_ID_HEADER, "")
+    if not deploy_id:
+        return ProgressChannel(caller_of(request).id)
+    if not DEPLOY_ID.match(deploy_id):
+        raise BadRequest(f"{DEPLOY_ID_HEADER} must be 8 to 64 letters, digits, '-' or '_'")
+    return request.app[DEPLOYS].channel(deploy_id, caller_of(request).id)
+
+
+async def handle_stack_deploy_progress(request: web.Request) -> web.StreamResponse:
+    """A deploy's live progress as JSON lines (pulls per layer, build steps, containers created and started,
+    health waits), for the id sent in X-Portainer-Deploy-Id on the create or update call; ends with the deploy."""
+    deploy_id = request.match_info["deployId"]
+    if not DEPLOY_ID.match(deploy_id):
+        raise BadRequest("a deploy id is 8 to 64 letters, digits, '-' or '_'")
+    channel = request.app[DEPLOYS].channel(deploy_id, caller_of(request).id)
+    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-store"})
+    await response.prepare(request)
+    sent = 0
+    deadline = time.monotonic() + DEPLOY_PROGRESS_KEEP_SECONDS
+    while True:
+        while sent < len(channel.events):
+            await response.write(json.dumps(channel.events[sent]).encode() + b"\n")
+            sent += 1
+        if channel.finished or (not channel.events and time.monotonic() > deadline):
+            break
+        changed = channel.changed
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(changed.wait(), 15)
+        channel.touched = time.monotonic()
+    request.app[DEPLOYS].channels.pop(deploy_id, None)
+    await response.write_eof()
+    return response
 
 
 # Portainer's stack payloads; an env entry is its portainer.Pair {"name", "value"}.
@@ -8839,10 +9433,25 @@ async def apply_caller_rules(request: web.Request, endpoint: dict, deployment: C
     store, caller = request.app[STORE], caller_of(request)
     creation = "/services/create" if isinstance(deployment, SwarmDeployment) else "/containers/create"
     deployment.check_allowed(docker_grant(request, endpoint, "POST", creation))
+    if isinstance(deployment, ComposeDeployment):
+        await vet_stack_builds(request, endpoint, deployment)
     if not caller.is_admin:
         deployment.owner_labels = stack_owner_labels(store, caller, stack)
     if endpoint_role(store, caller, endpoint) in OWNERSHIP_BOUND_ROLES:
         await require_owned_stack_references(store, caller, deployment, existing_stack=stack is not None)
+
+
+async def vet_stack_builds(request: web.Request, endpoint: dict, deployment: ComposeDeployment) -> None:
+    """Each build a stack makes passes what the proxy's POST /build would require of the caller (network mode,
+    cgroup parent, ownership of what it names), and uses the query that check settled on."""
+    for name, service in deployment.compose.services.items():
+        if service.get("build") is not None:
+            target = f"/build?{build_query(service['image'], service['build'])}"
+            grant = docker_grant(request, endpoint, "POST", "/build", target)
+            await grant.vet_query("/build")
+            deployment.build_targets[name] = grant.target
+    if deployment.build_targets:
+        deployment.registry_config = stack_registry_config(request, endpoint["Id"])
 
 
 def stack_view(request: web.Request, stack: dict) -> dict:
@@ -8857,8 +9466,18 @@ def stack_view(request: web.Request, stack: dict) -> dict:
 
 
 async def create_stack(request: web.Request, stack_type: int, body: dict, from_template: bool = False,
-                       adopting: bool = False) -> dict:
-    """Check the file, write it, deploy it; a failed deploy leaves nothing behind."""
+                       adopting: bool = False, upload: "StagedProject | None" = None) -> dict:
+    """Check the project, write it, deploy it; a failed deploy leaves nothing behind. `upload` is a project
+    archive the request brought (its compose file is the body's StackFileContent)."""
+    try:
+        return await create_stack_from_project(request, stack_type, body, from_template, adopting, upload)
+    finally:
+        if upload is not None:
+            await asyncio.to_thread(upload.discard)
+
+
+async def create_stack_from_project(request: web.Request, stack_type: int, body: dict, from_template: bool,
+                                    adopting: bool, upload: "StagedProject | None") -> dict:
     endpoint = stack_endpoint(request)
     caller = caller_of(request)
     stacks: Stacks = request.app[STACKS]
@@ -8867,6 +9486,7 @@ async def create_stack(request: web.Request, stack_type: int, body: dict, from_t
         raise BadRequest(f"invalid stack name {name!r}",
                          "use lowercase letters, digits, '-' and '_', starting with a letter or digit")
     content, env = stack_content(body), stack_env(body)
+    entry_point = upload.entry_point if upload is not None else COMPOSE_FILE
     key = (endpoint["Id"], name)
     if key in stacks.creating or any(s["Name"] == name and s["EndpointId"] == endpoint["Id"]
                                      for s in request.app[STORE].stacks):
@@ -8876,9 +9496,15 @@ async def create_stack(request: web.Request, stack_type: int, body: dict, from_t
         swarm_id = field(body, "SwarmID", str, required=False, default="")
     stack_id = request.app[STORE].stacks.new_id()
     project_dir = stacks.project_dir(stack_id)
+    progress = deploy_progress(request)
     stacks.creating.add(key)
+    staging = ""
     try:
-        deployment = stacks.deployment(stack_type, endpoint["Id"], name, content, env, project_dir)
+        staging = await asyncio.to_thread(stacks.stage, entry_point, content, env, upload)
+        if upload is not None:
+            upload.directory = staging  # installed below, or discarded with the upload
+        deployment = await project_deployment(request, stack_type, endpoint, name, content, env, stack_id,
+                                              staging, entry_point)
         await apply_caller_rules(request, endpoint, deployment)
         if stack_type == STACK_SWARM:
             if await deployment.namespace_objects("services"):
@@ -8887,26 +9513,75 @@ async def create_stack(request: web.Request, stack_type: int, body: dict, from_t
         elif not adopting and await deployment.project_containers():
             raise Conflict(f"a compose project named {name!r} made outside portainer.py runs on this environment",
                            "an administrator can adopt it (POST /api/stacks/adopt) or pick another name")
-        await asyncio.to_thread(Stacks.write_files, project_dir, content, env)
+        await asyncio.to_thread(stacks.install, stack_id, staging)
+        if upload is not None:
+            upload.directory = ""
+        deployment.compose.source_dir = entry_directory(project_dir, entry_point)
+        deployment.progress = progress.publish
         try:
+            await deployment.connector.store_project(name, project_dir)
             await deployment.up(pull=bool(body.get("PullImage")))
-        except (ApiError, OSError):
+        except (ApiError, OSError) as exc:
             if not adopting:  # what an adopted project had stays, whatever went wrong
                 with contextlib.suppress(ApiError, OSError):
                     await deployment.down()
+            await undo_project(deployment, name)
             await asyncio.to_thread(shutil.rmtree, project_dir, True)
+            progress.finish({"stage": "error", "message": getattr(exc, "message", str(exc))})
             raise
         stack = {"Id": stack_id, "Name": name, "Type": stack_type, "EndpointId": endpoint["Id"], "SwarmId": swarm_id,
-                 "EntryPoint": COMPOSE_FILE, "Env": env, "Status": STACK_ACTIVE, "ProjectPath": project_dir,
+                 "EntryPoint": entry_point, "Env": env, "Status": STACK_ACTIVE, "ProjectPath": project_dir,
                  "CreationDate": now(), "CreatedBy": caller.user["Username"], "UpdateDate": 0, "UpdatedBy": "",
                  "ResourceControl": None, "AdditionalFiles": [], "AutoUpdate": None, "GitConfig": None,
                  "FromAppTemplate": from_template, "Namespace": "", "IsComposeFormat": stack_type == STACK_COMPOSE}
         request.app[STORE].stacks.add(stack)
         await add_stack_resource_control(request.app[STORE], caller, stack)
         await request.app[STORE].commit()
+        progress.finish({"stage": "done", "stack": stack_id})
+    except ApiError as exc:
+        progress.finish({"stage": "error", "message": exc.message})
+        raise
     finally:
         stacks.creating.discard(key)
+        if staging and os.path.isdir(staging):  # never installed: the check or the conflict refused it
+            await asyncio.to_thread(shutil.rmtree, staging, True)
     return stack
+
+
+async def project_deployment(request: web.Request, stack_type: int, endpoint: dict, name: str, content: str,
+                             env: list[dict], stack_id: int, source_dir: str | None = None,
+                             entry_point: str = COMPOSE_FILE) -> ComposeDeployment | SwarmDeployment:
+    """The deployment of a stack's project on an environment: parsed from `source_dir` (the stack's directory, or
+    one being staged), its relative paths resolved where that environment's engine has the project's files."""
+    stacks: Stacks = request.app[STACKS]
+    project_dir = stacks.project_dir(stack_id)
+    connector = request.app[ENVIRONMENTS].connector(endpoint["Id"])
+    engine_dir = await connector.project_directory(name, project_dir)
+    deployment = stacks.deployment(stack_type, endpoint["Id"], name, content, env, engine_dir,
+                                   source_dir=source_dir or project_dir, entry_point=entry_point)
+    await asyncio.to_thread(Stacks.add_generated_files, deployment.compose.source_dir, deployment.compose)
+    return deployment
+
+
+async def undo_project(deployment: ComposeDeployment | SwarmDeployment, name: str) -> None:
+    """After a failed first deploy: the images it built and the copy of its files an agent got go too."""
+    with contextlib.suppress(ApiError, OSError):
+        if isinstance(deployment, ComposeDeployment):
+            await deployment.remove_built_images()
+    with contextlib.suppress(ApiError, OSError):
+        await deployment.connector.remove_project(name)
+
+
+def stack_registry_config(request: web.Request, endpoint_id: int) -> dict:
+    """X-Registry-Config for a stack's builds: the credentials of every registry the caller may use on the
+    environment, by host (the engine picks them by each base image's registry)."""
+    registries, caller = request.app[REGISTRIES], caller_of(request)
+    config = {}
+    for registry in request.app[STORE].registries.in_id_order():
+        if registries.may_use(caller, registry, endpoint_id):
+            auth = registries.auth_config(registry)
+            config[auth["serveraddress"]] = auth
+    return config
 
 
 async def handle_stack_create_standalone_string(request: web.Request) -> web.Response:
@@ -8916,37 +9591,139 @@ async def handle_stack_create_standalone_string(request: web.Request) -> web.Res
 
 
 async def handle_stack_create_standalone_file(request: web.Request) -> web.Response:
-    """Deploy a compose stack from an uploaded file (multipart: Name, file, Env as JSON)."""
-    body = await stack_upload_form(request)
-    return json_response(stack_view(request, await create_stack(request, STACK_COMPOSE, body)))
+    """Deploy a compose stack from an uploaded compose file or project archive (multipart: Name, file, Env as
+    JSON, ComposeFile: the archive's compose file)."""
+    stack_endpoint(request)  # who may not deploy here sends no archive to unpack
+    body, upload = await stack_upload_form(request)
+    return json_response(stack_view(request, await create_stack(request, STACK_COMPOSE, body, upload=upload)))
 
 
 async def handle_stack_create_swarm_file(request: web.Request) -> web.Response:
-    """Deploy a Swarm stack from an uploaded file (multipart: Name, SwarmID, file, Env as JSON)."""
-    body = await stack_upload_form(request)
-    return json_response(stack_view(request, await create_stack(request, STACK_SWARM, body)))
+    """Deploy a Swarm stack from an uploaded compose file or project archive (multipart: Name, SwarmID, file,
+    Env as JSON, ComposeFile: the archive's compose file)."""
+    stack_endpoint(request)
+    body, upload = await stack_upload_form(request)
+    return json_response(stack_view(request, await create_stack(request, STACK_SWARM, body, upload=upload)))
 
 
-async def stack_upload_form(request: web.Request) -> dict:
-    """Portainer's multipart stack upload (Name, SwarmID, file, Env as JSON) as the body create_stack reads."""
+# A project archive's compose file, when the form names none: the names docker compose looks for, in its order.
+COMPOSE_FILE_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
+STACK_FORM_FIELDS = ("Name", "SwarmID", "Env", "ComposeFile", "Prune", "PullImage")
+
+
+@dataclasses.dataclass
+class StagedProject:
+    """A project put together in a staging directory beside the projects (Stacks.new_staging): an uploaded archive
+    unpacked, or a checkout; and the compose file in it the stack deploys (its entry point). create_stack and
+    redeploy_stack take one and move its directory into place (or remove it, with `discard`)."""
+
+    directory: str
+    entry_point: str
+
+    def compose_text(self) -> str:
+        try:
+            with open(os.path.join(self.directory, *self.entry_point.split("/")), "rb") as f:
+                return f.read(MAX_JSON_BODY).decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest(f"the archive's {self.entry_point} is not UTF-8 text") from None
+
+    def discard(self) -> None:
+        if self.directory:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
+async def unpack_upload(stacks: Stacks, spool, compose_file: str) -> StagedProject:
+    """An uploaded archive, unpacked safely (see agent.unpack_project_archive) into a staging directory."""
+    directory = await asyncio.to_thread(stacks.new_staging)
+    try:
+        await asyncio.to_thread(shared.unpack_project_archive, spool, directory)
+        if compose_file:
+            try:
+                entry_point = shared.project_member_path(compose_file)
+            except shared.ArchiveRefused as exc:
+                raise BadRequest(f"ComposeFile: {exc}") from None
+            if not os.path.isfile(os.path.join(directory, *entry_point.split("/"))):
+                raise BadRequest(f"the archive has no compose file {compose_file!r}")
+        else:
+            entry_point = next((n for n in COMPOSE_FILE_NAMES if os.path.isfile(os.path.join(directory, n))), "")
+            if not entry_point:
+                raise BadRequest("the archive has no compose file at its top", "name it with the form field "
+                                 "ComposeFile, or add one of " + ", ".join(COMPOSE_FILE_NAMES))
+        upload = StagedProject(directory, entry_point)
+        upload.compose_text()
+        return upload
+    except shared.ArchiveRefused as exc:
+        await asyncio.to_thread(shutil.rmtree, directory, True)
+        raise BadRequest(f"project archive refused: {exc}", "nothing of it was kept") from None
+    except BaseException:
+        await asyncio.to_thread(shutil.rmtree, directory, True)
+        raise
+
+
+async def stack_upload_form(request: web.Request, require_file: bool = True) -> tuple[dict, StagedProject | None]:
+    """Portainer's multipart stack upload (Name, SwarmID, Env as JSON, file) as the body create_stack reads. The
+    `file` is a compose file, or a project archive (.tar, .tar.gz, .zip, told apart by its content) whose compose
+    file is the field ComposeFile (default: compose.yaml, compose.yml, docker-compose.yaml, docker-compose.yml).
+    Read as a stream: an archive may be up to 64 MiB, far more than other bodies."""
     if not request.content_type.startswith("multipart/"):
         raise BadRequest("send a multipart form with Name, file and Env")
+    fields: dict[str, str] = {}
+    spool = tempfile.TemporaryFile()
+    received = False
     try:
-        post = await request.post()
-    except MALFORMED_FORM_ERRORS as exc:
-        raise BadRequest("malformed multipart body", str(exc) or "a multipart body needs a boundary") from None
-    upload = post.get("file")
-    if upload is None or not hasattr(upload, "file"):
-        raise BadRequest("the form field 'file' (the compose file) is required")
-    try:
-        env = _typed_value(decode_json(post.get("Env") or "[]"), STACK_ENV, "Env")
-        content = upload.file.read(MAX_JSON_BODY).decode("utf-8")
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise BadRequest("Env must be JSON and the file UTF-8 text", str(exc)) from None
-    body = {"Name": post.get("Name"), "StackFileContent": content, "Env": env}
-    if isinstance(post.get("SwarmID"), str):
-        body["SwarmID"] = post["SwarmID"]
-    return body
+        try:
+            reader = await request.multipart()
+            while (part := await reader.next()) is not None:
+                if part.name == "file":
+                    received = True
+                    size = 0
+                    while chunk := await part.read_chunk(shared.STREAM_CHUNK):
+                        size += len(chunk)
+                        if size > shared.PROJECT_ARCHIVE_MAX_BYTES:
+                            raise BadRequest(f"the file is larger than "
+                                             f"{shared.PROJECT_ARCHIVE_MAX_BYTES // (1024 * 1024)} MiB")
+                        await asyncio.to_thread(spool.write, chunk)
+                elif part.name in STACK_FORM_FIELDS:
+                    value = b""
+                    while chunk := await part.read_chunk(shared.STREAM_CHUNK):
+                        value += chunk
+                        if len(value) > MAX_JSON_BODY:
+                            raise BadRequest(f"the form field {part.name} is too large")
+                    fields[part.name] = value.decode("utf-8")
+        except MALFORMED_FORM_ERRORS as exc:
+            raise BadRequest("malformed multipart body", str(exc) or "a multipart body needs a boundary") from None
+        try:
+            env = _typed_value(decode_json(fields.get("Env") or "[]"), STACK_ENV, "Env")
+        except (ValueError, RecursionError) as exc:
+            raise BadRequest("Env must be JSON: [{\"name\": ..., \"value\": ...}]", str(exc)) from None
+        body: dict = {"Name": fields.get("Name"), "Env": env}
+        if "Env" not in fields:
+            body.pop("Env")
+        for flag in ("Prune", "PullImage"):
+            if flag in fields:
+                body[flag] = fields[flag].strip().lower() in ("1", "true", "yes", "on")
+        if "SwarmID" in fields:
+            body["SwarmID"] = fields["SwarmID"]
+        if not received:
+            if require_file:
+                raise BadRequest("the form field 'file' (a compose file or a project archive) is required")
+            return body, None
+        spool.seek(0)
+        if shared.archive_kind(spool.read(512)) is None:
+            spool.seek(0)
+            try:
+                body["StackFileContent"] = spool.read(MAX_JSON_BODY + 1).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise BadRequest("the file is neither UTF-8 text nor a .tar, .tar.gz or .zip archive",
+                                 str(exc)) from None
+            if len(body["StackFileContent"]) > MAX_JSON_BODY:
+                raise BadRequest(f"a compose file is at most {MAX_JSON_BODY // (1024 * 1024)} MiB")
+            return body, None
+        upload = await unpack_upload(request.app[STACKS], spool, fields.get("ComposeFile", "").strip())
+        body["StackFileContent"] = upload.compose_text()
+        return body, upload
+    finally:
+        spool.close()
 
 
 async def handle_stack_create_swarm_string(request: web.Request) -> web.Response:
@@ -9017,7 +9794,7 @@ async def handle_stack_services(request: web.Request) -> web.Response:
     stacks: Stacks = request.app[STACKS]
     content = await asyncio.to_thread(stacks.read_file, stack)
     deployment = stacks.deployment(stack["Type"], stack["EndpointId"], stack["Name"], content, stack["Env"],
-                                   stacks.project_dir(stack["Id"]))
+                                   stacks.project_dir(stack["Id"]), entry_point=stack["EntryPoint"])
     return json_response(await deployment.service_states())
 
 
@@ -9034,25 +9811,77 @@ def managed_stack(request: web.Request) -> tuple[dict, dict]:
 
 async def handle_stack_update(request: web.Request) -> web.Response:
     """Change a stack's file or env and redeploy: only services whose config changed are recreated;
-    Prune removes services no longer in the file; PullImage pulls images again."""
+    Prune removes services no longer in the file; PullImage pulls images again (and rebuilds built ones).
+    The project's other files stay; a multipart body whose `file` is a project archive replaces them all
+    (fields as on create: file, Env, ComposeFile, Prune, PullImage)."""
     stack, endpoint = managed_stack(request)
-    body = await read_documented_fields(request, STACK_UPDATE_FIELDS)
+    upload = None
+    if request.content_type.startswith("multipart/"):
+        body, upload = await stack_upload_form(request, require_file=False)
+        if upload is None and "StackFileContent" not in body:
+            body["StackFileContent"] = await asyncio.to_thread(request.app[STACKS].read_file, stack)
+    else:
+        body = await read_documented_fields(request, STACK_UPDATE_FIELDS)
+    try:
+        return await redeploy_stack(request, stack, endpoint, body, upload)
+    finally:
+        if upload is not None:
+            await asyncio.to_thread(upload.discard)
+
+
+async def redeploy_stack(request: web.Request, stack: dict, endpoint: dict, body: dict,
+                         upload: StagedProject | None) -> web.Response:
     stacks: Stacks = request.app[STACKS]
     caller = caller_of(request)
     content, env = stack_content(body), stack_env(body) if "Env" in body else stack["Env"]
+    entry_point = upload.entry_point if upload is not None else stack["EntryPoint"]
+    progress = deploy_progress(request)
+    project_dir = stacks.project_dir(stack["Id"])
     async with stacks.lock(stack["Id"]):
-        deployment = stacks.deployment(stack["Type"], endpoint["Id"], stack["Name"], content, env,
-                                       stacks.project_dir(stack["Id"]))
-        await apply_caller_rules(request, endpoint, deployment, stack)
-        previous = await asyncio.to_thread(stacks.read_file, stack)
-        await asyncio.to_thread(Stacks.write_files, stacks.project_dir(stack["Id"]), content, env)
+        staging = ""
         try:
-            await deployment.up(pull=bool(body.get("PullImage")), prune=bool(body.get("Prune")))
-        except (ApiError, OSError):
-            await asyncio.to_thread(Stacks.write_files, stacks.project_dir(stack["Id"]), previous, stack["Env"])
+            if upload is not None:
+                staging = await asyncio.to_thread(stacks.stage, entry_point, content, env, upload)
+            deployment = await project_deployment(request, stack["Type"], endpoint, stack["Name"], content, env,
+                                                  stack["Id"], staging or None, entry_point)
+            await apply_caller_rules(request, endpoint, deployment, stack)
+            previous, previous_content = None, await asyncio.to_thread(stacks.read_file, stack)
+            if upload is not None:
+                if isinstance(deployment, ComposeDeployment):
+                    deployment.note_replaced_project(await asyncio.to_thread(project_digest, staging))
+                previous = await asyncio.to_thread(stacks.install, stack["Id"], staging)
+                staging = upload.directory = ""
+                deployment.compose.source_dir = entry_directory(project_dir, entry_point)
+            else:
+                await asyncio.to_thread(Stacks.write_files, project_dir, content, env, entry_point)
+            deployment.progress = progress.publish
+            try:
+                await deployment.connector.store_project(stack["Name"], project_dir)
+                await deployment.up(pull=bool(body.get("PullImage")), prune=bool(body.get("Prune")))
+            except (ApiError, OSError):
+                if isinstance(deployment, ComposeDeployment):
+                    with contextlib.suppress(ApiError, OSError):
+                        await deployment.remove_built_images()
+                if upload is not None:
+                    await asyncio.to_thread(stacks.restore, stack["Id"], previous)
+                else:
+                    await asyncio.to_thread(Stacks.write_files, project_dir, previous_content, stack["Env"],
+                                            stack["EntryPoint"])
+                with contextlib.suppress(ApiError, OSError):  # the agent keeps what the stack had too
+                    await deployment.connector.store_project(stack["Name"], project_dir)
+                raise
+            if previous is not None:
+                await asyncio.to_thread(shutil.rmtree, previous, True)
+            stack.update({"Env": env, "Status": STACK_ACTIVE, "UpdateDate": now(), "EntryPoint": entry_point,
+                          "UpdatedBy": caller.user["Username"]})
+            await request.app[STORE].commit()
+            progress.finish({"stage": "done", "stack": stack["Id"]})
+        except ApiError as exc:
+            progress.finish({"stage": "error", "message": exc.message})
             raise
-        stack.update({"Env": env, "Status": STACK_ACTIVE, "UpdateDate": now(), "UpdatedBy": caller.user["Username"]})
-        await request.app[STORE].commit()
+        finally:
+            if staging and os.path.isdir(staging):
+                await asyncio.to_thread(shutil.rmtree, staging, True)
     return json_response(stack_view(request, stack))
 
 
@@ -9062,9 +9891,10 @@ async def change_stack_state(request: web.Request, status: int) -> web.Response:
     async with stacks.lock(stack["Id"]):
         if status == STACK_ACTIVE:
             content = await asyncio.to_thread(stacks.read_file, stack)
-            deployment = stacks.deployment(stack["Type"], endpoint["Id"], stack["Name"], content, stack["Env"],
-                                           stacks.project_dir(stack["Id"]))
+            deployment = await project_deployment(request, stack["Type"], endpoint, stack["Name"], content,
+                                                  stack["Env"], stack["Id"], entry_point=stack["EntryPoint"])
             await apply_caller_rules(request, endpoint, deployment, stack)
+            await deployment.connector.store_project(stack["Name"], stacks.project_dir(stack["Id"]))
             await deployment.start()
         else:
             await stacks.remover(stack).stop()
@@ -9088,7 +9918,9 @@ async def handle_stack_delete(request: web.Request) -> web.Response:
     stack, endpoint = managed_stack(request)
     stacks: Stacks = request.app[STACKS]
     async with stacks.lock(stack["Id"]):
-        await stacks.remover(stack).down()
+        remover = stacks.remover(stack)
+        await remover.down()
+        await remove_agent_project(remover.connector, stack)
         store = request.app[STORE]
         store.stacks.delete(stack["Id"])
         control = stack_resource_control(store, stack)
@@ -9097,6 +9929,16 @@ async def handle_stack_delete(request: web.Request) -> web.Response:
         await request.app[STORE].commit()
         await asyncio.to_thread(shutil.rmtree, stacks.project_dir(stack["Id"]), True)
     return web.Response(status=204)
+
+
+async def remove_agent_project(connector: DockerConnector, stack: dict) -> None:
+    """The copy of a removed (or moved) stack's files its agent kept; an agent that cannot be told is logged,
+    the stack is gone all the same (its containers are, already)."""
+    try:
+        await connector.remove_project(stack["Name"])
+    except ApiError as exc:
+        log.warning("the files of stack %s stay on environment %s: %s", stack["Id"], stack["EndpointId"],
+                    exc.message)
 
 
 async def handle_stack_migrate(request: web.Request) -> web.Response:
@@ -9120,8 +9962,8 @@ async def handle_stack_migrate(request: web.Request) -> web.Response:
         raise Conflict(f"A stack with the name '{name}' is already running on endpoint '{target['Name']}'")
     async with stacks.lock(stack["Id"]):
         content = await asyncio.to_thread(stacks.read_file, stack)
-        deployment = stacks.deployment(stack["Type"], target_id, name, content, stack["Env"],
-                                       stacks.project_dir(stack["Id"]))
+        deployment = await project_deployment(request, stack["Type"], target, name, content, stack["Env"],
+                                              stack["Id"], entry_point=stack["EntryPoint"])
         await apply_caller_rules(request, target, deployment, stack)
         swarm_id = stack.get("SwarmId", "")
         if stack["Type"] == STACK_SWARM:
@@ -9132,12 +9974,16 @@ async def handle_stack_migrate(request: web.Request) -> web.Response:
         elif await deployment.project_containers():
             raise Conflict(f"A stack with the name '{name}' is already running on endpoint '{target['Name']}'")
         try:
+            await deployment.connector.store_project(name, stacks.project_dir(stack["Id"]))
             await deployment.up()
         except (ApiError, OSError):
             with contextlib.suppress(ApiError, OSError):
                 await deployment.down()
+            await undo_project(deployment, name)
             raise
-        await stacks.remover(stack).down()
+        remover = stacks.remover(stack)
+        await remover.down()
+        await remove_agent_project(remover.connector, stack)
         store = request.app[STORE]
         control = stack_resource_control(store, stack)
         stack.update({"EndpointId": target_id, "Name": name, "SwarmId": swarm_id, "UpdateDate": now(),
@@ -9235,28 +10081,39 @@ class EdgeTunnels:
         return now() if endpoint_id in self.tunnels else self.last_seen.get(endpoint_id, 0)
 
 
-class EdgeConnector(DockerConnector):
-    """An edge host's engine, reached through the tunnel its agent opened: one tunnel stream per connection."""
+class EdgeConnector(AgentProjectFiles, DockerConnector):
+    """An edge host's engine, reached through the tunnel its agent opened: one tunnel stream per connection.
+    Its project files are reached through the same tunnel, on streams opened to the agent's "projects"."""
 
     def __init__(self, endpoint: dict, tunnels: EdgeTunnels, store: Store):
         self.tunnels = tunnels
         self.store = store
         super().__init__(endpoint)
         self.client = shared.DockerClient(self.open_connection, max_idle=EDGE_IDLE_STREAMS)
+        self.projects_client = shared.DockerClient(lambda: self.open_connection("projects"), max_idle=0)
 
-    async def open_connection(self) -> shared.HttpConnection:
+    async def open_connection(self, target: str = "docker") -> shared.HttpConnection:
         endpoint = self.store.endpoints.find(self.endpoint_id)
         if endpoint is not None and not is_trusted(endpoint):
             raise Forbidden(f"environment {self.endpoint_id} waits for an administrator's approval",
-                            "no Docker call reaches a device in the waiting room")
+                            "no Docker call (nor project file) reaches a device in the waiting room")
         tunnel = self.tunnels.tunnels.get(self.endpoint_id)
         if tunnel is None:
             raise shared.DockerUnreachable(f"the edge agent of environment {self.endpoint_id} is not connected")
         try:
-            stream = await tunnel.open_stream()
+            stream = await tunnel.open_stream(target)
         except (ConnectionError, asyncio.TimeoutError) as exc:
             raise shared.DockerUnreachable(f"edge tunnel: {exc or 'no answer from the agent'}") from None
         return shared.HttpConnection(stream, stream)
+
+    async def project_request(self, method: str, target: str, body=None, body_length=None,
+                              timeout: float = 30.0) -> shared.DockerResponse:
+        try:
+            return await self.projects_client.request(method, target, [], body, body_length, timeout)
+        except asyncio.TimeoutError:
+            raise GatewayTimeout(f"the edge agent of environment {self.endpoint_id} did not answer in time") from None
+        except shared.DockerUnreachable as exc:
+            raise BadGateway(f"environment {self.endpoint_id} is unreachable", str(exc)) from None
 
 
 # -- edge keys, the tunnel endpoint, association -------------------------------------------------------------------
@@ -9894,7 +10751,12 @@ class EdgeStacks:
         self.set_status(edge_stack, endpoint_id, EDGE_DEPLOYING)
         await self.store.commit()
         try:
-            compose = ComposeFile(content, {}, edge_stack["Name"], self.project_dir(edge_stack["Id"]))
+            # its files go where the environment's engine reads them, as a stack's do
+            local = self.project_dir(edge_stack["Id"])
+            compose = ComposeFile(content, {}, edge_stack["Name"],
+                                  await connector.project_directory(edge_stack["Name"], local), source_dir=local)
+            await asyncio.to_thread(Stacks.add_generated_files, local, compose)
+            await connector.store_project(edge_stack["Name"], local)
             await ComposeDeployment(connector, compose).up()
         except (BadGateway, GatewayTimeout, ServiceUnavailable) as exc:
             self.set_status(edge_stack, endpoint_id, EDGE_PENDING, f"environment offline, will retry: {exc.message}")
@@ -9918,6 +10780,7 @@ class EdgeStacks:
             self.stop_deploying(edge_stack, int(key))
             with contextlib.suppress(ApiError):
                 await ComposeDeployment(self.environments.connector(int(key)), None, edge_stack["Name"]).down()
+                await self.environments.connector(int(key)).remove_project(edge_stack["Name"])
 
     def stop_deploying(self, edge_stack: dict, endpoint_id: int) -> None:
         task = self._running.pop((edge_stack["Id"], endpoint_id), None)
@@ -11723,6 +12586,27 @@ export const constants = {};
 export async function loadConstants() {
   if (!Object.keys(constants).length) Object.assign(constants, await api('GET', '/api/ui/constants'));
 }
+""",  # noqa: E501
+    'deploy-progress.js': r"""// A stack deploy's live progress events as lines of text (pure; unit-tested in ui/tests/). The stack editor
+// (pages/stacks.js) opens the stream and shows them.
+export const DEPLOY_ID_HEADER = 'X-Portainer-Deploy-Id';
+
+// One event as a line of text.
+export function progressLine(e) {
+  const who = e.service ? `${e.service}: ` : '';
+  switch (e.stage) {
+    case 'pull': return `${who}pull ${e.image}${e.layer ? ' ' + e.layer : ''} ${e.status || ''}${e.progress ? ' ' + e.progress : ''}`.trimEnd();
+    case 'build': return `${who}${e.line}`;
+    case 'create': return `${who}created ${e.container}`;
+    case 'start': return `${who}started ${e.container}`;
+    case 'wait': return `${who}waiting for ${e.dependency} (${(e.condition || '').replace('service_', '')})`;
+    case 'done': return 'deployed';
+    case 'error': return `failed: ${e.message}`;
+    default: return `${who}${e.stage}`;
+  }
+}
+// The key under which an event's line replaces an earlier one (a pulled layer's percentage), or null: a new line.
+export function progressKey(e) { return e.stage === 'pull' && e.layer ? `${e.service}|${e.image}|${e.layer}` : null; }
 """,  # noqa: E501
     'docker.js': r"""// The Docker engine of one environment, reached through the server's proxy.
 import {apiStream} from './api.js';
@@ -13828,13 +14712,37 @@ async function serviceLogs(el, ctx) {
     'pages/stacks.js': r"""// Pages: stacks (list, ones made outside portainer.py to adopt) and the stack editor.
 import {api, request} from '../api.js';
 import {constants} from '../constants.js';
+import {DEPLOY_ID_HEADER, progressKey, progressLine} from '../deploy-progress.js';
 import {formError, onSubmit, toast} from '../feedback.js';
 import {esc} from '../format.js';
 import {stackImageUpdates} from '../image-updates.js';
 import {isAdmin, session} from '../session.js';
 import {render} from '../shell.js';
-import {demuxLogs} from '../streams.js';
+import {demuxLogs, jsonLines} from '../streams.js';
 import {bindEditor} from '../widgets.js';
+
+// A deploy's live progress: a deploy id of the page's choosing, its stream opened (GET
+// /api/stacks/deploys/{id}/progress, JSON lines ending with the deploy) before the deploy call that names it in
+// X-Portainer-Deploy-Id. Shows each event in `panel`; resolves, once the stream is open, with that header.
+function deployId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return [...bytes].map(b => b.toString(16).padStart(2, '0')).join('');
+}
+async function watchDeploy(panel) {
+  const id = deployId(), lines = [], keyed = new Map();
+  panel.hidden = false; panel.textContent = 'starting…';
+  const response = await request('GET', `/api/stacks/deploys/${id}/progress`, {signal: new AbortController().signal});
+  const draw = () => { panel.textContent = lines.join('\n'); panel.scrollTop = panel.scrollHeight; };
+  const feed = jsonLines(e => {
+    const key = progressKey(e), line = progressLine(e);
+    if (key && keyed.has(key)) lines[keyed.get(key)] = line;
+    else { if (key) keyed.set(key, lines.length); lines.push(line); }
+    draw();
+  });
+  const reader = response.body.getReader();
+  (async () => { try { for (;;) { const {done, value} = await reader.read(); if (done) return; feed(value); } } catch (e) { /* the page went away */ } })();
+  return {[DEPLOY_ID_HEADER]: id};
+}
 
 // Who may use a stack, from its resource control: a stack without one is for administrators only.
 function stackAccess(rc, users, teams) {
@@ -13878,15 +14786,23 @@ export async function pageStackEditor(id, adopt) {
     ${stack ? '' : `<label for="n">Name</label><input id="n" required pattern="[a-z0-9][a-z0-9_\\-]*" value="${esc(adopt ? adopt.name : '')}" ${adopt ? 'readonly' : ''}>
       <label for="ep">Environment</label><select id="ep">${eps.map(e => `<option value="${e.Id}" ${adopt && +adopt.ep === e.Id ? 'selected' : ''}>${esc(e.Name)}</option>`).join('')}</select>
       ${adopt ? '' : `<label for="ty">Type</label><select id="ty"><option value="${constants.StackTypes.Compose}">Compose (standalone)</option><option value="${constants.StackTypes.Swarm}">Swarm</option></select>
-      <label for="upload">Upload a compose file (instead of the text below)</label><input id="upload" type="file" name="file" accept=".yml,.yaml,application/yaml,text/yaml">`}`}
+      <label for="upload">Upload a compose file or a project archive (instead of the text below)</label>
+      <input id="upload" type="file" name="file" accept=".yml,.yaml,.tar,.tgz,.tar.gz,.zip,application/yaml,text/yaml,application/x-tar,application/gzip,application/zip">
+      <label for="compose-file">Compose file in the archive (default: compose.yaml, docker-compose.yml, …)</label>
+      <input id="compose-file" placeholder="docker-compose.yml">
+      <p class="muted">An archive (.tar, .tar.gz, .zip) is the whole project: its relative binds, build contexts, secret and config files resolve inside it.</p>`}`}
     <label for="content">Compose file</label><div class="editor"><div class="gutter" id="gutter" aria-hidden="true"></div>
     <textarea id="content" rows="22" spellcheck="false">${esc(content)}</textarea></div>
     ${stack ? `<p>Owner/Access: <b id="stack-access">${esc(stackAccess(rc, users, teams))}</b></p>` : ''}
     ${stack && stack.Env === null ? '<p class="muted">Its environment variables are shown only to those who may manage this stack.</p>' :
     `<label for="env">Environment variables (NAME=value, one a line)</label><textarea id="env" rows="4">${esc(envText(stack && stack.Env))}</textarea>`}
-    ${stack ? `<label><input type="checkbox" id="prune" class="tick"> Remove services no longer in the file</label>
+    ${stack ? `<label for="upload">Replace the project with an archive (optional: .tar, .tar.gz, .zip; its compose file replaces the text above)</label>
+      <input id="upload" type="file" name="file" accept=".tar,.tgz,.tar.gz,.zip,application/x-tar,application/gzip,application/zip">
+      <label for="compose-file">Compose file in the archive</label><input id="compose-file" placeholder="${esc(stack.EntryPoint || 'docker-compose.yml')}">
+      <label><input type="checkbox" id="prune" class="tick"> Remove services no longer in the file</label>
       <label><input type="checkbox" id="pull" class="tick"> Pull images again</label>` : ''}
     <div class="error" role="alert" id="err"></div>
+    <pre id="deploy-progress" class="small mono build-log" aria-live="polite" aria-label="Deploy progress" hidden></pre>
     <div class="toolbar"><button class="primary" type="submit">${stack ? 'Update the stack' : adopt ? 'Adopt' : 'Deploy the stack'}</button>
     ${stack ? `<button type="button" data-act="${stack.Status === constants.StackStatus.Active ? 'stop' : 'start'}">${stack.Status === constants.StackStatus.Active ? 'Stop' : 'Start'}</button>
       <button type="button" class="danger" data-act="remove">Remove</button>` : ''}</div></form></div>
@@ -13923,22 +14839,32 @@ export async function pageStackEditor(id, adopt) {
   if (stack) stackImageUpdates(stack, () => pageStackEditor(stack.Id));
   const f = document.getElementById('f'), err = document.getElementById('err');
   const fail = e => { err.textContent = e.message; const m = /line (\d+)/.exec(e.message); badLine = m ? +m[1] : 0; redraw(); };
+  // A compose file or project archive as a multipart upload, as Portainer's "Upload" build method sends it.
+  const uploadForm = (upload, body) => { const form = new FormData(); form.set('file', upload);
+    if (body.Env) form.set('Env', JSON.stringify(body.Env));
+    for (const k of ['Name', 'Prune', 'PullImage']) if (body[k] !== undefined) form.set(k, String(body[k]));
+    if (f['compose-file'] && f['compose-file'].value.trim()) form.set('ComposeFile', f['compose-file'].value.trim());
+    return form; };
   f.onsubmit = async e => { e.preventDefault(); err.textContent = ''; badLine = 0; redraw();
     const body = {StackFileContent: f.content.value, ...(f.env ? {Env: envList(f.env.value)} : {})};
+    const upload = f.upload && f.upload.files[0], button = f.querySelector('button[type=submit]');
+    button.disabled = true;
     try {
+      const headers = await watchDeploy(document.getElementById('deploy-progress'));
       if (stack) { body.Prune = f.prune.checked; body.PullImage = f.pull.checked;
-        await api('PUT', `/api/stacks/${stack.Id}?endpointId=${stack.EndpointId}`, body); return pageStackEditor(stack.Id); }
+        const path = `/api/stacks/${stack.Id}?endpointId=${stack.EndpointId}`;
+        if (upload) { delete body.StackFileContent; await api('PUT', path, uploadForm(upload, body), headers); }
+        else await api('PUT', path, body, headers);
+        toast(`Stack ${stack.Name} updated`); return pageStackEditor(stack.Id); }
       body.Name = f.n.value;
       const ep = f.ep.value;
-      const kind = !adopt && +f.ty.value === constants.StackTypes.Swarm ? 'swarm' : 'standalone', upload = f.upload && f.upload.files[0];
+      const kind = !adopt && +f.ty.value === constants.StackTypes.Swarm ? 'swarm' : 'standalone';
       let made;
-      if (adopt) made = await api('POST', `/api/stacks/adopt?endpointId=${ep}`, body);
-      else if (upload) { // the file as a multipart upload, as Portainer's "Upload" build method sends it
-        const form = new FormData(); form.set('Name', body.Name); form.set('file', upload); form.set('Env', JSON.stringify(body.Env || []));
-        made = await api('POST', `/api/stacks/create/${kind}/file?endpointId=${ep}`, form);
-      } else made = await api('POST', `/api/stacks/create/${kind}/string?endpointId=${ep}`, body);
-      location.hash = `#/stacks/${made.Id}`;
-    } catch (e2) { fail(e2); } };
+      if (adopt) made = await api('POST', `/api/stacks/adopt?endpointId=${ep}`, body, headers);
+      else if (upload) made = await api('POST', `/api/stacks/create/${kind}/file?endpointId=${ep}`, uploadForm(upload, body), headers);
+      else made = await api('POST', `/api/stacks/create/${kind}/string?endpointId=${ep}`, body, headers);
+      toast(`Stack ${made.Name} deployed`); location.hash = `#/stacks/${made.Id}`;
+    } catch (e2) { fail(e2); } finally { button.disabled = false; } };
   document.querySelectorAll('[data-logs]').forEach(b => b.onclick = async () => {
     const path = `/api/endpoints/${stack.EndpointId}/docker/containers/${b.dataset.logs}/logs?stdout=1&stderr=1&tail=200`;
     document.getElementById('logs').textContent = await request('GET', path).then(async r => demuxLogs(new Uint8Array(await r.arrayBuffer())),
@@ -15395,6 +16321,7 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("POST", "/api/stacks", handle_stack_create_legacy),
     ("GET", "/api/stacks", handle_stacks_list),
     ("GET", "/api/stacks/outside", handle_stacks_outside),
+    ("GET", "/api/stacks/deploys/{deployId}/progress", handle_stack_deploy_progress),
     ("POST", "/api/stacks/adopt", handle_stack_adopt),
     ("GET", "/api/stacks/{id}", handle_stack_inspect),
     ("PUT", "/api/stacks/{id}", handle_stack_update),
@@ -15510,7 +16437,10 @@ REQUEST_SCHEMAS: dict[str, dict] = {
 }
 _STACK_UPLOAD = {"type": "object", "required": ["Name", "file"], "properties": {
     "Name": _STRING, "SwarmID": _STRING, "Env": {"type": "string", "description": "JSON: [{name, value}]"},
-    "file": {"type": "string", "format": "binary"}}}
+    "file": {"type": "string", "format": "binary",
+             "description": "a compose file, or a project archive (.tar, .tar.gz, .zip; told apart by content)"},
+    "ComposeFile": {"type": "string", "description": "the archive's compose file (default: compose.yaml, "
+                                                     "compose.yml, docker-compose.yaml, docker-compose.yml)"}}}
 # Routes that take a multipart form, as Portainer's do.
 FORM_SCHEMAS: dict[str, dict] = {
     "handle_stack_create_standalone_file": _STACK_UPLOAD,
@@ -15712,6 +16642,8 @@ def make_app(config: argparse.Namespace) -> web.Application:
     app[DIRECTORY] = Directory(store, load_or_create_secret(store.directory, "registry.key"))
     app[IMAGE_UPDATES] = ImageUpdates(app[ENVIRONMENTS], app[REGISTRIES])
     app[STACKS] = Stacks(store, app[ENVIRONMENTS], store.directory)
+    app[STACKS].recover_interrupted()
+    app[DEPLOYS] = DeployProgress()
     app[ACTIVITY] = ActivityLog(store.directory,
                                 lambda: int(current_settings(store)["ActivityLogRetentionDays"]))
     app[ANALYTICS_STATE] = {}

@@ -280,7 +280,9 @@ def test_swarm_only_keys_are_refused_in_a_compose_stack_and_read_in_a_swarm_stac
           site:
             file: ./site.conf
         """
-    assert "'configs' are only supported in Swarm stacks" in refusal(text)
+    # configs are mounted from the project outside Swarm (test_compose_projects.py); deploy.mode is Swarm's only
+    assert "'services.web.deploy.mode: global' needs Swarm" in refusal(text, project_dir=str(tmp_path),
+                                                                        files={"site.conf": b"listen 80"})
     swarm = compose(text, swarm=True, project_dir=str(tmp_path), files={"site.conf": b"listen 80"})
     assert swarm.configs["site"]["data"] == b"listen 80" and swarm.configs["site"]["name"] == "shop_site"
     assert swarm.services["web"]["mode"] == "global"
@@ -385,7 +387,6 @@ def test_env_files_are_read_in_order_and_an_optional_missing_one_is_skipped():
 
 
 @pytest.mark.parametrize("service, key, reason", [
-    ("build: .", "build", "building images is not supported"),
     ("annotations: {a: b}", "annotations", "API 1.43"),
     ("post_start: [{command: 'true'}]", "post_start", "lifecycle hooks"),
     ("credential_spec: {file: x.json}", "credential_spec", "Windows"),
