@@ -275,6 +275,15 @@ async def repeat_container_list_tenfold(route) -> None:
     await route.fulfill(response=answer, json=copies)
 
 
+# Type into the home page's search and wait until the environment list is redrawn: milliseconds.
+HOME_SEARCH_LATENCY_JS = """word => new Promise(resolve => {
+  const search = document.querySelector('#env-search'), started = performance.now();
+  const observer = new MutationObserver(() => { observer.disconnect();
+    requestAnimationFrame(() => resolve(performance.now() - started)); });
+  observer.observe(document.querySelector('#env-list'), {childList: true});
+  search.value = word; search.dispatchEvent(new Event('input', {bubbles: true}));
+})"""
+
 PROXY_RATIO_GOALS = {"local": 1.2, "agent": 1.5, "edge": 1.6}
 
 
@@ -714,6 +723,58 @@ class Bench:
         await page.locator("#containers .filter").click(trial=True)
         return [await page.evaluate(FILTER_LATENCY_JS, word) for word in ["created", "zzz-no-match", ""] * 3]
 
+    # -- the environments pages with a fleet of 10,000 ----------------------------------------------------------
+    async def measure_fleet_pages(self) -> None:
+        size = self.args.fleet_pages
+        print(f"fleet pages: home and Edge devices pages with {size} environments in headless Chromium", flush=True)
+        from playwright.async_api import async_playwright
+        server = BenchServer(tempfile.mkdtemp(dir=self.workdir))
+        try:
+            await server.ready()
+            gate = asyncio.Semaphore(32)
+            async with tcp_session() as session:
+                async def create(i):
+                    async with gate:
+                        await create_edge_environment(session, server, f"site-{i:05d}")
+                started = time.perf_counter()
+                await asyncio.gather(*(create(i) for i in range(size)))
+            print(f"  ({size} edge environments created through the API, 32 at a time, in "
+                  f"{time.perf_counter() - started:.1f} s)", flush=True)
+            async with async_playwright() as p:
+                browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                page = await (await browser.new_context(viewport={"width": 1280, "height": 800})).new_page()
+                await page.goto(server.url + "/")
+                await page.get_by_label("Username").fill("admin")
+                await page.get_by_label("Password").fill(PASSWORD)
+                await page.get_by_role("button", name="Log in").click()
+                await page.locator("#env-list .env").first.wait_for(timeout=120_000)
+                home, devices, searches = [], [], []
+                for _ in range(3):
+                    await page.goto(server.url + "/#/edge/devices")
+                    began = time.perf_counter()
+                    await page.goto(server.url + "/#/home")
+                    await page.locator("#env-more").wait_for(timeout=120_000)
+                    home.append(time.perf_counter() - began)
+                    searches.append(await page.evaluate(HOME_SEARCH_LATENCY_JS, f"site-{size // 2:05d}"))
+                    await page.goto(server.url + "/#/")
+                    began = time.perf_counter()
+                    await page.goto(server.url + "/#/edge/devices")
+                    await page.wait_for_function("() => document.querySelectorAll('#devices tr').length >= 50",
+                                                 timeout=60_000)
+                    devices.append(time.perf_counter() - began)
+                await browser.close()
+        finally:
+            server.stop()
+        self.record(f"fleet_pages.{size}.home", statistics.median(home) * 1000, "ms", "<= 2000",
+                    statistics.median(home) <= 2, "home page opened until its first cards are drawn (every "
+                    "environment is fetched, at most 200 cards drawn), median of 3")
+        latency = statistics.median(searches)
+        self.record(f"fleet_pages.{size}.home_search", latency, "ms", "<= 200", latency <= 200,
+                    "a search typed on the home page until the list is redrawn, median of 3")
+        self.record(f"fleet_pages.{size}.edge_devices", statistics.median(devices) * 1000, "ms", "<= 1000",
+                    statistics.median(devices) <= 1, "Edge devices page opened until its first page of 50 is "
+                    "drawn (paged by the server), median of 3")
+
     # -- memory at rest -----------------------------------------------------------------------------------------
     async def measure_memory(self) -> None:
         print("memory at rest", flush=True)
@@ -835,7 +896,8 @@ async def simulate_fleet(keys_path: str, heartbeat: float = 20.0, concurrency: i
                 break
 
 
-MEASURES = ["proxy", "stream", "head_of_line", "edge_first_call", "memory", "api_load", "ui", "fleet", "edge_onboarding"]
+MEASURES = ["proxy", "stream", "head_of_line", "edge_first_call", "memory", "api_load", "ui", "fleet", "edge_onboarding",
+            "fleet_pages"]
 
 
 def machine_description() -> str:
@@ -872,6 +934,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--agents", type=int, action="append",
                         help="fleet size (repeatable; default 1000, 5000 and 10000)")
     parser.add_argument("--devices", type=int, default=5000, help="devices onboarding in edge_onboarding")
+    parser.add_argument("--fleet-pages", type=int, default=10000, help="environments the fleet_pages measure shows")
     parser.add_argument("--idle-seconds", type=float, default=20, help="how long the idle fleet's CPU is measured")
     parser.add_argument("--fleet-simulator", metavar="KEYS", help=argparse.SUPPRESS)
     parser.add_argument("--table", action="store_true", help="print bench-results.json as a Markdown table")

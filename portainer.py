@@ -13800,6 +13800,8 @@ import {motdBanner} from './motd.js';
 import {isAdmin, session} from '../session.js';
 import {render} from '../shell.js';
 
+const HOME_CARDS = 200; // environment cards drawn at once on the home page
+
 // One environment's card on the home page.
 function envCard(ep, tagName, picked) {
   const s = ep.Snapshots[0] || {}; const up = ep.Status === constants.EnvironmentStatus.Up;
@@ -13831,19 +13833,26 @@ export async function pageHome() {
   motdBanner($('#main'), motd);
   const picked = new Set();
   const tagName = id => (tags.find(t => t.ID === id || t.Id === id) || {}).Name || `tag ${id}`;
+  // At most `cardLimit` cards are drawn (a fleet of thousands stays quick to search); "Show more" draws more.
+  let cardLimit = HOME_CARDS;
   const draw = () => {
     const q = $('#env-search').value.toLowerCase(), group = +$('#env-group').value;
     const shown = envs.filter(ep => (!group || (ep.GroupId || UNASSIGNED_GROUP) === group) &&
       [ep.Name, ep.URL, constants.EnvironmentTypeNames[ep.Type], groupName(groups, ep.GroupId || UNASSIGNED_GROUP), ...(ep.TagIds || []).map(tagName)].join(' ').toLowerCase().includes(q));
     // Only one group (every environment unassigned): no heading, as before groups existed.
     const headings = groupIds().length > 1 || envs.some(ep => (ep.GroupId || UNASSIGNED_GROUP) !== UNASSIGNED_GROUP);
-    $('#env-list').innerHTML = groupIds().map(id => { const inGroup = shown.filter(ep => (ep.GroupId || UNASSIGNED_GROUP) === id);
-      return inGroup.length ? `<section class="env-group" data-group="${id}" aria-label="Group ${esc(groupName(groups, id))}">
-        ${headings ? `<h3 class="group-name">${esc(groupName(groups, id))} <span class="muted small">${inGroup.length}</span></h3>` : ''}${inGroup.map(ep => envCard(ep, tagName, picked)).join('')}</section>` : ''; }).join('')
-      || `<p class="empty">${envs.length ? 'No environment matches.' : 'No environment yet.'}</p>`;
+    let budget = cardLimit;
+    $('#env-list').innerHTML = (groupIds().map(id => { const inGroup = shown.filter(ep => (ep.GroupId || UNASSIGNED_GROUP) === id);
+      const drawn = inGroup.slice(0, Math.max(budget, 0)); budget -= drawn.length;
+      return drawn.length ? `<section class="env-group" data-group="${id}" aria-label="Group ${esc(groupName(groups, id))}">
+        ${headings ? `<h3 class="group-name">${esc(groupName(groups, id))} <span class="muted small">${inGroup.length}</span></h3>` : ''}${drawn.map(ep => envCard(ep, tagName, picked)).join('')}</section>` : ''; }).join('')
+      || `<p class="empty">${envs.length ? 'No environment matches.' : 'No environment yet.'}</p>`)
+      + (shown.length > cardLimit ? `<p class="muted" id="env-more">Showing ${cardLimit} of ${shown.length}: search to narrow them down${isAdmin() ? ', or page through them on <a href="#/edge/devices">Edge devices</a>' : ''}.
+        <button type="button" class="show-more">Show ${Math.min(HOME_CARDS, shown.length - cardLimit)} more</button></p>` : '');
   };
-  $('#env-search').addEventListener('input', draw);
-  $('#env-group').addEventListener('change', () => { history.replaceState(null, '', $('#env-group').value ? `#/home?group=${$('#env-group').value}` : '#/home'); draw(); });
+  $('#env-search').addEventListener('input', () => { cardLimit = HOME_CARDS; draw(); });
+  $('#env-list').addEventListener('click', e => { if (e.target.classList.contains('show-more')) { cardLimit += HOME_CARDS; draw(); } });
+  $('#env-group').addEventListener('change', () => { history.replaceState(null, '', $('#env-group').value ? `#/home?group=${$('#env-group').value}` : '#/home'); cardLimit = HOME_CARDS; draw(); });
   draw();
   const remove = $('#env-remove');
   const showPicked = () => { for (const id of [...picked]) if (!envs.some(ep => ep.Id === id)) picked.delete(id);
