@@ -6,7 +6,7 @@
     python bench.py fleet --agents 10000     # one fleet size (default 1,000, 5,000 and 10,000)
     python bench.py --table                  # bench-results.json as the README's Markdown table
 
-Measures: proxy, stream, head_of_line, edge_first_call, memory, api_load, ui, fleet. Starts what it needs (a
+Measures: proxy, stream, head_of_line, edge_first_call, memory, api_load, ui, merged_logs, fleet. Starts what it needs (a
 server, an agent, an edge agent, fleet simulator processes) on this machine, prints a table and writes
 bench-results.json. Goals are checked here, never in timed tests.
 """
@@ -262,6 +262,27 @@ FILTER_LATENCY_JS = """word => new Promise(resolve => {
   observer.observe(document.querySelector('#containers tbody'), {childList: true});
   filter.value = word; filter.dispatchEvent(new Event('input', {bubbles: true}));
 })"""
+
+# In the merged log view: from each line's engine timestamp to the animation frame that shows it (the newest and
+# the oldest line of each frame), the frames drawn, how late a 50 ms timer fires (what a click waits for), long tasks.
+MERGED_LOGS_PROBE_JS = """() => {
+  const box = document.querySelector('#merged-logs'), probe = window.mergedLogsProbe = {latencies: [], lines: 0, frames: 0, lags: [], longTasks: 0};
+  const time = ts => Date.parse(ts.replace(/(\\.\\d{3})\\d+/, '$1'));
+  new MutationObserver(records => {
+    const added = records.flatMap(r => [...r.addedNodes]).filter(n => n.classList && n.classList.contains('line'));
+    if (!added.length) return;
+    probe.lines += added.length;
+    const stamps = [added[0], added[added.length - 1]].map(n => time(n.querySelector('.ts').textContent.trim()));
+    requestAnimationFrame(() => { const now = Date.now(); stamps.forEach(t => probe.latencies.push(now - t)); });
+  }).observe(box, {childList: true});
+  const frame = () => { probe.frames++; requestAnimationFrame(frame); }; requestAnimationFrame(frame);
+  let expected = performance.now() + 50;
+  setInterval(() => { const now = performance.now(); probe.lags.push(now - expected); expected = now + 50; }, 50);
+  new PerformanceObserver(list => { for (const e of list.getEntries()) probe.longTasks += e.duration; }).observe({type: 'longtask'});
+}"""
+MERGED_LOGS_WRITER = ("i=0; while :; do j=0; while [ $j -lt {burst} ]; do i=$((i+1)); j=$((j+1)); "
+                      "echo \"$HOSTNAME line $i: the quick brown fox jumps over the lazy dog, status=ok\"; done; "
+                      "usleep 100000; done")
 
 PROXY_RATIO_GOALS = {"local": 1.2, "agent": 1.5, "edge": 1.6}
 
@@ -597,6 +618,66 @@ class Bench:
         self.record("ui.filter_latency", latency, "ms", "<= 100", latency <= 100,
                     "key press to redrawn table, median of 9; includes the table's 60 ms input debounce")
 
+    # -- merged log view -----------------------------------------------------------------------------------------
+    async def measure_merged_logs(self) -> None:
+        count, rate, seconds = self.args.log_containers, self.args.log_rate, self.args.log_seconds
+        print(f"merged logs: {count} containers writing {rate} lines/s each, watched {seconds:.0f} s in headless "
+              f"Chromium", flush=True)
+        from playwright.async_api import async_playwright
+        remove_bench_objects("logs")
+        ids = [docker_cli("run", "-d", "--label", f"{BENCH_LABEL}=logs", BUSYBOX, "sh", "-c",
+                          MERGED_LOGS_WRITER.format(burst=max(1, rate // 10))).strip()[:12] for _ in range(count)]
+        server = await self.start_server()
+        try:
+            async with async_playwright() as p:
+                browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                page = await (await browser.new_context(viewport={"width": 1280, "height": 800})).new_page()
+                cdp = await page.context.new_cdp_session(page)
+                await page.goto(server.url + "/")
+                await page.get_by_label("Username").fill("admin")
+                await page.get_by_label("Password").fill(PASSWORD)
+                await page.get_by_role("button", name="Log in").click()
+                await page.locator("#env-list .env").first.wait_for()
+                await page.goto(server.url + f"/#/env/1/logs?containers={','.join(ids)}")
+                await page.locator("#merged-logs").wait_for()
+                await page.get_by_label("Timestamps").check()
+                await page.locator("#merged-logs .line").first.wait_for(timeout=60000)
+                await page.evaluate(MERGED_LOGS_PROBE_JS)
+
+                async def heap_mb() -> float:
+                    await cdp.send("HeapProfiler.collectGarbage")
+                    return (await cdp.send("Runtime.getHeapUsage"))["usedSize"] / 2 ** 20
+                await asyncio.sleep(min(15.0, seconds / 4))
+                early_heap = await heap_mb()
+                await asyncio.sleep(seconds - min(15.0, seconds / 4))
+                probe = await page.evaluate("() => ({...window.mergedLogsProbe, shown: "
+                                            "document.querySelectorAll('#merged-logs .line').length, "
+                                            "errors: document.querySelector('#log-error').textContent})")
+                late_heap = await heap_mb()
+                await browser.close()
+        finally:
+            remove_bench_objects("logs")
+        lines_per_s = probe["lines"] / seconds
+        note = (f"{count} containers x {rate} lines/s asked ({count * rate} lines/s); this machine is shared with "
+                f"other developers' test runs (2 cores), so the figures are pessimistic")
+        self.record("merged_logs.lines_shown_per_s", lines_per_s, "lines/s", f">= {int(count * rate * 0.9)}",
+                    lines_per_s >= count * rate * 0.9, note + (f"; view error: {probe['errors']}" if probe["errors"]
+                                                                else ""))
+        p50, p95 = statistics.median(probe["latencies"]), percentile(probe["latencies"], 0.95)
+        self.record("merged_logs.display_latency_p50", p50, "ms", "reported", None,
+                    "engine timestamp of a line to the animation frame showing it")
+        self.record("merged_logs.display_latency_p95", p95, "ms", "<= 1000", p95 <= 1000)
+        fps = probe["frames"] / seconds
+        self.record("merged_logs.frames_per_s", fps, "fps", ">= 30", fps >= 30)
+        lag = percentile(probe["lags"], 0.99)
+        self.record("merged_logs.timer_lag_p99", lag, "ms", "<= 100", lag <= 100,
+                    "how late a 50 ms timer fires: what a click or key press waits for")
+        busy = 100 * probe["longTasks"] / 1000 / seconds
+        self.record("merged_logs.long_tasks", busy, "% of time", "<= 10", busy <= 10, "main thread tasks over 50 ms")
+        self.record("merged_logs.js_heap", late_heap, "MB", "<= 64", late_heap <= 64,
+                    f"after {seconds:.0f} s and a garbage collection; {early_heap:.1f} MB after "
+                    f"{min(15.0, seconds / 4):.0f} s; {probe['shown']} lines in the page")
+
     # -- memory at rest -----------------------------------------------------------------------------------------
     async def measure_memory(self) -> None:
         print("memory at rest", flush=True)
@@ -714,7 +795,7 @@ async def simulate_fleet(keys_path: str, heartbeat: float = 20.0, concurrency: i
                 break
 
 
-MEASURES = ["proxy", "stream", "head_of_line", "edge_first_call", "memory", "api_load", "ui", "fleet"]
+MEASURES = ["proxy", "stream", "head_of_line", "edge_first_call", "memory", "api_load", "ui", "merged_logs", "fleet"]
 
 
 def machine_description() -> str:
@@ -748,6 +829,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5, help="length of each throughput run")
     parser.add_argument("--clients", type=int, default=200, help="concurrent clients for api_load")
     parser.add_argument("--load-seconds", type=float, default=60, help="length of the api_load run")
+    parser.add_argument("--log-containers", type=int, default=20, help="containers in the merged_logs measure")
+    parser.add_argument("--log-rate", type=int, default=200, help="lines a second each of them writes")
+    parser.add_argument("--log-seconds", type=float, default=60, help="how long the merged log view is watched")
     parser.add_argument("--agents", type=int, action="append",
                         help="fleet size (repeatable; default 1000, 5000 and 10000)")
     parser.add_argument("--idle-seconds", type=float, default=20, help="how long the idle fleet's CPU is measured")

@@ -9173,6 +9173,13 @@ export function parseLogLine(stream, raw) {
   return {stream, ts, time, text: body};
 }
 
+// A log time as a key that sorts as time does (the engine trims trailing zeros of the nanoseconds): after a
+// reconnection, a line whose key is not past the last one seen of its container is one already shown.
+export function timestampKey(ts) {
+  const m = /^([^.Z+]+)(?:\.(\d+))?(.*)$/.exec(ts || '');
+  return m ? `${m[1]}.${(m[2] || '').padEnd(9, '0')}${m[3]}` : '';
+}
+
 // A fixed-size buffer of the last `capacity` items; `seq` numbers every item ever pushed, so a view knows which
 // items it has drawn and how many were dropped while it was paused.
 export class RingBuffer {
@@ -10093,8 +10100,9 @@ export async function pageTags() {
 }
 """,  # noqa: E501
     'pages/events.js': r"""// Page: the engine's events of one environment, live (GET /events streamed through the proxy), filterable by
-// type (the engine's own filter), action and actor (in the page). The last MAX_EVENTS are kept.
-import {apiStream} from '../api.js';
+// type (the engine's own filter), action and actor (in the page). The last MAX_EVENTS are kept; a dropped
+// connection resumes from the last event shown.
+import {ApiFailure, apiStream} from '../api.js';
 import {dockerBase} from '../docker.js';
 import {$} from '../dom.js';
 import {esc, fmtDate} from '../format.js';
@@ -10136,21 +10144,29 @@ export async function pageEvents(envId) {
     while (tbody.childElementCount > MAX_SHOWN) tbody.lastElementChild.remove();
     count();
   };
-  const start = () => {
+  let lastNano = 0, retry = 0;
+  const start = (resume = false) => {
     if (controller) controller.abort();
-    controller = new AbortController(); ring.clear(); drawn = 0; tbody.innerHTML = ''; $('#events-error').textContent = '';
+    clearTimeout(retry); controller = new AbortController(); $('#events-error').textContent = '';
+    if (!resume) { ring.clear(); drawn = 0; tbody.innerHTML = ''; lastNano = 0; }
     const type = $('#ev-type').value, back = +$('#ev-since').value;
     const params = new URLSearchParams();
     if (type) params.set('filters', JSON.stringify({type: [type]}));
-    if (back) params.set('since', String(Math.floor(Date.now() / 1000) - back));
+    if (resume && lastNano) params.set('since', String(Math.floor(lastNano / 1e9)));
+    else if (back) params.set('since', String(Math.floor(Date.now() / 1000) - back));
     $('#events-state').textContent = 'live';
-    apiStream('GET', `${dockerBase(envId)}/events?${params}`, undefined, jsonLines(e => { ring.push(e);
-      if (!scheduled) { scheduled = true; requestAnimationFrame(frame); } }), undefined, controller.signal)
+    const signal = controller.signal;
+    apiStream('GET', `${dockerBase(envId)}/events?${params}`, undefined, jsonLines(e => {
+      if (e.timeNano && e.timeNano <= lastNano) return; // already shown before a reconnection
+      lastNano = e.timeNano || lastNano; ring.push(e);
+      if (!scheduled) { scheduled = true; requestAnimationFrame(frame); } }), undefined, signal)
       .then(() => { $('#events-state').textContent = 'the stream ended'; })
-      .catch(err => { if (err.name !== 'AbortError') { $('#events-state').textContent = ''; $('#events-error').textContent = err.message; } });
+      .catch(err => { if (err.name === 'AbortError' || signal.aborted) return;
+        $('#events-state').textContent = ''; $('#events-error').textContent = err.message;
+        if (!(err instanceof ApiFailure)) { $('#events-state').textContent = 'reconnecting…'; retry = setTimeout(() => start(true), 1000); } });
   };
-  onLeave(() => controller && controller.abort());
-  $('#ev-type').addEventListener('change', start); $('#ev-since').addEventListener('change', start);
+  onLeave(() => { clearTimeout(retry); if (controller) controller.abort(); });
+  $('#ev-type').addEventListener('change', () => start()); $('#ev-since').addEventListener('change', () => start());
   let typing = 0;
   $('#events-filter').addEventListener('input', e => { if (e.target.tagName === 'INPUT') { clearTimeout(typing); typing = setTimeout(redraw, 80); } });
   $('#events-filter').addEventListener('submit', e => e.preventDefault());
@@ -10393,14 +10409,14 @@ export async function pageImages(envId) {
     'pages/logs.js': r"""// Page: one live log view for many containers (a stack's, or any selection from the containers list): one stream
 // from GET /api/endpoints/{id}/logs, each line tagged with its container's colour, stderr marked, filter with
 // highlight, pause and resume. Memory stays bounded: a ring buffer of lines, at most MAX_SHOWN lines in the page,
-// new lines appended once per animation frame.
-import {api, apiStream} from '../api.js';
+// new lines appended once per animation frame. A dropped connection resumes where it stopped.
+import {api, ApiFailure, apiStream} from '../api.js';
 import {dockerBase} from '../docker.js';
 import {$, $$} from '../dom.js';
 import {download} from '../feedback.js';
 import {containerName, esc} from '../format.js';
 import {compileFilter, containerHue, FRAME_DATA, FRAME_END, FRAME_OPEN, logLinesAsText, logLineSplitter,
-  mergedFrameDecoder, RingBuffer} from '../live.js';
+  mergedFrameDecoder, RingBuffer, timestampKey} from '../live.js';
 import {onLeave} from '../lifecycle.js';
 import {envCrumbs, render} from '../shell.js';
 
@@ -10460,22 +10476,36 @@ export async function pageLogs(envId) {
   };
   const schedule = () => { if (!scheduled) { scheduled = true; requestAnimationFrame(frame); } };
   const legend = ended => { $('#log-legend').innerHTML = names.map((n, i) => `<span class="chip hue${containerHue(n)}">${esc(n)}${ended.has(i) ? ' <span class="muted">(ended)</span>' : ''}</span>`).join(''); };
-  const start = async () => {
+  let lastKeys = [], lastTimes = [], retry = 0;
+  const start = async (resume = false) => {
     if (controller) controller.abort();
-    controller = new AbortController(); ring.clear(); drawn = 0; droppedNote = ''; box.innerHTML = ''; $('#log-error').textContent = '';
+    clearTimeout(retry); controller = new AbortController(); $('#log-error').textContent = '';
     const range = new FormData($('#log-range')), params = new URLSearchParams({containers: chosen.map(c => c.Id).join(','), tail: range.get('tail')});
     for (const name of ['since', 'until']) if (range.get(name)) params.set(name, String(Date.parse(range.get(name)) / 1000));
+    if (!resume) { ring.clear(); drawn = 0; droppedNote = ''; box.innerHTML = ''; lastKeys = []; lastTimes = []; }
+    else { // from the oldest of the containers' last lines on; the lines already kept are skipped below
+      const times = lastTimes.filter(t => t > 0);
+      params.set('tail', 'all'); if (times.length) params.set('since', String(Math.floor(Math.min(...times) / 1000)));
+    }
     names = chosen.map(containerName); const splitters = [], ended = new Set(); legend(ended);
+    const keep = (index, l) => { const key = timestampKey(l.ts);
+      if (key && lastKeys[index] && key <= lastKeys[index]) return; lastKeys[index] = key || lastKeys[index]; lastTimes[index] = l.time || lastTimes[index]; l.container = index; ring.push(l); };
     const onFrame = (kind, index, payload) => {
       if (kind === FRAME_OPEN) { const c = JSON.parse(new TextDecoder().decode(payload)); names[index] = c.Name;
-        splitters[index] = logLineSplitter(c.Tty, l => { l.container = index; ring.push(l); }); legend(ended); }
+        splitters[index] = logLineSplitter(c.Tty, l => keep(index, l)); legend(ended); }
       else if (kind === FRAME_DATA) { splitters[index](payload); schedule(); }
       else if (kind === FRAME_END) { ended.add(index); legend(ended); }
     };
-    try { await apiStream('GET', `/api/endpoints/${envId}/logs?${params}`, undefined, mergedFrameDecoder(onFrame), undefined, controller.signal); }
-    catch (err) { if (err.name !== 'AbortError') $('#log-error').textContent = err.message + (err.details ? ` (${err.details})` : ''); }
+    const signal = controller.signal;
+    try { await apiStream('GET', `/api/endpoints/${envId}/logs?${params}`, undefined, mergedFrameDecoder(onFrame), undefined, signal); }
+    catch (err) {
+      if (err.name === 'AbortError' || signal.aborted) return;
+      $('#log-error').textContent = err.message + (err.details ? ` (${err.details})` : '');
+      // A refusal stays on the page; a lost connection (a network change, a server restart) is tried again.
+      if (!(err instanceof ApiFailure)) { $('#log-error').textContent += ': reconnecting…'; retry = setTimeout(() => start(true), 1000); }
+    }
   };
-  onLeave(() => controller && controller.abort());
+  onLeave(() => { clearTimeout(retry); if (controller) controller.abort(); });
   let typing = 0;
   $('#log-filter').addEventListener('input', () => { clearTimeout(typing); typing = setTimeout(redraw, 80); });
   ['#log-regex', '#log-only', '#log-ts'].forEach(s => $(s).addEventListener('change', redraw));

@@ -51,6 +51,13 @@ export function parseLogLine(stream, raw) {
   return {stream, ts, time, text: body};
 }
 
+// A log time as a key that sorts as time does (the engine trims trailing zeros of the nanoseconds): after a
+// reconnection, a line whose key is not past the last one seen of its container is one already shown.
+export function timestampKey(ts) {
+  const m = /^([^.Z+]+)(?:\.(\d+))?(.*)$/.exec(ts || '');
+  return m ? `${m[1]}.${(m[2] || '').padEnd(9, '0')}${m[3]}` : '';
+}
+
 // A fixed-size buffer of the last `capacity` items; `seq` numbers every item ever pushed, so a view knows which
 // items it has drawn and how many were dropped while it was paused.
 export class RingBuffer {

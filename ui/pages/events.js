@@ -1,6 +1,7 @@
 // Page: the engine's events of one environment, live (GET /events streamed through the proxy), filterable by
-// type (the engine's own filter), action and actor (in the page). The last MAX_EVENTS are kept.
-import {apiStream} from '../api.js';
+// type (the engine's own filter), action and actor (in the page). The last MAX_EVENTS are kept; a dropped
+// connection resumes from the last event shown.
+import {ApiFailure, apiStream} from '../api.js';
 import {dockerBase} from '../docker.js';
 import {$} from '../dom.js';
 import {esc, fmtDate} from '../format.js';
@@ -42,21 +43,29 @@ export async function pageEvents(envId) {
     while (tbody.childElementCount > MAX_SHOWN) tbody.lastElementChild.remove();
     count();
   };
-  const start = () => {
+  let lastNano = 0, retry = 0;
+  const start = (resume = false) => {
     if (controller) controller.abort();
-    controller = new AbortController(); ring.clear(); drawn = 0; tbody.innerHTML = ''; $('#events-error').textContent = '';
+    clearTimeout(retry); controller = new AbortController(); $('#events-error').textContent = '';
+    if (!resume) { ring.clear(); drawn = 0; tbody.innerHTML = ''; lastNano = 0; }
     const type = $('#ev-type').value, back = +$('#ev-since').value;
     const params = new URLSearchParams();
     if (type) params.set('filters', JSON.stringify({type: [type]}));
-    if (back) params.set('since', String(Math.floor(Date.now() / 1000) - back));
+    if (resume && lastNano) params.set('since', String(Math.floor(lastNano / 1e9)));
+    else if (back) params.set('since', String(Math.floor(Date.now() / 1000) - back));
     $('#events-state').textContent = 'live';
-    apiStream('GET', `${dockerBase(envId)}/events?${params}`, undefined, jsonLines(e => { ring.push(e);
-      if (!scheduled) { scheduled = true; requestAnimationFrame(frame); } }), undefined, controller.signal)
+    const signal = controller.signal;
+    apiStream('GET', `${dockerBase(envId)}/events?${params}`, undefined, jsonLines(e => {
+      if (e.timeNano && e.timeNano <= lastNano) return; // already shown before a reconnection
+      lastNano = e.timeNano || lastNano; ring.push(e);
+      if (!scheduled) { scheduled = true; requestAnimationFrame(frame); } }), undefined, signal)
       .then(() => { $('#events-state').textContent = 'the stream ended'; })
-      .catch(err => { if (err.name !== 'AbortError') { $('#events-state').textContent = ''; $('#events-error').textContent = err.message; } });
+      .catch(err => { if (err.name === 'AbortError' || signal.aborted) return;
+        $('#events-state').textContent = ''; $('#events-error').textContent = err.message;
+        if (!(err instanceof ApiFailure)) { $('#events-state').textContent = 'reconnecting…'; retry = setTimeout(() => start(true), 1000); } });
   };
-  onLeave(() => controller && controller.abort());
-  $('#ev-type').addEventListener('change', start); $('#ev-since').addEventListener('change', start);
+  onLeave(() => { clearTimeout(retry); if (controller) controller.abort(); });
+  $('#ev-type').addEventListener('change', () => start()); $('#ev-since').addEventListener('change', () => start());
   let typing = 0;
   $('#events-filter').addEventListener('input', e => { if (e.target.tagName === 'INPUT') { clearTimeout(typing); typing = setTimeout(redraw, 80); } });
   $('#events-filter').addEventListener('submit', e => e.preventDefault());

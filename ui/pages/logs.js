@@ -1,14 +1,14 @@
 // Page: one live log view for many containers (a stack's, or any selection from the containers list): one stream
 // from GET /api/endpoints/{id}/logs, each line tagged with its container's colour, stderr marked, filter with
 // highlight, pause and resume. Memory stays bounded: a ring buffer of lines, at most MAX_SHOWN lines in the page,
-// new lines appended once per animation frame.
-import {api, apiStream} from '../api.js';
+// new lines appended once per animation frame. A dropped connection resumes where it stopped.
+import {api, ApiFailure, apiStream} from '../api.js';
 import {dockerBase} from '../docker.js';
 import {$, $$} from '../dom.js';
 import {download} from '../feedback.js';
 import {containerName, esc} from '../format.js';
 import {compileFilter, containerHue, FRAME_DATA, FRAME_END, FRAME_OPEN, logLinesAsText, logLineSplitter,
-  mergedFrameDecoder, RingBuffer} from '../live.js';
+  mergedFrameDecoder, RingBuffer, timestampKey} from '../live.js';
 import {onLeave} from '../lifecycle.js';
 import {envCrumbs, render} from '../shell.js';
 
@@ -68,22 +68,36 @@ export async function pageLogs(envId) {
   };
   const schedule = () => { if (!scheduled) { scheduled = true; requestAnimationFrame(frame); } };
   const legend = ended => { $('#log-legend').innerHTML = names.map((n, i) => `<span class="chip hue${containerHue(n)}">${esc(n)}${ended.has(i) ? ' <span class="muted">(ended)</span>' : ''}</span>`).join(''); };
-  const start = async () => {
+  let lastKeys = [], lastTimes = [], retry = 0;
+  const start = async (resume = false) => {
     if (controller) controller.abort();
-    controller = new AbortController(); ring.clear(); drawn = 0; droppedNote = ''; box.innerHTML = ''; $('#log-error').textContent = '';
+    clearTimeout(retry); controller = new AbortController(); $('#log-error').textContent = '';
     const range = new FormData($('#log-range')), params = new URLSearchParams({containers: chosen.map(c => c.Id).join(','), tail: range.get('tail')});
     for (const name of ['since', 'until']) if (range.get(name)) params.set(name, String(Date.parse(range.get(name)) / 1000));
+    if (!resume) { ring.clear(); drawn = 0; droppedNote = ''; box.innerHTML = ''; lastKeys = []; lastTimes = []; }
+    else { // from the oldest of the containers' last lines on; the lines already kept are skipped below
+      const times = lastTimes.filter(t => t > 0);
+      params.set('tail', 'all'); if (times.length) params.set('since', String(Math.floor(Math.min(...times) / 1000)));
+    }
     names = chosen.map(containerName); const splitters = [], ended = new Set(); legend(ended);
+    const keep = (index, l) => { const key = timestampKey(l.ts);
+      if (key && lastKeys[index] && key <= lastKeys[index]) return; lastKeys[index] = key || lastKeys[index]; lastTimes[index] = l.time || lastTimes[index]; l.container = index; ring.push(l); };
     const onFrame = (kind, index, payload) => {
       if (kind === FRAME_OPEN) { const c = JSON.parse(new TextDecoder().decode(payload)); names[index] = c.Name;
-        splitters[index] = logLineSplitter(c.Tty, l => { l.container = index; ring.push(l); }); legend(ended); }
+        splitters[index] = logLineSplitter(c.Tty, l => keep(index, l)); legend(ended); }
       else if (kind === FRAME_DATA) { splitters[index](payload); schedule(); }
       else if (kind === FRAME_END) { ended.add(index); legend(ended); }
     };
-    try { await apiStream('GET', `/api/endpoints/${envId}/logs?${params}`, undefined, mergedFrameDecoder(onFrame), undefined, controller.signal); }
-    catch (err) { if (err.name !== 'AbortError') $('#log-error').textContent = err.message + (err.details ? ` (${err.details})` : ''); }
+    const signal = controller.signal;
+    try { await apiStream('GET', `/api/endpoints/${envId}/logs?${params}`, undefined, mergedFrameDecoder(onFrame), undefined, signal); }
+    catch (err) {
+      if (err.name === 'AbortError' || signal.aborted) return;
+      $('#log-error').textContent = err.message + (err.details ? ` (${err.details})` : '');
+      // A refusal stays on the page; a lost connection (a network change, a server restart) is tried again.
+      if (!(err instanceof ApiFailure)) { $('#log-error').textContent += ': reconnecting…'; retry = setTimeout(() => start(true), 1000); }
+    }
   };
-  onLeave(() => controller && controller.abort());
+  onLeave(() => { clearTimeout(retry); if (controller) controller.abort(); });
   let typing = 0;
   $('#log-filter').addEventListener('input', () => { clearTimeout(typing); typing = setTimeout(redraw, 80); });
   ['#log-regex', '#log-only', '#log-ts'].forEach(s => $(s).addEventListener('change', redraw));

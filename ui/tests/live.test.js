@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
 import {compileFilter, containerHue, eventActor, eventMatches, FRAME_DATA, FRAME_END, FRAME_OPEN, highlightMatches,
-  logLineSplitter, logLinesAsText, mergedFrameDecoder, parseLogLine, RingBuffer} from '../live.js';
+  logLineSplitter, logLinesAsText, mergedFrameDecoder, parseLogLine, RingBuffer, timestampKey} from '../live.js';
 
 const bytes = text => new TextEncoder().encode(text);
 const join = (...parts) => { const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0)); let at = 0;
@@ -87,4 +87,11 @@ test('events match by type, action prefix and the words of their actor', () => {
   assert.ok(!eventMatches(event, {action: 'start'}));
   assert.ok(!eventMatches(event, {text: 'db'}));
   assert.equal(eventActor({Type: 'network', Actor: {ID: 'n1', Attributes: {}}}), 'n1');
+});
+
+test('log times compare as times once the nanoseconds are padded', () => {
+  assert.equal(timestampKey('2026-12-01T10:00:00.5Z'), '2026-12-01T10:00:00.500000000Z');
+  assert.ok(timestampKey('2026-12-01T10:00:00.5Z') > timestampKey('2026-12-01T10:00:00.123456789Z'));
+  assert.ok(timestampKey('2026-12-01T10:00:01Z') > timestampKey('2026-12-01T10:00:00.999Z'));
+  assert.equal(timestampKey(''), '');
 });
