@@ -3608,8 +3608,12 @@ def merged_logs_query(query) -> tuple[list[str], str]:
     if len(set(containers)) != len(containers) or any(not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", c)
                                                       for c in containers):
         raise BadRequest("containers must be distinct container ids or names")
+    # The engine takes any unique prefix of an id: a short one would name whichever container happens to match.
+    short = [c for c in containers if re.fullmatch(r"[0-9a-f]{1,11}", c)]
+    if short:
+        raise BadRequest(f"{short[0]} is too short for a container id", "give at least 12 characters of an id")
     engine_query = {"stdout": "1", "stderr": "1", "timestamps": "1",
-                    "follow": "0" if query.get("follow", "1") in ("0", "false") else "1"}
+                    "follow": "1" if query.get("follow", "0") in ("1", "true") else "0"}
     for name in ("since", "until"):
         value = query.get(name, "")
         if value and not LOG_TIME.match(value):
@@ -3624,7 +3628,7 @@ def merged_logs_query(query) -> tuple[list[str], str]:
 
 
 async def handle_merged_logs(request: web.Request) -> web.StreamResponse:
-    """GET /api/endpoints/{id}/logs?containers=a,b&since=&until=&tail=&follow=: each container's logs, every call
+    """GET /api/endpoints/{id}/logs?containers=a,b&since=&until=&tail=&follow=1: each container's logs, every call
     decided by authorize_docker_call as the proxy decides it, multiplexed into one stream of merged_frame frames.
     A refusal for any container refuses the whole request before anything is streamed."""
     endpoint = endpoint_for_caller(request, path_id(request))
@@ -8945,7 +8949,8 @@ label.inline input{width:auto}
 .env-group .group-name{margin:18px 0 8px}.env-group:first-child .group-name{margin-top:0}
 .env .env-pick{margin-top:5px}
 .webhook-url{word-break:break-all;margin-right:4px}
-.merged-logs .line{padding-left:2px;border-left:3px solid hsl(var(--hue,0) 70% 60%)}.merged-logs .who{color:hsl(var(--hue,0) 75% 68%);margin-right:6px}
+/* Thousands of lines: the box is laid out on its own, and lines out of view are not rendered at all. */
+.merged-logs{contain:strict}.merged-logs .line{padding-left:2px;border-left:3px solid hsl(var(--hue,0) 70% 60%);content-visibility:auto;contain-intrinsic-size:auto 17px}.merged-logs .who{color:hsl(var(--hue,0) 75% 68%);margin-right:6px}
 .merged-logs .stream{display:inline-block;font-size:10px;padding:0 3px;margin-right:4px;border-radius:3px;background:#b3261e;color:#fff}
 .chip{display:inline-flex;align-items:center;gap:4px;margin:2px 8px 2px 0}.chip::before{content:'';width:10px;height:10px;border-radius:50%;background:hsl(var(--hue,0) 70% 55%)}
 .log-note{color:var(--warn)}.picker{max-height:40vh;overflow:auto}
@@ -9126,7 +9131,9 @@ export function every(ms, fn) {
 import {esc} from './format.js';
 
 // Frames of GET /api/endpoints/{id}/logs (portainer.py's merged_frame): kind, 0, index (2 bytes), length (4 bytes).
-export const FRAME_DATA = 0, FRAME_OPEN = 1, FRAME_END = 2;
+export const FRAME_DATA = 0;
+export const FRAME_OPEN = 1;
+export const FRAME_END = 2;
 export function mergedFrameDecoder(onFrame) {
   let pending = new Uint8Array(0);
   return chunk => {
@@ -10480,7 +10487,7 @@ export async function pageLogs(envId) {
   const start = async (resume = false) => {
     if (controller) controller.abort();
     clearTimeout(retry); controller = new AbortController(); $('#log-error').textContent = '';
-    const range = new FormData($('#log-range')), params = new URLSearchParams({containers: chosen.map(c => c.Id).join(','), tail: range.get('tail')});
+    const range = new FormData($('#log-range')), params = new URLSearchParams({containers: chosen.map(c => c.Id).join(','), tail: range.get('tail'), follow: '1'});
     for (const name of ['since', 'until']) if (range.get(name)) params.set(name, String(Date.parse(range.get(name)) / 1000));
     if (!resume) { ring.clear(); drawn = 0; droppedNote = ''; box.innerHTML = ''; lastKeys = []; lastTimes = []; }
     else { // from the oldest of the containers' last lines on; the lines already kept are skipped below

@@ -86,10 +86,10 @@ def test_the_events_page_shows_a_new_containers_events_live_and_filters_them(fre
 
     page.get_by_label("Actor").fill(name)
     wait_until(lambda: all(name in t for t in page.locator("#events tbody tr").all_inner_texts()), message="actor filter")
+    tab.shot("events")
     page.get_by_label("Action").fill("die")
     wait_until(lambda: page.locator("#events tbody tr").count() >= 1 and all(
         "die" in t for t in page.locator("#events tbody tr").all_inner_texts()), message="action filter")
-    tab.shot("events")
     # The type filter goes to the engine: a network event stream has no container rows.
     page.get_by_label("Actor").fill("")
     page.get_by_label("Action").fill("")
@@ -245,10 +245,10 @@ def test_a_stacks_logs_in_one_live_view_tagged_filtered_paused_and_downloaded(fr
             re.search(r"(alpha|charlie) warn \d*0$", t) for t in logs.locator(".line .text").all_inner_texts()),
             message="only matching lines")
         assert logs.locator(".line mark").first.inner_text().startswith(("alpha warn", "charlie warn"))
+        tab.shot("merged-logs")
         page.get_by_label("Filter the lines").fill("(")
         page.locator("#log-error", has_text="Not a regular expression").wait_for()
         page.get_by_label("Filter the lines").fill("")
-        tab.shot("merged-logs")
 
         # Pause: the view stands still while lines arrive; resume: every line is there, none lost.
         page.get_by_role("button", name="Pause").click()
@@ -306,7 +306,7 @@ def test_standard_user_reads_merged_logs_of_their_own_containers_only(fresh_serv
         assert answer.status_code == 200, answer.text
         return answer.content
     wait_until(lambda: b"erin was here" in erins_lines(), message="erin's own log line")
-    for bad in ("containers=", "containers=a,a", f"containers={mine}&since=yesterday", f"containers={mine}&tail=-1"):
+    for bad in ("containers=", "containers=a,a", "containers=abc123", f"containers={mine}&since=yesterday", f"containers={mine}&tail=-1"):
         assert srv.api("GET", f"/api/endpoints/1/logs?{bad}", token=token).status_code == 400, bad
 
 

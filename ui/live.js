@@ -4,7 +4,9 @@
 import {esc} from './format.js';
 
 // Frames of GET /api/endpoints/{id}/logs (portainer.py's merged_frame): kind, 0, index (2 bytes), length (4 bytes).
-export const FRAME_DATA = 0, FRAME_OPEN = 1, FRAME_END = 2;
+export const FRAME_DATA = 0;
+export const FRAME_OPEN = 1;
+export const FRAME_END = 2;
 export function mergedFrameDecoder(onFrame) {
   let pending = new Uint8Array(0);
   return chunk => {

@@ -72,7 +72,7 @@ export async function pageLogs(envId) {
   const start = async (resume = false) => {
     if (controller) controller.abort();
     clearTimeout(retry); controller = new AbortController(); $('#log-error').textContent = '';
-    const range = new FormData($('#log-range')), params = new URLSearchParams({containers: chosen.map(c => c.Id).join(','), tail: range.get('tail')});
+    const range = new FormData($('#log-range')), params = new URLSearchParams({containers: chosen.map(c => c.Id).join(','), tail: range.get('tail'), follow: '1'});
     for (const name of ['since', 'until']) if (range.get(name)) params.set(name, String(Date.parse(range.get(name)) / 1000));
     if (!resume) { ring.clear(); drawn = 0; droppedNote = ''; box.innerHTML = ''; lastKeys = []; lastTimes = []; }
     else { // from the oldest of the containers' last lines on; the lines already kept are skipped below
