@@ -202,7 +202,8 @@ STACK_SERVICE = """  {name}:
 
 
 def shown_numbers(page, service: str) -> list[int]:
-    texts = page.locator("#merged-logs .line", has=page.locator(".who", has_text=service)).locator(".text").all_inner_texts()
+    # text_content, not inner_text: the lines out of view are not rendered (content-visibility), so have no innerText.
+    texts = page.locator("#merged-logs .line", has=page.locator(".who", has_text=service)).locator(".text").all_text_contents()
     return [int(m.group(1)) for t in texts if (m := re.match(rf"{service} line (\d+)$", t))]
 
 
@@ -234,7 +235,7 @@ def test_a_stacks_logs_in_one_live_view_tagged_filtered_paused_and_downloaded(fr
             colours[service] = classes[0]
         warn = logs.locator(".line", has_text="alpha warn 10").first
         warn.wait_for()
-        assert "err" in warn.get_attribute("class") and warn.locator(".stream").inner_text() == "stderr"
+        assert "err" in warn.get_attribute("class") and warn.locator(".stream").text_content() == "stderr"
         assert "err" not in logs.locator(".line", has_text="alpha line 10").first.get_attribute("class")
         assert page.locator("#log-legend .chip").count() == 3
 
@@ -242,9 +243,9 @@ def test_a_stacks_logs_in_one_live_view_tagged_filtered_paused_and_downloaded(fr
         page.get_by_label("Regular expression").check()
         page.get_by_label("Filter the lines").fill(r"(alpha|charlie) warn [0-9]*0$")
         wait_until(lambda: logs.locator(".line").count() >= 2 and all(
-            re.search(r"(alpha|charlie) warn \d*0$", t) for t in logs.locator(".line .text").all_inner_texts()),
+            re.search(r"(alpha|charlie) warn \d*0$", t) for t in logs.locator(".line .text").all_text_contents()),
             message="only matching lines")
-        assert logs.locator(".line mark").first.inner_text().startswith(("alpha warn", "charlie warn"))
+        assert logs.locator(".line mark").first.text_content().startswith(("alpha warn", "charlie warn"))
         tab.shot("merged-logs")
         page.get_by_label("Filter the lines").fill("(")
         page.locator("#log-error", has_text="Not a regular expression").wait_for()

@@ -14,6 +14,9 @@ import {envCrumbs, render} from '../shell.js';
 
 const BUFFERED_LINES = 20000;
 const MAX_SHOWN = 2000;
+// While following a fast stream, lines that would scroll out of view within the same frame are not drawn; the
+// page is redrawn whole from the buffer once the user stops following or pauses, so scrolling back misses none.
+const FRAME_LINES = 150;
 const STACK_LABELS = ['com.docker.compose.project', 'com.docker.stack.namespace'];
 const stackOf = c => STACK_LABELS.map(k => (c.Labels || {})[k]).find(Boolean) || '';
 
@@ -41,23 +44,24 @@ export async function pageLogs(envId) {
     <div class="logs merged-logs" id="merged-logs" tabindex="0" aria-label="Merged container logs" aria-live="off"></div>`,
   envCrumbs(envId, `<a href="#/env/${envId}/containers">Containers</a>`, 'Logs'));
   const box = $('#merged-logs'), ring = new RingBuffer(BUFFERED_LINES);
-  let names = [], drawn = 0, paused = false, scheduled = false, controller = null, filter = compileFilter('', false), droppedNote = '';
+  let names = [], drawn = 0, paused = false, scheduled = false, controller = null, filter = compileFilter('', false), droppedNote = '', skipped = false;
   const lineHtml = l => `<div class="line hue${containerHue(names[l.container])}${l.stream === 2 ? ' err' : ''}" data-c="${l.container}">` +
     `${$('#log-ts').checked && l.ts ? `<span class="ts">${esc(l.ts)} </span>` : ''}<span class="who">${esc(names[l.container])}</span>` +
     `${l.stream === 2 ? '<span class="stream" title="standard error">stderr</span>' : ''}<span class="text">${filter.highlight(l.text)}</span></div>`;
   const shows = l => !$('#log-only').checked || filter.test(l.text);
   const count = () => { const waiting = ring.seq - drawn;
-    $('#log-count').textContent = `${ring.size} lines buffered` + (paused ? ` · paused, ${waiting} new` : '') + droppedNote; };
+    $('#log-count').textContent = `${ring.seq} lines received, ${ring.size} kept` + (paused ? ` · paused, ${waiting} new` : '') + droppedNote; };
   const follow = () => { if ($('#log-follow').checked) box.scrollTop = box.scrollHeight; };
   const redraw = () => { // a new filter or timestamps choice: the last MAX_SHOWN matching lines of the buffer
     filter = compileFilter($('#log-filter').value, $('#log-regex').checked); $('#log-error').textContent = filter.error;
-    const lines = ring.since().filter(shows); drawn = ring.seq;
+    const lines = ring.since().filter(shows); drawn = ring.seq; skipped = false;
     box.innerHTML = lines.slice(-MAX_SHOWN).map(lineHtml).join(''); count(); follow();
   };
   const frame = () => {
     scheduled = false; if (paused) { count(); return; }
     if (drawn < ring.firstSeq) droppedNote = ` · ${ring.firstSeq - drawn} lines dropped while paused (the buffer holds ${BUFFERED_LINES})`;
-    const fresh = ring.since(drawn).filter(shows).slice(-MAX_SHOWN); drawn = ring.seq;
+    let fresh = ring.since(drawn).filter(shows).slice(-MAX_SHOWN); drawn = ring.seq;
+    if (fresh.length > FRAME_LINES && $('#log-follow').checked) { fresh = fresh.slice(-FRAME_LINES); skipped = true; }
     if (fresh.length) {
       box.insertAdjacentHTML('beforeend', fresh.map(lineHtml).join(''));
       const extra = box.childElementCount - MAX_SHOWN;
@@ -101,10 +105,11 @@ export async function pageLogs(envId) {
   let typing = 0;
   $('#log-filter').addEventListener('input', () => { clearTimeout(typing); typing = setTimeout(redraw, 80); });
   ['#log-regex', '#log-only', '#log-ts'].forEach(s => $(s).addEventListener('change', redraw));
-  $('#log-follow').addEventListener('change', follow);
-  box.addEventListener('wheel', () => { if (box.scrollHeight - box.scrollTop - box.clientHeight > 40) $('#log-follow').checked = false; }, {passive: true});
+  const fillIn = () => { if (skipped) { const from = box.scrollTop; redraw(); box.scrollTop = from; } };
+  $('#log-follow').addEventListener('change', () => { if ($('#log-follow').checked) follow(); else fillIn(); });
+  box.addEventListener('wheel', () => { if ($('#log-follow').checked && box.scrollHeight - box.scrollTop - box.clientHeight > 40) { $('#log-follow').checked = false; fillIn(); } }, {passive: true});
   $('#log-pause').addEventListener('click', e => { paused = !paused; e.target.textContent = paused ? 'Resume' : 'Pause';
-    e.target.setAttribute('aria-pressed', String(paused)); if (!paused) schedule(); count(); });
+    e.target.setAttribute('aria-pressed', String(paused)); if (paused) fillIn(); else schedule(); count(); });
   $('#log-download').addEventListener('click', () => {
     const text = logLinesAsText(ring.since().filter(shows), names, $('#log-ts').checked);
     const url = URL.createObjectURL(new Blob([text], {type: 'text/plain'}));
