@@ -25,7 +25,7 @@ PREFIX = f"ptpy-ops{SLOT}"
 NETWORK_CHANGED = "ERR_NETWORK_CHANGED"
 
 
-def log_in(page, srv) -> None:
+def log_in(page, srv, username: str = "admin", password: str = test_ui.ADMIN_PASSWORD) -> None:
     page.goto(srv.url + "/#/login")
     for attempt in range(5):
         if attempt:
@@ -36,8 +36,8 @@ def log_in(page, srv) -> None:
         except test_ui.playwright_api.TimeoutError:
             if attempt == 4:
                 raise
-    page.get_by_label("Username").fill("admin")
-    page.get_by_label("Password").fill(test_ui.ADMIN_PASSWORD)
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Log in").click()
     page.locator("#env-list .env").first.wait_for()
 
@@ -329,3 +329,34 @@ def test_the_new_pages_fit_a_phone_in_the_dark_theme(fresh_server, engine, open_
         if path == "events":
             tab.shot("phone-dark-events")
     assert page_errors(tab) == []
+
+
+def test_a_read_only_user_is_shown_the_refusal_when_tagging_an_image_or_opening_an_admins_network(
+        fresh_server, engine, open_page, labelled):
+    srv = fresh_server()
+    password = "rory's long password"
+    user = srv.api("POST", "/api/users", json={"Username": "rory", "Password": password, "Role": 2}).json()
+    assert srv.api("PUT", "/api/endpoints/1",
+                   json={"UserAccessPolicies": {str(user["Id"]): {"RoleId": 5}}}).status_code == 200  # read-only
+    network = engine.networks.create(f"{PREFIX}-ro-net", labels={TEST_LABEL: "ops"})
+    tab = open_page()
+    page = tab.page
+    log_in(page, srv, "rory", password)
+    page.goto(srv.url + f"/#/env/1/images/{engine.images.get(BUSYBOX).id}")
+    page.get_by_label("New tag").fill(f"{PREFIX}-refused:1")
+    page.get_by_role("button", name="Tag", exact=True).click()
+    refusal = page.locator("#image-tag", has_text="Read-only user")
+    refusal.wait_for()
+    assert "does not allow POST" in refusal.inner_text()
+    with pytest.raises(docker.errors.ImageNotFound):
+        engine.images.get(f"{PREFIX}-refused:1")
+
+    page.goto(srv.url + "/#/env/1/events")  # reading is allowed
+    page.locator("#events-state", has_text="live").wait_for()
+    assert page.locator("#events-error").inner_text() == ""
+    # The administrator's network is not theirs: the page says so instead of showing it.
+    page.goto(srv.url + f"/#/env/1/networks/{network.id}")
+    page.get_by_role("heading", name="Something went wrong").wait_for()
+    assert page.get_by_role("alert").inner_text().strip()
+    assert page.locator("#network-connect").count() == 0
+    assert page_errors(tab, "403 (Forbidden)") == []
