@@ -7,9 +7,9 @@
     python bench.py edge_onboarding --devices 5000   # devices onboarding with one key (default 5,000)
     python bench.py --table                  # bench-results.json as the README's Markdown table
 
-Measures: proxy, stream, head_of_line, edge_first_call, memory, api_load, ui, fleet, edge_onboarding. Starts what it needs (a
-server, an agent, an edge agent, fleet simulator processes) on this machine, prints a table and writes
-bench-results.json. Goals are checked here, never in timed tests.
+Measures: proxy, stream, head_of_line, edge_first_call, memory, api_load, ui, merged_logs, fleet, edge_onboarding,
+fleet_pages. Starts what it needs (a server, an agent, an edge agent, fleet simulator processes) on this machine,
+prints a table and writes bench-results.json. Goals are checked here, never in timed tests.
 """
 from __future__ import annotations
 
@@ -283,6 +283,27 @@ HOME_SEARCH_LATENCY_JS = """word => new Promise(resolve => {
   observer.observe(document.querySelector('#env-list'), {childList: true});
   search.value = word; search.dispatchEvent(new Event('input', {bubbles: true}));
 })"""
+
+# In the merged log view: from each line's engine timestamp to the animation frame that shows it (the newest and
+# the oldest line of each frame), the frames drawn, how late a 50 ms timer fires (what a click waits for), long tasks.
+MERGED_LOGS_PROBE_JS = """() => {
+  const box = document.querySelector('#merged-logs'), probe = window.mergedLogsProbe = {latencies: [], lines: 0, frames: 0, lags: [], longTasks: 0};
+  const time = ts => Date.parse(ts.replace(/(\\.\\d{3})\\d+/, '$1'));
+  new MutationObserver(records => {
+    const added = records.flatMap(r => [...r.addedNodes]).filter(n => n.classList && n.classList.contains('line'));
+    if (!added.length) return;
+    probe.lines += added.length;
+    const stamps = [added[0], added[added.length - 1]].map(n => time(n.querySelector('.ts').textContent.trim()));
+    requestAnimationFrame(() => { const now = Date.now(); stamps.forEach(t => probe.latencies.push(now - t)); });
+  }).observe(box, {childList: true});
+  const frame = () => { probe.frames++; requestAnimationFrame(frame); }; requestAnimationFrame(frame);
+  let expected = performance.now() + 50;
+  setInterval(() => { const now = performance.now(); probe.lags.push(now - expected); expected = now + 50; }, 50);
+  new PerformanceObserver(list => { for (const e of list.getEntries()) probe.longTasks += e.duration; }).observe({type: 'longtask'});
+}"""
+MERGED_LOGS_WRITER = ("i=0; while :; do j=0; while [ $j -lt {burst} ]; do i=$((i+1)); j=$((j+1)); "
+                      "echo \"$HOSTNAME line $i: the quick brown fox jumps over the lazy dog, status=ok\"; done; "
+                      "usleep 100000; done")
 
 PROXY_RATIO_GOALS = {"local": 1.2, "agent": 1.5, "edge": 1.6}
 
@@ -775,6 +796,111 @@ class Bench:
                     statistics.median(devices) <= 1, "Edge devices page opened until its first page of 50 is "
                     "drawn (paged by the server), median of 3")
 
+    # -- merged log view -----------------------------------------------------------------------------------------
+    async def measure_merged_logs(self) -> None:
+        count, rate, seconds = self.args.log_containers, self.args.log_rate, self.args.log_seconds
+        print(f"merged logs: {count} containers writing {rate} lines/s each, watched {seconds:.0f} s in headless "
+              f"Chromium", flush=True)
+        from playwright.async_api import TimeoutError as PlaywrightTimeout
+        from playwright.async_api import async_playwright
+        remove_bench_objects("logs")
+        ids = [docker_cli("run", "-d", "--label", f"{BENCH_LABEL}=logs", BUSYBOX, "sh", "-c",
+                          MERGED_LOGS_WRITER.format(burst=max(1, rate // 10))).strip()[:12] for _ in range(count)]
+        server = await self.start_server()
+        try:
+            async with async_playwright() as p:
+                browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                page = await (await browser.new_context(viewport={"width": 1280, "height": 800})).new_page()
+                cdp = await page.context.new_cdp_session(page)
+                browser_cdp = await browser.new_browser_cdp_session()
+
+                async def renderer_cpu_seconds() -> float:  # CPU time, whatever else the machine runs meanwhile
+                    processes = (await browser_cdp.send("SystemInfo.getProcessInfo"))["processInfo"]
+                    return sum(p["cpuTime"] for p in processes if p["type"] == "renderer")
+                await page.goto(server.url + "/")
+                for attempt in range(5):  # Chromium drops loads while the new containers' interfaces come up
+                    try:
+                        await page.get_by_label("Username").wait_for(timeout=5000)
+                        break
+                    except PlaywrightTimeout:
+                        await page.reload()
+                await page.get_by_label("Username").fill("admin")
+                await page.get_by_label("Password").fill(PASSWORD)
+                await page.get_by_role("button", name="Log in").click()
+                await page.locator("#env-list .env").first.wait_for()
+                await page.goto(server.url + f"/#/env/1/logs?containers={','.join(ids)}")
+                await page.locator("#merged-logs").wait_for()
+                await page.get_by_label("Timestamps").check()
+                await page.locator("#merged-logs .line").first.wait_for(timeout=60000)
+                await page.evaluate(MERGED_LOGS_PROBE_JS)
+                await cdp.send("Performance.enable")
+
+                async def renderer_seconds() -> dict:
+                    metrics = (await cdp.send("Performance.getMetrics"))["metrics"]
+                    return {m["name"]: m["value"] for m in metrics if m["name"].endswith("Duration")}
+                work_before = await renderer_seconds()
+                received_before = await page.locator("#log-count").inner_text()
+                server_cpu_before, watch_started = cpu_seconds(server.process.pid), time.perf_counter()
+                renderer_cpu_before = await renderer_cpu_seconds()
+                with open("/var/run/docker.pid") as f:  # the engine of DOCKER_SOCKET (see the Makefile's engine)
+                    engine_pid = int(f.read().strip())
+                engine_cpu_before = cpu_seconds(engine_pid)
+
+                async def heap_mb() -> float:
+                    await cdp.send("HeapProfiler.collectGarbage")
+                    return (await cdp.send("Runtime.getHeapUsage"))["usedSize"] / 2 ** 20
+                await asyncio.sleep(min(15.0, seconds / 4))
+                early_heap = await heap_mb()
+                await asyncio.sleep(seconds - min(15.0, seconds / 4))
+                work = {k: v - work_before.get(k, 0) for k, v in (await renderer_seconds()).items()}
+                received = int((await page.locator("#log-count").inner_text()).split()[0]) - int(
+                    received_before.split()[0])
+                watched = time.perf_counter() - watch_started
+                server_cpu = 100 * (cpu_seconds(server.process.pid) - server_cpu_before) / watched
+                renderer_cpu = 100 * (await renderer_cpu_seconds() - renderer_cpu_before) / watched
+                engine_cpu = 100 * (cpu_seconds(engine_pid) - engine_cpu_before) / watched
+                load = os.getloadavg()[0]
+                probe = await page.evaluate("() => ({...window.mergedLogsProbe, shown: "
+                                            "document.querySelectorAll('#merged-logs .line').length, "
+                                            "errors: document.querySelector('#log-error').textContent})")
+                late_heap = await heap_mb()
+                await browser.close()
+        finally:
+            remove_bench_objects("logs")
+        lines_per_s = received / seconds
+        note = (f"{count} containers x {rate} lines/s asked ({count * rate} lines/s); this machine is shared with "
+                f"other developers' test runs (2 cores), so the figures are pessimistic")
+        self.record("merged_logs.lines_received_per_s", lines_per_s, "lines/s", f">= {int(count * rate * 0.9)}",
+                    lines_per_s >= count * rate * 0.9, note + (f"; view error: {probe['errors']}" if probe["errors"]
+                                                                else ""))
+        self.record("merged_logs.lines_drawn_per_s", probe["lines"] / seconds, "lines/s", "reported", None,
+                    "while following, lines that would scroll out of view in the same frame are not drawn")
+        p50, p95 = statistics.median(probe["latencies"]), percentile(probe["latencies"], 0.95)
+        self.record("merged_logs.display_latency_p50", p50, "ms", "reported", None,
+                    "engine timestamp of a line to the animation frame showing it")
+        self.record("merged_logs.display_latency_p95", p95, "ms", "<= 1000", p95 <= 1000)
+        fps = probe["frames"] / seconds
+        self.record("merged_logs.frames_per_s", fps, "fps", ">= 30", fps >= 30)
+        lag = percentile(probe["lags"], 0.99)
+        self.record("merged_logs.timer_lag_p99", lag, "ms", "<= 100", lag <= 100,
+                    "how late a 50 ms timer fires: what a click or key press waits for")
+        busy = 100 * probe["longTasks"] / 1000 / seconds
+        self.record("merged_logs.long_tasks", busy, "% of time", "<= 10", busy <= 10, "main thread tasks over 50 ms")
+        share = {k: 100 * v / seconds for k, v in work.items()}
+        self.record("merged_logs.main_thread_busy", share.get("TaskDuration", 0), "% of time", "reported", None,
+                    f"the page's main thread running tasks (Chromium's TaskDuration, wall time): script {share.get('ScriptDuration', 0):.0f} %, "
+                    f"style {share.get('RecalcStyleDuration', 0):.0f} %, layout {share.get('LayoutDuration', 0):.0f} %")
+        self.record("merged_logs.renderer_cpu", renderer_cpu, "% core", "reported", None,
+                    "CPU time of the page's renderer process (all its threads)")
+        self.record("merged_logs.engine_cpu", engine_cpu, "% core", "reported", None,
+                    f"dockerd logging and streaming the {count} containers' lines (and serving the other "
+                    f"developers' tests); load average {load:.1f} on {os.cpu_count()} cores at the end")
+        self.record("merged_logs.server_cpu", server_cpu, "% core", "reported", None,
+                    "portainer.py merging the 20 streams into one answer")
+        self.record("merged_logs.js_heap", late_heap, "MB", "<= 64", late_heap <= 64,
+                    f"after {seconds:.0f} s and a garbage collection; {early_heap:.1f} MB after "
+                    f"{min(15.0, seconds / 4):.0f} s; {probe['shown']} lines in the page")
+
     # -- memory at rest -----------------------------------------------------------------------------------------
     async def measure_memory(self) -> None:
         print("memory at rest", flush=True)
@@ -896,8 +1022,8 @@ async def simulate_fleet(keys_path: str, heartbeat: float = 20.0, concurrency: i
                 break
 
 
-MEASURES = ["proxy", "stream", "head_of_line", "edge_first_call", "memory", "api_load", "ui", "fleet", "edge_onboarding",
-            "fleet_pages"]
+MEASURES = ["proxy", "stream", "head_of_line", "edge_first_call", "memory", "api_load", "ui", "merged_logs", "fleet",
+            "edge_onboarding", "fleet_pages"]
 
 
 def machine_description() -> str:
@@ -931,6 +1057,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5, help="length of each throughput run")
     parser.add_argument("--clients", type=int, default=200, help="concurrent clients for api_load")
     parser.add_argument("--load-seconds", type=float, default=60, help="length of the api_load run")
+    parser.add_argument("--log-containers", type=int, default=20, help="containers in the merged_logs measure")
+    parser.add_argument("--log-rate", type=int, default=200, help="lines a second each of them writes")
+    parser.add_argument("--log-seconds", type=float, default=60, help="how long the merged log view is watched")
     parser.add_argument("--agents", type=int, action="append",
                         help="fleet size (repeatable; default 1000, 5000 and 10000)")
     parser.add_argument("--devices", type=int, default=5000, help="devices onboarding in edge_onboarding")

@@ -4695,6 +4695,114 @@ async def handle_docker_proxy(request: web.Request) -> web.StreamResponse:
 
 
 # ================================================================================================================
+# Merged logs: many containers' log streams in one answer (a browser opens only 6 connections to a server)
+# ================================================================================================================
+
+MERGED_LOGS_MAX_CONTAINERS = 50
+MERGED_LOGS_QUEUE = 256  # chunks waiting for a slow client before the engines' streams are paused
+# Frames are sent together every 20 ms at most: the engine sends each log line alone, and a browser reading 4,000
+# pieces a second spends its time on them.
+MERGED_LOGS_BATCH_SECONDS = 0.02
+MERGED_FRAME_DATA, MERGED_FRAME_OPEN, MERGED_FRAME_END = 0, 1, 2
+LOG_TIME = re.compile(r"^[0-9]{1,12}(\.[0-9]{1,9})?$")
+
+
+def merged_frame(kind: int, index: int, payload: bytes) -> bytes:
+    """One frame of the merged stream: kind, 0, container index (2 bytes), payload length (4 bytes), payload.
+    OPEN carries the container's {"Id", "Name", "Tty"}, DATA its raw Docker log stream, END why it ended."""
+    return bytes([kind, 0]) + index.to_bytes(2, "big") + len(payload).to_bytes(4, "big") + payload
+
+
+def merged_logs_query(query) -> tuple[list[str], str]:
+    """The containers and the engine's log query (since, until, tail, follow) of a merged logs request."""
+    containers = [c for c in query.get("containers", "").split(",") if c]
+    if not containers:
+        raise BadRequest("containers is required", "a comma-separated list of container ids or names")
+    if len(containers) > MERGED_LOGS_MAX_CONTAINERS:
+        raise BadRequest(f"at most {MERGED_LOGS_MAX_CONTAINERS} containers at once")
+    if len(set(containers)) != len(containers) or any(not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", c)
+                                                      for c in containers):
+        raise BadRequest("containers must be distinct container ids or names")
+    # The engine takes any unique prefix of an id: a short one would name whichever container happens to match.
+    short = [c for c in containers if re.fullmatch(r"[0-9a-f]{1,11}", c)]
+    if short:
+        raise BadRequest(f"{short[0]} is too short for a container id", "give at least 12 characters of an id")
+    engine_query = {"stdout": "1", "stderr": "1", "timestamps": "1",
+                    "follow": "1" if query.get("follow", "0") in ("1", "true") else "0"}
+    for name in ("since", "until"):
+        value = query.get(name, "")
+        if value and not LOG_TIME.match(value):
+            raise BadRequest(f"{name} must be a UNIX time in seconds, e.g. 1700000000.5")
+        if value:
+            engine_query[name] = value
+    tail = query.get("tail", "all")
+    if tail != "all" and not (tail.isdigit() and len(tail) <= 7):
+        raise BadRequest("tail must be a number of lines or all")
+    engine_query["tail"] = tail
+    return containers, urllib.parse.urlencode(engine_query)
+
+
+async def handle_merged_logs(request: web.Request) -> web.StreamResponse:
+    """GET /api/endpoints/{id}/logs?containers=a,b&since=&until=&tail=&follow=1: each container's logs, every call
+    decided by authorize_docker_call as the proxy decides it, multiplexed into one stream of merged_frame frames.
+    A refusal for any container refuses the whole request before anything is streamed."""
+    endpoint = endpoint_for_caller(request, path_id(request))
+    containers, engine_query = merged_logs_query(request.query)
+    grants = [await authorize_docker_call(request, endpoint, "GET", f"/containers/{c}/logs") for c in containers]
+    opened: list[tuple[bytes, shared.DockerResponse]] = []
+    try:
+        for grant, asked in zip(grants, containers):
+            quoted = urllib.parse.quote(grant.resource or asked, safe="")
+            details = as_dict(await grant.connector.request_json("GET", f"/containers/{quoted}/json",
+                                                                  headers=grant.node_headers))
+            header = json.dumps({"Id": details.get("Id", asked), "Name": str(details.get("Name", asked)).lstrip("/"),
+                                 "Tty": field_at(details, "Config", "Tty") is True}).encode()
+            response = await grant.connector.request("GET", f"/containers/{quoted}/logs?{engine_query}",
+                                                     grant.node_headers, timeout=request.app[CONFIG].proxy_timeout)
+            if response.status != 200:
+                async with response:
+                    raise engine_error(response.status, await response.read())
+            opened.append((header, response))
+        out = web.StreamResponse(headers={"Content-Type": "application/octet-stream", "Cache-Control": "no-store"})
+        await out.prepare(request)
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue(MERGED_LOGS_QUEUE)
+
+        async def read_one(index: int, response: shared.DockerResponse) -> None:
+            reason = b""
+            try:
+                async for chunk in response.iter_chunks():
+                    await queue.put(merged_frame(MERGED_FRAME_DATA, index, chunk))
+            except shared.DockerUnreachable as exc:
+                reason = str(exc).encode()
+            await queue.put(merged_frame(MERGED_FRAME_END, index, reason))
+
+        for index, (header, _) in enumerate(opened):
+            await out.write(merged_frame(MERGED_FRAME_OPEN, index, header))
+        readers = [asyncio.ensure_future(read_one(i, r)) for i, (_, r) in enumerate(opened)]
+        try:
+            ended = 0
+            while ended < len(readers):
+                frames = [await queue.get()]
+                if frames[0][0] != MERGED_FRAME_END:
+                    await asyncio.sleep(MERGED_LOGS_BATCH_SECONDS)
+                while not queue.empty():
+                    frames.append(queue.get_nowait())
+                ended += sum(1 for f in frames if f[0] == MERGED_FRAME_END)
+                await out.write(b"".join(frames))
+            await out.write_eof()
+        except ConnectionResetError:
+            log.debug("merged logs on environment %s: the client went away", endpoint["Id"])
+        finally:
+            for reader in readers:
+                reader.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
+        return out
+    finally:
+        for _, response in opened:
+            response.release()
+
+
+# ================================================================================================================
 # Stacks: a compose engine in Python (parse, check, deploy) that reaches engines only through the connector
 # ================================================================================================================
 
@@ -12559,6 +12667,12 @@ label.inline input{width:auto}
 .svc-inline{align-items:flex-end;margin-bottom:8px}.svc-inline .error{flex-basis:100%}#rollout progress{width:min(100%,260px);vertical-align:middle}
 .svc-tag{font-weight:600}.svc-tag0{color:#61afef}.svc-tag1{color:#98c379}.svc-tag2{color:#e5c07b}.svc-tag3{color:#c678dd}
 .svc-tag4{color:#56b6c2}.svc-tag5{color:#ff9e64}.svc-tag6{color:#f7768e}.svc-tag7{color:#b4f9f8}
+/* Thousands of lines: the box is laid out on its own, and lines out of view are not rendered at all. */
+.merged-logs{contain:strict}.merged-logs .line{padding-left:2px;border-left:3px solid hsl(var(--hue,0) 70% 60%);content-visibility:auto;contain-intrinsic-size:auto 17px}.merged-logs .who{color:hsl(var(--hue,0) 75% 68%);margin-right:6px}
+.merged-logs .stream{display:inline-block;font-size:10px;padding:0 3px;margin-right:4px;border-radius:3px;background:#b3261e;color:#fff}
+.chip{display:inline-flex;align-items:center;gap:4px;margin:2px 8px 2px 0}.chip::before{content:'';width:10px;height:10px;border-radius:50%;background:hsl(var(--hue,0) 70% 55%)}
+.log-note{color:var(--warn)}.picker{max-height:40vh;overflow:auto}
+.hue0{--hue:0}.hue1{--hue:15}.hue2{--hue:30}.hue3{--hue:45}.hue4{--hue:60}.hue5{--hue:75}.hue6{--hue:90}.hue7{--hue:105}.hue8{--hue:120}.hue9{--hue:135}.hue10{--hue:150}.hue11{--hue:165}.hue12{--hue:180}.hue13{--hue:195}.hue14{--hue:210}.hue15{--hue:225}.hue16{--hue:240}.hue17{--hue:255}.hue18{--hue:270}.hue19{--hue:285}.hue20{--hue:300}.hue21{--hue:315}.hue22{--hue:330}.hue23{--hue:345}
 """,  # noqa: E501
     'app.js': r"""// The web UI's entry module (index.html loads it; the browser loads the imports). No framework, no build step.
 import {$} from './dom.js';
@@ -12778,6 +12892,128 @@ export function every(ms, fn) {
   onLeave(() => clearInterval(id));
 }
 """,
+    'live.js': r"""// The pure logic of the live views (merged logs, events): the server's merged stream of many containers' logs
+// cut into lines tagged with their container and stream, a ring buffer that bounds memory, stable colours, and
+// the text-or-regular-expression filter with its highlight. No DOM here (unit-tested in ui/tests/live.test.js).
+import {esc} from './format.js';
+
+// Frames of GET /api/endpoints/{id}/logs (portainer.py's merged_frame): kind, 0, index (2 bytes), length (4 bytes).
+export const FRAME_DATA = 0;
+export const FRAME_OPEN = 1;
+export const FRAME_END = 2;
+export function mergedFrameDecoder(onFrame) {
+  let pending = new Uint8Array(0);
+  return chunk => {
+    let joined = chunk;
+    if (pending.length) { joined = new Uint8Array(pending.length + chunk.length); joined.set(pending); joined.set(chunk, pending.length); }
+    let offset = 0;
+    while (joined.length - offset >= 8) {
+      const size = new DataView(joined.buffer, joined.byteOffset + offset + 4, 4).getUint32(0);
+      if (joined.length - offset - 8 < size) break;
+      onFrame(joined[offset], joined[offset + 2] << 8 | joined[offset + 3], joined.subarray(offset + 8, offset + 8 + size));
+      offset += 8 + size;
+    }
+    pending = joined.slice(offset);
+  };
+}
+
+// Lines of one container's Docker log stream (timestamps=1): [stream, 0, 0, 0, size] frames unless it has a TTY,
+// each line "<RFC 3339 time> <text>". onLine({stream: 1 | 2, ts, time (ms), text}) per complete line.
+export function logLineSplitter(tty, onLine) {
+  const decoders = {1: new TextDecoder(), 2: new TextDecoder()}, partial = {1: '', 2: ''};
+  let pending = new Uint8Array(0);
+  const text = (stream, bytes) => {
+    const parts = (partial[stream] + decoders[stream].decode(bytes, {stream: true})).split('\n'); partial[stream] = parts.pop();
+    for (const raw of parts) onLine(parseLogLine(stream, raw));
+  };
+  return chunk => {
+    if (tty) { text(1, chunk); return; }
+    const joined = new Uint8Array(pending.length + chunk.length); joined.set(pending); joined.set(chunk, pending.length);
+    let offset = 0;
+    while (joined.length - offset >= 8) {
+      const size = new DataView(joined.buffer, joined.byteOffset + offset + 4, 4).getUint32(0);
+      if (joined.length - offset - 8 < size) break;
+      text(joined[offset] === 2 ? 2 : 1, joined.subarray(offset + 8, offset + 8 + size));
+      offset += 8 + size;
+    }
+    pending = joined.slice(offset);
+  };
+}
+const STAMPED = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)) ?(.*)$/s;
+export function parseLogLine(stream, raw) {
+  const m = raw.match(STAMPED), body = (m ? m[2] : raw).replace(/\r$/, '');
+  // Date.parse reads milliseconds: the engine's nanoseconds are cut to three digits first.
+  const ts = m ? m[1] : '', time = m ? Date.parse(ts.replace(/(\.\d{3})\d+/, '$1')) : NaN;
+  return {stream, ts, time, text: body};
+}
+
+// A log time as a key that sorts as time does (the engine trims trailing zeros of the nanoseconds): after a
+// reconnection, a line whose key is not past the last one seen of its container is one already shown.
+export function timestampKey(ts) {
+  const m = /^([^.Z+]+)(?:\.(\d+))?(.*)$/.exec(ts || '');
+  return m ? `${m[1]}.${(m[2] || '').padEnd(9, '0')}${m[3]}` : '';
+}
+
+// A fixed-size buffer of the last `capacity` items; `seq` numbers every item ever pushed, so a view knows which
+// items it has drawn and how many were dropped while it was paused.
+export class RingBuffer {
+  constructor(capacity) { this.capacity = capacity; this.items = new Array(capacity); this.seq = 0; }
+  push(item) { this.items[this.seq % this.capacity] = item; this.seq++; }
+  get size() { return Math.min(this.seq, this.capacity); }
+  get firstSeq() { return this.seq - this.size; }
+  at(seq) { return seq >= this.firstSeq && seq < this.seq ? this.items[seq % this.capacity] : undefined; }
+  // Items from sequence number `from` on (the oldest kept when `from` was dropped).
+  since(from = 0) { const out = []; for (let s = Math.max(from, this.firstSeq); s < this.seq; s++) out.push(this.items[s % this.capacity]); return out; }
+  clear() { this.items = new Array(this.capacity); this.seq = 0; }
+}
+
+// A stable colour per container name, one of the 24 hues of app.css's .hue0 ... .hue23 (classes: the page's
+// Content-Security-Policy allows no inline style): the same container has it in every view and on every visit.
+export const CONTAINER_HUES = 24;
+export function containerHue(name) {
+  let h = 2166136261;
+  for (const c of String(name)) { h ^= c.codePointAt(0); h = Math.imul(h, 16777619); }
+  return (h >>> 0) % CONTAINER_HUES;
+}
+
+// The filter: plain text (case-insensitive) or, when `regex`, a JavaScript regular expression (case-insensitive).
+// Answers {test(text), highlight(text) -> HTML, error}; an empty filter matches every line.
+export function compileFilter(query, regex) {
+  if (!query) return {test: () => true, highlight: esc, error: ''};
+  let re;
+  try { re = new RegExp(regex ? query : query.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'), 'gi'); }
+  catch (e) { return {test: () => true, highlight: esc, error: `Not a regular expression: ${e.message}`}; }
+  const test = text => { re.lastIndex = 0; return re.test(text); };
+  return {test, highlight: text => highlightMatches(text, re), error: ''};
+}
+// The text, escaped, with every non-empty match of `re` (a global expression) in <mark>.
+export function highlightMatches(text, re) {
+  let out = '', last = 0, m; re.lastIndex = 0;
+  while ((m = re.exec(text)) !== null) {
+    if (m[0] === '') { re.lastIndex++; continue; }
+    out += esc(text.slice(last, m.index)) + `<mark>${esc(m[0])}</mark>`; last = m.index + m[0].length;
+  }
+  return out + esc(text.slice(last));
+}
+// What the download holds: one line per log line, "<time> <container> <stderr?> <text>".
+export function logLinesAsText(lines, names, withTimestamps) {
+  return lines.map(l => `${withTimestamps && l.ts ? l.ts + ' ' : ''}${names[l.container]}${l.stream === 2 ? ' stderr' : ''} | ${l.text}`).join('\n') + (lines.length ? '\n' : '');
+}
+
+// Engine events: the words a user filters them by, and whether one matches the filter {type, action, text}.
+export function eventActor(event) {
+  const attributes = (event.Actor && event.Actor.Attributes) || {};
+  return attributes.name || attributes.image || (event.Actor && event.Actor.ID) || event.id || '';
+}
+export function eventMatches(event, {type = '', action = '', text = ''}) {
+  if (type && event.Type !== type) return false;
+  if (action && !String(event.Action || '').toLowerCase().startsWith(action.toLowerCase())) return false;
+  if (!text) return true;
+  const attributes = (event.Actor && event.Actor.Attributes) || {};
+  const haystack = [event.Type, event.Action, event.Actor && event.Actor.ID, ...Object.entries(attributes).map(([k, v]) => `${k}=${v}`)].join(' ').toLowerCase();
+  return text.toLowerCase().split(/\s+/).filter(Boolean).every(w => haystack.includes(w));
+}
+""",  # noqa: E501
     'pages/access.js': r"""// Pages: who has access to an environment (roles), what standard users may do there (security settings),
 // and resources shared beyond their owners (resource controls).
 import {api} from '../api.js';
@@ -13316,6 +13552,7 @@ export async function pageContainers(envId) {
   const base = dockerBase(envId);
   const main = render('Containers', `<div class="toolbar"><h2>Containers</h2><span class="spacer"></span>
     <button id="check-updates">Check for image updates</button>
+    <a class="button" href="#/env/${envId}/logs" id="selection-logs">Logs</a>
     <a class="button primary" href="#/env/${envId}/containers/new">Add container</a></div><div id="containers"></div>`, envCrumbs(envId, 'Containers'));
   const updates = imageUpdates(envId, () => table.setRows(table.rows()), () => load());
   const actions = ['start', 'stop', 'restart', 'kill', 'pause', 'unpause', 'remove'].map(a => `<button class="${a === 'remove' ? 'danger' : ''}" data-action="${a}" disabled>${a[0].toUpperCase() + a.slice(1)}</button>`).join('');
@@ -13333,7 +13570,9 @@ export async function pageContainers(envId) {
       {key: 'ports', label: 'Published ports', html: portLinks, cls: 'hide-sm'},
       {key: 'node', label: 'Node', value: c => label(c, 'com.docker.swarm.node.id') ? label(c, 'com.docker.swarm.node.id').slice(0, 12) : '', cls: 'hide-sm'},
     ].filter(col => col.key !== 'node' || envIsSwarm(session.currentEnv)),
-    onSelectionChange: sel => $$('[data-action]', main).forEach(b => { b.disabled = sel.size === 0; }),
+    onSelectionChange: sel => { $$('[data-action]', main).forEach(b => { b.disabled = sel.size === 0; });
+      $('#selection-logs').href = `#/env/${envId}/logs${sel.size ? '?containers=' + [...sel].map(id => id.slice(0, 12)).join(',') : ''}`;
+      $('#selection-logs').textContent = sel.size ? `Logs of ${sel.size} selected` : 'Logs'; },
   });
   const load = async () => { table.setRows(await api('GET', `${base}/containers/json?all=1`));
     if (updates.missing(table.rows())) updates.load(false); };
@@ -13954,6 +14193,80 @@ export async function pageTags() {
     try { await api('PUT', `/api/endpoints/${ep.Id}`, {TagIds: ep.TagIds}); toast('Saved'); } catch (err) { toast(err.message); box.checked = !box.checked; } });
 }
 """,  # noqa: E501
+    'pages/events.js': r"""// Page: the engine's events of one environment, live (GET /events streamed through the proxy), filterable by
+// type (the engine's own filter), action and actor (in the page). The last MAX_EVENTS are kept; a dropped
+// connection resumes from the last event shown.
+import {ApiFailure, apiStream} from '../api.js';
+import {dockerBase} from '../docker.js';
+import {$} from '../dom.js';
+import {esc, fmtDate} from '../format.js';
+import {eventActor, eventMatches, RingBuffer} from '../live.js';
+import {onLeave} from '../lifecycle.js';
+import {envCrumbs, render} from '../shell.js';
+import {jsonLines} from '../streams.js';
+
+const MAX_EVENTS = 2000;
+const MAX_SHOWN = 500;
+const EVENT_TYPES = ['container', 'image', 'volume', 'network', 'daemon', 'plugin', 'service', 'node', 'secret', 'config'];
+const HISTORY = [['900', 'last 15 minutes'], ['3600', 'last hour'], ['86400', 'last day'], ['0', 'from now on']];
+
+export async function pageEvents(envId) {
+  render('Events', `<div class="toolbar"><h2>Events</h2><span class="spacer"></span><span class="muted small" id="events-state"></span></div>
+    <div class="card"><form class="toolbar" id="events-filter">
+    <label class="check" for="ev-type">Type <select id="ev-type" name="type"><option value="">all</option>${EVENT_TYPES.map(t => `<option>${t}</option>`).join('')}</select></label>
+    <label class="check" for="ev-since">Since <select id="ev-since" name="since">${HISTORY.map(([v, l]) => `<option value="${v}">${l}</option>`).join('')}</select></label>
+    <input class="filter" id="ev-action" name="action" placeholder="Action, e.g. start" aria-label="Action">
+    <input class="filter" id="ev-text" name="text" type="search" placeholder="Actor: name, image, id, label" aria-label="Actor">
+    <span class="spacer"></span><span class="muted small" id="events-count"></span></form>
+    <div class="error" role="alert" id="events-error"></div>
+    <div class="table-wrap"><table id="events"><thead><tr><th>Time</th><th>Type</th><th>Action</th><th>Actor</th><th class="hide-sm">Details</th></tr></thead><tbody></tbody></table></div></div>`,
+  envCrumbs(envId, 'Events'));
+  const ring = new RingBuffer(MAX_EVENTS), tbody = $('#events tbody');
+  let controller = null, scheduled = false, drawn = 0;
+  const criteria = () => ({action: $('#ev-action').value.trim(), text: $('#ev-text').value.trim()});
+  const row = e => { const attributes = (e.Actor && e.Actor.Attributes) || {};
+    const details = Object.entries(attributes).filter(([k]) => k !== 'name').map(([k, v]) => `${k}=${v}`).join(' ');
+    return `<tr class="event" data-type="${esc(e.Type)}"><td class="small">${esc(fmtDate((e.timeNano || 0) / 1e9 || e.time))}</td><td>${esc(e.Type)}</td>
+      <td><span class="badge">${esc(e.Action)}</span></td><td class="mono small">${esc(eventActor(e))}</td><td class="hide-sm muted small">${esc(details.slice(0, 300))}</td></tr>`; };
+  const count = () => { $('#events-count').textContent = `${tbody.childElementCount} shown of ${ring.size} received`; };
+  const redraw = () => { const c = criteria(); drawn = ring.seq;
+    tbody.innerHTML = ring.since().filter(e => eventMatches(e, c)).slice(-MAX_SHOWN).reverse().map(row).join(''); count(); };
+  const frame = () => { // the newest first: new rows go on top, the oldest fall off the bottom
+    scheduled = false; const c = criteria(), fresh = ring.since(drawn).filter(e => eventMatches(e, c)); drawn = ring.seq;
+    if (!fresh.length) return count();
+    tbody.insertAdjacentHTML('afterbegin', fresh.slice(-MAX_SHOWN).reverse().map(row).join(''));
+    while (tbody.childElementCount > MAX_SHOWN) tbody.lastElementChild.remove();
+    count();
+  };
+  let lastNano = 0, retry = 0;
+  const start = (resume = false) => {
+    if (controller) controller.abort();
+    clearTimeout(retry); controller = new AbortController(); $('#events-error').textContent = '';
+    if (!resume) { ring.clear(); drawn = 0; tbody.innerHTML = ''; lastNano = 0; }
+    const type = $('#ev-type').value, back = +$('#ev-since').value;
+    const params = new URLSearchParams();
+    if (type) params.set('filters', JSON.stringify({type: [type]}));
+    if (resume && lastNano) params.set('since', String(Math.floor(lastNano / 1e9)));
+    else if (back) params.set('since', String(Math.floor(Date.now() / 1000) - back));
+    $('#events-state').textContent = 'live';
+    const signal = controller.signal;
+    apiStream('GET', `${dockerBase(envId)}/events?${params}`, undefined, jsonLines(e => {
+      if (e.timeNano && e.timeNano <= lastNano) return; // already shown before a reconnection
+      lastNano = e.timeNano || lastNano; ring.push(e);
+      if (!scheduled) { scheduled = true; requestAnimationFrame(frame); } }), undefined, signal)
+      .then(() => { $('#events-state').textContent = 'the stream ended'; })
+      .catch(err => { if (err.name === 'AbortError' || signal.aborted) return;
+        $('#events-state').textContent = ''; $('#events-error').textContent = err.message;
+        if (!(err instanceof ApiFailure)) { $('#events-state').textContent = 'reconnecting…'; retry = setTimeout(() => start(true), 1000); } });
+  };
+  onLeave(() => { clearTimeout(retry); if (controller) controller.abort(); });
+  $('#ev-type').addEventListener('change', () => start()); $('#ev-since').addEventListener('change', () => start());
+  let typing = 0;
+  $('#events-filter').addEventListener('input', e => { if (e.target.tagName === 'INPUT') { clearTimeout(typing); typing = setTimeout(redraw, 80); } });
+  $('#events-filter').addEventListener('submit', e => e.preventDefault());
+  start();
+}
+""",  # noqa: E501
     'pages/groups.js': r"""// Pages: environment groups (administrators): the list, a new group, one group's name, tags and environments.
 // Group 1, "Unassigned", holds every environment no other group has; it cannot be removed.
 import {api} from '../api.js';
@@ -14033,6 +14346,71 @@ export async function pageGroup(id) {
     catch (err) { toast(err.message, true); } });
 }
 """,  # noqa: E501
+    'pages/image.js': r"""// Page: one image: its settings, tags, layers and history, the containers made from it; tag, push, remove.
+import {api, apiStream} from '../api.js';
+import {dockerBase} from '../docker.js';
+import {$} from '../dom.js';
+import {onSubmit, showError, toast} from '../feedback.js';
+import {containerName, esc, fmtBytes, fmtDate, shortId} from '../format.js';
+import {registryChoice} from './registries.js';
+import {envCrumbs, render} from '../shell.js';
+import {jsonLines} from '../streams.js';
+import {progressView} from '../widgets.js';
+
+const realTags = image => (image.RepoTags || []).filter(t => t !== '<none>:<none>');
+// [host[:port]/]name[/name...][:tag], Docker's reference grammar: names are lower case; checked before the engine is asked.
+const NAME_PART = '[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*';
+const IMAGE_REFERENCE = new RegExp(`^((?:[a-zA-Z0-9.-]+(?::\\d+)?/)?${NAME_PART}(?:/${NAME_PART})*)(?::([\\w][\\w.-]{0,127}))?$`);
+
+export async function pageImage(envId, imageId) {
+  const base = dockerBase(envId);
+  const image = await api('GET', `${base}/images/${encodeURIComponent(imageId)}/json`);
+  const [history, containers] = await Promise.all([api('GET', `${base}/images/${encodeURIComponent(image.Id)}/history`).catch(() => []),
+    api('GET', `${base}/containers/json?all=1`)]);
+  const users = containers.filter(c => c.ImageID === image.Id), tags = realTags(image), cfg = image.Config || {};
+  const title = tags[0] || shortId(image.Id);
+  render(`Image ${title}`, `<div class="toolbar"><h2 class="flat">Image ${esc(title)}</h2><span class="spacer"></span>
+    <button class="danger" id="image-remove">Remove</button></div>
+    <div class="grid2"><div class="card"><h3>Settings</h3><dl class="kv"><dt>ID</dt><dd class="mono">${esc(image.Id)}</dd>
+    <dt>Size</dt><dd>${fmtBytes(image.Size)}</dd><dt>Created</dt><dd>${fmtDate(image.Created)}</dd>
+    <dt>Platform</dt><dd>${esc([image.Os, image.Architecture, image.Variant].filter(Boolean).join('/'))}</dd>
+    <dt>Command</dt><dd class="mono">${esc([...(cfg.Entrypoint || []), ...(cfg.Cmd || [])].join(' '))}</dd>
+    <dt>Ports</dt><dd>${esc(Object.keys(cfg.ExposedPorts || {}).join(', ')) || '<span class="muted">none</span>'}</dd>
+    <dt>Environment</dt><dd class="mono small">${(cfg.Env || []).map(esc).join('<br>') || '<span class="muted">none</span>'}</dd>
+    <dt>Labels</dt><dd class="mono small">${Object.entries(cfg.Labels || {}).map(([k, v]) => esc(`${k}=${v}`)).join('<br>') || '<span class="muted">none</span>'}</dd>
+    <dt>Digests</dt><dd class="mono small">${(image.RepoDigests || []).map(esc).join('<br>') || '<span class="muted">none</span>'}</dd></dl></div>
+    <div class="card"><h3>Tags</h3><ul id="image-tags">${tags.map(t => `<li class="mono">${esc(t)}</li>`).join('') || '<li class="muted">untagged</li>'}</ul>
+    <form id="image-tag" class="toolbar"><input name="tag" class="filter" placeholder="new tag, e.g. app:v2" aria-label="New tag" data-error-hint="tag|reference|repository">
+    <button type="submit">Tag</button><div class="error" role="alert"></div></form>
+    <form id="image-push"><h3>Push to a registry</h3><div class="row"><div><label for="push-tag">Tag</label><select id="push-tag" name="tag">${tags.map(t => `<option>${esc(t)}</option>`).join('')}</select></div>
+    <div><label for="push-registry">Registry credentials</label><select id="push-registry" name="registry"><option value="">none (a public or local registry)</option></select></div></div>
+    <div class="error" role="alert"></div><button type="submit" ${tags.length ? '' : 'disabled'}>Push</button><div id="push-progress"></div></form>
+    <h3>Used by</h3><ul id="image-users">${users.map(c => `<li><a href="#/env/${envId}/containers/${esc(c.Id)}">${esc(containerName(c))}</a> <span class="muted small">${esc(c.State)}</span></li>`).join('') || '<li class="muted">no container</li>'}</ul></div></div>
+    <div class="card"><h3>Layers and history</h3><div class="table-wrap"><table id="image-history"><thead><tr><th>Created</th><th>Size</th><th>Created by</th></tr></thead><tbody>
+    ${history.map(h => `<tr><td class="small">${fmtDate(h.Created)}</td><td>${fmtBytes(h.Size)}</td><td class="mono small">${esc((h.CreatedBy || '').replace(/^\/bin\/sh -c #\(nop\) /, ''))}</td></tr>`).join('')}</tbody></table></div>
+    <p class="muted small">${(image.RootFS && image.RootFS.Layers || []).length} layers: ${(image.RootFS && image.RootFS.Layers || []).map(l => esc(shortId(l))).join(' ')}</p></div>`,
+  envCrumbs(envId, `<a href="#/env/${envId}/images">Images</a>`, esc(title)));
+  $('#image-remove').addEventListener('click', async () => {
+    if (!confirm(`Remove image ${title}${users.length ? ` (used by ${users.length} container(s))` : ''}?`)) return;
+    try { await api('DELETE', `${base}/images/${encodeURIComponent(image.Id)}`); toast(`Image ${title} removed`); location.hash = `#/env/${envId}/images`; }
+    catch (err) { toast(`Remove: ${err.message}`, true); }
+  });
+  onSubmit($('#image-tag'), async data => {
+    const m = data.get('tag').trim().match(IMAGE_REFERENCE);
+    if (!data.get('tag').trim() || !m) return showError($('#image-tag'), new Error('Enter a tag such as app:v2'), 'tag');
+    await api('POST', `${base}/images/${encodeURIComponent(image.Id)}/tag?repo=${encodeURIComponent(m[1])}&tag=${encodeURIComponent(m[2] || 'latest')}`);
+    toast(`Tagged ${m[1]}:${m[2] || 'latest'}`); await pageImage(envId, image.Id);
+  });
+  const registries = await registryChoice(envId, $('#push-registry'));
+  onSubmit($('#image-push'), async data => {
+    const m = data.get('tag').match(IMAGE_REFERENCE), view = progressView($('#push-progress'));
+    await apiStream('POST', `${base}/images/${encodeURIComponent(m[1])}/push?tag=${encodeURIComponent(m[2] || 'latest')}`, undefined,
+      jsonLines(line => view.feed(line)), {'X-Registry-Auth': btoa(JSON.stringify({})), ...registries.headers(data.get('registry'))});
+    if (view.failed()) throw new Error(view.failed());
+    toast(`Pushed ${data.get('tag')}`);
+  });
+}
+""",  # noqa: E501
     'pages/images.js': r"""// Page: images (pull with per-layer progress, build, import/export, tag, remove).
 import {api, apiStream} from '../api.js';
 import {dockerBase, watchEngine} from '../docker.js';
@@ -14065,7 +14443,7 @@ export async function pageImages(envId) {
     id: i => i.Id, selectable: true, filterPlaceholder: 'Filter images', empty: 'No images.',
     actions: '<button class="danger" data-action="remove" disabled>Remove</button><button data-action="export" disabled>Export</button><input id="tag-name" class="filter" placeholder="new tag, e.g. app:v2" aria-label="New tag"><button data-action="tag" disabled>Tag</button>',
     columns: [
-      {key: 'id', label: 'Id', value: i => shortId(i.Id), html: i => `<span class="mono">${esc(shortId(i.Id))}</span> ${usedBy.get(i.Id) ? '' : '<span class="badge">unused</span>'}`},
+      {key: 'id', label: 'Id', value: i => shortId(i.Id), html: i => `<a class="mono" href="#/env/${envId}/images/${encodeURIComponent(i.Id)}">${esc(shortId(i.Id))}</a> ${usedBy.get(i.Id) ? '' : '<span class="badge">unused</span>'}`},
       {key: 'tags', label: 'Tags', value: i => (i.RepoTags || []).filter(t => t !== '<none>:<none>').join(' ') || '<none>'},
       {key: 'size', label: 'Size', value: i => i.Size, html: i => fmtBytes(i.Size)},
       {key: 'created', label: 'Created', value: i => i.Created, html: i => fmtDate(i.Created), cls: 'hide-sm'},
@@ -14122,6 +14500,141 @@ export async function pageImages(envId) {
   await load(); watchEngine(envId, ['image'], load);
 }
 """,  # noqa: E501
+    'pages/logs.js': r"""// Page: one live log view for many containers (a stack's, or any selection from the containers list): one stream
+// from GET /api/endpoints/{id}/logs, each line tagged with its container's colour, stderr marked, filter with
+// highlight, pause and resume. Memory stays bounded: a ring buffer of lines, at most MAX_SHOWN lines in the page,
+// new lines appended once per animation frame. A dropped connection resumes where it stopped.
+import {api, ApiFailure, apiStream} from '../api.js';
+import {dockerBase} from '../docker.js';
+import {$, $$} from '../dom.js';
+import {download} from '../feedback.js';
+import {containerName, esc} from '../format.js';
+import {compileFilter, containerHue, FRAME_DATA, FRAME_END, FRAME_OPEN, logLinesAsText, logLineSplitter,
+  mergedFrameDecoder, RingBuffer, timestampKey} from '../live.js';
+import {onLeave} from '../lifecycle.js';
+import {envCrumbs, render} from '../shell.js';
+
+const BUFFERED_LINES = 20000;
+const MAX_SHOWN = 2000;
+// While following a fast stream, lines that would scroll out of view within the same frame are not drawn; the
+// page is redrawn whole from the buffer once the user stops following or pauses, so scrolling back misses none.
+const FRAME_LINES = 150;
+const STACK_LABELS = ['com.docker.compose.project', 'com.docker.stack.namespace'];
+const stackOf = c => STACK_LABELS.map(k => (c.Labels || {})[k]).find(Boolean) || '';
+
+export async function pageLogs(envId) {
+  const query = new URLSearchParams(location.hash.split('?')[1] || '');
+  const all = await api('GET', `${dockerBase(envId)}/containers/json?all=1`);
+  const stack = query.get('stack') || '', asked = (query.get('containers') || '').split(',').filter(Boolean);
+  const chosen = stack ? all.filter(c => stackOf(c) === stack) : all.filter(c => asked.some(id => c.Id.startsWith(id) || containerName(c) === id));
+  if (!chosen.length) return pickContainers(envId, all, stack || asked.length);
+  chosen.sort((a, b) => containerName(a).localeCompare(containerName(b)));
+  const title = stack ? `Logs of stack ${stack}` : `Logs of ${chosen.length} container${chosen.length > 1 ? 's' : ''}`;
+  render(title, `<div class="toolbar"><h2 class="flat">${esc(title)}</h2><span class="spacer"></span><a href="#/env/${envId}/logs">Choose other containers</a></div>
+    <div class="card"><div class="toolbar"><input class="filter" id="log-filter" type="search" placeholder="Filter: text, or a regular expression" aria-label="Filter the lines">
+    <label class="check"><input type="checkbox" id="log-regex"> Regular expression</label>
+    <label class="check"><input type="checkbox" id="log-only" checked> Only matching lines</label>
+    <label class="check"><input type="checkbox" id="log-ts"> Timestamps</label>
+    <label class="check"><input type="checkbox" id="log-follow" checked> Follow</label>
+    <button id="log-pause" aria-pressed="false">Pause</button><button id="log-download">Download</button></div>
+    <form class="toolbar" id="log-range"><label class="check" for="log-since">Since <input type="datetime-local" step="1" id="log-since" name="since"></label>
+    <label class="check" for="log-until">Until <input type="datetime-local" step="1" id="log-until" name="until"></label>
+    <label class="check" for="log-tail">Last <select id="log-tail" name="tail"><option>100</option><option selected>500</option><option>5000</option><option value="all">all</option></select> lines</label>
+    <button type="submit">Apply</button><span class="spacer"></span><span class="muted small" id="log-count" aria-live="off"></span></form>
+    <div class="error" role="alert" id="log-error"></div>
+    <div id="log-legend" class="small"></div></div>
+    <div class="logs merged-logs" id="merged-logs" tabindex="0" aria-label="Merged container logs" aria-live="off"></div>`,
+  envCrumbs(envId, `<a href="#/env/${envId}/containers">Containers</a>`, 'Logs'));
+  const box = $('#merged-logs'), ring = new RingBuffer(BUFFERED_LINES);
+  let names = [], drawn = 0, paused = false, scheduled = false, controller = null, filter = compileFilter('', false), droppedNote = '', skipped = false;
+  const lineHtml = l => `<div class="line hue${containerHue(names[l.container])}${l.stream === 2 ? ' err' : ''}" data-c="${l.container}">` +
+    `${$('#log-ts').checked && l.ts ? `<span class="ts">${esc(l.ts)} </span>` : ''}<span class="who">${esc(names[l.container])}</span>` +
+    `${l.stream === 2 ? '<span class="stream" title="standard error">stderr</span>' : ''}<span class="text">${filter.highlight(l.text)}</span></div>`;
+  const shows = l => !$('#log-only').checked || filter.test(l.text);
+  const count = () => { const waiting = ring.seq - drawn;
+    $('#log-count').textContent = `${ring.seq} lines received, ${ring.size} kept` + (paused ? ` · paused, ${waiting} new` : '') + droppedNote; };
+  const follow = () => { if ($('#log-follow').checked) box.scrollTop = box.scrollHeight; };
+  const redraw = () => { // a new filter or timestamps choice: the last MAX_SHOWN matching lines of the buffer
+    filter = compileFilter($('#log-filter').value, $('#log-regex').checked); $('#log-error').textContent = filter.error;
+    const lines = ring.since().filter(shows); drawn = ring.seq; skipped = false;
+    box.innerHTML = lines.slice(-MAX_SHOWN).map(lineHtml).join(''); count(); follow();
+  };
+  const frame = () => {
+    scheduled = false; if (paused) { count(); return; }
+    if (drawn < ring.firstSeq) droppedNote = ` · ${ring.firstSeq - drawn} lines dropped while paused (the buffer holds ${BUFFERED_LINES})`;
+    let fresh = ring.since(drawn).filter(shows).slice(-MAX_SHOWN); drawn = ring.seq;
+    if (fresh.length > FRAME_LINES && $('#log-follow').checked) { fresh = fresh.slice(-FRAME_LINES); skipped = true; }
+    if (fresh.length) {
+      box.insertAdjacentHTML('beforeend', fresh.map(lineHtml).join(''));
+      const extra = box.childElementCount - MAX_SHOWN;
+      if (extra > 0) { const range = document.createRange(); range.setStartBefore(box.firstElementChild); range.setEndAfter(box.children[extra - 1]); range.deleteContents(); }
+      follow();
+    }
+    count();
+  };
+  const schedule = () => { if (!scheduled) { scheduled = true; requestAnimationFrame(frame); } };
+  const legend = ended => { $('#log-legend').innerHTML = names.map((n, i) => `<span class="chip hue${containerHue(n)}">${esc(n)}${ended.has(i) ? ' <span class="muted">(ended)</span>' : ''}</span>`).join(''); };
+  let lastKeys = [], lastTimes = [], retry = 0;
+  const start = async (resume = false) => {
+    if (controller) controller.abort();
+    clearTimeout(retry); controller = new AbortController(); $('#log-error').textContent = '';
+    const range = new FormData($('#log-range')), params = new URLSearchParams({containers: chosen.map(c => c.Id).join(','), tail: range.get('tail'), follow: '1'});
+    for (const name of ['since', 'until']) if (range.get(name)) params.set(name, String(Date.parse(range.get(name)) / 1000));
+    if (!resume) { ring.clear(); drawn = 0; droppedNote = ''; box.innerHTML = ''; lastKeys = []; lastTimes = []; }
+    else { // from the oldest of the containers' last lines on; the lines already kept are skipped below
+      const times = lastTimes.filter(t => t > 0);
+      params.set('tail', 'all'); if (times.length) params.set('since', String(Math.floor(Math.min(...times) / 1000)));
+    }
+    names = chosen.map(containerName); const splitters = [], ended = new Set(); legend(ended);
+    const keep = (index, l) => { const key = timestampKey(l.ts);
+      if (key && lastKeys[index] && key <= lastKeys[index]) return; lastKeys[index] = key || lastKeys[index]; lastTimes[index] = l.time || lastTimes[index]; l.container = index; ring.push(l); };
+    const onFrame = (kind, index, payload) => {
+      if (kind === FRAME_OPEN) { const c = JSON.parse(new TextDecoder().decode(payload)); names[index] = c.Name;
+        splitters[index] = logLineSplitter(c.Tty, l => keep(index, l)); legend(ended); }
+      else if (kind === FRAME_DATA) { splitters[index](payload); schedule(); }
+      else if (kind === FRAME_END) { ended.add(index); legend(ended); }
+    };
+    const signal = controller.signal;
+    try { await apiStream('GET', `/api/endpoints/${envId}/logs?${params}`, undefined, mergedFrameDecoder(onFrame), undefined, signal); }
+    catch (err) {
+      if (err.name === 'AbortError' || signal.aborted) return;
+      $('#log-error').textContent = err.message + (err.details ? ` (${err.details})` : '');
+      // A refusal stays on the page; a lost connection (a network change, a server restart) is tried again.
+      if (!(err instanceof ApiFailure)) { $('#log-error').textContent += ': reconnecting…'; retry = setTimeout(() => start(true), 1000); }
+    }
+  };
+  onLeave(() => { clearTimeout(retry); if (controller) controller.abort(); });
+  let typing = 0;
+  $('#log-filter').addEventListener('input', () => { clearTimeout(typing); typing = setTimeout(redraw, 80); });
+  ['#log-regex', '#log-only', '#log-ts'].forEach(s => $(s).addEventListener('change', redraw));
+  const fillIn = () => { if (skipped) { const from = box.scrollTop; redraw(); box.scrollTop = from; } };
+  $('#log-follow').addEventListener('change', () => { if ($('#log-follow').checked) follow(); else fillIn(); });
+  box.addEventListener('wheel', () => { if ($('#log-follow').checked && box.scrollHeight - box.scrollTop - box.clientHeight > 40) { $('#log-follow').checked = false; fillIn(); } }, {passive: true});
+  $('#log-pause').addEventListener('click', e => { paused = !paused; e.target.textContent = paused ? 'Resume' : 'Pause';
+    e.target.setAttribute('aria-pressed', String(paused)); if (paused) fillIn(); else schedule(); count(); });
+  $('#log-download').addEventListener('click', () => {
+    const text = logLinesAsText(ring.since().filter(shows), names, $('#log-ts').checked);
+    const url = URL.createObjectURL(new Blob([text], {type: 'text/plain'}));
+    download(url, `${stack || 'containers'}-logs.txt`); setTimeout(() => URL.revokeObjectURL(url), 5000);
+  });
+  $('#log-range').addEventListener('submit', e => { e.preventDefault(); start(); });
+  start();
+}
+
+// No containers named: choose some, or a stack, to see their logs together.
+function pickContainers(envId, all, missing) {
+  const stacks = [...new Set(all.map(stackOf).filter(Boolean))].sort();
+  render('Logs', `<div class="toolbar"><h2>Logs of many containers</h2></div>
+    ${missing ? '<p class="error" role="alert">None of the containers asked for is on this environment (any more).</p>' : ''}
+    <div class="grid2"><div class="card"><h3>A stack</h3>${stacks.map(s => `<p><a href="#/env/${envId}/logs?stack=${encodeURIComponent(s)}">${esc(s)}</a></p>`).join('') || '<p class="muted">No stack here.</p>'}</div>
+    <form class="card" id="log-pick"><h3>Containers</h3><div class="picker">${all.map(c => `<label class="check"><input type="checkbox" name="c" value="${esc(c.Id)}"> ${esc(containerName(c))} <span class="muted small">${esc(c.State)}</span></label>`).join('<br>') || '<p class="muted">No container here.</p>'}</div>
+    <div class="error" role="alert"></div><button class="primary" type="submit">Show their logs</button></form></div>`, envCrumbs(envId, 'Logs'));
+  $('#log-pick').addEventListener('submit', e => { e.preventDefault();
+    const ids = $$('input[name=c]:checked').map(i => i.value.slice(0, 12));
+    if (!ids.length) { $('#log-pick .error').textContent = 'Choose at least one container'; return; }
+    location.hash = `#/env/${envId}/logs?containers=${ids.join(',')}`; });
+}
+""",  # noqa: E501
     'pages/motd.js': r"""// The message of the day: the administrator's card on the settings page (PUT /api/settings MessageOfTheDay) and
 // the banner on the home page (GET /api/motd). The text is an administrator's input: it is shown as text, never HTML.
 import {api} from '../api.js';
@@ -14159,11 +14672,60 @@ export function motdBanner(main, motd) {
   main.prepend(banner);
 }
 """,  # noqa: E501
+    'pages/network.js': r"""// Page: one network: its settings, the containers connected to it; connect and disconnect containers.
+import {api} from '../api.js';
+import {dockerBase} from '../docker.js';
+import {$, $$} from '../dom.js';
+import {onSubmit, toast} from '../feedback.js';
+import {containerName, esc, fmtDate} from '../format.js';
+import {envCrumbs, render} from '../shell.js';
+
+export async function pageNetwork(envId, networkId) {
+  const base = dockerBase(envId);
+  const [network, containers] = await Promise.all([api('GET', `${base}/networks/${encodeURIComponent(networkId)}`),
+    api('GET', `${base}/containers/json?all=1`)]);
+  const connected = Object.entries(network.Containers || {});
+  const isConnected = c => connected.some(([id]) => id === c.Id) || Object.values((c.NetworkSettings || {}).Networks || {}).some(n => n.NetworkID === network.Id);
+  const candidates = containers.filter(c => !isConnected(c));
+  const nameOf = id => { const c = containers.find(x => x.Id === id); return c ? containerName(c) : ''; };
+  const ipam = (network.IPAM || {}).Config || [];
+  render(`Network ${network.Name}`, `<div class="toolbar"><h2>Network ${esc(network.Name)}</h2></div>
+    <div class="grid2"><div class="card"><h3>Settings</h3><dl class="kv"><dt>ID</dt><dd class="mono">${esc(network.Id)}</dd>
+    <dt>Driver</dt><dd>${esc(network.Driver)}</dd><dt>Scope</dt><dd>${esc(network.Scope)}</dd><dt>Created</dt><dd>${fmtDate(network.Created)}</dd>
+    <dt>Subnets</dt><dd class="mono">${ipam.map(c => esc(`${c.Subnet || ''}${c.Gateway ? ' via ' + c.Gateway : ''}${c.IPRange ? ' range ' + c.IPRange : ''}`)).join('<br>') || '<span class="muted">none</span>'}</dd>
+    <dt>Internal</dt><dd>${network.Internal ? 'yes' : 'no'}</dd><dt>Attachable</dt><dd>${network.Attachable ? 'yes' : 'no'}</dd><dt>IPv6</dt><dd>${network.EnableIPv6 ? 'yes' : 'no'}</dd>
+    <dt>Options</dt><dd class="mono small">${Object.entries(network.Options || {}).map(([k, v]) => esc(`${k}=${v}`)).join('<br>') || '<span class="muted">none</span>'}</dd>
+    <dt>Labels</dt><dd class="mono small">${Object.entries(network.Labels || {}).map(([k, v]) => esc(`${k}=${v}`)).join('<br>') || '<span class="muted">none</span>'}</dd></dl></div>
+    <div class="card"><h3>Connected containers</h3><div class="table-wrap"><table id="network-containers"><thead><tr><th>Container</th><th>IPv4</th><th class="hide-sm">MAC</th><th></th></tr></thead><tbody>
+    ${connected.map(([id, c]) => `<tr data-id="${esc(id)}"><td><a href="#/env/${envId}/containers/${esc(id)}">${esc(c.Name || nameOf(id) || id.slice(0, 12))}</a></td>
+      <td class="mono small">${esc(c.IPv4Address)}</td><td class="hide-sm mono small">${esc(c.MacAddress)}</td>
+      <td><button class="danger small" data-disconnect="${esc(id)}">Disconnect</button></td></tr>`).join('') || '<tr><td colspan="4" class="muted">No container is connected.</td></tr>'}</tbody></table></div>
+    <form id="network-connect"><h3>Connect a container</h3><div class="row"><div><label for="connect-container">Container</label>
+    <select id="connect-container" name="Container">${candidates.map(c => `<option value="${esc(c.Id)}">${esc(containerName(c))}</option>`).join('')}</select></div>
+    <div><label for="connect-ip">IPv4 address (optional)</label><input id="connect-ip" name="ip" placeholder="from the subnet" data-error-hint="address|IP"></div></div>
+    <div class="error" role="alert"></div><button type="submit" class="primary" ${candidates.length ? '' : 'disabled'}>Connect</button></form></div></div>`,
+  envCrumbs(envId, `<a href="#/env/${envId}/networks">Networks</a>`, esc(network.Name)));
+  $$('[data-disconnect]').forEach(b => b.addEventListener('click', async () => {
+    const id = b.dataset.disconnect;
+    if (!confirm(`Disconnect ${nameOf(id) || id.slice(0, 12)} from ${network.Name}?`)) return;
+    try { await api('POST', `${base}/networks/${encodeURIComponent(network.Id)}/disconnect`, {Container: id, Force: false});
+      toast(`Disconnected ${nameOf(id) || id.slice(0, 12)}`); await pageNetwork(envId, network.Id); }
+    catch (err) { toast(`Disconnect: ${err.message}`, true); }
+  }));
+  onSubmit($('#network-connect'), async data => {
+    const ip = data.get('ip').trim();
+    await api('POST', `${base}/networks/${encodeURIComponent(network.Id)}/connect`,
+      {Container: data.get('Container'), ...(ip ? {EndpointConfig: {IPAMConfig: {IPv4Address: ip}}} : {})});
+    toast(`Connected ${nameOf(data.get('Container'))}`); await pageNetwork(envId, network.Id);
+  });
+}
+""",  # noqa: E501
     'pages/networks.js': r"""// Page: the networks of an environment.
 import {api} from '../api.js';
 import {dockerBase, watchEngine} from '../docker.js';
 import {$} from '../dom.js';
 import {onSubmit, toast} from '../feedback.js';
+import {esc} from '../format.js';
 import {envCrumbs, render} from '../shell.js';
 import {dataTable} from '../table.js';
 
@@ -14180,7 +14742,7 @@ export async function pageNetworks(envId) {
   const table = dataTable($('#networks'), {
     id: n => n.Id, selectable: true, filterPlaceholder: 'Filter networks', empty: 'No networks.',
     actions: '<button class="danger" data-action="remove" disabled>Remove</button>',
-    columns: [{key: 'name', label: 'Name', value: n => n.Name}, {key: 'driver', label: 'Driver', value: n => n.Driver}, {key: 'scope', label: 'Scope', value: n => n.Scope, cls: 'hide-sm'},
+    columns: [{key: 'name', label: 'Name', value: n => n.Name, html: n => `<a href="#/env/${envId}/networks/${encodeURIComponent(n.Id)}">${esc(n.Name)}</a>`}, {key: 'driver', label: 'Driver', value: n => n.Driver}, {key: 'scope', label: 'Scope', value: n => n.Scope, cls: 'hide-sm'},
       {key: 'subnet', label: 'Subnet', value: n => ((n.IPAM || {}).Config || []).map(c => c.Subnet).join(' '), cls: 'mono small'},
       {key: 'gateway', label: 'Gateway', value: n => ((n.IPAM || {}).Config || []).map(c => c.Gateway || '').join(' '), cls: 'hide-sm mono small'},
       {key: 'flags', label: '', value: n => [n.Internal && 'internal', n.Attachable && 'attachable', builtin.has(n.Name) && 'system'].filter(Boolean).join(' ')}],
@@ -14815,7 +15377,7 @@ export async function pageStackEditor(id, adopt) {
     <div class="toolbar"><button class="primary" type="submit">${stack ? 'Update the stack' : adopt ? 'Adopt' : 'Deploy the stack'}</button>
     ${stack ? `<button type="button" data-act="${stack.Status === constants.StackStatus.Active ? 'stop' : 'start'}">${stack.Status === constants.StackStatus.Active ? 'Stop' : 'Start'}</button>
       <button type="button" class="danger" data-act="remove">Remove</button>` : ''}</div></form></div>
-    ${stack ? `<div class="card"><h3>Services</h3><div id="stack-updates"></div><table><tr><th>Service</th><th>Image</th><th>Containers</th></tr>
+    ${stack ? `<div class="card"><h3>Services</h3>${stack.Type === constants.StackTypes.Compose ? `<p><a class="button" href="#/env/${stack.EndpointId}/logs?stack=${encodeURIComponent(stack.Name)}">Logs of all its containers</a></p>` : ''}<div id="stack-updates"></div><table><tr><th>Service</th><th>Image</th><th>Containers</th></tr>
       ${services.map(s => `<tr><td>${esc(s.Name)}</td><td>${esc(s.Image)}</td><td>${s.Containers.map(c => `<span class="badge ${esc(c.State)}">${esc(c.Name)}: ${esc(c.State)}</span>` +
         (stack.Type === constants.StackTypes.Compose ? ` <button type="button" data-logs="${esc(c.Id)}">logs</button>` : '')).join(' ') || '<span class="muted">none</span>'}</td></tr>`).join('')}</table>
       <pre id="logs" aria-live="polite"></pre></div>` : ''}
@@ -15232,6 +15794,44 @@ async function settingsAuditPanel() {
     try { await api('PUT', '/api/settings', {ActivityLogRetentionDays: +af.ret.value}); formError(af, {message: 'Saved.'}); } catch (err) { formError(af, err); } };
 }
 """,  # noqa: E501
+    'pages/volume.js': r"""// Page: one volume: its settings, the containers that mount it, and (on agent environments) its files.
+import {api} from '../api.js';
+import {constants} from '../constants.js';
+import {dockerBase} from '../docker.js';
+import {$} from '../dom.js';
+import {toast} from '../feedback.js';
+import {containerName, esc, fmtDate} from '../format.js';
+import {session} from '../session.js';
+import {envCrumbs, render} from '../shell.js';
+
+export async function pageVolume(envId, volumeName) {
+  const base = dockerBase(envId);
+  const [volume, containers] = await Promise.all([api('GET', `${base}/volumes/${encodeURIComponent(volumeName)}`),
+    api('GET', `${base}/containers/json?all=1&filters=${encodeURIComponent(JSON.stringify({volume: [volumeName]}))}`)]);
+  const node = (volume.Portainer && volume.Portainer.Agent && volume.Portainer.Agent.NodeName) || '';
+  const env = session.currentEnv, types = constants.EnvironmentTypes || {};
+  const browsable = env && (env.Type === types.Agent || env.Type === types.Edge);
+  const mountOf = c => (c.Mounts || []).find(m => m.Name === volume.Name) || {};
+  render(`Volume ${volume.Name}`, `<div class="toolbar"><h2 class="flat">Volume <span class="mono">${esc(volume.Name)}</span></h2><span class="spacer"></span>
+    ${browsable ? `<a class="button" href="#/env/${envId}/volumes/${encodeURIComponent(volume.Name)}/browse?node=${encodeURIComponent(node)}">Browse files</a>` : ''}
+    <button class="danger" id="volume-remove">Remove</button></div>
+    <div class="grid2"><div class="card"><h3>Settings</h3><dl class="kv"><dt>Driver</dt><dd>${esc(volume.Driver)}</dd><dt>Scope</dt><dd>${esc(volume.Scope)}</dd>
+    <dt>Mount point</dt><dd class="mono small">${esc(volume.Mountpoint)}</dd><dt>Created</dt><dd>${fmtDate(volume.CreatedAt)}</dd>
+    ${node ? `<dt>Node</dt><dd>${esc(node)}</dd>` : ''}
+    <dt>Driver options</dt><dd class="mono small">${Object.entries(volume.Options || {}).map(([k, v]) => esc(`${k}=${v}`)).join('<br>') || '<span class="muted">none</span>'}</dd>
+    <dt>Labels</dt><dd class="mono small">${Object.entries(volume.Labels || {}).map(([k, v]) => esc(`${k}=${v}`)).join('<br>') || '<span class="muted">none</span>'}</dd></dl>
+    ${browsable ? '' : '<p class="muted small">Browsing a volume\'s files needs an agent environment.</p>'}</div>
+    <div class="card"><h3>Used by</h3><div class="table-wrap"><table id="volume-users"><thead><tr><th>Container</th><th>Mounted at</th><th>Access</th></tr></thead><tbody>
+    ${containers.map(c => `<tr><td><a href="#/env/${envId}/containers/${esc(c.Id)}">${esc(containerName(c))}</a> <span class="muted small">${esc(c.State)}</span></td>
+      <td class="mono small">${esc(mountOf(c).Destination)}</td><td>${mountOf(c).RW === false ? 'read-only' : 'read-write'}</td></tr>`).join('') || '<tr><td colspan="3" class="muted">No container uses it.</td></tr>'}
+    </tbody></table></div></div></div>`, envCrumbs(envId, `<a href="#/env/${envId}/volumes">Volumes</a>`, esc(volume.Name)));
+  $('#volume-remove').addEventListener('click', async () => {
+    if (!confirm(`Remove volume ${volume.Name} and its data?`)) return;
+    try { await api('DELETE', `${base}/volumes/${encodeURIComponent(volume.Name)}`); toast(`Volume ${volume.Name} removed`); location.hash = `#/env/${envId}/volumes`; }
+    catch (err) { toast(`Remove: ${err.message}`, true); }
+  });
+}
+""",  # noqa: E501
     'pages/volumes.js': r"""// Pages: the volumes of an environment, and the volume browser of agent environments.
 import {api, request} from '../api.js';
 import {dockerBase, watchEngine} from '../docker.js';
@@ -15255,7 +15855,7 @@ export async function pageVolumes(envId) {
   const table = dataTable($('#volumes'), {
     id: v => v.Name, selectable: true, filterPlaceholder: 'Filter volumes', empty: 'No volumes.',
     actions: '<button class="danger" data-action="remove" disabled>Remove</button>',
-    columns: [{key: 'name', label: 'Name', value: v => v.Name, html: v => `<span class="mono">${esc(v.Name)}</span>
+    columns: [{key: 'name', label: 'Name', value: v => v.Name, html: v => `<a class="mono" href="#/env/${envId}/volumes/${encodeURIComponent(v.Name)}">${esc(v.Name)}</a>
         <a class="small" href="#/env/${envId}/volumes/${encodeURIComponent(v.Name)}/browse?node=${encodeURIComponent(node(v))}" title="Browse files (agent environments)">browse</a>`},
       {key: 'driver', label: 'Driver', value: v => v.Driver}, {key: 'node', label: 'Node', value: node, cls: 'hide-sm'},
       {key: 'mount', label: 'Mount point', value: v => v.Mountpoint, cls: 'hide-sm mono small'},
@@ -15327,8 +15927,12 @@ import {pageDashboard} from './pages/dashboard.js';
 import {pageEdgeGroups, pageEdgeJob, pageEdgeJobs, pageEdgeStack, pageEdgeStacks} from './pages/edge.js';
 import {pageEdgeDevices, pageEdgeSettings, pageEdgeUpdates} from './pages/edge-fleet.js';
 import {pageEnvironmentForm, pageHome, pageTags} from './pages/environments.js';
+import {pageEvents} from './pages/events.js';
 import {pageGroup, pageGroups} from './pages/groups.js';
+import {pageImage} from './pages/image.js';
 import {pageImages} from './pages/images.js';
+import {pageLogs} from './pages/logs.js';
+import {pageNetwork} from './pages/network.js';
 import {pageNetworks} from './pages/networks.js';
 import {pageOAuthSettings} from './pages/oauth_settings.js';
 import {pageRegistries, pageRegistryBrowse} from './pages/registries.js';
@@ -15340,6 +15944,7 @@ import {pageSwarmData, pageSwarmDataCreate} from './pages/swarm-data.js';
 import {pageTeam, pageTeams} from './pages/teams.js';
 import {pageTemplates} from './pages/templates.js';
 import {pageAccount, pageSettings, pageUsers} from './pages/users.js';
+import {pageVolume} from './pages/volume.js';
 import {pageBrowse, pageVolumes} from './pages/volumes.js';
 import {session} from './session.js';
 import {applyTheme, render} from './shell.js';
@@ -15373,6 +15978,12 @@ const UI_ROUTES = [
   ['env/(\\d+)/nodes/([^/]+)', pageNode],
   ['env/(\\d+)/(configs|secrets)/new', pageSwarmDataCreate],
   ['env/(\\d+)/(configs|secrets)/([^/]+)', pageSwarmData],
+  // Day-2 operations (issue 19): events, detail pages, the merged log view.
+  ['env/(\\d+)/events', pageEvents],
+  ['env/(\\d+)/logs', pageLogs],
+  ['env/(\\d+)/images/([^/]+)', (id, image) => pageImage(id, decodeURIComponent(image))],
+  ['env/(\\d+)/networks/([^/]+)', (id, network) => pageNetwork(id, decodeURIComponent(network))],
+  ['env/(\\d+)/volumes/([^/]+)', (id, volume) => pageVolume(id, decodeURIComponent(volume))],
   ['users', pageUsers],
   ['teams', pageTeams],
   ['teams/(\\d+)', pageTeam],
@@ -15656,6 +16267,8 @@ export const ENV_NAV = [
   {path: 'images', label: 'Images'},
   {path: 'volumes', label: 'Volumes'},
   {path: 'networks', label: 'Networks'},
+  {path: 'events', label: 'Events'},
+  {path: 'logs', label: 'Log viewer'},
   {path: 'services', label: 'Services', swarm: true},
   {path: 'nodes', label: 'Nodes', swarm: true},
   {path: 'configs', label: 'Configs', swarm: true},
@@ -16376,6 +16989,7 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("GET", "/api/custom_templates/{id}/file", handle_custom_template_file),
     ("POST", "/api/custom_templates/{id}/deploy", handle_custom_template_deploy),
     ("GET", "/api/endpoints/{id}/console/ws", handle_console_websocket),
+    ("GET", "/api/endpoints/{id}/logs", handle_merged_logs),
     ("GET", "/api/websocket/exec", handle_websocket_exec),
     ("GET", "/api/websocket/attach", handle_websocket_attach),
     ("GET", "/api/useractivity/logs", handle_activity_logs),
@@ -16487,6 +17101,8 @@ _CONSOLE_QUERY = [("endpointId", "integer", True), ("id", "string", True), ("nod
 QUERY_PARAMETERS: dict[str, list[tuple[str, str, bool]]] = {
     "handle_websocket_exec": _CONSOLE_QUERY, "handle_websocket_attach": _CONSOLE_QUERY,
     "handle_upload_tls": [("folder", "string", True)],
+    "handle_merged_logs": [("containers", "string", True), ("since", "string", False), ("until", "string", False),
+                           ("tail", "string", False), ("follow", "string", False)],
 }
 _OPENAPI_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", dict: "object", list: "array"}
 

@@ -340,7 +340,7 @@ def test_admin_adds_an_agent_and_browses_a_volume_in_the_web_ui(agent_server, ag
             new_id = [ep["Id"] for ep in agent_server.api("GET", "/api/endpoints").json()
                       if ep["Name"] == "agent-from-ui"][0]
             page.goto(agent_server.url + f"/#/env/{new_id}/volumes")
-            page.click(f"tr:has-text('{volume.name}') a")
+            page.click(f"tr:has-text('{volume.name}') a:text-is('browse')")
             page.wait_for_selector("text=seen-in-ui.txt")
             browser.close()
         agent_server.api("DELETE", f"/api/endpoints/{new_id}")

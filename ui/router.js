@@ -14,8 +14,12 @@ import {pageDashboard} from './pages/dashboard.js';
 import {pageEdgeGroups, pageEdgeJob, pageEdgeJobs, pageEdgeStack, pageEdgeStacks} from './pages/edge.js';
 import {pageEdgeDevices, pageEdgeSettings, pageEdgeUpdates} from './pages/edge-fleet.js';
 import {pageEnvironmentForm, pageHome, pageTags} from './pages/environments.js';
+import {pageEvents} from './pages/events.js';
 import {pageGroup, pageGroups} from './pages/groups.js';
+import {pageImage} from './pages/image.js';
 import {pageImages} from './pages/images.js';
+import {pageLogs} from './pages/logs.js';
+import {pageNetwork} from './pages/network.js';
 import {pageNetworks} from './pages/networks.js';
 import {pageOAuthSettings} from './pages/oauth_settings.js';
 import {pageRegistries, pageRegistryBrowse} from './pages/registries.js';
@@ -27,6 +31,7 @@ import {pageSwarmData, pageSwarmDataCreate} from './pages/swarm-data.js';
 import {pageTeam, pageTeams} from './pages/teams.js';
 import {pageTemplates} from './pages/templates.js';
 import {pageAccount, pageSettings, pageUsers} from './pages/users.js';
+import {pageVolume} from './pages/volume.js';
 import {pageBrowse, pageVolumes} from './pages/volumes.js';
 import {session} from './session.js';
 import {applyTheme, render} from './shell.js';
@@ -60,6 +65,12 @@ const UI_ROUTES = [
   ['env/(\\d+)/nodes/([^/]+)', pageNode],
   ['env/(\\d+)/(configs|secrets)/new', pageSwarmDataCreate],
   ['env/(\\d+)/(configs|secrets)/([^/]+)', pageSwarmData],
+  // Day-2 operations (issue 19): events, detail pages, the merged log view.
+  ['env/(\\d+)/events', pageEvents],
+  ['env/(\\d+)/logs', pageLogs],
+  ['env/(\\d+)/images/([^/]+)', (id, image) => pageImage(id, decodeURIComponent(image))],
+  ['env/(\\d+)/networks/([^/]+)', (id, network) => pageNetwork(id, decodeURIComponent(network))],
+  ['env/(\\d+)/volumes/([^/]+)', (id, volume) => pageVolume(id, decodeURIComponent(volume))],
   ['users', pageUsers],
   ['teams', pageTeams],
   ['teams/(\\d+)', pageTeam],

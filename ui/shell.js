@@ -35,6 +35,8 @@ export const ENV_NAV = [
   {path: 'images', label: 'Images'},
   {path: 'volumes', label: 'Volumes'},
   {path: 'networks', label: 'Networks'},
+  {path: 'events', label: 'Events'},
+  {path: 'logs', label: 'Log viewer'},
   {path: 'services', label: 'Services', swarm: true},
   {path: 'nodes', label: 'Nodes', swarm: true},
   {path: 'configs', label: 'Configs', swarm: true},

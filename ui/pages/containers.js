@@ -20,6 +20,7 @@ export async function pageContainers(envId) {
   const base = dockerBase(envId);
   const main = render('Containers', `<div class="toolbar"><h2>Containers</h2><span class="spacer"></span>
     <button id="check-updates">Check for image updates</button>
+    <a class="button" href="#/env/${envId}/logs" id="selection-logs">Logs</a>
     <a class="button primary" href="#/env/${envId}/containers/new">Add container</a></div><div id="containers"></div>`, envCrumbs(envId, 'Containers'));
   const updates = imageUpdates(envId, () => table.setRows(table.rows()), () => load());
   const actions = ['start', 'stop', 'restart', 'kill', 'pause', 'unpause', 'remove'].map(a => `<button class="${a === 'remove' ? 'danger' : ''}" data-action="${a}" disabled>${a[0].toUpperCase() + a.slice(1)}</button>`).join('');
@@ -37,7 +38,9 @@ export async function pageContainers(envId) {
       {key: 'ports', label: 'Published ports', html: portLinks, cls: 'hide-sm'},
       {key: 'node', label: 'Node', value: c => label(c, 'com.docker.swarm.node.id') ? label(c, 'com.docker.swarm.node.id').slice(0, 12) : '', cls: 'hide-sm'},
     ].filter(col => col.key !== 'node' || envIsSwarm(session.currentEnv)),
-    onSelectionChange: sel => $$('[data-action]', main).forEach(b => { b.disabled = sel.size === 0; }),
+    onSelectionChange: sel => { $$('[data-action]', main).forEach(b => { b.disabled = sel.size === 0; });
+      $('#selection-logs').href = `#/env/${envId}/logs${sel.size ? '?containers=' + [...sel].map(id => id.slice(0, 12)).join(',') : ''}`;
+      $('#selection-logs').textContent = sel.size ? `Logs of ${sel.size} selected` : 'Logs'; },
   });
   const load = async () => { table.setRows(await api('GET', `${base}/containers/json?all=1`));
     if (updates.missing(table.rows())) updates.load(false); };

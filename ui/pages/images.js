@@ -30,7 +30,7 @@ export async function pageImages(envId) {
     id: i => i.Id, selectable: true, filterPlaceholder: 'Filter images', empty: 'No images.',
     actions: '<button class="danger" data-action="remove" disabled>Remove</button><button data-action="export" disabled>Export</button><input id="tag-name" class="filter" placeholder="new tag, e.g. app:v2" aria-label="New tag"><button data-action="tag" disabled>Tag</button>',
     columns: [
-      {key: 'id', label: 'Id', value: i => shortId(i.Id), html: i => `<span class="mono">${esc(shortId(i.Id))}</span> ${usedBy.get(i.Id) ? '' : '<span class="badge">unused</span>'}`},
+      {key: 'id', label: 'Id', value: i => shortId(i.Id), html: i => `<a class="mono" href="#/env/${envId}/images/${encodeURIComponent(i.Id)}">${esc(shortId(i.Id))}</a> ${usedBy.get(i.Id) ? '' : '<span class="badge">unused</span>'}`},
       {key: 'tags', label: 'Tags', value: i => (i.RepoTags || []).filter(t => t !== '<none>:<none>').join(' ') || '<none>'},
       {key: 'size', label: 'Size', value: i => i.Size, html: i => fmtBytes(i.Size)},
       {key: 'created', label: 'Created', value: i => i.Created, html: i => fmtDate(i.Created), cls: 'hide-sm'},

@@ -3,6 +3,7 @@ import {api} from '../api.js';
 import {dockerBase, watchEngine} from '../docker.js';
 import {$} from '../dom.js';
 import {onSubmit, toast} from '../feedback.js';
+import {esc} from '../format.js';
 import {envCrumbs, render} from '../shell.js';
 import {dataTable} from '../table.js';
 
@@ -19,7 +20,7 @@ export async function pageNetworks(envId) {
   const table = dataTable($('#networks'), {
     id: n => n.Id, selectable: true, filterPlaceholder: 'Filter networks', empty: 'No networks.',
     actions: '<button class="danger" data-action="remove" disabled>Remove</button>',
-    columns: [{key: 'name', label: 'Name', value: n => n.Name}, {key: 'driver', label: 'Driver', value: n => n.Driver}, {key: 'scope', label: 'Scope', value: n => n.Scope, cls: 'hide-sm'},
+    columns: [{key: 'name', label: 'Name', value: n => n.Name, html: n => `<a href="#/env/${envId}/networks/${encodeURIComponent(n.Id)}">${esc(n.Name)}</a>`}, {key: 'driver', label: 'Driver', value: n => n.Driver}, {key: 'scope', label: 'Scope', value: n => n.Scope, cls: 'hide-sm'},
       {key: 'subnet', label: 'Subnet', value: n => ((n.IPAM || {}).Config || []).map(c => c.Subnet).join(' '), cls: 'mono small'},
       {key: 'gateway', label: 'Gateway', value: n => ((n.IPAM || {}).Config || []).map(c => c.Gateway || '').join(' '), cls: 'hide-sm mono small'},
       {key: 'flags', label: '', value: n => [n.Internal && 'internal', n.Attachable && 'attachable', builtin.has(n.Name) && 'system'].filter(Boolean).join(' ')}],

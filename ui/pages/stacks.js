@@ -95,7 +95,7 @@ export async function pageStackEditor(id, adopt) {
     <div class="toolbar"><button class="primary" type="submit">${stack ? 'Update the stack' : adopt ? 'Adopt' : 'Deploy the stack'}</button>
     ${stack ? `<button type="button" data-act="${stack.Status === constants.StackStatus.Active ? 'stop' : 'start'}">${stack.Status === constants.StackStatus.Active ? 'Stop' : 'Start'}</button>
       <button type="button" class="danger" data-act="remove">Remove</button>` : ''}</div></form></div>
-    ${stack ? `<div class="card"><h3>Services</h3><div id="stack-updates"></div><table><tr><th>Service</th><th>Image</th><th>Containers</th></tr>
+    ${stack ? `<div class="card"><h3>Services</h3>${stack.Type === constants.StackTypes.Compose ? `<p><a class="button" href="#/env/${stack.EndpointId}/logs?stack=${encodeURIComponent(stack.Name)}">Logs of all its containers</a></p>` : ''}<div id="stack-updates"></div><table><tr><th>Service</th><th>Image</th><th>Containers</th></tr>
       ${services.map(s => `<tr><td>${esc(s.Name)}</td><td>${esc(s.Image)}</td><td>${s.Containers.map(c => `<span class="badge ${esc(c.State)}">${esc(c.Name)}: ${esc(c.State)}</span>` +
         (stack.Type === constants.StackTypes.Compose ? ` <button type="button" data-logs="${esc(c.Id)}">logs</button>` : '')).join(' ') || '<span class="muted">none</span>'}</td></tr>`).join('')}</table>
       <pre id="logs" aria-live="polite"></pre></div>` : ''}

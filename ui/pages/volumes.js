@@ -21,7 +21,7 @@ export async function pageVolumes(envId) {
   const table = dataTable($('#volumes'), {
     id: v => v.Name, selectable: true, filterPlaceholder: 'Filter volumes', empty: 'No volumes.',
     actions: '<button class="danger" data-action="remove" disabled>Remove</button>',
-    columns: [{key: 'name', label: 'Name', value: v => v.Name, html: v => `<span class="mono">${esc(v.Name)}</span>
+    columns: [{key: 'name', label: 'Name', value: v => v.Name, html: v => `<a class="mono" href="#/env/${envId}/volumes/${encodeURIComponent(v.Name)}">${esc(v.Name)}</a>
         <a class="small" href="#/env/${envId}/volumes/${encodeURIComponent(v.Name)}/browse?node=${encodeURIComponent(node(v))}" title="Browse files (agent environments)">browse</a>`},
       {key: 'driver', label: 'Driver', value: v => v.Driver}, {key: 'node', label: 'Node', value: node, cls: 'hide-sm'},
       {key: 'mount', label: 'Mount point', value: v => v.Mountpoint, cls: 'hide-sm mono small'},
