@@ -172,9 +172,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         config.host = "unix://" + DEFAULT_SOCKET
     if bool(config.sslcert) != bool(config.sslkey):
         build_parser().error("--sslcert and --sslkey go together")
-    for flag, url in (("--database", config.database), ("--migrate-to", config.migrate_to)):
-        if url and not url.startswith(("postgresql://", "postgres://")):
-            build_parser().error(f"{flag} takes a postgresql://user:password@host:port/database URL")
     if config.database and not config.secrets_key_file:
         build_parser().error("--database needs --secrets-key-file: the key sealing secrets, the same file on every "
                              "server")
@@ -1240,9 +1237,16 @@ async def migrate_database_schema(conn) -> int:
     return version
 
 
+def check_database_url(flag: str, url: str) -> str:
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise SystemExit(f"portainer.py: {flag} takes a postgresql://user:password@host:port/database URL")
+    return url
+
+
 def open_store(config: argparse.Namespace) -> Store:
     """The JSON file store in --data, or with --database the shared PostgreSQL store; either owns --data."""
     if config.database:
+        check_database_url("--database", config.database)
         store = DatabaseStore(config.data, config.database, read_secrets_key(config.secrets_key_file))
     else:
         store = Store(config.data)
@@ -1361,6 +1365,7 @@ async def database_lifecycle(app: web.Application):
 
 def migrate_to_database(config: argparse.Namespace) -> int:
     """--migrate-to: copy --data's store and shared files into an empty database; a non-empty one is refused."""
+    check_database_url("--migrate-to", config.migrate_to)
     source = Store(config.data)
     source.acquire()
     try:
