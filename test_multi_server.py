@@ -20,10 +20,6 @@ from conftest import ADMIN_PASSWORD, HERE, SLOT, free_port, start_server, wait_u
 PG_BIN = "/usr/lib/postgresql/15/bin"
 WORK = f"/tmp/portainer-py-multi-server-{SLOT}"
 
-pytestmark = pytest.mark.skipif(not os.path.exists(f"{PG_BIN}/initdb") or not shutil.which("haproxy"),
-                                reason="needs Debian's postgresql (15) and haproxy: make test-deps")
-
-
 def as_postgres(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(["su", "postgres", "-c", " ".join(argv)], capture_output=True, text=True, check=check)
 
