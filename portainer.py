@@ -780,6 +780,11 @@ DATABASE_MIGRATIONS: dict[int, list[str]] = {
         "entry jsonb NOT NULL)",
         "CREATE INDEX activity_by_time ON activity (kind, timestamp)",
     ],
+    1: [
+        # Login attempts taken and given back on each server, so that the rate limit counts all servers' attempts.
+        "CREATE TABLE login_events (seq bigserial PRIMARY KEY, server text NOT NULL, kind text NOT NULL, "
+        "key text NOT NULL, address text NOT NULL, at timestamptz NOT NULL DEFAULT now())",
+    ],
 }
 DATABASE_SCHEMA_VERSION = max(DATABASE_MIGRATIONS) + 1
 UPSERT_RECORD = ("INSERT INTO records (part, key, body, version, seq) "
@@ -1339,8 +1344,8 @@ def leadership_for(store: Store) -> SoleServer | DatabaseLease:
 
 
 async def database_lifecycle(app: web.Application):
-    """First to start and last to stop: the pool and listener, the lease; other servers' changes reach the
-    in-memory indexes (API keys, connectors) here."""
+    """First to start and last to stop: the pool and listener, the lease, the shared login attempts; other servers'
+    changes reach the in-memory indexes (API keys, connectors) here."""
     store = app[STORE]
     if not isinstance(store, DatabaseStore):
         yield
@@ -1354,11 +1359,11 @@ async def database_lifecycle(app: web.Application):
             if part == "endpoints" and key.isdigit():
                 app[ENVIRONMENTS].forget(int(key))
     store.after_change.append(refresh_indexes)
-    lease = asyncio.ensure_future(app[LEADERSHIP].run())
+    tasks = [asyncio.ensure_future(app[LEADERSHIP].run()), asyncio.ensure_future(app[LOGIN_LIMIT].share())]
     yield
-    lease.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await lease
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
     await app[LEADERSHIP].step_down()
     await store.stop()
 
@@ -2364,7 +2369,7 @@ async def activity_middleware(request: web.Request, handler):
 
 
 # ================================================================================================================
-# Activity log in PostgreSQL (--database): every server appends to one table and reads all of it
+# Shared state in PostgreSQL (--database): the activity log and login attempts, for every server
 # ================================================================================================================
 
 
@@ -2411,6 +2416,71 @@ class DatabaseActivityLog(ActivityLog):
         except database_errors() as exc:
             raise ServiceUnavailable("the activity log could not be read from the database", str(exc)) from None
         return [json.loads(row[0]) for row in rows]
+
+
+class SharedLoginRateLimit(LoginRateLimit):
+    """The login rate limit counting every server's attempts: each server takes attempts from its own buckets
+    (nothing awaits on the login path), publishes them, and takes the other servers' attempts from its buckets
+    within LOGIN_SHARE_SECONDS."""
+
+    LOGIN_SHARE_SECONDS = 0.3
+    KEEP_SECONDS = 3600
+
+    def __init__(self, store: DatabaseStore):
+        super().__init__()
+        self.store = store
+        self._outbox: list[tuple[str, str, str]] = []  # (kind, bucket key or username, address)
+        self._seen = 0
+
+    def reserve(self, address: str, username: str) -> None:
+        before = {key: self._tokens(key) for key in self._keys(address, username)}
+        super().reserve(address, username)
+        self._outbox.extend(("take", key, address) for key, tokens in before.items()
+                            if self._tokens(key) <= tokens - 0.5)
+
+    def succeeded(self, address: str, username: str) -> None:
+        super().succeeded(address, username)
+        self._outbox.append(("success", username, address))
+
+    def _apply(self, kind: str, key: str, address: str) -> None:
+        if kind == "take":
+            self._buckets[key] = (self._tokens(key) - 1, time.monotonic())
+        elif kind == "success":
+            LoginRateLimit.succeeded(self, address, key)
+
+    async def share(self) -> None:
+        async with self.store.pool.acquire() as conn:
+            self._seen = await conn.fetchval("SELECT coalesce(max(seq), 0) FROM login_events")
+        last_cleanup = time.monotonic()
+        while True:
+            await asyncio.sleep(self.LOGIN_SHARE_SECONDS)
+            outbox, self._outbox = self._outbox, []
+            try:
+                async with self.store.pool.acquire() as conn:
+                    if outbox:
+                        async with conn.transaction():  # writers take turns: seq order is commit order
+                            await conn.execute("SELECT pg_advisory_xact_lock($1)", DATABASE_LOCK)
+                            await conn.executemany("INSERT INTO login_events (server, kind, key, address) "
+                                                   "VALUES ($1, $2, $3, $4)",
+                                                   [(self.store.server_id, *event) for event in outbox])
+                    rows = await conn.fetch("SELECT seq, server, kind, key, address FROM login_events "
+                                            "WHERE seq > $1 ORDER BY seq", self._seen)
+                    if time.monotonic() - last_cleanup > 60:
+                        last_cleanup = time.monotonic()
+                        await conn.execute("DELETE FROM login_events WHERE at < now() - $1 * interval '1 second'",
+                                           self.KEEP_SECONDS)
+            except database_errors() as exc:
+                log.warning("database: login attempts not shared: %s", exc)
+                self._outbox[:0] = outbox
+                continue
+            for row in rows:
+                self._seen = max(self._seen, row["seq"])
+                if row["server"] != self.store.server_id:
+                    self._apply(row["kind"], row["key"], row["address"])
+
+
+def login_limit_for(store: Store) -> LoginRateLimit:
+    return SharedLoginRateLimit(store) if isinstance(store, DatabaseStore) else LoginRateLimit()
 
 
 def activity_log_for(store: Store, retention_days: Callable[[], int],
@@ -12497,7 +12567,7 @@ def make_app(config: argparse.Namespace) -> web.Application:
     app[STORE] = store
     environments = app[ENVIRONMENTS] = Environments(store, store.directory)
     app[SESSIONS] = Sessions(load_or_create_secret(store.directory, "jwt.secret"), store)
-    app[LOGIN_LIMIT] = LoginRateLimit()
+    app[LOGIN_LIMIT] = login_limit_for(store)
     app[API_KEY_INDEX] = {}
     app[STARTED_AT] = time.monotonic()
     app[CONSOLES] = weakref.WeakSet()

@@ -175,6 +175,35 @@ def test_users_sessions_and_api_keys_made_on_one_server_work_on_the_other(fleet)
     seen_within(lambda: b.api("GET", "/api/users/me", api_key=key).status_code == 401, 1.0)
 
 
+def test_failed_logins_on_both_servers_count_against_one_limit(fleet):
+    """Five wrong passwords from one address, spread over both servers, use up the address's burst on both: an
+    attacker gets no more tries by talking to each server in turn."""
+    a, b = fleet.servers
+    for attempt in range(5):
+        r = requests.post((a, b)[attempt % 2].url + "/api/auth", timeout=10,
+                          json={"Username": "mallory", "Password": f"guess number {attempt}"})
+        assert r.status_code == 401, r.text
+        time.sleep(0.5)  # the other server hears of the attempt
+    for srv in (a, b):
+        r = requests.post(srv.url + "/api/auth", json={"Username": "mallory", "Password": "one more"}, timeout=10)
+        assert r.status_code == 429, r.text
+
+
+def test_the_activity_log_holds_what_both_servers_did(fleet):
+    a, b = fleet.servers
+    for srv, name in ((a, "audit-on-a"), (b, "audit-on-b")):
+        assert srv.api("POST", "/api/tags", json={"Name": name}).status_code == 200
+
+    def logged_everywhere():
+        for srv in (a, b):
+            logs = srv.api("GET", "/api/useractivity/logs", params={"keyword": "/api/tags"}).json()["logs"]
+            if sum(e["path"] == "/api/tags" and e["method"] == "POST" for e in logs) < 2:
+                return False
+        return True
+    wait_until(logged_everywhere, timeout=5, message="both servers' entries in each server's activity log")
+    assert not os.path.exists(os.path.join(a.data, "activity.jsonl"))
+
+
 def test_concurrent_logouts_on_both_servers_revoke_every_session(fleet):
     """Revocations are one shared record changed by both servers at once: a lost update would let a logged-out
     session work again."""
