@@ -1327,7 +1327,7 @@ class DatabaseLease:
             if task.done() and not task.cancelled():
                 if task.exception() is None:
                     return
-                log.error("%s failed, started again while this server leads", job.__name__,
+                log.error("%s failed, started again while this server leads", job.__qualname__,
                           exc_info=task.exception())
                 await asyncio.sleep(LEADER_RENEW_SECONDS)
 
@@ -1358,6 +1358,8 @@ async def database_lifecycle(app: web.Application):
         for part, key in changed:
             if part == "endpoints" and key.isdigit():
                 app[ENVIRONMENTS].forget(int(key))
+        if EDGE_JOBS in app and any(part == "edge_jobs" for part, _ in changed):
+            app[EDGE_JOBS].dispatch()  # runs the leader queued for edge agents connected to this server
     store.after_change.append(refresh_indexes)
     tasks = [asyncio.ensure_future(app[LEADERSHIP].run()), asyncio.ensure_future(app[LOGIN_LIMIT].share())]
     yield
@@ -8634,7 +8636,7 @@ class EdgeKind(EnvironmentKind):
                 if status["Type"] == EDGE_DEPLOYING:
                     status.update(Type=EDGE_PENDING, Status="pending")
         retry = asyncio.ensure_future(self.stacks.retry_loop())
-        scheduler = asyncio.ensure_future(self.jobs.schedule())
+        scheduler = asyncio.ensure_future(app[LEADERSHIP].while_leading(lambda _: self.jobs.schedule(), app))
         self.jobs.dispatch()
         yield
         pending = [scheduler, *self.jobs.tasks, *self.tunnels.tasks]
