@@ -897,6 +897,7 @@ class DatabaseStore(Store):
         self._follower: asyncio.Task | None = None
         self._wake: asyncio.Event | None = None
         self._listener = None
+        self._next_catch_up: asyncio.Future | None = None
 
     # -- ownership: the data directory stays one process's; the database is every server's ---------------------
     def acquire(self) -> None:
@@ -1121,6 +1122,17 @@ class DatabaseStore(Store):
         self._set_memory(part, key, merged)
 
     # -- others' changes ----------------------------------------------------------------------------------------
+    async def fresh(self) -> None:
+        """Return once a catch-up begun after this call has finished: a request then sees every write another
+        server acknowledged before it arrived. Requests arriving together share one catch-up."""
+        if self._next_catch_up is None:
+            self._next_catch_up = asyncio.ensure_future(self._catch_up_now())
+        await asyncio.shield(self._next_catch_up)
+
+    async def _catch_up_now(self) -> None:
+        self._next_catch_up = None  # who arrives from now on needs a catch-up that starts later
+        await asyncio.wait_for(self.catch_up(), 10)
+
     async def catch_up(self) -> None:
         async with self._sync_lock:
             async with self.pool.acquire() as conn:
@@ -1138,6 +1150,7 @@ class DatabaseStore(Store):
                 self._synced[(part, key)] = (None if value is None else canonical_json(value), row["version"])
                 changed.add((part, key))
         if changed:
+            log.debug("database: %d changes from other servers applied", len(changed))
             for hook in self.after_change:
                 hook(changed)
 
@@ -1337,6 +1350,19 @@ class DatabaseLease:
         with contextlib.suppress(*database_errors()):
             async with self.store.pool.acquire() as conn:
                 await conn.execute("DELETE FROM leases WHERE name = 'leader' AND holder = $1", self.store.server_id)
+
+
+@web.middleware
+async def database_freshness_middleware(request: web.Request, handler):
+    """With --database: before authentication, catch up with what other servers wrote, so that a session revoked
+    or a record made on another server a moment ago is seen here. Load balancers' health checks do not wait."""
+    store = request.app[STORE]
+    if isinstance(store, DatabaseStore) and store.pool is not None and request.path != "/api/system/status":
+        try:
+            await store.fresh()
+        except database_errors() as exc:
+            raise ServiceUnavailable("the database cannot be reached", str(exc)) from None
+    return await handler(request)
 
 
 def leadership_for(store: Store) -> SoleServer | DatabaseLease:
@@ -12562,7 +12588,8 @@ def register_startup_and_shutdown(app: web.Application, kinds: list[EnvironmentK
 def make_app(config: argparse.Namespace) -> web.Application:
     """The whole server as an aiohttp application. Takes ownership of the data directory (file lock)."""
     store = open_store(config)
-    app = web.Application(middlewares=[activity_middleware, error_middleware, auth_middleware],
+    app = web.Application(middlewares=[activity_middleware, error_middleware, database_freshness_middleware,
+                                       auth_middleware],
                           client_max_size=MAX_JSON_BODY)
     app.on_response_prepare.append(set_security_headers)
     app[CONFIG] = config
