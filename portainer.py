@@ -2405,6 +2405,8 @@ class DatabaseActivityLog(ActivityLog):
     """The activity log in the database: every server appends, every server reads all; the leader drops old
     entries."""
 
+    KEPT_WHILE_DOWN = 10000  # entries held in memory while the database cannot be reached
+
     def __init__(self, store: DatabaseStore, retention_days: Callable[[], int],
                  leadership: DatabaseLease):
         super().__init__(store.directory, retention_days)
@@ -2420,7 +2422,10 @@ class DatabaseActivityLog(ActivityLog):
                 await conn.executemany("INSERT INTO activity (kind, timestamp, entry) VALUES ($1, $2, $3::jsonb)",
                                        [(e.get("kind", ""), e["timestamp"], json.dumps(e)) for e in entries])
         except database_errors() as exc:
-            log.error("activity log write failed, %d entries lost: %s", len(entries), exc)
+            kept = entries[-self.KEPT_WHILE_DOWN:]
+            self._pending[:0] = kept  # written at a later flush, when the database is back
+            log.warning("activity log write failed, %d entries kept for the next try, %d lost: %s", len(kept),
+                        len(entries) - len(kept), exc)
 
     async def compact(self) -> None:
         days = self.retention_days()

@@ -299,6 +299,23 @@ def test_the_leader_killed_another_server_leads_within_15_seconds(fleet, postgre
         assert fleet.through_balancer("GET", "/api/endpoints", token).status_code == 200
 
 
+def test_while_the_database_is_down_writes_are_refused_clearly_and_afterwards_nothing_is_lost(fleet, postgres):
+    a, b = fleet.servers
+    assert a.api("POST", "/api/tags", json={"Name": "before"}).status_code == 200
+    pg_ctl = (f"{PG_BIN}/pg_ctl", "-D", f"{postgres.directory}/data")
+    as_postgres(*pg_ctl, "stop", "-m", "fast")
+    try:
+        r = a.api("POST", "/api/tags", json={"Name": "during"})
+        assert r.status_code == 503 and "database" in r.json()["message"], r.text
+    finally:
+        as_postgres(*pg_ctl, "-o", f"'-p {postgres.port} -k {postgres.directory} -c listen_addresses=127.0.0.1'",
+                    "-l", f"{postgres.directory}/log", "start", "-w")
+    wait_until(lambda: a.api("POST", "/api/tags", json={"Name": "after"}).status_code == 200, timeout=20,
+               message="writes to work again")
+    for srv in (a, b):
+        seen_within(lambda srv=srv: {"before", "after"} <= tag_names(srv) and "during" not in tag_names(srv), 5.0)
+
+
 def test_migrate_to_copies_a_data_directory_and_refuses_a_non_empty_database(engine, postgres, tmp_path):
     data = str(tmp_path / "single")
     srv = start_server(data)
