@@ -15,7 +15,7 @@ import time
 import pytest
 import requests
 
-from conftest import ADMIN_PASSWORD, HERE, SLOT, free_port, start_server, wait_until
+from conftest import ADMIN_PASSWORD, HERE, SLOT, TEST_LABEL, free_port, start_server, wait_until
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
 WORK = f"/tmp/portainer-py-multi-server-{SLOT}"
@@ -272,6 +272,28 @@ def test_a_stack_file_saved_on_one_server_is_read_on_the_other(fleet):
         [f"{PG_BIN}/pg_dump", "-h", "127.0.0.1", "-p", fleet.database.rsplit(":", 1)[1].split("/")[0], "-U",
          "postgres", fleet.database.rsplit("/", 1)[1]], capture_output=True, check=True).stdout, \
         "stack files are sealed in the database"
+
+
+def test_a_stack_deployed_on_one_server_is_updated_and_removed_on_the_other(fleet, engine):
+    a, b = fleet.servers
+    project = f"multi{SLOT}x{time.monotonic_ns() % 10**8}"
+    compose = ("services:\n  app:\n    image: busybox:local\n    command: sleep 1000\n"
+               f"    labels:\n      {TEST_LABEL}: \"1\"\n    environment:\n      STAGE: ${{STAGE}}\n")
+    r = a.api("POST", "/api/stacks/create/standalone/string?endpointId=1",
+              json={"Name": project, "StackFileContent": compose, "Env": [{"name": "STAGE", "value": "one"}]})
+    assert r.status_code == 200, r.text
+    stack_id = r.json()["Id"]
+    assert b.api("GET", f"/api/stacks/{stack_id}/file").json()["StackFileContent"] == compose
+    changed = compose.replace("sleep 1000", "sleep 2000")
+    r = b.api("PUT", f"/api/stacks/{stack_id}?endpointId=1",
+              json={"StackFileContent": changed, "Env": [{"name": "STAGE", "value": "two"}]})
+    assert r.status_code == 200, r.text
+    container = engine.containers.get(f"{project}_app_1")
+    assert "STAGE=two" in container.attrs["Config"]["Env"] and container.attrs["Config"]["Cmd"][-1] == "2000"
+    seen_within(lambda: a.api("GET", f"/api/stacks/{stack_id}/file").json()["StackFileContent"] == changed, 1.0)
+    assert b.api("DELETE", f"/api/stacks/{stack_id}?endpointId=1").status_code == 204
+    assert not engine.containers.list(all=True, filters={"label": f"com.docker.compose.project={project}"})
+    seen_within(lambda: a.api("GET", f"/api/stacks/{stack_id}").status_code == 404, 1.0)
 
 
 def test_the_leader_killed_another_server_leads_within_15_seconds(fleet, postgres):
