@@ -983,7 +983,7 @@ class DatabaseStore(Store):
     # -- running: a pool for writes, a listener for others' changes (database_lifecycle) --------------------------
     async def start(self) -> None:
         self._sync_lock, self._wake = asyncio.Lock(), asyncio.Event()
-        self.pool = await import_asyncpg().create_pool(self.url, min_size=1, max_size=4, timeout=10)
+        self.pool = await import_asyncpg().create_pool(self.url, min_size=1, max_size=8, timeout=10)
         await self.catch_up()
         self._follower = asyncio.ensure_future(self._follow())
 
@@ -1304,7 +1304,7 @@ class DatabaseLease:
         while True:
             attempted = time.monotonic()
             try:
-                async with self.store.pool.acquire() as conn:
+                async with self.store.pool.acquire(timeout=LEADER_RENEW_SECONDS) as conn:
                     holder = await asyncio.wait_for(conn.fetchval(
                         "INSERT INTO leases (name, holder, expires_at) "
                         "VALUES ('leader', $1, now() + $2 * interval '1 second') ON CONFLICT (name) DO UPDATE "
@@ -1378,20 +1378,31 @@ async def database_lifecycle(app: web.Application):
         return
     await store.start()
 
+    environments, snapshots = app[ENVIRONMENTS], set()
+
     def refresh_indexes(changed: set) -> None:
         if any(part in ("api_keys", "users") for part, _ in changed):
             rebuild_api_key_index(app)
         for part, key in changed:
-            if part == "endpoints" and key.isdigit():
-                app[ENVIRONMENTS].forget(int(key))
+            if part != "endpoints" or not key.isdigit():
+                continue
+            endpoint_id = int(key)
+            environments.forget(endpoint_id)
+            if endpoint_id not in store.endpoints:
+                environments.status.pop(endpoint_id, None)
+                environments.snapshots.pop(endpoint_id, None)
+            elif endpoint_id not in environments.status:  # added on another server: its status, here, at once
+                task = asyncio.ensure_future(environments.snapshot(endpoint_id))
+                snapshots.add(task)
+                task.add_done_callback(snapshots.discard)
         if EDGE_JOBS in app and any(part == "edge_jobs" for part, _ in changed):
             app[EDGE_JOBS].dispatch()  # runs the leader queued for edge agents connected to this server
     store.after_change.append(refresh_indexes)
     tasks = [asyncio.ensure_future(app[LEADERSHIP].run()), asyncio.ensure_future(app[LOGIN_LIMIT].share())]
     yield
-    for task in tasks:
+    for task in [*tasks, *snapshots]:
         task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.gather(*tasks, *snapshots, return_exceptions=True)
     await app[LEADERSHIP].step_down()
     await store.stop()
 

@@ -158,6 +158,22 @@ def test_work_through_the_balancer_lands_on_both_servers_and_each_sees_the_other
         assert name in tag_names(reader)
 
 
+def test_an_environment_added_on_one_server_is_up_and_usable_on_the_other(fleet, engine):
+    a, b = fleet.servers
+    r = a.api("POST", "/api/endpoints", files={"Name": (None, "second"), "EndpointCreationType": (None, "1"),
+                                                "URL": (None, "unix:///var/run/docker.sock")})
+    assert r.status_code == 200, r.text
+    endpoint_id = r.json()["Id"]
+
+    def up_on_b():
+        answer = b.api("GET", f"/api/endpoints/{endpoint_id}")
+        return answer.status_code == 200 and answer.json()["Status"] == 1
+    seen_within(up_on_b, 5.0)
+    assert b.api("GET", f"/api/endpoints/{endpoint_id}/docker/_ping").text == "OK"
+    assert a.api("DELETE", f"/api/endpoints/{endpoint_id}").status_code == 204
+    seen_within(lambda: b.api("GET", f"/api/endpoints/{endpoint_id}/docker/_ping").status_code == 404, 1.0)
+
+
 def test_users_sessions_and_api_keys_made_on_one_server_work_on_the_other(fleet):
     a, b = fleet.servers
     r = a.api("POST", "/api/users", json={"Username": "carol", "Password": "a long enough password", "Role": 2})
