@@ -15,6 +15,7 @@ import time
 import pytest
 import requests
 
+import agent
 from conftest import ADMIN_PASSWORD, HERE, SLOT, TEST_LABEL, free_port, start_server, wait_until
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
@@ -87,7 +88,9 @@ class Fleet:
                                 timeout=30, **kwargs)
 
 
-def start_balancer(directory: str, servers: list) -> tuple[int, subprocess.Popen]:
+def start_balancer(directory: str, servers: list, tls_port: int | None = None) -> tuple[int, subprocess.Popen]:
+    """HAProxy: HTTP on the port it answers, and with tls_port the servers' HTTPS passed through as TCP (edge
+    agents pin the servers' certificate)."""
     port = free_port()
     config = os.path.join(directory, "haproxy.cfg")
     pidfile = os.path.join(directory, "haproxy.pid")
@@ -98,6 +101,11 @@ def start_balancer(directory: str, servers: list) -> tuple[int, subprocess.Popen
              "backend servers", "  balance roundrobin", "  option httpchk GET /api/system/status",
              "  http-response set-header X-Served-By %[srv_name]"]
     lines += [f"  server s{i} 127.0.0.1:{srv.port} check inter 500 fall 2 rise 1" for i, srv in enumerate(servers)]
+    if tls_port:
+        lines += ["frontend portainer_tls", "  mode tcp", f"  bind 127.0.0.1:{tls_port}", "  default_backend tls",
+                  "backend tls", "  mode tcp", "  balance roundrobin"]
+        lines += [f"  server s{i} 127.0.0.1:{srv.https_port} check inter 500 fall 2 rise 1"
+                  for i, srv in enumerate(servers)]
     with open(config, "w") as f:
         f.write("\n".join(lines) + "\n")
     process = subprocess.Popen(["haproxy", "-f", config, "-db"], stdout=subprocess.DEVNULL,
@@ -352,6 +360,57 @@ def test_while_the_database_is_down_writes_are_refused_clearly_and_afterwards_no
                message="writes to work again")
     for srv in (a, b):
         seen_within(lambda srv=srv: {"before", "after"} <= tag_names(srv) and "during" not in tag_names(srv), 5.0)
+
+
+def test_an_edge_agent_behind_the_balancer_moves_to_the_other_server_when_its_server_dies(engine, postgres,
+                                                                                          tmp_path):
+    """One load-balanced address in the edge key: when the server holding the tunnel is killed, the agent
+    reconnects through HAProxy to the other, which knows the environment from the database."""
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    agent.create_self_signed_certificate(cert, key, "portainer.py")  # one certificate for both: agents pin it
+    key_file = tmp_path / "secrets.key"
+    key_file.write_bytes(os.urandom(32))
+    args = ("--database", postgres.new_database(), "--secrets-key-file", str(key_file), "--sslcert", cert,
+            "--sslkey", key, "--edge-heartbeat", "1")
+    servers = [start_server(str(tmp_path / "server-a"), *args)]
+    servers.append(start_server(str(tmp_path / "server-b"), *args))
+    tls_port = free_port()
+    _, balancer = start_balancer(str(tmp_path), servers, tls_port=tls_port)
+    edge_agent = None
+    try:
+        a, b = servers
+        r = a.api("POST", "/api/endpoints", json={"Name": "edge-behind-balancer", "EndpointCreationType": 4,
+                                                   "URL": f"https://127.0.0.1:{tls_port}"})
+        assert r.status_code == 200, r.text
+        endpoint = r.json()
+        env = {**os.environ, "EDGE": "1", "EDGE_KEY": endpoint["EdgeKey"], "EDGE_ID": "balanced-site",
+               "DOCKER_HOST": "unix:///var/run/docker.sock", "EDGE_HEARTBEAT": "1", "EDGE_BACKOFF_INITIAL": "0.2",
+               "EDGE_BACKOFF_MAX": "1.5"}
+        edge_agent = subprocess.Popen([sys.executable, os.path.join(HERE, "agent.py")], env=env,
+                                      stdout=open(tmp_path / "edge-agent.log", "wb"), stderr=subprocess.STDOUT)
+
+        def holder():
+            for srv in servers:
+                if srv.process.poll() is None and srv.api("GET", f"/api/endpoints/{endpoint['Id']}").json().get(
+                        "EdgeTunnelConnected"):
+                    return srv
+            return None
+        first = wait_until(holder, timeout=30, message="the edge agent to connect")
+        other = b if first is a else a
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait()
+        killed = time.monotonic()
+        assert wait_until(holder, timeout=30, interval=0.2, message="the agent on the other server") is other
+        print(f"edge agent reconnected to the other server in {time.monotonic() - killed:.1f} s")
+        assert other.api("GET", f"/api/endpoints/{endpoint['Id']}/docker/_ping").text == "OK"
+    finally:
+        if edge_agent is not None:
+            edge_agent.terminate()
+            edge_agent.wait(10)
+        balancer.kill()
+        balancer.wait()
+        for srv in servers:
+            srv.stop()
 
 
 def test_migrate_to_copies_a_data_directory_and_refuses_a_non_empty_database(engine, postgres, tmp_path):
