@@ -957,6 +957,10 @@ class DatabaseStore(Store):
             else:
                 doc.setdefault(part, {})[key] = value
         doc["next_id"] = next_ids
+        for relative in set(self._shared_file_paths()) - {key for part, key in self._synced if part == "file"}:
+            log.warning("database: removing %s from the data directory: the database does not hold it", relative)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.directory, relative))
         self.data = self.migrate(doc)
         write_private_file(os.path.join(self.directory, "jwt.secret"), self.jwt_key)
 
@@ -1028,34 +1032,43 @@ class DatabaseStore(Store):
         rows.update(self._file_rows())
         return rows
 
-    def _file_rows(self) -> dict[tuple[str, str], str]:
-        rows, seen = {}, set()
+    def _shared_file_paths(self) -> list[str]:
+        """The shared directories' files, relative to the data directory (not links, not temporary files)."""
+        found = []
         for top in SHARED_DIRECTORIES:
             for folder, subfolders, names in os.walk(os.path.join(self.directory, top)):
                 subfolders[:] = [name for name in subfolders if name != ".git"]
-                for name in names:
-                    path = os.path.join(folder, name)
-                    relative = os.path.relpath(path, self.directory)
-                    try:
-                        stat = os.lstat(path)
-                    except FileNotFoundError:
-                        continue
-                    if not os.path.isfile(path) or os.path.islink(path) or stat.st_size > SHARED_FILE_MAX \
-                            or name.endswith(".tmp"):
-                        continue
-                    seen.add(relative)
-                    cached = self._files.get(relative)
-                    if cached is None or cached[:2] != (stat.st_mtime_ns, stat.st_size):
-                        with open(path, "rb") as f:
-                            content = f.read()
-                        digest = hashlib.sha256(content).hexdigest()
-                        if cached is None or cached[2] != digest:
-                            row = canonical_json({"sha256": digest, "sealed": self.seal(content, "file " + relative)})
-                        else:
-                            row = cached[3]
-                        cached = self._files[relative] = (stat.st_mtime_ns, stat.st_size, digest, row)
-                    rows[("file", relative)] = cached[3]
-        for relative in set(self._files) - seen:
+                found += [os.path.relpath(os.path.join(folder, name), self.directory) for name in names
+                          if not name.endswith(".tmp")]
+        return found
+
+    def _file_row(self, relative: str) -> str | None:
+        """A shared file as its row (sealed), read again only when its size or time changed."""
+        path = os.path.join(self.directory, relative)
+        try:
+            stat = os.lstat(path)
+            if not os.path.isfile(path) or os.path.islink(path) or stat.st_size > SHARED_FILE_MAX:
+                return None
+            cached = self._files.get(relative)
+            if cached is None or cached[:2] != (stat.st_mtime_ns, stat.st_size):
+                with open(path, "rb") as f:
+                    content = f.read()
+                digest = hashlib.sha256(content).hexdigest()
+                row = cached[3] if cached is not None and cached[2] == digest else canonical_json(
+                    {"sha256": digest, "sealed": self.seal(content, "file " + relative)})
+                cached = self._files[relative] = (stat.st_mtime_ns, stat.st_size, digest, row)
+        except FileNotFoundError:
+            self._files.pop(relative, None)
+            return None
+        return cached[3]
+
+    def _file_rows(self) -> dict[tuple[str, str], str]:
+        rows = {}
+        for relative in self._shared_file_paths():
+            row = self._file_row(relative)
+            if row is not None:
+                rows[("file", relative)] = row
+        for relative in set(self._files) - {key for _, key in rows}:
             del self._files[relative]
         return rows
 
@@ -1107,7 +1120,7 @@ class DatabaseStore(Store):
     def _rebase(self, part: str, key: str, old_text: str | None, new_value: Any) -> None:
         """Memory was based on `old_text`; the database now holds `new_value`: keep what changed here since."""
         if part == "file":
-            if self._file_rows().get((part, key)) == old_text:
+            if self._file_row(key) == old_text:
                 self._set_memory(part, key, new_value)
             return
         current = self._memory_value(part, key)
