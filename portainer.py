@@ -765,6 +765,7 @@ SHARED_FILE_MAX = 4 * 1024 * 1024
 LEADER_LEASE_SECONDS = 8.0
 LEADER_RENEW_SECONDS = 2.0
 DATABASE_POLL_SECONDS = 2.0  # a catch-up even without a notification (a listener that is reconnecting)
+ID_BLOCK = 8  # ids a server reserves at once per collection, asking for more when half are used
 DATABASE_LOCK = 7_177_021  # pg_advisory_xact_lock key: one server at a time migrates or fills the database
 # Schema migrations: DATABASE_MIGRATIONS[n] takes the schema from version n to n + 1 (table schema_version).
 DATABASE_MIGRATIONS: dict[int, list[str]] = {
@@ -784,6 +785,10 @@ DATABASE_MIGRATIONS: dict[int, list[str]] = {
         # Login attempts taken and given back on each server, so that the rate limit counts all servers' attempts.
         "CREATE TABLE login_events (seq bigserial PRIMARY KEY, server text NOT NULL, kind text NOT NULL, "
         "key text NOT NULL, address text NOT NULL, at timestamptz NOT NULL DEFAULT now())",
+    ],
+    2: [
+        # The next id of each collection: servers reserve blocks of ids, so records made at once get their own.
+        "CREATE TABLE id_counters (collection text PRIMARY KEY, next_id bigint NOT NULL)",
     ],
 }
 DATABASE_SCHEMA_VERSION = max(DATABASE_MIGRATIONS) + 1
@@ -848,6 +853,8 @@ def merge_record(what: str, base: Any, local: Any, remote: Any, atomic: bool = F
     Conflict: nothing is lost silently."""
     if local is None:
         return None  # deleted here: the deletion wins
+    if remote is not None and canonical_json(remote) == canonical_json(local):
+        return local  # the same record made or changed on both (a default record made where first needed)
     if base is None:
         raise Conflict(f"{what} was created on another server at the same moment; nothing was saved, try again")
     if remote is None:
@@ -898,6 +905,8 @@ class DatabaseStore(Store):
         self._wake: asyncio.Event | None = None
         self._listener = None
         self._next_catch_up: asyncio.Future | None = None
+        self._reserved_ids: dict[str, list[int]] = {}  # collection -> ids this server alone may give
+        self._reserving: dict[str, asyncio.Task] = {}
 
     # -- ownership: the data directory stays one process's; the database is every server's ---------------------
     def acquire(self) -> None:
@@ -989,7 +998,38 @@ class DatabaseStore(Store):
         self._sync_lock, self._wake = asyncio.Lock(), asyncio.Event()
         self.pool = await import_asyncpg().create_pool(self.url, min_size=1, max_size=8, timeout=10)
         await self.catch_up()
+        await asyncio.gather(*(self._reserve_ids(name) for name in self.collection_names))
         self._follower = asyncio.ensure_future(self._follow())
+
+    # -- ids: blocks reserved in the database, so two servers never give the same one ---------------------------
+    def next_id(self, collection: str) -> int:
+        reserved = self._reserved_ids.setdefault(collection, [])
+        records = self.data.get(collection, {})
+        while reserved and str(reserved[0]) in records:
+            reserved.pop(0)  # given meanwhile by the guess below
+        if len(reserved) <= ID_BLOCK // 2 and self.pool is not None and collection not in self._reserving:
+            task = self._reserving[collection] = asyncio.ensure_future(self._reserve_ids(collection))
+            task.add_done_callback(lambda _: self._reserving.pop(collection, None))
+        if reserved:
+            return reserved.pop(0)
+        # None reserved (a burst used them all): the JSON store's guess, the highest id seen plus one; should
+        # another server give it at the same moment, the commit is a 409.
+        return Store.next_id(self, collection)
+
+    async def _reserve_ids(self, collection: str) -> None:
+        highest = max(self.data.get("next_id", {}).get(collection, 1),
+                      max((int(k) for k in self.data.get(collection, {}) if k.isdigit()), default=0) + 1)
+        try:
+            async with self.pool.acquire() as conn:
+                first = await conn.fetchval(
+                    "INSERT INTO id_counters (collection, next_id) VALUES ($1, $2::bigint + $3::bigint) ON CONFLICT "
+                    "(collection) DO UPDATE SET next_id = GREATEST(id_counters.next_id, $2::bigint) + $3::bigint "
+                    "RETURNING next_id - $3::bigint",
+                    collection, highest, ID_BLOCK)
+        except database_errors() as exc:
+            log.warning("database: no ids reserved for %s: %s", collection, exc)
+            return
+        self._reserved_ids.setdefault(collection, []).extend(range(first, first + ID_BLOCK))
 
     async def stop(self) -> None:
         if self._follower is not None:
@@ -1238,6 +1278,13 @@ class DatabaseStore(Store):
                 written[place] = (final, db_version + 1)
                 statements.append((*place, None if final is None else json.dumps(final), db_version + 1))
             await conn.executemany(UPSERT_RECORD, statements)
+            made = {}
+            for (part, key), (_, version) in written.items():
+                if version == 1 and part in self.collection_names and key.isdigit():
+                    made[part] = max(made.get(part, 0), int(key) + 1)
+            await conn.executemany("INSERT INTO id_counters (collection, next_id) VALUES ($1, $2) ON CONFLICT "
+                                   "(collection) DO UPDATE SET next_id = GREATEST(id_counters.next_id, $2)",
+                                   list(made.items()))
             await conn.execute("SELECT pg_notify($1, $2)", DATABASE_CHANNEL, self.server_id)
         return written
 

@@ -56,6 +56,11 @@ def test_an_id_created_on_two_servers_at_once_is_a_conflict():
         portainer.merge_record("tag 3", None, {"ID": 3, "Name": "a"}, {"ID": 3, "Name": "b"})
 
 
+def test_the_same_default_record_made_on_two_servers_is_no_conflict():
+    group = {"Id": 1, "Name": "Unassigned"}
+    assert portainer.merge_record("environment group 1", None, dict(group), dict(group)) == group
+
+
 def test_a_file_is_merged_whole():
     with pytest.raises(portainer.Conflict):
         portainer.merge_record("shared file compose/1/docker-compose.yml", {"sha256": "0", "sealed": "x"},

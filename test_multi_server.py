@@ -247,6 +247,19 @@ def test_concurrent_logouts_on_both_servers_revoke_every_session(fleet):
         assert not still_working, f"{len(still_working)} logged-out sessions still work"
 
 
+def test_records_created_in_parallel_on_both_servers_all_get_ids_of_their_own(fleet):
+    a, b = fleet.servers
+
+    def create(number):
+        return (a, b)[number % 2].api("POST", "/api/tags", json={"Name": f"parallel-{number}"})
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(create, range(36)))
+    assert all(r.status_code == 200 for r in answers), [r.text for r in answers if r.status_code != 200]
+    assert len({r.json()["ID"] for r in answers}) == 36
+    for srv in (a, b):
+        seen_within(lambda srv=srv: {f"parallel-{n}" for n in range(36)} <= tag_names(srv), 1.0)
+
+
 def test_concurrent_updates_of_one_environment_from_both_servers_lose_nothing(fleet):
     """Server A changes the environment's public URL while server B renames it, twenty times each, at once: both
     fields end as the last acknowledged value; when both change the same field, each answer is a success or a
