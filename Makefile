@@ -8,10 +8,12 @@ PYTEST_ARGS ?=
 FAST_TEST_MODULES := aiohttp, yaml, cryptography, docker, requests, pytest, pytest_timeout, hypothesis
 export DEBIAN_FRONTEND := noninteractive
 
-.PHONY: run test test-fast deps test-deps test-fast-deps testbed engine bench base-image image ui lint lint-deps
+.PHONY: run test test-fast deps deps-postgresql test-deps test-fast-deps testbed engine bench base-image image ui lint lint-deps
 
-run: deps
-	$(PYTHON) portainer.py $(ARGS)
+# `make run DATABASE=postgresql://... ARGS="--secrets-key-file KEY"` (or PORTAINER_DATABASE set) keeps the store in
+# PostgreSQL and installs its driver first; without it nothing more is installed.
+run: deps $(if $(DATABASE)$(PORTAINER_DATABASE),deps-postgresql)
+	$(PYTHON) portainer.py $(if $(DATABASE),--database $(DATABASE)) $(ARGS)
 
 deps:
 	@$(PYTHON) -c "import aiohttp, yaml, cryptography" 2>/dev/null || $(PIP) install -q -r requirements.txt \
@@ -22,14 +24,20 @@ deps:
 	  || (apt-get update -qq && apt-get install -y -qq python3-ldap3 python3-jwt) \
 	  || echo "ldap3 or PyJWT not installed: LDAP or OpenID Connect sign-in is unavailable"
 
+# The PostgreSQL driver, only for servers started with --database.
+deps-postgresql:
+	@$(PYTHON) -c "import asyncpg" 2>/dev/null || $(PIP) install -q asyncpg \
+	  || (apt-get update -qq && apt-get install -y -qq python3-asyncpg)
+
 test-deps:
 	@command -v dockerd >/dev/null && [ -x /bin/busybox ] && command -v chromium >/dev/null \
 	  && command -v iptables >/dev/null && command -v nsenter >/dev/null && command -v debootstrap >/dev/null \
 	  && command -v docker-compose >/dev/null && command -v docker-registry >/dev/null && command -v htpasswd >/dev/null \
 	  && [ -x /usr/sbin/slapd ] && command -v ldapadd >/dev/null \
+	  && [ -x /usr/lib/postgresql/15/bin/initdb ] && command -v haproxy >/dev/null \
 	  || (apt-get update -qq && apt-get install -y -qq docker.io busybox-static chromium iptables iproute2 util-linux curl \
-	      debootstrap docker-compose docker-registry apache2-utils slapd ldap-utils)
-	@$(PYTHON) -c "import $(FAST_TEST_MODULES), playwright, ldap3, jwt" 2>/dev/null || $(PIP) install -q -r requirements-test.txt
+	      debootstrap docker-compose docker-registry apache2-utils slapd ldap-utils postgresql haproxy)
+	@$(PYTHON) -c "import $(FAST_TEST_MODULES), playwright, ldap3, jwt, asyncpg" 2>/dev/null || $(PIP) install -q -r requirements-test.txt
 	@command -v st >/dev/null || $(PIP) install -q schemathesis
 
 # Python packages only, no apt: what `make test-fast` needs.

@@ -172,6 +172,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ui-dir", default=_env("PORTAINER_UI_DIR"),
                    help="serve the web UI from this directory (a checkout's ui/), read at each request, instead of "
                         "the copy embedded in portainer.py: for editing the UI without `make ui` [PORTAINER_UI_DIR]")
+    p.add_argument("--database", default=_env("PORTAINER_DATABASE"),
+                   help="keep the store in PostgreSQL, shared by every server given the same URL, instead of one "
+                        "JSON file in --data: postgresql://user:password@host:5432/name [PORTAINER_DATABASE]")
+    p.add_argument("--secrets-key-file", default=_env("PORTAINER_SECRETS_KEY_FILE"),
+                   help="with --database: the key (32 bytes or more) sealing secrets, the same file on every server; "
+                        "never stored in the database [PORTAINER_SECRETS_KEY_FILE]")
+    p.add_argument("--migrate-to", default=_env("PORTAINER_MIGRATE_TO"),
+                   help="copy the store and stack files of --data into this empty PostgreSQL database, then exit "
+                        "[PORTAINER_MIGRATE_TO]")
     return p
 
 
@@ -182,6 +191,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         config.host = "unix://" + DEFAULT_SOCKET
     if bool(config.sslcert) != bool(config.sslkey):
         build_parser().error("--sslcert and --sslkey go together")
+    if config.database and not config.secrets_key_file:
+        build_parser().error("--database needs --secrets-key-file: the key sealing secrets, the same file on every "
+                             "server")
     return config
 
 
@@ -226,6 +238,7 @@ DEPLOYS: web.AppKey[DeployProgress] = app_key("deploys")
 CONSOLES: web.AppKey[weakref.WeakSet] = app_key("consoles")
 ACTIVITY: web.AppKey[ActivityLog] = app_key("activity")
 OPENID: web.AppKey[OpenIDSignIn] = app_key("openid")
+LEADERSHIP: web.AppKey[SoleServer | DatabaseLease] = app_key("leadership")  # who runs what must run once
 ANALYTICS_STATE: web.AppKey[dict] = app_key("analytics_state")
 # Features that keep state from the store or data directory in memory register a reload here: fn(app).
 AFTER_RESTORE: web.AppKey[list] = app_key("after_restore")
@@ -769,6 +782,772 @@ class Store:
 
 
 write_private_file = shared.write_private_file
+
+
+# ================================================================================================================
+# Store in PostgreSQL (--database): the same document and collections, one row per record, shared by every server
+# ================================================================================================================
+
+DATABASE_CHANNEL = "portainer_changes"
+# Data-directory trees every server needs (stack files, templates, environments' TLS files): their files travel in
+# the database, sealed, in the same transaction as the records that name them.
+SHARED_DIRECTORIES = ("compose", "edge_stacks", "custom_templates", "tls")
+SHARED_FILE_MAX = 4 * 1024 * 1024
+LEADER_LEASE_SECONDS = 8.0
+LEADER_RENEW_SECONDS = 2.0
+DATABASE_POLL_SECONDS = 2.0  # a catch-up even without a notification (a listener that is reconnecting)
+ID_BLOCK = 8  # ids a server reserves at once per collection, asking for more when half are used
+DATABASE_LOCK = 7_177_021  # pg_advisory_xact_lock key: one server at a time migrates or fills the database
+# Schema migrations: DATABASE_MIGRATIONS[n] takes the schema from version n to n + 1 (table schema_version).
+DATABASE_MIGRATIONS: dict[int, list[str]] = {
+    0: [
+        # part: a collection's name, "$" for the document's other keys, "file" or "secret"; body NULL: deleted
+        # (kept, so an id is never given twice); seq orders every write, for servers catching up.
+        "CREATE SEQUENCE record_changes",
+        "CREATE TABLE records (part text NOT NULL, key text NOT NULL, body jsonb, version bigint NOT NULL, "
+        "seq bigint NOT NULL, PRIMARY KEY (part, key))",
+        "CREATE INDEX records_by_seq ON records (seq)",
+        "CREATE TABLE leases (name text PRIMARY KEY, holder text NOT NULL, expires_at timestamptz NOT NULL)",
+        "CREATE TABLE activity (seq bigserial PRIMARY KEY, kind text NOT NULL, timestamp bigint NOT NULL, "
+        "entry jsonb NOT NULL)",
+        "CREATE INDEX activity_by_time ON activity (kind, timestamp)",
+    ],
+    1: [
+        # Login attempts taken and given back on each server, so that the rate limit counts all servers' attempts.
+        "CREATE TABLE login_events (seq bigserial PRIMARY KEY, server text NOT NULL, kind text NOT NULL, "
+        "key text NOT NULL, address text NOT NULL, at timestamptz NOT NULL DEFAULT now())",
+    ],
+    2: [
+        # The next id of each collection: servers reserve blocks of ids, so records made at once get their own.
+        "CREATE TABLE id_counters (collection text PRIMARY KEY, next_id bigint NOT NULL)",
+    ],
+}
+DATABASE_SCHEMA_VERSION = max(DATABASE_MIGRATIONS) + 1
+UPSERT_RECORD = ("INSERT INTO records (part, key, body, version, seq) "
+                 "VALUES ($1, $2, $3::jsonb, $4, nextval('record_changes')) ON CONFLICT (part, key) DO UPDATE "
+                 "SET body = EXCLUDED.body, version = EXCLUDED.version, seq = EXCLUDED.seq")
+
+
+def import_asyncpg():
+    try:
+        import asyncpg
+    except ImportError:
+        raise SystemExit("portainer.py: --database needs the asyncpg PostgreSQL driver: `pip install asyncpg` "
+                         "(PyPI package asyncpg) or `apt-get install python3-asyncpg` (Debian package)") from None
+    return asyncpg
+
+
+def database_errors() -> tuple[type[BaseException], ...]:
+    asyncpg = import_asyncpg()
+    return OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError
+
+
+def read_secrets_key(path: str) -> bytes:
+    """The key sealing secrets (registry passwords, shared files, the JWT key): the same file on every server."""
+    try:
+        with open(path, "rb") as f:
+            key = f.read()
+    except OSError as exc:
+        raise SystemExit(f"portainer.py: cannot read --secrets-key-file: {exc}") from None
+    if len(key) < 32:
+        raise SystemExit(f"portainer.py: --secrets-key-file {path} holds {len(key)} bytes; it needs at least 32 "
+                         f"(e.g. `head -c 32 /dev/urandom > {path}`)")
+    return key
+
+
+def run_to_completion(make_coroutine: Callable[[], Awaitable[Any]]) -> Any:
+    """Run a coroutine on an event loop of its own in a thread: for the synchronous start (make_app), which may be
+    called from inside a running loop."""
+    import threading
+    outcome: dict = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = asyncio.run(make_coroutine())
+        except BaseException as exc:  # handed to the caller, re-raised there
+            outcome["error"] = exc
+    thread = threading.Thread(target=target, name="database-start")
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def merge_record(what: str, base: Any, local: Any, remote: Any, atomic: bool = False) -> Any:
+    """Three-way merge of one record: the fields this server changed since `base`, applied over `remote` (the
+    database's version). A field both changed differently, or a record changed here and deleted there, is a
+    Conflict: nothing is lost silently."""
+    if local is None:
+        return None  # deleted here: the deletion wins
+    if remote is not None and canonical_json(remote) == canonical_json(local):
+        return local  # the same record made or changed on both (a default record made where first needed)
+    if base is None:
+        raise Conflict(f"{what} was created on another server at the same moment; nothing was saved, try again")
+    if remote is None:
+        raise Conflict(f"{what} was deleted on another server; nothing was saved")
+    same = canonical_json(remote) == canonical_json(base) or canonical_json(remote) == canonical_json(local)
+    if same:
+        return local
+    if atomic or not all(isinstance(value, dict) for value in (base, local, remote)):
+        raise Conflict(f"{what} was changed on another server at the same moment; nothing was saved, try again")
+    merged = dict(remote)
+    for name in set(base) | set(local) | set(remote):
+        theirs, mine, before = (canonical_json(d[name]) if name in d else None for d in (remote, local, base))
+        if mine == before:
+            continue  # not changed here: the database's value stays
+        if theirs not in (before, mine):
+            raise Conflict(f"{what}: field {name} was changed on another server at the same moment; nothing was "
+                           f"saved, try again")
+        if name in local:
+            merged[name] = local[name]
+        else:
+            merged.pop(name, None)
+    return merged
+
+
+class DatabaseStore(Store):
+    """The Store on PostgreSQL: every server keeps the whole document in memory, as the JSON file store does, and
+    collections read it without waiting. `commit` writes the rows that changed in one transaction, each checked
+    against the version it was read at (a concurrent change by another server is merged field by field, or the
+    commit is a Conflict and memory goes back to the database's state); NOTIFY tells the other servers, which read
+    what changed since their last look (seq) within a second."""
+
+    def __init__(self, directory: str, url: str, secrets_key: bytes):
+        super().__init__(directory)
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        self.url = url
+        self.secrets_key = secrets_key
+        self._cipher = AESGCM(secrets_key[:32])
+        self.server_id = f"{os.uname().nodename} pid {os.getpid()} {uuid.uuid4().hex[:8]}"
+        self.collection_names = {c.name: c for c in vars(self).values() if isinstance(c, Collection)}
+        self.pool = None
+        self.jwt_key = b""
+        self.after_change: list[Callable[[set], None]] = []  # fn(changed (part, key) pairs) after others' writes
+        self._synced: dict[tuple[str, str], tuple[str | None, int]] = {}  # the database's (json, version) we saw
+        self._files: dict[str, tuple[int, int, str, str]] = {}  # path -> (mtime_ns, size, sha256, row json)
+        self._seq = 0
+        self._sync_lock: asyncio.Lock | None = None
+        self._follower: asyncio.Task | None = None
+        self._wake: asyncio.Event | None = None
+        self._listener = None
+        self._next_catch_up: asyncio.Future | None = None
+        self._reserved_ids: dict[str, list[int]] = {}  # collection -> ids this server alone may give
+        self._reserving: dict[str, asyncio.Task] = {}
+
+    # -- ownership: the data directory stays one process's; the database is every server's ---------------------
+    def acquire(self) -> None:
+        super().acquire()
+        path = os.path.join(self.directory, "registry.key")
+        with contextlib.suppress(FileNotFoundError), open(path, "rb") as f:
+            if f.read()[:32] != self.secrets_key[:32]:
+                self.release()
+                raise SystemExit(f"portainer.py: {path} holds another secrets key than --secrets-key-file; give "
+                                 f"this server the key every server shares (or remove the file)")
+        write_private_file(path, self.secrets_key)
+
+    # -- sealing: files and the JWT key are never in the database in clear ----------------------------------------
+    def seal(self, data: bytes, purpose: str) -> str:
+        nonce = secrets.token_bytes(12)
+        return base64.b64encode(nonce + self._cipher.encrypt(nonce, data, purpose.encode())).decode()
+
+    def unseal(self, sealed: str, purpose: str) -> bytes:
+        from cryptography.exceptions import InvalidTag
+        raw = base64.b64decode(sealed)
+        try:
+            return self._cipher.decrypt(raw[:12], raw[12:], purpose.encode())
+        except InvalidTag:
+            raise SystemExit("portainer.py: the database's secrets were sealed with another key than "
+                             "--secrets-key-file; give every server the same key file") from None
+
+    # -- loading: synchronous (make_app), on a connection of its own ----------------------------------------------
+    async def connect(self):
+        return await import_asyncpg().connect(self.url, timeout=10)
+
+    def load(self) -> None:
+        try:
+            rows = run_to_completion(self._read_everything)
+        except database_errors() as exc:
+            raise SystemExit(f"portainer.py: cannot use the database {redact_database_url(self.url)}: {exc}") \
+                from None
+        doc: dict = {}
+        self._synced.clear()
+        next_ids: dict[str, int] = {}
+        for row in rows:
+            part, key, value = row["part"], row["key"], (None if row["body"] is None else json.loads(row["body"]))
+            self._seq = max(self._seq, row["seq"])
+            if part == "secret":
+                if key == "jwt" and value:
+                    self.jwt_key = self.unseal(value["sealed"], "jwt")
+                continue
+            self._synced[(part, key)] = (None if value is None else canonical_json(value), row["version"])
+            if part in self.collection_names and key.isdigit():
+                next_ids[part] = max(next_ids.get(part, 1), int(key) + 1)
+            if value is None:
+                continue
+            if part == "$":
+                if key not in self.collection_names:
+                    doc[key] = value
+            elif part == "file":
+                self._write_shared_file(key, value)
+            else:
+                doc.setdefault(part, {})[key] = value
+        doc["next_id"] = next_ids
+        for relative in set(self._shared_file_paths()) - {key for part, key in self._synced if part == "file"}:
+            log.warning("database: removing %s from the data directory: the database does not hold it", relative)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.directory, relative))
+        self.data = self.migrate(doc)
+        write_private_file(os.path.join(self.directory, "jwt.secret"), self.jwt_key)
+
+    async def _read_everything(self) -> list:
+        conn = await self.connect()
+        try:
+            await migrate_database_schema(conn)
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", DATABASE_LOCK)
+                if not await conn.fetchval("SELECT count(*) FROM records WHERE part = '$'"):
+                    first = self.migrate({"schema_version": 0})  # an empty database: the first server fills it
+                    await conn.executemany(UPSERT_RECORD, [
+                        ("$", name, json.dumps(value), 1) for name, value in first.items()
+                        if name != "next_id" and name not in self.collection_names])
+                await conn.execute(UPSERT_RECORD.replace("DO UPDATE SET body = EXCLUDED.body, version = "
+                                                         "EXCLUDED.version, seq = EXCLUDED.seq", "DO NOTHING"),
+                                   "secret", "jwt", json.dumps({"sealed": self.seal(secrets.token_bytes(32), "jwt")}),
+                                   1)
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                return await conn.fetch("SELECT part, key, body::text AS body, version, seq FROM records")
+        finally:
+            await conn.close()
+
+    # -- running: a pool for writes, a listener for others' changes (database_lifecycle) --------------------------
+    async def start(self) -> None:
+        self._sync_lock, self._wake = asyncio.Lock(), asyncio.Event()
+        self.pool = await import_asyncpg().create_pool(self.url, min_size=1, max_size=8, timeout=10)
+        await self.catch_up()
+        await asyncio.gather(*(self._reserve_ids(name) for name in self.collection_names))
+        self._follower = asyncio.ensure_future(self._follow())
+
+    # -- ids: blocks reserved in the database, so two servers never give the same one ---------------------------
+    def next_id(self, collection: str) -> int:
+        reserved = self._reserved_ids.setdefault(collection, [])
+        records = self.data.get(collection, {})
+        while reserved and str(reserved[0]) in records:
+            reserved.pop(0)  # given meanwhile by the guess below
+        if len(reserved) <= ID_BLOCK // 2 and self.pool is not None and collection not in self._reserving:
+            task = self._reserving[collection] = asyncio.ensure_future(self._reserve_ids(collection))
+            task.add_done_callback(lambda _: self._reserving.pop(collection, None))
+        if reserved:
+            return reserved.pop(0)
+        # None reserved (a burst used them all): the JSON store's guess, the highest id seen plus one; should
+        # another server give it at the same moment, the commit is a 409.
+        return Store.next_id(self, collection)
+
+    async def _reserve_ids(self, collection: str) -> None:
+        highest = max(self.data.get("next_id", {}).get(collection, 1),
+                      max((int(k) for k in self.data.get(collection, {}) if k.isdigit()), default=0) + 1)
+        try:
+            async with self.pool.acquire() as conn:
+                first = await conn.fetchval(
+                    "INSERT INTO id_counters (collection, next_id) VALUES ($1, $2::bigint + $3::bigint) ON CONFLICT "
+                    "(collection) DO UPDATE SET next_id = GREATEST(id_counters.next_id, $2::bigint) + $3::bigint "
+                    "RETURNING next_id - $3::bigint",
+                    collection, highest, ID_BLOCK)
+        except database_errors() as exc:
+            log.warning("database: no ids reserved for %s: %s", collection, exc)
+            return
+        self._reserved_ids.setdefault(collection, []).extend(range(first, first + ID_BLOCK))
+
+    async def stop(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follower
+        if self._listener is not None:
+            with contextlib.suppress(*database_errors()):
+                await self._listener.close(timeout=2)
+        if self.pool is not None:
+            with contextlib.suppress(*database_errors()):
+                await asyncio.wait_for(self.pool.close(), 5)
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                if self._listener is None or self._listener.is_closed():
+                    self._listener = await self.connect()
+                    await self._listener.add_listener(DATABASE_CHANNEL, lambda *_: self._wake.set())
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), DATABASE_POLL_SECONDS)
+                self._wake.clear()
+                await self.catch_up()
+            except database_errors() as exc:
+                log.warning("database: following other servers' changes failed, retrying: %s", exc)
+                self._listener = None
+                await asyncio.sleep(1)
+
+    # -- the document as rows ----------------------------------------------------------------------------------
+    def _memory_rows(self) -> dict[tuple[str, str], str]:
+        rows = {}
+        for name, value in self.data.items():
+            if name == "next_id":
+                continue  # ids: the highest row key, deleted rows included, is the only counter
+            if name in self.collection_names:
+                for key, record in value.items():
+                    rows[(name, key)] = canonical_json(record)
+            else:
+                rows[("$", name)] = canonical_json(value)
+        rows.update(self._file_rows())
+        return rows
+
+    def _shared_file_paths(self) -> list[str]:
+        """The shared directories' files, relative to the data directory (not links, not temporary files)."""
+        found = []
+        for top in SHARED_DIRECTORIES:
+            for folder, subfolders, names in os.walk(os.path.join(self.directory, top)):
+                subfolders[:] = [name for name in subfolders if name != ".git"]
+                found += [os.path.relpath(os.path.join(folder, name), self.directory) for name in names
+                          if not name.endswith(".tmp")]
+        return found
+
+    def _file_row(self, relative: str) -> str | None:
+        """A shared file as its row (sealed), read again only when its size or time changed."""
+        path = os.path.join(self.directory, relative)
+        try:
+            stat = os.lstat(path)
+            if not os.path.isfile(path) or os.path.islink(path) or stat.st_size > SHARED_FILE_MAX:
+                return None
+            cached = self._files.get(relative)
+            if cached is None or cached[:2] != (stat.st_mtime_ns, stat.st_size):
+                with open(path, "rb") as f:
+                    content = f.read()
+                digest = hashlib.sha256(content).hexdigest()
+                row = cached[3] if cached is not None and cached[2] == digest else canonical_json(
+                    {"sha256": digest, "sealed": self.seal(content, "file " + relative)})
+                cached = self._files[relative] = (stat.st_mtime_ns, stat.st_size, digest, row)
+        except FileNotFoundError:
+            self._files.pop(relative, None)
+            return None
+        return cached[3]
+
+    def _file_rows(self) -> dict[tuple[str, str], str]:
+        rows = {}
+        for relative in self._shared_file_paths():
+            row = self._file_row(relative)
+            if row is not None:
+                rows[("file", relative)] = row
+        for relative in set(self._files) - {key for _, key in rows}:
+            del self._files[relative]
+        return rows
+
+    def _write_shared_file(self, relative: str, value: dict | None) -> None:
+        parts = relative.split("/")
+        if os.path.isabs(relative) or parts[0] not in SHARED_DIRECTORIES or ".." in parts or "" in parts:
+            log.warning("database: ignoring a shared file outside the shared directories: %r", relative)
+            return
+        path = os.path.join(self.directory, relative)
+        if value is None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            self._files.pop(relative, None)
+            return
+        content = self.unseal(value["sealed"], "file " + relative)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        write_private_file(path, content)
+        stat = os.stat(path)
+        self._files[relative] = (stat.st_mtime_ns, stat.st_size, value["sha256"], canonical_json(value))
+
+    def _memory_value(self, part: str, key: str) -> Any:
+        if part == "$":
+            return self.data.get(key)
+        return self.data.get(part, {}).get(key)
+
+    def _set_memory(self, part: str, key: str, value: Any) -> None:
+        """Put a row's value into memory in place: a handler holding the record sees the new fields."""
+        if part == "file":
+            self._write_shared_file(key, value)
+            return
+        holder = self.data if part == "$" else self.data.setdefault(part, {})
+        existing = holder.get(key)
+        if value is None:
+            holder.pop(key, None)
+        elif isinstance(existing, dict) and isinstance(value, dict):
+            existing.clear()
+            existing.update(value)
+        else:
+            holder[key] = value
+        if part in self.collection_names and key.isdigit():
+            next_ids = self.data.setdefault("next_id", {})
+            next_ids[part] = max(next_ids.get(part, 1), int(key) + 1)
+
+    def _describe(self, part: str, key: str) -> str:
+        if part in self.collection_names:
+            return f"{self.collection_names[part].kind} {key}"
+        return f"shared file {key}" if part == "file" else key
+
+    def _rebase(self, part: str, key: str, old_text: str | None, new_value: Any) -> None:
+        """Memory was based on `old_text`; the database now holds `new_value`: keep what changed here since."""
+        if part == "file":
+            if self._file_row(key) == old_text:
+                self._set_memory(part, key, new_value)
+            return
+        current = self._memory_value(part, key)
+        if (None if current is None else canonical_json(current)) == old_text or new_value is None:
+            self._set_memory(part, key, new_value)
+            return
+        try:
+            merged = merge_record(self._describe(part, key), None if old_text is None else json.loads(old_text),
+                                  current, new_value)
+        except Conflict:
+            merged = new_value  # this server's change was never committed: the database's version wins
+        self._set_memory(part, key, merged)
+
+    # -- others' changes ----------------------------------------------------------------------------------------
+    async def fresh(self) -> None:
+        """Return once a catch-up begun after this call has finished: a request then sees every write another
+        server acknowledged before it arrived. Requests arriving together share one catch-up."""
+        if self._next_catch_up is None:
+            self._next_catch_up = asyncio.ensure_future(self._catch_up_now())
+        await asyncio.shield(self._next_catch_up)
+
+    async def _catch_up_now(self) -> None:
+        self._next_catch_up = None  # who arrives from now on needs a catch-up that starts later
+        await asyncio.wait_for(self.catch_up(), 10)
+
+    async def catch_up(self) -> None:
+        async with self._sync_lock:
+            async with self.pool.acquire() as conn:
+                rows = await conn.fetch("SELECT part, key, body::text AS body, version, seq FROM records "
+                                        "WHERE seq > $1 ORDER BY seq", self._seq)
+            changed = set()
+            for row in rows:
+                self._seq = max(self._seq, row["seq"])
+                part, key = row["part"], row["key"]
+                seen = self._synced.get((part, key))
+                if part == "secret" or (seen is not None and seen[1] >= row["version"]):
+                    continue  # this server's own write, or older than what it has
+                value = None if row["body"] is None else json.loads(row["body"])
+                self._rebase(part, key, seen[0] if seen else None, value)
+                self._synced[(part, key)] = (None if value is None else canonical_json(value), row["version"])
+                changed.add((part, key))
+        if changed:
+            log.debug("database: %d changes from other servers applied", len(changed))
+            for hook in self.after_change:
+                hook(changed)
+
+    # -- writing ----------------------------------------------------------------------------------------------
+    async def _flush(self) -> None:
+        while self._dirty:
+            self._dirty = False
+            waiters, self._waiters = self._waiters, []
+            error = None
+            try:
+                await self._write_changes()
+            except Conflict as exc:
+                error = exc
+            except database_errors() as exc:
+                log.error("database write failed: %s", exc)
+                error = ServiceUnavailable("the database could not be reached; nothing was saved", str(exc))
+            except Exception as exc:  # handed to every waiter: a commit never hangs
+                log.exception("database write failed")
+                error = ServiceUnavailable("the store could not be saved; nothing was saved", str(exc))
+            for waiter in waiters:
+                if waiter.done():
+                    continue
+                if error is None:
+                    waiter.set_result(None)
+                else:
+                    waiter.set_exception(error)
+
+    async def _write_changes(self) -> None:
+        async with self._sync_lock:
+            memory = self._memory_rows()
+            changes = {place: text for place, text in memory.items() if self._synced.get(place, (None,))[0] != text}
+            changes.update({place: None for place, (text, _) in self._synced.items()
+                            if text is not None and place not in memory})
+            if not changes:
+                return
+            try:
+                written = await self._write_rows(changes)
+            except BaseException:
+                for (part, key), text in changes.items():  # memory goes back to what the database holds
+                    before = self._synced.get((part, key), (None,))[0]
+                    self._set_memory(part, key, None if before is None else json.loads(before))
+                self._wake.set()
+                raise
+            for place, (final, version) in written.items():
+                self._synced[place] = (None if final is None else canonical_json(final), version)
+                if final is None or canonical_json(final) != changes[place]:
+                    self._rebase(*place, changes[place], final)
+
+    async def _write_rows(self, changes: dict) -> dict:
+        places = list(changes)
+        async with self.pool.acquire() as conn, conn.transaction():
+            # Writers take turns, so seq order is commit order and a server catching up by seq misses nothing.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", DATABASE_LOCK)
+            rows = await conn.fetch(
+                "SELECT part, key, body::text AS body, version FROM records WHERE (part, key) IN "
+                "(SELECT * FROM unnest($1::text[], $2::text[])) FOR UPDATE",
+                [part for part, _ in places], [key for _, key in places])
+            current = {(r["part"], r["key"]): (r["body"], r["version"]) for r in rows}
+            written, statements = {}, []
+            for place, text in changes.items():
+                base_text, base_version = self._synced.get(place, (None, 0))
+                db_text, db_version = current.get(place, (None, 0))
+                local = None if text is None else json.loads(text)
+                if db_version == base_version:
+                    final = local
+                else:
+                    final = merge_record(self._describe(*place), None if base_text is None else json.loads(base_text),
+                                         local, None if db_text is None else json.loads(db_text),
+                                         atomic=place[0] == "file")
+                if final is None and db_version == 0:
+                    continue  # made and removed here before it was ever written
+                written[place] = (final, db_version + 1)
+                statements.append((*place, None if final is None else json.dumps(final), db_version + 1))
+            await conn.executemany(UPSERT_RECORD, statements)
+            made = {}
+            for (part, key), (_, version) in written.items():
+                if version == 1 and part in self.collection_names and key.isdigit():
+                    made[part] = max(made.get(part, 0), int(key) + 1)
+            await conn.executemany("INSERT INTO id_counters (collection, next_id) VALUES ($1, $2) ON CONFLICT "
+                                   "(collection) DO UPDATE SET next_id = GREATEST(id_counters.next_id, $2)",
+                                   list(made.items()))
+            await conn.execute("SELECT pg_notify($1, $2)", DATABASE_CHANNEL, self.server_id)
+        return written
+
+def redact_database_url(url: str) -> str:
+    """A database URL for messages and logs: without its password."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+async def migrate_database_schema(conn) -> int:
+    """Bring the schema to DATABASE_SCHEMA_VERSION, one migration at a time, under a lock (servers start at once)."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", DATABASE_LOCK)
+        await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer PRIMARY KEY, "
+                           "applied_at timestamptz NOT NULL DEFAULT now())")
+        version = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version")
+        if version > DATABASE_SCHEMA_VERSION:
+            raise SystemExit(f"portainer.py: the database has schema version {version}, newer than this program's "
+                             f"{DATABASE_SCHEMA_VERSION}; upgrade portainer.py")
+        while version < DATABASE_SCHEMA_VERSION:
+            for statement in DATABASE_MIGRATIONS[version]:
+                await conn.execute(statement)
+            version += 1
+            await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", version)
+    return version
+
+
+def check_database_url(flag: str, url: str) -> str:
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise SystemExit(f"portainer.py: {flag} takes a postgresql://user:password@host:port/database URL")
+    return url
+
+
+def open_store(config: argparse.Namespace) -> Store:
+    """The JSON file store in --data, or with --database the shared PostgreSQL store; either owns --data."""
+    if config.database:
+        check_database_url("--database", config.database)
+        store = DatabaseStore(config.data, config.database, read_secrets_key(config.secrets_key_file))
+    else:
+        store = Store(config.data)
+    store.acquire()
+    try:
+        store.load()
+    except BaseException:
+        store.release()
+        raise
+    return store
+
+
+class SoleServer:
+    """The JSON file store's server is alone: it always leads."""
+
+    is_leader = True
+
+    async def while_leading(self, job: Callable[[web.Application], Awaitable[None]], app: web.Application) -> None:
+        await job(app)
+
+
+class DatabaseLease:
+    """One server of those sharing a database leads: it holds the lease row, renewed every LEADER_RENEW_SECONDS,
+    and runs what must run once. It counts itself leader only until its lease could have expired, so when it
+    stalls or dies another takes over (within LEADER_LEASE_SECONDS + LEADER_RENEW_SECONDS) and never beside it."""
+
+    def __init__(self, store: DatabaseStore):
+        self.store = store
+        self._valid_until = 0.0
+
+    @property
+    def is_leader(self) -> bool:
+        return time.monotonic() < self._valid_until
+
+    async def run(self) -> None:
+        leading = False
+        while True:
+            attempted = time.monotonic()
+            try:
+                async with self.store.pool.acquire(timeout=LEADER_RENEW_SECONDS) as conn:
+                    holder = await asyncio.wait_for(conn.fetchval(
+                        "INSERT INTO leases (name, holder, expires_at) "
+                        "VALUES ('leader', $1, now() + $2 * interval '1 second') ON CONFLICT (name) DO UPDATE "
+                        "SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at "
+                        "WHERE leases.holder = EXCLUDED.holder OR leases.expires_at < now() RETURNING holder",
+                        self.store.server_id, LEADER_LEASE_SECONDS), LEADER_RENEW_SECONDS)
+            except database_errors() as exc:
+                log.warning("database: leader lease not renewed: %s", exc)
+                holder = None
+            if holder == self.store.server_id:
+                self._valid_until = attempted + LEADER_LEASE_SECONDS - LEADER_RENEW_SECONDS
+            if self.is_leader != leading:
+                leading = self.is_leader
+                log.info("this server %s the leader (%s)", "is now" if leading else "is no longer",
+                         self.store.server_id)
+            await asyncio.sleep(LEADER_RENEW_SECONDS)
+
+    async def _until(self, leading: bool) -> None:
+        while self.is_leader != leading:
+            await asyncio.sleep(0.25)
+
+    async def while_leading(self, job: Callable[[web.Application], Awaitable[None]], app: web.Application) -> None:
+        """Run `job(app)` whenever this server leads; cancel it the moment it may no longer."""
+        while True:
+            await self._until(True)
+            task, lost = asyncio.ensure_future(job(app)), asyncio.ensure_future(self._until(False))
+            try:
+                await asyncio.wait({task, lost}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for pending in (task, lost):
+                    pending.cancel()
+                await asyncio.gather(task, lost, return_exceptions=True)
+            if task.done() and not task.cancelled():
+                if task.exception() is None:
+                    return
+                log.error("%s failed, started again while this server leads", job.__qualname__,
+                          exc_info=task.exception())
+                await asyncio.sleep(LEADER_RENEW_SECONDS)
+
+    async def step_down(self) -> None:
+        """At shutdown: free the lease so another server leads at once."""
+        self._valid_until = 0.0
+        with contextlib.suppress(*database_errors()):
+            async with self.store.pool.acquire() as conn:
+                await conn.execute("DELETE FROM leases WHERE name = 'leader' AND holder = $1", self.store.server_id)
+
+
+@web.middleware
+async def database_freshness_middleware(request: web.Request, handler):
+    """With --database: before authentication, catch up with what other servers wrote, so that a session revoked
+    or a record made on another server a moment ago is seen here. Load balancers' health checks do not wait."""
+    store = request.app[STORE]
+    if isinstance(store, DatabaseStore) and store.pool is not None and request.path != "/api/system/status":
+        try:
+            await store.fresh()
+        except database_errors() as exc:
+            raise ServiceUnavailable("the database cannot be reached", str(exc)) from None
+    return await handler(request)
+
+
+def leadership_for(store: Store) -> SoleServer | DatabaseLease:
+    return DatabaseLease(store) if isinstance(store, DatabaseStore) else SoleServer()
+
+
+async def database_lifecycle(app: web.Application):
+    """First to start and last to stop: the pool and listener, the lease, the shared login attempts; other servers'
+    changes reach the in-memory indexes (API keys, connectors) here."""
+    store = app[STORE]
+    if not isinstance(store, DatabaseStore):
+        yield
+        return
+    await store.start()
+
+    environments, snapshots = app[ENVIRONMENTS], set()
+
+    def refresh_indexes(changed: set) -> None:
+        if any(part in ("api_keys", "users") for part, _ in changed):
+            rebuild_api_key_index(app)
+        for part, key in changed:
+            if part != "endpoints" or not key.isdigit():
+                continue
+            endpoint_id = int(key)
+            environments.forget(endpoint_id)
+            if endpoint_id not in store.endpoints:
+                environments.status.pop(endpoint_id, None)
+                environments.snapshots.pop(endpoint_id, None)
+            elif endpoint_id not in environments.status:  # added on another server: its status, here, at once
+                task = asyncio.ensure_future(environments.snapshot(endpoint_id))
+                snapshots.add(task)
+                task.add_done_callback(snapshots.discard)
+        if EDGE_JOBS in app and any(part == "edge_jobs" for part, _ in changed):
+            app[EDGE_JOBS].dispatch()  # runs the leader queued for edge agents connected to this server
+    store.after_change.append(refresh_indexes)
+    tasks = [asyncio.ensure_future(app[LEADERSHIP].run()), asyncio.ensure_future(app[LOGIN_LIMIT].share())]
+    yield
+    for task in [*tasks, *snapshots]:
+        task.cancel()
+    await asyncio.gather(*tasks, *snapshots, return_exceptions=True)
+    await app[LEADERSHIP].step_down()
+    await store.stop()
+
+
+def migrate_to_database(config: argparse.Namespace) -> int:
+    """--migrate-to: copy --data's store and shared files into an empty database; a non-empty one is refused."""
+    check_database_url("--migrate-to", config.migrate_to)
+    source = Store(config.data)
+    source.acquire()
+    try:
+        source.load()
+        key_file = config.secrets_key_file or os.path.join(source.directory, "registry.key")
+        if not config.secrets_key_file:
+            load_or_create_secret(source.directory, "registry.key")
+        target = DatabaseStore(source.directory, config.migrate_to, read_secrets_key(key_file))
+        target.data = source.data
+        rows: dict[tuple[str, str], str | None] = dict(target._memory_rows())
+        for name, next_free in source.data.get("next_id", {}).items():
+            if name in target.collection_names and (name, str(next_free - 1)) not in rows and next_free > 1:
+                rows[(name, str(next_free - 1))] = None  # a deleted id: kept so that it is never given again
+        jwt_key = load_or_create_secret(source.directory, "jwt.secret")
+
+        async def copy() -> int:
+            conn = await target.connect()
+            try:
+                await migrate_database_schema(conn)
+                async with conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock($1)", DATABASE_LOCK)
+                    existing = await conn.fetchval("SELECT count(*) FROM records")
+                    if existing:
+                        raise SystemExit(f"portainer.py: --migrate-to: the database already holds {existing} "
+                                         f"records; it must be empty (nothing was copied)")
+                    await conn.executemany(UPSERT_RECORD, [(part, key, text, 1) for (part, key), text in rows.items()])
+                    await conn.execute(UPSERT_RECORD, "secret", "jwt",
+                                       json.dumps({"sealed": target.seal(jwt_key, "jwt")}), 1)
+                    activity = ActivityLog(source.directory, lambda: 0)
+                    entries = [*activity._read("activity"), *activity._read("auth")]
+                    entries.sort(key=lambda e: (e.get("timestamp", 0), e.get("id", 0)))
+                    await conn.executemany("INSERT INTO activity (kind, timestamp, entry) VALUES ($1, $2, $3::jsonb)",
+                                           [(e.get("kind", ""), int(e.get("timestamp", 0)), json.dumps(e))
+                                            for e in entries])
+                return len(rows)
+            finally:
+                await conn.close()
+        try:
+            copied = run_to_completion(copy)
+        except database_errors() as exc:
+            raise SystemExit(f"portainer.py: --migrate-to {redact_database_url(config.migrate_to)}: {exc}") from None
+    finally:
+        source.release()
+    print(f"portainer.py: copied {copied} records and files from {source.directory} into "
+          f"{redact_database_url(config.migrate_to)}; start every server with --database and "
+          f"--secrets-key-file {key_file}")
+    return 0
 
 
 # ================================================================================================================
@@ -2298,7 +3077,8 @@ class OpenIDSignIn:
             return self.secrets.open(store.settings.get("OAuthSettings", {}).get("_SealedClientSecret", ""))
         except (InvalidTag, ValueError, IndexError):
             raise Conflict("the OAuth client secret cannot be unsealed",
-                           "oauth.key in the data directory changed; enter the client secret again") from None
+                           "the data directory's sealing key (registry.key) changed; enter the client secret "
+                           "again") from None
 
     # ---- pending sign-ins: single use, bound to the browser that started them ----------------------------------
 
@@ -2778,6 +3558,133 @@ async def activity_middleware(request: web.Request, handler):
         raise
     finally:
         record_activity(request, status)
+
+
+# ================================================================================================================
+# Shared state in PostgreSQL (--database): the activity log and login attempts, for every server
+# ================================================================================================================
+
+
+class DatabaseActivityLog(ActivityLog):
+    """The activity log in the database: every server appends, every server reads all; the leader drops old
+    entries."""
+
+    KEPT_WHILE_DOWN = 10000  # entries held in memory while the database cannot be reached
+
+    def __init__(self, store: DatabaseStore, retention_days: Callable[[], int],
+                 leadership: DatabaseLease):
+        super().__init__(store.directory, retention_days)
+        self.store = store
+        self.leadership = leadership
+
+    async def flush(self) -> None:
+        if not self._pending or self.store.pool is None:
+            return
+        entries, self._pending = self._pending, []
+        try:
+            async with self.store.pool.acquire() as conn:
+                await conn.executemany("INSERT INTO activity (kind, timestamp, entry) VALUES ($1, $2, $3::jsonb)",
+                                       [(e.get("kind", ""), e["timestamp"], json.dumps(e)) for e in entries])
+        except database_errors() as exc:
+            kept = entries[-self.KEPT_WHILE_DOWN:]
+            self._pending[:0] = kept  # written at a later flush, when the database is back
+            log.warning("activity log write failed, %d entries kept for the next try, %d lost: %s", len(kept),
+                        len(entries) - len(kept), exc)
+
+    async def compact(self) -> None:
+        days = self.retention_days()
+        if days <= 0 or not self.leadership.is_leader:
+            return
+        try:
+            async with self.store.pool.acquire() as conn:
+                status = await conn.execute("DELETE FROM activity WHERE timestamp < $1", now() - days * 86400)
+        except database_errors() as exc:
+            log.error("activity log compaction failed: %s", exc)
+            return
+        dropped = int(status.split()[-1])
+        if dropped:
+            log.info("activity log: removed %d entries older than %d days", dropped, days)
+
+    async def entries(self, kind: str) -> list[dict]:
+        await self.flush()
+        try:
+            async with self.store.pool.acquire() as conn:
+                rows = await conn.fetch("SELECT entry::text FROM activity WHERE kind = $1 ORDER BY seq DESC", kind)
+        except database_errors() as exc:
+            raise ServiceUnavailable("the activity log could not be read from the database", str(exc)) from None
+        return [json.loads(row[0]) for row in rows]
+
+
+class SharedLoginRateLimit(LoginRateLimit):
+    """The login rate limit counting every server's attempts: each server takes attempts from its own buckets
+    (nothing awaits on the login path), publishes them, and takes the other servers' attempts from its buckets
+    within LOGIN_SHARE_SECONDS."""
+
+    LOGIN_SHARE_SECONDS = 0.3
+    KEEP_SECONDS = 3600
+
+    def __init__(self, store: DatabaseStore):
+        super().__init__()
+        self.store = store
+        self._outbox: list[tuple[str, str, str]] = []  # (kind, bucket key or username, address)
+        self._seen = 0
+
+    def reserve(self, address: str, username: str) -> None:
+        before = {key: self._tokens(key) for key in self._keys(address, username)}
+        super().reserve(address, username)
+        self._outbox.extend(("take", key, address) for key, tokens in before.items()
+                            if self._tokens(key) <= tokens - 0.5)
+
+    def succeeded(self, address: str, username: str) -> None:
+        super().succeeded(address, username)
+        self._outbox.append(("success", username, address))
+
+    def _apply(self, kind: str, key: str, address: str) -> None:
+        if kind == "take":
+            self._buckets[key] = (self._tokens(key) - 1, time.monotonic())
+        elif kind == "success":
+            LoginRateLimit.succeeded(self, address, key)
+
+    async def share(self) -> None:
+        async with self.store.pool.acquire() as conn:
+            self._seen = await conn.fetchval("SELECT coalesce(max(seq), 0) FROM login_events")
+        last_cleanup = time.monotonic()
+        while True:
+            await asyncio.sleep(self.LOGIN_SHARE_SECONDS)
+            outbox, self._outbox = self._outbox, []
+            try:
+                async with self.store.pool.acquire() as conn:
+                    if outbox:
+                        async with conn.transaction():  # writers take turns: seq order is commit order
+                            await conn.execute("SELECT pg_advisory_xact_lock($1)", DATABASE_LOCK)
+                            await conn.executemany("INSERT INTO login_events (server, kind, key, address) "
+                                                   "VALUES ($1, $2, $3, $4)",
+                                                   [(self.store.server_id, *event) for event in outbox])
+                    rows = await conn.fetch("SELECT seq, server, kind, key, address FROM login_events "
+                                            "WHERE seq > $1 ORDER BY seq", self._seen)
+                    if time.monotonic() - last_cleanup > 60:
+                        last_cleanup = time.monotonic()
+                        await conn.execute("DELETE FROM login_events WHERE at < now() - $1 * interval '1 second'",
+                                           self.KEEP_SECONDS)
+            except database_errors() as exc:
+                log.warning("database: login attempts not shared: %s", exc)
+                self._outbox[:0] = outbox
+                continue
+            for row in rows:
+                self._seen = max(self._seen, row["seq"])
+                if row["server"] != self.store.server_id:
+                    self._apply(row["kind"], row["key"], row["address"])
+
+
+def login_limit_for(store: Store) -> LoginRateLimit:
+    return SharedLoginRateLimit(store) if isinstance(store, DatabaseStore) else LoginRateLimit()
+
+
+def activity_log_for(store: Store, retention_days: Callable[[], int],
+                     leadership: SoleServer | DatabaseLease) -> ActivityLog:
+    if isinstance(store, DatabaseStore):
+        return DatabaseActivityLog(store, retention_days, leadership)
+    return ActivityLog(store.directory, retention_days)
 
 
 # ================================================================================================================
@@ -11645,8 +12552,8 @@ class EdgeKind(EnvironmentKind):
                 if status["Type"] == EDGE_DEPLOYING:
                     status.update(Type=EDGE_PENDING, Status="pending")
         retry = asyncio.ensure_future(self.stacks.retry_loop())
-        scheduler = asyncio.ensure_future(self.jobs.schedule())
-        updater = asyncio.ensure_future(self.updates.run())
+        scheduler = asyncio.ensure_future(app[LEADERSHIP].while_leading(lambda _: self.jobs.schedule(), app))
+        updater = asyncio.ensure_future(self.updates.run())  # each server updates the devices connected to it
         for schedule in app[STORE].edge_update_schedules:
             for device in schedule["devices"].values():
                 device.pop("sending", None)  # a send the restart cut short: the device's reconnection tells
@@ -12313,6 +13220,9 @@ async def handle_restore(request: web.Request) -> web.Response:
         require_admin(request)
     elif time.monotonic() - app[STARTED_AT] > app[CONFIG].admin_init_window:
         raise Forbidden("the set-up window has closed; restart portainer.py to restore onto this fresh instance")
+    if isinstance(store, DatabaseStore):
+        raise BadRequest("this server's store is a shared PostgreSQL database: restore the backup into a data "
+                         "directory with a server of its own, then copy it into an empty database with --migrate-to")
     if not request.content_type.startswith("multipart/"):
         raise BadRequest("send the backup as multipart/form-data with fields 'file' and 'password'")
     received, password = bytearray(), ""
@@ -17190,7 +18100,7 @@ async def server_lifecycle(app: web.Application):
     await create_first_admin_and_environment(app)
     rebuild_api_key_index(app)
     snapshots = asyncio.ensure_future(snapshot_loop(app))
-    image_checks = asyncio.ensure_future(image_update_loop(app))
+    image_checks = asyncio.ensure_future(app[LEADERSHIP].while_leading(image_update_loop, app))
     yield
     for ws in list(app[CONSOLES]):
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
@@ -17223,7 +18133,8 @@ async def audit_and_analytics_lifecycle(app: web.Application):
     if "InstanceID" not in store.analytics:
         store.analytics["InstanceID"] = str(uuid.uuid4())
         await store.commit()
-    tasks = [asyncio.ensure_future(app[ACTIVITY].run()), asyncio.ensure_future(analytics_loop(app))]
+    tasks = [asyncio.ensure_future(app[ACTIVITY].run()),
+             asyncio.ensure_future(app[LEADERSHIP].while_leading(analytics_loop, app))]
     yield
     for task in tasks:
         task.cancel()
@@ -17235,7 +18146,8 @@ async def audit_and_analytics_lifecycle(app: web.Application):
 def register_startup_and_shutdown(app: web.Application, kinds: list[EnvironmentKind]) -> None:
     """Everything that runs for the server's lifetime, in one place. The cleanup_ctx generators start in this order
     and stop in the reverse one, so the store (server_lifecycle) is drained and released last."""
-    for lifecycle in (server_lifecycle, audit_and_analytics_lifecycle, *(kind.lifecycle for kind in kinds)):
+    for lifecycle in (database_lifecycle, server_lifecycle, audit_and_analytics_lifecycle,
+                      *(kind.lifecycle for kind in kinds)):
         app.cleanup_ctx.append(lifecycle)
 
     async def tell_long_lived_connections_to_go(app: web.Application) -> None:
@@ -17247,35 +18159,35 @@ def register_startup_and_shutdown(app: web.Application, kinds: list[EnvironmentK
 
 def make_app(config: argparse.Namespace) -> web.Application:
     """The whole server as an aiohttp application. Takes ownership of the data directory (file lock)."""
-    store = Store(config.data)
-    store.acquire()
-    store.load()
-    app = web.Application(middlewares=[activity_middleware, error_middleware, auth_middleware],
+    store = open_store(config)
+    app = web.Application(middlewares=[activity_middleware, error_middleware, database_freshness_middleware,
+                                       auth_middleware],
                           client_max_size=MAX_JSON_BODY)
     app.on_response_prepare.append(set_security_headers)
     app[CONFIG] = config
     app[STORE] = store
     environments = app[ENVIRONMENTS] = Environments(store, store.directory)
     app[SESSIONS] = Sessions(load_or_create_secret(store.directory, "jwt.secret"), store)
-    app[LOGIN_LIMIT] = LoginRateLimit()
+    app[LOGIN_LIMIT] = login_limit_for(store)
     app[API_KEY_INDEX] = {}
     app[STARTED_AT] = time.monotonic()
     app[CONSOLES] = weakref.WeakSet()
     app[ASSETS] = {path: StaticAsset.make(text, kind) for path, (text, kind) in UI_ASSETS.items()}
     app[REGISTRIES] = Registries(store, load_or_create_secret(store.directory, "registry.key"))
-    app[OPENID] = OpenIDSignIn(load_or_create_secret(store.directory, "oauth.key"))
+    app[OPENID] = OpenIDSignIn(load_or_create_secret(store.directory, "registry.key"))
     app[DIRECTORY] = Directory(store, load_or_create_secret(store.directory, "registry.key"))
     app[IMAGE_UPDATES] = ImageUpdates(app[ENVIRONMENTS], app[REGISTRIES])
     app[STACKS] = Stacks(store, app[ENVIRONMENTS], store.directory)
     app[STACKS].recover_interrupted()
     app[DEPLOYS] = DeployProgress()
-    app[ACTIVITY] = ActivityLog(store.directory,
-                                lambda: int(current_settings(store)["ActivityLogRetentionDays"]))
+    app[LEADERSHIP] = leadership_for(store)
+    app[ACTIVITY] = activity_log_for(store, lambda: int(current_settings(store)["ActivityLogRetentionDays"]),
+                                     app[LEADERSHIP])
     app[ANALYTICS_STATE] = {}
     environments.kinds.update({kind_type: kind(app) for kind_type, kind in ENVIRONMENT_KINDS.items()})
     app[AFTER_RESTORE] = [lambda restored: restored[REGISTRIES].reload(),
                           lambda restored: restored[OPENID].reload(load_or_create_secret(restored[STORE].directory,
-                                                                                          "oauth.key")),
+                                                                                          "registry.key")),
                           lambda restored: restored[DIRECTORY].reload(),
                           lambda restored: restored[IMAGE_UPDATES].forget(),
                           *(lambda restored, kind=kind: kind.after_restore() for kind in environments.kinds.values())]
@@ -17328,6 +18240,12 @@ def main(argv: list[str] | None = None) -> int:
     shared.return_freed_memory()
     config = parse_args(argv)
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if config.migrate_to:
+        try:
+            return migrate_to_database(config)
+        except DataDirectoryInUse as exc:
+            print(f"portainer.py: {exc}", file=sys.stderr)
+            return 1
     try:
         asyncio.run(serve(config))
     except DataDirectoryInUse as exc:
