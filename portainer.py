@@ -13872,8 +13872,8 @@ export class RingBuffer {
   get size() { return Math.min(this.seq, this.capacity); }
   get firstSeq() { return this.seq - this.size; }
   at(seq) { return seq >= this.firstSeq && seq < this.seq ? this.items[seq % this.capacity] : undefined; }
-  // Items from sequence number `from` on (the oldest kept when `from` was dropped).
-  since(from = 0) { const out = []; for (let s = Math.max(from, this.firstSeq); s < this.seq; s++) out.push(this.items[s % this.capacity]); return out; }
+  // Items from sequence number `from` on (the oldest kept when `from` was dropped), up to (not including) `upTo`.
+  since(from = 0, upTo = this.seq) { const out = []; for (let s = Math.max(from, this.firstSeq); s < Math.min(upTo, this.seq); s++) out.push(this.items[s % this.capacity]); return out; }
   clear() { this.items = new Array(this.capacity); this.seq = 0; }
 }
 
@@ -15466,7 +15466,8 @@ export async function pageLogs(envId) {
   const follow = () => { if ($('#log-follow').checked) box.scrollTop = box.scrollHeight; };
   const redraw = () => { // a new filter or timestamps choice: the last MAX_SHOWN matching lines of the buffer
     filter = compileFilter($('#log-filter').value, $('#log-regex').checked); $('#log-error').textContent = filter.error;
-    const lines = ring.since().filter(shows); drawn = ring.seq; skipped = false;
+    const end = paused ? drawn : ring.seq; // paused: nothing that arrived since, whatever is redrawn
+    const lines = ring.since(0, end).filter(shows); drawn = end; skipped = false;
     box.innerHTML = lines.slice(-MAX_SHOWN).map(lineHtml).join(''); count(); follow();
   };
   const frame = () => {

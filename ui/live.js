@@ -68,8 +68,8 @@ export class RingBuffer {
   get size() { return Math.min(this.seq, this.capacity); }
   get firstSeq() { return this.seq - this.size; }
   at(seq) { return seq >= this.firstSeq && seq < this.seq ? this.items[seq % this.capacity] : undefined; }
-  // Items from sequence number `from` on (the oldest kept when `from` was dropped).
-  since(from = 0) { const out = []; for (let s = Math.max(from, this.firstSeq); s < this.seq; s++) out.push(this.items[s % this.capacity]); return out; }
+  // Items from sequence number `from` on (the oldest kept when `from` was dropped), up to (not including) `upTo`.
+  since(from = 0, upTo = this.seq) { const out = []; for (let s = Math.max(from, this.firstSeq); s < Math.min(upTo, this.seq); s++) out.push(this.items[s % this.capacity]); return out; }
   clear() { this.items = new Array(this.capacity); this.seq = 0; }
 }
 

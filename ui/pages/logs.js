@@ -54,7 +54,8 @@ export async function pageLogs(envId) {
   const follow = () => { if ($('#log-follow').checked) box.scrollTop = box.scrollHeight; };
   const redraw = () => { // a new filter or timestamps choice: the last MAX_SHOWN matching lines of the buffer
     filter = compileFilter($('#log-filter').value, $('#log-regex').checked); $('#log-error').textContent = filter.error;
-    const lines = ring.since().filter(shows); drawn = ring.seq; skipped = false;
+    const end = paused ? drawn : ring.seq; // paused: nothing that arrived since, whatever is redrawn
+    const lines = ring.since(0, end).filter(shows); drawn = end; skipped = false;
     box.innerHTML = lines.slice(-MAX_SHOWN).map(lineHtml).join(''); count(); follow();
   };
   const frame = () => {

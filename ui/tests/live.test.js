@@ -95,3 +95,12 @@ test('log times compare as times once the nanoseconds are padded', () => {
   assert.ok(timestampKey('2026-12-01T10:00:01Z') > timestampKey('2026-12-01T10:00:00.999Z'));
   assert.equal(timestampKey(''), '');
 });
+
+test('a ring buffer answers the items between two sequence numbers', () => {
+  const ring = new RingBuffer(4);
+  for (const n of [1, 2, 3, 4, 5, 6]) ring.push(n);
+  assert.deepEqual(ring.since(), [3, 4, 5, 6]);
+  assert.deepEqual(ring.since(0, 4), [3, 4]);
+  assert.deepEqual(ring.since(3, 5), [4, 5]);
+  assert.deepEqual(ring.since(5, 99), [6]);
+});
