@@ -21,8 +21,10 @@ test-deps:
 	@command -v dockerd >/dev/null && [ -x /bin/busybox ] && command -v chromium >/dev/null \
 	  && command -v iptables >/dev/null && command -v nsenter >/dev/null && command -v debootstrap >/dev/null \
 	  && command -v docker-compose >/dev/null && command -v docker-registry >/dev/null && command -v htpasswd >/dev/null \
+	  && command -v git >/dev/null && command -v nginx >/dev/null && command -v fcgiwrap >/dev/null \
+	  && [ -x /usr/sbin/sshd ] \
 	  || (apt-get update -qq && apt-get install -y -qq docker.io busybox-static chromium iptables iproute2 util-linux curl \
-	      debootstrap docker-compose docker-registry apache2-utils)
+	      debootstrap docker-compose docker-registry apache2-utils git nginx-light fcgiwrap openssh-server)
 	@$(PYTHON) -c "import $(FAST_TEST_MODULES), playwright" 2>/dev/null || $(PIP) install -q -r requirements-test.txt
 	@command -v st >/dev/null || $(PIP) install -q schemathesis
 

@@ -30,6 +30,7 @@ import io
 import json
 import logging
 import os
+import random
 import re
 import secrets
 import shlex
@@ -150,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agent-secret", default=_env("AGENT_SECRET", ""),
                    help="secret proven to every agent that has AGENT_SECRET set; an environment may set its own "
                         "[AGENT_SECRET]")
+    p.add_argument("--git-ca-file", default=_env("PORTAINER_GIT_CA_FILE"),
+                   help="CA certificates (PEM) trusted for git servers over HTTPS, instead of the system's "
+                        "[PORTAINER_GIT_CA_FILE]")
+    p.add_argument("--git-poll-minimum", type=float, default=float(_env("PORTAINER_GIT_POLL_MINIMUM", 60)),
+                   help="shortest AutoUpdate.Interval a git stack may poll its repository at, in seconds "
+                        "[PORTAINER_GIT_POLL_MINIMUM] (default 60)")
     p.add_argument("--ui-dir", default=_env("PORTAINER_UI_DIR"),
                    help="serve the web UI from this directory (a checkout's ui/), read at each request, instead of "
                         "the copy embedded in portainer.py: for editing the UI without `make ui` [PORTAINER_UI_DIR]")
@@ -200,6 +207,10 @@ EDGE_TUNNELS: web.AppKey[EdgeTunnels] = app_key("edge_tunnels")
 EDGE_JOBS: web.AppKey[EdgeJobRunner] = app_key("edge_jobs")
 STACKS: web.AppKey[Stacks] = app_key("stacks")
 EDGE_STACKS: web.AppKey[EdgeStacks] = app_key("edge_stacks")
+GIT: web.AppKey[Git] = app_key("git")
+GIT_CREDENTIALS: web.AppKey[GitCredentials] = app_key("git_credentials")
+GIT_UPDATES: web.AppKey[GitUpdates] = app_key("git_updates")
+WEBHOOK_GUESSES: web.AppKey[WebhookGuesses] = app_key("webhook_guesses")
 CONSOLES: web.AppKey[weakref.WeakSet] = app_key("consoles")
 ACTIVITY: web.AppKey[ActivityLog] = app_key("activity")
 ANALYTICS_STATE: web.AppKey[dict] = app_key("analytics_state")
@@ -1637,6 +1648,7 @@ class ActivityLog:
 
 ENDPOINT_PATH = re.compile(r"^/api/(?:endpoints|docker)/(\d+)(?:/|$)")
 # Logins go to the authentication log; edge tunnels are machines reconnecting, not people acting.
+SECRET_PATH = re.compile(r"^(/api/stacks/webhooks/)[^/]+")
 UNLOGGED_PATHS = frozenset({"/api/auth", "/api/auth/logout", shared.EDGE_TUNNEL_PATH})
 
 
@@ -1650,10 +1662,11 @@ def record_activity(request: web.Request, status: int) -> None:
     if match:
         endpoint_id = int(match.group(1))
         context = (store.endpoints.find(endpoint_id) or {}).get("Name", f"environment {endpoint_id}")
+    path = SECRET_PATH.sub(r"\1…", request.path)  # a webhook's id is its only credential
     request.app[ACTIVITY].record({
         "kind": "activity", "userId": caller.id if caller else None,
         "username": caller.user["Username"] if caller else "", "endpointId": endpoint_id, "context": context,
-        "method": request.method, "path": request.path, "action": f"{request.method} {request.path}",
+        "method": request.method, "path": path, "action": f"{request.method} {path}",
         "query": urllib.parse.urlencode([(k, v) for k, v in request.query.items()
                                          if k.lower() not in CREDENTIAL_QUERY_PARAMS])[:1000],
         "status": status, "origin": client_address(request)})
@@ -6436,10 +6449,13 @@ class Stacks:
         return kind(connector, None, stack["Name"])
 
     def deployment(self, stack_type: int, endpoint_id: int, name: str, content: str, env: list[dict],
-                   project_dir: str) -> ComposeDeployment | SwarmDeployment:
+                   project_dir: str, entry_point: str = COMPOSE_FILE) -> ComposeDeployment | SwarmDeployment:
         swarm = stack_type == STACK_SWARM
+        files = self.stack_files(content, env)
+        if entry_point != COMPOSE_FILE:  # a git stack's file is where its repository has it
+            files = {STACK_ENV_FILE: files[STACK_ENV_FILE], entry_point: files[COMPOSE_FILE]}
         compose = ComposeFile(content, {e["name"]: e["value"] for e in env}, name, project_dir, swarm=swarm,
-                              files=self.stack_files(content, env))
+                              file_name=entry_point, files=files)
         connector = self.environments.connector(endpoint_id)
         return SwarmDeployment(connector, compose) if swarm else ComposeDeployment(connector, compose)
 
@@ -6610,8 +6626,9 @@ def stack_view(request: web.Request, stack: dict) -> dict:
 
 
 async def create_stack(request: web.Request, stack_type: int, body: dict, from_template: bool = False,
-                       adopting: bool = False) -> dict:
-    """Check the file, write it, deploy it; a failed deploy leaves nothing behind."""
+                       adopting: bool = False, checkout: GitCheckout | None = None) -> dict:
+    """Check the file, write it, deploy it; a failed deploy leaves nothing behind. With a checkout (a fetched git
+    reference), the checkout becomes the project directory and its compose file is the one deployed."""
     endpoint = stack_endpoint(request)
     caller = caller_of(request)
     stacks: Stacks = request.app[STACKS]
@@ -6630,8 +6647,11 @@ async def create_stack(request: web.Request, stack_type: int, body: dict, from_t
     stack_id = request.app[STORE].stacks.new_id()
     project_dir = stacks.project_dir(stack_id)
     stacks.creating.add(key)
+    entry_point = checkout.config_path if checkout else COMPOSE_FILE
     try:
-        deployment = stacks.deployment(stack_type, endpoint["Id"], name, content, env, project_dir)
+        if checkout is not None:  # in place before the file is read: its relative paths are the project's
+            await asyncio.to_thread(checkout.install, project_dir, env)
+        deployment = stacks.deployment(stack_type, endpoint["Id"], name, content, env, project_dir, entry_point)
         await apply_caller_rules(request, endpoint, deployment)
         if stack_type == STACK_SWARM:
             if await deployment.namespace_objects("services"):
@@ -6640,7 +6660,8 @@ async def create_stack(request: web.Request, stack_type: int, body: dict, from_t
         elif not adopting and await deployment.project_containers():
             raise Conflict(f"a compose project named {name!r} made outside portainer.py runs on this environment",
                            "an administrator can adopt it (POST /api/stacks/adopt) or pick another name")
-        await asyncio.to_thread(Stacks.write_files, project_dir, content, env)
+        if checkout is None:
+            await asyncio.to_thread(Stacks.write_files, project_dir, content, env)
         try:
             await deployment.up(pull=bool(body.get("PullImage")))
         except (ApiError, OSError):
@@ -6650,13 +6671,19 @@ async def create_stack(request: web.Request, stack_type: int, body: dict, from_t
             await asyncio.to_thread(shutil.rmtree, project_dir, True)
             raise
         stack = {"Id": stack_id, "Name": name, "Type": stack_type, "EndpointId": endpoint["Id"], "SwarmId": swarm_id,
-                 "EntryPoint": COMPOSE_FILE, "Env": env, "Status": STACK_ACTIVE, "ProjectPath": project_dir,
+                 "EntryPoint": entry_point, "Env": env, "Status": STACK_ACTIVE, "ProjectPath": project_dir,
                  "CreationDate": now(), "CreatedBy": caller.user["Username"], "UpdateDate": 0, "UpdatedBy": "",
                  "ResourceControl": None, "AdditionalFiles": [], "AutoUpdate": None, "GitConfig": None,
                  "FromAppTemplate": from_template, "Namespace": "", "IsComposeFormat": stack_type == STACK_COMPOSE}
+        if checkout is not None:
+            stack.update(checkout.fields)
         request.app[STORE].stacks.add(stack)
         await add_stack_resource_control(request.app[STORE], caller, stack)
         await request.app[STORE].commit()
+    except BaseException:
+        if checkout is not None and request.app[STORE].stacks.find(stack_id) is None:
+            await asyncio.to_thread(shutil.rmtree, project_dir, True)
+        raise
     finally:
         stacks.creating.discard(key)
     return stack
@@ -6789,6 +6816,9 @@ async def handle_stack_update(request: web.Request) -> web.Response:
     """Change a stack's file or env and redeploy: only services whose config changed are recreated;
     Prune removes services no longer in the file; PullImage pulls images again."""
     stack, endpoint = managed_stack(request)
+    if stack.get("GitConfig"):
+        raise BadRequest(f"stack {stack['Id']} is deployed from a git repository",
+                         "push to the repository and redeploy (PUT /api/stacks/{id}/git/redeploy)")
     body = await read_documented_fields(request, STACK_UPDATE_FIELDS)
     stacks: Stacks = request.app[STACKS]
     caller = caller_of(request)
@@ -6941,6 +6971,759 @@ async def handle_stack_adopt(request: web.Request) -> web.Response:
     if not found:
         raise NotFound(f"no compose project named {name!r} runs on environment {endpoint['Id']}")
     return json_response(stack_view(request, await create_stack(request, STACK_COMPOSE, body, adopting=True)))
+
+
+# ================================================================================================================
+# Stacks from git: a repository's checkout is the stack's project directory; redeployed by hand, by webhook or by
+# polling. Git is the `git` command, run asynchronously, shallow, for one reference; credentials never in its argv.
+# ================================================================================================================
+
+GIT_TIMEOUT = 120.0
+GIT_DEFAULT_COMPOSE_PATH = "docker-compose.yml"
+GIT_PROTOCOLS = "http:https:ssh"  # GIT_ALLOW_PROTOCOL: never file://, ext:: (runs commands) or the others
+GIT_REFERENCE = re.compile(r"^(?!-)(?!.*\.\.)[A-Za-z0-9._/@+-]{1,250}$")
+GIT_SCP_URL = re.compile(r"^(?P<user>[A-Za-z0-9._-]+)@(?P<host>[A-Za-z0-9.-]+):(?P<path>(?!/)[^\s]+)$")
+GIT_STATUS_LINES = 6
+WEBHOOK_GUESSES = 10  # wrong webhook ids an address may try in a burst; then one more every WEBHOOK_GUESS_REFILL s
+WEBHOOK_GUESS_REFILL = 6.0
+
+
+class GitProblem(BadRequest):
+    """A repository could not be read as asked (credentials, reference, path, server): the message says which; it
+    never holds a credential."""
+
+
+class GitCredentials(RegistryPasswords):
+    """Git passwords, tokens and deploy keys, sealed like registry passwords under a key of their own (git.key)."""
+
+    AAD = b"portainer.py git credential"
+
+    def __init__(self, directory: str):
+        self.directory = directory
+        self.reload()
+
+    def reload(self) -> None:
+        """At start, and after a restore: the data directory's key."""
+        super().__init__(load_or_create_secret(self.directory, "git.key"))
+
+
+@dataclasses.dataclass
+class GitSource:
+    """Where a stack's files come from, and how to get them; the secrets here are plain only while a git runs."""
+
+    url: str
+    reference: str = ""  # empty: the remote's default branch (its HEAD)
+    username: str = ""
+    password: str = ""
+    ssh_key: str = ""  # a deploy key (OpenSSH private key) for ssh:// and user@host:path URLs
+    tls_skip_verify: bool = False
+
+    @property
+    def ssh(self) -> bool:
+        return self.url.startswith("ssh://") or bool(GIT_SCP_URL.match(self.url))
+
+    def secrets(self) -> list[str]:
+        return [s for s in (self.password, self.ssh_key) if s]
+
+
+def git_url(text: str) -> str:
+    """A repository URL the server may fetch: https, http, or SSH; never a local path, another transport or a URL
+    holding a credential (those go in RepositoryUsername/RepositoryPassword, so they are sealed and never shown)."""
+    url = text.strip()
+    if not url or len(url) > 2000 or any(c.isspace() or ord(c) < 32 for c in url) or url.startswith("-"):
+        raise BadRequest("RepositoryURL must be a git repository URL such as https://git.example.com/team/app.git")
+    if GIT_SCP_URL.match(url):
+        return url
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("https", "http", "ssh") or not parts.hostname:
+        raise BadRequest(f"RepositoryURL must start with https://, http:// or ssh:// (or be user@host:path), "
+                         f"not {parts.scheme or 'a local path'}")
+    if parts.password is not None or parts.scheme != "ssh" and parts.username is not None:
+        raise BadRequest("RepositoryURL must not hold credentials",
+                         "put them in RepositoryUsername and RepositoryPassword: they are sealed and never shown")
+    return url
+
+
+def git_reference(text: str) -> str:
+    reference = text.strip()
+    if reference and not GIT_REFERENCE.match(reference):
+        raise BadRequest(f"invalid RepositoryReferenceName {reference[:100]!r}",
+                         "a branch, a tag or a full reference such as refs/heads/main")
+    return reference
+
+
+def git_relative_path(text: str, field_name: str) -> str:
+    """A path inside the repository (the compose file, an additional file)."""
+    path = text.strip()
+    normalised = os.path.normpath(path) if path else ""
+    if not path or path.startswith("/") or normalised.startswith("..") or "\x00" in path or normalised == ".":
+        raise BadRequest(f"{field_name} must be a path inside the repository, such as docker-compose.yml")
+    return normalised
+
+
+class Git:
+    """The `git` command (Debian's git), run asynchronously with a timeout, never asking a terminal. A password
+    reaches git through GIT_ASKPASS reading this process's environment, a deploy key through a 0600 file that
+    lives while the command runs; neither is in an argument, a URL or a message."""
+
+    ASKPASS = ('#!/bin/sh\n# portainer.py: answers git\'s credential prompts from its environment\n'
+               'case "$1" in\n  Username*) printf \'%s\\n\' "$PORTAINER_GIT_USERNAME" ;;\n'
+               '  *) printf \'%s\\n\' "$PORTAINER_GIT_PASSWORD" ;;\nesac\n')
+
+    def __init__(self, directory: str, ca_file: str | None = None, timeout: float = GIT_TIMEOUT):
+        self.directory = os.path.join(directory, "git")  # askpass, HOME, pinned SSH host keys
+        self.ca_file = ca_file
+        self.timeout = timeout
+
+    def prepare(self) -> None:
+        os.makedirs(os.path.join(self.directory, "home"), mode=0o700, exist_ok=True)
+        askpass = os.path.join(self.directory, "askpass.sh")
+        if not os.path.exists(askpass):
+            write_private_file(askpass, self.ASKPASS.encode())
+        os.chmod(askpass, 0o700)
+
+    @property
+    def known_hosts(self) -> str:
+        return os.path.join(self.directory, "known_hosts")
+
+    async def run(self, source: GitSource, *args: str, cwd: str | None = None) -> str:
+        executable = shutil.which("git")
+        if executable is None:
+            raise ServiceUnavailable("git is not installed on the server",
+                                     "install Debian's git package (apt-get install git)")
+        await asyncio.to_thread(self.prepare)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.path.join(self.directory, "home"),
+               "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1",
+               "GIT_ASKPASS": os.path.join(self.directory, "askpass.sh"), "GIT_ALLOW_PROTOCOL": GIT_PROTOCOLS,
+               "PORTAINER_GIT_USERNAME": source.username, "PORTAINER_GIT_PASSWORD": source.password}
+        options = ["-c", "credential.helper=", "-c", "core.askPass=" + env["GIT_ASKPASS"],
+                   "-c", "protocol.file.allow=never", "-c", "http.lowSpeedLimit=1", "-c", "http.lowSpeedTime=30"]
+        if source.tls_skip_verify:
+            options += ["-c", "http.sslVerify=false"]
+        elif self.ca_file:
+            options += ["-c", "http.sslCAInfo=" + self.ca_file]
+        key_file = None
+        try:
+            if source.ssh:
+                ssh = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new",  # pinned on first use
+                       "-o", "UserKnownHostsFile=" + self.known_hosts, "-o", "ConnectTimeout=15",
+                       "-o", "IdentitiesOnly=yes", "-F", "/dev/null"]
+                if source.ssh_key:
+                    key_file = os.path.join(self.directory, f"key-{secrets.token_hex(8)}")
+                    key = source.ssh_key.replace("\r\n", "\n").strip() + "\n"
+                    await asyncio.to_thread(write_private_file, key_file, key.encode())
+                    ssh += ["-i", key_file]
+                env["GIT_SSH_COMMAND"] = " ".join(shlex.quote(part) for part in ssh)
+            process = await asyncio.create_subprocess_exec(
+                executable, *options, *args, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
+            try:
+                out, err = await asyncio.wait_for(process.communicate(), self.timeout)
+            except asyncio.TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                await process.wait()
+                raise GitProblem(f"the git server for {source.url} did not answer within {self.timeout:.0f} s") \
+                    from None
+            except asyncio.CancelledError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                raise
+        finally:
+            if key_file:
+                with contextlib.suppress(OSError):
+                    os.unlink(key_file)
+        if process.returncode != 0:
+            raise git_failure(source, err.decode("utf-8", "replace"))
+        return out.decode("utf-8", "replace")
+
+    async def remote_commit(self, source: GitSource) -> str:
+        """The commit the reference names on the remote now (`git ls-remote`: nothing is downloaded)."""
+        reference = source.reference or "HEAD"
+        out = await self.run(source, "ls-remote", source.url, reference)
+        refs = {}
+        for line in out.splitlines():
+            commit, _, name = line.partition("\t")
+            if re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", commit):
+                refs[name] = commit
+        candidates = [reference] if reference.startswith("refs/") or reference == "HEAD" else \
+            [f"refs/heads/{reference}", f"refs/tags/{reference}^{{}}", f"refs/tags/{reference}"]
+        for name in candidates:
+            if name in refs:
+                return refs[name]
+        raise GitProblem(f"reference {reference!r} not found in {source.url}",
+                         "name a branch, a tag or a full reference such as refs/heads/main")
+
+    async def fetch(self, source: GitSource, destination: str) -> str:
+        """A shallow checkout of the one reference into destination (made here; without .git); its commit."""
+        await asyncio.to_thread(os.makedirs, destination, 0o700)
+        await self.run(source, "init", "-q", destination)
+        await self.run(source, "fetch", "-q", "--depth", "1", "--no-tags", "--no-recurse-submodules", source.url,
+                       source.reference or "HEAD", cwd=destination)
+        await self.run(source, "-c", "advice.detachedHead=false", "checkout", "-q", "--detach", "FETCH_HEAD",
+                       cwd=destination)
+        commit = (await self.run(source, "rev-parse", "FETCH_HEAD^{commit}", cwd=destination)).strip()
+        await asyncio.to_thread(shutil.rmtree, os.path.join(destination, ".git"))
+        await asyncio.to_thread(refuse_escaping_links, destination)
+        return commit
+
+
+def git_failure(source: GitSource, stderr: str) -> GitProblem:
+    """What git's complaint means for the user, with the credentials taken out of what it said."""
+    text = stderr
+    for secret in source.secrets():
+        text = text.replace(secret, "***")
+    text = re.sub(r"(://)[^/@\s]+@", r"\1", text)  # userinfo in any URL git echoes
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    detail = "\n".join(lines[-GIT_STATUS_LINES:])
+    lower = text.lower()
+    url = source.url
+    if any(s in lower for s in ("authentication failed", "could not read username", "could not read password",
+                                "terminal prompts disabled", "access denied", "http basic", "error: 401",
+                                "returned error: 403")):
+        return GitProblem(f"the git server refused the credentials for {url}",
+                          "check RepositoryUsername and RepositoryPassword (or the token)")
+    if "permission denied (publickey" in lower:
+        return GitProblem(f"the git server refused the deploy key for {url}",
+                          "add the key's public half to the repository's deploy keys")
+    if "host key verification failed" in lower or "remote host identification has changed" in lower:
+        return GitProblem(f"the SSH host key of the git server for {url} is not the one seen first",
+                          "if the server's key really changed, an administrator removes its line from "
+                          "<data>/git/known_hosts")
+    if "couldn't find remote ref" in lower or "not our ref" in lower or "unknown revision" in lower:
+        return GitProblem(f"reference {source.reference or 'HEAD'!r} not found in {url}", detail)
+    if "certificate" in lower or "ssl" in lower and "verif" in lower:
+        return GitProblem(f"the certificate of the git server for {url} is not trusted",
+                          "give its CA with --git-ca-file, or set TLSSkipVerify")
+    if any(s in lower for s in ("could not resolve", "connection refused", "failed to connect", "timed out",
+                                "no route to host", "network is unreachable", "couldn't connect",
+                                "connection reset", "could not read from remote")):
+        return GitProblem(f"the git server for {url} could not be reached", detail)
+    if "not found" in lower or "does not appear to be a git repository" in lower or "repository" in lower:
+        return GitProblem(f"no git repository at {url}", detail)
+    return GitProblem(f"git could not read {url}", detail)
+
+
+def refuse_escaping_links(root: str) -> None:
+    """A symbolic link in a checkout must stay inside it: a bind mount or file secret follows it on the host."""
+    base = os.path.realpath(root)
+    for directory, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(directory, name)
+            if os.path.islink(path):
+                target = os.path.realpath(path)
+                if target != base and not target.startswith(base + os.sep):
+                    raise GitProblem(f"the repository's {os.path.relpath(path, root)!r} is a symbolic link to "
+                                     f"outside the repository")
+
+
+@dataclasses.dataclass
+class GitCheckout:
+    """A fetched reference, on disk next to the stack's project directory until it becomes it."""
+
+    path: str
+    commit: str
+    config_path: str
+    content: str
+    fields: dict  # what the stack record keeps of where it came from (GitConfig, AutoUpdate, sealed secrets)
+
+    def install(self, project_dir: str, env: list[dict]) -> str | None:
+        """Put the checkout in place of project_dir (with its stack.env); where the previous one was kept."""
+        previous = None
+        if os.path.exists(project_dir):
+            previous = f"{project_dir}.previous-{secrets.token_hex(4)}"
+            os.replace(project_dir, previous)
+        os.replace(self.path, project_dir)
+        write_stack_file(os.path.join(project_dir, STACK_ENV_FILE), Stacks.stack_files("", env)[STACK_ENV_FILE])
+        return previous
+
+    @staticmethod
+    def restore(project_dir: str, previous: str | None) -> None:
+        shutil.rmtree(project_dir, True)
+        if previous:
+            os.replace(previous, project_dir)
+
+
+async def fetch_checkout(app: web.Application, source: GitSource, config_path: str,
+                         additional_files: list[str]) -> tuple[str, str, str]:
+    """Fetch a reference next to the stacks' directories: (path, commit, compose file text). A missing compose
+    file or additional file is a 400; nothing is left behind on failure."""
+    stacks: Stacks = app[STACKS]
+    path = os.path.join(stacks.data_directory, "compose", f".fetch-{secrets.token_hex(8)}")
+    try:
+        await asyncio.to_thread(os.makedirs, os.path.dirname(path), 0o700, True)
+        commit = await app[GIT].fetch(source, path)
+        for relative, name in [(config_path, "ComposeFile"), *((f, "AdditionalFiles") for f in additional_files)]:
+            full = os.path.realpath(os.path.join(path, relative))
+            if not full.startswith(os.path.realpath(path) + os.sep) or not os.path.isfile(full):
+                raise GitProblem(f"{relative!r} ({name}) is not a file in {source.url} at "
+                                 f"{source.reference or 'HEAD'} (commit {commit[:12]})")
+        content = await asyncio.to_thread(read_text_file, os.path.join(path, config_path))
+        return path, commit, content
+    except BaseException:
+        await asyncio.to_thread(shutil.rmtree, path, True)
+        raise
+
+
+def read_text_file(path: str, limit: int = MAX_JSON_BODY) -> str:
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise BadRequest(f"{os.path.basename(path)} is larger than {limit} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest(f"{os.path.basename(path)} is not UTF-8 text") from None
+
+
+def parse_go_duration(text: str, field_name: str) -> float:
+    """A Go duration ("5m", "1h30m", "90s") in seconds."""
+    value = text.strip()
+    parts = DURATION_PART.findall(value)
+    if not value or "".join(number + unit for number, unit in parts) != value:
+        raise BadRequest(f"{field_name} must be a duration such as 5m, 1h or 90s")
+    scale = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+    return sum(float(number) * scale[unit] for number, unit in parts)
+
+
+GIT_AUTO_UPDATE = {"Interval": str, "Webhook": (str, bool), "ForceUpdate": bool, "ForcePullImage": bool,
+                   "WebhookEnv": bool}
+GIT_SOURCE_FIELDS = {"RepositoryReferenceName": str, "RepositoryAuthentication": bool, "RepositoryUsername": str,
+                     "RepositoryPassword": str, "RepositorySSHKey": str, "TLSSkipVerify": bool}
+GIT_STACK_CREATE_FIELDS = {"Name": str, "RepositoryURL": str, "ComposeFile": str, "AdditionalFiles": [str],
+                           "Env": STACK_ENV, "AutoUpdate": GIT_AUTO_UPDATE, "FromAppTemplate": bool,
+                           **GIT_SOURCE_FIELDS}
+SWARM_GIT_STACK_CREATE_FIELDS = {**GIT_STACK_CREATE_FIELDS, "SwarmID": str}
+GIT_STACK_UPDATE_FIELDS = {"AutoUpdate": GIT_AUTO_UPDATE, "Env": STACK_ENV, "Prune": bool, **GIT_SOURCE_FIELDS}
+GIT_STACK_REDEPLOY_FIELDS = {"Env": STACK_ENV, "Prune": bool, "PullImage": bool, "StackName": str,
+                             **GIT_SOURCE_FIELDS}
+
+
+def git_auto_update(app: web.Application, body: dict, previous: dict | None) -> dict | None:
+    """Portainer's AutoUpdate {Interval, Webhook, ForceUpdate, ForcePullImage}, checked. The webhook id is always
+    made here (a random UUID), whatever the client sent: a chosen id could be guessed. WebhookEnv (portainer.py's
+    own) lets a webhook call's query parameters set the values of the stack's existing variables."""
+    raw = body.get("AutoUpdate")
+    if raw is None:
+        return None
+    interval = (raw.get("Interval") or "").strip()
+    if interval:
+        seconds = parse_go_duration(interval, "AutoUpdate.Interval")
+        minimum = app[CONFIG].git_poll_minimum
+        if seconds < minimum:
+            raise BadRequest(f"AutoUpdate.Interval must be at least {minimum:g} s",
+                             "the server's --git-poll-minimum sets the shortest interval")
+    webhook = raw.get("Webhook")
+    keep = (previous or {}).get("Webhook", "")
+    return {"Interval": interval, "Webhook": (keep or str(uuid.uuid4())) if webhook else "",
+            "ForceUpdate": bool(raw.get("ForceUpdate")), "ForcePullImage": bool(raw.get("ForcePullImage")),
+            "WebhookEnv": bool(raw.get("WebhookEnv")), "JobID": str(uuid.uuid4()) if interval else ""}
+
+
+def git_source_from_body(app: web.Application, body: dict, url: str, stack: dict | None = None) -> GitSource:
+    """Where to fetch from: the body's reference and credentials, else the stack's (unsealed for this fetch)."""
+    config = (stack or {}).get("GitConfig") or {}
+    reference = git_reference(body["RepositoryReferenceName"]) if "RepositoryReferenceName" in body \
+        else config.get("ReferenceName", "")
+    source = GitSource(url, reference, tls_skip_verify=body.get("TLSSkipVerify", config.get("TLSSkipVerify", False)))
+    authentication = body.get("RepositoryAuthentication")
+    if authentication is None and stack is not None:  # unchanged: the stack's own credentials
+        source.username = (config.get("Authentication") or {}).get("Username", "")
+        source.password = git_secret(app, stack, "_GitPassword")
+        source.ssh_key = git_secret(app, stack, "_GitSSHKey")
+    elif authentication:
+        source.username = (body.get("RepositoryUsername") or "").strip()
+        source.password = body.get("RepositoryPassword") or ""
+        if not source.password and stack is not None:
+            source.password = git_secret(app, stack, "_GitPassword")
+    if body.get("RepositorySSHKey"):
+        source.ssh_key = body["RepositorySSHKey"]
+    elif stack is not None and authentication is not None:
+        source.ssh_key = git_secret(app, stack, "_GitSSHKey")
+    if source.ssh_key and not source.ssh:
+        raise BadRequest("RepositorySSHKey is for ssh:// and user@host:path URLs")
+    if source.ssh_key and "PRIVATE KEY" not in source.ssh_key:
+        raise BadRequest("RepositorySSHKey must be an OpenSSH private key (-----BEGIN OPENSSH PRIVATE KEY-----)")
+    if authentication and not source.ssh and (not source.username or not source.password):
+        raise BadRequest("RepositoryUsername and RepositoryPassword are required when RepositoryAuthentication "
+                         "is on")
+    return source
+
+
+def git_secret(app: web.Application, stack: dict, key: str) -> str:
+    from cryptography.exceptions import InvalidTag
+    try:
+        return app[GIT_CREDENTIALS].open(stack.get(key, ""))
+    except (InvalidTag, ValueError, IndexError):
+        raise Conflict(f"the git credentials of stack {stack['Name']} cannot be unsealed",
+                       "git.key in the data directory changed; enter them again (POST /api/stacks/{id}/git)") \
+            from None
+
+
+def git_stack_fields(app: web.Application, source: GitSource, config_path: str, commit: str,
+                     auto_update: dict | None, caller: Caller, additional_files: list[str]) -> dict:
+    """What a stack record keeps of its repository: Portainer's GitConfig (never a password), AutoUpdate, and the
+    sealed credentials and deploying user under `_` keys (never shown)."""
+    sealer = app[GIT_CREDENTIALS]
+    return {
+        "GitConfig": {"URL": source.url, "ReferenceName": source.reference, "ConfigFilePath": config_path,
+                      "ConfigHash": commit, "TLSSkipVerify": source.tls_skip_verify,
+                      "Authentication": {"Username": source.username, "Password": "", "GitCredentialID": 0,
+                                         "AuthorizationType": 0} if source.username or source.ssh_key else None},
+        "AutoUpdate": auto_update, "AdditionalFiles": additional_files,
+        "GitCheck": {"Time": now(), "Commit": commit, "Outcome": "deployed", "Message": ""},
+        "_GitPassword": sealer.seal(source.password) if source.password else "",
+        "_GitSSHKey": sealer.seal(source.ssh_key) if source.ssh_key else "",
+        "_GitUserId": caller.id}
+
+
+async def create_git_stack(request: web.Request, stack_type: int) -> web.Response:
+    """Fetch the repository's reference, then deploy the checkout as the stack's project directory through the
+    same create_stack every other create route uses."""
+    fields = SWARM_GIT_STACK_CREATE_FIELDS if stack_type == STACK_SWARM else GIT_STACK_CREATE_FIELDS
+    body = await read_documented_fields(request, fields)
+    stack_endpoint(request)  # refused before anything is fetched for a caller who may not deploy here
+    app = request.app
+    url = git_url(field(body, "RepositoryURL", str))
+    config_path = git_relative_path(body.get("ComposeFile") or GIT_DEFAULT_COMPOSE_PATH, "ComposeFile")
+    additional = [git_relative_path(f, "AdditionalFiles") for f in body.get("AdditionalFiles", [])]
+    if additional:
+        raise BadRequest("AdditionalFiles are not supported yet: put the whole project in ComposeFile")
+    source = git_source_from_body(app, body, url)
+    auto_update = git_auto_update(app, body, None)
+    path, commit, content = await fetch_checkout(app, source, config_path, additional)
+    checkout = GitCheckout(path, commit, config_path, content,
+                           git_stack_fields(app, source, config_path, commit, auto_update, caller_of(request),
+                                            additional))
+    try:
+        stack = await create_stack(request, stack_type, {**body, "StackFileContent": content}, checkout=checkout,
+                                   from_template=bool(body.get("FromAppTemplate")))
+    finally:
+        await asyncio.to_thread(shutil.rmtree, path, True)  # gone already once it became the project directory
+    app[GIT_UPDATES].schedule(stack)
+    return json_response(stack_view(request, stack))
+
+
+async def handle_stack_create_standalone_repository(request: web.Request) -> web.Response:
+    """Deploy a compose stack from a git repository: {Name, RepositoryURL, RepositoryReferenceName, ComposeFile,
+    RepositoryAuthentication, RepositoryUsername, RepositoryPassword, Env, AutoUpdate, TLSSkipVerify}."""
+    return await create_git_stack(request, STACK_COMPOSE)
+
+
+async def handle_stack_create_swarm_repository(request: web.Request) -> web.Response:
+    """Deploy a Swarm stack from a git repository (the standalone fields and SwarmID)."""
+    return await create_git_stack(request, STACK_SWARM)
+
+
+class StackActor:
+    """What the stack checks read of a request, for a redeploy nobody waits on (webhook, poll): the app, and the
+    user the stack deploys as, so the new files are vetted exactly as that user's own request would be."""
+
+    def __init__(self, app: web.Application, caller: Caller):
+        self.app = app
+        self.headers: dict[str, str] = {}
+        self.caller = caller
+
+    def __getitem__(self, key):
+        if key is CALLER_KEY:
+            return self.caller
+        raise KeyError(key)
+
+    def get(self, key, default=None):
+        return self.caller if key is CALLER_KEY else default
+
+
+def git_actor(app: web.Application, stack: dict) -> StackActor:
+    """The user whose rights a background redeploy has: who made the stack or last changed its git settings."""
+    user = app[STORE].users.find(stack.get("_GitUserId", 0))
+    if user is None:
+        raise Forbidden(f"stack {stack['Name']} deploys as a user who no longer exists",
+                        "an administrator saves its git settings again (POST /api/stacks/{id}/git)")
+    return StackActor(app, Caller(user, "git"))
+
+
+async def redeploy_git_stack(actor: web.Request | StackActor, stack: dict, source: GitSource | None = None,
+                             env: list[dict] | None = None, pull: bool = False, prune: bool = False,
+                             fetch: bool = True) -> str:
+    """Fetch the stack's reference (or reuse its files when fetch is False), put the checkout in place of its
+    project directory and bring the stack to it. Whatever fails, the previous directory comes back and the running
+    stack stays as it was. The commit deployed."""
+    app = actor.app
+    stacks: Stacks = app[STACKS]
+    endpoint = app[STORE].endpoints.get(stack["EndpointId"])
+    require_stack_management(actor, endpoint)
+    if not can_access_stack(app[STORE], actor[CALLER_KEY], stack):
+        raise Forbidden(f"access denied to stack {stack['Id']}")
+    config = stack["GitConfig"]
+    source = source or git_source_from_body(app, {}, config["URL"], stack)
+    env = stack["Env"] if env is None else env
+    project_dir = stacks.project_dir(stack["Id"])
+    path = None
+    commit = config["ConfigHash"]
+    if fetch:
+        path, commit, content = await fetch_checkout(app, source, config["ConfigFilePath"], stack["AdditionalFiles"])
+    try:
+        async with stacks.lock(stack["Id"]):
+            previous = None
+            if path is not None:
+                previous = await asyncio.to_thread(GitCheckout(path, commit, "", "", {}).install, project_dir, env)
+            else:
+                content = await asyncio.to_thread(stacks.read_file, stack)
+            try:
+                deployment = stacks.deployment(stack["Type"], endpoint["Id"], stack["Name"], content, env,
+                                               project_dir, stack["EntryPoint"])
+                await apply_caller_rules(actor, endpoint, deployment, stack)
+                await deployment.up(pull=pull, prune=prune)
+            except BaseException:
+                if path is not None:
+                    await asyncio.to_thread(GitCheckout.restore, project_dir, previous)
+                raise
+            if previous:
+                await asyncio.to_thread(shutil.rmtree, previous, True)
+            caller = actor[CALLER_KEY]
+            config.update({"ConfigHash": commit, "ReferenceName": source.reference,
+                           "TLSSkipVerify": source.tls_skip_verify})
+            stack.update({"Env": env, "Status": STACK_ACTIVE, "UpdateDate": now(),
+                          "UpdatedBy": caller.user["Username"] if caller else "",
+                          "GitCheck": {"Time": now(), "Commit": commit, "Outcome": "deployed", "Message": ""}})
+            await app[STORE].commit()
+    finally:
+        if path is not None:
+            await asyncio.to_thread(shutil.rmtree, path, True)
+    return commit
+
+
+def git_stack_for_caller(request: web.Request) -> tuple[dict, dict]:
+    stack, endpoint = managed_stack(request)
+    if not stack.get("GitConfig"):
+        raise BadRequest(f"stack {stack['Id']} is not deployed from a git repository")
+    return stack, endpoint
+
+
+def remember_git_source(app: web.Application, stack: dict, source: GitSource, caller: Caller) -> None:
+    """Keep the reference and credentials a successful fetch used (sealed), and who the stack now deploys as."""
+    sealer = app[GIT_CREDENTIALS]
+    config = stack["GitConfig"]
+    config["ReferenceName"], config["TLSSkipVerify"] = source.reference, source.tls_skip_verify
+    config["Authentication"] = {"Username": source.username, "Password": "", "GitCredentialID": 0,
+                                "AuthorizationType": 0} if source.username or source.ssh_key else None
+    stack["_GitPassword"] = sealer.seal(source.password) if source.password else ""
+    stack["_GitSSHKey"] = sealer.seal(source.ssh_key) if source.ssh_key else ""
+    stack["_GitUserId"] = caller.id
+
+
+async def handle_stack_git_update(request: web.Request) -> web.Response:
+    """Change a git stack's reference, credentials, auto-update and env (POST /api/stacks/{id}/git): the new
+    settings are tried with `git ls-remote` before they are kept; nothing is redeployed."""
+    stack, _ = git_stack_for_caller(request)
+    body = await read_documented_fields(request, GIT_STACK_UPDATE_FIELDS)
+    app, caller = request.app, caller_of(request)
+    source = git_source_from_body(app, body, stack["GitConfig"]["URL"], stack)
+    await app[GIT].remote_commit(source)
+    auto_update = git_auto_update(app, body, stack.get("AutoUpdate")) if "AutoUpdate" in body \
+        else stack.get("AutoUpdate")
+    remember_git_source(app, stack, source, caller)
+    stack["AutoUpdate"] = auto_update
+    if "Env" in body:
+        stack["Env"] = stack_env(body)
+    stack.update({"UpdateDate": now(), "UpdatedBy": caller.user["Username"]})
+    await app[STORE].commit()
+    app[GIT_UPDATES].schedule(stack)
+    return json_response(stack_view(request, stack))
+
+
+async def handle_stack_git_redeploy(request: web.Request) -> web.Response:
+    """Pull and redeploy (PUT /api/stacks/{id}/git/redeploy {RepositoryReferenceName, RepositoryAuthentication,
+    RepositoryUsername, RepositoryPassword, Env, Prune, PullImage}): fetch the reference, deploy it."""
+    stack, _ = git_stack_for_caller(request)
+    body = await read_documented_fields(request, GIT_STACK_REDEPLOY_FIELDS)
+    app = request.app
+    source = git_source_from_body(app, body, stack["GitConfig"]["URL"], stack)
+    env = stack_env(body) if "Env" in body else None
+    await redeploy_git_stack(request, stack, source, env, pull=bool(body.get("PullImage")),
+                             prune=bool(body.get("Prune")))
+    remember_git_source(app, stack, source, caller_of(request))
+    await app[STORE].commit()
+    return json_response(stack_view(request, stack))
+
+
+class WebhookGuesses:
+    """Wrong webhook ids per client address: a burst, then one more every few seconds, then a clear 429."""
+
+    MAX_ADDRESSES = 10000
+
+    def __init__(self, burst: int = WEBHOOK_GUESSES, refill: float = WEBHOOK_GUESS_REFILL):
+        self.burst, self.refill = burst, refill
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def _tokens(self, address: str) -> float:
+        tokens, stamp = self._buckets.get(address, (self.burst, time.monotonic()))
+        return min(self.burst, tokens + (time.monotonic() - stamp) / self.refill)
+
+    def check(self, address: str) -> None:
+        if self._tokens(address) < 1:
+            error = TooManyRequests(f"too many unknown webhook ids from {address}; try again in "
+                                    f"{int(self.refill) + 1} s")
+            error.retry_after = int(self.refill) + 1
+            raise error
+
+    def missed(self, address: str) -> None:
+        self._buckets[address] = (self._tokens(address) - 1, time.monotonic())
+        while len(self._buckets) > self.MAX_ADDRESSES:
+            self._buckets.pop(next(iter(self._buckets)))
+
+
+@public
+async def handle_stack_webhook(request: web.Request) -> web.Response:
+    """Fetch and redeploy the stack whose webhook this is (POST /api/stacks/webhooks/{webhookID}); ?pullImage=true
+    pulls images again. The id is the only credential; a wrong one is a 404, and many are a 429."""
+    app, address = request.app, client_address(request)
+    app[WEBHOOK_GUESSES].check(address)
+    token = request.match_info["webhook"]
+    stack = None
+    for candidate in app[STORE].stacks:
+        hook = (candidate.get("AutoUpdate") or {}).get("Webhook") or ""
+        if hook and hmac.compare_digest(hook.encode(), token.encode()):
+            stack = candidate
+    if stack is None or not stack.get("GitConfig"):
+        app[WEBHOOK_GUESSES].missed(address)
+        raise NotFound("Unable to find a stack with this webhook")
+    env = None
+    extra = {k: v for k, v in request.query.items() if k != "pullImage"}
+    if extra:
+        if not stack["AutoUpdate"].get("WebhookEnv"):
+            raise BadRequest("this stack's webhook takes no variables", "its AutoUpdate.WebhookEnv is off")
+        known = {e["name"] for e in stack["Env"]}
+        unknown = sorted(set(extra) - known)
+        if unknown:
+            raise BadRequest(f"the stack has no variable {unknown[0][:64]!r}",
+                             "a webhook sets only variables the stack already has")
+        env = [{"name": e["name"], "value": extra.get(e["name"], e["value"])} for e in stack["Env"]]
+    pull = request.query.get("pullImage", "").lower() in ("1", "true") or stack["AutoUpdate"].get("ForcePullImage")
+    await git_update(app, stack, "webhook", env=env, pull=bool(pull), force=True)
+    return web.Response(status=204)
+
+
+async def git_update(app: web.Application, stack: dict, trigger: str, env: list[dict] | None = None,
+                     pull: bool = False, force: bool = False) -> str:
+    """One check of a git stack (by webhook or poll): redeploy when the remote commit changed, when forced (a
+    webhook), or when ForceUpdate is on and the containers drifted from the file. The outcome goes to the stack's
+    GitCheck and the activity log; a failure leaves the running stack as it was, and is raised."""
+    auto = stack.get("AutoUpdate") or {}
+    outcome, message, commit = "unchanged", "", stack["GitConfig"]["ConfigHash"]
+    try:
+        actor = git_actor(app, stack)
+        source = git_source_from_body(app, {}, stack["GitConfig"]["URL"], stack)
+        if force or await app[GIT].remote_commit(source) != commit:
+            commit = await redeploy_git_stack(actor, stack, source, env, pull=pull or auto.get("ForcePullImage"))
+            outcome = "deployed"
+        elif auto.get("ForceUpdate") and await git_stack_drifted(app, stack):
+            await redeploy_git_stack(actor, stack, source, pull=pull, fetch=False)
+            outcome, message = "deployed", "the containers had drifted from the file"
+    except ApiError as exc:
+        outcome, message = "failed", exc.message
+        raise
+    finally:
+        if app[STORE].stacks.find(stack["Id"]) is stack:
+            stack["GitCheck"] = {"Time": now(), "Commit": commit, "Outcome": outcome, "Message": message,
+                                 "Trigger": trigger}
+            if outcome != "unchanged":
+                app[ACTIVITY].record({
+                    "kind": "activity", "userId": None, "username": f"git {trigger}",
+                    "endpointId": stack["EndpointId"], "context": stack["Name"], "method": trigger.upper(),
+                    "path": f"/api/stacks/{stack['Id']}/git/redeploy",
+                    "action": f"{trigger}: stack {stack['Name']} {outcome} {commit[:12]} {message}".strip(),
+                    "query": "", "status": 200 if outcome == "deployed" else 400, "origin": "portainer.py"})
+            with contextlib.suppress(ApiError):
+                await app[STORE].commit()
+    return commit
+
+
+async def git_stack_drifted(app: web.Application, stack: dict) -> bool:
+    """Whether a compose stack's containers no longer match its file (removed, stopped, changed by hand)."""
+    if stack["Type"] != STACK_COMPOSE:
+        return False
+    stacks: Stacks = app[STACKS]
+    content = await asyncio.to_thread(stacks.read_file, stack)
+    deployment = stacks.deployment(stack["Type"], stack["EndpointId"], stack["Name"], content, stack["Env"],
+                                   stacks.project_dir(stack["Id"]), stack["EntryPoint"])
+    containers = await deployment.project_containers()
+    for name, service in deployment.compose.services.items():
+        mine = [c for c in containers if c["Labels"].get(LABEL_SERVICE) == name]
+        if len(mine) != service["replicas"] or any(
+                c["Labels"].get(LABEL_HASH) != deployment.compose.config_hash(name) or c["State"] != "running"
+                for c in mine):
+            return True
+    return False
+
+
+class GitUpdates:
+    """Polls each git stack with an AutoUpdate.Interval: one check at a time per stack, each interval jittered by
+    up to a tenth so that stacks made together do not all ask their servers at the same moment."""
+
+    TICK = 0.5
+
+    def __init__(self, app: web.Application):
+        self.app = app
+        self.due: dict[int, float] = {}
+        self.running: dict[int, asyncio.Task] = {}
+
+    @staticmethod
+    def interval(stack: dict) -> float:
+        raw = (stack.get("AutoUpdate") or {}).get("Interval") or ""
+        try:
+            return parse_go_duration(raw, "Interval") if raw and stack.get("GitConfig") else 0.0
+        except BadRequest:
+            return 0.0
+
+    def schedule(self, stack: dict, first: bool = False) -> None:
+        seconds = self.interval(stack)
+        if seconds <= 0:
+            self.due.pop(stack["Id"], None)
+            return
+        delay = random.uniform(0, seconds) if first else seconds * random.uniform(0.9, 1.1)
+        self.due[stack["Id"]] = time.monotonic() + delay
+
+    async def run(self) -> None:
+        for stack in self.app[STORE].stacks:
+            self.schedule(stack, first=True)
+        while True:
+            await asyncio.sleep(self.TICK)
+            moment = time.monotonic()
+            for stack_id, when in list(self.due.items()):
+                if when > moment or stack_id in self.running:
+                    continue
+                stack = self.app[STORE].stacks.find(stack_id)
+                if stack is None or self.interval(stack) <= 0:
+                    self.due.pop(stack_id, None)
+                    continue
+                self.schedule(stack)
+                task = self.running[stack_id] = asyncio.ensure_future(self.poll(stack))
+                task.add_done_callback(lambda _, stack_id=stack_id: self.running.pop(stack_id, None))
+
+    async def poll(self, stack: dict) -> None:
+        try:
+            await git_update(self.app, stack, "poll")
+        except ApiError as exc:
+            log.info("auto-update of stack %s: %s", stack["Name"], exc.message)
+        except (OSError, aiohttp.ClientError) as exc:
+            log.warning("auto-update of stack %s failed: %s", stack["Name"], exc)
+
+    async def stop(self) -> None:
+        for task in list(self.running.values()):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def git_updates_lifecycle(app: web.Application):
+    """The git stacks' polling runs for the server's lifetime."""
+    task = asyncio.ensure_future(app[GIT_UPDATES].run())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await app[GIT_UPDATES].stop()
 
 
 # ================================================================================================================
@@ -11476,6 +12259,11 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("POST", "/api/stacks/create/standalone/file", handle_stack_create_standalone_file),
     ("POST", "/api/stacks/create/swarm/string", handle_stack_create_swarm_string),
     ("POST", "/api/stacks/create/swarm/file", handle_stack_create_swarm_file),
+    ("POST", "/api/stacks/create/standalone/repository", handle_stack_create_standalone_repository),
+    ("POST", "/api/stacks/create/swarm/repository", handle_stack_create_swarm_repository),
+    ("POST", "/api/stacks/webhooks/{webhook}", handle_stack_webhook),
+    ("POST", "/api/stacks/{id}/git", handle_stack_git_update),
+    ("PUT", "/api/stacks/{id}/git/redeploy", handle_stack_git_redeploy),
     ("POST", "/api/stacks", handle_stack_create_legacy),
     ("GET", "/api/stacks", handle_stacks_list),
     ("GET", "/api/stacks/outside", handle_stacks_outside),
@@ -11599,6 +12387,9 @@ REQUEST_FIELDS: dict[str, dict] = {
     "handle_stack_create_swarm_string": SWARM_STACK_CREATE_FIELDS,
     "handle_stack_create_legacy": SWARM_STACK_CREATE_FIELDS,
     "handle_stack_update": STACK_UPDATE_FIELDS, "handle_stack_adopt": STACK_CREATE_FIELDS,
+    "handle_stack_create_standalone_repository": GIT_STACK_CREATE_FIELDS,
+    "handle_stack_create_swarm_repository": SWARM_GIT_STACK_CREATE_FIELDS,
+    "handle_stack_git_update": GIT_STACK_UPDATE_FIELDS, "handle_stack_git_redeploy": GIT_STACK_REDEPLOY_FIELDS,
     "handle_edge_stack_create": EDGE_STACK_CREATE_FIELDS, "handle_template_deploy": STACK_DEPLOY_FIELDS,
     "handle_custom_template_create": CUSTOM_TEMPLATE_BODY_FIELDS,
     "handle_custom_template_update": CUSTOM_TEMPLATE_BODY_FIELDS, "handle_custom_template_deploy": STACK_DEPLOY_FIELDS,
@@ -11740,7 +12531,8 @@ async def audit_and_analytics_lifecycle(app: web.Application):
 def register_startup_and_shutdown(app: web.Application, kinds: list[EnvironmentKind]) -> None:
     """Everything that runs for the server's lifetime, in one place. The cleanup_ctx generators start in this order
     and stop in the reverse one, so the store (server_lifecycle) is drained and released last."""
-    for lifecycle in (server_lifecycle, audit_and_analytics_lifecycle, *(kind.lifecycle for kind in kinds)):
+    for lifecycle in (server_lifecycle, audit_and_analytics_lifecycle, git_updates_lifecycle,
+                      *(kind.lifecycle for kind in kinds)):
         app.cleanup_ctx.append(lifecycle)
 
     async def tell_long_lived_connections_to_go(app: web.Application) -> None:
@@ -11770,11 +12562,16 @@ def make_app(config: argparse.Namespace) -> web.Application:
     app[REGISTRIES] = Registries(store, load_or_create_secret(store.directory, "registry.key"))
     app[IMAGE_UPDATES] = ImageUpdates(app[ENVIRONMENTS], app[REGISTRIES])
     app[STACKS] = Stacks(store, app[ENVIRONMENTS], store.directory)
+    app[GIT] = Git(store.directory, config.git_ca_file)
+    app[GIT_CREDENTIALS] = GitCredentials(store.directory)
+    app[GIT_UPDATES] = GitUpdates(app)
+    app[WEBHOOK_GUESSES] = WebhookGuesses()
     app[ACTIVITY] = ActivityLog(store.directory,
                                 lambda: int(current_settings(store)["ActivityLogRetentionDays"]))
     app[ANALYTICS_STATE] = {}
     environments.kinds.update({kind_type: kind(app) for kind_type, kind in ENVIRONMENT_KINDS.items()})
     app[AFTER_RESTORE] = [lambda restored: restored[REGISTRIES].reload(),
+                          lambda restored: restored[GIT_CREDENTIALS].reload(),
                           lambda restored: restored[IMAGE_UPDATES].forget(),
                           *(lambda restored, kind=kind: kind.after_restore() for kind in environments.kinds.values())]
     for method, path, handler in ROUTES:

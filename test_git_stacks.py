@@ -1,0 +1,383 @@
+"""Stacks from git, as a team doing GitOps uses them: a real git server (nginx, fcgiwrap and `git http-backend`,
+with basic auth, over HTTP and over HTTPS with a CA this test makes), a compose project pushed to it, the stack
+created from it, redeployed by webhook, by polling and by hand, and every kind of failure leaving the running
+stack as it was."""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import signal
+import subprocess
+import textwrap
+import time
+
+import pytest
+import requests
+
+from conftest import BUSYBOX, SLOT, TEST_LABEL, free_port, start_server, wait_until
+
+PREFIX = f"ptpy{SLOT}git"
+GIT_USER, GIT_PASSWORD = "gituser", "git-pass-7f3a9c"
+MEASURED: dict[str, float] = {}
+
+
+def compose_project(revision: str) -> str:
+    return textwrap.dedent(f"""\
+        services:
+          app:
+            image: {BUSYBOX}
+            command: ["sh", "-c", "cat /data/kept 2>/dev/null; echo $$REVISION > /data/revision; exec sleep 3600"]
+            environment:
+              REVISION: "{revision}"
+              GREETING: ${{GREETING:-hello}}
+            volumes:
+              - data:/data
+            stop_grace_period: 1s
+            labels: {{"{TEST_LABEL}": "1"}}
+        volumes:
+          data:
+            labels: {{"{TEST_LABEL}": "1"}}
+        """)
+
+
+def make_ca_and_server_certificate(directory: str) -> tuple[str, str, str]:
+    """A CA of the test's own, and a certificate it signs for 127.0.0.1: (ca.pem, cert.pem, key.pem)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    import ipaddress
+
+    def write(name: str, data: bytes) -> str:
+        path = os.path.join(directory, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    start = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=5)
+    end = start + datetime.timedelta(days=2)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "portainer.py test git CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(start).not_valid_after(end)
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    return (write("ca.pem", ca.public_bytes(serialization.Encoding.PEM)),
+            write("cert.pem", cert.public_bytes(serialization.Encoding.PEM)),
+            write("key.pem", key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption())))
+
+
+def kill_pidfile(path: str) -> None:
+    try:
+        with open(path) as f:
+            os.kill(int(f.read().strip()), signal.SIGTERM)
+    except (OSError, ValueError):
+        pass
+
+
+class GitServer:
+    """nginx + fcgiwrap + git http-backend on 127.0.0.1, basic auth, one bare repository `app.git`, and a
+    working clone the test commits and pushes from."""
+
+    def __init__(self, root: str):
+        self.root = root
+        self.http_port, self.https_port = free_port(), free_port()
+        self.processes: list[subprocess.Popen] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/app.git"
+
+    @property
+    def https_url(self) -> str:
+        return f"https://127.0.0.1:{self.https_port}/app.git"
+
+    def start(self) -> None:
+        r = self.root
+        shutil.rmtree(r, ignore_errors=True)
+        os.makedirs(os.path.join(r, "repos"))
+        os.makedirs(os.path.join(r, "tmp"))
+        subprocess.run(["git", "init", "-q", "--bare", "-b", "main", f"{r}/repos/app.git"], check=True)
+        subprocess.run(["git", "-C", f"{r}/repos/app.git", "config", "http.receivepack", "true"], check=True)
+        subprocess.run(["htpasswd", "-bc", f"{r}/htpasswd", GIT_USER, GIT_PASSWORD], check=True, capture_output=True)
+        self.ca, cert, key = make_ca_and_server_certificate(r)
+        socket = f"{r}/fcgi.sock"
+        self.processes.append(subprocess.Popen(["fcgiwrap", "-s", f"unix:{socket}"]))
+        wait_until(lambda: os.path.exists(socket), timeout=10, message="fcgiwrap's socket")
+        os.chmod(socket, 0o777)
+        location = textwrap.dedent(f"""\
+            location / {{
+              auth_basic "git"; auth_basic_user_file {r}/htpasswd; client_max_body_size 0;
+              fastcgi_pass unix:{socket}; include /etc/nginx/fastcgi_params;
+              fastcgi_param SCRIPT_FILENAME /usr/lib/git-core/git-http-backend;
+              fastcgi_param GIT_PROJECT_ROOT {r}/repos; fastcgi_param GIT_HTTP_EXPORT_ALL "";
+              fastcgi_param PATH_INFO $uri; fastcgi_param REMOTE_USER $remote_user;
+            }}""")
+        with open(f"{r}/nginx.conf", "w") as f:
+            f.write(textwrap.dedent(f"""\
+                daemon off; user root root; pid {r}/nginx.pid; error_log {r}/nginx-error.log; worker_processes 1;
+                events {{ worker_connections 64; }}
+                http {{
+                  access_log {r}/nginx-access.log;
+                  client_body_temp_path {r}/tmp/body; fastcgi_temp_path {r}/tmp/fastcgi;
+                  proxy_temp_path {r}/tmp/proxy; uwsgi_temp_path {r}/tmp/uwsgi; scgi_temp_path {r}/tmp/scgi;
+                  server {{ listen 127.0.0.1:{self.http_port}; {location} }}
+                  server {{ listen 127.0.0.1:{self.https_port} ssl; ssl_certificate {cert};
+                           ssl_certificate_key {key}; {location} }}
+                }}
+                """))
+        self.processes.append(subprocess.Popen(["nginx", "-c", f"{r}/nginx.conf", "-e", f"{r}/nginx-error.log"]))
+        wait_until(lambda: requests.get(self.url + "/info/refs?service=git-upload-pack", timeout=2,
+                                        auth=(GIT_USER, GIT_PASSWORD)).status_code == 200,
+                   timeout=15, message="the git server to answer")
+        work = self.work = f"{r}/work"
+        subprocess.run(["git", "init", "-q", "-b", "main", work], check=True)
+        for key, value in (("user.name", "Dev"), ("user.email", "dev@example.org")):
+            self.git("config", key, value)
+        self.git("remote", "add", "origin",
+                 f"http://{GIT_USER}:{GIT_PASSWORD}@127.0.0.1:{self.http_port}/app.git")
+
+    def git(self, *args: str) -> str:
+        return subprocess.run(["git", "-C", self.work, *args], check=True, capture_output=True,
+                              text=True).stdout.strip()
+
+    def push(self, files: dict[str, str | None], message: str, branch: str = "main") -> str:
+        """Commit these files (None removes one) and push; the new commit's id."""
+        for name, content in files.items():
+            path = os.path.join(self.work, name)
+            if content is None:
+                self.git("rm", "-q", name)
+                continue
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w") as f:
+                f.write(content)
+            self.git("add", name)
+        self.git("commit", "-q", "-m", message)
+        self.git("push", "-q", "origin", f"HEAD:{branch}")
+        return self.git("rev-parse", "HEAD")
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        kill_pidfile(f"{self.root}/nginx.pid")
+
+
+@pytest.fixture(scope="module")
+def git_server(tmp_path_factory):
+    server = GitServer(str(tmp_path_factory.mktemp("gitserver") / "root"))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def srv(engine, git_server, tmp_path_factory):
+    """A server that trusts the test's CA for git over HTTPS and allows a polling interval down to 1 s."""
+    server = start_server(str(tmp_path_factory.mktemp("gitsrv") / "data"), "--git-ca-file", git_server.ca,
+                          "--git-poll-minimum", "1")
+    yield server
+    for stack in server.api("GET", "/api/stacks").json():
+        server.api("DELETE", f"/api/stacks/{stack['Id']}?endpointId={stack['EndpointId']}")
+    server.stop()
+
+
+def container_of(engine, project: str):
+    found = engine.containers.list(all=True, filters={"label": f"com.docker.compose.project={project}"})
+    assert len(found) == 1, found
+    return found[0]
+
+
+def create_git_stack(srv, name: str, url: str, **extra) -> requests.Response:
+    body = {"Name": name, "RepositoryURL": url, "RepositoryReferenceName": "refs/heads/main",
+            "ComposeFile": "deploy/docker-compose.yml", "RepositoryAuthentication": True,
+            "RepositoryUsername": GIT_USER, "RepositoryPassword": GIT_PASSWORD, **extra}
+    return srv.api("POST", "/api/stacks/create/standalone/repository?endpointId=1", json=body)
+
+
+def test_a_stack_from_git_redeploys_on_webhook_and_on_poll_keeping_its_volume_data(srv, git_server, engine):
+    first = git_server.push({"deploy/docker-compose.yml": compose_project("1"), "README": "app\n"}, "first")
+    name = f"{PREFIX}-app"
+    r = create_git_stack(srv, name, git_server.url, Env=[{"name": "GREETING", "value": "hi"}],
+                         AutoUpdate={"Webhook": "client-chosen-id", "ForcePullImage": False})
+    assert r.status_code == 200, r.text
+    stack = r.json()
+    config = stack["GitConfig"]
+    assert config["URL"] == git_server.url and config["ReferenceName"] == "refs/heads/main"
+    assert config["ConfigFilePath"] == "deploy/docker-compose.yml" and config["ConfigHash"] == first
+    assert config["Authentication"]["Username"] == GIT_USER and config["Authentication"]["Password"] == ""
+    webhook = stack["AutoUpdate"]["Webhook"]
+    assert webhook != "client-chosen-id" and len(webhook) == 36  # made by the server, a random UUID
+    assert GIT_PASSWORD not in r.text
+    container = container_of(engine, name)
+    env = container.attrs["Config"]["Env"]
+    assert "REVISION=1" in env and "GREETING=hi" in env
+    assert srv.api("GET", f"/api/stacks/{stack['Id']}/file").json()["StackFileContent"] == compose_project("1")
+    assert container.exec_run(["sh", "-c", "echo precious > /data/kept"]).exit_code == 0
+
+    # A push, then the webhook: the new commit runs, the named volume's data is still there.
+    second = git_server.push({"deploy/docker-compose.yml": compose_project("2")}, "second")
+    started = time.monotonic()
+    r = requests.post(f"{srv.url}/api/stacks/webhooks/{webhook}", timeout=120)
+    MEASURED["webhook"] = time.monotonic() - started
+    assert r.status_code == 204, r.text
+    stack = srv.api("GET", f"/api/stacks/{stack['Id']}").json()
+    assert stack["GitConfig"]["ConfigHash"] == second and stack["GitCheck"]["Outcome"] == "deployed"
+    container = container_of(engine, name)
+    assert "REVISION=2" in container.attrs["Config"]["Env"]
+    assert container.exec_run(["cat", "/data/kept"]).output.decode().strip() == "precious"
+
+    # Polling every 2 s: a push is picked up within the interval (plus the redeploy).
+    r = srv.api("POST", f"/api/stacks/{stack['Id']}/git?endpointId=1",
+                json={"AutoUpdate": {"Interval": "2s", "Webhook": True}})
+    assert r.status_code == 200, r.text
+    assert r.json()["AutoUpdate"]["Webhook"] == webhook  # the webhook URL stays the same
+    third = git_server.push({"deploy/docker-compose.yml": compose_project("3")}, "third")
+    started = time.monotonic()
+    wait_until(lambda: srv.api("GET", f"/api/stacks/{stack['Id']}").json()["GitConfig"]["ConfigHash"] == third,
+               timeout=30, interval=0.1, message="the poll to deploy the third commit")
+    MEASURED["poll"] = time.monotonic() - started
+    assert "REVISION=3" in container_of(engine, name).attrs["Config"]["Env"]
+    assert container_of(engine, name).exec_run(["cat", "/data/kept"]).output.decode().strip() == "precious"
+    stack = srv.api("GET", f"/api/stacks/{stack['Id']}").json()
+    assert stack["GitCheck"]["Trigger"] == "poll" and stack["GitCheck"]["Time"] > 0
+    def activity_text() -> str:
+        with open(os.path.join(srv.data, "activity.jsonl"), errors="replace") as f:
+            return f.read()
+    wait_until(lambda: f"poll: stack {name} deployed {third[:12]}" in activity_text(), timeout=10,
+               message="the poll's redeploy in the activity log")
+
+    # A poll with nothing new changes nothing: the container is the same one.
+    running_id = container_of(engine, name).id
+    time.sleep(3)
+    assert container_of(engine, name).id == running_id
+
+    # Force update: a container removed by hand comes back at the next poll, though the commit did not change.
+    srv.api("POST", f"/api/stacks/{stack['Id']}/git?endpointId=1",
+            json={"AutoUpdate": {"Interval": "2s", "Webhook": True, "ForceUpdate": True}})
+    container_of(engine, name).remove(force=True)
+    wait_until(lambda: len(engine.containers.list(filters={"label": f"com.docker.compose.project={name}"})) == 1,
+               timeout=30, message="the poll to bring the removed container back")
+    r = srv.api("POST", f"/api/stacks/{stack['Id']}/git?endpointId=1",
+                json={"AutoUpdate": {"Interval": "", "Webhook": True}})
+    assert r.status_code == 200 and r.json()["AutoUpdate"]["Interval"] == ""
+
+    # Secrets stay secret: not in the store, the log or the activity log; the webhook id not in the activity log.
+    data = srv.data
+    for file_name in ("portainer.json", "activity.jsonl"):
+        with open(os.path.join(data, file_name), errors="replace") as f:
+            text = f.read()
+        assert GIT_PASSWORD not in text, file_name
+    with open(os.path.join(data, "activity.jsonl")) as f:
+        assert webhook not in f.read()
+    assert GIT_PASSWORD not in srv.log()
+
+
+def test_failed_fetches_give_a_clear_4xx_and_leave_the_running_stack_as_it_was(srv, git_server, engine):
+    commit = git_server.push({"deploy/docker-compose.yml": compose_project("10")}, "ten")
+    name = f"{PREFIX}-failures"
+    r = create_git_stack(srv, name, git_server.url)
+    assert r.status_code == 200, r.text
+    stack = r.json()
+    running = container_of(engine, name).id
+    path = f"/api/stacks/{stack['Id']}/git/redeploy?endpointId=1"
+
+    def still_running_as_before():
+        after = srv.api("GET", f"/api/stacks/{stack['Id']}").json()
+        assert after["GitConfig"]["ConfigHash"] == commit
+        assert container_of(engine, name).id == running and container_of(engine, name).status == "running"
+        assert srv.api("GET", f"/api/stacks/{stack['Id']}/file").json()["StackFileContent"] == \
+            compose_project("10")
+
+    git_server.push({"deploy/docker-compose.yml": compose_project("11")}, "eleven")
+    r = srv.api("PUT", path, json={"RepositoryAuthentication": True, "RepositoryUsername": GIT_USER,
+                                   "RepositoryPassword": "wrong password"})
+    assert r.status_code == 400 and "refused the credentials" in r.json()["message"], r.text
+    assert "wrong password" not in r.text
+    still_running_as_before()
+
+    r = srv.api("PUT", path, json={"RepositoryReferenceName": "refs/heads/no-such-branch"})
+    assert r.status_code == 400 and "not found" in r.json()["message"], r.text
+    still_running_as_before()
+
+    git_server.push({"deploy/docker-compose.yml": None, "elsewhere.yml": compose_project("12")}, "moved")
+    r = srv.api("PUT", path, json={})
+    assert r.status_code == 400 and "deploy/docker-compose.yml" in r.json()["message"], r.text
+    still_running_as_before()
+
+    broken = git_server.push({"deploy/docker-compose.yml": "services:\n  app:\n    image: [unclosed\n"}, "broken")
+    r = srv.api("PUT", path, json={})
+    assert r.status_code == 400 and "docker-compose.yml" in r.json()["message"], r.text
+    still_running_as_before()
+    assert broken
+
+    # An unreachable server, a missing compose path on create: 400, and no stack is left behind.
+    closed = f"http://127.0.0.1:{free_port()}/app.git"
+    r = create_git_stack(srv, f"{PREFIX}-unreachable", closed)
+    assert r.status_code == 400 and "could not be reached" in r.json()["message"], r.text
+    r = create_git_stack(srv, f"{PREFIX}-nopath", git_server.url, ComposeFile="missing.yml")
+    assert r.status_code == 400 and "missing.yml" in r.json()["message"], r.text
+    names = [s["Name"] for s in srv.api("GET", "/api/stacks").json()]
+    assert f"{PREFIX}-unreachable" not in names and f"{PREFIX}-nopath" not in names
+    # A URL holding a password, a local path or another transport are refused before git runs.
+    for url in (f"http://{GIT_USER}:{GIT_PASSWORD}@127.0.0.1:{git_server.http_port}/app.git",
+                "/etc", "file:///etc", "ext::sh -c touch% /tmp/pwned"):
+        r = create_git_stack(srv, f"{PREFIX}-badurl", url)
+        assert r.status_code == 400, (url, r.text)
+        assert GIT_PASSWORD not in r.text
+
+    git_server.push({"deploy/docker-compose.yml": compose_project("13")}, "fixed")
+    r = srv.api("PUT", path, json={"PullImage": False})
+    assert r.status_code == 200, r.text
+    assert "REVISION=13" in container_of(engine, name).attrs["Config"]["Env"]
+
+
+def test_a_stack_from_git_over_https_with_the_servers_ca(srv, git_server, engine):
+    git_server.push({"deploy/docker-compose.yml": compose_project("20")}, "twenty")
+    name = f"{PREFIX}-https"
+    r = create_git_stack(srv, name, git_server.https_url)
+    assert r.status_code == 200, r.text
+    assert "REVISION=20" in container_of(engine, name).attrs["Config"]["Env"]
+    assert srv.api("DELETE", f"/api/stacks/{r.json()['Id']}?endpointId=1").status_code == 204
+
+
+def test_a_wrong_webhook_id_is_a_404_and_guessing_is_rate_limited(srv):
+    answers = [requests.post(f"{srv.url}/api/stacks/webhooks/{i:08d}-0000-4000-8000-000000000000", timeout=10)
+               .status_code for i in range(14)]
+    assert answers[0] == 404 and answers[-1] == 429, answers
+
+
+def test_standard_user_git_stack_is_vetted_like_any_other_stack(srv, git_server):
+    password = "a long enough password"
+    user = srv.api("POST", "/api/users", json={"Username": f"{PREFIX}dev", "Password": password, "Role": 2}).json()
+    assert srv.api("PUT", "/api/endpoints/1", json={
+        "UserAccessPolicies": {str(user["Id"]): {"RoleId": 0}}}).status_code == 200
+    token = srv.login(f"{PREFIX}dev", password)
+    privileged = compose_project("30").replace("    stop_grace_period", "    cap_add: [SYS_ADMIN]\n    stop_grace_period")
+    git_server.push({"deploy/docker-compose.yml": privileged}, "privileged")
+    body = {"Name": f"{PREFIX}-vetted", "RepositoryURL": git_server.url, "ComposeFile": "deploy/docker-compose.yml",
+            "RepositoryAuthentication": True, "RepositoryUsername": GIT_USER, "RepositoryPassword": GIT_PASSWORD}
+    r = srv.api("POST", "/api/stacks/create/standalone/repository?endpointId=1", token=token, json=body)
+    assert r.status_code == 403, r.text
+    assert f"{PREFIX}-vetted" not in [s["Name"] for s in srv.api("GET", "/api/stacks").json()]
+
+
+def test_report_push_to_redeploy_times():
+    if MEASURED:
+        print("\npush to redeploy: " + json.dumps({k: round(v, 2) for k, v in MEASURED.items()}))
