@@ -7460,8 +7460,10 @@ async def redeploy_git_stack(actor: web.Request | StackActor, stack: dict, sourc
     project_dir = stacks.project_dir(stack["Id"])
     path = None
     commit = config["ConfigHash"]
+    started = time.monotonic()
     if fetch:
         path, commit, content = await fetch_checkout(app, source, config["ConfigFilePath"], stack["AdditionalFiles"])
+    fetched = time.monotonic()
     try:
         async with stacks.lock(stack["Id"]):
             previous = None
@@ -7480,6 +7482,8 @@ async def redeploy_git_stack(actor: web.Request | StackActor, stack: dict, sourc
                 raise
             if previous:
                 await asyncio.to_thread(shutil.rmtree, previous, True)
+            log.info("stack %s: commit %s fetched in %.2f s, deployed in %.2f s", stack["Name"], commit[:12],
+                     fetched - started, time.monotonic() - fetched)
             caller = actor[CALLER_KEY]
             config.update({"ConfigHash": commit, "ReferenceName": source.reference,
                            "TLSSkipVerify": source.tls_skip_verify})
@@ -11007,6 +11011,122 @@ export async function registryChoice(envId, select) {
   };
 }
 """,  # noqa: E501
+    'pages/stack-git.js': r"""// Pages: stacks from a git repository (the create form), and the git card on a stack's page (repository, deployed
+// commit, last check, "Pull and redeploy", the webhook URL, auto-update settings).
+import {api} from '../api.js';
+import {$} from '../dom.js';
+import {constants} from '../constants.js';
+import {onSubmit, toast} from '../feedback.js';
+import {esc} from '../format.js';
+import {render} from '../shell.js';
+
+function envList(text) {
+  return text.split('\n').map(l => l.trim()).filter(l => l && !l.startsWith('#'))
+    .map(l => { const i = l.indexOf('='); return i < 0 ? {name: l, value: ''} : {name: l.slice(0, i), value: l.slice(i + 1)}; });
+}
+const lines = text => text.split('\n').map(l => l.trim()).filter(Boolean);
+// POST <origin>/api/stacks/webhooks/<id> fetches the repository and redeploys the stack.
+export const stackWebhookUrl = id => `${location.origin}/api/stacks/webhooks/${id}`;
+
+// Auto-update fields, shared by the create form and the stack's git card: {Interval, Webhook, ForceUpdate, ForcePullImage}.
+function autoUpdateFields(auto) {
+  auto = auto || {};
+  return `<fieldset><legend>Automatic updates</legend>
+    <label for="git-interval">Poll the repository every (a duration such as 5m or 1h; empty: no polling)</label>
+    <input id="git-interval" name="Interval" placeholder="5m" value="${esc(auto.Interval || '')}">
+    <label class="check"><input type="checkbox" id="git-webhook" name="Webhook" ${auto.Webhook ? 'checked' : ''}> Webhook: a secret URL that redeploys the stack when called</label>
+    <label class="check"><input type="checkbox" id="git-webhook-env" name="WebhookEnv" ${auto.WebhookEnv ? 'checked' : ''}> The webhook's query parameters may set the stack's variables</label>
+    <label class="check"><input type="checkbox" id="git-force" name="ForceUpdate" ${auto.ForceUpdate ? 'checked' : ''}> Redeploy when the containers drifted from the file, even without a new commit</label>
+    <label class="check"><input type="checkbox" id="git-pull" name="ForcePullImage" ${auto.ForcePullImage ? 'checked' : ''}> Pull images again at each update</label></fieldset>`;
+}
+function autoUpdateOf(data) {
+  return {Interval: (data.get('Interval') || '').trim(), Webhook: data.get('Webhook') === 'on', WebhookEnv: data.get('WebhookEnv') === 'on',
+    ForceUpdate: data.get('ForceUpdate') === 'on', ForcePullImage: data.get('ForcePullImage') === 'on'};
+}
+function credentialFields(config) {
+  const auth = config && config.Authentication;
+  return `<label class="check"><input type="checkbox" id="git-auth" name="RepositoryAuthentication" ${auth ? 'checked' : ''}> Authentication</label>
+    <div class="row"><div><label for="git-user">Username</label><input id="git-user" name="RepositoryUsername" autocomplete="off" value="${esc(auth ? auth.Username : '')}"></div>
+    <div><label for="git-password">Password or token${config ? ' (empty: keep the saved one)' : ''}</label><input id="git-password" name="RepositoryPassword" type="password" autocomplete="new-password"></div></div>
+    <label for="git-key">SSH deploy key (for ssh:// or user@host:path URLs; private key, OpenSSH format)</label>
+    <textarea id="git-key" name="RepositorySSHKey" rows="3" spellcheck="false" placeholder="-----BEGIN OPENSSH PRIVATE KEY-----"></textarea>
+    <label class="check"><input type="checkbox" id="git-tls" name="TLSSkipVerify" ${config && config.TLSSkipVerify ? 'checked' : ''}> Skip TLS verification</label>`;
+}
+function credentialsOf(data) {
+  const body = {RepositoryAuthentication: data.get('RepositoryAuthentication') === 'on', TLSSkipVerify: data.get('TLSSkipVerify') === 'on'};
+  if (body.RepositoryAuthentication) { body.RepositoryUsername = data.get('RepositoryUsername').trim(); body.RepositoryPassword = data.get('RepositoryPassword'); }
+  if (data.get('RepositorySSHKey').trim()) body.RepositorySSHKey = data.get('RepositorySSHKey');
+  return body;
+}
+
+export async function pageStackFromGit() {
+  const eps = await api('GET', '/api/endpoints');
+  render('Stack from git', `<div class="card"><h2>New stack from a git repository</h2><form id="git-stack">
+    <label for="git-name">Name</label><input id="git-name" name="Name" required pattern="[a-z0-9][a-z0-9_\\-]*">
+    <div class="row"><div><label for="git-ep">Environment</label><select id="git-ep" name="EndpointID">${eps.map(e => `<option value="${e.Id}">${esc(e.Name)}</option>`).join('')}</select></div>
+    <div><label for="git-type">Type</label><select id="git-type" name="Type"><option value="${constants.StackTypes.Compose}">Compose (standalone)</option><option value="${constants.StackTypes.Swarm}">Swarm</option></select></div></div>
+    <label for="git-url">Repository URL</label><input id="git-url" name="RepositoryURL" required placeholder="https://git.example.com/team/app.git">
+    <div class="row"><div><label for="git-ref">Reference</label><input id="git-ref" name="RepositoryReferenceName" value="refs/heads/main"></div>
+    <div><label for="git-path">Compose path</label><input id="git-path" name="ComposeFile" value="docker-compose.yml"></div></div>
+    <label for="git-extra">Additional files (one path a line, merged over the compose file in order)</label><textarea id="git-extra" name="AdditionalFiles" rows="2"></textarea>
+    ${credentialFields(null)}
+    ${autoUpdateFields(null)}
+    <label for="git-env">Environment variables (NAME=value, one a line)</label><textarea id="git-env" name="Env" rows="4"></textarea>
+    <div class="error" role="alert"></div>
+    <div class="toolbar"><button class="primary" type="submit">Deploy the stack</button></div></form></div>`);
+  onSubmit($('#git-stack'), async data => {
+    const kind = +data.get('Type') === constants.StackTypes.Swarm ? 'swarm' : 'standalone';
+    const body = {Name: data.get('Name').trim(), RepositoryURL: data.get('RepositoryURL').trim(),
+      RepositoryReferenceName: data.get('RepositoryReferenceName').trim(), ComposeFile: data.get('ComposeFile').trim(),
+      AdditionalFiles: lines(data.get('AdditionalFiles')), Env: envList(data.get('Env')), ...credentialsOf(data)};
+    const auto = autoUpdateOf(data);
+    if (auto.Interval || auto.Webhook) body.AutoUpdate = auto;
+    const made = await api('POST', `/api/stacks/create/${kind}/repository?endpointId=${data.get('EndpointID')}`, body);
+    location.hash = `#/stacks/${made.Id}`;
+  });
+}
+
+const when = seconds => seconds ? new Date(seconds * 1000).toLocaleString() : 'never';
+// The card a git stack's page shows above its (read-only) compose file.
+export function gitStackCard(stack) {
+  const config = stack.GitConfig, check = stack.GitCheck || {}, auto = stack.AutoUpdate || {};
+  return `<div class="card" id="git-card"><h3>Git repository</h3>
+    <table><tr><th>Repository</th><td><code id="git-repo">${esc(config.URL)}</code></td></tr>
+    <tr><th>Reference</th><td><code>${esc(config.ReferenceName || 'HEAD')}</code></td></tr>
+    <tr><th>Compose path</th><td><code>${esc(config.ConfigFilePath)}</code>${(stack.AdditionalFiles || []).map(f => ` + <code>${esc(f)}</code>`).join('')}</td></tr>
+    <tr><th>Deployed commit</th><td><code id="git-commit" title="${esc(config.ConfigHash)}">${esc((config.ConfigHash || '').slice(0, 12))}</code></td></tr>
+    <tr><th>Last checked</th><td id="git-checked">${esc(when(check.Time))}${check.Outcome ? ` <span class="badge ${check.Outcome === 'failed' ? 'exited' : 'running'}">${esc(check.Outcome)}</span>` : ''}
+      ${check.Trigger ? `<span class="muted">by ${esc(check.Trigger)}</span>` : ''} ${check.Message ? `<span class="muted">${esc(check.Message)}</span>` : ''}</td></tr>
+    ${auto.Webhook ? `<tr><th>Webhook</th><td><code class="small webhook-url" id="git-webhook-url">${esc(stackWebhookUrl(auto.Webhook))}</code>
+      <button type="button" class="small" id="git-webhook-copy" aria-label="Copy the webhook URL">Copy</button></td></tr>` : ''}</table>
+    <form id="git-redeploy"><div class="row"><div><label for="git-redeploy-ref">Reference</label><input id="git-redeploy-ref" name="RepositoryReferenceName" value="${esc(config.ReferenceName)}"></div></div>
+      <label class="check"><input type="checkbox" name="PullImage"> Pull images again</label>
+      <label class="check"><input type="checkbox" name="Prune"> Remove services no longer in the file</label>
+      <div class="error" role="alert"></div><button class="primary" type="submit">Pull and redeploy</button></form>
+    <form id="git-settings"><h3>Git settings</h3>${credentialFields(config)}${autoUpdateFields(auto)}
+      <div class="error" role="alert"></div><button type="submit">Save the git settings</button></form></div>`;
+}
+export function bindGitStackCard(stack, reload) {
+  const copy = $('#git-webhook-copy');
+  if (copy) copy.onclick = async () => {
+    try { await navigator.clipboard.writeText($('#git-webhook-url').textContent); copy.textContent = 'Copied'; }
+    catch (err) { const range = document.createRange(); range.selectNodeContents($('#git-webhook-url'));
+      getSelection().removeAllRanges(); getSelection().addRange(range); copy.textContent = 'Selected: press Ctrl+C'; }
+  };
+  const query = `?endpointId=${stack.EndpointId}`;
+  onSubmit($('#git-redeploy'), async data => {
+    const body = {RepositoryReferenceName: data.get('RepositoryReferenceName').trim(), PullImage: data.get('PullImage') === 'on', Prune: data.get('Prune') === 'on'};
+    const env = $('#env'); if (env) body.Env = envList(env.value); // the variables as edited above
+    const deployed = await api('PUT', `/api/stacks/${stack.Id}/git/redeploy${query}`, body);
+    toast(`Deployed commit ${deployed.GitConfig.ConfigHash.slice(0, 12)}`); await reload();
+  });
+  onSubmit($('#git-settings'), async data => {
+    const body = {...credentialsOf(data), AutoUpdate: autoUpdateOf(data)};
+    if (body.RepositoryAuthentication && !body.RepositoryPassword) delete body.RepositoryPassword; // keep the saved one
+    await api('POST', `/api/stacks/${stack.Id}/git${query}`, body); toast('Git settings saved'); await reload();
+  });
+}
+""",  # noqa: E501
     'pages/stacks.js': r"""// Pages: stacks (list, ones made outside portainer.py to adopt) and the stack editor.
 import {api, request} from '../api.js';
 import {constants} from '../constants.js';
@@ -11015,6 +11135,7 @@ import {esc} from '../format.js';
 import {stackImageUpdates} from '../image-updates.js';
 import {isAdmin, session} from '../session.js';
 import {render} from '../shell.js';
+import {bindGitStackCard, gitStackCard} from './stack-git.js';
 import {demuxLogs} from '../streams.js';
 import {bindEditor} from '../widgets.js';
 
@@ -11034,7 +11155,7 @@ export async function pageStacks() {
     try { outside.push(...await api('GET', `/api/stacks/outside?endpointId=${ep.Id}`)); } catch (e) { /* no stack rights there */ }
   }
   render('Stacks', `<div class="toolbar"><h2 class="flat">Stacks</h2><span class="spacer"></span>
-    ${isAdmin() ? '<a href="#/edge/stacks">Edge stacks</a>' : ''}<a href="#/stacks/new"><button class="primary">Add stack</button></a></div>
+    ${isAdmin() ? '<a href="#/edge/stacks">Edge stacks</a>' : ''}<a href="#/stacks/new/git"><button>Add stack from git</button></a><a href="#/stacks/new"><button class="primary">Add stack</button></a></div>
     <div class="card"><table><thead><tr><th>Name</th><th>Type</th><th>Environment</th><th>State</th><th>Owner/Access</th><th>Created</th></tr></thead><tbody>
     ${stacks.map(s => `<tr><td><a href="#/stacks/${s.Id}">${esc(s.Name)}</a></td><td>${esc(constants.StackTypeNames[s.Type])}</td>
       <td>${esc(epName(s.EndpointId))}</td><td class="${s.Status === constants.StackStatus.Active ? 'running' : 'exited'}">${s.Status === constants.StackStatus.Active ? 'active' : 'inactive'}</td>
@@ -11062,16 +11183,18 @@ export async function pageStackEditor(id, adopt) {
       ${adopt ? '' : `<label for="ty">Type</label><select id="ty"><option value="${constants.StackTypes.Compose}">Compose (standalone)</option><option value="${constants.StackTypes.Swarm}">Swarm</option></select>
       <label for="upload">Upload a compose file (instead of the text below)</label><input id="upload" type="file" name="file" accept=".yml,.yaml,application/yaml,text/yaml">`}`}
     <label for="content">Compose file</label><div class="editor"><div class="gutter" id="gutter" aria-hidden="true"></div>
-    <textarea id="content" rows="22" spellcheck="false">${esc(content)}</textarea></div>
+    <textarea id="content" rows="22" spellcheck="false" ${stack && stack.GitConfig ? 'readonly aria-describedby="git-note"' : ''}>${esc(content)}</textarea></div>
+    ${stack && stack.GitConfig ? '<p class="muted" id="git-note">This file comes from the git repository below: push a change there, then pull and redeploy.</p>' : ''}
     ${stack ? `<p>Owner/Access: <b id="stack-access">${esc(stackAccess(rc, users, teams))}</b></p>` : ''}
     ${stack && stack.Env === null ? '<p class="muted">Its environment variables are shown only to those who may manage this stack.</p>' :
     `<label for="env">Environment variables (NAME=value, one a line)</label><textarea id="env" rows="4">${esc(envText(stack && stack.Env))}</textarea>`}
     ${stack ? `<label><input type="checkbox" id="prune" class="tick"> Remove services no longer in the file</label>
       <label><input type="checkbox" id="pull" class="tick"> Pull images again</label>` : ''}
     <div class="error" role="alert" id="err"></div>
-    <div class="toolbar"><button class="primary" type="submit">${stack ? 'Update the stack' : adopt ? 'Adopt' : 'Deploy the stack'}</button>
+    <div class="toolbar">${stack && stack.GitConfig ? '' : `<button class="primary" type="submit">${stack ? 'Update the stack' : adopt ? 'Adopt' : 'Deploy the stack'}</button>`}
     ${stack ? `<button type="button" data-act="${stack.Status === constants.StackStatus.Active ? 'stop' : 'start'}">${stack.Status === constants.StackStatus.Active ? 'Stop' : 'Start'}</button>
       <button type="button" class="danger" data-act="remove">Remove</button>` : ''}</div></form></div>
+    ${stack && stack.GitConfig ? gitStackCard(stack) : ''}
     ${stack ? `<div class="card"><h3>Services</h3><div id="stack-updates"></div><table><tr><th>Service</th><th>Image</th><th>Containers</th></tr>
       ${services.map(s => `<tr><td>${esc(s.Name)}</td><td>${esc(s.Image)}</td><td>${s.Containers.map(c => `<span class="badge ${esc(c.State)}">${esc(c.Name)}: ${esc(c.State)}</span>` +
         (stack.Type === constants.StackTypes.Compose ? ` <button type="button" data-logs="${esc(c.Id)}">logs</button>` : '')).join(' ') || '<span class="muted">none</span>'}</td></tr>`).join('')}</table>
@@ -11103,6 +11226,7 @@ export async function pageStackEditor(id, adopt) {
       toast('Access saved'); pageStackEditor(stack.Id); } catch (err) { formError(acl, err); } };
   const redraw = bindEditor(() => badLine);
   if (stack) stackImageUpdates(stack, () => pageStackEditor(stack.Id));
+  if (stack && stack.GitConfig) bindGitStackCard(stack, () => pageStackEditor(stack.Id));
   const f = document.getElementById('f'), err = document.getElementById('err');
   const fail = e => { err.textContent = e.message; const m = /line (\d+)/.exec(e.message); badLine = m ? +m[1] : 0; redraw(); };
   f.onsubmit = async e => { e.preventDefault(); err.textContent = ''; badLine = 0; redraw();
@@ -11490,6 +11614,7 @@ import {pageGroup, pageGroups} from './pages/groups.js';
 import {pageImages} from './pages/images.js';
 import {pageNetworks} from './pages/networks.js';
 import {pageRegistries, pageRegistryBrowse} from './pages/registries.js';
+import {pageStackFromGit} from './pages/stack-git.js';
 import {pageStackEditor, pageStacks} from './pages/stacks.js';
 import {pageSwarm} from './pages/swarm.js';
 import {pageTeam, pageTeams} from './pages/teams.js';
@@ -11535,6 +11660,7 @@ const UI_ROUTES = [
   ['account', pageAccount],
   ['stacks', pageStacks],
   ['stacks/new', () => pageStackEditor(null)],
+  ['stacks/new/git', pageStackFromGit],
   ['stacks/(\\d+)', id => pageStackEditor(id)],
   ['stacks/adopt/(\\d+)/(.+)', (ep, name) => pageStackEditor(null, {ep, name: decodeURIComponent(name)})],
   ['templates', pageTemplates],

@@ -16,11 +16,14 @@ import time
 import pytest
 import requests
 
+import test_ui
 from conftest import BUSYBOX, SLOT, TEST_LABEL, free_port, start_server, wait_until
 
 PREFIX = f"ptpy{SLOT}git"
 GIT_USER, GIT_PASSWORD = "gituser", "git-pass-7f3a9c"
 MEASURED: dict[str, float] = {}
+browser = test_ui.browser  # test_ui's browser and tab fixtures, shared rather than copied
+open_page = test_ui.open_page
 
 
 def compose_project(revision: str) -> str:
@@ -376,6 +379,46 @@ def test_standard_user_git_stack_is_vetted_like_any_other_stack(srv, git_server)
     r = srv.api("POST", "/api/stacks/create/standalone/repository?endpointId=1", token=token, json=body)
     assert r.status_code == 403, r.text
     assert f"{PREFIX}-vetted" not in [s["Name"] for s in srv.api("GET", "/api/stacks").json()]
+
+
+@pytest.mark.browser
+def test_a_user_deploys_a_stack_from_git_in_the_ui_copies_its_webhook_and_pulls_a_new_commit(
+        srv, git_server, engine, open_page):
+    first = git_server.push({"deploy/docker-compose.yml": compose_project("40")}, "forty")
+    tab = open_page()
+    page = tab.page
+    test_ui.log_in(page, srv)
+    page.goto(srv.url + "/#/stacks")
+    page.get_by_role("button", name="Add stack from git").click()
+    form = page.locator("#git-stack")
+    name = f"{PREFIX}-ui"
+    form.get_by_label("Name", exact=True).fill(name)
+    form.get_by_label("Repository URL").fill(git_server.url)
+    form.get_by_label("Compose path").fill("deploy/docker-compose.yml")
+    form.get_by_label("Authentication", exact=True).check()
+    form.get_by_label("Username", exact=True).fill(GIT_USER)
+    form.get_by_label("Password or token").fill(GIT_PASSWORD)
+    form.get_by_label("Webhook: a secret URL").check()
+    form.get_by_label("Environment variables").fill("GREETING=from-the-ui")
+    form.get_by_role("button", name="Deploy the stack").click()
+    card = page.locator("#git-card")
+    card.wait_for(timeout=60000)
+    assert card.locator("#git-commit").inner_text() == first[:12]
+    assert card.locator("#git-repo").inner_text() == git_server.url
+    stack = next(s for s in srv.api("GET", "/api/stacks").json() if s["Name"] == name)
+    webhook_url = card.locator("#git-webhook-url").inner_text()
+    assert webhook_url == f"{srv.url}/api/stacks/webhooks/{stack['AutoUpdate']['Webhook']}"
+    card.get_by_role("button", name="Copy the webhook URL").click()
+    page.wait_for_function("() => /Copied|Selected/.test(document.querySelector('#git-webhook-copy').textContent)")
+    assert "GREETING=from-the-ui" in container_of(engine, name).attrs["Config"]["Env"]
+    assert page.locator("#content").get_attribute("readonly") is not None
+
+    second = git_server.push({"deploy/docker-compose.yml": compose_project("41")}, "forty-one")
+    card.get_by_role("button", name="Pull and redeploy").click()
+    page.wait_for_function(f"() => document.querySelector('#git-commit') && "
+                           f"document.querySelector('#git-commit').textContent === '{second[:12]}'", timeout=60000)
+    assert "REVISION=41" in container_of(engine, name).attrs["Config"]["Env"]
+    assert not tab.console_errors, tab.console_errors
 
 
 def test_report_push_to_redeploy_times():

@@ -16,6 +16,7 @@ import {pageGroup, pageGroups} from './pages/groups.js';
 import {pageImages} from './pages/images.js';
 import {pageNetworks} from './pages/networks.js';
 import {pageRegistries, pageRegistryBrowse} from './pages/registries.js';
+import {pageStackFromGit} from './pages/stack-git.js';
 import {pageStackEditor, pageStacks} from './pages/stacks.js';
 import {pageSwarm} from './pages/swarm.js';
 import {pageTeam, pageTeams} from './pages/teams.js';
@@ -61,6 +62,7 @@ const UI_ROUTES = [
   ['account', pageAccount],
   ['stacks', pageStacks],
   ['stacks/new', () => pageStackEditor(null)],
+  ['stacks/new/git', pageStackFromGit],
   ['stacks/(\\d+)', id => pageStackEditor(id)],
   ['stacks/adopt/(\\d+)/(.+)', (ep, name) => pageStackEditor(null, {ep, name: decodeURIComponent(name)})],
   ['templates', pageTemplates],
