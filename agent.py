@@ -39,10 +39,13 @@ import ssl
 import stat
 import struct
 import sys
+import tarfile
 import tempfile
 import time
 import urllib.parse
 import uuid
+import zipfile
+import zlib
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 
 import aiohttp
@@ -597,6 +600,241 @@ def der_fingerprint(der: bytes) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Project files: a stack's compose project (its compose files and the files beside them), unpacked safely; the
+# server unpacks uploaded archives with this, and agents unpack the projects the server sends them
+# ----------------------------------------------------------------------------------------------------------------
+
+PROJECT_ARCHIVE_MAX_BYTES = 64 * 1024 * 1024  # the archive as sent
+PROJECT_MAX_BYTES = 256 * 1024 * 1024  # every file unpacked, together
+PROJECT_MAX_FILES = 10_000
+PROJECTS_PATH = "/projects/{name}"
+PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,127}$")
+
+
+class ArchiveRefused(ValueError):
+    """A project archive that would write outside its directory, hold what a project cannot, or too much."""
+
+
+def archive_kind(head: bytes) -> str | None:
+    """"gzip", "zip" or "tar" from a file's first 512 bytes; None for anything else (a plain compose file)."""
+    if head[:2] == b"\x1f\x8b":
+        return "gzip"
+    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        return "zip"
+    if len(head) >= 262 and head[257:262] == b"ustar":
+        return "tar"
+    return None
+
+
+def project_member_path(name: str) -> str:
+    """A member's path inside the project, refused when absolute, climbing out with '..', or not plain text."""
+    if "\x00" in name or "\\" in name:
+        raise ArchiveRefused(f"{name!r}: a path may not hold NUL or backslashes")
+    if name.startswith("/") or re.match(r"^[a-zA-Z]:", name):
+        raise ArchiveRefused(f"{name!r}: absolute paths are not allowed in a project archive")
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise ArchiveRefused(f"{name!r}: '..' is not allowed in a project archive")
+    return "/".join(parts)
+
+
+class ProjectUnpacker:
+    """Writes one archive's members under `root` (a new, empty directory), checking each against the caps and
+    the directory's bounds: every parent is resolved before a write, files are opened without following links."""
+
+    def __init__(self, root: str, max_bytes: int = PROJECT_MAX_BYTES, max_files: int = PROJECT_MAX_FILES):
+        self.root = os.path.realpath(root)
+        self.max_bytes, self.max_files = max_bytes, max_files
+        self.written = 0
+        self.members = 0
+        self.files: set[str] = set()
+
+    def inside(self, path: str) -> bool:
+        return path == self.root or path.startswith(self.root + os.sep)
+
+    def target(self, relative: str) -> str:
+        self.members += 1
+        if self.members > self.max_files:
+            raise ArchiveRefused(f"the archive holds more than {self.max_files} entries")
+        path = os.path.join(self.root, *relative.split("/"))
+        parent = os.path.realpath(os.path.dirname(path))
+        if not self.inside(parent):
+            raise ArchiveRefused(f"{relative!r} would be written through a link that leaves the project")
+        os.makedirs(parent, exist_ok=True)
+        return os.path.join(parent, os.path.basename(path))
+
+    def directory(self, relative: str) -> None:
+        if not relative:
+            return
+        path = self.target(relative)
+        if os.path.islink(path):
+            raise ArchiveRefused(f"{relative!r} is a link and a directory")
+        os.makedirs(path, exist_ok=True)
+
+    def file(self, relative: str, source, mode: int = 0o644) -> None:
+        if not relative:
+            raise ArchiveRefused("an archive entry has no name")
+        path = self.target(relative)
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.islink(path) or os.path.isdir(path):
+                raise ArchiveRefused(f"{relative!r} is in the archive twice")
+            os.unlink(path)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            while chunk := source.read(STREAM_CHUNK):
+                self.written += len(chunk)
+                if self.written > self.max_bytes:
+                    raise ArchiveRefused(f"the archive unpacks to more than {self.max_bytes // (1024 * 1024)} MiB")
+                f.write(chunk)
+        os.chmod(path, 0o755 if mode & 0o111 else 0o644)  # no set-id bits, no private modes the engine can't read
+        self.files.add(relative)
+
+    def symlink(self, relative: str, link_target: str) -> None:
+        if not link_target or link_target.startswith("/") or "\x00" in link_target:
+            raise ArchiveRefused(f"{relative!r} links to {link_target!r}, outside the project")
+        resolved = os.path.normpath(os.path.join(os.path.dirname(relative), link_target))
+        if resolved == ".." or resolved.startswith("../"):
+            raise ArchiveRefused(f"{relative!r} links to {link_target!r}, outside the project")
+        os.symlink(link_target, self.target(relative))
+
+    def hardlink(self, relative: str, link_target: str) -> None:
+        """A hard link becomes a copy of the project file it names: never a link to a file elsewhere."""
+        source = project_member_path(link_target)
+        if source not in self.files:
+            raise ArchiveRefused(f"{relative!r} is a hard link to {link_target!r}, which is not a file of the project")
+        with open(os.path.join(self.root, *source.split("/")), "rb") as f:
+            self.file(relative, f)
+
+    def finish(self) -> None:
+        """Every link, followed to its end once all are written, must still land inside the project."""
+        for directory, names, files in os.walk(self.root):
+            for name in names + files:
+                path = os.path.join(directory, name)
+                if os.path.islink(path) and not self.inside(os.path.realpath(path)):
+                    raise ArchiveRefused(f"{os.path.relpath(path, self.root)!r} links outside the project")
+
+
+def unpack_project_archive(source, destination: str, max_bytes: int = PROJECT_MAX_BYTES,
+                           max_files: int = PROJECT_MAX_FILES) -> None:
+    """Unpack a .tar, .tar.gz or .zip (a seekable binary file) into `destination`, a new empty directory. Refuses
+    (ArchiveRefused) absolute paths, '..', links leaving it, devices and other special files, and more than the
+    caps; the caller removes `destination` then."""
+    source.seek(0)
+    kind = archive_kind(source.read(512))
+    source.seek(0)
+    unpacker = ProjectUnpacker(destination, max_bytes, max_files)
+    try:
+        if kind == "zip":
+            with zipfile.ZipFile(source) as archive:
+                for info in archive.infolist():
+                    relative = project_member_path(info.filename)
+                    mode = info.external_attr >> 16
+                    if info.is_dir():
+                        unpacker.directory(relative)
+                    elif stat.S_ISLNK(mode):
+                        with archive.open(info) as f:
+                            unpacker.symlink(relative, f.read(4096).decode("utf-8", "replace"))
+                    elif stat.S_IFMT(mode) not in (0, stat.S_IFREG):  # many zip tools store no file type
+                        raise ArchiveRefused(f"{info.filename!r} is not a file, a directory or a link")
+                    else:
+                        with archive.open(info) as f:
+                            unpacker.file(relative, f, mode)
+        elif kind in ("tar", "gzip"):
+            with tarfile.open(fileobj=source, mode="r:*") as archive:
+                for member in archive:
+                    relative = project_member_path(member.name)
+                    if member.isdir():
+                        unpacker.directory(relative)
+                    elif member.issym():
+                        unpacker.symlink(relative, member.linkname)
+                    elif member.islnk():
+                        unpacker.hardlink(relative, member.linkname)
+                    elif member.isreg():
+                        unpacker.file(relative, archive.extractfile(member), member.mode)
+                    else:
+                        raise ArchiveRefused(f"{member.name!r} is a device, a pipe or another special file")
+        else:
+            raise ArchiveRefused("not a .tar, .tar.gz or .zip archive")
+        unpacker.finish()
+    except (tarfile.TarError, zipfile.BadZipFile, zlib.error, EOFError, UnicodeError) as exc:
+        raise ArchiveRefused(f"the archive cannot be read: {exc}") from None
+
+
+def pack_project(directory: str, target) -> None:
+    """The project directory as a tar (files, directories and links as they are) into the binary file `target`."""
+    with tarfile.open(fileobj=target, mode="w") as archive:
+        for name in sorted(os.listdir(directory)):
+            archive.add(os.path.join(directory, name), arcname=name, recursive=True)
+
+
+class ProjectFiles:
+    """The projects directory of an agent's host: one directory per compose project, written whole from a tar the
+    server sends (unpacked beside it, then swapped in), so binds and secrets of that project resolve on this host."""
+
+    def __init__(self, directory: str):
+        self.directory = os.path.abspath(directory)
+
+    def path(self, name: str) -> str:
+        if not PROJECT_NAME.match(name):
+            raise AgentRequestError(400, f"invalid project name {name!r}")
+        return os.path.join(self.directory, name)
+
+    async def handle_put(self, request: web.Request) -> web.Response:
+        """PUT /projects/{name}: the body is the project as a tar; it replaces whatever the project had."""
+        final = self.path(request.match_info["name"])
+        os.makedirs(self.directory, mode=0o755, exist_ok=True)
+        incoming = tempfile.mkdtemp(prefix=".incoming-", dir=self.directory)
+        try:
+            with tempfile.TemporaryFile(dir=self.directory) as spool:
+                size = 0
+                while chunk := await request.content.read(STREAM_CHUNK):
+                    size += len(chunk)
+                    if size > PROJECT_MAX_BYTES:
+                        raise AgentRequestError(400, f"a project is at most {PROJECT_MAX_BYTES // (1024 * 1024)} MiB")
+                    spool.write(chunk)
+                try:
+                    await asyncio.to_thread(unpack_project_archive, spool, incoming)
+                except ArchiveRefused as exc:
+                    raise AgentRequestError(400, f"project refused: {exc}") from None
+            os.chmod(incoming, 0o755)
+            old = None
+            if os.path.lexists(final):
+                old = tempfile.mkdtemp(prefix=".replaced-", dir=self.directory)
+                os.rename(final, os.path.join(old, "project"))
+            os.rename(incoming, final)
+            incoming = ""
+            if old:
+                await asyncio.to_thread(shutil.rmtree, old, True)
+        finally:
+            if incoming:
+                await asyncio.to_thread(shutil.rmtree, incoming, True)
+        return web.json_response({"Path": final})
+
+    async def handle_get(self, request: web.Request) -> web.Response:
+        """GET /projects/{name}: where the project's files are (or will be) on this host."""
+        final = self.path(request.match_info["name"])
+        return web.json_response({"Path": final, "Exists": os.path.isdir(final)})
+
+    async def handle_delete(self, request: web.Request) -> web.Response:
+        final = self.path(request.match_info["name"])
+        if os.path.lexists(final):
+            await asyncio.to_thread(shutil.rmtree, final)
+        return web.Response(status=204)
+
+    def add_routes(self, app: web.Application, check: Callable[[web.Request], None]) -> None:
+        """The three routes, each passing `check` (the agent's signature check) first."""
+        for method, handler in (("PUT", self.handle_put), ("GET", self.handle_get), ("DELETE", self.handle_delete)):
+            async def checked(request: web.Request, handler=handler) -> web.StreamResponse:
+                check(request)
+                return await handler(request)
+            app.router.add_route(method, PROJECTS_PATH, checked)
+
+
+def default_projects_directory(data: str) -> str:
+    return os.path.join(data, "projects") if data else "/var/lib/portainer-agent/projects"
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Request signatures: the server signs every request to an agent; the agent checks freshness, replay and pairing
 # ----------------------------------------------------------------------------------------------------------------
 
@@ -771,6 +1009,11 @@ def build_agent_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=env("AGENT_DATA", ""),
                    help="state directory: keeps the certificate and the paired server's key across restarts "
                         "[AGENT_DATA]; without it nothing is written to disk")
+    p.add_argument("--projects-dir", default=env("AGENT_PROJECTS_DIR", ""),
+                   help="where the files of the stacks deployed here are kept (compose files, configs, build "
+                        "contexts); relative binds resolve there, so when the agent runs in a container this path "
+                        "must be mounted at the same path [AGENT_PROJECTS_DIR] (<data>/projects, or "
+                        "/var/lib/portainer-agent/projects without --data)")
     return p
 
 
@@ -1000,6 +1243,7 @@ class Agent:
         self.verifier = RequestVerifier(config.secret, pin_path)
         self.cluster = Cluster(self) if config.cluster_addr else None
         self.certificate_fingerprint = ""
+        self.projects = ProjectFiles(config.projects_dir or default_projects_directory(config.data))
 
     async def _open_docker(self) -> HttpConnection:
         return HttpConnection(*await open_docker_stream(self.config.docker_host))
@@ -1269,6 +1513,8 @@ def make_agent_app(agent: Agent) -> web.Application:
     app.router.add_route("GET", "/ping", agent.handle_ping)
     app.router.add_route("GET", NODE_INFO_PATH, agent.handle_node_info)
     app.router.add_route("GET", LOCATE_PATH, agent.handle_locate)
+    agent.projects.add_routes(app, lambda request: agent.verifier.verify(request.method, request.raw_path,
+                                                                         request.headers))
     app.router.add_route("*", "/{path:.*}", agent.handle)
 
     async def lifecycle(app: web.Application):
@@ -1383,6 +1629,7 @@ class TunnelStream:
     def __init__(self, tunnel: "Tunnel", stream_id: int):
         self.tunnel = tunnel
         self.id = stream_id
+        self.target = "docker"  # what the opening side asked to reach (docker, or projects on an edge agent)
         self.closed = False
         self.close_reason = ""
         self._inbound = bytearray()
@@ -1660,6 +1907,7 @@ class Tunnel:
                     self.send_soon(TUNNEL_CLOSE, stream_id, b"too many streams")
                     return
                 stream = self.streams[stream_id] = TunnelStream(self, stream_id)
+                stream.target = payload.decode(errors="replace") or "docker"
                 task = asyncio.ensure_future(self._serve_stream(stream))
                 _BACKGROUND_TASKS.add(task)
                 task.add_done_callback(_BACKGROUND_TASKS.discard)
@@ -1703,17 +1951,20 @@ class EdgeSettings:
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
     connect_timeout: float = 10.0
+    projects_dir: str = default_projects_directory("")
 
     @classmethod
     def from_environment(cls, env=os.environ) -> "EdgeSettings":
-        """EDGE_KEY, EDGE_ID, DOCKER_HOST, EDGE_HEARTBEAT, EDGE_BACKOFF_INITIAL, EDGE_BACKOFF_MAX."""
+        """EDGE_KEY, EDGE_ID, DOCKER_HOST, EDGE_HEARTBEAT, EDGE_BACKOFF_INITIAL, EDGE_BACKOFF_MAX,
+        AGENT_PROJECTS_DIR (where the stacks' project files are kept; default /var/lib/portainer-agent/projects)."""
         if not env.get("EDGE_KEY") or not env.get("EDGE_ID"):
             raise ValueError("edge mode needs EDGE_KEY (from the server) and EDGE_ID (e.g. $(cat /etc/machine-id))")
         return cls(EdgeKey.decode(env["EDGE_KEY"]), env["EDGE_ID"].strip(),
                    env.get("DOCKER_HOST") or cls.docker_url,
                    float(env.get("EDGE_HEARTBEAT", cls.heartbeat)),
                    float(env.get("EDGE_BACKOFF_INITIAL", cls.backoff_initial)),
-                   float(env.get("EDGE_BACKOFF_MAX", cls.backoff_max)))
+                   float(env.get("EDGE_BACKOFF_MAX", cls.backoff_max)),
+                   projects_dir=env.get("AGENT_PROJECTS_DIR") or cls.projects_dir)
 
 
 def reconnect_delay(attempt: int, initial: float, cap: float) -> float:
@@ -1737,8 +1988,31 @@ async def _pipe_engine_to_stream(reader: asyncio.StreamReader, stream: TunnelStr
     await stream.drain()
 
 
-async def serve_edge_stream(stream: TunnelStream, docker_url: str) -> None:
-    """Connect one tunnel stream to the local engine and pipe raw bytes both ways until both ends are done."""
+@contextlib.asynccontextmanager
+async def serve_edge_projects(projects_dir: str):
+    """The project-file routes of an edge agent, on a unix socket in a private directory: the tunnel (authenticated
+    both ways) is their only way in, so they check no signature. Yields the socket's URL."""
+    socket_dir = tempfile.mkdtemp(prefix="portainer-edge-")
+    os.chmod(socket_dir, 0o700)
+    app = web.Application(middlewares=[agent_error_middleware])
+    ProjectFiles(projects_dir).add_routes(app, lambda request: None)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    path = os.path.join(socket_dir, "projects.sock")
+    try:
+        await web.UnixSite(runner, path).start()
+        yield f"unix://{path}"
+    finally:
+        await runner.cleanup()
+        shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+async def serve_edge_stream(stream: TunnelStream, docker_url: str | None) -> None:
+    """Connect one tunnel stream to the local engine (or the other local service it asked for) and pipe raw bytes
+    both ways until both ends are done."""
+    if docker_url is None:
+        stream.close(f"this edge agent serves no {stream.target!r}")
+        return
     try:
         reader, writer = await open_docker_stream(docker_url)
     except DockerUnreachable as exc:
@@ -1769,7 +2043,10 @@ async def run_edge_agent(settings: EdgeSettings) -> None:
     timeout = aiohttp.ClientTimeout(total=None, connect=settings.connect_timeout,
                                     sock_connect=settings.connect_timeout)
     attempt = 0
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    async with serve_edge_projects(settings.projects_dir) as projects_url, \
+            aiohttp.ClientSession(timeout=timeout) as session:
+        # What a tunnel stream may reach: the engine, or this host's project files (the server writes them).
+        targets = {"docker": settings.docker_url, "projects": projects_url}
         while True:
             try:
                 async with session.ws_connect(url, headers=headers, ssl=pin, heartbeat=settings.heartbeat,
@@ -1779,7 +2056,7 @@ async def run_edge_agent(settings: EdgeSettings) -> None:
                     edge_log.info("edge tunnel to %s is up (environment %s)", settings.key.server_url,
                                   settings.key.endpoint_id)
                     opened = time.monotonic()
-                    await Tunnel(ws, lambda stream: serve_edge_stream(stream, settings.docker_url)).run()
+                    await Tunnel(ws, lambda stream: serve_edge_stream(stream, targets.get(stream.target))).run()
                     edge_log.warning("edge tunnel closed (code %s); reconnecting", ws.close_code)
                     # Only a tunnel that held resets the backoff: one closed at once (a server replacing it
                     # again and again) must not become a tight reconnect loop.

@@ -39,12 +39,13 @@ import signal
 import ssl
 import sys
 import tarfile
+import tempfile
 import time
 import urllib.parse
 import uuid
 import weakref
 import zlib
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import yaml
@@ -211,6 +212,7 @@ GIT: web.AppKey[Git] = app_key("git")
 GIT_CREDENTIALS: web.AppKey[GitCredentials] = app_key("git_credentials")
 GIT_UPDATES: web.AppKey[GitUpdates] = app_key("git_updates")
 WEBHOOK_GUESSES: web.AppKey[WebhookGuesses] = app_key("webhook_guesses")
+DEPLOYS: web.AppKey[DeployProgress] = app_key("deploys")
 CONSOLES: web.AppKey[weakref.WeakSet] = app_key("consoles")
 ACTIVITY: web.AppKey[ActivityLog] = app_key("activity")
 ANALYTICS_STATE: web.AppKey[dict] = app_key("analytics_state")
@@ -815,6 +817,18 @@ class DockerConnector:
         """Fields a kind adds to each snapshot (an agent adds its version)."""
         return {}
 
+    # A stack's project directory: the server keeps every project under <data>/compose/<id>/; where the engine runs
+    # on another host (agent, edge), that host's agent keeps a copy, so relative binds and secret files resolve there.
+    async def project_directory(self, name: str, local_directory: str) -> str:
+        """Where the engine's host has the project's files (what relative bind sources resolve against)."""
+        return local_directory
+
+    async def store_project(self, name: str, local_directory: str) -> None:
+        """Put the project's files where the engine's host reads them (here: they are already there)."""
+
+    async def remove_project(self, name: str) -> None:
+        """Remove the copy of a project's files the engine's host keeps (here: none besides the server's own)."""
+
     async def request(self, method: str, target: str, headers=(), body=None, body_length=None,
                       timeout: float | None = 30.0) -> shared.DockerResponse:
         """One request; the body of the answer streams. Raises BadGateway/GatewayTimeout when unreachable."""
@@ -951,6 +965,71 @@ def container_name(container: dict) -> str:
     return names[0].lstrip("/") if names else ""
 
 
+class AgentProjectFiles:
+    """Project files on the host of an agent or edge agent: its routes PUT/GET/DELETE /projects/{name}, reached
+    through `project_request` (signed to an agent, through the tunnel to an edge agent)."""
+
+    endpoint_id: int
+
+    async def project_request(self, method: str, target: str, body=None, body_length=None,
+                              timeout: float = 30.0) -> shared.DockerResponse:
+        raise NotImplementedError
+
+    async def project_call(self, method: str, name: str, body=None, body_length=None, timeout: float = 30.0) -> Any:
+        target = shared.PROJECTS_PATH.format(name=urllib.parse.quote(name, safe=""))
+        response = await self.project_request(method, target, body, body_length, timeout)
+        async with response:
+            raw = await asyncio.wait_for(response.read(), timeout)
+        if response.status == 404 or response.status == 405:
+            raise BadGateway(f"the agent of environment {self.endpoint_id} keeps no project files",
+                             "update the agent to a version that has --projects-dir")
+        if response.status >= 400:
+            error = engine_error(response.status, raw)
+            raise BadGateway(f"the agent of environment {self.endpoint_id} refused the project's files: "
+                             f"{error.message}")
+        try:
+            return json.loads(raw) if raw.strip() else None
+        except (ValueError, RecursionError):
+            raise BadGateway(f"the agent of environment {self.endpoint_id} answered {target} with something that "
+                             "is not JSON") from None
+
+    async def project_directory(self, name: str, local_directory: str) -> str:
+        path = as_text(as_dict(await self.project_call("GET", name)).get("Path"))
+        if not path.startswith("/"):
+            raise BadGateway(f"the agent of environment {self.endpoint_id} named no projects directory")
+        return path
+
+    async def store_project(self, name: str, local_directory: str) -> None:
+        spool = await asyncio.to_thread(packed_project, local_directory)
+        try:
+            size = spool.seek(0, os.SEEK_END)
+            spool.seek(0)
+            await self.project_call("PUT", name, file_chunks(spool), size, timeout=300)
+        finally:
+            spool.close()
+
+    async def remove_project(self, name: str) -> None:
+        await self.project_call("DELETE", name)
+
+
+def packed_project(directory: str):
+    """The project directory as a tar in a temporary file (read from its start by the caller, who closes it)."""
+    spool = tempfile.TemporaryFile()
+    try:
+        shared.pack_project(directory, spool)
+    except BaseException:
+        spool.close()
+        raise
+    spool.seek(0)
+    return spool
+
+
+async def file_chunks(source) -> AsyncIterator[bytes]:
+    """A binary file's bytes from where it stands, read in a thread chunk by chunk (a streamed request body)."""
+    while chunk := await asyncio.to_thread(source.read, shared.STREAM_CHUNK):
+        yield chunk
+
+
 class SocketConnector(DockerConnector):
     """A Docker API on a unix socket or a TCP address, optionally with TLS (client certificates)."""
 
@@ -977,7 +1056,7 @@ class SocketConnector(DockerConnector):
         return shared.HttpConnection(reader, writer)
 
 
-class AgentConnector(DockerConnector):
+class AgentConnector(AgentProjectFiles, DockerConnector):
     """An agent.py on another node: TLS pinned to the certificate seen at creation, every request signed."""
 
     def __init__(self, endpoint: dict, signer: shared.RequestSigner, default_secret: str):
@@ -1003,6 +1082,10 @@ class AgentConnector(DockerConnector):
         node = next((v for k, v in headers if k.lower() == shared.TARGET_HEADER.lower()), "")
         headers += self.signer.headers(method, target, self.secret, target_node=node)
         return await super().request(method, target, headers, body, body_length, timeout)
+
+    async def project_request(self, method: str, target: str, body=None, body_length=None,
+                              timeout: float = 30.0) -> shared.DockerResponse:
+        return await self.request(method, target, body=body, body_length=body_length, timeout=timeout)
 
     async def snapshot_details(self) -> dict:
         async with await self.request("GET", "/ping", timeout=10) as response:
@@ -3732,11 +3815,18 @@ SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([bkmg]?)b?$", re.I)
 
 SERVICE_KEYS = {"image", "command", "entrypoint", "environment", "env_file", "ports", "volumes", "networks",
                 "depends_on", "restart", "labels", "healthcheck", "user", "working_dir", "hostname", "cap_add",
-                "cap_drop", "logging", "deploy", "container_name", "configs", "secrets", "stop_grace_period"}
+                "cap_drop", "logging", "deploy", "container_name", "configs", "secrets", "stop_grace_period",
+                "build", "pull_policy"}
 TOP_LEVEL_KEYS = {"version", "services", "networks", "volumes", "configs", "secrets", "name"}
 NETWORK_KEYS = {"driver", "driver_opts", "external", "name", "labels", "internal", "attachable"}
 VOLUME_KEYS = {"driver", "driver_opts", "external", "name", "labels"}
-FILE_OBJECT_KEYS = {"file", "external", "name", "labels"}
+FILE_OBJECT_KEYS = {"file", "environment", "content", "external", "name", "labels"}
+BUILD_KEYS = {"context", "dockerfile", "dockerfile_inline", "args", "target", "labels", "cache_from", "network",
+              "shm_size", "extra_hosts"}
+PULL_POLICIES = ("always", "never", "missing", "if_not_present", "build")
+# Where a secret or config given by environment or content is written inside the project, to be bind-mounted.
+GENERATED_FILES_DIR = ".portainer"
+INLINE_DOCKERFILE = ".portainer-inline.Dockerfile"
 HEALTHCHECK_KEYS = {"test", "interval", "timeout", "retries", "start_period", "disable"}
 DEPLOY_KEYS = {"replicas", "resources", "mode", "labels", "restart_policy"}
 RESOURCE_KEYS = {"limits", "reservations"}
@@ -3755,10 +3845,15 @@ class ComposeFile:
     """
 
     def __init__(self, text: str, env: dict[str, str], project: str, project_dir: str, swarm: bool = False,
-                 file_name: str = COMPOSE_FILE, files: dict[str, bytes] | None = None):
+                 file_name: str = COMPOSE_FILE, files: dict[str, bytes] | None = None, source_dir: str | None = None):
+        """`project_dir` is the project directory as the engine's host sees it (relative binds resolve there);
+        `source_dir` is where this server reads the project's files (the same directory on the local
+        environment; the server's copy, or one being staged, for an agent's)."""
         self.project = project
         self.project_dir = project_dir
+        self.source_dir = source_dir or project_dir
         self.files = files or {}  # the stack's files about to be written, by path relative to project_dir
+        self.generated: dict[str, bytes] = {}  # files this parse adds to the project (secrets given by value)
         self.file_name = file_name
         self.swarm = swarm
         self.env = env
@@ -3939,22 +4034,43 @@ class ComposeFile:
                 "attachable": bool(raw.get("attachable"))}
 
     def file_object(self, parent: MarkedMap, name: str, kind: str) -> dict:
+        """A top-level secret or config: from a project file, a variable of the stack's env, or inline content.
+        In a standalone stack it is bind-mounted from the project directory (one given by value is written there
+        first, under .portainer/), as docker compose does; in a Swarm stack it becomes a Swarm secret or config."""
         raw = self.mapping(parent, name, f"{kind}.")
         path = f"{kind}.{name}."
         self.check_keys(raw, FILE_OBJECT_KEYS, path)
-        if not self.swarm:
-            raise self.error(parent, name, f"'{kind}' are only supported in Swarm stacks")
         if raw.get("external"):
+            if not self.swarm:
+                raise self.error(raw, "external", f"'{path}external': external {kind} exist only in Swarm; a "
+                                                  f"standalone stack takes a file, environment or content")
             return {"name": self.string(raw, "name", path) or name, "external": True, "data": None}
-        file_path = self.string(raw, "file", path)
-        if not file_path:
-            raise self.error(raw, "file", f"'{path}file' is required (or external: true)")
+        given = [key for key in ("file", "environment", "content") if raw.get(key) is not None]
+        if len(given) != 1:
+            raise self.error(parent, name, f"'{kind}.{name}' needs one of file, environment or content "
+                                           f"(or external: true in a Swarm stack)")
+        relative = None
+        if given[0] == "file":
+            relative = self.string(raw, "file", path)
+            data = self.read_project_file(raw, "file", relative)
+            relative = os.path.relpath(os.path.realpath(os.path.join(self.source_dir, relative)),
+                                       os.path.realpath(self.source_dir))
+        elif given[0] == "environment":
+            variable = self.string(raw, "environment", path)
+            if variable not in self.env:
+                raise self.error(raw, "environment", f"'{path}environment': the stack's env has no {variable}")
+            data = self.env[variable].encode()
+        else:
+            data = self.string(raw, "content", path).encode()
+        if relative is None and not self.swarm:
+            relative = f"{GENERATED_FILES_DIR}/{kind}/{name}"
+            self.generated[relative] = data
         return {"name": self.string(raw, "name", path) or f"{self.project}_{name}", "external": False,
-                "data": self.read_project_file(raw, "file", file_path), "labels": self.key_values(raw, "labels", path)}
+                "data": data, "labels": self.key_values(raw, "labels", path), "file": relative}
 
     def read_project_file(self, parent: MarkedMap, key: str, relative: str) -> bytes:
         """A file of the stack's own (its project directory); nothing outside it."""
-        base = os.path.realpath(self.project_dir)
+        base = os.path.realpath(self.source_dir)
         path = os.path.realpath(os.path.join(base, relative))
         if not path.startswith(base + os.sep):
             raise self.error(parent, key, f"{relative!r} is outside the stack's files")
@@ -3971,9 +4087,9 @@ class ComposeFile:
         raw = self.mapping(services, name, "services.", required=True)
         path = f"services.{name}."
         self.check_keys(raw, SERVICE_KEYS, path)
-        image = self.string(raw, "image", path)
+        image = self.string(raw, "image", path) or (f"{self.project}_{name}" if raw.get("build") is not None else None)
         if not image:
-            raise self.error(services, name, f"service {name!r} needs an 'image' (building images is not supported)")
+            raise self.error(services, name, f"service {name!r} needs an 'image' or a 'build'")
         environment: dict[str, str] = {}
         for env_file in self.string_list(raw, "env_file", path):
             text = self.read_project_file(raw, "env_file", env_file).decode(errors="replace")
@@ -4055,6 +4171,7 @@ class ComposeFile:
             "stop_grace_period": self.duration(raw, "stop_grace_period", path),
             "configs": self.file_references(raw, "configs", path, self.configs),
             "secrets": self.file_references(raw, "secrets", path, self.secrets),
+            **self.build_settings(raw, path),
         }
         if service["container_name"] and replicas > 1:
             raise self.error(raw, "container_name", f"'{path}container_name' cannot name {replicas} replicas")
@@ -4209,13 +4326,70 @@ class ComposeFile:
                         raise self.error(raw, key, f"'{path}{key}': mode must be an octal number") from None
             else:
                 source, target, owner = str(item), None, {}
-            if not self.swarm:
-                raise self.error(raw, key, f"'{path}{key}' are only supported in Swarm stacks")
             if source not in declared:
                 raise self.error(raw, key, f"{key[:-1]} {source!r} is not declared under the top-level '{key}'")
             # As `docker stack deploy`: no target means the source's name (under /run/secrets/ or /).
             result.append({"source": source, "target": str(target or source), **owner})
         return result
+
+    def build_settings(self, raw: MarkedMap, path: str) -> dict:
+        """`build` (a context path, or its long form) and `pull_policy`, as docker compose reads them. The context
+        is a directory of the project: the server streams it to the engine, whatever kind the environment is."""
+        policy = self.string(raw, "pull_policy", path, "missing")
+        if policy not in PULL_POLICIES:
+            raise self.error(raw, "pull_policy", f"'{path}pull_policy' must be one of " + ", ".join(PULL_POLICIES))
+        value = raw.get("build")
+        if value is None:
+            if policy == "build":
+                raise self.error(raw, "pull_policy", f"'{path}pull_policy: build' needs a 'build'")
+            return {"build": None, "pull_policy": policy}
+        if self.swarm:
+            raise self.error(raw, "build", f"'{path}build' is not supported in Swarm stacks (docker stack deploy "
+                                           f"ignores it): build and push the image, then name it in 'image'")
+        if isinstance(value, str):
+            options = MarkedMap({"context": value})
+            options.line, options.key_lines = raw.line_of("build"), {}
+        elif isinstance(value, MarkedMap):
+            options = value
+        else:
+            raise self.error(raw, "build", f"'{path}build' must be a context path or a mapping")
+        where = path + "build."
+        self.check_keys(options, BUILD_KEYS, where)
+        context = self.string(options, "context", where, ".")
+        if re.match(r"^[a-z][a-z0-9+.-]*://|^git@", context):
+            raise self.error(options, "context", f"'{where}context': remote build contexts are not supported; "
+                                                 f"put the context in the project")
+        base = os.path.realpath(self.source_dir)
+        context_path = os.path.realpath(os.path.join(base, context))
+        if context_path != base and not context_path.startswith(base + os.sep):
+            raise self.error(options, "context", f"'{where}context': {context!r} is outside the stack's files")
+        if not os.path.isdir(context_path):
+            raise self.error(options, "context", f"'{where}context': {context!r} is not a directory of the project")
+        inline = self.string(options, "dockerfile_inline", where)
+        dockerfile = INLINE_DOCKERFILE if inline is not None else self.string(options, "dockerfile", where, "Dockerfile")
+        dockerfile_path = os.path.realpath(os.path.join(context_path, dockerfile))
+        if not dockerfile_path.startswith(context_path + os.sep):
+            raise self.error(options, "dockerfile", f"'{where}dockerfile' must be inside the build context")
+        if inline is None and not os.path.isfile(dockerfile_path):
+            raise self.error(options, "dockerfile" if "dockerfile" in options else "context",
+                             f"'{where}dockerfile': the context {context!r} has no {dockerfile!r}")
+        args = {key: value if value is not None else self.env.get(key)
+                for key, value in self.key_values(options, "args", where).items()}
+        extra_hosts = options.get("extra_hosts")
+        if isinstance(extra_hosts, MarkedMap):
+            hosts = [f"{host}:{address}" for host, address in self.key_values(options, "extra_hosts", where).items()]
+        else:
+            hosts = [entry.replace("=", ":", 1) if "=" in entry else entry
+                     for entry in self.string_list(options, "extra_hosts", where)]
+        return {"build": {"context": os.path.relpath(context_path, base), "dockerfile": dockerfile,
+                          "dockerfile_inline": inline,
+                          "args": {key: value for key, value in args.items() if value is not None},
+                          "target": self.string(options, "target", where),
+                          "labels": self.key_values(options, "labels", where),
+                          "cache_from": self.string_list(options, "cache_from", where),
+                          "network": self.string(options, "network", where),
+                          "shm_size": self.size(options, "shm_size", where), "extra_hosts": hosts},
+                "pull_policy": policy}
 
     def dependency_order(self) -> list[str]:
         order: list[str] = []
@@ -4279,8 +4453,10 @@ def image_reference(image: str) -> tuple[str, str]:
     return name, tag
 
 
-async def ensure_image(connector: DockerConnector, image: str, pull: bool) -> None:
-    """Pull an image when the engine lacks it, or always when asked to; a failed pull is a 400 naming it."""
+async def ensure_image(connector: DockerConnector, image: str, pull: bool,
+                       progress: Callable[[dict], None] | None = None) -> None:
+    """Pull an image when the engine lacks it, or always when asked to; a failed pull is a 400 naming it.
+    `progress` hears each of the engine's pull messages (per layer) as it comes."""
     if not pull:
         try:
             await connector.request_json("GET", f"/images/{urllib.parse.quote(image, safe='/:@')}/json")
@@ -4292,15 +4468,136 @@ async def ensure_image(connector: DockerConnector, image: str, pull: bool) -> No
     query = urllib.parse.urlencode({"fromImage": name, "tag": tag})
     response = await connector.request("POST", f"/images/create?{query}", timeout=600)
     async with response:
-        raw = await response.read()
-    if response.status >= 400:
-        error = engine_error(response.status, raw)
-        raise BadRequest(f"pulling image {image} failed: {error.message}")
-    for line in raw.splitlines():
-        with contextlib.suppress(ValueError):
-            message = as_dict(json.loads(line)).get("error")
-            if message:
-                raise BadRequest(f"pulling image {image} failed: {message}")
+        if response.status >= 400:
+            error = engine_error(response.status, await response.read())
+            raise BadRequest(f"pulling image {image} failed: {error.message}")
+        async for message in engine_messages(response):
+            if message.get("error"):
+                raise BadRequest(f"pulling image {image} failed: {as_text(message.get('error'))}")
+            if progress is not None:
+                progress({"stage": "pull", "image": image, "layer": as_text(message.get("id")),
+                          "status": as_text(message.get("status")), "progress": as_text(message.get("progress"))})
+
+
+async def engine_messages(response: shared.DockerResponse, limit: int = 1024 * 1024) -> AsyncIterator[dict]:
+    """The JSON objects of a streamed engine answer (pull, build), one a line, as they arrive."""
+    pending = b""
+    async for chunk in response.iter_chunks():
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        if len(pending) > limit:
+            raise BadGateway("the engine sent a progress line longer than 1 MiB")
+        for line in lines:
+            with contextlib.suppress(ValueError, RecursionError):
+                if line.strip():
+                    yield as_dict(json.loads(line))
+    with contextlib.suppress(ValueError, RecursionError):
+        if pending.strip():
+            yield as_dict(json.loads(pending))
+
+
+def dockerignore_rules(text: str) -> list[tuple[bool, re.Pattern]]:
+    """A .dockerignore as (re-include, pattern) rules in its order, as the Docker CLI reads it."""
+    rules = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        include = line.startswith("!")
+        line = os.path.normpath(line[1:].strip() if include else line).lstrip("/")
+        if line in ("", "."):
+            continue
+        pattern, i = "", 0
+        while i < len(line):
+            char = line[i]
+            if line.startswith("**", i):
+                i += 2
+                if line.startswith("/", i):
+                    i += 1
+                    pattern += "(?:.*/)?"
+                else:
+                    pattern += ".*"
+                continue
+            pattern += {"*": "[^/]*", "?": "[^/]"}.get(char, re.escape(char))
+            i += 1
+        rules.append((include, re.compile(f"^{pattern}$")))
+    return rules
+
+
+def dockerignored(relative: str, rules: list[tuple[bool, re.Pattern]]) -> bool:
+    """Whether a path of the context is left out: the last rule matching it or one of its parents decides."""
+    parts = relative.split("/")
+    candidates = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
+    ignored = False
+    for include, pattern in rules:
+        if any(pattern.match(candidate) for candidate in candidates):
+            ignored = not include
+    return ignored
+
+
+def build_context_tar(source_dir: str, build: dict):
+    """The build context (a directory of the project) as a tar in a temporary file: .dockerignore respected, the
+    Dockerfile and .dockerignore always sent (as the Docker CLI does), the stack's env file never."""
+    context = os.path.join(source_dir, build["context"])
+    rules: list[tuple[bool, re.Pattern]] = []
+    with contextlib.suppress(FileNotFoundError):
+        with open(os.path.join(context, ".dockerignore"), encoding="utf-8", errors="replace") as f:
+            rules = dockerignore_rules(f.read(1024 * 1024))
+    always = {build["dockerfile"], ".dockerignore"}
+    spool = tempfile.TemporaryFile()
+
+    def as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        return info
+
+    try:
+        with tarfile.open(fileobj=spool, mode="w") as archive:
+            for directory, names, files in os.walk(context):
+                for name in sorted(names + files):
+                    path = os.path.join(directory, name)
+                    relative = os.path.relpath(path, context).replace(os.sep, "/")
+                    if relative == STACK_ENV_FILE and build["context"] == ".":
+                        continue
+                    if relative not in always and dockerignored(relative, rules):
+                        continue
+                    if name in names and not os.path.islink(path):
+                        archive.add(path, arcname=relative, recursive=False, filter=as_root)
+                    elif os.path.islink(path) or os.path.isfile(path):
+                        archive.add(path, arcname=relative, recursive=False, filter=as_root)
+            if build["dockerfile_inline"] is not None:
+                data = build["dockerfile_inline"].encode()
+                info = tarfile.TarInfo(INLINE_DOCKERFILE)
+                info.size, info.mode = len(data), 0o644
+                archive.addfile(info, io.BytesIO(data))
+    except BaseException:
+        spool.close()
+        raise
+    spool.seek(0)
+    return spool
+
+
+def build_query(image: str, build: dict) -> str:
+    """POST /build's query for a service's build settings (tagged with the service's image name)."""
+    pairs = [("t", image), ("dockerfile", build["dockerfile"]), ("rm", "1"), ("forcerm", "1")]
+    for key, value in (("buildargs", build["args"]), ("labels", build["labels"]), ("cachefrom", build["cache_from"])):
+        if value:
+            pairs.append((key, json.dumps(value)))
+    for key, value in (("target", build["target"]), ("networkmode", build["network"]),
+                       ("shmsize", build["shm_size"])):
+        if value:
+            pairs.append((key, str(value)))
+    pairs += [("extrahosts", host) for host in build["extra_hosts"]]
+    return urllib.parse.urlencode(pairs)
+
+
+def service_failure(name: str, exc: ApiError) -> ApiError:
+    """The error of one service's step, saying which service failed (the status stays the engine's or ours)."""
+    if exc.message.startswith(("service ", "building service ")):
+        return exc
+    error = ApiError(f"service {name!r} failed: {exc.message}", exc.details)
+    error.status = exc.status
+    return error
 
 
 class ComposeDeployment:
@@ -4311,8 +4608,12 @@ class ComposeDeployment:
         self.connector = connector
         self.compose = compose
         self.project = compose.project if compose else project
-        self.config_file = os.path.join(compose.project_dir, COMPOSE_FILE) if compose else ""
+        self.config_file = os.path.join(compose.project_dir, compose.file_name) if compose else ""
         self.owner_labels: dict[str, str] = {}
+        self.progress: Callable[[dict], None] = lambda event: None  # a deploy's live progress (DeployProgress)
+        self.registry_config: dict = {}  # X-Registry-Config for builds: the registries the caller may use there
+        self.build_targets: dict[str, str] = {}  # service -> /build?... as the caller's grant vetted it
+        self.built_images: list[str] = []  # image names this deploy made that the engine did not have before
 
     def common_labels(self) -> dict[str, str]:
         return {**self.owner_labels, LABEL_PROJECT: self.project, "com.docker.compose.version": COMPOSE_VERSION}
@@ -4378,7 +4679,21 @@ class ComposeDeployment:
                 body[key] = value
         if service["stop_grace_period"] is not None:
             body["StopTimeout"] = service["stop_grace_period"] // 1_000_000_000
+        host["Binds"] += self.secret_and_config_binds(name)
         return body
+
+    def secret_and_config_binds(self, name: str) -> list[str]:
+        """Secrets at /run/secrets/<target> and configs at their target (/<name> by default), read-only binds of
+        their files in the project directory, as docker compose mounts them outside Swarm."""
+        binds = []
+        for kind, declared, prefix in (("secrets", self.compose.secrets, "/run/secrets/"),
+                                       ("configs", self.compose.configs, "/")):
+            for reference in self.compose.services[name][kind]:
+                target = reference["target"]
+                target = target if target.startswith("/") else prefix + target
+                source = os.path.join(self.compose.project_dir, declared[reference["source"]]["file"])
+                binds.append(f"{source}:{target}:ro")
+        return binds
 
     def endpoint_config(self, service: str, network: str) -> dict:
         return {"Aliases": [service] + self.compose.services[service]["networks"][network]["aliases"]}
@@ -4420,19 +4735,97 @@ class ComposeDeployment:
                     raise BadRequest(f"external volume {volume['name']!r} does not exist") from None
                 await self.connector.request_json("POST", "/volumes/create", self.volume_body(key))
 
-    async def up(self, pull: bool = False, prune: bool = False) -> None:
-        """Create what is missing, recreate services whose config hash changed, start everything."""
-        for image in {s["image"] for s in self.compose.services.values()}:
-            await ensure_image(self.connector, image, pull)
+    async def up(self, pull: bool = False, prune: bool = False, rebuild: bool = False) -> None:
+        """Create what is missing, recreate services whose config hash changed, start everything; rebuild builds
+        every built image again (`up --build`: a git stack's new commit)."""
+        await self.prepare_images(pull, rebuild)
         await self.ensure_networks_and_volumes()
         existing = await self.project_containers()
         for name in self.compose.order:
-            await self.wait_for_dependencies(name)
-            await self.converge_service(name, [c for c in existing if c["Labels"].get(LABEL_SERVICE) == name])
+            try:
+                await self.wait_for_dependencies(name)
+                await self.converge_service(name, [c for c in existing if c["Labels"].get(LABEL_SERVICE) == name])
+            except ApiError as exc:
+                raise service_failure(name, exc) from None
         if prune:
             for container in existing:
                 if container["Labels"].get(LABEL_SERVICE) not in self.compose.services:
                     await self.remove_container(container["Id"])
+
+    async def image_id(self, image: str) -> str:
+        """The engine's id of an image, "" when it has none of that name."""
+        try:
+            return as_text(as_dict(await self.connector.request_json(
+                "GET", f"/images/{urllib.parse.quote(image, safe='/:@')}/json")).get("Id"))
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            return ""
+
+    async def prepare_images(self, pull: bool, rebuild: bool = False) -> None:
+        """Each service's image, as its pull_policy says: built from the project (build: always, or when missing or
+        PullImage is asked), pulled (always, or when missing), or required to be there (never)."""
+        pulled: set[str] = set()
+        for name in self.compose.order:
+            service = self.compose.services[name]
+            image, policy = service["image"], service.get("pull_policy", "missing")
+            try:
+                if service.get("build") is not None:
+                    current = await self.image_id(image)
+                    if policy == "build" or pull or rebuild or not current:
+                        current = await self.build_image(name, existed=bool(current))
+                    # As docker compose: a rebuilt image recreates the service's containers.
+                    service["image_id"] = current
+                elif image not in pulled:
+                    if policy == "never":
+                        if not await self.image_id(image):
+                            raise BadRequest(f"image {image} is not on the engine, and pull_policy is never")
+                    else:
+                        await ensure_image(self.connector, image, pull or policy == "always",
+                                           lambda event, name=name: self.progress({**event, "service": name}))
+                    pulled.add(image)
+            except ApiError as exc:
+                raise service_failure(name, exc) from None
+
+    async def build_image(self, name: str, existed: bool) -> str:
+        """POST /build with the context streamed from the project directory; answers the new image's id."""
+        service = self.compose.services[name]
+        image, build = service["image"], service["build"]
+        target = self.build_targets.get(name) or f"/build?{build_query(image, build)}"
+        self.progress({"stage": "build", "service": name, "line": f"building {image} from {build['context']}"})
+        spool = await asyncio.to_thread(build_context_tar, self.compose.source_dir, build)
+        headers = [("Content-Type", "application/x-tar")]
+        if self.registry_config:
+            headers.append(("X-Registry-Config", encode_registry_header(self.registry_config)))
+        try:
+            size = spool.seek(0, os.SEEK_END)
+            spool.seek(0)
+            response = await self.connector.request("POST", target, headers, file_chunks(spool), size, timeout=600)
+            async with response:
+                if response.status >= 400:
+                    error = engine_error(response.status, await response.read())
+                    raise BadRequest(f"building service {name!r} failed: {error.message}")
+                if not existed:
+                    self.built_images.append(image)
+                async for message in engine_messages(response):
+                    if message.get("error"):
+                        raise BadRequest(f"building service {name!r} failed: {as_text(message.get('error')).strip()}")
+                    line = as_text(message.get("stream")).rstrip("\n")
+                    if line:
+                        self.progress({"stage": "build", "service": name, "line": line})
+        finally:
+            spool.close()
+        built = await self.image_id(image)
+        if not built:
+            raise BadRequest(f"building service {name!r} made no image {image}")
+        return built
+
+    async def remove_built_images(self) -> None:
+        """After a failed deploy: the images it built that were not there before."""
+        for image in self.built_images:
+            with unless_missing():
+                await self.connector.request_json("DELETE", f"/images/{urllib.parse.quote(image, safe='/:@')}?force=1")
+        self.built_images = []
 
     async def converge_service(self, name: str, containers: list[dict]) -> None:
         wanted = self.compose.services[name]["replicas"]
@@ -4454,11 +4847,13 @@ class ComposeDeployment:
         query = urllib.parse.urlencode({"name": self.container_name(name, number)})
         created = await self.connector.request_json("POST", f"/containers/create?{query}", body)
         container_id = answered_id(created)
+        self.progress({"stage": "create", "service": name, "container": self.container_name(name, number)})
         for network in list(self.compose.services[name]["networks"])[1:]:
             await self.connector.request_json(
                 "POST", f"/networks/{urllib.parse.quote(self.compose.networks[network]['name'])}/connect",
                 {"Container": container_id, "EndpointConfig": self.endpoint_config(name, network)})
         await self.connector.request_json("POST", f"/containers/{container_id}/start")
+        self.progress({"stage": "start", "service": name, "container": self.container_name(name, number)})
         return container_id
 
     async def remove_container(self, container_id: str) -> None:
@@ -4469,6 +4864,7 @@ class ComposeDeployment:
         for dependency, condition in self.compose.services[name]["depends_on"].items():
             if condition == "service_started":
                 continue
+            self.progress({"stage": "wait", "service": name, "dependency": dependency, "condition": condition})
             deadline = time.monotonic() + HEALTH_WAIT_SECONDS
             while True:
                 containers = container_summaries(await self.connector.request_json(
@@ -6442,6 +6838,51 @@ class Stacks:
         for name, data in Stacks.stack_files(content, env).items():
             write_stack_file(os.path.join(project_dir, name), data)
 
+    def new_staging(self) -> str:
+        """A new directory beside the projects (same file system), where a project is put together before it
+        replaces the stack's directory in one rename."""
+        root = os.path.join(self.data_directory, "compose")
+        os.makedirs(root, mode=0o700, exist_ok=True)
+        return tempfile.mkdtemp(prefix=".staging-", dir=root)
+
+    def stage(self, stack_id: int | None, entry_point: str, content: str, env: list[dict],
+              upload: "ProjectUpload | None") -> str:
+        """The project as it will be: an uploaded archive's files, or the stack's current files (a redeploy keeps
+        them) with the compose file written from the editor; the stack's env file in both."""
+        if upload is not None:
+            staging = upload.directory
+        else:
+            staging = self.new_staging()
+            current = self.project_dir(stack_id) if stack_id is not None else ""
+            if current and os.path.isdir(current):
+                shutil.copytree(current, staging, symlinks=True, dirs_exist_ok=True)
+            write_stack_file(os.path.join(staging, entry_point), content.encode())
+        write_stack_file(os.path.join(staging, STACK_ENV_FILE), Stacks.stack_files("", env)[STACK_ENV_FILE])
+        return staging
+
+    @staticmethod
+    def add_generated_files(staging: str, compose: ComposeFile) -> None:
+        for relative, data in compose.generated.items():
+            write_stack_file(os.path.join(staging, *relative.split("/")), data)
+
+    def install(self, stack_id: int, staging: str) -> str | None:
+        """The staged project becomes the stack's directory; answers where the previous one was put, if any."""
+        final = self.project_dir(stack_id)
+        previous = None
+        if os.path.lexists(final):
+            previous = tempfile.mkdtemp(prefix=f".previous-{stack_id}-", dir=os.path.dirname(final))
+            os.rename(final, os.path.join(previous, "project"))
+        os.rename(staging, final)
+        return previous
+
+    def restore(self, stack_id: int, previous: str | None) -> None:
+        """Undo `install`: the stack's directory is what it was before (none, for a stack that was being made)."""
+        final = self.project_dir(stack_id)
+        shutil.rmtree(final, ignore_errors=True)
+        if previous is not None:
+            os.rename(os.path.join(previous, "project"), final)
+            shutil.rmtree(previous, ignore_errors=True)
+
     def remover(self, stack: dict) -> ComposeDeployment | SwarmDeployment:
         """What removes or stops a stack by its labels, even when its file no longer parses."""
         connector = self.environments.connector(stack["EndpointId"])
@@ -6449,15 +6890,100 @@ class Stacks:
         return kind(connector, None, stack["Name"])
 
     def deployment(self, stack_type: int, endpoint_id: int, name: str, content: str, env: list[dict],
-                   project_dir: str, entry_point: str = COMPOSE_FILE) -> ComposeDeployment | SwarmDeployment:
+                   project_dir: str, source_dir: str | None = None,
+                   entry_point: str = COMPOSE_FILE) -> ComposeDeployment | SwarmDeployment:
+        """`project_dir` is where the engine's host has the project; `source_dir` where this server reads it."""
         swarm = stack_type == STACK_SWARM
-        files = self.stack_files(content, env)
-        if entry_point != COMPOSE_FILE:  # a git stack's file is where its repository has it
-            files = {STACK_ENV_FILE: files[STACK_ENV_FILE], entry_point: files[COMPOSE_FILE]}
+        files = {STACK_ENV_FILE: self.stack_files(content, env)[STACK_ENV_FILE], entry_point: content.encode()}
         compose = ComposeFile(content, {e["name"]: e["value"] for e in env}, name, project_dir, swarm=swarm,
-                              file_name=entry_point, files=files)
+                              files=files, source_dir=source_dir, file_name=entry_point)
         connector = self.environments.connector(endpoint_id)
         return SwarmDeployment(connector, compose) if swarm else ComposeDeployment(connector, compose)
+
+
+# A deploy's live progress: the UI picks an id, opens GET /api/stacks/deploys/{id}/progress, then sends the id in
+# this header on the create or update call (ids and tokens never travel in a URL's query; the id is no secret).
+DEPLOY_ID_HEADER = "X-Portainer-Deploy-Id"
+DEPLOY_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+DEPLOY_PROGRESS_KEEP_SECONDS = 300
+DEPLOY_PROGRESS_MAX_EVENTS = 5000
+
+
+class ProgressChannel:
+    """One deploy's events, kept until it has ended and its reader has them all (or a few minutes pass)."""
+
+    def __init__(self, owner: int):
+        self.owner = owner
+        self.events: list[dict] = []
+        self.finished = False
+        self.touched = time.monotonic()
+        self.changed = asyncio.Event()
+
+    def publish(self, event: dict) -> None:
+        if self.finished or (len(self.events) >= DEPLOY_PROGRESS_MAX_EVENTS and event.get("stage") in ("pull", "build")):
+            return  # beyond the cap only the steps that matter are kept, not every layer's percentage
+        self.events.append({**event, "time": round(time.time(), 3)})
+        self.touched = time.monotonic()
+        changed, self.changed = self.changed, asyncio.Event()
+        changed.set()
+
+    def finish(self, event: dict) -> None:
+        if not self.finished:
+            self.publish(event)
+            self.finished = True
+
+
+class DeployProgress:
+    """The live progress of stack deploys by the id each one's caller chose; only that user reads it."""
+
+    def __init__(self):
+        self.channels: dict[str, ProgressChannel] = {}
+
+    def channel(self, deploy_id: str, user_id: int) -> ProgressChannel:
+        moment = time.monotonic()
+        for stale in [k for k, c in self.channels.items() if moment - c.touched > DEPLOY_PROGRESS_KEEP_SECONDS]:
+            del self.channels[stale]
+        channel = self.channels.setdefault(deploy_id, ProgressChannel(user_id))
+        if channel.owner != user_id:
+            raise Forbidden(f"deploy {deploy_id} is another user's")
+        return channel
+
+
+def deploy_progress(request: web.Request) -> ProgressChannel:
+    """Where this create or update call reports what it does: the channel its X-Portainer-Deploy-Id names, or one
+    nobody reads."""
+    deploy_id = request.headers.get(DEPLOY_ID_HEADER, "")
+    if not deploy_id:
+        return ProgressChannel(caller_of(request).id)
+    if not DEPLOY_ID.match(deploy_id):
+        raise BadRequest(f"{DEPLOY_ID_HEADER} must be 8 to 64 letters, digits, '-' or '_'")
+    return request.app[DEPLOYS].channel(deploy_id, caller_of(request).id)
+
+
+async def handle_stack_deploy_progress(request: web.Request) -> web.StreamResponse:
+    """A deploy's live progress as JSON lines (pulls per layer, build steps, containers created and started,
+    health waits), for the id sent in X-Portainer-Deploy-Id on the create or update call; ends with the deploy."""
+    deploy_id = request.match_info["deployId"]
+    if not DEPLOY_ID.match(deploy_id):
+        raise BadRequest("a deploy id is 8 to 64 letters, digits, '-' or '_'")
+    channel = request.app[DEPLOYS].channel(deploy_id, caller_of(request).id)
+    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-store"})
+    await response.prepare(request)
+    sent = 0
+    deadline = time.monotonic() + DEPLOY_PROGRESS_KEEP_SECONDS
+    while True:
+        while sent < len(channel.events):
+            await response.write(json.dumps(channel.events[sent]).encode() + b"\n")
+            sent += 1
+        if channel.finished or (not channel.events and time.monotonic() > deadline):
+            break
+        changed = channel.changed
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(changed.wait(), 15)
+        channel.touched = time.monotonic()
+    request.app[DEPLOYS].channels.pop(deploy_id, None)
+    await response.write_eof()
+    return response
 
 
 # Portainer's stack payloads; an env entry is its portainer.Pair {"name", "value"}.
@@ -6608,10 +7134,25 @@ async def apply_caller_rules(request: web.Request, endpoint: dict, deployment: C
     store, caller = request.app[STORE], caller_of(request)
     creation = "/services/create" if isinstance(deployment, SwarmDeployment) else "/containers/create"
     deployment.check_allowed(docker_grant(request, endpoint, "POST", creation))
+    if isinstance(deployment, ComposeDeployment):
+        await vet_stack_builds(request, endpoint, deployment)
     if not caller.is_admin:
         deployment.owner_labels = stack_owner_labels(store, caller, stack)
     if endpoint_role(store, caller, endpoint) in OWNERSHIP_BOUND_ROLES:
         await require_owned_stack_references(store, caller, deployment, existing_stack=stack is not None)
+
+
+async def vet_stack_builds(request: web.Request, endpoint: dict, deployment: ComposeDeployment) -> None:
+    """Each build a stack makes passes what the proxy's POST /build would require of the caller (network mode,
+    cgroup parent, ownership of what it names), and uses the query that check settled on."""
+    for name, service in deployment.compose.services.items():
+        if service.get("build") is not None:
+            target = f"/build?{build_query(service['image'], service['build'])}"
+            grant = docker_grant(request, endpoint, "POST", "/build", target)
+            await grant.vet_query("/build")
+            deployment.build_targets[name] = grant.target
+    if deployment.build_targets:
+        deployment.registry_config = stack_registry_config(request, endpoint["Id"])
 
 
 def stack_view(request: web.Request, stack: dict) -> dict:
@@ -6626,9 +7167,21 @@ def stack_view(request: web.Request, stack: dict) -> dict:
 
 
 async def create_stack(request: web.Request, stack_type: int, body: dict, from_template: bool = False,
-                       adopting: bool = False, checkout: GitCheckout | None = None) -> dict:
-    """Check the file, write it, deploy it; a failed deploy leaves nothing behind. With a checkout (a fetched git
-    reference), the checkout becomes the project directory and its compose file is the one deployed."""
+                       adopting: bool = False, upload: "ProjectUpload | None" = None,
+                       record: dict | None = None) -> dict:
+    """Check the project, write it, deploy it; a failed deploy leaves nothing behind. `upload` is a project
+    archive the request brought, or a fetched git reference (its compose file is the body's StackFileContent);
+    `record` holds what the stack keeps besides (a git stack's GitConfig and AutoUpdate)."""
+    try:
+        return await create_stack_from_project(request, stack_type, body, from_template, adopting, upload,
+                                               record or {})
+    finally:
+        if upload is not None:
+            await asyncio.to_thread(upload.discard)
+
+
+async def create_stack_from_project(request: web.Request, stack_type: int, body: dict, from_template: bool,
+                                    adopting: bool, upload: "ProjectUpload | None", record: dict) -> dict:
     endpoint = stack_endpoint(request)
     caller = caller_of(request)
     stacks: Stacks = request.app[STACKS]
@@ -6637,6 +7190,7 @@ async def create_stack(request: web.Request, stack_type: int, body: dict, from_t
         raise BadRequest(f"invalid stack name {name!r}",
                          "use lowercase letters, digits, '-' and '_', starting with a letter or digit")
     content, env = stack_content(body), stack_env(body)
+    entry_point = upload.entry_point if upload is not None else COMPOSE_FILE
     key = (endpoint["Id"], name)
     if key in stacks.creating or any(s["Name"] == name and s["EndpointId"] == endpoint["Id"]
                                      for s in request.app[STORE].stacks):
@@ -6646,12 +7200,15 @@ async def create_stack(request: web.Request, stack_type: int, body: dict, from_t
         swarm_id = field(body, "SwarmID", str, required=False, default="")
     stack_id = request.app[STORE].stacks.new_id()
     project_dir = stacks.project_dir(stack_id)
+    progress = deploy_progress(request)
     stacks.creating.add(key)
-    entry_point = checkout.config_path if checkout else COMPOSE_FILE
+    staging = ""
     try:
-        if checkout is not None:  # in place before the file is read: its relative paths are the project's
-            await asyncio.to_thread(checkout.install, project_dir, env)
-        deployment = stacks.deployment(stack_type, endpoint["Id"], name, content, env, project_dir, entry_point)
+        staging = await asyncio.to_thread(stacks.stage, None, entry_point, content, env, upload)
+        if upload is not None:
+            upload.directory = staging  # installed below, or discarded with the upload
+        deployment = await project_deployment(request, stack_type, endpoint, name, content, env, stack_id,
+                                              staging, entry_point)
         await apply_caller_rules(request, endpoint, deployment)
         if stack_type == STACK_SWARM:
             if await deployment.namespace_objects("services"):
@@ -6660,33 +7217,77 @@ async def create_stack(request: web.Request, stack_type: int, body: dict, from_t
         elif not adopting and await deployment.project_containers():
             raise Conflict(f"a compose project named {name!r} made outside portainer.py runs on this environment",
                            "an administrator can adopt it (POST /api/stacks/adopt) or pick another name")
-        if checkout is None:
-            await asyncio.to_thread(Stacks.write_files, project_dir, content, env)
+        await asyncio.to_thread(stacks.install, stack_id, staging)
+        if upload is not None:
+            upload.directory = ""
+        deployment.compose.source_dir = project_dir
+        deployment.progress = progress.publish
         try:
+            await deployment.connector.store_project(name, project_dir)
             await deployment.up(pull=bool(body.get("PullImage")))
-        except (ApiError, OSError):
+        except (ApiError, OSError) as exc:
             if not adopting:  # what an adopted project had stays, whatever went wrong
                 with contextlib.suppress(ApiError, OSError):
                     await deployment.down()
+            await undo_project(deployment, name)
             await asyncio.to_thread(shutil.rmtree, project_dir, True)
+            progress.finish({"stage": "error", "message": getattr(exc, "message", str(exc))})
             raise
         stack = {"Id": stack_id, "Name": name, "Type": stack_type, "EndpointId": endpoint["Id"], "SwarmId": swarm_id,
                  "EntryPoint": entry_point, "Env": env, "Status": STACK_ACTIVE, "ProjectPath": project_dir,
                  "CreationDate": now(), "CreatedBy": caller.user["Username"], "UpdateDate": 0, "UpdatedBy": "",
                  "ResourceControl": None, "AdditionalFiles": [], "AutoUpdate": None, "GitConfig": None,
                  "FromAppTemplate": from_template, "Namespace": "", "IsComposeFormat": stack_type == STACK_COMPOSE}
-        if checkout is not None:
-            stack.update(checkout.fields)
+        stack.update(record)
         request.app[STORE].stacks.add(stack)
         await add_stack_resource_control(request.app[STORE], caller, stack)
         await request.app[STORE].commit()
-    except BaseException:
-        if checkout is not None and request.app[STORE].stacks.find(stack_id) is None:
-            await asyncio.to_thread(shutil.rmtree, project_dir, True)
+        progress.finish({"stage": "done", "stack": stack_id})
+    except ApiError as exc:
+        progress.finish({"stage": "error", "message": exc.message})
         raise
     finally:
         stacks.creating.discard(key)
+        if staging and os.path.isdir(staging):  # never installed: the check or the conflict refused it
+            await asyncio.to_thread(shutil.rmtree, staging, True)
     return stack
+
+
+async def project_deployment(request: web.Request, stack_type: int, endpoint: dict, name: str, content: str,
+                             env: list[dict], stack_id: int, source_dir: str | None = None,
+                             entry_point: str = COMPOSE_FILE) -> ComposeDeployment | SwarmDeployment:
+    """The deployment of a stack's project on an environment: parsed from `source_dir` (the stack's directory, or
+    one being staged), its relative paths resolved where that environment's engine has the project's files."""
+    stacks: Stacks = request.app[STACKS]
+    project_dir = stacks.project_dir(stack_id)
+    connector = request.app[ENVIRONMENTS].connector(endpoint["Id"])
+    engine_dir = await connector.project_directory(name, project_dir)
+    deployment = stacks.deployment(stack_type, endpoint["Id"], name, content, env, engine_dir,
+                                   source_dir=source_dir or project_dir, entry_point=entry_point)
+    if source_dir is not None:
+        await asyncio.to_thread(Stacks.add_generated_files, source_dir, deployment.compose)
+    return deployment
+
+
+async def undo_project(deployment: ComposeDeployment | SwarmDeployment, name: str) -> None:
+    """After a failed first deploy: the images it built and the copy of its files an agent got go too."""
+    with contextlib.suppress(ApiError, OSError):
+        if isinstance(deployment, ComposeDeployment):
+            await deployment.remove_built_images()
+    with contextlib.suppress(ApiError, OSError):
+        await deployment.connector.remove_project(name)
+
+
+def stack_registry_config(request: web.Request, endpoint_id: int) -> dict:
+    """X-Registry-Config for a stack's builds: the credentials of every registry the caller may use on the
+    environment, by host (the engine picks them by each base image's registry)."""
+    registries, caller = request.app[REGISTRIES], caller_of(request)
+    config = {}
+    for registry in request.app[STORE].registries.in_id_order():
+        if registries.may_use(caller, registry, endpoint_id):
+            auth = registries.auth_config(registry)
+            config[auth["serveraddress"]] = auth
+    return config
 
 
 async def handle_stack_create_standalone_string(request: web.Request) -> web.Response:
@@ -6696,37 +7297,138 @@ async def handle_stack_create_standalone_string(request: web.Request) -> web.Res
 
 
 async def handle_stack_create_standalone_file(request: web.Request) -> web.Response:
-    """Deploy a compose stack from an uploaded file (multipart: Name, file, Env as JSON)."""
-    body = await stack_upload_form(request)
-    return json_response(stack_view(request, await create_stack(request, STACK_COMPOSE, body)))
+    """Deploy a compose stack from an uploaded compose file or project archive (multipart: Name, file, Env as
+    JSON, ComposeFile: the archive's compose file)."""
+    stack_endpoint(request)  # who may not deploy here sends no archive to unpack
+    body, upload = await stack_upload_form(request)
+    return json_response(stack_view(request, await create_stack(request, STACK_COMPOSE, body, upload=upload)))
 
 
 async def handle_stack_create_swarm_file(request: web.Request) -> web.Response:
-    """Deploy a Swarm stack from an uploaded file (multipart: Name, SwarmID, file, Env as JSON)."""
-    body = await stack_upload_form(request)
-    return json_response(stack_view(request, await create_stack(request, STACK_SWARM, body)))
+    """Deploy a Swarm stack from an uploaded compose file or project archive (multipart: Name, SwarmID, file,
+    Env as JSON, ComposeFile: the archive's compose file)."""
+    stack_endpoint(request)
+    body, upload = await stack_upload_form(request)
+    return json_response(stack_view(request, await create_stack(request, STACK_SWARM, body, upload=upload)))
 
 
-async def stack_upload_form(request: web.Request) -> dict:
-    """Portainer's multipart stack upload (Name, SwarmID, file, Env as JSON) as the body create_stack reads."""
+# A project archive's compose file, when the form names none: the names docker compose looks for, in its order.
+COMPOSE_FILE_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
+STACK_FORM_FIELDS = ("Name", "SwarmID", "Env", "ComposeFile", "Prune", "PullImage")
+
+
+@dataclasses.dataclass
+class ProjectUpload:
+    """A project archive from a request, unpacked into a staging directory beside the projects, and the compose
+    file in it the stack deploys (its entry point)."""
+
+    directory: str
+    entry_point: str
+
+    def compose_text(self) -> str:
+        try:
+            with open(os.path.join(self.directory, *self.entry_point.split("/")), "rb") as f:
+                return f.read(MAX_JSON_BODY).decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest(f"the archive's {self.entry_point} is not UTF-8 text") from None
+
+    def discard(self) -> None:
+        if self.directory:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
+async def unpack_upload(stacks: Stacks, spool, compose_file: str) -> ProjectUpload:
+    """An uploaded archive, unpacked safely (see agent.unpack_project_archive) into a staging directory."""
+    directory = await asyncio.to_thread(stacks.new_staging)
+    try:
+        await asyncio.to_thread(shared.unpack_project_archive, spool, directory)
+        if compose_file:
+            try:
+                entry_point = shared.project_member_path(compose_file)
+            except shared.ArchiveRefused as exc:
+                raise BadRequest(f"ComposeFile: {exc}") from None
+            if not os.path.isfile(os.path.join(directory, *entry_point.split("/"))):
+                raise BadRequest(f"the archive has no compose file {compose_file!r}")
+        else:
+            entry_point = next((n for n in COMPOSE_FILE_NAMES if os.path.isfile(os.path.join(directory, n))), "")
+            if not entry_point:
+                raise BadRequest("the archive has no compose file at its top",
+                                 "name it with the form field ComposeFile, or add one of " + ", ".join(COMPOSE_FILE_NAMES))
+        upload = ProjectUpload(directory, entry_point)
+        upload.compose_text()
+        return upload
+    except shared.ArchiveRefused as exc:
+        await asyncio.to_thread(shutil.rmtree, directory, True)
+        raise BadRequest(f"project archive refused: {exc}", "nothing of it was kept") from None
+    except BaseException:
+        await asyncio.to_thread(shutil.rmtree, directory, True)
+        raise
+
+
+async def stack_upload_form(request: web.Request, require_file: bool = True) -> tuple[dict, ProjectUpload | None]:
+    """Portainer's multipart stack upload (Name, SwarmID, Env as JSON, file) as the body create_stack reads. The
+    `file` is a compose file, or a project archive (.tar, .tar.gz, .zip, told apart by its content) whose compose
+    file is the field ComposeFile (default: compose.yaml, compose.yml, docker-compose.yaml, docker-compose.yml).
+    Read as a stream: an archive may be up to 64 MiB, far more than other bodies."""
     if not request.content_type.startswith("multipart/"):
         raise BadRequest("send a multipart form with Name, file and Env")
+    fields: dict[str, str] = {}
+    spool = tempfile.TemporaryFile()
+    received = False
     try:
-        post = await request.post()
-    except MALFORMED_FORM_ERRORS as exc:
-        raise BadRequest("malformed multipart body", str(exc) or "a multipart body needs a boundary") from None
-    upload = post.get("file")
-    if upload is None or not hasattr(upload, "file"):
-        raise BadRequest("the form field 'file' (the compose file) is required")
-    try:
-        env = _typed_value(decode_json(post.get("Env") or "[]"), STACK_ENV, "Env")
-        content = upload.file.read(MAX_JSON_BODY).decode("utf-8")
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise BadRequest("Env must be JSON and the file UTF-8 text", str(exc)) from None
-    body = {"Name": post.get("Name"), "StackFileContent": content, "Env": env}
-    if isinstance(post.get("SwarmID"), str):
-        body["SwarmID"] = post["SwarmID"]
-    return body
+        try:
+            reader = await request.multipart()
+            while (part := await reader.next()) is not None:
+                if part.name == "file":
+                    received = True
+                    size = 0
+                    while chunk := await part.read_chunk(shared.STREAM_CHUNK):
+                        size += len(chunk)
+                        if size > shared.PROJECT_ARCHIVE_MAX_BYTES:
+                            raise BadRequest(f"the file is larger than "
+                                             f"{shared.PROJECT_ARCHIVE_MAX_BYTES // (1024 * 1024)} MiB")
+                        await asyncio.to_thread(spool.write, chunk)
+                elif part.name in STACK_FORM_FIELDS:
+                    value = b""
+                    while chunk := await part.read_chunk(shared.STREAM_CHUNK):
+                        value += chunk
+                        if len(value) > MAX_JSON_BODY:
+                            raise BadRequest(f"the form field {part.name} is too large")
+                    fields[part.name] = value.decode("utf-8")
+        except MALFORMED_FORM_ERRORS as exc:
+            raise BadRequest("malformed multipart body", str(exc) or "a multipart body needs a boundary") from None
+        try:
+            env = _typed_value(decode_json(fields.get("Env") or "[]"), STACK_ENV, "Env")
+        except (ValueError, RecursionError) as exc:
+            raise BadRequest("Env must be JSON: [{\"name\": ..., \"value\": ...}]", str(exc)) from None
+        body: dict = {"Name": fields.get("Name"), "Env": env}
+        if "Env" not in fields:
+            body.pop("Env")
+        for flag in ("Prune", "PullImage"):
+            if flag in fields:
+                body[flag] = fields[flag].strip().lower() in ("1", "true", "yes", "on")
+        if "SwarmID" in fields:
+            body["SwarmID"] = fields["SwarmID"]
+        if not received:
+            if require_file:
+                raise BadRequest("the form field 'file' (a compose file or a project archive) is required")
+            return body, None
+        spool.seek(0)
+        if shared.archive_kind(spool.read(512)) is None:
+            spool.seek(0)
+            try:
+                body["StackFileContent"] = spool.read(MAX_JSON_BODY + 1).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise BadRequest("the file is neither UTF-8 text nor a .tar, .tar.gz or .zip archive",
+                                 str(exc)) from None
+            if len(body["StackFileContent"]) > MAX_JSON_BODY:
+                raise BadRequest(f"a compose file is at most {MAX_JSON_BODY // (1024 * 1024)} MiB")
+            return body, None
+        upload = await unpack_upload(request.app[STACKS], spool, fields.get("ComposeFile", "").strip())
+        body["StackFileContent"] = upload.compose_text()
+        return body, upload
+    finally:
+        spool.close()
 
 
 async def handle_stack_create_swarm_string(request: web.Request) -> web.Response:
@@ -6797,7 +7499,7 @@ async def handle_stack_services(request: web.Request) -> web.Response:
     stacks: Stacks = request.app[STACKS]
     content = await asyncio.to_thread(stacks.read_file, stack)
     deployment = stacks.deployment(stack["Type"], stack["EndpointId"], stack["Name"], content, stack["Env"],
-                                   stacks.project_dir(stack["Id"]))
+                                   stacks.project_dir(stack["Id"]), entry_point=stack["EntryPoint"])
     return json_response(await deployment.service_states())
 
 
@@ -6814,28 +7516,68 @@ def managed_stack(request: web.Request) -> tuple[dict, dict]:
 
 async def handle_stack_update(request: web.Request) -> web.Response:
     """Change a stack's file or env and redeploy: only services whose config changed are recreated;
-    Prune removes services no longer in the file; PullImage pulls images again."""
+    Prune removes services no longer in the file; PullImage pulls images again (and rebuilds built ones).
+    The project's other files stay; a multipart body whose `file` is a project archive replaces them all
+    (fields as on create: file, Env, ComposeFile, Prune, PullImage)."""
     stack, endpoint = managed_stack(request)
     if stack.get("GitConfig"):
         raise BadRequest(f"stack {stack['Id']} is deployed from a git repository",
                          "push to the repository and redeploy (PUT /api/stacks/{id}/git/redeploy)")
-    body = await read_documented_fields(request, STACK_UPDATE_FIELDS)
+    upload = None
+    if request.content_type.startswith("multipart/"):
+        body, upload = await stack_upload_form(request, require_file=False)
+        if upload is None and "StackFileContent" not in body:
+            body["StackFileContent"] = await asyncio.to_thread(request.app[STACKS].read_file, stack)
+    else:
+        body = await read_documented_fields(request, STACK_UPDATE_FIELDS)
+    try:
+        return await redeploy_stack(request, stack, endpoint, body, upload)
+    finally:
+        if upload is not None:
+            await asyncio.to_thread(upload.discard)
+
+
+async def redeploy_stack(request: web.Request, stack: dict, endpoint: dict, body: dict,
+                         upload: ProjectUpload | None) -> web.Response:
     stacks: Stacks = request.app[STACKS]
     caller = caller_of(request)
     content, env = stack_content(body), stack_env(body) if "Env" in body else stack["Env"]
+    entry_point = upload.entry_point if upload is not None else stack["EntryPoint"]
+    progress = deploy_progress(request)
     async with stacks.lock(stack["Id"]):
-        deployment = stacks.deployment(stack["Type"], endpoint["Id"], stack["Name"], content, env,
-                                       stacks.project_dir(stack["Id"]))
-        await apply_caller_rules(request, endpoint, deployment, stack)
-        previous = await asyncio.to_thread(stacks.read_file, stack)
-        await asyncio.to_thread(Stacks.write_files, stacks.project_dir(stack["Id"]), content, env)
+        staging = ""
         try:
-            await deployment.up(pull=bool(body.get("PullImage")), prune=bool(body.get("Prune")))
-        except (ApiError, OSError):
-            await asyncio.to_thread(Stacks.write_files, stacks.project_dir(stack["Id"]), previous, stack["Env"])
+            staging = await asyncio.to_thread(stacks.stage, stack["Id"], entry_point, content, env, upload)
+            deployment = await project_deployment(request, stack["Type"], endpoint, stack["Name"], content, env,
+                                                  stack["Id"], staging, entry_point)
+            await apply_caller_rules(request, endpoint, deployment, stack)
+            previous = await asyncio.to_thread(stacks.install, stack["Id"], staging)
+            staging = ""
+            if upload is not None:
+                upload.directory = ""
+            deployment.compose.source_dir = stacks.project_dir(stack["Id"])
+            deployment.progress = progress.publish
+            try:
+                await deployment.connector.store_project(stack["Name"], stacks.project_dir(stack["Id"]))
+                await deployment.up(pull=bool(body.get("PullImage")), prune=bool(body.get("Prune")),
+                                    **({"rebuild": True} if body.get("Rebuild") else {}))
+            except (ApiError, OSError):
+                await asyncio.to_thread(stacks.restore, stack["Id"], previous)
+                with contextlib.suppress(ApiError, OSError):  # the agent keeps what the stack had too
+                    await deployment.connector.store_project(stack["Name"], stacks.project_dir(stack["Id"]))
+                raise
+            if previous is not None:
+                await asyncio.to_thread(shutil.rmtree, previous, True)
+            stack.update({"Env": env, "Status": STACK_ACTIVE, "UpdateDate": now(), "EntryPoint": entry_point,
+                          "UpdatedBy": caller.user["Username"]})
+            await request.app[STORE].commit()
+            progress.finish({"stage": "done", "stack": stack["Id"]})
+        except ApiError as exc:
+            progress.finish({"stage": "error", "message": exc.message})
             raise
-        stack.update({"Env": env, "Status": STACK_ACTIVE, "UpdateDate": now(), "UpdatedBy": caller.user["Username"]})
-        await request.app[STORE].commit()
+        finally:
+            if staging and os.path.isdir(staging):
+                await asyncio.to_thread(shutil.rmtree, staging, True)
     return json_response(stack_view(request, stack))
 
 
@@ -6845,8 +7587,8 @@ async def change_stack_state(request: web.Request, status: int) -> web.Response:
     async with stacks.lock(stack["Id"]):
         if status == STACK_ACTIVE:
             content = await asyncio.to_thread(stacks.read_file, stack)
-            deployment = stacks.deployment(stack["Type"], endpoint["Id"], stack["Name"], content, stack["Env"],
-                                           stacks.project_dir(stack["Id"]))
+            deployment = await project_deployment(request, stack["Type"], endpoint, stack["Name"], content,
+                                                  stack["Env"], stack["Id"], entry_point=stack["EntryPoint"])
             await apply_caller_rules(request, endpoint, deployment, stack)
             await deployment.start()
         else:
@@ -6871,7 +7613,9 @@ async def handle_stack_delete(request: web.Request) -> web.Response:
     stack, endpoint = managed_stack(request)
     stacks: Stacks = request.app[STACKS]
     async with stacks.lock(stack["Id"]):
-        await stacks.remover(stack).down()
+        remover = stacks.remover(stack)
+        await remover.down()
+        await remove_agent_project(remover.connector, stack)
         store = request.app[STORE]
         store.stacks.delete(stack["Id"])
         control = stack_resource_control(store, stack)
@@ -6880,6 +7624,16 @@ async def handle_stack_delete(request: web.Request) -> web.Response:
         await request.app[STORE].commit()
         await asyncio.to_thread(shutil.rmtree, stacks.project_dir(stack["Id"]), True)
     return web.Response(status=204)
+
+
+async def remove_agent_project(connector: DockerConnector, stack: dict) -> None:
+    """The copy of a removed (or moved) stack's files its agent kept; an agent that cannot be told is logged,
+    the stack is gone all the same (its containers are, already)."""
+    try:
+        await connector.remove_project(stack["Name"])
+    except ApiError as exc:
+        log.warning("the files of stack %s stay on environment %s: %s", stack["Id"], stack["EndpointId"],
+                    exc.message)
 
 
 async def handle_stack_migrate(request: web.Request) -> web.Response:
@@ -6903,8 +7657,8 @@ async def handle_stack_migrate(request: web.Request) -> web.Response:
         raise Conflict(f"A stack with the name '{name}' is already running on endpoint '{target['Name']}'")
     async with stacks.lock(stack["Id"]):
         content = await asyncio.to_thread(stacks.read_file, stack)
-        deployment = stacks.deployment(stack["Type"], target_id, name, content, stack["Env"],
-                                       stacks.project_dir(stack["Id"]))
+        deployment = await project_deployment(request, stack["Type"], target, name, content, stack["Env"],
+                                              stack["Id"], entry_point=stack["EntryPoint"])
         await apply_caller_rules(request, target, deployment, stack)
         swarm_id = stack.get("SwarmId", "")
         if stack["Type"] == STACK_SWARM:
@@ -6915,12 +7669,16 @@ async def handle_stack_migrate(request: web.Request) -> web.Response:
         elif await deployment.project_containers():
             raise Conflict(f"A stack with the name '{name}' is already running on endpoint '{target['Name']}'")
         try:
+            await deployment.connector.store_project(name, stacks.project_dir(stack["Id"]))
             await deployment.up()
         except (ApiError, OSError):
             with contextlib.suppress(ApiError, OSError):
                 await deployment.down()
+            await undo_project(deployment, name)
             raise
-        await stacks.remover(stack).down()
+        remover = stacks.remover(stack)
+        await remover.down()
+        await remove_agent_project(remover.connector, stack)
         store = request.app[STORE]
         control = stack_resource_control(store, stack)
         stack.update({"EndpointId": target_id, "Name": name, "SwarmId": swarm_id, "UpdateDate": now(),
@@ -7155,8 +7913,8 @@ class Git:
                          "name a branch, a tag or a full reference such as refs/heads/main")
 
     async def fetch(self, source: GitSource, destination: str) -> str:
-        """A shallow checkout of the one reference into destination (made here; without .git); its commit."""
-        await asyncio.to_thread(os.makedirs, destination, 0o700)
+        """A shallow checkout of the one reference into destination (an empty directory; no .git kept); its
+        commit."""
         await self.run(source, "init", "-q", destination)
         await self.run(source, "fetch", "-q", "--depth", "1", "--no-tags", "--no-recurse-submodules", source.url,
                        source.reference or "HEAD", cwd=destination)
@@ -7217,41 +7975,13 @@ def refuse_escaping_links(root: str) -> None:
                                      f"outside the repository")
 
 
-@dataclasses.dataclass
-class GitCheckout:
-    """A fetched reference, on disk next to the stack's project directory until it becomes it."""
-
-    path: str
-    commit: str
-    config_path: str
-    content: str
-    fields: dict  # what the stack record keeps of where it came from (GitConfig, AutoUpdate, sealed secrets)
-
-    def install(self, project_dir: str, env: list[dict]) -> str | None:
-        """Put the checkout in place of project_dir (with its stack.env); where the previous one was kept."""
-        previous = None
-        if os.path.exists(project_dir):
-            previous = f"{project_dir}.previous-{secrets.token_hex(4)}"
-            os.replace(project_dir, previous)
-        os.replace(self.path, project_dir)
-        write_stack_file(os.path.join(project_dir, STACK_ENV_FILE), Stacks.stack_files("", env)[STACK_ENV_FILE])
-        return previous
-
-    @staticmethod
-    def restore(project_dir: str, previous: str | None) -> None:
-        shutil.rmtree(project_dir, True)
-        if previous:
-            os.replace(previous, project_dir)
-
-
 async def fetch_checkout(app: web.Application, source: GitSource, config_path: str,
-                         additional_files: list[str]) -> tuple[str, str, str]:
-    """Fetch a reference next to the stacks' directories: (path, commit, compose file text). A missing compose
-    file or additional file is a 400; nothing is left behind on failure."""
-    stacks: Stacks = app[STACKS]
-    path = os.path.join(stacks.data_directory, "compose", f".fetch-{secrets.token_hex(8)}")
+                         additional_files: list[str]) -> tuple[ProjectUpload, str, str]:
+    """Fetch a reference into a staging directory beside the stacks' projects, as a project upload is: (the
+    project, its commit, its compose file's text). A missing compose file or additional file is a 400; nothing is
+    left behind on failure."""
+    path = await asyncio.to_thread(app[STACKS].new_staging)
     try:
-        await asyncio.to_thread(os.makedirs, os.path.dirname(path), 0o700, True)
         commit = await app[GIT].fetch(source, path)
         for relative, name in [(config_path, "ComposeFile"), *((f, "AdditionalFiles") for f in additional_files)]:
             full = os.path.realpath(os.path.join(path, relative))
@@ -7259,7 +7989,7 @@ async def fetch_checkout(app: web.Application, source: GitSource, config_path: s
                 raise GitProblem(f"{relative!r} ({name}) is not a file in {source.url} at "
                                  f"{source.reference or 'HEAD'} (commit {commit[:12]})")
         content = await asyncio.to_thread(read_text_file, os.path.join(path, config_path))
-        return path, commit, content
+        return ProjectUpload(path, config_path), commit, content
     except BaseException:
         await asyncio.to_thread(shutil.rmtree, path, True)
         raise
@@ -7391,15 +8121,10 @@ async def create_git_stack(request: web.Request, stack_type: int) -> web.Respons
         raise BadRequest("AdditionalFiles are not supported yet: put the whole project in ComposeFile")
     source = git_source_from_body(app, body, url)
     auto_update = git_auto_update(app, body, None)
-    path, commit, content = await fetch_checkout(app, source, config_path, additional)
-    checkout = GitCheckout(path, commit, config_path, content,
-                           git_stack_fields(app, source, config_path, commit, auto_update, caller_of(request),
-                                            additional))
-    try:
-        stack = await create_stack(request, stack_type, {**body, "StackFileContent": content}, checkout=checkout,
-                                   from_template=bool(body.get("FromAppTemplate")))
-    finally:
-        await asyncio.to_thread(shutil.rmtree, path, True)  # gone already once it became the project directory
+    project, commit, content = await fetch_checkout(app, source, config_path, additional)
+    record = git_stack_fields(app, source, config_path, commit, auto_update, caller_of(request), additional)
+    stack = await create_stack(request, stack_type, {**body, "StackFileContent": content}, upload=project,
+                               from_template=bool(body.get("FromAppTemplate")), record=record)
     app[GIT_UPDATES].schedule(stack)
     return json_response(stack_view(request, stack))
 
@@ -7445,9 +8170,9 @@ def git_actor(app: web.Application, stack: dict) -> StackActor:
 async def redeploy_git_stack(actor: web.Request | StackActor, stack: dict, source: GitSource | None = None,
                              env: list[dict] | None = None, pull: bool = False, prune: bool = False,
                              fetch: bool = True) -> str:
-    """Fetch the stack's reference (or reuse its files when fetch is False), put the checkout in place of its
-    project directory and bring the stack to it. Whatever fails, the previous directory comes back and the running
-    stack stays as it was. The commit deployed."""
+    """Fetch the stack's reference (or keep its files when fetch is False) and redeploy it through the same
+    redeploy_stack an update uses: the checkout is staged, vetted, swapped in whole, and the previous project comes
+    back if anything fails, so the running stack stays as it was. The commit deployed."""
     app = actor.app
     stacks: Stacks = app[STACKS]
     endpoint = app[STORE].endpoints.get(stack["EndpointId"])
@@ -7456,44 +8181,26 @@ async def redeploy_git_stack(actor: web.Request | StackActor, stack: dict, sourc
         raise Forbidden(f"access denied to stack {stack['Id']}")
     config = stack["GitConfig"]
     source = source or git_source_from_body(app, {}, config["URL"], stack)
-    env = stack["Env"] if env is None else env
-    project_dir = stacks.project_dir(stack["Id"])
-    path = None
-    commit = config["ConfigHash"]
+    body: dict = {"PullImage": pull, "Prune": prune, "Rebuild": fetch and stack["Type"] == STACK_COMPOSE,
+                  **({"Env": env} if env is not None else {})}
+    project, commit = None, config["ConfigHash"]
     started = time.monotonic()
     if fetch:
-        path, commit, content = await fetch_checkout(app, source, config["ConfigFilePath"], stack["AdditionalFiles"])
+        project, commit, body["StackFileContent"] = await fetch_checkout(app, source, config["ConfigFilePath"],
+                                                                         stack["AdditionalFiles"])
+    else:
+        body["StackFileContent"] = await asyncio.to_thread(stacks.read_file, stack)
     fetched = time.monotonic()
     try:
-        async with stacks.lock(stack["Id"]):
-            previous = None
-            if path is not None:
-                previous = await asyncio.to_thread(GitCheckout(path, commit, "", "", {}).install, project_dir, env)
-            else:
-                content = await asyncio.to_thread(stacks.read_file, stack)
-            try:
-                deployment = stacks.deployment(stack["Type"], endpoint["Id"], stack["Name"], content, env,
-                                               project_dir, stack["EntryPoint"])
-                await apply_caller_rules(actor, endpoint, deployment, stack)
-                await deployment.up(pull=pull, prune=prune)
-            except BaseException:
-                if path is not None:
-                    await asyncio.to_thread(GitCheckout.restore, project_dir, previous)
-                raise
-            if previous:
-                await asyncio.to_thread(shutil.rmtree, previous, True)
-            log.info("stack %s: commit %s fetched in %.2f s, deployed in %.2f s", stack["Name"], commit[:12],
-                     fetched - started, time.monotonic() - fetched)
-            caller = actor[CALLER_KEY]
-            config.update({"ConfigHash": commit, "ReferenceName": source.reference,
-                           "TLSSkipVerify": source.tls_skip_verify})
-            stack.update({"Env": env, "Status": STACK_ACTIVE, "UpdateDate": now(),
-                          "UpdatedBy": caller.user["Username"] if caller else "",
-                          "GitCheck": {"Time": now(), "Commit": commit, "Outcome": "deployed", "Message": ""}})
-            await app[STORE].commit()
+        await redeploy_stack(actor, stack, endpoint, body, project)
     finally:
-        if path is not None:
-            await asyncio.to_thread(shutil.rmtree, path, True)
+        if project is not None:
+            await asyncio.to_thread(project.discard)
+    log.info("stack %s: commit %s fetched in %.2f s, deployed in %.2f s", stack["Name"], commit[:12],
+             fetched - started, time.monotonic() - fetched)
+    config.update({"ConfigHash": commit, "ReferenceName": source.reference, "TLSSkipVerify": source.tls_skip_verify})
+    stack["GitCheck"] = {"Time": now(), "Commit": commit, "Outcome": "deployed", "Message": ""}
+    await app[STORE].commit()
     return commit
 
 
@@ -7621,7 +8328,7 @@ async def git_update(app: web.Application, stack: dict, trigger: str, env: list[
         if force or await app[GIT].remote_commit(source) != commit:
             commit = await redeploy_git_stack(actor, stack, source, env, pull=pull or auto.get("ForcePullImage"))
             outcome = "deployed"
-        elif auto.get("ForceUpdate") and await git_stack_drifted(app, stack):
+        elif auto.get("ForceUpdate") and await git_stack_drifted(actor, stack):
             await redeploy_git_stack(actor, stack, source, pull=pull, fetch=False)
             outcome, message = "deployed", "the containers had drifted from the file"
     except ApiError as exc:
@@ -7643,16 +8350,18 @@ async def git_update(app: web.Application, stack: dict, trigger: str, env: list[
     return commit
 
 
-async def git_stack_drifted(app: web.Application, stack: dict) -> bool:
+async def git_stack_drifted(actor: StackActor, stack: dict) -> bool:
     """Whether a compose stack's containers no longer match its file (removed, stopped, changed by hand)."""
     if stack["Type"] != STACK_COMPOSE:
         return False
-    stacks: Stacks = app[STACKS]
-    content = await asyncio.to_thread(stacks.read_file, stack)
-    deployment = stacks.deployment(stack["Type"], stack["EndpointId"], stack["Name"], content, stack["Env"],
-                                   stacks.project_dir(stack["Id"]), stack["EntryPoint"])
+    content = await asyncio.to_thread(actor.app[STACKS].read_file, stack)
+    endpoint = actor.app[STORE].endpoints.get(stack["EndpointId"])
+    deployment = await project_deployment(actor, stack["Type"], endpoint, stack["Name"], content, stack["Env"],
+                                          stack["Id"], entry_point=stack["EntryPoint"])
     containers = await deployment.project_containers()
     for name, service in deployment.compose.services.items():
+        if service.get("build") is not None:  # part of the hash `up` gave its containers
+            service["image_id"] = await deployment.image_id(service["image"])
         mine = [c for c in containers if c["Labels"].get(LABEL_SERVICE) == name]
         if len(mine) != service["replicas"] or any(
                 c["Labels"].get(LABEL_HASH) != deployment.compose.config_hash(name) or c["State"] != "running"
@@ -7772,23 +8481,34 @@ class EdgeTunnels:
         return now() if endpoint_id in self.tunnels else self.last_seen.get(endpoint_id, 0)
 
 
-class EdgeConnector(DockerConnector):
-    """An edge host's engine, reached through the tunnel its agent opened: one tunnel stream per connection."""
+class EdgeConnector(AgentProjectFiles, DockerConnector):
+    """An edge host's engine, reached through the tunnel its agent opened: one tunnel stream per connection.
+    Its project files are reached through the same tunnel, on streams opened to the agent's "projects"."""
 
     def __init__(self, endpoint: dict, tunnels: EdgeTunnels):
         self.tunnels = tunnels
         super().__init__(endpoint)
         self.client = shared.DockerClient(self.open_connection, max_idle=EDGE_IDLE_STREAMS)
+        self.projects_client = shared.DockerClient(lambda: self.open_connection("projects"), max_idle=0)
 
-    async def open_connection(self) -> shared.HttpConnection:
+    async def open_connection(self, target: str = "docker") -> shared.HttpConnection:
         tunnel = self.tunnels.tunnels.get(self.endpoint_id)
         if tunnel is None:
             raise shared.DockerUnreachable(f"the edge agent of environment {self.endpoint_id} is not connected")
         try:
-            stream = await tunnel.open_stream()
+            stream = await tunnel.open_stream(target)
         except (ConnectionError, asyncio.TimeoutError) as exc:
             raise shared.DockerUnreachable(f"edge tunnel: {exc or 'no answer from the agent'}") from None
         return shared.HttpConnection(stream, stream)
+
+    async def project_request(self, method: str, target: str, body=None, body_length=None,
+                              timeout: float = 30.0) -> shared.DockerResponse:
+        try:
+            return await self.projects_client.request(method, target, [], body, body_length, timeout)
+        except asyncio.TimeoutError:
+            raise GatewayTimeout(f"the edge agent of environment {self.endpoint_id} did not answer in time") from None
+        except shared.DockerUnreachable as exc:
+            raise BadGateway(f"environment {self.endpoint_id} is unreachable", str(exc)) from None
 
 
 # -- edge keys, the tunnel endpoint, association -------------------------------------------------------------------
@@ -12393,6 +13113,7 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("POST", "/api/stacks", handle_stack_create_legacy),
     ("GET", "/api/stacks", handle_stacks_list),
     ("GET", "/api/stacks/outside", handle_stacks_outside),
+    ("GET", "/api/stacks/deploys/{deployId}/progress", handle_stack_deploy_progress),
     ("POST", "/api/stacks/adopt", handle_stack_adopt),
     ("GET", "/api/stacks/{id}", handle_stack_inspect),
     ("PUT", "/api/stacks/{id}", handle_stack_update),
@@ -12492,7 +13213,10 @@ REQUEST_SCHEMAS: dict[str, dict] = {
 }
 _STACK_UPLOAD = {"type": "object", "required": ["Name", "file"], "properties": {
     "Name": _STRING, "SwarmID": _STRING, "Env": {"type": "string", "description": "JSON: [{name, value}]"},
-    "file": {"type": "string", "format": "binary"}}}
+    "file": {"type": "string", "format": "binary",
+             "description": "a compose file, or a project archive (.tar, .tar.gz, .zip; told apart by content)"},
+    "ComposeFile": {"type": "string", "description": "the archive's compose file (default: compose.yaml, "
+                                                     "compose.yml, docker-compose.yaml, docker-compose.yml)"}}}
 # Routes that take a multipart form, as Portainer's do.
 FORM_SCHEMAS: dict[str, dict] = {
     "handle_stack_create_standalone_file": _STACK_UPLOAD,
@@ -12692,6 +13416,7 @@ def make_app(config: argparse.Namespace) -> web.Application:
     app[GIT_CREDENTIALS] = GitCredentials(store.directory)
     app[GIT_UPDATES] = GitUpdates(app)
     app[WEBHOOK_GUESSES] = WebhookGuesses()
+    app[DEPLOYS] = DeployProgress()
     app[ACTIVITY] = ActivityLog(store.directory,
                                 lambda: int(current_settings(store)["ActivityLogRetentionDays"]))
     app[ANALYTICS_STATE] = {}

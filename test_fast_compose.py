@@ -274,7 +274,9 @@ def test_swarm_only_keys_are_refused_in_a_compose_stack_and_read_in_a_swarm_stac
           site:
             file: ./site.conf
         """
-    assert "'configs' are only supported in Swarm stacks" in refusal(text)
+    # configs are mounted from the project outside Swarm (test_compose_projects.py); deploy.mode is Swarm's only
+    assert "'services.web.deploy.mode' is for Swarm stacks" in refusal(text, project_dir=str(tmp_path),
+                                                                        files={"site.conf": b"listen 80"})
     swarm = compose(text, swarm=True, project_dir=str(tmp_path), files={"site.conf": b"listen 80"})
     assert swarm.configs["site"]["data"] == b"listen 80" and swarm.configs["site"]["name"] == "shop_site"
     assert swarm.services["web"]["mode"] == "global"

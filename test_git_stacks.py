@@ -27,6 +27,7 @@ open_page = test_ui.open_page
 
 
 def compose_project(revision: str) -> str:
+    """A plain compose file: one service with a named volume."""
     return textwrap.dedent(f"""\
         services:
           app:
@@ -43,6 +44,36 @@ def compose_project(revision: str) -> str:
           data:
             labels: {{"{TEST_LABEL}": "1"}}
         """)
+
+
+def built_project(revision: str) -> dict[str, str]:
+    """A compose project: an image built from a context in the repository, a file of it bind-mounted, a file
+    secret, and a named volume whose data must outlive redeploys."""
+    compose = textwrap.dedent(f"""\
+        services:
+          app:
+            build:
+              context: ./backend
+            command: ["sh", "-c", "exec sleep 3600"]
+            environment:
+              REVISION: "{revision}"
+              GREETING: ${{GREETING:-hello}}
+            volumes:
+              - data:/data
+              - ./config/site.conf:/etc/app/site.conf:ro
+            secrets: [token]
+            stop_grace_period: 1s
+            labels: {{"{TEST_LABEL}": "1"}}
+        secrets:
+          token:
+            file: ./secrets/token.txt
+        volumes:
+          data:
+            labels: {{"{TEST_LABEL}": "1"}}
+        """)
+    dockerfile = f"FROM {BUSYBOX}\nRUN echo built-{revision} > /built\n"
+    return {"docker-compose.yml": compose, "backend/Dockerfile": dockerfile,
+            "config/site.conf": f"site revision {revision}\n", "secrets/token.txt": f"token-{revision}\n"}
 
 
 def make_ca_and_server_certificate(directory: str) -> tuple[str, str, str]:
@@ -190,21 +221,37 @@ def git_server(tmp_path_factory):
         server.stop()
 
 
+def remove_built_images(engine) -> None:
+    """Images the stacks here built (named <project>_<service>), left by this run or a killed one."""
+    for image in engine.images.list():
+        if any(tag.startswith(PREFIX) for tag in image.tags):
+            for tag in image.tags:
+                engine.images.remove(tag, force=True)
+
+
 @pytest.fixture(scope="module")
 def srv(engine, git_server, tmp_path_factory):
     """A server that trusts the test's CA for git over HTTPS and allows a polling interval down to 1 s."""
+    remove_built_images(engine)
     server = start_server(str(tmp_path_factory.mktemp("gitsrv") / "data"), "--git-ca-file", git_server.ca,
                           "--git-poll-minimum", "1")
     yield server
     for stack in server.api("GET", "/api/stacks").json():
         server.api("DELETE", f"/api/stacks/{stack['Id']}?endpointId={stack['EndpointId']}")
     server.stop()
+    remove_built_images(engine)
 
 
 def container_of(engine, project: str):
     found = engine.containers.list(all=True, filters={"label": f"com.docker.compose.project={project}"})
     assert len(found) == 1, found
     return found[0]
+
+
+def read_in(container, path: str) -> str:
+    result = container.exec_run(["cat", path])
+    assert result.exit_code == 0, result.output
+    return result.output.decode().strip()
 
 
 def create_git_stack(srv, name: str, url: str, **extra) -> requests.Response:
@@ -215,15 +262,16 @@ def create_git_stack(srv, name: str, url: str, **extra) -> requests.Response:
 
 
 def test_a_stack_from_git_redeploys_on_webhook_and_on_poll_keeping_its_volume_data(srv, git_server, engine):
-    first = git_server.push({"deploy/docker-compose.yml": compose_project("1"), "README": "app\n"}, "first")
+    first = git_server.push({**built_project("1"), "README": "app\n"}, "first")
     name = f"{PREFIX}-app"
     r = create_git_stack(srv, name, git_server.url, Env=[{"name": "GREETING", "value": "hi"}],
+                         ComposeFile="docker-compose.yml",
                          AutoUpdate={"Webhook": "client-chosen-id", "ForcePullImage": False})
     assert r.status_code == 200, r.text
     stack = r.json()
     config = stack["GitConfig"]
     assert config["URL"] == git_server.url and config["ReferenceName"] == "refs/heads/main"
-    assert config["ConfigFilePath"] == "deploy/docker-compose.yml" and config["ConfigHash"] == first
+    assert config["ConfigFilePath"] == "docker-compose.yml" and config["ConfigHash"] == first
     assert config["Authentication"]["Username"] == GIT_USER and config["Authentication"]["Password"] == ""
     webhook = stack["AutoUpdate"]["Webhook"]
     assert webhook != "client-chosen-id" and len(webhook) == 36  # made by the server, a random UUID
@@ -231,11 +279,16 @@ def test_a_stack_from_git_redeploys_on_webhook_and_on_poll_keeping_its_volume_da
     container = container_of(engine, name)
     env = container.attrs["Config"]["Env"]
     assert "REVISION=1" in env and "GREETING=hi" in env
-    assert srv.api("GET", f"/api/stacks/{stack['Id']}/file").json()["StackFileContent"] == compose_project("1")
+    assert srv.api("GET", f"/api/stacks/{stack['Id']}/file").json()["StackFileContent"] == \
+        built_project("1")["docker-compose.yml"]
+    # The project's parts: the image built from the repository, its bind-mounted file, its file secret.
+    assert read_in(container, "/built") == "built-1"
+    assert read_in(container, "/etc/app/site.conf") == "site revision 1"
+    assert read_in(container, "/run/secrets/token") == "token-1"
     assert container.exec_run(["sh", "-c", "echo precious > /data/kept"]).exit_code == 0
 
     # A push, then the webhook: the new commit runs, the named volume's data is still there.
-    second = git_server.push({"deploy/docker-compose.yml": compose_project("2")}, "second")
+    second = git_server.push(built_project("2"), "second")
     started = time.monotonic()
     r = requests.post(f"{srv.url}/api/stacks/webhooks/{webhook}", timeout=120)
     MEASURED["webhook"] = time.monotonic() - started
@@ -244,20 +297,24 @@ def test_a_stack_from_git_redeploys_on_webhook_and_on_poll_keeping_its_volume_da
     assert stack["GitConfig"]["ConfigHash"] == second and stack["GitCheck"]["Outcome"] == "deployed"
     container = container_of(engine, name)
     assert "REVISION=2" in container.attrs["Config"]["Env"]
-    assert container.exec_run(["cat", "/data/kept"]).output.decode().strip() == "precious"
+    assert read_in(container, "/data/kept") == "precious"
+    assert read_in(container, "/built") == "built-2"
+    assert read_in(container, "/etc/app/site.conf") == "site revision 2"
+    assert read_in(container, "/run/secrets/token") == "token-2"
 
     # Polling every 2 s: a push is picked up within the interval (plus the redeploy).
     r = srv.api("POST", f"/api/stacks/{stack['Id']}/git?endpointId=1",
                 json={"AutoUpdate": {"Interval": "2s", "Webhook": True}})
     assert r.status_code == 200, r.text
     assert r.json()["AutoUpdate"]["Webhook"] == webhook  # the webhook URL stays the same
-    third = git_server.push({"deploy/docker-compose.yml": compose_project("3")}, "third")
+    third = git_server.push(built_project("3"), "third")
     started = time.monotonic()
     wait_until(lambda: srv.api("GET", f"/api/stacks/{stack['Id']}").json()["GitConfig"]["ConfigHash"] == third,
                timeout=30, interval=0.1, message="the poll to deploy the third commit")
     MEASURED["poll"] = time.monotonic() - started
     assert "REVISION=3" in container_of(engine, name).attrs["Config"]["Env"]
-    assert container_of(engine, name).exec_run(["cat", "/data/kept"]).output.decode().strip() == "precious"
+    assert read_in(container_of(engine, name), "/data/kept") == "precious"
+    assert read_in(container_of(engine, name), "/etc/app/site.conf") == "site revision 3"
     stack = srv.api("GET", f"/api/stacks/{stack['Id']}").json()
     assert stack["GitCheck"]["Trigger"] == "poll" and stack["GitCheck"]["Time"] > 0
     def activity_text() -> str:
