@@ -4,6 +4,7 @@ created from it, redeployed by webhook, by polling and by hand, and every kind o
 stack as it was."""
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -16,8 +17,9 @@ import time
 import pytest
 import requests
 
+import test_agent
 import test_ui
-from conftest import BUSYBOX, SLOT, TEST_LABEL, free_port, start_server, wait_until
+from conftest import BUSYBOX, SLOT, TEST_LABEL, free_port, make_namespace_host, start_server, wait_until
 
 PREFIX = f"ptpy{SLOT}git"
 GIT_USER, GIT_PASSWORD = "gituser", "git-pass-7f3a9c"
@@ -417,12 +419,6 @@ def test_a_stack_from_git_over_https_with_the_servers_ca(srv, git_server, engine
     assert srv.api("DELETE", f"/api/stacks/{r.json()['Id']}?endpointId=1").status_code == 204
 
 
-def test_a_wrong_webhook_id_is_a_404_and_guessing_is_rate_limited(srv):
-    answers = [requests.post(f"{srv.url}/api/stacks/webhooks/{i:08d}-0000-4000-8000-000000000000", timeout=10)
-               .status_code for i in range(14)]
-    assert answers[0] == 404 and answers[-1] == 429, answers
-
-
 def test_standard_user_git_stack_is_vetted_like_any_other_stack(srv, git_server):
     password = "a long enough password"
     user = srv.api("POST", "/api/users", json={"Username": f"{PREFIX}dev", "Password": password, "Role": 2}).json()
@@ -476,6 +472,160 @@ def test_a_user_deploys_a_stack_from_git_in_the_ui_copies_its_webhook_and_pulls_
                            f"document.querySelector('#git-commit').textContent === '{second[:12]}'", timeout=60000)
     assert "REVISION=41" in container_of(engine, name).attrs["Config"]["Env"]
     assert not tab.console_errors, tab.console_errors
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Another host: an agent environment, and an sshd serving the same repository to a deploy key
+# ---------------------------------------------------------------------------------------------------------------
+AGENT_AND_SSHD_HOST = 18
+
+
+class SshServer:
+    """Debian's sshd on a namespace host, letting one deploy key in; the repository is the git server's (the
+    namespace host shares this machine's files)."""
+
+    def __init__(self, host, root: str):
+        self.host, self.root = host, root
+        self.process = None
+        os.makedirs(root, exist_ok=True)
+        self.key = os.path.join(root, "deploy_key")
+        for path in (self.key, self.key + ".pub"):
+            if os.path.exists(path):
+                os.unlink(path)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "deploy", "-f", self.key], check=True)
+        with open(self.key + ".pub") as f, open(os.path.join(root, "authorized_keys"), "w") as out:
+            out.write(f.read())
+        os.chmod(os.path.join(root, "authorized_keys"), 0o600)
+
+    def start(self, host_key_name: str = "host_key") -> None:
+        host_key = os.path.join(self.root, host_key_name)
+        if not os.path.exists(host_key):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", host_key], check=True)
+        config = os.path.join(self.root, "sshd_config")
+        with open(config, "w") as f:
+            f.write(f"Port 22\nListenAddress {self.host.address}\nHostKey {host_key}\nPidFile {self.root}/sshd.pid\n"
+                    f"AuthorizedKeysFile {self.root}/authorized_keys\nStrictModes no\nPasswordAuthentication no\n"
+                    "KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\nUsePAM no\n")
+        os.makedirs("/run/sshd", exist_ok=True)
+        self.process = self.host.popen(["/usr/sbin/sshd", "-D", "-e", "-f", config],
+                                       stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.root, "sshd.log"), "a"))
+        wait_until(self._answers, timeout=15, message="sshd to answer")
+
+    def _answers(self) -> bool:
+        import socket
+        try:
+            with socket.create_connection((self.host.address, 22), timeout=1) as s:
+                return s.recv(4).startswith(b"SSH-")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+    def private_key(self) -> str:
+        with open(self.key) as f:
+            return f.read()
+
+
+@pytest.fixture(scope="module")
+def remote(engine):
+    """A namespace host with its own engine and agent, and an sshd."""
+    host = make_namespace_host(AGENT_AND_SSHD_HOST)
+    agent = ssh = None
+    try:
+        test_agent.start_named_engine(host, f"ptpy-git{SLOT}")
+        host.load_image(engine)
+        agent = test_agent.AgentProcess(host, data=os.path.join(host.root, "agent-state")).start()
+        ssh = SshServer(host, os.path.join(host.root, "sshd"))
+        ssh.start()
+        yield host, agent, ssh
+    finally:
+        if ssh is not None:
+            ssh.stop()
+        if agent is not None:
+            agent.stop()
+        with contextlib.suppress(Exception):
+            for container in host.client().containers.list(all=True):
+                container.remove(force=True)
+        test_agent.remove_host(host)
+
+
+def test_a_deploy_key_fetches_over_ssh_and_the_host_key_is_pinned_on_first_use(srv, git_server, engine, remote):
+    host, _, ssh = remote
+    commit = git_server.push({"deploy/docker-compose.yml": compose_project("50")}, "fifty")
+    url = f"ssh://root@{host.address}{git_server.root}/repos/app.git"
+    name = f"{PREFIX}-ssh"
+    key = ssh.private_key()
+    r = srv.api("POST", "/api/stacks/create/standalone/repository?endpointId=1", json={
+        "Name": name, "RepositoryURL": url, "ComposeFile": "deploy/docker-compose.yml", "RepositorySSHKey": key,
+        "RepositoryReferenceName": "main"})
+    assert r.status_code == 200, r.text
+    stack = r.json()
+    assert stack["GitConfig"]["ConfigHash"] == commit and "PRIVATE KEY" not in r.text
+    assert "REVISION=50" in container_of(engine, name).attrs["Config"]["Env"]
+    with open(os.path.join(srv.data, "portainer.json")) as f:
+        assert key.strip().splitlines()[1] not in f.read()  # sealed at rest
+    with open(os.path.join(srv.data, "git", "known_hosts")) as f:
+        assert host.address in f.read()  # pinned on first use
+
+    # The same host answering with another key: refused, and the stack keeps running as it was.
+    running = container_of(engine, name).id
+    ssh.stop()
+    ssh.start("other_host_key")
+    git_server.push({"deploy/docker-compose.yml": compose_project("51")}, "fifty-one")
+    r = srv.api("PUT", f"/api/stacks/{stack['Id']}/git/redeploy?endpointId=1", json={})
+    assert r.status_code == 400 and "SSH host key" in r.json()["message"], r.text
+    assert container_of(engine, name).id == running
+    ssh.stop()
+    ssh.start()
+    r = srv.api("PUT", f"/api/stacks/{stack['Id']}/git/redeploy?endpointId=1", json={})
+    assert r.status_code == 200, r.text
+    assert "REVISION=51" in container_of(engine, name).attrs["Config"]["Env"]
+    assert srv.api("DELETE", f"/api/stacks/{stack['Id']}?endpointId=1").status_code == 204
+
+
+def test_a_stack_from_git_on_an_agent_environment_follows_a_push(srv, git_server, remote):
+    host, agent, _ = remote
+    r = srv.api("POST", "/api/endpoints", json={"Name": f"{PREFIX}-agent", "EndpointCreationType": 2,
+                                                 "URL": f"{host.address}:{test_agent.AGENT_PORT}"})
+    assert r.status_code == 200, r.text
+    endpoint_id = r.json()["Id"]
+    git_server.push(built_project("60"), "sixty")
+    name = f"{PREFIX}-onagent"
+    r = srv.api("POST", f"/api/stacks/create/standalone/repository?endpointId={endpoint_id}", json={
+        "Name": name, "RepositoryURL": git_server.url, "RepositoryAuthentication": True,
+        "RepositoryUsername": GIT_USER, "RepositoryPassword": GIT_PASSWORD, "AutoUpdate": {"Webhook": True}})
+    assert r.status_code == 200, r.text
+    stack = r.json()
+    remote_engine = host.client()
+    container = container_of(remote_engine, name)
+    assert read_in(container, "/built") == "built-60"
+    assert read_in(container, "/etc/app/site.conf") == "site revision 60"
+    assert read_in(container, "/run/secrets/token") == "token-60"
+    assert container.exec_run(["sh", "-c", "echo on-the-agent > /data/kept"]).exit_code == 0
+
+    commit = git_server.push(built_project("61"), "sixty-one")
+    started = time.monotonic()
+    r = requests.post(f"{srv.url}/api/stacks/webhooks/{stack['AutoUpdate']['Webhook']}?pullImage=false", timeout=180)
+    MEASURED["webhook on an agent"] = time.monotonic() - started
+    assert r.status_code == 204, r.text
+    assert srv.api("GET", f"/api/stacks/{stack['Id']}").json()["GitConfig"]["ConfigHash"] == commit
+    container = container_of(remote_engine, name)
+    assert "REVISION=61" in container.attrs["Config"]["Env"]
+    assert read_in(container, "/built") == "built-61"
+    assert read_in(container, "/etc/app/site.conf") == "site revision 61"
+    assert read_in(container, "/data/kept") == "on-the-agent"
+    assert srv.api("DELETE", f"/api/stacks/{stack['Id']}?endpointId={endpoint_id}").status_code == 204
+
+
+def test_a_wrong_webhook_id_is_a_404_and_guessing_is_rate_limited(srv):
+    """Last of the module: it spends the guesses this address has."""
+    answers = [requests.post(f"{srv.url}/api/stacks/webhooks/{i:08d}-0000-4000-8000-000000000000", timeout=10)
+               .status_code for i in range(14)]
+    assert answers[0] == 404 and answers[-1] == 429, answers
 
 
 def test_report_push_to_redeploy_times():
