@@ -7989,10 +7989,45 @@ async def fetch_checkout(app: web.Application, source: GitSource, config_path: s
                 raise GitProblem(f"{relative!r} ({name}) is not a file in {source.url} at "
                                  f"{source.reference or 'HEAD'} (commit {commit[:12]})")
         content = await asyncio.to_thread(read_text_file, os.path.join(path, config_path))
+        if additional_files:
+            content = await asyncio.to_thread(merge_compose_files, path, config_path, additional_files)
         return ProjectUpload(path, config_path), commit, content
     except BaseException:
         await asyncio.to_thread(shutil.rmtree, path, True)
         raise
+
+
+def plain_yaml(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): plain_yaml(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain_yaml(v) for v in value]
+    return value
+
+
+def merge_yaml(base: Any, override: Any) -> Any:
+    """An override file over a compose file: mappings merged key by key, anything else replaced."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        merged = dict(base)
+        for key, value in override.items():
+            merged[key] = merge_yaml(base[key], value) if key in base else value
+        return merged
+    return override
+
+
+def merge_compose_files(root: str, config_path: str, additional_files: list[str]) -> str:
+    """The compose file with the AdditionalFiles merged over it in order (as `docker compose -f a -f b` merges
+    mappings), written back in its place so that the stack's file is what runs."""
+    path = os.path.join(root, config_path)
+    merged = plain_yaml(load_yaml(read_text_file(path), config_path))
+    for relative in additional_files:
+        override = load_yaml(read_text_file(os.path.join(root, relative)), relative)
+        if not isinstance(override, dict):
+            raise BadRequest(f"{relative}: an additional file is a mapping, as a compose file is")
+        merged = merge_yaml(merged, plain_yaml(override))
+    text = yaml.safe_dump(merged, sort_keys=False, default_flow_style=False)
+    write_stack_file(path, text.encode())
+    return text
 
 
 def read_text_file(path: str, limit: int = MAX_JSON_BODY) -> str:
@@ -8085,9 +8120,8 @@ def git_secret(app: web.Application, stack: dict, key: str) -> str:
     try:
         return app[GIT_CREDENTIALS].open(stack.get(key, ""))
     except (InvalidTag, ValueError, IndexError):
-        raise Conflict(f"the git credentials of stack {stack['Name']} cannot be unsealed",
-                       "git.key in the data directory changed; enter them again (POST /api/stacks/{id}/git)") \
-            from None
+        raise Conflict(f"the git credentials of {stack.get('Name') or stack.get('Title')!r} cannot be unsealed",
+                       "git.key in the data directory changed; enter them again") from None
 
 
 def git_stack_fields(app: web.Application, source: GitSource, config_path: str, commit: str,
@@ -8117,8 +8151,6 @@ async def create_git_stack(request: web.Request, stack_type: int) -> web.Respons
     url = git_url(field(body, "RepositoryURL", str))
     config_path = git_relative_path(body.get("ComposeFile") or GIT_DEFAULT_COMPOSE_PATH, "ComposeFile")
     additional = [git_relative_path(f, "AdditionalFiles") for f in body.get("AdditionalFiles", [])]
-    if additional:
-        raise BadRequest("AdditionalFiles are not supported yet: put the whole project in ComposeFile")
     source = git_source_from_body(app, body, url)
     auto_update = git_auto_update(app, body, None)
     project, commit, content = await fetch_checkout(app, source, config_path, additional)
@@ -9722,12 +9754,12 @@ async def handle_custom_template_create(request: web.Request) -> web.Response:
 
 async def handle_custom_templates_list(request: web.Request) -> web.Response:
     """Custom templates."""
-    return json_response(request.app[STORE].custom_templates.in_id_order())
+    return json_response([Collection.public_view(t) for t in request.app[STORE].custom_templates.in_id_order()])
 
 
 async def handle_custom_template_inspect(request: web.Request) -> web.Response:
     """One custom template."""
-    return json_response(custom_template_for_caller(request))
+    return json_response(Collection.public_view(custom_template_for_caller(request)))
 
 
 async def handle_custom_template_file(request: web.Request) -> web.Response:
@@ -9750,7 +9782,7 @@ async def handle_custom_template_update(request: web.Request) -> web.Response:
         await asyncio.to_thread(write_stack_file, custom_template_path(request, template["Id"]), content.encode())
     template.update(values)
     await request.app[STORE].commit()
-    return json_response(template)
+    return json_response(Collection.public_view(template))
 
 
 async def handle_custom_template_delete(request: web.Request) -> web.Response:
@@ -9773,6 +9805,67 @@ async def handle_custom_template_deploy(request: web.Request) -> web.Response:
     stack = await create_stack(request, stack_type, {"Name": body.get("Name"), "StackFileContent": content,
                                                      "Env": body.get("Env") or []}, from_template=True)
     return json_response(stack_view(request, stack))
+
+
+CUSTOM_TEMPLATE_GIT_FIELDS = {**CUSTOM_TEMPLATE_FIELDS, "RepositoryURL": str, "ComposeFilePathInRepository": str,
+                              **GIT_SOURCE_FIELDS}
+
+
+async def fetch_compose_text(app: web.Application, source: GitSource, config_path: str) -> tuple[str, str]:
+    """Only the compose file of a reference (a template keeps no other file): (its text, the commit)."""
+    project, commit, content = await fetch_checkout(app, source, config_path, [])
+    await asyncio.to_thread(project.discard)
+    return content, commit
+
+
+def template_git_fields(app: web.Application, source: GitSource, config_path: str, commit: str) -> dict:
+    fields = git_stack_fields(app, source, config_path, commit, None, Caller({"Id": 0}, "git"), [])
+    return {"GitConfig": fields["GitConfig"], "_GitPassword": fields["_GitPassword"],
+            "_GitSSHKey": fields["_GitSSHKey"]}
+
+
+async def handle_custom_template_create_repository(request: web.Request) -> web.Response:
+    """Save a stack file from a git repository as a custom template: {Title, Description, Note, Logo, Type,
+    RepositoryURL, RepositoryReferenceName, ComposeFilePathInRepository, RepositoryAuthentication, ...}; its file
+    is fetched again with PUT /api/custom_templates/{id}/git_fetch."""
+    body = await read_documented_fields(request, CUSTOM_TEMPLATE_GIT_FIELDS)
+    values = check_custom_template(body, partial=False)
+    app, store = request.app, request.app[STORE]
+    url = git_url(field(body, "RepositoryURL", str))
+    config_path = git_relative_path(body.get("ComposeFilePathInRepository") or GIT_DEFAULT_COMPOSE_PATH,
+                                    "ComposeFilePathInRepository")
+    source = git_source_from_body(app, body, url)
+    content, commit = await fetch_compose_text(app, source, config_path)
+    ComposeFile(content, {}, "template", os.path.join(store.directory, "custom_templates"),
+                swarm=values.get("Type") == TEMPLATE_SWARM_STACK, file_name=config_path)
+    template_id = store.custom_templates.new_id()
+    path = custom_template_path(request, template_id)
+    await asyncio.to_thread(write_stack_file, path, content.encode())
+    template = {"Id": template_id, "Title": "", "Description": "", "Note": "", "Logo": "", "Platform": 1,
+                "Type": TEMPLATE_COMPOSE_STACK, "Variables": [], **values, "EntryPoint": COMPOSE_FILE,
+                "ProjectPath": os.path.dirname(path), "CreatedByUserId": caller_of(request).id,
+                "CreationDate": now(), **template_git_fields(app, source, config_path, commit)}
+    store.custom_templates.add(template)
+    await store.commit()
+    return json_response(Collection.public_view(template))
+
+
+async def handle_custom_template_git_fetch(request: web.Request) -> web.Response:
+    """Fetch a git custom template's file again (its author or an administrator): {FileContent}."""
+    template = custom_template_for_caller(request)
+    require_template_owner(request, template)
+    config = template.get("GitConfig")
+    if not config:
+        raise BadRequest(f"custom template {template['Id']} is not from a git repository")
+    app = request.app
+    source = git_source_from_body(app, {}, config["URL"], template)
+    content, commit = await fetch_compose_text(app, source, config["ConfigFilePath"])
+    ComposeFile(content, {}, "template", os.path.dirname(custom_template_path(request, template["Id"])),
+                swarm=template["Type"] == TEMPLATE_SWARM_STACK, file_name=config["ConfigFilePath"])
+    await asyncio.to_thread(write_stack_file, custom_template_path(request, template["Id"]), content.encode())
+    config["ConfigHash"] = commit
+    await app[STORE].commit()
+    return json_response({"FileContent": content})
 
 
 # ================================================================================================================
@@ -13139,6 +13232,8 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("POST", "/api/templates/{id}/file", handle_template_file),
     ("GET", "/api/custom_templates", handle_custom_templates_list),
     ("POST", "/api/custom_templates/create/string", handle_custom_template_create),
+    ("POST", "/api/custom_templates/create/repository", handle_custom_template_create_repository),
+    ("PUT", "/api/custom_templates/{id}/git_fetch", handle_custom_template_git_fetch),
     ("GET", "/api/custom_templates/{id}", handle_custom_template_inspect),
     ("PUT", "/api/custom_templates/{id}", handle_custom_template_update),
     ("DELETE", "/api/custom_templates/{id}", handle_custom_template_delete),
@@ -13240,6 +13335,7 @@ REQUEST_FIELDS: dict[str, dict] = {
     "handle_stack_create_standalone_repository": GIT_STACK_CREATE_FIELDS,
     "handle_stack_create_swarm_repository": SWARM_GIT_STACK_CREATE_FIELDS,
     "handle_stack_git_update": GIT_STACK_UPDATE_FIELDS, "handle_stack_git_redeploy": GIT_STACK_REDEPLOY_FIELDS,
+    "handle_custom_template_create_repository": CUSTOM_TEMPLATE_GIT_FIELDS,
     "handle_edge_stack_create": EDGE_STACK_CREATE_FIELDS, "handle_template_deploy": STACK_DEPLOY_FIELDS,
     "handle_custom_template_create": CUSTOM_TEMPLATE_BODY_FIELDS,
     "handle_custom_template_update": CUSTOM_TEMPLATE_BODY_FIELDS, "handle_custom_template_deploy": STACK_DEPLOY_FIELDS,

@@ -434,6 +434,46 @@ def test_standard_user_git_stack_is_vetted_like_any_other_stack(srv, git_server)
     assert f"{PREFIX}-vetted" not in [s["Name"] for s in srv.api("GET", "/api/stacks").json()]
 
 
+def test_additional_files_are_merged_over_the_compose_file(srv, git_server, engine):
+    override = "services:\n  app:\n    environment:\n      REVISION: overridden\n      EXTRA: from-the-override\n"
+    git_server.push({"deploy/docker-compose.yml": compose_project("70"), "deploy/override.yml": override}, "override")
+    name = f"{PREFIX}-override"
+    r = create_git_stack(srv, name, git_server.url, AdditionalFiles=["deploy/override.yml"])
+    assert r.status_code == 200, r.text
+    assert r.json()["AdditionalFiles"] == ["deploy/override.yml"]
+    env = container_of(engine, name).attrs["Config"]["Env"]
+    assert "REVISION=overridden" in env and "EXTRA=from-the-override" in env
+    r = create_git_stack(srv, f"{name}-missing", git_server.url, AdditionalFiles=["deploy/nothing.yml"])
+    assert r.status_code == 400 and "deploy/nothing.yml" in r.json()["message"], r.text
+    stack_id = next(s["Id"] for s in srv.api("GET", "/api/stacks").json() if s["Name"] == name)
+    assert srv.api("DELETE", f"/api/stacks/{stack_id}?endpointId=1").status_code == 204
+
+
+def test_a_custom_template_from_git_is_fetched_again_and_deploys(srv, git_server, engine):
+    first = git_server.push({"deploy/docker-compose.yml": compose_project("80")}, "eighty")
+    r = srv.api("POST", "/api/custom_templates/create/repository", json={
+        "Title": "From git", "Description": "a template kept in a repository", "Type": 3,
+        "RepositoryURL": git_server.url, "ComposeFilePathInRepository": "deploy/docker-compose.yml",
+        "RepositoryAuthentication": True, "RepositoryUsername": GIT_USER, "RepositoryPassword": GIT_PASSWORD})
+    assert r.status_code == 200, r.text
+    template = r.json()
+    assert template["GitConfig"]["ConfigHash"] == first and GIT_PASSWORD not in r.text
+    assert "_GitPassword" not in srv.api("GET", "/api/custom_templates").text
+    git_server.push({"deploy/docker-compose.yml": compose_project("81")}, "eighty-one")
+    r = srv.api("PUT", f"/api/custom_templates/{template['Id']}/git_fetch")
+    assert r.status_code == 200 and r.json()["FileContent"] == compose_project("81"), r.text
+    name = f"{PREFIX}-fromtemplate"
+    r = srv.api("POST", f"/api/custom_templates/{template['Id']}/deploy?endpointId=1", json={"Name": name})
+    assert r.status_code == 200, r.text
+    assert "REVISION=81" in container_of(engine, name).attrs["Config"]["Env"]
+    assert srv.api("DELETE", f"/api/stacks/{r.json()['Id']}?endpointId=1").status_code == 204
+    r = srv.api("POST", "/api/custom_templates/create/repository", json={
+        "Title": "Wrong", "Description": "wrong password", "Type": 3, "RepositoryURL": git_server.url,
+        "ComposeFilePathInRepository": "deploy/docker-compose.yml", "RepositoryAuthentication": True,
+        "RepositoryUsername": GIT_USER, "RepositoryPassword": "not it"})
+    assert r.status_code == 400 and "refused the credentials" in r.json()["message"], r.text
+
+
 @pytest.mark.browser
 def test_a_user_deploys_a_stack_from_git_in_the_ui_copies_its_webhook_and_pulls_a_new_commit(
         srv, git_server, engine, open_page):
