@@ -7740,7 +7740,8 @@ GIT_TIMEOUT = 120.0
 GIT_DEFAULT_COMPOSE_PATH = "docker-compose.yml"
 GIT_PROTOCOLS = "http:https:ssh"  # GIT_ALLOW_PROTOCOL: never file://, ext:: (runs commands) or the others
 GIT_REFERENCE = re.compile(r"^(?!-)(?!.*\.\.)[A-Za-z0-9._/@+-]{1,250}$")
-GIT_SCP_URL = re.compile(r"^(?P<user>[A-Za-z0-9._-]+)@(?P<host>[A-Za-z0-9.-]+):(?P<path>(?!-)[^\s]+)$")
+GIT_SCP_URL = re.compile(r"^(?P<user>[A-Za-z0-9][A-Za-z0-9._-]*)@(?P<host>[A-Za-z0-9][A-Za-z0-9.-]*):"
+                         r"(?P<path>(?!-)[^\s]+)$")
 GIT_STATUS_LINES = 6
 WEBHOOK_GUESSES = 10  # wrong webhook ids an address may try in a burst; then one more every WEBHOOK_GUESS_REFILL s
 WEBHOOK_GUESS_REFILL = 6.0
@@ -7793,7 +7794,7 @@ def git_url(text: str) -> str:
     if GIT_SCP_URL.match(url):
         return url
     parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("https", "http", "ssh") or not parts.hostname:
+    if parts.scheme not in ("https", "http", "ssh") or not parts.hostname or parts.hostname.startswith("-"):
         raise BadRequest(f"RepositoryURL must start with https://, http:// or ssh:// (or be user@host:path), "
                          f"not {parts.scheme or 'a local path'}")
     if parts.password is not None or parts.scheme != "ssh" and parts.username is not None:
@@ -8290,6 +8291,64 @@ async def handle_stack_git_redeploy(request: web.Request) -> web.Response:
     return json_response(stack_view(request, stack))
 
 
+async def fetch_compose_text(app: web.Application, source: GitSource, config_path: str) -> tuple[str, str]:
+    """Only the compose file of a reference (a template keeps no other file): (its text, the commit)."""
+    project, commit, content = await fetch_checkout(app, source, config_path, [])
+    await asyncio.to_thread(project.discard)
+    return content, commit
+
+
+def git_source_fields(app: web.Application, source: GitSource, config_path: str, commit: str) -> dict:
+    """What a custom template or an edge stack keeps of its repository: GitConfig and sealed credentials."""
+    fields = git_stack_fields(app, source, config_path, commit, None, Caller({"Id": 0}, "git"), [])
+    return {"GitConfig": fields["GitConfig"], "_GitPassword": fields["_GitPassword"],
+            "_GitSSHKey": fields["_GitSSHKey"]}
+
+
+EDGE_STACK_GIT_FIELDS = {"Name": str, "RepositoryURL": str, "FilePathInRepository": str, "EdgeGroups": [int],
+                         "DeploymentType": int, **GIT_SOURCE_FIELDS}
+
+
+async def handle_edge_stack_create_repository(request: web.Request) -> web.Response:
+    """Deploy a compose file from a git repository to every environment of some edge groups: {Name, RepositoryURL,
+    RepositoryReferenceName, FilePathInRepository, EdgeGroups, RepositoryAuthentication, ...} (administrators)."""
+    require_admin(request)
+    body = await read_documented_fields(request, EDGE_STACK_GIT_FIELDS)
+    app = request.app
+    url = git_url(field(body, "RepositoryURL", str))
+    config_path = git_relative_path(body.get("FilePathInRepository") or GIT_DEFAULT_COMPOSE_PATH,
+                                    "FilePathInRepository")
+    source = git_source_from_body(app, body, url)
+    content, commit = await fetch_compose_text(app, source, config_path)
+    record = git_source_fields(app, source, config_path, commit)
+    return json_response(await create_edge_stack(request, {**body, "StackFileContent": content}, record))
+
+
+async def handle_edge_stack_git_redeploy(request: web.Request) -> web.Response:
+    """Fetch an edge stack's repository again and send the file to every environment of its groups, as a new
+    version (administrators)."""
+    edge_stack = edge_stack_for_admin(request)
+    config = edge_stack.get("GitConfig")
+    if not config:
+        raise BadRequest(f"edge stack {edge_stack['Id']} is not from a git repository")
+    app = request.app
+    body = await read_documented_fields(request, GIT_SOURCE_FIELDS)
+    source = git_source_from_body(app, body, config["URL"], edge_stack)
+    content, commit = await fetch_compose_text(app, source, config["ConfigFilePath"])
+    edge: EdgeStacks = app[EDGE_STACKS]
+    project_dir = edge.project_dir(edge_stack["Id"])
+    ComposeFile(content, {}, edge_stack["Name"], project_dir, file_name=config["ConfigFilePath"])
+    await asyncio.to_thread(write_stack_file, os.path.join(project_dir, COMPOSE_FILE), content.encode())
+    edge_stack.update({**git_source_fields(app, source, config["ConfigFilePath"], commit),
+                       "Version": edge_stack.get("Version", 1) + 1})
+    for key in list(edge_stack["Status"]):
+        edge.stop_deploying(edge_stack, int(key))
+        edge.set_status(edge_stack, int(key), EDGE_PENDING)
+    await app[STORE].commit()
+    edge.schedule(edge_stack)
+    return json_response(Collection.public_view(edge_stack))
+
+
 class WebhookGuesses:
     """Wrong webhook ids per client address: a burst, then one more every few seconds, then a clear 429."""
 
@@ -8429,9 +8488,14 @@ class GitUpdates:
         delay = random.uniform(0, seconds) if first else seconds * random.uniform(0.9, 1.1)
         self.due[stack["Id"]] = time.monotonic() + delay
 
-    async def run(self) -> None:
+    def schedule_all(self) -> None:
+        """At start, and after a restore: every git stack with an interval, at a random point of its first one."""
+        self.due.clear()
         for stack in self.app[STORE].stacks:
             self.schedule(stack, first=True)
+
+    async def run(self) -> None:
+        self.schedule_all()
         while True:
             await asyncio.sleep(self.TICK)
             moment = time.monotonic()
@@ -9190,7 +9254,13 @@ async def handle_edge_stack_create(request: web.Request) -> web.Response:
     """Deploy a compose file to every environment of some edge groups: {Name, StackFileContent, EdgeGroups,
     DeploymentType 0}."""
     require_admin(request)
-    body = await read_documented_fields(request, EDGE_STACK_CREATE_FIELDS)
+    return json_response(await create_edge_stack(request, await read_documented_fields(request,
+                                                                                        EDGE_STACK_CREATE_FIELDS)))
+
+
+async def create_edge_stack(request: web.Request, body: dict, record: dict | None = None) -> dict:
+    """Check an edge stack's file and groups, keep it, and send it to every environment of its groups; `record`
+    holds what it keeps besides (an edge stack from git: its GitConfig)."""
     store = request.app[STORE]
     edge: EdgeStacks = request.app[EDGE_STACKS]
     name = field(body, "Name", str).strip()
@@ -9211,25 +9281,25 @@ async def handle_edge_stack_create(request: web.Request) -> web.Response:
     await asyncio.to_thread(write_stack_file, os.path.join(project_dir, COMPOSE_FILE), content.encode())
     edge_stack = {"Id": edge_stack_id, "Name": name, "EdgeGroups": groups, "DeploymentType": 0,
                   "CreationDate": now(), "ProjectPath": project_dir, "EntryPoint": COMPOSE_FILE, "Version": 1,
-                  "Status": {}}
+                  "Status": {}, **(record or {})}
     for endpoint_id in endpoint_ids:
         edge.set_status(edge_stack, endpoint_id, EDGE_PENDING)
     store.edge_stacks.add(edge_stack)
     await store.commit()
     edge.schedule(edge_stack)
-    return json_response(edge_stack)
+    return Collection.public_view(edge_stack)
 
 
 async def handle_edge_stacks_list(request: web.Request) -> web.Response:
     """Edge stacks with each environment's deployment status (administrators)."""
     require_admin(request)
-    return json_response(request.app[STORE].edge_stacks.in_id_order())
+    return json_response([Collection.public_view(s) for s in request.app[STORE].edge_stacks.in_id_order()])
 
 
 async def handle_edge_stack_inspect(request: web.Request) -> web.Response:
     """One edge stack with each environment's status: pending, deploying, running or error with its message."""
     require_admin(request)
-    return json_response(request.app[STORE].edge_stacks.get(path_id(request)))
+    return json_response(Collection.public_view(request.app[STORE].edge_stacks.get(path_id(request))))
 
 
 def edge_stack_for_admin(request: web.Request) -> dict:
@@ -9275,7 +9345,7 @@ async def handle_edge_stack_update(request: web.Request) -> web.Response:
     await store.commit()
     await edge.remove(edge_stack, left)
     edge.schedule(edge_stack)
-    return json_response(edge_stack)
+    return json_response(Collection.public_view(edge_stack))
 
 
 async def handle_edge_stack_file(request: web.Request) -> web.Response:
@@ -9811,19 +9881,6 @@ CUSTOM_TEMPLATE_GIT_FIELDS = {**CUSTOM_TEMPLATE_FIELDS, "RepositoryURL": str, "C
                               **GIT_SOURCE_FIELDS}
 
 
-async def fetch_compose_text(app: web.Application, source: GitSource, config_path: str) -> tuple[str, str]:
-    """Only the compose file of a reference (a template keeps no other file): (its text, the commit)."""
-    project, commit, content = await fetch_checkout(app, source, config_path, [])
-    await asyncio.to_thread(project.discard)
-    return content, commit
-
-
-def template_git_fields(app: web.Application, source: GitSource, config_path: str, commit: str) -> dict:
-    fields = git_stack_fields(app, source, config_path, commit, None, Caller({"Id": 0}, "git"), [])
-    return {"GitConfig": fields["GitConfig"], "_GitPassword": fields["_GitPassword"],
-            "_GitSSHKey": fields["_GitSSHKey"]}
-
-
 async def handle_custom_template_create_repository(request: web.Request) -> web.Response:
     """Save a stack file from a git repository as a custom template: {Title, Description, Note, Logo, Type,
     RepositoryURL, RepositoryReferenceName, ComposeFilePathInRepository, RepositoryAuthentication, ...}; its file
@@ -9844,7 +9901,7 @@ async def handle_custom_template_create_repository(request: web.Request) -> web.
     template = {"Id": template_id, "Title": "", "Description": "", "Note": "", "Logo": "", "Platform": 1,
                 "Type": TEMPLATE_COMPOSE_STACK, "Variables": [], **values, "EntryPoint": COMPOSE_FILE,
                 "ProjectPath": os.path.dirname(path), "CreatedByUserId": caller_of(request).id,
-                "CreationDate": now(), **template_git_fields(app, source, config_path, commit)}
+                "CreationDate": now(), **git_source_fields(app, source, config_path, commit)}
     store.custom_templates.add(template)
     await store.commit()
     return json_response(Collection.public_view(template))
@@ -13218,6 +13275,8 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("POST", "/api/stacks/{id}/migrate", handle_stack_migrate),
     ("GET", "/api/edge_stacks", handle_edge_stacks_list),
     ("POST", "/api/edge_stacks", handle_edge_stack_create),
+    ("POST", "/api/edge_stacks/create/repository", handle_edge_stack_create_repository),
+    ("PUT", "/api/edge_stacks/{id}/git/redeploy", handle_edge_stack_git_redeploy),
     ("GET", "/api/edge_stacks/{id}", handle_edge_stack_inspect),
     ("PUT", "/api/edge_stacks/{id}", handle_edge_stack_update),
     ("DELETE", "/api/edge_stacks/{id}", handle_edge_stack_delete),
@@ -13336,6 +13395,7 @@ REQUEST_FIELDS: dict[str, dict] = {
     "handle_stack_create_swarm_repository": SWARM_GIT_STACK_CREATE_FIELDS,
     "handle_stack_git_update": GIT_STACK_UPDATE_FIELDS, "handle_stack_git_redeploy": GIT_STACK_REDEPLOY_FIELDS,
     "handle_custom_template_create_repository": CUSTOM_TEMPLATE_GIT_FIELDS,
+    "handle_edge_stack_create_repository": EDGE_STACK_GIT_FIELDS, "handle_edge_stack_git_redeploy": GIT_SOURCE_FIELDS,
     "handle_edge_stack_create": EDGE_STACK_CREATE_FIELDS, "handle_template_deploy": STACK_DEPLOY_FIELDS,
     "handle_custom_template_create": CUSTOM_TEMPLATE_BODY_FIELDS,
     "handle_custom_template_update": CUSTOM_TEMPLATE_BODY_FIELDS, "handle_custom_template_deploy": STACK_DEPLOY_FIELDS,
@@ -13519,6 +13579,7 @@ def make_app(config: argparse.Namespace) -> web.Application:
     environments.kinds.update({kind_type: kind(app) for kind_type, kind in ENVIRONMENT_KINDS.items()})
     app[AFTER_RESTORE] = [lambda restored: restored[REGISTRIES].reload(),
                           lambda restored: restored[GIT_CREDENTIALS].reload(),
+                          lambda restored: restored[GIT_UPDATES].schedule_all(),
                           lambda restored: restored[IMAGE_UPDATES].forget(),
                           *(lambda restored, kind=kind: kind.after_restore() for kind in environments.kinds.values())]
     for method, path, handler in ROUTES:

@@ -474,6 +474,41 @@ def test_a_custom_template_from_git_is_fetched_again_and_deploys(srv, git_server
     assert r.status_code == 400 and "refused the credentials" in r.json()["message"], r.text
 
 
+def test_an_edge_stack_from_git_runs_on_each_edge_environment_and_follows_a_redeploy(srv, git_server, engine,
+                                                                                     tmp_path):
+    import test_edge
+    endpoint = test_edge.create_edge_environment(srv, f"{PREFIX}-edge-env")
+    agent = test_edge.EdgeAgent(endpoint["EdgeKey"], f"{PREFIX}-edge-machine", "unix:///var/run/docker.sock",
+                                str(tmp_path / "edge-agent.log"))
+    try:
+        wait_until(lambda: test_edge.connected(srv, endpoint["Id"]), timeout=30, message="the edge agent")
+        group = srv.api("POST", "/api/edge_groups", json={"Name": f"{PREFIX}-sites", "Endpoints": [endpoint["Id"]]})
+        assert group.status_code == 200, group.text
+        first = git_server.push({"deploy/docker-compose.yml": compose_project("90")}, "ninety")
+        name = f"{PREFIX}-edge"
+        r = srv.api("POST", "/api/edge_stacks/create/repository", json={
+            "Name": name, "RepositoryURL": git_server.url, "FilePathInRepository": "deploy/docker-compose.yml",
+            "EdgeGroups": [group.json()["Id"]], "DeploymentType": 0, "RepositoryAuthentication": True,
+            "RepositoryUsername": GIT_USER, "RepositoryPassword": GIT_PASSWORD})
+        assert r.status_code == 200, r.text
+        edge_stack = r.json()
+        assert edge_stack["GitConfig"]["ConfigHash"] == first and GIT_PASSWORD not in r.text
+
+        def status() -> str:
+            return srv.api("GET", f"/api/edge_stacks/{edge_stack['Id']}").json()["Status"][str(endpoint["Id"])]
+        wait_until(lambda: status()["Status"] == "running", timeout=60, message="the edge stack to run")
+        assert "REVISION=90" in container_of(engine, name).attrs["Config"]["Env"]
+        second = git_server.push({"deploy/docker-compose.yml": compose_project("91")}, "ninety-one")
+        r = srv.api("PUT", f"/api/edge_stacks/{edge_stack['Id']}/git/redeploy", json={})
+        assert r.status_code == 200 and r.json()["GitConfig"]["ConfigHash"] == second, r.text
+        wait_until(lambda: "REVISION=91" in container_of(engine, name).attrs["Config"]["Env"]
+                   and status()["Status"] == "running", timeout=60, message="the new commit on the edge")
+        assert "_GitPassword" not in srv.api("GET", "/api/edge_stacks").text
+        assert srv.api("DELETE", f"/api/edge_stacks/{edge_stack['Id']}").status_code == 204
+    finally:
+        agent.stop()
+
+
 @pytest.mark.browser
 def test_a_user_deploys_a_stack_from_git_in_the_ui_copies_its_webhook_and_pulls_a_new_commit(
         srv, git_server, engine, open_page):
