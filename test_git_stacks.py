@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import textwrap
+import threading
 import time
 
 import pytest
@@ -250,6 +251,33 @@ def container_of(engine, project: str):
     return found[0]
 
 
+class ProcessListWatch:
+    """Reads every process's command line (what `ps` shows any user) over and over while it is open."""
+
+    def __init__(self):
+        self.seen: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            for pid in os.listdir("/proc"):
+                if pid.isdigit():
+                    with contextlib.suppress(OSError):
+                        with open(f"/proc/{pid}/cmdline", "rb") as f:
+                            line = f.read().replace(b"\0", b" ").decode(errors="replace")
+                        if "git" in line:
+                            self.seen.add(line)
+
+    def __enter__(self) -> "ProcessListWatch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def read_in(container, path: str) -> str:
     result = container.exec_run(["cat", path])
     assert result.exit_code == 0, result.output
@@ -291,10 +319,13 @@ def test_a_stack_from_git_redeploys_on_webhook_and_on_poll_keeping_its_volume_da
 
     # A push, then the webhook: the new commit runs, the named volume's data is still there.
     second = git_server.push(built_project("2"), "second")
-    started = time.monotonic()
-    r = requests.post(f"{srv.url}/api/stacks/webhooks/{webhook}", timeout=120)
-    MEASURED["webhook"] = time.monotonic() - started
+    with ProcessListWatch() as watch:  # what every process's argv shows while git runs for the server
+        started = time.monotonic()
+        r = requests.post(f"{srv.url}/api/stacks/webhooks/{webhook}", timeout=120)
+        MEASURED["webhook"] = time.monotonic() - started
     assert r.status_code == 204, r.text
+    assert any("fetch" in line and "--depth" in line for line in watch.seen), "no git fetch was seen running"
+    assert not [line for line in watch.seen if GIT_PASSWORD in line]
     stack = srv.api("GET", f"/api/stacks/{stack['Id']}").json()
     assert stack["GitConfig"]["ConfigHash"] == second and stack["GitCheck"]["Outcome"] == "deployed"
     container = container_of(engine, name)
@@ -507,6 +538,27 @@ def test_an_edge_stack_from_git_runs_on_each_edge_environment_and_follows_a_rede
         assert srv.api("DELETE", f"/api/edge_stacks/{edge_stack['Id']}").status_code == 204
     finally:
         agent.stop()
+
+
+def test_a_webhook_sets_variables_only_where_the_stack_allows_it(srv, git_server, engine):
+    git_server.push({"deploy/docker-compose.yml": compose_project("95")}, "ninety-five")
+    name = f"{PREFIX}-hookenv"
+    r = create_git_stack(srv, name, git_server.url, Env=[{"name": "GREETING", "value": "plain"}],
+                         AutoUpdate={"Webhook": True})
+    assert r.status_code == 200, r.text
+    stack = r.json()
+    hook = f"{srv.url}/api/stacks/webhooks/{stack['AutoUpdate']['Webhook']}"
+    r = requests.post(hook + "?GREETING=hooked", timeout=60)
+    assert r.status_code == 400 and "takes no variables" in r.json()["message"], r.text
+    r = srv.api("POST", f"/api/stacks/{stack['Id']}/git?endpointId=1",
+                json={"AutoUpdate": {"Webhook": True, "WebhookEnv": True}})
+    assert r.status_code == 200, r.text
+    r = requests.post(hook + "?NEWVAR=1", timeout=60)
+    assert r.status_code == 400 and "NEWVAR" in r.json()["message"], r.text
+    r = requests.post(hook + "?GREETING=hooked", timeout=120)
+    assert r.status_code == 204, r.text
+    assert "GREETING=hooked" in container_of(engine, name).attrs["Config"]["Env"]
+    assert srv.api("DELETE", f"/api/stacks/{stack['Id']}?endpointId=1").status_code == 204
 
 
 @pytest.mark.browser

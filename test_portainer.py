@@ -305,7 +305,8 @@ def test_every_api_route_requires_auth_unless_marked_public(server):
                       ("GET", "/api/settings/public"), ("GET", "/"), ("GET", "/assets/{path:.+}"),
                       ("POST", "/api/restore"),
                       ("GET", "/api/endpoints/edge/tunnel"),  # it checks the edge key's secret itself
-                      ("POST", "/api/webhooks/{token}")}  # the token is the secret, as in Portainer
+                      ("POST", "/api/webhooks/{token}"),  # the token is the secret, as in Portainer
+                      ("POST", "/api/stacks/webhooks/{webhook}")}  # so is a git stack's webhook id
     for method, path, handler in portainer.ROUTES:
         if (method, path) in public:
             continue
