@@ -561,6 +561,13 @@ def test_a_webhook_sets_variables_only_where_the_stack_allows_it(srv, git_server
     assert srv.api("DELETE", f"/api/stacks/{stack['Id']}?endpointId=1").status_code == 204
 
 
+def test_a_server_without_git_says_which_package_to_install(fresh_server, git_server):
+    srv = fresh_server(env={"PATH": "/nonexistent"})
+    r = create_git_stack(srv, f"{PREFIX}-nogit", git_server.url)
+    assert r.status_code == 503, r.text
+    assert "git is not installed" in r.json()["message"] and "apt-get install git" in r.json()["details"]
+
+
 @pytest.mark.browser
 def test_a_user_deploys_a_stack_from_git_in_the_ui_copies_its_webhook_and_pulls_a_new_commit(
         srv, git_server, engine, open_page):
