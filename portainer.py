@@ -970,6 +970,7 @@ class AgentProjectFiles:
     through `project_request` (signed to an agent, through the tunnel to an edge agent)."""
 
     endpoint_id: int
+    keeps_projects = True  # False once the agent answered that it has no project routes (an older agent)
 
     async def project_request(self, method: str, target: str, body=None, body_length=None,
                               timeout: float = 30.0) -> shared.DockerResponse:
@@ -980,9 +981,11 @@ class AgentProjectFiles:
         response = await self.project_request(method, target, body, body_length, timeout)
         async with response:
             raw = await asyncio.wait_for(response.read(), timeout)
-        if response.status == 404 or response.status == 405:
-            raise BadGateway(f"the agent of environment {self.endpoint_id} keeps no project files",
-                             "update the agent to a version that has --projects-dir")
+        if response.status in (404, 405):  # an agent without project routes relays the call to its engine
+            self.keeps_projects = False
+            log.warning("the agent of environment %s keeps no project files (an older agent): relative binds of "
+                        "its stacks name the server's paths", self.endpoint_id)
+            return None
         if response.status >= 400:
             error = engine_error(response.status, raw)
             raise BadGateway(f"the agent of environment {self.endpoint_id} refused the project's files: "
@@ -995,11 +998,15 @@ class AgentProjectFiles:
 
     async def project_directory(self, name: str, local_directory: str) -> str:
         path = as_text(as_dict(await self.project_call("GET", name)).get("Path"))
+        if not self.keeps_projects:
+            return local_directory
         if not path.startswith("/"):
             raise BadGateway(f"the agent of environment {self.endpoint_id} named no projects directory")
         return path
 
     async def store_project(self, name: str, local_directory: str) -> None:
+        if not self.keeps_projects:
+            return
         spool = await asyncio.to_thread(packed_project, local_directory)
         try:
             size = spool.seek(0, os.SEEK_END)
@@ -1009,7 +1016,8 @@ class AgentProjectFiles:
             spool.close()
 
     async def remove_project(self, name: str) -> None:
-        await self.project_call("DELETE", name)
+        if self.keeps_projects:
+            await self.project_call("DELETE", name)
 
 
 def packed_project(directory: str):
@@ -4366,7 +4374,8 @@ class ComposeFile:
         if not os.path.isdir(context_path):
             raise self.error(options, "context", f"'{where}context': {context!r} is not a directory of the project")
         inline = self.string(options, "dockerfile_inline", where)
-        dockerfile = INLINE_DOCKERFILE if inline is not None else self.string(options, "dockerfile", where, "Dockerfile")
+        dockerfile = (INLINE_DOCKERFILE if inline is not None
+                      else self.string(options, "dockerfile", where, "Dockerfile"))
         dockerfile_path = os.path.realpath(os.path.join(context_path, dockerfile))
         if not dockerfile_path.startswith(context_path + os.sep):
             raise self.error(options, "dockerfile", f"'{where}dockerfile' must be inside the build context")
@@ -4591,6 +4600,24 @@ def build_query(image: str, build: dict) -> str:
     return urllib.parse.urlencode(pairs)
 
 
+def project_digest(directory: str) -> str:
+    """SHA-256 of a project directory's paths and file contents (links by their targets)."""
+    digest = hashlib.sha256()
+    for root, names, files in os.walk(directory):
+        names.sort()
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            digest.update(os.path.relpath(path, directory).encode() + b"\0")
+            if os.path.islink(path):
+                digest.update(b"->" + os.readlink(path).encode())
+            else:
+                with open(path, "rb") as f:
+                    while chunk := f.read(1024 * 1024):
+                        digest.update(chunk)
+            digest.update(b"\0")
+    return digest.hexdigest()
+
+
 def service_failure(name: str, exc: ApiError) -> ApiError:
     """The error of one service's step, saying which service failed (the status stays the engine's or ours)."""
     if exc.message.startswith(("service ", "building service ")):
@@ -4751,6 +4778,14 @@ class ComposeDeployment:
             for container in existing:
                 if container["Labels"].get(LABEL_SERVICE) not in self.compose.services:
                     await self.remove_container(container["Id"])
+
+    def note_replaced_project(self, digest: str) -> None:
+        """A new archive replaces the project directory: services that bind its files (relative binds, secrets,
+        configs) are recreated when its content changed, so that none keeps the old directory's files."""
+        for name, service in self.compose.services.items():
+            body = self.container_body(name, 1)
+            if any(bind.startswith(self.compose.project_dir + os.sep) for bind in body["HostConfig"]["Binds"]):
+                service["project_digest"] = digest
 
     async def image_id(self, image: str) -> str:
         """The engine's id of an image, "" when it has none of that name."""
@@ -6834,9 +6869,9 @@ class Stacks:
                 COMPOSE_FILE: content.encode()}
 
     @staticmethod
-    def write_files(project_dir: str, content: str, env: list[dict]) -> None:
+    def write_files(project_dir: str, content: str, env: list[dict], entry_point: str = COMPOSE_FILE) -> None:
         for name, data in Stacks.stack_files(content, env).items():
-            write_stack_file(os.path.join(project_dir, name), data)
+            write_stack_file(os.path.join(project_dir, entry_point if name == COMPOSE_FILE else name), data)
 
     def new_staging(self) -> str:
         """A new directory beside the projects (same file system), where a project is put together before it
@@ -6845,17 +6880,15 @@ class Stacks:
         os.makedirs(root, mode=0o700, exist_ok=True)
         return tempfile.mkdtemp(prefix=".staging-", dir=root)
 
-    def stage(self, stack_id: int | None, entry_point: str, content: str, env: list[dict],
-              upload: "ProjectUpload | None") -> str:
-        """The project as it will be: an uploaded archive's files, or the stack's current files (a redeploy keeps
-        them) with the compose file written from the editor; the stack's env file in both."""
+    def stage(self, entry_point: str, content: str, env: list[dict], upload: "ProjectUpload | None") -> str:
+        """A new stack's project as it will be (an uploaded archive's files, or the editor's compose file), or an
+        archive replacing a stack's project; the stack's env file in both. (The editor's redeploy of a stack
+        writes its compose file in place instead: the project's other files, and running containers' binds of
+        them, stay as they are.)"""
         if upload is not None:
             staging = upload.directory
         else:
             staging = self.new_staging()
-            current = self.project_dir(stack_id) if stack_id is not None else ""
-            if current and os.path.isdir(current):
-                shutil.copytree(current, staging, symlinks=True, dirs_exist_ok=True)
             write_stack_file(os.path.join(staging, entry_point), content.encode())
         write_stack_file(os.path.join(staging, STACK_ENV_FILE), Stacks.stack_files("", env)[STACK_ENV_FILE])
         return staging
@@ -6920,7 +6953,8 @@ class ProgressChannel:
         self.changed = asyncio.Event()
 
     def publish(self, event: dict) -> None:
-        if self.finished or (len(self.events) >= DEPLOY_PROGRESS_MAX_EVENTS and event.get("stage") in ("pull", "build")):
+        crowded = len(self.events) >= DEPLOY_PROGRESS_MAX_EVENTS and event.get("stage") in ("pull", "build")
+        if self.finished or crowded:
             return  # beyond the cap only the steps that matter are kept, not every layer's percentage
         self.events.append({**event, "time": round(time.time(), 3)})
         self.touched = time.monotonic()
@@ -7204,7 +7238,7 @@ async def create_stack_from_project(request: web.Request, stack_type: int, body:
     stacks.creating.add(key)
     staging = ""
     try:
-        staging = await asyncio.to_thread(stacks.stage, None, entry_point, content, env, upload)
+        staging = await asyncio.to_thread(stacks.stage, entry_point, content, env, upload)
         if upload is not None:
             upload.directory = staging  # installed below, or discarded with the upload
         deployment = await project_deployment(request, stack_type, endpoint, name, content, env, stack_id,
@@ -7264,8 +7298,7 @@ async def project_deployment(request: web.Request, stack_type: int, endpoint: di
     engine_dir = await connector.project_directory(name, project_dir)
     deployment = stacks.deployment(stack_type, endpoint["Id"], name, content, env, engine_dir,
                                    source_dir=source_dir or project_dir, entry_point=entry_point)
-    if source_dir is not None:
-        await asyncio.to_thread(Stacks.add_generated_files, source_dir, deployment.compose)
+    await asyncio.to_thread(Stacks.add_generated_files, deployment.compose.source_dir, deployment.compose)
     return deployment
 
 
@@ -7352,8 +7385,8 @@ async def unpack_upload(stacks: Stacks, spool, compose_file: str) -> ProjectUplo
         else:
             entry_point = next((n for n in COMPOSE_FILE_NAMES if os.path.isfile(os.path.join(directory, n))), "")
             if not entry_point:
-                raise BadRequest("the archive has no compose file at its top",
-                                 "name it with the form field ComposeFile, or add one of " + ", ".join(COMPOSE_FILE_NAMES))
+                raise BadRequest("the archive has no compose file at its top", "name it with the form field "
+                                 "ComposeFile, or add one of " + ", ".join(COMPOSE_FILE_NAMES))
         upload = ProjectUpload(directory, entry_point)
         upload.compose_text()
         return upload
@@ -7544,27 +7577,40 @@ async def redeploy_stack(request: web.Request, stack: dict, endpoint: dict, body
     content, env = stack_content(body), stack_env(body) if "Env" in body else stack["Env"]
     entry_point = upload.entry_point if upload is not None else stack["EntryPoint"]
     progress = deploy_progress(request)
+    project_dir = stacks.project_dir(stack["Id"])
     async with stacks.lock(stack["Id"]):
         staging = ""
         try:
-            staging = await asyncio.to_thread(stacks.stage, stack["Id"], entry_point, content, env, upload)
-            deployment = await project_deployment(request, stack["Type"], endpoint, stack["Name"], content, env,
-                                                  stack["Id"], staging, entry_point)
-            await apply_caller_rules(request, endpoint, deployment, stack)
-            previous = await asyncio.to_thread(stacks.install, stack["Id"], staging)
-            staging = ""
             if upload is not None:
-                upload.directory = ""
-            deployment.compose.source_dir = stacks.project_dir(stack["Id"])
+                staging = await asyncio.to_thread(stacks.stage, entry_point, content, env, upload)
+            deployment = await project_deployment(request, stack["Type"], endpoint, stack["Name"], content, env,
+                                                  stack["Id"], staging or None, entry_point)
+            await apply_caller_rules(request, endpoint, deployment, stack)
+            previous, previous_content = None, await asyncio.to_thread(stacks.read_file, stack)
+            if upload is not None:
+                if isinstance(deployment, ComposeDeployment):
+                    deployment.note_replaced_project(await asyncio.to_thread(project_digest, staging))
+                previous = await asyncio.to_thread(stacks.install, stack["Id"], staging)
+                staging = upload.directory = ""
+                deployment.compose.source_dir = project_dir
+            else:
+                await asyncio.to_thread(Stacks.write_files, project_dir, content, env, entry_point)
             deployment.progress = progress.publish
             try:
-                await deployment.connector.store_project(stack["Name"], stacks.project_dir(stack["Id"]))
+                await deployment.connector.store_project(stack["Name"], project_dir)
                 await deployment.up(pull=bool(body.get("PullImage")), prune=bool(body.get("Prune")),
                                     **({"rebuild": True} if body.get("Rebuild") else {}))
             except (ApiError, OSError):
-                await asyncio.to_thread(stacks.restore, stack["Id"], previous)
+                if isinstance(deployment, ComposeDeployment):
+                    with contextlib.suppress(ApiError, OSError):
+                        await deployment.remove_built_images()
+                if upload is not None:
+                    await asyncio.to_thread(stacks.restore, stack["Id"], previous)
+                else:
+                    await asyncio.to_thread(Stacks.write_files, project_dir, previous_content, stack["Env"],
+                                            stack["EntryPoint"])
                 with contextlib.suppress(ApiError, OSError):  # the agent keeps what the stack had too
-                    await deployment.connector.store_project(stack["Name"], stacks.project_dir(stack["Id"]))
+                    await deployment.connector.store_project(stack["Name"], project_dir)
                 raise
             if previous is not None:
                 await asyncio.to_thread(shutil.rmtree, previous, True)
@@ -7590,6 +7636,7 @@ async def change_stack_state(request: web.Request, status: int) -> web.Response:
             deployment = await project_deployment(request, stack["Type"], endpoint, stack["Name"], content,
                                                   stack["Env"], stack["Id"], entry_point=stack["EntryPoint"])
             await apply_caller_rules(request, endpoint, deployment, stack)
+            await deployment.connector.store_project(stack["Name"], stacks.project_dir(stack["Id"]))
             await deployment.start()
         else:
             await stacks.remover(stack).stop()
@@ -10531,6 +10578,27 @@ export async function loadConstants() {
   if (!Object.keys(constants).length) Object.assign(constants, await api('GET', '/api/ui/constants'));
 }
 """,  # noqa: E501
+    'deploy-progress.js': r"""// A stack deploy's live progress events as lines of text (pure; unit-tested in ui/tests/). The stack editor
+// (pages/stacks.js) opens the stream and shows them.
+export const DEPLOY_ID_HEADER = 'X-Portainer-Deploy-Id';
+
+// One event as a line of text.
+export function progressLine(e) {
+  const who = e.service ? `${e.service}: ` : '';
+  switch (e.stage) {
+    case 'pull': return `${who}pull ${e.image}${e.layer ? ' ' + e.layer : ''} ${e.status || ''}${e.progress ? ' ' + e.progress : ''}`.trimEnd();
+    case 'build': return `${who}${e.line}`;
+    case 'create': return `${who}created ${e.container}`;
+    case 'start': return `${who}started ${e.container}`;
+    case 'wait': return `${who}waiting for ${e.dependency} (${(e.condition || '').replace('service_', '')})`;
+    case 'done': return 'deployed';
+    case 'error': return `failed: ${e.message}`;
+    default: return `${who}${e.stage}`;
+  }
+}
+// The key under which an event's line replaces an earlier one (a pulled layer's percentage), or null: a new line.
+export function progressKey(e) { return e.stage === 'pull' && e.layer ? `${e.service}|${e.image}|${e.layer}` : null; }
+""",  # noqa: E501
     'docker.js': r"""// The Docker engine of one environment, reached through the server's proxy.
 import {apiStream} from './api.js';
 import {every, onLeave} from './lifecycle.js';
@@ -12000,14 +12068,38 @@ export function bindGitStackCard(stack, reload) {
     'pages/stacks.js': r"""// Pages: stacks (list, ones made outside portainer.py to adopt) and the stack editor.
 import {api, request} from '../api.js';
 import {constants} from '../constants.js';
+import {DEPLOY_ID_HEADER, progressKey, progressLine} from '../deploy-progress.js';
 import {formError, onSubmit, toast} from '../feedback.js';
 import {esc} from '../format.js';
 import {stackImageUpdates} from '../image-updates.js';
 import {isAdmin, session} from '../session.js';
 import {render} from '../shell.js';
 import {bindGitStackCard, gitStackCard} from './stack-git.js';
-import {demuxLogs} from '../streams.js';
+import {demuxLogs, jsonLines} from '../streams.js';
 import {bindEditor} from '../widgets.js';
+
+// A deploy's live progress: a deploy id of the page's choosing, its stream opened (GET
+// /api/stacks/deploys/{id}/progress, JSON lines ending with the deploy) before the deploy call that names it in
+// X-Portainer-Deploy-Id. Shows each event in `panel`; resolves, once the stream is open, with that header.
+function deployId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return [...bytes].map(b => b.toString(16).padStart(2, '0')).join('');
+}
+async function watchDeploy(panel) {
+  const id = deployId(), lines = [], keyed = new Map();
+  panel.hidden = false; panel.textContent = 'starting…';
+  const response = await request('GET', `/api/stacks/deploys/${id}/progress`, {signal: new AbortController().signal});
+  const draw = () => { panel.textContent = lines.join('\n'); panel.scrollTop = panel.scrollHeight; };
+  const feed = jsonLines(e => {
+    const key = progressKey(e), line = progressLine(e);
+    if (key && keyed.has(key)) lines[keyed.get(key)] = line;
+    else { if (key) keyed.set(key, lines.length); lines.push(line); }
+    draw();
+  });
+  const reader = response.body.getReader();
+  (async () => { try { for (;;) { const {done, value} = await reader.read(); if (done) return; feed(value); } } catch (e) { /* the page went away */ } })();
+  return {[DEPLOY_ID_HEADER]: id};
+}
 
 // Who may use a stack, from its resource control: a stack without one is for administrators only.
 function stackAccess(rc, users, teams) {
@@ -12051,16 +12143,24 @@ export async function pageStackEditor(id, adopt) {
     ${stack ? '' : `<label for="n">Name</label><input id="n" required pattern="[a-z0-9][a-z0-9_\\-]*" value="${esc(adopt ? adopt.name : '')}" ${adopt ? 'readonly' : ''}>
       <label for="ep">Environment</label><select id="ep">${eps.map(e => `<option value="${e.Id}" ${adopt && +adopt.ep === e.Id ? 'selected' : ''}>${esc(e.Name)}</option>`).join('')}</select>
       ${adopt ? '' : `<label for="ty">Type</label><select id="ty"><option value="${constants.StackTypes.Compose}">Compose (standalone)</option><option value="${constants.StackTypes.Swarm}">Swarm</option></select>
-      <label for="upload">Upload a compose file (instead of the text below)</label><input id="upload" type="file" name="file" accept=".yml,.yaml,application/yaml,text/yaml">`}`}
+      <label for="upload">Upload a compose file or a project archive (instead of the text below)</label>
+      <input id="upload" type="file" name="file" accept=".yml,.yaml,.tar,.tgz,.tar.gz,.zip,application/yaml,text/yaml,application/x-tar,application/gzip,application/zip">
+      <label for="compose-file">Compose file in the archive (default: compose.yaml, docker-compose.yml, …)</label>
+      <input id="compose-file" placeholder="docker-compose.yml">
+      <p class="muted">An archive (.tar, .tar.gz, .zip) is the whole project: its relative binds, build contexts, secret and config files resolve inside it.</p>`}`}
     <label for="content">Compose file</label><div class="editor"><div class="gutter" id="gutter" aria-hidden="true"></div>
     <textarea id="content" rows="22" spellcheck="false" ${stack && stack.GitConfig ? 'readonly aria-describedby="git-note"' : ''}>${esc(content)}</textarea></div>
     ${stack && stack.GitConfig ? '<p class="muted" id="git-note">This file comes from the git repository below: push a change there, then pull and redeploy.</p>' : ''}
     ${stack ? `<p>Owner/Access: <b id="stack-access">${esc(stackAccess(rc, users, teams))}</b></p>` : ''}
     ${stack && stack.Env === null ? '<p class="muted">Its environment variables are shown only to those who may manage this stack.</p>' :
     `<label for="env">Environment variables (NAME=value, one a line)</label><textarea id="env" rows="4">${esc(envText(stack && stack.Env))}</textarea>`}
-    ${stack ? `<label><input type="checkbox" id="prune" class="tick"> Remove services no longer in the file</label>
+    ${stack ? `<label for="upload">Replace the project with an archive (optional: .tar, .tar.gz, .zip; its compose file replaces the text above)</label>
+      <input id="upload" type="file" name="file" accept=".tar,.tgz,.tar.gz,.zip,application/x-tar,application/gzip,application/zip">
+      <label for="compose-file">Compose file in the archive</label><input id="compose-file" placeholder="${esc(stack.EntryPoint || 'docker-compose.yml')}">
+      <label><input type="checkbox" id="prune" class="tick"> Remove services no longer in the file</label>
       <label><input type="checkbox" id="pull" class="tick"> Pull images again</label>` : ''}
     <div class="error" role="alert" id="err"></div>
+    <pre id="deploy-progress" class="small mono build-log" aria-live="polite" aria-label="Deploy progress" hidden></pre>
     <div class="toolbar">${stack && stack.GitConfig ? '' : `<button class="primary" type="submit">${stack ? 'Update the stack' : adopt ? 'Adopt' : 'Deploy the stack'}</button>`}
     ${stack ? `<button type="button" data-act="${stack.Status === constants.StackStatus.Active ? 'stop' : 'start'}">${stack.Status === constants.StackStatus.Active ? 'Stop' : 'Start'}</button>
       <button type="button" class="danger" data-act="remove">Remove</button>` : ''}</div></form></div>
@@ -12099,22 +12199,32 @@ export async function pageStackEditor(id, adopt) {
   if (stack && stack.GitConfig) bindGitStackCard(stack, () => pageStackEditor(stack.Id));
   const f = document.getElementById('f'), err = document.getElementById('err');
   const fail = e => { err.textContent = e.message; const m = /line (\d+)/.exec(e.message); badLine = m ? +m[1] : 0; redraw(); };
+  // A compose file or project archive as a multipart upload, as Portainer's "Upload" build method sends it.
+  const uploadForm = (upload, body) => { const form = new FormData(); form.set('file', upload);
+    if (body.Env) form.set('Env', JSON.stringify(body.Env));
+    for (const k of ['Name', 'Prune', 'PullImage']) if (body[k] !== undefined) form.set(k, String(body[k]));
+    if (f['compose-file'] && f['compose-file'].value.trim()) form.set('ComposeFile', f['compose-file'].value.trim());
+    return form; };
   f.onsubmit = async e => { e.preventDefault(); err.textContent = ''; badLine = 0; redraw();
     const body = {StackFileContent: f.content.value, ...(f.env ? {Env: envList(f.env.value)} : {})};
+    const upload = f.upload && f.upload.files[0], button = f.querySelector('button[type=submit]');
+    button.disabled = true;
     try {
+      const headers = await watchDeploy(document.getElementById('deploy-progress'));
       if (stack) { body.Prune = f.prune.checked; body.PullImage = f.pull.checked;
-        await api('PUT', `/api/stacks/${stack.Id}?endpointId=${stack.EndpointId}`, body); return pageStackEditor(stack.Id); }
+        const path = `/api/stacks/${stack.Id}?endpointId=${stack.EndpointId}`;
+        if (upload) { delete body.StackFileContent; await api('PUT', path, uploadForm(upload, body), headers); }
+        else await api('PUT', path, body, headers);
+        toast(`Stack ${stack.Name} updated`); return pageStackEditor(stack.Id); }
       body.Name = f.n.value;
       const ep = f.ep.value;
-      const kind = !adopt && +f.ty.value === constants.StackTypes.Swarm ? 'swarm' : 'standalone', upload = f.upload && f.upload.files[0];
+      const kind = !adopt && +f.ty.value === constants.StackTypes.Swarm ? 'swarm' : 'standalone';
       let made;
-      if (adopt) made = await api('POST', `/api/stacks/adopt?endpointId=${ep}`, body);
-      else if (upload) { // the file as a multipart upload, as Portainer's "Upload" build method sends it
-        const form = new FormData(); form.set('Name', body.Name); form.set('file', upload); form.set('Env', JSON.stringify(body.Env || []));
-        made = await api('POST', `/api/stacks/create/${kind}/file?endpointId=${ep}`, form);
-      } else made = await api('POST', `/api/stacks/create/${kind}/string?endpointId=${ep}`, body);
-      location.hash = `#/stacks/${made.Id}`;
-    } catch (e2) { fail(e2); } };
+      if (adopt) made = await api('POST', `/api/stacks/adopt?endpointId=${ep}`, body, headers);
+      else if (upload) made = await api('POST', `/api/stacks/create/${kind}/file?endpointId=${ep}`, uploadForm(upload, body), headers);
+      else made = await api('POST', `/api/stacks/create/${kind}/string?endpointId=${ep}`, body, headers);
+      toast(`Stack ${made.Name} deployed`); location.hash = `#/stacks/${made.Id}`;
+    } catch (e2) { fail(e2); } finally { button.disabled = false; } };
   document.querySelectorAll('[data-logs]').forEach(b => b.onclick = async () => {
     const path = `/api/endpoints/${stack.EndpointId}/docker/containers/${b.dataset.logs}/logs?stdout=1&stderr=1&tail=200`;
     document.getElementById('logs').textContent = await request('GET', path).then(async r => demuxLogs(new Uint8Array(await r.arrayBuffer())),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -21,6 +22,7 @@ import requests
 
 import agent as shared
 import portainer
+import test_ui
 from conftest import BUSYBOX, HERE, SLOT, TEST_LABEL, make_namespace_host, remove_namespace_host, start_server, wait_until
 
 PREFIX = f"ptpy{SLOT}proj"
@@ -99,9 +101,11 @@ def zip_archive(files: dict[str, bytes], zeros: int = 0) -> bytes:
     return buffer.getvalue()
 
 
-def upload(server, endpoint_id: int, name: str, archive: bytes, headers: dict | None = None, **fields):
+def upload(server, endpoint_id: int, name: str, archive: bytes, headers: dict | None = None, token: str | None = None,
+           **fields):
     return server.api("POST", f"/api/stacks/create/standalone/file?endpointId={endpoint_id}", headers=headers,
-                      data={"Name": name, **fields}, files={"file": ("project.tar.gz", archive)}, timeout=300)
+                      token=token, data={"Name": name, **fields}, files={"file": ("project.tar.gz", archive)},
+                      timeout=300)
 
 
 def delete_stacks_named(server, name: str) -> None:
@@ -116,8 +120,10 @@ def remove_project(client: docker.DockerClient, project: str) -> None:
         item.remove(force=True)
     for item in client.networks.list(filters=label) + client.volumes.list(filters=label):
         item.remove()
-    for image in client.images.list(name=f"{project}_*"):
-        client.images.remove(image.id, force=True)
+    for image in client.images.list():
+        for tag in image.tags:
+            if tag.startswith(f"{project}_"):
+                client.images.remove(tag)  # by its tag: a build may have made no image of its own
 
 
 def read_in(container, path: str) -> str:
@@ -305,6 +311,34 @@ def test_failing_service_is_named_and_leaves_nothing_behind(server, engine, proj
     assert not any(name.startswith(".") for name in os.listdir(compose_dir))
 
 
+def test_standard_users_build_passes_the_checks_of_the_proxys_build(server, engine, project, make_user):
+    user_id, token, _ = make_user()
+    settings = {"allowStackManagementForRegularUsers": True}
+    assert server.api("PUT", "/api/endpoints/1", json={"SecuritySettings": settings}).status_code == 200
+    try:
+        def archive(build_network: str) -> bytes:
+            compose = textwrap.dedent(f"""\
+                services:
+                  web:
+                    build: {{context: ., network: {build_network}}}
+                    command: sleep 3600
+                    stop_grace_period: 1s
+                    labels: {{"{TEST_LABEL}": "1"}}
+                """)
+            return tar_archive({"docker-compose.yml": compose.encode(), "Dockerfile": f"FROM {BUSYBOX}\nLABEL built=1\n".encode()})
+
+        r = upload(server, 1, project, archive("host"), token=token)
+        assert r.status_code == 403 and "host namespace" in r.json()["message"], r.text
+        assert engine.images.list(name=f"{project}_web") == []
+        r = upload(server, 1, project, archive("bridge"), token=token)
+        assert r.status_code == 200, r.text
+        web = engine.containers.get(f"{project}_web_1")
+        assert web.labels["io.portainer.accesscontrol.users"] == str(user_id)
+        assert web.image.tags == [f"{project}_web:latest"]
+    finally:
+        server.api("PUT", "/api/endpoints/1", json={"SecuritySettings": {"allowStackManagementForRegularUsers": False}})
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # An agent's host and an edge site: the agent keeps the project's files in its projects directory
 # ---------------------------------------------------------------------------------------------------------------
@@ -321,6 +355,8 @@ def remote_server(engine, workdir):
 @pytest.fixture(scope="module")
 def agent_host(engine):
     host = make_namespace_host(AGENT_HOST)
+    for leftover in ("agent-state", "agent-projects"):  # an earlier run's pairing and projects
+        shutil.rmtree(os.path.join(host.root, leftover), ignore_errors=True)
     host.start_engine()
     host.load_image(engine)
     projects = os.path.join(host.root, "agent-projects")
@@ -339,6 +375,7 @@ def agent_host(engine):
 
 def deploy_and_check_remotely(server, endpoint_id: int, client: docker.DockerClient, projects: str) -> None:
     name = f"{PREFIX}remote"
+    remove_project(client, name)  # what an earlier, killed run left on that engine
     r = upload(server, endpoint_id, name, tar_archive(project_files()))
     assert r.status_code == 200, r.text
     stack = r.json()
@@ -369,6 +406,7 @@ def test_project_deploys_on_an_edge_site_through_the_tunnel(engine, workdir, tmp
     from test_edge import EdgeAgent, connected, create_edge_environment
 
     site = make_namespace_host(EDGE_HOST)
+    shutil.rmtree(os.path.join(site.root, "edge-projects"), ignore_errors=True)
     server = agent_process = None
     try:
         site.start_engine()
@@ -394,3 +432,31 @@ def test_project_deploys_on_an_edge_site_through_the_tunnel(engine, workdir, tmp
             server.stop()
         site.stop_engine()
         remove_namespace_host(site.name, site.name.replace("node", "veth"), site.root)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The UI: upload a project archive, watch the deploy
+# ---------------------------------------------------------------------------------------------------------------
+
+browser = test_ui.browser
+open_page = test_ui.open_page
+
+
+@pytest.mark.browser
+def test_admin_uploads_a_project_archive_and_watches_its_deploy_in_the_ui(server, engine, project, open_page,
+                                                                         tmp_path):
+    archive = tmp_path / "project.tar.gz"
+    archive.write_bytes(tar_archive(project_files()))
+    tab = open_page()
+    page = tab.page
+    test_ui.log_in(page, server)
+    page.goto(server.url + "/#/stacks/new")
+    page.get_by_label("Name", exact=True).fill(project)
+    page.get_by_label("Upload a compose file or a project archive").set_input_files(str(archive))
+    page.get_by_role("button", name="Deploy the stack").click()
+    # while the image builds, its steps show in the progress panel
+    page.wait_for_function("() => /web: Step \\d/.test(document.getElementById('deploy-progress')?.textContent)",
+                           timeout=120_000)
+    page.get_by_role("heading", name=f"Stack {project}").wait_for(timeout=120_000)
+    check_project_deployed(engine, project, engine.containers.get(f"{project}_web_1").labels[
+        "com.docker.compose.project.working_dir"])

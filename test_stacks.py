@@ -157,11 +157,11 @@ def test_bad_yaml_and_unsupported_keys_are_refused_with_their_line(server, engin
                    json={"Name": project, "StackFileContent": bad_yaml})
     assert r.status_code == 400 and "line 4" in r.json()["message"], r.text
 
-    unsupported = f"services:\n  web:\n    image: {BUSYBOX}\n    build: .\n"
+    unsupported = f"services:\n  web:\n    image: {BUSYBOX}\n    not_a_compose_key: .\n"
     r = server.api("POST", "/api/stacks/create/standalone/string?endpointId=1",
                    json={"Name": project, "StackFileContent": unsupported})
     message = r.json()["message"]
-    assert r.status_code == 400 and "docker-compose.yml, line 4" in message and "services.web.build" in message
+    assert r.status_code == 400 and "docker-compose.yml, line 4" in message and "services.web.not_a_compose_key" in message
 
     undeclared = f"services:\n  web:\n    image: {BUSYBOX}\n    volumes:\n      - nowhere:/data\n"
     r = server.api("POST", "/api/stacks/create/standalone/string?endpointId=1",

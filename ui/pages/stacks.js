@@ -1,14 +1,38 @@
 // Pages: stacks (list, ones made outside portainer.py to adopt) and the stack editor.
 import {api, request} from '../api.js';
 import {constants} from '../constants.js';
+import {DEPLOY_ID_HEADER, progressKey, progressLine} from '../deploy-progress.js';
 import {formError, onSubmit, toast} from '../feedback.js';
 import {esc} from '../format.js';
 import {stackImageUpdates} from '../image-updates.js';
 import {isAdmin, session} from '../session.js';
 import {render} from '../shell.js';
 import {bindGitStackCard, gitStackCard} from './stack-git.js';
-import {demuxLogs} from '../streams.js';
+import {demuxLogs, jsonLines} from '../streams.js';
 import {bindEditor} from '../widgets.js';
+
+// A deploy's live progress: a deploy id of the page's choosing, its stream opened (GET
+// /api/stacks/deploys/{id}/progress, JSON lines ending with the deploy) before the deploy call that names it in
+// X-Portainer-Deploy-Id. Shows each event in `panel`; resolves, once the stream is open, with that header.
+function deployId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return [...bytes].map(b => b.toString(16).padStart(2, '0')).join('');
+}
+async function watchDeploy(panel) {
+  const id = deployId(), lines = [], keyed = new Map();
+  panel.hidden = false; panel.textContent = 'starting…';
+  const response = await request('GET', `/api/stacks/deploys/${id}/progress`, {signal: new AbortController().signal});
+  const draw = () => { panel.textContent = lines.join('\n'); panel.scrollTop = panel.scrollHeight; };
+  const feed = jsonLines(e => {
+    const key = progressKey(e), line = progressLine(e);
+    if (key && keyed.has(key)) lines[keyed.get(key)] = line;
+    else { if (key) keyed.set(key, lines.length); lines.push(line); }
+    draw();
+  });
+  const reader = response.body.getReader();
+  (async () => { try { for (;;) { const {done, value} = await reader.read(); if (done) return; feed(value); } } catch (e) { /* the page went away */ } })();
+  return {[DEPLOY_ID_HEADER]: id};
+}
 
 // Who may use a stack, from its resource control: a stack without one is for administrators only.
 function stackAccess(rc, users, teams) {
@@ -52,16 +76,24 @@ export async function pageStackEditor(id, adopt) {
     ${stack ? '' : `<label for="n">Name</label><input id="n" required pattern="[a-z0-9][a-z0-9_\\-]*" value="${esc(adopt ? adopt.name : '')}" ${adopt ? 'readonly' : ''}>
       <label for="ep">Environment</label><select id="ep">${eps.map(e => `<option value="${e.Id}" ${adopt && +adopt.ep === e.Id ? 'selected' : ''}>${esc(e.Name)}</option>`).join('')}</select>
       ${adopt ? '' : `<label for="ty">Type</label><select id="ty"><option value="${constants.StackTypes.Compose}">Compose (standalone)</option><option value="${constants.StackTypes.Swarm}">Swarm</option></select>
-      <label for="upload">Upload a compose file (instead of the text below)</label><input id="upload" type="file" name="file" accept=".yml,.yaml,application/yaml,text/yaml">`}`}
+      <label for="upload">Upload a compose file or a project archive (instead of the text below)</label>
+      <input id="upload" type="file" name="file" accept=".yml,.yaml,.tar,.tgz,.tar.gz,.zip,application/yaml,text/yaml,application/x-tar,application/gzip,application/zip">
+      <label for="compose-file">Compose file in the archive (default: compose.yaml, docker-compose.yml, …)</label>
+      <input id="compose-file" placeholder="docker-compose.yml">
+      <p class="muted">An archive (.tar, .tar.gz, .zip) is the whole project: its relative binds, build contexts, secret and config files resolve inside it.</p>`}`}
     <label for="content">Compose file</label><div class="editor"><div class="gutter" id="gutter" aria-hidden="true"></div>
     <textarea id="content" rows="22" spellcheck="false" ${stack && stack.GitConfig ? 'readonly aria-describedby="git-note"' : ''}>${esc(content)}</textarea></div>
     ${stack && stack.GitConfig ? '<p class="muted" id="git-note">This file comes from the git repository below: push a change there, then pull and redeploy.</p>' : ''}
     ${stack ? `<p>Owner/Access: <b id="stack-access">${esc(stackAccess(rc, users, teams))}</b></p>` : ''}
     ${stack && stack.Env === null ? '<p class="muted">Its environment variables are shown only to those who may manage this stack.</p>' :
     `<label for="env">Environment variables (NAME=value, one a line)</label><textarea id="env" rows="4">${esc(envText(stack && stack.Env))}</textarea>`}
-    ${stack ? `<label><input type="checkbox" id="prune" class="tick"> Remove services no longer in the file</label>
+    ${stack ? `<label for="upload">Replace the project with an archive (optional: .tar, .tar.gz, .zip; its compose file replaces the text above)</label>
+      <input id="upload" type="file" name="file" accept=".tar,.tgz,.tar.gz,.zip,application/x-tar,application/gzip,application/zip">
+      <label for="compose-file">Compose file in the archive</label><input id="compose-file" placeholder="${esc(stack.EntryPoint || 'docker-compose.yml')}">
+      <label><input type="checkbox" id="prune" class="tick"> Remove services no longer in the file</label>
       <label><input type="checkbox" id="pull" class="tick"> Pull images again</label>` : ''}
     <div class="error" role="alert" id="err"></div>
+    <pre id="deploy-progress" class="small mono build-log" aria-live="polite" aria-label="Deploy progress" hidden></pre>
     <div class="toolbar">${stack && stack.GitConfig ? '' : `<button class="primary" type="submit">${stack ? 'Update the stack' : adopt ? 'Adopt' : 'Deploy the stack'}</button>`}
     ${stack ? `<button type="button" data-act="${stack.Status === constants.StackStatus.Active ? 'stop' : 'start'}">${stack.Status === constants.StackStatus.Active ? 'Stop' : 'Start'}</button>
       <button type="button" class="danger" data-act="remove">Remove</button>` : ''}</div></form></div>
@@ -100,22 +132,32 @@ export async function pageStackEditor(id, adopt) {
   if (stack && stack.GitConfig) bindGitStackCard(stack, () => pageStackEditor(stack.Id));
   const f = document.getElementById('f'), err = document.getElementById('err');
   const fail = e => { err.textContent = e.message; const m = /line (\d+)/.exec(e.message); badLine = m ? +m[1] : 0; redraw(); };
+  // A compose file or project archive as a multipart upload, as Portainer's "Upload" build method sends it.
+  const uploadForm = (upload, body) => { const form = new FormData(); form.set('file', upload);
+    if (body.Env) form.set('Env', JSON.stringify(body.Env));
+    for (const k of ['Name', 'Prune', 'PullImage']) if (body[k] !== undefined) form.set(k, String(body[k]));
+    if (f['compose-file'] && f['compose-file'].value.trim()) form.set('ComposeFile', f['compose-file'].value.trim());
+    return form; };
   f.onsubmit = async e => { e.preventDefault(); err.textContent = ''; badLine = 0; redraw();
     const body = {StackFileContent: f.content.value, ...(f.env ? {Env: envList(f.env.value)} : {})};
+    const upload = f.upload && f.upload.files[0], button = f.querySelector('button[type=submit]');
+    button.disabled = true;
     try {
+      const headers = await watchDeploy(document.getElementById('deploy-progress'));
       if (stack) { body.Prune = f.prune.checked; body.PullImage = f.pull.checked;
-        await api('PUT', `/api/stacks/${stack.Id}?endpointId=${stack.EndpointId}`, body); return pageStackEditor(stack.Id); }
+        const path = `/api/stacks/${stack.Id}?endpointId=${stack.EndpointId}`;
+        if (upload) { delete body.StackFileContent; await api('PUT', path, uploadForm(upload, body), headers); }
+        else await api('PUT', path, body, headers);
+        toast(`Stack ${stack.Name} updated`); return pageStackEditor(stack.Id); }
       body.Name = f.n.value;
       const ep = f.ep.value;
-      const kind = !adopt && +f.ty.value === constants.StackTypes.Swarm ? 'swarm' : 'standalone', upload = f.upload && f.upload.files[0];
+      const kind = !adopt && +f.ty.value === constants.StackTypes.Swarm ? 'swarm' : 'standalone';
       let made;
-      if (adopt) made = await api('POST', `/api/stacks/adopt?endpointId=${ep}`, body);
-      else if (upload) { // the file as a multipart upload, as Portainer's "Upload" build method sends it
-        const form = new FormData(); form.set('Name', body.Name); form.set('file', upload); form.set('Env', JSON.stringify(body.Env || []));
-        made = await api('POST', `/api/stacks/create/${kind}/file?endpointId=${ep}`, form);
-      } else made = await api('POST', `/api/stacks/create/${kind}/string?endpointId=${ep}`, body);
-      location.hash = `#/stacks/${made.Id}`;
-    } catch (e2) { fail(e2); } };
+      if (adopt) made = await api('POST', `/api/stacks/adopt?endpointId=${ep}`, body, headers);
+      else if (upload) made = await api('POST', `/api/stacks/create/${kind}/file?endpointId=${ep}`, uploadForm(upload, body), headers);
+      else made = await api('POST', `/api/stacks/create/${kind}/string?endpointId=${ep}`, body, headers);
+      toast(`Stack ${made.Name} deployed`); location.hash = `#/stacks/${made.Id}`;
+    } catch (e2) { fail(e2); } finally { button.disabled = false; } };
   document.querySelectorAll('[data-logs]').forEach(b => b.onclick = async () => {
     const path = `/api/endpoints/${stack.EndpointId}/docker/containers/${b.dataset.logs}/logs?stdout=1&stderr=1&tail=200`;
     document.getElementById('logs').textContent = await request('GET', path).then(async r => demuxLogs(new Uint8Array(await r.arrayBuffer())),
