@@ -755,6 +755,43 @@ def test_a_stack_from_git_on_an_agent_environment_follows_a_push(srv, git_server
     assert srv.api("DELETE", f"/api/stacks/{stack['Id']}?endpointId={endpoint_id}").status_code == 204
 
 
+def test_a_swarm_stack_from_git_follows_a_push(srv, git_server, remote):
+    host = remote[0]
+    client = host.client()
+    client.swarm.init(advertise_addr=host.address)
+    try:
+        r = srv.api("POST", "/api/endpoints", json={"Name": f"{PREFIX}-swarm", "EndpointCreationType": 1,
+                                                     "URL": f"unix://{host.socket}"})
+        assert r.status_code == 200, r.text
+        endpoint_id = r.json()["Id"]
+        swarm_file = compose_project("100").replace("            labels:", "            secrets: [token]\n"
+                                                   "            labels:", 1) + \
+            "secrets:\n  token:\n    file: ./secrets/token.txt\n"
+        git_server.push({"deploy/docker-compose.yml": swarm_file, "secrets/token.txt": "swarm-token\n"}, "swarm")
+        name = f"{PREFIX}-swarm"
+        r = srv.api("POST", f"/api/stacks/create/swarm/repository?endpointId={endpoint_id}", json={
+            "Name": name, "RepositoryURL": git_server.url, "ComposeFile": "deploy/docker-compose.yml",
+            "RepositoryAuthentication": True, "RepositoryUsername": GIT_USER, "RepositoryPassword": GIT_PASSWORD,
+            "AutoUpdate": {"Webhook": True}})
+        assert r.status_code == 200, r.text
+        stack = r.json()
+        assert stack["Type"] == 1 and stack["SwarmId"]
+
+        def service_env() -> list:
+            services = client.services.list(filters={"label": f"com.docker.stack.namespace={name}"})
+            assert len(services) == 1, services
+            return services[0].attrs["Spec"]["TaskTemplate"]["ContainerSpec"].get("Env") or []
+        assert "REVISION=100" in service_env()
+        commit = git_server.push({"deploy/docker-compose.yml": swarm_file.replace('"100"', '"101"')}, "swarm 2")
+        r = requests.post(f"{srv.url}/api/stacks/webhooks/{stack['AutoUpdate']['Webhook']}", timeout=120)
+        assert r.status_code == 204, r.text
+        assert srv.api("GET", f"/api/stacks/{stack['Id']}").json()["GitConfig"]["ConfigHash"] == commit
+        assert "REVISION=101" in service_env()
+        assert srv.api("DELETE", f"/api/stacks/{stack['Id']}?endpointId={endpoint_id}").status_code == 204
+    finally:
+        client.swarm.leave(force=True)
+
+
 def test_a_wrong_webhook_id_is_a_404_and_guessing_is_rate_limited(srv):
     """Last of the module: it spends the guesses this address has."""
     answers = [requests.post(f"{srv.url}/api/stacks/webhooks/{i:08d}-0000-4000-8000-000000000000", timeout=10)
