@@ -12154,7 +12154,7 @@ export async function pageStackEditor(id, adopt) {
     ${stack ? `<p>Owner/Access: <b id="stack-access">${esc(stackAccess(rc, users, teams))}</b></p>` : ''}
     ${stack && stack.Env === null ? '<p class="muted">Its environment variables are shown only to those who may manage this stack.</p>' :
     `<label for="env">Environment variables (NAME=value, one a line)</label><textarea id="env" rows="4">${esc(envText(stack && stack.Env))}</textarea>`}
-    ${stack ? `<label for="upload">Replace the project with an archive (optional: .tar, .tar.gz, .zip; its compose file replaces the text above)</label>
+    ${stack && !stack.GitConfig ? `<label for="upload">Replace the project with an archive (optional: .tar, .tar.gz, .zip; its compose file replaces the text above)</label>
       <input id="upload" type="file" name="file" accept=".tar,.tgz,.tar.gz,.zip,application/x-tar,application/gzip,application/zip">
       <label for="compose-file">Compose file in the archive</label><input id="compose-file" placeholder="${esc(stack.EntryPoint || 'docker-compose.yml')}">
       <label><input type="checkbox" id="prune" class="tick"> Remove services no longer in the file</label>
