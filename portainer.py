@@ -11285,6 +11285,7 @@ import {every} from '../lifecycle.js';
 import {constants} from '../constants.js';
 import {isAdmin} from '../session.js';
 import {render} from '../shell.js';
+import {bindGitEdgeStackCard, bindGitEdgeStacks, gitEdgeStackCard, gitEdgeStackForm} from './stack-git.js';
 import {bindEditor, checkboxes, checkedIds, statusBadge} from '../widgets.js';
 
 export async function pageEdgeStacks() {
@@ -11298,7 +11299,8 @@ export async function pageEdgeStacks() {
     <label for="g">Edge groups</label><select id="g" multiple>${groups.map(g => `<option value="${g.Id}">${esc(g.Name)}</option>`).join('')}</select>
     <label for="content">Compose file</label><div class="editor"><div class="gutter" id="gutter" aria-hidden="true"></div>
     <textarea id="content" rows="14" spellcheck="false">services:\n  web:\n    image: busybox:local\n    command: sleep 3600\n</textarea></div>
-    <div class="error" role="alert" id="err"></div><button class="primary">Deploy to the groups</button></form></div>`);
+    <div class="error" role="alert" id="err"></div><button class="primary">Deploy to the groups</button></form></div>${gitEdgeStackForm(groups)}`);
+  bindGitEdgeStacks(pageEdgeStacks);
   let badLine = 0; const redraw = bindEditor(() => badLine);
   const f = document.getElementById('f');
   f.onsubmit = async e => { e.preventDefault(); badLine = 0;
@@ -11315,8 +11317,10 @@ export async function pageEdgeStack(id) {
     <form id="f"><label for="g">Edge groups</label><select id="g" multiple>${groups.map(g => `<option value="${g.Id}" ${stack.EdgeGroups.includes(g.Id) ? 'selected' : ''}>${esc(g.Name)}</option>`).join('')}</select>
     <label for="content">Compose file</label><div class="editor"><div class="gutter" id="gutter" aria-hidden="true"></div>
     <textarea id="content" rows="18" spellcheck="false">${esc(file.StackFileContent)}</textarea></div>
-    <div class="error" role="alert" id="err"></div><p><button class="primary">Save and redeploy</button> <a href="#/edge/stacks">All edge stacks</a></p></form></div>`,
+    <div class="error" role="alert" id="err"></div><p><button class="primary">Save and redeploy</button> <a href="#/edge/stacks">All edge stacks</a></p></form></div>
+    ${stack.GitConfig ? gitEdgeStackCard(stack) : ''}`,
     `<a href="#/edge/stacks">Edge stacks</a> / ${esc(stack.Name)}`);
+  if (stack.GitConfig) bindGitEdgeStackCard(stack, () => pageEdgeStack(id));
   let badLine = 0; const redraw = bindEditor(() => badLine);
   const f = document.getElementById('f');
   f.onsubmit = async e => { e.preventDefault(); badLine = 0; redraw();
@@ -12064,6 +12068,65 @@ export function bindGitStackCard(stack, reload) {
     await api('POST', `/api/stacks/${stack.Id}/git${query}`, body); toast('Git settings saved'); await reload();
   });
 }
+
+// Custom templates and edge stacks from a repository: the same repository fields, their own routes.
+function repositoryFields(prefix, pathField) {
+  return `<label for="${prefix}-url">Repository URL</label><input id="${prefix}-url" name="RepositoryURL" required placeholder="https://git.example.com/team/app.git">
+    <div class="row"><div><label for="${prefix}-ref">Reference</label><input id="${prefix}-ref" name="RepositoryReferenceName" value="refs/heads/main"></div>
+    <div><label for="${prefix}-path">Compose path</label><input id="${prefix}-path" name="${pathField}" value="docker-compose.yml"></div></div>
+    <label class="check"><input type="checkbox" name="RepositoryAuthentication"> Authentication</label>
+    <div class="row"><div><label for="${prefix}-user">Username</label><input id="${prefix}-user" name="RepositoryUsername" autocomplete="off"></div>
+    <div><label for="${prefix}-password">Password or token</label><input id="${prefix}-password" name="RepositoryPassword" type="password" autocomplete="new-password"></div></div>`;
+}
+function repositoryOf(data, pathField) {
+  const body = {RepositoryURL: data.get('RepositoryURL').trim(), RepositoryReferenceName: data.get('RepositoryReferenceName').trim(),
+    [pathField]: data.get(pathField).trim(), RepositoryAuthentication: data.get('RepositoryAuthentication') === 'on'};
+  if (body.RepositoryAuthentication) { body.RepositoryUsername = data.get('RepositoryUsername').trim(); body.RepositoryPassword = data.get('RepositoryPassword'); }
+  return body;
+}
+export function gitTemplateForm() {
+  return `<div class="card"><h3>New custom template from a git repository</h3><form id="git-template">
+    <label for="gt-title">Title</label><input id="gt-title" name="Title" required>
+    <label for="gt-description">Description</label><input id="gt-description" name="Description" required>
+    ${repositoryFields('gt', 'ComposeFilePathInRepository')}
+    <div class="error" role="alert"></div><button class="primary" type="submit">Save template from git</button></form></div>`;
+}
+export function bindGitTemplates(reload) {
+  onSubmit($('#git-template'), async data => {
+    await api('POST', '/api/custom_templates/create/repository', {Title: data.get('Title').trim(), Description: data.get('Description').trim(),
+      Type: constants.TemplateTypes.ComposeStack, ...repositoryOf(data, 'ComposeFilePathInRepository')});
+    toast('Template saved from the repository'); await reload();
+  });
+  document.querySelectorAll('[data-git-fetch]').forEach(b => b.onclick = async () => {
+    try { await api('PUT', `/api/custom_templates/${b.dataset.gitFetch}/git_fetch`); toast('Template fetched again from its repository'); }
+    catch (err) { toast(err.message, true); } });
+}
+export function gitEdgeStackForm(groups) {
+  return `<div class="card"><h3>New edge stack from a git repository</h3><form id="git-edge">
+    <label for="ge-name">Name</label><input id="ge-name" name="Name" required pattern="[a-z0-9][a-z0-9_\\-]*">
+    <label for="ge-groups">Edge groups</label><select id="ge-groups" name="EdgeGroups" multiple>${groups.map(g => `<option value="${g.Id}">${esc(g.Name)}</option>`).join('')}</select>
+    ${repositoryFields('ge', 'FilePathInRepository')}
+    <div class="error" role="alert"></div><button class="primary" type="submit">Deploy from git to the groups</button></form></div>`;
+}
+export function bindGitEdgeStacks(reload) {
+  onSubmit($('#git-edge'), async data => {
+    await api('POST', '/api/edge_stacks/create/repository', {Name: data.get('Name').trim(), DeploymentType: 0,
+      EdgeGroups: data.getAll('EdgeGroups').map(Number), ...repositoryOf(data, 'FilePathInRepository')});
+    await reload();
+  });
+}
+// On an edge stack's page: where its file comes from, and a button that fetches it again and redeploys everywhere.
+export function gitEdgeStackCard(stack) {
+  const config = stack.GitConfig;
+  return `<div class="card" id="git-card"><h3>Git repository</h3><p><code id="git-repo">${esc(config.URL)}</code> · <code>${esc(config.ReferenceName || 'HEAD')}</code> · <code>${esc(config.ConfigFilePath)}</code>
+    · commit <code id="git-commit" title="${esc(config.ConfigHash)}">${esc(config.ConfigHash.slice(0, 12))}</code></p>
+    <div class="error" role="alert" id="git-edge-error"></div><button type="button" class="primary" id="git-edge-redeploy">Pull and redeploy</button></div>`;
+}
+export function bindGitEdgeStackCard(stack, reload) {
+  $('#git-edge-redeploy').onclick = async () => {
+    try { const saved = await api('PUT', `/api/edge_stacks/${stack.Id}/git/redeploy`, {}); toast(`Edge stack ${saved.Name}: version ${saved.Version}`); await reload(); }
+    catch (err) { $('#git-edge-error').textContent = err.message; } };
+}
 """,  # noqa: E501
     'pages/stacks.js': r"""// Pages: stacks (list, ones made outside portainer.py to adopt) and the stack editor.
 import {api, request} from '../api.js';
@@ -12366,6 +12429,7 @@ import {constants} from '../constants.js';
 import {formError} from '../feedback.js';
 import {esc} from '../format.js';
 import {render} from '../shell.js';
+import {bindGitTemplates, gitTemplateForm} from './stack-git.js';
 
 export async function pageTemplates() {
   const [doc, custom, eps] = await Promise.all([api('GET', '/api/templates'), api('GET', '/api/custom_templates'), api('GET', '/api/endpoints')]);
@@ -12377,13 +12441,15 @@ export async function pageTemplates() {
     <label>Environment</label><select name="ep">${eps.map(e => `<option value="${e.Id}">${esc(e.Name)}</option>`).join('')}</select>
     <div class="error" role="alert"></div><button class="primary">Deploy</button>
     ${key.startsWith('c') ? `<button type="button" class="danger" data-del="${key.slice(1)}">Remove</button>` : ''}
+    ${key.startsWith('c') && t.GitConfig ? `<button type="button" data-git-fetch="${t.Id}">Fetch again from git</button>` : ''}
     ${key.startsWith('t') && t.type !== constants.TemplateTypes.Container ? `<button type="button" data-file="${t.id}" aria-controls="template-file-${t.id}">View file</button>` : ''}</form>
     ${key.startsWith('t') ? `<pre class="copyable mono small hidden" id="template-file-${t.id}" aria-label="Compose file of ${esc(t.title)}"></pre>` : ''}</div>`;
   render('App templates', `<h2>App templates</h2><div class="grid">${doc.templates.map(t => card(t, 't' + t.id)).join('')}</div>
     <h2>Custom templates</h2><div class="grid">${custom.map(t => card(t, 'c' + t.Id)).join('') || '<p class="muted">None yet.</p>'}</div>
     <div class="card"><h3>New custom template</h3><form id="nt"><label for="tt">Title</label><input id="tt" required>
     <label for="td">Description</label><input id="td" required><label for="tc">Compose file</label><textarea id="tc" rows="10" spellcheck="false"></textarea>
-    <div class="error" role="alert"></div><button class="primary">Save template</button></form></div>`);
+    <div class="error" role="alert"></div><button class="primary">Save template</button></form></div>${gitTemplateForm()}`);
+  bindGitTemplates(pageTemplates);
   document.querySelectorAll('form.deploy').forEach(f => f.onsubmit = async e => { e.preventDefault();
     const env = [...f.querySelectorAll('input[name^="env-"]')].map(i => ({name: i.name.slice(4), value: i.value}));
     const key = f.dataset.key, path = key.startsWith('t') ? `/api/templates/${key.slice(1)}` : `/api/custom_templates/${key.slice(1)}`;

@@ -113,3 +113,62 @@ export function bindGitStackCard(stack, reload) {
     await api('POST', `/api/stacks/${stack.Id}/git${query}`, body); toast('Git settings saved'); await reload();
   });
 }
+
+// Custom templates and edge stacks from a repository: the same repository fields, their own routes.
+function repositoryFields(prefix, pathField) {
+  return `<label for="${prefix}-url">Repository URL</label><input id="${prefix}-url" name="RepositoryURL" required placeholder="https://git.example.com/team/app.git">
+    <div class="row"><div><label for="${prefix}-ref">Reference</label><input id="${prefix}-ref" name="RepositoryReferenceName" value="refs/heads/main"></div>
+    <div><label for="${prefix}-path">Compose path</label><input id="${prefix}-path" name="${pathField}" value="docker-compose.yml"></div></div>
+    <label class="check"><input type="checkbox" name="RepositoryAuthentication"> Authentication</label>
+    <div class="row"><div><label for="${prefix}-user">Username</label><input id="${prefix}-user" name="RepositoryUsername" autocomplete="off"></div>
+    <div><label for="${prefix}-password">Password or token</label><input id="${prefix}-password" name="RepositoryPassword" type="password" autocomplete="new-password"></div></div>`;
+}
+function repositoryOf(data, pathField) {
+  const body = {RepositoryURL: data.get('RepositoryURL').trim(), RepositoryReferenceName: data.get('RepositoryReferenceName').trim(),
+    [pathField]: data.get(pathField).trim(), RepositoryAuthentication: data.get('RepositoryAuthentication') === 'on'};
+  if (body.RepositoryAuthentication) { body.RepositoryUsername = data.get('RepositoryUsername').trim(); body.RepositoryPassword = data.get('RepositoryPassword'); }
+  return body;
+}
+export function gitTemplateForm() {
+  return `<div class="card"><h3>New custom template from a git repository</h3><form id="git-template">
+    <label for="gt-title">Title</label><input id="gt-title" name="Title" required>
+    <label for="gt-description">Description</label><input id="gt-description" name="Description" required>
+    ${repositoryFields('gt', 'ComposeFilePathInRepository')}
+    <div class="error" role="alert"></div><button class="primary" type="submit">Save template from git</button></form></div>`;
+}
+export function bindGitTemplates(reload) {
+  onSubmit($('#git-template'), async data => {
+    await api('POST', '/api/custom_templates/create/repository', {Title: data.get('Title').trim(), Description: data.get('Description').trim(),
+      Type: constants.TemplateTypes.ComposeStack, ...repositoryOf(data, 'ComposeFilePathInRepository')});
+    toast('Template saved from the repository'); await reload();
+  });
+  document.querySelectorAll('[data-git-fetch]').forEach(b => b.onclick = async () => {
+    try { await api('PUT', `/api/custom_templates/${b.dataset.gitFetch}/git_fetch`); toast('Template fetched again from its repository'); }
+    catch (err) { toast(err.message, true); } });
+}
+export function gitEdgeStackForm(groups) {
+  return `<div class="card"><h3>New edge stack from a git repository</h3><form id="git-edge">
+    <label for="ge-name">Name</label><input id="ge-name" name="Name" required pattern="[a-z0-9][a-z0-9_\\-]*">
+    <label for="ge-groups">Edge groups</label><select id="ge-groups" name="EdgeGroups" multiple>${groups.map(g => `<option value="${g.Id}">${esc(g.Name)}</option>`).join('')}</select>
+    ${repositoryFields('ge', 'FilePathInRepository')}
+    <div class="error" role="alert"></div><button class="primary" type="submit">Deploy from git to the groups</button></form></div>`;
+}
+export function bindGitEdgeStacks(reload) {
+  onSubmit($('#git-edge'), async data => {
+    await api('POST', '/api/edge_stacks/create/repository', {Name: data.get('Name').trim(), DeploymentType: 0,
+      EdgeGroups: data.getAll('EdgeGroups').map(Number), ...repositoryOf(data, 'FilePathInRepository')});
+    await reload();
+  });
+}
+// On an edge stack's page: where its file comes from, and a button that fetches it again and redeploys everywhere.
+export function gitEdgeStackCard(stack) {
+  const config = stack.GitConfig;
+  return `<div class="card" id="git-card"><h3>Git repository</h3><p><code id="git-repo">${esc(config.URL)}</code> · <code>${esc(config.ReferenceName || 'HEAD')}</code> · <code>${esc(config.ConfigFilePath)}</code>
+    · commit <code id="git-commit" title="${esc(config.ConfigHash)}">${esc(config.ConfigHash.slice(0, 12))}</code></p>
+    <div class="error" role="alert" id="git-edge-error"></div><button type="button" class="primary" id="git-edge-redeploy">Pull and redeploy</button></div>`;
+}
+export function bindGitEdgeStackCard(stack, reload) {
+  $('#git-edge-redeploy').onclick = async () => {
+    try { const saved = await api('PUT', `/api/edge_stacks/${stack.Id}/git/redeploy`, {}); toast(`Edge stack ${saved.Name}: version ${saved.Version}`); await reload(); }
+    catch (err) { $('#git-edge-error').textContent = err.message; } };
+}
