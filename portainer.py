@@ -7197,6 +7197,8 @@ def stack_view(request: web.Request, stack: dict) -> dict:
     view["ResourceControl"] = resource_control_view(control) if control else None
     if not can_manage_stack(store, caller, stack):
         view["Env"] = None
+        if view.get("AutoUpdate"):  # a git stack's webhook id redeploys it: only for who may do that
+            view["AutoUpdate"] = {**view["AutoUpdate"], "Webhook": ""}
     return view
 
 
@@ -8564,6 +8566,8 @@ class GitUpdates:
             log.info("auto-update of stack %s: %s", stack["Name"], exc.message)
         except (OSError, aiohttp.ClientError) as exc:
             log.warning("auto-update of stack %s failed: %s", stack["Name"], exc)
+        except Exception:  # a background task: what went wrong is logged, and the next poll comes
+            log.exception("auto-update of stack %s failed", stack["Name"])
 
     async def stop(self) -> None:
         for task in list(self.running.values()):

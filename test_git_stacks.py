@@ -454,14 +454,39 @@ def test_standard_user_git_stack_is_vetted_like_any_other_stack(srv, git_server)
     password = "a long enough password"
     user = srv.api("POST", "/api/users", json={"Username": f"{PREFIX}dev", "Password": password, "Role": 2}).json()
     assert srv.api("PUT", "/api/endpoints/1", json={
-        "UserAccessPolicies": {str(user["Id"]): {"RoleId": 0}}}).status_code == 200
+        "UserAccessPolicies": {str(user["Id"]): {"RoleId": 0}},
+        "SecuritySettings": {"allowStackManagementForRegularUsers": True}}).status_code == 200
     token = srv.login(f"{PREFIX}dev", password)
-    privileged = compose_project("30").replace("    stop_grace_period", "    cap_add: [SYS_ADMIN]\n    stop_grace_period")
-    git_server.push({"deploy/docker-compose.yml": privileged}, "privileged")
+    host_bind = compose_project("30").replace("      - data:/data", "      - data:/data\n      - /etc:/host-etc")
+    git_server.push({"deploy/docker-compose.yml": host_bind}, "host bind")
     body = {"Name": f"{PREFIX}-vetted", "RepositoryURL": git_server.url, "ComposeFile": "deploy/docker-compose.yml",
             "RepositoryAuthentication": True, "RepositoryUsername": GIT_USER, "RepositoryPassword": GIT_PASSWORD}
     r = srv.api("POST", "/api/stacks/create/standalone/repository?endpointId=1", token=token, json=body)
-    assert r.status_code == 403, r.text
+    assert r.status_code == 403 and "bind mount of host path /etc" in r.json()["message"], r.text
+    assert f"{PREFIX}-vetted" not in [s["Name"] for s in srv.api("GET", "/api/stacks").json()]
+    # The same project without the host bind is theirs; its webhook id is shown to them, not to a reader.
+    git_server.push({"deploy/docker-compose.yml": compose_project("31")}, "plain")
+    r = srv.api("POST", "/api/stacks/create/standalone/repository?endpointId=1", token=token,
+                json={**body, "AutoUpdate": {"Webhook": True}})
+    assert r.status_code == 200, r.text
+    stack = r.json()
+    assert stack["AutoUpdate"]["Webhook"] and stack["ResourceControl"]["UserAccesses"][0]["UserId"] == user["Id"]
+    reader = srv.api("POST", "/api/users", json={"Username": f"{PREFIX}reader", "Password": password, "Role": 2})
+    assert srv.api("PUT", "/api/endpoints/1", json={"UserAccessPolicies": {
+        str(user["Id"]): {"RoleId": 0}, str(reader.json()["Id"]): {"RoleId": 5}}}).status_code == 200
+    assert srv.api("PUT", f"/api/resource_controls/{stack['ResourceControl']['Id']}", json={
+        "Public": True, "AdministratorsOnly": False, "Users": [user["Id"]], "Teams": []}).status_code == 200
+    seen = srv.api("GET", f"/api/stacks/{stack['Id']}", token=srv.login(f"{PREFIX}reader", password))
+    assert seen.status_code == 200 and seen.json()["AutoUpdate"]["Webhook"] == "", seen.text
+    # A push that adds the host bind, then the webhook: the redeploy runs with the user's rights, and is refused.
+    git_server.push({"deploy/docker-compose.yml": host_bind}, "host bind again")
+    r = requests.post(f"{srv.url}/api/stacks/webhooks/{stack['AutoUpdate']['Webhook']}", timeout=60)
+    assert r.status_code == 403 and "bind mount of host path /etc" in r.json()["message"], r.text
+    after = srv.api("GET", f"/api/stacks/{stack['Id']}").json()
+    assert after["GitConfig"]["ConfigHash"] == stack["GitConfig"]["ConfigHash"]
+    assert after["GitCheck"]["Outcome"] == "failed"
+    assert srv.api("DELETE", f"/api/stacks/{stack['Id']}?endpointId=1", token=token).status_code == 204
+    srv.api("PUT", "/api/endpoints/1", json={"SecuritySettings": {"allowStackManagementForRegularUsers": False}})
     assert f"{PREFIX}-vetted" not in [s["Name"] for s in srv.api("GET", "/api/stacks").json()]
 
 
