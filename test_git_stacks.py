@@ -754,12 +754,13 @@ def test_a_user_saves_a_custom_template_from_git_in_the_ui_and_fetches_it_again(
     form.get_by_label("Username").fill(GIT_USER)
     form.get_by_label("Password or token").fill(GIT_PASSWORD)
     form.get_by_role("button", name="Save template from git").click()
-    page.get_by_role("button", name="Fetch again from git").wait_for()
+    card = page.locator(".card", has=page.locator("b", has_text="Shop from git"))
+    card.get_by_role("button", name="Fetch again from git").wait_for()
     template = next(t for t in srv.api("GET", "/api/custom_templates").json() if t["Title"] == "Shop from git")
     assert srv.api("GET", f"/api/custom_templates/{template['Id']}/file").json()["FileContent"] == \
         compose_project("110")
     git_server.push({"deploy/docker-compose.yml": compose_project("111")}, "template 2")
-    page.get_by_role("button", name="Fetch again from git").click()
+    card.get_by_role("button", name="Fetch again from git").click()
     page.get_by_text("Template fetched again from its repository").wait_for()
     assert srv.api("GET", f"/api/custom_templates/{template['Id']}/file").json()["FileContent"] == \
         compose_project("111")
