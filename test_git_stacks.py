@@ -174,16 +174,26 @@ class GitServer:
                            ssl_certificate_key {key}; {location} }}
                 }}
                 """))
-        self.processes.append(subprocess.Popen(["nginx", "-c", f"{r}/nginx.conf", "-e", f"{r}/nginx-error.log"]))
-        wait_until(lambda: requests.get(self.url + "/info/refs?service=git-upload-pack", timeout=2,
-                                        auth=(GIT_USER, GIT_PASSWORD)).status_code == 200,
-                   timeout=15, message="the git server to answer")
+        self.start_nginx()
         work = self.work = f"{r}/work"
         subprocess.run(["git", "init", "-q", "-b", "main", work], check=True)
         for key, value in (("user.name", "Dev"), ("user.email", "dev@example.org")):
             self.git("config", key, value)
         self.git("remote", "add", "origin",
                  f"http://{GIT_USER}:{GIT_PASSWORD}@127.0.0.1:{self.http_port}/app.git")
+
+    def start_nginx(self) -> None:
+        r = self.root
+        self.nginx = subprocess.Popen(["nginx", "-c", f"{r}/nginx.conf", "-e", f"{r}/nginx-error.log"])
+        self.processes.append(self.nginx)
+        wait_until(lambda: requests.get(self.url + "/info/refs?service=git-upload-pack", timeout=2,
+                                        auth=(GIT_USER, GIT_PASSWORD)).status_code == 200,
+                   timeout=15, message="the git server to answer")
+
+    def stop_nginx(self) -> None:
+        self.nginx.terminate()
+        self.nginx.wait(10)
+        self.processes.remove(self.nginx)
 
     def git(self, *args: str) -> str:
         return subprocess.run(["git", "-C", self.work, *args], check=True, capture_output=True,
@@ -435,19 +445,34 @@ def test_failed_fetches_give_a_clear_4xx_and_leave_the_running_stack_as_it_was(s
         assert r.status_code == 400, (url, r.text)
         assert GIT_PASSWORD not in r.text
 
+    git_server.stop_nginx()  # the git server down: its address refuses connections
+    try:
+        r = srv.api("PUT", path, json={})
+        assert r.status_code == 400 and "could not be reached" in r.json()["message"], r.text
+        still_running_as_before()
+    finally:
+        git_server.start_nginx()
+
     git_server.push({"deploy/docker-compose.yml": compose_project("13")}, "fixed")
     r = srv.api("PUT", path, json={"PullImage": False})
     assert r.status_code == 200, r.text
     assert "REVISION=13" in container_of(engine, name).attrs["Config"]["Env"]
 
 
-def test_a_stack_from_git_over_https_with_the_servers_ca(srv, git_server, engine):
+def test_a_stack_from_git_over_https_with_the_servers_ca(srv, git_server, engine, fresh_server):
     git_server.push({"deploy/docker-compose.yml": compose_project("20")}, "twenty")
     name = f"{PREFIX}-https"
     r = create_git_stack(srv, name, git_server.https_url)
     assert r.status_code == 200, r.text
     assert "REVISION=20" in container_of(engine, name).attrs["Config"]["Env"]
     assert srv.api("DELETE", f"/api/stacks/{r.json()['Id']}?endpointId=1").status_code == 204
+    # A server that does not know the CA refuses the certificate, unless the stack says TLSSkipVerify.
+    other = fresh_server()
+    r = create_git_stack(other, f"{name}-untrusted", git_server.https_url)
+    assert r.status_code == 400 and "not trusted" in r.json()["message"], r.text
+    r = create_git_stack(other, f"{name}-skip", git_server.https_url, TLSSkipVerify=True)
+    assert r.status_code == 200 and r.json()["GitConfig"]["TLSSkipVerify"] is True, r.text
+    assert other.api("DELETE", f"/api/stacks/{r.json()['Id']}?endpointId=1").status_code == 204
 
 
 def test_standard_user_git_stack_is_vetted_like_any_other_stack(srv, git_server):
