@@ -8461,7 +8461,7 @@ async def git_update(app: web.Application, stack: dict, trigger: str, env: list[
     webhook), or when ForceUpdate is on and the containers drifted from the file. The outcome goes to the stack's
     GitCheck and the activity log; a failure leaves the running stack as it was, and is raised."""
     auto = stack.get("AutoUpdate") or {}
-    outcome, message, commit = "unchanged", "", stack["GitConfig"]["ConfigHash"]
+    outcome, message, commit, status = "unchanged", "", stack["GitConfig"]["ConfigHash"], 200
     try:
         actor = git_actor(app, stack)
         source = git_source_from_body(app, {}, stack["GitConfig"]["URL"], stack)
@@ -8472,7 +8472,7 @@ async def git_update(app: web.Application, stack: dict, trigger: str, env: list[
             await redeploy_git_stack(actor, stack, source, pull=pull, fetch=False)
             outcome, message = "deployed", "the containers had drifted from the file"
     except ApiError as exc:
-        outcome, message = "failed", exc.message
+        outcome, message, status = "failed", exc.message, exc.status
         raise
     finally:
         if app[STORE].stacks.find(stack["Id"]) is stack:
@@ -8484,9 +8484,9 @@ async def git_update(app: web.Application, stack: dict, trigger: str, env: list[
                     "endpointId": stack["EndpointId"], "context": stack["Name"], "method": trigger.upper(),
                     "path": f"/api/stacks/{stack['Id']}/git/redeploy",
                     "action": f"{trigger}: stack {stack['Name']} {outcome} {commit[:12]} {message}".strip(),
-                    "query": "", "status": 200 if outcome == "deployed" else 400, "origin": "portainer.py"})
-            with contextlib.suppress(ApiError):
-                await app[STORE].commit()
+                    "query": "", "status": status, "origin": "portainer.py"})
+                with contextlib.suppress(ApiError):  # an unchanged check waits for the next write
+                    await app[STORE].commit()
     return commit
 
 
@@ -12186,7 +12186,7 @@ export async function pageStacks() {
   render('Stacks', `<div class="toolbar"><h2 class="flat">Stacks</h2><span class="spacer"></span>
     ${isAdmin() ? '<a href="#/edge/stacks">Edge stacks</a>' : ''}<a href="#/stacks/new/git"><button>Add stack from git</button></a><a href="#/stacks/new"><button class="primary">Add stack</button></a></div>
     <div class="card"><table><thead><tr><th>Name</th><th>Type</th><th>Environment</th><th>State</th><th>Owner/Access</th><th>Created</th></tr></thead><tbody>
-    ${stacks.map(s => `<tr><td><a href="#/stacks/${s.Id}">${esc(s.Name)}</a></td><td>${esc(constants.StackTypeNames[s.Type])}</td>
+    ${stacks.map(s => `<tr><td><a href="#/stacks/${s.Id}">${esc(s.Name)}</a>${s.GitConfig ? ' <span class="badge" title="deployed from a git repository">git</span>' : ''}</td><td>${esc(constants.StackTypeNames[s.Type])}</td>
       <td>${esc(epName(s.EndpointId))}</td><td class="${s.Status === constants.StackStatus.Active ? 'running' : 'exited'}">${s.Status === constants.StackStatus.Active ? 'active' : 'inactive'}</td>
       <td class="access">${esc(stackAccess(s.ResourceControl, users, teams))}</td>
       <td>${new Date(s.CreationDate * 1000).toLocaleString()}</td></tr>`).join('') || '<tr><td colspan="6" class="muted">No stack yet.</td></tr>'}

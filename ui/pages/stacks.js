@@ -52,7 +52,7 @@ export async function pageStacks() {
   render('Stacks', `<div class="toolbar"><h2 class="flat">Stacks</h2><span class="spacer"></span>
     ${isAdmin() ? '<a href="#/edge/stacks">Edge stacks</a>' : ''}<a href="#/stacks/new/git"><button>Add stack from git</button></a><a href="#/stacks/new"><button class="primary">Add stack</button></a></div>
     <div class="card"><table><thead><tr><th>Name</th><th>Type</th><th>Environment</th><th>State</th><th>Owner/Access</th><th>Created</th></tr></thead><tbody>
-    ${stacks.map(s => `<tr><td><a href="#/stacks/${s.Id}">${esc(s.Name)}</a></td><td>${esc(constants.StackTypeNames[s.Type])}</td>
+    ${stacks.map(s => `<tr><td><a href="#/stacks/${s.Id}">${esc(s.Name)}</a>${s.GitConfig ? ' <span class="badge" title="deployed from a git repository">git</span>' : ''}</td><td>${esc(constants.StackTypeNames[s.Type])}</td>
       <td>${esc(epName(s.EndpointId))}</td><td class="${s.Status === constants.StackStatus.Active ? 'running' : 'exited'}">${s.Status === constants.StackStatus.Active ? 'active' : 'inactive'}</td>
       <td class="access">${esc(stackAccess(s.ResourceControl, users, teams))}</td>
       <td>${new Date(s.CreationDate * 1000).toLocaleString()}</td></tr>`).join('') || '<tr><td colspan="6" class="muted">No stack yet.</td></tr>'}
