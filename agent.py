@@ -764,12 +764,73 @@ def pack_project(directory: str, target) -> None:
     """The project directory as a tar (files, directories and links as they are) into the binary file `target`."""
     with tarfile.open(fileobj=target, mode="w") as archive:
         for name in sorted(os.listdir(directory)):
-            archive.add(os.path.join(directory, name), arcname=name, recursive=True)
+            if name != PROJECT_MANIFEST:
+                archive.add(os.path.join(directory, name), arcname=name, recursive=True)
+
+
+PROJECT_MANIFEST = ".portainer-files"  # at a project's top on an agent's host: the files the server sent last
+
+
+def sync_project(incoming: str, final: str) -> None:
+    """Bring the project directory `final` to the files of `incoming`, in place: a file that stays keeps its inode
+    (a running container's bind of it sees the new content) and a directory stays the same directory (binds of
+    ./data keep working); files the server sent last time and no longer sends go; files made there since (a
+    container's data) stay. Never writes through a link: a container may have planted one."""
+    os.makedirs(final, mode=0o700, exist_ok=True)
+    root = os.path.realpath(final)
+
+    def target(relative: str) -> str:
+        path = os.path.join(final, *relative.split("/"))
+        parent = os.path.realpath(os.path.dirname(path))
+        if parent != root and not parent.startswith(root + os.sep):
+            raise ArchiveRefused(f"{relative!r} would be written through a link that leaves the project")
+        return path
+
+    sent: list[str] = []
+    for directory, names, files in os.walk(incoming):
+        for name in sorted(names) + sorted(files):
+            source = os.path.join(directory, name)
+            relative = os.path.relpath(source, incoming).replace(os.sep, "/")
+            if relative == PROJECT_MANIFEST:
+                continue
+            path = target(relative)
+            if name in names and not os.path.islink(source):
+                if os.path.lexists(path) and (os.path.islink(path) or not os.path.isdir(path)):
+                    os.unlink(path)
+                os.makedirs(path, exist_ok=True)
+                continue
+            sent.append(relative)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            if os.path.islink(source) or not (os.path.isfile(path) and not os.path.islink(path)):
+                if os.path.lexists(path):
+                    os.unlink(path)
+                os.rename(source, path)
+                continue
+            fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW)
+            with os.fdopen(fd, "wb") as out, open(source, "rb") as f:
+                shutil.copyfileobj(f, out, STREAM_CHUNK)
+            os.chmod(path, os.stat(source).st_mode & 0o777)
+    manifest = os.path.join(final, PROJECT_MANIFEST)
+    with contextlib.suppress(FileNotFoundError):
+        for relative in set(project_manifest(final)) - set(sent):
+            with contextlib.suppress(ArchiveRefused, ValueError):
+                path = target(project_member_path(relative))
+                if os.path.islink(path) or os.path.isfile(path):
+                    os.unlink(path)
+    write_private_file(manifest, "\n".join(sent).encode())
+
+
+def project_manifest(final: str) -> list[str]:
+    """The files last synchronised into a project directory (FileNotFoundError when it never was)."""
+    with open(os.path.join(final, PROJECT_MANIFEST), encoding="utf-8") as f:
+        return [line for line in f.read().splitlines() if line]
 
 
 class ProjectFiles:
-    """The projects directory of an agent's host: one directory per compose project, written whole from a tar the
-    server sends (unpacked beside it, then swapped in), so binds and secrets of that project resolve on this host."""
+    """The projects directory of an agent's host: one directory per compose project, brought to the tar the server
+    sends (unpacked and checked beside it, then synchronised in place), so binds and secrets of that project
+    resolve on this host."""
 
     def __init__(self, directory: str):
         self.directory = os.path.abspath(directory)
@@ -782,7 +843,8 @@ class ProjectFiles:
     async def handle_put(self, request: web.Request) -> web.Response:
         """PUT /projects/{name}: the body is the project as a tar; it replaces whatever the project had."""
         final = self.path(request.match_info["name"])
-        os.makedirs(self.directory, mode=0o755, exist_ok=True)
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        # mkdtemp's 0700 stays: a project holds its secrets; the engine (root) binds from it all the same
         incoming = tempfile.mkdtemp(prefix=".incoming-", dir=self.directory)
         try:
             with tempfile.TemporaryFile(dir=self.directory) as spool:
@@ -794,17 +856,9 @@ class ProjectFiles:
                     spool.write(chunk)
                 try:
                     await asyncio.to_thread(unpack_project_archive, spool, incoming)
+                    await asyncio.to_thread(sync_project, incoming, final)
                 except ArchiveRefused as exc:
                     raise AgentRequestError(400, f"project refused: {exc}") from None
-            os.chmod(incoming, 0o755)
-            old = None
-            if os.path.lexists(final):
-                old = tempfile.mkdtemp(prefix=".replaced-", dir=self.directory)
-                os.rename(final, os.path.join(old, "project"))
-            os.rename(incoming, final)
-            incoming = ""
-            if old:
-                await asyncio.to_thread(shutil.rmtree, old, True)
         finally:
             if incoming:
                 await asyncio.to_thread(shutil.rmtree, incoming, True)

@@ -4566,7 +4566,7 @@ def build_context_tar(source_dir: str, build: dict):
                 for name in sorted(names + files):
                     path = os.path.join(directory, name)
                     relative = os.path.relpath(path, context).replace(os.sep, "/")
-                    if relative == STACK_ENV_FILE and build["context"] == ".":
+                    if relative in (STACK_ENV_FILE, shared.PROJECT_MANIFEST) and build["context"] == ".":
                         continue
                     if relative not in always and dockerignored(relative, rules):
                         continue
@@ -4635,7 +4635,7 @@ class ComposeDeployment:
         self.connector = connector
         self.compose = compose
         self.project = compose.project if compose else project
-        self.config_file = os.path.join(compose.project_dir, compose.file_name) if compose else ""
+        self.config_file = os.path.join(compose.project_dir, os.path.basename(compose.file_name)) if compose else ""
         self.owner_labels: dict[str, str] = {}
         self.progress: Callable[[dict], None] = lambda event: None  # a deploy's live progress (DeployProgress)
         self.registry_config: dict = {}  # X-Registry-Config for builds: the registries the caller may use there
@@ -5132,6 +5132,12 @@ class SwarmDeployment:
                 for t in tasks if current and t.get("ServiceID") == object_id(current)
                 and t.get("DesiredState") == "running"]})
         return result
+
+
+def entry_directory(project_dir: str, entry_point: str) -> str:
+    """The directory of a project's compose file: where its relative paths resolve."""
+    base = os.path.dirname(entry_point)
+    return os.path.join(project_dir, base) if base else project_dir
 
 
 def write_stack_file(path: str, data: bytes) -> None:
@@ -6870,8 +6876,25 @@ class Stacks:
 
     @staticmethod
     def write_files(project_dir: str, content: str, env: list[dict], entry_point: str = COMPOSE_FILE) -> None:
+        """The compose file, and the stack's env file beside it (where `env_file: stack.env` finds it)."""
         for name, data in Stacks.stack_files(content, env).items():
-            write_stack_file(os.path.join(project_dir, entry_point if name == COMPOSE_FILE else name), data)
+            path = entry_point if name == COMPOSE_FILE else os.path.join(os.path.dirname(entry_point), name)
+            write_stack_file(os.path.join(project_dir, path), data)
+
+    def recover_interrupted(self) -> None:
+        """At start: what a deploy cut short by a crash left beside the projects. A project directory moved
+        aside by a redeploy that never finished goes back; staging directories go."""
+        root = os.path.join(self.data_directory, "compose")
+        if not os.path.isdir(root):
+            return
+        for name in sorted(os.listdir(root)):
+            path = os.path.join(root, name)
+            previous = re.fullmatch(r"\.previous-(\d+)-.*", name)
+            if previous and os.path.isdir(os.path.join(path, "project")) and \
+                    not os.path.exists(self.project_dir(int(previous.group(1)))):
+                os.rename(os.path.join(path, "project"), self.project_dir(int(previous.group(1))))
+            if name.startswith((".staging-", ".previous-")):
+                shutil.rmtree(path, ignore_errors=True)
 
     def new_staging(self) -> str:
         """A new directory beside the projects (same file system), where a project is put together before it
@@ -6880,41 +6903,63 @@ class Stacks:
         os.makedirs(root, mode=0o700, exist_ok=True)
         return tempfile.mkdtemp(prefix=".staging-", dir=root)
 
-    def stage(self, entry_point: str, content: str, env: list[dict], upload: "ProjectUpload | None") -> str:
+    def stage(self, entry_point: str, content: str, env: list[dict], upload: "StagedProject | None") -> str:
         """A new stack's project as it will be (an uploaded archive's files, or the editor's compose file), or an
         archive replacing a stack's project; the stack's env file in both. (The editor's redeploy of a stack
         writes its compose file in place instead: the project's other files, and running containers' binds of
         them, stay as they are.)"""
-        if upload is not None:
-            staging = upload.directory
-        else:
-            staging = self.new_staging()
+        staging = upload.directory if upload is not None else self.new_staging()
+        if upload is None:
             write_stack_file(os.path.join(staging, entry_point), content.encode())
-        write_stack_file(os.path.join(staging, STACK_ENV_FILE), Stacks.stack_files("", env)[STACK_ENV_FILE])
+        write_stack_file(os.path.join(staging, os.path.dirname(entry_point), STACK_ENV_FILE),
+                         Stacks.stack_files("", env)[STACK_ENV_FILE])
         return staging
 
     @staticmethod
     def add_generated_files(staging: str, compose: ComposeFile) -> None:
+        """Secrets and configs given by value, as files of the project; written in place (same inode), so a
+        running container's bind of one sees its new value."""
         for relative, data in compose.generated.items():
-            write_stack_file(os.path.join(staging, *relative.split("/")), data)
+            path = os.path.join(staging, *relative.split("/"))
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            if not os.path.realpath(os.path.dirname(path)).startswith(os.path.realpath(staging) + os.sep):
+                raise BadRequest(f"{relative} leaves the stack's files through a link (made by one of its services?)")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
 
     def install(self, stack_id: int, staging: str) -> str | None:
-        """The staged project becomes the stack's directory; answers where the previous one was put, if any."""
+        """The staged project becomes the stack's directory, brought to it in place (agent.sync_project: binds
+        keep their files and directories, what services wrote there stays). Answers a copy of the files it
+        replaced, for `restore`."""
         final = self.project_dir(stack_id)
-        previous = None
-        if os.path.lexists(final):
-            previous = tempfile.mkdtemp(prefix=f".previous-{stack_id}-", dir=os.path.dirname(final))
-            os.rename(final, os.path.join(previous, "project"))
-        os.rename(staging, final)
+        if not os.path.lexists(final):
+            shared.sync_project(staging, final)
+            shutil.rmtree(staging, ignore_errors=True)
+            return None
+        previous = tempfile.mkdtemp(prefix=f".previous-{stack_id}-", dir=os.path.dirname(final))
+        try:
+            replaced = shared.project_manifest(final)
+        except FileNotFoundError:  # a stack from before manifests: every file there is the project's
+            replaced = [os.path.relpath(os.path.join(d, n), final) for d, _, files in os.walk(final) for n in files]
+        for relative in replaced:
+            source, copy = os.path.join(final, relative), os.path.join(previous, "project", relative)
+            if os.path.islink(source) or os.path.isfile(source):
+                os.makedirs(os.path.dirname(copy), exist_ok=True)
+                shutil.copy2(source, copy, follow_symlinks=False)
+        shared.sync_project(staging, final)
+        shutil.rmtree(staging, ignore_errors=True)
         return previous
 
     def restore(self, stack_id: int, previous: str | None) -> None:
         """Undo `install`: the stack's directory is what it was before (none, for a stack that was being made)."""
         final = self.project_dir(stack_id)
-        shutil.rmtree(final, ignore_errors=True)
-        if previous is not None:
-            os.rename(os.path.join(previous, "project"), final)
-            shutil.rmtree(previous, ignore_errors=True)
+        if previous is None:
+            shutil.rmtree(final, ignore_errors=True)
+            return
+        os.makedirs(os.path.join(previous, "project"), exist_ok=True)
+        shared.sync_project(os.path.join(previous, "project"), final)
+        shutil.rmtree(previous, ignore_errors=True)
 
     def remover(self, stack: dict) -> ComposeDeployment | SwarmDeployment:
         """What removes or stops a stack by its labels, even when its file no longer parses."""
@@ -6925,9 +6970,14 @@ class Stacks:
     def deployment(self, stack_type: int, endpoint_id: int, name: str, content: str, env: list[dict],
                    project_dir: str, source_dir: str | None = None,
                    entry_point: str = COMPOSE_FILE) -> ComposeDeployment | SwarmDeployment:
-        """`project_dir` is where the engine's host has the project; `source_dir` where this server reads it."""
+        """`project_dir` is where the engine's host has the project; `source_dir` where this server reads it. As
+        docker compose does, relative paths resolve from the compose file's directory (a compose file in a
+        subdirectory of the project resolves them there, and they stay inside it)."""
         swarm = stack_type == STACK_SWARM
-        files = {STACK_ENV_FILE: self.stack_files(content, env)[STACK_ENV_FILE], entry_point: content.encode()}
+        project_dir = entry_directory(project_dir, entry_point)
+        source_dir = entry_directory(source_dir, entry_point) if source_dir else None
+        files = {STACK_ENV_FILE: self.stack_files(content, env)[STACK_ENV_FILE],
+                 os.path.basename(entry_point): content.encode()}
         compose = ComposeFile(content, {e["name"]: e["value"] for e in env}, name, project_dir, swarm=swarm,
                               files=files, source_dir=source_dir, file_name=entry_point)
         connector = self.environments.connector(endpoint_id)
@@ -7203,7 +7253,7 @@ def stack_view(request: web.Request, stack: dict) -> dict:
 
 
 async def create_stack(request: web.Request, stack_type: int, body: dict, from_template: bool = False,
-                       adopting: bool = False, upload: "ProjectUpload | None" = None,
+                       adopting: bool = False, upload: "StagedProject | None" = None,
                        record: dict | None = None) -> dict:
     """Check the project, write it, deploy it; a failed deploy leaves nothing behind. `upload` is a project
     archive the request brought, or a fetched git reference (its compose file is the body's StackFileContent);
@@ -7217,7 +7267,7 @@ async def create_stack(request: web.Request, stack_type: int, body: dict, from_t
 
 
 async def create_stack_from_project(request: web.Request, stack_type: int, body: dict, from_template: bool,
-                                    adopting: bool, upload: "ProjectUpload | None", record: dict) -> dict:
+                                    adopting: bool, upload: "StagedProject | None", record: dict) -> dict:
     endpoint = stack_endpoint(request)
     caller = caller_of(request)
     stacks: Stacks = request.app[STACKS]
@@ -7256,7 +7306,7 @@ async def create_stack_from_project(request: web.Request, stack_type: int, body:
         await asyncio.to_thread(stacks.install, stack_id, staging)
         if upload is not None:
             upload.directory = ""
-        deployment.compose.source_dir = project_dir
+        deployment.compose.source_dir = entry_directory(project_dir, entry_point)
         deployment.progress = progress.publish
         try:
             await deployment.connector.store_project(name, project_dir)
@@ -7353,9 +7403,10 @@ STACK_FORM_FIELDS = ("Name", "SwarmID", "Env", "ComposeFile", "Prune", "PullImag
 
 
 @dataclasses.dataclass
-class ProjectUpload:
-    """A project archive from a request, unpacked into a staging directory beside the projects, and the compose
-    file in it the stack deploys (its entry point)."""
+class StagedProject:
+    """A project put together in a staging directory beside the projects (Stacks.new_staging): an uploaded archive
+    unpacked, or a checkout; and the compose file in it the stack deploys (its entry point). create_stack and
+    redeploy_stack take one and move its directory into place (or remove it, with `discard`)."""
 
     directory: str
     entry_point: str
@@ -7372,7 +7423,7 @@ class ProjectUpload:
             shutil.rmtree(self.directory, ignore_errors=True)
 
 
-async def unpack_upload(stacks: Stacks, spool, compose_file: str) -> ProjectUpload:
+async def unpack_upload(stacks: Stacks, spool, compose_file: str) -> StagedProject:
     """An uploaded archive, unpacked safely (see agent.unpack_project_archive) into a staging directory."""
     directory = await asyncio.to_thread(stacks.new_staging)
     try:
@@ -7389,7 +7440,7 @@ async def unpack_upload(stacks: Stacks, spool, compose_file: str) -> ProjectUplo
             if not entry_point:
                 raise BadRequest("the archive has no compose file at its top", "name it with the form field "
                                  "ComposeFile, or add one of " + ", ".join(COMPOSE_FILE_NAMES))
-        upload = ProjectUpload(directory, entry_point)
+        upload = StagedProject(directory, entry_point)
         upload.compose_text()
         return upload
     except shared.ArchiveRefused as exc:
@@ -7400,7 +7451,7 @@ async def unpack_upload(stacks: Stacks, spool, compose_file: str) -> ProjectUplo
         raise
 
 
-async def stack_upload_form(request: web.Request, require_file: bool = True) -> tuple[dict, ProjectUpload | None]:
+async def stack_upload_form(request: web.Request, require_file: bool = True) -> tuple[dict, StagedProject | None]:
     """Portainer's multipart stack upload (Name, SwarmID, Env as JSON, file) as the body create_stack reads. The
     `file` is a compose file, or a project archive (.tar, .tar.gz, .zip, told apart by its content) whose compose
     file is the field ComposeFile (default: compose.yaml, compose.yml, docker-compose.yaml, docker-compose.yml).
@@ -7573,7 +7624,7 @@ async def handle_stack_update(request: web.Request) -> web.Response:
 
 
 async def redeploy_stack(request: web.Request, stack: dict, endpoint: dict, body: dict,
-                         upload: ProjectUpload | None) -> web.Response:
+                         upload: StagedProject | None) -> web.Response:
     stacks: Stacks = request.app[STACKS]
     caller = caller_of(request)
     content, env = stack_content(body), stack_env(body) if "Env" in body else stack["Env"]
@@ -7594,7 +7645,7 @@ async def redeploy_stack(request: web.Request, stack: dict, endpoint: dict, body
                     deployment.note_replaced_project(await asyncio.to_thread(project_digest, staging))
                 previous = await asyncio.to_thread(stacks.install, stack["Id"], staging)
                 staging = upload.directory = ""
-                deployment.compose.source_dir = project_dir
+                deployment.compose.source_dir = entry_directory(project_dir, entry_point)
             else:
                 await asyncio.to_thread(Stacks.write_files, project_dir, content, env, entry_point)
             deployment.progress = progress.publish
@@ -8026,7 +8077,7 @@ def refuse_escaping_links(root: str) -> None:
 
 
 async def fetch_checkout(app: web.Application, source: GitSource, config_path: str,
-                         additional_files: list[str]) -> tuple[ProjectUpload, str, str]:
+                         additional_files: list[str]) -> tuple[StagedProject, str, str]:
     """Fetch a reference into a staging directory beside the stacks' projects, as a project upload is: (the
     project, its commit, its compose file's text). A missing compose file or additional file is a 400; nothing is
     left behind on failure."""
@@ -8041,7 +8092,7 @@ async def fetch_checkout(app: web.Application, source: GitSource, config_path: s
         content = await asyncio.to_thread(read_text_file, os.path.join(path, config_path))
         if additional_files:
             content = await asyncio.to_thread(merge_compose_files, path, config_path, additional_files)
-        return ProjectUpload(path, config_path), commit, content
+        return StagedProject(path, config_path), commit, content
     except BaseException:
         await asyncio.to_thread(shutil.rmtree, path, True)
         raise
@@ -9258,7 +9309,12 @@ class EdgeStacks:
         self.set_status(edge_stack, endpoint_id, EDGE_DEPLOYING)
         await self.store.commit()
         try:
-            compose = ComposeFile(content, {}, edge_stack["Name"], self.project_dir(edge_stack["Id"]))
+            # its files go where the environment's engine reads them, as a stack's do
+            local = self.project_dir(edge_stack["Id"])
+            compose = ComposeFile(content, {}, edge_stack["Name"],
+                                  await connector.project_directory(edge_stack["Name"], local), source_dir=local)
+            await asyncio.to_thread(Stacks.add_generated_files, local, compose)
+            await connector.store_project(edge_stack["Name"], local)
             await ComposeDeployment(connector, compose).up()
         except (BadGateway, GatewayTimeout, ServiceUnavailable) as exc:
             self.set_status(edge_stack, endpoint_id, EDGE_PENDING, f"environment offline, will retry: {exc.message}")
@@ -9282,6 +9338,7 @@ class EdgeStacks:
             self.stop_deploying(edge_stack, int(key))
             with contextlib.suppress(ApiError):
                 await ComposeDeployment(self.environments.connector(int(key)), None, edge_stack["Name"]).down()
+                await self.environments.connector(int(key)).remove_project(edge_stack["Name"])
 
     def stop_deploying(self, edge_stack: dict, endpoint_id: int) -> None:
         task = self._running.pop((edge_stack["Id"], endpoint_id), None)
@@ -13752,6 +13809,7 @@ def make_app(config: argparse.Namespace) -> web.Application:
     app[GIT_CREDENTIALS] = GitCredentials(store.directory)
     app[GIT_UPDATES] = GitUpdates(app)
     app[WEBHOOK_GUESSES] = WebhookGuesses()
+    app[STACKS].recover_interrupted()
     app[DEPLOYS] = DeployProgress()
     app[ACTIVITY] = ActivityLog(store.directory,
                                 lambda: int(current_settings(store)["ActivityLogRetentionDays"]))

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import textwrap
 import threading
 import time
@@ -40,6 +41,7 @@ COMPOSE = textwrap.dedent(f"""\
         command: sh -c "exec sleep 3600"
         volumes:
           - ./config/site.conf:/etc/app/site.conf:ro
+          - ./data:/data
         secrets: [token]
         configs:
           - source: motd
@@ -192,6 +194,27 @@ def test_zip_bomb_and_too_many_files_stop_at_the_caps(tmp_path):
         shared.unpack_project_archive(io.BytesIO(many), str(tmp_path / "x"), max_files=10)
 
 
+def test_a_project_is_synchronised_in_place_keeping_what_services_wrote_and_never_following_their_links(tmp_path):
+    def unpacked(files: dict[str, bytes]) -> str:
+        directory = tempfile.mkdtemp(dir=tmp_path)
+        shared.unpack_project_archive(io.BytesIO(tar_archive(files)), directory)
+        return directory
+
+    final = tmp_path / "project"
+    shared.sync_project(unpacked({"site.conf": b"one", "old.txt": b"x", "data/seed": b"s"}), str(final))
+    inode = os.stat(final / "site.conf").st_ino
+    (final / "data" / "written-by-a-service").write_text("kept")
+    shared.sync_project(unpacked({"site.conf": b"two", "data/seed": b"s"}), str(final))
+    assert (final / "site.conf").read_bytes() == b"two" and os.stat(final / "site.conf").st_ino == inode
+    assert not (final / "old.txt").exists() and (final / "data" / "written-by-a-service").read_text() == "kept"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, final / "data" / "planted")  # a container's doing
+    shared.sync_project(unpacked({"data/planted/x": b"evil"}), str(final))
+    assert os.listdir(outside) == [] and not os.path.islink(final / "data" / "planted")  # replaced, not followed
+    assert (final / "data" / "planted" / "x").read_bytes() == b"evil"
+
+
 def test_dockerignore_reads_as_the_docker_cli_reads_it():
     rules = portainer.dockerignore_rules("# comment\n*.log\n/build\n**/secret*\n!keep.log\ndocs/**/*.md\n")
     ignored = lambda path: portainer.dockerignored(path, rules)  # noqa: E731
@@ -199,6 +222,18 @@ def test_dockerignore_reads_as_the_docker_cli_reads_it():
     assert ignored("build") and ignored("build/out.o") and not ignored("src/build")
     assert ignored("secret.txt") and ignored("deep/down/secret-key") and not ignored("public.txt")
     assert ignored("docs/a.md") and ignored("docs/x/y/b.md") and not ignored("docs/a.txt")
+
+
+def test_a_redeploy_cut_short_by_a_crash_is_undone_when_the_server_starts(tmp_path):
+    compose_dir = tmp_path / "compose"
+    (compose_dir / ".previous-5-abc" / "project").mkdir(parents=True)
+    (compose_dir / ".previous-5-abc" / "project" / "docker-compose.yml").write_text("services: {}\n")
+    (compose_dir / ".staging-xyz").mkdir()
+    (compose_dir / "6").mkdir()
+    (compose_dir / ".previous-6-def" / "project").mkdir(parents=True)
+    portainer.Stacks(None, None, str(tmp_path)).recover_interrupted()
+    assert sorted(os.listdir(compose_dir)) == ["5", "6"]
+    assert (compose_dir / "5" / "docker-compose.yml").read_text() == "services: {}\n"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -241,8 +276,9 @@ def test_project_archive_builds_binds_its_files_and_streams_progress_on_the_loca
     project_dir = os.path.join(server.data, "compose", str(stack["Id"]))
     assert stack["ProjectPath"] == project_dir and stack["EntryPoint"] == "docker-compose.yml"
     check_project_deployed(engine, project, project_dir)
+    assert engine.containers.get(f"{project}_web_1").exec_run(["sh", "-c", "echo kept > /data/run.txt"]).exit_code == 0
 
-    # the editor's redeploy keeps the project's other files; an archive replaces them
+    # the editor's redeploy keeps the project's other files; an archive replaces them (what services wrote stays)
     r = server.api("PUT", f"/api/stacks/{stack['Id']}?endpointId=1",
                    json={"StackFileContent": COMPOSE, "Env": [{"name": "MODE", "value": "fancy"}]}, timeout=300)
     assert r.status_code == 200, r.text
@@ -251,11 +287,45 @@ def test_project_archive_builds_binds_its_files_and_streams_progress_on_the_loca
     r = server.api("PUT", f"/api/stacks/{stack['Id']}?endpointId=1", data={"Env": "[]"},
                    files={"file": ("p.zip", zip_archive(project_files("listen 9090\n")))}, timeout=300)
     assert r.status_code == 200, r.text
-    assert read_in(engine.containers.get(f"{project}_web_1"), "/etc/app/site.conf") == "listen 9090\n"
+    web = engine.containers.get(f"{project}_web_1")
+    assert read_in(web, "/etc/app/site.conf") == "listen 9090\n" and read_in(web, "/data/run.txt") == "kept\n"
     assert server.api("GET", f"/api/stacks/{stack['Id']}/file").json()["StackFileContent"] == COMPOSE
 
     assert server.api("DELETE", f"/api/stacks/{stack['Id']}?endpointId=1").status_code == 204
     assert not os.path.exists(project_dir)
+
+
+def test_compose_file_in_a_subdirectory_resolves_its_paths_from_there(server, engine, project):
+    compose = textwrap.dedent(f"""\
+        services:
+          web:
+            image: {BUSYBOX}
+            command: sleep 3600
+            env_file: stack.env
+            volumes: ["./site.conf:/site.conf:ro"]
+            secrets:
+              - source: api_key
+                target: key.txt
+            stop_grace_period: 1s
+            labels: {{"{TEST_LABEL}": "1"}}
+        secrets:
+          api_key:
+            environment: FROM_ENV
+        """)
+    archive = zip_archive({"README": b"the project", "deploy/compose.yaml": compose.encode(),
+                           "deploy/site.conf": b"nested\n"})
+    r = upload(server, 1, project, archive, ComposeFile="deploy/compose.yaml",
+               Env=json.dumps([{"name": "FROM_ENV", "value": "yes"}]))
+    assert r.status_code == 200, r.text
+    stack = r.json()
+    assert stack["EntryPoint"] == "deploy/compose.yaml"
+    web = engine.containers.get(f"{project}_web_1")
+    assert read_in(web, "/site.conf") == "nested\n" and "FROM_ENV=yes" in web.attrs["Config"]["Env"]
+    assert read_in(web, "/run/secrets/key.txt") == "yes"  # a secret from the stack's env
+    assert web.labels["com.docker.compose.project.working_dir"] == os.path.join(stack["ProjectPath"], "deploy")
+    assert server.api("GET", f"/api/stacks/{stack['Id']}/file").json()["StackFileContent"] == compose
+    r = upload(server, 1, project + "x", archive, ComposeFile="deploy/missing.yml")
+    assert r.status_code == 400 and "no compose file 'deploy/missing.yml'" in r.json()["message"]
 
 
 def test_archive_attacks_get_a_400_and_write_nothing(server, engine, project):
@@ -300,8 +370,16 @@ def test_failing_service_is_named_and_leaves_nothing_behind(server, engine, proj
           data: {{}}
         """)
     archive = tar_archive({"docker-compose.yml": compose.encode(), "good/Dockerfile": f"FROM {BUSYBOX}\n".encode()})
-    r = upload(server, 1, project, archive)
+    deploy_id = uuid.uuid4().hex
+    reader = ProgressReader(server, deploy_id)
+    reader.start()
+    assert reader.opened.wait(10)
+    r = upload(server, 1, project, archive, headers={"X-Portainer-Deploy-Id": deploy_id})
     assert r.status_code >= 400 and "service 'bad'" in r.json()["message"], r.text
+    reader.join(30)
+    last = reader.events[-1][1]
+    assert last["stage"] == "error" and "service 'bad'" in last["message"]
+    assert ("start", "good") in [(e["stage"], e.get("service")) for _, e in reader.events]
     label = {"label": f"com.docker.compose.project={project}"}
     assert engine.containers.list(all=True, filters=label) == []
     assert engine.networks.list(filters=label) == [] and engine.volumes.list(filters=label) == []
@@ -329,6 +407,8 @@ def test_standard_users_build_passes_the_checks_of_the_proxys_build(server, engi
 
         r = upload(server, 1, project, archive("host"), token=token)
         assert r.status_code == 403 and "host namespace" in r.json()["message"], r.text
+        r = upload(server, 1, project, tar_archive(project_files()), token=token)  # relative binds are host paths
+        assert r.status_code == 403 and "bind mount" in r.json()["message"], r.text
         assert engine.images.list(name=f"{project}_web") == []
         r = upload(server, 1, project, archive("bridge"), token=token)
         assert r.status_code == 200, r.text
@@ -337,6 +417,60 @@ def test_standard_users_build_passes_the_checks_of_the_proxys_build(server, engi
         assert web.image.tags == [f"{project}_web:latest"]
     finally:
         server.api("PUT", "/api/endpoints/1", json={"SecuritySettings": {"allowStackManagementForRegularUsers": False}})
+
+
+def test_pull_policy_never_needs_the_image_and_build_rebuilds_on_every_deploy(server, engine, project):
+    never = f"services:\n  web:\n    image: {PREFIX}-absent:1\n    pull_policy: never\n"
+    r = server.api("POST", "/api/stacks/create/standalone/string?endpointId=1",
+                   json={"Name": project, "StackFileContent": never})
+    assert r.status_code == 400 and "service 'web'" in r.json()["message"] and "never" in r.json()["message"]
+    compose = textwrap.dedent(f"""\
+        services:
+          web:
+            build: .
+            pull_policy: build
+            command: sleep 3600
+            stop_grace_period: 1s
+            labels: {{"{TEST_LABEL}": "1"}}
+        """)
+    archive = tar_archive({"docker-compose.yml": compose.encode(), "Dockerfile": f"FROM {BUSYBOX}\nLABEL a=1\n".encode()})
+    r = upload(server, 1, project, archive)
+    assert r.status_code == 200, r.text
+    deploy_id = uuid.uuid4().hex
+    reader = ProgressReader(server, deploy_id)
+    reader.start()
+    assert reader.opened.wait(10)
+    r = server.api("PUT", f"/api/stacks/{r.json()['Id']}?endpointId=1", json={"StackFileContent": compose},
+                   headers={"X-Portainer-Deploy-Id": deploy_id}, timeout=300)
+    assert r.status_code == 200, r.text
+    reader.join(30)
+    assert any(e["stage"] == "build" and "Step" in e["line"] for _, e in reader.events)  # built again
+
+
+local_registry = test_ui.local_registry
+
+
+def test_pulls_report_each_layer_while_the_deploy_runs(server, engine, project, local_registry):
+    compose = textwrap.dedent(f"""\
+        services:
+          pulled:
+            image: {local_registry}
+            pull_policy: always
+            command: ["/not-in-this-image"]
+            labels: {{"{TEST_LABEL}": "1"}}
+        """)
+    deploy_id = uuid.uuid4().hex
+    reader = ProgressReader(server, deploy_id)
+    reader.start()
+    assert reader.opened.wait(10)
+    r = server.api("POST", "/api/stacks/create/standalone/string?endpointId=1", timeout=300,
+                   headers={"X-Portainer-Deploy-Id": deploy_id}, json={"Name": project, "StackFileContent": compose})
+    assert r.status_code >= 400 and "service 'pulled'" in r.json()["message"], r.text  # it has nothing to run
+    reader.join(30)
+    pulls = [e for _, e in reader.events if e["stage"] == "pull"]
+    assert pulls and all(e["service"] == "pulled" and e["image"] == local_registry for e in pulls)
+    assert any(e["layer"] and "complete" in e["status"].lower() for e in pulls), pulls
+    assert reader.events[-1][1]["stage"] == "error"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -380,13 +514,18 @@ def deploy_and_check_remotely(server, endpoint_id: int, client: docker.DockerCli
     assert r.status_code == 200, r.text
     stack = r.json()
     check_project_deployed(client, name, os.path.join(projects, name))
-    assert sorted(os.listdir(os.path.join(projects, name))) == [".portainer", "backend", "config",
-                                                                 "docker-compose.yml", "secrets", "stack.env"]
+    assert sorted(os.listdir(os.path.join(projects, name))) == [".portainer", ".portainer-files", "backend", "config",
+                                                                 "data", "docker-compose.yml", "secrets", "stack.env"]
+    web = client.containers.get(f"{name}_web_1")
+    assert web.exec_run(["sh", "-c", "echo kept > /data/runtime.txt"]).exit_code == 0
+    assert os.stat(os.path.join(projects, name)).st_mode & 0o777 == 0o700  # it holds the stack's secrets
     # a redeploy with a new archive rewrites the agent's copy too
     r = server.api("PUT", f"/api/stacks/{stack['Id']}?endpointId={endpoint_id}",
                    files={"file": ("p.tar", tar_archive(project_files("listen 9191\n"), gz=False))}, timeout=300)
     assert r.status_code == 200, r.text
-    assert read_in(client.containers.get(f"{name}_web_1"), "/etc/app/site.conf") == "listen 9191\n"
+    web = client.containers.get(f"{name}_web_1")
+    assert read_in(web, "/etc/app/site.conf") == "listen 9191\n"
+    assert read_in(web, "/data/runtime.txt") == "kept\n"  # what the service wrote beside its files stays
     assert server.api("DELETE", f"/api/stacks/{stack['Id']}?endpointId={endpoint_id}").status_code == 204
     assert not os.path.exists(os.path.join(projects, name))
 

@@ -872,7 +872,7 @@ def test_a_swarm_stack_from_git_follows_a_push(srv, git_server, remote):
         swarm_file = compose_project("100").replace("            labels:", "            secrets: [token]\n"
                                                    "            labels:", 1) + \
             "secrets:\n  token:\n    file: ./secrets/token.txt\n"
-        git_server.push({"deploy/docker-compose.yml": swarm_file, "secrets/token.txt": "swarm-token\n"}, "swarm")
+        git_server.push({"deploy/docker-compose.yml": swarm_file, "deploy/secrets/token.txt": "swarm-token\n"}, "swarm")
         name = f"{PREFIX}-swarm"
         r = srv.api("POST", f"/api/stacks/create/swarm/repository?endpointId={endpoint_id}", json={
             "Name": name, "RepositoryURL": git_server.url, "ComposeFile": "deploy/docker-compose.yml",
