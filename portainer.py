@@ -8398,6 +8398,17 @@ async def fetch_compose_text(app: web.Application, source: GitSource, config_pat
     return content, commit
 
 
+def install_edge_project(project: StagedProject, project_dir: str) -> None:
+    """A checkout becomes an edge stack's directory whole (each environment gets it as it deploys)."""
+    previous = f"{project_dir}.previous-{secrets.token_hex(4)}"
+    if os.path.lexists(project_dir):
+        os.replace(project_dir, previous)
+    os.makedirs(os.path.dirname(project_dir), mode=0o700, exist_ok=True)
+    os.replace(project.directory, project_dir)
+    project.directory = ""
+    shutil.rmtree(previous, ignore_errors=True)
+
+
 def git_source_fields(app: web.Application, source: GitSource, config_path: str, commit: str) -> dict:
     """What a custom template or an edge stack keeps of its repository: GitConfig and sealed credentials."""
     fields = git_stack_fields(app, source, config_path, commit, None, Caller({"Id": 0}, "git"), [])
@@ -8419,9 +8430,13 @@ async def handle_edge_stack_create_repository(request: web.Request) -> web.Respo
     config_path = git_relative_path(body.get("FilePathInRepository") or GIT_DEFAULT_COMPOSE_PATH,
                                     "FilePathInRepository")
     source = git_source_from_body(app, body, url)
-    content, commit = await fetch_compose_text(app, source, config_path)
+    project, commit, content = await fetch_checkout(app, source, config_path, [])
     record = git_source_fields(app, source, config_path, commit)
-    return json_response(await create_edge_stack(request, {**body, "StackFileContent": content}, record))
+    try:
+        return json_response(await create_edge_stack(request, {**body, "StackFileContent": content}, record,
+                                                     project))
+    finally:
+        await asyncio.to_thread(project.discard)
 
 
 async def handle_edge_stack_git_redeploy(request: web.Request) -> web.Response:
@@ -8434,15 +8449,20 @@ async def handle_edge_stack_git_redeploy(request: web.Request) -> web.Response:
     app = request.app
     body = await read_documented_fields(request, GIT_SOURCE_FIELDS)
     source = git_source_from_body(app, body, config["URL"], edge_stack)
-    content, commit = await fetch_compose_text(app, source, config["ConfigFilePath"])
+    project, commit, content = await fetch_checkout(app, source, config["ConfigFilePath"], [])
     edge: EdgeStacks = app[EDGE_STACKS]
     project_dir = edge.project_dir(edge_stack["Id"])
-    ComposeFile(content, {}, edge_stack["Name"], project_dir, file_name=config["ConfigFilePath"])
-    await asyncio.to_thread(write_stack_file, os.path.join(project_dir, COMPOSE_FILE), content.encode())
-    edge_stack.update({**git_source_fields(app, source, config["ConfigFilePath"], commit),
-                       "Version": edge_stack.get("Version", 1) + 1})
+    try:
+        ComposeFile(content, {}, edge_stack["Name"], project_dir, source_dir=project.directory,
+                    file_name=config["ConfigFilePath"])
+        for key in list(edge_stack["Status"]):  # no deploy reads the directory while it is swapped
+            edge.stop_deploying(edge_stack, int(key))
+        await asyncio.to_thread(install_edge_project, project, project_dir)
+    finally:
+        await asyncio.to_thread(project.discard)
+    edge_stack.update({"EntryPoint": config["ConfigFilePath"], "Version": edge_stack.get("Version", 1) + 1,
+                       **git_source_fields(app, source, config["ConfigFilePath"], commit)})
     for key in list(edge_stack["Status"]):
-        edge.stop_deploying(edge_stack, int(key))
         edge.set_status(edge_stack, int(key), EDGE_PENDING)
     await app[STORE].commit()
     edge.schedule(edge_stack)
@@ -9293,7 +9313,8 @@ class EdgeStacks:
                                                   "Time": now()}
 
     def read_file(self, edge_stack: dict) -> str:
-        with open(os.path.join(self.project_dir(edge_stack["Id"]), COMPOSE_FILE), encoding="utf-8") as f:
+        entry_point = edge_stack.get("EntryPoint") or COMPOSE_FILE  # where its repository has it, for one from git
+        with open(os.path.join(self.project_dir(edge_stack["Id"]), entry_point), encoding="utf-8") as f:
             return f.read()
 
     async def deploy(self, edge_stack: dict, endpoint_id: int) -> None:
@@ -9312,7 +9333,8 @@ class EdgeStacks:
             # its files go where the environment's engine reads them, as a stack's do
             local = self.project_dir(edge_stack["Id"])
             compose = ComposeFile(content, {}, edge_stack["Name"],
-                                  await connector.project_directory(edge_stack["Name"], local), source_dir=local)
+                                  await connector.project_directory(edge_stack["Name"], local), source_dir=local,
+                                  file_name=edge_stack.get("EntryPoint") or COMPOSE_FILE)
             await asyncio.to_thread(Stacks.add_generated_files, local, compose)
             await connector.store_project(edge_stack["Name"], local)
             await ComposeDeployment(connector, compose).up()
@@ -9366,9 +9388,10 @@ async def handle_edge_stack_create(request: web.Request) -> web.Response:
                                                                                         EDGE_STACK_CREATE_FIELDS)))
 
 
-async def create_edge_stack(request: web.Request, body: dict, record: dict | None = None) -> dict:
+async def create_edge_stack(request: web.Request, body: dict, record: dict | None = None,
+                            project: StagedProject | None = None) -> dict:
     """Check an edge stack's file and groups, keep it, and send it to every environment of its groups; `record`
-    holds what it keeps besides (an edge stack from git: its GitConfig)."""
+    holds what it keeps besides and `project` its files (an edge stack from git: its GitConfig, its checkout)."""
     store = request.app[STORE]
     edge: EdgeStacks = request.app[EDGE_STACKS]
     name = field(body, "Name", str).strip()
@@ -9385,10 +9408,15 @@ async def create_edge_stack(request: web.Request, body: dict, record: dict | Non
     content = stack_content(body)
     edge_stack_id = store.edge_stacks.new_id()
     project_dir = edge.project_dir(edge_stack_id)
-    ComposeFile(content, {}, name, project_dir)
-    await asyncio.to_thread(write_stack_file, os.path.join(project_dir, COMPOSE_FILE), content.encode())
+    entry_point = project.entry_point if project is not None else COMPOSE_FILE
+    if project is not None:
+        ComposeFile(content, {}, name, project_dir, source_dir=project.directory, file_name=entry_point)
+        await asyncio.to_thread(install_edge_project, project, project_dir)
+    else:
+        ComposeFile(content, {}, name, project_dir)
+        await asyncio.to_thread(write_stack_file, os.path.join(project_dir, COMPOSE_FILE), content.encode())
     edge_stack = {"Id": edge_stack_id, "Name": name, "EdgeGroups": groups, "DeploymentType": 0,
-                  "CreationDate": now(), "ProjectPath": project_dir, "EntryPoint": COMPOSE_FILE, "Version": 1,
+                  "CreationDate": now(), "ProjectPath": project_dir, "EntryPoint": entry_point, "Version": 1,
                   "Status": {}, **(record or {})}
     for endpoint_id in endpoint_ids:
         edge.set_status(edge_stack, endpoint_id, EDGE_PENDING)
@@ -9438,8 +9466,9 @@ async def handle_edge_stack_update(request: web.Request) -> web.Response:
     targets = {i for g in groups for i in edge_group_endpoint_ids(store, g)}
     project_dir = edge.project_dir(edge_stack["Id"])
     if update_version:
-        ComposeFile(content, {}, edge_stack["Name"], project_dir)
-        await asyncio.to_thread(write_stack_file, os.path.join(project_dir, COMPOSE_FILE), content.encode())
+        entry_point = edge_stack.get("EntryPoint") or COMPOSE_FILE
+        ComposeFile(content, {}, edge_stack["Name"], project_dir, file_name=entry_point)
+        await asyncio.to_thread(write_stack_file, os.path.join(project_dir, entry_point), content.encode())
         edge_stack["Version"] = edge_stack.get("Version", 1) + 1
     left = [int(k) for k in edge_stack["Status"] if int(k) not in targets]
     for endpoint_id in left:

@@ -565,10 +565,10 @@ def test_an_edge_stack_from_git_runs_on_each_edge_environment_and_follows_a_rede
         wait_until(lambda: test_edge.connected(srv, endpoint["Id"]), timeout=30, message="the edge agent")
         group = srv.api("POST", "/api/edge_groups", json={"Name": f"{PREFIX}-sites", "Endpoints": [endpoint["Id"]]})
         assert group.status_code == 200, group.text
-        first = git_server.push({"deploy/docker-compose.yml": compose_project("90")}, "ninety")
+        first = git_server.push(built_project("90"), "ninety")
         name = f"{PREFIX}-edge"
         r = srv.api("POST", "/api/edge_stacks/create/repository", json={
-            "Name": name, "RepositoryURL": git_server.url, "FilePathInRepository": "deploy/docker-compose.yml",
+            "Name": name, "RepositoryURL": git_server.url, "FilePathInRepository": "docker-compose.yml",
             "EdgeGroups": [group.json()["Id"]], "DeploymentType": 0, "RepositoryAuthentication": True,
             "RepositoryUsername": GIT_USER, "RepositoryPassword": GIT_PASSWORD})
         assert r.status_code == 200, r.text
@@ -578,12 +578,18 @@ def test_an_edge_stack_from_git_runs_on_each_edge_environment_and_follows_a_rede
         def status() -> str:
             return srv.api("GET", f"/api/edge_stacks/{edge_stack['Id']}").json()["Status"][str(endpoint["Id"])]
         wait_until(lambda: status()["Status"] == "running", timeout=60, message="the edge stack to run")
-        assert "REVISION=90" in container_of(engine, name).attrs["Config"]["Env"]
-        second = git_server.push({"deploy/docker-compose.yml": compose_project("91")}, "ninety-one")
+        container = container_of(engine, name)
+        assert "REVISION=90" in container.attrs["Config"]["Env"]
+        # The whole project reached the edge environment: the image built from it, its bound file, its secret.
+        assert read_in(container, "/built") == "built-90"
+        assert read_in(container, "/etc/app/site.conf") == "site revision 90"
+        assert read_in(container, "/run/secrets/token") == "token-90"
+        second = git_server.push(built_project("91"), "ninety-one")
         r = srv.api("PUT", f"/api/edge_stacks/{edge_stack['Id']}/git/redeploy", json={})
         assert r.status_code == 200 and r.json()["GitConfig"]["ConfigHash"] == second, r.text
         wait_until(lambda: "REVISION=91" in container_of(engine, name).attrs["Config"]["Env"]
                    and status()["Status"] == "running", timeout=60, message="the new commit on the edge")
+        assert read_in(container_of(engine, name), "/etc/app/site.conf") == "site revision 91"
         assert "_GitPassword" not in srv.api("GET", "/api/edge_stacks").text
         assert srv.api("DELETE", f"/api/edge_stacks/{edge_stack['Id']}").status_code == 204
     finally:
