@@ -13671,6 +13671,7 @@ _CONSOLE_QUERY = [("endpointId", "integer", True), ("id", "string", True), ("nod
 # Query parameters of routes that take them: (name, type, required).
 QUERY_PARAMETERS: dict[str, list[tuple[str, str, bool]]] = {
     "handle_websocket_exec": _CONSOLE_QUERY, "handle_websocket_attach": _CONSOLE_QUERY,
+    "handle_stack_webhook": [("pullImage", "boolean", False)],
 }
 _OPENAPI_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", dict: "object", list: "array"}
 
