@@ -7873,8 +7873,8 @@ class GitSource:
     url: str
     reference: str = ""  # empty: the remote's default branch (its HEAD)
     username: str = ""
-    password: str = ""
-    ssh_key: str = ""  # a deploy key (OpenSSH private key) for ssh:// and user@host:path URLs
+    password: str = dataclasses.field(default="", repr=False)  # never in a repr, so never in a traceback's
+    ssh_key: str = dataclasses.field(default="", repr=False)  # a deploy key (OpenSSH) for ssh:// and user@host:path
     tls_skip_verify: bool = False
 
     @property
