@@ -7843,6 +7843,7 @@ GIT_REFERENCE = re.compile(r"^(?!-)(?!.*\.\.)[A-Za-z0-9._/@+-]{1,250}$")
 GIT_SCP_URL = re.compile(r"^(?P<user>[A-Za-z0-9][A-Za-z0-9._-]*)@(?P<host>[A-Za-z0-9][A-Za-z0-9.-]*):"
                          r"(?P<path>(?!-)[^\s]+)$")
 GIT_STATUS_LINES = 6
+GIT_SHUTDOWN_WAIT = 1.5  # seconds a poll's redeploy may go on once the server stops (it stops within 2 s)
 WEBHOOK_GUESSES = 10  # wrong webhook ids an address may try in a burst; then one more every WEBHOOK_GUESS_REFILL s
 WEBHOOK_GUESS_REFILL = 6.0
 
@@ -8641,7 +8642,11 @@ class GitUpdates:
             log.exception("auto-update of stack %s failed", stack["Name"])
 
     async def stop(self) -> None:
-        for task in list(self.running.values()):
+        """At shutdown: a redeploy under way may finish (a cut one would leave the stack half deployed), for a while."""
+        running = list(self.running.values())
+        if running:
+            await asyncio.wait(running, timeout=GIT_SHUTDOWN_WAIT)
+        for task in running:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
