@@ -9342,7 +9342,8 @@ class EdgeStacks:
                                   file_name=edge_stack.get("EntryPoint") or COMPOSE_FILE)
             await asyncio.to_thread(Stacks.add_generated_files, local, compose)
             await connector.store_project(edge_stack["Name"], local)
-            await ComposeDeployment(connector, compose).up()
+            # a version from git may change what is built: built again, as a git stack's redeploy is
+            await ComposeDeployment(connector, compose).up(rebuild=bool(edge_stack.get("GitConfig")))
         except (BadGateway, GatewayTimeout, ServiceUnavailable) as exc:
             self.set_status(edge_stack, endpoint_id, EDGE_PENDING, f"environment offline, will retry: {exc.message}")
         except ApiError as exc:

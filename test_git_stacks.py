@@ -590,6 +590,7 @@ def test_an_edge_stack_from_git_runs_on_each_edge_environment_and_follows_a_rede
         wait_until(lambda: "REVISION=91" in container_of(engine, name).attrs["Config"]["Env"]
                    and status()["Status"] == "running", timeout=60, message="the new commit on the edge")
         assert read_in(container_of(engine, name), "/etc/app/site.conf") == "site revision 91"
+        assert read_in(container_of(engine, name), "/built") == "built-91"
         assert "_GitPassword" not in srv.api("GET", "/api/edge_stacks").text
         assert srv.api("DELETE", f"/api/edge_stacks/{edge_stack['Id']}").status_code == 204
     finally:
