@@ -35,8 +35,11 @@ test-deps:
 	  && command -v docker-compose >/dev/null && command -v docker-registry >/dev/null && command -v htpasswd >/dev/null \
 	  && [ -x /usr/sbin/slapd ] && command -v ldapadd >/dev/null \
 	  && [ -x /usr/lib/postgresql/15/bin/initdb ] && command -v haproxy >/dev/null \
+	  && command -v git >/dev/null && command -v nginx >/dev/null && command -v fcgiwrap >/dev/null \
+	  && [ -x /usr/sbin/sshd ] \
 	  || (apt-get update -qq && apt-get install -y -qq docker.io busybox-static chromium iptables iproute2 util-linux curl \
-	      debootstrap docker-compose docker-registry apache2-utils slapd ldap-utils postgresql haproxy)
+	      debootstrap docker-compose docker-registry apache2-utils slapd ldap-utils postgresql haproxy \
+	      git nginx-light fcgiwrap openssh-server)
 	@$(PYTHON) -c "import $(FAST_TEST_MODULES), playwright, ldap3, jwt, asyncpg" 2>/dev/null || $(PIP) install -q -r requirements-test.txt
 	@command -v st >/dev/null || $(PIP) install -q schemathesis
 

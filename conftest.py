@@ -355,7 +355,7 @@ NAMESPACE_HOSTS = {1: "remote_host (session)", 2: "test_edge", 3: "test_access",
                    13: "test_resilience edge stack site 2", 14: "test_trust_stacks swarm",
                    15: "test_portainer_routes swarm", 16: "test_ui_swarm", 17: "test_edge_fleet site",
                    18: "test_compose_projects agent", 19: "test_compose_projects edge site",
-                   21: "test_compose_spec swarm"}
+                   20: "test_git_stacks agent and sshd", 21: "test_compose_spec swarm"}
 # Hosts 10..34 live in 10.97.0.0/16 (10.99 holds ten hosts per slot), numbered past the first scheme's names.
 EXTRA_HOSTS_PER_SLOT = 25
 

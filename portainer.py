@@ -46,6 +46,7 @@ import inspect
 import io
 import json
 import logging
+import random
 import re
 import secrets
 import shlex
@@ -169,6 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agent-secret", default=_env("AGENT_SECRET", ""),
                    help="secret proven to every agent that has AGENT_SECRET set; an environment may set its own "
                         "[AGENT_SECRET]")
+    p.add_argument("--git-ca-file", default=_env("PORTAINER_GIT_CA_FILE"),
+                   help="CA certificates (PEM) trusted for git servers over HTTPS, instead of the system's "
+                        "[PORTAINER_GIT_CA_FILE]")
+    p.add_argument("--git-poll-minimum", type=float, default=float(_env("PORTAINER_GIT_POLL_MINIMUM", 60)),
+                   help="shortest AutoUpdate.Interval a git stack may poll its repository at, in seconds "
+                        "[PORTAINER_GIT_POLL_MINIMUM] (default 60)")
     p.add_argument("--ui-dir", default=_env("PORTAINER_UI_DIR"),
                    help="serve the web UI from this directory (a checkout's ui/), read at each request, instead of "
                         "the copy embedded in portainer.py: for editing the UI without `make ui` [PORTAINER_UI_DIR]")
@@ -234,6 +241,10 @@ EDGE_FLEET: web.AppKey[EdgeFleet] = app_key("edge_fleet")
 EDGE_UPDATES: web.AppKey[EdgeUpdates] = app_key("edge_updates")
 STACKS: web.AppKey[Stacks] = app_key("stacks")
 EDGE_STACKS: web.AppKey[EdgeStacks] = app_key("edge_stacks")
+GIT: web.AppKey[Git] = app_key("git")
+GIT_CREDENTIALS: web.AppKey[GitCredentials] = app_key("git_credentials")
+GIT_UPDATES: web.AppKey[GitUpdates] = app_key("git_updates")
+WEBHOOK_GUESSES: web.AppKey[WebhookGuesses] = app_key("webhook_guesses")
 DEPLOYS: web.AppKey[DeployProgress] = app_key("deploys")
 CONSOLES: web.AppKey[weakref.WeakSet] = app_key("consoles")
 ACTIVITY: web.AppKey[ActivityLog] = app_key("activity")
@@ -3508,6 +3519,7 @@ class ActivityLog:
 
 ENDPOINT_PATH = re.compile(r"^/api/(?:endpoints|docker)/(\d+)(?:/|$)")
 # Logins go to the authentication log; edge tunnels are machines reconnecting, not people acting.
+SECRET_PATH = re.compile(r"^(/api/stacks/webhooks/)[^/]+")
 UNLOGGED_PATHS = frozenset({"/api/auth", "/api/auth/logout", shared.EDGE_TUNNEL_PATH})
 
 
@@ -3521,10 +3533,11 @@ def record_activity(request: web.Request, status: int) -> None:
     if match:
         endpoint_id = int(match.group(1))
         context = (store.endpoints.find(endpoint_id) or {}).get("Name", f"environment {endpoint_id}")
+    path = SECRET_PATH.sub(r"\1…", request.path)  # a webhook's id is its only credential
     request.app[ACTIVITY].record({
         "kind": "activity", "userId": caller.id if caller else None,
         "username": caller.user["Username"] if caller else "", "endpointId": endpoint_id, "context": context,
-        "method": request.method, "path": request.path, "action": f"{request.method} {request.path}",
+        "method": request.method, "path": path, "action": f"{request.method} {path}",
         "query": urllib.parse.urlencode([(k, v) for k, v in request.query.items()
                                          if k.lower() not in CREDENTIAL_QUERY_PARAMS])[:1000],
         "status": status, "origin": client_address(request)})
@@ -7788,9 +7801,10 @@ class ComposeDeployment:
                     raise BadRequest(f"external volume {volume['name']!r} does not exist") from None
                 await self.connector.request_json("POST", "/volumes/create", self.volume_body(key))
 
-    async def up(self, pull: bool = False, prune: bool = False) -> None:
-        """Create what is missing, recreate services whose config hash changed, start everything."""
-        await self.prepare_images(pull)
+    async def up(self, pull: bool = False, prune: bool = False, rebuild: bool = False) -> None:
+        """Create what is missing, recreate services whose config hash changed, start everything; rebuild builds
+        every built image again (`up --build`: a git stack's new commit)."""
+        await self.prepare_images(pull, rebuild)
         await self.ensure_networks_and_volumes()
         existing = await self.project_containers()
         for name in self.compose.order:
@@ -7822,7 +7836,7 @@ class ComposeDeployment:
                 raise
             return ""
 
-    async def prepare_images(self, pull: bool) -> None:
+    async def prepare_images(self, pull: bool, rebuild: bool = False) -> None:
         """Each service's image, as its pull_policy says: built from the project (build: always, or when missing or
         PullImage is asked), pulled (always, or when missing), or required to be there (never)."""
         pulled: set[str] = set()
@@ -7832,7 +7846,7 @@ class ComposeDeployment:
             try:
                 if service.get("build") is not None:
                     current = await self.image_id(image)
-                    if policy == "build" or pull or not current:
+                    if policy == "build" or pull or rebuild or not current:
                         current = await self.build_image(name, existed=bool(current))
                     # As docker compose: a rebuilt image recreates the service's containers.
                     service["image_id"] = current
@@ -10477,22 +10491,27 @@ def stack_view(request: web.Request, stack: dict) -> dict:
     view["ResourceControl"] = resource_control_view(control) if control else None
     if not can_manage_stack(store, caller, stack):
         view["Env"] = None
+        if view.get("AutoUpdate"):  # a git stack's webhook id redeploys it: only for who may do that
+            view["AutoUpdate"] = {**view["AutoUpdate"], "Webhook": ""}
     return view
 
 
 async def create_stack(request: web.Request, stack_type: int, body: dict, from_template: bool = False,
-                       adopting: bool = False, upload: "StagedProject | None" = None) -> dict:
+                       adopting: bool = False, upload: "StagedProject | None" = None,
+                       record: dict | None = None) -> dict:
     """Check the project, write it, deploy it; a failed deploy leaves nothing behind. `upload` is a project
-    archive the request brought (its compose file is the body's StackFileContent)."""
+    archive the request brought, or a fetched git reference (its compose file is the body's StackFileContent);
+    `record` holds what the stack keeps besides (a git stack's GitConfig and AutoUpdate)."""
     try:
-        return await create_stack_from_project(request, stack_type, body, from_template, adopting, upload)
+        return await create_stack_from_project(request, stack_type, body, from_template, adopting, upload,
+                                               record or {})
     finally:
         if upload is not None:
             await asyncio.to_thread(upload.discard)
 
 
 async def create_stack_from_project(request: web.Request, stack_type: int, body: dict, from_template: bool,
-                                    adopting: bool, upload: "StagedProject | None") -> dict:
+                                    adopting: bool, upload: "StagedProject | None", record: dict) -> dict:
     endpoint = stack_endpoint(request)
     caller = caller_of(request)
     stacks: Stacks = request.app[STACKS]
@@ -10549,6 +10568,7 @@ async def create_stack_from_project(request: web.Request, stack_type: int, body:
                  "CreationDate": now(), "CreatedBy": caller.user["Username"], "UpdateDate": 0, "UpdatedBy": "",
                  "ResourceControl": None, "AdditionalFiles": [], "AutoUpdate": None, "GitConfig": None,
                  "FromAppTemplate": from_template, "Namespace": "", "IsComposeFormat": stack_type == STACK_COMPOSE}
+        stack.update(record)
         request.app[STORE].stacks.add(stack)
         await add_stack_resource_control(request.app[STORE], caller, stack)
         await request.app[STORE].commit()
@@ -10830,6 +10850,9 @@ async def handle_stack_update(request: web.Request) -> web.Response:
     The project's other files stay; a multipart body whose `file` is a project archive replaces them all
     (fields as on create: file, Env, ComposeFile, Prune, PullImage)."""
     stack, endpoint = managed_stack(request)
+    if stack.get("GitConfig"):
+        raise BadRequest(f"stack {stack['Id']} is deployed from a git repository",
+                         "push to the repository and redeploy (PUT /api/stacks/{id}/git/redeploy)")
     upload = None
     if request.content_type.startswith("multipart/"):
         body, upload = await stack_upload_form(request, require_file=False)
@@ -10872,7 +10895,8 @@ async def redeploy_stack(request: web.Request, stack: dict, endpoint: dict, body
             deployment.progress = progress.publish
             try:
                 await deployment.connector.store_project(stack["Name"], project_dir)
-                await deployment.up(pull=bool(body.get("PullImage")), prune=bool(body.get("Prune")))
+                await deployment.up(pull=bool(body.get("PullImage")), prune=bool(body.get("Prune")),
+                                    **({"rebuild": True} if body.get("Rebuild") else {}))
             except (ApiError, OSError):
                 if isinstance(deployment, ComposeDeployment):
                     with contextlib.suppress(ApiError, OSError):
@@ -11049,6 +11073,839 @@ async def handle_stack_adopt(request: web.Request) -> web.Response:
     if not found:
         raise NotFound(f"no compose project named {name!r} runs on environment {endpoint['Id']}")
     return json_response(stack_view(request, await create_stack(request, STACK_COMPOSE, body, adopting=True)))
+
+
+# ================================================================================================================
+# Stacks from git: a repository's checkout is the stack's project directory; redeployed by hand, by webhook or by
+# polling. Git is the `git` command, run asynchronously, shallow, for one reference; credentials never in its argv.
+# ================================================================================================================
+
+GIT_TIMEOUT = 120.0
+GIT_DEFAULT_COMPOSE_PATH = "docker-compose.yml"
+GIT_PROTOCOLS = "http:https:ssh"  # GIT_ALLOW_PROTOCOL: never file://, ext:: (runs commands) or the others
+GIT_REFERENCE = re.compile(r"^(?!-)(?!.*\.\.)[A-Za-z0-9._/@+-]{1,250}$")
+GIT_SCP_URL = re.compile(r"^(?P<user>[A-Za-z0-9][A-Za-z0-9._-]*)@(?P<host>[A-Za-z0-9][A-Za-z0-9.-]*):"
+                         r"(?P<path>(?!-)[^\s]+)$")
+GIT_STATUS_LINES = 6
+GIT_SHUTDOWN_WAIT = 1.5  # seconds a poll's redeploy may go on once the server stops (it stops within 2 s)
+WEBHOOK_GUESSES = 10  # wrong webhook ids an address may try in a burst; then one more every WEBHOOK_GUESS_REFILL s
+WEBHOOK_GUESS_REFILL = 6.0
+
+
+class GitProblem(BadRequest):
+    """A repository could not be read as asked (credentials, reference, path, server): the message says which; it
+    never holds a credential."""
+
+
+class GitCredentials(RegistryPasswords):
+    """Git passwords, tokens and deploy keys, sealed like registry passwords (registry.key, the key every server
+    sharing a database is given) with an AAD of their own."""
+
+    AAD = b"portainer.py git credential"
+
+    def __init__(self, directory: str):
+        self.directory = directory
+        self.reload()
+
+    def reload(self) -> None:
+        """At start, and after a restore: the data directory's key."""
+        super().__init__(load_or_create_secret(self.directory, "registry.key"), self.AAD)
+
+
+@dataclasses.dataclass
+class GitSource:
+    """Where a stack's files come from, and how to get them; the secrets here are plain only while a git runs."""
+
+    url: str
+    reference: str = ""  # empty: the remote's default branch (its HEAD)
+    username: str = ""
+    password: str = dataclasses.field(default="", repr=False)  # never in a repr, so never in a traceback's
+    ssh_key: str = dataclasses.field(default="", repr=False)  # a deploy key (OpenSSH) for ssh:// and user@host:path
+    tls_skip_verify: bool = False
+
+    @property
+    def ssh(self) -> bool:
+        return self.url.startswith("ssh://") or bool(GIT_SCP_URL.match(self.url))
+
+    def secrets(self) -> list[str]:
+        return [s for s in (self.password, self.ssh_key) if s]
+
+
+def git_url(text: str) -> str:
+    """A repository URL the server may fetch: https, http, or SSH; never a local path, another transport or a URL
+    holding a credential (those go in RepositoryUsername/RepositoryPassword, so they are sealed and never shown)."""
+    url = text.strip()
+    if not url or len(url) > 2000 or any(c.isspace() or ord(c) < 32 for c in url) or url.startswith("-"):
+        raise BadRequest("RepositoryURL must be a git repository URL such as https://git.example.com/team/app.git")
+    if GIT_SCP_URL.match(url):
+        return url
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("https", "http", "ssh") or not parts.hostname or parts.hostname.startswith("-"):
+        raise BadRequest(f"RepositoryURL must start with https://, http:// or ssh:// (or be user@host:path), "
+                         f"not {parts.scheme or 'a local path'}")
+    if parts.password is not None or parts.scheme != "ssh" and parts.username is not None:
+        raise BadRequest("RepositoryURL must not hold credentials",
+                         "put them in RepositoryUsername and RepositoryPassword: they are sealed and never shown")
+    return url
+
+
+def git_reference(text: str) -> str:
+    reference = text.strip()
+    if reference and not GIT_REFERENCE.match(reference):
+        raise BadRequest(f"invalid RepositoryReferenceName {reference[:100]!r}",
+                         "a branch, a tag or a full reference such as refs/heads/main")
+    return reference
+
+
+def git_relative_path(text: str, field_name: str) -> str:
+    """A path inside the repository (the compose file, an additional file)."""
+    path = text.strip()
+    normalised = os.path.normpath(path) if path else ""
+    if not path or path.startswith("/") or normalised.startswith("..") or "\x00" in path or normalised == ".":
+        raise BadRequest(f"{field_name} must be a path inside the repository, such as docker-compose.yml")
+    return normalised
+
+
+class Git:
+    """The `git` command (Debian's git), run asynchronously with a timeout, never asking a terminal. A password
+    reaches git through GIT_ASKPASS reading this process's environment, a deploy key through a 0600 file that
+    lives while the command runs; neither is in an argument, a URL or a message."""
+
+    ASKPASS = ('#!/bin/sh\n# portainer.py: answers git\'s credential prompts from its environment\n'
+               'case "$1" in\n  Username*) printf \'%s\\n\' "$PORTAINER_GIT_USERNAME" ;;\n'
+               '  *) printf \'%s\\n\' "$PORTAINER_GIT_PASSWORD" ;;\nesac\n')
+
+    def __init__(self, directory: str, ca_file: str | None = None, timeout: float = GIT_TIMEOUT):
+        self.directory = os.path.join(directory, "git")  # askpass, HOME, pinned SSH host keys
+        self.ca_file = ca_file
+        self.timeout = timeout
+
+    def prepare(self) -> None:
+        os.makedirs(os.path.join(self.directory, "home"), mode=0o700, exist_ok=True)
+        askpass = os.path.join(self.directory, "askpass.sh")
+        if not os.path.exists(askpass):
+            write_private_file(askpass, self.ASKPASS.encode())
+        os.chmod(askpass, 0o700)
+
+    @property
+    def known_hosts(self) -> str:
+        return os.path.join(self.directory, "known_hosts")
+
+    async def run(self, source: GitSource, *args: str, cwd: str | None = None) -> str:
+        executable = shutil.which("git")
+        if executable is None:
+            raise ServiceUnavailable("git is not installed on the server",
+                                     "install Debian's git package (apt-get install git)")
+        await asyncio.to_thread(self.prepare)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.path.join(self.directory, "home"),
+               "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1",
+               "GIT_ASKPASS": os.path.join(self.directory, "askpass.sh"), "GIT_ALLOW_PROTOCOL": GIT_PROTOCOLS,
+               "PORTAINER_GIT_USERNAME": source.username, "PORTAINER_GIT_PASSWORD": source.password}
+        options = ["-c", "credential.helper=", "-c", "core.askPass=" + env["GIT_ASKPASS"],
+                   "-c", "protocol.file.allow=never", "-c", "http.lowSpeedLimit=1", "-c", "http.lowSpeedTime=30"]
+        if source.tls_skip_verify:
+            options += ["-c", "http.sslVerify=false"]
+        elif self.ca_file:
+            options += ["-c", "http.sslCAInfo=" + self.ca_file]
+        key_file = None
+        try:
+            if source.ssh:
+                ssh = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new",  # pinned on first use
+                       "-o", "UserKnownHostsFile=" + self.known_hosts, "-o", "ConnectTimeout=15",
+                       "-o", "IdentitiesOnly=yes", "-F", "/dev/null"]
+                if source.ssh_key:
+                    key_file = os.path.join(self.directory, f"key-{secrets.token_hex(8)}")
+                    key = source.ssh_key.replace("\r\n", "\n").strip() + "\n"
+                    await asyncio.to_thread(write_private_file, key_file, key.encode())
+                    ssh += ["-i", key_file]
+                env["GIT_SSH_COMMAND"] = " ".join(shlex.quote(part) for part in ssh)
+            process = await asyncio.create_subprocess_exec(
+                executable, *options, *args, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
+            try:
+                out, err = await asyncio.wait_for(process.communicate(), self.timeout)
+            except asyncio.TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                await process.wait()
+                raise GitProblem(f"the git server for {source.url} did not answer within {self.timeout:.0f} s") \
+                    from None
+            except asyncio.CancelledError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                raise
+        finally:
+            if key_file:
+                with contextlib.suppress(OSError):
+                    os.unlink(key_file)
+        if process.returncode != 0:
+            raise git_failure(source, err.decode("utf-8", "replace"))
+        return out.decode("utf-8", "replace")
+
+    async def remote_commit(self, source: GitSource) -> str:
+        """The commit the reference names on the remote now (`git ls-remote`: nothing is downloaded)."""
+        reference = source.reference or "HEAD"
+        out = await self.run(source, "ls-remote", source.url, reference)
+        refs = {}
+        for line in out.splitlines():
+            commit, _, name = line.partition("\t")
+            if re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", commit):
+                refs[name] = commit
+        candidates = [reference] if reference.startswith("refs/") or reference == "HEAD" else \
+            [f"refs/heads/{reference}", f"refs/tags/{reference}^{{}}", f"refs/tags/{reference}"]
+        for name in candidates:
+            if name in refs:
+                return refs[name]
+        raise GitProblem(f"reference {reference!r} not found in {source.url}",
+                         "name a branch, a tag or a full reference such as refs/heads/main")
+
+    async def fetch(self, source: GitSource, destination: str) -> str:
+        """A shallow checkout of the one reference into destination (an empty directory; no .git kept); its
+        commit."""
+        await self.run(source, "init", "-q", destination)
+        await self.run(source, "fetch", "-q", "--depth", "1", "--no-tags", "--no-recurse-submodules", source.url,
+                       source.reference or "HEAD", cwd=destination)
+        await self.run(source, "-c", "advice.detachedHead=false", "checkout", "-q", "--detach", "FETCH_HEAD",
+                       cwd=destination)
+        commit = (await self.run(source, "rev-parse", "FETCH_HEAD^{commit}", cwd=destination)).strip()
+        await asyncio.to_thread(shutil.rmtree, os.path.join(destination, ".git"))
+        await asyncio.to_thread(refuse_escaping_links, destination)
+        return commit
+
+
+def git_failure(source: GitSource, stderr: str) -> GitProblem:
+    """What git's complaint means for the user, with the credentials taken out of what it said."""
+    text = stderr
+    for secret in source.secrets():
+        text = text.replace(secret, "***")
+    text = re.sub(r"(://)[^/@\s]+@", r"\1", text)  # userinfo in any URL git echoes
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    detail = "\n".join(lines[-GIT_STATUS_LINES:])
+    lower = text.lower()
+    url = source.url
+    if any(s in lower for s in ("authentication failed", "could not read username", "could not read password",
+                                "terminal prompts disabled", "access denied", "http basic", "error: 401",
+                                "returned error: 403")):
+        return GitProblem(f"the git server refused the credentials for {url}",
+                          "check RepositoryUsername and RepositoryPassword (or the token)")
+    if "permission denied (publickey" in lower:
+        return GitProblem(f"the git server refused the deploy key for {url}",
+                          "add the key's public half to the repository's deploy keys")
+    if "host key verification failed" in lower or "remote host identification has changed" in lower:
+        return GitProblem(f"the SSH host key of the git server for {url} is not the one seen first",
+                          "if the server's key really changed, an administrator removes its line from "
+                          "<data>/git/known_hosts")
+    if "couldn't find remote ref" in lower or "not our ref" in lower or "unknown revision" in lower:
+        return GitProblem(f"reference {source.reference or 'HEAD'!r} not found in {url}", detail)
+    if "certificate" in lower or "ssl" in lower and "verif" in lower:
+        return GitProblem(f"the certificate of the git server for {url} is not trusted",
+                          "give its CA with --git-ca-file, or set TLSSkipVerify")
+    if any(s in lower for s in ("could not resolve", "connection refused", "failed to connect", "timed out",
+                                "no route to host", "network is unreachable", "couldn't connect",
+                                "connection reset", "could not read from remote")):
+        return GitProblem(f"the git server for {url} could not be reached", detail)
+    if "not found" in lower or "does not appear to be a git repository" in lower or "repository" in lower:
+        return GitProblem(f"no git repository at {url}", detail)
+    return GitProblem(f"git could not read {url}", detail)
+
+
+def refuse_escaping_links(root: str) -> None:
+    """A symbolic link in a checkout must stay inside it: a bind mount or file secret follows it on the host."""
+    base = os.path.realpath(root)
+    for directory, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(directory, name)
+            if os.path.islink(path):
+                target = os.path.realpath(path)
+                if target != base and not target.startswith(base + os.sep):
+                    raise GitProblem(f"the repository's {os.path.relpath(path, root)!r} is a symbolic link to "
+                                     f"outside the repository")
+
+
+async def fetch_checkout(app: web.Application, source: GitSource, config_path: str,
+                         additional_files: list[str]) -> tuple[StagedProject, str, str]:
+    """Fetch a reference into a staging directory beside the stacks' projects, as a project upload is: (the
+    project, its commit, its compose file's text). A missing compose file or additional file is a 400; nothing is
+    left behind on failure."""
+    path = await asyncio.to_thread(app[STACKS].new_staging)
+    try:
+        commit = await app[GIT].fetch(source, path)
+        for relative, name in [(config_path, "ComposeFile"), *((f, "AdditionalFiles") for f in additional_files)]:
+            full = os.path.realpath(os.path.join(path, relative))
+            if not full.startswith(os.path.realpath(path) + os.sep) or not os.path.isfile(full):
+                raise GitProblem(f"{relative!r} ({name}) is not a file in {source.url} at "
+                                 f"{source.reference or 'HEAD'} (commit {commit[:12]})")
+        content = await asyncio.to_thread(read_text_file, os.path.join(path, config_path))
+        if additional_files:
+            content = await asyncio.to_thread(merge_compose_files, path, config_path, additional_files)
+        return StagedProject(path, config_path), commit, content
+    except BaseException:
+        await asyncio.to_thread(shutil.rmtree, path, True)
+        raise
+
+
+def plain_yaml(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): plain_yaml(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain_yaml(v) for v in value]
+    return value
+
+
+def merge_yaml(base: Any, override: Any) -> Any:
+    """An override file over a compose file: mappings merged key by key, anything else replaced."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        merged = dict(base)
+        for key, value in override.items():
+            merged[key] = merge_yaml(base[key], value) if key in base else value
+        return merged
+    return override
+
+
+def merge_compose_files(root: str, config_path: str, additional_files: list[str]) -> str:
+    """The compose file with the AdditionalFiles merged over it in order (as `docker compose -f a -f b` merges
+    mappings), written back in its place so that the stack's file is what runs."""
+    path = os.path.join(root, config_path)
+    merged = plain_yaml(load_yaml(read_text_file(path), config_path))
+    for relative in additional_files:
+        override = load_yaml(read_text_file(os.path.join(root, relative)), relative)
+        if not isinstance(override, dict):
+            raise BadRequest(f"{relative}: an additional file is a mapping, as a compose file is")
+        merged = merge_yaml(merged, plain_yaml(override))
+    text = yaml.safe_dump(merged, sort_keys=False, default_flow_style=False)
+    write_stack_file(path, text.encode())
+    return text
+
+
+def read_text_file(path: str, limit: int = MAX_JSON_BODY) -> str:
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise BadRequest(f"{os.path.basename(path)} is larger than {limit} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest(f"{os.path.basename(path)} is not UTF-8 text") from None
+
+
+def parse_go_duration(text: str, field_name: str) -> float:
+    """A Go duration ("5m", "1h30m", "90s") in seconds."""
+    value = text.strip()
+    parts = DURATION_PART.findall(value)
+    if not value or "".join(number + unit for number, unit in parts) != value:
+        raise BadRequest(f"{field_name} must be a duration such as 5m, 1h or 90s")
+    scale = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+    return sum(float(number) * scale[unit] for number, unit in parts)
+
+
+GIT_AUTO_UPDATE = {"Interval": str, "Webhook": (str, bool), "ForceUpdate": bool, "ForcePullImage": bool,
+                   "WebhookEnv": bool}
+GIT_SOURCE_FIELDS = {"RepositoryReferenceName": str, "RepositoryAuthentication": bool, "RepositoryUsername": str,
+                     "RepositoryPassword": str, "RepositorySSHKey": str, "TLSSkipVerify": bool}
+GIT_STACK_CREATE_FIELDS = {"Name": str, "RepositoryURL": str, "ComposeFile": str, "AdditionalFiles": [str],
+                           "Env": STACK_ENV, "AutoUpdate": GIT_AUTO_UPDATE, "FromAppTemplate": bool,
+                           **GIT_SOURCE_FIELDS}
+SWARM_GIT_STACK_CREATE_FIELDS = {**GIT_STACK_CREATE_FIELDS, "SwarmID": str}
+GIT_STACK_UPDATE_FIELDS = {"AutoUpdate": GIT_AUTO_UPDATE, "Env": STACK_ENV, "Prune": bool, **GIT_SOURCE_FIELDS}
+GIT_STACK_REDEPLOY_FIELDS = {"Env": STACK_ENV, "Prune": bool, "PullImage": bool, "StackName": str,
+                             **GIT_SOURCE_FIELDS}
+
+
+def git_auto_update(app: web.Application, body: dict, previous: dict | None) -> dict | None:
+    """Portainer's AutoUpdate {Interval, Webhook, ForceUpdate, ForcePullImage}, checked. The webhook id is always
+    made here (a random UUID), whatever the client sent: a chosen id could be guessed. WebhookEnv (portainer.py's
+    own) lets a webhook call's query parameters set the values of the stack's existing variables."""
+    raw = body.get("AutoUpdate")
+    if raw is None:
+        return None
+    interval = (raw.get("Interval") or "").strip()
+    if interval:
+        seconds = parse_go_duration(interval, "AutoUpdate.Interval")
+        minimum = app[CONFIG].git_poll_minimum
+        if seconds < minimum:
+            raise BadRequest(f"AutoUpdate.Interval must be at least {minimum:g} s",
+                             "the server's --git-poll-minimum sets the shortest interval")
+    webhook = raw.get("Webhook")
+    keep = (previous or {}).get("Webhook", "")
+    return {"Interval": interval, "Webhook": (keep or str(uuid.uuid4())) if webhook else "",
+            "ForceUpdate": bool(raw.get("ForceUpdate")), "ForcePullImage": bool(raw.get("ForcePullImage")),
+            "WebhookEnv": bool(raw.get("WebhookEnv")), "JobID": str(uuid.uuid4()) if interval else ""}
+
+
+def git_source_from_body(app: web.Application, body: dict, url: str, stack: dict | None = None) -> GitSource:
+    """Where to fetch from: the body's reference and credentials, else the stack's (unsealed for this fetch)."""
+    config = (stack or {}).get("GitConfig") or {}
+    reference = git_reference(body["RepositoryReferenceName"]) if "RepositoryReferenceName" in body \
+        else config.get("ReferenceName", "")
+    source = GitSource(url, reference, tls_skip_verify=body.get("TLSSkipVerify", config.get("TLSSkipVerify", False)))
+    authentication = body.get("RepositoryAuthentication")
+    if authentication is None and stack is not None:  # unchanged: the stack's own credentials
+        source.username = (config.get("Authentication") or {}).get("Username", "")
+        source.password = git_secret(app, stack, "_GitPassword")
+        source.ssh_key = git_secret(app, stack, "_GitSSHKey")
+    elif authentication:
+        source.username = (body.get("RepositoryUsername") or "").strip()
+        source.password = body.get("RepositoryPassword") or ""
+        if not source.password and stack is not None:
+            source.password = git_secret(app, stack, "_GitPassword")
+    if body.get("RepositorySSHKey"):
+        source.ssh_key = body["RepositorySSHKey"]
+    elif stack is not None and authentication is not None:
+        source.ssh_key = git_secret(app, stack, "_GitSSHKey")
+    if source.ssh_key and not source.ssh:
+        raise BadRequest("RepositorySSHKey is for ssh:// and user@host:path URLs")
+    if source.ssh_key and "PRIVATE KEY" not in source.ssh_key:
+        raise BadRequest("RepositorySSHKey must be an OpenSSH private key (-----BEGIN OPENSSH PRIVATE KEY-----)")
+    if authentication and not source.ssh and (not source.username or not source.password):
+        raise BadRequest("RepositoryUsername and RepositoryPassword are required when RepositoryAuthentication "
+                         "is on")
+    return source
+
+
+def git_secret(app: web.Application, stack: dict, key: str) -> str:
+    from cryptography.exceptions import InvalidTag
+    try:
+        return app[GIT_CREDENTIALS].open(stack.get(key, ""))
+    except (InvalidTag, ValueError, IndexError):
+        raise Conflict(f"the git credentials of {stack.get('Name') or stack.get('Title')!r} cannot be unsealed",
+                       "the data directory's sealing key (registry.key) changed; enter them again") from None
+
+
+def git_stack_fields(app: web.Application, source: GitSource, config_path: str, commit: str,
+                     auto_update: dict | None, caller: Caller, additional_files: list[str]) -> dict:
+    """What a stack record keeps of its repository: Portainer's GitConfig (never a password), AutoUpdate, and the
+    sealed credentials and deploying user under `_` keys (never shown)."""
+    sealer = app[GIT_CREDENTIALS]
+    return {
+        "GitConfig": {"URL": source.url, "ReferenceName": source.reference, "ConfigFilePath": config_path,
+                      "ConfigHash": commit, "TLSSkipVerify": source.tls_skip_verify,
+                      "Authentication": {"Username": source.username, "Password": "", "GitCredentialID": 0,
+                                         "AuthorizationType": 0} if source.username or source.ssh_key else None},
+        "AutoUpdate": auto_update, "AdditionalFiles": additional_files,
+        "GitCheck": {"Time": now(), "Commit": commit, "Outcome": "deployed", "Message": ""},
+        "_GitPassword": sealer.seal(source.password) if source.password else "",
+        "_GitSSHKey": sealer.seal(source.ssh_key) if source.ssh_key else "",
+        "_GitUserId": caller.id}
+
+
+async def create_git_stack(request: web.Request, stack_type: int) -> web.Response:
+    """Fetch the repository's reference, then deploy the checkout as the stack's project directory through the
+    same create_stack every other create route uses."""
+    fields = SWARM_GIT_STACK_CREATE_FIELDS if stack_type == STACK_SWARM else GIT_STACK_CREATE_FIELDS
+    body = await read_documented_fields(request, fields)
+    stack_endpoint(request)  # refused before anything is fetched for a caller who may not deploy here
+    app = request.app
+    url = git_url(field(body, "RepositoryURL", str))
+    config_path = git_relative_path(body.get("ComposeFile") or GIT_DEFAULT_COMPOSE_PATH, "ComposeFile")
+    additional = [git_relative_path(f, "AdditionalFiles") for f in body.get("AdditionalFiles", [])]
+    source = git_source_from_body(app, body, url)
+    auto_update = git_auto_update(app, body, None)
+    project, commit, content = await fetch_checkout(app, source, config_path, additional)
+    record = git_stack_fields(app, source, config_path, commit, auto_update, caller_of(request), additional)
+    stack = await create_stack(request, stack_type, {**body, "StackFileContent": content}, upload=project,
+                               from_template=bool(body.get("FromAppTemplate")), record=record)
+    app[GIT_UPDATES].schedule(stack)
+    return json_response(stack_view(request, stack))
+
+
+async def handle_stack_create_standalone_repository(request: web.Request) -> web.Response:
+    """Deploy a compose stack from a git repository: {Name, RepositoryURL, RepositoryReferenceName, ComposeFile,
+    RepositoryAuthentication, RepositoryUsername, RepositoryPassword, Env, AutoUpdate, TLSSkipVerify}."""
+    return await create_git_stack(request, STACK_COMPOSE)
+
+
+async def handle_stack_create_swarm_repository(request: web.Request) -> web.Response:
+    """Deploy a Swarm stack from a git repository (the standalone fields and SwarmID)."""
+    return await create_git_stack(request, STACK_SWARM)
+
+
+class StackActor:
+    """What the stack checks read of a request, for a redeploy nobody waits on (webhook, poll): the app, and the
+    user the stack deploys as, so the new files are vetted exactly as that user's own request would be."""
+
+    def __init__(self, app: web.Application, caller: Caller):
+        self.app = app
+        self.headers: dict[str, str] = {}
+        self.caller = caller
+
+    def __getitem__(self, key):
+        if key is CALLER_KEY:
+            return self.caller
+        raise KeyError(key)
+
+    def get(self, key, default=None):
+        return self.caller if key is CALLER_KEY else default
+
+
+def git_actor(app: web.Application, stack: dict) -> StackActor:
+    """The user whose rights a background redeploy has: who made the stack or last changed its git settings."""
+    user = app[STORE].users.find(stack.get("_GitUserId", 0))
+    if user is None:
+        raise Forbidden(f"stack {stack['Name']} deploys as a user who no longer exists",
+                        "an administrator saves its git settings again (POST /api/stacks/{id}/git)")
+    return StackActor(app, Caller(user, "git"))
+
+
+async def redeploy_git_stack(actor: web.Request | StackActor, stack: dict, source: GitSource | None = None,
+                             env: list[dict] | None = None, pull: bool = False, prune: bool = False,
+                             fetch: bool = True) -> str:
+    """Fetch the stack's reference (or keep its files when fetch is False) and redeploy it through the same
+    redeploy_stack an update uses: the checkout is staged, vetted, swapped in whole, and the previous project comes
+    back if anything fails, so the running stack stays as it was. The commit deployed."""
+    app = actor.app
+    stacks: Stacks = app[STACKS]
+    endpoint = app[STORE].endpoints.get(stack["EndpointId"])
+    require_stack_management(actor, endpoint)
+    if not can_access_stack(app[STORE], actor[CALLER_KEY], stack):
+        raise Forbidden(f"access denied to stack {stack['Id']}")
+    config = stack["GitConfig"]
+    source = source or git_source_from_body(app, {}, config["URL"], stack)
+    body: dict = {"PullImage": pull, "Prune": prune, "Rebuild": fetch and stack["Type"] == STACK_COMPOSE,
+                  **({"Env": env} if env is not None else {})}
+    project, commit = None, config["ConfigHash"]
+    started = time.monotonic()
+    if fetch:
+        project, commit, body["StackFileContent"] = await fetch_checkout(app, source, config["ConfigFilePath"],
+                                                                         stack["AdditionalFiles"])
+    else:
+        body["StackFileContent"] = await asyncio.to_thread(stacks.read_file, stack)
+    fetched = time.monotonic()
+    try:
+        await redeploy_stack(actor, stack, endpoint, body, project)
+    finally:
+        if project is not None:
+            await asyncio.to_thread(project.discard)
+    log.info("stack %s: commit %s fetched in %.2f s, deployed in %.2f s", stack["Name"], commit[:12],
+             fetched - started, time.monotonic() - fetched)
+    config.update({"ConfigHash": commit, "ReferenceName": source.reference, "TLSSkipVerify": source.tls_skip_verify})
+    stack["GitCheck"] = {"Time": now(), "Commit": commit, "Outcome": "deployed", "Message": ""}
+    await app[STORE].commit()
+    return commit
+
+
+def git_stack_for_caller(request: web.Request) -> tuple[dict, dict]:
+    stack, endpoint = managed_stack(request)
+    if not stack.get("GitConfig"):
+        raise BadRequest(f"stack {stack['Id']} is not deployed from a git repository")
+    return stack, endpoint
+
+
+def remember_git_source(app: web.Application, stack: dict, source: GitSource, caller: Caller) -> None:
+    """Keep the reference and credentials a successful fetch used (sealed), and who the stack now deploys as."""
+    sealer = app[GIT_CREDENTIALS]
+    config = stack["GitConfig"]
+    config["ReferenceName"], config["TLSSkipVerify"] = source.reference, source.tls_skip_verify
+    config["Authentication"] = {"Username": source.username, "Password": "", "GitCredentialID": 0,
+                                "AuthorizationType": 0} if source.username or source.ssh_key else None
+    stack["_GitPassword"] = sealer.seal(source.password) if source.password else ""
+    stack["_GitSSHKey"] = sealer.seal(source.ssh_key) if source.ssh_key else ""
+    stack["_GitUserId"] = caller.id
+
+
+async def handle_stack_git_update(request: web.Request) -> web.Response:
+    """Change a git stack's reference, credentials, auto-update and env (POST /api/stacks/{id}/git): the new
+    settings are tried with `git ls-remote` before they are kept; nothing is redeployed."""
+    stack, _ = git_stack_for_caller(request)
+    body = await read_documented_fields(request, GIT_STACK_UPDATE_FIELDS)
+    app, caller = request.app, caller_of(request)
+    source = git_source_from_body(app, body, stack["GitConfig"]["URL"], stack)
+    await app[GIT].remote_commit(source)
+    auto_update = git_auto_update(app, body, stack.get("AutoUpdate")) if "AutoUpdate" in body \
+        else stack.get("AutoUpdate")
+    remember_git_source(app, stack, source, caller)
+    stack["AutoUpdate"] = auto_update
+    if "Env" in body:
+        stack["Env"] = stack_env(body)
+    stack.update({"UpdateDate": now(), "UpdatedBy": caller.user["Username"]})
+    await app[STORE].commit()
+    app[GIT_UPDATES].schedule(stack)
+    return json_response(stack_view(request, stack))
+
+
+async def handle_stack_git_redeploy(request: web.Request) -> web.Response:
+    """Pull and redeploy (PUT /api/stacks/{id}/git/redeploy {RepositoryReferenceName, RepositoryAuthentication,
+    RepositoryUsername, RepositoryPassword, Env, Prune, PullImage}): fetch the reference, deploy it."""
+    stack, _ = git_stack_for_caller(request)
+    body = await read_documented_fields(request, GIT_STACK_REDEPLOY_FIELDS)
+    app = request.app
+    source = git_source_from_body(app, body, stack["GitConfig"]["URL"], stack)
+    env = stack_env(body) if "Env" in body else None
+    await redeploy_git_stack(request, stack, source, env, pull=bool(body.get("PullImage")),
+                             prune=bool(body.get("Prune")))
+    remember_git_source(app, stack, source, caller_of(request))
+    await app[STORE].commit()
+    return json_response(stack_view(request, stack))
+
+
+async def fetch_compose_text(app: web.Application, source: GitSource, config_path: str) -> tuple[str, str]:
+    """Only the compose file of a reference (a template keeps no other file): (its text, the commit)."""
+    project, commit, content = await fetch_checkout(app, source, config_path, [])
+    await asyncio.to_thread(project.discard)
+    return content, commit
+
+
+def install_edge_project(project: StagedProject, project_dir: str) -> None:
+    """A checkout becomes an edge stack's directory whole (each environment gets it as it deploys)."""
+    previous = f"{project_dir}.previous-{secrets.token_hex(4)}"
+    if os.path.lexists(project_dir):
+        os.replace(project_dir, previous)
+    os.makedirs(os.path.dirname(project_dir), mode=0o700, exist_ok=True)
+    os.replace(project.directory, project_dir)
+    project.directory = ""
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def git_source_fields(app: web.Application, source: GitSource, config_path: str, commit: str) -> dict:
+    """What a custom template or an edge stack keeps of its repository: GitConfig and sealed credentials."""
+    fields = git_stack_fields(app, source, config_path, commit, None, Caller({"Id": 0}, "git"), [])
+    return {"GitConfig": fields["GitConfig"], "_GitPassword": fields["_GitPassword"],
+            "_GitSSHKey": fields["_GitSSHKey"]}
+
+
+EDGE_STACK_GIT_FIELDS = {"Name": str, "RepositoryURL": str, "FilePathInRepository": str, "EdgeGroups": [int],
+                         "DeploymentType": int, **GIT_SOURCE_FIELDS}
+
+
+async def handle_edge_stack_create_repository(request: web.Request) -> web.Response:
+    """Deploy a compose file from a git repository to every environment of some edge groups: {Name, RepositoryURL,
+    RepositoryReferenceName, FilePathInRepository, EdgeGroups, RepositoryAuthentication, ...} (administrators)."""
+    require_admin(request)
+    body = await read_documented_fields(request, EDGE_STACK_GIT_FIELDS)
+    app = request.app
+    url = git_url(field(body, "RepositoryURL", str))
+    config_path = git_relative_path(body.get("FilePathInRepository") or GIT_DEFAULT_COMPOSE_PATH,
+                                    "FilePathInRepository")
+    source = git_source_from_body(app, body, url)
+    project, commit, content = await fetch_checkout(app, source, config_path, [])
+    record = git_source_fields(app, source, config_path, commit)
+    try:
+        return json_response(await create_edge_stack(request, {**body, "StackFileContent": content}, record,
+                                                     project))
+    finally:
+        await asyncio.to_thread(project.discard)
+
+
+async def handle_edge_stack_git_redeploy(request: web.Request) -> web.Response:
+    """Fetch an edge stack's repository again and send the file to every environment of its groups, as a new
+    version (administrators)."""
+    edge_stack = edge_stack_for_admin(request)
+    config = edge_stack.get("GitConfig")
+    if not config:
+        raise BadRequest(f"edge stack {edge_stack['Id']} is not from a git repository")
+    app = request.app
+    body = await read_documented_fields(request, GIT_SOURCE_FIELDS)
+    source = git_source_from_body(app, body, config["URL"], edge_stack)
+    project, commit, content = await fetch_checkout(app, source, config["ConfigFilePath"], [])
+    edge: EdgeStacks = app[EDGE_STACKS]
+    project_dir = edge.project_dir(edge_stack["Id"])
+    try:
+        ComposeFile(content, {}, edge_stack["Name"], project_dir, source_dir=project.directory,
+                    file_name=config["ConfigFilePath"])
+        for key in list(edge_stack["Status"]):  # no deploy reads the directory while it is swapped
+            edge.stop_deploying(edge_stack, int(key))
+        await asyncio.to_thread(install_edge_project, project, project_dir)
+    finally:
+        await asyncio.to_thread(project.discard)
+    edge_stack.update({"EntryPoint": config["ConfigFilePath"], "Version": edge_stack.get("Version", 1) + 1,
+                       **git_source_fields(app, source, config["ConfigFilePath"], commit)})
+    for key in list(edge_stack["Status"]):
+        edge.set_status(edge_stack, int(key), EDGE_PENDING)
+    await app[STORE].commit()
+    edge.schedule(edge_stack)
+    return json_response(Collection.public_view(edge_stack))
+
+
+class WebhookGuesses:
+    """Wrong webhook ids per client address: a burst, then one more every few seconds, then a clear 429."""
+
+    MAX_ADDRESSES = 10000
+
+    def __init__(self, burst: int = WEBHOOK_GUESSES, refill: float = WEBHOOK_GUESS_REFILL):
+        self.burst, self.refill = burst, refill
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def _tokens(self, address: str) -> float:
+        tokens, stamp = self._buckets.get(address, (self.burst, time.monotonic()))
+        return min(self.burst, tokens + (time.monotonic() - stamp) / self.refill)
+
+    def check(self, address: str) -> None:
+        if self._tokens(address) < 1:
+            error = TooManyRequests(f"too many unknown webhook ids from {address}; try again in "
+                                    f"{int(self.refill) + 1} s")
+            error.retry_after = int(self.refill) + 1
+            raise error
+
+    def missed(self, address: str) -> None:
+        self._buckets[address] = (self._tokens(address) - 1, time.monotonic())
+        while len(self._buckets) > self.MAX_ADDRESSES:
+            self._buckets.pop(next(iter(self._buckets)))
+
+
+@public
+async def handle_stack_webhook(request: web.Request) -> web.Response:
+    """Fetch and redeploy the stack whose webhook this is (POST /api/stacks/webhooks/{webhookID}); ?pullImage=true
+    pulls images again. The id is the only credential; a wrong one is a 404, and many are a 429."""
+    app, address = request.app, client_address(request)
+    app[WEBHOOK_GUESSES].check(address)
+    token = request.match_info["webhook"]
+    stack = None
+    for candidate in app[STORE].stacks:
+        hook = (candidate.get("AutoUpdate") or {}).get("Webhook") or ""
+        if hook and hmac.compare_digest(hook.encode(), token.encode()):
+            stack = candidate
+    if stack is None or not stack.get("GitConfig"):
+        app[WEBHOOK_GUESSES].missed(address)
+        raise NotFound("Unable to find a stack with this webhook")
+    env = None
+    extra = {k: v for k, v in request.query.items() if k != "pullImage"}
+    if extra:
+        if not stack["AutoUpdate"].get("WebhookEnv"):
+            raise BadRequest("this stack's webhook takes no variables", "its AutoUpdate.WebhookEnv is off")
+        known = {e["name"] for e in stack["Env"]}
+        unknown = sorted(set(extra) - known)
+        if unknown:
+            raise BadRequest(f"the stack has no variable {unknown[0][:64]!r}",
+                             "a webhook sets only variables the stack already has")
+        env = [{"name": e["name"], "value": extra.get(e["name"], e["value"])} for e in stack["Env"]]
+    pull = request.query.get("pullImage", "").lower() in ("1", "true") or stack["AutoUpdate"].get("ForcePullImage")
+    await git_update(app, stack, "webhook", env=env, pull=bool(pull), force=True)
+    return web.Response(status=204)
+
+
+async def git_update(app: web.Application, stack: dict, trigger: str, env: list[dict] | None = None,
+                     pull: bool = False, force: bool = False) -> str:
+    """One check of a git stack (by webhook or poll): redeploy when the remote commit changed, when forced (a
+    webhook), or when ForceUpdate is on and the containers drifted from the file. The outcome goes to the stack's
+    GitCheck and the activity log; a failure leaves the running stack as it was, and is raised."""
+    auto = stack.get("AutoUpdate") or {}
+    outcome, message, commit, status = "unchanged", "", stack["GitConfig"]["ConfigHash"], 200
+    try:
+        actor = git_actor(app, stack)
+        source = git_source_from_body(app, {}, stack["GitConfig"]["URL"], stack)
+        if force or await app[GIT].remote_commit(source) != commit:
+            commit = await redeploy_git_stack(actor, stack, source, env, pull=pull or auto.get("ForcePullImage"))
+            outcome = "deployed"
+        elif auto.get("ForceUpdate") and await git_stack_drifted(actor, stack):
+            await redeploy_git_stack(actor, stack, source, pull=pull, fetch=False)
+            outcome, message = "deployed", "the containers had drifted from the file"
+    except ApiError as exc:
+        outcome, message, status = "failed", exc.message, exc.status
+        raise
+    finally:
+        if app[STORE].stacks.find(stack["Id"]) is stack:
+            stack["GitCheck"] = {"Time": now(), "Commit": commit, "Outcome": outcome, "Message": message,
+                                 "Trigger": trigger}
+            if outcome != "unchanged":
+                app[ACTIVITY].record({
+                    "kind": "activity", "userId": None, "username": f"git {trigger}",
+                    "endpointId": stack["EndpointId"], "context": stack["Name"], "method": trigger.upper(),
+                    "path": f"/api/stacks/{stack['Id']}/git/redeploy",
+                    "action": f"{trigger}: stack {stack['Name']} {outcome} {commit[:12]} {message}".strip(),
+                    "query": "", "status": status, "origin": "portainer.py"})
+                with contextlib.suppress(ApiError):  # an unchanged check waits for the next write
+                    await app[STORE].commit()
+    return commit
+
+
+async def git_stack_drifted(actor: StackActor, stack: dict) -> bool:
+    """Whether a compose stack's containers no longer match its file (removed, stopped, changed by hand)."""
+    if stack["Type"] != STACK_COMPOSE:
+        return False
+    content = await asyncio.to_thread(actor.app[STACKS].read_file, stack)
+    endpoint = actor.app[STORE].endpoints.get(stack["EndpointId"])
+    deployment = await project_deployment(actor, stack["Type"], endpoint, stack["Name"], content, stack["Env"],
+                                          stack["Id"], entry_point=stack["EntryPoint"])
+    containers = await deployment.project_containers()
+    for name, service in deployment.compose.services.items():
+        if service.get("build") is not None:  # part of the hash `up` gave its containers
+            service["image_id"] = await deployment.image_id(service["image"])
+        mine = [c for c in containers if c["Labels"].get(LABEL_SERVICE) == name]
+        if len(mine) != service["replicas"] or any(
+                c["Labels"].get(LABEL_HASH) != deployment.compose.config_hash(name) or c["State"] != "running"
+                for c in mine):
+            return True
+    return False
+
+
+class GitUpdates:
+    """Polls each git stack with an AutoUpdate.Interval: one check at a time per stack, each interval jittered by
+    up to a tenth so that stacks made together do not all ask their servers at the same moment."""
+
+    TICK = 0.5
+
+    def __init__(self, app: web.Application):
+        self.app = app
+        self.due: dict[int, float] = {}
+        self.running: dict[int, asyncio.Task] = {}
+
+    @staticmethod
+    def interval(stack: dict) -> float:
+        raw = (stack.get("AutoUpdate") or {}).get("Interval") or ""
+        try:
+            return parse_go_duration(raw, "Interval") if raw and stack.get("GitConfig") else 0.0
+        except BadRequest:
+            return 0.0
+
+    def schedule(self, stack: dict, first: bool = False) -> None:
+        seconds = self.interval(stack)
+        if seconds <= 0:
+            self.due.pop(stack["Id"], None)
+            return
+        delay = random.uniform(0, seconds) if first else seconds * random.uniform(0.9, 1.1)
+        self.due[stack["Id"]] = time.monotonic() + delay
+
+    def schedule_all(self) -> None:
+        """At start, and after a restore: every git stack with an interval, at a random point of its first one."""
+        self.due.clear()
+        for stack in self.app[STORE].stacks:
+            self.schedule(stack, first=True)
+
+    async def run(self) -> None:
+        self.schedule_all()
+        while True:
+            await asyncio.sleep(self.TICK)
+            moment = time.monotonic()
+            for stack_id, when in list(self.due.items()):
+                if when > moment or stack_id in self.running:
+                    continue
+                stack = self.app[STORE].stacks.find(stack_id)
+                if stack is None or self.interval(stack) <= 0:
+                    self.due.pop(stack_id, None)
+                    continue
+                self.schedule(stack)
+                task = self.running[stack_id] = asyncio.ensure_future(self.poll(stack))
+                task.add_done_callback(lambda _, stack_id=stack_id: self.running.pop(stack_id, None))
+
+    async def poll(self, stack: dict) -> None:
+        try:
+            await git_update(self.app, stack, "poll")
+        except ApiError as exc:
+            log.info("auto-update of stack %s: %s", stack["Name"], exc.message)
+        except (OSError, aiohttp.ClientError) as exc:
+            log.warning("auto-update of stack %s failed: %s", stack["Name"], exc)
+        except Exception:  # a background task: what went wrong is logged, and the next poll comes
+            log.exception("auto-update of stack %s failed", stack["Name"])
+
+    async def stop(self) -> None:
+        """At shutdown: a redeploy under way may finish (a cut one would leave the stack half deployed), for a while."""
+        running = list(self.running.values())
+        if running:
+            await asyncio.wait(running, timeout=GIT_SHUTDOWN_WAIT)
+        for task in running:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def git_updates_lifecycle(app: web.Application):
+    """The git stacks' polling runs for the server's lifetime, on the one server that leads (webhooks and manual
+    redeploys are answered by any)."""
+    task = asyncio.ensure_future(app[LEADERSHIP].while_leading(lambda _: app[GIT_UPDATES].run(), app))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await app[GIT_UPDATES].stop()
 
 
 # ================================================================================================================
@@ -11750,7 +12607,8 @@ class EdgeStacks:
                                                   "Time": now()}
 
     def read_file(self, edge_stack: dict) -> str:
-        with open(os.path.join(self.project_dir(edge_stack["Id"]), COMPOSE_FILE), encoding="utf-8") as f:
+        entry_point = edge_stack.get("EntryPoint") or COMPOSE_FILE  # where its repository has it, for one from git
+        with open(os.path.join(self.project_dir(edge_stack["Id"]), entry_point), encoding="utf-8") as f:
             return f.read()
 
     async def deploy(self, edge_stack: dict, endpoint_id: int) -> None:
@@ -11769,10 +12627,12 @@ class EdgeStacks:
             # its files go where the environment's engine reads them, as a stack's do
             local = self.project_dir(edge_stack["Id"])
             compose = ComposeFile(content, {}, edge_stack["Name"],
-                                  await connector.project_directory(edge_stack["Name"], local), source_dir=local)
+                                  await connector.project_directory(edge_stack["Name"], local), source_dir=local,
+                                  file_name=edge_stack.get("EntryPoint") or COMPOSE_FILE)
             await asyncio.to_thread(Stacks.add_generated_files, local, compose)
             await connector.store_project(edge_stack["Name"], local)
-            await ComposeDeployment(connector, compose).up()
+            # a version from git may change what is built: built again, as a git stack's redeploy is
+            await ComposeDeployment(connector, compose).up(rebuild=bool(edge_stack.get("GitConfig")))
         except (BadGateway, GatewayTimeout, ServiceUnavailable) as exc:
             self.set_status(edge_stack, endpoint_id, EDGE_PENDING, f"environment offline, will retry: {exc.message}")
         except ApiError as exc:
@@ -11819,7 +12679,14 @@ async def handle_edge_stack_create(request: web.Request) -> web.Response:
     """Deploy a compose file to every environment of some edge groups: {Name, StackFileContent, EdgeGroups,
     DeploymentType 0}."""
     require_admin(request)
-    body = await read_documented_fields(request, EDGE_STACK_CREATE_FIELDS)
+    return json_response(await create_edge_stack(request, await read_documented_fields(request,
+                                                                                        EDGE_STACK_CREATE_FIELDS)))
+
+
+async def create_edge_stack(request: web.Request, body: dict, record: dict | None = None,
+                            project: StagedProject | None = None) -> dict:
+    """Check an edge stack's file and groups, keep it, and send it to every environment of its groups; `record`
+    holds what it keeps besides and `project` its files (an edge stack from git: its GitConfig, its checkout)."""
     store = request.app[STORE]
     edge: EdgeStacks = request.app[EDGE_STACKS]
     name = field(body, "Name", str).strip()
@@ -11836,29 +12703,34 @@ async def handle_edge_stack_create(request: web.Request) -> web.Response:
     content = stack_content(body)
     edge_stack_id = store.edge_stacks.new_id()
     project_dir = edge.project_dir(edge_stack_id)
-    ComposeFile(content, {}, name, project_dir)
-    await asyncio.to_thread(write_stack_file, os.path.join(project_dir, COMPOSE_FILE), content.encode())
+    entry_point = project.entry_point if project is not None else COMPOSE_FILE
+    if project is not None:
+        ComposeFile(content, {}, name, project_dir, source_dir=project.directory, file_name=entry_point)
+        await asyncio.to_thread(install_edge_project, project, project_dir)
+    else:
+        ComposeFile(content, {}, name, project_dir)
+        await asyncio.to_thread(write_stack_file, os.path.join(project_dir, COMPOSE_FILE), content.encode())
     edge_stack = {"Id": edge_stack_id, "Name": name, "EdgeGroups": groups, "DeploymentType": 0,
-                  "CreationDate": now(), "ProjectPath": project_dir, "EntryPoint": COMPOSE_FILE, "Version": 1,
-                  "Status": {}}
+                  "CreationDate": now(), "ProjectPath": project_dir, "EntryPoint": entry_point, "Version": 1,
+                  "Status": {}, **(record or {})}
     for endpoint_id in endpoint_ids:
         edge.set_status(edge_stack, endpoint_id, EDGE_PENDING)
     store.edge_stacks.add(edge_stack)
     await store.commit()
     edge.schedule(edge_stack)
-    return json_response(edge_stack)
+    return Collection.public_view(edge_stack)
 
 
 async def handle_edge_stacks_list(request: web.Request) -> web.Response:
     """Edge stacks with each environment's deployment status (administrators)."""
     require_admin(request)
-    return json_response(request.app[STORE].edge_stacks.in_id_order())
+    return json_response([Collection.public_view(s) for s in request.app[STORE].edge_stacks.in_id_order()])
 
 
 async def handle_edge_stack_inspect(request: web.Request) -> web.Response:
     """One edge stack with each environment's status: pending, deploying, running or error with its message."""
     require_admin(request)
-    return json_response(request.app[STORE].edge_stacks.get(path_id(request)))
+    return json_response(Collection.public_view(request.app[STORE].edge_stacks.get(path_id(request))))
 
 
 def edge_stack_for_admin(request: web.Request) -> dict:
@@ -11889,8 +12761,9 @@ async def handle_edge_stack_update(request: web.Request) -> web.Response:
     targets = {i for g in groups for i in edge_group_endpoint_ids(store, g)}
     project_dir = edge.project_dir(edge_stack["Id"])
     if update_version:
-        ComposeFile(content, {}, edge_stack["Name"], project_dir)
-        await asyncio.to_thread(write_stack_file, os.path.join(project_dir, COMPOSE_FILE), content.encode())
+        entry_point = edge_stack.get("EntryPoint") or COMPOSE_FILE
+        ComposeFile(content, {}, edge_stack["Name"], project_dir, file_name=entry_point)
+        await asyncio.to_thread(write_stack_file, os.path.join(project_dir, entry_point), content.encode())
         edge_stack["Version"] = edge_stack.get("Version", 1) + 1
     left = [int(k) for k in edge_stack["Status"] if int(k) not in targets]
     for endpoint_id in left:
@@ -11904,7 +12777,7 @@ async def handle_edge_stack_update(request: web.Request) -> web.Response:
     await store.commit()
     await edge.remove(edge_stack, left)
     edge.schedule(edge_stack)
-    return json_response(edge_stack)
+    return json_response(Collection.public_view(edge_stack))
 
 
 async def handle_edge_stack_file(request: web.Request) -> web.Response:
@@ -12939,12 +13812,12 @@ async def handle_custom_template_create(request: web.Request) -> web.Response:
 
 async def handle_custom_templates_list(request: web.Request) -> web.Response:
     """Custom templates."""
-    return json_response(request.app[STORE].custom_templates.in_id_order())
+    return json_response([Collection.public_view(t) for t in request.app[STORE].custom_templates.in_id_order()])
 
 
 async def handle_custom_template_inspect(request: web.Request) -> web.Response:
     """One custom template."""
-    return json_response(custom_template_for_caller(request))
+    return json_response(Collection.public_view(custom_template_for_caller(request)))
 
 
 async def handle_custom_template_file(request: web.Request) -> web.Response:
@@ -12967,7 +13840,7 @@ async def handle_custom_template_update(request: web.Request) -> web.Response:
         await asyncio.to_thread(write_stack_file, custom_template_path(request, template["Id"]), content.encode())
     template.update(values)
     await request.app[STORE].commit()
-    return json_response(template)
+    return json_response(Collection.public_view(template))
 
 
 async def handle_custom_template_delete(request: web.Request) -> web.Response:
@@ -12990,6 +13863,54 @@ async def handle_custom_template_deploy(request: web.Request) -> web.Response:
     stack = await create_stack(request, stack_type, {"Name": body.get("Name"), "StackFileContent": content,
                                                      "Env": body.get("Env") or []}, from_template=True)
     return json_response(stack_view(request, stack))
+
+
+CUSTOM_TEMPLATE_GIT_FIELDS = {**CUSTOM_TEMPLATE_FIELDS, "RepositoryURL": str, "ComposeFilePathInRepository": str,
+                              **GIT_SOURCE_FIELDS}
+
+
+async def handle_custom_template_create_repository(request: web.Request) -> web.Response:
+    """Save a stack file from a git repository as a custom template: {Title, Description, Note, Logo, Type,
+    RepositoryURL, RepositoryReferenceName, ComposeFilePathInRepository, RepositoryAuthentication, ...}; its file
+    is fetched again with PUT /api/custom_templates/{id}/git_fetch."""
+    body = await read_documented_fields(request, CUSTOM_TEMPLATE_GIT_FIELDS)
+    values = check_custom_template(body, partial=False)
+    app, store = request.app, request.app[STORE]
+    url = git_url(field(body, "RepositoryURL", str))
+    config_path = git_relative_path(body.get("ComposeFilePathInRepository") or GIT_DEFAULT_COMPOSE_PATH,
+                                    "ComposeFilePathInRepository")
+    source = git_source_from_body(app, body, url)
+    content, commit = await fetch_compose_text(app, source, config_path)
+    ComposeFile(content, {}, "template", os.path.join(store.directory, "custom_templates"),
+                swarm=values.get("Type") == TEMPLATE_SWARM_STACK, file_name=config_path)
+    template_id = store.custom_templates.new_id()
+    path = custom_template_path(request, template_id)
+    await asyncio.to_thread(write_stack_file, path, content.encode())
+    template = {"Id": template_id, "Title": "", "Description": "", "Note": "", "Logo": "", "Platform": 1,
+                "Type": TEMPLATE_COMPOSE_STACK, "Variables": [], **values, "EntryPoint": COMPOSE_FILE,
+                "ProjectPath": os.path.dirname(path), "CreatedByUserId": caller_of(request).id,
+                "CreationDate": now(), **git_source_fields(app, source, config_path, commit)}
+    store.custom_templates.add(template)
+    await store.commit()
+    return json_response(Collection.public_view(template))
+
+
+async def handle_custom_template_git_fetch(request: web.Request) -> web.Response:
+    """Fetch a git custom template's file again (its author or an administrator): {FileContent}."""
+    template = custom_template_for_caller(request)
+    require_template_owner(request, template)
+    config = template.get("GitConfig")
+    if not config:
+        raise BadRequest(f"custom template {template['Id']} is not from a git repository")
+    app = request.app
+    source = git_source_from_body(app, {}, config["URL"], template)
+    content, commit = await fetch_compose_text(app, source, config["ConfigFilePath"])
+    ComposeFile(content, {}, "template", os.path.dirname(custom_template_path(request, template["Id"])),
+                swarm=template["Type"] == TEMPLATE_SWARM_STACK, file_name=config["ConfigFilePath"])
+    await asyncio.to_thread(write_stack_file, custom_template_path(request, template["Id"]), content.encode())
+    config["ConfigHash"] = commit
+    await app[STORE].commit()
+    return json_response({"FileContent": content})
 
 
 # ================================================================================================================
@@ -14780,6 +15701,7 @@ import {every} from '../lifecycle.js';
 import {constants} from '../constants.js';
 import {isAdmin} from '../session.js';
 import {render} from '../shell.js';
+import {bindGitEdgeStackCard, bindGitEdgeStacks, gitEdgeStackCard, gitEdgeStackForm} from './stack-git.js';
 import {bindEditor, checkboxes, checkedIds, statusBadge} from '../widgets.js';
 
 export async function pageEdgeStacks() {
@@ -14793,7 +15715,8 @@ export async function pageEdgeStacks() {
     <label for="g">Edge groups</label><select id="g" multiple>${groups.map(g => `<option value="${g.Id}">${esc(g.Name)}</option>`).join('')}</select>
     <label for="content">Compose file</label><div class="editor"><div class="gutter" id="gutter" aria-hidden="true"></div>
     <textarea id="content" rows="14" spellcheck="false">services:\n  web:\n    image: busybox:local\n    command: sleep 3600\n</textarea></div>
-    <div class="error" role="alert" id="err"></div><button class="primary">Deploy to the groups</button></form></div>`);
+    <div class="error" role="alert" id="err"></div><button class="primary">Deploy to the groups</button></form></div>${gitEdgeStackForm(groups)}`);
+  bindGitEdgeStacks(pageEdgeStacks);
   let badLine = 0; const redraw = bindEditor(() => badLine);
   const f = document.getElementById('f');
   f.onsubmit = async e => { e.preventDefault(); badLine = 0;
@@ -14810,8 +15733,10 @@ export async function pageEdgeStack(id) {
     <form id="f"><label for="g">Edge groups</label><select id="g" multiple>${groups.map(g => `<option value="${g.Id}" ${stack.EdgeGroups.includes(g.Id) ? 'selected' : ''}>${esc(g.Name)}</option>`).join('')}</select>
     <label for="content">Compose file</label><div class="editor"><div class="gutter" id="gutter" aria-hidden="true"></div>
     <textarea id="content" rows="18" spellcheck="false">${esc(file.StackFileContent)}</textarea></div>
-    <div class="error" role="alert" id="err"></div><p><button class="primary">Save and redeploy</button> <a href="#/edge/stacks">All edge stacks</a></p></form></div>`,
+    <div class="error" role="alert" id="err"></div><p><button class="primary">Save and redeploy</button> <a href="#/edge/stacks">All edge stacks</a></p></form></div>
+    ${stack.GitConfig ? gitEdgeStackCard(stack) : ''}`,
     `<a href="#/edge/stacks">Edge stacks</a> / ${esc(stack.Name)}`);
+  if (stack.GitConfig) bindGitEdgeStackCard(stack, () => pageEdgeStack(id));
   let badLine = 0; const redraw = bindEditor(() => badLine);
   const f = document.getElementById('f');
   f.onsubmit = async e => { e.preventDefault(); badLine = 0; redraw();
@@ -16191,6 +17116,181 @@ async function serviceLogs(el, ctx) {
   start();
 }
 """,  # noqa: E501
+    'pages/stack-git.js': r"""// Pages: stacks from a git repository (the create form), and the git card on a stack's page (repository, deployed
+// commit, last check, "Pull and redeploy", the webhook URL, auto-update settings).
+import {api} from '../api.js';
+import {$} from '../dom.js';
+import {constants} from '../constants.js';
+import {onSubmit, toast} from '../feedback.js';
+import {esc} from '../format.js';
+import {render} from '../shell.js';
+
+function envList(text) {
+  return text.split('\n').map(l => l.trim()).filter(l => l && !l.startsWith('#'))
+    .map(l => { const i = l.indexOf('='); return i < 0 ? {name: l, value: ''} : {name: l.slice(0, i), value: l.slice(i + 1)}; });
+}
+const lines = text => text.split('\n').map(l => l.trim()).filter(Boolean);
+// POST <origin>/api/stacks/webhooks/<id> fetches the repository and redeploys the stack.
+export const stackWebhookUrl = id => `${location.origin}/api/stacks/webhooks/${id}`;
+
+// Auto-update fields, shared by the create form and the stack's git card: {Interval, Webhook, ForceUpdate, ForcePullImage}.
+function autoUpdateFields(auto) {
+  auto = auto || {};
+  return `<fieldset><legend>Automatic updates</legend>
+    <label for="git-interval">Poll the repository every (a duration such as 5m or 1h; empty: no polling)</label>
+    <input id="git-interval" name="Interval" placeholder="5m" value="${esc(auto.Interval || '')}">
+    <label class="check"><input type="checkbox" id="git-webhook" name="Webhook" ${auto.Webhook ? 'checked' : ''}> Webhook: a secret URL that redeploys the stack when called</label>
+    <label class="check"><input type="checkbox" id="git-webhook-env" name="WebhookEnv" ${auto.WebhookEnv ? 'checked' : ''}> The webhook's query parameters may set the stack's variables</label>
+    <label class="check"><input type="checkbox" id="git-force" name="ForceUpdate" ${auto.ForceUpdate ? 'checked' : ''}> Redeploy when the containers drifted from the file, even without a new commit</label>
+    <label class="check"><input type="checkbox" id="git-pull" name="ForcePullImage" ${auto.ForcePullImage ? 'checked' : ''}> Pull images again at each update</label></fieldset>`;
+}
+function autoUpdateOf(data) {
+  return {Interval: (data.get('Interval') || '').trim(), Webhook: data.get('Webhook') === 'on', WebhookEnv: data.get('WebhookEnv') === 'on',
+    ForceUpdate: data.get('ForceUpdate') === 'on', ForcePullImage: data.get('ForcePullImage') === 'on'};
+}
+function credentialFields(config) {
+  const auth = config && config.Authentication;
+  return `<label class="check"><input type="checkbox" id="git-auth" name="RepositoryAuthentication" ${auth ? 'checked' : ''}> Authentication</label>
+    <div class="row"><div><label for="git-user">Username</label><input id="git-user" name="RepositoryUsername" autocomplete="off" value="${esc(auth ? auth.Username : '')}"></div>
+    <div><label for="git-password">Password or token${config ? ' (empty: keep the saved one)' : ''}</label><input id="git-password" name="RepositoryPassword" type="password" autocomplete="new-password"></div></div>
+    <label for="git-key">SSH deploy key (for ssh:// or user@host:path URLs; private key, OpenSSH format)</label>
+    <textarea id="git-key" name="RepositorySSHKey" rows="3" spellcheck="false" placeholder="-----BEGIN OPENSSH PRIVATE KEY-----"></textarea>
+    <label class="check"><input type="checkbox" id="git-tls" name="TLSSkipVerify" ${config && config.TLSSkipVerify ? 'checked' : ''}> Skip TLS verification</label>`;
+}
+function credentialsOf(data) {
+  const body = {RepositoryAuthentication: data.get('RepositoryAuthentication') === 'on', TLSSkipVerify: data.get('TLSSkipVerify') === 'on'};
+  if (body.RepositoryAuthentication) { body.RepositoryUsername = data.get('RepositoryUsername').trim(); body.RepositoryPassword = data.get('RepositoryPassword'); }
+  if (data.get('RepositorySSHKey').trim()) body.RepositorySSHKey = data.get('RepositorySSHKey');
+  return body;
+}
+
+export async function pageStackFromGit() {
+  const eps = await api('GET', '/api/endpoints');
+  render('Stack from git', `<div class="card"><h2>New stack from a git repository</h2><form id="git-stack">
+    <label for="git-name">Name</label><input id="git-name" name="Name" required pattern="[a-z0-9][a-z0-9_\\-]*">
+    <div class="row"><div><label for="git-ep">Environment</label><select id="git-ep" name="EndpointID">${eps.map(e => `<option value="${e.Id}">${esc(e.Name)}</option>`).join('')}</select></div>
+    <div><label for="git-type">Type</label><select id="git-type" name="Type"><option value="${constants.StackTypes.Compose}">Compose (standalone)</option><option value="${constants.StackTypes.Swarm}">Swarm</option></select></div></div>
+    <label for="git-url">Repository URL</label><input id="git-url" name="RepositoryURL" required placeholder="https://git.example.com/team/app.git">
+    <div class="row"><div><label for="git-ref">Reference</label><input id="git-ref" name="RepositoryReferenceName" value="refs/heads/main"></div>
+    <div><label for="git-path">Compose path</label><input id="git-path" name="ComposeFile" value="docker-compose.yml"></div></div>
+    <label for="git-extra">Additional files (one path a line, merged over the compose file in order)</label><textarea id="git-extra" name="AdditionalFiles" rows="2"></textarea>
+    ${credentialFields(null)}
+    ${autoUpdateFields(null)}
+    <label for="git-env">Environment variables (NAME=value, one a line)</label><textarea id="git-env" name="Env" rows="4"></textarea>
+    <div class="error" role="alert"></div>
+    <div class="toolbar"><button class="primary" type="submit">Deploy the stack</button></div></form></div>`);
+  onSubmit($('#git-stack'), async data => {
+    const kind = +data.get('Type') === constants.StackTypes.Swarm ? 'swarm' : 'standalone';
+    const body = {Name: data.get('Name').trim(), RepositoryURL: data.get('RepositoryURL').trim(),
+      RepositoryReferenceName: data.get('RepositoryReferenceName').trim(), ComposeFile: data.get('ComposeFile').trim(),
+      AdditionalFiles: lines(data.get('AdditionalFiles')), Env: envList(data.get('Env')), ...credentialsOf(data)};
+    const auto = autoUpdateOf(data);
+    if (auto.Interval || auto.Webhook) body.AutoUpdate = auto;
+    const made = await api('POST', `/api/stacks/create/${kind}/repository?endpointId=${data.get('EndpointID')}`, body);
+    location.hash = `#/stacks/${made.Id}`;
+  });
+}
+
+const when = seconds => seconds ? new Date(seconds * 1000).toLocaleString() : 'never';
+// The card a git stack's page shows above its (read-only) compose file.
+export function gitStackCard(stack) {
+  const config = stack.GitConfig, check = stack.GitCheck || {}, auto = stack.AutoUpdate || {};
+  return `<div class="card" id="git-card"><h3>Git repository</h3>
+    <table><tr><th>Repository</th><td><code id="git-repo">${esc(config.URL)}</code></td></tr>
+    <tr><th>Reference</th><td><code>${esc(config.ReferenceName || 'HEAD')}</code></td></tr>
+    <tr><th>Compose path</th><td><code>${esc(config.ConfigFilePath)}</code>${(stack.AdditionalFiles || []).map(f => ` + <code>${esc(f)}</code>`).join('')}</td></tr>
+    <tr><th>Deployed commit</th><td><code id="git-commit" title="${esc(config.ConfigHash)}">${esc((config.ConfigHash || '').slice(0, 12))}</code></td></tr>
+    <tr><th>Last checked</th><td id="git-checked">${esc(when(check.Time))}${check.Outcome ? ` <span class="badge ${check.Outcome === 'failed' ? 'exited' : 'running'}">${esc(check.Outcome)}</span>` : ''}
+      ${check.Trigger ? `<span class="muted">by ${esc(check.Trigger)}</span>` : ''} ${check.Message ? `<span class="muted">${esc(check.Message)}</span>` : ''}</td></tr>
+    ${auto.Webhook ? `<tr><th>Webhook</th><td><code class="small webhook-url" id="git-webhook-url">${esc(stackWebhookUrl(auto.Webhook))}</code>
+      <button type="button" class="small" id="git-webhook-copy" aria-label="Copy the webhook URL">Copy</button></td></tr>` : ''}</table>
+    <form id="git-redeploy"><div class="row"><div><label for="git-redeploy-ref">Reference</label><input id="git-redeploy-ref" name="RepositoryReferenceName" value="${esc(config.ReferenceName)}"></div></div>
+      <label class="check"><input type="checkbox" name="PullImage"> Pull images again</label>
+      <label class="check"><input type="checkbox" name="Prune"> Remove services no longer in the file</label>
+      <div class="error" role="alert"></div><button class="primary" type="submit">Pull and redeploy</button></form>
+    <form id="git-settings"><h3>Git settings</h3>${credentialFields(config)}${autoUpdateFields(auto)}
+      <div class="error" role="alert"></div><button type="submit">Save the git settings</button></form></div>`;
+}
+export function bindGitStackCard(stack, reload) {
+  const copy = $('#git-webhook-copy');
+  if (copy) copy.onclick = async () => {
+    try { await navigator.clipboard.writeText($('#git-webhook-url').textContent); copy.textContent = 'Copied'; }
+    catch (err) { const range = document.createRange(); range.selectNodeContents($('#git-webhook-url'));
+      getSelection().removeAllRanges(); getSelection().addRange(range); copy.textContent = 'Selected: press Ctrl+C'; }
+  };
+  const query = `?endpointId=${stack.EndpointId}`;
+  onSubmit($('#git-redeploy'), async data => {
+    const body = {RepositoryReferenceName: data.get('RepositoryReferenceName').trim(), PullImage: data.get('PullImage') === 'on', Prune: data.get('Prune') === 'on'};
+    const env = $('#env'); if (env) body.Env = envList(env.value); // the variables as edited above
+    const deployed = await api('PUT', `/api/stacks/${stack.Id}/git/redeploy${query}`, body);
+    toast(`Deployed commit ${deployed.GitConfig.ConfigHash.slice(0, 12)}`); await reload();
+  });
+  onSubmit($('#git-settings'), async data => {
+    const body = {...credentialsOf(data), AutoUpdate: autoUpdateOf(data)};
+    if (body.RepositoryAuthentication && !body.RepositoryPassword) delete body.RepositoryPassword; // keep the saved one
+    await api('POST', `/api/stacks/${stack.Id}/git${query}`, body); toast('Git settings saved'); await reload();
+  });
+}
+
+// Custom templates and edge stacks from a repository: the same repository fields, their own routes.
+function repositoryFields(prefix, pathField) {
+  return `<label for="${prefix}-url">Repository URL</label><input id="${prefix}-url" name="RepositoryURL" required placeholder="https://git.example.com/team/app.git">
+    <div class="row"><div><label for="${prefix}-ref">Reference</label><input id="${prefix}-ref" name="RepositoryReferenceName" value="refs/heads/main"></div>
+    <div><label for="${prefix}-path">Compose path</label><input id="${prefix}-path" name="${pathField}" value="docker-compose.yml"></div></div>
+    <label class="check"><input type="checkbox" name="RepositoryAuthentication"> Authentication</label>
+    <div class="row"><div><label for="${prefix}-user">Username</label><input id="${prefix}-user" name="RepositoryUsername" autocomplete="off"></div>
+    <div><label for="${prefix}-password">Password or token</label><input id="${prefix}-password" name="RepositoryPassword" type="password" autocomplete="new-password"></div></div>`;
+}
+function repositoryOf(data, pathField) {
+  const body = {RepositoryURL: data.get('RepositoryURL').trim(), RepositoryReferenceName: data.get('RepositoryReferenceName').trim(),
+    [pathField]: data.get(pathField).trim(), RepositoryAuthentication: data.get('RepositoryAuthentication') === 'on'};
+  if (body.RepositoryAuthentication) { body.RepositoryUsername = data.get('RepositoryUsername').trim(); body.RepositoryPassword = data.get('RepositoryPassword'); }
+  return body;
+}
+export function gitTemplateForm() {
+  return `<div class="card"><h3>New custom template from a git repository</h3><form id="git-template">
+    <label for="gt-title">Title</label><input id="gt-title" name="Title" required>
+    <label for="gt-description">Description</label><input id="gt-description" name="Description" required>
+    ${repositoryFields('gt', 'ComposeFilePathInRepository')}
+    <div class="error" role="alert"></div><button class="primary" type="submit">Save template from git</button></form></div>`;
+}
+export function bindGitTemplates(reload) {
+  onSubmit($('#git-template'), async data => {
+    await api('POST', '/api/custom_templates/create/repository', {Title: data.get('Title').trim(), Description: data.get('Description').trim(),
+      Type: constants.TemplateTypes.ComposeStack, ...repositoryOf(data, 'ComposeFilePathInRepository')});
+    toast('Template saved from the repository'); await reload();
+  });
+  document.querySelectorAll('[data-git-fetch]').forEach(b => b.onclick = async () => {
+    try { await api('PUT', `/api/custom_templates/${b.dataset.gitFetch}/git_fetch`); toast('Template fetched again from its repository'); }
+    catch (err) { toast(err.message, true); } });
+}
+export function gitEdgeStackForm(groups) {
+  return `<div class="card"><h3>New edge stack from a git repository</h3><form id="git-edge">
+    <label for="ge-name">Name</label><input id="ge-name" name="Name" required pattern="[a-z0-9][a-z0-9_\\-]*">
+    <label for="ge-groups">Edge groups</label><select id="ge-groups" name="EdgeGroups" multiple>${groups.map(g => `<option value="${g.Id}">${esc(g.Name)}</option>`).join('')}</select>
+    ${repositoryFields('ge', 'FilePathInRepository')}
+    <div class="error" role="alert"></div><button class="primary" type="submit">Deploy from git to the groups</button></form></div>`;
+}
+export function bindGitEdgeStacks(reload) {
+  onSubmit($('#git-edge'), async data => {
+    await api('POST', '/api/edge_stacks/create/repository', {Name: data.get('Name').trim(), DeploymentType: 0,
+      EdgeGroups: data.getAll('EdgeGroups').map(Number), ...repositoryOf(data, 'FilePathInRepository')});
+    await reload();
+  });
+}
+// On an edge stack's page: where its file comes from, and a button that fetches it again and redeploys everywhere.
+export function gitEdgeStackCard(stack) {
+  const config = stack.GitConfig;
+  return `<div class="card" id="git-card"><h3>Git repository</h3><p><code id="git-repo">${esc(config.URL)}</code> · <code>${esc(config.ReferenceName || 'HEAD')}</code> · <code>${esc(config.ConfigFilePath)}</code>
+    · commit <code id="git-commit" title="${esc(config.ConfigHash)}">${esc(config.ConfigHash.slice(0, 12))}</code></p>
+    <div class="error" role="alert" id="git-edge-error"></div><button type="button" class="primary" id="git-edge-redeploy">Pull and redeploy</button></div>`;
+}
+export function bindGitEdgeStackCard(stack, reload) {
+  $('#git-edge-redeploy').onclick = async () => {
+    try { const saved = await api('PUT', `/api/edge_stacks/${stack.Id}/git/redeploy`, {}); toast(`Edge stack ${saved.Name}: version ${saved.Version}`); await reload(); }
+    catch (err) { $('#git-edge-error').textContent = err.message; } };
+}
+""",  # noqa: E501
     'pages/stacks.js': r"""// Pages: stacks (list, ones made outside portainer.py to adopt) and the stack editor.
 import {api, request} from '../api.js';
 import {constants} from '../constants.js';
@@ -16200,6 +17300,7 @@ import {esc} from '../format.js';
 import {stackImageUpdates} from '../image-updates.js';
 import {isAdmin, session} from '../session.js';
 import {render} from '../shell.js';
+import {bindGitStackCard, gitStackCard} from './stack-git.js';
 import {demuxLogs, jsonLines} from '../streams.js';
 import {bindEditor} from '../widgets.js';
 
@@ -16242,9 +17343,9 @@ export async function pageStacks() {
     try { outside.push(...await api('GET', `/api/stacks/outside?endpointId=${ep.Id}`)); } catch (e) { /* no stack rights there */ }
   }
   render('Stacks', `<div class="toolbar"><h2 class="flat">Stacks</h2><span class="spacer"></span>
-    ${isAdmin() ? '<a href="#/edge/stacks">Edge stacks</a>' : ''}<a href="#/stacks/new"><button class="primary">Add stack</button></a></div>
+    ${isAdmin() ? '<a href="#/edge/stacks">Edge stacks</a>' : ''}<a href="#/stacks/new/git"><button>Add stack from git</button></a><a href="#/stacks/new"><button class="primary">Add stack</button></a></div>
     <div class="card"><table><thead><tr><th>Name</th><th>Type</th><th>Environment</th><th>State</th><th>Owner/Access</th><th>Created</th></tr></thead><tbody>
-    ${stacks.map(s => `<tr><td><a href="#/stacks/${s.Id}">${esc(s.Name)}</a></td><td>${esc(constants.StackTypeNames[s.Type])}</td>
+    ${stacks.map(s => `<tr><td><a href="#/stacks/${s.Id}">${esc(s.Name)}</a>${s.GitConfig ? ' <span class="badge" title="deployed from a git repository">git</span>' : ''}</td><td>${esc(constants.StackTypeNames[s.Type])}</td>
       <td>${esc(epName(s.EndpointId))}</td><td class="${s.Status === constants.StackStatus.Active ? 'running' : 'exited'}">${s.Status === constants.StackStatus.Active ? 'active' : 'inactive'}</td>
       <td class="access">${esc(stackAccess(s.ResourceControl, users, teams))}</td>
       <td>${new Date(s.CreationDate * 1000).toLocaleString()}</td></tr>`).join('') || '<tr><td colspan="6" class="muted">No stack yet.</td></tr>'}
@@ -16274,20 +17375,22 @@ export async function pageStackEditor(id, adopt) {
       <input id="compose-file" placeholder="docker-compose.yml">
       <p class="muted">An archive (.tar, .tar.gz, .zip) is the whole project: its relative binds, build contexts, secret and config files resolve inside it.</p>`}`}
     <label for="content">Compose file</label><div class="editor"><div class="gutter" id="gutter" aria-hidden="true"></div>
-    <textarea id="content" rows="22" spellcheck="false">${esc(content)}</textarea></div>
+    <textarea id="content" rows="22" spellcheck="false" ${stack && stack.GitConfig ? 'readonly aria-describedby="git-note"' : ''}>${esc(content)}</textarea></div>
+    ${stack && stack.GitConfig ? '<p class="muted" id="git-note">This file comes from the git repository below: push a change there, then pull and redeploy.</p>' : ''}
     ${stack ? `<p>Owner/Access: <b id="stack-access">${esc(stackAccess(rc, users, teams))}</b></p>` : ''}
     ${stack && stack.Env === null ? '<p class="muted">Its environment variables are shown only to those who may manage this stack.</p>' :
     `<label for="env">Environment variables (NAME=value, one a line)</label><textarea id="env" rows="4">${esc(envText(stack && stack.Env))}</textarea>`}
-    ${stack ? `<label for="upload">Replace the project with an archive (optional: .tar, .tar.gz, .zip; its compose file replaces the text above)</label>
+    ${stack && !stack.GitConfig ? `<label for="upload">Replace the project with an archive (optional: .tar, .tar.gz, .zip; its compose file replaces the text above)</label>
       <input id="upload" type="file" name="file" accept=".tar,.tgz,.tar.gz,.zip,application/x-tar,application/gzip,application/zip">
       <label for="compose-file">Compose file in the archive</label><input id="compose-file" placeholder="${esc(stack.EntryPoint || 'docker-compose.yml')}">
       <label><input type="checkbox" id="prune" class="tick"> Remove services no longer in the file</label>
       <label><input type="checkbox" id="pull" class="tick"> Pull images again</label>` : ''}
     <div class="error" role="alert" id="err"></div>
     <pre id="deploy-progress" class="small mono build-log" aria-live="polite" aria-label="Deploy progress" hidden></pre>
-    <div class="toolbar"><button class="primary" type="submit">${stack ? 'Update the stack' : adopt ? 'Adopt' : 'Deploy the stack'}</button>
+    <div class="toolbar">${stack && stack.GitConfig ? '' : `<button class="primary" type="submit">${stack ? 'Update the stack' : adopt ? 'Adopt' : 'Deploy the stack'}</button>`}
     ${stack ? `<button type="button" data-act="${stack.Status === constants.StackStatus.Active ? 'stop' : 'start'}">${stack.Status === constants.StackStatus.Active ? 'Stop' : 'Start'}</button>
       <button type="button" class="danger" data-act="remove">Remove</button>` : ''}</div></form></div>
+    ${stack && stack.GitConfig ? gitStackCard(stack) : ''}
     ${stack ? `<div class="card"><h3>Services</h3>${stack.Type === constants.StackTypes.Compose ? `<p><a class="button" href="#/env/${stack.EndpointId}/logs?stack=${encodeURIComponent(stack.Name)}">Logs of all its containers</a></p>` : ''}<div id="stack-updates"></div><table><tr><th>Service</th><th>Image</th><th>Containers</th></tr>
       ${services.map(s => `<tr><td>${esc(s.Name)}</td><td>${esc(s.Image)}</td><td>${s.Containers.map(c => `<span class="badge ${esc(c.State)}">${esc(c.Name)}: ${esc(c.State)}</span>` +
         (stack.Type === constants.StackTypes.Compose ? ` <button type="button" data-logs="${esc(c.Id)}">logs</button>` : '')).join(' ') || '<span class="muted">none</span>'}</td></tr>`).join('')}</table>
@@ -16319,6 +17422,7 @@ export async function pageStackEditor(id, adopt) {
       toast('Access saved'); pageStackEditor(stack.Id); } catch (err) { formError(acl, err); } };
   const redraw = bindEditor(() => badLine);
   if (stack) stackImageUpdates(stack, () => pageStackEditor(stack.Id));
+  if (stack && stack.GitConfig) bindGitStackCard(stack, () => pageStackEditor(stack.Id));
   const f = document.getElementById('f'), err = document.getElementById('err');
   const fail = e => { err.textContent = e.message; const m = /line (\d+)/.exec(e.message); badLine = m ? +m[1] : 0; redraw(); };
   // A compose file or project archive as a multipart upload, as Portainer's "Upload" build method sends it.
@@ -16567,6 +17671,7 @@ import {constants} from '../constants.js';
 import {formError} from '../feedback.js';
 import {esc} from '../format.js';
 import {render} from '../shell.js';
+import {bindGitTemplates, gitTemplateForm} from './stack-git.js';
 
 export async function pageTemplates() {
   const [doc, custom, eps] = await Promise.all([api('GET', '/api/templates'), api('GET', '/api/custom_templates'), api('GET', '/api/endpoints')]);
@@ -16578,13 +17683,15 @@ export async function pageTemplates() {
     <label>Environment</label><select name="ep">${eps.map(e => `<option value="${e.Id}">${esc(e.Name)}</option>`).join('')}</select>
     <div class="error" role="alert"></div><button class="primary">Deploy</button>
     ${key.startsWith('c') ? `<button type="button" class="danger" data-del="${key.slice(1)}">Remove</button>` : ''}
+    ${key.startsWith('c') && t.GitConfig ? `<button type="button" data-git-fetch="${t.Id}">Fetch again from git</button>` : ''}
     ${key.startsWith('t') && t.type !== constants.TemplateTypes.Container ? `<button type="button" data-file="${t.id}" aria-controls="template-file-${t.id}">View file</button>` : ''}</form>
     ${key.startsWith('t') ? `<pre class="copyable mono small hidden" id="template-file-${t.id}" aria-label="Compose file of ${esc(t.title)}"></pre>` : ''}</div>`;
   render('App templates', `<h2>App templates</h2><div class="grid">${doc.templates.map(t => card(t, 't' + t.id)).join('')}</div>
     <h2>Custom templates</h2><div class="grid">${custom.map(t => card(t, 'c' + t.Id)).join('') || '<p class="muted">None yet.</p>'}</div>
     <div class="card"><h3>New custom template</h3><form id="nt"><label for="tt">Title</label><input id="tt" required>
     <label for="td">Description</label><input id="td" required><label for="tc">Compose file</label><textarea id="tc" rows="10" spellcheck="false"></textarea>
-    <div class="error" role="alert"></div><button class="primary">Save template</button></form></div>`);
+    <div class="error" role="alert"></div><button class="primary">Save template</button></form></div>${gitTemplateForm()}`);
+  bindGitTemplates(pageTemplates);
   document.querySelectorAll('form.deploy').forEach(f => f.onsubmit = async e => { e.preventDefault();
     const env = [...f.querySelectorAll('input[name^="env-"]')].map(i => ({name: i.name.slice(4), value: i.value}));
     const key = f.dataset.key, path = key.startsWith('t') ? `/api/templates/${key.slice(1)}` : `/api/custom_templates/${key.slice(1)}`;
@@ -16847,6 +17954,7 @@ import {pageNetwork} from './pages/network.js';
 import {pageNetworks} from './pages/networks.js';
 import {pageOAuthSettings} from './pages/oauth_settings.js';
 import {pageRegistries, pageRegistryBrowse} from './pages/registries.js';
+import {pageStackFromGit} from './pages/stack-git.js';
 import {pageStackEditor, pageStacks} from './pages/stacks.js';
 import {pageSwarm} from './pages/swarm.js';
 import {pageNode} from './pages/nodes.js';
@@ -16910,6 +18018,7 @@ const UI_ROUTES = [
   ['account', pageAccount],
   ['stacks', pageStacks],
   ['stacks/new', () => pageStackEditor(null)],
+  ['stacks/new/git', pageStackFromGit],
   ['stacks/(\\d+)', id => pageStackEditor(id)],
   ['stacks/adopt/(\\d+)/(.+)', (ep, name) => pageStackEditor(null, {ep, name: decodeURIComponent(name)})],
   ['templates', pageTemplates],
@@ -17851,6 +18960,11 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("POST", "/api/stacks/create/standalone/file", handle_stack_create_standalone_file),
     ("POST", "/api/stacks/create/swarm/string", handle_stack_create_swarm_string),
     ("POST", "/api/stacks/create/swarm/file", handle_stack_create_swarm_file),
+    ("POST", "/api/stacks/create/standalone/repository", handle_stack_create_standalone_repository),
+    ("POST", "/api/stacks/create/swarm/repository", handle_stack_create_swarm_repository),
+    ("POST", "/api/stacks/webhooks/{webhook}", handle_stack_webhook),
+    ("POST", "/api/stacks/{id}/git", handle_stack_git_update),
+    ("PUT", "/api/stacks/{id}/git/redeploy", handle_stack_git_redeploy),
     ("POST", "/api/stacks", handle_stack_create_legacy),
     ("GET", "/api/stacks", handle_stacks_list),
     ("GET", "/api/stacks/outside", handle_stacks_outside),
@@ -17866,6 +18980,8 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("POST", "/api/stacks/{id}/migrate", handle_stack_migrate),
     ("GET", "/api/edge_stacks", handle_edge_stacks_list),
     ("POST", "/api/edge_stacks", handle_edge_stack_create),
+    ("POST", "/api/edge_stacks/create/repository", handle_edge_stack_create_repository),
+    ("PUT", "/api/edge_stacks/{id}/git/redeploy", handle_edge_stack_git_redeploy),
     ("GET", "/api/edge_stacks/{id}", handle_edge_stack_inspect),
     ("PUT", "/api/edge_stacks/{id}", handle_edge_stack_update),
     ("DELETE", "/api/edge_stacks/{id}", handle_edge_stack_delete),
@@ -17894,6 +19010,8 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("POST", "/api/templates/{id}/file", handle_template_file),
     ("GET", "/api/custom_templates", handle_custom_templates_list),
     ("POST", "/api/custom_templates/create/string", handle_custom_template_create),
+    ("POST", "/api/custom_templates/create/repository", handle_custom_template_create_repository),
+    ("PUT", "/api/custom_templates/{id}/git_fetch", handle_custom_template_git_fetch),
     ("GET", "/api/custom_templates/{id}", handle_custom_template_inspect),
     ("PUT", "/api/custom_templates/{id}", handle_custom_template_update),
     ("DELETE", "/api/custom_templates/{id}", handle_custom_template_delete),
@@ -17997,6 +19115,11 @@ REQUEST_FIELDS: dict[str, dict] = {
     "handle_stack_create_swarm_string": SWARM_STACK_CREATE_FIELDS,
     "handle_stack_create_legacy": SWARM_STACK_CREATE_FIELDS,
     "handle_stack_update": STACK_UPDATE_FIELDS, "handle_stack_adopt": STACK_CREATE_FIELDS,
+    "handle_stack_create_standalone_repository": GIT_STACK_CREATE_FIELDS,
+    "handle_stack_create_swarm_repository": SWARM_GIT_STACK_CREATE_FIELDS,
+    "handle_stack_git_update": GIT_STACK_UPDATE_FIELDS, "handle_stack_git_redeploy": GIT_STACK_REDEPLOY_FIELDS,
+    "handle_custom_template_create_repository": CUSTOM_TEMPLATE_GIT_FIELDS,
+    "handle_edge_stack_create_repository": EDGE_STACK_GIT_FIELDS, "handle_edge_stack_git_redeploy": GIT_SOURCE_FIELDS,
     "handle_edge_stack_create": EDGE_STACK_CREATE_FIELDS, "handle_template_deploy": STACK_DEPLOY_FIELDS,
     "handle_custom_template_create": CUSTOM_TEMPLATE_BODY_FIELDS,
     "handle_custom_template_update": CUSTOM_TEMPLATE_BODY_FIELDS, "handle_custom_template_deploy": STACK_DEPLOY_FIELDS,
@@ -18014,6 +19137,7 @@ QUERY_PARAMETERS: dict[str, list[tuple[str, str, bool]]] = {
     "handle_upload_tls": [("folder", "string", True)],
     "handle_merged_logs": [("containers", "string", True), ("since", "string", False), ("until", "string", False),
                            ("tail", "string", False), ("follow", "string", False)],
+    "handle_stack_webhook": [("pullImage", "boolean", False)],
 }
 _OPENAPI_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", dict: "object", list: "array"}
 
@@ -18147,7 +19271,7 @@ async def audit_and_analytics_lifecycle(app: web.Application):
 def register_startup_and_shutdown(app: web.Application, kinds: list[EnvironmentKind]) -> None:
     """Everything that runs for the server's lifetime, in one place. The cleanup_ctx generators start in this order
     and stop in the reverse one, so the store (server_lifecycle) is drained and released last."""
-    for lifecycle in (database_lifecycle, server_lifecycle, audit_and_analytics_lifecycle,
+    for lifecycle in (database_lifecycle, server_lifecycle, audit_and_analytics_lifecycle, git_updates_lifecycle,
                       *(kind.lifecycle for kind in kinds)):
         app.cleanup_ctx.append(lifecycle)
 
@@ -18179,6 +19303,10 @@ def make_app(config: argparse.Namespace) -> web.Application:
     app[DIRECTORY] = Directory(store, load_or_create_secret(store.directory, "registry.key"))
     app[IMAGE_UPDATES] = ImageUpdates(app[ENVIRONMENTS], app[REGISTRIES])
     app[STACKS] = Stacks(store, app[ENVIRONMENTS], store.directory)
+    app[GIT] = Git(store.directory, config.git_ca_file)
+    app[GIT_CREDENTIALS] = GitCredentials(store.directory)
+    app[GIT_UPDATES] = GitUpdates(app)
+    app[WEBHOOK_GUESSES] = WebhookGuesses()
     app[STACKS].recover_interrupted()
     app[DEPLOYS] = DeployProgress()
     app[LEADERSHIP] = leadership_for(store)
@@ -18190,6 +19318,8 @@ def make_app(config: argparse.Namespace) -> web.Application:
                           lambda restored: restored[OPENID].reload(load_or_create_secret(restored[STORE].directory,
                                                                                           "registry.key")),
                           lambda restored: restored[DIRECTORY].reload(),
+                          lambda restored: restored[GIT_CREDENTIALS].reload(),
+                          lambda restored: restored[GIT_UPDATES].schedule_all(),
                           lambda restored: restored[IMAGE_UPDATES].forget(),
                           *(lambda restored, kind=kind: kind.after_restore() for kind in environments.kinds.values())]
     for method, path, handler in ROUTES:

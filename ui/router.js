@@ -23,6 +23,7 @@ import {pageNetwork} from './pages/network.js';
 import {pageNetworks} from './pages/networks.js';
 import {pageOAuthSettings} from './pages/oauth_settings.js';
 import {pageRegistries, pageRegistryBrowse} from './pages/registries.js';
+import {pageStackFromGit} from './pages/stack-git.js';
 import {pageStackEditor, pageStacks} from './pages/stacks.js';
 import {pageSwarm} from './pages/swarm.js';
 import {pageNode} from './pages/nodes.js';
@@ -86,6 +87,7 @@ const UI_ROUTES = [
   ['account', pageAccount],
   ['stacks', pageStacks],
   ['stacks/new', () => pageStackEditor(null)],
+  ['stacks/new/git', pageStackFromGit],
   ['stacks/(\\d+)', id => pageStackEditor(id)],
   ['stacks/adopt/(\\d+)/(.+)', (ep, name) => pageStackEditor(null, {ep, name: decodeURIComponent(name)})],
   ['templates', pageTemplates],

@@ -8,6 +8,7 @@ import {every} from '../lifecycle.js';
 import {constants} from '../constants.js';
 import {isAdmin} from '../session.js';
 import {render} from '../shell.js';
+import {bindGitEdgeStackCard, bindGitEdgeStacks, gitEdgeStackCard, gitEdgeStackForm} from './stack-git.js';
 import {bindEditor, checkboxes, checkedIds, statusBadge} from '../widgets.js';
 
 export async function pageEdgeStacks() {
@@ -21,7 +22,8 @@ export async function pageEdgeStacks() {
     <label for="g">Edge groups</label><select id="g" multiple>${groups.map(g => `<option value="${g.Id}">${esc(g.Name)}</option>`).join('')}</select>
     <label for="content">Compose file</label><div class="editor"><div class="gutter" id="gutter" aria-hidden="true"></div>
     <textarea id="content" rows="14" spellcheck="false">services:\n  web:\n    image: busybox:local\n    command: sleep 3600\n</textarea></div>
-    <div class="error" role="alert" id="err"></div><button class="primary">Deploy to the groups</button></form></div>`);
+    <div class="error" role="alert" id="err"></div><button class="primary">Deploy to the groups</button></form></div>${gitEdgeStackForm(groups)}`);
+  bindGitEdgeStacks(pageEdgeStacks);
   let badLine = 0; const redraw = bindEditor(() => badLine);
   const f = document.getElementById('f');
   f.onsubmit = async e => { e.preventDefault(); badLine = 0;
@@ -38,8 +40,10 @@ export async function pageEdgeStack(id) {
     <form id="f"><label for="g">Edge groups</label><select id="g" multiple>${groups.map(g => `<option value="${g.Id}" ${stack.EdgeGroups.includes(g.Id) ? 'selected' : ''}>${esc(g.Name)}</option>`).join('')}</select>
     <label for="content">Compose file</label><div class="editor"><div class="gutter" id="gutter" aria-hidden="true"></div>
     <textarea id="content" rows="18" spellcheck="false">${esc(file.StackFileContent)}</textarea></div>
-    <div class="error" role="alert" id="err"></div><p><button class="primary">Save and redeploy</button> <a href="#/edge/stacks">All edge stacks</a></p></form></div>`,
+    <div class="error" role="alert" id="err"></div><p><button class="primary">Save and redeploy</button> <a href="#/edge/stacks">All edge stacks</a></p></form></div>
+    ${stack.GitConfig ? gitEdgeStackCard(stack) : ''}`,
     `<a href="#/edge/stacks">Edge stacks</a> / ${esc(stack.Name)}`);
+  if (stack.GitConfig) bindGitEdgeStackCard(stack, () => pageEdgeStack(id));
   let badLine = 0; const redraw = bindEditor(() => badLine);
   const f = document.getElementById('f');
   f.onsubmit = async e => { e.preventDefault(); badLine = 0; redraw();
