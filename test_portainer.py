@@ -306,6 +306,7 @@ def test_every_api_route_requires_auth_unless_marked_public(server):
                       ("POST", "/api/restore"),
                       ("GET", "/api/auth/oauth/login"), ("POST", "/api/auth/oauth/validate"),  # sign-in itself
                       ("GET", "/api/endpoints/edge/tunnel"),  # it checks the edge key's secret itself
+                      ("POST", "/api/endpoints/global-key"),  # it checks the fleet's onboarding key itself
                       ("POST", "/api/webhooks/{token}"),  # the token is the secret, as in Portainer
                       ("POST", "/api/stacks/webhooks/{webhook}")}  # so is a git stack's webhook id
     for method, path, handler in portainer.ROUTES:

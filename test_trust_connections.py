@@ -437,9 +437,9 @@ def test_snapshots_and_filters_read_null_missing_and_wrong_typed_fields_without_
     caller = portainer.Caller({"Id": 7, "Username": "u", "Role": 2}, "apikey", {})
     assert not portainer.visible_event(store, caller, b'{"Type": "container", "Actor": null}')
     assert not portainer.visible_event(store, caller, b'{"Type": "container", "Actor": {"Attributes": [1]}}')
-    rewrite = portainer.filter_owned_list(store, caller, "volumes")
+    rewrite = portainer.filter_owned_list(store, caller, "volumes", 1)
     assert json.loads(rewrite(b'{"Volumes": [null, {"Name": "v", "Labels": null}, 3], "Warnings": null}')) == {
         "Volumes": [], "Warnings": None}
-    rewrite = portainer.filter_owned_list(store, caller, "networks")
+    rewrite = portainer.filter_owned_list(store, caller, "networks", 1)
     assert json.loads(rewrite(b'[{"Name": ["x"], "Labels": null}, {"Name": "bridge", "Labels": null}]')) == [
         {"Name": "bridge", "Labels": None}]
