@@ -118,7 +118,7 @@ async def open_docker_stream(url: str, ssl_context: ssl.SSLContext | None = None
         else:
             raise DockerUnreachable(f"unsupported Docker endpoint scheme {parsed.scheme!r} in {url!r}")
         return await asyncio.wait_for(coro, timeout)
-    except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
+    except (OSError, ValueError, asyncio.TimeoutError, ssl.SSLError) as exc:  # ValueError: a bad port or host name
         raise DockerUnreachable(f"cannot connect to {url}: {exc or type(exc).__name__}") from exc
 
 

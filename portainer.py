@@ -9076,18 +9076,31 @@ async def handle_resource_control_delete(request: web.Request) -> web.Response:
 ENDPOINT_URL_SCHEMES = ("unix", "tcp", "http", "https")
 
 
+def split_docker_url(url: str) -> urllib.parse.SplitResult:
+    """A Docker or agent URL read as the connection will read it: a port that is a number, a host that is an
+    address or a name DNS can carry (IDNA); BadRequest otherwise."""
+    try:
+        parsed = urllib.parse.urlsplit(url)
+        _ = parsed.port
+        if parsed.hostname:
+            parsed.hostname.encode("idna")
+    except (ValueError, UnicodeError) as exc:
+        raise BadRequest(f"invalid URL {url!r}", str(exc)) from None
+    return parsed
+
+
 def normalise_docker_url(url: str, creation_type: int) -> str:
     url = url.strip()
     if creation_type == ENDPOINT_AGENT:
         if "://" not in url:
             url = "tcp://" + url
-        parsed = urllib.parse.urlsplit(url)
+        parsed = split_docker_url(url)
         if not parsed.hostname:
             raise BadRequest(f"invalid agent URL {url!r}, expected host:port")
         return f"tcp://{parsed.hostname}:{parsed.port or 9001}"
     if "://" not in url:
         url = "tcp://" + url
-    parsed = urllib.parse.urlsplit(url)
+    parsed = split_docker_url(url)
     if parsed.scheme not in ENDPOINT_URL_SCHEMES:
         raise BadRequest(f"invalid URL scheme {parsed.scheme!r}", "use unix:///path or tcp://host:port")
     if parsed.scheme == "unix" and not parsed.path:

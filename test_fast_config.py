@@ -163,3 +163,11 @@ def test_a_number_setting_that_is_not_a_number_stops_with_a_usage_error_not_a_tr
     with pytest.raises(SystemExit) as exited:
         parse()
     assert exited.value.code == 2 and "invalid" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("url", ["tcp://ex\x97ample:2375", "tcp://docker:99999", "tcp://docker:port", "10.0.0.5:x"])
+def test_an_environment_url_the_connection_could_not_read_is_refused_when_it_is_given(url):
+    for creation_type in (portainer.ENDPOINT_AGENT, 1):
+        with pytest.raises(portainer.BadRequest) as refused:
+            portainer.normalise_docker_url(url, creation_type)
+        assert "invalid" in refused.value.message
