@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
-import contextlib
 import json
 import os
 import re
@@ -15,7 +14,7 @@ import textwrap
 import docker
 import pytest
 
-from conftest import BUSYBOX, SLOT, TEST_LABEL, make_namespace_host, remove_namespace_host
+from conftest import BUSYBOX, SLOT, TEST_LABEL, one_node_swarm
 
 PREFIX = f"ptpy{SLOT}spec"
 NET = f"10.{210 + SLOT}"  # subnets of this slot's own: 10.21x.<file>.0/24 for compose, .<file+100> for the stack
@@ -598,21 +597,12 @@ SWARM_KEYS = """
 @pytest.fixture
 def swarm_endpoint(server, engine):
     """A single-node swarm on a namespace host of this file's own, as an environment of the session's server."""
-    host = make_namespace_host(21)  # host numbers: see conftest.NAMESPACE_HOSTS
-    try:
-        host.start_engine()
-        host.load_image(engine)
-        host.client().swarm.init(advertise_addr=host.address)
+    with one_node_swarm(engine, 21) as host:  # host numbers: see conftest.NAMESPACE_HOSTS
         r = server.api("POST", "/api/endpoints", json={"Name": f"{PREFIX}-swarm", "EndpointCreationType": 1,
                                                        "URL": f"unix://{host.socket}"})
         assert r.status_code == 200, r.text
         yield host, r.json()["Id"]
         server.api("DELETE", f"/api/endpoints/{r.json()['Id']}")
-    finally:
-        with contextlib.suppress(docker.errors.DockerException):
-            host.client().swarm.leave(force=True)
-        host.stop_engine()
-        remove_namespace_host(host.name, host.name.replace("node", "veth"), host.root)
 
 
 def test_a_swarm_stack_gives_its_services_the_keys_a_swarm_service_has(server, swarm_endpoint):

@@ -5,7 +5,6 @@ manage it, and cannot reach another user's volume or network through `external: 
 Driven as users drive it: two standard users and an administrator over HTTP, against the real engine."""
 from __future__ import annotations
 
-import contextlib
 import os
 import textwrap
 import time
@@ -14,7 +13,7 @@ import docker
 import pytest
 import requests
 
-from conftest import ADMIN_PASSWORD, BUSYBOX, SLOT, TEST_LABEL, make_namespace_host, remove_namespace_host
+from conftest import ADMIN_PASSWORD, BUSYBOX, SLOT, TEST_LABEL, one_node_swarm
 
 PREFIX = f"ptpy{SLOT}tr"
 STACK_RESOURCE_CONTROL = 6
@@ -293,11 +292,7 @@ def test_a_stack_an_administrator_deploys_is_for_administrators_only(server, two
 @pytest.fixture
 def swarm_environment(server, engine):
     """A single-node swarm on a namespace host, as environment N of the session's server."""
-    host = make_namespace_host(14)  # host numbers: see conftest.NAMESPACE_HOSTS
-    try:
-        host.start_engine()
-        host.load_image(engine)
-        host.client().swarm.init(advertise_addr=host.address)
+    with one_node_swarm(engine, 14) as host:  # host numbers: see conftest.NAMESPACE_HOSTS
         r = server.api("POST", "/api/endpoints", json={"Name": f"{PREFIX}-swarm", "EndpointCreationType": 1,
                                                        "URL": f"unix://{host.socket}"})
         assert r.status_code == 200, r.text
@@ -307,11 +302,6 @@ def swarm_environment(server, engine):
         assert r.status_code == 200, r.text
         yield host, endpoint_id
         server.api("DELETE", f"/api/endpoints/{endpoint_id}")
-    finally:
-        with contextlib.suppress(docker.errors.DockerException):
-            host.client().swarm.leave(force=True)
-        host.stop_engine()
-        remove_namespace_host(host.name, host.name.replace("node", "veth"), host.root)
 
 
 def test_swarm_stacks_have_owners_and_cannot_take_another_users_network(server, swarm_environment, make_user):
