@@ -39,6 +39,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# Debian's Chromium as every browser test starts it: the flags keep it from dialling out at start (updates, sync,
+# first-run pages), which this closed network refuses many at a time.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def open_login_page(page, base_url: str, attempts: int = 4) -> None:
+    """The web UI's login page, shown. Chromium drops a request in flight when the machine's network interfaces
+    change (net::ERR_NETWORK_CHANGED: every container start adds a veth link); a module of the UI it dropped leaves
+    the page blank, so a page that shows no login form within 10 s is loaded again (a reload: going to the same
+    address again only changes the hash)."""
+    from playwright.sync_api import Error as PlaywrightError
+    for attempt in range(attempts):
+        try:
+            if attempt == 0:
+                page.goto(base_url + "/#/login")
+            else:
+                page.reload()
+            page.get_by_label("Username").wait_for(timeout=10_000)
+            return
+        except PlaywrightError:
+            if attempt == attempts - 1:
+                raise
+
+
 def wait_until(predicate, timeout: float = 20.0, interval: float = 0.1, message: str = "condition"):
     deadline = time.monotonic() + timeout
     while True:

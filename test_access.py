@@ -19,6 +19,7 @@ import pytest
 import requests
 from aiohttp import web
 
+import conftest
 from conftest import (ADMIN_PASSWORD, BUSYBOX, TEST_LABEL, free_port, make_namespace_host, remove_namespace_host,
                       start_server, wait_until)
 
@@ -739,7 +740,7 @@ def test_an_administrator_uses_the_access_audit_and_backup_pages_in_a_browser(fr
     team_id = make_team(srv, "ops", leaders=[bob_id])
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium",
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+                                    args=conftest.CHROMIUM_ARGS)
         try:
             page = browser.new_page()
             page.goto(srv.url + "/#/login")

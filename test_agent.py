@@ -16,6 +16,7 @@ import time
 import pytest
 import requests
 
+import conftest
 from conftest import (BUSYBOX, DOCKER_SOCKET, HERE, SLOT, TEST_LABEL, NamespaceHost, kill_pidfile,
                       make_namespace_host, remove_namespace_host, start_server, wait_until)
 from test_portainer import run_in_pty
@@ -324,7 +325,7 @@ def test_admin_adds_an_agent_and_browses_a_volume_in_the_web_ui(agent_server, ag
     try:
         with playwright.sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium",
-                                        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+                                        args=conftest.CHROMIUM_ARGS)
             page = browser.new_page()
             page.goto(agent_server.url + "/#/login")
             page.fill("#u", "admin")

@@ -21,6 +21,7 @@ import requests
 
 import agent
 import portainer
+import conftest
 from conftest import ADMIN_PASSWORD, BUSYBOX, HERE, TEST_LABEL, make_namespace_host, remove_namespace_host, start_server, wait_until
 from test_portainer import run_in_pty
 
@@ -378,7 +379,7 @@ def test_admin_adds_an_edge_environment_groups_it_and_runs_a_job_from_the_ui(edg
     server = edge_server["server"]
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium",
-                                             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+                                             args=conftest.CHROMIUM_ARGS)
         page = browser.new_page()
         problems = []
         # failed requests are reported with their URL below; the home page's /api/tags is another feature's

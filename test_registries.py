@@ -19,6 +19,7 @@ import docker
 import pytest
 import requests
 
+import conftest
 from conftest import ADMIN_PASSWORD, BUSYBOX, SLOT, TEST_LABEL, free_port, start_server, wait_until
 
 REGISTRY_USER = "alice"
@@ -544,12 +545,12 @@ def test_web_ui_adds_a_registry_browses_it_pulls_with_it_and_recreates_an_outdat
     push(engine, new_version(engine, "web-v2"), image, "stable", engine_auth())
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium",
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+                                    args=conftest.CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             errors = []
             page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(srv.url + "/#/login")
+            conftest.open_login_page(page, srv.url)
             page.get_by_label("Username").fill("admin")
             page.get_by_label("Password").fill(ADMIN_PASSWORD)
             page.get_by_role("button", name="Log in").click()

@@ -10,6 +10,7 @@ import textwrap
 import docker
 import pytest
 
+import conftest
 from conftest import (ADMIN_PASSWORD, BUSYBOX, SLOT, TEST_LABEL, make_namespace_host, remove_namespace_host,
                       start_server, wait_until)
 
@@ -394,7 +395,7 @@ def test_stack_editor_shows_the_error_line_then_deploys_and_removes(server, engi
         pytest.skip("Debian chromium is not installed (make test-deps)")
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium",
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+                                    args=conftest.CHROMIUM_ARGS)
         page = browser.new_page()
         page.set_default_timeout(30000)
         errors: list[str] = []

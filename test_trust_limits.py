@@ -21,6 +21,7 @@ import docker
 import pytest
 import requests
 
+import conftest
 from conftest import BUSYBOX, SLOT, TEST_LABEL, free_port, start_server, wait_until
 from test_registries import forget_registry_images
 
@@ -426,12 +427,12 @@ def test_web_ui_shows_the_registries_the_check_will_contact_and_turns_it_on(srv,
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium",
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+                                    args=conftest.CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 800})
             errors = []
             page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(srv.url + "/#/login")
+            conftest.open_login_page(page, srv.url)
             page.get_by_label("Username").fill("admin")
             page.get_by_label("Password").fill(ADMIN_PASSWORD)
             page.get_by_role("button", name="Log in").click()

@@ -13,6 +13,7 @@ import docker
 import pytest
 import requests
 
+import conftest
 from conftest import ADMIN_PASSWORD, BUSYBOX, SLOT, TEST_LABEL, one_node_swarm
 
 PREFIX = f"ptpy{SLOT}tr"
@@ -355,12 +356,12 @@ def test_stack_pages_show_the_owner_and_an_administrator_shares_the_stack_with_a
     team_name = server.api("GET", f"/api/teams/{team_b}").json()["Name"]
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium",
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+                                    args=conftest.CHROMIUM_ARGS)
         page = browser.new_page()
         page.set_default_timeout(30000)
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(server.url + "/#/login")
+        conftest.open_login_page(page, server.url)
         page.get_by_label("Username").fill("admin")
         page.get_by_label("Password").fill(ADMIN_PASSWORD)
         page.get_by_role("button", name="Log in").click()

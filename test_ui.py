@@ -27,8 +27,7 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = conftest.CHROMIUM_ARGS
 SCREENSHOTS = os.path.join(HERE, "docs", "screenshots")
 PREFIX = f"ptpy-ui{SLOT}"
 SWARM_HOST = 8  # namespace host index; conftest's remote_host is 1, access 3, agent 5-7, stacks 1-2
@@ -553,7 +552,7 @@ def tar_of(files: dict[str, bytes]) -> bytes:
 
 
 def log_in(page, srv) -> None:
-    page.goto(srv.url + "/#/login")
+    conftest.open_login_page(page, srv.url)
     page.get_by_label("Username").fill("admin")
     page.get_by_label("Password").fill(ADMIN_PASSWORD)
     page.get_by_role("button", name="Log in").click()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+import conftest
+
 import test_ui
 
 pytestmark = pytest.mark.browser
@@ -16,7 +18,7 @@ log_in = test_ui.log_in
 
 
 def log_in_as(page, srv, username: str, password: str) -> None:
-    page.goto(srv.url + "/#/login")
+    conftest.open_login_page(page, srv.url)
     page.get_by_label("Username").fill(username)
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Log in").click()
