@@ -266,6 +266,18 @@ FILTER_LATENCY_JS = """word => new Promise(resolve => {
 
 
 
+async def logged_in_browser(playwright, server: "BenchServer"):
+    """Headless Chromium logged in to the server as its administrator, on the home page: (browser, page)."""
+    browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    page = await (await browser.new_context(viewport={"width": 1280, "height": 800})).new_page()
+    await page.goto(server.url + "/")
+    await page.get_by_label("Username").fill("admin")
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Log in").click()
+    await page.locator("#env-list .env").first.wait_for(timeout=120_000)
+    return browser, page
+
+
 async def repeat_container_list_tenfold(route) -> None:
     """A containers list answer with each container ten times, under ids and names of its own."""
     answer = await route.fetch()
@@ -698,13 +710,7 @@ class Bench:
         server = await self.start_server()
         try:
             async with async_playwright() as p:
-                browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-                page = await (await browser.new_context(viewport={"width": 1280, "height": 800})).new_page()
-                await page.goto(server.url + "/")
-                await page.get_by_label("Username").fill("admin")
-                await page.get_by_label("Password").fill(PASSWORD)
-                await page.get_by_role("button", name="Log in").click()
-                await page.locator("#env-list .env").first.wait_for()
+                browser, page = await logged_in_browser(p, server)
                 interactive = []
                 for _ in range(3):
                     await page.goto(server.url + "/#/")
@@ -762,13 +768,7 @@ class Bench:
             print(f"  ({size} edge environments created through the API, 32 at a time, in "
                   f"{time.perf_counter() - started:.1f} s)", flush=True)
             async with async_playwright() as p:
-                browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-                page = await (await browser.new_context(viewport={"width": 1280, "height": 800})).new_page()
-                await page.goto(server.url + "/")
-                await page.get_by_label("Username").fill("admin")
-                await page.get_by_label("Password").fill(PASSWORD)
-                await page.get_by_role("button", name="Log in").click()
-                await page.locator("#env-list .env").first.wait_for(timeout=120_000)
+                browser, page = await logged_in_browser(p, server)
                 home, devices, searches = [], [], []
                 for _ in range(3):
                     await page.goto(server.url + "/#/edge/devices")
