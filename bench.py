@@ -266,7 +266,7 @@ FILTER_LATENCY_JS = """word => new Promise(resolve => {
 
 
 
-async def logged_in_browser(playwright, server: "BenchServer"):
+async def logged_in_browser(playwright, server: "BenchServer", timeout: float = 30_000):
     """Headless Chromium logged in to the server as its administrator, on the home page: (browser, page)."""
     browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
     page = await (await browser.new_context(viewport={"width": 1280, "height": 800})).new_page()
@@ -274,7 +274,7 @@ async def logged_in_browser(playwright, server: "BenchServer"):
     await page.get_by_label("Username").fill("admin")
     await page.get_by_label("Password").fill(PASSWORD)
     await page.get_by_role("button", name="Log in").click()
-    await page.locator("#env-list .env").first.wait_for(timeout=120_000)
+    await page.locator("#env-list .env").first.wait_for(timeout=timeout)  # ms
     return browser, page
 
 
@@ -768,7 +768,7 @@ class Bench:
             print(f"  ({size} edge environments created through the API, 32 at a time, in "
                   f"{time.perf_counter() - started:.1f} s)", flush=True)
             async with async_playwright() as p:
-                browser, page = await logged_in_browser(p, server)
+                browser, page = await logged_in_browser(p, server, timeout=120_000)  # 10,000 environments
                 home, devices, searches = [], [], []
                 for _ in range(3):
                     await page.goto(server.url + "/#/edge/devices")
