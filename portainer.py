@@ -3869,6 +3869,39 @@ def docker_rule_for(method: str, path: str) -> tuple[str, str | None, str | None
     raise Forbidden(f"the Docker API call {method} {bare} is not allowed through this proxy")
 
 
+# Portainer's names for what a user may do on an environment (a user's EndpointAuthorizations, which its UI reads to
+# show or hide controls). Each call's name holds for a role exactly when the proxy's rule for the call is one of the
+# role's actions: the same table and roles decide the control shown and the call made.
+ENDPOINT_AUTHORIZATION_CALLS = {
+    "DockerNodeUpdate": ("POST", "/nodes/{id}/update"),
+    "DockerNodeDelete": ("DELETE", "/nodes/{id}"),
+}
+
+
+def role_authorizations(role: int) -> dict[str, bool]:
+    """A role's authorizations by Portainer's names: EndpointResourcesAccess (every resource of the environment,
+    not only the caller's own) and the calls of ENDPOINT_AUTHORIZATION_CALLS the proxy lets it make."""
+    names = {name: True for name, (method, path) in ENDPOINT_AUTHORIZATION_CALLS.items()
+             if docker_rule_for(method, path)[0] in ROLE_ACTIONS[role]}
+    if role not in OWNERSHIP_BOUND_ROLES:
+        names["EndpointResourcesAccess"] = True
+    return names
+
+
+def user_endpoint_authorizations(store: Store, caller: Caller) -> dict[str, dict[str, bool]]:
+    """The caller's authorizations on each environment they have a role on, by environment id. Administrators
+    hold every authorization everywhere: their map is empty (a UI asks the user's Role first, as Portainer's does)."""
+    if caller.is_admin:
+        return {}
+    by_role: dict[int, dict[str, bool]] = {}
+    answer = {}
+    for endpoint in store.endpoints:
+        role = endpoint_role(store, caller, endpoint)
+        if role is not None:
+            answer[str(endpoint["Id"])] = by_role.setdefault(role, role_authorizations(role))
+    return answer
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Body rules: every field of every body a non-administrator may send, allowed, bound to a security setting,
 # reserved for administrators, or checked by a function. A field the tables do not know is refused.
@@ -8645,8 +8678,10 @@ async def handle_user_create(request: web.Request) -> web.Response:
 
 
 async def handle_user_me(request: web.Request) -> web.Response:
-    """The calling user."""
-    return json_response(user_view(caller_of(request).user))
+    """The calling user, with their EndpointAuthorizations: what they may do on each environment, for the UI."""
+    caller = caller_of(request)
+    return json_response({**user_view(caller.user),
+                          "EndpointAuthorizations": user_endpoint_authorizations(request.app[STORE], caller)})
 
 
 async def handle_user_inspect(request: web.Request) -> web.Response:
@@ -14511,8 +14546,10 @@ label.inline input{width:auto}
 .svc-inline{align-items:flex-end;margin-bottom:8px}.svc-inline .error{flex-basis:100%}#rollout progress{width:min(100%,260px);vertical-align:middle}
 .svc-tag{font-weight:600}.svc-tag0{color:#61afef}.svc-tag1{color:#98c379}.svc-tag2{color:#e5c07b}.svc-tag3{color:#c678dd}
 .svc-tag4{color:#56b6c2}.svc-tag5{color:#ff9e64}.svc-tag6{color:#f7768e}.svc-tag7{color:#b4f9f8}
-/* Thousands of lines: the box is laid out on its own, and lines out of view are not rendered at all. */
-.merged-logs{contain:strict}.merged-logs .line{padding-left:2px;border-left:3px solid hsl(var(--hue,0) 70% 60%);content-visibility:auto;contain-intrinsic-size:auto 17px}.merged-logs .who{color:hsl(var(--hue,0) 75% 68%);margin-right:6px}
+/* Thousands of lines, virtualised (pages/logs.js): a spacer gives the scroll height, only the rows in view are in
+   the page, each one line of one fixed height (long lines scroll sideways); the box is laid out on its own. */
+.merged-logs{contain:strict;position:relative;padding:0;white-space:pre;word-break:normal}.merged-logs .log-rows{position:absolute;top:0;left:0;min-width:100%;will-change:transform}
+.merged-logs .line{height:17px;line-height:17px;overflow:hidden;padding:0 8px 0 4px;border-left:3px solid hsl(var(--hue,0) 70% 60%)}.merged-logs .who{color:hsl(var(--hue,0) 75% 68%);margin-right:6px}
 .merged-logs .stream{display:inline-block;font-size:10px;padding:0 3px;margin-right:4px;border-radius:3px;background:#b3261e;color:#fff}
 .chip{display:inline-flex;align-items:center;gap:4px;margin:2px 8px 2px 0}.chip::before{content:'';width:10px;height:10px;border-radius:50%;background:hsl(var(--hue,0) 70% 55%)}
 .log-note{color:var(--warn)}.picker{max-height:40vh;overflow:auto}
@@ -14809,6 +14846,83 @@ export class RingBuffer {
   // Items from sequence number `from` on (the oldest kept when `from` was dropped), up to (not including) `upTo`.
   since(from = 0, upTo = this.seq) { const out = []; for (let s = Math.max(from, this.firstSeq); s < Math.min(upTo, this.seq); s++) out.push(this.items[s % this.capacity]); return out; }
   clear() { this.items = new Array(this.capacity); this.seq = 0; }
+  // The same items at the same sequence numbers, that later pushes to this buffer leave alone (a paused view).
+  copy() { const out = new RingBuffer(this.capacity); out.items = this.items.slice(); out.seq = this.seq; return out; }
+}
+
+// Sequence numbers in ascending order, growing at both ends within a fixed capacity: the lines of a ring buffer
+// that match the filter (new lines join at the back, a new filter's scan of older lines at the front).
+export class SeqDeque {
+  constructor(capacity) { this.capacity = capacity; this.items = new Float64Array(capacity); this.head = 0; this.length = 0; }
+  at(index) { return this.items[(this.head + index) % this.capacity]; }
+  pushBack(seq) { if (this.length === this.capacity) this.popFront(); this.items[(this.head + this.length) % this.capacity] = seq; this.length++; }
+  pushFront(seq) { if (this.length === this.capacity) return; this.head = (this.head + this.capacity - 1) % this.capacity; this.items[this.head] = seq; this.length++; }
+  popFront() { this.head = (this.head + 1) % this.capacity; this.length--; }
+  clear() { this.head = 0; this.length = 0; }
+  // The index of the first number at or after `seq` (the length when there is none).
+  lowerBound(seq) { let low = 0, high = this.length; while (low < high) { const mid = (low + high) >> 1; if (this.at(mid) < seq) low = mid + 1; else high = mid; } return low; }
+  copy() { const out = new SeqDeque(this.capacity); out.items = this.items.slice(); out.head = this.head; out.length = this.length; return out; }
+}
+
+// The lines a log view keeps and which of them it shows: a ring buffer of the last `capacity` lines and the
+// sequence numbers of those matching the filter. A line is tested once, when it arrives; a new filter tests the
+// kept lines newest first, `budget` at a time (scan), so the lines at the tail are ready first and no frame waits
+// for the whole buffer. The view reads it by index: length, seqAt(i), lineAt(i), indexOf(seq).
+export class LogLines {
+  constructor(capacity) {
+    this.ring = new RingBuffer(capacity); this.matches = new SeqDeque(capacity);
+    this.filter = compileFilter('', false); this.onlyMatching = true; this.scanFrom = -1;
+  }
+  push(line) {
+    const seq = this.ring.seq; this.ring.push(line);
+    while (this.matches.length && this.matches.at(0) < this.ring.firstSeq) this.matches.popFront();
+    if (this.filter.active && this.filter.test(line.text)) this.matches.pushBack(seq);
+  }
+  setFilter(filter, onlyMatching) {
+    this.filter = filter; this.onlyMatching = onlyMatching; this.matches.clear();
+    this.scanFrom = filter.active ? this.ring.seq - 1 : -1;
+  }
+  get scanning() { return this.filter.active && this.scanFrom >= this.ring.firstSeq; }
+  // Tests up to `budget` more of the lines kept before the filter changed; true while some are left.
+  scan(budget) {
+    const stop = this.ring.firstSeq; let seq = this.scanFrom;
+    for (; seq >= stop && budget > 0; seq--, budget--) if (this.filter.test(this.ring.at(seq).text)) this.matches.pushFront(seq);
+    this.scanFrom = seq; return this.scanning;
+  }
+  get showsAll() { return !this.onlyMatching || !this.filter.active; }
+  get length() { return this.showsAll ? this.ring.size : this.matches.length; }
+  seqAt(index) { return this.showsAll ? this.ring.firstSeq + index : this.matches.at(index); }
+  lineAt(index) { return this.ring.at(this.seqAt(index)); }
+  // The index of the first shown line at or after sequence number `seq`.
+  indexOf(seq) { return this.showsAll ? Math.min(Math.max(seq - this.ring.firstSeq, 0), this.ring.size) : this.matches.lowerBound(seq); }
+  shown() { const out = new Array(this.length); for (let i = 0; i < out.length; i++) out[i] = this.lineAt(i); return out; }
+  // A copy that lines pushed later leave alone: what a paused view shows (the lines themselves are shared).
+  copy() {
+    const out = new LogLines(this.ring.capacity); out.ring = this.ring.copy(); out.matches = this.matches.copy();
+    out.filter = this.filter; out.onlyMatching = this.onlyMatching; out.scanFrom = this.scanFrom; return out;
+  }
+}
+
+// A virtualised list of rows of one height: the rows [first, last) in the viewport and `margin` more each side.
+export function visibleWindow(length, rowHeight, scrollTop, viewportHeight, margin) {
+  const first = Math.max(0, Math.floor(scrollTop / rowHeight) - margin);
+  return {first: Math.min(first, length), last: Math.min(length, Math.ceil((scrollTop + viewportHeight) / rowHeight) + margin)};
+}
+// The rows to change when the list drawn (sequence numbers, ascending) becomes the one wanted: how many to remove
+// at the front and at the back, and which to add at each end; null when nothing drawn stays (draw them all anew).
+// The list only ever changes at its ends (lines arrive, old ones drop, a filter's scan adds older ones), so the rows
+// that stay are those drawn between the first and the last wanted.
+export function rowChanges(drawn, wanted) {
+  if (!drawn.length || !wanted.length) return null;
+  const low = wanted[0], high = wanted[wanted.length - 1];
+  let dropFront = 0, dropBack = 0;
+  while (dropFront < drawn.length && drawn[dropFront] < low) dropFront++;
+  while (dropBack < drawn.length - dropFront && drawn[drawn.length - 1 - dropBack] > high) dropBack++;
+  if (dropFront + dropBack === drawn.length) return null;
+  const keptLow = drawn[dropFront], keptHigh = drawn[drawn.length - 1 - dropBack];
+  let front = 0; while (wanted[front] < keptLow) front++;
+  let back = wanted.length; while (wanted[back - 1] > keptHigh) back--;
+  return {dropFront, dropBack, addFront: wanted.slice(0, front), addBack: wanted.slice(back)};
 }
 
 // A stable colour per container name, one of the 24 hues of app.css's .hue0 ... .hue23 (classes: the page's
@@ -14821,14 +14935,14 @@ export function containerHue(name) {
 }
 
 // The filter: plain text (case-insensitive) or, when `regex`, a JavaScript regular expression (case-insensitive).
-// Answers {test(text), highlight(text) -> HTML, error}; an empty filter matches every line.
+// Answers {test(text), highlight(text) -> HTML, error, active}; an empty (or invalid) filter matches every line.
 export function compileFilter(query, regex) {
-  if (!query) return {test: () => true, highlight: esc, error: ''};
+  if (!query) return {test: () => true, highlight: esc, error: '', active: false};
   let re;
   try { re = new RegExp(regex ? query : query.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'), 'gi'); }
-  catch (e) { return {test: () => true, highlight: esc, error: `Not a regular expression: ${e.message}`}; }
+  catch (e) { return {test: () => true, highlight: esc, error: `Not a regular expression: ${e.message}`, active: false}; }
   const test = text => { re.lastIndex = 0; return re.test(text); };
-  return {test, highlight: text => highlightMatches(text, re), error: ''};
+  return {test, highlight: text => highlightMatches(text, re), error: '', active: true};
 }
 // The text, escaped, with every non-empty match of `re` (a global expression) in <mark>.
 export function highlightMatches(text, re) {
@@ -16350,23 +16464,26 @@ export async function pageImages(envId) {
 """,  # noqa: E501
     'pages/logs.js': r"""// Page: one live log view for many containers (a stack's, or any selection from the containers list): one stream
 // from GET /api/endpoints/{id}/logs, each line tagged with its container's colour, stderr marked, filter with
-// highlight, pause and resume. Memory stays bounded: a ring buffer of lines, at most MAX_SHOWN lines in the page,
-// new lines appended once per animation frame. A dropped connection resumes where it stopped.
+// highlight, pause and resume. A virtualised view: the lines live in a bounded buffer (live.js's LogLines) and only
+// the rows in the viewport, and a few each side, are in the page, drawn at most once per animation frame; the
+// scroll height comes from a spacer of rows x row height. A dropped connection resumes where it stopped.
 import {api, ApiFailure, apiStream} from '../api.js';
 import {dockerBase} from '../docker.js';
 import {$, $$} from '../dom.js';
 import {download} from '../feedback.js';
 import {containerName, esc} from '../format.js';
-import {compileFilter, containerHue, FRAME_DATA, FRAME_END, FRAME_OPEN, logLinesAsText, logLineSplitter,
-  mergedFrameDecoder, RingBuffer, timestampKey} from '../live.js';
+import {compileFilter, containerHue, FRAME_DATA, FRAME_END, FRAME_OPEN, logLinesAsText, logLineSplitter, LogLines,
+  mergedFrameDecoder, rowChanges, timestampKey, visibleWindow} from '../live.js';
 import {onLeave} from '../lifecycle.js';
 import {envCrumbs, render} from '../shell.js';
 
 const BUFFERED_LINES = 20000;
-const MAX_SHOWN = 2000;
-// While following a fast stream, lines that would scroll out of view within the same frame are not drawn; the
-// page is redrawn whole from the buffer once the user stops following or pauses, so scrolling back misses none.
-const FRAME_LINES = 150;
+const MARGIN_ROWS = 8;        // rows drawn beyond each edge of the viewport, so a small scroll shows drawn rows
+const SCAN_BUDGET = 5000;     // kept lines a new filter tests per frame
+const COUNT_EVERY_MS = 250;   // the "lines received" counter is rewritten at most this often
+// Following the tail, the rows are redrawn at most this often (30 a second): more lines than a screenful arrive
+// per frame in a busy stream, and nobody reads them faster; the page's frames and input stay at the display's rate.
+const FOLLOW_REDRAW_MS = 33;
 const STACK_LABELS = ['com.docker.compose.project', 'com.docker.stack.namespace'];
 const stackOf = c => STACK_LABELS.map(k => (c.Labels || {})[k]).find(Boolean) || '';
 
@@ -16391,37 +16508,90 @@ export async function pageLogs(envId) {
     <button type="submit">Apply</button><span class="spacer"></span><span class="muted small" id="log-count" aria-live="off"></span></form>
     <div class="error" role="alert" id="log-error"></div>
     <div id="log-legend" class="small"></div></div>
-    <div class="logs merged-logs" id="merged-logs" tabindex="0" aria-label="Merged container logs" aria-live="off"></div>`,
+    <div class="logs merged-logs" id="merged-logs" tabindex="0" aria-label="Merged container logs" aria-live="off"><div class="log-spacer"></div><div class="log-rows"></div></div>`,
   envCrumbs(envId, `<a href="#/env/${envId}/containers">Containers</a>`, 'Logs'));
-  const box = $('#merged-logs'), ring = new RingBuffer(BUFFERED_LINES);
-  let names = [], drawn = 0, paused = false, scheduled = false, controller = null, filter = compileFilter('', false), droppedNote = '', skipped = false;
-  const lineHtml = l => `<div class="line hue${containerHue(names[l.container])}${l.stream === 2 ? ' err' : ''}" data-c="${l.container}">` +
-    `${$('#log-ts').checked && l.ts ? `<span class="ts">${esc(l.ts)} </span>` : ''}<span class="who">${esc(names[l.container])}</span>` +
-    `${l.stream === 2 ? '<span class="stream" title="standard error">stderr</span>' : ''}<span class="text">${filter.highlight(l.text)}</span></div>`;
-  const shows = l => !$('#log-only').checked || filter.test(l.text);
-  const count = () => { const waiting = ring.seq - drawn;
-    $('#log-count').textContent = `${ring.seq} lines received, ${ring.size} kept` + (paused ? ` · paused, ${waiting} new` : '') + droppedNote; };
-  const follow = () => { if ($('#log-follow').checked) box.scrollTop = box.scrollHeight; };
-  const redraw = () => { // a new filter or timestamps choice: the last MAX_SHOWN matching lines of the buffer
-    filter = compileFilter($('#log-filter').value, $('#log-regex').checked); $('#log-error').textContent = filter.error;
-    const end = paused ? drawn : ring.seq; // paused: nothing that arrived since, whatever is redrawn
-    const lines = ring.since(0, end).filter(shows); drawn = end; skipped = false;
-    box.innerHTML = lines.slice(-MAX_SHOWN).map(lineHtml).join(''); count(); follow();
-  };
-  const frame = () => {
-    scheduled = false; if (paused) { count(); return; }
-    if (drawn < ring.firstSeq) droppedNote = ` · ${ring.firstSeq - drawn} lines dropped while paused (the buffer holds ${BUFFERED_LINES})`;
-    let fresh = ring.since(drawn).filter(shows).slice(-MAX_SHOWN); drawn = ring.seq;
-    if (fresh.length > FRAME_LINES && $('#log-follow').checked) { fresh = fresh.slice(-FRAME_LINES); skipped = true; }
-    if (fresh.length) {
-      box.insertAdjacentHTML('beforeend', fresh.map(lineHtml).join(''));
-      const extra = box.childElementCount - MAX_SHOWN;
-      if (extra > 0) { const range = document.createRange(); range.setStartBefore(box.firstElementChild); range.setEndAfter(box.children[extra - 1]); range.deleteContents(); }
-      follow();
+  const box = $('#merged-logs'), spacer = $('.log-spacer', box), rows = $('.log-rows', box);
+  // `live` receives every line; `shown` is what the view draws: `live` itself, or a copy of it while paused.
+  let live = new LogLines(BUFFERED_LINES), shown = live, pausedAt = 0, droppedNote = '';
+  let names = [], hues = [], controller = null, scheduled = false, countTimer = 0, lastCount = 0, lastDraw = 0;
+  // The view's geometry, read once (row height) or from events (viewport, scroll), never in the drawing loop.
+  rows.innerHTML = '<div class="line"><span class="text">x</span></div>';
+  const rowHeight = Math.round(rows.firstElementChild.getBoundingClientRect().height) || 17;
+  rows.textContent = '';
+  let viewportHeight = box.clientHeight, scrollTop = 0, spacerRows = -1, anchor = null;
+  let drawn = [], drawnFirst = -1, drawnGeneration = -1, generation = 0; // rows in the page (sequence numbers); what they were drawn with
+  const following = () => $('#log-follow').checked;
+
+  const rowHtml = seq => { // the HTML of one row, made once per line for each filter and timestamps choice
+    const l = shown.ring.at(seq);
+    if (l.generation !== generation) {
+      l.generation = generation;
+      l.html = `<div class="line hue${l.hue}${l.stream === 2 ? ' err' : ''}" data-c="${l.container}" data-seq="${seq}">` +
+        `${$('#log-ts').checked && l.ts ? `<span class="ts">${esc(l.ts)} </span>` : ''}<span class="who">${esc(names[l.container])}</span>` +
+        `${l.stream === 2 ? '<span class="stream" title="standard error">stderr</span>' : ''}<span class="text">${shown.filter.highlight(l.text)}</span></div>`;
     }
-    count();
+    return l.html;
+  };
+  const writeCount = () => {
+    clearTimeout(countTimer); countTimer = 0; lastCount = performance.now();
+    const matching = shown.filter.active ? ` · ${shown.matches.length}${shown.scanning ? '…' : ''} matching` : '';
+    $('#log-count').textContent = `${live.ring.seq} lines received, ${live.ring.size} kept` + matching +
+      (shown !== live ? ` · paused, ${live.ring.seq - pausedAt} new` : '') + droppedNote;
+  };
+  const countSoon = () => { if (!countTimer) countTimer = setTimeout(writeCount, Math.max(0, COUNT_EVERY_MS - (performance.now() - lastCount))); };
+  const draw = () => {
+    const length = shown.length, maxTop = Math.max(0, length * rowHeight - viewportHeight);
+    if (length !== spacerRows) { spacer.style.height = `${length * rowHeight}px`; spacerRows = length; }
+    let top = scrollTop;
+    if (following()) top = maxTop;
+    else if (anchor) top = shown.indexOf(anchor.seq) * rowHeight + anchor.offset;
+    top = Math.min(Math.max(0, top), maxTop);
+    if (top !== scrollTop) { scrollTop = top; box.scrollTop = top; }
+    const {first, last} = visibleWindow(length, rowHeight, top, viewportHeight, MARGIN_ROWS), wanted = new Array(last - first);
+    for (let i = first; i < last; i++) wanted[i - first] = shown.seqAt(i);
+    const changes = drawnGeneration === generation ? rowChanges(drawn, wanted) : null;
+    if (!changes) rows.innerHTML = wanted.map(rowHtml).join('');
+    else {
+      for (let n = 0; n < changes.dropFront; n++) rows.firstElementChild.remove();
+      for (let n = 0; n < changes.dropBack; n++) rows.lastElementChild.remove();
+      if (changes.addFront.length) rows.insertAdjacentHTML('afterbegin', changes.addFront.map(rowHtml).join(''));
+      if (changes.addBack.length) rows.insertAdjacentHTML('beforeend', changes.addBack.map(rowHtml).join(''));
+    }
+    if (first !== drawnFirst) { rows.style.transform = `translateY(${first * rowHeight}px)`; drawnFirst = first; }
+    drawn = wanted; drawnGeneration = generation;
+  };
+  const frame = now => {
+    scheduled = false;
+    if (following() && shown === live && !live.scanning && now - lastDraw < FOLLOW_REDRAW_MS - 4) { schedule(); return; }
+    lastDraw = now;
+    let scanned = false, more = false;
+    for (const lines of new Set([shown, live])) if (lines.scanning) { scanned = true; more = lines.scan(SCAN_BUDGET) || more; }
+    draw();
+    if (scanned && !more) writeCount(); else countSoon(); // the number of matches as soon as it is known
+    if (more) schedule();
   };
   const schedule = () => { if (!scheduled) { scheduled = true; requestAnimationFrame(frame); } };
+  const refilter = () => { // a new filter, "only matching" or timestamps choice: the rows are drawn anew
+    const filter = compileFilter($('#log-filter').value, $('#log-regex').checked); $('#log-error').textContent = filter.error;
+    for (const lines of new Set([shown, live])) lines.setFilter(filter, $('#log-only').checked);
+    generation++; writeCount(); schedule();
+  };
+  // Where the user scrolled to: the line at the top of the viewport stays there while lines arrive or drop.
+  const anchorAt = top => { const index = Math.floor(top / rowHeight), seq = shown.seqAt(Math.min(index, Math.max(0, shown.length - 1)));
+    anchor = shown.length ? {seq, offset: top - Math.min(index, shown.length - 1) * rowHeight} : null; };
+  const stopFollowing = () => { if (following()) { $('#log-follow').checked = false; anchorAt(scrollTop); } };
+  box.addEventListener('scroll', () => {
+    const top = box.scrollTop;
+    if (Math.abs(top - scrollTop) < 1) return; // the view's own scroll
+    if (following() && top < scrollTop - rowHeight / 2) $('#log-follow').checked = false;
+    scrollTop = top; if (!following()) anchorAt(top);
+    schedule();
+  }, {passive: true});
+  box.addEventListener('wheel', e => { if (e.deltaY < 0) stopFollowing(); }, {passive: true});
+  box.addEventListener('keydown', e => { if (['ArrowUp', 'PageUp', 'Home'].includes(e.key)) stopFollowing(); });
+  const resized = new ResizeObserver(() => { viewportHeight = box.clientHeight; schedule(); });
+  resized.observe(box);
+
   const legend = ended => { $('#log-legend').innerHTML = names.map((n, i) => `<span class="chip hue${containerHue(n)}">${esc(n)}${ended.has(i) ? ' <span class="muted">(ended)</span>' : ''}</span>`).join(''); };
   let lastKeys = [], lastTimes = [], retry = 0;
   const start = async (resume = false) => {
@@ -16429,18 +16599,24 @@ export async function pageLogs(envId) {
     clearTimeout(retry); controller = new AbortController(); $('#log-error').textContent = '';
     const range = new FormData($('#log-range')), params = new URLSearchParams({containers: chosen.map(c => c.Id).join(','), tail: range.get('tail'), follow: '1'});
     for (const name of ['since', 'until']) if (range.get(name)) params.set(name, String(Date.parse(range.get(name)) / 1000));
-    if (!resume) { ring.clear(); drawn = 0; droppedNote = ''; box.innerHTML = ''; lastKeys = []; lastTimes = []; }
-    else { // from the oldest of the containers' last lines on; the lines already kept are skipped below
+    if (!resume) {
+      const filter = live.filter, onlyMatching = live.onlyMatching;
+      live = new LogLines(BUFFERED_LINES); live.setFilter(filter, onlyMatching);
+      shown = live; droppedNote = ''; lastKeys = []; lastTimes = []; anchor = null; generation++;
+      $('#log-pause').textContent = 'Pause'; $('#log-pause').setAttribute('aria-pressed', 'false'); schedule();
+    } else { // from the oldest of the containers' last lines on; the lines already kept are skipped below
       const times = lastTimes.filter(t => t > 0);
       params.set('tail', 'all'); if (times.length) params.set('since', String(Math.floor(Math.min(...times) / 1000)));
     }
-    names = chosen.map(containerName); const splitters = [], ended = new Set(); legend(ended);
+    names = chosen.map(containerName); hues = names.map(containerHue); const splitters = [], ended = new Set(); legend(ended);
     const keep = (index, l) => { const key = timestampKey(l.ts);
-      if (key && lastKeys[index] && key <= lastKeys[index]) return; lastKeys[index] = key || lastKeys[index]; lastTimes[index] = l.time || lastTimes[index]; l.container = index; ring.push(l); };
+      if (key && lastKeys[index] && key <= lastKeys[index]) return;
+      lastKeys[index] = key || lastKeys[index]; lastTimes[index] = l.time || lastTimes[index];
+      l.container = index; l.hue = hues[index]; live.push(l); };
     const onFrame = (kind, index, payload) => {
-      if (kind === FRAME_OPEN) { const c = JSON.parse(new TextDecoder().decode(payload)); names[index] = c.Name;
+      if (kind === FRAME_OPEN) { const c = JSON.parse(new TextDecoder().decode(payload)); names[index] = c.Name; hues[index] = containerHue(c.Name);
         splitters[index] = logLineSplitter(c.Tty, l => keep(index, l)); legend(ended); }
-      else if (kind === FRAME_DATA) { splitters[index](payload); schedule(); }
+      else if (kind === FRAME_DATA) { splitters[index](payload); if (shown === live) schedule(); else countSoon(); }
       else if (kind === FRAME_END) { ended.add(index); legend(ended); }
     };
     const signal = controller.signal;
@@ -16452,17 +16628,23 @@ export async function pageLogs(envId) {
       if (!(err instanceof ApiFailure)) { $('#log-error').textContent += ': reconnecting…'; retry = setTimeout(() => start(true), 1000); }
     }
   };
-  onLeave(() => { clearTimeout(retry); if (controller) controller.abort(); });
+  onLeave(() => { clearTimeout(retry); clearTimeout(countTimer); resized.disconnect(); if (controller) controller.abort(); });
   let typing = 0;
-  $('#log-filter').addEventListener('input', () => { clearTimeout(typing); typing = setTimeout(redraw, 80); });
-  ['#log-regex', '#log-only', '#log-ts'].forEach(s => $(s).addEventListener('change', redraw));
-  const fillIn = () => { if (skipped) { const from = box.scrollTop; redraw(); box.scrollTop = from; } };
-  $('#log-follow').addEventListener('change', () => { if ($('#log-follow').checked) follow(); else fillIn(); });
-  box.addEventListener('wheel', () => { if ($('#log-follow').checked && box.scrollHeight - box.scrollTop - box.clientHeight > 40) { $('#log-follow').checked = false; fillIn(); } }, {passive: true});
-  $('#log-pause').addEventListener('click', e => { paused = !paused; e.target.textContent = paused ? 'Resume' : 'Pause';
-    e.target.setAttribute('aria-pressed', String(paused)); if (paused) fillIn(); else schedule(); count(); });
+  $('#log-filter').addEventListener('input', () => { clearTimeout(typing); typing = setTimeout(refilter, 80); });
+  ['#log-regex', '#log-only', '#log-ts'].forEach(s => $(s).addEventListener('change', refilter));
+  $('#log-follow').addEventListener('change', () => { if (!following()) anchorAt(scrollTop); schedule(); });
+  // Pause: the view keeps a copy of the lines it had; new ones gather in `live`, shown again on resume.
+  $('#log-pause').addEventListener('click', e => {
+    const pausing = shown === live;
+    if (pausing) { shown = live.copy(); pausedAt = live.ring.seq; }
+    else { // more lines came than the buffer holds: the oldest of them were never shown
+      shown = live; if (live.ring.firstSeq > pausedAt) droppedNote = ` · ${live.ring.firstSeq - pausedAt} lines dropped while paused (the buffer holds ${BUFFERED_LINES})`;
+    }
+    e.target.textContent = pausing ? 'Resume' : 'Pause'; e.target.setAttribute('aria-pressed', String(pausing));
+    writeCount(); schedule();
+  });
   $('#log-download').addEventListener('click', () => {
-    const text = logLinesAsText(ring.since().filter(shows), names, $('#log-ts').checked);
+    const text = logLinesAsText(shown.shown(), names, $('#log-ts').checked);
     const url = URL.createObjectURL(new Blob([text], {type: 'text/plain'}));
     download(url, `${stack || 'containers'}-logs.txt`); setTimeout(() => URL.revokeObjectURL(url), 5000);
   });
@@ -16609,15 +16791,16 @@ export async function pageNetworks(envId) {
   await load(); watchEngine(envId, ['network'], load);
 }
 """,  # noqa: E501
-    'pages/nodes.js': r"""// Page: one Swarm node: its description, availability (active, pause, drain), labels, promote and demote
-// (administrators: others see it read-only, and the proxy refuses the call anyway), and the tasks it runs.
+    'pages/nodes.js': r"""// Page: one Swarm node: its description, availability (active, pause, drain), labels, promote and demote (for
+// those the proxy lets change a node: administrators and the environment's administrators; others see no control),
+// and the tasks it runs.
 import {api} from '../api.js';
 import {dockerBase, watchEngine} from '../docker.js';
 import {$} from '../dom.js';
 import {onSubmit, toast} from '../feedback.js';
 import {esc, fmtAgo, fmtBytes, fmtDate, shortId} from '../format.js';
 import {taskName} from '../service-spec.js';
-import {isAdmin} from '../session.js';
+import {isAuthorized} from '../session.js';
 import {envCrumbs, render} from '../shell.js';
 import {dataTable} from '../table.js';
 import {jsonTree, pairsEditor} from '../widgets.js';
@@ -16626,16 +16809,18 @@ const AVAILABILITIES = {active: 'active: takes new tasks', pause: 'pause: keeps 
 export async function pageNode(envId, nodeId) {
   const base = dockerBase(envId);
   let node = await api('GET', `${base}/nodes/${encodeURIComponent(nodeId)}`);
-  const id = node.ID, host = node.Description.Hostname, admin = isAdmin(), disabled = admin ? '' : 'disabled';
+  const id = node.ID, host = node.Description.Hostname, mayChange = isAuthorized(envId, 'DockerNodeUpdate');
+  const scheduling = mayChange ? `<form id="node-form" novalidate><h3>Scheduling</h3>
+      <label for="node-avail">Availability</label><select id="node-avail" name="availability">${Object.entries(AVAILABILITIES).map(([v, l]) => `<option value="${v}">${esc(l)}</option>`).join('')}</select>
+      <fieldset><legend>Labels (placement constraints read them as node.labels.NAME)</legend><div id="node-labels"></div></fieldset>
+      <div class="error" role="alert"></div><p><button class="primary" type="submit">Save</button></p></form>`
+    : `<h3>Scheduling</h3><dl class="kv" id="node-scheduling"></dl>
+      <p class="muted">Only administrators of this environment change a node; you see it as it is.</p>`;
   render(host, `<div class="toolbar"><h2>${esc(host)}</h2><span class="badge" id="node-role"></span><span class="badge" id="node-availability"></span>
-    <span class="spacer"></span><button id="node-promote" ${disabled}>Promote to manager</button><button id="node-demote" ${disabled}>Demote to worker</button></div>
+    <span class="spacer"></span>${mayChange ? '<button id="node-promote">Promote to manager</button><button id="node-demote">Demote to worker</button>' : ''}</div>
     <div class="error" role="alert" id="node-error"></div>
-    ${admin ? '' : '<p class="muted">Only administrators change a node; you see it as it is.</p>'}
     <div class="grid2"><div class="card"><h3>Node</h3><dl class="kv" id="node-facts"></dl></div>
-    <div class="card"><form id="node-form" novalidate><h3>Scheduling</h3>
-      <label for="node-avail">Availability</label><select id="node-avail" name="availability" ${disabled}>${Object.entries(AVAILABILITIES).map(([v, l]) => `<option value="${v}">${esc(l)}</option>`).join('')}</select>
-      <fieldset ${disabled}><legend>Labels (placement constraints read them as node.labels.NAME)</legend><div id="node-labels"></div></fieldset>
-      <div class="error" role="alert"></div><p><button class="primary" type="submit" ${disabled}>Save</button></p></form></div></div>
+    <div class="card">${scheduling}</div></div>
     <h3>Tasks on this node</h3><div id="node-tasks"></div>
     <details class="card tree"><summary>Inspect</summary><ul id="node-inspect"></ul></details>`,
   envCrumbs(envId, `<a href="#/env/${envId}/nodes">Nodes</a>`, esc(host)));
@@ -16650,11 +16835,17 @@ export async function pageNode(envId, nodeId) {
       <dt>Resources</dt><dd>${(d.Resources.NanoCPUs / 1e9).toFixed(1)} CPUs · ${esc(fmtBytes(d.Resources.MemoryBytes))}</dd>
       <dt>Engine labels</dt><dd class="mono">${esc(Object.entries(d.Engine.Labels || {}).map(([k, v]) => `${k}=${v}`).join('\n')) || '<span class="muted">none</span>'}</dd>
       <dt>Updated</dt><dd>${fmtDate(node.UpdatedAt)}</dd>`;
+    $('#node-inspect').innerHTML = jsonTree(node);
+    const labels = Object.entries(node.Spec.Labels || {});
+    if (!mayChange) {
+      $('#node-scheduling').innerHTML = `<dt>Availability</dt><dd>${esc(AVAILABILITIES[node.Spec.Availability] || node.Spec.Availability)}</dd>
+        <dt>Labels</dt><dd class="mono">${esc(labels.map(([k, v]) => `${k}=${v}`).join('\n')) || '<span class="muted">none</span>'}</dd>`;
+      return;
+    }
     $('#node-avail').value = node.Spec.Availability;
     const holder = $('#node-labels'), fresh = holder.cloneNode(false); holder.replaceWith(fresh); // a new editor, no old listener
-    getLabels = pairsEditor(fresh, [{placeholder: 'label name'}, {placeholder: 'value'}], Object.entries(node.Spec.Labels || {}), 'Add label');
+    getLabels = pairsEditor(fresh, [{placeholder: 'label name'}, {placeholder: 'value'}], labels, 'Add label');
     $('#node-promote').classList.toggle('hidden', node.Spec.Role === 'manager'); $('#node-demote').classList.toggle('hidden', node.Spec.Role !== 'manager');
-    $('#node-inspect').innerHTML = jsonTree(node);
   };
   show();
   // The node's spec as the engine holds it now, at its version, with the change applied.
@@ -16663,11 +16854,11 @@ export async function pageNode(envId, nodeId) {
     await api('POST', `${base}/nodes/${id}/update?version=${now.Version.Index}`, edit({...now.Spec}));
     node = await api('GET', `${base}/nodes/${id}`); show(); await refreshTasks();
   };
-  onSubmit($('#node-form'), async data => {
+  if (mayChange) onSubmit($('#node-form'), async data => {
     await change(spec => ({...spec, Availability: data.get('availability'), Labels: Object.fromEntries(getLabels())}));
     toast(`${host}: ${node.Spec.Availability}, ${Object.keys(node.Spec.Labels || {}).length} label(s)`);
   });
-  for (const [button, role] of [['#node-promote', 'manager'], ['#node-demote', 'worker']]) {
+  for (const [button, role] of mayChange ? [['#node-promote', 'manager'], ['#node-demote', 'worker']] : []) {
     $(button).addEventListener('click', async () => {
       $('#node-error').textContent = '';
       try { await change(spec => ({...spec, Role: role})); toast(`${host} is now a ${role}`); }
@@ -18261,6 +18452,10 @@ export const session = {
 };
 // Before the constants are read (an error page), nobody is shown administrator links.
 export const isAdmin = () => !!session.me && !!constants.UserRoles && session.me.Role === constants.UserRoles.Administrator;
+// What the user may do on one environment, by Portainer's authorization names (DockerNodeUpdate, ...): the server
+// decides them with the proxy's own rules and roles (GET /api/users/me's EndpointAuthorizations); administrators hold all.
+export const isAuthorized = (envId, authorization) => isAdmin() ||
+  !!(session.me && ((session.me.EndpointAuthorizations || {})[envId] || {})[authorization]);
 export const envIsSwarm = env => !!(env && env.Snapshots && env.Snapshots[0] && env.Snapshots[0].Swarm);
 """,  # noqa: E501
     'shell.js': r"""// The shell around every page: navigation, theme, top bar.

@@ -201,14 +201,43 @@ def test_a_volume_page_lists_the_containers_that_mount_it(fresh_server, engine, 
 STACK_SERVICE = """  {name}:
     image: {image}
     labels: ["{label}=ops"]
-    command: ["sh", "-c", "i=0; while [ $$i -lt 400 ]; do i=$$((i+1)); echo \\"{name} line $$i\\"; if [ $$((i % 10)) = 0 ]; then echo \\"{name} warn $$i\\" >&2; fi; sleep 0.05; done; sleep 600"]
+    command: ["sh", "-c", "i=0; while [ $$i -lt 800 ]; do i=$$((i+1)); echo \\"{name} line $$i\\"; if [ $$((i % 10)) = 0 ]; then echo \\"{name} warn $$i\\" >&2; fi; sleep 0.05; done; sleep 600"]
 """
 
 
-def shown_numbers(page, service: str) -> list[int]:
-    # text_content, not inner_text: the lines out of view are not rendered (content-visibility), so have no innerText.
-    texts = page.locator("#merged-logs .line", has=page.locator(".who", has_text=service)).locator(".text").all_text_contents()
-    return [int(m.group(1)) for t in texts if (m := re.match(rf"{service} line (\d+)$", t))]
+# Every line of the merged view, in order, as "<container> | <text>": the view is virtualised (only the rows in the
+# viewport are in the page), so it is scrolled from top to bottom a viewport at a time, as a user would.
+READ_ALL_ROWS_JS = """async box => {
+  const frames = () => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)));
+  const seen = new Map();
+  box.scrollTop = 0; await frames();
+  for (;;) {
+    for (const row of box.querySelectorAll('.line')) seen.set(Number(row.dataset.seq), row.querySelector('.who').textContent + ' | ' + row.querySelector('.text').textContent);
+    if (box.scrollTop + box.clientHeight >= box.scrollHeight - 1) break;
+    box.scrollTop += box.clientHeight - 20; await frames();
+  }
+  return [...seen.entries()].sort((a, b) => a[0] - b[0]).map(entry => entry[1]);
+}"""
+
+
+# Scrolls the merged view down from where it is, a viewport at a time, until a row's text matches `pattern`.
+SCROLL_TO_ROW_JS = """async (box, pattern) => {
+  const frames = () => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)));
+  const wanted = new RegExp(pattern);
+  for (;;) {
+    if ([...box.querySelectorAll('.line .text')].some(t => wanted.test(t.textContent))) return true;
+    if (box.scrollTop + box.clientHeight >= box.scrollHeight - 1) return false;
+    box.scrollTop += box.clientHeight - 20; await frames();
+  }
+}"""
+
+
+def numbers_of(lines: list[str], service: str) -> list[int]:
+    return [int(m.group(1)) for t in lines if (m := re.search(rf"_{service}_1 \| {service} line (\d+)$", t))]
+
+
+def row_texts(logs) -> list[str]:
+    return logs.locator(".line").evaluate_all("rows => rows.map(r => r.dataset.seq + ' ' + r.textContent)")
 
 
 def test_a_stacks_logs_in_one_live_view_tagged_filtered_paused_and_downloaded(fresh_server, engine, open_page,
@@ -228,20 +257,35 @@ def test_a_stacks_logs_in_one_live_view_tagged_filtered_paused_and_downloaded(fr
         page.goto(srv.url + f"/#/stacks/{stack['Id']}")
         page.get_by_role("link", name="Logs of all its containers").click()
         logs = page.locator("#merged-logs")
+        # Lines from each container, each container's rows in one colour (while following: the last screenful).
         for service in ("alpha", "bravo", "charlie"):
-            logs.locator(".line .text", has_text=f"{service} line 3").first.wait_for()
-        # Each container's lines carry its name and one colour; stderr is marked.
+            logs.locator(".line", has=page.locator(".who", has_text=service)).locator(
+                ".text", has_text=re.compile(rf"^{service} line \d+$")).first.wait_for()
         colours = {}
         for service in ("alpha", "bravo", "charlie"):
             classes = logs.locator(".line", has=page.locator(".who", has_text=service)).evaluate_all(
                 "els => [...new Set(els.map(e => [...e.classList].find(c => /^hue\\d+$/.test(c))))]")
             assert len(classes) == 1, classes
             colours[service] = classes[0]
-        warn = logs.locator(".line", has_text="alpha warn 10").first
+        assert page.locator("#log-legend .chip").count() == 3
+        # Scrolled back to the start (no longer following): the first lines are there, in the same colours.
+        logs.focus()
+        page.keyboard.press("Home")
+        assert not page.get_by_label("Follow").is_checked()
+        wait_until(lambda: logs.evaluate("box => box.scrollTop") == 0, message="scrolled to the start")
+        for service in ("alpha", "bravo", "charlie"):
+            assert logs.evaluate(SCROLL_TO_ROW_JS, rf"^{service} line 3$"), service
+            first = logs.locator(".line", has=page.locator(".text", has_text=re.compile(rf"^{service} line 3$")))
+            first.wait_for()
+            assert colours[service] in first.get_attribute("class").split()
+            assert "err" not in first.get_attribute("class")
+        page.get_by_label("Follow").check()
+        # stderr is marked: a plain-text filter brings the line into view.
+        page.get_by_label("Filter the lines").fill("alpha warn 10")
+        warn = logs.locator(".line", has=page.locator(".text", has_text=re.compile(r"^alpha warn 10$")))
         warn.wait_for()
         assert "err" in warn.get_attribute("class") and warn.locator(".stream").text_content() == "stderr"
-        assert "err" not in logs.locator(".line", has_text="alpha line 10").first.get_attribute("class")
-        assert page.locator("#log-legend .chip").count() == 3
+        assert warn.locator("mark").text_content() == "alpha warn 10"
 
         # A regular expression filter: only matching lines, the match highlighted.
         page.get_by_label("Regular expression").check()
@@ -250,22 +294,29 @@ def test_a_stacks_logs_in_one_live_view_tagged_filtered_paused_and_downloaded(fr
             re.search(r"(alpha|charlie) warn \d*0$", t) for t in logs.locator(".line .text").all_text_contents()),
             message="only matching lines")
         assert logs.locator(".line mark").first.text_content().startswith(("alpha warn", "charlie warn"))
+        assert all("err" in c for c in logs.locator(".line").evaluate_all("rows => rows.map(r => r.className)"))
         tab.shot("merged-logs")
         page.get_by_label("Filter the lines").fill("(")
         page.locator("#log-error", has_text="Not a regular expression").wait_for()
         page.get_by_label("Filter the lines").fill("")
+        wait_until(lambda: logs.locator(".line .text", has_text=re.compile(r" line \d+$")).count() > 0,
+                   message="every line again")
 
         # Pause: the view stands still while lines arrive; resume: every line is there, none lost.
         page.get_by_role("button", name="Pause").click()
-        before = logs.locator(".line").count()
+        page.wait_for_timeout(300)  # the frame already asked for
+        before = row_texts(logs)
         page.locator("#log-count", has_text=re.compile(r"paused, [1-9]\d* new")).wait_for()
         page.wait_for_timeout(500)
-        assert logs.locator(".line").count() == before
+        assert row_texts(logs) == before
         page.get_by_role("button", name="Resume").click()
-        wait_until(lambda: logs.locator(".line").count() > before, message="lines after resuming")
+        wait_until(lambda: row_texts(logs)[-1:] != before[-1:], message="lines after resuming")
+        page.get_by_label("Follow").uncheck()
+        every_line = logs.evaluate(READ_ALL_ROWS_JS)
         for service in ("alpha", "bravo", "charlie"):
-            numbers = shown_numbers(page, service)
-            assert numbers == list(range(1, len(numbers) + 1)), (service, numbers[:5], numbers[-5:])
+            numbers = numbers_of(every_line, service)
+            assert numbers[:1] == [1] and numbers == list(range(1, len(numbers) + 1)), (
+                service, numbers[:5], numbers[-5:])
 
         with page.expect_download() as download:
             page.get_by_role("button", name="Download").click()
@@ -275,6 +326,8 @@ def test_a_stacks_logs_in_one_live_view_tagged_filtered_paused_and_downloaded(fr
         for service in ("alpha", "bravo", "charlie"):
             assert re.search(rf"^{name}_{service}_1 \| {service} line 1$", text, re.M), text[:300]
             assert re.search(rf"^{name}_{service}_1 stderr \| {service} warn 10$", text, re.M)
+            numbers = numbers_of(text.splitlines(), service)
+            assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) >= len(numbers_of(every_line, service))
 
         # The same view at phone width, dark theme.
         phone = open_page(width=390, height=800, dark=True)

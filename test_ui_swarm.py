@@ -296,12 +296,15 @@ def test_a_standard_user_sees_the_proxys_refusals_and_cannot_change_nodes(fresh_
         page.locator("#svc-mode", has_text="replicated 2").wait_for()
         assert client.services.get(name).attrs["Spec"]["Labels"]["io.portainer.accesscontrol.users"] == str(user["Id"])
 
-        # Nodes: read-only for them; the proxy refuses a change sent anyway, and the page would say so.
+        # Nodes: no control for them (the server says they may not change one); the proxy refuses a change sent anyway.
+        me = srv.api("GET", "/api/users/me", token=srv.login("erin", password)).json()
+        assert "DockerNodeUpdate" not in me["EndpointAuthorizations"][str(env)], me
         page.goto(f"{srv.url}/#/env/{env}/nodes/{client.nodes.list()[0].id}")
-        page.get_by_text("Only administrators change a node").wait_for()
-        assert page.locator("#node-avail").is_disabled() and page.get_by_role("button", name="Save").is_disabled()
-        assert page.get_by_role("button", name="Demote to worker").is_disabled()
-        assert page.get_by_role("button", name="Promote to manager").is_hidden()
+        page.get_by_text("Only administrators of this environment change a node").wait_for()
+        page.locator("#node-scheduling", has_text="active: takes new tasks").wait_for()
+        assert page.locator("#node-avail").count() == 0 and page.get_by_role("button", name="Save").count() == 0
+        assert page.get_by_role("button", name="Demote to worker").count() == 0
+        assert page.get_by_role("button", name="Promote to manager").count() == 0
         node = client.nodes.list()[0].attrs
         refused = srv.api("POST", f"/api/endpoints/{env}/docker/nodes/{node['ID']}/update?version={node['Version']['Index']}",
                           token=srv.login("erin", password), json={**node["Spec"], "Availability": "drain"})
@@ -312,3 +315,51 @@ def test_a_standard_user_sees_the_proxys_refusals_and_cannot_change_nodes(fresh_
             client.services.get(name).remove()
     assert page_errors(tab) == []
 
+
+
+def test_an_environment_administrator_sees_and_uses_the_node_controls_that_others_do_not_get(
+        fresh_server, open_page, swarm_host):
+    srv = fresh_server()
+    env = add_swarm_environment(srv, swarm_host)
+    users = {}
+    for username, role_id in (("frank", 1), ("helen", 3)):  # environment administrator, helpdesk
+        password = f"{username}'s long password"
+        user = srv.api("POST", "/api/users", json={"Username": username, "Password": password, "Role": 2}).json()
+        users[username] = (user["Id"], password, role_id)
+    assert srv.api("PUT", f"/api/endpoints/{env}", json={"UserAccessPolicies": {
+        str(uid): {"RoleId": role_id} for uid, _, role_id in users.values()}}).status_code == 200
+    # What the UI reads: each user's authorizations on the environment, by Portainer's names, from the proxy's rules.
+    def authorizations(username):
+        token = srv.login(username, users[username][1])
+        return srv.api("GET", "/api/users/me", token=token).json()["EndpointAuthorizations"]
+    assert authorizations("frank") == {str(env): {"DockerNodeUpdate": True, "DockerNodeDelete": True,
+                                                  "EndpointResourcesAccess": True}}
+    assert authorizations("helen") == {str(env): {"EndpointResourcesAccess": True}}
+    assert srv.api("GET", "/api/users/me").json()["EndpointAuthorizations"] == {}  # an administrator holds them all
+
+    client = swarm_host.client()
+    node_id = client.nodes.list()[0].id
+    tab = open_page()
+    page = tab.page
+    test_ui_motd.log_in_as(page, srv, "frank", users["frank"][1])
+    try:
+        page.goto(f"{srv.url}/#/env/{env}/nodes/{node_id}")
+        page.get_by_role("button", name="Demote to worker").wait_for()
+        page.locator("#node-avail").select_option("pause")
+        page.get_by_role("button", name="Save").click()
+        page.locator("#node-availability", has_text="pause").wait_for()
+        assert client.nodes.get(node_id).attrs["Spec"]["Availability"] == "pause"
+        page.locator("#node-avail").select_option("active")
+        page.get_by_role("button", name="Save").click()
+        page.locator("#node-availability", has_text="active").wait_for()
+        assert client.nodes.get(node_id).attrs["Spec"]["Availability"] == "active"
+        # Helpdesk sees the node, without controls.
+        test_ui_motd.log_in_as(page, srv, "helen", users["helen"][1])
+        page.goto(f"{srv.url}/#/env/{env}/nodes/{node_id}")
+        page.locator("#node-scheduling", has_text="active").wait_for()
+        assert page.locator("#node-avail").count() == 0
+    finally:
+        node = client.nodes.get(node_id)
+        if node.attrs["Spec"]["Availability"] != "active":
+            node.update({**node.attrs["Spec"], "Availability": "active"})
+    assert page_errors(tab) == []

@@ -71,6 +71,83 @@ export class RingBuffer {
   // Items from sequence number `from` on (the oldest kept when `from` was dropped), up to (not including) `upTo`.
   since(from = 0, upTo = this.seq) { const out = []; for (let s = Math.max(from, this.firstSeq); s < Math.min(upTo, this.seq); s++) out.push(this.items[s % this.capacity]); return out; }
   clear() { this.items = new Array(this.capacity); this.seq = 0; }
+  // The same items at the same sequence numbers, that later pushes to this buffer leave alone (a paused view).
+  copy() { const out = new RingBuffer(this.capacity); out.items = this.items.slice(); out.seq = this.seq; return out; }
+}
+
+// Sequence numbers in ascending order, growing at both ends within a fixed capacity: the lines of a ring buffer
+// that match the filter (new lines join at the back, a new filter's scan of older lines at the front).
+export class SeqDeque {
+  constructor(capacity) { this.capacity = capacity; this.items = new Float64Array(capacity); this.head = 0; this.length = 0; }
+  at(index) { return this.items[(this.head + index) % this.capacity]; }
+  pushBack(seq) { if (this.length === this.capacity) this.popFront(); this.items[(this.head + this.length) % this.capacity] = seq; this.length++; }
+  pushFront(seq) { if (this.length === this.capacity) return; this.head = (this.head + this.capacity - 1) % this.capacity; this.items[this.head] = seq; this.length++; }
+  popFront() { this.head = (this.head + 1) % this.capacity; this.length--; }
+  clear() { this.head = 0; this.length = 0; }
+  // The index of the first number at or after `seq` (the length when there is none).
+  lowerBound(seq) { let low = 0, high = this.length; while (low < high) { const mid = (low + high) >> 1; if (this.at(mid) < seq) low = mid + 1; else high = mid; } return low; }
+  copy() { const out = new SeqDeque(this.capacity); out.items = this.items.slice(); out.head = this.head; out.length = this.length; return out; }
+}
+
+// The lines a log view keeps and which of them it shows: a ring buffer of the last `capacity` lines and the
+// sequence numbers of those matching the filter. A line is tested once, when it arrives; a new filter tests the
+// kept lines newest first, `budget` at a time (scan), so the lines at the tail are ready first and no frame waits
+// for the whole buffer. The view reads it by index: length, seqAt(i), lineAt(i), indexOf(seq).
+export class LogLines {
+  constructor(capacity) {
+    this.ring = new RingBuffer(capacity); this.matches = new SeqDeque(capacity);
+    this.filter = compileFilter('', false); this.onlyMatching = true; this.scanFrom = -1;
+  }
+  push(line) {
+    const seq = this.ring.seq; this.ring.push(line);
+    while (this.matches.length && this.matches.at(0) < this.ring.firstSeq) this.matches.popFront();
+    if (this.filter.active && this.filter.test(line.text)) this.matches.pushBack(seq);
+  }
+  setFilter(filter, onlyMatching) {
+    this.filter = filter; this.onlyMatching = onlyMatching; this.matches.clear();
+    this.scanFrom = filter.active ? this.ring.seq - 1 : -1;
+  }
+  get scanning() { return this.filter.active && this.scanFrom >= this.ring.firstSeq; }
+  // Tests up to `budget` more of the lines kept before the filter changed; true while some are left.
+  scan(budget) {
+    const stop = this.ring.firstSeq; let seq = this.scanFrom;
+    for (; seq >= stop && budget > 0; seq--, budget--) if (this.filter.test(this.ring.at(seq).text)) this.matches.pushFront(seq);
+    this.scanFrom = seq; return this.scanning;
+  }
+  get showsAll() { return !this.onlyMatching || !this.filter.active; }
+  get length() { return this.showsAll ? this.ring.size : this.matches.length; }
+  seqAt(index) { return this.showsAll ? this.ring.firstSeq + index : this.matches.at(index); }
+  lineAt(index) { return this.ring.at(this.seqAt(index)); }
+  // The index of the first shown line at or after sequence number `seq`.
+  indexOf(seq) { return this.showsAll ? Math.min(Math.max(seq - this.ring.firstSeq, 0), this.ring.size) : this.matches.lowerBound(seq); }
+  shown() { const out = new Array(this.length); for (let i = 0; i < out.length; i++) out[i] = this.lineAt(i); return out; }
+  // A copy that lines pushed later leave alone: what a paused view shows (the lines themselves are shared).
+  copy() {
+    const out = new LogLines(this.ring.capacity); out.ring = this.ring.copy(); out.matches = this.matches.copy();
+    out.filter = this.filter; out.onlyMatching = this.onlyMatching; out.scanFrom = this.scanFrom; return out;
+  }
+}
+
+// A virtualised list of rows of one height: the rows [first, last) in the viewport and `margin` more each side.
+export function visibleWindow(length, rowHeight, scrollTop, viewportHeight, margin) {
+  const first = Math.max(0, Math.floor(scrollTop / rowHeight) - margin);
+  return {first: Math.min(first, length), last: Math.min(length, Math.ceil((scrollTop + viewportHeight) / rowHeight) + margin)};
+}
+// The rows to change when the list drawn (sequence numbers, ascending) becomes the one wanted: how many to remove
+// at the front and at the back, and which to add at each end; null when nothing drawn stays (draw them all anew).
+// The list only ever changes at its ends (lines arrive, old ones drop, a filter's scan adds older ones), so the rows
+// that stay are those drawn between the first and the last wanted.
+export function rowChanges(drawn, wanted) {
+  if (!drawn.length || !wanted.length) return null;
+  const low = wanted[0], high = wanted[wanted.length - 1];
+  let dropFront = 0, dropBack = 0;
+  while (dropFront < drawn.length && drawn[dropFront] < low) dropFront++;
+  while (dropBack < drawn.length - dropFront && drawn[drawn.length - 1 - dropBack] > high) dropBack++;
+  if (dropFront + dropBack === drawn.length) return null;
+  const keptLow = drawn[dropFront], keptHigh = drawn[drawn.length - 1 - dropBack];
+  let front = 0; while (wanted[front] < keptLow) front++;
+  let back = wanted.length; while (wanted[back - 1] > keptHigh) back--;
+  return {dropFront, dropBack, addFront: wanted.slice(0, front), addBack: wanted.slice(back)};
 }
 
 // A stable colour per container name, one of the 24 hues of app.css's .hue0 ... .hue23 (classes: the page's
@@ -83,14 +160,14 @@ export function containerHue(name) {
 }
 
 // The filter: plain text (case-insensitive) or, when `regex`, a JavaScript regular expression (case-insensitive).
-// Answers {test(text), highlight(text) -> HTML, error}; an empty filter matches every line.
+// Answers {test(text), highlight(text) -> HTML, error, active}; an empty (or invalid) filter matches every line.
 export function compileFilter(query, regex) {
-  if (!query) return {test: () => true, highlight: esc, error: ''};
+  if (!query) return {test: () => true, highlight: esc, error: '', active: false};
   let re;
   try { re = new RegExp(regex ? query : query.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'), 'gi'); }
-  catch (e) { return {test: () => true, highlight: esc, error: `Not a regular expression: ${e.message}`}; }
+  catch (e) { return {test: () => true, highlight: esc, error: `Not a regular expression: ${e.message}`, active: false}; }
   const test = text => { re.lastIndex = 0; return re.test(text); };
-  return {test, highlight: text => highlightMatches(text, re), error: ''};
+  return {test, highlight: text => highlightMatches(text, re), error: '', active: true};
 }
 // The text, escaped, with every non-empty match of `re` (a global expression) in <mark>.
 export function highlightMatches(text, re) {

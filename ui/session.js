@@ -8,4 +8,8 @@ export const session = {
 };
 // Before the constants are read (an error page), nobody is shown administrator links.
 export const isAdmin = () => !!session.me && !!constants.UserRoles && session.me.Role === constants.UserRoles.Administrator;
+// What the user may do on one environment, by Portainer's authorization names (DockerNodeUpdate, ...): the server
+// decides them with the proxy's own rules and roles (GET /api/users/me's EndpointAuthorizations); administrators hold all.
+export const isAuthorized = (envId, authorization) => isAdmin() ||
+  !!(session.me && ((session.me.EndpointAuthorizations || {})[envId] || {})[authorization]);
 export const envIsSwarm = env => !!(env && env.Snapshots && env.Snapshots[0] && env.Snapshots[0].Swarm);
