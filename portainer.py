@@ -5550,8 +5550,76 @@ def visible_event(store: Store, caller: Caller, line: bytes) -> bool:
     return event.get("Type") == "container" and owns(store, caller, field_at(event, "Actor", "Attributes"))
 
 
-async def relay_owned_events(request: web.Request, response: shared.DockerResponse, store: Store,
-                             caller: Caller) -> web.StreamResponse:
+# Events of these types carry no labels: whose resource an event is about is asked of the engine (visible_resource).
+LOOKED_UP_EVENT_KINDS = {"volume": "volumes", "network": "networks", "service": "services", "secret": "secrets",
+                         "config": "configs"}
+EVENT_DECISIONS_KEPT = 4096
+
+
+class OwnedEventFilter:
+    """Which events of one stream an ownership-bound caller may see: visible_event's (their containers', images'),
+    and those of the volumes, networks, services, secrets and configs visible to them. Each such resource is looked
+    up once per stream (the first event of a kind lists them all: one call, not one per resource); one removed
+    before it was ever seen stays hidden (nobody can tell whose it was)."""
+
+    def __init__(self, grant: DockerGrant):
+        self.grant = grant
+        self.decided: dict[tuple[str, str], bool] = {}
+        self.listed: set[str] = set()
+
+    async def visible(self, line: bytes) -> bool:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            return False
+        kind = LOOKED_UP_EVENT_KINDS.get(event.get("Type")) if isinstance(event, dict) else None
+        if kind is None:
+            return visible_event(self.grant.store, self.grant.caller, line)
+        resource = as_text(field_at(event, "Actor", "ID"))
+        if not resource:
+            return False
+        if kind not in self.listed:
+            self.listed.add(kind)
+            await self.decide_listed(kind)
+        decision = self.decided.get((kind, resource))
+        if decision is None:
+            decision = await self.resource_visible(kind, resource)
+            if decision is not None:
+                if len(self.decided) >= EVENT_DECISIONS_KEPT:
+                    self.decided.clear()
+                self.decided[(kind, resource)] = decision
+        if event.get("Action") in ("destroy", "remove", "delete"):  # a volume's name may come back as someone else's
+            self.decided.pop((kind, resource), None)
+        return bool(decision)
+
+    async def decide_listed(self, kind: str) -> None:
+        grant = self.grant
+        try:
+            listed = await grant.connector.request_json("GET", f"/{kind}", headers=grant.node_headers)
+        except ApiError as exc:  # no swarm here, or the engine could not say: looked up one by one
+            log.info("events: the engine did not list its %s: %s", kind, exc)
+            return
+        items = dicts_in(listed.get("Volumes") if kind == "volumes" and isinstance(listed, dict) else listed)
+        for item in items[:EVENT_DECISIONS_KEPT - len(self.decided)]:
+            self.decided[(kind, resource_key(kind, item))] = visible_resource(grant.store, grant.caller, kind, item,
+                                                                              grant.endpoint["Id"])
+
+    async def resource_visible(self, kind: str, resource: str) -> bool | None:
+        """Whether the caller may see the resource; None when the engine could not say (asked again next time)."""
+        grant = self.grant
+        try:
+            item = await grant.connector.request_json("GET", f"/{kind}/{urllib.parse.quote(resource, safe='')}",
+                                                      headers=grant.node_headers)
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            log.info("events: the engine did not say whose %s %s is: %s", kind[:-1], resource, exc)
+            return None
+        return isinstance(item, dict) and visible_resource(grant.store, grant.caller, kind, item, grant.endpoint["Id"])
+
+
+async def relay_owned_events(request: web.Request, response: shared.DockerResponse,
+                             grant: DockerGrant) -> web.StreamResponse:
     """The events stream, line by line, without the events of other users' resources."""
     try:
         out = web.StreamResponse(status=response.status, reason=response.reason or None)
@@ -5559,10 +5627,10 @@ async def relay_owned_events(request: web.Request, response: shared.DockerRespon
             if name.lower() not in shared.HOP_BY_HOP_HEADERS:
                 out.headers.add(name, value)
         await out.prepare(request)
-        pending = b""
+        pending, events = b"", OwnedEventFilter(grant)
         async for chunk in response.iter_chunks():
             *lines, pending = (pending + chunk).split(b"\n")
-            kept = [line + b"\n" for line in lines if line.strip() and visible_event(store, caller, line)]
+            kept = [line + b"\n" for line in lines if line.strip() and await events.visible(line)]
             if kept:
                 await out.write(b"".join(kept))
         await out.write_eof()
@@ -5640,7 +5708,7 @@ async def handle_docker_proxy(request: web.Request) -> web.StreamResponse:
     response = await connector.request(request.method, grant.target, headers, body, body_length, timeout=timeout)
     try:
         if grant.ownership_bound and bare == "/events" and response.status == 200:
-            return await relay_owned_events(request, response, grant.store, caller)
+            return await relay_owned_events(request, response, grant)
         return await shared.relay_response(request, response, rewrite_body=rewrite if response.status == 200 else None)
     except shared.DockerUnreachable as exc:
         log.info("stream from environment %s ended early: %s", endpoint_id, exc)

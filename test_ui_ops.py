@@ -5,11 +5,14 @@ Screenshots of each new page go to docs/screenshots/ (README.md shows them)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import socket
 import subprocess
 import sys
+import threading
+import time
 
 import docker
 import pytest
@@ -366,6 +369,40 @@ def test_standard_user_reads_merged_logs_of_their_own_containers_only(fresh_serv
     wait_until(lambda: b"erin was here" in erins_lines(), message="erin's own log line")
     for bad in ("containers=", "containers=a,a", "containers=abc123", f"containers={mine}&since=yesterday", f"containers={mine}&tail=-1"):
         assert srv.api("GET", f"/api/endpoints/1/logs?{bad}", token=token).status_code == 400, bad
+
+
+def test_standard_user_sees_the_events_of_their_own_volumes_and_networks_not_others(fresh_server, engine, labelled):
+    srv = fresh_server()
+    user = srv.api("POST", "/api/users", json={"Username": "erin", "Password": "erin's long password", "Role": 2}).json()
+    assert srv.api("PUT", "/api/endpoints/1",
+                   json={"UserAccessPolicies": {str(user["Id"]): {"RoleId": 0}}}).status_code == 200
+    token = srv.login("erin", "erin's long password")
+    since = int(time.time()) - 1
+    # Erin's live event stream, read while the volumes and networks come and go (until a few seconds on).
+    answer: dict = {}
+    watching = threading.Thread(target=lambda: answer.update(erin=srv.api(
+        "GET", f"/api/endpoints/1/docker/events?since={since}&until={since + 8}", token=token)))
+    watching.start()
+    time.sleep(1)
+    others = engine.volumes.create(f"{PREFIX}-not-erins-volume", labels={TEST_LABEL: "ops"})
+    engine.networks.create(f"{PREFIX}-not-erins-net", labels={TEST_LABEL: "ops"})
+    for kind, body in (("volumes", {"Name": f"{PREFIX}-erins-volume"}), ("networks", {"Name": f"{PREFIX}-erins-net"})):
+        made = srv.api("POST", f"/api/endpoints/1/docker/{kind}/create", token=token,
+                       json={**body, "Labels": {TEST_LABEL: "ops"}})
+        assert made.status_code == 201, made.text
+    time.sleep(1)  # the create events go by while the volume is there to be looked up
+    assert srv.api("DELETE", f"/api/endpoints/1/docker/volumes/{PREFIX}-erins-volume", token=token).status_code == 204
+    others.remove()
+    watching.join(timeout=30)
+    assert answer["erin"].status_code == 200, answer["erin"].text
+    seen = {(e["Type"], e["Action"], e["Actor"]["Attributes"].get("name", e["Actor"]["ID"]))
+            for e in map(json.loads, answer["erin"].text.splitlines())}
+    assert {("volume", "create", f"{PREFIX}-erins-volume"), ("volume", "destroy", f"{PREFIX}-erins-volume"),
+            ("network", "create", f"{PREFIX}-erins-net")} <= seen, seen
+    assert not [e for e in seen if "not-erins" in e[2]], seen
+    # An administrator sees them all.
+    everything = srv.api("GET", f"/api/endpoints/1/docker/events?since={since}&until={int(time.time()) + 1}").text
+    assert f"{PREFIX}-not-erins-volume" in everything and f"{PREFIX}-not-erins-net" in everything
 
 
 def test_the_new_pages_fit_a_phone_in_the_dark_theme(fresh_server, engine, open_page, labelled):
