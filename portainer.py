@@ -11704,10 +11704,10 @@ EDGE_STACK_GIT_UPDATE_FIELDS = {"AutoUpdate": GIT_AUTO_UPDATE, "RefName": str, "
 
 def edge_git_auto_update(app: web.Application, body: dict, previous: dict | None, reference: str) -> dict | None:
     """An edge stack's AutoUpdate: Interval and Webhook as a stack's. Its environments are redeployed when the
-    commit changes; ForceUpdate (a drift check of one engine's containers) and WebhookEnv (an edge stack has no
-    variables) are a stack's alone."""
+    commit changes; ForceUpdate (a drift check of one engine's containers), ForcePullImage (an edge deploy builds
+    and uses the images its environment has) and WebhookEnv (an edge stack has no variables) are a stack's alone."""
     raw = body.get("AutoUpdate") or {}
-    for name in ("ForceUpdate", "WebhookEnv"):
+    for name in ("ForceUpdate", "ForcePullImage", "WebhookEnv"):
         if raw.get(name):
             raise BadRequest(f"AutoUpdate.{name} is for stacks, not edge stacks",
                              "an edge stack is redeployed on every environment when its commit changes")
@@ -11745,7 +11745,8 @@ async def redeploy_git_edge_stack(app: web.Application, edge_stack: dict, source
     edge: EdgeStacks = app[EDGE_STACKS]
     project_dir = edge.project_dir(edge_stack["Id"])
     try:
-        ComposeFile(content, {}, edge_stack["Name"], project_dir, source_dir=project.directory,
+        ComposeFile(content, {}, edge_stack["Name"], entry_directory(project_dir, config["ConfigFilePath"]),
+                    source_dir=entry_directory(project.directory, config["ConfigFilePath"]),
                     file_name=config["ConfigFilePath"])
         for key in list(edge_stack["Status"]):  # no deploy reads the directory while it is swapped
             edge.stop_deploying(edge_stack, int(key))
@@ -12820,11 +12821,12 @@ class EdgeStacks:
         await self.store.commit()
         try:
             # its files go where the environment's engine reads them, as a stack's do
-            local = self.project_dir(edge_stack["Id"])
-            compose = ComposeFile(content, {}, edge_stack["Name"],
-                                  await connector.project_directory(edge_stack["Name"], local), source_dir=local,
-                                  file_name=edge_stack.get("EntryPoint") or COMPOSE_FILE)
-            await asyncio.to_thread(Stacks.add_generated_files, local, compose)
+            # relative paths resolve from the compose file's directory, as a stack's do
+            local, entry_point = self.project_dir(edge_stack["Id"]), edge_stack.get("EntryPoint") or COMPOSE_FILE
+            remote = await connector.project_directory(edge_stack["Name"], local)
+            compose = ComposeFile(content, {}, edge_stack["Name"], entry_directory(remote, entry_point),
+                                  source_dir=entry_directory(local, entry_point), file_name=entry_point)
+            await asyncio.to_thread(Stacks.add_generated_files, compose.source_dir, compose)
             await connector.store_project(edge_stack["Name"], local)
             # a version from git may change what is built: built again, as a git stack's redeploy is
             await ComposeDeployment(connector, compose).up(rebuild=bool(edge_stack.get("GitConfig")))
@@ -12900,7 +12902,8 @@ async def create_edge_stack(request: web.Request, body: dict, record: dict | Non
     project_dir = edge.project_dir(edge_stack_id)
     entry_point = project.entry_point if project is not None else COMPOSE_FILE
     if project is not None:
-        ComposeFile(content, {}, name, project_dir, source_dir=project.directory, file_name=entry_point)
+        ComposeFile(content, {}, name, entry_directory(project_dir, entry_point),
+                    source_dir=entry_directory(project.directory, entry_point), file_name=entry_point)
         await asyncio.to_thread(install_edge_project, project, project_dir)
     else:
         ComposeFile(content, {}, name, project_dir)
@@ -12957,7 +12960,7 @@ async def handle_edge_stack_update(request: web.Request) -> web.Response:
     project_dir = edge.project_dir(edge_stack["Id"])
     if update_version:
         entry_point = edge_stack.get("EntryPoint") or COMPOSE_FILE
-        ComposeFile(content, {}, edge_stack["Name"], project_dir, file_name=entry_point)
+        ComposeFile(content, {}, edge_stack["Name"], entry_directory(project_dir, entry_point), file_name=entry_point)
         await asyncio.to_thread(write_stack_file, os.path.join(project_dir, entry_point), content.encode())
         edge_stack["Version"] = edge_stack.get("Version", 1) + 1
     left = [int(k) for k in edge_stack["Status"] if int(k) not in targets]

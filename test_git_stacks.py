@@ -80,6 +80,11 @@ def built_project(revision: str) -> dict[str, str]:
             "config/site.conf": f"site revision {revision}\n", "secrets/token.txt": f"token-{revision}\n"}
 
 
+def in_directory(directory: str, files: dict[str, str]) -> dict[str, str]:
+    """A project in a subdirectory of the repository: its relative paths resolve from there."""
+    return {f"{directory}/{name}": content for name, content in files.items()}
+
+
 def make_ca_and_server_certificate(directory: str) -> tuple[str, str, str]:
     """A CA of the test's own, and a certificate it signs for 127.0.0.1: (ca.pem, cert.pem, key.pem)."""
     from cryptography import x509
@@ -565,9 +570,9 @@ def test_an_edge_stack_from_git_redeploys_by_hand_on_its_webhook_and_on_poll(srv
         wait_until(lambda: test_edge.connected(srv, endpoint["Id"]), timeout=30, message="the edge agent")
         group = srv.api("POST", "/api/edge_groups", json={"Name": f"{PREFIX}-sites", "Endpoints": [endpoint["Id"]]})
         assert group.status_code == 200, group.text
-        first = git_server.push(built_project("90"), "ninety")
+        first = git_server.push(in_directory("edge", built_project("90")), "ninety")
         name = f"{PREFIX}-edge"
-        body = {"Name": name, "RepositoryURL": git_server.url, "FilePathInRepository": "docker-compose.yml",
+        body = {"Name": name, "RepositoryURL": git_server.url, "FilePathInRepository": "edge/docker-compose.yml",
                 "EdgeGroups": [group.json()["Id"]], "DeploymentType": 0, "RepositoryAuthentication": True,
                 "RepositoryUsername": GIT_USER, "RepositoryPassword": GIT_PASSWORD}
         # Polling a commit id is pointless (it never moves): refused before anything is fetched.
@@ -603,14 +608,14 @@ def test_an_edge_stack_from_git_redeploys_by_hand_on_its_webhook_and_on_poll(srv
         assert container.exec_run(["sh", "-c", "echo kept-on-the-edge > /data/kept"]).exit_code == 0
 
         # By hand: Pull and redeploy.
-        second = git_server.push(built_project("91"), "ninety-one")
+        second = git_server.push(in_directory("edge", built_project("91")), "ninety-one")
         r = srv.api("PUT", f"/api/edge_stacks/{edge_stack['Id']}/git/redeploy", json={})
         assert r.status_code == 200 and r.json()["GitConfig"]["ConfigHash"] == second, r.text
         wait_until(lambda: runs("91"), timeout=60, message="the new commit on the edge")
         assert read_in(container_of(engine, name), "/etc/app/site.conf") == "site revision 91"
 
         # By webhook: public, a new version, every environment deploys the fetched project; its data is kept.
-        third = git_server.push(built_project("92"), "ninety-two")
+        third = git_server.push(in_directory("edge", built_project("92")), "ninety-two")
         started = time.monotonic()
         r = requests.post(f"{srv.url}/api/edge_stacks/webhooks/{webhook}", timeout=120)
         assert r.status_code == 204, r.text
@@ -634,7 +639,7 @@ def test_an_edge_stack_from_git_redeploys_by_hand_on_its_webhook_and_on_poll(srv
         version = view()["Version"]
         time.sleep(2.5)  # polls that find nothing new change nothing
         assert view()["Version"] == version and view()["GitCheck"]["Outcome"] == "unchanged"
-        fourth = git_server.push(built_project("93"), "ninety-three")
+        fourth = git_server.push(in_directory("edge", built_project("93")), "ninety-three")
         started = time.monotonic()
         wait_until(lambda: runs("93"), timeout=60, interval=0.1, message="the poll's commit on the edge")
         MEASURED["edge stack poll"] = time.monotonic() - started
