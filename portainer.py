@@ -11794,9 +11794,9 @@ async def handle_edge_stack_git_update(request: web.Request) -> web.Response:
     body = await read_documented_fields(request, EDGE_STACK_GIT_UPDATE_FIELDS)
     if "RefName" in body:
         body.setdefault("RepositoryReferenceName", body["RefName"])
-    if "Authentication" in body:
-        authentication = body["Authentication"] or {}
-        body.setdefault("RepositoryAuthentication", bool(authentication))
+    authentication = body.get("Authentication") or {}
+    if authentication.get("Username") or authentication.get("Password"):  # an empty one keeps the saved credentials
+        body.setdefault("RepositoryAuthentication", True)
         body.setdefault("RepositoryUsername", authentication.get("Username") or "")
         body.setdefault("RepositoryPassword", authentication.get("Password") or "")
     app = request.app

@@ -1091,10 +1091,10 @@ def test_a_swarm_stack_from_git_follows_a_push_and_a_service_changed_by_hand_is_
 
 
 def test_a_wrong_webhook_id_is_a_404_and_guessing_is_rate_limited(srv):
-    """Last of the module: it spends the guesses this address has."""
-    answers = [requests.post(f"{srv.url}/api/stacks/webhooks/{i:08d}-0000-4000-8000-000000000000", timeout=10)
-               .status_code for i in range(14)]
-    assert answers[0] == 404 and answers[-1] == 429, answers
+    """Last of the module: it spends the guesses this address has, on stacks' and edge stacks' webhooks alike."""
+    answers = [requests.post(f"{srv.url}/api/{kind}/webhooks/{i:08d}-0000-4000-8000-000000000000", timeout=10)
+               .status_code for i in range(7) for kind in ("stacks", "edge_stacks")]
+    assert answers[:2] == [404, 404] and answers[-2:] == [429, 429], answers
 
 
 def test_report_push_to_redeploy_times(capsys):
