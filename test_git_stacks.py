@@ -629,7 +629,12 @@ def test_an_edge_stack_from_git_redeploys_by_hand_on_its_webhook_and_on_poll(srv
         assert requests.post(f"{srv.url}/api/edge_stacks/webhooks/{uuid.uuid4()}", timeout=10).status_code == 404
         assert requests.post(f"{srv.url}/api/stacks/webhooks/{webhook}", timeout=10).status_code == 404
 
-        # Polling: Portainer's PUT /api/edge_stacks/{id}/git turns it on; a push is deployed within the interval.
+        # Portainer's PUT /api/edge_stacks/{id}/git: new settings are tried before they are kept.
+        r = srv.api("PUT", f"/api/edge_stacks/{edge_stack['Id']}/git",
+                    json={"Authentication": {"Username": GIT_USER, "Password": "not the password"}})
+        assert r.status_code == 400 and "refused the credentials" in r.json()["message"], r.text
+        assert "not the password" not in r.text
+        # Polling: the same route turns it on; a push is deployed within the interval.
         r = srv.api("PUT", f"/api/edge_stacks/{edge_stack['Id']}/git",
                     json={"RefName": first, "AutoUpdate": {"Interval": "1s", "Webhook": True}})
         assert r.status_code == 400 and "needs a branch or a tag" in r.json()["message"], r.text
