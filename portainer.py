@@ -11136,6 +11136,7 @@ class GitSource:
     password: str = dataclasses.field(default="", repr=False)  # never in a repr, so never in a traceback's
     ssh_key: str = dataclasses.field(default="", repr=False)  # a deploy key (OpenSSH) for ssh:// and user@host:path
     tls_skip_verify: bool = False
+    saved_credentials: bool = False  # a secret came from the record's sealed ones, not from the caller's body
 
     @property
     def ssh(self) -> bool:
@@ -11478,6 +11479,9 @@ def git_source_from_body(app: web.Application, body: dict, url: str, stack: dict
         source.ssh_key = body["RepositorySSHKey"]
     elif stack is not None and authentication is not None:
         source.ssh_key = git_secret(app, stack, "_GitSSHKey")
+    source.saved_credentials = stack is not None and (
+        bool(source.password) and source.password != body.get("RepositoryPassword")
+        or bool(source.ssh_key) and source.ssh_key != body.get("RepositorySSHKey"))
     if source.ssh_key and not source.ssh:
         raise BadRequest("RepositorySSHKey is for ssh:// and user@host:path URLs")
     if source.ssh_key and "PRIVATE KEY" not in source.ssh_key:
@@ -11486,6 +11490,32 @@ def git_source_from_body(app: web.Application, body: dict, url: str, stack: dict
         raise BadRequest("RepositoryUsername and RepositoryPassword are required when RepositoryAuthentication "
                          "is on")
     return source
+
+
+def template_credentials_binding(template: dict, caller: Caller) -> dict | None:
+    """A stack deployed from someone else's private git template carries the template's sealed credentials; they
+    stay usable only for the template's repository and reference (None: the caller's own, or nothing sealed)."""
+    config = template["GitConfig"]
+    if not (template.get("_GitPassword") or template.get("_GitSSHKey")) or caller.is_admin \
+            or template["CreatedByUserId"] == caller.id:
+        return None
+    return {"TemplateId": template["Id"], "AuthorId": template["CreatedByUserId"], "URL": config["URL"],
+            "ReferenceName": config.get("ReferenceName", "")}
+
+
+def require_own_credentials_off_template(stack: dict, source: GitSource, caller: Caller) -> None:
+    """The credentials a stack got from a custom template fetch only the template's repository at its reference:
+    another reference or URL needs the caller's own credentials, unless they are the template's author or an
+    administrator. (Portainer hands the template's password to whoever deploys it; here it stays sealed, bound.)"""
+    binding = stack.get("_GitTemplateCredentials")
+    if not binding or not source.saved_credentials or caller.is_admin or caller.id == binding["AuthorId"]:
+        return
+    if (source.url, source.reference) != (binding["URL"], binding["ReferenceName"]):
+        raise Forbidden(f"the saved git credentials of stack {stack['Name']!r} came from custom template "
+                        f"{binding['TemplateId']} and fetch only its repository at "
+                        f"{binding['ReferenceName'] or 'its default branch'}",
+                        "to use another reference, give credentials of your own (RepositoryAuthentication, "
+                        "RepositoryUsername, RepositoryPassword)")
 
 
 def git_secret(app: web.Application, stack: dict, key: str) -> str:
@@ -11626,6 +11656,11 @@ def remember_git_source(app: web.Application, stack: dict, source: GitSource, ca
     stack["_GitPassword"] = sealer.seal(source.password) if source.password else ""
     stack["_GitSSHKey"] = sealer.seal(source.ssh_key) if source.ssh_key else ""
     stack["_GitUserId"] = caller.id
+    binding = stack.get("_GitTemplateCredentials")
+    if not source.saved_credentials:  # the caller's own credentials now (or none): no longer the template's
+        stack.pop("_GitTemplateCredentials", None)
+    elif binding and (caller.is_admin or caller.id == binding["AuthorId"]):  # they may aim them elsewhere
+        binding.update({"URL": source.url, "ReferenceName": source.reference})
 
 
 async def handle_stack_git_update(request: web.Request) -> web.Response:
@@ -11635,6 +11670,7 @@ async def handle_stack_git_update(request: web.Request) -> web.Response:
     body = await read_documented_fields(request, GIT_STACK_UPDATE_FIELDS)
     app, caller = request.app, caller_of(request)
     source = git_source_from_body(app, body, stack["GitConfig"]["URL"], stack)
+    require_own_credentials_off_template(stack, source, caller)
     await app[GIT].remote_commit(source)
     auto_update = git_auto_update(app, body, stack.get("AutoUpdate"), source.reference) if "AutoUpdate" in body \
         else stack.get("AutoUpdate")
@@ -11656,6 +11692,7 @@ async def handle_stack_git_redeploy(request: web.Request) -> web.Response:
     body = await read_documented_fields(request, GIT_STACK_REDEPLOY_FIELDS)
     app = request.app
     source = git_source_from_body(app, body, stack["GitConfig"]["URL"], stack)
+    require_own_credentials_off_template(stack, source, caller_of(request))
     env = stack_env(body) if "Env" in body else None
     await redeploy_git_stack(request, stack, source, env, pull=bool(body.get("PullImage")),
                              prune=bool(body.get("Prune")))
@@ -14103,6 +14140,9 @@ async def deploy_git_custom_template(request: web.Request, template: dict, body:
     source = git_source_from_body(app, {}, config["URL"], template)
     project, commit, content = await fetch_checkout(app, source, config["ConfigFilePath"], [])
     record = git_stack_fields(app, source, config["ConfigFilePath"], commit, None, caller_of(request), [])
+    binding = template_credentials_binding(template, caller_of(request))
+    if binding:
+        record["_GitTemplateCredentials"] = binding
     stack_type = STACK_SWARM if template["Type"] == TEMPLATE_SWARM_STACK else STACK_COMPOSE
     stack = await create_stack(request, stack_type, {"Name": body.get("Name"), "StackFileContent": content,
                                                      "Env": body.get("Env") or []},

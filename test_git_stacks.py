@@ -697,6 +697,67 @@ def test_a_stack_from_a_git_custom_template_builds_its_image_and_binds_its_files
     assert srv.api("DELETE", f"/api/custom_templates/{template['Id']}").status_code == 204
 
 
+def test_standard_user_cannot_aim_a_templates_saved_credentials_at_another_branch(srv, git_server, engine):
+    git_server.push({"deploy/docker-compose.yml": compose_project("125")}, "the template's branch")
+    git_server.push({"deploy/docker-compose.yml": compose_project("126")}, "another branch", branch="feature")
+    r = srv.api("POST", "/api/custom_templates/create/repository", json={
+        "Title": "Private", "Description": "an administrator's private repository", "Type": 3,
+        "RepositoryURL": git_server.url, "RepositoryReferenceName": "refs/heads/main",
+        "ComposeFilePathInRepository": "deploy/docker-compose.yml", "RepositoryAuthentication": True,
+        "RepositoryUsername": GIT_USER, "RepositoryPassword": GIT_PASSWORD})
+    assert r.status_code == 200, r.text
+    template = r.json()
+    password, own_user, own_password = "a long enough password", f"{PREFIX}own", "own-git-pass-5b1e"
+    subprocess.run(["htpasswd", "-b", f"{git_server.root}/htpasswd", own_user, own_password], check=True,
+                   capture_output=True)
+    user = srv.api("POST", "/api/users", json={"Username": f"{PREFIX}deployer", "Password": password,
+                                               "Role": 2}).json()
+    assert srv.api("PUT", "/api/endpoints/1", json={
+        "UserAccessPolicies": {str(user["Id"]): {"RoleId": 0}},
+        "SecuritySettings": {"allowStackManagementForRegularUsers": True}}).status_code == 200
+    token = srv.login(f"{PREFIX}deployer", password)
+    name = f"{PREFIX}-borrowed"
+    r = srv.api("POST", f"/api/custom_templates/{template['Id']}/deploy?endpointId=1", token=token,
+                json={"Name": name})
+    assert r.status_code == 200, r.text
+    stack = r.json()
+    # The template's repository at its reference: pulled and redeployed with the saved credentials as often as wanted.
+    r = srv.api("PUT", f"/api/stacks/{stack['Id']}/git/redeploy?endpointId=1", token=token, json={})
+    assert r.status_code == 200, r.text
+    # Another branch with the template's credentials: refused, by either route, and nothing changes.
+    for method, path in (("POST", f"/api/stacks/{stack['Id']}/git?endpointId=1"),
+                         ("PUT", f"/api/stacks/{stack['Id']}/git/redeploy?endpointId=1")):
+        for body in ({"RepositoryReferenceName": "refs/heads/feature"},
+                     {"RepositoryReferenceName": "refs/heads/feature", "RepositoryAuthentication": True,
+                      "RepositoryUsername": own_user, "RepositoryPassword": ""}):
+            r = srv.api(method, path, token=token, json=body)
+            assert r.status_code == 403 and "came from custom template" in r.json()["message"], r.text
+            assert "credentials of your own" in r.json()["details"]
+    after = srv.api("GET", f"/api/stacks/{stack['Id']}").json()
+    assert after["GitConfig"]["ReferenceName"] == "refs/heads/main"
+    assert "REVISION=125" in container_of(engine, name).attrs["Config"]["Env"]
+    # With credentials of their own, the branch is theirs to choose; the saved ones are theirs from then on.
+    r = srv.api("PUT", f"/api/stacks/{stack['Id']}/git/redeploy?endpointId=1", token=token, json={
+        "RepositoryReferenceName": "refs/heads/feature", "RepositoryAuthentication": True,
+        "RepositoryUsername": own_user, "RepositoryPassword": own_password})
+    assert r.status_code == 200 and r.json()["GitConfig"]["ReferenceName"] == "refs/heads/feature", r.text
+    assert "REVISION=126" in container_of(engine, name).attrs["Config"]["Env"]
+    r = srv.api("POST", f"/api/stacks/{stack['Id']}/git?endpointId=1", token=token,
+                json={"RepositoryReferenceName": "refs/heads/main"})
+    assert r.status_code == 200 and r.json()["GitConfig"]["Authentication"]["Username"] == own_user, r.text
+    # The template's author (an administrator) may aim the saved credentials anywhere on a stack of theirs.
+    mine = f"{PREFIX}-authors"
+    r = srv.api("POST", f"/api/custom_templates/{template['Id']}/deploy?endpointId=1", json={"Name": mine})
+    assert r.status_code == 200, r.text
+    r = srv.api("POST", f"/api/stacks/{r.json()['Id']}/git?endpointId=1",
+                json={"RepositoryReferenceName": "refs/heads/feature"})
+    assert r.status_code == 200, r.text
+    for made in (stack["Id"], r.json()["Id"]):
+        assert srv.api("DELETE", f"/api/stacks/{made}?endpointId=1").status_code == 204
+    assert srv.api("DELETE", f"/api/custom_templates/{template['Id']}").status_code == 204
+    srv.api("PUT", "/api/endpoints/1", json={"SecuritySettings": {"allowStackManagementForRegularUsers": False}})
+
+
 def test_a_stack_pinned_to_a_commit_id_deploys_it_but_cannot_poll_it(srv, git_server, engine):
     pinned = git_server.push({"deploy/docker-compose.yml": compose_project("130")}, "pinned")
     git_server.push({"deploy/docker-compose.yml": compose_project("131")}, "after the pin")
