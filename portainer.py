@@ -7592,6 +7592,7 @@ class ComposeDeployment:
         self.config_file = os.path.join(compose.project_dir, os.path.basename(compose.file_name)) if compose else ""
         self.owner_labels: dict[str, str] = {}
         self.recreated: set[str] = set()  # the services this deploy made containers for
+        self.pulled_image_ids: dict[str, str] = {}  # service -> the image id a pull asked for by this deploy got
         self.progress: Callable[[dict], None] = lambda event: None  # a deploy's live progress (DeployProgress)
         self.registry_config: dict = {}  # X-Registry-Config for builds: the registries the caller may use there
         self.build_targets: dict[str, str] = {}  # service -> /build?... as the caller's grant vetted it
@@ -7858,6 +7859,8 @@ class ComposeDeployment:
                         await ensure_image(self.connector, image, pull or policy == "always",
                                            lambda event, name=name: self.progress({**event, "service": name}))
                     pulled.add(image)
+                if pull and service.get("build") is None:
+                    self.pulled_image_ids[name] = await self.image_id(image)
             except ApiError as exc:
                 raise service_failure(name, exc) from None
 
@@ -7909,6 +7912,9 @@ class ComposeDeployment:
         # would be left in namespaces that are gone: it is recreated too, as docker compose does.
         shared = [service["network_mode"], *service["namespaces"].values()]
         stale = any(mode and mode[0] == "service" and mode[1] in self.recreated for mode in shared)
+        # As `docker compose up --pull always`: a pull that brought a new image recreates the service's containers.
+        pulled = self.pulled_image_ids.get(name)
+        stale = stale or bool(pulled) and any(c.get("ImageID") and c["ImageID"] != pulled for c in containers)
         by_number = {container_number(c): c for c in containers}
         for number, container in by_number.items():
             if number > wanted or number < 1 or container["Labels"].get(LABEL_HASH) != config_hash or stale:
@@ -11735,19 +11741,25 @@ def git_source_fields(app: web.Application, source: GitSource, config_path: str,
 EDGE_STACK_GIT_FIELDS = {"Name": str, "RepositoryURL": str, "FilePathInRepository": str, "EdgeGroups": [int],
                          "DeploymentType": int, "AutoUpdate": GIT_AUTO_UPDATE, **GIT_SOURCE_FIELDS}
 GIT_AUTHENTICATION = {"Username": str, "Password": str, "GitCredentialID": int}
+EDGE_STACK_GIT_REDEPLOY_FIELDS = {"PullImage": bool, **GIT_SOURCE_FIELDS}
 EDGE_STACK_GIT_UPDATE_FIELDS = {"AutoUpdate": GIT_AUTO_UPDATE, "RefName": str, "Authentication": GIT_AUTHENTICATION,
                                 "UpdateVersion": bool, **GIT_SOURCE_FIELDS}
 
 
+EDGE_REFUSED_AUTO_UPDATE = {
+    "ForceUpdate": "an edge stack is redeployed on every environment when its commit changes; a drift check of "
+                   "each environment's containers is not done for edge stacks",
+    "WebhookEnv": "an edge stack has no variables for a webhook's query parameters to set (as in Portainer)"}
+
+
 def edge_git_auto_update(app: web.Application, body: dict, previous: dict | None, reference: str) -> dict | None:
-    """An edge stack's AutoUpdate: Interval and Webhook as a stack's. Its environments are redeployed when the
-    commit changes; ForceUpdate (a drift check of one engine's containers), ForcePullImage (an edge deploy builds
-    and uses the images its environment has) and WebhookEnv (an edge stack has no variables) are a stack's alone."""
+    """An edge stack's AutoUpdate: Interval, Webhook and ForcePullImage as a stack's (each redeploy makes every
+    environment pull its images again: Portainer's per-environment ReadyRePullImage). ForceUpdate and WebhookEnv
+    are a stack's alone."""
     raw = body.get("AutoUpdate") or {}
-    for name in ("ForceUpdate", "ForcePullImage", "WebhookEnv"):
+    for name, why in EDGE_REFUSED_AUTO_UPDATE.items():
         if raw.get(name):
-            raise BadRequest(f"AutoUpdate.{name} is for stacks, not edge stacks",
-                             "an edge stack is redeployed on every environment when its commit changes")
+            raise BadRequest(f"AutoUpdate.{name} is for stacks, not edge stacks", why)
     return git_auto_update(app, body, previous, reference)
 
 
@@ -11774,9 +11786,11 @@ async def handle_edge_stack_create_repository(request: web.Request) -> web.Respo
     return json_response(view)
 
 
-async def redeploy_git_edge_stack(app: web.Application, edge_stack: dict, source: GitSource) -> str:
+async def redeploy_git_edge_stack(app: web.Application, edge_stack: dict, source: GitSource,
+                                  pull: bool = False) -> str:
     """Fetch an edge stack's reference, swap the checkout in as its project whole, and make it a new version: every
-    environment of its groups deploys the fetched project. A failed fetch or a bad file changes nothing. The commit."""
+    environment of its groups deploys the fetched project, pulling its images again when `pull` is asked or its
+    AutoUpdate.ForcePullImage is on. A failed fetch or a bad file changes nothing. The commit."""
     config = edge_stack["GitConfig"]
     project, commit, content = await fetch_checkout(app, source, config["ConfigFilePath"], [])
     edge: EdgeStacks = app[EDGE_STACKS]
@@ -11795,8 +11809,9 @@ async def redeploy_git_edge_stack(app: web.Application, edge_stack: dict, source
                        **git_source_fields(app, source, config["ConfigFilePath"], commit),
                        "AutoUpdate": auto_update, "GitCheck": check})
     edge_stack["GitCheck"] = {"Time": now(), "Commit": commit, "Outcome": "deployed", "Message": ""}
+    pull = pull or bool((edge_stack.get("AutoUpdate") or {}).get("ForcePullImage"))
     for key in list(edge_stack["Status"]):
-        edge.set_status(edge_stack, int(key), EDGE_PENDING)
+        edge.set_status(edge_stack, int(key), EDGE_PENDING, pull=pull)
     await app[STORE].commit()
     edge.schedule(edge_stack)
     return commit
@@ -11811,14 +11826,15 @@ def git_edge_stack_for_admin(request: web.Request) -> dict:
 
 async def handle_edge_stack_git_redeploy(request: web.Request) -> web.Response:
     """Fetch an edge stack's repository again and send the project to every environment of its groups, as a new
-    version (administrators)."""
+    version ({PullImage, RepositoryReferenceName, ...}: with PullImage each environment pulls its images again)
+    (administrators)."""
     edge_stack = git_edge_stack_for_admin(request)
     app = request.app
-    body = await read_documented_fields(request, GIT_SOURCE_FIELDS)
+    body = await read_documented_fields(request, EDGE_STACK_GIT_REDEPLOY_FIELDS)
     source = git_source_from_body(app, body, edge_stack["GitConfig"]["URL"], edge_stack)
     require_pollable_reference(edge_stack.get("AutoUpdate"), source.reference)
     async with app[GIT_UPDATES].lock(edge_stack):
-        await redeploy_git_edge_stack(app, edge_stack, source)
+        await redeploy_git_edge_stack(app, edge_stack, source, pull=bool(body.get("PullImage")))
     return json_response(Collection.public_view(edge_stack))
 
 
@@ -11920,12 +11936,15 @@ async def handle_stack_webhook(request: web.Request) -> web.Response:
 @public
 async def handle_edge_stack_webhook(request: web.Request) -> web.Response:
     """Fetch the edge stack whose webhook this is and deploy it to every environment of its groups as a new version
-    (POST /api/edge_stacks/webhooks/{webhookID}); the same secret id, 404 and rate limit as a stack's webhook."""
+    (POST /api/edge_stacks/webhooks/{webhookID}); ?pullImage=true makes each pull its images again. The same
+    secret id, 404 and rate limit as a stack's webhook."""
     app = request.app
     edge_stack = record_of_webhook(request, app[STORE].edge_stacks, "an edge stack")
-    if request.query:
-        raise BadRequest("an edge stack's webhook takes no parameters")
-    await edge_git_update(app, edge_stack, "webhook", force=True)
+    if set(request.query) - {"pullImage"}:
+        raise BadRequest("an edge stack's webhook takes only pullImage",
+                         "an edge stack has no variables for query parameters to set")
+    pull = request.query.get("pullImage", "").lower() in ("1", "true")
+    await edge_git_update(app, edge_stack, "webhook", force=True, pull=pull)
     return web.Response(status=204)
 
 
@@ -11944,7 +11963,8 @@ def record_git_check(app: web.Application, record: dict, kind: str, trigger: str
         "query": "", "status": status, "origin": "portainer.py"})
 
 
-async def edge_git_update(app: web.Application, edge_stack: dict, trigger: str, force: bool = False) -> str:
+async def edge_git_update(app: web.Application, edge_stack: dict, trigger: str, force: bool = False,
+                          pull: bool = False) -> str:
     """One check of an edge stack from git (by webhook or poll): a new version when the remote commit changed, or
     when forced (a webhook). The outcome goes to its GitCheck and the activity log; a failure changes nothing of
     what its environments run, and is raised."""
@@ -11953,7 +11973,7 @@ async def edge_git_update(app: web.Application, edge_stack: dict, trigger: str, 
         async with app[GIT_UPDATES].lock(edge_stack):
             source = git_source_from_body(app, {}, edge_stack["GitConfig"]["URL"], edge_stack)
             if force or await app[GIT].remote_commit(source) != commit:
-                commit = await redeploy_git_edge_stack(app, edge_stack, source)
+                commit = await redeploy_git_edge_stack(app, edge_stack, source, pull=pull)
                 outcome = "deployed"
     except ApiError as exc:
         outcome, message, status = "failed", exc.message, exc.status
@@ -12834,10 +12854,12 @@ class EdgeStacks:
                 self._running[task_key] = task
                 task.add_done_callback(lambda _t, k=task_key: self._running.pop(k, None))
 
-    def set_status(self, edge_stack: dict, endpoint_id: int, kind: int, message: str = "") -> None:
+    def set_status(self, edge_stack: dict, endpoint_id: int, kind: int, message: str = "",
+                   pull: bool = False) -> None:
+        """pull: Portainer's ReadyRePullImage, the environment's next deploy pulls the images again."""
         edge_stack["Status"][str(endpoint_id)] = {"EndpointID": endpoint_id, "Type": kind,
                                                   "Status": EDGE_STATUS_NAMES[kind], "Error": message,
-                                                  "Time": now()}
+                                                  "Time": now(), "ReadyRePullImage": pull}
 
     def read_file(self, edge_stack: dict) -> str:
         entry_point = edge_stack.get("EntryPoint") or COMPOSE_FILE  # where its repository has it, for one from git
@@ -12846,15 +12868,16 @@ class EdgeStacks:
 
     async def deploy(self, edge_stack: dict, endpoint_id: int) -> None:
         content = await asyncio.to_thread(self.read_file, edge_stack)
+        pull = bool(edge_stack["Status"].get(str(endpoint_id), {}).get("ReadyRePullImage"))
         try:
             connector = self.environments.connector(endpoint_id)
             async with await connector.request("GET", "/_ping", timeout=10) as response:
                 await response.read()
         except (ApiError, shared.DockerUnreachable) as exc:
             self.set_status(edge_stack, endpoint_id, EDGE_PENDING,
-                            f"environment offline, will retry: {getattr(exc, 'message', exc)}")
+                            f"environment offline, will retry: {getattr(exc, 'message', exc)}", pull=pull)
             return
-        self.set_status(edge_stack, endpoint_id, EDGE_DEPLOYING)
+        self.set_status(edge_stack, endpoint_id, EDGE_DEPLOYING, pull=pull)
         await self.store.commit()
         try:
             # its files go where the environment's engine reads them, as a stack's do
@@ -12866,9 +12889,10 @@ class EdgeStacks:
             await asyncio.to_thread(Stacks.add_generated_files, compose.source_dir, compose)
             await connector.store_project(edge_stack["Name"], local)
             # a version from git may change what is built: built again, as a git stack's redeploy is
-            await ComposeDeployment(connector, compose).up(rebuild=bool(edge_stack.get("GitConfig")))
+            await ComposeDeployment(connector, compose).up(pull=pull, rebuild=bool(edge_stack.get("GitConfig")))
         except (BadGateway, GatewayTimeout, ServiceUnavailable) as exc:
-            self.set_status(edge_stack, endpoint_id, EDGE_PENDING, f"environment offline, will retry: {exc.message}")
+            self.set_status(edge_stack, endpoint_id, EDGE_PENDING, f"environment offline, will retry: {exc.message}",
+                            pull=pull)
         except ApiError as exc:
             self.set_status(edge_stack, endpoint_id, EDGE_ERROR, exc.message)
         else:
@@ -19416,7 +19440,8 @@ REQUEST_FIELDS: dict[str, dict] = {
     "handle_stack_create_swarm_repository": SWARM_GIT_STACK_CREATE_FIELDS,
     "handle_stack_git_update": GIT_STACK_UPDATE_FIELDS, "handle_stack_git_redeploy": GIT_STACK_REDEPLOY_FIELDS,
     "handle_custom_template_create_repository": CUSTOM_TEMPLATE_GIT_FIELDS,
-    "handle_edge_stack_create_repository": EDGE_STACK_GIT_FIELDS, "handle_edge_stack_git_redeploy": GIT_SOURCE_FIELDS,
+    "handle_edge_stack_create_repository": EDGE_STACK_GIT_FIELDS,
+    "handle_edge_stack_git_redeploy": EDGE_STACK_GIT_REDEPLOY_FIELDS,
     "handle_edge_stack_git_update": EDGE_STACK_GIT_UPDATE_FIELDS,
     "handle_edge_stack_create": EDGE_STACK_CREATE_FIELDS, "handle_template_deploy": STACK_DEPLOY_FIELDS,
     "handle_custom_template_create": CUSTOM_TEMPLATE_BODY_FIELDS,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import io
 import os
 import shutil
 import signal
@@ -665,6 +666,91 @@ def test_an_edge_stack_from_git_redeploys_by_hand_on_its_webhook_and_on_poll(srv
         r = srv.api("PUT", f"/api/edge_stacks/{edge_stack['Id']}/git", json={"AutoUpdate": {"Interval": ""}})
         assert r.status_code == 200 and r.json()["AutoUpdate"]["Interval"] == "", r.text
         assert "_GitPassword" not in srv.api("GET", "/api/edge_stacks").text
+        assert srv.api("DELETE", f"/api/edge_stacks/{edge_stack['Id']}").status_code == 204
+    finally:
+        agent.stop()
+
+
+local_registry = test_ui.local_registry
+
+
+def build_version(engine, repository: str, version: str) -> str:
+    """An image made offline from busybox whose /version says which it is, tagged repository:1; its id."""
+    dockerfile = f"FROM {BUSYBOX}\nLABEL {TEST_LABEL}=1\nRUN echo {version} > /version\n"
+    image, _ = engine.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=f"{repository}:1", rm=True)
+    return image.id
+
+
+def test_an_edge_stack_pulls_its_images_again_on_each_environment_when_asked(srv, git_server, engine, tmp_path,
+                                                                              local_registry):
+    import test_edge
+    repository = local_registry.rsplit(":", 1)[0].replace("/random", "/pulled")
+    first = build_version(engine, repository, "one")
+    for line in engine.api.push(repository, tag="1", stream=True, decode=True):
+        assert "error" not in line, line
+
+    def registry_moves_on(version: str) -> str:
+        """The registry's repository:1 becomes a new image; the engine keeps the one it had under that name."""
+        had = engine.images.get(f"{repository}:1").id
+        newer = build_version(engine, repository, version)
+        for line in engine.api.push(repository, tag="1", stream=True, decode=True):
+            assert "error" not in line, line
+        engine.api.tag(had, repository, "1")
+        return newer
+
+    endpoint = test_edge.create_edge_environment(srv, f"{PREFIX}-pull-env")
+    agent = test_edge.EdgeAgent(endpoint["EdgeKey"], f"{PREFIX}-pull-machine", "unix:///var/run/docker.sock",
+                                str(tmp_path / "edge-agent.log"))
+    name = f"{PREFIX}-edgepull"
+    try:
+        wait_until(lambda: test_edge.connected(srv, endpoint["Id"]), timeout=30, message="the edge agent")
+        group = srv.api("POST", "/api/edge_groups", json={"Name": f"{PREFIX}-pullers",
+                                                          "Endpoints": [endpoint["Id"]]})
+        assert group.status_code == 200, group.text
+        git_server.push({"pull/docker-compose.yml": textwrap.dedent(f"""\
+            services:
+              app:
+                image: {repository}:1
+                command: ["sleep", "3600"]
+                stop_grace_period: 1s
+                labels: {{"{TEST_LABEL}": "1"}}
+            """)}, "an image from a registry")
+        body = {"Name": name, "RepositoryURL": git_server.url, "FilePathInRepository": "pull/docker-compose.yml",
+                "EdgeGroups": [group.json()["Id"]], "DeploymentType": 0, "RepositoryAuthentication": True,
+                "RepositoryUsername": GIT_USER, "RepositoryPassword": GIT_PASSWORD}
+        r = srv.api("POST", "/api/edge_stacks/create/repository",
+                    json={**body, "AutoUpdate": {"Webhook": True, "WebhookEnv": True}})
+        assert r.status_code == 400 and "no variables" in r.json()["details"], r.text
+        r = srv.api("POST", "/api/edge_stacks/create/repository", json={**body, "AutoUpdate": {"Webhook": True}})
+        assert r.status_code == 200, r.text
+        edge_stack = r.json()
+        hook = f"{srv.url}/api/edge_stacks/webhooks/{edge_stack['AutoUpdate']['Webhook']}"
+
+        def runs(image_id: str) -> bool:
+            found = engine.containers.list(filters={"label": f"com.docker.compose.project={name}"})
+            status = srv.api("GET", f"/api/edge_stacks/{edge_stack['Id']}").json()["Status"][str(endpoint["Id"])]
+            return len(found) == 1 and found[0].image.id == image_id and status["Status"] == "running"
+
+        wait_until(lambda: runs(first), timeout=60, message="the edge stack to run")
+        # A webhook without pullImage uses the image the environment has, though the registry's is newer.
+        second = registry_moves_on("two")
+        assert requests.post(hook, timeout=60).status_code == 204
+        wait_until(lambda: srv.api("GET", f"/api/edge_stacks/{edge_stack['Id']}").json()["Version"] == 2
+                   and runs(first), timeout=60, message="the redeploy without a pull")
+        assert requests.post(hook + "?GREETING=hi", timeout=60).status_code == 400
+        # ?pullImage=true: the environment pulls again, and the service runs the new image.
+        assert requests.post(hook + "?pullImage=true", timeout=60).status_code == 204
+        wait_until(lambda: runs(second), timeout=60, message="the pulled image on the edge")
+        assert read_in(container_of(engine, name), "/version") == "two"
+        # AutoUpdate.ForcePullImage: every redeploy pulls again, by hand as well as by webhook or poll.
+        r = srv.api("PUT", f"/api/edge_stacks/{edge_stack['Id']}/git",
+                    json={"AutoUpdate": {"Webhook": True, "ForcePullImage": True}})
+        assert r.status_code == 200 and r.json()["AutoUpdate"]["ForcePullImage"], r.text
+        third = registry_moves_on("three")
+        assert srv.api("PUT", f"/api/edge_stacks/{edge_stack['Id']}/git/redeploy", json={}).status_code == 200
+        wait_until(lambda: runs(third), timeout=60, message="the forced pull on the edge")
+        status = srv.api("GET", f"/api/edge_stacks/{edge_stack['Id']}").json()["Status"][str(endpoint["Id"])]
+        assert status["ReadyRePullImage"] is False  # done: the next deploy pulls only if asked again
         assert srv.api("DELETE", f"/api/edge_stacks/{edge_stack['Id']}").status_code == 204
     finally:
         agent.stop()
