@@ -1007,8 +1007,40 @@ def test_a_user_makes_an_edge_stack_from_git_with_a_webhook_and_polling_in_the_u
     settings.get_by_text("the reference is a commit id").wait_for()
     assert srv.api("GET", f"/api/edge_stacks/{edge_stack['Id']}").json()["GitConfig"]["ReferenceName"] == \
         "refs/heads/main"
+
+    # Credentials: a wrong password is refused before it is kept; the saved ones stay until others work.
+    def saved() -> dict:
+        return srv.api("GET", f"/api/edge_stacks/{edge_stack['Id']}").json()
+
+    settings.get_by_label("Reference").fill("refs/heads/main")
+    settings.get_by_label("Keep the saved credentials").uncheck()
+    settings.get_by_label("Username").fill(GIT_USER)
+    settings.get_by_label("Password or token").fill("not the password")
+    settings.get_by_role("button", name="Save the git settings").click()
+    settings.get_by_text("refused the credentials").wait_for()
+    assert saved()["GitConfig"]["Authentication"]["Username"] == GIT_USER
+    own_user, own_password = f"{PREFIX}uiedge", "ui-edge-pass-90c2"
+    subprocess.run(["htpasswd", "-b", f"{git_server.root}/htpasswd", own_user, own_password], check=True,
+                   capture_output=True)
+    settings.get_by_label("Username").fill(own_user)
+    settings.get_by_label("Password or token").fill(own_password)
+    settings.get_by_label("Re-pull images").check()
+    settings.get_by_role("button", name="Save the git settings").click()
+    wait_until(lambda: saved()["GitConfig"]["Authentication"]["Username"] == own_user, timeout=30,
+               message="the new credentials saved")
+    assert saved()["AutoUpdate"]["ForcePullImage"] is True
+    # Reloaded, the form keeps the saved credentials unless told otherwise; Pull and redeploy can pull again.
+    page.reload()
+    settings.get_by_label("Keep the saved credentials").wait_for()
+    assert settings.get_by_label("Keep the saved credentials").is_checked()
+    assert settings.get_by_label("Re-pull images").is_checked()
+    version = saved()["Version"]
+    card.get_by_label("Pull the images again on each environment").check()
+    card.get_by_role("button", name="Pull and redeploy").click()
+    wait_until(lambda: saved()["Version"] == version + 1, timeout=30, message="the redeploy from the page")
+    assert saved()["GitConfig"]["Authentication"]["Username"] == own_user
     assert srv.api("DELETE", f"/api/edge_stacks/{edge_stack['Id']}").status_code == 204
-    refused = "the server responded with a status of 400"  # the refusal above, which Chromium logs as well
+    refused = "the server responded with a status of 400"  # the refusals above, which Chromium logs as well
     assert not [e for e in real_console_errors(tab) if refused not in e], tab.console_errors
 
 

@@ -159,11 +159,31 @@ function edgeAutoUpdateFields(auto) {
   return `<fieldset><legend>Automatic updates</legend>
     <label for="ge-interval">Poll the repository every (a duration such as 5m or 1h; empty: no polling; ${POLL_NEEDS_A_NAME})</label>
     <input id="ge-interval" name="Interval" placeholder="5m" value="${esc(auto.Interval || '')}">
-    <label class="check"><input type="checkbox" id="ge-webhook" name="Webhook" ${auto.Webhook ? 'checked' : ''}> Webhook: a secret URL that deploys the repository's new commit to every environment</label></fieldset>`;
+    <label class="check"><input type="checkbox" id="ge-webhook" name="Webhook" ${auto.Webhook ? 'checked' : ''}> Webhook: a secret URL that deploys the repository's new commit to every environment</label>
+    <label class="check"><input type="checkbox" id="ge-force-pull" name="ForcePullImage" ${auto.ForcePullImage ? 'checked' : ''}> Re-pull images: every redeploy makes each environment pull its images again</label></fieldset>`;
 }
 function edgeAutoUpdateOf(data) {
-  const auto = {Interval: (data.get('Interval') || '').trim(), Webhook: data.get('Webhook') === 'on'};
-  return auto.Interval || auto.Webhook ? auto : null;
+  const auto = {Interval: (data.get('Interval') || '').trim(), Webhook: data.get('Webhook') === 'on', ForcePullImage: data.get('ForcePullImage') === 'on'};
+  return auto.Interval || auto.Webhook || auto.ForcePullImage ? auto : null;
+}
+// An edge stack's saved credentials: kept as they are, replaced by the ones typed, or removed (both left empty).
+function edgeCredentialFields(config) {
+  const auth = config.Authentication;
+  return `<fieldset><legend>Credentials</legend>
+    <label class="check"><input type="checkbox" id="ge-keep-auth" name="KeepCredentials" checked> Keep the saved credentials${auth ? ` (${esc(auth.Username || 'a deploy key')})` : ' (none)'}</label>
+    <div class="row"><div><label for="ge-settings-user">Username</label><input id="ge-settings-user" name="Username" autocomplete="off" value="${esc(auth ? auth.Username : '')}"></div>
+    <div><label for="ge-settings-password">Password or token</label><input id="ge-settings-password" name="Password" type="password" autocomplete="new-password"></div></div>
+    <p class="muted small">Untick "Keep" to use the username and password typed here, or none when both are empty (a public repository).</p></fieldset>`;
+}
+// The body of PUT /api/edge_stacks/{id}/git from the settings form (Portainer's RefName and Authentication).
+export function edgeGitSettingsBody(data) {
+  const body = {RefName: (data.get('RepositoryReferenceName') || '').trim(), AutoUpdate: edgeAutoUpdateOf(data) || {Interval: '', Webhook: false}};
+  if (data.get('KeepCredentials') !== 'on') {
+    const username = (data.get('Username') || '').trim(), password = data.get('Password') || '';
+    if (username || password) body.Authentication = {Username: username, Password: password};
+    else body.RepositoryAuthentication = false;
+  }
+  return body;
 }
 export function gitEdgeStackForm(groups) {
   return `<div class="card"><h3>New edge stack from a git repository</h3><form id="git-edge">
@@ -195,20 +215,22 @@ export function gitEdgeStackCard(stack) {
     <tr><th>Polling</th><td id="git-polling">${auto.Interval ? `every ${esc(auto.Interval)}` : '<span class="muted">off</span>'}</td></tr>
     ${auto.Webhook ? `<tr><th>Webhook</th><td><code class="small webhook-url" id="git-webhook-url">${esc(edgeStackWebhookUrl(auto.Webhook))}</code>
       <button type="button" class="small" id="git-webhook-copy" aria-label="Copy the webhook URL">Copy</button></td></tr>` : ''}</table>
-    <div class="error" role="alert" id="git-edge-error"></div><button type="button" class="primary" id="git-edge-redeploy">Pull and redeploy</button>
+    <div class="error" role="alert" id="git-edge-error"></div>
+    <label class="check"><input type="checkbox" id="git-edge-pull"> Pull the images again on each environment</label>
+    <button type="button" class="primary" id="git-edge-redeploy">Pull and redeploy</button>
     <form id="git-edge-settings"><h3>Git settings</h3>
       <label for="ge-settings-ref">Reference</label><input id="ge-settings-ref" name="RepositoryReferenceName" value="${esc(config.ReferenceName)}">
+      ${edgeCredentialFields(config)}
       ${edgeAutoUpdateFields(auto)}
       <div class="error" role="alert"></div><button type="submit">Save the git settings</button></form></div>`;
 }
 export function bindGitEdgeStackCard(stack, reload) {
   bindWebhookCopy();
   $('#git-edge-redeploy').onclick = async () => {
-    try { const saved = await api('PUT', `/api/edge_stacks/${stack.Id}/git/redeploy`, {}); toast(`Edge stack ${saved.Name}: version ${saved.Version}`); await reload(); }
+    try { const saved = await api('PUT', `/api/edge_stacks/${stack.Id}/git/redeploy`, {PullImage: $('#git-edge-pull').checked}); toast(`Edge stack ${saved.Name}: version ${saved.Version}`); await reload(); }
     catch (err) { $('#git-edge-error').textContent = err.message; } };
   onSubmit($('#git-edge-settings'), async data => {
-    const auto = edgeAutoUpdateOf(data) || {Interval: '', Webhook: false};
-    await api('PUT', `/api/edge_stacks/${stack.Id}/git`, {RepositoryReferenceName: data.get('RepositoryReferenceName').trim(), AutoUpdate: auto});
+    await api('PUT', `/api/edge_stacks/${stack.Id}/git`, edgeGitSettingsBody(data));
     toast('Git settings saved'); await reload();
   });
 }
