@@ -1471,6 +1471,38 @@ def leadership_for(store: Store) -> SoleServer | DatabaseLease:
     return DatabaseLease(store) if isinstance(store, DatabaseStore) else SoleServer()
 
 
+RECORD_LOCK_CLASSES = {"stacks": 7_177_101, "edge_stacks": 7_177_102}  # pg_advisory_lock(class, id): one per kind
+
+
+class RecordLocks:
+    """One update at a time per stack or edge stack, whose project directory is swapped whole: an asyncio lock in
+    this process and, with the PostgreSQL store, a session advisory lock on (kind, id) that every server sharing
+    the database waits on, held on a connection of its own (never a pooled one a commit may need) for as long as
+    the update runs; a server that dies drops its connection, and the lock with it."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._locks: dict[tuple[str, int], asyncio.Lock] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, kind: str, record_id: int):
+        async with self._locks.setdefault((kind, record_id), asyncio.Lock()):
+            if not isinstance(self.store, DatabaseStore):
+                yield
+                return
+            try:
+                conn = await self.store.connect()
+            except database_errors() as exc:
+                raise ServiceUnavailable("the database cannot be reached to lock the record", str(exc)) from None
+            try:
+                await conn.execute("SELECT pg_advisory_lock($1, $2)", RECORD_LOCK_CLASSES[kind], record_id)
+                if self.store.pool is not None:  # what the server that held the lock wrote, seen here first
+                    await self.store.fresh()
+                yield
+            finally:
+                conn.terminate()  # the server releases a session's advisory locks when its connection goes
+
+
 async def database_lifecycle(app: web.Application):
     """First to start and last to stop: the pool and listener, the lease, the shared login attempts; other servers'
     changes reach the in-memory indexes (API keys, connectors) here."""
@@ -10106,17 +10138,18 @@ async def handle_stack_images_status(request: web.Request) -> web.Response:
 
 
 class Stacks:
-    """Stack records (in the store), their files (under <data>/compose/<id>/) and one lock per stack."""
+    """Stack records (in the store), their files (under <data>/compose/<id>/) and one lock per stack (and per edge
+    stack: `locks`, fleet-wide with the PostgreSQL store)."""
 
     def __init__(self, store: Store, environments: Environments, data_directory: str):
         self.store = store
         self.environments = environments
         self.data_directory = data_directory
-        self._locks: dict[int, asyncio.Lock] = {}
+        self.locks = RecordLocks(store)
         self.creating: set[tuple[int, str]] = set()  # (environment, name) of stacks being deployed
 
-    def lock(self, stack_id: int) -> asyncio.Lock:
-        return self._locks.setdefault(stack_id, asyncio.Lock())
+    def lock(self, stack_id: int):
+        return self.locks.hold("stacks", stack_id)
 
     def project_dir(self, stack_id: int) -> str:
         return os.path.join(self.data_directory, "compose", str(stack_id))
@@ -12075,15 +12108,15 @@ class GitUpdates:
         self.app = app
         self.due: dict[tuple[str, int], float] = {}
         self.running: dict[tuple[str, int], asyncio.Task] = {}
-        self._locks: dict[tuple[str, int], asyncio.Lock] = {}
 
     @staticmethod
     def key(record: dict) -> tuple[str, int]:
         return ("edge_stacks" if "EdgeGroups" in record else "stacks", record["Id"])
 
-    def lock(self, record: dict) -> asyncio.Lock:
-        """One fetch-and-deploy at a time per edge stack (a webhook and a poll swap the same directory)."""
-        return self._locks.setdefault(self.key(record), asyncio.Lock())
+    def lock(self, record: dict):
+        """One fetch-and-deploy at a time per edge stack (a webhook and a poll swap the same directory), on every
+        server of a fleet."""
+        return self.app[STACKS].locks.hold(*self.key(record))
 
     @staticmethod
     def interval(stack: dict) -> float:

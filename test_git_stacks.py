@@ -4,6 +4,7 @@ created from it, redeployed by webhook, by polling and by hand, and every kind o
 stack as it was."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
 import io
@@ -842,6 +843,71 @@ def test_standard_user_cannot_aim_a_templates_saved_credentials_at_another_branc
         assert srv.api("DELETE", f"/api/stacks/{made}?endpointId=1").status_code == 204
     assert srv.api("DELETE", f"/api/custom_templates/{template['Id']}").status_code == 204
     srv.api("PUT", "/api/endpoints/1", json={"SecuritySettings": {"allowStackManagementForRegularUsers": False}})
+
+
+async def swap_directory(locks, kind: str, record_id: int, order: list[str], who: str, hold_for: float) -> None:
+    """What a redeploy does under the record's lock: swap its project directory (here: hold it a while)."""
+    async with locks.hold(kind, record_id):
+        order.append(f"{who} in")
+        await asyncio.sleep(hold_for)
+        order.append(f"{who} out")
+
+
+async def enters_at_once(locks, kind: str, record_id: int) -> bool:
+    async with locks.hold(kind, record_id):
+        return True
+
+
+def test_a_webhook_and_a_poll_swap_an_edge_stacks_directory_one_at_a_time(tmp_path):
+    """The JSON store's server is alone: its lock is in the process (a unit-level test of RecordLocks)."""
+    import portainer
+
+    async def scenario():
+        locks, order = portainer.RecordLocks(portainer.Store(str(tmp_path))), []
+        first = asyncio.ensure_future(swap_directory(locks, "edge_stacks", 3, order, "webhook", 0.3))
+        await asyncio.sleep(0.05)
+        await asyncio.wait_for(swap_directory(locks, "edge_stacks", 3, order, "poll", 0), 5)
+        await first
+        assert order == ["webhook in", "webhook out", "poll in", "poll out"]
+        async with locks.hold("edge_stacks", 3):  # another record, or the stack with the same id, never waits
+            assert await asyncio.wait_for(enters_at_once(locks, "edge_stacks", 4), 1)
+            assert await asyncio.wait_for(enters_at_once(locks, "stacks", 3), 1)
+
+    asyncio.run(scenario())
+
+
+def test_servers_sharing_a_database_swap_an_edge_stacks_directory_one_at_a_time(request, tmp_path):
+    """With --database the lock is the fleet's: two servers' RecordLocks on one PostgreSQL exclude each other, and
+    a server that goes away mid-update frees it."""
+    try:
+        postgres = request.getfixturevalue("postgres")
+    except pytest.FixtureLookupError:
+        pytest.skip("needs conftest's postgres fixture (PostgreSQL 15 from Debian), which this branch lacks")
+    import portainer
+    url, key = postgres.new_database(), os.urandom(32)
+
+    async def scenario():
+        one = portainer.RecordLocks(portainer.DatabaseStore(str(tmp_path / "one"), url, key))
+        two = portainer.RecordLocks(portainer.DatabaseStore(str(tmp_path / "two"), url, key))
+        order: list[str] = []
+        first = asyncio.ensure_future(swap_directory(one, "edge_stacks", 7, order, "server one", 0.6))
+        while not order:
+            await asyncio.sleep(0.01)
+        started = time.monotonic()
+        await asyncio.wait_for(swap_directory(two, "edge_stacks", 7, order, "server two", 0), 10)
+        assert time.monotonic() - started > 0.3
+        await first
+        assert order == ["server one in", "server one out", "server two in", "server two out"]
+        async with one.hold("edge_stacks", 7):
+            assert await asyncio.wait_for(enters_at_once(two, "edge_stacks", 8), 5)
+            assert await asyncio.wait_for(enters_at_once(two, "stacks", 7), 5)
+        stuck = asyncio.ensure_future(swap_directory(one, "edge_stacks", 7, order, "server gone", 60))
+        while order[-1] != "server gone in":
+            await asyncio.sleep(0.01)
+        stuck.cancel()  # its connection is dropped, as a dead server's is
+        assert await asyncio.wait_for(enters_at_once(two, "edge_stacks", 7), 5)
+
+    asyncio.run(scenario())
 
 
 def test_a_stack_pinned_to_a_commit_id_deploys_it_but_cannot_poll_it(srv, git_server, engine):
