@@ -1471,6 +1471,38 @@ def leadership_for(store: Store) -> SoleServer | DatabaseLease:
     return DatabaseLease(store) if isinstance(store, DatabaseStore) else SoleServer()
 
 
+RECORD_LOCK_CLASSES = {"stacks": 7_177_101, "edge_stacks": 7_177_102}  # pg_advisory_lock(class, id): one per kind
+
+
+class RecordLocks:
+    """One update at a time per stack or edge stack, whose project directory is swapped whole: an asyncio lock in
+    this process and, with the PostgreSQL store, a session advisory lock on (kind, id) that every server sharing
+    the database waits on, held on a connection of its own (never a pooled one a commit may need) for as long as
+    the update runs; a server that dies drops its connection, and the lock with it."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._locks: dict[tuple[str, int], asyncio.Lock] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, kind: str, record_id: int):
+        async with self._locks.setdefault((kind, record_id), asyncio.Lock()):
+            if not isinstance(self.store, DatabaseStore):
+                yield
+                return
+            try:
+                conn = await self.store.connect()
+            except database_errors() as exc:
+                raise ServiceUnavailable("the database cannot be reached to lock the record", str(exc)) from None
+            try:
+                await conn.execute("SELECT pg_advisory_lock($1, $2)", RECORD_LOCK_CLASSES[kind], record_id)
+                if self.store.pool is not None:  # what the server that held the lock wrote, seen here first
+                    await self.store.fresh()
+                yield
+            finally:
+                conn.terminate()  # the server releases a session's advisory locks when its connection goes
+
+
 async def database_lifecycle(app: web.Application):
     """First to start and last to stop: the pool and listener, the lease, the shared login attempts; other servers'
     changes reach the in-memory indexes (API keys, connectors) here."""
@@ -3519,7 +3551,7 @@ class ActivityLog:
 
 ENDPOINT_PATH = re.compile(r"^/api/(?:endpoints|docker)/(\d+)(?:/|$)")
 # Logins go to the authentication log; edge tunnels are machines reconnecting, not people acting.
-SECRET_PATH = re.compile(r"^(/api/stacks/webhooks/)[^/]+")
+SECRET_PATH = re.compile(r"^(/api/(?:edge_)?stacks/webhooks/)[^/]+")
 UNLOGGED_PATHS = frozenset({"/api/auth", "/api/auth/logout", shared.EDGE_TUNNEL_PATH})
 
 
@@ -7693,6 +7725,7 @@ class ComposeDeployment:
         self.config_file = os.path.join(compose.project_dir, os.path.basename(compose.file_name)) if compose else ""
         self.owner_labels: dict[str, str] = {}
         self.recreated: set[str] = set()  # the services this deploy made containers for
+        self.pulled_image_ids: dict[str, str] = {}  # service -> the image id a pull asked for by this deploy got
         self.progress: Callable[[dict], None] = lambda event: None  # a deploy's live progress (DeployProgress)
         self.registry_config: dict = {}  # X-Registry-Config for builds: the registries the caller may use there
         self.build_targets: dict[str, str] = {}  # service -> /build?... as the caller's grant vetted it
@@ -7959,6 +7992,8 @@ class ComposeDeployment:
                         await ensure_image(self.connector, image, pull or policy == "always",
                                            lambda event, name=name: self.progress({**event, "service": name}))
                     pulled.add(image)
+                if pull and service.get("build") is None:
+                    self.pulled_image_ids[name] = await self.image_id(image)
             except ApiError as exc:
                 raise service_failure(name, exc) from None
 
@@ -8010,6 +8045,9 @@ class ComposeDeployment:
         # would be left in namespaces that are gone: it is recreated too, as docker compose does.
         shared = [service["network_mode"], *service["namespaces"].values()]
         stale = any(mode and mode[0] == "service" and mode[1] in self.recreated for mode in shared)
+        # As `docker compose up --pull always`: a pull that brought a new image recreates the service's containers.
+        pulled = self.pulled_image_ids.get(name)
+        stale = stale or bool(pulled) and any(c.get("ImageID") and c["ImageID"] != pulled for c in containers)
         by_number = {container_number(c): c for c in containers}
         for number, container in by_number.items():
             if number > wanted or number < 1 or container["Labels"].get(LABEL_HASH) != config_hash or stale:
@@ -10203,17 +10241,18 @@ async def handle_stack_images_status(request: web.Request) -> web.Response:
 
 
 class Stacks:
-    """Stack records (in the store), their files (under <data>/compose/<id>/) and one lock per stack."""
+    """Stack records (in the store), their files (under <data>/compose/<id>/) and one lock per stack (and per edge
+    stack: `locks`, fleet-wide with the PostgreSQL store)."""
 
     def __init__(self, store: Store, environments: Environments, data_directory: str):
         self.store = store
         self.environments = environments
         self.data_directory = data_directory
-        self._locks: dict[int, asyncio.Lock] = {}
+        self.locks = RecordLocks(store)
         self.creating: set[tuple[int, str]] = set()  # (environment, name) of stacks being deployed
 
-    def lock(self, stack_id: int) -> asyncio.Lock:
-        return self._locks.setdefault(stack_id, asyncio.Lock())
+    def lock(self, stack_id: int):
+        return self.locks.hold("stacks", stack_id)
 
     def project_dir(self, stack_id: int) -> str:
         return os.path.join(self.data_directory, "compose", str(stack_id))
@@ -11202,6 +11241,7 @@ GIT_PROTOCOLS = "http:https:ssh"  # GIT_ALLOW_PROTOCOL: never file://, ext:: (ru
 GIT_REFERENCE = re.compile(r"^(?!-)(?!.*\.\.)[A-Za-z0-9._/@+-]{1,250}$")
 GIT_SCP_URL = re.compile(r"^(?P<user>[A-Za-z0-9][A-Za-z0-9._-]*)@(?P<host>[A-Za-z0-9][A-Za-z0-9.-]*):"
                          r"(?P<path>(?!-)[^\s]+)$")
+GIT_COMMIT_ID = re.compile(r"^[0-9a-f]{40}$|^[0-9a-f]{64}$")  # a full SHA-1 or SHA-256 commit id: it never moves
 GIT_STATUS_LINES = 6
 GIT_SHUTDOWN_WAIT = 1.5  # seconds a poll's redeploy may go on once the server stops (it stops within 2 s)
 WEBHOOK_GUESSES = 10  # wrong webhook ids an address may try in a burst; then one more every WEBHOOK_GUESS_REFILL s
@@ -11238,6 +11278,7 @@ class GitSource:
     password: str = dataclasses.field(default="", repr=False)  # never in a repr, so never in a traceback's
     ssh_key: str = dataclasses.field(default="", repr=False)  # a deploy key (OpenSSH) for ssh:// and user@host:path
     tls_skip_verify: bool = False
+    saved_credentials: bool = False  # a secret came from the record's sealed ones, not from the caller's body
 
     @property
     def ssh(self) -> bool:
@@ -11361,6 +11402,9 @@ class Git:
     async def remote_commit(self, source: GitSource) -> str:
         """The commit the reference names on the remote now (`git ls-remote`: nothing is downloaded)."""
         reference = source.reference or "HEAD"
+        if GIT_COMMIT_ID.match(reference):  # not a name ls-remote lists: the server is asked only for its HEAD
+            await self.run(source, "ls-remote", source.url, "HEAD")
+            return reference
         out = await self.run(source, "ls-remote", source.url, reference)
         refs = {}
         for line in out.splitlines():
@@ -11527,7 +11571,7 @@ GIT_STACK_REDEPLOY_FIELDS = {"Env": STACK_ENV, "Prune": bool, "PullImage": bool,
                              **GIT_SOURCE_FIELDS}
 
 
-def git_auto_update(app: web.Application, body: dict, previous: dict | None) -> dict | None:
+def git_auto_update(app: web.Application, body: dict, previous: dict | None, reference: str) -> dict | None:
     """Portainer's AutoUpdate {Interval, Webhook, ForceUpdate, ForcePullImage}, checked. The webhook id is always
     made here (a random UUID), whatever the client sent: a chosen id could be guessed. WebhookEnv (portainer.py's
     own) lets a webhook call's query parameters set the values of the stack's existing variables."""
@@ -11541,11 +11585,20 @@ def git_auto_update(app: web.Application, body: dict, previous: dict | None) -> 
         if seconds < minimum:
             raise BadRequest(f"AutoUpdate.Interval must be at least {minimum:g} s",
                              "the server's --git-poll-minimum sets the shortest interval")
+    require_pollable_reference({"Interval": interval}, reference)
     webhook = raw.get("Webhook")
     keep = (previous or {}).get("Webhook", "")
     return {"Interval": interval, "Webhook": (keep or str(uuid.uuid4())) if webhook else "",
             "ForceUpdate": bool(raw.get("ForceUpdate")), "ForcePullImage": bool(raw.get("ForcePullImage")),
             "WebhookEnv": bool(raw.get("WebhookEnv")), "JobID": str(uuid.uuid4()) if interval else ""}
+
+
+def require_pollable_reference(auto_update: dict | None, reference: str) -> None:
+    """Polling asks whether the reference moved; a commit id never does, so polling one is refused."""
+    if (auto_update or {}).get("Interval") and GIT_COMMIT_ID.match(reference):
+        raise BadRequest("auto-update by polling needs a branch or a tag: the reference is a commit id, which never "
+                         "changes", "name a branch (refs/heads/main) or a tag, or leave AutoUpdate.Interval empty "
+                                    "(a webhook or Pull and redeploy still fetch it)")
 
 
 def git_source_from_body(app: web.Application, body: dict, url: str, stack: dict | None = None) -> GitSource:
@@ -11568,6 +11621,9 @@ def git_source_from_body(app: web.Application, body: dict, url: str, stack: dict
         source.ssh_key = body["RepositorySSHKey"]
     elif stack is not None and authentication is not None:
         source.ssh_key = git_secret(app, stack, "_GitSSHKey")
+    source.saved_credentials = stack is not None and (
+        bool(source.password) and source.password != body.get("RepositoryPassword")
+        or bool(source.ssh_key) and source.ssh_key != body.get("RepositorySSHKey"))
     if source.ssh_key and not source.ssh:
         raise BadRequest("RepositorySSHKey is for ssh:// and user@host:path URLs")
     if source.ssh_key and "PRIVATE KEY" not in source.ssh_key:
@@ -11576,6 +11632,32 @@ def git_source_from_body(app: web.Application, body: dict, url: str, stack: dict
         raise BadRequest("RepositoryUsername and RepositoryPassword are required when RepositoryAuthentication "
                          "is on")
     return source
+
+
+def template_credentials_binding(template: dict, caller: Caller) -> dict | None:
+    """A stack deployed from someone else's private git template carries the template's sealed credentials; they
+    stay usable only for the template's repository and reference (None: the caller's own, or nothing sealed)."""
+    config = template["GitConfig"]
+    if not (template.get("_GitPassword") or template.get("_GitSSHKey")) or caller.is_admin \
+            or template["CreatedByUserId"] == caller.id:
+        return None
+    return {"TemplateId": template["Id"], "AuthorId": template["CreatedByUserId"], "URL": config["URL"],
+            "ReferenceName": config.get("ReferenceName", "")}
+
+
+def require_own_credentials_off_template(stack: dict, source: GitSource, caller: Caller) -> None:
+    """The credentials a stack got from a custom template fetch only the template's repository at its reference:
+    another reference or URL needs the caller's own credentials, unless they are the template's author or an
+    administrator. (Portainer hands the template's password to whoever deploys it; here it stays sealed, bound.)"""
+    binding = stack.get("_GitTemplateCredentials")
+    if not binding or not source.saved_credentials or caller.is_admin or caller.id == binding["AuthorId"]:
+        return
+    if (source.url, source.reference) != (binding["URL"], binding["ReferenceName"]):
+        raise Forbidden(f"the saved git credentials of stack {stack['Name']!r} came from custom template "
+                        f"{binding['TemplateId']} and fetch only its repository at "
+                        f"{binding['ReferenceName'] or 'its default branch'}",
+                        "to use another reference, give credentials of your own (RepositoryAuthentication, "
+                        "RepositoryUsername, RepositoryPassword)")
 
 
 def git_secret(app: web.Application, stack: dict, key: str) -> str:
@@ -11615,7 +11697,7 @@ async def create_git_stack(request: web.Request, stack_type: int) -> web.Respons
     config_path = git_relative_path(body.get("ComposeFile") or GIT_DEFAULT_COMPOSE_PATH, "ComposeFile")
     additional = [git_relative_path(f, "AdditionalFiles") for f in body.get("AdditionalFiles", [])]
     source = git_source_from_body(app, body, url)
-    auto_update = git_auto_update(app, body, None)
+    auto_update = git_auto_update(app, body, None, source.reference)
     project, commit, content = await fetch_checkout(app, source, config_path, additional)
     record = git_stack_fields(app, source, config_path, commit, auto_update, caller_of(request), additional)
     stack = await create_stack(request, stack_type, {**body, "StackFileContent": content}, upload=project,
@@ -11716,6 +11798,11 @@ def remember_git_source(app: web.Application, stack: dict, source: GitSource, ca
     stack["_GitPassword"] = sealer.seal(source.password) if source.password else ""
     stack["_GitSSHKey"] = sealer.seal(source.ssh_key) if source.ssh_key else ""
     stack["_GitUserId"] = caller.id
+    binding = stack.get("_GitTemplateCredentials")
+    if not source.saved_credentials:  # the caller's own credentials now (or none): no longer the template's
+        stack.pop("_GitTemplateCredentials", None)
+    elif binding and (caller.is_admin or caller.id == binding["AuthorId"]):  # they may aim them elsewhere
+        binding.update({"URL": source.url, "ReferenceName": source.reference})
 
 
 async def handle_stack_git_update(request: web.Request) -> web.Response:
@@ -11725,9 +11812,11 @@ async def handle_stack_git_update(request: web.Request) -> web.Response:
     body = await read_documented_fields(request, GIT_STACK_UPDATE_FIELDS)
     app, caller = request.app, caller_of(request)
     source = git_source_from_body(app, body, stack["GitConfig"]["URL"], stack)
+    require_own_credentials_off_template(stack, source, caller)
     await app[GIT].remote_commit(source)
-    auto_update = git_auto_update(app, body, stack.get("AutoUpdate")) if "AutoUpdate" in body \
+    auto_update = git_auto_update(app, body, stack.get("AutoUpdate"), source.reference) if "AutoUpdate" in body \
         else stack.get("AutoUpdate")
+    require_pollable_reference(auto_update, source.reference)
     remember_git_source(app, stack, source, caller)
     stack["AutoUpdate"] = auto_update
     if "Env" in body:
@@ -11745,6 +11834,7 @@ async def handle_stack_git_redeploy(request: web.Request) -> web.Response:
     body = await read_documented_fields(request, GIT_STACK_REDEPLOY_FIELDS)
     app = request.app
     source = git_source_from_body(app, body, stack["GitConfig"]["URL"], stack)
+    require_own_credentials_off_template(stack, source, caller_of(request))
     env = stack_env(body) if "Env" in body else None
     await redeploy_git_stack(request, stack, source, env, pull=bool(body.get("PullImage")),
                              prune=bool(body.get("Prune")))
@@ -11753,10 +11843,16 @@ async def handle_stack_git_redeploy(request: web.Request) -> web.Response:
     return json_response(stack_view(request, stack))
 
 
-async def fetch_compose_text(app: web.Application, source: GitSource, config_path: str) -> tuple[str, str]:
-    """Only the compose file of a reference (a template keeps no other file): (its text, the commit)."""
+async def fetch_compose_text(app: web.Application, source: GitSource, config_path: str,
+                             swarm: bool) -> tuple[str, str]:
+    """A git custom template's compose file, checked against the checkout its relative paths name (a template
+    keeps the file; deploying it fetches the project again): (its text, the commit)."""
     project, commit, content = await fetch_checkout(app, source, config_path, [])
-    await asyncio.to_thread(project.discard)
+    try:
+        ComposeFile(content, {}, "template", os.path.join(app[STORE].directory, "custom_templates"),
+                    swarm=swarm, source_dir=entry_directory(project.directory, config_path), file_name=config_path)
+    finally:
+        await asyncio.to_thread(project.discard)
     return content, commit
 
 
@@ -11779,12 +11875,34 @@ def git_source_fields(app: web.Application, source: GitSource, config_path: str,
 
 
 EDGE_STACK_GIT_FIELDS = {"Name": str, "RepositoryURL": str, "FilePathInRepository": str, "EdgeGroups": [int],
-                         "DeploymentType": int, **GIT_SOURCE_FIELDS}
+                         "DeploymentType": int, "AutoUpdate": GIT_AUTO_UPDATE, **GIT_SOURCE_FIELDS}
+GIT_AUTHENTICATION = {"Username": str, "Password": str, "GitCredentialID": int}
+EDGE_STACK_GIT_REDEPLOY_FIELDS = {"PullImage": bool, **GIT_SOURCE_FIELDS}
+EDGE_STACK_GIT_UPDATE_FIELDS = {"AutoUpdate": GIT_AUTO_UPDATE, "RefName": str, "Authentication": GIT_AUTHENTICATION,
+                                "UpdateVersion": bool, **GIT_SOURCE_FIELDS}
+
+
+EDGE_REFUSED_AUTO_UPDATE = {
+    "ForceUpdate": "an edge stack is redeployed on every environment when its commit changes; a drift check of "
+                   "each environment's containers is not done for edge stacks",
+    "WebhookEnv": "an edge stack has no variables for a webhook's query parameters to set (as in Portainer)"}
+
+
+def edge_git_auto_update(app: web.Application, body: dict, previous: dict | None, reference: str) -> dict | None:
+    """An edge stack's AutoUpdate: Interval, Webhook and ForcePullImage as a stack's (each redeploy makes every
+    environment pull its images again: Portainer's per-environment ReadyRePullImage). ForceUpdate and WebhookEnv
+    are a stack's alone."""
+    raw = body.get("AutoUpdate") or {}
+    for name, why in EDGE_REFUSED_AUTO_UPDATE.items():
+        if raw.get(name):
+            raise BadRequest(f"AutoUpdate.{name} is for stacks, not edge stacks", why)
+    return git_auto_update(app, body, previous, reference)
 
 
 async def handle_edge_stack_create_repository(request: web.Request) -> web.Response:
     """Deploy a compose file from a git repository to every environment of some edge groups: {Name, RepositoryURL,
-    RepositoryReferenceName, FilePathInRepository, EdgeGroups, RepositoryAuthentication, ...} (administrators)."""
+    RepositoryReferenceName, FilePathInRepository, EdgeGroups, RepositoryAuthentication, ..., AutoUpdate
+    {Interval, Webhook}} (administrators)."""
     require_admin(request)
     body = await read_documented_fields(request, EDGE_STACK_GIT_FIELDS)
     app = request.app
@@ -11792,42 +11910,97 @@ async def handle_edge_stack_create_repository(request: web.Request) -> web.Respo
     config_path = git_relative_path(body.get("FilePathInRepository") or GIT_DEFAULT_COMPOSE_PATH,
                                     "FilePathInRepository")
     source = git_source_from_body(app, body, url)
+    auto_update = edge_git_auto_update(app, body, None, source.reference)
     project, commit, content = await fetch_checkout(app, source, config_path, [])
-    record = git_source_fields(app, source, config_path, commit)
+    record = {**git_source_fields(app, source, config_path, commit), "AutoUpdate": auto_update,
+              "GitCheck": {"Time": now(), "Commit": commit, "Outcome": "deployed", "Message": ""}}
     try:
-        return json_response(await create_edge_stack(request, {**body, "StackFileContent": content}, record,
-                                                     project))
+        view = await create_edge_stack(request, {**body, "StackFileContent": content}, record, project)
     finally:
         await asyncio.to_thread(project.discard)
+    app[GIT_UPDATES].schedule(app[STORE].edge_stacks.get(view["Id"]))
+    return json_response(view)
 
 
-async def handle_edge_stack_git_redeploy(request: web.Request) -> web.Response:
-    """Fetch an edge stack's repository again and send the file to every environment of its groups, as a new
-    version (administrators)."""
-    edge_stack = edge_stack_for_admin(request)
-    config = edge_stack.get("GitConfig")
-    if not config:
-        raise BadRequest(f"edge stack {edge_stack['Id']} is not from a git repository")
-    app = request.app
-    body = await read_documented_fields(request, GIT_SOURCE_FIELDS)
-    source = git_source_from_body(app, body, config["URL"], edge_stack)
+async def redeploy_git_edge_stack(app: web.Application, edge_stack: dict, source: GitSource,
+                                  pull: bool = False) -> str:
+    """Fetch an edge stack's reference, swap the checkout in as its project whole, and make it a new version: every
+    environment of its groups deploys the fetched project, pulling its images again when `pull` is asked or its
+    AutoUpdate.ForcePullImage is on. A failed fetch or a bad file changes nothing. The commit."""
+    config = edge_stack["GitConfig"]
     project, commit, content = await fetch_checkout(app, source, config["ConfigFilePath"], [])
     edge: EdgeStacks = app[EDGE_STACKS]
     project_dir = edge.project_dir(edge_stack["Id"])
     try:
-        ComposeFile(content, {}, edge_stack["Name"], project_dir, source_dir=project.directory,
+        ComposeFile(content, {}, edge_stack["Name"], entry_directory(project_dir, config["ConfigFilePath"]),
+                    source_dir=entry_directory(project.directory, config["ConfigFilePath"]),
                     file_name=config["ConfigFilePath"])
         for key in list(edge_stack["Status"]):  # no deploy reads the directory while it is swapped
             edge.stop_deploying(edge_stack, int(key))
         await asyncio.to_thread(install_edge_project, project, project_dir)
     finally:
         await asyncio.to_thread(project.discard)
+    auto_update, check = edge_stack.get("AutoUpdate"), edge_stack.get("GitCheck")
     edge_stack.update({"EntryPoint": config["ConfigFilePath"], "Version": edge_stack.get("Version", 1) + 1,
-                       **git_source_fields(app, source, config["ConfigFilePath"], commit)})
+                       **git_source_fields(app, source, config["ConfigFilePath"], commit),
+                       "AutoUpdate": auto_update, "GitCheck": check})
+    edge_stack["GitCheck"] = {"Time": now(), "Commit": commit, "Outcome": "deployed", "Message": ""}
+    pull = pull or bool((edge_stack.get("AutoUpdate") or {}).get("ForcePullImage"))
     for key in list(edge_stack["Status"]):
-        edge.set_status(edge_stack, int(key), EDGE_PENDING)
+        edge.set_status(edge_stack, int(key), EDGE_PENDING, pull=pull)
     await app[STORE].commit()
     edge.schedule(edge_stack)
+    return commit
+
+
+def git_edge_stack_for_admin(request: web.Request) -> dict:
+    edge_stack = edge_stack_for_admin(request)
+    if not edge_stack.get("GitConfig"):
+        raise BadRequest(f"edge stack {edge_stack['Id']} is not from a git repository")
+    return edge_stack
+
+
+async def handle_edge_stack_git_redeploy(request: web.Request) -> web.Response:
+    """Fetch an edge stack's repository again and send the project to every environment of its groups, as a new
+    version ({PullImage, RepositoryReferenceName, ...}: with PullImage each environment pulls its images again)
+    (administrators)."""
+    edge_stack = git_edge_stack_for_admin(request)
+    app = request.app
+    body = await read_documented_fields(request, EDGE_STACK_GIT_REDEPLOY_FIELDS)
+    source = git_source_from_body(app, body, edge_stack["GitConfig"]["URL"], edge_stack)
+    require_pollable_reference(edge_stack.get("AutoUpdate"), source.reference)
+    async with app[GIT_UPDATES].lock(edge_stack):
+        await redeploy_git_edge_stack(app, edge_stack, source, pull=bool(body.get("PullImage")))
+    return json_response(Collection.public_view(edge_stack))
+
+
+async def handle_edge_stack_git_update(request: web.Request) -> web.Response:
+    """Change an edge stack's reference, credentials and auto-update (PUT /api/edge_stacks/{id}/git, Portainer's
+    {RefName, Authentication {Username, Password}, AutoUpdate, UpdateVersion}, or the create route's Repository*
+    names): the new settings are tried with `git ls-remote` before they are kept; with UpdateVersion the reference
+    is fetched and deployed everywhere as a new version (administrators)."""
+    edge_stack = git_edge_stack_for_admin(request)
+    body = await read_documented_fields(request, EDGE_STACK_GIT_UPDATE_FIELDS)
+    if "RefName" in body:
+        body.setdefault("RepositoryReferenceName", body["RefName"])
+    authentication = body.get("Authentication") or {}
+    if authentication.get("Username") or authentication.get("Password"):  # an empty one keeps the saved credentials
+        body.setdefault("RepositoryAuthentication", True)
+        body.setdefault("RepositoryUsername", authentication.get("Username") or "")
+        body.setdefault("RepositoryPassword", authentication.get("Password") or "")
+    app = request.app
+    source = git_source_from_body(app, body, edge_stack["GitConfig"]["URL"], edge_stack)
+    auto_update = edge_git_auto_update(app, body, edge_stack.get("AutoUpdate"), source.reference) \
+        if "AutoUpdate" in body else edge_stack.get("AutoUpdate")
+    require_pollable_reference(auto_update, source.reference)
+    await app[GIT].remote_commit(source)
+    async with app[GIT_UPDATES].lock(edge_stack):
+        if body.get("UpdateVersion"):
+            await redeploy_git_edge_stack(app, edge_stack, source)
+        remember_git_source(app, edge_stack, source, caller_of(request))
+        edge_stack["AutoUpdate"] = auto_update
+        await app[STORE].commit()
+    app[GIT_UPDATES].schedule(edge_stack)
     return json_response(Collection.public_view(edge_stack))
 
 
@@ -11857,21 +12030,29 @@ class WebhookGuesses:
             self._buckets.pop(next(iter(self._buckets)))
 
 
+def record_of_webhook(request: web.Request, records: Collection, kind: str) -> dict:
+    """The git stack or edge stack whose webhook id the path names. The id is the only credential: every record is
+    compared in constant time; a wrong id is a 404 counted against the caller's address, and many are a 429."""
+    app, address = request.app, client_address(request)
+    app[WEBHOOK_GUESSES].check(address)
+    token = request.match_info["webhook"].encode()
+    found = None
+    for candidate in records:
+        hook = ((candidate.get("AutoUpdate") or {}).get("Webhook") or "").encode()
+        if hook and hmac.compare_digest(hook, token):
+            found = candidate
+    if found is None or not found.get("GitConfig"):
+        app[WEBHOOK_GUESSES].missed(address)
+        raise NotFound(f"Unable to find {kind} with this webhook")
+    return found
+
+
 @public
 async def handle_stack_webhook(request: web.Request) -> web.Response:
     """Fetch and redeploy the stack whose webhook this is (POST /api/stacks/webhooks/{webhookID}); ?pullImage=true
     pulls images again. The id is the only credential; a wrong one is a 404, and many are a 429."""
-    app, address = request.app, client_address(request)
-    app[WEBHOOK_GUESSES].check(address)
-    token = request.match_info["webhook"]
-    stack = None
-    for candidate in app[STORE].stacks:
-        hook = (candidate.get("AutoUpdate") or {}).get("Webhook") or ""
-        if hook and hmac.compare_digest(hook.encode(), token.encode()):
-            stack = candidate
-    if stack is None or not stack.get("GitConfig"):
-        app[WEBHOOK_GUESSES].missed(address)
-        raise NotFound("Unable to find a stack with this webhook")
+    app = request.app
+    stack = record_of_webhook(request, app[STORE].stacks, "a stack")
     env = None
     extra = {k: v for k, v in request.query.items() if k != "pullImage"}
     if extra:
@@ -11888,6 +12069,60 @@ async def handle_stack_webhook(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+@public
+async def handle_edge_stack_webhook(request: web.Request) -> web.Response:
+    """Fetch the edge stack whose webhook this is and deploy it to every environment of its groups as a new version
+    (POST /api/edge_stacks/webhooks/{webhookID}); ?pullImage=true makes each pull its images again. The same
+    secret id, 404 and rate limit as a stack's webhook."""
+    app = request.app
+    edge_stack = record_of_webhook(request, app[STORE].edge_stacks, "an edge stack")
+    if set(request.query) - {"pullImage"}:
+        raise BadRequest("an edge stack's webhook takes only pullImage",
+                         "an edge stack has no variables for query parameters to set")
+    pull = request.query.get("pullImage", "").lower() in ("1", "true")
+    await edge_git_update(app, edge_stack, "webhook", force=True, pull=pull)
+    return web.Response(status=204)
+
+
+def record_git_check(app: web.Application, record: dict, kind: str, trigger: str, outcome: str, commit: str,
+                     message: str, status: int) -> None:
+    """A webhook's or a poll's outcome: in the record's GitCheck, and in the activity log when it did something."""
+    record["GitCheck"] = {"Time": now(), "Commit": commit, "Outcome": outcome, "Message": message,
+                          "Trigger": trigger}
+    if outcome == "unchanged":
+        return
+    noun = "edge stack" if kind == "edge_stacks" else "stack"
+    app[ACTIVITY].record({
+        "kind": "activity", "userId": None, "username": f"git {trigger}", "endpointId": record.get("EndpointId"),
+        "context": record["Name"], "method": trigger.upper(), "path": f"/api/{kind}/{record['Id']}/git/redeploy",
+        "action": f"{trigger}: {noun} {record['Name']} {outcome} {commit[:12]} {message}".strip(),
+        "query": "", "status": status, "origin": "portainer.py"})
+
+
+async def edge_git_update(app: web.Application, edge_stack: dict, trigger: str, force: bool = False,
+                          pull: bool = False) -> str:
+    """One check of an edge stack from git (by webhook or poll): a new version when the remote commit changed, or
+    when forced (a webhook). The outcome goes to its GitCheck and the activity log; a failure changes nothing of
+    what its environments run, and is raised."""
+    outcome, message, commit, status = "unchanged", "", edge_stack["GitConfig"]["ConfigHash"], 200
+    try:
+        async with app[GIT_UPDATES].lock(edge_stack):
+            source = git_source_from_body(app, {}, edge_stack["GitConfig"]["URL"], edge_stack)
+            if force or await app[GIT].remote_commit(source) != commit:
+                commit = await redeploy_git_edge_stack(app, edge_stack, source, pull=pull)
+                outcome = "deployed"
+    except ApiError as exc:
+        outcome, message, status = "failed", exc.message, exc.status
+        raise
+    finally:
+        if app[STORE].edge_stacks.find(edge_stack["Id"]) is edge_stack:
+            record_git_check(app, edge_stack, "edge_stacks", trigger, outcome, commit, message, status)
+            if outcome != "unchanged":
+                with contextlib.suppress(ApiError):  # an unchanged check waits for the next write
+                    await app[STORE].commit()
+    return commit
+
+
 async def git_update(app: web.Application, stack: dict, trigger: str, env: list[dict] | None = None,
                      pull: bool = False, force: bool = False) -> str:
     """One check of a git stack (by webhook or poll): redeploy when the remote commit changed, when forced (a
@@ -11902,35 +12137,30 @@ async def git_update(app: web.Application, stack: dict, trigger: str, env: list[
             commit = await redeploy_git_stack(actor, stack, source, env, pull=pull or auto.get("ForcePullImage"))
             outcome = "deployed"
         elif auto.get("ForceUpdate") and await git_stack_drifted(actor, stack):
-            await redeploy_git_stack(actor, stack, source, pull=pull, fetch=False)
+            # a Swarm service is updated only when its file changed, or when pulling: pulling puts it back
+            await redeploy_git_stack(actor, stack, source, pull=pull or stack["Type"] == STACK_SWARM, fetch=False)
             outcome, message = "deployed", "the containers had drifted from the file"
     except ApiError as exc:
         outcome, message, status = "failed", exc.message, exc.status
         raise
     finally:
         if app[STORE].stacks.find(stack["Id"]) is stack:
-            stack["GitCheck"] = {"Time": now(), "Commit": commit, "Outcome": outcome, "Message": message,
-                                 "Trigger": trigger}
+            record_git_check(app, stack, "stacks", trigger, outcome, commit, message, status)
             if outcome != "unchanged":
-                app[ACTIVITY].record({
-                    "kind": "activity", "userId": None, "username": f"git {trigger}",
-                    "endpointId": stack["EndpointId"], "context": stack["Name"], "method": trigger.upper(),
-                    "path": f"/api/stacks/{stack['Id']}/git/redeploy",
-                    "action": f"{trigger}: stack {stack['Name']} {outcome} {commit[:12]} {message}".strip(),
-                    "query": "", "status": status, "origin": "portainer.py"})
                 with contextlib.suppress(ApiError):  # an unchanged check waits for the next write
                     await app[STORE].commit()
     return commit
 
 
 async def git_stack_drifted(actor: StackActor, stack: dict) -> bool:
-    """Whether a compose stack's containers no longer match its file (removed, stopped, changed by hand)."""
-    if stack["Type"] != STACK_COMPOSE:
-        return False
+    """Whether a stack no longer matches its file: a compose stack's containers removed, stopped or changed by hand,
+    a Swarm stack's services removed, scaled or updated by hand."""
     content = await asyncio.to_thread(actor.app[STACKS].read_file, stack)
     endpoint = actor.app[STORE].endpoints.get(stack["EndpointId"])
     deployment = await project_deployment(actor, stack["Type"], endpoint, stack["Name"], content, stack["Env"],
                                           stack["Id"], entry_point=stack["EntryPoint"])
+    if isinstance(deployment, SwarmDeployment):
+        return await swarm_services_drifted(deployment)
     containers = await deployment.project_containers()
     for name, service in deployment.compose.services.items():
         if service.get("build") is not None:  # part of the hash `up` gave its containers
@@ -11943,16 +12173,53 @@ async def git_stack_drifted(actor: StackActor, stack: dict) -> bool:
     return False
 
 
+def image_without_digest(image: Any) -> str:
+    """The engine pins a service's image to a digest (name:tag@sha256:...); the file names it without."""
+    return as_text(image).split("@", 1)[0]
+
+
+async def swarm_services_drifted(deployment: SwarmDeployment) -> bool:
+    """A Swarm stack's services against its file. `docker service update` and `scale` keep a service's labels, so
+    its config-hash label cannot tell: the fields people change by hand are compared with the spec the file makes."""
+    services = {as_text(field_at(s, "Spec", "Name")): s for s in await deployment.namespace_objects("services")}
+    for name in deployment.compose.services:
+        wanted = deployment.service_body(name)
+        spec = field_at(services.get(wanted["Name"]), "Spec")
+        if spec is None:
+            return True  # removed
+        have, want = as_dict(field_at(spec, "TaskTemplate", "ContainerSpec")), wanted["TaskTemplate"]["ContainerSpec"]
+        if (as_labels(spec.get("Labels")).get(LABEL_HASH) != wanted["Labels"][LABEL_HASH]
+                or image_without_digest(have.get("Image")) != image_without_digest(want["Image"])
+                or sorted(texts_in(have.get("Env"))) != sorted(want["Env"])
+                or texts_in(have.get("Args")) != list(want.get("Args") or [])
+                or texts_in(have.get("Command")) != list(want.get("Command") or [])
+                or field_at(spec, "Mode", "Replicated", "Replicas") != field_at(wanted, "Mode", "Replicated",
+                                                                                 "Replicas")):
+            return True
+    return False
+
+
 class GitUpdates:
-    """Polls each git stack with an AutoUpdate.Interval: one check at a time per stack, each interval jittered by
-    up to a tenth so that stacks made together do not all ask their servers at the same moment."""
+    """Polls each git stack and edge stack with an AutoUpdate.Interval: one check at a time per record, each
+    interval jittered by up to a tenth so that stacks made together do not all ask their servers at the same
+    moment. A record is keyed by its collection and id (stacks and edge stacks number apart)."""
 
     TICK = 0.5
+    COLLECTIONS = ("stacks", "edge_stacks")
 
     def __init__(self, app: web.Application):
         self.app = app
-        self.due: dict[int, float] = {}
-        self.running: dict[int, asyncio.Task] = {}
+        self.due: dict[tuple[str, int], float] = {}
+        self.running: dict[tuple[str, int], asyncio.Task] = {}
+
+    @staticmethod
+    def key(record: dict) -> tuple[str, int]:
+        return ("edge_stacks" if "EdgeGroups" in record else "stacks", record["Id"])
+
+    def lock(self, record: dict):
+        """One fetch-and-deploy at a time per edge stack (a webhook and a poll swap the same directory), on every
+        server of a fleet."""
+        return self.app[STACKS].locks.hold(*self.key(record))
 
     @staticmethod
     def interval(stack: dict) -> float:
@@ -11965,42 +12232,48 @@ class GitUpdates:
     def schedule(self, stack: dict, first: bool = False) -> None:
         seconds = self.interval(stack)
         if seconds <= 0:
-            self.due.pop(stack["Id"], None)
+            self.due.pop(self.key(stack), None)
             return
         delay = random.uniform(0, seconds) if first else seconds * random.uniform(0.9, 1.1)
-        self.due[stack["Id"]] = time.monotonic() + delay
+        self.due[self.key(stack)] = time.monotonic() + delay
 
     def schedule_all(self) -> None:
-        """At start, and after a restore: every git stack with an interval, at a random point of its first one."""
+        """At start, and after a restore: every git stack and edge stack with an interval, at a random point of its
+        first one."""
         self.due.clear()
-        for stack in self.app[STORE].stacks:
-            self.schedule(stack, first=True)
+        for name in self.COLLECTIONS:
+            for record in getattr(self.app[STORE], name):
+                self.schedule(record, first=True)
 
     async def run(self) -> None:
         self.schedule_all()
         while True:
             await asyncio.sleep(self.TICK)
             moment = time.monotonic()
-            for stack_id, when in list(self.due.items()):
-                if when > moment or stack_id in self.running:
+            for key, when in list(self.due.items()):
+                if when > moment or key in self.running:
                     continue
-                stack = self.app[STORE].stacks.find(stack_id)
-                if stack is None or self.interval(stack) <= 0:
-                    self.due.pop(stack_id, None)
+                record = getattr(self.app[STORE], key[0]).find(key[1])
+                if record is None or self.interval(record) <= 0:
+                    self.due.pop(key, None)
                     continue
-                self.schedule(stack)
-                task = self.running[stack_id] = asyncio.ensure_future(self.poll(stack))
-                task.add_done_callback(lambda _, stack_id=stack_id: self.running.pop(stack_id, None))
+                self.schedule(record)
+                task = self.running[key] = asyncio.ensure_future(self.poll(record))
+                task.add_done_callback(lambda _, key=key: self.running.pop(key, None))
 
-    async def poll(self, stack: dict) -> None:
+    async def poll(self, record: dict) -> None:
+        kind = "edge stack" if self.key(record)[0] == "edge_stacks" else "stack"
         try:
-            await git_update(self.app, stack, "poll")
+            if kind == "edge stack":
+                await edge_git_update(self.app, record, "poll")
+            else:
+                await git_update(self.app, record, "poll")
         except ApiError as exc:
-            log.info("auto-update of stack %s: %s", stack["Name"], exc.message)
+            log.info("auto-update of %s %s: %s", kind, record["Name"], exc.message)
         except (OSError, aiohttp.ClientError) as exc:
-            log.warning("auto-update of stack %s failed: %s", stack["Name"], exc)
+            log.warning("auto-update of %s %s failed: %s", kind, record["Name"], exc)
         except Exception:  # a background task: what went wrong is logged, and the next poll comes
-            log.exception("auto-update of stack %s failed", stack["Name"])
+            log.exception("auto-update of %s %s failed", kind, record["Name"])
 
     async def stop(self) -> None:
         """At shutdown: a redeploy under way may finish (a cut one would leave the stack half deployed), for a while."""
@@ -12717,10 +12990,12 @@ class EdgeStacks:
                 self._running[task_key] = task
                 task.add_done_callback(lambda _t, k=task_key: self._running.pop(k, None))
 
-    def set_status(self, edge_stack: dict, endpoint_id: int, kind: int, message: str = "") -> None:
+    def set_status(self, edge_stack: dict, endpoint_id: int, kind: int, message: str = "",
+                   pull: bool = False) -> None:
+        """pull: Portainer's ReadyRePullImage, the environment's next deploy pulls the images again."""
         edge_stack["Status"][str(endpoint_id)] = {"EndpointID": endpoint_id, "Type": kind,
                                                   "Status": EDGE_STATUS_NAMES[kind], "Error": message,
-                                                  "Time": now()}
+                                                  "Time": now(), "ReadyRePullImage": pull}
 
     def read_file(self, edge_stack: dict) -> str:
         entry_point = edge_stack.get("EntryPoint") or COMPOSE_FILE  # where its repository has it, for one from git
@@ -12729,28 +13004,31 @@ class EdgeStacks:
 
     async def deploy(self, edge_stack: dict, endpoint_id: int) -> None:
         content = await asyncio.to_thread(self.read_file, edge_stack)
+        pull = bool(edge_stack["Status"].get(str(endpoint_id), {}).get("ReadyRePullImage"))
         try:
             connector = self.environments.connector(endpoint_id)
             async with await connector.request("GET", "/_ping", timeout=10) as response:
                 await response.read()
         except (ApiError, shared.DockerUnreachable) as exc:
             self.set_status(edge_stack, endpoint_id, EDGE_PENDING,
-                            f"environment offline, will retry: {getattr(exc, 'message', exc)}")
+                            f"environment offline, will retry: {getattr(exc, 'message', exc)}", pull=pull)
             return
-        self.set_status(edge_stack, endpoint_id, EDGE_DEPLOYING)
+        self.set_status(edge_stack, endpoint_id, EDGE_DEPLOYING, pull=pull)
         await self.store.commit()
         try:
             # its files go where the environment's engine reads them, as a stack's do
-            local = self.project_dir(edge_stack["Id"])
-            compose = ComposeFile(content, {}, edge_stack["Name"],
-                                  await connector.project_directory(edge_stack["Name"], local), source_dir=local,
-                                  file_name=edge_stack.get("EntryPoint") or COMPOSE_FILE)
-            await asyncio.to_thread(Stacks.add_generated_files, local, compose)
+            # relative paths resolve from the compose file's directory, as a stack's do
+            local, entry_point = self.project_dir(edge_stack["Id"]), edge_stack.get("EntryPoint") or COMPOSE_FILE
+            remote = await connector.project_directory(edge_stack["Name"], local)
+            compose = ComposeFile(content, {}, edge_stack["Name"], entry_directory(remote, entry_point),
+                                  source_dir=entry_directory(local, entry_point), file_name=entry_point)
+            await asyncio.to_thread(Stacks.add_generated_files, compose.source_dir, compose)
             await connector.store_project(edge_stack["Name"], local)
             # a version from git may change what is built: built again, as a git stack's redeploy is
-            await ComposeDeployment(connector, compose).up(rebuild=bool(edge_stack.get("GitConfig")))
+            await ComposeDeployment(connector, compose).up(pull=pull, rebuild=bool(edge_stack.get("GitConfig")))
         except (BadGateway, GatewayTimeout, ServiceUnavailable) as exc:
-            self.set_status(edge_stack, endpoint_id, EDGE_PENDING, f"environment offline, will retry: {exc.message}")
+            self.set_status(edge_stack, endpoint_id, EDGE_PENDING, f"environment offline, will retry: {exc.message}",
+                            pull=pull)
         except ApiError as exc:
             self.set_status(edge_stack, endpoint_id, EDGE_ERROR, exc.message)
         else:
@@ -12821,7 +13099,8 @@ async def create_edge_stack(request: web.Request, body: dict, record: dict | Non
     project_dir = edge.project_dir(edge_stack_id)
     entry_point = project.entry_point if project is not None else COMPOSE_FILE
     if project is not None:
-        ComposeFile(content, {}, name, project_dir, source_dir=project.directory, file_name=entry_point)
+        ComposeFile(content, {}, name, entry_directory(project_dir, entry_point),
+                    source_dir=entry_directory(project.directory, entry_point), file_name=entry_point)
         await asyncio.to_thread(install_edge_project, project, project_dir)
     else:
         ComposeFile(content, {}, name, project_dir)
@@ -12878,7 +13157,7 @@ async def handle_edge_stack_update(request: web.Request) -> web.Response:
     project_dir = edge.project_dir(edge_stack["Id"])
     if update_version:
         entry_point = edge_stack.get("EntryPoint") or COMPOSE_FILE
-        ComposeFile(content, {}, edge_stack["Name"], project_dir, file_name=entry_point)
+        ComposeFile(content, {}, edge_stack["Name"], entry_directory(project_dir, entry_point), file_name=entry_point)
         await asyncio.to_thread(write_stack_file, os.path.join(project_dir, entry_point), content.encode())
         edge_stack["Version"] = edge_stack.get("Version", 1) + 1
     left = [int(k) for k in edge_stack["Status"] if int(k) not in targets]
@@ -13970,9 +14249,12 @@ async def handle_custom_template_delete(request: web.Request) -> web.Response:
 
 
 async def handle_custom_template_deploy(request: web.Request) -> web.Response:
-    """Deploy a custom template as a stack (?endpointId=N, {Name, Env})."""
+    """Deploy a custom template as a stack (?endpointId=N, {Name, Env}); one from git deploys its whole repository
+    as a git stack."""
     template = custom_template_for_caller(request)
     body = await read_documented_fields(request, STACK_DEPLOY_FIELDS)
+    if template.get("GitConfig"):
+        return await deploy_git_custom_template(request, template, body)
     path = custom_template_path(request, template["Id"])
     content = await asyncio.to_thread(lambda: open(path, encoding="utf-8").read())
     stack_type = STACK_SWARM if template["Type"] == TEMPLATE_SWARM_STACK else STACK_COMPOSE
@@ -13996,9 +14278,7 @@ async def handle_custom_template_create_repository(request: web.Request) -> web.
     config_path = git_relative_path(body.get("ComposeFilePathInRepository") or GIT_DEFAULT_COMPOSE_PATH,
                                     "ComposeFilePathInRepository")
     source = git_source_from_body(app, body, url)
-    content, commit = await fetch_compose_text(app, source, config_path)
-    ComposeFile(content, {}, "template", os.path.join(store.directory, "custom_templates"),
-                swarm=values.get("Type") == TEMPLATE_SWARM_STACK, file_name=config_path)
+    content, commit = await fetch_compose_text(app, source, config_path, values.get("Type") == TEMPLATE_SWARM_STACK)
     template_id = store.custom_templates.new_id()
     path = custom_template_path(request, template_id)
     await asyncio.to_thread(write_stack_file, path, content.encode())
@@ -14011,6 +14291,25 @@ async def handle_custom_template_create_repository(request: web.Request) -> web.
     return json_response(Collection.public_view(template))
 
 
+async def deploy_git_custom_template(request: web.Request, template: dict, body: dict) -> web.Response:
+    """A template from git deploys as Portainer deploys one: its repository fetched at its reference, the whole
+    checkout the stack's project (build contexts, relative binds, file secrets), the stack a git stack with the
+    template's repository and credentials, so it can be pulled and redeployed like any other."""
+    stack_endpoint(request)  # refused before anything is fetched for a caller who may not deploy here
+    app, config = request.app, template["GitConfig"]
+    source = git_source_from_body(app, {}, config["URL"], template)
+    project, commit, content = await fetch_checkout(app, source, config["ConfigFilePath"], [])
+    record = git_stack_fields(app, source, config["ConfigFilePath"], commit, None, caller_of(request), [])
+    binding = template_credentials_binding(template, caller_of(request))
+    if binding:
+        record["_GitTemplateCredentials"] = binding
+    stack_type = STACK_SWARM if template["Type"] == TEMPLATE_SWARM_STACK else STACK_COMPOSE
+    stack = await create_stack(request, stack_type, {"Name": body.get("Name"), "StackFileContent": content,
+                                                     "Env": body.get("Env") or []},
+                               from_template=True, upload=project, record=record)
+    return json_response(stack_view(request, stack))
+
+
 async def handle_custom_template_git_fetch(request: web.Request) -> web.Response:
     """Fetch a git custom template's file again (its author or an administrator): {FileContent}."""
     template = custom_template_for_caller(request)
@@ -14020,9 +14319,8 @@ async def handle_custom_template_git_fetch(request: web.Request) -> web.Response
         raise BadRequest(f"custom template {template['Id']} is not from a git repository")
     app = request.app
     source = git_source_from_body(app, {}, config["URL"], template)
-    content, commit = await fetch_compose_text(app, source, config["ConfigFilePath"])
-    ComposeFile(content, {}, "template", os.path.dirname(custom_template_path(request, template["Id"])),
-                swarm=template["Type"] == TEMPLATE_SWARM_STACK, file_name=config["ConfigFilePath"])
+    content, commit = await fetch_compose_text(app, source, config["ConfigFilePath"],
+                                               template["Type"] == TEMPLATE_SWARM_STACK)
     await asyncio.to_thread(write_stack_file, custom_template_path(request, template["Id"]), content.encode())
     config["ConfigHash"] = commit
     await app[STORE].commit()
@@ -17404,12 +17702,15 @@ function envList(text) {
 const lines = text => text.split('\n').map(l => l.trim()).filter(Boolean);
 // POST <origin>/api/stacks/webhooks/<id> fetches the repository and redeploys the stack.
 export const stackWebhookUrl = id => `${location.origin}/api/stacks/webhooks/${id}`;
+// POST <origin>/api/edge_stacks/webhooks/<id> fetches the repository and deploys it to every edge environment.
+export const edgeStackWebhookUrl = id => `${location.origin}/api/edge_stacks/webhooks/${id}`;
+const POLL_NEEDS_A_NAME = 'polling needs a branch or a tag: a commit id never changes';
 
 // Auto-update fields, shared by the create form and the stack's git card: {Interval, Webhook, ForceUpdate, ForcePullImage}.
 function autoUpdateFields(auto) {
   auto = auto || {};
   return `<fieldset><legend>Automatic updates</legend>
-    <label for="git-interval">Poll the repository every (a duration such as 5m or 1h; empty: no polling)</label>
+    <label for="git-interval">Poll the repository every (a duration such as 5m or 1h; empty: no polling; ${POLL_NEEDS_A_NAME})</label>
     <input id="git-interval" name="Interval" placeholder="5m" value="${esc(auto.Interval || '')}">
     <label class="check"><input type="checkbox" id="git-webhook" name="Webhook" ${auto.Webhook ? 'checked' : ''}> Webhook: a secret URL that redeploys the stack when called</label>
     <label class="check"><input type="checkbox" id="git-webhook-env" name="WebhookEnv" ${auto.WebhookEnv ? 'checked' : ''}> The webhook's query parameters may set the stack's variables</label>
@@ -17483,13 +17784,17 @@ export function gitStackCard(stack) {
     <form id="git-settings"><h3>Git settings</h3>${credentialFields(config)}${autoUpdateFields(auto)}
       <div class="error" role="alert"></div><button type="submit">Save the git settings</button></form></div>`;
 }
-export function bindGitStackCard(stack, reload) {
+// The webhook URL's copy button: the clipboard where the page may write it, else the URL selected for Ctrl+C.
+function bindWebhookCopy() {
   const copy = $('#git-webhook-copy');
   if (copy) copy.onclick = async () => {
     try { await navigator.clipboard.writeText($('#git-webhook-url').textContent); copy.textContent = 'Copied'; }
     catch (err) { const range = document.createRange(); range.selectNodeContents($('#git-webhook-url'));
       getSelection().removeAllRanges(); getSelection().addRange(range); copy.textContent = 'Selected: press Ctrl+C'; }
   };
+}
+export function bindGitStackCard(stack, reload) {
+  bindWebhookCopy();
   const query = `?endpointId=${stack.EndpointId}`;
   onSubmit($('#git-redeploy'), async data => {
     const body = {RepositoryReferenceName: data.get('RepositoryReferenceName').trim(), PullImage: data.get('PullImage') === 'on', Prune: data.get('Prune') === 'on'};
@@ -17536,31 +17841,86 @@ export function bindGitTemplates(reload) {
     try { await api('PUT', `/api/custom_templates/${b.dataset.gitFetch}/git_fetch`); toast('Template fetched again from its repository'); }
     catch (err) { toast(err.message, true); } });
 }
+// An edge stack's automatic updates: polling and a webhook (a new version for every environment when the commit moved).
+function edgeAutoUpdateFields(auto) {
+  auto = auto || {};
+  return `<fieldset><legend>Automatic updates</legend>
+    <label for="ge-interval">Poll the repository every (a duration such as 5m or 1h; empty: no polling; ${POLL_NEEDS_A_NAME})</label>
+    <input id="ge-interval" name="Interval" placeholder="5m" value="${esc(auto.Interval || '')}">
+    <label class="check"><input type="checkbox" id="ge-webhook" name="Webhook" ${auto.Webhook ? 'checked' : ''}> Webhook: a secret URL that deploys the repository's new commit to every environment</label>
+    <label class="check"><input type="checkbox" id="ge-force-pull" name="ForcePullImage" ${auto.ForcePullImage ? 'checked' : ''}> Re-pull images: every redeploy makes each environment pull its images again</label></fieldset>`;
+}
+function edgeAutoUpdateOf(data) {
+  const auto = {Interval: (data.get('Interval') || '').trim(), Webhook: data.get('Webhook') === 'on', ForcePullImage: data.get('ForcePullImage') === 'on'};
+  return auto.Interval || auto.Webhook || auto.ForcePullImage ? auto : null;
+}
+// An edge stack's saved credentials: kept as they are, replaced by the ones typed, or removed (both left empty).
+function edgeCredentialFields(config) {
+  const auth = config.Authentication;
+  return `<fieldset><legend>Credentials</legend>
+    <label class="check"><input type="checkbox" id="ge-keep-auth" name="KeepCredentials" checked> Keep the saved credentials${auth ? ` (${esc(auth.Username || 'a deploy key')})` : ' (none)'}</label>
+    <div class="row"><div><label for="ge-settings-user">Username</label><input id="ge-settings-user" name="Username" autocomplete="off" value="${esc(auth ? auth.Username : '')}"></div>
+    <div><label for="ge-settings-password">Password or token</label><input id="ge-settings-password" name="Password" type="password" autocomplete="new-password"></div></div>
+    <p class="muted small">Untick "Keep" to use the username and password typed here, or none when both are empty (a public repository).</p></fieldset>`;
+}
+// The body of PUT /api/edge_stacks/{id}/git from the settings form (Portainer's RefName and Authentication).
+export function edgeGitSettingsBody(data) {
+  const body = {RefName: (data.get('RepositoryReferenceName') || '').trim(), AutoUpdate: edgeAutoUpdateOf(data) || {Interval: '', Webhook: false}};
+  if (data.get('KeepCredentials') !== 'on') {
+    const username = (data.get('Username') || '').trim(), password = data.get('Password') || '';
+    if (username || password) body.Authentication = {Username: username, Password: password};
+    else body.RepositoryAuthentication = false;
+  }
+  return body;
+}
 export function gitEdgeStackForm(groups) {
   return `<div class="card"><h3>New edge stack from a git repository</h3><form id="git-edge">
     <label for="ge-name">Name</label><input id="ge-name" name="Name" required pattern="[a-z0-9][a-z0-9_\\-]*">
     <label for="ge-groups">Edge groups</label><select id="ge-groups" name="EdgeGroups" multiple>${groups.map(g => `<option value="${g.Id}">${esc(g.Name)}</option>`).join('')}</select>
     ${repositoryFields('ge', 'FilePathInRepository')}
+    ${edgeAutoUpdateFields(null)}
     <div class="error" role="alert"></div><button class="primary" type="submit">Deploy from git to the groups</button></form></div>`;
 }
 export function bindGitEdgeStacks(reload) {
   onSubmit($('#git-edge'), async data => {
-    await api('POST', '/api/edge_stacks/create/repository', {Name: data.get('Name').trim(), DeploymentType: 0,
-      EdgeGroups: data.getAll('EdgeGroups').map(Number), ...repositoryOf(data, 'FilePathInRepository')});
-    await reload();
+    const body = {Name: data.get('Name').trim(), DeploymentType: 0, EdgeGroups: data.getAll('EdgeGroups').map(Number),
+      ...repositoryOf(data, 'FilePathInRepository')};
+    const auto = edgeAutoUpdateOf(data); if (auto) body.AutoUpdate = auto;
+    const made = await api('POST', '/api/edge_stacks/create/repository', body);
+    if (auto) location.hash = `#/edge/stacks/${made.Id}`; else await reload(); // its page shows the webhook URL to copy
   });
 }
-// On an edge stack's page: where its file comes from, and a button that fetches it again and redeploys everywhere.
+// On an edge stack's page: where its project comes from, the deployed commit, the last check, the webhook URL, a
+// button that fetches it again and redeploys everywhere, and its git settings.
 export function gitEdgeStackCard(stack) {
-  const config = stack.GitConfig;
-  return `<div class="card" id="git-card"><h3>Git repository</h3><p><code id="git-repo">${esc(config.URL)}</code> · <code>${esc(config.ReferenceName || 'HEAD')}</code> · <code>${esc(config.ConfigFilePath)}</code>
-    · commit <code id="git-commit" title="${esc(config.ConfigHash)}">${esc(config.ConfigHash.slice(0, 12))}</code></p>
-    <div class="error" role="alert" id="git-edge-error"></div><button type="button" class="primary" id="git-edge-redeploy">Pull and redeploy</button></div>`;
+  const config = stack.GitConfig, check = stack.GitCheck || {}, auto = stack.AutoUpdate || {};
+  return `<div class="card" id="git-card"><h3>Git repository</h3>
+    <table><tr><th>Repository</th><td><code id="git-repo">${esc(config.URL)}</code></td></tr>
+    <tr><th>Reference</th><td><code>${esc(config.ReferenceName || 'HEAD')}</code> · <code>${esc(config.ConfigFilePath)}</code></td></tr>
+    <tr><th>Deployed commit</th><td><code id="git-commit" title="${esc(config.ConfigHash)}">${esc(config.ConfigHash.slice(0, 12))}</code> <span class="muted">version ${esc(stack.Version)}</span></td></tr>
+    <tr><th>Last checked</th><td id="git-checked">${esc(when(check.Time))}${check.Outcome ? ` <span class="badge ${check.Outcome === 'failed' ? 'exited' : 'running'}">${esc(check.Outcome)}</span>` : ''}
+      ${check.Trigger ? `<span class="muted">by ${esc(check.Trigger)}</span>` : ''} ${check.Message ? `<span class="muted">${esc(check.Message)}</span>` : ''}</td></tr>
+    <tr><th>Polling</th><td id="git-polling">${auto.Interval ? `every ${esc(auto.Interval)}` : '<span class="muted">off</span>'}</td></tr>
+    ${auto.Webhook ? `<tr><th>Webhook</th><td><code class="small webhook-url" id="git-webhook-url">${esc(edgeStackWebhookUrl(auto.Webhook))}</code>
+      <button type="button" class="small" id="git-webhook-copy" aria-label="Copy the webhook URL">Copy</button></td></tr>` : ''}</table>
+    <div class="error" role="alert" id="git-edge-error"></div>
+    <label class="check"><input type="checkbox" id="git-edge-pull"> Pull the images again on each environment</label>
+    <button type="button" class="primary" id="git-edge-redeploy">Pull and redeploy</button>
+    <form id="git-edge-settings"><h3>Git settings</h3>
+      <label for="ge-settings-ref">Reference</label><input id="ge-settings-ref" name="RepositoryReferenceName" value="${esc(config.ReferenceName)}">
+      ${edgeCredentialFields(config)}
+      ${edgeAutoUpdateFields(auto)}
+      <div class="error" role="alert"></div><button type="submit">Save the git settings</button></form></div>`;
 }
 export function bindGitEdgeStackCard(stack, reload) {
+  bindWebhookCopy();
   $('#git-edge-redeploy').onclick = async () => {
-    try { const saved = await api('PUT', `/api/edge_stacks/${stack.Id}/git/redeploy`, {}); toast(`Edge stack ${saved.Name}: version ${saved.Version}`); await reload(); }
+    try { const saved = await api('PUT', `/api/edge_stacks/${stack.Id}/git/redeploy`, {PullImage: $('#git-edge-pull').checked}); toast(`Edge stack ${saved.Name}: version ${saved.Version}`); await reload(); }
     catch (err) { $('#git-edge-error').textContent = err.message; } };
+  onSubmit($('#git-edge-settings'), async data => {
+    await api('PUT', `/api/edge_stacks/${stack.Id}/git`, edgeGitSettingsBody(data));
+    toast('Git settings saved'); await reload();
+  });
 }
 """,  # noqa: E501
     'pages/stacks.js': r"""// Pages: stacks (list, ones made outside portainer.py to adopt) and the stack editor.
@@ -19257,7 +19617,10 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("GET", "/api/edge_stacks", handle_edge_stacks_list),
     ("POST", "/api/edge_stacks", handle_edge_stack_create),
     ("POST", "/api/edge_stacks/create/repository", handle_edge_stack_create_repository),
+    ("POST", "/api/edge_stacks/webhooks/{webhook}", handle_edge_stack_webhook),
     ("PUT", "/api/edge_stacks/{id}/git/redeploy", handle_edge_stack_git_redeploy),
+    ("PUT", "/api/edge_stacks/{id}/git", handle_edge_stack_git_update),
+    ("POST", "/api/edge_stacks/{id}/git", handle_edge_stack_git_update),
     ("GET", "/api/edge_stacks/{id}", handle_edge_stack_inspect),
     ("PUT", "/api/edge_stacks/{id}", handle_edge_stack_update),
     ("DELETE", "/api/edge_stacks/{id}", handle_edge_stack_delete),
@@ -19395,7 +19758,9 @@ REQUEST_FIELDS: dict[str, dict] = {
     "handle_stack_create_swarm_repository": SWARM_GIT_STACK_CREATE_FIELDS,
     "handle_stack_git_update": GIT_STACK_UPDATE_FIELDS, "handle_stack_git_redeploy": GIT_STACK_REDEPLOY_FIELDS,
     "handle_custom_template_create_repository": CUSTOM_TEMPLATE_GIT_FIELDS,
-    "handle_edge_stack_create_repository": EDGE_STACK_GIT_FIELDS, "handle_edge_stack_git_redeploy": GIT_SOURCE_FIELDS,
+    "handle_edge_stack_create_repository": EDGE_STACK_GIT_FIELDS,
+    "handle_edge_stack_git_redeploy": EDGE_STACK_GIT_REDEPLOY_FIELDS,
+    "handle_edge_stack_git_update": EDGE_STACK_GIT_UPDATE_FIELDS,
     "handle_edge_stack_create": EDGE_STACK_CREATE_FIELDS, "handle_template_deploy": STACK_DEPLOY_FIELDS,
     "handle_custom_template_create": CUSTOM_TEMPLATE_BODY_FIELDS,
     "handle_custom_template_update": CUSTOM_TEMPLATE_BODY_FIELDS, "handle_custom_template_deploy": STACK_DEPLOY_FIELDS,

@@ -14,12 +14,15 @@ function envList(text) {
 const lines = text => text.split('\n').map(l => l.trim()).filter(Boolean);
 // POST <origin>/api/stacks/webhooks/<id> fetches the repository and redeploys the stack.
 export const stackWebhookUrl = id => `${location.origin}/api/stacks/webhooks/${id}`;
+// POST <origin>/api/edge_stacks/webhooks/<id> fetches the repository and deploys it to every edge environment.
+export const edgeStackWebhookUrl = id => `${location.origin}/api/edge_stacks/webhooks/${id}`;
+const POLL_NEEDS_A_NAME = 'polling needs a branch or a tag: a commit id never changes';
 
 // Auto-update fields, shared by the create form and the stack's git card: {Interval, Webhook, ForceUpdate, ForcePullImage}.
 function autoUpdateFields(auto) {
   auto = auto || {};
   return `<fieldset><legend>Automatic updates</legend>
-    <label for="git-interval">Poll the repository every (a duration such as 5m or 1h; empty: no polling)</label>
+    <label for="git-interval">Poll the repository every (a duration such as 5m or 1h; empty: no polling; ${POLL_NEEDS_A_NAME})</label>
     <input id="git-interval" name="Interval" placeholder="5m" value="${esc(auto.Interval || '')}">
     <label class="check"><input type="checkbox" id="git-webhook" name="Webhook" ${auto.Webhook ? 'checked' : ''}> Webhook: a secret URL that redeploys the stack when called</label>
     <label class="check"><input type="checkbox" id="git-webhook-env" name="WebhookEnv" ${auto.WebhookEnv ? 'checked' : ''}> The webhook's query parameters may set the stack's variables</label>
@@ -93,13 +96,17 @@ export function gitStackCard(stack) {
     <form id="git-settings"><h3>Git settings</h3>${credentialFields(config)}${autoUpdateFields(auto)}
       <div class="error" role="alert"></div><button type="submit">Save the git settings</button></form></div>`;
 }
-export function bindGitStackCard(stack, reload) {
+// The webhook URL's copy button: the clipboard where the page may write it, else the URL selected for Ctrl+C.
+function bindWebhookCopy() {
   const copy = $('#git-webhook-copy');
   if (copy) copy.onclick = async () => {
     try { await navigator.clipboard.writeText($('#git-webhook-url').textContent); copy.textContent = 'Copied'; }
     catch (err) { const range = document.createRange(); range.selectNodeContents($('#git-webhook-url'));
       getSelection().removeAllRanges(); getSelection().addRange(range); copy.textContent = 'Selected: press Ctrl+C'; }
   };
+}
+export function bindGitStackCard(stack, reload) {
+  bindWebhookCopy();
   const query = `?endpointId=${stack.EndpointId}`;
   onSubmit($('#git-redeploy'), async data => {
     const body = {RepositoryReferenceName: data.get('RepositoryReferenceName').trim(), PullImage: data.get('PullImage') === 'on', Prune: data.get('Prune') === 'on'};
@@ -146,29 +153,84 @@ export function bindGitTemplates(reload) {
     try { await api('PUT', `/api/custom_templates/${b.dataset.gitFetch}/git_fetch`); toast('Template fetched again from its repository'); }
     catch (err) { toast(err.message, true); } });
 }
+// An edge stack's automatic updates: polling and a webhook (a new version for every environment when the commit moved).
+function edgeAutoUpdateFields(auto) {
+  auto = auto || {};
+  return `<fieldset><legend>Automatic updates</legend>
+    <label for="ge-interval">Poll the repository every (a duration such as 5m or 1h; empty: no polling; ${POLL_NEEDS_A_NAME})</label>
+    <input id="ge-interval" name="Interval" placeholder="5m" value="${esc(auto.Interval || '')}">
+    <label class="check"><input type="checkbox" id="ge-webhook" name="Webhook" ${auto.Webhook ? 'checked' : ''}> Webhook: a secret URL that deploys the repository's new commit to every environment</label>
+    <label class="check"><input type="checkbox" id="ge-force-pull" name="ForcePullImage" ${auto.ForcePullImage ? 'checked' : ''}> Re-pull images: every redeploy makes each environment pull its images again</label></fieldset>`;
+}
+function edgeAutoUpdateOf(data) {
+  const auto = {Interval: (data.get('Interval') || '').trim(), Webhook: data.get('Webhook') === 'on', ForcePullImage: data.get('ForcePullImage') === 'on'};
+  return auto.Interval || auto.Webhook || auto.ForcePullImage ? auto : null;
+}
+// An edge stack's saved credentials: kept as they are, replaced by the ones typed, or removed (both left empty).
+function edgeCredentialFields(config) {
+  const auth = config.Authentication;
+  return `<fieldset><legend>Credentials</legend>
+    <label class="check"><input type="checkbox" id="ge-keep-auth" name="KeepCredentials" checked> Keep the saved credentials${auth ? ` (${esc(auth.Username || 'a deploy key')})` : ' (none)'}</label>
+    <div class="row"><div><label for="ge-settings-user">Username</label><input id="ge-settings-user" name="Username" autocomplete="off" value="${esc(auth ? auth.Username : '')}"></div>
+    <div><label for="ge-settings-password">Password or token</label><input id="ge-settings-password" name="Password" type="password" autocomplete="new-password"></div></div>
+    <p class="muted small">Untick "Keep" to use the username and password typed here, or none when both are empty (a public repository).</p></fieldset>`;
+}
+// The body of PUT /api/edge_stacks/{id}/git from the settings form (Portainer's RefName and Authentication).
+export function edgeGitSettingsBody(data) {
+  const body = {RefName: (data.get('RepositoryReferenceName') || '').trim(), AutoUpdate: edgeAutoUpdateOf(data) || {Interval: '', Webhook: false}};
+  if (data.get('KeepCredentials') !== 'on') {
+    const username = (data.get('Username') || '').trim(), password = data.get('Password') || '';
+    if (username || password) body.Authentication = {Username: username, Password: password};
+    else body.RepositoryAuthentication = false;
+  }
+  return body;
+}
 export function gitEdgeStackForm(groups) {
   return `<div class="card"><h3>New edge stack from a git repository</h3><form id="git-edge">
     <label for="ge-name">Name</label><input id="ge-name" name="Name" required pattern="[a-z0-9][a-z0-9_\\-]*">
     <label for="ge-groups">Edge groups</label><select id="ge-groups" name="EdgeGroups" multiple>${groups.map(g => `<option value="${g.Id}">${esc(g.Name)}</option>`).join('')}</select>
     ${repositoryFields('ge', 'FilePathInRepository')}
+    ${edgeAutoUpdateFields(null)}
     <div class="error" role="alert"></div><button class="primary" type="submit">Deploy from git to the groups</button></form></div>`;
 }
 export function bindGitEdgeStacks(reload) {
   onSubmit($('#git-edge'), async data => {
-    await api('POST', '/api/edge_stacks/create/repository', {Name: data.get('Name').trim(), DeploymentType: 0,
-      EdgeGroups: data.getAll('EdgeGroups').map(Number), ...repositoryOf(data, 'FilePathInRepository')});
-    await reload();
+    const body = {Name: data.get('Name').trim(), DeploymentType: 0, EdgeGroups: data.getAll('EdgeGroups').map(Number),
+      ...repositoryOf(data, 'FilePathInRepository')};
+    const auto = edgeAutoUpdateOf(data); if (auto) body.AutoUpdate = auto;
+    const made = await api('POST', '/api/edge_stacks/create/repository', body);
+    if (auto) location.hash = `#/edge/stacks/${made.Id}`; else await reload(); // its page shows the webhook URL to copy
   });
 }
-// On an edge stack's page: where its file comes from, and a button that fetches it again and redeploys everywhere.
+// On an edge stack's page: where its project comes from, the deployed commit, the last check, the webhook URL, a
+// button that fetches it again and redeploys everywhere, and its git settings.
 export function gitEdgeStackCard(stack) {
-  const config = stack.GitConfig;
-  return `<div class="card" id="git-card"><h3>Git repository</h3><p><code id="git-repo">${esc(config.URL)}</code> · <code>${esc(config.ReferenceName || 'HEAD')}</code> · <code>${esc(config.ConfigFilePath)}</code>
-    · commit <code id="git-commit" title="${esc(config.ConfigHash)}">${esc(config.ConfigHash.slice(0, 12))}</code></p>
-    <div class="error" role="alert" id="git-edge-error"></div><button type="button" class="primary" id="git-edge-redeploy">Pull and redeploy</button></div>`;
+  const config = stack.GitConfig, check = stack.GitCheck || {}, auto = stack.AutoUpdate || {};
+  return `<div class="card" id="git-card"><h3>Git repository</h3>
+    <table><tr><th>Repository</th><td><code id="git-repo">${esc(config.URL)}</code></td></tr>
+    <tr><th>Reference</th><td><code>${esc(config.ReferenceName || 'HEAD')}</code> · <code>${esc(config.ConfigFilePath)}</code></td></tr>
+    <tr><th>Deployed commit</th><td><code id="git-commit" title="${esc(config.ConfigHash)}">${esc(config.ConfigHash.slice(0, 12))}</code> <span class="muted">version ${esc(stack.Version)}</span></td></tr>
+    <tr><th>Last checked</th><td id="git-checked">${esc(when(check.Time))}${check.Outcome ? ` <span class="badge ${check.Outcome === 'failed' ? 'exited' : 'running'}">${esc(check.Outcome)}</span>` : ''}
+      ${check.Trigger ? `<span class="muted">by ${esc(check.Trigger)}</span>` : ''} ${check.Message ? `<span class="muted">${esc(check.Message)}</span>` : ''}</td></tr>
+    <tr><th>Polling</th><td id="git-polling">${auto.Interval ? `every ${esc(auto.Interval)}` : '<span class="muted">off</span>'}</td></tr>
+    ${auto.Webhook ? `<tr><th>Webhook</th><td><code class="small webhook-url" id="git-webhook-url">${esc(edgeStackWebhookUrl(auto.Webhook))}</code>
+      <button type="button" class="small" id="git-webhook-copy" aria-label="Copy the webhook URL">Copy</button></td></tr>` : ''}</table>
+    <div class="error" role="alert" id="git-edge-error"></div>
+    <label class="check"><input type="checkbox" id="git-edge-pull"> Pull the images again on each environment</label>
+    <button type="button" class="primary" id="git-edge-redeploy">Pull and redeploy</button>
+    <form id="git-edge-settings"><h3>Git settings</h3>
+      <label for="ge-settings-ref">Reference</label><input id="ge-settings-ref" name="RepositoryReferenceName" value="${esc(config.ReferenceName)}">
+      ${edgeCredentialFields(config)}
+      ${edgeAutoUpdateFields(auto)}
+      <div class="error" role="alert"></div><button type="submit">Save the git settings</button></form></div>`;
 }
 export function bindGitEdgeStackCard(stack, reload) {
+  bindWebhookCopy();
   $('#git-edge-redeploy').onclick = async () => {
-    try { const saved = await api('PUT', `/api/edge_stacks/${stack.Id}/git/redeploy`, {}); toast(`Edge stack ${saved.Name}: version ${saved.Version}`); await reload(); }
+    try { const saved = await api('PUT', `/api/edge_stacks/${stack.Id}/git/redeploy`, {PullImage: $('#git-edge-pull').checked}); toast(`Edge stack ${saved.Name}: version ${saved.Version}`); await reload(); }
     catch (err) { $('#git-edge-error').textContent = err.message; } };
+  onSubmit($('#git-edge-settings'), async data => {
+    await api('PUT', `/api/edge_stacks/${stack.Id}/git`, edgeGitSettingsBody(data));
+    toast('Git settings saved'); await reload();
+  });
 }
