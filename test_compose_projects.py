@@ -174,7 +174,7 @@ def project(server, engine, request):
     (tar_archive({}, extra=[link("dir", "sub"), link("sub", "..")]), "outside"),
     (tar_archive({}, extra=[link("null", "", tarfile.CHRTYPE)]), "device"),
     (zip_archive({"../../zip-escaped.txt": b"x"}), "'..'"),
-])
+], ids=["dot-dot", "absolute", "symlink-out", "symlink-up", "hard-link", "symlink-chain", "device", "zip-dot-dot"])
 def test_archive_that_would_write_outside_its_project_is_refused(tmp_path, attack, reason):
     destination = tmp_path / "project"
     destination.mkdir()
