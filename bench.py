@@ -969,57 +969,11 @@ class Bench:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-async def simulate_fleet(keys_path: str, heartbeat: float = 20.0, concurrency: int = 64) -> None:
-    """One edge agent per line of `keys_path` ("<edge key> <edge id>"): each keeps its tunnel up like
-    `run_edge_agent` and relays every stream the server opens to the machine's engine with `serve_edge_stream`.
-    Prints "held <count>" whenever the count of open tunnels changed (checked every 0.5 s)."""
-    import agent
-    with open(keys_path) as f:
-        agents = [line.split() for line in f if line.strip()]
-    held = 0
-    handshakes = asyncio.Semaphore(concurrency)
-    docker_url = "unix://" + DOCKER_SOCKET
-    timeout = aiohttp.ClientTimeout(total=None, connect=30, sock_connect=30)
-
-    async def one_agent(session, key_text: str, edge_id: str) -> None:
-        nonlocal held
-        key = agent.EdgeKey.decode(key_text)
-        pin = aiohttp.Fingerprint(bytes.fromhex(key.fingerprint))
-        attempt = 0
-        while True:
-            try:
-                async with handshakes:
-                    if key.endpoint_id == agent.GLOBAL_KEY_ENDPOINT:  # the fleet's key: onboard, as agent.py does
-                        settings = agent.EdgeSettings(key, edge_id, name=edge_id, data_dir="")
-                        key = await agent.onboard_with_global_key(session, settings, agent.EdgeState(None), pin)
-                    headers = {agent.EDGE_ENDPOINT_HEADER: str(key.endpoint_id),
-                               agent.EDGE_SECRET_HEADER: key.secret, agent.EDGE_ID_HEADER: edge_id,
-                               agent.EDGE_VERSION_HEADER: agent.AGENT_VERSION}
-                    ws = await session.ws_connect(key.server_url + agent.EDGE_TUNNEL_PATH, headers=headers, ssl=pin,
-                                                  heartbeat=heartbeat,
-                                                  receive_timeout=agent.tunnel_receive_timeout(heartbeat),
-                                                  max_msg_size=agent.TUNNEL_MAX_MESSAGE, compress=0,
-                                                  **agent.CLIENT_WS_CLOSE_TIMEOUT)
-                held += 1
-                try:
-                    await agent.Tunnel(ws, lambda stream: agent.serve_edge_stream(stream, docker_url)).run()
-                finally:
-                    held -= 1
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError, agent.EdgeOnboardingRefused) as exc:
-                print(f"{edge_id}: {exc or type(exc).__name__}", file=sys.stderr, flush=True)
-            await asyncio.sleep(agent.reconnect_delay(attempt, 0.5, 5))
-            attempt += 1
-
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout) as session:
-        tasks = [asyncio.ensure_future(one_agent(session, key, edge_id)) for key, edge_id in agents]
-        reported = -1
-        while True:
-            if held != reported:
-                reported = held
-                print(f"held {held}", flush=True)
-            await asyncio.sleep(0.5)
-            if all(t.done() for t in tasks):
-                break
+async def simulate_fleet(keys_path: str) -> None:
+    """The fleet simulator is conftest's simulate_edge_fleet (the failover tests run the same one)."""
+    sys.path.insert(0, HERE)
+    from conftest import simulate_edge_fleet
+    await simulate_edge_fleet(keys_path)
 
 
 MEASURES = ["proxy", "stream", "head_of_line", "edge_first_call", "memory", "api_load", "ui", "merged_logs", "fleet",

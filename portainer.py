@@ -5864,6 +5864,9 @@ MAX_COMPOSE_NODES = 100_000
 LABEL_PROJECT = "com.docker.compose.project"
 LABEL_SERVICE = "com.docker.compose.service"
 LABEL_HASH = "com.docker.compose.config-hash"
+# On what a new stack's first deploy makes: a server killed before the stack's record was saved leaves containers
+# that name a stack no record has, which a retry of the creation takes over (left_by_an_interrupted_creation).
+LABEL_STACK_ID = "io.portainer-py.stack.id"
 LABEL_NAMESPACE = "com.docker.stack.namespace"
 
 
@@ -7715,6 +7718,7 @@ class ComposeDeployment:
         self.project = compose.project if compose else project
         self.config_file = os.path.join(compose.project_dir, os.path.basename(compose.file_name)) if compose else ""
         self.owner_labels: dict[str, str] = {}
+        self.creation_labels: dict[str, str] = {}  # a new stack's first deploy: {LABEL_STACK_ID: its id}
         self.recreated: set[str] = set()  # the services this deploy made containers for
         self.progress: Callable[[dict], None] = lambda event: None  # a deploy's live progress (DeployProgress)
         self.registry_config: dict = {}  # X-Registry-Config for builds: the registries the caller may use there
@@ -7722,7 +7726,8 @@ class ComposeDeployment:
         self.built_images: list[str] = []  # image names this deploy made that the engine did not have before
 
     def common_labels(self) -> dict[str, str]:
-        return {**self.owner_labels, LABEL_PROJECT: self.project, "com.docker.compose.version": COMPOSE_VERSION}
+        return {**self.owner_labels, **self.creation_labels, LABEL_PROJECT: self.project,
+                "com.docker.compose.version": COMPOSE_VERSION}
 
     def network_body(self, key: str) -> dict:
         network = self.compose.networks[key]
@@ -10681,9 +10686,12 @@ async def create_stack_from_project(request: web.Request, stack_type: int, body:
             if await deployment.namespace_objects("services"):
                 raise Conflict(f"a Swarm stack named {name!r} made outside portainer.py runs on this environment")
             swarm_id = swarm_id or as_text(as_dict(await deployment.connector.request_json("GET", "/swarm")).get("ID"))
-        elif not adopting and await deployment.project_containers():
+        elif not adopting and not left_by_an_interrupted_creation(request.app[STORE], deployment,
+                                                                  await deployment.project_containers()):
             raise Conflict(f"a compose project named {name!r} made outside portainer.py runs on this environment",
                            "an administrator can adopt it (POST /api/stacks/adopt) or pick another name")
+        if isinstance(deployment, ComposeDeployment):
+            deployment.creation_labels = {LABEL_STACK_ID: str(stack_id)}
         await asyncio.to_thread(stacks.install, stack_id, staging)
         if upload is not None:
             upload.directory = ""
@@ -10718,6 +10726,18 @@ async def create_stack_from_project(request: web.Request, stack_type: int, body:
         if staging and os.path.isdir(staging):  # never installed: the check or the conflict refused it
             await asyncio.to_thread(shutil.rmtree, staging, True)
     return stack
+
+
+def left_by_an_interrupted_creation(store: Store, deployment: "ComposeDeployment", containers: list[dict]) -> bool:
+    """No containers, or only containers a stack's creation made (with this caller's ownership labels) for a stack
+    no record names: its server died before saving the record, and this creation takes them over."""
+    for container in containers:
+        labels = container["Labels"]
+        stack_id = labels.get(LABEL_STACK_ID, "")
+        if not stack_id.isdigit() or int(stack_id) in store.stacks or \
+                any(labels.get(k) != v for k, v in deployment.owner_labels.items()):
+            return False
+    return True
 
 
 async def project_deployment(request: web.Request, stack_type: int, endpoint: dict, name: str, content: str,
