@@ -844,6 +844,8 @@ DATABASE_MIGRATIONS: dict[int, list[str]] = {
     ],
 }
 DATABASE_SCHEMA_VERSION = max(DATABASE_MIGRATIONS) + 1
+AGENT_SIGNATURE_FILE = "agent_signature.pem"  # in the data directory: the key signing every request to agents
+AGENT_SIGNING_SECRET = "agent_signature"  # its row (part "secret", sealed) with --database
 UPSERT_RECORD = ("INSERT INTO records (part, key, body, version, seq) "
                  "VALUES ($1, $2, $3::jsonb, $4, nextval('record_changes')) ON CONFLICT (part, key) DO UPDATE "
                  "SET body = EXCLUDED.body, version = EXCLUDED.version, seq = EXCLUDED.seq")
@@ -948,6 +950,7 @@ class DatabaseStore(Store):
         self.collection_names = {c.name: c for c in vars(self).values() if isinstance(c, Collection)}
         self.pool = None
         self.jwt_key = b""
+        self.agent_signing_key = b""  # PEM: agents trust one server key, so every server signs with this one
         self.after_change: list[Callable[[set], None]] = []  # fn(changed (part, key) pairs) after others' writes
         self._synced: dict[tuple[str, str], tuple[str | None, int]] = {}  # the database's (json, version) we saw
         self._files: dict[str, tuple[int, int, str, str]] = {}  # path -> (mtime_ns, size, sha256, row json)
@@ -1004,6 +1007,8 @@ class DatabaseStore(Store):
             if part == "secret":
                 if key == "jwt" and value:
                     self.jwt_key = self.unseal(value["sealed"], "jwt")
+                if key == AGENT_SIGNING_SECRET and value:
+                    self.agent_signing_key = self.unseal(value["sealed"], AGENT_SIGNING_SECRET)
                 continue
             self._synced[(part, key)] = (None if value is None else canonical_json(value), row["version"])
             if part in self.collection_names and key.isdigit():
@@ -1024,6 +1029,8 @@ class DatabaseStore(Store):
                 os.unlink(os.path.join(self.directory, relative))
         self.data = self.migrate(doc)
         write_private_file(os.path.join(self.directory, "jwt.secret"), self.jwt_key)
+        if self.agent_signing_key:
+            write_private_file(os.path.join(self.directory, AGENT_SIGNATURE_FILE), self.agent_signing_key)
 
     async def _read_everything(self) -> list:
         conn = await self.connect()
@@ -1040,6 +1047,10 @@ class DatabaseStore(Store):
                                                          "EXCLUDED.version, seq = EXCLUDED.seq", "DO NOTHING"),
                                    "secret", "jwt", json.dumps({"sealed": self.seal(secrets.token_bytes(32), "jwt")}),
                                    1)
+                await conn.execute(UPSERT_RECORD.replace("DO UPDATE SET body = EXCLUDED.body, version = "
+                                                         "EXCLUDED.version, seq = EXCLUDED.seq", "DO NOTHING"),
+                                   "secret", AGENT_SIGNING_SECRET, json.dumps({"sealed": self.seal(
+                                       new_signing_key_pem(), AGENT_SIGNING_SECRET)}), 1)
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 return await conn.fetch("SELECT part, key, body::text AS body, version, seq FROM records")
         finally:
@@ -1340,6 +1351,14 @@ class DatabaseStore(Store):
             await conn.execute("SELECT pg_notify($1, $2)", DATABASE_CHANNEL, self.server_id)
         return written
 
+def new_signing_key_pem() -> bytes:
+    """A new ECDSA P-256 private key, PEM: the key every server signs agent requests with."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    return ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
 def redact_database_url(url: str) -> str:
     """A database URL for messages and logs: without its password."""
     parts = urllib.parse.urlsplit(url)
@@ -1589,6 +1608,10 @@ def migrate_to_database(config: argparse.Namespace) -> int:
             if name in target.collection_names and (name, str(next_free - 1)) not in rows and next_free > 1:
                 rows[(name, str(next_free - 1))] = None  # a deleted id: kept so that it is never given again
         jwt_key = load_or_create_secret(source.directory, "jwt.secret")
+        agent_signing_key = b""
+        with contextlib.suppress(FileNotFoundError), open(os.path.join(source.directory, AGENT_SIGNATURE_FILE),
+                                                          "rb") as f:
+            agent_signing_key = f.read()
 
         async def copy() -> int:
             conn = await target.connect()
@@ -1603,6 +1626,9 @@ def migrate_to_database(config: argparse.Namespace) -> int:
                     await conn.executemany(UPSERT_RECORD, [(part, key, text, 1) for (part, key), text in rows.items()])
                     await conn.execute(UPSERT_RECORD, "secret", "jwt",
                                        json.dumps({"sealed": target.seal(jwt_key, "jwt")}), 1)
+                    if agent_signing_key:  # the agents already trust this server's key
+                        await conn.execute(UPSERT_RECORD, "secret", AGENT_SIGNING_SECRET, json.dumps(
+                            {"sealed": target.seal(agent_signing_key, AGENT_SIGNING_SECRET)}), 1)
                     activity = ActivityLog(source.directory, lambda: 0)
                     entries = [*activity._read("activity"), *activity._read("auth")]
                     entries.sort(key=lambda e: (e.get("timestamp", 0), e.get("id", 0)))
@@ -9346,7 +9372,7 @@ class AgentKind(EnvironmentKind):
     def __init__(self, app: web.Application):
         super().__init__(app)
         self.signer = app[AGENT_SIGNER] = shared.RequestSigner(shared.load_or_create_signing_key(
-            os.path.join(app[STORE].directory, "agent_signature.pem")))
+            os.path.join(app[STORE].directory, AGENT_SIGNATURE_FILE)))
 
     def connector(self, endpoint: dict) -> DockerConnector:
         return AgentConnector(endpoint, self.signer, self.app[CONFIG].agent_secret)
