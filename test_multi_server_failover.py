@@ -103,6 +103,26 @@ def test_the_leader_alone_snapshots_the_environments_and_every_server_answers_wi
                message="the new leader to take the snapshots")
 
 
+def test_a_leader_that_loses_its_lease_stops_its_jobs_before_another_may_start_them(edge_fleet, postgres):
+    """Another holder takes the lease row (as a server would once the lease expired): the old leader's periodic
+    snapshots stop within a renewal, and nobody's run until the lease is free again."""
+    first = wait_until(lambda: leader(edge_fleet, postgres), timeout=15, message="a leader")
+    database = edge_fleet.database.rsplit("/", 1)[1]
+
+    def snapshot_seq() -> int:
+        return int(postgres.psql(database, "SELECT coalesce(max(seq), 0) FROM environment_status"))
+    wait_until(snapshot_seq, timeout=20, message="the first snapshot")
+    postgres.psql(database, "UPDATE leases SET holder = 'another server pid 1 x', "
+                            "expires_at = now() + interval '60 seconds' WHERE name = 'leader'")
+    wait_until(lambda: "this server is no longer the leader" in first.log(), timeout=10,
+               message="the old leader to step back")
+    time.sleep(1.5)  # a snapshot pass in flight when the lease went is cancelled with it
+    stopped = snapshot_seq()
+    time.sleep(3)  # three --snapshot-interval periods
+    assert snapshot_seq() == stopped, "a server went on snapshotting without the lease"
+    postgres.psql(database, "DELETE FROM leases WHERE name = 'leader'")
+    wait_until(lambda: snapshot_seq() > stopped, timeout=15, message="the next leader's snapshots")
+
 def test_a_server_killed_during_a_stack_deploy_leaves_no_half_written_stack_and_a_retry_deploys_it(edge_fleet,
                                                                                                    engine):
     project = f"failover{SLOT}x{time.monotonic_ns() % 10**8}"
