@@ -148,11 +148,19 @@ def test_a_server_killed_during_a_stack_deploy_leaves_no_half_written_stack_and_
         assert [s["Id"] for s in records] == [answer.json()["Id"]]
     for stack in records:  # a record that exists is whole: its file is readable on the survivor
         assert edge_fleet.call("GET", f"/api/stacks/{stack['Id']}/file").json()["StackFileContent"] == compose
-    if not records:
+    for attempt in range(3):
+        if records:
+            break
+        # The engine may still finish a create the killed server had sent: the first retry can meet that container
+        # (a clear 409, and what the retry made is removed); the next one finds it and takes it over.
         retry = edge_fleet.call("POST", path, json=body, timeout=120)
-        assert retry.status_code == 200, retry.text
         assert retry.headers["X-Served-By"] == ("s0" if survivor is edge_fleet.servers[0] else "s1")
-        records = [retry.json()]
+        if retry.status_code == 200:
+            records = [retry.json()]
+        else:
+            assert retry.status_code == 409 and "already in use" in retry.json()["message"], retry.text
+            print(f"retry {attempt + 1} answered: {retry.json()['message']}")
+    assert records, "three retries of the creation failed"
     stack_id = records[0]["Id"]
     running = engine.containers.list(filters=project_filter)
     assert sorted(c.labels["com.docker.compose.service"] for c in running) == sorted(f"app{i}" for i in range(8))
