@@ -8,7 +8,7 @@
     python bench.py --table                  # bench-results.json as the README's Markdown table
 
 Measures: proxy, stream, head_of_line, edge_first_call, memory, api_load, ui, merged_logs, fleet, edge_onboarding,
-fleet_pages. Starts what it needs (a server, an agent, an edge agent, fleet simulator processes) on this machine,
+fleet_pages, ha (two servers on PostgreSQL behind HAProxy beside one; needs PostgreSQL 15 and HAProxy, run as root). Starts what it needs (a server, an agent, an edge agent, fleet simulator processes) on this machine,
 prints a table and writes bench-results.json. Goals are checked here, never in timed tests.
 """
 from __future__ import annotations
@@ -318,6 +318,32 @@ MERGED_LOGS_WRITER = ("i=0; while :; do j=0; while [ $j -lt {burst} ]; do i=$((i
                       "echo \"$HOSTNAME line $i: the quick brown fox jumps over the lazy dog, status=ok\"; done; "
                       "usleep 100000; done")
 
+class BenchPostgres:
+    """PostgreSQL 15 (Debian) in a temporary directory on 127.0.0.1, started as the multi-server tests start it."""
+
+    def __init__(self):
+        sys.path.insert(0, HERE)
+        from conftest import PG_BIN, as_postgres
+        self.pg_bin, self.as_postgres = PG_BIN, as_postgres
+        self.root = tempfile.mkdtemp(prefix="portainer-py-bench-pg-")
+        os.chmod(self.root, 0o755)
+        self.directory = os.path.join(self.root, "pg")
+        os.makedirs(self.directory)
+        shutil.chown(self.directory, "postgres")
+        self.port = free_port()
+        as_postgres(f"{PG_BIN}/initdb", "-D", f"{self.directory}/data", "-A", "trust", "-U", "postgres")
+        as_postgres(f"{PG_BIN}/pg_ctl", "-D", f"{self.directory}/data", "-o",
+                    f"'-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c max_connections=200'",
+                    "-l", f"{self.directory}/log", "start", "-w")
+        subprocess.run([f"{PG_BIN}/psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", "postgres",
+                        "-c", "CREATE DATABASE bench"], capture_output=True, check=True)
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/bench"
+
+    def stop(self) -> None:
+        self.as_postgres(f"{self.pg_bin}/pg_ctl", "-D", f"{self.directory}/data", "stop", "-m", "fast", check=False)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
 PROXY_RATIO_GOALS = {"local": 1.2, "agent": 1.5, "edge": 1.6}
 
 
@@ -598,6 +624,145 @@ class Bench:
                     await simulator.wait()
             await asyncio.gather(*followers, return_exceptions=True)
             server.stop()
+
+    # -- two servers on one PostgreSQL behind HAProxy, beside one server ------------------------------------------
+    async def measure_ha(self) -> None:
+        size = self.args.ha_agents
+        print(f"two servers on PostgreSQL behind HAProxy: proxy latency beside one server; {size} edge agents",
+              flush=True)
+        sys.path.insert(0, HERE)
+        from conftest import start_balancer
+        import agent
+        workdir = tempfile.mkdtemp(dir=self.workdir)
+        cert, key = os.path.join(workdir, "cert.pem"), os.path.join(workdir, "key.pem")
+        agent.create_self_signed_certificate(cert, key, "portainer.py")  # one certificate: edge agents pin it
+        secrets_key = os.path.join(workdir, "secrets.key")
+        with open(secrets_key, "wb") as f:
+            f.write(os.urandom(32))
+        remove_bench_objects("ha")
+        for i in range(100):
+            docker_cli("create", "--label", f"{BENCH_LABEL}=ha", BUSYBOX, "true")
+        postgres, servers, balancer, bench_agent, simulators = BenchPostgres(), [], None, None, []
+        try:
+            args = ("--database", postgres.url, "--secrets-key-file", secrets_key, "--sslcert", cert, "--sslkey", key)
+            for name in ("a", "b"):  # one after the other: the first fills the empty database
+                os.makedirs(os.path.join(workdir, name))
+                servers.append(BenchServer(os.path.join(workdir, name), *args))
+                await servers[-1].ready()
+            a, b = servers
+            tls_port = free_port()
+            balancer_port, balancer = await asyncio.to_thread(start_balancer, workdir, servers, tls_port)
+            balanced = f"http://127.0.0.1:{balancer_port}"
+            bench_agent = BenchAgent(workdir)
+            await bench_agent.ready()
+            async with aiohttp.ClientSession() as session:
+                async with session.post(a.url + "/api/endpoints", headers=a.headers, json={
+                        "Name": "ha-agent", "EndpointCreationType": 2, "URL": f"127.0.0.1:{bench_agent.port}"}) as r:
+                    body = await r.json()
+                    assert r.status == 200, body
+            await asyncio.sleep(2)  # the other server hears of the environment
+            for kind, endpoint_id in (("local", 1), ("agent", body["Id"])):
+                path = f"/api/endpoints/{endpoint_id}/docker/v1.41/containers/json?all=1"
+                rates = {}
+                for setup, base in (("one", a.url), ("two", balanced)):
+                    async with tcp_session() as session:
+                        await latencies(session, base + path, a.headers, 20)
+                        values = await latencies(session, base + path, a.headers, self.args.requests)
+                    self.record(f"ha.proxy.{kind}.{setup}.p50", statistics.median(values), "ms", "reported", None,
+                                "one server" if setup == "one" else "two servers behind HAProxy (round robin)")
+                    self.record(f"ha.proxy.{kind}.{setup}.p99", percentile(values, 0.99), "ms", "reported", None)
+                    rates[setup], errors = await throughput(tcp_session, base + path, a.headers, 32, self.args.seconds)
+                    self.record(f"ha.proxy.{kind}.{setup}.rps_c32", rates[setup], "req/s", "reported",
+                                None if errors == 0 else False, f"{errors} errors" if errors else "")
+                self.record(f"ha.proxy.{kind}.rps_two_over_one", rates["two"] / rates["one"], "x", "reported", None,
+                            "both servers share this machine's cores and its one engine")
+            await self.measure_ha_fleet(size, servers, balanced, tls_port, workdir, simulators)
+        finally:
+            for simulator in simulators:
+                if simulator.returncode is None:
+                    simulator.terminate()
+                    await simulator.wait()
+            if bench_agent:
+                bench_agent.stop()
+            if balancer:
+                balancer.kill()
+                balancer.wait()
+            for server in servers:
+                server.stop()
+            postgres.stop()
+            remove_bench_objects("ha")
+
+    async def measure_ha_fleet(self, size: int, servers: list, balanced: str, tls_port: int, workdir: str,
+                               simulators: list) -> None:
+        """Edge agents dial HAProxy's TLS port (TCP passed through, round robin): the tunnels spread over both
+        servers. A call through HAProxy that lands on the server without the environment's tunnel needs
+        server-to-server relaying; until then it is an error, counted."""
+        a = servers[0]
+        gate = asyncio.Semaphore(32)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
+            async def create(i):
+                async with gate:
+                    async with session.post(a.url + "/api/endpoints", headers=a.headers, json={
+                            "Name": f"ha-fleet-{i}", "EndpointCreationType": 4,
+                            "URL": f"https://127.0.0.1:{tls_port}"}) as r:
+                        body = await r.json()
+                        assert r.status == 200, body
+                        return body
+            created = await asyncio.gather(*(create(i) for i in range(size)))
+        held_by = []
+        started = time.perf_counter()
+        for number in range(0, size, FLEET_PER_PROCESS):
+            keys_path = os.path.join(workdir, f"ha-fleet-{number}.keys")
+            with open(keys_path, "w") as f:
+                f.writelines(f"{e['EdgeKey']} ha-agent-{e['Id']}\n" for e in created[number:number + FLEET_PER_PROCESS])
+            simulators.append(await asyncio.create_subprocess_exec(
+                sys.executable, os.path.abspath(__file__), "--fleet-simulator", keys_path,
+                stdout=asyncio.subprocess.PIPE, stderr=open(os.path.join(workdir, "fleet.log"), "ab")))
+            held_by.append(0)
+
+        async def follow(number, simulator):
+            while line := await simulator.stdout.readline():
+                held_by[number] = int(line.split()[1])
+        followers = [asyncio.ensure_future(follow(n, p)) for n, p in enumerate(simulators)]
+        try:
+            deadline = time.perf_counter() + max(120, size / 20)
+            while sum(held_by) < size and time.perf_counter() < deadline:
+                await asyncio.sleep(0.2)
+            connecting = time.perf_counter() - started
+            holder = {}
+            async with tcp_session() as session:
+                for server in servers:
+                    async with session.get(server.url + "/api/endpoints", headers=a.headers) as r:
+                        holder.update({v["Id"]: server for v in await r.json() if v.get("EdgeTunnelConnected")})
+            on_a = sum(1 for s in holder.values() if s is a)
+            self.record(f"ha.fleet.{size}.held", len(holder), "agents", f"{size}", len(holder) == size,
+                        f"{on_a} on server A, {len(holder) - on_a} on server B, {connecting:.0f} s after the "
+                        "simulators started")
+            balanced_values, holder_values, errors = [], [], 0
+            async with tcp_session() as session:
+                for endpoint_id in random.sample(list(holder), min(100, len(holder))):
+                    path = f"/api/endpoints/{endpoint_id}/docker/v1.41/containers/json"
+                    begun = time.perf_counter()
+                    async with session.get(balanced + path, headers=a.headers) as r:
+                        await r.read()
+                        if r.status == 200:
+                            balanced_values.append((time.perf_counter() - begun) * 1000)
+                        else:
+                            errors += 1
+                    holder_values.extend(await latencies(session, holder[endpoint_id].url + path, a.headers, 1))
+            self.record(f"ha.fleet.{size}.holder_call_p99", percentile(holder_values, 0.99), "ms", "<= 250",
+                        percentile(holder_values, 0.99) <= 250,
+                        "GET /containers/json to 100 random agents, sent to the server holding each tunnel")
+            if balanced_values:
+                self.record(f"ha.fleet.{size}.balanced_call_p99", percentile(balanced_values, 0.99), "ms",
+                            "reported", None, "the same calls through HAProxy, those that succeeded")
+            self.record(f"ha.fleet.{size}.balanced_call_errors", errors, "calls", "0 (with relaying)", errors == 0,
+                        "of 100 through HAProxy: a call landing on the server without the tunnel fails until "
+                        "server-to-server relaying is in")
+        finally:
+            for follower in followers:
+                follower.cancel()
+            await asyncio.gather(*followers, return_exceptions=True)
 
     # -- edge onboarding: one key for the whole fleet, the waiting room, one bulk approval -------------------------
     async def measure_edge_onboarding(self) -> None:
@@ -971,61 +1136,15 @@ class Bench:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-async def simulate_fleet(keys_path: str, heartbeat: float = 20.0, concurrency: int = 64) -> None:
-    """One edge agent per line of `keys_path` ("<edge key> <edge id>"): each keeps its tunnel up like
-    `run_edge_agent` and relays every stream the server opens to the machine's engine with `serve_edge_stream`.
-    Prints "held <count>" whenever the count of open tunnels changed (checked every 0.5 s)."""
-    import agent
-    with open(keys_path) as f:
-        agents = [line.split() for line in f if line.strip()]
-    held = 0
-    handshakes = asyncio.Semaphore(concurrency)
-    docker_url = "unix://" + DOCKER_SOCKET
-    timeout = aiohttp.ClientTimeout(total=None, connect=30, sock_connect=30)
-
-    async def one_agent(session, key_text: str, edge_id: str) -> None:
-        nonlocal held
-        key = agent.EdgeKey.decode(key_text)
-        pin = aiohttp.Fingerprint(bytes.fromhex(key.fingerprint))
-        attempt = 0
-        while True:
-            try:
-                async with handshakes:
-                    if key.endpoint_id == agent.GLOBAL_KEY_ENDPOINT:  # the fleet's key: onboard, as agent.py does
-                        settings = agent.EdgeSettings(key, edge_id, name=edge_id, data_dir="")
-                        key = await agent.onboard_with_global_key(session, settings, agent.EdgeState(None), pin)
-                    headers = {agent.EDGE_ENDPOINT_HEADER: str(key.endpoint_id),
-                               agent.EDGE_SECRET_HEADER: key.secret, agent.EDGE_ID_HEADER: edge_id,
-                               agent.EDGE_VERSION_HEADER: agent.AGENT_VERSION}
-                    ws = await session.ws_connect(key.server_url + agent.EDGE_TUNNEL_PATH, headers=headers, ssl=pin,
-                                                  heartbeat=heartbeat,
-                                                  receive_timeout=agent.tunnel_receive_timeout(heartbeat),
-                                                  max_msg_size=agent.TUNNEL_MAX_MESSAGE, compress=0,
-                                                  **agent.CLIENT_WS_CLOSE_TIMEOUT)
-                held += 1
-                try:
-                    await agent.Tunnel(ws, lambda stream: agent.serve_edge_stream(stream, docker_url)).run()
-                finally:
-                    held -= 1
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError, agent.EdgeOnboardingRefused) as exc:
-                print(f"{edge_id}: {exc or type(exc).__name__}", file=sys.stderr, flush=True)
-            await asyncio.sleep(agent.reconnect_delay(attempt, 0.5, 5))
-            attempt += 1
-
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout) as session:
-        tasks = [asyncio.ensure_future(one_agent(session, key, edge_id)) for key, edge_id in agents]
-        reported = -1
-        while True:
-            if held != reported:
-                reported = held
-                print(f"held {held}", flush=True)
-            await asyncio.sleep(0.5)
-            if all(t.done() for t in tasks):
-                break
+async def simulate_fleet(keys_path: str) -> None:
+    """The fleet simulator is conftest's simulate_edge_fleet (the failover tests run the same one)."""
+    sys.path.insert(0, HERE)
+    from conftest import simulate_edge_fleet
+    await simulate_edge_fleet(keys_path)
 
 
 MEASURES = ["proxy", "stream", "head_of_line", "edge_first_call", "memory", "api_load", "ui", "merged_logs", "fleet",
-            "edge_onboarding", "fleet_pages"]
+            "edge_onboarding", "fleet_pages", "ha"]
 
 
 def machine_description() -> str:
@@ -1065,6 +1184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--agents", type=int, action="append",
                         help="fleet size (repeatable; default 1000, 5000 and 10000)")
     parser.add_argument("--devices", type=int, default=5000, help="devices onboarding in edge_onboarding")
+    parser.add_argument("--ha-agents", type=int, default=1000, help="edge agents behind HAProxy in the ha measure")
     parser.add_argument("--fleet-pages", type=int, default=10000, help="environments the fleet_pages measure shows")
     parser.add_argument("--idle-seconds", type=float, default=20, help="how long the idle fleet's CPU is measured")
     parser.add_argument("--fleet-simulator", metavar="KEYS", help=argparse.SUPPRESS)

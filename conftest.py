@@ -439,3 +439,190 @@ def one_node_swarm(engine: docker.DockerClient, index: int):
             host.client().swarm.leave(force=True)
         host.stop_engine()
         remove_namespace_host(host.name, host.name.replace("node", "veth"), host.root)
+
+
+# -- many edge agents in one process: agent.py's own tunnel code, one session, N tunnels -------------------------
+
+async def simulate_edge_fleet(keys_path: str, heartbeat: float = 20.0, concurrency: int = 64) -> None:
+    """One edge agent per line of `keys_path` ("<edge key> <edge id>"): each keeps its tunnel up like
+    `run_edge_agent` and relays every stream the server opens to the machine's engine with `serve_edge_stream`.
+    Prints "held <count>" whenever the count of open tunnels changed (checked every 0.5 s). bench.py's fleet
+    simulator and the failover tests run it in a process of its own (start_edge_fleet)."""
+    import asyncio
+
+    import aiohttp
+
+    import agent
+    with open(keys_path) as f:
+        agents = [line.split() for line in f if line.strip()]
+    held = 0
+    handshakes = asyncio.Semaphore(concurrency)
+    docker_url = "unix://" + DOCKER_SOCKET
+    timeout = aiohttp.ClientTimeout(total=None, connect=30, sock_connect=30)
+
+    async def one_agent(session, key_text: str, edge_id: str) -> None:
+        nonlocal held
+        key = agent.EdgeKey.decode(key_text)
+        pin = aiohttp.Fingerprint(bytes.fromhex(key.fingerprint))
+        attempt = 0
+        while True:
+            try:
+                async with handshakes:
+                    if key.endpoint_id == agent.GLOBAL_KEY_ENDPOINT:  # the fleet's key: onboard, as agent.py does
+                        settings = agent.EdgeSettings(key, edge_id, name=edge_id, data_dir="")
+                        key = await agent.onboard_with_global_key(session, settings, agent.EdgeState(None), pin)
+                    headers = {agent.EDGE_ENDPOINT_HEADER: str(key.endpoint_id),
+                               agent.EDGE_SECRET_HEADER: key.secret, agent.EDGE_ID_HEADER: edge_id,
+                               agent.EDGE_VERSION_HEADER: agent.AGENT_VERSION}
+                    ws = await session.ws_connect(key.server_url + agent.EDGE_TUNNEL_PATH, headers=headers, ssl=pin,
+                                                  heartbeat=heartbeat,
+                                                  receive_timeout=agent.tunnel_receive_timeout(heartbeat),
+                                                  max_msg_size=agent.TUNNEL_MAX_MESSAGE, compress=0,
+                                                  **agent.CLIENT_WS_CLOSE_TIMEOUT)
+                held += 1
+                attempt = 0
+                try:
+                    await agent.Tunnel(ws, lambda stream: agent.serve_edge_stream(stream, docker_url)).run()
+                finally:
+                    held -= 1
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError, agent.EdgeOnboardingRefused) as exc:
+                print(f"{edge_id}: {exc or type(exc).__name__}", file=sys.stderr, flush=True)
+            await asyncio.sleep(agent.reconnect_delay(attempt, 0.5, 5))
+            attempt += 1
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout) as session:
+        tasks = [asyncio.ensure_future(one_agent(session, key, edge_id)) for key, edge_id in agents]
+        reported = -1
+        while True:
+            if held != reported:
+                reported = held
+                print(f"held {held}", flush=True)
+            await asyncio.sleep(0.5)
+            if all(t.done() for t in tasks):
+                break
+
+
+def start_edge_fleet(directory: str, agents: list[tuple[str, str]]) -> subprocess.Popen:
+    """A process holding one edge tunnel per (edge key, edge id), printing "held <count>" lines on stdout."""
+    keys_path = os.path.join(directory, "edge-fleet.keys")
+    with open(keys_path, "w") as f:
+        f.writelines(f"{key} {edge_id}\n" for key, edge_id in agents)
+    return subprocess.Popen([sys.executable, "-c", "import asyncio, sys, conftest; "
+                             "asyncio.run(conftest.simulate_edge_fleet(sys.argv[1]))", keys_path], cwd=HERE,
+                            stdout=subprocess.PIPE, stderr=open(os.path.join(directory, "edge-fleet.log"), "ab"),
+                            text=True)
+
+
+# -- two servers, one fleet: PostgreSQL 15 and HAProxy (Debian) started in this slot's own directories ------------
+
+PG_BIN = "/usr/lib/postgresql/15/bin"
+WORK = f"/tmp/portainer-py-multi-server-{SLOT}"
+
+def as_postgres(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["su", "postgres", "-c", " ".join(argv)], capture_output=True, text=True, check=check)
+
+
+class Postgres:
+    def __init__(self, directory: str, port: int):
+        self.directory, self.port = directory, port
+        self.databases = 0
+
+    def psql(self, database: str, sql: str) -> str:
+        result = subprocess.run([f"{PG_BIN}/psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
+                                 "-d", database, "-Atc", sql], capture_output=True, text=True, check=True)
+        return result.stdout.strip()
+
+    def new_database(self) -> str:
+        self.databases += 1
+        name = f"fleet{self.databases}"
+        self.psql("postgres", f"CREATE DATABASE {name}")
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
+
+
+def stop_leftover_postgres(directory: str) -> None:
+    if os.path.exists(os.path.join(directory, "data", "postmaster.pid")):
+        as_postgres(f"{PG_BIN}/pg_ctl", "-D", f"{directory}/data", "stop", "-m", "immediate", check=False)
+
+
+def stop_leftover_haproxy(pidfile: str) -> None:
+    try:
+        with open(pidfile) as f:
+            pid = int(f.read().split()[0])
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if b"haproxy" in f.read():
+                os.kill(pid, signal.SIGKILL)
+    except (OSError, ValueError, IndexError):
+        pass
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    directory = os.path.join(WORK, "pg")
+    stop_leftover_postgres(directory)
+    shutil.rmtree(WORK, ignore_errors=True)
+    os.makedirs(directory)
+    shutil.chown(directory, "postgres")
+    os.chmod(WORK, 0o755)
+    port = free_port()
+    as_postgres(f"{PG_BIN}/initdb", "-D", f"{directory}/data", "-A", "trust", "-U", "postgres")
+    as_postgres(f"{PG_BIN}/pg_ctl", "-D", f"{directory}/data", "-o",
+                f"'-p {port} -k {directory} -c listen_addresses=127.0.0.1'", "-l", f"{directory}/log",
+                "start", "-w")
+    yield Postgres(directory, port)
+    as_postgres(f"{PG_BIN}/pg_ctl", "-D", f"{directory}/data", "stop", "-m", "fast", check=False)
+    shutil.rmtree(WORK, ignore_errors=True)
+
+
+class Fleet:
+    """Two servers on one database, and HAProxy in front of them."""
+
+    def __init__(self, database: str, servers: list, balancer_port: int, balancer: subprocess.Popen):
+        self.database, self.servers, self.balancer = database, servers, balancer
+        self.url = f"http://127.0.0.1:{balancer_port}"
+
+    def through_balancer(self, method: str, path: str, token: str, **kwargs) -> requests.Response:
+        return requests.request(method, self.url + path, headers={"Authorization": f"Bearer {token}"},
+                                timeout=30, **kwargs)
+
+
+def start_balancer(directory: str, servers: list, tls_port: int | None = None) -> tuple[int, subprocess.Popen]:
+    """HAProxy: HTTP on the port it answers, and with tls_port the servers' HTTPS passed through as TCP (edge
+    agents pin the servers' certificate)."""
+    port = free_port()
+    config = os.path.join(directory, "haproxy.cfg")
+    pidfile = os.path.join(directory, "haproxy.pid")
+    stop_leftover_haproxy(pidfile)
+    lines = ["global", f"  pidfile {pidfile}", "defaults", "  mode http", "  timeout connect 2s",
+             "  timeout client 60s", "  timeout server 60s", "  option redispatch", "  retries 2",
+             "frontend portainer", f"  bind 127.0.0.1:{port}", "  default_backend servers",
+             "backend servers", "  balance roundrobin", "  option httpchk GET /api/system/status",
+             "  http-response set-header X-Served-By %[srv_name]"]
+    lines += [f"  server s{i} 127.0.0.1:{srv.port} check inter 500 fall 2 rise 1" for i, srv in enumerate(servers)]
+    if tls_port:
+        lines += ["frontend portainer_tls", "  mode tcp", f"  bind 127.0.0.1:{tls_port}", "  default_backend tls",
+                  "backend tls", "  mode tcp", "  balance roundrobin"]
+        lines += [f"  server s{i} 127.0.0.1:{srv.https_port} check inter 500 fall 2 rise 1"
+                  for i, srv in enumerate(servers)]
+    with open(config, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    process = subprocess.Popen(["haproxy", "-f", config, "-db"], stdout=subprocess.DEVNULL,
+                               stderr=open(os.path.join(directory, "haproxy.log"), "ab"))
+    wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/api/system/status", timeout=2).ok, timeout=15,
+               message="HAProxy to answer")
+    return port, process
+
+
+@pytest.fixture
+def fleet(engine, postgres, tmp_path):
+    database = postgres.new_database()
+    key_file = tmp_path / "secrets.key"
+    key_file.write_bytes(os.urandom(32))
+    args = ("--database", database, "--secrets-key-file", str(key_file))
+    servers = [start_server(str(tmp_path / "server-a"), *args)]  # the first fills the empty database
+    servers.append(start_server(str(tmp_path / "server-b"), *args))
+    port, balancer = start_balancer(str(tmp_path), servers)
+    yield Fleet(database, servers, port, balancer)
+    balancer.kill()
+    balancer.wait()
+    for srv in servers:
+        srv.stop()

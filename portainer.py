@@ -832,8 +832,20 @@ DATABASE_MIGRATIONS: dict[int, list[str]] = {
         # The next id of each collection: servers reserve blocks of ids, so records made at once get their own.
         "CREATE TABLE id_counters (collection text PRIMARY KEY, next_id bigint NOT NULL)",
     ],
+    3: [
+        # OAuth sign-ins between the redirect to the provider and the callback, which may reach another server:
+        # keyed by the state's digest, sealed (the PKCE verifier and nonce are secrets), used once.
+        "CREATE TABLE oauth_pending (state_digest text PRIMARY KEY, browser text NOT NULL, sealed text NOT NULL, "
+        "expires_at timestamptz NOT NULL)",
+        # Each environment's status and latest snapshot, taken once for the fleet (SharedEnvironmentStatus).
+        "CREATE SEQUENCE environment_status_changes",
+        "CREATE TABLE environment_status (endpoint_id bigint PRIMARY KEY, server text NOT NULL, "
+        "status integer NOT NULL, snapshot jsonb, seq bigint NOT NULL)",
+    ],
 }
 DATABASE_SCHEMA_VERSION = max(DATABASE_MIGRATIONS) + 1
+AGENT_SIGNATURE_FILE = "agent_signature.pem"  # in the data directory: the key signing every request to agents
+AGENT_SIGNING_SECRET = "agent_signature"  # its row (part "secret", sealed) with --database
 UPSERT_RECORD = ("INSERT INTO records (part, key, body, version, seq) "
                  "VALUES ($1, $2, $3::jsonb, $4, nextval('record_changes')) ON CONFLICT (part, key) DO UPDATE "
                  "SET body = EXCLUDED.body, version = EXCLUDED.version, seq = EXCLUDED.seq")
@@ -938,6 +950,7 @@ class DatabaseStore(Store):
         self.collection_names = {c.name: c for c in vars(self).values() if isinstance(c, Collection)}
         self.pool = None
         self.jwt_key = b""
+        self.agent_signing_key = b""  # PEM: agents trust one server key, so every server signs with this one
         self.after_change: list[Callable[[set], None]] = []  # fn(changed (part, key) pairs) after others' writes
         self._synced: dict[tuple[str, str], tuple[str | None, int]] = {}  # the database's (json, version) we saw
         self._files: dict[str, tuple[int, int, str, str]] = {}  # path -> (mtime_ns, size, sha256, row json)
@@ -994,6 +1007,8 @@ class DatabaseStore(Store):
             if part == "secret":
                 if key == "jwt" and value:
                     self.jwt_key = self.unseal(value["sealed"], "jwt")
+                if key == AGENT_SIGNING_SECRET and value:
+                    self.agent_signing_key = self.unseal(value["sealed"], AGENT_SIGNING_SECRET)
                 continue
             self._synced[(part, key)] = (None if value is None else canonical_json(value), row["version"])
             if part in self.collection_names and key.isdigit():
@@ -1014,6 +1029,8 @@ class DatabaseStore(Store):
                 os.unlink(os.path.join(self.directory, relative))
         self.data = self.migrate(doc)
         write_private_file(os.path.join(self.directory, "jwt.secret"), self.jwt_key)
+        if self.agent_signing_key:
+            write_private_file(os.path.join(self.directory, AGENT_SIGNATURE_FILE), self.agent_signing_key)
 
     async def _read_everything(self) -> list:
         conn = await self.connect()
@@ -1030,6 +1047,10 @@ class DatabaseStore(Store):
                                                          "EXCLUDED.version, seq = EXCLUDED.seq", "DO NOTHING"),
                                    "secret", "jwt", json.dumps({"sealed": self.seal(secrets.token_bytes(32), "jwt")}),
                                    1)
+                await conn.execute(UPSERT_RECORD.replace("DO UPDATE SET body = EXCLUDED.body, version = "
+                                                         "EXCLUDED.version, seq = EXCLUDED.seq", "DO NOTHING"),
+                                   "secret", AGENT_SIGNING_SECRET, json.dumps({"sealed": self.seal(
+                                       new_signing_key_pem(), AGENT_SIGNING_SECRET)}), 1)
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 return await conn.fetch("SELECT part, key, body::text AS body, version, seq FROM records")
         finally:
@@ -1330,6 +1351,14 @@ class DatabaseStore(Store):
             await conn.execute("SELECT pg_notify($1, $2)", DATABASE_CHANNEL, self.server_id)
         return written
 
+def new_signing_key_pem() -> bytes:
+    """A new ECDSA P-256 private key, PEM: the key every server signs agent requests with."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    return ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
 def redact_database_url(url: str) -> str:
     """A database URL for messages and logs: without its password."""
     parts = urllib.parse.urlsplit(url)
@@ -1383,6 +1412,7 @@ class SoleServer:
     """The JSON file store's server is alone: it always leads."""
 
     is_leader = True
+    alone = True
 
     async def while_leading(self, job: Callable[[web.Application], Awaitable[None]], app: web.Application) -> None:
         await job(app)
@@ -1392,6 +1422,8 @@ class DatabaseLease:
     """One server of those sharing a database leads: it holds the lease row, renewed every LEADER_RENEW_SECONDS,
     and runs what must run once. It counts itself leader only until its lease could have expired, so when it
     stalls or dies another takes over (within LEADER_LEASE_SECONDS + LEADER_RENEW_SECONDS) and never beside it."""
+
+    alone = False
 
     def __init__(self, store: DatabaseStore):
         self.store = store
@@ -1454,6 +1486,58 @@ class DatabaseLease:
                 await conn.execute("DELETE FROM leases WHERE name = 'leader' AND holder = $1", self.store.server_id)
 
 
+class SharedEnvironmentStatus:
+    """With --database: the status and snapshot one server took of an environment (the leader's periodic pass, or
+    the server holding an edge tunnel) reach every other server within SHARE_SECONDS, so that each answers with
+    them and none snapshots the fleet again."""
+
+    SHARE_SECONDS = 1.0
+    DATABASE_STATUS_LOCK = DATABASE_LOCK + 1  # writers take turns: seq order is commit order
+
+    def __init__(self, store: DatabaseStore, environments: "Environments"):
+        self.store, self.environments = store, environments
+        self._outbox: dict[int, tuple[int, dict | None]] = {}
+        self._seen = 0
+        environments.on_status.append(self.learnt)
+
+    def learnt(self, endpoint_id: int, status: int, snapshot: dict | None) -> None:
+        _, queued = self._outbox.get(endpoint_id, (None, None))
+        self._outbox[endpoint_id] = (status, snapshot if snapshot is not None else queued)
+
+    async def share(self) -> None:
+        while True:
+            outbox, self._outbox = self._outbox, {}
+            try:
+                async with self.store.pool.acquire() as conn:
+                    if outbox:
+                        async with conn.transaction():
+                            await conn.execute("SELECT pg_advisory_xact_lock($1)", self.DATABASE_STATUS_LOCK)
+                            await conn.executemany(
+                                "INSERT INTO environment_status (endpoint_id, server, status, snapshot, seq) VALUES "
+                                "($1, $2, $3, $4::jsonb, nextval('environment_status_changes')) ON CONFLICT "
+                                "(endpoint_id) DO UPDATE SET server = EXCLUDED.server, status = EXCLUDED.status, "
+                                "snapshot = coalesce(EXCLUDED.snapshot, environment_status.snapshot), "
+                                "seq = EXCLUDED.seq",
+                                [(endpoint_id, self.store.server_id, status,
+                                  None if snapshot is None else json.dumps(snapshot))
+                                 for endpoint_id, (status, snapshot) in outbox.items()])
+                    rows = await conn.fetch("SELECT endpoint_id, server, status, snapshot::text AS snapshot, seq "
+                                            "FROM environment_status WHERE seq > $1 ORDER BY seq", self._seen)
+            except database_errors() as exc:
+                log.warning("database: environment status not shared, retrying: %s", exc)
+                for endpoint_id, queued in outbox.items():
+                    self._outbox.setdefault(endpoint_id, queued)  # a newer status learnt meanwhile wins
+                rows = []
+            for row in rows:
+                self._seen = max(self._seen, row["seq"])
+                if row["server"] == self.store.server_id or row["endpoint_id"] in self._outbox:
+                    continue
+                self.environments.status[row["endpoint_id"]] = row["status"]
+                if row["snapshot"] is not None:
+                    self.environments.snapshots[row["endpoint_id"]] = json.loads(row["snapshot"])
+            await asyncio.sleep(self.SHARE_SECONDS)
+
+
 @web.middleware
 async def database_freshness_middleware(request: web.Request, handler):
     """With --database: before authentication, catch up with what other servers wrote, so that a session revoked
@@ -1512,7 +1596,8 @@ async def database_lifecycle(app: web.Application):
         return
     await store.start()
 
-    environments, snapshots = app[ENVIRONMENTS], set()
+    environments = app[ENVIRONMENTS]
+    statuses = SharedEnvironmentStatus(store, environments)
 
     def refresh_indexes(changed: set) -> None:
         if any(part in ("api_keys", "users") for part, _ in changed):
@@ -1525,18 +1610,15 @@ async def database_lifecycle(app: web.Application):
             if endpoint_id not in store.endpoints:
                 environments.status.pop(endpoint_id, None)
                 environments.snapshots.pop(endpoint_id, None)
-            elif endpoint_id not in environments.status:  # added on another server: its status, here, at once
-                task = asyncio.ensure_future(environments.snapshot(endpoint_id))
-                snapshots.add(task)
-                task.add_done_callback(snapshots.discard)
         if EDGE_JOBS in app and any(part == "edge_jobs" for part, _ in changed):
             app[EDGE_JOBS].dispatch()  # runs the leader queued for edge agents connected to this server
     store.after_change.append(refresh_indexes)
-    tasks = [asyncio.ensure_future(app[LEADERSHIP].run()), asyncio.ensure_future(app[LOGIN_LIMIT].share())]
+    tasks = [asyncio.ensure_future(app[LEADERSHIP].run()), asyncio.ensure_future(app[LOGIN_LIMIT].share()),
+             asyncio.ensure_future(statuses.share())]
     yield
-    for task in [*tasks, *snapshots]:
+    for task in tasks:
         task.cancel()
-    await asyncio.gather(*tasks, *snapshots, return_exceptions=True)
+    await asyncio.gather(*tasks, return_exceptions=True)
     await app[LEADERSHIP].step_down()
     await store.stop()
 
@@ -1558,6 +1640,10 @@ def migrate_to_database(config: argparse.Namespace) -> int:
             if name in target.collection_names and (name, str(next_free - 1)) not in rows and next_free > 1:
                 rows[(name, str(next_free - 1))] = None  # a deleted id: kept so that it is never given again
         jwt_key = load_or_create_secret(source.directory, "jwt.secret")
+        agent_signing_key = b""
+        with contextlib.suppress(FileNotFoundError), open(os.path.join(source.directory, AGENT_SIGNATURE_FILE),
+                                                          "rb") as f:
+            agent_signing_key = f.read()
 
         async def copy() -> int:
             conn = await target.connect()
@@ -1572,6 +1658,9 @@ def migrate_to_database(config: argparse.Namespace) -> int:
                     await conn.executemany(UPSERT_RECORD, [(part, key, text, 1) for (part, key), text in rows.items()])
                     await conn.execute(UPSERT_RECORD, "secret", "jwt",
                                        json.dumps({"sealed": target.seal(jwt_key, "jwt")}), 1)
+                    if agent_signing_key:  # the agents already trust this server's key
+                        await conn.execute(UPSERT_RECORD, "secret", AGENT_SIGNING_SECRET, json.dumps(
+                            {"sealed": target.seal(agent_signing_key, AGENT_SIGNING_SECRET)}), 1)
                     activity = ActivityLog(source.directory, lambda: 0)
                     entries = [*activity._read("activity"), *activity._read("auth")]
                     entries.sort(key=lambda e: (e.get("timestamp", 0), e.get("id", 0)))
@@ -2021,6 +2110,11 @@ class EnvironmentKind:
         """The status shown and filtered on, from the latest snapshot's `status` unless the kind knows better."""
         return status
 
+    def snapshots_in_pass(self, endpoint: dict, leader_pass: bool) -> bool:
+        """Whether the periodic pass snapshots the environment: the leader's pass, once for the fleet, unless only
+        the server holding a connection to it can reach it."""
+        return leader_pass
+
     def removed(self, endpoint: dict) -> None:
         """Let go of what an environment held once it is removed."""
 
@@ -2046,6 +2140,15 @@ class Environments:
         self.snapshots: dict[int, dict] = {}
         self.kinds: dict[int, EnvironmentKind] = {}  # {Type: kind}, one of each of ENVIRONMENT_KINDS (make_app)
         self.snapshot_attempted: dict[int, float] = {}  # monotonic time of each environment's latest attempt
+        # fn(endpoint id, status, new snapshot or None) after this server learnt a status (shared with --database)
+        self.on_status: list[Callable[[int, int, dict | None], None]] = []
+
+    def record_status(self, endpoint_id: int, status: int, snapshot: dict | None = None) -> None:
+        self.status[endpoint_id] = status
+        if snapshot is not None:
+            self.snapshots[endpoint_id] = snapshot
+        for hook in self.on_status:
+            hook(endpoint_id, status, snapshot)
 
     def tls_directory(self, endpoint_id: int) -> str:
         return os.path.join(self.data_directory, "tls", str(endpoint_id))
@@ -2105,27 +2208,30 @@ class Environments:
         except (ApiError, ValueError) as exc:
             if self.status.get(endpoint_id) != STATUS_DOWN:
                 log.warning("environment %s is down: %s", endpoint_id, getattr(exc, "details", exc))
-            self.status[endpoint_id] = STATUS_DOWN
+            self.record_status(endpoint_id, STATUS_DOWN)
             return None
         snapshot = {**snapshot_of(info, version, containers, images, volumes, networks), **details}
         if self.status.get(endpoint_id) == STATUS_DOWN:
             log.info("environment %s is up", endpoint_id)
-        self.status[endpoint_id] = STATUS_UP
-        self.snapshots[endpoint_id] = snapshot
+        self.record_status(endpoint_id, STATUS_UP, snapshot)
         return snapshot
 
     async def snapshot_all(self) -> None:
         ids = [ep["Id"] for ep in self.store.endpoints if ep["Type"] in self.kinds]
         await asyncio.gather(*(self.snapshot(i) for i in ids))
 
-    async def snapshot_due(self) -> None:
-        """One periodic pass: every environment, except that a capped kind refreshes only the ones it tried
-        longest ago (so every one gets its turn, and none that cannot answer takes another's turn for ever)."""
+    async def snapshot_due(self, leader_pass: bool) -> None:
+        """One periodic pass: the leader's (for the fleet) or this server's own (what only it reaches, such as the
+        edge tunnels it holds); every environment of the pass, except that a capped kind refreshes only the ones
+        it tried longest ago (so every one gets its turn, and none that cannot answer takes another's for ever)."""
         ids, capped = [], {t: [] for t, kind in self.kinds.items() if kind.snapshots_per_pass is not None}
         for endpoint in self.store.endpoints:
+            kind = self.kinds.get(endpoint["Type"])
+            if kind is None or not kind.snapshots_in_pass(endpoint, leader_pass):
+                continue
             if endpoint["Type"] in capped:
                 capped[endpoint["Type"]].append(endpoint["Id"])
-            elif endpoint["Type"] in self.kinds:
+            else:
                 ids.append(endpoint["Id"])
         for kind_type, kind_ids in capped.items():
             kind_ids.sort(key=lambda i: self.snapshot_attempted.get(i, 0))
@@ -2158,11 +2264,13 @@ def snapshot_of(info: Any, version: Any, containers: Any, images: Any, volumes: 
     }
 
 
-async def snapshot_loop(app: web.Application) -> None:
+async def snapshot_loop(app: web.Application, leader_pass: bool) -> None:
+    """Periodic snapshots: the leader's pass runs under while_leading (once for the fleet); every server runs its
+    own pass for what only it can reach."""
     environments = app[ENVIRONMENTS]
     interval = app[CONFIG].snapshot_interval
     while True:
-        await environments.snapshot_due()
+        await environments.snapshot_due(leader_pass)
         await asyncio.sleep(interval)
 
 
@@ -3097,13 +3205,15 @@ def check_oauth_can_be_enabled(stored: dict) -> None:
 
 
 class OpenIDSignIn:
-    """The server's side of the code flow: pending sign-ins (state -> nonce, PKCE verifier, browser), the
-    provider's endpoints (discovered or manual) and keys (JWKS, cached, refetched on an unknown kid)."""
+    """The server's side of the code flow: pending sign-ins (state -> nonce, PKCE verifier, browser; in memory,
+    or with --database in the database, so that the callback may reach any server), the provider's endpoints
+    (discovered or manual) and keys (JWKS, cached, refetched on an unknown kid)."""
 
     AAD = b"portainer.py oauth client secret"
 
-    def __init__(self, key: bytes):
+    def __init__(self, key: bytes, store: Store | None = None):
         self.secrets = RegistryPasswords(key, self.AAD)
+        self.store = store
         self.pending: dict[str, dict] = {}
         self._discovered: dict[str, tuple[float, dict]] = {}
         self._jwks: dict[str, tuple[float, dict]] = {}
@@ -3125,30 +3235,70 @@ class OpenIDSignIn:
 
     # ---- pending sign-ins: single use, bound to the browser that started them ----------------------------------
 
-    def begin(self, browser: str, redirect_uri: str) -> dict:
+    async def begin(self, browser: str, redirect_uri: str) -> dict:
         clock = time.monotonic()
+        pending = {"state": secrets.token_urlsafe(32), "nonce": secrets.token_urlsafe(32),
+                   "verifier": secrets.token_urlsafe(64), "browser": api_key_digest(browser),
+                   "redirect_uri": redirect_uri, "expires": clock + OAUTH_PENDING_SECONDS}
+        if isinstance(self.store, DatabaseStore):
+            await self._begin_shared(pending)
+            return pending
         for state in [s for s, p in self.pending.items() if p["expires"] < clock]:
             del self.pending[state]
         while len(self.pending) >= OAUTH_MAX_PENDING:
             self.pending.pop(next(iter(self.pending)))
-        pending = {"state": secrets.token_urlsafe(32), "nonce": secrets.token_urlsafe(32),
-                   "verifier": secrets.token_urlsafe(64), "browser": api_key_digest(browser),
-                   "redirect_uri": redirect_uri, "expires": clock + OAUTH_PENDING_SECONDS}
         self.pending[pending["state"]] = pending
         return pending
 
-    def finish(self, state: str, browser: str) -> dict:
+    async def finish(self, state: str, browser: str) -> dict:
         """The pending sign-in of `state`, removed: a state is used once, by the browser it was given to."""
+        if isinstance(self.store, DatabaseStore):
+            return await self._finish_shared(state, browser)
         pending = self.pending.get(state)
         if pending is None or pending["expires"] < time.monotonic():
             self.pending.pop(state, None)
-            raise BadRequest("unknown, expired or already used OAuth state",
-                             "start the sign-in again from the login page")
+            raise self.unknown_state()
         if not browser or not hmac.compare_digest(pending["browser"], api_key_digest(browser)):
-            raise BadRequest("this OAuth state was given to another browser",
-                             "finish the sign-in in the browser that started it")
+            raise self.another_browser()
         del self.pending[state]
         return pending
+
+    @staticmethod
+    def unknown_state() -> BadRequest:
+        return BadRequest("unknown, expired or already used OAuth state", "start the sign-in again from the login page")
+
+    @staticmethod
+    def another_browser() -> BadRequest:
+        return BadRequest("this OAuth state was given to another browser",
+                          "finish the sign-in in the browser that started it")
+
+    async def _begin_shared(self, pending: dict) -> None:
+        sealed = self.store.seal(json.dumps({k: v for k, v in pending.items() if k != "expires"}).encode(),
+                                 "oauth pending")
+        try:
+            async with self.store.pool.acquire() as conn:
+                await conn.execute("DELETE FROM oauth_pending WHERE expires_at < now()")
+                await conn.execute("INSERT INTO oauth_pending (state_digest, browser, sealed, expires_at) VALUES "
+                                   "($1, $2, $3, now() + $4 * interval '1 second')", api_key_digest(pending["state"]),
+                                   pending["browser"], sealed, OAUTH_PENDING_SECONDS)
+        except database_errors() as exc:
+            raise ServiceUnavailable("the database cannot be reached to start the sign-in", str(exc)) from None
+
+    async def _finish_shared(self, state: str, browser: str) -> dict:
+        """One DELETE takes the sign-in: of two callbacks with one state, on two servers at once, one wins."""
+        try:
+            async with self.store.pool.acquire() as conn:
+                sealed = await conn.fetchval(
+                    "DELETE FROM oauth_pending WHERE state_digest = $1 AND browser = $2 AND expires_at >= now() "
+                    "RETURNING sealed", api_key_digest(state), api_key_digest(browser))
+                waiting = sealed is None and await conn.fetchval(
+                    "SELECT count(*) FROM oauth_pending WHERE state_digest = $1 AND expires_at >= now()",
+                    api_key_digest(state))
+        except database_errors() as exc:
+            raise ServiceUnavailable("the database cannot be reached to finish the sign-in", str(exc)) from None
+        if sealed is None:
+            raise self.another_browser() if waiting else self.unknown_state()
+        return json.loads(self.store.unseal(sealed, "oauth pending"))
 
     # ---- the provider's endpoints and keys -----------------------------------------------------------------------
 
@@ -3352,7 +3502,7 @@ async def handle_oauth_login(request: web.Request) -> web.Response:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=OAUTH_HTTP_TIMEOUT)) as session:
         endpoints = await request.app[OPENID].endpoints(session, settings)
     browser = request.cookies.get(OAUTH_BROWSER_COOKIE) or secrets.token_urlsafe(32)
-    pending = request.app[OPENID].begin(browser, oauth_redirect_uri(request, settings))
+    pending = await request.app[OPENID].begin(browser, oauth_redirect_uri(request, settings))
     challenge = b64url(hashlib.sha256(pending["verifier"].encode()).digest())
     query = {"response_type": "code", "client_id": settings["ClientID"], "redirect_uri": pending["redirect_uri"],
              "scope": " ".join(oauth_scopes(settings)), "state": pending["state"], "nonce": pending["nonce"],
@@ -3380,7 +3530,7 @@ async def handle_oauth_validate(request: web.Request) -> web.Response:
             raise BadRequest("code is required", "the code the OpenID provider sent back to the redirect URI")
         if not body.get("state"):
             raise BadRequest("state is required", "the state the OpenID provider sent back with the code")
-        pending = openid.finish(body["state"], request.cookies.get(OAUTH_BROWSER_COOKIE, ""))
+        pending = await openid.finish(body["state"], request.cookies.get(OAUTH_BROWSER_COOKIE, ""))
         form = {"grant_type": "authorization_code", "code": body["code"], "redirect_uri": pending["redirect_uri"],
                 "code_verifier": pending["verifier"]}
         secret = openid.client_secret(store)
@@ -5873,6 +6023,9 @@ MAX_COMPOSE_NODES = 100_000
 LABEL_PROJECT = "com.docker.compose.project"
 LABEL_SERVICE = "com.docker.compose.service"
 LABEL_HASH = "com.docker.compose.config-hash"
+# On what a new stack's first deploy makes: a server killed before the stack's record was saved leaves containers
+# that name a stack no record has, which a retry of the creation takes over (left_by_an_interrupted_creation).
+LABEL_STACK_ID = "io.portainer-py.stack.id"
 LABEL_NAMESPACE = "com.docker.stack.namespace"
 
 
@@ -7724,6 +7877,7 @@ class ComposeDeployment:
         self.project = compose.project if compose else project
         self.config_file = os.path.join(compose.project_dir, os.path.basename(compose.file_name)) if compose else ""
         self.owner_labels: dict[str, str] = {}
+        self.creation_labels: dict[str, str] = {}  # a new stack's first deploy: {LABEL_STACK_ID: its id}
         self.recreated: set[str] = set()  # the services this deploy made containers for
         self.pulled_image_ids: dict[str, str] = {}  # service -> the image id a pull asked for by this deploy got
         self.progress: Callable[[dict], None] = lambda event: None  # a deploy's live progress (DeployProgress)
@@ -7732,7 +7886,8 @@ class ComposeDeployment:
         self.built_images: list[str] = []  # image names this deploy made that the engine did not have before
 
     def common_labels(self) -> dict[str, str]:
-        return {**self.owner_labels, LABEL_PROJECT: self.project, "com.docker.compose.version": COMPOSE_VERSION}
+        return {**self.owner_labels, **self.creation_labels, LABEL_PROJECT: self.project,
+                "com.docker.compose.version": COMPOSE_VERSION}
 
     def network_body(self, key: str) -> dict:
         network = self.compose.networks[key]
@@ -9358,7 +9513,7 @@ class AgentKind(EnvironmentKind):
     def __init__(self, app: web.Application):
         super().__init__(app)
         self.signer = app[AGENT_SIGNER] = shared.RequestSigner(shared.load_or_create_signing_key(
-            os.path.join(app[STORE].directory, "agent_signature.pem")))
+            os.path.join(app[STORE].directory, AGENT_SIGNATURE_FILE)))
 
     def connector(self, endpoint: dict) -> DockerConnector:
         return AgentConnector(endpoint, self.signer, self.app[CONFIG].agent_secret)
@@ -10699,9 +10854,12 @@ async def create_stack_from_project(request: web.Request, stack_type: int, body:
             if await deployment.namespace_objects("services"):
                 raise Conflict(f"a Swarm stack named {name!r} made outside portainer.py runs on this environment")
             swarm_id = swarm_id or as_text(as_dict(await deployment.connector.request_json("GET", "/swarm")).get("ID"))
-        elif not adopting and await deployment.project_containers():
+        elif not adopting and not left_by_an_interrupted_creation(request.app[STORE], deployment,
+                                                                  await deployment.project_containers()):
             raise Conflict(f"a compose project named {name!r} made outside portainer.py runs on this environment",
                            "an administrator can adopt it (POST /api/stacks/adopt) or pick another name")
+        if isinstance(deployment, ComposeDeployment):
+            deployment.creation_labels = {LABEL_STACK_ID: str(stack_id)}
         await asyncio.to_thread(stacks.install, stack_id, staging)
         if upload is not None:
             upload.directory = ""
@@ -10736,6 +10894,18 @@ async def create_stack_from_project(request: web.Request, stack_type: int, body:
         if staging and os.path.isdir(staging):  # never installed: the check or the conflict refused it
             await asyncio.to_thread(shutil.rmtree, staging, True)
     return stack
+
+
+def left_by_an_interrupted_creation(store: Store, deployment: "ComposeDeployment", containers: list[dict]) -> bool:
+    """No containers, or only containers a stack's creation made (with this caller's ownership labels) for a stack
+    no record names: its server died before saving the record, and this creation takes them over."""
+    for container in containers:
+        labels = container["Labels"]
+        stack_id = labels.get(LABEL_STACK_ID, "")
+        if not stack_id.isdigit() or int(stack_id) in store.stacks or \
+                any(labels.get(k) != v for k, v in deployment.owner_labels.items()):
+            return False
+    return True
 
 
 async def project_deployment(request: web.Request, stack_type: int, endpoint: dict, name: str, content: str,
@@ -12504,7 +12674,7 @@ async def handle_edge_tunnel(request: web.Request) -> web.StreamResponse:
     environments.forget(endpoint_id)  # pooled connections ran over the previous tunnel
     if previous is not None:
         await previous.ws.close(code=shared.aiohttp.WSCloseCode.GOING_AWAY, message=b"replaced")
-    environments.status[endpoint_id] = STATUS_UP
+    environments.record_status(endpoint_id, STATUS_UP)
     log.info("edge agent of environment %s connected from %s", endpoint_id, client_address(request))
     for notify in tunnels.on_connect:
         notify(endpoint_id)
@@ -12515,7 +12685,7 @@ async def handle_edge_tunnel(request: web.Request) -> web.StreamResponse:
             tunnels.last_seen[endpoint_id] = now()
         if tunnels.tunnels.get(endpoint_id) is tunnel:
             del tunnels.tunnels[endpoint_id]
-            environments.status[endpoint_id] = STATUS_DOWN
+            environments.record_status(endpoint_id, STATUS_DOWN)
             environments.forget(endpoint_id)
         log.info("edge agent of environment %s disconnected", endpoint_id)
     return ws
@@ -12965,10 +13135,12 @@ class EdgeStacks:
     edge agent that connects later still gets the stack.
     """
 
-    def __init__(self, store: Store, environments: Environments, data_directory: str):
+    def __init__(self, store: Store, environments: Environments, data_directory: str,
+                 deploys_here: Callable[[int], bool]):
         self.store = store
         self.environments = environments
         self.data_directory = data_directory
+        self.deploys_here = deploys_here  # fn(endpoint id): beside other servers, the one holding its tunnel deploys
         self._running: dict[tuple[int, int], asyncio.Task] = {}
 
     def project_dir(self, edge_stack_id: int) -> str:
@@ -12985,7 +13157,7 @@ class EdgeStacks:
     def schedule(self, edge_stack: dict) -> None:
         for key, status in edge_stack["Status"].items():
             task_key = (edge_stack["Id"], int(key))
-            if status["Type"] in (EDGE_PENDING,) and task_key not in self._running:
+            if status["Type"] in (EDGE_PENDING,) and task_key not in self._running and self.deploys_here(int(key)):
                 task = asyncio.ensure_future(self.deploy(edge_stack, int(key)))
                 self._running[task_key] = task
                 task.add_done_callback(lambda _t, k=task_key: self._running.pop(k, None))
@@ -13746,7 +13918,9 @@ class EdgeKind(EnvironmentKind):
         store, environments = app[STORE], app[ENVIRONMENTS]
         self.tunnels = app[EDGE_TUNNELS] = EdgeTunnels()
         self.jobs = app[EDGE_JOBS] = EdgeJobRunner(app)
-        self.stacks = app[EDGE_STACKS] = EdgeStacks(store, environments, store.directory)
+        self.stacks = app[EDGE_STACKS] = EdgeStacks(
+            store, environments, store.directory,
+            lambda endpoint_id: app[LEADERSHIP].alone or self.tunnels.is_connected(endpoint_id))
         self.fleet = app[EDGE_FLEET] = EdgeFleet(app)
         self.updates = app[EDGE_UPDATES] = EdgeUpdates(app)
         self.tunnels.on_connect.append(self.jobs.dispatch)
@@ -13774,6 +13948,12 @@ class EdgeKind(EnvironmentKind):
         view["LastCheckInDate"] = self.tunnels.seen(endpoint["Id"])
         view["EdgeTunnelConnected"] = self.tunnels.is_connected(endpoint["Id"])
         view["EdgeRefused"] = self.tunnels.refused.get(endpoint["Id"])
+
+    def snapshots_in_pass(self, endpoint: dict, leader_pass: bool) -> bool:
+        """Alone, the server reaches every edge agent it can; beside others, each snapshots the tunnels it holds."""
+        if self.app[LEADERSHIP].alone:
+            return leader_pass
+        return not leader_pass and self.tunnels.is_connected(endpoint["Id"])
 
     def live_status(self, endpoint: dict, status: int) -> int:
         """A device in the waiting room is never snapshotted: it is up while its tunnel is."""
@@ -19865,12 +20045,13 @@ async def server_lifecycle(app: web.Application):
     """Startup before the yield, shutdown after: background tasks are made here and cancelled here."""
     await create_first_admin_and_environment(app)
     rebuild_api_key_index(app)
-    snapshots = asyncio.ensure_future(snapshot_loop(app))
+    snapshots = asyncio.ensure_future(app[LEADERSHIP].while_leading(lambda _: snapshot_loop(app, True), app))
+    own_snapshots = asyncio.ensure_future(snapshot_loop(app, False))
     image_checks = asyncio.ensure_future(app[LEADERSHIP].while_leading(image_update_loop, app))
     yield
     for ws in list(app[CONSOLES]):
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
-    for task in (snapshots, image_checks):
+    for task in (snapshots, own_snapshots, image_checks):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -19940,7 +20121,7 @@ def make_app(config: argparse.Namespace) -> web.Application:
     app[CONSOLES] = weakref.WeakSet()
     app[ASSETS] = {path: StaticAsset.make(text, kind) for path, (text, kind) in UI_ASSETS.items()}
     app[REGISTRIES] = Registries(store, load_or_create_secret(store.directory, "registry.key"))
-    app[OPENID] = OpenIDSignIn(load_or_create_secret(store.directory, "registry.key"))
+    app[OPENID] = OpenIDSignIn(load_or_create_secret(store.directory, "registry.key"), store)
     app[DIRECTORY] = Directory(store, load_or_create_secret(store.directory, "registry.key"))
     app[IMAGE_UPDATES] = ImageUpdates(app[ENVIRONMENTS], app[REGISTRIES])
     app[STACKS] = Stacks(store, app[ENVIRONMENTS], store.directory)
