@@ -2015,6 +2015,51 @@ class Tunnel:
                 task.add_done_callback(_BACKGROUND_TASKS.discard)
 
 
+# Server-to-server relay: a server that does not hold an edge environment's tunnel reaches it through the server that
+# does. It opens one WebSocket (mutually authenticated TLS, both sides' certificates issued by the fleet's CA) to
+# that server's relay listener at RELAY_PATH and runs a Tunnel over it; each stream it opens there names the
+# environment and the target (relay_target), and the holding server joins it to a stream of the edge tunnel.
+RELAY_PATH = "/relay"
+RELAY_HEARTBEAT = 5.0
+
+
+def relay_target(endpoint_id: int, target: str) -> str:
+    return f"{endpoint_id} {target}"
+
+
+def parse_relay_target(text: str) -> tuple[int, str] | None:
+    """(environment id, target) from a relayed stream's target; None when it is not one."""
+    number, _, target = text.partition(" ")
+    if not number.isdigit() or not target or len(text) > 200:
+        return None
+    return int(number), target
+
+
+async def _copy_tunnel_stream(source: TunnelStream, destination: TunnelStream) -> None:
+    """Bytes from one stream to the other, flow-controlled (the next read waits until the last write drained); an
+    end of data is passed on as an end of data, a closed stream closes the other."""
+    try:
+        while data := await source.read(TUNNEL_MAX_PAYLOAD):
+            destination.write(data)
+            await destination.drain()
+        if source.closed:
+            destination.close(source.close_reason or "closed")
+        else:
+            destination.write_eof()
+            await destination.drain()
+    except ConnectionError:
+        source.close(destination.close_reason or "closed")
+
+
+async def join_tunnel_streams(first: TunnelStream, second: TunnelStream) -> None:
+    """Pipe two tunnel streams into each other until both directions ended, or either side closed."""
+    try:
+        await asyncio.gather(_copy_tunnel_stream(first, second), _copy_tunnel_stream(second, first))
+    finally:
+        first.close("done")
+        second.close("done")
+
+
 @dataclasses.dataclass
 class EdgeKey:
     """What an edge agent needs to find and trust its server, and to be trusted by it."""

@@ -44,6 +44,7 @@ import hashlib
 import hmac
 import inspect
 import io
+import ipaddress
 import json
 import logging
 import random
@@ -185,6 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--secrets-key-file", default=_env("PORTAINER_SECRETS_KEY_FILE"),
                    help="with --database: the key (32 bytes or more) sealing secrets, the same file on every server; "
                         "never stored in the database [PORTAINER_SECRETS_KEY_FILE]")
+    p.add_argument("--relay-address", default=_env("PORTAINER_RELAY_ADDRESS"),
+                   help="with --database: host:port at which the other servers reach this one's relay listener, so "
+                        "that a request for an edge environment whose agent is connected to this server is served "
+                        "from any server (mutual TLS, certificates from the fleet's CA); off when absent "
+                        "[PORTAINER_RELAY_ADDRESS]")
+    p.add_argument("--bind-relay", default=_env("PORTAINER_BIND_RELAY"),
+                   help="address the relay listener listens on, host:port [PORTAINER_BIND_RELAY] (default: all "
+                        "addresses, the port of --relay-address)")
     p.add_argument("--migrate-to", default=_env("PORTAINER_MIGRATE_TO"),
                    help="copy the store and stack files of --data into this empty PostgreSQL database, then exit "
                         "[PORTAINER_MIGRATE_TO]")
@@ -201,6 +210,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if config.database and not config.secrets_key_file:
         build_parser().error("--database needs --secrets-key-file: the key sealing secrets, the same file on every "
                              "server")
+    if config.relay_address:
+        if not config.database:
+            build_parser().error("--relay-address needs --database: servers find each other's edge tunnels there")
+        host, _, port = config.relay_address.rpartition(":")
+        if not host or not port.isdigit():
+            build_parser().error("--relay-address takes host:port, as the other servers reach this one")
+        config.bind_relay = config.bind_relay or f":{port}"
     return config
 
 
@@ -832,6 +848,14 @@ DATABASE_MIGRATIONS: dict[int, list[str]] = {
         # The next id of each collection: servers reserve blocks of ids, so records made at once get their own.
         "CREATE TABLE id_counters (collection text PRIMARY KEY, next_id bigint NOT NULL)",
     ],
+    3: [
+        # Servers with a relay listener, alive while they renew expires_at; and which of them holds the tunnel of
+        # each edge environment. A server that stops renewing is removed, and its tunnels with it (cascade).
+        "CREATE TABLE relay_servers (server text PRIMARY KEY, address text NOT NULL, expires_at timestamptz NOT NULL)",
+        "CREATE TABLE edge_tunnel_holders (endpoint_id bigint PRIMARY KEY, "
+        "server text NOT NULL REFERENCES relay_servers (server) ON DELETE CASCADE, "
+        "connected_at timestamptz NOT NULL DEFAULT now())",
+    ],
 }
 DATABASE_SCHEMA_VERSION = max(DATABASE_MIGRATIONS) + 1
 UPSERT_RECORD = ("INSERT INTO records (part, key, body, version, seq) "
@@ -938,6 +962,7 @@ class DatabaseStore(Store):
         self.collection_names = {c.name: c for c in vars(self).values() if isinstance(c, Collection)}
         self.pool = None
         self.jwt_key = b""
+        self.fleet_ca = (b"", b"")  # the servers' CA (certificate, key PEM); its key is sealed in the database
         self.after_change: list[Callable[[set], None]] = []  # fn(changed (part, key) pairs) after others' writes
         self._synced: dict[tuple[str, str], tuple[str | None, int]] = {}  # the database's (json, version) we saw
         self._files: dict[str, tuple[int, int, str, str]] = {}  # path -> (mtime_ns, size, sha256, row json)
@@ -994,6 +1019,8 @@ class DatabaseStore(Store):
             if part == "secret":
                 if key == "jwt" and value:
                     self.jwt_key = self.unseal(value["sealed"], "jwt")
+                elif key == "fleet-ca" and value:
+                    self.fleet_ca = (value["certificate"].encode(), self.unseal(value["sealed"], "fleet-ca"))
                 continue
             self._synced[(part, key)] = (None if value is None else canonical_json(value), row["version"])
             if part in self.collection_names and key.isdigit():
@@ -1030,6 +1057,10 @@ class DatabaseStore(Store):
                                                          "EXCLUDED.version, seq = EXCLUDED.seq", "DO NOTHING"),
                                    "secret", "jwt", json.dumps({"sealed": self.seal(secrets.token_bytes(32), "jwt")}),
                                    1)
+                if not await conn.fetchval("SELECT count(*) FROM records WHERE part = 'secret' AND key = 'fleet-ca'"):
+                    ca_certificate, ca_key = create_fleet_ca()
+                    await conn.execute(UPSERT_RECORD, "secret", "fleet-ca", json.dumps(
+                        {"certificate": ca_certificate.decode(), "sealed": self.seal(ca_key, "fleet-ca")}), 1)
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 return await conn.fetch("SELECT part, key, body::text AS body, version, seq FROM records")
         finally:
@@ -1589,6 +1620,60 @@ def load_or_create_certificate(directory: str) -> tuple[str, str]:
     os.makedirs(os.path.dirname(cert_path), mode=0o700, exist_ok=True)
     shared.create_self_signed_certificate(cert_path, key_path, "portainer.py")
     return cert_path, key_path
+
+
+def create_fleet_ca() -> tuple[bytes, bytes]:
+    """The CA of servers sharing a database (certificate, key PEM): it issues each server's relay certificate."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "portainer.py fleet CA")])
+    valid_from = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=1)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(valid_from)
+            .not_valid_after(valid_from + datetime.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
+                                         data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                         crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+            .sign(key, hashes.SHA256()))
+    return (cert.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))
+
+
+def issue_fleet_certificate(ca_certificate: bytes, ca_key: bytes, host: str, server_id: str) -> tuple[bytes, bytes]:
+    """A certificate (and its key, PEM) from the fleet's CA for one server, named by the host other servers dial:
+    it serves the relay listener and proves this server when it dials another."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    issuer = x509.load_pem_x509_certificate(ca_certificate)
+    signing_key = serialization.load_pem_private_key(ca_key, password=None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    try:
+        alt_name = x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        alt_name = x509.DNSName(host)
+    valid_from = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=1)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, server_id[:64])]))
+            .issuer_name(issuer.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(valid_from)
+            .not_valid_after(valid_from + datetime.timedelta(days=365))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.SubjectAlternativeName([alt_name]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
+            .sign(signing_key, hashes.SHA256()))
+    return (cert.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))
 
 
 def certificate_fingerprint(cert_path: str) -> str:
@@ -11945,11 +12030,14 @@ class EdgeTunnels:
         self.tasks: set[asyncio.Task] = set()
         # A fleet reconnecting after a restart is snapshotted a few at a time, not all at once.
         self.snapshot_slots = asyncio.Semaphore(EDGE_CONNECT_SNAPSHOTS)
+        # With a relay (--relay-address): the tunnels other servers hold, {environment id: (server, relay address)}.
+        self.relay: EdgeRelay | None = None
+        self.remote: dict[int, tuple[str, str]] = {}
 
     async def snapshot_when_connected(self, environments: "Environments", endpoint_id: int) -> None:
         async with self.snapshot_slots:
             endpoint = environments.store.endpoints.find(endpoint_id)
-            if self.is_connected(endpoint_id) and endpoint is not None and is_trusted(endpoint):
+            if self.is_connected_anywhere(endpoint_id) and endpoint is not None and is_trusted(endpoint):
                 await environments.snapshot(endpoint_id)
 
     def spawn(self, coroutine: Awaitable) -> None:
@@ -11962,8 +12050,14 @@ class EdgeTunnels:
         tunnel = self.tunnels.get(endpoint_id)
         return tunnel is not None and not tunnel.closed
 
+    def is_connected_anywhere(self, endpoint_id: int) -> bool:
+        """Connected to this server, or to another one this server relays to."""
+        return self.is_connected(endpoint_id) or endpoint_id in self.remote
+
     def seen(self, endpoint_id: int) -> int:
-        return now() if endpoint_id in self.tunnels else self.last_seen.get(endpoint_id, 0)
+        if endpoint_id in self.tunnels or endpoint_id in self.remote:
+            return now()
+        return self.last_seen.get(endpoint_id, 0)
 
 
 class EdgeConnector(AgentProjectFiles, DockerConnector):
@@ -11983,6 +12077,9 @@ class EdgeConnector(AgentProjectFiles, DockerConnector):
             raise Forbidden(f"environment {self.endpoint_id} waits for an administrator's approval",
                             "no Docker call (nor project file) reaches a device in the waiting room")
         tunnel = self.tunnels.tunnels.get(self.endpoint_id)
+        if tunnel is None and self.tunnels.relay is not None and self.endpoint_id in self.tunnels.remote:
+            stream = await self.tunnels.relay.open_stream(self.endpoint_id, target)  # through the server holding it
+            return shared.HttpConnection(stream, stream)
         if tunnel is None:
             raise shared.DockerUnreachable(f"the edge agent of environment {self.endpoint_id} is not connected")
         try:
@@ -12130,6 +12227,8 @@ async def handle_edge_tunnel(request: web.Request) -> web.StreamResponse:
         await previous.ws.close(code=shared.aiohttp.WSCloseCode.GOING_AWAY, message=b"replaced")
     environments.status[endpoint_id] = STATUS_UP
     log.info("edge agent of environment %s connected from %s", endpoint_id, client_address(request))
+    if tunnels.relay is not None:
+        await tunnels.relay.announce(endpoint_id)
     for notify in tunnels.on_connect:
         notify(endpoint_id)
     try:
@@ -12141,6 +12240,8 @@ async def handle_edge_tunnel(request: web.Request) -> web.StreamResponse:
             del tunnels.tunnels[endpoint_id]
             environments.status[endpoint_id] = STATUS_DOWN
             environments.forget(endpoint_id)
+            if tunnels.relay is not None:
+                tunnels.spawn(tunnels.relay.withdraw(endpoint_id))
         log.info("edge agent of environment %s disconnected", endpoint_id)
     return ws
 
@@ -13363,6 +13464,8 @@ class EdgeKind(EnvironmentKind):
         super().__init__(app)
         store, environments = app[STORE], app[ENVIRONMENTS]
         self.tunnels = app[EDGE_TUNNELS] = EdgeTunnels()
+        if app[CONFIG].relay_address and isinstance(store, DatabaseStore):
+            self.tunnels.relay = EdgeRelay(app)
         self.jobs = app[EDGE_JOBS] = EdgeJobRunner(app)
         self.stacks = app[EDGE_STACKS] = EdgeStacks(store, environments, store.directory)
         self.fleet = app[EDGE_FLEET] = EdgeFleet(app)
@@ -13390,14 +13493,14 @@ class EdgeKind(EnvironmentKind):
 
     def extend_view(self, endpoint: dict, view: dict) -> None:
         view["LastCheckInDate"] = self.tunnels.seen(endpoint["Id"])
-        view["EdgeTunnelConnected"] = self.tunnels.is_connected(endpoint["Id"])
+        view["EdgeTunnelConnected"] = self.tunnels.is_connected_anywhere(endpoint["Id"])
         view["EdgeRefused"] = self.tunnels.refused.get(endpoint["Id"])
 
     def live_status(self, endpoint: dict, status: int) -> int:
         """A device in the waiting room is never snapshotted: it is up while its tunnel is."""
         if is_trusted(endpoint):
             return status
-        return STATUS_UP if self.tunnels.is_connected(endpoint["Id"]) else STATUS_DOWN
+        return STATUS_UP if self.tunnels.is_connected_anywhere(endpoint["Id"]) else STATUS_DOWN
 
     def removed(self, endpoint: dict) -> None:
         """A device that onboarded with the fleet's key would onboard again at once: it is refused until an
@@ -13444,7 +13547,11 @@ class EdgeKind(EnvironmentKind):
             for device in schedule["devices"].values():
                 device.pop("sending", None)  # a send the restart cut short: the device's reconnection tells
         self.jobs.dispatch()
+        if self.tunnels.relay is not None:
+            await self.tunnels.relay.start()
         yield
+        if self.tunnels.relay is not None:
+            await self.tunnels.relay.stop()
         pending = [scheduler, updater, *self.updates.tasks, *self.jobs.tasks, *self.tunnels.tasks]
         for task in pending:
             task.cancel()
@@ -13453,6 +13560,251 @@ class EdgeKind(EnvironmentKind):
         with contextlib.suppress(asyncio.CancelledError):
             await retry
         await self.stacks.close()
+
+
+# ================================================================================================================
+# Edge relay between servers (--relay-address, with --database): a request for an edge environment whose tunnel
+# another server holds is served through that server, over mutually authenticated TLS
+# ================================================================================================================
+
+RELAY_CHANNEL = "portainer_tunnels"  # NOTIFY: a tunnel moved, or a server came or went
+RELAY_SERVER_LEASE_SECONDS = 8.0  # a server that did not renew its row for this long is gone, with its tunnels
+RELAY_RENEW_SECONDS = 2.0
+RELAY_CONNECT_TIMEOUT = 5.0
+RELAYED_TARGETS = frozenset({"docker", "projects"})  # what another server may reach through a tunnel held here
+
+
+class EdgeRelay:
+    """This server's side of the relay. The database says which server holds each edge environment's tunnel
+    (edge_tunnel_holders, rows tied to the holder's row in relay_servers, which it renews; when it stops, its
+    tunnels go with it). Another server dials the holder's relay listener (one WebSocket per pair of servers, a
+    shared.Tunnel over it) and opens a stream naming the environment; the holder joins it to a stream of the edge
+    tunnel, so every byte of HTTP, streamed answers and upgrades passes both ways, flow-controlled. Both sides
+    present a certificate from the fleet's CA, whose key is in the database sealed with the secrets key; nothing
+    else gets past the TLS handshake. Authorization stays with the server the client talks to."""
+
+    def __init__(self, app: web.Application):
+        self.app = app
+        self.store: DatabaseStore = app[STORE]
+        self.tunnels: EdgeTunnels = app[EDGE_TUNNELS]
+        self.address = app[CONFIG].relay_address
+        self.bind = app[CONFIG].bind_relay
+        self.server_context: ssl.SSLContext | None = None
+        self.client_context: ssl.SSLContext | None = None
+        self._links: dict[str, shared.Tunnel] = {}  # relay address -> our Tunnel to that server
+        self._linking: dict[str, asyncio.Lock] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._runner: web.AppRunner | None = None
+        self._listener = None
+        self._wake = asyncio.Event()
+        self._unannounced: set[int] = set()
+        self._follower: asyncio.Task | None = None
+        self._websockets: weakref.WeakSet = weakref.WeakSet()
+
+    # -- certificates: issued from the fleet's CA at every start ---------------------------------------------
+    def _make_contexts(self) -> None:
+        ca_certificate, ca_key = self.store.fleet_ca
+        host = self.address.rpartition(":")[0].strip("[]")
+        certificate, key = issue_fleet_certificate(ca_certificate, ca_key, host, self.store.server_id)
+        directory = os.path.join(self.store.directory, "certs")
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        cert_path, key_path = os.path.join(directory, "relay-cert.pem"), os.path.join(directory, "relay-key.pem")
+        write_private_file(key_path, key)
+        write_private_file(cert_path, certificate)
+        server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server.minimum_version = ssl.TLSVersion.TLSv1_3
+        server.load_cert_chain(cert_path, key_path)
+        server.verify_mode = ssl.CERT_REQUIRED  # a client without a fleet certificate is refused at the handshake
+        server.load_verify_locations(cadata=ca_certificate.decode())
+        client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=ca_certificate.decode())
+        client.minimum_version = ssl.TLSVersion.TLSv1_3
+        client.load_cert_chain(cert_path, key_path)
+        self.server_context, self.client_context = server, client
+
+    # -- lifetime (EdgeKind.lifecycle) -------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._make_contexts()
+        relay_app = web.Application()
+        relay_app.router.add_get(shared.RELAY_PATH, self.handle_relay)
+        self._runner = web.AppRunner(relay_app, access_log=None)
+        await self._runner.setup()
+        host, port = split_bind(self.bind)
+        await web.TCPSite(self._runner, host, port, ssl_context=self.server_context).start()
+        self._session = aiohttp.ClientSession()
+        with contextlib.suppress(*database_errors()):
+            await self._renew()
+        self._follower = asyncio.ensure_future(self._follow())
+        log.info("edge relay listening on %s:%s; other servers reach it at %s", host, port, self.address)
+
+    async def stop(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            await asyncio.gather(self._follower, return_exceptions=True)
+        for link in list(self._links.values()):
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(link.ws.close(), shared.TUNNEL_CLOSE_TIMEOUT)
+        await asyncio.gather(*(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+                               for ws in list(self._websockets)), return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+        with contextlib.suppress(*database_errors()):
+            async with self.store.pool.acquire(timeout=2) as conn:  # our tunnels go with our row (cascade)
+                await conn.execute("DELETE FROM relay_servers WHERE server = $1", self.store.server_id)
+                await conn.execute("SELECT pg_notify($1, '')", RELAY_CHANNEL)
+        if self._listener is not None:
+            with contextlib.suppress(*database_errors()):
+                await self._listener.close(timeout=2)
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # -- the tunnel registry in the database --------------------------------------------------------------------
+    async def announce(self, endpoint_id: int) -> None:
+        """This server holds the environment's tunnel now (never raises: a failed write is retried)."""
+        self._unannounced.add(endpoint_id)
+        try:
+            await self._write_holders()
+        except database_errors() as exc:
+            log.warning("database: edge tunnel of environment %s not registered yet: %s", endpoint_id, exc)
+
+    async def withdraw(self, endpoint_id: int) -> None:
+        self._unannounced.discard(endpoint_id)
+        try:
+            async with self.store.pool.acquire(timeout=RELAY_RENEW_SECONDS) as conn:
+                await conn.execute("DELETE FROM edge_tunnel_holders WHERE endpoint_id = $1 AND server = $2",
+                                   endpoint_id, self.store.server_id)
+                await conn.execute("SELECT pg_notify($1, '')", RELAY_CHANNEL)
+        except database_errors() as exc:
+            log.warning("database: edge tunnel of environment %s not unregistered: %s", endpoint_id, exc)
+
+    async def _write_holders(self) -> None:
+        ids = sorted(i for i in self._unannounced if self.tunnels.is_connected(i))
+        if not ids:
+            self._unannounced.clear()
+            return
+        async with self.store.pool.acquire(timeout=RELAY_RENEW_SECONDS) as conn:
+            await conn.execute(
+                "INSERT INTO edge_tunnel_holders (endpoint_id, server) SELECT unnest($1::bigint[]), $2 "
+                "ON CONFLICT (endpoint_id) DO UPDATE SET server = EXCLUDED.server, connected_at = now()",
+                ids, self.store.server_id)
+            await conn.execute("SELECT pg_notify($1, '')", RELAY_CHANNEL)
+        self._unannounced.difference_update(ids)
+
+    async def _renew(self) -> None:
+        """Renew this server's row (made again, with every tunnel held here, when another server removed it while
+        this one could not renew), remove servers gone silent, and read who holds the other tunnels."""
+        async with self.store.pool.acquire(timeout=RELAY_RENEW_SECONDS) as conn:
+            made = await conn.fetchval(
+                "INSERT INTO relay_servers (server, address, expires_at) VALUES ($1, $2, now() + $3 * interval "
+                "'1 second') ON CONFLICT (server) DO UPDATE SET address = EXCLUDED.address, "
+                "expires_at = EXCLUDED.expires_at RETURNING xmax = 0",
+                self.store.server_id, self.address, RELAY_SERVER_LEASE_SECONDS)
+            gone = await conn.fetch("DELETE FROM relay_servers WHERE expires_at < now() RETURNING server")
+            if gone:
+                log.info("edge relay: %d servers stopped renewing; their tunnels are forgotten", len(gone))
+                await conn.execute("SELECT pg_notify($1, '')", RELAY_CHANNEL)
+            rows = await conn.fetch(
+                "SELECT h.endpoint_id, h.server, s.address FROM edge_tunnel_holders h JOIN relay_servers s "
+                "ON s.server = h.server WHERE s.expires_at > now() AND h.server <> $1", self.store.server_id)
+        if made:
+            self._unannounced.update(i for i in self.tunnels.tunnels if self.tunnels.is_connected(i))
+        if self._unannounced:
+            await self._write_holders()
+        self._apply_holders({r["endpoint_id"]: (r["server"], r["address"]) for r in rows})
+
+    def _apply_holders(self, remote: dict[int, tuple[str, str]]) -> None:
+        """Tunnels that moved to or from other servers: statuses, snapshots and pooled streams follow."""
+        before, self.tunnels.remote = self.tunnels.remote, remote
+        environments = self.app[ENVIRONMENTS]
+        for endpoint_id in before.keys() - remote.keys():
+            if not self.tunnels.is_connected(endpoint_id):
+                environments.status[endpoint_id] = STATUS_DOWN
+                environments.forget(endpoint_id)
+                self.tunnels.last_seen[endpoint_id] = now()
+        for endpoint_id, holder in remote.items():
+            if before.get(endpoint_id) != holder and not self.tunnels.is_connected(endpoint_id):
+                environments.forget(endpoint_id)
+                self.tunnels.spawn(self.tunnels.snapshot_when_connected(environments, endpoint_id))
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                if self._listener is None or self._listener.is_closed():
+                    self._listener = await self.store.connect()
+                    await self._listener.add_listener(RELAY_CHANNEL, lambda *_: self._wake.set())
+                await self._renew()
+            except database_errors() as exc:
+                log.warning("database: edge relay registry not renewed: %s", exc)
+                self._listener = None
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), RELAY_RENEW_SECONDS)
+            self._wake.clear()
+
+    # -- dialling the server that holds a tunnel ----------------------------------------------------------------
+    async def open_stream(self, endpoint_id: int, target: str) -> shared.TunnelStream:
+        """A stream to the environment's agent through the server holding its tunnel; DockerUnreachable (a 502)
+        saying which server could not be reached when it cannot be."""
+        server, address = self.tunnels.remote[endpoint_id]
+        link = await self._link(endpoint_id, address)
+        try:
+            return await link.open_stream(shared.relay_target(endpoint_id, target))
+        except (ConnectionError, asyncio.TimeoutError) as exc:
+            raise shared.DockerUnreachable(
+                f"the edge agent of environment {endpoint_id} is connected to the server at {address}, which "
+                f"could not relay to it: {exc or 'no answer'}") from None
+
+    async def _link(self, endpoint_id: int, address: str) -> shared.Tunnel:
+        link = self._links.get(address)
+        if link is not None and not link.closed:
+            return link
+        async with self._linking.setdefault(address, asyncio.Lock()):
+            link = self._links.get(address)
+            if link is not None and not link.closed:
+                return link
+            try:
+                ws = await asyncio.wait_for(self._session.ws_connect(
+                    f"https://{address}{shared.RELAY_PATH}", ssl=self.client_context, heartbeat=shared.RELAY_HEARTBEAT,
+                    receive_timeout=shared.tunnel_receive_timeout(shared.RELAY_HEARTBEAT),
+                    max_msg_size=shared.TUNNEL_MAX_MESSAGE, compress=0), RELAY_CONNECT_TIMEOUT)
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
+                raise shared.DockerUnreachable(
+                    f"the edge agent of environment {endpoint_id} is connected to the server at {address}, which "
+                    f"cannot be reached: {exc or type(exc).__name__}") from None
+            link = self._links[address] = shared.Tunnel(ws)
+            self.tunnels.spawn(link.run())
+            log.info("edge relay: linked to the server at %s", address)
+            return link
+
+    # -- the relay listener: another server's streams, joined to the tunnels held here -----------------------------
+    async def handle_relay(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(heartbeat=shared.RELAY_HEARTBEAT, max_msg_size=shared.TUNNEL_MAX_MESSAGE,
+                                   receive_timeout=shared.tunnel_receive_timeout(shared.RELAY_HEARTBEAT),
+                                   compress=False, timeout=shared.TUNNEL_CLOSE_TIMEOUT)
+        await ws.prepare(request)
+        self._websockets.add(ws)
+        peer = (request.transport.get_extra_info("peercert") or {}) if request.transport else {}
+        name = dict(part[0] for part in peer.get("subject", ())).get("commonName", "?")
+        log.info("edge relay: server %s linked from %s", name, request.remote)
+        await shared.Tunnel(ws, serve_stream=self.serve_relayed_stream).run()
+        log.info("edge relay: server %s unlinked", name)
+        return ws
+
+    async def serve_relayed_stream(self, incoming: shared.TunnelStream) -> None:
+        named = shared.parse_relay_target(incoming.target)
+        if named is None or named[1] not in RELAYED_TARGETS:
+            incoming.close(f"not a relayed target: {incoming.target[:80]!r}")
+            return
+        endpoint_id, target = named
+        tunnel = self.tunnels.tunnels.get(endpoint_id)
+        if tunnel is None or tunnel.closed:
+            incoming.close(f"the edge agent of environment {endpoint_id} is not connected to this server (any more)")
+            return
+        try:
+            outgoing = await tunnel.open_stream(target)
+        except (ConnectionError, asyncio.TimeoutError) as exc:
+            incoming.close(f"edge tunnel: {exc or 'no answer from the agent'}")
+            return
+        await incoming.accept()
+        await shared.join_tunnel_streams(incoming, outgoing)
 
 
 # ================================================================================================================

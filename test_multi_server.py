@@ -6,130 +6,16 @@ leftovers are stopped and removed before the next run starts.
 
 import concurrent.futures
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
 
-import pytest
 import requests
 
 import agent
-from conftest import ADMIN_PASSWORD, HERE, SLOT, TEST_LABEL, free_port, start_server, wait_until
-
-PG_BIN = "/usr/lib/postgresql/15/bin"
-WORK = f"/tmp/portainer-py-multi-server-{SLOT}"
-
-def as_postgres(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(["su", "postgres", "-c", " ".join(argv)], capture_output=True, text=True, check=check)
-
-
-class Postgres:
-    def __init__(self, directory: str, port: int):
-        self.directory, self.port = directory, port
-        self.databases = 0
-
-    def psql(self, database: str, sql: str) -> str:
-        result = subprocess.run([f"{PG_BIN}/psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
-                                 "-d", database, "-Atc", sql], capture_output=True, text=True, check=True)
-        return result.stdout.strip()
-
-    def new_database(self) -> str:
-        self.databases += 1
-        name = f"fleet{self.databases}"
-        self.psql("postgres", f"CREATE DATABASE {name}")
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
-
-
-def stop_leftover_postgres(directory: str) -> None:
-    if os.path.exists(os.path.join(directory, "data", "postmaster.pid")):
-        as_postgres(f"{PG_BIN}/pg_ctl", "-D", f"{directory}/data", "stop", "-m", "immediate", check=False)
-
-
-def stop_leftover_haproxy(pidfile: str) -> None:
-    try:
-        with open(pidfile) as f:
-            pid = int(f.read().split()[0])
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            if b"haproxy" in f.read():
-                os.kill(pid, signal.SIGKILL)
-    except (OSError, ValueError, IndexError):
-        pass
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    directory = os.path.join(WORK, "pg")
-    stop_leftover_postgres(directory)
-    shutil.rmtree(WORK, ignore_errors=True)
-    os.makedirs(directory)
-    shutil.chown(directory, "postgres")
-    os.chmod(WORK, 0o755)
-    port = free_port()
-    as_postgres(f"{PG_BIN}/initdb", "-D", f"{directory}/data", "-A", "trust", "-U", "postgres")
-    as_postgres(f"{PG_BIN}/pg_ctl", "-D", f"{directory}/data", "-o",
-                f"'-p {port} -k {directory} -c listen_addresses=127.0.0.1'", "-l", f"{directory}/log",
-                "start", "-w")
-    yield Postgres(directory, port)
-    as_postgres(f"{PG_BIN}/pg_ctl", "-D", f"{directory}/data", "stop", "-m", "fast", check=False)
-    shutil.rmtree(WORK, ignore_errors=True)
-
-
-class Fleet:
-    """Two servers on one database, and HAProxy in front of them."""
-
-    def __init__(self, database: str, servers: list, balancer_port: int, balancer: subprocess.Popen):
-        self.database, self.servers, self.balancer = database, servers, balancer
-        self.url = f"http://127.0.0.1:{balancer_port}"
-
-    def through_balancer(self, method: str, path: str, token: str, **kwargs) -> requests.Response:
-        return requests.request(method, self.url + path, headers={"Authorization": f"Bearer {token}"},
-                                timeout=30, **kwargs)
-
-
-def start_balancer(directory: str, servers: list, tls_port: int | None = None) -> tuple[int, subprocess.Popen]:
-    """HAProxy: HTTP on the port it answers, and with tls_port the servers' HTTPS passed through as TCP (edge
-    agents pin the servers' certificate)."""
-    port = free_port()
-    config = os.path.join(directory, "haproxy.cfg")
-    pidfile = os.path.join(directory, "haproxy.pid")
-    stop_leftover_haproxy(pidfile)
-    lines = ["global", f"  pidfile {pidfile}", "defaults", "  mode http", "  timeout connect 2s",
-             "  timeout client 60s", "  timeout server 60s", "  option redispatch", "  retries 2",
-             "frontend portainer", f"  bind 127.0.0.1:{port}", "  default_backend servers",
-             "backend servers", "  balance roundrobin", "  option httpchk GET /api/system/status",
-             "  http-response set-header X-Served-By %[srv_name]"]
-    lines += [f"  server s{i} 127.0.0.1:{srv.port} check inter 500 fall 2 rise 1" for i, srv in enumerate(servers)]
-    if tls_port:
-        lines += ["frontend portainer_tls", "  mode tcp", f"  bind 127.0.0.1:{tls_port}", "  default_backend tls",
-                  "backend tls", "  mode tcp", "  balance roundrobin"]
-        lines += [f"  server s{i} 127.0.0.1:{srv.https_port} check inter 500 fall 2 rise 1"
-                  for i, srv in enumerate(servers)]
-    with open(config, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    process = subprocess.Popen(["haproxy", "-f", config, "-db"], stdout=subprocess.DEVNULL,
-                               stderr=open(os.path.join(directory, "haproxy.log"), "ab"))
-    wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/api/system/status", timeout=2).ok, timeout=15,
-               message="HAProxy to answer")
-    return port, process
-
-
-@pytest.fixture
-def fleet(engine, postgres, tmp_path):
-    database = postgres.new_database()
-    key_file = tmp_path / "secrets.key"
-    key_file.write_bytes(os.urandom(32))
-    args = ("--database", database, "--secrets-key-file", str(key_file))
-    servers = [start_server(str(tmp_path / "server-a"), *args)]  # the first fills the empty database
-    servers.append(start_server(str(tmp_path / "server-b"), *args))
-    port, balancer = start_balancer(str(tmp_path), servers)
-    yield Fleet(database, servers, port, balancer)
-    balancer.kill()
-    balancer.wait()
-    for srv in servers:
-        srv.stop()
-
+from conftest import (ADMIN_PASSWORD, HERE, PG_BIN, SLOT, TEST_LABEL, as_postgres, free_port, start_balancer,
+                      start_server, wait_until)
 
 def seen_within(check, seconds: float) -> float:
     """How long until check() holds, failing after `seconds`."""
