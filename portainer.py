@@ -210,13 +210,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if config.database and not config.secrets_key_file:
         build_parser().error("--database needs --secrets-key-file: the key sealing secrets, the same file on every "
                              "server")
-    if config.relay_address:
-        if not config.database:
-            build_parser().error("--relay-address needs --database: servers find each other's edge tunnels there")
-        host, _, port = config.relay_address.rpartition(":")
-        if not host or not port.isdigit():
-            build_parser().error("--relay-address takes host:port, as the other servers reach this one")
-        config.bind_relay = config.bind_relay or f":{port}"
     return config
 
 
@@ -13464,7 +13457,10 @@ class EdgeKind(EnvironmentKind):
         super().__init__(app)
         store, environments = app[STORE], app[ENVIRONMENTS]
         self.tunnels = app[EDGE_TUNNELS] = EdgeTunnels()
-        if app[CONFIG].relay_address and isinstance(store, DatabaseStore):
+        if app[CONFIG].relay_address:
+            if not isinstance(store, DatabaseStore):
+                raise SystemExit("portainer.py: --relay-address needs --database: servers find each other's edge "
+                                 "tunnels there")
             self.tunnels.relay = EdgeRelay(app)
         self.jobs = app[EDGE_JOBS] = EdgeJobRunner(app)
         self.stacks = app[EDGE_STACKS] = EdgeStacks(store, environments, store.directory)
@@ -13588,7 +13584,11 @@ class EdgeRelay:
         self.store: DatabaseStore = app[STORE]
         self.tunnels: EdgeTunnels = app[EDGE_TUNNELS]
         self.address = app[CONFIG].relay_address
-        self.bind = app[CONFIG].bind_relay
+        host, _, port = self.address.rpartition(":")
+        if not host or not port.isdigit():
+            raise SystemExit(f"portainer.py: --relay-address {self.address!r}: expected host:port, as the other "
+                             f"servers reach this one")
+        self.bind = app[CONFIG].bind_relay or f":{port}"
         self.server_context: ssl.SSLContext | None = None
         self.client_context: ssl.SSLContext | None = None
         self._links: dict[str, shared.Tunnel] = {}  # relay address -> our Tunnel to that server
