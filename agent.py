@@ -1906,8 +1906,10 @@ class Tunnel:
     """Streams multiplexed over one WebSocket. The server opens streams with `open_stream`; the edge agent
     hands each stream it is asked to open to `serve_stream`. `run()` reads frames until the WebSocket ends."""
 
-    def __init__(self, ws, serve_stream: Callable[[TunnelStream], Awaitable[None]] | None = None):
+    def __init__(self, ws, serve_stream: Callable[[TunnelStream], Awaitable[None]] | None = None,
+                 max_streams: int | None = None):
         self.ws = ws
+        self.max_streams = max_streams or TUNNEL_MAX_STREAMS
         self.streams: dict[int, TunnelStream] = {}
         self.closed = False
         self._serve_stream = serve_stream
@@ -1938,8 +1940,8 @@ class Tunnel:
         """A new stream to the far side's `target`, once the far side says it is connected."""
         if self.closed:
             raise ConnectionResetError("the tunnel is closed")
-        if len(self.streams) >= TUNNEL_MAX_STREAMS:
-            raise ConnectionResetError(f"the tunnel already carries {TUNNEL_MAX_STREAMS} streams")
+        if len(self.streams) >= self.max_streams:
+            raise ConnectionResetError(f"the tunnel already carries {self.max_streams} streams")
         stream_id = self._next_id
         self._next_id = self._next_id % 0xFFFFFFFF + 1
         stream = TunnelStream(self, stream_id)
@@ -2005,7 +2007,7 @@ class Tunnel:
                 if not opened.done():
                     opened.set_result(None)
             elif self._serve_stream is not None and stream is None:
-                if len(self.streams) >= TUNNEL_MAX_STREAMS:
+                if len(self.streams) >= self.max_streams:
                     self.send_soon(TUNNEL_CLOSE, stream_id, b"too many streams")
                     return
                 stream = self.streams[stream_id] = TunnelStream(self, stream_id)
@@ -2021,6 +2023,7 @@ class Tunnel:
 # environment and the target (relay_target), and the holding server joins it to a stream of the edge tunnel.
 RELAY_PATH = "/relay"
 RELAY_HEARTBEAT = 5.0
+RELAY_MAX_STREAMS = 65536  # one link carries the streams of every environment whose tunnel the other server holds
 
 
 def relay_target(endpoint_id: int, target: str) -> str:

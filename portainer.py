@@ -13769,7 +13769,7 @@ class EdgeRelay:
                 raise shared.DockerUnreachable(
                     f"the edge agent of environment {endpoint_id} is connected to the server at {address}, which "
                     f"cannot be reached: {exc or type(exc).__name__}") from None
-            link = self._links[address] = shared.Tunnel(ws)
+            link = self._links[address] = shared.Tunnel(ws, max_streams=shared.RELAY_MAX_STREAMS)
             self.tunnels.spawn(link.run())
             log.info("edge relay: linked to the server at %s", address)
             return link
@@ -13784,7 +13784,7 @@ class EdgeRelay:
         peer = (request.transport.get_extra_info("peercert") or {}) if request.transport else {}
         name = dict(part[0] for part in peer.get("subject", ())).get("commonName", "?")
         log.info("edge relay: server %s linked from %s", name, request.remote)
-        await shared.Tunnel(ws, serve_stream=self.serve_relayed_stream).run()
+        await shared.Tunnel(ws, serve_stream=self.serve_relayed_stream, max_streams=shared.RELAY_MAX_STREAMS).run()
         log.info("edge relay: server %s unlinked", name)
         return ws
 

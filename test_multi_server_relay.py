@@ -5,6 +5,8 @@ Real PostgreSQL 15 and HAProxy (conftest's fixtures), two real servers with --re
 agent given the load-balanced address, the real Docker engine and the real docker CLI.
 """
 
+import asyncio
+import contextlib
 import hashlib
 import os
 import signal
@@ -20,6 +22,78 @@ import requests
 
 import agent
 from conftest import BUSYBOX, HERE, TEST_LABEL, Fleet, free_port, start_balancer, start_server, wait_until
+from test_fast_tunnel import run, running, websocket_pair
+
+
+# -- the byte pipe alone: a stream of one tunnel joined to a stream of another, in one process --------------------
+
+
+def relayed_chain(serve_at_agent):
+    """Like the fleet: the server a client reached (S) opens streams on its link to the holder (H), which joins each
+    to a stream it opens on the agent's tunnel (G, which serves it with serve_at_agent). Yields S's Tunnel."""
+    @contextlib.asynccontextmanager
+    async def chain():
+        async with websocket_pair() as (holder_ws, server_ws), websocket_pair() as (holder_tunnel_ws, agent_ws):
+            to_agent = agent.Tunnel(holder_tunnel_ws)
+
+            async def join(incoming):
+                _, target = agent.parse_relay_target(incoming.target)
+                outgoing = await to_agent.open_stream(target)
+                await incoming.accept()
+                await agent.join_tunnel_streams(incoming, outgoing)
+            link = agent.Tunnel(server_ws)
+            async with running((holder_ws, server_ws), link, agent.Tunnel(holder_ws, join)), \
+                    running((holder_tunnel_ws, agent_ws), to_agent, agent.Tunnel(agent_ws, serve_at_agent)):
+                yield link
+    return chain()
+
+
+def test_a_relayed_stream_carries_bytes_and_the_end_of_input_both_ways():
+    async def shout_until_the_end(stream):
+        await stream.accept()
+        received = b""
+        while data := await stream.read():
+            received += data
+        stream.write(received.upper() + b" (input ended)")
+        stream.write_eof()
+        await stream.drain()
+
+    async def scenario():
+        async with relayed_chain(shout_until_the_end) as link:
+            stream = await link.open_stream(agent.relay_target(7, "docker"))
+            payload = os.urandom(600_000).hex().encode()[:1_000_000]  # more than every window on the way
+            stream.write(payload)
+            stream.write_eof()
+            await stream.drain()
+            answer = b""
+            while data := await stream.read():
+                answer += data
+            assert answer == payload.upper() + b" (input ended)"
+    run(scenario())
+
+
+def test_closing_either_end_of_a_relayed_stream_closes_the_other():
+    agent_streams = []
+
+    async def hold(stream):
+        agent_streams.append(stream)
+        await stream.accept()
+        await stream.wait_closed()
+
+    async def scenario():
+        async with relayed_chain(hold) as link:
+            stream = await link.open_stream(agent.relay_target(7, "docker"))
+            stream.close("client went away")
+            await asyncio.wait_for(agent_streams[0].wait_closed(), 5)
+            assert agent_streams[0].close_reason == "client went away"
+            stream = await link.open_stream(agent.relay_target(7, "docker"))
+            agent_streams[1].close("engine went away")
+            await asyncio.wait_for(stream.wait_closed(), 5)
+            assert stream.close_reason == "engine went away"
+    run(scenario())
+
+
+# -- the fleet: two servers, PostgreSQL, HAProxy, one edge agent ----------------------------------------------------
 
 
 class RelayFleet(Fleet):
@@ -114,20 +188,21 @@ def test_container_list_through_the_other_server_is_the_edge_engines_and_its_lat
     relayed = relay_fleet.other.api("GET", docker_path(relay_fleet, "/containers/json"))
     assert relayed.status_code == 200, relayed.text
     assert busybox_container.id in {c["Id"] for c in relayed.json()}
-    timings = {}
-    for name, srv in (("direct", relay_fleet.holder), ("relayed", relay_fleet.other)):
-        session = requests.Session()
-        session.headers["X-API-Key"] = srv.admin_api_key
-        took = []
-        for _ in range(300):
+    # Interleaved, so that whatever else loads the machine weighs on both alike.
+    servers = {"direct (the holder)": relay_fleet.holder, "relayed (the other)": relay_fleet.other}
+    sessions, took = {}, {name: [] for name in servers}
+    for name, srv in servers.items():
+        sessions[name] = requests.Session()
+        sessions[name].headers["X-API-Key"] = srv.admin_api_key
+    for _ in range(300):
+        for name, srv in servers.items():
             started = time.perf_counter()
-            r = session.get(srv.url + docker_path(relay_fleet, "/containers/json"), timeout=30)
-            took.append((time.perf_counter() - started) * 1000)
+            r = sessions[name].get(srv.url + docker_path(relay_fleet, "/containers/json"), timeout=30)
+            took[name].append((time.perf_counter() - started) * 1000)
             assert r.status_code == 200, r.text
-        took.sort()
-        timings[name] = (statistics.median(took), took[int(len(took) * 0.99) - 1])
-    print("docker ps (GET /containers/json, 300 calls): " + "; ".join(
-        f"{name} p50 {p50:.1f} ms p99 {p99:.1f} ms" for name, (p50, p99) in timings.items()))
+    print("docker ps (GET /containers/json, 300 calls each): " + "; ".join(
+        f"{name} p50 {statistics.median(times):.1f} ms p99 {sorted(times)[296]:.1f} ms"
+        for name, times in took.items()))
 
 
 def test_docker_logs_follow_through_the_other_server_streams_new_lines(relay_fleet, busybox_container):
@@ -153,6 +228,16 @@ def test_docker_exec_with_a_hijacked_stdin_through_the_other_server(relay_fleet,
     assert done.stdout == "hello through the relay\nstdin ended\n", done.stderr
 
 
+def test_docker_exec_it_with_a_terminal_through_the_other_server(relay_fleet, busybox_container):
+    """`docker exec -it` under a real pseudo-terminal (util-linux `script`): the TTY upgrade, typed input, output."""
+    env = relay_fleet.other.docker_cli_env(relay_fleet.endpoint_id)
+    command = f"docker exec -it {busybox_container.id} sh -c 'read line; echo \"got $line on $(tty)\"'"
+    done = subprocess.run(["script", "-qec", command, "/dev/null"], env=env, input="typed through the relay\n",
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "got typed through the relay on /dev/pts/" in done.stdout, done.stdout
+
+
 def test_a_16_mib_archive_streams_through_the_other_server_unchanged(relay_fleet, engine, busybox_container):
     exit_code, output = busybox_container.exec_run(["busybox", "dd", "if=/dev/urandom", "of=/big", "bs=1048576",
                                                     "count=16"])
@@ -161,17 +246,18 @@ def test_a_16_mib_archive_streams_through_the_other_server_unchanged(relay_fleet
     stream, _ = engine.api.get_archive(busybox_container.id, "/big")
     for chunk in stream:
         direct.update(chunk)
-    relayed, size = hashlib.sha256(), 0
-    started = time.monotonic()
-    with relay_fleet.other.api("GET", docker_path(relay_fleet, f"/containers/{busybox_container.id}/archive"),
-                               params={"path": "/big"}, stream=True, timeout=60) as r:
-        assert r.status_code == 200, r.text
-        for chunk in r.iter_content(chunk_size=65536):
-            relayed.update(chunk)
-            size += len(chunk)
-    took = time.monotonic() - started
-    print(f"16 MiB archive relayed: {size / 1048576:.1f} MiB in {took:.2f} s ({size / 1048576 / took:.0f} MiB/s)")
-    assert size > 16 * 1048576 and relayed.hexdigest() == direct.hexdigest()
+    for name, srv in (("through the holder's own tunnel", relay_fleet.holder), ("relayed", relay_fleet.other)):
+        received, size = hashlib.sha256(), 0
+        started = time.monotonic()
+        with srv.api("GET", docker_path(relay_fleet, f"/containers/{busybox_container.id}/archive"),
+                     params={"path": "/big"}, stream=True, timeout=60) as r:
+            assert r.status_code == 200, r.text
+            for chunk in r.iter_content(chunk_size=65536):
+                received.update(chunk)
+                size += len(chunk)
+        took = time.monotonic() - started
+        print(f"16 MiB archive {name}: {size / 1048576:.1f} MiB in {took:.2f} s ({size / 1048576 / took:.1f} MiB/s)")
+        assert size > 16 * 1048576 and received.hexdigest() == direct.hexdigest()
 
 
 def relay_listener_answer(port: int, context: ssl.SSLContext) -> bytes:
