@@ -21,7 +21,7 @@ import pytest
 import requests
 
 import agent
-from conftest import BUSYBOX, HERE, TEST_LABEL, Fleet, free_port, start_balancer, start_server, wait_until
+from conftest import BUSYBOX, HERE, PG_BIN, TEST_LABEL, Fleet, free_port, start_balancer, start_server, wait_until
 from test_fast_tunnel import run, running, websocket_pair
 
 
@@ -287,6 +287,14 @@ def test_the_relay_listener_refuses_a_client_without_a_fleet_certificate(relay_f
     member.check_hostname, member.verify_mode = False, ssl.CERT_NONE
     member.load_cert_chain(os.path.join(certs, "relay-cert.pem"), os.path.join(certs, "relay-key.pem"))
     assert relay_listener_answer(port, member).startswith(b"HTTP/1.1 ")
+
+
+def test_the_fleet_ca_key_is_sealed_in_the_database(relay_fleet, postgres):
+    database = relay_fleet.database.rsplit("/", 1)[1]
+    dump = subprocess.run([f"{PG_BIN}/pg_dump", "-h", "127.0.0.1", "-p", str(postgres.port), "-U", "postgres",
+                           database], capture_output=True, text=True, check=True).stdout
+    assert "fleet-ca" in dump and "BEGIN CERTIFICATE" in dump
+    assert "PRIVATE KEY" not in dump
 
 
 def test_an_edge_environment_no_server_holds_is_not_connected_on_any_server(relay_fleet):
