@@ -13490,6 +13490,9 @@ class EdgeKind(EnvironmentKind):
     def extend_view(self, endpoint: dict, view: dict) -> None:
         view["LastCheckInDate"] = self.tunnels.seen(endpoint["Id"])
         view["EdgeTunnelConnected"] = self.tunnels.is_connected_anywhere(endpoint["Id"])
+        # ours: the tunnel is held by another server, and requests for it are relayed there
+        view["EdgeTunnelRelayed"] = endpoint["Id"] in self.tunnels.remote and not self.tunnels.is_connected(
+            endpoint["Id"])
         view["EdgeRefused"] = self.tunnels.refused.get(endpoint["Id"])
 
     def live_status(self, endpoint: dict, status: int) -> int:
@@ -16123,7 +16126,7 @@ export function edgeInfo(ep) {
     ${esc(ep.EdgeRefused.Address)}. ${isAdmin() ? `<button class="small" data-associate="${ep.Id}" data-edge-id="${esc(ep.EdgeRefused.EdgeID)}">Associate this agent instead</button>` : ''}</div>` : '';
   const waiting = ep.UserTrusted === false ? `<span class="badge paused">waiting for approval</span>
     ${isAdmin() ? '<a href="#/edge/devices?trust=waiting">waiting room</a> · ' : ''}` : '';
-  return `<div class="muted small">${waiting}Edge ID <code>${esc(ep.EdgeID || '(none yet)')}</code> · tunnel ${ep.EdgeTunnelConnected ? 'connected' : 'disconnected'} ·
+  return `<div class="muted small">${waiting}Edge ID <code>${esc(ep.EdgeID || '(none yet)')}</code> · tunnel ${ep.EdgeTunnelConnected ? (ep.EdgeTunnelRelayed ? 'connected to another server (relayed through it)' : 'connected') : 'disconnected'} ·
     last seen ${ep.LastCheckInDate ? fmtAgo(ep.LastCheckInDate) : 'never'}
     ${isAdmin() ? `<button type="button" class="small" data-edge-key="${ep.Id}">Show edge key</button>` : ''}
     ${isAdmin() && ep.EdgeID ? `<button type="button" class="small" data-disassociate="${ep.Id}" title="Forget this Edge ID: the next edge agent that connects with the key is bound instead">Disassociate</button>` : ''}</div>${refused}<div id="edge-key-${ep.Id}"></div>`;

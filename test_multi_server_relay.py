@@ -180,6 +180,8 @@ def test_the_server_without_the_tunnel_shows_the_edge_environment_connected_up_a
         endpoint = relay_fleet.other.api("GET", f"/api/endpoints/{relay_fleet.endpoint_id}").json()
         return endpoint["EdgeTunnelConnected"] and endpoint["Status"] == 1 and endpoint["Snapshots"]
     wait_until(shown_up, timeout=15, message="the edge environment to show up on the server without its tunnel")
+    assert relay_fleet.other.api("GET", f"/api/endpoints/{relay_fleet.endpoint_id}").json()["EdgeTunnelRelayed"]
+    assert not relay_fleet.holder.api("GET", f"/api/endpoints/{relay_fleet.endpoint_id}").json()["EdgeTunnelRelayed"]
     assert relay_fleet.other.log().count(f"edge agent of environment {relay_fleet.endpoint_id} connected") == 0
 
 
