@@ -13601,6 +13601,7 @@ class EdgeRelay:
         self._listener = None
         self._wake = asyncio.Event()
         self._unannounced: set[int] = set()
+        self._registry_writes = asyncio.Lock()  # an announce and a withdrawal of one tunnel land in their order
         self._follower: asyncio.Task | None = None
         self._websockets: weakref.WeakSet = weakref.WeakSet()
 
@@ -13672,7 +13673,9 @@ class EdgeRelay:
     async def withdraw(self, endpoint_id: int) -> None:
         self._unannounced.discard(endpoint_id)
         try:
-            async with self.store.pool.acquire(timeout=RELAY_RENEW_SECONDS) as conn:
+            async with self._registry_writes, self.store.pool.acquire(timeout=RELAY_RENEW_SECONDS) as conn:
+                if self.tunnels.is_connected(endpoint_id):
+                    return  # the agent is back already (a new tunnel announced itself)
                 await conn.execute("DELETE FROM edge_tunnel_holders WHERE endpoint_id = $1 AND server = $2",
                                    endpoint_id, self.store.server_id)
                 await conn.execute("SELECT pg_notify($1, '')", RELAY_CHANNEL)
@@ -13680,17 +13683,21 @@ class EdgeRelay:
             log.warning("database: edge tunnel of environment %s not unregistered: %s", endpoint_id, exc)
 
     async def _write_holders(self) -> None:
-        ids = sorted(i for i in self._unannounced if self.tunnels.is_connected(i))
-        if not ids:
-            self._unannounced.clear()
-            return
+        async with self._registry_writes:
+            ids = sorted(i for i in self._unannounced if self.tunnels.is_connected(i))
+            if not ids:
+                self._unannounced.clear()
+                return
+            await self._insert_holders(ids)
+            self._unannounced.difference_update(ids)
+
+    async def _insert_holders(self, ids: list[int]) -> None:
         async with self.store.pool.acquire(timeout=RELAY_RENEW_SECONDS) as conn:
             await conn.execute(
                 "INSERT INTO edge_tunnel_holders (endpoint_id, server) SELECT unnest($1::bigint[]), $2 "
                 "ON CONFLICT (endpoint_id) DO UPDATE SET server = EXCLUDED.server, connected_at = now()",
                 ids, self.store.server_id)
             await conn.execute("SELECT pg_notify($1, '')", RELAY_CHANNEL)
-        self._unannounced.difference_update(ids)
 
     async def _renew(self) -> None:
         """Renew this server's row (made again, with every tunnel held here, when another server removed it while
