@@ -308,6 +308,23 @@ def test_an_edge_environment_no_server_holds_is_not_connected_on_any_server(rela
         assert answer.status_code == 502 and "is not connected" in answer.json()["details"], answer.text
 
 
+def test_an_edge_agent_that_stops_is_shown_down_on_both_servers_and_up_again_when_it_returns(relay_fleet, tmp_path):
+    def shown(srv, connected: bool) -> bool:
+        endpoint = srv.api("GET", f"/api/endpoints/{relay_fleet.endpoint_id}").json()
+        return endpoint["EdgeTunnelConnected"] is connected and endpoint["Status"] == (1 if connected else 2)
+    edge_key = relay_fleet.servers[0].api("GET", f"/api/endpoints/{relay_fleet.endpoint_id}/edge/key")
+    assert edge_key.status_code == 200, edge_key.text
+    relay_fleet.edge_agent.terminate()
+    relay_fleet.edge_agent.wait(10)
+    for srv in relay_fleet.servers:
+        wait_until(lambda srv=srv: shown(srv, False), timeout=10, message="the stopped agent shown down")
+    relay_fleet.edge_agent = start_edge_agent(edge_key.json()["EdgeKey"], str(tmp_path / "edge-agent.log"))
+    relay_fleet.holder = wait_until(lambda: tunnel_holder(relay_fleet), timeout=30, message="the agent back")
+    relay_fleet.other = [srv for srv in relay_fleet.servers if srv is not relay_fleet.holder][0]
+    for srv in relay_fleet.servers:
+        wait_until(lambda srv=srv: shown(srv, True), timeout=15, message="the returned agent shown up")
+
+
 def test_when_the_holder_dies_the_other_says_so_and_then_serves_the_moved_agent_directly(relay_fleet):
     fleet, holder, other = relay_fleet, relay_fleet.holder, relay_fleet.other
     assert other.api("GET", docker_path(fleet, "/_ping")).text == "OK"
