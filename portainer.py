@@ -12043,6 +12043,10 @@ class EdgeTunnels:
         tunnel = self.tunnels.get(endpoint_id)
         return tunnel is not None and not tunnel.closed
 
+    def held_elsewhere(self, endpoint_id: int) -> bool:
+        """Another server holds the tunnel: this one relays requests for the environment there."""
+        return endpoint_id in self.remote and not self.is_connected(endpoint_id)
+
     def is_connected_anywhere(self, endpoint_id: int) -> bool:
         """Connected to this server, or to another one this server relays to."""
         return self.is_connected(endpoint_id) or endpoint_id in self.remote
@@ -12625,7 +12629,7 @@ async def handle_edge_job_tasks(request: web.Request) -> web.Response:
         latest = runs[-1] if runs else None
         tasks.append({"Id": endpoint_id, "EndpointId": endpoint_id,
                       "EndpointName": app[STORE].endpoints.get(endpoint_id)["Name"],
-                      "Connected": app[EDGE_TUNNELS].is_connected(endpoint_id),
+                      "Connected": app[EDGE_TUNNELS].is_connected_anywhere(endpoint_id),
                       "LogsStatus": LOGS_PENDING if endpoint_id in pending else
                       LOGS_COLLECTED if latest else LOGS_IDLE,
                       "LastRun": {k: v for k, v in latest.items() if k != "Output"} if latest else None,
@@ -12683,10 +12687,12 @@ class EdgeStacks:
     edge agent that connects later still gets the stack.
     """
 
-    def __init__(self, store: Store, environments: Environments, data_directory: str):
+    def __init__(self, store: Store, environments: Environments, data_directory: str,
+                 tunnels: EdgeTunnels | None = None):
         self.store = store
         self.environments = environments
         self.data_directory = data_directory
+        self.tunnels = tunnels
         self._running: dict[tuple[int, int], asyncio.Task] = {}
 
     def project_dir(self, edge_stack_id: int) -> str:
@@ -12703,6 +12709,8 @@ class EdgeStacks:
     def schedule(self, edge_stack: dict) -> None:
         for key, status in edge_stack["Status"].items():
             task_key = (edge_stack["Id"], int(key))
+            if self.tunnels is not None and self.tunnels.held_elsewhere(int(key)):
+                continue  # another server holds the environment's tunnel: that one deploys, never two at once
             if status["Type"] in (EDGE_PENDING,) and task_key not in self._running:
                 task = asyncio.ensure_future(self.deploy(edge_stack, int(key)))
                 self._running[task_key] = task
@@ -13169,7 +13177,7 @@ def set_trust(request: web.Request, endpoint: dict, trusted: bool) -> None:
     tunnels = app[EDGE_TUNNELS]
     if not trusted:
         app[ENVIRONMENTS].forget(endpoint["Id"])
-    elif tunnels.is_connected(endpoint["Id"]):
+    elif tunnels.is_connected_anywhere(endpoint["Id"]):
         tunnels.spawn(tunnels.snapshot_when_connected(app[ENVIRONMENTS], endpoint["Id"]))
     record_fleet_activity(request, f"{'approve' if trusted else 'untrust'} environment {endpoint['Name']}", endpoint)
 
@@ -13463,7 +13471,7 @@ class EdgeKind(EnvironmentKind):
                                  "tunnels there")
             self.tunnels.relay = EdgeRelay(app)
         self.jobs = app[EDGE_JOBS] = EdgeJobRunner(app)
-        self.stacks = app[EDGE_STACKS] = EdgeStacks(store, environments, store.directory)
+        self.stacks = app[EDGE_STACKS] = EdgeStacks(store, environments, store.directory, self.tunnels)
         self.fleet = app[EDGE_FLEET] = EdgeFleet(app)
         self.updates = app[EDGE_UPDATES] = EdgeUpdates(app)
         self.tunnels.on_connect.append(self.jobs.dispatch)
@@ -13491,8 +13499,7 @@ class EdgeKind(EnvironmentKind):
         view["LastCheckInDate"] = self.tunnels.seen(endpoint["Id"])
         view["EdgeTunnelConnected"] = self.tunnels.is_connected_anywhere(endpoint["Id"])
         # ours: the tunnel is held by another server, and requests for it are relayed there
-        view["EdgeTunnelRelayed"] = endpoint["Id"] in self.tunnels.remote and not self.tunnels.is_connected(
-            endpoint["Id"])
+        view["EdgeTunnelRelayed"] = self.tunnels.held_elsewhere(endpoint["Id"])
         view["EdgeRefused"] = self.tunnels.refused.get(endpoint["Id"])
 
     def live_status(self, endpoint: dict, status: int) -> int:

@@ -308,6 +308,32 @@ def test_an_edge_environment_no_server_holds_is_not_connected_on_any_server(rela
         assert answer.status_code == 502 and "is not connected" in answer.json()["details"], answer.text
 
 
+def test_an_edge_stack_made_on_the_other_server_is_deployed_once_by_the_holder(relay_fleet, engine):
+    other = relay_fleet.other
+    group = other.api("POST", "/api/edge_groups", json={"Name": "relayed-sites", "Endpoints": [relay_fleet.endpoint_id]})
+    assert group.status_code == 200, group.text
+    name = f"relayed{time.monotonic_ns() % 10**8}"
+    compose = (f"services:\n  web:\n    image: {BUSYBOX}\n    command: sleep 3600\n    stop_grace_period: 1s\n"
+               f"    labels: {{\"{TEST_LABEL}\": \"1\"}}\n")
+    r = other.api("POST", "/api/edge_stacks", json={"Name": name, "StackFileContent": compose,
+                                                    "EdgeGroups": [group.json()["Id"]], "DeploymentType": 0})
+    assert r.status_code == 200, r.text
+    edge_stack = r.json()
+
+    def status():
+        return other.api("GET", f"/api/edge_stacks/{edge_stack['Id']}").json()["Status"].get(
+            str(relay_fleet.endpoint_id), {})
+    try:
+        wait_until(lambda: status().get("Status") == "running", timeout=60, interval=0.5,
+                   message="the edge stack to run")
+        assert not status().get("Error"), status()
+        assert len(engine.containers.list(filters={"label": f"com.docker.compose.project={name}"})) == 1
+    finally:
+        assert other.api("DELETE", f"/api/edge_stacks/{edge_stack['Id']}").status_code == 204
+    wait_until(lambda: not engine.containers.list(all=True, filters={"label": f"com.docker.compose.project={name}"}),
+               timeout=30, message="the stack to leave the site")
+
+
 def test_an_edge_agent_that_stops_is_shown_down_on_both_servers_and_up_again_when_it_returns(relay_fleet, tmp_path):
     def shown(srv, connected: bool) -> bool:
         endpoint = srv.api("GET", f"/api/endpoints/{relay_fleet.endpoint_id}").json()
