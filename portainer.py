@@ -12239,6 +12239,8 @@ async def handle_edge_tunnel(request: web.Request) -> web.StreamResponse:
             environments.forget(endpoint_id)
             if tunnels.relay is not None:
                 tunnels.spawn(tunnels.relay.withdraw(endpoint_id))
+                if endpoint_id in tunnels.remote:  # the agent moved to another server before this tunnel ended
+                    tunnels.spawn(tunnels.snapshot_when_connected(environments, endpoint_id))
         log.info("edge agent of environment %s disconnected", endpoint_id)
     return ws
 
@@ -13573,11 +13575,25 @@ class EdgeKind(EnvironmentKind):
 # another server holds is served through that server, over mutually authenticated TLS
 # ================================================================================================================
 
-RELAY_CHANNEL = "portainer_tunnels"  # NOTIFY: a tunnel moved, or a server came or went
+RELAY_CHANNEL = "portainer_tunnels"  # NOTIFY: tunnels connected or disconnected, or servers gone (relay_change)
 RELAY_SERVER_LEASE_SECONDS = 8.0  # a server that did not renew its row for this long is gone, with its tunnels
 RELAY_RENEW_SECONDS = 2.0
+RELAY_FULL_READ_SECONDS = 60.0  # the whole holder table is read again this often, besides the NOTIFY changes
+RELAY_NOTIFY_IDS_CHARS = 6000  # a NOTIFY payload is at most 8,000 bytes: longer lists of ids are sent in parts
 RELAY_CONNECT_TIMEOUT = 5.0
 RELAYED_TARGETS = frozenset({"docker", "projects"})  # what another server may reach through a tunnel held here
+
+
+def id_parts(ids: list[int]) -> list[list[int]]:
+    """`ids` in lists short enough for one NOTIFY payload each."""
+    parts, part, chars = [], [], 0
+    for endpoint_id in ids:
+        if chars > RELAY_NOTIFY_IDS_CHARS:
+            parts.append(part)
+            part, chars = [], 0
+        part.append(endpoint_id)
+        chars += len(str(endpoint_id)) + 1
+    return parts + [part] if part else parts
 
 
 class EdgeRelay:
@@ -13607,7 +13623,10 @@ class EdgeRelay:
         self._runner: web.AppRunner | None = None
         self._listener = None
         self._wake = asyncio.Event()
+        self._full_read_due = True
+        self._queued_changes: list[dict] | None = None  # NOTIFY changes that arrive during a full read
         self._unannounced: set[int] = set()
+        self._unwithdrawn: set[int] = set()
         self._registry_writes = asyncio.Lock()  # an announce and a withdrawal of one tunnel land in their order
         self._follower: asyncio.Task | None = None
         self._websockets: weakref.WeakSet = weakref.WeakSet()
@@ -13643,7 +13662,7 @@ class EdgeRelay:
         await web.TCPSite(self._runner, host, port, ssl_context=self.server_context).start()
         self._session = aiohttp.ClientSession()
         with contextlib.suppress(*database_errors()):
-            await self._renew()
+            await self._renew_lease()
         self._follower = asyncio.ensure_future(self._follow())
         log.info("edge relay listening on %s:%s; other servers reach it at %s", host, port, self.address)
 
@@ -13661,7 +13680,7 @@ class EdgeRelay:
         with contextlib.suppress(*database_errors()):
             async with self.store.pool.acquire(timeout=2) as conn:  # our tunnels go with our row (cascade)
                 await conn.execute("DELETE FROM relay_servers WHERE server = $1", self.store.server_id)
-                await conn.execute("SELECT pg_notify($1, '')", RELAY_CHANNEL)
+                await self._notify(conn, {"gone": [self.store.server_id]})
         if self._listener is not None:
             with contextlib.suppress(*database_errors()):
                 await self._listener.close(timeout=2)
@@ -13669,8 +13688,12 @@ class EdgeRelay:
             await self._runner.cleanup()
 
     # -- the tunnel registry in the database --------------------------------------------------------------------
+    # Each server keeps the map of the tunnels others hold (tunnels.remote) from the NOTIFY payloads of every change
+    # (relay_change), and reads the whole table only at start, after its LISTEN connection was lost, and every
+    # RELAY_FULL_READ_SECONDS as a safety net: a fleet of 10,000 edge agents is not read again at every change.
     async def announce(self, endpoint_id: int) -> None:
         """This server holds the environment's tunnel now (never raises: a failed write is retried)."""
+        self._unwithdrawn.discard(endpoint_id)
         self._unannounced.add(endpoint_id)
         try:
             await self._write_holders()
@@ -13679,36 +13702,47 @@ class EdgeRelay:
 
     async def withdraw(self, endpoint_id: int) -> None:
         self._unannounced.discard(endpoint_id)
+        self._unwithdrawn.add(endpoint_id)
         try:
-            async with self._registry_writes, self.store.pool.acquire(timeout=RELAY_RENEW_SECONDS) as conn:
-                if self.tunnels.is_connected(endpoint_id):
-                    return  # the agent is back already (a new tunnel announced itself)
-                await conn.execute("DELETE FROM edge_tunnel_holders WHERE endpoint_id = $1 AND server = $2",
-                                   endpoint_id, self.store.server_id)
-                await conn.execute("SELECT pg_notify($1, '')", RELAY_CHANNEL)
+            await self._write_holders()
         except database_errors() as exc:
-            log.warning("database: edge tunnel of environment %s not unregistered: %s", endpoint_id, exc)
+            log.warning("database: edge tunnel of environment %s not unregistered yet: %s", endpoint_id, exc)
 
     async def _write_holders(self) -> None:
+        """The announcements and withdrawals not written yet, in one batch each: a burst of connections is a few
+        writes. A withdrawal of a tunnel whose agent is back already is skipped (its new tunnel announced it)."""
         async with self._registry_writes:
-            ids = sorted(i for i in self._unannounced if self.tunnels.is_connected(i))
-            if not ids:
-                self._unannounced.clear()
+            connected = {i for i in self._unannounced if self.tunnels.is_connected(i)}
+            gone = {i for i in self._unwithdrawn if not self.tunnels.is_connected(i)}
+            self._unannounced.intersection_update(connected)
+            self._unwithdrawn.intersection_update(gone)
+            if not connected and not gone:
                 return
-            await self._insert_holders(ids)
-            self._unannounced.difference_update(ids)
+            async with self.store.pool.acquire(timeout=RELAY_RENEW_SECONDS) as conn, conn.transaction():
+                if connected:
+                    ids = sorted(connected)
+                    await conn.execute(
+                        "INSERT INTO edge_tunnel_holders (endpoint_id, server) SELECT unnest($1::bigint[]), $2 "
+                        "ON CONFLICT (endpoint_id) DO UPDATE SET server = EXCLUDED.server, connected_at = now()",
+                        ids, self.store.server_id)
+                    for part in id_parts(ids):
+                        await self._notify(conn, {"connect": part, "server": self.store.server_id,
+                                                  "address": self.address})
+                if gone:  # only rows still ours: a tunnel that moved to another server stays with it
+                    rows = await conn.fetch("DELETE FROM edge_tunnel_holders WHERE endpoint_id = ANY($1::bigint[]) "
+                                            "AND server = $2 RETURNING endpoint_id", sorted(gone), self.store.server_id)
+                    for part in id_parts(sorted(r["endpoint_id"] for r in rows)):
+                        await self._notify(conn, {"disconnect": part, "server": self.store.server_id})
+            self._unannounced.difference_update(connected)
+            self._unwithdrawn.difference_update(gone)
 
-    async def _insert_holders(self, ids: list[int]) -> None:
-        async with self.store.pool.acquire(timeout=RELAY_RENEW_SECONDS) as conn:
-            await conn.execute(
-                "INSERT INTO edge_tunnel_holders (endpoint_id, server) SELECT unnest($1::bigint[]), $2 "
-                "ON CONFLICT (endpoint_id) DO UPDATE SET server = EXCLUDED.server, connected_at = now()",
-                ids, self.store.server_id)
-            await conn.execute("SELECT pg_notify($1, '')", RELAY_CHANNEL)
+    @staticmethod
+    async def _notify(conn, change: dict) -> None:
+        await conn.execute("SELECT pg_notify($1, $2)", RELAY_CHANNEL, json.dumps(change, separators=(",", ":")))
 
-    async def _renew(self) -> None:
+    async def _renew_lease(self) -> None:
         """Renew this server's row (made again, with every tunnel held here, when another server removed it while
-        this one could not renew), remove servers gone silent, and read who holds the other tunnels."""
+        this one could not renew) and remove servers gone silent."""
         async with self.store.pool.acquire(timeout=RELAY_RENEW_SECONDS) as conn:
             made = await conn.fetchval(
                 "INSERT INTO relay_servers (server, address, expires_at) VALUES ($1, $2, now() + $3 * interval "
@@ -13718,39 +13752,107 @@ class EdgeRelay:
             gone = await conn.fetch("DELETE FROM relay_servers WHERE expires_at < now() RETURNING server")
             if gone:
                 log.info("edge relay: %d servers stopped renewing; their tunnels are forgotten", len(gone))
-                await conn.execute("SELECT pg_notify($1, '')", RELAY_CHANNEL)
-            rows = await conn.fetch(
-                "SELECT h.endpoint_id, h.server, s.address FROM edge_tunnel_holders h JOIN relay_servers s "
-                "ON s.server = h.server WHERE s.expires_at > now() AND h.server <> $1", self.store.server_id)
+                await self._notify(conn, {"gone": [r["server"] for r in gone]})
         if made:
             self._unannounced.update(i for i in self.tunnels.tunnels if self.tunnels.is_connected(i))
-        if self._unannounced:
+        if self._unannounced or self._unwithdrawn:
             await self._write_holders()
-        self._apply_holders({r["endpoint_id"]: (r["server"], r["address"]) for r in rows})
 
-    def _apply_holders(self, remote: dict[int, tuple[str, str]]) -> None:
-        """Tunnels that moved to or from other servers: statuses, snapshots and pooled streams follow."""
-        before, self.tunnels.remote = self.tunnels.remote, remote
+    async def _read_holders(self) -> None:
+        """The whole table; the changes notified meanwhile are applied after it (again, when it saw them already:
+        applying a change twice, in its order, leaves the map as once)."""
+        self._queued_changes = []
+        try:
+            async with self.store.pool.acquire(timeout=RELAY_RENEW_SECONDS) as conn:
+                rows = await conn.fetch(
+                    "SELECT h.endpoint_id, h.server, s.address FROM edge_tunnel_holders h JOIN relay_servers s "
+                    "ON s.server = h.server WHERE s.expires_at > now() AND h.server <> $1", self.store.server_id)
+            remote = {r["endpoint_id"]: (r["server"], r["address"]) for r in rows}
+            for endpoint_id in self.tunnels.remote.keys() - remote.keys():
+                self._set_holder(endpoint_id, None)
+            for endpoint_id, holder in remote.items():
+                self._set_holder(endpoint_id, holder)
+            for change in self._queued_changes:
+                self._apply_change(change)
+        finally:
+            self._queued_changes = None
+
+    def _on_notification(self, _connection, _pid, _channel, payload: str) -> None:
+        try:
+            change = json.loads(payload)
+            if not isinstance(change, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            log.warning("edge relay: an unreadable tunnel change %r; reading the whole table again", payload[:80])
+            self._full_read_due = True
+            self._wake.set()
+            return
+        if self._queued_changes is not None:
+            self._queued_changes.append(change)
+        else:
+            self._apply_change(change)
+
+    def _apply_change(self, change: dict) -> None:
+        """One NOTIFY payload (see _write_holders): tunnels connected to or disconnected from a server, servers
+        gone. A payload of another shape makes the next renewal read the whole table."""
+        remote = self.tunnels.remote
+        server = change.get("server")
+        try:
+            if "connect" in change:
+                holder = None if server == self.store.server_id else (str(server), str(change["address"]))
+                for endpoint_id in change["connect"]:
+                    self._set_holder(int(endpoint_id), holder)
+            elif "disconnect" in change:
+                for endpoint_id in change["disconnect"]:
+                    if remote.get(int(endpoint_id), (None,))[0] == server:  # not when it moved to another server
+                        self._set_holder(int(endpoint_id), None)
+            elif "gone" in change:
+                gone = set(change["gone"])
+                for endpoint_id in [i for i, holder in remote.items() if holder[0] in gone]:
+                    self._set_holder(endpoint_id, None)
+            else:
+                raise ValueError("no change named")
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("edge relay: an unreadable tunnel change (%s); reading the whole table again", exc)
+            self._full_read_due = True
+            self._wake.set()
+
+    def _set_holder(self, endpoint_id: int, holder: tuple[str, str] | None) -> None:
+        """A tunnel moved to or from another server: the status, snapshot and pooled streams follow."""
+        remote = self.tunnels.remote
+        if remote.get(endpoint_id) == holder:
+            return
         environments = self.app[ENVIRONMENTS]
-        for endpoint_id in before.keys() - remote.keys():
+        if holder is None:
+            del remote[endpoint_id]
             if not self.tunnels.is_connected(endpoint_id):
                 environments.status[endpoint_id] = STATUS_DOWN
                 environments.forget(endpoint_id)
                 self.tunnels.last_seen[endpoint_id] = now()
-        for endpoint_id, holder in remote.items():
-            if before.get(endpoint_id) != holder and not self.tunnels.is_connected(endpoint_id):
-                environments.forget(endpoint_id)
-                self.tunnels.spawn(self.tunnels.snapshot_when_connected(environments, endpoint_id))
+            return
+        remote[endpoint_id] = holder
+        if not self.tunnels.is_connected(endpoint_id):
+            environments.forget(endpoint_id)
+            self.tunnels.spawn(self.tunnels.snapshot_when_connected(environments, endpoint_id))
 
     async def _follow(self) -> None:
+        next_full_read = 0.0
         while True:
             try:
                 if self._listener is None or self._listener.is_closed():
                     self._listener = await self.store.connect()
-                    await self._listener.add_listener(RELAY_CHANNEL, lambda *_: self._wake.set())
-                await self._renew()
+                    await self._listener.add_listener(RELAY_CHANNEL, self._on_notification)
+                    self._full_read_due = True  # changes made while no connection listened were not heard
+                await self._renew_lease()
+                if self._full_read_due or time.monotonic() >= next_full_read:
+                    self._full_read_due = False
+                    await self._read_holders()
+                    next_full_read = time.monotonic() + RELAY_FULL_READ_SECONDS
             except database_errors() as exc:
                 log.warning("database: edge relay registry not renewed: %s", exc)
+                if self._listener is not None:
+                    with contextlib.suppress(*database_errors()):
+                        await self._listener.close(timeout=2)
                 self._listener = None
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), RELAY_RENEW_SECONDS)

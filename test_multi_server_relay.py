@@ -6,6 +6,7 @@ agent given the load-balanced address, the real Docker engine and the real docke
 """
 
 import asyncio
+import concurrent.futures
 import contextlib
 import hashlib
 import os
@@ -332,6 +333,57 @@ def test_an_edge_stack_made_on_the_other_server_is_deployed_once_by_the_holder(r
         assert other.api("DELETE", f"/api/edge_stacks/{edge_stack['Id']}").status_code == 204
     wait_until(lambda: not engine.containers.list(all=True, filters={"label": f"com.docker.compose.project={name}"}),
                timeout=30, message="the stack to leave the site")
+
+
+def connected_count(srv, ids: set[int]) -> int:
+    return sum(1 for e in srv.api("GET", "/api/endpoints").json() if e["Id"] in ids and e["EdgeTunnelConnected"])
+
+
+def when_both_show(servers, ids: set[int], count: int, timeout: float = 60) -> list[float]:
+    """The time at which each server first showed `count` of `ids` connected (polled in turn)."""
+    seen: list[float | None] = [None] * len(servers)
+    deadline = time.monotonic() + timeout
+    while None in seen and time.monotonic() < deadline:
+        for number, srv in enumerate(servers):
+            if seen[number] is None and connected_count(srv, ids) == count:
+                seen[number] = time.monotonic()
+    assert None not in seen, f"not every server showed {count} of {len(ids)} connected within {timeout} s"
+    return seen
+
+
+def test_a_burst_of_200_edge_agents_on_one_server_is_seen_on_the_other_within_a_second(relay_fleet, tmp_path):
+    """The other server follows the tunnel registry by the changes NOTIFY carries, not by reading it all again."""
+    holding, following = relay_fleet.servers
+
+    def create(number):
+        r = holding.api("POST", "/api/endpoints", json={"Name": f"burst-{number}", "EndpointCreationType": 4,
+                                                        "URL": holding.https_url})
+        assert r.status_code == 200, r.text
+        # in the waiting room: not snapshotted on connect, so that only the registry is measured
+        untrusted = holding.api("PUT", f"/api/endpoints/{r.json()['Id']}", json={"UserTrusted": False})
+        assert untrusted.status_code == 200, untrusted.text
+        return r.json()
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        created = list(pool.map(create, range(200)))
+    ids = {e["Id"] for e in created}
+    keys = tmp_path / "burst.keys"
+    keys.write_text("".join(f"{e['EdgeKey']} burst-agent-{e['Id']}\n" for e in created))
+    # bench.py's fleet simulator: one process holding every agent's tunnel (the server pings each every second)
+    simulate = f"import asyncio, bench; asyncio.run(bench.simulate_fleet({str(keys)!r}, heartbeat=5))"
+    simulator = subprocess.Popen([sys.executable, "-c", simulate], cwd=HERE, stdout=subprocess.DEVNULL,
+                                 stderr=open(tmp_path / "simulator.log", "ab"))
+    try:
+        held, seen = when_both_show((holding, following), ids, 200)
+        print(f"200 edge agents connecting to one server: the other showed them all {seen - held:+.2f} s after it")
+        assert seen - held <= 1.0
+        assert following.api("GET", f"/api/endpoints/{created[0]['Id']}").json()["EdgeTunnelRelayed"] is True
+    finally:
+        simulator.terminate()
+        simulator.wait(10)
+    held, seen = when_both_show((holding, following), ids, 0)
+    print(f"200 edge agents disconnecting from one server: the other showed them gone {seen - held:+.2f} s after it")
+    assert seen - held <= 1.0
+    assert not any(srv.log().count("reading the whole table again") for srv in relay_fleet.servers)
 
 
 def test_an_edge_agent_that_stops_is_shown_down_on_both_servers_and_up_again_when_it_returns(relay_fleet, tmp_path):
