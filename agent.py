@@ -462,8 +462,20 @@ async def relay_response(request: web.Request, response: DockerResponse,
             await out.write(chunk)
         await out.write_eof()
         return out
+    except ConnectionResetError as exc:
+        if not client_went_away(request):
+            raise
+        log.debug("%s %s: the client went away during the answer (%s)", request.method, request.rel_url.path, exc)
+        return out
     finally:
         response.release()
+
+
+def client_went_away(request: web.Request) -> bool:
+    """The client closed its connection (`docker logs -f` interrupted): a failed write to it is the end of the
+    answer, not an error worth a traceback."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 class _UpgradedClient(asyncio.Protocol):

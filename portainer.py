@@ -5612,6 +5612,11 @@ async def relay_owned_events(request: web.Request, response: shared.DockerRespon
                 await out.write(b"".join(kept))
         await out.write_eof()
         return out
+    except ConnectionResetError as exc:
+        if not shared.client_went_away(request):
+            raise
+        log.debug("events of environment: the client went away during the answer (%s)", exc)
+        return out
     finally:
         response.release()
 

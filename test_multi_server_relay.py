@@ -221,6 +221,11 @@ def test_docker_logs_follow_through_the_other_server_streams_new_lines(relay_fle
             if f"line {first + 5}\n".encode() in seen or time.monotonic() > deadline:
                 break
     assert f"line {first + 5}\n".encode() in seen, seen[-200:]
+    # The container's next lines meet the closed client: the relay ends with a debug line, no error logged.
+    wait_until(lambda: "the client went away during the answer" in relay_fleet.other.log(), timeout=10,
+               message="the relay to end")
+    for srv in relay_fleet.servers:
+        assert "Error handling request" not in srv.log(), srv.log()[-3000:]
 
 
 def test_docker_exec_with_a_hijacked_stdin_through_the_other_server(relay_fleet, busybox_container):
