@@ -12032,9 +12032,12 @@ class EdgeTunnels:
         self.relay: EdgeRelay | None = None
         self.remote: dict[int, tuple[str, str]] = {}
 
-    async def snapshot_when_connected(self, environments: "Environments", endpoint_id: int) -> None:
+    async def snapshot_when_connected(self, environments: "Environments", endpoint_id: int,
+                                      unless_known: bool = False) -> None:
         async with self.snapshot_slots:
             endpoint = environments.store.endpoints.find(endpoint_id)
+            if unless_known and endpoint_id in environments.snapshots:
+                return
             if self.is_connected_anywhere(endpoint_id) and endpoint is not None and is_trusted(endpoint):
                 await environments.snapshot(endpoint_id)
 
@@ -12245,7 +12248,7 @@ async def handle_edge_tunnel(request: web.Request) -> web.StreamResponse:
             if tunnels.relay is not None:
                 tunnels.spawn(tunnels.relay.withdraw(endpoint_id))
                 if endpoint_id in tunnels.remote:  # the agent moved to another server before this tunnel ended
-                    tunnels.spawn(tunnels.snapshot_when_connected(environments, endpoint_id))
+                    tunnels.relay.mark_held_elsewhere(endpoint_id)
         log.info("edge agent of environment %s disconnected", endpoint_id)
     return ws
 
@@ -13586,6 +13589,7 @@ RELAY_RENEW_SECONDS = 2.0
 RELAY_FULL_READ_SECONDS = 60.0  # the whole holder table is read again this often, besides the NOTIFY changes
 RELAY_NOTIFY_IDS_CHARS = 6000  # a NOTIFY payload is at most 8,000 bytes: longer lists of ids are sent in parts
 RELAY_CONNECT_TIMEOUT = 5.0
+RELAY_SNAPSHOT_DELAY = 3.0  # a tunnel held elsewhere is snapshotted here only when no snapshot arrived meanwhile
 RELAYED_TARGETS = frozenset({"docker", "projects"})  # what another server may reach through a tunnel held here
 
 
@@ -13838,7 +13842,22 @@ class EdgeRelay:
         remote[endpoint_id] = holder
         if not self.tunnels.is_connected(endpoint_id):
             environments.forget(endpoint_id)
-            self.tunnels.spawn(self.tunnels.snapshot_when_connected(environments, endpoint_id))
+            self.mark_held_elsewhere(endpoint_id)
+
+    def mark_held_elsewhere(self, endpoint_id: int) -> None:
+        """Up, as its holder shows it. The holder snapshots it when its agent connects: this server takes a snapshot
+        of its own only when it has none RELAY_SNAPSHOT_DELAY later, so that a tunnel that moves is not snapshotted
+        again, and, where servers share statuses and snapshots through the database, a server that starts beside a
+        fleet takes the holders' snapshots instead of snapshotting every relayed environment itself."""
+        environments = self.app[ENVIRONMENTS]
+        environments.status[endpoint_id] = STATUS_UP
+        if endpoint_id not in environments.snapshots:
+            self.tunnels.spawn(self._snapshot_unless_known(endpoint_id))
+
+    async def _snapshot_unless_known(self, endpoint_id: int) -> None:
+        await asyncio.sleep(RELAY_SNAPSHOT_DELAY)
+        if endpoint_id in self.tunnels.remote:
+            await self.tunnels.snapshot_when_connected(self.app[ENVIRONMENTS], endpoint_id, unless_known=True)
 
     async def _follow(self) -> None:
         next_full_read = 0.0
