@@ -22,6 +22,7 @@ import pytest
 import requests
 
 import agent
+import portainer
 from conftest import BUSYBOX, HERE, PG_BIN, TEST_LABEL, Fleet, free_port, start_balancer, start_server, wait_until
 from test_fast_tunnel import run, running, websocket_pair
 
@@ -132,7 +133,7 @@ def relay_fleet(engine, postgres, tmp_path_factory):
     key_file = root / "secrets.key"
     key_file.write_bytes(os.urandom(32))
     args = ("--database", postgres.new_database(), "--secrets-key-file", str(key_file), "--sslcert", cert,
-            "--sslkey", key, "--edge-heartbeat", "1")
+            "--sslkey", key, "--edge-heartbeat", "1", "--snapshot-interval", "3600")  # snapshots: on connect only
     servers = []
     for name in ("server-a", "server-b"):
         relay_port = free_port()
@@ -397,6 +398,9 @@ def test_an_edge_agent_that_stops_is_shown_down_on_both_servers_and_up_again_whe
         return endpoint["EdgeTunnelConnected"] is connected and endpoint["Status"] == (1 if connected else 2)
     edge_key = relay_fleet.servers[0].api("GET", f"/api/endpoints/{relay_fleet.endpoint_id}/edge/key")
     assert edge_key.status_code == 200, edge_key.text
+    def snapshot_time(srv) -> int:
+        return srv.api("GET", f"/api/endpoints/{relay_fleet.endpoint_id}").json()["Snapshots"][0]["Time"]
+    snapshotted = {srv.url: snapshot_time(srv) for srv in relay_fleet.servers}
     relay_fleet.edge_agent.terminate()
     relay_fleet.edge_agent.wait(10)
     for srv in relay_fleet.servers:
@@ -406,6 +410,11 @@ def test_an_edge_agent_that_stops_is_shown_down_on_both_servers_and_up_again_whe
     relay_fleet.other = [srv for srv in relay_fleet.servers if srv is not relay_fleet.holder][0]
     for srv in relay_fleet.servers:
         wait_until(lambda srv=srv: shown(srv, True), timeout=15, message="the returned agent shown up")
+    # The holder snapshots the returned agent; the other keeps the snapshot it had (none taken twice for a move).
+    wait_until(lambda: snapshot_time(relay_fleet.holder) > snapshotted[relay_fleet.holder.url], timeout=15,
+               message="the holder's snapshot of the returned agent")
+    time.sleep(portainer.RELAY_SNAPSHOT_DELAY + 1)
+    assert snapshot_time(relay_fleet.other) == snapshotted[relay_fleet.other.url]
 
 
 def test_when_the_holder_dies_the_other_says_so_and_then_serves_the_moved_agent_directly(relay_fleet):
