@@ -5615,7 +5615,7 @@ async def relay_owned_events(request: web.Request, response: shared.DockerRespon
     except ConnectionResetError as exc:
         if not shared.client_went_away(request):
             raise
-        log.debug("events of environment: the client went away during the answer (%s)", exc)
+        log.debug("GET %s: the client went away during the answer (%s)", request.rel_url.path, exc)
         return out
     finally:
         response.release()
@@ -13583,7 +13583,7 @@ class EdgeKind(EnvironmentKind):
 # another server holds is served through that server, over mutually authenticated TLS
 # ================================================================================================================
 
-RELAY_CHANNEL = "portainer_tunnels"  # NOTIFY: tunnels connected or disconnected, or servers gone (relay_change)
+RELAY_CHANNEL = "portainer_tunnels"  # NOTIFY: tunnels connected or disconnected, servers gone (_apply_change)
 RELAY_SERVER_LEASE_SECONDS = 8.0  # a server that did not renew its row for this long is gone, with its tunnels
 RELAY_RENEW_SECONDS = 2.0
 RELAY_FULL_READ_SECONDS = 60.0  # the whole holder table is read again this often, besides the NOTIFY changes
@@ -13698,7 +13698,7 @@ class EdgeRelay:
 
     # -- the tunnel registry in the database --------------------------------------------------------------------
     # Each server keeps the map of the tunnels others hold (tunnels.remote) from the NOTIFY payloads of every change
-    # (relay_change), and reads the whole table only at start, after its LISTEN connection was lost, and every
+    # (_apply_change), and reads the whole table only at start, after its LISTEN connection was lost, and every
     # RELAY_FULL_READ_SECONDS as a safety net: a fleet of 10,000 edge agents is not read again at every change.
     async def announce(self, endpoint_id: int) -> None:
         """This server holds the environment's tunnel now (never raises: a failed write is retried)."""
