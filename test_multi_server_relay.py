@@ -9,6 +9,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import hashlib
+import json
 import os
 import signal
 import socket
@@ -93,6 +94,15 @@ def test_closing_either_end_of_a_relayed_stream_closes_the_other():
             await asyncio.wait_for(stream.wait_closed(), 5)
             assert stream.close_reason == "engine went away"
     run(scenario())
+
+
+def test_the_ids_of_10000_tunnels_are_announced_in_notify_payloads_under_8000_bytes():
+    ids = list(range(10**9, 10**9 + 10_000))  # long ids: the most of them a payload can carry
+    parts = portainer.id_parts(ids)
+    assert [i for part in parts for i in part] == ids
+    change = {"connect": parts[0], "server": "x" * 64, "address": "[2001:db8::1]:65535"}
+    assert all(len(json.dumps({**change, "connect": part}, separators=(",", ":"))) < 8000 for part in parts)
+    assert len(parts) < 30
 
 
 # -- the fleet: two servers, PostgreSQL, HAProxy, one edge agent ----------------------------------------------------
