@@ -13864,6 +13864,9 @@ class EdgeRelay:
         while True:
             try:
                 if self._listener is None or self._listener.is_closed():
+                    if self._listener is not None:
+                        log.info("edge relay: the database connection listening for tunnel changes was lost; "
+                                 "reading the whole table again")
                     self._listener = await self.store.connect()
                     await self._listener.add_listener(RELAY_CHANNEL, self._on_notification)
                     self._full_read_due = True  # changes made while no connection listened were not heard
@@ -13876,8 +13879,7 @@ class EdgeRelay:
                 log.warning("database: edge relay registry not renewed: %s", exc)
                 if self._listener is not None:
                     with contextlib.suppress(*database_errors()):
-                        await self._listener.close(timeout=2)
-                self._listener = None
+                        await self._listener.close(timeout=2)  # heard again, and the table read whole, once back
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), RELAY_RENEW_SECONDS)
             self._wake.clear()

@@ -427,6 +427,27 @@ def test_an_edge_agent_that_stops_is_shown_down_on_both_servers_and_up_again_whe
     assert snapshot_time(relay_fleet.other) == snapshotted[relay_fleet.other.url]
 
 
+def test_a_server_that_lost_its_listen_connection_reads_the_registry_again(relay_fleet, postgres, tmp_path):
+    """The change made while the other server's LISTEN connection is gone is not heard: it reads the table again."""
+    database = relay_fleet.database.rsplit("/", 1)[1]
+    edge_key = relay_fleet.servers[0].api("GET", f"/api/endpoints/{relay_fleet.endpoint_id}/edge/key").json()
+    killed = postgres.psql(database, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
+                                     "datname = current_database() AND query LIKE 'LISTEN%portainer_tunnels%'")
+    assert killed.strip() == "2", killed  # one a server
+    relay_fleet.edge_agent.terminate()  # its withdrawal is notified while nobody listens
+    relay_fleet.edge_agent.wait(10)
+    for srv in relay_fleet.servers:
+        wait_until(lambda srv=srv: not srv.api("GET", f"/api/endpoints/{relay_fleet.endpoint_id}").json()[
+            "EdgeTunnelConnected"], timeout=10, message="the stopped agent shown disconnected")
+        wait_until(lambda srv=srv: "listening for tunnel changes was lost" in srv.log(), timeout=10,
+                   message="the server to listen again")
+    relay_fleet.edge_agent = start_edge_agent(edge_key["EdgeKey"], str(tmp_path / "edge-agent.log"))
+    relay_fleet.holder = wait_until(lambda: tunnel_holder(relay_fleet), timeout=30, message="the agent back")
+    relay_fleet.other = [srv for srv in relay_fleet.servers if srv is not relay_fleet.holder][0]
+    wait_until(lambda: relay_fleet.other.api("GET", f"/api/endpoints/{relay_fleet.endpoint_id}").json()[
+        "EdgeTunnelRelayed"], timeout=10, message="the returned agent relayed by the other server")
+
+
 def test_when_the_holder_dies_the_other_says_so_and_then_serves_the_moved_agent_directly(relay_fleet):
     fleet, holder, other = relay_fleet, relay_fleet.holder, relay_fleet.other
     assert other.api("GET", docker_path(fleet, "/_ping")).text == "OK"
