@@ -462,8 +462,20 @@ async def relay_response(request: web.Request, response: DockerResponse,
             await out.write(chunk)
         await out.write_eof()
         return out
+    except ConnectionResetError as exc:
+        if not client_went_away(request):
+            raise
+        log.debug("%s %s: the client went away during the answer (%s)", request.method, request.rel_url.path, exc)
+        return out
     finally:
         response.release()
+
+
+def client_went_away(request: web.Request) -> bool:
+    """The client closed its connection (`docker logs -f` interrupted): a failed write to it is the end of the
+    answer, not an error worth a traceback."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 class _UpgradedClient(asyncio.Protocol):
@@ -1906,8 +1918,10 @@ class Tunnel:
     """Streams multiplexed over one WebSocket. The server opens streams with `open_stream`; the edge agent
     hands each stream it is asked to open to `serve_stream`. `run()` reads frames until the WebSocket ends."""
 
-    def __init__(self, ws, serve_stream: Callable[[TunnelStream], Awaitable[None]] | None = None):
+    def __init__(self, ws, serve_stream: Callable[[TunnelStream], Awaitable[None]] | None = None,
+                 max_streams: int | None = None):
         self.ws = ws
+        self.max_streams = max_streams or TUNNEL_MAX_STREAMS
         self.streams: dict[int, TunnelStream] = {}
         self.closed = False
         self._serve_stream = serve_stream
@@ -1938,8 +1952,8 @@ class Tunnel:
         """A new stream to the far side's `target`, once the far side says it is connected."""
         if self.closed:
             raise ConnectionResetError("the tunnel is closed")
-        if len(self.streams) >= TUNNEL_MAX_STREAMS:
-            raise ConnectionResetError(f"the tunnel already carries {TUNNEL_MAX_STREAMS} streams")
+        if len(self.streams) >= self.max_streams:
+            raise ConnectionResetError(f"the tunnel already carries {self.max_streams} streams")
         stream_id = self._next_id
         self._next_id = self._next_id % 0xFFFFFFFF + 1
         stream = TunnelStream(self, stream_id)
@@ -2005,7 +2019,7 @@ class Tunnel:
                 if not opened.done():
                     opened.set_result(None)
             elif self._serve_stream is not None and stream is None:
-                if len(self.streams) >= TUNNEL_MAX_STREAMS:
+                if len(self.streams) >= self.max_streams:
                     self.send_soon(TUNNEL_CLOSE, stream_id, b"too many streams")
                     return
                 stream = self.streams[stream_id] = TunnelStream(self, stream_id)
@@ -2013,6 +2027,52 @@ class Tunnel:
                 task = asyncio.ensure_future(self._serve_stream(stream))
                 _BACKGROUND_TASKS.add(task)
                 task.add_done_callback(_BACKGROUND_TASKS.discard)
+
+
+# Server-to-server relay: a server that does not hold an edge environment's tunnel reaches it through the server that
+# does. It opens one WebSocket (mutually authenticated TLS, both sides' certificates issued by the fleet's CA) to
+# that server's relay listener at RELAY_PATH and runs a Tunnel over it; each stream it opens there names the
+# environment and the target (relay_target), and the holding server joins it to a stream of the edge tunnel.
+RELAY_PATH = "/relay"
+RELAY_HEARTBEAT = 5.0
+RELAY_MAX_STREAMS = 65536  # one link carries the streams of every environment whose tunnel the other server holds
+
+
+def relay_target(endpoint_id: int, target: str) -> str:
+    return f"{endpoint_id} {target}"
+
+
+def parse_relay_target(text: str) -> tuple[int, str] | None:
+    """(environment id, target) from a relayed stream's target; None when it is not one."""
+    number, _, target = text.partition(" ")
+    if not number.isdigit() or not target or len(text) > 200:
+        return None
+    return int(number), target
+
+
+async def _copy_tunnel_stream(source: TunnelStream, destination: TunnelStream) -> None:
+    """Bytes from one stream to the other, flow-controlled (the next read waits until the last write drained); an
+    end of data is passed on as an end of data, a closed stream closes the other."""
+    try:
+        while data := await source.read(TUNNEL_MAX_PAYLOAD):
+            destination.write(data)
+            await destination.drain()
+        if source.closed:
+            destination.close(source.close_reason or "closed")
+        else:
+            destination.write_eof()
+            await destination.drain()
+    except ConnectionError:
+        source.close(destination.close_reason or "closed")
+
+
+async def join_tunnel_streams(first: TunnelStream, second: TunnelStream) -> None:
+    """Pipe two tunnel streams into each other until both directions ended, or either side closed."""
+    try:
+        await asyncio.gather(_copy_tunnel_stream(first, second), _copy_tunnel_stream(second, first))
+    finally:
+        first.close("done")
+        second.close("done")
 
 
 @dataclasses.dataclass

@@ -513,10 +513,15 @@ def start_edge_fleet(directory: str, agents: list[tuple[str, str]]) -> subproces
                             text=True)
 
 
-# -- two servers, one fleet: PostgreSQL 15 and HAProxy (Debian) started in this slot's own directories ------------
+# ---------------------------------------------------------------------------------------------------------------
+# Two or more servers, one fleet: a real PostgreSQL 15 (Debian) for their store, HAProxy (Debian) in front of them
+# (test_multi_server*.py). PostgreSQL and HAProxy run in directories of this test slot's own, so a killed run's
+# leftovers are stopped and removed before the next run starts.
+# ---------------------------------------------------------------------------------------------------------------
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
-WORK = f"/tmp/portainer-py-multi-server-{SLOT}"
+MULTI_SERVER_WORK = f"/tmp/portainer-py-multi-server-{SLOT}"
+
 
 def as_postgres(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(["su", "postgres", "-c", " ".join(argv)], capture_output=True, text=True, check=check)
@@ -557,12 +562,12 @@ def stop_leftover_haproxy(pidfile: str) -> None:
 
 @pytest.fixture(scope="module")
 def postgres():
-    directory = os.path.join(WORK, "pg")
+    directory = os.path.join(MULTI_SERVER_WORK, "pg")
     stop_leftover_postgres(directory)
-    shutil.rmtree(WORK, ignore_errors=True)
+    shutil.rmtree(MULTI_SERVER_WORK, ignore_errors=True)
     os.makedirs(directory)
     shutil.chown(directory, "postgres")
-    os.chmod(WORK, 0o755)
+    os.chmod(MULTI_SERVER_WORK, 0o755)
     port = free_port()
     as_postgres(f"{PG_BIN}/initdb", "-D", f"{directory}/data", "-A", "trust", "-U", "postgres")
     as_postgres(f"{PG_BIN}/pg_ctl", "-D", f"{directory}/data", "-o",
@@ -570,7 +575,7 @@ def postgres():
                 "start", "-w")
     yield Postgres(directory, port)
     as_postgres(f"{PG_BIN}/pg_ctl", "-D", f"{directory}/data", "stop", "-m", "fast", check=False)
-    shutil.rmtree(WORK, ignore_errors=True)
+    shutil.rmtree(MULTI_SERVER_WORK, ignore_errors=True)
 
 
 class Fleet:

@@ -44,6 +44,7 @@ import hashlib
 import hmac
 import inspect
 import io
+import ipaddress
 import json
 import logging
 import random
@@ -185,6 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--secrets-key-file", default=_env("PORTAINER_SECRETS_KEY_FILE"),
                    help="with --database: the key (32 bytes or more) sealing secrets, the same file on every server; "
                         "never stored in the database [PORTAINER_SECRETS_KEY_FILE]")
+    p.add_argument("--relay-address", default=_env("PORTAINER_RELAY_ADDRESS"),
+                   help="with --database: host:port at which the other servers reach this one's relay listener, so "
+                        "that a request for an edge environment whose agent is connected to this server is served "
+                        "from any server (mutual TLS, certificates from the fleet's CA); off when absent "
+                        "[PORTAINER_RELAY_ADDRESS]")
+    p.add_argument("--bind-relay", default=_env("PORTAINER_BIND_RELAY"),
+                   help="address the relay listener listens on, host:port [PORTAINER_BIND_RELAY] (default: all "
+                        "addresses, the port of --relay-address)")
     p.add_argument("--migrate-to", default=_env("PORTAINER_MIGRATE_TO"),
                    help="copy the store and stack files of --data into this empty PostgreSQL database, then exit "
                         "[PORTAINER_MIGRATE_TO]")
@@ -842,6 +851,14 @@ DATABASE_MIGRATIONS: dict[int, list[str]] = {
         "CREATE TABLE environment_status (endpoint_id bigint PRIMARY KEY, server text NOT NULL, "
         "status integer NOT NULL, snapshot jsonb, seq bigint NOT NULL)",
     ],
+    4: [
+        # Servers with a relay listener, alive while they renew expires_at; and which of them holds the tunnel of
+        # each edge environment. A server that stops renewing is removed, and its tunnels with it (cascade).
+        "CREATE TABLE relay_servers (server text PRIMARY KEY, address text NOT NULL, expires_at timestamptz NOT NULL)",
+        "CREATE TABLE edge_tunnel_holders (endpoint_id bigint PRIMARY KEY, "
+        "server text NOT NULL REFERENCES relay_servers (server) ON DELETE CASCADE, "
+        "connected_at timestamptz NOT NULL DEFAULT now())",
+    ],
 }
 DATABASE_SCHEMA_VERSION = max(DATABASE_MIGRATIONS) + 1
 AGENT_SIGNATURE_FILE = "agent_signature.pem"  # in the data directory: the key signing every request to agents
@@ -951,6 +968,7 @@ class DatabaseStore(Store):
         self.pool = None
         self.jwt_key = b""
         self.agent_signing_key = b""  # PEM: agents trust one server key, so every server signs with this one
+        self.fleet_ca = (b"", b"")  # the servers' CA (certificate, key PEM); its key is sealed in the database
         self.after_change: list[Callable[[set], None]] = []  # fn(changed (part, key) pairs) after others' writes
         self._synced: dict[tuple[str, str], tuple[str | None, int]] = {}  # the database's (json, version) we saw
         self._files: dict[str, tuple[int, int, str, str]] = {}  # path -> (mtime_ns, size, sha256, row json)
@@ -1007,8 +1025,10 @@ class DatabaseStore(Store):
             if part == "secret":
                 if key == "jwt" and value:
                     self.jwt_key = self.unseal(value["sealed"], "jwt")
-                if key == AGENT_SIGNING_SECRET and value:
+                elif key == AGENT_SIGNING_SECRET and value:
                     self.agent_signing_key = self.unseal(value["sealed"], AGENT_SIGNING_SECRET)
+                elif key == "fleet-ca" and value:
+                    self.fleet_ca = (value["certificate"].encode(), self.unseal(value["sealed"], "fleet-ca"))
                 continue
             self._synced[(part, key)] = (None if value is None else canonical_json(value), row["version"])
             if part in self.collection_names and key.isdigit():
@@ -1051,6 +1071,10 @@ class DatabaseStore(Store):
                                                          "EXCLUDED.version, seq = EXCLUDED.seq", "DO NOTHING"),
                                    "secret", AGENT_SIGNING_SECRET, json.dumps({"sealed": self.seal(
                                        new_signing_key_pem(), AGENT_SIGNING_SECRET)}), 1)
+                if not await conn.fetchval("SELECT count(*) FROM records WHERE part = 'secret' AND key = 'fleet-ca'"):
+                    ca_certificate, ca_key = create_fleet_ca()
+                    await conn.execute(UPSERT_RECORD, "secret", "fleet-ca", json.dumps(
+                        {"certificate": ca_certificate.decode(), "sealed": self.seal(ca_key, "fleet-ca")}), 1)
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 return await conn.fetch("SELECT part, key, body::text AS body, version, seq FROM records")
         finally:
@@ -1710,6 +1734,60 @@ def load_or_create_certificate(directory: str) -> tuple[str, str]:
     os.makedirs(os.path.dirname(cert_path), mode=0o700, exist_ok=True)
     shared.create_self_signed_certificate(cert_path, key_path, "portainer.py")
     return cert_path, key_path
+
+
+def create_fleet_ca() -> tuple[bytes, bytes]:
+    """The CA of servers sharing a database (certificate, key PEM): it issues each server's relay certificate."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "portainer.py fleet CA")])
+    valid_from = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=1)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(valid_from)
+            .not_valid_after(valid_from + datetime.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
+                                         data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                         crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+            .sign(key, hashes.SHA256()))
+    return (cert.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))
+
+
+def issue_fleet_certificate(ca_certificate: bytes, ca_key: bytes, host: str, server_id: str) -> tuple[bytes, bytes]:
+    """A certificate (and its key, PEM) from the fleet's CA for one server, named by the host other servers dial:
+    it serves the relay listener and proves this server when it dials another."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    issuer = x509.load_pem_x509_certificate(ca_certificate)
+    signing_key = serialization.load_pem_private_key(ca_key, password=None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    try:
+        alt_name = x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        alt_name = x509.DNSName(host)
+    valid_from = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=1)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, server_id[:64])]))
+            .issuer_name(issuer.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(valid_from)
+            .not_valid_after(valid_from + datetime.timedelta(days=365))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.SubjectAlternativeName([alt_name]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
+            .sign(signing_key, hashes.SHA256()))
+    return (cert.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))
 
 
 def certificate_fingerprint(cert_path: str) -> str:
@@ -5816,6 +5894,11 @@ async def relay_owned_events(request: web.Request, response: shared.DockerRespon
             if kept:
                 await out.write(b"".join(kept))
         await out.write_eof()
+        return out
+    except ConnectionResetError as exc:
+        if not shared.client_went_away(request):
+            raise
+        log.debug("GET %s: the client went away during the answer (%s)", request.rel_url.path, exc)
         return out
     finally:
         response.release()
@@ -12491,11 +12574,17 @@ class EdgeTunnels:
         self.tasks: set[asyncio.Task] = set()
         # A fleet reconnecting after a restart is snapshotted a few at a time, not all at once.
         self.snapshot_slots = asyncio.Semaphore(EDGE_CONNECT_SNAPSHOTS)
+        # With a relay (--relay-address): the tunnels other servers hold, {environment id: (server, relay address)}.
+        self.relay: EdgeRelay | None = None
+        self.remote: dict[int, tuple[str, str]] = {}
 
-    async def snapshot_when_connected(self, environments: "Environments", endpoint_id: int) -> None:
+    async def snapshot_when_connected(self, environments: "Environments", endpoint_id: int,
+                                      unless_known: bool = False) -> None:
         async with self.snapshot_slots:
             endpoint = environments.store.endpoints.find(endpoint_id)
-            if self.is_connected(endpoint_id) and endpoint is not None and is_trusted(endpoint):
+            if unless_known and endpoint_id in environments.snapshots:
+                return
+            if self.is_connected_anywhere(endpoint_id) and endpoint is not None and is_trusted(endpoint):
                 await environments.snapshot(endpoint_id)
 
     def spawn(self, coroutine: Awaitable) -> None:
@@ -12508,8 +12597,18 @@ class EdgeTunnels:
         tunnel = self.tunnels.get(endpoint_id)
         return tunnel is not None and not tunnel.closed
 
+    def held_elsewhere(self, endpoint_id: int) -> bool:
+        """Another server holds the tunnel: this one relays requests for the environment there."""
+        return endpoint_id in self.remote and not self.is_connected(endpoint_id)
+
+    def is_connected_anywhere(self, endpoint_id: int) -> bool:
+        """Connected to this server, or to another one this server relays to."""
+        return self.is_connected(endpoint_id) or endpoint_id in self.remote
+
     def seen(self, endpoint_id: int) -> int:
-        return now() if endpoint_id in self.tunnels else self.last_seen.get(endpoint_id, 0)
+        if endpoint_id in self.tunnels or endpoint_id in self.remote:
+            return now()
+        return self.last_seen.get(endpoint_id, 0)
 
 
 class EdgeConnector(AgentProjectFiles, DockerConnector):
@@ -12529,6 +12628,9 @@ class EdgeConnector(AgentProjectFiles, DockerConnector):
             raise Forbidden(f"environment {self.endpoint_id} waits for an administrator's approval",
                             "no Docker call (nor project file) reaches a device in the waiting room")
         tunnel = self.tunnels.tunnels.get(self.endpoint_id)
+        if tunnel is None and self.tunnels.relay is not None and self.endpoint_id in self.tunnels.remote:
+            stream = await self.tunnels.relay.open_stream(self.endpoint_id, target)  # through the server holding it
+            return shared.HttpConnection(stream, stream)
         if tunnel is None:
             raise shared.DockerUnreachable(f"the edge agent of environment {self.endpoint_id} is not connected")
         try:
@@ -12676,6 +12778,8 @@ async def handle_edge_tunnel(request: web.Request) -> web.StreamResponse:
         await previous.ws.close(code=shared.aiohttp.WSCloseCode.GOING_AWAY, message=b"replaced")
     environments.record_status(endpoint_id, STATUS_UP)
     log.info("edge agent of environment %s connected from %s", endpoint_id, client_address(request))
+    if tunnels.relay is not None:
+        await tunnels.relay.announce(endpoint_id)
     for notify in tunnels.on_connect:
         notify(endpoint_id)
     try:
@@ -12687,6 +12791,10 @@ async def handle_edge_tunnel(request: web.Request) -> web.StreamResponse:
             del tunnels.tunnels[endpoint_id]
             environments.record_status(endpoint_id, STATUS_DOWN)
             environments.forget(endpoint_id)
+            if tunnels.relay is not None:
+                tunnels.spawn(tunnels.relay.withdraw(endpoint_id))
+                if endpoint_id in tunnels.remote:  # the agent moved to another server before this tunnel ended
+                    tunnels.relay.mark_held_elsewhere(endpoint_id)
         log.info("edge agent of environment %s disconnected", endpoint_id)
     return ws
 
@@ -13077,7 +13185,7 @@ async def handle_edge_job_tasks(request: web.Request) -> web.Response:
         latest = runs[-1] if runs else None
         tasks.append({"Id": endpoint_id, "EndpointId": endpoint_id,
                       "EndpointName": app[STORE].endpoints.get(endpoint_id)["Name"],
-                      "Connected": app[EDGE_TUNNELS].is_connected(endpoint_id),
+                      "Connected": app[EDGE_TUNNELS].is_connected_anywhere(endpoint_id),
                       "LogsStatus": LOGS_PENDING if endpoint_id in pending else
                       LOGS_COLLECTED if latest else LOGS_IDLE,
                       "LastRun": {k: v for k, v in latest.items() if k != "Output"} if latest else None,
@@ -13629,7 +13737,7 @@ def set_trust(request: web.Request, endpoint: dict, trusted: bool) -> None:
     tunnels = app[EDGE_TUNNELS]
     if not trusted:
         app[ENVIRONMENTS].forget(endpoint["Id"])
-    elif tunnels.is_connected(endpoint["Id"]):
+    elif tunnels.is_connected_anywhere(endpoint["Id"]):
         tunnels.spawn(tunnels.snapshot_when_connected(app[ENVIRONMENTS], endpoint["Id"]))
     record_fleet_activity(request, f"{'approve' if trusted else 'untrust'} environment {endpoint['Name']}", endpoint)
 
@@ -13917,6 +14025,11 @@ class EdgeKind(EnvironmentKind):
         super().__init__(app)
         store, environments = app[STORE], app[ENVIRONMENTS]
         self.tunnels = app[EDGE_TUNNELS] = EdgeTunnels()
+        if app[CONFIG].relay_address:
+            if not isinstance(store, DatabaseStore):
+                raise SystemExit("portainer.py: --relay-address needs --database: servers find each other's edge "
+                                 "tunnels there")
+            self.tunnels.relay = EdgeRelay(app)
         self.jobs = app[EDGE_JOBS] = EdgeJobRunner(app)
         self.stacks = app[EDGE_STACKS] = EdgeStacks(
             store, environments, store.directory,
@@ -13946,7 +14059,9 @@ class EdgeKind(EnvironmentKind):
 
     def extend_view(self, endpoint: dict, view: dict) -> None:
         view["LastCheckInDate"] = self.tunnels.seen(endpoint["Id"])
-        view["EdgeTunnelConnected"] = self.tunnels.is_connected(endpoint["Id"])
+        view["EdgeTunnelConnected"] = self.tunnels.is_connected_anywhere(endpoint["Id"])
+        # ours: the tunnel is held by another server, and requests for it are relayed there
+        view["EdgeTunnelRelayed"] = self.tunnels.held_elsewhere(endpoint["Id"])
         view["EdgeRefused"] = self.tunnels.refused.get(endpoint["Id"])
 
     def snapshots_in_pass(self, endpoint: dict, leader_pass: bool) -> bool:
@@ -13959,7 +14074,7 @@ class EdgeKind(EnvironmentKind):
         """A device in the waiting room is never snapshotted: it is up while its tunnel is."""
         if is_trusted(endpoint):
             return status
-        return STATUS_UP if self.tunnels.is_connected(endpoint["Id"]) else STATUS_DOWN
+        return STATUS_UP if self.tunnels.is_connected_anywhere(endpoint["Id"]) else STATUS_DOWN
 
     def removed(self, endpoint: dict) -> None:
         """A device that onboarded with the fleet's key would onboard again at once: it is refused until an
@@ -14006,7 +14121,11 @@ class EdgeKind(EnvironmentKind):
             for device in schedule["devices"].values():
                 device.pop("sending", None)  # a send the restart cut short: the device's reconnection tells
         self.jobs.dispatch()
+        if self.tunnels.relay is not None:
+            await self.tunnels.relay.start()
         yield
+        if self.tunnels.relay is not None:
+            await self.tunnels.relay.stop()
         pending = [scheduler, updater, *self.updates.tasks, *self.jobs.tasks, *self.tunnels.tasks]
         for task in pending:
             task.cancel()
@@ -14015,6 +14134,380 @@ class EdgeKind(EnvironmentKind):
         with contextlib.suppress(asyncio.CancelledError):
             await retry
         await self.stacks.close()
+
+
+# ================================================================================================================
+# Edge relay between servers (--relay-address, with --database): a request for an edge environment whose tunnel
+# another server holds is served through that server, over mutually authenticated TLS
+# ================================================================================================================
+
+RELAY_CHANNEL = "portainer_tunnels"  # NOTIFY: tunnels connected or disconnected, servers gone (_apply_change)
+RELAY_SERVER_LEASE_SECONDS = 8.0  # a server that did not renew its row for this long is gone, with its tunnels
+RELAY_RENEW_SECONDS = 2.0
+RELAY_FULL_READ_SECONDS = 60.0  # the whole holder table is read again this often, besides the NOTIFY changes
+RELAY_NOTIFY_IDS_CHARS = 6000  # a NOTIFY payload is at most 8,000 bytes: longer lists of ids are sent in parts
+RELAY_CONNECT_TIMEOUT = 5.0
+RELAY_SNAPSHOT_DELAY = 3.0  # a tunnel held elsewhere is snapshotted here only when no snapshot arrived meanwhile
+RELAYED_TARGETS = frozenset({"docker", "projects"})  # what another server may reach through a tunnel held here
+
+
+def id_parts(ids: list[int]) -> list[list[int]]:
+    """`ids` in lists short enough for one NOTIFY payload each."""
+    parts, part, chars = [], [], 0
+    for endpoint_id in ids:
+        if chars > RELAY_NOTIFY_IDS_CHARS:
+            parts.append(part)
+            part, chars = [], 0
+        part.append(endpoint_id)
+        chars += len(str(endpoint_id)) + 1
+    return parts + [part] if part else parts
+
+
+class EdgeRelay:
+    """This server's side of the relay. The database says which server holds each edge environment's tunnel
+    (edge_tunnel_holders, rows tied to the holder's row in relay_servers, which it renews; when it stops, its
+    tunnels go with it). Another server dials the holder's relay listener (one WebSocket per pair of servers, a
+    shared.Tunnel over it) and opens a stream naming the environment; the holder joins it to a stream of the edge
+    tunnel, so every byte of HTTP, streamed answers and upgrades passes both ways, flow-controlled. Both sides
+    present a certificate from the fleet's CA, whose key is in the database sealed with the secrets key; nothing
+    else gets past the TLS handshake. Authorization stays with the server the client talks to."""
+
+    def __init__(self, app: web.Application):
+        self.app = app
+        self.store: DatabaseStore = app[STORE]
+        self.tunnels: EdgeTunnels = app[EDGE_TUNNELS]
+        self.address = app[CONFIG].relay_address
+        host, _, port = self.address.rpartition(":")
+        if not host or not port.isdigit():
+            raise SystemExit(f"portainer.py: --relay-address {self.address!r}: expected host:port, as the other "
+                             f"servers reach this one")
+        self.bind = app[CONFIG].bind_relay or f":{port}"
+        self.server_context: ssl.SSLContext | None = None
+        self.client_context: ssl.SSLContext | None = None
+        self._links: dict[str, shared.Tunnel] = {}  # relay address -> our Tunnel to that server
+        self._linking: dict[str, asyncio.Lock] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._runner: web.AppRunner | None = None
+        self._listener = None
+        self._wake = asyncio.Event()
+        self._full_read_due = True
+        self._queued_changes: list[dict] | None = None  # NOTIFY changes that arrive during a full read
+        self._unannounced: set[int] = set()
+        self._unwithdrawn: set[int] = set()
+        self._registry_writes = asyncio.Lock()  # an announce and a withdrawal of one tunnel land in their order
+        self._follower: asyncio.Task | None = None
+        self._websockets: weakref.WeakSet = weakref.WeakSet()
+
+    # -- certificates: issued from the fleet's CA at every start ---------------------------------------------
+    def _make_contexts(self) -> None:
+        ca_certificate, ca_key = self.store.fleet_ca
+        host = self.address.rpartition(":")[0].strip("[]")
+        certificate, key = issue_fleet_certificate(ca_certificate, ca_key, host, self.store.server_id)
+        directory = os.path.join(self.store.directory, "certs")
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        cert_path, key_path = os.path.join(directory, "relay-cert.pem"), os.path.join(directory, "relay-key.pem")
+        write_private_file(key_path, key)
+        write_private_file(cert_path, certificate)
+        server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server.minimum_version = ssl.TLSVersion.TLSv1_3
+        server.load_cert_chain(cert_path, key_path)
+        server.verify_mode = ssl.CERT_REQUIRED  # a client without a fleet certificate is refused at the handshake
+        server.load_verify_locations(cadata=ca_certificate.decode())
+        client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=ca_certificate.decode())
+        client.minimum_version = ssl.TLSVersion.TLSv1_3
+        client.load_cert_chain(cert_path, key_path)
+        self.server_context, self.client_context = server, client
+
+    # -- lifetime (EdgeKind.lifecycle) -------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._make_contexts()
+        relay_app = web.Application()
+        relay_app.router.add_get(shared.RELAY_PATH, self.handle_relay)
+        self._runner = web.AppRunner(relay_app, access_log=None)
+        await self._runner.setup()
+        host, port = split_bind(self.bind)
+        await web.TCPSite(self._runner, host, port, ssl_context=self.server_context).start()
+        self._session = aiohttp.ClientSession()
+        with contextlib.suppress(*database_errors()):
+            await self._renew_lease()
+        self._follower = asyncio.ensure_future(self._follow())
+        log.info("edge relay listening on %s:%s; other servers reach it at %s", host, port, self.address)
+
+    async def stop(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            await asyncio.gather(self._follower, return_exceptions=True)
+        for link in list(self._links.values()):
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(link.ws.close(), shared.TUNNEL_CLOSE_TIMEOUT)
+        await asyncio.gather(*(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+                               for ws in list(self._websockets)), return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+        with contextlib.suppress(*database_errors()):
+            async with self.store.pool.acquire(timeout=2) as conn:  # our tunnels go with our row (cascade)
+                await conn.execute("DELETE FROM relay_servers WHERE server = $1", self.store.server_id)
+                await self._notify(conn, {"gone": [self.store.server_id]})
+        if self._listener is not None:
+            with contextlib.suppress(*database_errors()):
+                await self._listener.close(timeout=2)
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # -- the tunnel registry in the database --------------------------------------------------------------------
+    # Each server keeps the map of the tunnels others hold (tunnels.remote) from the NOTIFY payloads of every change
+    # (_apply_change), and reads the whole table only at start, after its LISTEN connection was lost, and every
+    # RELAY_FULL_READ_SECONDS as a safety net: a fleet of 10,000 edge agents is not read again at every change.
+    async def announce(self, endpoint_id: int) -> None:
+        """This server holds the environment's tunnel now (never raises: a failed write is retried)."""
+        self._unwithdrawn.discard(endpoint_id)
+        self._unannounced.add(endpoint_id)
+        try:
+            await self._write_holders()
+        except database_errors() as exc:
+            log.warning("database: edge tunnel of environment %s not registered yet: %s", endpoint_id, exc)
+
+    async def withdraw(self, endpoint_id: int) -> None:
+        self._unannounced.discard(endpoint_id)
+        self._unwithdrawn.add(endpoint_id)
+        try:
+            await self._write_holders()
+        except database_errors() as exc:
+            log.warning("database: edge tunnel of environment %s not unregistered yet: %s", endpoint_id, exc)
+
+    async def _write_holders(self) -> None:
+        """The announcements and withdrawals not written yet, in one batch each: a burst of connections is a few
+        writes. A withdrawal of a tunnel whose agent is back already is skipped (its new tunnel announced it)."""
+        async with self._registry_writes:
+            connected = {i for i in self._unannounced if self.tunnels.is_connected(i)}
+            gone = {i for i in self._unwithdrawn if not self.tunnels.is_connected(i)}
+            self._unannounced.intersection_update(connected)
+            self._unwithdrawn.intersection_update(gone)
+            if not connected and not gone:
+                return
+            async with self.store.pool.acquire(timeout=RELAY_RENEW_SECONDS) as conn, conn.transaction():
+                if connected:
+                    ids = sorted(connected)
+                    await conn.execute(
+                        "INSERT INTO edge_tunnel_holders (endpoint_id, server) SELECT unnest($1::bigint[]), $2 "
+                        "ON CONFLICT (endpoint_id) DO UPDATE SET server = EXCLUDED.server, connected_at = now()",
+                        ids, self.store.server_id)
+                    for part in id_parts(ids):
+                        await self._notify(conn, {"connect": part, "server": self.store.server_id,
+                                                  "address": self.address})
+                if gone:  # only rows still ours: a tunnel that moved to another server stays with it
+                    rows = await conn.fetch("DELETE FROM edge_tunnel_holders WHERE endpoint_id = ANY($1::bigint[]) "
+                                            "AND server = $2 RETURNING endpoint_id", sorted(gone), self.store.server_id)
+                    for part in id_parts(sorted(r["endpoint_id"] for r in rows)):
+                        await self._notify(conn, {"disconnect": part, "server": self.store.server_id})
+            self._unannounced.difference_update(connected)
+            self._unwithdrawn.difference_update(gone)
+
+    @staticmethod
+    async def _notify(conn, change: dict) -> None:
+        await conn.execute("SELECT pg_notify($1, $2)", RELAY_CHANNEL, json.dumps(change, separators=(",", ":")))
+
+    async def _renew_lease(self) -> None:
+        """Renew this server's row (made again, with every tunnel held here, when another server removed it while
+        this one could not renew) and remove servers gone silent."""
+        async with self.store.pool.acquire(timeout=RELAY_RENEW_SECONDS) as conn:
+            made = await conn.fetchval(
+                "INSERT INTO relay_servers (server, address, expires_at) VALUES ($1, $2, now() + $3 * interval "
+                "'1 second') ON CONFLICT (server) DO UPDATE SET address = EXCLUDED.address, "
+                "expires_at = EXCLUDED.expires_at RETURNING xmax = 0",
+                self.store.server_id, self.address, RELAY_SERVER_LEASE_SECONDS)
+            gone = await conn.fetch("DELETE FROM relay_servers WHERE expires_at < now() RETURNING server")
+            if gone:
+                log.info("edge relay: %d servers stopped renewing; their tunnels are forgotten", len(gone))
+                await self._notify(conn, {"gone": [r["server"] for r in gone]})
+        if made:
+            self._unannounced.update(i for i in self.tunnels.tunnels if self.tunnels.is_connected(i))
+        if self._unannounced or self._unwithdrawn:
+            await self._write_holders()
+
+    async def _read_holders(self) -> None:
+        """The whole table; the changes notified meanwhile are applied after it (again, when it saw them already:
+        applying a change twice, in its order, leaves the map as once)."""
+        self._queued_changes = []
+        try:
+            async with self.store.pool.acquire(timeout=RELAY_RENEW_SECONDS) as conn:
+                rows = await conn.fetch(
+                    "SELECT h.endpoint_id, h.server, s.address FROM edge_tunnel_holders h JOIN relay_servers s "
+                    "ON s.server = h.server WHERE s.expires_at > now() AND h.server <> $1", self.store.server_id)
+            remote = {r["endpoint_id"]: (r["server"], r["address"]) for r in rows}
+            for endpoint_id in self.tunnels.remote.keys() - remote.keys():
+                self._set_holder(endpoint_id, None)
+            for endpoint_id, holder in remote.items():
+                self._set_holder(endpoint_id, holder)
+            for change in self._queued_changes:
+                self._apply_change(change)
+        finally:
+            self._queued_changes = None
+
+    def _on_notification(self, _connection, _pid, _channel, payload: str) -> None:
+        try:
+            change = json.loads(payload)
+            if not isinstance(change, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            log.warning("edge relay: an unreadable tunnel change %r; reading the whole table again", payload[:80])
+            self._full_read_due = True
+            self._wake.set()
+            return
+        if self._queued_changes is not None:
+            self._queued_changes.append(change)
+        else:
+            self._apply_change(change)
+
+    def _apply_change(self, change: dict) -> None:
+        """One NOTIFY payload (see _write_holders): tunnels connected to or disconnected from a server, servers
+        gone. A payload of another shape makes the next renewal read the whole table."""
+        remote = self.tunnels.remote
+        server = change.get("server")
+        try:
+            if "connect" in change:
+                holder = None if server == self.store.server_id else (str(server), str(change["address"]))
+                for endpoint_id in change["connect"]:
+                    self._set_holder(int(endpoint_id), holder)
+            elif "disconnect" in change:
+                for endpoint_id in change["disconnect"]:
+                    if remote.get(int(endpoint_id), (None,))[0] == server:  # not when it moved to another server
+                        self._set_holder(int(endpoint_id), None)
+            elif "gone" in change:
+                gone = set(change["gone"])
+                for endpoint_id in [i for i, holder in remote.items() if holder[0] in gone]:
+                    self._set_holder(endpoint_id, None)
+            else:
+                raise ValueError("no change named")
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("edge relay: an unreadable tunnel change (%s); reading the whole table again", exc)
+            self._full_read_due = True
+            self._wake.set()
+
+    def _set_holder(self, endpoint_id: int, holder: tuple[str, str] | None) -> None:
+        """A tunnel moved to or from another server: the status, snapshot and pooled streams follow."""
+        remote = self.tunnels.remote
+        if remote.get(endpoint_id) == holder:
+            return
+        environments = self.app[ENVIRONMENTS]
+        if holder is None:
+            del remote[endpoint_id]
+            if not self.tunnels.is_connected(endpoint_id):
+                environments.status[endpoint_id] = STATUS_DOWN
+                environments.forget(endpoint_id)
+                self.tunnels.last_seen[endpoint_id] = now()
+            return
+        remote[endpoint_id] = holder
+        if not self.tunnels.is_connected(endpoint_id):
+            environments.forget(endpoint_id)
+            self.mark_held_elsewhere(endpoint_id)
+
+    def mark_held_elsewhere(self, endpoint_id: int) -> None:
+        """Up, as its holder shows it. The holder snapshots it when its agent connects: this server takes a snapshot
+        of its own only when it has none RELAY_SNAPSHOT_DELAY later, so that a tunnel that moves is not snapshotted
+        again, and, where servers share statuses and snapshots through the database, a server that starts beside a
+        fleet takes the holders' snapshots instead of snapshotting every relayed environment itself."""
+        environments = self.app[ENVIRONMENTS]
+        environments.status[endpoint_id] = STATUS_UP
+        if endpoint_id not in environments.snapshots:
+            self.tunnels.spawn(self._snapshot_unless_known(endpoint_id))
+
+    async def _snapshot_unless_known(self, endpoint_id: int) -> None:
+        await asyncio.sleep(RELAY_SNAPSHOT_DELAY)
+        if endpoint_id in self.tunnels.remote:
+            await self.tunnels.snapshot_when_connected(self.app[ENVIRONMENTS], endpoint_id, unless_known=True)
+
+    async def _follow(self) -> None:
+        next_full_read = 0.0
+        while True:
+            try:
+                if self._listener is None or self._listener.is_closed():
+                    if self._listener is not None:
+                        log.info("edge relay: the database connection listening for tunnel changes was lost; "
+                                 "reading the whole table again")
+                    self._listener = await self.store.connect()
+                    await self._listener.add_listener(RELAY_CHANNEL, self._on_notification)
+                    self._full_read_due = True  # changes made while no connection listened were not heard
+                await self._renew_lease()
+                if self._full_read_due or time.monotonic() >= next_full_read:
+                    self._full_read_due = False
+                    await self._read_holders()
+                    next_full_read = time.monotonic() + RELAY_FULL_READ_SECONDS
+            except database_errors() as exc:
+                log.warning("database: edge relay registry not renewed: %s", exc)
+                if self._listener is not None:
+                    with contextlib.suppress(*database_errors()):
+                        await self._listener.close(timeout=2)  # heard again, and the table read whole, once back
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), RELAY_RENEW_SECONDS)
+            self._wake.clear()
+
+    # -- dialling the server that holds a tunnel ----------------------------------------------------------------
+    async def open_stream(self, endpoint_id: int, target: str) -> shared.TunnelStream:
+        """A stream to the environment's agent through the server holding its tunnel; DockerUnreachable (a 502)
+        saying which server could not be reached when it cannot be."""
+        server, address = self.tunnels.remote[endpoint_id]
+        link = await self._link(endpoint_id, address)
+        try:
+            return await link.open_stream(shared.relay_target(endpoint_id, target))
+        except (ConnectionError, asyncio.TimeoutError) as exc:
+            raise shared.DockerUnreachable(
+                f"the edge agent of environment {endpoint_id} is connected to the server at {address}, which "
+                f"could not relay to it: {exc or 'no answer'}") from None
+
+    async def _link(self, endpoint_id: int, address: str) -> shared.Tunnel:
+        link = self._links.get(address)
+        if link is not None and not link.closed:
+            return link
+        async with self._linking.setdefault(address, asyncio.Lock()):
+            link = self._links.get(address)
+            if link is not None and not link.closed:
+                return link
+            try:
+                ws = await asyncio.wait_for(self._session.ws_connect(
+                    f"https://{address}{shared.RELAY_PATH}", ssl=self.client_context, heartbeat=shared.RELAY_HEARTBEAT,
+                    receive_timeout=shared.tunnel_receive_timeout(shared.RELAY_HEARTBEAT),
+                    max_msg_size=shared.TUNNEL_MAX_MESSAGE, compress=0), RELAY_CONNECT_TIMEOUT)
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
+                raise shared.DockerUnreachable(
+                    f"the edge agent of environment {endpoint_id} is connected to the server at {address}, which "
+                    f"cannot be reached: {exc or type(exc).__name__}") from None
+            link = self._links[address] = shared.Tunnel(ws, max_streams=shared.RELAY_MAX_STREAMS)
+            self.tunnels.spawn(link.run())
+            log.info("edge relay: linked to the server at %s", address)
+            return link
+
+    # -- the relay listener: another server's streams, joined to the tunnels held here -----------------------------
+    async def handle_relay(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(heartbeat=shared.RELAY_HEARTBEAT, max_msg_size=shared.TUNNEL_MAX_MESSAGE,
+                                   receive_timeout=shared.tunnel_receive_timeout(shared.RELAY_HEARTBEAT),
+                                   compress=False, timeout=shared.TUNNEL_CLOSE_TIMEOUT)
+        await ws.prepare(request)
+        self._websockets.add(ws)
+        peer = (request.transport.get_extra_info("peercert") or {}) if request.transport else {}
+        name = dict(part[0] for part in peer.get("subject", ())).get("commonName", "?")
+        log.info("edge relay: server %s linked from %s", name, request.remote)
+        await shared.Tunnel(ws, serve_stream=self.serve_relayed_stream, max_streams=shared.RELAY_MAX_STREAMS).run()
+        log.info("edge relay: server %s unlinked", name)
+        return ws
+
+    async def serve_relayed_stream(self, incoming: shared.TunnelStream) -> None:
+        named = shared.parse_relay_target(incoming.target)
+        if named is None or named[1] not in RELAYED_TARGETS:
+            incoming.close(f"not a relayed target: {incoming.target[:80]!r}")
+            return
+        endpoint_id, target = named
+        tunnel = self.tunnels.tunnels.get(endpoint_id)
+        if tunnel is None or tunnel.closed:
+            incoming.close(f"the edge agent of environment {endpoint_id} is not connected to this server (any more)")
+            return
+        try:
+            outgoing = await tunnel.open_stream(target)
+        except (ConnectionError, asyncio.TimeoutError) as exc:
+            incoming.close(f"edge tunnel: {exc or 'no answer from the agent'}")
+            return
+        await incoming.accept()
+        await shared.join_tunnel_streams(incoming, outgoing)
 
 
 # ================================================================================================================
@@ -16431,7 +16924,7 @@ export function edgeInfo(ep) {
     ${esc(ep.EdgeRefused.Address)}. ${isAdmin() ? `<button class="small" data-associate="${ep.Id}" data-edge-id="${esc(ep.EdgeRefused.EdgeID)}">Associate this agent instead</button>` : ''}</div>` : '';
   const waiting = ep.UserTrusted === false ? `<span class="badge paused">waiting for approval</span>
     ${isAdmin() ? '<a href="#/edge/devices?trust=waiting">waiting room</a> · ' : ''}` : '';
-  return `<div class="muted small">${waiting}Edge ID <code>${esc(ep.EdgeID || '(none yet)')}</code> · tunnel ${ep.EdgeTunnelConnected ? 'connected' : 'disconnected'} ·
+  return `<div class="muted small">${waiting}Edge ID <code>${esc(ep.EdgeID || '(none yet)')}</code> · tunnel ${ep.EdgeTunnelConnected ? (ep.EdgeTunnelRelayed ? 'connected to another server (relayed through it)' : 'connected') : 'disconnected'} ·
     last seen ${ep.LastCheckInDate ? fmtAgo(ep.LastCheckInDate) : 'never'}
     ${isAdmin() ? `<button type="button" class="small" data-edge-key="${ep.Id}">Show edge key</button>` : ''}
     ${isAdmin() && ep.EdgeID ? `<button type="button" class="small" data-disassociate="${ep.Id}" title="Forget this Edge ID: the next edge agent that connects with the key is bound instead">Disassociate</button>` : ''}</div>${refused}<div id="edge-key-${ep.Id}"></div>`;

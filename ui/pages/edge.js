@@ -65,7 +65,7 @@ export function edgeInfo(ep) {
     ${esc(ep.EdgeRefused.Address)}. ${isAdmin() ? `<button class="small" data-associate="${ep.Id}" data-edge-id="${esc(ep.EdgeRefused.EdgeID)}">Associate this agent instead</button>` : ''}</div>` : '';
   const waiting = ep.UserTrusted === false ? `<span class="badge paused">waiting for approval</span>
     ${isAdmin() ? '<a href="#/edge/devices?trust=waiting">waiting room</a> · ' : ''}` : '';
-  return `<div class="muted small">${waiting}Edge ID <code>${esc(ep.EdgeID || '(none yet)')}</code> · tunnel ${ep.EdgeTunnelConnected ? 'connected' : 'disconnected'} ·
+  return `<div class="muted small">${waiting}Edge ID <code>${esc(ep.EdgeID || '(none yet)')}</code> · tunnel ${ep.EdgeTunnelConnected ? (ep.EdgeTunnelRelayed ? 'connected to another server (relayed through it)' : 'connected') : 'disconnected'} ·
     last seen ${ep.LastCheckInDate ? fmtAgo(ep.LastCheckInDate) : 'never'}
     ${isAdmin() ? `<button type="button" class="small" data-edge-key="${ep.Id}">Show edge key</button>` : ''}
     ${isAdmin() && ep.EdgeID ? `<button type="button" class="small" data-disassociate="${ep.Id}" title="Forget this Edge ID: the next edge agent that connects with the key is bound instead">Disassociate</button>` : ''}</div>${refused}<div id="edge-key-${ep.Id}"></div>`;
