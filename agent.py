@@ -54,7 +54,6 @@ import ssl
 import stat
 import struct
 import subprocess
-import tarfile
 import tempfile
 import time
 import urllib.parse
@@ -734,6 +733,8 @@ def unpack_project_archive(source, destination: str, max_bytes: int = PROJECT_MA
     """Unpack a .tar, .tar.gz or .zip (a seekable binary file) into `destination`, a new empty directory. Refuses
     (ArchiveRefused) absolute paths, '..', links leaving it, devices and other special files, and more than the
     caps; the caller removes `destination` then."""
+    import tarfile  # only where projects are unpacked: 0.4 MB an agent at rest does without
+
     source.seek(0)
     kind = archive_kind(source.read(512))
     source.seek(0)
@@ -777,6 +778,8 @@ def unpack_project_archive(source, destination: str, max_bytes: int = PROJECT_MA
 
 def pack_project(directory: str, target) -> None:
     """The project directory as a tar (files, directories and links as they are) into the binary file `target`."""
+    import tarfile
+
     with tarfile.open(fileobj=target, mode="w") as archive:
         for name in sorted(os.listdir(directory)):
             if name != PROJECT_MANIFEST:
@@ -976,6 +979,97 @@ class RequestSigner:
         return headers
 
 
+class OpenSSLEcdsaKey:
+    """An ECDSA public key checked by the libcrypto that Python's own ssl module loaded: the agent needs no
+    cryptography import for its requests (its bindings would add about 6.5 MB to the agent for good)."""
+
+    EVP_PKEY_EC = 408  # NID_X9_62_id_ecPublicKey
+    _library: Any = None
+
+    @classmethod
+    def library(cls):
+        """libcrypto's functions, found through _ssl's own handle (the same copy, never a second one); None when
+        they cannot be found (another TLS library, an OpenSSL older than 1.1.1)."""
+        if cls._library is None:
+            cls._library = False
+            try:
+                import _ssl
+                import ctypes
+                lib = ctypes.CDLL(_ssl.__file__)
+                pointer, size = ctypes.c_void_p, ctypes.c_size_t
+                get_base_id = getattr(lib, "EVP_PKEY_get_base_id", None) or lib.EVP_PKEY_base_id  # 3.x, 1.1.1
+                for function, result, arguments in (
+                        (lib.d2i_PUBKEY, pointer, [pointer, ctypes.POINTER(ctypes.c_char_p), ctypes.c_long]),
+                        (get_base_id, ctypes.c_int, [pointer]), (lib.EVP_PKEY_free, None, [pointer]),
+                        (lib.EVP_MD_CTX_new, pointer, []), (lib.EVP_MD_CTX_free, None, [pointer]),
+                        (lib.EVP_sha256, pointer, []),
+                        (lib.EVP_DigestVerifyInit, ctypes.c_int, [pointer, pointer, pointer, pointer, pointer]),
+                        (lib.EVP_DigestVerify, ctypes.c_int, [pointer, ctypes.c_char_p, size, ctypes.c_char_p, size]),
+                        (lib.ERR_clear_error, None, [])):
+                    function.restype, function.argtypes = result, arguments
+                lib.get_base_id = get_base_id
+                cls._library = (lib, ctypes)
+            except (ImportError, OSError, AttributeError):
+                pass
+        return cls._library or None
+
+    def __init__(self, der: bytes):
+        lib, ctypes = self.library()
+        self._lib = lib
+        buffer = ctypes.c_char_p(der)
+        start = ctypes.cast(buffer, ctypes.c_void_p).value
+        self._pkey = lib.d2i_PUBKEY(None, ctypes.byref(buffer), len(der))
+        consumed = (ctypes.cast(buffer, ctypes.c_void_p).value or start) - start
+        lib.ERR_clear_error()  # a refused key leaves errors that ssl would later report as its own
+        if not self._pkey or consumed != len(der) or lib.get_base_id(self._pkey) != self.EVP_PKEY_EC:
+            raise ValueError("not an ECDSA public key")
+
+    def __del__(self):
+        if getattr(self, "_pkey", None):
+            self._lib.EVP_PKEY_free(self._pkey)
+
+    def verifies(self, signature: bytes, message: bytes) -> bool:
+        """Whether `signature` (DER, as cryptography's ECDSA makes it) signs SHA-256 of `message`."""
+        lib = self._lib
+        context = lib.EVP_MD_CTX_new()
+        if not context:
+            raise MemoryError("EVP_MD_CTX_new failed")
+        try:
+            return (lib.EVP_DigestVerifyInit(context, None, lib.EVP_sha256(), None, self._pkey) == 1
+                    and lib.EVP_DigestVerify(context, signature, len(signature), message, len(message)) == 1)
+        finally:
+            lib.EVP_MD_CTX_free(context)
+            lib.ERR_clear_error()
+
+
+class CryptographyEcdsaKey:
+    """The same check through cryptography, where libcrypto's functions cannot be reached."""
+
+    def __init__(self, der: bytes):
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        self._key = serialization.load_der_public_key(der)
+        if not isinstance(self._key, ec.EllipticCurvePublicKey):
+            raise ValueError("not an ECDSA key")
+
+    def verifies(self, signature: bytes, message: bytes) -> bool:
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        try:
+            self._key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
+            return True
+        except InvalidSignature:
+            return False
+
+
+def load_ecdsa_public_key(der: bytes) -> OpenSSLEcdsaKey | CryptographyEcdsaKey:
+    """A public key (DER SubjectPublicKeyInfo) that checks request signatures; ValueError when it is none."""
+    return OpenSSLEcdsaKey(der) if OpenSSLEcdsaKey.library() else CryptographyEcdsaKey(der)
+
+
 class RequestVerifier:
     """The agent's side: a valid, fresh, never-seen signature from the paired server (or one proving the secret)."""
 
@@ -987,6 +1081,13 @@ class RequestVerifier:
             with open(pin_path) as f:
                 self.pinned = f.read().strip() or None
         self._seen_nonces: dict[str, float] = {}
+        # The last key loaded, by its hex: every request of the paired server presents the same one.
+        self._loaded_key: tuple[str, OpenSSLEcdsaKey | CryptographyEcdsaKey] | None = None
+
+    def _public_key(self, public_key: str) -> OpenSSLEcdsaKey | CryptographyEcdsaKey:
+        if self._loaded_key is None or self._loaded_key[0] != public_key:
+            self._loaded_key = (public_key, load_ecdsa_public_key(bytes.fromhex(public_key)))
+        return self._loaded_key[1]
 
     def _remember_nonce(self, nonce: str, moment: float) -> None:
         if len(self._seen_nonces) > 1000:
@@ -996,10 +1097,6 @@ class RequestVerifier:
 
     def verify(self, method: str, target: str, headers) -> str:
         """The public key of the server that signed this request; AgentAuthError when it must be refused."""
-        from cryptography.exceptions import InvalidSignature
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-
         public_key, signature = headers.get(PUBLIC_KEY_HEADER, ""), headers.get(SIGNATURE_HEADER, "")
         timestamp, nonce = headers.get(TIMESTAMP_HEADER, ""), headers.get(NONCE_HEADER, "")
         if not (public_key and signature and timestamp and nonce):
@@ -1012,12 +1109,11 @@ class RequestVerifier:
             raise AgentAuthError("replayed request: this nonce was already used")
         message = signed_message(method, target, timestamp, nonce, public_key, headers.get(TARGET_HEADER, ""))
         try:
-            key = serialization.load_der_public_key(bytes.fromhex(public_key))
-            if not isinstance(key, ec.EllipticCurvePublicKey):
-                raise ValueError("not an ECDSA key")
-            key.verify(base64.b64decode(signature, validate=True), message, ec.ECDSA(hashes.SHA256()))
-        except (ValueError, TypeError, InvalidSignature, base64.binascii.Error):
-            raise AgentAuthError("invalid request signature") from None
+            valid = self._public_key(public_key).verifies(base64.b64decode(signature, validate=True), message)
+        except (ValueError, TypeError, base64.binascii.Error):
+            valid = False
+        if not valid:
+            raise AgentAuthError("invalid request signature")
         if self.secret:
             proof = headers.get(SECRET_PROOF_HEADER, "")
             if not hmac.compare_digest(proof, secret_proof(self.secret, message)):
@@ -1606,11 +1702,34 @@ def agent_tls_context(data: str) -> tuple[ssl.SSLContext, str]:
             directory = data
         cert_path, key_path = os.path.join(directory, "agent-cert.pem"), os.path.join(directory, "agent-key.pem")
         if not (os.path.exists(cert_path) and os.path.exists(key_path)):
-            create_self_signed_certificate(cert_path, key_path, "portainer.py agent")
+            run_in_child_process(create_self_signed_certificate, cert_path, key_path, "portainer.py agent")
         context.load_cert_chain(cert_path, key_path)
         with open(cert_path) as f:
             fingerprint = der_fingerprint(ssl.PEM_cert_to_DER_cert(f.read()))
     return context, fingerprint
+
+
+def run_in_child_process(function: Callable[..., None], *args) -> None:
+    """Run a one-off job in a forked child: what it imports (cryptography's x509 for a certificate, about 11 MB)
+    never becomes part of the agent, which runs for months."""
+    if not hasattr(os, "fork"):
+        function(*args)
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            function(*args)
+            status = 0
+        except BaseException:
+            log.exception("%s failed", function.__name__)
+        finally:
+            os._exit(status)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise OSError(f"{function.__name__} failed (exit status {os.waitstatus_to_exitcode(status)})")
 
 
 def return_freed_memory() -> None:
