@@ -76,6 +76,12 @@ AGENT_VERSION = "2.19.4"
 AGENT_API_VERSION = "2"
 STREAM_CHUNK = 64 * 1024
 MAX_RESPONSE_HEAD = 64 * 1024
+# What a Docker connection's reader buffers before it stops reading the socket (at twice this). Larger than one
+# 256 KB socket read, so a fast stream is not paused and resumed (two epoll changes) after every read.
+DOCKER_READ_BUFFER = 512 * 1024
+# A relayed body is handed on in pieces of up to this many bytes: the engine sends 32 KB chunks, and each piece
+# costs a write, a TLS record batch and a send on every hop after it.
+RELAY_PIECE = 256 * 1024
 # Headers that describe one hop of a connection, never forwarded (RFC 9110 section 7.6.1).
 HOP_BY_HOP_HEADERS = frozenset(
     h.lower()
@@ -107,13 +113,13 @@ async def open_docker_stream(url: str, ssl_context: ssl.SSLContext | None = None
     parsed = urllib.parse.urlsplit(url)
     try:
         if parsed.scheme in ("unix", "npipe"):
-            coro = asyncio.open_unix_connection(parsed.path or "/var/run/docker.sock", limit=MAX_RESPONSE_HEAD)
+            coro = asyncio.open_unix_connection(parsed.path or "/var/run/docker.sock", limit=DOCKER_READ_BUFFER)
         elif parsed.scheme in ("tcp", "http", "https"):
             use_tls = ssl_context if (ssl_context is not None or parsed.scheme == "https") else None
             if parsed.scheme == "https" and use_tls is None:
                 use_tls = ssl.create_default_context()
             port = parsed.port or (2376 if use_tls else 2375)
-            coro = asyncio.open_connection(parsed.hostname, port, ssl=use_tls, limit=MAX_RESPONSE_HEAD)
+            coro = asyncio.open_connection(parsed.hostname, port, ssl=use_tls, limit=DOCKER_READ_BUFFER)
         else:
             raise DockerUnreachable(f"unsupported Docker endpoint scheme {parsed.scheme!r} in {url!r}")
         return await asyncio.wait_for(coro, timeout)
@@ -181,6 +187,8 @@ class HttpConnection:
             raise DockerUnreachable("the Docker API closed the connection before answering") from exc
         except asyncio.LimitOverrunError as exc:
             raise DockerUnreachable("the Docker API sent an oversized response head") from exc
+        if len(raw) > MAX_RESPONSE_HEAD:
+            raise DockerUnreachable("the Docker API sent an oversized response head")
         lines = raw.decode("latin-1").split("\r\n")
         parts = lines[0].split(" ", 2)
         if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
@@ -192,6 +200,11 @@ class HttpConnection:
             name, _, value = line.partition(":")
             headers.add(name.strip(), value.strip())
         return int(parts[1]), (parts[2] if len(parts) > 2 else ""), headers
+
+
+def buffered_bytes(reader) -> int:
+    """How many received bytes a reader (asyncio's StreamReader or a TunnelStream) holds, read without waiting."""
+    return len(reader._buffer) if isinstance(reader, asyncio.StreamReader) else reader.buffered
 
 
 class DockerResponse:
@@ -228,8 +241,11 @@ class DockerResponse:
         self.release()
 
     async def iter_chunks(self) -> AsyncIterator[bytes]:
-        """Yield the body as it arrives, decoded from chunked transfer encoding when the engine used it."""
+        """Yield the body as it arrives, decoded from chunked transfer encoding when the engine used it. Chunks
+        already received are handed on together (up to RELAY_PIECE); nothing waits for bytes not yet sent."""
         reader = self.connection.reader
+        pieces: list[bytes] = []
+        held = 0
         while not self._finished:
             if self._chunked:
                 size_line = await reader.readline()
@@ -240,16 +256,25 @@ class DockerResponse:
                     while (await reader.readline()) not in (b"\r\n", b"\n", b""):
                         pass
                     self._finished = True
+                    if pieces:
+                        yield b"".join(pieces)
                     return
                 while size > 0:
-                    data = await reader.read(min(size, STREAM_CHUNK))
+                    data = await reader.read(min(size, RELAY_PIECE))
                     if not data:
                         raise DockerUnreachable("the Docker API closed a chunked body early")
                     size -= len(data)
-                    yield data
+                    pieces.append(data)
+                    held += len(data)
+                    if held >= RELAY_PIECE or (size > 0 and not buffered_bytes(reader)):
+                        yield b"".join(pieces) if len(pieces) > 1 else pieces[0]
+                        pieces, held = [], 0
+                if pieces and buffered_bytes(reader) < 2 + 16:  # the next chunk is not here yet: hand on what is held
+                    yield b"".join(pieces) if len(pieces) > 1 else pieces[0]
+                    pieces, held = [], 0
                 await reader.readline()
             elif self._remaining is not None:
-                data = await reader.read(min(self._remaining, STREAM_CHUNK))
+                data = await reader.read(min(self._remaining, RELAY_PIECE))
                 if not data:
                     raise DockerUnreachable("the Docker API closed the body early")
                 self._remaining -= len(data)
@@ -257,7 +282,7 @@ class DockerResponse:
                     self._finished = True
                 yield data
             else:
-                data = await reader.read(STREAM_CHUNK)
+                data = await reader.read(RELAY_PIECE)
                 if not data:
                     self._finished = True
                     return
@@ -1742,6 +1767,27 @@ def return_freed_memory() -> None:
         pass  # not glibc (musl, macOS): it holds nothing back this way
 
 
+EVENT_LOOP_ENV = "EVENT_LOOP"  # "uvloop" or "asyncio"; unset: uvloop when it is installed
+
+
+def run_event_loop(main_coroutine: Awaitable[Any]) -> Any:
+    """asyncio.run on uvloop (an optional import: Debian python3-uvloop, PyPI uvloop) when it is installed, about
+    a third less CPU per relayed byte; EVENT_LOOP=asyncio keeps the standard loop."""
+    choice = os.environ.get(EVENT_LOOP_ENV, "").strip().lower()
+    if choice not in ("", "uvloop", "asyncio"):
+        raise ValueError(f"{EVENT_LOOP_ENV} must be uvloop or asyncio, not {choice!r}")
+    if choice != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                raise ValueError(f"{EVENT_LOOP_ENV}=uvloop needs uvloop (Debian: python3-uvloop, PyPI: uvloop)")
+        else:
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                return runner.run(main_coroutine)
+    return asyncio.run(main_coroutine)
+
+
 def aiohttp_server_options() -> tuple[dict, dict]:
     """AppRunner and TCPSite options for a quick shutdown, on aiohttp 3.8 (Debian 12) and 3.9+ alike."""
     runner_options: dict = {"access_log": None}
@@ -1911,6 +1957,10 @@ class TunnelStream:
 
     def at_eof(self) -> bool:
         return self._inbound_eof and not self._inbound
+
+    @property
+    def buffered(self) -> int:
+        return len(self._inbound)
 
     async def read(self, n: int = -1) -> bytes:
         """Up to n bytes (any amount when n < 0) as soon as some are there; b"" at the end of the stream."""
@@ -2555,7 +2605,7 @@ def edge_main() -> int:
         print(f"agent.py: {exc}", file=sys.stderr)
         return 2
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_edge_agent(settings))
+        run_event_loop(run_edge_agent(settings))
     return 0
 
 
@@ -2573,7 +2623,7 @@ def main(argv: list[str] | None = None) -> int:
     config = build_agent_parser().parse_args(argv)
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        asyncio.run(serve_agent(config))
+        run_event_loop(serve_agent(config))
     except OSError as exc:
         print(f"agent.py: {exc}", file=sys.stderr)
         return 1
