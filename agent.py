@@ -1882,6 +1882,10 @@ def version_in_agent_file(data: bytes) -> str:
     found = re.search(rb'^AGENT_VERSION = "([^"\n]{1,32})"', data, re.M)
     return found.group(1).decode(errors="replace") if found else ""
 
+def tunnel_frame(kind: int, stream_id: int, payload: bytes | memoryview = b"") -> bytes:
+    return TUNNEL_FRAME_HEADER.pack(kind, stream_id) + payload
+
+
 edge_log = logging.getLogger("portainer.edge")
 # Fire-and-forget tasks (a CLOSE sent from a synchronous close(), a served stream) are kept here until done.
 _BACKGROUND_TASKS: set[asyncio.Future] = set()
@@ -1968,7 +1972,8 @@ class TunnelStream:
             return b""
         await self._wait_readable()
         size = len(self._inbound) if n < 0 else min(n, len(self._inbound))
-        data = bytes(self._inbound[:size])
+        with memoryview(self._inbound) as view:
+            data = bytes(view[:size])  # one copy (a bytearray slice would be a second)
         del self._inbound[:size]
         if data:
             await self._consumed(size)
@@ -2054,11 +2059,16 @@ class TunnelStream:
                     await self._has_credit.wait()
                     continue
                 size = min(len(self._outbound), self._credit, TUNNEL_MAX_PAYLOAD)
-                chunk = bytes(self._outbound[:size])
+                with memoryview(self._outbound) as view:
+                    frame = tunnel_frame(TUNNEL_DATA, self.id, view[:size])  # the bytes are copied once, here
                 del self._outbound[:size]
                 self._credit -= size
-                if not await self.tunnel.send(TUNNEL_DATA, self.id, chunk):
+                if not await self.tunnel.send_frame(frame):
                     self.mark_closed("the tunnel closed")
+                elif self._outbound:
+                    # Let the other streams' frames (a `docker ps` beside an export) go out before this stream's
+                    # next one: a send that does not wait would otherwise put a whole window on the wire first.
+                    await asyncio.sleep(0)
             elif self._eof_wanted and not self._eof_sent:
                 self._eof_sent = True
                 await self.tunnel.send(TUNNEL_EOF, self.id)
@@ -2085,10 +2095,13 @@ class Tunnel:
 
     async def send(self, kind: int, stream_id: int, payload: bytes = b"") -> bool:
         """Send one frame; False when the tunnel is gone."""
+        return await self.send_frame(tunnel_frame(kind, stream_id, payload))
+
+    async def send_frame(self, frame: bytes) -> bool:
         if self.closed or self.ws.closed:
             return False
         try:
-            await self.ws.send_bytes(TUNNEL_FRAME_HEADER.pack(kind, stream_id) + payload)
+            await self.ws.send_bytes(frame)
             return True
         except (ConnectionError, RuntimeError):
             return False
@@ -2136,7 +2149,10 @@ class Tunnel:
                     edge_log.warning("tunnel protocol error: unexpected %s message; closing", message.type)
                     break
                 kind, stream_id = TUNNEL_FRAME_HEADER.unpack_from(message.data)
-                self._dispatch(kind, stream_id, message.data[TUNNEL_FRAME_HEADER.size:])
+                if kind == TUNNEL_DATA:  # appended to the stream's buffer straight from the message: no copy
+                    self._dispatch(kind, stream_id, memoryview(message.data)[TUNNEL_FRAME_HEADER.size:])
+                else:
+                    self._dispatch(kind, stream_id, message.data[TUNNEL_FRAME_HEADER.size:])
         except asyncio.TimeoutError:
             edge_log.warning("tunnel silent for too long (no data, no pong): the link is dead")
         finally:
@@ -2481,7 +2497,7 @@ async def _pipe_stream_to_engine(stream: TunnelStream, writer: asyncio.StreamWri
 
 
 async def _pipe_engine_to_stream(reader: asyncio.StreamReader, stream: TunnelStream) -> None:
-    while data := await reader.read(STREAM_CHUNK):
+    while data := await reader.read(RELAY_PIECE):
         stream.write(data)
         await stream.drain()
     stream.write_eof()
