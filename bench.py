@@ -336,9 +336,9 @@ LOOP_SENSITIVE_MEASURES = ("proxy", "stream", "head_of_line")
 
 
 def default_event_loop() -> str:
-    """The loop portainer.py and agent.py choose here: uvloop when it is installed."""
+    """The loops portainer.py and agent.py choose here unless told: the server's uvloop when installed."""
     import importlib.util
-    return "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    return "server uvloop, agents asyncio" if importlib.util.find_spec("uvloop") else "asyncio"
 
 
 class Bench:
@@ -357,8 +357,8 @@ class Bench:
 
     def record(self, name: str, value: float, unit: str, goal: str, met: bool | None, note: str = "") -> None:
         family, _, rest = name.partition(".")
-        if self.args.event_loop == "asyncio" and family in LOOP_SENSITIVE_MEASURES:
-            name = f"{family}.asyncio.{rest}"  # beside the default run's figures, which use uvloop when installed
+        if self.args.event_loop and family in LOOP_SENSITIVE_MEASURES:
+            name = f"{family}.{self.args.event_loop}.{rest}"  # beside the default run's figures
         self.results[name] = {"value": round(value, 3), "unit": unit, "goal": goal, "met": met}
         if note:
             self.results[name]["note"] = note
@@ -1113,8 +1113,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-seconds", type=float, default=20, help="how long the idle fleet's CPU is measured")
     parser.add_argument("--fleet-simulator", metavar="KEYS", help=argparse.SUPPRESS)
     parser.add_argument("--event-loop", choices=["uvloop", "asyncio"],
-                        help="the loop the server and agents run (default: uvloop when installed); with asyncio, the "
-                             "proxy, stream and head_of_line figures are recorded as proxy.asyncio.*, stream.asyncio.*, ...")
+                        help="the loop the server and agents run (default: the server on uvloop when installed, agents on "
+                             "asyncio); the proxy, stream and head_of_line figures are then recorded as "
+                             "stream.asyncio.*, stream.uvloop.*, ...")
     parser.add_argument("--table", action="store_true", help="print bench-results.json as a Markdown table")
     args = parser.parse_args(argv)
     if args.table:

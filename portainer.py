@@ -19391,7 +19391,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"portainer.py: {exc}", file=sys.stderr)
             return 1
     try:
-        shared.run_event_loop(serve(config))
+        shared.run_event_loop(serve(config), default="uvloop")
     except DataDirectoryInUse as exc:
         print(f"portainer.py: {exc}", file=sys.stderr)
         return 1
