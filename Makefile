@@ -18,11 +18,11 @@ run: deps $(if $(DATABASE)$(PORTAINER_DATABASE),deps-postgresql)
 deps:
 	@$(PYTHON) -c "import aiohttp, yaml, cryptography" 2>/dev/null || $(PIP) install -q -r requirements.txt \
 	  || (apt-get update -qq && apt-get install -y -qq python3-aiohttp python3-yaml python3-cryptography)
-	@# Optional: LDAP (ldap3) and OpenID Connect (PyJWT) sign-in. The server runs without them and names the
-	@# package when an administrator turns the method on.
-	@$(PYTHON) -c "import ldap3, jwt" 2>/dev/null || $(PIP) install -q -r requirements-optional.txt \
-	  || (apt-get update -qq && apt-get install -y -qq python3-ldap3 python3-jwt) \
-	  || echo "ldap3 or PyJWT not installed: LDAP or OpenID Connect sign-in is unavailable"
+	@# Optional: LDAP (ldap3) and OpenID Connect (PyJWT) sign-in, the uvloop event loop. The server runs without
+	@# them and names the package when an administrator turns the method on.
+	@$(PYTHON) -c "import ldap3, jwt, uvloop" 2>/dev/null || $(PIP) install -q -r requirements-optional.txt \
+	  || (apt-get update -qq && apt-get install -y -qq python3-ldap3 python3-jwt python3-uvloop) \
+	  || echo "ldap3, PyJWT or uvloop not installed: LDAP or OpenID Connect sign-in is unavailable, the server runs on asyncio's loop"
 
 # The PostgreSQL driver, only for servers started with --database.
 deps-postgresql:

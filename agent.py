@@ -54,7 +54,6 @@ import ssl
 import stat
 import struct
 import subprocess
-import tarfile
 import tempfile
 import time
 import urllib.parse
@@ -77,6 +76,12 @@ AGENT_VERSION = "2.19.4"
 AGENT_API_VERSION = "2"
 STREAM_CHUNK = 64 * 1024
 MAX_RESPONSE_HEAD = 64 * 1024
+# What a Docker connection's reader buffers before it stops reading the socket (at twice this). Larger than one
+# 256 KB socket read, so a fast stream is not paused and resumed (two epoll changes) after every read.
+DOCKER_READ_BUFFER = 512 * 1024
+# A relayed body is handed on in pieces of up to this many bytes: the engine sends 32 KB chunks, and each piece
+# costs a write, a TLS record batch and a send on every hop after it.
+RELAY_PIECE = 256 * 1024
 # Headers that describe one hop of a connection, never forwarded (RFC 9110 section 7.6.1).
 HOP_BY_HOP_HEADERS = frozenset(
     h.lower()
@@ -108,13 +113,13 @@ async def open_docker_stream(url: str, ssl_context: ssl.SSLContext | None = None
     parsed = urllib.parse.urlsplit(url)
     try:
         if parsed.scheme in ("unix", "npipe"):
-            coro = asyncio.open_unix_connection(parsed.path or "/var/run/docker.sock", limit=MAX_RESPONSE_HEAD)
+            coro = asyncio.open_unix_connection(parsed.path or "/var/run/docker.sock", limit=DOCKER_READ_BUFFER)
         elif parsed.scheme in ("tcp", "http", "https"):
             use_tls = ssl_context if (ssl_context is not None or parsed.scheme == "https") else None
             if parsed.scheme == "https" and use_tls is None:
                 use_tls = ssl.create_default_context()
             port = parsed.port or (2376 if use_tls else 2375)
-            coro = asyncio.open_connection(parsed.hostname, port, ssl=use_tls, limit=MAX_RESPONSE_HEAD)
+            coro = asyncio.open_connection(parsed.hostname, port, ssl=use_tls, limit=DOCKER_READ_BUFFER)
         else:
             raise DockerUnreachable(f"unsupported Docker endpoint scheme {parsed.scheme!r} in {url!r}")
         return await asyncio.wait_for(coro, timeout)
@@ -182,6 +187,8 @@ class HttpConnection:
             raise DockerUnreachable("the Docker API closed the connection before answering") from exc
         except asyncio.LimitOverrunError as exc:
             raise DockerUnreachable("the Docker API sent an oversized response head") from exc
+        if len(raw) > MAX_RESPONSE_HEAD:
+            raise DockerUnreachable("the Docker API sent an oversized response head")
         lines = raw.decode("latin-1").split("\r\n")
         parts = lines[0].split(" ", 2)
         if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
@@ -193,6 +200,11 @@ class HttpConnection:
             name, _, value = line.partition(":")
             headers.add(name.strip(), value.strip())
         return int(parts[1]), (parts[2] if len(parts) > 2 else ""), headers
+
+
+def buffered_bytes(reader) -> int:
+    """How many received bytes a reader (asyncio's StreamReader or a TunnelStream) holds, read without waiting."""
+    return len(reader._buffer) if isinstance(reader, asyncio.StreamReader) else reader.buffered
 
 
 class DockerResponse:
@@ -229,8 +241,11 @@ class DockerResponse:
         self.release()
 
     async def iter_chunks(self) -> AsyncIterator[bytes]:
-        """Yield the body as it arrives, decoded from chunked transfer encoding when the engine used it."""
+        """Yield the body as it arrives, decoded from chunked transfer encoding when the engine used it. Chunks
+        already received are handed on together (up to RELAY_PIECE); nothing waits for bytes not yet sent."""
         reader = self.connection.reader
+        pieces: list[bytes] = []
+        held = 0
         while not self._finished:
             if self._chunked:
                 size_line = await reader.readline()
@@ -241,16 +256,25 @@ class DockerResponse:
                     while (await reader.readline()) not in (b"\r\n", b"\n", b""):
                         pass
                     self._finished = True
+                    if pieces:
+                        yield b"".join(pieces)
                     return
                 while size > 0:
-                    data = await reader.read(min(size, STREAM_CHUNK))
+                    data = await reader.read(min(size, RELAY_PIECE))
                     if not data:
                         raise DockerUnreachable("the Docker API closed a chunked body early")
                     size -= len(data)
-                    yield data
+                    pieces.append(data)
+                    held += len(data)
+                    if held >= RELAY_PIECE or (size > 0 and not buffered_bytes(reader)):
+                        yield b"".join(pieces) if len(pieces) > 1 else pieces[0]
+                        pieces, held = [], 0
+                if pieces and buffered_bytes(reader) < 2 + 16:  # the next chunk is not here yet: hand on what is held
+                    yield b"".join(pieces) if len(pieces) > 1 else pieces[0]
+                    pieces, held = [], 0
                 await reader.readline()
             elif self._remaining is not None:
-                data = await reader.read(min(self._remaining, STREAM_CHUNK))
+                data = await reader.read(min(self._remaining, RELAY_PIECE))
                 if not data:
                     raise DockerUnreachable("the Docker API closed the body early")
                 self._remaining -= len(data)
@@ -258,7 +282,7 @@ class DockerResponse:
                     self._finished = True
                 yield data
             else:
-                data = await reader.read(STREAM_CHUNK)
+                data = await reader.read(RELAY_PIECE)
                 if not data:
                     self._finished = True
                     return
@@ -746,6 +770,8 @@ def unpack_project_archive(source, destination: str, max_bytes: int = PROJECT_MA
     """Unpack a .tar, .tar.gz or .zip (a seekable binary file) into `destination`, a new empty directory. Refuses
     (ArchiveRefused) absolute paths, '..', links leaving it, devices and other special files, and more than the
     caps; the caller removes `destination` then."""
+    import tarfile  # only where projects are unpacked: 0.4 MB an agent at rest does without
+
     source.seek(0)
     kind = archive_kind(source.read(512))
     source.seek(0)
@@ -789,6 +815,8 @@ def unpack_project_archive(source, destination: str, max_bytes: int = PROJECT_MA
 
 def pack_project(directory: str, target) -> None:
     """The project directory as a tar (files, directories and links as they are) into the binary file `target`."""
+    import tarfile
+
     with tarfile.open(fileobj=target, mode="w") as archive:
         for name in sorted(os.listdir(directory)):
             if name != PROJECT_MANIFEST:
@@ -988,6 +1016,97 @@ class RequestSigner:
         return headers
 
 
+class OpenSSLEcdsaKey:
+    """An ECDSA public key checked by the libcrypto that Python's own ssl module loaded: the agent needs no
+    cryptography import for its requests (its bindings would add about 6.5 MB to the agent for good)."""
+
+    EVP_PKEY_EC = 408  # NID_X9_62_id_ecPublicKey
+    _library: Any = None
+
+    @classmethod
+    def library(cls):
+        """libcrypto's functions, found through _ssl's own handle (the same copy, never a second one); None when
+        they cannot be found (another TLS library, an OpenSSL older than 1.1.1)."""
+        if cls._library is None:
+            cls._library = False
+            try:
+                import _ssl
+                import ctypes
+                lib = ctypes.CDLL(_ssl.__file__)
+                pointer, size = ctypes.c_void_p, ctypes.c_size_t
+                get_base_id = getattr(lib, "EVP_PKEY_get_base_id", None) or lib.EVP_PKEY_base_id  # 3.x, 1.1.1
+                for function, result, arguments in (
+                        (lib.d2i_PUBKEY, pointer, [pointer, ctypes.POINTER(ctypes.c_char_p), ctypes.c_long]),
+                        (get_base_id, ctypes.c_int, [pointer]), (lib.EVP_PKEY_free, None, [pointer]),
+                        (lib.EVP_MD_CTX_new, pointer, []), (lib.EVP_MD_CTX_free, None, [pointer]),
+                        (lib.EVP_sha256, pointer, []),
+                        (lib.EVP_DigestVerifyInit, ctypes.c_int, [pointer, pointer, pointer, pointer, pointer]),
+                        (lib.EVP_DigestVerify, ctypes.c_int, [pointer, ctypes.c_char_p, size, ctypes.c_char_p, size]),
+                        (lib.ERR_clear_error, None, [])):
+                    function.restype, function.argtypes = result, arguments
+                lib.get_base_id = get_base_id
+                cls._library = (lib, ctypes)
+            except (ImportError, OSError, AttributeError):
+                pass
+        return cls._library or None
+
+    def __init__(self, der: bytes):
+        lib, ctypes = self.library()
+        self._lib = lib
+        buffer = ctypes.c_char_p(der)
+        start = ctypes.cast(buffer, ctypes.c_void_p).value
+        self._pkey = lib.d2i_PUBKEY(None, ctypes.byref(buffer), len(der))
+        consumed = (ctypes.cast(buffer, ctypes.c_void_p).value or start) - start
+        lib.ERR_clear_error()  # a refused key leaves errors that ssl would later report as its own
+        if not self._pkey or consumed != len(der) or lib.get_base_id(self._pkey) != self.EVP_PKEY_EC:
+            raise ValueError("not an ECDSA public key")
+
+    def __del__(self):
+        if getattr(self, "_pkey", None):
+            self._lib.EVP_PKEY_free(self._pkey)
+
+    def verifies(self, signature: bytes, message: bytes) -> bool:
+        """Whether `signature` (DER, as cryptography's ECDSA makes it) signs SHA-256 of `message`."""
+        lib = self._lib
+        context = lib.EVP_MD_CTX_new()
+        if not context:
+            raise MemoryError("EVP_MD_CTX_new failed")
+        try:
+            return (lib.EVP_DigestVerifyInit(context, None, lib.EVP_sha256(), None, self._pkey) == 1
+                    and lib.EVP_DigestVerify(context, signature, len(signature), message, len(message)) == 1)
+        finally:
+            lib.EVP_MD_CTX_free(context)
+            lib.ERR_clear_error()
+
+
+class CryptographyEcdsaKey:
+    """The same check through cryptography, where libcrypto's functions cannot be reached."""
+
+    def __init__(self, der: bytes):
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        self._key = serialization.load_der_public_key(der)
+        if not isinstance(self._key, ec.EllipticCurvePublicKey):
+            raise ValueError("not an ECDSA key")
+
+    def verifies(self, signature: bytes, message: bytes) -> bool:
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        try:
+            self._key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
+            return True
+        except InvalidSignature:
+            return False
+
+
+def load_ecdsa_public_key(der: bytes) -> OpenSSLEcdsaKey | CryptographyEcdsaKey:
+    """A public key (DER SubjectPublicKeyInfo) that checks request signatures; ValueError when it is none."""
+    return OpenSSLEcdsaKey(der) if OpenSSLEcdsaKey.library() else CryptographyEcdsaKey(der)
+
+
 class RequestVerifier:
     """The agent's side: a valid, fresh, never-seen signature from the paired server (or one proving the secret)."""
 
@@ -999,6 +1118,13 @@ class RequestVerifier:
             with open(pin_path) as f:
                 self.pinned = f.read().strip() or None
         self._seen_nonces: dict[str, float] = {}
+        # The last key loaded, by its hex: every request of the paired server presents the same one.
+        self._loaded_key: tuple[str, OpenSSLEcdsaKey | CryptographyEcdsaKey] | None = None
+
+    def _public_key(self, public_key: str) -> OpenSSLEcdsaKey | CryptographyEcdsaKey:
+        if self._loaded_key is None or self._loaded_key[0] != public_key:
+            self._loaded_key = (public_key, load_ecdsa_public_key(bytes.fromhex(public_key)))
+        return self._loaded_key[1]
 
     def _remember_nonce(self, nonce: str, moment: float) -> None:
         if len(self._seen_nonces) > 1000:
@@ -1008,10 +1134,6 @@ class RequestVerifier:
 
     def verify(self, method: str, target: str, headers) -> str:
         """The public key of the server that signed this request; AgentAuthError when it must be refused."""
-        from cryptography.exceptions import InvalidSignature
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-
         public_key, signature = headers.get(PUBLIC_KEY_HEADER, ""), headers.get(SIGNATURE_HEADER, "")
         timestamp, nonce = headers.get(TIMESTAMP_HEADER, ""), headers.get(NONCE_HEADER, "")
         if not (public_key and signature and timestamp and nonce):
@@ -1024,12 +1146,11 @@ class RequestVerifier:
             raise AgentAuthError("replayed request: this nonce was already used")
         message = signed_message(method, target, timestamp, nonce, public_key, headers.get(TARGET_HEADER, ""))
         try:
-            key = serialization.load_der_public_key(bytes.fromhex(public_key))
-            if not isinstance(key, ec.EllipticCurvePublicKey):
-                raise ValueError("not an ECDSA key")
-            key.verify(base64.b64decode(signature, validate=True), message, ec.ECDSA(hashes.SHA256()))
-        except (ValueError, TypeError, InvalidSignature, base64.binascii.Error):
-            raise AgentAuthError("invalid request signature") from None
+            valid = self._public_key(public_key).verifies(base64.b64decode(signature, validate=True), message)
+        except (ValueError, TypeError, base64.binascii.Error):
+            valid = False
+        if not valid:
+            raise AgentAuthError("invalid request signature")
         if self.secret:
             proof = headers.get(SECRET_PROOF_HEADER, "")
             if not hmac.compare_digest(proof, secret_proof(self.secret, message)):
@@ -1618,11 +1739,34 @@ def agent_tls_context(data: str) -> tuple[ssl.SSLContext, str]:
             directory = data
         cert_path, key_path = os.path.join(directory, "agent-cert.pem"), os.path.join(directory, "agent-key.pem")
         if not (os.path.exists(cert_path) and os.path.exists(key_path)):
-            create_self_signed_certificate(cert_path, key_path, "portainer.py agent")
+            run_in_child_process(create_self_signed_certificate, cert_path, key_path, "portainer.py agent")
         context.load_cert_chain(cert_path, key_path)
         with open(cert_path) as f:
             fingerprint = der_fingerprint(ssl.PEM_cert_to_DER_cert(f.read()))
     return context, fingerprint
+
+
+def run_in_child_process(function: Callable[..., None], *args) -> None:
+    """Run a one-off job in a forked child: what it imports (cryptography's x509 for a certificate, about 11 MB)
+    never becomes part of the agent, which runs for months."""
+    if not hasattr(os, "fork"):
+        function(*args)
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            function(*args)
+            status = 0
+        except BaseException:
+            log.exception("%s failed", function.__name__)
+        finally:
+            os._exit(status)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise OSError(f"{function.__name__} failed (exit status {os.waitstatus_to_exitcode(status)})")
 
 
 def return_freed_memory() -> None:
@@ -1633,6 +1777,28 @@ def return_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass  # not glibc (musl, macOS): it holds nothing back this way
+
+
+EVENT_LOOP_ENV = "EVENT_LOOP"  # "uvloop" or "asyncio"; unset: the default each program passes to run_event_loop
+
+
+def run_event_loop(main_coroutine: Awaitable[Any], default: str = "asyncio") -> Any:
+    """asyncio.run, on uvloop (an optional import: Debian python3-uvloop, PyPI uvloop) when EVENT_LOOP=uvloop or
+    when `default` is uvloop and it is installed. The server defaults to uvloop (less than half the CPU per byte
+    it relays); the agents to asyncio (uvloop adds 2 MB at rest and saves them little: their engine is local)."""
+    choice = os.environ.get(EVENT_LOOP_ENV, "").strip().lower()
+    if choice not in ("", "uvloop", "asyncio"):
+        raise ValueError(f"{EVENT_LOOP_ENV} must be uvloop or asyncio, not {choice!r}")
+    if (choice or default) == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                raise ValueError(f"{EVENT_LOOP_ENV}=uvloop needs uvloop (Debian: python3-uvloop, PyPI: uvloop)")
+        else:
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                return runner.run(main_coroutine)
+    return asyncio.run(main_coroutine)
 
 
 def aiohttp_server_options() -> tuple[dict, dict]:
@@ -1729,6 +1895,10 @@ def version_in_agent_file(data: bytes) -> str:
     found = re.search(rb'^AGENT_VERSION = "([^"\n]{1,32})"', data, re.M)
     return found.group(1).decode(errors="replace") if found else ""
 
+def tunnel_frame(kind: int, stream_id: int, payload: bytes | memoryview = b"") -> bytes:
+    return TUNNEL_FRAME_HEADER.pack(kind, stream_id) + payload
+
+
 edge_log = logging.getLogger("portainer.edge")
 # Fire-and-forget tasks (a CLOSE sent from a synchronous close(), a served stream) are kept here until done.
 _BACKGROUND_TASKS: set[asyncio.Future] = set()
@@ -1805,13 +1975,18 @@ class TunnelStream:
     def at_eof(self) -> bool:
         return self._inbound_eof and not self._inbound
 
+    @property
+    def buffered(self) -> int:
+        return len(self._inbound)
+
     async def read(self, n: int = -1) -> bytes:
         """Up to n bytes (any amount when n < 0) as soon as some are there; b"" at the end of the stream."""
         if n == 0:
             return b""
         await self._wait_readable()
         size = len(self._inbound) if n < 0 else min(n, len(self._inbound))
-        data = bytes(self._inbound[:size])
+        with memoryview(self._inbound) as view:
+            data = bytes(view[:size])  # one copy (a bytearray slice would be a second)
         del self._inbound[:size]
         if data:
             await self._consumed(size)
@@ -1897,11 +2072,16 @@ class TunnelStream:
                     await self._has_credit.wait()
                     continue
                 size = min(len(self._outbound), self._credit, TUNNEL_MAX_PAYLOAD)
-                chunk = bytes(self._outbound[:size])
+                with memoryview(self._outbound) as view:
+                    frame = tunnel_frame(TUNNEL_DATA, self.id, view[:size])  # the bytes are copied once, here
                 del self._outbound[:size]
                 self._credit -= size
-                if not await self.tunnel.send(TUNNEL_DATA, self.id, chunk):
+                if not await self.tunnel.send_frame(frame):
                     self.mark_closed("the tunnel closed")
+                elif self._outbound:
+                    # Let the other streams' frames (a `docker ps` beside an export) go out before this stream's
+                    # next one: a send that does not wait would otherwise put a whole window on the wire first.
+                    await asyncio.sleep(0)
             elif self._eof_wanted and not self._eof_sent:
                 self._eof_sent = True
                 await self.tunnel.send(TUNNEL_EOF, self.id)
@@ -1930,10 +2110,13 @@ class Tunnel:
 
     async def send(self, kind: int, stream_id: int, payload: bytes = b"") -> bool:
         """Send one frame; False when the tunnel is gone."""
+        return await self.send_frame(tunnel_frame(kind, stream_id, payload))
+
+    async def send_frame(self, frame: bytes) -> bool:
         if self.closed or self.ws.closed:
             return False
         try:
-            await self.ws.send_bytes(TUNNEL_FRAME_HEADER.pack(kind, stream_id) + payload)
+            await self.ws.send_bytes(frame)
             return True
         except (ConnectionError, RuntimeError):
             return False
@@ -1981,7 +2164,10 @@ class Tunnel:
                     edge_log.warning("tunnel protocol error: unexpected %s message; closing", message.type)
                     break
                 kind, stream_id = TUNNEL_FRAME_HEADER.unpack_from(message.data)
-                self._dispatch(kind, stream_id, message.data[TUNNEL_FRAME_HEADER.size:])
+                if kind == TUNNEL_DATA:  # appended to the stream's buffer straight from the message: no copy
+                    self._dispatch(kind, stream_id, memoryview(message.data)[TUNNEL_FRAME_HEADER.size:])
+                else:
+                    self._dispatch(kind, stream_id, message.data[TUNNEL_FRAME_HEADER.size:])
         except asyncio.TimeoutError:
             edge_log.warning("tunnel silent for too long (no data, no pong): the link is dead")
         finally:
@@ -2372,7 +2558,7 @@ async def _pipe_stream_to_engine(stream: TunnelStream, writer: asyncio.StreamWri
 
 
 async def _pipe_engine_to_stream(reader: asyncio.StreamReader, stream: TunnelStream) -> None:
-    while data := await reader.read(STREAM_CHUNK):
+    while data := await reader.read(RELAY_PIECE):
         stream.write(data)
         await stream.drain()
     stream.write_eof()
@@ -2496,7 +2682,7 @@ def edge_main() -> int:
         print(f"agent.py: {exc}", file=sys.stderr)
         return 2
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_edge_agent(settings))
+        run_event_loop(run_edge_agent(settings))
     return 0
 
 
@@ -2514,7 +2700,7 @@ def main(argv: list[str] | None = None) -> int:
     config = build_agent_parser().parse_args(argv)
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        asyncio.run(serve_agent(config))
+        run_event_loop(serve_agent(config))
     except OSError as exc:
         print(f"agent.py: {exc}", file=sys.stderr)
         return 1

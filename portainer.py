@@ -20693,7 +20693,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"portainer.py: {exc}", file=sys.stderr)
             return 1
     try:
-        asyncio.run(serve(config))
+        shared.run_event_loop(serve(config), default="uvloop")
     except DataDirectoryInUse as exc:
         print(f"portainer.py: {exc}", file=sys.stderr)
         return 1

@@ -210,3 +210,26 @@ def test_agents_of_a_cluster_prove_the_shared_secret_to_each_other():
     stale = dict(headers, **{agent.TIMESTAMP_HEADER: str(int(time.time()) - 3600)})
     with pytest.raises(agent.AgentAuthError, match="outside the accepted window"):
         agent.verify_cluster_headers("cluster secret", "GET", "/containers/json", stale)
+
+
+@pytest.mark.parametrize("key_class", [agent.OpenSSLEcdsaKey, agent.CryptographyEcdsaKey])
+def test_both_signature_checks_accept_the_servers_signature_and_refuse_any_other(key_class):
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    if key_class is agent.OpenSSLEcdsaKey:
+        assert agent.OpenSSLEcdsaKey.library(), "the agent checks signatures through Python's own libcrypto here"
+    server = ec.generate_private_key(ec.SECP256R1())
+    der = server.public_key().public_bytes(serialization.Encoding.DER,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    key = key_class(der)
+    signature = server.sign(b"GET /info", ec.ECDSA(hashes.SHA256()))
+    assert key.verifies(signature, b"GET /info")
+    assert not key.verifies(signature, b"GET /infp")
+    assert not key.verifies(signature[:-1], b"GET /info")
+    assert not key.verifies(ec.generate_private_key(ec.SECP256R1()).sign(b"GET /info", ec.ECDSA(hashes.SHA256())),
+                            b"GET /info")
+    other = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    for not_a_key in (other, der + b"\0", der[:-1], b""):
+        with pytest.raises(ValueError):
+            key_class(not_a_key)

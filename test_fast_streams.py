@@ -1,7 +1,7 @@
 """What comes back from an engine: its stdout/stderr stream format, and how long a proxied call may take to answer.
 
-Fast unit tests (`make test-fast`): the real demultiplex (console), demultiplex_docker_log (edge job output) and
-answer_head_timeout (Docker proxy).
+Fast unit tests (`make test-fast`): the real demultiplex (console), demultiplex_docker_log (edge job output),
+answer_head_timeout (Docker proxy) and the relay's reading of a chunked engine answer (agent.DockerResponse).
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import pytest
 from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from multidict import CIMultiDict
 
 import agent
 import portainer
@@ -151,3 +152,69 @@ def test_a_client_that_closes_a_followed_stream_ends_the_relay_without_an_error_
         asyncio.run(scenario())
     errors = [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
     assert not errors, [(r.name, r.getMessage(), r.exc_info and r.exc_info[0]) for r in errors]
+
+
+# ---- the relay: a chunked engine answer, read from a real asyncio StreamReader ------------------------------------
+
+def chunked(*parts: bytes) -> bytes:
+    return b"".join(b"%x\r\n" % len(part) + part + b"\r\n" for part in parts) + b"0\r\n\r\n"
+
+
+def chunked_answer() -> tuple[asyncio.StreamReader, agent.DockerResponse]:
+    reader = asyncio.StreamReader(limit=agent.DOCKER_READ_BUFFER)
+    headers = CIMultiDict({"Transfer-Encoding": "chunked"})
+    return reader, agent.DockerResponse(agent.HttpConnection(reader, None), "GET", 200, "OK", headers,
+                                        lambda connection, reusable: None)
+
+
+def test_an_export_in_32_kb_chunks_is_relayed_in_fewer_larger_pieces_byte_for_byte():
+    parts = [bytes([i]) * 32 * 1024 for i in range(20)]
+
+    async def scenario():
+        reader, answer = chunked_answer()
+        reader.feed_data(chunked(*parts))
+        reader.feed_eof()
+        return [piece async for piece in answer.iter_chunks()]
+
+    pieces = asyncio.run(scenario())
+    assert b"".join(pieces) == b"".join(parts)
+    assert len(pieces) < len(parts) and max(map(len, pieces)) <= agent.RELAY_PIECE
+
+
+def test_a_log_line_is_relayed_at_once_without_waiting_for_the_next():
+    async def scenario():
+        reader, answer = chunked_answer()
+        pieces = answer.iter_chunks()
+        reader.feed_data(b"6\r\nline 1\r\n")
+        assert await asyncio.wait_for(pieces.__anext__(), 2) == b"line 1"
+        reader.feed_data(b"b\r\nline 2 par")  # a chunk the engine has not finished sending
+        assert await asyncio.wait_for(pieces.__anext__(), 2) == b"line 2 par"
+        reader.feed_data(b"t\r\n0\r\n\r\n")
+        assert [piece async for piece in pieces] == [b"t"]
+    asyncio.run(scenario())
+
+
+@settings(deadline=None)
+@given(parts=st.lists(st.binary(min_size=1, max_size=5000), max_size=12), cuts=st.lists(st.integers(0, 70000),
+                                                                                           max_size=12))
+def test_however_a_chunked_answer_is_cut_the_relay_hands_on_exactly_its_body(parts, cuts):
+    wire = chunked(*parts)
+    points = sorted({min(c, len(wire)) for c in cuts} | {len(wire)})
+
+    async def scenario():
+        reader, answer = chunked_answer()
+
+        async def feed():
+            start = 0
+            for point in points:
+                reader.feed_data(wire[start:point])
+                start = point
+                await asyncio.sleep(0)
+            reader.feed_eof()
+
+        feeding = asyncio.ensure_future(feed())
+        body = b"".join([piece async for piece in answer.iter_chunks()])
+        await feeding
+        return body
+
+    assert asyncio.run(scenario()) == b"".join(parts)

@@ -286,6 +286,26 @@ def test_a_stream_nobody_reads_does_not_stall_the_others():
     run(scenario())
 
 
+def test_a_small_answer_goes_out_between_the_frames_of_a_bulk_stream_not_after_its_window():
+    async def scenario():
+        async with websocket_pair() as (server_ws, agent_ws):
+            server = agent.Tunnel(server_ws)
+            async with running((server_ws, agent_ws), server):
+                streams = []
+                for stream_id in (1, 2):
+                    opening = asyncio.ensure_future(server.open_stream("docker"))
+                    assert (await next_frame(agent_ws))[:2] == (OPEN, stream_id)
+                    await agent_ws.send_bytes(frame(OPEN, stream_id))
+                    streams.append(await opening)
+                bulk, small = streams
+                bulk.write(b"e" * agent.TUNNEL_STREAM_WINDOW)  # an export: a whole window at once
+                small.write(b"[]")  # then the answer to a docker ps
+                order = [(await next_frame(agent_ws))[1] for _ in range(agent.TUNNEL_STREAM_WINDOW
+                                                                         // agent.TUNNEL_MAX_PAYLOAD + 1)]
+                assert order.index(2) <= 1, order
+    run(scenario())
+
+
 def test_a_stream_the_agent_cannot_connect_fails_to_open_with_the_agents_reason():
     async def scenario():
         async with tunnel_pair(serve_by_command) as (server, _edge):
