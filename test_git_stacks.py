@@ -1116,15 +1116,17 @@ def test_a_user_makes_an_edge_stack_from_git_with_a_webhook_and_polling_in_the_u
     settings.get_by_label("Username").fill(own_user)
     settings.get_by_label("Password or token").fill(own_password)
     settings.get_by_label("Re-pull images").check()
+    settings.get_by_label("Force redeployment (put back containers changed by hand)").check()
     settings.get_by_role("button", name="Save the git settings").click()
     wait_until(lambda: saved()["GitConfig"]["Authentication"]["Username"] == own_user, timeout=30,
                message="the new credentials saved")
-    assert saved()["AutoUpdate"]["ForcePullImage"] is True
+    assert saved()["AutoUpdate"]["ForcePullImage"] is True and saved()["AutoUpdate"]["ForceUpdate"] is True
     # Reloaded, the form keeps the saved credentials unless told otherwise; Pull and redeploy can pull again.
     page.reload()
     settings.get_by_label("Keep the saved credentials").wait_for()
     assert settings.get_by_label("Keep the saved credentials").is_checked()
     assert settings.get_by_label("Re-pull images").is_checked()
+    assert settings.get_by_label("Force redeployment (put back containers changed by hand)").is_checked()
     version = saved()["Version"]
     card.get_by_label("Pull the images again on each environment").check()
     card.get_by_role("button", name="Pull and redeploy").click()
