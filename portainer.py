@@ -12136,15 +12136,13 @@ EDGE_STACK_GIT_UPDATE_FIELDS = {"AutoUpdate": GIT_AUTO_UPDATE, "RefName": str, "
 
 
 EDGE_REFUSED_AUTO_UPDATE = {
-    "ForceUpdate": "an edge stack is redeployed on every environment when its commit changes; a drift check of "
-                   "each environment's containers is not done for edge stacks",
     "WebhookEnv": "an edge stack has no variables for a webhook's query parameters to set (as in Portainer)"}
 
 
 def edge_git_auto_update(app: web.Application, body: dict, previous: dict | None, reference: str) -> dict | None:
     """An edge stack's AutoUpdate: Interval, Webhook and ForcePullImage as a stack's (each redeploy makes every
-    environment pull its images again: Portainer's per-environment ReadyRePullImage). ForceUpdate and WebhookEnv
-    are a stack's alone."""
+    environment pull its images again: Portainer's per-environment ReadyRePullImage), and ForceUpdate: a poll
+    redeploys each environment whose containers drifted from the file. WebhookEnv is a stack's alone."""
     raw = body.get("AutoUpdate") or {}
     for name, why in EDGE_REFUSED_AUTO_UPDATE.items():
         if raw.get(name):
@@ -12355,8 +12353,9 @@ def record_git_check(app: web.Application, record: dict, kind: str, trigger: str
 async def edge_git_update(app: web.Application, edge_stack: dict, trigger: str, force: bool = False,
                           pull: bool = False) -> str:
     """One check of an edge stack from git (by webhook or poll): a new version when the remote commit changed, or
-    when forced (a webhook). The outcome goes to its GitCheck and the activity log; a failure changes nothing of
-    what its environments run, and is raised."""
+    when forced (a webhook); else with ForceUpdate, a redeploy of each environment (whose tunnel this server
+    holds) where the containers drifted from the file. The outcome goes to its GitCheck and the activity log; a
+    failure changes nothing of what its environments run, and is raised."""
     outcome, message, commit, status = "unchanged", "", edge_stack["GitConfig"]["ConfigHash"], 200
     try:
         async with app[GIT_UPDATES].lock(edge_stack):
@@ -12364,6 +12363,11 @@ async def edge_git_update(app: web.Application, edge_stack: dict, trigger: str, 
             if force or await app[GIT].remote_commit(source) != commit:
                 commit = await redeploy_git_edge_stack(app, edge_stack, source, pull=pull)
                 outcome = "deployed"
+            elif (edge_stack.get("AutoUpdate") or {}).get("ForceUpdate"):
+                drifted = await app[EDGE_STACKS].redeploy_drifted(edge_stack)
+                if drifted:
+                    outcome = "deployed"
+                    message = f"the containers had drifted from the file on environment {', '.join(map(str, drifted))}"
     except ApiError as exc:
         outcome, message, status = "failed", exc.message, exc.status
         raise
@@ -12414,6 +12418,12 @@ async def git_stack_drifted(actor: StackActor, stack: dict) -> bool:
                                           stack["Id"], entry_point=stack["EntryPoint"])
     if isinstance(deployment, SwarmDeployment):
         return await swarm_services_drifted(deployment)
+    return await compose_containers_drifted(deployment)
+
+
+async def compose_containers_drifted(deployment: ComposeDeployment) -> bool:
+    """A compose project's containers against its file (on whichever environment its connector reaches): one
+    removed, stopped, or made from another config (its config-hash label) is a drift."""
     containers = await deployment.project_containers()
     for name, service in deployment.compose.services.items():
         if service.get("build") is not None:  # part of the hash `up` gave its containers
@@ -13296,14 +13306,9 @@ class EdgeStacks:
         self.set_status(edge_stack, endpoint_id, EDGE_DEPLOYING, pull=pull)
         await self.store.commit()
         try:
-            # its files go where the environment's engine reads them, as a stack's do
-            # relative paths resolve from the compose file's directory, as a stack's do
-            local, entry_point = self.project_dir(edge_stack["Id"]), edge_stack.get("EntryPoint") or COMPOSE_FILE
-            remote = await connector.project_directory(edge_stack["Name"], local)
-            compose = ComposeFile(content, {}, edge_stack["Name"], entry_directory(remote, entry_point),
-                                  source_dir=entry_directory(local, entry_point), file_name=entry_point)
+            compose = await self.compose_for(edge_stack, connector, content)
             await asyncio.to_thread(Stacks.add_generated_files, compose.source_dir, compose)
-            await connector.store_project(edge_stack["Name"], local)
+            await connector.store_project(edge_stack["Name"], self.project_dir(edge_stack["Id"]))
             # a version from git may change what is built: built again, as a git stack's redeploy is
             await ComposeDeployment(connector, compose).up(pull=pull, rebuild=bool(edge_stack.get("GitConfig")))
         except (BadGateway, GatewayTimeout, ServiceUnavailable) as exc:
@@ -13315,6 +13320,41 @@ class EdgeStacks:
             self.set_status(edge_stack, endpoint_id, EDGE_RUNNING)
         if edge_stack["Id"] in self.store.edge_stacks:
             await self.store.commit()
+
+    async def compose_for(self, edge_stack: dict, connector: DockerConnector, content: str) -> ComposeFile:
+        """The stack's file as one environment's engine reads it: its files go where that engine reads them, and
+        relative paths resolve from the compose file's directory, as a stack's do."""
+        local, entry_point = self.project_dir(edge_stack["Id"]), edge_stack.get("EntryPoint") or COMPOSE_FILE
+        remote = await connector.project_directory(edge_stack["Name"], local)
+        return ComposeFile(content, {}, edge_stack["Name"], entry_directory(remote, entry_point),
+                           source_dir=entry_directory(local, entry_point), file_name=entry_point)
+
+    async def redeploy_drifted(self, edge_stack: dict) -> list[int]:
+        """ForceUpdate's check: each environment the stack runs on, whose tunnel this server holds, against the
+        file (the drift check a compose stack has); those that drifted are pending again and deployed anew, the
+        others untouched (no new version). An environment that cannot be reached now is left to the next check.
+        The ids of the drifted environments."""
+        content = await asyncio.to_thread(self.read_file, edge_stack)
+        drifted = []
+        for key, status in list(edge_stack["Status"].items()):
+            endpoint_id = int(key)
+            if status["Type"] != EDGE_RUNNING or not self.deploys_here(endpoint_id):
+                continue
+            try:
+                connector = self.environments.connector(endpoint_id)
+                compose = await self.compose_for(edge_stack, connector, content)
+                if await compose_containers_drifted(ComposeDeployment(connector, compose)):
+                    drifted.append(endpoint_id)
+            except (BadGateway, GatewayTimeout, ServiceUnavailable, NotFound, shared.DockerUnreachable) as exc:
+                log.info("drift check of edge stack %s on environment %s: %s", edge_stack["Name"], endpoint_id,
+                         getattr(exc, "message", exc))
+        for endpoint_id in drifted:
+            self.set_status(edge_stack, endpoint_id, EDGE_PENDING,
+                            pull=bool((edge_stack.get("AutoUpdate") or {}).get("ForcePullImage")))
+        if drifted:
+            await self.store.commit()
+            self.schedule(edge_stack)
+        return drifted
 
     async def retry_loop(self) -> None:
         while True:
@@ -18514,18 +18554,21 @@ export function bindGitTemplates(reload) {
     try { await api('PUT', `/api/custom_templates/${b.dataset.gitFetch}/git_fetch`); toast('Template fetched again from its repository'); }
     catch (err) { toast(err.message, true); } });
 }
-// An edge stack's automatic updates: polling and a webhook (a new version for every environment when the commit moved).
+// An edge stack's automatic updates: polling and a webhook (a new version for every environment when the commit moved),
+// and with ForceUpdate a poll redeploys each environment whose containers drifted from the file.
 function edgeAutoUpdateFields(auto) {
   auto = auto || {};
   return `<fieldset><legend>Automatic updates</legend>
     <label for="ge-interval">Poll the repository every (a duration such as 5m or 1h; empty: no polling; ${POLL_NEEDS_A_NAME})</label>
     <input id="ge-interval" name="Interval" placeholder="5m" value="${esc(auto.Interval || '')}">
     <label class="check"><input type="checkbox" id="ge-webhook" name="Webhook" ${auto.Webhook ? 'checked' : ''}> Webhook: a secret URL that deploys the repository's new commit to every environment</label>
+    <label class="check"><input type="checkbox" id="ge-force" name="ForceUpdate" ${auto.ForceUpdate ? 'checked' : ''}> Force redeployment (put back containers changed by hand): each poll redeploys the environments whose containers drifted from the file</label>
     <label class="check"><input type="checkbox" id="ge-force-pull" name="ForcePullImage" ${auto.ForcePullImage ? 'checked' : ''}> Re-pull images: every redeploy makes each environment pull its images again</label></fieldset>`;
 }
 function edgeAutoUpdateOf(data) {
-  const auto = {Interval: (data.get('Interval') || '').trim(), Webhook: data.get('Webhook') === 'on', ForcePullImage: data.get('ForcePullImage') === 'on'};
-  return auto.Interval || auto.Webhook || auto.ForcePullImage ? auto : null;
+  const auto = {Interval: (data.get('Interval') || '').trim(), Webhook: data.get('Webhook') === 'on',
+    ForceUpdate: data.get('ForceUpdate') === 'on', ForcePullImage: data.get('ForcePullImage') === 'on'};
+  return auto.Interval || auto.Webhook || auto.ForceUpdate || auto.ForcePullImage ? auto : null;
 }
 // An edge stack's saved credentials: kept as they are, replaced by the ones typed, or removed (both left empty).
 function edgeCredentialFields(config) {

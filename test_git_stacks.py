@@ -582,8 +582,8 @@ def test_an_edge_stack_from_git_redeploys_by_hand_on_its_webhook_and_on_poll(srv
                     json={**body, "RepositoryReferenceName": first, "AutoUpdate": {"Interval": "5s"}})
         assert r.status_code == 400 and "needs a branch or a tag" in r.json()["message"], r.text
         r = srv.api("POST", "/api/edge_stacks/create/repository",
-                    json={**body, "AutoUpdate": {"Webhook": "client-chosen", "ForceUpdate": True}})
-        assert r.status_code == 400 and "ForceUpdate" in r.json()["message"], r.text
+                    json={**body, "AutoUpdate": {"Webhook": "client-chosen", "WebhookEnv": True}})
+        assert r.status_code == 400 and "WebhookEnv" in r.json()["message"], r.text
         r = srv.api("POST", "/api/edge_stacks/create/repository", json={**body, "AutoUpdate": {"Webhook": True}})
         assert r.status_code == 200, r.text
         edge_stack = r.json()
@@ -655,6 +655,31 @@ def test_an_edge_stack_from_git_redeploys_by_hand_on_its_webhook_and_on_poll(srv
         with open(os.path.join(srv.data, "activity.jsonl"), errors="replace") as f:
             activity = f.read()
         assert f"webhook: edge stack {name} deployed {third[:12]}" in activity and webhook not in activity
+
+        # A container removed by hand on the edge: without ForceUpdate the polls leave it gone...
+        version = view()["Version"]
+        container_of(engine, name).remove(force=True)
+        time.sleep(3)
+        assert not engine.containers.list(all=True, filters={"label": f"com.docker.compose.project={name}"})
+        assert view()["GitCheck"]["Outcome"] == "unchanged"
+        # ...with ForceUpdate a poll finds the drift and redeploys that environment alone, as the file says.
+        r = srv.api("PUT", f"/api/edge_stacks/{edge_stack['Id']}/git",
+                    json={"AutoUpdate": {"Interval": "1s", "Webhook": True, "ForceUpdate": True}})
+        assert r.status_code == 200 and r.json()["AutoUpdate"]["ForceUpdate"] is True, r.text
+        started = time.monotonic()
+        wait_until(lambda: runs("93"), timeout=30, interval=0.1, message="the removed container put back")
+        MEASURED["edge stack drift put back"] = time.monotonic() - started
+        after = view()
+        assert after["Version"] == version and after["GitConfig"]["ConfigHash"] == fourth
+        assert read_in(container_of(engine, name), "/data/kept") == "kept-on-the-edge"
+        with open(os.path.join(srv.data, "activity.jsonl"), errors="replace") as f:
+            assert "the containers had drifted from the file on environment" in f.read()
+        # A container stopped by hand is put back too; one in step with the file is left alone.
+        container_of(engine, name).stop(timeout=1)
+        wait_until(lambda: runs("93"), timeout=30, interval=0.1, message="the stopped container put back")
+        steady = container_of(engine, name).id
+        time.sleep(2.5)
+        assert container_of(engine, name).id == steady and view()["GitCheck"]["Outcome"] == "unchanged"
 
         # A failing fetch (the git server down) keeps what runs, and says so in the edge stack's view.
         git_server.stop_nginx()
@@ -1091,15 +1116,17 @@ def test_a_user_makes_an_edge_stack_from_git_with_a_webhook_and_polling_in_the_u
     settings.get_by_label("Username").fill(own_user)
     settings.get_by_label("Password or token").fill(own_password)
     settings.get_by_label("Re-pull images").check()
+    settings.get_by_label("Force redeployment (put back containers changed by hand)").check()
     settings.get_by_role("button", name="Save the git settings").click()
     wait_until(lambda: saved()["GitConfig"]["Authentication"]["Username"] == own_user, timeout=30,
                message="the new credentials saved")
-    assert saved()["AutoUpdate"]["ForcePullImage"] is True
+    assert saved()["AutoUpdate"]["ForcePullImage"] is True and saved()["AutoUpdate"]["ForceUpdate"] is True
     # Reloaded, the form keeps the saved credentials unless told otherwise; Pull and redeploy can pull again.
     page.reload()
     settings.get_by_label("Keep the saved credentials").wait_for()
     assert settings.get_by_label("Keep the saved credentials").is_checked()
     assert settings.get_by_label("Re-pull images").is_checked()
+    assert settings.get_by_label("Force redeployment (put back containers changed by hand)").is_checked()
     version = saved()["Version"]
     card.get_by_label("Pull the images again on each environment").check()
     card.get_by_role("button", name="Pull and redeploy").click()

@@ -153,18 +153,21 @@ export function bindGitTemplates(reload) {
     try { await api('PUT', `/api/custom_templates/${b.dataset.gitFetch}/git_fetch`); toast('Template fetched again from its repository'); }
     catch (err) { toast(err.message, true); } });
 }
-// An edge stack's automatic updates: polling and a webhook (a new version for every environment when the commit moved).
+// An edge stack's automatic updates: polling and a webhook (a new version for every environment when the commit moved),
+// and with ForceUpdate a poll redeploys each environment whose containers drifted from the file.
 function edgeAutoUpdateFields(auto) {
   auto = auto || {};
   return `<fieldset><legend>Automatic updates</legend>
     <label for="ge-interval">Poll the repository every (a duration such as 5m or 1h; empty: no polling; ${POLL_NEEDS_A_NAME})</label>
     <input id="ge-interval" name="Interval" placeholder="5m" value="${esc(auto.Interval || '')}">
     <label class="check"><input type="checkbox" id="ge-webhook" name="Webhook" ${auto.Webhook ? 'checked' : ''}> Webhook: a secret URL that deploys the repository's new commit to every environment</label>
+    <label class="check"><input type="checkbox" id="ge-force" name="ForceUpdate" ${auto.ForceUpdate ? 'checked' : ''}> Force redeployment (put back containers changed by hand): each poll redeploys the environments whose containers drifted from the file</label>
     <label class="check"><input type="checkbox" id="ge-force-pull" name="ForcePullImage" ${auto.ForcePullImage ? 'checked' : ''}> Re-pull images: every redeploy makes each environment pull its images again</label></fieldset>`;
 }
 function edgeAutoUpdateOf(data) {
-  const auto = {Interval: (data.get('Interval') || '').trim(), Webhook: data.get('Webhook') === 'on', ForcePullImage: data.get('ForcePullImage') === 'on'};
-  return auto.Interval || auto.Webhook || auto.ForcePullImage ? auto : null;
+  const auto = {Interval: (data.get('Interval') || '').trim(), Webhook: data.get('Webhook') === 'on',
+    ForceUpdate: data.get('ForceUpdate') === 'on', ForcePullImage: data.get('ForcePullImage') === 'on'};
+  return auto.Interval || auto.Webhook || auto.ForceUpdate || auto.ForcePullImage ? auto : null;
 }
 // An edge stack's saved credentials: kept as they are, replaced by the ones typed, or removed (both left empty).
 function edgeCredentialFields(config) {
