@@ -7,6 +7,7 @@ finishes on the other. PostgreSQL 15, HAProxy and the OpenID provider are the re
 
 import concurrent.futures
 import contextlib
+import datetime
 import hashlib
 import json
 import os
@@ -334,6 +335,19 @@ def test_an_agent_environment_added_on_one_server_answers_through_both(fleet, tm
         process.wait(10)
 
 
+def update_window(agent_log: str) -> tuple[float, float]:
+    """From an edge agent's log: when it replaced its agent.py, and when the new one's tunnel was up."""
+    start = end = None
+    for line in agent_log.splitlines():
+        if start is None and "agent.py replaced by version" in line:
+            start = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        elif start is not None and "edge tunnel to" in line and " is up " in line:
+            end = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            break
+    assert start is not None and end is not None, agent_log[-2000:]
+    return start, end
+
+
 def test_an_update_schedule_s_batch_size_holds_across_both_servers_and_every_device_ends_updated(
         edge_fleet, tmp_path):
     """Six real edge agents (agent.py copies that update themselves) spread over both servers by HAProxy, batches
@@ -391,6 +405,9 @@ def test_an_update_schedule_s_batch_size_holds_across_both_servers_and_every_dev
         digest = hashlib.sha256(text.encode()).hexdigest()
         for _, home, _ in devices:
             assert hashlib.sha256((home / "agent.py").read_bytes()).hexdigest() == digest
+        # what the devices lived through: from replacing agent.py to the new agent's tunnel, at most two at once
+        windows = [update_window((home / "agent.log").read_text()) for _, home, _ in devices]
+        assert max(sum(1 for start, end in windows if start <= moment < end) for moment, _ in windows) <= 2, windows
         views = {v["Id"]: v for v in call("GET", "/api/endpoints").json()}
         assert all(views[i]["Agent"]["Version"] == "2.19.4-batch" for i in ids)
     finally:
