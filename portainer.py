@@ -811,7 +811,7 @@ write_private_file = shared.write_private_file
 DATABASE_CHANNEL = "portainer_changes"
 # Data-directory trees every server needs (stack files, templates, environments' TLS files): their files travel in
 # the database, sealed, in the same transaction as the records that name them.
-SHARED_DIRECTORIES = ("compose", "edge_stacks", "custom_templates", "tls")
+SHARED_DIRECTORIES = ("compose", "edge_stacks", "custom_templates", "tls", "edge_updates")
 SHARED_FILE_MAX = 4 * 1024 * 1024
 LEADER_LEASE_SECONDS = 8.0
 LEADER_RENEW_SECONDS = 2.0
@@ -1579,7 +1579,8 @@ def leadership_for(store: Store) -> SoleServer | DatabaseLease:
     return DatabaseLease(store) if isinstance(store, DatabaseStore) else SoleServer()
 
 
-RECORD_LOCK_CLASSES = {"stacks": 7_177_101, "edge_stacks": 7_177_102}  # pg_advisory_lock(class, id): one per kind
+# pg_advisory_lock(class, id): one class per kind
+RECORD_LOCK_CLASSES = {"stacks": 7_177_101, "edge_stacks": 7_177_102, "edge_update_schedules": 7_177_103}
 
 
 class RecordLocks:
@@ -13854,13 +13855,17 @@ def offered_agent_file(config: argparse.Namespace) -> str:
 
 class EdgeUpdates:
     """Runs the update schedules: every tick, each due schedule sends its agent.py to as many connected devices
-    as its batch size allows and reads the outcome of the ones updating from how they reconnected."""
+    as its batch size allows and reads the outcome of the ones updating from how they reconnected. Beside other
+    servers (--database) each sends to the devices it holds, and they take turns on a schedule (RecordLocks): a
+    server changes the schedule's devices only holding its lock, fresh from the database, and commits before it
+    lets go, so the places left in the batch are counted fleet-wide and a batch never exceeds batchSize."""
 
     def __init__(self, app: web.Application):
         self.app = app
         self.store = app[STORE]
         self.directory = os.path.join(app[STORE].directory, "edge_updates")
         self.tasks: set[asyncio.Task] = set()
+        self.locks = RecordLocks(app[STORE])
 
     def file_path(self, schedule_id: int) -> str:
         return os.path.join(self.directory, f"{schedule_id}-agent.py")
@@ -13868,11 +13873,22 @@ class EdgeUpdates:
     async def run(self) -> None:
         while True:
             await asyncio.sleep(UPDATE_TICK)
-            changed = False
-            for schedule in self.store.edge_update_schedules:
-                changed |= self.tick(schedule)
-            if changed:
-                await self.store.commit()
+            if self.app[LEADERSHIP].alone:
+                changed = False
+                for schedule in self.store.edge_update_schedules:
+                    changed |= self.tick(schedule)
+                if changed:
+                    await self.store.commit()
+                continue
+            for schedule_id in [s["id"] for s in self.store.edge_update_schedules
+                                if s["scheduledTime"] <= now() and not s.get("finished")]:
+                try:
+                    async with self.locks.hold("edge_update_schedules", schedule_id):
+                        schedule = self.store.edge_update_schedules.find(schedule_id)  # as the database has it now
+                        if schedule is not None and self.tick(schedule):
+                            await self.store.commit()
+                except (Conflict, ServiceUnavailable) as exc:
+                    log.warning("edge update schedule %s not advanced this tick: %s", schedule_id, exc)
 
     def tick(self, schedule: dict) -> bool:
         """Advance one schedule; True when a device's state changed."""
@@ -13930,8 +13946,20 @@ class EdgeUpdates:
         return changed
 
     async def send(self, schedule: dict, endpoint_id: int) -> None:
-        """The file and its signed digest through the device's tunnel; its answer says whether it installs it."""
-        device = schedule["devices"][str(endpoint_id)]
+        outcome = await self.deliver(schedule, endpoint_id)
+        try:
+            async with self.locks.hold("edge_update_schedules", schedule["id"]):
+                device = schedule["devices"].get(str(endpoint_id))  # the record, as fresh as the lock made it
+                if device is not None:
+                    device.update(outcome)
+                    device.pop("sending", None)
+                await self.store.commit()
+        except (Conflict, ServiceUnavailable) as exc:
+            log.warning("edge update of environment %s: its outcome was not saved: %s", endpoint_id, exc)
+
+    async def deliver(self, schedule: dict, endpoint_id: int) -> dict:
+        """The file and its signed digest through the device's tunnel; its answer says whether it installs it.
+        Returns what changes in the device's entry of the schedule."""
         try:
             with open(self.file_path(schedule["id"]), "rb") as f:
                 data = f.read()
@@ -13954,18 +13982,14 @@ class EdgeUpdates:
                 answer = {"Accepted": False, "Reason": "this agent cannot update itself (an older agent.py)"}
             if not isinstance(answer, dict) or answer.get("Accepted") is not True:
                 reason = answer.get("Reason") if isinstance(answer, dict) else None
-                device.update(status=UPDATE_FAILED, reason=str(reason or "refused by the device")[:300], time=now())
-            else:
-                device.update(time=now())
-                log.info("edge environment %s accepted agent.py version %s", endpoint_id, schedule["version"])
+                return {"status": UPDATE_FAILED, "reason": str(reason or "refused by the device")[:300], "time": now()}
+            log.info("edge environment %s accepted agent.py version %s", endpoint_id, schedule["version"])
+            return {"time": now()}
         except (KeyError, ConnectionError, asyncio.TimeoutError, asyncio.LimitOverrunError) as exc:
             # the tunnel went away before the device answered: it is tried again when it is back
-            device.update(status=UPDATE_PENDING, reason=f"not sent: {exc or type(exc).__name__}", time=now())
+            return {"status": UPDATE_PENDING, "reason": f"not sent: {exc or type(exc).__name__}", "time": now()}
         except OSError as exc:
-            device.update(status=UPDATE_FAILED, reason=f"the schedule's agent.py cannot be read: {exc}", time=now())
-        finally:
-            device.pop("sending", None)
-        await self.store.commit()
+            return {"status": UPDATE_FAILED, "reason": f"the schedule's agent.py cannot be read: {exc}", "time": now()}
 
 
 def edge_update_view(schedule: dict) -> dict:

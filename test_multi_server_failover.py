@@ -7,7 +7,11 @@ finishes on the other. PostgreSQL 15, HAProxy and the OpenID provider are the re
 
 import concurrent.futures
 import contextlib
+import datetime
+import hashlib
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -55,8 +59,10 @@ def edge_fleet(engine, postgres, tmp_path):
     key_file = tmp_path / "secrets.key"
     key_file.write_bytes(os.urandom(32))
     database = postgres.new_database()
+    offered = tmp_path / "offered-agent.py"  # what edge update schedules send; a test writes its own version
+    shutil.copy(os.path.join(HERE, "agent.py"), offered)
     args = ("--database", database, "--secrets-key-file", str(key_file), "--sslcert", cert, "--sslkey", key,
-            "--edge-heartbeat", "1", "--snapshot-interval", "1")
+            "--edge-heartbeat", "1", "--snapshot-interval", "1", "--edge-agent-file", str(offered))
     servers = [start_server(str(tmp_path / "server-a"), *args)]
     servers.append(start_server(str(tmp_path / "server-b"), *args))
     tls_port = free_port()
@@ -327,3 +333,89 @@ def test_an_agent_environment_added_on_one_server_answers_through_both(fleet, tm
     finally:
         process.terminate()
         process.wait(10)
+
+
+def update_window(agent_log: str) -> tuple[float, float]:
+    """From an edge agent's log: when it replaced its agent.py, and when the new one's tunnel was up."""
+    start = end = None
+    for line in agent_log.splitlines():
+        if start is None and "agent.py replaced by version" in line:
+            start = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        elif start is not None and "edge tunnel to" in line and " is up " in line:
+            end = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            break
+    assert start is not None and end is not None, agent_log[-2000:]
+    return start, end
+
+
+def test_an_update_schedule_s_batch_size_holds_across_both_servers_and_every_device_ends_updated(
+        edge_fleet, tmp_path):
+    """Six real edge agents (agent.py copies that update themselves) spread over both servers by HAProxy, batches
+    of two: each server sends to the devices it holds, and at no moment are more than two updating fleet-wide."""
+    a = edge_fleet.servers[0]
+    devices = []
+
+    def call(method: str, path: str, **kwargs) -> requests.Response:  # through HAProxy, as the administrator
+        return edge_fleet.through_balancer(method, path, a.admin_token, **kwargs)
+    for i in range(6):
+        r = a.api("POST", "/api/endpoints", json={"Name": f"upd-{i}", "EndpointCreationType": 4,
+                                                   "URL": f"https://127.0.0.1:{edge_fleet.tls_port}"})
+        assert r.status_code == 200, r.text
+        home = tmp_path / f"device-{i}"
+        home.mkdir()
+        shutil.copy(os.path.join(HERE, "agent.py"), home / "agent.py")
+        env = {**os.environ, "EDGE": "1", "EDGE_KEY": r.json()["EdgeKey"], "EDGE_ID": f"upd-{i}",
+               "EDGE_DATA": str(home / "state"), "DOCKER_HOST": "unix:///var/run/docker.sock",
+               "EDGE_HEARTBEAT": "1", "EDGE_BACKOFF_INITIAL": "0.2", "EDGE_BACKOFF_MAX": "1.0"}
+        process = subprocess.Popen([sys.executable, str(home / "agent.py")], env=env, stdout=subprocess.DEVNULL,
+                                   stderr=open(home / "agent.log", "ab"))
+        devices.append((r.json()["Id"], home, process))
+    ids = [i for i, _, _ in devices]
+    try:
+        def held_by() -> dict:
+            return {view["Id"]: srv for srv in edge_fleet.servers for view in srv.api("GET", "/api/endpoints").json()
+                    if view["Id"] in ids and view["EdgeTunnelConnected"] and not view["EdgeTunnelRelayed"]}
+        wait_until(lambda: len(held_by()) == 6, timeout=60, interval=0.5, message="six edge tunnels")
+        assert len({srv.port for srv in held_by().values()}) == 2, "HAProxy should spread the devices over both"
+        group = call("POST", "/api/edge_groups", json={"Name": "line", "Dynamic": False, "Endpoints": ids})
+        assert group.status_code == 200, group.text
+        group = group.json()
+        with open(os.path.join(HERE, "agent.py")) as f:
+            text = f.read().replace(f'AGENT_VERSION = "{agent.AGENT_VERSION}"', 'AGENT_VERSION = "2.19.4-batch"', 1)
+        (tmp_path / "offered-agent.py").write_text(text)
+        r = call("POST", "/api/edge_update_schedules", json={
+            "name": "batched", "groupIds": [group["Id"]], "batchSize": 2, "rollbackTimeout": 20})
+        assert r.status_code == 200, r.text
+        schedule_id, most, seen_by = r.json()["id"], 0, set()
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            answer = call("GET", f"/api/edge_update_schedules/{schedule_id}")
+            assert answer.status_code == 200, answer.text
+            seen_by.add(answer.headers["X-Served-By"])
+            states = [d["status"] for d in answer.json()["devices"].values()]
+            updating = states.count("updating")
+            most = max(most, updating)
+            assert updating <= 2, answer.json()["devices"]
+            if len(states) == 6 and all(s == "updated" for s in states):
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError(f"not every device updated: {answer.json()['devices']}")
+        assert most == 2 and seen_by == {"s0", "s1"}  # batches were full, watched through both servers
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        for _, home, _ in devices:
+            assert hashlib.sha256((home / "agent.py").read_bytes()).hexdigest() == digest
+        # what the devices lived through: from replacing agent.py to the new agent's tunnel, at most two at once
+        windows = [update_window((home / "agent.log").read_text()) for _, home, _ in devices]
+        assert max(sum(1 for start, end in windows if start <= moment < end) for moment, _ in windows) <= 2, windows
+        views = {v["Id"]: v for v in call("GET", "/api/endpoints").json()}
+        assert all(views[i]["Agent"]["Version"] == "2.19.4-batch" for i in ids)
+    finally:
+        for _, home, process in devices:
+            process.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(10)
+            with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):  # the updated agent
+                pid = json.loads((home / "state" / "state.json").read_text()).get("pid")
+                if pid and pid != process.pid:
+                    os.kill(pid, signal.SIGTERM)
