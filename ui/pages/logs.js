@@ -141,13 +141,17 @@ export async function pageLogs(envId) {
       shown = live; droppedNote = ''; lastKeys = []; lastTimes = []; anchor = null; generation++;
       $('#log-pause').textContent = 'Pause'; $('#log-pause').setAttribute('aria-pressed', 'false'); schedule();
     } else { // from the oldest of the containers' last lines on; the lines already kept are skipped below
-      const times = lastTimes.filter(t => t > 0);
+      const times = lastTimes.flatMap(streams => Object.values(streams || {})).filter(t => t > 0);
       params.set('tail', 'all'); if (times.length) params.set('since', String(Math.floor(Math.min(...times) / 1000)));
     }
     names = chosen.map(containerName); hues = names.map(containerHue); const splitters = [], ended = new Set(); legend(ended);
-    const keep = (index, l) => { const key = timestampKey(l.ts);
-      if (key && lastKeys[index] && key <= lastKeys[index]) return;
-      lastKeys[index] = key || lastKeys[index]; lastTimes[index] = l.time || lastTimes[index];
+    // A resumed stream replays each container's lines from the oldest last one on: a line is kept once it is later
+    // than the last kept of its own stream. Only within one stream are times in order: the engine may write a
+    // container's stderr line before the stdout line stamped just before it.
+    const keep = (index, l) => { const key = timestampKey(l.ts), last = lastKeys[index] || (lastKeys[index] = {});
+      if (key && last[l.stream] && key <= last[l.stream]) return;
+      last[l.stream] = key || last[l.stream];
+      if (l.time) (lastTimes[index] || (lastTimes[index] = {}))[l.stream] = l.time;
       l.container = index; l.hue = hues[index]; live.push(l); };
     const onFrame = (kind, index, payload) => {
       if (kind === FRAME_OPEN) { const c = JSON.parse(new TextDecoder().decode(payload)); names[index] = c.Name; hues[index] = containerHue(c.Name);
