@@ -247,8 +247,9 @@ SIDE_ENV = {"PORT_A": ("18601", "18701"), "PORT_B": ("18602", "18702"), "PORT_C"
 
 # Compose's own labels that differ by tool rather than by file: its hash of the service, and where the file was
 # (docker-compose writes its -f argument as given; a stack, the absolute path of its file in the data directory).
+# A stack also labels what it makes with its record's id (a creation cut short by a server's death is taken over).
 TOOL_LABELS = {"com.docker.compose.config-hash", "com.docker.compose.version",
-               "com.docker.compose.project.config_files"}
+               "com.docker.compose.project.config_files", "io.portainer-py.stack.id"}
 # Deliberate, documented differences: a pattern of the compared path -> why.
 EXCEPTIONS = {
     r"\.networks\.\w+\.Attachable$":

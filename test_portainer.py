@@ -308,7 +308,8 @@ def test_every_api_route_requires_auth_unless_marked_public(server):
                       ("GET", "/api/endpoints/edge/tunnel"),  # it checks the edge key's secret itself
                       ("POST", "/api/endpoints/global-key"),  # it checks the fleet's onboarding key itself
                       ("POST", "/api/webhooks/{token}"),  # the token is the secret, as in Portainer
-                      ("POST", "/api/stacks/webhooks/{webhook}")}  # so is a git stack's webhook id
+                      ("POST", "/api/stacks/webhooks/{webhook}"),  # so is a git stack's webhook id
+                      ("POST", "/api/edge_stacks/webhooks/{webhook}")}  # and a git edge stack's
     for method, path, handler in portainer.ROUTES:
         if (method, path) in public:
             continue
