@@ -421,6 +421,27 @@ def remote_host(engine):
     remove_namespace_host(host.name, host.name.replace("node", "veth"), host.root)
 
 
+@pytest.fixture
+def local_agent(engine, tmp_path):
+    """`python agent.py` on 127.0.0.1 serving the machine's engine (an agent environment without a second host)."""
+    port = free_port()
+    log = open(tmp_path / "agent.log", "ab")
+    process = subprocess.Popen([sys.executable, os.path.join(HERE, "agent.py"), "--host", "127.0.0.1", "--port",
+                                str(port), "--docker-host", "unix:///var/run/docker.sock", "--data",
+                                str(tmp_path / "agent-data"), "--log-level", "DEBUG"], stdout=log, stderr=log)
+    try:
+        def listening() -> bool:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                return True
+            assert process.poll() is None, (tmp_path / "agent.log").read_text()
+            return False
+        wait_until(listening, message="the agent to listen")
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
 @contextlib.contextmanager
 def one_node_swarm(engine: docker.DockerClient, index: int):
     """A one-node Swarm on namespace host `index` (never on the shared engine, whose other users a swarm would

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -306,33 +305,18 @@ def test_an_oauth_sign_in_started_on_one_server_finishes_on_the_other(fleet, eng
 
 
 
-def test_an_agent_environment_added_on_one_server_answers_through_both(fleet, tmp_path):
+def test_an_agent_environment_added_on_one_server_answers_through_both(fleet, local_agent):
     """An agent trusts the one key that signs requests to it: every server signs with the key in the database."""
-    port = free_port()
-    process = subprocess.Popen([sys.executable, os.path.join(HERE, "agent.py"), "--host", "127.0.0.1", "--port",
-                                str(port), "--docker-host", "unix:///var/run/docker.sock", "--data",
-                                str(tmp_path / "agent-data")], stdout=open(tmp_path / "agent.log", "ab"),
-                               stderr=subprocess.STDOUT)
-    try:
-        def listening() -> bool:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-                return True
-            assert process.poll() is None, (tmp_path / "agent.log").read_text()
-            return False
-        wait_until(listening, message="the agent to listen")
-        a, b = fleet.servers
-        r = a.api("POST", "/api/endpoints", json={"Name": "agent", "EndpointCreationType": 2,
-                                                   "URL": f"127.0.0.1:{port}"})
-        assert r.status_code == 200, r.text
-        endpoint_id = r.json()["Id"]
-        wait_until(lambda: b.api("GET", f"/api/endpoints/{endpoint_id}").status_code == 200, timeout=5,
-                   message="the other server to know the environment")
-        for srv in (a, b, a, b):
-            answer = srv.api("GET", f"/api/endpoints/{endpoint_id}/docker/containers/json")
-            assert answer.status_code == 200, answer.text
-    finally:
-        process.terminate()
-        process.wait(10)
+    a, b = fleet.servers
+    r = a.api("POST", "/api/endpoints", json={"Name": "agent", "EndpointCreationType": 2,
+                                               "URL": local_agent})
+    assert r.status_code == 200, r.text
+    endpoint_id = r.json()["Id"]
+    wait_until(lambda: b.api("GET", f"/api/endpoints/{endpoint_id}").status_code == 200, timeout=5,
+               message="the other server to know the environment")
+    for srv in (a, b, a, b):
+        answer = srv.api("GET", f"/api/endpoints/{endpoint_id}/docker/containers/json")
+        assert answer.status_code == 200, answer.text
 
 
 def update_window(agent_log: str) -> tuple[float, float]:

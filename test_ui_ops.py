@@ -8,9 +8,6 @@ import contextlib
 import json
 import os
 import re
-import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -19,7 +16,7 @@ import pytest
 import requests
 
 import test_ui
-from conftest import BUSYBOX, HERE, SLOT, TEST_LABEL, free_port, wait_until
+from conftest import BUSYBOX, SLOT, TEST_LABEL, wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -459,27 +456,6 @@ def test_a_read_only_user_is_shown_the_refusal_when_tagging_an_image_or_opening_
     assert page.get_by_role("alert").inner_text().strip()
     assert page.locator("#network-connect").count() == 0
     assert page_errors(tab, "403 (Forbidden)") == []
-
-
-@pytest.fixture
-def local_agent(engine, tmp_path):
-    """`python agent.py` on 127.0.0.1 serving the machine's engine (an agent environment without a second host)."""
-    port = free_port()
-    log = open(tmp_path / "agent.log", "ab")
-    process = subprocess.Popen([sys.executable, os.path.join(HERE, "agent.py"), "--host", "127.0.0.1", "--port",
-                                str(port), "--docker-host", "unix:///var/run/docker.sock", "--data",
-                                str(tmp_path / "agent-data"), "--log-level", "DEBUG"], stdout=log, stderr=log)
-    try:
-        def listening() -> bool:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-                return True
-            assert process.poll() is None, (tmp_path / "agent.log").read_text()
-            return False
-        wait_until(listening, message="the agent to listen")
-        yield f"127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def test_a_volume_page_on_an_agent_environment_opens_its_file_browser(fresh_server, engine, open_page, labelled,
