@@ -10624,6 +10624,9 @@ class Stacks:
 DEPLOY_ID_HEADER = "X-Portainer-Deploy-Id"
 DEPLOY_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 DEPLOY_PROGRESS_KEEP_SECONDS = 300
+# How long a progress reader waits for the deploy call naming its id (the UI sends it right after opening the
+# stream): a stream for an id no deploy call names ends then, empty, instead of staying open for minutes.
+DEPLOY_PROGRESS_CLAIM_SECONDS = 10
 DEPLOY_PROGRESS_MAX_EVENTS = 5000
 
 
@@ -10634,6 +10637,7 @@ class ProgressChannel:
         self.owner = owner
         self.events: list[dict] = []
         self.finished = False
+        self.claimed = False  # a create or update call named this channel's id
         self.touched = time.monotonic()
         self.changed = asyncio.Event()
 
@@ -10676,7 +10680,9 @@ def deploy_progress(request: web.Request) -> ProgressChannel:
         return ProgressChannel(caller_of(request).id)
     if not DEPLOY_ID.match(deploy_id):
         raise BadRequest(f"{DEPLOY_ID_HEADER} must be 8 to 64 letters, digits, '-' or '_'")
-    return request.app[DEPLOYS].channel(deploy_id, caller_of(request).id)
+    channel = request.app[DEPLOYS].channel(deploy_id, caller_of(request).id)
+    channel.claimed = True
+    return channel
 
 
 async def handle_stack_deploy_progress(request: web.Request) -> web.StreamResponse:
@@ -10689,16 +10695,18 @@ async def handle_stack_deploy_progress(request: web.Request) -> web.StreamRespon
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-store"})
     await response.prepare(request)
     sent = 0
-    deadline = time.monotonic() + DEPLOY_PROGRESS_KEEP_SECONDS
+    opened = time.monotonic()
     while True:
         while sent < len(channel.events):
             await response.write(json.dumps(channel.events[sent]).encode() + b"\n")
             sent += 1
-        if channel.finished or (not channel.events and time.monotonic() > deadline):
+        waited = time.monotonic() - opened
+        if channel.finished or (not channel.claimed and waited > DEPLOY_PROGRESS_CLAIM_SECONDS) or (
+                not channel.events and waited > DEPLOY_PROGRESS_KEEP_SECONDS):
             break
         changed = channel.changed
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(changed.wait(), 15)
+            await asyncio.wait_for(changed.wait(), 15 if channel.claimed else 1)
         channel.touched = time.monotonic()
     request.app[DEPLOYS].channels.pop(deploy_id, None)
     await response.write_eof()

@@ -258,6 +258,15 @@ class ProgressReader(threading.Thread):
                     self.events.append((time.monotonic(), json.loads(line)))
 
 
+def test_a_progress_stream_whose_deploy_never_comes_ends_empty_after_a_few_seconds(server):
+    """A reader of an id that no create or update call names is not kept waiting for minutes."""
+    started = time.monotonic()
+    r = server.api("GET", f"/api/stacks/deploys/{uuid.uuid4().hex}/progress", timeout=60)
+    waited = time.monotonic() - started
+    assert r.status_code == 200 and r.text == "", r.text
+    assert portainer.DEPLOY_PROGRESS_CLAIM_SECONDS <= waited < portainer.DEPLOY_PROGRESS_CLAIM_SECONDS + 5, waited
+
+
 def test_project_archive_builds_binds_its_files_and_streams_progress_on_the_local_environment(server, engine,
                                                                                             project):
     deploy_id = uuid.uuid4().hex
