@@ -96,9 +96,12 @@ BASE_IMAGE ?= local/python-base:bookworm
 base-image:
 	@docker image inspect $(BASE_IMAGE) >/dev/null 2>&1 || ( \
 	  command -v debootstrap >/dev/null || apt-get install -y -qq debootstrap; \
+	  mirror="$$(cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
+	    | awk '/^URIs:/{print $$2; exit} /^deb /{for (i = 2; i <= NF; i++) if ($$i ~ /:\/\//) {print $$i; exit}}')"; \
+	  [ -n "$$mirror" ] || { echo "base-image: no Debian mirror in apt's sources (/etc/apt/sources.list*)"; exit 1; }; \
 	  rm -rf /tmp/portainer-py-rootfs && \
 	  debootstrap --variant=minbase --include=python3,python3-aiohttp,python3-yaml,python3-cffi-backend,python3-cryptography \
-	    bookworm /tmp/portainer-py-rootfs "$$(awk '/^URIs:/{print $$2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || echo http://deb.debian.org/debian)" >/tmp/portainer-py-debootstrap.log 2>&1 && \
+	    bookworm /tmp/portainer-py-rootfs "$$mirror" >/tmp/portainer-py-debootstrap.log 2>&1 && \
 	  tar -C /tmp/portainer-py-rootfs -c . | docker import - $(BASE_IMAGE) >/dev/null && rm -rf /tmp/portainer-py-rootfs)
 
 image: base-image

@@ -7,15 +7,18 @@ import asyncio
 import contextlib
 import http.client
 import json
+import logging
 import os
 import ssl
 import subprocess
 import sys
 import time
 
+import aiohttp
 import docker
 import pytest
 import requests
+from aiohttp import web
 
 from conftest import BUSYBOX, DOCKER_SOCKET, HERE, SLOT, TEST_LABEL, free_port, wait_until
 from test_access import STANDARD, grant, new_user, user_with_role
@@ -253,6 +256,46 @@ def test_the_shared_client_skips_the_engines_interim_100_continue_for_the_real_a
             client.close()
     asyncio.run(story())
 
+
+
+def test_a_client_that_closes_a_followed_stream_ends_the_relay_without_an_error_logged(engine, caplog):
+    """The real engine's /events relayed by agent.relay_response (what every path, local, agent, edge and relayed,
+    answers with); the client reads the head and goes away, and the engine's next event is written after it."""
+    async def scenario():
+        client = engine_client()
+        relayed = asyncio.get_running_loop().create_future()
+
+        async def follow_events(request):
+            try:
+                response = await client.request("GET", "/events", timeout=30)
+                return await agent.relay_response(request, response)
+            finally:
+                relayed.set_result(None)
+        app = web.Application()
+        app.router.add_get("/events", follow_events)
+        runner = web.AppRunner(app, **agent.aiohttp_server_options()[0])
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        try:
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"http://127.0.0.1:{port}/events") as answer:
+                    assert answer.status == 200
+            name = f"ptpy-client-gone-{os.getpid()}"
+            for _ in range(3):  # events the relay writes to the client that went away
+                (await client.request("POST", "/volumes/create", [("Content-Type", "application/json")],
+                                      json.dumps({"Name": name}).encode(), timeout=30)).release()
+                (await client.request("DELETE", f"/volumes/{name}", timeout=30)).release()
+            await asyncio.wait_for(relayed, 10)
+        finally:
+            await runner.cleanup()
+            client.close()
+
+    with caplog.at_level(logging.DEBUG):
+        asyncio.run(scenario())
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+    assert not errors, [(r.name, r.getMessage(), r.exc_info and r.exc_info[0]) for r in errors]
 
 # ---------------------------------------------------------------------------------------------------------------
 # Security headers on every answer
