@@ -503,7 +503,7 @@ async def simulate_edge_fleet(keys_path: str, heartbeat: float = 20.0, concurren
                 held += 1
                 attempt = 0
                 try:
-                    await agent.Tunnel(ws, lambda stream: agent.serve_edge_stream(stream, docker_url)).run()
+                    await agent.Tunnel(ws, lambda stream: agent.serve_edge_stream(stream, docker_url), large=True).run()
                 finally:
                     held -= 1
             except (aiohttp.ClientError, OSError, asyncio.TimeoutError, agent.EdgeOnboardingRefused) as exc:

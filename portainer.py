@@ -12788,7 +12788,7 @@ async def handle_edge_tunnel(request: web.Request) -> web.StreamResponse:
                                max_msg_size=shared.TUNNEL_MAX_MESSAGE, compress=False,
                                timeout=shared.TUNNEL_CLOSE_TIMEOUT)
     await ws.prepare(request)
-    tunnel = shared.Tunnel(ws)
+    tunnel = shared.Tunnel(ws, large=True)
     previous = tunnels.tunnels.get(endpoint_id)
     tunnels.tunnels[endpoint_id] = tunnel
     tunnels.websockets.add(ws)
@@ -14544,7 +14544,7 @@ class EdgeRelay:
                 raise shared.DockerUnreachable(
                     f"the edge agent of environment {endpoint_id} is connected to the server at {address}, which "
                     f"cannot be reached: {exc or type(exc).__name__}") from None
-            link = self._links[address] = shared.Tunnel(ws, max_streams=shared.RELAY_MAX_STREAMS)
+            link = self._links[address] = shared.Tunnel(ws, max_streams=shared.RELAY_MAX_STREAMS, large=True)
             self.tunnels.spawn(link.run())
             log.info("edge relay: linked to the server at %s", address)
             return link
@@ -14559,7 +14559,8 @@ class EdgeRelay:
         peer = (request.transport.get_extra_info("peercert") or {}) if request.transport else {}
         name = dict(part[0] for part in peer.get("subject", ())).get("commonName", "?")
         log.info("edge relay: server %s linked from %s", name, request.remote)
-        await shared.Tunnel(ws, serve_stream=self.serve_relayed_stream, max_streams=shared.RELAY_MAX_STREAMS).run()
+        await shared.Tunnel(ws, serve_stream=self.serve_relayed_stream, max_streams=shared.RELAY_MAX_STREAMS,
+                            large=True).run()
         log.info("edge relay: server %s unlinked", name)
         return ws
 

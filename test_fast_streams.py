@@ -6,6 +6,7 @@ answer_head_timeout (Docker proxy) and the relay's reading of a chunked engine a
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import pytest
 from hypothesis import given, settings
@@ -103,6 +104,31 @@ def test_an_upload_gets_longer_because_the_engine_answers_once_it_has_read_it_al
 @pytest.mark.parametrize("path", ["/containers/stop", "/containers/abc/stop/x", "/containers/abc/stopped"])
 def test_only_a_container_stop_or_restart_gets_the_grace_period(path):
     assert portainer.answer_head_timeout(60, path, {"t": "100"}, False) == 60
+
+
+# ---- connecting to an engine by name ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
+def test_a_connection_given_up_while_the_name_resolves_leaves_no_error_in_the_log(loop_name):
+    """The proxy's timeout (or a client that went away) cancels the connection to a tcp:// engine whose host name
+    does not resolve; uvloop's create_connection alone would log 'Future exception was never retrieved'."""
+    new_loop = asyncio.new_event_loop if loop_name == "asyncio" else pytest.importorskip("uvloop").new_event_loop
+    unhandled = []
+
+    async def scenario():
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: unhandled.append(context))
+        for host in ("engine-that-does-not-resolve.invalid", "another-missing-engine.invalid"):
+            with pytest.raises((agent.DockerUnreachable, asyncio.TimeoutError)):
+                await asyncio.wait_for(agent.open_docker_stream(f"tcp://{host}:2375"), 0.0001)
+            with pytest.raises(agent.DockerUnreachable, match="cannot connect to tcp://"):
+                await agent.open_docker_stream(f"tcp://{host}:2375")
+        await asyncio.sleep(0.5)  # the resolutions given up on end meanwhile
+        gc.collect()  # an unretrieved exception is reported when its future is collected
+        await asyncio.sleep(0.05)
+
+    with asyncio.Runner(loop_factory=new_loop) as runner:
+        runner.run(scenario())
+    assert [context["message"] for context in unhandled] == []
 
 
 # ---- the relay: a chunked engine answer, read from a real asyncio StreamReader ------------------------------------

@@ -19,8 +19,9 @@ from hypothesis import strategies as st
 
 import agent
 
-OPEN, DATA, WINDOW, EOF, CLOSE = agent.TUNNEL_OPEN, agent.TUNNEL_DATA, agent.TUNNEL_WINDOW, agent.TUNNEL_EOF, \
-    agent.TUNNEL_CLOSE
+OPEN, DATA, WINDOW, EOF, CLOSE, LIMITS = agent.TUNNEL_OPEN, agent.TUNNEL_DATA, agent.TUNNEL_WINDOW, \
+    agent.TUNNEL_EOF, agent.TUNNEL_CLOSE, agent.TUNNEL_LIMITS
+LARGE_PAYLOAD, LARGE_WINDOW = agent.TUNNEL_LARGE_PAYLOAD, agent.TUNNEL_LARGE_WINDOW
 
 
 def run(coroutine, timeout: float = 20):
@@ -84,10 +85,10 @@ async def running(pair, *tunnels: agent.Tunnel):
 
 
 @contextlib.asynccontextmanager
-async def tunnel_pair(serve_stream):
+async def tunnel_pair(serve_stream, large: bool = False):
     """The server's Tunnel and the edge agent's Tunnel (which hands each opened stream to serve_stream)."""
     async with websocket_pair() as pair:
-        server, edge = agent.Tunnel(pair[0]), agent.Tunnel(pair[1], serve_stream)
+        server, edge = agent.Tunnel(pair[0], large=large), agent.Tunnel(pair[1], serve_stream, large=large)
         async with running(pair, server, edge):
             yield server, edge
 
@@ -127,7 +128,7 @@ def test_a_frame_is_kind_then_big_endian_stream_id_then_payload():
     assert frame(OPEN, 7, b"docker") == b"\x01\x00\x00\x00\x07docker"
     assert frame(CLOSE, 0x01020304, b"gone") == b"\x05\x01\x02\x03\x04gone"
     assert agent.TUNNEL_FRAME_HEADER.size == 5
-    assert agent.TUNNEL_MAX_MESSAGE > agent.TUNNEL_MAX_PAYLOAD + agent.TUNNEL_FRAME_HEADER.size
+    assert agent.TUNNEL_MAX_MESSAGE > agent.TUNNEL_LARGE_PAYLOAD + agent.TUNNEL_FRAME_HEADER.size
 
 
 def test_the_edge_agent_accepts_a_stream_and_answers_on_it_frame_by_frame():
@@ -258,11 +259,12 @@ def test_a_stream_carries_bytes_both_ways_and_ends_when_both_sides_are_done():
     run(scenario())
 
 
-def test_a_transfer_larger_than_the_window_arrives_whole_and_in_order():
-    payload = hashlib.sha256(b"seed").digest() * (3 * agent.TUNNEL_STREAM_WINDOW // 32 + 7)
+@pytest.mark.parametrize("large", [False, True], ids=["first sizes", "large frames and windows"])
+def test_a_transfer_larger_than_the_window_arrives_whole_and_in_order(large):
+    payload = hashlib.sha256(b"seed").digest() * (3 * LARGE_WINDOW // 32 + 7)
 
     async def scenario():
-        async with tunnel_pair(serve_by_command) as (server, _edge):
+        async with tunnel_pair(serve_by_command, large) as (server, _edge):
             stream = await server.open_stream()
             stream.write(b"echo\n" + payload)
             stream.write_eof()
@@ -411,3 +413,104 @@ def test_any_edge_key_the_server_makes_decodes_back_to_itself(url, endpoint_id, 
 def test_a_damaged_edge_key_is_refused_with_a_hint(text):
     with pytest.raises(ValueError, match="invalid edge key: copy it again from the server's environment page"):
         agent.EdgeKey.decode(text)
+
+
+# ---- large frames and windows: agreed with LIMITS, granted with WINDOW, never sent to a side that predates them ---
+
+async def open_from_large_server(server: agent.Tunnel, raw_ws) -> agent.TunnelStream:
+    """A stream the large-frame server opens to the raw side, which answers OPEN; the server's frames checked."""
+    opening = asyncio.ensure_future(server.open_stream("docker"))
+    assert await next_frame(raw_ws) == (OPEN, 1, b"docker")
+    assert await next_frame(raw_ws) == (WINDOW, 1, (LARGE_WINDOW - agent.TUNNEL_STREAM_WINDOW).to_bytes(4, "big"))
+    await raw_ws.send_bytes(frame(OPEN, 1))
+    return await opening
+
+
+async def data_until_silent(raw_ws) -> list[int]:
+    """The sizes of the DATA frames that arrive until the sender has no credit left."""
+    sizes = []
+    while True:
+        try:
+            kind, stream_id, payload = await next_frame_within(raw_ws, 0.3)
+        except asyncio.TimeoutError:
+            return sizes
+        assert (kind, stream_id) == (DATA, 1)
+        sizes.append(len(payload))
+
+
+async def next_frame_within(ws, seconds: float) -> tuple[int, int, bytes]:
+    message = await asyncio.wait_for(ws.receive(), seconds)
+    kind, stream_id = agent.TUNNEL_FRAME_HEADER.unpack_from(message.data)
+    return kind, stream_id, message.data[agent.TUNNEL_FRAME_HEADER.size:]
+
+
+def test_a_server_and_agent_that_both_take_large_frames_move_a_bulk_stream_in_large_frames():
+    async def scenario():
+        async with websocket_pair() as (server_ws, agent_ws):
+            server = agent.Tunnel(server_ws, large=True)
+            async with running((server_ws, agent_ws), server):
+                assert await next_frame(agent_ws) == (LIMITS, 0, LARGE_PAYLOAD.to_bytes(4, "big"))
+                await agent_ws.send_bytes(frame(LIMITS, 0, LARGE_PAYLOAD.to_bytes(4, "big")))
+                stream = await open_from_large_server(server, agent_ws)
+                await agent_ws.send_bytes(frame(WINDOW, 1, (LARGE_WINDOW - agent.TUNNEL_STREAM_WINDOW).to_bytes(4, "big")))
+                await asyncio.sleep(0.05)
+                stream.write(b"x" * (2 * LARGE_WINDOW))
+                assert await data_until_silent(agent_ws) == [LARGE_PAYLOAD] * (LARGE_WINDOW // LARGE_PAYLOAD)
+    run(scenario())
+
+
+def test_an_agent_that_predates_large_frames_gets_frames_it_accepts_and_the_credit_it_grants():
+    """An agent of the protocol's first version never sends LIMITS, ignores the server's and grants 256 KB."""
+    async def scenario():
+        async with websocket_pair() as (server_ws, agent_ws):
+            server = agent.Tunnel(server_ws, large=True)
+            async with running((server_ws, agent_ws), server):
+                assert (await next_frame(agent_ws))[0] == LIMITS
+                stream = await open_from_large_server(server, agent_ws)
+                stream.write(b"x" * LARGE_WINDOW)
+                sizes = await data_until_silent(agent_ws)
+                assert sizes == [agent.TUNNEL_MAX_PAYLOAD] * (agent.TUNNEL_STREAM_WINDOW // agent.TUNNEL_MAX_PAYLOAD)
+    run(scenario())
+
+
+def test_a_large_window_takes_a_megabyte_unacknowledged_and_closes_a_stream_sent_more():
+    async def scenario():
+        async def never_read(stream):
+            await stream.accept()
+            await stream.wait_closed()
+
+        async with websocket_pair() as (server_ws, agent_ws), \
+                running((server_ws, agent_ws), agent.Tunnel(agent_ws, never_read, large=True)):
+            assert await next_frame(server_ws) == (LIMITS, 0, LARGE_PAYLOAD.to_bytes(4, "big"))
+            await server_ws.send_bytes(frame(OPEN, 9, b"docker"))
+            answers = {(await next_frame(server_ws))[:2] for _ in range(2)}  # the agent's OPEN and its extra credit
+            assert answers == {(OPEN, 9), (WINDOW, 9)}
+            for _ in range(LARGE_WINDOW // LARGE_PAYLOAD):
+                await server_ws.send_bytes(frame(DATA, 9, b"z" * LARGE_PAYLOAD))
+            with pytest.raises(asyncio.TimeoutError):  # a whole large window is taken
+                await next_frame_within(server_ws, 0.3)
+            await server_ws.send_bytes(frame(DATA, 9, b"z"))
+            assert await next_frame(server_ws) == (CLOSE, 9, b"flow control violated: more data than credit")
+    run(scenario())
+
+
+def test_a_small_answer_beside_a_bulk_stream_of_large_frames_waits_behind_one_frame_at_most():
+    async def scenario():
+        async with websocket_pair() as (server_ws, agent_ws):
+            server = agent.Tunnel(server_ws, large=True)
+            async with running((server_ws, agent_ws), server):
+                assert (await next_frame(agent_ws))[0] == LIMITS
+                await agent_ws.send_bytes(frame(LIMITS, 0, LARGE_PAYLOAD.to_bytes(4, "big")))
+                streams = []
+                for stream_id in (1, 2):
+                    opening = asyncio.ensure_future(server.open_stream("docker"))
+                    assert (await next_frame(agent_ws))[:2] == (OPEN, stream_id)
+                    assert (await next_frame(agent_ws))[:2] == (WINDOW, stream_id)
+                    await agent_ws.send_bytes(frame(OPEN, stream_id))
+                    streams.append(await opening)
+                bulk, small = streams
+                bulk.write(b"e" * agent.TUNNEL_STREAM_WINDOW)
+                small.write(b"[]")
+                frames = [await next_frame(agent_ws) for _ in range(2)]
+                assert (DATA, 2, b"[]") in frames, [(kind, stream_id, len(payload)) for kind, stream_id, payload in frames]
+    run(scenario())
