@@ -672,8 +672,12 @@ def test_an_edge_stack_from_git_redeploys_by_hand_on_its_webhook_and_on_poll(srv
         after = view()
         assert after["Version"] == version and after["GitConfig"]["ConfigHash"] == fourth
         assert read_in(container_of(engine, name), "/data/kept") == "kept-on-the-edge"
-        with open(os.path.join(srv.data, "activity.jsonl"), errors="replace") as f:
-            assert "the containers had drifted from the file on environment" in f.read()
+        def activity_log() -> str:
+            with open(os.path.join(srv.data, "activity.jsonl"), errors="replace") as f:
+                return f.read()
+        # the activity log is written every second: the entry may come just after the container
+        wait_until(lambda: "the containers had drifted from the file on environment" in activity_log(), timeout=10,
+                   message="the drift redeploy in the activity log")
         # A container stopped by hand is put back too; one in step with the file is left alone.
         container_of(engine, name).stop(timeout=1)
         wait_until(lambda: runs("93"), timeout=30, interval=0.1, message="the stopped container put back")

@@ -426,8 +426,11 @@ def test_an_edge_agent_that_stops_is_shown_down_on_both_servers_and_up_again_whe
     # takes none of its own (none taken twice for a move).
     wait_until(lambda: snapshot_time(relay_fleet.holder) > snapshotted[relay_fleet.holder.url], timeout=15,
                message="the holder's snapshot of the returned agent")
+    # Shared every second, but on a loaded machine the other server may catch up a little later.
+    wait_until(lambda: snapshot_time(relay_fleet.other) == snapshot_time(relay_fleet.holder),
+               timeout=portainer.RELAY_SNAPSHOT_DELAY + 10, message="the holder's snapshot shown by the other server")
     time.sleep(portainer.RELAY_SNAPSHOT_DELAY + 1)
-    assert snapshot_time(relay_fleet.other) == snapshot_time(relay_fleet.holder)
+    assert snapshot_time(relay_fleet.other) <= snapshot_time(relay_fleet.holder)  # none of its own, newer
 
 
 def test_a_server_that_lost_its_listen_connection_reads_the_registry_again(relay_fleet, postgres, tmp_path):
