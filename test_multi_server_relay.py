@@ -164,10 +164,11 @@ def relay_fleet(engine, postgres, tmp_path_factory):
         fleet.other = servers[1] if fleet.holder is servers[0] else servers[0]
         yield fleet
     finally:
-        if edge_agent is not None:
-            edge_agent.send_signal(signal.SIGCONT)
-            edge_agent.terminate()
-            edge_agent.wait(10)
+        # the agent a test started again (after stopping this one) is the fleet's now
+        for agent_process in {edge_agent, getattr(fleet, "edge_agent", None)} - {None}:
+            agent_process.send_signal(signal.SIGCONT)
+            agent_process.terminate()
+            agent_process.wait(10)
         balancer.kill()
         balancer.wait()
         for srv in servers:
