@@ -108,18 +108,21 @@ class DockerUnreachable(Exception):
 # ----------------------------------------------------------------------------------------------------------------
 
 
-async def open_docker_stream(url: str, ssl_context: ssl.SSLContext | None = None, timeout: float = 10.0):
-    """Open a byte stream to a Docker API given as unix:///path, tcp://host:port or https://host:port."""
+async def connect_docker(url: str, protocol_factory: Callable[[], asyncio.BaseProtocol],
+                         ssl_context: ssl.SSLContext | None = None, timeout: float = 10.0):
+    """(transport, protocol) of a new connection to a Docker API given as unix:///path, tcp://host:port or
+    https://host:port."""
     parsed = urllib.parse.urlsplit(url)
+    loop = asyncio.get_running_loop()
     try:
         if parsed.scheme in ("unix", "npipe"):
-            coro = asyncio.open_unix_connection(parsed.path or "/var/run/docker.sock", limit=DOCKER_READ_BUFFER)
+            coro = loop.create_unix_connection(protocol_factory, parsed.path or "/var/run/docker.sock")
         elif parsed.scheme in ("tcp", "http", "https"):
             use_tls = ssl_context if (ssl_context is not None or parsed.scheme == "https") else None
             if parsed.scheme == "https" and use_tls is None:
                 use_tls = ssl.create_default_context()
             port = parsed.port or (2376 if use_tls else 2375)
-            coro = _open_tcp_connection(parsed.hostname or "", port, use_tls)
+            coro = _connect_tcp(protocol_factory, parsed.hostname or "", port, use_tls)
         else:
             raise DockerUnreachable(f"unsupported Docker endpoint scheme {parsed.scheme!r} in {url!r}")
         return await asyncio.wait_for(coro, timeout)
@@ -127,8 +130,9 @@ async def open_docker_stream(url: str, ssl_context: ssl.SSLContext | None = None
         raise DockerUnreachable(f"cannot connect to {url}: {exc or type(exc).__name__}") from exc
 
 
-async def _open_tcp_connection(host: str, port: int, tls: ssl.SSLContext | None):
-    """asyncio.open_connection, with the name resolved first and each address tried in turn: uvloop's
+async def _connect_tcp(protocol_factory: Callable[[], asyncio.BaseProtocol], host: str, port: int,
+                       tls: ssl.SSLContext | None):
+    """loop.create_connection, with the name resolved first and each address tried in turn: uvloop's
     create_connection, cancelled (a timeout) while it resolves a name, leaves a future whose error is logged as
     "Future exception was never retrieved" (uvloop issue 437); its getaddrinfo alone does not."""
     loop = asyncio.get_running_loop()
@@ -138,12 +142,19 @@ async def _open_tcp_connection(host: str, port: int, tls: ssl.SSLContext | None)
     failure: OSError | None = None
     for family, _, _, _, address in addresses:
         try:
-            return await asyncio.open_connection(address[0], address[1], family=family, ssl=tls,
-                                                 server_hostname=host if tls is not None else None,
-                                                 limit=DOCKER_READ_BUFFER)
+            return await loop.create_connection(protocol_factory, address[0], address[1], family=family, ssl=tls,
+                                                server_hostname=host if tls is not None else None)
         except OSError as exc:
             failure = exc
     raise failure
+
+
+async def open_docker_stream(url: str, ssl_context: ssl.SSLContext | None = None, timeout: float = 10.0):
+    """(StreamReader, StreamWriter) of a new connection to a Docker API (see connect_docker)."""
+    reader = asyncio.StreamReader(limit=DOCKER_READ_BUFFER)
+    transport, protocol = await connect_docker(url, lambda: asyncio.StreamReaderProtocol(reader), ssl_context,
+                                               timeout)
+    return reader, asyncio.StreamWriter(transport, protocol, reader, asyncio.get_running_loop())
 
 
 class HttpConnection:
@@ -2008,6 +2019,10 @@ class TunnelStream:
     def buffered(self) -> int:
         return len(self._inbound)
 
+    @property
+    def unsent(self) -> int:
+        return len(self._outbound)
+
     async def read(self, n: int = -1) -> bytes:
         """Up to n bytes (any amount when n < 0) as soon as some are there; b"" at the end of the stream."""
         if n == 0:
@@ -2611,18 +2626,77 @@ def reconnect_delay(attempt: int, initial: float, cap: float) -> float:
     return random.uniform(initial / 2, min(cap, initial * 2 ** min(attempt, 30)))
 
 
-async def _pipe_stream_to_engine(stream: TunnelStream, writer: asyncio.StreamWriter) -> None:
+class EnginePipe(asyncio.BufferedProtocol):
+    """An edge agent's connection to its engine for one tunnel stream. What the engine sends is read into one
+    buffer and handed straight to the stream (no reader buffer to copy through, no allocation per read); reading
+    pauses while the stream holds RELAY_PIECE or more unsent (its credit is spent) and resumes once that went out.
+    What the stream brings is written to the engine with `write`, which waits while the socket is full."""
+
+    def __init__(self, stream: TunnelStream):
+        self.stream = stream
+        self.transport: asyncio.Transport | None = None
+        self.engine_done = asyncio.get_running_loop().create_future()  # the engine said all or went away
+        self._buffer = bytearray(RELAY_PIECE)
+        self._reading_paused = False
+        self._writable = asyncio.Event()
+        self._writable.set()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+
+    def get_buffer(self, sizehint: int) -> bytearray:
+        return self._buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.stream.write(memoryview(self._buffer)[:nbytes])  # copied once, into the stream's unsent bytes
+        if self.stream.unsent >= RELAY_PIECE and not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pause_reading()
+            task = asyncio.ensure_future(self._resume_once_sent())
+            _BACKGROUND_TASKS.add(task)
+            task.add_done_callback(_BACKGROUND_TASKS.discard)
+
+    async def _resume_once_sent(self) -> None:
+        with contextlib.suppress(ConnectionError):
+            await self.stream.drain()
+            self._reading_paused = False
+            if not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    def eof_received(self) -> bool:
+        self._ended()
+        return True  # the engine is done sending; what the stream still brings may be written
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._writable.set()
+        self._ended()
+
+    def _ended(self) -> None:
+        if not self.engine_done.done():
+            self.engine_done.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    async def write(self, data: bytes) -> None:
+        if self.transport.is_closing():
+            raise ConnectionResetError("the engine closed the connection")
+        self.transport.write(data)
+        await self._writable.wait()
+
+
+async def _pipe_stream_to_engine(stream: TunnelStream, engine: EnginePipe) -> None:
     while data := await stream.read(STREAM_CHUNK):
-        writer.write(data)
-        await writer.drain()
-    if not stream.closed and writer.can_write_eof():
-        writer.write_eof()
+        await engine.write(data)
+    if not stream.closed and engine.transport.can_write_eof() and not engine.transport.is_closing():
+        engine.transport.write_eof()
 
 
-async def _pipe_engine_to_stream(reader: asyncio.StreamReader, stream: TunnelStream) -> None:
-    while data := await reader.read(RELAY_PIECE):
-        stream.write(data)
-        await stream.drain()
+async def _pipe_engine_to_stream(engine: EnginePipe, stream: TunnelStream) -> None:
+    await engine.engine_done
     stream.write_eof()
     await stream.drain()
 
@@ -2653,13 +2727,13 @@ async def serve_edge_stream(stream: TunnelStream, docker_url: str | None) -> Non
         stream.close(f"this edge agent serves no {stream.target!r}")
         return
     try:
-        reader, writer = await open_docker_stream(docker_url)
+        transport, engine = await connect_docker(docker_url, lambda: EnginePipe(stream))
     except DockerUnreachable as exc:
         stream.close(str(exc))
         return
     await stream.accept()
-    upstream = asyncio.ensure_future(_pipe_stream_to_engine(stream, writer))
-    downstream = asyncio.ensure_future(_pipe_engine_to_stream(reader, stream))
+    upstream = asyncio.ensure_future(_pipe_stream_to_engine(stream, engine))
+    downstream = asyncio.ensure_future(_pipe_engine_to_stream(engine, stream))
     closed = asyncio.ensure_future(stream.wait_closed())
     try:
         # Done when the engine has said everything, or when the server closed the stream (a pooled keep-alive
@@ -2669,7 +2743,7 @@ async def serve_edge_stream(stream: TunnelStream, docker_url: str | None) -> Non
         for task in (upstream, downstream, closed):
             task.cancel()
         await asyncio.gather(upstream, downstream, closed, return_exceptions=True)
-        writer.close()
+        transport.close()
         stream.close("done")
 
 
