@@ -514,3 +514,42 @@ def test_a_small_answer_beside_a_bulk_stream_of_large_frames_waits_behind_one_fr
                 frames = [await next_frame(agent_ws) for _ in range(2)]
                 assert (DATA, 2, b"[]") in frames, [(kind, stream_id, len(payload)) for kind, stream_id, payload in frames]
     run(scenario())
+
+
+def test_an_edge_agent_stops_reading_its_engine_while_the_server_reads_nothing_and_resumes_after(tmp_path):
+    """The edge agent's side of a stream (agent.serve_edge_stream) on a byte source that writes as fast as it may:
+    while nobody reads the stream on the server, the source is soon blocked (the agent holds at most a window
+    unsent); once the server reads, the bytes flow again, whole."""
+    async def scenario():
+        written = 0
+
+        async def flood(reader, writer):
+            nonlocal written
+            await reader.readline()
+            with contextlib.suppress(ConnectionError):
+                for number in range(200):
+                    writer.write(bytes([number]) * 65536)
+                    written += 65536
+                    await writer.drain()
+                writer.close()
+
+        source = await asyncio.start_unix_server(flood, str(tmp_path / "source.sock"))
+        served: list[agent.TunnelStream] = []
+
+        async def serve(stream):
+            served.append(stream)
+            await agent.serve_edge_stream(stream, f"unix://{tmp_path / 'source.sock'}")
+        try:
+            async with tunnel_pair(serve, large=True) as (server, _edge):
+                stream = await server.open_stream()
+                stream.write(b"start\n")
+                await asyncio.sleep(1)
+                stalled_at = written
+                await asyncio.sleep(0.5)
+                assert written == stalled_at < 4 * 1024 * 1024, written  # a window, a piece and socket buffers
+                assert served[0].unsent <= 2 * agent.RELAY_PIECE
+                received = await read_all(stream)
+                assert received == b"".join(bytes([number]) * 65536 for number in range(200))
+        finally:
+            source.close()
+    run(scenario())
