@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -451,14 +452,23 @@ class Bench:
         for kind, endpoint_id in (await self.environments()).items():
             targets[kind] = (f"{server.url}/api/endpoints/{endpoint_id}/docker/v1.41/containers/json?all=1",
                              server.headers, tcp_session)
+        # Latencies in rounds, each path in turn within a round, so that the machine's ups and downs meet every path
+        # alike (measured one path after the other, the ratios moved by a tenth between runs).
+        rounds = self.args.stream_rounds
+        values: dict[str, list[float]] = {name: [] for name in targets}
+        async with contextlib.AsyncExitStack() as sessions:
+            opened = {name: await sessions.enter_async_context(make_session())
+                      for name, (_, _, make_session) in targets.items()}
+            for name, (url, headers, _) in targets.items():
+                await latencies(opened[name], url, headers, 20)  # warm up connections and caches
+            for _ in range(rounds):
+                for name, (url, headers, _) in targets.items():
+                    values[name] += await latencies(opened[name], url, headers, max(1, count // rounds))
         p50, rates = {}, {}
         for name, (url, headers, make_session) in targets.items():
-            async with make_session() as session:
-                await latencies(session, url, headers, 20)  # warm up connections and caches
-                values = await latencies(session, url, headers, count)
-            p50[name] = statistics.median(values)
-            self.record(f"proxy.{name}.p50", p50[name], "ms", "", None)
-            self.record(f"proxy.{name}.p99", percentile(values, 0.99), "ms", "", None)
+            p50[name] = statistics.median(values[name])
+            self.record(f"proxy.{name}.p50", p50[name], "ms", "", None, f"{rounds} rounds, paths in turn")
+            self.record(f"proxy.{name}.p99", percentile(values[name], 0.99), "ms", "", None)
             rate, errors = await throughput(make_session, url, headers, 32, self.args.seconds)
             rates[name] = rate
             self.record(f"proxy.{name}.rps_c32", rate, "req/s", "", None if errors == 0 else False)
@@ -1240,7 +1250,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=500, help="sequential requests per latency measure")
     parser.add_argument("--seconds", type=float, default=5, help="length of each throughput run")
     parser.add_argument("--stream-rounds", type=int, default=5,
-                        help="rounds of the stream measure (each exports once per path); medians are recorded")
+                        help="rounds of the stream and proxy measures (each path in turn within a round): the stream "
+                             "measure records medians of the rounds, the proxy measure pools the rounds' latencies")
     parser.add_argument("--clients", type=int, default=200, help="concurrent clients for api_load")
     parser.add_argument("--load-seconds", type=float, default=60, help="length of the api_load run")
     parser.add_argument("--log-containers", type=int, default=20, help="containers in the merged_logs measure")

@@ -473,7 +473,7 @@ def test_an_agent_that_predates_large_frames_gets_frames_it_accepts_and_the_cred
     run(scenario())
 
 
-def test_a_large_window_takes_a_megabyte_unacknowledged_and_closes_a_stream_sent_more():
+def test_a_large_window_is_taken_whole_unacknowledged_and_a_stream_sent_more_is_closed():
     async def scenario():
         async def never_read(stream):
             await stream.accept()
