@@ -2666,7 +2666,9 @@ class EnginePipe(asyncio.BufferedProtocol):
 
     def eof_received(self) -> bool:
         self._ended()
-        return True  # the engine is done sending; what the stream still brings may be written
+        # The engine is done sending; what the stream still brings may be written (not over TLS, which cannot
+        # half-close: there the transport closes, as asyncio's own StreamReaderProtocol does).
+        return self.transport.get_extra_info("sslcontext") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._writable.set()
