@@ -532,16 +532,39 @@ def client_went_away(request: web.Request) -> bool:
     return transport is None or transport.is_closing()
 
 
-class _UpgradedClient(asyncio.Protocol):
+class FlowControlledWrites:
+    """The writing half of a protocol that relays raw bytes onto its transport: `write` waits while the transport's
+    buffer is over its high-water mark (pause_writing) and returns at once when the connection is lost."""
+
+    transport: asyncio.Transport
+
+    def __init__(self):
+        self._writable = asyncio.Event()
+        self._writable.set()
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._writable.set()
+
+    async def write(self, data: bytes) -> None:
+        self.transport.write(data)
+        await self._writable.wait()
+
+
+class _UpgradedClient(FlowControlledWrites, asyncio.Protocol):
     """Takes over the client's transport after a 101: raw bytes both ways, half-close kept open, flow control."""
 
     def __init__(self, transport: asyncio.Transport):
+        super().__init__()
         self.transport = transport
         self.queue: asyncio.Queue[bytes] = asyncio.Queue()
         self._queued = 0
         self._reading_paused = False
-        self._writable = asyncio.Event()
-        self._writable.set()
         self.lost = asyncio.Event()
 
     # fed by aiohttp with what it read past the request, then by the transport itself
@@ -567,13 +590,7 @@ class _UpgradedClient(asyncio.Protocol):
     def connection_lost(self, exc) -> None:
         self.queue.put_nowait(b"")
         self.lost.set()
-        self._writable.set()
-
-    def pause_writing(self) -> None:
-        self._writable.clear()
-
-    def resume_writing(self) -> None:
-        self._writable.set()
+        super().connection_lost(exc)
 
     async def read(self) -> bytes:
         data = await self.queue.get()
@@ -582,10 +599,6 @@ class _UpgradedClient(asyncio.Protocol):
             self._reading_paused = False
             self.transport.resume_reading()
         return data
-
-    async def write(self, data: bytes) -> None:
-        self.transport.write(data)
-        await self._writable.wait()
 
 
 async def _relay_upgraded(request: web.Request, response: DockerResponse) -> web.StreamResponse:
@@ -2627,20 +2640,19 @@ def reconnect_delay(attempt: int, initial: float, cap: float) -> float:
     return random.uniform(initial / 2, min(cap, initial * 2 ** min(attempt, 30)))
 
 
-class EnginePipe(asyncio.BufferedProtocol):
+class EnginePipe(FlowControlledWrites, asyncio.BufferedProtocol):
     """An edge agent's connection to its engine for one tunnel stream. What the engine sends is read into one
     buffer and handed straight to the stream (no reader buffer to copy through, no allocation per read); reading
     pauses while the stream holds RELAY_PIECE or more unsent (its credit is spent) and resumes once that went out.
     What the stream brings is written to the engine with `write`, which waits while the socket is full."""
 
     def __init__(self, stream: TunnelStream):
+        super().__init__()
         self.stream = stream
         self.transport: asyncio.Transport | None = None
         self.engine_done = asyncio.get_running_loop().create_future()  # the engine said all or went away
         self._buffer = bytearray(RELAY_PIECE)
         self._reading_paused = False
-        self._writable = asyncio.Event()
-        self._writable.set()
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         self.transport = transport
@@ -2671,24 +2683,17 @@ class EnginePipe(asyncio.BufferedProtocol):
         return self.transport.get_extra_info("sslcontext") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._writable.set()
+        super().connection_lost(exc)
         self._ended()
 
     def _ended(self) -> None:
         if not self.engine_done.done():
             self.engine_done.set_result(None)
 
-    def pause_writing(self) -> None:
-        self._writable.clear()
-
-    def resume_writing(self) -> None:
-        self._writable.set()
-
     async def write(self, data: bytes) -> None:
         if self.transport.is_closing():
             raise ConnectionResetError("the engine closed the connection")
-        self.transport.write(data)
-        await self._writable.wait()
+        await super().write(data)
 
 
 async def _pipe_stream_to_engine(stream: TunnelStream, engine: EnginePipe) -> None:
