@@ -517,19 +517,21 @@ async def relay_response(request: web.Request, response: DockerResponse,
         await out.write_eof()
         return out
     except ConnectionResetError as exc:
-        if not client_went_away(request):
+        if not client_went_away(request, exc):
             raise
-        log.debug("%s %s: the client went away during the answer (%s)", request.method, request.rel_url.path, exc)
         return out
     finally:
         response.release()
 
 
-def client_went_away(request: web.Request) -> bool:
-    """The client closed its connection (`docker logs -f` interrupted): a failed write to it is the end of the
-    answer, not an error worth a traceback."""
+def client_went_away(request: web.Request, failure: ConnectionResetError) -> bool:
+    """Whether `failure`, a write to the client that failed, is the client having closed its connection (`docker
+    logs -f` interrupted): then the answer ends there, logged at debug level, not as an error worth a traceback."""
     transport = request.transport
-    return transport is None or transport.is_closing()
+    if transport is not None and not transport.is_closing():
+        return False
+    log.debug("%s %s: the client went away during the answer (%s)", request.method, request.rel_url.path, failure)
+    return True
 
 
 class FlowControlledWrites:

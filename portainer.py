@@ -5897,9 +5897,8 @@ async def relay_owned_events(request: web.Request, response: shared.DockerRespon
         await out.write_eof()
         return out
     except ConnectionResetError as exc:
-        if not shared.client_went_away(request):
+        if not shared.client_went_away(request, exc):
             raise
-        log.debug("GET %s: the client went away during the answer (%s)", request.rel_url.path, exc)
         return out
     finally:
         response.release()
