@@ -12075,9 +12075,11 @@ async def handle_stack_git_update(request: web.Request) -> web.Response:
     source = git_source_from_body(app, body, stack["GitConfig"]["URL"], stack)
     require_own_credentials_off_template(stack, source, caller)
     await app[GIT].remote_commit(source)
-    auto_update = git_auto_update(app, body, stack.get("AutoUpdate"), source.reference) if "AutoUpdate" in body \
-        else stack.get("AutoUpdate")
-    require_pollable_reference(auto_update, source.reference)
+    if "AutoUpdate" in body:
+        auto_update = git_auto_update(app, body, stack.get("AutoUpdate"), source.reference)  # checks the reference
+    else:
+        auto_update = stack.get("AutoUpdate")
+        require_pollable_reference(auto_update, source.reference)
     remember_git_source(app, stack, source, caller)
     stack["AutoUpdate"] = auto_update
     if "Env" in body:
@@ -12199,11 +12201,9 @@ async def redeploy_git_edge_stack(app: web.Application, edge_stack: dict, source
         await asyncio.to_thread(install_edge_project, project, project_dir)
     finally:
         await asyncio.to_thread(project.discard)
-    auto_update, check = edge_stack.get("AutoUpdate"), edge_stack.get("GitCheck")
     edge_stack.update({"EntryPoint": config["ConfigFilePath"], "Version": edge_stack.get("Version", 1) + 1,
                        **git_source_fields(app, source, config["ConfigFilePath"], commit),
-                       "AutoUpdate": auto_update, "GitCheck": check})
-    edge_stack["GitCheck"] = {"Time": now(), "Commit": commit, "Outcome": "deployed", "Message": ""}
+                       "GitCheck": {"Time": now(), "Commit": commit, "Outcome": "deployed", "Message": ""}})
     pull = pull or bool((edge_stack.get("AutoUpdate") or {}).get("ForcePullImage"))
     for key in list(edge_stack["Status"]):
         edge.set_status(edge_stack, int(key), EDGE_PENDING, pull=pull)
@@ -12249,9 +12249,11 @@ async def handle_edge_stack_git_update(request: web.Request) -> web.Response:
         body.setdefault("RepositoryPassword", authentication.get("Password") or "")
     app = request.app
     source = git_source_from_body(app, body, edge_stack["GitConfig"]["URL"], edge_stack)
-    auto_update = edge_git_auto_update(app, body, edge_stack.get("AutoUpdate"), source.reference) \
-        if "AutoUpdate" in body else edge_stack.get("AutoUpdate")
-    require_pollable_reference(auto_update, source.reference)
+    if "AutoUpdate" in body:
+        auto_update = edge_git_auto_update(app, body, edge_stack.get("AutoUpdate"), source.reference)
+    else:
+        auto_update = edge_stack.get("AutoUpdate")
+        require_pollable_reference(auto_update, source.reference)
     await app[GIT].remote_commit(source)
     async with app[GIT_UPDATES].lock(edge_stack):
         if body.get("UpdateVersion"):
