@@ -538,12 +538,19 @@ def test_additional_files_are_merged_over_the_compose_file(srv, git_server, engi
     assert srv.api("DELETE", f"/api/stacks/{stack_id}?endpointId=1").status_code == 204
 
 
+def template_from_git(srv, git_server, title: str, description: str, compose_path: str = "deploy/docker-compose.yml",
+                      password: str = GIT_PASSWORD, **more) -> requests.Response:
+    """POST /api/custom_templates/create/repository: a compose template (Type 3) from the test's repository, with
+    its credentials."""
+    return srv.api("POST", "/api/custom_templates/create/repository", json={
+        "Title": title, "Description": description, "Type": 3, "RepositoryURL": git_server.url,
+        "ComposeFilePathInRepository": compose_path, "RepositoryAuthentication": True,
+        "RepositoryUsername": GIT_USER, "RepositoryPassword": password, **more})
+
+
 def test_a_custom_template_from_git_is_fetched_again_and_deploys(srv, git_server, engine):
     first = git_server.push({"deploy/docker-compose.yml": compose_project("80")}, "eighty")
-    r = srv.api("POST", "/api/custom_templates/create/repository", json={
-        "Title": "From git", "Description": "a template kept in a repository", "Type": 3,
-        "RepositoryURL": git_server.url, "ComposeFilePathInRepository": "deploy/docker-compose.yml",
-        "RepositoryAuthentication": True, "RepositoryUsername": GIT_USER, "RepositoryPassword": GIT_PASSWORD})
+    r = template_from_git(srv, git_server, "From git", "a template kept in a repository")
     assert r.status_code == 200, r.text
     template = r.json()
     assert template["GitConfig"]["ConfigHash"] == first and GIT_PASSWORD not in r.text
@@ -556,10 +563,7 @@ def test_a_custom_template_from_git_is_fetched_again_and_deploys(srv, git_server
     assert r.status_code == 200, r.text
     assert "REVISION=81" in container_of(engine, name).attrs["Config"]["Env"]
     assert srv.api("DELETE", f"/api/stacks/{r.json()['Id']}?endpointId=1").status_code == 204
-    r = srv.api("POST", "/api/custom_templates/create/repository", json={
-        "Title": "Wrong", "Description": "wrong password", "Type": 3, "RepositoryURL": git_server.url,
-        "ComposeFilePathInRepository": "deploy/docker-compose.yml", "RepositoryAuthentication": True,
-        "RepositoryUsername": GIT_USER, "RepositoryPassword": "not it"})
+    r = template_from_git(srv, git_server, "Wrong", "wrong password", password="not it")
     assert r.status_code == 400 and "refused the credentials" in r.json()["message"], r.text
 
 
@@ -788,10 +792,8 @@ def test_an_edge_stack_pulls_its_images_again_on_each_environment_when_asked(srv
 
 def test_a_stack_from_a_git_custom_template_builds_its_image_and_binds_its_files(srv, git_server, engine):
     commit = git_server.push(built_project("120"), "a template's project")
-    r = srv.api("POST", "/api/custom_templates/create/repository", json={
-        "Title": "Built from git", "Description": "a project: build context, bound file, file secret", "Type": 3,
-        "RepositoryURL": git_server.url, "ComposeFilePathInRepository": "docker-compose.yml",
-        "RepositoryAuthentication": True, "RepositoryUsername": GIT_USER, "RepositoryPassword": GIT_PASSWORD})
+    r = template_from_git(srv, git_server, "Built from git", "a project: build context, bound file, file secret",
+                          compose_path="docker-compose.yml")
     assert r.status_code == 200, r.text
     template = r.json()
     name = f"{PREFIX}-templated"
@@ -816,11 +818,8 @@ def test_a_stack_from_a_git_custom_template_builds_its_image_and_binds_its_files
 def test_standard_user_cannot_aim_a_templates_saved_credentials_at_another_branch(srv, git_server, engine):
     git_server.push({"deploy/docker-compose.yml": compose_project("125")}, "the template's branch")
     git_server.push({"deploy/docker-compose.yml": compose_project("126")}, "another branch", branch="feature")
-    r = srv.api("POST", "/api/custom_templates/create/repository", json={
-        "Title": "Private", "Description": "an administrator's private repository", "Type": 3,
-        "RepositoryURL": git_server.url, "RepositoryReferenceName": "refs/heads/main",
-        "ComposeFilePathInRepository": "deploy/docker-compose.yml", "RepositoryAuthentication": True,
-        "RepositoryUsername": GIT_USER, "RepositoryPassword": GIT_PASSWORD})
+    r = template_from_git(srv, git_server, "Private", "an administrator's private repository",
+                          RepositoryReferenceName="refs/heads/main")
     assert r.status_code == 200, r.text
     template = r.json()
     password, own_user, own_password = "a long enough password", f"{PREFIX}own", "own-git-pass-5b1e"

@@ -17,6 +17,7 @@ import requests
 
 import test_ui
 from conftest import BUSYBOX, SLOT, TEST_LABEL, wait_until
+from test_access import user_with_role
 
 pytestmark = pytest.mark.browser
 
@@ -348,10 +349,7 @@ def test_a_stacks_logs_in_one_live_view_tagged_filtered_paused_and_downloaded(fr
 
 def test_standard_user_reads_merged_logs_of_their_own_containers_only(fresh_server, engine, labelled):
     srv = fresh_server()
-    user = srv.api("POST", "/api/users", json={"Username": "erin", "Password": "erin's long password", "Role": 2}).json()
-    assert srv.api("PUT", "/api/endpoints/1",
-                   json={"UserAccessPolicies": {str(user["Id"]): {"RoleId": 0}}}).status_code == 200
-    token = srv.login("erin", "erin's long password")
+    _, token, _ = user_with_role(srv, 0, "erin")  # a standard user with access to the local environment
     theirs = run_busybox(engine, f"{PREFIX}-not-erins", "echo admin secret; sleep 60")
     created = srv.api("POST", f"/api/endpoints/1/docker/containers/create?name={PREFIX}-erins", token=token,
                       json={"Image": BUSYBOX, "Cmd": ["sh", "-c", "echo erin was here; sleep 60"],
@@ -375,10 +373,7 @@ def test_standard_user_reads_merged_logs_of_their_own_containers_only(fresh_serv
 
 def test_standard_user_sees_the_events_of_their_own_volumes_and_networks_not_others(fresh_server, engine, labelled):
     srv = fresh_server()
-    user = srv.api("POST", "/api/users", json={"Username": "erin", "Password": "erin's long password", "Role": 2}).json()
-    assert srv.api("PUT", "/api/endpoints/1",
-                   json={"UserAccessPolicies": {str(user["Id"]): {"RoleId": 0}}}).status_code == 200
-    token = srv.login("erin", "erin's long password")
+    _, token, _ = user_with_role(srv, 0, "erin")  # a standard user with access to the local environment
     since = int(time.time()) - 1
     # Erin's live event stream, read while the volumes and networks come and go (until a few seconds on).
     answer: dict = {}
