@@ -859,6 +859,11 @@ DATABASE_MIGRATIONS: dict[int, list[str]] = {
         "server text NOT NULL REFERENCES relay_servers (server) ON DELETE CASCADE, "
         "connected_at timestamptz NOT NULL DEFAULT now())",
     ],
+    5: [
+        # When the status was learnt, on the database's clock: a status written late (a busy server) does not
+        # overwrite one another server learnt after it. Rows written before: as if learnt at the migration.
+        "ALTER TABLE environment_status ADD COLUMN learnt_at timestamptz NOT NULL DEFAULT now()",
+    ],
 }
 DATABASE_SCHEMA_VERSION = max(DATABASE_MIGRATIONS) + 1
 AGENT_SIGNATURE_FILE = "agent_signature.pem"  # in the data directory: the key signing every request to agents
@@ -1513,53 +1518,70 @@ class DatabaseLease:
 class SharedEnvironmentStatus:
     """With --database: the status and snapshot one server took of an environment (the leader's periodic pass, or
     the server holding an edge tunnel) reach every other server within SHARE_SECONDS, so that each answers with
-    them and none snapshots the fleet again."""
+    them and none snapshots the fleet again. The status learnt last wins, whichever server writes it first: each
+    is written with the time it was learnt, on the database's clock (so servers' clocks need not agree)."""
 
     SHARE_SECONDS = 1.0
     DATABASE_STATUS_LOCK = DATABASE_LOCK + 1  # writers take turns: seq order is commit order
 
     def __init__(self, store: DatabaseStore, environments: "Environments"):
         self.store, self.environments = store, environments
-        self._outbox: dict[int, tuple[int, dict | None]] = {}
+        self._outbox: dict[int, tuple[int, dict | None, float]] = {}  # (status, snapshot, monotonic time learnt)
         self._seen = 0
         environments.on_status.append(self.learnt)
 
     def learnt(self, endpoint_id: int, status: int, snapshot: dict | None) -> None:
-        _, queued = self._outbox.get(endpoint_id, (None, None))
-        self._outbox[endpoint_id] = (status, snapshot if snapshot is not None else queued)
+        _, queued, _ = self._outbox.get(endpoint_id, (None, None, None))
+        self._outbox[endpoint_id] = (status, snapshot if snapshot is not None else queued, time.monotonic())
 
     async def share(self) -> None:
         while True:
-            outbox, self._outbox = self._outbox, {}
-            try:
-                async with self.store.pool.acquire() as conn:
-                    if outbox:
-                        async with conn.transaction():
-                            await conn.execute("SELECT pg_advisory_xact_lock($1)", self.DATABASE_STATUS_LOCK)
-                            await conn.executemany(
-                                "INSERT INTO environment_status (endpoint_id, server, status, snapshot, seq) VALUES "
-                                "($1, $2, $3, $4::jsonb, nextval('environment_status_changes')) ON CONFLICT "
-                                "(endpoint_id) DO UPDATE SET server = EXCLUDED.server, status = EXCLUDED.status, "
-                                "snapshot = coalesce(EXCLUDED.snapshot, environment_status.snapshot), "
-                                "seq = EXCLUDED.seq",
-                                [(endpoint_id, self.store.server_id, status,
-                                  None if snapshot is None else json.dumps(snapshot))
-                                 for endpoint_id, (status, snapshot) in outbox.items()])
-                    rows = await conn.fetch("SELECT endpoint_id, server, status, snapshot::text AS snapshot, seq "
-                                            "FROM environment_status WHERE seq > $1 ORDER BY seq", self._seen)
-            except database_errors() as exc:
-                log.warning("database: environment status not shared, retrying: %s", exc)
-                for endpoint_id, queued in outbox.items():
-                    self._outbox.setdefault(endpoint_id, queued)  # a newer status learnt meanwhile wins
-                rows = []
-            for row in rows:
-                self._seen = max(self._seen, row["seq"])
-                if row["server"] == self.store.server_id or row["endpoint_id"] in self._outbox:
-                    continue
-                self.environments.status[row["endpoint_id"]] = row["status"]
-                if row["snapshot"] is not None:
-                    self.environments.snapshots[row["endpoint_id"]] = json.loads(row["snapshot"])
+            await self.exchange()
             await asyncio.sleep(self.SHARE_SECONDS)
+
+    async def exchange(self) -> None:
+        """Write what this server learnt (unless another server learnt a newer status meanwhile) and take what the
+        others wrote."""
+        outbox, self._outbox = self._outbox, {}
+        try:
+            async with self.store.pool.acquire() as conn:
+                if outbox:
+                    async with conn.transaction():
+                        await conn.execute("SELECT pg_advisory_xact_lock($1)", self.DATABASE_STATUS_LOCK)
+                        written = time.monotonic()
+                        await conn.executemany(
+                            "INSERT INTO environment_status (endpoint_id, server, status, snapshot, learnt_at, seq) "
+                            "VALUES ($1, $2, $3, $4::jsonb, clock_timestamp() - $5 * interval '1 second', "
+                            "nextval('environment_status_changes')) ON CONFLICT (endpoint_id) DO UPDATE SET "
+                            "server = EXCLUDED.server, status = EXCLUDED.status, "
+                            "snapshot = coalesce(EXCLUDED.snapshot, environment_status.snapshot), "
+                            "learnt_at = EXCLUDED.learnt_at, seq = EXCLUDED.seq "
+                            "WHERE environment_status.learnt_at <= EXCLUDED.learnt_at",
+                            [(endpoint_id, self.store.server_id, status,
+                              None if snapshot is None else json.dumps(snapshot), max(0.0, written - learnt))
+                             for endpoint_id, (status, snapshot, learnt) in outbox.items()])
+                rows = await conn.fetch(
+                    "SELECT endpoint_id, server, status, snapshot::text AS snapshot, seq, "
+                    "extract(epoch FROM clock_timestamp() - learnt_at)::float8 AS age "
+                    "FROM environment_status WHERE seq > $1 ORDER BY seq", self._seen)
+                read = time.monotonic()
+        except database_errors() as exc:
+            log.warning("database: environment status not shared, retrying: %s", exc)
+            for endpoint_id, queued in outbox.items():
+                self._outbox.setdefault(endpoint_id, queued)  # a newer status learnt meanwhile wins
+            return
+        for row in rows:
+            self._seen = max(self._seen, row["seq"])
+            if row["server"] == self.store.server_id:
+                continue
+            queued = self._outbox.get(row["endpoint_id"])
+            if queued is not None:
+                if read - queued[2] < row["age"]:
+                    continue  # learnt here after the row's: written next, it wins
+                del self._outbox[row["endpoint_id"]]  # older than the row: the database would refuse it
+            self.environments.status[row["endpoint_id"]] = row["status"]
+            if row["snapshot"] is not None:
+                self.environments.snapshots[row["endpoint_id"]] = json.loads(row["snapshot"])
 
 
 @web.middleware

@@ -4,6 +4,7 @@ PostgreSQL and HAProxy are started by the fixtures in directories of this test s
 leftovers are stopped and removed before the next run starts.
 """
 
+import asyncio
 import concurrent.futures
 import os
 import signal
@@ -14,6 +15,7 @@ import time
 import requests
 
 import agent
+import portainer
 from conftest import (ADMIN_PASSWORD, HERE, PG_BIN, SLOT, TEST_LABEL, as_postgres, free_port, start_balancer,
                       start_server, wait_until)
 
@@ -315,6 +317,42 @@ def test_an_edge_agent_behind_the_balancer_moves_to_the_other_server_when_its_se
         balancer.wait()
         for srv in servers:
             srv.stop()
+
+
+def test_a_status_written_late_by_a_busy_server_does_not_overwrite_a_newer_one_from_another(postgres, tmp_path):
+    """An edge agent leaves server one and comes back on server two; one writes its "down" only after two wrote
+    "up" with a new snapshot. Both end up showing "up" and two's snapshot: the status learnt last wins."""
+    url, key = postgres.new_database(), os.urandom(32)
+    servers = []
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+        store = portainer.DatabaseStore(str(tmp_path / name), url, key)
+        store.load()
+        environments = portainer.Environments(store, str(tmp_path / name))
+        servers.append((store, environments, portainer.SharedEnvironmentStatus(store, environments)))
+    (store_one, one, one_shares), (store_two, two, two_shares) = servers
+
+    async def scenario():
+        await asyncio.gather(store_one.start(), store_two.start())
+        try:
+            one.record_status(7, portainer.STATUS_DOWN)  # the tunnel ended on server one
+            await asyncio.sleep(0.05)
+            two.record_status(7, portainer.STATUS_UP, {"Time": 2})  # the agent back on server two
+            await two_shares.exchange()
+            await one_shares.exchange()  # server one, busy until now, writes its older "down"
+            await two_shares.exchange()
+            for environments in (one, two):
+                assert environments.status[7] == portainer.STATUS_UP
+                assert environments.snapshots[7] == {"Time": 2}
+            # A status learnt after the one in the database is written, and reaches the other server.
+            one.record_status(7, portainer.STATUS_DOWN)
+            await one_shares.exchange()
+            await two_shares.exchange()
+            assert two.status[7] == portainer.STATUS_DOWN and two.snapshots[7] == {"Time": 2}
+        finally:
+            await asyncio.gather(store_one.stop(), store_two.stop())
+
+    asyncio.run(scenario())
 
 
 def test_migrate_to_copies_a_data_directory_and_refuses_a_non_empty_database(engine, postgres, tmp_path):
