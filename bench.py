@@ -550,7 +550,7 @@ class Bench:
                 idle += await latencies(session, base + "/containers/json", server.headers, count)
                 for pace, rate in (("full_speed", None), ("slow_reader", 10)):
                     exporting = asyncio.ensure_future(self.export_forever(
-                        session, f"{base}/containers/{container}/export", server.headers, rate))
+                        f"{base}/containers/{container}/export", server.headers, rate))
                     await asyncio.sleep(0.5)
                     measured[pace] += await latencies(session, base + "/containers/json", server.headers, count)
                     if exporting.done():
@@ -562,8 +562,8 @@ class Bench:
             direct_ps = "http://docker/v1.41/containers/json"
             await latencies(session, direct_ps, {}, 20)
             direct_idle = await latencies(session, direct_ps, {}, count)
-            exporting = asyncio.ensure_future(self.export_forever(session, f"http://docker/v1.41/containers/{container}"
-                                                                           "/export", {}, None))
+            exporting = asyncio.ensure_future(self.export_forever(f"http://docker/v1.41/containers/{container}/export",
+                                                                  {}, None))
             await asyncio.sleep(0.5)
             direct_busy = await latencies(session, direct_ps, {}, count)
             exporting.cancel()
@@ -581,13 +581,24 @@ class Bench:
             self.record(f"head_of_line.{pace}.p99_ratio", p99 / idle_p99, "x", "<= 3", p99 <= 3 * idle_p99, note)
 
     @staticmethod
-    async def export_forever(session, url: str, headers: dict, megabytes_per_second: float | None) -> None:
+    async def export_forever(url: str, headers: dict, megabytes_per_second: float | None) -> None:
+        """`docker export` read by a client of its own, curl, again and again until cancelled: the calls timed
+        meanwhile do not wait behind the export's chunks in this process's event loop."""
+        command = ["curl", "-sSf", "-o", "/dev/null", "-H", "@-"]  # the headers (the API key) from stdin, not argv
+        if url.startswith("http://docker/"):
+            command += ["--unix-socket", DOCKER_SOCKET]
+        if megabytes_per_second:
+            command += ["--limit-rate", f"{megabytes_per_second}M"]
         while True:
-            async with session.get(url, headers=headers) as r:
-                assert r.status == 200, r.status
-                async for chunk in r.content.iter_chunked(256 * 1024):
-                    if megabytes_per_second:
-                        await asyncio.sleep(len(chunk) / (megabytes_per_second * 1024 * 1024))
+            process = await asyncio.create_subprocess_exec(*command, url, stdin=asyncio.subprocess.PIPE,
+                                                           stderr=asyncio.subprocess.PIPE)
+            try:
+                _, error = await process.communicate("".join(f"{k}: {v}\n" for k, v in headers.items()).encode())
+            except asyncio.CancelledError:
+                process.kill()
+                await process.wait()
+                raise
+            assert process.returncode == 0, error.decode()
 
     # -- edge first call ----------------------------------------------------------------------------------------
     async def measure_edge_first_call(self) -> None:

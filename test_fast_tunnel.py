@@ -553,3 +553,64 @@ def test_an_edge_agent_stops_reading_its_engine_while_the_server_reads_nothing_a
         finally:
             source.close()
     run(scenario())
+
+
+def test_a_bulk_answer_holds_its_frames_while_a_small_question_waits_for_its_answer():
+    """The edge agent answers an export (bulk) and a docker ps (a question) on one tunnel: while the question
+    waits, the export sends a frame per TUNNEL_BULK_YIELD_SECONDS at most; a question unanswered for
+    TUNNEL_ANSWER_FIRST_SECONDS no longer holds it."""
+    async def scenario():
+        answer_now = asyncio.Event()
+
+        async def serve(stream):
+            await stream.accept()
+            if (await stream.readline()).strip() == b"export":
+                while not stream.closed:
+                    stream.write(b"e" * 65536)
+                    await stream.drain()
+            else:
+                await answer_now.wait()
+                stream.write(b"the answer")
+                await stream.drain()
+
+        arrived: list[tuple[float, int, int]] = []  # (monotonic time, stream id, DATA bytes)
+
+        async def receive(server_ws):
+            while True:
+                kind, stream_id, payload = await next_frame(server_ws)
+                if kind == DATA:
+                    arrived.append((asyncio.get_running_loop().time(), stream_id, len(payload)))
+                    if stream_id == 1:  # credit back at once: only the agent's choice holds the export
+                        await server_ws.send_bytes(frame(WINDOW, 1, len(payload).to_bytes(4, "big")))
+
+        def export_bytes(after: float, before: float) -> int:
+            return sum(size for at, stream_id, size in arrived if stream_id == 1 and after <= at < before)
+
+        loop = asyncio.get_running_loop()
+        async with websocket_pair() as (server_ws, agent_ws), \
+                running((server_ws, agent_ws), agent.Tunnel(agent_ws, serve)):
+            for stream_id, ask in ((1, b"export\n"),):
+                await server_ws.send_bytes(frame(OPEN, stream_id, b"docker"))
+                assert await next_frame(server_ws) == (OPEN, stream_id, b"")
+                await server_ws.send_bytes(frame(DATA, stream_id, ask))
+            receiving = asyncio.ensure_future(receive(server_ws))
+            try:
+                while export_bytes(0, float("inf")) < 2 * agent.TUNNEL_BULK_BYTES:  # bulk by now
+                    await asyncio.sleep(0.01)
+                await server_ws.send_bytes(frame(OPEN, 2, b"docker"))
+                await server_ws.send_bytes(frame(DATA, 2, b"ps\n"))
+                asked = loop.time()
+                await asyncio.sleep(agent.TUNNEL_ANSWER_FIRST_SECONDS * 0.8)
+                held = export_bytes(asked + 0.02, asked + agent.TUNNEL_ANSWER_FIRST_SECONDS * 0.8)
+                # a window in flight when the question came, then a frame per hold
+                assert held <= agent.TUNNEL_STREAM_WINDOW + 4 * 65536, held
+                await asyncio.sleep(agent.TUNNEL_ANSWER_FIRST_SECONDS)
+                expired = loop.time()
+                await asyncio.sleep(0.1)
+                assert export_bytes(expired, expired + 0.1) > 2 * held  # the unanswered question holds no more
+                answer_now.set()
+                while not any(stream_id == 2 for _, stream_id, _ in arrived):
+                    await asyncio.sleep(0.01)
+            finally:
+                receiving.cancel()
+    run(scenario())
