@@ -12385,8 +12385,8 @@ def record_git_check(app: web.Application, record: dict, kind: str, trigger: str
 async def edge_git_update(app: web.Application, edge_stack: dict, trigger: str, force: bool = False,
                           pull: bool = False) -> str:
     """One check of an edge stack from git (by webhook or poll): a new version when the remote commit changed, or
-    when forced (a webhook); else with ForceUpdate, a redeploy of each environment (whose tunnel this server
-    holds) where the containers drifted from the file. The outcome goes to its GitCheck and the activity log; a
+    when forced (a webhook); else with ForceUpdate, a redeploy of each environment (that this server reaches)
+    where the containers drifted from the file. The outcome goes to its GitCheck and the activity log; a
     failure changes nothing of what its environments run, and is raised."""
     outcome, message, commit, status = "unchanged", "", edge_stack["GitConfig"]["ConfigHash"], 200
     try:
@@ -13286,11 +13286,12 @@ class EdgeStacks:
     """
 
     def __init__(self, store: Store, environments: Environments, data_directory: str,
-                 deploys_here: Callable[[int], bool]):
+                 deploys_here: Callable[[int], bool], reaches: Callable[[int], bool]):
         self.store = store
         self.environments = environments
         self.data_directory = data_directory
         self.deploys_here = deploys_here  # fn(endpoint id): beside other servers, the one holding its tunnel deploys
+        self.reaches = reaches  # fn(endpoint id): its agent is connected here, or to a server this one relays to
         self._running: dict[tuple[int, int], asyncio.Task] = {}
 
     def project_dir(self, edge_stack_id: int) -> str:
@@ -13362,15 +13363,16 @@ class EdgeStacks:
                            source_dir=entry_directory(local, entry_point), file_name=entry_point)
 
     async def redeploy_drifted(self, edge_stack: dict) -> list[int]:
-        """ForceUpdate's check: each environment the stack runs on, whose tunnel this server holds, against the
-        file (the drift check a compose stack has); those that drifted are pending again and deployed anew, the
-        others untouched (no new version). An environment that cannot be reached now is left to the next check.
-        The ids of the drifted environments."""
+        """ForceUpdate's check: each environment the stack runs on that this server reaches (the leader polls;
+        beside other servers, through the relay to the one holding the tunnel), against the file (the drift check
+        a compose stack has); those that drifted are pending again and deployed anew by the server holding their
+        tunnel, the others untouched (no new version). An environment that cannot be reached now is left to the
+        next check. The ids of the drifted environments."""
         content = await asyncio.to_thread(self.read_file, edge_stack)
         drifted = []
         for key, status in list(edge_stack["Status"].items()):
             endpoint_id = int(key)
-            if status["Type"] != EDGE_RUNNING or not self.deploys_here(endpoint_id):
+            if status["Type"] != EDGE_RUNNING or not self.reaches(endpoint_id):
                 continue
             try:
                 connector = self.environments.connector(endpoint_id)
@@ -14128,7 +14130,8 @@ class EdgeKind(EnvironmentKind):
         self.jobs = app[EDGE_JOBS] = EdgeJobRunner(app)
         self.stacks = app[EDGE_STACKS] = EdgeStacks(
             store, environments, store.directory,
-            lambda endpoint_id: app[LEADERSHIP].alone or self.tunnels.is_connected(endpoint_id))
+            lambda endpoint_id: app[LEADERSHIP].alone or self.tunnels.is_connected(endpoint_id),
+            self.tunnels.is_connected_anywhere)
         self.fleet = app[EDGE_FLEET] = EdgeFleet(app)
         self.updates = app[EDGE_UPDATES] = EdgeUpdates(app)
         self.tunnels.on_connect.append(self.jobs.dispatch)

@@ -24,6 +24,7 @@ import requests
 
 import agent
 import portainer
+import test_git_stacks
 from conftest import BUSYBOX, HERE, PG_BIN, TEST_LABEL, Fleet, free_port, start_balancer, start_server, wait_until
 from test_fast_tunnel import run, running, websocket_pair
 
@@ -143,7 +144,8 @@ def relay_fleet(engine, postgres, tmp_path_factory):
     key_file = root / "secrets.key"
     key_file.write_bytes(os.urandom(32))
     args = ("--database", postgres.new_database(), "--secrets-key-file", str(key_file), "--sslcert", cert,
-            "--sslkey", key, "--edge-heartbeat", "1", "--snapshot-interval", "3600")  # snapshots: on connect only
+            "--sslkey", key, "--edge-heartbeat", "1", "--snapshot-interval", "3600",  # snapshots: on connect only
+            "--git-poll-minimum", "1")
     servers = []
     for name in ("server-a", "server-b"):
         relay_port = free_port()
@@ -348,6 +350,73 @@ def test_an_edge_stack_made_on_the_other_server_is_deployed_once_by_the_holder(r
         assert len(engine.containers.list(filters={"label": f"com.docker.compose.project={name}"})) == 1
     finally:
         assert other.api("DELETE", f"/api/edge_stacks/{edge_stack['Id']}").status_code == 204
+    wait_until(lambda: not engine.containers.list(all=True, filters={"label": f"com.docker.compose.project={name}"}),
+               timeout=30, message="the stack to leave the site")
+
+
+git_server = test_git_stacks.git_server  # nginx + git http-backend, shared rather than copied
+
+
+def leader(fleet: RelayFleet):
+    def leads(srv) -> bool:
+        log = srv.log()
+        return log.rfind("this server is now the leader") > log.rfind("this server is no longer the leader")
+    return wait_until(lambda: next((srv for srv in fleet.servers if leads(srv)), None), timeout=20,
+                      message="a leader")
+
+
+def move_the_agent_off(fleet: RelayFleet, srv, log_path: str) -> None:
+    """Start the edge agent again until another server than `srv` holds its tunnel (HAProxy hands each new
+    connection to the next server)."""
+    edge_key = srv.api("GET", f"/api/endpoints/{fleet.endpoint_id}/edge/key").json()["EdgeKey"]
+    for _ in range(4):
+        if fleet.holder is not srv:
+            return
+        fleet.edge_agent.terminate()
+        fleet.edge_agent.wait(10)
+        wait_until(lambda: tunnel_holder(fleet) is None, timeout=10, message="the agent gone")
+        fleet.edge_agent = start_edge_agent(edge_key, log_path)
+        fleet.holder = wait_until(lambda: tunnel_holder(fleet), timeout=30, message="the agent back")
+        fleet.other = [server for server in fleet.servers if server is not fleet.holder][0]
+    assert fleet.holder is not srv
+
+
+def test_the_leaders_drift_check_reaches_an_edge_stack_through_the_relay_and_the_holder_puts_it_back(
+        relay_fleet, engine, git_server, postgres, tmp_path):
+    """An edge stack from git with ForceUpdate: the leader polls the repository and checks each environment for
+    drift, through the relay when another server holds the tunnel; the holder deploys what drifted."""
+    leading = leader(relay_fleet)
+    move_the_agent_off(relay_fleet, leading, str(tmp_path / "edge-agent.log"))
+    name = f"relayeddrift{time.monotonic_ns() % 10**8}"
+    compose = (f"services:\n  web:\n    image: {BUSYBOX}\n    command: sleep 3600\n    stop_grace_period: 1s\n"
+               f"    labels: {{\"{TEST_LABEL}\": \"1\"}}\n")
+    git_server.push({"edge/docker-compose.yml": compose}, "an edge stack for the relayed site")
+    group = leading.api("POST", "/api/edge_groups", json={"Name": f"{name}-sites",
+                                                         "Endpoints": [relay_fleet.endpoint_id]})
+    assert group.status_code == 200, group.text
+    r = leading.api("POST", "/api/edge_stacks/create/repository", json={
+        "Name": name, "RepositoryURL": git_server.url, "FilePathInRepository": "edge/docker-compose.yml",
+        "EdgeGroups": [group.json()["Id"]], "DeploymentType": 0, "RepositoryAuthentication": True,
+        "RepositoryUsername": test_git_stacks.GIT_USER, "RepositoryPassword": test_git_stacks.GIT_PASSWORD,
+        "AutoUpdate": {"Interval": "1s", "ForceUpdate": True}})
+    assert r.status_code == 200, r.text
+    edge_stack = r.json()
+
+    def running_container():
+        found = engine.containers.list(filters={"label": f"com.docker.compose.project={name}"})
+        return found[0] if len(found) == 1 else None
+    try:
+        first = wait_until(running_container, timeout=60, message="the edge stack to run")
+        first.remove(force=True)
+        wait_until(lambda: (running_container() or first).id != first.id, timeout=30,
+                   message="the removed container put back")
+        database = relay_fleet.database.rsplit("/", 1)[1]
+        wait_until(lambda: postgres.psql(database, "SELECT count(*) FROM activity WHERE entry->>'action' LIKE "
+                                                   f"'poll: edge stack {name} deployed %drifted from the file%'")
+                   != "0", timeout=10, message="the leader's drift check in the activity log")
+        assert tunnel_holder(relay_fleet) is not leading and leader(relay_fleet) is leading  # as at the start
+    finally:
+        assert leading.api("DELETE", f"/api/edge_stacks/{edge_stack['Id']}").status_code == 204
     wait_until(lambda: not engine.containers.list(all=True, filters={"label": f"com.docker.compose.project={name}"}),
                timeout=30, message="the stack to leave the site")
 
