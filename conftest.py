@@ -33,6 +33,12 @@ ADMIN_PASSWORD = "correct horse battery staple"
 BUSYBOX = "busybox:local"
 
 
+def sleeping_compose(service: str = "web") -> str:
+    """A compose file of one busybox service that sleeps and stops at once, labelled as the tests' own."""
+    return (f"services:\n  {service}:\n    image: {BUSYBOX}\n    command: sleep 3600\n    stop_grace_period: 1s\n"
+            f"    labels: {{\"{TEST_LABEL}\": \"1\"}}\n")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -25,7 +25,8 @@ import requests
 import agent
 import portainer
 import test_git_stacks
-from conftest import BUSYBOX, HERE, PG_BIN, TEST_LABEL, Fleet, free_port, start_balancer, start_server, wait_until
+from conftest import (BUSYBOX, HERE, PG_BIN, TEST_LABEL, Fleet, free_port, sleeping_compose, start_balancer, start_server,
+                      wait_until)
 from test_fast_tunnel import run, running, websocket_pair
 
 
@@ -333,8 +334,7 @@ def test_an_edge_stack_made_on_the_other_server_is_deployed_once_by_the_holder(r
     group = other.api("POST", "/api/edge_groups", json={"Name": "relayed-sites", "Endpoints": [relay_fleet.endpoint_id]})
     assert group.status_code == 200, group.text
     name = f"relayed{time.monotonic_ns() % 10**8}"
-    compose = (f"services:\n  web:\n    image: {BUSYBOX}\n    command: sleep 3600\n    stop_grace_period: 1s\n"
-               f"    labels: {{\"{TEST_LABEL}\": \"1\"}}\n")
+    compose = sleeping_compose()
     r = other.api("POST", "/api/edge_stacks", json={"Name": name, "StackFileContent": compose,
                                                     "EdgeGroups": [group.json()["Id"]], "DeploymentType": 0})
     assert r.status_code == 200, r.text
@@ -388,8 +388,7 @@ def test_the_leaders_drift_check_reaches_an_edge_stack_through_the_relay_and_the
     leading = leader(relay_fleet)
     move_the_agent_off(relay_fleet, leading, str(tmp_path / "edge-agent.log"))
     name = f"relayeddrift{time.monotonic_ns() % 10**8}"
-    compose = (f"services:\n  web:\n    image: {BUSYBOX}\n    command: sleep 3600\n    stop_grace_period: 1s\n"
-               f"    labels: {{\"{TEST_LABEL}\": \"1\"}}\n")
+    compose = sleeping_compose()
     git_server.push({"edge/docker-compose.yml": compose}, "an edge stack for the relayed site")
     group = leading.api("POST", "/api/edge_groups", json={"Name": f"{name}-sites",
                                                          "Endpoints": [relay_fleet.endpoint_id]})

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from conftest import (ADMIN_PASSWORD, BUSYBOX, DOCKER_SOCKET, TEST_LABEL, make_namespace_host, remove_namespace_host,
-                      start_server, wait_until)
+                      sleeping_compose, start_server, wait_until)
 
 PASSWORD = "a long enough password"
 READ_ONLY = 5
@@ -404,8 +404,7 @@ def project_containers(engine, project: str) -> list:
 def test_stack_migrates_to_another_environment_under_a_new_name(server, engine):
     target = new_environment(server, "migrate-target")
     name = unique("migrating").replace("-", "")
-    content = (f"services:\n  app:\n    image: {BUSYBOX}\n    command: sleep 3600\n    stop_grace_period: 1s\n"
-               f"    labels: {{\"{TEST_LABEL}\": \"1\"}}\n")
+    content = sleeping_compose("app")
     r = server.api("POST", "/api/stacks/create/standalone/string?endpointId=1",
                    json={"name": name, "stackFileContent": content})
     assert r.status_code == 200, r.text

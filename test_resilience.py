@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from conftest import (ADMIN_PASSWORD, BUSYBOX, HERE, SLOT, TEST_LABEL, make_namespace_host, remove_namespace_host,
-                      start_server, wait_until)
+                      sleeping_compose, start_server, wait_until)
 
 import portainer
 
@@ -475,8 +475,7 @@ def test_an_edge_stack_deployed_while_sites_were_offline_reaches_every_site(engi
         wait_until(lambda: connected(server, endpoints[0]["Id"]), timeout=30, message="site 0 to connect")
         group = server.api("POST", "/api/edge_groups", json={"Name": "fleet",
                                                              "Endpoints": [e["Id"] for e in endpoints]}).json()
-        content = (f"services:\n  web:\n    image: {BUSYBOX}\n    command: sleep 3600\n    stop_grace_period: 1s\n"
-                   f"    labels: {{\"{TEST_LABEL}\": \"1\"}}\n")
+        content = sleeping_compose()
         with cut_link(hosts[0]):  # and the first one drops off just as the stack is deployed
             wait_until(lambda: not connected(server, endpoints[0]["Id"]), timeout=15, message="site 0 to drop")
             r = server.api("POST", "/api/edge_stacks", json={"Name": name, "StackFileContent": content,
@@ -575,8 +574,7 @@ def test_two_hundred_clients_and_a_stack_deploy_lose_nothing_and_leak_no_memory(
     server = fresh_server()
     clients = max(2, int(200 * SCALE))
     stack_name = f"ptpy{SLOT}load"
-    content = (f"services:\n  web:\n    image: {BUSYBOX}\n    command: sleep 3600\n    stop_grace_period: 1s\n"
-               f"    labels: {{\"{TEST_LABEL}\": \"1\"}}\n")
+    content = sleeping_compose()
     deployed = {}
 
     def deploy():

@@ -12,7 +12,7 @@ import pytest
 
 import conftest
 from conftest import (ADMIN_PASSWORD, BUSYBOX, SLOT, TEST_LABEL, make_namespace_host, remove_namespace_host,
-                      start_server, wait_until)
+                      sleeping_compose, start_server, wait_until)
 
 PREFIX = f"ptpy{SLOT}"
 
@@ -483,8 +483,7 @@ def test_edge_stack_reaches_an_edge_agent_that_connects_after_the_deploy(edge_si
     r = srv.api("POST", "/api/edge_groups", json={"Name": "sites", "Endpoints": [endpoint["Id"]]})
     assert r.status_code == 200, r.text
     name = f"{PREFIX}edge"
-    content = (f"services:\n  web:\n    image: {BUSYBOX}\n    command: sleep 3600\n    stop_grace_period: 1s\n"
-               f"    labels: {{\"{TEST_LABEL}\": \"1\"}}\n")
+    content = sleeping_compose()
     r = srv.api("POST", "/api/edge_stacks", json={"Name": name, "StackFileContent": content,
                                                    "EdgeGroups": [r.json()["Id"]], "DeploymentType": 0})
     assert r.status_code == 200, r.text
