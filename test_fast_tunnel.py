@@ -589,10 +589,9 @@ def test_a_bulk_answer_holds_its_frames_while_a_small_question_waits_for_its_ans
         loop = asyncio.get_running_loop()
         async with websocket_pair() as (server_ws, agent_ws), \
                 running((server_ws, agent_ws), agent.Tunnel(agent_ws, serve)):
-            for stream_id, ask in ((1, b"export\n"),):
-                await server_ws.send_bytes(frame(OPEN, stream_id, b"docker"))
-                assert await next_frame(server_ws) == (OPEN, stream_id, b"")
-                await server_ws.send_bytes(frame(DATA, stream_id, ask))
+            await server_ws.send_bytes(frame(OPEN, 1, b"docker"))
+            assert await next_frame(server_ws) == (OPEN, 1, b"")
+            await server_ws.send_bytes(frame(DATA, 1, b"export\n"))
             receiving = asyncio.ensure_future(receive(server_ws))
             try:
                 while export_bytes(0, float("inf")) < 2 * agent.TUNNEL_BULK_BYTES:  # bulk by now

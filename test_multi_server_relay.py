@@ -115,7 +115,16 @@ class RelayFleet(Fleet):
 
     endpoint_id: int
     edge_agent: subprocess.Popen
-    holder = other = None
+    holder = None
+
+    @property
+    def other(self):
+        return next(srv for srv in self.servers if srv is not self.holder)
+
+    def start_agent_again(self, edge_key: str, log_path: str) -> None:
+        """Start the edge agent (stopped before) and wait for the server that holds its new tunnel."""
+        self.edge_agent = start_edge_agent(edge_key, log_path)
+        self.holder = wait_until(lambda: tunnel_holder(self), timeout=30, message="the agent back")
 
 
 def start_edge_agent(edge_key: str, log_path: str) -> subprocess.Popen:
@@ -164,7 +173,6 @@ def relay_fleet(engine, postgres, tmp_path_factory):
         fleet.endpoint_id = r.json()["Id"]
         edge_agent = fleet.edge_agent = start_edge_agent(r.json()["EdgeKey"], str(root / "edge-agent.log"))
         fleet.holder = wait_until(lambda: tunnel_holder(fleet), timeout=30, message="the edge agent to connect")
-        fleet.other = servers[1] if fleet.holder is servers[0] else servers[0]
         yield fleet
     finally:
         # the agent a test started again (after stopping this one) is the fleet's now
@@ -375,9 +383,7 @@ def move_the_agent_off(fleet: RelayFleet, srv, log_path: str) -> None:
         fleet.edge_agent.terminate()
         fleet.edge_agent.wait(10)
         wait_until(lambda: tunnel_holder(fleet) is None, timeout=10, message="the agent gone")
-        fleet.edge_agent = start_edge_agent(edge_key, log_path)
-        fleet.holder = wait_until(lambda: tunnel_holder(fleet), timeout=30, message="the agent back")
-        fleet.other = [server for server in fleet.servers if server is not fleet.holder][0]
+        fleet.start_agent_again(edge_key, log_path)
     assert fleet.holder is not srv
 
 
@@ -486,9 +492,7 @@ def test_an_edge_agent_that_stops_is_shown_down_on_both_servers_and_up_again_whe
     relay_fleet.edge_agent.wait(10)
     for srv in relay_fleet.servers:
         wait_until(lambda srv=srv: shown(srv, False), timeout=10, message="the stopped agent shown down")
-    relay_fleet.edge_agent = start_edge_agent(edge_key.json()["EdgeKey"], str(tmp_path / "edge-agent.log"))
-    relay_fleet.holder = wait_until(lambda: tunnel_holder(relay_fleet), timeout=30, message="the agent back")
-    relay_fleet.other = [srv for srv in relay_fleet.servers if srv is not relay_fleet.holder][0]
+    relay_fleet.start_agent_again(edge_key.json()["EdgeKey"], str(tmp_path / "edge-agent.log"))
     for srv in relay_fleet.servers:
         wait_until(lambda srv=srv: shown(srv, True), timeout=15, message="the returned agent shown up")
     # The holder snapshots the returned agent; the other shows that snapshot, shared through the database, and
@@ -516,9 +520,7 @@ def test_a_server_that_lost_its_listen_connection_reads_the_registry_again(relay
             "EdgeTunnelConnected"], timeout=10, message="the stopped agent shown disconnected")
         wait_until(lambda srv=srv: "listening for tunnel changes was lost" in srv.log(), timeout=10,
                    message="the server to listen again")
-    relay_fleet.edge_agent = start_edge_agent(edge_key["EdgeKey"], str(tmp_path / "edge-agent.log"))
-    relay_fleet.holder = wait_until(lambda: tunnel_holder(relay_fleet), timeout=30, message="the agent back")
-    relay_fleet.other = [srv for srv in relay_fleet.servers if srv is not relay_fleet.holder][0]
+    relay_fleet.start_agent_again(edge_key["EdgeKey"], str(tmp_path / "edge-agent.log"))
     wait_until(lambda: relay_fleet.other.api("GET", f"/api/endpoints/{relay_fleet.endpoint_id}").json()[
         "EdgeTunnelRelayed"], timeout=10, message="the returned agent relayed by the other server")
 
