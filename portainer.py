@@ -15577,8 +15577,11 @@ export async function api(method, path, body, headers) {
 }
 // A streamed answer: onChunk(Uint8Array) for each piece as it arrives; resolves when the stream ends.
 export async function apiStream(method, path, body, onChunk, headers, signal) {
-  const r = await request(method, path, {body, headers, signal});
-  const reader = r.body.getReader();
+  return readStream(await request(method, path, {body, headers, signal}), onChunk);
+}
+// The body of an answer already in hand, piece by piece; resolves when it ends.
+export async function readStream(response, onChunk) {
+  const reader = response.body.getReader();
   for (;;) { const {done, value} = await reader.read(); if (done) return; onChunk(value); }
 }
 """,  # noqa: E501
@@ -15742,18 +15745,20 @@ export function progressLine(e) {
 export function progressKey(e) { return e.stage === 'pull' && e.layer ? `${e.service}|${e.image}|${e.layer}` : null; }
 """,  # noqa: E501
     'docker.js': r"""// The Docker engine of one environment, reached through the server's proxy.
-import {apiStream} from './api.js';
+import {readStream, request} from './api.js';
 import {every, onLeave} from './lifecycle.js';
 import {jsonLines} from './streams.js';
 
 export const dockerBase = envId => `/api/endpoints/${envId}/docker`;
 // Live updates: the engine's event stream (kept open while the page is shown) calls onChange, at most every
-// 300 ms; a slow poll stays as the fallback when events cannot be read.
+// 300 ms; a slow poll stays as the fallback when events cannot be read. A change made after the page's first
+// load but before the engine began sending events is caught by one more onChange once the stream has opened.
 export function watchEngine(envId, types, onChange, fallbackMs = 15000) {
   let timer = 0;
   const changed = () => { clearTimeout(timer); timer = setTimeout(() => onChange().catch(() => {}), 300); };
   const filters = encodeURIComponent(JSON.stringify({type: types}));
-  apiStream('GET', `${dockerBase(envId)}/events?filters=${filters}`, undefined, jsonLines(changed)).catch(() => {});
+  request('GET', `${dockerBase(envId)}/events?filters=${filters}`)
+    .then(response => { changed(); return readStream(response, jsonLines(changed)); }).catch(() => {});
   onLeave(() => clearTimeout(timer));
   every(fallbackMs, onChange);
 }

@@ -105,6 +105,30 @@ def test_the_events_page_shows_a_new_containers_events_live_and_filters_them(fre
     assert page_errors(tab) == []
 
 
+def test_a_container_paused_while_the_containers_page_opens_its_event_stream_is_shown_paused_without_a_reload(
+        fresh_server, engine, open_page, labelled):
+    srv = fresh_server()
+    tab = open_page()
+    page = tab.page
+    log_in(page, srv)
+    name = f"{PREFIX}-early"
+    container = run_busybox(engine, name, "sleep 60")
+    # The page's event stream is held back until the container has been paused: the engine sends that
+    # event before the page listens, so only the page's reload once its stream is open can show it.
+    held = []
+    page.route(re.compile(r"/docker/events\?"), lambda route: held.append(route))
+    page.goto(srv.url + "/#/env/1/containers")
+    row = page.locator("#containers tbody tr", has_text=name)
+    row.locator("td", has_text="running").wait_for()
+    wait_until(lambda: held or page.wait_for_timeout(50), message="the page to ask for its event stream")
+    container.pause()
+    time.sleep(1)
+    held[0].continue_()
+    row.locator("td", has_text="paused").wait_for(timeout=5000)  # the page's slow poll comes after 15 s
+    container.unpause()
+    assert page_errors(tab) == []
+
+
 def test_an_image_page_shows_history_and_users_tags_and_pushes_it_to_a_registry(fresh_server, engine, open_page,
                                                                                 labelled, local_registry):
     srv = fresh_server()

@@ -38,7 +38,10 @@ export async function api(method, path, body, headers) {
 }
 // A streamed answer: onChunk(Uint8Array) for each piece as it arrives; resolves when the stream ends.
 export async function apiStream(method, path, body, onChunk, headers, signal) {
-  const r = await request(method, path, {body, headers, signal});
-  const reader = r.body.getReader();
+  return readStream(await request(method, path, {body, headers, signal}), onChunk);
+}
+// The body of an answer already in hand, piece by piece; resolves when it ends.
+export async function readStream(response, onChunk) {
+  const reader = response.body.getReader();
   for (;;) { const {done, value} = await reader.read(); if (done) return; onChunk(value); }
 }
