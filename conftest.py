@@ -350,6 +350,18 @@ class NamespaceHost:
                 self.engine_process.wait()
         self.engine_process = None
 
+    def remove(self) -> None:
+        """The host gone: its running containers killed first (each would get its own 10 s stop timeout, and the
+        engine's shutdown waits for them: a busybox `sleep` as PID 1 ignores SIGTERM), its engine stopped, its
+        namespace removed."""
+        if self.engine_process and self.engine_process.poll() is None:
+            with contextlib.suppress(Exception):
+                for container in self.client().containers.list():
+                    with contextlib.suppress(docker.errors.APIError):
+                        container.kill()
+        self.stop_engine()
+        remove_namespace_host(self.name, self.name.replace("node", "veth"), self.root)
+
     def load_image(self, engine: docker.DockerClient, image: str = BUSYBOX) -> None:
         client = self.client()
         try:
@@ -423,8 +435,7 @@ def remote_host(engine):
     host.start_engine()
     host.load_image(engine)
     yield host
-    host.stop_engine()
-    remove_namespace_host(host.name, host.name.replace("node", "veth"), host.root)
+    host.remove()
 
 
 @pytest.fixture
@@ -464,8 +475,7 @@ def one_node_swarm(engine: docker.DockerClient, index: int):
     finally:
         with contextlib.suppress(Exception):
             host.client().swarm.leave(force=True)
-        host.stop_engine()
-        remove_namespace_host(host.name, host.name.replace("node", "veth"), host.root)
+        host.remove()
 
 
 # -- many edge agents in one process: agent.py's own tunnel code, one session, N tunnels -------------------------

@@ -20,8 +20,7 @@ import requests
 from aiohttp import web
 
 import conftest
-from conftest import (ADMIN_PASSWORD, BUSYBOX, TEST_LABEL, free_port, make_namespace_host, remove_namespace_host,
-                      start_server, wait_until)
+from conftest import (ADMIN_PASSWORD, BUSYBOX, TEST_LABEL, free_port, make_namespace_host, start_server, wait_until)
 
 import portainer
 
@@ -291,8 +290,7 @@ def swarm_environment(server, engine):
     server.api("DELETE", f"/api/endpoints/{endpoint_id}")
     with contextlib.suppress(docker.errors.APIError):
         client.swarm.leave(force=True)
-    host.stop_engine()
-    remove_namespace_host(host.name, host.name.replace("node", "veth"), host.root)
+    host.remove()
 
 
 def test_services_and_their_tasks_are_hidden_from_another_team(server, swarm_environment):

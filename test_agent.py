@@ -18,7 +18,7 @@ import requests
 
 import conftest
 from conftest import (BUSYBOX, DOCKER_SOCKET, HERE, SLOT, TEST_LABEL, NamespaceHost, kill_pidfile,
-                      make_namespace_host, remove_namespace_host, start_server, wait_until)
+                      make_namespace_host, start_server, wait_until)
 from test_portainer import run_in_pty
 
 import agent as shared
@@ -90,10 +90,6 @@ class AgentProcess:
         return hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
 
 
-def remove_host(host: NamespaceHost) -> None:
-    host.stop_engine()
-    remove_namespace_host(host.name, host.name.replace("node", "veth"), host.root)
-
 
 @pytest.fixture(scope="module")
 def agent_server(engine, workdir):
@@ -115,7 +111,7 @@ def agent_host(engine):
     with contextlib.suppress(Exception):
         for container in host.client().containers.list(all=True):
             container.remove(force=True)
-    remove_host(host)
+    host.remove()
 
 
 def add_agent_environment(server, name: str, url: str, **fields) -> requests.Response:
@@ -405,7 +401,7 @@ def swarm(engine, agent_server):
         for host in (worker, manager):
             with contextlib.suppress(Exception):
                 host.client().swarm.leave(force=True)
-            remove_host(host)
+            host.remove()
             shutil.rmtree(host.root, ignore_errors=True)
 
 

@@ -24,7 +24,7 @@ import requests
 import agent as shared
 import portainer
 import test_ui
-from conftest import BUSYBOX, HERE, SLOT, TEST_LABEL, make_namespace_host, remove_namespace_host, start_server, wait_until
+from conftest import BUSYBOX, HERE, SLOT, TEST_LABEL, make_namespace_host, start_server, wait_until
 
 PREFIX = f"ptpy{SLOT}proj"
 # Namespace host numbers of this file (see conftest.NAMESPACE_HOSTS).
@@ -512,8 +512,7 @@ def agent_host(engine):
     yield host, projects
     process.terminate()
     process.wait(10)
-    host.stop_engine()
-    remove_namespace_host(host.name, host.name.replace("node", "veth"), host.root)
+    host.remove()
 
 
 def deploy_and_check_remotely(server, endpoint_id: int, client: docker.DockerClient, projects: str) -> None:
@@ -578,8 +577,7 @@ def test_project_deploys_on_an_edge_site_through_the_tunnel(engine, workdir, tmp
             agent_process.stop()
         if server:
             server.stop()
-        site.stop_engine()
-        remove_namespace_host(site.name, site.name.replace("node", "veth"), site.root)
+        site.remove()
 
 
 # ---------------------------------------------------------------------------------------------------------------

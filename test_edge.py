@@ -22,7 +22,7 @@ import requests
 import agent
 import portainer
 import conftest
-from conftest import ADMIN_PASSWORD, BUSYBOX, HERE, TEST_LABEL, make_namespace_host, remove_namespace_host, start_server, wait_until
+from conftest import ADMIN_PASSWORD, BUSYBOX, HERE, TEST_LABEL, make_namespace_host, start_server, wait_until
 from test_portainer import run_in_pty
 
 FAST_AGENT = {"EDGE_HEARTBEAT": "1", "EDGE_BACKOFF_INITIAL": "0.2", "EDGE_BACKOFF_MAX": "1.5", "LOG_LEVEL": "DEBUG"}
@@ -37,8 +37,7 @@ def edge_site(engine):
     subprocess.run(["ip", "netns", "exec", host.name, "iptables", "-A", "INPUT", "-m", "conntrack", "--ctstate",
                     "NEW", "-j", "DROP"], check=True)
     yield host
-    host.stop_engine()
-    remove_namespace_host(host.name, host.name.replace("node", "veth"), host.root)
+    host.remove()
 
 
 @pytest.fixture(scope="module")

@@ -1216,7 +1216,7 @@ def remote(engine):
         with contextlib.suppress(Exception):
             for container in host.client().containers.list(all=True):
                 container.remove(force=True)
-        test_agent.remove_host(host)
+        host.remove()
 
 
 @pytest.mark.browser

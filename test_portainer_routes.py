@@ -13,8 +13,7 @@ import docker
 import pytest
 import requests
 
-from conftest import (ADMIN_PASSWORD, BUSYBOX, DOCKER_SOCKET, TEST_LABEL, make_namespace_host, remove_namespace_host,
-                      sleeping_compose, start_server, wait_until)
+from conftest import (ADMIN_PASSWORD, BUSYBOX, DOCKER_SOCKET, TEST_LABEL, make_namespace_host, sleeping_compose, start_server, wait_until)
 
 PASSWORD = "a long enough password"
 READ_ONLY = 5
@@ -293,8 +292,7 @@ def swarm(engine, server):
     registry_log.close()
     with contextlib.suppress(docker.errors.APIError):
         client.swarm.leave(force=True)
-    host.stop_engine()
-    remove_namespace_host(host.name, host.name.replace("node", "veth"), host.root)
+    host.remove()
 
 
 def test_swarm_stack_uploaded_as_a_multipart_file_is_deployed(server, swarm):

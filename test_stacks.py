@@ -11,8 +11,7 @@ import docker
 import pytest
 
 import conftest
-from conftest import (ADMIN_PASSWORD, BUSYBOX, SLOT, TEST_LABEL, make_namespace_host, remove_namespace_host,
-                      sleeping_compose, start_server, wait_until)
+from conftest import (ADMIN_PASSWORD, BUSYBOX, SLOT, TEST_LABEL, make_namespace_host, sleeping_compose, start_server, wait_until)
 
 PREFIX = f"ptpy{SLOT}"
 
@@ -301,8 +300,7 @@ def swarm_host(engine):
     try:
         with_client.swarm.leave(force=True)
     finally:
-        host.stop_engine()
-        remove_namespace_host(host.name, host.name.replace("node", "veth"), host.root)
+        host.remove()
 
 
 def test_swarm_stack_is_seen_by_docker_stack_ls(server, swarm_host):
@@ -473,8 +471,7 @@ def edge_site(engine, workdir):
     srv = start_server(os.path.join(workdir, "edge-stacks-data"), "--edge-heartbeat", "1", bind_host=host.host_address)
     yield edge, host, srv
     srv.stop()
-    host.stop_engine()
-    remove_namespace_host(host.name, host.name.replace("node", "veth"), host.root)
+    host.remove()
 
 
 def test_edge_stack_reaches_an_edge_agent_that_connects_after_the_deploy(edge_site, workdir):
