@@ -61,7 +61,7 @@ import urllib.parse
 import uuid
 import weakref
 import zlib
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, NamedTuple
 
 import aiohttp
 import yaml
@@ -1515,6 +1515,14 @@ class DatabaseLease:
                 await conn.execute("DELETE FROM leases WHERE name = 'leader' AND holder = $1", self.store.server_id)
 
 
+class LearntStatus(NamedTuple):
+    """A status this server learnt and has not written to the database yet."""
+
+    status: int
+    snapshot: dict | None
+    learnt: float  # time.monotonic() when it was learnt
+
+
 class SharedEnvironmentStatus:
     """With --database: the status and snapshot one server took of an environment (the leader's periodic pass, or
     the server holding an edge tunnel) reach every other server within SHARE_SECONDS, so that each answers with
@@ -1526,13 +1534,14 @@ class SharedEnvironmentStatus:
 
     def __init__(self, store: DatabaseStore, environments: "Environments"):
         self.store, self.environments = store, environments
-        self._outbox: dict[int, tuple[int, dict | None, float]] = {}  # (status, snapshot, monotonic time learnt)
+        self._outbox: dict[int, LearntStatus] = {}
         self._seen = 0
         environments.on_status.append(self.learnt)
 
     def learnt(self, endpoint_id: int, status: int, snapshot: dict | None) -> None:
-        _, queued, _ = self._outbox.get(endpoint_id, (None, None, None))
-        self._outbox[endpoint_id] = (status, snapshot if snapshot is not None else queued, time.monotonic())
+        if snapshot is None and (queued := self._outbox.get(endpoint_id)) is not None:
+            snapshot = queued.snapshot  # a status without a snapshot keeps the one still to be written
+        self._outbox[endpoint_id] = LearntStatus(status, snapshot, time.monotonic())
 
     async def share(self) -> None:
         while True:
@@ -1576,7 +1585,7 @@ class SharedEnvironmentStatus:
                 continue
             queued = self._outbox.get(row["endpoint_id"])
             if queued is not None:
-                if read - queued[2] < row["age"]:
+                if read - queued.learnt < row["age"]:
                     continue  # learnt here after the row's: written next, it wins
                 del self._outbox[row["endpoint_id"]]  # older than the row: the database would refuse it
             self.environments.status[row["endpoint_id"]] = row["status"]
