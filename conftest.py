@@ -351,14 +351,14 @@ class NamespaceHost:
         self.engine_process = None
 
     def remove(self) -> None:
-        """The host gone: its running containers killed first (each would get its own 10 s stop timeout, and the
-        engine's shutdown waits for them: a busybox `sleep` as PID 1 ignores SIGTERM), its engine stopped, its
-        namespace removed."""
+        """The host gone: its containers removed by force first (a running one would get its own 10 s stop
+        timeout, and the engine's shutdown waits for it: a busybox `sleep` as PID 1 ignores SIGTERM), its engine
+        stopped, its namespace removed."""
         if self.engine_process and self.engine_process.poll() is None:
             with contextlib.suppress(Exception):
-                for container in self.client().containers.list():
+                for container in self.client().containers.list(all=True):
                     with contextlib.suppress(docker.errors.APIError):
-                        container.kill()
+                        container.remove(force=True)
         self.stop_engine()
         remove_namespace_host(self.name, self.name.replace("node", "veth"), self.root)
 

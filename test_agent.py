@@ -90,7 +90,6 @@ class AgentProcess:
         return hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
 
 
-
 @pytest.fixture(scope="module")
 def agent_server(engine, workdir):
     """A server of this module's own (agents pin the first server that talks to them), snapshotting every 2 s."""
@@ -108,9 +107,6 @@ def agent_host(engine):
     agent = AgentProcess(host, data=os.path.join(host.root, "agent-state")).start()
     yield agent
     agent.stop()
-    with contextlib.suppress(Exception):
-        for container in host.client().containers.list(all=True):
-            container.remove(force=True)
     host.remove()
 
 

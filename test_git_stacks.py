@@ -1213,9 +1213,6 @@ def remote(engine):
             ssh.stop()
         if agent is not None:
             agent.stop()
-        with contextlib.suppress(Exception):
-            for container in host.client().containers.list(all=True):
-                container.remove(force=True)
         host.remove()
 
 

@@ -308,7 +308,6 @@ AGENT_HOST, EDGE_HOST, EDGE_STACK_HOSTS = 10, 11, (12, 13)
 TICKER = ["sh", "-c", "i=0; while true; do echo tick$i; i=$((i+1)); sleep 0.1; done"]
 
 
-
 def endpoint_status(server, endpoint_id: int) -> int:
     return server.api("GET", f"/api/endpoints/{endpoint_id}").json()["Status"]
 
@@ -352,9 +351,6 @@ def test_an_agent_killed_mid_stream_ends_the_stream_and_its_environment_comes_ba
             agent.stop()
         if server:
             server.stop()
-        with contextlib.suppress(Exception):
-            for c in host.client().containers.list(all=True):
-                c.remove(force=True)
         host.remove()
 
 
@@ -377,9 +373,6 @@ def edge_link(engine, workdir):
     yield {"server": server, "host": host, "endpoint_id": endpoint["Id"], "connected": connected}
     site_agent.stop()
     server.stop()
-    with contextlib.suppress(Exception):
-        for c in host.client().containers.list(all=True):
-            c.remove(force=True)
     host.remove()
 
 
@@ -516,9 +509,6 @@ def test_an_edge_stack_deployed_while_sites_were_offline_reaches_every_site(engi
         if server:
             server.stop()
         for host in hosts:
-            with contextlib.suppress(Exception):
-                for c in host.client().containers.list(all=True):
-                    c.remove(force=True)
             host.remove()
 
 
