@@ -667,27 +667,44 @@ def write_private_file(path: str, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def create_self_signed_certificate(cert_path: str, key_path: str, common_name: str) -> None:
-    """An ECDSA P-256 certificate for this host's name, localhost and 127.0.0.1, valid ten years."""
+def new_certificate(subject, extensions: list, days: int, issuer: tuple[bytes, bytes] | None = None,
+                    backdate: datetime.timedelta = datetime.timedelta(days=1)) -> tuple[bytes, bytes]:
+    """A new ECDSA P-256 key and a certificate for it, both PEM: self-signed, or signed by `issuer` (its certificate
+    and key, PEM). `subject` is an x509.Name; `extensions` are (extension, critical) pairs. Valid `days` from
+    `backdate` ago (clocks of the hosts that check it may run behind)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
 
     key = ec.generate_private_key(ec.SECP256R1())
+    issuer_name, signing_key = subject, key
+    if issuer is not None:
+        issuer_name = x509.load_pem_x509_certificate(issuer[0]).subject
+        signing_key = serialization.load_pem_private_key(issuer[1], password=None)
+    valid_from = datetime.datetime.now(datetime.timezone.utc) - backdate
+    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer_name).public_key(key.public_key())
+               .serial_number(x509.random_serial_number()).not_valid_before(valid_from)
+               .not_valid_after(valid_from + datetime.timedelta(days=days)))
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    certificate = builder.sign(signing_key, hashes.SHA256())
+    return (certificate.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))
+
+
+def create_self_signed_certificate(cert_path: str, key_path: str, common_name: str) -> None:
+    """An ECDSA P-256 certificate for this host's name, localhost and 127.0.0.1, valid ten years."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name),
                       x509.NameAttribute(NameOID.ORGANIZATION_NAME, "portainer.py self-signed")])
-    valid_from = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=1)
     alt_names = [x509.DNSName("localhost"), x509.DNSName(socket.gethostname()),
                  x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(valid_from)
-            .not_valid_after(valid_from + datetime.timedelta(days=3650))
-            .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
-            .sign(key, hashes.SHA256()))
-    write_private_file(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                   serialization.NoEncryption()))
-    write_private_file(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    certificate, key = new_certificate(name, [(x509.SubjectAlternativeName(alt_names), False)], days=3650)
+    write_private_file(key_path, key)
+    write_private_file(cert_path, certificate)
 
 
 def der_fingerprint(der: bytes) -> str:

@@ -1771,55 +1771,31 @@ def load_or_create_certificate(directory: str) -> tuple[str, str]:
 def create_fleet_ca() -> tuple[bytes, bytes]:
     """The CA of servers sharing a database (certificate, key PEM): it issues each server's relay certificate."""
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "portainer.py fleet CA")])
-    valid_from = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=1)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(valid_from)
-            .not_valid_after(valid_from + datetime.timedelta(days=3650))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
-                                         data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                         crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
-            .sign(key, hashes.SHA256()))
-    return (cert.public_bytes(serialization.Encoding.PEM),
-            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption()))
+    usage = x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
+                          data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+                          encipher_only=False, decipher_only=False)
+    return shared.new_certificate(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "portainer.py fleet CA")]),
+                                  [(x509.BasicConstraints(ca=True, path_length=0), True), (usage, True)], days=3650)
 
 
 def issue_fleet_certificate(ca_certificate: bytes, ca_key: bytes, host: str, server_id: str) -> tuple[bytes, bytes]:
     """A certificate (and its key, PEM) from the fleet's CA for one server, named by the host other servers dial:
     it serves the relay listener and proves this server when it dials another."""
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    issuer = x509.load_pem_x509_certificate(ca_certificate)
-    signing_key = serialization.load_pem_private_key(ca_key, password=None)
-    key = ec.generate_private_key(ec.SECP256R1())
     try:
         alt_name = x509.IPAddress(ipaddress.ip_address(host))
     except ValueError:
         alt_name = x509.DNSName(host)
-    valid_from = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=1)
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, server_id[:64])]))
-            .issuer_name(issuer.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(valid_from)
-            .not_valid_after(valid_from + datetime.timedelta(days=365))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.SubjectAlternativeName([alt_name]), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                           critical=False)
-            .sign(signing_key, hashes.SHA256()))
-    return (cert.public_bytes(serialization.Encoding.PEM),
-            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption()))
+    usage = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH])
+    return shared.new_certificate(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, server_id[:64])]),
+        [(x509.BasicConstraints(ca=False, path_length=None), True), (x509.SubjectAlternativeName([alt_name]), False),
+         (usage, False)],
+        days=365, issuer=(ca_certificate, ca_key), backdate=datetime.timedelta(hours=1))
 
 
 def certificate_fingerprint(cert_path: str) -> str:
