@@ -92,7 +92,10 @@ MAX_JSON_BODY = 4 * 1024 * 1024
 # Query parameters that would carry a credential in a URL, where proxies and logs keep it.
 CREDENTIAL_QUERY_PARAMS = frozenset({"token", "jwt", "api_key", "apikey", "x-api-key", "access_token", "auth"})
 DEFAULT_SOCKET = "/var/run/docker.sock"
-TLS_READ_BUFFER = 16 * 1024  # one TLS record
+# What a TLS connection this server accepts reads at a time: one TLS record while it is quiet (10,000 idle edge
+# tunnels), more while its reads fill that (an export through an edge tunnel).
+TLS_READ_BUFFER = 16 * 1024
+TLS_BULK_READ_BUFFER = 256 * 1024
 EDGE_CONNECT_SNAPSHOTS = 16
 # Idle tunnel streams kept per edge environment. Opening one is a round trip on a tunnel already up, while each
 # idle one holds memory here and a socket to the engine on the agent: with thousands of agents, keep one.
@@ -14309,7 +14312,7 @@ class EdgeRelay:
         self._runner = web.AppRunner(relay_app, access_log=None)
         await self._runner.setup()
         host, port = split_bind(self.bind)
-        await web.TCPSite(self._runner, host, port, ssl_context=self.server_context).start()
+        await ListenerTLSSite(self._runner, host, port, ssl_context=self.server_context).start()
         self._session = aiohttp.ClientSession()
         with contextlib.suppress(*database_errors()):
             await self._renew_lease()
@@ -20750,10 +20753,41 @@ def tls_context(config: argparse.Namespace) -> ssl.SSLContext:
     return context
 
 
+class ListenerTLS(asyncio.sslproto.SSLProtocol):
+    """TLS for a connection this server accepted, the same on either event loop, with a read buffer that follows
+    the connection: TLS_READ_BUFFER while it is quiet, TLS_BULK_READ_BUFFER while its reads fill the buffer. Both
+    asyncio's and uvloop's TLS keep 256 KiB for every connection: 10,000 idle edge tunnels would hold 2.5 GB in
+    read buffers alone (uvloop's size cannot be changed)."""
+
+    max_size = TLS_READ_BUFFER
+
+    def get_buffer(self, n: int) -> memoryview:
+        return super().get_buffer(self.max_size)  # uvloop asks for 64 KiB: read what this connection reads
+
+    def buffer_updated(self, nbytes: int) -> None:
+        filled = nbytes == len(self._ssl_buffer)
+        super().buffer_updated(nbytes)  # the bytes are in the TLS object's own buffer now: this one can change
+        if filled and self.max_size < TLS_BULK_READ_BUFFER:
+            self.max_size = TLS_BULK_READ_BUFFER
+        elif nbytes < TLS_READ_BUFFER and self.max_size > TLS_READ_BUFFER:
+            self.max_size = TLS_READ_BUFFER
+            self._ssl_buffer = bytearray(TLS_READ_BUFFER)
+            self._ssl_buffer_view = memoryview(self._ssl_buffer)
+
+
+class ListenerTLSSite(web.TCPSite):
+    """aiohttp's TCPSite with ssl_context, its connections' TLS being ListenerTLS rather than the loop's own."""
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)  # registered with the runner; TCPSite.start would listen with the loop's TLS
+        loop = asyncio.get_running_loop()
+        server, context = self._runner.server, self._ssl_context
+        self._server = await loop.create_server(
+            lambda: ListenerTLS(loop, server(), context, None, server_side=True), self._host, self._port,
+            backlog=self._backlog, reuse_address=self._reuse_address, reuse_port=self._reuse_port)
+
+
 async def serve(config: argparse.Namespace) -> None:
-    # asyncio gives every TLS connection a 256 KiB read buffer; TLS records are at most 16 KiB, and 10,000
-    # idle edge tunnels would otherwise hold 2.5 GB in buffers alone.
-    asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
     app = make_app(config)
     runner_options, site_options = shared.aiohttp_server_options()
     runner = web.AppRunner(app, **runner_options)
@@ -20765,7 +20799,7 @@ async def serve(config: argparse.Namespace) -> None:
             await web.TCPSite(runner, host, port, **site_options).start()
             addresses.append(f"http://{host}:{port}")
         host, port = split_bind(config.bind_https)
-        await web.TCPSite(runner, host, port, ssl_context=tls_context(config), **site_options).start()
+        await ListenerTLSSite(runner, host, port, ssl_context=tls_context(config), **site_options).start()
         addresses.append(f"https://{host}:{port}")
         log.info("portainer.py %s serving %s (data %s)", VERSION, ", ".join(addresses), app[STORE].directory)
         stop = asyncio.Event()

@@ -195,3 +195,60 @@ def test_however_a_chunked_answer_is_cut_the_relay_hands_on_exactly_its_body(par
         return body
 
     assert asyncio.run(scenario()) == b"".join(parts)
+
+
+# ---- the server's HTTPS listener: edge tunnels by the thousand, exports through some of them -----------------------
+
+@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
+def test_an_https_upload_arrives_whole_and_its_connection_then_holds_one_tls_record_of_read_buffer(loop_name, tmp_path):
+    """Each edge tunnel is one HTTPS connection the server holds for as long as the agent runs: a quiet one keeps a
+    16 KiB read buffer (the loops' own TLS keeps 256 KiB each: 2.5 GB for 10,000 tunnels), one carrying an export
+    reads 256 KiB at a time."""
+    import hashlib
+    import ssl
+
+    import aiohttp
+    from aiohttp import web
+
+    new_loop = asyncio.new_event_loop if loop_name == "asyncio" else pytest.importorskip("uvloop").new_event_loop
+    body = bytes(range(256)) * (32 * 1024)  # 8 MiB
+    seen: dict[str, tuple] = {}
+
+    async def upload(request: web.Request) -> web.Response:
+        received = await request.read()
+        tls = request.transport._ssl_protocol  # the connection's ListenerTLS
+        seen["upload"] = (len(received), hashlib.sha256(received).hexdigest(), tls.max_size)
+        return web.Response(text="stored")
+
+    async def quiet(request: web.Request) -> web.Response:
+        tls = request.transport._ssl_protocol
+        seen["quiet"] = (tls.max_size, len(tls._ssl_buffer), tls)
+        return web.Response(text="fine")
+
+    async def scenario():
+        cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+        agent.create_self_signed_certificate(cert, key, "localhost")
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+        app = web.Application(client_max_size=16 * 1024 * 1024)
+        app.router.add_post("/upload", upload)
+        app.router.add_get("/quiet", quiet)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = portainer.ListenerTLSSite(runner, "127.0.0.1", 0, ssl_context=context)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        try:
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1, ssl=False)) as session:
+                async with session.post(f"https://127.0.0.1:{port}/upload", data=body) as answer:
+                    assert (answer.status, await answer.text()) == (200, "stored")
+                async with session.get(f"https://127.0.0.1:{port}/quiet") as answer:
+                    assert (answer.status, await answer.text()) == (200, "fine")
+        finally:
+            await runner.cleanup()
+
+    with asyncio.Runner(loop_factory=new_loop) as runner:
+        runner.run(scenario())
+    assert seen["upload"] == (len(body), hashlib.sha256(body).hexdigest(), portainer.TLS_BULK_READ_BUFFER)
+    assert seen["quiet"][:2] == (portainer.TLS_READ_BUFFER, portainer.TLS_READ_BUFFER)
+    assert isinstance(seen["quiet"][2], portainer.ListenerTLS)
