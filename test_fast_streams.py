@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hashlib
+import ssl
 
+import aiohttp
 import pytest
+from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
@@ -204,12 +208,6 @@ def test_an_https_upload_arrives_whole_and_its_connection_then_holds_one_tls_rec
     """Each edge tunnel is one HTTPS connection the server holds for as long as the agent runs: a quiet one keeps a
     16 KiB read buffer (the loops' own TLS keeps 256 KiB each: 2.5 GB for 10,000 tunnels), one carrying an export
     reads 256 KiB at a time."""
-    import hashlib
-    import ssl
-
-    import aiohttp
-    from aiohttp import web
-
     new_loop = asyncio.new_event_loop if loop_name == "asyncio" else pytest.importorskip("uvloop").new_event_loop
     body = bytes(range(256)) * (32 * 1024)  # 8 MiB
     seen: dict[str, tuple] = {}
