@@ -1358,8 +1358,14 @@ def test_a_swarm_stack_from_git_follows_a_push_and_a_service_changed_by_hand_is_
             return spec["Mode"]["Replicated"]["Replicas"] == 1 and "REVISION=101" in \
                 spec["TaskTemplate"]["ContainerSpec"].get("Env", [])
         wait_until(as_in_the_file, timeout=30, message="the poll to put the drifted service back")
-        assert srv.api("GET", f"/api/stacks/{stack['Id']}").json()["GitCheck"]["Message"] == \
-            "the containers had drifted from the file"
+
+        # GitCheck is the last poll's (the next one, a second later, finds nothing to do); the activity log keeps
+        # each redeploy, written every second
+        def activity_log() -> str:
+            with open(os.path.join(srv.data, "activity.jsonl"), errors="replace") as f:
+                return f.read()
+        wait_until(lambda: f"poll: stack {name} deployed {commit[:12]} the containers had drifted from the file"
+                   in activity_log(), timeout=10, message="the drift's redeploy in the activity log")
         srv.api("POST", f"/api/stacks/{stack['Id']}/git?endpointId={endpoint_id}",
                 json={"AutoUpdate": {"Interval": "", "Webhook": True}})
         assert srv.api("DELETE", f"/api/stacks/{stack['Id']}?endpointId={endpoint_id}").status_code == 204
