@@ -302,6 +302,12 @@ def read_in(container, path: str) -> str:
     return result.output.decode().strip()
 
 
+def activity_log(srv) -> str:
+    """The server's activity log as text (written every second: an entry may come just after what it records)."""
+    with open(os.path.join(srv.data, "activity.jsonl"), errors="replace") as f:
+        return f.read()
+
+
 def create_git_stack(srv, name: str, url: str, **extra) -> requests.Response:
     body = {"Name": name, "RepositoryURL": url, "RepositoryReferenceName": "refs/heads/main",
             "ComposeFile": "deploy/docker-compose.yml", "RepositoryAuthentication": True,
@@ -368,10 +374,7 @@ def test_a_stack_from_git_redeploys_on_webhook_and_on_poll_keeping_its_volume_da
     assert read_in(container_of(engine, name), "/etc/app/site.conf") == "site revision 3"
     stack = srv.api("GET", f"/api/stacks/{stack['Id']}").json()
     assert stack["GitCheck"]["Trigger"] == "poll" and stack["GitCheck"]["Time"] > 0
-    def activity_text() -> str:
-        with open(os.path.join(srv.data, "activity.jsonl"), errors="replace") as f:
-            return f.read()
-    wait_until(lambda: f"poll: stack {name} deployed {third[:12]}" in activity_text(), timeout=10,
+    wait_until(lambda: f"poll: stack {name} deployed {third[:12]}" in activity_log(srv), timeout=10,
                message="the poll's redeploy in the activity log")
 
     # A poll with nothing new changes nothing: the container is the same one.
@@ -656,8 +659,7 @@ def test_an_edge_stack_from_git_redeploys_by_hand_on_its_webhook_and_on_poll(srv
         MEASURED["edge stack poll"] = time.monotonic() - started
         after = view()
         assert after["GitConfig"]["ConfigHash"] == fourth and after["GitCheck"]["Trigger"] == "poll"
-        with open(os.path.join(srv.data, "activity.jsonl"), errors="replace") as f:
-            activity = f.read()
+        activity = activity_log(srv)
         assert f"webhook: edge stack {name} deployed {third[:12]}" in activity and webhook not in activity
 
         # A container removed by hand on the edge: without ForceUpdate the polls leave it gone...
@@ -676,11 +678,8 @@ def test_an_edge_stack_from_git_redeploys_by_hand_on_its_webhook_and_on_poll(srv
         after = view()
         assert after["Version"] == version and after["GitConfig"]["ConfigHash"] == fourth
         assert read_in(container_of(engine, name), "/data/kept") == "kept-on-the-edge"
-        def activity_log() -> str:
-            with open(os.path.join(srv.data, "activity.jsonl"), errors="replace") as f:
-                return f.read()
         # the activity log is written every second: the entry may come just after the container
-        wait_until(lambda: "the containers had drifted from the file on environment" in activity_log(), timeout=10,
+        wait_until(lambda: "the containers had drifted from the file on environment" in activity_log(srv), timeout=10,
                    message="the drift redeploy in the activity log")
         # A container stopped by hand is put back too; one in step with the file is left alone.
         container_of(engine, name).stop(timeout=1)
@@ -1360,12 +1359,9 @@ def test_a_swarm_stack_from_git_follows_a_push_and_a_service_changed_by_hand_is_
         wait_until(as_in_the_file, timeout=30, message="the poll to put the drifted service back")
 
         # GitCheck is the last poll's (the next one, a second later, finds nothing to do); the activity log keeps
-        # each redeploy, written every second
-        def activity_log() -> str:
-            with open(os.path.join(srv.data, "activity.jsonl"), errors="replace") as f:
-                return f.read()
+        # each redeploy
         wait_until(lambda: f"poll: stack {name} deployed {commit[:12]} the containers had drifted from the file"
-                   in activity_log(), timeout=10, message="the drift's redeploy in the activity log")
+                   in activity_log(srv), timeout=10, message="the drift's redeploy in the activity log")
         srv.api("POST", f"/api/stacks/{stack['Id']}/git?endpointId={endpoint_id}",
                 json={"AutoUpdate": {"Interval": "", "Webhook": True}})
         assert srv.api("DELETE", f"/api/stacks/{stack['Id']}?endpointId={endpoint_id}").status_code == 204

@@ -13,7 +13,8 @@ import docker
 import pytest
 import requests
 
-from conftest import (ADMIN_PASSWORD, BUSYBOX, DOCKER_SOCKET, TEST_LABEL, make_namespace_host, sleeping_compose, start_server, wait_until)
+from conftest import (ADMIN_PASSWORD, BUSYBOX, DOCKER_SOCKET, TEST_LABEL, make_namespace_host, sleeping_compose,
+                      start_server, wait_until)
 
 PASSWORD = "a long enough password"
 READ_ONLY = 5

@@ -21,7 +21,8 @@ import time
 import pytest
 import requests
 
-from conftest import (ADMIN_PASSWORD, BUSYBOX, HERE, SLOT, TEST_LABEL, make_namespace_host, sleeping_compose, start_server, wait_until)
+from conftest import (ADMIN_PASSWORD, BUSYBOX, HERE, SLOT, TEST_LABEL, make_namespace_host, sleeping_compose,
+                      start_server, wait_until)
 
 import portainer
 

@@ -11,7 +11,8 @@ import docker
 import pytest
 
 import conftest
-from conftest import (ADMIN_PASSWORD, BUSYBOX, SLOT, TEST_LABEL, make_namespace_host, sleeping_compose, start_server, wait_until)
+from conftest import (ADMIN_PASSWORD, BUSYBOX, SLOT, TEST_LABEL, make_namespace_host, sleeping_compose, start_server,
+                      wait_until)
 
 PREFIX = f"ptpy{SLOT}"
 
