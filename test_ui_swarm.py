@@ -248,7 +248,8 @@ def test_an_admin_runs_a_service_from_the_form_scales_rolls_out_rolls_back_reads
     page.get_by_role("button", name="Save").click()
     page.locator("#node-availability", has_text="active").wait_for()
     page.goto(f"{srv.url}/#/env/{env}/services/{client.services.get(name).id}")
-    page.get_by_role("button", name="Remove").click()
+    # exactly "Remove": until the service page is drawn, the node page's label row shows "Remove this row"
+    page.get_by_role("button", name="Remove", exact=True).click()
     page.locator("#swarm-list").wait_for()
     wait_until(lambda: not client.services.list(filters={"name": name}), message="the service to go")
     for kind in ("configs", "secrets"):
